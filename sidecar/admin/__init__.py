@@ -1,0 +1,1 @@
+"""The internal port: health, readiness and Prometheus metrics."""

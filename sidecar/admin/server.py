@@ -1,0 +1,30 @@
+"""Routes on the internal telemetry port (default 127.0.0.1:8888)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sidecar.telemetry.metrics import SidecarMetrics
+
+
+def build_admin_app(metrics: SidecarMetrics, is_ready: Callable[[], tuple[bool, str]]) -> web.Application:
+    app = web.Application()
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready, reason = is_ready()
+        return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
+
+    async def prometheus(_: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", prometheus)
+    return app

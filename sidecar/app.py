@@ -1,0 +1,149 @@
+"""The Sidecar: builds receivers, pipelines and exporters from config and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from sidecar.admin.server import build_admin_app
+from sidecar.config.model import SidecarConfig
+from sidecar.exporters.exporter import QueuedExporter
+from sidecar.exporters.signals import SIGNALS
+from sidecar.pipeline import PassThroughPipeline, TracesPipeline
+from sidecar.processors.base import Processor, ProcessorContext
+from sidecar.processors.registry import processor_class, processor_type
+from sidecar.receivers.grpc_server import GrpcServerHost
+from sidecar.receivers.http_server import HttpServerHost
+from sidecar.receivers.ingest import Ingest
+from sidecar.receivers.otlp_grpc import otlp_grpc_handlers
+from sidecar.receivers.otlp_http import build_otlp_http_app
+from sidecar.telemetry.metrics import SidecarMetrics
+from sidecar.telemetry.survival import SurvivalRecorder
+
+log = logging.getLogger("costctx")
+
+
+class Sidecar:
+    def __init__(self, config: SidecarConfig) -> None:
+        self.config = config
+        self.metrics = SidecarMetrics()
+        self.survival = SurvivalRecorder()
+        self.context = ProcessorContext(metrics=self.metrics, survival=self.survival)
+        self.services: dict[str, Any] = self.context.services
+        self._ready = False
+        self._ticker: asyncio.Task | None = None
+
+        pipelines = config.service.pipelines
+        used = {name for p in pipelines.values() for name in p.exporters}
+        self.exporters = {name: QueuedExporter(name, config.exporters[name], self.metrics) for name in sorted(used)}
+
+        self.traces: TracesPipeline | None = None
+        if "traces" in pipelines:
+            spec = pipelines["traces"]
+            self.traces = TracesPipeline(
+                [self._build_processor(name) for name in spec.processors],
+                [self.exporters[name] for name in spec.exporters],
+                self.metrics,
+            )
+        passthrough = {
+            signal: PassThroughPipeline(SIGNALS[signal], [self.exporters[n] for n in pipelines[signal].exporters])
+            for signal in ("metrics", "logs")
+            if signal in pipelines
+        }
+        self.ingest = Ingest(self.traces, passthrough, self.metrics)
+
+        protocols = config.receivers.otlp.protocols
+        self.grpc: GrpcServerHost | None = None
+        if protocols.grpc is not None:
+            self.grpc = GrpcServerHost(protocols.grpc)
+            self.grpc.add_handlers(otlp_grpc_handlers(self.ingest))
+        self.http: HttpServerHost | None = None
+        if protocols.http is not None:
+            self.http = HttpServerHost(
+                protocols.http.endpoint, build_otlp_http_app(self.ingest, protocols.http), "OTLP/HTTP"
+            )
+        self.admin_app: web.Application = build_admin_app(self.metrics, self.readiness)
+        self.admin = HttpServerHost(config.service.telemetry.metrics.address, self.admin_app, "telemetry")
+
+    def _build_processor(self, name: str) -> Processor:
+        cls = processor_class(processor_type(name))
+        return cls(name, self.config.processors[name], self.context)
+
+    # -- state -----------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        if not self._ready:
+            return False, "starting or stopping"
+        if not self.exporters:
+            return False, "no exporter configured"
+        return True, "receivers listening, exporters configured"
+
+    @property
+    def grpc_port(self) -> int | None:
+        return self.grpc.port if self.grpc else None
+
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http else None
+
+    @property
+    def admin_port(self) -> int | None:
+        return self.admin.port
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.admin.start()
+        if self.traces is not None:
+            await self.traces.start()
+        for exporter in self.exporters.values():
+            await exporter.start()
+        if self.grpc is not None:
+            await self.grpc.start()
+        if self.http is not None:
+            await self.http.start()
+        self._ticker = asyncio.create_task(self._tick_loop(), name="costctx-ticker")
+        self._ready = True
+        log.info(
+            "costctx listening: grpc=%s http=%s telemetry=%s; exporting to %s",
+            self.grpc_port,
+            self.http_port,
+            self.admin_port,
+            ", ".join(e.sender.description for e in self.exporters.values()),
+        )
+
+    async def _tick_loop(self) -> None:
+        interval = self.config.service.tick_interval
+        while True:
+            await asyncio.sleep(interval)
+            if self.traces is not None:
+                self.traces.tick(time.monotonic())
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, release held spans, drain queues within `grace`, then close."""
+        self._ready = False
+        deadline = time.monotonic() + grace
+        if self.grpc is not None:
+            await self.grpc.stop(grace=min(1.0, grace))
+        if self.http is not None:
+            await self.http.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        if self.traces is not None:
+            self.traces.shutdown()
+        for exporter in self.exporters.values():
+            drained = await exporter.drain(max(deadline - time.monotonic(), 0.0))
+            if not drained:
+                log.warning(
+                    "exporter %s: %d batches still pending at the end of the grace period",
+                    exporter.name,
+                    exporter.pending(),
+                )
+        for exporter in self.exporters.values():
+            await exporter.stop()
+        if self.traces is not None:
+            await self.traces.close()
+        await self.admin.stop()

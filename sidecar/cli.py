@@ -1,0 +1,81 @@
+"""The `costctx` command: run, validate, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from sidecar.config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level={"warn": "WARNING"}.get(level, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(path: str | None):
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"costctx: invalid config: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sidecar.runner import serve
+
+    config = _load(args.config)
+    _configure_logging(config.service.telemetry.logs.level)
+    try:
+        asyncio.run(serve(config, grace=args.grace))
+    except OSError as exc:
+        logging.getLogger("costctx").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    pipelines = ", ".join(
+        f"{name}: [{', '.join(p.processors) or 'pass-through'}] -> {', '.join(p.exporters)}"
+        for name, p in config.service.pipelines.items()
+    )
+    print(f"config OK ({args.config or 'built-in defaults'}): {pipelines}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sidecar.demo import run_demo
+
+    _configure_logging("warning")
+    return run_demo(sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="costctx", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the sidecar")
+    run.add_argument("--config", help="config file (Collector YAML shape); defaults if omitted")
+    run.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM (default 10)")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a config and exit (status 2 if invalid)")
+    validate.add_argument("--config", help="config file; the built-in defaults if omitted")
+    validate.set_defaults(func=cmd_validate)
+
+    demo = sub.add_parser("demo", help="run a sidecar, a sink and an agent workflow on embedded defaults")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,191 @@
+"""Typed config objects, one per component, in the OpenTelemetry Collector's YAML shape."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, PositiveInt, field_validator, model_validator
+
+from sidecar.config.types import (
+    Duration,
+    ListenEndpoint,
+    StrictModel,
+    check_http_url,
+    normalize_grpc_target,
+)
+
+MiB = 1024 * 1024
+SIGNALS = ("traces", "metrics", "logs")
+
+
+# -- receivers ---------------------------------------------------------------------------
+class GrpcProtocolConfig(StrictModel):
+    endpoint: ListenEndpoint = "127.0.0.1:4317"
+    max_recv_msg_size_mib: PositiveInt = 64
+
+
+class HttpProtocolConfig(StrictModel):
+    endpoint: ListenEndpoint = "127.0.0.1:4318"
+    max_request_body_size: PositiveInt = 64 * MiB
+
+
+class OtlpProtocolsConfig(StrictModel):
+    """As in the Collector: a protocol named (even with no settings) is on; one left out is off."""
+
+    grpc: GrpcProtocolConfig | None = None
+    http: HttpProtocolConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_means_enabled(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: ({} if v is None else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> OtlpProtocolsConfig:
+        if self.grpc is None and self.http is None:
+            raise ValueError("enable at least one of grpc, http")
+        return self
+
+
+class OtlpReceiverConfig(StrictModel):
+    protocols: OtlpProtocolsConfig = Field(
+        default_factory=lambda: OtlpProtocolsConfig(grpc=GrpcProtocolConfig(), http=HttpProtocolConfig())
+    )
+
+
+class ReceiversConfig(StrictModel):
+    otlp: OtlpReceiverConfig = Field(default_factory=OtlpReceiverConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: ({} if v is None else v) for k, v in data.items()}
+        return data
+
+
+# -- exporters ---------------------------------------------------------------------------
+class RetryConfig(StrictModel):
+    """Exponential backoff on retryable errors only; defaults are the Collector's."""
+
+    enabled: bool = True
+    initial_interval: Duration = 5.0
+    max_interval: Duration = 30.0
+    max_elapsed_time: Duration = 300.0
+    multiplier: float = Field(default=1.5, ge=1.0)
+    randomization_factor: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class SendingQueueConfig(StrictModel):
+    num_consumers: PositiveInt = 10
+    queue_size: PositiveInt = 1000
+
+
+class TlsClientConfig(StrictModel):
+    insecure: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class _ExporterCommon(StrictModel):
+    headers: dict[str, str] = Field(default_factory=dict)
+    compression: Literal["gzip", "none", ""] = "gzip"
+    timeout: Duration = 5.0
+    tls: TlsClientConfig = Field(default_factory=TlsClientConfig)
+    sending_queue: SendingQueueConfig = Field(default_factory=SendingQueueConfig)
+    retry_on_failure: RetryConfig = Field(default_factory=RetryConfig)
+
+    @property
+    def gzip(self) -> bool:
+        return self.compression == "gzip"
+
+
+class OtlpGrpcExporterConfig(_ExporterCommon):
+    """`exporters: otlp:` sends OTLP over gRPC."""
+
+    endpoint: str
+    insecure: bool | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        normalize_grpc_target(value)
+        return value
+
+    @property
+    def target(self) -> str:
+        return normalize_grpc_target(self.endpoint)[0]
+
+    @property
+    def use_tls(self) -> bool:
+        if self.insecure is not None:
+            return not self.insecure
+        if self.tls.insecure:
+            return False
+        implied_insecure = normalize_grpc_target(self.endpoint)[1]
+        return not implied_insecure if implied_insecure is not None else True
+
+
+class OtlpHttpExporterConfig(_ExporterCommon):
+    """`exporters: otlphttp:` sends OTLP/HTTP protobuf to <endpoint>/v1/<signal>."""
+
+    endpoint: str
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        return check_http_url(value)
+
+
+EXPORTER_TYPES: dict[str, type[_ExporterCommon]] = {
+    "otlp": OtlpGrpcExporterConfig,
+    "otlphttp": OtlpHttpExporterConfig,
+}
+
+
+# -- service -----------------------------------------------------------------------------
+class PipelineConfig(StrictModel):
+    receivers: list[str] = Field(default_factory=lambda: ["otlp"])
+    processors: list[str] = Field(default_factory=list)
+    exporters: list[str] = Field(min_length=1)
+
+
+class MetricsTelemetryConfig(StrictModel):
+    address: ListenEndpoint = "127.0.0.1:8888"
+
+
+class LogsTelemetryConfig(StrictModel):
+    level: Literal["debug", "info", "warn", "warning", "error"] = "info"
+
+
+class TelemetryConfig(StrictModel):
+    metrics: MetricsTelemetryConfig = Field(default_factory=MetricsTelemetryConfig)
+    logs: LogsTelemetryConfig = Field(default_factory=LogsTelemetryConfig)
+
+
+class ServiceConfig(StrictModel):
+    pipelines: dict[Literal["traces", "metrics", "logs"], PipelineConfig]
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    # How often processors that hold spans are asked to release what is due.
+    tick_interval: Duration = 0.1
+
+
+# -- the whole file ----------------------------------------------------------------------
+class SidecarConfig(StrictModel):
+    """The validated config. Component sections are typed by the loader, keyed by full name."""
+
+    receivers: ReceiversConfig = Field(default_factory=ReceiversConfig)
+    processors: dict[str, Any] = Field(default_factory=dict)
+    exporters: dict[str, Any] = Field(default_factory=dict)
+    extensions: dict[str, Any] = Field(default_factory=dict)
+    service: ServiceConfig
+
+    # Filled by the loader after per-component validation.
+    def typed_exporters(self) -> dict[str, _ExporterCommon]:
+        return self.exporters
+
+    def typed_processors(self) -> dict[str, StrictModel]:
+        return self.processors

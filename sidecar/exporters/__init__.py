@@ -1,0 +1,1 @@
+"""OTLP exporters: a bounded sending queue in front of a gRPC or HTTP sender."""

@@ -1,0 +1,1 @@
+"""Trace processors: each takes a TraceBatch and returns it (or what it does not hold)."""

@@ -1,0 +1,66 @@
+"""The processor contract, Collector style: configured from its own YAML section."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sidecar.config.types import StrictModel
+from sidecar.envelope import ENVELOPE, Envelope
+from sidecar.pdata import TraceBatch
+from sidecar.telemetry.metrics import SidecarMetrics
+from sidecar.telemetry.survival import SurvivalRecorder
+
+Emit = Callable[[TraceBatch], None]
+
+
+@dataclass
+class ProcessorContext:
+    """What the sidecar hands each processor: shared telemetry and shared services."""
+
+    metrics: SidecarMetrics
+    survival: SurvivalRecorder
+    envelope: Envelope = ENVELOPE
+    # Components shared across processors and servers (e.g. a spend ledger), by name.
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+class Processor:
+    """Subclasses set `type_name` and `config_model` and implement `process`."""
+
+    type_name: ClassVar[str]
+    config_model: ClassVar[type[StrictModel]]
+
+    def __init__(self, name: str, config: StrictModel, context: ProcessorContext) -> None:
+        self.name = name
+        self.config = config
+        self.context = context
+        self.log = logging.getLogger(f"costctx.processor.{name}")
+        self._emit: Emit | None = None
+
+    def bind(self, emit: Emit) -> None:
+        """Where batches released later (outside `process`) continue down the pipeline."""
+        self._emit = emit
+
+    def emit(self, batch: TraceBatch) -> None:
+        if self._emit is None:
+            raise RuntimeError(f"processor {self.name} emitted before it was bound to a pipeline")
+        self._emit(batch)
+
+    def process(self, batch: TraceBatch) -> TraceBatch | None:
+        """Return the batch to pass on; None or an empty batch stops it here (e.g. all held)."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Open files, watchers or connections; called before receivers listen."""
+
+    def tick(self, now: float) -> None:
+        """Called periodically on the pipeline's loop; release whatever is due via `emit`."""
+
+    def shutdown(self) -> None:
+        """Release everything held via `emit`; called before the exporters drain."""
+
+    async def close(self) -> None:
+        """Close resources opened in `start`."""

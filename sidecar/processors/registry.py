@@ -1,0 +1,32 @@
+"""Known processor types, imported on demand so a config names only what it uses."""
+
+from __future__ import annotations
+
+import importlib
+
+from sidecar.processors.base import Processor
+
+# type name -> "module:Class"
+PROCESSOR_TYPES: dict[str, str] = {
+    "envelope": "sidecar.processors.envelope:EnvelopeProcessor",
+}
+
+# The traces pipeline when no config names one. Order matters: rename before anything
+# reads keys, repair before pricing, and check the envelope last so `costctx.missing`
+# reflects the span as it leaves.
+DEFAULT_TRACE_PROCESSORS: list[str] = ["envelope"]
+
+
+def processor_type(name: str) -> str:
+    """`normalize/custom` -> `normalize`, as Collector component ids work."""
+    return name.split("/", 1)[0]
+
+
+def processor_class(type_name: str) -> type[Processor]:
+    try:
+        target = PROCESSOR_TYPES[type_name]
+    except KeyError:
+        known = ", ".join(sorted(PROCESSOR_TYPES))
+        raise KeyError(f"unknown processor type {type_name!r} (known: {known})") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)

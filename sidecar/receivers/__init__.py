@@ -1,0 +1,1 @@
+"""OTLP receivers (gRPC and HTTP) and the servers they, and later services, share."""

@@ -1,0 +1,83 @@
+"""OTLP/HTTP receiver: POST /v1/traces, /v1/metrics, /v1/logs, protobuf or JSON, gzip.
+
+Errors carry a google.rpc.Status body in the request's encoding; 503 carries Retry-After.
+aiohttp decompresses gzip request bodies itself and applies the body size limit to the
+decompressed size, so a small gzip bomb still gets 413.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+
+from sidecar.config.model import HttpProtocolConfig
+from sidecar.exporters.signals import SIGNALS, Signal
+from sidecar.receivers.ingest import Ingest, IngestError, decode_protobuf
+from sidecar.receivers.otlp_json import decode_json, encode_json
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+_HTTP_STATUS = {"invalid": 400, "too_large": 413, "unavailable": 503, "unimplemented": 404, "unauthenticated": 401}
+_RPC_CODE = {
+    "invalid": code_pb2.INVALID_ARGUMENT,
+    "too_large": code_pb2.RESOURCE_EXHAUSTED,
+    "unavailable": code_pb2.UNAVAILABLE,
+    "unimplemented": code_pb2.UNIMPLEMENTED,
+    "unauthenticated": code_pb2.UNAUTHENTICATED,
+}
+
+
+def _encode(message: Message, content_type: str) -> bytes:
+    return encode_json(message) if content_type == JSON else message.SerializeToString()
+
+
+def error_response(error: IngestError, content_type: str) -> web.Response:
+    content_type = JSON if content_type == JSON else PROTOBUF
+    status = status_pb2.Status(code=_RPC_CODE[error.kind], message=error.message)
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return web.Response(
+        status=_HTTP_STATUS[error.kind], body=_encode(status, content_type), content_type=content_type, headers=headers
+    )
+
+
+def _export_handler(ingest: Ingest, signal: Signal):
+    async def export(request: web.Request) -> web.Response:
+        content_type = request.content_type
+        if content_type not in (PROTOBUF, JSON):
+            return web.Response(status=415, text=f"unsupported content type {content_type!r}; use {PROTOBUF} or {JSON}")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            ingest.record_error(signal, "http", "too_large")
+            limit = request.app["max_body"]
+            return error_response(IngestError("too_large", f"request body over {limit} bytes"), content_type)
+        except Exception as exc:  # bad gzip, truncated body: aiohttp's payload errors
+            ingest.record_error(signal, "http", "invalid")
+            return error_response(IngestError("invalid", f"cannot read request body: {exc}"), content_type)
+        try:
+            if content_type == JSON:
+                message, raw = decode_json(signal, body), None
+            else:
+                message, raw = decode_protobuf(signal, body), body
+            response = ingest.export(signal, message, raw, "http")
+        except IngestError as error:
+            if error.kind == "invalid":
+                ingest.record_error(signal, "http", "invalid")
+            return error_response(error, content_type)
+        return web.Response(status=200, body=_encode(response, content_type), content_type=content_type)
+
+    return export
+
+
+def build_otlp_http_app(ingest: Ingest, config: HttpProtocolConfig) -> web.Application:
+    app = web.Application(client_max_size=config.max_request_body_size)
+    app["max_body"] = config.max_request_body_size
+    for signal in SIGNALS.values():
+        app.router.add_post(signal.http_path, _export_handler(ingest, signal))
+    return app

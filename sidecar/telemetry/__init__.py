@@ -1,0 +1,1 @@
+"""The sidecar's own telemetry: Prometheus metrics and field-survival counts."""

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from sidecar.runner import SidecarThread
+from sidecar.sink import OtlpSink
+from tests.support.sidecar import sidecar_config, start_sidecar
+
+
+@pytest.fixture
+def sink() -> Iterator[OtlpSink]:
+    with OtlpSink(http_port=0) as s:
+        yield s
+
+
+@pytest.fixture
+def make_sidecar(sink: OtlpSink) -> Iterator[Callable[..., SidecarThread]]:
+    """make_sidecar(processors=[...], **config_overrides) -> a started SidecarThread."""
+    started: list[SidecarThread] = []
+
+    def make(**kwargs) -> SidecarThread:
+        config = sidecar_config(sink.grpc_port, sink_http_port=sink.http_port, **kwargs)
+        runner = start_sidecar(config)
+        started.append(runner)
+        return runner
+
+    yield make
+    for runner in started:
+        runner.stop()
