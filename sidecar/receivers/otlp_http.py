@@ -18,6 +18,7 @@ from sidecar.exporters.signals import SIGNALS, Signal
 from sidecar.receivers.ingest import Ingest, IngestError, decode_protobuf
 from sidecar.receivers.otlp_json import decode_json, encode_json
 
+MAX_BODY = web.AppKey("max_body", int)
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -55,7 +56,7 @@ def _export_handler(ingest: Ingest, signal: Signal):
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             ingest.record_error(signal, "http", "too_large")
-            limit = request.app["max_body"]
+            limit = request.app[MAX_BODY]
             return error_response(IngestError("too_large", f"request body over {limit} bytes"), content_type)
         except Exception as exc:  # bad gzip, truncated body: aiohttp's payload errors
             ingest.record_error(signal, "http", "invalid")
@@ -77,7 +78,7 @@ def _export_handler(ingest: Ingest, signal: Signal):
 
 def build_otlp_http_app(ingest: Ingest, config: HttpProtocolConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_request_body_size)
-    app["max_body"] = config.max_request_body_size
+    app[MAX_BODY] = config.max_request_body_size
     for signal in SIGNALS.values():
         app.router.add_post(signal.http_path, _export_handler(ingest, signal))
     return app

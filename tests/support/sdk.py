@@ -29,8 +29,9 @@ def tracer_provider(
     else:
         raise ValueError("give grpc_port or http_port")
     if batch:
-        processor = BatchSpanProcessor(exporter, max_export_batch_size=max_export_batch_size,
-                                       schedule_delay_millis=schedule_delay_millis)
+        processor = BatchSpanProcessor(
+            exporter, max_export_batch_size=max_export_batch_size, schedule_delay_millis=schedule_delay_millis
+        )
     else:
         processor = SimpleSpanProcessor(exporter)
     provider.add_span_processor(processor)

@@ -20,22 +20,35 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def sidecar_config(sink_port: int, processors: list[str] | None = None, exporter: str = "otlp",
-                   sink_http_port: int | None = None, **overrides: Any) -> dict:
-    """A config dict: receivers and telemetry on port 0, fast retries, exporting to the sink."""
+def sidecar_config(
+    sink_port: int,
+    processors: list[str] | None = None,
+    exporter: str = "otlp",
+    sink_http_port: int | None = None,
+    processor_config: dict | None = None,
+    **overrides: Any,
+) -> dict:
+    """A config dict: receivers and telemetry on port 0, fast retries, exporting to the sink.
+
+    `processors` names the traces pipeline (defaults if None); `processor_config` gives
+    sections for them by name; other keyword arguments deep-merge into the config.
+    """
     names = list(DEFAULT_TRACE_PROCESSORS) if processors is None else processors
     if exporter == "otlphttp":
         exporter_section = {"endpoint": f"http://127.0.0.1:{sink_http_port}"}
     else:
         exporter_section = {"endpoint": f"127.0.0.1:{sink_port}", "insecure": True}
-    exporter_section.update({
-        "timeout": "2s",
-        "retry_on_failure": {"initial_interval": "50ms", "max_interval": "200ms", "max_elapsed_time": "30s"},
-    })
+    exporter_section.update(
+        {
+            "timeout": "2s",
+            "retry_on_failure": {"initial_interval": "50ms", "max_interval": "200ms", "max_elapsed_time": "30s"},
+        }
+    )
     config = {
-        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"},
-                                             "http": {"endpoint": "127.0.0.1:0"}}}},
-        "processors": {name: None for name in names},
+        "receivers": {
+            "otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}}}
+        },
+        "processors": {name: (processor_config or {}).get(name) for name in names},
         "exporters": {exporter: exporter_section},
         "service": {
             "pipelines": {
