@@ -78,9 +78,18 @@ class RetryConfig(StrictModel):
     randomization_factor: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
+class QueueStorageConfig(StrictModel):
+    """A persistent sending queue (the Collector's `storage: file_storage`), in one SQLite file."""
+
+    directory: str
+    max_bytes: PositiveInt = 1024 * MiB  # bound on disk; when full, clients get retryable refusals
+    fsync: Literal["always", "batch", "never"] = "always"
+
+
 class SendingQueueConfig(StrictModel):
     num_consumers: PositiveInt = 10
     queue_size: PositiveInt = 1000
+    storage: QueueStorageConfig | None = None  # None: in memory, lost on a crash
 
 
 class TlsClientConfig(StrictModel):

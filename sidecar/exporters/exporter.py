@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 from sidecar.config.model import OtlpGrpcExporterConfig, OtlpHttpExporterConfig, RetryConfig
 from sidecar.exporters.backoff import Backoff
 from sidecar.exporters.errors import PermanentSendError, RetryableSendError, SendError
+from sidecar.exporters.persistent_queue import PersistentQueue
 from sidecar.exporters.queue import MemoryQueue, QueueItem
 from sidecar.exporters.signals import Signal
 from sidecar.telemetry.metrics import SidecarMetrics
@@ -38,6 +39,14 @@ def build_sender(config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig) -> Sen
     return HttpSender(config)
 
 
+def build_queue(name: str, config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig) -> MemoryQueue | PersistentQueue:
+    queue = config.sending_queue
+    if queue.storage is None:
+        return MemoryQueue(queue.queue_size)
+    storage = queue.storage
+    return PersistentQueue(storage.directory, name, queue.queue_size, storage.max_bytes, storage.fsync)
+
+
 class QueuedExporter:
     def __init__(
         self,
@@ -45,13 +54,13 @@ class QueuedExporter:
         config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig,
         metrics: SidecarMetrics,
         sender: Sender | None = None,
-        queue: MemoryQueue | None = None,
+        queue: MemoryQueue | PersistentQueue | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.metrics = metrics
         self.sender = sender or build_sender(config)
-        self.queue = queue or MemoryQueue(config.sending_queue.queue_size)
+        self.queue = queue or build_queue(name, config)
         self._retry: RetryConfig = config.retry_on_failure
         self._consumers: list[asyncio.Task] = []
         self._in_flight = 0
@@ -74,12 +83,29 @@ class QueuedExporter:
             )
         self.queue.put(QueueItem(signal, payload, items))
         self._idle.clear()
-        self.metrics.queue_size.labels(self.name).set(len(self.queue))
+        self._update_gauges()
         return True
+
+    def _update_gauges(self) -> None:
+        self.metrics.queue_size.labels(self.name).set(len(self.queue))
+        if self.queue.durable:
+            self.metrics.queue_stored_bytes.labels(self.name).set(self.queue.stored_bytes)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self.sender.start()
+        recovered = getattr(self.queue, "recovered", [])
+        if recovered:
+            self._idle.clear()
+            log.warning(
+                "exporter %s: resending %d batches (%d items) left in %s by the previous run; "
+                "the downstream may already have some of them (at least once)",
+                self.name,
+                len(recovered),
+                sum(item.items for item in recovered),
+                self.queue.path,
+            )
+        self._update_gauges()
         for i in range(self.config.sending_queue.num_consumers):
             self._consumers.append(asyncio.create_task(self._consume(), name=f"{self.name}-consumer-{i}"))
 
@@ -103,12 +129,22 @@ class QueuedExporter:
             task.cancel()
         await asyncio.gather(*self._consumers, return_exceptions=True)
         self._consumers.clear()
+        if self.queue.durable and self.queue.stored_batches:
+            stored = self.queue.stored_batches
+            self.metrics.queue_persisted_on_stop.labels(self.name).inc(stored)
+            log.warning(
+                "exporter %s: %d batches unsent at shutdown stay in %s and are sent on the next start",
+                self.name,
+                stored,
+                self.queue.path,
+            )
         left = self.queue.drain_remaining()
         if left:
             lost = sum(item.items for item in left)
             for item in left:
                 self._give_up(item, "shutdown", "sidecar stopped before the batch could be sent")
             log.error("exporter %s: stopped with %d batches (%d items) unsent", self.name, len(left), lost)
+        self.queue.close()
         await self.sender.close()
 
     # -- sending ---------------------------------------------------------------------------
@@ -116,7 +152,7 @@ class QueuedExporter:
         while True:
             item = await self.queue.get()
             self._in_flight += 1
-            self.metrics.queue_size.labels(self.name).set(len(self.queue))
+            self._update_gauges()
             try:
                 await self._send_with_retry(item)
             except asyncio.CancelledError:
@@ -152,6 +188,7 @@ class QueuedExporter:
                 return
             self._record_success(item, response)
             self.queue.ack(item)
+            self._update_gauges()
             return
 
     def _record_success(self, item: QueueItem, response: Message) -> None:
@@ -169,6 +206,9 @@ class QueuedExporter:
                 )
                 self.metrics.items_rejected_downstream.labels(item.signal.name, self.name).inc(rejected)
         self.metrics.items_forwarded.labels(item.signal.name, self.name).inc(max(item.items - rejected, 0))
+        if item.recovered:
+            self.metrics.resent_batches.labels(item.signal.name, self.name).inc()
+            self.metrics.resent_items.labels(item.signal.name, self.name).inc(item.items)
 
     def _give_up(self, item: QueueItem, reason: str, message: str) -> None:
         log.error(
@@ -182,3 +222,4 @@ class QueuedExporter:
         self.metrics.export_failures.labels(item.signal.name, self.name, reason).inc()
         self.metrics.export_failed_items.labels(item.signal.name, self.name).inc(item.items)
         self.queue.ack(item)
+        self._update_gauges()

@@ -22,9 +22,12 @@ class QueueItem:
     items: int  # spans, data points or log records in it
     key: int | None = None  # storage key for persistent queues
     attempts: int = field(default=0)
+    recovered: bool = False  # reloaded from a persistent queue after a restart: may be a duplicate
 
 
 class MemoryQueue:
+    durable = False  # what is left at stop is lost (and counted)
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: collections.deque[QueueItem] = collections.deque()
@@ -53,3 +56,6 @@ class MemoryQueue:
         items = list(self._items)
         self._items.clear()
         return items
+
+    def close(self) -> None:
+        """Nothing to close in memory."""

@@ -77,6 +77,31 @@ class SidecarMetrics:
             ["exporter"],
             registry=r,
         )
+        self.resent_batches = Counter(
+            "costctx_exporter_resent_batches",
+            "Batches reloaded from the persistent queue after a restart and delivered; each may "
+            "duplicate one the downstream already had (delivery is at least once).",
+            ["signal", "exporter"],
+            registry=r,
+        )
+        self.resent_items = Counter(
+            "costctx_exporter_resent_items",
+            "Items in resent batches (possible duplicates at the downstream).",
+            ["signal", "exporter"],
+            registry=r,
+        )
+        self.queue_stored_bytes = Gauge(
+            "costctx_exporter_queue_stored_bytes",
+            "Bytes of batches held on disk by the persistent queue.",
+            ["exporter"],
+            registry=r,
+        )
+        self.queue_persisted_on_stop = Counter(
+            "costctx_exporter_queue_persisted_batches",
+            "Batches left unsent at shutdown and kept on disk for the next start.",
+            ["exporter"],
+            registry=r,
+        )
         self.processor_errors = Counter(
             "costctx_processor_errors",
             "Batches a processor failed on; the batch is forwarded unprocessed rather than lost.",
