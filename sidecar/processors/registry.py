@@ -9,12 +9,13 @@ from sidecar.processors.base import Processor
 # type name -> "module:Class"
 PROCESSOR_TYPES: dict[str, str] = {
     "envelope": "sidecar.processors.envelope:EnvelopeProcessor",
+    "price": "sidecar.processors.price:PriceProcessor",
 }
 
 # The traces pipeline when no config names one. Order matters: rename before anything
 # reads keys, repair before pricing, and check the envelope last so `costctx.missing`
 # reflects the span as it leaves.
-DEFAULT_TRACE_PROCESSORS: list[str] = ["envelope"]
+DEFAULT_TRACE_PROCESSORS: list[str] = ["price", "envelope"]
 
 
 def processor_type(name: str) -> str:

@@ -1,0 +1,67 @@
+"""Price metrics, registered once per sidecar on its registry (shared by every price processor)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from sidecar.telemetry.metrics import SidecarMetrics
+
+OTHER = "other"
+
+
+class BoundedLabel:
+    """At most `limit` distinct label values, then `other`: model names come from spans."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self.limit:
+            self._seen.add(value)
+            return value
+        return OTHER
+
+
+class PriceMetrics:
+    def __init__(self, metrics: SidecarMetrics) -> None:
+        r = metrics.registry
+        self.priced = Counter("costctx_price_priced_spans", "Spans stamped with a cost, by origin.",
+                              ["origin"], registry=r)
+        self.misses = Counter("costctx_price_misses", "Spans with a model or tokens but no cost, by model and "
+                              "reason (unknown_model, missing_tokens); model names are bounded, then 'other'.",
+                              ["model", "reason"], registry=r)
+        self.drift_compared = Counter("costctx_price_reported_compared_spans",
+                                      "Spans with a provider-reported cost that the sidecar could also price.",
+                                      registry=r)
+        self.drift_spans = Counter("costctx_price_reported_drift_spans",
+                                   "Reported costs differing from the computed cost by more than the tolerance.",
+                                   ["model"], registry=r)
+        self.drift_usd = Counter("costctx_price_reported_drift_usd",
+                                 "Sum of |computed - reported| in USD over compared spans.", registry=r)
+        self.drift_ratio = Histogram("costctx_price_reported_drift_ratio",
+                                     "|computed - reported| / reported per compared span.",
+                                     buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, float("inf")),
+                                     registry=r)
+        self.reloads = Counter("costctx_price_reloads", "Price sources (re)loaded.", ["source"], registry=r)
+        self.reload_failures = Counter("costctx_price_reload_failures",
+                                       "Price source loads that failed; the last good table stays in use.",
+                                       ["source"], registry=r)
+        self.untracked = Counter("costctx_price_spend_untracked_spans",
+                                 "Priced spans without workflow.id: no running total.", registry=r)
+        self.token_mismatch = Counter("costctx_price_token_count_mismatch_spans",
+                                      "Spans whose cache/reasoning counts contradicted the token mode "
+                                      "(e.g. cached > input in inclusive mode); read as reported beside.",
+                                      ["provider"], registry=r)
+
+
+def price_metrics(metrics: SidecarMetrics, services: dict[str, Any]) -> PriceMetrics:
+    """One PriceMetrics per sidecar, so two price processors do not register names twice."""
+    found = services.get("price_metrics")
+    if found is None:
+        found = services["price_metrics"] = PriceMetrics(metrics)
+    return found

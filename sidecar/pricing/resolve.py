@@ -1,0 +1,67 @@
+"""Model-name resolution: which table row prices a span's model.
+
+The documented order, for the response model first and then the request model:
+1. the exact name (lower-cased): `gpt-4o-2024-08-06`;
+2. the name qualified with the span's provider: `openai/gpt-4o-2024-08-06` (LiteLLM keys);
+3. the name without its provider prefix(es): `openai/gpt-4o` -> `gpt-4o`;
+4. the name without a dated-snapshot or version suffix: `gpt-4o-2024-08-06` -> `gpt-4o`,
+   `claude-3-5-haiku-20241022` -> `claude-3-5-haiku`, `claude-3-5-sonnet@20240620`,
+   `gemini-2.0-flash-001`, `mistral-large-2411`, `mistral-large-latest` -> the family name;
+5. aliases from config (and from override files): the alias target, resolved by 1-4.
+Within one table the first candidate found wins; across tables the later source wins
+(see `PriceBook.resolve`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+# -2024-08-06, -20241022, @20240620, -001, -2411, -latest (one suffix at a time, repeatedly).
+_SUFFIX = re.compile(r"(?:[-@](?:\d{4}-\d{2}-\d{2}|\d{8})|-\d{3,4}|-latest)$")
+
+
+def _strip_suffixes(name: str) -> list[str]:
+    out = []
+    while True:
+        stripped = _SUFFIX.sub("", name)
+        if stripped == name or not stripped:
+            return out
+        out.append(stripped)
+        name = stripped
+
+
+def candidates(model: str, provider: str | None = None,
+               aliases: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """(table key, how it was derived) in resolution order, without duplicates."""
+    seen: dict[str, str] = {}
+
+    def add(name: str, how: str) -> None:
+        if name and name not in seen:
+            seen[name] = how
+
+    _names(model.strip().lower(), provider, add)
+    if aliases:
+        for name in list(seen):
+            target = aliases.get(name)
+            if target:
+                label = f"alias {name} -> {target}"
+                _names(target, provider,
+                       lambda n, how, label=label: add(n, label if how == "exact" else f"{label}, {how}"))
+    return list(seen.items())
+
+
+def _names(model: str, provider: str | None, add) -> None:
+    add(model, "exact")
+    if provider and "/" not in model:
+        add(f"{provider.lower()}/{model}", "provider prefix")
+    bare = [model]
+    if "/" in model:
+        parts = model.split("/")
+        for i in range(1, len(parts)):
+            suffix = "/".join(parts[i:])
+            bare.append(suffix)
+            add(suffix, "provider prefix")
+    for name in bare:
+        for stripped in _strip_suffixes(name):
+            add(stripped, "dated snapshot")

@@ -1,0 +1,299 @@
+"""The `price` processor: stamp each model call's own cost and each workflow's running spend.
+
+For every span with a model and token counts it writes `cost.usd` (this call only, never a
+sum over children), `cost.price_source` (`name@version#digest` of the table that priced
+it) and `cost.origin` (`computed`, or `reported` when the span carried a provider cost,
+which is kept and compared with the sidecar's own figure). Spans with a `workflow.id`
+also get `workflow.spend_total_usd`: the workflow's spend as this sidecar has seen it,
+this span included. Amounts are exact pico-USD integers until written as doubles.
+
+Publishes `services["price_book"]` (PriceBookHandle) and `services["spend_ledger"]`
+(SpendLedger) for the budget processor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Literal
+
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+
+from sidecar.config.types import Duration, StrictModel
+from sidecar.pdata import TraceBatch
+from sidecar.pdata.batch import SpanRecord
+from sidecar.pricing.book import Estimate, PriceBook, PriceBookHandle
+from sidecar.pricing.calc import ADDITIVE, INCLUSIVE, Usage
+from sidecar.pricing.ledger import SpendLedger
+from sidecar.pricing.metrics import BoundedLabel, price_metrics
+from sidecar.pricing.money import from_usd, to_usd_float
+from sidecar.pricing.sources import PriceSources, ReloadEvent, SourceSpec
+from sidecar.processors.base import Processor
+
+PROVIDER = "gen_ai.provider.name"
+OPERATION = "gen_ai.operation.name"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+INPUT = "gen_ai.usage.input_tokens"
+OUTPUT = "gen_ai.usage.output_tokens"
+CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
+CACHE_CREATION = "gen_ai.usage.cache_creation.input_tokens"
+REASONING = "gen_ai.usage.reasoning.output_tokens"
+# Provider-reported cost: normalize renames the others to the first; read all in case it is off.
+REPORTED_KEYS = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.cost.total_cost")
+COST_USD = "cost.usd"
+COST_SOURCE = "cost.price_source"
+COST_ORIGIN = "cost.origin"
+WORKFLOW_ID = "workflow.id"
+SPEND_TOTAL = "workflow.spend_total_usd"
+MISSING_KEY = "costctx.missing"
+# Any of these makes a span worth a look; others are skipped after one dict probe each.
+TRIGGER_KEYS = (RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS)
+# Operations that produce no output tokens: a missing output count means zero.
+INPUT_ONLY_OPERATIONS = frozenset({"embeddings"})
+
+TokenMode = Literal["inclusive", "additive"]
+
+
+class PriceSourceConfig(StrictModel):
+    type: Literal["builtin", "litellm", "overrides"]
+    path: str | None = None
+    name: str | None = None
+    version: str | None = None
+
+    @model_validator(mode="after")
+    def _path_matches_type(self) -> PriceSourceConfig:
+        if self.type == "builtin" and self.path:
+            raise ValueError("the builtin source is shipped in the package and takes no path")
+        if self.type != "builtin" and not self.path:
+            raise ValueError(f"a {self.type} source needs a path")
+        return self
+
+
+class PriceConfig(StrictModel):
+    # Layered, later wins. A bare string is a type with no options: `- builtin`.
+    sources: list[PriceSourceConfig] = Field(default_factory=lambda: [PriceSourceConfig(type="builtin")])
+    # Span model name -> table model name (applied after exact, prefix and snapshot matching).
+    aliases: dict[str, str] = Field(default_factory=dict)
+    # Provider -> how its spans count cache tokens. `anthropic` is additive unless set here.
+    cache_token_modes: dict[str, TokenMode] = Field(default_factory=dict)
+    default_cache_token_mode: TokenMode = INCLUSIVE
+    # How often price files are checked for changes (stat, then hash).
+    reload_interval: Duration = 5.0
+    # Workflow running totals: how many workflows, and how long after their last priced span.
+    spend_table_size: PositiveInt = 100_000
+    spend_ttl: Duration = 6 * 3600.0
+    # A reported cost differing from the computed one by more than this fraction is drift.
+    drift_tolerance: NonNegativeFloat = 0.01
+    # Distinct model label values on the miss / drift metrics before `other`.
+    max_model_labels: PositiveInt = 100
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _bare_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"type": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+def source_specs(config: PriceConfig) -> list[SourceSpec]:
+    return [SourceSpec(s.type, s.path, s.name, s.version) for s in config.sources]
+
+
+def build_book(config: PriceConfig, sources: PriceSources) -> PriceBook:
+    return PriceBook(sources.tables(), config.aliases, config.cache_token_modes, config.default_cache_token_mode)
+
+
+class PriceProcessor(Processor):
+    type_name = "price"
+    config_model = PriceConfig
+    config: PriceConfig
+
+    def __init__(self, name, config, context) -> None:
+        super().__init__(name, config, context)
+        self.metrics = price_metrics(context.metrics, context.services)
+        self._model_label = BoundedLabel(config.max_model_labels)
+        self._warned: set[str] = set()
+        self.sources = PriceSources(source_specs(config))
+        self._watching = any(s.type != "builtin" for s in config.sources)
+        self._next_check = 0.0
+        self._reload_task: asyncio.Task | None = None
+        events = self.sources.refresh()
+        self.book = PriceBookHandle(build_book(config, self.sources))
+        self._count_reloads(events)
+        self.ledger = SpendLedger(maxsize=config.spend_table_size, ttl=config.spend_ttl)
+        context.services["price_book"] = self.book
+        context.services["spend_ledger"] = self.ledger
+
+    # -- pricing -----------------------------------------------------------------------------
+    def process(self, batch: TraceBatch) -> TraceBatch:
+        raw = batch.raw
+        # One C-speed scan: a batch with no GenAI or cost keys at all has nothing to price.
+        if raw is not None and b"gen_ai." not in raw and b"llm." not in raw and b"cost.usd" not in raw:
+            return batch
+        book = self.book.book
+        for rec in batch.records:
+            attrs = rec.attrs
+            for key in TRIGGER_KEYS:
+                if key in attrs:
+                    self._price_span(rec, book)
+                    break
+        return batch
+
+    def _price_span(self, rec: SpanRecord, book: PriceBook) -> None:
+        attrs = rec.attrs
+        if COST_ORIGIN in attrs and COST_USD in attrs:
+            # Priced by an upstream costctx hop: keep its stamps, count it in the running total.
+            upstream = rec.get_double(COST_USD)
+            if upstream is not None and math.isfinite(upstream) and upstream >= 0:
+                self._add_spend(rec, from_usd(upstream))
+                return
+        response_model = rec.get_str(RESPONSE_MODEL)
+        request_model = rec.get_str(REQUEST_MODEL)
+        provider = rec.get_str(PROVIDER)
+        usage = self._usage(rec)
+        estimate = None
+        if usage is not None and (response_model or request_model):
+            estimate = book.price(usage, response_model, request_model, provider)
+            if estimate is not None and estimate.cost.inconsistent:
+                self.metrics.token_mismatch.labels(provider or "unknown").inc()
+        reported = self._reported(rec)
+        if reported is not None:
+            key, usd = reported
+            pico = from_usd(usd)
+            rec.set(COST_USD, float(usd))
+            rec.set(COST_SOURCE, f"reported:{key}")
+            rec.set(COST_ORIGIN, "reported")
+            self.metrics.priced.labels("reported").inc()
+            if estimate is not None:
+                self._compare(pico, estimate)
+        elif estimate is not None:
+            pico = estimate.pico
+            rec.set(COST_USD, to_usd_float(pico))
+            rec.set(COST_SOURCE, estimate.source)
+            rec.set(COST_ORIGIN, "computed")
+            self.metrics.priced.labels("computed").inc()
+        else:
+            if response_model or request_model or usage is not None or INPUT in attrs or OUTPUT in attrs:
+                self._miss(rec, response_model or request_model, usage is None)
+            return
+        self._add_spend(rec, pico)
+
+    @staticmethod
+    def _count(rec: SpanRecord, key: str) -> int | None:
+        kv = rec.attrs.get(key)
+        if kv is None:
+            return None
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind == "int_value":
+            count = value.int_value
+        elif kind == "double_value" and value.double_value.is_integer():
+            count = int(value.double_value)  # some SDKs send counts as doubles
+        elif kind == "string_value" and value.string_value.isdigit():
+            count = int(value.string_value)
+        else:
+            return None
+        return count if count >= 0 else None
+
+    def _usage(self, rec: SpanRecord) -> Usage | None:
+        count = self._count
+        input_tokens = count(rec, INPUT)
+        output_tokens = count(rec, OUTPUT)
+        if output_tokens is None and rec.get_str(OPERATION) in INPUT_ONLY_OPERATIONS:
+            output_tokens = 0
+        if input_tokens is None or output_tokens is None:
+            return None
+        return Usage(
+            input=input_tokens,
+            output=output_tokens,
+            cache_read=count(rec, CACHE_READ) or 0,
+            cache_creation=count(rec, CACHE_CREATION) or 0,
+            reasoning=count(rec, REASONING) or 0,
+        )
+
+    @staticmethod
+    def _reported(rec: SpanRecord) -> tuple[str, float] | None:
+        for key in REPORTED_KEYS:
+            if key in rec.attrs:
+                value = rec.get_double(key)
+                if value is not None and math.isfinite(value) and value >= 0:
+                    return key, value
+        return None
+
+    def _compare(self, reported_pico: int, estimate: Estimate) -> None:
+        m = self.metrics
+        m.drift_compared.inc()
+        diff = abs(estimate.pico - reported_pico)
+        m.drift_usd.inc(to_usd_float(diff))
+        ratio = diff / reported_pico if reported_pico else (0.0 if diff == 0 else math.inf)
+        m.drift_ratio.observe(ratio)
+        if ratio > self.config.drift_tolerance:
+            m.drift_spans.labels(self._model_label(estimate.resolution.model)).inc()
+
+    def _miss(self, rec: SpanRecord, model: str | None, missing_tokens: bool) -> None:
+        rec.append_strings(MISSING_KEY, [COST_USD])
+        reason = "missing_tokens" if missing_tokens else "unknown_model"
+        label = self._model_label(model or "(none)")
+        self.metrics.misses.labels(label, reason).inc()
+        warn_key = f"{label}/{reason}"
+        if warn_key not in self._warned:
+            # One warning per model (and reason), not per span; bounded like the metric label.
+            self._warned.add(warn_key)
+            if reason == "unknown_model":
+                self.log.warning("no price for model %r in %s; its spans carry no cost.usd (counted in "
+                                 "costctx_price_misses_total)", model, ", ".join(self.book.source_ids) or "no source")
+            else:
+                self.log.warning("spans of model %r lack input/output token counts; no cost.usd stamped", model)
+
+    def _add_spend(self, rec: SpanRecord, pico: int) -> None:
+        workflow_id = rec.get_str(WORKFLOW_ID)
+        if workflow_id is None:
+            self.metrics.untracked.inc()
+            return
+        total = self.ledger.add(workflow_id, pico)
+        rec.set(SPEND_TOTAL, to_usd_float(total))
+
+    # -- reload ------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        if not self._watching or now < self._next_check or self._reload_task is not None:
+            return
+        self._next_check = now + self.config.reload_interval
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.reload()
+            return
+        # File IO and parsing (a LiteLLM file is ~1 MB) run off the event loop.
+        self._reload_task = loop.create_task(self._reload_in_thread())
+
+    async def _reload_in_thread(self) -> None:
+        try:
+            events = await asyncio.to_thread(self.sources.refresh)
+        finally:
+            self._reload_task = None
+        self._apply(events)
+
+    def reload(self) -> list[ReloadEvent]:
+        """Check every file source now (blocking); swap in a new book if anything changed."""
+        events = self.sources.refresh()
+        self._apply(events)
+        return events
+
+    def _apply(self, events: list[ReloadEvent]) -> None:
+        self._count_reloads(events)
+        if any(e.ok for e in events):
+            self.book.book = build_book(self.config, self.sources)
+
+    def _count_reloads(self, events: list[ReloadEvent]) -> None:
+        for event in events:
+            (self.metrics.reloads if event.ok else self.metrics.reload_failures).labels(event.source).inc()
+
+    async def close(self) -> None:
+        task = self._reload_task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+__all__ = ["ADDITIVE", "INCLUSIVE", "PriceConfig", "PriceProcessor"]
