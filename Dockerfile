@@ -1,0 +1,67 @@
+# syntax=docker/dockerfile:1
+# costctx sidecar image. Build: docker build -t costctx:0.1.0 .
+#
+# Reproducible: the base image is pinned by tag and digest, and every Python package (runtime
+# dependencies and the build backend) is installed from requirements.lock with its sha256
+# hashes. Regenerate the lock with pip-tools when pyproject.toml changes:
+#   pip-compile --generate-hashes --allow-unsafe --strip-extras --build-deps-for wheel \
+#     --output-file requirements.lock pyproject.toml
+# The digest is the one public references give for this tag (linux/amd64); it could not be
+# checked against the registry where this file was written. Override with
+# --build-arg PYTHON_IMAGE=... to move to another patch release.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
+
+# --- build: a virtual environment with the locked dependencies and the costctx wheel --------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+
+# Dependencies first: this layer is reused until the lock changes. Wheels only, hashes
+# required: nothing is compiled and nothing unpinned can slip in.
+COPY requirements.lock ./
+RUN python -m venv /opt/costctx \
+ && /opt/costctx/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock
+
+# The project as a wheel, built with the locked setuptools/wheel (no isolated build
+# environment that would fetch newer ones), installed without resolving anything again.
+COPY pyproject.toml README.md ./
+COPY sidecar ./sidecar
+RUN /opt/costctx/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
+ && /opt/costctx/bin/pip install --no-cache-dir --no-deps /wheels/costctx-*.whl \
+ && /opt/costctx/bin/pip uninstall --yes setuptools wheel
+
+# --- runtime: the venv, a default config, an unprivileged user ---------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="costctx" \
+      org.opencontainers.image.description="OTLP sidecar that carries one cost-context envelope on every span" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+RUN groupadd --system --gid 10001 costctx \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin costctx
+
+COPY --from=build /opt/costctx /opt/costctx
+# The default config; in Kubernetes the ConfigMap is mounted over /etc/costctx.
+COPY k8s/base/sidecar.yaml /etc/costctx/sidecar.yaml
+
+# PYTHONDONTWRITEBYTECODE: the root filesystem is read-only in the pod (pip already compiled
+# the .pyc files at install time).
+ENV PATH=/opt/costctx/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+USER 10001:10001
+# OTLP/gRPC, OTLP/HTTP, telemetry (/healthz, /readyz, /metrics).
+EXPOSE 4317 4318 8888
+
+# For plain Docker; Kubernetes ignores it and uses the Deployment's probes. The slim image
+# has no curl, so Python's urllib asks the telemetry port.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8888/healthz', timeout=2)"]
+
+# costctx is PID 1 (exec form, no shell) and handles SIGTERM itself: it stops accepting,
+# releases held spans and drains the sending queue within --grace seconds (default 10),
+# then exits 0. Give `docker stop --time` / terminationGracePeriodSeconds more than that.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["costctx", "run"]
+CMD ["--config", "/etc/costctx/sidecar.yaml"]

@@ -1,0 +1,213 @@
+"""The sidecar started exactly as its container starts it: same command, same ConfigMap config.
+
+The command line comes from the Dockerfile's ENTRYPOINT and the Deployment's args, the config
+file is the one the kustomization turns into the mounted ConfigMap, and the environment is the
+container's. Only what must differ on a test machine is overridden through the environment
+variables the config file itself reads: the collector address (the test sink) and the listen
+addresses (port 0 on loopback, read back from the start-up log line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar.config import load_config
+from sidecar.sink import OtlpSink
+from tests.support.deploy import K8S_BASE, deployment, sidecar_container, sidecar_launch
+from tests.support.sdk import tracer_provider
+
+LISTENING = re.compile(r"costctx listening: grpc=(\d+) http=(\d+) telemetry=(\d+)")
+
+
+class ContainerProcess:
+    """`costctx run` in a subprocess, its stderr collected line by line."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def log(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern: re.Pattern[str], timeout: float = 20.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    match = pattern.search(line)
+                    if match:
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(f"no line matching {pattern.pattern!r}; log:\n" + "\n".join(self.lines))
+                self._changed.wait(min(remaining, 0.2))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric_total(text: str, name: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in (name, f"{name}_total")
+    )
+
+
+@pytest.fixture
+def collector() -> Iterator[OtlpSink]:
+    """The cluster's collector, played by a real OTLP gRPC server on loopback."""
+    with OtlpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def container(collector: OtlpSink) -> Iterator[tuple[ContainerProcess, dict[str, int], float]]:
+    launch = sidecar_launch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(launch.env)  # the container's environment, as the kubelet sets it
+    assert "COLLECTOR_ENDPOINT" in launch.env, "the Deployment should point the exporter at the collector"
+    env.update(
+        COLLECTOR_ENDPOINT=f"127.0.0.1:{collector.grpc_port}",
+        COSTCTX_GRPC_ENDPOINT="127.0.0.1:0",
+        COSTCTX_HTTP_ENDPOINT="127.0.0.1:0",
+        # In the pod this is 0.0.0.0 for the kubelet's probes; tests stay on loopback.
+        COSTCTX_TELEMETRY_ADDRESS="127.0.0.1:0",
+        PYTHONUNBUFFERED="1",
+    )
+    process = ContainerProcess(launch.argv, env)
+    try:
+        match = process.wait_for_line(LISTENING)
+        ports = {"grpc": int(match.group(1)), "http": int(match.group(2)), "telemetry": int(match.group(3))}
+        yield process, ports, launch.grace
+    finally:
+        process.kill()
+
+
+def test_launch_follows_dockerfile_and_deployment() -> None:
+    launch = sidecar_launch()
+    assert launch.config_file == K8S_BASE / "sidecar.yaml"
+    assert launch.argv[1:3] == ["run", "--config"]
+    assert Path(launch.argv[3]) == launch.config_file
+    # The drain budget must fit in the pod's grace period, or SIGKILL cuts the drain short.
+    assert launch.grace < launch.termination_grace_period
+    # The ConfigMap's config is valid once the container's environment is there.
+    config = load_config(launch.config_file, environ=launch.env)
+    assert config.exporters["otlp"].endpoint == launch.env["COLLECTOR_ENDPOINT"]
+    # In the pod: receivers on the pod's loopback only, telemetry where the kubelet can probe it.
+    protocols = config.receivers.otlp.protocols
+    assert protocols.grpc.endpoint == "127.0.0.1:4317"
+    assert protocols.http.endpoint == "127.0.0.1:4318"
+    assert config.service.telemetry.metrics.address == "0.0.0.0:8888"
+
+
+def test_sidecar_container_forwards_spans_and_drains_on_sigterm(container, collector: OtlpSink) -> None:
+    process, ports, grace = container
+    base = f"http://127.0.0.1:{ports['telemetry']}"
+
+    # The probes the Deployment points at.
+    assert http_get(base + "/healthz")[0] == 200
+    status, body = http_get(base + "/readyz")
+    assert status == 200 and json.loads(body)["ready"] is True
+
+    # An application sending with the real OpenTelemetry SDK, over gRPC and over HTTP.
+    grpc_app = tracer_provider(grpc_port=ports["grpc"], service="checkout")
+    http_app = tracer_provider(http_port=ports["http"], service="checkout")
+    for i in range(3):
+        with grpc_app.get_tracer("app").start_as_current_span(f"grpc-{i}"):
+            pass
+    for i in range(2):
+        with http_app.get_tracer("app").start_as_current_span(f"http-{i}"):
+            pass
+    assert grpc_app.force_flush(10_000) and http_app.force_flush(10_000)
+    assert collector.wait_for_spans(5, timeout=15), process.log()
+    spans = collector.spans()
+    assert sorted(s.name for s in spans) == ["grpc-0", "grpc-1", "grpc-2", "http-0", "http-1"]
+    # The ConfigMap's traces pipeline ran: the envelope processor stamped every span.
+    assert all("costctx.schema" in s.attributes for s in spans)
+    assert all(s.service == "checkout" for s in spans)
+
+    # Spans still queued at SIGTERM are sent before the process exits: the collector refuses
+    # the next batch (retryable), so it sits in the exporter's retry backoff when the
+    # SIGTERM arrives, and must still reach the collector within the grace period.
+    collector.refuse(1)
+    with grpc_app.get_tracer("app").start_as_current_span("queued-at-sigterm"):
+        pass
+    assert grpc_app.force_flush(10_000)
+    deadline = time.monotonic() + 15
+    while metric_total(http_get(base + "/metrics")[1], "costctx_exporter_retries") < 1:
+        assert time.monotonic() < deadline, "the refused batch was never retried:\n" + process.log()
+        time.sleep(0.05)
+    assert collector.span_count() == 5  # still held by the sidecar, not delivered yet
+
+    process.proc.send_signal(signal.SIGTERM)
+    returncode = process.proc.wait(timeout=grace + 5)
+    assert returncode == 0, process.log()
+    assert "queued-at-sigterm" in {s.name for s in collector.spans()}, process.log()
+    assert "stopping (grace" in process.log()
+    grpc_app.shutdown()
+    http_app.shutdown()
+
+
+def test_manifest_keeps_the_deployment_promises() -> None:
+    """What the schemas cannot check: the sidecar's security, probes and wiring."""
+    spec = deployment()["spec"]["template"]
+    pod = spec["spec"]
+    sidecar = sidecar_container(pod)
+    telemetry_port = next(p["containerPort"] for p in sidecar["ports"] if p["name"] == "telemetry")
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    security = sidecar["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] != 0
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/readyz")):
+        assert sidecar[probe]["httpGet"] == {"path": path, "port": "telemetry"}, probe
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(sidecar["resources"][kind]), kind
+
+    annotations = spec["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == telemetry_port
+
+    grpc_port = next(p["containerPort"] for p in sidecar["ports"] if p["name"] == "otlp-grpc")
+    for app in pod["containers"]:
+        env = {e["name"]: e.get("value") for e in app.get("env", [])}
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://127.0.0.1:{grpc_port}", app["name"]
