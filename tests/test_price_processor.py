@@ -1,0 +1,201 @@
+"""The price processor end to end: a real OpenTelemetry SDK -> a real sidecar -> a real sink."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar.pricing.money import from_usd, rate_from_per_million
+from tests.support.sdk import tracer_provider
+from tests.support.sidecar import sidecar_config, start_sidecar
+
+FIXTURE = Path(__file__).parent / "fixtures" / "litellm_model_prices.json"
+PIPELINE = ["price", "envelope"]
+
+
+def metric(runner, name: str, **labels) -> float:
+    """A sample's value from the sidecar's own /metrics endpoint (0 when absent)."""
+    url = f"http://127.0.0.1:{runner.sidecar.admin_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def llm_span(tracer, name: str, **attributes) -> None:
+    with tracer.start_as_current_span(name) as span:
+        for key, value in attributes.items():
+            span.set_attribute(key, value)
+
+
+def send(runner, sink, spans: list[dict], batch_size: int = 512) -> dict[str, dict]:
+    """Send spans (name -> attributes) through the sidecar; return what the sink got, by span name."""
+    before = sink.span_count()
+    provider = tracer_provider(grpc_port=runner.sidecar.grpc_port, max_export_batch_size=batch_size,
+                               schedule_delay_millis=10)
+    tracer = provider.get_tracer("test")
+    for attrs in spans:
+        attrs = dict(attrs)
+        llm_span(tracer, attrs.pop("name"), **attrs)
+    provider.force_flush()
+    provider.shutdown()
+    assert sink.wait_for_spans(before + len(spans))
+    return {s.name: s.attributes for s in sink.spans()}
+
+
+@pytest.fixture
+def pipeline(make_sidecar):
+    return make_sidecar(processors=PIPELINE)
+
+
+def test_workflow_total_across_many_batches_is_the_exact_sum(pipeline, sink):
+    # 60 calls in batches of 4 (15 export requests), with amounts like $0.1 that floats cannot sum.
+    # gpt-4o-mini: input $0.15/M, cache read $0.075/M, output $0.60/M.
+    rates = {k: rate_from_per_million(v) for k, v in {"in": "0.15", "cached": "0.075", "out": "0.60"}.items()}
+    spans, expected = [], []
+    for i in range(60):
+        tokens_in, cached, tokens_out = 1_000 + 37 * i, 13 * i, 333 + i
+        spans.append({"name": f"call-{i:02d}", "workflow.id": "wf-exact", "gen_ai.provider.name": "openai",
+                      "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": tokens_in,
+                      "gen_ai.usage.cache_read.input_tokens": cached, "gen_ai.usage.output_tokens": tokens_out})
+        expected.append((tokens_in - cached) * rates["in"] + cached * rates["cached"] + tokens_out * rates["out"])
+    spans.append({"name": "tool-call", "workflow.id": "wf-exact"})          # not a model call
+    got = send(pipeline, sink, spans, batch_size=4)
+
+    running = 0
+    for i, pico in enumerate(expected):
+        attrs = got[f"call-{i:02d}"]
+        assert attrs["cost.origin"] == "computed"
+        assert attrs["cost.price_source"].startswith("builtin@2026-11-01#")
+        assert from_usd(attrs["cost.usd"]) == pico                  # this call's own cost, exactly
+        running += pico
+        assert from_usd(attrs["workflow.spend_total_usd"]) == running  # running total, this span included
+    last = got["call-59"]["workflow.spend_total_usd"]
+    assert from_usd(last) == sum(from_usd(got[f"call-{i:02d}"]["cost.usd"]) for i in range(60))
+    assert last == float(Decimal(sum(expected)) / 10**12)
+    assert "cost.usd" not in got["tool-call"] and "workflow.spend_total_usd" not in got["tool-call"]
+    assert "cost.usd" not in got["tool-call"].get("costctx.missing", [])
+
+
+def test_reported_cost_is_kept_and_drift_counted(pipeline, sink):
+    # Computed for gpt-4o 1,000 in / 1,000 out: $0.0025 + $0.01 = $0.0125.
+    got = send(pipeline, sink, [
+        {"name": "reported-high", "gen_ai.response.model": "gpt-4o", "gen_ai.usage.input_tokens": 1_000,
+         "gen_ai.usage.output_tokens": 1_000, "gen_ai.usage.cost": 0.5, "workflow.id": "wf-r"},
+        {"name": "reported-equal", "gen_ai.response.model": "gpt-4o", "gen_ai.usage.input_tokens": 1_000,
+         "gen_ai.usage.output_tokens": 1_000, "llm.cost.total": 0.0125, "workflow.id": "wf-r"},
+    ])
+    high = got["reported-high"]
+    assert (high["cost.usd"], high["cost.origin"]) == (0.5, "reported")
+    assert high["cost.price_source"] == "reported:gen_ai.usage.cost"
+    assert got["reported-equal"]["cost.price_source"] == "reported:llm.cost.total"
+    assert got["reported-equal"]["workflow.spend_total_usd"] == 0.5125   # reported amounts are spend too
+    assert metric(pipeline, "costctx_price_reported_compared_spans_total") == 2
+    assert metric(pipeline, "costctx_price_reported_drift_spans_total", model="gpt-4o") == 1
+    assert metric(pipeline, "costctx_price_reported_drift_usd_total") == pytest.approx(0.4875)
+
+
+def test_unknown_model_and_missing_tokens_are_listed_counted_and_warned_once(pipeline, sink, caplog):
+    caplog.set_level(logging.WARNING, logger="costctx.processor")
+    mystery = {"gen_ai.request.model": "mystery-model-9", "gen_ai.usage.input_tokens": 10,
+               "gen_ai.usage.output_tokens": 10, "workflow.id": "wf-m"}
+    got = send(pipeline, sink, [
+        {"name": "m1", **mystery}, {"name": "m2", **mystery}, {"name": "m3", **mystery},
+        {"name": "no-tokens", "gen_ai.request.model": "gpt-4o", "workflow.id": "wf-m"},
+        {"name": "embedding", "gen_ai.request.model": "text-embedding-3-small", "gen_ai.operation.name": "embeddings",
+         "gen_ai.usage.input_tokens": 1_000_000},
+    ])
+    for name in ("m1", "m2", "m3", "no-tokens"):
+        assert "cost.usd" not in got[name] and "workflow.spend_total_usd" not in got[name]
+        assert "cost.usd" in got[name]["costctx.missing"]
+    assert got["embedding"]["cost.usd"] == 0.02                 # 1M x $0.02/M; no output count needed
+    assert metric(pipeline, "costctx_price_misses_total", model="mystery-model-9", reason="unknown_model") == 3
+    assert metric(pipeline, "costctx_price_misses_total", model="gpt-4o", reason="missing_tokens") == 1
+    warnings = [r for r in caplog.records if "mystery-model-9" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def _start_with_sources(sink, tmp_path, overrides_text: str):
+    litellm_path = tmp_path / "model_prices_and_context_window.json"
+    shutil.copy(FIXTURE, litellm_path)
+    overrides_path = tmp_path / "prices.yaml"
+    overrides_path.write_text(overrides_text)
+    config = sidecar_config(sink.grpc_port, processors=PIPELINE)
+    config["processors"]["price"] = {
+        "sources": ["builtin", {"type": "litellm", "path": str(litellm_path), "version": "2026-11-15"},
+                    {"type": "overrides", "path": str(overrides_path)}],
+        "reload_interval": "50ms",
+    }
+    return start_sidecar(config), overrides_path
+
+
+def test_sources_layer_and_reload_on_change_keeping_the_last_good_table(sink, tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="costctx.pricing")
+    runner, overrides_path = _start_with_sources(
+        sink, tmp_path, "version: negotiated-1\nproviders:\n  openai:\n    gpt-4o: {input: 2.00, output: 8.00}\n")
+    try:
+        call = {"gen_ai.provider.name": "openai", "gen_ai.response.model": "gpt-4o-2024-08-06",
+                "gen_ai.usage.input_tokens": 1_000, "gen_ai.usage.output_tokens": 1_000}
+        fixture_call = {"gen_ai.response.model": "acme-internal-llama-70b", "gen_ai.usage.input_tokens": 1_000_000,
+                        "gen_ai.usage.output_tokens": 1_000_000}
+        got = send(runner, sink, [{"name": "v1", **call}, {"name": "litellm-row", **fixture_call}])
+        # Override beats both the built-in table and the LiteLLM file: 1,000 x $2/M + 1,000 x $8/M = $0.010
+        assert got["v1"]["cost.usd"] == 0.01
+        assert got["v1"]["cost.price_source"].startswith("overrides@negotiated-1#")
+        # A row only the LiteLLM file has: 1M x $0.17/M + 1M x $0.23/M = $0.40
+        assert got["litellm-row"]["cost.usd"] == 0.4
+        assert got["litellm-row"]["cost.price_source"].startswith("litellm@2026-11-15#")
+
+        # The file changes on disk: picked up without a restart, with a new content hash.
+        overrides_path.write_text(
+            "version: negotiated-2\nproviders:\n  openai:\n    gpt-4o: {input: 1.00, output: 4.00}\n")
+        assert wait_until(lambda: metric(runner, "costctx_price_reloads_total", source="overrides") >= 2)
+        got = send(runner, sink, [{"name": "v2", **call}])
+        assert got["v2"]["cost.usd"] == 0.005                    # 1,000 x $1/M + 1,000 x $4/M
+        assert got["v2"]["cost.price_source"].startswith("overrides@negotiated-2#")
+
+        # A broken file: the last good table stays, and the log says why.
+        overrides_path.write_text("providers:\n  openai:\n    gpt-4o: {input: 1.00}\n")
+        assert wait_until(lambda: metric(runner, "costctx_price_reload_failures_total", source="overrides") >= 1)
+        got = send(runner, sink, [{"name": "v3", **call}])
+        assert got["v3"]["cost.usd"] == 0.005
+        assert got["v3"]["cost.price_source"] == got["v2"]["cost.price_source"]
+        assert any("missing 'output'" in r.getMessage() and "keeping overrides@negotiated-2" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        runner.stop()
+
+
+def test_services_published_for_budgets(pipeline):
+    book, ledger = pipeline.call(lambda: (pipeline.sidecar.services["price_book"],
+                                          pipeline.sidecar.services["spend_ledger"]))
+    est = pipeline.call(book.estimate, "gpt-4o", 1_000, 1_000)
+    assert est.pico == 12_500_000_000 and est.source.startswith("builtin@")
+    assert pipeline.call(ledger.total, "never-seen") == 0
+
+
+def test_bad_config_is_rejected_with_the_key(sink):
+    from sidecar.config.loader import ConfigError, build_config
+
+    config = sidecar_config(sink.grpc_port, processors=PIPELINE)
+    config["processors"]["price"] = {"sources": [{"type": "litellm"}]}
+    with pytest.raises(ConfigError, match=r"processors.price.sources.0: .*needs a path"):
+        build_config(config, environ={})
