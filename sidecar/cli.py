@@ -1,4 +1,4 @@
-"""The `costctx` command: run, validate, demo."""
+"""The `costctx` command: run, validate, demo, price."""
 
 from __future__ import annotations
 
@@ -58,6 +58,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(sys.stdout)
 
 
+def cmd_price(args: argparse.Namespace) -> int:
+    from sidecar.pricing.explain import price_command
+
+    return price_command(args, _load(args.config) if args.config else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="costctx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a sidecar, a sink and an agent workflow on embedded defaults")
     demo.set_defaults(func=cmd_demo)
+
+    price = sub.add_parser("price", help="price one model call and show the rates and source used")
+    price.add_argument("--model", required=True, help="model name as a span carries it, e.g. gpt-4o-2024-08-06")
+    price.add_argument("--provider", help="gen_ai.provider.name (picks the cache-token mode, e.g. anthropic)")
+    for flag, what in (("--input", "input tokens"), ("--output", "output tokens (reasoning included)"),
+                       ("--cache-read", "cache-read input tokens"), ("--cache-creation", "cache-creation input tokens"),
+                       ("--reasoning", "reasoning output tokens")):
+        price.add_argument(flag, type=int, default=0, metavar="N", help=f"{what} (default 0)")
+    price.add_argument("--config", help="use the price sources of this config's price processor")
+    price.add_argument("--processor", help="which price processor of --config (default: the first)")
+    price.set_defaults(func=cmd_price)
     return parser
 
 

@@ -70,7 +70,7 @@ def price_usage(price: ModelPrice, usage: Usage, mode: str = INCLUSIVE) -> Cost:
     lines = tuple(
         line
         for line in (
-            CostLine("input (uncached)", uncached, price.input),
+            CostLine("input (uncached)" if mode == INCLUSIVE else "input", uncached, price.input),
             CostLine("cache read", usage.cache_read, price.cache_read),
             CostLine("cache creation", usage.cache_creation, price.cache_creation),
             CostLine("output", visible, price.output),

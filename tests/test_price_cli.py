@@ -1,0 +1,49 @@
+"""`costctx price`: a cost with the rates and the source that produced it."""
+
+from __future__ import annotations
+
+from sidecar.cli import main
+
+
+def test_price_prints_rates_source_and_exact_cost(capsys):
+    # gpt-4o-2024-08-06 -> gpt-4o: 6,000 x $2.50/M + 4,000 x $1.25/M + 500 x $10/M = $0.025
+    code = main(["price", "--model", "gpt-4o-2024-08-06", "--input", "10000", "--cache-read", "4000",
+                 "--output", "500"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "gpt-4o (dated snapshot)" in out
+    assert "builtin@2026-11-01#" in out
+    assert "input (uncached): 6000 tokens x $2.5/M = $0.015" in out
+    assert "cache read: 4000 tokens x $1.25/M = $0.005" in out
+    assert out.rstrip().endswith("cost.usd  $0.025")
+
+
+def test_price_uses_the_configured_sources(tmp_path, capsys):
+    overrides = tmp_path / "prices.yaml"
+    overrides.write_text("version: negotiated\nmodels:\n  acme-llama-70b: {input: 0.20, output: 0.40}\n")
+    config = tmp_path / "costctx.yaml"
+    config.write_text(f"""
+processors:
+  price:
+    sources: [builtin, {{type: overrides, path: {overrides}}}]
+    aliases: {{house-model: acme-llama-70b}}
+  envelope:
+exporters:
+  otlp: {{endpoint: "127.0.0.1:4999", insecure: true}}
+service:
+  pipelines:
+    traces: {{processors: [price, envelope], exporters: [otlp]}}
+""")
+    # 1M x $0.20/M + 500k x $0.40/M = $0.20 + $0.20 = $0.40
+    code = main(["price", "--config", str(config), "--model", "house-model", "--input", "1000000",
+                 "--output", "500000"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "overrides@negotiated#" in out and "alias house-model -> acme-llama-70b" in out
+    assert out.rstrip().endswith("$0.4")
+
+
+def test_unknown_model_exits_1_and_says_what_was_tried(capsys):
+    assert main(["price", "--model", "openai/mystery-2025-01-01", "--input", "1", "--output", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "no price for 'openai/mystery-2025-01-01'" in err and "mystery" in err
