@@ -55,6 +55,12 @@ class Sidecar:
             if signal in pipelines
         }
         self.ingest = Ingest(self.traces, passthrough, self.metrics)
+        # Processors that guard admission (memory_limiter) run before any request is accepted,
+        # for every signal, in pipeline order.
+        for processor in self.traces.processors if self.traces is not None else ():
+            check = getattr(processor, "admission_check", None)
+            if check is not None:
+                self.ingest.admission_checks.append(check)
 
         protocols = config.receivers.otlp.protocols
         self.grpc: GrpcServerHost | None = None

@@ -9,6 +9,7 @@ from sidecar.processors.base import Processor
 # type name -> "module:Class"
 PROCESSOR_TYPES: dict[str, str] = {
     "envelope": "sidecar.processors.envelope:EnvelopeProcessor",
+    "memory_limiter": "sidecar.processors.memory_limiter:MemoryLimiterProcessor",
     "price": "sidecar.processors.price:PriceProcessor",
 }
 

@@ -58,6 +58,15 @@ class Ingest:
         self.retry_after = retry_after
         self.admission_checks: list[AdmissionCheck] = []
 
+    def admit(self, signal: Signal, size_bytes: int, transport: str) -> None:
+        """Run the admission checks (memory limiter) BEFORE the body is decoded: under memory
+        pressure a refusal must cost as little as possible. Raises the refusal."""
+        for check in self.admission_checks:
+            refusal = check(signal, size_bytes)
+            if refusal is not None:
+                self._count(signal, transport, "memory_limited" if refusal.kind == "unavailable" else refusal.kind)
+                raise refusal
+
     def export(self, signal: Signal, request: Message, raw: bytes | None, transport: str) -> Message:
         """Accept a decoded request or raise IngestError; returns the Export*ServiceResponse."""
         pipeline = self.traces if signal is TRACES else self.passthrough.get(signal.name)
@@ -65,11 +74,6 @@ class Ingest:
             self._count(signal, transport, "unimplemented")
             raise IngestError("unimplemented", f"this sidecar has no {signal.name} pipeline")
         items = count_items(signal, request)
-        for check in self.admission_checks:
-            refusal = check(signal, len(raw) if raw is not None else request.ByteSize())
-            if refusal is not None:
-                self._refuse(signal, transport, items, refusal.kind)
-                raise refusal
         if not pipeline.has_capacity():
             self._refuse(signal, transport, items, "queue_full")
             raise IngestError("unavailable", "sending queue is full; retry later", self.retry_after)

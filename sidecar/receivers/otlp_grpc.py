@@ -43,6 +43,7 @@ async def abort_with(context: grpc.aio.ServicerContext, error: IngestError) -> N
 def _export_handler(ingest: Ingest, signal: Signal):
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
+            ingest.admit(signal, len(request), "grpc")
             message = decode_protobuf(signal, request)
             response = ingest.export(signal, message, request, "grpc")
         except IngestError as error:

@@ -53,6 +53,11 @@ def _export_handler(ingest: Ingest, signal: Signal):
         if content_type not in (PROTOBUF, JSON):
             return web.Response(status=415, text=f"unsupported content type {content_type!r}; use {PROTOBUF} or {JSON}")
         try:
+            # Before the body is read: a refusal under memory pressure should cost nothing.
+            ingest.admit(signal, request.content_length or 0, "http")
+        except IngestError as error:
+            return error_response(error, content_type)
+        try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             ingest.record_error(signal, "http", "too_large")

@@ -1,0 +1,110 @@
+"""memory_limiter: well past the limit, clients see retryable refusals and nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import psutil
+import pytest
+
+from sidecar.config.loader import build_config
+from tests.support.otlp_client import SpanStreamer, trace_request
+from tests.support.process import SidecarProcess, with_fixed_ports
+from tests.support.sidecar import sidecar_config
+
+MiB = 1024 * 1024
+LIMIT_MIB = 160
+SPIKE_MIB = 32
+
+
+class PeakRss:
+    """Samples a process's RSS every few milliseconds on a thread; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.NoSuchProcess:
+                return
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_config_rejects_a_spike_over_the_limit():
+    with pytest.raises(ValueError, match="spike_limit_mib"):
+        build_config(
+            sidecar_config(4317, processors=["memory_limiter"],
+                           processor_config={"memory_limiter": {"limit_mib": 100, "spike_limit_mib": 100}}),
+            {},
+        )
+
+
+def test_pushing_well_past_the_memory_limit(sink, tmp_path):
+    config = with_fixed_ports(sidecar_config(
+        sink.grpc_port,
+        processors=["memory_limiter"],
+        processor_config={"memory_limiter": {"limit_mib": LIMIT_MIB, "spike_limit_mib": SPIKE_MIB,
+                                             "check_interval": "100ms"}},
+        # A queue far larger than the memory: only the limiter can stop the growth.
+        exporters={"otlp": {"sending_queue": {"queue_size": 100_000}}},
+    ))
+    process = SidecarProcess(config, tmp_path).start()
+    try:
+        sink.refuse(1_000_000)  # the downstream is down: everything accepted stays in memory
+        with PeakRss(process.proc.pid) as rss:
+            # ~1 MiB per request, four clients: well over the limit within seconds if nothing stops it.
+            streamers = [
+                SpanStreamer(process.grpc_target, f"mem{i}", batch_size=250, interval=0.0, pad=4000).start()
+                for i in range(4)
+            ]
+            time.sleep(8.0)
+            ledgers = [s.stop() for s in streamers]
+        acked = set().union(*(ledger.acknowledged for ledger in ledgers))
+        refused = sum(ledger.refusals.get("UNAVAILABLE", 0) for ledger in ledgers)
+        pushed_mib = (len(acked) * 4000) / MiB
+
+        print(f"memory_limiter: accepted {pushed_mib:.0f} MiB, {refused} refusals, "
+              f"peak RSS {rss.peak / MiB:.0f} MiB (limit {LIMIT_MIB}, soft {LIMIT_MIB - SPIKE_MIB})")
+        assert process.proc.poll() is None, "the sidecar was killed"
+        assert refused > 0, "clients saw retryable refusals"
+        assert not any(ledger.errors for ledger in ledgers), "only retryable refusals"
+        assert rss.peak < LIMIT_MIB * MiB, f"peak RSS {rss.peak / MiB:.0f} MiB over the {LIMIT_MIB} MiB limit"
+        assert process.metric("costctx_memory_limiter_refused_requests_total", {"signal": "traces"}) > 0
+        assert pushed_mib > 20  # it did accept data before refusing
+
+        # The downstream comes back: every acknowledged span arrives, and the limiter lets go.
+        sink.refuse(0)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not {s.name for s in sink.spans()} >= acked:
+            time.sleep(0.2)
+        missing = acked - {s.name for s in sink.spans()}
+        assert not missing, f"{len(missing)} acknowledged spans lost"
+
+        channel = grpc.insecure_channel(process.grpc_target)
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                export(trace_request(["after"]), timeout=5)
+                break
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                assert time.monotonic() < deadline, "memory never fell below the soft limit"
+                time.sleep(0.5)
+        channel.close()
+    finally:
+        process.close()
