@@ -183,6 +183,12 @@ class TraceBatch:
     def is_empty(self) -> bool:
         return self.span_count() == 0
 
+    def set_records(self, records: list[SpanRecord]) -> None:
+        """Install an index the caller built after removing or adding spans, so the notes
+        earlier processors left on the records survive (invalidate() would drop them)."""
+        self._records = records
+        self.raw = None
+
     def invalidate(self) -> None:
         """Call after removing spans from the request so the index is rebuilt."""
         self._records = None

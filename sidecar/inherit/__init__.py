@@ -1,0 +1,1 @@
+"""Building blocks of the `inherit` processor: the ancestor cache, the hold, regrouping."""

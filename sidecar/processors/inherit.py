@@ -1,0 +1,430 @@
+"""The `inherit` processor: fill missing context fields from the nearest ancestor span.
+
+Sub-agents, async tool calls and retries lose the context, and their spend lands in an
+"unknown" bucket. The sidecar repairs them from the spans it has seen, whatever order they
+arrive in: the SDK exports a span when it ends, so children usually come before the root
+that carries `workflow.id`, often in an earlier batch.
+
+Per span (one pass over the batch's shared index):
+- it reads the span's own context fields and looks its parent up in the ancestor cache;
+- parent known, or no parent: fill what is missing from the parent's fields (which are the
+  parent's own plus what it inherited, i.e. the nearest ancestor's), then from the resource
+  (`owner.version` <- `service.version`), then from another span of the trace (fallback);
+  stamp `costctx.repaired` and `workflow.hop_depth`; remember the result in the cache;
+- parent unknown and a required field missing: hold the span (per trace, `wait_duration`)
+  until the ancestor arrives; it is released, repaired, together with its held descendants;
+- a span that needs no repair is never held: it leaves in the batch it came in.
+A value a span carries itself is never overwritten; a different ancestor value is a conflict.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from pydantic import Field, PositiveInt, field_validator
+
+from sidecar.config.types import Duration, StrictModel
+from sidecar.envelope import ENVELOPE
+from sidecar.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
+from sidecar.inherit.hold import HeldSpan, Hold, Origin, TraceHold
+from sidecar.inherit.metrics import inherit_metrics
+from sidecar.inherit.regroup import Regrouper
+from sidecar.pdata import TraceBatch
+from sidecar.pdata.attributes import any_value_to_python
+from sidecar.pdata.batch import SpanRecord
+from sidecar.processors.base import Processor
+
+REPAIRED_KEY = "costctx.repaired"
+HOP_DEPTH_KEY = "workflow.hop_depth"
+MiB = 1024 * 1024
+
+
+class CacheConfig(StrictModel):
+    # Spans remembered as possible ancestors (about 200 bytes each: a few strings, no span).
+    max_entries: PositiveInt = 100_000
+    # Traces remembered for the trace-level fallback.
+    max_traces: PositiveInt = 25_000
+    # An ancestor is forgotten this long after it was seen, even when there is room.
+    ttl: Duration = 300.0
+
+
+class HoldConfig(StrictModel):
+    # Past either bound the oldest traces are released as they are (counted, never dropped).
+    max_spans: PositiveInt = 20_000
+    max_bytes: PositiveInt = 32 * MiB
+
+
+def _check_fields(value: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
+    unknown = [v for v in value if v not in allowed]
+    if unknown:
+        raise ValueError(f"not {what}: {', '.join(unknown)}")
+    return value
+
+
+class InheritConfig(StrictModel):
+    # How long a span waits for an ancestor that has not arrived (the Collector's
+    # groupbytrace default). Counted from the first held span of the trace.
+    wait_duration: Duration = 1.0
+    # A span missing one of these (inheritable) fields waits for its ancestors.
+    required_fields: list[str] = Field(default_factory=lambda: list(ENVELOPE.default_required))
+    # When no ancestor has a field, take it from another span of the same trace.
+    trace_fallback: bool = True
+    trace_fallback_fields: list[str] = Field(default_factory=lambda: ["workflow.id"])
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    hold: HoldConfig = Field(default_factory=HoldConfig)
+
+    @field_validator("required_fields")
+    @classmethod
+    def _known_required(cls, value: list[str]) -> list[str]:
+        return _check_fields(value, ENVELOPE.context_keys, "context fields of the envelope")
+
+    @field_validator("trace_fallback_fields")
+    @classmethod
+    def _known_fallback(cls, value: list[str]) -> list[str]:
+        return _check_fields(value, ENVELOPE.inheritable, "inheritable context fields")
+
+
+class _Tally:
+    """Per-batch counts, added to Prometheus once per batch rather than once per span."""
+
+    __slots__ = ("repaired", "conflicts", "released", "missing", "held")
+
+    def __init__(self) -> None:
+        self.repaired: Counter[tuple[str, str]] = Counter()
+        self.conflicts: Counter[str] = Counter()
+        self.released: Counter[str] = Counter()
+        self.missing: Counter[str] = Counter()
+        self.held = 0
+
+
+class InheritProcessor(Processor):
+    type_name = "inherit"
+    config_model = InheritConfig
+    config: InheritConfig
+
+    def __init__(self, name, config, context) -> None:
+        super().__init__(name, config, context)
+        envelope = self.context.envelope
+        self._fields: tuple[str, ...] = envelope.inheritable
+        # Only inheritable fields are worth waiting for (retry.attempt never is).
+        self._required = tuple(k for k in config.required_fields if k in self._fields)
+        self._resource_fallback = {
+            f.key: f.resource_fallback for f in envelope.context_fields if f.resource_fallback and f.inherit
+        }
+        self._fallback_fields = tuple(config.trace_fallback_fields) if config.trace_fallback else ()
+        # Tests may swap the clock; the caches read it through this attribute.
+        self.clock = time.monotonic
+        timer = lambda: self.clock()  # noqa: E731 - late-bound on purpose
+        self.cache = ContextCache(config.cache.max_entries, config.cache.ttl, timer)
+        self.trace_values = TraceValues(config.cache.max_traces, config.cache.ttl, timer)
+        self.hold = Hold(config.wait_duration)
+        self._max_spans = config.hold.max_spans
+        self._max_bytes = config.hold.max_bytes
+        self.metrics = inherit_metrics(self.context.metrics, self.context.services)
+        m = self.metrics
+        m.hold_spans.labels(name).set_function(lambda: self.hold.span_count)
+        m.hold_bytes.labels(name).set_function(lambda: self.hold.nbytes)
+        m.hold_traces.labels(name).set_function(lambda: len(self.hold.traces))
+        m.cache_entries.labels(name).set_function(lambda: len(self.cache))
+        m.trace_entries.labels(name).set_function(lambda: len(self.trace_values))
+
+    # -- the batch path --------------------------------------------------------------------
+    def process(self, batch: TraceBatch) -> TraceBatch:
+        records = batch.records
+        if not records:
+            return batch
+        now = self.clock()
+        cache_get = self.cache.get
+        hold = self.hold
+        tally = _Tally()
+        held_here: list[HeldSpan] = []
+        out: Regrouper | None = None
+
+        for rec in records:
+            span = rec.span
+            trace_id = span.trace_id
+            key = trace_id + span.span_id
+            own = self._own_fields(rec)
+            parent_id = span.parent_span_id
+            wait_key = trace_id + parent_id if parent_id else None
+            parent = cache_get(wait_key) if wait_key is not None else None
+            if parent is None and self._needs_repair(own):
+                if wait_key is None and len(span.links):
+                    # The root of a trace started from a remote context (a sub-agent that
+                    # links to the span that spawned it): treat the link as its parent.
+                    link = span.links[0]
+                    wait_key = link.trace_id + link.span_id
+                    parent = cache_get(wait_key)
+                if parent is None and wait_key is not None:
+                    held = HeldSpan(rec, trace_id, key, wait_key, own)
+                    if hold.add(held, now):
+                        held_here.append(held)
+                        continue
+            self._resolve(rec, own, key, trace_id, parent, tally)
+            if hold.waiters:
+                if out is None:
+                    out = Regrouper(batch.request)
+                self._cascade(key, "ancestor", out, tally)
+
+        pending = [h for h in held_here if not h.done]
+        kept = self._detach(batch, records, pending, tally) if pending else records
+        if hold.is_over(self._max_spans, self._max_bytes):
+            if out is None:
+                out = Regrouper(batch.request)
+            self._release_oldest(out, tally)
+        if pending or (out is not None and out.records):
+            # Released spans join the batch whose spans released them: they leave together.
+            batch.set_records(kept + out.records if out is not None else kept)
+        self._flush(tally)
+        return batch
+
+    def _detach(self, batch: TraceBatch, records: list[SpanRecord], pending: list[HeldSpan], tally) -> list:
+        """Take still-held spans out of the batch; return the records that stay in it."""
+        held_ids = set()
+        origins: dict[tuple[int, int], Origin] = {}
+        by_scope: dict[int, tuple[Any, set[bytes]]] = {}
+        for held in pending:
+            rec = held.rec
+            assert rec is not None
+            held_ids.add(id(rec))
+            origin_key = (id(rec.resource), id(rec.scope_spans))
+            origin = origins.get(origin_key)
+            if origin is None:
+                origin = origins[origin_key] = Origin(
+                    resource=_copy(rec.resource.resource),
+                    resource_schema_url=rec.resource.schema_url,
+                    scope=_copy(rec.scope_spans.scope),
+                    scope_schema_url=rec.scope_spans.schema_url,
+                )
+            scope_entry = by_scope.get(id(rec.scope_spans))
+            if scope_entry is None:
+                scope_entry = by_scope[id(rec.scope_spans)] = (rec.scope_spans, set())
+            scope_entry[1].add(held.key)
+            held.detach(origin)
+            self.hold.account(held)
+        tally.held += len(pending)
+        for scope_spans, keys in by_scope.values():
+            spans = scope_spans.spans
+            for i in range(len(spans) - 1, -1, -1):
+                if spans[i].trace_id + spans[i].span_id in keys:
+                    del spans[i]
+        _prune_empty(batch.request)
+        return [r for r in records if id(r) not in held_ids]
+
+    # -- releasing -------------------------------------------------------------------------
+    def _cascade(self, key: bytes, reason: str, out: Regrouper, tally: _Tally) -> None:
+        """`key` just became known: resolve the spans waiting for it, then theirs."""
+        hold = self.hold
+        stack = [key]
+        while stack:
+            known_key = stack.pop()
+            waiting = hold.take_waiters(known_key)
+            if not waiting:
+                continue
+            parent = self.cache.get(known_key)
+            for held in waiting:
+                self._finish(held, parent, reason, out, tally)
+                stack.append(held.key)
+
+    def _finish(self, held: HeldSpan, parent: Known | None, reason: str, out: Regrouper, tally: _Tally) -> None:
+        held.done = True
+        if held.rec is not None:
+            # Still in the batch it came in (its ancestor came later in the same batch):
+            # repaired in place, it never waited.
+            self._resolve(held.rec, held.own, held.key, held.trace_id, parent, tally)
+            return
+        rec = out.add(held)
+        known = self._resolve(rec, held.own, held.key, held.trace_id, parent, tally)
+        tally.released[reason] += 1
+        fields = known.fields
+        if any(k not in fields for k in self._required):
+            tally.missing[reason] += 1
+
+    def _release_trace(self, trace: TraceHold, reason: str, out: Regrouper, tally: _Tally) -> None:
+        """Release a whole trace as it is, top-down so descendants inherit what is known."""
+        spans = trace.spans
+        pending = list(spans.values())
+        roots = [h for h in pending if h.wait_key not in spans]
+        hold = self.hold
+        for group in (roots, pending):  # the second pass catches parent cycles
+            for held in group:
+                if spans.get(held.key) is held:
+                    hold.remove(held)
+                    self._finish(held, self.cache.get(held.wait_key), reason, out, tally)
+                    self._cascade(held.key, reason, out, tally)
+
+    def _release_oldest(self, out: Regrouper, tally: _Tally) -> None:
+        hold = self.hold
+        while hold.is_over(self._max_spans, self._max_bytes):
+            trace = hold.oldest()
+            if trace is None:
+                break
+            self._release_trace(trace, "overflow", out, tally)
+
+    def tick(self, now: float) -> None:
+        hold = self.hold
+        trace = hold.oldest()
+        if trace is None or trace.deadline > now:
+            return
+        tally = _Tally()
+        out = Regrouper(ExportTraceServiceRequest())
+        while trace is not None and trace.deadline <= now:
+            self._release_trace(trace, "timeout", out, tally)
+            trace = hold.oldest()
+        self._emit_released(out)
+        self._flush(tally)
+
+    def shutdown(self) -> None:
+        tally = _Tally()
+        out = Regrouper(ExportTraceServiceRequest())
+        while (trace := self.hold.oldest()) is not None:
+            self._release_trace(trace, "shutdown", out, tally)
+        self._emit_released(out)
+        self._flush(tally)
+
+    def _emit_released(self, out: Regrouper) -> None:
+        if not out.records:
+            return
+        batch = TraceBatch(out.request)
+        batch.set_records(out.records)
+        self.emit(batch)
+
+    # -- repair ----------------------------------------------------------------------------
+    def _own_fields(self, rec: SpanRecord) -> dict[str, Any]:
+        attrs = rec.attrs
+        own: dict[str, Any] = {}
+        for key in self._fields:
+            kv = attrs.get(key)
+            if kv is None:
+                continue
+            value = kv.value
+            kind = value.WhichOneof("value")
+            if kind == "string_value":
+                if value.string_value:
+                    own[key] = value.string_value
+            elif kind is not None:
+                own[key] = any_value_to_python(value)
+        return own
+
+    def _needs_repair(self, own: dict[str, Any]) -> bool:
+        return any(key not in own for key in self._required)
+
+    def _resolve(
+        self, rec: SpanRecord, own: dict[str, Any], key: bytes, trace_id: bytes, parent: Known | None, tally: _Tally
+    ) -> Known:
+        """Fill `rec` from its parent, the resource and the trace; remember it; return it."""
+        fields = own
+        copied = False
+        repaired: list[str] = []
+        fallback = NO_FIELDS
+        if parent is not None:
+            parent_fields = parent.fields
+            if not own:
+                fields = parent_fields  # shared, not copied: nothing of its own to add
+            for field, value in parent_fields.items():
+                mine = own.get(field)
+                if mine is None:
+                    if fields is own:
+                        fields = dict(own)
+                        copied = True
+                    if fields is not parent_fields:
+                        fields[field] = value
+                    rec.set(field, value)
+                    repaired.append(field)
+                    if field in parent.fallback:
+                        fallback = fallback | {field}
+                        tally.repaired[(field, "trace")] += 1
+                    else:
+                        tally.repaired[(field, "ancestor")] += 1
+                elif mine != value:
+                    rec.note("conflict").add(field)
+                    tally.conflicts[field] += 1
+        for field, resource_key in self._resource_fallback.items():
+            if field not in fields:
+                kv = rec.resource.attrs.get(resource_key)
+                if kv is not None and kv.value.WhichOneof("value") == "string_value" and kv.value.string_value:
+                    if not copied:
+                        fields = dict(fields)
+                        copied = True
+                    fields[field] = kv.value.string_value
+                    rec.set(field, kv.value.string_value)
+                    repaired.append(field)
+                    tally.repaired[(field, "resource")] += 1
+        for field in self._fallback_fields:
+            mine = own.get(field)
+            if mine is not None:
+                if parent is None or parent.fields.get(field) != mine:
+                    self.trace_values.record(trace_id, field, mine)
+            elif field not in fields:
+                value = self.trace_values.lookup(trace_id, field)
+                if value is not None:
+                    if not copied:
+                        fields = dict(fields)
+                        copied = True
+                    fields[field] = value
+                    rec.set(field, value)
+                    repaired.append(field)
+                    fallback = fallback | {field}
+                    tally.repaired[(field, "trace")] += 1
+        if repaired:
+            rec.note("repaired").update(repaired)
+            rec.append_strings(REPAIRED_KEY, repaired)
+        depth = self._hop_depth(rec, own, parent)
+        known = Known(fields, rec.resource.hop, depth, fallback)
+        self.cache.put(key, known)
+        return known
+
+    def _hop_depth(self, rec: SpanRecord, own: dict[str, Any], parent: Known | None) -> int | None:
+        """Service boundaries crossed from the workflow's first span; stamped when known."""
+        carried = rec.get_int(HOP_DEPTH_KEY)
+        if carried is not None:
+            return carried  # set by an upstream sidecar: never overwritten
+        if parent is not None:
+            if parent.depth is None:
+                return None
+            workflow = own.get("workflow.id")
+            if workflow is not None and workflow != parent.fields.get("workflow.id"):
+                depth = 0  # a new workflow starts here
+            else:
+                depth = parent.depth + (rec.resource.hop != parent.hop)
+        elif not rec.span.parent_span_id and not len(rec.span.links):
+            depth = 0
+        else:
+            return None  # the ancestors are unknown: the depth is too
+        rec.set(HOP_DEPTH_KEY, depth)
+        return depth
+
+    def _flush(self, tally: _Tally) -> None:
+        m = self.metrics
+        name = self.name
+        for (field, source), count in tally.repaired.items():
+            m.repaired_fields.labels(name, field, source).inc(count)
+        for field, count in tally.conflicts.items():
+            m.conflicts.labels(name, field).inc(count)
+        for reason, count in tally.released.items():
+            m.released_spans.labels(name, reason).inc(count)
+        for reason, count in tally.missing.items():
+            m.missing_spans.labels(name, reason).inc(count)
+        if tally.held:
+            m.held_spans.labels(name).inc(tally.held)
+
+
+def _copy(message):
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
+
+
+def _prune_empty(request: ExportTraceServiceRequest) -> None:
+    """Drop scope and resource groups whose spans were all held."""
+    resource_spans = request.resource_spans
+    for r in range(len(resource_spans) - 1, -1, -1):
+        scopes = resource_spans[r].scope_spans
+        for s in range(len(scopes) - 1, -1, -1):
+            if not len(scopes[s].spans):
+                del scopes[s]
+        if not len(scopes):
+            del resource_spans[r]
