@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the sidecar")
     run.add_argument("--config", help="config file (Collector YAML shape); defaults if omitted")
-    run.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM (default 10)")
+    run.add_argument(
+        "--grace", type=float, default=None, help="seconds to drain on SIGTERM (default: service.shutdown_grace, 10s)"
+    )
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a config and exit (status 2 if invalid)")

@@ -13,8 +13,11 @@ from sidecar.config.model import SidecarConfig
 log = logging.getLogger("costctx")
 
 
-async def serve(config: SidecarConfig, grace: float = 10.0) -> None:
-    """Start, then wait for SIGTERM or SIGINT and stop gracefully within `grace` seconds."""
+async def serve(config: SidecarConfig, grace: float | None = None) -> None:
+    """Start, then wait for SIGTERM or SIGINT and stop gracefully within `grace` seconds
+    (default: the config's `service.shutdown_grace`)."""
+    if grace is None:
+        grace = config.service.shutdown_grace
     sidecar = Sidecar(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

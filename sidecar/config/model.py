@@ -180,6 +180,9 @@ class ServiceConfig(StrictModel):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     # How often processors that hold spans are asked to release what is due.
     tick_interval: Duration = 0.1
+    # SIGTERM: stop accepting, release held spans, drain the queues for at most this long;
+    # what is left is kept on disk (persistent queue) or counted as lost (memory queue).
+    shutdown_grace: Duration = 10.0
 
 
 # -- the whole file ----------------------------------------------------------------------

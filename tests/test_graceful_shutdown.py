@@ -1,0 +1,63 @@
+"""SIGTERM: stop accepting, drain within the grace period, keep what could not be sent."""
+
+from __future__ import annotations
+
+import time
+
+from tests.support.otlp_client import SpanStreamer
+from tests.support.process import SidecarProcess, with_fixed_ports
+from tests.support.sidecar import sidecar_config
+
+
+def names_at(sink) -> set[str]:
+    return {span.name for span in sink.spans()}
+
+
+def test_sigterm_drains_everything_acknowledged(sink, tmp_path):
+    config = with_fixed_ports(sidecar_config(sink.grpc_port, processors=[], service={"shutdown_grace": "20s"}))
+    process = SidecarProcess(config, tmp_path).start()
+    try:
+        sink.refuse(30)  # a short stall, so a backlog is queued when the signal comes
+        streamer = SpanStreamer(process.grpc_target, "term", batch_size=20, interval=0.005).start()
+        time.sleep(1.5)
+        assert process.terminate(timeout=40) == 0
+        acked = streamer.stop().acknowledged
+        assert len(acked) > 100
+        # Exit comes after the drain: everything acknowledged is already at the sink.
+        assert names_at(sink) >= acked
+        assert "still pending" not in process.log()
+    finally:
+        process.close()
+
+
+def test_sigterm_keeps_what_could_not_be_sent_on_disk(sink, tmp_path):
+    config = with_fixed_ports(sidecar_config(
+        sink.grpc_port,
+        processors=[],
+        exporters={"otlp": {"sending_queue": {"storage": {"directory": str(tmp_path / "queue")}}}},
+        service={"shutdown_grace": "1s"},
+    ))
+    process = SidecarProcess(config, tmp_path).start()
+    restarted = None
+    try:
+        sink.refuse(1_000_000)  # the downstream stays down through the shutdown
+        streamer = SpanStreamer(process.grpc_target, "keep", batch_size=20, interval=0.005).start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert process.terminate(timeout=30) == 0
+        stopping_took = time.monotonic() - started
+        acked = streamer.stop().acknowledged
+        assert len(acked) > 100 and not names_at(sink)
+        assert stopping_took < 10, "the grace period bounds the shutdown"
+        assert "stay in" in process.log()
+
+        sink.refuse(0)
+        restarted = SidecarProcess(config, tmp_path).start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not names_at(sink) >= acked:
+            time.sleep(0.1)
+        assert names_at(sink) >= acked
+    finally:
+        process.close()
+        if restarted is not None:
+            restarted.close()
