@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Offline checks of the deployment files (no cluster, no Docker engine):
+#  1. render the kustomize base (k8s/base) with kubectl's built-in kustomize;
+#  2. validate every rendered object, strictly (unknown fields are errors), against the
+#     Kubernetes API schemas of named versions: 1.33 (native sidecars GA) and 1.37 (newest
+#     the tool bundles);
+#  3. check the sidecar config in the ConfigMap loads with the container's environment;
+#  4. lint the Dockerfile with hadolint;
+#  5. check requirements.lock (what the image installs) still covers pyproject.toml.
+# Tools: pip install -r scripts/deploy-check-requirements.txt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+K8S_VERSIONS=${K8S_VERSIONS:-"1.33.0 1.37.0"}
+PY=${PYTHON:-python}
+
+for tool in kubectl kubernetes-validate hadolint; do
+  command -v "$tool" >/dev/null || {
+    echo "check_deploy: $tool not found; pip install -r scripts/deploy-check-requirements.txt" >&2
+    exit 1
+  }
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "== kustomize: render k8s/base ($(kubectl version --client | tr '\n' ' '))"
+kubectl kustomize k8s/base >"$work/rendered.yaml"
+grep -E '^kind:' "$work/rendered.yaml" | sed 's/^/   /'
+
+for version in $K8S_VERSIONS; do
+  echo "== kubernetes-validate --strict: every object against Kubernetes $version"
+  kubernetes-validate --strict --kubernetes-version "$version" "$work/rendered.yaml"
+done
+
+echo "== the ConfigMap's sidecar config, with the container's environment"
+COLLECTOR_ENDPOINT=otel-collector.observability.svc.cluster.local:4317 \
+  "$PY" -m sidecar validate --config k8s/base/sidecar.yaml
+
+echo "== hadolint $(hadolint --version | awk '{print $NF}'): Dockerfile"
+hadolint --failure-threshold info Dockerfile && echo "   no findings"
+
+echo "== requirements.lock against pyproject.toml"
+"$PY" scripts/check_lock.py
+
+echo "deploy checks passed (the image itself is not built here: no Docker engine)"
