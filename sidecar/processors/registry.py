@@ -8,6 +8,7 @@ from sidecar.processors.base import Processor
 
 # type name -> "module:Class"
 PROCESSOR_TYPES: dict[str, str] = {
+    "normalize": "sidecar.processors.normalize:NormalizeProcessor",
     "envelope": "sidecar.processors.envelope:EnvelopeProcessor",
     "inherit": "sidecar.processors.inherit:InheritProcessor",
     "memory_limiter": "sidecar.processors.memory_limiter:MemoryLimiterProcessor",
@@ -17,7 +18,7 @@ PROCESSOR_TYPES: dict[str, str] = {
 # The traces pipeline when no config names one. Order matters: rename before anything
 # reads keys, repair before pricing, and check the envelope last so `costctx.missing`
 # reflects the span as it leaves.
-DEFAULT_TRACE_PROCESSORS: list[str] = ["inherit", "price", "envelope"]
+DEFAULT_TRACE_PROCESSORS: list[str] = ["normalize", "inherit", "price", "envelope"]
 
 
 def processor_type(name: str) -> str:

@@ -1,0 +1,117 @@
+"""Rewrite one attribute list (a span's, an event's or a resource's) to canonical keys.
+
+Works on the protobuf repeated field and its key index in place; never builds dicts of
+values. The caller has already checked that some key needs a look.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from sidecar.normalize.coerce import Coercion, coerce_in_place, same_fact
+from sidecar.normalize.table import CompiledTable, PlaceTable
+from sidecar.pdata.attributes import index_attributes, is_empty
+
+log = logging.getLogger("costctx.processor.normalize")
+
+# Per-batch tallies, flushed to Prometheus once per batch: (counter name, key, where) -> n.
+Tally = Counter[tuple[str, str, str]]
+
+
+def _drop_keys(attributes: RepeatedCompositeFieldContainer[KeyValue], keys: set[str]) -> None:
+    for i in range(len(attributes) - 1, -1, -1):
+        if attributes[i].key in keys:
+            del attributes[i]
+
+
+def rewrite_attributes(
+    attributes: RepeatedCompositeFieldContainer[KeyValue],
+    index: dict[str, KeyValue],
+    place: PlaceTable,
+    table: CompiledTable,
+    where: str,
+    tally: Tally,
+) -> tuple[list[str], dict[str, KeyValue]]:
+    """Rename, dedupe, coerce and map values. Returns (canonical keys renamed, the index)."""
+    rules = place.rules
+    watch = place.watch
+    hits = [key for key in index if key in watch]
+    groups: dict[str, list[str]] = {}
+    for key in hits:
+        rule = rules.get(key)
+        if rule is not None:
+            groups.setdefault(rule.canonical, []).append(key)
+
+    renamed: list[str] = []
+    drop: set[str] = set()
+    types = table.types
+    for canonical, olds in groups.items():
+        if len(olds) > 1:
+            # Primary aliases by rank, fallbacks after all of them.
+            olds.sort(key=lambda k: (rules[k].fallback, rules[k].rank))
+        winner = index.get(canonical)
+        has_winner = winner is not None and not is_empty(winner.value)
+        type_name = types.get(canonical)
+        for old in olds:
+            kv = index[old]
+            if rules[old].fallback and has_winner:
+                continue  # a coarser fact that another key already states: leave it be
+            if is_empty(kv.value):
+                if has_winner:
+                    drop.add(old)
+                    del index[old]
+                continue
+            if not has_winner:
+                if winner is None:
+                    kv.key = canonical  # the rename itself: one field write
+                    del index[old]
+                    index[canonical] = winner = kv
+                else:  # the canonical key is there but empty: it takes the old value
+                    winner.value.CopyFrom(kv.value)
+                    drop.add(old)
+                    del index[old]
+                has_winner = True
+                renamed.append(canonical)
+                tally[("renamed", canonical, where)] += 1
+                continue
+            if same_fact(kv.value, winner.value, type_name):
+                tally[("duplicates", canonical, where)] += 1
+            else:
+                tally[("conflicts", canonical, where)] += 1
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("conflict on %s (%s): kept %r, dropped %s=%r", canonical, where,
+                              winner.value, old, kv.value)
+            drop.add(old)
+            del index[old]
+
+    if types or table.values:
+        checked = {key for key in hits if key not in rules}
+        checked.update(renamed)
+        values = table.values
+        for key in checked:
+            kv = index.get(key)
+            if kv is None or is_empty(kv.value):
+                continue
+            type_name = types.get(key)
+            if type_name is not None:
+                outcome = coerce_in_place(kv.value, type_name)
+                if outcome is Coercion.COERCED:
+                    tally[("coerced", key, where)] += 1
+                elif outcome is Coercion.UNCOERCIBLE:
+                    tally[("uncoercible", key, where)] += 1
+            mapping = values.get(key)
+            if mapping is not None and kv.value.WhichOneof("value") == "string_value":
+                text = kv.value.string_value
+                new = mapping.get(text.lower())
+                if new is not None and new != text:
+                    kv.value.string_value = new
+                    tally[("values", key, where)] += 1
+
+    if drop:
+        _drop_keys(attributes, drop)
+        index = index_attributes(attributes)
+    return renamed, index

@@ -1,0 +1,165 @@
+"""Compile alias files and schema files into one lookup per place (spans, events, resources).
+
+Precedence when two rules name the same old key: the user's alias files (in config order),
+then schema files (in config order), then the built-in table. Among several old keys of
+one canonical key, the rule compiled first ranks first (same order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sidecar.normalize.alias_file import PLACES, RESOURCES, SPAN_EVENTS, SPANS, AliasFileError, AliasSet
+from sidecar.normalize.coerce import TYPE_FIELD
+from sidecar.normalize.schema_file import SchemaFile, split_schema_url
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    canonical: str
+    rank: int
+    fallback: bool
+
+
+@dataclass(frozen=True)
+class PlaceTable:
+    """The rules of one place and every key that needs a look (aliases, typed, enum-valued)."""
+
+    rules: dict[str, Rule]
+    watch: frozenset[str]
+
+
+@dataclass(frozen=True)
+class CompiledTable:
+    places: dict[str, PlaceTable]
+    types: dict[str, str]  # canonical key -> type to coerce to (empty when coercion is off)
+    values: dict[str, dict[str, str]]  # canonical key -> lower-case old value -> new value
+
+    @property
+    def spans(self) -> PlaceTable:
+        return self.places[SPANS]
+
+    @property
+    def events(self) -> PlaceTable:
+        return self.places[SPAN_EVENTS]
+
+    @property
+    def resources(self) -> PlaceTable:
+        return self.places[RESOURCES]
+
+    def alias_keys(self) -> frozenset[str]:
+        return frozenset(k for p in self.places.values() for k in p.rules)
+
+
+# (old, new, places, fallback)
+RawRule = tuple[str, str, frozenset[str], bool]
+
+
+def _resolve(rules: dict[str, tuple[str, bool]]) -> dict[str, str]:
+    """Follow chains (a -> b, b -> c gives a -> c); a cycle is a config error."""
+    resolved: dict[str, str] = {}
+    for old in rules:
+        path = [old]
+        target = rules[old][0]
+        while target in rules:
+            if target in path:
+                chain = " -> ".join([*path, target])
+                raise AliasFileError(f"alias cycle: {chain} (drop one of these aliases)")
+            path.append(target)
+            target = rules[target][0]
+        resolved[old] = target
+    return resolved
+
+
+def compile_table(
+    layers: list[list[RawRule]], types: dict[str, str], values: dict[str, dict[str, str]]
+) -> CompiledTable:
+    places: dict[str, PlaceTable] = {}
+    scalar_types = {k: t for k, t in types.items() if t in TYPE_FIELD}
+    for place in PLACES:
+        chosen: dict[str, tuple[str, bool]] = {}
+        for layer in layers:
+            for old, new, apply_to, fallback in layer:
+                if place in apply_to and old not in chosen:
+                    chosen[old] = (new, fallback)
+        resolved = _resolve(chosen)
+        rules = {old: Rule(resolved[old], rank, chosen[old][1]) for rank, old in enumerate(chosen)}
+        watch = frozenset(rules) | frozenset(scalar_types) | frozenset(values)
+        places[place] = PlaceTable(rules, watch)
+    return CompiledTable(places, scalar_types, values)
+
+
+def alias_layer(alias_set: AliasSet) -> list[RawRule]:
+    return [(a.old, a.new, a.apply_to, a.fallback) for a in alias_set.aliases]
+
+
+@dataclass
+class TableBuilder:
+    """Builds the base table once and one table per schema_url seen, cached."""
+
+    user_sets: list[AliasSet]
+    builtin: AliasSet | None
+    schema_files: list[SchemaFile]
+    envelope_types: dict[str, str]
+    coerce: bool = True
+    _cache: dict[str, CompiledTable] = field(default_factory=dict)
+    _base: CompiledTable | None = None
+    max_cached: int = 256
+
+    def _types_and_values(self) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        types: dict[str, str] = {}
+        values: dict[str, dict[str, str]] = {}
+        # Later sets are lower precedence: fill only what is not already set.
+        for alias_set in [*self.user_sets, *([self.builtin] if self.builtin else [])]:
+            for key, type_name in alias_set.types.items():
+                types.setdefault(key, type_name)
+            for key, mapping in alias_set.values.items():
+                merged = values.setdefault(key, {})
+                for old, new in mapping.items():
+                    merged.setdefault(old, new)
+        for key, type_name in self.envelope_types.items():
+            types.setdefault(key, type_name)
+        return (types if self.coerce else {}), values
+
+    def _compile(self, schema_layer: list[RawRule]) -> CompiledTable:
+        layers = [alias_layer(s) for s in self.user_sets]
+        layers.append(schema_layer)
+        if self.builtin is not None:
+            layers.append(alias_layer(self.builtin))
+        types, values = self._types_and_values()
+        return compile_table(layers, types, values)
+
+    def base(self) -> CompiledTable:
+        if self._base is None:
+            self._base = self._compile([])
+        return self._base
+
+    def for_schema_url(self, schema_url: str) -> CompiledTable:
+        """The table for data written against `schema_url` ('' or unknown: the base table)."""
+        if not schema_url or not self.schema_files:
+            return self.base()
+        table = self._cache.get(schema_url)
+        if table is None:
+            table = self._compile(self.schema_layer(schema_url))
+            if len(self._cache) >= self.max_cached:
+                self._cache.clear()  # schema URLs are few; this only bounds a hostile stream
+            self._cache[schema_url] = table
+        return table
+
+    def schema_layer(self, schema_url: str) -> list[RawRule]:
+        parsed = split_schema_url(schema_url)
+        if parsed is None:
+            return []
+        family, version = parsed
+        layer: list[RawRule] = []
+        seen: set[tuple[str, str]] = set()
+        for schema in self.schema_files:
+            if schema.family != family:
+                continue
+            for place, renames in schema.renames_from(version).items():
+                for old, new in renames.items():
+                    if (place, old) in seen:
+                        continue
+                    seen.add((place, old))
+                    layer.append((old, new, frozenset({place}), False))
+        return layer

@@ -1,0 +1,147 @@
+"""The `normalize` processor: one schema for every span that leaves the sidecar.
+
+Renames old and foreign keys (older semantic conventions, OpenInference, OpenLLMetry,
+provider-reported cost keys, the user's own aliases, allow-listed schema-file renames) to
+the canonical keys of the envelope, on spans, span events and resources. Stamps
+`costctx.renamed` with the canonical keys a span received under an old name and notes them
+for the survival recorder (outcome `renamed`).
+
+Both an old and the canonical key on one span: the canonical value stays and the old key is
+dropped, counted as a duplicate (same value; the field arrived under its canonical key, so
+its outcome stays `present`) or a conflict (different value). Rename conflicts are counted
+in `costctx_normalize_conflicts_total`, not in the survival matrix, whose `conflict`
+outcome means a disagreement with an ancestor span.
+
+Fast path: one set-disjointness check (C speed) per span against the precompiled set of
+every key that may need work; spans without such a key are not touched further.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from sidecar.config.types import StrictModel
+from sidecar.envelope import ENVELOPE
+from sidecar.normalize.alias_file import AliasFileError, builtin_aliases, load_alias_file
+from sidecar.normalize.metrics import normalize_metrics
+from sidecar.normalize.rewrite import Tally, rewrite_attributes
+from sidecar.normalize.schema_file import SchemaFileError, load_schema_file
+from sidecar.normalize.table import TableBuilder
+from sidecar.pdata import TraceBatch
+from sidecar.processors.base import Processor
+
+RENAMED_KEY = "costctx.renamed"
+
+
+class SchemaFileConfig(StrictModel):
+    path: str
+    # Attributes (old or new name) whose renames apply; every other rename in the file is ignored.
+    allow: list[str] = Field(min_length=1)
+
+
+class NormalizeConfig(StrictModel):
+    # The alias table shipped in the package (sidecar/normalize/aliases.yaml).
+    builtin_aliases: bool = True
+    # The user's alias files, same shape as aliases.yaml; they take precedence, in order.
+    alias_files: list[str] = Field(default_factory=list)
+    # OpenTelemetry schema files (file_format 1.1.0) applied by each resource's or scope's schema_url.
+    schema_files: list[SchemaFileConfig] = Field(default_factory=list)
+    # Convert values to the canonical type where the meaning is clear ("120" -> 120).
+    coerce: bool = True
+    # Write `costctx.renamed` on spans (the survival notes are kept either way).
+    stamp_renamed: bool = True
+
+    _builder: TableBuilder | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load_tables(self) -> NormalizeConfig:
+        # Read and compile every file now, so a bad file is a config error naming it.
+        try:
+            builder = TableBuilder(
+                user_sets=[load_alias_file(path) for path in self.alias_files],
+                builtin=builtin_aliases() if self.builtin_aliases else None,
+                schema_files=[load_schema_file(s.path, s.allow) for s in self.schema_files],
+                envelope_types=dict(ENVELOPE.field_types),
+                coerce=self.coerce,
+            )
+            builder.base()
+        except (AliasFileError, SchemaFileError) as exc:
+            raise ValueError(str(exc)) from None
+        self._builder = builder
+        return self
+
+    @property
+    def builder(self) -> TableBuilder:
+        assert self._builder is not None
+        return self._builder
+
+
+class NormalizeProcessor(Processor):
+    type_name = "normalize"
+    config_model = NormalizeConfig
+    config: NormalizeConfig
+
+    def __init__(self, name, config, context) -> None:
+        super().__init__(name, config, context)
+        self._builder = config.builder
+        self._base = self._builder.base()
+        self._per_schema = bool(self._builder.schema_files)
+        self._stamp = config.stamp_renamed
+        self._metrics = normalize_metrics(context.metrics.registry)
+        for schema in self._builder.schema_files:
+            if schema.skipped_conditional:
+                self.log.warning("%s: %d renames limited to named spans or events are not applied",
+                                 schema.path, schema.skipped_conditional)
+
+    def _table(self, schema_url: str):
+        return self._builder.for_schema_url(schema_url) if self._per_schema and schema_url else self._base
+
+    def process(self, batch: TraceBatch) -> TraceBatch:
+        tally: Tally = Tally()
+        base = self._base
+        per_schema = self._per_schema
+        last_resource = None
+        for rec in batch.records:
+            resource = rec.resource
+            if resource is not last_resource:
+                # Spans of one ResourceSpans share one view: look at its attributes once.
+                last_resource = resource
+                self._resource(resource, tally)
+            table = base
+            if per_schema:
+                table = self._table(rec.scope_spans.schema_url or resource.schema_url)
+            place = table.spans
+            if not place.watch.isdisjoint(rec.attrs):
+                renamed, rec.attrs = rewrite_attributes(rec.span.attributes, rec.attrs, place, table, "span", tally)
+                if renamed:
+                    rec.note("renamed").update(renamed)
+                    if self._stamp:
+                        rec.append_strings(RENAMED_KEY, renamed)
+            events = rec.span.events
+            if events:
+                self._events(events, table, tally)
+        if tally:
+            self._flush(tally)
+        return batch
+
+    def _resource(self, resource, tally: Tally) -> None:
+        table = self._table(resource.schema_url)
+        place = table.resources
+        if place.watch.isdisjoint(resource.attrs):
+            return
+        rewrite_attributes(resource.resource.attributes, resource.attrs, place, table, "resource", tally)
+        resource.reindex()
+
+    def _events(self, events, table, tally: Tally) -> None:
+        place = table.events
+        watch = place.watch
+        for event in events:
+            attributes = event.attributes
+            index = {kv.key: kv for kv in attributes}
+            if not watch.isdisjoint(index):
+                rewrite_attributes(attributes, index, place, table, "event", tally)
+
+    def _flush(self, tally: Tally) -> None:
+        metrics = self._metrics
+        for (counter_name, key, where), count in tally.items():
+            getattr(metrics, counter_name).labels(key, where).inc(count)
