@@ -199,3 +199,39 @@ def test_bad_config_is_rejected_with_the_key(sink):
     config["processors"]["price"] = {"sources": [{"type": "litellm"}]}
     with pytest.raises(ConfigError, match=r"processors.price.sources.0: .*needs a path"):
         build_config(config, environ={})
+
+
+def _request(spans: list[tuple[bytes, dict]]) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from sidecar.pdata.attributes import set_any_value
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for span_id, attrs in spans:
+        span = scope.spans.add(trace_id=b"\x01" * 16, span_id=span_id, name=span_id.hex())
+        for key, value in attrs.items():
+            kv = span.attributes.add(key=key)
+            set_any_value(kv.value, value)
+    return request.SerializeToString()
+
+
+def _post(runner, body: bytes) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{runner.sidecar.http_port}/v1/traces", data=body,
+                                     headers={"Content-Type": "application/x-protobuf"})
+    assert urllib.request.urlopen(request, timeout=5).status == 200
+
+
+def test_a_resent_batch_is_not_counted_twice_in_the_running_total(pipeline, sink):
+    # A client that timed out resends the same request: same trace and span ids.
+    call = {"workflow.id": "wf-resend", "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1_000,
+            "gen_ai.usage.output_tokens": 1_000}                       # $0.0125 each
+    body = _request([(b"\x00" * 7 + b"\x01", call), (b"\x00" * 7 + b"\x02", call)])
+    _post(pipeline, body)
+    _post(pipeline, body)
+    _post(pipeline, _request([(b"\x00" * 7 + b"\x03", call)]))
+    assert sink.wait_for_spans(5)
+    totals = [s.attributes["workflow.spend_total_usd"] for s in sink.spans()]
+    assert max(totals) == 0.0375                                        # 3 distinct calls, not 5
+    assert all(s.attributes["cost.usd"] == 0.0125 for s in sink.spans())
+    assert metric(pipeline, "costctx_price_duplicate_spans_total") == 2

@@ -51,6 +51,9 @@ class PriceMetrics:
         self.reload_failures = Counter("costctx_price_reload_failures",
                                        "Price source loads that failed; the last good table stays in use.",
                                        ["source"], registry=r)
+        self.duplicates = Counter("costctx_price_duplicate_spans",
+                                  "Spans seen again within the dedupe window (a resent batch): priced, "
+                                  "but not added to the workflow's running total twice.", registry=r)
         self.untracked = Counter("costctx_price_spend_untracked_spans",
                                  "Priced spans without workflow.id: no running total.", registry=r)
         self.token_mismatch = Counter("costctx_price_token_count_mismatch_spans",

@@ -17,7 +17,7 @@ import asyncio
 import math
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from sidecar.config.types import Duration, StrictModel
 from sidecar.pdata import TraceBatch
@@ -83,6 +83,10 @@ class PriceConfig(StrictModel):
     # Workflow running totals: how many workflows, and how long after their last priced span.
     spend_table_size: PositiveInt = 100_000
     spend_ttl: Duration = 6 * 3600.0
+    # A span seen again within this window (same trace and span id: a client resending a
+    # batch) is priced and stamped again but not added to the running total twice. 0: off.
+    dedupe_window: Duration = 300.0
+    dedupe_size: NonNegativeInt = 50_000
     # A reported cost differing from the computed one by more than this fraction is drift.
     drift_tolerance: NonNegativeFloat = 0.01
     # Distinct model label values on the miss / drift metrics before `other`.
@@ -121,7 +125,8 @@ class PriceProcessor(Processor):
         events = self.sources.refresh()
         self.book = PriceBookHandle(build_book(config, self.sources))
         self._count_reloads(events)
-        self.ledger = SpendLedger(maxsize=config.spend_table_size, ttl=config.spend_ttl)
+        self.ledger = SpendLedger(maxsize=config.spend_table_size, ttl=config.spend_ttl,
+                                  dedupe_size=config.dedupe_size, dedupe_window=config.dedupe_window)
         context.services["price_book"] = self.book
         context.services["spend_ledger"] = self.ledger
 
@@ -251,7 +256,11 @@ class PriceProcessor(Processor):
         if workflow_id is None:
             self.metrics.untracked.inc()
             return
-        total = self.ledger.add(workflow_id, pico)
+        ledger = self.ledger
+        duplicates = ledger.duplicates
+        total = ledger.add(workflow_id, pico, rec.span.trace_id + rec.span.span_id)
+        if ledger.duplicates != duplicates:
+            self.metrics.duplicates.inc()
         rec.set(SPEND_TOTAL, to_usd_float(total))
 
     # -- reload ------------------------------------------------------------------------------
