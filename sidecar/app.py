@@ -22,7 +22,9 @@ from sidecar.receivers.ingest import Ingest
 from sidecar.receivers.otlp_grpc import otlp_grpc_handlers
 from sidecar.receivers.otlp_http import build_otlp_http_app
 from sidecar.telemetry.metrics import SidecarMetrics
+from sidecar.telemetry.report import survival_report
 from sidecar.telemetry.survival import SurvivalRecorder
+from sidecar.telemetry.survival_metrics import SurvivalCollector
 
 log = logging.getLogger("costctx")
 
@@ -31,7 +33,7 @@ class Sidecar:
     def __init__(self, config: SidecarConfig) -> None:
         self.config = config
         self.metrics = SidecarMetrics()
-        self.survival = SurvivalRecorder()
+        self.survival = SurvivalRecorder(max_label_values=config.service.telemetry.metrics.max_label_values)
         self.context = ProcessorContext(metrics=self.metrics, survival=self.survival)
         self.services: dict[str, Any] = self.context.services
         self._ready = False
@@ -72,7 +74,11 @@ class Sidecar:
             self.http = HttpServerHost(
                 protocols.http.endpoint, build_otlp_http_app(self.ingest, protocols.http), "OTLP/HTTP"
             )
-        self.admin_app: web.Application = build_admin_app(self.metrics, self.readiness)
+        # After the processors: the envelope processor configures the recorder's dimensions.
+        self.metrics.registry.register(SurvivalCollector(self.survival))
+        self.admin_app: web.Application = build_admin_app(
+            self.metrics, self.readiness, lambda: survival_report(self.survival.snapshot_all())
+        )
         self.admin = HttpServerHost(config.service.telemetry.metrics.address, self.admin_app, "telemetry")
 
     def _build_processor(self, name: str) -> Processor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -10,7 +11,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sidecar.telemetry.metrics import SidecarMetrics
 
 
-def build_admin_app(metrics: SidecarMetrics, is_ready: Callable[[], tuple[bool, str]]) -> web.Application:
+def build_admin_app(
+    metrics: SidecarMetrics,
+    is_ready: Callable[[], tuple[bool, str]],
+    survival_report: Callable[[], dict[str, Any]] | None = None,
+) -> web.Application:
     app = web.Application()
 
     async def healthz(_: web.Request) -> web.Response:
@@ -24,7 +29,13 @@ def build_admin_app(metrics: SidecarMetrics, is_ready: Callable[[], tuple[bool, 
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def survival(_: web.Request) -> web.Response:
+        # The field-survival matrix, readiness verdicts and spend (sidecar/telemetry/report.py).
+        return web.json_response(survival_report() if survival_report else {})
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)
+    if survival_report is not None:
+        app.router.add_get("/survival", survival)
     return app

@@ -162,8 +162,20 @@ class PipelineConfig(StrictModel):
     exporters: list[str] = Field(min_length=1)
 
 
+class OtlpMetricsPushConfig(StrictModel):
+    """Push the sidecar's own metrics over OTLP (OpenTelemetry SDK) to a traces exporter's endpoint."""
+
+    enabled: bool = False
+    interval: Duration = 60.0
+    # Which exporter's endpoint, headers and TLS to use; the traces pipeline's first if unset.
+    exporter: str | None = None
+
+
 class MetricsTelemetryConfig(StrictModel):
     address: ListenEndpoint = "127.0.0.1:8888"
+    # Distinct values kept per client-controlled label (hop, workflow, tenant, ...); more -> `other`.
+    max_label_values: PositiveInt = 100
+    otlp: OtlpMetricsPushConfig = Field(default_factory=OtlpMetricsPushConfig)
 
 
 class LogsTelemetryConfig(StrictModel):

@@ -3,21 +3,59 @@
 Stamps `costctx.schema` and appends required fields still missing to `costctx.missing`,
 and records one survival outcome per (hop, context field, span). Placed last in the
 traces pipeline, it sees each span as it leaves, after renaming and repair.
+
+The counting is one pass over the context fields per span: each span becomes a signature
+(one outcome code per field), and the batch's signatures are counted in a Counter that the
+survival recorder expands once per batch. LLM spans add a readiness tally, priced spans a
+spend tally, both per batch as well.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from decimal import Decimal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from sidecar.config.types import StrictModel
+from sidecar.config.types import Duration, StrictModel
 from sidecar.envelope import ENVELOPE
 from sidecar.pdata import TraceBatch
 from sidecar.processors.base import Processor
+from sidecar.telemetry.survival import (
+    CONFLICT,
+    DEFAULT_READINESS_WINDOW,
+    DEFAULT_SPEND_DIMENSIONS,
+    INHERITED,
+    MISSING,
+    PRESENT,
+    RENAMED,
+    TENANT_KEY,
+)
 
 SCHEMA_KEY = "costctx.schema"
 MISSING_KEY = "costctx.missing"
+HOP_DEPTH_KEY = "workflow.hop_depth"
+WORKFLOW_NAME_KEY = "workflow.name"
+COST_KEY = "cost.usd"
+_NO_NOTES: frozenset[str] = frozenset()
+
+
+class ReadinessConfig(StrictModel):
+    """Verdict per workflow.name: pass when every check holds on at least `pass` of its LLM
+    spans after repair, conditional at `conditional` or more, fail below; over the spans of
+    the last `window` (0: since start)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    pass_: float = Field(default=ENVELOPE.readiness_thresholds["pass"], alias="pass", gt=0, le=1)
+    conditional: float = Field(default=ENVELOPE.readiness_thresholds["conditional"], gt=0, le=1)
+    window: Duration = DEFAULT_READINESS_WINDOW
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReadinessConfig:
+        if self.conditional > self.pass_:
+            raise ValueError("conditional must not be above pass")
+        return self
 
 
 class EnvelopeConfig(StrictModel):
@@ -25,14 +63,42 @@ class EnvelopeConfig(StrictModel):
     required_fields: list[str] = Field(default_factory=lambda: list(ENVELOPE.default_required))
     # Record field-survival outcomes (turn off only to measure the cost of counting).
     record_outcomes: bool = True
+    # Spend (cost.usd) is broken down by these context fields (a missing value is `unknown`).
+    spend_dimensions: list[str] = Field(default_factory=lambda: list(DEFAULT_SPEND_DIMENSIONS), min_length=1)
+    readiness: ReadinessConfig = Field(default_factory=ReadinessConfig)
 
-    @field_validator("required_fields")
+    @field_validator("required_fields", "spend_dimensions")
     @classmethod
     def _known_fields(cls, value: list[str]) -> list[str]:
         unknown = [v for v in value if v not in ENVELOPE.context_keys]
         if unknown:
             raise ValueError(f"not context fields of the envelope: {', '.join(unknown)}")
         return value
+
+
+def _present(attrs: dict, key: str) -> bool:
+    kv = attrs.get(key)
+    if kv is None:
+        return False
+    value = kv.value
+    if value.string_value:  # the common case, without a WhichOneof call
+        return True
+    kind = value.WhichOneof("value")
+    return kind is not None and kind != "string_value"
+
+
+def _cost(kv) -> Decimal | None:
+    """cost.usd as an exact Decimal (of the double's shortest repr), None if unusable."""
+    value = kv.value
+    kind = value.WhichOneof("value")
+    if kind == "double_value":
+        number = value.double_value
+        if not math.isfinite(number):
+            return None
+        return Decimal(repr(number))
+    if kind == "int_value":
+        return Decimal(value.int_value)
+    return None
 
 
 class EnvelopeProcessor(Processor):
@@ -42,41 +108,87 @@ class EnvelopeProcessor(Processor):
 
     def __init__(self, name, config, context) -> None:
         super().__init__(name, config, context)
-        self._required = tuple(config.required_fields)
-        self._fields = self.context.envelope.context_keys
-        self._schema = self.context.envelope.schema_version
+        envelope = self.context.envelope
+        self._fields = envelope.context_keys
+        self._required_idx = tuple(self._fields.index(key) for key in config.required_fields)
+        self._schema = envelope.schema_version
+        self._markers = tuple(envelope.llm_span_markers)
+        survival = self.context.survival
+        survival.configure(
+            spend_dimensions=config.spend_dimensions,
+            thresholds={"pass": config.readiness.pass_, "conditional": config.readiness.conditional},
+            readiness_window=config.readiness.window,
+        )
+        self._extra_keys = survival.extra_keys
+        self._dimensions = tuple(config.spend_dimensions)
 
     def process(self, batch: TraceBatch) -> TraceBatch:
-        outcomes: Counter[tuple[str, str, str]] = Counter()
-        required = self._required
+        fields = self._fields
+        required_idx = self._required_idx
+        markers = self._markers
+        extra_keys = self._extra_keys
+        dimensions = self._dimensions
+        schema = self._schema
         record = self.config.record_outcomes
-        for span in batch.records:
-            attrs = span.attrs
-            span.set(SCHEMA_KEY, self._schema)
-            missing = [key for key in required if key not in attrs or not span.has(key)]
-            if missing:
-                span.append_strings(MISSING_KEY, missing)
-            if record:
-                self._count(span, outcomes)
-        if outcomes:
-            self.context.survival.record_many(outcomes)
-        return batch
-
-    def _count(self, span, outcomes: Counter) -> None:
-        hop = span.hop
-        notes = span.notes
-        renamed = notes.get("renamed", ()) if notes else ()
-        repaired = notes.get("repaired", ()) if notes else ()
-        conflict = notes.get("conflict", ()) if notes else ()
-        for key in self._fields:
-            if key in conflict:
-                outcome = "conflict"
-            elif key in repaired:
-                outcome = "inherited"
-            elif key in renamed:
-                outcome = "renamed"
-            elif span.has(key):
-                outcome = "present"
+        spans: Counter = Counter()
+        llm: Counter = Counter()
+        spend: dict = {}
+        for rec in batch.records:
+            attrs = rec.attrs
+            rec.set(SCHEMA_KEY, schema)
+            notes = rec.notes
+            if notes:
+                renamed = notes.get("renamed") or _NO_NOTES
+                repaired = notes.get("repaired") or _NO_NOTES
+                conflict = notes.get("conflict") or _NO_NOTES
+                sig = tuple(
+                    CONFLICT
+                    if key in conflict
+                    else INHERITED
+                    if key in repaired
+                    else RENAMED
+                    if key in renamed
+                    else PRESENT
+                    if _present(attrs, key)
+                    else MISSING
+                    for key in fields
+                )
             else:
-                outcome = "missing"
-            outcomes[(hop, key, outcome)] += 1
+                repaired = _NO_NOTES
+                sig = tuple(PRESENT if _present(attrs, key) else MISSING for key in fields)
+            missing = [fields[i] for i in required_idx if sig[i] == MISSING]
+            if missing:
+                rec.append_strings(MISSING_KEY, missing)
+            if not record:
+                continue
+            depth_kv = attrs.get(HOP_DEPTH_KEY)
+            depth = depth_kv.value.int_value if depth_kv is not None else None
+            spans[(rec.resource.hop, depth, sig)] += 1
+
+            is_llm = False
+            for marker in markers:
+                if marker in attrs:
+                    is_llm = True
+                    break
+            cost_kv = attrs.get(COST_KEY)
+            if not is_llm and cost_kv is None:
+                continue
+            workflow = rec.get_str(WORKFLOW_NAME_KEY)
+            if is_llm:
+                span = rec.span
+                timestamps = 0 < span.start_time_unix_nano <= span.end_time_unix_nano
+                usage = (*(_present(attrs, key) for key in extra_keys), timestamps)
+                llm[(workflow, sig, usage)] += 1
+            if cost_kv is not None:
+                amount = _cost(cost_kv)
+                if amount is not None:
+                    key = (workflow, tuple(rec.get_str(d) for d in dimensions), TENANT_KEY in repaired)
+                    row = spend.get(key)
+                    if row is None:
+                        spend[key] = [amount, 1]
+                    else:
+                        row[0] += amount
+                        row[1] += 1
+        if spans:
+            self.context.survival.record_batch(spans, llm, spend)
+        return batch

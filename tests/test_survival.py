@@ -1,0 +1,289 @@
+"""Field survival, readiness verdicts and spend: a known workload through a real sidecar.
+
+Spans are sent with the real OpenTelemetry SDK over OTLP/gRPC; the counts are read back from
+/metrics (parsed with prometheus_client's parser), /survival and the rendered table.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+from opentelemetry import trace
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar.telemetry.render import render_report
+from tests.support.sdk import tracer_provider
+from tests.support.sidecar import sidecar_config, start_sidecar
+
+OWNER = {
+    "workflow.id": "wf-1",
+    "workflow.name": "answer",
+    "request.id": "req-1",
+    "owner.tenant": "acme",
+    "owner.feature": "chat",
+    "owner.user": "u-1",
+    "policy.id": "pol-1",
+}
+LLM = {
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o",
+    "gen_ai.response.model": "gpt-4o",
+    "gen_ai.usage.input_tokens": 100,
+    "gen_ai.usage.output_tokens": 10,
+    "cost.price_source": "test@1",
+}
+
+
+def get(port: int, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return response.read()
+
+
+def samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = get(port, "/metrics").decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def sample(all_samples: dict, name: str, **labels: str) -> float:
+    return all_samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def send_known_workload(grpc_port: int) -> int:
+    """Two hops. gateway (depth 0): a root with the whole envelope and two model calls, one
+    without owner.tenant. worker (depth 1): one model call with only ids and owner.feature.
+    Costs are carried as an upstream costctx would have stamped them. Returns spans sent."""
+    gateway = tracer_provider(grpc_port=grpc_port, service="gateway")
+    worker = tracer_provider(grpc_port=grpc_port, service="worker")
+    tracer, worker_tracer = gateway.get_tracer("t"), worker.get_tracer("t")
+    with tracer.start_as_current_span("POST /answer", attributes={**OWNER, "workflow.hop_depth": 0}) as root:
+        with tracer.start_as_current_span(
+            "chat 1", attributes={**OWNER, **LLM, "cost.usd": 0.0125, "workflow.hop_depth": 0}
+        ):
+            pass
+        no_tenant = {k: v for k, v in OWNER.items() if k != "owner.tenant"}
+        with tracer.start_as_current_span(
+            "chat 2", attributes={**no_tenant, **LLM, "cost.usd": 0.0025, "workflow.hop_depth": 0}
+        ):
+            pass
+        ids_only = {k: OWNER[k] for k in ("workflow.id", "workflow.name", "request.id", "owner.feature")}
+        with worker_tracer.start_as_current_span(
+            "chat 3",
+            context=trace.set_span_in_context(root),
+            attributes={**ids_only, **LLM, "cost.usd": 0.001, "workflow.hop_depth": 1},
+        ):
+            pass
+    for provider in (gateway, worker):
+        provider.force_flush()
+        provider.shutdown()
+    return 4
+
+
+# (hop, field) -> (present, missing) for the known workload; every other outcome is 0.
+EXPECTED = {
+    ("gateway", "workflow.id"): (3, 0),
+    ("gateway", "workflow.name"): (3, 0),
+    ("gateway", "request.id"): (3, 0),
+    ("gateway", "retry.attempt"): (0, 3),
+    ("gateway", "owner.tenant"): (2, 1),
+    ("gateway", "owner.team"): (0, 3),
+    ("gateway", "owner.feature"): (3, 0),
+    ("gateway", "owner.user"): (3, 0),
+    ("gateway", "owner.cost_center"): (0, 3),
+    ("gateway", "owner.version"): (0, 3),
+    ("gateway", "policy.id"): (3, 0),
+    ("worker", "workflow.id"): (1, 0),
+    ("worker", "workflow.name"): (1, 0),
+    ("worker", "request.id"): (1, 0),
+    ("worker", "retry.attempt"): (0, 1),
+    ("worker", "owner.tenant"): (0, 1),
+    ("worker", "owner.team"): (0, 1),
+    ("worker", "owner.feature"): (1, 0),
+    ("worker", "owner.user"): (0, 1),
+    ("worker", "owner.cost_center"): (0, 1),
+    ("worker", "owner.version"): (0, 1),
+    ("worker", "policy.id"): (0, 1),
+}
+
+
+def test_known_workload_exact_counts_in_metrics_survival_and_table(sink, make_sidecar):
+    runner = make_sidecar(processors=["envelope"])
+    sidecar = runner.sidecar
+    sent = send_known_workload(sidecar.grpc_port)
+    assert sink.wait_for_spans(sent)
+    port = sidecar.admin_port
+
+    # /metrics: every (hop, field, outcome) series, zeros included, and spend by tenant/feature.
+    metrics = samples(port)
+    for (hop, key), (present, missing) in EXPECTED.items():
+        expected = {"present": present, "missing": missing, "renamed": 0, "inherited": 0, "conflict": 0}
+        for outcome, count in expected.items():
+            assert sample(metrics, "costctx_field_outcomes_total", hop=hop, field=key, outcome=outcome) == count, (
+                hop, key, outcome)
+    assert sample(metrics, "costctx_hop_spans_total", hop="gateway") == 3
+    assert sample(metrics, "costctx_hop_spans_total", hop="worker") == 1
+    assert sample(metrics, "costctx_spend_usd_total", tenant="acme", feature="chat") == 0.0125
+    assert sample(metrics, "costctx_spend_usd_total", tenant="unknown", feature="chat") == 0.0035
+    assert sample(metrics, "costctx_spend_recovered_usd_total", tenant="unknown", feature="chat") == 0
+    assert sample(metrics, "costctx_readiness_llm_spans", workflow="answer") == 3
+    assert sample(metrics, "costctx_readiness_verdict", workflow="answer", verdict="fail") == 1
+    assert sample(metrics, "costctx_readiness_verdict", workflow="answer", verdict="pass") == 0
+    assert sample(metrics, "costctx_receiver_accepted_items_total", signal="traces", transport="grpc") == 4
+
+    # /survival: hops ordered by depth, counts and rates per cell, the verdict and spend.
+    report = json.loads(get(port, "/survival"))
+    assert [(h["hop"], h["depth"], h["spans"]) for h in report["matrix"]["hops"]] == [
+        ("gateway", 0, 3), ("worker", 1, 1)]
+    rows = {row["field"]: row["hops"] for row in report["matrix"]["fields"]}
+    for (hop, key), (present, missing) in EXPECTED.items():
+        cell = rows[key][hop]
+        assert (cell["present"], cell["missing"], cell["inherited"], cell["renamed"], cell["conflict"]) == (
+            present, missing, 0, 0, 0)
+        assert cell["rate_before_repair"] == cell["rate_after_repair"] == present / cell["spans"]
+        assert cell["gap"] == ("drop gap" if missing else "none")
+    [answer] = report["readiness"]["workflows"]
+    assert answer["workflow"] == "answer" and answer["llm_spans"] == 3
+    assert answer["verdict"] == "fail"
+    assert answer["failing_fields"] == ["owner.user", "policy.id"]
+    checks = {c["id"]: c for c in answer["checks"]}
+    assert checks[3]["rate_after_repair"] == checks[9]["rate_after_repair"] == 2 / 3
+    assert all(checks[i]["passed"] for i in (1, 2, 4, 5, 6, 7, 8, 10))
+    spend = report["spend"]
+    assert spend["total_usd"] == 0.016
+    assert spend["unknown_tenant_usd"] == 0.0035
+    assert spend["recovered_by_repair_usd"] == 0
+    assert {(r["workflow"], r["tenant"], r["usd"]) for r in spend["by_workflow_tenant"]} == {
+        ("answer", "acme", 0.0125), ("answer", "unknown", 0.0035)}
+
+    # The table: hops as columns in depth order, each cell the rate and the gap it names.
+    table = render_report(report, include_spend=True)
+    lines = table.splitlines()
+    header = next(line for line in lines if line.strip().startswith("field"))
+    assert header.index("gateway") < header.index("worker")
+    tenant_line = next(line for line in lines if line.strip().startswith("owner.tenant"))
+    assert tenant_line.split()[1:] == ["66.7%", "drop", "gap", "0%", "drop", "gap"]
+    id_line = next(line for line in lines if line.strip().startswith("workflow.id"))
+    assert id_line.split()[1:] == ["100%", "100%"]
+    verdict_line = next(line for line in lines if line.strip().startswith("answer"))
+    assert verdict_line.split()[:3] == ["answer", "3", "FAIL"]
+    assert "owner.user 66.7%" in verdict_line and "policy.id 66.7%" in verdict_line
+    assert "$0.012500" in table and "$0.003500" in table
+
+
+def test_spans_keep_their_envelope_stamps(sink, make_sidecar):
+    runner = make_sidecar(processors=["envelope"])
+    sent = send_known_workload(runner.sidecar.grpc_port)
+    assert sink.wait_for_spans(sent)
+    by_name = {s.name: s for s in sink.spans()}
+    assert by_name["chat 2"].attributes["costctx.missing"] == ["owner.tenant"]
+    assert "costctx.missing" not in by_name["chat 1"].attributes
+    assert by_name["chat 3"].attributes["costctx.schema"] == "1"
+
+
+def test_health_and_readiness_endpoints(make_sidecar):
+    runner = make_sidecar(processors=["envelope"])
+    port = runner.sidecar.admin_port
+    assert json.loads(get(port, "/healthz")) == {"status": "ok"}
+    ready = json.loads(get(port, "/readyz"))
+    assert ready["ready"] is True
+    # Before the receivers listen (and after stop begins), not ready: 503.
+    runner.call(lambda: setattr(runner.sidecar, "_ready", False))
+    try:
+        get(port, "/readyz")
+        raise AssertionError("expected 503")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 503
+        assert json.loads(exc.read())["ready"] is False
+    runner.call(lambda: setattr(runner.sidecar, "_ready", True))
+
+
+def send_llm_spans(grpc_port: int, count: int, service: str = "gateway", **attributes) -> None:
+    provider = tracer_provider(grpc_port=grpc_port, service=service)
+    tracer = provider.get_tracer("t")
+    for i in range(count):
+        attrs = {**LLM, "cost.usd": 0.001}
+        for key, value in attributes.items():
+            attrs[key] = value(i) if callable(value) else value
+        with tracer.start_as_current_span(f"chat {i}", attributes=attrs):
+            pass
+        if i % 500 == 499:  # stay below the SDK's span queue (2048)
+            provider.force_flush()
+    provider.force_flush()
+    provider.shutdown()
+
+
+def test_cardinality_stays_bounded_with_thousands_of_tenants(sink, make_sidecar):
+    bound = 50
+    tenants = 3000
+    runner = make_sidecar(processors=["envelope"],
+                          service={"telemetry": {"metrics": {"max_label_values": bound}}})
+    send_llm_spans(runner.sidecar.grpc_port, tenants, **{
+        **OWNER,
+        "owner.tenant": lambda i: f"tenant-{i}",
+        "workflow.name": lambda i: f"route-{i}",
+    })
+    assert sink.wait_for_spans(tenants, timeout=30)
+    metrics = samples(runner.sidecar.admin_port)
+    spend = {labels: v for (name, labels), v in metrics.items() if name == "costctx_spend_usd_total"}
+    tenant_values = {dict(labels)["tenant"] for labels in spend}
+    assert len(tenant_values) == bound + 1  # the first 50 tenants and `other`
+    assert "other" in tenant_values
+    # Nothing is lost by folding: the spend of every tenant is still counted.
+    assert round(sum(spend.values()), 9) == 3.0
+    # Exact sums (Decimal inside): 2950 spans of $0.001 folded into `other`.
+    assert sample(metrics, "costctx_spend_usd_total", tenant="other", feature="chat") == 2.95
+    assert sample(metrics, "costctx_label_overflow_total", label="tenant") == tenants - bound
+    workflows = {dict(labels)["workflow"] for (name, labels) in metrics if name == "costctx_readiness_verdict"}
+    assert len(workflows) == bound + 1 and "other" in workflows
+    assert len(metrics) < 2000  # every family together, not thousands of series per tenant
+    report = json.loads(get(runner.sidecar.admin_port, "/survival"))
+    assert len(report["readiness"]["workflows"]) == bound + 1
+    assert len(report["spend"]["by_dimensions"]) == bound + 1
+
+
+def test_verdict_flips_from_fail_to_pass_when_the_missing_field_arrives(sink):
+    config = sidecar_config(sink.grpc_port, processors=["envelope"])
+    config["processors"]["envelope"] = {"readiness": {"window": "60s"}}
+    runner = start_sidecar(config)
+    try:
+        check_verdict_flip(runner, sink)
+    finally:
+        runner.stop()
+
+
+def check_verdict_flip(runner, sink) -> None:
+    sidecar = runner.sidecar
+    now = [1000.0]
+    runner.call(lambda: setattr(sidecar.survival, "clock", lambda: now[0]))
+    without_policy = {k: v for k, v in OWNER.items() if k != "policy.id"}
+
+    def verdict() -> dict:
+        [route] = json.loads(get(sidecar.admin_port, "/survival"))["readiness"]["workflows"]
+        return route
+
+    send_llm_spans(sidecar.grpc_port, 20, **without_policy)
+    assert sink.wait_for_spans(20)
+    route = verdict()
+    assert (route["workflow"], route["verdict"], route["failing_fields"]) == ("answer", "fail", ["policy.id"])
+
+    # policy.id starts arriving: within the same window the old spans still count.
+    send_llm_spans(sidecar.grpc_port, 20, **OWNER)
+    assert sink.wait_for_spans(40)
+    route = verdict()
+    assert (route["llm_spans"], route["verdict"]) == (40, "fail")
+
+    # Once the spans without it leave the window, the route passes.
+    now[0] += 61
+    send_llm_spans(sidecar.grpc_port, 20, **OWNER)
+    assert sink.wait_for_spans(60)
+    route = verdict()
+    assert (route["llm_spans"], route["verdict"], route["failing_fields"]) == (20, "pass", [])
+    metrics = samples(sidecar.admin_port)
+    assert sample(metrics, "costctx_readiness_verdict", workflow="answer", verdict="pass") == 1
+    assert sample(metrics, "costctx_readiness_verdict", workflow="answer", verdict="fail") == 0
+    # The matrix is cumulative: policy.id was present on 40 of 60 spans.
+    assert sample(metrics, "costctx_field_outcomes_total", hop="gateway", field="policy.id", outcome="present") == 40
