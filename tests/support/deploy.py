@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from sidecar.config import load_config
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 K8S_BASE = REPO / "k8s" / "base"
@@ -27,7 +29,7 @@ class SidecarLaunch:
     argv: list[str]  # the container's command line, with the mounted config mapped to the repository file
     env: dict[str, str]  # the container's environment from the Deployment
     config_file: Path  # the repository file the ConfigMap is generated from
-    grace: float  # the --grace argument (seconds to drain on SIGTERM)
+    grace: float  # seconds to drain on SIGTERM (--grace, else the config's service.shutdown_grace)
     termination_grace_period: float  # the pod's terminationGracePeriodSeconds
 
 
@@ -107,8 +109,11 @@ def sidecar_launch() -> SidecarLaunch:
     config_index = args.index("--config") + 1
     config_file = mounted_file_source(spec, container, args[config_index])
     args[config_index] = str(config_file)
-    grace = float(args[args.index("--grace") + 1]) if "--grace" in args else 10.0
     env = {item["name"]: str(item["value"]) for item in container.get("env", []) if "value" in item}
+    if "--grace" in args:
+        grace = float(args[args.index("--grace") + 1])
+    else:  # the drain budget the config gives, once the container's environment is there
+        grace = load_config(config_file, environ=env).service.shutdown_grace
     return SidecarLaunch(
         argv=[costctx_executable(), *entrypoint[1:], *args],
         env=env,
