@@ -1,0 +1,1 @@
+"""The costctx benchmark (see run.py)."""

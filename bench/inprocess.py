@@ -1,0 +1,139 @@
+"""In-process throughput: the processor stage against the protobuf floor, on the same bytes.
+
+- floor: `ParseFromString` + `SerializeToString` of each request, nothing else: what any
+  Python implementation of an OTLP-in, OTLP-out sidecar pays at least.
+- off: parse, wrap in a TraceBatch, run a traces pipeline with no processors, serialize.
+- full: the same with the configured processors (the defaults of the registry).
+
+The pipeline is the real one, built by `Sidecar` from a real config; only its exporters are
+swapped for a counter, so nothing is sent. Floor and pipelines run in alternating rounds, so
+a load spike on a shared machine hits all of them; the median round is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from bench.workload import ID_MARKER, marker_for
+from sidecar.app import Sidecar
+from sidecar.config.loader import build_config
+from sidecar.pdata import TraceBatch
+from sidecar.pipeline import TracesPipeline
+
+
+class CountingExporter:
+    """Stands in for the queued exporters: counts what the pipeline hands over."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+        self.bytes = 0
+
+    def has_capacity(self) -> bool:
+        return True
+
+    def submit(self, signal, payload: bytes, items: int, acknowledged: bool = False) -> bool:
+        self.spans += items
+        self.bytes += len(payload)
+        return True
+
+
+def pipeline_config(processors: list[str]) -> dict:
+    return {
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
+        "processors": {name: None for name in processors},
+        "exporters": {"otlp": {"endpoint": "127.0.0.1:9", "insecure": True}},  # never started
+        "service": {
+            "pipelines": {"traces": {"receivers": ["otlp"], "processors": processors, "exporters": ["otlp"]}},
+            "telemetry": {"metrics": {"address": "127.0.0.1:0"}},
+        },
+    }
+
+
+@dataclass
+class StagePipeline:
+    sidecar: Sidecar
+    pipeline: TracesPipeline
+    counter: CountingExporter
+
+
+async def build_stage(processors: list[str]) -> StagePipeline:
+    sidecar = Sidecar(build_config(pipeline_config(processors), environ={}))
+    assert sidecar.traces is not None
+    counter = CountingExporter()
+    sidecar.traces.exporters = [counter]
+    await sidecar.traces.start()
+    return StagePipeline(sidecar, sidecar.traces, counter)
+
+
+def fresh_ids(pool: list[bytes], cycle: int) -> list[bytes]:
+    """The pool with new trace/workflow/request ids, so stateful processors see new workflows."""
+    marker = marker_for(cycle)
+    return [body.replace(ID_MARKER, marker) for body in pool]
+
+
+def time_floor(bodies: list[bytes]) -> float:
+    parse = ExportTraceServiceRequest.FromString
+    start = time.perf_counter()
+    for body in bodies:
+        parse(body).SerializeToString()
+    return time.perf_counter() - start
+
+
+def time_pipeline(stage: StagePipeline, bodies: list[bytes]) -> float:
+    parse = ExportTraceServiceRequest.FromString
+    consume = stage.pipeline.consume
+    tick = stage.pipeline.tick
+    start = time.perf_counter()
+    for i, body in enumerate(bodies):
+        consume(TraceBatch(parse(body), body))
+        if i % 16 == 15:
+            tick(time.monotonic())  # what the sidecar's ticker does between requests
+    return time.perf_counter() - start
+
+
+async def measure(pool: list[bytes], spans_per_batch: int, processors: list[str], rounds: int,
+                  cycle_base: int) -> dict:
+    """spans/s of floor, off and full over `rounds` alternating rounds (median round each)."""
+    full = await build_stage(processors)
+    off = await build_stage([])
+    spans = len(pool) * spans_per_batch
+    times: dict[str, list[float]] = {"floor": [], "off": [], "full": []}
+    # One warm-up pass: imports, caches and first-use allocations are not what we measure.
+    warm = fresh_ids(pool, cycle_base)
+    time_floor(warm)
+    time_pipeline(off, warm)
+    time_pipeline(full, warm)
+    for r in range(rounds):
+        bodies = fresh_ids(pool, cycle_base + 1 + r)
+        times["floor"].append(time_floor(bodies))
+        times["off"].append(time_pipeline(off, bodies))
+        times["full"].append(time_pipeline(full, bodies))
+        await asyncio.sleep(0)  # let any task a processor scheduled run, as the sidecar's loop would
+    full.pipeline.shutdown()
+    delivered = full.counter.spans
+    await full.pipeline.close()
+    await off.pipeline.close()
+    rate = {k: spans / statistics.median(v) for k, v in times.items()}
+    ratios = [f / p for f, p in zip(times["floor"], times["full"], strict=True)]
+    return {
+        "spans_per_batch": spans_per_batch,
+        "spans_per_round": spans,
+        "rounds": rounds,
+        "floor_spans_per_s": rate["floor"],
+        "off_spans_per_s": rate["off"],
+        "full_spans_per_s": rate["full"],
+        # full throughput as a fraction of the floor's (the target is >= 0.40)
+        "full_vs_floor": statistics.median(ratios),
+        "off_vs_floor": statistics.median(f / o for f, o in zip(times["floor"], times["off"], strict=True)),
+        # microseconds the processors add per span, over parse + serialize
+        "processor_us_per_span": (statistics.median(times["full"]) - statistics.median(times["floor"]))
+        / spans * 1e6,
+        "floor_us_per_span": statistics.median(times["floor"]) / spans * 1e6,
+        "spans_delivered_full": delivered,
+        "spans_expected_full": spans * (rounds + 1),
+    }

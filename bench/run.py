@@ -1,0 +1,608 @@
+#!/usr/bin/env python
+"""The sidecar benchmark: every figure beside its baseline, measured in one run.
+
+Starts a sink, the sidecar and a load generator as separate processes on this machine and
+measures, each against a baseline from the same run:
+
+1. saturation throughput (spans/s): every default processor on vs the same sidecar with
+   `processors: []`; the sink alone is measured too, to show it is not the bottleneck;
+2. CPU (% of one core) and peak RSS of the sidecar process at a fixed 10,000 spans/s, with
+   processors on and off, beside the OpenTelemetry Collector testbed's ceiling for that
+   load (20% of a core, 100 MB);
+3. added latency (p50, p99) of an export call through the sidecar vs straight to the sink,
+   at 5,000 spans/s, with spans that carry their whole context (nothing is held);
+4. in-process throughput of the processor stage vs protobuf parse + serialize (the floor);
+5. how each grows with batch size and with attributes per span.
+
+Prints a table and writes JSON (`--json`). `--quick` runs tiny versions of every figure
+(CI keeps the script working with it; its numbers mean nothing).
+
+    python bench/run.py [--quick] [--json bench/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import inprocess  # noqa: E402
+from bench.sink_server import read_stats  # noqa: E402
+from bench.workload import WorkloadSpec, build_requests, write_pool  # noqa: E402
+from sidecar.processors.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
+
+PY = sys.executable
+COLLECTOR_CEILING = {"cpu_pct": 20.0, "rss_mb": 100.0, "rate": 10_000,
+                     "source": "opentelemetry-collector-contrib testbed/tests/trace_test.go, OTLP gRPC, no gzip"}
+TARGETS = {"inprocess_full_vs_floor_min": 0.40, "cpu_pct_at_10k_max": 40.0, "peak_rss_mb_at_10k_max": 100.0,
+           "added_p99_ms_at_5k_max": 5.0}
+
+
+@dataclass
+class Plan:
+    quick: bool
+    default_batch: int = 100
+    default_attrs: int = 4
+    batch_sizes: list[int] = field(default_factory=lambda: [10, 100, 512])
+    attr_counts: list[int] = field(default_factory=lambda: [0, 4, 16, 48])
+    pool_spans: int = 20_000
+    saturation_s: float = 8.0
+    rate_s: float = 12.0
+    warmup_s: float = 2.0
+    concurrency: int = 8
+    cpu_rate: float = 10_000.0
+    latency_rate: float = 5_000.0
+    inprocess_rounds: int = 5
+    e2e_sweep: bool = True
+
+    @classmethod
+    def for_args(cls, args: argparse.Namespace) -> Plan:
+        if args.quick:
+            return cls(quick=True, batch_sizes=[20, 100], attr_counts=[0, 4], pool_spans=1_000,
+                       saturation_s=1.5, rate_s=1.5, warmup_s=0.5, cpu_rate=2_000.0, latency_rate=1_000.0,
+                       inprocess_rounds=2, e2e_sweep=False)
+        plan = cls(quick=False)
+        if args.duration:
+            plan.saturation_s = plan.rate_s = args.duration
+        if args.no_sweep:
+            plan.e2e_sweep = False
+        return plan
+
+    def points(self, sweep: bool) -> list[tuple[int, int]]:
+        """(spans per batch, extra attributes per span); the default point first."""
+        default = (self.default_batch, self.default_attrs)
+        if not sweep:
+            return [default]
+        out = [default]
+        out += [(b, self.default_attrs) for b in self.batch_sizes if (b, self.default_attrs) not in out]
+        out += [(self.default_batch, a) for a in self.attr_counts if (self.default_batch, a) not in out]
+        return out
+
+
+# -- processes -----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class SinkProcess:
+    def __init__(self, workdir: Path) -> None:
+        self.log = (workdir / "sink.log").open("w")
+        self.proc = subprocess.Popen([PY, str(REPO / "bench" / "sink_server.py")], stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, cwd=REPO)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"sink did not start; see {workdir / 'sink.log'}")
+        self.port = json.loads(line)["port"]
+        self.target = f"127.0.0.1:{self.port}"
+        self.ps = psutil.Process(self.proc.pid)
+
+    def requests(self) -> int:
+        return read_stats(self.target)["requests"]
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.log.close()
+
+
+class SidecarProcess:
+    """`python -m sidecar run --config <generated yaml>`, exporting to the sink."""
+
+    def __init__(self, workdir: Path, name: str, processors: list[str], sink_port: int) -> None:
+        self.grpc_port, self.admin_port = free_port(), free_port()
+        config = sidecar_config(processors, sink_port, self.grpc_port, self.admin_port)
+        path = workdir / f"sidecar-{name}.yaml"
+        path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        self.log_path = workdir / f"sidecar-{name}.log"
+        self.log = self.log_path.open("w")
+        self.proc = subprocess.Popen([PY, "-m", "sidecar", "run", "--config", str(path), "--grace", "5"],
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.ps = psutil.Process(self.proc.pid)
+        self.target = f"127.0.0.1:{self.grpc_port}"
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sidecar exited with {self.proc.returncode}; see {self.log_path}")
+            url = f"http://127.0.0.1:{self.admin_port}/readyz"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"sidecar not ready after {timeout}s; see {self.log_path}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name):
+                continue
+            match = re.match(r"([^{\s]+)(?:\{(.*)\})?\s+(\S+)$", line)
+            if not match or match.group(1) != name:
+                continue
+            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+            if all(found.get(k) == v for k, v in labels.items()):
+                total += float(match.group(3))
+        return total
+
+    def forwarded(self) -> float:
+        return self.metric("costctx_exporter_sent_items_total", signal="traces")
+
+    def wait_drained(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.metric("costctx_exporter_queue_size") > 0:
+            time.sleep(0.2)
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the most resident memory the process ever had (Linux)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return self.ps.memory_info().rss / 2**20
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.log.close()
+
+
+def sidecar_config(processors: list[str], sink_port: int, grpc_port: int, admin_port: int) -> dict:
+    return {
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}}}},
+        "processors": {name: None for name in processors},
+        "exporters": {
+            "otlp": {
+                "endpoint": f"127.0.0.1:{sink_port}",
+                "insecure": True,
+                # As the Collector testbed's 20%-of-a-core figure: OTLP gRPC without gzip.
+                "compression": "none",
+                "timeout": "10s",
+                "sending_queue": {"num_consumers": 10, "queue_size": 1000},
+                "retry_on_failure": {"initial_interval": "50ms", "max_interval": "500ms"},
+            }
+        },
+        "service": {
+            "pipelines": {"traces": {"receivers": ["otlp"], "processors": processors, "exporters": ["otlp"]}},
+            "telemetry": {"metrics": {"address": f"127.0.0.1:{admin_port}"}, "logs": {"level": "warn"}},
+        },
+    }
+
+
+# -- measuring a window of load ------------------------------------------------------------
+def cpu_seconds(ps: psutil.Process) -> float:
+    t = ps.cpu_times()
+    return t.user + t.system
+
+
+def machine_busy() -> tuple[float, float]:
+    t = psutil.cpu_times()
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    return sum(t) - idle, sum(t)
+
+
+class Window:
+    """Counters read at the start and end of the measurement window, plus an RSS sampler."""
+
+    def __init__(self, probes: dict[str, Callable[[], float]], rss_of: psutil.Process | None) -> None:
+        self.probes = probes
+        self.rss_of = rss_of
+        self.before: dict[str, float] = {}
+        self.after: dict[str, float] = {}
+        self.rss_max = 0.0
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def open(self) -> None:
+        busy, total = machine_busy()
+        self.before = {name: probe() for name, probe in self.probes.items()} | {"_busy": busy, "_total": total}
+        self.before["_t"] = time.monotonic()
+        if self.rss_of is not None:
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+
+    def close(self) -> None:
+        self.after = {"_t": time.monotonic()}
+        busy, total = machine_busy()
+        self.after |= {name: probe() for name, probe in self.probes.items()} | {"_busy": busy, "_total": total}
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            with contextlib.suppress(psutil.Error):
+                self.rss_max = max(self.rss_max, self.rss_of.memory_info().rss / 2**20)
+
+    @property
+    def seconds(self) -> float:
+        return self.after["_t"] - self.before["_t"]
+
+    def delta(self, name: str) -> float:
+        return self.after[name] - self.before[name]
+
+    def rate(self, name: str) -> float:
+        return self.delta(name) / self.seconds
+
+    def machine_busy_pct(self) -> float:
+        """How busy the whole machine was (all processes, all cores), in % of all cores."""
+        total = self.delta("_total")
+        return 100.0 * self.delta("_busy") / total if total > 0 else 0.0
+
+
+_cycle = [0]
+
+
+def run_load(mode: str, target: str, pool: Path, plan: Plan, window: Window, *, duration: float,
+             rate: float | None = None, workdir: Path) -> dict:
+    """Run the load generator; open the window after warm-up, close it just before the end."""
+    _cycle[0] += 1000  # each run sends workflows no earlier run sent
+    cmd = [PY, str(REPO / "bench" / "loadgen.py"), mode, "--target", target, "--pool", str(pool),
+           "--duration", str(duration), "--warmup", str(plan.warmup_s), "--concurrency", str(plan.concurrency),
+           "--cycle-offset", str(_cycle[0])]
+    if rate is not None:
+        cmd += ["--rate", str(rate)]
+    with (workdir / "loadgen.log").open("a") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO)
+        started = proc.stdout.readline()
+        if not started:
+            proc.wait()
+            raise RuntimeError(f"load generator failed; see {workdir / 'loadgen.log'}")
+        t0 = time.monotonic()
+        time.sleep(plan.warmup_s)
+        window.open()
+        time.sleep(max(0.0, t0 + duration - time.monotonic() - 0.05))
+        window.close()
+        out, _ = proc.communicate(timeout=duration + 60)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# -- the figures ---------------------------------------------------------------------------
+@dataclass
+class Pools:
+    workdir: Path
+    plan: Plan
+    _cache: dict[tuple[int, int, bool], Path] = field(default_factory=dict)
+    _bytes: dict[tuple[int, int, bool], list[bytes]] = field(default_factory=dict)
+
+    def path(self, batch: int, attrs: int, complete: bool = False) -> Path:
+        key = (batch, attrs, complete)
+        if key not in self._cache:
+            spec = WorkloadSpec(spans_per_batch=batch, extra_attrs=attrs, complete=complete,
+                                batches=max(20, self.plan.pool_spans // batch))
+            requests = build_requests(spec)
+            path = self.workdir / f"pool-{'c' if complete else 'm'}-b{batch}-a{attrs}.bin"
+            write_pool(path, requests, batch, spec)
+            self._cache[key] = path
+            self._bytes[key] = requests
+        return self._cache[key]
+
+    def requests(self, batch: int, attrs: int, complete: bool = False) -> list[bytes]:
+        self.path(batch, attrs, complete)
+        return self._bytes[(batch, attrs, complete)]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def sink_alone(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> dict:
+    batch = plan.default_batch
+    window = Window({"requests": sink.requests, "sink_cpu": lambda: cpu_seconds(sink.ps)}, None)
+    run_load("saturate", sink.target, pools.path(batch, plan.default_attrs), plan, window,
+             duration=plan.saturation_s, workdir=workdir)
+    return {"spans_per_batch": batch, "spans_per_s": window.rate("requests") * batch,
+            "sink_cpu_pct": 100 * window.rate("sink_cpu"), "machine_busy_pct": window.machine_busy_pct()}
+
+
+def saturation(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> dict:
+    modes = {"off": [], "full": list(DEFAULT_TRACE_PROCESSORS)}
+    points = plan.points(plan.e2e_sweep)
+    results: dict[tuple[int, int], dict] = {p: {} for p in points}
+    for mode, processors in modes.items():
+        sidecar = SidecarProcess(workdir, f"saturate-{mode}", processors, sink.port)
+        try:
+            for batch, attrs in points:
+                log(f"saturation: processors {mode}, batch {batch}, attrs +{attrs}")
+                window = Window({"forwarded": sidecar.forwarded, "cpu": lambda s=sidecar: cpu_seconds(s.ps),
+                                 "sink_cpu": lambda: cpu_seconds(sink.ps)}, None)
+                load = run_load("saturate", sidecar.target, pools.path(batch, attrs), plan, window,
+                                duration=plan.saturation_s, workdir=workdir)
+                results[(batch, attrs)][mode] = {
+                    "spans_per_s": window.rate("forwarded"),
+                    "accepted_spans_per_s": load["spans_per_s"],
+                    "refused_requests": load["requests_refused"],
+                    "sidecar_cpu_pct": 100 * window.rate("cpu"),
+                    "sink_cpu_pct": 100 * window.rate("sink_cpu"),
+                    "machine_busy_pct": window.machine_busy_pct(),
+                }
+                sidecar.wait_drained()
+        finally:
+            sidecar.stop()
+    rows = []
+    for (batch, attrs), r in results.items():
+        rows.append({"spans_per_batch": batch, "extra_attrs": attrs, **r,
+                     "full_vs_off": r["full"]["spans_per_s"] / r["off"]["spans_per_s"]
+                     if r["off"]["spans_per_s"] else None})
+    return {"default": rows[0], "sweep": rows}
+
+
+def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> dict:
+    """CPU and peak RSS of a fresh sidecar process per (point, mode) at plan.cpu_rate spans/s."""
+    modes = {"off": [], "full": list(DEFAULT_TRACE_PROCESSORS)}
+    rows = []
+    for batch, attrs in plan.points(plan.e2e_sweep):
+        row: dict = {"spans_per_batch": batch, "extra_attrs": attrs, "rate": plan.cpu_rate}
+        for mode, processors in modes.items():
+            log(f"cpu/rss at {plan.cpu_rate:.0f} spans/s: processors {mode}, batch {batch}, attrs +{attrs}")
+            sidecar = SidecarProcess(workdir, f"rate-{mode}-b{batch}-a{attrs}", processors, sink.port)
+            try:
+                window = Window({"forwarded": sidecar.forwarded, "cpu": lambda s=sidecar: cpu_seconds(s.ps)},
+                                sidecar.ps)
+                load = run_load("rate", sidecar.target, pools.path(batch, attrs), plan, window,
+                                duration=plan.rate_s, rate=plan.cpu_rate, workdir=workdir)
+                row[mode] = {
+                    "cpu_pct": 100 * window.rate("cpu"),
+                    "peak_rss_mb": sidecar.peak_rss_mb(),
+                    "window_max_rss_mb": window.rss_max,
+                    "achieved_spans_per_s": window.rate("forwarded"),
+                    "late_sends": load["late_sends"],
+                    "refused_requests": load["requests_refused"],
+                    "machine_busy_pct": window.machine_busy_pct(),
+                }
+            finally:
+                sidecar.stop()
+        row["full_vs_off_cpu"] = row["full"]["cpu_pct"] / row["off"]["cpu_pct"] if row["off"]["cpu_pct"] else None
+        row["collector_ceiling"] = COLLECTOR_CEILING
+        rows.append(row)
+    return {"default": rows[0], "sweep": rows}
+
+
+def latency(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> dict:
+    """Export-call latency at plan.latency_rate, direct to the sink and through the sidecar."""
+    points = plan.points(plan.e2e_sweep)
+    rows: dict[tuple[int, int], dict] = {p: {"spans_per_batch": p[0], "extra_attrs": p[1],
+                                             "rate": plan.latency_rate} for p in points}
+
+    def one(target: str, batch: int, attrs: int) -> dict:
+        window = Window({}, None)
+        load = run_load("rate", target, pools.path(batch, attrs, complete=True), plan, window,
+                        duration=plan.rate_s, rate=plan.latency_rate, workdir=workdir)
+        return {**load["latency_ms"], "achieved_spans_per_s": load["spans_per_s"],
+                "late_sends": load["late_sends"], "machine_busy_pct": window.machine_busy_pct()}
+
+    for batch, attrs in points:
+        log(f"latency at {plan.latency_rate:.0f} spans/s: direct to the sink, batch {batch}, attrs +{attrs}")
+        rows[(batch, attrs)]["direct"] = one(sink.target, batch, attrs)
+    for mode, processors in {"off": [], "full": list(DEFAULT_TRACE_PROCESSORS)}.items():
+        sidecar = SidecarProcess(workdir, f"latency-{mode}", processors, sink.port)
+        try:
+            for batch, attrs in points:
+                log(f"latency at {plan.latency_rate:.0f} spans/s: processors {mode}, batch {batch}, attrs +{attrs}")
+                rows[(batch, attrs)][mode] = one(sidecar.target, batch, attrs)
+        finally:
+            sidecar.stop()
+    out = []
+    for row in rows.values():
+        for mode in ("off", "full"):
+            for q in ("p50", "p99"):
+                mine, base = row[mode][q], row["direct"][q]
+                row[f"added_{q}_ms_{mode}"] = mine - base if mine is not None and base is not None else None
+        out.append(row)
+    return {"default": out[0], "sweep": out}
+
+
+def in_process(pools: Pools, plan: Plan) -> dict:
+    import asyncio
+
+    rows = []
+    for i, (batch, attrs) in enumerate(plan.points(True)):
+        log(f"in-process: batch {batch}, attrs +{attrs}")
+        result = asyncio.run(inprocess.measure(pools.requests(batch, attrs), batch, list(DEFAULT_TRACE_PROCESSORS),
+                                               plan.inprocess_rounds, cycle_base=50_000 + i * 100))
+        rows.append({"extra_attrs": attrs, **result})
+    return {"default": rows[0], "sweep": rows}
+
+
+# -- report --------------------------------------------------------------------------------
+def machine_info() -> dict:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    import google.protobuf
+    import grpc
+    from google.protobuf.internal import api_implementation
+
+    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "platform": platform.platform(), "grpcio": grpc.__version__, "protobuf": google.protobuf.__version__,
+            "protobuf_backend": api_implementation.Type(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+
+
+def check_targets(results: dict) -> dict:
+    ip = results["inprocess"]["default"]["full_vs_floor"]
+    cost = results["cpu_rss_at_rate"]["default"]["full"]
+    lat = results["latency"]["default"]["added_p99_ms_full"]
+    quick = results["quick"]
+    return {
+        "inprocess_full_vs_floor": {"value": ip, "target": f">= {TARGETS['inprocess_full_vs_floor_min']}",
+                                    "met": ip >= TARGETS["inprocess_full_vs_floor_min"]},
+        "cpu_pct_at_10k": {"value": cost["cpu_pct"], "target": f"< {TARGETS['cpu_pct_at_10k_max']}",
+                           "met": None if quick else cost["cpu_pct"] < TARGETS["cpu_pct_at_10k_max"]},
+        "peak_rss_mb_at_10k": {"value": cost["peak_rss_mb"], "target": f"< {TARGETS['peak_rss_mb_at_10k_max']}",
+                               "met": None if quick else cost["peak_rss_mb"] < TARGETS["peak_rss_mb_at_10k_max"]},
+        "added_p99_ms_at_5k": {"value": lat, "target": f"< {TARGETS['added_p99_ms_at_5k_max']}",
+                               "met": None if quick or lat is None else lat < TARGETS["added_p99_ms_at_5k_max"]},
+    }
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def print_table(results: dict, out=sys.stdout) -> None:
+    w = out.write
+    m = results["machine"]
+    w(f"\ncostctx benchmark ({'QUICK: numbers mean nothing' if results['quick'] else 'full'}) on {m['nproc']} x "
+      f"{m['cpu_model']}, Python {m['python']}, protobuf {m['protobuf']} ({m['protobuf_backend']})\n")
+    w(f"processors on: {', '.join(results['processors_full'])}; machine load avg at start/end: "
+      f"{results['load']['loadavg_start']} / {results['load']['loadavg_end']}\n\n")
+    s = results["saturation"]
+    w("1. Saturation throughput (spans/s delivered to the sink)\n")
+    w(f"   sink alone: {fmt(results['sink_alone']['spans_per_s'], 0)} (sink CPU "
+      f"{fmt(results['sink_alone']['sink_cpu_pct'])}%)\n")
+    w(f"   {'batch':>6} {'attrs':>6} {'off':>10} {'full':>10} {'full/off':>9} {'sink CPU%':>10}\n")
+    for r in s["sweep"]:
+        w(f"   {r['spans_per_batch']:>6} {'+' + str(r['extra_attrs']):>6} {fmt(r['off']['spans_per_s'], 0):>10} "
+          f"{fmt(r['full']['spans_per_s'], 0):>10} {fmt(r['full_vs_off'], 2):>9} "
+          f"{fmt(r['full']['sink_cpu_pct']):>10}\n")
+    c = results["cpu_rss_at_rate"]
+    w(f"\n2. Sidecar process at a fixed {fmt(c['default']['rate'], 0)} spans/s "
+      f"(Collector testbed ceiling: {COLLECTOR_CEILING['cpu_pct']:.0f}% CPU, {COLLECTOR_CEILING['rss_mb']:.0f} MB)\n")
+    w(f"   {'batch':>6} {'attrs':>6} {'CPU% off':>9} {'CPU% full':>10} {'full/off':>9} {'peakMB off':>11} "
+      f"{'peakMB full':>12} {'achieved':>9}\n")
+    for r in c["sweep"]:
+        w(f"   {r['spans_per_batch']:>6} {'+' + str(r['extra_attrs']):>6} {fmt(r['off']['cpu_pct']):>9} "
+          f"{fmt(r['full']['cpu_pct']):>10} {fmt(r['full_vs_off_cpu'], 2):>9} {fmt(r['off']['peak_rss_mb']):>11} "
+          f"{fmt(r['full']['peak_rss_mb']):>12} {fmt(r['full']['achieved_spans_per_s'], 0):>9}\n")
+    lat = results["latency"]
+    w(f"\n3. Export-call latency at {fmt(lat['default']['rate'], 0)} spans/s, ms (complete spans, nothing held)\n")
+    w(f"   {'batch':>6} {'attrs':>6} {'direct p50/p99':>16} {'off p50/p99':>14} {'full p50/p99':>14} "
+      f"{'added p50/p99 (full)':>21}\n")
+    for r in lat["sweep"]:
+        w(f"   {r['spans_per_batch']:>6} {'+' + str(r['extra_attrs']):>6} "
+          f"{fmt(r['direct']['p50'], 2) + '/' + fmt(r['direct']['p99'], 2):>16} "
+          f"{fmt(r['off']['p50'], 2) + '/' + fmt(r['off']['p99'], 2):>14} "
+          f"{fmt(r['full']['p50'], 2) + '/' + fmt(r['full']['p99'], 2):>14} "
+          f"{fmt(r['added_p50_ms_full'], 2) + '/' + fmt(r['added_p99_ms_full'], 2):>21}\n")
+    ip = results["inprocess"]
+    w("\n4. In-process throughput (spans/s): parse+serialize floor vs pipeline without / with processors\n")
+    w(f"   {'batch':>6} {'attrs':>6} {'floor':>10} {'off':>10} {'full':>10} {'full/floor':>11} "
+      f"{'proc us/span':>13}\n")
+    for r in ip["sweep"]:
+        w(f"   {r['spans_per_batch']:>6} {'+' + str(r['extra_attrs']):>6} {fmt(r['floor_spans_per_s'], 0):>10} "
+          f"{fmt(r['off_spans_per_s'], 0):>10} {fmt(r['full_spans_per_s'], 0):>10} {fmt(r['full_vs_floor'], 2):>11} "
+          f"{fmt(r['processor_us_per_span'], 2):>13}\n")
+    w("\nTargets:\n")
+    for name, t in results["targets"].items():
+        met = {True: "met", False: "NOT met", None: "n/a (quick)"}[t["met"]]
+        w(f"   {name}: {fmt(t['value'], 2)} (target {t['target']}): {met}\n")
+    w(f"\nelapsed {results['elapsed_s']:.0f}s\n")
+
+
+@contextlib.contextmanager
+def workspace(keep: str | None) -> Iterator[Path]:
+    if keep:
+        path = Path(keep)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix="costctx-bench-") as tmp:
+            yield Path(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny runs of every figure (CI), numbers mean nothing")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--duration", type=float, help="seconds per end-to-end measurement (default 8-12)")
+    parser.add_argument("--no-sweep", action="store_true", help="end-to-end figures at the default point only")
+    parser.add_argument("--workdir", help="keep configs, pools and process logs here")
+    args = parser.parse_args(argv)
+    plan = Plan.for_args(args)
+    started = time.monotonic()
+    results: dict = {
+        "quick": plan.quick,
+        "command": " ".join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(),
+        "load": {"loadavg_start": [round(x, 2) for x in os.getloadavg()]},
+        "processors_full": list(DEFAULT_TRACE_PROCESSORS),
+        "targets_aimed": TARGETS,
+    }
+    with workspace(args.workdir) as workdir:
+        pools = Pools(workdir, plan)
+        log("building workloads")
+        for batch, attrs in plan.points(True):
+            pools.path(batch, attrs)
+        results["inprocess"] = in_process(pools, plan)
+        sink = SinkProcess(workdir)
+        try:
+            log("sink alone")
+            results["sink_alone"] = sink_alone(sink, pools, plan, workdir)
+            results["saturation"] = saturation(sink, pools, plan, workdir)
+            results["cpu_rss_at_rate"] = fixed_rate_cost(sink, pools, plan, workdir)
+            results["latency"] = latency(sink, pools, plan, workdir)
+        finally:
+            sink.stop()
+    results["load"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["load"]["median_machine_busy_pct"] = statistics.median(
+        r[m]["machine_busy_pct"] for key in ("saturation", "cpu_rss_at_rate", "latency")
+        for r in results[key]["sweep"] for m in ("off", "full"))
+    results["elapsed_s"] = time.monotonic() - started
+    results["targets"] = check_targets(results)
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

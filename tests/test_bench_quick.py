@@ -1,0 +1,72 @@
+"""The benchmark script keeps working: `bench/run.py --quick` runs every figure end to end.
+
+No timing assertions (the guide: performance is measured by the benchmark, never asserted in
+tests); only that each figure is there, measured against its baseline, and that the spans
+went where they should.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Targets:" in proc.stdout  # the table was printed
+    return json.loads(out.read_text())
+
+
+def test_every_figure_is_reported_with_its_baseline(results: dict) -> None:
+    assert results["quick"] is True
+    assert results["machine"]["nproc"] >= 1 and results["machine"]["python"]
+    assert results["processors_full"], "the default processors were measured"
+
+    assert results["sink_alone"]["spans_per_s"] > 0
+    saturation = results["saturation"]["default"]
+    for mode in ("off", "full"):
+        assert saturation[mode]["spans_per_s"] > 0, f"no spans reached the sink with processors {mode}"
+    assert saturation["full_vs_off"] is not None
+
+    cost = results["cpu_rss_at_rate"]["default"]
+    for mode in ("off", "full"):
+        assert cost[mode]["cpu_pct"] > 0
+        assert cost[mode]["peak_rss_mb"] > 0
+        assert cost[mode]["achieved_spans_per_s"] > 0
+    assert cost["collector_ceiling"]["cpu_pct"] == 20.0 and cost["collector_ceiling"]["rss_mb"] == 100.0
+
+    latency = results["latency"]["default"]
+    for target in ("direct", "off", "full"):
+        assert latency[target]["count"] > 0 and latency[target]["p99"] >= latency[target]["p50"] > 0
+    assert latency["added_p50_ms_full"] is not None and latency["added_p99_ms_full"] is not None
+
+    inproc = results["inprocess"]
+    for row in inproc["sweep"]:
+        assert row["floor_spans_per_s"] > 0 and row["full_spans_per_s"] > 0 and row["full_vs_floor"] > 0
+        # The pipeline lost no span in-process (held spans are released at shutdown).
+        assert row["spans_delivered_full"] == row["spans_expected_full"]
+
+    assert set(results["targets"]) == {
+        "inprocess_full_vs_floor", "cpu_pct_at_10k", "peak_rss_mb_at_10k", "added_p99_ms_at_5k"}
+
+
+def test_growth_with_batch_size_and_attributes_is_measured(results: dict) -> None:
+    sweep = results["inprocess"]["sweep"]
+    assert len({row["spans_per_batch"] for row in sweep}) >= 2
+    assert len({row["extra_attrs"] for row in sweep}) >= 2
+    for key in ("saturation", "cpu_rss_at_rate", "latency"):
+        assert results[key]["sweep"], key
