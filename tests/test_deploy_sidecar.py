@@ -207,6 +207,15 @@ def test_manifest_keeps_the_deployment_promises() -> None:
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == telemetry_port
 
+    # The memory limiter must refuse data before the kubelet OOM-kills the container.
+    launch = sidecar_launch()
+    config = load_config(launch.config_file, environ=launch.env)
+    limiters = [c for name, c in config.processors.items() if name.split("/")[0] == "memory_limiter"]
+    memory_limit = sidecar["resources"]["limits"]["memory"]
+    assert memory_limit.endswith("Mi")
+    for limiter in limiters:
+        assert limiter.limit_mib < int(memory_limit.removesuffix("Mi"))
+
     grpc_port = next(p["containerPort"] for p in sidecar["ports"] if p["name"] == "otlp-grpc")
     for app in pod["containers"]:
         env = {e["name"]: e.get("value") for e in app.get("env", [])}
