@@ -32,6 +32,8 @@ SHOWN_FIELDS = (
     "gen_ai.request.model",
     "gen_ai.usage.input_tokens",
     "gen_ai.usage.output_tokens",
+    "cost.usd",
+    "workflow.spend_total_usd",
 )
 
 
