@@ -1,4 +1,4 @@
-"""The `costctx` command: run, validate, demo, price."""
+"""The `costctx` command: run, validate, demo, price, survival."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import logging
 import sys
 
 from sidecar.config import ConfigError, load_config
+from sidecar.security.tokens import TokenError
+from sidecar.telemetry.survival_cli import add_survival_parser
 
 EXIT_CONFIG = 2
 
@@ -35,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _configure_logging(config.service.telemetry.logs.level)
     try:
         asyncio.run(serve(config, grace=args.grace))
-    except OSError as exc:
+    except (OSError, TokenError) as exc:  # a port taken, a certificate or token file unreadable
         logging.getLogger("costctx").error("cannot start: %s", exc)
         return 1
     return 0
@@ -53,9 +55,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from sidecar.demo import run_demo
+    from sidecar.telemetry.survival_cli import demo_section as survival_section
 
     _configure_logging("warning")
-    return run_demo(sys.stdout)
+    return run_demo(sys.stdout, extra_sections=[survival_section])
 
 
 def cmd_price(args: argparse.Namespace) -> int:
@@ -81,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a sidecar, a sink and an agent workflow on embedded defaults")
     demo.set_defaults(func=cmd_demo)
+
+    add_survival_parser(sub)
 
     price = sub.add_parser("price", help="price one model call and show the rates and source used")
     price.add_argument("--model", required=True, help="model name as a span carries it, e.g. gpt-4o-2024-08-06")

@@ -7,11 +7,14 @@ Spans are sent with the real OpenTelemetry SDK over OTLP/gRPC; the counts are re
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
+from decimal import Decimal
 
 from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.cli import main
 from sidecar.telemetry.render import render_report
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config, start_sidecar
@@ -287,3 +290,93 @@ def check_verdict_flip(runner, sink) -> None:
     assert sample(metrics, "costctx_readiness_verdict", workflow="answer", verdict="fail") == 0
     # The matrix is cumulative: policy.id was present on 40 of 60 spans.
     assert sample(metrics, "costctx_field_outcomes_total", hop="gateway", field="policy.id", outcome="present") == 40
+
+
+def send_repair_workload(grpc_port: int) -> int:
+    """gateway: a root with the envelope and a model call with no context at all (an old
+    `gen_ai.system` key); worker: a model call through a remote parent, with only `user.id`.
+    Prices come from the price processor. Returns spans sent."""
+    gateway = tracer_provider(grpc_port=grpc_port, service="gateway")
+    worker = tracer_provider(grpc_port=grpc_port, service="worker")
+    tracer, worker_tracer = gateway.get_tracer("t"), worker.get_tracer("t")
+    call = {k: v for k, v in LLM.items() if k not in ("gen_ai.provider.name", "cost.price_source")}
+    call["gen_ai.system"] = "openai"
+    with tracer.start_as_current_span("POST /answer", attributes=OWNER) as root:
+        with tracer.start_as_current_span("chat 1", attributes=call):
+            pass
+        with worker_tracer.start_as_current_span(
+            "chat 2", context=trace.set_span_in_context(root), attributes={**call, "user.id": "u-1"}
+        ):
+            pass
+    for provider in (gateway, worker):
+        provider.force_flush()
+        provider.shutdown()
+    return 3
+
+
+def test_repair_shows_as_inherited_and_renamed_and_recovers_spend(sink, make_sidecar):
+    runner = make_sidecar(processors=["normalize", "inherit", "price", "envelope"])
+    sent = send_repair_workload(runner.sidecar.grpc_port)
+    assert sink.wait_for_spans(sent)
+    port = runner.sidecar.admin_port
+    metrics = samples(port)
+
+    def outcomes(hop: str, key: str) -> dict[str, float]:
+        return {o: sample(metrics, "costctx_field_outcomes_total", hop=hop, field=key, outcome=o)
+                for o in ("present", "renamed", "inherited", "missing", "conflict")}
+
+    zero = dict.fromkeys(("present", "renamed", "inherited", "missing", "conflict"), 0)
+    for key in OWNER:
+        assert outcomes("gateway", key) == {**zero, "present": 1, "inherited": 1}, key
+        expected_worker = {**zero, "renamed": 1} if key == "owner.user" else {**zero, "inherited": 1}
+        assert outcomes("worker", key) == expected_worker, key
+    for key in ("owner.team", "owner.cost_center", "owner.version", "retry.attempt"):
+        assert outcomes("gateway", key) == {**zero, "missing": 2}
+        assert outcomes("worker", key) == {**zero, "missing": 1}
+
+    report = json.loads(get(port, "/survival"))
+    assert [(h["hop"], h["depth"]) for h in report["matrix"]["hops"]] == [("gateway", 0), ("worker", 1)]
+    rows = {row["field"]: row["hops"] for row in report["matrix"]["fields"]}
+    tenant = rows["owner.tenant"]["gateway"]
+    assert (tenant["rate_before_repair"], tenant["rate_after_repair"], tenant["gap"]) == (
+        0.5, 1.0, "drop gap, repaired")
+    user = rows["owner.user"]["worker"]
+    assert (user["rate_before_repair"], user["rate_after_repair"], user["gap"]) == (1.0, 1.0, "translation gap")
+    [route] = report["readiness"]["workflows"]
+    assert (route["workflow"], route["llm_spans"], route["verdict"], route["verdict_before_repair"]) == (
+        "answer", 2, "pass", "fail")
+
+    # Every priced span's owner.tenant was repaired: all of it would have been unknown.
+    costs = [Decimal(repr(s.attributes["cost.usd"])) for s in sink.spans() if "cost.usd" in s.attributes]
+    assert len(costs) == 2
+    total = float(sum(costs))
+    spend = report["spend"]
+    assert spend["total_usd"] == spend["recovered_by_repair_usd"] == total
+    assert (spend["unknown_tenant_usd"], spend["unknown_without_repair_share"]) == (0, 1.0)
+    assert sample(metrics, "costctx_spend_recovered_usd_total", tenant="acme", feature="chat") == total
+
+    table = render_report(report)
+    tenant_line = next(line for line in table.splitlines() if line.strip().startswith("owner.tenant"))
+    assert tenant_line.split()[1:] == ["50.0%->100%", "drop", "gap,", "repaired", "0%->100%", "drop", "gap,",
+                                       "repaired"]
+
+
+def test_survival_command_renders_table_and_json(sink, make_sidecar, capsys):
+    runner = make_sidecar(processors=["envelope"])
+    sent = send_known_workload(runner.sidecar.grpc_port)
+    assert sink.wait_for_spans(sent)
+    url = f"http://127.0.0.1:{runner.sidecar.admin_port}"
+
+    assert main(["survival", "--url", url]) == 0
+    table = capsys.readouterr().out
+    assert table == render_report(json.loads(get(runner.sidecar.admin_port, "/survival")))
+    assert "owner.tenant       66.7% drop gap  0% drop gap" in table
+
+    assert main(["survival", "--url", url, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [h["hop"] for h in document["matrix"]["hops"]] == ["gateway", "worker"]
+    assert document["readiness"]["workflows"][0]["verdict"] == "fail"
+
+    # Nothing listening: a clear message and status 1, not a traceback.
+    assert main(["survival", "--url", "127.0.0.1:1"]) == 1
+    assert "cannot read http://127.0.0.1:1/survival" in capsys.readouterr().err
