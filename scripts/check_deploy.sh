@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files (no cluster, no Docker engine):
-#  1. render the kustomize base (k8s/base) with kubectl's built-in kustomize;
+#  1. render the kustomize base (k8s/base) and the example overlay with kubectl's kustomize;
 #  2. validate every rendered object, strictly (unknown fields are errors), against the
 #     Kubernetes API schemas of named versions: 1.33 (native sidecars GA) and 1.37 (newest
 #     the tool bundles);
@@ -24,13 +24,15 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-echo "== kustomize: render k8s/base ($(kubectl version --client | tr '\n' ' '))"
-kubectl kustomize k8s/base >"$work/rendered.yaml"
-grep -E '^kind:' "$work/rendered.yaml" | sed 's/^/   /'
-
-for version in $K8S_VERSIONS; do
-  echo "== kubernetes-validate --strict: every object against Kubernetes $version"
-  kubernetes-validate --strict --kubernetes-version "$version" "$work/rendered.yaml"
+echo "== kustomize ($(kubectl version --client | tr '\n' ' '))"
+for dir in k8s/base k8s/overlays/example; do
+  out="$work/$(echo "$dir" | tr '/' '_').yaml"
+  kubectl kustomize "$dir" >"$out"
+  echo "   $dir: $(grep -E '^kind:' "$out" | awk '{print $2}' | sort | tr '\n' ' ')"
+  for version in $K8S_VERSIONS; do
+    echo "== kubernetes-validate --strict: $dir, every object against Kubernetes $version"
+    kubernetes-validate --strict --kubernetes-version "$version" "$out"
+  done
 done
 
 echo "== the ConfigMap's sidecar config, with the container's environment"
