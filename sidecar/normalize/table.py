@@ -34,6 +34,7 @@ class CompiledTable:
     places: dict[str, PlaceTable]
     types: dict[str, str]  # canonical key -> type to coerce to (empty when coercion is off)
     values: dict[str, dict[str, str]]  # canonical key -> lower-case old value -> new value
+    kinds: dict[str, str] = field(default_factory=dict)  # canonical key -> its AnyValue field name
 
     @property
     def spans(self) -> PlaceTable:
@@ -86,7 +87,8 @@ def compile_table(
         rules = {old: Rule(resolved[old], rank, chosen[old][1]) for rank, old in enumerate(chosen)}
         watch = frozenset(rules) | frozenset(scalar_types) | frozenset(values)
         places[place] = PlaceTable(rules, watch)
-    return CompiledTable(places, scalar_types, values)
+    kinds = {k: TYPE_FIELD[t] for k, t in scalar_types.items()}
+    return CompiledTable(places, scalar_types, values, kinds)
 
 
 def alias_layer(alias_set: AliasSet) -> list[RawRule]:

@@ -100,6 +100,8 @@ class NormalizeProcessor(Processor):
         tally: Tally = Tally()
         base = self._base
         per_schema = self._per_schema
+        stamp = self._stamp
+        place = base.spans
         last_resource = None
         for rec in batch.records:
             resource = rec.resource
@@ -110,12 +112,12 @@ class NormalizeProcessor(Processor):
             table = base
             if per_schema:
                 table = self._table(rec.scope_spans.schema_url or resource.schema_url)
-            place = table.spans
+                place = table.spans
             if not place.watch.isdisjoint(rec.attrs):
                 renamed, rec.attrs = rewrite_attributes(rec.span.attributes, rec.attrs, place, table, "span", tally)
                 if renamed:
                     rec.note("renamed").update(renamed)
-                    if self._stamp:
+                    if stamp:
                         rec.append_strings(RENAMED_KEY, renamed)
             events = rec.span.events
             if events:
