@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from sidecar.admin.server import build_admin_app
 from sidecar.config.model import SidecarConfig
@@ -21,6 +22,10 @@ from sidecar.receivers.http_server import HttpServerHost
 from sidecar.receivers.ingest import Ingest
 from sidecar.receivers.otlp_grpc import otlp_grpc_handlers
 from sidecar.receivers.otlp_http import build_otlp_http_app
+from sidecar.security.grpc_auth import BearerAuthInterceptor
+from sidecar.security.http_auth import bearer_auth_middleware
+from sidecar.security.tls import grpc_server_credentials, http_ssl_context
+from sidecar.security.tokens import BearerTokens
 from sidecar.telemetry.metrics import SidecarMetrics
 from sidecar.telemetry.report import survival_report
 from sidecar.telemetry.survival import SurvivalRecorder
@@ -80,6 +85,38 @@ class Sidecar:
             self.metrics, self.readiness, lambda: survival_report(self.survival.snapshot_all())
         )
         self.admin = HttpServerHost(config.service.telemetry.metrics.address, self.admin_app, "telemetry")
+        self._secure_servers()
+
+    def _secure_servers(self) -> None:
+        """TLS per receiver, and bearer-token auth on every server as a whole (interceptor and
+        middleware), so services other components register on these servers are covered too."""
+        protocols = self.config.receivers.otlp.protocols
+        if self.grpc is not None and protocols.grpc.tls is not None:
+            self.grpc.credentials = grpc_server_credentials(protocols.grpc.tls)
+        if self.http is not None and protocols.http.tls is not None:
+            self.http.ssl_context = http_ssl_context(protocols.http.tls)
+        auth = self.config.extensions.get("bearertokenauth")
+        if auth is None:
+            return
+        tokens = BearerTokens(auth)
+        refused = Counter(
+            "costctx_auth_refused_requests",
+            "Requests refused for a missing or invalid bearer token, by server.",
+            ["server"],
+            registry=self.metrics.registry,
+        )
+        if self.grpc is not None:
+            self.grpc.interceptors.append(BearerAuthInterceptor(tokens, lambda _: refused.labels("grpc").inc()))
+        if self.http is not None:
+            self.http.app.middlewares.append(
+                bearer_auth_middleware(tokens, on_refused=lambda _: refused.labels("http").inc())
+            )
+        # Kubelet probes carry no token: /healthz and /readyz stay open; /metrics and the rest do not.
+        self.admin_app.middlewares.append(
+            bearer_auth_middleware(
+                tokens, frozenset({"/healthz", "/readyz"}), on_refused=lambda _: refused.labels("admin").inc()
+            )
+        )
 
     def _build_processor(self, name: str) -> Processor:
         cls = processor_class(processor_type(name))

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from sidecar.config import ConfigError, load_config
+from sidecar.security.tokens import TokenError
 from sidecar.telemetry.survival_cli import add_survival_parser
 
 EXIT_CONFIG = 2
@@ -36,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _configure_logging(config.service.telemetry.logs.level)
     try:
         asyncio.run(serve(config, grace=args.grace))
-    except OSError as exc:
+    except (OSError, TokenError) as exc:  # a port taken, a certificate or token file unreadable
         logging.getLogger("costctx").error("cannot start: %s", exc)
         return 1
     return 0

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sidecar.config.model import EXPORTER_TYPES, SIGNALS, SidecarConfig
+from sidecar.config.model import EXPORTER_TYPES, EXTENSION_TYPES, SIGNALS, SidecarConfig
 from sidecar.config.types import split_host_port
 
 _ENV_REF = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -155,6 +155,19 @@ def _validate_processors(raw: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
+def _validate_extensions(raw: dict[str, Any]) -> dict[str, Any]:
+    typed: dict[str, Any] = {}
+    for name, section in raw.items():
+        model = EXTENSION_TYPES.get(name.split("/", 1)[0])
+        if model is None:
+            raise ConfigError(f"extensions.{name}: unknown extension (known: {', '.join(EXTENSION_TYPES)})")
+        try:
+            typed[name] = model.model_validate(section or {})
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(f"extensions.{name}", exc)) from None
+    return typed
+
+
 def _check_references(config: SidecarConfig) -> None:
     for signal, pipeline in config.service.pipelines.items():
         where = f"service.pipelines.{signal}"
@@ -214,6 +227,7 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> SidecarC
         raise ConfigError(f"service.pipelines: unknown pipeline {missing[0]!r}")
     config.exporters = _validate_exporters(config.exporters, environ)
     config.processors = _validate_processors(config.processors)
+    config.extensions = _validate_extensions(config.extensions)
     _check_references(config)
     _check_no_loop(config)
     return config

@@ -19,14 +19,25 @@ SIGNALS = ("traces", "metrics", "logs")
 
 
 # -- receivers ---------------------------------------------------------------------------
+class TlsServerConfig(StrictModel):
+    """TLS on a receiver (Collector names). `client_ca_file` turns on mutual TLS: clients must
+    present a certificate signed by that CA."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+
 class GrpcProtocolConfig(StrictModel):
     endpoint: ListenEndpoint = "127.0.0.1:4317"
     max_recv_msg_size_mib: PositiveInt = 64
+    tls: TlsServerConfig | None = None
 
 
 class HttpProtocolConfig(StrictModel):
     endpoint: ListenEndpoint = "127.0.0.1:4318"
     max_request_body_size: PositiveInt = 64 * MiB
+    tls: TlsServerConfig | None = None
 
 
 class OtlpProtocolsConfig(StrictModel):
@@ -152,6 +163,32 @@ class OtlpHttpExporterConfig(_ExporterCommon):
 EXPORTER_TYPES: dict[str, type[_ExporterCommon]] = {
     "otlp": OtlpGrpcExporterConfig,
     "otlphttp": OtlpHttpExporterConfig,
+}
+
+
+# -- extensions --------------------------------------------------------------------------
+class BearerTokenAuthConfig(StrictModel):
+    """`extensions: bearertokenauth:` (Collector names). When present, every server the sidecar
+    runs (OTLP gRPC and HTTP, the budget services on them, the admin port except /healthz and
+    /readyz) requires `authorization: <scheme> <token>`."""
+
+    # One token per line (several lines: old and new both valid during a rotation); the file
+    # is re-read when it changes.
+    filename: str | None = None
+    token: str | None = None  # inline, e.g. ${env:COSTCTX_TOKEN}; prefer `filename`
+    scheme: str = "Bearer"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BearerTokenAuthConfig:
+        if (self.filename is None) == (self.token is None):
+            raise ValueError("set exactly one of filename, token")
+        if self.token is not None and not self.token.strip():
+            raise ValueError("token is empty")
+        return self
+
+
+EXTENSION_TYPES: dict[str, type[StrictModel]] = {
+    "bearertokenauth": BearerTokenAuthConfig,
 }
 
 

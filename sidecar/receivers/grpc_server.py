@@ -15,6 +15,8 @@ class GrpcServerHost:
         self.port: int | None = None
         # Set by TLS support: a callable returning server credentials, or None for plaintext.
         self.credentials: grpc.ServerCredentials | None = None
+        # Set by auth: interceptors run for every method on this server, whoever registered it.
+        self.interceptors: list[grpc.aio.ServerInterceptor] = []
 
     def add_handlers(self, handlers: list[grpc.GenericRpcHandler]) -> None:
         if self._server is not None:
@@ -25,6 +27,7 @@ class GrpcServerHost:
         limit = self.config.max_recv_msg_size_mib * MiB
         self._server = grpc.aio.server(
             handlers=self._handlers,
+            interceptors=self.interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),

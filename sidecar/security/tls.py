@@ -1,0 +1,29 @@
+"""Server-side TLS and mutual TLS for the gRPC and HTTP receivers, from the same config block."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import grpc
+
+from sidecar.config.model import TlsServerConfig
+
+
+def grpc_server_credentials(config: TlsServerConfig) -> grpc.ServerCredentials:
+    key = Path(config.key_file).read_bytes()
+    cert = Path(config.cert_file).read_bytes()
+    client_ca = Path(config.client_ca_file).read_bytes() if config.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def http_ssl_context(config: TlsServerConfig) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.cert_file, config.key_file)
+    if config.client_ca_file:
+        context.load_verify_locations(cafile=config.client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

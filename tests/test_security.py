@@ -1,0 +1,216 @@
+"""Let no one in: bearer tokens on every server, TLS and mutual TLS on receivers and exporters."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+import requests
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from sidecar.config.loader import ConfigError, build_config, load_config
+from tests.support.certs import make_pki
+from tests.support.otlp_client import trace_request
+from tests.support.sidecar import sidecar_config, start_sidecar
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+
+
+def grpc_export(channel: grpc.Channel, names: list[str], metadata=()) -> grpc.StatusCode:
+    try:
+        channel.unary_unary(EXPORT)(trace_request(names), timeout=5, metadata=metadata)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+# -- bearer tokens -------------------------------------------------------------------------
+@pytest.fixture
+def token_file(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("s3cret-token\n")
+    return path
+
+
+def test_bearer_token_on_grpc_http_and_admin(make_sidecar, sink, token_file):
+    runner = make_sidecar(processors=[], extensions={"bearertokenauth": {"filename": str(token_file)}})
+    sidecar = runner.sidecar
+    channel = grpc.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}")
+    assert grpc_export(channel, ["none"]) == grpc.StatusCode.UNAUTHENTICATED
+    assert grpc_export(channel, ["wrong"], (("authorization", "Bearer nope"),)) == grpc.StatusCode.UNAUTHENTICATED
+    basic = (("authorization", "Basic s3cret-token"),)
+    assert grpc_export(channel, ["scheme"], basic) == grpc.StatusCode.UNAUTHENTICATED
+    assert grpc_export(channel, ["right"], (("authorization", "Bearer s3cret-token"),)) == grpc.StatusCode.OK
+
+    http = f"http://127.0.0.1:{sidecar.http_port}/v1/traces"
+    body = trace_request(["http-none"])
+    assert requests.post(http, data=body, headers=PROTOBUF, timeout=5).status_code == 401
+    wrong = {**PROTOBUF, "Authorization": "Bearer nope"}
+    assert requests.post(http, data=body, headers=wrong, timeout=5).status_code == 401
+    right = {**PROTOBUF, "Authorization": "Bearer s3cret-token"}
+    assert requests.post(http, data=trace_request(["http-right"]), headers=right, timeout=5).status_code == 200
+
+    admin = f"http://127.0.0.1:{sidecar.admin_port}"
+    assert requests.get(admin + "/metrics", timeout=5).status_code == 401
+    assert requests.get(admin + "/healthz", timeout=5).status_code == 200  # kubelet probes carry no token
+    assert requests.get(admin + "/readyz", timeout=5).status_code == 200
+    metrics = requests.get(admin + "/metrics", headers={"Authorization": "Bearer s3cret-token"}, timeout=5)
+    assert metrics.status_code == 200
+    assert 'costctx_auth_refused_requests_total{server="grpc"} 3.0' in metrics.text
+    assert 'costctx_auth_refused_requests_total{server="http"} 2.0' in metrics.text
+
+    assert sink.wait_for_spans(2)
+    assert sorted(s.name for s in sink.spans()) == ["http-right", "right"]
+    channel.close()
+
+
+def test_token_file_is_reloaded_on_change(make_sidecar, token_file):
+    runner = make_sidecar(processors=[], extensions={"bearertokenauth": {"filename": str(token_file)}})
+    channel = grpc.insecure_channel(f"127.0.0.1:{runner.sidecar.grpc_port}")
+    old, new = (("authorization", "Bearer s3cret-token"),), (("authorization", "Bearer rotated"),)
+    assert grpc_export(channel, ["a"], old) == grpc.StatusCode.OK
+    token_file.write_text("rotated\n")
+    assert grpc_export(channel, ["b"], old) == grpc.StatusCode.UNAUTHENTICATED
+    assert grpc_export(channel, ["c"], new) == grpc.StatusCode.OK
+    # Two lines: both valid, for a rotation without a gap.
+    token_file.write_text("rotated\nnext\n")
+    assert grpc_export(channel, ["d"], new) == grpc.StatusCode.OK
+    assert grpc_export(channel, ["e"], (("authorization", "Bearer next"),)) == grpc.StatusCode.OK
+    # A missing file (a secret mid-rotation) keeps the last tokens rather than opening up.
+    token_file.unlink()
+    assert grpc_export(channel, ["f"], new) == grpc.StatusCode.OK
+    assert grpc_export(channel, ["g"]) == grpc.StatusCode.UNAUTHENTICATED
+    channel.close()
+
+
+def test_real_sdk_with_the_token_header(make_sidecar, sink, token_file):
+    runner = make_sidecar(processors=[], extensions={"bearertokenauth": {"filename": str(token_file)}})
+    exporter = OTLPSpanExporter(
+        endpoint=f"127.0.0.1:{runner.sidecar.grpc_port}", insecure=True,
+        headers={"authorization": "Bearer s3cret-token"},
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "authed"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span("sdk-span"):
+        pass
+    provider.shutdown()
+    assert sink.wait_for_spans(1)
+    assert sink.spans()[0].name == "sdk-span"
+
+
+def test_auth_config_is_validated(tmp_path):
+    with pytest.raises(ConfigError, match="exactly one of filename, token"):
+        build_config(sidecar_config(4317, processors=[], extensions={"bearertokenauth": {}}), {})
+    with pytest.raises(ConfigError, match="extensions.oauth2: unknown extension"):
+        build_config(sidecar_config(4317, processors=[], extensions={"oauth2": {}}), {})
+
+
+def test_defaults_bind_to_loopback_only():
+    config = load_config(None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"})
+    protocols = config.receivers.otlp.protocols
+    for endpoint in (protocols.grpc.endpoint, protocols.http.endpoint, config.service.telemetry.metrics.address):
+        assert endpoint.startswith("127.0.0.1:")
+
+
+# -- TLS and mutual TLS on the receivers ---------------------------------------------------
+def tls_receivers(pki, mutual: bool) -> dict:
+    tls = {"cert_file": pki.server_cert, "key_file": pki.server_key}
+    if mutual:
+        tls["client_ca_file"] = pki.ca
+    return {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0", "tls": tls},
+                                   "http": {"endpoint": "127.0.0.1:0", "tls": tls}}}}
+
+
+def secure_channel(port: int, pki, client: tuple[str, str] | None = None, ca: str | None = None) -> grpc.Channel:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.read(ca or pki.ca),
+        private_key=pki.read(client[1]) if client else None,
+        certificate_chain=pki.read(client[0]) if client else None,
+    )
+    return grpc.secure_channel(f"127.0.0.1:{port}", credentials)
+
+
+def test_tls_receivers_serve_the_right_ca_and_refuse_plaintext_and_the_wrong_ca(make_sidecar, sink, pki):
+    runner = make_sidecar(processors=[], receivers=tls_receivers(pki, mutual=False))
+    port, http_port = runner.sidecar.grpc_port, runner.sidecar.http_port
+    assert grpc_export(secure_channel(port, pki), ["tls-ok"]) == grpc.StatusCode.OK
+    assert grpc_export(secure_channel(port, pki, ca=pki.rogue_ca), ["tls-rogue"]) == grpc.StatusCode.UNAVAILABLE
+    assert grpc_export(grpc.insecure_channel(f"127.0.0.1:{port}"), ["plain"]) == grpc.StatusCode.UNAVAILABLE
+
+    url = f"https://127.0.0.1:{http_port}/v1/traces"
+    ok = requests.post(url, data=trace_request(["https-ok"]), headers=PROTOBUF, verify=pki.ca, timeout=5)
+    assert ok.status_code == 200
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.post(url, data=trace_request(["https-rogue"]), headers=PROTOBUF, verify=pki.rogue_ca, timeout=5)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(url.replace("https", "http"), data=trace_request(["http-plain"]), headers=PROTOBUF, timeout=5)
+    assert sink.wait_for_spans(2)
+    assert sorted(s.name for s in sink.spans()) == ["https-ok", "tls-ok"]
+
+
+def test_mutual_tls_receivers_need_a_client_certificate_from_the_ca(make_sidecar, sink, pki):
+    runner = make_sidecar(processors=[], receivers=tls_receivers(pki, mutual=True))
+    port, http_port = runner.sidecar.grpc_port, runner.sidecar.http_port
+    good, rogue = (pki.client_cert, pki.client_key), (pki.rogue_client_cert, pki.rogue_client_key)
+    assert grpc_export(secure_channel(port, pki, client=good), ["mtls-ok"]) == grpc.StatusCode.OK
+    assert grpc_export(secure_channel(port, pki), ["no-cert"]) == grpc.StatusCode.UNAVAILABLE
+    assert grpc_export(secure_channel(port, pki, client=rogue), ["rogue-cert"]) == grpc.StatusCode.UNAVAILABLE
+
+    url = f"https://127.0.0.1:{http_port}/v1/traces"
+    ok = requests.post(url, data=trace_request(["https-mtls-ok"]), headers=PROTOBUF, verify=pki.ca, cert=good,
+                       timeout=5)
+    assert ok.status_code == 200
+    for cert in (None, rogue):
+        with pytest.raises(requests.exceptions.ConnectionError):  # SSLError is a ConnectionError
+            requests.post(url, data=trace_request(["refused"]), headers=PROTOBUF, verify=pki.ca, cert=cert,
+                          timeout=5)
+    assert sink.wait_for_spans(2)
+    assert sorted(s.name for s in sink.spans()) == ["https-mtls-ok", "mtls-ok"]
+
+
+# -- TLS and mutual TLS on the exporters ---------------------------------------------------
+@pytest.mark.parametrize("exporter", ["otlp", "otlphttp"])
+def test_exporter_mutual_tls_to_a_tls_downstream(make_sidecar, sink, pki, exporter):
+    downstream = make_sidecar(processors=[], receivers=tls_receivers(pki, mutual=True)).sidecar
+
+    def upstream(client_cert: str, client_key: str):
+        tls = {"ca_file": pki.ca, "cert_file": client_cert, "key_file": client_key}
+        if exporter == "otlp":
+            section = {"endpoint": f"127.0.0.1:{downstream.grpc_port}", "tls": tls}
+        else:
+            section = {"endpoint": f"https://127.0.0.1:{downstream.http_port}", "tls": tls}
+        section.update({"timeout": "2s", "retry_on_failure": {"initial_interval": "50ms", "max_interval": "100ms",
+                                                              "max_elapsed_time": "1s"}})
+        config = sidecar_config(0, processors=[], exporter=exporter)
+        config["exporters"] = {exporter: section}
+        return start_sidecar(config)
+
+    good = upstream(pki.client_cert, pki.client_key)
+    rogue = upstream(pki.rogue_client_cert, pki.rogue_client_key)
+    try:
+        for runner, name in ((good, "via-mtls"), (rogue, "rogue")):
+            channel = grpc.insecure_channel(f"127.0.0.1:{runner.sidecar.grpc_port}")
+            assert grpc_export(channel, [name]) == grpc.StatusCode.OK
+        assert sink.wait_for_spans(1)
+        failed = "costctx_exporter_send_failed_items_total"
+        labels = {"signal": "traces", "exporter": exporter}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not rogue.sidecar.metrics.registry.get_sample_value(failed, labels):
+            time.sleep(0.1)
+        # The downstream refused the untrusted client certificate: nothing got through, and the
+        # upstream counted the batch it could not deliver.
+        assert rogue.sidecar.metrics.registry.get_sample_value(failed, labels) == 1
+        assert [s.name for s in sink.spans()] == ["via-mtls"]
+    finally:
+        good.stop()
+        rogue.stop()
