@@ -27,6 +27,7 @@ from sidecar.security.http_auth import bearer_auth_middleware
 from sidecar.security.tls import grpc_server_credentials, http_ssl_context
 from sidecar.security.tokens import BearerTokens
 from sidecar.telemetry.metrics import SidecarMetrics
+from sidecar.telemetry.otlp_push import OtlpMetricsPush, build_metrics_push
 from sidecar.telemetry.report import survival_report
 from sidecar.telemetry.survival import SurvivalRecorder
 from sidecar.telemetry.survival_metrics import SurvivalCollector
@@ -43,6 +44,7 @@ class Sidecar:
         self.services: dict[str, Any] = self.context.services
         self._ready = False
         self._ticker: asyncio.Task | None = None
+        self.metrics_push: OtlpMetricsPush | None = None
 
         pipelines = config.service.pipelines
         used = {name for p in pipelines.values() for name in p.exporters}
@@ -154,6 +156,8 @@ class Sidecar:
         if self.http is not None:
             await self.http.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="costctx-ticker")
+        # Built last: every component has registered its metrics by now.
+        self.metrics_push = build_metrics_push(self.config, self.metrics.registry)
         self._ready = True
         log.info(
             "costctx listening: grpc=%s http=%s telemetry=%s; exporting to %s",
@@ -195,4 +199,7 @@ class Sidecar:
             await exporter.stop()
         if self.traces is not None:
             await self.traces.close()
+        if self.metrics_push is not None:
+            # The final push blocks on the network: off the event loop.
+            await asyncio.get_running_loop().run_in_executor(None, self.metrics_push.shutdown)
         await self.admin.stop()

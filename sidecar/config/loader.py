@@ -184,6 +184,11 @@ def _check_references(config: SidecarConfig) -> None:
             raise ConfigError(
                 f"{where}.processors: {signal} pass through untouched; processors apply to the traces pipeline only"
             )
+    push = config.service.telemetry.metrics.otlp
+    if push.exporter is not None and push.exporter not in config.exporters:
+        raise ConfigError(
+            f"service.telemetry.metrics.otlp.exporter: {push.exporter!r} is not defined under exporters"
+        )
 
 
 def _check_no_loop(config: SidecarConfig) -> None:
