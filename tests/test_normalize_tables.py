@@ -1,0 +1,131 @@
+"""The alias table covers FACTS.md; schema files compose and filter renames as specified."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sidecar.envelope import ENVELOPE
+from sidecar.normalize.alias_file import AliasFileError, builtin_aliases, parse_alias_document
+from sidecar.normalize.schema_file import parse_schema_document
+from sidecar.normalize.table import TableBuilder
+
+FACTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "FACTS.md"
+
+
+def builder(**kwargs) -> TableBuilder:
+    defaults = {"user_sets": [], "builtin": builtin_aliases(), "schema_files": [],
+                "envelope_types": dict(ENVELOPE.field_types)}
+    return TableBuilder(**{**defaults, **kwargs})
+
+
+def resolve(key: str) -> str:
+    rule = builder().base().spans.rules.get(key)
+    return rule.canonical if rule else key
+
+
+def facts_renames() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(key renames, provider value renames) written as `old` -> `new` in FACTS.md's first section."""
+    text = FACTS.read_text(encoding="utf-8")
+    section = text.split("## The OpenTelemetry schema file format")[0]
+    bullets = re.split(r"\n- ", " ".join(section.split("\n  ")))
+    pair = re.compile(r"((?:`[^`]+`\s*/\s*)*`[^`]+`)\s*->\s*`([^`]+)`")
+    keys, values = [], []
+    for bullet in bullets:
+        target = values if bullet.startswith("Renamed enum values") else keys
+        for olds, new in pair.findall(bullet):
+            target.extend((old, new) for old in re.findall(r"`([^`]+)`", olds))
+    return keys, values
+
+
+@pytest.mark.skipif(not FACTS.exists(), reason="needs ../shared/reference/FACTS.md beside the repository")
+def test_every_rename_in_facts_is_in_the_table():
+    keys, values = facts_renames()
+    assert len(keys) >= 17 and len(values) == 5  # the parser found the lists
+    for old, new in keys:
+        # `enduser.id` -> `user.id`: both are aliases of owner.user in the envelope
+        assert resolve(old) == resolve(new), (old, new)
+        assert old != resolve(old), f"{old} is not renamed"
+    table = builder().base()
+    for old, new in values:
+        assert table.values["gen_ai.provider.name"][old] == new
+
+
+def test_table_names_the_other_known_keys():
+    # Listed in FACTS.md without an arrow to a backticked key.
+    expected = {
+        "llm.system": "gen_ai.provider.name", "llm.model_name": "gen_ai.response.model",
+        "llm.request.model_name": "gen_ai.request.model", "llm.response.model_name": "gen_ai.response.model",
+        "llm.vendor": "gen_ai.provider.name", "llm.request.model": "gen_ai.request.model",
+        "llm.response.model": "gen_ai.response.model", "llm.usage.prompt_tokens": "gen_ai.usage.input_tokens",
+        "llm.usage.completion_tokens": "gen_ai.usage.output_tokens", "traceloop.workflow.name": "workflow.name",
+        "gen_ai.workflow.name": "workflow.name", "llm.cost.total": "gen_ai.usage.cost",
+        "gen_ai.cost.total_cost": "gen_ai.usage.cost", "llm.provider": "gen_ai.provider.name",
+    }
+    assert {key: resolve(key) for key in expected} == expected
+    table = builder().base()
+    assert table.spans.rules["llm.provider"].fallback
+    assert table.types["gen_ai.usage.cost"] == "double"
+    assert table.types["gen_ai.usage.input_tokens"] == "int"
+
+
+def schema(versions: dict, version: str = "1.40.0", allow=("*",)) -> object:
+    raw = {"file_format": "1.1.0", "schema_url": f"https://opentelemetry.io/schemas/{version}", "versions": versions}
+    return parse_schema_document(yaml.safe_load(yaml.safe_dump(raw)), "test.yaml", list(allow))
+
+
+def renames(key_map: dict, section: str = "all", **extra) -> dict:
+    return {section: {"changes": [{"rename_attributes": {"attribute_map": key_map, **extra}}]}}
+
+
+def test_schema_versions_chain_oldest_first_and_stop_at_the_data_version():
+    file = schema({
+        "1.40.0": renames({"b": "c"}),
+        "1.30.0": renames({"a": "b"}, "spans"),
+        "1.20.0": renames({"x": "y"}),
+        "1.10.0": None,
+    }, allow=["a", "b", "c", "x"])
+    assert file.renames_from((1, 10, 0))["spans"] == {"x": "y", "a": "c", "b": "c"}
+    assert file.renames_from((1, 10, 0))["resources"] == {"x": "y", "b": "c"}  # `a -> b` was spans-only
+    assert file.renames_from((1, 30, 0))["spans"] == {"b": "c"}
+    assert file.renames_from((1, 40, 0))["spans"] == {}
+
+
+def test_schema_allow_list_and_conditional_renames():
+    file = schema({
+        "1.31.0": None,
+        "1.26.0": renames({"enduser.id": "user.id", "gen_ai.x": "gen_ai.y"}),
+        "1.25.0": renames({"db.a": "db.b"}, "spans", apply_to_spans=["query"]),
+    }, version="1.31.0", allow=["gen_ai.y"])  # allow names the new key here
+    assert file.renames_from((1, 0, 0))["spans"] == {"gen_ai.x": "gen_ai.y"}
+    assert file.skipped_conditional == 1
+
+
+def test_schema_url_of_another_family_gets_no_schema_renames():
+    file = schema({"1.40.0": renames({"old.k": "new.k"})}, allow=["old.k"])
+    b = builder(builtin=None, schema_files=[file])
+    assert "old.k" in b.for_schema_url("https://opentelemetry.io/schemas/1.0.0").spans.rules
+    assert "old.k" not in b.for_schema_url("https://example.com/schemas/1.0.0").spans.rules
+    assert "old.k" not in b.for_schema_url("").spans.rules
+    assert "old.k" not in b.for_schema_url("not a url").spans.rules
+
+
+def test_user_rules_take_precedence_and_chains_resolve():
+    user = parse_alias_document({"aliases": {"enduser.id": "owner.team", "my.tokens": "llm.token_count.prompt"}}, "u")
+    rules = builder(user_sets=[user]).base().spans.rules
+    assert rules["enduser.id"].canonical == "owner.team"
+    assert rules["my.tokens"].canonical == "gen_ai.usage.input_tokens"  # followed through the built-in table
+    assert rules["my.tokens"].rank < rules["llm.token_count.prompt"].rank
+
+
+def test_alias_cycles_and_bad_entries_are_errors():
+    cycle = parse_alias_document({"aliases": {"owner.user": "user.id"}}, "u")
+    with pytest.raises(AliasFileError, match="alias cycle"):
+        builder(user_sets=[cycle]).base()
+    with pytest.raises(AliasFileError, match="listed twice"):
+        parse_alias_document({"aliases": [{"from": "a", "to": "b"}, {"from": "a", "to": "c"}]}, "u")
+    with pytest.raises(AliasFileError, match="apply_to"):
+        parse_alias_document({"aliases": [{"from": "a", "to": "b", "apply_to": ["logs"]}]}, "u")
