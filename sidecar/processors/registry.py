@@ -12,13 +12,16 @@ PROCESSOR_TYPES: dict[str, str] = {
     "envelope": "sidecar.processors.envelope:EnvelopeProcessor",
     "inherit": "sidecar.processors.inherit:InheritProcessor",
     "memory_limiter": "sidecar.processors.memory_limiter:MemoryLimiterProcessor",
+    "limits": "sidecar.processors.limits:LimitsProcessor",
     "price": "sidecar.processors.price:PriceProcessor",
 }
 
 # The traces pipeline when no config names one. Order matters: rename before anything
 # reads keys, repair before pricing, and check the envelope last so `costctx.missing`
 # reflects the span as it leaves.
-DEFAULT_TRACE_PROCESSORS: list[str] = ["normalize", "inherit", "price", "envelope"]
+# `limits` right after renaming, so it recognises the envelope keys it must keep, and before
+# anything holds or indexes unbounded spans.
+DEFAULT_TRACE_PROCESSORS: list[str] = ["normalize", "limits", "inherit", "price", "envelope"]
 
 
 def processor_type(name: str) -> str:
