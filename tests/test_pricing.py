@@ -214,3 +214,23 @@ def test_price_usage_without_cache_rates_falls_back_to_input_rate(builtin):
     # mistral-small has no cache rate: cached tokens are priced as input (100 x $0.10/M).
     price = builtin.models["mistral-small"]
     assert price_usage(price, Usage(input=100, output=0, cache_read=100)).pico == usd("0.00001")
+
+
+def test_ledger_counts_a_resent_span_once_within_the_window():
+    now = [0.0]
+    ledger = SpendLedger(dedupe_size=2, dedupe_window=60.0, timer=lambda: now[0])
+    assert ledger.add("wf", 5, span_key=b"span-1") == 5
+    assert ledger.add("wf", 5, span_key=b"span-1") == 5          # the same span again: not added
+    assert ledger.duplicates == 1
+    now[0] = 61.0                                                # outside the window: a new observation
+    assert ledger.add("wf", 5, span_key=b"span-1") == 10
+    ledger.add("wf", 1, span_key=b"span-2")
+    ledger.add("wf", 1, span_key=b"span-3")                      # size bound: span-1 forgotten
+    assert ledger.add("wf", 5, span_key=b"span-1") == 17
+
+
+def test_cost_lines_add_up_to_the_amount(book):
+    usage = Usage(input=9_999, output=7_777, cache_read=1_234, cache_creation=55, reasoning=4_321)
+    for model in ("gpt-4o", "claude-opus-4-5", "gemini-2.5-flash-preview-04-17", "mistral-large"):
+        est = book.price(usage, model)
+        assert sum(line.amount for line in est.cost.lines) == est.pico > 0

@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cachetools import LRUCache
-
 from sidecar.pricing.calc import ADDITIVE, INCLUSIVE, Cost, Usage, price_usage
 from sidecar.pricing.money import to_usd_float
 from sidecar.pricing.resolve import candidates
@@ -25,6 +23,7 @@ from sidecar.pricing.table import ModelPrice, PriceTable
 
 # Providers whose instrumentations report cache tokens beside input, not inside it.
 DEFAULT_ADDITIVE_PROVIDERS = ("anthropic",)
+RESOLVED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +35,7 @@ class Resolution:
     price: ModelPrice
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Estimate:
     pico: int
     source: str
@@ -69,7 +68,8 @@ class PriceBook:
         self.token_modes = modes
         self.default_mode = default_mode
         # Spans repeat a handful of model names: resolve each combination once per book.
-        self._resolved: LRUCache = LRUCache(maxsize=4096)
+        # A plain dict (C-speed lookups), emptied when full: bounded without LRU bookkeeping.
+        self._resolved: dict[tuple, Resolution | None] = {}
 
     @property
     def source_ids(self) -> list[str]:
@@ -79,12 +79,13 @@ class PriceBook:
                 provider: str | None = None) -> Resolution | None:
         """Later tables first; in each, the response model's candidates, then the request model's."""
         cache_key = (response_model, request_model, provider)
-        try:
-            return self._resolved[cache_key]
-        except KeyError:
-            pass
+        resolved = self._resolved
+        if cache_key in resolved:
+            return resolved[cache_key]
         found = self._resolve(response_model, request_model, provider)
-        self._resolved[cache_key] = found
+        if len(resolved) >= RESOLVED_CACHE_SIZE:
+            resolved.clear()
+        resolved[cache_key] = found
         return found
 
     def _resolve(self, response_model, request_model, provider) -> Resolution | None:

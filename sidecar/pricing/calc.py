@@ -25,7 +25,7 @@ INCLUSIVE = "inclusive"
 ADDITIVE = "additive"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     input: int
     output: int
@@ -48,13 +48,30 @@ class CostLine:
         return f"{self.label}: {self.tokens} tokens x {format_rate(self.rate)} = {format_usd(self.amount)}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cost:
+    """The exact amount; `lines` (the arithmetic, for people) is built only when asked for."""
+
     pico: int
-    lines: tuple[CostLine, ...]
     mode: str
+    price: ModelPrice
+    uncached: int
+    visible: int
+    usage: Usage
     # True when the counts contradicted the mode and were read as "beside" instead.
     inconsistent: bool = False
+
+    @property
+    def lines(self) -> tuple[CostLine, ...]:
+        price, usage = self.price, self.usage
+        candidates = (
+            CostLine("input (uncached)" if self.mode == INCLUSIVE else "input", self.uncached, price.input),
+            CostLine("cache read", usage.cache_read, price.cache_read),
+            CostLine("cache creation", usage.cache_creation, price.cache_creation),
+            CostLine("output", self.visible, price.output),
+            CostLine("reasoning", usage.reasoning, price.reasoning),
+        )
+        return tuple(line for line in candidates if line.tokens)
 
 
 def price_usage(price: ModelPrice, usage: Usage, mode: str = INCLUSIVE) -> Cost:
@@ -67,15 +84,8 @@ def price_usage(price: ModelPrice, usage: Usage, mode: str = INCLUSIVE) -> Cost:
         visible, inconsistent = usage.output, True
     else:
         visible = usage.output - usage.reasoning
-    lines = tuple(
-        line
-        for line in (
-            CostLine("input (uncached)" if mode == INCLUSIVE else "input", uncached, price.input),
-            CostLine("cache read", usage.cache_read, price.cache_read),
-            CostLine("cache creation", usage.cache_creation, price.cache_creation),
-            CostLine("output", visible, price.output),
-            CostLine("reasoning", usage.reasoning, price.reasoning),
-        )
-        if line.tokens
-    )
-    return Cost(pico=sum(line.amount for line in lines), lines=lines, mode=mode, inconsistent=inconsistent)
+    # Integer arithmetic only: exact, and the same sum as the lines above.
+    pico = (uncached * price.input + usage.cache_read * price.cache_read
+            + usage.cache_creation * price.cache_creation + visible * price.output
+            + usage.reasoning * price.reasoning)
+    return Cost(pico, mode, price, uncached, visible, usage, inconsistent)

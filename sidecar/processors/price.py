@@ -53,6 +53,28 @@ TRIGGER_KEYS = (RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS)
 INPUT_ONLY_OPERATIONS = frozenset({"embeddings"})
 
 TokenMode = Literal["inclusive", "additive"]
+COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
+
+
+def _put_double(rec: SpanRecord, key: str, value: float) -> None:
+    """rec.set for a double, without the type dispatch: ~1.6 us instead of ~2.8 us per write."""
+    kv = rec.attrs.get(key)
+    if kv is None:
+        kv = rec.attrs[key] = rec.span.attributes.add(key=key)
+    kv.value.double_value = value
+
+
+def _put_string(rec: SpanRecord, key: str, value: str) -> None:
+    kv = rec.attrs.get(key)
+    if kv is None:
+        kv = rec.attrs[key] = rec.span.attributes.add(key=key)
+    kv.value.string_value = value
+
+
+def _string(attrs: dict, key: str) -> str | None:
+    """A string attribute or None: one dict probe, no oneof check (a non-string reads as '')."""
+    kv = attrs.get(key)
+    return (kv.value.string_value or None) if kv is not None else None
 
 
 class PriceSourceConfig(StrictModel):
@@ -137,25 +159,38 @@ class PriceProcessor(Processor):
         if raw is not None and b"gen_ai." not in raw and b"llm." not in raw and b"cost.usd" not in raw:
             return batch
         book = self.book.book
+        ledger = self.ledger
+        duplicates = ledger.duplicates
+        # Counted per batch, not per span: a labelled counter increment costs ~3 us.
+        tally = {COMPUTED: 0, REPORTED: 0, UPSTREAM: 0, UNTRACKED: 0, None: 0}
         for rec in batch.records:
             attrs = rec.attrs
             for key in TRIGGER_KEYS:
                 if key in attrs:
-                    self._price_span(rec, book)
+                    tally[self._price_span(rec, book)] += 1
                     break
+        m = self.metrics
+        if tally[COMPUTED]:
+            m.priced.labels(COMPUTED).inc(tally[COMPUTED])
+        if tally[REPORTED]:
+            m.priced.labels(REPORTED).inc(tally[REPORTED])
+        if tally[UNTRACKED]:
+            m.untracked.inc(tally[UNTRACKED])
+        if ledger.duplicates != duplicates:
+            m.duplicates.inc(ledger.duplicates - duplicates)
         return batch
 
-    def _price_span(self, rec: SpanRecord, book: PriceBook) -> None:
+    def _price_span(self, rec: SpanRecord, book: PriceBook) -> str | None:
+        """Price one span; returns its origin (or UNTRACKED when priced without a workflow.id)."""
         attrs = rec.attrs
         if COST_ORIGIN in attrs and COST_USD in attrs:
             # Priced by an upstream costctx hop: keep its stamps, count it in the running total.
             upstream = rec.get_double(COST_USD)
             if upstream is not None and math.isfinite(upstream) and upstream >= 0:
-                self._add_spend(rec, from_usd(upstream))
-                return
-        response_model = rec.get_str(RESPONSE_MODEL)
-        request_model = rec.get_str(REQUEST_MODEL)
-        provider = rec.get_str(PROVIDER)
+                return UPSTREAM if self._add_spend(rec, from_usd(upstream)) else UNTRACKED
+        response_model = _string(attrs, RESPONSE_MODEL)
+        request_model = _string(attrs, REQUEST_MODEL)
+        provider = _string(attrs, PROVIDER)
         usage = self._usage(rec)
         estimate = None
         if usage is not None and (response_model or request_model):
@@ -166,23 +201,23 @@ class PriceProcessor(Processor):
         if reported is not None:
             key, usd = reported
             pico = from_usd(usd)
-            rec.set(COST_USD, float(usd))
-            rec.set(COST_SOURCE, f"reported:{key}")
-            rec.set(COST_ORIGIN, "reported")
-            self.metrics.priced.labels("reported").inc()
+            _put_double(rec, COST_USD, float(usd))
+            _put_string(rec, COST_SOURCE, f"reported:{key}")
+            _put_string(rec, COST_ORIGIN, REPORTED)
+            origin = REPORTED
             if estimate is not None:
                 self._compare(pico, estimate)
         elif estimate is not None:
             pico = estimate.pico
-            rec.set(COST_USD, to_usd_float(pico))
-            rec.set(COST_SOURCE, estimate.source)
-            rec.set(COST_ORIGIN, "computed")
-            self.metrics.priced.labels("computed").inc()
+            _put_double(rec, COST_USD, to_usd_float(pico))
+            _put_string(rec, COST_SOURCE, estimate.source)
+            _put_string(rec, COST_ORIGIN, COMPUTED)
+            origin = COMPUTED
         else:
             if response_model or request_model or usage is not None or INPUT in attrs or OUTPUT in attrs:
                 self._miss(rec, response_model or request_model, usage is None)
-            return
-        self._add_spend(rec, pico)
+            return None
+        return origin if self._add_spend(rec, pico) else UNTRACKED
 
     @staticmethod
     def _count(rec: SpanRecord, key: str) -> int | None:
@@ -251,17 +286,14 @@ class PriceProcessor(Processor):
             else:
                 self.log.warning("spans of model %r lack input/output token counts; no cost.usd stamped", model)
 
-    def _add_spend(self, rec: SpanRecord, pico: int) -> None:
-        workflow_id = rec.get_str(WORKFLOW_ID)
+    def _add_spend(self, rec: SpanRecord, pico: int) -> bool:
+        """Add to the workflow's running total and stamp it; False when the span has no workflow.id."""
+        workflow_id = _string(rec.attrs, WORKFLOW_ID)
         if workflow_id is None:
-            self.metrics.untracked.inc()
-            return
-        ledger = self.ledger
-        duplicates = ledger.duplicates
-        total = ledger.add(workflow_id, pico, rec.span.trace_id + rec.span.span_id)
-        if ledger.duplicates != duplicates:
-            self.metrics.duplicates.inc()
-        rec.set(SPEND_TOTAL, to_usd_float(total))
+            return False
+        total = self.ledger.add(workflow_id, pico, rec.span.trace_id + rec.span.span_id)
+        _put_double(rec, SPEND_TOTAL, to_usd_float(total))
+        return True
 
     # -- reload ------------------------------------------------------------------------------
     def tick(self, now: float) -> None:

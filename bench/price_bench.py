@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""What the price processor costs, as ratios against the protobuf floor of the same run.
+
+    python bench/price_bench.py [--spans 100] [--rounds 30]
+
+Per workload (a batch of `--spans` spans):
+- floor: parse the request, build the shared span index, serialize: paid by every sidecar;
+- price: the same plus the price processor (resolution cached per model, exact pico-USD
+  arithmetic, workflow running total, de-duplication by span id).
+Reports the median round of each and price's extra time as a fraction of the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sidecar.pdata import TraceBatch  # noqa: E402
+from sidecar.pdata.attributes import set_any_value  # noqa: E402
+from sidecar.processors.base import ProcessorContext  # noqa: E402
+from sidecar.processors.price import PriceConfig, PriceProcessor  # noqa: E402
+from sidecar.telemetry.metrics import SidecarMetrics  # noqa: E402
+from sidecar.telemetry.survival import SurvivalRecorder  # noqa: E402
+
+PLAIN = {"http.route": "/v1/chat", "http.request.method": "POST", "http.response.status_code": 200,
+         "server.address": "api.internal", "workflow.id": "wf-1", "request.id": "r-1",
+         "owner.tenant": "acme", "owner.feature": "chat", "thread.id": 7, "code.lineno": 12}
+LLM = {**PLAIN, "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+       "gen_ai.response.model": "gpt-4o-2024-08-06", "gen_ai.usage.input_tokens": 1200,
+       "gen_ai.usage.cache_read.input_tokens": 400, "gen_ai.usage.output_tokens": 300}
+UNKNOWN = {**LLM, "gen_ai.response.model": "mystery-model", "gen_ai.request.model": "mystery-model"}
+WORKLOADS = {"plain (no GenAI key)": PLAIN, "LLM spans, priced": LLM, "LLM spans, unknown model": UNKNOWN}
+
+
+def build_request(attributes: dict, spans: int, round_no: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "bench"
+    ss = rs.scope_spans.add()
+    for i in range(spans):
+        span = ss.spans.add()
+        span.name = f"span-{i}"
+        span.trace_id = round_no.to_bytes(16, "big")     # new ids each round: no de-duplication hits
+        span.span_id = (i + 1).to_bytes(8, "big")
+        for key, value in attributes.items():
+            kv = span.attributes.add()
+            kv.key = key
+            set_any_value(kv.value, value)
+    return request.SerializeToString()
+
+
+def run_once(payload: bytes, processor: PriceProcessor | None) -> float:
+    start = time.perf_counter()
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(payload)
+    batch = TraceBatch(request, raw=payload)
+    _ = batch.records
+    if processor is not None:
+        processor.process(batch)
+    batch.request.SerializeToString()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--spans", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    import logging
+
+    logging.disable(logging.WARNING)  # the unknown-model workload warns once; keep output clean
+    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
+    processor = PriceProcessor("price", PriceConfig(), context)
+    print(f"{args.spans} spans per batch, median of {args.rounds} rounds")
+    print(f"{'workload':28} {'floor us':>10} {'price us':>10} {'extra':>8}")
+    for name, attributes in WORKLOADS.items():
+        payloads = [build_request(attributes, args.spans, r) for r in range(args.rounds * 2)]
+        # Interleaved, so a busy neighbour slows both sides of the ratio alike.
+        floor, priced = [], []
+        for r in range(args.rounds):
+            floor.append(run_once(payloads[2 * r], None))
+            priced.append(run_once(payloads[2 * r + 1], processor))
+        f, p = statistics.median(floor), statistics.median(priced)
+        print(f"{name:28} {f * 1e6:10.0f} {p * 1e6:10.0f} {(p - f) / f:8.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
