@@ -330,3 +330,23 @@ def test_bad_config_is_a_clear_error(tmp_path, section, message):
     with pytest.raises(ConfigError) as error:
         build_config(config, environ={})
     assert message in str(error.value)
+
+
+def test_later_processors_see_renamed_keys(sink, tmp_path):
+    """The price processor skips batches by searching the received bytes for `gen_ai.`:
+    after a rename those bytes are stale, so normalize must not leave them behind."""
+    aliases = tmp_path / "aliases.yaml"
+    aliases.write_text("aliases: {app.model: gen_ai.request.model, app.tokens_in: gen_ai.usage.input_tokens,"
+                       " app.tokens_out: gen_ai.usage.output_tokens, app.vendor: gen_ai.provider.name}\n")
+    config = sidecar_config(sink.grpc_port, processors=["normalize", "price", "envelope"])
+    config["processors"]["normalize"] = {"alias_files": [str(aliases)]}
+    side = start_sidecar(config)
+    try:
+        send(side, [("call", {"app.model": "gpt-4o-mini", "app.vendor": "openai", "app.tokens_in": 1_000_000,
+                              "app.tokens_out": "1000000"})])
+        attrs = received(sink, 1)["call"].attributes
+    finally:
+        side.stop()
+    assert attrs["gen_ai.usage.output_tokens"] == 1_000_000
+    assert attrs["cost.origin"] == "computed"
+    assert attrs["cost.usd"] > 0

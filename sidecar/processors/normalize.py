@@ -123,6 +123,9 @@ class NormalizeProcessor(Processor):
             if events:
                 self._events(events, table, tally)
         if tally:
+            # Keys changed: the received bytes no longer describe the batch, and later
+            # processors skip batches by searching them for canonical keys.
+            batch.raw = None
             self._flush(tally)
         return batch
 
