@@ -127,6 +127,10 @@ def test_provider_prefix_is_stripped(book):
     est = book.price(Usage(input=1_000_000, output=1_000_000), "openai/gpt-4o-mini")
     assert (est.resolution.key, est.resolution.how) == ("gpt-4o-mini", "provider prefix")
     assert est.pico == usd("0.75")
+    # A Bedrock id: cross-region profile, vendor and version stripped, then the date.
+    bedrock = book.resolve("us.anthropic.claude-sonnet-4-5-20250929-v1:0", provider="aws.bedrock")
+    assert bedrock.key == "claude-sonnet-4-5"
+    assert book.mode_for("aws.bedrock", bedrock) == ADDITIVE     # by the row's provider, anthropic
 
 
 def test_response_model_before_request_model_and_aliases_last(builtin):
@@ -175,6 +179,8 @@ def test_litellm_fixture_parsed_and_used(builtin):
     # mistral/mistral-large-latest is keyed with its provider: found by provider qualification.
     est = book.price(Usage(input=1_000_000, output=1_000_000), "mistral-large-latest", provider="mistral")
     assert est.resolution.key == "mistral/mistral-large-latest" and est.source == table.source_id
+    # The OpenTelemetry provider name maps to LiteLLM's prefix: mistral_ai -> mistral/.
+    assert book.resolve("mistral-large-latest", provider="mistral_ai").key == "mistral/mistral-large-latest"
     assert est.pico == usd("8")                          # $2 + $6
     # A dated snapshot only LiteLLM lists exactly: found exactly there (later layer wins).
     est = book.price(Usage(input=1_000, output=0, cache_read=0, cache_creation=1_000),
