@@ -123,9 +123,11 @@ class NormalizeProcessor(Processor):
             if events:
                 self._events(events, table, tally)
         if tally:
-            # Keys changed: the received bytes no longer describe the batch, and later
-            # processors skip batches by searching them for canonical keys.
-            batch.raw = None
+            if any(kind == "renamed" for kind, _, _ in tally):
+                # New keys: later processors skip a batch whose received bytes lack their
+                # canonical keys, and those bytes no longer describe it. (Dropped keys and
+                # rewritten values only make a skip check look further: harmless.)
+                batch.raw = None
             self._flush(tally)
         return batch
 
