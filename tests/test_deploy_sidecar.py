@@ -26,7 +26,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.config import load_config
 from sidecar.sink import OtlpSink
-from tests.support.deploy import K8S_BASE, deployment, sidecar_container, sidecar_launch
+from tests.support.deploy import (
+    DOCKERFILE,
+    K8S_BASE,
+    deployment,
+    dockerfile_exec_form,
+    sidecar_container,
+    sidecar_launch,
+)
 from tests.support.sdk import tracer_provider
 
 LISTENING = re.compile(r"costctx listening: grpc=(\d+) http=(\d+) telemetry=(\d+)")
@@ -220,3 +227,21 @@ def test_manifest_keeps_the_deployment_promises() -> None:
     for app in pod["containers"]:
         env = {e["name"]: e.get("value") for e in app.get("env", [])}
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://127.0.0.1:{grpc_port}", app["name"]
+
+
+def test_dockerfile_keeps_the_image_promises() -> None:
+    """What hadolint does not require: the runtime stage's user, ports, probe and signal."""
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    runtime = text.rsplit("\nFROM ", 1)[1]  # the final stage
+    assert runtime.count("\nFROM ") == 0 and text.count("\nFROM ") >= 2, "expected a multi-stage build"
+    user = re.search(r"^USER (\d+)(?::(\d+))?$", runtime, re.M)
+    assert user and int(user.group(1)) != 0, "the runtime stage should run as a numeric non-root uid"
+    sidecar = sidecar_container(deployment()["spec"]["template"]["spec"])
+    assert int(user.group(1)) == sidecar["securityContext"]["runAsUser"]
+    assert re.search(r"^EXPOSE 4317 4318 8888$", runtime, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n.*/healthz", runtime, re.M)
+    assert re.search(r"^STOPSIGNAL SIGTERM$", runtime, re.M)
+    assert dockerfile_exec_form("ENTRYPOINT") == ["costctx", "run"]
+    # The default config baked into the image sits where the ConfigMap is mounted over it.
+    config_path = dockerfile_exec_form("CMD")[1]
+    assert re.search(rf"^COPY k8s/base/sidecar.yaml {re.escape(config_path)}$", runtime, re.M)
