@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from decimal import Decimal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -28,6 +27,7 @@ from sidecar.telemetry.survival import (
     DEFAULT_SPEND_DIMENSIONS,
     INHERITED,
     MISSING,
+    PICO_PER_USD,
     PRESENT,
     RENAMED,
     TENANT_KEY,
@@ -87,17 +87,20 @@ def _present(attrs: dict, key: str) -> bool:
     return kind is not None and kind != "string_value"
 
 
-def _cost(kv) -> Decimal | None:
-    """cost.usd as an exact Decimal (of the double's shortest repr), None if unusable."""
+def _cost_pico(kv) -> int | None:
+    """cost.usd as integer pico-USD (the price processor's exact unit), None if unusable.
+
+    The price processor writes pico / 1e12 as a correctly rounded double, so rounding
+    the product back gives its integer exactly (below ~$9,000 per span, the double's limit)."""
     value = kv.value
     kind = value.WhichOneof("value")
     if kind == "double_value":
         number = value.double_value
-        if not math.isfinite(number):
+        if not math.isfinite(number) or number < 0:
             return None
-        return Decimal(repr(number))
-    if kind == "int_value":
-        return Decimal(value.int_value)
+        return round(number * PICO_PER_USD)
+    if kind == "int_value" and value.int_value >= 0:
+        return value.int_value * PICO_PER_USD
     return None
 
 
@@ -155,10 +158,11 @@ class EnvelopeProcessor(Processor):
                 )
             else:
                 repaired = _NO_NOTES
-                sig = tuple(PRESENT if _present(attrs, key) else MISSING for key in fields)
-            missing = [fields[i] for i in required_idx if sig[i] == MISSING]
-            if missing:
-                rec.append_strings(MISSING_KEY, missing)
+                sig = tuple([PRESENT if _present(attrs, key) else MISSING for key in fields])
+            if MISSING in sig:
+                missing = [fields[i] for i in required_idx if sig[i] == MISSING]
+                if missing:
+                    rec.append_strings(MISSING_KEY, missing)
             if not record:
                 continue
             depth_kv = attrs.get(HOP_DEPTH_KEY)
@@ -177,10 +181,10 @@ class EnvelopeProcessor(Processor):
             if is_llm:
                 span = rec.span
                 timestamps = 0 < span.start_time_unix_nano <= span.end_time_unix_nano
-                usage = (*(_present(attrs, key) for key in extra_keys), timestamps)
+                usage = tuple([_present(attrs, key) for key in extra_keys] + [timestamps])
                 llm[(workflow, sig, usage)] += 1
             if cost_kv is not None:
-                amount = _cost(cost_kv)
+                amount = _cost_pico(cost_kv)
                 if amount is not None:
                     key = (workflow, tuple(rec.get_str(d) for d in dimensions), TENANT_KEY in repaired)
                     row = spend.get(key)

@@ -6,11 +6,10 @@ scripts read the same document.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from sidecar.envelope import ENVELOPE
-from sidecar.telemetry.survival import OUTCOMES, SurvivalSnapshot, dimension_label
+from sidecar.telemetry.survival import OUTCOMES, PICO_PER_USD, SurvivalSnapshot, dimension_label
 
 # The gap a cell names: its most severe non-present outcome (contract: ENVELOPE.md).
 GAP_PRIORITY = ("missing", "conflict", "inherited", "renamed")
@@ -21,9 +20,10 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _usd(amount: Decimal) -> float:
-    # Sums are exact Decimals; the document carries numbers, converted once at the end.
-    return float(amount)
+def _usd(pico: int) -> float:
+    # Sums are exact integers of pico-USD; the document carries dollars, converted once
+    # at the end (int / int is correctly rounded).
+    return pico / PICO_PER_USD
 
 
 def hop_order(snapshot: SurvivalSnapshot) -> list[str]:
@@ -119,18 +119,18 @@ def readiness(snapshot: SurvivalSnapshot) -> list[dict[str, Any]]:
 
 def spend(snapshot: SurvivalSnapshot) -> dict[str, Any]:
     dims = snapshot.spend_dimensions
-    by_workflow: dict[str, list[Decimal]] = {}
-    by_dims: dict[tuple[str, ...], list[Decimal]] = {}
-    by_workflow_tenant: dict[tuple[str, str], list[Decimal]] = {}
+    by_workflow: dict[str, list[int]] = {}
+    by_dims: dict[tuple[str, ...], list[int]] = {}
+    by_workflow_tenant: dict[tuple[str, str], list[int]] = {}
     tenant_index = dims.index("owner.tenant") if "owner.tenant" in dims else None
-    total = recovered = unknown = Decimal(0)
+    total = recovered = unknown = 0
     for (workflow, values), row in snapshot.spend.items():
         for table, key in ((by_workflow, workflow), (by_dims, values)):
-            acc = table.setdefault(key, [Decimal(0), Decimal(0)])
+            acc = table.setdefault(key, [0, 0])
             acc[0] += row.total
             acc[1] += row.recovered
         if tenant_index is not None:
-            acc = by_workflow_tenant.setdefault((workflow, values[tenant_index]), [Decimal(0), Decimal(0)])
+            acc = by_workflow_tenant.setdefault((workflow, values[tenant_index]), [0, 0])
             acc[0] += row.total
             acc[1] += row.recovered
             if values[tenant_index] == "unknown":
@@ -138,8 +138,8 @@ def spend(snapshot: SurvivalSnapshot) -> dict[str, Any]:
         total += row.total
         recovered += row.recovered
 
-    def share(part: Decimal) -> float | None:
-        return float(part / total) if total else None
+    def share(part: int) -> float | None:
+        return part / total if total else None
 
     return {
         "dimensions": list(dims),

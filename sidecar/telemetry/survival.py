@@ -8,7 +8,7 @@ totals behind /survival, /metrics and the optional OTLP metrics push:
   (the matrix is ordered by it);
 - per `workflow.name`, over LLM spans, how often each of the ten readiness checks held,
   before and after repair;
-- spend (`cost.usd`, summed exactly as Decimal) per workflow and spend dimensions, and the
+- spend (`cost.usd`, summed exactly as integer pico-USD) per workflow and spend dimensions, and the
   part of it whose `owner.tenant` was filled by repair (unknown without it).
 
 Every label-like value (hop, workflow, tenant, ...) goes through a BoundedLabel, so memory
@@ -22,7 +22,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from sidecar.envelope import ENVELOPE, Envelope, ReadinessCheck
 from sidecar.telemetry.bounded import DEFAULT_MAX_LABEL_VALUES, BoundedLabel
@@ -38,6 +37,7 @@ DEFAULT_READINESS_WINDOW = 600.0
 # The readiness window is kept as this many buckets, so old spans age out step by step.
 READINESS_BUCKETS = 10
 TENANT_KEY = "owner.tenant"
+PICO_PER_USD = 10**12
 
 # A span's signature: one outcome code per context field, in ENVELOPE.context_keys order.
 Signature = tuple[int, ...]
@@ -45,7 +45,7 @@ Signature = tuple[int, ...]
 SpanTally = Counter
 # (workflow.name or None, signature, usage presence tuple) -> LLM spans
 LlmTally = Counter
-# (workflow.name or None, spend dimension values, owner.tenant repaired) -> USD
+# (workflow.name or None, spend dimension values, owner.tenant repaired) -> [pico-USD, spans]
 SpendTally = dict
 
 
@@ -79,8 +79,9 @@ class WorkflowReadiness:
 
 @dataclass
 class SpendRow:
-    total: Decimal = Decimal(0)
-    recovered: Decimal = Decimal(0)  # spans whose owner.tenant was repaired
+    # Integer pico-USD (10^-12 dollars), the price processor's unit: sums stay exact.
+    total: int = 0
+    recovered: int = 0  # spans whose owner.tenant was repaired
     spans: int = 0
 
 

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from sidecar.telemetry.report import VERDICTS, readiness
-from sidecar.telemetry.survival import OUTCOMES, SurvivalRecorder, dimension_label
+from sidecar.telemetry.survival import OUTCOMES, PICO_PER_USD, SurvivalRecorder, dimension_label
 
 
 class SurvivalCollector(Collector):
@@ -72,14 +72,14 @@ class SurvivalCollector(Collector):
                 for outcome in OUTCOMES:
                     # Zeros too: a series that exists from the first span makes rate() exact.
                     outcomes.add_metric([hop, key, outcome], snapshot.counts.get((hop, key, outcome), 0))
-        spend_totals: dict[tuple[str, ...], list[float]] = {}
+        spend_totals: dict[tuple[str, ...], list[int]] = {}
         for (_workflow, values), row in snapshot.spend.items():
             acc = spend_totals.setdefault(values, [0, 0])
             acc[0] += row.total
             acc[1] += row.recovered
         for values, (total, recovered) in spend_totals.items():
-            families["spend"].add_metric(list(values), float(total))
-            families["recovered"].add_metric(list(values), float(recovered))
+            families["spend"].add_metric(list(values), total / PICO_PER_USD)
+            families["recovered"].add_metric(list(values), recovered / PICO_PER_USD)
         for row in readiness(snapshot):
             families["llm_spans"].add_metric([row["workflow"]], row["llm_spans"])
             for verdict in VERDICTS:
