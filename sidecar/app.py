@@ -81,6 +81,12 @@ class Sidecar:
             self.http = HttpServerHost(
                 protocols.http.endpoint, build_otlp_http_app(self.ingest, protocols.http), "OTLP/HTTP"
             )
+        # Services processors provide on the same ports (the budget check beside OTLP).
+        for processor in self.traces.processors if self.traces is not None else ():
+            if self.grpc is not None:
+                self.grpc.add_handlers(processor.grpc_handlers())
+            if self.http is not None:
+                self.http.app.router.add_routes(processor.http_routes())
         # After the processors: the envelope processor configures the recorder's dimensions.
         self.metrics.registry.register(SurvivalCollector(self.survival))
         self.admin_app: web.Application = build_admin_app(

@@ -64,3 +64,11 @@ class Processor:
 
     async def close(self) -> None:
         """Close resources opened in `start`."""
+
+    def grpc_handlers(self) -> list:
+        """gRPC services this processor serves on the sidecar's OTLP gRPC port (e.g. budget)."""
+        return []
+
+    def http_routes(self) -> list:
+        """aiohttp routes this processor serves on the sidecar's OTLP/HTTP port."""
+        return []

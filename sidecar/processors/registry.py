@@ -9,11 +9,12 @@ from sidecar.processors.base import Processor
 # type name -> "module:Class"
 PROCESSOR_TYPES: dict[str, str] = {
     "normalize": "sidecar.processors.normalize:NormalizeProcessor",
-    "envelope": "sidecar.processors.envelope:EnvelopeProcessor",
     "inherit": "sidecar.processors.inherit:InheritProcessor",
+    "envelope": "sidecar.processors.envelope:EnvelopeProcessor",
+    "price": "sidecar.processors.price:PriceProcessor",
+    "budget": "sidecar.processors.budget:BudgetProcessor",
     "memory_limiter": "sidecar.processors.memory_limiter:MemoryLimiterProcessor",
     "limits": "sidecar.processors.limits:LimitsProcessor",
-    "price": "sidecar.processors.price:PriceProcessor",
 }
 
 # The traces pipeline when no config names one. Order matters: rename before anything
@@ -21,7 +22,7 @@ PROCESSOR_TYPES: dict[str, str] = {
 # reflects the span as it leaves.
 # `limits` right after renaming, so it recognises the envelope keys it must keep, and before
 # anything holds or indexes unbounded spans.
-DEFAULT_TRACE_PROCESSORS: list[str] = ["normalize", "limits", "inherit", "price", "envelope"]
+DEFAULT_TRACE_PROCESSORS: list[str] = ["normalize", "limits", "inherit", "price", "budget", "envelope"]
 
 
 def processor_type(name: str) -> str:

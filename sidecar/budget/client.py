@@ -1,0 +1,138 @@
+"""A small client for the sidecar's budget check (gRPC), sync and asyncio.
+
+    with BudgetClient("127.0.0.1:4317") as budget:
+        decision = budget.check(workflow_id="wf-1", tenant="acme", feature="chat",
+                                model="gpt-4o", estimated_cost_usd=0.05)
+        if decision.blocked:
+            stop(decision.reason)
+        span.set_attributes(decision.span_attributes())  # budget.reservation_id, policy.id
+        call(decision.model)                              # the cheaper model on DEGRADE
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from sidecar.proto_gen.costctx.v1 import budget_pb2 as pb
+from sidecar.proto_gen.costctx.v1 import budget_pb2_grpc
+from sidecar.proto_gen.costctx.v1 import envelope_pb2 as envelope_pb
+
+
+def make_envelope(*, workflow_id: str = "", workflow_name: str = "", request_id: str = "", retry_attempt: int = 0,
+                  tenant: str = "", team: str = "", feature: str = "", user: str = "", cost_center: str = "",
+                  version: str = "", policy_id: str = "") -> envelope_pb.Envelope:
+    return envelope_pb.Envelope(
+        workflow_id=workflow_id, workflow_name=workflow_name, request_id=request_id, retry_attempt=retry_attempt,
+        owner=envelope_pb.Owner(tenant=tenant, team=team, feature=feature, user=user, cost_center=cost_center,
+                                version=version),
+        policy_id=policy_id,
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    response: pb.CheckResponse
+
+    @property
+    def decision(self) -> str:
+        return pb.Decision.Name(self.response.decision)  # ALLOW, DEGRADE, BLOCK
+
+    @property
+    def allowed(self) -> bool:
+        """ALLOW or DEGRADE: make the call (with `model`)."""
+        return self.response.decision in (pb.ALLOW, pb.DEGRADE)
+
+    @property
+    def blocked(self) -> bool:
+        return not self.allowed
+
+    @property
+    def degraded(self) -> bool:
+        return self.response.decision == pb.DEGRADE
+
+    @property
+    def model(self) -> str:
+        return self.response.model
+
+    @property
+    def state(self) -> str:
+        return pb.BudgetState.Name(self.response.state).lower()  # ok, soft, hard, tripped
+
+    @property
+    def reason(self) -> str:
+        return self.response.reason
+
+    @property
+    def reservation_id(self) -> str:
+        return self.response.reservation_id
+
+    def span_attributes(self) -> dict[str, str]:
+        """Put these on the model-call span: the sidecar replaces the reservation with its actual cost."""
+        attrs = {}
+        if self.response.reservation_id:
+            attrs["budget.reservation_id"] = self.response.reservation_id
+        if self.response.policy_id:
+            attrs["policy.id"] = self.response.policy_id
+        return attrs
+
+
+def _request(model: str, estimated_cost_usd: float, input_tokens: int, output_tokens: int, dry_run: bool,
+             envelope: envelope_pb.Envelope | None, fields: dict) -> pb.CheckRequest:
+    return pb.CheckRequest(
+        envelope=envelope if envelope is not None else make_envelope(**fields), model=model,
+        estimated_cost_usd=estimated_cost_usd, estimated_input_tokens=input_tokens,
+        estimated_output_tokens=output_tokens, dry_run=dry_run,
+    )
+
+
+class BudgetClient:
+    def __init__(self, target: str, timeout: float = 2.0, channel: grpc.Channel | None = None) -> None:
+        self.channel = channel or grpc.insecure_channel(target)
+        self.stub = budget_pb2_grpc.BudgetServiceStub(self.channel)
+        self.timeout = timeout
+
+    def check(self, *, model: str = "", estimated_cost_usd: float = 0.0, input_tokens: int = 0,
+              output_tokens: int = 0, dry_run: bool = False, envelope: envelope_pb.Envelope | None = None,
+              **envelope_fields) -> Decision:
+        request = _request(model, estimated_cost_usd, input_tokens, output_tokens, dry_run, envelope, envelope_fields)
+        return Decision(self.stub.Check(request, timeout=self.timeout))
+
+    def release(self, reservation_id: str) -> bool:
+        return self.stub.Release(pb.ReleaseRequest(reservation_id=reservation_id), timeout=self.timeout).released
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> BudgetClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncBudgetClient:
+    def __init__(self, target: str, timeout: float = 2.0) -> None:
+        self.channel = grpc.aio.insecure_channel(target)
+        self.stub = budget_pb2_grpc.BudgetServiceStub(self.channel)
+        self.timeout = timeout
+
+    async def check(self, *, model: str = "", estimated_cost_usd: float = 0.0, input_tokens: int = 0,
+                    output_tokens: int = 0, dry_run: bool = False, envelope: envelope_pb.Envelope | None = None,
+                    **envelope_fields) -> Decision:
+        request = _request(model, estimated_cost_usd, input_tokens, output_tokens, dry_run, envelope, envelope_fields)
+        return Decision(await self.stub.Check(request, timeout=self.timeout))
+
+    async def release(self, reservation_id: str) -> bool:
+        response = await self.stub.Release(pb.ReleaseRequest(reservation_id=reservation_id), timeout=self.timeout)
+        return response.released
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncBudgetClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

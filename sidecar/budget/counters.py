@@ -1,0 +1,63 @@
+"""Counter keys and units: what the check reads and the priced spans write, by one name.
+
+Money is integer micro-USD everywhere in the counters (Redis HINCRBY is integer), so
+admission compares exact sums, never floats. Keys are relative; a backend adds its prefix.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+MICRO = 1_000_000
+
+# Fields of a counter hash: committed value and the part held by live reservations.
+USD, USD_RSV = "usd", "usd_r"
+TOKENS, TOKENS_RSV = "tok", "tok_r"
+STEPS, STEPS_RSV = "steps", "steps_r"
+START = "start"  # the workflow's first-seen time, epoch ms (set once)
+
+RESERVED_FIELD = {USD: USD_RSV, TOKENS: TOKENS_RSV, STEPS: STEPS_RSV}
+
+WINDOWS = {"hour": "%Y%m%d%H", "day": "%Y%m%d", "month": "%Y%m"}
+# Window counters outlive their window a little, so late spans still land.
+WINDOW_TTL_S = {"hour": 2 * 3600, "day": 2 * 86400, "month": 32 * 86400}
+
+
+def usd_to_micro(usd: float, round_up: bool = False) -> int:
+    """Estimates round up (never under-reserve); actual costs round to nearest."""
+    if usd <= 0 or math.isnan(usd) or math.isinf(usd):
+        return 0
+    scaled = usd * MICRO
+    return math.ceil(scaled - 1e-6) if round_up else round(scaled)
+
+
+def micro_to_usd(micro: int) -> float:
+    return micro / MICRO
+
+
+def _part(value: str) -> str:
+    # Keep the `|` separator unambiguous whatever a tenant or workflow id contains.
+    return value.replace("%", "%25").replace("|", "%7C")
+
+
+def workflow_key(workflow_id: str) -> str:
+    return f"wf|{_part(workflow_id)}"
+
+
+def window_key(kind: str, owner: str, window: str, at: float) -> str:
+    """kind 't' (tenant) or 'f' (feature); window hour/day/month in UTC at epoch `at`."""
+    stamp = time.strftime(WINDOWS[window], time.gmtime(at))
+    return f"{kind}|{_part(owner)}|{window[0]}|{stamp}"
+
+
+def velocity_key(tenant: str, bucket: int) -> str:
+    return f"v|{_part(tenant)}|{bucket}"
+
+
+def tenant_breaker_key(tenant: str) -> str:
+    return f"brk|t|{_part(tenant)}"
+
+
+def workflow_breaker_key(workflow_id: str) -> str:
+    return f"brk|w|{_part(workflow_id)}"
