@@ -18,6 +18,7 @@ from sidecar.pipeline import PassThroughPipeline, TracesPipeline
 from sidecar.processors.base import Processor, ProcessorContext
 from sidecar.processors.registry import processor_class, processor_type
 from sidecar.receivers.grpc_server import GrpcServerHost
+from sidecar.receivers.http_errors import unreadable_body_is_a_bad_request
 from sidecar.receivers.http_server import HttpServerHost
 from sidecar.receivers.ingest import Ingest
 from sidecar.receivers.otlp_grpc import otlp_grpc_handlers
@@ -94,6 +95,8 @@ class Sidecar:
         )
         self.admin = HttpServerHost(config.service.telemetry.metrics.address, self.admin_app, "telemetry")
         self._secure_servers()
+        if self.http is not None:
+            self.http.app.middlewares.append(unreadable_body_is_a_bad_request)
 
     def _secure_servers(self) -> None:
         """TLS per receiver, and bearer-token auth on every server as a whole (interceptor and
