@@ -36,10 +36,11 @@ LLM = {**PLAIN, "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4
        "gen_ai.response.model": "gpt-4o-2024-08-06", "gen_ai.usage.input_tokens": 1200,
        "gen_ai.usage.cache_read.input_tokens": 400, "gen_ai.usage.output_tokens": 300}
 UNKNOWN = {**LLM, "gen_ai.response.model": "mystery-model", "gen_ai.request.model": "mystery-model"}
-WORKLOADS = {"plain (no GenAI key)": PLAIN, "LLM spans, priced": LLM, "LLM spans, unknown model": UNKNOWN}
+WORKLOADS = {"plain (no GenAI key)": [PLAIN], "1 LLM span in 10": [LLM] + [PLAIN] * 9,
+             "LLM spans, priced": [LLM], "LLM spans, unknown model": [UNKNOWN]}
 
 
-def build_request(attributes: dict, spans: int, round_no: int) -> bytes:
+def build_request(mix: list[dict], spans: int, round_no: int) -> bytes:
     request = ExportTraceServiceRequest()
     rs = request.resource_spans.add()
     kv = rs.resource.attributes.add()
@@ -50,7 +51,7 @@ def build_request(attributes: dict, spans: int, round_no: int) -> bytes:
         span.name = f"span-{i}"
         span.trace_id = round_no.to_bytes(16, "big")     # new ids each round: no de-duplication hits
         span.span_id = (i + 1).to_bytes(8, "big")
-        for key, value in attributes.items():
+        for key, value in mix[i % len(mix)].items():
             kv = span.attributes.add()
             kv.key = key
             set_any_value(kv.value, value)
@@ -81,8 +82,8 @@ def main() -> int:
     processor = PriceProcessor("price", PriceConfig(), context)
     print(f"{args.spans} spans per batch, median of {args.rounds} rounds")
     print(f"{'workload':28} {'floor us':>10} {'price us':>10} {'extra':>8}")
-    for name, attributes in WORKLOADS.items():
-        payloads = [build_request(attributes, args.spans, r) for r in range(args.rounds * 2)]
+    for name, mix in WORKLOADS.items():
+        payloads = [build_request(mix, args.spans, r) for r in range(args.rounds * 2)]
         # Interleaved, so a busy neighbour slows both sides of the ratio alike.
         floor, priced = [], []
         for r in range(args.rounds):

@@ -140,6 +140,7 @@ class PriceProcessor(Processor):
         self.metrics = price_metrics(context.metrics, context.services)
         self._model_label = BoundedLabel(config.max_model_labels)
         self._warned: set[str] = set()
+        self._miss_tally: dict[tuple[str, str], int] = {}  # flushed to the metric once per batch
         self.sources = PriceSources(source_specs(config))
         self._watching = any(s.type != "builtin" for s in config.sources)
         self._next_check = 0.0
@@ -178,6 +179,10 @@ class PriceProcessor(Processor):
             m.untracked.inc(tally[UNTRACKED])
         if ledger.duplicates != duplicates:
             m.duplicates.inc(ledger.duplicates - duplicates)
+        if self._miss_tally:
+            for (label, reason), count in self._miss_tally.items():
+                m.misses.labels(label, reason).inc(count)
+            self._miss_tally.clear()
         return batch
 
     def _price_span(self, rec: SpanRecord, book: PriceBook) -> str | None:
@@ -225,9 +230,12 @@ class PriceProcessor(Processor):
         if kv is None:
             return None
         value = kv.value
+        count = value.int_value
+        if count > 0:
+            return count  # the common case, without a oneof check: a set int_value is an int
         kind = value.WhichOneof("value")
         if kind == "int_value":
-            count = value.int_value
+            pass
         elif kind == "double_value" and value.double_value.is_integer():
             count = int(value.double_value)  # some SDKs send counts as doubles
         elif kind == "string_value" and value.string_value.isdigit():
@@ -275,7 +283,8 @@ class PriceProcessor(Processor):
         rec.append_strings(MISSING_KEY, [COST_USD])
         reason = "missing_tokens" if missing_tokens else "unknown_model"
         label = self._model_label(model or "(none)")
-        self.metrics.misses.labels(label, reason).inc()
+        tally = self._miss_tally
+        tally[(label, reason)] = tally.get((label, reason), 0) + 1
         warn_key = f"{label}/{reason}"
         if warn_key not in self._warned:
             # One warning per model (and reason), not per span; bounded like the metric label.
