@@ -380,3 +380,14 @@ def test_survival_command_renders_table_and_json(sink, make_sidecar, capsys):
     # Nothing listening: a clear message and status 1, not a traceback.
     assert main(["survival", "--url", "127.0.0.1:1"]) == 1
     assert "cannot read http://127.0.0.1:1/survival" in capsys.readouterr().err
+
+
+def test_survival_command_sends_the_bearer_token(make_sidecar, tmp_path, capsys):
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    runner = make_sidecar(processors=["envelope"], extensions={"bearertokenauth": {"filename": str(token_file)}})
+    url = f"127.0.0.1:{runner.sidecar.admin_port}"
+    assert main(["survival", "--url", url]) == 1
+    assert "Unauthorized" in capsys.readouterr().err
+    assert main(["survival", "--url", url, "--token", "s3cret-token", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["matrix"]["hops"] == []

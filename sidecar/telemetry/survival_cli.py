@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -22,15 +23,19 @@ def survival_url(url: str) -> str:
     return url if url.endswith("/survival") else f"{url}/survival"
 
 
-def fetch_report(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    with urllib.request.urlopen(survival_url(url), timeout=timeout) as response:
+def fetch_report(url: str, token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    request = urllib.request.Request(survival_url(url))
+    if token:
+        # When the sidecar has bearertokenauth, /survival needs the token (/healthz does not).
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 
 def survival_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        report = fetch_report(args.url)
+        report = fetch_report(args.url, args.token)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"costctx survival: cannot read {survival_url(args.url)}: {reason}", file=sys.stderr)
@@ -46,6 +51,8 @@ def survival_command(args: argparse.Namespace, out: TextIO | None = None) -> int
 def add_survival_parser(sub: argparse._SubParsersAction) -> None:
     survival = sub.add_parser("survival", help="show which hop drops which field, and the readiness verdicts")
     survival.add_argument("--url", default=DEFAULT_URL, help=f"the sidecar's telemetry address (default {DEFAULT_URL})")
+    survival.add_argument("--token", default=os.environ.get("COSTCTX_TOKEN"),
+                          help="bearer token, when the sidecar requires one (default: $COSTCTX_TOKEN)")
     survival.add_argument("--json", action="store_true", help="print the /survival document as JSON")
     survival.add_argument("--spend", action="store_true", help="also show spend by workflow and tenant")
     survival.set_defaults(func=survival_command)
