@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 K8S_VERSIONS=${K8S_VERSIONS:-"1.33.0 1.37.0"}
-PY=${PYTHON:-python}
+PY=${CHECK_DEPLOY_PYTHON:-python}  # the venv with costctx installed (.ci/run activates it)
 
 for tool in kubectl kubernetes-validate hadolint; do
   command -v "$tool" >/dev/null || {
