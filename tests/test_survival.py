@@ -6,7 +6,9 @@ Spans are sent with the real OpenTelemetry SDK over OTLP/gRPC; the counts are re
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import urllib.error
 import urllib.request
 from decimal import Decimal
@@ -15,7 +17,9 @@ from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.cli import main
+from sidecar.demo import run_demo
 from sidecar.telemetry.render import render_report
+from sidecar.telemetry.survival_cli import demo_section as survival_section
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config, start_sidecar
 
@@ -391,3 +395,24 @@ def test_survival_command_sends_the_bearer_token(make_sidecar, tmp_path, capsys)
     assert "Unauthorized" in capsys.readouterr().err
     assert main(["survival", "--url", url, "--token", "s3cret-token", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["matrix"]["hops"] == []
+
+
+def test_demo_ends_with_matrix_verdicts_and_spend():
+    out = io.StringIO()
+    assert run_demo(out, extra_sections=[survival_section]) == 0
+    text = out.getvalue()
+    lines = text.splitlines()
+    header = next(line for line in lines if line.strip().startswith("field"))
+    assert header.split() == ["field", "agent-gateway", "research-agent"]  # by hop depth
+    tenant = next(line for line in lines if line.strip().startswith("owner.tenant"))
+    # The root carries the tenant (1 of the gateway's 7 spans); the rest are repaired.
+    assert tenant.split() == ["owner.tenant", "14.3%->100%", "drop", "gap,", "repaired",
+                              "0%->100%", "drop", "gap,", "repaired"]
+    verdict = next(line for line in lines if line.strip().startswith("support-answer") and "LLM" not in line
+                   and "$" not in line)
+    assert verdict.split()[:4] == ["support-answer", "4", "PASS", "FAIL"]
+    costs = [Decimal(m) for m in re.findall(r" cost\.usd=([0-9.e-]+)", text)]
+    assert len(costs) == 4
+    spend = next(line for line in lines if line.strip().startswith("total $"))
+    assert spend.split()[1] == f"${float(sum(costs)):,.6f};"
+    assert spend.endswith("would have been unknown without repair 100%")

@@ -52,7 +52,7 @@ def render_verdicts(report: dict[str, Any]) -> list[str]:
     ]
     if not readiness["workflows"]:
         return lines + ["  no LLM spans yet"]
-    rows = [["workflow", "LLM spans", "verdict", "failing"]]
+    rows = [["workflow", "LLM spans", "verdict", "before repair", "failing"]]
     for wf in readiness["workflows"]:
         failing = [
             f"{name} {pct(c['rate_after_repair'])}"
@@ -60,7 +60,8 @@ def render_verdicts(report: dict[str, Any]) -> list[str]:
             if not c["passed"]
             for name in c.get("failing_fields", [])
         ]
-        rows.append([wf["workflow"], str(wf["llm_spans"]), wf["verdict"].upper(), ", ".join(failing) or "-"])
+        rows.append([wf["workflow"], str(wf["llm_spans"]), wf["verdict"].upper(),
+                     wf["verdict_before_repair"].upper(), ", ".join(failing) or "-"])
     return lines + _table(rows)
 
 
