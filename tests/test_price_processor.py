@@ -235,3 +235,52 @@ def test_a_resent_batch_is_not_counted_twice_in_the_running_total(pipeline, sink
     assert max(totals) == 0.0375                                        # 3 distinct calls, not 5
     assert all(s.attributes["cost.usd"] == 0.0125 for s in sink.spans())
     assert metric(pipeline, "costctx_price_duplicate_spans_total") == 2
+
+
+def _processor(**config):
+    from sidecar.processors.base import ProcessorContext
+    from sidecar.processors.price import PriceConfig, PriceProcessor
+    from sidecar.telemetry.metrics import SidecarMetrics
+    from sidecar.telemetry.survival import SurvivalRecorder
+
+    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
+    return PriceProcessor("price", PriceConfig.model_validate(config), context)
+
+
+def test_keys_renamed_by_an_earlier_processor_are_priced_even_if_the_received_bytes_lack_them():
+    # normalize renames e.g. OpenInference llm.token_count.* in the index; batch.raw still holds
+    # the bytes as received. The price processor must go by the index, not the raw bytes.
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from sidecar.pdata import TraceBatch
+
+    body = _request([(b"\x00" * 7 + b"\x09", {"vendor.model": "gpt-4o", "vendor.in": 1_000, "vendor.out": 1_000})])
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    batch = TraceBatch(request, raw=body)
+    rec = batch.records[0]
+    for old, new in [("vendor.model", "gen_ai.request.model"), ("vendor.in", "gen_ai.usage.input_tokens"),
+                     ("vendor.out", "gen_ai.usage.output_tokens")]:
+        rec.rename(old, new)                                   # what normalize does
+    _processor().process(batch)
+    assert rec.get_double("cost.usd") == 0.0125
+
+
+def test_tick_reloads_without_an_event_loop_and_counts_failures(tmp_path):
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  house: {input: 1, output: 1}\n")
+    proc = _processor(sources=["builtin", {"type": "overrides", "path": str(prices)}], reload_interval="1s")
+    assert proc.book.estimate("house", 1_000_000, 0).pico == 10**12          # $1
+    prices.write_text("models:\n  house: {input: 3, output: 1}\n")
+    proc.tick(0.5)                                             # checks once, then every reload_interval
+    assert proc.book.estimate("house", 1_000_000, 0).pico == 3 * 10**12
+    prices.write_text("models: [not, a, mapping]\n")
+    proc.tick(1.0)                                             # too soon: not checked yet
+    assert proc.metrics.reload_failures.labels("overrides")._value.get() == 0
+    proc.tick(1.6)
+    assert proc.metrics.reload_failures.labels("overrides")._value.get() == 1
+    assert proc.book.estimate("house", 1_000_000, 0).pico == 3 * 10**12       # last good table kept
+    prices.unlink()                                            # a deleted file: also kept, also counted
+    proc.tick(3.0)
+    assert proc.metrics.reload_failures.labels("overrides")._value.get() == 2
+    assert proc.book.estimate("house", 1_000_000, 0).pico == 3 * 10**12
