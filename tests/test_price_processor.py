@@ -280,7 +280,9 @@ def test_tick_reloads_without_an_event_loop_and_counts_failures(tmp_path):
     proc.tick(1.6)
     assert proc.metrics.reload_failures.labels("overrides")._value.get() == 1
     assert proc.book.estimate("house", 1_000_000, 0).pico == 3 * 10**12       # last good table kept
+    proc.tick(2.7)                                             # the same broken file: not reported again
+    assert proc.metrics.reload_failures.labels("overrides")._value.get() == 1
     prices.unlink()                                            # a deleted file: also kept, also counted
-    proc.tick(3.0)
+    proc.tick(4.0)
     assert proc.metrics.reload_failures.labels("overrides")._value.get() == 2
     assert proc.book.estimate("house", 1_000_000, 0).pico == 3 * 10**12

@@ -45,6 +45,7 @@ class PriceSources:
         self.specs = specs
         self._watches = {i: FileWatch(s.path) for i, s in enumerate(specs) if s.type != BUILTIN and s.path}
         self._tables: dict[int, PriceTable] = {}
+        self._errors: dict[int, str] = {}  # the last failure per source, to report each once
 
     def tables(self) -> list[PriceTable]:
         """Loaded tables in config order (later wins)."""
@@ -62,17 +63,20 @@ class PriceSources:
             try:
                 data = watch.read_if_changed()
                 if data is None:
+                    self._errors.pop(index, None)  # readable and unchanged: any earlier problem is over
                     continue
                 table = _parser(spec)(data)
             except (OSError, ValueError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                if self._errors.get(index) == reason:
+                    continue  # the same problem as last check: logged and counted once, not every tick
+                self._errors[index] = reason
                 kept = self._tables.get(index)
                 log.error("price source %s (%s) not loaded: %s; %s", spec.label, spec.path, reason,
                           f"keeping {kept.source_id}" if kept else "no table from it yet")
-                # Forget the stamp so the same broken content is retried (and reported) after a fix.
-                watch.stamp = watch.sha256 = None
                 events.append(ReloadEvent(spec.label, False, reason))
                 continue
+            self._errors.pop(index, None)
             previous = self._tables.get(index)
             self._tables[index] = table
             log.info("price source %s loaded: %s (%d models)%s", spec.label, table.source_id, len(table.models),
