@@ -73,8 +73,13 @@ class TraceValues:
     def __init__(self, max_traces: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
         self._traces: TTLCache[bytes, dict[str, Any]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
         self.max_traces = max_traces
+        self._last: tuple[bytes, str, Any] | None = None
 
     def record(self, trace_id: bytes, key: str, value: Any) -> None:
+        last = (trace_id, key, value)
+        if last == self._last:
+            return  # spans of one trace come together: skip the cache for the repeats
+        self._last = last
         values = self._traces.get(trace_id)
         if values is None:
             self._traces[trace_id] = {key: value}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -33,7 +34,7 @@ from sidecar.inherit.hold import HeldSpan, Hold, Origin, TraceHold
 from sidecar.inherit.metrics import inherit_metrics
 from sidecar.inherit.regroup import Regrouper
 from sidecar.pdata import TraceBatch
-from sidecar.pdata.attributes import any_value_to_python
+from sidecar.pdata.attributes import any_value_to_python, set_any_value
 from sidecar.pdata.batch import SpanRecord
 from sidecar.processors.base import Processor
 
@@ -93,7 +94,8 @@ class _Tally:
     __slots__ = ("repaired", "conflicts", "released", "missing", "held")
 
     def __init__(self) -> None:
-        self.repaired: Counter[tuple[str, str]] = Counter()
+        # (source, fields) -> spans: one update per span, expanded per field at flush.
+        self.repaired: Counter[tuple[str, tuple[str, ...]]] = Counter()
         self.conflicts: Counter[str] = Counter()
         self.released: Counter[str] = Counter()
         self.missing: Counter[str] = Counter()
@@ -115,12 +117,8 @@ class InheritProcessor(Processor):
             f.key: f.resource_fallback for f in envelope.context_fields if f.resource_fallback and f.inherit
         }
         self._fallback_fields = tuple(config.trace_fallback_fields) if config.trace_fallback else ()
-        # Tests may swap the clock; the caches read it through this attribute.
-        self.clock = time.monotonic
-        timer = lambda: self.clock()  # noqa: E731 - late-bound on purpose
-        self.cache = ContextCache(config.cache.max_entries, config.cache.ttl, timer)
-        self.trace_values = TraceValues(config.cache.max_traces, config.cache.ttl, timer)
         self.hold = Hold(config.wait_duration)
+        self.use_clock(time.monotonic)
         self._max_spans = config.hold.max_spans
         self._max_bytes = config.hold.max_bytes
         self.metrics = inherit_metrics(self.context.metrics, self.context.services)
@@ -130,6 +128,15 @@ class InheritProcessor(Processor):
         m.hold_traces.labels(name).set_function(lambda: len(self.hold.traces))
         m.cache_entries.labels(name).set_function(lambda: len(self.cache))
         m.trace_entries.labels(name).set_function(lambda: len(self.trace_values))
+
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Set the clock for hold deadlines and cache ages (tests step one by hand).
+
+        Empties the caches: their entries' ages were measured on the previous clock."""
+        self.clock = clock
+        cache = self.config.cache
+        self.cache = ContextCache(cache.max_entries, cache.ttl, clock)
+        self.trace_values = TraceValues(cache.max_traces, cache.ttl, clock)
 
     # -- the batch path --------------------------------------------------------------------
     def process(self, batch: TraceBatch) -> TraceBatch:
@@ -301,11 +308,10 @@ class InheritProcessor(Processor):
             if kv is None:
                 continue
             value = kv.value
-            kind = value.WhichOneof("value")
-            if kind == "string_value":
-                if value.string_value:
-                    own[key] = value.string_value
-            elif kind is not None:
+            text = value.string_value  # "" unless a non-empty string: one access, the common case
+            if text:
+                own[key] = text
+            elif value.WhichOneof("value") not in (None, "string_value"):
                 own[key] = any_value_to_python(value)
         return own
 
@@ -324,6 +330,8 @@ class InheritProcessor(Processor):
             parent_fields = parent.fields
             if not own:
                 fields = parent_fields  # shared, not copied: nothing of its own to add
+            attrs = rec.attrs
+            add = rec.span.attributes.add
             for field, value in parent_fields.items():
                 mine = own.get(field)
                 if mine is None:
@@ -332,16 +340,28 @@ class InheritProcessor(Processor):
                         copied = True
                     if fields is not parent_fields:
                         fields[field] = value
-                    rec.set(field, value)
-                    repaired.append(field)
-                    if field in parent.fallback:
-                        fallback = fallback | {field}
-                        tally.repaired[(field, "trace")] += 1
+                    kv = attrs.get(field)  # inlined _set: this loop is the hot path of repair
+                    if kv is None:
+                        kv = add()
+                        kv.key = field
+                        attrs[field] = kv
+                    if type(value) is str:
+                        kv.value.string_value = value
                     else:
-                        tally.repaired[(field, "ancestor")] += 1
+                        set_any_value(kv.value, value)
+                    repaired.append(field)
                 elif mine != value:
                     rec.note("conflict").add(field)
                     tally.conflicts[field] += 1
+            if repaired:
+                from_trace = parent.fallback.intersection(repaired) if parent.fallback else NO_FIELDS
+                if from_trace:
+                    fallback = frozenset(from_trace)
+                    tally.repaired[("trace", tuple(from_trace))] += 1
+                    tally.repaired[("ancestor", tuple(f for f in repaired if f not in from_trace))] += 1
+                else:
+                    # One count per span, by the tuple of fields; expanded per field at flush.
+                    tally.repaired[("ancestor", tuple(repaired))] += 1
         for field, resource_key in self._resource_fallback.items():
             if field not in fields:
                 kv = rec.resource.attrs.get(resource_key)
@@ -350,9 +370,9 @@ class InheritProcessor(Processor):
                         fields = dict(fields)
                         copied = True
                     fields[field] = kv.value.string_value
-                    rec.set(field, kv.value.string_value)
+                    _set(rec, field, kv.value.string_value)
                     repaired.append(field)
-                    tally.repaired[(field, "resource")] += 1
+                    tally.repaired[("resource", (field,))] += 1
         for field in self._fallback_fields:
             mine = own.get(field)
             if mine is not None:
@@ -365,13 +385,21 @@ class InheritProcessor(Processor):
                         fields = dict(fields)
                         copied = True
                     fields[field] = value
-                    rec.set(field, value)
+                    _set(rec, field, value)
                     repaired.append(field)
                     fallback = fallback | {field}
-                    tally.repaired[(field, "trace")] += 1
+                    tally.repaired[("trace", (field,))] += 1
         if repaired:
             rec.note("repaired").update(repaired)
-            rec.append_strings(REPAIRED_KEY, repaired)
+            if REPAIRED_KEY in rec.attrs:  # stamped by a sidecar upstream: merge
+                rec.append_strings(REPAIRED_KEY, repaired)
+            else:
+                kv = rec.span.attributes.add()
+                kv.key = REPAIRED_KEY
+                rec.attrs[REPAIRED_KEY] = kv
+                values = kv.value.array_value.values
+                for field in repaired:
+                    values.add().string_value = field
         depth = self._hop_depth(rec, own, parent)
         known = Known(fields, rec.resource.hop, depth, fallback)
         self.cache.put(key, known)
@@ -394,13 +422,17 @@ class InheritProcessor(Processor):
             depth = 0
         else:
             return None  # the ancestors are unknown: the depth is too
-        rec.set(HOP_DEPTH_KEY, depth)
+        _set(rec, HOP_DEPTH_KEY, depth)
         return depth
 
     def _flush(self, tally: _Tally) -> None:
         m = self.metrics
         name = self.name
-        for (field, source), count in tally.repaired.items():
+        per_field: Counter[tuple[str, str]] = Counter()
+        for (source, fields), count in tally.repaired.items():
+            for field in fields:
+                per_field[(field, source)] += count
+        for (field, source), count in per_field.items():
             m.repaired_fields.labels(name, field, source).inc(count)
         for field, count in tally.conflicts.items():
             m.conflicts.labels(name, field).inc(count)
@@ -410,6 +442,21 @@ class InheritProcessor(Processor):
             m.missing_spans.labels(name, reason).inc(count)
         if tally.held:
             m.held_spans.labels(name).inc(tally.held)
+
+
+def _set(rec: SpanRecord, key: str, value: Any) -> None:
+    """rec.set without the type dispatch for the common cases (strings, the depth)."""
+    kv = rec.attrs.get(key)
+    if kv is None:
+        kv = rec.span.attributes.add()
+        kv.key = key
+        rec.attrs[key] = kv
+    if type(value) is str:
+        kv.value.string_value = value
+    elif type(value) is int:
+        kv.value.int_value = value
+    else:
+        set_any_value(kv.value, value)
 
 
 def _copy(message):

@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""What the inherit processor costs, as ratios against the protobuf floor of the same run.
+
+    python bench/inherit_bench.py [--traces 20] [--fanout 9] [--rounds 30]
+
+Each batch holds `--traces` traces of one root and `--fanout` children (children first,
+as the SDK exports them). Per workload:
+- floor: parse the request, build the shared span index, serialize: paid by every sidecar;
+- inherit: the same plus the inherit processor.
+Workloads:
+- complete: every span carries the whole envelope (nothing to repair, nothing held);
+- repair in batch: children lack the envelope, their root comes later in the same batch;
+- repair across batches: the children come in one batch (held), the roots in the next
+  (released into it); both batches are timed together.
+Every round uses new trace ids, so the cache and the hold work as in production. Times are
+this process's CPU time; the median round is reported, floor and inherit alternating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sidecar.pdata import TraceBatch  # noqa: E402
+from sidecar.processors.base import ProcessorContext  # noqa: E402
+from sidecar.processors.inherit import InheritConfig, InheritProcessor  # noqa: E402
+from sidecar.telemetry.metrics import SidecarMetrics  # noqa: E402
+from sidecar.telemetry.survival import SurvivalRecorder  # noqa: E402
+
+CONTEXT = {"workflow.id": "wf-1", "workflow.name": "chat", "request.id": "r-1", "owner.tenant": "acme",
+           "owner.feature": "chat", "owner.team": "growth", "owner.user": "u-1", "owner.cost_center": "cc-9",
+           "owner.version": "1.0", "policy.id": "p-1"}
+OTHER = {"http.route": "/v1/chat", "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": "120"}
+
+_trace_ids = itertools.count(1)
+
+
+def build(spans: list[tuple[int, int, int | None, dict]]) -> bytes:
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "bench"
+    ss = rs.scope_spans.add()
+    for trace_id, span_id, parent, attributes in spans:
+        span = ss.spans.add()
+        span.name = f"span-{span_id}"
+        span.trace_id = trace_id.to_bytes(16, "big")
+        span.span_id = span_id.to_bytes(8, "big")
+        if parent is not None:
+            span.parent_span_id = parent.to_bytes(8, "big")
+        for key, value in attributes.items():
+            kv = span.attributes.add()
+            kv.key, kv.value.string_value = key, value
+    return request.SerializeToString()
+
+
+def workload(kind: str, traces: int, fanout: int) -> list[bytes]:
+    """The batches of one round."""
+    children, roots = [], []
+    for _ in range(traces):
+        t = next(_trace_ids)
+        child_attrs = {**OTHER, **CONTEXT} if kind == "complete" else dict(OTHER)
+        children += [(t, 1 + c, 1000, child_attrs) for c in range(1, fanout + 1)]
+        roots.append((t, 1000, None, {**OTHER, **CONTEXT}))
+    if kind == "repair across batches":
+        return [build(children), build(roots)]
+    return [build(children + roots)]
+
+
+def run(raws: list[bytes], processor: InheritProcessor | None) -> float:
+    start = time.process_time()
+    for raw in raws:
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(raw)
+        batch = TraceBatch(request, raw)
+        _ = batch.records
+        if processor is not None:
+            batch = processor.process(batch)
+        batch.request.SerializeToString()
+    return time.process_time() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--traces", type=int, default=20)
+    parser.add_argument("--fanout", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
+    processor = InheritProcessor("inherit", InheritConfig(wait_duration="60s"), context)
+    processor.bind(lambda batch: None)
+    spans = args.traces * (args.fanout + 1)
+    print(f"{spans} spans per round ({args.traces} traces x (1 root + {args.fanout} children)), "
+          f"{args.rounds} rounds, median CPU time per round")
+    print(f"{'workload':<24}{'floor ms':>10}{'inherit ms':>12}{'extra/floor':>13}{'us/span':>10}")
+    for kind in ("complete", "repair in batch", "repair across batches"):
+        floor, full = [], []
+        for _ in range(args.rounds):
+            raws = workload(kind, args.traces, args.fanout)
+            floor.append(run(raws, None))
+            full.append(run(raws, processor))
+        f, i = statistics.median(floor), statistics.median(full)
+        held = processor.hold.span_count
+        print(f"{kind:<24}{f * 1e3:>10.2f}{i * 1e3:>12.2f}{(i - f) / f:>12.2f}x{(i - f) / spans * 1e6:>10.1f}"
+              + (f"  (still held: {held})" if held else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""The `inherit` processor's structures stay bounded and never lose a span.
+
+These drive the processor with real OTLP protobuf batches and a stepped clock, so hundreds
+of thousands of traces take seconds, and assert on the structures' sizes (never on time).
+The behaviour through a real SDK, sidecar and sink is in test_inherit.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from sidecar.pdata import TraceBatch
+from sidecar.pdata.attributes import any_value_to_python
+from sidecar.processors.base import ProcessorContext
+from sidecar.processors.inherit import InheritConfig, InheritProcessor
+from sidecar.telemetry.metrics import SidecarMetrics
+from sidecar.telemetry.survival import SurvivalRecorder
+from tests.support.sidecar import sidecar_config, start_sidecar
+
+CONTEXT = {"workflow.id": "wf", "request.id": "req", "owner.tenant": "acme", "owner.feature": "chat"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(**config) -> tuple[InheritProcessor, list[TraceBatch], Clock]:
+    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
+    processor = InheritProcessor("inherit", InheritConfig(**config), context)
+    clock = Clock()
+    processor.use_clock(clock)
+    emitted: list[TraceBatch] = []
+    processor.bind(emitted.append)
+    return processor, emitted, clock
+
+
+def batch(spans, service: str = "svc") -> TraceBatch:
+    """spans: (trace_id: int, span_id: int, parent_id: int | None, attributes: dict)."""
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.schema_url = "https://opentelemetry.io/schemas/1.37.0"
+    kv = resource_spans.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", service
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = "test.scope"
+    scope_spans.schema_url = "https://opentelemetry.io/schemas/1.30.0"
+    for trace_id, span_id, parent_id, attributes in spans:
+        span = scope_spans.spans.add()
+        span.trace_id = trace_id.to_bytes(16, "big")
+        span.span_id = span_id.to_bytes(8, "big")
+        if parent_id is not None:
+            span.parent_span_id = parent_id.to_bytes(8, "big")
+        span.name = f"s{span_id}"
+        for key, value in attributes.items():
+            attr = span.attributes.add()
+            attr.key, attr.value.string_value = key, value
+    return TraceBatch(request)
+
+
+def names(b: TraceBatch | None) -> list[str]:
+    if b is None:
+        return []
+    return [s.name for rs in b.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+def attrs(b: TraceBatch, name: str) -> dict:
+    for rs in b.request.resource_spans:
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                if s.name == name:
+                    return {kv.key: any_value_to_python(kv.value) for kv in s.attributes}
+    raise KeyError(name)
+
+
+def test_a_batch_needing_no_repair_passes_whole_and_untouched_in_structure():
+    processor, emitted, _ = make()
+    b = batch([(1, 2, 1, CONTEXT), (1, 3, 2, CONTEXT), (1, 1, None, CONTEXT)])
+    before = [r.span for r in b.records]
+    out = processor.process(b)
+    assert out is b and names(out) == ["s2", "s3", "s1"]
+    assert [r.span for r in out.records] == before  # the shared index was kept
+    assert processor.hold.span_count == 0 and not emitted
+
+
+def test_held_spans_rejoin_with_their_resource_scope_schema_and_notes():
+    processor, emitted, _ = make(wait_duration="10s")
+    child = batch([(7, 2, 1, {}), (7, 9, 1, CONTEXT)], service="tools")
+    child.records[0].note("renamed").add("owner.user")  # an earlier processor's note
+    out = processor.process(child)
+    assert names(out) == ["s9"]  # the complete span was not held
+    assert len(out.records) == 1 and out.records[0].span.name == "s9"
+    out = processor.process(batch([(7, 1, None, CONTEXT)], service="api"))
+    assert names(out) == ["s1", "s2"]  # released together with its ancestor
+    released = next(r for r in out.records if r.span.name == "s2")
+    assert released.notes["renamed"] == {"owner.user"}
+    assert released.notes["repaired"] == set(CONTEXT)
+    assert released.hop == "tools"
+    rs = out.request.resource_spans[1]
+    assert rs.schema_url == "https://opentelemetry.io/schemas/1.37.0"
+    assert rs.scope_spans[0].scope.name == "test.scope"
+    assert rs.scope_spans[0].schema_url == "https://opentelemetry.io/schemas/1.30.0"
+    assert attrs(out, "s2")["workflow.hop_depth"] == 1  # api -> tools
+    assert processor.hold.span_count == 0 and processor.hold.nbytes == 0 and not processor.hold.waiters
+
+
+def test_timeout_releases_top_down_and_counts_missing():
+    processor, emitted, clock = make(wait_duration="1s")
+    processor.process(batch([(5, 3, 2, {})]))  # grandchild
+    processor.process(batch([(5, 2, 1, {"owner.team": "t"})]))  # child; the root never comes
+    processor.tick(clock.now + 0.5)
+    assert not emitted and processor.hold.span_count == 2
+    processor.tick(clock.now + 1.0)
+    assert names(emitted[0]) == ["s2", "s3"]  # the nearer span first, then its descendant
+    assert attrs(emitted[0], "s3")["owner.team"] == "t"  # inherited from the released child
+    assert processor.hold.span_count == 0
+    registry = processor.context.metrics.registry
+    assert registry.get_sample_value(
+        "costctx_inherit_missing_spans_total", {"processor": "inherit", "reason": "timeout"}
+    ) == 2
+
+
+def test_a_resent_batch_does_not_corrupt_the_hold():
+    processor, _, clock = make()
+    processor.process(batch([(3, 2, 1, {})]))
+    out = processor.process(batch([(3, 2, 1, {})]))  # the client retried the export
+    assert names(out) == ["s2"]  # the duplicate passes as it is
+    assert processor.hold.span_count == 1
+    processor.tick(clock.now + 5)
+    assert processor.hold.span_count == 0 and not processor.hold.traces and not processor.hold.waiters
+
+
+def test_parent_cycles_and_self_links_are_released_not_looped():
+    processor, emitted, clock = make()
+    processor.process(batch([(4, 1, 2, {}), (4, 2, 1, {}), (4, 3, 3, {})]))
+    assert processor.hold.span_count == 3
+    processor.tick(clock.now + 5)
+    assert sorted(names(emitted[0])) == ["s1", "s2", "s3"]
+    assert processor.hold.span_count == 0
+
+
+def test_hold_bytes_bound_releases_oldest_traces():
+    processor, _, _ = make(hold={"max_spans": 1000, "max_bytes": 2000})
+    big = {"payload": "x" * 600}
+    out_names: list[str] = []
+    for trace in range(1, 11):
+        out = processor.process(batch([(trace, 2, 1, big)]))
+        out_names += names(out)
+        assert processor.hold.nbytes <= 2000
+    held = processor.hold.span_count
+    per_span = processor.hold.nbytes // held  # all the same size
+    assert per_span > 600 and held == 2000 // per_span  # as many as fit, no more
+    assert len(out_names) == 10 - held and out_names == ["s2"] * (10 - held)
+    registry = processor.context.metrics.registry
+    assert registry.get_sample_value(
+        "costctx_inherit_released_spans_total", {"processor": "inherit", "reason": "overflow"}
+    ) == 10 - held
+
+
+def test_churn_through_hundreds_of_thousands_of_traces_stays_bounded():
+    """200,000 traces, children first; one root in ten never comes. Sizes asserted every batch."""
+    limits = {"cache": {"max_entries": 20_000, "max_traces": 2_000, "ttl": "60s"},
+              "hold": {"max_spans": 1_500, "max_bytes": 1_000_000}, "wait_duration": "1s"}
+    processor, emitted, clock = make(**limits)
+    traces, per_batch = 200_000, 1_000
+    sent = passed = 0
+    roots: list[tuple] = []
+    trace_ids = itertools.count(1)
+    for _ in range(traces // per_batch):
+        spans, roots = roots, []  # last batch's roots come with this batch's children
+        for _ in range(per_batch):
+            t = next(trace_ids)
+            spans.append((t, 2, 1, {"owner.user": "u"}))  # a model call, lacking the envelope
+            if t % 10:
+                roots.append((t, 1, None, CONTEXT))
+        sent += len(spans)
+        passed += len(names(processor.process(batch(spans))))
+        clock.now += 0.05
+        processor.tick(clock.now)
+        hold = processor.hold
+        assert len(processor.cache) <= 20_000
+        assert len(processor.trace_values) <= 2_000
+        assert hold.span_count <= 1_500 and hold.nbytes <= 1_000_000
+        assert len(hold.waiters) <= 1_500 and len(hold.traces) <= 1_500
+    sent += len(roots)
+    passed += len(names(processor.process(batch(roots))))
+    processor.shutdown()
+    assert next(trace_ids) > 200_000
+    assert processor.hold.span_count == 0 and not processor.hold.waiters and not processor.hold.traces
+    released = sum(len(names(b)) for b in emitted)
+    assert passed + released == sent  # every span left exactly once: none dropped, none doubled
+    registry = processor.context.metrics.registry
+    reasons = {
+        reason: registry.get_sample_value(
+            "costctx_inherit_released_spans_total", {"processor": "inherit", "reason": reason}
+        ) or 0
+        for reason in ("ancestor", "timeout", "overflow", "shutdown")
+    }
+    assert reasons["ancestor"] > 0 and reasons["timeout"] + reasons["overflow"] > 0
+
+
+def _export(channel, request: ExportTraceServiceRequest) -> None:
+    export = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=ExportTraceServiceRequest.SerializeToString,
+        response_deserializer=ExportTraceServiceResponse.FromString,
+    )
+    export(request, timeout=10)
+
+
+def test_churn_through_a_real_sidecar_keeps_sizes_within_limits(sink):
+    """The same bounds on a running sidecar over OTLP/gRPC, inspected on its loop via runner.call."""
+    config = sidecar_config(
+        sink.grpc_port, processors=["inherit", "envelope"],
+        processor_config={"inherit": {"cache": {"max_entries": 2_000, "max_traces": 500},
+                                      "hold": {"max_spans": 300}, "wait_duration": "200ms"}},
+    )
+    runner = start_sidecar(config)
+    processor = runner.sidecar.traces.processors[0]
+    rounds, per_round = 20, 500
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{runner.sidecar.grpc_port}") as channel:
+            for r in range(rounds):
+                base = r * 10_000
+                spans = [(base + t, 2, 1, {}) for t in range(per_round)]  # their roots never come
+                spans += [(base + per_round + t, 5, None, CONTEXT) for t in range(per_round)]
+                _export(channel, batch(spans).request)
+                sizes = runner.call(
+                    lambda: (len(processor.cache), processor.hold.span_count, len(processor.trace_values))
+                )
+                assert sizes[0] <= 2_000 and sizes[1] <= 300 and sizes[2] <= 500
+    finally:
+        runner.stop()  # shutdown releases what is still held
+    assert sink.wait_for_spans(rounds * per_round * 2)
+    assert len(sink.spans()) == rounds * per_round * 2
+    orphans = [s for s in sink.spans() if s.name == "s2"]
+    assert len(orphans) == rounds * per_round
+    assert all(set(s.attributes["costctx.missing"]) >= {"workflow.id"} for s in orphans)
