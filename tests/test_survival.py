@@ -252,6 +252,28 @@ def test_cardinality_stays_bounded_with_thousands_of_tenants(sink, make_sidecar)
     assert len(report["spend"]["by_dimensions"]) == bound + 1
 
 
+def test_spend_rows_have_a_joint_bound(sink, make_sidecar):
+    """50 tenants x 50 features stay within each label's bound, but their product does not."""
+    bound, spans = 50, 2500
+    runner = make_sidecar(processors=["envelope"],
+                          service={"telemetry": {"metrics": {"max_label_values": bound}}})
+    send_llm_spans(runner.sidecar.grpc_port, spans, **{
+        **OWNER,
+        "owner.tenant": lambda i: f"tenant-{i % bound}",
+        "owner.feature": lambda i: f"feature-{i // bound}",
+    })
+    assert sink.wait_for_spans(spans, timeout=30)
+    metrics = samples(runner.sidecar.admin_port)
+    spend = {labels: v for (name, labels), v in metrics.items() if name == "costctx_spend_usd_total"}
+    rows = bound * 10  # the joint bound: max_label_values x 10
+    assert len(spend) == rows + 1
+    assert sample(metrics, "costctx_spend_usd_total", tenant="other", feature="other") == round(
+        (spans - rows) * 0.001, 9)
+    assert round(sum(spend.values()), 9) == 2.5
+    assert sample(metrics, "costctx_label_overflow_total", label="spend_row") == spans - rows
+    assert sample(metrics, "costctx_label_overflow_total", label="tenant") == 0
+
+
 def test_verdict_flips_from_fail_to_pass_when_the_missing_field_arrives(sink):
     config = sidecar_config(sink.grpc_port, processors=["envelope"])
     config["processors"]["envelope"] = {"readiness": {"window": "60s"}}

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sidecar.envelope import ENVELOPE, Envelope, ReadinessCheck
-from sidecar.telemetry.bounded import DEFAULT_MAX_LABEL_VALUES, BoundedLabel
+from sidecar.telemetry.bounded import DEFAULT_MAX_LABEL_VALUES, OTHER, BoundedLabel
 
 OUTCOMES = ("present", "renamed", "inherited", "missing", "conflict")
 # Outcome codes, as the envelope processor writes them into a span's signature tuple.
@@ -36,6 +36,7 @@ DEFAULT_SPEND_DIMENSIONS = ("owner.tenant", "owner.feature")
 DEFAULT_READINESS_WINDOW = 600.0
 # The readiness window is kept as this many buckets, so old spans age out step by step.
 READINESS_BUCKETS = 10
+SPEND_ROWS_PER_LABEL_VALUE = 10
 TENANT_KEY = "owner.tenant"
 PICO_PER_USD = 10**12
 
@@ -140,6 +141,9 @@ class SurvivalRecorder:
         self.fields = envelope.context_keys
         self.extra_keys = readiness_extra_keys(envelope)
         self.max_label_values = max_label_values
+        # Distinct (workflow, spend dimensions) rows kept; later combinations go to `other`.
+        self.max_spend_rows = max_label_values * SPEND_ROWS_PER_LABEL_VALUE
+        self.spend_rows_overflowed = 0
         self._evaluator = _CheckEvaluator(envelope, self.extra_keys)
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Counter], None]] = []
@@ -246,7 +250,14 @@ class SurvivalRecorder:
             key = (self._workflows(raw_workflow), dims)
             row = self._spend.get(key)
             if row is None:
-                row = self._spend[key] = SpendRow()
+                if len(self._spend) >= self.max_spend_rows:
+                    # Each label is bounded, but their product is not: past the joint bound,
+                    # new combinations are counted in one `other` row.
+                    self.spend_rows_overflowed += spans
+                    key = (OTHER, (OTHER,) * len(dims))
+                    row = self._spend.get(key)
+                if row is None:
+                    row = self._spend[key] = SpendRow()
             row.total += amount
             row.spans += spans
             if tenant_repaired:
@@ -264,7 +275,9 @@ class SurvivalRecorder:
         """Per bounded label, how many values were folded into `other` so far."""
         with self._lock:
             labels = (self._hops, self._workflows, *self._dimension_labels)
-            return {dimension_label(label.name): label.overflowed for label in labels}
+            folded = {dimension_label(label.name): label.overflowed for label in labels}
+            folded["spend_row"] = self.spend_rows_overflowed
+            return folded
 
     def _readiness_in_window(self) -> dict[str, WorkflowReadiness]:
         self._current_bucket()
