@@ -166,7 +166,12 @@ class EnvelopeProcessor(Processor):
             if not record:
                 continue
             depth_kv = attrs.get(HOP_DEPTH_KEY)
-            depth = depth_kv.value.int_value if depth_kv is not None else None
+            # An int stamped by inherit (or an upstream sidecar); anything else is no depth.
+            depth = (
+                depth_kv.value.int_value
+                if depth_kv is not None and depth_kv.value.WhichOneof("value") == "int_value"
+                else None
+            )
             spans[(rec.resource.hop, depth, sig)] += 1
 
             is_llm = False
