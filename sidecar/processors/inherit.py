@@ -44,8 +44,9 @@ MiB = 1024 * 1024
 
 
 class CacheConfig(StrictModel):
-    # Spans remembered as possible ancestors (about 200 bytes each: a few strings, no span).
-    max_entries: PositiveInt = 100_000
+    # Spans remembered as possible ancestors: about 400 bytes each (ids, a few values that
+    # children share, the cache's own links), so 20 MB; 5 s of history at 10k spans/s.
+    max_entries: PositiveInt = 50_000
     # Traces remembered for the trace-level fallback.
     max_traces: PositiveInt = 25_000
     # An ancestor is forgotten this long after it was seen, even when there is room.
