@@ -9,6 +9,8 @@ from __future__ import annotations
 OTHER = "other"
 UNKNOWN = "unknown"
 DEFAULT_MAX_LABEL_VALUES = 100
+# Longer values are cut: a label value is a name, and one huge value would bloat every scrape.
+MAX_VALUE_LENGTH = 128
 
 
 class BoundedLabel:
@@ -30,6 +32,8 @@ class BoundedLabel:
     def __call__(self, value: str | None) -> str:
         if not value or value == UNKNOWN:
             return UNKNOWN
+        if len(value) > MAX_VALUE_LENGTH:
+            value = value[:MAX_VALUE_LENGTH]
         if value in self._kept or value == OTHER:
             return value
         if len(self._kept) < self.max_values:
