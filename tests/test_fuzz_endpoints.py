@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from sidecar.exporters.signals import SIGNALS
+from tests.support.endpoints import grpc_methods, http_routes
 from tests.support.otlp_client import trace_request
 
 CASES_PER_ENDPOINT = 150
@@ -134,25 +135,6 @@ def bodies(seed: bytes, json_text: bytes | None):
 def sidecar(make_sidecar):
     # The default pipeline: every processor and every service it registers on the servers.
     return make_sidecar().sidecar
-
-
-def grpc_methods(sidecar) -> list[str]:
-    methods = []
-    for handler in sidecar.grpc._handlers:
-        service = getattr(handler, "_name", None)
-        for method in getattr(handler, "_method_handlers", {}):
-            methods.append(method if method.startswith("/") else f"/{service}/{method}")
-    return sorted(methods)
-
-
-def http_routes(app) -> list[tuple[str, str]]:
-    routes = set()
-    for route in app.router.routes():
-        info = route.resource.get_info() if route.resource is not None else {}
-        path = info.get("path") or info.get("formatter")
-        if path and route.method != "HEAD":
-            routes.add((route.method, path))
-    return sorted(routes)
 
 
 def seed_for(path: str) -> tuple[bytes, bytes | None]:

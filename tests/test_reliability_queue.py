@@ -62,6 +62,14 @@ def test_persistent_queue_is_bounded_in_bytes(tmp_path):
     queue.close()
 
 
+def test_one_process_per_queue_file(tmp_path):
+    queue = PersistentQueue(tmp_path, "otlp", capacity=10, max_bytes=10_000)
+    with pytest.raises(OSError, match="in use by another process"):
+        PersistentQueue(tmp_path, "otlp", capacity=10, max_bytes=10_000)
+    queue.close()
+    PersistentQueue(tmp_path, "otlp", capacity=10, max_bytes=10_000).close()
+
+
 def test_storage_config_is_validated(tmp_path):
     config = build_config(sidecar_config(4317, processors=[], exporters=persistent(tmp_path, fsync="batch")), {})
     assert config.exporters["otlp"].sending_queue.storage.fsync == "batch"

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from sidecar.config.loader import ConfigError, build_config, load_config
 from tests.support.certs import make_pki
+from tests.support.endpoints import grpc_methods, http_routes
 from tests.support.otlp_client import trace_request
 from tests.support.sidecar import sidecar_config, start_sidecar
 
@@ -72,6 +73,25 @@ def test_bearer_token_on_grpc_http_and_admin(make_sidecar, sink, token_file):
     assert sink.wait_for_spans(2)
     assert sorted(s.name for s in sink.spans()) == ["http-right", "right"]
     channel.close()
+
+
+def test_every_method_and_route_needs_the_token_except_the_probes(make_sidecar, token_file):
+    # The default pipeline: any service a processor registers on these servers (budget) is covered.
+    sidecar = make_sidecar(extensions={"bearertokenauth": {"filename": str(token_file)}}).sidecar
+    channel = grpc.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}")
+    methods = grpc_methods(sidecar)
+    assert len(methods) >= 3
+    for method in methods:
+        with pytest.raises(grpc.RpcError) as refused:
+            channel.unary_unary(method)(b"", timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, method
+    channel.close()
+    servers = [(sidecar.http_port, sidecar.http.app), (sidecar.admin_port, sidecar.admin_app)]
+    for port, app in servers:
+        for method, path in http_routes(app):
+            response = requests.request(method, f"http://127.0.0.1:{port}{path}", data=b"", timeout=5)
+            expected = 200 if path in ("/healthz", "/readyz") else 401
+            assert response.status_code == expected, (method, path, response.status_code)
 
 
 def test_token_file_is_reloaded_on_change(make_sidecar, token_file):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import logging
 import sqlite3
 from pathlib import Path
@@ -45,6 +46,14 @@ class PersistentQueue:
         self.max_bytes = max_bytes
         self.path = Path(directory) / f"{name.replace('/', '_')}.sqlite3"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One process per queue file: two sidecars sharing it would both resend every batch.
+        # flock is released by the kernel when the process dies, even by SIGKILL.
+        self._lock = open(self.path.with_suffix(".lock"), "a+b")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise OSError(f"persistent queue {self.path} is in use by another process") from None
         # Autocommit mode: each statement is its own transaction, committed before it returns.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -121,3 +130,4 @@ class PersistentQueue:
 
     def close(self) -> None:
         self._db.close()
+        self._lock.close()  # releases the flock
