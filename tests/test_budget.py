@@ -276,3 +276,30 @@ def test_spans_without_model_calls_pass_untouched(make_rig, sink):
     assert by_name["chat gpt-4o"].attributes.get("budget.state") is None  # no policy matched it
     d = rig.client.check(workflow_id="wf-x", policy_id="p", dry_run=True)
     assert d.response.usages[0].spent == pytest.approx(0.25)
+
+
+def test_store_unreachable_fails_open_or_closed_per_policy(sink):
+    from tests.support.budget import free_port
+
+    config = sidecar_config(sink.grpc_port, processors=["budget"])
+    config["processors"]["budget"] = budget_section("redis", f"redis://127.0.0.1:{free_port()}/0", [
+        {"id": "lenient", "workflow": {"cost_usd": 1.0}, "on_store_error": "open"},
+        {"id": "strict", "workflow": {"cost_usd": 1.0}, "on_store_error": "closed"},
+    ])
+    rig = BudgetRig(start_sidecar(config), sink)
+    try:
+        lenient = rig.client.check(workflow_id=wf(), policy_id="lenient", estimated_cost_usd=0.1)
+        strict = rig.client.check(workflow_id=wf(), policy_id="strict", estimated_cost_usd=0.1)
+        assert lenient.decision == "ALLOW" and "unreachable" in lenient.reason
+        assert strict.decision == "BLOCK" and "unreachable" in strict.reason
+        assert rig.metric("costctx_budget_store_errors_total", {"operation": "check", "outcome": "fail_open"}) == 1
+        assert rig.metric("costctx_budget_store_errors_total", {"operation": "check", "outcome": "fail_closed"}) == 1
+        # Spans still go through, with their policy context, counted as not committed.
+        model_call(rig.tracer, lenient, workflow_id="wf-down", cost_usd=0.1, workflow_name="")
+        rig.provider.force_flush()
+        assert sink.wait_for_spans(1)
+        (span,) = sink.spans()
+        assert span.attributes["policy.id"] == "lenient" and "budget.state" not in span.attributes
+        assert rig.metric("costctx_budget_store_errors_total", {"operation": "commit", "outcome": "unstamped"}) == 1
+    finally:
+        rig.close()

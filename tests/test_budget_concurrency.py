@@ -1,0 +1,204 @@
+"""Concurrent callers against one budget, on both stores, and two sidecar processes
+sharing one Redis. The spend committed is read back from the spans the sink received
+(the sidecar commits a span before it forwards it) and from the live counter."""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from sidecar.budget.client import BudgetClient
+from tests.support.budget import budget_section, model_call, redis_url_fixture
+from tests.support.process import SidecarProcess, with_fixed_ports
+from tests.support.sdk import tracer_provider
+from tests.support.sidecar import sidecar_config, start_sidecar
+
+LIMIT = 1.00
+CALLERS = 64
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    yield from redis_url_fixture()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def budget_sidecar(request, sink):
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    config = sidecar_config(sink.grpc_port, processors=["budget"])
+    config["processors"]["budget"] = budget_section(
+        request.param, url, [{"id": "agent", "workflow": {"cost_usd": LIMIT}}])
+    runner = start_sidecar(config)
+    yield runner
+    runner.stop()
+
+
+def run_callers(target: str, grpc_port: int, sink, workflow: str, estimate, actual, callers: int = CALLERS,
+                tenant: str = "acme", policy: str = "agent") -> dict:
+    """`callers` threads, each: check -> model call (a span) -> next, until BLOCK."""
+    client = BudgetClient(target)
+    provider = tracer_provider(grpc_port=grpc_port, schedule_delay_millis=5)
+    tracer = provider.get_tracer("agents")
+    lock = threading.Lock()
+    stats = {"allowed": 0, "max_in_flight": 0, "overruns": []}
+    start = threading.Barrier(callers)
+
+    def caller(seed: int) -> None:
+        rng = random.Random(seed)
+        start.wait()
+        while True:
+            est = estimate(rng)
+            decision = client.check(model="gpt-4o", estimated_cost_usd=est, workflow_id=workflow, tenant=tenant,
+                                    policy_id=policy)
+            if not decision.allowed:
+                return
+            # Calls admitted but not yet committed, as the sidecar saw them: the live
+            # reservations at this check (each holds one estimate), plus this one.
+            in_flight = round(decision.response.usages[0].reserved / est) + 1
+            with lock:
+                stats["allowed"] += 1
+                stats["max_in_flight"] = max(stats["max_in_flight"], in_flight)
+            cost = actual(rng, est)
+            stats["overruns"].append(max(cost - est, 0.0))
+            model_call(tracer, decision, workflow_id=workflow, cost_usd=cost, tenant=tenant)
+
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(caller, range(callers)))
+    provider.force_flush()
+    provider.shutdown()
+    assert sink.wait_for_spans(stats["allowed"], timeout=30)
+    spent = sum(s.attributes["cost.usd"] for s in sink.spans() if s.attributes.get("workflow.id") == workflow)
+    live = client.check(workflow_id=workflow, tenant=tenant, policy_id=policy, dry_run=True)
+    client.close()
+    stats["committed"] = spent
+    stats["counter"] = live.response.usages[0] if live.response.usages else None
+    return stats
+
+
+def test_estimates_at_least_actual_never_exceed_the_limit(budget_sidecar, sink):
+    port = budget_sidecar.sidecar.grpc_port
+    workflow = f"wf-{uuid.uuid4().hex[:8]}"
+    stats = run_callers(f"127.0.0.1:{port}", port, sink, workflow,
+                        estimate=lambda rng: 0.05, actual=lambda rng, est: rng.uniform(0.03, 0.05))
+    assert stats["committed"] <= LIMIT + 1e-9
+    assert stats["allowed"] >= 20  # actuals below estimates free budget for more calls
+    # The live counter reconciles with the recorded spend, and no reservation is left behind.
+    assert stats["counter"].spent == pytest.approx(stats["committed"], abs=1e-5)
+    assert stats["counter"].reserved == 0
+
+
+def test_exact_estimates_admit_exactly_the_limit(budget_sidecar, sink):
+    port = budget_sidecar.sidecar.grpc_port
+    workflow = f"wf-{uuid.uuid4().hex[:8]}"
+    stats = run_callers(f"127.0.0.1:{port}", port, sink, workflow,
+                        estimate=lambda rng: 0.05, actual=lambda rng, est: est)
+    assert stats["allowed"] == 20  # $1.00 / $0.05, under 64-way contention
+    assert stats["committed"] == pytest.approx(1.00)
+
+
+def test_underestimates_overrun_by_at_most_the_calls_in_flight(budget_sidecar, sink):
+    """Estimates below the actual cost: admission is still exact on the estimates, so the
+    spend passes the limit only by the overruns of the calls in flight when it ran out:
+    at most one call's overrun for each caller admitted concurrently."""
+    port = budget_sidecar.sidecar.grpc_port
+    workflow = f"wf-{uuid.uuid4().hex[:8]}"
+    stats = run_callers(f"127.0.0.1:{port}", port, sink, workflow,
+                        estimate=lambda rng: 0.04, actual=lambda rng, est: est + 0.01)
+    overrun = 0.01
+    assert stats["committed"] > LIMIT  # the scenario does overrun
+    assert stats["committed"] - LIMIT <= stats["max_in_flight"] * overrun + 1e-9
+    assert stats["max_in_flight"] < CALLERS  # a bound from what the sidecar saw, not the caller count
+    assert stats["counter"].spent == pytest.approx(stats["committed"], abs=1e-5)
+
+
+def test_a_serial_caller_overruns_by_at_most_one_call(budget_sidecar, sink):
+    port = budget_sidecar.sidecar.grpc_port
+    workflow = f"wf-{uuid.uuid4().hex[:8]}"
+    client = BudgetClient(f"127.0.0.1:{port}")
+    provider = tracer_provider(grpc_port=port, schedule_delay_millis=5)
+    tracer = provider.get_tracer("agent")
+    spent = 0.0
+    while True:
+        decision = client.check(estimated_cost_usd=0.04, workflow_id=workflow, policy_id="agent")
+        if not decision.allowed:
+            break
+        model_call(tracer, decision, workflow_id=workflow, cost_usd=0.05)
+        spent += 0.05
+        provider.force_flush()  # the agent loop waits for its call: the next check sees the actual
+        assert sink.wait_for_spans(round(spent / 0.05))
+    provider.shutdown()
+    client.close()
+    assert LIMIT < spent <= LIMIT + 0.01 + 1e-9
+
+
+def test_two_sidecar_processes_share_one_tenant_ceiling(redis_url, sink, tmp_path: Path):
+    prefix = f"{{two{uuid.uuid4().hex[:8]}}}:"
+    sidecars = []
+    try:
+        for i in range(2):
+            config = with_fixed_ports(sidecar_config(sink.grpc_port, processors=["budget"]))
+            section = budget_section("redis", redis_url, [{"id": "tenant-cap", "tenant": {"day_usd": LIMIT}}])
+            section["redis"]["key_prefix"] = prefix  # one deployment: one key space
+            config["processors"]["budget"] = section
+            workdir = tmp_path / f"sidecar{i}"
+            workdir.mkdir()
+            sidecars.append(SidecarProcess(config, workdir).start())
+        tenant = f"acme-{uuid.uuid4().hex[:6]}"
+        clients = [BudgetClient(s.grpc_target) for s in sidecars]
+        providers = [tracer_provider(grpc_port=int(s.grpc_target.rsplit(":", 1)[1]), schedule_delay_millis=5)
+                     for s in sidecars]
+        lock = threading.Lock()
+        allowed = [0, 0]
+        barrier = threading.Barrier(32)
+        # Half the ceiling spent through sidecar 0 first, committed from its spans.
+        tracer0 = providers[0].get_tracer("agents")
+        for i in range(10):
+            d = clients[0].check(estimated_cost_usd=0.05, workflow_id=f"wf-first-{i}", tenant=tenant,
+                                 policy_id="tenant-cap")
+            assert d.allowed
+            allowed[0] += 1
+            model_call(tracer0, d, workflow_id=f"wf-first-{i}", cost_usd=0.05, tenant=tenant)
+        providers[0].force_flush()
+        assert sink.wait_for_spans(10, timeout=30)
+        seen = clients[1].check(workflow_id="wf-peek", tenant=tenant, policy_id="tenant-cap", dry_run=True)
+        assert seen.response.usages[0].spent == pytest.approx(0.5)  # sidecar 1 sees sidecar 0's spend
+
+        def caller(n: int) -> None:
+            side = n % 2  # half the callers on each sidecar, different workflows, one tenant
+            tracer = providers[side].get_tracer("agents")
+            barrier.wait()
+            while True:
+                workflow = f"wf-{n}-{uuid.uuid4().hex[:6]}"
+                d = clients[side].check(estimated_cost_usd=0.05, workflow_id=workflow, tenant=tenant,
+                                        policy_id="tenant-cap")
+                if not d.allowed:
+                    return
+                with lock:
+                    allowed[side] += 1
+                model_call(tracer, d, workflow_id=workflow, cost_usd=0.05, tenant=tenant)
+
+        # Then 32 concurrent callers, half on each sidecar, race for the other half.
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(caller, range(32)))
+        for provider in providers:
+            provider.force_flush()
+            provider.shutdown()
+        assert sink.wait_for_spans(sum(allowed), timeout=30)
+        committed = sum(s.attributes["cost.usd"] for s in sink.spans() if s.attributes.get("owner.tenant") == tenant)
+        assert sum(allowed) == 20 and committed == pytest.approx(LIMIT)
+        assert allowed[0] >= 10  # the rest went to whichever sidecar won the race, never more in total
+        states = {s.attributes.get("budget.state") for s in sink.spans() if s.attributes.get("owner.tenant") == tenant}
+        assert "hard" in states
+        for client in clients:
+            last = client.check(estimated_cost_usd=0.01, workflow_id="wf-late", tenant=tenant, policy_id="tenant-cap")
+            assert last.decision == "BLOCK" and last.response.dimension == "tenant.day_usd"
+            client.close()
+    finally:
+        for s in sidecars:
+            s.close()
