@@ -297,3 +297,28 @@ def test_overflow_and_shutdown_release_held_spans_never_dropping_them(sink):
     assert sink.wait_for_spans(5)
     assert sorted(s.name for s in sink.spans()) == [f"orphan-{i}" for i in range(5)]
     provider.shutdown()
+
+
+def test_default_pipeline_keeps_normalize_notes_on_held_spans(make_sidecar, sink):
+    """normalize renames before the span is held; the rename still counts when it is released."""
+    runner = make_sidecar(processor_config={"inherit": {"wait_duration": "30s"}})  # the default pipeline
+    names = [p.name for p in runner.sidecar.traces.processors]
+    assert names.index("normalize") < names.index("inherit") < names.index("envelope")
+    provider = tracer_provider(grpc_port=runner.sidecar.grpc_port, service="chat")
+    tracer = provider.get_tracer("chat")
+    with tracer.start_as_current_span("root", attributes=CONTEXT):
+        with tracer.start_as_current_span("llm", attributes={"user.id": "u-1"}):
+            pass
+        provider.force_flush()
+        assert runner.call(lambda: runner.sidecar.traces.processors[names.index("inherit")].hold.span_count) == 1
+    provider.force_flush()
+    provider.shutdown()
+
+    assert sink.wait_for_spans(2)
+    llm = _by_name(sink)["llm"].attributes
+    assert llm["owner.user"] == "u-1" and "user.id" not in llm
+    assert llm["costctx.renamed"] == ["owner.user"]
+    assert llm["workflow.id"] == "wf-1"
+    survival = runner.sidecar.survival.snapshot()
+    assert survival[("chat", "owner.user", "renamed")] == 1
+    assert survival[("chat", "workflow.id", "inherited")] == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 import grpc
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -245,3 +246,26 @@ def test_churn_through_a_real_sidecar_keeps_sizes_within_limits(sink):
     orphans = [s for s in sink.spans() if s.name == "s2"]
     assert len(orphans) == rounds * per_round
     assert all(set(s.attributes["costctx.missing"]) >= {"workflow.id"} for s in orphans)
+
+
+def test_a_failure_mid_batch_leaves_no_span_both_forwarded_and_held(monkeypatch):
+    processor, emitted, clock = make()
+    processor.process(batch([(9, 3, 2, {})]))  # held from an earlier batch
+    original = processor._resolve
+
+    def failing(rec, *args):
+        if rec.span.name == "s8":
+            raise RuntimeError("bug")
+        return original(rec, *args)
+
+    monkeypatch.setattr(processor, "_resolve", failing)
+    b = batch([(8, 2, 1, {}), (9, 2, None, CONTEXT), (8, 8, None, CONTEXT)])
+    with pytest.raises(RuntimeError):
+        processor.process(b)
+    # The pipeline forwards `b` as it stands: its held span left the hold, and the span
+    # released into it from the earlier batch is in it (request and index).
+    assert processor.hold.span_count == 0 and not processor.hold.waiters
+    assert sorted(names(b)) == ["s2", "s2", "s3", "s8"]
+    assert sorted(r.span.name for r in b.records) == ["s2", "s2", "s3", "s8"]
+    processor.tick(clock.now + 10)
+    assert not emitted

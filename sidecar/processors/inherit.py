@@ -151,31 +151,41 @@ class InheritProcessor(Processor):
         held_here: list[HeldSpan] = []
         out: Regrouper | None = None
 
-        for rec in records:
-            span = rec.span
-            trace_id = span.trace_id
-            key = trace_id + span.span_id
-            own = self._own_fields(rec)
-            parent_id = span.parent_span_id
-            wait_key = trace_id + parent_id if parent_id else None
-            parent = cache_get(wait_key) if wait_key is not None else None
-            if parent is None and self._needs_repair(own):
-                if wait_key is None and len(span.links):
-                    # The root of a trace started from a remote context (a sub-agent that
-                    # links to the span that spawned it): treat the link as its parent.
-                    link = span.links[0]
-                    wait_key = link.trace_id + link.span_id
-                    parent = cache_get(wait_key)
-                if parent is None and wait_key is not None:
-                    held = HeldSpan(rec, trace_id, key, wait_key, own)
-                    if hold.add(held, now):
-                        held_here.append(held)
-                        continue
-            self._resolve(rec, own, key, trace_id, parent, tally)
-            if hold.waiters:
-                if out is None:
-                    out = Regrouper(batch.request)
-                self._cascade(key, "ancestor", out, tally)
+        try:
+            for rec in records:
+                span = rec.span
+                trace_id = span.trace_id
+                key = trace_id + span.span_id
+                own = self._own_fields(rec)
+                parent_id = span.parent_span_id
+                wait_key = trace_id + parent_id if parent_id else None
+                parent = cache_get(wait_key) if wait_key is not None else None
+                if parent is None and self._needs_repair(own):
+                    if wait_key is None and len(span.links):
+                        # The root of a trace started from a remote context (a sub-agent that
+                        # links to the span that spawned it): treat the link as its parent.
+                        link = span.links[0]
+                        wait_key = link.trace_id + link.span_id
+                        parent = cache_get(wait_key)
+                    if parent is None and wait_key is not None:
+                        held = HeldSpan(rec, trace_id, key, wait_key, own)
+                        if hold.add(held, now):
+                            held_here.append(held)
+                            continue
+                self._resolve(rec, own, key, trace_id, parent, tally)
+                if hold.waiters:
+                    if out is None:
+                        out = Regrouper(batch.request)
+                    self._cascade(key, "ancestor", out, tally)
+        except Exception:
+            # The pipeline forwards this batch as it stands: spans held from it are still in
+            # it, so they must leave the hold; spans released into it go with it.
+            for held in held_here:
+                if not held.done:
+                    hold.remove(held)
+            if out is not None and out.records:
+                batch.set_records(records + out.records)
+            raise
 
         pending = [h for h in held_here if not h.done]
         kept = self._detach(batch, records, pending, tally) if pending else records
