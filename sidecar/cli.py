@@ -54,11 +54,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from sidecar.budget.demo import demo_section as budget_section
     from sidecar.demo import run_demo
     from sidecar.telemetry.survival_cli import demo_section as survival_section
 
     _configure_logging("warning")
-    return run_demo(sys.stdout, extra_sections=[survival_section])
+    return run_demo(sys.stdout, extra_sections=[survival_section, budget_section])
 
 
 def cmd_price(args: argparse.Namespace) -> int:

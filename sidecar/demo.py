@@ -51,6 +51,11 @@ def demo_config(sink_port: int) -> dict:
         }
     }
     config["service"]["telemetry"] = {"metrics": {"address": "127.0.0.1:0"}}
+    if "budget" in config["processors"]:
+        from sidecar.budget.demo import POLICY
+
+        config["processors"]["budget"] = {"policies": [
+            {"id": "support-default", "workflow": {"cost_usd": 1.0}}, POLICY]}
     return config
 
 
