@@ -174,18 +174,30 @@ def test_coercion_can_be_turned_off(sink, start):
 def test_coarse_provider_key_is_only_a_fallback(sink, make_sidecar):
     side = make_sidecar(processors=PIPELINE)
     send(side, [
-        ("host-only", {"llm.provider": "azure", "llm.model_name": "gpt-4o"}),
+        ("host-only", {"llm.provider": "azure"}),
         ("both", {"llm.provider": "azure", "llm.system": "openai"}),
     ])
     spans = received(sink, 2)
     host_only = spans["host-only"].attributes
     assert host_only["gen_ai.provider.name"] == "azure.ai.openai"
-    assert host_only["gen_ai.response.model"] == "gpt-4o"
     assert "llm.provider" not in host_only
     both = spans["both"].attributes
     assert both["gen_ai.provider.name"] == "openai"
     assert both["llm.provider"] == "azure"  # a different, coarser fact: kept, no conflict
     assert metric_values(side, "conflicts") == {}
+
+
+def test_model_name_is_the_response_model_only_when_there_was_a_response(sink, make_sidecar):
+    side = make_sidecar(processors=PIPELINE)
+    send(side, [
+        ("answered", {"llm.model_name": "gpt-4o-2024-08-06", "llm.token_count.completion": 3}),
+        ("failed", {"llm.model_name": "gpt-4o", "error.type": "timeout"}),
+    ])
+    spans = received(sink, 2)
+    answered, failed = spans["answered"].attributes, spans["failed"].attributes
+    assert answered["gen_ai.response.model"] == "gpt-4o-2024-08-06" and "gen_ai.request.model" not in answered
+    assert failed["gen_ai.request.model"] == "gpt-4o" and "gen_ai.response.model" not in failed
+    assert "llm.model_name" not in failed
 
 
 def test_span_events_and_untouched_spans(sink, make_sidecar):

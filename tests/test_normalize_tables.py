@@ -129,3 +129,15 @@ def test_alias_cycles_and_bad_entries_are_errors():
         parse_alias_document({"aliases": [{"from": "a", "to": "b"}, {"from": "a", "to": "c"}]}, "u")
     with pytest.raises(AliasFileError, match="apply_to"):
         parse_alias_document({"aliases": [{"from": "a", "to": "b", "apply_to": ["logs"]}]}, "u")
+    with pytest.raises(AliasFileError, match="go together"):
+        parse_alias_document({"aliases": [{"from": "a", "to": "b", "requires_any": ["x"]}]}, "u")
+
+
+def test_conditional_target_follows_chains():
+    user = parse_alias_document({"aliases": [
+        {"from": "my.model", "to": "llm.response.model_name", "requires_any": ["my.answer"],
+         "otherwise": "llm.request.model_name"},
+    ]}, "u")
+    rule = builder(user_sets=[user]).base().spans.rules["my.model"]
+    assert rule.target({"my.answer"}) == "gen_ai.response.model"
+    assert rule.target({"other"}) == "gen_ai.request.model"

@@ -29,6 +29,10 @@ class Alias:
     # Rename only when nothing else supplies `new`; otherwise leave the key alone.
     fallback: bool = False
     source: str = ""
+    # Conditional target: rename to `new` when the attributes carry any of `requires_any`,
+    # otherwise to `otherwise` (e.g. a model name is the response's only if there was one).
+    requires_any: tuple[str, ...] = ()
+    otherwise: str | None = None
 
 
 @dataclass
@@ -44,7 +48,7 @@ class AliasSet:
 def _parse_alias(entry: Any, where: str) -> Alias:
     if not isinstance(entry, dict):
         raise AliasFileError(f"{where}: an alias is a mapping with `from` and `to`")
-    unknown = set(entry) - {"from", "to", "apply_to", "fallback", "source"}
+    unknown = set(entry) - {"from", "to", "apply_to", "fallback", "source", "requires_any", "otherwise"}
     if unknown:
         raise AliasFileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     old, new = entry.get("from"), entry.get("to")
@@ -58,7 +62,12 @@ def _parse_alias(entry: Any, where: str) -> Alias:
     bad = [p for p in apply_to if p not in PLACES]
     if bad:
         raise AliasFileError(f"{where}: apply_to must be among {', '.join(PLACES)}, not {', '.join(map(str, bad))}")
-    return Alias(old, new, frozenset(apply_to), bool(entry.get("fallback", False)), str(entry.get("source", "")))
+    requires_any = entry.get("requires_any") or []
+    otherwise = entry.get("otherwise")
+    if bool(requires_any) != bool(otherwise) or not isinstance(requires_any, list):
+        raise AliasFileError(f"{where}: `requires_any` (a list of keys) and `otherwise` go together")
+    return Alias(old, new, frozenset(apply_to), bool(entry.get("fallback", False)), str(entry.get("source", "")),
+                 tuple(str(k) for k in requires_any), str(otherwise) if otherwise else None)
 
 
 def parse_alias_document(raw: Any, origin: str) -> AliasSet:

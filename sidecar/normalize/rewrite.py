@@ -46,7 +46,8 @@ def rewrite_attributes(
         if rule is not None:
             if groups is None:
                 groups = {}
-            groups.setdefault(rule.canonical, []).append(key)
+            canonical = rule.canonical if rule.requires is None else rule.target(index)
+            groups.setdefault(canonical, []).append(key)
     renamed, drop = _rename(index, groups, rules, table, where, tally) if groups else (_NONE, None)
     if len(renamed) > 1:
         renamed.sort()  # a stable `costctx.renamed` whatever the set order

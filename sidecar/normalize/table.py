@@ -19,6 +19,14 @@ class Rule:
     canonical: str
     rank: int
     fallback: bool
+    # Conditional target: `canonical` when any of `requires` is present, else `otherwise`.
+    requires: frozenset[str] | None = None
+    otherwise: str | None = None
+
+    def target(self, present) -> str:
+        if self.requires is None or not self.requires.isdisjoint(present):
+            return self.canonical
+        return self.otherwise  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -52,24 +60,20 @@ class CompiledTable:
         return frozenset(k for p in self.places.values() for k in p.rules)
 
 
-# (old, new, places, fallback)
-RawRule = tuple[str, str, frozenset[str], bool]
+# (old, new, places, fallback, requires_any, otherwise)
+RawRule = tuple[str, str, frozenset[str], bool, tuple[str, ...], str | None]
 
 
-def _resolve(rules: dict[str, tuple[str, bool]]) -> dict[str, str]:
-    """Follow chains (a -> b, b -> c gives a -> c); a cycle is a config error."""
-    resolved: dict[str, str] = {}
-    for old in rules:
-        path = [old]
-        target = rules[old][0]
-        while target in rules:
-            if target in path:
-                chain = " -> ".join([*path, target])
-                raise AliasFileError(f"alias cycle: {chain} (drop one of these aliases)")
-            path.append(target)
-            target = rules[target][0]
-        resolved[old] = target
-    return resolved
+def _follow(old: str, target: str, targets: dict[str, str]) -> str:
+    """Follow a chain (a -> b, b -> c gives a -> c); a cycle is a config error."""
+    path = [old]
+    while target in targets:
+        if target in path:
+            chain = " -> ".join([*path, target])
+            raise AliasFileError(f"alias cycle: {chain} (drop one of these aliases)")
+        path.append(target)
+        target = targets[target]
+    return target
 
 
 def compile_table(
@@ -78,13 +82,19 @@ def compile_table(
     places: dict[str, PlaceTable] = {}
     scalar_types = {k: t for k, t in types.items() if t in TYPE_FIELD}
     for place in PLACES:
-        chosen: dict[str, tuple[str, bool]] = {}
+        chosen: dict[str, RawRule] = {}
         for layer in layers:
-            for old, new, apply_to, fallback in layer:
-                if place in apply_to and old not in chosen:
-                    chosen[old] = (new, fallback)
-        resolved = _resolve(chosen)
-        rules = {old: Rule(resolved[old], rank, chosen[old][1]) for rank, old in enumerate(chosen)}
+            for raw in layer:
+                if place in raw[2] and raw[0] not in chosen:
+                    chosen[raw[0]] = raw
+        targets = {old: raw[1] for old, raw in chosen.items()}
+        rules = {}
+        for rank, (old, (_, new, _, fallback, requires, otherwise)) in enumerate(chosen.items()):
+            rules[old] = Rule(
+                _follow(old, new, targets), rank, fallback,
+                frozenset(requires) if requires else None,
+                _follow(old, otherwise, targets) if otherwise else None,
+            )
         watch = frozenset(rules) | frozenset(scalar_types) | frozenset(values)
         places[place] = PlaceTable(rules, watch)
     kinds = {k: TYPE_FIELD[t] for k, t in scalar_types.items()}
@@ -92,7 +102,7 @@ def compile_table(
 
 
 def alias_layer(alias_set: AliasSet) -> list[RawRule]:
-    return [(a.old, a.new, a.apply_to, a.fallback) for a in alias_set.aliases]
+    return [(a.old, a.new, a.apply_to, a.fallback, a.requires_any, a.otherwise) for a in alias_set.aliases]
 
 
 @dataclass
@@ -163,5 +173,5 @@ class TableBuilder:
                     if (place, old) in seen:
                         continue
                     seen.add((place, old))
-                    layer.append((old, new, frozenset({place}), False))
+                    layer.append((old, new, frozenset({place}), False, (), None))
         return layer
