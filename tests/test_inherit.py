@@ -322,3 +322,21 @@ def test_default_pipeline_keeps_normalize_notes_on_held_spans(make_sidecar, sink
     survival = runner.sidecar.survival.snapshot()
     assert survival[("chat", "owner.user", "renamed")] == 1
     assert survival[("chat", "workflow.id", "inherited")] == 1
+
+
+def test_async_tool_call_outliving_its_parent_is_repaired_from_the_cache_without_waiting(make_sidecar, sink):
+    runner = make_sidecar(processors=PIPELINE, processor_config={"inherit": {"wait_duration": "30s"}})
+    provider = tracer_provider(grpc_port=runner.sidecar.grpc_port, service="svc")
+    tracer = provider.get_tracer("svc")
+    with tracer.start_as_current_span("root", attributes=CONTEXT):
+        background = tracer.start_span("tool.async")  # fire and forget: ends after the root
+    provider.force_flush()
+    assert sink.wait_for_spans(1)
+    background.end()
+    provider.force_flush()
+    assert sink.wait_for_spans(2)
+    tool = _by_name(sink)["tool.async"].attributes
+    assert tool["workflow.id"] == "wf-1" and tool["policy.id"] == "pol-7"
+    assert "workflow.id" in tool["costctx.repaired"]
+    assert _sample(runner, "costctx_inherit_held_spans_total") == 0  # its ancestor was known
+    provider.shutdown()

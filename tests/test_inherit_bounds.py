@@ -269,3 +269,15 @@ def test_a_failure_mid_batch_leaves_no_span_both_forwarded_and_held(monkeypatch)
     assert sorted(r.span.name for r in b.records) == ["s2", "s2", "s3", "s8"]
     processor.tick(clock.now + 10)
     assert not emitted
+
+
+def test_cache_entries_age_out_without_traffic():
+    processor, _, clock = make(cache={"ttl": "10s"})
+    processor.process(batch([(1, 1, None, CONTEXT), (2, 1, None, CONTEXT)]))
+    assert len(processor.cache) == 2 and len(processor.trace_values) == 2
+    clock.now += 11
+    processor.tick(clock.now)
+    assert len(processor.cache) == 0 and len(processor.trace_values) == 0
+    # A late child of an expired ancestor is held like any child of an unknown parent.
+    processor.process(batch([(1, 5, 1, {})]))
+    assert processor.hold.span_count == 1

@@ -283,6 +283,9 @@ class InheritProcessor(Processor):
             self._release_trace(trace, "overflow", out, tally)
 
     def tick(self, now: float) -> None:
+        # Drop aged entries even when no span arrives to trigger it (cheap: looks at the head).
+        self.cache.expire()
+        self.trace_values.expire()
         hold = self.hold
         trace = hold.oldest()
         if trace is None or trace.deadline > now:
