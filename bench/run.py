@@ -67,18 +67,19 @@ class Plan:
     attr_counts: list[int] = field(default_factory=lambda: [0, 4, 16, 48])
     pool_spans: int = 20_000
     saturation_s: float = 8.0
-    rate_s: float = 12.0
+    rate_s: float = 10.0
     warmup_s: float = 2.0
     concurrency: int = 8
     cpu_rate: float = 10_000.0
     latency_rate: float = 5_000.0
     inprocess_rounds: int = 5
+    inprocess_spans: int = 6_000  # per round; the full pipeline runs at a few thousand spans/s
     e2e_sweep: bool = True
 
     @classmethod
     def for_args(cls, args: argparse.Namespace) -> Plan:
         if args.quick:
-            return cls(quick=True, batch_sizes=[20, 100], attr_counts=[0, 4], pool_spans=1_000,
+            return cls(quick=True, batch_sizes=[20, 100], attr_counts=[0, 4], pool_spans=1_000, inprocess_spans=1_000,
                        saturation_s=1.5, rate_s=1.5, warmup_s=0.5, cpu_rate=2_000.0, latency_rate=1_000.0,
                        inprocess_rounds=2, e2e_sweep=False)
         plan = cls(quick=False)
@@ -451,7 +452,8 @@ def in_process(pools: Pools, plan: Plan) -> dict:
     rows = []
     for i, (batch, attrs) in enumerate(plan.points(True)):
         log(f"in-process: batch {batch}, attrs +{attrs}")
-        result = asyncio.run(inprocess.measure(pools.requests(batch, attrs), batch, list(DEFAULT_TRACE_PROCESSORS),
+        requests = pools.requests(batch, attrs)[: max(1, plan.inprocess_spans // batch)]
+        result = asyncio.run(inprocess.measure(requests, batch, list(DEFAULT_TRACE_PROCESSORS),
                                                plan.inprocess_rounds, cycle_base=50_000 + i * 100))
         rows.append({"extra_attrs": attrs, **result})
     return {"default": rows[0], "sweep": rows}
@@ -547,6 +549,74 @@ def print_table(results: dict, out=sys.stdout) -> None:
     w(f"\nelapsed {results['elapsed_s']:.0f}s\n")
 
 
+def markdown(results: dict) -> str:
+    """The figures as Markdown tables, for BENCHMARKS.md."""
+    lines: list[str] = []
+    add = lines.append
+    m = results["machine"]
+    add(f"Measured {results['started_utc']} with `{results['command']}` ({results['elapsed_s']:.0f} s) on "
+        f"{m['nproc']} x {m['cpu_model']}, {m['memory_gb']} GB, Python {m['python']}, grpcio {m['grpcio']}, "
+        f"protobuf {m['protobuf']} ({m['protobuf_backend']}). Processors on: {', '.join(results['processors_full'])}. "
+        f"Load average at start {results['load']['loadavg_start']}, at end {results['load']['loadavg_end']}; "
+        f"whole machine busy (median over the windows) {results['load']['median_machine_busy_pct']:.0f}% of both "
+        "cores, our processes included.")
+    add("")
+    sa = results["sink_alone"]
+    add(f"### 1. Saturation throughput, spans/s delivered to the sink (sink alone: {sa['spans_per_s']:,.0f} at "
+        f"{sa['sink_cpu_pct']:.0f}% of a core)")
+    add("")
+    add("| spans/batch | extra attrs | processors off | all on | on/off | sidecar CPU % (on) | sink CPU % (on) |")
+    add("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results["saturation"]["sweep"]:
+        add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | {fmt(r['off']['spans_per_s'], 0)} | "
+            f"{fmt(r['full']['spans_per_s'], 0)} | {fmt(r['full_vs_off'], 3)} | {fmt(r['full']['sidecar_cpu_pct'])} | "
+            f"{fmt(r['full']['sink_cpu_pct'])} |")
+    add("")
+    c = results["cpu_rss_at_rate"]
+    add(f"### 2. Sidecar process at a fixed {c['default']['rate']:,.0f} spans/s offered (Collector testbed ceiling "
+        f"at 10,000 spans/s: {COLLECTOR_CEILING['cpu_pct']:.0f}% of a core, {COLLECTOR_CEILING['rss_mb']:.0f} MB)")
+    add("")
+    add("| spans/batch | extra attrs | CPU % off | CPU % on | on/off | peak RSS MB off | peak RSS MB on | "
+        "delivered spans/s off | delivered spans/s on |")
+    add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in c["sweep"]:
+        add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | {fmt(r['off']['cpu_pct'])} | "
+            f"{fmt(r['full']['cpu_pct'])} | {fmt(r['full_vs_off_cpu'], 2)} | {fmt(r['off']['peak_rss_mb'])} | "
+            f"{fmt(r['full']['peak_rss_mb'])} | "
+            f"{fmt(r['off']['achieved_spans_per_s'], 0)} | {fmt(r['full']['achieved_spans_per_s'], 0)} |")
+    add("")
+    lat = results["latency"]
+    add(f"### 3. Export-call latency at {lat['default']['rate']:,.0f} spans/s offered, ms (every span carries its "
+        "context: nothing is held)")
+    add("")
+    add("| spans/batch | extra attrs | direct p50 / p99 | off p50 / p99 | on p50 / p99 | added p50 / p99 (off) | "
+        "added p50 / p99 (on) |")
+    add("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in lat["sweep"]:
+        add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | "
+            f"{fmt(r['direct']['p50'], 2)} / {fmt(r['direct']['p99'], 2)} | "
+            f"{fmt(r['off']['p50'], 2)} / {fmt(r['off']['p99'], 2)} | {fmt(r['full']['p50'], 2)} / "
+            f"{fmt(r['full']['p99'], 2)} | {fmt(r['added_p50_ms_off'], 2)} / {fmt(r['added_p99_ms_off'], 2)} | "
+            f"{fmt(r['added_p50_ms_full'], 2)} / {fmt(r['added_p99_ms_full'], 2)} |")
+    add("")
+    add("### 4. In-process throughput, spans/s of CPU time: parse + serialize floor vs the pipeline")
+    add("")
+    add("| spans/batch | extra attrs | floor | pipeline, no processors | all on | on/floor | processors us/span |")
+    add("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results["inprocess"]["sweep"]:
+        add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | {fmt(r['floor_spans_per_s'], 0)} | "
+            f"{fmt(r['off_spans_per_s'], 0)} | {fmt(r['full_spans_per_s'], 0)} | {fmt(r['full_vs_floor'], 3)} | "
+            f"{fmt(r['processor_us_per_span'], 1)} |")
+    add("")
+    add("### Targets")
+    add("")
+    add("| figure | measured | target | met |")
+    add("|---|---:|---|---|")
+    for name, t in results["targets"].items():
+        add(f"| {name} | {fmt(t['value'], 2)} | {t['target']} | {t['met']} |")
+    return "\n".join(lines) + "\n"
+
+
 @contextlib.contextmanager
 def workspace(keep: str | None) -> Iterator[Path]:
     if keep:
@@ -565,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds per end-to-end measurement (default 8-12)")
     parser.add_argument("--no-sweep", action="store_true", help="end-to-end figures at the default point only")
     parser.add_argument("--workdir", help="keep configs, pools and process logs here")
+    parser.add_argument("--markdown", help="write the figures as Markdown tables here (for BENCHMARKS.md)")
     args = parser.parse_args(argv)
     plan = Plan.for_args(args)
     started = time.monotonic()
@@ -601,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(results))
     return 0
 
 

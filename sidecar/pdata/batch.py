@@ -95,8 +95,7 @@ class SpanRecord:
     def set(self, key: str, value: Any) -> None:
         kv = self.attrs.get(key)
         if kv is None:
-            kv = self.span.attributes.add()
-            kv.key = key
+            kv = self.span.attributes.add(key=key)
             self.attrs[key] = kv
         set_any_value(kv.value, value)
 
@@ -124,10 +123,23 @@ class SpanRecord:
         if not values:
             return
         kv = self.attrs.get(key)
-        existing = string_array(kv.value) if kv is not None else []
-        merged = existing + [v for v in values if v not in existing]
-        if merged != existing:
-            self.set(key, merged)
+        if kv is None:
+            kv = self.span.attributes.add(key=key)
+            self.attrs[key] = kv
+            set_any_value(kv.value, list(values))
+            return
+        existing = string_array(kv.value)
+        added = [v for v in values if v not in existing]
+        if not added and kv.value.WhichOneof("value") == "array_value":
+            return
+        all_strings = len(existing) == len(kv.value.array_value.values) and all(type(v) is str for v in added)
+        if kv.value.WhichOneof("value") == "array_value" and all_strings:
+            # Append in place: cheaper than rewriting the array (profiled on the bench workload).
+            add = kv.value.array_value.values.add
+            for v in added:
+                add(string_value=v)
+            return
+        self.set(key, existing + added)
 
     def note(self, name: str) -> set[str]:
         """A named set of field keys in this span's notes, created on first use."""
