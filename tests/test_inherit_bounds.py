@@ -281,3 +281,12 @@ def test_cache_entries_age_out_without_traffic():
     # A late child of an expired ancestor is held like any child of an unknown parent.
     processor.process(batch([(1, 5, 1, {})]))
     assert processor.hold.span_count == 1
+
+
+def test_the_same_span_twice_in_one_batch_is_held_once_and_passed_once():
+    processor, _, _ = make()
+    out = processor.process(batch([(6, 2, 1, {}), (6, 2, 1, {})]))
+    assert names(out) == ["s2"] and len(out.records) == 1
+    assert processor.hold.span_count == 1
+    out = processor.process(batch([(6, 1, None, CONTEXT)]))
+    assert names(out) == ["s1", "s2"]

@@ -225,10 +225,17 @@ class InheritProcessor(Processor):
             self.hold.account(held)
         tally.held += len(pending)
         for scope_spans, keys in by_scope.values():
+            # The first span with a held key is the held one: a duplicate later in the batch
+            # (a client bug) was refused by the hold and passes, so it must stay.
             spans = scope_spans.spans
-            for i in range(len(spans) - 1, -1, -1):
-                if spans[i].trace_id + spans[i].span_id in keys:
-                    del spans[i]
+            found = []
+            for i, span in enumerate(spans):
+                span_key = span.trace_id + span.span_id
+                if span_key in keys:
+                    keys.discard(span_key)
+                    found.append(i)
+            for i in reversed(found):
+                del spans[i]
         _prune_empty(batch.request)
         return [r for r in records if id(r) not in held_ids]
 
