@@ -290,3 +290,24 @@ def test_the_same_span_twice_in_one_batch_is_held_once_and_passed_once():
     assert processor.hold.span_count == 1
     out = processor.process(batch([(6, 1, None, CONTEXT)]))
     assert names(out) == ["s1", "s2"]
+
+
+def test_odd_input_is_carried_not_crashed_on():
+    processor, emitted, clock = make()
+    b = batch([(1, 1, None, {})])
+    root = b.records[0]
+    root.set("workflow.id", "wf")
+    root.set("owner.tenant", 42)  # not a string: inherited with its type
+    root.set("request.id", ["a", "b"])
+    root.set("owner.feature", "")  # empty: treated as absent
+    processor.process(b)
+    empty_ids = batch([(0, 0, 0, {})])  # an all-zero parent id is no parent
+    empty_ids.records[0].span.trace_id = b""
+    empty_ids.records[0].span.span_id = b""
+    empty_ids.records[0].span.links.add()  # a link with no ids is no parent
+    assert names(processor.process(empty_ids)) == ["s0"]
+    child = processor.process(batch([(1, 2, 1, {})]))
+    got = attrs(child, "s2")
+    assert got["owner.tenant"] == 42 and got["request.id"] == ["a", "b"] and "owner.feature" not in got
+    processor.tick(clock.now + 5)
+    assert processor.hold.span_count == 0

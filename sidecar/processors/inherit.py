@@ -41,6 +41,7 @@ from sidecar.processors.base import Processor
 REPAIRED_KEY = "costctx.repaired"
 HOP_DEPTH_KEY = "workflow.hop_depth"
 MiB = 1024 * 1024
+_INVALID_SPAN_ID = bytes(8)
 
 
 class CacheConfig(StrictModel):
@@ -158,10 +159,11 @@ class InheritProcessor(Processor):
                 key = trace_id + span.span_id
                 own = self._own_fields(rec)
                 parent_id = span.parent_span_id
-                wait_key = trace_id + parent_id if parent_id else None
+                # An all-zero id is invalid (W3C): no parent, rather than one that never comes.
+                wait_key = trace_id + parent_id if parent_id and parent_id != _INVALID_SPAN_ID else None
                 parent = cache_get(wait_key) if wait_key is not None else None
                 if parent is None and self._needs_repair(own):
-                    if wait_key is None and len(span.links):
+                    if wait_key is None and len(span.links) and span.links[0].span_id:
                         # The root of a trace started from a remote context (a sub-agent that
                         # links to the span that spawned it): treat the link as its parent.
                         link = span.links[0]
@@ -439,7 +441,7 @@ class InheritProcessor(Processor):
                 depth = 0  # a new workflow starts here
             else:
                 depth = parent.depth + (rec.resource.hop != parent.hop)
-        elif not rec.span.parent_span_id and not len(rec.span.links):
+        elif rec.span.parent_span_id in (b"", _INVALID_SPAN_ID) and not len(rec.span.links):
             depth = 0
         else:
             return None  # the ancestors are unknown: the depth is too
