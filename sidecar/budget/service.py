@@ -24,12 +24,18 @@ class BadRequest(ValueError):
     pass
 
 
+# Far above any real call; keeps micro-USD and token sums inside Redis's 64-bit integers.
+MAX_ESTIMATE_USD = 1e9
+MAX_ESTIMATE_TOKENS = 10**12
+
+
 def validate(request: pb.CheckRequest) -> None:
     cost = request.estimated_cost_usd
-    if math.isnan(cost) or math.isinf(cost) or cost < 0:
-        raise BadRequest("estimated_cost_usd must be a finite number >= 0")
-    if request.estimated_input_tokens < 0 or request.estimated_output_tokens < 0:
-        raise BadRequest("estimated token counts must be >= 0")
+    if math.isnan(cost) or not 0 <= cost <= MAX_ESTIMATE_USD:
+        raise BadRequest(f"estimated_cost_usd must be a number from 0 to {MAX_ESTIMATE_USD:g}")
+    for tokens in (request.estimated_input_tokens, request.estimated_output_tokens):
+        if not 0 <= tokens <= MAX_ESTIMATE_TOKENS:
+            raise BadRequest(f"estimated token counts must be from 0 to {MAX_ESTIMATE_TOKENS}")
     if request.envelope.retry_attempt < 0:
         raise BadRequest("envelope.retry_attempt must be >= 0")
 
