@@ -303,3 +303,28 @@ def test_store_unreachable_fails_open_or_closed_per_policy(sink):
         assert rig.metric("costctx_budget_store_errors_total", {"operation": "commit", "outcome": "unstamped"}) == 1
     finally:
         rig.close()
+
+
+
+def test_a_resent_span_is_not_counted_twice(make_rig, sink):
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    rig = make_rig([{"id": "p", "workflow": {"cost_usd": 1.0}}])
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = bytes(range(16)), bytes(range(8)), "chat gpt-4o"
+    span.start_time_unix_nano, span.end_time_unix_nano = 1, 2
+    for key, value in {"workflow.id": "wf-resent", "gen_ai.request.model": "gpt-4o"}.items():
+        kv = span.attributes.add()
+        kv.key, kv.value.string_value = key, value
+    kv = span.attributes.add()
+    kv.key, kv.value.double_value = "cost.usd", 0.3
+    with grpc.insecure_channel(f"127.0.0.1:{rig.runner.sidecar.grpc_port}") as channel:
+        export = trace_service_pb2_grpc.TraceServiceStub(channel).Export
+        export(request, timeout=5)
+        export(request, timeout=5)  # resent, as after a lost acknowledgement
+    assert sink.wait_for_spans(2)
+    d = rig.client.check(workflow_id="wf-resent", policy_id="p", dry_run=True)
+    assert d.response.usages[0].spent == pytest.approx(0.3)
+    assert rig.metric("costctx_budget_duplicate_spans_total") == 1

@@ -37,3 +37,8 @@ class BudgetMetrics:
             "Model-call spans whose actual cost and tokens were added to the budget counters.",
             registry=registry,
         )
+        self.duplicate_spans = Counter(
+            "costctx_budget_duplicate_spans",
+            "Model-call spans received again (a resent batch) and not counted twice.",
+            registry=registry,
+        )

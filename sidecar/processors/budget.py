@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from cachetools import TTLCache
+
 from sidecar.budget.config import BudgetConfig
 from sidecar.budget.counters import usd_to_micro
 from sidecar.budget.engine import BudgetEngine, SpanVerdict
@@ -41,6 +43,9 @@ class BudgetProcessor(Processor):
         self._markers = tuple(context.envelope.llm_span_markers) + (COST_KEY,)
         # held batches (Redis store) -> their commit task; released once, by the task or by shutdown
         self._held: dict[int, tuple[TraceBatch, asyncio.Task]] = {}
+        # Spans already committed (trace id + span id): an exporter that resends a batch
+        # after a lost acknowledgement must not count its spend twice.
+        self._committed: TTLCache = TTLCache(maxsize=200_000, ttl=900)
 
     # -- the service this processor provides ------------------------------------------------
     def grpc_handlers(self) -> list:
@@ -69,9 +74,15 @@ class BudgetProcessor(Processor):
             return batch  # no model call in this batch
         now = time.time()
         records, spends = [], []
+        committed = self._committed
         for rec in batch.records:
             attrs = rec.attrs
             if any(m in attrs for m in self._markers):
+                span_key = rec.span.trace_id + rec.span.span_id
+                if span_key in committed:
+                    self.metrics.duplicate_spans.inc()
+                    continue
+                committed[span_key] = True
                 records.append(rec)
                 spends.append(self._spend(rec, now))
         if not spends:
