@@ -107,6 +107,22 @@ def test_mixed_fleet_leaves_under_one_schema(sink, make_sidecar):
                                                       ("gen_ai.operation.name", "span"): 1.0}
 
 
+def test_a_second_sidecar_merges_into_the_upstream_stamp(sink, make_sidecar):
+    side = make_sidecar(processors=PIPELINE)
+    send(side, [
+        ("upstream-stamped", {"costctx.renamed": ["owner.user"], "owner.user": "u-1", "llm.token_count.prompt": 4}),
+        ("twice", {"llm.token_count.prompt": 4, "llm.token_count.completion": 1}),
+        ("twice-again", {"llm.token_count.completion": 2, "llm.token_count.prompt": 5}),
+    ])
+    spans = received(sink, 3)
+    assert spans["upstream-stamped"].attributes["costctx.renamed"] == ["owner.user", "gen_ai.usage.input_tokens"]
+    # spans renaming the same keys share one prebuilt stamp value: each still gets its own
+    expected = ["gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"]
+    assert spans["twice"].attributes["costctx.renamed"] == expected
+    assert spans["twice-again"].attributes["costctx.renamed"] == expected
+    assert spans["twice-again"].attributes["gen_ai.usage.input_tokens"] == 5
+
+
 def test_conflict_keeps_the_canonical_value_and_is_counted(sink, make_sidecar):
     side = make_sidecar(processors=PIPELINE)
     send(side, [

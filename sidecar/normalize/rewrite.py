@@ -62,7 +62,10 @@ _NONE: list[str] = []
 
 
 def _rename(index, groups, rules, table, where, tally) -> tuple[list[str], set[str]]:
-    """Move old keys to their canonical key; drop the ones the canonical key already states."""
+    """Move old keys to their canonical key; drop the ones the canonical key already states.
+
+    A renamed value is settled (coerced, enum-mapped) here, while its kind is at hand.
+    """
     renamed: list[str] = []
     drop: set[str] = set()
     types = table.types
@@ -72,12 +75,13 @@ def _rename(index, groups, rules, table, where, tally) -> tuple[list[str], set[s
             olds.sort(key=lambda k: (rules[k].fallback, rules[k].rank))
         winner = index.get(canonical)
         has_winner = winner is not None and not is_empty(winner.value)
-        type_name = types.get(canonical)
         for old in olds:
             kv = index[old]
-            if rules[old].fallback and has_winner:
+            if has_winner and rules[old].fallback:
                 continue  # a coarser fact that another key already states: leave it be
-            if is_empty(kv.value):
+            value = kv.value
+            kind = value.WhichOneof("value")
+            if kind is None or (kind == "string_value" and not value.string_value):
                 if has_winner:
                     drop.add(old)
                     del index[old]
@@ -88,50 +92,62 @@ def _rename(index, groups, rules, table, where, tally) -> tuple[list[str], set[s
                     del index[old]
                     index[canonical] = winner = kv
                 else:  # the canonical key is there but empty: it takes the old value
-                    winner.value.CopyFrom(kv.value)
+                    winner.value.CopyFrom(value)
+                    value = winner.value
                     drop.add(old)
                     del index[old]
                 has_winner = True
                 renamed.append(canonical)
                 tally[("renamed", canonical, where)] += 1
+                _settle(canonical, value, kind, table, where, tally)
                 continue
-            if same_fact(kv.value, winner.value, type_name):
+            if same_fact(value, winner.value, types.get(canonical)):
                 tally[("duplicates", canonical, where)] += 1
             else:
                 tally[("conflicts", canonical, where)] += 1
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("conflict on %s (%s): kept %r, dropped %s=%r", canonical, where,
-                              winner.value, old, kv.value)
+                              winner.value, old, value)
             drop.add(old)
             del index[old]
-
     return renamed, drop
 
 
+def _settle(key: str, value, kind: str | None, table: CompiledTable, where: str, tally: Tally) -> None:
+    """Coerce a non-empty value to its canonical type and rewrite a renamed enum value."""
+    wanted = table.kinds.get(key)
+    if wanted is not None and kind != wanted:
+        outcome = coerce_in_place(value, table.types[key])
+        if outcome is Coercion.COERCED:
+            tally[("coerced", key, where)] += 1
+            kind = wanted
+        elif outcome is Coercion.UNCOERCIBLE:
+            tally[("uncoercible", key, where)] += 1
+    mapping = table.values.get(key)
+    if mapping is not None and kind == "string_value":
+        text = value.string_value
+        new = mapping.get(text) or mapping.get(text.lower())
+        if new is not None and new != text:
+            value.string_value = new
+            tally[("values", key, where)] += 1
+
+
 def _check_values(index, hits, renamed, table, where, tally) -> None:
-    """Coerce to the canonical type and rewrite renamed enum values; one type check per key."""
+    """Settle the watched keys that arrived canonical; one type check per key."""
     kinds = table.kinds
     values = table.values
     if not kinds and not values:
         return
-    for key in (hits + renamed) if renamed else hits:
+    for key in hits:
+        if renamed and key in renamed:
+            continue  # settled when it was renamed
         kv = index.get(key)
         if kv is None:
-            continue  # an old key, renamed away
+            continue  # an old key, renamed away or dropped
         value = kv.value
         kind = value.WhichOneof("value")
-        wanted = kinds.get(key)
-        if wanted is not None and kind != wanted and kind is not None and not is_empty(value):
-            outcome = coerce_in_place(value, table.types[key])
-            if outcome is Coercion.COERCED:
-                tally[("coerced", key, where)] += 1
-                kind = wanted
-            elif outcome is Coercion.UNCOERCIBLE:
-                tally[("uncoercible", key, where)] += 1
-        mapping = values.get(key)
-        if mapping is not None and kind == "string_value":
-            text = value.string_value
-            new = mapping.get(text) or mapping.get(text.lower())
-            if new is not None and new != text:
-                value.string_value = new
-                tally[("values", key, where)] += 1
+        if kind is None or (kind == kinds.get(key) and key not in values):
+            continue  # the common case: the right type and no enum to map
+        if kind == "string_value" and not value.string_value:
+            continue  # empty: nothing to coerce or map
+        _settle(key, value, kind, table, where, tally)

@@ -18,6 +18,7 @@ every key that may need work; spans without such a key are not touched further.
 
 from __future__ import annotations
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import Field, PrivateAttr, model_validator
 
 from sidecar.config.types import StrictModel
@@ -28,9 +29,11 @@ from sidecar.normalize.rewrite import Tally, rewrite_attributes
 from sidecar.normalize.schema_file import SchemaFileError, load_schema_file
 from sidecar.normalize.table import TableBuilder
 from sidecar.pdata import TraceBatch
+from sidecar.pdata.attributes import set_any_value
 from sidecar.processors.base import Processor
 
 RENAMED_KEY = "costctx.renamed"
+MAX_STAMP_TEMPLATES = 1024
 
 
 class SchemaFileConfig(StrictModel):
@@ -88,6 +91,7 @@ class NormalizeProcessor(Processor):
         self._per_schema = bool(self._builder.schema_files)
         self._stamp = config.stamp_renamed
         self._metrics = normalize_metrics(context.metrics.registry)
+        self._stamps: dict[tuple[str, ...], AnyValue] = {}
         for schema in self._builder.schema_files:
             if schema.skipped_conditional:
                 self.log.warning("%s: %d renames limited to named spans or events are not applied",
@@ -118,7 +122,7 @@ class NormalizeProcessor(Processor):
                 if renamed:
                     rec.note("renamed").update(renamed)
                     if stamp:
-                        rec.append_strings(RENAMED_KEY, renamed)
+                        self._stamp_renamed(rec, renamed)
             events = rec.span.events
             if events:
                 self._events(events, table, tally)
@@ -130,6 +134,21 @@ class NormalizeProcessor(Processor):
                 batch.raw = None
             self._flush(tally)
         return batch
+
+    def _stamp_renamed(self, rec, renamed: list[str]) -> None:
+        if RENAMED_KEY in rec.attrs:  # stamped upstream: merge
+            rec.append_strings(RENAMED_KEY, renamed)
+            return
+        # Spans of one library rename the same keys: copy a prebuilt array value in one call
+        # instead of building it element by element (the costliest step of a rename).
+        key = tuple(renamed)
+        template = self._stamps.get(key)
+        if template is None:
+            if len(self._stamps) >= MAX_STAMP_TEMPLATES:
+                self._stamps.clear()
+            template = self._stamps[key] = AnyValue()
+            set_any_value(template, renamed)
+        rec.attrs[RENAMED_KEY] = rec.span.attributes.add(key=RENAMED_KEY, value=template)
 
     def _resource(self, resource, tally: Tally) -> None:
         table = self._table(resource.schema_url)
