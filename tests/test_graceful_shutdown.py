@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from tests.support.otlp_client import SpanStreamer
@@ -61,3 +62,22 @@ def test_sigterm_keeps_what_could_not_be_sent_on_disk(sink, tmp_path):
         process.close()
         if restarted is not None:
             restarted.close()
+
+
+def test_memory_queue_counts_what_shutdown_could_not_send(make_sidecar, sink):
+    runner = make_sidecar(processors=[])
+    sidecar = runner.sidecar
+    sink.refuse(1_000_000)
+    streamer = SpanStreamer(f"127.0.0.1:{sidecar.grpc_port}", "lost", batch_size=10, interval=0.01).start()
+    time.sleep(0.5)
+    acked = streamer.stop().acknowledged
+    asyncio.run_coroutine_threadsafe(sidecar.stop(0.5), runner.loop).result(15)
+    runner.sidecar = None  # stopped: the fixture only stops its loop
+    registry = sidecar.metrics.registry
+    # Without a persistent queue nothing survives the process, but nothing goes unaccounted.
+    labels = {"signal": "traces", "exporter": "otlp"}
+    failed = registry.get_sample_value("costctx_exporter_send_failed_items_total", labels)
+    shutdown = registry.get_sample_value(
+        "costctx_exporter_send_failed_batches_total", {**labels, "reason": "shutdown"}
+    )
+    assert len(acked) > 0 and failed == len(acked) and shutdown > 0
