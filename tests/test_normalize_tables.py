@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.envelope import ENVELOPE
 from sidecar.normalize.alias_file import AliasFileError, builtin_aliases, parse_alias_document
-from sidecar.normalize.schema_file import parse_schema_document
+from sidecar.normalize.schema_file import SchemaFileError, parse_schema_document
 from sidecar.normalize.table import TableBuilder
 
 FACTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "FACTS.md"
@@ -141,3 +144,59 @@ def test_conditional_target_follows_chains():
     rule = builder(user_sets=[user]).base().spans.rules["my.model"]
     assert rule.target({"my.answer"}) == "gen_ai.response.model"
     assert rule.target({"other"}) == "gen_ai.request.model"
+
+
+# Any YAML a user may point the config at: the loaders answer with their own error, never crash.
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.sampled_from(
+        ["1.1.0", "1.2.0", "https://opentelemetry.io/schemas/1.2.0", "all", "spans", "changes", "a.b"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["file_format", "schema_url", "versions", "1.0.0", "1.2.0", "all", "spans", "span_events",
+                         "resources", "changes", "rename_attributes", "attribute_map", "apply_to_spans",
+                         "aliases", "values", "types", "from", "to", "apply_to", "fallback", "requires_any",
+                         "otherwise", "x"]),
+        inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(yaml_values)
+def test_loaders_never_crash_on_odd_files(raw):
+    with contextlib.suppress(SchemaFileError):
+        parse_schema_document(raw, "odd.yaml", ["a.b"]).renames_from((1, 0, 0))
+    with contextlib.suppress(AliasFileError):
+        builder(user_sets=[parse_alias_document(raw, "odd.yaml")]).base()
+
+
+SCHEMA_HEAD = {"file_format": "1.1.0", "schema_url": "https://opentelemetry.io/schemas/1.2.0"}
+
+
+@pytest.mark.parametrize("versions", [
+    {"1.0.0": {"all": [1]}},
+    {"1.0.0": {"all": {"changes": {"a": 1}}}},
+    {"1.0.0": {"all": {"changes": [{"rename_attributes": [1]}]}}},
+    {"1.0.0": {"all": {"changes": [{"rename_attributes": {"attribute_map": {"a": None}}}]}}},
+    {"x.y": None},
+    [1],
+])
+def test_odd_schema_files_are_errors(versions):
+    with pytest.raises(SchemaFileError):
+        parse_schema_document({**SCHEMA_HEAD, "versions": versions}, "odd.yaml", ["a"])
+
+
+@pytest.mark.parametrize("raw", [
+    {"aliases": [{"from": "a", "to": "b", "apply_to": None}]},
+    {"aliases": [{"from": "a", "to": "b", "fallback": "no"}]},
+    {"aliases": [{"from": "a", "to": "b", "requires_any": "x", "otherwise": "c"}]},
+    {"aliases": {"a": None}},
+    {"aliases": "x"},
+    {"values": [1]},
+    {"values": {"k": {"a": None}}},
+    {"types": [1]},
+    {"types": {"k": "float"}},
+    [1],
+])
+def test_odd_alias_files_are_errors(raw):
+    with pytest.raises(AliasFileError):
+        parse_alias_document(raw, "odd.yaml")

@@ -59,14 +59,20 @@ def _parse_alias(entry: Any, where: str) -> Alias:
     apply_to = entry.get("apply_to", list(PLACES))
     if isinstance(apply_to, str):
         apply_to = [apply_to]
+    if not isinstance(apply_to, list) or not apply_to:
+        raise AliasFileError(f"{where}: apply_to is a list among {', '.join(PLACES)}")
     bad = [p for p in apply_to if p not in PLACES]
     if bad:
         raise AliasFileError(f"{where}: apply_to must be among {', '.join(PLACES)}, not {', '.join(map(str, bad))}")
+    fallback = entry.get("fallback", False)
+    if not isinstance(fallback, bool):
+        raise AliasFileError(f"{where}: fallback is true or false")
     requires_any = entry.get("requires_any") or []
     otherwise = entry.get("otherwise")
-    if bool(requires_any) != bool(otherwise) or not isinstance(requires_any, list):
+    if (bool(requires_any) != bool(otherwise) or not isinstance(requires_any, list)
+            or not all(isinstance(k, str) for k in requires_any) or not isinstance(otherwise or "", str)):
         raise AliasFileError(f"{where}: `requires_any` (a list of keys) and `otherwise` go together")
-    return Alias(old, new, frozenset(apply_to), bool(entry.get("fallback", False)), str(entry.get("source", "")),
+    return Alias(old, new, frozenset(apply_to), fallback, str(entry.get("source", "")),
                  tuple(str(k) for k in requires_any), str(otherwise) if otherwise else None)
 
 
@@ -92,13 +98,20 @@ def parse_alias_document(raw: Any, origin: str) -> AliasSet:
         seen.add(alias.old)
 
     values: dict[str, dict[str, str]] = {}
-    for key, mapping in (raw.get("values") or {}).items():
-        if not isinstance(mapping, dict):
+    raw_values = raw.get("values") or {}
+    if not isinstance(raw_values, dict):
+        raise AliasFileError(f"{origin}: `values` maps a key to {{old value: new value}}")
+    for key, mapping in raw_values.items():
+        if not isinstance(mapping, dict) or not all(
+                isinstance(v, (str, int, float, bool)) for pair in mapping.items() for v in pair):
             raise AliasFileError(f"{origin}: values.{key} must map old values to new ones")
         values[str(key)] = {str(old).lower(): str(new) for old, new in mapping.items()}
 
     types: dict[str, str] = {}
-    for key, type_name in (raw.get("types") or {}).items():
+    raw_types = raw.get("types") or {}
+    if not isinstance(raw_types, dict):
+        raise AliasFileError(f"{origin}: `types` maps a key to a type")
+    for key, type_name in raw_types.items():
         if type_name not in VALUE_TYPES:
             raise AliasFileError(f"{origin}: types.{key} must be one of {', '.join(VALUE_TYPES)}")
         types[str(key)] = type_name

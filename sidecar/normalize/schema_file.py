@@ -96,7 +96,9 @@ def _attribute_map(change: dict[str, Any], where: str) -> dict[str, str] | None:
     mapping = rename.get("attribute_map") if isinstance(rename, dict) else None
     if not isinstance(mapping, dict):
         raise SchemaFileError(f"{where}: rename_attributes needs an attribute_map")
-    return {str(o): str(n) for o, n in mapping.items()}
+    if not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in mapping.items()):
+        raise SchemaFileError(f"{where}: attribute_map maps attribute names to attribute names")
+    return dict(mapping)
 
 
 def _read_step(version: Version, body: Any, where: str) -> VersionStep:
@@ -108,7 +110,12 @@ def _read_step(version: Version, body: Any, where: str) -> VersionStep:
     section_places = {"all": PLACES, "resources": (RESOURCES,), "spans": (SPANS,), "span_events": (SPAN_EVENTS,)}
     # `all` applies before the section of the data's own kind.
     for section in ("all", "resources", "spans", "span_events"):
-        changes = (body.get(section) or {}).get("changes") or []
+        part = body.get(section) or {}
+        if not isinstance(part, dict):
+            raise SchemaFileError(f"{where}.{section}: a section is a mapping with `changes`")
+        changes = part.get("changes") or []
+        if not isinstance(changes, list):
+            raise SchemaFileError(f"{where}.{section}.changes: a list of changes")
         for i, change in enumerate(changes):
             if not isinstance(change, dict):
                 raise SchemaFileError(f"{where}.{section}.changes[{i}]: a change is a mapping")
