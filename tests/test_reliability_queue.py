@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
@@ -58,8 +59,17 @@ def test_persistent_queue_is_bounded_in_bytes(tmp_path):
     queue.put(QueueItem(TRACES, payload, 1))
     assert not queue.full()
     queue.put(QueueItem(TRACES, payload, 1))
-    assert queue.full()
+    assert queue.full() and queue.stored_bytes == 2 * len(payload)
+
+    async def take_and_ack() -> None:
+        queue.ack(await queue.get())
+
+    asyncio.run(take_and_ack())
+    assert not queue.full() and queue.stored_bytes == len(payload)
     queue.close()
+    reopened = PersistentQueue(tmp_path, "otlp", capacity=1000, max_bytes=2_000)
+    assert reopened.stored_bytes == len(payload)
+    reopened.close()
 
 
 def test_one_process_per_queue_file(tmp_path):

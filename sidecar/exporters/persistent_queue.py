@@ -65,6 +65,7 @@ class PersistentQueue:
         )
         self._pending: collections.deque[QueueItem] = collections.deque()
         self._sizes: dict[int, int] = {}  # key -> payload bytes, for everything on disk
+        self._bytes = 0  # their sum, kept in step: `full()` runs on every request
         self._ready = asyncio.Event()
         self.recovered: list[QueueItem] = []
         for key, signal, items, size in self._db.execute(
@@ -73,6 +74,7 @@ class PersistentQueue:
             item = QueueItem(SIGNALS[signal], b"", items, key=key, recovered=True)
             self._pending.append(item)
             self._sizes[key] = size
+            self._bytes += size
             self.recovered.append(item)
         if self._pending:
             self._ready.set()
@@ -87,10 +89,10 @@ class PersistentQueue:
 
     @property
     def stored_bytes(self) -> int:
-        return sum(self._sizes.values())
+        return self._bytes
 
     def full(self) -> bool:
-        return len(self._sizes) >= self.capacity or self.stored_bytes >= self.max_bytes
+        return len(self._sizes) >= self.capacity or self._bytes >= self.max_bytes
 
     # -- queue -----------------------------------------------------------------------------
     def put(self, item: QueueItem) -> None:
@@ -101,6 +103,7 @@ class PersistentQueue:
             )
             item.key = cursor.lastrowid
             self._sizes[item.key] = len(item.payload)
+            self._bytes += len(item.payload)
             item.payload = b""  # on disk now; read back when a consumer takes it
         else:
             item.payload = b""  # put back by a cancelled consumer: it never left the disk
@@ -120,7 +123,7 @@ class PersistentQueue:
         """Delivered or given up on: delete it from disk."""
         if item.key is not None:
             self._db.execute("DELETE FROM batches WHERE id = ?", (item.key,))
-            self._sizes.pop(item.key, None)
+            self._bytes -= self._sizes.pop(item.key, 0)
         item.payload = b""
 
     def drain_remaining(self) -> list[QueueItem]:
