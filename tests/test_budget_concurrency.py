@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -202,3 +203,55 @@ def test_two_sidecar_processes_share_one_tenant_ceiling(redis_url, sink, tmp_pat
     finally:
         for s in sidecars:
             s.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def serialized_sidecar(request, sink):
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    config = sidecar_config(sink.grpc_port, processors=["budget"])
+    config["processors"]["budget"] = budget_section(
+        request.param, url, [{"id": "agent", "workflow": {"cost_usd": LIMIT, "max_in_flight": 1}}])
+    runner = start_sidecar(config)
+    yield runner
+    runner.stop()
+
+
+def test_underestimates_with_one_call_in_flight_overrun_by_at_most_one_call(serialized_sidecar, sink):
+    """64 concurrent callers, estimates $0.01 below the actual cost, and `max_in_flight: 1`:
+    the workflow's calls are admitted one at a time, so the spend passes the limit by at most
+    one call's overrun."""
+    port = serialized_sidecar.sidecar.grpc_port
+    workflow = f"wf-{uuid.uuid4().hex[:8]}"
+    client = BudgetClient(f"127.0.0.1:{port}")
+    provider = tracer_provider(grpc_port=port, schedule_delay_millis=5)
+    tracer = provider.get_tracer("agents")
+    lock = threading.Lock()
+    stats = {"allowed": 0, "waited": 0}
+    barrier = threading.Barrier(CALLERS)
+
+    def caller(n: int) -> None:
+        barrier.wait()
+        while True:
+            d = client.check(estimated_cost_usd=0.04, workflow_id=workflow, policy_id="agent")
+            if d.blocked and d.response.dimension == "workflow.in_flight":
+                with lock:
+                    stats["waited"] += 1
+                time.sleep(0.002)  # another call of this workflow is running: wait for it
+                continue
+            if d.blocked:
+                return
+            with lock:
+                stats["allowed"] += 1
+            model_call(tracer, d, workflow_id=workflow, cost_usd=0.05)
+
+    with ThreadPoolExecutor(CALLERS) as pool:
+        list(pool.map(caller, range(CALLERS)))
+    provider.force_flush()
+    provider.shutdown()
+    assert sink.wait_for_spans(stats["allowed"], timeout=30)
+    committed = sum(s.attributes["cost.usd"] for s in sink.spans() if s.attributes.get("workflow.id") == workflow)
+    assert stats["waited"] > 0  # the callers really did contend
+    assert LIMIT < committed <= LIMIT + 0.01 + 1e-9
+    final = client.check(workflow_id=workflow, policy_id="agent", dry_run=True)
+    assert final.decision == "BLOCK" and final.response.dimension == "workflow.cost_usd"
+    client.close()

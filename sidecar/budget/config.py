@@ -16,6 +16,9 @@ class WorkflowLimits(StrictModel):
     tokens: PositiveInt | None = None      # input + output
     steps: PositiveInt | None = None       # model calls
     wall_clock: Duration | None = None     # from the workflow's first check or span
+    # Calls admitted and not yet committed (no priced span yet). Only serializing the calls
+    # bounds an overrun when estimates run low: with 1, at most one call's overrun.
+    max_in_flight: PositiveInt | None = None
 
 
 class WindowLimits(StrictModel):

@@ -15,9 +15,12 @@ MICRO = 1_000_000
 USD, USD_RSV = "usd", "usd_r"
 TOKENS, TOKENS_RSV = "tok", "tok_r"
 STEPS, STEPS_RSV = "steps", "steps_r"
+# Calls in flight: only ever reserved (one per admitted call) and released at commit, so its
+# committed part stays 0 and the reserved part is the number of calls in flight.
+IN_FLIGHT, IN_FLIGHT_RSV = "fl", "fl_r"
 START = "start"  # the workflow's first-seen time, epoch ms (set once)
 
-RESERVED_FIELD = {USD: USD_RSV, TOKENS: TOKENS_RSV, STEPS: STEPS_RSV}
+RESERVED_FIELD = {USD: USD_RSV, TOKENS: TOKENS_RSV, STEPS: STEPS_RSV, IN_FLIGHT: IN_FLIGHT_RSV}
 
 WINDOWS = {"hour": "%Y%m%d%H", "day": "%Y%m%d", "month": "%Y%m"}
 # Window counters outlive their window a little, so late spans still land.

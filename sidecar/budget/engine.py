@@ -153,6 +153,10 @@ class BudgetEngine:
         if verdict == TRIPPED:
             response.state = pb.TRIPPED
             response.reason = "circuit breaker open for this tenant or workflow (cooling down)"
+        elif verdict == BLOCK and response.dimension == "workflow.in_flight":
+            response.state = pb.HARD
+            response.reason = (f"workflow.in_flight: {int(response.limit_usd)} call(s) of this workflow already "
+                               "in flight; retry when one completes")
         elif verdict == BLOCK:
             response.state = pb.HARD
             response.reason = f"{response.dimension}: this call would pass the hard limit"
@@ -185,6 +189,8 @@ class BudgetEngine:
                 return failing
         best, best_fraction = 0, -1.0
         for i, (dim, (committed, reserved)) in enumerate(zip(dims, values, strict=True)):
+            if dim.unit == "calls":
+                continue  # a concurrency ceiling decides only when it blocks
             amount = 0 if dim.elapsed else (dim.degraded if degraded else dim.full)
             fraction = (committed + reserved + amount) / dim.limit if dim.limit else 0.0
             if fraction > best_fraction:

@@ -77,6 +77,10 @@ def check_dims(policy: PolicyConfig, ctx: Context, at: float, workflow_ttl_s: fl
             ms = int(limits.wall_clock * 1000)
             dims.append(Dim("workflow.wall_clock_s", "seconds", key, c.START, ms, _limit(ms, hard),
                             _limit(ms, soft), 0, 0, ttl, elapsed=True, scale=1000.0))
+        if limits.max_in_flight is not None:
+            # A concurrency ceiling, not a budget: no soft zone, no threshold scaling.
+            n = limits.max_in_flight
+            dims.append(Dim("workflow.in_flight", "calls", key, c.IN_FLIGHT, n, n, n + 1, 1, 1, ttl))
     dims += _window_dims("t", "tenant", ctx.tenant, policy.tenant, policy, at, cost_full, cost_degraded)
     dims += _window_dims("f", "feature", ctx.feature, policy.feature, policy, at, cost_full, cost_degraded)
     return dims
