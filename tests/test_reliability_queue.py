@@ -157,3 +157,21 @@ def test_sigkill_mid_stream_loses_no_acknowledged_span(sink, tmp_path):
         process.close()
         if restarted is not None:
             restarted.close()
+
+
+def test_a_full_persistent_queue_refuses_retryably_and_loses_nothing(sink, make_sidecar, tmp_path):
+    runner = make_sidecar(processors=[], exporters=persistent(tmp_path / "queue", max_bytes=60_000))
+    sink.refuse(1_000_000)
+    streamer = SpanStreamer(f"127.0.0.1:{runner.sidecar.grpc_port}", "full", batch_size=20, pad=200).start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not streamer.ledger.refusals.get("UNAVAILABLE"):
+        time.sleep(0.05)
+    ledger = streamer.stop()
+    assert ledger.refusals.get("UNAVAILABLE"), "a full queue is a retryable refusal"
+    assert not ledger.errors
+    stored = runner.sidecar.metrics.registry.get_sample_value(
+        "costctx_exporter_queue_stored_bytes", {"exporter": "otlp"}
+    )
+    assert 60_000 <= stored < 60_000 + 20 * 400  # bounded: at most one batch past the limit
+    sink.refuse(0)
+    assert wait_until(lambda: set(sink_names(sink)) >= ledger.acknowledged, 30)
