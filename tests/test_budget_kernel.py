@@ -1,0 +1,98 @@
+"""The admission rules are one rule set: the memory store (Python) and the Redis store (Lua)
+give the same verdict, the same values and leave the same reservations, on random cases."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from sidecar.budget.config import RedisConfig
+from sidecar.budget.counters import RESERVED_FIELD, START
+from sidecar.budget.decision import CheckPlan, Dim
+from sidecar.budget.memory import MemoryStore
+from sidecar.budget.redis_store import RedisStore
+from tests.support.budget import redis_url_fixture
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    yield from redis_url_fixture()
+
+
+def random_case(rng: random.Random) -> tuple[CheckPlan, list[tuple[int, int]], bool]:
+    dims, values = [], []
+    for i in range(rng.randint(1, 5)):
+        if rng.random() < 0.15:
+            limit = 60_000
+            # elapsed far from the thresholds, so the two clocks' skew cannot matter
+            elapsed = rng.choice([1_000, 30_000, 55_000, 120_000])
+            dims.append(Dim(f"d{i}", "seconds", f"k{i}", START, limit, limit, int(limit * 0.8), 0, 0, 60_000,
+                            elapsed=True))
+            values.append((elapsed, 0))
+            continue
+        field = rng.choice(["usd", "tok", "steps", "fl"])
+        limit = rng.choice([1, 3, 10, 1_000_000])
+        hard = int(limit * rng.choice([1.0, 1.0, 1.2]))
+        soft = int(limit * rng.choice([0.5, 0.8, 1.0]))
+        full = rng.choice([0, 1, limit // 10, limit // 3])
+        degraded = rng.choice([full, full // 2, 0])
+        # Around the thresholds: the edges are where the two implementations could differ.
+        committed = max(rng.choice([0, 0, hard // 4, hard // 2, soft - full, hard - full, hard - 1, hard, hard + 1]), 0)
+        reserved = rng.choice([0, 0, 0, 1, full, hard // 4])
+        dims.append(Dim(f"d{i}", "usd", f"k{i}", field, limit, hard, soft, full, degraded, 60_000))
+        values.append((committed, reserved))
+    tripped = rng.random() < 0.1
+    plan = CheckPlan(dims, ["brk"] if tripped else [], reserve=rng.random() < 0.8,
+                     has_degraded=rng.random() < 0.5, reservation_id=uuid.uuid4().hex, reservation_ttl_ms=60_000)
+    return plan, values, tripped
+
+
+def test_memory_and_redis_decide_alike(redis_url):
+    import redis
+
+    sync = redis.Redis.from_url(redis_url)
+    rng = random.Random(20261123)
+
+    async def run() -> None:
+        for case in range(300):
+            plan, values, tripped = random_case(rng)
+            prefix = f"{{k{uuid.uuid4().hex[:8]}}}:"
+            remote = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix))
+            local = MemoryStore()
+            now_ms = int(time.time() * 1000)
+            for dim, (committed, reserved) in zip(plan.dims, values, strict=True):
+                if dim.elapsed:
+                    start = now_ms - committed
+                    sync.hset(prefix + dim.key, START, start)
+                    local.hashes.setdefault(dim.key, {})[START] = start
+                else:
+                    rfield = RESERVED_FIELD[dim.field]
+                    sync.hset(prefix + dim.key, mapping={dim.field: committed, rfield: reserved})
+                    local.hashes.setdefault(dim.key, {}).update({dim.field: committed, rfield: reserved})
+            if tripped:
+                sync.set(prefix + "brk", 1, px=60_000)
+                local.flags["brk"] = time.time() + 60
+            got_local = local.check_now(plan)
+            got_remote = await remote.check(plan)
+            where = f"case {case}: {plan} {values}"
+            assert (got_local.verdict, got_local.degraded, got_local.reserved) == \
+                   (got_remote.verdict, got_remote.degraded, got_remote.reserved), where
+            for dim, lv, rv in zip(plan.dims, got_local.values, got_remote.values, strict=True):
+                if dim.elapsed:
+                    assert abs(lv[0] - rv[0]) < 1_000, where
+                else:
+                    assert lv == rv, where
+            # The same reservations are left behind.
+            for dim in plan.dims:
+                if not dim.elapsed:
+                    rfield = RESERVED_FIELD[dim.field]
+                    assert int(sync.hget(prefix + dim.key, rfield) or 0) == local.hashes[dim.key].get(rfield, 0), where
+            await remote.close()
+
+    asyncio.run(run())
+    sync.close()
