@@ -203,8 +203,8 @@ def test_mutual_tls_receivers_need_a_client_certificate_from_the_ca(make_sidecar
 def test_exporter_mutual_tls_to_a_tls_downstream(make_sidecar, sink, pki, exporter):
     downstream = make_sidecar(processors=[], receivers=tls_receivers(pki, mutual=True)).sidecar
 
-    def upstream(client_cert: str, client_key: str):
-        tls = {"ca_file": pki.ca, "cert_file": client_cert, "key_file": client_key}
+    def upstream(client_cert: str, client_key: str, ca: str = pki.ca):
+        tls = {"ca_file": ca, "cert_file": client_cert, "key_file": client_key}
         if exporter == "otlp":
             section = {"endpoint": f"127.0.0.1:{downstream.grpc_port}", "tls": tls}
         else:
@@ -217,20 +217,24 @@ def test_exporter_mutual_tls_to_a_tls_downstream(make_sidecar, sink, pki, export
 
     good = upstream(pki.client_cert, pki.client_key)
     rogue = upstream(pki.rogue_client_cert, pki.rogue_client_key)
+    distrusting = upstream(pki.client_cert, pki.client_key, ca=pki.rogue_ca)  # does not trust the server
     try:
-        for runner, name in ((good, "via-mtls"), (rogue, "rogue")):
+        for runner, name in ((good, "via-mtls"), (rogue, "rogue"), (distrusting, "distrusting")):
             channel = grpc.insecure_channel(f"127.0.0.1:{runner.sidecar.grpc_port}")
             assert grpc_export(channel, [name]) == grpc.StatusCode.OK
         assert sink.wait_for_spans(1)
         failed = "costctx_exporter_send_failed_items_total"
         labels = {"signal": "traces", "exporter": exporter}
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not rogue.sidecar.metrics.registry.get_sample_value(failed, labels):
-            time.sleep(0.1)
-        # The downstream refused the untrusted client certificate: nothing got through, and the
-        # upstream counted the batch it could not deliver.
-        assert rogue.sidecar.metrics.registry.get_sample_value(failed, labels) == 1
+        for refused in (rogue, distrusting):
+            registry = refused.sidecar.metrics.registry
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not registry.get_sample_value(failed, labels):
+                time.sleep(0.1)
+            # The downstream refused the untrusted client certificate, or the upstream refused
+            # the server's: nothing got through, and the batch it could not deliver is counted.
+            assert registry.get_sample_value(failed, labels) == 1
         assert [s.name for s in sink.spans()] == ["via-mtls"]
     finally:
         good.stop()
         rogue.stop()
+        distrusting.stop()
