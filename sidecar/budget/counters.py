@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import lru_cache
 
 MICRO = 1_000_000
 
@@ -48,10 +49,16 @@ def workflow_key(workflow_id: str) -> str:
     return f"wf|{_part(workflow_id)}"
 
 
+@lru_cache(maxsize=256)
+def _stamps(hour: int) -> dict[str, str]:
+    # Every window is a whole number of UTC hours: format once per hour, not per span.
+    at = time.gmtime(hour * 3600)
+    return {window: time.strftime(fmt, at) for window, fmt in WINDOWS.items()}
+
+
 def window_key(kind: str, owner: str, window: str, at: float) -> str:
     """kind 't' (tenant) or 'f' (feature); window hour/day/month in UTC at epoch `at`."""
-    stamp = time.strftime(WINDOWS[window], time.gmtime(at))
-    return f"{kind}|{_part(owner)}|{window[0]}|{stamp}"
+    return f"{kind}|{_part(owner)}|{window[0]}|{_stamps(int(at // 3600))[window]}"
 
 
 def velocity_key(tenant: str, bucket: int) -> str:
