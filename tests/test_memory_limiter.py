@@ -8,6 +8,7 @@ import time
 import grpc
 import psutil
 import pytest
+import requests
 
 from sidecar.config.loader import build_config
 from tests.support.otlp_client import SpanStreamer, trace_request
@@ -108,3 +109,34 @@ def test_pushing_well_past_the_memory_limit(sink, tmp_path):
         channel.close()
     finally:
         process.close()
+
+
+def test_refusals_are_protocol_correct_on_every_signal_and_transport(make_sidecar):
+    # A soft limit below any Python process: everything is refused, before it is even decoded.
+    runner = make_sidecar(
+        processors=["memory_limiter"],
+        processor_config={"memory_limiter": {"limit_mib": 2, "spike_limit_mib": 1, "retry_after": "3s"}},
+    )
+    sidecar = runner.sidecar
+    from sidecar.exporters.grpc_sender import retry_delay_from_metadata
+    from sidecar.exporters.signals import SIGNALS
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}")
+    for signal in SIGNALS.values():
+        for body in (trace_request(["x"]) if signal.name == "traces" else b"", b"\xff garbage"):
+            with pytest.raises(grpc.RpcError) as refused:
+                channel.unary_unary(signal.grpc_method)(body, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert retry_delay_from_metadata(refused.value.trailing_metadata()) == 3.0
+            response = requests.post(
+                f"http://127.0.0.1:{sidecar.http_port}{signal.http_path}",
+                data=body,
+                headers={"Content-Type": "application/x-protobuf"},
+                timeout=5,
+            )
+            assert response.status_code == 503 and response.headers["Retry-After"] == "3"
+    channel.close()
+    refused = sidecar.metrics.registry.get_sample_value
+    assert refused("costctx_memory_limiter_refused_requests_total", {"signal": "logs"}) == 4
+    assert refused("costctx_receiver_requests_total", {"signal": "traces", "transport": "http",
+                                                        "result": "memory_limited"}) == 2
