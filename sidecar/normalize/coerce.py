@@ -27,21 +27,28 @@ class Coercion(Enum):
 _NOT = object()
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _int64(number: int) -> Any:
+    return number if INT64_MIN <= number <= INT64_MAX else _NOT
+
+
 def _to_int(kind: str, value: AnyValue) -> Any:
     if kind == "double_value":
         number = value.double_value
-        return int(number) if math.isfinite(number) and number.is_integer() else _NOT
+        return _int64(int(number)) if math.isfinite(number) and number.is_integer() else _NOT
     if kind == "string_value":
         text = value.string_value.strip()
         try:
-            return int(text)
+            return _int64(int(text))
         except ValueError:
             pass
         try:
             number = float(text)
         except ValueError:
             return _NOT
-        return int(number) if math.isfinite(number) and number.is_integer() else _NOT
+        return _int64(int(number)) if math.isfinite(number) and number.is_integer() else _NOT
     return _NOT
 
 

@@ -49,6 +49,9 @@ def rewrite_attributes(
             canonical = rule.canonical if rule.requires is None else rule.target(index)
             groups.setdefault(canonical, []).append(key)
     renamed, drop = _rename(index, groups, rules, table, where, tally) if groups else (_NONE, None)
+    if groups and len(attributes) != len(index) + len(drop):
+        # The same old key sent twice (the index keeps the last): drop the other copies.
+        drop.update(key for olds in groups.values() for key in olds if key not in index)
     if len(renamed) > 1:
         renamed.sort()  # a stable `costctx.renamed` whatever the set order
     _check_values(index, hits, renamed, table, where, tally)

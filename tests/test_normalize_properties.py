@@ -1,0 +1,87 @@
+"""Property test: whatever attributes a span carries, normalize never crashes nor loses a fact."""
+
+from __future__ import annotations
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from sidecar.normalize.coerce import same_fact
+from sidecar.pdata import TraceBatch
+from sidecar.pdata.attributes import any_value_to_python, is_empty, set_any_value
+from sidecar.processors.base import ProcessorContext
+from sidecar.processors.normalize import NormalizeConfig, NormalizeProcessor
+from sidecar.telemetry.metrics import SidecarMetrics
+from sidecar.telemetry.survival import SurvivalRecorder
+
+CONFIG = NormalizeConfig()
+TABLE = CONFIG.builder.base()
+RULES = TABLE.spans.rules
+CANONICAL = sorted({r.canonical for r in RULES.values()} | {r.otherwise for r in RULES.values() if r.otherwise})
+KEYS = sorted(RULES) + CANONICAL + ["http.route", "owner.tenant", "retry.attempt"]
+
+values = st.one_of(
+    st.text(max_size=6), st.sampled_from(["", "120", "1e3", "12.5", "openai", "Vertex_AI", "nan"]),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=True), st.booleans(),
+    st.lists(st.text(max_size=3), max_size=2), st.none(),
+)
+spans = st.lists(st.tuples(st.sampled_from(KEYS), values), max_size=12)
+
+
+def build(attribute_lists) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    scope_spans = request.resource_spans.add().scope_spans.add()
+    for attributes in attribute_lists:
+        span = scope_spans.spans.add()
+        for key, value in attributes:
+            kv = span.attributes.add()
+            kv.key = key
+            set_any_value(kv.value, value)
+    return request
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(spans, min_size=1, max_size=3))
+# found by this test: an old key sent twice, and a count past int64 sent as a double
+@example([[("enduser.id", None), ("enduser.id", "0")]])
+@example([[("llm.token_count.prompt", "7"), ("llm.token_count.prompt", "8"), ("http.route", "/"),
+           ("http.route", "/x")]])
+@example([[("gen_ai.usage.cache_creation_input_tokens", 9.223372036854776e18)]])
+@example([[("llm.token_count.prompt", "99999999999999999999")]])
+@example([[("llm.provider", "aws"), ("llm.system", "anthropic"), ("x", 1), ("x", 2)]])
+def test_normalize_never_crashes_and_keeps_the_canonical_facts(attribute_lists):
+    processor = NormalizeProcessor("normalize", CONFIG, ProcessorContext(SidecarMetrics(), SurvivalRecorder()))
+    before = build(attribute_lists)
+    request = ExportTraceServiceRequest()
+    request.CopyFrom(before)
+    batch = TraceBatch(request)
+    assert processor.process(batch) is batch
+    assert len(request.resource_spans[0].scope_spans[0].spans) == len(attribute_lists)
+
+    for old_span, new_span in zip(before.resource_spans[0].scope_spans[0].spans,
+                                  request.resource_spans[0].scope_spans[0].spans, strict=True):
+        old = {kv.key: kv.value for kv in old_span.attributes}  # later duplicates win, as in the index
+        new = {kv.key: kv.value for kv in new_span.attributes}
+        for key, value in old.items():
+            rule = RULES.get(key)
+            if rule is not None and not is_empty(value) and not rule.fallback:
+                assert key not in new, f"{key} was left behind"
+            if rule is None and key in CANONICAL and not is_empty(value):
+                # a canonical value that arrived is never replaced by an old key's value
+                assert same_fact(value, new[key], TABLE.types.get(key)) or key in TABLE.values, key
+        renamed = any_value_to_python(new["costctx.renamed"]) if "costctx.renamed" in new else []
+        assert set(renamed) <= set(new)
+        assert all(key not in old or is_empty(old[key]) for key in renamed)
+
+
+def test_kept_fallback_key_survives_duplicate_cleanup():
+    processor = NormalizeProcessor("normalize", CONFIG, ProcessorContext(SidecarMetrics(), SurvivalRecorder()))
+    request = build([[("llm.provider", "aws"), ("llm.system", "anthropic"), ("x", 1), ("x", 2),
+                      ("llm.token_count.prompt", "7"), ("llm.token_count.prompt", "8")]])
+    processor.process(TraceBatch(request))
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    attrs = [(kv.key, any_value_to_python(kv.value)) for kv in span.attributes]
+    assert ("llm.provider", "aws") in attrs and ("gen_ai.provider.name", "anthropic") in attrs
+    assert [v for k, v in attrs if k == "gen_ai.usage.input_tokens"] == [8]
+    assert not [k for k, _ in attrs if k == "llm.token_count.prompt"]
+    assert [v for k, v in attrs if k == "x"] == [1, 2]  # duplicates of other keys are not ours to touch
