@@ -328,3 +328,24 @@ def test_a_resent_span_is_not_counted_twice(make_rig, sink):
     d = rig.client.check(workflow_id="wf-resent", policy_id="p", dry_run=True)
     assert d.response.usages[0].spent == pytest.approx(0.3)
     assert rig.metric("costctx_budget_duplicate_spans_total") == 1
+
+
+def test_async_client(make_rig):
+    import asyncio
+
+    from sidecar.budget.client import AsyncBudgetClient
+
+    rig = make_rig([{"id": "p", "workflow": {"cost_usd": 1.0}}])
+
+    async def run() -> tuple:
+        async with AsyncBudgetClient(f"127.0.0.1:{rig.runner.sidecar.grpc_port}") as client:
+            decisions = await asyncio.gather(*[
+                client.check(workflow_id="wf-async", policy_id="p", estimated_cost_usd=0.3) for _ in range(5)])
+            allowed = [d for d in decisions if d.allowed]
+            released = await client.release(allowed[0].reservation_id)
+            after = await client.check(workflow_id="wf-async", policy_id="p", estimated_cost_usd=0.3)
+            return decisions, released, after
+
+    decisions, released, after = asyncio.run(run())
+    assert sorted(d.decision for d in decisions) == ["ALLOW", "ALLOW", "ALLOW", "BLOCK", "BLOCK"]
+    assert released and after.decision == "ALLOW"
