@@ -326,6 +326,22 @@ def test_schema_file_with_allow_list(sink, start, tmp_path):
     assert {k: untouched[k] for k in old} == old and "costctx.renamed" not in untouched
 
 
+def test_schema_renames_limited_to_named_spans(sink, start, tmp_path):
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(
+        "file_format: 1.1.0\nschema_url: https://opentelemetry.io/schemas/1.30.0\nversions:\n"
+        "  1.30.0:\n    spans:\n      changes:\n        - rename_attributes:\n"
+        "            attribute_map: {app.prompt: gen_ai.usage.input_tokens}\n"
+        "            apply_to_spans: [chat]\n"
+        "  1.20.0:\n"
+    )
+    side = start({"schema_files": [{"path": str(schema), "allow": ["app.prompt"]}]})
+    send(side, [("chat", {"app.prompt": 5}), ("embed", {"app.prompt": 6})], schema_url=SCHEMAS + "1.20.0")
+    spans = received(sink, 2)
+    assert spans["chat"].attributes["gen_ai.usage.input_tokens"] == 5
+    assert spans["embed"].attributes["app.prompt"] == 6 and "gen_ai.usage.input_tokens" not in spans["embed"].attributes
+
+
 @pytest.mark.parametrize(("section", "message"), [
     ({"alias_files": ["/nonexistent/aliases.yaml"]}, "cannot read alias file /nonexistent/aliases.yaml"),
     ({"schema_files": [{"path": "SCHEMA", "allow": []}]}, "processors.normalize.schema_files.0.allow"),

@@ -99,12 +99,19 @@ def test_schema_versions_chain_oldest_first_and_stop_at_the_data_version():
 
 def test_schema_allow_list_and_conditional_renames():
     file = schema({
-        "1.31.0": None,
+        "1.31.0": renames({"db.q": "db.query"}, "spans", apply_to_spans=["query", "exec"]),
         "1.26.0": renames({"enduser.id": "user.id", "gen_ai.x": "gen_ai.y"}),
-        "1.25.0": renames({"db.a": "db.b"}, "spans", apply_to_spans=["query"]),
-    }, version="1.31.0", allow=["gen_ai.y"])  # allow names the new key here
+        "1.25.0": renames({"ev.a": "ev.b"}, "span_events", apply_to_events=["exception"]),
+    }, version="1.31.0", allow=["gen_ai.y", "db.q", "ev.a"])  # `gen_ai.y` names the new key
     assert file.renames_from((1, 0, 0))["spans"] == {"gen_ai.x": "gen_ai.y"}
-    assert file.skipped_conditional == 1
+    assert file.renames_from((1, 0, 0), "query")["spans"] == {"gen_ai.x": "gen_ai.y", "db.q": "db.query"}
+    assert file.renames_from((1, 0, 0), "other")["spans"] == {"gen_ai.x": "gen_ai.y"}
+    assert file.span_names == {"query", "exec"}
+    assert file.skipped_conditional == 1  # renames limited to named events are not applied
+    b = builder(builtin=None, schema_files=[file])
+    table = b.for_schema_url("https://opentelemetry.io/schemas/1.0.0")
+    assert "db.q" not in table.spans.rules
+    assert table.named_spans["exec"].rules["db.q"].canonical == "db.query"
 
 
 def test_schema_url_of_another_family_gets_no_schema_renames():

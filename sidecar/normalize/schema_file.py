@@ -44,11 +44,13 @@ def split_schema_url(url: str) -> tuple[str, Version] | None:
 
 @dataclass
 class VersionStep:
-    """The unconditional attribute renames one version introduces, per place."""
+    """The attribute renames one version introduces, per place."""
 
     version: Version
     renames: dict[str, dict[str, str]] = field(default_factory=lambda: {p: {} for p in PLACES})
-    # Renames limited to named spans or events: not applied (counted at load, see README).
+    # `spans` renames limited by `apply_to_spans`: (span names, attribute map).
+    named_spans: list[tuple[frozenset[str], dict[str, str]]] = field(default_factory=list)
+    # span_events renames limited to named spans or events: not applied (counted, see README).
     conditional: int = 0
 
 
@@ -64,15 +66,27 @@ class SchemaFile:
     def skipped_conditional(self) -> int:
         return sum(s.conditional for s in self.steps)
 
-    def renames_from(self, span_version: Version) -> dict[str, dict[str, str]]:
-        """Composed, allow-listed renames per place (original key -> final key) for data at `span_version`."""
+    @property
+    def span_names(self) -> frozenset[str]:
+        """Span names some rename is limited to (each gets its own compiled table)."""
+        return frozenset(name for step in self.steps for names, _ in step.named_spans for name in names)
+
+    def renames_from(self, span_version: Version, span_name: str | None = None) -> dict[str, dict[str, str]]:
+        """Composed, allow-listed renames per place (original key -> final key) for data at
+        `span_version`; with `span_name`, the span renames limited to that name are included."""
         out: dict[str, dict[str, str]] = {p: {} for p in PLACES}
         for step in self.steps:
             if step.version <= span_version or step.version > self.version:
                 continue
             for place in PLACES:
                 composed = out[place]
-                step_map = {o: n for o, n in step.renames[place].items() if o in self.allow or n in self.allow}
+                renames = step.renames[place]
+                if span_name is not None and place == SPANS:
+                    renames = dict(renames)
+                    for names, mapping in step.named_spans:
+                        if span_name in names:
+                            renames.update(mapping)
+                step_map = {o: n for o, n in renames.items() if o in self.allow or n in self.allow}
                 if not step_map:
                     continue
                 # A key renamed in an earlier step may be renamed again here: follow it.
@@ -123,7 +137,13 @@ def _read_step(version: Version, body: Any, where: str) -> VersionStep:
             if mapping is None:
                 continue  # rename_events, rename_metrics, split: not attribute renames
             rename = change["rename_attributes"]
-            if rename.get("apply_to_spans") or rename.get("apply_to_events"):
+            span_names = rename.get("apply_to_spans")
+            if section == "spans" and span_names and not rename.get("apply_to_events"):
+                if not isinstance(span_names, list) or not all(isinstance(n, str) for n in span_names):
+                    raise SchemaFileError(f"{where}.{section}.changes[{i}]: apply_to_spans is a list of span names")
+                step.named_spans.append((frozenset(span_names), mapping))
+                continue
+            if span_names or rename.get("apply_to_events"):
                 step.conditional += len(mapping)
                 continue
             for place in section_places[section]:

@@ -43,6 +43,8 @@ class CompiledTable:
     types: dict[str, str]  # canonical key -> type to coerce to (empty when coercion is off)
     values: dict[str, dict[str, str]]  # canonical key -> lower-case old value -> new value
     kinds: dict[str, str] = field(default_factory=dict)  # canonical key -> its AnyValue field name
+    # Span rules for span names that schema-file renames are limited to (`apply_to_spans`).
+    named_spans: dict[str, PlaceTable] = field(default_factory=dict)
 
     @property
     def spans(self) -> PlaceTable:
@@ -153,12 +155,16 @@ class TableBuilder:
         table = self._cache.get(schema_url)
         if table is None:
             table = self._compile(self.schema_layer(schema_url))
+            names = frozenset().union(*(s.span_names for s in self.schema_files))
+            if names:
+                named = {name: self._compile(self.schema_layer(schema_url, name)).spans for name in sorted(names)}
+                table = CompiledTable(table.places, table.types, table.values, table.kinds, named)
             if len(self._cache) >= self.max_cached:
                 self._cache.clear()  # schema URLs are few; this only bounds a hostile stream
             self._cache[schema_url] = table
         return table
 
-    def schema_layer(self, schema_url: str) -> list[RawRule]:
+    def schema_layer(self, schema_url: str, span_name: str | None = None) -> list[RawRule]:
         parsed = split_schema_url(schema_url)
         if parsed is None:
             return []
@@ -168,7 +174,7 @@ class TableBuilder:
         for schema in self.schema_files:
             if schema.family != family:
                 continue
-            for place, renames in schema.renames_from(version).items():
+            for place, renames in schema.renames_from(version, span_name).items():
                 for old, new in renames.items():
                     if (place, old) in seen:
                         continue

@@ -117,6 +117,8 @@ class NormalizeProcessor(Processor):
             if per_schema:
                 table = self._table(rec.scope_spans.schema_url or resource.schema_url)
                 place = table.spans
+                if table.named_spans:
+                    place = table.named_spans.get(rec.span.name, place)
             if not place.watch.isdisjoint(rec.attrs):
                 renamed, rec.attrs = rewrite_attributes(rec.span.attributes, rec.attrs, place, table, "span", tally)
                 if renamed:
