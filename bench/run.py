@@ -395,11 +395,15 @@ def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) 
                                 sidecar.ps)
                 load = run_load("rate", sidecar.target, pools.path(batch, attrs), plan, window,
                                 duration=plan.rate_s, rate=plan.cpu_rate, workdir=workdir)
+                delivered = window.rate("forwarded")
                 row[mode] = {
                     "cpu_pct": 100 * window.rate("cpu"),
+                    # CPU per span delivered, scaled to 10,000 spans/s: comparable even when the
+                    # sidecar could not keep up with the offered rate or was starved of CPU.
+                    "cpu_pct_per_10k_delivered": 100 * window.rate("cpu") * 10_000 / delivered if delivered else None,
                     "peak_rss_mb": sidecar.peak_rss_mb(),
                     "window_max_rss_mb": window.rss_max,
-                    "achieved_spans_per_s": window.rate("forwarded"),
+                    "achieved_spans_per_s": delivered,
                     "late_sends": load["late_sends"],
                     "refused_requests": load["requests_refused"],
                     "machine_busy_pct": window.machine_busy_pct(),
@@ -484,8 +488,11 @@ def check_targets(results: dict) -> dict:
     return {
         "inprocess_full_vs_floor": {"value": ip, "target": f">= {TARGETS['inprocess_full_vs_floor_min']}",
                                     "met": ip >= TARGETS["inprocess_full_vs_floor_min"]},
-        "cpu_pct_at_10k": {"value": cost["cpu_pct"], "target": f"< {TARGETS['cpu_pct_at_10k_max']}",
-                           "met": None if quick else cost["cpu_pct"] < TARGETS["cpu_pct_at_10k_max"]},
+        # CPU per 10,000 spans/s actually delivered: the raw CPU % at the offered rate flatters
+        # a sidecar that could not keep up (it delivered less and so did less work).
+        "cpu_pct_at_10k": {"value": cost["cpu_pct_per_10k_delivered"], "target": f"< {TARGETS['cpu_pct_at_10k_max']}",
+                           "met": None if quick or cost["cpu_pct_per_10k_delivered"] is None
+                           else cost["cpu_pct_per_10k_delivered"] < TARGETS["cpu_pct_at_10k_max"]},
         "peak_rss_mb_at_10k": {"value": cost["peak_rss_mb"], "target": f"< {TARGETS['peak_rss_mb_at_10k_max']}",
                                "met": None if quick else cost["peak_rss_mb"] < TARGETS["peak_rss_mb_at_10k_max"]},
         "added_p99_ms_at_5k": {"value": lat, "target": f"< {TARGETS['added_p99_ms_at_5k_max']}",
@@ -519,11 +526,12 @@ def print_table(results: dict, out=sys.stdout) -> None:
     w(f"\n2. Sidecar process at a fixed {fmt(c['default']['rate'], 0)} spans/s "
       f"(Collector testbed ceiling: {COLLECTOR_CEILING['cpu_pct']:.0f}% CPU, {COLLECTOR_CEILING['rss_mb']:.0f} MB)\n")
     w(f"   {'batch':>6} {'attrs':>6} {'CPU% off':>9} {'CPU% full':>10} {'full/off':>9} {'peakMB off':>11} "
-      f"{'peakMB full':>12} {'achieved':>9}\n")
+      f"{'peakMB full':>12} {'achieved':>9} {'CPU%/10k off':>13} {'CPU%/10k full':>14}\n")
     for r in c["sweep"]:
         w(f"   {r['spans_per_batch']:>6} {'+' + str(r['extra_attrs']):>6} {fmt(r['off']['cpu_pct']):>9} "
           f"{fmt(r['full']['cpu_pct']):>10} {fmt(r['full_vs_off_cpu'], 2):>9} {fmt(r['off']['peak_rss_mb']):>11} "
-          f"{fmt(r['full']['peak_rss_mb']):>12} {fmt(r['full']['achieved_spans_per_s'], 0):>9}\n")
+          f"{fmt(r['full']['peak_rss_mb']):>12} {fmt(r['full']['achieved_spans_per_s'], 0):>9} "
+          f"{fmt(r['off']['cpu_pct_per_10k_delivered']):>13} {fmt(r['full']['cpu_pct_per_10k_delivered']):>14}\n")
     lat = results["latency"]
     w(f"\n3. Export-call latency at {fmt(lat['default']['rate'], 0)} spans/s, ms (complete spans, nothing held)\n")
     w(f"   {'batch':>6} {'attrs':>6} {'direct p50/p99':>16} {'off p50/p99':>14} {'full p50/p99':>14} "
@@ -542,6 +550,8 @@ def print_table(results: dict, out=sys.stdout) -> None:
         w(f"   {r['spans_per_batch']:>6} {'+' + str(r['extra_attrs']):>6} {fmt(r['floor_spans_per_s'], 0):>10} "
           f"{fmt(r['off_spans_per_s'], 0):>10} {fmt(r['full_spans_per_s'], 0):>10} {fmt(r['full_vs_floor'], 2):>11} "
           f"{fmt(r['processor_us_per_span'], 2):>13}\n")
+    each = ip["default"]["processor_us_per_span_each"]
+    w("   CPU us/span per processor (default point): " + ", ".join(f"{k} {v:.1f}" for k, v in each.items()) + "\n")
     w("\nTargets:\n")
     for name, t in results["targets"].items():
         met = {True: "met", False: "NOT met", None: "n/a (quick)"}[t["met"]]
@@ -577,13 +587,14 @@ def markdown(results: dict) -> str:
         f"at 10,000 spans/s: {COLLECTOR_CEILING['cpu_pct']:.0f}% of a core, {COLLECTOR_CEILING['rss_mb']:.0f} MB)")
     add("")
     add("| spans/batch | extra attrs | CPU % off | CPU % on | on/off | peak RSS MB off | peak RSS MB on | "
-        "delivered spans/s off | delivered spans/s on |")
-    add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        "delivered spans/s off | delivered spans/s on | CPU % per 10k delivered, off | on |")
+    add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in c["sweep"]:
         add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | {fmt(r['off']['cpu_pct'])} | "
             f"{fmt(r['full']['cpu_pct'])} | {fmt(r['full_vs_off_cpu'], 2)} | {fmt(r['off']['peak_rss_mb'])} | "
             f"{fmt(r['full']['peak_rss_mb'])} | "
-            f"{fmt(r['off']['achieved_spans_per_s'], 0)} | {fmt(r['full']['achieved_spans_per_s'], 0)} |")
+            f"{fmt(r['off']['achieved_spans_per_s'], 0)} | {fmt(r['full']['achieved_spans_per_s'], 0)} | "
+            f"{fmt(r['off']['cpu_pct_per_10k_delivered'])} | {fmt(r['full']['cpu_pct_per_10k_delivered'])} |")
     add("")
     lat = results["latency"]
     add(f"### 3. Export-call latency at {lat['default']['rate']:,.0f} spans/s offered, ms (every span carries its "
@@ -607,6 +618,10 @@ def markdown(results: dict) -> str:
         add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | {fmt(r['floor_spans_per_s'], 0)} | "
             f"{fmt(r['off_spans_per_s'], 0)} | {fmt(r['full_spans_per_s'], 0)} | {fmt(r['full_vs_floor'], 3)} | "
             f"{fmt(r['processor_us_per_span'], 1)} |")
+    add("")
+    each = results["inprocess"]["default"]["processor_us_per_span_each"]
+    add("CPU microseconds per span in each processor (default point, in pipeline order; the first one's share "
+        "includes building the shared span index): " + ", ".join(f"`{k}` {v:.1f}" for k, v in each.items()) + ".")
     add("")
     add("### Targets")
     add("")

@@ -47,6 +47,7 @@ def test_every_figure_is_reported_with_its_baseline(results: dict) -> None:
         assert cost[mode]["cpu_pct"] > 0
         assert cost[mode]["peak_rss_mb"] > 0
         assert cost[mode]["achieved_spans_per_s"] > 0
+        assert cost[mode]["cpu_pct_per_10k_delivered"] > 0
     assert cost["collector_ceiling"]["cpu_pct"] == 20.0 and cost["collector_ceiling"]["rss_mb"] == 100.0
 
     latency = results["latency"]["default"]
@@ -59,6 +60,9 @@ def test_every_figure_is_reported_with_its_baseline(results: dict) -> None:
         assert row["floor_spans_per_s"] > 0 and row["full_spans_per_s"] > 0 and row["full_vs_floor"] > 0
         # The pipeline lost no span in-process (held spans are released at shutdown).
         assert row["spans_delivered_full"] == row["spans_expected_full"]
+
+    # Every processor of the pipeline is timed on its own.
+    assert list(inproc["default"]["processor_us_per_span_each"]) == results["processors_full"]
 
     assert set(results["targets"]) == {
         "inprocess_full_vs_floor", "cpu_pct_at_10k", "peak_rss_mb_at_10k", "added_p99_ms_at_5k"}
