@@ -72,6 +72,7 @@ class Plan:
     concurrency: int = 8
     cpu_rate: float = 10_000.0
     latency_rate: float = 5_000.0
+    low_latency_rate: float = 1_000.0
     inprocess_rounds: int = 5
     inprocess_spans: int = 6_000  # per round; the full pipeline runs at a few thousand spans/s
     e2e_sweep: bool = True
@@ -81,7 +82,7 @@ class Plan:
         if args.quick:
             return cls(quick=True, batch_sizes=[20, 100], attr_counts=[0, 4], pool_spans=1_000, inprocess_spans=1_000,
                        saturation_s=1.5, rate_s=1.5, warmup_s=0.5, cpu_rate=2_000.0, latency_rate=1_000.0,
-                       inprocess_rounds=2, e2e_sweep=False)
+                       low_latency_rate=500.0, inprocess_rounds=2, e2e_sweep=False)
         plan = cls(quick=False)
         if args.duration:
             plan.saturation_s = plan.rate_s = args.duration
@@ -416,28 +417,32 @@ def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) 
     return {"default": rows[0], "sweep": rows}
 
 
-def latency(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> dict:
-    """Export-call latency at plan.latency_rate, direct to the sink and through the sidecar."""
-    points = plan.points(plan.e2e_sweep)
-    rows: dict[tuple[int, int], dict] = {p: {"spans_per_batch": p[0], "extra_attrs": p[1],
-                                             "rate": plan.latency_rate} for p in points}
+def latency(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path, rate: float,
+            points: list[tuple[int, int]]) -> dict:
+    """Export-call latency at `rate` spans/s, direct to the sink and through the sidecar."""
+    rows: dict[tuple[int, int], dict] = {p: {"spans_per_batch": p[0], "extra_attrs": p[1], "rate": rate}
+                                         for p in points}
 
-    def one(target: str, batch: int, attrs: int) -> dict:
-        window = Window({}, None)
+    def one(target: str, batch: int, attrs: int, sidecar: SidecarProcess | None = None) -> dict:
+        probes = {"cpu": lambda: cpu_seconds(sidecar.ps)} if sidecar is not None else {}
+        window = Window(probes, None)
         load = run_load("rate", target, pools.path(batch, attrs, complete=True), plan, window,
-                        duration=plan.rate_s, rate=plan.latency_rate, workdir=workdir)
-        return {**load["latency_ms"], "achieved_spans_per_s": load["spans_per_s"],
-                "late_sends": load["late_sends"], "machine_busy_pct": window.machine_busy_pct()}
+                        duration=plan.rate_s, rate=rate, workdir=workdir)
+        out = {**load["latency_ms"], "achieved_spans_per_s": load["spans_per_s"],
+               "late_sends": load["late_sends"], "machine_busy_pct": window.machine_busy_pct()}
+        if sidecar is not None:
+            out["sidecar_cpu_pct"] = 100 * window.rate("cpu")
+        return out
 
     for batch, attrs in points:
-        log(f"latency at {plan.latency_rate:.0f} spans/s: direct to the sink, batch {batch}, attrs +{attrs}")
+        log(f"latency at {rate:.0f} spans/s: direct to the sink, batch {batch}, attrs +{attrs}")
         rows[(batch, attrs)]["direct"] = one(sink.target, batch, attrs)
     for mode, processors in {"off": [], "full": list(DEFAULT_TRACE_PROCESSORS)}.items():
-        sidecar = SidecarProcess(workdir, f"latency-{mode}", processors, sink.port)
+        sidecar = SidecarProcess(workdir, f"latency-{mode}-{rate:.0f}", processors, sink.port)
         try:
             for batch, attrs in points:
-                log(f"latency at {plan.latency_rate:.0f} spans/s: processors {mode}, batch {batch}, attrs +{attrs}")
-                rows[(batch, attrs)][mode] = one(sidecar.target, batch, attrs)
+                log(f"latency at {rate:.0f} spans/s: processors {mode}, batch {batch}, attrs +{attrs}")
+                rows[(batch, attrs)][mode] = one(sidecar.target, batch, attrs, sidecar)
         finally:
             sidecar.stop()
     out = []
@@ -532,16 +537,30 @@ def print_table(results: dict, out=sys.stdout) -> None:
           f"{fmt(r['full']['cpu_pct']):>10} {fmt(r['full_vs_off_cpu'], 2):>9} {fmt(r['off']['peak_rss_mb']):>11} "
           f"{fmt(r['full']['peak_rss_mb']):>12} {fmt(r['full']['achieved_spans_per_s'], 0):>9} "
           f"{fmt(r['off']['cpu_pct_per_10k_delivered']):>13} {fmt(r['full']['cpu_pct_per_10k_delivered']):>14}\n")
-    lat = results["latency"]
+    for key in ("latency", "latency_low_rate"):
+        print_latency(results[key], w)
+    print_inprocess(results, w)
+    w("\nTargets:\n")
+    for name, t in results["targets"].items():
+        met = {True: "met", False: "NOT met", None: "n/a (quick)"}[t["met"]]
+        w(f"   {name}: {fmt(t['value'], 2)} (target {t['target']}): {met}\n")
+    w(f"\nelapsed {results['elapsed_s']:.0f}s\n")
+
+
+def print_latency(lat: dict, w) -> None:
     w(f"\n3. Export-call latency at {fmt(lat['default']['rate'], 0)} spans/s, ms (complete spans, nothing held)\n")
     w(f"   {'batch':>6} {'attrs':>6} {'direct p50/p99':>16} {'off p50/p99':>14} {'full p50/p99':>14} "
-      f"{'added p50/p99 (full)':>21}\n")
+      f"{'added p50/p99 (full)':>21} {'CPU% full':>10}\n")
     for r in lat["sweep"]:
         w(f"   {r['spans_per_batch']:>6} {'+' + str(r['extra_attrs']):>6} "
           f"{fmt(r['direct']['p50'], 2) + '/' + fmt(r['direct']['p99'], 2):>16} "
           f"{fmt(r['off']['p50'], 2) + '/' + fmt(r['off']['p99'], 2):>14} "
           f"{fmt(r['full']['p50'], 2) + '/' + fmt(r['full']['p99'], 2):>14} "
-          f"{fmt(r['added_p50_ms_full'], 2) + '/' + fmt(r['added_p99_ms_full'], 2):>21}\n")
+          f"{fmt(r['added_p50_ms_full'], 2) + '/' + fmt(r['added_p99_ms_full'], 2):>21} "
+          f"{fmt(r['full'].get('sidecar_cpu_pct')):>10}\n")
+
+
+def print_inprocess(results: dict, w) -> None:
     ip = results["inprocess"]
     w("\n4. In-process throughput (spans/s): parse+serialize floor vs pipeline without / with processors\n")
     w(f"   {'batch':>6} {'attrs':>6} {'floor':>10} {'off':>10} {'full':>10} {'full/floor':>11} "
@@ -552,11 +571,6 @@ def print_table(results: dict, out=sys.stdout) -> None:
           f"{fmt(r['processor_us_per_span'], 2):>13}\n")
     each = ip["default"]["processor_us_per_span_each"]
     w("   CPU us/span per processor (default point): " + ", ".join(f"{k} {v:.1f}" for k, v in each.items()) + "\n")
-    w("\nTargets:\n")
-    for name, t in results["targets"].items():
-        met = {True: "met", False: "NOT met", None: "n/a (quick)"}[t["met"]]
-        w(f"   {name}: {fmt(t['value'], 2)} (target {t['target']}): {met}\n")
-    w(f"\nelapsed {results['elapsed_s']:.0f}s\n")
 
 
 def markdown(results: dict) -> str:
@@ -596,20 +610,22 @@ def markdown(results: dict) -> str:
             f"{fmt(r['off']['achieved_spans_per_s'], 0)} | {fmt(r['full']['achieved_spans_per_s'], 0)} | "
             f"{fmt(r['off']['cpu_pct_per_10k_delivered'])} | {fmt(r['full']['cpu_pct_per_10k_delivered'])} |")
     add("")
-    lat = results["latency"]
-    add(f"### 3. Export-call latency at {lat['default']['rate']:,.0f} spans/s offered, ms (every span carries its "
-        "context: nothing is held)")
-    add("")
-    add("| spans/batch | extra attrs | direct p50 / p99 | off p50 / p99 | on p50 / p99 | added p50 / p99 (off) | "
-        "added p50 / p99 (on) |")
-    add("|---:|---:|---:|---:|---:|---:|---:|")
-    for r in lat["sweep"]:
-        add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | "
-            f"{fmt(r['direct']['p50'], 2)} / {fmt(r['direct']['p99'], 2)} | "
-            f"{fmt(r['off']['p50'], 2)} / {fmt(r['off']['p99'], 2)} | {fmt(r['full']['p50'], 2)} / "
-            f"{fmt(r['full']['p99'], 2)} | {fmt(r['added_p50_ms_off'], 2)} / {fmt(r['added_p99_ms_off'], 2)} | "
-            f"{fmt(r['added_p50_ms_full'], 2)} / {fmt(r['added_p99_ms_full'], 2)} |")
-    add("")
+    for key in ("latency", "latency_low_rate"):
+        lat = results[key]
+        add(f"### 3. Export-call latency at {lat['default']['rate']:,.0f} spans/s offered, ms (every span carries "
+            "its context: nothing is held)")
+        add("")
+        add("| spans/batch | extra attrs | direct p50 / p99 | off p50 / p99 | on p50 / p99 | added p50 / p99 (off) | "
+            "added p50 / p99 (on) | sidecar CPU % (on) |")
+        add("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in lat["sweep"]:
+            add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | "
+                f"{fmt(r['direct']['p50'], 2)} / {fmt(r['direct']['p99'], 2)} | "
+                f"{fmt(r['off']['p50'], 2)} / {fmt(r['off']['p99'], 2)} | {fmt(r['full']['p50'], 2)} / "
+                f"{fmt(r['full']['p99'], 2)} | {fmt(r['added_p50_ms_off'], 2)} / {fmt(r['added_p99_ms_off'], 2)} | "
+                f"{fmt(r['added_p50_ms_full'], 2)} / {fmt(r['added_p99_ms_full'], 2)} | "
+                f"{fmt(r['full'].get('sidecar_cpu_pct'))} |")
+        add("")
     add("### 4. In-process throughput, spans/s of CPU time: parse + serialize floor vs the pipeline")
     add("")
     add("| spans/batch | extra attrs | floor | pipeline, no processors | all on | on/floor | processors us/span |")
@@ -675,7 +691,9 @@ def main(argv: list[str] | None = None) -> int:
             results["sink_alone"] = sink_alone(sink, pools, plan, workdir)
             results["saturation"] = saturation(sink, pools, plan, workdir)
             results["cpu_rss_at_rate"] = fixed_rate_cost(sink, pools, plan, workdir)
-            results["latency"] = latency(sink, pools, plan, workdir)
+            results["latency"] = latency(sink, pools, plan, workdir, plan.latency_rate, plan.points(plan.e2e_sweep))
+            # The same at a rate the full pipeline keeps up with: processing time without queueing.
+            results["latency_low_rate"] = latency(sink, pools, plan, workdir, plan.low_latency_rate, plan.points(False))
         finally:
             sink.stop()
     results["load"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
