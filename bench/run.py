@@ -304,6 +304,9 @@ def run_load(mode: str, target: str, pool: Path, plan: Plan, window: Window, *, 
             proc.wait()
             raise RuntimeError(f"load generator failed; see {workdir / 'loadgen.log'}")
         t0 = time.monotonic()
+        loadgen_ps = psutil.Process(proc.pid)
+        # The load generator's own CPU: at 100% of a core it, not the sidecar, is the limit.
+        window.probes["loadgen_cpu"] = lambda: cpu_seconds(loadgen_ps)
         time.sleep(plan.warmup_s)
         window.open()
         time.sleep(max(0.0, t0 + duration - time.monotonic() - 0.05))
@@ -347,7 +350,8 @@ def sink_alone(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> di
     run_load("saturate", sink.target, pools.path(batch, plan.default_attrs), plan, window,
              duration=plan.saturation_s, workdir=workdir)
     return {"spans_per_batch": batch, "spans_per_s": window.rate("requests") * batch,
-            "sink_cpu_pct": 100 * window.rate("sink_cpu"), "machine_busy_pct": window.machine_busy_pct()}
+            "sink_cpu_pct": 100 * window.rate("sink_cpu"), "loadgen_cpu_pct": 100 * window.rate("loadgen_cpu"),
+            "machine_busy_pct": window.machine_busy_pct()}
 
 
 def saturation(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> dict:
@@ -369,6 +373,7 @@ def saturation(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> di
                     "refused_requests": load["requests_refused"],
                     "sidecar_cpu_pct": 100 * window.rate("cpu"),
                     "sink_cpu_pct": 100 * window.rate("sink_cpu"),
+                    "loadgen_cpu_pct": 100 * window.rate("loadgen_cpu"),
                     "machine_busy_pct": window.machine_busy_pct(),
                 }
                 sidecar.wait_drained()
@@ -587,14 +592,17 @@ def markdown(results: dict) -> str:
     add("")
     sa = results["sink_alone"]
     add(f"### 1. Saturation throughput, spans/s delivered to the sink (sink alone: {sa['spans_per_s']:,.0f} at "
-        f"{sa['sink_cpu_pct']:.0f}% of a core)")
+        f"{sa['sink_cpu_pct']:.0f}% of a core, load generator at {sa['loadgen_cpu_pct']:.0f}%)")
     add("")
-    add("| spans/batch | extra attrs | processors off | all on | on/off | sidecar CPU % (on) | sink CPU % (on) |")
-    add("|---:|---:|---:|---:|---:|---:|---:|")
+    add("| spans/batch | extra attrs | processors off | all on | on/off | sidecar CPU % off / on | "
+        "sink CPU % off / on | load generator CPU % off / on |")
+    add("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results["saturation"]["sweep"]:
-        add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | {fmt(r['off']['spans_per_s'], 0)} | "
-            f"{fmt(r['full']['spans_per_s'], 0)} | {fmt(r['full_vs_off'], 3)} | {fmt(r['full']['sidecar_cpu_pct'])} | "
-            f"{fmt(r['full']['sink_cpu_pct'])} |")
+        off, on = r["off"], r["full"]
+        add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | {fmt(off['spans_per_s'], 0)} | "
+            f"{fmt(on['spans_per_s'], 0)} | {fmt(r['full_vs_off'], 3)} | {fmt(off['sidecar_cpu_pct'])} / "
+            f"{fmt(on['sidecar_cpu_pct'])} | {fmt(off['sink_cpu_pct'])} / {fmt(on['sink_cpu_pct'])} | "
+            f"{fmt(off['loadgen_cpu_pct'])} / {fmt(on['loadgen_cpu_pct'])} |")
     add("")
     c = results["cpu_rss_at_rate"]
     add(f"### 2. Sidecar process at a fixed {c['default']['rate']:,.0f} spans/s offered (Collector testbed ceiling "
