@@ -164,6 +164,7 @@ class SidecarProcess:
                 if r.status == 200:
                     return
             time.sleep(0.1)
+        stop_process(self.proc)
         raise RuntimeError(f"sidecar not ready after {timeout}s; see {self.log_path}")
 
     def metric(self, name: str, **labels: str) -> float:
@@ -200,6 +201,15 @@ class SidecarProcess:
     def stop(self) -> None:
         stop_process(self.proc)
         self.log.close()
+
+
+def start_sidecar(workdir: Path, name: str, processors: list[str], sink_port: int) -> SidecarProcess:
+    """Start a sidecar; once more on failure (a free port picked here may be taken meanwhile)."""
+    try:
+        return SidecarProcess(workdir, name, processors, sink_port)
+    except RuntimeError as exc:
+        log(f"sidecar {name} failed to start ({exc}); retrying once")
+        return SidecarProcess(workdir, f"{name}-retry", processors, sink_port)
 
 
 def sidecar_config(processors: list[str], sink_port: int, grpc_port: int, admin_port: int) -> dict:
@@ -359,7 +369,7 @@ def saturation(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> di
     points = plan.points(plan.e2e_sweep)
     results: dict[tuple[int, int], dict] = {p: {} for p in points}
     for mode, processors in modes.items():
-        sidecar = SidecarProcess(workdir, f"saturate-{mode}", processors, sink.port)
+        sidecar = start_sidecar(workdir, f"saturate-{mode}", processors, sink.port)
         try:
             for batch, attrs in points:
                 log(f"saturation: processors {mode}, batch {batch}, attrs +{attrs}")
@@ -395,7 +405,7 @@ def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) 
         row: dict = {"spans_per_batch": batch, "extra_attrs": attrs, "rate": plan.cpu_rate}
         for mode, processors in modes.items():
             log(f"cpu/rss at {plan.cpu_rate:.0f} spans/s: processors {mode}, batch {batch}, attrs +{attrs}")
-            sidecar = SidecarProcess(workdir, f"rate-{mode}-b{batch}-a{attrs}", processors, sink.port)
+            sidecar = start_sidecar(workdir, f"rate-{mode}-b{batch}-a{attrs}", processors, sink.port)
             try:
                 window = Window({"forwarded": sidecar.forwarded, "cpu": lambda s=sidecar: cpu_seconds(s.ps)},
                                 sidecar.ps)
@@ -443,7 +453,7 @@ def latency(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path, rate: fl
         log(f"latency at {rate:.0f} spans/s: direct to the sink, batch {batch}, attrs +{attrs}")
         rows[(batch, attrs)]["direct"] = one(sink.target, batch, attrs)
     for mode, processors in {"off": [], "full": list(DEFAULT_TRACE_PROCESSORS)}.items():
-        sidecar = SidecarProcess(workdir, f"latency-{mode}-{rate:.0f}", processors, sink.port)
+        sidecar = start_sidecar(workdir, f"latency-{mode}-{rate:.0f}", processors, sink.port)
         try:
             for batch, attrs in points:
                 log(f"latency at {rate:.0f} spans/s: processors {mode}, batch {batch}, attrs +{attrs}")
