@@ -447,6 +447,7 @@ def latency(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path, rate: fl
                "late_sends": load["late_sends"], "machine_busy_pct": window.machine_busy_pct()}
         if sidecar is not None:
             out["sidecar_cpu_pct"] = 100 * window.rate("cpu")
+            out["sidecar_peak_rss_mb"] = sidecar.peak_rss_mb()  # lifetime peak, this point and those before
         return out
 
     for batch, attrs in points:
@@ -634,15 +635,15 @@ def markdown(results: dict) -> str:
             "its context: nothing is held)")
         add("")
         add("| spans/batch | extra attrs | direct p50 / p99 | off p50 / p99 | on p50 / p99 | added p50 / p99 (off) | "
-            "added p50 / p99 (on) | sidecar CPU % (on) |")
-        add("|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "added p50 / p99 (on) | sidecar CPU % (on) | sidecar peak RSS MB (on) |")
+        add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in lat["sweep"]:
             add(f"| {r['spans_per_batch']} | +{r['extra_attrs']} | "
                 f"{fmt(r['direct']['p50'], 2)} / {fmt(r['direct']['p99'], 2)} | "
                 f"{fmt(r['off']['p50'], 2)} / {fmt(r['off']['p99'], 2)} | {fmt(r['full']['p50'], 2)} / "
                 f"{fmt(r['full']['p99'], 2)} | {fmt(r['added_p50_ms_off'], 2)} / {fmt(r['added_p99_ms_off'], 2)} | "
                 f"{fmt(r['added_p50_ms_full'], 2)} / {fmt(r['added_p99_ms_full'], 2)} | "
-                f"{fmt(r['full'].get('sidecar_cpu_pct'))} |")
+                f"{fmt(r['full'].get('sidecar_cpu_pct'))} | {fmt(r['full'].get('sidecar_peak_rss_mb'))} |")
         add("")
     add("### 4. In-process throughput, spans/s of CPU time: parse + serialize floor vs the pipeline")
     add("")
