@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
-from statistics import median
 from typing import Any
 
 from sidecar.budget import counters as c
+from sidecar.budget.breaker import Breaker, breaker_keys
 from sidecar.budget.config import BudgetConfig, PolicyConfig
 from sidecar.budget.decision import ALLOW, BLOCK, DEGRADE, TRIPPED, CheckOutcome, CheckPlan, Dim, fits, soft_reached
 from sidecar.budget.memory import MemoryStore
@@ -55,12 +54,8 @@ class BudgetEngine:
         self.store = store if store is not None else build_store(config)
         self.policies = Policies(config)
         self.reservation_ttl_ms = int(config.reservation_ttl * 1000)
-        breaker = config.breaker
-        self._velocity_window = breaker.velocity_window if breaker.tenant_usd_per_window else None
-        # workflow.name -> recent workflows' spend (micro-USD), for the rolling median
-        self._recent: dict[str, OrderedDict[str, int]] = {}
-        # breaker keys this sidecar tripped -> until (epoch s), to stamp `tripped` without a read
-        self._tripped_until: dict[str, float] = {}
+        self.breaker = Breaker(config.breaker, metrics)
+        self._velocity_window = self.breaker.velocity_window
 
     # -- estimates ------------------------------------------------------------------------
     def _book_micro(self, model: str, input_tokens: int, output_tokens: int) -> int | None:
@@ -108,10 +103,7 @@ class BudgetEngine:
                 degraded = min(full, booked_cheaper)
         dims = check_dims(policy, ctx, time.time(), self.config.workflow_ttl, full, degraded,
                           max(in_tok, 0) + max(out_tok, 0))
-        breaker_keys = [c.tenant_breaker_key(ctx.tenant)] if ctx.tenant else []
-        if ctx.workflow_id:
-            breaker_keys.append(c.workflow_breaker_key(ctx.workflow_id))
-        plan = CheckPlan(dims, breaker_keys, reserve=not request.dry_run, has_degraded=bool(cheaper),
+        plan = CheckPlan(dims, breaker_keys(ctx), reserve=not request.dry_run, has_degraded=bool(cheaper),
                          reservation_id=uuid.uuid4().hex, reservation_ttl_ms=self.reservation_ttl_ms)
         try:
             outcome = await self.store.check(plan)
@@ -233,7 +225,7 @@ class BudgetEngine:
             self.metrics.reservations.labels("committed").inc(committed)
         self.metrics.committed_spans.inc(len(results))
         for spend, where, result in zip(spends, wheres, results, strict=True):
-            trips += self._breaker(spend, where, result, now)
+            trips += self.breaker.observe(spend, where, result, now)
             policy = self.policies.match(spend.ctx.policy_id, spend.ctx.workflow_name)
             if policy is None:
                 out.append(SpanVerdict(None, None))
@@ -243,9 +235,8 @@ class BudgetEngine:
 
     def _state(self, policy: PolicyConfig, spend: SpanSpend, where, result: CommitResult, now: float) -> str:
         ctx = spend.ctx
-        for key in self._breaker_keys(ctx):
-            if self._tripped_until.get(key, 0.0) > now:
-                return "tripped"
+        if self.breaker.open_here(ctx, now):
+            return "tripped"
         worst = 0.0
         values = result.values
         limits = policy.workflow
@@ -267,53 +258,3 @@ class BudgetEngine:
         if worst >= policy.soft_threshold:
             return SOFT
         return OK
-
-    @staticmethod
-    def _breaker_keys(ctx: Context) -> list[str]:
-        keys = [c.tenant_breaker_key(ctx.tenant)] if ctx.tenant else []
-        if ctx.workflow_id:
-            keys.append(c.workflow_breaker_key(ctx.workflow_id))
-        return keys
-
-    def _breaker(self, spend: SpanSpend, where, result: CommitResult, now: float) -> list[tuple[str, str, str]]:
-        breaker = self.config.breaker
-        ctx = spend.ctx
-        trips = []
-        if breaker.tenant_usd_per_window and "velocity.current" in where:
-            window = breaker.velocity_window
-            current = result.values[where["velocity.current"]]
-            previous = result.values[where["velocity.previous"]]
-            # Sliding-window estimate from two fixed buckets: the previous one weighted
-            # by how much of it still lies inside the window.
-            overlap = 1.0 - (spend.at % window) / window
-            velocity = current + previous * overlap
-            if velocity > c.usd_to_micro(breaker.tenant_usd_per_window):
-                trips.append(("tenant_velocity", c.tenant_breaker_key(ctx.tenant),
-                              f"tenant {ctx.tenant} spent ${velocity / c.MICRO:.4f} in {window:g}s"))
-        if breaker.workflow_median_multiple and ctx.workflow_id and ctx.workflow_name \
-                and "workflow.cost_usd" in where:
-            spent = result.values[where["workflow.cost_usd"]]
-            recent = self._recent.setdefault(ctx.workflow_name, OrderedDict())
-            others = [v for k, v in recent.items() if k != ctx.workflow_id]
-            if len(others) >= breaker.min_samples:
-                typical = median(others)
-                if typical > 0 and spent > breaker.workflow_median_multiple * typical:
-                    trips.append(("workflow_median", c.workflow_breaker_key(ctx.workflow_id),
-                                  f"workflow {ctx.workflow_id} ({ctx.workflow_name}) cost ${spent / c.MICRO:.4f}, "
-                                  f"over {breaker.workflow_median_multiple:g}x the median ${typical / c.MICRO:.4f}"))
-            recent[ctx.workflow_id] = spent
-            recent.move_to_end(ctx.workflow_id)
-            while len(recent) > breaker.median_window:
-                recent.popitem(last=False)
-        fresh = []
-        for kind, key, why in trips:
-            if self._tripped_until.get(key, 0.0) > now:
-                continue  # already open: trip once per cool-down
-            self._tripped_until[key] = now + breaker.cooldown
-            self.metrics.breaker_trips.labels(kind).inc()
-            log.warning("budget circuit breaker tripped (%s): %s; blocking for %gs", kind, why, breaker.cooldown)
-            fresh.append((kind, key, why))
-        if len(self._tripped_until) > 10_000:
-            self._tripped_until = {k: v for k, v in self._tripped_until.items() if v > now}
-        return fresh
-

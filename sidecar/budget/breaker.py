@@ -1,0 +1,87 @@
+"""The circuit breaker: a tenant spending too fast, or one workflow far above the typical
+cost of its `workflow.name`, is blocked for a cool-down.
+
+Observed from the committed spans; the trip itself is a flag in the store (with the
+cool-down as its TTL), so every sidecar sharing the store blocks it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from statistics import median
+
+from sidecar.budget import counters as c
+from sidecar.budget.config import BreakerConfig
+from sidecar.budget.metrics import BudgetMetrics
+from sidecar.budget.policy import Context, SpanSpend
+from sidecar.budget.store import CommitResult
+
+log = logging.getLogger("costctx.budget")
+
+
+def breaker_keys(ctx: Context) -> list[str]:
+    keys = [c.tenant_breaker_key(ctx.tenant)] if ctx.tenant else []
+    if ctx.workflow_id:
+        keys.append(c.workflow_breaker_key(ctx.workflow_id))
+    return keys
+
+
+class Breaker:
+    def __init__(self, config: BreakerConfig, metrics: BudgetMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        # The window of the tenant spend-velocity counters the commits keep (None: off).
+        self.velocity_window = config.velocity_window if config.tenant_usd_per_window else None
+        # workflow.name -> recent workflows' spend (micro-USD), for the rolling median
+        self._recent: dict[str, OrderedDict[str, int]] = {}
+        # breaker keys this sidecar tripped -> until (epoch s), to stamp `tripped` without a read
+        self._tripped_until: dict[str, float] = {}
+
+    def open_here(self, ctx: Context, now: float) -> bool:
+        return any(self._tripped_until.get(key, 0.0) > now for key in breaker_keys(ctx))
+
+    def observe(self, spend: SpanSpend, where: dict[str, int], result: CommitResult, now: float
+                ) -> list[tuple[str, str, str]]:
+        """After a span's commit: the trips it causes, (kind, breaker key, why), each once per cool-down."""
+        breaker = self.config
+        ctx = spend.ctx
+        trips = []
+        if breaker.tenant_usd_per_window and "velocity.current" in where:
+            window = breaker.velocity_window
+            current = result.values[where["velocity.current"]]
+            previous = result.values[where["velocity.previous"]]
+            # Sliding-window estimate from two fixed buckets: the previous one weighted
+            # by how much of it still lies inside the window.
+            overlap = 1.0 - (spend.at % window) / window
+            velocity = current + previous * overlap
+            if velocity > c.usd_to_micro(breaker.tenant_usd_per_window):
+                trips.append(("tenant_velocity", c.tenant_breaker_key(ctx.tenant),
+                              f"tenant {ctx.tenant} spent ${velocity / c.MICRO:.4f} in {window:g}s"))
+        if breaker.workflow_median_multiple and ctx.workflow_id and ctx.workflow_name \
+                and "workflow.cost_usd" in where:
+            spent = result.values[where["workflow.cost_usd"]]
+            recent = self._recent.setdefault(ctx.workflow_name, OrderedDict())
+            others = [v for k, v in recent.items() if k != ctx.workflow_id]
+            if len(others) >= breaker.min_samples:
+                typical = median(others)
+                if typical > 0 and spent > breaker.workflow_median_multiple * typical:
+                    trips.append(("workflow_median", c.workflow_breaker_key(ctx.workflow_id),
+                                  f"workflow {ctx.workflow_id} ({ctx.workflow_name}) cost ${spent / c.MICRO:.4f}, "
+                                  f"over {breaker.workflow_median_multiple:g}x the median ${typical / c.MICRO:.4f}"))
+            recent[ctx.workflow_id] = spent
+            recent.move_to_end(ctx.workflow_id)
+            while len(recent) > breaker.median_window:
+                recent.popitem(last=False)
+        fresh = []
+        for kind, key, why in trips:
+            if self._tripped_until.get(key, 0.0) > now:
+                continue  # already open: trip once per cool-down
+            self._tripped_until[key] = now + breaker.cooldown
+            self.metrics.breaker_trips.labels(kind).inc()
+            log.warning("budget circuit breaker tripped (%s): %s; blocking for %gs", kind, why, breaker.cooldown)
+            fresh.append((kind, key, why))
+        if len(self._tripped_until) > 10_000:
+            self._tripped_until = {k: v for k, v in self._tripped_until.items() if v > now}
+        return fresh
+
