@@ -193,6 +193,16 @@ def test_tenant_and_feature_window_ceilings(make_rig):
     assert last.decision == "BLOCK" and last.response.dimension == "feature.month_usd"
 
 
+
+def test_named_tenant_gets_its_own_ceiling(make_rig):
+    big = f"big-{uuid.uuid4().hex[:6]}"
+    rig = make_rig([{"id": "p", "tenant": {"day_usd": 0.5}, "tenants": {big: {"day_usd": 2.0}}}])
+    small = f"small-{uuid.uuid4().hex[:6]}"
+    assert rig.client.check(workflow_id=wf(), tenant=small, policy_id="p", estimated_cost_usd=0.6).decision == "BLOCK"
+    d = rig.client.check(workflow_id=wf(), tenant=big, policy_id="p", estimated_cost_usd=0.6)
+    assert d.decision == "ALLOW" and d.response.limit_usd == 2.0 and d.response.dimension == "tenant.day_usd"
+
+
 def test_breaker_trips_on_a_workflow_far_over_its_median(make_rig, sink):
     rig = make_rig([{"id": "p", "workflow_names": ["triage"], "workflow": {"cost_usd": 100.0}}],
                    breaker={"workflow_median_multiple": 3, "min_samples": 4, "cooldown": "60s"})

@@ -35,14 +35,24 @@ class PolicyConfig(StrictModel):
     workflow_names: list[str] = Field(default_factory=list)
     workflow: WorkflowLimits = Field(default_factory=WorkflowLimits)
     retry_max: int | None = Field(default=None, ge=0)   # a `retry.attempt` above it is blocked
+    # Ceilings per window for each tenant / feature; `tenants` / `features` replace them for
+    # the ones named (e.g. a customer on a larger plan).
     tenant: WindowLimits = Field(default_factory=WindowLimits)
     feature: WindowLimits = Field(default_factory=WindowLimits)
+    tenants: dict[str, WindowLimits] = Field(default_factory=dict)
+    features: dict[str, WindowLimits] = Field(default_factory=dict)
     soft_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     hard_threshold: float = Field(default=1.0, gt=0.0, le=2.0)
     # model -> cheaper model, answered with DEGRADE at the soft threshold
     downgrade: dict[str, str] = Field(default_factory=dict)
     # When the shared store (Redis) cannot be reached: allow (open) or block (closed).
     on_store_error: Literal["open", "closed"] = "open"
+
+    def tenant_limits(self, tenant: str) -> WindowLimits:
+        return self.tenants.get(tenant, self.tenant)
+
+    def feature_limits(self, feature: str) -> WindowLimits:
+        return self.features.get(feature, self.feature)
 
     @model_validator(mode="after")
     def _soft_below_hard(self) -> PolicyConfig:

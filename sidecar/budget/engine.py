@@ -245,7 +245,8 @@ class BudgetEngine:
             ("workflow.tokens", limits.tokens, 1),
             ("workflow.steps", limits.steps, 1),
         ]
-        for label, windows in (("tenant", policy.tenant), ("feature", policy.feature)):
+        for label, windows in (("tenant", policy.tenant_limits(ctx.tenant)),
+                               ("feature", policy.feature_limits(ctx.feature))):
             for window in c.WINDOWS:
                 checks.append((f"{label}.{window}_usd", getattr(windows, f"{window}_usd"), c.MICRO))
         for name, limit, scale in checks:

@@ -81,8 +81,10 @@ def check_dims(policy: PolicyConfig, ctx: Context, at: float, workflow_ttl_s: fl
             # A concurrency ceiling, not a budget: no soft zone, no threshold scaling.
             n = limits.max_in_flight
             dims.append(Dim("workflow.in_flight", "calls", key, c.IN_FLIGHT, n, n, n + 1, 1, 1, ttl))
-    dims += _window_dims("t", "tenant", ctx.tenant, policy.tenant, policy, at, cost_full, cost_degraded)
-    dims += _window_dims("f", "feature", ctx.feature, policy.feature, policy, at, cost_full, cost_degraded)
+    dims += _window_dims("t", "tenant", ctx.tenant, policy.tenant_limits(ctx.tenant), policy, at, cost_full,
+                         cost_degraded)
+    dims += _window_dims("f", "feature", ctx.feature, policy.feature_limits(ctx.feature), policy, at, cost_full,
+                         cost_degraded)
     return dims
 
 
