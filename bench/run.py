@@ -481,7 +481,14 @@ def in_process(pools: Pools, plan: Plan) -> dict:
         result = asyncio.run(inprocess.measure(requests, batch, list(DEFAULT_TRACE_PROCESSORS),
                                                plan.inprocess_rounds, cycle_base=50_000 + i * 100))
         rows.append({"extra_attrs": attrs, **result})
-    return {"default": rows[0], "sweep": rows}
+    # The same default point with spans that arrive with their whole context: nothing to
+    # repair or hold, the cheapest case a well-instrumented service gives the sidecar.
+    batch, attrs = plan.points(False)[0]
+    log(f"in-process: complete spans, batch {batch}, attrs +{attrs}")
+    requests = pools.requests(batch, attrs, complete=True)[: max(1, plan.inprocess_spans // batch)]
+    complete = asyncio.run(inprocess.measure(requests, batch, list(DEFAULT_TRACE_PROCESSORS),
+                                             plan.inprocess_rounds, cycle_base=60_000))
+    return {"default": rows[0], "sweep": rows, "complete_spans": {"extra_attrs": attrs, **complete}}
 
 
 # -- report --------------------------------------------------------------------------------
@@ -587,6 +594,10 @@ def print_inprocess(results: dict, w) -> None:
           f"{fmt(r['processor_us_per_span'], 2):>13}\n")
     each = ip["default"]["processor_us_per_span_each"]
     w("   CPU us/span per processor (default point): " + ", ".join(f"{k} {v:.1f}" for k, v in each.items()) + "\n")
+    c = ip["complete_spans"]
+    w(f"   spans arriving complete (nothing to repair): full {fmt(c['full_spans_per_s'], 0)} spans/s, "
+      f"full/floor {fmt(c['full_vs_floor'], 3)}, {fmt(c['processor_us_per_span'], 1)} us/span; per processor: "
+      + ", ".join(f"{k} {v:.1f}" for k, v in c["processor_us_per_span_each"].items()) + "\n")
 
 
 def markdown(results: dict) -> str:
@@ -657,6 +668,12 @@ def markdown(results: dict) -> str:
     each = results["inprocess"]["default"]["processor_us_per_span_each"]
     add("CPU microseconds per span in each processor (default point, in pipeline order; the first one's share "
         "includes building the shared span index): " + ", ".join(f"`{k}` {v:.1f}" for k, v in each.items()) + ".")
+    add("")
+    c = results["inprocess"]["complete_spans"]
+    add(f"Spans that arrive with their whole context (nothing to repair or hold), default point: floor "
+        f"{fmt(c['floor_spans_per_s'], 0)}, all on {fmt(c['full_spans_per_s'], 0)} spans/s, on/floor "
+        f"{fmt(c['full_vs_floor'], 3)}, {fmt(c['processor_us_per_span'], 1)} us/span; per processor: "
+        + ", ".join(f"`{k}` {v:.1f}" for k, v in c["processor_us_per_span_each"].items()) + ".")
     add("")
     add("### Targets")
     add("")
