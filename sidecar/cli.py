@@ -59,7 +59,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sidecar.telemetry.survival_cli import demo_section as survival_section
 
     _configure_logging("warning")
-    return run_demo(sys.stdout, extra_sections=[survival_section, budget_section])
+    # The agent loop first, so the closing matrix, verdicts and spend include its spans too.
+    return run_demo(sys.stdout, extra_sections=[budget_section, survival_section])
 
 
 def cmd_price(args: argparse.Namespace) -> int:

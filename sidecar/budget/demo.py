@@ -31,10 +31,11 @@ MAX_STEPS = 15
 def demo_section(runner, sink, out: TextIO) -> None:
     sidecar = runner.sidecar
     target = f"127.0.0.1:{sidecar.grpc_port}"
-    provider = TracerProvider(resource=Resource.create({"service.name": "research-agent"}))
+    provider = TracerProvider(resource=Resource.create({"service.name": "agent-loop"}))
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=target, insecure=True)))
     tracer = provider.get_tracer("costctx.demo.budget")
     workflow = f"wf-{uuid.uuid4().hex[:8]}"
+    request_id = f"req-{uuid.uuid4().hex[:8]}"
     envelope = {"workflow_id": workflow, "workflow_name": "deep-research", "tenant": "acme",
                 "feature": "research", "policy_id": POLICY["id"]}
     print(f"\nbudget: agent loop {workflow}, policy {POLICY['id']} (${POLICY['workflow']['cost_usd']:.2f} per "
@@ -56,7 +57,8 @@ def demo_section(runner, sink, out: TextIO) -> None:
             with tracer.start_as_current_span(f"chat {decision.model}", kind=trace.SpanKind.CLIENT) as span:
                 span.set_attributes({
                     "workflow.id": workflow, "workflow.name": "deep-research", "owner.tenant": "acme",
-                    "owner.feature": "research", "gen_ai.operation.name": "chat",
+                    "owner.feature": "research", "request.id": request_id, "owner.user": "u-829",
+                    "gen_ai.operation.name": "chat",
                     "gen_ai.provider.name": "anthropic", "gen_ai.request.model": decision.model,
                     "gen_ai.response.model": decision.model, "gen_ai.usage.input_tokens": input_tokens,
                     "gen_ai.usage.output_tokens": output_tokens, **decision.span_attributes(),
