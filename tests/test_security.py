@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -12,6 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from sidecar.budget.client import AsyncBudgetClient, BudgetClient
 from sidecar.config.loader import ConfigError, build_config, load_config
 from tests.support.certs import make_pki
 from tests.support.endpoints import grpc_methods, http_routes
@@ -238,3 +240,78 @@ def test_exporter_mutual_tls_to_a_tls_downstream(make_sidecar, sink, pki, export
         good.stop()
         rogue.stop()
         distrusting.stop()
+
+
+# -- the budget client against a sidecar that requires the token (and TLS) ----------------
+BUDGET = {"budget": {"backend": "memory", "policies": [{"id": "p", "workflow": {"cost_usd": 1.0}}]}}
+
+
+def budget_refusal(client: BudgetClient) -> grpc.StatusCode | None:
+    """The status both budget methods answer with, or None when both were served."""
+    codes = set()
+    for call in (lambda: client.check(workflow_id="wf-auth", policy_id="p", estimated_cost_usd=0.1),
+                 lambda: client.release("no-such-reservation")):
+        try:
+            call()
+        except grpc.RpcError as exc:
+            codes.add(exc.code())
+        else:
+            codes.add(None)
+    assert len(codes) == 1, codes
+    return codes.pop()
+
+
+def test_budget_client_sends_the_token(make_sidecar, token_file):
+    runner = make_sidecar(processors=["budget"], processor_config=BUDGET,
+                          extensions={"bearertokenauth": {"filename": str(token_file)}})
+    target = f"127.0.0.1:{runner.sidecar.grpc_port}"
+    for token in (None, "nope"):
+        with BudgetClient(target, token=token) as client:
+            assert budget_refusal(client) == grpc.StatusCode.UNAUTHENTICATED
+    with BudgetClient(target, token="s3cret-token", scheme="Basic") as client:
+        assert budget_refusal(client) == grpc.StatusCode.UNAUTHENTICATED
+    with BudgetClient(target, token="s3cret-token") as client:
+        assert budget_refusal(client) is None
+        decision = client.check(workflow_id="wf-auth-2", policy_id="p", estimated_cost_usd=0.1)
+        assert decision.decision == "ALLOW" and decision.reservation_id
+        assert client.release(decision.reservation_id)
+    with BudgetClient(target, token="s3cret-token", scheme="bearer") as client:  # scheme is case-insensitive
+        assert budget_refusal(client) is None
+
+    async def run(token: str | None):
+        async with AsyncBudgetClient(target, token=token) as client:
+            try:
+                decision = await client.check(workflow_id="wf-auth-3", policy_id="p", estimated_cost_usd=0.1)
+            except grpc.RpcError as exc:
+                return exc.code()
+            return await client.release(decision.reservation_id)
+
+    assert asyncio.run(run(None)) == grpc.StatusCode.UNAUTHENTICATED
+    assert asyncio.run(run("nope")) == grpc.StatusCode.UNAUTHENTICATED
+    assert asyncio.run(run("s3cret-token")) is True
+
+
+def test_budget_client_over_mutual_tls_with_the_token(make_sidecar, pki, token_file):
+    runner = make_sidecar(processors=["budget"], processor_config=BUDGET, receivers=tls_receivers(pki, mutual=True),
+                          extensions={"bearertokenauth": {"filename": str(token_file)}})
+    target = f"127.0.0.1:{runner.sidecar.grpc_port}"
+    mtls = {"ca_file": pki.ca, "cert_file": pki.client_cert, "key_file": pki.client_key}
+    with BudgetClient(target, token="s3cret-token", **mtls) as client:
+        assert budget_refusal(client) is None
+    with BudgetClient(target, token="nope", **mtls) as client:
+        assert budget_refusal(client) == grpc.StatusCode.UNAUTHENTICATED
+    refused = [
+        {"token": "s3cret-token", "ca_file": pki.ca},  # no client certificate
+        {"token": "s3cret-token", **mtls, "ca_file": pki.rogue_ca},  # does not trust the server
+        {"token": "s3cret-token"},  # plaintext
+    ]
+    for options in refused:
+        with BudgetClient(target, timeout=5, **options) as client:
+            assert budget_refusal(client) == grpc.StatusCode.UNAVAILABLE, options
+
+    async def run() -> bool:
+        async with AsyncBudgetClient(target, token="s3cret-token", **mtls) as client:
+            decision = await client.check(workflow_id="wf-mtls", policy_id="p", estimated_cost_usd=0.1)
+            return decision.allowed and await client.release(decision.reservation_id)
+
+    assert asyncio.run(run())

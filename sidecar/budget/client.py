@@ -7,6 +7,10 @@
             stop(decision.reason)
         span.set_attributes(decision.span_attributes())  # budget.reservation_id, policy.id
         call(decision.model)                              # the cheaper model on DEGRADE
+
+When the sidecar requires `extensions.bearertokenauth` and TLS on its gRPC port:
+
+    BudgetClient("sidecar:4317", token=os.environ["COSTCTX_TOKEN"], ca_file="/etc/costctx/ca.crt")
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import grpc
 from sidecar.proto_gen.costctx.v1 import budget_pb2 as pb
 from sidecar.proto_gen.costctx.v1 import budget_pb2_grpc
 from sidecar.proto_gen.costctx.v1 import envelope_pb2 as envelope_pb
+from sidecar.security.tls import grpc_channel_credentials
 
 
 def make_envelope(*, workflow_id: str = "", workflow_name: str = "", request_id: str = "", retry_attempt: int = 0,
@@ -87,20 +92,43 @@ def _request(model: str, estimated_cost_usd: float, input_tokens: int, output_to
     )
 
 
+def _auth_metadata(token: str | None, scheme: str) -> tuple[tuple[str, str], ...]:
+    """`authorization: <scheme> <token>` on every call, as the sidecar's bearertokenauth expects."""
+    return (("authorization", f"{scheme} {token.strip()}"),) if token else ()
+
+
+def _credentials(tls: bool, ca_file: str | None, cert_file: str | None,
+                 key_file: str | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials when asked for (`tls=True`, or any of the files given), else None (plaintext)."""
+    if tls or ca_file or cert_file or key_file:
+        return grpc_channel_credentials(ca_file, cert_file, key_file)
+    return None
+
+
 class BudgetClient:
-    def __init__(self, target: str, timeout: float = 2.0, channel: grpc.Channel | None = None) -> None:
-        self.channel = channel or grpc.insecure_channel(target)
+    """`token`: sent as `authorization: <scheme> <token>`. TLS: `ca_file` to trust (system roots
+    with `tls=True`), `cert_file` and `key_file` for mutual TLS; any of them turns TLS on."""
+
+    def __init__(self, target: str, timeout: float = 2.0, channel: grpc.Channel | None = None, *,
+                 token: str | None = None, scheme: str = "Bearer", tls: bool = False,
+                 ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None) -> None:
+        if channel is None:
+            credentials = _credentials(tls, ca_file, cert_file, key_file)
+            channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+        self.channel = channel
         self.stub = budget_pb2_grpc.BudgetServiceStub(self.channel)
         self.timeout = timeout
+        self.metadata = _auth_metadata(token, scheme)
 
     def check(self, *, model: str = "", estimated_cost_usd: float = 0.0, input_tokens: int = 0,
               output_tokens: int = 0, dry_run: bool = False, envelope: envelope_pb.Envelope | None = None,
               **envelope_fields) -> Decision:
         request = _request(model, estimated_cost_usd, input_tokens, output_tokens, dry_run, envelope, envelope_fields)
-        return Decision(self.stub.Check(request, timeout=self.timeout))
+        return Decision(self.stub.Check(request, timeout=self.timeout, metadata=self.metadata))
 
     def release(self, reservation_id: str) -> bool:
-        return self.stub.Release(pb.ReleaseRequest(reservation_id=reservation_id), timeout=self.timeout).released
+        request = pb.ReleaseRequest(reservation_id=reservation_id)
+        return self.stub.Release(request, timeout=self.timeout, metadata=self.metadata).released
 
     def close(self) -> None:
         self.channel.close()
@@ -113,19 +141,27 @@ class BudgetClient:
 
 
 class AsyncBudgetClient:
-    def __init__(self, target: str, timeout: float = 2.0) -> None:
-        self.channel = grpc.aio.insecure_channel(target)
+    """As BudgetClient, on asyncio (same `token` and TLS options)."""
+
+    def __init__(self, target: str, timeout: float = 2.0, *, token: str | None = None, scheme: str = "Bearer",
+                 tls: bool = False, ca_file: str | None = None, cert_file: str | None = None,
+                 key_file: str | None = None) -> None:
+        credentials = _credentials(tls, ca_file, cert_file, key_file)
+        self.channel = (grpc.aio.secure_channel(target, credentials) if credentials
+                        else grpc.aio.insecure_channel(target))
         self.stub = budget_pb2_grpc.BudgetServiceStub(self.channel)
         self.timeout = timeout
+        self.metadata = _auth_metadata(token, scheme)
 
     async def check(self, *, model: str = "", estimated_cost_usd: float = 0.0, input_tokens: int = 0,
                     output_tokens: int = 0, dry_run: bool = False, envelope: envelope_pb.Envelope | None = None,
                     **envelope_fields) -> Decision:
         request = _request(model, estimated_cost_usd, input_tokens, output_tokens, dry_run, envelope, envelope_fields)
-        return Decision(await self.stub.Check(request, timeout=self.timeout))
+        return Decision(await self.stub.Check(request, timeout=self.timeout, metadata=self.metadata))
 
     async def release(self, reservation_id: str) -> bool:
-        response = await self.stub.Release(pb.ReleaseRequest(reservation_id=reservation_id), timeout=self.timeout)
+        request = pb.ReleaseRequest(reservation_id=reservation_id)
+        response = await self.stub.Release(request, timeout=self.timeout, metadata=self.metadata)
         return response.released
 
     async def close(self) -> None:

@@ -1,4 +1,5 @@
-"""Server-side TLS and mutual TLS for the gRPC and HTTP receivers, from the same config block."""
+"""TLS and mutual TLS: server side for the gRPC and HTTP receivers (from the same config block),
+client side for the gRPC channels the sidecar and its budget client open."""
 
 from __future__ import annotations
 
@@ -16,6 +17,20 @@ def grpc_server_credentials(config: TlsServerConfig) -> grpc.ServerCredentials:
     client_ca = Path(config.client_ca_file).read_bytes() if config.client_ca_file else None
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def grpc_channel_credentials(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> grpc.ChannelCredentials:
+    """TLS for a gRPC client: `ca_file` to trust (system roots if None), `cert_file` and
+    `key_file` for mutual TLS."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca_file), private_key=_read(key_file), certificate_chain=_read(cert_file)
     )
 
 
