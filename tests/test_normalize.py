@@ -14,27 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sidecar.config.loader import ConfigError, build_config
 from sidecar.processors.registry import DEFAULT_TRACE_PROCESSORS
 from tests.support.sdk import tracer_provider
-from tests.support.sidecar import sidecar_config, start_sidecar
+from tests.support.sidecar import sidecar_config
 
 PIPELINE = ["normalize", "envelope"]
 SCHEMAS = "https://opentelemetry.io/schemas/"
-
-
-@pytest.fixture
-def start(sink):
-    """start(normalize_section) -> a started sidecar running normalize then envelope."""
-    started = []
-
-    def make(section: dict | None = None):
-        config = sidecar_config(sink.grpc_port, processors=PIPELINE)
-        config["processors"]["normalize"] = section
-        runner = start_sidecar(config)
-        started.append(runner)
-        return runner
-
-    yield make
-    for runner in started:
-        runner.stop()
 
 
 def send(side, spans, *, service="app", schema_url=None, resource_attributes=None, provider=None):
@@ -181,8 +164,8 @@ def test_values_are_coerced_where_the_meaning_is_clear(sink, make_sidecar):
     assert metric_values(side, "duplicates") == {("gen_ai.usage.cost", "span"): 1.0}
 
 
-def test_coercion_can_be_turned_off(sink, start):
-    side = start({"coerce": False})
+def test_coercion_can_be_turned_off(sink, make_sidecar):
+    side = make_sidecar(processors=PIPELINE, processor_config={"normalize": {"coerce": False}})
     send(side, [("s", {"llm.token_count.prompt": "120"})])
     assert received(sink, 1)["s"].attributes["gen_ai.usage.input_tokens"] == "120"
 
@@ -231,7 +214,7 @@ def test_span_events_and_untouched_spans(sink, make_sidecar):
                                               ("gen_ai.usage.input_tokens", "event"): 1.0}
 
 
-def test_user_alias_file(sink, start, tmp_path):
+def test_user_alias_file(sink, make_sidecar, tmp_path):
     aliases = tmp_path / "aliases.yaml"
     aliases.write_text(
         "aliases:\n"
@@ -241,7 +224,7 @@ def test_user_alias_file(sink, start, tmp_path):
         # the user's rule wins over the built-in `enduser.id -> owner.user`
         "  - {from: enduser.id, to: owner.team}\n"
     )
-    side = start({"alias_files": [str(aliases)]})
+    side = make_sidecar(processors=PIPELINE, processor_config={"normalize": {"alias_files": [str(aliases)]}})
     send(side, [
         ("app", {"app.tenant_id": "acme", "enduser.id": "payments"}),
         ("traceloop", {"traceloop.association.properties.tenant_id": "acme",
@@ -293,12 +276,13 @@ versions:
 """
 
 
-def test_schema_file_with_allow_list(sink, start, tmp_path):
+def test_schema_file_with_allow_list(sink, make_sidecar, tmp_path):
     schema = tmp_path / "1.37.0.yaml"
     schema.write_text(SCHEMA_FILE)
     allow = ["gen_ai.system", "gen_ai.usage.prompt_tokens", "gen_ai.usage.completion_tokens"]
     # the built-in table off, to see what the schema file alone does
-    side = start({"builtin_aliases": False, "schema_files": [{"path": str(schema), "allow": allow}]})
+    side = make_sidecar(processors=PIPELINE, processor_config={"normalize": {
+        "builtin_aliases": False, "schema_files": [{"path": str(schema), "allow": allow}]}})
     old = {"gen_ai.system": "openai", "gen_ai.usage.prompt_tokens": 4, "gen_ai.usage.completion_tokens": 2,
            "enduser.id": "u-1"}
     send(side, [("scope-1.25", old)], schema_url=SCHEMAS + "1.25.0")
@@ -326,7 +310,7 @@ def test_schema_file_with_allow_list(sink, start, tmp_path):
     assert {k: untouched[k] for k in old} == old and "costctx.renamed" not in untouched
 
 
-def test_schema_renames_limited_to_named_spans(sink, start, tmp_path):
+def test_schema_renames_limited_to_named_spans(sink, make_sidecar, tmp_path):
     schema = tmp_path / "schema.yaml"
     schema.write_text(
         "file_format: 1.1.0\nschema_url: https://opentelemetry.io/schemas/1.30.0\nversions:\n"
@@ -335,7 +319,8 @@ def test_schema_renames_limited_to_named_spans(sink, start, tmp_path):
         "            apply_to_spans: [chat]\n"
         "  1.20.0:\n"
     )
-    side = start({"schema_files": [{"path": str(schema), "allow": ["app.prompt"]}]})
+    side = make_sidecar(processors=PIPELINE, processor_config={"normalize": {
+        "schema_files": [{"path": str(schema), "allow": ["app.prompt"]}]}})
     send(side, [("chat", {"app.prompt": 5}), ("embed", {"app.prompt": 6})], schema_url=SCHEMAS + "1.20.0")
     spans = received(sink, 2)
     assert spans["chat"].attributes["gen_ai.usage.input_tokens"] == 5
@@ -376,21 +361,17 @@ def test_bad_config_is_a_clear_error(tmp_path, section, message):
     assert message in str(error.value)
 
 
-def test_later_processors_see_renamed_keys(sink, tmp_path):
+def test_later_processors_see_renamed_keys(sink, make_sidecar, tmp_path):
     """The price processor skips batches by searching the received bytes for `gen_ai.`:
     after a rename those bytes are stale, so normalize must not leave them behind."""
     aliases = tmp_path / "aliases.yaml"
     aliases.write_text("aliases: {app.model: gen_ai.request.model, app.tokens_in: gen_ai.usage.input_tokens,"
                        " app.tokens_out: gen_ai.usage.output_tokens, app.vendor: gen_ai.provider.name}\n")
-    config = sidecar_config(sink.grpc_port, processors=["normalize", "price", "envelope"])
-    config["processors"]["normalize"] = {"alias_files": [str(aliases)]}
-    side = start_sidecar(config)
-    try:
-        send(side, [("call", {"app.model": "gpt-4o-mini", "app.vendor": "openai", "app.tokens_in": 1_000_000,
-                              "app.tokens_out": "1000000"})])
-        attrs = received(sink, 1)["call"].attributes
-    finally:
-        side.stop()
+    side = make_sidecar(processors=["normalize", "price", "envelope"],
+                        processor_config={"normalize": {"alias_files": [str(aliases)]}})
+    send(side, [("call", {"app.model": "gpt-4o-mini", "app.vendor": "openai", "app.tokens_in": 1_000_000,
+                          "app.tokens_out": "1000000"})])
+    attrs = received(sink, 1)["call"].attributes
     assert attrs["gen_ai.usage.output_tokens"] == 1_000_000
     assert attrs["cost.origin"] == "computed"
     assert attrs["cost.usd"] > 0
