@@ -133,6 +133,14 @@ def test_unknown_model_and_missing_tokens_are_listed_counted_and_warned_once(pip
     assert len(warnings) == 1
 
 
+def test_model_labels_on_misses_are_bounded(make_sidecar, sink):
+    runner = make_sidecar(processors=PIPELINE, processor_config={"price": {"max_model_labels": 1}})
+    send(runner, sink, [{"name": f"m{i}", "gen_ai.request.model": f"mystery-{i}", "gen_ai.usage.input_tokens": 10,
+                         "gen_ai.usage.output_tokens": 10} for i in range(3)])
+    assert metric(runner, "costctx_price_misses_total", model="mystery-0", reason="unknown_model") == 1
+    assert metric(runner, "costctx_price_misses_total", model="other", reason="unknown_model") == 2
+
+
 def _start_with_sources(sink, tmp_path, overrides_text: str):
     litellm_path = tmp_path / "model_prices_and_context_window.json"
     shutil.copy(FIXTURE, litellm_path)

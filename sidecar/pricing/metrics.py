@@ -8,24 +8,6 @@ from prometheus_client import Counter, Histogram
 
 from sidecar.telemetry.metrics import SidecarMetrics
 
-OTHER = "other"
-
-
-class BoundedLabel:
-    """At most `limit` distinct label values, then `other`: model names come from spans."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(self._seen) < self.limit:
-            self._seen.add(value)
-            return value
-        return OTHER
-
 
 class PriceMetrics:
     def __init__(self, metrics: SidecarMetrics) -> None:

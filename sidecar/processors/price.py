@@ -25,10 +25,11 @@ from sidecar.pdata.batch import SpanRecord
 from sidecar.pricing.book import Estimate, PriceBook, PriceBookHandle
 from sidecar.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from sidecar.pricing.ledger import SpendLedger
-from sidecar.pricing.metrics import BoundedLabel, price_metrics
+from sidecar.pricing.metrics import price_metrics
 from sidecar.pricing.money import from_usd, to_usd_float
 from sidecar.pricing.sources import PriceSources, ReloadEvent, SourceSpec
 from sidecar.processors.base import Processor
+from sidecar.telemetry.bounded import BoundedLabel
 
 PROVIDER = "gen_ai.provider.name"
 OPERATION = "gen_ai.operation.name"
@@ -138,7 +139,7 @@ class PriceProcessor(Processor):
     def __init__(self, name, config, context) -> None:
         super().__init__(name, config, context)
         self.metrics = price_metrics(context.metrics, context.services)
-        self._model_label = BoundedLabel(config.max_model_labels)
+        self._model_label = BoundedLabel("model", config.max_model_labels)
         self._warned: set[str] = set()
         self._miss_tally: dict[tuple[str, str], int] = {}  # flushed to the metric once per batch
         self.sources = PriceSources(source_specs(config))
