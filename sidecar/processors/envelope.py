@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from sidecar.config.types import Duration, StrictModel
 from sidecar.envelope import ENVELOPE
 from sidecar.pdata import TraceBatch
+from sidecar.pricing.money import PICO_PER_USD
 from sidecar.processors.base import Processor
 from sidecar.telemetry.survival import (
     CONFLICT,
@@ -27,7 +28,6 @@ from sidecar.telemetry.survival import (
     DEFAULT_SPEND_DIMENSIONS,
     INHERITED,
     MISSING,
-    PICO_PER_USD,
     PRESENT,
     RENAMED,
     TENANT_KEY,

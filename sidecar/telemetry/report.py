@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from sidecar.envelope import ENVELOPE
-from sidecar.telemetry.survival import OUTCOMES, PICO_PER_USD, SurvivalSnapshot, dimension_label
+from sidecar.pricing.money import to_usd_float
+from sidecar.telemetry.survival import OUTCOMES, SurvivalSnapshot, dimension_label
 
 # The gap a cell names: its most severe non-present outcome (contract: ENVELOPE.md).
 GAP_PRIORITY = ("missing", "conflict", "inherited", "renamed")
@@ -18,12 +19,6 @@ VERDICTS = ("pass", "conditional", "fail")
 
 def _rate(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
-
-
-def _usd(pico: int) -> float:
-    # Sums are exact integers of pico-USD; the document carries dollars, converted once
-    # at the end (int / int is correctly rounded).
-    return pico / PICO_PER_USD
 
 
 def hop_order(snapshot: SurvivalSnapshot) -> list[str]:
@@ -143,23 +138,23 @@ def spend(snapshot: SurvivalSnapshot) -> dict[str, Any]:
 
     return {
         "dimensions": list(dims),
-        "total_usd": _usd(total),
-        "unknown_tenant_usd": _usd(unknown),
+        "total_usd": to_usd_float(total),
+        "unknown_tenant_usd": to_usd_float(unknown),
         "unknown_tenant_share": share(unknown),
         # Spend whose owner.tenant was filled by repair: it would have been unknown without it.
-        "recovered_by_repair_usd": _usd(recovered),
+        "recovered_by_repair_usd": to_usd_float(recovered),
         "unknown_without_repair_share": share(unknown + recovered),
         "by_workflow": [
-            {"workflow": w, "usd": _usd(t), "recovered_by_repair_usd": _usd(r)}
+            {"workflow": w, "usd": to_usd_float(t), "recovered_by_repair_usd": to_usd_float(r)}
             for w, (t, r) in sorted(by_workflow.items(), key=lambda item: -item[1][0])
         ],
         "by_workflow_tenant": [
-            {"workflow": w, "tenant": tenant, "usd": _usd(t), "recovered_by_repair_usd": _usd(r)}
+            {"workflow": w, "tenant": tenant, "usd": to_usd_float(t), "recovered_by_repair_usd": to_usd_float(r)}
             for (w, tenant), (t, r) in sorted(by_workflow_tenant.items(), key=lambda item: -item[1][0])
         ],
         "by_dimensions": [
-            {**{dimension_label(d): v for d, v in zip(dims, values, strict=True)}, "usd": _usd(t),
-             "recovered_by_repair_usd": _usd(r)}
+            {**{dimension_label(d): v for d, v in zip(dims, values, strict=True)}, "usd": to_usd_float(t),
+             "recovered_by_repair_usd": to_usd_float(r)}
             for values, (t, r) in sorted(by_dims.items(), key=lambda item: -item[1][0])
         ],
     }

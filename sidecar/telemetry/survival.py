@@ -38,7 +38,6 @@ DEFAULT_READINESS_WINDOW = 600.0
 READINESS_BUCKETS = 10
 SPEND_ROWS_PER_LABEL_VALUE = 10
 TENANT_KEY = "owner.tenant"
-PICO_PER_USD = 10**12
 
 # A span's signature: one outcome code per context field, in ENVELOPE.context_keys order.
 Signature = tuple[int, ...]

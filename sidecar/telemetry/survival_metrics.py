@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sidecar.pricing.money import to_usd_float
 from sidecar.telemetry.report import VERDICTS, readiness
-from sidecar.telemetry.survival import OUTCOMES, PICO_PER_USD, SurvivalRecorder, dimension_label
+from sidecar.telemetry.survival import OUTCOMES, SurvivalRecorder, dimension_label
 
 
 class SurvivalCollector(Collector):
@@ -78,8 +79,8 @@ class SurvivalCollector(Collector):
             acc[0] += row.total
             acc[1] += row.recovered
         for values, (total, recovered) in spend_totals.items():
-            families["spend"].add_metric(list(values), total / PICO_PER_USD)
-            families["recovered"].add_metric(list(values), recovered / PICO_PER_USD)
+            families["spend"].add_metric(list(values), to_usd_float(total))
+            families["recovered"].add_metric(list(values), to_usd_float(recovered))
         for row in readiness(snapshot):
             families["llm_spans"].add_metric([row["workflow"]], row["llm_spans"])
             for verdict in VERDICTS:
