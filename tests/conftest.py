@@ -6,6 +6,7 @@ import pytest
 
 from sidecar.runner import SidecarThread
 from sidecar.sink import OtlpSink
+from tests.support.budget import redis_url_fixture
 from tests.support.sidecar import sidecar_config, start_sidecar
 
 
@@ -29,3 +30,9 @@ def make_sidecar(sink: OtlpSink) -> Iterator[Callable[..., SidecarThread]]:
     yield make
     for runner in started:
         runner.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis for the budget tests: one redis-server per session, shared by every file."""
+    yield from redis_url_fixture()

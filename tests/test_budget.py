@@ -14,14 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from sidecar.budget.client import BudgetClient
-from tests.support.budget import budget_section, committed_call, model_call, redis_url_fixture
+from tests.support.budget import budget_section, committed_call, model_call
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config, start_sidecar
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    yield from redis_url_fixture()
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -289,7 +284,7 @@ def test_spans_without_model_calls_pass_untouched(make_rig, sink):
 
 
 def test_store_unreachable_fails_open_or_closed_per_policy(sink):
-    from tests.support.budget import free_port
+    from tests.support.process import free_port
 
     config = sidecar_config(sink.grpc_port, processors=["budget"])
     config["processors"]["budget"] = budget_section("redis", f"redis://127.0.0.1:{free_port()}/0", [

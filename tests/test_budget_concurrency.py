@@ -8,14 +8,13 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from sidecar.budget.client import BudgetClient
-from tests.support.budget import budget_section, model_call, redis_url_fixture
+from tests.support.budget import budget_section, model_call
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config, start_sidecar
@@ -23,10 +22,6 @@ from tests.support.sidecar import sidecar_config, start_sidecar
 LIMIT = 1.00
 CALLERS = 64
 
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    yield from redis_url_fixture()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -7,21 +7,12 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Iterator
-
-import pytest
 
 from sidecar.budget.config import RedisConfig
 from sidecar.budget.counters import RESERVED_FIELD, START
 from sidecar.budget.decision import CheckPlan, Dim
 from sidecar.budget.memory import MemoryStore
 from sidecar.budget.redis_store import RedisStore
-from tests.support.budget import redis_url_fixture
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    yield from redis_url_fixture()
 
 
 def random_case(rng: random.Random) -> tuple[CheckPlan, list[tuple[int, int]], bool]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -14,12 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from sidecar.budget.client import BudgetClient, Decision
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.process import free_port
 
 
 def _ping(url: str) -> bool:
@@ -32,7 +26,8 @@ def _ping(url: str) -> bool:
 
 
 def redis_url_fixture() -> Iterator[str]:
-    """COSTCTX_TEST_REDIS_URL (started by .ci/run), else a redis-server of our own on a free port.
+    """The `redis_url` fixture (tests/conftest.py, one per session):
+    COSTCTX_TEST_REDIS_URL (started by .ci/run), else a redis-server of our own on a free port.
     Missing in CI is a failure, not a skip: the shared-store tests must run there."""
     url = os.environ.get("COSTCTX_TEST_REDIS_URL")
     if url:
