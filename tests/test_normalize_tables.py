@@ -121,6 +121,10 @@ def test_schema_url_of_another_family_gets_no_schema_renames():
     assert "old.k" not in b.for_schema_url("https://example.com/schemas/1.0.0").spans.rules
     assert "old.k" not in b.for_schema_url("").spans.rules
     assert "old.k" not in b.for_schema_url("not a url").spans.rules
+    # Nothing to rename for these URLs: they share the base table rather than a compiled copy.
+    assert b.for_schema_url("https://example.com/schemas/1.0.0") is b.base()
+    assert b.for_schema_url("https://opentelemetry.io/schemas/1.40.0") is b.base()
+    assert b.for_schema_url("https://opentelemetry.io/schemas/1.0.0") is not b.base()
 
 
 def test_user_rules_take_precedence_and_chains_resolve():

@@ -154,11 +154,19 @@ class TableBuilder:
             return self.base()
         table = self._cache.get(schema_url)
         if table is None:
-            table = self._compile(self.schema_layer(schema_url))
+            layer = self.schema_layer(schema_url)
             names = frozenset().union(*(s.span_names for s in self.schema_files))
-            if names:
-                named = {name: self._compile(self.schema_layer(schema_url, name)).spans for name in sorted(names)}
-                table = CompiledTable(table.places, table.types, table.values, table.kinds, named)
+            named_layers = {name: self.schema_layer(schema_url, name) for name in sorted(names)}
+            if not layer and not any(named_layers.values()):
+                # No schema file renames anything for this URL (another family, a version at or
+                # past the files'): the base table as it is, not a compiled copy of it (~150 us
+                # and a full table per URL; a client may send many distinct URLs).
+                table = self.base()
+            else:
+                table = self._compile(layer)
+                if named_layers:
+                    named = {name: self._compile(named_layer).spans for name, named_layer in named_layers.items()}
+                    table = CompiledTable(table.places, table.types, table.values, table.kinds, named)
             if len(self._cache) >= self.max_cached:
                 self._cache.clear()  # schema URLs are few; this only bounds a hostile stream
             self._cache[schema_url] = table
