@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
@@ -11,6 +9,7 @@ from google.rpc import error_details_pb2, status_pb2
 from sidecar.config.model import OtlpGrpcExporterConfig
 from sidecar.exporters.errors import PermanentSendError, RetryableSendError
 from sidecar.exporters.signals import Signal
+from sidecar.security.tls import grpc_channel_credentials
 
 # OTLP spec: retryable gRPC codes. RESOURCE_EXHAUSTED only when the server sent RetryInfo.
 RETRYABLE_CODES = frozenset(
@@ -42,10 +41,6 @@ def retry_delay_from_metadata(metadata) -> float | None:
     return None
 
 
-def _read(path: str | None) -> bytes | None:
-    return Path(path).read_bytes() if path else None
-
-
 class GrpcSender:
     def __init__(self, config: OtlpGrpcExporterConfig) -> None:
         self._config = config
@@ -62,11 +57,7 @@ class GrpcSender:
         ]
         compression = grpc.Compression.Gzip if cfg.gzip else grpc.Compression.NoCompression
         if cfg.use_tls:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read(cfg.tls.ca_file),
-                private_key=_read(cfg.tls.key_file),
-                certificate_chain=_read(cfg.tls.cert_file),
-            )
+            credentials = grpc_channel_credentials(cfg.tls.ca_file, cfg.tls.cert_file, cfg.tls.key_file)
             self._channel = grpc.aio.secure_channel(cfg.target, credentials, options, compression)
         else:
             self._channel = grpc.aio.insecure_channel(cfg.target, options, compression)

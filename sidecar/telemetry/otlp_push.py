@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from sidecar.config.model import OtlpGrpcExporterConfig, OtlpHttpExporterConfig, SidecarConfig
+from sidecar.security.tls import grpc_channel_credentials
 
 log = logging.getLogger("costctx.telemetry")
 
@@ -44,13 +45,6 @@ def push_exporter_name(config: SidecarConfig) -> str:
     return next(iter(config.exporters))
 
 
-def _read_file(path: str | None) -> bytes | None:
-    if not path:
-        return None
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
 def build_metric_exporter(config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig) -> MetricExporter:
     """The SDK's OTLP metric exporter with the traces exporter's endpoint, headers, TLS and gzip."""
     if isinstance(config, OtlpHttpExporterConfig):
@@ -65,11 +59,7 @@ def build_metric_exporter(config: OtlpGrpcExporterConfig | OtlpHttpExporterConfi
         )
     credentials = None
     if config.use_tls:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read_file(config.tls.ca_file),
-            private_key=_read_file(config.tls.key_file),
-            certificate_chain=_read_file(config.tls.cert_file),
-        )
+        credentials = grpc_channel_credentials(config.tls.ca_file, config.tls.cert_file, config.tls.key_file)
     return GrpcMetricExporter(
         endpoint=config.target,
         insecure=not config.use_tls,
