@@ -19,6 +19,10 @@ from sidecar.budget.store import CommitResult
 
 log = logging.getLogger("costctx.budget")
 
+# workflow.name comes from spans, so its cardinality is the client's: keep the rolling
+# medians of this many names (the least recently seen is forgotten first).
+MAX_WORKFLOW_NAMES = 10_000
+
 
 def breaker_keys(ctx: Context) -> list[str]:
     keys = [c.tenant_breaker_key(ctx.tenant)] if ctx.tenant else []
@@ -34,9 +38,19 @@ class Breaker:
         # The window of the tenant spend-velocity counters the commits keep (None: off).
         self.velocity_window = config.velocity_window if config.tenant_usd_per_window else None
         # workflow.name -> recent workflows' spend (micro-USD), for the rolling median
-        self._recent: dict[str, OrderedDict[str, int]] = {}
+        self._recent: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
         # breaker keys this sidecar tripped -> until (epoch s), to stamp `tripped` without a read
         self._tripped_until: dict[str, float] = {}
+
+    def _recent_of(self, workflow_name: str) -> OrderedDict[str, int]:
+        recent = self._recent.get(workflow_name)
+        if recent is None:
+            recent = self._recent[workflow_name] = OrderedDict()
+            if len(self._recent) > MAX_WORKFLOW_NAMES:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(workflow_name)
+        return recent
 
     def open_here(self, ctx: Context, now: float) -> bool:
         return any(self._tripped_until.get(key, 0.0) > now for key in breaker_keys(ctx))
@@ -61,7 +75,7 @@ class Breaker:
         if breaker.workflow_median_multiple and ctx.workflow_id and ctx.workflow_name \
                 and "workflow.cost_usd" in where:
             spent = result.values[where["workflow.cost_usd"]]
-            recent = self._recent.setdefault(ctx.workflow_name, OrderedDict())
+            recent = self._recent_of(ctx.workflow_name)
             others = [v for k, v in recent.items() if k != ctx.workflow_id]
             if len(others) >= breaker.min_samples:
                 typical = median(others)
