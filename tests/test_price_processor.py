@@ -294,3 +294,25 @@ def test_tick_reloads_without_an_event_loop_and_counts_failures(tmp_path):
     proc.tick(4.0)
     assert proc.metrics.reload_failures.labels("overrides")._value.get() == 2
     assert proc.book.estimate("house", 1_000_000, 0).pico == 3 * 10**12
+
+
+def test_token_strings_that_are_not_numbers_leave_the_span_unpriced_not_the_batch():
+    # str.isdigit() holds for "²" and for digit runs int() refuses (over 4,300 digits).
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from sidecar.pdata import TraceBatch
+    from sidecar.pdata.attributes import string_array
+
+    call = {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.output_tokens": 1_000}
+    body = _request([(b"\x00" * 7 + b"\x01", {**call, "gen_ai.usage.input_tokens": "\u00b2"}),
+                     (b"\x00" * 7 + b"\x02", {**call, "gen_ai.usage.input_tokens": "9" * 5_000}),
+                     (b"\x00" * 7 + b"\x03", {**call, "gen_ai.usage.input_tokens": 1_000})])
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    batch = TraceBatch(request)
+    _processor().process(batch)
+    first, second, good = batch.records
+    for unpriced in (first, second):
+        assert unpriced.get_double("cost.usd") is None
+        assert string_array(unpriced.attrs["costctx.missing"].value) == ["cost.usd"]
+    assert good.get_double("cost.usd") == 0.0125

@@ -239,7 +239,10 @@ class PriceProcessor(Processor):
         elif kind == "double_value" and value.double_value.is_integer():
             count = int(value.double_value)  # some SDKs send counts as doubles
         elif kind == "string_value" and value.string_value.isdigit():
-            count = int(value.string_value)
+            try:
+                count = int(value.string_value)
+            except ValueError:  # isdigit() also holds for "²" and past int()'s 4,300 digits
+                return None
         else:
             return None
         return count if count >= 0 else None
