@@ -316,3 +316,24 @@ def test_token_strings_that_are_not_numbers_leave_the_span_unpriced_not_the_batc
         assert unpriced.get_double("cost.usd") is None
         assert string_array(unpriced.attrs["costctx.missing"].value) == ["cost.usd"]
     assert good.get_double("cost.usd") == 0.0125
+
+
+def test_an_absurd_reported_cost_is_kept_and_the_batch_still_priced():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from sidecar.pdata import TraceBatch
+
+    call = {"workflow.id": "wf-absurd", "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1_000,
+            "gen_ai.usage.output_tokens": 1_000}
+    body = _request([(b"\x00" * 7 + b"\x01", {**call, "gen_ai.usage.cost": 1.7e308}),
+                     (b"\x00" * 7 + b"\x02", {**call, "gen_ai.usage.cost": 1.7e308}),
+                     (b"\x00" * 7 + b"\x03", {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1_000,
+                                                 "gen_ai.usage.output_tokens": 1_000})])
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    batch = TraceBatch(request)
+    _processor().process(batch)
+    first, second, good = batch.records
+    assert first.get_double("cost.usd") == 1.7e308 and first.get_str("cost.origin") == "reported"
+    assert second.get_double("workflow.spend_total_usd") == float("inf")   # past the largest double
+    assert good.get_double("cost.usd") == 0.0125

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from pathlib import Path
 
@@ -240,3 +241,11 @@ def test_cost_lines_add_up_to_the_amount(book):
     for model in ("gpt-4o", "claude-opus-4-5", "gemini-2.5-flash-preview-04-17", "mistral-large"):
         est = book.price(usage, model)
         assert sum(line.amount for line in est.cost.lines) == est.pico > 0
+
+
+def test_absurd_amounts_convert_instead_of_raising():
+    # Past Decimal's 28-digit precision and past the largest double: clients send such costs.
+    assert from_usd(1e300) == 10**312
+    assert rate_from_per_million("1e30") == 10**36
+    assert to_usd_float(from_usd(1.7e308) * 2) == math.inf
+    assert to_usd_float(from_usd(0.0125)) == 0.0125

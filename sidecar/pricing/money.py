@@ -10,6 +10,7 @@ only conversion to float happens when an attribute is written (`to_usd_float`).
 
 from __future__ import annotations
 
+import math
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 PICO_PER_USD = 10**12
@@ -31,7 +32,10 @@ def _decimal(value: object) -> Decimal:
 
 
 def _to_int(amount: Decimal) -> int:
-    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    # to_integral_value, not quantize(Decimal(1)): the same rounding, but quantize raises
+    # InvalidOperation once the integer has more digits than the context's precision (28),
+    # e.g. a reported cost of 1e300 from a client.
+    return int(amount.to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 def rate_from_per_million(value: object) -> int:
@@ -51,7 +55,10 @@ def from_usd(value: object) -> int:
 
 def to_usd_float(pico: int) -> float:
     """The attribute value: int / int true division is correctly rounded to the nearest double."""
-    return pico / PICO_PER_USD
+    try:
+        return pico / PICO_PER_USD
+    except OverflowError:  # past the largest double (sums of absurd reported costs): saturate
+        return math.inf
 
 
 def to_usd_decimal(pico: int) -> Decimal:
