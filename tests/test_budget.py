@@ -354,3 +354,17 @@ def test_async_client(make_rig):
     decisions, released, after = asyncio.run(run())
     assert sorted(d.decision for d in decisions) == ["ALLOW", "ALLOW", "ALLOW", "BLOCK", "BLOCK"]
     assert released and after.decision == "ALLOW"
+
+
+def test_http_protobuf_bad_request_gets_a_protobuf_status(make_rig):
+    from google.rpc import code_pb2, status_pb2
+
+    rig = make_rig([{"id": "p", "workflow": {"cost_usd": 1.0}}])
+    request = urllib.request.Request(f"http://127.0.0.1:{rig.runner.sidecar.http_port}/v1/budget/check",
+                                     data=b"\x0a\xff\xff", headers={"Content-Type": "application/x-protobuf"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400
+    assert refused.value.headers["Content-Type"] == "application/x-protobuf"
+    status = status_pb2.Status.FromString(refused.value.read())
+    assert status.code == code_pb2.INVALID_ARGUMENT and "bad CheckRequest" in status.message

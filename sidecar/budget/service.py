@@ -12,12 +12,13 @@ import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from google.rpc import code_pb2
 
 from sidecar.budget.engine import BudgetEngine
 from sidecar.proto_gen.costctx.v1 import budget_pb2 as pb
+from sidecar.receivers.http_errors import PROTOBUF, status_response
 
 SERVICE = "costctx.v1.BudgetService"
-PROTOBUF = "application/x-protobuf"
 
 
 class BadRequest(ValueError):
@@ -82,9 +83,9 @@ def _reply(message, content_type: str) -> web.Response:
     return web.Response(text=text, content_type="application/json")
 
 
-def _bad(reason: str) -> web.Response:
-    # google.rpc.Status in JSON, as the OTLP/HTTP receiver answers bad input.
-    return web.json_response({"code": 3, "message": reason}, status=400)
+def _bad(reason: str, content_type: str) -> web.Response:
+    # google.rpc.Status in the request's encoding, as the OTLP/HTTP receiver answers bad input.
+    return status_response(400, code_pb2.INVALID_ARGUMENT, reason, content_type)
 
 
 def http_routes(engine: BudgetEngine) -> list[web.RouteDef]:
@@ -93,14 +94,14 @@ def http_routes(engine: BudgetEngine) -> list[web.RouteDef]:
             message = _parse(await request.read(), request.content_type, pb.CheckRequest())
             validate(message)
         except BadRequest as exc:
-            return _bad(f"bad CheckRequest: {exc}")
+            return _bad(f"bad CheckRequest: {exc}", request.content_type)
         return _reply(await engine.check(message), request.content_type)
 
     async def release(request: web.Request) -> web.Response:
         try:
             message = _parse(await request.read(), request.content_type, pb.ReleaseRequest())
         except BadRequest as exc:
-            return _bad(f"bad ReleaseRequest: {exc}")
+            return _bad(f"bad ReleaseRequest: {exc}", request.content_type)
         released = await engine.release(message.reservation_id) if message.reservation_id else False
         return _reply(pb.ReleaseResponse(released=released), request.content_type)
 

@@ -1,16 +1,33 @@
-"""A body the client cannot deliver intact (bad gzip, truncated) is its error, not ours: 400.
+"""Error answers on the HTTP servers: a google.rpc.Status body in the request's encoding.
 
+OTLP/HTTP specifies a google.rpc.Status body for errors, protobuf or JSON as the request
+was; every route on the sidecar's HTTP servers (OTLP, the budget check, auth refusals)
+answers its errors with `status_response`, so they all look alike to a client.
+
+A body the client cannot deliver intact (bad gzip, truncated) is its error, not ours: 400.
 aiohttp raises RequestPayloadError from `request.read()` for these; a handler that does not
 catch it (any route another component adds to the OTLP HTTP server) would answer 500.
-This middleware turns it into 400 with a google.rpc.Status body for every route.
+`unreadable_body_is_a_bad_request` turns it into 400 for every route.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from aiohttp import web
 from google.rpc import code_pb2, status_pb2
 
 PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+def status_response(http_status: int, code: int, message: str, content_type: str,
+                    headers: Mapping[str, str] | None = None) -> web.Response:
+    """google.rpc.Status `code`/`message` as protobuf for a protobuf request, else as JSON."""
+    if content_type == PROTOBUF:
+        body = status_pb2.Status(code=code, message=message).SerializeToString()
+        return web.Response(status=http_status, body=body, content_type=PROTOBUF, headers=headers)
+    return web.json_response({"code": code, "message": message}, status=http_status, headers=headers)
 
 
 @web.middleware
@@ -18,8 +35,5 @@ async def unreadable_body_is_a_bad_request(request: web.Request, handler):
     try:
         return await handler(request)
     except web.RequestPayloadError as exc:
-        message = f"cannot read request body: {exc}"
-        if request.content_type == PROTOBUF:
-            body = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message).SerializeToString()
-            return web.Response(status=400, body=body, content_type=PROTOBUF)
-        return web.json_response({"code": code_pb2.INVALID_ARGUMENT, "message": message}, status=400)
+        return status_response(400, code_pb2.INVALID_ARGUMENT, f"cannot read request body: {exc}",
+                               request.content_type)

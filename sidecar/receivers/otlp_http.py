@@ -11,16 +11,15 @@ import math
 
 from aiohttp import web
 from google.protobuf.message import Message
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2
 
 from sidecar.config.model import HttpProtocolConfig
 from sidecar.exporters.signals import SIGNALS, Signal
+from sidecar.receivers.http_errors import JSON, PROTOBUF, status_response
 from sidecar.receivers.ingest import Ingest, IngestError, decode_protobuf
 from sidecar.receivers.otlp_json import decode_json, encode_json
 
 MAX_BODY = web.AppKey("max_body", int)
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
 
 _HTTP_STATUS = {"invalid": 400, "too_large": 413, "unavailable": 503, "unimplemented": 404, "unauthenticated": 401}
 _RPC_CODE = {
@@ -37,14 +36,11 @@ def _encode(message: Message, content_type: str) -> bytes:
 
 
 def error_response(error: IngestError, content_type: str) -> web.Response:
-    content_type = JSON if content_type == JSON else PROTOBUF
-    status = status_pb2.Status(code=_RPC_CODE[error.kind], message=error.message)
+    """Called only once the content type is protobuf or JSON (else 415)."""
     headers = {}
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    return web.Response(
-        status=_HTTP_STATUS[error.kind], body=_encode(status, content_type), content_type=content_type, headers=headers
-    )
+    return status_response(_HTTP_STATUS[error.kind], _RPC_CODE[error.kind], error.message, content_type, headers)
 
 
 def _export_handler(ingest: Ingest, signal: Signal):

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2
 
+from sidecar.receivers.http_errors import status_response
 from sidecar.security.tokens import BearerTokens
-
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
 
 
 def bearer_auth_middleware(
@@ -22,12 +20,9 @@ def bearer_auth_middleware(
             return await handler(request)
         if on_refused is not None:
             on_refused(request.path)
-        message = "missing or invalid bearer token"
         headers = {"WWW-Authenticate": f'{tokens.scheme.capitalize()} realm="costctx"'}
         # An OTLP client gets the google.rpc.Status body OTLP/HTTP specifies, in its encoding.
-        status = status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message=message)
-        if request.content_type == PROTOBUF:
-            return web.Response(status=401, body=status.SerializeToString(), content_type=PROTOBUF, headers=headers)
-        return web.json_response({"code": code_pb2.UNAUTHENTICATED, "message": message}, status=401, headers=headers)
+        return status_response(401, code_pb2.UNAUTHENTICATED, "missing or invalid bearer token", request.content_type,
+                               headers)
 
     return auth
