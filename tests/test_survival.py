@@ -438,3 +438,24 @@ def test_demo_ends_with_matrix_verdicts_and_spend():
     spend = next(line for line in lines if line.strip().startswith("total $"))
     assert spend.split()[1] == f"${float(sum(costs)):,.6f};"
     assert spend.endswith("would have been unknown without repair 100%")
+
+
+def test_an_absurd_cost_usd_is_summed_not_a_failed_batch():
+    # cost.usd * 10^12 overflows a double past ~1.8e296: the envelope must still count the batch.
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from sidecar.pdata import TraceBatch
+    from sidecar.processors.base import ProcessorContext
+    from sidecar.processors.envelope import EnvelopeConfig, EnvelopeProcessor
+    from sidecar.telemetry.metrics import SidecarMetrics
+    from sidecar.telemetry.survival import SurvivalRecorder
+
+    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
+    processor = EnvelopeProcessor("envelope", EnvelopeConfig(), context)
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for cost in (1e300, 0.25):
+        spans.add(name="call").attributes.add(key="cost.usd").value.double_value = cost
+    processor.process(TraceBatch(request))
+    [row] = context.survival.snapshot_all().spend.values()
+    assert (row.total, row.spans) == (int(1e300) * 10**12 + 250_000_000_000, 2)

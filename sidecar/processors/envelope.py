@@ -98,7 +98,10 @@ def _cost_pico(kv) -> int | None:
         number = value.double_value
         if not math.isfinite(number) or number < 0:
             return None
-        return round(number * PICO_PER_USD)
+        scaled = number * PICO_PER_USD
+        if scaled == math.inf:  # past ~1.8e296 USD (a client's value); such a double is whole
+            return int(number) * PICO_PER_USD
+        return round(scaled)
     if kind == "int_value" and value.int_value >= 0:
         return value.int_value * PICO_PER_USD
     return None
