@@ -190,6 +190,8 @@ class BudgetEngine:
         return best
 
     async def release(self, reservation_id: str) -> bool:
+        if not reservation_id:
+            return False  # nothing was reserved (an empty id would name no reservation)
         try:
             released = await self.store.release(reservation_id)
         except StoreUnavailable as exc:

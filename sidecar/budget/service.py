@@ -55,8 +55,7 @@ def grpc_handlers(engine: BudgetEngine) -> list[grpc.GenericRpcHandler]:
             request = pb.ReleaseRequest.FromString(body)
         except DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad ReleaseRequest: {exc}")
-        released = await engine.release(request.reservation_id) if request.reservation_id else False
-        return pb.ReleaseResponse(released=released).SerializeToString()
+        return pb.ReleaseResponse(released=await engine.release(request.reservation_id)).SerializeToString()
 
     methods = {
         "Check": grpc.unary_unary_rpc_method_handler(check),
@@ -102,7 +101,6 @@ def http_routes(engine: BudgetEngine) -> list[web.RouteDef]:
             message = _parse(await request.read(), request.content_type, pb.ReleaseRequest())
         except BadRequest as exc:
             return _bad(f"bad ReleaseRequest: {exc}", request.content_type)
-        released = await engine.release(message.reservation_id) if message.reservation_id else False
-        return _reply(pb.ReleaseResponse(released=released), request.content_type)
+        return _reply(pb.ReleaseResponse(released=await engine.release(message.reservation_id)), request.content_type)
 
     return [web.post("/v1/budget/check", check), web.post("/v1/budget/release", release)]
