@@ -55,7 +55,6 @@ class BudgetEngine:
         self.policies = Policies(config)
         self.reservation_ttl_ms = int(config.reservation_ttl * 1000)
         self.breaker = Breaker(config.breaker, metrics)
-        self._velocity_window = self.breaker.velocity_window
 
     # -- estimates ------------------------------------------------------------------------
     def _book_micro(self, model: str, input_tokens: int, output_tokens: int) -> int | None:
@@ -155,7 +154,7 @@ class BudgetEngine:
         elif verdict == DEGRADE:
             response.state = pb.SOFT
             response.reason = f"{response.dimension}: soft threshold reached; use {cheaper}"
-        elif self._soft(dims, values):
+        elif soft_reached(dims, values):
             response.state = pb.SOFT
             response.reason = f"{response.dimension}: soft threshold reached; no cheaper model configured"
         else:
@@ -166,10 +165,6 @@ class BudgetEngine:
             response.reservation_ttl_ms = plan.reservation_ttl_ms
             amount = next((d.degraded if outcome.degraded else d.full for d in dims if d.unit == "usd"), 0)
             response.reserved_cost_usd = c.micro_to_usd(amount)
-
-    @staticmethod
-    def _soft(dims: list[Dim], values) -> bool:
-        return soft_reached(dims, values)
 
     @staticmethod
     def _deciding(dims: list[Dim], values, verdict: str, degraded: bool) -> int | None:
@@ -212,7 +207,7 @@ class BudgetEngine:
     def plan_commits(self, spends: list[SpanSpend]) -> tuple[list[CommitOp], list[dict[str, int]]]:
         ops, wheres = [], []
         for spend in spends:
-            changes, where = commit_changes(spend, self.config.workflow_ttl, self._velocity_window)
+            changes, where = commit_changes(spend, self.config.workflow_ttl, self.breaker.velocity_window)
             ops.append(CommitOp(spend.reservation_id, changes))
             wheres.append(where)
         return ops, wheres
