@@ -7,20 +7,9 @@ import time
 import grpc
 import pytest
 import requests
-from google.rpc import error_details_pb2, status_pb2
 
+from sidecar.exporters.grpc_sender import retry_delay_from_metadata
 from tests.support.otlp import TRACE_METHOD, grpc_call, traces_request
-
-
-def _retry_delay(error: grpc.RpcError) -> float | None:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.RetryInfo()
-                if detail.Unpack(info):
-                    return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-    return None
 
 
 @pytest.mark.parametrize("exporter", ["otlp", "otlphttp"])
@@ -57,7 +46,8 @@ def test_full_queue_refuses_with_retryable_status_then_recovers(make_sidecar, si
     # One batch in flight with the consumer, two queued: the rest are refused.
     assert accepted == 3 and refused_grpc == 5
     assert last_error.code() == grpc.StatusCode.UNAVAILABLE
-    assert _retry_delay(last_error) is not None and _retry_delay(last_error) > 0
+    delay = retry_delay_from_metadata(last_error.trailing_metadata())
+    assert delay is not None and delay > 0
 
     resp = requests.post(
         f"http://127.0.0.1:{side.http_port}/v1/traces",
