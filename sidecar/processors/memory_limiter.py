@@ -7,8 +7,8 @@ the Sidecar registers `admission_check` with the receivers. Passing spans is a n
 soft limit = limit_mib - spike_limit_mib (spike default: 20% of the limit). Above it, every
 Export gets UNAVAILABLE with RetryInfo (gRPC) or 503 with Retry-After (HTTP) until memory
 falls below it again. Memory is the process RSS, sampled every `check_interval` and also as
-soon as `spike_limit_mib / 4` of request bytes were admitted since the last sample, so a
-burst between two ticks cannot run far past the limit. Above the soft limit it also runs the
+soon as `spike_limit_mib / 8` (at least 1 MiB) of request bytes were admitted since the last
+sample, so a burst between two ticks cannot run far past the limit. Above the soft limit it also runs the
 garbage collector and returns freed heap pages to the OS (glibc `malloc_trim`), otherwise a
 Python process's RSS may never fall back and the refusals would never end.
 """
