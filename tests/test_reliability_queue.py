@@ -16,19 +16,11 @@ from sidecar.sink import OtlpSink
 from tests.support.otlp_client import SpanStreamer, trace_request
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sidecar import sidecar_config
+from tests.support.wait import wait_until
 
 
 def sink_names(*sinks: OtlpSink) -> Counter:
     return Counter(span.name for sink in sinks for span in sink.spans())
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def sample(sidecar, name: str, **labels: str) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 import pytest
@@ -19,6 +18,7 @@ from tests.support.certs import make_pki
 from tests.support.endpoints import grpc_methods, http_routes
 from tests.support.otlp_client import trace_request
 from tests.support.sidecar import sidecar_config, start_sidecar
+from tests.support.wait import wait_until
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -229,9 +229,7 @@ def test_exporter_mutual_tls_to_a_tls_downstream(make_sidecar, sink, pki, export
         labels = {"signal": "traces", "exporter": exporter}
         for refused in (rogue, distrusting):
             registry = refused.sidecar.metrics.registry
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and not registry.get_sample_value(failed, labels):
-                time.sleep(0.1)
+            wait_until(lambda registry=registry: registry.get_sample_value(failed, labels), timeout=15)
             # The downstream refused the untrusted client certificate, or the upstream refused
             # the server's: nothing got through, and the batch it could not deliver is counted.
             assert registry.get_sample_value(failed, labels) == 1
