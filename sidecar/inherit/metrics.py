@@ -1,12 +1,11 @@
-"""Prometheus metrics of the `inherit` processor, registered once per sidecar registry."""
+"""Prometheus metrics of the `inherit` processor, registered once per sidecar registry
+(`context.shared("inherit.metrics", ...)`)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
 from sidecar.telemetry.metrics import SidecarMetrics
-
-SERVICE_KEY = "inherit.metrics"
 
 
 class InheritMetrics:
@@ -59,9 +58,3 @@ class InheritMetrics:
         }
         for attr, (metric, doc) in gauges.items():
             setattr(self, attr, Gauge(metric, doc, ["processor"], registry=r))
-
-def inherit_metrics(metrics: SidecarMetrics, services: dict) -> InheritMetrics:
-    found = services.get(SERVICE_KEY)
-    if found is None:
-        found = services[SERVICE_KEY] = InheritMetrics(metrics)
-    return found

@@ -1,8 +1,7 @@
-"""Price metrics, registered once per sidecar on its registry (shared by every price processor)."""
+"""Price metrics, registered once per sidecar on its registry (shared by every price processor:
+`context.shared("price.metrics", ...)`)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -42,11 +41,3 @@ class PriceMetrics:
                                       "Spans whose cache/reasoning counts contradicted the token mode "
                                       "(e.g. cached > input in inclusive mode); read as reported beside.",
                                       ["provider"], registry=r)
-
-
-def price_metrics(metrics: SidecarMetrics, services: dict[str, Any]) -> PriceMetrics:
-    """One PriceMetrics per sidecar, so two price processors do not register names twice."""
-    found = services.get("price_metrics")
-    if found is None:
-        found = services["price_metrics"] = PriceMetrics(metrics)
-    return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sidecar.config.types import StrictModel
 from sidecar.envelope import ENVELOPE, Envelope
@@ -14,6 +14,7 @@ from sidecar.telemetry.metrics import SidecarMetrics
 from sidecar.telemetry.survival import SurvivalRecorder
 
 Emit = Callable[[TraceBatch], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -25,6 +26,14 @@ class ProcessorContext:
     envelope: Envelope = ENVELOPE
     # Components shared across processors and servers (e.g. a spend ledger), by name.
     services: dict[str, Any] = field(default_factory=dict)
+
+    def shared(self, key: str, build: Callable[[], T]) -> T:
+        """The sidecar's one `key` service, built on first use. For a processor type's metrics:
+        the registry refuses a name twice, so `inherit` and `inherit/b` must share them."""
+        found = self.services.get(key)
+        if found is None:
+            found = self.services[key] = build()
+        return found
 
 
 class Processor:

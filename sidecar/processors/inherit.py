@@ -31,7 +31,7 @@ from sidecar.config.types import Duration, StrictModel
 from sidecar.envelope import ENVELOPE
 from sidecar.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
 from sidecar.inherit.hold import HeldSpan, Hold, Origin, TraceHold
-from sidecar.inherit.metrics import inherit_metrics
+from sidecar.inherit.metrics import InheritMetrics
 from sidecar.inherit.regroup import Regrouper
 from sidecar.pdata import TraceBatch
 from sidecar.pdata.attributes import any_value_to_python, set_any_value
@@ -123,7 +123,7 @@ class InheritProcessor(Processor):
         self.use_clock(time.monotonic)
         self._max_spans = config.hold.max_spans
         self._max_bytes = config.hold.max_bytes
-        self.metrics = inherit_metrics(self.context.metrics, self.context.services)
+        self.metrics = context.shared("inherit.metrics", lambda: InheritMetrics(context.metrics))
         m = self.metrics
         m.hold_spans.labels(name).set_function(lambda: self.hold.span_count)
         m.hold_bytes.labels(name).set_function(lambda: self.hold.nbytes)

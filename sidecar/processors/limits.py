@@ -71,9 +71,8 @@ class LimitsProcessor(Processor):
 
     def __init__(self, name: str, config: LimitsConfig, context: ProcessorContext) -> None:
         super().__init__(name, config, context)
-        metrics = context.services.get("limits.metrics")
-        if metrics is None:  # one set of counters per registry, labelled by processor
-            metrics = context.services["limits.metrics"] = _LimitsMetrics(context.metrics.registry)
+        # One set of counters per sidecar, labelled by processor.
+        metrics = context.shared("limits.metrics", lambda: _LimitsMetrics(context.metrics.registry))
         self._dropped = metrics.dropped.labels(name)
         self._truncated = metrics.truncated.labels(name)
         self._protected = frozenset(context.envelope.field_types)

@@ -24,7 +24,7 @@ from pydantic import Field, PrivateAttr, model_validator
 from sidecar.config.types import StrictModel
 from sidecar.envelope import ENVELOPE
 from sidecar.normalize.alias_file import AliasFileError, builtin_aliases, load_alias_file
-from sidecar.normalize.metrics import normalize_metrics
+from sidecar.normalize.metrics import register_normalize_metrics
 from sidecar.normalize.rewrite import Tally, rewrite_attributes
 from sidecar.normalize.schema_file import SchemaFileError, load_schema_file
 from sidecar.normalize.table import TableBuilder
@@ -90,7 +90,8 @@ class NormalizeProcessor(Processor):
         self._base = self._builder.base()
         self._per_schema = bool(self._builder.schema_files)
         self._stamp = config.stamp_renamed
-        self._metrics = normalize_metrics(context.metrics.registry)
+        self._metrics = context.shared(
+            "normalize.metrics", lambda: register_normalize_metrics(context.metrics.registry))
         self._stamps: dict[tuple[str, ...], AnyValue] = {}
         for schema in self._builder.schema_files:
             if schema.skipped_conditional:

@@ -25,7 +25,7 @@ from sidecar.pdata.batch import SpanRecord
 from sidecar.pricing.book import Estimate, PriceBook, PriceBookHandle
 from sidecar.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from sidecar.pricing.ledger import SpendLedger
-from sidecar.pricing.metrics import price_metrics
+from sidecar.pricing.metrics import PriceMetrics
 from sidecar.pricing.money import from_usd, to_usd_float
 from sidecar.pricing.sources import PriceSources, ReloadEvent, SourceSpec
 from sidecar.processors.base import Processor
@@ -138,7 +138,7 @@ class PriceProcessor(Processor):
 
     def __init__(self, name, config, context) -> None:
         super().__init__(name, config, context)
-        self.metrics = price_metrics(context.metrics, context.services)
+        self.metrics = context.shared("price.metrics", lambda: PriceMetrics(context.metrics))
         self._model_label = BoundedLabel("model", config.max_model_labels)
         self._warned: set[str] = set()
         self._miss_tally: dict[tuple[str, str], int] = {}  # flushed to the metric once per batch
