@@ -335,6 +335,32 @@ def test_a_resent_span_is_not_counted_twice(make_rig, sink):
     assert rig.metric("costctx_budget_duplicate_spans_total") == 1
 
 
+def test_spans_without_valid_ids_are_each_counted(make_rig, sink):
+    """Invalid (empty or all-zero) ids identify no span: two such spans are two calls, not a resend."""
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    rig = make_rig([{"id": "p", "workflow": {"cost_usd": 5.0}}])
+    ids = [(b"", b""), (b"", b""), (bytes(16), bytes(8)), (bytes(16), bytes(8)), (bytes(range(16)), bytes(8))]
+    with grpc.insecure_channel(f"127.0.0.1:{rig.runner.sidecar.grpc_port}") as channel:
+        export = trace_service_pb2_grpc.TraceServiceStub(channel).Export
+        for i, (trace_id, span_id) in enumerate(ids):
+            request = trace_service_pb2.ExportTraceServiceRequest()
+            span = request.resource_spans.add().scope_spans.add().spans.add()
+            span.trace_id, span.span_id, span.name = trace_id, span_id, f"chat {i}"
+            span.start_time_unix_nano, span.end_time_unix_nano = 1, 2
+            for key, value in {"workflow.id": "wf-no-ids", "gen_ai.request.model": "gpt-4o"}.items():
+                kv = span.attributes.add()
+                kv.key, kv.value.string_value = key, value
+            kv = span.attributes.add()
+            kv.key, kv.value.double_value = "cost.usd", 0.3
+            export(request, timeout=5)
+    assert sink.wait_for_spans(len(ids))
+    d = rig.client.check(workflow_id="wf-no-ids", policy_id="p", dry_run=True)
+    assert d.response.usages[0].spent == pytest.approx(0.3 * len(ids))
+    assert rig.metric("costctx_budget_duplicate_spans_total") == 0
+
+
 def test_async_client(make_rig):
     import asyncio
 

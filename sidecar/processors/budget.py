@@ -28,6 +28,16 @@ COST_KEY = "cost.usd"
 RESERVATION_KEY = "budget.reservation_id"
 STATE_KEY = "budget.state"
 POLICY_KEY = "policy.id"
+_ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
+
+
+def _identity(span) -> bytes | None:
+    """Trace id + span id, or None when they are not valid ids (empty, wrong length, all
+    zero): such spans cannot be told apart, so none of them may pass for another's resend."""
+    trace_id, span_id = span.trace_id, span.span_id
+    if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+        return None
+    return trace_id + span_id
 
 
 class BudgetProcessor(Processor):
@@ -78,11 +88,12 @@ class BudgetProcessor(Processor):
         for rec in batch.records:
             attrs = rec.attrs
             if any(m in attrs for m in self._markers):
-                span_key = rec.span.trace_id + rec.span.span_id
-                if span_key in committed:
-                    self.metrics.duplicate_spans.inc()
-                    continue
-                committed[span_key] = True
+                span_key = _identity(rec.span)
+                if span_key is not None:
+                    if span_key in committed:
+                        self.metrics.duplicate_spans.inc()
+                        continue
+                    committed[span_key] = True
                 records.append(rec)
                 spends.append(self._spend(rec, now))
         if not spends:
