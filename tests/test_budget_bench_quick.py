@@ -7,21 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.budget import redis_url_fixture
-
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_budget_latency_bench_runs_quick():
-    urls = redis_url_fixture()
-    url = next(urls)
-    try:
-        result = subprocess.run(
-            [sys.executable, str(REPO / "bench" / "budget_latency.py"), "--quick", "--redis-url", url],
-            capture_output=True, text=True, timeout=300, env={**os.environ}, cwd=REPO,
-        )
-    finally:
-        urls.close()
+def test_budget_latency_bench_runs_quick(redis_url):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "budget_latency.py"), "--quick", "--redis-url", redis_url],
+        capture_output=True, text=True, timeout=300, env={**os.environ}, cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split() for line in result.stdout.splitlines()]
     stores = [r[0] for r in rows if r and r[0] in ("memory", "redis")]
