@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.pricing.money import from_usd, rate_from_per_million
 from tests.support.sdk import tracer_provider
-from tests.support.sidecar import sidecar_config, start_sidecar
+from tests.support.sidecar import sidecar_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "litellm_model_prices.json"
 PIPELINE = ["price", "envelope"]
@@ -141,55 +141,52 @@ def test_model_labels_on_misses_are_bounded(make_sidecar, sink):
     assert metric(runner, "costctx_price_misses_total", model="other", reason="unknown_model") == 2
 
 
-def _start_with_sources(sink, tmp_path, overrides_text: str):
+def _start_with_sources(make_sidecar, tmp_path, overrides_text: str):
     litellm_path = tmp_path / "model_prices_and_context_window.json"
     shutil.copy(FIXTURE, litellm_path)
     overrides_path = tmp_path / "prices.yaml"
     overrides_path.write_text(overrides_text)
-    config = sidecar_config(sink.grpc_port, processors=PIPELINE)
-    config["processors"]["price"] = {
+    price = {
         "sources": ["builtin", {"type": "litellm", "path": str(litellm_path), "version": "2026-11-15"},
                     {"type": "overrides", "path": str(overrides_path)}],
         "reload_interval": "50ms",
     }
-    return start_sidecar(config), overrides_path
+    return make_sidecar(processors=PIPELINE, processor_config={"price": price}), overrides_path
 
 
-def test_sources_layer_and_reload_on_change_keeping_the_last_good_table(sink, tmp_path, caplog):
+def test_sources_layer_and_reload_on_change_keeping_the_last_good_table(sink, make_sidecar, tmp_path, caplog):
     caplog.set_level(logging.ERROR, logger="costctx.pricing")
     runner, overrides_path = _start_with_sources(
-        sink, tmp_path, "version: negotiated-1\nproviders:\n  openai:\n    gpt-4o: {input: 2.00, output: 8.00}\n")
-    try:
-        call = {"gen_ai.provider.name": "openai", "gen_ai.response.model": "gpt-4o-2024-08-06",
-                "gen_ai.usage.input_tokens": 1_000, "gen_ai.usage.output_tokens": 1_000}
-        fixture_call = {"gen_ai.response.model": "acme-internal-llama-70b", "gen_ai.usage.input_tokens": 1_000_000,
-                        "gen_ai.usage.output_tokens": 1_000_000}
-        got = send(runner, sink, [{"name": "v1", **call}, {"name": "litellm-row", **fixture_call}])
-        # Override beats both the built-in table and the LiteLLM file: 1,000 x $2/M + 1,000 x $8/M = $0.010
-        assert got["v1"]["cost.usd"] == 0.01
-        assert got["v1"]["cost.price_source"].startswith("overrides@negotiated-1#")
-        # A row only the LiteLLM file has: 1M x $0.17/M + 1M x $0.23/M = $0.40
-        assert got["litellm-row"]["cost.usd"] == 0.4
-        assert got["litellm-row"]["cost.price_source"].startswith("litellm@2026-11-15#")
+        make_sidecar, tmp_path,
+        "version: negotiated-1\nproviders:\n  openai:\n    gpt-4o: {input: 2.00, output: 8.00}\n")
+    call = {"gen_ai.provider.name": "openai", "gen_ai.response.model": "gpt-4o-2024-08-06",
+            "gen_ai.usage.input_tokens": 1_000, "gen_ai.usage.output_tokens": 1_000}
+    fixture_call = {"gen_ai.response.model": "acme-internal-llama-70b", "gen_ai.usage.input_tokens": 1_000_000,
+                    "gen_ai.usage.output_tokens": 1_000_000}
+    got = send(runner, sink, [{"name": "v1", **call}, {"name": "litellm-row", **fixture_call}])
+    # Override beats both the built-in table and the LiteLLM file: 1,000 x $2/M + 1,000 x $8/M = $0.010
+    assert got["v1"]["cost.usd"] == 0.01
+    assert got["v1"]["cost.price_source"].startswith("overrides@negotiated-1#")
+    # A row only the LiteLLM file has: 1M x $0.17/M + 1M x $0.23/M = $0.40
+    assert got["litellm-row"]["cost.usd"] == 0.4
+    assert got["litellm-row"]["cost.price_source"].startswith("litellm@2026-11-15#")
 
-        # The file changes on disk: picked up without a restart, with a new content hash.
-        overrides_path.write_text(
-            "version: negotiated-2\nproviders:\n  openai:\n    gpt-4o: {input: 1.00, output: 4.00}\n")
-        assert wait_until(lambda: metric(runner, "costctx_price_reloads_total", source="overrides") >= 2)
-        got = send(runner, sink, [{"name": "v2", **call}])
-        assert got["v2"]["cost.usd"] == 0.005                    # 1,000 x $1/M + 1,000 x $4/M
-        assert got["v2"]["cost.price_source"].startswith("overrides@negotiated-2#")
+    # The file changes on disk: picked up without a restart, with a new content hash.
+    overrides_path.write_text(
+        "version: negotiated-2\nproviders:\n  openai:\n    gpt-4o: {input: 1.00, output: 4.00}\n")
+    assert wait_until(lambda: metric(runner, "costctx_price_reloads_total", source="overrides") >= 2)
+    got = send(runner, sink, [{"name": "v2", **call}])
+    assert got["v2"]["cost.usd"] == 0.005                    # 1,000 x $1/M + 1,000 x $4/M
+    assert got["v2"]["cost.price_source"].startswith("overrides@negotiated-2#")
 
-        # A broken file: the last good table stays, and the log says why.
-        overrides_path.write_text("providers:\n  openai:\n    gpt-4o: {input: 1.00}\n")
-        assert wait_until(lambda: metric(runner, "costctx_price_reload_failures_total", source="overrides") >= 1)
-        got = send(runner, sink, [{"name": "v3", **call}])
-        assert got["v3"]["cost.usd"] == 0.005
-        assert got["v3"]["cost.price_source"] == got["v2"]["cost.price_source"]
-        assert any("missing 'output'" in r.getMessage() and "keeping overrides@negotiated-2" in r.getMessage()
-                   for r in caplog.records)
-    finally:
-        runner.stop()
+    # A broken file: the last good table stays, and the log says why.
+    overrides_path.write_text("providers:\n  openai:\n    gpt-4o: {input: 1.00}\n")
+    assert wait_until(lambda: metric(runner, "costctx_price_reload_failures_total", source="overrides") >= 1)
+    got = send(runner, sink, [{"name": "v3", **call}])
+    assert got["v3"]["cost.usd"] == 0.005
+    assert got["v3"]["cost.price_source"] == got["v2"]["cost.price_source"]
+    assert any("missing 'output'" in r.getMessage() and "keeping overrides@negotiated-2" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_services_published_for_budgets(pipeline):

@@ -21,7 +21,6 @@ from sidecar.demo import run_demo
 from sidecar.telemetry.render import render_report
 from sidecar.telemetry.survival_cli import demo_section as survival_section
 from tests.support.sdk import tracer_provider
-from tests.support.sidecar import sidecar_config, start_sidecar
 
 OWNER = {
     "workflow.id": "wf-1",
@@ -274,14 +273,9 @@ def test_spend_rows_have_a_joint_bound(sink, make_sidecar):
     assert sample(metrics, "costctx_label_overflow_total", label="tenant") == 0
 
 
-def test_verdict_flips_from_fail_to_pass_when_the_missing_field_arrives(sink):
-    config = sidecar_config(sink.grpc_port, processors=["envelope"])
-    config["processors"]["envelope"] = {"readiness": {"window": "60s"}}
-    runner = start_sidecar(config)
-    try:
-        check_verdict_flip(runner, sink)
-    finally:
-        runner.stop()
+def test_verdict_flips_from_fail_to_pass_when_the_missing_field_arrives(sink, make_sidecar):
+    runner = make_sidecar(processors=["envelope"], processor_config={"envelope": {"readiness": {"window": "60s"}}})
+    check_verdict_flip(runner, sink)
 
 
 def check_verdict_flip(runner, sink) -> None:
