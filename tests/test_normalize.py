@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.config.loader import ConfigError, build_config
 from sidecar.processors.registry import DEFAULT_TRACE_PROCESSORS
+from tests.support.metrics import scrape
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config
 
@@ -39,14 +37,7 @@ def received(sink, count):
 
 def metric_values(side, name):
     """{(key, where): value} of one normalize counter, read from the admin /metrics endpoint."""
-    url = f"http://127.0.0.1:{side.sidecar.admin_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    return {
-        (s.labels["key"], s.labels["where"]): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == f"costctx_normalize_{name}_total"
-    }
+    return {(s.labels["key"], s.labels["where"]): s.value for s in scrape(side, f"costctx_normalize_{name}_total")}
 
 
 def test_normalize_runs_first_by_default():

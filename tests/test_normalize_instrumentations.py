@@ -8,13 +8,12 @@ loopback; the spans go through the real OTLP exporter to the sidecar and on to t
 from __future__ import annotations
 
 import importlib
-import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.normalize.alias_file import builtin_aliases
 from tests.support.chat_server import RESPONSE_MODEL, USAGE, ChatServer
+from tests.support.metrics import scrape
 from tests.support.sdk import tracer_provider
 
 openai = pytest.importorskip("openai")
@@ -120,12 +119,10 @@ def test_openinference_renames_count_as_renamed_outcomes(sink, make_sidecar):
     span = llm_span(sink, "openinference")
     # OpenInference's own keys with no canonical counterpart pass through untouched.
     assert span.attributes["openinference.span.kind"] == "LLM"
-    text = urllib.request.urlopen(f"http://127.0.0.1:{side.sidecar.admin_port}/metrics", timeout=5).read().decode()
     renamed = {
         sample.labels["key"]: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "costctx_normalize_renamed_total" and sample.labels["where"] == "span"
+        for sample in scrape(side, "costctx_normalize_renamed_total")
+        if sample.labels["where"] == "span"
     }
     assert renamed == dict.fromkeys(RENAMED["openinference"], 1.0)
 

@@ -4,40 +4,20 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.pricing.money import from_usd, rate_from_per_million
+from tests.support.metrics import metric
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config
+from tests.support.wait import wait_until
 
 FIXTURE = Path(__file__).parent / "fixtures" / "litellm_model_prices.json"
 PIPELINE = ["price", "envelope"]
-
-
-def metric(runner, name: str, **labels) -> float:
-    """A sample's value from the sidecar's own /metrics endpoint (0 when absent)."""
-    url = f"http://127.0.0.1:{runner.sidecar.admin_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def llm_span(tracer, name: str, **attributes) -> None:
