@@ -14,16 +14,14 @@ from collections.abc import Iterator
 import pytest
 
 from sidecar.budget.client import BudgetClient
-from tests.support.budget import budget_section, committed_call, model_call
+from tests.support.budget import budget_config, committed_call, model_call, store_param
 from tests.support.sdk import tracer_provider
-from tests.support.sidecar import sidecar_config, start_sidecar
+from tests.support.sidecar import start_sidecar
 
 
 @pytest.fixture(params=["memory", "redis"])
 def backend(request) -> tuple[str, str | None]:
-    if request.param == "redis":
-        return "redis", request.getfixturevalue("redis_url")
-    return "memory", None
+    return store_param(request)
 
 
 class BudgetRig:
@@ -54,10 +52,7 @@ def make_rig(sink, backend) -> Iterator:
     rigs: list[BudgetRig] = []
 
     def make(policies: list[dict], **extra) -> BudgetRig:
-        kind, url = backend
-        config = sidecar_config(sink.grpc_port, processors=["budget"])
-        config["processors"]["budget"] = budget_section(kind, url, policies, **extra)
-        rig = BudgetRig(start_sidecar(config), sink)
+        rig = BudgetRig(start_sidecar(budget_config(sink.grpc_port, *backend, policies, **extra)), sink)
         rigs.append(rig)
         return rig
 
@@ -286,8 +281,7 @@ def test_spans_without_model_calls_pass_untouched(make_rig, sink):
 def test_store_unreachable_fails_open_or_closed_per_policy(sink):
     from tests.support.process import free_port
 
-    config = sidecar_config(sink.grpc_port, processors=["budget"])
-    config["processors"]["budget"] = budget_section("redis", f"redis://127.0.0.1:{free_port()}/0", [
+    config = budget_config(sink.grpc_port, "redis", f"redis://127.0.0.1:{free_port()}/0", [
         {"id": "lenient", "workflow": {"cost_usd": 1.0}, "on_store_error": "open"},
         {"id": "strict", "workflow": {"cost_usd": 1.0}, "on_store_error": "closed"},
     ])

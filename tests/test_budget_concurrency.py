@@ -8,13 +8,14 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from sidecar.budget.client import BudgetClient
-from tests.support.budget import budget_section, model_call
+from tests.support.budget import budget_config, budget_section, model_call, store_param
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config, start_sidecar
@@ -24,15 +25,17 @@ CALLERS = 64
 
 
 
-@pytest.fixture(params=["memory", "redis"])
-def budget_sidecar(request, sink):
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    config = sidecar_config(sink.grpc_port, processors=["budget"])
-    config["processors"]["budget"] = budget_section(
-        request.param, url, [{"id": "agent", "workflow": {"cost_usd": LIMIT}}])
-    runner = start_sidecar(config)
+def agent_sidecar(request, sink, **workflow_limits) -> Iterator:
+    """A sidecar with the `agent` policy ($LIMIT per workflow) on the fixture's store."""
+    policy = {"id": "agent", "workflow": {"cost_usd": LIMIT, **workflow_limits}}
+    runner = start_sidecar(budget_config(sink.grpc_port, *store_param(request), [policy]))
     yield runner
     runner.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def budget_sidecar(request, sink):
+    yield from agent_sidecar(request, sink)
 
 
 def run_callers(target: str, grpc_port: int, sink, workflow: str, estimate, actual, callers: int = CALLERS,
@@ -202,13 +205,7 @@ def test_two_sidecar_processes_share_one_tenant_ceiling(redis_url, sink, tmp_pat
 
 @pytest.fixture(params=["memory", "redis"])
 def serialized_sidecar(request, sink):
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    config = sidecar_config(sink.grpc_port, processors=["budget"])
-    config["processors"]["budget"] = budget_section(
-        request.param, url, [{"id": "agent", "workflow": {"cost_usd": LIMIT, "max_in_flight": 1}}])
-    runner = start_sidecar(config)
-    yield runner
-    runner.stop()
+    yield from agent_sidecar(request, sink, max_in_flight=1)
 
 
 def test_underestimates_with_one_call_in_flight_overrun_by_at_most_one_call(serialized_sidecar, sink):

@@ -14,6 +14,7 @@ import pytest
 
 from sidecar.budget.client import BudgetClient, Decision
 from tests.support.process import free_port
+from tests.support.sidecar import sidecar_config
 
 
 def _ping(url: str) -> bool:
@@ -65,6 +66,20 @@ def budget_section(backend: str, redis_url: str | None, policies: list[dict], **
         # A fresh key prefix per test: tests share one server without flushing it.
         section["redis"] = {"url": redis_url, "key_prefix": f"{{t{uuid.uuid4().hex[:10]}}}:"}
     return section
+
+
+def budget_config(sink_port: int, backend: str, redis_url: str | None, policies: list[dict], **extra) -> dict:
+    """A sidecar config whose traces pipeline is `budget` alone, on the given store."""
+    config = sidecar_config(sink_port, processors=["budget"])
+    config["processors"]["budget"] = budget_section(backend, redis_url, policies, **extra)
+    return config
+
+
+def store_param(request) -> tuple[str, str | None]:
+    """(backend, redis url) for a fixture parametrized with ["memory", "redis"]."""
+    if request.param == "redis":
+        return "redis", request.getfixturevalue("redis_url")
+    return "memory", None
 
 
 def model_call(tracer, decision: Decision | None, *, workflow_id: str, cost_usd: float, model: str = "gpt-4o",
