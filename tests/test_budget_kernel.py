@@ -87,3 +87,35 @@ def test_memory_and_redis_decide_alike(redis_url):
 
     asyncio.run(run())
     sync.close()
+
+
+def test_a_lapsed_reservation_is_given_back_however_late_it_is_reaped(redis_url):
+    """A reservation's hash lives until a check reaps it or a span commits it. It used to have
+    a TTL of its own (reservation_ttl + 60 s): a reaper that came later than that (no check in
+    the deployment for a minute, or a backlog of lapsed reservations over the 64 a check
+    reaps) found nothing to give back, and the held amount stayed in the counters for their
+    whole TTL (32 days for a month window)."""
+    import redis
+
+    sync = redis.Redis.from_url(redis_url)
+    prefix = f"{{lapse{uuid.uuid4().hex[:8]}}}:"
+    store = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix))
+
+    def plan(reserve: bool) -> CheckPlan:
+        dim = Dim("tenant.month_usd", "usd", "t|acme|m|202611", "usd", 1_000, 1_000, 800, 600, 600, 60_000)
+        return CheckPlan([dim], reserve=reserve, reservation_id=uuid.uuid4().hex, reservation_ttl_ms=100)
+
+    async def run() -> None:
+        held = plan(reserve=True)
+        assert (await store.check(held)).reserved
+        # Nothing but the reaper removes it: "a minute without checks" cannot lose it.
+        assert sync.pttl(prefix + "r|" + held.reservation_id) == -1
+        await asyncio.sleep(0.3)  # the call never reported: its hold lapses
+        after = await store.check(plan(reserve=False))
+        assert after.values == [(0, 0)] and after.verdict == "allow"
+        assert store.expired_total == 1
+        assert not sync.exists(prefix + "r|" + held.reservation_id)
+        await store.close()
+
+    asyncio.run(run())
+    sync.close()

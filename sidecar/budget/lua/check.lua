@@ -97,8 +97,10 @@ if ARGV[3] == '1' and (verdict == 1 or verdict == 2) then
       redis.call('HINCRBY', rkey, string.sub(d.key, #prefix + 1) .. '\n' .. d.field .. '_r', amount)
     end
   end
-  -- The hash outlives its expiry a little; the index entry is what the reaper acts on.
-  redis.call('PEXPIRE', rkey, ttl + 60000)
+  -- No TTL on the hash: the index entry is what the reaper acts on, and it deletes the hash
+  -- (as a commit does). A hash that expired before a late reaper (no check for a while, or
+  -- a backlog over 64) would leave its amounts in the counters for their whole TTL.
+  -- Bounded: only a check adds a reservation, and every check reaps up to 64.
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[6])
   reserved = 1
 end
