@@ -18,10 +18,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from sidecar.pdata import TraceBatch
 from sidecar.pdata.attributes import any_value_to_python
-from sidecar.processors.base import ProcessorContext
 from sidecar.processors.inherit import InheritConfig, InheritProcessor
-from sidecar.telemetry.metrics import SidecarMetrics
-from sidecar.telemetry.survival import SurvivalRecorder
+from tests.support.processors import standalone_processor
 from tests.support.sidecar import sidecar_config, start_sidecar
 
 CONTEXT = {"workflow.id": "wf", "request.id": "req", "owner.tenant": "acme", "owner.feature": "chat"}
@@ -36,8 +34,7 @@ class Clock:
 
 
 def make(**config) -> tuple[InheritProcessor, list[TraceBatch], Clock]:
-    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
-    processor = InheritProcessor("inherit", InheritConfig(**config), context)
+    processor = standalone_processor("inherit", InheritConfig(**config))
     clock = Clock()
     processor.use_clock(clock)
     emitted: list[TraceBatch] = []

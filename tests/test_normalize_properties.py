@@ -9,10 +9,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from sidecar.normalize.coerce import same_fact
 from sidecar.pdata import TraceBatch
 from sidecar.pdata.attributes import any_value_to_python, is_empty, set_any_value
-from sidecar.processors.base import ProcessorContext
-from sidecar.processors.normalize import NormalizeConfig, NormalizeProcessor
-from sidecar.telemetry.metrics import SidecarMetrics
-from sidecar.telemetry.survival import SurvivalRecorder
+from sidecar.processors.normalize import NormalizeConfig
+from tests.support.processors import standalone_processor
 
 CONFIG = NormalizeConfig()
 TABLE = CONFIG.builder.base()
@@ -50,7 +48,7 @@ def build(attribute_lists) -> ExportTraceServiceRequest:
 @example([[("llm.token_count.prompt", "99999999999999999999")]])
 @example([[("llm.provider", "aws"), ("llm.system", "anthropic"), ("x", 1), ("x", 2)]])
 def test_normalize_never_crashes_and_keeps_the_canonical_facts(attribute_lists):
-    processor = NormalizeProcessor("normalize", CONFIG, ProcessorContext(SidecarMetrics(), SurvivalRecorder()))
+    processor = standalone_processor("normalize", CONFIG)
     before = build(attribute_lists)
     request = ExportTraceServiceRequest()
     request.CopyFrom(before)
@@ -75,7 +73,7 @@ def test_normalize_never_crashes_and_keeps_the_canonical_facts(attribute_lists):
 
 
 def test_kept_fallback_key_survives_duplicate_cleanup():
-    processor = NormalizeProcessor("normalize", CONFIG, ProcessorContext(SidecarMetrics(), SurvivalRecorder()))
+    processor = standalone_processor("normalize", CONFIG)
     request = build([[("llm.provider", "aws"), ("llm.system", "anthropic"), ("x", 1), ("x", 2),
                       ("llm.token_count.prompt", "7"), ("llm.token_count.prompt", "8")]])
     processor.process(TraceBatch(request))

@@ -12,6 +12,7 @@ import pytest
 
 from sidecar.pricing.money import from_usd, rate_from_per_million
 from tests.support.metrics import metric
+from tests.support.processors import standalone_processor
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config
 from tests.support.wait import wait_until
@@ -222,16 +223,6 @@ def test_a_resent_batch_is_not_counted_twice_in_the_running_total(pipeline, sink
     assert metric(pipeline, "costctx_price_duplicate_spans_total") == 2
 
 
-def _processor(**config):
-    from sidecar.processors.base import ProcessorContext
-    from sidecar.processors.price import PriceConfig, PriceProcessor
-    from sidecar.telemetry.metrics import SidecarMetrics
-    from sidecar.telemetry.survival import SurvivalRecorder
-
-    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
-    return PriceProcessor("price", PriceConfig.model_validate(config), context)
-
-
 def test_keys_renamed_by_an_earlier_processor_are_priced_even_if_the_received_bytes_lack_them():
     # normalize renames e.g. OpenInference llm.token_count.* in the index; batch.raw still holds
     # the bytes as received. The price processor must go by the index, not the raw bytes.
@@ -247,14 +238,15 @@ def test_keys_renamed_by_an_earlier_processor_are_priced_even_if_the_received_by
     for old, new in [("vendor.model", "gen_ai.request.model"), ("vendor.in", "gen_ai.usage.input_tokens"),
                      ("vendor.out", "gen_ai.usage.output_tokens")]:
         rec.rename(old, new)                                   # what normalize does
-    _processor().process(batch)
+    standalone_processor("price").process(batch)
     assert rec.get_double("cost.usd") == 0.0125
 
 
 def test_tick_reloads_without_an_event_loop_and_counts_failures(tmp_path):
     prices = tmp_path / "prices.yaml"
     prices.write_text("models:\n  house: {input: 1, output: 1}\n")
-    proc = _processor(sources=["builtin", {"type": "overrides", "path": str(prices)}], reload_interval="1s")
+    proc = standalone_processor("price", sources=["builtin", {"type": "overrides", "path": str(prices)}],
+                                reload_interval="1s")
     assert proc.book.estimate("house", 1_000_000, 0).pico == 10**12          # $1
     prices.write_text("models:\n  house: {input: 3, output: 1}\n")
     proc.tick(0.5)                                             # checks once, then every reload_interval
@@ -287,7 +279,7 @@ def test_token_strings_that_are_not_numbers_leave_the_span_unpriced_not_the_batc
     request = ExportTraceServiceRequest()
     request.ParseFromString(body)
     batch = TraceBatch(request)
-    _processor().process(batch)
+    standalone_processor("price").process(batch)
     first, second, good = batch.records
     for unpriced in (first, second):
         assert unpriced.get_double("cost.usd") is None
@@ -309,7 +301,7 @@ def test_an_absurd_reported_cost_is_kept_and_the_batch_still_priced():
     request = ExportTraceServiceRequest()
     request.ParseFromString(body)
     batch = TraceBatch(request)
-    _processor().process(batch)
+    standalone_processor("price").process(batch)
     first, second, good = batch.records
     assert first.get_double("cost.usd") == 1.7e308 and first.get_str("cost.origin") == "reported"
     assert second.get_double("workflow.spend_total_usd") == float("inf")   # past the largest double

@@ -439,17 +439,13 @@ def test_an_absurd_cost_usd_is_summed_not_a_failed_batch():
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from sidecar.pdata import TraceBatch
-    from sidecar.processors.base import ProcessorContext
-    from sidecar.processors.envelope import EnvelopeConfig, EnvelopeProcessor
-    from sidecar.telemetry.metrics import SidecarMetrics
-    from sidecar.telemetry.survival import SurvivalRecorder
+    from tests.support.processors import standalone_processor
 
-    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
-    processor = EnvelopeProcessor("envelope", EnvelopeConfig(), context)
+    processor = standalone_processor("envelope")
     request = ExportTraceServiceRequest()
     spans = request.resource_spans.add().scope_spans.add().spans
     for cost in (1e300, 0.25):
         spans.add(name="call").attributes.add(key="cost.usd").value.double_value = cost
     processor.process(TraceBatch(request))
-    [row] = context.survival.snapshot_all().spend.values()
+    [row] = processor.context.survival.snapshot_all().spend.values()
     assert (row.total, row.spans) == (int(1e300) * 10**12 + 250_000_000_000, 2)

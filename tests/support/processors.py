@@ -1,0 +1,20 @@
+"""One processor on its own, outside a sidecar: for tests that drive `process` directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidecar.processors.base import Processor, ProcessorContext
+from sidecar.processors.registry import processor_class, processor_type
+from sidecar.telemetry.metrics import SidecarMetrics
+from sidecar.telemetry.survival import SurvivalRecorder
+
+
+def standalone_processor(name: str, config: Any = None, **options: Any) -> Processor:
+    """The processor `name` (e.g. "price", "inherit/b") with its own metrics registry and survival
+    recorder (`processor.context`); `config` is its config model or options to validate."""
+    cls = processor_class(processor_type(name))
+    if config is None:
+        config = cls.config_model.model_validate(options)
+    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
+    return cls(name, config, context)
