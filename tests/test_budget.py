@@ -329,6 +329,46 @@ def test_a_resent_span_is_not_counted_twice(make_rig, sink):
     assert rig.metric("costctx_budget_duplicate_spans_total") == 1
 
 
+def test_absurd_span_costs_are_counted_at_the_ceiling_and_never_break_the_batch(make_rig, sink):
+    """cost.usd of 1e20 or infinity counts as the $1e9 ceiling (over any limit), not as 0, and
+    not past Redis's 64-bit counters (which failed the whole batch's commit); NaN counts 0."""
+    import math
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    from sidecar.budget.counters import MAX_USD
+
+    rig = make_rig([{"id": "p", "workflow": {"cost_usd": 5.0, "tokens": 10**6}}])
+    costs = {"normal": 0.3, "huge": 1e20, "infinite": math.inf, "nan": math.nan}
+    run = uuid.uuid4().hex[:6]
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for name, cost in costs.items():
+        span = spans.add()
+        span.trace_id, span.span_id, span.name = uuid.uuid4().bytes, uuid.uuid4().bytes[:8], f"chat {name}"
+        span.start_time_unix_nano, span.end_time_unix_nano = 1, 2
+        strings = {"workflow.id": f"wf-{name}-{run}", "policy.id": "p", "gen_ai.request.model": "gpt-4o"}
+        for key, value in strings.items():
+            kv = span.attributes.add()
+            kv.key, kv.value.string_value = key, value
+        kv = span.attributes.add()
+        kv.key, kv.value.double_value = "cost.usd", cost
+        kv = span.attributes.add()
+        kv.key, kv.value.int_value = "gen_ai.usage.input_tokens", 2**62 if name == "huge" else 10
+    with grpc.insecure_channel(f"127.0.0.1:{rig.runner.sidecar.grpc_port}") as channel:
+        trace_service_pb2_grpc.TraceServiceStub(channel).Export(request, timeout=5)
+    assert sink.wait_for_spans(len(costs))
+    states = {s.name: s.attributes.get("budget.state") for s in sink.spans()}
+    assert states == {"chat normal": "ok", "chat huge": "hard", "chat infinite": "hard", "chat nan": "ok"}
+    spent = {}
+    for name in costs:
+        d = rig.client.check(workflow_id=f"wf-{name}-{run}", policy_id="p", dry_run=True)
+        spent[name] = d.response.usages[0].spent
+    assert spent == {"normal": pytest.approx(0.3), "huge": MAX_USD, "infinite": MAX_USD, "nan": 0.0}
+    assert rig.metric("costctx_budget_store_errors_total", {"operation": "commit", "outcome": "unstamped"}) == 0
+
+
 def test_spans_without_valid_ids_are_each_counted(make_rig, sink):
     """Invalid (empty or all-zero) ids identify no span: two such spans are two calls, not a resend."""
     import grpc

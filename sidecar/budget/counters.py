@@ -28,12 +28,30 @@ WINDOWS = {"hour": "%Y%m%d%H", "day": "%Y%m%d", "month": "%Y%m"}
 WINDOW_TTL_S = {"hour": 2 * 3600, "day": 2 * 86400, "month": 32 * 86400}
 
 
+# Far above any real call; keeps micro-USD and token sums inside Redis's 64-bit integers.
+# The check refuses estimates above them; a span's actual amounts are counted at most these.
+MAX_USD = 1e9
+MAX_TOKENS = 10**12
+
+
 def usd_to_micro(usd: float, round_up: bool = False) -> int:
     """Estimates round up (never under-reserve); actual costs round to nearest."""
     if usd <= 0 or math.isnan(usd) or math.isinf(usd):
         return 0
     scaled = usd * MICRO
     return math.ceil(scaled - 1e-6) if round_up else round(scaled)
+
+
+def spent_micro(usd: float) -> int:
+    """A span's actual cost in micro-USD. An infinite or absurd cost is counted at MAX_USD (over
+    any limit; never as 0, and never past what Redis's HINCRBY takes); NaN or <= 0 is 0."""
+    if math.isnan(usd) or usd <= 0:
+        return 0
+    return usd_to_micro(min(usd, MAX_USD))
+
+
+def spent_tokens(tokens: int) -> int:
+    return min(max(tokens, 0), MAX_TOKENS)
 
 
 def micro_to_usd(micro: int) -> float:

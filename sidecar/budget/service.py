@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2
 
+from sidecar.budget.counters import MAX_TOKENS, MAX_USD
 from sidecar.budget.engine import BudgetEngine
 from sidecar.proto_gen.costctx.v1 import budget_pb2 as pb
 from sidecar.receivers.http_errors import PROTOBUF, status_response
@@ -25,18 +26,13 @@ class BadRequest(ValueError):
     pass
 
 
-# Far above any real call; keeps micro-USD and token sums inside Redis's 64-bit integers.
-MAX_ESTIMATE_USD = 1e9
-MAX_ESTIMATE_TOKENS = 10**12
-
-
 def validate(request: pb.CheckRequest) -> None:
     cost = request.estimated_cost_usd
-    if math.isnan(cost) or not 0 <= cost <= MAX_ESTIMATE_USD:
-        raise BadRequest(f"estimated_cost_usd must be a number from 0 to {MAX_ESTIMATE_USD:g}")
+    if math.isnan(cost) or not 0 <= cost <= MAX_USD:
+        raise BadRequest(f"estimated_cost_usd must be a number from 0 to {MAX_USD:g}")
     for tokens in (request.estimated_input_tokens, request.estimated_output_tokens):
-        if not 0 <= tokens <= MAX_ESTIMATE_TOKENS:
-            raise BadRequest(f"estimated token counts must be from 0 to {MAX_ESTIMATE_TOKENS}")
+        if not 0 <= tokens <= MAX_TOKENS:
+            raise BadRequest(f"estimated token counts must be from 0 to {MAX_TOKENS}")
     if request.envelope.retry_attempt < 0:
         raise BadRequest("envelope.retry_attempt must be >= 0")
 

@@ -14,7 +14,7 @@ import time
 from cachetools import TTLCache
 
 from sidecar.budget.config import BudgetConfig
-from sidecar.budget.counters import usd_to_micro
+from sidecar.budget.counters import spent_micro, spent_tokens
 from sidecar.budget.engine import BudgetEngine, SpanVerdict
 from sidecar.budget.metrics import BudgetMetrics
 from sidecar.budget.policy import Context, SpanSpend
@@ -75,7 +75,7 @@ class BudgetProcessor(Processor):
         )
         end = span.end_time_unix_nano / 1e9 if span.end_time_unix_nano else now
         start_ms = span.start_time_unix_nano // 1_000_000 if span.start_time_unix_nano else int(now * 1000)
-        return SpanSpend(ctx, usd_to_micro(cost), max(tokens, 0), 1, start_ms, end,
+        return SpanSpend(ctx, spent_micro(cost), spent_tokens(tokens), 1, start_ms, end,
                          rec.get_str(RESERVATION_KEY))
 
     def process(self, batch: TraceBatch) -> TraceBatch | None:
