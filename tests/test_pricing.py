@@ -169,6 +169,11 @@ def test_yaml_errors_name_the_row():
         parse_yaml_table(b"providers:\n  openai:\n    gpt-4o: {input: 2}\n", name="overrides")
     with pytest.raises(ValueError, match="unit"):
         parse_yaml_table(b"unit: usd_per_1k_tokens\nmodels: {x: {input: 1, output: 1}}\n", name="overrides")
+    # ValueError, the error a reload reports and counts, not a TypeError / AttributeError.
+    with pytest.raises(ValueError, match=r"models.x: missing 'input'"):
+        parse_yaml_table(b"models: {x: {input: null, output: 1}}\n", name="overrides")
+    with pytest.raises(ValueError, match="providers: expected a mapping"):
+        parse_yaml_table(b"providers: [openai]\n", name="overrides")
 
 
 def test_litellm_fixture_parsed_and_used(builtin):

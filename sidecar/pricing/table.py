@@ -51,7 +51,7 @@ def price_from_per_million(entry: Mapping[str, object], provider: str | None) ->
     if unknown:
         raise ValueError(f"unknown price keys {sorted(unknown)} (known: {', '.join(RATE_KEYS)})")
     for required in ("input", "output"):
-        if required not in entry:
+        if entry.get(required) is None:  # `input:` with no value is missing too
             raise ValueError(f"missing '{required}' price")
     rates = {k: rate_from_per_million(entry[k]) for k in RATE_KEYS if entry.get(k) is not None}
     row_provider = entry.get("provider")

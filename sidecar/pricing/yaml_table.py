@@ -40,8 +40,11 @@ def parse_yaml_table(data: bytes, name: str, version: str | None = None, path: s
     unit = raw.get("unit", UNIT)
     if unit != UNIT:
         raise ValueError(f"unit {unit!r} is not supported; write prices as {UNIT}")
+    providers = raw.get("providers") or {}
+    if not isinstance(providers, dict):
+        raise ValueError("providers: expected a mapping of provider -> models")
     models: dict[str, ModelPrice] = {}
-    for provider, rows in (raw.get("providers") or {}).items():
+    for provider, rows in providers.items():
         if not isinstance(rows, dict):
             raise ValueError(f"providers.{provider}: expected a mapping of model -> prices")
         _add_rows(models, rows, str(provider), f"providers.{provider}")
