@@ -305,6 +305,44 @@ def test_store_unreachable_fails_open_or_closed_per_policy(sink):
 
 
 
+def test_stop_releases_a_held_batch_and_cancels_its_commit_before_closing_the_store(sink):
+    """A Redis that accepts connections and never answers: the batch is held for its commit.
+    Stopping releases it unstamped, and close() cancels the commit task (it used to be left
+    running against a closed store, past the loop's end)."""
+    import asyncio
+    import socket
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes the handshake; nothing ever reads or answers
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    runner = start_sidecar(budget_config(sink.grpc_port, "redis", url, [{"id": "p", "workflow": {"cost_usd": 1.0}}],
+                                         redis={"timeout": "30s"}))
+    try:
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        span = request.resource_spans.add().scope_spans.add().spans.add()
+        span.trace_id, span.span_id, span.name = uuid.uuid4().bytes, uuid.uuid4().bytes[:8], "chat held"
+        span.start_time_unix_nano, span.end_time_unix_nano = 1, 2
+        for key, value in {"workflow.id": wf(), "policy.id": "p", "gen_ai.request.model": "gpt-4o"}.items():
+            kv = span.attributes.add()
+            kv.key, kv.value.string_value = key, value
+        with grpc.insecure_channel(f"127.0.0.1:{runner.sidecar.grpc_port}") as channel:
+            trace_service_pb2_grpc.TraceServiceStub(channel).Export(request, timeout=5)
+        commits = runner.call(lambda: [t for t in asyncio.all_tasks() if "_commit_remote" in repr(t.get_coro())])
+        assert len(commits) == 1 and not commits[0].done()
+        assert sink.span_count() == 0  # held for its commit
+    finally:
+        runner.stop()
+        silent.close()
+    assert sink.wait_for_spans(1)
+    (forwarded,) = sink.spans()
+    assert forwarded.name == "chat held" and "budget.state" not in forwarded.attributes
+    assert commits[0].cancelled()
+
+
 def test_a_resent_span_is_not_counted_twice(make_rig, sink):
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc

@@ -51,8 +51,11 @@ class BudgetProcessor(Processor):
         self.engine = BudgetEngine(config, self.metrics, context.services)
         context.services["budget"] = self.engine
         self._markers = tuple(context.envelope.llm_span_markers) + (COST_KEY,)
-        # held batches (Redis store) -> their commit task; released once, by the task or by shutdown
-        self._held: dict[int, tuple[TraceBatch, asyncio.Task]] = {}
+        # held batches (Redis store); released once, by their commit task or by shutdown
+        self._held: dict[int, TraceBatch] = {}
+        # Commit tasks still running: shutdown releases their batches but the tasks run on
+        # until close() cancels them, before the store they use is closed.
+        self._commits: set[asyncio.Task] = set()
         # Spans already committed (trace id + span id): an exporter that resends a batch
         # after a lost acknowledgement must not count its spend twice.
         self._committed: TTLCache = TTLCache(maxsize=200_000, ttl=900)
@@ -108,7 +111,9 @@ class BudgetProcessor(Processor):
             self._stamp(records, verdicts)
             return batch
         task = asyncio.get_running_loop().create_task(self._commit_remote(batch, records, spends, ops, wheres))
-        self._held[id(batch)] = (batch, task)
+        self._held[id(batch)] = batch
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
         return None
 
     async def _commit_remote(self, batch, records, spends, ops, wheres) -> None:
@@ -155,11 +160,11 @@ class BudgetProcessor(Processor):
 
     def shutdown(self) -> None:
         held, self._held = self._held, {}
-        for batch, _task in held.values():
+        for batch in held.values():
             self.emit(batch)  # unstamped rather than lost
 
     async def close(self) -> None:
-        tasks = [task for _, task in self._held.values()]
+        tasks = list(self._commits)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

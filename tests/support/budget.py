@@ -64,7 +64,7 @@ def budget_section(backend: str, redis_url: str | None, policies: list[dict], **
     section: dict = {"backend": backend, "policies": policies, **extra}
     if backend == "redis":
         # A fresh key prefix per test: tests share one server without flushing it.
-        section["redis"] = {"url": redis_url, "key_prefix": f"{{t{uuid.uuid4().hex[:10]}}}:"}
+        section["redis"] = {"url": redis_url, "key_prefix": f"{{t{uuid.uuid4().hex[:10]}}}:", **extra.get("redis", {})}
     return section
 
 
