@@ -1,4 +1,5 @@
-"""The sidecar's gRPC server: OTLP services and, later, other services share one port."""
+"""The sidecar's gRPC server: the OTLP services and the ones processors provide (the budget
+check) share one port, its TLS and its auth interceptors."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ class GrpcServerHost:
         self._handlers: list[grpc.GenericRpcHandler] = []
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
-        # Set by TLS support: a callable returning server credentials, or None for plaintext.
+        # Set from the receiver's `tls` block (Sidecar._secure_servers); None: plaintext.
         self.credentials: grpc.ServerCredentials | None = None
         # Set by auth: interceptors run for every method on this server, whoever registered it.
         self.interceptors: list[grpc.aio.ServerInterceptor] = []
