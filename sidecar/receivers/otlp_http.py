@@ -62,6 +62,14 @@ def _export_handler(ingest: Ingest, signal: Signal):
         except Exception as exc:  # bad gzip, truncated body: aiohttp's payload errors
             ingest.record_error(signal, "http", "invalid")
             return error_response(IngestError("invalid", f"cannot read request body: {exc}"), content_type)
+        # Admitted at its Content-Length; a chunked body (no length) or a gzip one (decompressed
+        # by aiohttp) takes more: the admission checks see the rest too, before it is decoded.
+        unadmitted = len(body) - (request.content_length or 0)
+        if unadmitted > 0:
+            try:
+                ingest.admit(signal, unadmitted, "http")
+            except IngestError as error:
+                return error_response(error, content_type)
         try:
             if content_type == JSON:
                 message, raw = decode_json(signal, body), None
