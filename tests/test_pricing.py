@@ -16,7 +16,7 @@ from sidecar.pricing.calc import ADDITIVE, INCLUSIVE, Usage, price_usage
 from sidecar.pricing.ledger import SpendLedger
 from sidecar.pricing.litellm import parse_litellm
 from sidecar.pricing.money import format_usd, from_usd, rate_from_per_million, rate_from_per_token, to_usd_float
-from sidecar.pricing.resolve import candidates
+from sidecar.pricing.resolve import MAX_DERIVED_NAME_LENGTH, candidates
 from sidecar.pricing.yaml_table import load_builtin, parse_yaml_table
 
 FIXTURE = Path(__file__).parent / "fixtures" / "litellm_model_prices.json"
@@ -121,6 +121,17 @@ def test_dated_snapshot_resolves_to_its_family(book):
                          ("gemini-2.0-flash-001", "gemini-2.0-flash"),
                          ("mistral-large-2411", "mistral-large"), ("mistral-small-latest", "mistral-small")]:
         assert book.resolve(name).key == family
+
+
+def test_overlong_model_names_are_looked_up_only_as_they_are(book):
+    # Prefix x suffix stripping multiplies: this 6 KB name gave ~10^6 candidate names.
+    hostile = "a/" * 1_000 + "gpt-4o" + "-001" * 1_000
+    assert candidates(hostile, "openai") == [(hostile, "exact")]
+    assert book.resolve(hostile) is None
+    # Up to the bound, names still get every derived form.
+    long_prefixed = "x/" * 100 + "gpt-4o-2024-08-06"
+    assert len(long_prefixed) <= MAX_DERIVED_NAME_LENGTH
+    assert book.resolve(long_prefixed).key == "gpt-4o"
 
 
 def test_provider_prefix_is_stripped(book):

@@ -29,6 +29,8 @@ LITELLM_PREFIXES = {
     "gcp.gemini": "gemini", "gcp.gen_ai": "gemini", "gcp.vertex_ai": "vertex_ai", "aws.bedrock": "bedrock",
     "azure.ai.openai": "azure", "azure.ai.inference": "azure_ai", "mistral_ai": "mistral", "x_ai": "xai",
 }
+# Longer span model names are only looked up exactly (the longest LiteLLM key is ~100 characters).
+MAX_DERIVED_NAME_LENGTH = 256
 # Bedrock model ids: optional cross-region profile, vendor, and a -v1:0 style version.
 _BEDROCK = re.compile(r"^(?:(?:us|eu|apac|global)\.)?(?:anthropic|meta|mistral|amazon|cohere|ai21|deepseek)\."
                       r"(?P<model>.+?)(?:-v\d+(?::\d+)?)?$")
@@ -53,7 +55,14 @@ def candidates(model: str, provider: str | None = None,
         if name and name not in seen:
             seen[name] = how
 
-    _names(model.strip().lower(), provider, add)
+    model = model.strip().lower()
+    if len(model) > MAX_DERIVED_NAME_LENGTH:
+        # Prefix and suffix stripping make O(parts x suffixes) names of O(length) each: a
+        # 4 KB name of `a/` parts and `-001` suffixes took 12 s on the event loop. No model
+        # id is this long; it is looked up as it is.
+        add(model, "exact")
+        return list(seen.items())
+    _names(model, provider, add)
     if aliases:
         for name in list(seen):
             target = aliases.get(name)
