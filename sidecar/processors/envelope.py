@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from sidecar.config.types import Duration, StrictModel
 from sidecar.envelope import ENVELOPE
+from sidecar.envelope.keys import COST_USD, HOP_DEPTH_KEY, MISSING_KEY, SCHEMA_KEY
 from sidecar.pdata import TraceBatch
 from sidecar.pricing.money import PICO_PER_USD
 from sidecar.processors.base import Processor
@@ -33,11 +34,7 @@ from sidecar.telemetry.survival import (
     TENANT_KEY,
 )
 
-SCHEMA_KEY = "costctx.schema"
-MISSING_KEY = "costctx.missing"
-HOP_DEPTH_KEY = "workflow.hop_depth"
 WORKFLOW_NAME_KEY = "workflow.name"
-COST_KEY = "cost.usd"
 _NO_NOTES: frozenset[str] = frozenset()
 
 
@@ -182,7 +179,7 @@ class EnvelopeProcessor(Processor):
                 if marker in attrs:
                     is_llm = True
                     break
-            cost_kv = attrs.get(COST_KEY)
+            cost_kv = attrs.get(COST_USD)
             if not is_llm and cost_kv is None:
                 continue
             workflow = rec.get_str(WORKFLOW_NAME_KEY)

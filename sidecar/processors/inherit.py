@@ -29,6 +29,7 @@ from pydantic import Field, PositiveInt, field_validator
 
 from sidecar.config.types import Duration, StrictModel
 from sidecar.envelope import ENVELOPE
+from sidecar.envelope.keys import HOP_DEPTH_KEY, REPAIRED_KEY
 from sidecar.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
 from sidecar.inherit.hold import HeldSpan, Hold, Origin, TraceHold
 from sidecar.inherit.metrics import InheritMetrics
@@ -38,8 +39,6 @@ from sidecar.pdata.attributes import any_value_to_python, set_any_value
 from sidecar.pdata.batch import SpanRecord
 from sidecar.processors.base import Processor
 
-REPAIRED_KEY = "costctx.repaired"
-HOP_DEPTH_KEY = "workflow.hop_depth"
 MiB = 1024 * 1024
 _INVALID_SPAN_ID = bytes(8)
 

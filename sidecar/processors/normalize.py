@@ -23,6 +23,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from sidecar.config.types import StrictModel
 from sidecar.envelope import ENVELOPE
+from sidecar.envelope.keys import RENAMED_KEY
 from sidecar.normalize.alias_file import AliasFileError, builtin_aliases, load_alias_file
 from sidecar.normalize.metrics import register_normalize_metrics
 from sidecar.normalize.rewrite import Tally, rewrite_attributes
@@ -32,7 +33,6 @@ from sidecar.pdata import TraceBatch
 from sidecar.pdata.attributes import set_any_value
 from sidecar.processors.base import Processor
 
-RENAMED_KEY = "costctx.renamed"
 MAX_STAMP_TEMPLATES = 1024
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from sidecar.config.types import Duration, StrictModel
+from sidecar.envelope.keys import COST_ORIGIN, COST_SOURCE, COST_USD, MISSING_KEY, SPEND_TOTAL
 from sidecar.pdata import TraceBatch
 from sidecar.pdata.batch import SpanRecord
 from sidecar.pricing.book import Estimate, PriceBook, PriceBookHandle
@@ -42,12 +43,7 @@ CACHE_CREATION = "gen_ai.usage.cache_creation.input_tokens"
 REASONING = "gen_ai.usage.reasoning.output_tokens"
 # Provider-reported cost: normalize renames the others to the first; read all in case it is off.
 REPORTED_KEYS = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.cost.total_cost")
-COST_USD = "cost.usd"
-COST_SOURCE = "cost.price_source"
-COST_ORIGIN = "cost.origin"
 WORKFLOW_ID = "workflow.id"
-SPEND_TOTAL = "workflow.spend_total_usd"
-MISSING_KEY = "costctx.missing"
 # Any of these makes a span worth a look; others are skipped after one dict probe each.
 TRIGGER_KEYS = (RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS)
 # Operations that produce no output tokens: a missing output count means zero.
