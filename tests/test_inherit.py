@@ -340,3 +340,28 @@ def test_async_tool_call_outliving_its_parent_is_repaired_from_the_cache_without
     assert "workflow.id" in tool["costctx.repaired"]
     assert _sample(runner, "costctx_inherit_held_spans_total") == 0  # its ancestor was known
     provider.shutdown()
+
+
+def test_a_kvlist_context_value_is_inherited_not_a_batch_failure(make_sidecar, sink):
+    """A client may send a context field as a kvlist (the SDK cannot, raw OTLP can): children copy it."""
+    from tests.support.otlp import TRACE_METHOD, grpc_call, traces_request
+
+    runner = make_sidecar(processors=PIPELINE)
+    parent = traces_request(1, attributes={**CONTEXT})
+    parent_span = parent.resource_spans[0].scope_spans[0].spans[0]
+    team = next(kv for kv in parent_span.attributes if kv.key == "owner.team")
+    team.value.ClearField("value")
+    entry = team.value.kvlist_value.values.add()
+    entry.key, entry.value.string_value = "name", "growth"
+    child = traces_request(1, trace_id=parent_span.trace_id)
+    child.resource_spans[0].scope_spans[0].spans[0].parent_span_id = parent_span.span_id
+
+    assert grpc_call(runner.sidecar.grpc_port, TRACE_METHOD, parent.SerializeToString())[1] is None
+    assert grpc_call(runner.sidecar.grpc_port, TRACE_METHOD, child.SerializeToString())[1] is None
+    assert sink.wait_for_spans(2)
+    repaired = [s for s in sink.spans() if s.parent_span_id == parent_span.span_id.hex()][0].attributes
+    assert repaired["owner.team"] == {"name": "growth"}
+    assert repaired["workflow.id"] == "wf-1"
+    errors = runner.sidecar.metrics.registry.get_sample_value(
+        "costctx_processor_errors_total", {"processor": "inherit"})
+    assert not errors
