@@ -223,6 +223,17 @@ def test_a_resent_batch_is_not_counted_twice_in_the_running_total(pipeline, sink
     assert metric(pipeline, "costctx_price_duplicate_spans_total") == 2
 
 
+def test_spans_without_valid_ids_each_count_in_the_running_total(pipeline, sink):
+    # All-zero span ids cannot tell spans apart, so none may pass for another's resend.
+    call = {"workflow.id": "wf-noids", "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1_000,
+            "gen_ai.usage.output_tokens": 1_000}                       # $0.0125 each
+    _post(pipeline, _request([(bytes(8), call), (bytes(8), call), (bytes(8), call)]))
+    assert sink.wait_for_spans(3)
+    totals = sorted(s.attributes["workflow.spend_total_usd"] for s in sink.spans())
+    assert totals == [0.0125, 0.025, 0.0375]                            # 3 calls counted, not 1
+    assert not metric(pipeline, "costctx_price_duplicate_spans_total")
+
+
 def test_keys_renamed_by_an_earlier_processor_are_priced_even_if_the_received_bytes_lack_them():
     # normalize renames e.g. OpenInference llm.token_count.* in the index; batch.raw still holds
     # the bytes as received. The price processor must go by the index, not the raw bytes.

@@ -22,22 +22,13 @@ from sidecar.budget.service import grpc_handlers, http_routes
 from sidecar.budget.store import StoreUnavailable
 from sidecar.pdata import TraceBatch
 from sidecar.pdata.batch import SpanRecord
+from sidecar.pdata.ids import span_identity
 from sidecar.processors.base import Processor
 
 COST_KEY = "cost.usd"
 RESERVATION_KEY = "budget.reservation_id"
 STATE_KEY = "budget.state"
 POLICY_KEY = "policy.id"
-_ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
-
-
-def _identity(span) -> bytes | None:
-    """Trace id + span id, or None when they are not valid ids (empty, wrong length, all
-    zero): such spans cannot be told apart, so none of them may pass for another's resend."""
-    trace_id, span_id = span.trace_id, span.span_id
-    if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
-        return None
-    return trace_id + span_id
 
 
 class BudgetProcessor(Processor):
@@ -73,13 +64,16 @@ class BudgetProcessor(Processor):
         span = rec.span
         tokens = (rec.get_int("gen_ai.usage.input_tokens") or 0) + (rec.get_int("gen_ai.usage.output_tokens") or 0)
         ctx = Context(
-            rec.get_str("workflow.id") or "", rec.get_str("workflow.name") or "", rec.get_str("owner.tenant") or "",
-            rec.get_str("owner.feature") or "", rec.get_str(POLICY_KEY) or "", rec.get_int("retry.attempt") or 0,
+            rec.get_str("workflow.id") or "",
+            rec.get_str("workflow.name") or "",
+            rec.get_str("owner.tenant") or "",
+            rec.get_str("owner.feature") or "",
+            rec.get_str(POLICY_KEY) or "",
+            rec.get_int("retry.attempt") or 0,
         )
         end = span.end_time_unix_nano / 1e9 if span.end_time_unix_nano else now
         start_ms = span.start_time_unix_nano // 1_000_000 if span.start_time_unix_nano else int(now * 1000)
-        return SpanSpend(ctx, spent_micro(cost), spent_tokens(tokens), 1, start_ms, end,
-                         rec.get_str(RESERVATION_KEY))
+        return SpanSpend(ctx, spent_micro(cost), spent_tokens(tokens), 1, start_ms, end, rec.get_str(RESERVATION_KEY))
 
     def process(self, batch: TraceBatch) -> TraceBatch | None:
         raw = batch.raw
@@ -91,7 +85,7 @@ class BudgetProcessor(Processor):
         for rec in batch.records:
             attrs = rec.attrs
             if any(m in attrs for m in self._markers):
-                span_key = _identity(rec.span)
+                span_key = span_identity(rec.span)
                 if span_key is not None:
                     if span_key in committed:
                         self.metrics.duplicate_spans.inc()
@@ -125,8 +119,9 @@ class BudgetProcessor(Processor):
                 await store.trip(key, self.config.breaker.cooldown)
         except StoreUnavailable as exc:
             self.metrics.store_errors.labels("commit", "unstamped").inc()
-            self.log.warning("budget store unreachable; %d spans forwarded without their spend counted: %s",
-                             len(spends), exc)
+            self.log.warning(
+                "budget store unreachable; %d spans forwarded without their spend counted: %s", len(spends), exc
+            )
             verdicts = [SpanVerdict(self._policy_id(s.ctx), None) for s in spends]
         except Exception:
             # A bug here must not lose spans: forward the batch unstamped, as the pipeline does.

@@ -23,6 +23,7 @@ from sidecar.config.types import Duration, StrictModel
 from sidecar.envelope.keys import COST_ORIGIN, COST_SOURCE, COST_USD, MISSING_KEY, SPEND_TOTAL
 from sidecar.pdata import TraceBatch
 from sidecar.pdata.batch import SpanRecord
+from sidecar.pdata.ids import span_identity
 from sidecar.pricing.book import Estimate, PriceBook, PriceBookHandle
 from sidecar.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from sidecar.pricing.ledger import SpendLedger
@@ -299,7 +300,7 @@ class PriceProcessor(Processor):
         workflow_id = _string(rec.attrs, WORKFLOW_ID)
         if workflow_id is None:
             return False
-        total = self.ledger.add(workflow_id, pico, rec.span.trace_id + rec.span.span_id)
+        total = self.ledger.add(workflow_id, pico, span_identity(rec.span))
         _put_double(rec, SPEND_TOTAL, to_usd_float(total))
         return True
 
