@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from bench.workload import ID_MARKER, marker_for
 from sidecar.app import Sidecar
 from sidecar.config.loader import build_config
+from sidecar.gc_tuning import tune_for_throughput
 from sidecar.pdata import TraceBatch
 from sidecar.pipeline import TracesPipeline
 
@@ -64,6 +65,8 @@ class StagePipeline:
 
 
 async def build_stage(processors: list[str]) -> StagePipeline:
+    # The collector settings `costctx run` uses once started (sidecar/gc_tuning.py).
+    tune_for_throughput()
     sidecar = Sidecar(build_config(pipeline_config(processors), environ={}))
     assert sidecar.traces is not None
     counter = CountingExporter()

@@ -9,6 +9,7 @@ import threading
 
 from sidecar.app import Sidecar
 from sidecar.config.model import SidecarConfig
+from sidecar.gc_tuning import tune_for_throughput
 
 log = logging.getLogger("costctx")
 
@@ -24,6 +25,7 @@ async def serve(config: SidecarConfig, grace: float | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await sidecar.start()
+    tune_for_throughput()
     try:
         await stop.wait()
         log.info("costctx: stopping (grace %.1fs)", grace)
