@@ -102,7 +102,11 @@ def test_every_span_arrives_after_a_sustained_downstream_outage(sink, make_sidec
         # Counted end to end: the client's ledger, the sidecar's counters and the sink agree.
         assert len(acked) > 1000 and during_outage > 0
         assert set(received) == acked
-        assert sum(received.values()) == len(acked), "no duplicates without a restart"
+        # At least once, not exactly once: a batch the collector recorded in the instant it went
+        # away gets no answer and is resent. Only batches in flight then (10 consumers x 20
+        # spans) can arrive twice; the suite saw this happen once in many runs.
+        duplicates = sum(received.values()) - len(acked)
+        assert 0 <= duplicates <= 10 * 20
         assert sample(sidecar, "costctx_receiver_accepted_items_total", signal="traces", transport="grpc") == len(acked)
         sent = "costctx_exporter_sent_items_total"
         assert wait_until(lambda: sample(sidecar, sent, signal="traces", exporter="otlp") == len(acked), 10)
