@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cachetools import TTLCache
+from sidecar.inherit.ttl_lru import TtlLru
 
 NO_FIELDS: frozenset[str] = frozenset()
 
@@ -39,16 +39,13 @@ class ContextCache:
     Keyed by the 24-byte concatenation, not a tuple of two: about half the memory per entry."""
 
     def __init__(self, max_entries: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
-        self._entries: TTLCache[bytes, Known] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
+        self._entries: TtlLru[bytes, Known] = TtlLru(max_entries, ttl, timer)
         self.max_entries = max_entries
-
-    def get(self, key: bytes) -> Known | None:
-        return self._entries.get(key)
-
-    def put(self, key: bytes, known: Known) -> None:
-        # TTLCache evicts the least recently used entry when full and drops expired ones
-        # as it goes, so the size never exceeds max_entries.
-        self._entries[key] = known
+        # Bound methods: the processor calls these once per span.
+        self.get = self._entries.get
+        # Evicts the least recently used entry when full and drops expired ones as it
+        # goes, so the size never exceeds max_entries.
+        self.put = self._entries.put
 
     def expire(self) -> None:
         self._entries.expire()
@@ -68,7 +65,7 @@ class TraceValues:
     """
 
     def __init__(self, max_traces: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
-        self._traces: TTLCache[bytes, dict[str, Any]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
+        self._traces: TtlLru[bytes, dict[str, Any]] = TtlLru(max_traces, ttl, timer)
         self.max_traces = max_traces
         self._last: tuple[bytes, str, Any] | None = None
 
@@ -79,7 +76,7 @@ class TraceValues:
         self._last = last
         values = self._traces.get(trace_id)
         if values is None:
-            self._traces[trace_id] = {key: value}
+            self._traces.put(trace_id, {key: value})
             return
         seen = values.get(key)
         if seen is None:
