@@ -15,12 +15,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from sidecar.config.types import Duration, StrictModel
 from sidecar.envelope import ENVELOPE
 from sidecar.envelope.keys import COST_USD, HOP_DEPTH_KEY, MISSING_KEY, SCHEMA_KEY
 from sidecar.pdata import TraceBatch
+from sidecar.pdata.attributes import set_any_value
 from sidecar.pricing.money import PICO_PER_USD
 from sidecar.processors.base import Processor
 from sidecar.telemetry.survival import (
@@ -36,6 +38,10 @@ from sidecar.telemetry.survival import (
 
 WORKFLOW_NAME_KEY = "workflow.name"
 _NO_NOTES: frozenset[str] = frozenset()
+# AnyValue kinds that carry no information: no value, or (with an empty string) a string.
+_EMPTY_KINDS = (None, "string_value")
+# Distinct stamp values kept prebuilt (the schema, each list of missing fields).
+MAX_TEMPLATES = 1024
 
 
 class ReadinessConfig(StrictModel):
@@ -115,7 +121,8 @@ class EnvelopeProcessor(Processor):
         self._fields = envelope.context_keys
         self._required_idx = tuple(self._fields.index(key) for key in config.required_fields)
         self._schema = envelope.schema_version
-        self._markers = tuple(envelope.llm_span_markers)
+        self._markers = frozenset(envelope.llm_span_markers)
+        self._templates: dict[str | tuple[str, ...], AnyValue] = {}
         survival = self.context.survival
         survival.configure(
             spend_dimensions=config.spend_dimensions,
@@ -125,6 +132,17 @@ class EnvelopeProcessor(Processor):
         self._extra_keys = survival.extra_keys
         self._dimensions = tuple(config.spend_dimensions)
 
+    def _template(self, values) -> AnyValue:
+        """A prebuilt value to copy into a span in one C call (`attributes.add(value=...)`):
+        cheaper than building it field by field, and spans share few distinct values."""
+        template = self._templates.get(values)
+        if template is None:
+            if len(self._templates) >= MAX_TEMPLATES:
+                self._templates.clear()
+            template = self._templates[values] = AnyValue()
+            set_any_value(template, values if type(values) is str else list(values))
+        return template
+
     def process(self, batch: TraceBatch) -> TraceBatch:
         fields = self._fields
         required_idx = self._required_idx
@@ -132,13 +150,19 @@ class EnvelopeProcessor(Processor):
         extra_keys = self._extra_keys
         dimensions = self._dimensions
         schema = self._schema
+        schema_value = self._template(schema)
         record = self.config.record_outcomes
         spans: Counter = Counter()
         llm: Counter = Counter()
         spend: dict = {}
         for rec in batch.records:
             attrs = rec.attrs
-            rec.set(SCHEMA_KEY, schema)
+            get = attrs.get
+            schema_kv = get(SCHEMA_KEY)
+            if schema_kv is None:
+                attrs[SCHEMA_KEY] = rec.span.attributes.add(key=SCHEMA_KEY, value=schema_value)
+            else:
+                set_any_value(schema_kv.value, schema)
             notes = rec.notes
             if notes:
                 renamed = notes.get("renamed") or _NO_NOTES
@@ -158,14 +182,23 @@ class EnvelopeProcessor(Processor):
                 )
             else:
                 repaired = _NO_NOTES
-                sig = tuple([PRESENT if _present(attrs, key) else MISSING for key in fields])
+                # _present inlined: this runs for every context field of every span.
+                sig = tuple([
+                    PRESENT
+                    if kv is not None and (kv.value.string_value or kv.value.WhichOneof("value") not in _EMPTY_KINDS)
+                    else MISSING
+                    for kv in map(get, fields)
+                ])
             if MISSING in sig:
-                missing = [fields[i] for i in required_idx if sig[i] == MISSING]
+                missing = tuple([fields[i] for i in required_idx if sig[i] == MISSING])
                 if missing:
-                    rec.append_strings(MISSING_KEY, missing)
+                    if MISSING_KEY in attrs:  # stamped upstream: merge
+                        rec.append_strings(MISSING_KEY, list(missing))
+                    else:
+                        attrs[MISSING_KEY] = rec.span.attributes.add(key=MISSING_KEY, value=self._template(missing))
             if not record:
                 continue
-            depth_kv = attrs.get(HOP_DEPTH_KEY)
+            depth_kv = get(HOP_DEPTH_KEY)
             # An int stamped by inherit (or an upstream sidecar); anything else is no depth.
             depth = (
                 depth_kv.value.int_value
@@ -174,12 +207,8 @@ class EnvelopeProcessor(Processor):
             )
             spans[(rec.resource.hop, depth, sig)] += 1
 
-            is_llm = False
-            for marker in markers:
-                if marker in attrs:
-                    is_llm = True
-                    break
-            cost_kv = attrs.get(COST_USD)
+            is_llm = not attrs.keys().isdisjoint(markers)  # one C-speed set check
+            cost_kv = get(COST_USD)
             if not is_llm and cost_kv is None:
                 continue
             workflow = rec.get_str(WORKFLOW_NAME_KEY)

@@ -37,6 +37,8 @@ DEFAULT_READINESS_WINDOW = 600.0
 # The readiness window is kept as this many buckets, so old spans age out step by step.
 READINESS_BUCKETS = 10
 SPEND_ROWS_PER_LABEL_VALUE = 10
+# Readiness verdicts kept per distinct (signature, usage) pair; bounds a hostile stream.
+MAX_CACHED_VERDICTS = 4096
 TENANT_KEY = "owner.tenant"
 
 # A span's signature: one outcome code per context field, in ENVELOPE.context_keys order.
@@ -144,6 +146,9 @@ class SurvivalRecorder:
         self.max_spend_rows = max_label_values * SPEND_ROWS_PER_LABEL_VALUE
         self.spend_rows_overflowed = 0
         self._evaluator = _CheckEvaluator(envelope, self.extra_keys)
+        self._check_keys = self._evaluator.check_keys()
+        # (signature, usage) -> (check ids held after repair, held before, keys absent after)
+        self._verdicts: dict[tuple[Signature, tuple[bool, ...]], tuple[tuple, tuple, tuple]] = {}
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Counter], None]] = []
         self._hops = BoundedLabel("hop", max_label_values)
@@ -221,26 +226,37 @@ class SurvivalRecorder:
 
     def _record_readiness(self, llm: LlmTally) -> None:
         evaluator = self._evaluator
-        keys = evaluator.check_keys()
+        keys = self._check_keys
         current = self._current_bucket()
         buckets = self._readiness_buckets
         if not buckets or buckets[-1][0] != current:
             buckets.append((current, {}))
         rows = buckets[-1][1]
+        verdicts = self._verdicts
         for (raw_workflow, sig, usage), n in llm.items():
             workflow = self._workflows(raw_workflow)
             row = rows.get(workflow)
             if row is None:
                 row = rows[workflow] = WorkflowReadiness()
             row.llm_spans += n
-            for check in evaluator.checks:
-                if evaluator.holds(check, sig, usage, after=True):
-                    row.passed_after[check.id] += n
-                if evaluator.holds(check, sig, usage, after=False):
-                    row.passed_before[check.id] += n
-            for key in keys:
-                if not evaluator.field_present(key, sig, usage, after=True):
-                    row.absent[key] += n
+            verdict = verdicts.get((sig, usage))
+            if verdict is None:
+                # Few distinct (signature, usage) pairs recur batch after batch: evaluate
+                # each once (the checks are fixed by the envelope), not once per batch.
+                if len(verdicts) >= MAX_CACHED_VERDICTS:
+                    verdicts.clear()
+                verdict = verdicts[(sig, usage)] = (
+                    tuple([c.id for c in evaluator.checks if evaluator.holds(c, sig, usage, after=True)]),
+                    tuple([c.id for c in evaluator.checks if evaluator.holds(c, sig, usage, after=False)]),
+                    tuple([k for k in keys if not evaluator.field_present(k, sig, usage, after=True)]),
+                )
+            passed_after, passed_before, absent = verdict
+            for check_id in passed_after:
+                row.passed_after[check_id] += n
+            for check_id in passed_before:
+                row.passed_before[check_id] += n
+            for key in absent:
+                row.absent[key] += n
 
     def _record_spend(self, spend: SpendTally) -> None:
         labels = self._dimension_labels
