@@ -8,8 +8,8 @@ cool-down as its TTL), so every sidecar sharing the store blocks it.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left, insort
 from collections import OrderedDict
-from statistics import median
 
 from sidecar.budget import counters as c
 from sidecar.budget.config import BreakerConfig
@@ -22,6 +22,46 @@ log = logging.getLogger("costctx.budget")
 # workflow.name comes from spans, so its cardinality is the client's: keep the rolling
 # medians of this many names (the least recently seen is forgotten first).
 MAX_WORKFLOW_NAMES = 10_000
+
+
+class RecentCosts:
+    """One workflow.name's recent workflows: their spend in arrival order, and the same
+    values kept sorted, so the median of the others is two index reads, not a sort."""
+
+    __slots__ = ("by_workflow", "ordered")
+
+    def __init__(self) -> None:
+        self.by_workflow: OrderedDict[str, int] = OrderedDict()
+        self.ordered: list[int] = []
+
+    def median_without(self, workflow_id: str, min_samples: int) -> int | float | None:
+        """statistics.median of every workflow's spend but this one's; None under min_samples."""
+        ordered = self.ordered
+        own = self.by_workflow.get(workflow_id)
+        skip = bisect_left(ordered, own) if own is not None else len(ordered)  # one copy of own left out
+        n = len(ordered) - (own is not None)
+        if n < min_samples or n == 0:
+            return None
+
+        def at(i: int) -> int:
+            return ordered[i] if i < skip else ordered[i + 1]
+
+        if n % 2 == 1:
+            return at(n // 2)
+        i = n // 2
+        return (at(i - 1) + at(i)) / 2  # as statistics.median: the mean of the middle two
+
+    def record(self, workflow_id: str, spent: int, window: int) -> None:
+        by_workflow, ordered = self.by_workflow, self.ordered
+        old = by_workflow.get(workflow_id)
+        if old is not None:
+            del ordered[bisect_left(ordered, old)]
+        by_workflow[workflow_id] = spent
+        by_workflow.move_to_end(workflow_id)
+        insort(ordered, spent)
+        while len(by_workflow) > window:
+            _, value = by_workflow.popitem(last=False)
+            del ordered[bisect_left(ordered, value)]
 
 
 def breaker_keys(ctx: Context) -> list[str]:
@@ -38,14 +78,14 @@ class Breaker:
         # The window of the tenant spend-velocity counters the commits keep (None: off).
         self.velocity_window = config.velocity_window if config.tenant_usd_per_window else None
         # workflow.name -> recent workflows' spend (micro-USD), for the rolling median
-        self._recent: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
+        self._recent: OrderedDict[str, RecentCosts] = OrderedDict()
         # breaker keys this sidecar tripped -> until (epoch s), to stamp `tripped` without a read
         self._tripped_until: dict[str, float] = {}
 
-    def _recent_of(self, workflow_name: str) -> OrderedDict[str, int]:
+    def _recent_of(self, workflow_name: str) -> RecentCosts:
         recent = self._recent.get(workflow_name)
         if recent is None:
-            recent = self._recent[workflow_name] = OrderedDict()
+            recent = self._recent[workflow_name] = RecentCosts()
             if len(self._recent) > MAX_WORKFLOW_NAMES:
                 self._recent.popitem(last=False)
         else:
@@ -53,6 +93,8 @@ class Breaker:
         return recent
 
     def open_here(self, ctx: Context, now: float) -> bool:
+        if not self._tripped_until:
+            return False  # nothing tripped here: skip building the keys
         return any(self._tripped_until.get(key, 0.0) > now for key in breaker_keys(ctx))
 
     def observe(self, spend: SpanSpend, where: dict[str, int], result: CommitResult, now: float
@@ -76,17 +118,14 @@ class Breaker:
                 and "workflow.cost_usd" in where:
             spent = result.values[where["workflow.cost_usd"]]
             recent = self._recent_of(ctx.workflow_name)
-            others = [v for k, v in recent.items() if k != ctx.workflow_id]
-            if len(others) >= breaker.min_samples:
-                typical = median(others)
-                if typical > 0 and spent > breaker.workflow_median_multiple * typical:
-                    trips.append(("workflow_median", c.workflow_breaker_key(ctx.workflow_id),
-                                  f"workflow {ctx.workflow_id} ({ctx.workflow_name}) cost ${spent / c.MICRO:.4f}, "
-                                  f"over {breaker.workflow_median_multiple:g}x the median ${typical / c.MICRO:.4f}"))
-            recent[ctx.workflow_id] = spent
-            recent.move_to_end(ctx.workflow_id)
-            while len(recent) > breaker.median_window:
-                recent.popitem(last=False)
+            # The median of the other recent workflows, kept sorted as they arrive: O(log n)
+            # per span instead of a list and a sort of up to median_window values.
+            typical = recent.median_without(ctx.workflow_id, breaker.min_samples)
+            if typical is not None and typical > 0 and spent > breaker.workflow_median_multiple * typical:
+                trips.append(("workflow_median", c.workflow_breaker_key(ctx.workflow_id),
+                              f"workflow {ctx.workflow_id} ({ctx.workflow_name}) cost ${spent / c.MICRO:.4f}, "
+                              f"over {breaker.workflow_median_multiple:g}x the median ${typical / c.MICRO:.4f}"))
+            recent.record(ctx.workflow_id, spent, breaker.median_window)
         fresh = []
         for kind, key, why in trips:
             if self._tripped_until.get(key, 0.0) > now:
