@@ -36,7 +36,7 @@ from sidecar.inherit.metrics import InheritMetrics
 from sidecar.inherit.regroup import Regrouper
 from sidecar.pdata import TraceBatch
 from sidecar.pdata.attributes import any_value_to_python, set_any_value
-from sidecar.pdata.batch import SpanRecord
+from sidecar.pdata.batch import ResourceView, SpanRecord
 from sidecar.processors.base import Processor
 
 MiB = 1024 * 1024
@@ -92,7 +92,7 @@ class InheritConfig(StrictModel):
 class _Tally:
     """Per-batch counts, added to Prometheus once per batch rather than once per span."""
 
-    __slots__ = ("repaired", "conflicts", "released", "missing", "held")
+    __slots__ = ("repaired", "conflicts", "released", "missing", "held", "resource", "resource_values")
 
     def __init__(self) -> None:
         # (source, fields) -> spans: one update per span, expanded per field at flush.
@@ -101,6 +101,10 @@ class _Tally:
         self.released: Counter[str] = Counter()
         self.missing: Counter[str] = Counter()
         self.held = 0
+        # The last resource seen and what it supplies to spans (spans come grouped by
+        # resource): per batch, so no protobuf outlives the batch it belongs to.
+        self.resource: ResourceView | None = None
+        self.resource_values: tuple[tuple[str, str], ...] = ()
 
 
 class InheritProcessor(Processor):
@@ -114,6 +118,7 @@ class InheritProcessor(Processor):
         self._fields: tuple[str, ...] = envelope.inheritable
         # Only inheritable fields are worth waiting for (retry.attempt never is).
         self._required = tuple(k for k in config.required_fields if k in self._fields)
+        self._required_set = frozenset(self._required)
         self._resource_fallback = {
             f.key: f.resource_fallback for f in envelope.context_fields if f.resource_fallback and f.inherit
         }
@@ -151,17 +156,34 @@ class InheritProcessor(Processor):
         held_here: list[HeldSpan] = []
         out: Regrouper | None = None
 
+        # Hoisted: this loop runs once per span.
+        fields_order = self._fields
+        required = self._required_set
+        resolve = self._resolve
+        add_held = hold.add
         try:
             for rec in records:
                 span = rec.span
                 trace_id = span.trace_id
                 key = trace_id + span.span_id
-                own = self._own_fields(rec)
+                # The span's own context fields, in envelope order (inlined: per span).
+                attrs = rec.attrs
+                own: dict[str, Any] = {}
+                for field in fields_order:
+                    kv = attrs.get(field)
+                    if kv is None:
+                        continue
+                    value = kv.value
+                    text = value.string_value  # "" unless a non-empty string: one access, the common case
+                    if text:
+                        own[field] = text
+                    elif value.WhichOneof("value") not in (None, "string_value"):
+                        own[field] = any_value_to_python(value)
                 parent_id = span.parent_span_id
                 # An all-zero id is invalid (W3C): no parent, rather than one that never comes.
                 wait_key = trace_id + parent_id if parent_id and parent_id != _INVALID_SPAN_ID else None
                 parent = cache_get(wait_key) if wait_key is not None else None
-                if parent is None and self._needs_repair(own):
+                if parent is None and not own.keys() >= required:
                     if wait_key is None and len(span.links) and span.links[0].span_id:
                         # The root of a trace started from a remote context (a sub-agent that
                         # links to the span that spawned it): treat the link as its parent.
@@ -170,10 +192,10 @@ class InheritProcessor(Processor):
                         parent = cache_get(wait_key)
                     if parent is None and wait_key is not None:
                         held = HeldSpan(rec, trace_id, key, wait_key, own)
-                        if hold.add(held, now):
+                        if add_held(held, now):
                             held_here.append(held)
                             continue
-                self._resolve(rec, own, key, trace_id, parent, tally)
+                resolve(rec, own, key, trace_id, parent, tally)
                 if hold.waiters:
                     if out is None:
                         out = Regrouper(batch.request)
@@ -322,24 +344,6 @@ class InheritProcessor(Processor):
         self.emit(batch)
 
     # -- repair ----------------------------------------------------------------------------
-    def _own_fields(self, rec: SpanRecord) -> dict[str, Any]:
-        attrs = rec.attrs
-        own: dict[str, Any] = {}
-        for key in self._fields:
-            kv = attrs.get(key)
-            if kv is None:
-                continue
-            value = kv.value
-            text = value.string_value  # "" unless a non-empty string: one access, the common case
-            if text:
-                own[key] = text
-            elif value.WhichOneof("value") not in (None, "string_value"):
-                own[key] = any_value_to_python(value)
-        return own
-
-    def _needs_repair(self, own: dict[str, Any]) -> bool:
-        return any(key not in own for key in self._required)
-
     def _resolve(
         self, rec: SpanRecord, own: dict[str, Any], key: bytes, trace_id: bytes, parent: Known | None, tally: _Tally
     ) -> Known:
@@ -348,33 +352,49 @@ class InheritProcessor(Processor):
         copied = False
         repaired: list[str] = []
         fallback = NO_FIELDS
+        attrs = rec.attrs
         if parent is not None:
             parent_fields = parent.fields
-            if not own:
-                fields = parent_fields  # shared, not copied: nothing of its own to add
-            attrs = rec.attrs
-            add = rec.span.attributes.add
-            for field, value in parent_fields.items():
-                mine = own.get(field)
-                if mine is None:
-                    if fields is own:
-                        fields = dict(own)
-                        copied = True
-                    if fields is not parent_fields:
-                        fields[field] = value
-                    kv = attrs.get(field)  # inlined _set: this loop is the hot path of repair
-                    if kv is None:
-                        kv = add()
-                        kv.key = field
-                        attrs[field] = kv
-                    if type(value) is str:
-                        kv.value.string_value = value
-                    else:
-                        set_any_value(kv.value, value)
-                    repaired.append(field)
-                elif mine != value:
-                    rec.note("conflict").add(field)
-                    tally.conflicts[field] += 1
+            if parent_fields:
+                add = rec.span.attributes.add
+                attrs_get = attrs.get
+                if not own:
+                    # Nothing of its own: every parent field is written, and the parent's
+                    # dict is shared, not copied.
+                    fields = parent_fields
+                    for field, value in parent_fields.items():
+                        kv = attrs_get(field)  # inlined _set: this loop is the hot path of repair
+                        if kv is None:
+                            kv = add()
+                            kv.key = field
+                            attrs[field] = kv
+                        if type(value) is str:
+                            kv.value.string_value = value
+                        else:
+                            set_any_value(kv.value, value)
+                    repaired = list(parent_fields)
+                else:
+                    own_get = own.get
+                    for field, value in parent_fields.items():
+                        mine = own_get(field)
+                        if mine is None:
+                            if not copied:
+                                fields = dict(own)
+                                copied = True
+                            fields[field] = value
+                            kv = attrs_get(field)
+                            if kv is None:
+                                kv = add()
+                                kv.key = field
+                                attrs[field] = kv
+                            if type(value) is str:
+                                kv.value.string_value = value
+                            else:
+                                set_any_value(kv.value, value)
+                            repaired.append(field)
+                        elif mine != value:
+                            rec.note("conflict").add(field)
+                            tally.conflicts[field] += 1
             if repaired:
                 from_trace = parent.fallback.intersection(repaired) if parent.fallback else NO_FIELDS
                 if from_trace:
@@ -384,17 +404,19 @@ class InheritProcessor(Processor):
                 else:
                     # One count per span, by the tuple of fields; expanded per field at flush.
                     tally.repaired[("ancestor", tuple(repaired))] += 1
-        for field, resource_key in self._resource_fallback.items():
+        resource = rec.resource
+        if resource is not tally.resource:
+            tally.resource = resource
+            tally.resource_values = self._resource_values(resource)
+        for field, value in tally.resource_values:
             if field not in fields:
-                kv = rec.resource.attrs.get(resource_key)
-                if kv is not None and kv.value.WhichOneof("value") == "string_value" and kv.value.string_value:
-                    if not copied:
-                        fields = dict(fields)
-                        copied = True
-                    fields[field] = kv.value.string_value
-                    _set(rec, field, kv.value.string_value)
-                    repaired.append(field)
-                    tally.repaired[("resource", (field,))] += 1
+                if not copied:
+                    fields = dict(fields)
+                    copied = True
+                fields[field] = value
+                _set(rec, field, value)
+                repaired.append(field)
+                tally.repaired[("resource", (field,))] += 1
         for field in self._fallback_fields:
             mine = own.get(field)
             if mine is not None:
@@ -413,39 +435,49 @@ class InheritProcessor(Processor):
                     tally.repaired[("trace", (field,))] += 1
         if repaired:
             rec.note("repaired").update(repaired)
-            if REPAIRED_KEY in rec.attrs:  # stamped by a sidecar upstream: merge
+            if REPAIRED_KEY in attrs:  # stamped by a sidecar upstream: merge
                 rec.append_strings(REPAIRED_KEY, repaired)
             else:
                 kv = rec.span.attributes.add()
                 kv.key = REPAIRED_KEY
-                rec.attrs[REPAIRED_KEY] = kv
+                attrs[REPAIRED_KEY] = kv
                 values = kv.value.array_value.values
                 for field in repaired:
                     values.add().string_value = field
-        depth = self._hop_depth(rec, own, parent)
-        known = Known(fields, rec.resource.hop, depth, fallback)
+        # Hop depth: service boundaries crossed from the workflow's first span; stamped
+        # when known (inlined: once per span).
+        kv = attrs.get(HOP_DEPTH_KEY)
+        if kv is not None and kv.value.WhichOneof("value") == "int_value":
+            depth: int | None = kv.value.int_value  # set by an upstream sidecar: never overwritten
+        else:
+            if parent is not None:
+                if parent.depth is None:
+                    depth = None
+                else:
+                    workflow = own.get("workflow.id")
+                    if workflow is not None and workflow != parent.fields.get("workflow.id"):
+                        depth = 0  # a new workflow starts here
+                    else:
+                        depth = parent.depth + (resource.hop != parent.hop)
+            elif rec.span.parent_span_id in (b"", _INVALID_SPAN_ID) and not len(rec.span.links):
+                depth = 0
+            else:
+                depth = None  # the ancestors are unknown: the depth is too
+            if depth is not None:
+                _set(rec, HOP_DEPTH_KEY, depth)
+        known = Known(fields, resource.hop, depth, fallback)
         self.cache.put(key, known)
         return known
 
-    def _hop_depth(self, rec: SpanRecord, own: dict[str, Any], parent: Known | None) -> int | None:
-        """Service boundaries crossed from the workflow's first span; stamped when known."""
-        carried = rec.get_int(HOP_DEPTH_KEY)
-        if carried is not None:
-            return carried  # set by an upstream sidecar: never overwritten
-        if parent is not None:
-            if parent.depth is None:
-                return None
-            workflow = own.get("workflow.id")
-            if workflow is not None and workflow != parent.fields.get("workflow.id"):
-                depth = 0  # a new workflow starts here
-            else:
-                depth = parent.depth + (rec.resource.hop != parent.hop)
-        elif rec.span.parent_span_id in (b"", _INVALID_SPAN_ID) and not len(rec.span.links):
-            depth = 0
-        else:
-            return None  # the ancestors are unknown: the depth is too
-        _set(rec, HOP_DEPTH_KEY, depth)
-        return depth
+    def _resource_values(self, resource: ResourceView) -> tuple[tuple[str, str], ...]:
+        """The (field, value) pairs a resource supplies (`owner.version` <- `service.version`),
+        read once per resource per batch rather than once per span."""
+        found = []
+        for field, resource_key in self._resource_fallback.items():
+            kv = resource.attrs.get(resource_key)
+            if kv is not None and kv.value.WhichOneof("value") == "string_value" and kv.value.string_value:
+                found.append((field, kv.value.string_value))
+        return tuple(found)
 
     def _flush(self, tally: _Tally) -> None:
         m = self.metrics
