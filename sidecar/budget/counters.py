@@ -79,6 +79,15 @@ def window_key(kind: str, owner: str, window: str, at: float) -> str:
     return f"{kind}|{_part(owner)}|{window[0]}|{_stamps(int(at // 3600))[window]}"
 
 
+@lru_cache(maxsize=4096)
+def window_keys(kind: str, owner: str, hour: int) -> tuple[str, ...]:
+    """window_key of every window (in WINDOWS order) at UTC hour `hour` (int(epoch s // 3600)).
+    Cached: the spans of one tenant or feature within an hour all name the same keys."""
+    part = _part(owner)
+    stamps = _stamps(hour)
+    return tuple(f"{kind}|{part}|{window[0]}|{stamps[window]}" for window in WINDOWS)
+
+
 def velocity_key(tenant: str, bucket: int) -> str:
     return f"v|{_part(tenant)}|{bucket}"
 

@@ -101,17 +101,24 @@ class MemoryStore:
 
     def commit_now(self, ops: list[CommitOp]) -> list[CommitResult]:
         now = self.clock()
+        hashes, expires = self.hashes, self.expires
         results = []
         for op in ops:
             released = self._release(op.reservation_id) if op.reservation_id else False
             values = []
+            append = values.append
             for key, fld, amount, ttl_ms in op.changes:
-                counter = self._hash(key, ttl_ms, now)
+                # self._hash inlined: this loop runs for every change of every priced span.
+                counter = hashes.get(key)
+                if counter is None:
+                    counter = hashes[key] = {}
+                if ttl_ms:
+                    expires[key] = now + ttl_ms / 1000.0
                 if fld.startswith(SET_IF_ABSENT):
-                    values.append(counter.setdefault(fld[1:], amount))
+                    append(counter.setdefault(fld[1:], amount))
                 else:
-                    counter[fld] = counter.get(fld, 0) + amount
-                    values.append(counter[fld])
+                    value = counter[fld] = counter.get(fld, 0) + amount
+                    append(value)
             results.append(CommitResult(released, values))
         return results
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 
 from sidecar.budget import counters as c
 from sidecar.budget.config import BudgetConfig, PolicyConfig, WindowLimits
 from sidecar.budget.decision import Dim
+from sidecar.budget.store import SET_IF_ABSENT
 
 
 @dataclass(slots=True)
@@ -101,32 +103,54 @@ class SpanSpend:
     reservation_id: str | None
 
 
+# Counter names a span's commit reports, in the order of its changes (see _where below).
+_WORKFLOW_NAMES = ("workflow.cost_usd", "workflow.tokens", "workflow.steps", "workflow.start")
+_WINDOW_NAMES = {label: tuple(f"{label}.{window}_usd" for window in c.WINDOWS) for label in ("tenant", "feature")}
+_WINDOW_TTLS_MS = tuple(c.WINDOW_TTL_S[window] * 1000 for window in c.WINDOWS)
+_SET_START = SET_IF_ABSENT + c.START
+
+
+@cache  # 16 shapes at most
+def _where(workflow: bool, tenant: bool, feature: bool, velocity: bool) -> dict[str, int]:
+    """The index of each named value in a commit's results: the same for every span of one
+    shape, so built once per shape and shared (callers only read it)."""
+    names: list[str] = []
+    if workflow:
+        names += _WORKFLOW_NAMES
+    if tenant:
+        names += _WINDOW_NAMES["tenant"]
+    if feature:
+        names += _WINDOW_NAMES["feature"]
+    if velocity:
+        names += ("velocity.current", "velocity.previous")
+    return {name: i for i, name in enumerate(names)}
+
+
 def commit_changes(spend: SpanSpend, workflow_ttl_s: float, velocity_window_s: float | None
                    ) -> tuple[list[tuple[str, str, int, int]], dict[str, int]]:
-    """-> (changes, index of each named value in the commit result)."""
-    changes: list[tuple[str, str, int, int]] = []
-    where: dict[str, int] = {}
-
-    def add(name: str, key: str, field: str, amount: int, ttl_ms: int) -> None:
-        where[name] = len(changes)
-        changes.append((key, field, amount, ttl_ms))
-
+    """-> (changes, index of each named value in the commit result; shared, read-only)."""
     ctx = spend.ctx
-    if ctx.workflow_id:
-        key = c.workflow_key(ctx.workflow_id)
+    cost = spend.cost_micro
+    workflow_id, tenant, feature = ctx.workflow_id, ctx.tenant, ctx.feature
+    if workflow_id:
+        key = c.workflow_key(workflow_id)
         ttl = int(workflow_ttl_s * 1000)
-        add("workflow.cost_usd", key, c.USD, spend.cost_micro, ttl)
-        add("workflow.tokens", key, c.TOKENS, spend.tokens, ttl)
-        add("workflow.steps", key, c.STEPS, spend.steps, ttl)
-        add("workflow.start", key, "=" + c.START, spend.start_ms, ttl)
-    for kind, label, owner in (("t", "tenant", ctx.tenant), ("f", "feature", ctx.feature)):
-        if owner:
-            for window in c.WINDOWS:
-                add(f"{label}.{window}_usd", c.window_key(kind, owner, window, spend.at), c.USD, spend.cost_micro,
-                    c.WINDOW_TTL_S[window] * 1000)
-    if velocity_window_s and ctx.tenant:
+        changes = [(key, c.USD, cost, ttl), (key, c.TOKENS, spend.tokens, ttl), (key, c.STEPS, spend.steps, ttl),
+                   (key, _SET_START, spend.start_ms, ttl)]
+    else:
+        changes = []
+    if tenant or feature:
+        hour = int(spend.at // 3600)
+        if tenant:
+            for key, ttl in zip(c.window_keys("t", tenant, hour), _WINDOW_TTLS_MS, strict=True):
+                changes.append((key, c.USD, cost, ttl))
+        if feature:
+            for key, ttl in zip(c.window_keys("f", feature, hour), _WINDOW_TTLS_MS, strict=True):
+                changes.append((key, c.USD, cost, ttl))
+    velocity = bool(velocity_window_s and tenant)
+    if velocity:
         bucket = int(spend.at // velocity_window_s)
         ttl = int(velocity_window_s * 3000)
-        add("velocity.current", c.velocity_key(ctx.tenant, bucket), c.USD, spend.cost_micro, ttl)
-        add("velocity.previous", c.velocity_key(ctx.tenant, bucket - 1), c.USD, 0, ttl)
-    return changes, where
+        changes.append((c.velocity_key(tenant, bucket), c.USD, cost, ttl))
+        changes.append((c.velocity_key(tenant, bucket - 1), c.USD, 0, ttl))
+    return changes, _where(bool(workflow_id), bool(tenant), bool(feature), velocity)
