@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -31,6 +31,7 @@ from sidecar.config.types import Duration, StrictModel
 from sidecar.envelope import ENVELOPE
 from sidecar.envelope.keys import HOP_DEPTH_KEY, REPAIRED_KEY
 from sidecar.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
+from sidecar.inherit.encode import AttributeBytes, attribute_bytes
 from sidecar.inherit.hold import HeldSpan, Hold, Origin, TraceHold
 from sidecar.inherit.metrics import InheritMetrics
 from sidecar.inherit.regroup import Regrouper
@@ -119,6 +120,9 @@ class InheritProcessor(Processor):
         # Only inheritable fields are worth waiting for (retry.attempt never is).
         self._required = tuple(k for k in config.required_fields if k in self._fields)
         self._required_set = frozenset(self._required)
+        # Encoded attributes that repair appends over and over (sidecar/inherit/encode.py).
+        self._attribute_bytes = AttributeBytes()
+        self._repaired_bytes: dict[tuple[str, ...], bytes] = {}
         self._resource_fallback = {
             f.key: f.resource_fallback for f in envelope.context_fields if f.resource_fallback and f.inherit
         }
@@ -356,45 +360,27 @@ class InheritProcessor(Processor):
         if parent is not None:
             parent_fields = parent.fields
             if parent_fields:
-                add = rec.span.attributes.add
-                attrs_get = attrs.get
                 if not own:
                     # Nothing of its own: every parent field is written, and the parent's
                     # dict is shared, not copied.
                     fields = parent_fields
-                    for field, value in parent_fields.items():
-                        kv = attrs_get(field)  # inlined _set: this loop is the hot path of repair
-                        if kv is None:
-                            kv = add()
-                            kv.key = field
-                            attrs[field] = kv
-                        if type(value) is str:
-                            kv.value.string_value = value
-                        else:
-                            set_any_value(kv.value, value)
+                    self._write(rec, parent_fields, parent_fields)
                     repaired = list(parent_fields)
                 else:
                     own_get = own.get
                     for field, value in parent_fields.items():
                         mine = own_get(field)
                         if mine is None:
-                            if not copied:
-                                fields = dict(own)
-                                copied = True
-                            fields[field] = value
-                            kv = attrs_get(field)
-                            if kv is None:
-                                kv = add()
-                                kv.key = field
-                                attrs[field] = kv
-                            if type(value) is str:
-                                kv.value.string_value = value
-                            else:
-                                set_any_value(kv.value, value)
                             repaired.append(field)
                         elif mine != value:
                             rec.note("conflict").add(field)
                             tally.conflicts[field] += 1
+                    if repaired:
+                        fields = dict(own)
+                        copied = True
+                        for field in repaired:
+                            fields[field] = parent_fields[field]
+                        self._write(rec, repaired, parent_fields)
             if repaired:
                 from_trace = parent.fallback.intersection(repaired) if parent.fallback else NO_FIELDS
                 if from_trace:
@@ -438,12 +424,17 @@ class InheritProcessor(Processor):
             if REPAIRED_KEY in attrs:  # stamped by a sidecar upstream: merge
                 rec.append_strings(REPAIRED_KEY, repaired)
             else:
-                kv = rec.span.attributes.add()
-                kv.key = REPAIRED_KEY
-                attrs[REPAIRED_KEY] = kv
-                values = kv.value.array_value.values
-                for field in repaired:
-                    values.add().string_value = field
+                # The same list on most repaired spans: appended pre-encoded, in one call.
+                signature = tuple(repaired)
+                piece = self._repaired_bytes.get(signature)
+                if piece is None:
+                    if len(self._repaired_bytes) >= 1024:
+                        self._repaired_bytes.clear()
+                    piece = self._repaired_bytes[signature] = attribute_bytes(REPAIRED_KEY, repaired)
+                span = rec.span
+                span.MergeFromString(piece)
+                attributes = span.attributes
+                attrs[REPAIRED_KEY] = attributes[len(attributes) - 1]
         # Hop depth: service boundaries crossed from the workflow's first span; stamped
         # when known (inlined: once per span).
         kv = attrs.get(HOP_DEPTH_KEY)
@@ -468,6 +459,38 @@ class InheritProcessor(Processor):
         known = Known(fields, resource.hop, depth, fallback)
         self.cache.put(key, known)
         return known
+
+    def _write(self, rec: SpanRecord, names: Iterable[str], values: dict[str, Any]) -> None:
+        """Write `values[name]` for each name on the span (names in order; the index follows)."""
+        attrs = rec.attrs
+        if attrs.keys().isdisjoint(names):
+            # The common case: all new keys, string values: appended as encoded bytes.
+            piece = self._attribute_bytes.get
+            parts = []
+            for field in names:
+                value = values[field]
+                if type(value) is not str:
+                    break
+                parts.append(piece(field, value))
+            else:
+                span = rec.span
+                attributes = span.attributes
+                start = len(attributes)
+                span.MergeFromString(b"".join(parts))
+                attrs.update(zip(names, attributes[start:], strict=True))
+                return
+        add = rec.span.attributes.add
+        for field in names:
+            value = values[field]
+            kv = attrs.get(field)
+            if kv is None:
+                kv = add()
+                kv.key = field
+                attrs[field] = kv
+            if type(value) is str:
+                kv.value.string_value = value
+            else:
+                set_any_value(kv.value, value)
 
     def _resource_values(self, resource: ResourceView) -> tuple[tuple[str, str], ...]:
         """The (field, value) pairs a resource supplies (`owner.version` <- `service.version`),
