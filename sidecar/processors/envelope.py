@@ -164,11 +164,13 @@ class EnvelopeProcessor(Processor):
             else:
                 set_any_value(schema_kv.value, schema)
             notes = rec.notes
+            # _present inlined (as the walrus and the condition): this runs for every context
+            # field of every span. Noted fields need no presence check.
             if notes:
                 renamed = notes.get("renamed") or _NO_NOTES
                 repaired = notes.get("repaired") or _NO_NOTES
                 conflict = notes.get("conflict") or _NO_NOTES
-                sig = tuple(
+                sig = tuple([
                     CONFLICT
                     if key in conflict
                     else INHERITED
@@ -176,13 +178,13 @@ class EnvelopeProcessor(Processor):
                     else RENAMED
                     if key in renamed
                     else PRESENT
-                    if _present(attrs, key)
+                    if (kv := get(key)) is not None
+                    and (kv.value.string_value or kv.value.WhichOneof("value") not in _EMPTY_KINDS)
                     else MISSING
                     for key in fields
-                )
+                ])
             else:
                 repaired = _NO_NOTES
-                # _present inlined: this runs for every context field of every span.
                 sig = tuple([
                     PRESENT
                     if kv is not None and (kv.value.string_value or kv.value.WhichOneof("value") not in _EMPTY_KINDS)
@@ -215,7 +217,11 @@ class EnvelopeProcessor(Processor):
             if is_llm:
                 span = rec.span
                 timestamps = 0 < span.start_time_unix_nano <= span.end_time_unix_nano
-                usage = tuple([_present(attrs, key) for key in extra_keys] + [timestamps])
+                usage = tuple([
+                    # Every operand a bool, so the result is one without a bool() call.
+                    kv is not None and (kv.value.string_value != "" or kv.value.WhichOneof("value") not in _EMPTY_KINDS)
+                    for kv in map(get, extra_keys)
+                ] + [timestamps])
                 llm[(workflow, sig, usage)] += 1
             if cost_kv is not None:
                 amount = _cost_pico(cost_kv)

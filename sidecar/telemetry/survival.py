@@ -198,12 +198,16 @@ class SurvivalRecorder:
         """Add one batch's tallies, as the envelope processor builds them."""
         outcomes: Counter[tuple[str, str, str]] = Counter()
         fields = self.fields
+        # Spans of one hop and signature at several depths: expanded into fields once.
+        per_signature: Counter[tuple[str, Signature]] = Counter()
         with self._lock:
             for (raw_hop, depth, sig), n in spans.items():
                 hop = self._hops(raw_hop)
                 self._hop_spans[hop] += n
                 if depth is not None and depth < self._hop_depth.get(hop, depth + 1):
                     self._hop_depth[hop] = depth
+                per_signature[(hop, sig)] += n
+            for (hop, sig), n in per_signature.items():
                 for key, code in zip(fields, sig, strict=True):
                     outcomes[(hop, key, OUTCOMES[code])] += n
             self._counts.update(outcomes)
