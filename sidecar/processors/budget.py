@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from cachetools import TTLCache
-
 from sidecar.budget.config import BudgetConfig
 from sidecar.budget.counters import spent_micro, spent_tokens
 from sidecar.budget.engine import BudgetEngine, SpanVerdict
 from sidecar.budget.metrics import BudgetMetrics
 from sidecar.budget.policy import Context, SpanSpend
+from sidecar.budget.seen import SeenSpans
 from sidecar.budget.service import grpc_handlers, http_routes
 from sidecar.budget.store import StoreUnavailable
 from sidecar.pdata import TraceBatch
@@ -31,6 +30,11 @@ STATE_KEY = "budget.state"
 POLICY_KEY = "policy.id"
 
 
+def _string(kv) -> str:
+    """A string attribute's value; "" when absent or of another type (a oneof reads as "")."""
+    return kv.value.string_value if kv is not None else ""
+
+
 class BudgetProcessor(Processor):
     type_name = "budget"
     config_model = BudgetConfig
@@ -41,7 +45,8 @@ class BudgetProcessor(Processor):
         self.metrics = BudgetMetrics(context.metrics.registry)
         self.engine = BudgetEngine(config, self.metrics, context.services)
         context.services["budget"] = self.engine
-        self._markers = tuple(context.envelope.llm_span_markers) + (COST_KEY,)
+        # A span is a model call when it has any of these keys: one C-speed set test per span.
+        self._markers = frozenset(context.envelope.llm_span_markers) | {COST_KEY}
         # held batches (Redis store); released once, by their commit task or by shutdown
         self._held: dict[int, TraceBatch] = {}
         # Commit tasks still running: shutdown releases their batches but the tasks run on
@@ -49,7 +54,7 @@ class BudgetProcessor(Processor):
         self._commits: set[asyncio.Task] = set()
         # Spans already committed (trace id + span id): an exporter that resends a batch
         # after a lost acknowledgement must not count its spend twice.
-        self._committed: TTLCache = TTLCache(maxsize=200_000, ttl=900)
+        self._committed = SeenSpans(maxsize=200_000, ttl=900)
 
     # -- the service this processor provides ------------------------------------------------
     def grpc_handlers(self) -> list:
@@ -59,21 +64,38 @@ class BudgetProcessor(Processor):
         return http_routes(self.engine)
 
     # -- spans ----------------------------------------------------------------------------
-    def _spend(self, rec: SpanRecord, now: float) -> SpanSpend:
-        cost = rec.get_double(COST_KEY) or 0.0
-        span = rec.span
-        tokens = (rec.get_int("gen_ai.usage.input_tokens") or 0) + (rec.get_int("gen_ai.usage.output_tokens") or 0)
+    @staticmethod
+    def _spend(rec: SpanRecord, now: float) -> SpanSpend:
+        # Reads the protobuf values directly: a oneof field of another kind reads as ""/0/0.0,
+        # which is what `rec.get_str(k) or ""` / `rec.get_int(k) or 0` gave, without the
+        # WhichOneof call per key.
+        get = rec.attrs.get
+        kv = get(COST_KEY)
+        if kv is None:
+            cost = 0.0
+        else:
+            value = kv.value
+            cost = value.double_value or float(value.int_value)  # a double, an int, else 0.0
+        kv = get("gen_ai.usage.input_tokens")
+        tokens = kv.value.int_value if kv is not None else 0
+        kv = get("gen_ai.usage.output_tokens")
+        if kv is not None:
+            tokens += kv.value.int_value
+        kv = get("retry.attempt")
         ctx = Context(
-            rec.get_str("workflow.id") or "",
-            rec.get_str("workflow.name") or "",
-            rec.get_str("owner.tenant") or "",
-            rec.get_str("owner.feature") or "",
-            rec.get_str(POLICY_KEY) or "",
-            rec.get_int("retry.attempt") or 0,
+            _string(get("workflow.id")),
+            _string(get("workflow.name")),
+            _string(get("owner.tenant")),
+            _string(get("owner.feature")),
+            _string(get(POLICY_KEY)),
+            kv.value.int_value if kv is not None else 0,
         )
-        end = span.end_time_unix_nano / 1e9 if span.end_time_unix_nano else now
-        start_ms = span.start_time_unix_nano // 1_000_000 if span.start_time_unix_nano else int(now * 1000)
-        return SpanSpend(ctx, spent_micro(cost), spent_tokens(tokens), 1, start_ms, end, rec.get_str(RESERVATION_KEY))
+        span = rec.span
+        end_ns, start_ns = span.end_time_unix_nano, span.start_time_unix_nano
+        end = end_ns / 1e9 if end_ns else now
+        start_ms = start_ns // 1_000_000 if start_ns else int(now * 1000)
+        return SpanSpend(ctx, spent_micro(cost), spent_tokens(tokens), 1, start_ms, end,
+                         _string(get(RESERVATION_KEY)) or None)
 
     def process(self, batch: TraceBatch) -> TraceBatch | None:
         raw = batch.raw
@@ -82,17 +104,19 @@ class BudgetProcessor(Processor):
         now = time.time()
         records, spends = [], []
         committed = self._committed
+        markers = self._markers
+        spend_of = self._spend
         for rec in batch.records:
-            attrs = rec.attrs
-            if any(m in attrs for m in self._markers):
-                span_key = span_identity(rec.span)
-                if span_key is not None:
-                    if span_key in committed:
-                        self.metrics.duplicate_spans.inc()
-                        continue
-                    committed[span_key] = True
-                records.append(rec)
-                spends.append(self._spend(rec, now))
+            if rec.attrs.keys().isdisjoint(markers):
+                continue  # not a model call: the common case, one set test
+            span_key = span_identity(rec.span)
+            if span_key is not None:
+                if span_key in committed:
+                    self.metrics.duplicate_spans.inc()
+                    continue
+                committed.add(span_key)
+            records.append(rec)
+            spends.append(spend_of(rec, now))
         if not spends:
             return batch
         ops, wheres = self.engine.plan_commits(spends)
