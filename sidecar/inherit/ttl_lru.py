@@ -25,13 +25,16 @@ V = TypeVar("V")
 
 
 class TtlLru(Generic[K, V]):
-    __slots__ = ("_values", "_expires", "maxsize", "ttl", "timer")
+    __slots__ = ("_values", "_expires", "_due", "maxsize", "ttl", "timer")
 
     def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         self._values: OrderedDict[K, V] = OrderedDict()
         self._expires: OrderedDict[K, float] = OrderedDict()
+        # Never later than the oldest entry's expiry (removals only make that later), so
+        # `put` skips the expiry scan until it is due: one float compare per insert.
+        self._due = float("-inf")
         self.maxsize = maxsize
         self.ttl = ttl
         self.timer = timer
@@ -47,7 +50,8 @@ class TtlLru(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         now = self.timer()
-        self.expire(now)
+        if now >= self._due:
+            self.expire(now)
         values = self._values
         expires = self._expires
         if key in values:
@@ -65,19 +69,19 @@ class TtlLru(Generic[K, V]):
 
     def expire(self, now: float | None = None) -> None:
         """Drop the entries whose time is up (looks at the oldest first, stops at a live one)."""
-        expires = self._expires
-        if not expires:
-            return
         if now is None:
             now = self.timer()
+        expires = self._expires
         values = self._values
         items = expires.items()
         while expires:
             key, at = next(iter(items))
             if now < at:
+                self._due = at
                 return
             del expires[key]
             del values[key]
+        self._due = now + self.ttl  # empty: nothing expires before an entry added from now on
 
     def __len__(self) -> int:
         self.expire()

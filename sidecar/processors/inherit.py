@@ -291,8 +291,7 @@ class InheritProcessor(Processor):
         rec = out.add(held)
         known = self._resolve(rec, held.own, held.key, held.trace_id, parent, tally)
         tally.released[reason] += 1
-        fields = known.fields
-        if any(k not in fields for k in self._required):
+        if not known.fields.keys() >= self._required_set:
             tally.missing[reason] += 1
 
     def _release_trace(self, trace: TraceHold, reason: str, out: Regrouper, tally: _Tally) -> None:
@@ -420,7 +419,13 @@ class InheritProcessor(Processor):
                     fallback = fallback | {field}
                     tally.repaired[("trace", (field,))] += 1
         if repaired:
-            rec.note("repaired").update(repaired)
+            notes = rec.notes  # rec.note("repaired").update(repaired), inlined: once per span
+            if notes is None:
+                rec.notes = {"repaired": set(repaired)}
+            elif (noted := notes.get("repaired")) is None:
+                notes["repaired"] = set(repaired)
+            else:
+                noted.update(repaired)
             if REPAIRED_KEY in attrs:  # stamped by a sidecar upstream: merge
                 rec.append_strings(REPAIRED_KEY, repaired)
             else:
