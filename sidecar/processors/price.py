@@ -45,8 +45,8 @@ REASONING = "gen_ai.usage.reasoning.output_tokens"
 # Provider-reported cost: normalize renames the others to the first; read all in case it is off.
 REPORTED_KEYS = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.cost.total_cost")
 WORKFLOW_ID = "workflow.id"
-# Any of these makes a span worth a look; others are skipped after one dict probe each.
-TRIGGER_KEYS = (RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS)
+# Any of these makes a span worth a look; others are skipped by one set test (C speed).
+TRIGGER_KEYS = frozenset((RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS))
 # Operations that produce no output tokens: a missing output count means zero.
 INPUT_ONLY_OPERATIONS = frozenset({"embeddings"})
 
@@ -161,12 +161,10 @@ class PriceProcessor(Processor):
         duplicates = ledger.duplicates
         # Counted per batch, not per span: a labelled counter increment costs ~3 us.
         tally = {COMPUTED: 0, REPORTED: 0, UPSTREAM: 0, UNTRACKED: 0, None: 0}
+        price_span = self._price_span
         for rec in batch.records:
-            attrs = rec.attrs
-            for key in TRIGGER_KEYS:
-                if key in attrs:
-                    tally[self._price_span(rec, book)] += 1
-                    break
+            if not rec.attrs.keys().isdisjoint(TRIGGER_KEYS):
+                tally[price_span(rec, book)] += 1
         m = self.metrics
         if tally[COMPUTED]:
             m.priced.labels(COMPUTED).inc(tally[COMPUTED])
