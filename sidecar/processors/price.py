@@ -54,19 +54,23 @@ TokenMode = Literal["inclusive", "additive"]
 COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
 
 
-def _put_double(rec: SpanRecord, key: str, value: float) -> None:
-    """rec.set for a double, without the type dispatch: ~1.6 us instead of ~2.8 us per write."""
-    kv = rec.attrs.get(key)
+def _stamp_cost(rec: SpanRecord, usd: float, source: str, origin: str) -> None:
+    """cost.usd, cost.price_source and cost.origin, in that order: rec.set without its type
+    dispatch, and one lookup of the index and of the span's attribute list for all three."""
+    attrs = rec.attrs
+    add = rec.span.attributes.add
+    kv = attrs.get(COST_USD)
     if kv is None:
-        kv = rec.attrs[key] = rec.span.attributes.add(key=key)
-    kv.value.double_value = value
-
-
-def _put_string(rec: SpanRecord, key: str, value: str) -> None:
-    kv = rec.attrs.get(key)
+        kv = attrs[COST_USD] = add(key=COST_USD)
+    kv.value.double_value = usd
+    kv = attrs.get(COST_SOURCE)
     if kv is None:
-        kv = rec.attrs[key] = rec.span.attributes.add(key=key)
-    kv.value.string_value = value
+        kv = attrs[COST_SOURCE] = add(key=COST_SOURCE)
+    kv.value.string_value = source
+    kv = attrs.get(COST_ORIGIN)
+    if kv is None:
+        kv = attrs[COST_ORIGIN] = add(key=COST_ORIGIN)
+    kv.value.string_value = origin
 
 
 def _string(attrs: dict, key: str) -> str | None:
@@ -188,9 +192,13 @@ class PriceProcessor(Processor):
             upstream = rec.get_double(COST_USD)
             if upstream is not None and math.isfinite(upstream) and upstream >= 0:
                 return UPSTREAM if self._add_spend(rec, from_usd(upstream)) else UNTRACKED
-        response_model = _string(attrs, RESPONSE_MODEL)
-        request_model = _string(attrs, REQUEST_MODEL)
-        provider = _string(attrs, PROVIDER)
+        get = attrs.get
+        kv = get(RESPONSE_MODEL)
+        response_model = (kv.value.string_value or None) if kv is not None else None
+        kv = get(REQUEST_MODEL)
+        request_model = (kv.value.string_value or None) if kv is not None else None
+        kv = get(PROVIDER)
+        provider = (kv.value.string_value or None) if kv is not None else None
         usage = self._usage(rec)
         estimate = None
         if usage is not None and (response_model or request_model):
@@ -201,17 +209,13 @@ class PriceProcessor(Processor):
         if reported is not None:
             key, usd = reported
             pico = from_usd(usd)
-            _put_double(rec, COST_USD, float(usd))
-            _put_string(rec, COST_SOURCE, f"reported:{key}")
-            _put_string(rec, COST_ORIGIN, REPORTED)
+            _stamp_cost(rec, float(usd), f"reported:{key}", REPORTED)
             origin = REPORTED
             if estimate is not None:
                 self._compare(pico, estimate)
         elif estimate is not None:
             pico = estimate.pico
-            _put_double(rec, COST_USD, to_usd_float(pico))
-            _put_string(rec, COST_SOURCE, estimate.source)
-            _put_string(rec, COST_ORIGIN, COMPUTED)
+            _stamp_cost(rec, to_usd_float(pico), estimate.source, COMPUTED)
             origin = COMPUTED
         else:
             if response_model or request_model or usage is not None or INPUT in attrs or OUTPUT in attrs:
@@ -220,10 +224,8 @@ class PriceProcessor(Processor):
         return origin if self._add_spend(rec, pico) else UNTRACKED
 
     @staticmethod
-    def _count(rec: SpanRecord, key: str) -> int | None:
-        kv = rec.attrs.get(key)
-        if kv is None:
-            return None
+    def _count(kv) -> int | None:
+        """A token count from a KeyValue (not None)."""
         value = kv.value
         count = value.int_value
         if count > 0:
@@ -244,19 +246,23 @@ class PriceProcessor(Processor):
 
     def _usage(self, rec: SpanRecord) -> Usage | None:
         count = self._count
-        input_tokens = count(rec, INPUT)
-        output_tokens = count(rec, OUTPUT)
+        get = rec.attrs.get
+        # An absent key costs one dict probe here, not a call.
+        kv = get(INPUT)
+        input_tokens = count(kv) if kv is not None else None
+        kv = get(OUTPUT)
+        output_tokens = count(kv) if kv is not None else None
         if output_tokens is None and rec.get_str(OPERATION) in INPUT_ONLY_OPERATIONS:
             output_tokens = 0
         if input_tokens is None or output_tokens is None:
             return None
-        return Usage(
-            input=input_tokens,
-            output=output_tokens,
-            cache_read=count(rec, CACHE_READ) or 0,
-            cache_creation=count(rec, CACHE_CREATION) or 0,
-            reasoning=count(rec, REASONING) or 0,
-        )
+        kv = get(CACHE_READ)
+        cache_read = (count(kv) or 0) if kv is not None else 0
+        kv = get(CACHE_CREATION)
+        cache_creation = (count(kv) or 0) if kv is not None else 0
+        kv = get(REASONING)
+        reasoning = (count(kv) or 0) if kv is not None else 0
+        return Usage(input_tokens, output_tokens, cache_read, cache_creation, reasoning)
 
     @staticmethod
     def _reported(rec: SpanRecord) -> tuple[str, float] | None:
@@ -299,7 +305,11 @@ class PriceProcessor(Processor):
         if workflow_id is None:
             return False
         total = self.ledger.add(workflow_id, pico, span_identity(rec.span))
-        _put_double(rec, SPEND_TOTAL, to_usd_float(total))
+        attrs = rec.attrs
+        kv = attrs.get(SPEND_TOTAL)
+        if kv is None:
+            kv = attrs[SPEND_TOTAL] = rec.span.attributes.add(key=SPEND_TOTAL)
+        kv.value.double_value = to_usd_float(total)
         return True
 
     # -- reload ------------------------------------------------------------------------------
