@@ -93,7 +93,7 @@ class InheritConfig(StrictModel):
 class _Tally:
     """Per-batch counts, added to Prometheus once per batch rather than once per span."""
 
-    __slots__ = ("repaired", "conflicts", "released", "missing", "held", "resource", "resource_values")
+    __slots__ = ("repaired", "conflicts", "released", "missing", "held", "resource", "resource_values", "encoded")
 
     def __init__(self) -> None:
         # (source, fields) -> spans: one update per span, expanded per field at flush.
@@ -106,6 +106,9 @@ class _Tally:
         # resource): per batch, so no protobuf outlives the batch it belongs to.
         self.resource: ResourceView | None = None
         self.resource_values: tuple[tuple[str, str], ...] = ()
+        # (id(parent's fields dict), fields written) -> (that dict, those fields as encoded
+        # attributes); the dict is held so the id stays its own for the batch.
+        self.encoded: dict[tuple[int, tuple[str, ...]], tuple[dict[str, Any], bytes]] = {}
 
 
 class InheritProcessor(Processor):
@@ -363,7 +366,6 @@ class InheritProcessor(Processor):
                     # Nothing of its own: every parent field is written, and the parent's
                     # dict is shared, not copied.
                     fields = parent_fields
-                    self._write(rec, parent_fields, parent_fields)
                     repaired = list(parent_fields)
                 else:
                     own_get = own.get
@@ -379,7 +381,15 @@ class InheritProcessor(Processor):
                         copied = True
                         for field in repaired:
                             fields[field] = parent_fields[field]
-                        self._write(rec, repaired, parent_fields)
+                if repaired:
+                    # Siblings repair the same fields from the same parent dict: its encoding
+                    # is reused within the batch.
+                    signature = tuple(repaired)
+                    memo_key = (id(parent_fields), signature)
+                    memo = tally.encoded.get(memo_key)
+                    encoded = self._write(rec, repaired, parent_fields, memo[1] if memo is not None else None)
+                    if memo is None and encoded is not None:
+                        tally.encoded[memo_key] = (parent_fields, encoded)
             if repaired:
                 from_trace = parent.fallback.intersection(repaired) if parent.fallback else NO_FIELDS
                 if from_trace:
@@ -388,7 +398,7 @@ class InheritProcessor(Processor):
                     tally.repaired[("ancestor", tuple(f for f in repaired if f not in from_trace))] += 1
                 else:
                     # One count per span, by the tuple of fields; expanded per field at flush.
-                    tally.repaired[("ancestor", tuple(repaired))] += 1
+                    tally.repaired[("ancestor", signature)] += 1
         resource = rec.resource
         if resource is not tally.resource:
             tally.resource = resource
@@ -465,25 +475,33 @@ class InheritProcessor(Processor):
         self.cache.put(key, known)
         return known
 
-    def _write(self, rec: SpanRecord, names: Iterable[str], values: dict[str, Any]) -> None:
-        """Write `values[name]` for each name on the span (names in order; the index follows)."""
+    def _write(
+        self, rec: SpanRecord, names: Iterable[str], values: dict[str, Any], encoded: bytes | None = None
+    ) -> bytes | None:
+        """Write `values[name]` for each name on the span (names in order; the index follows).
+
+        Returns the encoded attributes when it appended them that way (`encoded`, if given, is
+        that encoding from an earlier span with the same names and values)."""
         attrs = rec.attrs
         if attrs.keys().isdisjoint(names):
             # The common case: all new keys, string values: appended as encoded bytes.
-            piece = self._attribute_bytes.get
-            parts = []
-            for field in names:
-                value = values[field]
-                if type(value) is not str:
-                    break
-                parts.append(piece(field, value))
-            else:
+            if encoded is None:
+                piece = self._attribute_bytes.get
+                parts = []
+                for field in names:
+                    value = values[field]
+                    if type(value) is not str:
+                        break
+                    parts.append(piece(field, value))
+                else:
+                    encoded = b"".join(parts)
+            if encoded is not None:
                 span = rec.span
                 attributes = span.attributes
                 start = len(attributes)
-                span.MergeFromString(b"".join(parts))
+                span.MergeFromString(encoded)
                 attrs.update(zip(names, attributes[start:], strict=True))
-                return
+                return encoded
         add = rec.span.attributes.add
         for field in names:
             value = values[field]
@@ -496,6 +514,7 @@ class InheritProcessor(Processor):
                 kv.value.string_value = value
             else:
                 set_any_value(kv.value, value)
+        return None
 
     def _resource_values(self, resource: ResourceView) -> tuple[tuple[str, str], ...]:
         """The (field, value) pairs a resource supplies (`owner.version` <- `service.version`),
