@@ -40,7 +40,7 @@ WORKFLOW_NAME_KEY = "workflow.name"
 _NO_NOTES: frozenset[str] = frozenset()
 # AnyValue kinds that carry no information: no value, or (with an empty string) a string.
 _EMPTY_KINDS = (None, "string_value")
-# Distinct stamp values kept prebuilt (the schema, each list of missing fields).
+# Distinct lists of missing fields kept prebuilt.
 MAX_TEMPLATES = 1024
 
 
@@ -122,7 +122,7 @@ class EnvelopeProcessor(Processor):
         self._required_idx = tuple(self._fields.index(key) for key in config.required_fields)
         self._schema = envelope.schema_version
         self._markers = frozenset(envelope.llm_span_markers)
-        self._templates: dict[str | tuple[str, ...], AnyValue] = {}
+        self._templates: dict[tuple[str, ...], AnyValue] = {}
         survival = self.context.survival
         survival.configure(
             spend_dimensions=config.spend_dimensions,
@@ -132,15 +132,17 @@ class EnvelopeProcessor(Processor):
         self._extra_keys = survival.extra_keys
         self._dimensions = tuple(config.spend_dimensions)
 
-    def _template(self, values) -> AnyValue:
-        """A prebuilt value to copy into a span in one C call (`attributes.add(value=...)`):
-        cheaper than building it field by field, and spans share few distinct values."""
+    def _template(self, values: tuple[str, ...]) -> AnyValue:
+        """A prebuilt string array to copy into a span in one C call (`CopyFrom`): cheaper
+        than building it element by element (measured: ~0.9 vs ~2.2 us for two strings),
+        and spans share few distinct lists of missing fields. (`attributes.add(value=...)`
+        measured slower than `add()` then `CopyFrom`.)"""
         template = self._templates.get(values)
         if template is None:
             if len(self._templates) >= MAX_TEMPLATES:
                 self._templates.clear()
             template = self._templates[values] = AnyValue()
-            set_any_value(template, values if type(values) is str else list(values))
+            set_any_value(template, list(values))
         return template
 
     def process(self, batch: TraceBatch) -> TraceBatch:
@@ -150,7 +152,6 @@ class EnvelopeProcessor(Processor):
         extra_keys = self._extra_keys
         dimensions = self._dimensions
         schema = self._schema
-        schema_value = self._template(schema)
         record = self.config.record_outcomes
         spans: Counter = Counter()
         llm: Counter = Counter()
@@ -160,9 +161,8 @@ class EnvelopeProcessor(Processor):
             get = attrs.get
             schema_kv = get(SCHEMA_KEY)
             if schema_kv is None:
-                attrs[SCHEMA_KEY] = rec.span.attributes.add(key=SCHEMA_KEY, value=schema_value)
-            else:
-                set_any_value(schema_kv.value, schema)
+                schema_kv = attrs[SCHEMA_KEY] = rec.span.attributes.add(key=SCHEMA_KEY)
+            set_any_value(schema_kv.value, schema)
             notes = rec.notes
             # _present inlined (as the walrus and the condition): this runs for every context
             # field of every span. Noted fields need no presence check.
@@ -197,7 +197,8 @@ class EnvelopeProcessor(Processor):
                     if MISSING_KEY in attrs:  # stamped upstream: merge
                         rec.append_strings(MISSING_KEY, list(missing))
                     else:
-                        attrs[MISSING_KEY] = rec.span.attributes.add(key=MISSING_KEY, value=self._template(missing))
+                        kv = attrs[MISSING_KEY] = rec.span.attributes.add(key=MISSING_KEY)
+                        kv.value.CopyFrom(self._template(missing))
             if not record:
                 continue
             depth_kv = get(HOP_DEPTH_KEY)
