@@ -126,6 +126,7 @@ class InheritProcessor(Processor):
         # Encoded attributes that repair appends over and over (sidecar/inherit/encode.py).
         self._attribute_bytes = AttributeBytes()
         self._repaired_bytes: dict[tuple[str, ...], bytes] = {}
+        self._depth_bytes: dict[int, bytes] = {}
         self._resource_fallback = {
             f.key: f.resource_fallback for f in envelope.context_fields if f.resource_fallback and f.inherit
         }
@@ -399,6 +400,12 @@ class InheritProcessor(Processor):
                 else:
                     # One count per span, by the tuple of fields; expanded per field at flush.
                     tally.repaired[("ancestor", signature)] += 1
+        # New attributes below (fallback fields, the repaired stamp, the depth) are collected
+        # as encoded bytes and appended in one call at the end, in the order they were
+        # decided; anything written another way flushes what is collected first.
+        pieces: list[bytes] = []
+        names: list[str] = []
+        piece = self._attribute_bytes.get
         resource = rec.resource
         if resource is not tally.resource:
             tally.resource = resource
@@ -409,7 +416,11 @@ class InheritProcessor(Processor):
                     fields = dict(fields)
                     copied = True
                 fields[field] = value
-                _set(rec, field, value)
+                if field in attrs:
+                    _set(rec, field, value)  # an empty or non-string value: overwritten in place
+                else:
+                    pieces.append(piece(field, value))
+                    names.append(field)
                 repaired.append(field)
                 tally.repaired[("resource", (field,))] += 1
         for field in self._fallback_fields:
@@ -424,7 +435,14 @@ class InheritProcessor(Processor):
                         fields = dict(fields)
                         copied = True
                     fields[field] = value
-                    _set(rec, field, value)
+                    if type(value) is str and field not in attrs:
+                        pieces.append(piece(field, value))
+                        names.append(field)
+                    else:
+                        if pieces:
+                            _append(rec, pieces, names)
+                            pieces, names = [], []
+                        _set(rec, field, value)
                     repaired.append(field)
                     fallback = fallback | {field}
                     tally.repaired[("trace", (field,))] += 1
@@ -437,19 +455,20 @@ class InheritProcessor(Processor):
             else:
                 noted.update(repaired)
             if REPAIRED_KEY in attrs:  # stamped by a sidecar upstream: merge
+                if pieces:
+                    _append(rec, pieces, names)
+                    pieces, names = [], []
                 rec.append_strings(REPAIRED_KEY, repaired)
             else:
-                # The same list on most repaired spans: appended pre-encoded, in one call.
+                # The same list on most repaired spans: encoded once per list.
                 signature = tuple(repaired)
-                piece = self._repaired_bytes.get(signature)
-                if piece is None:
+                encoded = self._repaired_bytes.get(signature)
+                if encoded is None:
                     if len(self._repaired_bytes) >= 1024:
                         self._repaired_bytes.clear()
-                    piece = self._repaired_bytes[signature] = attribute_bytes(REPAIRED_KEY, repaired)
-                span = rec.span
-                span.MergeFromString(piece)
-                attributes = span.attributes
-                attrs[REPAIRED_KEY] = attributes[len(attributes) - 1]
+                    encoded = self._repaired_bytes[signature] = attribute_bytes(REPAIRED_KEY, repaired)
+                pieces.append(encoded)
+                names.append(REPAIRED_KEY)
         # Hop depth: service boundaries crossed from the workflow's first span; stamped
         # when known (inlined: once per span).
         kv = attrs.get(HOP_DEPTH_KEY)
@@ -470,7 +489,18 @@ class InheritProcessor(Processor):
             else:
                 depth = None  # the ancestors are unknown: the depth is too
             if depth is not None:
-                _set(rec, HOP_DEPTH_KEY, depth)
+                if kv is None:
+                    encoded = self._depth_bytes.get(depth)
+                    if encoded is None:
+                        if len(self._depth_bytes) >= 1024:
+                            self._depth_bytes.clear()
+                        encoded = self._depth_bytes[depth] = attribute_bytes(HOP_DEPTH_KEY, depth)
+                    pieces.append(encoded)
+                    names.append(HOP_DEPTH_KEY)
+                else:
+                    _set(rec, HOP_DEPTH_KEY, depth)  # present without an int: overwritten in place
+        if pieces:
+            _append(rec, pieces, names)
         known = Known(fields, resource.hop, depth, fallback)
         self.cache.put(key, known)
         return known
@@ -543,6 +573,15 @@ class InheritProcessor(Processor):
             m.missing_spans.labels(name, reason).inc(count)
         if tally.held:
             m.held_spans.labels(name).inc(tally.held)
+
+
+def _append(rec: SpanRecord, pieces: list[bytes], names: list[str]) -> None:
+    """Append encoded new attributes (sidecar/inherit/encode.py) and index them."""
+    span = rec.span
+    attributes = span.attributes
+    start = len(attributes)
+    span.MergeFromString(b"".join(pieces))
+    rec.attrs.update(zip(names, attributes[start:], strict=True))
 
 
 def _set(rec: SpanRecord, key: str, value: Any) -> None:
