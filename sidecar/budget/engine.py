@@ -10,7 +10,7 @@ from typing import Any
 
 from sidecar.budget import counters as c
 from sidecar.budget.breaker import Breaker, breaker_keys
-from sidecar.budget.config import BudgetConfig, PolicyConfig
+from sidecar.budget.config import BudgetConfig, PolicyConfig, WindowLimits
 from sidecar.budget.decision import ALLOW, BLOCK, DEGRADE, TRIPPED, CheckOutcome, CheckPlan, Dim, fits, soft_reached
 from sidecar.budget.memory import MemoryStore
 from sidecar.budget.metrics import BudgetMetrics
@@ -55,6 +55,8 @@ class BudgetEngine:
         self.policies = Policies(config)
         self.reservation_ttl_ms = int(config.reservation_ttl * 1000)
         self.breaker = Breaker(config.breaker, metrics)
+        # (policy, tenant limits, feature limits) config objects -> the limits _state compares
+        self._limits_cache: dict[tuple[int, int, int], tuple[tuple[str, float], ...]] = {}
 
     # -- estimates ------------------------------------------------------------------------
     def _book_micro(self, model: str, input_tokens: int, output_tokens: int) -> int | None:
@@ -230,6 +232,26 @@ class BudgetEngine:
             out.append(SpanVerdict(policy.id, self._state(policy, spend, where, result, now)))
         return out, trips
 
+    def _limits_of(self, policy: PolicyConfig, tenant: WindowLimits, feature: WindowLimits
+                   ) -> tuple[tuple[str, float], ...]:
+        """(counter name, limit x unit scale) of every limit set: the same few combinations of
+        config objects for every span, so built once each (the config lives as long as the engine)."""
+        cache_key = (id(policy), id(tenant), id(feature))
+        found = self._limits_cache.get(cache_key)
+        if found is None:
+            limits = policy.workflow
+            checks: list[tuple[str, float | None, float]] = [
+                ("workflow.cost_usd", limits.cost_usd, c.MICRO),
+                ("workflow.tokens", limits.tokens, 1),
+                ("workflow.steps", limits.steps, 1),
+            ]
+            for label, windows in (("tenant", tenant), ("feature", feature)):
+                for window in c.WINDOWS:
+                    checks.append((f"{label}.{window}_usd", getattr(windows, f"{window}_usd"), c.MICRO))
+            found = tuple((name, limit * scale) for name, limit, scale in checks if limit is not None)
+            self._limits_cache[cache_key] = found
+        return found
+
     def _state(self, policy: PolicyConfig, spend: SpanSpend, where, result: CommitResult, now: float) -> str:
         ctx = spend.ctx
         if self.breaker.open_here(ctx, now):
@@ -237,18 +259,10 @@ class BudgetEngine:
         worst = 0.0
         values = result.values
         limits = policy.workflow
-        checks: list[tuple[str, float | None, float]] = [
-            ("workflow.cost_usd", limits.cost_usd, c.MICRO),
-            ("workflow.tokens", limits.tokens, 1),
-            ("workflow.steps", limits.steps, 1),
-        ]
-        for label, windows in (("tenant", policy.tenant_limits(ctx.tenant)),
-                               ("feature", policy.feature_limits(ctx.feature))):
-            for window in c.WINDOWS:
-                checks.append((f"{label}.{window}_usd", getattr(windows, f"{window}_usd"), c.MICRO))
-        for name, limit, scale in checks:
-            if limit is not None and name in where:
-                worst = max(worst, values[where[name]] / (limit * scale))
+        for name, scaled_limit in self._limits_of(policy, policy.tenant_limits(ctx.tenant),
+                                                  policy.feature_limits(ctx.feature)):
+            if name in where:
+                worst = max(worst, values[where[name]] / scaled_limit)
         if limits.wall_clock is not None and "workflow.start" in where:
             worst = max(worst, (now * 1000 - values[where["workflow.start"]]) / (limits.wall_clock * 1000))
         if worst >= policy.hard_threshold:
