@@ -12,7 +12,7 @@ import asyncio
 import time
 
 from sidecar.budget.config import BudgetConfig
-from sidecar.budget.counters import spent_micro, spent_tokens
+from sidecar.budget.counters import MAX_USD, MICRO, spent_micro, spent_tokens
 from sidecar.budget.engine import BudgetEngine, SpanVerdict
 from sidecar.budget.metrics import BudgetMetrics
 from sidecar.budget.policy import Context, SpanSpend
@@ -94,7 +94,9 @@ class BudgetProcessor(Processor):
         end_ns, start_ns = span.end_time_unix_nano, span.start_time_unix_nano
         end = end_ns / 1e9 if end_ns else now
         start_ms = start_ns // 1_000_000 if start_ns else int(now * 1000)
-        return SpanSpend(ctx, spent_micro(cost), spent_tokens(tokens), 1, start_ms, end,
+        # A finite cost in (0, MAX_USD) is what spent_micro rounds directly; it handles the rest.
+        micro = round(cost * MICRO) if 0.0 < cost < MAX_USD else spent_micro(cost)
+        return SpanSpend(ctx, micro, spent_tokens(tokens), 1, start_ms, end,
                          _string(get(RESERVATION_KEY)) or None)
 
     def process(self, batch: TraceBatch) -> TraceBatch | None:
