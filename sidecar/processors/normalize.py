@@ -152,7 +152,8 @@ class NormalizeProcessor(Processor):
                 self._stamps.clear()
             template = self._stamps[key] = AnyValue()
             set_any_value(template, renamed)
-        kv = rec.attrs[RENAMED_KEY] = rec.span.attributes.add(key=RENAMED_KEY)
+        kv = rec.attrs[RENAMED_KEY] = rec.span.attributes.add()
+        kv.key = RENAMED_KEY
         kv.value.CopyFrom(template)
 
     def _resource(self, resource, tally: Tally) -> None:
