@@ -41,13 +41,16 @@ def rewrite_attributes(
     watch = place.watch
     hits = list(watch.intersection(index))  # C speed; order restored below where it shows
     groups: dict[str, list[str]] | None = None
-    for key in hits:
-        rule = rules.get(key)
-        if rule is not None:
-            if groups is None:
-                groups = {}
-            canonical = rule.canonical if rule.requires is None else rule.target(index)
-            groups.setdefault(canonical, []).append(key)
+    # Most hits are canonical keys (typed or enum-valued), not aliases: one C-speed check
+    # skips the per-key rule lookups then.
+    if not rules.keys().isdisjoint(hits):
+        for key in hits:
+            rule = rules.get(key)
+            if rule is not None:
+                if groups is None:
+                    groups = {}
+                canonical = rule.canonical if rule.requires is None else rule.target(index)
+                groups.setdefault(canonical, []).append(key)
     renamed, drop = _rename(index, groups, rules, table, where, tally) if groups else (_NONE, None)
     if groups and len(attributes) != len(index) + len(drop):
         # The same old key sent twice (the index keeps the last): drop the other copies.
@@ -137,20 +140,23 @@ def _settle(key: str, value, kind: str | None, table: CompiledTable, where: str,
 
 def _check_values(index, hits, renamed, table, where, tally) -> None:
     """Settle the watched keys that arrived canonical; one type check per key."""
-    kinds = table.kinds
-    values = table.values
-    if not kinds and not values:
+    if not table.kinds and not table.values:
         return
+    settled_kind = table.settled_kinds
+    settled_strings = table.settled_strings
+    get = index.get
     for key in hits:
-        if renamed and key in renamed:
-            continue  # settled when it was renamed
-        kv = index.get(key)
+        kv = get(key)
         if kv is None:
             continue  # an old key, renamed away or dropped
         value = kv.value
+        if key in settled_strings and value.string_value:
+            continue  # most context fields: a non-empty string where one is wanted
         kind = value.WhichOneof("value")
-        if kind is None or (kind == kinds.get(key) and key not in values):
+        if kind is None or kind == settled_kind.get(key):
             continue  # the common case: the right type and no enum to map
+        if renamed and key in renamed:
+            continue  # settled when it was renamed
         if kind == "string_value" and not value.string_value:
             continue  # empty: nothing to coerce or map
         _settle(key, value, kind, table, where, tally)

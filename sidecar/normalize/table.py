@@ -8,6 +8,7 @@ one canonical key, the rule compiled first ranks first (same order).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sidecar.normalize.alias_file import PLACES, RESOURCES, SPAN_EVENTS, SPANS, AliasFileError, AliasSet
 from sidecar.normalize.coerce import TYPE_FIELD
@@ -57,6 +58,16 @@ class CompiledTable:
     @property
     def resources(self) -> PlaceTable:
         return self.places[RESOURCES]
+
+    @cached_property
+    def settled_kinds(self) -> dict[str, str]:
+        """Typed keys without an enum map: their value needs no work when of this kind."""
+        return {k: kind for k, kind in self.kinds.items() if k not in self.values}
+
+    @cached_property
+    def settled_strings(self) -> frozenset[str]:
+        """The settled keys whose values are strings (a non-empty one needs no work)."""
+        return frozenset(k for k, kind in self.settled_kinds.items() if kind == "string_value")
 
     def alias_keys(self) -> frozenset[str]:
         return frozenset(k for p in self.places.values() for k in p.rules)
