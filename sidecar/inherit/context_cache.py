@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.inherit.ttl_lru import TtlLru
+from cachetools import TTLCache
 
 NO_FIELDS: frozenset[str] = frozenset()
 
@@ -39,13 +39,16 @@ class ContextCache:
     Keyed by the 24-byte concatenation, not a tuple of two: about half the memory per entry."""
 
     def __init__(self, max_entries: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
-        self._entries: TtlLru[bytes, Known] = TtlLru(max_entries, ttl, timer)
+        # cachetools' TTLCache: bounded by entries (least recently used out first) and by age.
+        # A hand-rolled OrderedDict map measured ~3 us/span cheaper on complete spans, but the
+        # cache is the issue's named cachetools component and its eviction is proven code.
+        self._entries: TTLCache[bytes, Known] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
         self.max_entries = max_entries
         # Bound methods: the processor calls these once per span.
         self.get = self._entries.get
         # Evicts the least recently used entry when full and drops expired ones as it
         # goes, so the size never exceeds max_entries.
-        self.put = self._entries.put
+        self.put = self._entries.__setitem__
 
     def expire(self) -> None:
         self._entries.expire()
@@ -65,7 +68,7 @@ class TraceValues:
     """
 
     def __init__(self, max_traces: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
-        self._traces: TtlLru[bytes, dict[str, Any]] = TtlLru(max_traces, ttl, timer)
+        self._traces: TTLCache[bytes, dict[str, Any]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
         self.max_traces = max_traces
         self._last: tuple[bytes, str, Any] | None = None
 
@@ -76,7 +79,7 @@ class TraceValues:
         self._last = last
         values = self._traces.get(trace_id)
         if values is None:
-            self._traces.put(trace_id, {key: value})
+            self._traces[trace_id] = {key: value}
             return
         seen = values.get(key)
         if seen is None:
