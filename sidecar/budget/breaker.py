@@ -42,14 +42,12 @@ class RecentCosts:
         n = len(ordered) - (own is not None)
         if n < min_samples or n == 0:
             return None
-
-        def at(i: int) -> int:
-            return ordered[i] if i < skip else ordered[i + 1]
-
-        if n % 2 == 1:
-            return at(n // 2)
         i = n // 2
-        return (at(i - 1) + at(i)) / 2  # as statistics.median: the mean of the middle two
+        upper = ordered[i] if i < skip else ordered[i + 1]  # index i of the others
+        if n % 2 == 1:
+            return upper
+        lower = ordered[i - 1] if i - 1 < skip else ordered[i]  # index i - 1 of the others
+        return (lower + upper) / 2  # as statistics.median: the mean of the middle two
 
     def record(self, workflow_id: str, spent: int, window: int) -> None:
         by_workflow, ordered = self.by_workflow, self.ordered
@@ -126,6 +124,8 @@ class Breaker:
                               f"workflow {ctx.workflow_id} ({ctx.workflow_name}) cost ${spent / c.MICRO:.4f}, "
                               f"over {breaker.workflow_median_multiple:g}x the median ${typical / c.MICRO:.4f}"))
             recent.record(ctx.workflow_id, spent, breaker.median_window)
+        if not trips:
+            return trips  # the common case: nothing to trip, nothing to forget
         fresh = []
         for kind, key, why in trips:
             if self._tripped_until.get(key, 0.0) > now:
