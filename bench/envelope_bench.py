@@ -25,9 +25,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.requests import build_request  # noqa: E402
 from sidecar.envelope import ENVELOPE  # noqa: E402
 from sidecar.pdata import TraceBatch  # noqa: E402
-from sidecar.pdata.attributes import set_any_value  # noqa: E402
 from sidecar.processors.base import ProcessorContext  # noqa: E402
 from sidecar.processors.envelope import EnvelopeConfig, EnvelopeProcessor  # noqa: E402
 from sidecar.telemetry.metrics import SidecarMetrics  # noqa: E402
@@ -86,25 +86,6 @@ class FirstEnvelope:
         self.survival.record_many(outcomes)
 
 
-def build_request(attributes: dict, spans: int) -> bytes:
-    request = ExportTraceServiceRequest()
-    rs = request.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", "bench"
-    ss = rs.scope_spans.add()
-    for i in range(spans):
-        span = ss.spans.add()
-        span.name = f"span-{i}"
-        span.trace_id = i.to_bytes(16, "big")
-        span.span_id = (i + 1).to_bytes(8, "big")
-        span.start_time_unix_nano, span.end_time_unix_nano = 1_000, 2_000
-        for key, value in attributes.items():
-            kv = span.attributes.add()
-            kv.key = key
-            set_any_value(kv.value, value)
-    return request.SerializeToString()
-
-
 def one_round(raw: bytes, notes: dict | None, processor) -> float:
     start = time.perf_counter()
     request = ExportTraceServiceRequest()
@@ -145,7 +126,7 @@ def main() -> None:
     print(f"{'workload':26} {'floor':>7} {'first':>7} {'off':>7} {'on':>7} "
           f"{'first us/sp':>11} {'on us/sp':>9} {'on/first':>9}")
     for name, (attributes, notes) in WORKLOADS.items():
-        raw = build_request(attributes, args.spans)
+        raw = build_request([attributes], args.spans)
         times: dict[str, list[float]] = {v: [] for v in variants}
         for _ in range(args.rounds):  # interleaved, so a load spike hits every variant
             for variant, processor in variants.items():

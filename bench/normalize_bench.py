@@ -24,8 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.requests import build_request  # noqa: E402
 from sidecar.pdata import TraceBatch  # noqa: E402
-from sidecar.pdata.attributes import set_any_value  # noqa: E402
 from sidecar.processors.base import ProcessorContext  # noqa: E402
 from sidecar.processors.normalize import NormalizeConfig, NormalizeProcessor  # noqa: E402
 from sidecar.telemetry.metrics import SidecarMetrics  # noqa: E402
@@ -43,24 +43,6 @@ OPENINFERENCE = {**dict(list(PLAIN.items())[:5]), "llm.system": "openai", "llm.m
                  "openinference.span.kind": "LLM", "owner.tenant": "acme"}
 WORKLOADS = {"http (no watched key)": HTTP_ONLY, "context (no aliased key)": PLAIN,
              "canonical LLM": CANONICAL, "OpenInference LLM": OPENINFERENCE}
-
-
-def build_request(attributes: dict, spans: int) -> bytes:
-    request = ExportTraceServiceRequest()
-    rs = request.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", "bench"
-    ss = rs.scope_spans.add()
-    for i in range(spans):
-        span = ss.spans.add()
-        span.name = f"span-{i}"
-        span.trace_id = i.to_bytes(16, "big")
-        span.span_id = (i + 1).to_bytes(8, "big")
-        for key, value in attributes.items():
-            kv = span.attributes.add()
-            kv.key = key
-            set_any_value(kv.value, value)
-    return request.SerializeToString()
 
 
 def one_round(raw: bytes, processor: NormalizeProcessor | None) -> float:
@@ -89,7 +71,7 @@ def main() -> None:
     print(f"{args.spans} spans per batch, 12 attributes per span, median of {args.rounds} rounds")
     print(f"{'workload':26} {'floor us':>9} {'+normalize us':>14} {'extra/floor':>12} {'us/span':>8}")
     for name, attributes in WORKLOADS.items():
-        raw = build_request(attributes, args.spans)
+        raw = build_request([attributes], args.spans)
         floors, fulls = [], []
         for _ in range(args.rounds):  # alternate, so a load spike hits both
             floors.append(one_round(raw, None))
@@ -99,7 +81,7 @@ def main() -> None:
               f"{(full - floor) / args.spans * 1e6:8.2f}")
 
     # Skipping a batch with no aliased key: three ways, on the plain workload's bytes.
-    raw = build_request(HTTP_ONLY, args.spans)
+    raw = build_request([HTTP_ONLY], args.spans)
     table = processor._base
     keys = sorted(table.alias_keys())
     needles = [k.encode() for k in keys]

@@ -22,8 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.requests import build_request  # noqa: E402
 from sidecar.pdata import TraceBatch  # noqa: E402
-from sidecar.pdata.attributes import set_any_value  # noqa: E402
 from sidecar.processors.base import ProcessorContext  # noqa: E402
 from sidecar.processors.price import PriceConfig, PriceProcessor  # noqa: E402
 from sidecar.telemetry.metrics import SidecarMetrics  # noqa: E402
@@ -38,24 +38,6 @@ LLM = {**PLAIN, "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4
 UNKNOWN = {**LLM, "gen_ai.response.model": "mystery-model", "gen_ai.request.model": "mystery-model"}
 WORKLOADS = {"plain (no GenAI key)": [PLAIN], "1 LLM span in 10": [LLM] + [PLAIN] * 9,
              "LLM spans, priced": [LLM], "LLM spans, unknown model": [UNKNOWN]}
-
-
-def build_request(mix: list[dict], spans: int, round_no: int) -> bytes:
-    request = ExportTraceServiceRequest()
-    rs = request.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", "bench"
-    ss = rs.scope_spans.add()
-    for i in range(spans):
-        span = ss.spans.add()
-        span.name = f"span-{i}"
-        span.trace_id = round_no.to_bytes(16, "big")     # new ids each round: no de-duplication hits
-        span.span_id = (i + 1).to_bytes(8, "big")
-        for key, value in mix[i % len(mix)].items():
-            kv = span.attributes.add()
-            kv.key = key
-            set_any_value(kv.value, value)
-    return request.SerializeToString()
 
 
 def run_once(payload: bytes, processor: PriceProcessor | None) -> float:
@@ -83,7 +65,7 @@ def main() -> int:
     print(f"{args.spans} spans per batch, median of {args.rounds} rounds")
     print(f"{'workload':28} {'floor us':>10} {'price us':>10} {'extra':>8}")
     for name, mix in WORKLOADS.items():
-        payloads = [build_request(mix, args.spans, r) for r in range(args.rounds * 2)]
+        payloads = [build_request(mix, args.spans, trace_round=r) for r in range(args.rounds * 2)]
         # Interleaved, so a busy neighbour slows both sides of the ratio alike.
         floor, priced = [], []
         for r in range(args.rounds):
