@@ -18,14 +18,12 @@ so a large backlog costs disk, not RAM (which matters under the memory limiter).
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import fcntl
 import logging
 import sqlite3
 from pathlib import Path
 
-from sidecar.exporters.queue import QueueItem
+from sidecar.exporters.queue import PendingItems, QueueItem
 from sidecar.exporters.signals import SIGNALS
 
 log = logging.getLogger("costctx.exporter.queue")
@@ -63,10 +61,9 @@ class PersistentQueue:
             " id INTEGER PRIMARY KEY AUTOINCREMENT, signal TEXT NOT NULL, items INTEGER NOT NULL,"
             " payload BLOB NOT NULL)"
         )
-        self._pending: collections.deque[QueueItem] = collections.deque()
+        self._pending = PendingItems()
         self._sizes: dict[int, int] = {}  # key -> payload bytes, for everything on disk
         self._bytes = 0  # their sum, kept in step: `full()` runs on every request
-        self._ready = asyncio.Event()
         self.recovered: list[QueueItem] = []
         for key, signal, items, size in self._db.execute(
             "SELECT id, signal, items, length(payload) FROM batches ORDER BY id"
@@ -76,8 +73,6 @@ class PersistentQueue:
             self._sizes[key] = size
             self._bytes += size
             self.recovered.append(item)
-        if self._pending:
-            self._ready.set()
 
     # -- size ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -108,13 +103,9 @@ class PersistentQueue:
         else:
             item.payload = b""  # put back by a cancelled consumer: it never left the disk
         self._pending.append(item)
-        self._ready.set()
 
     async def get(self) -> QueueItem:
-        while not self._pending:
-            self._ready.clear()
-            await self._ready.wait()
-        item = self._pending.popleft()
+        item = await self._pending.take()
         row = self._db.execute("SELECT payload FROM batches WHERE id = ?", (item.key,)).fetchone()
         item.payload = row[0] if row else b""
         return item
@@ -128,7 +119,7 @@ class PersistentQueue:
 
     def drain_remaining(self) -> list[QueueItem]:
         """Nothing is lost on stop: what is left stays on disk for the next start."""
-        self._pending.clear()
+        self._pending.take_all()
         return []
 
     def close(self) -> None:

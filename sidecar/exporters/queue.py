@@ -25,13 +25,38 @@ class QueueItem:
     recovered: bool = False  # reloaded from a persistent queue after a restart: may be a duplicate
 
 
+class PendingItems:
+    """Items in arrival order that consumers can wait for: what both queues keep in memory."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[QueueItem] = collections.deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, item: QueueItem) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    async def take(self) -> QueueItem:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def take_all(self) -> list[QueueItem]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+
 class MemoryQueue:
     durable = False  # what is left at stop is lost (and counted)
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: collections.deque[QueueItem] = collections.deque()
-        self._ready = asyncio.Event()
+        self._items = PendingItems()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -41,21 +66,15 @@ class MemoryQueue:
 
     def put(self, item: QueueItem) -> None:
         self._items.append(item)
-        self._ready.set()
 
     async def get(self) -> QueueItem:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
+        return await self._items.take()
 
     def ack(self, item: QueueItem) -> None:
         """The item left the sidecar (sent or given up on); nothing to free in memory."""
 
     def drain_remaining(self) -> list[QueueItem]:
-        items = list(self._items)
-        self._items.clear()
-        return items
+        return self._items.take_all()
 
     def close(self) -> None:
         """Nothing to close in memory."""
