@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sidecar.budget.client import BudgetClient  # noqa: E402
+from costctx.client.budget import BudgetClient  # noqa: E402
 
 
 def free_port() -> int:
@@ -79,7 +79,7 @@ def start_sidecar(workdir: Path, backend: str, redis_url: str | None) -> tuple[s
     }
     path = workdir / f"{backend}.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "sidecar", "run", "--config", str(path)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "costctx", "run", "--config", str(path)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:
@@ -151,12 +151,12 @@ def bench_in_process(backend: str, redis_url: str | None, calls: int) -> tuple:
 
     from prometheus_client import CollectorRegistry
 
-    from sidecar.budget.config import BudgetConfig
-    from sidecar.budget.engine import BudgetEngine
-    from sidecar.budget.metrics import BudgetMetrics
-    from sidecar.budget.service import validate
-    from sidecar.proto_gen.costctx.v1 import budget_pb2 as pb
-    from sidecar.proto_gen.costctx.v1 import envelope_pb2 as epb
+    from costctx.budget.engine import BudgetEngine
+    from costctx.extensions.budgetservice.service import validate
+    from costctx.processors.budget.config import BudgetConfig
+    from costctx.processors.budget.metrics import BudgetMetrics
+    from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+    from costctx.proto_gen.costctx.v1 import envelope_pb2 as epb
 
     section = {"backend": backend, "reservation_ttl": "5s", "policies": [{
         "id": "bench", "workflow": {"cost_usd": 1e9, "steps": 10**9},

@@ -26,12 +26,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.requests import build_request  # noqa: E402
-from sidecar.envelope import ENVELOPE  # noqa: E402
-from sidecar.pdata import TraceBatch  # noqa: E402
-from sidecar.processors.base import ProcessorContext  # noqa: E402
-from sidecar.processors.envelope import EnvelopeConfig, EnvelopeProcessor  # noqa: E402
-from sidecar.telemetry.metrics import SidecarMetrics  # noqa: E402
-from sidecar.telemetry.survival import SurvivalRecorder  # noqa: E402
+from costctx.component.processor import ProcessorContext  # noqa: E402
+from costctx.envelope import ENVELOPE  # noqa: E402
+from costctx.pdata import TraceBatch  # noqa: E402
+from costctx.processors.envelope.processor import EnvelopeConfig, EnvelopeProcessor  # noqa: E402
+from costctx.survival.recorder import SurvivalRecorder  # noqa: E402
+from costctx.telemetry.metrics import SidecarMetrics  # noqa: E402
 
 CONTEXT = {"workflow.id": "wf-1", "workflow.name": "answer", "request.id": "r-1", "owner.tenant": "acme",
            "owner.feature": "chat", "owner.user": "u-1", "policy.id": "p-1", "http.route": "/v1/chat",

@@ -29,11 +29,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sidecar.pdata import TraceBatch  # noqa: E402
-from sidecar.processors.base import ProcessorContext  # noqa: E402
-from sidecar.processors.inherit import InheritConfig, InheritProcessor  # noqa: E402
-from sidecar.telemetry.metrics import SidecarMetrics  # noqa: E402
-from sidecar.telemetry.survival import SurvivalRecorder  # noqa: E402
+from costctx.component.processor import ProcessorContext  # noqa: E402
+from costctx.pdata import TraceBatch  # noqa: E402
+from costctx.processors.inherit.processor import InheritConfig, InheritProcessor  # noqa: E402
+from costctx.survival.recorder import SurvivalRecorder  # noqa: E402
+from costctx.telemetry.metrics import SidecarMetrics  # noqa: E402
 
 CONTEXT = {"workflow.id": "wf-1", "workflow.name": "chat", "request.id": "r-1", "owner.tenant": "acme",
            "owner.feature": "chat", "owner.team": "growth", "owner.user": "u-1", "owner.cost_center": "cc-9",

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.workload import ID_MARKER, marker_for
-from sidecar.app import Sidecar
-from sidecar.config.loader import build_config
-from sidecar.gc_tuning import tune_for_throughput
-from sidecar.pdata import TraceBatch
-from sidecar.pipeline import TracesPipeline
+from costctx.pdata import TraceBatch
+from costctx.service.app import Sidecar
+from costctx.service.config.loader import build_config
+from costctx.service.gc_tuning import tune_for_throughput
+from costctx.service.pipeline import TracesPipeline
 
 
 class CountingExporter:

@@ -25,11 +25,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.requests import build_request  # noqa: E402
-from sidecar.pdata import TraceBatch  # noqa: E402
-from sidecar.processors.base import ProcessorContext  # noqa: E402
-from sidecar.processors.normalize import NormalizeConfig, NormalizeProcessor  # noqa: E402
-from sidecar.telemetry.metrics import SidecarMetrics  # noqa: E402
-from sidecar.telemetry.survival import SurvivalRecorder  # noqa: E402
+from costctx.component.processor import ProcessorContext  # noqa: E402
+from costctx.pdata import TraceBatch  # noqa: E402
+from costctx.processors.normalize.processor import NormalizeConfig, NormalizeProcessor  # noqa: E402
+from costctx.survival.recorder import SurvivalRecorder  # noqa: E402
+from costctx.telemetry.metrics import SidecarMetrics  # noqa: E402
 
 PLAIN = {"http.route": "/v1/chat", "http.request.method": "POST", "http.response.status_code": 200,
          "server.address": "api.internal", "url.scheme": "https", "workflow.id": "wf-1", "request.id": "r-1",

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import PY, REPO, Plan, Pools, SinkProcess, start_sidecar  # noqa: E402
-from sidecar.processors.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
+from costctx.service.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
 
 FRAME = re.compile(r"^(?P<func>.+) \((?P<file>[^:()]+)(?::\d+)?\)$")
 

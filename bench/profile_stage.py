@@ -19,7 +19,7 @@ from pyinstrument import Profiler  # noqa: E402
 
 from bench.inprocess import build_stage, fresh_ids, time_pipeline  # noqa: E402
 from bench.workload import WorkloadSpec, build_requests  # noqa: E402
-from sidecar.processors.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
+from costctx.service.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
 
 
 async def main_async(args: argparse.Namespace) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sidecar.exporters.persistent_queue import PersistentQueue  # noqa: E402
-from sidecar.exporters.queue import MemoryQueue, QueueItem  # noqa: E402
-from sidecar.exporters.signals import TRACES  # noqa: E402
+from costctx.exporters.exporterhelper.persistent_queue import PersistentQueue  # noqa: E402
+from costctx.exporters.exporterhelper.queue import MemoryQueue, QueueItem  # noqa: E402
+from costctx.pdata.signals import TRACES  # noqa: E402
 from tests.support.otlp_client import trace_request  # noqa: E402
 
 

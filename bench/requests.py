@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from sidecar.pdata.attributes import set_any_value
+from costctx.pdata.attributes import set_any_value
 
 
 def build_request(attribute_sets: Sequence[dict], spans: int, trace_round: int | None = None) -> bytes:

@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 from bench import inprocess  # noqa: E402
 from bench.sink_server import read_stats  # noqa: E402
 from bench.workload import WorkloadSpec, build_requests, write_pool  # noqa: E402
-from sidecar.processors.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
+from costctx.service.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
 
 PY = sys.executable
 COLLECTOR_CEILING = {"cpu_pct": 20.0, "rss_mb": 100.0, "rate": 10_000,
@@ -148,7 +148,7 @@ class SidecarProcess:
         path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         self.log_path = workdir / f"sidecar-{name}.log"
         self.log = self.log_path.open("w")
-        self.proc = subprocess.Popen([PY, "-m", "sidecar", "run", "--config", str(path), "--grace", "5"],
+        self.proc = subprocess.Popen([PY, "-m", "costctx", "run", "--config", str(path), "--grace", "5"],
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
         self.ps = psutil.Process(self.proc.pid)
         self.target = f"127.0.0.1:{self.grpc_port}"

@@ -37,7 +37,7 @@ done
 
 echo "== the ConfigMap's sidecar config, with the container's environment"
 COLLECTOR_ENDPOINT=otel-collector.observability.svc.cluster.local:4317 \
-  "$PY" -m sidecar validate --config k8s/base/sidecar.yaml
+  "$PY" -m costctx validate --config k8s/base/sidecar.yaml
 
 echo "== hadolint $(hadolint --version | awk '{print $NF}'): Dockerfile"
 hadolint --failure-threshold info Dockerfile && echo "   no findings"

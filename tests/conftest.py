@@ -4,8 +4,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sidecar.runner import SidecarThread
-from sidecar.sink import OtlpSink
+from costctx.cli.sink import OtlpSink
+from costctx.service.runner import SidecarThread
 from tests.support.budget import redis_url_fixture
 from tests.support.sidecar import sidecar_config, start_sidecar
 

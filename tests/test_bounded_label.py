@@ -1,6 +1,6 @@
 """BoundedLabel: the first N distinct values kept, the rest `other`; no value is `unknown`."""
 
-from sidecar.telemetry.bounded import MAX_VALUE_LENGTH, OTHER, UNKNOWN, BoundedLabel
+from costctx.survival.bounded import MAX_VALUE_LENGTH, OTHER, UNKNOWN, BoundedLabel
 
 
 def test_first_values_kept_then_other():

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sidecar.budget.client import BudgetClient
+from costctx.client.budget import BudgetClient
 from tests.support.budget import budget_config, committed_call, model_call, store_param
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import start_sidecar
@@ -375,7 +375,7 @@ def test_absurd_span_costs_are_counted_at_the_ceiling_and_never_break_the_batch(
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-    from sidecar.budget.counters import MAX_USD
+    from costctx.budget.counters import MAX_USD
 
     rig = make_rig([{"id": "p", "workflow": {"cost_usd": 5.0, "tokens": 10**6}}])
     costs = {"normal": 0.3, "huge": 1e20, "infinite": math.inf, "nan": math.nan}
@@ -436,7 +436,7 @@ def test_spans_without_valid_ids_are_each_counted(make_rig, sink):
 def test_async_client(make_rig):
     import asyncio
 
-    from sidecar.budget.client import AsyncBudgetClient
+    from costctx.client.budget import AsyncBudgetClient
 
     rig = make_rig([{"id": "p", "workflow": {"cost_usd": 1.0}}])
 

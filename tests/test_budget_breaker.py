@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from sidecar.budget.breaker import MAX_WORKFLOW_NAMES, Breaker
-from sidecar.budget.config import BreakerConfig
-from sidecar.budget.metrics import BudgetMetrics
-from sidecar.budget.policy import Context, SpanSpend
-from sidecar.budget.store import CommitResult
+from costctx.budget.breaker import MAX_WORKFLOW_NAMES, Breaker
+from costctx.budget.policy import Context, SpanSpend
+from costctx.budget.store import CommitResult
+from costctx.processors.budget.config import BreakerConfig
+from costctx.processors.budget.metrics import BudgetMetrics
 
 
 def observe(breaker: Breaker, workflow_name: str, workflow_id: str, spent_micro: int) -> list:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.budget.client import BudgetClient
+from costctx.client.budget import BudgetClient
 from tests.support.budget import budget_config, budget_section, model_call, store_param
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sdk import tracer_provider

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.budget.client import BudgetClient
-from sidecar.config.loader import ConfigError, build_config
+from costctx.client.budget import BudgetClient
+from costctx.service.config.loader import ConfigError, build_config
 from tests.support.sidecar import sidecar_config, start_sidecar
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import re
 
-from sidecar.budget.demo import demo_section
-from sidecar.demo import run_demo
+from costctx.cli.budget_demo import demo_section
+from costctx.cli.demo import run_demo
 
 
 def test_agent_loop_degrades_then_stops_cleanly():

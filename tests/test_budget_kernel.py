@@ -8,11 +8,11 @@ import random
 import time
 import uuid
 
-from sidecar.budget.config import RedisConfig
-from sidecar.budget.counters import RESERVED_FIELD, START
-from sidecar.budget.decision import CheckPlan, Dim
-from sidecar.budget.memory import MemoryStore
-from sidecar.budget.redis_store import RedisStore
+from costctx.budget.counters import RESERVED_FIELD, START
+from costctx.budget.decision import CheckPlan, Dim
+from costctx.budget.memory import MemoryStore
+from costctx.budget.redis_store import RedisStore
+from costctx.processors.budget.config import RedisConfig
 
 
 def random_case(rng: random.Random) -> tuple[CheckPlan, list[tuple[int, int]], bool]:

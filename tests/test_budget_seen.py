@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.budget.seen import SeenSpans
+from costctx.budget.seen import SeenSpans
 
 
 class Clock:

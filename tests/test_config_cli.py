@@ -7,15 +7,15 @@ import sys
 
 import pytest
 
-from sidecar.config import ConfigError, load_config, load_config_text
-from sidecar.config.model import OtlpHttpExporterConfig
+from costctx.service.config import ConfigError, load_config, load_config_text
+from costctx.service.config.model import OtlpHttpExporterConfig
 
 PIPELINES = "service: {pipelines: {traces: {exporters: [otlp]}}}\n"
 
 
 def costctx(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sidecar", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "costctx", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.config import load_config
-from sidecar.sink import OtlpSink
+from costctx.cli.sink import OtlpSink
+from costctx.service.config import load_config
 from tests.support.deploy import (
     DOCKERFILE,
     K8S_BASE,

@@ -8,7 +8,7 @@ import grpc
 import pytest
 import requests
 
-from sidecar.exporters.grpc_sender import retry_delay_from_metadata
+from costctx.exporters.otlp.grpc_sender import retry_delay_from_metadata
 from tests.support.otlp import TRACE_METHOD, grpc_call, traces_request
 
 

@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from sidecar.exporters.signals import SIGNALS
+from costctx.pdata.signals import SIGNALS
 from tests.support.endpoints import grpc_methods, http_routes
 from tests.support.otlp_client import trace_request
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from sidecar.gc_tuning import THRESHOLDS, tune_for_throughput
+from costctx.service.gc_tuning import THRESHOLDS, tune_for_throughput
 
 
 def test_tuning_freezes_startup_objects_and_raises_the_young_threshold() -> None:

@@ -7,7 +7,7 @@ import gzip
 
 import requests
 
-from sidecar.receivers.ingest import IngestError
+from costctx.receivers.otlp.ingest import IngestError
 from tests.support.otlp_client import trace_request
 
 

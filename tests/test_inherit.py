@@ -15,7 +15,7 @@ from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.trace import Link
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from sidecar.envelope import ENVELOPE as SCHEMA
+from costctx.envelope import ENVELOPE as SCHEMA
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config, start_sidecar
 

@@ -16,9 +16,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from sidecar.pdata import TraceBatch
-from sidecar.pdata.attributes import any_value_to_python
-from sidecar.processors.inherit import InheritConfig, InheritProcessor
+from costctx.pdata import TraceBatch
+from costctx.pdata.attributes import any_value_to_python
+from costctx.processors.inherit.processor import InheritConfig, InheritProcessor
 from tests.support.processors import standalone_processor
 from tests.support.sidecar import sidecar_config, start_sidecar
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from sidecar.inherit.encode import AttributeBytes, attribute_bytes
-from sidecar.pdata.attributes import set_any_value
+from costctx.pdata.attributes import set_any_value
+from costctx.processors.inherit.encode import AttributeBytes, attribute_bytes
 
 VALUES = ["wf-1", "", "ünïcödé " * 40, 0, 7, -3, 2**40, True, 1.5, b"\x00\xff", ["a", "b"], [1, "x"], [],
           {"k": "v", "n": 2}]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from sidecar.processors.registry import DEFAULT_TRACE_PROCESSORS
+from costctx.service.registry import DEFAULT_TRACE_PROCESSORS
 from tests.support.otlp_client import trace_request
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}

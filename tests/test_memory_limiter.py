@@ -10,7 +10,7 @@ import psutil
 import pytest
 import requests
 
-from sidecar.config.loader import build_config
+from costctx.service.config.loader import build_config
 from tests.support.otlp_client import SpanStreamer, trace_request
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sidecar import sidecar_config
@@ -118,8 +118,8 @@ def test_refusals_are_protocol_correct_on_every_signal_and_transport(make_sideca
         processor_config={"memory_limiter": {"limit_mib": 2, "spike_limit_mib": 1, "retry_after": "3s"}},
     )
     sidecar = runner.sidecar
-    from sidecar.exporters.grpc_sender import retry_delay_from_metadata
-    from sidecar.exporters.signals import SIGNALS
+    from costctx.exporters.otlp.grpc_sender import retry_delay_from_metadata
+    from costctx.pdata.signals import SIGNALS
 
     channel = grpc.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}")
     for signal in SIGNALS.values():

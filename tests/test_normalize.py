@@ -8,8 +8,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from sidecar.config.loader import ConfigError, build_config
-from sidecar.processors.registry import DEFAULT_TRACE_PROCESSORS
+from costctx.service.config.loader import ConfigError, build_config
+from costctx.service.registry import DEFAULT_TRACE_PROCESSORS
 from tests.support.metrics import scrape
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config

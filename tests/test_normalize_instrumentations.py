@@ -11,7 +11,7 @@ import importlib
 
 import pytest
 
-from sidecar.normalize.alias_file import builtin_aliases
+from costctx.normalize.alias_file import builtin_aliases
 from tests.support.chat_server import RESPONSE_MODEL, USAGE, ChatServer
 from tests.support.metrics import scrape
 from tests.support.sdk import tracer_provider

@@ -6,10 +6,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from sidecar.normalize.coerce import same_fact
-from sidecar.pdata import TraceBatch
-from sidecar.pdata.attributes import any_value_to_python, is_empty, set_any_value
-from sidecar.processors.normalize import NormalizeConfig
+from costctx.normalize.coerce import same_fact
+from costctx.pdata import TraceBatch
+from costctx.pdata.attributes import any_value_to_python, is_empty, set_any_value
+from costctx.processors.normalize.processor import NormalizeConfig
 from tests.support.processors import standalone_processor
 
 CONFIG = NormalizeConfig()

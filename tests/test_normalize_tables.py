@@ -11,10 +11,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.envelope import ENVELOPE
-from sidecar.normalize.alias_file import AliasFileError, builtin_aliases, parse_alias_document
-from sidecar.normalize.schema_file import SchemaFileError, parse_schema_document
-from sidecar.normalize.table import TableBuilder
+from costctx.envelope import ENVELOPE
+from costctx.normalize.alias_file import AliasFileError, builtin_aliases, parse_alias_document
+from costctx.normalize.schema_file import SchemaFileError, parse_schema_document
+from costctx.normalize.table import TableBuilder
 
 FACTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "FACTS.md"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.cli import main
+from costctx.cli.main import main
 
 
 def test_price_prints_rates_source_and_exact_cost(capsys):

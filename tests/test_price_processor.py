@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.pricing.money import from_usd, rate_from_per_million
+from costctx.pricing.money import from_usd, rate_from_per_million
 from tests.support.metrics import metric
 from tests.support.processors import standalone_processor
 from tests.support.sdk import tracer_provider
@@ -179,7 +179,7 @@ def test_services_published_for_budgets(pipeline):
 
 
 def test_bad_config_is_rejected_with_the_key(sink):
-    from sidecar.config.loader import ConfigError, build_config
+    from costctx.service.config.loader import ConfigError, build_config
 
     config = sidecar_config(sink.grpc_port, processors=PIPELINE)
     config["processors"]["price"] = {"sources": [{"type": "litellm"}]}
@@ -190,7 +190,7 @@ def test_bad_config_is_rejected_with_the_key(sink):
 def _request(spans: list[tuple[bytes, dict]]) -> bytes:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from sidecar.pdata.attributes import set_any_value
+    from costctx.pdata.attributes import set_any_value
 
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
@@ -239,7 +239,7 @@ def test_keys_renamed_by_an_earlier_processor_are_priced_even_if_the_received_by
     # the bytes as received. The price processor must go by the index, not the raw bytes.
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from sidecar.pdata import TraceBatch
+    from costctx.pdata import TraceBatch
 
     body = _request([(b"\x00" * 7 + b"\x09", {"vendor.model": "gpt-4o", "vendor.in": 1_000, "vendor.out": 1_000})])
     request = ExportTraceServiceRequest()
@@ -280,8 +280,8 @@ def test_token_strings_that_are_not_numbers_leave_the_span_unpriced_not_the_batc
     # str.isdigit() holds for "²" and for digit runs int() refuses (over 4,300 digits).
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from sidecar.pdata import TraceBatch
-    from sidecar.pdata.attributes import string_array
+    from costctx.pdata import TraceBatch
+    from costctx.pdata.attributes import string_array
 
     call = {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.output_tokens": 1_000}
     body = _request([(b"\x00" * 7 + b"\x01", {**call, "gen_ai.usage.input_tokens": "\u00b2"}),
@@ -301,7 +301,7 @@ def test_token_strings_that_are_not_numbers_leave_the_span_unpriced_not_the_batc
 def test_an_absurd_reported_cost_is_kept_and_the_batch_still_priced():
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from sidecar.pdata import TraceBatch
+    from costctx.pdata import TraceBatch
 
     call = {"workflow.id": "wf-absurd", "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1_000,
             "gen_ai.usage.output_tokens": 1_000}

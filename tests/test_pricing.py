@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.pricing.book import PriceBook
-from sidecar.pricing.calc import ADDITIVE, INCLUSIVE, Usage, price_usage
-from sidecar.pricing.ledger import SpendLedger
-from sidecar.pricing.litellm import parse_litellm
-from sidecar.pricing.money import format_usd, from_usd, rate_from_per_million, rate_from_per_token, to_usd_float
-from sidecar.pricing.resolve import MAX_DERIVED_NAME_LENGTH, candidates
-from sidecar.pricing.yaml_table import load_builtin, parse_yaml_table
+from costctx.pricing.book import PriceBook
+from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Usage, price_usage
+from costctx.pricing.ledger import SpendLedger
+from costctx.pricing.litellm import parse_litellm
+from costctx.pricing.money import format_usd, from_usd, rate_from_per_million, rate_from_per_token, to_usd_float
+from costctx.pricing.resolve import MAX_DERIVED_NAME_LENGTH, candidates
+from costctx.pricing.yaml_table import load_builtin, parse_yaml_table
 
 FIXTURE = Path(__file__).parent / "fixtures" / "litellm_model_prices.json"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sidecar.proto_gen import generate as gen
+from costctx.proto_gen import generate as gen
 
 CHECKED_IN = Path(gen.__file__).resolve().parent
 
@@ -18,12 +18,12 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
         checked_in = CHECKED_IN / relative
         if not checked_in.exists() or checked_in.read_bytes() != path.read_bytes():
             stale.append(str(relative))
-    assert not stale, f"regenerate with `python -m sidecar.proto_gen.generate`: stale {stale}"
+    assert not stale, f"regenerate with `python -m costctx.proto_gen.generate`: stale {stale}"
 
 
 def test_envelope_message_carries_every_context_field() -> None:
-    from sidecar.envelope import ENVELOPE
-    from sidecar.proto_gen.costctx.v1 import envelope_pb2
+    from costctx.envelope import ENVELOPE
+    from costctx.proto_gen.costctx.v1 import envelope_pb2
 
     names = set(envelope_pb2.Envelope.DESCRIPTOR.fields_by_name)
     owner = set(envelope_pb2.Owner.DESCRIPTOR.fields_by_name)

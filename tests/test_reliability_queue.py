@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from sidecar.config.loader import build_config
-from sidecar.exporters.persistent_queue import PersistentQueue
-from sidecar.exporters.queue import QueueItem
-from sidecar.exporters.signals import TRACES
-from sidecar.sink import OtlpSink
+from costctx.cli.sink import OtlpSink
+from costctx.exporters.exporterhelper.persistent_queue import PersistentQueue
+from costctx.exporters.exporterhelper.queue import QueueItem
+from costctx.pdata.signals import TRACES
+from costctx.service.config.loader import build_config
 from tests.support.otlp_client import SpanStreamer, trace_request
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sidecar import sidecar_config

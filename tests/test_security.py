@@ -12,8 +12,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from sidecar.budget.client import AsyncBudgetClient, BudgetClient
-from sidecar.config.loader import ConfigError, build_config, load_config
+from costctx.client.budget import AsyncBudgetClient, BudgetClient
+from costctx.service.config.loader import ConfigError, build_config, load_config
 from tests.support.certs import make_pki
 from tests.support.endpoints import grpc_methods, http_routes
 from tests.support.otlp_client import trace_request

@@ -16,10 +16,10 @@ from decimal import Decimal
 from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.cli import main
-from sidecar.demo import run_demo
-from sidecar.telemetry.render import render_report
-from sidecar.telemetry.survival_cli import demo_section as survival_section
+from costctx.cli.demo import run_demo
+from costctx.cli.main import main
+from costctx.cli.survival import demo_section as survival_section
+from costctx.survival.render import render_report
 from tests.support.sdk import tracer_provider
 
 OWNER = {
@@ -438,7 +438,7 @@ def test_an_absurd_cost_usd_is_summed_not_a_failed_batch():
     # cost.usd * 10^12 overflows a double past ~1.8e296: the envelope must still count the batch.
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from sidecar.pdata import TraceBatch
+    from costctx.pdata import TraceBatch
     from tests.support.processors import standalone_processor
 
     processor = standalone_processor("envelope")

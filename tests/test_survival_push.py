@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from sidecar.config import ConfigError
+from costctx.service.config import ConfigError
 from tests.support.sidecar import sidecar_config, start_sidecar
 from tests.test_survival import EXPECTED, sample, samples, send_known_workload
 

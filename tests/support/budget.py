@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sidecar.budget.client import BudgetClient, Decision
+from costctx.client.budget import BudgetClient, Decision
 from tests.support.process import free_port
 from tests.support.sidecar import sidecar_config
 

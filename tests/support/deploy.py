@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from sidecar.config import load_config
+from costctx.service.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"

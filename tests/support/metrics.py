@@ -7,7 +7,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from sidecar.runner import SidecarThread
+from costctx.service.runner import SidecarThread
 
 
 def scrape(runner: SidecarThread, name: str) -> list[Sample]:

@@ -53,7 +53,7 @@ class SidecarProcess:
         log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "run", "--config", str(self.config_path), *extra_args],
+            [sys.executable, "-m", "costctx", "run", "--config", str(self.config_path), *extra_args],
             stdout=log,
             stderr=log,
             env=env,

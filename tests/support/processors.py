@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidecar.processors.base import Processor, ProcessorContext
-from sidecar.processors.registry import processor_class, processor_type
-from sidecar.telemetry.metrics import SidecarMetrics
-from sidecar.telemetry.survival import SurvivalRecorder
+from costctx.component.processor import Processor, ProcessorContext
+from costctx.service.registry import processor_class, processor_type
+from costctx.survival.recorder import SurvivalRecorder
+from costctx.telemetry.metrics import SidecarMetrics
 
 
 def standalone_processor(name: str, config: Any = None, **options: Any) -> Processor:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sidecar.config.loader import build_config
-from sidecar.processors.registry import DEFAULT_TRACE_PROCESSORS
-from sidecar.runner import SidecarThread
+from costctx.service.config.loader import build_config
+from costctx.service.registry import DEFAULT_TRACE_PROCESSORS
+from costctx.service.runner import SidecarThread
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -1,1 +1,0 @@
-"""The internal port: health, readiness and Prometheus metrics."""

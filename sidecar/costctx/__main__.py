@@ -1,0 +1,3 @@
+from costctx.cli.main import main
+
+raise SystemExit(main())

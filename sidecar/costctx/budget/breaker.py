@@ -1,0 +1,140 @@
+"""The circuit breaker: a tenant spending too fast, or one workflow far above the typical
+cost of its `workflow.name`, is blocked for a cool-down.
+
+Observed from the committed spans; the trip itself is a flag in the store (with the
+cool-down as its TTL), so every sidecar sharing the store blocks it.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_left, insort
+from collections import OrderedDict
+
+from costctx.budget import counters as c
+from costctx.budget.policy import Context, SpanSpend
+from costctx.budget.store import CommitResult
+from costctx.processors.budget.config import BreakerConfig
+from costctx.processors.budget.metrics import BudgetMetrics
+
+log = logging.getLogger("costctx.budget")
+
+# workflow.name comes from spans, so its cardinality is the client's: keep the rolling
+# medians of this many names (the least recently seen is forgotten first).
+MAX_WORKFLOW_NAMES = 10_000
+
+
+class RecentCosts:
+    """One workflow.name's recent workflows: their spend in arrival order, and the same
+    values kept sorted, so the median of the others is two index reads, not a sort."""
+
+    __slots__ = ("by_workflow", "ordered")
+
+    def __init__(self) -> None:
+        self.by_workflow: OrderedDict[str, int] = OrderedDict()
+        self.ordered: list[int] = []
+
+    def median_without(self, workflow_id: str, min_samples: int) -> int | float | None:
+        """statistics.median of every workflow's spend but this one's; None under min_samples."""
+        ordered = self.ordered
+        own = self.by_workflow.get(workflow_id)
+        skip = bisect_left(ordered, own) if own is not None else len(ordered)  # one copy of own left out
+        n = len(ordered) - (own is not None)
+        if n < min_samples or n == 0:
+            return None
+        i = n // 2
+        upper = ordered[i] if i < skip else ordered[i + 1]  # index i of the others
+        if n % 2 == 1:
+            return upper
+        lower = ordered[i - 1] if i - 1 < skip else ordered[i]  # index i - 1 of the others
+        return (lower + upper) / 2  # as statistics.median: the mean of the middle two
+
+    def record(self, workflow_id: str, spent: int, window: int) -> None:
+        by_workflow, ordered = self.by_workflow, self.ordered
+        old = by_workflow.get(workflow_id)
+        if old is not None:
+            del ordered[bisect_left(ordered, old)]
+        by_workflow[workflow_id] = spent
+        by_workflow.move_to_end(workflow_id)
+        insort(ordered, spent)
+        while len(by_workflow) > window:
+            _, value = by_workflow.popitem(last=False)
+            del ordered[bisect_left(ordered, value)]
+
+
+def breaker_keys(ctx: Context) -> list[str]:
+    keys = [c.tenant_breaker_key(ctx.tenant)] if ctx.tenant else []
+    if ctx.workflow_id:
+        keys.append(c.workflow_breaker_key(ctx.workflow_id))
+    return keys
+
+
+class Breaker:
+    def __init__(self, config: BreakerConfig, metrics: BudgetMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        # The window of the tenant spend-velocity counters the commits keep (None: off).
+        self.velocity_window = config.velocity_window if config.tenant_usd_per_window else None
+        # workflow.name -> recent workflows' spend (micro-USD), for the rolling median
+        self._recent: OrderedDict[str, RecentCosts] = OrderedDict()
+        # breaker keys this sidecar tripped -> until (epoch s), to stamp `tripped` without a read
+        self._tripped_until: dict[str, float] = {}
+
+    def _recent_of(self, workflow_name: str) -> RecentCosts:
+        recent = self._recent.get(workflow_name)
+        if recent is None:
+            recent = self._recent[workflow_name] = RecentCosts()
+            if len(self._recent) > MAX_WORKFLOW_NAMES:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(workflow_name)
+        return recent
+
+    def open_here(self, ctx: Context, now: float) -> bool:
+        if not self._tripped_until:
+            return False  # nothing tripped here: skip building the keys
+        return any(self._tripped_until.get(key, 0.0) > now for key in breaker_keys(ctx))
+
+    def observe(self, spend: SpanSpend, where: dict[str, int], result: CommitResult, now: float
+                ) -> list[tuple[str, str, str]]:
+        """After a span's commit: the trips it causes, (kind, breaker key, why), each once per cool-down."""
+        breaker = self.config
+        ctx = spend.ctx
+        trips = []
+        if breaker.tenant_usd_per_window and "velocity.current" in where:
+            window = breaker.velocity_window
+            current = result.values[where["velocity.current"]]
+            previous = result.values[where["velocity.previous"]]
+            # Sliding-window estimate from two fixed buckets: the previous one weighted
+            # by how much of it still lies inside the window.
+            overlap = 1.0 - (spend.at % window) / window
+            velocity = current + previous * overlap
+            if velocity > c.usd_to_micro(breaker.tenant_usd_per_window):
+                trips.append(("tenant_velocity", c.tenant_breaker_key(ctx.tenant),
+                              f"tenant {ctx.tenant} spent ${velocity / c.MICRO:.4f} in {window:g}s"))
+        if breaker.workflow_median_multiple and ctx.workflow_id and ctx.workflow_name \
+                and "workflow.cost_usd" in where:
+            spent = result.values[where["workflow.cost_usd"]]
+            recent = self._recent_of(ctx.workflow_name)
+            # The median of the other recent workflows, kept sorted as they arrive: O(log n)
+            # per span instead of a list and a sort of up to median_window values.
+            typical = recent.median_without(ctx.workflow_id, breaker.min_samples)
+            if typical is not None and typical > 0 and spent > breaker.workflow_median_multiple * typical:
+                trips.append(("workflow_median", c.workflow_breaker_key(ctx.workflow_id),
+                              f"workflow {ctx.workflow_id} ({ctx.workflow_name}) cost ${spent / c.MICRO:.4f}, "
+                              f"over {breaker.workflow_median_multiple:g}x the median ${typical / c.MICRO:.4f}"))
+            recent.record(ctx.workflow_id, spent, breaker.median_window)
+        if not trips:
+            return trips  # the common case: nothing to trip, nothing to forget
+        fresh = []
+        for kind, key, why in trips:
+            if self._tripped_until.get(key, 0.0) > now:
+                continue  # already open: trip once per cool-down
+            self._tripped_until[key] = now + breaker.cooldown
+            self.metrics.breaker_trips.labels(kind).inc()
+            log.warning("budget circuit breaker tripped (%s): %s; blocking for %gs", kind, why, breaker.cooldown)
+            fresh.append((kind, key, why))
+        if len(self._tripped_until) > 10_000:
+            self._tripped_until = {k: v for k, v in self._tripped_until.items() if v > now}
+        return fresh
+

@@ -1,0 +1,155 @@
+"""In-memory budget state: one sidecar's counters, reservations and breaker flags.
+
+Runs on the sidecar's event loop thread only, so check-and-reserve is atomic by
+construction (no await between reading and reserving).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+
+from costctx.budget.counters import RESERVED_FIELD, START
+from costctx.budget.decision import CheckOutcome, CheckPlan, decide
+from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult
+
+
+class MemoryStore:
+    sync = True
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.hashes: dict[str, dict[str, int]] = {}
+        self.expires: dict[str, float] = {}          # key -> epoch seconds
+        # reservation id -> (expiry, [(key, reserved field, amount)])
+        self.reservations: dict[str, tuple[float, list[tuple[str, str, int]]]] = {}
+        self._expiry_heap: list[tuple[float, str]] = []
+        self.flags: dict[str, float] = {}            # breaker key -> expiry
+        self.expired_total = 0
+        self._next_sweep = 0.0
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _hash(self, key: str, ttl_ms: int, now: float) -> dict[str, int]:
+        found = self.hashes.get(key)
+        if found is None:
+            found = self.hashes[key] = {}
+        if ttl_ms:
+            self.expires[key] = now + ttl_ms / 1000.0
+        return found
+
+    def _release(self, reservation_id: str) -> bool:
+        entry = self.reservations.pop(reservation_id, None)
+        if entry is None:
+            return False
+        for key, rfield, amount in entry[1]:
+            counter = self.hashes.get(key)
+            if counter is not None:
+                counter[rfield] = counter.get(rfield, 0) - amount
+        return True
+
+    def reap(self, now: float) -> int:
+        """Release reservations past their expiry (never replaced by a priced span)."""
+        released = 0
+        heap = self._expiry_heap
+        while heap and heap[0][0] <= now:
+            expiry, rid = heapq.heappop(heap)
+            entry = self.reservations.get(rid)
+            if entry is not None and entry[0] == expiry and self._release(rid):
+                released += 1
+        self.expired_total += released
+        return released
+
+    def sweep(self, now: float) -> None:
+        for key in [k for k, e in self.expires.items() if e <= now]:
+            self.expires.pop(key, None)
+            self.hashes.pop(key, None)
+        for key in [k for k, e in self.flags.items() if e <= now]:
+            del self.flags[key]
+
+    # -- the operations ---------------------------------------------------------------------
+    def check_now(self, plan: CheckPlan) -> CheckOutcome:
+        now = self.clock()
+        self.reap(now)
+        now_ms = int(now * 1000)
+        tripped = any(self.flags.get(k, 0.0) > now for k in plan.breaker_keys)
+        values: list[tuple[int, int]] = []
+        for dim in plan.dims:
+            counter = self._hash(dim.key, dim.ttl_ms, now)
+            if dim.elapsed:
+                start = counter.setdefault(START, now_ms)
+                values.append((max(now_ms - start, 0), 0))
+            else:
+                values.append((counter.get(dim.field, 0), counter.get(RESERVED_FIELD[dim.field], 0)))
+        verdict, degraded = decide(plan.dims, values, plan.has_degraded, tripped)
+        reserved = False
+        if plan.reserve and verdict in ("allow", "degrade"):
+            held = []
+            for dim in plan.dims:
+                amount = dim.degraded if degraded else dim.full
+                if dim.elapsed or amount <= 0:
+                    continue
+                rfield = RESERVED_FIELD[dim.field]
+                counter = self.hashes[dim.key]
+                counter[rfield] = counter.get(rfield, 0) + amount
+                held.append((dim.key, rfield, amount))
+            expiry = now + plan.reservation_ttl_ms / 1000.0
+            self.reservations[plan.reservation_id] = (expiry, held)
+            heapq.heappush(self._expiry_heap, (expiry, plan.reservation_id))
+            reserved = True
+        return CheckOutcome(verdict, degraded, values, reserved)
+
+    def commit_now(self, ops: list[CommitOp]) -> list[CommitResult]:
+        now = self.clock()
+        hashes, expires = self.hashes, self.expires
+        results = []
+        for op in ops:
+            released = self._release(op.reservation_id) if op.reservation_id else False
+            values = []
+            append = values.append
+            for key, fld, amount, ttl_ms in op.changes:
+                # self._hash inlined: this loop runs for every change of every priced span.
+                counter = hashes.get(key)
+                if counter is None:
+                    counter = hashes[key] = {}
+                if ttl_ms:
+                    expires[key] = now + ttl_ms / 1000.0
+                if fld.startswith(SET_IF_ABSENT):
+                    append(counter.setdefault(fld[1:], amount))
+                else:
+                    value = counter[fld] = counter.get(fld, 0) + amount
+                    append(value)
+            results.append(CommitResult(released, values))
+        return results
+
+    def release_now(self, reservation_id: str) -> bool:
+        return self._release(reservation_id)
+
+    def trip_now(self, key: str, seconds: float) -> None:
+        self.flags[key] = self.clock() + seconds
+
+    # -- the async interface both backends share ---------------------------------------------
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def check(self, plan: CheckPlan) -> CheckOutcome:
+        return self.check_now(plan)
+
+    async def commit(self, ops: list[CommitOp]) -> list[CommitResult]:
+        return self.commit_now(ops)
+
+    async def release(self, reservation_id: str) -> bool:
+        return self.release_now(reservation_id)
+
+    async def trip(self, key: str, seconds: float) -> None:
+        self.trip_now(key, seconds)
+
+    def tick(self, now: float) -> None:
+        wall = self.clock()
+        self.reap(wall)
+        if wall >= self._next_sweep:  # a full pass over the keys, so not on every tick
+            self.sweep(wall)
+            self._next_sweep = wall + 5.0

@@ -1,0 +1,104 @@
+"""Budget state in Redis, shared by every sidecar of a deployment.
+
+Check-and-reserve and commit are Lua scripts, so each is atomic on the server: two
+sidecars can never both pass on the same remaining budget. Time is Redis's clock
+(`TIME` in the script), one clock for all sidecars.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from costctx.budget.decision import ALLOW, BLOCK, DEGRADE, TRIPPED, CheckOutcome, CheckPlan
+from costctx.budget.store import CommitOp, CommitResult, StoreUnavailable
+from costctx.processors.budget.config import RedisConfig
+
+_VERDICTS = {1: ALLOW, 2: DEGRADE, 3: BLOCK, 4: TRIPPED}
+INDEX_KEY = "rsv-expiry"
+
+
+def _script(name: str) -> str:
+    lua = resources.files("costctx.budget").joinpath("lua")
+    return lua.joinpath("release.lua").read_text(encoding="utf-8") + lua.joinpath(name).read_text(encoding="utf-8")
+
+
+class RedisStore:
+    sync = False
+
+    def __init__(self, config: RedisConfig) -> None:
+        self.config = config
+        self.prefix = config.key_prefix
+        self.client = aioredis.Redis.from_url(
+            config.url,
+            socket_timeout=config.timeout,
+            socket_connect_timeout=config.timeout,
+            retry_on_timeout=False,
+        )
+        # register_script runs EVALSHA and loads the script on NOSCRIPT (e.g. after a restart).
+        self._check = self.client.register_script(_script("check.lua"))
+        self._commit = self.client.register_script(_script("commit.lua"))
+        self.expired_total = 0
+
+    def _key(self, relative: str) -> str:
+        return self.prefix + relative
+
+    async def start(self) -> None:
+        pass  # connect lazily: a store down at start-up is the same case as one down later
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def check(self, plan: CheckPlan) -> CheckOutcome:
+        keys = [self._key(INDEX_KEY), self._key(f"r|{plan.reservation_id}")]
+        keys += [self._key(k) for k in plan.breaker_keys]
+        keys += [self._key(d.key) for d in plan.dims]
+        args: list[object] = [
+            len(plan.breaker_keys), len(plan.dims), int(plan.reserve), int(plan.has_degraded),
+            plan.reservation_ttl_ms, plan.reservation_id, self.prefix,
+        ]
+        for d in plan.dims:
+            args += [d.field, d.hard, d.soft, d.full, d.degraded, d.ttl_ms, int(d.elapsed)]
+        try:
+            out = await self._check(keys=keys, args=args)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        self.expired_total += int(out[3])
+        flat = [int(v) for v in out[4:]]
+        values = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        return CheckOutcome(_VERDICTS[int(out[0])], bool(out[1]), values, bool(out[2]))
+
+    def _commit_call(self, op: CommitOp, client) -> object:
+        rid = op.reservation_id or ""
+        keys = [self._key(INDEX_KEY), self._key(f"r|{rid}")] + [self._key(c[0]) for c in op.changes]
+        args: list[object] = [rid, self.prefix]
+        for _, field, amount, ttl_ms in op.changes:
+            args += [field, int(amount), int(ttl_ms)]
+        return self._commit(keys=keys, args=args, client=client)
+
+    async def commit(self, ops: list[CommitOp]) -> list[CommitResult]:
+        if not ops:
+            return []
+        try:
+            # One round trip for a whole batch of spans; each script is atomic on its own.
+            async with self.client.pipeline(transaction=False) as pipe:
+                for op in ops:
+                    await self._commit_call(op, pipe)  # queues the EVALSHA in the pipeline
+                outs = await pipe.execute()
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return [CommitResult(bool(out[0]), [int(v) for v in out[1:]]) for out in outs]
+
+    async def release(self, reservation_id: str) -> bool:
+        return (await self.commit([CommitOp(reservation_id)]))[0].released
+
+    async def trip(self, key: str, seconds: float) -> None:
+        try:
+            await self.client.set(self._key(key), b"1", px=max(int(seconds * 1000), 1))
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def tick(self, now: float) -> None:
+        pass  # expired reservations are reaped inside the check script

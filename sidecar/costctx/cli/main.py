@@ -1,0 +1,107 @@
+"""The `costctx` command: run, validate, demo, price, survival."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from costctx.cli.survival import add_survival_parser
+from costctx.extensions.bearertokenauth.tokens import TokenError
+from costctx.service.config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level={"warn": "WARNING"}.get(level, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(path: str | None):
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"costctx: invalid config: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from costctx.service.runner import serve
+
+    config = _load(args.config)
+    _configure_logging(config.service.telemetry.logs.level)
+    try:
+        asyncio.run(serve(config, grace=args.grace))
+    except (OSError, TokenError) as exc:  # a port taken, a certificate or token file unreadable
+        logging.getLogger("costctx").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    pipelines = ", ".join(
+        f"{name}: [{', '.join(p.processors) or 'pass-through'}] -> {', '.join(p.exporters)}"
+        for name, p in config.service.pipelines.items()
+    )
+    print(f"config OK ({args.config or 'built-in defaults'}): {pipelines}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from costctx.cli.budget_demo import demo_section as budget_section
+    from costctx.cli.demo import run_demo
+    from costctx.cli.survival import demo_section as survival_section
+
+    _configure_logging("warning")
+    # The agent loop first, so the closing matrix, verdicts and spend include its spans too.
+    return run_demo(sys.stdout, extra_sections=[budget_section, survival_section])
+
+
+def cmd_price(args: argparse.Namespace) -> int:
+    from costctx.cli.price import price_command
+
+    return price_command(args, _load(args.config) if args.config else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="costctx", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the sidecar")
+    run.add_argument("--config", help="config file (Collector YAML shape); defaults if omitted")
+    run.add_argument(
+        "--grace", type=float, default=None, help="seconds to drain on SIGTERM (default: service.shutdown_grace, 10s)"
+    )
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a config and exit (status 2 if invalid)")
+    validate.add_argument("--config", help="config file; the built-in defaults if omitted")
+    validate.set_defaults(func=cmd_validate)
+
+    demo = sub.add_parser("demo", help="run a sidecar, a sink and an agent workflow on embedded defaults")
+    demo.set_defaults(func=cmd_demo)
+
+    add_survival_parser(sub)
+
+    price = sub.add_parser("price", help="price one model call and show the rates and source used")
+    price.add_argument("--model", required=True, help="model name as a span carries it, e.g. gpt-4o-2024-08-06")
+    price.add_argument("--provider", help="gen_ai.provider.name (picks the cache-token mode, e.g. anthropic)")
+    for flag, what in (("--input", "input tokens"), ("--output", "output tokens (reasoning included)"),
+                       ("--cache-read", "cache-read input tokens"), ("--cache-creation", "cache-creation input tokens"),
+                       ("--reasoning", "reasoning output tokens")):
+        price.add_argument(flag, type=int, default=0, metavar="N", help=f"{what} (default 0)")
+    price.add_argument("--config", help="use the price sources of this config's price processor")
+    price.add_argument("--processor", help="which price processor of --config (default: the first)")
+    price.set_defaults(func=cmd_price)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,65 @@
+"""`costctx survival`: fetch /survival from a running sidecar and render it; and the demo's section."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, TextIO
+
+from costctx.survival.render import render_report
+
+DEFAULT_URL = "http://127.0.0.1:8888"
+
+
+def survival_url(url: str) -> str:
+    """Accept the telemetry address with or without the /survival path (and without a scheme)."""
+    if "://" not in url:
+        url = f"http://{url}"
+    url = url.rstrip("/")
+    return url if url.endswith("/survival") else f"{url}/survival"
+
+
+def fetch_report(url: str, token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    request = urllib.request.Request(survival_url(url))
+    if token:
+        # When the sidecar has bearertokenauth, /survival needs the token (/healthz does not).
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def survival_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        report = fetch_report(args.url, args.token)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"costctx survival: cannot read {survival_url(args.url)}: {reason}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(report, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(render_report(report, include_spend=args.spend))
+    return 0
+
+
+def add_survival_parser(sub: argparse._SubParsersAction) -> None:
+    survival = sub.add_parser("survival", help="show which hop drops which field, and the readiness verdicts")
+    survival.add_argument("--url", default=DEFAULT_URL, help=f"the sidecar's telemetry address (default {DEFAULT_URL})")
+    survival.add_argument("--token", default=os.environ.get("COSTCTX_TOKEN"),
+                          help="bearer token, when the sidecar requires one (default: $COSTCTX_TOKEN)")
+    survival.add_argument("--json", action="store_true", help="print the /survival document as JSON")
+    survival.add_argument("--spend", action="store_true", help="also show spend by workflow and tenant")
+    survival.set_defaults(func=survival_command)
+
+
+def demo_section(runner, sink, out: TextIO) -> None:
+    """The demo's closing section: the matrix, the verdicts and spend, read over /survival."""
+    report = fetch_report(f"127.0.0.1:{runner.sidecar.admin_port}")
+    print("", file=out)
+    out.write(render_report(report, include_spend=True))

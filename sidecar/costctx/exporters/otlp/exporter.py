@@ -1,0 +1,225 @@
+"""A queued OTLP exporter: consumers take batches off the queue and send them with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Protocol
+
+from google.protobuf.message import Message
+
+from costctx.exporters.exporterhelper.backoff import Backoff
+from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError, SendError
+from costctx.exporters.exporterhelper.persistent_queue import PersistentQueue
+from costctx.exporters.exporterhelper.queue import MemoryQueue, QueueItem
+from costctx.pdata.signals import Signal
+from costctx.service.config.model import OtlpGrpcExporterConfig, OtlpHttpExporterConfig, RetryConfig
+from costctx.telemetry.metrics import SidecarMetrics
+
+log = logging.getLogger("costctx.exporter")
+
+
+class Sender(Protocol):
+    description: str
+
+    async def start(self) -> None: ...
+    async def send(self, signal: Signal, payload: bytes) -> Message: ...
+    async def close(self) -> None: ...
+
+
+def build_sender(config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig) -> Sender:
+    if isinstance(config, OtlpGrpcExporterConfig):
+        from costctx.exporters.otlp.grpc_sender import GrpcSender
+
+        return GrpcSender(config)
+    from costctx.exporters.otlp.http_sender import HttpSender
+
+    return HttpSender(config)
+
+
+def build_queue(name: str, config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig) -> MemoryQueue | PersistentQueue:
+    queue = config.sending_queue
+    if queue.storage is None:
+        return MemoryQueue(queue.queue_size)
+    storage = queue.storage
+    return PersistentQueue(storage.directory, name, queue.queue_size, storage.max_bytes, storage.fsync)
+
+
+class QueuedExporter:
+    def __init__(
+        self,
+        name: str,
+        config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig,
+        metrics: SidecarMetrics,
+        sender: Sender | None = None,
+        queue: MemoryQueue | PersistentQueue | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.metrics = metrics
+        self.sender = sender or build_sender(config)
+        self.queue = queue or build_queue(name, config)
+        self._retry: RetryConfig = config.retry_on_failure
+        self._consumers: list[asyncio.Task] = []
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        metrics.queue_capacity.labels(name).set(self.queue.capacity)
+
+    # -- admission -------------------------------------------------------------------------
+    def has_capacity(self) -> bool:
+        return not self.queue.full()
+
+    def submit(self, signal: Signal, payload: bytes, items: int, acknowledged: bool = False) -> bool:
+        """Queue a batch. Refuses (False) when full, unless it was already acknowledged."""
+        if self.queue.full():
+            if not acknowledged:
+                return False
+            self.metrics.queue_overflow.labels(self.name).inc()
+            log.warning(
+                "exporter %s: queue full, queuing %d acknowledged %s past capacity", self.name, items, signal.name
+            )
+        self.queue.put(QueueItem(signal, payload, items))
+        self._idle.clear()
+        self._update_gauges()
+        return True
+
+    def _update_gauges(self) -> None:
+        self.metrics.queue_size.labels(self.name).set(len(self.queue))
+        if self.queue.durable:
+            self.metrics.queue_stored_bytes.labels(self.name).set(self.queue.stored_bytes)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.sender.start()
+        recovered = getattr(self.queue, "recovered", [])
+        if recovered:
+            self._idle.clear()
+            log.warning(
+                "exporter %s: resending %d batches (%d items) left in %s by the previous run; "
+                "the downstream may already have some of them (at least once)",
+                self.name,
+                len(recovered),
+                sum(item.items for item in recovered),
+                self.queue.path,
+            )
+        self._update_gauges()
+        for i in range(self.config.sending_queue.num_consumers):
+            self._consumers.append(asyncio.create_task(self._consume(), name=f"{self.name}-consumer-{i}"))
+
+    def pending(self) -> int:
+        return len(self.queue) + self._in_flight
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything queued was sent or given up on; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.pending():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=min(remaining, 0.05))
+        return True
+
+    async def stop(self) -> None:
+        for task in self._consumers:
+            task.cancel()
+        await asyncio.gather(*self._consumers, return_exceptions=True)
+        self._consumers.clear()
+        if self.queue.durable and self.queue.stored_batches:
+            stored = self.queue.stored_batches
+            self.metrics.queue_persisted_on_stop.labels(self.name).inc(stored)
+            log.warning(
+                "exporter %s: %d batches unsent at shutdown stay in %s and are sent on the next start",
+                self.name,
+                stored,
+                self.queue.path,
+            )
+        left = self.queue.drain_remaining()
+        if left:
+            lost = sum(item.items for item in left)
+            for item in left:
+                self._give_up(item, "shutdown", "sidecar stopped before the batch could be sent")
+            log.error("exporter %s: stopped with %d batches (%d items) unsent", self.name, len(left), lost)
+        self.queue.close()
+        await self.sender.close()
+
+    # -- sending ---------------------------------------------------------------------------
+    async def _consume(self) -> None:
+        while True:
+            item = await self.queue.get()
+            self._in_flight += 1
+            self._update_gauges()
+            try:
+                await self._send_with_retry(item)
+            except asyncio.CancelledError:
+                # Put it back so stop() accounts for it instead of losing it silently.
+                self.queue.put(item)
+                raise
+            finally:
+                self._in_flight -= 1
+                if not self.pending():
+                    self._idle.set()
+
+    async def _send_with_retry(self, item: QueueItem) -> None:
+        backoff = Backoff(self._retry)
+        deadline = time.monotonic() + self._retry.max_elapsed_time
+        while True:
+            item.attempts += 1
+            try:
+                response = await self.sender.send(item.signal, item.payload)
+            except RetryableSendError as exc:
+                delay = backoff.next_delay(exc.retry_after)
+                if not self._retry.enabled or time.monotonic() + delay > deadline:
+                    self._give_up(item, exc.reason, f"retries exhausted after {item.attempts} attempts: {exc}")
+                    return
+                self.metrics.export_retries.labels(self.name, exc.reason).inc()
+                log.info("exporter %s: %s send failed (%s), retrying in %.2fs", self.name, item.signal.name, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            except PermanentSendError as exc:
+                self._give_up(item, exc.reason, f"not retryable: {exc}")
+                return
+            except SendError as exc:  # pragma: no cover - subclasses above cover it
+                self._give_up(item, exc.reason, str(exc))
+                return
+            self._record_success(item, response)
+            self.queue.ack(item)
+            self._update_gauges()
+            return
+
+    def _record_success(self, item: QueueItem, response: Message) -> None:
+        rejected = 0
+        if response.HasField("partial_success"):
+            rejected = getattr(response.partial_success, item.signal.rejected_field)
+            if rejected or response.partial_success.error_message:
+                log.warning(
+                    "exporter %s: downstream rejected %d of %d %s: %s",
+                    self.name,
+                    rejected,
+                    item.items,
+                    item.signal.name,
+                    response.partial_success.error_message,
+                )
+                self.metrics.items_rejected_downstream.labels(item.signal.name, self.name).inc(rejected)
+        self.metrics.items_forwarded.labels(item.signal.name, self.name).inc(max(item.items - rejected, 0))
+        if item.recovered:
+            self.metrics.resent_batches.labels(item.signal.name, self.name).inc()
+            self.metrics.resent_items.labels(item.signal.name, self.name).inc(item.items)
+
+    def _give_up(self, item: QueueItem, reason: str, message: str) -> None:
+        log.error(
+            "exporter %s: dropping %s batch of %d items to %s: %s",
+            self.name,
+            item.signal.name,
+            item.items,
+            self.sender.description,
+            message,
+        )
+        self.metrics.export_failures.labels(item.signal.name, self.name, reason).inc()
+        self.metrics.export_failed_items.labels(item.signal.name, self.name).inc(item.items)
+        self.queue.ack(item)
+        self._update_gauges()

@@ -1,0 +1,92 @@
+"""Send serialized OTLP requests over gRPC, classifying failures by the OTLP retry rules."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError
+from costctx.pdata.signals import Signal
+from costctx.service.config.model import OtlpGrpcExporterConfig
+from costctx.transport.tls import grpc_channel_credentials
+
+# OTLP spec: retryable gRPC codes. RESOURCE_EXHAUSTED only when the server sent RetryInfo.
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def retry_delay_from_metadata(metadata) -> float | None:
+    """The RetryInfo delay in a `grpc-status-details-bin` trailer, if the server sent one."""
+    for key, value in metadata or ():
+        if key != "grpc-status-details-bin":
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except Exception:  # a malformed trailer is no hint, not a failure
+            return None
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    return None
+
+
+class GrpcSender:
+    def __init__(self, config: OtlpGrpcExporterConfig) -> None:
+        self._config = config
+        self._channel: grpc.aio.Channel | None = None
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
+        self.description = f"grpc://{config.target}"
+
+    async def start(self) -> None:
+        cfg = self._config
+        options = [
+            ("grpc.max_send_message_length", 256 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+        compression = grpc.Compression.Gzip if cfg.gzip else grpc.Compression.NoCompression
+        if cfg.use_tls:
+            credentials = grpc_channel_credentials(cfg.tls.ca_file, cfg.tls.cert_file, cfg.tls.key_file)
+            self._channel = grpc.aio.secure_channel(cfg.target, credentials, options, compression)
+        else:
+            self._channel = grpc.aio.insecure_channel(cfg.target, options, compression)
+
+    def _call(self, signal: Signal) -> grpc.aio.UnaryUnaryMultiCallable:
+        call = self._calls.get(signal.name)
+        if call is None:
+            assert self._channel is not None, "sender not started"
+            # No request serializer: the payload is already serialized OTLP bytes.
+            call = self._channel.unary_unary(
+                signal.grpc_method,
+                request_serializer=None,
+                response_deserializer=signal.response_type.FromString,
+            )
+            self._calls[signal.name] = call
+        return call
+
+    async def send(self, signal: Signal, payload: bytes) -> Message:
+        try:
+            return await self._call(signal)(payload, timeout=self._config.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            message = f"{code.name}: {exc.details()}"
+            delay = retry_delay_from_metadata(exc.trailing_metadata())
+            if code in RETRYABLE_CODES or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None):
+                raise RetryableSendError(code.name.lower(), message, delay) from None
+            raise PermanentSendError(code.name.lower(), message) from None
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None

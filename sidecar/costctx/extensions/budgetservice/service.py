@@ -1,0 +1,102 @@
+"""BudgetService on the sidecar's ports: gRPC (costctx.v1.BudgetService) and JSON over HTTP.
+
+Handlers parse the bytes themselves so a malformed request gets INVALID_ARGUMENT / 400
+with a reason, as the OTLP receivers do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2
+
+from costctx.budget.counters import MAX_TOKENS, MAX_USD
+from costctx.budget.engine import BudgetEngine
+from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+from costctx.transport.http_errors import PROTOBUF, status_response
+
+SERVICE = "costctx.v1.BudgetService"
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def validate(request: pb.CheckRequest) -> None:
+    cost = request.estimated_cost_usd
+    if math.isnan(cost) or not 0 <= cost <= MAX_USD:
+        raise BadRequest(f"estimated_cost_usd must be a number from 0 to {MAX_USD:g}")
+    for tokens in (request.estimated_input_tokens, request.estimated_output_tokens):
+        if not 0 <= tokens <= MAX_TOKENS:
+            raise BadRequest(f"estimated token counts must be from 0 to {MAX_TOKENS}")
+    if request.envelope.retry_attempt < 0:
+        raise BadRequest("envelope.retry_attempt must be >= 0")
+
+
+def grpc_handlers(engine: BudgetEngine) -> list[grpc.GenericRpcHandler]:
+    async def check(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            request = pb.CheckRequest.FromString(body)
+            validate(request)
+        except (DecodeError, BadRequest) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad CheckRequest: {exc}")
+        return (await engine.check(request)).SerializeToString()
+
+    async def release(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            request = pb.ReleaseRequest.FromString(body)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad ReleaseRequest: {exc}")
+        return pb.ReleaseResponse(released=await engine.release(request.reservation_id)).SerializeToString()
+
+    methods = {
+        "Check": grpc.unary_unary_rpc_method_handler(check),
+        "Release": grpc.unary_unary_rpc_method_handler(release),
+    }
+    return [grpc.method_handlers_generic_handler(SERVICE, methods)]
+
+
+def _parse(body: bytes, content_type: str, message):
+    try:
+        if content_type == PROTOBUF:
+            message.ParseFromString(body)
+        else:
+            json_format.Parse(body or b"{}", message, ignore_unknown_fields=True)
+    except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
+        raise BadRequest(str(exc)) from None
+    return message
+
+
+def _reply(message, content_type: str) -> web.Response:
+    if content_type == PROTOBUF:
+        return web.Response(body=message.SerializeToString(), content_type=PROTOBUF)
+    text = json_format.MessageToJson(message, always_print_fields_with_no_presence=True, indent=None)
+    return web.Response(text=text, content_type="application/json")
+
+
+def _bad(reason: str, content_type: str) -> web.Response:
+    # google.rpc.Status in the request's encoding, as the OTLP/HTTP receiver answers bad input.
+    return status_response(400, code_pb2.INVALID_ARGUMENT, reason, content_type)
+
+
+def http_routes(engine: BudgetEngine) -> list[web.RouteDef]:
+    async def check(request: web.Request) -> web.Response:
+        try:
+            message = _parse(await request.read(), request.content_type, pb.CheckRequest())
+            validate(message)
+        except BadRequest as exc:
+            return _bad(f"bad CheckRequest: {exc}", request.content_type)
+        return _reply(await engine.check(message), request.content_type)
+
+    async def release(request: web.Request) -> web.Response:
+        try:
+            message = _parse(await request.read(), request.content_type, pb.ReleaseRequest())
+        except BadRequest as exc:
+            return _bad(f"bad ReleaseRequest: {exc}", request.content_type)
+        return _reply(pb.ReleaseResponse(released=await engine.release(message.reservation_id)), request.content_type)
+
+    return [web.post("/v1/budget/check", check), web.post("/v1/budget/release", release)]

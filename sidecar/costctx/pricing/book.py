@@ -1,0 +1,140 @@
+"""The layered price book: several price tables, later ones winning, and one lookup API.
+
+Published for other components as `context.services["price_book"]` (a `PriceBookHandle`,
+which always points at the current book, across reloads). The budget processor uses:
+
+    handle = services["price_book"]
+    est = handle.estimate("gpt-4o", input_tokens=1200, output_tokens=800)
+    if est is not None:
+        est.pico      # exact cost in pico-USD (int, 10^-12 dollars)
+        est.usd       # the same as a float, for display
+        est.source    # e.g. "builtin@2026-11-01#3f2a9c1d"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Cost, Usage, price_usage
+from costctx.pricing.money import to_usd_float
+from costctx.pricing.resolve import candidates
+from costctx.pricing.table import ModelPrice, PriceTable
+
+# Providers whose instrumentations report cache tokens beside input, not inside it.
+DEFAULT_ADDITIVE_PROVIDERS = ("anthropic",)
+RESOLVED_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    model: str          # the span's model name that matched (response or request model)
+    key: str            # the table row that priced it
+    how: str            # exact / provider prefix / dated snapshot / alias ...
+    table: PriceTable
+    price: ModelPrice
+
+
+@dataclass(slots=True)
+class Estimate:
+    pico: int
+    source: str
+    cost: Cost
+    resolution: Resolution
+
+    @property
+    def usd(self) -> float:
+        return to_usd_float(self.pico)
+
+
+class PriceBook:
+    """Immutable once built; a reload builds a new book and swaps it in the handle."""
+
+    def __init__(
+        self,
+        tables: Sequence[PriceTable],
+        aliases: Mapping[str, str] | None = None,
+        token_modes: Mapping[str, str] | None = None,
+        default_mode: str = INCLUSIVE,
+    ) -> None:
+        self.tables = tuple(tables)
+        merged: dict[str, str] = {}
+        for table in self.tables:
+            merged.update(table.aliases)
+        merged.update({k.lower(): v.lower() for k, v in (aliases or {}).items()})
+        self.aliases = merged
+        modes = {p: ADDITIVE for p in DEFAULT_ADDITIVE_PROVIDERS}
+        modes.update({k.lower(): v for k, v in (token_modes or {}).items()})
+        self.token_modes = modes
+        self.default_mode = default_mode
+        # Spans repeat a handful of model names: resolve each combination once per book.
+        # A plain dict (C-speed lookups), emptied when full: bounded without LRU bookkeeping.
+        self._resolved: dict[tuple, Resolution | None] = {}
+
+    @property
+    def source_ids(self) -> list[str]:
+        return [t.source_id for t in self.tables]
+
+    def resolve(self, response_model: str | None, request_model: str | None = None,
+                provider: str | None = None) -> Resolution | None:
+        """Later tables first; in each, the response model's candidates, then the request model's."""
+        cache_key = (response_model, request_model, provider)
+        resolved = self._resolved
+        if cache_key in resolved:
+            return resolved[cache_key]
+        found = self._resolve(response_model, request_model, provider)
+        if len(resolved) >= RESOLVED_CACHE_SIZE:
+            resolved.clear()
+        resolved[cache_key] = found
+        return found
+
+    def _resolve(self, response_model, request_model, provider) -> Resolution | None:
+        names = [m for m in (response_model, request_model) if m]
+        options = [(m, key, how) for m in names for key, how in candidates(m, provider, self.aliases)]
+        for table in reversed(self.tables):
+            for model, key, how in options:
+                price = table.models.get(key)
+                if price is not None:
+                    return Resolution(model=model, key=key, how=how, table=table, price=price)
+        return None
+
+    def mode_for(self, provider: str | None, resolution: Resolution | None = None) -> str:
+        """Cache-token mode: by the span's provider, else by the matched row's provider."""
+        for name in (provider, resolution.price.provider if resolution else None):
+            if name:
+                mode = self.token_modes.get(name.lower())
+                if mode:
+                    return mode
+        return self.default_mode
+
+    def price(self, usage: Usage, response_model: str | None, request_model: str | None = None,
+              provider: str | None = None) -> Estimate | None:
+        resolution = self.resolve(response_model, request_model, provider)
+        if resolution is None:
+            return None
+        cost = price_usage(resolution.price, usage, self.mode_for(provider, resolution))
+        return Estimate(pico=cost.pico, source=resolution.table.source_id, cost=cost, resolution=resolution)
+
+    def estimate(self, model: str, input_tokens: int, output_tokens: int,
+                 provider: str | None = None) -> Estimate | None:
+        """A cost for planned usage (e.g. a budget reservation); None when the model is unknown."""
+        return self.price(Usage(input=input_tokens, output=output_tokens), model, None, provider)
+
+
+class PriceBookHandle:
+    """A stable reference to the current book: what other components keep and call."""
+
+    def __init__(self, book: PriceBook) -> None:
+        self.book = book
+
+    def estimate(self, model: str, input_tokens: int, output_tokens: int,
+                 provider: str | None = None) -> Estimate | None:
+        return self.book.estimate(model, input_tokens, output_tokens, provider)
+
+    def price(self, usage: Usage, response_model: str | None, request_model: str | None = None,
+              provider: str | None = None) -> Estimate | None:
+        return self.book.price(usage, response_model, request_model, provider)
+
+    @property
+    def source_ids(self) -> list[str]:
+        return self.book.source_ids

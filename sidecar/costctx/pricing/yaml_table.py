@@ -1,0 +1,85 @@
+"""The YAML price format shared by the built-in table and users' override files.
+
+```yaml
+version: 2026-11-01              # optional; written into cost.price_source
+unit: usd_per_million_tokens     # the only unit; stated so nobody reads figures as per-1k
+providers:                        # rows grouped by provider (sets the cache-token mode)
+  openai:
+    gpt-4o: {input: 2.50, cache_read: 1.25, output: 10.00}
+models:                           # rows with no provider, e.g. a self-hosted model
+  acme-llama-70b: {input: 0.20, output: 0.20}
+aliases:                          # span model name -> table model name
+  my-gpt: gpt-4o
+```
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from costctx.pricing.table import ModelPrice, PriceTable, content_digest, price_from_per_million
+
+UNIT = "usd_per_million_tokens"
+_TOP_KEYS = {"version", "unit", "providers", "models", "aliases"}
+
+
+def parse_yaml_table(data: bytes, name: str, version: str | None = None, path: str | None = None) -> PriceTable:
+    """Parse and validate; raises ValueError naming the bad row so a reload failure says why."""
+    try:
+        raw: Any = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("the top level must be a mapping with 'providers' and/or 'models'")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ValueError(f"unknown top-level keys {sorted(unknown)} (known: {', '.join(sorted(_TOP_KEYS))})")
+    unit = raw.get("unit", UNIT)
+    if unit != UNIT:
+        raise ValueError(f"unit {unit!r} is not supported; write prices as {UNIT}")
+    providers = raw.get("providers") or {}
+    if not isinstance(providers, dict):
+        raise ValueError("providers: expected a mapping of provider -> models")
+    models: dict[str, ModelPrice] = {}
+    for provider, rows in providers.items():
+        if not isinstance(rows, dict):
+            raise ValueError(f"providers.{provider}: expected a mapping of model -> prices")
+        _add_rows(models, rows, str(provider), f"providers.{provider}")
+    _add_rows(models, raw.get("models") or {}, None, "models")
+    if not models:
+        raise ValueError("no model prices found")
+    aliases = raw.get("aliases") or {}
+    if not isinstance(aliases, dict):
+        raise ValueError("aliases: expected a mapping of name -> model")
+    # YAML reads an unquoted 2026-11-01 as a date; the label is its text either way.
+    file_version = raw.get("version")
+    return PriceTable(
+        name=name,
+        version=version or (str(file_version) if file_version is not None else None),
+        digest=content_digest(data),
+        models=models,
+        aliases={str(k).lower(): str(v).lower() for k, v in aliases.items()},
+        path=path,
+    )
+
+
+def _add_rows(models: dict[str, ModelPrice], rows: Any, provider: str | None, where: str) -> None:
+    if not isinstance(rows, dict):
+        raise ValueError(f"{where}: expected a mapping of model -> prices")
+    for model, entry in rows.items():
+        try:
+            models[str(model).lower()] = price_from_per_million(entry, provider)
+        except ValueError as exc:
+            raise ValueError(f"{where}.{model}: {exc}") from None
+
+
+def builtin_bytes() -> bytes:
+    return resources.files("costctx.pricing").joinpath("builtin_prices.yaml").read_bytes()
+
+
+def load_builtin() -> PriceTable:
+    """The dated table shipped in the package: `builtin@<version>#<digest>`."""
+    return parse_yaml_table(builtin_bytes(), name="builtin")

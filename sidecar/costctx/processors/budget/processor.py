@@ -1,0 +1,192 @@
+"""The `budget` processor: commits each model-call span's actual spend to the budget
+counters (replacing the reservation its check made), stamps `policy.id` and
+`budget.state`, and serves the budget check on the sidecar's gRPC and HTTP ports.
+
+Runs after `price` (it reads `cost.usd`) and before `envelope`. With the Redis store a
+batch is held for the one round trip that commits its spans, then released stamped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from costctx.budget.counters import MAX_USD, MICRO, spent_micro, spent_tokens
+from costctx.budget.engine import BudgetEngine, SpanVerdict
+from costctx.budget.policy import Context, SpanSpend
+from costctx.budget.seen import SeenSpans
+from costctx.budget.store import StoreUnavailable
+from costctx.component.processor import Processor
+from costctx.extensions.budgetservice.service import grpc_handlers, http_routes
+from costctx.pdata import TraceBatch
+from costctx.pdata.batch import SpanRecord
+from costctx.pdata.ids import span_identity
+from costctx.processors.budget.config import BudgetConfig
+from costctx.processors.budget.metrics import BudgetMetrics
+
+COST_KEY = "cost.usd"
+RESERVATION_KEY = "budget.reservation_id"
+STATE_KEY = "budget.state"
+POLICY_KEY = "policy.id"
+
+
+def _string(kv) -> str:
+    """A string attribute's value; "" when absent or of another type (a oneof reads as "")."""
+    return kv.value.string_value if kv is not None else ""
+
+
+class BudgetProcessor(Processor):
+    type_name = "budget"
+    config_model = BudgetConfig
+    config: BudgetConfig
+
+    def __init__(self, name, config, context) -> None:
+        super().__init__(name, config, context)
+        self.metrics = BudgetMetrics(context.metrics.registry)
+        self.engine = BudgetEngine(config, self.metrics, context.services)
+        context.services["budget"] = self.engine
+        # A span is a model call when it has any of these keys: one C-speed set test per span.
+        self._markers = frozenset(context.envelope.llm_span_markers) | {COST_KEY}
+        # held batches (Redis store); released once, by their commit task or by shutdown
+        self._held: dict[int, TraceBatch] = {}
+        # Commit tasks still running: shutdown releases their batches but the tasks run on
+        # until close() cancels them, before the store they use is closed.
+        self._commits: set[asyncio.Task] = set()
+        # Spans already committed (trace id + span id): an exporter that resends a batch
+        # after a lost acknowledgement must not count its spend twice.
+        self._committed = SeenSpans(maxsize=200_000, ttl=900)
+
+    # -- the service this processor provides ------------------------------------------------
+    def grpc_handlers(self) -> list:
+        return grpc_handlers(self.engine)
+
+    def http_routes(self) -> list:
+        return http_routes(self.engine)
+
+    # -- spans ----------------------------------------------------------------------------
+    @staticmethod
+    def _spend(rec: SpanRecord, now: float) -> SpanSpend:
+        # Reads the protobuf values directly: a oneof field of another kind reads as ""/0/0.0,
+        # which is what `rec.get_str(k) or ""` / `rec.get_int(k) or 0` gave, without the
+        # WhichOneof call per key.
+        get = rec.attrs.get
+        kv = get(COST_KEY)
+        if kv is None:
+            cost = 0.0
+        else:
+            value = kv.value
+            cost = value.double_value or float(value.int_value)  # a double, an int, else 0.0
+        kv = get("gen_ai.usage.input_tokens")
+        tokens = kv.value.int_value if kv is not None else 0
+        kv = get("gen_ai.usage.output_tokens")
+        if kv is not None:
+            tokens += kv.value.int_value
+        kv = get("retry.attempt")
+        ctx = Context(
+            _string(get("workflow.id")),
+            _string(get("workflow.name")),
+            _string(get("owner.tenant")),
+            _string(get("owner.feature")),
+            _string(get(POLICY_KEY)),
+            kv.value.int_value if kv is not None else 0,
+        )
+        span = rec.span
+        end_ns, start_ns = span.end_time_unix_nano, span.start_time_unix_nano
+        end = end_ns / 1e9 if end_ns else now
+        start_ms = start_ns // 1_000_000 if start_ns else int(now * 1000)
+        # A finite cost in (0, MAX_USD) is what spent_micro rounds directly; it handles the rest.
+        micro = round(cost * MICRO) if 0.0 < cost < MAX_USD else spent_micro(cost)
+        return SpanSpend(ctx, micro, spent_tokens(tokens), 1, start_ms, end,
+                         _string(get(RESERVATION_KEY)) or None)
+
+    def process(self, batch: TraceBatch) -> TraceBatch | None:
+        raw = batch.raw
+        if raw is not None and b"gen_ai." not in raw and COST_KEY.encode() not in raw:
+            return batch  # no model call in this batch
+        now = time.time()
+        records, spends = [], []
+        committed = self._committed
+        markers = self._markers
+        spend_of = self._spend
+        for rec in batch.records:
+            if rec.attrs.keys().isdisjoint(markers):
+                continue  # not a model call: the common case, one set test
+            span_key = span_identity(rec.span)
+            if span_key is not None:
+                if span_key in committed:
+                    self.metrics.duplicate_spans.inc()
+                    continue
+                committed.add(span_key)
+            records.append(rec)
+            spends.append(spend_of(rec, now))
+        if not spends:
+            return batch
+        ops, wheres = self.engine.plan_commits(spends)
+        store = self.engine.store
+        if store.sync:
+            results = store.commit_now(ops)
+            verdicts, trips = self.engine.verdicts(spends, wheres, results)
+            for _, key, _ in trips:
+                store.trip_now(key, self.config.breaker.cooldown)
+            self._stamp(records, verdicts)
+            return batch
+        task = asyncio.get_running_loop().create_task(self._commit_remote(batch, records, spends, ops, wheres))
+        self._held[id(batch)] = batch
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+        return None
+
+    async def _commit_remote(self, batch, records, spends, ops, wheres) -> None:
+        store = self.engine.store
+        try:
+            results = await store.commit(ops)
+            verdicts, trips = self.engine.verdicts(spends, wheres, results)
+            for _, key, _ in trips:
+                await store.trip(key, self.config.breaker.cooldown)
+        except StoreUnavailable as exc:
+            self.metrics.store_errors.labels("commit", "unstamped").inc()
+            self.log.warning(
+                "budget store unreachable; %d spans forwarded without their spend counted: %s", len(spends), exc
+            )
+            verdicts = [SpanVerdict(self._policy_id(s.ctx), None) for s in spends]
+        except Exception:
+            # A bug here must not lose spans: forward the batch unstamped, as the pipeline does.
+            self.log.exception("budget commit failed; forwarding the batch unstamped")
+            self.context.metrics.processor_errors.labels(self.name).inc()
+            verdicts = [SpanVerdict(None, None) for _ in spends]
+        if self._held.pop(id(batch), None) is None:
+            return  # released unstamped by shutdown meanwhile
+        self._stamp(records, verdicts)
+        self.emit(batch)
+
+    def _policy_id(self, ctx: Context) -> str | None:
+        policy = self.engine.policies.match(ctx.policy_id, ctx.workflow_name)
+        return policy.id if policy else None
+
+    @staticmethod
+    def _stamp(records: list[SpanRecord], verdicts: list[SpanVerdict]) -> None:
+        for rec, verdict in zip(records, verdicts, strict=True):
+            if verdict.policy_id and not rec.has(POLICY_KEY):
+                rec.set(POLICY_KEY, verdict.policy_id)
+            if verdict.state:
+                rec.set(STATE_KEY, verdict.state)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.engine.store.start()
+
+    def tick(self, now: float) -> None:
+        self.engine.store.tick(now)
+        self.engine.count_expired()
+
+    def shutdown(self) -> None:
+        held, self._held = self._held, {}
+        for batch in held.values():
+            self.emit(batch)  # unstamped rather than lost
+
+    async def close(self) -> None:
+        tasks = list(self._commits)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.engine.store.close()

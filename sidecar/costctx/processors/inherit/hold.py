@@ -1,0 +1,144 @@
+"""The hold: spans that lack required context and whose ancestors have not arrived yet.
+
+Grouped per trace, as the Collector's groupbytrace does: a trace's hold opens when its first
+span is held and is due `wait` seconds later, so insertion order is deadline order and a tick
+only looks at the front. A second index, by the (trace id, span id) each held span waits
+for, lets an arriving ancestor find its waiting descendants with one dict lookup.
+Bounded in spans and bytes by the caller, which releases the oldest traces on overflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from costctx.pdata.batch import SpanRecord
+
+
+@dataclass(eq=False)
+class Origin:
+    """A copy of the resource and scope a held span came under, shared by its siblings.
+
+    Copied (not referenced) so a held span does not keep its whole received batch alive.
+    """
+
+    resource: Resource
+    resource_schema_url: str
+    scope: InstrumentationScope
+    scope_schema_url: str
+
+
+class HeldSpan:
+    __slots__ = ("trace_id", "key", "wait_key", "own", "rec", "span", "origin", "notes", "nbytes", "done")
+
+    def __init__(self, rec: SpanRecord, trace_id: bytes, key: bytes, wait_key: bytes, own: dict[str, Any]) -> None:
+        self.trace_id = trace_id
+        self.key = key
+        # The (trace id + span id) of the ancestor this span waits for: its parent, or the
+        # span it links to when it is the root of a new trace started from a remote context.
+        self.wait_key = wait_key
+        self.own = own
+        # While the batch it arrived in is still being processed the span stays in that
+        # batch (and may be resolved before the batch leaves); then it is detached.
+        self.rec: SpanRecord | None = rec
+        self.span: Span | None = None
+        self.origin: Origin | None = None
+        self.notes: dict[str, Any] | None = None
+        self.nbytes = 0
+        # Set once the span has been resolved (repaired or released).
+        self.done = False
+
+    def detach(self, origin: Origin) -> None:
+        """Copy the span out of its batch; the caller then removes it from the batch."""
+        rec = self.rec
+        assert rec is not None
+        span = Span()
+        span.CopyFrom(rec.span)
+        self.span = span
+        self.origin = origin
+        self.notes = rec.notes
+        self.nbytes = span.ByteSize()
+        self.rec = None
+
+
+class TraceHold:
+    __slots__ = ("trace_id", "deadline", "spans", "nbytes")
+
+    def __init__(self, trace_id: bytes, deadline: float) -> None:
+        self.trace_id = trace_id
+        self.deadline = deadline
+        self.spans: dict[bytes, HeldSpan] = {}
+        self.nbytes = 0
+
+
+class Hold:
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        self.traces: OrderedDict[bytes, TraceHold] = OrderedDict()
+        self.waiters: dict[bytes, list[HeldSpan]] = {}
+        self.span_count = 0
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return self.span_count
+
+    def add(self, held: HeldSpan, now: float) -> bool:
+        """Hold a span; False (and nothing held) if a span with the same ids is already held,
+        as when a client resends a batch: the duplicate then passes through as it is."""
+        trace = self.traces.get(held.trace_id)
+        if trace is None:
+            trace = self.traces[held.trace_id] = TraceHold(held.trace_id, now + self.wait)
+        elif held.key in trace.spans:
+            return False
+        trace.spans[held.key] = held
+        self.waiters.setdefault(held.wait_key, []).append(held)
+        self.span_count += 1
+        return True
+
+    def account(self, held: HeldSpan) -> None:
+        """Count a span's bytes once it is detached from its batch."""
+        trace = self.traces.get(held.trace_id)
+        if trace is not None and held.key in trace.spans:
+            trace.nbytes += held.nbytes
+            self.nbytes += held.nbytes
+
+    def take_waiters(self, key: bytes) -> list[HeldSpan]:
+        """Remove and return the spans waiting for `key` (its span has just become known)."""
+        waiting = self.waiters.pop(key, None)
+        if not waiting:
+            return []
+        for held in waiting:
+            self._unlink_trace(held)
+        return waiting
+
+    def remove(self, held: HeldSpan) -> None:
+        self._unlink_trace(held)
+        waiting = self.waiters.get(held.wait_key)
+        if waiting is not None:
+            with contextlib.suppress(ValueError):
+                waiting.remove(held)
+            if not waiting:
+                del self.waiters[held.wait_key]
+
+    def _unlink_trace(self, held: HeldSpan) -> None:
+        trace = self.traces.get(held.trace_id)
+        if trace is None or trace.spans.pop(held.key, None) is None:
+            return
+        self.span_count -= 1
+        if held.span is not None:
+            trace.nbytes -= held.nbytes
+            self.nbytes -= held.nbytes
+        if not trace.spans:
+            del self.traces[held.trace_id]
+
+    def oldest(self) -> TraceHold | None:
+        return next(iter(self.traces.values()), None)
+
+    def is_over(self, max_spans: int, max_bytes: int) -> bool:
+        return self.span_count > max_spans or self.nbytes > max_bytes

@@ -1,0 +1,111 @@
+"""limits: bound what one span may carry, so one misbehaving client cannot blow up the sidecar
+or the backend: at most `max_attributes_per_span` attributes, string and bytes values (also in
+arrays) at most `max_attribute_value_length` characters/bytes.
+
+The excess is not refused (the rest of the span is still worth having for attribution) but
+truncated or dropped, and counted: `costctx_limits_dropped_attributes_total`,
+`costctx_limits_truncated_values_total`, and the span's own OTLP `dropped_attributes_count`.
+Envelope attributes (the cost context, usage, `costctx.*`) are kept first when attributes
+must be dropped; the others keep their order and the last ones go. Request size is bounded by
+the receivers (`max_recv_msg_size_mib`, `max_request_body_size`).
+
+Cheap when nothing is over: a batch whose received bytes are shorter than the value limit
+cannot hold a long value, and a span whose encoded size is below it is skipped (C-speed
+ByteSize); the attribute count is a len().
+"""
+
+from __future__ import annotations
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from prometheus_client import Counter
+from pydantic import PositiveInt
+
+from costctx.component.processor import Processor, ProcessorContext
+from costctx.config.types import StrictModel
+from costctx.pdata import TraceBatch
+from costctx.pdata.attributes import index_attributes
+from costctx.pdata.batch import SpanRecord
+
+
+class LimitsConfig(StrictModel):
+    # The OpenTelemetry SDK's default attribute count limit.
+    max_attributes_per_span: PositiveInt = 128
+    # Generous enough for prompt and completion content; bounds a runaway value.
+    max_attribute_value_length: PositiveInt = 64 * 1024
+
+
+class _LimitsMetrics:
+    def __init__(self, registry) -> None:
+        self.dropped = Counter(
+            "costctx_limits_dropped_attributes",
+            "Span attributes dropped over max_attributes_per_span.",
+            ["processor"],
+            registry=registry,
+        )
+        self.truncated = Counter(
+            "costctx_limits_truncated_values",
+            "Attribute values truncated to max_attribute_value_length.",
+            ["processor"],
+            registry=registry,
+        )
+
+
+def _truncate(value: AnyValue, limit: int) -> int:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        if len(value.string_value) > limit:
+            value.string_value = value.string_value[:limit]
+            return 1
+    elif kind == "bytes_value":
+        if len(value.bytes_value) > limit:
+            value.bytes_value = value.bytes_value[:limit]
+            return 1
+    elif kind == "array_value":
+        return sum(_truncate(element, limit) for element in value.array_value.values)
+    return 0
+
+
+class LimitsProcessor(Processor):
+    type_name = "limits"
+    config_model = LimitsConfig
+
+    def __init__(self, name: str, config: LimitsConfig, context: ProcessorContext) -> None:
+        super().__init__(name, config, context)
+        # One set of counters per sidecar, labelled by processor.
+        metrics = context.shared("limits.metrics", lambda: _LimitsMetrics(context.metrics.registry))
+        self._dropped = metrics.dropped.labels(name)
+        self._truncated = metrics.truncated.labels(name)
+        self._protected = frozenset(context.envelope.field_types)
+
+    def process(self, batch: TraceBatch) -> TraceBatch:
+        max_attrs = self.config.max_attributes_per_span
+        max_len = self.config.max_attribute_value_length
+        raw = batch.raw
+        check_values = raw is None or len(raw) > max_len
+        for rec in batch.records:
+            span = rec.span
+            if len(span.attributes) > max_attrs:
+                self._drop_excess(rec, max_attrs)
+            if check_values and span.ByteSize() > max_len:
+                truncated = sum(_truncate(kv.value, max_len) for kv in span.attributes)
+                if truncated:
+                    self._truncated.inc(truncated)
+        return batch
+
+    def _drop_excess(self, rec: SpanRecord, max_attrs: int) -> None:
+        attributes = rec.span.attributes
+        keys = [kv.key for kv in attributes]
+        # Envelope attributes first, then the others in order, up to the limit.
+        keep = [i for i, key in enumerate(keys) if key in self._protected or key.startswith("costctx.")][:max_attrs]
+        chosen = set(keep)
+        for i in range(len(keys)):
+            if len(chosen) >= max_attrs:
+                break
+            chosen.add(i)
+        kept = [KeyValue(key=attributes[i].key, value=attributes[i].value) for i in sorted(chosen)]
+        dropped = len(keys) - len(kept)
+        del attributes[:]
+        attributes.extend(kept)
+        rec.span.dropped_attributes_count += dropped
+        rec.attrs = index_attributes(attributes)
+        self._dropped.inc(dropped)

@@ -1,0 +1,65 @@
+"""OTLP/gRPC receiver: TraceService, MetricsService and LogsService Export.
+
+Handlers take the raw request bytes (no generated deserializer) so that a malformed body
+gets INVALID_ARGUMENT with a reason, and metrics and logs are forwarded byte for byte.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from costctx.pdata.signals import SIGNALS, Signal
+from costctx.receivers.otlp.ingest import Ingest, IngestError, decode_protobuf
+
+_CODES = {
+    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "unimplemented": grpc.StatusCode.UNIMPLEMENTED,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+}
+
+
+def retry_info_trailer(code: grpc.StatusCode, message: str, delay: float) -> tuple[tuple[str, bytes], ...]:
+    """A `grpc-status-details-bin` trailer carrying google.rpc.RetryInfo, as OTLP asks."""
+    info = error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=int(delay), nanos=int((delay % 1) * 1e9))
+    )
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    status.details.add().Pack(info)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: IngestError) -> None:
+    code = _CODES[error.kind]
+    trailer = ()
+    if error.retry_after is not None:
+        trailer = retry_info_trailer(code, error.message, error.retry_after)
+    await context.abort(code, error.message, trailing_metadata=trailer)
+
+
+def _export_handler(ingest: Ingest, signal: Signal):
+    async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            ingest.admit(signal, len(request), "grpc")
+            message = decode_protobuf(signal, request)
+            response = ingest.export(signal, message, request, "grpc")
+        except IngestError as error:
+            if error.kind == "invalid":
+                ingest.record_error(signal, "grpc", "invalid")
+            await abort_with(context, error)  # raises: the RPC ends here
+        return response.SerializeToString()
+
+    return export
+
+
+def otlp_grpc_handlers(ingest: Ingest) -> list[grpc.GenericRpcHandler]:
+    handlers = []
+    for signal in SIGNALS.values():
+        method = grpc.unary_unary_rpc_method_handler(
+            _export_handler(ingest, signal), request_deserializer=None, response_serializer=None
+        )
+        handlers.append(grpc.method_handlers_generic_handler(signal.service, {"Export": method}))
+    return handlers

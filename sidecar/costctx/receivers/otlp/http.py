@@ -1,0 +1,93 @@
+"""OTLP/HTTP receiver: POST /v1/traces, /v1/metrics, /v1/logs, protobuf or JSON, gzip.
+
+Errors carry a google.rpc.Status body in the request's encoding; 503 carries Retry-After.
+aiohttp decompresses gzip request bodies itself and applies the body size limit to the
+decompressed size, so a small gzip bomb still gets 413.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+from google.protobuf.message import Message
+from google.rpc import code_pb2
+
+from costctx.pdata.signals import SIGNALS, Signal
+from costctx.receivers.otlp.ingest import Ingest, IngestError, decode_protobuf
+from costctx.receivers.otlp.json_codec import decode_json, encode_json
+from costctx.service.config.model import HttpProtocolConfig
+from costctx.transport.http_errors import JSON, PROTOBUF, status_response
+
+MAX_BODY = web.AppKey("max_body", int)
+
+_HTTP_STATUS = {"invalid": 400, "too_large": 413, "unavailable": 503, "unimplemented": 404, "unauthenticated": 401}
+_RPC_CODE = {
+    "invalid": code_pb2.INVALID_ARGUMENT,
+    "too_large": code_pb2.RESOURCE_EXHAUSTED,
+    "unavailable": code_pb2.UNAVAILABLE,
+    "unimplemented": code_pb2.UNIMPLEMENTED,
+    "unauthenticated": code_pb2.UNAUTHENTICATED,
+}
+
+
+def _encode(message: Message, content_type: str) -> bytes:
+    return encode_json(message) if content_type == JSON else message.SerializeToString()
+
+
+def error_response(error: IngestError, content_type: str) -> web.Response:
+    """Called only once the content type is protobuf or JSON (else 415)."""
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return status_response(_HTTP_STATUS[error.kind], _RPC_CODE[error.kind], error.message, content_type, headers)
+
+
+def _export_handler(ingest: Ingest, signal: Signal):
+    async def export(request: web.Request) -> web.Response:
+        content_type = request.content_type
+        if content_type not in (PROTOBUF, JSON):
+            return web.Response(status=415, text=f"unsupported content type {content_type!r}; use {PROTOBUF} or {JSON}")
+        try:
+            # Before the body is read: a refusal under memory pressure should cost nothing.
+            ingest.admit(signal, request.content_length or 0, "http")
+        except IngestError as error:
+            return error_response(error, content_type)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            ingest.record_error(signal, "http", "too_large")
+            limit = request.app[MAX_BODY]
+            return error_response(IngestError("too_large", f"request body over {limit} bytes"), content_type)
+        except Exception as exc:  # bad gzip, truncated body: aiohttp's payload errors
+            ingest.record_error(signal, "http", "invalid")
+            return error_response(IngestError("invalid", f"cannot read request body: {exc}"), content_type)
+        # Admitted at its Content-Length; a chunked body (no length) or a gzip one (decompressed
+        # by aiohttp) takes more: the admission checks see the rest too, before it is decoded.
+        unadmitted = len(body) - (request.content_length or 0)
+        if unadmitted > 0:
+            try:
+                ingest.admit(signal, unadmitted, "http")
+            except IngestError as error:
+                return error_response(error, content_type)
+        try:
+            if content_type == JSON:
+                message, raw = decode_json(signal, body), None
+            else:
+                message, raw = decode_protobuf(signal, body), body
+            response = ingest.export(signal, message, raw, "http")
+        except IngestError as error:
+            if error.kind == "invalid":
+                ingest.record_error(signal, "http", "invalid")
+            return error_response(error, content_type)
+        return web.Response(status=200, body=_encode(response, content_type), content_type=content_type)
+
+    return export
+
+
+def build_otlp_http_app(ingest: Ingest, config: HttpProtocolConfig) -> web.Application:
+    app = web.Application(client_max_size=config.max_request_body_size)
+    app[MAX_BODY] = config.max_request_body_size
+    for signal in SIGNALS.values():
+        app.router.add_post(signal.http_path, _export_handler(ingest, signal))
+    return app

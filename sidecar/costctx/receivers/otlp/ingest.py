@@ -1,0 +1,102 @@
+"""Transport-neutral ingest: decode, admit, hand to the signal's pipeline, build the response.
+
+Both receivers call this and translate IngestError into their protocol's status:
+invalid -> INVALID_ARGUMENT / 400, too_large -> RESOURCE_EXHAUSTED / 413,
+unavailable -> UNAVAILABLE + RetryInfo / 503 + Retry-After, unimplemented -> UNIMPLEMENTED / 404.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Literal
+
+from google.protobuf.message import DecodeError, Message
+
+from costctx.pdata import TraceBatch
+from costctx.pdata.signals import TRACES, Signal, count_items
+from costctx.service.pipeline import PassThroughPipeline, TracesPipeline
+from costctx.telemetry.metrics import SidecarMetrics
+
+log = logging.getLogger("costctx.receiver")
+
+ErrorKind = Literal["invalid", "too_large", "unavailable", "unimplemented", "unauthenticated"]
+
+
+class IngestError(Exception):
+    def __init__(self, kind: ErrorKind, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+
+
+def decode_protobuf(signal: Signal, body: bytes) -> Message:
+    message = signal.request_type()
+    try:
+        message.ParseFromString(body)
+    except (DecodeError, ValueError) as exc:
+        raise IngestError("invalid", f"cannot decode {signal.name} protobuf request: {exc}") from None
+    return message
+
+
+# An admission check runs before a request is accepted (memory limiter, persistent queue...).
+AdmissionCheck = Callable[[Signal, int], "IngestError | None"]
+
+
+class Ingest:
+    def __init__(
+        self,
+        traces: TracesPipeline | None,
+        passthrough: dict[str, PassThroughPipeline],
+        metrics: SidecarMetrics,
+        retry_after: float = 1.0,
+    ) -> None:
+        self.traces = traces
+        self.passthrough = passthrough
+        self.metrics = metrics
+        self.retry_after = retry_after
+        self.admission_checks: list[AdmissionCheck] = []
+
+    def admit(self, signal: Signal, size_bytes: int, transport: str) -> None:
+        """Run the admission checks (memory limiter) BEFORE the body is decoded: under memory
+        pressure a refusal must cost as little as possible. Raises the refusal."""
+        for check in self.admission_checks:
+            refusal = check(signal, size_bytes)
+            if refusal is not None:
+                self._count(signal, transport, "memory_limited" if refusal.kind == "unavailable" else refusal.kind)
+                raise refusal
+
+    def export(self, signal: Signal, request: Message, raw: bytes | None, transport: str) -> Message:
+        """Accept a decoded request or raise IngestError; returns the Export*ServiceResponse."""
+        pipeline = self.traces if signal is TRACES else self.passthrough.get(signal.name)
+        if pipeline is None:
+            self._count(signal, transport, "unimplemented")
+            raise IngestError("unimplemented", f"this sidecar has no {signal.name} pipeline")
+        items = count_items(signal, request)
+        if not pipeline.has_capacity():
+            self._refuse(signal, transport, items, "queue_full")
+            raise IngestError("unavailable", "sending queue is full; retry later", self.retry_after)
+        response = signal.response_type()
+        if signal is TRACES:
+            batch = TraceBatch(request, raw)
+            pipeline.consume(batch)
+            if batch.rejected:
+                response.partial_success.rejected_spans = batch.rejected
+                response.partial_success.error_message = batch.rejected_reason
+        else:
+            pipeline.consume(raw if raw is not None else request.SerializeToString(), items)
+        self.metrics.items_received.labels(signal.name, transport).inc(items)
+        self._count(signal, transport, "accepted")
+        return response
+
+    def _refuse(self, signal: Signal, transport: str, items: int, reason: str) -> None:
+        self.metrics.items_refused.labels(signal.name, reason).inc(items)
+        self._count(signal, transport, reason)
+
+    def _count(self, signal: Signal, transport: str, result: str) -> None:
+        self.metrics.requests_received.labels(signal.name, transport, result).inc()
+
+    def record_error(self, signal: Signal, transport: str, kind: str) -> None:
+        """Requests that failed before ingest (undecodable, oversize) are counted too."""
+        self._count(signal, transport, kind)

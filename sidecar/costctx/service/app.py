@@ -1,0 +1,214 @@
+"""The Sidecar: builds receivers, pipelines and exporters from config and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from costctx.component.processor import Processor, ProcessorContext
+from costctx.exporters.otlp.exporter import QueuedExporter
+from costctx.extensions.bearertokenauth.grpc_auth import BearerAuthInterceptor
+from costctx.extensions.bearertokenauth.http_auth import bearer_auth_middleware
+from costctx.extensions.bearertokenauth.tokens import BearerTokens
+from costctx.pdata.signals import SIGNALS
+from costctx.receivers.otlp.grpc import otlp_grpc_handlers
+from costctx.receivers.otlp.http import build_otlp_http_app
+from costctx.receivers.otlp.ingest import Ingest
+from costctx.service.admin import build_admin_app
+from costctx.service.config.model import SidecarConfig
+from costctx.service.pipeline import PassThroughPipeline, TracesPipeline
+from costctx.service.registry import processor_class, processor_type
+from costctx.service.telemetry_push import OtlpMetricsPush, build_metrics_push
+from costctx.survival.collector import SurvivalCollector
+from costctx.survival.recorder import SurvivalRecorder
+from costctx.survival.report import survival_report
+from costctx.telemetry.metrics import SidecarMetrics
+from costctx.transport.grpc_host import GrpcServerHost
+from costctx.transport.http_errors import unreadable_body_is_a_bad_request
+from costctx.transport.http_host import HttpServerHost
+from costctx.transport.tls import grpc_server_credentials, http_ssl_context
+
+log = logging.getLogger("costctx")
+
+
+class Sidecar:
+    def __init__(self, config: SidecarConfig) -> None:
+        self.config = config
+        self.metrics = SidecarMetrics()
+        self.survival = SurvivalRecorder(max_label_values=config.service.telemetry.metrics.max_label_values)
+        self.context = ProcessorContext(metrics=self.metrics, survival=self.survival)
+        self.services: dict[str, Any] = self.context.services
+        self._ready = False
+        self._ticker: asyncio.Task | None = None
+        self.metrics_push: OtlpMetricsPush | None = None
+
+        pipelines = config.service.pipelines
+        used = {name for p in pipelines.values() for name in p.exporters}
+        self.exporters = {name: QueuedExporter(name, config.exporters[name], self.metrics) for name in sorted(used)}
+
+        self.traces: TracesPipeline | None = None
+        if "traces" in pipelines:
+            spec = pipelines["traces"]
+            self.traces = TracesPipeline(
+                [self._build_processor(name) for name in spec.processors],
+                [self.exporters[name] for name in spec.exporters],
+                self.metrics,
+            )
+        passthrough = {
+            signal: PassThroughPipeline(SIGNALS[signal], [self.exporters[n] for n in pipelines[signal].exporters])
+            for signal in ("metrics", "logs")
+            if signal in pipelines
+        }
+        self.ingest = Ingest(self.traces, passthrough, self.metrics)
+        # Processors that guard admission (memory_limiter) run before any request is accepted,
+        # for every signal, in pipeline order.
+        for processor in self.traces.processors if self.traces is not None else ():
+            check = getattr(processor, "admission_check", None)
+            if check is not None:
+                self.ingest.admission_checks.append(check)
+
+        protocols = config.receivers.otlp.protocols
+        self.grpc: GrpcServerHost | None = None
+        if protocols.grpc is not None:
+            self.grpc = GrpcServerHost(protocols.grpc)
+            self.grpc.add_handlers(otlp_grpc_handlers(self.ingest))
+        self.http: HttpServerHost | None = None
+        if protocols.http is not None:
+            self.http = HttpServerHost(
+                protocols.http.endpoint, build_otlp_http_app(self.ingest, protocols.http), "OTLP/HTTP"
+            )
+        # Services processors provide on the same ports (the budget check beside OTLP).
+        for processor in self.traces.processors if self.traces is not None else ():
+            if self.grpc is not None:
+                self.grpc.add_handlers(processor.grpc_handlers())
+            if self.http is not None:
+                self.http.app.router.add_routes(processor.http_routes())
+        # After the processors: the envelope processor configures the recorder's dimensions.
+        self.metrics.registry.register(SurvivalCollector(self.survival))
+        self.admin_app: web.Application = build_admin_app(
+            self.metrics, self.readiness, lambda: survival_report(self.survival.snapshot_all())
+        )
+        self.admin = HttpServerHost(config.service.telemetry.metrics.address, self.admin_app, "telemetry")
+        self._secure_servers()
+        if self.http is not None:
+            self.http.app.middlewares.append(unreadable_body_is_a_bad_request)
+
+    def _secure_servers(self) -> None:
+        """TLS per receiver, and bearer-token auth on every server as a whole (interceptor and
+        middleware), so services other components register on these servers are covered too."""
+        protocols = self.config.receivers.otlp.protocols
+        if self.grpc is not None and protocols.grpc.tls is not None:
+            self.grpc.credentials = grpc_server_credentials(protocols.grpc.tls)
+        if self.http is not None and protocols.http.tls is not None:
+            self.http.ssl_context = http_ssl_context(protocols.http.tls)
+        auth = self.config.extensions.get("bearertokenauth")
+        if auth is None:
+            return
+        tokens = BearerTokens(auth)
+        refused = Counter(
+            "costctx_auth_refused_requests",
+            "Requests refused for a missing or invalid bearer token, by server.",
+            ["server"],
+            registry=self.metrics.registry,
+        )
+        if self.grpc is not None:
+            self.grpc.interceptors.append(BearerAuthInterceptor(tokens, lambda _: refused.labels("grpc").inc()))
+        if self.http is not None:
+            self.http.app.middlewares.append(
+                bearer_auth_middleware(tokens, on_refused=lambda _: refused.labels("http").inc())
+            )
+        # Kubelet probes carry no token: /healthz and /readyz stay open; /metrics and the rest do not.
+        self.admin_app.middlewares.append(
+            bearer_auth_middleware(
+                tokens, frozenset({"/healthz", "/readyz"}), on_refused=lambda _: refused.labels("admin").inc()
+            )
+        )
+
+    def _build_processor(self, name: str) -> Processor:
+        cls = processor_class(processor_type(name))
+        return cls(name, self.config.processors[name], self.context)
+
+    # -- state -----------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        if not self._ready:
+            return False, "starting or stopping"
+        if not self.exporters:
+            return False, "no exporter configured"
+        return True, "receivers listening, exporters configured"
+
+    @property
+    def grpc_port(self) -> int | None:
+        return self.grpc.port if self.grpc else None
+
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http else None
+
+    @property
+    def admin_port(self) -> int | None:
+        return self.admin.port
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.admin.start()
+        if self.traces is not None:
+            await self.traces.start()
+        for exporter in self.exporters.values():
+            await exporter.start()
+        if self.grpc is not None:
+            await self.grpc.start()
+        if self.http is not None:
+            await self.http.start()
+        self._ticker = asyncio.create_task(self._tick_loop(), name="costctx-ticker")
+        # Built last: every component has registered its metrics by now.
+        self.metrics_push = build_metrics_push(self.config, self.metrics.registry)
+        self._ready = True
+        log.info(
+            "costctx listening: grpc=%s http=%s telemetry=%s; exporting to %s",
+            self.grpc_port,
+            self.http_port,
+            self.admin_port,
+            ", ".join(e.sender.description for e in self.exporters.values()),
+        )
+
+    async def _tick_loop(self) -> None:
+        interval = self.config.service.tick_interval
+        while True:
+            await asyncio.sleep(interval)
+            if self.traces is not None:
+                self.traces.tick(time.monotonic())
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, release held spans, drain queues within `grace`, then close."""
+        self._ready = False
+        deadline = time.monotonic() + grace
+        if self.grpc is not None:
+            await self.grpc.stop(grace=min(1.0, grace))
+        if self.http is not None:
+            await self.http.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        if self.traces is not None:
+            self.traces.shutdown()
+        for exporter in self.exporters.values():
+            drained = await exporter.drain(max(deadline - time.monotonic(), 0.0))
+            if not drained:
+                log.warning(
+                    "exporter %s: %d batches still pending at the end of the grace period",
+                    exporter.name,
+                    exporter.pending(),
+                )
+        for exporter in self.exporters.values():
+            await exporter.stop()
+        if self.traces is not None:
+            await self.traces.close()
+        if self.metrics_push is not None:
+            # The final push blocks on the network: off the event loop.
+            await asyncio.get_running_loop().run_in_executor(None, self.metrics_push.shutdown)
+        await self.admin.stop()

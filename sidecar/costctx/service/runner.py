@@ -1,0 +1,76 @@
+"""Run a Sidecar: in the foreground until a signal (the `run` command), or on a thread (demo, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+from costctx.service.app import Sidecar
+from costctx.service.config.model import SidecarConfig
+from costctx.service.gc_tuning import tune_for_throughput
+
+log = logging.getLogger("costctx")
+
+
+async def serve(config: SidecarConfig, grace: float | None = None) -> None:
+    """Start, then wait for SIGTERM or SIGINT and stop gracefully within `grace` seconds
+    (default: the config's `service.shutdown_grace`)."""
+    if grace is None:
+        grace = config.service.shutdown_grace
+    sidecar = Sidecar(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await sidecar.start()
+    tune_for_throughput()
+    try:
+        await stop.wait()
+        log.info("costctx: stopping (grace %.1fs)", grace)
+    finally:
+        await sidecar.stop(grace)
+
+
+class SidecarThread:
+    """A Sidecar on its own event loop thread; `start` returns once it listens."""
+
+    def __init__(self, config: SidecarConfig) -> None:
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.sidecar: Sidecar | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, name="costctx-sidecar", daemon=True)
+
+    def start(self, timeout: float = 15.0) -> Sidecar:
+        self._thread.start()
+
+        async def build_and_start() -> Sidecar:
+            sidecar = Sidecar(self.config)
+            await sidecar.start()
+            return sidecar
+
+        self.sidecar = asyncio.run_coroutine_threadsafe(build_and_start(), self.loop).result(timeout)
+        return self.sidecar
+
+    def call(self, fn, *args, timeout: float = 15.0):
+        """Run a plain function on the sidecar's loop (its state is not thread-safe)."""
+
+        async def wrapper():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(timeout)
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.sidecar is not None:
+            asyncio.run_coroutine_threadsafe(self.sidecar.stop(grace), self.loop).result(grace + 10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def __enter__(self) -> SidecarThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

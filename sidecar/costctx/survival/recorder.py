@@ -1,0 +1,328 @@
+"""The one place processors record each (hop, field, outcome), per ../shared/ENVELOPE.md.
+
+The `envelope` processor (last in the traces pipeline) tallies each batch in one pass over
+its spans and hands the tallies over here once per batch. This module keeps the running
+totals behind /survival, /metrics and the optional OTLP metrics push:
+
+- outcomes per (hop, context field), and the smallest `workflow.hop_depth` seen per hop
+  (the matrix is ordered by it);
+- per `workflow.name`, over LLM spans, how often each of the ten readiness checks held,
+  before and after repair;
+- spend (`cost.usd`, summed exactly as integer pico-USD) per workflow and spend dimensions, and the
+  part of it whose `owner.tenant` was filled by repair (unknown without it).
+
+Every label-like value (hop, workflow, tenant, ...) goes through a BoundedLabel, so memory
+and metric cardinality stay bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from costctx.envelope import ENVELOPE, Envelope, ReadinessCheck
+from costctx.survival.bounded import DEFAULT_MAX_LABEL_VALUES, OTHER, BoundedLabel
+
+OUTCOMES = ("present", "renamed", "inherited", "missing", "conflict")
+# Outcome codes, as the envelope processor writes them into a span's signature tuple.
+PRESENT, RENAMED, INHERITED, MISSING, CONFLICT = range(5)
+SURVIVED_BEFORE_REPAIR = frozenset((PRESENT, RENAMED))
+SURVIVED_AFTER_REPAIR = frozenset((PRESENT, RENAMED, INHERITED))
+
+DEFAULT_SPEND_DIMENSIONS = ("owner.tenant", "owner.feature")
+DEFAULT_READINESS_WINDOW = 600.0
+# The readiness window is kept as this many buckets, so old spans age out step by step.
+READINESS_BUCKETS = 10
+SPEND_ROWS_PER_LABEL_VALUE = 10
+# Readiness verdicts kept per distinct (signature, usage) pair; bounds a hostile stream.
+MAX_CACHED_VERDICTS = 4096
+TENANT_KEY = "owner.tenant"
+
+# A span's signature: one outcome code per context field, in ENVELOPE.context_keys order.
+Signature = tuple[int, ...]
+# (hop, hop depth or None, signature) -> spans
+SpanTally = Counter
+# (workflow.name or None, signature, usage presence tuple) -> LLM spans
+LlmTally = Counter
+# (workflow.name or None, spend dimension values, owner.tenant repaired) -> [pico-USD, spans]
+SpendTally = dict
+
+
+def dimension_label(key: str) -> str:
+    """A spend dimension's label name: `owner.tenant` -> `tenant`, `workflow.name` -> `workflow_name`."""
+    if key.startswith("owner."):
+        return key.removeprefix("owner.")
+    return key.replace(".", "_")
+
+
+def readiness_extra_keys(envelope: Envelope) -> tuple[str, ...]:
+    """Keys the readiness checks read that are not context fields (usage and cost keys)."""
+    context = set(envelope.context_keys)
+    keys: list[str] = []
+    for check in envelope.readiness_checks:
+        for key in (*check.all_of, *check.any_of):
+            if key not in context and key not in keys:
+                keys.append(key)
+    return tuple(keys)
+
+
+@dataclass
+class WorkflowReadiness:
+    """Per workflow.name, over its LLM spans: how often each check held."""
+
+    llm_spans: int = 0
+    passed_after: Counter[int] = field(default_factory=Counter)  # check id -> spans
+    passed_before: Counter[int] = field(default_factory=Counter)
+    absent: Counter[str] = field(default_factory=Counter)  # field key -> spans without it after repair
+
+
+@dataclass
+class SpendRow:
+    # Integer pico-USD (10^-12 dollars), the price processor's unit: sums stay exact.
+    total: int = 0
+    recovered: int = 0  # spans whose owner.tenant was repaired
+    spans: int = 0
+
+
+@dataclass
+class SurvivalSnapshot:
+    """A consistent copy of the totals, for reports and metric scrapes."""
+
+    fields: tuple[str, ...]
+    hop_spans: dict[str, int]
+    hop_depth: dict[str, int]
+    counts: dict[tuple[str, str, str], int]
+    readiness: dict[str, WorkflowReadiness]
+    spend: dict[tuple[str, tuple[str, ...]], SpendRow]
+    spend_dimensions: tuple[str, ...]
+    thresholds: dict[str, float]
+    readiness_window: float
+    checks: tuple[ReadinessCheck, ...]
+
+
+class _CheckEvaluator:
+    """Evaluates the readiness checks on a (signature, usage) pair, before and after repair."""
+
+    def __init__(self, envelope: Envelope, extra_keys: tuple[str, ...]) -> None:
+        self.checks = envelope.readiness_checks
+        context_index = {key: i for i, key in enumerate(envelope.context_keys)}
+        extra_index = {key: i for i, key in enumerate(extra_keys)}
+        self._timestamp_index = len(extra_keys)  # the usage tuple ends with "timestamps valid"
+        self._context_index = context_index
+        self._extra_index = extra_index
+
+    def field_present(self, key: str, sig: Signature, usage: tuple[bool, ...], after: bool) -> bool:
+        i = self._context_index.get(key)
+        if i is not None:
+            return sig[i] in (SURVIVED_AFTER_REPAIR if after else SURVIVED_BEFORE_REPAIR)
+        return usage[self._extra_index[key]]
+
+    def holds(self, check: ReadinessCheck, sig: Signature, usage: tuple[bool, ...], after: bool) -> bool:
+        if check.otlp == "timestamps":
+            return usage[self._timestamp_index]
+        if check.otlp == "forwarded":
+            # The span is at the last processor and goes to the exporters from here.
+            return True
+        if check.all_of and not all(self.field_present(k, sig, usage, after) for k in check.all_of):
+            return False
+        return not check.any_of or any(self.field_present(k, sig, usage, after) for k in check.any_of)
+
+    def check_keys(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(k for c in self.checks for k in (*c.all_of, *c.any_of)))
+
+
+class SurvivalRecorder:
+    """Running totals of field survival, readiness and spend. Updated once per batch."""
+
+    def __init__(self, envelope: Envelope = ENVELOPE, max_label_values: int = DEFAULT_MAX_LABEL_VALUES) -> None:
+        self.envelope = envelope
+        self.fields = envelope.context_keys
+        self.extra_keys = readiness_extra_keys(envelope)
+        self.max_label_values = max_label_values
+        # Distinct (workflow, spend dimensions) rows kept; later combinations go to `other`.
+        self.max_spend_rows = max_label_values * SPEND_ROWS_PER_LABEL_VALUE
+        self.spend_rows_overflowed = 0
+        self._evaluator = _CheckEvaluator(envelope, self.extra_keys)
+        self._check_keys = self._evaluator.check_keys()
+        # (signature, usage) -> (check ids held after repair, held before, keys absent after)
+        self._verdicts: dict[tuple[Signature, tuple[bool, ...]], tuple[tuple, tuple, tuple]] = {}
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[Counter], None]] = []
+        self._hops = BoundedLabel("hop", max_label_values)
+        self._workflows = BoundedLabel("workflow", max_label_values)
+        self.thresholds: dict[str, float] = dict(envelope.readiness_thresholds)
+        # Monotonic seconds; tests replace it to age readiness buckets without sleeping.
+        self.clock: Callable[[], float] = time.monotonic
+        # (bucket number, workflow -> readiness) for the recent window, oldest first.
+        self._readiness_buckets: deque[tuple[int, dict[str, WorkflowReadiness]]] = deque()
+        self.configure()
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._hop_spans: Counter[str] = Counter()
+        self._hop_depth: dict[str, int] = {}
+        self._spend: dict[tuple[str, tuple[str, ...]], SpendRow] = {}
+
+    def configure(
+        self,
+        spend_dimensions: Iterable[str] = DEFAULT_SPEND_DIMENSIONS,
+        thresholds: dict[str, float] | None = None,
+        readiness_window: float = DEFAULT_READINESS_WINDOW,
+    ) -> None:
+        """Set by the envelope processor from its config, before any span arrives.
+
+        The verdict is over the last `readiness_window` seconds (0: since start), so a route
+        whose missing field starts arriving passes once the old spans age out."""
+        self.readiness_window = readiness_window
+        self._bucket_seconds = readiness_window / READINESS_BUCKETS if readiness_window > 0 else 0.0
+        self.spend_dimensions = tuple(spend_dimensions)
+        self._dimension_labels = tuple(BoundedLabel(d, self.max_label_values) for d in self.spend_dimensions)
+        if thresholds:
+            self.thresholds = dict(thresholds)
+
+    def add_listener(self, listener: Callable[[Counter], None]) -> None:
+        """Called with each batch's (hop, field, outcome) Counter."""
+        self._listeners.append(listener)
+
+    # -- recording (the event loop thread, once per batch) ---------------------------------
+    def record_many(self, outcomes: Counter[tuple[str, str, str]]) -> None:
+        """Add (hop, field, outcome) counts directly (callers without span signatures)."""
+        with self._lock:
+            for (hop, key, outcome), n in outcomes.items():
+                self._counts[(self._hops(hop), key, outcome)] += n
+        for listener in self._listeners:
+            listener(outcomes)
+
+    def record_batch(self, spans: SpanTally, llm: LlmTally | None = None, spend: SpendTally | None = None) -> None:
+        """Add one batch's tallies, as the envelope processor builds them."""
+        outcomes: Counter[tuple[str, str, str]] = Counter()
+        fields = self.fields
+        # Spans of one hop and signature at several depths: expanded into fields once.
+        per_signature: Counter[tuple[str, Signature]] = Counter()
+        with self._lock:
+            for (raw_hop, depth, sig), n in spans.items():
+                hop = self._hops(raw_hop)
+                self._hop_spans[hop] += n
+                if depth is not None and depth < self._hop_depth.get(hop, depth + 1):
+                    self._hop_depth[hop] = depth
+                per_signature[(hop, sig)] += n
+            for (hop, sig), n in per_signature.items():
+                for key, code in zip(fields, sig, strict=True):
+                    outcomes[(hop, key, OUTCOMES[code])] += n
+            self._counts.update(outcomes)
+            if llm:
+                self._record_readiness(llm)
+            if spend:
+                self._record_spend(spend)
+        for listener in self._listeners:
+            listener(outcomes)
+
+    def _current_bucket(self) -> int:
+        """The bucket number for now; drops buckets that left the window."""
+        if not self._bucket_seconds:
+            return 0
+        current = int(self.clock() // self._bucket_seconds)
+        buckets = self._readiness_buckets
+        while buckets and buckets[0][0] <= current - READINESS_BUCKETS:
+            buckets.popleft()
+        return current
+
+    def _record_readiness(self, llm: LlmTally) -> None:
+        evaluator = self._evaluator
+        keys = self._check_keys
+        current = self._current_bucket()
+        buckets = self._readiness_buckets
+        if not buckets or buckets[-1][0] != current:
+            buckets.append((current, {}))
+        rows = buckets[-1][1]
+        verdicts = self._verdicts
+        for (raw_workflow, sig, usage), n in llm.items():
+            workflow = self._workflows(raw_workflow)
+            row = rows.get(workflow)
+            if row is None:
+                row = rows[workflow] = WorkflowReadiness()
+            row.llm_spans += n
+            verdict = verdicts.get((sig, usage))
+            if verdict is None:
+                # Few distinct (signature, usage) pairs recur batch after batch: evaluate
+                # each once (the checks are fixed by the envelope), not once per batch.
+                if len(verdicts) >= MAX_CACHED_VERDICTS:
+                    verdicts.clear()
+                verdict = verdicts[(sig, usage)] = (
+                    tuple([c.id for c in evaluator.checks if evaluator.holds(c, sig, usage, after=True)]),
+                    tuple([c.id for c in evaluator.checks if evaluator.holds(c, sig, usage, after=False)]),
+                    tuple([k for k in keys if not evaluator.field_present(k, sig, usage, after=True)]),
+                )
+            passed_after, passed_before, absent = verdict
+            for check_id in passed_after:
+                row.passed_after[check_id] += n
+            for check_id in passed_before:
+                row.passed_before[check_id] += n
+            for key in absent:
+                row.absent[key] += n
+
+    def _record_spend(self, spend: SpendTally) -> None:
+        labels = self._dimension_labels
+        for (raw_workflow, raw_dims, tenant_repaired), (amount, spans) in spend.items():
+            dims = tuple(label(value) for label, value in zip(labels, raw_dims, strict=True))
+            key = (self._workflows(raw_workflow), dims)
+            row = self._spend.get(key)
+            if row is None:
+                if len(self._spend) >= self.max_spend_rows:
+                    # Each label is bounded, but their product is not: past the joint bound,
+                    # new combinations are counted in one `other` row.
+                    self.spend_rows_overflowed += spans
+                    key = (OTHER, (OTHER,) * len(dims))
+                    row = self._spend.get(key)
+                if row is None:
+                    row = self._spend[key] = SpendRow()
+            row.total += amount
+            row.spans += spans
+            if tenant_repaired:
+                row.recovered += amount
+
+    # -- reading (any thread) --------------------------------------------------------------
+    def snapshot_counts(self) -> dict[tuple[str, str, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+    # Kept for callers of the first version of this module.
+    snapshot = snapshot_counts
+
+    def label_overflows(self) -> dict[str, int]:
+        """Per bounded label, how many values were folded into `other` so far."""
+        with self._lock:
+            labels = (self._hops, self._workflows, *self._dimension_labels)
+            folded = {dimension_label(label.name): label.overflowed for label in labels}
+            folded["spend_row"] = self.spend_rows_overflowed
+            return folded
+
+    def _readiness_in_window(self) -> dict[str, WorkflowReadiness]:
+        self._current_bucket()
+        merged: dict[str, WorkflowReadiness] = {}
+        for _, rows in self._readiness_buckets:
+            for workflow, r in rows.items():
+                into = merged.get(workflow)
+                if into is None:
+                    into = merged[workflow] = WorkflowReadiness()
+                into.llm_spans += r.llm_spans
+                into.passed_after.update(r.passed_after)
+                into.passed_before.update(r.passed_before)
+                into.absent.update(r.absent)
+        return merged
+
+    def snapshot_all(self) -> SurvivalSnapshot:
+        with self._lock:
+            return SurvivalSnapshot(
+                fields=self.fields,
+                hop_spans=dict(self._hop_spans),
+                hop_depth=dict(self._hop_depth),
+                counts=dict(self._counts),
+                readiness=self._readiness_in_window(),
+                spend={k: SpendRow(r.total, r.recovered, r.spans) for k, r in self._spend.items()},
+                spend_dimensions=self.spend_dimensions,
+                thresholds=dict(self.thresholds),
+                readiness_window=self.readiness_window,
+                checks=self.envelope.readiness_checks,
+            )

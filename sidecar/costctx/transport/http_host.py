@@ -1,0 +1,42 @@
+"""An aiohttp server bound to a configured endpoint (port 0 picks a free port, for tests)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+from aiohttp import web
+
+from costctx.config.types import split_host_port
+
+
+class HttpServerHost:
+    def __init__(self, endpoint: str, app: web.Application, name: str) -> None:
+        self.endpoint = endpoint
+        self.app = app
+        self.name = name
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self.ssl_context: ssl.SSLContext | None = None
+
+    async def start(self) -> None:
+        host, port = split_host_port(self.endpoint)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"cannot listen for {self.name} on {self.endpoint}: {exc.strerror}") from None
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock, ssl_context=self.ssl_context).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,5 +1,0 @@
-"""The canonical cost-context envelope, loaded from the packaged data file."""
-
-from sidecar.envelope.schema import ENVELOPE, ContextField, Envelope, ReadinessCheck
-
-__all__ = ["ENVELOPE", "ContextField", "Envelope", "ReadinessCheck"]

@@ -1,1 +1,0 @@
-"""OTLP exporters: a bounded sending queue in front of a gRPC or HTTP sender."""

@@ -1,1 +1,0 @@
-"""Building blocks of the `inherit` processor: the ancestor cache, the hold, regrouping."""

@@ -1,5 +1,0 @@
-"""Views over OTLP protobuf batches, shared by every processor of a pipeline."""
-
-from sidecar.pdata.batch import ResourceView, SpanRecord, TraceBatch
-
-__all__ = ["ResourceView", "SpanRecord", "TraceBatch"]

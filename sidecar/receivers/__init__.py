@@ -1,1 +1,0 @@
-"""OTLP receivers (gRPC and HTTP) and the servers they, and later services, share."""

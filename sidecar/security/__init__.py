@@ -1,1 +1,0 @@
-"""Who may talk to the sidecar: bearer tokens, TLS and mutual TLS on every server it runs."""

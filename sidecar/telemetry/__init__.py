@@ -1,1 +1,0 @@
-"""The sidecar's own telemetry: Prometheus metrics and field-survival counts."""
