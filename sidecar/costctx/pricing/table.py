@@ -53,6 +53,9 @@ class ModelPrice:
 RATE_KEYS = ("input", "output", "cache_read", "cache_creation", "reasoning", "input_image", "input_audio")
 PERIOD_KEYS = ("from", "until")
 NS_PER_SECOND = 1_000_000_000
+# Pass as the instant to price with undated rows only: re-pricing a span whose recorded
+# price source names no period (it was priced by an undated row).
+UNDATED = -(1 << 80)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +183,7 @@ class PriceTable:
         """The row in effect at `at_ns` and the id of its period (None for an undated row);
         None when the table has no row for the model in effect then."""
         periods = self.dated.get(model)
-        if periods is not None:
+        if periods is not None and at_ns != UNDATED:
             if at_ns is None:
                 at_ns = time.time_ns()
             for period in periods:
