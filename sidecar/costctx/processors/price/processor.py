@@ -32,25 +32,28 @@ from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from costctx.pricing.ledger import SpendLedger
 from costctx.pricing.money import from_usd, to_usd_float
 from costctx.pricing.sources import PriceSources, ReloadEvent, SourceSpec
+
+# The usage keys, shared with re-pricing outside the pipeline (`costctx price --explain-span`).
+from costctx.pricing.span_usage import (
+    AUDIO_INPUT,
+    CACHE_CREATION,
+    CACHE_READ,
+    CACHE_WRITE,
+    IMAGE_INPUT,
+    INPUT,
+    INPUT_ONLY_OPERATIONS,
+    OPERATION,
+    OUTPUT,
+    PROVIDER,
+    REASONING,
+    REQUEST_MODEL,
+    RESPONSE_MODEL,
+    TEXT_INPUT,
+)
 from costctx.pricing.table import parse_instant
 from costctx.processors.price.metrics import PriceMetrics
 from costctx.survival.bounded import BoundedLabel
 
-PROVIDER = "gen_ai.provider.name"
-OPERATION = "gen_ai.operation.name"
-REQUEST_MODEL = "gen_ai.request.model"
-RESPONSE_MODEL = "gen_ai.response.model"
-INPUT = "gen_ai.usage.input_tokens"
-OUTPUT = "gen_ai.usage.output_tokens"
-CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
-CACHE_CREATION = "gen_ai.usage.cache_creation.input_tokens"
-# The GenAI conventions' pending rename of cache_creation; read as cache creation.
-CACHE_WRITE = "gen_ai.usage.cache_write.input_tokens"
-REASONING = "gen_ai.usage.reasoning.output_tokens"
-# Pending per-modality breakdown of input tokens (text is priced at the input rate).
-TEXT_INPUT = "gen_ai.usage.text.input_tokens"
-IMAGE_INPUT = "gen_ai.usage.image.input_tokens"
-AUDIO_INPUT = "gen_ai.usage.audio.input_tokens"
 # Provider-reported cost: normalize renames the others to the first; read all in case it is off.
 REPORTED_KEYS = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.cost.total_cost")
 # Proposed in the GenAI conventions: an amount with its currency (and `.source`).
@@ -60,8 +63,6 @@ WORKFLOW_ID = "workflow.id"
 # Any of these makes a span worth a look; others are skipped by one set test (C speed).
 TRIGGER_KEYS = frozenset((RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS, COST_AMOUNT))
 NS_PER_SECOND = 1_000_000_000
-# Operations that produce no output tokens: a missing output count means zero.
-INPUT_ONLY_OPERATIONS = frozenset({"embeddings"})
 
 TokenMode = Literal["inclusive", "additive"]
 COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
