@@ -24,10 +24,23 @@ def _configure_logging(level: str) -> None:
 
 def _load(path: str | None):
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         print(f"costctx: invalid config: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+    _refuse_broken_price_files(config)
+    return config
+
+
+def _refuse_broken_price_files(config) -> None:
+    """Price files are part of the config: validate and run load them and refuse alike."""
+    from costctx.cli.price import price_file_problems
+
+    problems = price_file_problems(config)
+    for problem in problems:
+        print(f"costctx: invalid config: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(EXIT_CONFIG)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -66,6 +79,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_price(args: argparse.Namespace) -> int:
     from costctx.cli.price import price_command
 
+    if not args.model and not args.explain_span:
+        print("costctx price: give --model (with token counts) or --explain-span", file=sys.stderr)
+        return EXIT_CONFIG
     return price_command(args, _load(args.config) if args.config else None)
 
 
@@ -90,14 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_survival_parser(sub)
 
     price = sub.add_parser("price", help="price one model call and show the rates and source used")
-    price.add_argument("--model", required=True, help="model name as a span carries it, e.g. gpt-4o-2024-08-06")
+    price.add_argument("--model", help="model name as a span carries it, e.g. gpt-4o-2024-08-06")
     price.add_argument("--provider", help="gen_ai.provider.name (picks the cache-token mode, e.g. anthropic)")
     for flag, what in (("--input", "input tokens"), ("--output", "output tokens (reasoning included)"),
                        ("--cache-read", "cache-read input tokens"), ("--cache-creation", "cache-creation input tokens"),
                        ("--reasoning", "reasoning output tokens")):
         price.add_argument(flag, type=int, default=0, metavar="N", help=f"{what} (default 0)")
+    for flag, what in (("--image-input", "input tokens that were images"),
+                       ("--audio-input", "input tokens that were audio")):
+        price.add_argument(flag, type=int, default=0, metavar="N", help=f"{what} (default 0)")
     price.add_argument("--config", help="use the price sources of this config's price processor")
     price.add_argument("--processor", help="which price processor of --config (default: the first)")
+    price.add_argument("--at", metavar="TIME", help="price in effect at this UTC instant, e.g. 2026-10-03T12:00Z")
+    price.add_argument("--source", metavar="ID", help="the exact table version a span's cost.price_source names "
+                       "(found among the loaded sources and the price archive)")
+    price.add_argument("--history", metavar="DIR", help="the price archive directory (price.history.directory)")
+    price.add_argument("--explain-span", metavar="FILE", help="a span's attributes as JSON (flat, or an OTLP/JSON "
+                       "span; - for stdin): show the arithmetic behind its cost.usd")
     price.set_defaults(func=cmd_price)
     return parser
 

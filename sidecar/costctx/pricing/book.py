@@ -8,7 +8,11 @@ which always points at the current book, across reloads). The budget processor u
     if est is not None:
         est.pico      # exact cost in pico-USD (int, 10^-12 dollars)
         est.usd       # the same as a float, for display
-        est.source    # e.g. "builtin@2026-11-01#3f2a9c1d"
+        est.source    # e.g. "builtin@2026-11-01#3f2a9c1d", or with the dated entry that
+                      # priced it: "builtin@2026-11-01#3f2a9c1d/o3@2025-06-10.."
+
+Prices may have effective dates: `at` (UTC unix ns, the span's start time once the caller
+has checked it against its own clock) picks the period in effect; None means now.
 """
 
 from __future__ import annotations
@@ -33,6 +37,17 @@ class Resolution:
     how: str            # exact / provider prefix / dated snapshot / alias ...
     table: PriceTable
     price: ModelPrice
+    entry: str | None = None   # the dated period that priced it (None: the undated row)
+
+    @property
+    def source(self) -> str:
+        """What `cost.price_source` records: the table version, and the period when dated."""
+        if self.entry is None:
+            return self.table.source_id
+        return f"{self.table.source_id}/{self.entry}"
+
+
+Match = tuple[str, str, str, PriceTable]  # (span model, table key, how, table)
 
 
 @dataclass(slots=True)
@@ -69,34 +84,37 @@ class PriceBook:
         self.default_mode = default_mode
         # Spans repeat a handful of model names: resolve each combination once per book.
         # A plain dict (C-speed lookups), emptied when full: bounded without LRU bookkeeping.
-        self._resolved: dict[tuple, Resolution | None] = {}
+        self._matches: dict[tuple, tuple[Match, ...]] = {}
 
     @property
     def source_ids(self) -> list[str]:
         return [t.source_id for t in self.tables]
 
     def resolve(self, response_model: str | None, request_model: str | None = None,
-                provider: str | None = None) -> Resolution | None:
-        """Later tables first; in each, the response model's candidates, then the request model's."""
+                provider: str | None = None, at: int | None = None) -> Resolution | None:
+        """Later tables first; in each, the response model's candidates, then the request model's;
+        the first row with a price in effect at `at` wins (a table whose only periods for the
+        model lie elsewhere in time gives way to the tables under it)."""
         cache_key = (response_model, request_model, provider)
-        resolved = self._resolved
-        if cache_key in resolved:
-            return resolved[cache_key]
-        found = self._resolve(response_model, request_model, provider)
-        if len(resolved) >= RESOLVED_CACHE_SIZE:
-            resolved.clear()
-        resolved[cache_key] = found
-        return found
+        matches = self._matches.get(cache_key)
+        if matches is None:
+            matches = self._match(response_model, request_model, provider)
+            if len(self._matches) >= RESOLVED_CACHE_SIZE:
+                self._matches.clear()
+            self._matches[cache_key] = matches
+        for model, key, how, table in matches:
+            found = table.at(key, at)
+            if found is not None:
+                price, entry = found
+                return Resolution(model=model, key=key, how=how, table=table, price=price, entry=entry)
+        return None
 
-    def _resolve(self, response_model, request_model, provider) -> Resolution | None:
+    def _match(self, response_model, request_model, provider) -> tuple[Match, ...]:
+        """Every (model, row, table) that could price these names, best first, whatever the time."""
         names = [m for m in (response_model, request_model) if m]
         options = [(m, key, how) for m in names for key, how in candidates(m, provider, self.aliases)]
-        for table in reversed(self.tables):
-            for model, key, how in options:
-                price = table.models.get(key)
-                if price is not None:
-                    return Resolution(model=model, key=key, how=how, table=table, price=price)
-        return None
+        return tuple((model, key, how, table) for table in reversed(self.tables)
+                     for model, key, how in options if table.has(key))
 
     def mode_for(self, provider: str | None, resolution: Resolution | None = None) -> str:
         """Cache-token mode: by the span's provider, else by the matched row's provider."""
@@ -108,12 +126,12 @@ class PriceBook:
         return self.default_mode
 
     def price(self, usage: Usage, response_model: str | None, request_model: str | None = None,
-              provider: str | None = None) -> Estimate | None:
-        resolution = self.resolve(response_model, request_model, provider)
+              provider: str | None = None, at: int | None = None) -> Estimate | None:
+        resolution = self.resolve(response_model, request_model, provider, at)
         if resolution is None:
             return None
         cost = price_usage(resolution.price, usage, self.mode_for(provider, resolution))
-        return Estimate(pico=cost.pico, source=resolution.table.source_id, cost=cost, resolution=resolution)
+        return Estimate(pico=cost.pico, source=resolution.source, cost=cost, resolution=resolution)
 
     def estimate(self, model: str, input_tokens: int, output_tokens: int,
                  provider: str | None = None) -> Estimate | None:
@@ -132,8 +150,8 @@ class PriceBookHandle:
         return self.book.estimate(model, input_tokens, output_tokens, provider)
 
     def price(self, usage: Usage, response_model: str | None, request_model: str | None = None,
-              provider: str | None = None) -> Estimate | None:
-        return self.book.price(usage, response_model, request_model, provider)
+              provider: str | None = None, at: int | None = None) -> Estimate | None:
+        return self.book.price(usage, response_model, request_model, provider, at)
 
     @property
     def source_ids(self) -> list[str]:

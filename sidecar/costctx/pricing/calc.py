@@ -12,6 +12,11 @@ cache-creation tokens; `output_tokens` INCLUDES reasoning tokens. So, in "inclus
 does): uncached input = input, and the cache counts are added on top. Reasoning is always
 part of output; a count that cannot be (reasoning > output, or cached > input in inclusive
 mode) is treated as reported beside it, and flagged so the mismatch can be counted.
+
+Per-modality input (`gen_ai.usage.{image,audio}.input_tokens`, pending in the GenAI
+conventions) is a breakdown of input, like cache tokens in inclusive mode: those tokens
+leave the uncached-input line and are priced at the row's image / audio rate (which is the
+input rate unless the table says otherwise).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ class Usage:
     cache_read: int = 0
     cache_creation: int = 0
     reasoning: int = 0
+    image: int = 0      # input tokens that were images
+    audio: int = 0      # input tokens that were audio
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,8 @@ class Cost:
             CostLine("input (uncached)" if self.mode == INCLUSIVE else "input", self.uncached, price.input),
             CostLine("cache read", usage.cache_read, price.cache_read),
             CostLine("cache creation", usage.cache_creation, price.cache_creation),
+            CostLine("image input", usage.image, price.input_image),
+            CostLine("audio input", usage.audio, price.input_audio),
             CostLine("output", self.visible, price.output),
             CostLine("reasoning", usage.reasoning, price.reasoning),
         )
@@ -80,6 +89,12 @@ def price_usage(price: ModelPrice, usage: Usage, mode: str = INCLUSIVE) -> Cost:
     if mode == INCLUSIVE and cached > usage.input:
         mode, inconsistent = ADDITIVE, True
     uncached = usage.input - cached if mode == INCLUSIVE else usage.input
+    modal = usage.image + usage.audio
+    if modal:
+        if modal > uncached:
+            inconsistent = True  # more image/audio tokens than input left: read as beside it
+        else:
+            uncached -= modal
     if usage.reasoning > usage.output:
         visible, inconsistent = usage.output, True
     else:
@@ -87,5 +102,6 @@ def price_usage(price: ModelPrice, usage: Usage, mode: str = INCLUSIVE) -> Cost:
     # Integer arithmetic only: exact, and the same sum as the lines above.
     pico = (uncached * price.input + usage.cache_read * price.cache_read
             + usage.cache_creation * price.cache_creation + visible * price.output
-            + usage.reasoning * price.reasoning)
+            + usage.reasoning * price.reasoning
+            + usage.image * price.input_image + usage.audio * price.input_audio)
     return Cost(pico, mode, price, uncached, visible, usage, inconsistent)

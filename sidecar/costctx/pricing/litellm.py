@@ -3,8 +3,13 @@
 Each key is a model name (sometimes provider-prefixed, `mistral/mistral-large-latest`);
 each value has per-token USD rates: `input_cost_per_token`, `output_cost_per_token`,
 `cache_read_input_token_cost`, `cache_creation_input_token_cost`,
-`output_cost_per_reasoning_token`, and `litellm_provider`. Rows without token prices
-(image, audio-per-second, the `sample_spec` documentation row) are skipped, not errors.
+`output_cost_per_reasoning_token`, `input_cost_per_audio_token`, `input_cost_per_image_token`
+and `litellm_provider`. Rows without token prices (image, audio-per-second, the
+`sample_spec` documentation row) are skipped, not errors.
+
+The file carries no dates. A snapshot's period is given in the source's config
+(`effective_from` / `effective_until`): every row of it is then a dated price, so several
+snapshots layered one after another each price the spans of their own period.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 from typing import Any
 
 from costctx.pricing.money import rate_from_per_token
-from costctx.pricing.table import ModelPrice, PriceTable, content_digest
+from costctx.pricing.table import DatedPrice, ModelPrice, PriceTable, content_digest, period_id
 
 _FIELDS = {
     "input": "input_cost_per_token",
@@ -21,11 +26,14 @@ _FIELDS = {
     "cache_read": "cache_read_input_token_cost",
     "cache_creation": "cache_creation_input_token_cost",
     "reasoning": "output_cost_per_reasoning_token",
+    "input_audio": "input_cost_per_audio_token",
+    "input_image": "input_cost_per_image_token",
 }
 
 
 def parse_litellm(data: bytes, name: str = "litellm", version: str | None = None,
-                  path: str | None = None) -> PriceTable:
+                  path: str | None = None, valid_from: int | None = None,
+                  valid_until: int | None = None) -> PriceTable:
     try:
         raw: Any = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -49,4 +57,8 @@ def parse_litellm(data: bytes, name: str = "litellm", version: str | None = None
         models[str(model).lower()] = ModelPrice.build(**rates, provider=str(provider) if provider else None)
     if not models:
         raise ValueError("no model with token prices found")
-    return PriceTable(name=name, version=version, digest=content_digest(data), models=models, path=path)
+    if valid_from is None and valid_until is None:
+        return PriceTable(name=name, version=version, digest=content_digest(data), models=models, path=path)
+    dated = {model: (DatedPrice(price, valid_from, valid_until, period_id(model, valid_from, valid_until)),)
+             for model, price in models.items()}
+    return PriceTable(name=name, version=version, digest=content_digest(data), models={}, path=path, dated=dated)

@@ -6,6 +6,9 @@ unit: usd_per_million_tokens     # the only unit; stated so nobody reads figures
 providers:                        # rows grouped by provider (sets the cache-token mode)
   openai:
     gpt-4o: {input: 2.50, cache_read: 1.25, output: 10.00}
+    o3:                           # prices with effective dates (UTC; `from` inclusive, `until` exclusive)
+      - {until: 2025-06-10, input: 10.00, output: 40.00}
+      - {from: 2025-06-10, input: 2.00, cache_read: 0.50, output: 8.00}
 models:                           # rows with no provider, e.g. a self-hosted model
   acme-llama-70b: {input: 0.20, output: 0.20}
 aliases:                          # span model name -> table model name
@@ -20,7 +23,15 @@ from typing import Any
 
 import yaml
 
-from costctx.pricing.table import ModelPrice, PriceTable, content_digest, price_from_per_million
+from costctx.pricing.table import (
+    DatedPrice,
+    ModelPrice,
+    PriceTable,
+    content_digest,
+    dated_prices,
+    parse_instant,
+    price_from_per_million,
+)
 
 UNIT = "usd_per_million_tokens"
 _TOP_KEYS = {"version", "unit", "providers", "models", "aliases"}
@@ -44,12 +55,13 @@ def parse_yaml_table(data: bytes, name: str, version: str | None = None, path: s
     if not isinstance(providers, dict):
         raise ValueError("providers: expected a mapping of provider -> models")
     models: dict[str, ModelPrice] = {}
+    dated: dict[str, tuple[DatedPrice, ...]] = {}
     for provider, rows in providers.items():
         if not isinstance(rows, dict):
             raise ValueError(f"providers.{provider}: expected a mapping of model -> prices")
-        _add_rows(models, rows, str(provider), f"providers.{provider}")
-    _add_rows(models, raw.get("models") or {}, None, "models")
-    if not models:
+        _add_rows(models, dated, rows, str(provider), f"providers.{provider}")
+    _add_rows(models, dated, raw.get("models") or {}, None, "models")
+    if not models and not dated:
         raise ValueError("no model prices found")
     aliases = raw.get("aliases") or {}
     if not isinstance(aliases, dict):
@@ -63,17 +75,39 @@ def parse_yaml_table(data: bytes, name: str, version: str | None = None, path: s
         models=models,
         aliases={str(k).lower(): str(v).lower() for k, v in aliases.items()},
         path=path,
+        dated=dated,
     )
 
 
-def _add_rows(models: dict[str, ModelPrice], rows: Any, provider: str | None, where: str) -> None:
+def _add_rows(models: dict[str, ModelPrice], dated: dict[str, tuple[DatedPrice, ...]], rows: Any,
+              provider: str | None, where: str) -> None:
+    """A row is a mapping of rates (with optional `from`/`until`), or a list of such mappings:
+    one model's prices over time. At most one of them may be undated (the fallback)."""
     if not isinstance(rows, dict):
         raise ValueError(f"{where}: expected a mapping of model -> prices")
     for model, entry in rows.items():
-        try:
-            models[str(model).lower()] = price_from_per_million(entry, provider)
-        except ValueError as exc:
-            raise ValueError(f"{where}.{model}: {exc}") from None
+        name = str(model).lower()
+        here = f"{where}.{model}"
+        entries = entry if isinstance(entry, list) else [entry]
+        if not entries:
+            raise ValueError(f"{here}: an empty list of prices")
+        periods: list[tuple[ModelPrice, int | None, int | None]] = []
+        for i, item in enumerate(entries):
+            at = f"{here}[{i}]" if isinstance(entry, list) else here
+            try:
+                price = price_from_per_million(item, provider)
+            except ValueError as exc:
+                raise ValueError(f"{at}: {exc}") from None
+            start = parse_instant(item["from"], f"{at}.from") if item.get("from") is not None else None
+            end = parse_instant(item["until"], f"{at}.until") if item.get("until") is not None else None
+            if start is None and end is None:
+                if name in models:
+                    raise ValueError(f"{here}: more than one undated price (give each a 'from' or 'until')")
+                models[name] = price
+            else:
+                periods.append((price, start, end))
+        if periods:
+            dated[name] = dated_prices(name, periods, here)
 
 
 def builtin_bytes() -> bytes:

@@ -41,3 +41,11 @@ class PriceMetrics:
                                       "Spans whose cache/reasoning counts contradicted the token mode "
                                       "(e.g. cached > input in inclusive mode); read as reported beside.",
                                       ["provider"], registry=r)
+        self.time_outside_tolerance = Counter(
+            "costctx_price_start_time_outside_tolerance_spans",
+            "Spans whose start time was further from the sidecar's clock than `start_time_tolerance`: "
+            "priced at the price in effect now, not at their own (possibly forged) time.", registry=r)
+        self.reported_other_currency = Counter(
+            "costctx_price_reported_non_usd_spans",
+            "Spans reporting gen_ai.usage.cost.amount in a currency other than USD: not used as a reported "
+            "cost, and the span is left unpriced (no exchange rate is assumed).", ["currency"], registry=r)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator, model_validator
@@ -25,30 +26,43 @@ from costctx.envelope.keys import COST_ORIGIN, COST_SOURCE, COST_USD, MISSING_KE
 from costctx.pdata import TraceBatch
 from costctx.pdata.batch import SpanRecord
 from costctx.pdata.ids import span_identity
+from costctx.pricing.archive import DEFAULT_MAX_VERSIONS, PriceArchive
 from costctx.pricing.book import Estimate, PriceBook, PriceBookHandle
 from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from costctx.pricing.ledger import SpendLedger
 from costctx.pricing.money import from_usd, to_usd_float
 from costctx.pricing.sources import PriceSources, ReloadEvent, SourceSpec
+
+# The usage keys, shared with re-pricing outside the pipeline (`costctx price --explain-span`).
+from costctx.pricing.span_usage import (
+    AUDIO_INPUT,
+    CACHE_CREATION,
+    CACHE_READ,
+    CACHE_WRITE,
+    IMAGE_INPUT,
+    INPUT,
+    INPUT_ONLY_OPERATIONS,
+    OPERATION,
+    OUTPUT,
+    PROVIDER,
+    REASONING,
+    REQUEST_MODEL,
+    RESPONSE_MODEL,
+    TEXT_INPUT,
+)
+from costctx.pricing.table import parse_instant
 from costctx.processors.price.metrics import PriceMetrics
 from costctx.survival.bounded import BoundedLabel
 
-PROVIDER = "gen_ai.provider.name"
-OPERATION = "gen_ai.operation.name"
-REQUEST_MODEL = "gen_ai.request.model"
-RESPONSE_MODEL = "gen_ai.response.model"
-INPUT = "gen_ai.usage.input_tokens"
-OUTPUT = "gen_ai.usage.output_tokens"
-CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
-CACHE_CREATION = "gen_ai.usage.cache_creation.input_tokens"
-REASONING = "gen_ai.usage.reasoning.output_tokens"
 # Provider-reported cost: normalize renames the others to the first; read all in case it is off.
 REPORTED_KEYS = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.cost.total_cost")
+# Proposed in the GenAI conventions: an amount with its currency (and `.source`).
+COST_AMOUNT = "gen_ai.usage.cost.amount"
+COST_CURRENCY = "gen_ai.usage.cost.currency"
 WORKFLOW_ID = "workflow.id"
 # Any of these makes a span worth a look; others are skipped by one set test (C speed).
-TRIGGER_KEYS = frozenset((RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS))
-# Operations that produce no output tokens: a missing output count means zero.
-INPUT_ONLY_OPERATIONS = frozenset({"embeddings"})
+TRIGGER_KEYS = frozenset((RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS, COST_AMOUNT))
+NS_PER_SECOND = 1_000_000_000
 
 TokenMode = Literal["inclusive", "additive"]
 COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
@@ -84,6 +98,9 @@ class PriceSourceConfig(StrictModel):
     path: str | None = None
     name: str | None = None
     version: str | None = None
+    # A LiteLLM snapshot carries no dates: the period its prices were in effect (UTC).
+    effective_from: str | None = None
+    effective_until: str | None = None
 
     @model_validator(mode="after")
     def _path_matches_type(self) -> PriceSourceConfig:
@@ -91,7 +108,24 @@ class PriceSourceConfig(StrictModel):
             raise ValueError("the builtin source is shipped in the package and takes no path")
         if self.type != "builtin" and not self.path:
             raise ValueError(f"a {self.type} source needs a path")
+        if (self.effective_from or self.effective_until) and self.type != "litellm":
+            raise ValueError("effective_from/effective_until apply to litellm snapshots; YAML rows carry "
+                             "their own from/until")
+        start, end = self.period()
+        if start is not None and end is not None and end <= start:
+            raise ValueError("effective_until must be after effective_from")
         return self
+
+    def period(self) -> tuple[int | None, int | None]:
+        start = parse_instant(self.effective_from, "effective_from") if self.effective_from else None
+        end = parse_instant(self.effective_until, "effective_until") if self.effective_until else None
+        return start, end
+
+
+class PriceHistoryConfig(StrictModel):
+    # Where every price-table version priced with is kept (survives restarts); memory only if unset.
+    directory: str | None = None
+    max_versions: PositiveInt = DEFAULT_MAX_VERSIONS
 
 
 class PriceConfig(StrictModel):
@@ -115,6 +149,11 @@ class PriceConfig(StrictModel):
     drift_tolerance: NonNegativeFloat = 0.01
     # Distinct model label values on the miss / drift metrics before `other`.
     max_model_labels: PositiveInt = 100
+    # A span is priced at the price in effect at its start time when that is this close to the
+    # sidecar's clock (either way); further off, at the price in effect now (counted), so a
+    # forged timestamp cannot pick a cheaper period.
+    start_time_tolerance: Duration = 3600.0
+    history: PriceHistoryConfig = Field(default_factory=PriceHistoryConfig)
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -125,7 +164,11 @@ class PriceConfig(StrictModel):
 
 
 def source_specs(config: PriceConfig) -> list[SourceSpec]:
-    return [SourceSpec(s.type, s.path, s.name, s.version) for s in config.sources]
+    return [SourceSpec(s.type, s.path, s.name, s.version, *s.period()) for s in config.sources]
+
+
+def build_archive(config: PriceConfig) -> PriceArchive:
+    return PriceArchive(config.history.directory, config.history.max_versions)
 
 
 def build_book(config: PriceConfig, sources: PriceSources) -> PriceBook:
@@ -141,9 +184,11 @@ class PriceProcessor(Processor):
         super().__init__(name, config, context)
         self.metrics = context.shared("price.metrics", lambda: PriceMetrics(context.metrics))
         self._model_label = BoundedLabel("model", config.max_model_labels)
+        self._currency_label = BoundedLabel("currency", 20)
         self._warned: set[str] = set()
         self._miss_tally: dict[tuple[str, str], int] = {}  # flushed to the metric once per batch
-        self.sources = PriceSources(source_specs(config))
+        self.sources = PriceSources(source_specs(config), build_archive(config))
+        self._tolerance_ns = int(config.start_time_tolerance * NS_PER_SECOND)
         self._watching = any(s.type != "builtin" for s in config.sources)
         self._next_check = 0.0
         self._reload_task: asyncio.Task | None = None
@@ -202,10 +247,13 @@ class PriceProcessor(Processor):
         usage = self._usage(rec)
         estimate = None
         if usage is not None and (response_model or request_model):
-            estimate = book.price(usage, response_model, request_model, provider)
+            estimate = book.price(usage, response_model, request_model, provider, self._price_time(rec.span))
             if estimate is not None and estimate.cost.inconsistent:
                 self.metrics.token_mismatch.labels(provider or "unknown").inc()
         reported = self._reported(rec)
+        if reported is False:
+            self._miss(rec, response_model or request_model, False, "non_usd_reported_cost")
+            return None
         if reported is not None:
             key, usd = reported
             pico = from_usd(usd)
@@ -244,12 +292,30 @@ class PriceProcessor(Processor):
             return None
         return count if count >= 0 else None
 
+    def _price_time(self, span) -> int:
+        """The span's start time when it is within the tolerance of this sidecar's clock, else now."""
+        now = time.time_ns()
+        start = span.start_time_unix_nano
+        if abs(start - now) <= self._tolerance_ns:
+            return start
+        self.metrics.time_outside_tolerance.inc()
+        return now
+
     def _usage(self, rec: SpanRecord) -> Usage | None:
         count = self._count
         get = rec.attrs.get
         # An absent key costs one dict probe here, not a call.
         kv = get(INPUT)
         input_tokens = count(kv) if kv is not None else None
+        kv = get(IMAGE_INPUT)
+        image = (count(kv) or 0) if kv is not None else 0
+        kv = get(AUDIO_INPUT)
+        audio = (count(kv) or 0) if kv is not None else 0
+        if input_tokens is None and (image or audio or TEXT_INPUT in rec.attrs):
+            # Only the per-modality breakdown was reported: the input is its sum.
+            kv = get(TEXT_INPUT)
+            text = count(kv) if kv is not None else 0
+            input_tokens = None if text is None else text + image + audio
         kv = get(OUTPUT)
         output_tokens = count(kv) if kv is not None else None
         if output_tokens is None and rec.get_str(OPERATION) in INPUT_ONLY_OPERATIONS:
@@ -259,18 +325,28 @@ class PriceProcessor(Processor):
         kv = get(CACHE_READ)
         cache_read = (count(kv) or 0) if kv is not None else 0
         kv = get(CACHE_CREATION)
+        if kv is None:
+            kv = get(CACHE_WRITE)
         cache_creation = (count(kv) or 0) if kv is not None else 0
         kv = get(REASONING)
         reasoning = (count(kv) or 0) if kv is not None else 0
-        return Usage(input_tokens, output_tokens, cache_read, cache_creation, reasoning)
+        return Usage(input_tokens, output_tokens, cache_read, cache_creation, reasoning, image, audio)
 
-    @staticmethod
-    def _reported(rec: SpanRecord) -> tuple[str, float] | None:
+    def _reported(self, rec: SpanRecord) -> tuple[str, float] | None | Literal[False]:
+        """The provider-reported cost in USD; False when it is reported in another currency."""
         for key in REPORTED_KEYS:
             if key in rec.attrs:
                 value = rec.get_double(key)
                 if value is not None and math.isfinite(value) and value >= 0:
                     return key, value
+        if COST_AMOUNT in rec.attrs:
+            value = rec.get_double(COST_AMOUNT)
+            if value is not None and math.isfinite(value) and value >= 0:
+                currency = (rec.get_str(COST_CURRENCY) or "USD").strip().upper()
+                if currency == "USD":
+                    return COST_AMOUNT, value
+                self.metrics.reported_other_currency.labels(self._currency_label(currency)).inc()
+                return False
         return None
 
     def _compare(self, reported_pico: int, estimate: Estimate) -> None:
@@ -283,9 +359,9 @@ class PriceProcessor(Processor):
         if ratio > self.config.drift_tolerance:
             m.drift_spans.labels(self._model_label(estimate.resolution.model)).inc()
 
-    def _miss(self, rec: SpanRecord, model: str | None, missing_tokens: bool) -> None:
+    def _miss(self, rec: SpanRecord, model: str | None, missing_tokens: bool, reason: str | None = None) -> None:
         rec.append_strings(MISSING_KEY, [COST_USD])
-        reason = "missing_tokens" if missing_tokens else "unknown_model"
+        reason = reason or ("missing_tokens" if missing_tokens else "unknown_model")
         label = self._model_label(model or "(none)")
         tally = self._miss_tally
         tally[(label, reason)] = tally.get((label, reason), 0) + 1
@@ -293,7 +369,10 @@ class PriceProcessor(Processor):
         if warn_key not in self._warned:
             # One warning per model (and reason), not per span; bounded like the metric label.
             self._warned.add(warn_key)
-            if reason == "unknown_model":
+            if reason == "non_usd_reported_cost":
+                self.log.warning("spans of model %r report their cost in a currency other than USD; left unpriced "
+                                 "(counted in costctx_price_reported_non_usd_spans_total)", model)
+            elif reason == "unknown_model":
                 self.log.warning("no price for model %r in %s; its spans carry no cost.usd (counted in "
                                  "costctx_price_misses_total)", model, ", ".join(self.book.source_ids) or "no source")
             else:
