@@ -149,14 +149,13 @@ def bench_in_process(backend: str, redis_url: str | None, calls: int) -> tuple:
     """The decision alone: BudgetEngine.check awaited on one event loop, no gRPC."""
     import asyncio
 
-    from prometheus_client import CollectorRegistry
-
     from costctx.budget.engine import BudgetEngine
     from costctx.extensions.budgetservice.service import validate
     from costctx.processors.budget.config import BudgetConfig
-    from costctx.processors.budget.metrics import BudgetMetrics
+    from costctx.processors.budget.metrics import budget_metrics
     from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
     from costctx.proto_gen.costctx.v1 import envelope_pb2 as epb
+    from costctx.telemetry.metrics import ComponentMetrics, SidecarMetrics
 
     section = {"backend": backend, "reservation_ttl": "5s", "policies": [{
         "id": "bench", "workflow": {"cost_usd": 1e9, "steps": 10**9},
@@ -166,7 +165,7 @@ def bench_in_process(backend: str, redis_url: str | None, calls: int) -> tuple:
     config = BudgetConfig.model_validate(section)
 
     async def run() -> list[float]:
-        engine = BudgetEngine(config, BudgetMetrics(CollectorRegistry()), {})
+        engine = BudgetEngine(config, budget_metrics(ComponentMetrics(SidecarMetrics(), "processor", "budget")))
         requests = [pb.CheckRequest(model="gpt-4o", estimated_cost_usd=0.01, envelope=epb.Envelope(
             workflow_id=f"wf-{i % 500}", policy_id="bench", owner=epb.Owner(tenant=f"t-{i % 20}", feature="bench")))
             for i in range(calls)]

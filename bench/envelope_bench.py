@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.requests import build_request  # noqa: E402
-from costctx.component.processor import ProcessorContext  # noqa: E402
+from costctx.component.host import Host  # noqa: E402
 from costctx.envelope import ENVELOPE  # noqa: E402
 from costctx.pdata import TraceBatch  # noqa: E402
 from costctx.processors.envelope.processor import EnvelopeConfig, EnvelopeProcessor  # noqa: E402
@@ -106,7 +106,7 @@ def one_round(raw: bytes, notes: dict | None, processor) -> float:
 
 
 def envelope(record: bool) -> EnvelopeProcessor:
-    context = ProcessorContext(SidecarMetrics(), SurvivalRecorder())
+    context = Host(SidecarMetrics(), SurvivalRecorder())
     return EnvelopeProcessor("envelope", EnvelopeConfig(record_outcomes=record), context)
 
 

@@ -29,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from costctx.component.processor import ProcessorContext  # noqa: E402
+from costctx.component.host import Host  # noqa: E402
 from costctx.pdata import TraceBatch  # noqa: E402
 from costctx.processors.inherit.processor import InheritConfig, InheritProcessor  # noqa: E402
 from costctx.survival.recorder import SurvivalRecorder  # noqa: E402
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
-    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
+    context = Host(metrics=SidecarMetrics(), survival=SurvivalRecorder())
     processor = InheritProcessor("inherit", InheritConfig(wait_duration="60s"), context)
     processor.bind(lambda batch: None)
     spans = args.traces * (args.fanout + 1)

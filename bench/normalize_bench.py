@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.requests import build_request  # noqa: E402
-from costctx.component.processor import ProcessorContext  # noqa: E402
+from costctx.component.host import Host  # noqa: E402
 from costctx.pdata import TraceBatch  # noqa: E402
 from costctx.processors.normalize.processor import NormalizeConfig, NormalizeProcessor  # noqa: E402
 from costctx.survival.recorder import SurvivalRecorder  # noqa: E402
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
-    processor = NormalizeProcessor("normalize", NormalizeConfig(), ProcessorContext(SidecarMetrics(),
+    processor = NormalizeProcessor("normalize", NormalizeConfig(), Host(SidecarMetrics(),
                                                                                    SurvivalRecorder()))
     print(f"{args.spans} spans per batch, 12 attributes per span, median of {args.rounds} rounds")
     print(f"{'workload':26} {'floor us':>9} {'+normalize us':>14} {'extra/floor':>12} {'us/span':>8}")

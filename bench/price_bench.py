@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.requests import build_request  # noqa: E402
-from costctx.component.processor import ProcessorContext  # noqa: E402
+from costctx.component.host import Host  # noqa: E402
 from costctx.pdata import TraceBatch  # noqa: E402
 from costctx.processors.price.processor import PriceConfig, PriceProcessor  # noqa: E402
 from costctx.survival.recorder import SurvivalRecorder  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> int:
     import logging
 
     logging.disable(logging.WARNING)  # the unknown-model workload warns once; keep output clean
-    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
+    context = Host(metrics=SidecarMetrics(), survival=SurvivalRecorder())
     processor = PriceProcessor("price", PriceConfig(), context)
     print(f"{args.spans} spans per batch, median of {args.rounds} rounds")
     print(f"{'workload':28} {'floor us':>10} {'price us':>10} {'extra':>8}")

@@ -38,7 +38,9 @@ class BudgetRig:
                               **fields)
 
     def metric(self, name: str, labels: dict | None = None) -> float:
-        value = self.runner.sidecar.metrics.registry.get_sample_value(name, labels or {})
+        # The budget metrics are labelled by the processor's id: this rig runs one, `budget`.
+        labels = {"processor": "budget", **(labels or {})}
+        value = self.runner.sidecar.metrics.registry.get_sample_value(name, labels)
         return value or 0.0
 
     def close(self) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
-
 from costctx.budget.breaker import MAX_WORKFLOW_NAMES, Breaker
 from costctx.budget.policy import Context, SpanSpend
 from costctx.budget.store import CommitResult
 from costctx.processors.budget.config import BreakerConfig
-from costctx.processors.budget.metrics import BudgetMetrics
+from costctx.processors.budget.metrics import budget_metrics
+from costctx.telemetry.metrics import ComponentMetrics, SidecarMetrics
 
 
 def observe(breaker: Breaker, workflow_name: str, workflow_id: str, spent_micro: int) -> list:
@@ -17,7 +16,8 @@ def observe(breaker: Breaker, workflow_name: str, workflow_id: str, spent_micro:
 
 
 def test_workflow_names_are_bounded_and_a_busy_name_keeps_its_median():
-    breaker = Breaker(BreakerConfig(workflow_median_multiple=5.0, min_samples=5), BudgetMetrics(CollectorRegistry()))
+    metrics = budget_metrics(ComponentMetrics(SidecarMetrics(), "processor", "budget"))
+    breaker = Breaker(BreakerConfig(workflow_median_multiple=5.0, min_samples=5), metrics)
     for i in range(5):
         observe(breaker, "triage", f"typical-{i}", 1_000_000)
     # A flood of one-off names (client-chosen strings) with the busy name seen now and then.

@@ -36,7 +36,7 @@ def test_token_estimates_are_priced_from_the_price_book(sink):
     runner = start_sidecar(config_with(sink.grpc_port, budget, processors=("price", "budget")))
     try:
         client = BudgetClient(f"127.0.0.1:{runner.sidecar.grpc_port}")
-        book = runner.sidecar.services["price_book"]
+        book = runner.sidecar.host.price_book
         expected = book.estimate("gpt-4o", 2000, 500).usd
         d = client.check(model="gpt-4o", input_tokens=2000, output_tokens=500, workflow_id="wf-a", policy_id="p")
         assert d.decision == "ALLOW" and d.response.reserved_cost_usd == pytest.approx(expected, abs=1e-6)

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from costctx.exporters.otlp.config import OtlpHttpExporterConfig
 from costctx.service.config import ConfigError, load_config, load_config_text
-from costctx.service.config.model import OtlpHttpExporterConfig
 
 PIPELINES = "service: {pipelines: {traces: {exporters: [otlp]}}}\n"
 

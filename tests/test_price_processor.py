@@ -170,9 +170,9 @@ def test_sources_layer_and_reload_on_change_keeping_the_last_good_table(sink, ma
                for r in caplog.records)
 
 
-def test_services_published_for_budgets(pipeline):
-    book, ledger = pipeline.call(lambda: (pipeline.sidecar.services["price_book"],
-                                          pipeline.sidecar.services["spend_ledger"]))
+def test_price_book_and_ledger_shared_through_the_host(pipeline):
+    book, ledger = pipeline.call(lambda: (pipeline.sidecar.host.price_book,
+                                          pipeline.sidecar.host.spend_ledger))
     est = pipeline.call(book.estimate, "gpt-4o", 1_000, 1_000)
     assert est.pico == 12_500_000_000 and est.source.startswith("builtin@")
     assert pipeline.call(ledger.total, "never-seen") == 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from costctx.component.processor import Processor, ProcessorContext
+from costctx.component.host import Host
+from costctx.component.processor import Processor
 from costctx.service.registry import processor_class, processor_type
 from costctx.survival.recorder import SurvivalRecorder
 from costctx.telemetry.metrics import SidecarMetrics
@@ -16,5 +17,5 @@ def standalone_processor(name: str, config: Any = None, **options: Any) -> Proce
     cls = processor_class(processor_type(name))
     if config is None:
         config = cls.config_model.model_validate(options)
-    context = ProcessorContext(metrics=SidecarMetrics(), survival=SurvivalRecorder())
+    context = Host(metrics=SidecarMetrics(), survival=SurvivalRecorder())
     return cls(name, config, context)

@@ -12,10 +12,10 @@ from bisect import bisect_left, insort
 from collections import OrderedDict
 
 from costctx.budget import counters as c
+from costctx.budget.config import BreakerConfig
+from costctx.budget.metrics import BudgetMetrics
 from costctx.budget.policy import Context, SpanSpend
 from costctx.budget.store import CommitResult
-from costctx.processors.budget.config import BreakerConfig
-from costctx.processors.budget.metrics import BudgetMetrics
 
 log = logging.getLogger("costctx.budget")
 

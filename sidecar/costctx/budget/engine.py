@@ -6,16 +6,16 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from costctx.budget import counters as c
 from costctx.budget.breaker import Breaker, breaker_keys
+from costctx.budget.config import BudgetConfig, PolicyConfig, WindowLimits
 from costctx.budget.decision import ALLOW, BLOCK, DEGRADE, TRIPPED, CheckOutcome, CheckPlan, Dim, fits, soft_reached
 from costctx.budget.memory import MemoryStore
+from costctx.budget.metrics import BudgetMetrics
 from costctx.budget.policy import Context, Policies, SpanSpend, check_dims, commit_changes
 from costctx.budget.store import CommitOp, CommitResult, StoreUnavailable
-from costctx.processors.budget.config import BudgetConfig, PolicyConfig, WindowLimits
-from costctx.processors.budget.metrics import BudgetMetrics
+from costctx.pricing.book import PriceBookHandle
 from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
 
 log = logging.getLogger("costctx.budget")
@@ -46,11 +46,12 @@ class SpanVerdict:
 
 
 class BudgetEngine:
-    def __init__(self, config: BudgetConfig, metrics: BudgetMetrics, services: dict[str, Any],
+    def __init__(self, config: BudgetConfig, metrics: BudgetMetrics, price_book: PriceBookHandle | None = None,
                  store=None) -> None:
         self.config = config
         self.metrics = metrics
-        self.services = services
+        # Estimates for checks that name a model and token counts; None: only the caller's estimate.
+        self.price_book = price_book
         self.store = store if store is not None else build_store(config)
         self.policies = Policies(config)
         self.reservation_ttl_ms = int(config.reservation_ttl * 1000)
@@ -60,7 +61,7 @@ class BudgetEngine:
 
     # -- estimates ------------------------------------------------------------------------
     def _book_micro(self, model: str, input_tokens: int, output_tokens: int) -> int | None:
-        book = self.services.get("price_book")
+        book = self.price_book
         if book is None or not model or (input_tokens <= 0 and output_tokens <= 0):
             return None
         try:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from functools import cache
 
 from costctx.budget import counters as c
+from costctx.budget.config import BudgetConfig, PolicyConfig, WindowLimits
 from costctx.budget.decision import Dim
 from costctx.budget.store import SET_IF_ABSENT
-from costctx.processors.budget.config import BudgetConfig, PolicyConfig, WindowLimits
 
 
 @dataclass(slots=True)

@@ -12,9 +12,9 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from costctx.budget.config import RedisConfig
 from costctx.budget.decision import ALLOW, BLOCK, DEGRADE, TRIPPED, CheckOutcome, CheckPlan
 from costctx.budget.store import CommitOp, CommitResult, StoreUnavailable
-from costctx.processors.budget.config import RedisConfig
 
 _VERDICTS = {1: ALLOW, 2: DEGRADE, 3: BLOCK, 4: TRIPPED}
 INDEX_KEY = "rsv-expiry"

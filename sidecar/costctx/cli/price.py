@@ -43,7 +43,7 @@ class PriceSetup:
 
 def setup_from_config(config, processor: str | None, history: str | None, err: TextIO) -> PriceSetup | None:
     """The sources, archive, aliases and modes a configured price processor would use."""
-    from costctx.processors.price.processor import build_archive, source_specs
+    from costctx.processors.price.config import build_archive, source_specs
     from costctx.service.registry import processor_type
 
     names = [n for n in config.processors if processor_type(n) == "price"]
@@ -180,7 +180,7 @@ def _compare_recorded(call: SpanCall, estimate: Estimate, out: TextIO) -> int:
 def price_file_problems(config) -> list[str]:
     """Every configured price file that does not load, as `processors.<name>: source <label>
     (<path>): <reason>`: `costctx validate` and `costctx run` refuse such a config alike."""
-    from costctx.processors.price.processor import source_specs
+    from costctx.processors.price.config import source_specs
     from costctx.service.registry import processor_type
 
     problems: list[str] = []

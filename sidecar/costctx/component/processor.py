@@ -4,36 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar
 
+from costctx.component.host import Host
 from costctx.config.types import StrictModel
-from costctx.envelope import ENVELOPE, Envelope
 from costctx.pdata import TraceBatch
-from costctx.survival.recorder import SurvivalRecorder
-from costctx.telemetry.metrics import SidecarMetrics
+from costctx.telemetry.metrics import ComponentMetrics
 
 Emit = Callable[[TraceBatch], None]
-T = TypeVar("T")
 
-
-@dataclass
-class ProcessorContext:
-    """What the sidecar hands each processor: shared telemetry and shared services."""
-
-    metrics: SidecarMetrics
-    survival: SurvivalRecorder
-    envelope: Envelope = ENVELOPE
-    # Components shared across processors and servers (e.g. a spend ledger), by name.
-    services: dict[str, Any] = field(default_factory=dict)
-
-    def shared(self, key: str, build: Callable[[], T]) -> T:
-        """The sidecar's one `key` service, built on first use. For a processor type's metrics:
-        the registry refuses a name twice, so `inherit` and `inherit/b` must share them."""
-        found = self.services.get(key)
-        if found is None:
-            found = self.services[key] = build()
-        return found
+# The name before the typed host replaced the dict of services; kept so older call sites build.
+ProcessorContext = Host
 
 
 class Processor:
@@ -42,12 +23,21 @@ class Processor:
     type_name: ClassVar[str]
     config_model: ClassVar[type[StrictModel]]
 
-    def __init__(self, name: str, config: StrictModel, context: ProcessorContext) -> None:
+    def __init__(self, name: str, config: StrictModel, host: Host) -> None:
         self.name = name
         self.config = config
-        self.context = context
+        self.host = host
         self.log = logging.getLogger(f"costctx.processor.{name}")
         self._emit: Emit | None = None
+
+    @property
+    def context(self) -> Host:
+        """The host under its former name (processor code written before the typed host)."""
+        return self.host
+
+    def component_metrics(self) -> ComponentMetrics:
+        """This instance's metrics builder: families shared by every instance, labelled `processor=<name>`."""
+        return self.host.component_metrics("processor", self.name)
 
     def bind(self, emit: Emit) -> None:
         """Where batches released later (outside `process`) continue down the pipeline."""

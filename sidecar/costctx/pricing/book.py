@@ -1,9 +1,9 @@
 """The layered price book: several price tables, later ones winning, and one lookup API.
 
-Published for other components as `context.services["price_book"]` (a `PriceBookHandle`,
-which always points at the current book, across reloads). The budget processor uses:
+Shared through the component host as `host.price_book` (a `PriceBookHandle`, which always
+points at the current book, across reloads). The budget engine uses:
 
-    handle = services["price_book"]
+    handle = host.price_book
     est = handle.estimate("gpt-4o", input_tokens=1200, output_tokens=800)
     if est is not None:
         est.pico      # exact cost in pico-USD (int, 10^-12 dollars)
@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Cost, Usage, price_usage
 from costctx.pricing.money import to_usd_float
 from costctx.pricing.resolve import candidates
+from costctx.pricing.sources import PriceSources, SourceSpec
 from costctx.pricing.table import ModelPrice, PriceTable
+from costctx.pricing.yaml_table import load_builtin
 
 # Providers whose instrumentations report cache tokens beside input, not inside it.
 DEFAULT_ADDITIVE_PROVIDERS = ("anthropic",)
@@ -156,3 +158,10 @@ class PriceBookHandle:
     @property
     def source_ids(self) -> list[str]:
         return self.book.source_ids
+
+
+def builtin_book() -> PriceBook:
+    """The book of the table shipped in the package alone (no price processor configured)."""
+    sources = PriceSources([SourceSpec("builtin")])
+    sources.refresh()
+    return PriceBook(sources.tables() or [load_builtin()])

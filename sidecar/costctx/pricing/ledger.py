@@ -1,6 +1,6 @@
 """Each workflow's running spend as this sidecar has seen it: bounded and age-limited.
 
-Published as `context.services["spend_ledger"]`. Amounts are exact pico-USD ints:
+Shared through the component host as `host.spend_ledger`. Amounts are exact pico-USD ints:
 
     ledger.add("wf-1", pico)   -> the new running total (this amount included)
     ledger.add("wf-1", pico, span_key=trace_id + span_id)

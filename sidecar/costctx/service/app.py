@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import Counter
 
-from costctx.component.processor import Processor, ProcessorContext
+from costctx.component.host import Host
+from costctx.component.processor import Processor
 from costctx.exporters.otlp.exporter import QueuedExporter
 from costctx.extensions.bearertokenauth.grpc_auth import BearerAuthInterceptor
 from costctx.extensions.bearertokenauth.http_auth import bearer_auth_middleware
@@ -41,8 +41,8 @@ class Sidecar:
         self.config = config
         self.metrics = SidecarMetrics()
         self.survival = SurvivalRecorder(max_label_values=config.service.telemetry.metrics.max_label_values)
-        self.context = ProcessorContext(metrics=self.metrics, survival=self.survival)
-        self.services: dict[str, Any] = self.context.services
+        # What components share (price book, spend ledger, budget engine), typed.
+        self.host = Host(metrics=self.metrics, survival=self.survival)
         self._ready = False
         self._ticker: asyncio.Task | None = None
         self.metrics_push: OtlpMetricsPush | None = None
@@ -131,7 +131,7 @@ class Sidecar:
 
     def _build_processor(self, name: str) -> Processor:
         cls = processor_class(processor_type(name))
-        return cls(name, self.config.processors[name], self.context)
+        return cls(name, self.config.processors[name], self.host)
 
     # -- state -----------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:

@@ -1,10 +1,25 @@
-"""Known processor types, imported on demand so a config names only what it uses."""
+"""Known component types: processors (imported on demand, so a config names only what it
+uses), exporters and extensions (their config models)."""
 
 from __future__ import annotations
 
 import importlib
 
 from costctx.component.processor import Processor
+from costctx.config.types import StrictModel
+from costctx.exporters.otlp.config import ExporterCommonConfig, OtlpGrpcExporterConfig, OtlpHttpExporterConfig
+from costctx.extensions.bearertokenauth.config import BearerTokenAuthConfig
+
+RECEIVER_TYPES: tuple[str, ...] = ("otlp",)
+
+EXPORTER_TYPES: dict[str, type[ExporterCommonConfig]] = {
+    "otlp": OtlpGrpcExporterConfig,
+    "otlphttp": OtlpHttpExporterConfig,
+}
+
+EXTENSION_TYPES: dict[str, type[StrictModel]] = {
+    "bearertokenauth": BearerTokenAuthConfig,
+}
 
 # type name -> "module:Class"
 PROCESSOR_TYPES: dict[str, str] = {

@@ -25,7 +25,8 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
-from costctx.service.config.model import OtlpGrpcExporterConfig, OtlpHttpExporterConfig, SidecarConfig
+from costctx.exporters.otlp.config import OtlpGrpcExporterConfig, OtlpHttpExporterConfig
+from costctx.service.config.model import SidecarConfig
 from costctx.transport.tls import grpc_channel_credentials
 
 log = logging.getLogger("costctx.telemetry")

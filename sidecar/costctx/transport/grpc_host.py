@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from costctx.service.config.model import GrpcProtocolConfig, MiB
+from costctx.config.server import GrpcProtocolConfig, MiB
 
 
 class GrpcServerHost:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from costctx.service.config.model import TlsServerConfig
+from costctx.config.tls import TlsServerConfig
 
 
 def grpc_server_credentials(config: TlsServerConfig) -> grpc.ServerCredentials:

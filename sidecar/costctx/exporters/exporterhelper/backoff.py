@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from costctx.service.config.model import RetryConfig
+from costctx.exporters.exporterhelper.config import RetryConfig
 
 # One generator for every Backoff: seeding a new Random reads os.urandom, and a Backoff is
 # made for every batch sent (it showed in a py-spy profile of the sidecar under load).

@@ -11,11 +11,12 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from costctx.exporters.exporterhelper.backoff import Backoff
+from costctx.exporters.exporterhelper.config import RetryConfig
 from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError, SendError
 from costctx.exporters.exporterhelper.persistent_queue import PersistentQueue
 from costctx.exporters.exporterhelper.queue import MemoryQueue, QueueItem
+from costctx.exporters.otlp.config import OtlpGrpcExporterConfig, OtlpHttpExporterConfig
 from costctx.pdata.signals import Signal
-from costctx.service.config.model import OtlpGrpcExporterConfig, OtlpHttpExporterConfig, RetryConfig
 from costctx.telemetry.metrics import SidecarMetrics
 
 log = logging.getLogger("costctx.exporter")

@@ -7,8 +7,8 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError
+from costctx.exporters.otlp.config import OtlpGrpcExporterConfig
 from costctx.pdata.signals import Signal
-from costctx.service.config.model import OtlpGrpcExporterConfig
 from costctx.transport.tls import grpc_channel_credentials
 
 # OTLP spec: retryable gRPC codes. RESOURCE_EXHAUSTED only when the server sent RetryInfo.

@@ -12,8 +12,8 @@ import aiohttp
 from google.protobuf.message import DecodeError, Message
 
 from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError
+from costctx.exporters.otlp.config import OtlpHttpExporterConfig
 from costctx.pdata.signals import Signal
-from costctx.service.config.model import OtlpHttpExporterConfig
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 

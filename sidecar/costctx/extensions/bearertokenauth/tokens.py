@@ -6,7 +6,7 @@ import hmac
 import logging
 import os
 
-from costctx.service.config.model import BearerTokenAuthConfig
+from costctx.extensions.bearertokenauth.config import BearerTokenAuthConfig
 
 log = logging.getLogger("costctx.auth")
 

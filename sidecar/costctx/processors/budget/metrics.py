@@ -1,44 +1,40 @@
-"""The budget's counters, on the sidecar's Prometheus registry."""
+"""The `budget` processor's metrics, labelled `processor=<id>` (families shared by every instance)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from costctx.budget.metrics import BudgetMetrics
+from costctx.telemetry.metrics import ComponentMetrics
 
 
-class BudgetMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.decisions = Counter(
+def budget_metrics(m: ComponentMetrics) -> BudgetMetrics:
+    return BudgetMetrics(
+        decisions=m.counter(
             "costctx_budget_decisions",
             "Budget checks answered, by policy and decision (allow, degrade, block).",
             ["policy", "decision"],
-            registry=registry,
-        )
-        self.reservations = Counter(
+        ),
+        reservations=m.counter(
             "costctx_budget_reservations",
             "Reservations by outcome: reserved, committed (replaced by a priced span), released, expired.",
             ["outcome"],
-            registry=registry,
-        )
-        self.store_errors = Counter(
+        ),
+        store_errors=m.counter(
             "costctx_budget_store_errors",
             "Budget store (Redis) unreachable, by operation and what was done (fail_open, fail_closed, "
             "unstamped: spans forwarded without their spend counted).",
             ["operation", "outcome"],
-            registry=registry,
-        )
-        self.breaker_trips = Counter(
+        ),
+        breaker_trips=m.counter(
             "costctx_budget_breaker_trips",
             "Circuit breaker trips, by kind (tenant_velocity, workflow_median).",
             ["kind"],
-            registry=registry,
-        )
-        self.committed_spans = Counter(
+        ),
+        committed_spans=m.counter(
             "costctx_budget_committed_spans",
             "Model-call spans whose actual cost and tokens were added to the budget counters.",
-            registry=registry,
-        )
-        self.duplicate_spans = Counter(
+        ),
+        duplicate_spans=m.counter(
             "costctx_budget_duplicate_spans",
             "Model-call spans received again (a resent batch) and not counted twice.",
-            registry=registry,
-        )
+        ),
+    )

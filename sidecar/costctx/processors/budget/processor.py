@@ -16,13 +16,14 @@ from costctx.budget.engine import BudgetEngine, SpanVerdict
 from costctx.budget.policy import Context, SpanSpend
 from costctx.budget.seen import SeenSpans
 from costctx.budget.store import StoreUnavailable
+from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.extensions.budgetservice.service import grpc_handlers, http_routes
 from costctx.pdata import TraceBatch
 from costctx.pdata.batch import SpanRecord
 from costctx.pdata.ids import span_identity
 from costctx.processors.budget.config import BudgetConfig
-from costctx.processors.budget.metrics import BudgetMetrics
+from costctx.processors.budget.metrics import budget_metrics
 
 COST_KEY = "cost.usd"
 RESERVATION_KEY = "budget.reservation_id"
@@ -40,13 +41,15 @@ class BudgetProcessor(Processor):
     config_model = BudgetConfig
     config: BudgetConfig
 
-    def __init__(self, name, config, context) -> None:
-        super().__init__(name, config, context)
-        self.metrics = BudgetMetrics(context.metrics.registry)
-        self.engine = BudgetEngine(config, self.metrics, context.services)
-        context.services["budget"] = self.engine
+    def __init__(self, name: str, config: BudgetConfig, host: Host) -> None:
+        super().__init__(name, config, host)
+        self.metrics = budget_metrics(self.component_metrics())
+        # Estimates come from the host's price book, which exists with or without a price processor.
+        self.engine = BudgetEngine(config, self.metrics, host.price_book)
+        if host.budget_engine is None:
+            host.budget_engine = self.engine
         # A span is a model call when it has any of these keys: one C-speed set test per span.
-        self._markers = frozenset(context.envelope.llm_span_markers) | {COST_KEY}
+        self._markers = frozenset(host.envelope.llm_span_markers) | {COST_KEY}
         # held batches (Redis store); released once, by their commit task or by shutdown
         self._held: dict[int, TraceBatch] = {}
         # Commit tasks still running: shutdown releases their batches but the tasks run on
@@ -152,7 +155,7 @@ class BudgetProcessor(Processor):
         except Exception:
             # A bug here must not lose spans: forward the batch unstamped, as the pipeline does.
             self.log.exception("budget commit failed; forwarding the batch unstamped")
-            self.context.metrics.processor_errors.labels(self.name).inc()
+            self.host.metrics.processor_errors.labels(self.name).inc()
             verdicts = [SpanVerdict(None, None) for _ in spends]
         if self._held.pop(id(batch), None) is None:
             return  # released unstamped by shutdown meanwhile

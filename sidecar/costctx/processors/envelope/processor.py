@@ -16,19 +16,16 @@ import math
 from collections import Counter
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from costctx.component.host import Host
 from costctx.component.processor import Processor
-from costctx.config.types import Duration, StrictModel
-from costctx.envelope import ENVELOPE
 from costctx.envelope.keys import COST_USD, HOP_DEPTH_KEY, MISSING_KEY, SCHEMA_KEY
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import set_any_value
 from costctx.pricing.money import PICO_PER_USD
+from costctx.processors.envelope.config import EnvelopeConfig
 from costctx.survival.recorder import (
     CONFLICT,
-    DEFAULT_READINESS_WINDOW,
-    DEFAULT_SPEND_DIMENSIONS,
     INHERITED,
     MISSING,
     PRESENT,
@@ -42,41 +39,6 @@ _NO_NOTES: frozenset[str] = frozenset()
 _EMPTY_KINDS = (None, "string_value")
 # Distinct lists of missing fields kept prebuilt.
 MAX_TEMPLATES = 1024
-
-
-class ReadinessConfig(StrictModel):
-    """Verdict per workflow.name: pass when every check holds on at least `pass` of its LLM
-    spans after repair, conditional at `conditional` or more, fail below; over the spans of
-    the last `window` (0: since start)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    pass_: float = Field(default=ENVELOPE.readiness_thresholds["pass"], alias="pass", gt=0, le=1)
-    conditional: float = Field(default=ENVELOPE.readiness_thresholds["conditional"], gt=0, le=1)
-    window: Duration = DEFAULT_READINESS_WINDOW
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ReadinessConfig:
-        if self.conditional > self.pass_:
-            raise ValueError("conditional must not be above pass")
-        return self
-
-
-class EnvelopeConfig(StrictModel):
-    # Which context fields are required; the contract's defaults unless configured.
-    required_fields: list[str] = Field(default_factory=lambda: list(ENVELOPE.default_required))
-    # Record field-survival outcomes (turn off only to measure the cost of counting).
-    record_outcomes: bool = True
-    # Spend (cost.usd) is broken down by these context fields (a missing value is `unknown`).
-    spend_dimensions: list[str] = Field(default_factory=lambda: list(DEFAULT_SPEND_DIMENSIONS), min_length=1)
-    readiness: ReadinessConfig = Field(default_factory=ReadinessConfig)
-
-    @field_validator("required_fields", "spend_dimensions")
-    @classmethod
-    def _known_fields(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in ENVELOPE.context_keys]
-        if unknown:
-            raise ValueError(f"not context fields of the envelope: {', '.join(unknown)}")
-        return value
 
 
 def _present(attrs: dict, key: str) -> bool:
@@ -115,15 +77,15 @@ class EnvelopeProcessor(Processor):
     config_model = EnvelopeConfig
     config: EnvelopeConfig
 
-    def __init__(self, name, config, context) -> None:
-        super().__init__(name, config, context)
-        envelope = self.context.envelope
+    def __init__(self, name: str, config: EnvelopeConfig, host: Host) -> None:
+        super().__init__(name, config, host)
+        envelope = host.envelope
         self._fields = envelope.context_keys
         self._required_idx = tuple(self._fields.index(key) for key in config.required_fields)
         self._schema = envelope.schema_version
         self._markers = frozenset(envelope.llm_span_markers)
         self._templates: dict[tuple[str, ...], AnyValue] = {}
-        survival = self.context.survival
+        survival = host.survival
         survival.configure(
             spend_dimensions=config.spend_dimensions,
             thresholds={"pass": config.readiness.pass_, "conditional": config.readiness.conditional},

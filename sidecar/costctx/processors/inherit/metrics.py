@@ -1,53 +1,44 @@
-"""Prometheus metrics of the `inherit` processor, registered once per sidecar registry
-(`context.shared("inherit.metrics", ...)`)."""
+"""The `inherit` processor's metrics, labelled `processor=<id>` (families shared by every instance)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from typing import Any
 
-from costctx.telemetry.metrics import SidecarMetrics
+from costctx.telemetry.metrics import ComponentMetrics
 
 
 class InheritMetrics:
-    """Labelled by processor name, so `inherit` and `inherit/other` can share one registry."""
+    # gauges of this instance, each set to a function reading its state
+    hold_spans: Any
+    hold_bytes: Any
+    hold_traces: Any
+    cache_entries: Any
+    trace_entries: Any
 
-    hold_spans: Gauge
-    hold_bytes: Gauge
-    hold_traces: Gauge
-    cache_entries: Gauge
-    trace_entries: Gauge
-
-    def __init__(self, metrics: SidecarMetrics) -> None:
-        r = metrics.registry
-        self.repaired_fields = Counter(
+    def __init__(self, m: ComponentMetrics) -> None:
+        self.repaired_fields = m.counter(
             "costctx_inherit_repaired_fields",
             "Context fields filled on spans, by field and source (ancestor, trace, resource).",
-            ["processor", "field", "source"],
-            registry=r,
+            ["field", "source"],
         )
-        self.conflicts = Counter(
+        self.conflicts = m.counter(
             "costctx_inherit_conflicts",
             "Fields a span carried with a value different from its nearest ancestor's (kept as carried).",
-            ["processor", "field"],
-            registry=r,
+            ["field"],
         )
-        self.held_spans = Counter(
+        self.held_spans = m.counter(
             "costctx_inherit_held_spans",
             "Spans held to wait for an ancestor that had not arrived yet.",
-            ["processor"],
-            registry=r,
         )
-        self.released_spans = Counter(
+        self.released_spans = m.counter(
             "costctx_inherit_released_spans",
             "Held spans released, by reason (ancestor, timeout, overflow, shutdown).",
-            ["processor", "reason"],
-            registry=r,
+            ["reason"],
         )
-        self.missing_spans = Counter(
+        self.missing_spans = m.counter(
             "costctx_inherit_missing_spans",
             "Held spans released still lacking a required field, by release reason.",
-            ["processor", "reason"],
-            registry=r,
+            ["reason"],
         )
         gauges = {
             "hold_spans": ("costctx_inherit_hold_spans", "Spans in the hold now."),
@@ -57,4 +48,4 @@ class InheritMetrics:
             "trace_entries": ("costctx_inherit_trace_entries", "Traces remembered for the trace-level fallback."),
         }
         for attr, (metric, doc) in gauges.items():
-            setattr(self, attr, Gauge(metric, doc, ["processor"], registry=r))
+            setattr(self, attr, m.gauge(metric, doc))

@@ -25,15 +25,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from pydantic import Field, PositiveInt, field_validator
 
+from costctx.component.host import Host
 from costctx.component.processor import Processor
-from costctx.config.types import Duration, StrictModel
-from costctx.envelope import ENVELOPE
 from costctx.envelope.keys import HOP_DEPTH_KEY, REPAIRED_KEY
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import any_value_to_python, set_any_value
 from costctx.pdata.batch import ResourceView, SpanRecord
+from costctx.processors.inherit.config import InheritConfig
 from costctx.processors.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
 from costctx.processors.inherit.encode import AttributeBytes, attribute_bytes
 from costctx.processors.inherit.hold import HeldSpan, Hold, Origin, TraceHold
@@ -42,52 +41,6 @@ from costctx.processors.inherit.regroup import Regrouper
 
 MiB = 1024 * 1024
 _INVALID_SPAN_ID = bytes(8)
-
-
-class CacheConfig(StrictModel):
-    # Spans remembered as possible ancestors: about 400 bytes each (ids, a few values that
-    # children share, the cache's own links), so 20 MB; 5 s of history at 10k spans/s.
-    max_entries: PositiveInt = 50_000
-    # Traces remembered for the trace-level fallback.
-    max_traces: PositiveInt = 25_000
-    # An ancestor is forgotten this long after it was seen, even when there is room.
-    ttl: Duration = 300.0
-
-
-class HoldConfig(StrictModel):
-    # Past either bound the oldest traces are released as they are (counted, never dropped).
-    max_spans: PositiveInt = 20_000
-    max_bytes: PositiveInt = 32 * MiB
-
-
-def _check_fields(value: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
-    unknown = [v for v in value if v not in allowed]
-    if unknown:
-        raise ValueError(f"not {what}: {', '.join(unknown)}")
-    return value
-
-
-class InheritConfig(StrictModel):
-    # How long a span waits for an ancestor that has not arrived (the Collector's
-    # groupbytrace default). Counted from the first held span of the trace.
-    wait_duration: Duration = 1.0
-    # A span missing one of these (inheritable) fields waits for its ancestors.
-    required_fields: list[str] = Field(default_factory=lambda: list(ENVELOPE.default_required))
-    # When no ancestor has a field, take it from another span of the same trace.
-    trace_fallback: bool = True
-    trace_fallback_fields: list[str] = Field(default_factory=lambda: ["workflow.id"])
-    cache: CacheConfig = Field(default_factory=CacheConfig)
-    hold: HoldConfig = Field(default_factory=HoldConfig)
-
-    @field_validator("required_fields")
-    @classmethod
-    def _known_required(cls, value: list[str]) -> list[str]:
-        return _check_fields(value, ENVELOPE.context_keys, "context fields of the envelope")
-
-    @field_validator("trace_fallback_fields")
-    @classmethod
-    def _known_fallback(cls, value: list[str]) -> list[str]:
-        return _check_fields(value, ENVELOPE.inheritable, "inheritable context fields")
 
 
 class _Tally:
@@ -116,9 +69,9 @@ class InheritProcessor(Processor):
     config_model = InheritConfig
     config: InheritConfig
 
-    def __init__(self, name, config, context) -> None:
-        super().__init__(name, config, context)
-        envelope = self.context.envelope
+    def __init__(self, name: str, config: InheritConfig, host: Host) -> None:
+        super().__init__(name, config, host)
+        envelope = host.envelope
         self._fields: tuple[str, ...] = envelope.inheritable
         # Only inheritable fields are worth waiting for (retry.attempt never is).
         self._required = tuple(k for k in config.required_fields if k in self._fields)
@@ -135,13 +88,13 @@ class InheritProcessor(Processor):
         self.use_clock(time.monotonic)
         self._max_spans = config.hold.max_spans
         self._max_bytes = config.hold.max_bytes
-        self.metrics = context.shared("inherit.metrics", lambda: InheritMetrics(context.metrics))
+        self.metrics = InheritMetrics(self.component_metrics())
         m = self.metrics
-        m.hold_spans.labels(name).set_function(lambda: self.hold.span_count)
-        m.hold_bytes.labels(name).set_function(lambda: self.hold.nbytes)
-        m.hold_traces.labels(name).set_function(lambda: len(self.hold.traces))
-        m.cache_entries.labels(name).set_function(lambda: len(self.cache))
-        m.trace_entries.labels(name).set_function(lambda: len(self.trace_values))
+        m.hold_spans.set_function(lambda: self.hold.span_count)
+        m.hold_bytes.set_function(lambda: self.hold.nbytes)
+        m.hold_traces.set_function(lambda: len(self.hold.traces))
+        m.cache_entries.set_function(lambda: len(self.cache))
+        m.trace_entries.set_function(lambda: len(self.trace_values))
 
     def use_clock(self, clock: Callable[[], float]) -> None:
         """Set the clock for hold deadlines and cache ages (tests step one by hand).
@@ -558,21 +511,20 @@ class InheritProcessor(Processor):
 
     def _flush(self, tally: _Tally) -> None:
         m = self.metrics
-        name = self.name
         per_field: Counter[tuple[str, str]] = Counter()
         for (source, fields), count in tally.repaired.items():
             for field in fields:
                 per_field[(field, source)] += count
         for (field, source), count in per_field.items():
-            m.repaired_fields.labels(name, field, source).inc(count)
+            m.repaired_fields.labels(field, source).inc(count)
         for field, count in tally.conflicts.items():
-            m.conflicts.labels(name, field).inc(count)
+            m.conflicts.labels(field).inc(count)
         for reason, count in tally.released.items():
-            m.released_spans.labels(name, reason).inc(count)
+            m.released_spans.labels(reason).inc(count)
         for reason, count in tally.missing.items():
-            m.missing_spans.labels(name, reason).inc(count)
+            m.missing_spans.labels(reason).inc(count)
         if tally.held:
-            m.held_spans.labels(name).inc(tally.held)
+            m.held_spans.inc(tally.held)
 
 
 def _append(rec: SpanRecord, pieces: list[bytes], names: list[str]) -> None:

@@ -17,37 +17,14 @@ ByteSize); the attribute count is a len().
 from __future__ import annotations
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from prometheus_client import Counter
-from pydantic import PositiveInt
 
-from costctx.component.processor import Processor, ProcessorContext
-from costctx.config.types import StrictModel
+from costctx.component.host import Host
+from costctx.component.processor import Processor
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import index_attributes
 from costctx.pdata.batch import SpanRecord
-
-
-class LimitsConfig(StrictModel):
-    # The OpenTelemetry SDK's default attribute count limit.
-    max_attributes_per_span: PositiveInt = 128
-    # Generous enough for prompt and completion content; bounds a runaway value.
-    max_attribute_value_length: PositiveInt = 64 * 1024
-
-
-class _LimitsMetrics:
-    def __init__(self, registry) -> None:
-        self.dropped = Counter(
-            "costctx_limits_dropped_attributes",
-            "Span attributes dropped over max_attributes_per_span.",
-            ["processor"],
-            registry=registry,
-        )
-        self.truncated = Counter(
-            "costctx_limits_truncated_values",
-            "Attribute values truncated to max_attribute_value_length.",
-            ["processor"],
-            registry=registry,
-        )
+from costctx.processors.limits.config import LimitsConfig
+from costctx.processors.limits.metrics import limits_metrics
 
 
 def _truncate(value: AnyValue, limit: int) -> int:
@@ -69,13 +46,12 @@ class LimitsProcessor(Processor):
     type_name = "limits"
     config_model = LimitsConfig
 
-    def __init__(self, name: str, config: LimitsConfig, context: ProcessorContext) -> None:
-        super().__init__(name, config, context)
-        # One set of counters per sidecar, labelled by processor.
-        metrics = context.shared("limits.metrics", lambda: _LimitsMetrics(context.metrics.registry))
-        self._dropped = metrics.dropped.labels(name)
-        self._truncated = metrics.truncated.labels(name)
-        self._protected = frozenset(context.envelope.field_types)
+    def __init__(self, name: str, config: LimitsConfig, host: Host) -> None:
+        super().__init__(name, config, host)
+        metrics = limits_metrics(self.component_metrics())
+        self._dropped = metrics.dropped
+        self._truncated = metrics.truncated
+        self._protected = frozenset(host.envelope.field_types)
 
     def process(self, batch: TraceBatch) -> TraceBatch:
         max_attrs = self.config.max_attributes_per_span

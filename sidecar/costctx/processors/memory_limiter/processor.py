@@ -23,37 +23,16 @@ import gc
 import time
 
 import psutil
-from prometheus_client import Counter, Gauge
-from pydantic import Field, PositiveInt, model_validator
 
-from costctx.component.processor import Processor, ProcessorContext
-from costctx.config.types import Duration, StrictModel
+from costctx.component.consumer import IngestError
+from costctx.component.host import Host
+from costctx.component.processor import Processor
 from costctx.pdata import TraceBatch
 from costctx.pdata.signals import Signal
-from costctx.receivers.otlp.ingest import IngestError
+from costctx.processors.memory_limiter.config import MemoryLimiterConfig
+from costctx.processors.memory_limiter.metrics import MemoryLimiterMetrics, memory_limiter_metrics
 
 MiB = 1024 * 1024
-
-
-class MemoryLimiterConfig(StrictModel):
-    check_interval: Duration = 1.0
-    limit_mib: PositiveInt
-    spike_limit_mib: int | None = Field(default=None, ge=0)
-    # What the refusal tells clients to wait before retrying.
-    retry_after: Duration = 1.0
-
-    @model_validator(mode="after")
-    def _spike_below_limit(self) -> MemoryLimiterConfig:
-        if self.spike_limit_mib is not None and self.spike_limit_mib >= self.limit_mib:
-            raise ValueError("spike_limit_mib must be below limit_mib")
-        if self.check_interval <= 0:
-            raise ValueError("check_interval must be positive")
-        return self
-
-    @property
-    def soft_limit_mib(self) -> int:
-        spike = self.spike_limit_mib if self.spike_limit_mib is not None else self.limit_mib // 5
-        return self.limit_mib - spike
 
 
 def _malloc_trim():
@@ -65,7 +44,7 @@ def _malloc_trim():
 
 
 class MemoryLimiter:
-    def __init__(self, config: MemoryLimiterConfig, registry) -> None:
+    def __init__(self, config: MemoryLimiterConfig, metrics: MemoryLimiterMetrics) -> None:
         self.config = config
         self.limit = config.limit_mib * MiB
         self.soft_limit = config.soft_limit_mib * MiB
@@ -76,19 +55,10 @@ class MemoryLimiter:
         self._last_collect = 0.0
         self.rss = 0
         self.refusing = False
-        self._rss_gauge = Gauge(
-            "costctx_memory_limiter_rss_bytes", "Process RSS at the last sample.", registry=registry
-        )
-        self._refusing_gauge = Gauge(
-            "costctx_memory_limiter_refusing", "1 while new data is refused for memory.", registry=registry
-        )
-        self._refused = Counter(
-            "costctx_memory_limiter_refused_requests",
-            "Requests refused because memory was above the soft limit.",
-            ["signal"],
-            registry=registry,
-        )
-        Gauge("costctx_memory_limiter_soft_limit_bytes", "The soft limit.", registry=registry).set(self.soft_limit)
+        self._rss_gauge = metrics.rss
+        self._refusing_gauge = metrics.refusing
+        self._refused = metrics.refused
+        metrics.soft_limit.set(self.soft_limit)
         self.sample()
 
     def sample(self) -> int:
@@ -126,9 +96,9 @@ class MemoryLimiterProcessor(Processor):
     type_name = "memory_limiter"
     config_model = MemoryLimiterConfig
 
-    def __init__(self, name: str, config: MemoryLimiterConfig, context: ProcessorContext) -> None:
-        super().__init__(name, config, context)
-        self.limiter = MemoryLimiter(config, context.metrics.registry)
+    def __init__(self, name: str, config: MemoryLimiterConfig, host: Host) -> None:
+        super().__init__(name, config, host)
+        self.limiter = MemoryLimiter(config, memory_limiter_metrics(self.component_metrics()))
         # Picked up by the Sidecar and run by the receivers before a request is accepted.
         self.admission_check = self.limiter.admission_check
         self._task: asyncio.Task | None = None

@@ -19,64 +19,17 @@ every key that may need work; spans without such a key are not touched further.
 from __future__ import annotations
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from pydantic import Field, PrivateAttr, model_validator
 
+from costctx.component.host import Host
 from costctx.component.processor import Processor
-from costctx.config.types import StrictModel
-from costctx.envelope import ENVELOPE
 from costctx.envelope.keys import RENAMED_KEY
-from costctx.normalize.alias_file import AliasFileError, builtin_aliases, load_alias_file
 from costctx.normalize.rewrite import Tally, rewrite_attributes
-from costctx.normalize.schema_file import SchemaFileError, load_schema_file
-from costctx.normalize.table import TableBuilder
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import set_any_value
-from costctx.processors.normalize.metrics import register_normalize_metrics
+from costctx.processors.normalize.config import NormalizeConfig
+from costctx.processors.normalize.metrics import normalize_metrics
 
 MAX_STAMP_TEMPLATES = 1024
-
-
-class SchemaFileConfig(StrictModel):
-    path: str
-    # Attributes (old or new name) whose renames apply; every other rename in the file is ignored.
-    allow: list[str] = Field(min_length=1)
-
-
-class NormalizeConfig(StrictModel):
-    # The alias table shipped in the package (sidecar/normalize/aliases.yaml).
-    builtin_aliases: bool = True
-    # The user's alias files, same shape as aliases.yaml; they take precedence, in order.
-    alias_files: list[str] = Field(default_factory=list)
-    # OpenTelemetry schema files (file_format 1.1.0) applied by each resource's or scope's schema_url.
-    schema_files: list[SchemaFileConfig] = Field(default_factory=list)
-    # Convert values to the canonical type where the meaning is clear ("120" -> 120).
-    coerce: bool = True
-    # Write `costctx.renamed` on spans (the survival notes are kept either way).
-    stamp_renamed: bool = True
-
-    _builder: TableBuilder | None = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _load_tables(self) -> NormalizeConfig:
-        # Read and compile every file now, so a bad file is a config error naming it.
-        try:
-            builder = TableBuilder(
-                user_sets=[load_alias_file(path) for path in self.alias_files],
-                builtin=builtin_aliases() if self.builtin_aliases else None,
-                schema_files=[load_schema_file(s.path, s.allow) for s in self.schema_files],
-                envelope_types=dict(ENVELOPE.field_types),
-                coerce=self.coerce,
-            )
-            builder.base()
-        except (AliasFileError, SchemaFileError) as exc:
-            raise ValueError(str(exc)) from None
-        self._builder = builder
-        return self
-
-    @property
-    def builder(self) -> TableBuilder:
-        assert self._builder is not None
-        return self._builder
 
 
 class NormalizeProcessor(Processor):
@@ -84,14 +37,13 @@ class NormalizeProcessor(Processor):
     config_model = NormalizeConfig
     config: NormalizeConfig
 
-    def __init__(self, name, config, context) -> None:
-        super().__init__(name, config, context)
+    def __init__(self, name: str, config: NormalizeConfig, host: Host) -> None:
+        super().__init__(name, config, host)
         self._builder = config.builder
         self._base = self._builder.base()
         self._per_schema = bool(self._builder.schema_files)
         self._stamp = config.stamp_renamed
-        self._metrics = context.shared(
-            "normalize.metrics", lambda: register_normalize_metrics(context.metrics.registry))
+        self._metrics = normalize_metrics(self.component_metrics())
         self._stamps: dict[tuple[str, ...], AnyValue] = {}
         for schema in self._builder.schema_files:
             if schema.skipped_conditional:

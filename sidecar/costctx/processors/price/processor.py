@@ -7,8 +7,8 @@ which is kept and compared with the sidecar's own figure). Spans with a `workflo
 also get `workflow.spend_total_usd`: the workflow's spend as this sidecar has seen it,
 this span included. Amounts are exact pico-USD integers until written as doubles.
 
-Publishes `services["price_book"]` (PriceBookHandle) and `services["spend_ledger"]`
-(SpendLedger) for the budget processor.
+The first price processor of a pipeline prices into the host's price book (so the budget
+engine's estimates use its sources) and keeps the host's spend ledger.
 """
 
 from __future__ import annotations
@@ -16,22 +16,19 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator, model_validator
-
+from costctx.component.host import Host
 from costctx.component.processor import Processor
-from costctx.config.types import Duration, StrictModel
 from costctx.envelope.keys import COST_ORIGIN, COST_SOURCE, COST_USD, MISSING_KEY, SPEND_TOTAL
 from costctx.pdata import TraceBatch
 from costctx.pdata.batch import SpanRecord
 from costctx.pdata.ids import span_identity
-from costctx.pricing.archive import DEFAULT_MAX_VERSIONS, PriceArchive
 from costctx.pricing.book import Estimate, PriceBook, PriceBookHandle
 from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from costctx.pricing.ledger import SpendLedger
 from costctx.pricing.money import from_usd, to_usd_float
-from costctx.pricing.sources import PriceSources, ReloadEvent, SourceSpec
+from costctx.pricing.sources import PriceSources, ReloadEvent
 
 # The usage keys, shared with re-pricing outside the pipeline (`costctx price --explain-span`).
 from costctx.pricing.span_usage import (
@@ -50,7 +47,7 @@ from costctx.pricing.span_usage import (
     RESPONSE_MODEL,
     TEXT_INPUT,
 )
-from costctx.pricing.table import parse_instant
+from costctx.processors.price.config import PriceConfig, build_archive, build_book, source_specs
 from costctx.processors.price.metrics import PriceMetrics
 from costctx.survival.bounded import BoundedLabel
 
@@ -64,7 +61,6 @@ WORKFLOW_ID = "workflow.id"
 TRIGGER_KEYS = frozenset((RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS, COST_AMOUNT))
 NS_PER_SECOND = 1_000_000_000
 
-TokenMode = Literal["inclusive", "additive"]
 COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
 
 
@@ -93,96 +89,14 @@ def _string(attrs: dict, key: str) -> str | None:
     return (kv.value.string_value or None) if kv is not None else None
 
 
-class PriceSourceConfig(StrictModel):
-    type: Literal["builtin", "litellm", "overrides"]
-    path: str | None = None
-    name: str | None = None
-    version: str | None = None
-    # A LiteLLM snapshot carries no dates: the period its prices were in effect (UTC).
-    effective_from: str | None = None
-    effective_until: str | None = None
-
-    @model_validator(mode="after")
-    def _path_matches_type(self) -> PriceSourceConfig:
-        if self.type == "builtin" and self.path:
-            raise ValueError("the builtin source is shipped in the package and takes no path")
-        if self.type != "builtin" and not self.path:
-            raise ValueError(f"a {self.type} source needs a path")
-        if (self.effective_from or self.effective_until) and self.type != "litellm":
-            raise ValueError("effective_from/effective_until apply to litellm snapshots; YAML rows carry "
-                             "their own from/until")
-        start, end = self.period()
-        if start is not None and end is not None and end <= start:
-            raise ValueError("effective_until must be after effective_from")
-        return self
-
-    def period(self) -> tuple[int | None, int | None]:
-        start = parse_instant(self.effective_from, "effective_from") if self.effective_from else None
-        end = parse_instant(self.effective_until, "effective_until") if self.effective_until else None
-        return start, end
-
-
-class PriceHistoryConfig(StrictModel):
-    # Where every price-table version priced with is kept (survives restarts); memory only if unset.
-    directory: str | None = None
-    max_versions: PositiveInt = DEFAULT_MAX_VERSIONS
-
-
-class PriceConfig(StrictModel):
-    # Layered, later wins. A bare string is a type with no options: `- builtin`.
-    sources: list[PriceSourceConfig] = Field(default_factory=lambda: [PriceSourceConfig(type="builtin")])
-    # Span model name -> table model name (applied after exact, prefix and snapshot matching).
-    aliases: dict[str, str] = Field(default_factory=dict)
-    # Provider -> how its spans count cache tokens. `anthropic` is additive unless set here.
-    cache_token_modes: dict[str, TokenMode] = Field(default_factory=dict)
-    default_cache_token_mode: TokenMode = INCLUSIVE
-    # How often price files are checked for changes (stat, then hash).
-    reload_interval: Duration = 5.0
-    # Workflow running totals: how many workflows, and how long after their last priced span.
-    spend_table_size: PositiveInt = 100_000
-    spend_ttl: Duration = 6 * 3600.0
-    # A span seen again within this window (same trace and span id: a client resending a
-    # batch) is priced and stamped again but not added to the running total twice. 0: off.
-    dedupe_window: Duration = 300.0
-    dedupe_size: NonNegativeInt = 50_000
-    # A reported cost differing from the computed one by more than this fraction is drift.
-    drift_tolerance: NonNegativeFloat = 0.01
-    # Distinct model label values on the miss / drift metrics before `other`.
-    max_model_labels: PositiveInt = 100
-    # A span is priced at the price in effect at its start time when that is this close to the
-    # sidecar's clock (either way); further off, at the price in effect now (counted), so a
-    # forged timestamp cannot pick a cheaper period.
-    start_time_tolerance: Duration = 3600.0
-    history: PriceHistoryConfig = Field(default_factory=PriceHistoryConfig)
-
-    @field_validator("sources", mode="before")
-    @classmethod
-    def _bare_names(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"type": v} if isinstance(v, str) else v for v in value]
-        return value
-
-
-def source_specs(config: PriceConfig) -> list[SourceSpec]:
-    return [SourceSpec(s.type, s.path, s.name, s.version, *s.period()) for s in config.sources]
-
-
-def build_archive(config: PriceConfig) -> PriceArchive:
-    return PriceArchive(config.history.directory, config.history.max_versions)
-
-
-def build_book(config: PriceConfig, sources: PriceSources) -> PriceBook:
-    return PriceBook(sources.tables(), config.aliases, config.cache_token_modes, config.default_cache_token_mode)
-
-
 class PriceProcessor(Processor):
     type_name = "price"
     config_model = PriceConfig
     config: PriceConfig
 
-    def __init__(self, name, config, context) -> None:
-        super().__init__(name, config, context)
-        self.metrics = context.shared("price.metrics", lambda: PriceMetrics(context.metrics))
+    def __init__(self, name: str, config: PriceConfig, host: Host) -> None:
+        super().__init__(name, config, host)
+        self.metrics = PriceMetrics(self.component_metrics())
         self._model_label = BoundedLabel("model", config.max_model_labels)
         self._currency_label = BoundedLabel("currency", 20)
         self._warned: set[str] = set()
@@ -193,12 +107,16 @@ class PriceProcessor(Processor):
         self._next_check = 0.0
         self._reload_task: asyncio.Task | None = None
         events = self.sources.refresh()
-        self.book = PriceBookHandle(build_book(config, self.sources))
+        book = build_book(config, self.sources)
+        shared = host.claim_price_book(name)
+        if shared is not None:
+            shared.book = book
+        self.book = shared if shared is not None else PriceBookHandle(book)
         self._count_reloads(events)
         self.ledger = SpendLedger(maxsize=config.spend_table_size, ttl=config.spend_ttl,
                                   dedupe_size=config.dedupe_size, dedupe_window=config.dedupe_window)
-        context.services["price_book"] = self.book
-        context.services["spend_ledger"] = self.ledger
+        if host.spend_ledger is None:
+            host.spend_ledger = self.ledger
 
     # -- pricing -----------------------------------------------------------------------------
     def process(self, batch: TraceBatch) -> TraceBatch:

@@ -13,10 +13,10 @@ from aiohttp import web
 from google.protobuf.message import Message
 from google.rpc import code_pb2
 
+from costctx.config.server import HttpProtocolConfig
 from costctx.pdata.signals import SIGNALS, Signal
 from costctx.receivers.otlp.ingest import Ingest, IngestError, decode_protobuf
 from costctx.receivers.otlp.json_codec import decode_json, encode_json
-from costctx.service.config.model import HttpProtocolConfig
 from costctx.transport.http_errors import JSON, PROTOBUF, status_response
 
 MAX_BODY = web.AppKey("max_body", int)

@@ -8,27 +8,15 @@ unavailable -> UNAVAILABLE + RetryInfo / 503 + Retry-After, unimplemented -> UNI
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Literal
 
 from google.protobuf.message import DecodeError, Message
 
+from costctx.component.consumer import AdmissionCheck, IngestError, PassThroughConsumer, TracesConsumer
 from costctx.pdata import TraceBatch
 from costctx.pdata.signals import TRACES, Signal, count_items
-from costctx.service.pipeline import PassThroughPipeline, TracesPipeline
 from costctx.telemetry.metrics import SidecarMetrics
 
 log = logging.getLogger("costctx.receiver")
-
-ErrorKind = Literal["invalid", "too_large", "unavailable", "unimplemented", "unauthenticated"]
-
-
-class IngestError(Exception):
-    def __init__(self, kind: ErrorKind, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.retry_after = retry_after
 
 
 def decode_protobuf(signal: Signal, body: bytes) -> Message:
@@ -40,15 +28,11 @@ def decode_protobuf(signal: Signal, body: bytes) -> Message:
     return message
 
 
-# An admission check runs before a request is accepted (memory limiter, persistent queue...).
-AdmissionCheck = Callable[[Signal, int], "IngestError | None"]
-
-
 class Ingest:
     def __init__(
         self,
-        traces: TracesPipeline | None,
-        passthrough: dict[str, PassThroughPipeline],
+        traces: TracesConsumer | None,
+        passthrough: dict[str, PassThroughConsumer],
         metrics: SidecarMetrics,
         retry_after: float = 1.0,
     ) -> None:

@@ -16,7 +16,8 @@ import yaml
 from pydantic import ValidationError
 
 from costctx.config.types import split_host_port
-from costctx.service.config.model import EXPORTER_TYPES, EXTENSION_TYPES, SIGNALS, SidecarConfig
+from costctx.service.config.model import SIGNALS, SidecarConfig
+from costctx.service.registry import EXPORTER_TYPES, EXTENSION_TYPES
 
 _ENV_REF = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -1,0 +1,61 @@
+"""Every registered processor type, twice in one pipeline (`t` and `t/b`): built, started, fed
+real spans through to a sink, and shut down. A new type in the registry is covered as added."""
+
+from __future__ import annotations
+
+import pytest
+
+from costctx.cli.sink import OtlpSink
+from costctx.service.registry import PROCESSOR_TYPES
+from tests.support.metrics import metric
+from tests.support.sdk import tracer_provider
+from tests.support.sidecar import sidecar_config, start_sidecar
+
+# The smallest valid section of a type whose config has required keys; every other type is
+# configured with an empty section (its defaults). A new type with required keys fails below
+# with a message saying to add it here.
+MINIMAL_SECTIONS: dict[str, dict] = {
+    "memory_limiter": {"limit_mib": 1_000_000, "check_interval": "50ms"},
+}
+
+# A span of each kind a processor acts on: a model call with usage and the envelope, a child
+# without the envelope (inherit repairs it), an old key (normalize renames it).
+SPANS = 3
+
+
+def _feed(grpc_port: int) -> None:
+    provider = tracer_provider(grpc_port=grpc_port, batch=False)
+    tracer = provider.get_tracer("lifecycle")
+    with tracer.start_as_current_span("workflow") as root:
+        root.set_attribute("workflow.id", "wf-lifecycle")
+        root.set_attribute("workflow.name", "lifecycle")
+        root.set_attribute("owner.tenant", "acme")
+        with tracer.start_as_current_span("chat gpt-4o") as call:
+            call.set_attribute("gen_ai.request.model", "gpt-4o")
+            call.set_attribute("gen_ai.usage.input_tokens", 100)
+            call.set_attribute("gen_ai.usage.output_tokens", 20)
+        with tracer.start_as_current_span("tool") as tool:
+            tool.set_attribute("llm.token_count.prompt", 5)
+    provider.shutdown()
+
+
+@pytest.mark.parametrize("type_name", sorted(PROCESSOR_TYPES))
+def test_every_processor_type_twice_in_one_pipeline(type_name: str, sink: OtlpSink) -> None:
+    names = [type_name, f"{type_name}/b"]
+    section = MINIMAL_SECTIONS.get(type_name)
+    config = sidecar_config(sink.grpc_port, processors=names, processor_config={n: section for n in names})
+    try:
+        runner = start_sidecar(config)
+    except Exception as exc:  # pragma: no cover - the message is the point
+        raise AssertionError(
+            f"{type_name} and {type_name}/b could not start together ({exc!r}); if its config has "
+            "required keys, add its smallest valid section to MINIMAL_SECTIONS"
+        ) from exc
+    try:
+        _feed(runner.sidecar.grpc_port)
+        assert sink.wait_for_spans(SPANS), f"{type_name}: {sink.span_count()} of {SPANS} spans reached the sink"
+        for name in names:
+            assert metric(runner, "costctx_processor_errors_total", processor=name) == 0
+    finally:
+        runner.stop()
+    assert sink.span_count() == SPANS  # nothing duplicated or lost on shutdown
