@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from costctx.client.budget import BudgetClient
+from costctx.pricing.book import builtin_book
 from costctx.service.config.loader import ConfigError, build_config
 from tests.support.sidecar import sidecar_config, start_sidecar
 
@@ -49,6 +50,22 @@ def test_token_estimates_are_priced_from_the_price_book(sink):
         d = client.check(model="gpt-4o", estimated_cost_usd=0.02, input_tokens=10, output_tokens=10,
                          workflow_id="wf-c", policy_id="p")
         assert d.response.reserved_cost_usd == pytest.approx(0.02)
+        client.close()
+    finally:
+        runner.stop()
+
+
+def test_token_estimates_without_a_price_processor_use_the_builtin_table(sink):
+    """The host owns the price book: a pipeline with `budget` and no `price` still prices a check's
+    tokens (from the table shipped in the package), instead of silently reserving nothing."""
+    budget = {"policies": [{"id": "p", "workflow": {"cost_usd": 0.05}}]}
+    runner = start_sidecar(config_with(sink.grpc_port, budget, processors=("budget",)))
+    try:
+        client = BudgetClient(f"127.0.0.1:{runner.sidecar.grpc_port}")
+        expected = builtin_book().estimate("gpt-4o", 2000, 500)
+        assert expected is not None and expected.usd > 0
+        d = client.check(model="gpt-4o", input_tokens=2000, output_tokens=500, workflow_id="wf-a", policy_id="p")
+        assert d.decision == "ALLOW" and d.response.reserved_cost_usd == pytest.approx(expected.usd, abs=1e-6)
         client.close()
     finally:
         runner.stop()

@@ -3,7 +3,10 @@ real spans through to a sink, and shut down. A new type in the registry is cover
 
 from __future__ import annotations
 
+import urllib.request
+
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from costctx.cli.sink import OtlpSink
 from costctx.service.registry import PROCESSOR_TYPES
@@ -39,6 +42,20 @@ def _feed(grpc_port: int) -> None:
     provider.shutdown()
 
 
+# Types whose metrics exist from the start (gauges set at construction), so both ids must show.
+ALWAYS_LABELLED = {"budget", "inherit", "limits", "memory_limiter", "price"}
+
+
+def _check_labelled_by_id(admin_port: int, type_name: str, names: list[str]) -> None:
+    """Every sample of the type's own metrics names the instance it came from."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read().decode()
+    own = [s for f in text_string_to_metric_families(text) if f.name.startswith(f"costctx_{type_name}_")
+           for s in f.samples]
+    assert all(s.labels.get("processor") in names for s in own), [s for s in own if "processor" not in s.labels]
+    if type_name in ALWAYS_LABELLED:
+        assert {s.labels["processor"] for s in own} == set(names)
+
+
 @pytest.mark.parametrize("type_name", sorted(PROCESSOR_TYPES))
 def test_every_processor_type_twice_in_one_pipeline(type_name: str, sink: OtlpSink) -> None:
     names = [type_name, f"{type_name}/b"]
@@ -56,6 +73,7 @@ def test_every_processor_type_twice_in_one_pipeline(type_name: str, sink: OtlpSi
         assert sink.wait_for_spans(SPANS), f"{type_name}: {sink.span_count()} of {SPANS} spans reached the sink"
         for name in names:
             assert metric(runner, "costctx_processor_errors_total", processor=name) == 0
+        _check_labelled_by_id(runner.sidecar.admin_port, type_name, names)
     finally:
         runner.stop()
     assert sink.span_count() == SPANS  # nothing duplicated or lost on shutdown

@@ -137,6 +137,7 @@ def test_refusals_are_protocol_correct_on_every_signal_and_transport(make_sideca
             assert response.status_code == 503 and response.headers["Retry-After"] == "3"
     channel.close()
     refused = sidecar.metrics.registry.get_sample_value
-    assert refused("costctx_memory_limiter_refused_requests_total", {"processor": "memory_limiter", "signal": "logs"}) == 4
+    limiter = {"processor": "memory_limiter"}
+    assert refused("costctx_memory_limiter_refused_requests_total", {**limiter, "signal": "logs"}) == 4
     assert refused("costctx_receiver_requests_total", {"signal": "traces", "transport": "http",
                                                         "result": "memory_limited"}) == 2
