@@ -15,6 +15,8 @@ from costctx.exporters.otlp.exporter import QueuedExporter
 from costctx.extensions.bearertokenauth.grpc_auth import BearerAuthInterceptor
 from costctx.extensions.bearertokenauth.http_auth import bearer_auth_middleware
 from costctx.extensions.bearertokenauth.tokens import BearerTokens
+from costctx.extensions.budgetservice.service import grpc_handlers as budget_grpc_handlers
+from costctx.extensions.budgetservice.service import http_routes as budget_http_routes
 from costctx.pdata.signals import SIGNALS
 from costctx.receivers.otlp.grpc import otlp_grpc_handlers
 from costctx.receivers.otlp.http import build_otlp_http_app
@@ -82,12 +84,19 @@ class Sidecar:
             self.http = HttpServerHost(
                 protocols.http.endpoint, build_otlp_http_app(self.ingest, protocols.http), "OTLP/HTTP"
             )
-        # Services processors provide on the same ports (the budget check beside OTLP).
+        # Services processors provide on the same ports.
         for processor in self.traces.processors if self.traces is not None else ():
             if self.grpc is not None:
                 self.grpc.add_handlers(processor.grpc_handlers())
             if self.http is not None:
                 self.http.app.router.add_routes(processor.http_routes())
+        # The budget check beside OTLP, answered by the budget engine (the first budget processor's).
+        engine = self.host.budget_engine
+        if engine is not None:
+            if self.grpc is not None:
+                self.grpc.add_handlers(budget_grpc_handlers(engine))
+            if self.http is not None:
+                self.http.app.router.add_routes(budget_http_routes(engine))
         # After the processors: the envelope processor configures the recorder's dimensions.
         self.metrics.registry.register(SurvivalCollector(self.survival))
         self.admin_app: web.Application = build_admin_app(

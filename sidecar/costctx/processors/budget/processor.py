@@ -1,6 +1,7 @@
 """The `budget` processor: commits each model-call span's actual spend to the budget
 counters (replacing the reservation its check made), stamps `policy.id` and
-`budget.state`, and serves the budget check on the sidecar's gRPC and HTTP ports.
+`budget.state`. Its engine (the host's `budget_engine`) answers the budget check, which the
+service serves on the sidecar's gRPC and HTTP ports (extensions/budgetservice).
 
 Runs after `price` (it reads `cost.usd`) and before `envelope`. With the Redis store a
 batch is held for the one round trip that commits its spans, then released stamped.
@@ -18,7 +19,6 @@ from costctx.budget.seen import SeenSpans
 from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
-from costctx.extensions.budgetservice.service import grpc_handlers, http_routes
 from costctx.pdata import TraceBatch
 from costctx.pdata.batch import SpanRecord
 from costctx.pdata.ids import span_identity
@@ -58,13 +58,6 @@ class BudgetProcessor(Processor):
         # Spans already committed (trace id + span id): an exporter that resends a batch
         # after a lost acknowledgement must not count its spend twice.
         self._committed = SeenSpans(maxsize=200_000, ttl=900)
-
-    # -- the service this processor provides ------------------------------------------------
-    def grpc_handlers(self) -> list:
-        return grpc_handlers(self.engine)
-
-    def http_routes(self) -> list:
-        return http_routes(self.engine)
 
     # -- spans ----------------------------------------------------------------------------
     @staticmethod
