@@ -130,6 +130,21 @@ def test_real_sdk_with_the_token_header(make_sidecar, sink, token_file):
     assert sink.spans()[0].name == "sdk-span"
 
 
+def test_a_named_bearertokenauth_instance_is_enforced(make_sidecar, token_file):
+    """`bearertokenauth/prod` is a bearertokenauth like any other: auth must not be silently off."""
+    runner = make_sidecar(processors=[], extensions={"bearertokenauth/prod": {"filename": str(token_file)}})
+    channel = grpc.insecure_channel(f"127.0.0.1:{runner.sidecar.grpc_port}")
+    assert grpc_export(channel, ["none"]) == grpc.StatusCode.UNAUTHENTICATED
+    assert grpc_export(channel, ["right"], (("authorization", "Bearer s3cret-token"),)) == grpc.StatusCode.OK
+    channel.close()
+
+
+def test_a_second_bearertokenauth_is_refused(token_file):
+    extensions = {"bearertokenauth": {"filename": str(token_file)}, "bearertokenauth/b": {"token": "other"}}
+    with pytest.raises(ConfigError, match="extensions.bearertokenauth/b: one bearertokenauth per sidecar"):
+        build_config(sidecar_config(4317, processors=[], extensions=extensions), {})
+
+
 def test_auth_config_is_validated(tmp_path):
     with pytest.raises(ConfigError, match="exactly one of filename, token"):
         build_config(sidecar_config(4317, processors=[], extensions={"bearertokenauth": {}}), {})

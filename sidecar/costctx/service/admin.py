@@ -30,7 +30,7 @@ def build_admin_app(
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def survival(_: web.Request) -> web.Response:
-        # The field-survival matrix, readiness verdicts and spend (sidecar/telemetry/report.py).
+        # The field-survival matrix, readiness verdicts and spend (sidecar/costctx/survival/report.py).
         return web.json_response(survival_report() if survival_report else {})
 
     app.router.add_get("/healthz", healthz)

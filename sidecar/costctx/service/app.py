@@ -115,7 +115,8 @@ class Sidecar:
             self.grpc.credentials = grpc_server_credentials(protocols.grpc.tls)
         if self.http is not None and protocols.http.tls is not None:
             self.http.ssl_context = http_ssl_context(protocols.http.tls)
-        auth = self.config.extensions.get("bearertokenauth")
+        # By type, whatever the instance's name (`bearertokenauth/prod` too); validation allows one.
+        auth = next((c for n, c in self.config.extensions.items() if n.split("/", 1)[0] == "bearertokenauth"), None)
         if auth is None:
             return
         tokens = BearerTokens(auth)

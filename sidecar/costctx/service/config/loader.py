@@ -158,10 +158,19 @@ def _validate_processors(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _validate_extensions(raw: dict[str, Any]) -> dict[str, Any]:
     typed: dict[str, Any] = {}
+    seen: dict[str, str] = {}
     for name, section in raw.items():
-        model = EXTENSION_TYPES.get(name.split("/", 1)[0])
+        type_name = name.split("/", 1)[0]
+        model = EXTENSION_TYPES.get(type_name)
         if model is None:
             raise ConfigError(f"extensions.{name}: unknown extension (known: {', '.join(EXTENSION_TYPES)})")
+        if type_name in seen:
+            # Nothing references an extension by name here: each applies to the whole sidecar,
+            # so a second instance could only be ignored or clash.
+            raise ConfigError(
+                f"extensions.{name}: one {type_name} per sidecar ({seen[type_name]} is already configured)"
+            )
+        seen[type_name] = name
         try:
             typed[name] = model.model_validate(section or {})
         except ValidationError as exc:
