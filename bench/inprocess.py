@@ -65,7 +65,7 @@ class StagePipeline:
 
 
 async def build_stage(processors: list[str]) -> StagePipeline:
-    # The collector settings `costctx run` uses once started (sidecar/gc_tuning.py).
+    # The collector settings `costctx run` uses once started (sidecar/costctx/service/gc_tuning.py).
     tune_for_throughput()
     sidecar = Sidecar(build_config(pipeline_config(processors), environ={}))
     assert sidecar.traces is not None

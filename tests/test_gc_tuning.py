@@ -1,4 +1,4 @@
-"""The sidecar process tunes the cyclic garbage collector once started (see sidecar/gc_tuning.py)."""
+"""The sidecar process tunes the cyclic garbage collector once started (see sidecar/costctx/service/gc_tuning.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Attributes appended as pre-encoded bytes (sidecar/inherit/encode.py) give the same span
+"""Attributes appended as pre-encoded bytes (sidecar/costctx/processors/inherit/encode.py) give the same span
 as adding them one KeyValue at a time, whatever the value type and the span's content."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
 """Key normalization: alias tables, OpenTelemetry schema files and value coercion.
 
-The `normalize` processor (sidecar/processors/normalize.py) compiles these into one lookup.
+The `normalize` processor (sidecar/costctx/processors/normalize/processor.py) compiles these into one lookup.
 """

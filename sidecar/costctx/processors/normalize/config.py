@@ -21,7 +21,7 @@ class SchemaFileConfig(StrictModel):
 
 
 class NormalizeConfig(StrictModel):
-    # The alias table shipped in the package (sidecar/normalize/aliases.yaml).
+    # The alias table shipped in the package (sidecar/costctx/normalize/aliases.yaml).
     builtin_aliases: bool = True
     # The user's alias files, same shape as aliases.yaml; they take precedence, in order.
     alias_files: list[str] = Field(default_factory=list)
