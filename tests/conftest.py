@@ -4,10 +4,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from costctx.cli.sink import OtlpSink
-from costctx.service.runner import SidecarThread
-from tests.support.budget import redis_url_fixture
-from tests.support.sidecar import sidecar_config, start_sidecar
+from tests.support import config_record
+
+# Before the test modules import the loader's names: every config they build is recorded.
+config_record.install()
+
+from costctx.cli.sink import OtlpSink  # noqa: E402
+from costctx.service.runner import SidecarThread  # noqa: E402
+from tests.support.budget import redis_url_fixture  # noqa: E402
+from tests.support.sidecar import sidecar_config, start_sidecar  # noqa: E402
 
 
 @pytest.fixture
@@ -36,3 +41,8 @@ def make_sidecar(sink: OtlpSink) -> Iterator[Callable[..., SidecarThread]]:
 def redis_url() -> Iterator[str]:
     """A real Redis for the budget tests: one redis-server per session, shared by every file."""
     yield from redis_url_fixture()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `runs_last` (the validate/run agreement over every recorded config) run after the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
