@@ -7,13 +7,14 @@ import logging
 import time
 
 from aiohttp import web
-from prometheus_client import Counter
 
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.exporters.otlp.exporter import QueuedExporter
+from costctx.exporters.otlp.metrics import ExporterMetrics
 from costctx.extensions.bearertokenauth.grpc_auth import BearerAuthInterceptor
 from costctx.extensions.bearertokenauth.http_auth import bearer_auth_middleware
+from costctx.extensions.bearertokenauth.metrics import auth_refused_requests
 from costctx.extensions.bearertokenauth.tokens import BearerTokens
 from costctx.extensions.budgetservice.service import grpc_handlers as budget_grpc_handlers
 from costctx.extensions.budgetservice.service import http_routes as budget_http_routes
@@ -21,6 +22,7 @@ from costctx.pdata.signals import SIGNALS
 from costctx.receivers.otlp.grpc import otlp_grpc_handlers
 from costctx.receivers.otlp.http import build_otlp_http_app
 from costctx.receivers.otlp.ingest import Ingest
+from costctx.receivers.otlp.metrics import ReceiverMetrics
 from costctx.service.admin import build_admin_app
 from costctx.service.config.model import SidecarConfig
 from costctx.service.pipeline import PassThroughPipeline, TracesPipeline
@@ -51,7 +53,10 @@ class Sidecar:
 
         pipelines = config.service.pipelines
         used = {name for p in pipelines.values() for name in p.exporters}
-        self.exporters = {name: QueuedExporter(name, config.exporters[name], self.metrics) for name in sorted(used)}
+        exporter_metrics = ExporterMetrics(self.metrics)
+        self.exporters = {
+            name: QueuedExporter(name, config.exporters[name], exporter_metrics) for name in sorted(used)
+        }
 
         self.traces: TracesPipeline | None = None
         if "traces" in pipelines:
@@ -66,7 +71,7 @@ class Sidecar:
             for signal in ("metrics", "logs")
             if signal in pipelines
         }
-        self.ingest = Ingest(self.traces, passthrough, self.metrics)
+        self.ingest = Ingest(self.traces, passthrough, ReceiverMetrics(self.metrics))
         # Processors that guard admission (memory_limiter) run before any request is accepted,
         # for every signal, in pipeline order.
         for processor in self.traces.processors if self.traces is not None else ():
@@ -120,12 +125,7 @@ class Sidecar:
         if auth is None:
             return
         tokens = BearerTokens(auth)
-        refused = Counter(
-            "costctx_auth_refused_requests",
-            "Requests refused for a missing or invalid bearer token, by server.",
-            ["server"],
-            registry=self.metrics.registry,
-        )
+        refused = auth_refused_requests(self.metrics)
         if self.grpc is not None:
             self.grpc.interceptors.append(BearerAuthInterceptor(tokens, lambda _: refused.labels("grpc").inc()))
         if self.http is not None:

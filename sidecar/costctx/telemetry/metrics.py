@@ -11,109 +11,20 @@ MetricFamily = Counter | Gauge | Histogram
 
 
 class SidecarMetrics:
-    """Counters every component reports into; served on the admin port at /metrics."""
+    """The sidecar's Prometheus registry (served on the admin port at /metrics) and the one way
+    components register on it (`family`; per instance through ComponentMetrics). Each component's
+    metrics are defined in its folder's metrics.py."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        # Families components register through `family` (once per registry, however many instances).
+        # Families registered through `family` (once per registry, however many instances).
         self._families: dict[str, tuple[MetricFamily, tuple[str, ...]]] = {}
-        r = self.registry
-        self.requests_received = Counter(
-            "costctx_receiver_requests",
-            "Export requests received, by signal, transport and result.",
-            ["signal", "transport", "result"],
-            registry=r,
-        )
-        self.items_received = Counter(
-            "costctx_receiver_accepted_items",
-            "Spans, metric data points or log records accepted.",
-            ["signal", "transport"],
-            registry=r,
-        )
-        self.items_refused = Counter(
-            "costctx_receiver_refused_items",
-            "Items refused to the client, by signal and reason.",
-            ["signal", "reason"],
-            registry=r,
-        )
-        self.items_forwarded = Counter(
-            "costctx_exporter_sent_items",
-            "Items the downstream accepted, by signal and exporter.",
-            ["signal", "exporter"],
-            registry=r,
-        )
-        self.items_rejected_downstream = Counter(
-            "costctx_exporter_rejected_items",
-            "Items the downstream rejected in a partial success, by signal and exporter.",
-            ["signal", "exporter"],
-            registry=r,
-        )
-        self.export_failures = Counter(
-            "costctx_exporter_send_failed_batches",
-            "Batches the exporter gave up on (non-retryable error or retries exhausted).",
-            ["signal", "exporter", "reason"],
-            registry=r,
-        )
-        self.export_failed_items = Counter(
-            "costctx_exporter_send_failed_items",
-            "Items in batches the exporter gave up on.",
-            ["signal", "exporter"],
-            registry=r,
-        )
-        self.export_retries = Counter(
-            "costctx_exporter_retries",
-            "Retried send attempts, by exporter and reason.",
-            ["exporter", "reason"],
-            registry=r,
-        )
-        self.queue_size = Gauge(
-            "costctx_exporter_queue_size",
-            "Batches waiting in the sending queue.",
-            ["exporter"],
-            registry=r,
-        )
-        self.queue_capacity = Gauge(
-            "costctx_exporter_queue_capacity",
-            "Sending queue capacity in batches.",
-            ["exporter"],
-            registry=r,
-        )
-        self.queue_overflow = Counter(
-            "costctx_exporter_queue_overflow_batches",
-            "Batches queued past capacity because they were already acknowledged (released holds).",
-            ["exporter"],
-            registry=r,
-        )
-        self.resent_batches = Counter(
-            "costctx_exporter_resent_batches",
-            "Batches reloaded from the persistent queue after a restart and delivered; each may "
-            "duplicate one the downstream already had (delivery is at least once).",
-            ["signal", "exporter"],
-            registry=r,
-        )
-        self.resent_items = Counter(
-            "costctx_exporter_resent_items",
-            "Items in resent batches (possible duplicates at the downstream).",
-            ["signal", "exporter"],
-            registry=r,
-        )
-        self.queue_stored_bytes = Gauge(
-            "costctx_exporter_queue_stored_bytes",
-            "Bytes of batches held on disk by the persistent queue.",
-            ["exporter"],
-            registry=r,
-        )
-        self.queue_persisted_on_stop = Counter(
-            "costctx_exporter_queue_persisted_batches",
-            "Batches left unsent at shutdown and kept on disk for the next start.",
-            ["exporter"],
-            registry=r,
-        )
-        self.processor_errors = Counter(
+        # The pipeline's own: a processor failing on a batch, by processor id.
+        self.processor_errors = self.family(
+            Counter,
             "costctx_processor_errors",
             "Batches a processor failed on; the batch is forwarded unprocessed rather than lost.",
             ["processor"],
-            registry=r,
         )
 
     def family(self, kind: type[MetricFamily], name: str, documentation: str, labels: Sequence[str],

@@ -16,8 +16,8 @@ from costctx.exporters.exporterhelper.errors import PermanentSendError, Retryabl
 from costctx.exporters.exporterhelper.persistent_queue import PersistentQueue
 from costctx.exporters.exporterhelper.queue import MemoryQueue, QueueItem
 from costctx.exporters.otlp.config import OtlpGrpcExporterConfig, OtlpHttpExporterConfig
+from costctx.exporters.otlp.metrics import ExporterMetrics
 from costctx.pdata.signals import Signal
-from costctx.telemetry.metrics import SidecarMetrics
 
 log = logging.getLogger("costctx.exporter")
 
@@ -53,7 +53,7 @@ class QueuedExporter:
         self,
         name: str,
         config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig,
-        metrics: SidecarMetrics,
+        metrics: ExporterMetrics,
         sender: Sender | None = None,
         queue: MemoryQueue | PersistentQueue | None = None,
     ) -> None:

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError, Message
 from costctx.component.consumer import AdmissionCheck, IngestError, PassThroughConsumer, TracesConsumer
 from costctx.pdata import TraceBatch
 from costctx.pdata.signals import TRACES, Signal, count_items
-from costctx.telemetry.metrics import SidecarMetrics
+from costctx.receivers.otlp.metrics import ReceiverMetrics
 
 log = logging.getLogger("costctx.receiver")
 
@@ -33,7 +33,7 @@ class Ingest:
         self,
         traces: TracesConsumer | None,
         passthrough: dict[str, PassThroughConsumer],
-        metrics: SidecarMetrics,
+        metrics: ReceiverMetrics,
         retry_after: float = 1.0,
     ) -> None:
         self.traces = traces
