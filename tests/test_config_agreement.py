@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from costctx.cli.main import file_problems
 from costctx.service.app import Sidecar
 from costctx.service.config.loader import ConfigError
 from costctx.service.registry import EXPORTER_TYPES, PROCESSOR_TYPES
@@ -27,6 +28,7 @@ from tests.test_lifecycle import MINIMAL_SECTIONS
 pytestmark = pytest.mark.runs_last
 
 SINK = 4317  # exporters are never reached: nothing is sent while a config is tried
+MISSING_FILE = "/nonexistent/costctx-test/secret"
 
 
 def corpus() -> dict[str, dict]:
@@ -45,6 +47,10 @@ def corpus() -> dict[str, dict]:
         "refused: two auth instances": sidecar_config(
             SINK, processors=[], extensions={"bearertokenauth": {"token": "t"}, "bearertokenauth/b": {"token": "u"}}),
         "refused: unknown processor type": sidecar_config(SINK, processors=["sample"]),
+        "refused: token file missing": sidecar_config(
+            SINK, processors=[], extensions={"bearertokenauth": {"filename": MISSING_FILE}}),
+        "refused: receiver certificate missing": sidecar_config(SINK, processors=[], receivers={"otlp": {
+            "protocols": {"grpc": {"tls": {"cert_file": MISSING_FILE, "key_file": MISSING_FILE}}}}}),
         "refused: memory_limiter without its limit": sidecar_config(SINK, processors=["memory_limiter"]),
     }
 
@@ -82,11 +88,13 @@ def on_free_ports(raw: Any) -> Any:
 
 
 def validates(raw: Any, environ: dict[str, str]) -> tuple[bool, Any]:
-    """What `costctx validate` decides (the loader it calls)."""
+    """What `costctx validate` decides: the loader, then the files the config names."""
     try:
-        return True, config_record._real_build_config(raw, environ)
+        config = config_record._real_build_config(raw, environ)
     except ConfigError as exc:
         return False, exc
+    problems = file_problems(config)
+    return (False, problems) if problems else (True, config)
 
 
 async def _start_and_stop(config) -> None:
@@ -145,6 +153,18 @@ def _run_until_listening(path: Path, timeout: float = 30.0) -> tuple[bool, int |
             return True, None, "".join(log_lines)
     code = proc.wait(timeout=timeout)
     return False, code, "".join(log_lines)
+
+
+def test_validate_names_the_key_of_a_file_run_could_not_read() -> None:
+    ok, problems = validates(on_free_ports(corpus()["refused: token file missing"]), {})
+    assert not ok and problems == [
+        f"extensions.bearertokenauth.filename: bearertokenauth: cannot read {MISSING_FILE}: No such file or directory"
+    ]
+    ok, problems = validates(on_free_ports(corpus()["refused: receiver certificate missing"]), {})
+    assert not ok and problems == [
+        f"receivers.otlp.protocols.grpc.tls.{key}: cannot read {MISSING_FILE}: No such file or directory"
+        for key in ("cert_file", "key_file")
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(corpus()))

@@ -32,11 +32,18 @@ def _load(path: str | None):
     return config
 
 
-def _refuse_broken_price_files(config) -> None:
-    """Price files are part of the config: validate and run load them and refuse alike."""
+def file_problems(config) -> list[str]:
+    """Files the config names (price tables, token files, TLS certificates and keys), loaded as
+    `costctx run` loads them: validate and run refuse alike."""
     from costctx.cli.price import price_file_problems
+    from costctx.service.config.files import referenced_file_problems
 
-    problems = price_file_problems(config)
+    return price_file_problems(config) + referenced_file_problems(config)
+
+
+def _refuse_broken_price_files(config) -> None:
+    """Price, token and TLS files are part of the config: validate and run load them and refuse alike."""
+    problems = file_problems(config)
     for problem in problems:
         print(f"costctx: invalid config: {problem}", file=sys.stderr)
     if problems:
