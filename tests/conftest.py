@@ -43,6 +43,15 @@ def redis_url() -> Iterator[str]:
     yield from redis_url_fixture()
 
 
+# A test using one of these (directly or through another fixture) runs a real sidecar and a sink.
+E2E_FIXTURES = frozenset({"sink", "make_sidecar"})
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `runs_last` (the validate/run agreement over every recorded config) run after the rest."""
+    """Mark end-to-end tests `e2e` (`pytest -m "not e2e"` is the fast inner loop): those using a
+    sidecar-plus-sink fixture here; modules starting sidecars otherwise carry the mark themselves.
+    Tests marked `runs_last` (the validate/run agreement over every recorded config) run after the rest."""
+    for item in items:
+        if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
     items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
