@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # runs the benchmark scripts: sidecars, load, sinks
+
 REPO = Path(__file__).resolve().parent.parent
 
 

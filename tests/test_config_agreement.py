@@ -25,7 +25,7 @@ from tests.support import config_record
 from tests.support.sidecar import sidecar_config
 from tests.test_lifecycle import MINIMAL_SECTIONS
 
-pytestmark = pytest.mark.runs_last
+pytestmark = [pytest.mark.runs_last, pytest.mark.e2e]
 
 SINK = 4317  # exporters are never reached: nothing is sent while a config is tried
 MISSING_FILE = "/nonexistent/costctx-test/secret"

@@ -123,6 +123,7 @@ def test_run_with_invalid_config_starts_nothing(tmp_path):
     assert result.returncode == 2 and "exporters.otlp.timeout" in result.stderr
 
 
+@pytest.mark.e2e  # the demo starts a sidecar and a sink
 def test_demo_runs_and_shows_the_spans():
     result = costctx("demo", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -144,6 +144,7 @@ def test_launch_follows_dockerfile_and_deployment() -> None:
     assert config.service.telemetry.metrics.address == "0.0.0.0:8888"
 
 
+@pytest.mark.e2e
 def test_sidecar_container_forwards_spans_and_drains_on_sigterm(container, collector: OtlpSink) -> None:
     process, ports, grace = container
     base = f"http://127.0.0.1:{ports['telemetry']}"

@@ -164,6 +164,7 @@ def test_hold_bytes_bound_releases_oldest_traces():
     ) == 10 - held
 
 
+@pytest.mark.e2e  # a soak of hundreds of thousands of traces: the outer loop, not the inner one
 def test_churn_through_hundreds_of_thousands_of_traces_stays_bounded():
     """200,000 traces, children first; one root in ten never comes. Sizes asserted every batch."""
     limits = {"cache": {"max_entries": 20_000, "max_traces": 2_000, "ttl": "60s"},
