@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from costctx.cli.sink import OtlpSink
-from costctx.service.registry import PROCESSOR_TYPES
+from costctx.service.registry import EXPORTER_TYPES, PROCESSOR_TYPES
 from tests.support.metrics import metric
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config, start_sidecar
@@ -77,3 +77,31 @@ def test_every_processor_type_twice_in_one_pipeline(type_name: str, sink: OtlpSi
     finally:
         runner.stop()
     assert sink.span_count() == SPANS  # nothing duplicated or lost on shutdown
+
+
+def _exporter_section(type_name: str, sink: OtlpSink) -> dict:
+    endpoints = {"otlp": {"endpoint": f"127.0.0.1:{sink.grpc_port}", "insecure": True},
+                 "otlphttp": {"endpoint": f"http://127.0.0.1:{sink.http_port}"}}
+    try:
+        return {**endpoints[type_name], "retry_on_failure": {"initial_interval": "50ms", "max_interval": "200ms"}}
+    except KeyError:
+        raise AssertionError(f"exporter type {type_name}: say how it reaches the sink in _exporter_section") from None
+
+
+@pytest.mark.parametrize("type_name", sorted(EXPORTER_TYPES))
+def test_every_exporter_type_twice_in_one_pipeline(type_name: str, sink: OtlpSink) -> None:
+    """`t` and `t/b` both deliver every span: the sink sees each one twice, counted per exporter id."""
+    names = [type_name, f"{type_name}/b"]
+    config = sidecar_config(sink.grpc_port, processors=[])
+    config["exporters"] = {name: _exporter_section(type_name, sink) for name in names}
+    for pipeline in config["service"]["pipelines"].values():
+        pipeline["exporters"] = names
+    runner = start_sidecar(config)
+    try:
+        _feed(runner.sidecar.grpc_port)
+        assert sink.wait_for_spans(2 * SPANS), f"{sink.span_count()} of {2 * SPANS} spans reached the sink"
+        for name in names:
+            assert metric(runner, "costctx_exporter_sent_items_total", signal="traces", exporter=name) == SPANS
+    finally:
+        runner.stop()
+    assert sink.span_count() == 2 * SPANS
