@@ -16,7 +16,11 @@ from bench.requests import build_request
 from bench.workload import WorkloadSpec, build_requests
 from costctx.pdata.codec.api import EMPTY, BatchEdits, CodecError, KvList, SpanEdits
 from costctx.pdata.codec.native import AVAILABLE
-from tests.support.codec_reference import ReferenceCodec
+
+try:  # the Python codec is the oracle once it is in the tree; until then, the test's reference
+    from costctx.pdata.codec.python import PythonCodec as _Oracle
+except ImportError:
+    from tests.support.codec_reference import ReferenceCodec as _Oracle
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="costctx_native not built")
 
@@ -28,7 +32,7 @@ def native():
     return NativeCodec()
 
 
-ORACLE = ReferenceCodec()
+ORACLE = _Oracle()
 
 
 # --- comparing ---------------------------------------------------------------------------

@@ -9,15 +9,33 @@
 
 use crate::scan::Scan;
 use crate::schema::DEPTH_LIMIT;
-use crate::wire::{close_len, open_len, write_len_field, write_tag, DecodeError, Reader, Result, Val, LEN};
+use crate::wire::{close_len, open_len, write_len_field, DecodeError, Reader, Result, Val, I64, LEN, VARINT};
 
-/// Edits of one attribute list (a span's or a resource's). Values are AnyValue bodies,
-/// already encoded.
+/// A value to set: an AnyValue body already encoded.
+#[derive(Clone, Debug, Default)]
+pub struct SetValue {
+    pub body: Vec<u8>,
+    /// false: the KeyValue gets no value field at all (EMPTY: `ClearField("value")`).
+    pub present: bool,
+    /// A scalar written into an existing AnyValue keeps that value's unknown fields (protobuf
+    /// sets the oneof in place; a list or kvlist value is cleared first).
+    pub keeps_unknown: bool,
+}
+
+impl SetValue {
+    pub fn scalar(body: Vec<u8>) -> Self {
+        SetValue { body, present: true, keeps_unknown: true }
+    }
+}
+
+/// Edits of one attribute list (a span's or a resource's), with the Python codec's
+/// semantics: renames, then deletes, then sets, each acting on the last occurrence of its
+/// key (the one the view reports); a set key not present is appended.
 #[derive(Clone, Debug, Default)]
 pub struct AttrEdits {
     pub renames: Vec<(Vec<u8>, Vec<u8>)>,
     pub deletes: Vec<Vec<u8>>,
-    pub sets: Vec<(Vec<u8>, Vec<u8>)>,
+    pub sets: Vec<(Vec<u8>, SetValue)>,
     /// The whole span re-encoded (spans only): the other fields are ignored.
     pub replace: Option<Vec<u8>>,
 }
@@ -26,25 +44,79 @@ impl AttrEdits {
     fn is_noop(&self) -> bool {
         self.renames.is_empty() && self.deletes.is_empty() && self.sets.is_empty() && self.replace.is_none()
     }
+}
 
-    /// The key after renames (applied in order), or None when a delete drops it.
-    fn final_key<'k>(&'k self, key: &'k [u8]) -> Option<&'k [u8]> {
-        let mut key = key;
-        for (old, new) in &self.renames {
-            if key == old.as_slice() {
-                key = new.as_slice();
+/// What happens to each attribute of a list, and what is appended after it.
+#[derive(Default)]
+struct AttrPlan<'k> {
+    /// Per attribute, in order: None to copy it as it is.
+    actions: Vec<Option<Action<'k>>>,
+    /// Appended attributes: key and index into `sets`.
+    appended: Vec<(&'k [u8], usize)>,
+}
+
+#[derive(Clone, Copy)]
+enum Action<'k> {
+    Delete,
+    /// Write with this key and, if given, the value of `sets[index]`.
+    Rewrite(&'k [u8], Option<usize>),
+}
+
+/// Run the edits over the list's keys, exactly as the Python codec does on messages.
+fn plan_attrs<'k>(keys: &[&'k [u8]], edits: &'k AttrEdits) -> AttrPlan<'k> {
+    let n = keys.len();
+    let mut current: Vec<&'k [u8]> = keys.to_vec();
+    let mut renamed = vec![false; n];
+    let mut deleted = vec![false; n];
+    let mut last: std::collections::HashMap<&'k [u8], usize> = std::collections::HashMap::with_capacity(n);
+    if !edits.renames.is_empty() || !edits.deletes.is_empty() {
+        for (i, key) in current.iter().enumerate() {
+            last.insert(*key, i);
+        }
+        for (old, new) in &edits.renames {
+            if let Some(at) = last.remove(old.as_slice()) {
+                current[at] = new.as_slice();
+                renamed[at] = true;
+                last.insert(new.as_slice(), at);
             }
         }
-        if self.deletes.iter().any(|d| d.as_slice() == key) {
-            return None;
+        for key in &edits.deletes {
+            if let Some(&at) = last.get(key.as_slice()) {
+                deleted[at] = true;
+            }
         }
-        Some(key)
     }
-
-    /// The value to set for `key` (the last one given wins).
-    fn set_for(&self, key: &[u8]) -> Option<usize> {
-        self.sets.iter().rposition(|(k, _)| k.as_slice() == key)
+    let mut set_of: Vec<Option<usize>> = vec![None; n];
+    let mut appended: Vec<(&'k [u8], usize)> = Vec::new();
+    if !edits.sets.is_empty() {
+        let mut last_kept: std::collections::HashMap<&'k [u8], usize> = std::collections::HashMap::with_capacity(n);
+        for i in 0..n {
+            if !deleted[i] {
+                last_kept.insert(current[i], i);
+            }
+        }
+        for (j, (key, _)) in edits.sets.iter().enumerate() {
+            match last_kept.get(key.as_slice()) {
+                Some(&at) => set_of[at] = Some(j),
+                None => match appended.iter_mut().find(|(k, _)| *k == key.as_slice()) {
+                    Some(entry) => entry.1 = j,
+                    None => appended.push((key.as_slice(), j)),
+                },
+            }
+        }
     }
+    let actions = (0..n)
+        .map(|i| {
+            if deleted[i] {
+                Some(Action::Delete)
+            } else if renamed[i] || set_of[i].is_some() {
+                Some(Action::Rewrite(current[i], set_of[i]))
+            } else {
+                None
+            }
+        })
+        .collect();
+    AttrPlan { actions, appended }
 }
 
 /// Everything to apply to one scanned request.
@@ -54,8 +126,8 @@ pub struct Plan<'e> {
     pub resource_edits: Vec<Option<&'e AttrEdits>>,
     /// Per span: written out or not.
     pub keep: Vec<bool>,
-    /// extract: drop every scope and resource left without spans (encode drops only those
-    /// emptied by removals).
+    /// extract: start with no span kept (encode: every span kept). Either way only scopes
+    /// and resources emptied here are dropped; ones that arrived empty stay.
     pub extract: bool,
 }
 
@@ -88,7 +160,7 @@ pub fn encode(raw: &[u8], scan: &Scan, plan: &Plan) -> Result<Vec<u8>> {
             continue;
         };
         let rec = scan.resources.get(r).ok_or(DecodeError("request changed since scan"))?;
-        let touched = plan.extract || plan.resource_edits[r].is_some() || plan.range_touched(rec.first_span, rec.spans_end);
+        let touched = plan.resource_edits[r].is_some() || plan.range_touched(rec.first_span, rec.spans_end);
         if !touched {
             out.extend_from_slice(field.raw);
         } else {
@@ -109,16 +181,29 @@ pub fn encode(raw: &[u8], scan: &Scan, plan: &Plan) -> Result<Vec<u8>> {
 fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], out: &mut Vec<u8>) -> Result<bool> {
     let rec = &scan.resources[r];
     let edits = plan.resource_edits[r].filter(|e| !e.is_noop());
-    let mut present = Vec::new();
+    // The Resource's attributes are every occurrence's (protobuf merges them): one plan
+    // over all of them, appended attributes in the last occurrence.
+    let mut keys_store = Vec::new();
+    let mut attr_plan = AttrPlan::default();
     if let Some(edits) = edits {
-        present = sets_present_in_resource(body, edits)?;
-        if rec.resource_fields == 0 && present.iter().any(|p| !p) {
+        let mut resources = Vec::new();
+        let mut reader = Reader::new(body, DEPTH_LIMIT);
+        while let Some(field) = reader.next()? {
+            if let (1, Val::Len(inner)) = (field.num, field.val) {
+                resources.push(inner);
+            }
+        }
+        keys_store = attr_keys(&resources, 1)?;
+        attr_plan = plan_attrs(&keys_store, edits);
+        if rec.resource_fields == 0 && !attr_plan.appended.is_empty() {
             // No Resource at all: a new one, first (field 1), holding the appended keys.
             let slot = open_len(out, 1, 0);
-            append_sets(edits, &present, 1, out);
+            append_attrs(edits, &attr_plan, 1, out);
             close_len(out, slot);
         }
     }
+    let _ = &keys_store;
+    let mut next_attr = 0usize;
     let mut s = rec.first_scope as usize;
     let (mut kept, mut dropped) = (0u32, 0u32);
     let mut resource_seen = 0;
@@ -129,20 +214,20 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
                 resource_seen += 1;
                 let last = resource_seen == rec.resource_fields;
                 let slot = open_len(out, 1, inner.len());
-                attributes(inner, 1, edits.unwrap(), &present, last, out)?;
+                attributes(inner, 1, edits.unwrap(), &attr_plan, &mut next_attr, last, out)?;
                 close_len(out, slot);
             }
             (2, Val::Len(inner)) => {
                 let scope = scan.scopes.get(s).ok_or(DecodeError("request changed since scan"))?;
                 let has_spans = scope.spans_end > scope.first_span;
-                if !plan.extract && !plan.range_touched(scope.first_span, scope.spans_end) {
+                if !plan.range_touched(scope.first_span, scope.spans_end) {
                     out.extend_from_slice(field.raw);
                     kept += 1;
                 } else {
                     let mark = out.len();
                     let slot = open_len(out, 2, inner.len());
                     let spans = scope_spans(raw, scan, plan, scope.first_span as usize, inner, out)?;
-                    if spans == 0 && (plan.extract || has_spans) {
+                    if spans == 0 && has_spans {
                         out.truncate(mark);
                         dropped += 1;
                     } else {
@@ -155,7 +240,7 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
             _ => out.extend_from_slice(field.raw),
         }
     }
-    Ok(!(kept == 0 && (plan.extract || dropped > 0)))
+    Ok(!(kept == 0 && dropped > 0))
 }
 
 /// Write one ScopeSpans body; returns how many spans it kept.
@@ -179,9 +264,10 @@ fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[
                 Some(edits) => match &edits.replace {
                     Some(span) => write_len_field(out, 2, span),
                     None => {
-                        let present = sets_present(inner, 9, edits)?;
+                        let keys = attr_keys(&[inner], 9)?;
+                        let attr_plan = plan_attrs(&keys, edits);
                         let slot = open_len(out, 2, inner.len());
-                        attributes(inner, 9, edits, &present, true, out)?;
+                        attributes(inner, 9, edits, &attr_plan, &mut 0, true, out)?;
                         close_len(out, slot);
                     }
                 },
@@ -192,45 +278,20 @@ fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[
     Ok(kept)
 }
 
-/// For each set, whether its key is present (after renames and deletes) in the attribute
-/// field `attr_field` of `body`.
-fn sets_present(body: &[u8], attr_field: u32, edits: &AttrEdits) -> Result<Vec<bool>> {
-    let mut present = vec![false; edits.sets.len()];
-    if edits.sets.is_empty() {
-        return Ok(present);
-    }
-    mark_present(body, attr_field, edits, &mut present)?;
-    Ok(present)
-}
-
-fn mark_present(body: &[u8], attr_field: u32, edits: &AttrEdits, present: &mut [bool]) -> Result<()> {
-    let mut reader = Reader::new(body, DEPTH_LIMIT);
-    while let Some(field) = reader.next()? {
-        if let (n, Val::Len(kv)) = (field.num, field.val) {
-            if n == attr_field {
-                if let Some(key) = edits.final_key(kv_key(kv)?) {
-                    for (j, (k, _)) in edits.sets.iter().enumerate() {
-                        if k.as_slice() == key {
-                            present[j] = true;
-                        }
-                    }
+/// The keys of the attributes (field `attr_field`) of every message body given, in order.
+fn attr_keys<'a>(bodies: &[&'a [u8]], attr_field: u32) -> Result<Vec<&'a [u8]>> {
+    let mut keys = Vec::new();
+    for body in bodies {
+        let mut reader = Reader::new(body, DEPTH_LIMIT);
+        while let Some(field) = reader.next()? {
+            if let (n, Val::Len(kv)) = (field.num, field.val) {
+                if n == attr_field {
+                    keys.push(kv_key(kv)?);
                 }
             }
         }
     }
-    Ok(())
-}
-
-/// The same over every Resource occurrence of a ResourceSpans (protobuf merges them).
-fn sets_present_in_resource(rs_body: &[u8], edits: &AttrEdits) -> Result<Vec<bool>> {
-    let mut present = vec![false; edits.sets.len()];
-    let mut reader = Reader::new(rs_body, DEPTH_LIMIT);
-    while let Some(field) = reader.next()? {
-        if let (1, Val::Len(resource)) = (field.num, field.val) {
-            mark_present(resource, 1, edits, &mut present)?;
-        }
-    }
-    Ok(present)
+    Ok(keys)
 }
 
 /// The key of a KeyValue body (last occurrence wins; "" when absent).
@@ -245,13 +306,21 @@ fn kv_key(kv: &[u8]) -> Result<&[u8]> {
     Ok(key)
 }
 
-/// Write a message body whose attributes are field `attr_field`, with `edits` applied;
-/// `append_here` says whether the keys not present are appended in this occurrence.
-fn attributes(body: &[u8], attr_field: u32, edits: &AttrEdits, present: &[bool], append_here: bool, out: &mut Vec<u8>) -> Result<()> {
-    let needs_append = append_here && present.iter().any(|p| !p);
+/// Write a message body whose attributes are field `attr_field`, following `plan` from
+/// attribute number `*next`; `append_here` says whether the appended ones go in this body.
+fn attributes(
+    body: &[u8],
+    attr_field: u32,
+    edits: &AttrEdits,
+    plan: &AttrPlan,
+    next: &mut usize,
+    append_here: bool,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let needs_append = append_here && !plan.appended.is_empty();
     // Where appended attributes go: after the last attribute, else after the last field
     // numbered below the attribute field (the canonical position), else first.
-    let mut insert_after: Option<usize> = None; // index of the field after which to append
+    let mut insert_after: Option<usize> = None;
     if needs_append {
         let mut last_attr = None;
         let mut last_lower = None;
@@ -267,47 +336,56 @@ fn attributes(body: &[u8], attr_field: u32, edits: &AttrEdits, present: &[bool],
         }
         insert_after = last_attr.or(last_lower);
         if insert_after.is_none() {
-            append_sets(edits, present, attr_field, out);
+            append_attrs(edits, plan, attr_field, out);
         }
     }
     let mut reader = Reader::new(body, DEPTH_LIMIT);
     let mut idx = 0;
     while let Some(field) = reader.next()? {
         match (field.num == attr_field, field.val) {
-            (true, Val::Len(kv)) => key_value(kv, field.raw, attr_field, edits, out)?,
+            (true, Val::Len(kv)) => {
+                let action = plan.actions.get(*next).copied().flatten();
+                *next += 1;
+                match action {
+                    None => out.extend_from_slice(field.raw),
+                    Some(Action::Delete) => {}
+                    Some(Action::Rewrite(key, set)) => {
+                        key_value(kv, attr_field, key, set.map(|j| &edits.sets[j].1), out)?
+                    }
+                }
+            }
             _ => out.extend_from_slice(field.raw),
         }
         if needs_append && insert_after == Some(idx) {
-            append_sets(edits, present, attr_field, out);
+            append_attrs(edits, plan, attr_field, out);
         }
         idx += 1;
     }
     Ok(())
 }
 
-/// One attribute with renames, deletes and in-place sets applied.
-fn key_value(kv: &[u8], raw_field: &[u8], attr_field: u32, edits: &AttrEdits, out: &mut Vec<u8>) -> Result<()> {
-    let key = kv_key(kv)?;
-    let Some(new_key) = edits.final_key(key) else {
-        return Ok(()); // deleted
-    };
-    let set = edits.set_for(new_key);
-    if set.is_none() && new_key == key {
-        out.extend_from_slice(raw_field);
-        return Ok(());
-    }
+/// One attribute rewritten: its key first, then the value set (if any), then its other
+/// fields as they were.
+fn key_value(kv: &[u8], attr_field: u32, key: &[u8], set: Option<&SetValue>, out: &mut Vec<u8>) -> Result<()> {
     let slot = open_len(out, attr_field, kv.len());
-    if !new_key.is_empty() {
-        write_len_field(out, 1, new_key);
+    if !key.is_empty() {
+        write_len_field(out, 1, key);
     }
-    if let Some(j) = set {
-        write_len_field(out, 2, &edits.sets[j].1);
+    if let Some(value) = set {
+        if value.present {
+            let slot = open_len(out, 2, value.body.len());
+            out.extend_from_slice(&value.body);
+            if value.keeps_unknown {
+                old_value_unknowns(kv, out)?;
+            }
+            close_len(out, slot);
+        }
     }
     let mut reader = Reader::new(kv, DEPTH_LIMIT);
     while let Some(field) = reader.next()? {
-        match field.num {
-            1 if field.wire_type == LEN => {}
-            2 if field.wire_type == LEN && set.is_some() => {}
+        match (field.num, field.wire_type) {
+            (1, LEN) => {}
+            (2, LEN) if set.is_some() => {}
             _ => out.extend_from_slice(field.raw),
         }
     }
@@ -315,21 +393,34 @@ fn key_value(kv: &[u8], raw_field: &[u8], attr_field: u32, edits: &AttrEdits, ou
     Ok(())
 }
 
-/// The attributes whose keys were not present, in the order the sets give them (a key set
-/// twice appears once, with its last value).
-fn append_sets(edits: &AttrEdits, present: &[bool], attr_field: u32, out: &mut Vec<u8>) {
-    for (j, (key, _)) in edits.sets.iter().enumerate() {
-        if present[j] || edits.sets[..j].iter().any(|(k, _)| k == key) {
-            continue;
+/// The unknown fields of a KeyValue's old value (every occurrence), which protobuf keeps
+/// when a scalar is written into it.
+fn old_value_unknowns(kv: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let mut reader = Reader::new(kv, DEPTH_LIMIT);
+    while let Some(field) = reader.next()? {
+        let (2, Val::Len(value)) = (field.num, field.val) else { continue };
+        let mut inner = Reader::new(value, DEPTH_LIMIT);
+        while let Some(f) = inner.next()? {
+            let known = matches!((f.num, f.wire_type), (1 | 5 | 6 | 7, LEN) | (2 | 3 | 8, VARINT) | (4, I64));
+            if !known {
+                out.extend_from_slice(f.raw);
+            }
         }
-        let value = &edits.sets[edits.set_for(key).unwrap()].1;
-        let key_part = if key.is_empty() { 0 } else { 1 + crate::wire::varint_len(key.len() as u64) + key.len() };
-        let body_len = key_part + 1 + crate::wire::varint_len(value.len() as u64) + value.len();
-        write_tag(out, attr_field, LEN);
-        crate::wire::write_varint(out, body_len as u64);
+    }
+    Ok(())
+}
+
+/// The appended attributes, in the order their keys were first set.
+fn append_attrs(edits: &AttrEdits, plan: &AttrPlan, attr_field: u32, out: &mut Vec<u8>) {
+    for (key, j) in &plan.appended {
+        let value = &edits.sets[*j].1;
+        let slot = open_len(out, attr_field, key.len() + value.body.len() + 4);
         if !key.is_empty() {
             write_len_field(out, 1, key);
         }
-        write_len_field(out, 2, value);
+        if value.present {
+            write_len_field(out, 2, &value.body);
+        }
+        close_len(out, slot);
     }
 }

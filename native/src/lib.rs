@@ -10,3 +10,6 @@ pub mod wire;
 
 #[cfg(feature = "python")]
 mod python;
+
+#[cfg(feature = "oracle")]
+pub mod oracle;

@@ -8,7 +8,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple};
 
-use crate::encode::{encode, AttrEdits, Plan};
+use crate::encode::{encode, AttrEdits, Plan, SetValue};
 use crate::scan::{scan, Scan, Span32, Value, Watched};
 use crate::wire::{write_len_field, write_tag, write_varint, I64, LEN, VARINT};
 
@@ -371,11 +371,27 @@ impl Core {
         for pair in item.getattr(pyo3::intern!(py, "sets"))?.try_iter()? {
             let pair = pair?;
             let key: String = pair.get_item(0)?.extract()?;
-            let mut value = Vec::new();
-            self.any_value(&pair.get_item(1)?, &mut value, 0)?;
-            edits.sets.push((key.into_bytes(), value));
+            let value = pair.get_item(1)?;
+            edits.sets.push((key.into_bytes(), self.set_value(&value)?));
         }
         Ok(edits)
+    }
+
+    /// A value to set on an attribute, as the Python codec stores it: EMPTY removes the
+    /// value field, a scalar is written into the existing value (keeping its unknown
+    /// fields), anything else replaces it.
+    fn set_value(&self, value: &Bound<'_, PyAny>) -> PyResult<SetValue> {
+        let py = value.py();
+        if value.is(self.empty.bind(py)) {
+            return Ok(SetValue { body: Vec::new(), present: false, keeps_unknown: false });
+        }
+        let mut body = Vec::new();
+        self.any_value(value, &mut body, 0)?;
+        let scalar = value.is_instance_of::<PyString>()
+            || value.is_instance_of::<PyInt>()
+            || value.is_instance_of::<PyFloat>()
+            || value.is_instance_of::<PyBytes>();
+        Ok(SetValue { body, present: true, keeps_unknown: scalar })
     }
 
     /// Encode a Python value as an AnyValue body, as `set_any_value` stores it.

@@ -39,10 +39,8 @@ def decode_value(value: AnyValue) -> Any:
 
 
 def store_value(target: AnyValue, value: Any) -> None:
-    """Write a Python value as the contract decodes it back (EMPTY: a value with nothing set)."""
-    target.SetInParent()
-    if value is EMPTY or value is None:
-        return
+    """Write a Python value into an AnyValue: a scalar sets the oneof in place (the message
+    keeps its other fields); EMPTY/None, lists and kvlists clear it first."""
     if isinstance(value, bool):
         target.bool_value = value
     elif isinstance(value, int):
@@ -53,13 +51,18 @@ def store_value(target: AnyValue, value: Any) -> None:
         target.string_value = value
     elif isinstance(value, bytes):
         target.bytes_value = value
+    elif value is EMPTY or value is None:
+        target.Clear()
+        target.SetInParent()
     elif isinstance(value, KvList | dict):
+        target.Clear()
         target.kvlist_value.SetInParent()
         for key, item in (value.items() if isinstance(value, dict) else value):
             entry = target.kvlist_value.values.add()
             entry.key = str(key)
             store_value(entry.value, item)
     elif isinstance(value, list | tuple):
+        target.Clear()
         target.array_value.SetInParent()
         for item in value:
             store_value(target.array_value.values.add(), item)
@@ -81,34 +84,26 @@ def _service(attributes) -> str:
 
 
 def apply_edits(attributes, edits: SpanEdits) -> None:
-    """Renames (in order), deletes, then sets: in place when present, else appended."""
-    if not len(attributes) and not edits.sets:
-        return  # touching an absent Resource's list would make it present
-    kept = []
-    for kv in attributes:
-        key = kv.key
-        for old, new in edits.renames:
-            if key == old:
-                key = new
-        if key in edits.deletes:
-            continue
-        copy = type(kv)()
-        copy.CopyFrom(kv)
-        copy.key = key
-        kept.append(copy)
-    del attributes[:]
-    attributes.extend(kept)
-    final: dict[str, Any] = {}
+    """Renames, deletes, then sets, each on the last occurrence of its key (the one the view
+    reports); a set key not present is appended; setting EMPTY leaves no value field."""
+    keys = [kv.key for kv in attributes]
+    last = {key: i for i, key in enumerate(keys)}
+    for old, new in edits.renames:
+        at = last.pop(old, None)
+        if at is not None:
+            attributes[at].key = new
+            last[new] = at
+    for at in sorted({last[k] for k in set(edits.deletes) if k in last}, reverse=True):
+        del attributes[at]
+    current = {kv.key: kv for kv in attributes}
     for key, value in edits.sets:
-        final[key] = value
-    for key, value in final.items():
-        matches = [kv for kv in attributes if kv.key == key]
-        if not matches:
-            entry = attributes.add()
-            entry.key = key
-            matches = [entry]
-        for kv in matches:
+        kv = current.get(key)
+        if kv is None:
+            kv = current[key] = attributes.add()
+            kv.key = key
+        if value is EMPTY:
             kv.ClearField("value")
+        else:
             store_value(kv.value, value)
 
 
@@ -141,18 +136,19 @@ class ReferenceCodec:
         return BatchView(raw, resources, scopes, spans)
 
     def encode(self, view: BatchView, edits: BatchEdits) -> bytes:
-        return self._write(view, edits, keep=lambda i: i not in edits.removed, extract=False)
+        return self._write(view, edits, keep=lambda i: i not in edits.removed)
 
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
         chosen = set(indices)
-        return self._write(view, edits, keep=chosen.__contains__, extract=True)
+        return self._write(view, edits, keep=chosen.__contains__)
 
     def materialize(self, view: BatchView, index: int) -> Span:
         request = ExportTraceServiceRequest.FromString(view.raw)
         spans = [span for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
         return spans[index]
 
-    def _write(self, view: BatchView, edits: BatchEdits, keep, extract: bool) -> bytes:
+    def _write(self, view: BatchView, edits: BatchEdits, keep) -> bytes:
+        """Scopes and resources emptied here are dropped; ones that arrived empty stay."""
         request = ExportTraceServiceRequest.FromString(view.raw)
         i = 0
         kept_resources = []
@@ -174,7 +170,7 @@ class ReferenceCodec:
                                 apply_edits(span.attributes, span_edits)
                         kept_spans.append(span)
                     i += 1
-                if not kept_spans and (extract or had):
+                if not kept_spans and had:
                     dropped += 1
                     continue
                 copies = [Span() for _ in kept_spans]
@@ -183,7 +179,7 @@ class ReferenceCodec:
                 del ss.spans[:]
                 ss.spans.extend(copies)
                 kept_scopes.append(ss)
-            if not kept_scopes and (extract or dropped):
+            if not kept_scopes and dropped:
                 continue
             copy = type(rs)()
             copy.CopyFrom(rs)
