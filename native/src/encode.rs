@@ -62,47 +62,50 @@ enum Action<'k> {
     Rewrite(&'k [u8], Option<usize>),
 }
 
-/// Run the edits over the list's keys, exactly as the Python codec does on messages.
+/// Run the edits over the list's keys, exactly as the Python codec does on messages
+/// (its `last` map: key -> index of the last occurrence, updated by renames). Lists are
+/// short, so small vectors searched linearly beat hashing.
 fn plan_attrs<'k>(keys: &[&'k [u8]], edits: &'k AttrEdits) -> AttrPlan<'k> {
     let n = keys.len();
     let mut current: Vec<&'k [u8]> = keys.to_vec();
     let mut renamed = vec![false; n];
     let mut deleted = vec![false; n];
-    let mut last: std::collections::HashMap<&'k [u8], usize> = std::collections::HashMap::with_capacity(n);
     if !edits.renames.is_empty() || !edits.deletes.is_empty() {
+        // `last`: (key, index) with one entry per key, as the Python dict.
+        let mut last: Vec<(&'k [u8], usize)> = Vec::with_capacity(n);
         for (i, key) in current.iter().enumerate() {
-            last.insert(*key, i);
+            match last.iter_mut().find(|(k, _)| k == key) {
+                Some(entry) => entry.1 = i,
+                None => last.push((key, i)),
+            }
         }
         for (old, new) in &edits.renames {
-            if let Some(at) = last.remove(old.as_slice()) {
+            if let Some(pos) = last.iter().position(|(k, _)| *k == old.as_slice()) {
+                let (_, at) = last.swap_remove(pos);
                 current[at] = new.as_slice();
                 renamed[at] = true;
-                last.insert(new.as_slice(), at);
+                match last.iter_mut().find(|(k, _)| *k == new.as_slice()) {
+                    Some(entry) => entry.1 = at,
+                    None => last.push((new.as_slice(), at)),
+                }
             }
         }
         for key in &edits.deletes {
-            if let Some(&at) = last.get(key.as_slice()) {
-                deleted[at] = true;
+            if let Some((_, at)) = last.iter().find(|(k, _)| *k == key.as_slice()) {
+                deleted[*at] = true;
             }
         }
     }
     let mut set_of: Vec<Option<usize>> = vec![None; n];
     let mut appended: Vec<(&'k [u8], usize)> = Vec::new();
-    if !edits.sets.is_empty() {
-        let mut last_kept: std::collections::HashMap<&'k [u8], usize> = std::collections::HashMap::with_capacity(n);
-        for i in 0..n {
-            if !deleted[i] {
-                last_kept.insert(current[i], i);
-            }
-        }
-        for (j, (key, _)) in edits.sets.iter().enumerate() {
-            match last_kept.get(key.as_slice()) {
-                Some(&at) => set_of[at] = Some(j),
-                None => match appended.iter_mut().find(|(k, _)| *k == key.as_slice()) {
-                    Some(entry) => entry.1 = j,
-                    None => appended.push((key.as_slice(), j)),
-                },
-            }
+    for (j, (key, _)) in edits.sets.iter().enumerate() {
+        let key = key.as_slice();
+        match (0..n).rev().find(|&i| !deleted[i] && current[i] == key) {
+            Some(at) => set_of[at] = Some(j),
+            None => match appended.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = j,
+                None => appended.push((key, j)),
+            },
         }
     }
     let actions = (0..n)
@@ -185,6 +188,7 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
     // over all of them, appended attributes in the last occurrence.
     let mut keys_store = Vec::new();
     let mut attr_plan = AttrPlan::default();
+    let mut insert_last = Insert::Nowhere;
     if let Some(edits) = edits {
         let mut resources = Vec::new();
         let mut reader = Reader::new(body, DEPTH_LIMIT);
@@ -193,7 +197,7 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
                 resources.push(inner);
             }
         }
-        keys_store = attr_keys(&resources, 1)?;
+        (keys_store, insert_last) = attr_keys(&resources, 1)?;
         attr_plan = plan_attrs(&keys_store, edits);
         if rec.resource_fields == 0 && !attr_plan.appended.is_empty() {
             // No Resource at all: a new one, first (field 1), holding the appended keys.
@@ -212,9 +216,9 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
         match (field.num, field.val) {
             (1, Val::Len(inner)) if edits.is_some() => {
                 resource_seen += 1;
-                let last = resource_seen == rec.resource_fields;
+                let insert = if resource_seen == rec.resource_fields { insert_last } else { Insert::Nowhere };
                 let slot = open_len(out, 1, inner.len());
-                attributes(inner, 1, edits.unwrap(), &attr_plan, &mut next_attr, last, out)?;
+                attributes(inner, 1, edits.unwrap(), &attr_plan, &mut next_attr, insert, out)?;
                 close_len(out, slot);
             }
             (2, Val::Len(inner)) => {
@@ -264,10 +268,10 @@ fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[
                 Some(edits) => match &edits.replace {
                     Some(span) => write_len_field(out, 2, span),
                     None => {
-                        let keys = attr_keys(&[inner], 9)?;
+                        let (keys, insert) = attr_keys(&[inner], 9)?;
                         let attr_plan = plan_attrs(&keys, edits);
                         let slot = open_len(out, 2, inner.len());
-                        attributes(inner, 9, edits, &attr_plan, &mut 0, true, out)?;
+                        attributes(inner, 9, edits, &attr_plan, &mut 0, insert, out)?;
                         close_len(out, slot);
                     }
                 },
@@ -278,20 +282,38 @@ fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[
     Ok(kept)
 }
 
-/// The keys of the attributes (field `attr_field`) of every message body given, in order.
-fn attr_keys<'a>(bodies: &[&'a [u8]], attr_field: u32) -> Result<Vec<&'a [u8]>> {
+/// The keys of the attributes (field `attr_field`) of every message body given, in order,
+/// and where in the last body appended attributes go (see `Insert`).
+fn attr_keys<'a>(bodies: &[&'a [u8]], attr_field: u32) -> Result<(Vec<&'a [u8]>, Insert)> {
     let mut keys = Vec::new();
+    let (mut last_attr, mut last_lower) = (None, None);
     for body in bodies {
+        (last_attr, last_lower) = (None, None);
         let mut reader = Reader::new(body, DEPTH_LIMIT);
+        let mut idx = 0;
         while let Some(field) = reader.next()? {
             if let (n, Val::Len(kv)) = (field.num, field.val) {
                 if n == attr_field {
                     keys.push(kv_key(kv)?);
+                    last_attr = Some(idx);
                 }
             }
+            if field.num < attr_field {
+                last_lower = Some(idx);
+            }
+            idx += 1;
         }
     }
-    Ok(keys)
+    Ok((keys, Insert::After(last_attr.or(last_lower))))
+}
+
+/// Where appended attributes go in a body: nowhere (not the last occurrence), or after the
+/// field at this index (None: first). After the last attribute, else after the last field
+/// numbered below the attribute field (the canonical position), else first.
+#[derive(Clone, Copy, PartialEq)]
+enum Insert {
+    Nowhere,
+    After(Option<usize>),
 }
 
 /// The key of a KeyValue body (last occurrence wins; "" when absent).
@@ -307,38 +329,25 @@ fn kv_key(kv: &[u8]) -> Result<&[u8]> {
 }
 
 /// Write a message body whose attributes are field `attr_field`, following `plan` from
-/// attribute number `*next`; `append_here` says whether the appended ones go in this body.
+/// attribute number `*next`, appending where `insert` says.
 fn attributes(
     body: &[u8],
     attr_field: u32,
     edits: &AttrEdits,
     plan: &AttrPlan,
     next: &mut usize,
-    append_here: bool,
+    insert: Insert,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let needs_append = append_here && !plan.appended.is_empty();
-    // Where appended attributes go: after the last attribute, else after the last field
-    // numbered below the attribute field (the canonical position), else first.
-    let mut insert_after: Option<usize> = None;
-    if needs_append {
-        let mut last_attr = None;
-        let mut last_lower = None;
-        let mut reader = Reader::new(body, DEPTH_LIMIT);
-        let mut idx = 0;
-        while let Some(field) = reader.next()? {
-            if field.num == attr_field && field.wire_type == LEN {
-                last_attr = Some(idx);
-            } else if field.num < attr_field {
-                last_lower = Some(idx);
+    let insert_after = match insert {
+        Insert::After(at) if !plan.appended.is_empty() => {
+            if at.is_none() {
+                append_attrs(edits, plan, attr_field, out);
             }
-            idx += 1;
+            at
         }
-        insert_after = last_attr.or(last_lower);
-        if insert_after.is_none() {
-            append_attrs(edits, plan, attr_field, out);
-        }
-    }
+        _ => None,
+    };
     let mut reader = Reader::new(body, DEPTH_LIMIT);
     let mut idx = 0;
     while let Some(field) = reader.next()? {
@@ -356,7 +365,7 @@ fn attributes(
             }
             _ => out.extend_from_slice(field.raw),
         }
-        if needs_append && insert_after == Some(idx) {
+        if insert_after == Some(idx) {
             append_attrs(edits, plan, attr_field, out);
         }
         idx += 1;

@@ -190,6 +190,17 @@ impl Core {
         Core { resource_cls, scope_cls, span_cls, kvlist_cls, empty, error_cls, prepared: None }
     }
 
+    /// Validate `raw` as protobuf would, building no view: the number of spans (for a
+    /// pass-through path, and to measure the scan apart from the view objects).
+    fn check(&self, py: Python<'_>, raw: Bound<'_, PyBytes>) -> PyResult<usize> {
+        let bytes = raw.as_bytes();
+        let none = Watched::new(Vec::new());
+        match py.detach(|| scan(bytes, &none)) {
+            Ok(scanned) => Ok(scanned.spans.len()),
+            Err(err) => Err(self.codec_error(py, err.0)),
+        }
+    }
+
     /// Validate `raw` and build the view: (resources, scopes, spans, layout).
     fn scan<'py>(
         &mut self,

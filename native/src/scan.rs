@@ -140,7 +140,15 @@ struct Scanner<'a, 'w, 'o> {
 /// merges repeated occurrences of a message field, so all of them make the value).
 struct Kv<'a> {
     key: &'a [u8],
-    values: Vec<&'a [u8]>,
+    /// The first occurrence inline (almost always the only one): no allocation per attribute.
+    value: Option<&'a [u8]>,
+    more_values: Vec<&'a [u8]>,
+}
+
+impl<'a> Kv<'a> {
+    fn values(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.value.into_iter().chain(self.more_values.iter().copied())
+    }
 }
 
 impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
@@ -187,13 +195,13 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
                     let kv = key_value(inner, child_depth(depth)?)?;
                     if kv.key == SERVICE_NAME {
                         rec.service_seen = true;
-                        rec.service = match decode_any(self.raw, &kv.values)? {
+                        rec.service = match decode_any(self.raw, kv.values())? {
                             Value::Str(range) if range.len > 0 => Some(range),
                             _ => None,
                         };
                     }
                     if let Some(id) = self.watched.find(kv.key) {
-                        let value = decode_any(self.raw, &kv.values)?;
+                        let value = decode_any(self.raw, kv.values())?;
                         rec.attrs.push((id, value));
                     }
                 }
@@ -261,7 +269,7 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
                     rec.attr_count += 1;
                     let kv = key_value(inner, child_depth(depth)?)?;
                     if let Some(id) = self.watched.find(kv.key) {
-                        let value = decode_any(self.raw, &kv.values)?;
+                        let value = decode_any(self.raw, kv.values())?;
                         rec.attrs.push((id, value));
                     }
                 }
@@ -300,7 +308,7 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
 
 /// Validate one KeyValue and return its key and value occurrences.
 fn key_value(body: &[u8], depth: i32) -> Result<Kv<'_>> {
-    let mut kv = Kv { key: b"", values: Vec::new() };
+    let mut kv = Kv { key: b"", value: None, more_values: Vec::new() };
     let mut reader = Reader::new(body, depth);
     while let Some(field) = reader.next()? {
         let Val::Len(inner) = field.val else { continue };
@@ -311,7 +319,11 @@ fn key_value(body: &[u8], depth: i32) -> Result<Kv<'_>> {
             }
             2 => {
                 validate(Msg::AnyValue, inner, child_depth(depth)?)?;
-                kv.values.push(inner);
+                if kv.value.is_none() {
+                    kv.value = Some(inner);
+                } else {
+                    kv.more_values.push(inner);
+                }
             }
             _ => {}
         }
@@ -321,7 +333,7 @@ fn key_value(body: &[u8], depth: i32) -> Result<Kv<'_>> {
 
 /// Decode an AnyValue from the occurrences of its field (already validated), merging them
 /// as protobuf does: the oneof's last case wins; a repeated array/kvlist case appends.
-pub fn decode_any(raw: &[u8], occurrences: &[&[u8]]) -> Result<Value> {
+pub fn decode_any<'a>(raw: &[u8], occurrences: impl IntoIterator<Item = &'a [u8]>) -> Result<Value> {
     let mut value = Value::Empty;
     for body in occurrences {
         merge_any(raw, body, &mut value)?;
@@ -345,7 +357,7 @@ fn merge_any(raw: &[u8], body: &[u8], value: &mut Value) -> Result<()> {
                 let mut array = Reader::new(inner, DEPTH_LIMIT);
                 while let Some(item) = array.next()? {
                     if let (1, Val::Len(item_body)) = (item.num, item.val) {
-                        items.push(decode_any(raw, &[item_body])?);
+                        items.push(decode_any(raw, [item_body])?);
                     }
                 }
             }
@@ -358,7 +370,7 @@ fn merge_any(raw: &[u8], body: &[u8], value: &mut Value) -> Result<()> {
                 while let Some(item) = list.next()? {
                     if let (1, Val::Len(kv_body)) = (item.num, item.val) {
                         let kv = key_value(kv_body, DEPTH_LIMIT)?;
-                        pairs.push((Span32::of(raw, kv.key), decode_any(raw, &kv.values)?));
+                        pairs.push((Span32::of(raw, kv.key), decode_any(raw, kv.values())?));
                     }
                 }
             }

@@ -74,6 +74,10 @@ pub fn len_kind(msg: Msg, num: u32) -> Kind {
 
 #[inline]
 pub fn check_utf8(bytes: &[u8]) -> Result<()> {
+    // Keys and most values are ASCII: a word-at-a-time check before the full validator.
+    if bytes.is_ascii() {
+        return Ok(());
+    }
     match std::str::from_utf8(bytes) {
         Ok(_) => Ok(()),
         Err(_) => Err(DecodeError("invalid UTF-8 in a string field")),

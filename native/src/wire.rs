@@ -148,13 +148,37 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0, depth }
     }
 
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Field<'a>>> {
-        if self.pos >= self.buf.len() {
-            return Ok(None);
-        }
         let start = self.pos;
+        let Some(&first) = self.buf.get(start) else {
+            return Ok(None);
+        };
+        // Fast path: a one-byte tag and, for length-delimited fields, a one-byte length
+        // (nearly every field of a span).
+        if first < 0x80 && first >= 8 {
+            let (num, wire_type) = ((first >> 3) as u32, first & 7);
+            if wire_type == LEN {
+                if let Some(&len) = self.buf.get(start + 1) {
+                    if len < 0x80 {
+                        let body_start = start + 2;
+                        let end = body_start + len as usize;
+                        if end <= self.buf.len() {
+                            self.pos = end;
+                            let val = Val::Len(&self.buf[body_start..end]);
+                            return Ok(Some(Field { num, wire_type, val, raw: &self.buf[start..end] }));
+                        }
+                        return Err(DecodeError("length past the end of the message"));
+                    }
+                }
+            }
+        }
+        self.next_slow(start)
+    }
+
+    #[inline(never)]
+    fn next_slow(&mut self, start: usize) -> Result<Option<Field<'a>>> {
         let (num, wire_type) = read_tag(self.buf, &mut self.pos)?;
         let val = match wire_type {
             VARINT => Val::Varint(read_varint(self.buf, &mut self.pos)?),

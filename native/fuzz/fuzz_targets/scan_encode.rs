@@ -1,9 +1,12 @@
 //! Fuzz the native codec against prost (the protobuf crate, OTLP types in
 //! costctx_native::oracle) on arbitrary bytes:
-//! - whatever prost accepts, the scan accepts, and the view agrees with prost's message;
+//! - whatever prost accepts, the scan accepts (but a tag longer than 5 bytes, which upb
+//!   refuses), and the view agrees with prost's message;
 //! - the scan rejects nothing that prost accepts, and accepts what prost rejects only where
 //!   upb (the Python runtime the codec follows) is more lenient than prost: a known field
-//!   with an unexpected wire type, which upb keeps as an unknown field;
+//!   with an unexpected wire type, which upb keeps as an unknown field, and a 10-byte varint
+//!   whose last byte carries bits past 64, which upb ignores and prost refuses (found by
+//!   this target; the Python differential tests check the same bytes against upb itself);
 //! - encoding with no edits gives the input back byte for byte; encoding with edits gives
 //!   bytes prost decodes to its own message with the same edits applied, and the scan
 //!   accepts again;
@@ -13,6 +16,7 @@
 use costctx_native::encode::{encode, AttrEdits, Plan, SetValue};
 use costctx_native::oracle::{any_value, AnyValue, ExportTraceServiceRequest, KeyValue};
 use costctx_native::scan::{scan, Scan, Value, Watched};
+use costctx_native::wire::DecodeError;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -25,10 +29,13 @@ fuzz_target!(|data: &[u8]| {
     let (scanned, message) = match (ours, theirs) {
         (Ok(scanned), Ok(message)) => (scanned, message),
         (Err(_), Err(_)) => return,
+        // upb refuses a tag longer than 5 bytes; prost reads it as any varint (found here).
+        (Err(DecodeError("tag longer than 5 bytes")), Ok(_)) => return,
         (Err(err), Ok(_)) => panic!("scan rejects what prost accepts: {err:?}"),
         (Ok(scanned), Err(err)) => {
             let text = err.to_string();
-            assert!(text.contains("invalid wire type"), "scan accepts what prost rejects: {text}");
+            let upb_lenient = text.contains("invalid wire type") || text.contains("invalid varint");
+            assert!(upb_lenient, "scan accepts what prost rejects: {text}");
             // Still: encoding must not panic and must scan again.
             let out = encode(data, &scanned, &Plan::new(&scanned, false)).expect("encode after scan");
             assert_eq!(out, data);
