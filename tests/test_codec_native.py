@@ -334,3 +334,20 @@ FIXTURES = sorted((Path(__file__).parent / "fixtures" / "codec").glob("*.bin"))
 def test_fuzz_findings_agree_with_protobuf(native, path):
     check_agrees(native, path.read_bytes(), frozenset({"k", "service.name"}), random.Random(0),
                  canonical_input=False)
+
+
+def test_scans_from_several_threads_at_once(native):
+    """The scan releases the GIL while it walks the bytes: threads sharing one codec (the
+    receivers' server threads) must each get their own correct view."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    raw = build_requests(WorkloadSpec(batches=1, spans_per_batch=400))[0]
+    keys = sorted(keys_of(raw))
+    watch_sets = [frozenset(keys[::2]), frozenset(keys[1::2])]
+    expected = [view_rows(ORACLE.scan(raw, watched)) for watched in watch_sets]
+
+    def scan(n: int) -> bool:
+        return view_rows(native.scan(raw, watch_sets[n % 2])) == expected[n % 2]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(scan, range(40)))

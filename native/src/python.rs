@@ -3,6 +3,7 @@
 //! and encodes edit lists back. Policy stays in Python; this side only decodes and writes.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -38,7 +39,9 @@ struct Prepared {
     bytes: Vec<Vec<u8>>,
 }
 
-#[pyclass]
+/// Frozen (methods take &self): the pipeline may scan from several threads, and a scan
+/// releases the GIL while it walks the bytes; the watched-key cache sits behind a mutex.
+#[pyclass(frozen)]
 pub struct Core {
     resource_cls: Py<PyAny>,
     scope_cls: Py<PyAny>,
@@ -46,7 +49,7 @@ pub struct Core {
     kvlist_cls: Py<PyAny>,
     empty: Py<PyAny>,
     error_cls: Py<PyAny>,
-    prepared: Option<Prepared>,
+    prepared: Mutex<Option<Arc<Prepared>>>,
 }
 
 /// Per-scan caches: one Python object per distinct string, key signature and small int.
@@ -94,10 +97,10 @@ impl Core {
         }
     }
 
-    fn prepare(&mut self, py: Python<'_>, watched: &Bound<'_, PyAny>) -> PyResult<()> {
-        if let Some(prepared) = &self.prepared {
+    fn prepare(&self, py: Python<'_>, watched: &Bound<'_, PyAny>) -> PyResult<Arc<Prepared>> {
+        if let Some(prepared) = self.prepared.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             if prepared.source.bind(py).is(watched) {
-                return Ok(());
+                return Ok(prepared.clone());
             }
         }
         let mut keys = Vec::new();
@@ -111,8 +114,9 @@ impl Core {
         if keys.len() > u16::MAX as usize {
             return Err(PyValueError::new_err("too many watched keys"));
         }
-        self.prepared = Some(Prepared { source: watched.clone().unbind(), keys, bytes });
-        Ok(())
+        let prepared = Arc::new(Prepared { source: watched.clone().unbind(), keys, bytes });
+        *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(prepared.clone());
+        Ok(prepared)
     }
 
     fn value<'py>(&self, py: Python<'py>, raw: &[u8], interner: &mut Interner<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
@@ -187,7 +191,7 @@ impl Core {
         empty: Py<PyAny>,
         error_cls: Py<PyAny>,
     ) -> Self {
-        Core { resource_cls, scope_cls, span_cls, kvlist_cls, empty, error_cls, prepared: None }
+        Core { resource_cls, scope_cls, span_cls, kvlist_cls, empty, error_cls, prepared: Mutex::new(None) }
     }
 
     /// Validate `raw` as protobuf would, building no view: the number of spans (for a
@@ -203,13 +207,12 @@ impl Core {
 
     /// Validate `raw` and build the view: (resources, scopes, spans, layout).
     fn scan<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         raw: Bound<'py, PyBytes>,
         watched: Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Layout)> {
-        self.prepare(py, &watched)?;
-        let prepared = self.prepared.as_ref().unwrap();
+        let prepared = self.prepare(py, &watched)?;
         let bytes = raw.as_bytes();
         let watched_bytes = Watched::new(prepared.bytes.iter().map(|k| k.as_slice()).collect());
         let scanned = match py.detach(|| scan(bytes, &watched_bytes)) {

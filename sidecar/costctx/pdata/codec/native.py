@@ -42,7 +42,8 @@ class NativeCodec:
 
     def __init__(self) -> None:
         if _native is None:
-            raise RuntimeError("costctx_native is not built; install with `pip install .` (needs cargo)")
+            # ImportError: what a caller choosing "native if it is there" catches.
+            raise ImportError("costctx_native is not built; install with `pip install .` (needs cargo)")
         self._core = _native.Core(ResourceView, ScopeView, SpanView, KvList, EMPTY, CodecError)
 
     def scan(self, raw: bytes, watched: frozenset[str]) -> BatchView:
