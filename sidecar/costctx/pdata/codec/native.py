@@ -51,6 +51,8 @@ class NativeCodec:
         return NativeBatchView(raw, resources, scopes, spans, layout)
 
     def encode(self, view: BatchView, edits: BatchEdits) -> bytes:
+        if not edits.spans and not edits.resources and not edits.removed:
+            return view.raw  # nothing to write: the bytes received, not even a copy
         return self._core.encode(self._layout(view), edits.spans, edits.resources, edits.removed)
 
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
