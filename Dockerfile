@@ -11,6 +11,7 @@
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # --- build: a virtual environment with the locked dependencies and the costctx wheel --------
+# (the wheel holds the native codec, compiled here; see the toolchain step below)
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -21,13 +22,23 @@ COPY requirements.lock ./
 RUN python -m venv /opt/costctx \
  && /opt/costctx/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock
 
-# The project as a wheel, built with the locked setuptools/wheel (no isolated build
-# environment that would fetch newer ones), installed without resolving anything again.
+# The Rust toolchain for the native codec (native/, PyO3 needs rustc >= 1.85), from Debian:
+# bookworm's plain rustc is 1.63, its rustc-web/cargo-web are new enough. This stage only:
+# the runtime image carries no toolchain.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      rustc-web=1.85.0+dfsg3-1~deb12u3 cargo-web=1.85.0+dfsg3-1~deb12u3 \
+ && rm -rf /var/lib/apt/lists/*
+
+# The project as a wheel, built with the locked maturin (no isolated build environment that
+# would fetch a newer one): it compiles the extension from native/ (crates as Cargo.lock
+# pins them) and packs sidecar/costctx beside it; installed without resolving anything again.
 COPY pyproject.toml README.md ./
 COPY sidecar ./sidecar
+COPY native ./native
 RUN /opt/costctx/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
  && /opt/costctx/bin/pip install --no-cache-dir --no-deps /wheels/costctx-*.whl \
- && /opt/costctx/bin/pip uninstall --yes setuptools wheel
+ && /opt/costctx/bin/pip uninstall --yes maturin setuptools wheel
 
 # --- runtime: the venv, a default config, an unprivileged user ---------------------------
 FROM ${PYTHON_IMAGE} AS runtime

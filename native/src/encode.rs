@@ -1,0 +1,435 @@
+//! Encode: write a scanned request back with the processors' edits applied, in one pass,
+//! fixing every enclosing length prefix. Untouched resources, scopes, spans and attributes
+//! are copied as they arrived; only what an edit touches is re-encoded.
+//!
+//! For a canonical input (fields in number order, as SDKs write) the output is the bytes
+//! protobuf would serialize for the edited message: a renamed key is written first in its
+//! KeyValue, a replaced value right after the key, appended attributes right after the
+//! last existing one (or where field 9/1 belongs when there is none).
+
+use crate::scan::Scan;
+use crate::schema::DEPTH_LIMIT;
+use crate::wire::{close_len, open_len, write_len_field, DecodeError, Reader, Result, Val, I64, LEN, VARINT};
+
+/// A value to set: an AnyValue body already encoded.
+#[derive(Clone, Debug, Default)]
+pub struct SetValue {
+    pub body: Vec<u8>,
+    /// false: the KeyValue gets no value field at all (EMPTY: `ClearField("value")`).
+    pub present: bool,
+    /// A scalar written into an existing AnyValue keeps that value's unknown fields (protobuf
+    /// sets the oneof in place; a list or kvlist value is cleared first).
+    pub keeps_unknown: bool,
+}
+
+impl SetValue {
+    pub fn scalar(body: Vec<u8>) -> Self {
+        SetValue { body, present: true, keeps_unknown: true }
+    }
+}
+
+/// Edits of one attribute list (a span's or a resource's), with the Python codec's
+/// semantics: renames, then deletes, then sets, each acting on the last occurrence of its
+/// key (the one the view reports); a set key not present is appended.
+#[derive(Clone, Debug, Default)]
+pub struct AttrEdits {
+    pub renames: Vec<(Vec<u8>, Vec<u8>)>,
+    pub deletes: Vec<Vec<u8>>,
+    pub sets: Vec<(Vec<u8>, SetValue)>,
+    /// The whole span re-encoded (spans only): the other fields are ignored.
+    pub replace: Option<Vec<u8>>,
+}
+
+impl AttrEdits {
+    fn is_noop(&self) -> bool {
+        self.renames.is_empty() && self.deletes.is_empty() && self.sets.is_empty() && self.replace.is_none()
+    }
+}
+
+/// What happens to each attribute of a list, and what is appended after it.
+#[derive(Default)]
+struct AttrPlan<'k> {
+    /// Per attribute, in order: None to copy it as it is.
+    actions: Vec<Option<Action<'k>>>,
+    /// Appended attributes: key and index into `sets`.
+    appended: Vec<(&'k [u8], usize)>,
+}
+
+#[derive(Clone, Copy)]
+enum Action<'k> {
+    Delete,
+    /// Write with this key and, if given, the value of `sets[index]`.
+    Rewrite(&'k [u8], Option<usize>),
+}
+
+/// Run the edits over the list's keys, exactly as the Python codec does on messages
+/// (its `last` map: key -> index of the last occurrence, updated by renames). Lists are
+/// short, so small vectors searched linearly beat hashing.
+fn plan_attrs<'k>(keys: &[&'k [u8]], edits: &'k AttrEdits) -> AttrPlan<'k> {
+    let n = keys.len();
+    let mut current: Vec<&'k [u8]> = keys.to_vec();
+    let mut renamed = vec![false; n];
+    let mut deleted = vec![false; n];
+    if !edits.renames.is_empty() || !edits.deletes.is_empty() {
+        // `last`: (key, index) with one entry per key, as the Python dict.
+        let mut last: Vec<(&'k [u8], usize)> = Vec::with_capacity(n);
+        for (i, key) in current.iter().enumerate() {
+            match last.iter_mut().find(|(k, _)| k == key) {
+                Some(entry) => entry.1 = i,
+                None => last.push((key, i)),
+            }
+        }
+        for (old, new) in &edits.renames {
+            if let Some(pos) = last.iter().position(|(k, _)| *k == old.as_slice()) {
+                let (_, at) = last.swap_remove(pos);
+                current[at] = new.as_slice();
+                renamed[at] = true;
+                match last.iter_mut().find(|(k, _)| *k == new.as_slice()) {
+                    Some(entry) => entry.1 = at,
+                    None => last.push((new.as_slice(), at)),
+                }
+            }
+        }
+        for key in &edits.deletes {
+            if let Some((_, at)) = last.iter().find(|(k, _)| *k == key.as_slice()) {
+                deleted[*at] = true;
+            }
+        }
+    }
+    let mut set_of: Vec<Option<usize>> = vec![None; n];
+    let mut appended: Vec<(&'k [u8], usize)> = Vec::new();
+    for (j, (key, _)) in edits.sets.iter().enumerate() {
+        let key = key.as_slice();
+        match (0..n).rev().find(|&i| !deleted[i] && current[i] == key) {
+            Some(at) => set_of[at] = Some(j),
+            None => match appended.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = j,
+                None => appended.push((key, j)),
+            },
+        }
+    }
+    let actions = (0..n)
+        .map(|i| {
+            if deleted[i] {
+                Some(Action::Delete)
+            } else if renamed[i] || set_of[i].is_some() {
+                Some(Action::Rewrite(current[i], set_of[i]))
+            } else {
+                None
+            }
+        })
+        .collect();
+    AttrPlan { actions, appended }
+}
+
+/// Everything to apply to one scanned request.
+pub struct Plan<'e> {
+    /// Per span: an index into `edits`, or None.
+    pub span_edits: Vec<Option<&'e AttrEdits>>,
+    pub resource_edits: Vec<Option<&'e AttrEdits>>,
+    /// Per span: written out or not.
+    pub keep: Vec<bool>,
+    /// extract: start with no span kept (encode: every span kept). Either way only scopes
+    /// and resources emptied here are dropped; ones that arrived empty stay.
+    pub extract: bool,
+}
+
+impl<'e> Plan<'e> {
+    pub fn new(scan: &Scan, extract: bool) -> Self {
+        Plan {
+            span_edits: vec![None; scan.spans.len()],
+            resource_edits: vec![None; scan.resources.len()],
+            keep: vec![!extract; scan.spans.len()],
+            extract,
+        }
+    }
+
+    fn span_touched(&self, i: usize) -> bool {
+        !self.keep[i] || self.span_edits[i].is_some()
+    }
+
+    fn range_touched(&self, first: u32, end: u32) -> bool {
+        (first as usize..end as usize).any(|i| self.span_touched(i))
+    }
+}
+
+pub fn encode(raw: &[u8], scan: &Scan, plan: &Plan) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 8 + 64);
+    let mut reader = Reader::new(raw, DEPTH_LIMIT);
+    let mut r = 0usize;
+    while let Some(field) = reader.next()? {
+        let (1, Val::Len(body)) = (field.num, field.val) else {
+            out.extend_from_slice(field.raw);
+            continue;
+        };
+        let rec = scan.resources.get(r).ok_or(DecodeError("request changed since scan"))?;
+        let touched = plan.resource_edits[r].is_some() || plan.range_touched(rec.first_span, rec.spans_end);
+        if !touched {
+            out.extend_from_slice(field.raw);
+        } else {
+            let mark = out.len();
+            let slot = open_len(&mut out, 1, body.len());
+            if resource_spans(raw, scan, plan, r, body, &mut out)? {
+                close_len(&mut out, slot);
+            } else {
+                out.truncate(mark);
+            }
+        }
+        r += 1;
+    }
+    Ok(out)
+}
+
+/// Write one ResourceSpans body; false when it is left with no scope and must be dropped.
+fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+    let rec = &scan.resources[r];
+    let edits = plan.resource_edits[r].filter(|e| !e.is_noop());
+    // The Resource's attributes are every occurrence's (protobuf merges them): one plan
+    // over all of them, appended attributes in the last occurrence.
+    let mut keys_store = Vec::new();
+    let mut attr_plan = AttrPlan::default();
+    let mut insert_last = Insert::Nowhere;
+    if let Some(edits) = edits {
+        let mut resources = Vec::new();
+        let mut reader = Reader::new(body, DEPTH_LIMIT);
+        while let Some(field) = reader.next()? {
+            if let (1, Val::Len(inner)) = (field.num, field.val) {
+                resources.push(inner);
+            }
+        }
+        (keys_store, insert_last) = attr_keys(&resources, 1)?;
+        attr_plan = plan_attrs(&keys_store, edits);
+        if rec.resource_fields == 0 && !attr_plan.appended.is_empty() {
+            // No Resource at all: a new one, first (field 1), holding the appended keys.
+            let slot = open_len(out, 1, 0);
+            append_attrs(edits, &attr_plan, 1, out);
+            close_len(out, slot);
+        }
+    }
+    let _ = &keys_store;
+    let mut next_attr = 0usize;
+    let mut s = rec.first_scope as usize;
+    let (mut kept, mut dropped) = (0u32, 0u32);
+    let mut resource_seen = 0;
+    let mut reader = Reader::new(body, DEPTH_LIMIT);
+    while let Some(field) = reader.next()? {
+        match (field.num, field.val) {
+            (1, Val::Len(inner)) if edits.is_some() => {
+                resource_seen += 1;
+                let insert = if resource_seen == rec.resource_fields { insert_last } else { Insert::Nowhere };
+                let slot = open_len(out, 1, inner.len());
+                attributes(inner, 1, edits.unwrap(), &attr_plan, &mut next_attr, insert, out)?;
+                close_len(out, slot);
+            }
+            (2, Val::Len(inner)) => {
+                let scope = scan.scopes.get(s).ok_or(DecodeError("request changed since scan"))?;
+                let has_spans = scope.spans_end > scope.first_span;
+                if !plan.range_touched(scope.first_span, scope.spans_end) {
+                    out.extend_from_slice(field.raw);
+                    kept += 1;
+                } else {
+                    let mark = out.len();
+                    let slot = open_len(out, 2, inner.len());
+                    let spans = scope_spans(raw, scan, plan, scope.first_span as usize, inner, out)?;
+                    if spans == 0 && has_spans {
+                        out.truncate(mark);
+                        dropped += 1;
+                    } else {
+                        close_len(out, slot);
+                        kept += 1;
+                    }
+                }
+                s += 1;
+            }
+            _ => out.extend_from_slice(field.raw),
+        }
+    }
+    Ok(!(kept == 0 && dropped > 0))
+}
+
+/// Write one ScopeSpans body; returns how many spans it kept.
+fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[u8], out: &mut Vec<u8>) -> Result<u32> {
+    let _ = (raw, scan);
+    let mut i = first_span;
+    let mut kept = 0;
+    let mut reader = Reader::new(body, DEPTH_LIMIT);
+    while let Some(field) = reader.next()? {
+        let (2, Val::Len(inner)) = (field.num, field.val) else {
+            out.extend_from_slice(field.raw);
+            continue;
+        };
+        if i >= plan.keep.len() {
+            return Err(DecodeError("request changed since scan"));
+        }
+        if plan.keep[i] {
+            kept += 1;
+            match plan.span_edits[i] {
+                None => out.extend_from_slice(field.raw),
+                Some(edits) => match &edits.replace {
+                    Some(span) => write_len_field(out, 2, span),
+                    None => {
+                        let (keys, insert) = attr_keys(&[inner], 9)?;
+                        let attr_plan = plan_attrs(&keys, edits);
+                        let slot = open_len(out, 2, inner.len());
+                        attributes(inner, 9, edits, &attr_plan, &mut 0, insert, out)?;
+                        close_len(out, slot);
+                    }
+                },
+            }
+        }
+        i += 1;
+    }
+    Ok(kept)
+}
+
+/// The keys of the attributes (field `attr_field`) of every message body given, in order,
+/// and where in the last body appended attributes go (see `Insert`).
+fn attr_keys<'a>(bodies: &[&'a [u8]], attr_field: u32) -> Result<(Vec<&'a [u8]>, Insert)> {
+    let mut keys = Vec::new();
+    let (mut last_attr, mut last_lower) = (None, None);
+    for body in bodies {
+        (last_attr, last_lower) = (None, None);
+        let mut reader = Reader::new(body, DEPTH_LIMIT);
+        let mut idx = 0;
+        while let Some(field) = reader.next()? {
+            if let (n, Val::Len(kv)) = (field.num, field.val) {
+                if n == attr_field {
+                    keys.push(kv_key(kv)?);
+                    last_attr = Some(idx);
+                }
+            }
+            if field.num < attr_field {
+                last_lower = Some(idx);
+            }
+            idx += 1;
+        }
+    }
+    Ok((keys, Insert::After(last_attr.or(last_lower))))
+}
+
+/// Where appended attributes go in a body: nowhere (not the last occurrence), or after the
+/// field at this index (None: first). After the last attribute, else after the last field
+/// numbered below the attribute field (the canonical position), else first.
+#[derive(Clone, Copy, PartialEq)]
+enum Insert {
+    Nowhere,
+    After(Option<usize>),
+}
+
+/// The key of a KeyValue body (last occurrence wins; "" when absent).
+fn kv_key(kv: &[u8]) -> Result<&[u8]> {
+    let mut key: &[u8] = b"";
+    let mut reader = Reader::new(kv, DEPTH_LIMIT);
+    while let Some(field) = reader.next()? {
+        if let (1, Val::Len(k)) = (field.num, field.val) {
+            key = k;
+        }
+    }
+    Ok(key)
+}
+
+/// Write a message body whose attributes are field `attr_field`, following `plan` from
+/// attribute number `*next`, appending where `insert` says.
+fn attributes(
+    body: &[u8],
+    attr_field: u32,
+    edits: &AttrEdits,
+    plan: &AttrPlan,
+    next: &mut usize,
+    insert: Insert,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let insert_after = match insert {
+        Insert::After(at) if !plan.appended.is_empty() => {
+            if at.is_none() {
+                append_attrs(edits, plan, attr_field, out);
+            }
+            at
+        }
+        _ => None,
+    };
+    let mut reader = Reader::new(body, DEPTH_LIMIT);
+    let mut idx = 0;
+    while let Some(field) = reader.next()? {
+        match (field.num == attr_field, field.val) {
+            (true, Val::Len(kv)) => {
+                let action = plan.actions.get(*next).copied().flatten();
+                *next += 1;
+                match action {
+                    None => out.extend_from_slice(field.raw),
+                    Some(Action::Delete) => {}
+                    Some(Action::Rewrite(key, set)) => {
+                        key_value(kv, attr_field, key, set.map(|j| &edits.sets[j].1), out)?
+                    }
+                }
+            }
+            _ => out.extend_from_slice(field.raw),
+        }
+        if insert_after == Some(idx) {
+            append_attrs(edits, plan, attr_field, out);
+        }
+        idx += 1;
+    }
+    Ok(())
+}
+
+/// One attribute rewritten: its key first, then the value set (if any), then its other
+/// fields as they were.
+fn key_value(kv: &[u8], attr_field: u32, key: &[u8], set: Option<&SetValue>, out: &mut Vec<u8>) -> Result<()> {
+    let slot = open_len(out, attr_field, kv.len());
+    if !key.is_empty() {
+        write_len_field(out, 1, key);
+    }
+    if let Some(value) = set {
+        if value.present {
+            let slot = open_len(out, 2, value.body.len());
+            out.extend_from_slice(&value.body);
+            if value.keeps_unknown {
+                old_value_unknowns(kv, out)?;
+            }
+            close_len(out, slot);
+        }
+    }
+    let mut reader = Reader::new(kv, DEPTH_LIMIT);
+    while let Some(field) = reader.next()? {
+        match (field.num, field.wire_type) {
+            (1, LEN) => {}
+            (2, LEN) if set.is_some() => {}
+            _ => out.extend_from_slice(field.raw),
+        }
+    }
+    close_len(out, slot);
+    Ok(())
+}
+
+/// The unknown fields of a KeyValue's old value (every occurrence), which protobuf keeps
+/// when a scalar is written into it.
+fn old_value_unknowns(kv: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let mut reader = Reader::new(kv, DEPTH_LIMIT);
+    while let Some(field) = reader.next()? {
+        let (2, Val::Len(value)) = (field.num, field.val) else { continue };
+        let mut inner = Reader::new(value, DEPTH_LIMIT);
+        while let Some(f) = inner.next()? {
+            let known = matches!((f.num, f.wire_type), (1 | 5 | 6 | 7, LEN) | (2 | 3 | 8, VARINT) | (4, I64));
+            if !known {
+                out.extend_from_slice(f.raw);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The appended attributes, in the order their keys were first set.
+fn append_attrs(edits: &AttrEdits, plan: &AttrPlan, attr_field: u32, out: &mut Vec<u8>) {
+    for (key, j) in &plan.appended {
+        let value = &edits.sets[*j].1;
+        let slot = open_len(out, attr_field, key.len() + value.body.len() + 4);
+        if !key.is_empty() {
+            write_len_field(out, 1, key);
+        }
+        if value.present {
+            write_len_field(out, 2, &value.body);
+        }
+        close_len(out, slot);
+    }
+}

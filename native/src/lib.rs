@@ -1,0 +1,15 @@
+//! costctx's native OTLP trace codec. `wire` reads and writes the protobuf wire format over
+//! checked slices, `schema` knows the OTLP trace messages, `scan` validates a request and
+//! collects the batch view, `encode` writes edits back in one pass. `python` (feature
+//! "python") is the PyO3 module `costctx_native`.
+
+pub mod encode;
+pub mod scan;
+pub mod schema;
+pub mod wire;
+
+#[cfg(feature = "python")]
+mod python;
+
+#[cfg(feature = "oracle")]
+pub mod oracle;

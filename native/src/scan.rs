@@ -1,0 +1,383 @@
+//! Scan: validate a whole ExportTraceServiceRequest as upb would and collect, per resource,
+//! scope and span, only what processors read. Strings are kept as byte ranges into the
+//! request (already UTF-8 checked); values of watched keys are decoded.
+
+use crate::schema::{check_utf8, child_depth, validate, Msg, DEPTH_LIMIT};
+use crate::wire::{Reader, Result, Val, I64, LEN, VARINT};
+
+/// A byte range of the request: (offset, length).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span32 {
+    pub at: u32,
+    pub len: u32,
+}
+
+impl Span32 {
+    #[inline]
+    pub fn of(raw: &[u8], part: &[u8]) -> Span32 {
+        if part.is_empty() {
+            return Span32::default();
+        }
+        Span32 { at: (part.as_ptr() as usize - raw.as_ptr() as usize) as u32, len: part.len() as u32 }
+    }
+    #[inline]
+    pub fn get<'a>(&self, raw: &'a [u8]) -> &'a [u8] {
+        &raw[self.at as usize..(self.at + self.len) as usize]
+    }
+}
+
+/// A decoded AnyValue (strings and bytes as ranges into the request).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Empty,
+    Str(Span32),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(Span32),
+    Array(Vec<Value>),
+    KvList(Vec<(Span32, Value)>),
+    /// string_value_strindex (a profiles dictionary index): kept as its integer.
+    StrIndex(i64),
+}
+
+/// Which keys processors watch: the key bytes, by id (the id is the index).
+pub struct Watched<'w> {
+    keys: Vec<&'w [u8]>,
+    max_len: usize,
+}
+
+impl<'w> Watched<'w> {
+    pub fn new(keys: Vec<&'w [u8]>) -> Self {
+        let max_len = keys.iter().map(|k| k.len()).max().unwrap_or(0);
+        Watched { keys, max_len }
+    }
+    #[inline]
+    pub fn find(&self, key: &[u8]) -> Option<u16> {
+        if key.len() > self.max_len {
+            return None;
+        }
+        self.keys.iter().position(|k| *k == key).map(|i| i as u16)
+    }
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ResourceRec {
+    /// The last service.name attribute's value, if a string.
+    pub service: Option<Span32>,
+    pub service_seen: bool,
+    pub schema_url: Span32,
+    pub attrs: Vec<(u16, Value)>,
+    pub first_scope: u32,
+    pub scopes_end: u32,
+    pub first_span: u32,
+    pub spans_end: u32,
+    /// How many times field 1 (resource) occurs: edits append in the last one.
+    pub resource_fields: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ScopeRec {
+    pub resource: u32,
+    pub schema_url: Span32,
+    pub name: Span32,
+    pub version: Span32,
+    pub first_span: u32,
+    pub spans_end: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SpanRec {
+    pub trace_id: Span32,
+    pub span_id: Span32,
+    pub parent_span_id: Span32,
+    pub start: u64,
+    pub end: u64,
+    pub resource: u32,
+    pub scope: u32,
+    pub attrs: Vec<(u16, Value)>,
+    pub attr_count: u32,
+    pub links: Vec<(Span32, Span32)>,
+    pub event_count: u32,
+    /// The span message body, for materialize.
+    pub body: Span32,
+}
+
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub resources: Vec<ResourceRec>,
+    pub scopes: Vec<ScopeRec>,
+    pub spans: Vec<SpanRec>,
+}
+
+const SERVICE_NAME: &[u8] = b"service.name";
+
+pub fn scan(raw: &[u8], watched: &Watched) -> Result<Scan> {
+    let mut out = Scan::default();
+    let mut s = Scanner { raw, watched, out: &mut out };
+    let mut reader = Reader::new(raw, DEPTH_LIMIT);
+    while let Some(field) = reader.next()? {
+        if field.num == 1 && field.wire_type == LEN {
+            s.resource_spans(field.len_body().unwrap(), child_depth(DEPTH_LIMIT)?)?;
+        }
+    }
+    Ok(out)
+}
+
+struct Scanner<'a, 'w, 'o> {
+    raw: &'a [u8],
+    watched: &'w Watched<'w>,
+    out: &'o mut Scan,
+}
+
+/// One KeyValue: its key (last occurrence wins) and every occurrence of its value (protobuf
+/// merges repeated occurrences of a message field, so all of them make the value).
+struct Kv<'a> {
+    key: &'a [u8],
+    /// The first occurrence inline (almost always the only one): no allocation per attribute.
+    value: Option<&'a [u8]>,
+    more_values: Vec<&'a [u8]>,
+}
+
+impl<'a> Kv<'a> {
+    fn values(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.value.into_iter().chain(self.more_values.iter().copied())
+    }
+}
+
+impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
+    fn range(&self, part: &[u8]) -> Span32 {
+        Span32::of(self.raw, part)
+    }
+
+    fn resource_spans(&mut self, body: &'a [u8], depth: i32) -> Result<()> {
+        let r = self.out.resources.len() as u32;
+        let mut rec = ResourceRec {
+            first_scope: self.out.scopes.len() as u32,
+            first_span: self.out.spans.len() as u32,
+            ..Default::default()
+        };
+        self.out.resources.push(ResourceRec::default());
+        let mut reader = Reader::new(body, depth);
+        while let Some(field) = reader.next()? {
+            let Val::Len(inner) = field.val else { continue };
+            match field.num {
+                1 => {
+                    rec.resource_fields += 1;
+                    self.resource(inner, child_depth(depth)?, &mut rec)?;
+                }
+                2 => self.scope_spans(inner, child_depth(depth)?, r)?,
+                3 => {
+                    check_utf8(inner)?;
+                    rec.schema_url = self.range(inner);
+                }
+                _ => {}
+            }
+        }
+        rec.scopes_end = self.out.scopes.len() as u32;
+        rec.spans_end = self.out.spans.len() as u32;
+        self.out.resources[r as usize] = rec;
+        Ok(())
+    }
+
+    fn resource(&mut self, body: &'a [u8], depth: i32, rec: &mut ResourceRec) -> Result<()> {
+        let mut reader = Reader::new(body, depth);
+        while let Some(field) = reader.next()? {
+            let Val::Len(inner) = field.val else { continue };
+            match field.num {
+                1 => {
+                    let kv = key_value(inner, child_depth(depth)?)?;
+                    if kv.key == SERVICE_NAME {
+                        rec.service_seen = true;
+                        rec.service = match decode_any(self.raw, kv.values())? {
+                            Value::Str(range) if range.len > 0 => Some(range),
+                            _ => None,
+                        };
+                    }
+                    if let Some(id) = self.watched.find(kv.key) {
+                        let value = decode_any(self.raw, kv.values())?;
+                        rec.attrs.push((id, value));
+                    }
+                }
+                3 => validate(Msg::EntityRef, inner, child_depth(depth)?)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn scope_spans(&mut self, body: &'a [u8], depth: i32, r: u32) -> Result<()> {
+        let s = self.out.scopes.len() as u32;
+        let mut rec = ScopeRec { resource: r, first_span: self.out.spans.len() as u32, ..Default::default() };
+        self.out.scopes.push(ScopeRec::default());
+        let mut reader = Reader::new(body, depth);
+        while let Some(field) = reader.next()? {
+            let Val::Len(inner) = field.val else { continue };
+            match field.num {
+                1 => self.scope(inner, child_depth(depth)?, &mut rec)?,
+                2 => self.span(inner, child_depth(depth)?, r, s)?,
+                3 => {
+                    check_utf8(inner)?;
+                    rec.schema_url = self.range(inner);
+                }
+                _ => {}
+            }
+        }
+        rec.spans_end = self.out.spans.len() as u32;
+        self.out.scopes[s as usize] = rec;
+        Ok(())
+    }
+
+    fn scope(&mut self, body: &'a [u8], depth: i32, rec: &mut ScopeRec) -> Result<()> {
+        let mut reader = Reader::new(body, depth);
+        while let Some(field) = reader.next()? {
+            let Val::Len(inner) = field.val else { continue };
+            match field.num {
+                1 => {
+                    check_utf8(inner)?;
+                    rec.name = self.range(inner);
+                }
+                2 => {
+                    check_utf8(inner)?;
+                    rec.version = self.range(inner);
+                }
+                3 => validate(Msg::KeyValue, inner, child_depth(depth)?)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn span(&mut self, body: &'a [u8], depth: i32, r: u32, s: u32) -> Result<()> {
+        let mut rec = SpanRec { resource: r, scope: s, body: self.range(body), ..Default::default() };
+        let mut reader = Reader::new(body, depth);
+        while let Some(field) = reader.next()? {
+            match (field.num, field.val) {
+                (1, Val::Len(inner)) => rec.trace_id = self.range(inner),
+                (2, Val::Len(inner)) => rec.span_id = self.range(inner),
+                (4, Val::Len(inner)) => rec.parent_span_id = self.range(inner),
+                (3 | 5, Val::Len(inner)) => check_utf8(inner)?,
+                (7, Val::I64(v)) => rec.start = v,
+                (8, Val::I64(v)) => rec.end = v,
+                (9, Val::Len(inner)) => {
+                    rec.attr_count += 1;
+                    let kv = key_value(inner, child_depth(depth)?)?;
+                    if let Some(id) = self.watched.find(kv.key) {
+                        let value = decode_any(self.raw, kv.values())?;
+                        rec.attrs.push((id, value));
+                    }
+                }
+                (11, Val::Len(inner)) => {
+                    rec.event_count += 1;
+                    validate(Msg::Event, inner, child_depth(depth)?)?;
+                }
+                (13, Val::Len(inner)) => {
+                    let link = self.link(inner, child_depth(depth)?)?;
+                    rec.links.push(link);
+                }
+                (15, Val::Len(inner)) => validate(Msg::Status, inner, child_depth(depth)?)?,
+                _ => {}
+            }
+        }
+        self.out.spans.push(rec);
+        Ok(())
+    }
+
+    fn link(&mut self, body: &'a [u8], depth: i32) -> Result<(Span32, Span32)> {
+        let (mut trace_id, mut span_id) = (Span32::default(), Span32::default());
+        let mut reader = Reader::new(body, depth);
+        while let Some(field) = reader.next()? {
+            let Val::Len(inner) = field.val else { continue };
+            match field.num {
+                1 => trace_id = self.range(inner),
+                2 => span_id = self.range(inner),
+                3 => check_utf8(inner)?,
+                4 => validate(Msg::KeyValue, inner, child_depth(depth)?)?,
+                _ => {}
+            }
+        }
+        Ok((trace_id, span_id))
+    }
+}
+
+/// Validate one KeyValue and return its key and value occurrences.
+fn key_value(body: &[u8], depth: i32) -> Result<Kv<'_>> {
+    let mut kv = Kv { key: b"", value: None, more_values: Vec::new() };
+    let mut reader = Reader::new(body, depth);
+    while let Some(field) = reader.next()? {
+        let Val::Len(inner) = field.val else { continue };
+        match field.num {
+            1 => {
+                check_utf8(inner)?;
+                kv.key = inner;
+            }
+            2 => {
+                validate(Msg::AnyValue, inner, child_depth(depth)?)?;
+                if kv.value.is_none() {
+                    kv.value = Some(inner);
+                } else {
+                    kv.more_values.push(inner);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(kv)
+}
+
+/// Decode an AnyValue from the occurrences of its field (already validated), merging them
+/// as protobuf does: the oneof's last case wins; a repeated array/kvlist case appends.
+pub fn decode_any<'a>(raw: &[u8], occurrences: impl IntoIterator<Item = &'a [u8]>) -> Result<Value> {
+    let mut value = Value::Empty;
+    for body in occurrences {
+        merge_any(raw, body, &mut value)?;
+    }
+    Ok(value)
+}
+
+fn merge_any(raw: &[u8], body: &[u8], value: &mut Value) -> Result<()> {
+    let mut reader = Reader::new(body, DEPTH_LIMIT);
+    while let Some(field) = reader.next()? {
+        match (field.num, field.wire_type, field.val) {
+            (1, LEN, Val::Len(inner)) => *value = Value::Str(Span32::of(raw, inner)),
+            (2, VARINT, Val::Varint(v)) => *value = Value::Bool(v != 0),
+            (3, VARINT, Val::Varint(v)) => *value = Value::Int(v as i64),
+            (4, I64, Val::I64(v)) => *value = Value::Double(f64::from_bits(v)),
+            (5, LEN, Val::Len(inner)) => {
+                if !matches!(value, Value::Array(_)) {
+                    *value = Value::Array(Vec::new());
+                }
+                let Value::Array(items) = value else { unreachable!() };
+                let mut array = Reader::new(inner, DEPTH_LIMIT);
+                while let Some(item) = array.next()? {
+                    if let (1, Val::Len(item_body)) = (item.num, item.val) {
+                        items.push(decode_any(raw, [item_body])?);
+                    }
+                }
+            }
+            (6, LEN, Val::Len(inner)) => {
+                if !matches!(value, Value::KvList(_)) {
+                    *value = Value::KvList(Vec::new());
+                }
+                let Value::KvList(pairs) = value else { unreachable!() };
+                let mut list = Reader::new(inner, DEPTH_LIMIT);
+                while let Some(item) = list.next()? {
+                    if let (1, Val::Len(kv_body)) = (item.num, item.val) {
+                        let kv = key_value(kv_body, DEPTH_LIMIT)?;
+                        pairs.push((Span32::of(raw, kv.key), decode_any(raw, kv.values())?));
+                    }
+                }
+            }
+            (7, LEN, Val::Len(inner)) => *value = Value::Bytes(Span32::of(raw, inner)),
+            (8, VARINT, Val::Varint(v)) => *value = Value::StrIndex(v as i32 as i64),
+            _ => {}
+        }
+    }
+    Ok(())
+}
