@@ -3,8 +3,9 @@
 #
 # Reproducible: the base image is pinned by tag and digest, and every Python package (runtime
 # dependencies and the build backend) is installed from requirements.lock with its sha256
-# hashes. Regenerate the lock with scripts/lock.sh (pip-tools' pip-compile --generate-hashes)
-# when pyproject.toml's dependencies change; scripts/check_lock.py fails until then.
+# hashes. Regenerate the lock with scripts/lock.sh (uv pip compile --universal --generate-hashes:
+# markers make it hold for every supported Python) when pyproject.toml's dependencies change;
+# scripts/check_lock.py fails until then.
 # The digest is the one public references give for this tag (linux/amd64); it could not be
 # checked against the registry where this file was written. Override with
 # --build-arg PYTHON_IMAGE=... to move to another patch release.
