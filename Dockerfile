@@ -1,10 +1,12 @@
 # syntax=docker/dockerfile:1
-# costctx sidecar image. Build: docker build -t costctx:0.1.0 .
+# costctx sidecar image. Build: docker build -t costctx:0.1.0 .  Without a Docker engine:
+# scripts/build_image.sh (buildah, a debootstrapped bookworm base; it also runs the image).
 #
 # Reproducible: the base image is pinned by tag and digest, and every Python package (runtime
 # dependencies and the build backend) is installed from requirements.lock with its sha256
-# hashes. Regenerate the lock with scripts/lock.sh (pip-tools' pip-compile --generate-hashes)
-# when pyproject.toml's dependencies change; scripts/check_lock.py fails until then.
+# hashes. Regenerate the lock with scripts/lock.sh (uv pip compile --universal --generate-hashes:
+# markers make it hold for every supported Python) when pyproject.toml's dependencies change;
+# scripts/check_lock.py fails until then.
 # The digest is the one public references give for this tag (linux/amd64); it could not be
 # checked against the registry where this file was written. Override with
 # --build-arg PYTHON_IMAGE=... to move to another patch release.
@@ -18,8 +20,13 @@ WORKDIR /src
 
 # Dependencies first: this layer is reused until the lock changes. Wheels only, hashes
 # required: nothing is compiled and nothing unpinned can slip in.
+# Where the package index is reached through a proxy with its own CA, pass that CA bundle as
+# a build secret (--secret id=pip_ca,src=ca.pem; scripts/build_image.sh does): pip trusts it in
+# this step only, and it is never written to a layer.
 COPY requirements.lock ./
-RUN python -m venv /opt/costctx \
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
+ && python -m venv /opt/costctx \
  && /opt/costctx/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock
 
 # The Rust toolchain for the native codec (native/, PyO3 needs rustc >= 1.85), from Debian:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files (no cluster, no Docker engine):
-#  1. render the kustomize base (k8s/base) and the example overlay with kubectl's kustomize;
+#  1. render the kustomize base (k8s/base), the example overlay and k8s/monitoring (the
+#     PrometheusRule: no schema is bundled for the operator CRD, so it is only rendered) with kubectl's kustomize;
 #  2. validate every rendered object, strictly (unknown fields are errors), against the
 #     Kubernetes API schemas of named versions: 1.33 (native sidecars GA) and 1.37 (newest
 #     the tool bundles);
@@ -25,7 +26,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "== kustomize ($(kubectl version --client | tr '\n' ' '))"
-for dir in k8s/base k8s/overlays/example; do
+for dir in k8s/base k8s/overlays/example k8s/monitoring; do
   out="$work/$(echo "$dir" | tr '/' '_').yaml"
   kubectl kustomize "$dir" >"$out"
   echo "   $dir: $(grep -E '^kind:' "$out" | awk '{print $2}' | sort | tr '\n' ' ')"
@@ -45,4 +46,4 @@ hadolint --failure-threshold info Dockerfile && echo "   no findings"
 echo "== requirements.lock against pyproject.toml"
 "$PY" scripts/check_lock.py
 
-echo "deploy checks passed (the image itself is not built here: no Docker engine)"
+echo "deploy checks passed (the image is built and run by scripts/build_image.sh)"

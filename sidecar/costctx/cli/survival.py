@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any, TextIO
@@ -32,8 +33,38 @@ def fetch_report(url: str, token: str | None = None, timeout: float = 5.0) -> di
         return json.loads(response.read())
 
 
+# ANSI: cursor home and clear screen, as `watch` redraws.
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def watch_command(args: argparse.Namespace, out: TextIO, sleep=time.sleep) -> int:
+    """Redraw every `--watch` seconds until interrupted (or `--count` redraws). An unreachable
+    sidecar is shown on the screen and retried, not fatal: the pod may be restarting."""
+    drawn = 0
+    try:
+        while args.count is None or drawn < args.count:
+            header = f"Every {args.watch:g}s: costctx survival {survival_url(args.url)}  {time.strftime('%H:%M:%S')}"
+            try:
+                body = render_report(fetch_report(args.url, args.token), include_spend=args.spend)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                body = f"cannot read {survival_url(args.url)}: {getattr(exc, 'reason', exc)}\n"
+            out.write(f"{CLEAR_SCREEN}{header}\n\n{body}")
+            out.flush()
+            drawn += 1
+            if args.count is None or drawn < args.count:
+                sleep(args.watch)
+    except KeyboardInterrupt:
+        out.write("\n")
+    return 0
+
+
 def survival_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    if args.watch is not None:
+        if args.json:
+            print("costctx survival: --watch redraws the table; it does not combine with --json", file=sys.stderr)
+            return 2
+        return watch_command(args, out)
     try:
         report = fetch_report(args.url, args.token)
     except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -48,6 +79,13 @@ def survival_command(args: argparse.Namespace, out: TextIO | None = None) -> int
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
 def add_survival_parser(sub: argparse._SubParsersAction) -> None:
     survival = sub.add_parser("survival", help="show which hop drops which field, and the readiness verdicts")
     survival.add_argument("--url", default=DEFAULT_URL, help=f"the sidecar's telemetry address (default {DEFAULT_URL})")
@@ -55,6 +93,9 @@ def add_survival_parser(sub: argparse._SubParsersAction) -> None:
                           help="bearer token, when the sidecar requires one (default: $COSTCTX_TOKEN)")
     survival.add_argument("--json", action="store_true", help="print the /survival document as JSON")
     survival.add_argument("--spend", action="store_true", help="also show spend by workflow and tenant")
+    survival.add_argument("--watch", nargs="?", type=_positive_seconds, const=2.0, default=None, metavar="SECONDS",
+                          help="redraw every SECONDS (default 2), as `watch` would; Ctrl-C stops")
+    survival.add_argument("--count", type=int, default=None, help="with --watch: stop after this many redraws")
     survival.set_defaults(func=survival_command)
 
 

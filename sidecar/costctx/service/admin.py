@@ -15,6 +15,7 @@ def build_admin_app(
     metrics: SidecarMetrics,
     is_ready: Callable[[], tuple[bool, str]],
     survival_report: Callable[[], dict[str, Any]] | None = None,
+    status_page: Callable[[], str] | None = None,
 ) -> web.Application:
     app = web.Application()
 
@@ -33,9 +34,16 @@ def build_admin_app(
         # The field-survival matrix, readiness verdicts and spend (sidecar/costctx/survival/report.py).
         return web.json_response(survival_report() if survival_report else {})
 
+    async def status(_: web.Request) -> web.Response:
+        # The human view (service/status.py); behind the same auth as /metrics.
+        return web.Response(text=status_page() if status_page else "", content_type="text/html")
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)
     if survival_report is not None:
         app.router.add_get("/survival", survival)
+    if status_page is not None:
+        app.router.add_get("/", status)
+        app.router.add_get("/status", status)
     return app

@@ -27,6 +27,7 @@ from costctx.service.admin import build_admin_app
 from costctx.service.config.model import SidecarConfig
 from costctx.service.pipeline import PassThroughPipeline, TracesPipeline
 from costctx.service.registry import processor_class, processor_type
+from costctx.service.status import status_page
 from costctx.service.telemetry_push import OtlpMetricsPush, build_metrics_push
 from costctx.survival.collector import SurvivalCollector
 from costctx.survival.recorder import SurvivalRecorder
@@ -105,7 +106,10 @@ class Sidecar:
         # After the processors: the envelope processor configures the recorder's dimensions.
         self.metrics.registry.register(SurvivalCollector(self.survival))
         self.admin_app: web.Application = build_admin_app(
-            self.metrics, self.readiness, lambda: survival_report(self.survival.snapshot_all())
+            self.metrics,
+            self.readiness,
+            lambda: survival_report(self.survival.snapshot_all()),
+            status_page=lambda: status_page(self.survival, self.metrics.registry),
         )
         self.admin = HttpServerHost(config.service.telemetry.metrics.address, self.admin_app, "telemetry")
         self._secure_servers()

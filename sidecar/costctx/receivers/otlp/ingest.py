@@ -8,6 +8,7 @@ unavailable -> UNAVAILABLE + RetryInfo / 503 + Retry-After, unimplemented -> UNI
 from __future__ import annotations
 
 import logging
+import time
 
 from google.protobuf.message import DecodeError, Message
 
@@ -62,6 +63,7 @@ class Ingest:
             self._refuse(signal, transport, items, "queue_full")
             raise IngestError("unavailable", "sending queue is full; retry later", self.retry_after)
         response = signal.response_type()
+        started = time.perf_counter()
         if signal is TRACES:
             batch = TraceBatch(request, raw)
             pipeline.consume(batch)
@@ -70,6 +72,7 @@ class Ingest:
                 response.partial_success.error_message = batch.rejected_reason
         else:
             pipeline.consume(raw if raw is not None else request.SerializeToString(), items)
+        self.metrics.pipeline_duration.labels(signal.name).observe(time.perf_counter() - started)
         self.metrics.items_received.labels(signal.name, transport).inc(items)
         self._count(signal, transport, "accepted")
         return response

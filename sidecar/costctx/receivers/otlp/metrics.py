@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from costctx.telemetry.metrics import SidecarMetrics
 
@@ -26,4 +26,13 @@ class ReceiverMetrics:
             "costctx_receiver_refused_items",
             "Items refused to the client, by signal and reason.",
             ["signal", "reason"],
+        )
+        # The latency a request adds before its response: processors plus enqueueing (sending is
+        # asynchronous). Buckets from 50 us (pass-through) to 1 s (a pathological batch).
+        self.pipeline_duration = metrics.family(
+            Histogram,
+            "costctx_pipeline_duration_seconds",
+            "Time to run an accepted request through the pipeline and enqueue it, by signal.",
+            ["signal"],
+            buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )

@@ -1,0 +1,58 @@
+"""`costctx survival --watch`: redraws the matrix every few seconds, as `watch` would, from a
+real sidecar, as a real `costctx` subprocess."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from tests.support.ops_workload import HOPS, send_ops_workload
+from tests.support.process import free_port
+
+CLEAR = "\x1b[H\x1b[2J"
+
+
+def costctx(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "costctx", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_watch_redraws_the_matrix(sink, make_sidecar):
+    runner = make_sidecar()
+    send_ops_workload(runner.sidecar.grpc_port)
+    time.sleep(1.0)
+    url = f"127.0.0.1:{runner.sidecar.admin_port}"
+    proc = costctx("survival", "--url", url, "--watch", "0.2", "--count", "3", "--spend")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    screens = out.split(CLEAR)[1:]
+    assert len(screens) == 3
+    for screen in screens:
+        assert screen.startswith(f"Every 0.2s: costctx survival http://{url}/survival")
+        header = next(line for line in screen.splitlines() if line.strip().startswith("field"))
+        assert header.split()[1:] == list(HOPS)
+        assert "Spend by workflow and tenant" in screen
+
+
+def test_watch_keeps_going_when_the_sidecar_is_down_and_stops_on_ctrl_c():
+    port = free_port()
+    proc = costctx("survival", "--url", f"127.0.0.1:{port}", "--watch", "0.1")
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    screens = out.split(CLEAR)[1:]
+    assert len(screens) >= 2  # it redrew rather than exiting on the first failure
+    assert f"cannot read http://127.0.0.1:{port}/survival" in screens[0]
+    assert "Traceback" not in err
+
+
+def test_watch_refuses_json_and_a_non_positive_interval():
+    proc = costctx("survival", "--watch", "--json")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "--json" in err
+    proc = costctx("survival", "--watch", "0")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "positive" in err
