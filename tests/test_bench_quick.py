@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.support.paths import REPO
+
 pytestmark = pytest.mark.e2e  # runs the benchmark scripts: sidecars, load, sinks
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.support.paths import REPO
+
 pytestmark = pytest.mark.e2e  # runs the budget benchmark script
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_budget_latency_bench_runs_quick(redis_url):

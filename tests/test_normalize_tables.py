@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,8 +14,9 @@ from costctx.envelope import ENVELOPE
 from costctx.normalize.alias_file import AliasFileError, builtin_aliases, parse_alias_document
 from costctx.normalize.schema_file import SchemaFileError, parse_schema_document
 from costctx.normalize.table import TableBuilder
+from tests.support.paths import REPO
 
-FACTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "FACTS.md"
+FACTS = REPO.parent / "shared" / "reference" / "FACTS.md"
 
 
 def builder(**kwargs) -> TableBuilder:

@@ -6,18 +6,18 @@ import logging
 import shutil
 import urllib.request
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from costctx.pricing.money import from_usd, rate_from_per_million
 from tests.support.metrics import metric
+from tests.support.paths import FIXTURES
 from tests.support.processors import standalone_processor
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config
 from tests.support.wait import wait_until
 
-FIXTURE = Path(__file__).parent / "fixtures" / "litellm_model_prices.json"
+FIXTURE = FIXTURES / "litellm_model_prices.json"
 PIPELINE = ["price", "envelope"]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,9 @@ from costctx.pricing.litellm import parse_litellm
 from costctx.pricing.money import format_usd, from_usd, rate_from_per_million, rate_from_per_token, to_usd_float
 from costctx.pricing.resolve import MAX_DERIVED_NAME_LENGTH, candidates
 from costctx.pricing.yaml_table import load_builtin, parse_yaml_table
+from tests.support.paths import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "litellm_model_prices.json"
+FIXTURE = FIXTURES / "litellm_model_prices.json"
 
 
 def usd(text: str) -> int:
