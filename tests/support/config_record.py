@@ -1,5 +1,5 @@
 """Every config the tests build, recorded, so one test can check that `costctx validate` and
-`costctx run` agree on each (tests/test_config_agreement.py).
+`costctx run` agree on each (tests/service/test_config_agreement.py).
 
 `install()` (called by conftest.py before any test module imports the loader's names) wraps
 `costctx.service.config.loader.build_config`: each call records the raw config and environment

@@ -1,6 +1,6 @@
 """The span attributes the sidecar writes (envelope.yaml `written_fields`), named once for code.
 
-tests/test_envelope_keys.py checks every name here against the contract's data file.
+tests/envelope/test_envelope_keys.py checks every name here against the contract's data file.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 
 from costctx.service.config import ConfigError
 from tests.support.sidecar import sidecar_config, start_sidecar
-from tests.test_survival import EXPECTED, sample, samples, send_known_workload
+from tests.survival.test_survival import EXPECTED, sample, samples, send_known_workload
 
 
 def pushed_points(sink, metric_name: str) -> dict[tuple[tuple[str, str], ...], float]:

@@ -21,9 +21,9 @@ from costctx.cli.main import file_problems
 from costctx.service.app import Sidecar
 from costctx.service.config.loader import ConfigError
 from costctx.service.registry import EXPORTER_TYPES, PROCESSOR_TYPES
+from tests.service.test_lifecycle import MINIMAL_SECTIONS
 from tests.support import config_record
 from tests.support.sidecar import sidecar_config
-from tests.test_lifecycle import MINIMAL_SECTIONS
 
 pytestmark = [pytest.mark.runs_last, pytest.mark.e2e]
 
