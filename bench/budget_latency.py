@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Budget decision latency: p50 and p99 of a Check, in-memory store vs Redis.
 
-Runs the sidecar as its own process (`python -m sidecar run`) and calls it from this
+Runs the sidecar as its own process (`python -m costctx run`) and calls it from this
 process over gRPC, as an agent loop would. Every figure stands beside a baseline from the
 same run: an empty OTLP Export to the same sidecar (one gRPC round trip with no budget
 work), so the table shows what the decision itself adds. For Redis a redis-server is

@@ -139,7 +139,7 @@ class SinkProcess:
 
 
 class SidecarProcess:
-    """`python -m sidecar run --config <generated yaml>`, exporting to the sink."""
+    """`python -m costctx run --config <generated yaml>`, exporting to the sink."""
 
     def __init__(self, workdir: Path, name: str, processors: list[str], sink_port: int) -> None:
         self.grpc_port, self.admin_port = free_port(), free_port()

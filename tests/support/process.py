@@ -1,4 +1,4 @@
-"""A sidecar in its own process (`python -m sidecar run --config ...`), for kill and signal tests."""
+"""A sidecar in its own process (`python -m costctx run --config ...`), for kill and signal tests."""
 
 from __future__ import annotations
 
