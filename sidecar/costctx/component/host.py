@@ -33,8 +33,8 @@ class Host:
     spend_ledger: SpendLedger | None = None
     budget_engine: BudgetEngine | None = None
     context_registry: Any = None
-    _price_book: PriceBookHandle | None = field(default=None, repr=False)
-    _price_book_owner: str | None = field(default=None, repr=False)
+    _price_book: PriceBookHandle | None = field(default=None, init=False, repr=False)
+    _price_book_owner: str | None = field(default=None, init=False, repr=False)
 
     def component_metrics(self, kind_label: str, component_id: str) -> ComponentMetrics:
         """`kind_label` names the label ("processor", "exporter"), `component_id` its value ("budget/b")."""
