@@ -6,7 +6,6 @@ parses to the same message."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +16,7 @@ from bench.requests import build_request
 from bench.workload import WorkloadSpec, build_requests
 from costctx.pdata.codec.api import EMPTY, BatchEdits, CodecError, KvList, SpanEdits
 from costctx.pdata.codec.native import AVAILABLE
+from tests.support.paths import FIXTURES
 
 try:  # the Python codec is the oracle once it is in the tree; until then, the test's reference
     from costctx.pdata.codec.python import PythonCodec as _Oracle
@@ -327,10 +327,10 @@ def test_wire_edges_match_protobuf(native, value_body):
 
 # --- inputs the fuzz target found (native/fuzz: prost and upb disagree on them) ----------
 
-FIXTURES = sorted((Path(__file__).parent / "fixtures" / "codec").glob("*.bin"))
+CODEC_FIXTURES = sorted((FIXTURES / "codec").glob("*.bin"))
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+@pytest.mark.parametrize("path", CODEC_FIXTURES, ids=[p.stem for p in CODEC_FIXTURES])
 def test_fuzz_findings_agree_with_protobuf(native, path):
     check_agrees(native, path.read_bytes(), frozenset({"k", "service.name"}), random.Random(0),
                  canonical_input=False)

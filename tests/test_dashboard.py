@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO
+
+ROOT = REPO
 DASHBOARD = ROOT / "deploy" / "grafana" / "costctx-dashboard.json"
 GENERATOR = ROOT / "scripts" / "gen_dashboard.py"
 

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO
+
+ROOT = REPO
 CHECK = ROOT / "scripts" / "check_lock.py"
 LOCK = ROOT / "requirements.lock"
 

@@ -9,16 +9,16 @@ import json
 import re
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 
 from costctx.service.registry import DEFAULT_TRACE_PROCESSORS
 from tests.support.ops_workload import SPEND_BY_TENANT, send_ops_workload
+from tests.support.paths import REPO
 from tests.support.prometheus_server import PrometheusServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 DASHBOARD = ROOT / "deploy" / "grafana" / "costctx-dashboard.json"
 RULES = ROOT / "deploy" / "prometheus" / "costctx-rules.yaml"
 # Added with settlement of late spend (issue 14); the rule is written against it ahead of time.

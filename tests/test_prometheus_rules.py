@@ -9,9 +9,10 @@ from pathlib import Path
 
 import yaml
 
+from tests.support.paths import REPO
 from tests.support.tools import require_tool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 RULES = ROOT / "deploy" / "prometheus" / "costctx-rules.yaml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "costctx-rules.test.yaml"
 PROMETHEUS_RULE = ROOT / "k8s" / "monitoring" / "prometheusrule.yaml"
