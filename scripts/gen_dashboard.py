@@ -2,7 +2,7 @@
 Grafana Foundation SDK (grafana-foundation-sdk, a test extra) rather than edited by hand.
 
 `--check` exits 1 when the committed JSON differs from what this would write
-(tests/test_dashboard.py runs it, and evaluates every panel query against a real Prometheus).
+(tests/deploy/test_dashboard.py runs it, and evaluates every panel query against a real Prometheus).
 """
 
 from __future__ import annotations

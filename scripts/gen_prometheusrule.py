@@ -2,7 +2,7 @@
 
 The rules file is the source (it carries the comments that explain thresholds); the Prometheus
 Operator's PrometheusRule is the same groups under `spec`. `--check` exits 1 when the committed
-file differs from what this would write (tests/test_prometheus_rules.py runs it).
+file differs from what this would write (tests/deploy/test_prometheus_rules.py runs it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Grafana dashboard (deploy/grafana/costctx-dashboard.json) is generated from
 scripts/gen_dashboard.py with the Grafana Foundation SDK: regenerating it gives the committed
 file, and it has the panels the operators need. Its queries are evaluated against a real
-Prometheus in tests/test_prometheus_live.py."""
+Prometheus in tests/deploy/test_prometheus_live.py."""
 
 from __future__ import annotations
 
