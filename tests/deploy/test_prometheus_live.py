@@ -19,6 +19,8 @@ from tests.support.paths import REPO
 from tests.support.prometheus_server import PrometheusServer
 
 ROOT = REPO
+
+pytestmark = pytest.mark.e2e  # a real Prometheus scraping a real sidecar
 DASHBOARD = ROOT / "deploy" / "grafana" / "costctx-dashboard.json"
 RULES = ROOT / "deploy" / "prometheus" / "costctx-rules.yaml"
 # Added with settlement of late spend (issue 14); the rule is written against it ahead of time.

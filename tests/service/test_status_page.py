@@ -151,14 +151,16 @@ def test_status_page_without_spans_says_so(make_sidecar):
 
 
 def test_pipeline_health_reads_the_registry_the_page_shows():
+    from costctx.exporters.otlp.metrics import ExporterMetrics
     from costctx.telemetry.health import budget_decisions, pipeline_health
     from costctx.telemetry.metrics import SidecarMetrics
 
     metrics = SidecarMetrics()
+    exporters = ExporterMetrics(metrics)
     rows = {row["name"]: row for row in pipeline_health(metrics.registry)}
     assert rows["send failed items"]["total"] == 0  # shown as 0 before the first failure
-    metrics.export_failed_items.labels("traces", "otlp").inc(7)
-    metrics.export_failed_items.labels("traces", "backup").inc(2)
+    exporters.export_failed_items.labels("traces", "otlp").inc(7)
+    exporters.export_failed_items.labels("traces", "backup").inc(2)
     rows = {row["name"]: row for row in pipeline_health(metrics.registry)}
     assert rows["send failed items"]["total"] == 9
     assert rows["send failed items"]["by"] == {"backup": 2, "otlp": 7}
@@ -166,13 +168,15 @@ def test_pipeline_health_reads_the_registry_the_page_shows():
 
 
 def test_budget_decisions_put_policies_nearest_their_limit_first():
-    from prometheus_client import CollectorRegistry
-
-    from costctx.processors.budget.metrics import BudgetMetrics
+    from costctx.processors.budget.metrics import budget_metrics
     from costctx.telemetry.health import budget_decisions
+    from costctx.telemetry.metrics import ComponentMetrics, SidecarMetrics
 
-    registry = CollectorRegistry()
-    metrics = BudgetMetrics(registry)
+    sidecar_metrics = SidecarMetrics()
+    registry = sidecar_metrics.registry
+    metrics = budget_metrics(ComponentMetrics(sidecar_metrics, "processor", "budget"))
+    # A second budget processor's decisions add to the same policy's row.
+    budget_metrics(ComponentMetrics(sidecar_metrics, "processor", "budget/b")).decisions.labels("soft", "allow").inc(1)
     metrics.decisions.labels("calm", "allow").inc(5)
     metrics.decisions.labels("soft", "allow").inc(3)
     metrics.decisions.labels("soft", "degrade").inc(2)
@@ -180,4 +184,4 @@ def test_budget_decisions_put_policies_nearest_their_limit_first():
     rows = budget_decisions(registry)
     assert [(r["policy"], r["state"]) for r in rows] == [("hard", "over limit"), ("soft", "near limit"),
                                                          ("calm", "ok")]
-    assert rows[1]["degrade"] == 2 and rows[1]["allow"] == 3
+    assert rows[1]["degrade"] == 2 and rows[1]["allow"] == 4

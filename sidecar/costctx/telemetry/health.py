@@ -61,7 +61,8 @@ def budget_decisions(registry: CollectorRegistry) -> list[dict[str, Any]]:
     `degrade` has a budget past its soft threshold; `block`, one at its hard limit or tripped."""
     per_policy: dict[str, dict[str, float]] = defaultdict(lambda: {"allow": 0.0, "degrade": 0.0, "block": 0.0})
     for labels, value in _samples(registry).get("costctx_budget_decisions_total", []):
-        per_policy[labels.get("policy", "")][labels.get("decision", "")] = value
+        # Summed: one series per budget processor (`processor` label) may name the same policy.
+        per_policy[labels.get("policy", "")][labels.get("decision", "")] += value
     rows = []
     for policy, counts in sorted(per_policy.items()):
         state = "over limit" if counts.get("block") else "near limit" if counts.get("degrade") else "ok"
