@@ -119,6 +119,20 @@ def cmd_price(args: argparse.Namespace) -> int:
     return price_command(args, _load(args.config) if args.config else None)
 
 
+def _token_count(text: str) -> int:
+    """A count of 0 or more: the price processor leaves a span with a negative count unpriced
+    (`missing_tokens`), so `price` refuses one too rather than print a negative cost."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a token count") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(
+            f"{count} is not a token count (0 or more; a span with it is left unpriced: missing_tokens)"
+        )
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="costctx", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -147,10 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, what in (("--input", "input tokens"), ("--output", "output tokens (reasoning included)"),
                        ("--cache-read", "cache-read input tokens"), ("--cache-creation", "cache-creation input tokens"),
                        ("--reasoning", "reasoning output tokens")):
-        price.add_argument(flag, type=int, default=0, metavar="N", help=f"{what} (default 0)")
+        price.add_argument(flag, type=_token_count, default=0, metavar="N", help=f"{what} (default 0)")
     for flag, what in (("--image-input", "input tokens that were images"),
                        ("--audio-input", "input tokens that were audio")):
-        price.add_argument(flag, type=int, default=0, metavar="N", help=f"{what} (default 0)")
+        price.add_argument(flag, type=_token_count, default=0, metavar="N", help=f"{what} (default 0)")
     price.add_argument("--config", help="use the price sources of this config's price processor")
     price.add_argument("--processor", help="which price processor of --config (default: the first)")
     price.add_argument("--at", metavar="TIME", help="price in effect at this UTC instant, e.g. 2026-10-03T12:00Z")
