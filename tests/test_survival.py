@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from costctx.cli.demo import run_demo
 from costctx.cli.main import main
 from costctx.cli.survival import demo_section as survival_section
+from costctx.survival.recorder import NO_POLICY
 from costctx.survival.render import render_report
 from tests.support.sdk import tracer_provider
 
@@ -155,6 +156,8 @@ def test_known_workload_exact_counts_in_metrics_survival_and_table(sink, make_si
     assert answer["workflow"] == "answer" and answer["llm_spans"] == 3
     assert answer["verdict"] == "fail"
     assert answer["failing_fields"] == ["owner.user", "policy.id"]
+    # No budget policy here: the verdict says why policy.id can be missing (the app alone sets it).
+    assert answer["why"] == {"policy.id": NO_POLICY}
     checks = {c["id"]: c for c in answer["checks"]}
     assert checks[3]["rate_after_repair"] == checks[9]["rate_after_repair"] == 2 / 3
     assert all(checks[i]["passed"] for i in (1, 2, 4, 5, 6, 7, 8, 10))
@@ -177,7 +180,21 @@ def test_known_workload_exact_counts_in_metrics_survival_and_table(sink, make_si
     verdict_line = next(line for line in lines if line.strip().startswith("answer"))
     assert verdict_line.split()[:3] == ["answer", "3", "FAIL"]
     assert "owner.user 66.7%" in verdict_line and "policy.id 66.7%" in verdict_line
+    assert f"  policy.id: {NO_POLICY}" in lines
+    # The tables name the key their first column holds: the workflow's name, not its id.
+    starts = [line.split()[:3] for line in lines]
+    assert ["workflow.name", "LLM", "spans"] in starts and ["workflow.name", "tenant", "spend"] in starts
+    assert not [start for start in starts if start[:1] == ["workflow"]]
     assert "$0.012500" in table and "$0.003500" in table
+
+
+def test_with_a_budget_policy_a_missing_policy_id_is_not_excused(sink, make_sidecar):
+    policy = {"id": "agent", "workflow": {"cost_usd": 100.0}}
+    runner = make_sidecar(processors=["budget", "envelope"], processor_config={"budget": {"policies": [policy]}})
+    sent = send_known_workload(runner.sidecar.grpc_port)
+    assert sink.wait_for_spans(sent)
+    [answer] = json.loads(get(runner.sidecar.admin_port, "/survival"))["readiness"]["workflows"]
+    assert "policy.id" in answer["failing_fields"] and answer["why"] == {}
 
 
 def test_spans_keep_their_envelope_stamps(sink, make_sidecar):
