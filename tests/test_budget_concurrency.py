@@ -19,6 +19,7 @@ from tests.support.budget import budget_config, budget_section, model_call, stor
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config, start_sidecar
+from tests.support.wait import wait_until
 
 LIMIT = 1.00
 CALLERS = 64
@@ -263,3 +264,47 @@ def test_underestimates_with_one_call_in_flight_overrun_by_at_most_one_call(seri
     final = client.check(workflow_id=workflow, policy_id="agent", dry_run=True)
     assert final.decision == "BLOCK" and final.response.dimension == "workflow.cost_usd"
     client.close()
+
+
+def test_a_breaker_tripped_through_one_sidecar_is_obeyed_by_another(redis_url, sink, tmp_path: Path):
+    """README: the breaker's flag lives in the store, so all sidecars obey it. Two `costctx run`
+    processes on one Redis key space: spend through sidecar 0 trips the tenant; sidecar 1,
+    which saw none of it, blocks that tenant (state tripped) and no other."""
+    prefix = f"{{brk{uuid.uuid4().hex[:8]}}}:"
+    policy = {"id": "p", "workflow": {"cost_usd": 100.0}}
+    breaker = {"tenant_usd_per_window": 0.5, "velocity_window": "60s", "cooldown": "60s",
+               "workflow_median_multiple": None}
+    sidecars = []
+    try:
+        for i in range(2):
+            config = with_fixed_ports(sidecar_config(sink.grpc_port, processors=["budget"]))
+            section = budget_section("redis", redis_url, [policy], breaker=breaker)
+            section["redis"]["key_prefix"] = prefix
+            config["processors"]["budget"] = section
+            workdir = tmp_path / f"sidecar{i}"
+            workdir.mkdir()
+            sidecars.append(SidecarProcess(config, workdir).start())
+        tenant = f"hot-{uuid.uuid4().hex[:6]}"
+        clients = [BudgetClient(s.grpc_target) for s in sidecars]
+        provider = tracer_provider(grpc_port=int(sidecars[0].grpc_target.rsplit(":", 1)[1]), schedule_delay_millis=5)
+        tracer = provider.get_tracer("agents")
+        for i in range(3):  # $0.60 inside the window: past $0.50
+            workflow = f"wf-hot-{i}"
+            d = clients[0].check(estimated_cost_usd=0.2, workflow_id=workflow, tenant=tenant, policy_id="p")
+            assert d.allowed
+            model_call(tracer, d, workflow_id=workflow, cost_usd=0.2, tenant=tenant)
+        provider.force_flush()
+        provider.shutdown()
+        assert sink.wait_for_spans(3, timeout=30)
+        trips = {"kind": "tenant_velocity"}
+        assert wait_until(lambda: sidecars[0].metric("costctx_budget_breaker_trips_total", trips) == 1)
+        assert sidecars[1].metric("costctx_budget_breaker_trips_total", trips) == 0  # it saw no spend
+
+        d = clients[1].check(estimated_cost_usd=0.01, workflow_id="wf-elsewhere", tenant=tenant, policy_id="p")
+        assert d.decision == "BLOCK" and d.state == "tripped"
+        assert clients[1].check(estimated_cost_usd=0.01, workflow_id="wf-calm", tenant="calm", policy_id="p").allowed
+        for client in clients:
+            client.close()
+    finally:
+        for s in sidecars:
+            s.close()
