@@ -179,3 +179,15 @@ def test_a_full_persistent_queue_refuses_retryably_and_loses_nothing(sink, make_
     assert 60_000 <= stored < 60_000 + 20 * 400  # bounded: at most one batch past the limit
     sink.refuse(0)
     assert wait_until(lambda: set(sink_names(sink)) >= ledger.acknowledged, 30)
+
+
+@pytest.mark.parametrize(("fsync", "synchronous"), [("always", 2), ("batch", 1), ("never", 0)])
+def test_each_fsync_mode_sets_the_sqlite_durability_the_readme_names(make_sidecar, tmp_path, fsync, synchronous):
+    """README: `always` is SQLite synchronous=FULL (2), `batch` NORMAL (1), `never` OFF (0), all
+    in WAL mode; from the config through a running sidecar's exporter to its queue file."""
+    runner = make_sidecar(processors=[], exporters=persistent(tmp_path / "queue", fsync=fsync))
+    queue = runner.sidecar.exporters["otlp"].queue
+    pragma = runner.call(lambda: (queue._db.execute("PRAGMA synchronous").fetchone()[0],
+                                  queue._db.execute("PRAGMA journal_mode").fetchone()[0]))
+    assert pragma == (synchronous, "wal")
+    assert queue.path.parent == tmp_path / "queue"
