@@ -96,6 +96,7 @@ def debug_sidecar_config(verbosity: str) -> dict:
     }
 
 
+@pytest.mark.e2e  # a `costctx run` process
 @pytest.mark.parametrize("verbosity", ["basic", "normal"])
 def test_the_debug_exporter_logs_what_it_would_send(tmp_path, verbosity):
     process = SidecarProcess(debug_sidecar_config(verbosity), tmp_path).start()
@@ -125,6 +126,7 @@ def test_the_debug_exporter_cannot_carry_pushed_metrics():
 
 
 # -- costctx sink -----------------------------------------------------------------------
+@pytest.mark.e2e  # a `costctx sink` process
 def test_costctx_sink_prints_and_records_what_arrives(tmp_path):
     grpc_port, http_port = free_port(), free_port()
     record = tmp_path / "received.jsonl"
