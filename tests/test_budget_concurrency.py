@@ -29,9 +29,16 @@ CALLERS = 64
 def agent_sidecar(request, sink, **workflow_limits) -> Iterator:
     """A sidecar with the `agent` policy ($LIMIT per workflow) on the fixture's store."""
     policy = {"id": "agent", "workflow": {"cost_usd": LIMIT, **workflow_limits}}
-    runner = start_sidecar(budget_config(sink.grpc_port, *store_param(request), [policy]))
+    backend, redis_url = store_param(request)
+    # A store slower than the 250 ms default on a loaded machine fails open (by design) and the
+    # overrun bounds below would fail for that, not for admission: give Redis time to answer.
+    extra = {"redis": {"timeout": "10s"}} if backend == "redis" else {}
+    runner = start_sidecar(budget_config(sink.grpc_port, backend, redis_url, [policy], **extra))
     yield runner
+    fail_open = sum(sample.value for family in runner.sidecar.metrics.registry.collect() for sample in family.samples
+                    if sample.name == "costctx_budget_store_errors_total" and sample.labels["outcome"] == "fail_open")
     runner.stop()
+    assert fail_open == 0, "the store timed out and the policy failed open: the bounds above do not apply"
 
 
 @pytest.fixture(params=["memory", "redis"])
