@@ -53,7 +53,7 @@ def test_memory_and_redis_decide_alike(redis_url):
         for case in range(300):
             plan, values, tripped = random_case(rng)
             prefix = f"{{k{uuid.uuid4().hex[:8]}}}:"
-            remote = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix))
+            remote = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix, timeout=5.0))  # not 250 ms: loaded CI
             local = MemoryStore()
             now_ms = int(time.time() * 1000)
             for dim, (committed, reserved) in zip(plan.dims, values, strict=True):
@@ -99,7 +99,7 @@ def test_a_lapsed_reservation_is_given_back_however_late_it_is_reaped(redis_url)
 
     sync = redis.Redis.from_url(redis_url)
     prefix = f"{{lapse{uuid.uuid4().hex[:8]}}}:"
-    store = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix))
+    store = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix, timeout=5.0))  # not 250 ms: loaded CI
 
     def plan(reserve: bool) -> CheckPlan:
         dim = Dim("tenant.month_usd", "usd", "t|acme|m|202611", "usd", 1_000, 1_000, 800, 600, 600, 60_000)
