@@ -58,6 +58,7 @@ def test_every_figure_is_reported_with_its_baseline(results: dict) -> None:
     assert latency["added_p50_ms_full"] is not None and latency["added_p99_ms_full"] is not None
 
     inproc = results["inprocess"]
+    assert inproc["sweep"], "the in-process sweep measured no point"
     for row in inproc["sweep"]:
         assert row["floor_spans_per_s"] > 0 and row["full_spans_per_s"] > 0 and row["full_vs_floor"] > 0
         # The pipeline lost no span in-process (held spans are released at shutdown).

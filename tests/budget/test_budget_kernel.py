@@ -53,7 +53,7 @@ def test_memory_and_redis_decide_alike(redis_url):
         for case in range(300):
             plan, values, tripped = random_case(rng)
             prefix = f"{{k{uuid.uuid4().hex[:8]}}}:"
-            remote = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix))
+            remote = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix, timeout=5.0))  # not 250 ms: loaded CI
             local = MemoryStore()
             now_ms = int(time.time() * 1000)
             for dim, (committed, reserved) in zip(plan.dims, values, strict=True):
@@ -99,7 +99,7 @@ def test_a_lapsed_reservation_is_given_back_however_late_it_is_reaped(redis_url)
 
     sync = redis.Redis.from_url(redis_url)
     prefix = f"{{lapse{uuid.uuid4().hex[:8]}}}:"
-    store = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix))
+    store = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix, timeout=5.0))  # not 250 ms: loaded CI
 
     def plan(reserve: bool) -> CheckPlan:
         dim = Dim("tenant.month_usd", "usd", "t|acme|m|202611", "usd", 1_000, 1_000, 800, 600, 600, 60_000)
@@ -119,3 +119,23 @@ def test_a_lapsed_reservation_is_given_back_however_late_it_is_reaped(redis_url)
 
     asyncio.run(run())
     sync.close()
+
+
+def test_a_reservation_holds_until_its_ttl_and_not_a_tick_longer():
+    """The memory store on an injected clock: the hold lapses exactly at its expiry."""
+    start = 1_024.0  # binary-exact times: the boundary compares equal
+    now = [start]
+    store = MemoryStore(clock=lambda: now[0])
+    dim = Dim("workflow.cost_usd", "usd", "wf", "usd", 1_000_000, 1_000_000, 800_000, full=600_000)
+
+    def check(reservation_id: str):
+        return store.check_now(CheckPlan([dim], reservation_id=reservation_id, reservation_ttl_ms=250))
+
+    assert check("first").verdict == "allow"
+    now[0] = start + 0.249
+    assert check("second").verdict == "block"  # 0.6 held + 0.6 > 1.0
+    assert store.expired_total == 0
+    now[0] = start + 0.25
+    third = check("third")
+    assert third.verdict == "allow" and third.values == [(0, 0)]  # the first hold lapsed
+    assert store.expired_total == 1

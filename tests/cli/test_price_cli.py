@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from costctx.cli.main import main
 
 
@@ -47,3 +49,39 @@ def test_unknown_model_exits_1_and_says_what_was_tried(capsys):
     assert main(["price", "--model", "openai/mystery-2025-01-01", "--input", "1", "--output", "1"]) == 1
     err = capsys.readouterr().err
     assert "no price for 'openai/mystery-2025-01-01'" in err and "mystery" in err
+
+
+def _price_span(**counts: int) -> dict:
+    """One span priced by a standalone price processor; its attributes after."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from costctx.pdata import TraceBatch
+    from costctx.pdata.attributes import any_value_to_python, set_any_value
+    from tests.support.processors import standalone_processor
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = b"\x01" * 16, b"\x02" * 8, "chat"
+    for key, value in {"gen_ai.request.model": "gpt-4o", **counts}.items():
+        kv = span.attributes.add()
+        kv.key = key
+        set_any_value(kv.value, value)
+    standalone_processor("price").process(TraceBatch(request))
+    return {kv.key: any_value_to_python(kv.value) for kv in span.attributes}
+
+
+@pytest.mark.parametrize("flag", ["--input", "--output", "--cache-read", "--cache-creation", "--reasoning"])
+def test_price_refuses_a_negative_count(flag, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["price", "--model", "gpt-4o", "--input", "100", "--output", "100", flag, "-5"])
+    captured = capsys.readouterr()
+    assert refused.value.code == 2
+    assert "-5 is not a token count" in captured.err and "cost.usd" not in captured.out
+
+
+@pytest.mark.parametrize("key", ["gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"])
+def test_a_span_with_a_negative_count_is_left_unpriced_as_the_cli_refuses(key):
+    counts = {"gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 100}
+    assert _price_span(**counts)["cost.usd"] == pytest.approx(100 * 2.5e-6 + 100 * 10e-6)  # gpt-4o rates
+    attributes = _price_span(**{**counts, key: -5})
+    assert "cost.usd" not in attributes and attributes["costctx.missing"] == ["cost.usd"]

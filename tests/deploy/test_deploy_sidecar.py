@@ -221,6 +221,7 @@ def test_manifest_keeps_the_deployment_promises() -> None:
     limiters = [c for name, c in config.processors.items() if name.split("/")[0] == "memory_limiter"]
     memory_limit = sidecar["resources"]["limits"]["memory"]
     assert memory_limit.endswith("Mi")
+    assert limiters, "the ConfigMap should configure a memory_limiter"
     for limiter in limiters:
         assert limiter.limit_mib < int(memory_limit.removesuffix("Mi"))
 

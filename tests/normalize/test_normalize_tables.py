@@ -16,7 +16,8 @@ from costctx.normalize.schema_file import SchemaFileError, parse_schema_document
 from costctx.normalize.table import TableBuilder
 from tests.support.paths import REPO
 
-FACTS = REPO.parent / "shared" / "reference" / "FACTS.md"
+# The renames section of the reference facts, kept in the repository (tests read only the repository).
+FACTS = REPO / "tests" / "fixtures" / "renames_reference.md"
 
 
 def builder(**kwargs) -> TableBuilder:
@@ -31,10 +32,9 @@ def resolve(key: str) -> str:
 
 
 def facts_renames() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(key renames, provider value renames) written as `old` -> `new` in FACTS.md's first section."""
+    """(key renames, provider value renames) written as `old` -> `new` in the renames reference."""
     text = FACTS.read_text(encoding="utf-8")
-    section = text.split("## The OpenTelemetry schema file format")[0]
-    bullets = re.split(r"\n- ", " ".join(section.split("\n  ")))
+    bullets = re.split(r"\n- ", " ".join(text.split("\n  ")))
     pair = re.compile(r"((?:`[^`]+`\s*/\s*)*`[^`]+`)\s*->\s*`([^`]+)`")
     keys, values = [], []
     for bullet in bullets:
@@ -44,7 +44,6 @@ def facts_renames() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     return keys, values
 
 
-@pytest.mark.skipif(not FACTS.exists(), reason="needs ../shared/reference/FACTS.md beside the repository")
 def test_every_rename_in_facts_is_in_the_table():
     keys, values = facts_renames()
     assert len(keys) >= 17 and len(values) == 5  # the parser found the lists

@@ -36,12 +36,13 @@ def corpus() -> dict[str, dict]:
     sections = {n: MINIMAL_SECTIONS.get(n.split("/")[0]) for n in every_type}
     both_exporters = sidecar_config(SINK, processors=[])
     both_exporters["exporters"]["otlphttp/b"] = {"endpoint": "http://127.0.0.1:4318"}
-    both_exporters["service"]["pipelines"]["traces"]["exporters"] = ["otlp", "otlphttp/b"]
+    both_exporters["exporters"]["debug/c"] = {"verbosity": "detailed"}
+    both_exporters["service"]["pipelines"]["traces"]["exporters"] = ["otlp", "otlphttp/b", "debug/c"]
     assert {name.split("/")[0] for name in both_exporters["exporters"]} == set(EXPORTER_TYPES)
     return {
         "defaults": sidecar_config(SINK),
         "every processor type twice": sidecar_config(SINK, processors=every_type, processor_config=sections),
-        "both exporter types": both_exporters,
+        "every exporter type": both_exporters,
         "auth by a named instance": sidecar_config(
             SINK, processors=[], extensions={"bearertokenauth/prod": {"token": "t"}}),
         "refused: two auth instances": sidecar_config(

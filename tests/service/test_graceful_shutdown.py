@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+import urllib.error
+import urllib.request
 
-from tests.support.otlp_client import SpanStreamer
+import grpc
+import requests
+
+from costctx.pdata.signals import TRACES
+from tests.support.otlp_client import SpanStreamer, trace_request
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sidecar import sidecar_config
+from tests.support.wait import wait_until
+
+
+def acknowledged_at_least(streamer: SpanStreamer, count: int) -> bool:
+    """Wait for the client's acknowledgements, not a fixed time a loaded machine may need more of."""
+    return wait_until(lambda: len(streamer.ledger.acknowledged) >= count, timeout=60, interval=0.02)
 
 
 def names_at(sink) -> set[str]:
@@ -20,7 +33,7 @@ def test_sigterm_drains_everything_acknowledged(sink, tmp_path):
     try:
         sink.refuse(30)  # a short stall, so a backlog is queued when the signal comes
         streamer = SpanStreamer(process.grpc_target, "term", batch_size=20, interval=0.005).start()
-        time.sleep(1.5)
+        assert acknowledged_at_least(streamer, 200)
         assert process.terminate(timeout=40) == 0
         acked = streamer.stop().acknowledged
         assert len(acked) > 100
@@ -43,7 +56,7 @@ def test_sigterm_keeps_what_could_not_be_sent_on_disk(sink, tmp_path):
     try:
         sink.refuse(1_000_000)  # the downstream stays down through the shutdown
         streamer = SpanStreamer(process.grpc_target, "keep", batch_size=20, interval=0.005).start()
-        time.sleep(1.0)
+        assert acknowledged_at_least(streamer, 200)
         started = time.monotonic()
         assert process.terminate(timeout=30) == 0
         stopping_took = time.monotonic() - started
@@ -69,7 +82,7 @@ def test_memory_queue_counts_what_shutdown_could_not_send(make_sidecar, sink):
     sidecar = runner.sidecar
     sink.refuse(1_000_000)
     streamer = SpanStreamer(f"127.0.0.1:{sidecar.grpc_port}", "lost", batch_size=10, interval=0.01).start()
-    time.sleep(0.5)
+    assert acknowledged_at_least(streamer, 50)
     acked = streamer.stop().acknowledged
     asyncio.run_coroutine_threadsafe(sidecar.stop(0.5), runner.loop).result(15)
     runner.sidecar = None  # stopped: the fixture only stops its loop
@@ -80,4 +93,57 @@ def test_memory_queue_counts_what_shutdown_could_not_send(make_sidecar, sink):
     shutdown = registry.get_sample_value(
         "costctx_exporter_send_failed_batches_total", {**labels, "reason": "shutdown"}
     )
-    assert len(acked) > 0 and failed == len(acked) and shutdown > 0
+    # No processor merges requests: each acknowledged request of 10 spans is one failed batch.
+    assert len(acked) >= 50 and failed == len(acked) and shutdown == len(acked) // 10
+
+
+def _readyz(process: SidecarProcess) -> int | None:
+    try:
+        with urllib.request.urlopen(process.admin_url + "/readyz", timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None  # the admin port is closed
+
+
+def _grpc_refused(process: SidecarProcess, name: str = "late") -> bool:
+    with grpc.insecure_channel(process.grpc_target) as channel:
+        try:
+            channel.unary_unary(TRACES.grpc_method)(trace_request([name]), timeout=2)
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.UNAVAILABLE
+    return False  # accepted: still listening
+
+
+def _http_refused(port: int, name: str = "late") -> bool:
+    try:
+        requests.post(f"http://127.0.0.1:{port}/v1/traces", data=trace_request([name]), timeout=2,
+                      headers={"Content-Type": "application/x-protobuf"})
+    except requests.ConnectionError:
+        return True
+    return False
+
+
+def test_sigterm_turns_readiness_false_and_closes_the_receivers_while_it_drains(sink, tmp_path):
+    """README (graceful shutdown): on SIGTERM readiness goes false and the receivers stop
+    accepting; the drain then runs (here held open by a refusing downstream) and ends the process."""
+    config = with_fixed_ports(sidecar_config(sink.grpc_port, processors=[], service={"shutdown_grace": "60s"}))
+    process = SidecarProcess(config, tmp_path).start()
+    http_port = int(config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].rsplit(":", 1)[1])
+    try:
+        assert _readyz(process) == 200
+        assert not _grpc_refused(process, "early") and not _http_refused(http_port, "early")
+        sink.refuse(1_000_000)
+        with grpc.insecure_channel(process.grpc_target) as channel:
+            channel.unary_unary(TRACES.grpc_method)(trace_request(["queued"]), timeout=5)  # acknowledged
+        process.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: _readyz(process) == 503, timeout=20), process.log()
+        assert wait_until(lambda: _grpc_refused(process) and _http_refused(http_port), timeout=20)
+        assert process.proc.poll() is None and _readyz(process) == 503  # draining, still observable
+        sink.refuse(0)
+        assert process.proc.wait(60) == 0
+        # The requests before the signal arrived; the ones after it never got in.
+        assert {"early", "queued", "late"} & names_at(sink) == {"early", "queued"}
+    finally:
+        process.close()

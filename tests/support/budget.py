@@ -63,8 +63,11 @@ def redis_url_fixture() -> Iterator[str]:
 def budget_section(backend: str, redis_url: str | None, policies: list[dict], **extra) -> dict:
     section: dict = {"backend": backend, "policies": policies, **extra}
     if backend == "redis":
-        # A fresh key prefix per test: tests share one server without flushing it.
-        section["redis"] = {"url": redis_url, "key_prefix": f"{{t{uuid.uuid4().hex[:10]}}}:", **extra.get("redis", {})}
+        # A fresh key prefix per test: tests share one server without flushing it. A 5 s timeout:
+        # at the 250 ms default a loaded two-core machine makes checks fail open, and a test
+        # about admission would fail on that (the fail-open test points at a closed port).
+        section["redis"] = {"url": redis_url, "key_prefix": f"{{t{uuid.uuid4().hex[:10]}}}:", "timeout": "5s",
+                            **extra.get("redis", {})}
     return section
 
 

@@ -6,6 +6,7 @@ Spans are sent with the real OpenTelemetry SDK over OTLP/gRPC; the counts are re
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -19,8 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from costctx.cli.demo import run_demo
 from costctx.cli.main import main
 from costctx.cli.survival import demo_section as survival_section
+from costctx.service.app import Sidecar
+from costctx.service.config.loader import build_config
+from costctx.survival.recorder import NO_POLICY
 from costctx.survival.render import render_report
 from tests.support.sdk import tracer_provider
+from tests.support.sidecar import sidecar_config
+from tests.support.wait import wait_until
 
 OWNER = {
     "workflow.id": "wf-1",
@@ -155,6 +161,8 @@ def test_known_workload_exact_counts_in_metrics_survival_and_table(sink, make_si
     assert answer["workflow"] == "answer" and answer["llm_spans"] == 3
     assert answer["verdict"] == "fail"
     assert answer["failing_fields"] == ["owner.user", "policy.id"]
+    # No budget policy here: the verdict says why policy.id can be missing (the app alone sets it).
+    assert answer["why"] == {"policy.id": NO_POLICY}
     checks = {c["id"]: c for c in answer["checks"]}
     assert checks[3]["rate_after_repair"] == checks[9]["rate_after_repair"] == 2 / 3
     assert all(checks[i]["passed"] for i in (1, 2, 4, 5, 6, 7, 8, 10))
@@ -177,7 +185,21 @@ def test_known_workload_exact_counts_in_metrics_survival_and_table(sink, make_si
     verdict_line = next(line for line in lines if line.strip().startswith("answer"))
     assert verdict_line.split()[:3] == ["answer", "3", "FAIL"]
     assert "owner.user 66.7%" in verdict_line and "policy.id 66.7%" in verdict_line
+    assert f"  policy.id: {NO_POLICY}" in lines
+    # The tables name the key their first column holds: the workflow's name, not its id.
+    starts = [line.split()[:3] for line in lines]
+    assert ["workflow.name", "LLM", "spans"] in starts and ["workflow.name", "tenant", "spend"] in starts
+    assert not [start for start in starts if start[:1] == ["workflow"]]
     assert "$0.012500" in table and "$0.003500" in table
+
+
+def test_with_a_budget_policy_a_missing_policy_id_is_not_excused(sink, make_sidecar):
+    policy = {"id": "agent", "workflow": {"cost_usd": 100.0}}
+    runner = make_sidecar(processors=["budget", "envelope"], processor_config={"budget": {"policies": [policy]}})
+    sent = send_known_workload(runner.sidecar.grpc_port)
+    assert sink.wait_for_spans(sent)
+    [answer] = json.loads(get(runner.sidecar.admin_port, "/survival"))["readiness"]["workflows"]
+    assert "policy.id" in answer["failing_fields"] and answer["why"] == {}
 
 
 def test_spans_keep_their_envelope_stamps(sink, make_sidecar):
@@ -190,21 +212,33 @@ def test_spans_keep_their_envelope_stamps(sink, make_sidecar):
     assert by_name["chat 3"].attributes["costctx.schema"] == "1"
 
 
-def test_health_and_readiness_endpoints(make_sidecar):
-    runner = make_sidecar(processors=["envelope"])
-    port = runner.sidecar.admin_port
-    assert json.loads(get(port, "/healthz")) == {"status": "ok"}
-    ready = json.loads(get(port, "/readyz"))
-    assert ready["ready"] is True
-    # Before the receivers listen (and after stop begins), not ready: 503.
-    runner.call(lambda: setattr(runner.sidecar, "_ready", False))
+def readyz(port: int) -> tuple[int, dict]:
     try:
-        get(port, "/readyz")
-        raise AssertionError("expected 503")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        assert exc.code == 503
-        assert json.loads(exc.read())["ready"] is False
-    runner.call(lambda: setattr(runner.sidecar, "_ready", True))
+        return exc.code, json.loads(exc.read())
+
+
+def test_health_and_readiness_follow_a_real_start_and_stop(sink, make_sidecar):
+    """Not ready before start; ready once listening; not ready as soon as stop begins (the admin
+    port serves until the end of the drain, which a refusing downstream holds open)."""
+    assert Sidecar(build_config(sidecar_config(sink.grpc_port, processors=["envelope"]), {})).readiness()[0] is False
+    runner = make_sidecar(processors=["envelope"])
+    sidecar = runner.sidecar
+    port = sidecar.admin_port
+    assert json.loads(get(port, "/healthz")) == {"status": "ok"}
+    assert readyz(port) == (200, {"ready": True, "reason": "receivers listening, exporters configured"})
+
+    sink.refuse(1_000_000)
+    send_llm_spans(sidecar.grpc_port, 1)  # acknowledged, then stuck in the exporter's retries
+    stopping = asyncio.run_coroutine_threadsafe(sidecar.stop(30.0), runner.loop)
+    assert wait_until(lambda: readyz(port)[0] == 503)
+    assert readyz(port)[1] == {"ready": False, "reason": "starting or stopping"}
+    assert not stopping.done()  # still draining: the 503 came from the stop, not the end
+    sink.refuse(0)
+    stopping.result(30)
+    runner.sidecar = None  # stopped here: the fixture only stops its loop
 
 
 def send_llm_spans(grpc_port: int, count: int, service: str = "gateway", **attributes) -> None:

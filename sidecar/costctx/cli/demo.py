@@ -38,7 +38,7 @@ SHOWN_FIELDS = (
 
 
 def demo_config(sink_port: int) -> dict:
-    config = default_config_dict({})
+    config = default_config_dict({"OTEL_EXPORTER_OTLP_ENDPOINT": f"127.0.0.1:{sink_port}"})  # exporter `otlp`
     config["receivers"]["otlp"]["protocols"] = {
         "grpc": {"endpoint": "127.0.0.1:0"},
         "http": {"endpoint": "127.0.0.1:0"},

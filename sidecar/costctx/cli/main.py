@@ -1,4 +1,4 @@
-"""The `costctx` command: run, validate, demo, price, survival."""
+"""The `costctx` command: run, validate, demo, price, survival, sink."""
 
 from __future__ import annotations
 
@@ -7,11 +7,21 @@ import asyncio
 import logging
 import sys
 
+from costctx.cli.sink_command import add_sink_parser
 from costctx.cli.survival import add_survival_parser
 from costctx.extensions.bearertokenauth.tokens import TokenError
 from costctx.service.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("costctx")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _configure_logging(level: str) -> None:
@@ -26,7 +36,11 @@ def _load(path: str | None):
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"costctx: invalid config: {exc}", file=sys.stderr)
+        if len(exc.messages) > 1:
+            listed = "".join(f"\n  {message}" for message in exc.messages)
+            print(f"costctx: invalid config ({len(exc.messages)} errors):{listed}", file=sys.stderr)
+        else:
+            print(f"costctx: invalid config: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     _refuse_broken_price_files(config)
     return config
@@ -55,12 +69,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     _configure_logging(config.service.telemetry.logs.level)
+    if args.config is None:
+        _say_what_the_defaults_do(config)
     try:
         asyncio.run(serve(config, grace=args.grace))
     except (OSError, TokenError) as exc:  # a port taken, a certificate or token file unreadable
         logging.getLogger("costctx").error("cannot start: %s", exc)
         return 1
     return 0
+
+
+def _say_what_the_defaults_do(config) -> None:
+    from costctx.exporters.debug.config import DebugExporterConfig
+
+    if any(isinstance(e, DebugExporterConfig) for e in config.exporters.values()):
+        logging.getLogger("costctx").warning(
+            "no --config and OTEL_EXPORTER_OTLP_ENDPOINT is not set: running on the built-in defaults "
+            "with the debug exporter, which logs each batch and sends nothing (set the variable, or "
+            "pass --config, e.g. the costctx.yaml at the repository root)"
+        )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -92,8 +119,23 @@ def cmd_price(args: argparse.Namespace) -> int:
     return price_command(args, _load(args.config) if args.config else None)
 
 
+def _token_count(text: str) -> int:
+    """A count of 0 or more: the price processor leaves a span with a negative count unpriced
+    (`missing_tokens`), so `price` refuses one too rather than print a negative cost."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a token count") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(
+            f"{count} is not a token count (0 or more; a span with it is left unpriced: missing_tokens)"
+        )
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="costctx", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the sidecar")
@@ -111,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     add_survival_parser(sub)
+    add_sink_parser(sub)
 
     price = sub.add_parser("price", help="price one model call and show the rates and source used")
     price.add_argument("--model", help="model name as a span carries it, e.g. gpt-4o-2024-08-06")
@@ -118,10 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, what in (("--input", "input tokens"), ("--output", "output tokens (reasoning included)"),
                        ("--cache-read", "cache-read input tokens"), ("--cache-creation", "cache-creation input tokens"),
                        ("--reasoning", "reasoning output tokens")):
-        price.add_argument(flag, type=int, default=0, metavar="N", help=f"{what} (default 0)")
+        price.add_argument(flag, type=_token_count, default=0, metavar="N", help=f"{what} (default 0)")
     for flag, what in (("--image-input", "input tokens that were images"),
                        ("--audio-input", "input tokens that were audio")):
-        price.add_argument(flag, type=int, default=0, metavar="N", help=f"{what} (default 0)")
+        price.add_argument(flag, type=_token_count, default=0, metavar="N", help=f"{what} (default 0)")
     price.add_argument("--config", help="use the price sources of this config's price processor")
     price.add_argument("--processor", help="which price processor of --config (default: the first)")
     price.add_argument("--at", metavar="TIME", help="price in effect at this UTC instant, e.g. 2026-10-03T12:00Z")

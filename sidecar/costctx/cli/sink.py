@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,8 +78,18 @@ def flatten_spans(requests: list[ExportTraceServiceRequest]) -> list[SinkSpan]:
 
 
 class OtlpSink:
-    def __init__(self, host: str = "127.0.0.1", grpc_port: int = 0, http_port: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        grpc_port: int = 0,
+        http_port: int | None = None,
+        on_request: Callable[[Signal, Message], None] | None = None,
+        http_host: str | None = None,
+    ) -> None:
         self.host = host
+        self.http_host = http_host or host
+        # Called with each request recorded, outside the lock (`costctx sink` prints them).
+        self.on_request = on_request
         self._grpc_port_wanted = grpc_port
         self._http_port_wanted = http_port
         self.grpc_port: int | None = None
@@ -112,6 +123,8 @@ class OtlpSink:
             self.requests[signal.name].append(message)
             self.raw[signal.name].append(body)
             self._lock.notify_all()
+        if self.on_request is not None:
+            self.on_request(signal, message)
         return message
 
     # -- reading ---------------------------------------------------------------------------
@@ -208,7 +221,7 @@ class OtlpSink:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._http = ThreadingHTTPServer((self.host, self._http_port_wanted or 0), Handler)
+        self._http = ThreadingHTTPServer((self.http_host, self._http_port_wanted or 0), Handler)
         self.http_port = self._http.server_address[1]
         threading.Thread(target=self._http.serve_forever, daemon=True, name="sink-http").start()
 

@@ -7,6 +7,7 @@ import importlib
 
 from costctx.component.processor import Processor
 from costctx.config.types import StrictModel
+from costctx.exporters.debug.config import DebugExporterConfig
 from costctx.exporters.otlp.config import ExporterCommonConfig, OtlpGrpcExporterConfig, OtlpHttpExporterConfig
 from costctx.extensions.bearertokenauth.config import BearerTokenAuthConfig
 
@@ -15,6 +16,7 @@ RECEIVER_TYPES: tuple[str, ...] = ("otlp",)
 EXPORTER_TYPES: dict[str, type[ExporterCommonConfig]] = {
     "otlp": OtlpGrpcExporterConfig,
     "otlphttp": OtlpHttpExporterConfig,
+    "debug": DebugExporterConfig,  # logs each batch, sends nothing (bare defaults without an endpoint)
 }
 
 EXTENSION_TYPES: dict[str, type[StrictModel]] = {

@@ -40,6 +40,9 @@ SPEND_ROWS_PER_LABEL_VALUE = 10
 # Readiness verdicts kept per distinct (signature, usage) pair; bounds a hostile stream.
 MAX_CACHED_VERDICTS = 4096
 TENANT_KEY = "owner.tenant"
+POLICY_ID = "policy.id"
+NO_POLICY = ("no budget policy is configured here, so only the application can set it "
+             "(add processors.budget.policies, or ignore this check if you keep no budgets)")
 
 # A span's signature: one outcome code per context field, in ENVELOPE.context_keys order.
 Signature = tuple[int, ...]
@@ -101,6 +104,8 @@ class SurvivalSnapshot:
     thresholds: dict[str, float]
     readiness_window: float
     checks: tuple[ReadinessCheck, ...]
+    # field -> why nothing here stamps it (said in a verdict that fails on it)
+    unstamped: dict[str, str] = field(default_factory=dict)
 
 
 class _CheckEvaluator:
@@ -140,6 +145,9 @@ class SurvivalRecorder:
     def __init__(self, envelope: Envelope = ENVELOPE, max_label_values: int = DEFAULT_MAX_LABEL_VALUES) -> None:
         self.envelope = envelope
         self.fields = envelope.context_keys
+        # Fields nothing here stamps: until a budget processor with a policy says otherwise,
+        # policy.id comes only from the application, and a verdict failing on it says so.
+        self.unstamped: dict[str, str] = {POLICY_ID: NO_POLICY}
         self.extra_keys = readiness_extra_keys(envelope)
         self.max_label_values = max_label_values
         # Distinct (workflow, spend dimensions) rows kept; later combinations go to `other`.
@@ -290,6 +298,10 @@ class SurvivalRecorder:
     # Kept for callers of the first version of this module.
     snapshot = snapshot_counts
 
+    def policy_configured(self) -> None:
+        """A budget policy is configured: the policy context check applies."""
+        self.unstamped.pop(POLICY_ID, None)
+
     def label_overflows(self) -> dict[str, int]:
         """Per bounded label, how many values were folded into `other` so far."""
         with self._lock:
@@ -325,4 +337,5 @@ class SurvivalRecorder:
                 thresholds=dict(self.thresholds),
                 readiness_window=self.readiness_window,
                 checks=self.envelope.readiness_checks,
+                unstamped=dict(self.unstamped),
             )

@@ -52,7 +52,7 @@ def render_verdicts(report: dict[str, Any]) -> list[str]:
     ]
     if not readiness["workflows"]:
         return lines + ["  no LLM spans yet"]
-    rows = [["workflow", "LLM spans", "verdict", "before repair", "failing"]]
+    rows = [["workflow.name", "LLM spans", "verdict", "before repair", "failing"]]
     for wf in readiness["workflows"]:
         failing = [
             f"{name} {pct(c['rate_after_repair'])}"
@@ -62,7 +62,8 @@ def render_verdicts(report: dict[str, Any]) -> list[str]:
         ]
         rows.append([wf["workflow"], str(wf["llm_spans"]), wf["verdict"].upper(),
                      wf["verdict_before_repair"].upper(), ", ".join(failing) or "-"])
-    return lines + _table(rows)
+    why = {name: text for wf in readiness["workflows"] for name, text in wf.get("why", {}).items()}
+    return lines + _table(rows) + [f"  {name}: {text}" for name, text in sorted(why.items())]
 
 
 def usd(amount: float) -> str:
@@ -74,7 +75,7 @@ def render_spend(report: dict[str, Any]) -> list[str]:
     lines = ["Spend by workflow and tenant (cost.usd of forwarded spans):"]
     if not spend["by_workflow_tenant"]:
         return lines + ["  no priced spans yet"]
-    rows = [["workflow", "tenant", "spend", "tenant filled by repair"]]
+    rows = [["workflow.name", "tenant", "spend", "tenant filled by repair"]]
     for row in spend["by_workflow_tenant"]:
         rows.append([row["workflow"], row["tenant"], usd(row["usd"]), usd(row["recovered_by_repair_usd"])])
     lines += _table(rows)

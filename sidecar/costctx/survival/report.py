@@ -106,6 +106,8 @@ def readiness(snapshot: SurvivalSnapshot) -> list[dict[str, Any]]:
                 "verdict": verdict_for([c["rate_after_repair"] for c in checks], thresholds),
                 "verdict_before_repair": verdict_for([c["rate_before_repair"] for c in checks], thresholds),
                 "failing_fields": failing,
+                # why a failing field is missing, where the sidecar knows (no policy configured)
+                "why": {f: snapshot.unstamped[f] for f in failing if f in snapshot.unstamped},
                 "checks": checks,
             }
         )

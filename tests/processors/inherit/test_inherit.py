@@ -293,9 +293,15 @@ def test_overflow_and_shutdown_release_held_spans_never_dropping_them(sink):
     assert sorted(s.name for s in sink.spans()) == ["orphan-0", "orphan-1"]
     assert runner.call(lambda: _inherit(runner).hold.span_count) == 3
     assert _sample(runner, "costctx_inherit_released_spans_total", reason="overflow") == 2
+    assert _sample(runner, "costctx_inherit_released_spans_total", reason="shutdown") == 0
+    registry = runner.sidecar.metrics.registry
     runner.stop()  # shutdown releases everything still held
     assert sink.wait_for_spans(5)
     assert sorted(s.name for s in sink.spans()) == [f"orphan-{i}" for i in range(5)]
+    # ... and counts them (README: held spans released on shutdown, by reason).
+    released = registry.get_sample_value("costctx_inherit_released_spans_total",
+                                         {"processor": "inherit", "reason": "shutdown"})
+    assert released == 3
     provider.shutdown()
 
 

@@ -67,9 +67,44 @@ def test_normalize_never_crashes_and_keeps_the_canonical_facts(attribute_lists):
             if rule is None and key in CANONICAL and not is_empty(value):
                 # a canonical value that arrived is never replaced by an old key's value
                 assert same_fact(value, new[key], TABLE.types.get(key)) or key in TABLE.values, key
+        assert_every_fact_arrives_canonical(old, new)
         renamed = any_value_to_python(new["costctx.renamed"]) if "costctx.renamed" in new else []
         assert set(renamed) <= set(new)
         assert all(key not in old or is_empty(old[key]) for key in renamed)
+
+
+def _carries(new_value, old_value, key: str) -> bool:
+    """Whether `new_value` states `old_value` once coerced to the key's type or enum-mapped."""
+    if same_fact(old_value, new_value, TABLE.types.get(key)):
+        return True
+    if old_value.SerializeToString() == new_value.SerializeToString():
+        return True  # a NaN double: the same bytes, though NaN != NaN
+    mapping = TABLE.values.get(key, {})
+    text = old_value.string_value if old_value.WhichOneof("value") == "string_value" else None
+    return text is not None and (mapping.get(text) or mapping.get(text.lower())) == new_value.string_value
+
+
+def assert_every_fact_arrives_canonical(old: dict, new: dict) -> None:
+    """Each non-empty aliased value arrives under its canonical key; the winner among several
+    old keys of one canonical key is the canonical key's own value, else the first by rank
+    (primary aliases before fallbacks), and it is that value which arrives."""
+    present = set(old)
+    groups: dict[str, list[str]] = {}
+    for key, value in old.items():
+        rule = RULES.get(key)
+        if rule is not None and not is_empty(value):
+            groups.setdefault(rule.target(present), []).append(key)
+    for canonical, olds in groups.items():
+        assert canonical in new and not is_empty(new[canonical]), f"{olds} lost: no {canonical}"
+        if canonical in old and not is_empty(old[canonical]):
+            winner_key = canonical
+        else:
+            winner_key = min(olds, key=lambda k: (RULES[k].fallback, RULES[k].rank))
+        assert _carries(new[canonical], old[winner_key], canonical), (canonical, winner_key)
+        for key in olds:
+            if key != winner_key and key in new:
+                # only a fallback key may stay beside the canonical one, and with its value
+                assert RULES[key].fallback and _carries(new[key], old[key], key), key
 
 
 def test_kept_fallback_key_survives_duplicate_cleanup():

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
+from costctx.exporters.debug.config import DebugExporterConfig
 from costctx.exporters.exporterhelper.backoff import Backoff
 from costctx.exporters.exporterhelper.config import RetryConfig
 from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError, SendError
@@ -30,7 +31,11 @@ class Sender(Protocol):
     async def close(self) -> None: ...
 
 
-def build_sender(config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig) -> Sender:
+def build_sender(config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig | DebugExporterConfig) -> Sender:
+    if isinstance(config, DebugExporterConfig):
+        from costctx.exporters.debug.sender import DebugSender
+
+        return DebugSender(config)
     if isinstance(config, OtlpGrpcExporterConfig):
         from costctx.exporters.otlp.grpc_sender import GrpcSender
 

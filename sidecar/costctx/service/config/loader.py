@@ -11,11 +11,13 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 from pydantic import ValidationError
 
 from costctx.config.types import split_host_port
+from costctx.exporters.debug.config import DebugExporterConfig
 from costctx.service.config.model import SIGNALS, SidecarConfig
 from costctx.service.registry import EXPORTER_TYPES, EXTENSION_TYPES
 
@@ -23,11 +25,15 @@ _ENV_REF = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?
 
 
 class ConfigError(ValueError):
-    """An invalid config; the message names the offending key."""
+    """An invalid config: one message per error found, each naming the offending key."""
+
+    def __init__(self, *messages: str) -> None:
+        self.messages = list(messages)
+        super().__init__("\n".join(messages))
 
 
 # -- ${env:VAR} expansion ----------------------------------------------------------------
-def _expand_string(text: str, environ: Mapping[str, str]) -> Any:
+def _expand_string(text: str, environ: Mapping[str, str], unset: list[str] | None = None) -> Any:
     whole = _ENV_REF.fullmatch(text)
 
     def substitute(match: re.Match[str]) -> str:
@@ -36,6 +42,8 @@ def _expand_string(text: str, environ: Mapping[str, str]) -> Any:
         name, default = match.group(1), match.group(2)
         value = environ.get(name)
         if value is None or value == "":
+            if default is None and unset is not None:
+                unset.append(name)  # named in an error, should the empty value be invalid there
             return default if default is not None else ""
         return value
 
@@ -51,14 +59,34 @@ def _expand_string(text: str, environ: Mapping[str, str]) -> Any:
     return expanded
 
 
-def expand_env(value: Any, environ: Mapping[str, str]) -> Any:
+def expand_env(value: Any, environ: Mapping[str, str], unset: dict[str, list[str]] | None = None,
+               path: str = "") -> Any:
+    """Expand references; `unset` collects, per dotted key, the variables that were not set."""
     if isinstance(value, str):
-        return _expand_string(value, environ)
+        names: list[str] = []
+        expanded = _expand_string(value, environ, names)
+        if names and unset is not None:
+            unset[path] = names
+        return expanded
     if isinstance(value, dict):
-        return {k: expand_env(v, environ) for k, v in value.items()}
+        return {k: expand_env(v, environ, unset, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env(v, environ) for v in value]
+        return [expand_env(v, environ, unset, f"{path}.{i}" if path else str(i)) for i, v in enumerate(value)]
     return value
+
+
+def _name_unset_variables(messages: list[str], unset: dict[str, list[str]]) -> list[str]:
+    """`processors.x.wait_duration: invalid duration None` says nothing of the cause when the
+    value was `${env:WAIT}` and WAIT is unset: say so."""
+    named = []
+    for message in messages:
+        loc, sep, text = message.partition(": ")
+        names = next((n for path, n in unset.items() if loc == path or loc.startswith(path + ".")), None)
+        if sep and names:
+            variables = ", ".join(f"${{env:{name}}}" for name in names)
+            message = f"{loc}: {variables} {'is' if len(names) == 1 else 'are'} not set ({text})"
+        named.append(message)
+    return named
 
 
 # -- defaults ----------------------------------------------------------------------------
@@ -66,7 +94,8 @@ def default_config_dict(environ: Mapping[str, str]) -> dict[str, Any]:
     """The config used when none is given: every default processor, one OTLP exporter."""
     from costctx.service.registry import DEFAULT_TRACE_PROCESSORS
 
-    exporter_name = _env_exporter_type(environ)
+    # No downstream known: the Collector's answer, a debug exporter that logs what it would send.
+    exporter_name = _env_exporter_type(environ) if environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() else "debug"
     return {
         "receivers": {"otlp": {"protocols": {"grpc": None, "http": None}}},
         "processors": {name: None for name in DEFAULT_TRACE_PROCESSORS},
@@ -95,52 +124,56 @@ def _env_headers(environ: Mapping[str, str]) -> dict[str, str]:
     for item in environ.get("OTEL_EXPORTER_OTLP_HEADERS", "").split(","):
         key, sep, value = item.partition("=")
         if sep and key.strip():
-            headers[key.strip()] = value.strip()
+            # The variable's values are percent-encoded (`authorization=Bearer%20abc`), as the
+            # OpenTelemetry SDKs read it; passed on encoded, a downstream's auth would fail.
+            headers[unquote(key.strip())] = unquote(value.strip())
     return headers
 
 
 # -- validation --------------------------------------------------------------------------
-def _format_validation_error(prefix: str, error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = ".".join(str(part) for part in (*prefix.split("."), *first["loc"]) if part != "")
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif first["type"] == "missing":
-        message = "required key is missing"
-    message = message.removeprefix("Value error, ")
-    more = len(error.errors()) - 1
-    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{loc}: {message}{suffix}"
+def _format_validation_error(prefix: str, error: ValidationError) -> list[str]:
+    """One `key: message` per error pydantic found (all of them, not the first)."""
+    messages = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in (*prefix.split("."), *item["loc"]) if part != "")
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        messages.append(f"{loc}: {message.removeprefix('Value error, ')}")
+    return messages
 
 
-def _validate_exporters(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def _validate_exporters(raw: dict[str, Any], environ: Mapping[str, str], errors: list[str]) -> dict[str, Any]:
     typed: dict[str, Any] = {}
     for name, section in raw.items():
         type_name = name.split("/", 1)[0]
         model = EXPORTER_TYPES.get(type_name)
         if model is None:
-            raise ConfigError(
+            errors.append(
                 f"exporters.{name}: unknown exporter type {type_name!r} (known: {', '.join(EXPORTER_TYPES)})"
             )
+            continue
         section = dict(section or {})
-        if not section.get("endpoint"):
+        if "endpoint" in model.model_fields and not section.get("endpoint"):
             env_endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
             if not env_endpoint:
-                raise ConfigError(
+                errors.append(
                     f"exporters.{name}.endpoint: required key is missing "
                     "(set it, or the OTEL_EXPORTER_OTLP_ENDPOINT variable)"
                 )
+                continue
             section["endpoint"] = env_endpoint
             section.setdefault("headers", _env_headers(environ))
         try:
             typed[name] = model.model_validate(section)
         except ValidationError as exc:
-            raise ConfigError(_format_validation_error(f"exporters.{name}", exc)) from None
+            errors.extend(_format_validation_error(f"exporters.{name}", exc))
     return typed
 
 
-def _validate_processors(raw: dict[str, Any]) -> dict[str, Any]:
+def _validate_processors(raw: dict[str, Any], errors: list[str]) -> dict[str, Any]:
     from costctx.service.registry import processor_class, processor_type
 
     typed: dict[str, Any] = {}
@@ -148,33 +181,34 @@ def _validate_processors(raw: dict[str, Any]) -> dict[str, Any]:
         try:
             cls = processor_class(processor_type(name))
         except KeyError as exc:
-            raise ConfigError(f"processors.{name}: {exc.args[0]}") from None
+            errors.append(f"processors.{name}: {exc.args[0]}")
+            continue
         try:
             typed[name] = cls.config_model.model_validate(section or {})
         except ValidationError as exc:
-            raise ConfigError(_format_validation_error(f"processors.{name}", exc)) from None
+            errors.extend(_format_validation_error(f"processors.{name}", exc))
     return typed
 
 
-def _validate_extensions(raw: dict[str, Any]) -> dict[str, Any]:
+def _validate_extensions(raw: dict[str, Any], errors: list[str]) -> dict[str, Any]:
     typed: dict[str, Any] = {}
     seen: dict[str, str] = {}
     for name, section in raw.items():
         type_name = name.split("/", 1)[0]
         model = EXTENSION_TYPES.get(type_name)
         if model is None:
-            raise ConfigError(f"extensions.{name}: unknown extension (known: {', '.join(EXTENSION_TYPES)})")
+            errors.append(f"extensions.{name}: unknown extension (known: {', '.join(EXTENSION_TYPES)})")
+            continue
         if type_name in seen:
             # Nothing references an extension by name here: each applies to the whole sidecar,
             # so a second instance could only be ignored or clash.
-            raise ConfigError(
-                f"extensions.{name}: one {type_name} per sidecar ({seen[type_name]} is already configured)"
-            )
+            errors.append(f"extensions.{name}: one {type_name} per sidecar ({seen[type_name]} is already configured)")
+            continue
         seen[type_name] = name
         try:
             typed[name] = model.model_validate(section or {})
         except ValidationError as exc:
-            raise ConfigError(_format_validation_error(f"extensions.{name}", exc)) from None
+            errors.extend(_format_validation_error(f"extensions.{name}", exc))
     return typed
 
 
@@ -199,6 +233,15 @@ def _check_references(config: SidecarConfig) -> None:
         raise ConfigError(
             f"service.telemetry.metrics.otlp.exporter: {push.exporter!r} is not defined under exporters"
         )
+    if push.enabled and config.exporters:
+        from costctx.service.telemetry_push import push_exporter_name
+
+        name = push_exporter_name(config)
+        if isinstance(config.exporters[name], DebugExporterConfig):
+            raise ConfigError(
+                f"service.telemetry.metrics.otlp: the {name!r} exporter sends nowhere; "
+                "name an otlp or otlphttp exporter in `exporter`"
+            )
 
 
 def _check_no_loop(config: SidecarConfig) -> None:
@@ -213,6 +256,8 @@ def _check_no_loop(config: SidecarConfig) -> None:
     for name, exporter in config.exporters.items():
         from urllib.parse import urlsplit
 
+        if not hasattr(exporter, "endpoint"):
+            continue  # the debug exporter sends nowhere
         parts = urlsplit(exporter.endpoint if "://" in exporter.endpoint else f"//{exporter.endpoint}")
         target = (parts.hostname or "", parts.port or 0)
         for host, port in own:
@@ -230,19 +275,21 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> SidecarC
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("config: the top level must be a mapping of sections")
-    raw = expand_env(raw, environ)
+    unset: dict[str, list[str]] = {}
+    raw = expand_env(raw, environ, unset)
     if not raw:
         raw = default_config_dict(environ)
     try:
         config = SidecarConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error("", exc)) from None
-    missing = [s for s in config.service.pipelines if s not in SIGNALS]
-    if missing:
-        raise ConfigError(f"service.pipelines: unknown pipeline {missing[0]!r}")
-    config.exporters = _validate_exporters(config.exporters, environ)
-    config.processors = _validate_processors(config.processors)
-    config.extensions = _validate_extensions(config.extensions)
+        raise ConfigError(*_name_unset_variables(_format_validation_error("", exc), unset)) from None
+    # Every section is checked, and every error reported: a user fixes them in one go.
+    errors = [f"service.pipelines: unknown pipeline {s!r}" for s in config.service.pipelines if s not in SIGNALS]
+    config.exporters = _validate_exporters(config.exporters, environ, errors)
+    config.processors = _validate_processors(config.processors, errors)
+    config.extensions = _validate_extensions(config.extensions, errors)
+    if errors:
+        raise ConfigError(*_name_unset_variables(errors, unset))
     _check_references(config)
     _check_no_loop(config)
     return config

@@ -1,0 +1,30 @@
+"""`.ci/run`'s set-up, run as it is: two runs on one machine must not share (and delete) a venv."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+CI_RUN = Path(__file__).resolve().parents[1] / ".ci" / "run"
+
+
+def run_venv_setup(tmp_path: Path) -> str:
+    """The script up to creating the venv (with `true` as the Python), then where the venv is
+    and whether it exists while the run lasts; the EXIT trap runs as the shell ends."""
+    text = CI_RUN.read_text(encoding="utf-8")
+    end = text.index('"$PY" -m venv "$VENV"') + len('"$PY" -m venv "$VENV"')
+    script = text[:end] + '\necho "$VENV"; test -d "$VENV" && echo present\n'
+    env = {k: v for k, v in os.environ.items() if k != "CI_VENV"} | {"PYTHON": "true", "TMPDIR": str(tmp_path)}
+    result = subprocess.run(["bash", "-c", script, str(CI_RUN)], capture_output=True, text=True, env=env,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    venv, present = result.stdout.split()
+    assert present == "present"
+    return venv
+
+
+def test_each_ci_run_has_its_own_venv_removed_on_exit(tmp_path):
+    first, second = run_venv_setup(tmp_path), run_venv_setup(tmp_path)
+    assert first != second
+    assert not Path(first).exists() and not Path(second).exists()
