@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from costctx.attribution.envelope_fields import register_check
 from costctx.budget import counters as c
 from costctx.budget.breaker import Breaker, breaker_keys
 from costctx.budget.config import BudgetConfig, PolicyConfig, WindowLimits
@@ -56,6 +59,8 @@ class BudgetEngine:
         self.policies = Policies(config)
         self.reservation_ttl_ms = int(config.reservation_ttl * 1000)
         self.breaker = Breaker(config.breaker, metrics)
+        # The sidecar's shared context registry, if any (a check registers its envelope there).
+        self.context_registry: Callable[[], Any] = lambda: None
         # (policy, tenant limits, feature limits) config objects -> the limits _state compares
         self._limits_cache: dict[tuple[int, int, int], tuple[tuple[str, float], ...]] = {}
 
@@ -76,6 +81,7 @@ class BudgetEngine:
     # -- the check ------------------------------------------------------------------------
     async def check(self, request: pb.CheckRequest) -> pb.CheckResponse:
         ctx = context_of(request.envelope)
+        register_check(self.context_registry(), request)
         policy = self.policies.match(ctx.policy_id, ctx.workflow_name)
         response = pb.CheckResponse(model=request.model)
         if policy is None:

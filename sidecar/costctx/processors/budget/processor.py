@@ -48,6 +48,8 @@ class BudgetProcessor(Processor):
         self.engine = BudgetEngine(config, self.metrics, host.price_book)
         if host.budget_engine is None:
             host.budget_engine = self.engine
+        # Read when a check arrives: `inherit` may build the registry after this processor.
+        self.engine.context_registry = lambda: host.context_registry
         # A span is a model call when it has any of these keys: one C-speed set test per span.
         self._markers = frozenset(host.envelope.llm_span_markers) | {COST_KEY}
         # held batches (Redis store); released once, by their commit task or by shutdown
