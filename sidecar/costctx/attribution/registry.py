@@ -18,6 +18,7 @@ single-pod registry: the cache alone.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from cachetools import TTLCache
 
 from costctx.budget.store import StoreUnavailable
 
+log = logging.getLogger("costctx.attribution")
 Fields = dict[str, Any]
 
 
@@ -190,6 +192,15 @@ class ContextRegistry:
             self.counts.errors += 1
             raise
         self.counts.written += len(entries)
+
+    async def try_flush(self) -> bool:
+        """flush(), a store error logged and counted instead of raised (the caller goes on)."""
+        try:
+            await self.flush()
+        except StoreUnavailable as exc:
+            log.warning("context registry unreachable on write: %s", exc)
+            return False
+        return True
 
     # -- reading -------------------------------------------------------------------------
     def local(self, key: bytes) -> Fields | None:

@@ -81,7 +81,11 @@ class BudgetEngine:
     # -- the check ------------------------------------------------------------------------
     async def check(self, request: pb.CheckRequest) -> pb.CheckResponse:
         ctx = context_of(request.envelope)
-        register_check(self.context_registry(), request)
+        registry = self.context_registry()
+        if register_check(registry, request) and registry.shared:
+            # Written before the answer: a call the caller makes after it (to another
+            # service, whose sidecar looks the trace up) finds the context registered.
+            await registry.try_flush()
         policy = self.policies.match(ctx.policy_id, ctx.workflow_name)
         response = pb.CheckResponse(model=request.model)
         if policy is None:
