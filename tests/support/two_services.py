@@ -5,6 +5,7 @@ SDK's propagators (traceparent, and baggage when asked)."""
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -77,7 +78,10 @@ class ServiceB:
                     self.decisions.append(decision.decision)
                     if decision.blocked:
                         continue
-                with self.tracer.start_as_current_span("chat gpt-4o", kind=SpanKind.CLIENT, attributes=MODEL_ATTRS):
+                    attrs = {**MODEL_ATTRS, **decision.span_attributes()}  # the reservation it replaces
+                else:
+                    attrs = MODEL_ATTRS
+                with self.tracer.start_as_current_span("chat gpt-4o", kind=SpanKind.CLIENT, attributes=attrs):
                     pass
 
     def close(self) -> None:
@@ -99,8 +103,13 @@ class ServiceA:
         self.budget = BudgetClient(budget_target) if budget_target else None
         self.traces: dict[str, dict[str, str]] = {}  # trace id hex -> the envelope it ran under
 
-    def run(self, b_url: str, envelope: dict[str, str], model_calls: int = 0) -> None:
-        with open_envelope(self.tracer, "a.root", envelope) as root:
+    def run(self, b_url: str, envelope: dict[str, str], model_calls: int = 0, root_only: bool = False,
+            root_ends_after: float = 0.0) -> None:
+        """`root_only`: the envelope is on the root span alone (no baggage, nothing stamped), as
+        an application without the client package; `root_ends_after`: the root ends last."""
+        opened = (self.tracer.start_as_current_span("a.root", attributes=envelope) if root_only
+                  else open_envelope(self.tracer, "a.root", envelope))
+        with opened as root:
             self.traces[format(root.get_span_context().trace_id, "032x")] = envelope
             if self.budget is not None:
                 self.budget.check(model="gpt-4o", estimated_cost_usd=0.001, dry_run=True)
@@ -113,6 +122,8 @@ class ServiceA:
                 request = urllib.request.Request(b_url, data=b"{}", headers=headers, method="POST")
                 with urllib.request.urlopen(request, timeout=10) as response:
                     assert response.status == 200
+            if root_ends_after:
+                time.sleep(root_ends_after)
 
     def close(self) -> None:
         self.provider.shutdown()

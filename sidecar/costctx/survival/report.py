@@ -120,6 +120,8 @@ def spend(snapshot: SurvivalSnapshot) -> dict[str, Any]:
     tenant_index = dims.index("owner.tenant") if "owner.tenant" in dims else None
     total = recovered = unknown = settled = 0
     for (workflow, values), row in snapshot.spend.items():
+        if not row.spans and not row.total:
+            continue  # every span of the row was settled onto another
         settled += row.settled
         for table, key in ((by_workflow, workflow), (by_dims, values)):
             acc = table.setdefault(key, [0, 0])
