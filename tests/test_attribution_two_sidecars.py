@@ -14,9 +14,10 @@ import pytest
 from costctx.cli.sink import OtlpSink
 from costctx.client.budget import BudgetClient
 from tests.support.attribution import attribution_records
+from tests.support.otlp import TRACE_METHOD, grpc_call, traces_request
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sidecar import sidecar_config
-from tests.support.two_services import ServiceA, ServiceB
+from tests.support.two_services import MODEL_ATTRS, ServiceA, ServiceB
 from tests.support.wait import wait_until
 
 WORKFLOWS = 20
@@ -166,3 +167,31 @@ def test_a_check_at_b_sees_both_services_spend_and_blocks_past_the_limit(sidecar
     usage = next(u for u in decision.response.usages if u.dimension == "workflow.cost_usd")
     assert abs(usage.spent - spent) < 1e-6  # A's three calls and B's three
     assert decision.decision == "BLOCK"
+
+
+def test_a_span_seen_by_both_sidecars_is_committed_once_and_totals_come_from_the_shared_counter(sidecars):
+    side_a, side_b, sink = sidecars([{"id": "research", "workflow_names": ["research"],
+                                      "workflow": {"cost_usd": 100.0}}])
+    envelope = {**_envelope(1), "workflow.name": "research"}
+    trace_id = bytes.fromhex(uuid.uuid4().hex)
+    first = traces_request(1, service="svc-a", attributes={**envelope, **MODEL_ATTRS}, trace_id=trace_id)
+    other = traces_request(1, service="svc-b", attributes={**envelope, **MODEL_ATTRS}, trace_id=trace_id)
+    payload = first.SerializeToString()
+    for side in (side_a, side_b):  # the same span through both sidecars (a resend to another pod)
+        _, error = grpc_call(int(side.grpc_target.rsplit(":", 1)[1]), TRACE_METHOD, payload)
+        assert error is None
+    _, error = grpc_call(int(side_b.grpc_target.rsplit(":", 1)[1]), TRACE_METHOD, other.SerializeToString())
+    assert error is None
+    assert wait_until(lambda: len(sink.spans()) >= 3, timeout=10)
+    cost = sink.spans()[0].attributes["cost.usd"]
+    with BudgetClient(side_a.grpc_target) as budget:
+        decision = budget.check(model="gpt-4o", dry_run=True, workflow_id=envelope["workflow.id"],
+                                workflow_name="research", tenant=envelope["owner.tenant"], feature="research")
+    spent = {u.dimension: u.spent for u in decision.response.usages}
+    # Committed: the first span once (its copy at B is a duplicate), B's own span once.
+    assert spent["workflow.cost_usd"] == pytest.approx(2 * cost, abs=1e-6)
+    # workflow.spend_total_usd from the shared counter: B's own span shows both services' spend.
+    b_own = next(s for s in sink.spans() if s.service == "svc-b")
+    assert b_own.attributes["workflow.spend_total_usd"] == pytest.approx(2 * cost, abs=1e-6)
+    assert side_b.metric("costctx_budget_duplicate_spans_total") == 1
+    assert side_a.metric("costctx_budget_duplicate_spans_total") == 0

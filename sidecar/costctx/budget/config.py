@@ -88,6 +88,10 @@ class BudgetConfig(StrictModel):
     reservation_ttl: Duration = 30.0
     # Counters of a workflow not seen for this long are forgotten.
     workflow_ttl: Duration = 86400.0
+    # With a shared store, a span's cost is committed once across every sidecar: its
+    # (trace id, span id) is remembered this long (a key of ~100 bytes per priced span).
+    # 0 turns it off.
+    commit_once_ttl: Duration = 900.0
     # The policy for envelopes that match none by `policy.id` or `workflow.name`.
     default_policy: str | None = None
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)

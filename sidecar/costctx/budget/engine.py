@@ -46,6 +46,8 @@ class SpanVerdict:
 
     policy_id: str | None
     state: str | None
+    # The workflow's committed spend after this span (micro-USD), from the store's counter.
+    workflow_micro: int | None = None
 
 
 class BudgetEngine:
@@ -217,11 +219,15 @@ class BudgetEngine:
             self.store.expired_total = 0
 
     # -- commits from priced spans ----------------------------------------------------------
-    def plan_commits(self, spends: list[SpanSpend]) -> tuple[list[CommitOp], list[dict[str, int]]]:
+    def plan_commits(self, spends: list[SpanSpend], once_prefix: str = "c|"
+                     ) -> tuple[list[CommitOp], list[dict[str, int]]]:
+        """`once_prefix`: the span's commit-once key (a settlement commit uses its own)."""
         ops, wheres = [], []
+        once_ttl_ms = int(self.config.commit_once_ttl * 1000)
         for spend in spends:
             changes, where = commit_changes(spend, self.config.workflow_ttl, self.breaker.velocity_window)
-            ops.append(CommitOp(spend.reservation_id, changes))
+            once_key = once_prefix + spend.span_key.hex() if spend.span_key and once_ttl_ms else None
+            ops.append(CommitOp(spend.reservation_id, changes, once_key, once_ttl_ms))
             wheres.append(where)
         return ops, wheres
 
@@ -233,14 +239,20 @@ class BudgetEngine:
         committed = sum(1 for r in results if r.released)
         if committed:
             self.metrics.reservations.labels("committed").inc(committed)
-        self.metrics.committed_spans.inc(len(results))
+        duplicates = sum(1 for r in results if r.duplicate)
+        if duplicates:
+            self.metrics.duplicate_spans.inc(duplicates)
+        self.metrics.committed_spans.inc(len(results) - duplicates)
         for spend, where, result in zip(spends, wheres, results, strict=True):
-            trips += self.breaker.observe(spend, where, result, now)
+            if not result.duplicate:
+                trips += self.breaker.observe(spend, where, result, now)
+            index = where.get("workflow.cost_usd")
+            workflow_micro = result.values[index] if index is not None else None
             policy = self.policies.match(spend.ctx.policy_id, spend.ctx.workflow_name)
             if policy is None:
-                out.append(SpanVerdict(None, None))
+                out.append(SpanVerdict(None, None, workflow_micro))
                 continue
-            out.append(SpanVerdict(policy.id, self._state(policy, spend, where, result, now)))
+            out.append(SpanVerdict(policy.id, self._state(policy, spend, where, result, now), workflow_micro))
         return out, trips
 
     def _limits_of(self, policy: PolicyConfig, tenant: WindowLimits, feature: WindowLimits

@@ -101,6 +101,8 @@ class SpanSpend:
     start_ms: int
     at: float                    # the span's end, epoch seconds: picks the windows
     reservation_id: str | None
+    # trace id + span id: committed once across sidecars when the store is shared
+    span_key: bytes | None = None
 
 
 # Counter names a span's commit reports, in the order of its changes (see _where below).

@@ -72,8 +72,11 @@ class RedisStore:
 
     def _commit_call(self, op: CommitOp, client) -> object:
         rid = op.reservation_id or ""
-        keys = [self._key(INDEX_KEY), self._key(f"r|{rid}")] + [self._key(c[0]) for c in op.changes]
-        args: list[object] = [rid, self.prefix]
+        reservation_key = self._key(f"r|{rid}")
+        once = op.once_key is not None and op.once_ttl_ms > 0
+        keys = [self._key(INDEX_KEY), reservation_key, self._key(op.once_key) if once else reservation_key]
+        keys += [self._key(c[0]) for c in op.changes]
+        args: list[object] = [rid, self.prefix, op.once_ttl_ms if once else 0]
         for _, field, amount, ttl_ms in op.changes:
             args += [field, int(amount), int(ttl_ms)]
         return self._commit(keys=keys, args=args, client=client)
@@ -89,7 +92,7 @@ class RedisStore:
                 outs = await pipe.execute()
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        return [CommitResult(bool(out[0]), [int(v) for v in out[1:]]) for out in outs]
+        return [CommitResult(bool(int(out[0]) & 1), [int(v) for v in out[1:]], int(out[0]) >= 2) for out in outs]
 
     async def release(self, reservation_id: str) -> bool:
         return (await self.commit([CommitOp(reservation_id)]))[0].released

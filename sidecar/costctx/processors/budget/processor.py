@@ -19,6 +19,7 @@ from costctx.budget.seen import SeenSpans
 from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
+from costctx.envelope.keys import SPEND_TOTAL
 from costctx.pdata import TraceBatch
 from costctx.pdata.batch import SpanRecord
 from costctx.pdata.ids import span_identity
@@ -116,7 +117,9 @@ class BudgetProcessor(Processor):
                     continue
                 committed.add(span_key)
             records.append(rec)
-            spends.append(spend_of(rec, now))
+            spend = spend_of(rec, now)
+            spend.span_key = span_key  # committed once across sidecars (shared store)
+            spends.append(spend)
         if not spends:
             return batch
         ops, wheres = self.engine.plan_commits(spends)
@@ -155,6 +158,7 @@ class BudgetProcessor(Processor):
         if self._held.pop(id(batch), None) is None:
             return  # released unstamped by shutdown meanwhile
         self._stamp(records, verdicts)
+        _stamp_shared_totals(records, verdicts)
         self.emit(batch)
 
     def _policy_id(self, ctx: Context) -> str | None:
@@ -188,3 +192,11 @@ class BudgetProcessor(Processor):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.engine.store.close()
+
+
+def _stamp_shared_totals(records: list[SpanRecord], verdicts: list[SpanVerdict]) -> None:
+    """workflow.spend_total_usd from the shared counter: the workflow's total over every
+    sidecar (the price processor stamped this sidecar's share), at the counters' micro-USD."""
+    for rec, verdict in zip(records, verdicts, strict=True):
+        if verdict.workflow_micro is not None:
+            rec.set(SPEND_TOTAL, verdict.workflow_micro / MICRO)

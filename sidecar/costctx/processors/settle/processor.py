@@ -161,13 +161,14 @@ class SettleProcessor(Processor):
         micro = round(entry.cost_pico * MICRO / 10**12)
         end = entry.end_ns / 1e9 if entry.end_ns else now
         start_ms = entry.start_ns // 1_000_000 if entry.start_ns else int(now * 1000)
-        return SpanSpend(ctx, micro, entry.input_tokens + entry.output_tokens, 1, start_ms, end, None)
+        return SpanSpend(ctx, micro, entry.input_tokens + entry.output_tokens, 1, start_ms, end, None,
+                         entry.trace_id + entry.span_id)
 
     def _commit(self, spends: list[SpanSpend]) -> None:
         engine = self.host.budget_engine
         if engine is None or not spends:
             return
-        ops, _ = engine.plan_commits(spends)
+        ops, _ = engine.plan_commits(spends, once_prefix="s|")  # settled once, across sidecars too
         store = engine.store
         if store.sync:
             store.commit_now(ops)
