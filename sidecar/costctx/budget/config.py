@@ -71,6 +71,9 @@ class BreakerConfig(StrictModel):
     workflow_median_multiple: PositiveFloat | None = 5.0
     median_window: PositiveInt = 50
     min_samples: PositiveInt = 5
+    # Only finished workflows make the median: a workflow is finished when its root span
+    # (no parent) passes, or when it has had no spend for this long.
+    workflow_idle: Duration = 300.0
     cooldown: Duration = 300.0
 
 

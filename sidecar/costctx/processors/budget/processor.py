@@ -98,9 +98,22 @@ class BudgetProcessor(Processor):
         return SpanSpend(ctx, micro, spent_tokens(tokens), 1, start_ms, end,
                          _string(get(RESERVATION_KEY)) or None)
 
+    def _finished(self, batch: TraceBatch) -> list[str]:
+        """Workflows whose root span (no parent) is in this batch: finished, for the breaker's median."""
+        if not self.config.breaker.workflow_median_multiple:
+            return []
+        return [wf for rec in batch.records if not rec.span.parent_span_id
+                and (wf := _string(rec.attrs.get("workflow.id")))]
+
+    def _finish(self, workflows: list[str]) -> None:
+        for workflow_id in workflows:
+            self.engine.breaker.finish(workflow_id)
+
     def process(self, batch: TraceBatch) -> TraceBatch | None:
         raw = batch.raw
+        finished = self._finished(batch)
         if raw is not None and b"gen_ai." not in raw and COST_KEY.encode() not in raw:
+            self._finish(finished)
             return batch  # no model call in this batch
         now = time.time()
         records, spends = [], []
@@ -121,6 +134,7 @@ class BudgetProcessor(Processor):
             spend.span_key = span_key  # committed once across sidecars (shared store)
             spends.append(spend)
         if not spends:
+            self._finish(finished)
             return batch
         ops, wheres = self.engine.plan_commits(spends)
         store = self.engine.store
@@ -130,14 +144,16 @@ class BudgetProcessor(Processor):
             for _, key, _ in trips:
                 store.trip_now(key, self.config.breaker.cooldown)
             self._stamp(records, verdicts)
+            self._finish(finished)  # after their spans were compared as running
             return batch
-        task = asyncio.get_running_loop().create_task(self._commit_remote(batch, records, spends, ops, wheres))
+        task = asyncio.get_running_loop().create_task(
+            self._commit_remote(batch, records, spends, ops, wheres, finished))
         self._held[id(batch)] = batch
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
         return None
 
-    async def _commit_remote(self, batch, records, spends, ops, wheres) -> None:
+    async def _commit_remote(self, batch, records, spends, ops, wheres, finished=()) -> None:
         store = self.engine.store
         try:
             results = await store.commit(ops)
@@ -155,6 +171,7 @@ class BudgetProcessor(Processor):
             self.log.exception("budget commit failed; forwarding the batch unstamped")
             self.host.metrics.processor_errors.labels(self.name).inc()
             verdicts = [SpanVerdict(None, None) for _ in spends]
+        self._finish(list(finished))
         if self._held.pop(id(batch), None) is None:
             return  # released unstamped by shutdown meanwhile
         self._stamp(records, verdicts)
@@ -180,6 +197,7 @@ class BudgetProcessor(Processor):
     def tick(self, now: float) -> None:
         self.engine.store.tick(now)
         self.engine.count_expired()
+        self.engine.breaker.finish_idle(time.time())
 
     def shutdown(self) -> None:
         held, self._held = self._held, {}
