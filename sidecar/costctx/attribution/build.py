@@ -8,7 +8,8 @@ from costctx.attribution.registry import ContextRegistry, MemoryBackend, RedisBa
 
 def build_registry(config: RegistryConfig) -> ContextRegistry:
     if config.backend == "redis":
-        backend = RedisBackend(config.redis.url, config.redis.key_prefix, config.redis.timeout)
+        backend = RedisBackend(config.redis.url, config.redis.key_prefix, config.redis.timeout,
+                               config.redis.cluster)
     else:
         backend = MemoryBackend()
     return ContextRegistry(backend, config.ttl, config.max_entries)

@@ -14,6 +14,8 @@ class RegistryRedisConfig(StrictModel):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "{costctx}:registry:"
     timeout: Duration = 0.25
+    # A Redis Cluster: keys are hash-tagged per trace (braces in key_prefix are dropped).
+    cluster: bool = False
 
 
 class RegistryConfig(StrictModel):

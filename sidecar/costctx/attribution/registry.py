@@ -63,12 +63,26 @@ class RedisBackend:
 
     shared = True
 
-    def __init__(self, url: str, prefix: str, timeout: float) -> None:
-        import redis.asyncio as aioredis
+    def __init__(self, url: str, prefix: str, timeout: float, cluster: bool = False) -> None:
+        self.cluster = cluster
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster
 
-        self.prefix = prefix
-        self.client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                              retry_on_timeout=False)
+            # Hash-tagged per trace: a trace's entries share a slot, traces spread over the nodes.
+            self.prefix = prefix.replace("{", "").replace("}", "")
+            self.client = RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        else:
+            import redis.asyncio as aioredis
+
+            self.prefix = prefix
+            self.client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                                  retry_on_timeout=False)
+
+    def key(self, name: str) -> str:
+        if not self.cluster:
+            return self.prefix + name
+        kind, trace, *span = name.split("|")
+        return f"{self.prefix}{kind}|{{{trace}}}" + (f"|{span[0]}" if span else "")
 
     async def write(self, entries: list[tuple[str, bytes]], ttl_ms: int) -> None:
         from redis.exceptions import RedisError
@@ -76,7 +90,7 @@ class RedisBackend:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for name, value in entries:
-                    pipe.set(self.prefix + name, value, px=ttl_ms)
+                    pipe.set(self.key(name), value, px=ttl_ms)
                 await pipe.execute()
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -85,7 +99,10 @@ class RedisBackend:
         from redis.exceptions import RedisError
 
         try:
-            return list(await self.client.mget([self.prefix + n for n in names]))
+            keys = [self.key(n) for n in names]
+            if self.cluster:
+                return list(await self.client.mget_nonatomic(keys))  # one MGET per node
+            return list(await self.client.mget(keys))
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 

@@ -17,7 +17,7 @@ from costctx.budget.decision import ALLOW, BLOCK, DEGRADE, TRIPPED, CheckOutcome
 from costctx.budget.memory import MemoryStore
 from costctx.budget.metrics import BudgetMetrics
 from costctx.budget.policy import Context, Policies, SpanSpend, check_dims, commit_changes
-from costctx.budget.store import CommitOp, CommitResult, StoreUnavailable
+from costctx.budget.store import RESERVATION_TAG_SEPARATOR, CommitOp, CommitResult, StoreUnavailable
 from costctx.pricing.book import PriceBookHandle
 from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
 
@@ -118,7 +118,8 @@ class BudgetEngine:
         dims = check_dims(policy, ctx, time.time(), self.config.workflow_ttl, full, degraded,
                           max(in_tok, 0) + max(out_tok, 0))
         plan = CheckPlan(dims, breaker_keys(ctx), reserve=not request.dry_run, has_degraded=bool(cheaper),
-                         reservation_id=uuid.uuid4().hex, reservation_ttl_ms=self.reservation_ttl_ms)
+                         reservation_id=self._reservation_id(ctx.tenant),
+                         reservation_ttl_ms=self.reservation_ttl_ms, tag=ctx.tenant)
         try:
             outcome = await self.store.check(plan)
         except StoreUnavailable as exc:
@@ -129,6 +130,14 @@ class BudgetEngine:
             self.metrics.reservations.labels("reserved").inc()
         self.count_expired()
         return response
+
+    def _reservation_id(self, tenant: str) -> str:
+        """On a Redis Cluster the id names its tenant (the slot it lives in), so a release that
+        carries only the id finds it: `<uuid>~<tenant>`."""
+        rid = uuid.uuid4().hex
+        if self.config.backend == "redis" and self.config.redis.cluster:
+            return f"{rid}{RESERVATION_TAG_SEPARATOR}{tenant}"
+        return rid
 
     def _store_down(self, policy: PolicyConfig, response: pb.CheckResponse, exc: Exception) -> pb.CheckResponse:
         fail_open = policy.on_store_error == "open"
@@ -227,13 +236,13 @@ class BudgetEngine:
         for spend in spends:
             changes, where = commit_changes(spend, self.config.workflow_ttl, self.breaker.velocity_window)
             once_key = once_prefix + spend.span_key.hex() if spend.span_key and once_ttl_ms else None
-            ops.append(CommitOp(spend.reservation_id, changes, once_key, once_ttl_ms))
+            ops.append(CommitOp(spend.reservation_id, changes, once_key, once_ttl_ms, spend.ctx.tenant))
             wheres.append(where)
         return ops, wheres
 
     def verdicts(self, spends: list[SpanSpend], wheres: list[dict[str, int]],
                  results: list[CommitResult]) -> tuple[list[SpanVerdict], list[tuple[str, str, str]]]:
-        """The state after each span, and the breaker trips it causes: (kind, key, why)."""
+        """The state after each span, and the breaker trips it causes: (kind, key, tenant)."""
         now = time.time()
         out, trips = [], []
         committed = sum(1 for r in results if r.released)
@@ -245,7 +254,8 @@ class BudgetEngine:
         self.metrics.committed_spans.inc(len(results) - duplicates)
         for spend, where, result in zip(spends, wheres, results, strict=True):
             if not result.duplicate:
-                trips += self.breaker.observe(spend, where, result, now)
+                observed = self.breaker.observe(spend, where, result, now)
+                trips += [(kind, key, spend.ctx.tenant) for kind, key, _ in observed]
             index = where.get("workflow.cost_usd")
             workflow_micro = result.values[index] if index is not None else None
             policy = self.policies.match(spend.ctx.policy_id, spend.ctx.workflow_name)

@@ -141,8 +141,8 @@ class BudgetProcessor(Processor):
         if store.sync:
             results = store.commit_now(ops)
             verdicts, trips = self.engine.verdicts(spends, wheres, results)
-            for _, key, _ in trips:
-                store.trip_now(key, self.config.breaker.cooldown)
+            for _, key, tenant in trips:
+                store.trip_now(key, self.config.breaker.cooldown, tenant)
             self._stamp(records, verdicts)
             self._finish(finished)  # after their spans were compared as running
             return batch
@@ -158,8 +158,8 @@ class BudgetProcessor(Processor):
         try:
             results = await store.commit(ops)
             verdicts, trips = self.engine.verdicts(spends, wheres, results)
-            for _, key, _ in trips:
-                await store.trip(key, self.config.breaker.cooldown)
+            for _, key, tenant in trips:
+                await store.trip(key, self.config.breaker.cooldown, tenant)
         except StoreUnavailable as exc:
             self.metrics.store_errors.labels("commit", "unstamped").inc()
             self.log.warning(
