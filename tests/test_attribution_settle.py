@@ -112,3 +112,28 @@ def test_pending_ledger_settles_a_trace_once_and_ignores_a_resend():
     assert not ledger.add(_entry(1, 0.0))
     assert len(ledger.take_trace((1).to_bytes(16, "big"))) == 1
     assert ledger.take_trace((1).to_bytes(16, "big")) == [] and ledger.nbytes == 0
+
+
+def test_a_check_that_registers_the_trace_later_settles_spend_that_already_left(make_sidecar, sink):
+    runner = make_sidecar(processor_config={"inherit": {"wait_duration": "200ms"},
+                                            "settle": {"poll_interval": "100ms"}})
+    port = runner.sidecar.grpc_port
+    provider = tracer_provider(grpc_port=port, service="svc-b", schedule_delay_millis=20)
+    tracer = provider.get_tracer("b")
+    envelope = _envelope()
+    handler = tracer.start_span("handler")  # a remote parent's child: never seen by this sidecar
+    with trace.use_span(handler, end_on_exit=False):
+        with tracer.start_as_current_span("chat gpt-4o", attributes=MODEL_ATTRS):
+            pass
+    provider.force_flush()
+    assert sink.wait_for_spans(1, timeout=10)
+    assert wait_until(lambda: metric(runner, "costctx_settle_pending_spans") == 1)
+    with BudgetClient(f"127.0.0.1:{port}") as budget, trace.use_span(handler, end_on_exit=False):
+        budget.check(model="gpt-4o", estimated_cost_usd=0.01, workflow_id=envelope["workflow.id"],
+                     request_id="req-1", tenant="acme", feature="research")
+    assert wait_until(lambda: len(attribution_records(sink)) == 1, timeout=5)
+    record = attribution_records(sink)[0]
+    assert record["attributes"]["costctx.settled_by"] == "check"
+    assert record["attributes"]["workflow.id"] == envelope["workflow.id"]
+    assert record["span_id"] == sink.spans()[0].span_id
+    provider.shutdown()

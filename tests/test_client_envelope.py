@@ -64,6 +64,17 @@ def test_client_imports_without_the_sidecar():
     subprocess.run([sys.executable, "-c", code], check=True, cwd="sidecar")
 
 
+def test_retry_attempt_is_on_the_root_only(sdk):
+    tracer, exporter = sdk
+    with open_envelope(tracer, "ingress", **ENV, retry_attempt=1):
+        assert "retry.attempt" not in baggage.get_all()
+        with tracer.start_as_current_span("child"):
+            pass
+    spans = _by_name(exporter)
+    assert spans["ingress"].attributes["retry.attempt"] == 1
+    assert "retry.attempt" not in spans["child"].attributes
+
+
 def test_open_envelope_sets_baggage_and_root_attributes_and_stamps_children(sdk):
     tracer, exporter = sdk
     with open_envelope(tracer, "ingress", **ENV) as root:
@@ -93,7 +104,7 @@ def test_only_envelope_keys_are_stamped_and_a_spans_own_value_is_kept(sdk):
     spans = _by_name(exporter)
     assert spans["own"].attributes["owner.tenant"] == "globex"
     assert spans["plain"].attributes["owner.tenant"] == "acme"
-    assert spans["plain"].attributes["retry.attempt"] == 2
+    assert "retry.attempt" not in spans["plain"].attributes  # never inherited
     assert "session.secret" not in spans["plain"].attributes
 
 

@@ -155,6 +155,8 @@ class ContextRegistry:
         self._cache: TTLCache[bytes, Fields] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
         # Traces this sidecar has already written at trace level: written once each.
         self._traces_written: TTLCache[bytes, bool] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
+        # Traces whose context this sidecar learned first-hand (a budget check), not from the store.
+        self._learned_here: TTLCache[bytes, bool] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
         self._pending: dict[bytes, bytes] = {}
         self.max_pending_writes = max_pending_writes
         self.dropped_writes = 0
@@ -186,6 +188,12 @@ class ContextRegistry:
         if "workflow.id" in fields and trace_id not in self._traces_written:
             self._traces_written[trace_id] = True
             self._put(trace_id, fields, locally=trace_locally)
+            if trace_locally:
+                self._learned_here[trace_id] = True
+
+    def source(self, trace_id: bytes) -> str:
+        """How the trace's context was learned: `check` (here, first-hand) or `registry` (the store)."""
+        return "check" if trace_id in self._learned_here else "registry"
 
     def _put(self, key: bytes, fields: Fields, locally: bool = True) -> None:
         if locally:
@@ -305,6 +313,7 @@ class ContextRegistry:
     def expire(self) -> None:
         self._cache.expire()
         self._traces_written.expire()
+        self._learned_here.expire()
 
     async def close(self) -> None:
         await self.backend.close()

@@ -17,31 +17,31 @@ from contextlib import contextmanager
 from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
 
-from costctx.client.keys import ENVELOPE_KEYS, INT_KEYS, canonical
+from costctx.client.keys import ENVELOPE_KEYS, NOT_INHERITED, canonical
 
 
 def with_envelope(fields: dict[str, str | int], ctx: Context | None = None) -> Context:
-    """`ctx` (default: the current context) with the envelope's fields set as baggage."""
+    """`ctx` (default: the current context) with the envelope's fields set as baggage.
+
+    `retry.attempt` stays out: it is never inherited (ENVELOPE.md), so it belongs on the span
+    it describes, not on every span below it."""
     for key, value in fields.items():
+        if key in NOT_INHERITED:
+            continue
         ctx = baggage.set_baggage(key, str(value), ctx)
     return ctx if ctx is not None else context.get_current()
 
 
 def envelope_from_baggage(ctx: Context | None = None) -> dict[str, str | int]:
-    """The envelope's fields in the baggage of `ctx` (default: current); any other entry ignored."""
+    """The envelope's fields in the baggage of `ctx` (default: current); any other entry, and
+    `retry.attempt` (never inherited), ignored."""
     found: dict[str, str | int] = {}
     entries = baggage.get_all(ctx)
     for key in ENVELOPE_KEYS:
         value = entries.get(key)
-        if value is None or value == "":
+        if value is None or value == "" or key in NOT_INHERITED:
             continue
-        if key in INT_KEYS:
-            try:
-                found[key] = int(str(value))
-            except ValueError:
-                continue  # a malformed retry count is not worth a wrong value
-        else:
-            found[key] = str(value)
+        found[key] = str(value)
     return found
 
 

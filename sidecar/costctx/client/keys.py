@@ -11,6 +11,8 @@ ENVELOPE_KEYS: tuple[str, ...] = (
     "owner.feature", "owner.user", "owner.cost_center", "owner.version", "policy.id",
 )
 INT_KEYS = frozenset({"retry.attempt"})
+# Never inherited (ENVELOPE.md): not carried in baggage, not stamped on descendants.
+NOT_INHERITED = frozenset({"retry.attempt"})
 
 # Python-friendly names (the budget client's `make_envelope` arguments) -> canonical keys.
 FIELD_KEYS: dict[str, str] = {

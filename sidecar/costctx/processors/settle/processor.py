@@ -126,7 +126,7 @@ class SettleProcessor(Processor):
         if registry is not None:
             known = registry.local_trace(span.trace_id)
             if known is not None:
-                self._settle(span.trace_id, known, "check")
+                self._settle(span.trace_id, known, registry.source(span.trace_id))
 
     # -- settling -------------------------------------------------------------------------
     def _settle(self, trace_id: bytes, context: dict, by: str) -> None:
@@ -205,7 +205,7 @@ class SettleProcessor(Processor):
         traces = self.ledger.traces()[: self.config.max_traces_per_poll]
         local = [t for t in traces if registry.local_trace(t) is not None]
         for trace_id in local:
-            self._settle(trace_id, registry.local_trace(trace_id), "check")
+            self._settle(trace_id, registry.local_trace(trace_id), registry.source(trace_id))
         if registry.shared and not self._polling:
             rest = [t for t in traces if t not in set(local)]
             if rest:
