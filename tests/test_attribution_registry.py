@@ -116,8 +116,12 @@ def test_a_span_that_differs_from_the_registered_context_is_a_counted_conflict(m
 
 def test_registry_store_down_spans_flow_with_local_repair_and_errors_counted(make_sidecar, sink):
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    runner = make_sidecar(processors=["inherit", "envelope"], processor_config={
-        "inherit": {"wait_duration": "200ms", "registry": {"backend": "redis", "redis": {"url": dead}}}})
+    strict = {"id": "strict", "workflow_names": ["research"], "workflow": {"cost_usd": 1.0},
+              "on_store_error": "closed"}
+    runner = make_sidecar(processors=["inherit", "price", "budget", "envelope", "settle"], processor_config={
+        "inherit": {"wait_duration": "200ms", "registry": {"backend": "redis", "redis": {"url": dead}}},
+        "budget": {"backend": "redis", "redis": {"url": dead}, "policies": [strict]},
+        "settle": {"poll_interval": "100ms"}})
     provider = tracer_provider(grpc_port=runner.sidecar.grpc_port, service="svc", schedule_delay_millis=20)
     tracer = provider.get_tracer("svc")
     with tracer.start_as_current_span("root", attributes=FIELDS):
@@ -134,4 +138,9 @@ def test_registry_store_down_spans_flow_with_local_repair_and_errors_counted(mak
     assert "orphan-child" in spans  # released when its wait ran out, not lost
     assert wait_until(lambda: metric(runner, "costctx_registry_errors_total", operation="lookup") >= 1)
     assert wait_until(lambda: metric(runner, "costctx_registry_errors_total", operation="write") >= 1)
+    # The budget check obeys on_store_error (closed: BLOCK), counted.
+    with BudgetClient(f"127.0.0.1:{runner.sidecar.grpc_port}") as budget:
+        decision = budget.check(model="gpt-4o", estimated_cost_usd=0.01, workflow_name="research", **ENV)
+    assert decision.decision == "BLOCK"
+    assert metric(runner, "costctx_budget_store_errors_total", operation="check", outcome="fail_closed") == 1
     provider.shutdown()
