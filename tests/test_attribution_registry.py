@@ -144,3 +144,17 @@ def test_registry_store_down_spans_flow_with_local_repair_and_errors_counted(mak
     assert decision.decision == "BLOCK"
     assert metric(runner, "costctx_budget_store_errors_total", operation="check", outcome="fail_closed") == 1
     provider.shutdown()
+
+
+def test_a_check_with_malformed_ids_is_invalid_argument(make_sidecar):
+    import grpc
+
+    from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+
+    runner = make_sidecar(processors=["inherit", "budget"])
+    with BudgetClient(f"127.0.0.1:{runner.sidecar.grpc_port}") as budget:
+        request = pb.CheckRequest(model="gpt-4o", trace_id=b"\x01\x02\x03", span_id=bytes(8))
+        with pytest.raises(grpc.RpcError) as error:
+            budget.stub.Check(request, timeout=5)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "trace_id must be 16 bytes" in error.value.details()
