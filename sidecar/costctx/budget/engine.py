@@ -236,7 +236,8 @@ class BudgetEngine:
         for spend in spends:
             changes, where = commit_changes(spend, self.config.workflow_ttl, self.breaker.velocity_window)
             once_key = once_prefix + spend.span_key.hex() if spend.span_key and once_ttl_ms else None
-            ops.append(CommitOp(spend.reservation_id, changes, once_key, once_ttl_ms, spend.ctx.tenant))
+            tag = spend.tag if spend.tag is not None else spend.ctx.tenant
+            ops.append(CommitOp(spend.reservation_id, changes, once_key, once_ttl_ms, tag))
             wheres.append(where)
         return ops, wheres
 

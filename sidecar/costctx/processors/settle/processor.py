@@ -162,7 +162,7 @@ class SettleProcessor(Processor):
         end = entry.end_ns / 1e9 if entry.end_ns else now
         start_ms = entry.start_ns // 1_000_000 if entry.start_ns else int(now * 1000)
         return SpanSpend(ctx, micro, entry.input_tokens + entry.output_tokens, 1, start_ms, end, None,
-                         entry.trace_id + entry.span_id)
+                         entry.trace_id + entry.span_id, entry.fields.get(TENANT) or fields.get(TENANT, ""))
 
     def _commit(self, spends: list[SpanSpend]) -> None:
         engine = self.host.budget_engine
