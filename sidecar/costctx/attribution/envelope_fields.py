@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-# The name the sidecar's one registry is shared under (services), by inherit and the budget check.
-REGISTRY_SERVICE = "attribution.registry"
 VALID_TRACE_ID_BYTES = 16
 VALID_SPAN_ID_BYTES = 8
 
