@@ -92,7 +92,7 @@ class RedisBackend:
                 for name, value in entries:
                     pipe.set(self.key(name), value, px=ttl_ms)
                 await pipe.execute()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, RedisError, OSError, AttributeError) as exc:  # see budget/redis_store.py
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def read(self, names: list[str]) -> list[bytes | None]:
@@ -103,7 +103,7 @@ class RedisBackend:
             if self.cluster:
                 return list(await self.client.mget_nonatomic(keys))  # one MGET per node
             return list(await self.client.mget(keys))
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, RedisError, OSError, AttributeError) as exc:  # see budget/redis_store.py
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:

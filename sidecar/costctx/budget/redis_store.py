@@ -8,6 +8,7 @@ sidecars can never both pass on the same remaining budget. Time is Redis's clock
 from __future__ import annotations
 
 import asyncio
+import logging
 from importlib import resources
 
 import redis.asyncio as aioredis
@@ -17,7 +18,12 @@ from costctx.budget.config import RedisConfig
 from costctx.budget.decision import ALLOW, BLOCK, DEGRADE, TRIPPED, CheckOutcome, CheckPlan
 from costctx.budget.store import CommitOp, CommitResult, StoreUnavailable, reservation_tag
 
+log = logging.getLogger("costctx.budget")
 _VERDICTS = {1: ALLOW, 2: DEGRADE, 3: BLOCK, 4: TRIPPED}
+# What a store call can fail with. AttributeError: redis-py's asyncio cluster client, when a
+# connection it shares is reset under load, fails with `'NoneType' object has no attribute
+# 'writelines'`; the caller gets the store-unavailable answer its policy says, not a crash.
+_STORE_ERRORS = (TimeoutError, RedisError, OSError, AttributeError)
 INDEX_KEY = "rsv-expiry"
 
 
@@ -62,7 +68,14 @@ class RedisStore:
         return self._prefix(tag) + relative
 
     async def start(self) -> None:
-        pass  # connect lazily: a store down at start-up is the same case as one down later
+        if not self.cluster:
+            return  # connect lazily: a store down at start-up is the same case as one down later
+        # A cluster client learns the slot map on first use; learning it here, before the
+        # receivers listen, keeps 64 first calls from racing its initialisation.
+        try:
+            await self.client.initialize()
+        except _STORE_ERRORS as exc:
+            log.warning("redis cluster not reachable at start (%s); the first calls will retry", exc)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -80,7 +93,7 @@ class RedisStore:
             args += [d.field, d.hard, d.soft, d.full, d.degraded, d.ttl_ms, int(d.elapsed)]
         try:
             out = await self._check(keys=keys, args=args)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except _STORE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         self.expired_total += int(out[3])
         flat = [int(v) for v in out[4:]]
@@ -121,7 +134,7 @@ class RedisStore:
             if releases:
                 try:
                     await asyncio.gather(*(self._commit_call(op, self.client) for op in releases))
-                except (TimeoutError, RedisError, OSError) as exc:
+                except _STORE_ERRORS as exc:
                     raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         try:
             if self.cluster:
@@ -133,7 +146,7 @@ class RedisStore:
                     for op in ops:
                         await self._commit_call(op, pipe)  # queues the EVALSHA in the pipeline
                     outs = await pipe.execute()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except _STORE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         return [CommitResult(bool(int(out[0]) & 1), [int(v) for v in out[1:]], int(out[0]) >= 2) for out in outs]
 
@@ -144,7 +157,7 @@ class RedisStore:
     async def trip(self, key: str, seconds: float, tag: str = "") -> None:
         try:
             await self.client.set(self._key(key, tag), b"1", px=max(int(seconds * 1000), 1))
-        except (TimeoutError, RedisError, OSError) as exc:
+        except _STORE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def tick(self, now: float) -> None:
