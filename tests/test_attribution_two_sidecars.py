@@ -20,6 +20,9 @@ from tests.support.sidecar import sidecar_config
 from tests.support.two_services import MODEL_ATTRS, ServiceA, ServiceB
 from tests.support.wait import wait_until
 
+# Two `costctx run` processes and a sink: the outer loop.
+pytestmark = pytest.mark.e2e
+
 WORKFLOWS = 20
 CALLS = 3
 

@@ -10,6 +10,9 @@ import pytest
 
 from costctx.cli.demo_two import two_sidecars_section
 
+# Real sidecars and a sink: the outer loop.
+pytestmark = pytest.mark.e2e
+
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_two_sidecar_demo_attributes_in_band_and_settles_the_late_workflow():

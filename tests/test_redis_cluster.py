@@ -14,6 +14,9 @@ from tests.support.cluster import node_of, redis_cluster_fixture
 from tests.support.sidecar import sidecar_config, start_sidecar
 from tests.test_budget_concurrency import LIMIT, run_callers
 
+# Real sidecars and a sink: the outer loop.
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[list[int]]:
