@@ -85,25 +85,25 @@ class RedisBackend:
         return f"{self.prefix}{kind}|{{{trace}}}" + (f"|{span[0]}" if span else "")
 
     async def write(self, entries: list[tuple[str, bytes]], ttl_ms: int) -> None:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
 
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for name, value in entries:
                     pipe.set(self.key(name), value, px=ttl_ms)
                 await pipe.execute()
-        except (TimeoutError, RedisError, OSError, AttributeError) as exc:  # see budget/redis_store.py
+        except (TimeoutError, RedisError, OSError, AttributeError, RedisClusterException) as exc:  # as the budget store
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def read(self, names: list[str]) -> list[bytes | None]:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
 
         try:
             keys = [self.key(n) for n in names]
             if self.cluster:
                 return list(await self.client.mget_nonatomic(keys))  # one MGET per node
             return list(await self.client.mget(keys))
-        except (TimeoutError, RedisError, OSError, AttributeError) as exc:  # see budget/redis_store.py
+        except (TimeoutError, RedisError, OSError, AttributeError, RedisClusterException) as exc:  # as the budget store
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:

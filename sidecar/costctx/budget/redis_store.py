@@ -12,7 +12,7 @@ import logging
 from importlib import resources
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from costctx.budget.config import RedisConfig
 from costctx.budget.decision import ALLOW, BLOCK, DEGRADE, TRIPPED, CheckOutcome, CheckPlan
@@ -23,7 +23,8 @@ _VERDICTS = {1: ALLOW, 2: DEGRADE, 3: BLOCK, 4: TRIPPED}
 # What a store call can fail with. AttributeError: redis-py's asyncio cluster client, when a
 # connection it shares is reset under load, fails with `'NoneType' object has no attribute
 # 'writelines'`; the caller gets the store-unavailable answer its policy says, not a crash.
-_STORE_ERRORS = (TimeoutError, RedisError, OSError, AttributeError)
+# RedisClusterException: a cluster client that cannot reach any node (not a RedisError).
+_STORE_ERRORS = (TimeoutError, RedisError, OSError, AttributeError, RedisClusterException)
 INDEX_KEY = "rsv-expiry"
 
 
