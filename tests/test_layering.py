@@ -18,7 +18,7 @@ PACKAGE_ROOT = Path(costctx.__file__).parent
 LAYERS: list[tuple[str, frozenset[str]]] = [
     ("data and config types", frozenset({"pdata", "proto_gen", "config"})),
     ("domain libraries", frozenset({"envelope", "normalize", "pricing", "budget", "survival", "telemetry",
-                                    "transport", "client"})),
+                                    "transport", "client", "attribution"})),
     ("component contract", frozenset({"component"})),
     ("components", frozenset({"receivers", "processors", "exporters", "extensions"})),
     ("service", frozenset({"service"})),

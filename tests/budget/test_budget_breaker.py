@@ -20,13 +20,51 @@ def test_workflow_names_are_bounded_and_a_busy_name_keeps_its_median():
     breaker = Breaker(BreakerConfig(workflow_median_multiple=5.0, min_samples=5), metrics)
     for i in range(5):
         observe(breaker, "triage", f"typical-{i}", 1_000_000)
+        breaker.finish(f"typical-{i}")  # its root span arrived
     # A flood of one-off names (client-chosen strings) with the busy name seen now and then.
     for i in range(MAX_WORKFLOW_NAMES + 500):
         observe(breaker, f"name-{i}", f"wf-{i}", 1_000_000)
         if i % 1000 == 0:
             observe(breaker, "triage", f"typical-{i % 5}", 1_000_000)
+            breaker.finish(f"typical-{i % 5}")
     assert len(breaker._recent) == MAX_WORKFLOW_NAMES
     assert "name-0" not in breaker._recent  # the least recently seen went first
     # The busy name kept its samples: a workflow at 10x its median still trips.
     trips = observe(breaker, "triage", "runaway", 10_000_000)
     assert [kind for kind, _, _ in trips] == ["workflow_median"]
+
+
+def _breaker() -> Breaker:
+    metrics = budget_metrics(ComponentMetrics(SidecarMetrics(), "processor", "budget"))
+    return Breaker(BreakerConfig(workflow_median_multiple=5.0, min_samples=5, workflow_idle=60), metrics)
+
+
+def test_twenty_identical_workflows_in_progress_do_not_trip():
+    """Each starts (one call), then each makes its other nine calls: a workflow's running total
+    is 10 while the others are at 1 - which a median over running totals takes for a runaway."""
+    breaker = _breaker()
+    totals = dict.fromkeys((f"wf-{i}" for i in range(20)), 0)
+    trips = []
+    for workflow in totals:
+        totals[workflow] += 1_000
+        trips += observe(breaker, "research", workflow, totals[workflow])
+    for workflow in totals:
+        for _ in range(9):
+            totals[workflow] += 1_000
+            trips += observe(breaker, "research", workflow, totals[workflow])
+        breaker.finish(workflow)  # its root span arrives last
+    assert trips == []
+    # Finished, they make the median: a workflow far over it still trips, one like them does not.
+    assert observe(breaker, "research", "like-them", 10_000) == []
+    assert [kind for kind, _, _ in observe(breaker, "research", "runaway", 60_000)] == ["workflow_median"]
+
+
+def test_a_workflow_without_a_root_counts_as_finished_once_idle():
+    breaker = _breaker()
+    for i in range(5):
+        observe(breaker, "research", f"wf-{i}", 1_000)
+    assert observe(breaker, "research", "runaway", 60_000) == []  # nothing finished yet
+    breaker.finish_idle(1_000.0 + 59)
+    assert observe(breaker, "research", "runaway-2", 60_000) == []
+    breaker.finish_idle(1_000.0 + 61)  # now idle for longer than workflow_idle
+    assert [kind for kind, _, _ in observe(breaker, "research", "runaway-3", 60_000)] == ["workflow_median"]

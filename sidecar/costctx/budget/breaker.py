@@ -22,6 +22,8 @@ log = logging.getLogger("costctx.budget")
 # workflow.name comes from spans, so its cardinality is the client's: keep the rolling
 # medians of this many names (the least recently seen is forgotten first).
 MAX_WORKFLOW_NAMES = 10_000
+# Workflows in progress remembered (the oldest is taken as finished past this).
+MAX_RUNNING = 100_000
 
 
 class RecentCosts:
@@ -79,6 +81,10 @@ class Breaker:
         self._recent: OrderedDict[str, RecentCosts] = OrderedDict()
         # breaker keys this sidecar tripped -> until (epoch s), to stamp `tripped` without a read
         self._tripped_until: dict[str, float] = {}
+        # Workflows in progress: id -> (workflow.name, spend so far, last seen), least recently
+        # seen first. Only finished workflows make the median: a running total is partial,
+        # and 20 identical workflows in progress must not look like outliers of each other.
+        self._running: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
 
     def _recent_of(self, workflow_name: str) -> RecentCosts:
         recent = self._recent.get(workflow_name)
@@ -89,6 +95,34 @@ class Breaker:
         else:
             self._recent.move_to_end(workflow_name)
         return recent
+
+    # -- which workflows are finished ------------------------------------------------------
+    def _note_running(self, workflow_id: str, workflow_name: str, spent: int, now: float) -> None:
+        running = self._running
+        running[workflow_id] = (workflow_name, spent, now)
+        running.move_to_end(workflow_id)
+        while len(running) > MAX_RUNNING:
+            oldest = next(iter(running))
+            self.finish(oldest)
+
+    def finish(self, workflow_id: str) -> None:
+        """The workflow is finished (its root span arrived, or it went idle): its total joins
+        the median of its workflow.name."""
+        entry = self._running.pop(workflow_id, None)
+        if entry is None:
+            return
+        name, spent, _ = entry
+        self._recent_of(name).record(workflow_id, spent, self.config.median_window)
+
+    def finish_idle(self, now: float) -> None:
+        """Workflows with no spend for `workflow_idle` are taken as finished (a root that never came)."""
+        idle = self.config.workflow_idle
+        running = self._running
+        while running:
+            workflow_id = next(iter(running))
+            if now - running[workflow_id][2] < idle:
+                return
+            self.finish(workflow_id)
 
     def open_here(self, ctx: Context, now: float) -> bool:
         if not self._tripped_until:
@@ -116,14 +150,14 @@ class Breaker:
                 and "workflow.cost_usd" in where:
             spent = result.values[where["workflow.cost_usd"]]
             recent = self._recent_of(ctx.workflow_name)
-            # The median of the other recent workflows, kept sorted as they arrive: O(log n)
+            # The median of the other finished workflows, kept sorted as they finish: O(log n)
             # per span instead of a list and a sort of up to median_window values.
             typical = recent.median_without(ctx.workflow_id, breaker.min_samples)
             if typical is not None and typical > 0 and spent > breaker.workflow_median_multiple * typical:
                 trips.append(("workflow_median", c.workflow_breaker_key(ctx.workflow_id),
                               f"workflow {ctx.workflow_id} ({ctx.workflow_name}) cost ${spent / c.MICRO:.4f}, "
                               f"over {breaker.workflow_median_multiple:g}x the median ${typical / c.MICRO:.4f}"))
-            recent.record(ctx.workflow_id, spent, breaker.median_window)
+            self._note_running(ctx.workflow_id, ctx.workflow_name, spent, now)
         if not trips:
             return trips  # the common case: nothing to trip, nothing to forget
         fresh = []

@@ -71,14 +71,22 @@ class BreakerConfig(StrictModel):
     workflow_median_multiple: PositiveFloat | None = 5.0
     median_window: PositiveInt = 50
     min_samples: PositiveInt = 5
+    # Only finished workflows make the median: a workflow is finished when its root span
+    # (no parent) passes, or when it has had no spend for this long.
+    workflow_idle: Duration = 300.0
     cooldown: Duration = 300.0
 
 
 class RedisConfig(StrictModel):
     url: str = "redis://127.0.0.1:6379/0"
-    # One hash tag, so every key of a deployment lands in one Redis Cluster slot.
+    # One hash tag, so every key of a deployment lands in one Redis Cluster slot. With
+    # `cluster: true` the braces are dropped and each tenant's keys get their own hash tag.
     key_prefix: str = "{costctx}:budget:"
     timeout: Duration = 0.25
+    # A Redis Cluster (`url` names any node): keys are hash-tagged per tenant, so one tenant's
+    # workflow, tenant and reservation keys share a slot (each script stays atomic) and
+    # tenants spread over the nodes.
+    cluster: bool = False
 
 
 class BudgetConfig(StrictModel):
@@ -88,6 +96,10 @@ class BudgetConfig(StrictModel):
     reservation_ttl: Duration = 30.0
     # Counters of a workflow not seen for this long are forgotten.
     workflow_ttl: Duration = 86400.0
+    # With a shared store, a span's cost is committed once across every sidecar: its
+    # (trace id, span id) is remembered this long (a key of ~100 bytes per priced span).
+    # 0 turns it off.
+    commit_once_ttl: Duration = 900.0
     # The policy for envelopes that match none by `policy.id` or `workflow.name`.
     default_policy: str | None = None
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
@@ -101,4 +113,12 @@ class BudgetConfig(StrictModel):
             raise ValueError(f"duplicate policy ids: {', '.join(duplicates)}")
         if self.default_policy is not None and self.default_policy not in ids:
             raise ValueError(f"default_policy {self.default_policy!r} is not one of the policies")
+        if self.backend == "redis" and self.redis.cluster:
+            # A feature's window spans tenants: its counter would sit in every tenant's slot
+            # at once, which no atomic script can read. Per-tenant tags split it instead.
+            with_features = [p.id for p in self.policies if p.features or any(
+                getattr(p.feature, f"{w}_usd") is not None for w in ("hour", "day", "month"))]
+            if with_features:
+                raise ValueError("feature ceilings are not supported with redis.cluster (a feature spans tenants, "
+                                 f"so its counter is cross-slot): policies {', '.join(with_features)}")
         return self

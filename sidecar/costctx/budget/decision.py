@@ -36,6 +36,8 @@ class CheckPlan:
     has_degraded: bool = False
     reservation_id: str = ""
     reservation_ttl_ms: int = 30_000
+    # The hash tag a Redis Cluster places every key of this check under: the tenant.
+    tag: str = ""
 
 
 @dataclass(slots=True)

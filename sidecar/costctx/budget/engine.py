@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from costctx.attribution.envelope_fields import register_check
 from costctx.budget import counters as c
 from costctx.budget.breaker import Breaker, breaker_keys
 from costctx.budget.config import BudgetConfig, PolicyConfig, WindowLimits
@@ -14,7 +17,7 @@ from costctx.budget.decision import ALLOW, BLOCK, DEGRADE, TRIPPED, CheckOutcome
 from costctx.budget.memory import MemoryStore
 from costctx.budget.metrics import BudgetMetrics
 from costctx.budget.policy import Context, Policies, SpanSpend, check_dims, commit_changes
-from costctx.budget.store import CommitOp, CommitResult, StoreUnavailable
+from costctx.budget.store import RESERVATION_TAG_SEPARATOR, CommitOp, CommitResult, StoreUnavailable
 from costctx.pricing.book import PriceBookHandle
 from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
 
@@ -43,6 +46,8 @@ class SpanVerdict:
 
     policy_id: str | None
     state: str | None
+    # The workflow's committed spend after this span (micro-USD), from the store's counter.
+    workflow_micro: int | None = None
 
 
 class BudgetEngine:
@@ -56,6 +61,8 @@ class BudgetEngine:
         self.policies = Policies(config)
         self.reservation_ttl_ms = int(config.reservation_ttl * 1000)
         self.breaker = Breaker(config.breaker, metrics)
+        # The sidecar's shared context registry, if any (a check registers its envelope there).
+        self.context_registry: Callable[[], Any] = lambda: None
         # (policy, tenant limits, feature limits) config objects -> the limits _state compares
         self._limits_cache: dict[tuple[int, int, int], tuple[tuple[str, float], ...]] = {}
 
@@ -76,6 +83,11 @@ class BudgetEngine:
     # -- the check ------------------------------------------------------------------------
     async def check(self, request: pb.CheckRequest) -> pb.CheckResponse:
         ctx = context_of(request.envelope)
+        registry = self.context_registry()
+        if register_check(registry, request) and registry.shared:
+            # Written before the answer: a call the caller makes after it (to another
+            # service, whose sidecar looks the trace up) finds the context registered.
+            await registry.try_flush()
         policy = self.policies.match(ctx.policy_id, ctx.workflow_name)
         response = pb.CheckResponse(model=request.model)
         if policy is None:
@@ -106,7 +118,8 @@ class BudgetEngine:
         dims = check_dims(policy, ctx, time.time(), self.config.workflow_ttl, full, degraded,
                           max(in_tok, 0) + max(out_tok, 0))
         plan = CheckPlan(dims, breaker_keys(ctx), reserve=not request.dry_run, has_degraded=bool(cheaper),
-                         reservation_id=uuid.uuid4().hex, reservation_ttl_ms=self.reservation_ttl_ms)
+                         reservation_id=self._reservation_id(ctx.tenant),
+                         reservation_ttl_ms=self.reservation_ttl_ms, tag=ctx.tenant)
         try:
             outcome = await self.store.check(plan)
         except StoreUnavailable as exc:
@@ -117,6 +130,14 @@ class BudgetEngine:
             self.metrics.reservations.labels("reserved").inc()
         self.count_expired()
         return response
+
+    def _reservation_id(self, tenant: str) -> str:
+        """On a Redis Cluster the id names its tenant (the slot it lives in), so a release that
+        carries only the id finds it: `<uuid>~<tenant>`."""
+        rid = uuid.uuid4().hex
+        if self.config.backend == "redis" and self.config.redis.cluster:
+            return f"{rid}{RESERVATION_TAG_SEPARATOR}{tenant}"
+        return rid
 
     def _store_down(self, policy: PolicyConfig, response: pb.CheckResponse, exc: Exception) -> pb.CheckResponse:
         fail_open = policy.on_store_error == "open"
@@ -207,30 +228,42 @@ class BudgetEngine:
             self.store.expired_total = 0
 
     # -- commits from priced spans ----------------------------------------------------------
-    def plan_commits(self, spends: list[SpanSpend]) -> tuple[list[CommitOp], list[dict[str, int]]]:
+    def plan_commits(self, spends: list[SpanSpend], once_prefix: str = "c|"
+                     ) -> tuple[list[CommitOp], list[dict[str, int]]]:
+        """`once_prefix`: the span's commit-once key (a settlement commit uses its own)."""
         ops, wheres = [], []
+        once_ttl_ms = int(self.config.commit_once_ttl * 1000)
         for spend in spends:
             changes, where = commit_changes(spend, self.config.workflow_ttl, self.breaker.velocity_window)
-            ops.append(CommitOp(spend.reservation_id, changes))
+            once_key = once_prefix + spend.span_key.hex() if spend.span_key and once_ttl_ms else None
+            tag = spend.tag if spend.tag is not None else spend.ctx.tenant
+            ops.append(CommitOp(spend.reservation_id, changes, once_key, once_ttl_ms, tag))
             wheres.append(where)
         return ops, wheres
 
     def verdicts(self, spends: list[SpanSpend], wheres: list[dict[str, int]],
                  results: list[CommitResult]) -> tuple[list[SpanVerdict], list[tuple[str, str, str]]]:
-        """The state after each span, and the breaker trips it causes: (kind, key, why)."""
+        """The state after each span, and the breaker trips it causes: (kind, key, tenant)."""
         now = time.time()
         out, trips = [], []
         committed = sum(1 for r in results if r.released)
         if committed:
             self.metrics.reservations.labels("committed").inc(committed)
-        self.metrics.committed_spans.inc(len(results))
+        duplicates = sum(1 for r in results if r.duplicate)
+        if duplicates:
+            self.metrics.duplicate_spans.inc(duplicates)
+        self.metrics.committed_spans.inc(len(results) - duplicates)
         for spend, where, result in zip(spends, wheres, results, strict=True):
-            trips += self.breaker.observe(spend, where, result, now)
+            if not result.duplicate:
+                observed = self.breaker.observe(spend, where, result, now)
+                trips += [(kind, key, spend.ctx.tenant) for kind, key, _ in observed]
+            index = where.get("workflow.cost_usd")
+            workflow_micro = result.values[index] if index is not None else None
             policy = self.policies.match(spend.ctx.policy_id, spend.ctx.workflow_name)
             if policy is None:
-                out.append(SpanVerdict(None, None))
+                out.append(SpanVerdict(None, None, workflow_micro))
                 continue
-            out.append(SpanVerdict(policy.id, self._state(policy, spend, where, result, now)))
+            out.append(SpanVerdict(policy.id, self._state(policy, spend, where, result, now), workflow_micro))
         return out, trips
 
     def _limits_of(self, policy: PolicyConfig, tenant: WindowLimits, feature: WindowLimits

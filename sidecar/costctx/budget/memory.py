@@ -125,7 +125,7 @@ class MemoryStore:
     def release_now(self, reservation_id: str) -> bool:
         return self._release(reservation_id)
 
-    def trip_now(self, key: str, seconds: float) -> None:
+    def trip_now(self, key: str, seconds: float, tag: str = "") -> None:
         self.flags[key] = self.clock() + seconds
 
     # -- the async interface both backends share ---------------------------------------------
@@ -144,7 +144,7 @@ class MemoryStore:
     async def release(self, reservation_id: str) -> bool:
         return self.release_now(reservation_id)
 
-    async def trip(self, key: str, seconds: float) -> None:
+    async def trip(self, key: str, seconds: float, tag: str = "") -> None:
         self.trip_now(key, seconds)
 
     def tick(self, now: float) -> None:

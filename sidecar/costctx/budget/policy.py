@@ -101,6 +101,11 @@ class SpanSpend:
     start_ms: int
     at: float                    # the span's end, epoch seconds: picks the windows
     reservation_id: str | None
+    # trace id + span id: committed once across sidecars when the store is shared
+    span_key: bytes | None = None
+    # The tenant whose Redis Cluster slot the commit goes to, when not ctx.tenant (a settled
+    # span commits only what it lacked, but its workflow lives in its tenant's slot).
+    tag: str | None = None
 
 
 # Counter names a span's commit reports, in the order of its changes (see _where below).

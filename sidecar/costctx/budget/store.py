@@ -6,6 +6,15 @@ from dataclasses import dataclass, field
 
 # A change whose field starts with this is set only when absent (e.g. a workflow's start).
 SET_IF_ABSENT = "="
+# On a Redis Cluster a reservation id ends with this and its tenant (the slot it lives in).
+RESERVATION_TAG_SEPARATOR = "~"
+
+
+def reservation_tag(reservation_id: str | None) -> str | None:
+    """The tenant a cluster reservation id names, None for an id without one."""
+    if not reservation_id or RESERVATION_TAG_SEPARATOR not in reservation_id:
+        return None
+    return reservation_id.split(RESERVATION_TAG_SEPARATOR, 1)[1]
 
 
 @dataclass(slots=True)
@@ -15,12 +24,19 @@ class CommitOp:
     reservation_id: str | None
     # (key, field, amount, key ttl ms); the result lists each field's value afterwards
     changes: list[tuple[str, str, int, int]] = field(default_factory=list)
+    # A span committed once across every sidecar: the shared store sets this key (relative,
+    # e.g. "c|<trace id><span id>") with SET NX and adds nothing when it already exists.
+    once_key: str | None = None
+    once_ttl_ms: int = 0
+    # The hash tag a Redis Cluster places every key of this commit under: the tenant.
+    tag: str = ""
 
 
 @dataclass(slots=True)
 class CommitResult:
     released: bool        # the reservation was still live and is now replaced
     values: list[int]     # each change's field value after the change
+    duplicate: bool = False  # already committed (by another sidecar, or a resend): nothing added
 
 
 class StoreUnavailable(Exception):

@@ -103,11 +103,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from costctx.cli.budget_demo import demo_section as budget_section
     from costctx.cli.demo import run_demo
+    from costctx.cli.demo_two import two_sidecars_section
     from costctx.cli.survival import demo_section as survival_section
 
     _configure_logging("warning")
     # The agent loop first, so the closing matrix, verdicts and spend include its spans too.
-    return run_demo(sys.stdout, extra_sections=[budget_section, survival_section])
+    status = run_demo(sys.stdout, extra_sections=[budget_section, survival_section])
+    # Then service A and service B on two sidecars sharing a Redis.
+    return status or two_sidecars_section(sys.stdout)
 
 
 def cmd_price(args: argparse.Namespace) -> int:

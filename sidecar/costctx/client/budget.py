@@ -8,6 +8,13 @@
         span.set_attributes(decision.span_attributes())  # budget.reservation_id, policy.id
         call(decision.model)                              # the cheaper model on DEGRADE
 
+Inside a workflow opened with `costctx.client.open_envelope` (or a service that received
+its baggage), `check()` needs no envelope fields: they come from the current baggage (any
+given here take precedence), and the current trace and span id go with the check, so the
+sidecar learns the context before the model-call span arrives:
+
+    decision = budget.check(model="gpt-4o", estimated_cost_usd=0.05)
+
 When the sidecar requires `extensions.bearertokenauth` and TLS on its gRPC port:
 
     BudgetClient("sidecar:4317", token=os.environ["COSTCTX_TOKEN"], ca_file="/etc/costctx/ca.crt")
@@ -16,13 +23,16 @@ When the sidecar requires `extensions.bearertokenauth` and TLS on its gRPC port:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
+from opentelemetry import trace
 
+from costctx.client.envelope import envelope_from_baggage
+from costctx.client.keys import FIELD_KEYS, canonical
 from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
 from costctx.proto_gen.costctx.v1 import budget_pb2_grpc
 from costctx.proto_gen.costctx.v1 import envelope_pb2 as envelope_pb
-from costctx.transport.tls import grpc_channel_credentials
 
 
 def make_envelope(*, workflow_id: str = "", workflow_name: str = "", request_id: str = "", retry_attempt: int = 0,
@@ -83,18 +93,52 @@ class Decision:
         return attrs
 
 
+def envelope_of(fields: dict[str, str | int]) -> envelope_pb.Envelope:
+    """An Envelope message from canonical keys ({"workflow.id": ..., "owner.tenant": ...})."""
+    short = {name: fields[key] for name, key in FIELD_KEYS.items() if key in fields}
+    return make_envelope(**short)
+
+
+def current_envelope(fields: dict) -> envelope_pb.Envelope:
+    """The envelope of the current baggage, with the fields given here taking precedence."""
+    merged = {**envelope_from_baggage(), **canonical(fields)}
+    return envelope_of(merged)
+
+
+def _current_ids() -> tuple[bytes, bytes]:
+    """The current span's trace and span id (OTLP bytes), or empty when there is none."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return b"", b""
+    return span_context.trace_id.to_bytes(16, "big"), span_context.span_id.to_bytes(8, "big")
+
+
 def _request(model: str, estimated_cost_usd: float, input_tokens: int, output_tokens: int, dry_run: bool,
              envelope: envelope_pb.Envelope | None, fields: dict) -> pb.CheckRequest:
+    trace_id, span_id = _current_ids()
     return pb.CheckRequest(
-        envelope=envelope if envelope is not None else make_envelope(**fields), model=model,
+        envelope=envelope if envelope is not None else current_envelope(fields), model=model,
         estimated_cost_usd=estimated_cost_usd, estimated_input_tokens=input_tokens,
-        estimated_output_tokens=output_tokens, dry_run=dry_run,
+        estimated_output_tokens=output_tokens, dry_run=dry_run, trace_id=trace_id, span_id=span_id,
     )
 
 
 def _auth_metadata(token: str | None, scheme: str) -> tuple[tuple[str, str], ...]:
     """`authorization: <scheme> <token>` on every call, as the sidecar's bearertokenauth expects."""
     return (("authorization", f"{scheme} {token.strip()}"),) if token else ()
+
+
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def grpc_channel_credentials(ca_file: str | None = None, cert_file: str | None = None,
+                             key_file: str | None = None) -> grpc.ChannelCredentials:
+    """TLS for the channel: `ca_file` to trust (system roots if None), `cert_file` and `key_file`
+    for mutual TLS. (Not costctx.transport.tls: that imports the sidecar's config models, and
+    the client must import without the sidecar.)"""
+    return grpc.ssl_channel_credentials(root_certificates=_read(ca_file), private_key=_read(key_file),
+                                        certificate_chain=_read(cert_file))
 
 
 def _credentials(tls: bool, ca_file: str | None, cert_file: str | None,

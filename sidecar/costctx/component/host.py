@@ -9,11 +9,14 @@ The host owns what several components share:
   builtin table; the first `price` processor of the pipeline loads its own sources into it;
 - `spend_ledger`: the workflows' running spend, kept by the first `price` processor;
 - `budget_engine`: the budget engine, set by the first `budget` processor;
-- `context_registry`: the shared context registry (a slot; unset until a component sets it).
+- `context_registry`: the shared context registry (a slot; unset until a component sets it);
+- `logs_consumer`: the logs pipeline's entry (payload, items), for records a processor emits
+  (the settle processor's attribution records); None without a logs pipeline.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,7 @@ class Host:
     spend_ledger: SpendLedger | None = None
     budget_engine: BudgetEngine | None = None
     context_registry: Any = None
+    logs_consumer: Callable[[bytes, int], None] | None = None
     _price_book: PriceBookHandle | None = field(default=None, init=False, repr=False)
     _price_book_owner: str | None = field(default=None, init=False, repr=False)
 

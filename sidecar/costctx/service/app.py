@@ -73,6 +73,8 @@ class Sidecar:
             if signal in pipelines
         }
         self.ingest = Ingest(self.traces, passthrough, ReceiverMetrics(self.metrics))
+        if "logs" in passthrough:  # where the settle processor sends its attribution records
+            self.host.logs_consumer = passthrough["logs"].consume
         # Processors that guard admission (memory_limiter) run before any request is accepted,
         # for every signal, in pipeline order.
         for processor in self.traces.processors if self.traces is not None else ():

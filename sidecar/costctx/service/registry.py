@@ -32,6 +32,7 @@ PROCESSOR_TYPES: dict[str, str] = {
     "budget": "costctx.processors.budget.processor:BudgetProcessor",
     "memory_limiter": "costctx.processors.memory_limiter.processor:MemoryLimiterProcessor",
     "limits": "costctx.processors.limits.processor:LimitsProcessor",
+    "settle": "costctx.processors.settle.processor:SettleProcessor",
 }
 
 # The traces pipeline when no config names one. Order matters: rename before anything
@@ -39,7 +40,8 @@ PROCESSOR_TYPES: dict[str, str] = {
 # reflects the span as it leaves.
 # `limits` right after renaming, so it recognises the envelope keys it must keep, and before
 # anything holds or indexes unbounded spans.
-DEFAULT_TRACE_PROCESSORS: list[str] = ["normalize", "limits", "inherit", "price", "budget", "envelope"]
+# `settle` after `envelope`: it reads the span as it left (it never changes one).
+DEFAULT_TRACE_PROCESSORS: list[str] = ["normalize", "limits", "inherit", "price", "budget", "envelope", "settle"]
 
 
 def processor_type(name: str) -> str:

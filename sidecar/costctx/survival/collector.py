@@ -27,7 +27,7 @@ class SurvivalCollector(Collector):
             "outcomes": CounterMetricFamily(
                 "costctx_field_outcomes",
                 "Context-field outcomes per span, by hop (resource service.name), field and outcome "
-                "(present, renamed, inherited, missing, conflict).",
+                "(present, renamed, inherited, missing, conflict, settled).",
                 labels=["hop", "field", "outcome"],
             ),
             "hop_spans": CounterMetricFamily(
@@ -42,6 +42,16 @@ class SurvivalCollector(Collector):
                 "costctx_spend_recovered_usd",
                 "Spend whose owner.tenant was filled from an ancestor: it would have been unknown without repair.",
                 labels=dims,
+            ),
+            "settled": CounterMetricFamily(
+                "costctx_spend_settled_usd",
+                "Spend moved onto these dimensions when its context arrived after the span had left "
+                "(it left the `unknown` row then: costctx_spend_usd is net of settlement).",
+                labels=dims,
+            ),
+            "pending": GaugeMetricFamily(
+                "costctx_spend_pending_usd",
+                "Spend forwarded without its context and not settled yet (within the attribution window).",
             ),
             "llm_spans": GaugeMetricFamily(
                 "costctx_readiness_llm_spans",
@@ -75,12 +85,15 @@ class SurvivalCollector(Collector):
                     outcomes.add_metric([hop, key, outcome], snapshot.counts.get((hop, key, outcome), 0))
         spend_totals: dict[tuple[str, ...], list[int]] = {}
         for (_workflow, values), row in snapshot.spend.items():
-            acc = spend_totals.setdefault(values, [0, 0])
+            acc = spend_totals.setdefault(values, [0, 0, 0])
             acc[0] += row.total
             acc[1] += row.recovered
-        for values, (total, recovered) in spend_totals.items():
+            acc[2] += row.settled
+        for values, (total, recovered, settled) in spend_totals.items():
             families["spend"].add_metric(list(values), to_usd_float(total))
             families["recovered"].add_metric(list(values), to_usd_float(recovered))
+            families["settled"].add_metric(list(values), to_usd_float(settled))
+        families["pending"].add_metric([], to_usd_float(snapshot.pending_spend))
         for row in readiness(snapshot):
             families["llm_spans"].add_metric([row["workflow"]], row["llm_spans"])
             for verdict in VERDICTS:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from costctx.envelope import ENVELOPE, Envelope, ReadinessCheck
 from costctx.survival.bounded import DEFAULT_MAX_LABEL_VALUES, OTHER, BoundedLabel
 
-OUTCOMES = ("present", "renamed", "inherited", "missing", "conflict")
+OUTCOMES = ("present", "renamed", "inherited", "missing", "conflict", "settled")
 # Outcome codes, as the envelope processor writes them into a span's signature tuple.
 PRESENT, RENAMED, INHERITED, MISSING, CONFLICT = range(5)
 SURVIVED_BEFORE_REPAIR = frozenset((PRESENT, RENAMED))
@@ -88,6 +88,7 @@ class SpendRow:
     total: int = 0
     recovered: int = 0  # spans whose owner.tenant was repaired
     spans: int = 0
+    settled: int = 0  # of `total`: spend moved here from another row when its context came late
 
 
 @dataclass
@@ -106,6 +107,7 @@ class SurvivalSnapshot:
     checks: tuple[ReadinessCheck, ...]
     # field -> why nothing here stamps it (said in a verdict that fails on it)
     unstamped: dict[str, str] = field(default_factory=dict)
+    pending_spend: int = 0  # pico-USD forwarded without its context and not settled yet
 
 
 class _CheckEvaluator:
@@ -171,6 +173,8 @@ class SurvivalRecorder:
         self._hop_spans: Counter[str] = Counter()
         self._hop_depth: dict[str, int] = {}
         self._spend: dict[tuple[str, tuple[str, ...]], SpendRow] = {}
+        # Set by the `settle` processor: the spend still waiting for its context (pico-USD).
+        self.pending_spend: Callable[[], int] = lambda: 0
 
     def configure(
         self,
@@ -270,6 +274,44 @@ class SurvivalRecorder:
             for key in absent:
                 row.absent[key] += n
 
+    def _spend_row(self, raw_workflow: str | None, raw_dims: tuple[str, ...], spans: int = 0) -> SpendRow:
+        labels = self._dimension_labels
+        dims = tuple(label(value) for label, value in zip(labels, raw_dims, strict=True))
+        key = (self._workflows(raw_workflow), dims)
+        row = self._spend.get(key)
+        if row is None:
+            if len(self._spend) >= self.max_spend_rows:
+                # Each label is bounded, but their product is not: past the joint bound,
+                # new combinations are counted in one `other` row.
+                self.spend_rows_overflowed += spans
+                key = (OTHER, (OTHER,) * len(dims))
+                row = self._spend.get(key)
+            if row is None:
+                row = self._spend[key] = SpendRow()
+        return row
+
+    def settle(self, hop: str, fields: Iterable[str], amount: int,
+               spent_as: tuple[str | None, tuple[str, ...]], settled_as: tuple[str | None, tuple[str, ...]]) -> None:
+        """A span's context came late: its spend moves from the row it was recorded under to
+        the row of its settled context, and its missing fields become `settled` (one
+        outcome per span and field: the `missing` count goes down by one each)."""
+        outcomes: Counter[tuple[str, str, str]] = Counter()
+        with self._lock:
+            label = self._hops(hop)
+            for key in fields:
+                self._counts[(label, key, "missing")] -= 1
+                self._counts[(label, key, "settled")] += 1
+                outcomes[(label, key, "settled")] += 1
+            if amount:
+                source = self._spend_row(*spent_as)
+                target = self._spend_row(*settled_as)
+                if source is not target:
+                    source.total -= amount
+                    source.spans -= 1
+                    target.total += amount
+                    target.spans += 1
+                    target.settled += amount
+
     def _record_spend(self, spend: SpendTally) -> None:
         labels = self._dimension_labels
         for (raw_workflow, raw_dims, tenant_repaired), (amount, spans) in spend.items():
@@ -332,10 +374,11 @@ class SurvivalRecorder:
                 hop_depth=dict(self._hop_depth),
                 counts=dict(self._counts),
                 readiness=self._readiness_in_window(),
-                spend={k: SpendRow(r.total, r.recovered, r.spans) for k, r in self._spend.items()},
+                spend={k: SpendRow(r.total, r.recovered, r.spans, r.settled) for k, r in self._spend.items()},
                 spend_dimensions=self.spend_dimensions,
                 thresholds=dict(self.thresholds),
                 readiness_window=self.readiness_window,
                 checks=self.envelope.readiness_checks,
                 unstamped=dict(self.unstamped),
+                pending_spend=self.pending_spend(),
             )

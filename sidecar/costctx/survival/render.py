@@ -83,6 +83,8 @@ def render_spend(report: dict[str, Any]) -> list[str]:
         f"  total {usd(spend['total_usd'])}; unknown tenant {pct(spend['unknown_tenant_share'])}; "
         f"would have been unknown without repair {pct(spend['unknown_without_repair_share'])}"
     )
+    lines.append(f"  settled late (context arrived after the span left) {usd(spend.get('settled_usd', 0.0))}; "
+                 f"still pending {pct(spend.get('pending_share'))}")
     return lines
 
 

@@ -120,8 +120,11 @@ def spend(snapshot: SurvivalSnapshot) -> dict[str, Any]:
     by_dims: dict[tuple[str, ...], list[int]] = {}
     by_workflow_tenant: dict[tuple[str, str], list[int]] = {}
     tenant_index = dims.index("owner.tenant") if "owner.tenant" in dims else None
-    total = recovered = unknown = 0
+    total = recovered = unknown = settled = 0
     for (workflow, values), row in snapshot.spend.items():
+        if not row.spans and not row.total:
+            continue  # every span of the row was settled onto another
+        settled += row.settled
         for table, key in ((by_workflow, workflow), (by_dims, values)):
             acc = table.setdefault(key, [0, 0])
             acc[0] += row.total
@@ -146,6 +149,11 @@ def spend(snapshot: SurvivalSnapshot) -> dict[str, Any]:
         # Spend whose owner.tenant was filled by repair: it would have been unknown without it.
         "recovered_by_repair_usd": to_usd_float(recovered),
         "unknown_without_repair_share": share(unknown + recovered),
+        # Spend forwarded without its context and attributed later (the attribution record),
+        # and the part still waiting for it (within the attribution window).
+        "settled_usd": to_usd_float(settled),
+        "pending_usd": to_usd_float(snapshot.pending_spend),
+        "pending_share": share(snapshot.pending_spend),
         "by_workflow": [
             {"workflow": w, "usd": to_usd_float(t), "recovered_by_repair_usd": to_usd_float(r)}
             for w, (t, r) in sorted(by_workflow.items(), key=lambda item: -item[1][0])

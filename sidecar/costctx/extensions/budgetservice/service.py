@@ -35,6 +35,8 @@ def validate(request: pb.CheckRequest) -> None:
             raise BadRequest(f"estimated token counts must be from 0 to {MAX_TOKENS}")
     if request.envelope.retry_attempt < 0:
         raise BadRequest("envelope.retry_attempt must be >= 0")
+    if request.trace_id and len(request.trace_id) != 16 or request.span_id and len(request.span_id) != 8:
+        raise BadRequest("trace_id must be 16 bytes and span_id 8 bytes (or both left empty)")
 
 
 def grpc_handlers(engine: BudgetEngine) -> list[grpc.GenericRpcHandler]:

@@ -19,6 +19,7 @@ from costctx.budget.seen import SeenSpans
 from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
+from costctx.envelope.keys import SPEND_TOTAL
 from costctx.pdata import TraceBatch
 from costctx.pdata.batch import SpanRecord
 from costctx.pdata.ids import span_identity
@@ -50,6 +51,8 @@ class BudgetProcessor(Processor):
             host.budget_engine = self.engine
         if config.policies:
             host.survival.policy_configured()  # policy.id gets stamped: its readiness check applies
+        # Read when a check arrives: `inherit` may build the registry after this processor.
+        self.engine.context_registry = lambda: host.context_registry
         # A span is a model call when it has any of these keys: one C-speed set test per span.
         self._markers = frozenset(host.envelope.llm_span_markers) | {COST_KEY}
         # held batches (Redis store); released once, by their commit task or by shutdown
@@ -97,9 +100,22 @@ class BudgetProcessor(Processor):
         return SpanSpend(ctx, micro, spent_tokens(tokens), 1, start_ms, end,
                          _string(get(RESERVATION_KEY)) or None)
 
+    def _finished(self, batch: TraceBatch) -> list[str]:
+        """Workflows whose root span (no parent) is in this batch: finished, for the breaker's median."""
+        if not self.config.breaker.workflow_median_multiple:
+            return []
+        return [wf for rec in batch.records if not rec.span.parent_span_id
+                and (wf := _string(rec.attrs.get("workflow.id")))]
+
+    def _finish(self, workflows: list[str]) -> None:
+        for workflow_id in workflows:
+            self.engine.breaker.finish(workflow_id)
+
     def process(self, batch: TraceBatch) -> TraceBatch | None:
         raw = batch.raw
+        finished = self._finished(batch)
         if raw is not None and b"gen_ai." not in raw and COST_KEY.encode() not in raw:
+            self._finish(finished)
             return batch  # no model call in this batch
         now = time.time()
         records, spends = [], []
@@ -116,31 +132,36 @@ class BudgetProcessor(Processor):
                     continue
                 committed.add(span_key)
             records.append(rec)
-            spends.append(spend_of(rec, now))
+            spend = spend_of(rec, now)
+            spend.span_key = span_key  # committed once across sidecars (shared store)
+            spends.append(spend)
         if not spends:
+            self._finish(finished)
             return batch
         ops, wheres = self.engine.plan_commits(spends)
         store = self.engine.store
         if store.sync:
             results = store.commit_now(ops)
             verdicts, trips = self.engine.verdicts(spends, wheres, results)
-            for _, key, _ in trips:
-                store.trip_now(key, self.config.breaker.cooldown)
+            for _, key, tenant in trips:
+                store.trip_now(key, self.config.breaker.cooldown, tenant)
             self._stamp(records, verdicts)
+            self._finish(finished)  # after their spans were compared as running
             return batch
-        task = asyncio.get_running_loop().create_task(self._commit_remote(batch, records, spends, ops, wheres))
+        task = asyncio.get_running_loop().create_task(
+            self._commit_remote(batch, records, spends, ops, wheres, finished))
         self._held[id(batch)] = batch
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
         return None
 
-    async def _commit_remote(self, batch, records, spends, ops, wheres) -> None:
+    async def _commit_remote(self, batch, records, spends, ops, wheres, finished=()) -> None:
         store = self.engine.store
         try:
             results = await store.commit(ops)
             verdicts, trips = self.engine.verdicts(spends, wheres, results)
-            for _, key, _ in trips:
-                await store.trip(key, self.config.breaker.cooldown)
+            for _, key, tenant in trips:
+                await store.trip(key, self.config.breaker.cooldown, tenant)
         except StoreUnavailable as exc:
             self.metrics.store_errors.labels("commit", "unstamped").inc()
             self.log.warning(
@@ -152,9 +173,11 @@ class BudgetProcessor(Processor):
             self.log.exception("budget commit failed; forwarding the batch unstamped")
             self.host.metrics.processor_errors.labels(self.name).inc()
             verdicts = [SpanVerdict(None, None) for _ in spends]
+        self._finish(list(finished))
         if self._held.pop(id(batch), None) is None:
             return  # released unstamped by shutdown meanwhile
         self._stamp(records, verdicts)
+        _stamp_shared_totals(records, verdicts)
         self.emit(batch)
 
     def _policy_id(self, ctx: Context) -> str | None:
@@ -176,6 +199,7 @@ class BudgetProcessor(Processor):
     def tick(self, now: float) -> None:
         self.engine.store.tick(now)
         self.engine.count_expired()
+        self.engine.breaker.finish_idle(time.time())
 
     def shutdown(self) -> None:
         held, self._held = self._held, {}
@@ -188,3 +212,11 @@ class BudgetProcessor(Processor):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.engine.store.close()
+
+
+def _stamp_shared_totals(records: list[SpanRecord], verdicts: list[SpanVerdict]) -> None:
+    """workflow.spend_total_usd from the shared counter: the workflow's total over every
+    sidecar (the price processor stamped this sidecar's share), at the counters' micro-USD."""
+    for rec, verdict in zip(records, verdicts, strict=True):
+        if verdict.workflow_micro is not None:
+            rec.set(SPEND_TOTAL, verdict.workflow_micro / MICRO)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveInt, field_validator
 
+from costctx.attribution.config import RegistryConfig
 from costctx.config.types import Duration, StrictModel
 from costctx.envelope import ENVELOPE
 
@@ -44,6 +45,8 @@ class InheritConfig(StrictModel):
     trace_fallback_fields: list[str] = Field(default_factory=lambda: ["workflow.id"])
     cache: CacheConfig = Field(default_factory=CacheConfig)
     hold: HoldConfig = Field(default_factory=HoldConfig)
+    # The context registry shared by every sidecar (costctx/attribution/registry.py).
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @field_validator("required_fields")
     @classmethod

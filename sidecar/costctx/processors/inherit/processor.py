@@ -37,6 +37,7 @@ from costctx.processors.inherit.context_cache import NO_FIELDS, ContextCache, Kn
 from costctx.processors.inherit.encode import AttributeBytes, attribute_bytes
 from costctx.processors.inherit.hold import HeldSpan, Hold, Origin, TraceHold
 from costctx.processors.inherit.metrics import InheritMetrics
+from costctx.processors.inherit.registry_link import RegistryLink
 from costctx.processors.inherit.regroup import Regrouper
 
 MiB = 1024 * 1024
@@ -85,6 +86,7 @@ class InheritProcessor(Processor):
         }
         self._fallback_fields = tuple(config.trace_fallback_fields) if config.trace_fallback else ()
         self.hold = Hold(config.wait_duration)
+        self.registry = RegistryLink(host, config.registry, self._registry_known)
         self.use_clock(time.monotonic)
         self._max_spans = config.hold.max_spans
         self._max_bytes = config.hold.max_bytes
@@ -122,6 +124,8 @@ class InheritProcessor(Processor):
         required = self._required_set
         resolve = self._resolve
         add_held = hold.add
+        registry_known = self.registry.known
+        learn = self.registry.learn
         try:
             for rec in records:
                 span = rec.span
@@ -144,6 +148,8 @@ class InheritProcessor(Processor):
                 # An all-zero id is invalid (W3C): no parent, rather than one that never comes.
                 wait_key = trace_id + parent_id if parent_id and parent_id != _INVALID_SPAN_ID else None
                 parent = cache_get(wait_key) if wait_key is not None else None
+                if parent is None and wait_key is not None:
+                    parent = registry_known(wait_key)  # registered by a check, or by another sidecar
                 if parent is None and not own.keys() >= required:
                     if wait_key is None and len(span.links) and span.links[0].span_id:
                         # The root of a trace started from a remote context (a sub-agent that
@@ -156,6 +162,8 @@ class InheritProcessor(Processor):
                         if add_held(held, now):
                             held_here.append(held)
                             continue
+                if "workflow.id" in own:
+                    learn(span, trace_id, own)
                 resolve(rec, own, key, trace_id, parent, tally)
                 if hold.waiters:
                     if out is None:
@@ -172,6 +180,7 @@ class InheritProcessor(Processor):
             raise
 
         pending = [h for h in held_here if not h.done]
+        self.registry.after_batch(h.wait_key for h in pending)
         kept = self._detach(batch, records, pending, tally) if pending else records
         if hold.is_over(self._max_spans, self._max_bytes):
             if out is None:
@@ -261,7 +270,9 @@ class InheritProcessor(Processor):
             for held in group:
                 if spans.get(held.key) is held:
                     hold.remove(held)
-                    self._finish(held, self.cache.get(held.wait_key), reason, out, tally)
+                    # The ancestor never came: the workflow's context, if a sidecar registered it.
+                    parent = self.cache.get(held.wait_key) or self.registry.trace_known(held.trace_id)
+                    self._finish(held, parent, reason, out, tally)
                     self._cascade(held.key, reason, out, tally)
 
     def _release_oldest(self, out: Regrouper, tally: _Tally) -> None:
@@ -276,6 +287,7 @@ class InheritProcessor(Processor):
         # Drop aged entries even when no span arrives to trigger it (cheap: looks at the head).
         self.cache.expire()
         self.trace_values.expire()
+        self.registry.tick()
         hold = self.hold
         trace = hold.oldest()
         if trace is None or trace.deadline > now:
@@ -295,6 +307,21 @@ class InheritProcessor(Processor):
             self._release_trace(trace, "shutdown", out, tally)
         self._emit_released(out)
         self._flush(tally)
+
+    def _registry_known(self, keys: list[bytes]) -> None:
+        """The registry answered: spans waiting for these (trace id + span id) are released."""
+        tally = _Tally()
+        out = Regrouper(ExportTraceServiceRequest())
+        for key in keys:
+            if key in self.hold.waiters:
+                if self.cache.get(key) is None:
+                    self.cache.put(key, self.registry.known(key))
+                self._cascade(key, "registry", out, tally)
+        self._emit_released(out)
+        self._flush(tally)
+
+    async def close(self) -> None:
+        await self.registry.close()
 
     def _emit_released(self, out: Regrouper) -> None:
         if not out.records:

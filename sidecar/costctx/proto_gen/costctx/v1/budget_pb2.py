@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from costctx.proto_gen.costctx.v1 import envelope_pb2 as costctx_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ostctx/v1/budget.proto\x12\ncostctx.v1\x1a\x19\x63ostctx/v1/envelope.proto\"\xb3\x01\n\x0c\x43heckRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.costctx.v1.Envelope\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x03 \x01(\x01\x12\x1e\n\x16\x65stimated_input_tokens\x18\x04 \x01(\x03\x12\x1f\n\x17\x65stimated_output_tokens\x18\x05 \x01(\x03\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\"k\n\x05Usage\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\r\n\x05spent\x18\x03 \x01(\x01\x12\x10\n\x08reserved\x18\x04 \x01(\x01\x12\r\n\x05limit\x18\x05 \x01(\x01\x12\x11\n\tremaining\x18\x06 \x01(\x01\"\xe1\x02\n\rCheckResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x14.costctx.v1.Decision\x12\r\n\x05model\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.costctx.v1.BudgetState\x12\x11\n\tpolicy_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\tdimension\x18\x06 \x01(\t\x12\x11\n\tspent_usd\x18\x07 \x01(\x01\x12\x11\n\tlimit_usd\x18\x08 \x01(\x01\x12\x15\n\rremaining_usd\x18\t \x01(\x01\x12\x0c\n\x04unit\x18\n \x01(\t\x12\x16\n\x0ereservation_id\x18\x0b \x01(\t\x12\x1a\n\x12reservation_ttl_ms\x18\x0c \x01(\x03\x12\x19\n\x11reserved_cost_usd\x18\r \x01(\x01\x12!\n\x06usages\x18\x0e \x03(\x0b\x32\x11.costctx.v1.Usage\"(\n\x0eReleaseRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08*G\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\x0b\n\x07\x44\x45GRADE\x10\x02\x12\t\n\x05\x42LOCK\x10\x03*T\n\x0b\x42udgetState\x12\x1c\n\x18\x42UDGET_STATE_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\x08\n\x04SOFT\x10\x02\x12\x08\n\x04HARD\x10\x03\x12\x0b\n\x07TRIPPED\x10\x04\x32\x91\x01\n\rBudgetService\x12<\n\x05\x43heck\x12\x18.costctx.v1.CheckRequest\x1a\x19.costctx.v1.CheckResponse\x12\x42\n\x07Release\x12\x1a.costctx.v1.ReleaseRequest\x1a\x1b.costctx.v1.ReleaseResponseB7Z5github.com/costctx/costctx/proto/costctx/v1;costctxv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ostctx/v1/budget.proto\x12\ncostctx.v1\x1a\x19\x63ostctx/v1/envelope.proto\"\xd6\x01\n\x0c\x43heckRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.costctx.v1.Envelope\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x03 \x01(\x01\x12\x1e\n\x16\x65stimated_input_tokens\x18\x04 \x01(\x03\x12\x1f\n\x17\x65stimated_output_tokens\x18\x05 \x01(\x03\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12\x10\n\x08trace_id\x18\x07 \x01(\x0c\x12\x0f\n\x07span_id\x18\x08 \x01(\x0c\"k\n\x05Usage\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\r\n\x05spent\x18\x03 \x01(\x01\x12\x10\n\x08reserved\x18\x04 \x01(\x01\x12\r\n\x05limit\x18\x05 \x01(\x01\x12\x11\n\tremaining\x18\x06 \x01(\x01\"\xe1\x02\n\rCheckResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x14.costctx.v1.Decision\x12\r\n\x05model\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.costctx.v1.BudgetState\x12\x11\n\tpolicy_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\tdimension\x18\x06 \x01(\t\x12\x11\n\tspent_usd\x18\x07 \x01(\x01\x12\x11\n\tlimit_usd\x18\x08 \x01(\x01\x12\x15\n\rremaining_usd\x18\t \x01(\x01\x12\x0c\n\x04unit\x18\n \x01(\t\x12\x16\n\x0ereservation_id\x18\x0b \x01(\t\x12\x1a\n\x12reservation_ttl_ms\x18\x0c \x01(\x03\x12\x19\n\x11reserved_cost_usd\x18\r \x01(\x01\x12!\n\x06usages\x18\x0e \x03(\x0b\x32\x11.costctx.v1.Usage\"(\n\x0eReleaseRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08*G\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\x0b\n\x07\x44\x45GRADE\x10\x02\x12\t\n\x05\x42LOCK\x10\x03*T\n\x0b\x42udgetState\x12\x1c\n\x18\x42UDGET_STATE_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\x08\n\x04SOFT\x10\x02\x12\x08\n\x04HARD\x10\x03\x12\x0b\n\x07TRIPPED\x10\x04\x32\x91\x01\n\rBudgetService\x12<\n\x05\x43heck\x12\x18.costctx.v1.CheckRequest\x1a\x19.costctx.v1.CheckResponse\x12\x42\n\x07Release\x12\x1a.costctx.v1.ReleaseRequest\x1a\x1b.costctx.v1.ReleaseResponseB7Z5github.com/costctx/costctx/proto/costctx/v1;costctxv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,20 +33,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'costctx.v1.budget_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z5github.com/costctx/costctx/proto/costctx/v1;costctxv1'
-  _globals['_DECISION']._serialized_start=792
-  _globals['_DECISION']._serialized_end=863
-  _globals['_BUDGETSTATE']._serialized_start=865
-  _globals['_BUDGETSTATE']._serialized_end=949
+  _globals['_DECISION']._serialized_start=827
+  _globals['_DECISION']._serialized_end=898
+  _globals['_BUDGETSTATE']._serialized_start=900
+  _globals['_BUDGETSTATE']._serialized_end=984
   _globals['_CHECKREQUEST']._serialized_start=67
-  _globals['_CHECKREQUEST']._serialized_end=246
-  _globals['_USAGE']._serialized_start=248
-  _globals['_USAGE']._serialized_end=355
-  _globals['_CHECKRESPONSE']._serialized_start=358
-  _globals['_CHECKRESPONSE']._serialized_end=711
-  _globals['_RELEASEREQUEST']._serialized_start=713
-  _globals['_RELEASEREQUEST']._serialized_end=753
-  _globals['_RELEASERESPONSE']._serialized_start=755
-  _globals['_RELEASERESPONSE']._serialized_end=790
-  _globals['_BUDGETSERVICE']._serialized_start=952
-  _globals['_BUDGETSERVICE']._serialized_end=1097
+  _globals['_CHECKREQUEST']._serialized_end=281
+  _globals['_USAGE']._serialized_start=283
+  _globals['_USAGE']._serialized_end=390
+  _globals['_CHECKRESPONSE']._serialized_start=393
+  _globals['_CHECKRESPONSE']._serialized_end=746
+  _globals['_RELEASEREQUEST']._serialized_start=748
+  _globals['_RELEASEREQUEST']._serialized_end=788
+  _globals['_RELEASERESPONSE']._serialized_start=790
+  _globals['_RELEASERESPONSE']._serialized_end=825
+  _globals['_BUDGETSERVICE']._serialized_start=987
+  _globals['_BUDGETSERVICE']._serialized_end=1132
 # @@protoc_insertion_point(module_scope)

@@ -33,20 +33,24 @@ HARD: BudgetState
 TRIPPED: BudgetState
 
 class CheckRequest(_message.Message):
-    __slots__ = ("envelope", "model", "estimated_cost_usd", "estimated_input_tokens", "estimated_output_tokens", "dry_run")
+    __slots__ = ("envelope", "model", "estimated_cost_usd", "estimated_input_tokens", "estimated_output_tokens", "dry_run", "trace_id", "span_id")
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     envelope: _envelope_pb2.Envelope
     model: str
     estimated_cost_usd: float
     estimated_input_tokens: int
     estimated_output_tokens: int
     dry_run: bool
-    def __init__(self, envelope: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., model: _Optional[str] = ..., estimated_cost_usd: _Optional[float] = ..., estimated_input_tokens: _Optional[int] = ..., estimated_output_tokens: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    trace_id: bytes
+    span_id: bytes
+    def __init__(self, envelope: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., model: _Optional[str] = ..., estimated_cost_usd: _Optional[float] = ..., estimated_input_tokens: _Optional[int] = ..., estimated_output_tokens: _Optional[int] = ..., dry_run: _Optional[bool] = ..., trace_id: _Optional[bytes] = ..., span_id: _Optional[bytes] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("dimension", "unit", "spent", "reserved", "limit", "remaining")

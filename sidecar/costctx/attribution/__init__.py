@@ -1,0 +1,1 @@
+"""Attribution across sidecars: the shared context registry (and, later, settlement)."""

@@ -1,0 +1,15 @@
+"""Build the sidecar's one context registry from its config."""
+
+from __future__ import annotations
+
+from costctx.attribution.config import RegistryConfig
+from costctx.attribution.registry import ContextRegistry, MemoryBackend, RedisBackend
+
+
+def build_registry(config: RegistryConfig) -> ContextRegistry:
+    if config.backend == "redis":
+        backend = RedisBackend(config.redis.url, config.redis.key_prefix, config.redis.timeout,
+                               config.redis.cluster)
+    else:
+        backend = MemoryBackend()
+    return ContextRegistry(backend, config.ttl, config.max_entries)

@@ -1,0 +1,28 @@
+"""Config of the shared context registry (the `registry:` section of `inherit`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from costctx.config.types import Duration, StrictModel
+
+
+class RegistryRedisConfig(StrictModel):
+    # Point it at the Redis the budgets use (`budget.redis.url`): one store per deployment.
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "{costctx}:registry:"
+    timeout: Duration = 0.25
+    # A Redis Cluster: keys are hash-tagged per trace (braces in key_prefix are dropped).
+    cluster: bool = False
+
+
+class RegistryConfig(StrictModel):
+    # memory: this sidecar's own knowledge (single pod); redis: shared by every sidecar.
+    backend: Literal["memory", "redis"] = "memory"
+    redis: RegistryRedisConfig = Field(default_factory=RegistryRedisConfig)
+    # How long a learned context is kept (locally and in Redis): the attribution window.
+    ttl: Duration = 3600.0
+    # Local cache in front of the store, in entries (a few hundred bytes each).
+    max_entries: PositiveInt = 100_000

@@ -1,0 +1,319 @@
+"""The context registry: (trace id, span id) -> envelope, shared by every sidecar.
+
+A sidecar writes what it learns (a budget check's envelope for the caller's span, a span
+that arrives carrying its context) and reads it when a span's ancestors are unknown
+locally: the parent may live in another service, seen by another sidecar.
+
+Two levels are kept, both with a TTL:
+- span: `ctx|<trace>|<span>` -> the envelope that span carried or was checked with;
+- trace: `ctx|<trace>` -> the workflow's envelope as first learned for the trace (the
+  "any span of the same trace" rule of ENVELOPE.md, across services).
+
+A local cache sits in front (entries and age bounded); a lookup for what the cache lacks is
+one round trip (MGET) per batch. With Redis down every call raises StoreUnavailable, which
+the caller counts and treats as "not known" (today's local repair). `MemoryBackend` is the
+single-pod registry: the cache alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from cachetools import TTLCache
+
+from costctx.budget.store import StoreUnavailable
+
+log = logging.getLogger("costctx.attribution")
+Fields = dict[str, Any]
+
+
+def span_key(trace_id: bytes, span_id: bytes) -> bytes:
+    return trace_id + span_id
+
+
+class RegistryBackend(Protocol):
+    async def write(self, entries: list[tuple[str, bytes]], ttl_ms: int) -> None: ...
+
+    async def read(self, names: list[str]) -> list[bytes | None]: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryBackend:
+    """Nothing beyond the local cache: one sidecar's registry."""
+
+    shared = False
+
+    async def write(self, entries: list[tuple[str, bytes]], ttl_ms: int) -> None:
+        return None
+
+    async def read(self, names: list[str]) -> list[bytes | None]:
+        return [None] * len(names)
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisBackend:
+    """The registry on the Redis the budgets use: one pipeline per write, one MGET per read."""
+
+    shared = True
+
+    def __init__(self, url: str, prefix: str, timeout: float, cluster: bool = False) -> None:
+        self.cluster = cluster
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            # Hash-tagged per trace: a trace's entries share a slot, traces spread over the nodes.
+            self.prefix = prefix.replace("{", "").replace("}", "")
+            self.client = RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        else:
+            import redis.asyncio as aioredis
+
+            self.prefix = prefix
+            self.client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                                  retry_on_timeout=False)
+
+    def key(self, name: str) -> str:
+        if not self.cluster:
+            return self.prefix + name
+        kind, trace, *span = name.split("|")
+        return f"{self.prefix}{kind}|{{{trace}}}" + (f"|{span[0]}" if span else "")
+
+    async def write(self, entries: list[tuple[str, bytes]], ttl_ms: int) -> None:
+        from redis.exceptions import RedisClusterException, RedisError
+
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for name, value in entries:
+                    pipe.set(self.key(name), value, px=ttl_ms)
+                await pipe.execute()
+        except (TimeoutError, RedisError, OSError, AttributeError, RedisClusterException) as exc:  # as the budget store
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def read(self, names: list[str]) -> list[bytes | None]:
+        from redis.exceptions import RedisClusterException, RedisError
+
+        try:
+            keys = [self.key(n) for n in names]
+            if self.cluster:
+                return list(await self.client.mget_nonatomic(keys))  # one MGET per node
+            return list(await self.client.mget(keys))
+        except (TimeoutError, RedisError, OSError, AttributeError, RedisClusterException) as exc:  # as the budget store
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _name(key: bytes) -> str:
+    """The store's name for a cache key: 24 bytes (trace + span) or 16 (the trace)."""
+    if len(key) == 24:
+        return f"ctx|{key[:16].hex()}|{key[16:].hex()}"
+    return f"ctx|{key.hex()}"
+
+
+def _encode(fields: Fields) -> bytes:
+    return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _decode(raw: bytes | None) -> Fields | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None  # not ours, or damaged: treated as unknown
+    return value if isinstance(value, dict) else None
+
+
+class Counts:
+    """What the registry did, for the caller's metrics (plain ints: read at scrape time)."""
+
+    __slots__ = ("written", "lookups", "round_trips", "hits_local", "hits_remote", "misses", "errors")
+
+    def __init__(self) -> None:
+        self.written = self.lookups = self.round_trips = 0
+        self.hits_local = self.hits_remote = self.misses = self.errors = 0
+
+
+class ContextRegistry:
+    """Local cache + backend. `learn` is synchronous (queued, written by `flush`); `lookup`
+    answers from the cache and asks the backend once for the rest."""
+
+    def __init__(self, backend: RegistryBackend, ttl: float, max_entries: int = 100_000,
+                 timer: Callable[[], float] = time.monotonic, max_pending_writes: int = 10_000) -> None:
+        self.backend = backend
+        self.ttl = ttl
+        self.ttl_ms = max(int(ttl * 1000), 1)
+        # trace id + span id (24 bytes) or trace id (16) -> fields. Misses are not cached:
+        # the context may be registered any moment.
+        self._cache: TTLCache[bytes, Fields] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
+        # Traces this sidecar has already written at trace level: written once each.
+        self._traces_written: TTLCache[bytes, bool] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
+        # Traces whose context this sidecar learned first-hand (a budget check), not from the store.
+        self._learned_here: TTLCache[bytes, bool] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
+        self._pending: dict[bytes, bytes] = {}
+        self.max_pending_writes = max_pending_writes
+        self.dropped_writes = 0
+        self.counts = Counts()
+        self.metrics: Any = None  # its Prometheus side, set by whoever publishes it (inherit's link)
+
+    @property
+    def shared(self) -> bool:
+        return bool(getattr(self.backend, "shared", False))
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._pending)
+
+    # -- learning ------------------------------------------------------------------------
+    def learn(self, trace_id: bytes, span_id: bytes | None, fields: Fields, *, trace_locally: bool = True) -> None:
+        """Remember `fields` for the span (when given) and, once per trace, for the trace.
+
+        `trace_locally=False`: the trace-level entry is written to the store only, not kept
+        in the local cache (a span this sidecar saw: its own trace fallback already covers
+        the trace, by the contract's narrower rule)."""
+        if not fields or not trace_id:
+            return
+        if span_id:
+            self._put(trace_id + span_id, fields)
+        if "workflow.id" in fields and trace_id not in self._traces_written:
+            self._traces_written[trace_id] = True
+            self._put(trace_id, fields, locally=trace_locally)
+            if trace_locally:
+                self._learned_here[trace_id] = True
+
+    def source(self, trace_id: bytes) -> str:
+        """How the trace's context was learned: `check` (here, first-hand) or `registry` (the store)."""
+        return "check" if trace_id in self._learned_here else "registry"
+
+    def _put(self, key: bytes, fields: Fields, locally: bool = True) -> None:
+        if locally:
+            self._cache[key] = fields
+        if not self.shared:
+            return
+        if len(self._pending) >= self.max_pending_writes:
+            self.dropped_writes += 1  # the store is behind or down: local knowledge still serves
+            return
+        self._pending[key] = _encode(fields)
+
+    async def flush(self) -> None:
+        """Write what was learned since the last flush (one round trip)."""
+        if not self._pending:
+            return
+        entries = [(_name(key), value) for key, value in self._pending.items()]
+        self._pending = {}
+        try:
+            await self.backend.write(entries, self.ttl_ms)
+        except StoreUnavailable:
+            self.counts.errors += 1
+            raise
+        self.counts.written += len(entries)
+
+    async def try_flush(self) -> bool:
+        """flush(), a store error logged and counted instead of raised (the caller goes on)."""
+        try:
+            await self.flush()
+        except StoreUnavailable as exc:
+            log.warning("context registry unreachable on write: %s", exc)
+            return False
+        return True
+
+    # -- reading -------------------------------------------------------------------------
+    def local(self, key: bytes) -> Fields | None:
+        """From the cache only, by key: trace id + span id, or the trace id alone."""
+        return self._cache.get(key)
+
+    def local_span(self, trace_id: bytes, span_id: bytes) -> Fields | None:
+        """From the cache only: the envelope registered for this very span."""
+        return self._cache.get(trace_id + span_id)
+
+    def local_trace(self, trace_id: bytes) -> Fields | None:
+        """From the cache only: the workflow's envelope as first learned for the trace."""
+        return self._cache.get(trace_id)
+
+    async def lookup(self, wanted: Iterable[tuple[bytes, bytes]]) -> set[tuple[bytes, bytes]]:
+        """Bring what the store knows of these (trace id, span id) pairs and their traces into
+        the cache, in one round trip for everything the cache lacks. Returns the pairs now
+        known at span level (their traces may be known too: `local_trace`)."""
+        counts = self.counts
+        spans: set[tuple[bytes, bytes]] = set()
+        keys: list[bytes] = []
+        for trace_id, span_id in dict.fromkeys(wanted):
+            counts.lookups += 1
+            if self.local_span(trace_id, span_id) is not None:
+                counts.hits_local += 1
+                spans.add((trace_id, span_id))
+                continue
+            keys.append(trace_id + span_id)
+            if self.local_trace(trace_id) is None:
+                keys.append(trace_id)
+        if not keys or not self.shared:
+            counts.misses += len(keys)
+            return spans
+        keys = list(dict.fromkeys(keys))
+        counts.round_trips += 1
+        try:
+            raws = await self.backend.read([_name(key) for key in keys])
+        except StoreUnavailable:
+            counts.errors += 1
+            raise
+        for key, raw in zip(keys, raws, strict=True):
+            fields = _decode(raw)
+            if fields is None:
+                counts.misses += 1
+                continue
+            counts.hits_remote += 1
+            self._cache[key] = fields
+        for trace_id, span_id in dict.fromkeys(wanted):
+            if (trace_id, span_id) not in spans and self.local_span(trace_id, span_id) is not None:
+                spans.add((trace_id, span_id))
+        return spans
+
+    async def lookup_traces(self, trace_ids: Iterable[bytes]) -> set[bytes]:
+        """The traces (of these) whose workflow envelope is known, asking the store once."""
+        known: set[bytes] = set()
+        names: list[str] = []
+        ask: list[bytes] = []
+        for trace_id in dict.fromkeys(trace_ids):
+            self.counts.lookups += 1
+            if self.local_trace(trace_id) is not None:
+                self.counts.hits_local += 1
+                known.add(trace_id)
+            else:
+                ask.append(trace_id)
+                names.append(_name(trace_id))
+        if not ask or not self.shared:
+            self.counts.misses += len(ask)
+            return known
+        self.counts.round_trips += 1
+        try:
+            raws = await self.backend.read(names)
+        except StoreUnavailable:
+            self.counts.errors += 1
+            raise
+        for trace_id, raw in zip(ask, raws, strict=True):
+            fields = _decode(raw)
+            if fields is None:
+                self.counts.misses += 1
+                continue
+            self.counts.hits_remote += 1
+            self._cache[trace_id] = fields
+            known.add(trace_id)
+        return known
+
+    def expire(self) -> None:
+        self._cache.expire()
+        self._traces_written.expire()
+        self._learned_here.expire()
+
+    async def close(self) -> None:
+        await self.backend.close()

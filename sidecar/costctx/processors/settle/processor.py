@@ -1,0 +1,249 @@
+"""The `settle` processor: spend whose context arrives after its span has left.
+
+Runs last (after `envelope`, which recorded the span's spend under `unknown`); it never
+changes a span. A priced span leaving without `workflow.id` or `owner.tenant` is
+remembered compactly (attribution/pending.py). When its trace's context becomes known -
+a span of the trace arrives carrying it (`ancestor`: the root that ends last), a budget
+check registered it here (`check`), or another sidecar registered it in the shared
+registry (`registry`, asked once per poll for every pending trace) - the span is settled:
+- its spend moves from the row it was recorded under to its workflow, tenant and feature
+  in the spend view, and its missing fields' outcome becomes `settled`;
+- its cost is committed to the budget counters under the settled context;
+- one OTLP log record (the attribution record) goes out through the logs pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+from costctx.attribution.pending import PendingLedger, PendingSpan
+from costctx.attribution.record import attribution_request
+from costctx.budget.counters import MICRO
+from costctx.budget.policy import Context, SpanSpend
+from costctx.budget.store import StoreUnavailable
+from costctx.component.host import Host
+from costctx.component.processor import Processor
+from costctx.envelope.keys import COST_SOURCE, COST_USD
+from costctx.pdata import TraceBatch
+from costctx.pdata.batch import SpanRecord
+from costctx.processors.envelope.processor import _cost_pico
+from costctx.processors.settle.config import SettleConfig
+from costctx.telemetry.metrics import ComponentMetrics
+
+WORKFLOW, TENANT, FEATURE, NAME = "workflow.id", "owner.tenant", "owner.feature", "workflow.name"
+# A span is settled when it lacked one of these; a span of the trace carrying both settles it.
+SETTLE_FIELDS = (WORKFLOW, TENANT)
+
+
+class SettleMetrics:
+    """Labelled `processor=<id>` (families shared by every instance)."""
+
+    def __init__(self, m: ComponentMetrics, ledger: PendingLedger) -> None:
+        self.settled = m.counter("costctx_settled_spans", "Spans settled after they left, by what settled them "
+                                 "(ancestor, check, registry).", ["by"])
+        self.expired = m.counter("costctx_settle_expired_spans", "Pending spans dropped unsettled, by reason "
+                                 "(window, bound).", ["reason"])
+        self.errors = m.counter("costctx_settle_errors", "Settlement steps that failed, by step "
+                                "(lookup, commit, record).", ["step"])
+        m.gauge("costctx_settle_pending_spans", "Spans waiting for their context.").set_function(
+            lambda: len(ledger))
+        m.gauge("costctx_settle_pending_bytes", "Bytes the pending spans take (estimated).").set_function(
+            lambda: ledger.nbytes)
+
+
+def _str(rec: SpanRecord, key: str) -> str:
+    kv = rec.attrs.get(key)
+    return kv.value.string_value if kv is not None else ""
+
+
+class SettleProcessor(Processor):
+    type_name = "settle"
+    config_model = SettleConfig
+    config: SettleConfig
+
+    def __init__(self, name: str, config: SettleConfig, host: Host) -> None:
+        super().__init__(name, config, host)
+        self.ledger = PendingLedger(config.max_entries, config.max_bytes, config.attribution_window)
+        self.metrics = SettleMetrics(self.component_metrics(), self.ledger)
+        self._fields = tuple(k for k in host.envelope.context_keys if k != "retry.attempt")
+        host.survival.pending_spend = lambda: self.ledger.pending_pico
+        self._next_poll = 0.0
+        self._polling = False
+        self._tasks: set[asyncio.Task] = set()
+        self._dropped_seen = 0
+
+    # -- spans ---------------------------------------------------------------------------
+    def process(self, batch: TraceBatch) -> TraceBatch:
+        ledger = self.ledger
+        # trace id -> the first span of the batch carrying the trace's context
+        with_context: dict[bytes, SpanRecord] = {}
+        for rec in batch.records:
+            attrs = rec.attrs
+            if _str(rec, WORKFLOW) and _str(rec, TENANT):
+                with_context.setdefault(rec.span.trace_id, rec)
+                continue
+            cost_kv = attrs.get(COST_USD)
+            if cost_kv is None:
+                continue
+            pico = _cost_pico(cost_kv)
+            if pico is not None:
+                self._remember(rec, pico)
+        for trace_id, rec in with_context.items():
+            if ledger.has_trace(trace_id):
+                self._settle(trace_id, self._context_of(rec), "ancestor")
+        self._count_dropped()
+        return batch
+
+    def _context_of(self, rec: SpanRecord) -> dict[str, str]:
+        found = {}
+        for key in self._fields:
+            value = _str(rec, key)
+            if value:
+                found[key] = value
+        return found
+
+    def _remember(self, rec: SpanRecord, pico: int) -> None:
+        span = rec.span
+        fields = self._context_of(rec)
+        missing = tuple(k for k in self._fields if k not in fields)
+        dims = tuple(_str(rec, d) for d in self.host.survival.spend_dimensions)
+        get = rec.attrs.get
+        kv_in, kv_out = get("gen_ai.usage.input_tokens"), get("gen_ai.usage.output_tokens")
+        entry = PendingSpan(
+            trace_id=span.trace_id, span_id=span.span_id, parent_id=span.parent_span_id, hop=rec.resource.hop,
+            resource=rec.resource.resource.SerializeToString(), cost_pico=pico,
+            input_tokens=kv_in.value.int_value if kv_in is not None else 0,
+            output_tokens=kv_out.value.int_value if kv_out is not None else 0,
+            price_source=_str(rec, COST_SOURCE), spend_key=(_str(rec, NAME) or None, dims), fields=fields,
+            missing=missing, start_ns=span.start_time_unix_nano, end_ns=span.end_time_unix_nano,
+            added_at=self.ledger.timer(),
+        )
+        self.ledger.add(entry)
+        # Known already (a check registered the trace after the span's hold gave up on it).
+        registry = self.host.context_registry
+        if registry is not None:
+            known = registry.local_trace(span.trace_id)
+            if known is not None:
+                self._settle(span.trace_id, known, registry.source(span.trace_id))
+
+    # -- settling -------------------------------------------------------------------------
+    def _settle(self, trace_id: bytes, context: dict, by: str) -> None:
+        entries = self.ledger.take_trace(trace_id)
+        if not entries:
+            return
+        now = time.time()
+        now_ns = time.time_ns()
+        survival = self.host.survival
+        dims = survival.spend_dimensions
+        settled, spends = [], []
+        for entry in entries:
+            fields = {k: v for k, v in context.items() if k in entry.missing}
+            settled_name = entry.fields.get(NAME) or fields.get(NAME)
+            settled_dims = tuple(entry.fields.get(d) or fields.get(d) or raw
+                                 for d, raw in zip(dims, entry.spend_key[1], strict=True))
+            survival.settle(entry.hop, fields.keys(), entry.cost_pico, entry.spend_key,
+                            (settled_name, settled_dims))
+            delay_ms = max(int((now_ns - entry.end_ns) / 1e6), 0) if entry.end_ns else 0
+            settled.append((entry, fields, by, delay_ms))
+            spends.append(self._spend(entry, fields, now))
+        self.metrics.settled.labels(by).inc(len(entries))
+        self._commit(spends)
+        self._send_records(attribution_request(settled, now_ns))
+
+    def _spend(self, entry: PendingSpan, fields: dict, now: float) -> SpanSpend:
+        # Only what was missing is committed now: a field the span carried (a feature, say)
+        # was committed when the span left.
+        ctx = Context(fields.get(WORKFLOW, ""), entry.fields.get(NAME) or fields.get(NAME, ""),
+                      fields.get(TENANT, ""), fields.get(FEATURE, ""),
+                      entry.fields.get("policy.id") or fields.get("policy.id", ""), 0)
+        micro = round(entry.cost_pico * MICRO / 10**12)
+        end = entry.end_ns / 1e9 if entry.end_ns else now
+        start_ms = entry.start_ns // 1_000_000 if entry.start_ns else int(now * 1000)
+        return SpanSpend(ctx, micro, entry.input_tokens + entry.output_tokens, 1, start_ms, end, None,
+                         entry.trace_id + entry.span_id, entry.fields.get(TENANT) or fields.get(TENANT, ""))
+
+    def _commit(self, spends: list[SpanSpend]) -> None:
+        engine = self.host.budget_engine
+        if engine is None or not spends:
+            return
+        ops, _ = engine.plan_commits(spends, once_prefix="s|")  # settled once, across sidecars too
+        store = engine.store
+        if store.sync:
+            store.commit_now(ops)
+            return
+        self._spawn(self._commit_remote(store, ops))
+
+    async def _commit_remote(self, store, ops) -> None:
+        try:
+            await store.commit(ops)
+        except StoreUnavailable as exc:
+            self.metrics.errors.labels("commit").inc()
+            self.log.warning("budget store unreachable; settled spend not committed: %s", exc)
+
+    def _send_records(self, request) -> None:
+        consume = self.host.logs_consumer
+        if consume is None:
+            self.metrics.errors.labels("record").inc()  # no logs pipeline configured
+            return
+        count = sum(len(s.log_records) for r in request.resource_logs for s in r.scope_logs)
+        consume(request.SerializeToString(), count)
+
+    # -- polling the shared registry ------------------------------------------------------
+    def tick(self, now: float) -> None:
+        expired = self.ledger.expire()
+        if expired:
+            self.metrics.expired.labels("window").inc(expired)
+        self._count_dropped()
+        if not len(self.ledger) or now < self._next_poll:
+            return
+        self._next_poll = now + self.config.poll_interval
+        registry = self.host.context_registry
+        if registry is None:
+            return
+        traces = self.ledger.traces()[: self.config.max_traces_per_poll]
+        local = [t for t in traces if registry.local_trace(t) is not None]
+        for trace_id in local:
+            self._settle(trace_id, registry.local_trace(trace_id), registry.source(trace_id))
+        if registry.shared and not self._polling:
+            rest = [t for t in traces if t not in set(local)]
+            if rest:
+                self._polling = True
+                self._spawn(self._poll(registry, rest))
+
+    async def _poll(self, registry, traces: Iterable[bytes]) -> None:
+        try:
+            known = await registry.lookup_traces(traces)
+        except StoreUnavailable as exc:
+            self.metrics.errors.labels("lookup").inc()
+            self.log.warning("context registry unreachable; pending spend waits: %s", exc)
+            return
+        finally:
+            self._polling = False
+        for trace_id in known:
+            fields = registry.local_trace(trace_id)
+            if fields is not None:
+                self._settle(trace_id, fields, "registry")
+
+    def _count_dropped(self) -> None:
+        dropped = self.ledger.dropped - self._dropped_seen
+        if dropped:
+            self.metrics.expired.labels("bound").inc(dropped)
+            self._dropped_seen = self.ledger.dropped
+
+    def _spawn(self, coro) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            coro.close()
+            return
+        task = loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
