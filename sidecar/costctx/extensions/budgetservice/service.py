@@ -6,6 +6,7 @@ with a reason, as the OTLP receivers do.
 
 from __future__ import annotations
 
+import json
 import math
 
 import grpc
@@ -16,6 +17,7 @@ from google.rpc import code_pb2
 
 from costctx.budget.counters import MAX_TOKENS, MAX_USD
 from costctx.budget.engine import BudgetEngine
+from costctx.pdata.json_shape import ShapeError, check_json_shape
 from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
 from costctx.transport.http_errors import PROTOBUF, status_response
 
@@ -65,8 +67,11 @@ def _parse(body: bytes, content_type: str, message):
         if content_type == PROTOBUF:
             message.ParseFromString(body)
         else:
-            json_format.Parse(body or b"{}", message, ignore_unknown_fields=True)
-    except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
+            data = json.loads(body or b"{}")
+            # json_format reads `"envelope": "x"` as an empty envelope: check the shape first.
+            check_json_shape(data, message.DESCRIPTOR)
+            json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except (DecodeError, json_format.ParseError, ShapeError, ValueError, RecursionError) as exc:
         raise BadRequest(str(exc)) from None
     return message
 
