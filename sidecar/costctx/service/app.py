@@ -34,6 +34,7 @@ from costctx.survival.recorder import SurvivalRecorder
 from costctx.survival.report import survival_report
 from costctx.telemetry.metrics import SidecarMetrics
 from costctx.transport.grpc_host import GrpcServerHost
+from costctx.transport.http_body import ROUTE_ADMISSION
 from costctx.transport.http_errors import unreadable_body_is_a_bad_request
 from costctx.transport.http_host import HttpServerHost
 from costctx.transport.tls import grpc_server_credentials, http_ssl_context
@@ -90,6 +91,8 @@ class Sidecar:
             self.http = HttpServerHost(
                 protocols.http.endpoint, build_otlp_http_app(self.ingest, protocols.http), "OTLP/HTTP"
             )
+            # Routes other components add (the budget check) pass the same admission checks.
+            self.http.app[ROUTE_ADMISSION] = self.ingest.admit_route
         # Services processors provide on the same ports.
         for processor in self.traces.processors if self.traces is not None else ():
             if self.grpc is not None:

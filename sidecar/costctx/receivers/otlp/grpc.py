@@ -2,9 +2,13 @@
 
 Handlers take the raw request bytes (no generated deserializer) so that a malformed body
 gets INVALID_ARGUMENT with a reason, and metrics and logs are forwarded byte for byte.
+Requests larger than `max_recv_msg_size_mib` (default 4, as the Collector's) are refused
+by grpc with RESOURCE_EXHAUSTED before they are buffered.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import duration_pb2
@@ -40,8 +44,22 @@ async def abort_with(context: grpc.aio.ServicerContext, error: IngestError) -> N
     await context.abort(code, error.message, trailing_metadata=trailer)
 
 
+async def _one_message(requests: AsyncIterator[bytes]) -> bytes | None:
+    async for request in requests:
+        return request
+    return None
+
+
 def _export_handler(ingest: Ingest, signal: Signal):
-    async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def export(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            # Before the message is read: under memory pressure a refusal costs nothing.
+            ingest.admit(signal, 0, "grpc")
+        except IngestError as error:
+            await abort_with(context, error)
+        request = await _one_message(requests)
+        if request is None:
+            await abort_with(context, IngestError("invalid", "no request message"))
         try:
             ingest.admit(signal, len(request), "grpc")
             message = decode_protobuf(signal, request)
@@ -58,7 +76,9 @@ def _export_handler(ingest: Ingest, signal: Signal):
 def otlp_grpc_handlers(ingest: Ingest) -> list[grpc.GenericRpcHandler]:
     handlers = []
     for signal in SIGNALS.values():
-        method = grpc.unary_unary_rpc_method_handler(
+        # Served as client-streaming (one message on the wire, as unary) so that the handler
+        # runs before the message is received and can refuse without reading it.
+        method = grpc.stream_unary_rpc_method_handler(
             _export_handler(ingest, signal), request_deserializer=None, response_serializer=None
         )
         handlers.append(grpc.method_handlers_generic_handler(signal.service, {"Export": method}))

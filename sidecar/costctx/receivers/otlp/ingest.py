@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError, Message
 
@@ -16,6 +17,7 @@ from costctx.component.consumer import AdmissionCheck, IngestError, PassThroughC
 from costctx.pdata import TraceBatch
 from costctx.pdata.signals import TRACES, Signal, count_items
 from costctx.receivers.otlp.metrics import ReceiverMetrics
+from costctx.transport.http_body import Refused
 
 log = logging.getLogger("costctx.receiver")
 
@@ -27,6 +29,14 @@ def decode_protobuf(signal: Signal, body: bytes) -> Message:
     except (DecodeError, ValueError) as exc:
         raise IngestError("invalid", f"cannot decode {signal.name} protobuf request: {exc}") from None
     return message
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route other than an OTLP signal on the receivers' servers (the budget check): admitted
+    and counted like a signal, under its own name (admission checks read only `.name`)."""
+
+    name: str
 
 
 class Ingest:
@@ -43,7 +53,7 @@ class Ingest:
         self.retry_after = retry_after
         self.admission_checks: list[AdmissionCheck] = []
 
-    def admit(self, signal: Signal, size_bytes: int, transport: str) -> None:
+    def admit(self, signal: Signal | Route, size_bytes: int, transport: str) -> None:
         """Run the admission checks (memory limiter) BEFORE the body is decoded: under memory
         pressure a refusal must cost as little as possible. Raises the refusal."""
         for check in self.admission_checks:
@@ -51,6 +61,13 @@ class Ingest:
             if refusal is not None:
                 self._count(signal, transport, "memory_limited" if refusal.kind == "unavailable" else refusal.kind)
                 raise refusal
+
+    def admit_route(self, route: str, size_bytes: int) -> None:
+        """Admission for a non-OTLP route on the HTTP server (transport/http_body.ROUTE_ADMISSION)."""
+        try:
+            self.admit(Route(route), size_bytes, "http")
+        except IngestError as refusal:
+            raise Refused(refusal.message, refusal.retry_after or self.retry_after) from None
 
     def export(self, signal: Signal, request: Message, raw: bytes | None, transport: str) -> Message:
         """Accept a decoded request or raise IngestError; returns the Export*ServiceResponse."""
@@ -81,7 +98,7 @@ class Ingest:
         self.metrics.items_refused.labels(signal.name, reason).inc(items)
         self._count(signal, transport, reason)
 
-    def _count(self, signal: Signal, transport: str, result: str) -> None:
+    def _count(self, signal: Signal | Route, transport: str, result: str) -> None:
         self.metrics.requests_received.labels(signal.name, transport, result).inc()
 
     def record_error(self, signal: Signal, transport: str, kind: str) -> None:
