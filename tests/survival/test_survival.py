@@ -21,6 +21,7 @@ from costctx.cli.main import main
 from costctx.cli.survival import demo_section as survival_section
 from costctx.survival.render import render_report
 from tests.support.sdk import tracer_provider
+from tests.support.sidecar import token_auth
 
 OWNER = {
     "workflow.id": "wf-1",
@@ -405,7 +406,7 @@ def test_survival_command_renders_table_and_json(sink, make_sidecar, capsys):
 def test_survival_command_sends_the_bearer_token(make_sidecar, tmp_path, capsys):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
-    runner = make_sidecar(processors=["envelope"], extensions={"bearertokenauth": {"filename": str(token_file)}})
+    runner = make_sidecar(processors=["envelope"], **token_auth(token_file))
     url = f"127.0.0.1:{runner.sidecar.admin_port}"
     assert main(["survival", "--url", url]) == 1
     assert "Unauthorized" in capsys.readouterr().err

@@ -24,6 +24,8 @@ from costctx.receivers.otlp.http import build_otlp_http_app
 from costctx.receivers.otlp.ingest import Ingest
 from costctx.receivers.otlp.metrics import ReceiverMetrics
 from costctx.service.admin import build_admin_app
+from costctx.service.config import auth as auth_servers
+from costctx.service.config.auth import server_authenticators
 from costctx.service.config.model import SidecarConfig
 from costctx.service.pipeline import PassThroughPipeline, TracesPipeline
 from costctx.service.registry import processor_class, processor_type
@@ -120,31 +122,39 @@ class Sidecar:
             self.http.app.middlewares.append(unreadable_body_is_a_bad_request)
 
     def _secure_servers(self) -> None:
-        """TLS per receiver, and bearer-token auth on every server as a whole (interceptor and
-        middleware), so services other components register on these servers are covered too."""
+        """TLS per receiver, and bearer-token auth per server as a whole (interceptor and
+        middleware), so services other components register on these servers are covered too.
+        Which authenticator guards which server: service/config/auth.py."""
         protocols = self.config.receivers.otlp.protocols
         if self.grpc is not None and protocols.grpc.tls is not None:
             self.grpc.credentials = grpc_server_credentials(protocols.grpc.tls)
         if self.http is not None and protocols.http.tls is not None:
             self.http.ssl_context = http_ssl_context(protocols.http.tls)
-        # By type, whatever the instance's name (`bearertokenauth/prod` too); validation allows one.
-        auth = next((c for n, c in self.config.extensions.items() if n.split("/", 1)[0] == "bearertokenauth"), None)
-        if auth is None:
+        authenticators = server_authenticators(self.config)
+        if not any(authenticators.values()):
             return
-        tokens = BearerTokens(auth)
+        # One token source per extension, shared by the servers it checks.
+        tokens = {name: BearerTokens(self.config.extensions[name]) for name in set(authenticators.values()) if name}
         refused = auth_refused_requests(self.metrics)
-        if self.grpc is not None:
-            self.grpc.interceptors.append(BearerAuthInterceptor(tokens, lambda _: refused.labels("grpc").inc()))
-        if self.http is not None:
-            self.http.app.middlewares.append(
-                bearer_auth_middleware(tokens, on_refused=lambda _: refused.labels("http").inc())
+        grpc_auth, http_auth, admin_auth = (authenticators.get(s) for s in (auth_servers.GRPC, auth_servers.HTTP,
+                                                                            auth_servers.ADMIN))
+        if self.grpc is not None and grpc_auth:
+            self.grpc.interceptors.append(
+                BearerAuthInterceptor(tokens[grpc_auth], lambda _: refused.labels("grpc").inc())
             )
-        # Kubelet probes carry no token: /healthz and /readyz stay open; /metrics and the rest do not.
-        self.admin_app.middlewares.append(
-            bearer_auth_middleware(
-                tokens, frozenset({"/healthz", "/readyz"}), on_refused=lambda _: refused.labels("admin").inc()
+        if self.http is not None and http_auth:
+            # First in the chain: refused before the body is read.
+            self.http.app.middlewares.insert(
+                0, bearer_auth_middleware(tokens[http_auth], on_refused=lambda _: refused.labels("http").inc())
             )
-        )
+        if admin_auth:
+            # Kubelet probes carry no token: /healthz and /readyz stay open; /metrics and the rest do not.
+            self.admin_app.middlewares.append(
+                bearer_auth_middleware(
+                    tokens[admin_auth], frozenset({"/healthz", "/readyz"}),
+                    on_refused=lambda _: refused.labels("admin").inc(),
+                )
+            )
 
     def _build_processor(self, name: str) -> Processor:
         cls = processor_class(processor_type(name))

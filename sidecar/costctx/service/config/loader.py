@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from costctx.config.types import split_host_port
+from costctx.service.config.auth import AuthConfigError, check_auth
 from costctx.service.config.model import SIGNALS, SidecarConfig
 from costctx.service.registry import EXPORTER_TYPES, EXTENSION_TYPES
 
@@ -157,20 +158,14 @@ def _validate_processors(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate_extensions(raw: dict[str, Any]) -> dict[str, Any]:
+    # Several instances are fine: servers name theirs (`auth: {authenticator: ...}`), and
+    # service/config/auth.py refuses any that would run nowhere or be ambiguous.
     typed: dict[str, Any] = {}
-    seen: dict[str, str] = {}
     for name, section in raw.items():
         type_name = name.split("/", 1)[0]
         model = EXTENSION_TYPES.get(type_name)
         if model is None:
             raise ConfigError(f"extensions.{name}: unknown extension (known: {', '.join(EXTENSION_TYPES)})")
-        if type_name in seen:
-            # Nothing references an extension by name here: each applies to the whole sidecar,
-            # so a second instance could only be ignored or clash.
-            raise ConfigError(
-                f"extensions.{name}: one {type_name} per sidecar ({seen[type_name]} is already configured)"
-            )
-        seen[type_name] = name
         try:
             typed[name] = model.model_validate(section or {})
         except ValidationError as exc:
@@ -244,6 +239,10 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> SidecarC
     config.processors = _validate_processors(config.processors)
     config.extensions = _validate_extensions(config.extensions)
     _check_references(config)
+    try:
+        check_auth(config)
+    except AuthConfigError as exc:
+        raise ConfigError(str(exc)) from None
     _check_no_loop(config)
     return config
 
