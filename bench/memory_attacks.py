@@ -103,8 +103,9 @@ class Sidecar:
         if max_recv_msg_size_mib is not None:
             grpc_config["max_recv_msg_size_mib"] = max_recv_msg_size_mib
         if auth:
-            config.setdefault("extensions", {})["bearertokenauth"] = {"token": TOKEN}
-            config["service"].setdefault("extensions", []).append("bearertokenauth")
+            config.setdefault("extensions", {})["bearertokenauth/otlp"] = {"token": TOKEN}
+            config["service"].setdefault("extensions", []).append("bearertokenauth/otlp")
+            grpc_config["auth"] = {"authenticator": "bearertokenauth/otlp"}
         path = workdir / "sidecar.yaml"
         path.write_text(yaml.safe_dump(config))
         self.grpc_port, self.http_port, self.admin_port = _free_port(), _free_port(), _free_port()
