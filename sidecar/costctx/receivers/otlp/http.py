@@ -8,6 +8,7 @@ gzip bomb gets 413 (or 503 under memory pressure) without ever being inflated wh
 
 from __future__ import annotations
 
+import logging
 import math
 
 from aiohttp import web
@@ -20,6 +21,8 @@ from costctx.receivers.otlp.ingest import Ingest, IngestError, decode_protobuf
 from costctx.receivers.otlp.json_codec import decode_json, encode_json
 from costctx.transport.http_body import BodyError, read_body
 from costctx.transport.http_errors import JSON, PROTOBUF, status_response
+
+log = logging.getLogger("costctx.receiver")
 
 MAX_BODY = web.AppKey("max_body", int)
 
@@ -69,6 +72,9 @@ def _export_handler(ingest: Ingest, signal: Signal):
         try:
             body = await read_body(request, request.app[MAX_BODY], admit_more)
         except BodyError as error:
+            # The client's fault and cheap to repeat: counted, and logged at debug only, so no
+            # client can fill the log.
+            log.debug("OTLP/HTTP %s: unreadable body (%s): %s", signal.name, error.kind, error.message)
             ingest.record_error(signal, "http", "too_large" if error.kind == "too_large" else "invalid")
             if error.kind == "unsupported":
                 return status_response(415, code_pb2.INVALID_ARGUMENT, error.message, content_type)
