@@ -11,6 +11,7 @@ of psutil samples every 5 ms while the attack runs. Cases:
   grpc_56mb             one 56 MB gRPC Export (default max_recv_msg_size_mib)
   grpc_56mb_x4_no_token four 56 MB Exports without a token, with bearertokenauth on and
                         max_recv_msg_size_mib raised to 64 (the refusal must not read them)
+  http_56mb_x4_no_token the same on /v1/traces, max_request_body_size raised to 64 MiB
 
 Usage: python bench/memory_attacks.py [--case NAME ...] [--json out.json]
 """
@@ -97,15 +98,17 @@ class Sidecar:
     """`costctx run` with the k8s base config, on free loopback ports, exporting nowhere useful
     (the attacks never reach the exporter)."""
 
-    def __init__(self, workdir: Path, auth: bool = False, max_recv_msg_size_mib: int | None = None) -> None:
+    def __init__(self, workdir: Path, auth: bool = False, raise_limits: bool = False) -> None:
         config = yaml.safe_load(BASE_CONFIG.read_text())
         grpc_config = config["receivers"]["otlp"]["protocols"]["grpc"]
-        if max_recv_msg_size_mib is not None:
-            grpc_config["max_recv_msg_size_mib"] = max_recv_msg_size_mib
+        http_config = config["receivers"]["otlp"]["protocols"]["http"]
+        if raise_limits:
+            grpc_config["max_recv_msg_size_mib"] = 64
+            http_config["max_request_body_size"] = 64 * MiB
         if auth:
             config.setdefault("extensions", {})["bearertokenauth/otlp"] = {"token": TOKEN}
             config["service"].setdefault("extensions", []).append("bearertokenauth/otlp")
-            grpc_config["auth"] = {"authenticator": "bearertokenauth/otlp"}
+            grpc_config["auth"] = http_config["auth"] = {"authenticator": "bearertokenauth/otlp"}
         path = workdir / "sidecar.yaml"
         path.write_text(yaml.safe_dump(config))
         self.grpc_port, self.http_port, self.admin_port = _free_port(), _free_port(), _free_port()
@@ -192,9 +195,9 @@ class Result:
     alive: bool  # the sidecar still answers /healthz after the attack
 
 
-def _post(url: str, body: bytes, content_type: str) -> str:
+def _post(url: str, body: bytes, content_type: str, encoding: str = "gzip") -> str:
     request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": content_type, "Content-Encoding": "gzip"})
+                                     headers={"Content-Type": content_type, "Content-Encoding": encoding})
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
             return str(answer.status)
@@ -215,12 +218,12 @@ def _grpc_export(port: int, body: bytes, metadata: tuple = ()) -> str:
             return error.code().name
 
 
-CASES = ("gzip_bomb_traces", "gzip_bomb_budget_x4", "grpc_56mb", "grpc_56mb_x4_no_token")
+CASES = ("gzip_bomb_traces", "gzip_bomb_budget_x4", "grpc_56mb", "grpc_56mb_x4_no_token", "http_56mb_x4_no_token")
 
 
 def run_case(case: str, workdir: Path, bomb: bytes | None = None, big: bytes | None = None) -> Result:
-    auth = case == "grpc_56mb_x4_no_token"
-    sidecar = Sidecar(workdir, auth=auth, max_recv_msg_size_mib=64 if auth else None)
+    auth = case.endswith("_no_token")
+    sidecar = Sidecar(workdir, auth=auth, raise_limits=auth)
     try:
         before = psutil.Process(sidecar.proc.pid).memory_info().rss
         http = f"http://127.0.0.1:{sidecar.http_port}"
@@ -238,6 +241,11 @@ def run_case(case: str, workdir: Path, bomb: bytes | None = None, big: bytes | N
                 body = big or big_export_request()
                 with ThreadPoolExecutor(4) as pool:
                     answers = list(pool.map(lambda _: _grpc_export(sidecar.grpc_port, body), range(4)))
+            elif case == "http_56mb_x4_no_token":
+                body = big or big_export_request()
+                with ThreadPoolExecutor(4) as pool:
+                    answers = list(pool.map(
+                        lambda _: _post(http + "/v1/traces", body, "application/x-protobuf", "identity"), range(4)))
             else:
                 raise ValueError(f"unknown case {case!r}")
             time.sleep(0.2)  # let a late allocation show

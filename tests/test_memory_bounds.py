@@ -30,6 +30,7 @@ def big() -> bytes:
     ("gzip_bomb_budget_x4", "413"),
     ("grpc_56mb", "RESOURCE_EXHAUSTED"),
     ("grpc_56mb_x4_no_token", "UNAUTHENTICATED"),
+    ("http_56mb_x4_no_token", "401"),
 ])
 def test_peak_rss_stays_bounded(tmp_path, bomb, big, case, answer):
     result = run_case(case, tmp_path, bomb, big)
