@@ -103,3 +103,27 @@ def _config(**overrides) -> dict:
 def test_auth_that_would_fail_open_is_a_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         build_config(_config(**overrides), {})
+
+
+def test_a_server_beyond_loopback_without_auth_is_warned_about(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = _config(service={"telemetry": {"metrics": {"address": "0.0.0.0:8888"}}})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "costctx", "validate", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "service.telemetry.metrics listens on 0.0.0.0:8888 without auth" in result.stderr
+    # Guarded: no warning. Loopback receivers: no warning either.
+    guarded = _config(extensions={"bearertokenauth/admin": {"token": "t"}},
+                      service={"extensions": ["bearertokenauth/admin"],
+                               "telemetry": {"metrics": {"address": "0.0.0.0:8888",
+                                                         "auth": {"authenticator": "bearertokenauth/admin"}}}})
+    path.write_text(yaml.safe_dump(guarded))
+    result = subprocess.run([sys.executable, "-m", "costctx", "validate", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr

@@ -68,3 +68,28 @@ def server_authenticators(config: SidecarConfig) -> dict[str, str | None]:
     unnamed = [name for name in config.service.extensions if name not in named.values()]
     fallback = unnamed[0] if len(unnamed) == 1 else None
     return {server: authenticator or fallback for server, authenticator in named.items()}
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def unguarded_public_servers(config: SidecarConfig) -> list[str]:
+    """Warnings for servers that listen beyond loopback with no authenticator: anyone who can
+    reach the address can send spans, spend budget or read /metrics and /survival."""
+    protocols = config.receivers.otlp.protocols
+    endpoints = {ADMIN: config.service.telemetry.metrics.address}
+    if protocols.grpc is not None:
+        endpoints[GRPC] = protocols.grpc.endpoint
+    if protocols.http is not None:
+        endpoints[HTTP] = protocols.http.endpoint
+    guarded = server_authenticators(config)
+    warnings = []
+    for server, endpoint in endpoints.items():
+        host = endpoint.rpartition(":")[0].strip("[]")
+        if host not in _LOOPBACK and not guarded.get(server):
+            what = "/metrics and /survival (tenants, spend)" if server == ADMIN else "spans and budget checks"
+            warnings.append(
+                f"{server} listens on {endpoint} without auth: {what} are open to anyone who can reach it; "
+                f"set {server}.auth.authenticator"
+            )
+    return warnings
