@@ -98,3 +98,29 @@ def test_budget_routes_are_bounded_and_admitted(side, sink):
     registry = side.sidecar.metrics.registry
     assert registry.get_sample_value("costctx_receiver_requests_total",
                                      {"signal": "budget", "transport": "http", "result": "memory_limited"}) == 1
+
+
+def test_grpc_budget_service_is_admitted_before_its_message_is_read(side, sink):
+    import grpc
+    from google.rpc import error_details_pb2
+
+    from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+
+    def refuse(signal, size_bytes: int) -> IngestError | None:
+        return IngestError("unavailable", "memory is short", 2.0)
+
+    request = pb.CheckRequest(model="gpt-4o", estimated_cost_usd=0.01).SerializeToString()
+    with grpc.insecure_channel(f"127.0.0.1:{side.sidecar.grpc_port}") as channel:
+        check = channel.unary_unary("/costctx.v1.BudgetService/Check")
+        check(request, timeout=5)  # admitted
+        side.call(side.sidecar.ingest.admission_checks.append, refuse)
+        with pytest.raises(grpc.RpcError) as refused:
+            check(request, timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    trailer = dict(refused.value.trailing_metadata())["grpc-status-details-bin"]
+    detail = status_pb2.Status.FromString(trailer).details[0]
+    info = error_details_pb2.RetryInfo()
+    assert detail.Unpack(info) and info.retry_delay.seconds == 2
+    registry = side.sidecar.metrics.registry
+    assert registry.get_sample_value("costctx_receiver_requests_total",
+                                     {"signal": "budget", "transport": "grpc", "result": "memory_limited"}) == 1

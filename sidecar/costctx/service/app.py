@@ -19,7 +19,7 @@ from costctx.extensions.bearertokenauth.tokens import BearerTokens
 from costctx.extensions.budgetservice.service import grpc_handlers as budget_grpc_handlers
 from costctx.extensions.budgetservice.service import http_routes as budget_http_routes
 from costctx.pdata.signals import SIGNALS
-from costctx.receivers.otlp.grpc import otlp_grpc_handlers
+from costctx.receivers.otlp.grpc import AdmissionInterceptor, otlp_grpc_handlers
 from costctx.receivers.otlp.http import build_otlp_http_app
 from costctx.receivers.otlp.ingest import Ingest
 from costctx.receivers.otlp.metrics import ReceiverMetrics
@@ -118,6 +118,9 @@ class Sidecar:
         )
         self.admin = HttpServerHost(config.service.telemetry.metrics.address, self.admin_app, "telemetry")
         self._secure_servers()
+        if self.grpc is not None:
+            # After auth: an unauthenticated call is refused as such, either way unread.
+            self.grpc.interceptors.append(AdmissionInterceptor(self.ingest))
         if self.http is not None:
             self.http.app.middlewares.append(unreadable_body_is_a_bad_request)
 

@@ -15,7 +15,8 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from costctx.pdata.signals import SIGNALS, Signal
-from costctx.receivers.otlp.ingest import Ingest, IngestError, decode_protobuf
+from costctx.receivers.otlp.ingest import Ingest, IngestError, Route, decode_protobuf
+from costctx.transport.grpc_refusal import refusing
 
 _CODES = {
     "invalid": grpc.StatusCode.INVALID_ARGUMENT,
@@ -71,6 +72,30 @@ def _export_handler(ingest: Ingest, signal: Signal):
         return response.SerializeToString()
 
     return export
+
+
+class AdmissionInterceptor(grpc.aio.ServerInterceptor):
+    """The admission checks (memory limiter) for every other method on the server (the budget
+    service): under memory pressure a call is refused, UNAVAILABLE with RetryInfo, before its
+    message is read. OTLP Export admits itself, with the message's size."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self._exports = {signal.grpc_method for signal in SIGNALS.values()}
+
+    async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method in self._exports:
+            return handler
+        try:
+            service = method.rsplit("/", 2)[-2].rsplit(".", 1)[-1]  # /costctx.v1.BudgetService/Check -> budget
+            self.ingest.admit(Route(service.lower().removesuffix("service")), 0, "grpc")
+        except IngestError as error:
+            code = _CODES[error.kind]
+            trailer = retry_info_trailer(code, error.message, error.retry_after) if error.retry_after else ()
+            return refusing(handler, code, error.message, trailer)
+        return handler
 
 
 def otlp_grpc_handlers(ingest: Ingest) -> list[grpc.GenericRpcHandler]:
