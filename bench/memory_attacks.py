@@ -12,6 +12,8 @@ of psutil samples every 5 ms while the attack runs. Cases:
   grpc_56mb_x4_no_token four 56 MB Exports without a token, with bearertokenauth on and
                         max_recv_msg_size_mib raised to 64 (the refusal must not read them)
   http_56mb_x4_no_token the same on /v1/traces, max_request_body_size raised to 64 MiB
+  tiny_items_json       4 MiB of OTLP/JSON made of empty objects (1.4M of them)
+  tiny_items_protobuf   4 MiB of protobuf made of empty spans (2M of them in one scope)
 
 Usage: python bench/memory_attacks.py [--case NAME ...] [--json out.json]
 """
@@ -218,7 +220,21 @@ def _grpc_export(port: int, body: bytes, metadata: tuple = ()) -> str:
             return error.code().name
 
 
-CASES = ("gzip_bomb_traces", "gzip_bomb_budget_x4", "grpc_56mb", "grpc_56mb_x4_no_token", "http_56mb_x4_no_token")
+CASES = ("gzip_bomb_traces", "gzip_bomb_budget_x4", "grpc_56mb", "grpc_56mb_x4_no_token", "http_56mb_x4_no_token",
+         "tiny_items_json", "tiny_items_protobuf")
+
+
+def tiny_items_json(size: int = 4 * MiB) -> bytes:
+    return b'{"resourceSpans":[' + b",".join([b"{}"] * (size // 3 - 20)) + b"]}"
+
+
+def tiny_items_protobuf(size: int = 4 * MiB) -> bytes:
+    """One resource, one scope, empty spans (ScopeSpans field 2, length 0) up to `size`."""
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    spans = b"\x12\x00" * (size // 2 - 100)
+    scope = b"\x12" + _VarintBytes(len(spans)) + spans
+    return b"\x0a" + _VarintBytes(len(scope)) + scope
 
 
 def run_case(case: str, workdir: Path, bomb: bytes | None = None, big: bytes | None = None) -> Result:
@@ -241,6 +257,10 @@ def run_case(case: str, workdir: Path, bomb: bytes | None = None, big: bytes | N
                 body = big or big_export_request()
                 with ThreadPoolExecutor(4) as pool:
                     answers = list(pool.map(lambda _: _grpc_export(sidecar.grpc_port, body), range(4)))
+            elif case == "tiny_items_json":
+                answers = [_post(http + "/v1/traces", tiny_items_json(), "application/json", "identity")]
+            elif case == "tiny_items_protobuf":
+                answers = [_post(http + "/v1/traces", tiny_items_protobuf(), "application/x-protobuf", "identity")]
             elif case == "http_56mb_x4_no_token":
                 body = big or big_export_request()
                 with ThreadPoolExecutor(4) as pool:

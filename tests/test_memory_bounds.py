@@ -31,6 +31,8 @@ def big() -> bytes:
     ("grpc_56mb", "RESOURCE_EXHAUSTED"),
     ("grpc_56mb_x4_no_token", "UNAUTHENTICATED"),
     ("http_56mb_x4_no_token", "401"),
+    ("tiny_items_json", "413"),
+    ("tiny_items_protobuf", "413"),
 ])
 def test_peak_rss_stays_bounded(tmp_path, bomb, big, case, answer):
     result = run_case(case, tmp_path, bomb, big)

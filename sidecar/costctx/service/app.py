@@ -75,7 +75,8 @@ class Sidecar:
             for signal in ("metrics", "logs")
             if signal in pipelines
         }
-        self.ingest = Ingest(self.traces, passthrough, ReceiverMetrics(self.metrics))
+        self.ingest = Ingest(self.traces, passthrough, ReceiverMetrics(self.metrics),
+                             max_items=config.receivers.otlp.max_items_per_request)
         # Processors that guard admission (memory_limiter) run before any request is accepted,
         # for every signal, in pipeline order.
         for processor in self.traces.processors if self.traces is not None else ():

@@ -62,12 +62,17 @@ def _export_handler(ingest: Ingest, signal: Signal):
         if request is None:
             await abort_with(context, IngestError("invalid", "no request message"))
         try:
-            ingest.admit(signal, len(request), "grpc")
-            message = decode_protobuf(signal, request)
-            response = ingest.export(signal, message, request, "grpc")
+            ingest.admit(signal, len(request), "grpc")  # counted by ingest when refused
         except IngestError as error:
-            if error.kind == "invalid":
-                ingest.record_error(signal, "grpc", "invalid")
+            await abort_with(context, error)
+        try:
+            message = decode_protobuf(signal, request, ingest.max_items)
+        except IngestError as error:  # undecodable, or too many items to decode
+            ingest.record_error(signal, "grpc", error.kind)
+            await abort_with(context, error)
+        try:
+            response = ingest.export(signal, message, request, "grpc")
+        except IngestError as error:  # counted by ingest
             await abort_with(context, error)  # raises: the RPC ends here
         return response.SerializeToString()
 

@@ -85,11 +85,13 @@ def _export_handler(ingest: Ingest, signal: Signal):
             if content_type == JSON:
                 message, raw = decode_json(signal, body), None
             else:
-                message, raw = decode_protobuf(signal, body), body
+                message, raw = decode_protobuf(signal, body, ingest.max_items), body
+        except IngestError as error:  # undecodable, or too many objects to decode
+            ingest.record_error(signal, "http", error.kind)
+            return error_response(error, content_type)
+        try:
             response = ingest.export(signal, message, raw, "http")
-        except IngestError as error:
-            if error.kind == "invalid":
-                ingest.record_error(signal, "http", "invalid")
+        except IngestError as error:  # counted by ingest
             return error_response(error, content_type)
         return web.Response(status=200, body=_encode(response, content_type), content_type=content_type)
 

@@ -16,13 +16,17 @@ from google.protobuf.message import DecodeError, Message
 from costctx.component.consumer import AdmissionCheck, IngestError, PassThroughConsumer, TracesConsumer
 from costctx.pdata import TraceBatch
 from costctx.pdata.signals import TRACES, Signal, count_items
+from costctx.pdata.wire_count import over_limit
 from costctx.receivers.otlp.metrics import ReceiverMetrics
 from costctx.transport.http_body import Refused
 
 log = logging.getLogger("costctx.receiver")
 
 
-def decode_protobuf(signal: Signal, body: bytes) -> Message:
+def decode_protobuf(signal: Signal, body: bytes, max_items: int | None = None) -> Message:
+    if max_items is not None and over_limit(body, max_items):
+        # Counted on the wire: parsing millions of tiny items would cost hundreds of MB.
+        raise IngestError("too_large", f"over {max_items} items in one request; send smaller batches")
     message = signal.request_type()
     try:
         message.ParseFromString(body)
@@ -46,11 +50,13 @@ class Ingest:
         passthrough: dict[str, PassThroughConsumer],
         metrics: ReceiverMetrics,
         retry_after: float = 1.0,
+        max_items: int | None = None,
     ) -> None:
         self.traces = traces
         self.passthrough = passthrough
         self.metrics = metrics
         self.retry_after = retry_after
+        self.max_items = max_items
         self.admission_checks: list[AdmissionCheck] = []
 
     def admit(self, signal: Signal | Route, size_bytes: int, transport: str) -> None:
@@ -76,6 +82,11 @@ class Ingest:
             self._count(signal, transport, "unimplemented")
             raise IngestError("unimplemented", f"this sidecar has no {signal.name} pipeline")
         items = count_items(signal, request)
+        if self.max_items is not None and items > self.max_items:
+            # Before the pipeline: per item it costs far more than the item's wire bytes.
+            self._count(signal, transport, "too_large")
+            raise IngestError("too_large", f"{items} items in one request, over the limit of {self.max_items}; "
+                                           "send smaller batches")
         if not pipeline.has_capacity():
             self._refuse(signal, transport, items, "queue_full")
             raise IngestError("unavailable", "sending queue is full; retry later", self.retry_after)
