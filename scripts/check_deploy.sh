@@ -37,7 +37,9 @@ for dir in k8s/base k8s/overlays/example k8s/monitoring; do
 done
 
 echo "== the ConfigMap's sidecar config, with the container's environment"
-COLLECTOR_ENDPOINT=otel-collector.observability.svc.cluster.local:4317 \
+# The admin token comes from a Secret mounted in the pod; a stand-in file here (validate reads it).
+echo "check-deploy-stand-in" >"$work/admin-token"
+COLLECTOR_ENDPOINT=otel-collector.observability.svc.cluster.local:4317 COSTCTX_ADMIN_TOKEN_FILE="$work/admin-token" \
   "$PY" -m costctx validate --config k8s/base/sidecar.yaml
 
 echo "== hadolint $(hadolint --version | awk '{print $NF}'): Dockerfile"

@@ -10,9 +10,9 @@ import pytest
 
 from costctx.attribution.registry import ContextRegistry, RedisBackend
 from costctx.cli.sink import OtlpSink
+from tests.processors.budget.test_budget_concurrency import LIMIT, run_callers
 from tests.support.cluster import node_of, redis_cluster_fixture
 from tests.support.sidecar import sidecar_config, start_sidecar
-from tests.processors.budget.test_budget_concurrency import LIMIT, run_callers
 
 # Real sidecars and a sink: the outer loop.
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -80,9 +80,13 @@ class ContainerProcess:
             self.proc.wait(5)
 
 
-def http_get(url: str) -> tuple[int, str]:
+ADMIN_TOKEN = "admin-s3cret"
+
+
+def http_get(url: str, token: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=3) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -105,8 +109,11 @@ def collector() -> Iterator[OtlpSink]:
 
 
 @pytest.fixture
-def container(collector: OtlpSink) -> Iterator[tuple[ContainerProcess, dict[str, int], float]]:
+def container(collector: OtlpSink, tmp_path) -> Iterator[tuple[ContainerProcess, dict[str, int], float]]:
     launch = sidecar_launch()
+    # The Secret the Deployment mounts for the admin port's token, played by a file.
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(launch.env)  # the container's environment, as the kubelet sets it
     assert "COLLECTOR_ENDPOINT" in launch.env, "the Deployment should point the exporter at the collector"
@@ -116,6 +123,7 @@ def container(collector: OtlpSink) -> Iterator[tuple[ContainerProcess, dict[str,
         COSTCTX_HTTP_ENDPOINT="127.0.0.1:0",
         # In the pod this is 0.0.0.0 for the kubelet's probes; tests stay on loopback.
         COSTCTX_TELEMETRY_ADDRESS="127.0.0.1:0",
+        COSTCTX_ADMIN_TOKEN_FILE=str(token_file),
         PYTHONUNBUFFERED="1",
     )
     process = ContainerProcess(launch.argv, env)
@@ -149,10 +157,14 @@ def test_sidecar_container_forwards_spans_and_drains_on_sigterm(container, colle
     process, ports, grace = container
     base = f"http://127.0.0.1:{ports['telemetry']}"
 
-    # The probes the Deployment points at.
+    # The probes the Deployment points at, open; the rest of the admin port needs the token.
     assert http_get(base + "/healthz")[0] == 200
     status, body = http_get(base + "/readyz")
     assert status == 200 and json.loads(body)["ready"] is True
+    for path in ("/metrics", "/survival"):
+        assert http_get(base + path)[0] == 401
+        assert http_get(base + path, "wrong")[0] == 401
+        assert http_get(base + path, ADMIN_TOKEN)[0] == 200
 
     # An application sending with the real OpenTelemetry SDK, over gRPC and over HTTP.
     grpc_app = tracer_provider(grpc_port=ports["grpc"], service="checkout")
@@ -179,7 +191,7 @@ def test_sidecar_container_forwards_spans_and_drains_on_sigterm(container, colle
         pass
     assert grpc_app.force_flush(10_000)
     deadline = time.monotonic() + 15
-    while metric_total(http_get(base + "/metrics")[1], "costctx_exporter_retries") < 1:
+    while metric_total(http_get(base + "/metrics", ADMIN_TOKEN)[1], "costctx_exporter_retries") < 1:
         assert time.monotonic() < deadline, "the refused batch was never retried:\n" + process.log()
         time.sleep(0.05)
     assert collector.span_count() == 5  # still held by the sidecar, not delivered yet
@@ -214,6 +226,17 @@ def test_manifest_keeps_the_deployment_promises() -> None:
     annotations = spec["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == telemetry_port
+
+    # The admin port listens on the pod IP, so it is guarded by a token from a mounted Secret.
+    launch = sidecar_launch()
+    config = load_config(launch.config_file, environ=launch.env)
+    assert config.service.telemetry.metrics.address.startswith("0.0.0.0:")
+    authenticator = config.service.telemetry.metrics.auth.authenticator
+    token_path = PurePosixPath(config.extensions[authenticator].filename)
+    mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+    secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    (volume,) = [name for name in secrets if PurePosixPath(mounts.get(name, "/nowhere")) == token_path.parent]
+    assert token_path.name in [item["path"] for item in secrets[volume]["items"]]
 
     # The memory limiter must refuse data before the kubelet OOM-kills the container.
     launch = sidecar_launch()

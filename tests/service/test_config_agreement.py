@@ -44,12 +44,22 @@ def corpus() -> dict[str, dict]:
         "every processor type twice": sidecar_config(SINK, processors=every_type, processor_config=sections),
         "every exporter type": both_exporters,
         "auth by a named instance": sidecar_config(
+            SINK, processors=[], extensions={"bearertokenauth/prod": {"token": "t"}},
+            service={"extensions": ["bearertokenauth/prod"]}),
+        "auth instances named by their servers": sidecar_config(
+            SINK, processors=[],
+            extensions={"bearertokenauth": {"token": "t"}, "bearertokenauth/admin": {"token": "u"}},
+            service={"extensions": ["bearertokenauth", "bearertokenauth/admin"],
+                     "telemetry": {"metrics": {"auth": {"authenticator": "bearertokenauth/admin"}}}}),
+        "refused: auth configured but not enabled": sidecar_config(
             SINK, processors=[], extensions={"bearertokenauth/prod": {"token": "t"}}),
-        "refused: two auth instances": sidecar_config(
-            SINK, processors=[], extensions={"bearertokenauth": {"token": "t"}, "bearertokenauth/b": {"token": "u"}}),
+        "refused: two auth instances no server names": sidecar_config(
+            SINK, processors=[], extensions={"bearertokenauth": {"token": "t"}, "bearertokenauth/b": {"token": "u"}},
+            service={"extensions": ["bearertokenauth", "bearertokenauth/b"]}),
         "refused: unknown processor type": sidecar_config(SINK, processors=["sample"]),
         "refused: token file missing": sidecar_config(
-            SINK, processors=[], extensions={"bearertokenauth": {"filename": MISSING_FILE}}),
+            SINK, processors=[], extensions={"bearertokenauth": {"filename": MISSING_FILE}},
+            service={"extensions": ["bearertokenauth"]}),
         "refused: receiver certificate missing": sidecar_config(SINK, processors=[], receivers={"otlp": {
             "protocols": {"grpc": {"tls": {"cert_file": MISSING_FILE, "key_file": MISSING_FILE}}}}}),
         "refused: memory_limiter without its limit": sidecar_config(SINK, processors=["memory_limiter"]),

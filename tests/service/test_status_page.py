@@ -14,6 +14,7 @@ from pathlib import Path
 from costctx.envelope import ENVELOPE
 from tests.support.ops_workload import HOPS, send_ops_workload
 from tests.support.png import colour_counts
+from tests.support.sidecar import token_auth
 from tests.support.tools import require_tool
 
 # The worker hop carries only the ids; these arrive by inheritance from the gateway's root.
@@ -100,7 +101,7 @@ def test_status_page_matrix_verdicts_spend_and_health(sink, make_sidecar):
 def test_status_page_needs_the_bearer_token_when_auth_is_on(sink, make_sidecar, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
-    runner = make_sidecar(extensions={"bearertokenauth": {"filename": str(token_file)}})
+    runner = make_sidecar(**token_auth(token_file))
     port = runner.sidecar.admin_port
     for path in ("/", "/status"):
         assert fetch(port, path)[0] == 401

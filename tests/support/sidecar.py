@@ -67,3 +67,9 @@ def start_sidecar(config: dict) -> SidecarThread:
     runner = SidecarThread(build_config(config, environ={}))
     runner.start()
     return runner
+
+
+def token_auth(token_file) -> dict:
+    """Config overrides for one `bearertokenauth` (from `token_file`) guarding every server."""
+    return {"extensions": {"bearertokenauth": {"filename": str(token_file)}},
+            "service": {"extensions": ["bearertokenauth"]}}

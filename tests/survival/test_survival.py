@@ -25,7 +25,7 @@ from costctx.service.config.loader import build_config
 from costctx.survival.recorder import NO_POLICY
 from costctx.survival.render import render_report
 from tests.support.sdk import tracer_provider
-from tests.support.sidecar import sidecar_config
+from tests.support.sidecar import sidecar_config, token_auth
 from tests.support.wait import wait_until
 
 OWNER = {
@@ -439,7 +439,7 @@ def test_survival_command_renders_table_and_json(sink, make_sidecar, capsys):
 def test_survival_command_sends_the_bearer_token(make_sidecar, tmp_path, capsys):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
-    runner = make_sidecar(processors=["envelope"], extensions={"bearertokenauth": {"filename": str(token_file)}})
+    runner = make_sidecar(processors=["envelope"], **token_auth(token_file))
     url = f"127.0.0.1:{runner.sidecar.admin_port}"
     assert main(["survival", "--url", url]) == 1
     assert "Unauthorized" in capsys.readouterr().err

@@ -43,6 +43,10 @@ def _load(path: str | None):
             print(f"costctx: invalid config: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     _refuse_broken_price_files(config)
+    from costctx.service.config.auth import unguarded_public_servers
+
+    for warning in unguarded_public_servers(config):
+        print(f"costctx: warning: {warning}", file=sys.stderr)
     return config
 
 

@@ -19,11 +19,13 @@ from costctx.extensions.bearertokenauth.tokens import BearerTokens
 from costctx.extensions.budgetservice.service import grpc_handlers as budget_grpc_handlers
 from costctx.extensions.budgetservice.service import http_routes as budget_http_routes
 from costctx.pdata.signals import SIGNALS
-from costctx.receivers.otlp.grpc import otlp_grpc_handlers
+from costctx.receivers.otlp.grpc import AdmissionInterceptor, otlp_grpc_handlers
 from costctx.receivers.otlp.http import build_otlp_http_app
 from costctx.receivers.otlp.ingest import Ingest
 from costctx.receivers.otlp.metrics import ReceiverMetrics
 from costctx.service.admin import build_admin_app
+from costctx.service.config import auth as auth_servers
+from costctx.service.config.auth import server_authenticators
 from costctx.service.config.model import SidecarConfig
 from costctx.service.pipeline import PassThroughPipeline, TracesPipeline
 from costctx.service.registry import processor_class, processor_type
@@ -34,6 +36,7 @@ from costctx.survival.recorder import SurvivalRecorder
 from costctx.survival.report import survival_report
 from costctx.telemetry.metrics import SidecarMetrics
 from costctx.transport.grpc_host import GrpcServerHost
+from costctx.transport.http_body import ROUTE_ADMISSION
 from costctx.transport.http_errors import unreadable_body_is_a_bad_request
 from costctx.transport.http_host import HttpServerHost
 from costctx.transport.tls import grpc_server_credentials, http_ssl_context
@@ -72,7 +75,8 @@ class Sidecar:
             for signal in ("metrics", "logs")
             if signal in pipelines
         }
-        self.ingest = Ingest(self.traces, passthrough, ReceiverMetrics(self.metrics))
+        self.ingest = Ingest(self.traces, passthrough, ReceiverMetrics(self.metrics),
+                             max_items=config.receivers.otlp.max_items_per_request)
         if "logs" in passthrough:  # where the settle processor sends its attribution records
             self.host.logs_consumer = passthrough["logs"].consume
         # Processors that guard admission (memory_limiter) run before any request is accepted,
@@ -92,6 +96,8 @@ class Sidecar:
             self.http = HttpServerHost(
                 protocols.http.endpoint, build_otlp_http_app(self.ingest, protocols.http), "OTLP/HTTP"
             )
+            # Routes other components add (the budget check) pass the same admission checks.
+            self.http.app[ROUTE_ADMISSION] = self.ingest.admit_route
         # Services processors provide on the same ports.
         for processor in self.traces.processors if self.traces is not None else ():
             if self.grpc is not None:
@@ -115,35 +121,46 @@ class Sidecar:
         )
         self.admin = HttpServerHost(config.service.telemetry.metrics.address, self.admin_app, "telemetry")
         self._secure_servers()
+        if self.grpc is not None:
+            # After auth: an unauthenticated call is refused as such, either way unread.
+            self.grpc.interceptors.append(AdmissionInterceptor(self.ingest))
         if self.http is not None:
             self.http.app.middlewares.append(unreadable_body_is_a_bad_request)
 
     def _secure_servers(self) -> None:
-        """TLS per receiver, and bearer-token auth on every server as a whole (interceptor and
-        middleware), so services other components register on these servers are covered too."""
+        """TLS per receiver, and bearer-token auth per server as a whole (interceptor and
+        middleware), so services other components register on these servers are covered too.
+        Which authenticator guards which server: service/config/auth.py."""
         protocols = self.config.receivers.otlp.protocols
         if self.grpc is not None and protocols.grpc.tls is not None:
             self.grpc.credentials = grpc_server_credentials(protocols.grpc.tls)
         if self.http is not None and protocols.http.tls is not None:
             self.http.ssl_context = http_ssl_context(protocols.http.tls)
-        # By type, whatever the instance's name (`bearertokenauth/prod` too); validation allows one.
-        auth = next((c for n, c in self.config.extensions.items() if n.split("/", 1)[0] == "bearertokenauth"), None)
-        if auth is None:
+        authenticators = server_authenticators(self.config)
+        if not any(authenticators.values()):
             return
-        tokens = BearerTokens(auth)
+        # One token source per extension, shared by the servers it checks.
+        tokens = {name: BearerTokens(self.config.extensions[name]) for name in set(authenticators.values()) if name}
         refused = auth_refused_requests(self.metrics)
-        if self.grpc is not None:
-            self.grpc.interceptors.append(BearerAuthInterceptor(tokens, lambda _: refused.labels("grpc").inc()))
-        if self.http is not None:
-            self.http.app.middlewares.append(
-                bearer_auth_middleware(tokens, on_refused=lambda _: refused.labels("http").inc())
+        grpc_auth, http_auth, admin_auth = (authenticators.get(s) for s in (auth_servers.GRPC, auth_servers.HTTP,
+                                                                            auth_servers.ADMIN))
+        if self.grpc is not None and grpc_auth:
+            self.grpc.interceptors.append(
+                BearerAuthInterceptor(tokens[grpc_auth], lambda _: refused.labels("grpc").inc())
             )
-        # Kubelet probes carry no token: /healthz and /readyz stay open; /metrics and the rest do not.
-        self.admin_app.middlewares.append(
-            bearer_auth_middleware(
-                tokens, frozenset({"/healthz", "/readyz"}), on_refused=lambda _: refused.labels("admin").inc()
+        if self.http is not None and http_auth:
+            # First in the chain: refused before the body is read.
+            self.http.app.middlewares.insert(
+                0, bearer_auth_middleware(tokens[http_auth], on_refused=lambda _: refused.labels("http").inc())
             )
-        )
+        if admin_auth:
+            # Kubelet probes carry no token: /healthz and /readyz stay open; /metrics and the rest do not.
+            self.admin_app.middlewares.append(
+                bearer_auth_middleware(
+                    tokens[admin_auth], frozenset({"/healthz", "/readyz"}),
+                    on_refused=lambda _: refused.labels("admin").inc(),
+                )
+            )
 
     def _build_processor(self, name: str) -> Processor:
         cls = processor_class(processor_type(name))

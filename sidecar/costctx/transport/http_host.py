@@ -11,8 +11,11 @@ from costctx.config.types import split_host_port
 
 
 class HttpServerHost:
-    def __init__(self, endpoint: str, app: web.Application, name: str) -> None:
+    def __init__(self, endpoint: str, app: web.Application, name: str, auto_decompress: bool = False) -> None:
         self.endpoint = endpoint
+        # Off by default: aiohttp would inflate each chunk whole before any size check (a
+        # gzip bomb); routes read bodies with transport/http_body.read_body, which is bounded.
+        self.auto_decompress = auto_decompress
         self.app = app
         self.name = name
         self._runner: web.AppRunner | None = None
@@ -32,7 +35,9 @@ class HttpServerHost:
         sock.listen(1024)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, auto_decompress=self.auto_decompress
+        )
         await self._runner.setup()
         await web.SockSite(self._runner, sock, ssl_context=self.ssl_context).start()
 

@@ -1,5 +1,6 @@
 """OTLP/HTTP admission (memory limiter) sees the bytes a request body really takes, once:
-its Content-Length, and the rest when the body is chunked (no length) or gzip."""
+its Content-Length, and the rest when the body is chunked (no length) or gzip, as it streams
+in steps (so a refusal comes while the body grows, not once it is whole)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import gzip
 import requests
 
 from costctx.receivers.otlp.ingest import IngestError
+from costctx.transport.http_body import STEP
 from tests.support.otlp_client import trace_request
 
 
@@ -33,9 +35,13 @@ def test_admission_counts_chunked_and_gzip_bodies_in_full(make_sidecar, sink):
     assert admitted_for(data=body) == len(body)  # Content-Length: counted once
     assert admitted_for(data=iter([body[:1000], body[1000:]])) == len(body)  # chunked: no length
     assert admitted_for(data=gzip.compress(body), extra={"Content-Encoding": "gzip"}) == len(body)
+    assert max(admitted[1:]) <= STEP  # after the compressed length, inflated bytes in steps
+
+    seen = [0]
 
     def refuse_big(signal, size_bytes: int) -> IngestError | None:
-        return IngestError("unavailable", "over", 1.0) if size_bytes > 100_000 else None
+        seen[0] += size_bytes
+        return IngestError("unavailable", "over", 1.0) if seen[0] > 100_000 else None
 
     runner.call(sidecar.ingest.admission_checks.append, refuse_big)
     refused = requests.post(url, data=iter([body]), headers=headers, timeout=10)

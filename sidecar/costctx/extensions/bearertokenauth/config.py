@@ -8,9 +8,11 @@ from costctx.config.types import StrictModel
 
 
 class BearerTokenAuthConfig(StrictModel):
-    """`extensions: bearertokenauth:` (Collector names). When present, every server the sidecar
-    runs (OTLP gRPC and HTTP, the budget services on them, the admin port except /healthz and
-    /readyz) requires `authorization: <scheme> <token>`."""
+    """`extensions: bearertokenauth[/name]:` (Collector names), listed in service.extensions.
+    A server names it with `auth: {authenticator: bearertokenauth/name}`; one that no server
+    names covers every server that names none (the OTLP gRPC and HTTP receivers, the budget
+    services on them, the admin port except /healthz and /readyz). Requests must carry
+    `authorization: <scheme> <token>` (service/config/auth.py resolves who checks what)."""
 
     # One token per line (several lines: old and new both valid during a rotation); the file
     # is re-read when it changes.

@@ -5,29 +5,9 @@ from __future__ import annotations
 import grpc
 
 from costctx.extensions.bearertokenauth.tokens import BearerTokens
+from costctx.transport.grpc_refusal import refusing
 
 MESSAGE = "missing or invalid bearer token"
-
-
-async def _deny_unary(request, context: grpc.aio.ServicerContext):
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, MESSAGE)
-
-
-async def _deny_stream(request, context: grpc.aio.ServicerContext):
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, MESSAGE)
-    yield b""  # pragma: no cover - makes this an async generator; abort raises first
-
-
-def _denying(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that refuses with UNAUTHENTICATED."""
-    kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(_deny_stream, **kwargs)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(_deny_unary, **kwargs)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(_deny_stream, **kwargs)
-    return grpc.unary_unary_rpc_method_handler(_deny_unary, **kwargs)
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -47,4 +27,5 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
         if self.tokens.valid(authorization):
             return handler
         self.on_refused(handler_call_details.method)
-        return _denying(handler)
+        # Refused before the request message is read (transport/grpc_refusal.py).
+        return refusing(handler, grpc.StatusCode.UNAUTHENTICATED, MESSAGE)

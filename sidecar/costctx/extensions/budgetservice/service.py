@@ -6,6 +6,7 @@ with a reason, as the OTLP receivers do.
 
 from __future__ import annotations
 
+import json
 import math
 
 import grpc
@@ -16,10 +17,16 @@ from google.rpc import code_pb2
 
 from costctx.budget.counters import MAX_TOKENS, MAX_USD
 from costctx.budget.engine import BudgetEngine
+from costctx.pdata.json_shape import ShapeError, check_json_shape
 from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+from costctx.transport.http_body import ROUTE_ADMISSION, BodyError, Refused, read_body
 from costctx.transport.http_errors import PROTOBUF, status_response
 
 SERVICE = "costctx.v1.BudgetService"
+# A CheckRequest is a few hundred bytes; this leaves room for long ids and many owner fields
+# while four concurrent requests cannot grow the process by more than a few MiB.
+MAX_HTTP_BODY = 64 * 1024
+_HTTP_STATUS = {"too_large": 413, "invalid": 400, "unsupported": 415}
 
 
 class BadRequest(ValueError):
@@ -67,8 +74,11 @@ def _parse(body: bytes, content_type: str, message):
         if content_type == PROTOBUF:
             message.ParseFromString(body)
         else:
-            json_format.Parse(body or b"{}", message, ignore_unknown_fields=True)
-    except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
+            data = json.loads(body or b"{}")
+            # json_format reads `"envelope": "x"` as an empty envelope: check the shape first.
+            check_json_shape(data, message.DESCRIPTOR)
+            json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except (DecodeError, json_format.ParseError, ShapeError, ValueError, RecursionError) as exc:
         raise BadRequest(str(exc)) from None
     return message
 
@@ -85,18 +95,43 @@ def _bad(reason: str, content_type: str) -> web.Response:
     return status_response(400, code_pb2.INVALID_ARGUMENT, reason, content_type)
 
 
+async def _read(request: web.Request) -> bytes | web.Response:
+    """The body, bounded and admitted (memory limiter) as it streams; or the error response."""
+    route_admission = request.app.get(ROUTE_ADMISSION)
+
+    def admit(size: int) -> None:
+        if route_admission is not None:
+            route_admission("budget", size)
+
+    try:
+        admit(request.content_length or 0)  # before reading: a refusal costs nothing
+        return await read_body(request, MAX_HTTP_BODY, admit)
+    except BodyError as error:
+        code = code_pb2.RESOURCE_EXHAUSTED if error.kind == "too_large" else code_pb2.INVALID_ARGUMENT
+        return status_response(_HTTP_STATUS[error.kind], code, error.message, request.content_type)
+    except Refused as error:  # the memory limiter's retryable refusal
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+        return status_response(503, code_pb2.UNAVAILABLE, error.message, request.content_type, headers)
+
+
 def http_routes(engine: BudgetEngine) -> list[web.RouteDef]:
     async def check(request: web.Request) -> web.Response:
+        body = await _read(request)
+        if isinstance(body, web.Response):
+            return body
         try:
-            message = _parse(await request.read(), request.content_type, pb.CheckRequest())
+            message = _parse(body, request.content_type, pb.CheckRequest())
             validate(message)
         except BadRequest as exc:
             return _bad(f"bad CheckRequest: {exc}", request.content_type)
         return _reply(await engine.check(message), request.content_type)
 
     async def release(request: web.Request) -> web.Response:
+        body = await _read(request)
+        if isinstance(body, web.Response):
+            return body
         try:
-            message = _parse(await request.read(), request.content_type, pb.ReleaseRequest())
+            message = _parse(body, request.content_type, pb.ReleaseRequest())
         except BadRequest as exc:
             return _bad(f"bad ReleaseRequest: {exc}", request.content_type)
         return _reply(pb.ReleaseResponse(released=await engine.release(message.reservation_id)), request.content_type)

@@ -1,6 +1,8 @@
 """limits: bound what one span may carry, so one misbehaving client cannot blow up the sidecar
-or the backend: at most `max_attributes_per_span` attributes, string and bytes values (also in
-arrays) at most `max_attribute_value_length` characters/bytes.
+or the backend: at most `max_attributes_per_span` attributes, string and bytes values at most
+`max_attribute_value_length` characters/bytes wherever a span carries them: attribute values
+(in arrays and kvlists too), the span name, events (name and attributes), links' attributes
+and the resource's attributes (limits/bound.py).
 
 The excess is not refused (the rest of the span is still worth having for attribution) but
 truncated or dropped, and counted: `costctx_limits_dropped_attributes_total`,
@@ -16,30 +18,16 @@ ByteSize); the attribute count is a len().
 
 from __future__ import annotations
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import index_attributes
 from costctx.pdata.batch import SpanRecord
+from costctx.processors.limits.bound import bound_resource, bound_span
 from costctx.processors.limits.config import LimitsConfig
 from costctx.processors.limits.metrics import limits_metrics
-
-
-def _truncate(value: AnyValue, limit: int) -> int:
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        if len(value.string_value) > limit:
-            value.string_value = value.string_value[:limit]
-            return 1
-    elif kind == "bytes_value":
-        if len(value.bytes_value) > limit:
-            value.bytes_value = value.bytes_value[:limit]
-            return 1
-    elif kind == "array_value":
-        return sum(_truncate(element, limit) for element in value.array_value.values)
-    return 0
 
 
 class LimitsProcessor(Processor):
@@ -58,14 +46,20 @@ class LimitsProcessor(Processor):
         max_len = self.config.max_attribute_value_length
         raw = batch.raw
         check_values = raw is None or len(raw) > max_len
+        truncated = 0
         for rec in batch.records:
             span = rec.span
             if len(span.attributes) > max_attrs:
                 self._drop_excess(rec, max_attrs)
             if check_values and span.ByteSize() > max_len:
-                truncated = sum(_truncate(kv.value, max_len) for kv in span.attributes)
-                if truncated:
-                    self._truncated.inc(truncated)
+                truncated += bound_span(span, max_len)
+        if check_values:
+            for resource_spans in batch.request.resource_spans:
+                if resource_spans.resource.ByteSize() > max_len:
+                    truncated += bound_resource(resource_spans.resource, max_len)
+        if truncated:
+            self._truncated.inc(truncated)
+            batch.raw = None  # the bytes as received no longer match
         return batch
 
     def _drop_excess(self, rec: SpanRecord, max_attrs: int) -> None:

@@ -1,12 +1,14 @@
 """OTLP/HTTP receiver: POST /v1/traces, /v1/metrics, /v1/logs, protobuf or JSON, gzip.
 
 Errors carry a google.rpc.Status body in the request's encoding; 503 carries Retry-After.
-aiohttp decompresses gzip request bodies itself and applies the body size limit to the
-decompressed size, so a small gzip bomb still gets 413.
+Bodies are read with transport/http_body.read_body: gzip and deflate are inflated in bounded
+steps with the size limit and the admission checks applied as the body grows, so a small
+gzip bomb gets 413 (or 503 under memory pressure) without ever being inflated whole.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 from aiohttp import web
@@ -17,7 +19,10 @@ from costctx.config.server import HttpProtocolConfig
 from costctx.pdata.signals import SIGNALS, Signal
 from costctx.receivers.otlp.ingest import Ingest, IngestError, decode_protobuf
 from costctx.receivers.otlp.json_codec import decode_json, encode_json
+from costctx.transport.http_body import BodyError, read_body
 from costctx.transport.http_errors import JSON, PROTOBUF, status_response
+
+log = logging.getLogger("costctx.receiver")
 
 MAX_BODY = web.AppKey("max_body", int)
 
@@ -53,32 +58,40 @@ def _export_handler(ingest: Ingest, signal: Signal):
             ingest.admit(signal, request.content_length or 0, "http")
         except IngestError as error:
             return error_response(error, content_type)
+        # Admitted at its Content-Length; what inflating adds beyond that is admitted as it
+        # streams, before it is decoded (a gzip bomb is refused as it grows, not after).
+        unadmitted = request.content_length or 0
+
+        def admit_more(size: int) -> None:
+            nonlocal unadmitted
+            unadmitted -= size
+            if unadmitted < 0:
+                ingest.admit(signal, -unadmitted, "http")
+                unadmitted = 0
+
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            ingest.record_error(signal, "http", "too_large")
-            limit = request.app[MAX_BODY]
-            return error_response(IngestError("too_large", f"request body over {limit} bytes"), content_type)
-        except Exception as exc:  # bad gzip, truncated body: aiohttp's payload errors
-            ingest.record_error(signal, "http", "invalid")
-            return error_response(IngestError("invalid", f"cannot read request body: {exc}"), content_type)
-        # Admitted at its Content-Length; a chunked body (no length) or a gzip one (decompressed
-        # by aiohttp) takes more: the admission checks see the rest too, before it is decoded.
-        unadmitted = len(body) - (request.content_length or 0)
-        if unadmitted > 0:
-            try:
-                ingest.admit(signal, unadmitted, "http")
-            except IngestError as error:
-                return error_response(error, content_type)
+            body = await read_body(request, request.app[MAX_BODY], admit_more)
+        except BodyError as error:
+            # The client's fault and cheap to repeat: counted, and logged at debug only, so no
+            # client can fill the log.
+            log.debug("OTLP/HTTP %s: unreadable body (%s): %s", signal.name, error.kind, error.message)
+            ingest.record_error(signal, "http", "too_large" if error.kind == "too_large" else "invalid")
+            if error.kind == "unsupported":
+                return status_response(415, code_pb2.INVALID_ARGUMENT, error.message, content_type)
+            return error_response(IngestError(error.kind, error.message), content_type)
+        except IngestError as error:
+            return error_response(error, content_type)
         try:
             if content_type == JSON:
                 message, raw = decode_json(signal, body), None
             else:
-                message, raw = decode_protobuf(signal, body), body
+                message, raw = decode_protobuf(signal, body, ingest.max_items), body
+        except IngestError as error:  # undecodable, or too many objects to decode
+            ingest.record_error(signal, "http", error.kind)
+            return error_response(error, content_type)
+        try:
             response = ingest.export(signal, message, raw, "http")
-        except IngestError as error:
-            if error.kind == "invalid":
-                ingest.record_error(signal, "http", "invalid")
+        except IngestError as error:  # counted by ingest
             return error_response(error, content_type)
         return web.Response(status=200, body=_encode(response, content_type), content_type=content_type)
 
@@ -87,6 +100,7 @@ def _export_handler(ingest: Ingest, signal: Signal):
 
 def build_otlp_http_app(ingest: Ingest, config: HttpProtocolConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_request_body_size)
+    # Served with aiohttp's auto_decompress off (HttpServerHost): read_body inflates, bounded.
     app[MAX_BODY] = config.max_request_body_size
     for signal in SIGNALS.values():
         app.router.add_post(signal.http_path, _export_handler(ingest, signal))

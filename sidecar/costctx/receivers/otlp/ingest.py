@@ -9,24 +9,38 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError, Message
 
 from costctx.component.consumer import AdmissionCheck, IngestError, PassThroughConsumer, TracesConsumer
 from costctx.pdata import TraceBatch
 from costctx.pdata.signals import TRACES, Signal, count_items
+from costctx.pdata.wire_count import over_limit
 from costctx.receivers.otlp.metrics import ReceiverMetrics
+from costctx.transport.http_body import Refused
 
 log = logging.getLogger("costctx.receiver")
 
 
-def decode_protobuf(signal: Signal, body: bytes) -> Message:
+def decode_protobuf(signal: Signal, body: bytes, max_items: int | None = None) -> Message:
+    if max_items is not None and over_limit(body, max_items):
+        # Counted on the wire: parsing millions of tiny items would cost hundreds of MB.
+        raise IngestError("too_large", f"over {max_items} items in one request; send smaller batches")
     message = signal.request_type()
     try:
         message.ParseFromString(body)
     except (DecodeError, ValueError) as exc:
         raise IngestError("invalid", f"cannot decode {signal.name} protobuf request: {exc}") from None
     return message
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route other than an OTLP signal on the receivers' servers (the budget check): admitted
+    and counted like a signal, under its own name (admission checks read only `.name`)."""
+
+    name: str
 
 
 class Ingest:
@@ -36,14 +50,16 @@ class Ingest:
         passthrough: dict[str, PassThroughConsumer],
         metrics: ReceiverMetrics,
         retry_after: float = 1.0,
+        max_items: int | None = None,
     ) -> None:
         self.traces = traces
         self.passthrough = passthrough
         self.metrics = metrics
         self.retry_after = retry_after
+        self.max_items = max_items
         self.admission_checks: list[AdmissionCheck] = []
 
-    def admit(self, signal: Signal, size_bytes: int, transport: str) -> None:
+    def admit(self, signal: Signal | Route, size_bytes: int, transport: str) -> None:
         """Run the admission checks (memory limiter) BEFORE the body is decoded: under memory
         pressure a refusal must cost as little as possible. Raises the refusal."""
         for check in self.admission_checks:
@@ -52,6 +68,13 @@ class Ingest:
                 self._count(signal, transport, "memory_limited" if refusal.kind == "unavailable" else refusal.kind)
                 raise refusal
 
+    def admit_route(self, route: str, size_bytes: int) -> None:
+        """Admission for a non-OTLP route on the HTTP server (transport/http_body.ROUTE_ADMISSION)."""
+        try:
+            self.admit(Route(route), size_bytes, "http")
+        except IngestError as refusal:
+            raise Refused(refusal.message, refusal.retry_after or self.retry_after) from None
+
     def export(self, signal: Signal, request: Message, raw: bytes | None, transport: str) -> Message:
         """Accept a decoded request or raise IngestError; returns the Export*ServiceResponse."""
         pipeline = self.traces if signal is TRACES else self.passthrough.get(signal.name)
@@ -59,6 +82,11 @@ class Ingest:
             self._count(signal, transport, "unimplemented")
             raise IngestError("unimplemented", f"this sidecar has no {signal.name} pipeline")
         items = count_items(signal, request)
+        if self.max_items is not None and items > self.max_items:
+            # Before the pipeline: per item it costs far more than the item's wire bytes.
+            self._count(signal, transport, "too_large")
+            raise IngestError("too_large", f"{items} items in one request, over the limit of {self.max_items}; "
+                                           "send smaller batches")
         if not pipeline.has_capacity():
             self._refuse(signal, transport, items, "queue_full")
             raise IngestError("unavailable", "sending queue is full; retry later", self.retry_after)
@@ -81,7 +109,7 @@ class Ingest:
         self.metrics.items_refused.labels(signal.name, reason).inc(items)
         self._count(signal, transport, reason)
 
-    def _count(self, signal: Signal, transport: str, result: str) -> None:
+    def _count(self, signal: Signal | Route, transport: str, result: str) -> None:
         self.metrics.requests_received.labels(signal.name, transport, result).inc()
 
     def record_error(self, signal: Signal, transport: str, kind: str) -> None:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from costctx.config.types import split_host_port
 from costctx.exporters.debug.config import DebugExporterConfig
+from costctx.service.config.auth import AuthConfigError, check_auth
 from costctx.service.config.model import SIGNALS, SidecarConfig
 from costctx.service.registry import EXPORTER_TYPES, EXTENSION_TYPES
 
@@ -191,20 +192,15 @@ def _validate_processors(raw: dict[str, Any], errors: list[str]) -> dict[str, An
 
 
 def _validate_extensions(raw: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    # Several instances are fine: servers name theirs (`auth: {authenticator: ...}`), and
+    # service/config/auth.py refuses any that would run nowhere or be ambiguous.
     typed: dict[str, Any] = {}
-    seen: dict[str, str] = {}
     for name, section in raw.items():
         type_name = name.split("/", 1)[0]
         model = EXTENSION_TYPES.get(type_name)
         if model is None:
             errors.append(f"extensions.{name}: unknown extension (known: {', '.join(EXTENSION_TYPES)})")
             continue
-        if type_name in seen:
-            # Nothing references an extension by name here: each applies to the whole sidecar,
-            # so a second instance could only be ignored or clash.
-            errors.append(f"extensions.{name}: one {type_name} per sidecar ({seen[type_name]} is already configured)")
-            continue
-        seen[type_name] = name
         try:
             typed[name] = model.model_validate(section or {})
         except ValidationError as exc:
@@ -291,6 +287,10 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> SidecarC
     if errors:
         raise ConfigError(*_name_unset_variables(errors, unset))
     _check_references(config)
+    try:
+        check_auth(config)
+    except AuthConfigError as exc:
+        raise ConfigError(str(exc)) from None
     _check_no_loop(config)
     return config
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
+from costctx.config.server import ServerAuthConfig
 from costctx.config.types import Duration, ListenEndpoint, StrictModel
 from costctx.exporters.otlp.config import ExporterCommonConfig
 from costctx.receivers.otlp.config import OtlpReceiverConfig
@@ -49,6 +50,8 @@ class MetricsTelemetryConfig(StrictModel):
     # Distinct values kept per client-controlled label (hop, workflow, tenant, ...); more -> `other`.
     max_label_values: PositiveInt = 100
     otlp: OtlpMetricsPushConfig = Field(default_factory=OtlpMetricsPushConfig)
+    # Token auth on this port; /healthz and /readyz stay open for the kubelet's probes.
+    auth: ServerAuthConfig | None = None
 
 
 class LogsTelemetryConfig(StrictModel):
@@ -62,6 +65,9 @@ class TelemetryConfig(StrictModel):
 
 class ServiceConfig(StrictModel):
     pipelines: dict[Literal["traces", "metrics", "logs"], PipelineConfig]
+    # The extensions to run, by name, as in the Collector: one configured but not listed is
+    # a config error (an authenticator must never be configured and silently off).
+    extensions: list[str] = Field(default_factory=list)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     # How often processors that hold spans are asked to release what is due.
     tick_interval: Duration = 0.1
