@@ -317,7 +317,20 @@ enum Insert {
 }
 
 /// The key of a KeyValue body (last occurrence wins; "" when absent).
+#[inline]
 fn kv_key(kv: &[u8]) -> Result<&[u8]> {
+    // Fast path, the shape SDKs write: a short key, then one short value, nothing else.
+    if let [0x0a, key_len, rest @ ..] = kv {
+        let key_len = *key_len as usize;
+        if key_len < 0x80 && rest.len() > key_len {
+            let (key, after) = rest.split_at(key_len);
+            if let [0x12, value_len, value @ ..] = after {
+                if *value_len < 0x80 && value.len() == *value_len as usize {
+                    return Ok(key);
+                }
+            }
+        }
+    }
     let mut key: &[u8] = b"";
     let mut reader = Reader::new(kv, DEPTH_LIMIT);
     while let Some(field) = reader.next()? {
