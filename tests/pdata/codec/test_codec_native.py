@@ -351,3 +351,12 @@ def test_scans_from_several_threads_at_once(native):
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert all(pool.map(scan, range(40)))
+
+
+def test_the_extension_package_hands_out_the_adapter():
+    """`select_codec` (costctx.pdata.codec) imports NativeCodec from costctx_native."""
+    from costctx_native import NativeCodec
+
+    codec = NativeCodec()
+    assert codec.name == "native"
+    assert codec.scan(build_request([{"a": 1}], 1), frozenset({"a"})).spans[0].attrs == {"a": 1}
