@@ -119,6 +119,10 @@ pub struct Scan {
 const SERVICE_NAME: &[u8] = b"service.name";
 
 pub fn scan(raw: &[u8], watched: &Watched) -> Result<Scan> {
+    // Ranges are 32-bit offsets (half the record size); protobuf refuses 2 GiB messages anyway.
+    if raw.len() > i32::MAX as usize {
+        return Err(crate::wire::DecodeError("request larger than 2 GiB"));
+    }
     let mut out = Scan::default();
     let mut s = Scanner { raw, watched, out: &mut out };
     let mut reader = Reader::new(raw, DEPTH_LIMIT);
