@@ -39,9 +39,17 @@ def test_watch_redraws_the_matrix(sink, make_sidecar):
 def test_watch_keeps_going_when_the_sidecar_is_down_and_stops_on_ctrl_c():
     port = free_port()
     proc = costctx("survival", "--url", f"127.0.0.1:{port}", "--watch", "0.1")
-    time.sleep(2.0)
+    # Interrupt once it has drawn twice (it flushes each screen), not after a fixed time: under
+    # load a SIGINT sent before start-up finished found no handler yet.
+    seen = ""
+    assert proc.stdout is not None
+    while seen.count(CLEAR) < 3:  # the third CLEAR: the second screen is whole
+        chunk = proc.stdout.read(1)
+        assert chunk, f"exited early: {proc.wait(30)} {proc.stderr.read() if proc.stderr else ''}"
+        seen += chunk
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
+    out = seen + out
     assert proc.returncode == 0, err
     screens = out.split(CLEAR)[1:]
     assert len(screens) >= 2  # it redrew rather than exiting on the first failure
