@@ -6,7 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
-CI_RUN = Path(__file__).resolve().parents[1] / ".ci" / "run"
+from tests.support.paths import REPO
+
+CI_RUN = REPO / ".ci" / "run"
 
 
 def run_venv_setup(tmp_path: Path) -> str:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 from importlib.metadata import version
-from pathlib import Path
 
 import pytest
 import yaml
@@ -21,11 +20,12 @@ from costctx.exporters.otlp.config import OtlpGrpcExporterConfig, OtlpHttpExport
 from costctx.service.app import Sidecar
 from costctx.service.config import ConfigError, load_config
 from costctx.service.config.loader import load_config_text
+from tests.support.paths import REPO
 from tests.support.process import SidecarProcess, free_port
 from tests.support.sdk import tracer_provider
 from tests.support.wait import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 STARTER = ROOT / "costctx.yaml"
 
 
