@@ -14,9 +14,15 @@ from tests.support.process import free_port
 CLEAR = "\x1b[H\x1b[2J"
 
 
+def _default_sigint() -> None:
+    # A suite started in the background (`cmd &` from a script) runs with SIGINT ignored, and a
+    # child inherits that: Python then installs no KeyboardInterrupt handler and Ctrl-C is lost.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def costctx(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "costctx", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kwargs)
 
 
 def test_watch_redraws_the_matrix(sink, make_sidecar):
