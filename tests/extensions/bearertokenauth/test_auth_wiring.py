@@ -105,6 +105,7 @@ def test_auth_that_would_fail_open_is_a_config_error(overrides, message):
         build_config(_config(**overrides), {})
 
 
+@pytest.mark.e2e  # the real command line
 def test_a_server_beyond_loopback_without_auth_is_warned_about(tmp_path):
     import subprocess
     import sys

@@ -10,6 +10,8 @@ import pytest
 
 from bench.memory_attacks import big_export_request, gzip_bomb, pod_memory_limit_mib, run_case
 
+pytestmark = pytest.mark.e2e  # real `costctx run` subprocesses
+
 # A few step buffers and a decoded 4 MiB request fit well inside this; any whole-body
 # inflation (1.2 GB) or whole 56 MB message does not.
 BOUND_MIB = 48
