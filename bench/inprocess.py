@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.workload import ID_MARKER, marker_for
-from costctx.pdata import TraceBatch
 from costctx.service.app import Sidecar
 from costctx.service.config.loader import build_config
 from costctx.service.gc_tuning import tune_for_throughput
@@ -90,12 +89,13 @@ def time_floor(bodies: list[bytes]) -> float:
 
 
 def time_pipeline(stage: StagePipeline, bodies: list[bytes]) -> float:
-    parse = ExportTraceServiceRequest.FromString
+    # As the receivers do: the request's bytes in, the pipeline decides how to read them.
+    batch = stage.pipeline.batch
     consume = stage.pipeline.consume
     tick = stage.pipeline.tick
     start = time.process_time()
     for i, body in enumerate(bodies):
-        consume(TraceBatch(parse(body), body))
+        consume(batch(body))
         if i % 16 == 15:
             tick(time.monotonic())  # what the sidecar's ticker does between requests
     return time.process_time() - start
@@ -104,14 +104,16 @@ def time_pipeline(stage: StagePipeline, bodies: list[bytes]) -> float:
 def processor_breakdown(stage: StagePipeline, bodies: list[bytes], spans: int) -> dict[str, float]:
     """CPU microseconds per span spent in each processor's `process`, in pipeline order.
 
-    One more pass with each processor's bound `process` wrapped in a timer; the first
-    processor's share includes building the shared span index (it is built on first use).
+    One more pass with each processor's bound `process` (or `process_view`) wrapped in a timer;
+    a processor's share includes switching the batch to the form it reads (parse and index for
+    `process`, scan for `process_view`) when the processor before it used the other form.
     """
     spent: dict[str, float] = {}
     originals = []
     for processor in stage.pipeline.processors:
-        original = processor.process
-        originals.append((processor, original))
+        method = "process_view" if processor.on_view else "process"
+        original = getattr(processor, method)
+        originals.append((processor, method, original))
         spent[processor.name] = 0.0
 
         def timed(batch, _original=original, _name=processor.name):
@@ -121,12 +123,12 @@ def processor_breakdown(stage: StagePipeline, bodies: list[bytes], spans: int) -
             finally:
                 spent[_name] += time.process_time() - start
 
-        processor.process = timed
+        setattr(processor, method, timed)
     try:
         time_pipeline(stage, bodies)
     finally:
-        for processor, original in originals:
-            processor.process = original
+        for processor, method, original in originals:
+            setattr(processor, method, original)
     return {name: seconds / spans * 1e6 for name, seconds in spent.items()}
 
 

@@ -8,6 +8,7 @@ from typing import Literal, Protocol
 
 from costctx.pdata import TraceBatch
 from costctx.pdata.signals import Signal
+from costctx.pdata.view_batch import ViewBatch
 
 ErrorKind = Literal["invalid", "too_large", "unavailable", "unimplemented", "unauthenticated"]
 
@@ -29,7 +30,11 @@ AdmissionCheck = Callable[[Signal, int], "IngestError | None"]
 class TracesConsumer(Protocol):
     def has_capacity(self) -> bool: ...
 
-    def consume(self, batch: TraceBatch) -> None: ...
+    def batch(self, raw: bytes, spans: int | None = None) -> ViewBatch:
+        """A received request's bytes (and its span count) as the pipeline carries them."""
+        ...
+
+    def consume(self, batch: ViewBatch | TraceBatch) -> None: ...
 
 
 class PassThroughConsumer(Protocol):

@@ -9,9 +9,16 @@ from typing import ClassVar
 from costctx.component.host import Host
 from costctx.config.types import StrictModel
 from costctx.pdata import TraceBatch
+from costctx.pdata.view_batch import ViewBatch, write_back
 from costctx.telemetry.metrics import ComponentMetrics
 
-Emit = Callable[[TraceBatch], None]
+Emit = Callable[["TraceBatch | ViewBatch"], None]
+
+
+def _python_codec():
+    from costctx.pdata.codec.python import PythonCodec
+
+    return PythonCodec()
 
 # The name before the typed host replaced the dict of services; kept so older call sites build.
 ProcessorContext = Host
@@ -43,13 +50,37 @@ class Processor:
         """Where batches released later (outside `process`) continue down the pipeline."""
         self._emit = emit
 
-    def emit(self, batch: TraceBatch) -> None:
+    def emit(self, batch: TraceBatch | ViewBatch) -> None:
         if self._emit is None:
             raise RuntimeError(f"processor {self.name} emitted before it was bound to a pipeline")
         self._emit(batch)
 
+    # Processors on the batch view set `on_view` and implement `process_view` and
+    # `watched_keys`; the others implement `process` on a TraceBatch (the slow path).
+    on_view: ClassVar[bool] = False
+
     def process(self, batch: TraceBatch) -> TraceBatch | None:
-        """Return the batch to pass on; None or an empty batch stops it here (e.g. all held)."""
+        """Return the batch to pass on; None or an empty batch stops it here (e.g. all held).
+
+        A processor on the view gets this for free: its `process_view` on a view of the batch,
+        the result written back into `batch` in place (for callers that hold a TraceBatch)."""
+        if not self.on_view:
+            raise NotImplementedError
+        view_batch = ViewBatch.of_trace(_python_codec(), batch, self.watched_keys())
+        result = self.process_view(view_batch)
+        if result is None:
+            return None
+        if result is not view_batch:
+            return result.trace if isinstance(result, ViewBatch) else result
+        write_back(batch, view_batch)
+        return batch
+
+    def watched_keys(self) -> frozenset[str]:
+        """The attribute keys `process_view` reads (as stored, before any alias is resolved)."""
+        return frozenset()
+
+    def process_view(self, batch: ViewBatch) -> ViewBatch | TraceBatch | None:
+        """Read `batch.view`, add to `batch.edits`; return the batch (or None: all held)."""
         raise NotImplementedError
 
     async def start(self) -> None:

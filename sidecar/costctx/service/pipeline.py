@@ -8,17 +8,23 @@ from functools import partial
 from costctx.component.processor import Processor
 from costctx.exporters.otlp.exporter import QueuedExporter
 from costctx.pdata import TraceBatch
+from costctx.pdata.codec import Codec, select_codec
 from costctx.pdata.signals import TRACES, Signal
+from costctx.pdata.view_batch import ViewBatch
 from costctx.telemetry.metrics import SidecarMetrics
 
 log = logging.getLogger("costctx.pipeline")
 
 
 class TracesPipeline:
-    def __init__(self, processors: list[Processor], exporters: list[QueuedExporter], metrics: SidecarMetrics) -> None:
+    def __init__(self, processors: list[Processor], exporters: list[QueuedExporter], metrics: SidecarMetrics,
+                 codec: Codec | None = None) -> None:
         self.processors = processors
         self.exporters = exporters
         self.metrics = metrics
+        self.codec = codec if codec is not None else select_codec()
+        # The keys any processor reads on the view: the only attributes a scan decodes.
+        self.watched: frozenset[str] = frozenset().union(*(p.watched_keys() for p in processors))
         for index, processor in enumerate(processors):
             # What a processor releases later continues with the processors after it.
             processor.bind(partial(self._run, index + 1, acknowledged=True))
@@ -26,14 +32,29 @@ class TracesPipeline:
     def has_capacity(self) -> bool:
         return all(e.has_capacity() for e in self.exporters)
 
-    def consume(self, batch: TraceBatch) -> None:
+    def batch(self, raw: bytes, spans: int | None = None) -> ViewBatch:
+        """A received request (serialized ExportTraceServiceRequest, `spans` spans if counted)
+        as the pipeline carries it."""
+        return ViewBatch(self.codec, raw, self.watched, spans)
+
+    def consume(self, batch: ViewBatch | TraceBatch) -> None:
         """Run an accepted batch through every processor and queue what comes out."""
         self._run(0, batch, acknowledged=False)
 
-    def _run(self, start: int, batch: TraceBatch, acknowledged: bool) -> None:
+    def _run(self, start: int, batch: ViewBatch | TraceBatch, acknowledged: bool) -> None:
+        if isinstance(batch, TraceBatch):  # released later by a slow-path processor
+            batch = ViewBatch.of_trace(self.codec, batch, self.watched)
         for processor in self.processors[start:]:
+            result: ViewBatch | TraceBatch | None
             try:
-                result = processor.process(batch)
+                if processor.on_view:
+                    result = processor.process_view(batch)
+                else:
+                    trace = batch.trace
+                    result = processor.process(trace)
+                    batch.sync_from_trace()
+                    if result is trace:
+                        result = batch
             except Exception:
                 # A processor bug must not lose spans: forward the batch as it stands.
                 log.exception("processor %s failed; forwarding the batch without it", processor.name)
@@ -41,14 +62,17 @@ class TracesPipeline:
                 result = batch
             if result is None or result.is_empty():
                 return
+            if isinstance(result, TraceBatch):
+                result = ViewBatch.of_trace(self.codec, result, self.watched)
             batch = result
-        payload = batch.request.SerializeToString()
+        payload = batch.payload()
         spans = batch.span_count()
         for exporter in self.exporters:
             # Admission was checked before the batch was accepted; by now it is ours to deliver.
             exporter.submit(TRACES, payload, spans, acknowledged=True)
 
     async def start(self) -> None:
+        log.info("codec: %s", self.codec.name)
         for processor in self.processors:
             await processor.start()
 

@@ -313,3 +313,15 @@ def test_odd_input_is_carried_not_crashed_on():
     assert got["owner.tenant"] == 42 and got["request.id"] == ["a", "b"] and "owner.feature" not in got
     processor.tick(clock.now + 5)
     assert processor.hold.span_count == 0
+
+
+def test_a_held_span_leaves_the_batch_not_an_earlier_span_with_the_same_ids():
+    # A client bug sends two spans with one trace and span id in one scope: the first has its
+    # context and passes, the second lacks it and waits for a parent. The held one must be the
+    # one taken out; the one that passed stays, and the records still describe the request.
+    processor, _, _ = make()
+    sent = batch([(1, 2, None, dict(CONTEXT)), (1, 2, 9, {"workflow.id": "wf"})])
+    out = processor.process(sent)
+    spans = list(out.request.resource_spans[0].scope_spans[0].spans)
+    assert len(spans) == 1 and {kv.key for kv in spans[0].attributes} >= set(CONTEXT)
+    assert len(out.records) == 1 and out.records[0].span is spans[0]

@@ -102,7 +102,9 @@ class SpanEdits:
     `sets` replaces the value of a key already present (in place) or appends a new attribute
     after the span's existing ones, in the order given. `replace` (the slow path: conflicts,
     coercion, events, kvlist values, limits) is the whole span re-encoded by a processor that
-    materialised it; when set, the other fields are ignored."""
+    materialised it; when set, the other fields are ignored. Each edit acts on the last
+    occurrence of its key (the one the view reports); setting EMPTY writes the attribute with
+    no AnyValue at all."""
 
     renames: list[tuple[str, str]] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
@@ -130,8 +132,8 @@ class Codec(Protocol):
         """Validate the whole request as protobuf would and decode the view; CodecError if invalid."""
 
     def encode(self, view: BatchView, edits: BatchEdits) -> bytes:
-        """The request with every edit applied and removed spans left out (empty scopes and
-        resources dropped), in one pass."""
+        """The request with every edit applied and removed spans left out (scopes and
+        resources emptied by the removal dropped; ones that arrived empty kept), in one pass."""
 
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
         """A request holding only the spans at `indices` (with their resource and scope, edits

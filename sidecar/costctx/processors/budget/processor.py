@@ -20,9 +20,9 @@ from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
-from costctx.pdata import TraceBatch
-from costctx.pdata.batch import SpanRecord
+from costctx.pdata.codec.api import EMPTY, SpanView
 from costctx.pdata.ids import span_identity
+from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
 
@@ -32,15 +32,31 @@ STATE_KEY = "budget.state"
 POLICY_KEY = "policy.id"
 
 
-def _string(kv) -> str:
+def _string(value) -> str:
     """A string attribute's value; "" when absent or of another type (a oneof reads as "")."""
-    return kv.value.string_value if kv is not None else ""
+    return value if type(value) is str else ""
+
+
+def _int(value) -> int:
+    """An int attribute's value; 0 when absent or of another type (a oneof reads as 0)."""
+    return value if type(value) is int else 0
+
+
+def _cost(value) -> float:
+    """cost.usd as a double or an int; 0.0 otherwise (as `double_value or float(int_value)`)."""
+    kind = type(value)
+    if kind is float:
+        return value
+    if kind is int:
+        return float(value)
+    return 0.0
 
 
 class BudgetProcessor(Processor):
     type_name = "budget"
     config_model = BudgetConfig
     config: BudgetConfig
+    on_view = True
 
     def __init__(self, name: str, config: BudgetConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -56,7 +72,7 @@ class BudgetProcessor(Processor):
         # A span is a model call when it has any of these keys: one C-speed set test per span.
         self._markers = frozenset(host.envelope.llm_span_markers) | {COST_KEY}
         # held batches (Redis store); released once, by their commit task or by shutdown
-        self._held: dict[int, TraceBatch] = {}
+        self._held: dict[int, ViewBatch] = {}
         # Commit tasks still running: shutdown releases their batches but the tasks run on
         # until close() cancels them, before the store they use is closed.
         self._commits: set[asyncio.Task] = set()
@@ -65,34 +81,25 @@ class BudgetProcessor(Processor):
         self._committed = SeenSpans(maxsize=200_000, ttl=900)
 
     # -- spans ----------------------------------------------------------------------------
+    def watched_keys(self) -> frozenset[str]:
+        return self._markers | {"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "retry.attempt",
+                                "workflow.id", "workflow.name", "owner.tenant", "owner.feature", POLICY_KEY,
+                                RESERVATION_KEY, STATE_KEY, SPEND_TOTAL}
+
     @staticmethod
-    def _spend(rec: SpanRecord, now: float) -> SpanSpend:
-        # Reads the protobuf values directly: a oneof field of another kind reads as ""/0/0.0,
-        # which is what `rec.get_str(k) or ""` / `rec.get_int(k) or 0` gave, without the
-        # WhichOneof call per key.
-        get = rec.attrs.get
-        kv = get(COST_KEY)
-        if kv is None:
-            cost = 0.0
-        else:
-            value = kv.value
-            cost = value.double_value or float(value.int_value)  # a double, an int, else 0.0
-        kv = get("gen_ai.usage.input_tokens")
-        tokens = kv.value.int_value if kv is not None else 0
-        kv = get("gen_ai.usage.output_tokens")
-        if kv is not None:
-            tokens += kv.value.int_value
-        kv = get("retry.attempt")
+    def _spend(span: SpanView, now: float) -> SpanSpend:
+        get = span.attrs.get
+        cost = _cost(get(COST_KEY))
+        tokens = _int(get("gen_ai.usage.input_tokens")) + _int(get("gen_ai.usage.output_tokens"))
         ctx = Context(
             _string(get("workflow.id")),
             _string(get("workflow.name")),
             _string(get("owner.tenant")),
             _string(get("owner.feature")),
             _string(get(POLICY_KEY)),
-            kv.value.int_value if kv is not None else 0,
+            _int(get("retry.attempt")),
         )
-        span = rec.span
-        end_ns, start_ns = span.end_time_unix_nano, span.start_time_unix_nano
+        end_ns, start_ns = span.end, span.start
         end = end_ns / 1e9 if end_ns else now
         start_ms = start_ns // 1_000_000 if start_ns else int(now * 1000)
         # A finite cost in (0, MAX_USD) is what spent_micro rounds directly; it handles the rest.
@@ -100,39 +107,39 @@ class BudgetProcessor(Processor):
         return SpanSpend(ctx, micro, spent_tokens(tokens), 1, start_ms, end,
                          _string(get(RESERVATION_KEY)) or None)
 
-    def _finished(self, batch: TraceBatch) -> list[str]:
+    def _finished(self, batch: ViewBatch) -> list[str]:
         """Workflows whose root span (no parent) is in this batch: finished, for the breaker's median."""
         if not self.config.breaker.workflow_median_multiple:
             return []
-        return [wf for rec in batch.records if not rec.span.parent_span_id
-                and (wf := _string(rec.attrs.get("workflow.id")))]
+        spans = batch.view.spans
+        return [wf for i in batch.indices() if not spans[i].parent_span_id
+                and (wf := _string(spans[i].attrs.get("workflow.id")))]
 
     def _finish(self, workflows: list[str]) -> None:
         for workflow_id in workflows:
             self.engine.breaker.finish(workflow_id)
 
-    def process(self, batch: TraceBatch) -> TraceBatch | None:
-        raw = batch.raw
+    def process_view(self, batch: ViewBatch) -> ViewBatch | None:
+        view = batch.view
         finished = self._finished(batch)
-        if raw is not None and b"gen_ai." not in raw and COST_KEY.encode() not in raw:
-            self._finish(finished)
-            return batch  # no model call in this batch
         now = time.time()
-        records, spends = [], []
+        indices, spends = [], []
         committed = self._committed
         markers = self._markers
         spend_of = self._spend
-        for rec in batch.records:
-            if rec.attrs.keys().isdisjoint(markers):
+        spans = view.spans
+        for index in batch.indices():
+            span = spans[index]
+            if span.attrs.keys().isdisjoint(markers):
                 continue  # not a model call: the common case, one set test
-            span_key = span_identity(rec.span)
+            span_key = span_identity(span)
             if span_key is not None:
                 if span_key in committed:
                     self.metrics.duplicate_spans.inc()
                     continue
                 committed.add(span_key)
-            records.append(rec)
-            spend = spend_of(rec, now)
+            indices.append(index)
+            spend = spend_of(span, now)
             spend.span_key = span_key  # committed once across sidecars (shared store)
             spends.append(spend)
         if not spends:
@@ -145,17 +152,17 @@ class BudgetProcessor(Processor):
             verdicts, trips = self.engine.verdicts(spends, wheres, results)
             for _, key, tenant in trips:
                 store.trip_now(key, self.config.breaker.cooldown, tenant)
-            self._stamp(records, verdicts)
+            self._stamp(batch, indices, verdicts)
             self._finish(finished)  # after their spans were compared as running
             return batch
         task = asyncio.get_running_loop().create_task(
-            self._commit_remote(batch, records, spends, ops, wheres, finished))
+            self._commit_remote(batch, indices, spends, ops, wheres, finished))
         self._held[id(batch)] = batch
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
         return None
 
-    async def _commit_remote(self, batch, records, spends, ops, wheres, finished=()) -> None:
+    async def _commit_remote(self, batch, indices, spends, ops, wheres, finished=()) -> None:
         store = self.engine.store
         try:
             results = await store.commit(ops)
@@ -176,8 +183,8 @@ class BudgetProcessor(Processor):
         self._finish(list(finished))
         if self._held.pop(id(batch), None) is None:
             return  # released unstamped by shutdown meanwhile
-        self._stamp(records, verdicts)
-        _stamp_shared_totals(records, verdicts)
+        self._stamp(batch, indices, verdicts)
+        _stamp_shared_totals(batch, indices, verdicts)
         self.emit(batch)
 
     def _policy_id(self, ctx: Context) -> str | None:
@@ -185,12 +192,15 @@ class BudgetProcessor(Processor):
         return policy.id if policy else None
 
     @staticmethod
-    def _stamp(records: list[SpanRecord], verdicts: list[SpanVerdict]) -> None:
-        for rec, verdict in zip(records, verdicts, strict=True):
-            if verdict.policy_id and not rec.has(POLICY_KEY):
-                rec.set(POLICY_KEY, verdict.policy_id)
+    def _stamp(batch: ViewBatch, indices: list[int], verdicts: list[SpanVerdict]) -> None:
+        spans = batch.view.spans
+        for index, verdict in zip(indices, verdicts, strict=True):
+            if verdict.policy_id:
+                policy = spans[index].attrs.get(POLICY_KEY)
+                if policy is None or policy is EMPTY or policy == "":
+                    batch.set(index, POLICY_KEY, verdict.policy_id)
             if verdict.state:
-                rec.set(STATE_KEY, verdict.state)
+                batch.set(index, STATE_KEY, verdict.state)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -214,9 +224,9 @@ class BudgetProcessor(Processor):
         await self.engine.store.close()
 
 
-def _stamp_shared_totals(records: list[SpanRecord], verdicts: list[SpanVerdict]) -> None:
+def _stamp_shared_totals(batch: ViewBatch, indices: list[int], verdicts: list[SpanVerdict]) -> None:
     """workflow.spend_total_usd from the shared counter: the workflow's total over every
     sidecar (the price processor stamped this sidecar's share), at the counters' micro-USD."""
-    for rec, verdict in zip(records, verdicts, strict=True):
+    for index, verdict in zip(indices, verdicts, strict=True):
         if verdict.workflow_micro is not None:
-            rec.set(SPEND_TOTAL, verdict.workflow_micro / MICRO)
+            batch.set(index, SPEND_TOTAL, verdict.workflow_micro / MICRO)

@@ -15,13 +15,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_USD, HOP_DEPTH_KEY, MISSING_KEY, SCHEMA_KEY
-from costctx.pdata import TraceBatch
-from costctx.pdata.attributes import set_any_value
+from costctx.pdata.codec.api import EMPTY
+from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.money import PICO_PER_USD
 from costctx.processors.envelope.config import EnvelopeConfig
 from costctx.survival.recorder import (
@@ -35,47 +33,42 @@ from costctx.survival.recorder import (
 
 WORKFLOW_NAME_KEY = "workflow.name"
 _NO_NOTES: frozenset[str] = frozenset()
-# AnyValue kinds that carry no information: no value, or (with an empty string) a string.
-_EMPTY_KINDS = (None, "string_value")
-# Distinct lists of missing fields kept prebuilt.
-MAX_TEMPLATES = 1024
 
 
-def _present(attrs: dict, key: str) -> bool:
-    kv = attrs.get(key)
-    if kv is None:
-        return False
-    value = kv.value
-    if value.string_value:  # the common case, without a WhichOneof call
-        return True
-    kind = value.WhichOneof("value")
-    return kind is not None and kind != "string_value"
-
-
-def _cost_pico(kv) -> int | None:
-    """cost.usd as integer pico-USD (the price processor's exact unit), None if unusable.
+def _cost_pico(value) -> int | None:
+    """cost.usd as integer pico-USD (the price processor's exact unit), None if unusable: a
+    finite non-negative double or a non-negative int (decoded values, as the view has them).
 
     The price processor writes pico / 1e12 as a correctly rounded double, so rounding
     the product back gives its integer exactly (below ~$9,000 per span, the double's limit)."""
-    value = kv.value
-    kind = value.WhichOneof("value")
-    if kind == "double_value":
-        number = value.double_value
-        if not math.isfinite(number) or number < 0:
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value) or value < 0:
             return None
-        scaled = number * PICO_PER_USD
+        scaled = value * PICO_PER_USD
         if scaled == math.inf:  # past ~1.8e296 USD (a client's value); such a double is whole
-            return int(number) * PICO_PER_USD
+            return int(value) * PICO_PER_USD
         return round(scaled)
-    if kind == "int_value" and value.int_value >= 0:
-        return value.int_value * PICO_PER_USD
+    if kind is int and value >= 0:
+        return value * PICO_PER_USD
     return None
+
+
+def _str_value(value) -> str | None:
+    """SpanRecord.get_str on a decoded value: a non-empty string, else None."""
+    return value if type(value) is str and value else None
+
+
+def _present(value) -> bool:
+    """A decoded value that carries information: not absent, not EMPTY, not ""."""
+    return value is not None and value is not EMPTY and value != ""
 
 
 class EnvelopeProcessor(Processor):
     type_name = "envelope"
     config_model = EnvelopeConfig
     config: EnvelopeConfig
+    on_view = True
 
     def __init__(self, name: str, config: EnvelopeConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -84,7 +77,6 @@ class EnvelopeProcessor(Processor):
         self._required_idx = tuple(self._fields.index(key) for key in config.required_fields)
         self._schema = envelope.schema_version
         self._markers = frozenset(envelope.llm_span_markers)
-        self._templates: dict[tuple[str, ...], AnyValue] = {}
         survival = host.survival
         survival.configure(
             spend_dimensions=config.spend_dimensions,
@@ -94,20 +86,12 @@ class EnvelopeProcessor(Processor):
         self._extra_keys = survival.extra_keys
         self._dimensions = tuple(config.spend_dimensions)
 
-    def _template(self, values: tuple[str, ...]) -> AnyValue:
-        """A prebuilt string array to copy into a span in one C call (`CopyFrom`): cheaper
-        than building it element by element (measured: ~0.9 vs ~2.2 us for two strings),
-        and spans share few distinct lists of missing fields. (`attributes.add(value=...)`
-        measured slower than `add()` then `CopyFrom`.)"""
-        template = self._templates.get(values)
-        if template is None:
-            if len(self._templates) >= MAX_TEMPLATES:
-                self._templates.clear()
-            template = self._templates[values] = AnyValue()
-            set_any_value(template, list(values))
-        return template
+    def watched_keys(self) -> frozenset[str]:
+        return frozenset((*self._fields, *self._markers, *self._extra_keys, SCHEMA_KEY, MISSING_KEY,
+                          HOP_DEPTH_KEY, COST_USD, WORKFLOW_NAME_KEY))
 
-    def process(self, batch: TraceBatch) -> TraceBatch:
+    def process_view(self, batch: ViewBatch) -> ViewBatch:
+        view = batch.view
         fields = self._fields
         required_idx = self._required_idx
         markers = self._markers
@@ -115,19 +99,19 @@ class EnvelopeProcessor(Processor):
         dimensions = self._dimensions
         schema = self._schema
         record = self.config.record_outcomes
+        resources = view.resources
+        all_notes = batch.notes
         spans: Counter = Counter()
         llm: Counter = Counter()
         spend: dict = {}
-        for rec in batch.records:
-            attrs = rec.attrs
+        view_spans = view.spans
+        for index in batch.indices():
+            span = view_spans[index]
+            attrs = span.attrs
             get = attrs.get
-            schema_kv = get(SCHEMA_KEY)
-            if schema_kv is None:
-                # add() then the key: measured cheaper than add(key=...) on upb.
-                schema_kv = attrs[SCHEMA_KEY] = rec.span.attributes.add()
-                schema_kv.key = SCHEMA_KEY
-            schema_kv.value.string_value = schema  # a str (Envelope.schema_version)
-            notes = rec.notes
+            if get(SCHEMA_KEY) != schema:
+                batch.set(index, SCHEMA_KEY, schema)
+            notes = all_notes.get(index)
             # _present inlined (as the walrus and the condition): this runs for every context
             # field of every span. Noted fields need no presence check.
             if notes:
@@ -142,57 +126,41 @@ class EnvelopeProcessor(Processor):
                     else RENAMED
                     if key in renamed
                     else PRESENT
-                    if (kv := get(key)) is not None
-                    and (kv.value.string_value or kv.value.WhichOneof("value") not in _EMPTY_KINDS)
+                    if (v := get(key)) is not None and v is not EMPTY and v != ""
                     else MISSING
                     for key in fields
                 ])
             else:
                 repaired = _NO_NOTES
                 sig = tuple([
-                    PRESENT
-                    if kv is not None and (kv.value.string_value or kv.value.WhichOneof("value") not in _EMPTY_KINDS)
-                    else MISSING
-                    for kv in map(get, fields)
+                    PRESENT if v is not None and v is not EMPTY and v != "" else MISSING
+                    for v in map(get, fields)
                 ])
             if MISSING in sig:
-                missing = tuple([fields[i] for i in required_idx if sig[i] == MISSING])
+                missing = [fields[i] for i in required_idx if sig[i] == MISSING]
                 if missing:
-                    if MISSING_KEY in attrs:  # stamped upstream: merge
-                        rec.append_strings(MISSING_KEY, list(missing))
-                    else:
-                        kv = attrs[MISSING_KEY] = rec.span.attributes.add()
-                        kv.key = MISSING_KEY
-                        kv.value.CopyFrom(self._template(missing))
+                    batch.append_strings(index, MISSING_KEY, missing)
             if not record:
                 continue
-            depth_kv = get(HOP_DEPTH_KEY)
+            depth = get(HOP_DEPTH_KEY)
             # An int stamped by inherit (or an upstream sidecar); anything else is no depth.
-            depth = (
-                depth_kv.value.int_value
-                if depth_kv is not None and depth_kv.value.WhichOneof("value") == "int_value"
-                else None
-            )
-            spans[(rec.resource.hop, depth, sig)] += 1
+            if type(depth) is not int:
+                depth = None
+            spans[(resources[span.resource].service, depth, sig)] += 1
 
             is_llm = not attrs.keys().isdisjoint(markers)  # one C-speed set check
-            cost_kv = get(COST_USD)
-            if not is_llm and cost_kv is None:
+            cost = get(COST_USD)
+            if not is_llm and cost is None:
                 continue
-            workflow = rec.get_str(WORKFLOW_NAME_KEY)
+            workflow = _str_value(get(WORKFLOW_NAME_KEY))
             if is_llm:
-                span = rec.span
-                timestamps = 0 < span.start_time_unix_nano <= span.end_time_unix_nano
-                usage = tuple([
-                    # Every operand a bool, so the result is one without a bool() call.
-                    kv is not None and (kv.value.string_value != "" or kv.value.WhichOneof("value") not in _EMPTY_KINDS)
-                    for kv in map(get, extra_keys)
-                ] + [timestamps])
+                timestamps = 0 < span.start <= span.end
+                usage = tuple([_present(v) for v in map(get, extra_keys)] + [timestamps])
                 llm[(workflow, sig, usage)] += 1
-            if cost_kv is not None:
-                amount = _cost_pico(cost_kv)
+            if cost is not None:
+                amount = _cost_pico(cost)
                 if amount is not None:
-                    key = (workflow, tuple(rec.get_str(d) for d in dimensions), TENANT_KEY in repaired)
+                    key = (workflow, tuple(_str_value(get(d)) for d in dimensions), TENANT_KEY in repaired)
                     row = spend.get(key)
                     if row is None:
                         spend[key] = [amount, 1]

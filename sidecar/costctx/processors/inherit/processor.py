@@ -196,7 +196,7 @@ class InheritProcessor(Processor):
         """Take still-held spans out of the batch; return the records that stay in it."""
         held_ids = set()
         origins: dict[tuple[int, int], Origin] = {}
-        by_scope: dict[int, tuple[Any, set[bytes]]] = {}
+        by_scope: dict[int, tuple[Any, set[int]]] = {}
         for held in pending:
             rec = held.rec
             assert rec is not None
@@ -213,20 +213,15 @@ class InheritProcessor(Processor):
             scope_entry = by_scope.get(id(rec.scope_spans))
             if scope_entry is None:
                 scope_entry = by_scope[id(rec.scope_spans)] = (rec.scope_spans, set())
-            scope_entry[1].add(held.key)
+            scope_entry[1].add(id(rec.span))
             held.detach(origin)
             self.hold.account(held)
         tally.held += len(pending)
-        for scope_spans, keys in by_scope.values():
-            # The first span with a held key is the held one: a duplicate later in the batch
-            # (a client bug) was refused by the hold and passes, so it must stay.
+        for scope_spans, held_spans in by_scope.values():
+            # The held spans themselves, by identity (the records keep their wrappers alive):
+            # another span with the same ids (a client bug) may have passed, before or after.
             spans = scope_spans.spans
-            found = []
-            for i, span in enumerate(spans):
-                span_key = span.trace_id + span.span_id
-                if span_key in keys:
-                    keys.discard(span_key)
-                    found.append(i)
+            found = [i for i, span in enumerate(spans) if id(span) in held_spans]
             for i in reversed(found):
                 del spans[i]
         _prune_empty(batch.request)

@@ -21,9 +21,8 @@ from typing import Literal
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_ORIGIN, COST_SOURCE, COST_USD, MISSING_KEY, SPEND_TOTAL
-from costctx.pdata import TraceBatch
-from costctx.pdata.batch import SpanRecord
 from costctx.pdata.ids import span_identity
+from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.book import Estimate, PriceBook, PriceBookHandle
 from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from costctx.pricing.ledger import SpendLedger
@@ -64,35 +63,33 @@ NS_PER_SECOND = 1_000_000_000
 COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
 
 
-def _stamp_cost(rec: SpanRecord, usd: float, source: str, origin: str) -> None:
-    """cost.usd, cost.price_source and cost.origin, in that order: rec.set without its type
-    dispatch, and one lookup of the index and of the span's attribute list for all three."""
-    attrs = rec.attrs
-    add = rec.span.attributes.add
-    kv = attrs.get(COST_USD)
-    if kv is None:
-        kv = attrs[COST_USD] = add(key=COST_USD)
-    kv.value.double_value = usd
-    kv = attrs.get(COST_SOURCE)
-    if kv is None:
-        kv = attrs[COST_SOURCE] = add(key=COST_SOURCE)
-    kv.value.string_value = source
-    kv = attrs.get(COST_ORIGIN)
-    if kv is None:
-        kv = attrs[COST_ORIGIN] = add(key=COST_ORIGIN)
-    kv.value.string_value = origin
+def _stamp_cost(batch: ViewBatch, index: int, usd: float, source: str, origin: str) -> None:
+    """cost.usd, cost.price_source and cost.origin, in that order."""
+    batch.set(index, COST_USD, usd)
+    batch.set(index, COST_SOURCE, source)
+    batch.set(index, COST_ORIGIN, origin)
 
 
-def _string(attrs: dict, key: str) -> str | None:
-    """A string attribute or None: one dict probe, no oneof check (a non-string reads as '')."""
-    kv = attrs.get(key)
-    return (kv.value.string_value or None) if kv is not None else None
+def _string(value) -> str | None:
+    """A non-empty string attribute, else None (a value of another kind reads as '')."""
+    return value if type(value) is str and value else None
+
+
+def _double(value) -> float | None:
+    """SpanRecord.get_double on a decoded value: a double, or an int as a double."""
+    kind = type(value)
+    if kind is float:
+        return value
+    if kind is int:
+        return float(value)
+    return None
 
 
 class PriceProcessor(Processor):
     type_name = "price"
     config_model = PriceConfig
     config: PriceConfig
+    on_view = True
 
     def __init__(self, name: str, config: PriceConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -119,19 +116,23 @@ class PriceProcessor(Processor):
             host.spend_ledger = self.ledger
 
     # -- pricing -----------------------------------------------------------------------------
-    def process(self, batch: TraceBatch) -> TraceBatch:
-        # No scan of batch.raw here: those are the bytes as received, before normalize renamed
-        # foreign keys (an OpenInference or vendor span may gain gen_ai.* keys only then), and
-        # a substring scan of a 30 KB batch costs as much as the per-span probes below.
+    def watched_keys(self) -> frozenset[str]:
+        return TRIGGER_KEYS | {PROVIDER, OPERATION, CACHE_READ, CACHE_CREATION, CACHE_WRITE, REASONING, TEXT_INPUT,
+                               IMAGE_INPUT, AUDIO_INPUT, COST_CURRENCY, WORKFLOW_ID, COST_USD, COST_ORIGIN,
+                               COST_SOURCE, SPEND_TOTAL, MISSING_KEY}
+
+    def process_view(self, batch: ViewBatch) -> ViewBatch:
         book = self.book.book
         ledger = self.ledger
         duplicates = ledger.duplicates
         # Counted per batch, not per span: a labelled counter increment costs ~3 us.
         tally = {COMPUTED: 0, REPORTED: 0, UPSTREAM: 0, UNTRACKED: 0, None: 0}
         price_span = self._price_span
-        for rec in batch.records:
-            if not rec.attrs.keys().isdisjoint(TRIGGER_KEYS):
-                tally[price_span(rec, book)] += 1
+        spans = batch.view.spans
+        for index in batch.indices():
+            attrs = spans[index].attrs
+            if not attrs.keys().isdisjoint(TRIGGER_KEYS):
+                tally[price_span(batch, index, attrs, book)] += 1
         m = self.metrics
         if tally[COMPUTED]:
             m.priced.labels(COMPUTED).inc(tally[COMPUTED])
@@ -147,120 +148,112 @@ class PriceProcessor(Processor):
             self._miss_tally.clear()
         return batch
 
-    def _price_span(self, rec: SpanRecord, book: PriceBook) -> str | None:
+    def _price_span(self, batch: ViewBatch, index: int, attrs: dict, book: PriceBook) -> str | None:
         """Price one span; returns its origin (or UNTRACKED when priced without a workflow.id)."""
-        attrs = rec.attrs
         if COST_ORIGIN in attrs and COST_USD in attrs:
             # Priced by an upstream costctx hop: keep its stamps, count it in the running total.
-            upstream = rec.get_double(COST_USD)
+            upstream = _double(attrs[COST_USD])
             if upstream is not None and math.isfinite(upstream) and upstream >= 0:
-                return UPSTREAM if self._add_spend(rec, from_usd(upstream)) else UNTRACKED
+                return UPSTREAM if self._add_spend(batch, index, attrs, from_usd(upstream)) else UNTRACKED
         get = attrs.get
-        kv = get(RESPONSE_MODEL)
-        response_model = (kv.value.string_value or None) if kv is not None else None
-        kv = get(REQUEST_MODEL)
-        request_model = (kv.value.string_value or None) if kv is not None else None
-        kv = get(PROVIDER)
-        provider = (kv.value.string_value or None) if kv is not None else None
-        usage = self._usage(rec)
+        response_model = _string(get(RESPONSE_MODEL))
+        request_model = _string(get(REQUEST_MODEL))
+        provider = _string(get(PROVIDER))
+        usage = self._usage(attrs)
         estimate = None
         if usage is not None and (response_model or request_model):
-            estimate = book.price(usage, response_model, request_model, provider, self._price_time(rec.span))
+            start = batch.view.spans[index].start
+            estimate = book.price(usage, response_model, request_model, provider, self._price_time(start))
             if estimate is not None and estimate.cost.inconsistent:
                 self.metrics.token_mismatch.labels(provider or "unknown").inc()
-        reported = self._reported(rec)
+        reported = self._reported(attrs)
         if reported is False:
-            self._miss(rec, response_model or request_model, False, "non_usd_reported_cost")
+            self._miss(batch, index, response_model or request_model, False, "non_usd_reported_cost")
             return None
         if reported is not None:
             key, usd = reported
             pico = from_usd(usd)
-            _stamp_cost(rec, float(usd), f"reported:{key}", REPORTED)
+            _stamp_cost(batch, index, float(usd), f"reported:{key}", REPORTED)
             origin = REPORTED
             if estimate is not None:
                 self._compare(pico, estimate)
         elif estimate is not None:
             pico = estimate.pico
-            _stamp_cost(rec, to_usd_float(pico), estimate.source, COMPUTED)
+            _stamp_cost(batch, index, to_usd_float(pico), estimate.source, COMPUTED)
             origin = COMPUTED
         else:
             if response_model or request_model or usage is not None or INPUT in attrs or OUTPUT in attrs:
-                self._miss(rec, response_model or request_model, usage is None)
+                self._miss(batch, index, response_model or request_model, usage is None)
             return None
-        return origin if self._add_spend(rec, pico) else UNTRACKED
+        return origin if self._add_spend(batch, index, attrs, pico) else UNTRACKED
 
     @staticmethod
-    def _count(kv) -> int | None:
-        """A token count from a KeyValue (not None)."""
-        value = kv.value
-        count = value.int_value
-        if count > 0:
-            return count  # the common case, without a oneof check: a set int_value is an int
-        kind = value.WhichOneof("value")
-        if kind == "int_value":
-            pass
-        elif kind == "double_value" and value.double_value.is_integer():
-            count = int(value.double_value)  # some SDKs send counts as doubles
-        elif kind == "string_value" and value.string_value.isdigit():
+    def _count(value) -> int | None:
+        """A token count from a decoded value (not None)."""
+        kind = type(value)
+        if kind is int:
+            return value if value >= 0 else None
+        if kind is float and value.is_integer():
+            count = int(value)  # some SDKs send counts as doubles
+        elif kind is str and value.isdigit():
             try:
-                count = int(value.string_value)
+                count = int(value)
             except ValueError:  # isdigit() also holds for "²" and past int()'s 4,300 digits
                 return None
         else:
             return None
         return count if count >= 0 else None
 
-    def _price_time(self, span) -> int:
+    def _price_time(self, start: int) -> int:
         """The span's start time when it is within the tolerance of this sidecar's clock, else now."""
         now = time.time_ns()
-        start = span.start_time_unix_nano
         if abs(start - now) <= self._tolerance_ns:
             return start
         self.metrics.time_outside_tolerance.inc()
         return now
 
-    def _usage(self, rec: SpanRecord) -> Usage | None:
+    def _usage(self, attrs: dict) -> Usage | None:
         count = self._count
-        get = rec.attrs.get
+        get = attrs.get
         # An absent key costs one dict probe here, not a call.
-        kv = get(INPUT)
-        input_tokens = count(kv) if kv is not None else None
-        kv = get(IMAGE_INPUT)
-        image = (count(kv) or 0) if kv is not None else 0
-        kv = get(AUDIO_INPUT)
-        audio = (count(kv) or 0) if kv is not None else 0
-        if input_tokens is None and (image or audio or TEXT_INPUT in rec.attrs):
+        value = get(INPUT)
+        input_tokens = count(value) if value is not None else None
+        value = get(IMAGE_INPUT)
+        image = (count(value) or 0) if value is not None else 0
+        value = get(AUDIO_INPUT)
+        audio = (count(value) or 0) if value is not None else 0
+        if input_tokens is None and (image or audio or TEXT_INPUT in attrs):
             # Only the per-modality breakdown was reported: the input is its sum.
-            kv = get(TEXT_INPUT)
-            text = count(kv) if kv is not None else 0
+            value = get(TEXT_INPUT)
+            text = count(value) if value is not None else 0
             input_tokens = None if text is None else text + image + audio
-        kv = get(OUTPUT)
-        output_tokens = count(kv) if kv is not None else None
-        if output_tokens is None and rec.get_str(OPERATION) in INPUT_ONLY_OPERATIONS:
+        value = get(OUTPUT)
+        output_tokens = count(value) if value is not None else None
+        if output_tokens is None and _string(get(OPERATION)) in INPUT_ONLY_OPERATIONS:
             output_tokens = 0
         if input_tokens is None or output_tokens is None:
             return None
-        kv = get(CACHE_READ)
-        cache_read = (count(kv) or 0) if kv is not None else 0
-        kv = get(CACHE_CREATION)
-        if kv is None:
-            kv = get(CACHE_WRITE)
-        cache_creation = (count(kv) or 0) if kv is not None else 0
-        kv = get(REASONING)
-        reasoning = (count(kv) or 0) if kv is not None else 0
+        value = get(CACHE_READ)
+        cache_read = (count(value) or 0) if value is not None else 0
+        value = get(CACHE_CREATION)
+        if value is None:
+            value = get(CACHE_WRITE)
+        cache_creation = (count(value) or 0) if value is not None else 0
+        value = get(REASONING)
+        reasoning = (count(value) or 0) if value is not None else 0
         return Usage(input_tokens, output_tokens, cache_read, cache_creation, reasoning, image, audio)
 
-    def _reported(self, rec: SpanRecord) -> tuple[str, float] | None | Literal[False]:
+    def _reported(self, attrs: dict) -> tuple[str, float] | None | Literal[False]:
         """The provider-reported cost in USD; False when it is reported in another currency."""
         for key in REPORTED_KEYS:
-            if key in rec.attrs:
-                value = rec.get_double(key)
+            if key in attrs:
+                value = _double(attrs[key])
                 if value is not None and math.isfinite(value) and value >= 0:
                     return key, value
-        if COST_AMOUNT in rec.attrs:
-            value = rec.get_double(COST_AMOUNT)
+        if COST_AMOUNT in attrs:
+            value = _double(attrs[COST_AMOUNT])
             if value is not None and math.isfinite(value) and value >= 0:
-                currency = (rec.get_str(COST_CURRENCY) or "USD").strip().upper()
+                currency = (_string(attrs.get(COST_CURRENCY)) or "USD").strip().upper()
                 if currency == "USD":
                     return COST_AMOUNT, value
                 self.metrics.reported_other_currency.labels(self._currency_label(currency)).inc()
@@ -277,8 +270,9 @@ class PriceProcessor(Processor):
         if ratio > self.config.drift_tolerance:
             m.drift_spans.labels(self._model_label(estimate.resolution.model)).inc()
 
-    def _miss(self, rec: SpanRecord, model: str | None, missing_tokens: bool, reason: str | None = None) -> None:
-        rec.append_strings(MISSING_KEY, [COST_USD])
+    def _miss(self, batch: ViewBatch, index: int, model: str | None, missing_tokens: bool,
+              reason: str | None = None) -> None:
+        batch.append_strings(index, MISSING_KEY, [COST_USD])
         reason = reason or ("missing_tokens" if missing_tokens else "unknown_model")
         label = self._model_label(model or "(none)")
         tally = self._miss_tally
@@ -296,17 +290,13 @@ class PriceProcessor(Processor):
             else:
                 self.log.warning("spans of model %r lack input/output token counts; no cost.usd stamped", model)
 
-    def _add_spend(self, rec: SpanRecord, pico: int) -> bool:
+    def _add_spend(self, batch: ViewBatch, index: int, attrs: dict, pico: int) -> bool:
         """Add to the workflow's running total and stamp it; False when the span has no workflow.id."""
-        workflow_id = _string(rec.attrs, WORKFLOW_ID)
+        workflow_id = _string(attrs.get(WORKFLOW_ID))
         if workflow_id is None:
             return False
-        total = self.ledger.add(workflow_id, pico, span_identity(rec.span))
-        attrs = rec.attrs
-        kv = attrs.get(SPEND_TOTAL)
-        if kv is None:
-            kv = attrs[SPEND_TOTAL] = rec.span.attributes.add(key=SPEND_TOTAL)
-        kv.value.double_value = to_usd_float(total)
+        total = self.ledger.add(workflow_id, pico, span_identity(batch.view.spans[index]))
+        batch.set(index, SPEND_TOTAL, to_usd_float(total))
         return True
 
     # -- reload ------------------------------------------------------------------------------

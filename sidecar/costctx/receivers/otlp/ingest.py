@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError, Message
 
 from costctx.component.consumer import AdmissionCheck, IngestError, PassThroughConsumer, TracesConsumer
-from costctx.pdata import TraceBatch
 from costctx.pdata.signals import TRACES, Signal, count_items
 from costctx.pdata.wire_count import over_limit
 from costctx.receivers.otlp.metrics import ReceiverMetrics
@@ -93,7 +92,7 @@ class Ingest:
         response = signal.response_type()
         started = time.perf_counter()
         if signal is TRACES:
-            batch = TraceBatch(request, raw)
+            batch = pipeline.batch(raw if raw is not None else request.SerializeToString(), items)
             pipeline.consume(batch)
             if batch.rejected:
                 response.partial_success.rejected_spans = batch.rejected

@@ -1,0 +1,373 @@
+"""PythonCodec: the codec interface on protobuf (upb). The fallback when the native codec is
+not installed, and the oracle the native one is tested against.
+
+`scan` parses the request once and keeps the message inside the view; `encode` applies the
+edits to that message and serializes it, so its output is protobuf's serialization of the
+edited request by construction. With no edits at all, the bytes received are returned as
+they are (they parse to the same message; for canonical input they are the same bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from costctx.pdata.codec.api import (
+    EMPTY,
+    BatchEdits,
+    BatchView,
+    CodecError,
+    KvList,
+    ResourceView,
+    ScopeView,
+    SpanEdits,
+    SpanView,
+)
+
+UNKNOWN_SERVICE = "unknown_service"
+_NOTHING: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class PythonBatchView(BatchView):
+    """The view plus the parsed request and, per span, where it sits in it."""
+
+    message: ExportTraceServiceRequest | None = None
+    places: list[tuple[int, int, int]] | None = None     # (resource, scope, span) positions
+    watched: frozenset[str] = frozenset()
+    # scan_records: per span its Span message and per resource its ResourceSpans, in the
+    # records' order (places are then found by identity, only when needed).
+    objects: list | None = None
+    resource_objects: list | None = None
+    stale_raw: bool = False    # `raw` is not the message's bytes (scan_message): never edit in place
+    gone: bool = False         # edited in place with no bytes to give it back (encode_last)
+    spent: bool = False        # the message holds an in-place encode's edits; `raw` does not
+
+
+def decode_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return EMPTY
+    if kind == "array_value":
+        return [decode_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return KvList((kv.key, decode_value(kv.value)) for kv in value.kvlist_value.values)
+    return getattr(value, kind)
+
+
+def encode_value(target: AnyValue, value: Any) -> None:
+    """Write a decoded value back (the inverse of decode_value)."""
+    kind = type(value)
+    if kind is str:
+        target.string_value = value
+    elif kind is bool:
+        target.bool_value = value
+    elif kind is int:
+        target.int_value = value
+    elif kind is float:
+        target.double_value = value
+    elif kind is bytes:
+        target.bytes_value = value
+    elif value is EMPTY or value is None:
+        target.Clear()
+    elif isinstance(value, KvList):
+        target.Clear()
+        kvlist = target.kvlist_value
+        kvlist.SetInParent()
+        for key, item in value:
+            entry = kvlist.values.add()
+            entry.key = key
+            encode_value(entry.value, item)
+    elif isinstance(value, (list, tuple)):
+        target.Clear()
+        array = target.array_value
+        array.SetInParent()
+        for item in value:
+            encode_value(array.values.add(), item)
+    elif isinstance(value, dict):
+        encode_value(target, KvList(value.items()))
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int):
+        target.int_value = int(value)
+    elif isinstance(value, float):
+        target.double_value = float(value)
+    elif isinstance(value, str):
+        target.string_value = str(value)
+    else:
+        raise TypeError(f"cannot store {type(value).__name__} in an OTLP AnyValue")
+
+
+_SCALARS = frozenset(("string_value", "int_value", "double_value", "bool_value", "bytes_value"))
+
+
+def _watched(attributes, watched: frozenset[str]) -> dict[str, Any]:
+    # Later duplicates win, as in pdata.attributes.index_attributes. Scalars decoded inline:
+    # this runs for every attribute of every span (the call to decode_value cost ~15%).
+    found: dict[str, Any] = {}
+    scalars = _SCALARS
+    for kv in attributes:
+        key = kv.key
+        if key in watched:
+            value = kv.value
+            kind = value.WhichOneof("value")
+            found[key] = getattr(value, kind) if kind in scalars else decode_value(value)
+    return found
+
+
+def _decode_kv(kv: KeyValue) -> Any:
+    value = kv.value
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind in _SCALARS else decode_value(value)
+
+
+def apply_edits(attributes, edits: SpanEdits, watched: frozenset[str] = frozenset(),
+                seen: frozenset[str] = frozenset()) -> None:
+    """Renames, deletes, sets, in that order; each acts on the last occurrence of its key
+    (the one the view reports). A key in `watched` and not in `seen` (what the scan found)
+    is known absent: appended without a search when only sets are asked."""
+    last: dict | None = None
+    if edits.renames or edits.deletes:
+        at_of = {kv.key: i for i, kv in enumerate(attributes)}
+        for old, new in edits.renames:
+            at = at_of.pop(old, None)
+            if at is not None:
+                attributes[at].key = new
+                at_of[new] = at
+        if edits.deletes:
+            drop = sorted((at_of[k] for k in set(edits.deletes) if k in at_of), reverse=True)
+            for at in drop:
+                del attributes[at]
+        watched = frozenset()
+    if edits.sets:
+        added: dict = {}
+        for key, value in edits.sets:
+            kv = added.get(key)
+            if kv is None and (key not in watched or key in seen):
+                if last is None:
+                    last = {kv.key: kv for kv in attributes}
+                kv = last.get(key)
+            if kv is None:
+                kv = attributes.add()
+                kv.key = key
+                added[key] = kv
+            if value is EMPTY:
+                kv.ClearField("value")  # no AnyValue at all, as an empty attribute arrives
+            else:
+                encode_value(kv.value, value)
+
+
+class PythonCodec:
+    name = "python"
+
+    def scan(self, raw: bytes, watched: frozenset[str]) -> PythonBatchView:
+        message = ExportTraceServiceRequest()
+        try:
+            message.ParseFromString(raw)
+        except (DecodeError, ValueError) as exc:
+            raise CodecError(f"cannot decode traces protobuf request: {exc}") from None
+        return self._view_of(message, raw, watched)
+
+    def scan_message(self, message: ExportTraceServiceRequest, watched: frozenset[str],
+                     indexes: list[dict[str, KeyValue] | None] | None = None) -> PythonBatchView:
+        """The view of a request already parsed (a slow-path processor's TraceBatch): no
+        serialize and parse in between. The view takes the message over. `indexes`: per span
+        in request order, an up-to-date key -> KeyValue index (later duplicates win) if the
+        caller has one (TraceBatch records): only watched keys are looked up in it then."""
+        view = self._view_of(message, b"", watched, indexes)
+        view.stale_raw = True
+        return view
+
+    def scan_records(self, message: ExportTraceServiceRequest, records: list,
+                     watched: frozenset[str]) -> PythonBatchView:
+        """The view of a slow-path processor's TraceBatch from its records (pdata.batch
+        SpanRecord: span, resource, scope_spans, attrs index), in the records' order: only
+        watched keys are looked up in each index; no walk over the request. Hops are the
+        records' (`ResourceView.hop`), as the slow path reads them. The view takes the
+        message over; it is stale_raw (no bytes) like scan_message's."""
+        resources: list[ResourceView] = []
+        resource_objects: list = []
+        scopes: list[ScopeView] = []
+        spans: list[SpanView] = []
+        objects: list = []
+        resource_at: dict[int, int] = {}
+        scope_at: dict[int, int] = {}
+        scalars = _SCALARS
+        for rec in records:
+            rv = rec.resource
+            r = resource_at.get(id(rv))
+            if r is None:
+                r = resource_at[id(rv)] = len(resources)
+                index = rv.attrs
+                resources.append(ResourceView(rv.hop, rv.schema_url,
+                                              {k: _decode_kv(index[k]) for k in watched.intersection(index)}))
+                resource_objects.append(rv.resource_spans)
+            scope_spans = rec.scope_spans
+            sc = scope_at.get(id(scope_spans))
+            if sc is None:
+                sc = scope_at[id(scope_spans)] = len(scopes)
+                scope = scope_spans.scope
+                scopes.append(ScopeView(r, scope_spans.schema_url, scope.name, scope.version))
+            span = rec.span
+            index = rec.attrs
+            attrs = {}
+            for key in watched.intersection(index):
+                value = index[key].value
+                kind = value.WhichOneof("value")
+                attrs[key] = getattr(value, kind) if kind in scalars else decode_value(value)
+            links = span.links
+            spans.append(SpanView(
+                span.trace_id, span.span_id, span.parent_span_id,
+                span.start_time_unix_nano, span.end_time_unix_nano, r, sc,
+                attrs, len(span.attributes),
+                tuple((link.trace_id, link.span_id) for link in links) if links else (),
+                len(span.events), frozenset(attrs),
+            ))
+            objects.append(span)
+        view = PythonBatchView(b"", resources, scopes, spans, message, None, watched, objects, resource_objects)
+        view.stale_raw = True
+        return view
+
+    @staticmethod
+    def _positions(view: PythonBatchView) -> list[tuple[int, int, int]]:
+        """(resource, scope, span) positions of the view's spans in its message."""
+        if view.places is None:
+            at = {}
+            for r, rs in enumerate(view.message.resource_spans):
+                for s, ss in enumerate(rs.scope_spans):
+                    for i, span in enumerate(ss.spans):
+                        at[id(span)] = (r, s, i)
+            view.places = [at[id(span)] for span in view.objects]
+        return view.places
+
+    def _view_of(self, message: ExportTraceServiceRequest, raw: bytes, watched: frozenset[str],
+                 indexes: list[dict[str, KeyValue] | None] | None = None) -> PythonBatchView:
+        resources: list[ResourceView] = []
+        scopes: list[ScopeView] = []
+        spans: list[SpanView] = []
+        places: list[tuple[int, int, int]] = []
+        for r, rs in enumerate(message.resource_spans):
+            service = UNKNOWN_SERVICE
+            r_attrs: dict[str, Any] = {}
+            for kv in rs.resource.attributes:
+                key = kv.key
+                if key == "service.name":
+                    value = kv.value
+                    service = (value.string_value or UNKNOWN_SERVICE) if value.WhichOneof("value") == "string_value" \
+                        else UNKNOWN_SERVICE
+                if key in watched:
+                    r_attrs[key] = decode_value(kv.value)
+            resources.append(ResourceView(service, rs.schema_url, r_attrs))
+            for s, ss in enumerate(rs.scope_spans):
+                scope_index = len(scopes)
+                scopes.append(ScopeView(r, ss.schema_url, ss.scope.name, ss.scope.version))
+                for i, span in enumerate(ss.spans):
+                    attributes = span.attributes
+                    index = indexes[len(spans)] if indexes is not None else None
+                    if index is not None:
+                        attrs = {key: _decode_kv(index[key]) for key in watched.intersection(index)}
+                    else:
+                        attrs = _watched(attributes, watched)
+                    links = span.links
+                    spans.append(SpanView(
+                        span.trace_id, span.span_id, span.parent_span_id,
+                        span.start_time_unix_nano, span.end_time_unix_nano, r, scope_index,
+                        attrs, len(attributes),
+                        tuple((link.trace_id, link.span_id) for link in links) if links else (),
+                        len(span.events), frozenset(attrs),
+                    ))
+                    places.append((r, s, i))
+        return PythonBatchView(raw, resources, scopes, spans, message, places, watched)
+
+    # -- writing ----------------------------------------------------------------------------
+    def _edited(self, view: PythonBatchView, edits: BatchEdits, keep: set[int] | None,
+                in_place: bool = False, spend: bool = False) -> ExportTraceServiceRequest:
+        """The request with edits applied, keeping the spans in `keep` (None: every span not
+        removed). Scopes and resources emptied here are dropped; ones that arrived empty stay
+        (when keep is None). `in_place` edits the view's own message (the last use of the view:
+        encode as a batch leaves), sparing a copy."""
+        self._fresh(view)
+        if spend or (in_place and not view.stale_raw):
+            out = view.message
+            view.spent = True
+            view.gone = view.stale_raw  # no bytes left to give the request back
+        else:
+            out = ExportTraceServiceRequest()
+            out.CopyFrom(view.message)
+        direct = out is view.message and view.objects is not None
+        if view.objects is not None and (not direct or edits.removed or keep is not None or edits.resources):
+            direct = False
+            places = self._positions(view)
+        else:
+            places = view.places
+        for r, resource_edits in edits.resources.items():
+            if view.resource_objects is not None:  # records' order: find the resource's position
+                target = view.resource_objects[r]
+                r = next(i for i, rs in enumerate(view.message.resource_spans) if rs is target)
+            apply_edits(out.resource_spans[r].resource.attributes, resource_edits)
+        watched = view.watched
+        objects = view.objects
+        for index, span_edits in edits.spans.items():
+            if direct:
+                span = objects[index]
+            else:
+                r, s, i = places[index]
+                span = out.resource_spans[r].scope_spans[s].spans[i]
+            if span_edits.replace is not None:
+                span.ParseFromString(span_edits.replace)
+            else:
+                apply_edits(span.attributes, span_edits, watched, view.spans[index].signature)
+        dropped = edits.removed if keep is None else set(range(len(places))) - keep
+        if dropped:
+            emptied: set[tuple[int, int]] = set()
+            for index in sorted(dropped, reverse=True):
+                r, s, i = places[index]
+                del out.resource_spans[r].scope_spans[s].spans[i]
+                emptied.add((r, s))
+            for r, s in sorted(emptied, reverse=True):
+                scope_spans = out.resource_spans[r].scope_spans
+                if not scope_spans[s].spans:
+                    del scope_spans[s]
+            for r in sorted({r for r, _ in emptied}, reverse=True):
+                if not out.resource_spans[r].scope_spans:
+                    del out.resource_spans[r]
+        return out
+
+    @staticmethod
+    def _fresh(view: PythonBatchView) -> None:
+        """After an in-place encode the message holds the edits: parse the bytes again."""
+        if view.gone:
+            raise RuntimeError("this view was encoded as its batch left (encode_last); it cannot be used again")
+        if view.spent:
+            view.message = ExportTraceServiceRequest.FromString(view.raw)
+            view.spent = False
+
+    def encode(self, view: BatchView, edits: BatchEdits) -> bytes:
+        if not edits.spans and not edits.resources and not edits.removed:
+            if view.stale_raw:  # type: ignore[attr-defined]
+                return view.message.SerializeToString()  # type: ignore[attr-defined]
+            return view.raw
+        # In place (no copy) when the bytes scanned can give the request back if asked again.
+        return self._edited(view, edits, None, in_place=True).SerializeToString()  # type: ignore[arg-type]
+
+    def encode_last(self, view: BatchView, edits: BatchEdits) -> bytes:
+        """encode, for a batch leaving the pipeline: the view is not used again, so its message
+        takes the edits in place even when no bytes could give it back."""
+        if view.stale_raw and (edits.spans or edits.resources or edits.removed):  # type: ignore[attr-defined]
+            return self._edited(view, edits, None, spend=True).SerializeToString()  # type: ignore[arg-type]
+        return self.encode(view, edits)
+
+    def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
+        return self._edited(view, edits, set(indices)).SerializeToString()  # type: ignore[arg-type]
+
+    def materialize(self, view: BatchView, index: int) -> Span:
+        self._fresh(view)  # type: ignore[arg-type]
+        r, s, i = self._positions(view)[index] if view.objects is not None else view.places[index]  # type: ignore
+        span = Span()
+        span.CopyFrom(view.message.resource_spans[r].scope_spans[s].spans[i])  # type: ignore[attr-defined]
+        return span

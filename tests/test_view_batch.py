@@ -1,0 +1,111 @@
+"""ViewBatch: a batch switching between the view (fast path) and a TraceBatch (slow path)
+keeps per-span notes, the slow path's span order and what processors refused."""
+
+from __future__ import annotations
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from costctx.pdata import TraceBatch
+from costctx.pdata.codec import PythonCodec
+from costctx.pdata.view_batch import ViewBatch, write_back
+
+WATCHED = frozenset({"k", "list"})
+
+
+def _raw(names: list[str]) -> bytes:
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for i, name in enumerate(names):
+        span = spans.add(name=name, span_id=bytes([i + 1]) * 8, trace_id=b"t" * 16)
+        kv = span.attributes.add(key="k")
+        kv.value.string_value = name
+    return request.SerializeToString()
+
+
+def _names(raw: bytes) -> list[str]:
+    out = ExportTraceServiceRequest.FromString(raw)
+    return [s.name for rs in out.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+def test_notes_and_record_order_cross_from_trace_to_view_and_back():
+    trace = TraceBatch(ExportTraceServiceRequest.FromString(_raw(["a", "b", "c"])))
+    records = trace.records
+    records[2].note("renamed").add("k")
+    trace.set_records([records[2], records[0], records[1]])  # as inherit appends released spans
+    trace.rejected, trace.rejected_reason = 1, "over a limit"
+
+    batch = ViewBatch.of_trace(PythonCodec(), trace, WATCHED)
+    spans = batch.view.spans
+    visit = list(batch.indices())
+    assert [spans[i].attrs["k"] for i in visit] == ["c", "a", "b"]  # the records' order
+    assert {i: n for i, n in batch.notes.items()} == {visit[0]: {"renamed": {"k"}}}
+    batch.set(visit[1], "k", "A")
+    batch.edits.removed.add(visit[2])
+    assert [spans[i].attrs["k"] for i in batch.indices()] == ["c", "A"]
+
+    back = batch.trace
+    assert [r.span.name for r in back.records] == ["c", "a"]
+    assert back.records[0].noted("renamed") == {"k"}
+    assert back.records[1].get_str("k") == "A"
+    assert (back.rejected, back.rejected_reason) == (1, "over a limit")
+
+
+def test_set_keeps_the_view_current_and_append_strings_merges():
+    batch = ViewBatch(PythonCodec(), _raw(["a"]), WATCHED)
+    batch.append_strings(0, "list", ["x"])
+    batch.append_strings(0, "list", ["x", "y"])
+    assert batch.view.spans[0].attrs["list"] == ["x", "y"]
+    out = ExportTraceServiceRequest.FromString(batch.payload())
+    (kv,) = [kv for kv in out.resource_spans[0].scope_spans[0].spans[0].attributes if kv.key == "list"]
+    assert [v.string_value for v in kv.value.array_value.values] == ["x", "y"]
+
+
+def test_untouched_batches_leave_as_the_bytes_received():
+    raw = _raw(["a", "b"])
+    batch = ViewBatch(PythonCodec(), raw, WATCHED)
+    assert batch.payload() is raw
+    assert batch.view.spans[1].attrs == {"k": "b"}
+    assert batch.payload() == raw and batch.span_count() == 2
+
+
+def test_write_back_edits_the_callers_trace_batch_in_place():
+    trace = TraceBatch(ExportTraceServiceRequest.FromString(_raw(["a", "b"])))
+    record = trace.records[1]
+    batch = ViewBatch.of_trace(PythonCodec(), trace, WATCHED)
+    batch.set(1, "k", "B")
+    batch.note(1, "repaired").add("k")
+    batch.edits.removed.add(0)
+    write_back(trace, batch)
+    assert [r.span.name for r in trace.records] == ["b"] and trace.records[0] is record
+    assert record.get_str("k") == "B" and record.noted("repaired") == {"k"}
+    assert _names(trace.request.SerializeToString()) == ["b"]
+
+
+def test_a_batch_counted_by_its_receiver_leaves_without_a_scan():
+    class NoScan(PythonCodec):
+        def scan(self, raw, watched):
+            raise AssertionError("scanned")
+
+    raw = _raw(["a", "b"])
+    batch = ViewBatch(NoScan(), raw, WATCHED, spans=2)
+    assert batch.span_count() == 2 and not batch.is_empty() and batch.payload() is raw
+    assert ViewBatch(NoScan(), raw, WATCHED).span_count() == 2  # counted by a parse instead
+
+
+def test_the_request_order_view_keeps_the_records_order_too():
+    # A codec without scan_records (the native one): the view is in request order and
+    # `indices()` gives the records' order.
+    class RequestOrder(PythonCodec):
+        scan_records = None
+
+    trace = TraceBatch(ExportTraceServiceRequest.FromString(_raw(["a", "b", "c"])))
+    records = trace.records
+    records[2].note("renamed").add("k")
+    trace.set_records([records[2], records[0], records[1]])
+    batch = ViewBatch.of_trace(RequestOrder(), trace, WATCHED)
+    assert list(batch.indices()) == [2, 0, 1] and batch.notes == {2: {"renamed": {"k"}}}
+    batch.set(0, "k", "A")
+    batch.edits.removed.add(1)
+    back = batch.trace
+    assert [r.span.name for r in back.records] == ["c", "a"]
+    assert back.records[0].noted("renamed") == {"k"} and back.records[1].get_str("k") == "A"
