@@ -35,7 +35,7 @@ WORKFLOW_NAME_KEY = "workflow.name"
 _NO_NOTES: frozenset[str] = frozenset()
 
 
-def _cost_pico(value) -> int | None:
+def _cost_pico_value(value) -> int | None:
     """cost.usd as integer pico-USD (the price processor's exact unit), None if unusable: a
     finite non-negative double or a non-negative int (decoded values, as the view has them).
 
@@ -51,6 +51,17 @@ def _cost_pico(value) -> int | None:
         return round(scaled)
     if kind is int and value >= 0:
         return value * PICO_PER_USD
+    return None
+
+
+def _cost_pico(kv) -> int | None:
+    """_cost_pico_value of a KeyValue (for processors that still read protobuf: settle)."""
+    value = kv.value
+    kind = value.WhichOneof("value")
+    if kind == "double_value":
+        return _cost_pico_value(value.double_value)
+    if kind == "int_value":
+        return _cost_pico_value(value.int_value)
     return None
 
 
@@ -158,7 +169,7 @@ class EnvelopeProcessor(Processor):
                 usage = tuple([_present(v) for v in map(get, extra_keys)] + [timestamps])
                 llm[(workflow, sig, usage)] += 1
             if cost is not None:
-                amount = _cost_pico(cost)
+                amount = _cost_pico_value(cost)
                 if amount is not None:
                     key = (workflow, tuple(_str_value(get(d)) for d in dimensions), TENANT_KEY in repaired)
                     row = spend.get(key)
