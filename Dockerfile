@@ -43,7 +43,12 @@ RUN apt-get update \
 COPY pyproject.toml README.md ./
 COPY sidecar ./sidecar
 COPY native ./native
-RUN /opt/costctx/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
+# maturin's build backend runs the `maturin` command: the venv's bin goes on PATH. Cargo fetches
+# the crates through the same proxy as pip, so it trusts the same build secret.
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export CARGO_HTTP_CAINFO=/run/secrets/pip_ca; fi \
+ && PATH=/opt/costctx/bin:$PATH /opt/costctx/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation \
+      --wheel-dir /wheels . \
  && /opt/costctx/bin/pip install --no-cache-dir --no-deps /wheels/costctx-*.whl \
  && /opt/costctx/bin/pip uninstall --yes maturin setuptools wheel
 

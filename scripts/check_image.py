@@ -7,7 +7,8 @@ mount namespace chrooted into that root filesystem, remounted read-only (as
 image's USER. The sidecar's ports are set through the environment of the shipped config, as
 the tests do. The OpenTelemetry SDK sends spans through it to a sink in this process.
 
-Checks: it answers /healthz; it runs as uid/gid 10001; its root is mounted read-only; spans
+Checks: the native codec is installed and no compiler is; it answers /healthz; it runs as
+uid/gid 10001; its root is mounted read-only; spans
 sent with the SDK reach the sink enriched (the envelope stamped, survival counted); the status
 page renders; SIGTERM stops it with exit code 0. Prints one line per check and
 `image check: N passed, M failed`. Usage: python scripts/check_image.py localhost/costctx:check
@@ -122,6 +123,12 @@ def main(image: str) -> int:
     root = buildah("mount", container)
     proc: subprocess.Popen | None = None
     try:
+        # The builder stage compiled the native codec; the runtime stage carries no toolchain.
+        native = sorted(Path(root).glob("opt/costctx/lib/python3*/site-packages/costctx_native/_core*.so"))
+        checks.check("the native codec is installed", bool(native), ", ".join(p.name for p in native))
+        toolchain = [name for name in ("rustc", "cargo", "gcc", "cc")
+                     if (Path(root) / "usr/bin" / name).exists()]
+        checks.check("no compiler toolchain in the runtime image", not toolchain, ", ".join(toolchain))
         with OtlpSink(http_port=None) as sink:
             grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
             env = {

@@ -201,6 +201,10 @@ def build() -> db.Dashboard:
         .with_panel(series("Budget decisions", [
             (rate("costctx_budget_decisions_total", "policy, decision"), "{{policy}} {{decision}}")], unit="ops",
             span=8))
+        .with_panel(series("Budget states of committed spans", [
+            (rate("costctx_budget_span_states_total", "policy, state"), "{{policy}} {{state}}")], unit="ops",
+            span=8, description="Model-call spans by the budget.state after them: soft, hard and tripped are "
+                                "budgets near or at their limits."))
         .with_panel(series("Reservations", [
             (rate("costctx_budget_reservations_total", "outcome"), "{{outcome}}")], unit="ops", span=8))
         .with_panel(series("Budget store errors and breaker trips", [
@@ -252,15 +256,16 @@ def panel_queries(dashboard_json: dict) -> list[tuple[str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed JSON is not current")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help=f"default {OUTPUT.relative_to(ROOT)}")
     args = parser.parse_args()
     text = render()
     json.loads(text)
     if args.check:
-        if not OUTPUT.exists() or OUTPUT.read_text() != text:
-            print(f"{OUTPUT.relative_to(ROOT)} is stale: run python scripts/gen_dashboard.py", file=sys.stderr)
+        if not args.output.exists() or args.output.read_text() != text:
+            print(f"{args.output} is stale: run python scripts/gen_dashboard.py", file=sys.stderr)
             return 1
         return 0
-    OUTPUT.write_text(text)
+    args.output.write_text(text)
     return 0
 
 

@@ -22,13 +22,11 @@ def test_regenerating_the_dashboard_gives_the_committed_json():
 
 
 def test_check_fails_on_a_hand_edit(tmp_path):
-    original = DASHBOARD.read_text()
-    try:
-        DASHBOARD.write_text(original.replace('"refresh": "30s"', '"refresh": "5s"'))
-        result = subprocess.run([sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True)
-        assert result.returncode == 1 and "stale" in result.stderr
-    finally:
-        DASHBOARD.write_text(original)
+    edited = tmp_path / "costctx-dashboard.json"
+    edited.write_text(DASHBOARD.read_text().replace('"refresh": "30s"', '"refresh": "5s"'))
+    result = subprocess.run([sys.executable, str(GENERATOR), "--check", "--output", str(edited)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "stale" in result.stderr
 
 
 def panels() -> dict[str, dict]:
@@ -60,7 +58,8 @@ def test_readiness_spend_budget_and_pipeline_panels():
     mapping = by_title["Readiness verdict per workflow"]["fieldConfig"]["defaults"]["mappings"][0]["options"]
     assert {k: v["text"] for k, v in mapping.items()} == {"0": "FAIL", "1": "CONDITIONAL", "2": "PASS"}
     for title in ("Spend by tenant (USD/h)", "Spend by feature (USD/h)", "Unknown tenant share",
-                  "Recovered by repair", "Budget decisions", "Reservations", "Accepted and refused items",
+                  "Recovered by repair", "Budget decisions", "Budget states of committed spans",
+                  "Reservations", "Accepted and refused items",
                   "Sent and failed items", "Sending queue", "Held spans (inherit) and memory limiter",
                   "Pipeline latency"):
         assert title in by_title, title

@@ -11,6 +11,8 @@ import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from costctx.envelope import ENVELOPE
 from tests.support.ops_workload import HOPS, send_ops_workload
 from tests.support.png import colour_counts
@@ -71,8 +73,12 @@ def wait_for_matrix(port: int, token: str | None = None) -> str:
         time.sleep(0.2)
 
 
+# wf-1 spends 0.25 + 0.5 of 0.8: the second committed span is past the soft threshold (80%).
+BUDGET = {"budget": {"policies": [{"id": "pol-1", "workflow": {"cost_usd": 0.8}}]}}
+
+
 def test_status_page_matrix_verdicts_spend_and_health(sink, make_sidecar):
-    runner = make_sidecar()
+    runner = make_sidecar(processor_config=BUDGET)
     send_ops_workload(runner.sidecar.grpc_port)
     port = runner.sidecar.admin_port
     html = wait_for_matrix(port)
@@ -93,6 +99,10 @@ def test_status_page_matrix_verdicts_spend_and_health(sink, make_sidecar):
     assert page.verdicts == {"answer": "pass", "invoice": "fail"}
     assert "Total $0.875000; unknown tenant 14.3%" in html
     assert '<tr data-metric="costctx_receiver_accepted_items_total"><td>accepted items</td><td class="num">4<' in html
+    # The policy's two spans: one ok, one past the soft threshold, so the budget is near its limit.
+    assert '<tr data-policy="pol-1" data-state="near limit">' in html
+    budget_row = html.split('<tr data-policy="pol-1"')[1].split("</tr>")[0]
+    assert budget_row.count('<td class="num">1</td>') == 2  # spans ok 1, soft 1
     # Self-contained: refreshed by the browser, nothing loaded from anywhere.
     assert '<meta http-equiv="refresh" content="5">' in html
     assert "<script" not in html and "src=" not in html and "http://" not in html and "https://" not in html
@@ -153,36 +163,43 @@ def test_status_page_without_spans_says_so(make_sidecar):
 
 def test_pipeline_health_reads_the_registry_the_page_shows():
     from costctx.exporters.otlp.metrics import ExporterMetrics
-    from costctx.telemetry.health import budget_decisions, pipeline_health
+    from costctx.receivers.otlp.metrics import ReceiverMetrics
+    from costctx.telemetry.health import budget_summary, pipeline_health
     from costctx.telemetry.metrics import SidecarMetrics
 
     metrics = SidecarMetrics()
-    exporters = ExporterMetrics(metrics)
+    exporter, receiver = ExporterMetrics(metrics), ReceiverMetrics(metrics)
     rows = {row["name"]: row for row in pipeline_health(metrics.registry)}
     assert rows["send failed items"]["total"] == 0  # shown as 0 before the first failure
-    exporters.export_failed_items.labels("traces", "otlp").inc(7)
-    exporters.export_failed_items.labels("traces", "backup").inc(2)
+    exporter.export_failed_items.labels("traces", "otlp").inc(7)
+    exporter.export_failed_items.labels("traces", "otlp/backup").inc(2)
     rows = {row["name"]: row for row in pipeline_health(metrics.registry)}
     assert rows["send failed items"]["total"] == 9
-    assert rows["send failed items"]["by"] == {"backup": 2, "otlp": 7}
-    assert budget_decisions(metrics.registry) == []
+    assert rows["send failed items"]["by"] == {"otlp": 7, "otlp/backup": 2}
+    assert budget_summary(metrics.registry) == []
+    receiver.pipeline_duration.labels("traces").observe(0.002)
+    receiver.pipeline_duration.labels("traces").observe(0.004)
+    rows = {row["name"]: row for row in pipeline_health(metrics.registry)}
+    assert rows["mean pipeline latency (ms)"]["total"] == pytest.approx(3.0)
+    assert rows["mean pipeline latency (ms)"]["by"] == {"traces": pytest.approx(3.0)}
 
 
-def test_budget_decisions_put_policies_nearest_their_limit_first():
+def test_budget_summary_puts_policies_nearest_their_limit_first():
     from costctx.processors.budget.metrics import budget_metrics
-    from costctx.telemetry.health import budget_decisions
+    from costctx.telemetry.health import budget_summary
     from costctx.telemetry.metrics import ComponentMetrics, SidecarMetrics
 
-    sidecar_metrics = SidecarMetrics()
-    registry = sidecar_metrics.registry
-    metrics = budget_metrics(ComponentMetrics(sidecar_metrics, "processor", "budget"))
-    # A second budget processor's decisions add to the same policy's row.
-    budget_metrics(ComponentMetrics(sidecar_metrics, "processor", "budget/b")).decisions.labels("soft", "allow").inc(1)
+    sidecar = SidecarMetrics()
+    metrics = budget_metrics(ComponentMetrics(sidecar, "processor", "budget"))
     metrics.decisions.labels("calm", "allow").inc(5)
+    metrics.span_states.labels("calm", "ok").inc(9)
     metrics.decisions.labels("soft", "allow").inc(3)
-    metrics.decisions.labels("soft", "degrade").inc(2)
+    metrics.span_states.labels("soft", "soft").inc(2)
     metrics.decisions.labels("hard", "block").inc(1)
-    rows = budget_decisions(registry)
-    assert [(r["policy"], r["state"]) for r in rows] == [("hard", "over limit"), ("soft", "near limit"),
-                                                         ("calm", "ok")]
-    assert rows[1]["degrade"] == 2 and rows[1]["allow"] == 4
+    metrics.span_states.labels("tripped", "tripped").inc(1)
+    # A second budget processor with the same policy id: its counts add up.
+    budget_metrics(ComponentMetrics(sidecar, "processor", "budget/b")).span_states.labels("calm", "ok").inc(1)
+    rows = budget_summary(sidecar.registry)
+    assert [(r["policy"], r["state"]) for r in rows] == [
+        ("hard", "over limit"), ("tripped", "over limit"), ("soft", "near limit"), ("calm", "ok")]
+    assert rows[2]["soft"] == 2 and rows[2]["allow"] == 3 and rows[3]["ok"] == 10

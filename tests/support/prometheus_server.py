@@ -17,7 +17,8 @@ from tests.support.tools import require_tool
 
 
 class PrometheusServer:
-    def __init__(self, workdir: Path, jobs: dict[str, list[str]], scrape_interval: str = "1s") -> None:
+    def __init__(self, workdir: Path, jobs: dict[str, list[str]], scrape_interval: str = "1s",
+                 rule_files: list[Path] | None = None) -> None:
         self.binary = require_tool("prometheus", package="prometheus")
         self.workdir = workdir
         self.port = free_port()
@@ -26,6 +27,7 @@ class PrometheusServer:
             "scrape_configs": [
                 {"job_name": job, "static_configs": [{"targets": targets}]} for job, targets in jobs.items()
             ],
+            "rule_files": [str(path) for path in rule_files or []],
         }
         self.config_file = workdir / "prometheus.yml"
         self.config_file.write_text(yaml.safe_dump(config))

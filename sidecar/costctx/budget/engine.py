@@ -263,7 +263,10 @@ class BudgetEngine:
             if policy is None:
                 out.append(SpanVerdict(None, None, workflow_micro))
                 continue
-            out.append(SpanVerdict(policy.id, self._state(policy, spend, where, result, now), workflow_micro))
+            state = self._state(policy, spend, where, result, now)
+            if not result.duplicate:  # a resent span was counted the first time
+                self.metrics.span_states.labels(policy.id, state).inc()
+            out.append(SpanVerdict(policy.id, state, workflow_micro))
         return out, trips
 
     def _limits_of(self, policy: PolicyConfig, tenant: WindowLimits, feature: WindowLimits

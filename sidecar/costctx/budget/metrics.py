@@ -10,11 +10,12 @@ from typing import Any
 @dataclass(frozen=True)
 class BudgetMetrics:
     # `.labels(...)` families: decisions(policy, decision), reservations(outcome),
-    # store_errors(operation, outcome), breaker_trips(kind)
+    # store_errors(operation, outcome), breaker_trips(kind), span_states(policy, state)
     decisions: Any
     reservations: Any
     store_errors: Any
     breaker_trips: Any
+    span_states: Any
     # plain counters: `.inc(n)`
     committed_spans: Any
     duplicate_spans: Any

@@ -158,19 +158,23 @@ def render_spend(report: dict[str, Any]) -> str:
 
 def render_budgets(budgets: list[dict[str, Any]]) -> str:
     if not budgets:
-        return "<h2>Budgets</h2><p>No budget checks yet.</p>"
+        return "<h2>Budgets</h2><p>No budget policy has matched a span or a check yet.</p>"
     level = {"over limit": "fail", "near limit": "conditional", "ok": "pass"}
+    columns = ("ok", "soft", "hard", "tripped", "allow", "degrade", "block")
     rows = [
-        f'<tr data-policy="{escape(b["policy"])}"><td>{escape(b["policy"]) or "(no policy)"}</td>'
+        f'<tr data-policy="{escape(b["policy"])}" data-state="{b["state"]}">'
+        f'<td>{escape(b["policy"]) or "(no policy)"}</td>'
         f'<td class="{level[b["state"]]}">{b["state"]}</td>'
-        + "".join(f'<td class="num">{_num(b[d])}</td>' for d in ("allow", "degrade", "block"))
+        + "".join(f'<td class="num">{_num(b[c])}</td>' for c in columns)
         + "</tr>"
         for b in budgets
     ]
     return (
-        '<h2>Budgets</h2><p class="legend">Checks answered per policy, nearest their limits first: '
-        "degrade means a soft threshold was reached, block a hard limit or a tripped breaker.</p>"
-        + _table(["policy", "state", "allow", "degrade", "block"], rows, "budgets")
+        '<h2>Budgets</h2><p class="legend">Per policy since start, nearest their limits first: model-call '
+        "spans by the budget state after them (soft: past the soft threshold; hard: at the limit; "
+        "tripped: a breaker open), and budget checks answered.</p>"
+        + _table(["policy", "state", "spans ok", "soft", "hard", "tripped", "checks allow", "degrade", "block"],
+                 rows, "budgets")
     )
 
 

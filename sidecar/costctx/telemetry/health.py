@@ -53,20 +53,47 @@ def pipeline_health(registry: CollectorRegistry) -> list[dict[str, Any]]:
                 "by": {k: v for k, v in sorted(parts.items()) if k} if split else {},
             }
         )
+    rows.append(_mean_latency(samples))
     return rows
 
 
-def budget_decisions(registry: CollectorRegistry) -> list[dict[str, Any]]:
-    """Per budget policy: checks answered allow / degrade / block. A policy that answered
-    `degrade` has a budget past its soft threshold; `block`, one at its hard limit or tripped."""
-    per_policy: dict[str, dict[str, float]] = defaultdict(lambda: {"allow": 0.0, "degrade": 0.0, "block": 0.0})
-    for labels, value in _samples(registry).get("costctx_budget_decisions_total", []):
-        # Summed: one series per budget processor (`processor` label) may name the same policy.
-        per_policy[labels.get("policy", "")][labels.get("decision", "")] += value
+def _mean_latency(samples: dict[str, list[tuple[dict[str, str], float]]]) -> dict[str, Any]:
+    """Mean pipeline latency per request (ms), from the histogram's _sum and _count, by signal."""
+    sums = {labels.get("signal", ""): v for labels, v in samples.get("costctx_pipeline_duration_seconds_sum", [])}
+    counts = {labels.get("signal", ""): v for labels, v in samples.get("costctx_pipeline_duration_seconds_count", [])}
+    total = sum(counts.values())
+    by = {signal: 1000 * sums.get(signal, 0.0) / n for signal, n in sorted(counts.items()) if n}
+    return {
+        "name": "mean pipeline latency (ms)",
+        "metric": "costctx_pipeline_duration_seconds",
+        "total": 1000 * sum(sums.values()) / total if total else 0.0,
+        "by": by,
+    }
+
+
+BUDGET_STATES = ("ok", "soft", "hard", "tripped")
+BUDGET_DECISIONS = ("allow", "degrade", "block")
+
+
+def budget_summary(registry: CollectorRegistry) -> list[dict[str, Any]]:
+    """Per budget policy, since the sidecar started: committed spans by the budget state after
+    them (ok, soft, hard, tripped) and checks answered (allow, degrade, block), nearest their
+    limits first. Soft spans or degrade answers: near the limit; hard, tripped or block: over."""
+    samples = _samples(registry)
+    per_policy: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(BUDGET_STATES + BUDGET_DECISIONS, 0.0))
+    for name, label in (("costctx_budget_span_states_total", "state"), ("costctx_budget_decisions_total", "decision")):
+        for labels, value in samples.get(name, []):
+            # Summed: several budget processors (budget, budget/b) may share a policy id.
+            row, key = per_policy[labels.get("policy", "")], labels.get(label, "")
+            row[key] = row.get(key, 0.0) + value
     rows = []
-    for policy, counts in sorted(per_policy.items()):
-        state = "over limit" if counts.get("block") else "near limit" if counts.get("degrade") else "ok"
+    for policy, counts in per_policy.items():
+        if counts["hard"] or counts["tripped"] or counts["block"]:
+            state = "over limit"
+        elif counts["soft"] or counts["degrade"]:
+            state = "near limit"
+        else:
+            state = "ok"
         rows.append({"policy": policy, **counts, "state": state})
-    # Budgets closest to their limits first.
     order = {"over limit": 0, "near limit": 1, "ok": 2}
-    return sorted(rows, key=lambda row: order[row["state"]])
+    return sorted(rows, key=lambda row: (order[row["state"]], row["policy"]))

@@ -29,6 +29,12 @@ def budget_metrics(m: ComponentMetrics) -> BudgetMetrics:
             "Circuit breaker trips, by kind (tenant_velocity, workflow_median).",
             ["kind"],
         ),
+        span_states=m.counter(
+            "costctx_budget_span_states",
+            "Committed model-call spans by policy and the budget state after them (ok, soft, hard, "
+            "tripped): how close each policy's budgets run to their limits.",
+            ["policy", "state"],
+        ),
         committed_spans=m.counter(
             "costctx_budget_committed_spans",
             "Model-call spans whose actual cost and tokens were added to the budget counters.",
