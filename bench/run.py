@@ -12,12 +12,15 @@ measures, each against a baseline from the same run:
 3. added latency (p50, p99) of an export call through the sidecar vs straight to the sink,
    at 5,000 spans/s, with spans that carry their whole context (nothing is held);
 4. in-process throughput of the processor stage vs protobuf parse + serialize (the floor);
-5. how each grows with batch size and with attributes per span.
+5. how each grows with batch size and with attributes per span;
+6. two sidecars sharing a Redis (full run, or `--two-sidecars` alone): CPU per span of B's
+   sidecar when B's spans carry only `traceparent` (their parents registered by A's sidecar),
+   with the context registry on vs off (`backend: memory`), in the same run.
 
 Prints a table and writes JSON (`--json`). `--quick` runs tiny versions of every figure
 (CI keeps the script working with it; its numbers mean nothing).
 
-    python bench/run.py [--quick] [--json bench/results.json]
+    python bench/run.py [--quick | --two-sidecars] [--json bench/results.json]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -76,13 +80,17 @@ class Plan:
     inprocess_rounds: int = 5
     inprocess_spans: int = 6_000  # per round; the full pipeline runs at a few thousand spans/s
     e2e_sweep: bool = True
+    two_sidecars: bool = True  # needs redis-server on PATH; skipped by --quick
+    two_traces: int = 4_000  # A's CLIENT spans; B's pool is two_traces x two_fanout spans
+    two_fanout: int = 5
+    two_rate: float = 1_000.0  # B's spans/s: one the full pipeline keeps up with on a loaded machine
 
     @classmethod
     def for_args(cls, args: argparse.Namespace) -> Plan:
         if args.quick:
             return cls(quick=True, batch_sizes=[20, 100], attr_counts=[0, 4], pool_spans=1_000, inprocess_spans=1_000,
                        saturation_s=1.5, rate_s=1.5, warmup_s=0.5, cpu_rate=2_000.0, latency_rate=1_000.0,
-                       low_latency_rate=500.0, inprocess_rounds=2, e2e_sweep=False)
+                       low_latency_rate=500.0, inprocess_rounds=2, e2e_sweep=False, two_sidecars=False)
         plan = cls(quick=False)
         if args.duration:
             plan.saturation_s = plan.rate_s = args.duration
@@ -141,9 +149,10 @@ class SinkProcess:
 class SidecarProcess:
     """`python -m costctx run --config <generated yaml>`, exporting to the sink."""
 
-    def __init__(self, workdir: Path, name: str, processors: list[str], sink_port: int) -> None:
+    def __init__(self, workdir: Path, name: str, processors: list[str], sink_port: int,
+                 settings: dict | None = None) -> None:
         self.grpc_port, self.admin_port = free_port(), free_port()
-        config = sidecar_config(processors, sink_port, self.grpc_port, self.admin_port)
+        config = sidecar_config(processors, sink_port, self.grpc_port, self.admin_port, settings)
         path = workdir / f"sidecar-{name}.yaml"
         path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         self.log_path = workdir / f"sidecar-{name}.log"
@@ -203,19 +212,22 @@ class SidecarProcess:
         self.log.close()
 
 
-def start_sidecar(workdir: Path, name: str, processors: list[str], sink_port: int) -> SidecarProcess:
-    """Start a sidecar; once more on failure (a free port picked here may be taken meanwhile)."""
+def start_sidecar(workdir: Path, name: str, processors: list[str], sink_port: int,
+                  settings: dict | None = None) -> SidecarProcess:
+    """Start a sidecar; once more on failure (a free port picked here may be taken meanwhile).
+    `settings`: processor name -> its config (default config for the others)."""
     try:
-        return SidecarProcess(workdir, name, processors, sink_port)
+        return SidecarProcess(workdir, name, processors, sink_port, settings)
     except RuntimeError as exc:
         log(f"sidecar {name} failed to start ({exc}); retrying once")
-        return SidecarProcess(workdir, f"{name}-retry", processors, sink_port)
+        return SidecarProcess(workdir, f"{name}-retry", processors, sink_port, settings)
 
 
-def sidecar_config(processors: list[str], sink_port: int, grpc_port: int, admin_port: int) -> dict:
+def sidecar_config(processors: list[str], sink_port: int, grpc_port: int, admin_port: int,
+                   settings: dict | None = None) -> dict:
     return {
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}}}},
-        "processors": {name: None for name in processors},
+        "processors": {name: (settings or {}).get(name) for name in processors},
         "exporters": {
             "otlp": {
                 "endpoint": f"127.0.0.1:{sink_port}",
@@ -491,6 +503,110 @@ def in_process(pools: Pools, plan: Plan) -> dict:
     return {"default": rows[0], "sweep": rows, "complete_spans": {"extra_attrs": attrs, **complete}}
 
 
+# -- 6. two sidecars sharing a Redis -------------------------------------------------------
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str | None]:
+    """A redis-server on a free loopback port (its URL), or None when none is on PATH."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    import redis
+
+    port = free_port()
+    with (workdir / "redis.log").open("w") as out:
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no"], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    redis.Redis.from_url(url, socket_timeout=0.5).ping()
+                    break
+                except redis.RedisError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError(f"redis-server did not start; see {workdir / 'redis.log'}") from None
+                    time.sleep(0.05)
+            yield url
+        finally:
+            stop_process(proc)
+
+
+def send_all(target: str, requests: list[bytes]) -> None:
+    """Export each request once, in order (A's side: its spans register the contexts)."""
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                                     request_serializer=None, response_deserializer=None)
+        for body in requests:
+            export(body, timeout=10)
+
+
+def two_sidecars(sink: SinkProcess, plan: Plan, workdir: Path) -> dict:
+    """CPU per span of B's sidecar, B's spans carrying only `traceparent`: registry on vs off."""
+    from bench import two_sidecar_workload
+
+    batch = plan.default_batch
+    with redis_server(workdir) as url:
+        if url is None:
+            log("two sidecars: skipped (no redis-server on PATH)")
+            return {"skipped": "no redis-server on PATH"}
+        a_requests, b_requests = two_sidecar_workload.build(plan.two_traces, plan.two_fanout, batch)
+        b_pool = workdir / "pool-two-sidecars-b.bin"
+        write_pool(b_pool, b_requests, batch)
+        b_spans = plan.two_traces * plan.two_fanout
+        passes = int(plan.two_rate * plan.rate_s // b_spans) + 2  # passes over B's pool the run may make
+        registries = {"off": {"backend": "memory"},
+                      "on": {"backend": "redis", "redis": {"url": url, "key_prefix": "{bench}:registry:"}}}
+        out: dict = {"rate": plan.two_rate, "spans_per_batch": batch, "fanout": plan.two_fanout,
+                     "redis": url.rsplit("/", 1)[0]}
+        for mode, registry in registries.items():
+            settings = {"inherit": {"registry": registry}}
+            side_a = start_sidecar(workdir, f"two-{mode}-a", list(DEFAULT_TRACE_PROCESSORS), sink.port, settings)
+            side_b = start_sidecar(workdir, f"two-{mode}-b", list(DEFAULT_TRACE_PROCESSORS), sink.port, settings)
+            try:
+                first = _cycle[0] + 1000  # the cycle run_load gives B's first pass
+                log(f"two sidecars, registry {mode}: A registers {passes} x {plan.two_traces} contexts")
+                for cycle in range(first, first + passes):
+                    send_all(side_a.target, two_sidecar_workload.a_requests_for_cycle(a_requests, cycle))
+                side_a.wait_drained()
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and side_a.metric("costctx_registry_pending_writes") > 0:
+                    time.sleep(0.1)
+                log(f"two sidecars, registry {mode}: B at {plan.two_rate:.0f} spans/s, traceparent only")
+                window = Window({"forwarded": side_b.forwarded, "cpu": lambda s=side_b: cpu_seconds(s.ps),
+                                 "remote_hits": lambda s=side_b: s.metric("costctx_registry_lookups_total",
+                                                                          result="remote"),
+                                 "misses": lambda s=side_b: s.metric("costctx_registry_lookups_total",
+                                                                     result="miss"),
+                                 "round_trips": lambda s=side_b: s.metric("costctx_registry_round_trips_total")},
+                                side_b.ps)
+                load = run_load("rate", side_b.target, b_pool, plan, window, duration=plan.rate_s,
+                                rate=plan.two_rate, workdir=workdir)
+                forwarded = window.delta("forwarded")
+                out[mode] = {
+                    "b_cpu_us_per_span": 1e6 * window.delta("cpu") / forwarded if forwarded else None,
+                    "b_cpu_pct": 100 * window.rate("cpu"),
+                    "b_delivered_spans_per_s": window.rate("forwarded"),
+                    "b_registry_remote_hits": window.delta("remote_hits"),
+                    "b_registry_misses": window.delta("misses"),
+                    "b_registry_round_trips": window.delta("round_trips"),
+                    "b_peak_rss_mb": side_b.peak_rss_mb(),
+                    "late_sends": load["late_sends"],
+                    "refused_requests": load["requests_refused"],
+                    "machine_busy_pct": window.machine_busy_pct(),
+                }
+            finally:
+                side_b.stop()
+                side_a.stop()
+        on, off = out["on"]["b_cpu_us_per_span"], out["off"]["b_cpu_us_per_span"]
+        out["on_vs_off"] = on / off if on and off else None
+        out["added_us_per_span"] = on - off if on is not None and off is not None else None
+        return out
+
+
 # -- report --------------------------------------------------------------------------------
 def machine_info() -> dict:
     model = ""
@@ -563,6 +679,8 @@ def print_table(results: dict, out=sys.stdout) -> None:
     for key in ("latency", "latency_low_rate"):
         print_latency(results[key], w)
     print_inprocess(results, w)
+    if "two_sidecars" in results:
+        print_two_sidecars(results["two_sidecars"], w)
     w("\nTargets:\n")
     for name, t in results["targets"].items():
         met = {True: "met", False: "NOT met", None: "n/a (quick)"}[t["met"]]
@@ -675,6 +793,8 @@ def markdown(results: dict) -> str:
         f"{fmt(c['full_vs_floor'], 3)}, {fmt(c['processor_us_per_span'], 1)} us/span; per processor: "
         + ", ".join(f"`{k}` {v:.1f}" for k, v in c["processor_us_per_span_each"].items()) + ".")
     add("")
+    if "two_sidecars" in results:
+        lines.extend(markdown_two_sidecars(results["two_sidecars"]))
     add("### Targets")
     add("")
     add("| figure | measured | target | met |")
@@ -682,6 +802,61 @@ def markdown(results: dict) -> str:
     for name, t in results["targets"].items():
         add(f"| {name} | {fmt(t['value'], 2)} | {t['target']} | {t['met']} |")
     return "\n".join(lines) + "\n"
+
+
+def print_two_sidecars(two: dict, w) -> None:
+    w("\n6. Two sidecars sharing a Redis: B's spans carry only traceparent (parents registered by A)\n")
+    if "skipped" in two:
+        w(f"   skipped: {two['skipped']}\n")
+        return
+    w(f"   at {fmt(two['rate'], 0)} spans/s offered to B, {two['spans_per_batch']} spans/batch\n")
+    w(f"   {'registry':>9} {'B CPU us/span':>14} {'B CPU%':>7} {'delivered':>10} {'remote hits':>12} "
+      f"{'round trips':>12} {'peak MB':>8}\n")
+    for mode in ("off", "on"):
+        r = two[mode]
+        w(f"   {mode:>9} {fmt(r['b_cpu_us_per_span']):>14} {fmt(r['b_cpu_pct']):>7} "
+          f"{fmt(r['b_delivered_spans_per_s'], 0):>10} {fmt(r['b_registry_remote_hits'], 0):>12} "
+          f"{fmt(r['b_registry_round_trips'], 0):>12} {fmt(r['b_peak_rss_mb']):>8}\n")
+    w(f"   on/off {fmt(two['on_vs_off'], 2)}, added {fmt(two['added_us_per_span'])} us of B's CPU per span\n")
+
+
+def markdown_two_sidecars(two: dict) -> list[str]:
+    lines = ["### 6. Two sidecars sharing a Redis: the context registry's cost per span", ""]
+    if "skipped" in two:
+        return lines + [f"Skipped: {two['skipped']}.", ""]
+    lines += [f"B's sidecar at {two['rate']:,.0f} spans/s offered, {two['spans_per_batch']} spans/batch; B's spans "
+              "carry only `traceparent`, their parent (A's CLIENT span) registered by A's sidecar. Registry off: "
+              "`backend: memory` on both (B holds each span for `wait_duration` and releases it unrepaired).", "",
+              "| registry | B CPU us/span | B CPU % | delivered spans/s | remote hits | round trips | B peak RSS MB |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for mode in ("off", "on"):
+        r = two[mode]
+        lines.append(f"| {mode} | {fmt(r['b_cpu_us_per_span'])} | {fmt(r['b_cpu_pct'])} | "
+                     f"{fmt(r['b_delivered_spans_per_s'], 0)} | {fmt(r['b_registry_remote_hits'], 0)} | "
+                     f"{fmt(r['b_registry_round_trips'], 0)} | {fmt(r['b_peak_rss_mb'])} |")
+    lines += ["", f"on/off {fmt(two['on_vs_off'], 2)}; added {fmt(two['added_us_per_span'])} us of B's CPU per span.",
+              ""]
+    return lines
+
+
+def two_sidecars_only(plan: Plan, args: argparse.Namespace, argv: list[str] | None) -> int:
+    """`--two-sidecars`: figure 6 alone, with its own sink."""
+    plan.two_sidecars = True
+    command = " ".join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+    with workspace(args.workdir) as workdir:
+        sink = SinkProcess(workdir)
+        try:
+            two = two_sidecars(sink, plan, workdir)
+        finally:
+            sink.stop()
+    two |= {"command": command, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+    print_two_sidecars(two, sys.stdout.write)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"two_sidecars": two}, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(markdown_two_sidecars(two)) + "\n")
+    return 0
 
 
 @contextlib.contextmanager
@@ -703,8 +878,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sweep", action="store_true", help="end-to-end figures at the default point only")
     parser.add_argument("--workdir", help="keep configs, pools and process logs here")
     parser.add_argument("--markdown", help="write the figures as Markdown tables here (for BENCHMARKS.md)")
+    parser.add_argument("--two-sidecars", action="store_true",
+                        help="only figure 6: two sidecars sharing a Redis, context registry on vs off")
     args = parser.parse_args(argv)
     plan = Plan.for_args(args)
+    if args.two_sidecars:
+        return two_sidecars_only(plan, args, argv)
     started = time.monotonic()
     results: dict = {
         "quick": plan.quick,
@@ -732,6 +911,8 @@ def main(argv: list[str] | None = None) -> int:
             # Twice as long: at 10 calls/s a p99 needs more than a few dozen calls.
             results["latency_low_rate"] = latency(sink, pools, plan, workdir, plan.low_latency_rate, plan.points(False),
                                                   duration=2 * plan.rate_s)
+            if plan.two_sidecars:
+                results["two_sidecars"] = two_sidecars(sink, plan, workdir)
         finally:
             sink.stop()
     results["load"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

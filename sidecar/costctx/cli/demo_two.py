@@ -1,6 +1,7 @@
 """The demo's two-sidecar part: service A and service B, each with its own sidecar, sharing
-one Redis (a redis-server the demo starts when one is on PATH; without it each sidecar keeps
-its own memory, and the demo says so).
+one store: a redis-server the demo starts when one is on PATH; without it, one in-process
+budget store and registry store that both sidecars (running in the demo's process, on one
+event loop) use, and the demo says which.
 
 Two workflows: one carrying the envelope in W3C Baggage (costctx.client), so B's model calls
 leave B's sidecar attributed at once; one with `traceparent` only and a root that ends last,
@@ -15,6 +16,7 @@ import subprocess
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TextIO
 
 from opentelemetry import context as otel_context
@@ -26,6 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from costctx.attribution.inprocess import InProcessShare
 from costctx.cli.demo import demo_config
 from costctx.cli.sink import OtlpSink
 from costctx.client import EnvelopeSpanProcessor, InternalBaggagePropagator, open_envelope
@@ -38,14 +41,21 @@ MODEL = {"gen_ai.provider.name": "openai", "gen_ai.operation.name": "chat", "gen
          "gen_ai.response.model": "gpt-4o", "gen_ai.usage.input_tokens": 1500, "gen_ai.usage.output_tokens": 300}
 
 
+@dataclass
+class SharedStore:
+    """What the demo's two sidecars share: a Redis URL, or the in-process stores."""
+
+    redis_url: str | None = None
+    in_process: InProcessShare | None = None
+
+
 @contextmanager
-def shared_redis(out: TextIO):
-    """A redis-server on a free loopback port, or None (the sidecars then keep their own memory)."""
+def shared_store(out: TextIO):
+    """A redis-server on a free loopback port when one is on PATH, else one in-process store."""
     binary = shutil.which("redis-server")
     if binary is None:
-        print("shared store: redis-server is not on PATH, so each sidecar keeps its own memory "
-              "(no registry or settlement across them)", file=out)
-        yield None
+        print("shared store: sharing an in-process store (no redis-server on PATH)", file=out)
+        yield SharedStore(in_process=InProcessShare())
         return
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -63,22 +73,25 @@ def shared_redis(out: TextIO):
                     break
             except redis.RedisError:
                 time.sleep(0.05)
-        print(f"shared store: redis-server on 127.0.0.1:{port} (started by the demo)", file=out)
-        yield url
+        print(f"shared store: sharing redis-server on 127.0.0.1:{port} (started by the demo)", file=out)
+        yield SharedStore(redis_url=url)
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def _sidecar(sink_port: int, redis_url: str | None) -> SidecarThread:
+def _sidecar(sink_port: int, store: SharedStore, beside: SidecarThread | None = None) -> SidecarThread:
     config = demo_config(sink_port)
     processors = config["processors"]
     processors["inherit"] = {**(processors.get("inherit") or {}), "wait_duration": "500ms"}
     processors["settle"] = {"poll_interval": "200ms"}
-    if redis_url is not None:
-        processors["inherit"]["registry"] = {"backend": "redis", "redis": {"url": redis_url}}
-        processors["budget"] = {**(processors.get("budget") or {}), "backend": "redis", "redis": {"url": redis_url}}
-    runner = SidecarThread(build_config(config, environ={}))
+    if store.redis_url is not None:
+        processors["inherit"]["registry"] = {"backend": "redis", "redis": {"url": store.redis_url}}
+        processors["budget"] = {**(processors.get("budget") or {}), "backend": "redis",
+                                "redis": {"url": store.redis_url}}
+    # In process: both on one loop (the shared memory stores are not locked); with Redis, each on its own.
+    runner = SidecarThread(build_config(config, environ={}), store.in_process,
+                           beside if store.in_process is not None else None)
     runner.start()
     return runner
 
@@ -124,8 +137,9 @@ def _records(sink: OtlpSink) -> list:
 
 def two_sidecars_section(out: TextIO) -> int:
     print("\n--- two services, two sidecars ---", file=out)
-    with shared_redis(out) as redis_url, OtlpSink() as sink:
-        side_a, side_b = _sidecar(sink.grpc_port, redis_url), _sidecar(sink.grpc_port, redis_url)
+    with shared_store(out) as store, OtlpSink() as sink:
+        side_a = _sidecar(sink.grpc_port, store)
+        side_b = _sidecar(sink.grpc_port, store, beside=side_a)
         a_provider = _provider("service-a", side_a.sidecar.grpc_port)
         b_provider = _provider("service-b", side_b.sidecar.grpc_port)
         try:
@@ -135,7 +149,7 @@ def two_sidecars_section(out: TextIO) -> int:
             for provider in (b_provider, a_provider):
                 provider.force_flush()
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and (redis_url is None or len(_records(sink)) < 2):
+            while time.monotonic() < deadline and len(_records(sink)) < 2:
                 time.sleep(0.1)
             b_calls = [s for s in sink.spans() if s.service == "service-b" and s.name == "chat gpt-4o"]
             for label, workflow in (("envelope in baggage", in_band), ("traceparent only, root ends last", late)):
@@ -163,6 +177,6 @@ def two_sidecars_section(out: TextIO) -> int:
         finally:
             for provider in (a_provider, b_provider):
                 provider.shutdown()
+            side_b.stop()  # first: in process it runs on A's loop
             side_a.stop()
-            side_b.stop()
     return 0

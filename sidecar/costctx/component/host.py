@@ -11,7 +11,9 @@ The host owns what several components share:
 - `budget_engine`: the budget engine, set by the first `budget` processor;
 - `context_registry`: the shared context registry (a slot; unset until a component sets it);
 - `logs_consumer`: the logs pipeline's entry (payload, items), for records a processor emits
-  (the settle processor's attribution records); None without a logs pipeline.
+  (the settle processor's attribution records); None without a logs pipeline;
+- `in_process`: state shared with other sidecars of this process (the demo without a Redis):
+  used in place of this sidecar's own memory budget store and registry; None: its own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from costctx.attribution.inprocess import InProcessShare
 from costctx.budget.engine import BudgetEngine
 from costctx.envelope import ENVELOPE, Envelope
 from costctx.pricing.book import PriceBookHandle, builtin_book
@@ -37,6 +40,7 @@ class Host:
     budget_engine: BudgetEngine | None = None
     context_registry: Any = None
     logs_consumer: Callable[[bytes, int], None] | None = None
+    in_process: InProcessShare | None = None
     _price_book: PriceBookHandle | None = field(default=None, init=False, repr=False)
     _price_book_owner: str | None = field(default=None, init=False, repr=False)
 

@@ -8,6 +8,7 @@ import time
 
 from aiohttp import web
 
+from costctx.attribution.inprocess import InProcessShare
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.exporters.otlp.exporter import QueuedExporter
@@ -45,12 +46,13 @@ log = logging.getLogger("costctx")
 
 
 class Sidecar:
-    def __init__(self, config: SidecarConfig) -> None:
+    def __init__(self, config: SidecarConfig, in_process: InProcessShare | None = None) -> None:
+        """`in_process`: stores shared with other sidecars of this process (see attribution/inprocess.py)."""
         self.config = config
         self.metrics = SidecarMetrics()
         self.survival = SurvivalRecorder(max_label_values=config.service.telemetry.metrics.max_label_values)
         # What components share (price book, spend ledger, budget engine), typed.
-        self.host = Host(metrics=self.metrics, survival=self.survival)
+        self.host = Host(metrics=self.metrics, survival=self.survival, in_process=in_process)
         self._ready = False
         self._ticker: asyncio.Task | None = None
         self.metrics_push: OtlpMetricsPush | None = None

@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 
+from costctx.attribution.inprocess import InProcessShare
 from costctx.service.app import Sidecar
 from costctx.service.config.model import SidecarConfig
 from costctx.service.gc_tuning import tune_for_throughput
@@ -36,17 +37,23 @@ async def serve(config: SidecarConfig, grace: float | None = None) -> None:
 class SidecarThread:
     """A Sidecar on its own event loop thread; `start` returns once it listens."""
 
-    def __init__(self, config: SidecarConfig) -> None:
+    def __init__(self, config: SidecarConfig, in_process: InProcessShare | None = None,
+                 beside: SidecarThread | None = None) -> None:
+        """`in_process`: stores shared with other sidecars of this process; they must then run
+        on one loop: `beside` runs this sidecar on that runner's loop thread (stop this one first)."""
         self.config = config
-        self.loop = asyncio.new_event_loop()
+        self.in_process = in_process
+        self.loop = asyncio.new_event_loop() if beside is None else beside.loop
         self.sidecar: Sidecar | None = None
-        self._thread = threading.Thread(target=self.loop.run_forever, name="costctx-sidecar", daemon=True)
+        self._thread = (threading.Thread(target=self.loop.run_forever, name="costctx-sidecar", daemon=True)
+                        if beside is None else None)
 
     def start(self, timeout: float = 15.0) -> Sidecar:
-        self._thread.start()
+        if self._thread is not None:
+            self._thread.start()
 
         async def build_and_start() -> Sidecar:
-            sidecar = Sidecar(self.config)
+            sidecar = Sidecar(self.config, self.in_process)
             await sidecar.start()
             return sidecar
 
@@ -64,6 +71,8 @@ class SidecarThread:
     def stop(self, grace: float = 5.0) -> None:
         if self.sidecar is not None:
             asyncio.run_coroutine_threadsafe(self.sidecar.stop(grace), self.loop).result(grace + 10)
+        if self._thread is None:
+            return  # the loop is the other runner's
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()

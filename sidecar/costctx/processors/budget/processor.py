@@ -62,7 +62,9 @@ class BudgetProcessor(Processor):
         super().__init__(name, config, host)
         self.metrics = budget_metrics(self.component_metrics())
         # Estimates come from the host's price book, which exists with or without a price processor.
-        self.engine = BudgetEngine(config, self.metrics, host.price_book)
+        # Sidecars sharing a process (the demo) share one memory store, as pods share a Redis.
+        shared_here = host.in_process.budget_store if host.in_process and config.backend == "memory" else None
+        self.engine = BudgetEngine(config, self.metrics, host.price_book, store=shared_here)
         if host.budget_engine is None:
             host.budget_engine = self.engine
         if config.policies:

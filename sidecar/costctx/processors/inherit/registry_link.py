@@ -71,7 +71,8 @@ def shared_registry(host: Host, config) -> tuple[ContextRegistry, RegistryMetric
     registers into the same one); built by the first `inherit` processor, from its config."""
     registry = host.context_registry
     if registry is None:
-        registry = host.context_registry = build_registry(config)
+        shared_here = host.in_process.registry_backend if host.in_process is not None else None
+        registry = host.context_registry = build_registry(config, shared_here)
         registry.metrics = RegistryMetrics(host.metrics, registry)
     return registry, registry.metrics
 
