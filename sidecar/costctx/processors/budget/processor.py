@@ -16,13 +16,13 @@ from costctx.budget.counters import MAX_USD, MICRO, spent_micro, spent_tokens
 from costctx.budget.engine import BudgetEngine, SpanVerdict
 from costctx.budget.policy import Context, SpanSpend
 from costctx.budget.seen import SeenSpans
+from costctx.budget.span_trust import SpanTrust, resend_key
 from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
 from costctx.pdata import TraceBatch
 from costctx.pdata.batch import SpanRecord
-from costctx.pdata.ids import span_identity
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
 
@@ -63,6 +63,8 @@ class BudgetProcessor(Processor):
         # Spans already committed (trace id + span id): an exporter that resends a batch
         # after a lost acknowledgement must not count its spend twice.
         self._committed = SeenSpans(maxsize=200_000, ttl=900)
+        self.trust = SpanTrust(config.max_call_usd, config.max_span_clock_skew, self.engine.book_micro,
+                               lambda reason, n: self.metrics.untrusted_spans.labels(reason).inc(n))
 
     # -- spans ----------------------------------------------------------------------------
     @staticmethod
@@ -122,18 +124,19 @@ class BudgetProcessor(Processor):
         committed = self._committed
         markers = self._markers
         spend_of = self._spend
+        vet = self.trust.vet
         for rec in batch.records:
             if rec.attrs.keys().isdisjoint(markers):
                 continue  # not a model call: the common case, one set test
-            span_key = span_identity(rec.span)
+            spend = vet(rec, spend_of(rec, now), now)
+            span_key = resend_key(rec, spend)
             if span_key is not None:
                 if span_key in committed:
                     self.metrics.duplicate_spans.inc()
                     continue
                 committed.add(span_key)
             records.append(rec)
-            spend = spend_of(rec, now)
-            spend.span_key = span_key  # committed once across sidecars (shared store)
+            spend.span_key = span_key  # committed once across sidecars (shared store), content included
             spends.append(spend)
         if not spends:
             self._finish(finished)
