@@ -51,10 +51,10 @@ def test_requests_larger_than_the_downstream_limit_arrive_whole(protocol):
                     kv.key, kv.value.string_value = "pad", rng.randbytes(pad // 2).hex()
                 payload = request.SerializeToString()
                 assert len(payload) > 5 * MiB
-                _, error = grpc_call(port, EXPORT, payload, timeout=30)
+                _, error = grpc_call(port, EXPORT, payload, timeout=120)
                 assert error is None  # acknowledged
                 sent += names
-            assert sink.wait_for_spans(len(sent), timeout=60)
+            assert sink.wait_for_spans(len(sent), timeout=180)
             assert sorted(s.name for s in sink.spans()) == sorted(sent)
             assert all(len(raw) <= 4 * MiB for raw in sink.raw["traces"])
             registry = runner.sidecar.metrics.registry
