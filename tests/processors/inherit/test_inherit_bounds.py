@@ -313,3 +313,73 @@ def test_odd_input_is_carried_not_crashed_on():
     assert got["owner.tenant"] == 42 and got["request.id"] == ["a", "b"] and "owner.feature" not in got
     processor.tick(clock.now + 5)
     assert processor.hold.span_count == 0
+
+
+# -- floods (issue 16 item 5): one noisy service cannot strip another's attribution -----------
+
+
+def _flush_counter(processor, structure: str, source: str) -> float:
+    registry = processor.context.metrics.registry
+    labels = {"processor": processor.name, "structure": structure, "source": source}
+    return registry.get_sample_value("costctx_inherit_evictions_total", labels) or 0.0
+
+
+def test_an_orphan_flood_from_one_service_does_not_release_anothers_held_children():
+    """800 children of `checkout` wait for their parents; 20,000 orphans from `noisy` (parents
+    that never come) overflow the hold. The orphans go first; when the parents arrive all 800
+    children are repaired. (Before: the oldest traces went first: 800 of 800 lost their context.)"""
+    processor, emitted, _ = make(hold={"max_spans": 20_000})
+    children = [(t, 1000 + t, t, {}) for t in range(1, 801)]  # parent span id == trace number
+    assert names(processor.process(batch(children, service="checkout"))) == []
+    for start in range(0, 20_000, 2_000):
+        flood = [(10**6 + i, 10**7 + i, 10**8 + i, {}) for i in range(start, start + 2_000)]
+        processor.process(batch(flood, service="noisy"))
+    parents = [(t, t, None, CONTEXT) for t in range(1, 801)]
+    out = processor.process(batch(parents, service="checkout"))
+    repaired = [n for n in names(out) if attrs(out, n).get("workflow.id") == "wf" and n.startswith("s1")
+                and int(n[1:]) >= 1001]
+    assert len(repaired) == 800
+    assert _flush_counter(processor, "hold", "checkout") == 0
+    assert _flush_counter(processor, "hold", "noisy") >= 800
+    assert sum(len(names(b)) for b in emitted) + len(names(out)) >= 800  # the orphans left, unrepaired
+
+
+@pytest.mark.parametrize("junk_context", [{}, {"workflow.id": "junk", "owner.tenant": "junk"}],
+                         ids=["no-context", "fake-context"])
+def test_a_junk_flood_does_not_evict_another_services_ancestors(junk_context):
+    """800 `checkout` parents are remembered; 50,000 junk spans from `noisy` fill the ancestor
+    cache; the 800 late children are still repaired on arrival, never held. (Before: the cache
+    evicted the oldest entries: 800 of 800 late children lost their context.)"""
+    processor, _, _ = make(cache={"max_entries": 50_000})
+    parents = [(t, t, None, CONTEXT) for t in range(1, 801)]
+    processor.process(batch(parents, service="checkout"))
+    for start in range(0, 50_000, 5_000):
+        junk = [(10**6 + i, 10**7 + i, None, junk_context) for i in range(start, start + 5_000)]
+        processor.process(batch(junk, service="noisy"))
+    assert len(processor.cache) <= 50_000
+    children = [(t, 1000 + t, t, {}) for t in range(1, 801)]
+    out = processor.process(batch(children, service="checkout"))
+    assert len(names(out)) == 800  # none held
+    assert all(attrs(out, n).get("workflow.id") == "wf" for n in names(out))
+    assert _flush_counter(processor, "cache", "checkout") == 0
+    source = "(no context)" if not junk_context else "noisy"
+    assert _flush_counter(processor, "cache", source) >= 800
+
+
+def test_a_re_sent_parent_id_with_another_context_repairs_nothing():
+    """Issue 16 item 7: a span sent under a known parent's ids with another tenant's context
+    neither replaces the parent's context for later children nor passes its own on."""
+    processor, _, _ = make()
+    processor.process(batch([(1, 1, None, CONTEXT)], service="victim"))
+    spoof = {**CONTEXT, "owner.tenant": "attacker", "workflow.id": "wf-attacker"}
+    processor.process(batch([(1, 1, None, spoof)], service="attacker"))
+    out = processor.process(batch([(1, 2, 1, {})], service="victim"))
+    assert names(out) == []  # the disputed parent repairs nothing: the child waits
+    registry = processor.context.metrics.registry
+    assert registry.get_sample_value("costctx_inherit_disputed_ancestors_total", {"processor": processor.name}) == 1
+    # The same span re-sent as it was (a client retry) is no dispute.
+    processor2, _, _ = make()
+    processor2.process(batch([(1, 1, None, CONTEXT)]))
+    processor2.process(batch([(1, 1, None, CONTEXT)]))
+    out = processor2.process(batch([(1, 2, 1, {})]))
+    assert attrs(out, "s2")["workflow.id"] == "wf"

@@ -278,7 +278,7 @@ class InheritProcessor(Processor):
     def _release_oldest(self, out: Regrouper, tally: _Tally) -> None:
         hold = self.hold
         while hold.is_over(self._max_spans, self._max_bytes):
-            trace = hold.oldest()
+            trace = hold.overflow_victim()  # the oldest of the source holding the most
             if trace is None:
                 break
             self._release_trace(trace, "overflow", out, tally)
@@ -552,6 +552,7 @@ class InheritProcessor(Processor):
             m.missing_spans.labels(reason).inc(count)
         if tally.held:
             m.held_spans.inc(tally.held)
+        m.count_evictions(self.hold.evicted, self.cache)
 
 
 def _append(rec: SpanRecord, pieces: list[bytes], names: list[str]) -> None:
