@@ -11,7 +11,9 @@ The host owns what several components share:
 - `budget_engine`: the budget engine, set by the first `budget` processor;
 - `context_registry`: the shared context registry (a slot; unset until a component sets it);
 - `logs_consumer`: the logs pipeline's entry (payload, items), for records a processor emits
-  (the settle processor's attribution records); None without a logs pipeline.
+  (the settle processor's attribution records); None without a logs pipeline;
+- `hold_storage`: (directory, fsync) of the traces pipeline's persistent queue, where processors
+  keep the acknowledged spans they hold (inherit); None with an in-memory queue.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Host:
     budget_engine: BudgetEngine | None = None
     context_registry: Any = None
     logs_consumer: Callable[[bytes, int], None] | None = None
+    hold_storage: tuple[str, str] | None = None
     _price_book: PriceBookHandle | None = field(default=None, init=False, repr=False)
     _price_book_owner: str | None = field(default=None, init=False, repr=False)
 

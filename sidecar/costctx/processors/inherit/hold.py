@@ -163,6 +163,10 @@ class Hold:
                 del self.by_source[source]
                 del self.source_spans[source]
 
+    def is_held(self, key: bytes) -> bool:
+        trace = self.traces.get(key[:16])
+        return trace is not None and key in trace.spans
+
     def oldest(self) -> TraceHold | None:
         return next(iter(self.traces.values()), None)
 

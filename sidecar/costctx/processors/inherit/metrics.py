@@ -52,6 +52,10 @@ class InheritMetrics:
             "Span ids sent again with different context values (a spoofed or re-sent parent): the "
             "ancestor repairs nothing from then on.",
         )
+        self.restored_spans = m.counter(
+            "costctx_inherit_restored_spans",
+            "Held spans a previous run left on disk (persistent queue configured), held again on start.",
+        )
         gauges = {
             "hold_spans": ("costctx_inherit_hold_spans", "Spans in the hold now."),
             "hold_bytes": ("costctx_inherit_hold_bytes", "Bytes of spans in the hold now."),
