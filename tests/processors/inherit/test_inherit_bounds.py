@@ -383,3 +383,30 @@ def test_a_re_sent_parent_id_with_another_context_repairs_nothing():
     processor2.process(batch([(1, 1, None, CONTEXT)]))
     out = processor2.process(batch([(1, 2, 1, {})]))
     assert attrs(out, "s2")["workflow.id"] == "wf"
+
+
+def test_the_trace_fallback_needs_agreement_not_the_first_value():
+    """Issue 16 item 7: one span carrying a foreign workflow.id in a trace cannot take over the
+    trace's fallback, nor deny it when the trace's own spans agree. (Before: any second value
+    made the fallback ambiguous: the orphan kept no workflow.id.)"""
+    processor, emitted, clock = make(wait_duration=1.0)
+    foreign = {"workflow.id": "wf-attacker"}
+    # The trace's own spans: three carry wf (children of a root that is never exported).
+    own = [(7, 10 + i, 99, CONTEXT) for i in range(3)]
+    processor.process(batch([(7, 50, 99, foreign)], service="attacker"))
+    processor.process(batch(own, service="svc"))
+    processor.process(batch([(7, 60, 98, {})], service="svc"))  # an orphan: needs the fallback
+    clock.now += 2.0
+    processor.tick(clock.now)
+    released = [b for b in emitted if "s60" in names(b)]
+    assert released and attrs(released[0], "s60")["workflow.id"] == "wf"
+
+    # One against one: no agreement, no fallback (rather than the first value seen).
+    processor, emitted, clock = make(wait_duration=1.0)
+    processor.process(batch([(8, 50, 99, foreign)], service="attacker"))
+    processor.process(batch([(8, 10, 99, CONTEXT)], service="svc"))
+    processor.process(batch([(8, 60, 98, {})], service="svc"))
+    clock.now += 2.0
+    processor.tick(clock.now)
+    released = [b for b in emitted if "s60" in names(b)]
+    assert released and "workflow.id" not in attrs(released[0], "s60")

@@ -146,42 +146,46 @@ def _disagree(first: dict[str, Any], second: dict[str, Any]) -> bool:
     return any((theirs := get(field)) is not None and theirs != value for field, value in first.items())
 
 
-AMBIGUOUS = object()
-
-
 class TraceValues:
-    """trace id -> values of the trace-fallback fields seen on any span of the trace.
+    """trace id -> values of the trace-fallback fields carried by spans of the trace, with how
+    many spans carried each.
 
-    A field seen with two different values in one trace (two workflows) is marked ambiguous
-    and never used as a fallback: guessing would book spend to the wrong workflow.
+    The fallback takes a value only when the spans agree on it: carried by more spans than
+    every other value together. One span carrying a foreign `workflow.id` can neither take a
+    trace over nor, against two or more spans that agree, deny it its fallback; an even split
+    (two workflows in one trace) gives none, as guessing would book spend to the wrong one.
     """
 
     def __init__(self, max_traces: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
-        self._traces: TTLCache[bytes, dict[str, Any]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
+        self._traces: TTLCache[bytes, dict[str, dict[Any, int]]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
         self.max_traces = max_traces
         self._last: tuple[bytes, str, Any] | None = None
+        self._last_votes: dict[Any, int] = {}
 
     def record(self, trace_id: bytes, key: str, value: Any) -> None:
         last = (trace_id, key, value)
         if last == self._last:
-            return  # spans of one trace come together: skip the cache for the repeats
+            self._last_votes[value] += 1  # spans of one trace come together: skip the cache lookup
+            return
         self._last = last
         values = self._traces.get(trace_id)
         if values is None:
-            self._traces[trace_id] = {key: value}
-            return
-        seen = values.get(key)
-        if seen is None:
-            values[key] = value
-        elif seen is not AMBIGUOUS and seen != value:
-            values[key] = AMBIGUOUS
+            values = self._traces[trace_id] = {}
+        votes = values.get(key)
+        if votes is None:
+            votes = values[key] = {}
+        votes[value] = votes.get(value, 0) + 1
+        self._last_votes = votes
 
     def lookup(self, trace_id: bytes, key: str) -> Any | None:
         values = self._traces.get(trace_id)
         if values is None:
             return None
-        value = values.get(key)
-        return None if value is AMBIGUOUS else value
+        votes = values.get(key)
+        if not votes:
+            return None
+        value, count = max(votes.items(), key=lambda item: item[1])
+        return value if 2 * count > sum(votes.values()) else None
 
     def expire(self) -> None:
         self._traces.expire()

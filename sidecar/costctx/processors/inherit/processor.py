@@ -442,8 +442,7 @@ class InheritProcessor(Processor):
         for field in self._fallback_fields:
             mine = own.get(field)
             if mine is not None:
-                if parent is None or parent.fields.get(field) != mine:
-                    self.trace_values.record(trace_id, field, mine)
+                self.trace_values.record(trace_id, field, mine)  # every carrier votes
             elif field not in fields:
                 value = self.trace_values.lookup(trace_id, field)
                 if value is not None:
