@@ -184,7 +184,11 @@ class QueuedExporter:
         a persistent queue keeps it until every piece was delivered or given up on."""
         pieces = [(item.payload, item.items)]
         if self._max_items is not None or self._max_bytes is not None:
-            pieces = split_to_max(item.signal, item.payload, item.items, self._max_items, self._max_bytes)
+            try:
+                pieces = split_to_max(item.signal, item.payload, item.items, self._max_items, self._max_bytes)
+            except Exception:  # a bug here must not kill the consumer: send it whole instead
+                log.exception("exporter %s: could not split a %s request; sending it whole", self.name,
+                              item.signal.name)
         for payload, items in pieces:
             await self._send_piece(item, payload, items)
         if item.recovered:
