@@ -31,10 +31,13 @@ def _names(prefix: str, count: int) -> list[str]:
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_requests_larger_than_the_downstream_limit_arrive_whole(protocol):
     with OtlpSink(http_port=0, max_request_bytes=4 * MiB) as sink:
+        exporter = "otlp" if protocol == "grpc" else "otlphttp"
         config = sidecar_config(
-            sink.grpc_port, processors=[], exporter="otlp" if protocol == "grpc" else "otlphttp",
-            sink_http_port=sink.http_port,
+            sink.grpc_port, processors=[], exporter=exporter, sink_http_port=sink.http_port,
             receivers={"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0", "max_recv_msg_size_mib": 64}}}},
+            # Compressing and refusing 20 MB takes seconds on two loaded cores: a 2 s timeout
+            # would make it a retried DEADLINE_EXCEEDED instead of the size refusal under test.
+            exporters={exporter: {"timeout": "30s"}},
         )
         runner = start_sidecar(config)
         try:
@@ -58,7 +61,6 @@ def test_requests_larger_than_the_downstream_limit_arrive_whole(protocol):
             assert sorted(s.name for s in sink.spans()) == sorted(sent)
             assert all(len(raw) <= 4 * MiB for raw in sink.raw["traces"])
             registry = runner.sidecar.metrics.registry
-            exporter = "otlp" if protocol == "grpc" else "otlphttp"
             assert registry.get_sample_value("costctx_exporter_split_batches_total",
                                              {"signal": "traces", "exporter": exporter}) >= 2
             assert not registry.get_sample_value("costctx_exporter_send_failed_items_total",
