@@ -70,6 +70,7 @@ class Rig:
         return trace_id, span_id
 
     def metric(self, name: str, labels: dict) -> float:
+        labels = {"processor": "budget", **labels}  # component metrics carry their id
         return self.runner.sidecar.metrics.registry.get_sample_value(name, labels) or 0.0
 
     def close(self) -> None:
