@@ -140,7 +140,7 @@ def budget_figures(backend: str, redis_url: str | None) -> None:
 
 
 def flood_figures() -> None:
-    from tests.test_inherit_bounds import CONTEXT, attrs, batch, make, names
+    from tests.processors.inherit.test_inherit_bounds import CONTEXT, attrs, batch, make, names
 
     processor, _, _ = make(hold={"max_spans": 20_000})
     processor.process(batch([(t, 1000 + t, t, {}) for t in range(1, 801)], service="checkout"))
@@ -189,8 +189,8 @@ def split_figures() -> None:
 
 
 def kill_figures() -> None:
+    from tests.processors.inherit.test_inherit_durable import ChildStreamer
     from tests.support.process import SidecarProcess, with_fixed_ports
-    from tests.test_inherit_durable import ChildStreamer
 
     with OtlpSink() as sink, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
