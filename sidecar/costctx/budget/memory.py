@@ -127,7 +127,7 @@ class MemoryStore:
                 else:
                     value = counter[fld] = counter.get(fld, 0) + amount
                     append(value)
-            results.append(CommitResult(released, values, refused))
+            results.append(CommitResult(released, values, refused=refused))
         return results
 
     def release_now(self, reservation_id: str) -> bool:
