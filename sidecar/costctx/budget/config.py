@@ -102,6 +102,12 @@ class BudgetConfig(StrictModel):
     commit_once_ttl: Duration = 900.0
     # The policy for envelopes that match none by `policy.id` or `workflow.name`.
     default_policy: str | None = None
+    # A span's cost above this is not believed (one span could block a tenant for the day):
+    # counted, and recomputed from its tokens at the price book's rates, at most this.
+    max_call_usd: PositiveFloat = 100.0
+    # How far a span's own end time may move its commit (the windows and velocity bucket it
+    # lands in) from the sidecar's clock: a span stamped days away still spends today.
+    max_span_clock_skew: Duration = 300.0
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     policies: list[PolicyConfig] = Field(default_factory=list)
 

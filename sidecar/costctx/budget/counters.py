@@ -59,8 +59,9 @@ def micro_to_usd(micro: int) -> float:
 
 
 def _part(value: str) -> str:
-    # Keep the `|` separator unambiguous whatever a tenant or workflow id contains.
-    return value.replace("%", "%25").replace("|", "%7C")
+    # Keep the `|` separator unambiguous whatever a tenant or workflow id contains, and keep
+    # newlines out of keys (a reservation stores "<key>\n<field>").
+    return value.replace("%", "%25").replace("|", "%7C").replace("\n", "%0A")
 
 
 def workflow_key(workflow_id: str) -> str:

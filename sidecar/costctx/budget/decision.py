@@ -38,6 +38,8 @@ class CheckPlan:
     reservation_ttl_ms: int = 30_000
     # The hash tag a Redis Cluster places every key of this check under: the tenant.
     tag: str = ""
+    # The workflow and tenant the reservation is made for: only their spans may replace it.
+    binding: tuple[str, str] = ("", "")
 
 
 @dataclass(slots=True)

@@ -67,7 +67,7 @@ class BudgetEngine:
         self._limits_cache: dict[tuple[int, int, int], tuple[tuple[str, float], ...]] = {}
 
     # -- estimates ------------------------------------------------------------------------
-    def _book_micro(self, model: str, input_tokens: int, output_tokens: int) -> int | None:
+    def book_micro(self, model: str, input_tokens: int, output_tokens: int) -> int | None:
         book = self.price_book
         if book is None or not model or (input_tokens <= 0 and output_tokens <= 0):
             return None
@@ -106,20 +106,21 @@ class BudgetEngine:
 
         in_tok, out_tok = request.estimated_input_tokens, request.estimated_output_tokens
         full = c.usd_to_micro(request.estimated_cost_usd, round_up=True)
-        booked = self._book_micro(request.model, in_tok, out_tok)
+        booked = self.book_micro(request.model, in_tok, out_tok)
         if booked is not None:
             full = max(full, booked)
         cheaper = policy.downgrade.get(request.model, "")
         degraded = full
         if cheaper:
-            booked_cheaper = self._book_micro(cheaper, in_tok, out_tok)
+            booked_cheaper = self.book_micro(cheaper, in_tok, out_tok)
             if booked_cheaper is not None:
                 degraded = min(full, booked_cheaper)
         dims = check_dims(policy, ctx, time.time(), self.config.workflow_ttl, full, degraded,
                           max(in_tok, 0) + max(out_tok, 0))
         plan = CheckPlan(dims, breaker_keys(ctx), reserve=not request.dry_run, has_degraded=bool(cheaper),
                          reservation_id=self._reservation_id(ctx.tenant),
-                         reservation_ttl_ms=self.reservation_ttl_ms, tag=ctx.tenant)
+                         reservation_ttl_ms=self.reservation_ttl_ms, tag=ctx.tenant,
+                         binding=(ctx.workflow_id, ctx.tenant))
         try:
             outcome = await self.store.check(plan)
         except StoreUnavailable as exc:
@@ -237,7 +238,8 @@ class BudgetEngine:
             changes, where = commit_changes(spend, self.config.workflow_ttl, self.breaker.velocity_window)
             once_key = once_prefix + spend.span_key.hex() if spend.span_key and once_ttl_ms else None
             tag = spend.tag if spend.tag is not None else spend.ctx.tenant
-            ops.append(CommitOp(spend.reservation_id, changes, once_key, once_ttl_ms, tag))
+            ops.append(CommitOp(spend.reservation_id, changes, once_key, once_ttl_ms, tag,
+                                (spend.ctx.workflow_id, spend.ctx.tenant)))
             wheres.append(where)
         return ops, wheres
 
@@ -253,6 +255,13 @@ class BudgetEngine:
         if duplicates:
             self.metrics.duplicate_spans.inc(duplicates)
         self.metrics.committed_spans.inc(len(results) - duplicates)
+        refused = sum(1 for r in results if r.refused)
+        if refused:
+            # A span naming a reservation made for another workflow or tenant (a spoof, or a
+            # client putting one call's id on another's span): its spend counts, the
+            # reservation stays for its own span.
+            self.metrics.reservations.labels("refused").inc(refused)
+            log.warning("%d span(s) named a reservation made for another workflow or tenant; left reserved", refused)
         for spend, where, result in zip(spends, wheres, results, strict=True):
             if not result.duplicate:
                 observed = self.breaker.observe(spend, where, result, now)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from costctx.budget.counters import RESERVED_FIELD, START
 from costctx.budget.decision import CheckOutcome, CheckPlan, decide
-from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult
+from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult, binding_admits
 
 
 class MemoryStore:
@@ -22,8 +22,8 @@ class MemoryStore:
         self.clock = clock
         self.hashes: dict[str, dict[str, int]] = {}
         self.expires: dict[str, float] = {}          # key -> epoch seconds
-        # reservation id -> (expiry, [(key, reserved field, amount)])
-        self.reservations: dict[str, tuple[float, list[tuple[str, str, int]]]] = {}
+        # reservation id -> (expiry, [(key, reserved field, amount)], (workflow, tenant) bound to)
+        self.reservations: dict[str, tuple[float, list[tuple[str, str, int]], tuple[str, str]]] = {}
         self._expiry_heap: list[tuple[float, str]] = []
         self.flags: dict[str, float] = {}            # breaker key -> expiry
         self.expired_total = 0
@@ -94,7 +94,7 @@ class MemoryStore:
                 counter[rfield] = counter.get(rfield, 0) + amount
                 held.append((dim.key, rfield, amount))
             expiry = now + plan.reservation_ttl_ms / 1000.0
-            self.reservations[plan.reservation_id] = (expiry, held)
+            self.reservations[plan.reservation_id] = (expiry, held, plan.binding)
             heapq.heappush(self._expiry_heap, (expiry, plan.reservation_id))
             reserved = True
         return CheckOutcome(verdict, degraded, values, reserved)
@@ -103,8 +103,16 @@ class MemoryStore:
         now = self.clock()
         hashes, expires = self.hashes, self.expires
         results = []
+        reservations = self.reservations
         for op in ops:
-            released = self._release(op.reservation_id) if op.reservation_id else False
+            refused = released = False
+            rid = op.reservation_id
+            if rid:
+                entry = reservations.get(rid)
+                if entry is not None and op.binding is not None and not binding_admits(entry[2], op.binding):
+                    refused = True  # made for another workflow or tenant: it waits for its own span
+                else:
+                    released = self._release(rid)
             values = []
             append = values.append
             for key, fld, amount, ttl_ms in op.changes:
@@ -119,7 +127,7 @@ class MemoryStore:
                 else:
                     value = counter[fld] = counter.get(fld, 0) + amount
                     append(value)
-            results.append(CommitResult(released, values))
+            results.append(CommitResult(released, values, refused=refused))
         return results
 
     def release_now(self, reservation_id: str) -> bool:

@@ -10,7 +10,8 @@ from typing import Any
 @dataclass(frozen=True)
 class BudgetMetrics:
     # `.labels(...)` families: decisions(policy, decision), reservations(outcome),
-    # store_errors(operation, outcome), breaker_trips(kind), span_states(policy, state)
+    # store_errors(operation, outcome), breaker_trips(kind), span_states(policy, state),
+    # untrusted_spans(reason)
     decisions: Any
     reservations: Any
     store_errors: Any
@@ -19,3 +20,4 @@ class BudgetMetrics:
     # plain counters: `.inc(n)`
     committed_spans: Any
     duplicate_spans: Any
+    untrusted_spans: Any = None

@@ -92,6 +92,7 @@ class RedisStore:
         ]
         for d in plan.dims:
             args += [d.field, d.hard, d.soft, d.full, d.degraded, d.ttl_ms, int(d.elapsed)]
+        args += list(plan.binding)
         try:
             out = await self._check(keys=keys, args=args)
         except _STORE_ERRORS as exc:
@@ -108,7 +109,9 @@ class RedisStore:
         once = op.once_key is not None and op.once_ttl_ms > 0
         keys = [prefix + INDEX_KEY, reservation_key, prefix + op.once_key if once else reservation_key]
         keys += [prefix + c[0] for c in op.changes]
-        args: list[object] = [rid, prefix, op.once_ttl_ms if once else 0]
+        binding = op.binding
+        args: list[object] = [rid, prefix, op.once_ttl_ms if once else 0, int(binding is not None),
+                              *(binding or ("", ""))]
         for _, field, amount, ttl_ms in op.changes:
             args += [field, int(amount), int(ttl_ms)]
         return self._commit(keys=keys, args=args, client=client)
@@ -149,7 +152,9 @@ class RedisStore:
                     outs = await pipe.execute()
         except _STORE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        return [CommitResult(bool(int(out[0]) & 1), [int(v) for v in out[1:]], int(out[0]) >= 2) for out in outs]
+        # First value: 1 released, +2 committed before (duplicate), +4 refused (another workflow's).
+        return [CommitResult(bool(int(out[0]) & 1), [int(v) for v in out[1:]], bool(int(out[0]) & 2),
+                             bool(int(out[0]) & 4)) for out in outs]
 
     async def release(self, reservation_id: str) -> bool:
         tag = reservation_tag(reservation_id) or ""

@@ -30,6 +30,9 @@ class CommitOp:
     once_ttl_ms: int = 0
     # The hash tag a Redis Cluster places every key of this commit under: the tenant.
     tag: str = ""
+    # The span's workflow and tenant: the reservation is replaced only when they match the ones
+    # its check named (Binding.admits). None: not checked (an explicit Release by the id's holder).
+    binding: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -37,6 +40,13 @@ class CommitResult:
     released: bool        # the reservation was still live and is now replaced
     values: list[int]     # each change's field value after the change
     duplicate: bool = False  # already committed (by another sidecar, or a resend): nothing added
+    refused: bool = False  # the reservation was made for another workflow or tenant: left alone
+
+
+def binding_admits(bound: tuple[str, str], span: tuple[str, str]) -> bool:
+    """May a span of (workflow, tenant) `span` replace a reservation bound to `bound`? Each
+    field the check named must match; one it left empty binds nothing (as release.lua)."""
+    return all(not mine or mine == theirs for mine, theirs in zip(bound, span, strict=True))
 
 
 class StoreUnavailable(Exception):

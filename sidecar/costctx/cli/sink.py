@@ -85,11 +85,14 @@ class OtlpSink:
         http_port: int | None = None,
         on_request: Callable[[Signal, Message], None] | None = None,
         http_host: str | None = None,
+        max_request_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.host = host
         self.http_host = http_host or host
         # Called with each request recorded, outside the lock (`costctx sink` prints them).
         self.on_request = on_request
+        # A downstream's receive limit: gRPC answers RESOURCE_EXHAUSTED above it, HTTP 413.
+        self.max_request_bytes = max_request_bytes
         self._grpc_port_wanted = grpc_port
         self._http_port_wanted = http_port
         self.grpc_port: int | None = None
@@ -183,7 +186,7 @@ class OtlpSink:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=8),
             handlers=self._grpc_handlers(),
-            options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)],
+            options=[("grpc.max_receive_message_length", self.max_request_bytes)],
         )
         self.grpc_port = self._server.add_insecure_port(f"{self.host}:{self._grpc_port_wanted}")
         self._server.start()
@@ -206,6 +209,11 @@ class OtlpSink:
                     body = gzip.decompress(body)
                 if signal is None:
                     self.send_response(404)
+                    self.end_headers()
+                    return
+                if len(body) > sink.max_request_bytes:
+                    self.send_response(413)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 if sink._take_refusal() is not None:

@@ -14,6 +14,8 @@ The host owns what several components share:
   (the settle processor's attribution records); None without a logs pipeline;
 - `in_process`: state shared with other sidecars of this process (the demo without a Redis):
   used in place of this sidecar's own memory budget store and registry; None: its own.
+- `hold_storage`: (directory, fsync) of the traces pipeline's persistent queue, where processors
+  keep the acknowledged spans they hold (inherit); None with an in-memory queue.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Host:
     context_registry: Any = None
     logs_consumer: Callable[[bytes, int], None] | None = None
     in_process: InProcessShare | None = None
+    hold_storage: tuple[str, str] | None = None
     _price_book: PriceBookHandle | None = field(default=None, init=False, repr=False)
     _price_book_owner: str | None = field(default=None, init=False, repr=False)
 

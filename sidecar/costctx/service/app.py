@@ -67,6 +67,10 @@ class Sidecar:
         self.traces: TracesPipeline | None = None
         if "traces" in pipelines:
             spec = pipelines["traces"]
+            # Acknowledged spans a processor holds (inherit) are kept beside a persistent queue.
+            storage = next((s for s in (config.exporters[n].sending_queue.storage for n in spec.exporters) if s), None)
+            if storage is not None:
+                self.host.hold_storage = (storage.directory, storage.fsync)
             self.traces = TracesPipeline(
                 [self._build_processor(name) for name in spec.processors],
                 [self.exporters[name] for name in spec.exporters],

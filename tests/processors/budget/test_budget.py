@@ -377,15 +377,18 @@ def test_a_resent_span_is_not_counted_twice(make_rig, sink):
 
 
 def test_absurd_span_costs_are_counted_at_the_ceiling_and_never_break_the_batch(make_rig, sink):
-    """cost.usd of 1e20 or infinity counts as the $1e9 ceiling (over any limit), not as 0, and
-    not past Redis's 64-bit counters (which failed the whole batch's commit); NaN counts 0."""
+    """cost.usd of 1e20 or infinity is not believed: it is recomputed from the span's tokens at the
+    host's price book (gpt-4o), at most the per-call cap max_call_usd; so 2**62 tokens count as
+    the cap (over this limit), 10 tokens as their price; never as 0 for a real call, and never
+    past Redis's 64-bit counters (which failed the whole batch's commit); NaN counts 0."""
     import math
 
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-    from costctx.budget.counters import MAX_USD
+    from costctx.processors.budget.config import BudgetConfig
 
+    cap = BudgetConfig().max_call_usd
     rig = make_rig([{"id": "p", "workflow": {"cost_usd": 5.0, "tokens": 10**6}}])
     costs = {"normal": 0.3, "huge": 1e20, "infinite": math.inf, "nan": math.nan}
     run = uuid.uuid4().hex[:6]
@@ -407,12 +410,14 @@ def test_absurd_span_costs_are_counted_at_the_ceiling_and_never_break_the_batch(
         trace_service_pb2_grpc.TraceServiceStub(channel).Export(request, timeout=5)
     assert sink.wait_for_spans(len(costs))
     states = {s.name: s.attributes.get("budget.state") for s in sink.spans()}
-    assert states == {"chat normal": "ok", "chat huge": "hard", "chat infinite": "hard", "chat nan": "ok"}
+    assert states == {"chat normal": "ok", "chat huge": "hard", "chat infinite": "ok", "chat nan": "ok"}
     spent = {}
     for name in costs:
         d = rig.client.check(workflow_id=f"wf-{name}-{run}", policy_id="p", dry_run=True)
         spent[name] = d.response.usages[0].spent
-    assert spent == {"normal": pytest.approx(0.3), "huge": MAX_USD, "infinite": MAX_USD, "nan": 0.0}
+    assert spent["infinite"] == pytest.approx(10 * 2.5e-6, abs=2e-6)  # 10 input tokens of gpt-4o
+    del spent["infinite"]
+    assert spent == {"normal": pytest.approx(0.3), "huge": cap, "nan": 0.0}
     assert rig.metric("costctx_budget_store_errors_total", {"operation": "commit", "outcome": "unstamped"}) == 0
 
 

@@ -325,3 +325,100 @@ def test_a_held_span_leaves_the_batch_not_an_earlier_span_with_the_same_ids():
     spans = list(out.request.resource_spans[0].scope_spans[0].spans)
     assert len(spans) == 1 and {kv.key for kv in spans[0].attributes} >= set(CONTEXT)
     assert len(out.records) == 1 and out.records[0].span is spans[0]
+
+
+# -- floods (issue 16 item 5): one noisy service cannot strip another's attribution -----------
+
+
+def _flush_counter(processor, structure: str, source: str) -> float:
+    registry = processor.context.metrics.registry
+    labels = {"processor": processor.name, "structure": structure, "source": source}
+    return registry.get_sample_value("costctx_inherit_evictions_total", labels) or 0.0
+
+
+def test_an_orphan_flood_from_one_service_does_not_release_anothers_held_children():
+    """800 children of `checkout` wait for their parents; 20,000 orphans from `noisy` (parents
+    that never come) overflow the hold. The orphans go first; when the parents arrive all 800
+    children are repaired. (Before: the oldest traces went first: 800 of 800 lost their context.)"""
+    processor, emitted, _ = make(hold={"max_spans": 20_000})
+    children = [(t, 1000 + t, t, {}) for t in range(1, 801)]  # parent span id == trace number
+    assert names(processor.process(batch(children, service="checkout"))) == []
+    for start in range(0, 20_000, 2_000):
+        flood = [(10**6 + i, 10**7 + i, 10**8 + i, {}) for i in range(start, start + 2_000)]
+        processor.process(batch(flood, service="noisy"))
+    parents = [(t, t, None, CONTEXT) for t in range(1, 801)]
+    out = processor.process(batch(parents, service="checkout"))
+    repaired = [n for n in names(out) if attrs(out, n).get("workflow.id") == "wf" and n.startswith("s1")
+                and int(n[1:]) >= 1001]
+    assert len(repaired) == 800
+    assert _flush_counter(processor, "hold", "checkout") == 0
+    assert _flush_counter(processor, "hold", "noisy") >= 800
+    assert sum(len(names(b)) for b in emitted) + len(names(out)) >= 800  # the orphans left, unrepaired
+
+
+@pytest.mark.parametrize("junk_context", [{}, {"workflow.id": "junk", "owner.tenant": "junk"}],
+                         ids=["no-context", "fake-context"])
+def test_a_junk_flood_does_not_evict_another_services_ancestors(junk_context):
+    """800 `checkout` parents are remembered; 50,000 junk spans from `noisy` fill the ancestor
+    cache; the 800 late children are still repaired on arrival, never held. (Before: the cache
+    evicted the oldest entries: 800 of 800 late children lost their context.)"""
+    processor, _, _ = make(cache={"max_entries": 50_000})
+    parents = [(t, t, None, CONTEXT) for t in range(1, 801)]
+    processor.process(batch(parents, service="checkout"))
+    for start in range(0, 50_000, 5_000):
+        junk = [(10**6 + i, 10**7 + i, None, junk_context) for i in range(start, start + 5_000)]
+        processor.process(batch(junk, service="noisy"))
+    assert len(processor.cache) <= 50_000
+    children = [(t, 1000 + t, t, {}) for t in range(1, 801)]
+    out = processor.process(batch(children, service="checkout"))
+    assert len(names(out)) == 800  # none held
+    assert all(attrs(out, n).get("workflow.id") == "wf" for n in names(out))
+    assert _flush_counter(processor, "cache", "checkout") == 0
+    source = "(no context)" if not junk_context else "noisy"
+    assert _flush_counter(processor, "cache", source) >= 800
+
+
+def test_a_re_sent_parent_id_with_another_context_repairs_nothing():
+    """Issue 16 item 7: a span sent under a known parent's ids with another tenant's context
+    neither replaces the parent's context for later children nor passes its own on."""
+    processor, _, _ = make()
+    processor.process(batch([(1, 1, None, CONTEXT)], service="victim"))
+    spoof = {**CONTEXT, "owner.tenant": "attacker", "workflow.id": "wf-attacker"}
+    processor.process(batch([(1, 1, None, spoof)], service="attacker"))
+    out = processor.process(batch([(1, 2, 1, {})], service="victim"))
+    assert names(out) == []  # the disputed parent repairs nothing: the child waits
+    registry = processor.context.metrics.registry
+    assert registry.get_sample_value("costctx_inherit_disputed_ancestors_total", {"processor": processor.name}) == 1
+    # The same span re-sent as it was (a client retry) is no dispute.
+    processor2, _, _ = make()
+    processor2.process(batch([(1, 1, None, CONTEXT)]))
+    processor2.process(batch([(1, 1, None, CONTEXT)]))
+    out = processor2.process(batch([(1, 2, 1, {})]))
+    assert attrs(out, "s2")["workflow.id"] == "wf"
+
+
+def test_the_trace_fallback_needs_agreement_not_the_first_value():
+    """Issue 16 item 7: one span carrying a foreign workflow.id in a trace cannot take over the
+    trace's fallback, nor deny it when the trace's own spans agree. (Before: any second value
+    made the fallback ambiguous: the orphan kept no workflow.id.)"""
+    processor, emitted, clock = make(wait_duration=1.0)
+    foreign = {"workflow.id": "wf-attacker"}
+    # The trace's own spans: three carry wf (children of a root that is never exported).
+    own = [(7, 10 + i, 99, CONTEXT) for i in range(3)]
+    processor.process(batch([(7, 50, 99, foreign)], service="attacker"))
+    processor.process(batch(own, service="svc"))
+    processor.process(batch([(7, 60, 98, {})], service="svc"))  # an orphan: needs the fallback
+    clock.now += 2.0
+    processor.tick(clock.now)
+    released = [b for b in emitted if "s60" in names(b)]
+    assert released and attrs(released[0], "s60")["workflow.id"] == "wf"
+
+    # One against one: no agreement, no fallback (rather than the first value seen).
+    processor, emitted, clock = make(wait_duration=1.0)
+    processor.process(batch([(8, 50, 99, foreign)], service="attacker"))
+    processor.process(batch([(8, 10, 99, CONTEXT)], service="svc"))
+    processor.process(batch([(8, 60, 98, {})], service="svc"))
+    clock.now += 2.0
+    processor.tick(clock.now)
+    released = [b for b in emitted if "s60" in names(b)]
+    assert released and "workflow.id" not in attrs(released[0], "s60")

@@ -3,7 +3,8 @@
 -- then ARGV[1] breaker keys, then ARGV[2] counter keys (one per dimension).
 -- ARGV[3] reserve 0/1, ARGV[4] has degraded 0/1, ARGV[5] reservation ttl ms,
 -- ARGV[6] reservation id, ARGV[7] key prefix; then 7 per dimension:
--- field, hard, soft, full, degraded, key ttl ms, elapsed 0/1.
+-- field, hard, soft, full, degraded, key ttl ms, elapsed 0/1; then the workflow and the
+-- tenant the reservation is bound to.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = ARGV[7]
@@ -101,6 +102,7 @@ if ARGV[3] == '1' and (verdict == 1 or verdict == 2) then
   -- (as a commit does). A hash that expired before a late reaper (no check for a while, or
   -- a backlog over 64) would leave its amounts in the counters for their whole TTL.
   -- Bounded: only a check adds a reservation, and every check reaps up to 64.
+  redis.call('HSET', rkey, 'bw', ARGV[8 + n * 7], 'bt', ARGV[9 + n * 7])
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[6])
   reserved = 1
 end

@@ -30,7 +30,26 @@ class QueueStorageConfig(StrictModel):
     fsync: Literal["always", "batch", "never"] = "always"
 
 
+class BatchConfig(StrictModel):
+    """`sending_queue.batch` (the Collector's exporter batcher): requests above `max_size` (items,
+    or serialized bytes with `sizer: bytes`) are split before they are sent. `max_size_bytes`
+    bounds bytes as well when the sizer counts items."""
+
+    sizer: Literal["items", "bytes"] = "items"
+    max_size: PositiveInt | None = None
+    max_size_bytes: PositiveInt | None = None
+
+    def limits(self) -> tuple[int | None, int | None]:
+        """(max items, max bytes) per request."""
+        if self.sizer == "bytes":
+            return None, self.max_size
+        return self.max_size, self.max_size_bytes
+
+
 class SendingQueueConfig(StrictModel):
     num_consumers: PositiveInt = 10
     queue_size: PositiveInt = 1000
     storage: QueueStorageConfig | None = None  # None: in memory, lost on a crash
+    # Split requests above a size before sending (the Collector's exporter batcher); requests the
+    # downstream refuses as too large are split in halves whether or not this is set.
+    batch: BatchConfig | None = None

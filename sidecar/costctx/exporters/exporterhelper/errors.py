@@ -16,3 +16,8 @@ class RetryableSendError(SendError):
 
 class PermanentSendError(SendError):
     """Sending the same batch again cannot succeed (INVALID_ARGUMENT, 400...)."""
+
+
+class TooLargeSendError(SendError):
+    """The downstream refused the request for its size (gRPC RESOURCE_EXHAUSTED about the message
+    size, HTTP 413): the same items may pass in smaller requests, so the exporter splits it."""

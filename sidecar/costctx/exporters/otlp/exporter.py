@@ -13,9 +13,15 @@ from google.protobuf.message import Message
 from costctx.exporters.debug.config import DebugExporterConfig
 from costctx.exporters.exporterhelper.backoff import Backoff
 from costctx.exporters.exporterhelper.config import RetryConfig
-from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError, SendError
+from costctx.exporters.exporterhelper.errors import (
+    PermanentSendError,
+    RetryableSendError,
+    SendError,
+    TooLargeSendError,
+)
 from costctx.exporters.exporterhelper.persistent_queue import PersistentQueue
 from costctx.exporters.exporterhelper.queue import MemoryQueue, QueueItem
+from costctx.exporters.exporterhelper.split import halves, split_to_max
 from costctx.exporters.otlp.config import OtlpGrpcExporterConfig, OtlpHttpExporterConfig
 from costctx.exporters.otlp.metrics import ExporterMetrics
 from costctx.pdata.signals import Signal
@@ -68,6 +74,8 @@ class QueuedExporter:
         self.sender = sender or build_sender(config)
         self.queue = queue or build_queue(name, config)
         self._retry: RetryConfig = config.retry_on_failure
+        batch = config.sending_queue.batch
+        self._max_items, self._max_bytes = batch.limits() if batch is not None else (None, None)
         self._consumers: list[asyncio.Task] = []
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -148,7 +156,8 @@ class QueuedExporter:
         if left:
             lost = sum(item.items for item in left)
             for item in left:
-                self._give_up(item, "shutdown", "sidecar stopped before the batch could be sent")
+                self._give_up(item, item.items, "shutdown", "sidecar stopped before the batch could be sent")
+                self.queue.ack(item)
             log.error("exporter %s: stopped with %d batches (%d items) unsent", self.name, len(left), lost)
         self.queue.close()
         await self.sender.close()
@@ -171,33 +180,65 @@ class QueuedExporter:
                     self._idle.set()
 
     async def _send_with_retry(self, item: QueueItem) -> None:
+        """Send the item (split to `sending_queue.batch` limits), then take it off the queue:
+        a persistent queue keeps it until every piece was delivered or given up on."""
+        pieces = [(item.payload, item.items)]
+        if self._max_items is not None or self._max_bytes is not None:
+            try:
+                pieces = split_to_max(item.signal, item.payload, item.items, self._max_items, self._max_bytes)
+            except Exception:  # a bug here must not kill the consumer: send it whole instead
+                log.exception("exporter %s: could not split a %s request; sending it whole", self.name,
+                              item.signal.name)
+        for payload, items in pieces:
+            await self._send_piece(item, payload, items)
+        if item.recovered:
+            self.metrics.resent_batches.labels(item.signal.name, self.name).inc()
+            self.metrics.resent_items.labels(item.signal.name, self.name).inc(item.items)
+        self.queue.ack(item)
+        self._update_gauges()
+
+    async def _send_piece(self, item: QueueItem, payload: bytes, items: int) -> None:
         backoff = Backoff(self._retry)
         deadline = time.monotonic() + self._retry.max_elapsed_time
         while True:
             item.attempts += 1
             try:
-                response = await self.sender.send(item.signal, item.payload)
+                response = await self.sender.send(item.signal, payload)
+            except TooLargeSendError as exc:
+                # The downstream takes smaller requests: send each half (split again if need be).
+                try:
+                    parts = halves(item.signal, payload)
+                except Exception:  # a bug here must not kill the consumer: count the loss instead
+                    log.exception("exporter %s: could not split a %s request", self.name, item.signal.name)
+                    parts = None
+                if parts is None:
+                    self._give_up(item, items, exc.reason, f"one item larger than the downstream accepts: {exc}")
+                    return
+                self.metrics.export_splits.labels(item.signal.name, self.name).inc()
+                log.info("exporter %s: downstream refused %d %s as too large; sending them in halves",
+                         self.name, items, item.signal.name)
+                for part, part_items in parts:
+                    await self._send_piece(item, part, part_items)
+                return
             except RetryableSendError as exc:
                 delay = backoff.next_delay(exc.retry_after)
                 if not self._retry.enabled or time.monotonic() + delay > deadline:
-                    self._give_up(item, exc.reason, f"retries exhausted after {item.attempts} attempts: {exc}")
+                    self._give_up(item, items, exc.reason, f"retries exhausted after {item.attempts} attempts: {exc}")
                     return
                 self.metrics.export_retries.labels(self.name, exc.reason).inc()
                 log.info("exporter %s: %s send failed (%s), retrying in %.2fs", self.name, item.signal.name, exc, delay)
                 await asyncio.sleep(delay)
                 continue
             except PermanentSendError as exc:
-                self._give_up(item, exc.reason, f"not retryable: {exc}")
+                self._give_up(item, items, exc.reason, f"not retryable: {exc}")
                 return
             except SendError as exc:  # pragma: no cover - subclasses above cover it
-                self._give_up(item, exc.reason, str(exc))
+                self._give_up(item, items, exc.reason, str(exc))
                 return
-            self._record_success(item, response)
-            self.queue.ack(item)
-            self._update_gauges()
+            self._record_success(item, response, items)
             return
 
-    def _record_success(self, item: QueueItem, response: Message) -> None:
+    def _record_success(self, item: QueueItem, response: Message, items: int) -> None:
         rejected = 0
         if response.HasField("partial_success"):
             rejected = getattr(response.partial_success, item.signal.rejected_field)
@@ -206,26 +247,22 @@ class QueuedExporter:
                     "exporter %s: downstream rejected %d of %d %s: %s",
                     self.name,
                     rejected,
-                    item.items,
+                    items,
                     item.signal.name,
                     response.partial_success.error_message,
                 )
                 self.metrics.items_rejected_downstream.labels(item.signal.name, self.name).inc(rejected)
-        self.metrics.items_forwarded.labels(item.signal.name, self.name).inc(max(item.items - rejected, 0))
-        if item.recovered:
-            self.metrics.resent_batches.labels(item.signal.name, self.name).inc()
-            self.metrics.resent_items.labels(item.signal.name, self.name).inc(item.items)
+        self.metrics.items_forwarded.labels(item.signal.name, self.name).inc(max(items - rejected, 0))
 
-    def _give_up(self, item: QueueItem, reason: str, message: str) -> None:
+    def _give_up(self, item: QueueItem, items: int, reason: str, message: str) -> None:
+        """Count `items` of `item` as lost (the caller takes the item off the queue)."""
         log.error(
             "exporter %s: dropping %s batch of %d items to %s: %s",
             self.name,
             item.signal.name,
-            item.items,
+            items,
             self.sender.description,
             message,
         )
         self.metrics.export_failures.labels(item.signal.name, self.name, reason).inc()
-        self.metrics.export_failed_items.labels(item.signal.name, self.name).inc(item.items)
-        self.queue.ack(item)
-        self._update_gauges()
+        self.metrics.export_failed_items.labels(item.signal.name, self.name).inc(items)

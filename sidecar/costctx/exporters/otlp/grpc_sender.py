@@ -6,7 +6,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError
+from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError, TooLargeSendError
 from costctx.exporters.otlp.config import OtlpGrpcExporterConfig
 from costctx.pdata.signals import Signal
 from costctx.transport.tls import grpc_channel_credentials
@@ -39,6 +39,16 @@ def retry_delay_from_metadata(metadata) -> float | None:
             if detail.Unpack(info):
                 return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
     return None
+
+
+# RESOURCE_EXHAUSTED without RetryInfo is a size refusal when its message says so (grpc-go and
+# grpcio: "received message larger than max (N vs. M)"; others name the size or length).
+_SIZE_WORDS = ("larger than max", "too large", "message size", "message length", "exceeds")
+
+
+def is_size_refusal(details: str | None) -> bool:
+    text = (details or "").lower()
+    return any(word in text for word in _SIZE_WORDS)
 
 
 class GrpcSender:
@@ -84,6 +94,8 @@ class GrpcSender:
             delay = retry_delay_from_metadata(exc.trailing_metadata())
             if code in RETRYABLE_CODES or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None):
                 raise RetryableSendError(code.name.lower(), message, delay) from None
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and is_size_refusal(exc.details()):
+                raise TooLargeSendError("too_large", message) from None
             raise PermanentSendError(code.name.lower(), message) from None
 
     async def close(self) -> None:

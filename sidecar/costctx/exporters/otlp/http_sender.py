@@ -11,7 +11,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 from google.protobuf.message import DecodeError, Message
 
-from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError
+from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError, TooLargeSendError
 from costctx.exporters.otlp.config import OtlpHttpExporterConfig
 from costctx.pdata.signals import Signal
 
@@ -74,6 +74,8 @@ class HttpSender:
                 response.ParseFromString(data)
             return response
         message = f"HTTP {status}: {data[:200]!r}"
+        if status == 413:  # Content Too Large: smaller requests may pass
+            raise TooLargeSendError("too_large", message)
         if status in RETRYABLE_STATUS:
             raise RetryableSendError(f"http_{status}", message, retry_after)
         raise PermanentSendError(f"http_{status}", message)

@@ -34,6 +34,13 @@ class ExporterMetrics:
             "Items in batches the exporter gave up on.",
             ["signal", "exporter"],
         )
+        self.export_splits = metrics.family(
+            Counter,
+            "costctx_exporter_split_batches",
+            "Requests the downstream refused as too large (gRPC RESOURCE_EXHAUSTED on size, HTTP 413) "
+            "and that were sent again in halves.",
+            ["signal", "exporter"],
+        )
         self.export_retries = metrics.family(
             Counter,
             "costctx_exporter_retries",

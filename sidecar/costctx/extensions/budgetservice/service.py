@@ -17,6 +17,7 @@ from google.rpc import code_pb2
 
 from costctx.budget.counters import MAX_TOKENS, MAX_USD
 from costctx.budget.engine import BudgetEngine
+from costctx.budget.ids import envelope_id_problem, valid_reservation_id
 from costctx.pdata.json_shape import ShapeError, check_json_shape
 from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
 from costctx.transport.http_body import ROUTE_ADMISSION, BodyError, Refused, read_body
@@ -40,10 +41,23 @@ def validate(request: pb.CheckRequest) -> None:
     for tokens in (request.estimated_input_tokens, request.estimated_output_tokens):
         if not 0 <= tokens <= MAX_TOKENS:
             raise BadRequest(f"estimated token counts must be from 0 to {MAX_TOKENS}")
-    if request.envelope.retry_attempt < 0:
+    envelope = request.envelope
+    if envelope.retry_attempt < 0:
         raise BadRequest("envelope.retry_attempt must be >= 0")
     if request.trace_id and len(request.trace_id) != 16 or request.span_id and len(request.span_id) != 8:
         raise BadRequest("trace_id must be 16 bytes and span_id 8 bytes (or both left empty)")
+    for name, value in (("workflow_id", envelope.workflow_id), ("workflow_name", envelope.workflow_name),
+                        ("policy_id", envelope.policy_id), ("owner.tenant", envelope.owner.tenant),
+                        ("owner.feature", envelope.owner.feature)):
+        problem = envelope_id_problem(f"envelope.{name}", value)
+        if problem:
+            raise BadRequest(problem)
+
+
+def validate_release(request: pb.ReleaseRequest) -> None:
+    # An empty id names no reservation and answers released=false, as before.
+    if request.reservation_id and not valid_reservation_id(request.reservation_id):
+        raise BadRequest("reservation_id must be 1 to 64 of A-Z a-z 0-9 _ . - (then ~<tenant> on a Redis Cluster)")
 
 
 def grpc_handlers(engine: BudgetEngine) -> list[grpc.GenericRpcHandler]:
@@ -58,7 +72,8 @@ def grpc_handlers(engine: BudgetEngine) -> list[grpc.GenericRpcHandler]:
     async def release(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
             request = pb.ReleaseRequest.FromString(body)
-        except DecodeError as exc:
+            validate_release(request)
+        except (DecodeError, BadRequest) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad ReleaseRequest: {exc}")
         return pb.ReleaseResponse(released=await engine.release(request.reservation_id)).SerializeToString()
 
@@ -132,6 +147,7 @@ def http_routes(engine: BudgetEngine) -> list[web.RouteDef]:
             return body
         try:
             message = _parse(body, request.content_type, pb.ReleaseRequest())
+            validate_release(message)
         except BadRequest as exc:
             return _bad(f"bad ReleaseRequest: {exc}", request.content_type)
         return _reply(pb.ReleaseResponse(released=await engine.release(message.reservation_id)), request.content_type)

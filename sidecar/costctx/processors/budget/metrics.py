@@ -15,7 +15,8 @@ def budget_metrics(m: ComponentMetrics) -> BudgetMetrics:
         ),
         reservations=m.counter(
             "costctx_budget_reservations",
-            "Reservations by outcome: reserved, committed (replaced by a priced span), released, expired.",
+            "Reservations by outcome: reserved, committed (replaced by a priced span), released, expired, "
+            "refused (named by a span of another workflow or tenant).",
             ["outcome"],
         ),
         store_errors=m.counter(
@@ -42,5 +43,12 @@ def budget_metrics(m: ComponentMetrics) -> BudgetMetrics:
         duplicate_spans=m.counter(
             "costctx_budget_duplicate_spans",
             "Model-call spans received again (a resent batch) and not counted twice.",
+        ),
+        untrusted_spans=m.counter(
+            "costctx_budget_untrusted_spans",
+            "Model-call spans whose data was not taken as sent, by reason: clock_skew (end time moved "
+            "to the sidecar's clock), cost_capped (cost over max_call_usd, recomputed from tokens), "
+            "bad_reservation_id (ignored).",
+            ["reason"],
         ),
     )

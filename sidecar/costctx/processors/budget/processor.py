@@ -16,12 +16,12 @@ from costctx.budget.counters import MAX_USD, MICRO, spent_micro, spent_tokens
 from costctx.budget.engine import BudgetEngine, SpanVerdict
 from costctx.budget.policy import Context, SpanSpend
 from costctx.budget.seen import SeenSpans
+from costctx.budget.span_trust import SpanTrust, resend_key
 from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
 from costctx.pdata.codec.api import EMPTY, SpanView
-from costctx.pdata.ids import span_identity
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
@@ -81,6 +81,8 @@ class BudgetProcessor(Processor):
         # Spans already committed (trace id + span id): an exporter that resends a batch
         # after a lost acknowledgement must not count its spend twice.
         self._committed = SeenSpans(maxsize=200_000, ttl=900)
+        self.trust = SpanTrust(config.max_call_usd, config.max_span_clock_skew, self.engine.book_micro,
+                               lambda reason, n: self.metrics.untrusted_spans.labels(reason).inc(n))
 
     # -- spans ----------------------------------------------------------------------------
     def watched_keys(self) -> frozenset[str]:
@@ -130,19 +132,20 @@ class BudgetProcessor(Processor):
         markers = self._markers
         spend_of = self._spend
         spans = view.spans
+        vet = self.trust.vet
         for index in batch.indices():
             span = spans[index]
             if span.attrs.keys().isdisjoint(markers):
                 continue  # not a model call: the common case, one set test
-            span_key = span_identity(span)
+            spend = vet(span, spend_of(span, now), now)
+            span_key = resend_key(span, spend)
             if span_key is not None:
                 if span_key in committed:
                     self.metrics.duplicate_spans.inc()
                     continue
                 committed.add(span_key)
             indices.append(index)
-            spend = spend_of(span, now)
-            spend.span_key = span_key  # committed once across sidecars (shared store)
+            spend.span_key = span_key  # committed once across sidecars (shared store), content included
             spends.append(spend)
         if not spends:
             self._finish(finished)

@@ -10,6 +10,8 @@ bounded by entries and by age.
 from __future__ import annotations
 
 import time
+from collections import Counter as CounterType
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -33,66 +35,157 @@ class Known:
         self.fallback = fallback
 
 
+# Sources (services) with a share of their own; further ones share one, so a sender inventing
+# service names cannot make the per-source bookkeeping unbounded or crowd out known services.
+MAX_SOURCES = 256
+OTHER_SOURCES = "(other)"
+# Entries that can repair nothing (a span with no context fields) are evicted first.
+NO_CONTEXT = "(no context)"
+
+
 class ContextCache:
     """(trace id + span id) -> Known, bounded by `max_entries` and by `ttl` seconds.
 
-    Keyed by the 24-byte concatenation, not a tuple of two: about half the memory per entry."""
+    Keyed by the 24-byte concatenation, not a tuple of two: about half the memory per entry.
 
-    def __init__(self, max_entries: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
-        # cachetools' TTLCache: bounded by entries (least recently used out first) and by age.
-        # A hand-rolled OrderedDict map measured ~3 us/span cheaper on complete spans, but the
-        # cache is the issue's named cachetools component and its eviction is proven code.
-        self._entries: TTLCache[bytes, Known] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
+    Partitioned by source (the span's service, `Known.hop`) so a flood from one service cannot
+    evict another's ancestors: when full, the entry evicted is the oldest of, first, the spans
+    that carry no context (they can never repair a descendant), then the inserting source if it
+    holds at least its fair share (max_entries / sources), else the largest source. Evictions
+    are tallied per source in `evicted`.
+
+    A second span under the ids of a known one, with a different value for a field both carry
+    (a spoofed or re-sent parent id), makes the entry disputed: it repairs nothing from then on
+    (`get` answers None) and is tallied in `disputed`, rather than the last writer winning.
+    """
+
+    def __init__(self, max_entries: int, ttl: float, timer: Callable[[], float] = time.monotonic,
+                 max_sources: int = MAX_SOURCES) -> None:
         self.max_entries = max_entries
-        # Bound methods: the processor calls these once per span.
-        self.get = self._entries.get
-        # Evicts the least recently used entry when full and drops expired ones as it
-        # goes, so the size never exceeds max_entries.
-        self.put = self._entries.__setitem__
+        self.ttl = ttl
+        self._timer = timer
+        self._max_sources = max_sources
+        # source -> entries in insertion order (one TTL for all: also expiry order)
+        self._parts: dict[str, OrderedDict[bytes, tuple[Known | None, float]]] = {}
+        self._where: dict[bytes, OrderedDict[bytes, tuple[Known | None, float]]] = {}
+        self._source_of: dict[int, str] = {}  # id(partition) -> source
+        self.evicted: CounterType[str] = CounterType()
+        self.disputed = 0
+
+    def get(self, key: bytes) -> Known | None:
+        part = self._where.get(key)
+        if part is None:
+            return None
+        known, expires = part[key]
+        if self._timer() >= expires:
+            return None  # aged out; expire() removes it
+        return known
+
+    def put(self, key: bytes, known: Known) -> None:
+        now = self._timer()
+        where = self._where
+        old_part = where.get(key)
+        if old_part is not None:
+            old, expires = old_part.pop(key)
+            del where[key]
+            if now < expires and (old is None or _disagree(old.fields, known.fields)):
+                # Disputed: remembered as such (None) until it ages out, under its first source.
+                self.disputed += old is not None
+                old_part[key] = (None, expires)
+                where[key] = old_part
+                return
+        part = self._partition(known.hop if known.fields else NO_CONTEXT)
+        part[key] = (known, now + self.ttl)
+        where[key] = part
+        if len(where) > self.max_entries:
+            self._evict(part)
+
+    def _partition(self, source: str) -> OrderedDict[bytes, tuple[Known | None, float]]:
+        part = self._parts.get(source)
+        if part is None:
+            if len(self._parts) >= self._max_sources + 1 and source != NO_CONTEXT:  # +1: NO_CONTEXT
+                return self._partition(OTHER_SOURCES)
+            part = self._parts[source] = OrderedDict()
+            self._source_of[id(part)] = source
+        return part
+
+    def _evict(self, inserting: OrderedDict) -> None:
+        parts = self._parts
+        victim = parts.get(NO_CONTEXT)
+        if not victim:
+            sizes = [p for p in parts.values() if p]
+            fair = self.max_entries / max(len(sizes), 1)
+            victim = inserting if len(inserting) >= fair else max(sizes, key=len)
+        key, _ = victim.popitem(last=False)
+        del self._where[key]
+        self.evicted[self._source_of[id(victim)]] += 1
 
     def expire(self) -> None:
-        self._entries.expire()
+        now = self._timer()
+        where = self._where
+        for source, part in list(self._parts.items()):
+            while part:
+                key = next(iter(part))
+                if now < part[key][1]:
+                    break
+                del part[key]
+                del where[key]
+            if not part and source not in (NO_CONTEXT, OTHER_SOURCES):
+                del self._parts[source]
+                del self._source_of[id(part)]
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._where)
 
 
-AMBIGUOUS = object()
+def _disagree(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Two spans under one id name a different value for a field both carry."""
+    if first is second:
+        return False
+    get = second.get
+    return any((theirs := get(field)) is not None and theirs != value for field, value in first.items())
 
 
 class TraceValues:
-    """trace id -> values of the trace-fallback fields seen on any span of the trace.
+    """trace id -> values of the trace-fallback fields carried by spans of the trace, with how
+    many spans carried each.
 
-    A field seen with two different values in one trace (two workflows) is marked ambiguous
-    and never used as a fallback: guessing would book spend to the wrong workflow.
+    The fallback takes a value only when the spans agree on it: carried by more spans than
+    every other value together. One span carrying a foreign `workflow.id` can neither take a
+    trace over nor, against two or more spans that agree, deny it its fallback; an even split
+    (two workflows in one trace) gives none, as guessing would book spend to the wrong one.
     """
 
     def __init__(self, max_traces: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
-        self._traces: TTLCache[bytes, dict[str, Any]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
+        self._traces: TTLCache[bytes, dict[str, dict[Any, int]]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
         self.max_traces = max_traces
         self._last: tuple[bytes, str, Any] | None = None
+        self._last_votes: dict[Any, int] = {}
 
     def record(self, trace_id: bytes, key: str, value: Any) -> None:
         last = (trace_id, key, value)
         if last == self._last:
-            return  # spans of one trace come together: skip the cache for the repeats
+            self._last_votes[value] += 1  # spans of one trace come together: skip the cache lookup
+            return
         self._last = last
         values = self._traces.get(trace_id)
         if values is None:
-            self._traces[trace_id] = {key: value}
-            return
-        seen = values.get(key)
-        if seen is None:
-            values[key] = value
-        elif seen is not AMBIGUOUS and seen != value:
-            values[key] = AMBIGUOUS
+            values = self._traces[trace_id] = {}
+        votes = values.get(key)
+        if votes is None:
+            votes = values[key] = {}
+        votes[value] = votes.get(value, 0) + 1
+        self._last_votes = votes
 
     def lookup(self, trace_id: bytes, key: str) -> Any | None:
         values = self._traces.get(trace_id)
         if values is None:
             return None
-        value = values.get(key)
-        return None if value is AMBIGUOUS else value
+        votes = values.get(key)
+        if not votes:
+            return None
+        value, count = max(votes.items(), key=lambda item: item[1])
+        return value if 2 * count > sum(votes.values()) else None
 
     def expire(self) -> None:
         self._traces.expire()

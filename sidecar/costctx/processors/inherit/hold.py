@@ -4,13 +4,15 @@ Grouped per trace, as the Collector's groupbytrace does: a trace's hold opens wh
 span is held and is due `wait` seconds later, so insertion order is deadline order and a tick
 only looks at the front. A second index, by the (trace id, span id) each held span waits
 for, lets an arriving ancestor find its waiting descendants with one dict lookup.
-Bounded in spans and bytes by the caller, which releases the oldest traces on overflow.
+Bounded in spans and bytes by the caller, which releases traces on overflow: the oldest trace
+of the source (service) holding the most spans, so a flood of orphans from one service releases
+its own traces first and another service's held children keep waiting for their ancestors.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +36,17 @@ class Origin:
     scope_schema_url: str
 
 
+# Sources with a share of their own (as the ancestor cache): further ones share one.
+MAX_SOURCES = 256
+OTHER_SOURCES = "(other)"
+
+
 class HeldSpan:
-    __slots__ = ("trace_id", "key", "wait_key", "own", "rec", "span", "origin", "notes", "nbytes", "done")
+    __slots__ = ("trace_id", "key", "wait_key", "own", "rec", "span", "origin", "notes", "nbytes", "done", "source")
 
     def __init__(self, rec: SpanRecord, trace_id: bytes, key: bytes, wait_key: bytes, own: dict[str, Any]) -> None:
         self.trace_id = trace_id
+        self.source = rec.resource.hop  # the service it came from: overflow is shared out per source
         self.key = key
         # The (trace id + span id) of the ancestor this span waits for: its parent, or the
         # span it links to when it is the root of a new trace started from a remote context.
@@ -68,10 +76,11 @@ class HeldSpan:
 
 
 class TraceHold:
-    __slots__ = ("trace_id", "deadline", "spans", "nbytes")
+    __slots__ = ("trace_id", "deadline", "spans", "nbytes", "source")
 
-    def __init__(self, trace_id: bytes, deadline: float) -> None:
+    def __init__(self, trace_id: bytes, deadline: float, source: str = "") -> None:
         self.trace_id = trace_id
+        self.source = source  # of its first held span: the trace counts against that source
         self.deadline = deadline
         self.spans: dict[bytes, HeldSpan] = {}
         self.nbytes = 0
@@ -84,6 +93,11 @@ class Hold:
         self.waiters: dict[bytes, list[HeldSpan]] = {}
         self.span_count = 0
         self.nbytes = 0
+        # source -> its traces in deadline order, and the spans they hold
+        self.by_source: dict[str, OrderedDict[bytes, TraceHold]] = {}
+        self.source_spans: Counter[str] = Counter()
+        # Spans released on overflow, per source (the processor turns them into metrics).
+        self.evicted: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return self.span_count
@@ -93,12 +107,17 @@ class Hold:
         as when a client resends a batch: the duplicate then passes through as it is."""
         trace = self.traces.get(held.trace_id)
         if trace is None:
-            trace = self.traces[held.trace_id] = TraceHold(held.trace_id, now + self.wait)
+            source = held.source
+            if source not in self.by_source and len(self.by_source) >= MAX_SOURCES:
+                source = OTHER_SOURCES
+            trace = self.traces[held.trace_id] = TraceHold(held.trace_id, now + self.wait, source)
+            self.by_source.setdefault(source, OrderedDict())[held.trace_id] = trace
         elif held.key in trace.spans:
             return False
         trace.spans[held.key] = held
         self.waiters.setdefault(held.wait_key, []).append(held)
         self.span_count += 1
+        self.source_spans[trace.source] += 1
         return True
 
     def account(self, held: HeldSpan) -> None:
@@ -131,14 +150,35 @@ class Hold:
         if trace is None or trace.spans.pop(held.key, None) is None:
             return
         self.span_count -= 1
+        source = trace.source
+        self.source_spans[source] -= 1
         if held.span is not None:
             trace.nbytes -= held.nbytes
             self.nbytes -= held.nbytes
         if not trace.spans:
             del self.traces[held.trace_id]
+            traces = self.by_source[source]
+            del traces[held.trace_id]
+            if not traces:
+                del self.by_source[source]
+                del self.source_spans[source]
+
+    def is_held(self, key: bytes) -> bool:
+        trace = self.traces.get(key[:16])
+        return trace is not None and key in trace.spans
 
     def oldest(self) -> TraceHold | None:
         return next(iter(self.traces.values()), None)
+
+    def overflow_victim(self) -> TraceHold | None:
+        """The trace to release when the hold is over its bounds: the oldest of the source
+        holding the most spans (tallied in `evicted`)."""
+        if not self.source_spans:
+            return None
+        source = max(self.source_spans, key=self.source_spans.__getitem__)
+        trace = next(iter(self.by_source[source].values()))
+        self.evicted[source] += len(trace.spans)
+        return trace
 
     def is_over(self, max_spans: int, max_bytes: int) -> bool:
         return self.span_count > max_spans or self.nbytes > max_bytes

@@ -40,6 +40,22 @@ class InheritMetrics:
             "Held spans released still lacking a required field, by release reason.",
             ["reason"],
         )
+        self.evictions = m.counter(
+            "costctx_inherit_evictions",
+            "Spans pushed out by a full structure, by structure (hold: released unrepaired; cache: "
+            "forgotten as an ancestor) and source (the service of the span, or of the trace's first "
+            "held span).",
+            ["structure", "source"],
+        )
+        self.disputed_ancestors = m.counter(
+            "costctx_inherit_disputed_ancestors",
+            "Span ids sent again with different context values (a spoofed or re-sent parent): the "
+            "ancestor repairs nothing from then on.",
+        )
+        self.restored_spans = m.counter(
+            "costctx_inherit_restored_spans",
+            "Held spans a previous run left on disk (persistent queue configured), held again on start.",
+        )
         gauges = {
             "hold_spans": ("costctx_inherit_hold_spans", "Spans in the hold now."),
             "hold_bytes": ("costctx_inherit_hold_bytes", "Bytes of spans in the hold now."),
@@ -49,3 +65,14 @@ class InheritMetrics:
         }
         for attr, (metric, doc) in gauges.items():
             setattr(self, attr, m.gauge(metric, doc))
+
+    def count_evictions(self, hold_evicted, cache) -> None:
+        """Move the hold's and the cache's eviction tallies into the counters."""
+        for structure, tally in (("hold", hold_evicted), ("cache", cache.evicted)):
+            if tally:
+                for source, count in tally.items():
+                    self.evictions.labels(structure, source).inc(count)
+                tally.clear()
+        if cache.disputed:
+            self.disputed_ancestors.inc(cache.disputed)
+            cache.disputed = 0

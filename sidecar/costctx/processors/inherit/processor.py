@@ -36,6 +36,7 @@ from costctx.processors.inherit.config import InheritConfig
 from costctx.processors.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
 from costctx.processors.inherit.encode import AttributeBytes, attribute_bytes
 from costctx.processors.inherit.hold import HeldSpan, Hold, Origin, TraceHold
+from costctx.processors.inherit.hold_journal import HoldJournal
 from costctx.processors.inherit.metrics import InheritMetrics
 from costctx.processors.inherit.registry_link import RegistryLink
 from costctx.processors.inherit.regroup import Regrouper
@@ -91,6 +92,10 @@ class InheritProcessor(Processor):
         self._max_spans = config.hold.max_spans
         self._max_bytes = config.hold.max_bytes
         self.metrics = InheritMetrics(self.component_metrics())
+        # With a persistent sending queue, held (acknowledged) spans are kept on disk too.
+        storage = host.hold_storage
+        self.journal = HoldJournal(storage[0], name, storage[1]) if storage else None
+        self._restored: list[tuple[bytes, bytes]] = []
         m = self.metrics
         m.hold_spans.set_function(lambda: self.hold.span_count)
         m.hold_bytes.set_function(lambda: self.hold.nbytes)
@@ -109,6 +114,8 @@ class InheritProcessor(Processor):
 
     # -- the batch path --------------------------------------------------------------------
     def process(self, batch: TraceBatch) -> TraceBatch:
+        if self.journal is not None:
+            self.journal.flush()  # spans released before this batch have been queued by now
         records = batch.records
         if not records:
             return batch
@@ -216,6 +223,8 @@ class InheritProcessor(Processor):
             scope_entry[1].add(id(rec.span))
             held.detach(origin)
             self.hold.account(held)
+        if self.journal is not None:
+            self.journal.write(pending)  # durable before the batch is acknowledged
         tally.held += len(pending)
         for scope_spans, held_spans in by_scope.values():
             # The held spans themselves, by identity (the records keep their wrappers alive):
@@ -249,6 +258,8 @@ class InheritProcessor(Processor):
             # repaired in place, it never waited.
             self._resolve(held.rec, held.own, held.key, held.trace_id, parent, tally)
             return
+        if self.journal is not None:
+            self.journal.forget_later(held.key)
         rec = out.add(held)
         known = self._resolve(rec, held.own, held.key, held.trace_id, parent, tally)
         tally.released[reason] += 1
@@ -273,12 +284,35 @@ class InheritProcessor(Processor):
     def _release_oldest(self, out: Regrouper, tally: _Tally) -> None:
         hold = self.hold
         while hold.is_over(self._max_spans, self._max_bytes):
-            trace = hold.oldest()
+            trace = hold.overflow_victim()  # the oldest of the source holding the most
             if trace is None:
                 break
             self._release_trace(trace, "overflow", out, tally)
 
+    async def start(self) -> None:
+        if self.journal is not None:
+            self._restored = self.journal.restore()
+
+    def _hold_restored(self) -> None:
+        """Hold again what a previous run left in the journal (the first tick: the pipeline runs)."""
+        rows, self._restored = self._restored, []
+        request = ExportTraceServiceRequest()
+        for _, payload in rows:
+            request.MergeFromString(payload)
+        self.log.warning("holding again %d span(s) left in %s by the previous run", len(rows), self.journal.path)
+        self.metrics.restored_spans.inc(len(rows))
+        out = self.process(TraceBatch(request))
+        for key, _ in rows:
+            if not self.hold.is_held(key):
+                self.journal.forget_later(key)  # handed on below
+        if out is not None and not out.is_empty():
+            self.emit(out)
+
     def tick(self, now: float) -> None:
+        if self.journal is not None:
+            self.journal.flush()
+            if self._restored:
+                self._hold_restored()
         # Drop aged entries even when no span arrives to trigger it (cheap: looks at the head).
         self.cache.expire()
         self.trace_values.expire()
@@ -317,6 +351,8 @@ class InheritProcessor(Processor):
 
     async def close(self) -> None:
         await self.registry.close()
+        if self.journal is not None:
+            self.journal.close()
 
     def _emit_released(self, out: Regrouper) -> None:
         if not out.records:
@@ -401,8 +437,7 @@ class InheritProcessor(Processor):
         for field in self._fallback_fields:
             mine = own.get(field)
             if mine is not None:
-                if parent is None or parent.fields.get(field) != mine:
-                    self.trace_values.record(trace_id, field, mine)
+                self.trace_values.record(trace_id, field, mine)  # every carrier votes
             elif field not in fields:
                 value = self.trace_values.lookup(trace_id, field)
                 if value is not None:
@@ -547,6 +582,7 @@ class InheritProcessor(Processor):
             m.missing_spans.labels(reason).inc(count)
         if tally.held:
             m.held_spans.inc(tally.held)
+        m.count_evictions(self.hold.evicted, self.cache)
 
 
 def _append(rec: SpanRecord, pieces: list[bytes], names: list[str]) -> None:
