@@ -82,14 +82,14 @@ def _count(value: object) -> int:
 
 def resend_key(span: SpanView, spend: SpanSpend) -> bytes | None:
     """The span's identity plus a digest of what it commits: a resent batch repeats both; a
-    span squatting another's ids with other amounts or another owner does not."""
+    span squatting another's ids with other amounts does not."""
     identity = span_identity(span)
     if identity is None:
         return None
-    ctx = spend.ctx
+    # The amounts the span carries, not the context repair gave it: a resent copy repaired
+    # differently (its ancestor arrived between the two sends) is still the same call, and
+    # must not be committed twice under two owners.
     digest = hashlib.blake2b(digest_size=8)
     digest.update(struct.pack("<qq", spend.cost_micro, spend.tokens))
-    for part in (ctx.workflow_id, ctx.tenant, ctx.feature, spend.reservation_id or ""):
-        digest.update(part.encode("utf-8", "surrogatepass"))
-        digest.update(b"\x00")
+    digest.update((spend.reservation_id or "").encode("utf-8", "surrogatepass"))
     return identity + digest.digest()

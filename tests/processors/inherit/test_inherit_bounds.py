@@ -422,3 +422,24 @@ def test_the_trace_fallback_needs_agreement_not_the_first_value():
     processor.tick(clock.now)
     released = [b for b in emitted if "s60" in names(b)]
     assert released and "workflow.id" not in attrs(released[0], "s60")
+
+
+def test_structured_context_values_vote_in_the_trace_fallback_without_failing_the_batch():
+    """A misbehaving client sends workflow.id as a kvlist or array: the trace fallback's vote
+    must count it by content, not raise (TypeError: unhashable), which failed the whole batch."""
+    from costctx.pdata.attributes import set_any_value
+
+    processor, emitted, clock = make(wait_duration=1.0)
+    sent = batch([(9, 10, 99, {}), (9, 11, 99, {}), (9, 12, 99, {}), (9, 60, 98, {})])
+    spans = sent.request.resource_spans[0].scope_spans[0].spans
+    for span, value in zip(spans[:3], ({"k": "v"}, {"k": "v"}, ["a", "b"]), strict=True):
+        kv = span.attributes.add()
+        kv.key = "workflow.id"
+        set_any_value(kv.value, value)
+    processor.process(TraceBatch(sent.request))
+    clock.now += 2.0
+    processor.tick(clock.now)
+    released = [b for b in emitted if "s60" in names(b)]
+    assert released and attrs(released[0], "s60")["workflow.id"] == {"k": "v"}  # two of three agree
+    assert processor.context.metrics.registry.get_sample_value(
+        "costctx_processor_errors_total", {"processor": processor.name}) in (None, 0.0)

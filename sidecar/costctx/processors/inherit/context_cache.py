@@ -146,6 +146,15 @@ def _disagree(first: dict[str, Any], second: dict[str, Any]) -> bool:
     return any((theirs := get(field)) is not None and theirs != value for field, value in first.items())
 
 
+def _vote_key(value: Any) -> Any:
+    """A hashable stand-in for a value: kvlist and array values (dicts, lists) vote by content."""
+    try:
+        hash(value)
+    except TypeError:
+        return ("unhashable", repr(value))
+    return (type(value).__name__, value)
+
+
 class TraceValues:
     """trace id -> values of the trace-fallback fields carried by spans of the trace, with how
     many spans carried each.
@@ -157,15 +166,17 @@ class TraceValues:
     """
 
     def __init__(self, max_traces: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
-        self._traces: TTLCache[bytes, dict[str, dict[Any, int]]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
+        # trace id -> field -> vote key -> [spans carrying it, the value]
+        self._traces: TTLCache[bytes, dict[str, dict[Any, list]]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
         self.max_traces = max_traces
         self._last: tuple[bytes, str, Any] | None = None
-        self._last_votes: dict[Any, int] = {}
+        self._last_vote: list | None = None
 
     def record(self, trace_id: bytes, key: str, value: Any) -> None:
-        last = (trace_id, key, value)
-        if last == self._last:
-            self._last_votes[value] += 1  # spans of one trace come together: skip the cache lookup
+        vote_key = _vote_key(value)
+        last = (trace_id, key, vote_key)
+        if last == self._last and self._last_vote is not None:
+            self._last_vote[0] += 1  # spans of one trace come together: skip the cache lookup
             return
         self._last = last
         values = self._traces.get(trace_id)
@@ -174,8 +185,11 @@ class TraceValues:
         votes = values.get(key)
         if votes is None:
             votes = values[key] = {}
-        votes[value] = votes.get(value, 0) + 1
-        self._last_votes = votes
+        vote = votes.get(vote_key)
+        if vote is None:
+            vote = votes[vote_key] = [0, value]
+        vote[0] += 1
+        self._last_vote = vote
 
     def lookup(self, trace_id: bytes, key: str) -> Any | None:
         values = self._traces.get(trace_id)
@@ -184,8 +198,8 @@ class TraceValues:
         votes = values.get(key)
         if not votes:
             return None
-        value, count = max(votes.items(), key=lambda item: item[1])
-        return value if 2 * count > sum(votes.values()) else None
+        count, value = max(votes.values(), key=lambda vote: vote[0])
+        return value if 2 * count > sum(vote[0] for vote in votes.values()) else None
 
     def expire(self) -> None:
         self._traces.expire()
