@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -49,8 +51,10 @@ def buildah(*args: str) -> str:
     return subprocess.run([*BUILDAH, *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def get(port: int, path: str) -> tuple[int, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
+def get(port: int, path: str, token: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    with urllib.request.urlopen(request, timeout=3) as response:
         return response.status, response.read().decode()
 
 
@@ -81,7 +85,9 @@ def child_of(pid: int, timeout: float = 10) -> int:
     raise RuntimeError("the container process did not start")
 
 
-def launch(root: str, config: dict, env: dict[str, str]) -> subprocess.Popen:
+def launch(root: str, config: dict, env: dict[str, str], tmp_files: dict[str, str]) -> subprocess.Popen:
+    """`tmp_files` (name -> content) are written into the container's /tmp before it starts, as
+    a Kubernetes Secret volume would put them beside a read-only root."""
     user = config.get("User") or "0:0"
     argv = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
     image_env = dict(item.split("=", 1) for item in config.get("Env") or [])
@@ -93,6 +99,8 @@ def launch(root: str, config: dict, env: dict[str, str]) -> subprocess.Popen:
         f"mount -t proc proc {shlex.quote(root + '/proc')}",
         f"mount --rbind /dev {shlex.quote(root + '/dev')}",
         f"mount -t tmpfs -o size=16m,mode=1777 tmpfs {shlex.quote(root + '/tmp')}",
+        *(f"printf %s {shlex.quote(content)} > {shlex.quote(root + '/tmp/' + name)}"
+          f" && chmod 0444 {shlex.quote(root + '/tmp/' + name)}" for name, content in tmp_files.items()),
         f"mount -o remount,bind,ro {shlex.quote(root)}",
         "exec chroot --userspec=" + shlex.quote(user) + " " + shlex.quote(root)
         + " /usr/bin/env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in environment.items())
@@ -137,8 +145,11 @@ def main(image: str) -> int:
                 "COSTCTX_TELEMETRY_ADDRESS": f"127.0.0.1:{admin_port}",
                 "COLLECTOR_ENDPOINT": f"127.0.0.1:{sink.grpc_port}",
                 "COSTCTX_SHUTDOWN_GRACE": "5s",
+                # The admin port's bearer token, as the Deployment mounts it from its Secret.
+                "COSTCTX_ADMIN_TOKEN_FILE": "/tmp/costctx-admin-token",
             }
-            proc = launch(root, config, env)
+            admin_token = secrets.token_hex(16)
+            proc = launch(root, config, env, {"costctx-admin-token": admin_token})
             pid = child_of(proc.pid)
             healthy = wait_until(lambda: get(admin_port, "/healthz")[0] == 200, 60)
             if not checks.check("answers /healthz", healthy):
@@ -178,7 +189,12 @@ def main(image: str) -> int:
                          and chat.attributes.get("owner.tenant") == "acme"
                          and chat.attributes.get("cost.usd", 0) > 0,
                          f"{stamped}")
-            code, page = get(admin_port, "/status")
+            try:
+                refused = get(admin_port, "/status")[0]
+            except urllib.error.HTTPError as exc:
+                refused = exc.code
+            checks.check("the admin port refuses /status without its token", refused == 401, f"{refused}")
+            code, page = get(admin_port, "/status", admin_token)
             checks.check("the status page shows the hop", code == 200 and 'data-hop="image-check"' in page)
 
             os.kill(pid, signal.SIGTERM)
