@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from cachetools import TTLCache
 
+from costctx.budget.redis_client import STORE_ERRORS, redis_client, untagged
 from costctx.budget.store import StoreUnavailable
 
 log = logging.getLogger("costctx.attribution")
@@ -65,18 +66,9 @@ class RedisBackend:
 
     def __init__(self, url: str, prefix: str, timeout: float, cluster: bool = False) -> None:
         self.cluster = cluster
-        if cluster:
-            from redis.asyncio.cluster import RedisCluster
-
-            # Hash-tagged per trace: a trace's entries share a slot, traces spread over the nodes.
-            self.prefix = prefix.replace("{", "").replace("}", "")
-            self.client = RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        else:
-            import redis.asyncio as aioredis
-
-            self.prefix = prefix
-            self.client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                                  retry_on_timeout=False)
+        # On a cluster, hash-tagged per trace: a trace's entries share a slot, traces spread over the nodes.
+        self.prefix = untagged(prefix) if cluster else prefix
+        self.client = redis_client(url, timeout, cluster)
 
     def key(self, name: str) -> str:
         if not self.cluster:
@@ -85,25 +77,21 @@ class RedisBackend:
         return f"{self.prefix}{kind}|{{{trace}}}" + (f"|{span[0]}" if span else "")
 
     async def write(self, entries: list[tuple[str, bytes]], ttl_ms: int) -> None:
-        from redis.exceptions import RedisClusterException, RedisError
-
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for name, value in entries:
                     pipe.set(self.key(name), value, px=ttl_ms)
                 await pipe.execute()
-        except (TimeoutError, RedisError, OSError, AttributeError, RedisClusterException) as exc:  # as the budget store
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def read(self, names: list[str]) -> list[bytes | None]:
-        from redis.exceptions import RedisClusterException, RedisError
-
         try:
             keys = [self.key(n) for n in names]
             if self.cluster:
                 return list(await self.client.mget_nonatomic(keys))  # one MGET per node
             return list(await self.client.mget(keys))
-        except (TimeoutError, RedisError, OSError, AttributeError, RedisClusterException) as exc:  # as the budget store
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:

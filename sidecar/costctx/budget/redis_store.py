@@ -11,20 +11,13 @@ import asyncio
 import logging
 from importlib import resources
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisClusterException, RedisError
-
 from costctx.budget.config import RedisConfig
 from costctx.budget.decision import ALLOW, BLOCK, DEGRADE, TRIPPED, CheckOutcome, CheckPlan
+from costctx.budget.redis_client import STORE_ERRORS, redis_client, untagged
 from costctx.budget.store import CommitOp, CommitResult, StoreUnavailable, reservation_tag
 
 log = logging.getLogger("costctx.budget")
 _VERDICTS = {1: ALLOW, 2: DEGRADE, 3: BLOCK, 4: TRIPPED}
-# What a store call can fail with. AttributeError: redis-py's asyncio cluster client, when a
-# connection it shares is reset under load, fails with `'NoneType' object has no attribute
-# 'writelines'`; the caller gets the store-unavailable answer its policy says, not a crash.
-# RedisClusterException: a cluster client that cannot reach any node (not a RedisError).
-_STORE_ERRORS = (TimeoutError, RedisError, OSError, AttributeError, RedisClusterException)
 INDEX_KEY = "rsv-expiry"
 
 
@@ -40,20 +33,9 @@ class RedisStore:
         self.config = config
         self.prefix = config.key_prefix
         self.cluster = config.cluster
-        if config.cluster:
-            from redis.asyncio.cluster import RedisCluster
-
-            # `<prefix>{<tenant>}:<key>`: the tenant is the hash tag (see _key).
-            self.base = config.key_prefix.replace("{", "").replace("}", "")
-            self.client = RedisCluster.from_url(config.url, socket_timeout=config.timeout,
-                                                socket_connect_timeout=config.timeout)
-        else:
-            self.client = aioredis.Redis.from_url(
-                config.url,
-                socket_timeout=config.timeout,
-                socket_connect_timeout=config.timeout,
-                retry_on_timeout=False,
-            )
+        # On a cluster, `<prefix>{<tenant>}:<key>`: the tenant is the hash tag (see _key).
+        self.base = untagged(config.key_prefix)
+        self.client = redis_client(config.url, config.timeout, config.cluster)
         # register_script runs EVALSHA and loads the script on NOSCRIPT (e.g. after a restart).
         self._check = self.client.register_script(_script("check.lua"))
         self._commit = self.client.register_script(_script("commit.lua"))
@@ -75,7 +57,7 @@ class RedisStore:
         # receivers listen, keeps 64 first calls from racing its initialisation.
         try:
             await self.client.initialize()
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             log.warning("redis cluster not reachable at start (%s); the first calls will retry", exc)
 
     async def close(self) -> None:
@@ -95,7 +77,7 @@ class RedisStore:
         args += list(plan.binding)
         try:
             out = await self._check(keys=keys, args=args)
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         self.expired_total += int(out[3])
         flat = [int(v) for v in out[4:]]
@@ -138,7 +120,7 @@ class RedisStore:
             if releases:
                 try:
                     await asyncio.gather(*(self._commit_call(op, self.client) for op in releases))
-                except _STORE_ERRORS as exc:
+                except STORE_ERRORS as exc:
                     raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         try:
             if self.cluster:
@@ -150,7 +132,7 @@ class RedisStore:
                     for op in ops:
                         await self._commit_call(op, pipe)  # queues the EVALSHA in the pipeline
                     outs = await pipe.execute()
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         # First value: 1 released, +2 committed before (duplicate), +4 refused (another workflow's).
         return [CommitResult(bool(int(out[0]) & 1), [int(v) for v in out[1:]], bool(int(out[0]) & 2),
@@ -163,7 +145,7 @@ class RedisStore:
     async def trip(self, key: str, seconds: float, tag: str = "") -> None:
         try:
             await self.client.set(self._key(key, tag), b"1", px=max(int(seconds * 1000), 1))
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def tick(self, now: float) -> None:
