@@ -295,13 +295,11 @@ class SurvivalRecorder:
         """A span's context came late: its spend moves from the row it was recorded under to
         the row of its settled context, and its missing fields become `settled` (one
         outcome per span and field: the `missing` count goes down by one each)."""
-        outcomes: Counter[tuple[str, str, str]] = Counter()
         with self._lock:
             label = self._hops(hop)
             for key in fields:
                 self._counts[(label, key, "missing")] -= 1
                 self._counts[(label, key, "settled")] += 1
-                outcomes[(label, key, "settled")] += 1
             if amount:
                 source = self._spend_row(*spent_as)
                 target = self._spend_row(*settled_as)
@@ -313,20 +311,8 @@ class SurvivalRecorder:
                     target.settled += amount
 
     def _record_spend(self, spend: SpendTally) -> None:
-        labels = self._dimension_labels
         for (raw_workflow, raw_dims, tenant_repaired), (amount, spans) in spend.items():
-            dims = tuple(label(value) for label, value in zip(labels, raw_dims, strict=True))
-            key = (self._workflows(raw_workflow), dims)
-            row = self._spend.get(key)
-            if row is None:
-                if len(self._spend) >= self.max_spend_rows:
-                    # Each label is bounded, but their product is not: past the joint bound,
-                    # new combinations are counted in one `other` row.
-                    self.spend_rows_overflowed += spans
-                    key = (OTHER, (OTHER,) * len(dims))
-                    row = self._spend.get(key)
-                if row is None:
-                    row = self._spend[key] = SpendRow()
+            row = self._spend_row(raw_workflow, raw_dims, spans)
             row.total += amount
             row.spans += spans
             if tenant_repaired:
