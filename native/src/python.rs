@@ -60,6 +60,7 @@ struct Interner<'py> {
     empty_bytes: Bound<'py, PyBytes>,
     empty_tuple: Bound<'py, PyTuple>,
     empty_str: Bound<'py, PyString>,
+    empty_frozenset: Bound<'py, PyFrozenSet>,
 }
 
 /// Strings are interned by content: the key is the bytes (borrowed from the request).
@@ -227,6 +228,7 @@ impl Core {
             empty_bytes: PyBytes::new(py, b""),
             empty_tuple: PyTuple::empty(py),
             empty_str: PyString::new(py, ""),
+            empty_frozenset: PyFrozenSet::empty(py)?,
         };
         let unknown_service = PyString::new(py, "unknown_service");
 
@@ -238,7 +240,7 @@ impl Core {
             };
             let schema_url = interner.string(bytes, rec.schema_url);
             let (attrs, _) = self.attrs(py, bytes, &mut interner, &keys, &rec.attrs)?;
-            resources.append(self.resource_cls.bind(py).call1((service, schema_url, attrs))?)?;
+            resources.append(self.resource_cls.bind(py).call1((service, schema_url, attrs, rec.size, rec.repeated))?)?;
         }
         let scopes = PyList::empty(py);
         for rec in &scanned.scopes {
@@ -263,20 +265,32 @@ impl Core {
                 }
                 PyTuple::new(py, pairs)?
             };
-            let args = (
-                interner.bytes(bytes, rec.trace_id),
-                interner.bytes(bytes, rec.span_id),
-                interner.bytes(bytes, rec.parent_span_id),
-                rec.start,
-                rec.end,
-                rec.resource,
-                rec.scope,
-                attrs,
-                rec.attr_count,
-                links,
-                rec.event_count,
-                signature,
-            );
+            let event_keys = if rec.event_keys.is_empty() {
+                interner.empty_frozenset.clone()
+            } else {
+                PyFrozenSet::new(py, rec.event_keys.iter().map(|id| &keys[*id as usize]))?
+            };
+            // More fields than PyO3 converts as one Rust tuple: the argument tuple built by hand.
+            let args = PyTuple::new(
+                py,
+                [
+                    interner.bytes(bytes, rec.trace_id).into_any(),
+                    interner.bytes(bytes, rec.span_id).into_any(),
+                    interner.bytes(bytes, rec.parent_span_id).into_any(),
+                    rec.start.into_pyobject(py)?.into_any(),
+                    rec.end.into_pyobject(py)?.into_any(),
+                    rec.resource.into_pyobject(py)?.into_any(),
+                    rec.scope.into_pyobject(py)?.into_any(),
+                    attrs.into_any(),
+                    rec.attr_count.into_pyobject(py)?.into_any(),
+                    links.into_any(),
+                    rec.event_count.into_pyobject(py)?.into_any(),
+                    signature.into_any(),
+                    rec.body.len.into_pyobject(py)?.into_any(),
+                    event_keys.into_any(),
+                    PyBool::new(py, rec.repeated).to_owned().into_any(),
+                ],
+            )?;
             spans.append(span_cls.call1(args)?)?;
         }
         Ok((resources, scopes, spans, Layout { raw: raw.unbind(), scan: scanned }))

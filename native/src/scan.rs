@@ -80,6 +80,10 @@ pub struct ResourceRec {
     pub spans_end: u32,
     /// How many times field 1 (resource) occurs: edits append in the last one.
     pub resource_fields: u32,
+    /// The Resource message's encoded length (its occurrences summed).
+    pub size: u32,
+    /// Some watched key occurs more than once among its attributes.
+    pub repeated: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -107,6 +111,10 @@ pub struct SpanRec {
     pub event_count: u32,
     /// The span message body, for materialize.
     pub body: Span32,
+    /// Watched keys on any of its events' attributes (ids, each once).
+    pub event_keys: Vec<u16>,
+    /// Some watched key occurs more than once among its attributes.
+    pub repeated: bool,
 }
 
 #[derive(Debug, Default)]
@@ -174,6 +182,7 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
             match field.num {
                 1 => {
                     rec.resource_fields += 1;
+                    rec.size += inner.len() as u32;
                     self.resource(inner, child_depth(depth)?, &mut rec)?;
                 }
                 2 => self.scope_spans(inner, child_depth(depth)?, r)?,
@@ -206,7 +215,7 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
                     }
                     if let Some(id) = self.watched.find(kv.key) {
                         let value = decode_any(self.raw, kv.values())?;
-                        rec.attrs.push((id, value));
+                        push_attr(&mut rec.attrs, &mut rec.repeated, id, value);
                     }
                 }
                 3 => validate(Msg::EntityRef, inner, child_depth(depth)?)?,
@@ -274,12 +283,15 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
                     let kv = key_value(inner, child_depth(depth)?)?;
                     if let Some(id) = self.watched.find(kv.key) {
                         let value = decode_any(self.raw, kv.values())?;
-                        rec.attrs.push((id, value));
+                        push_attr(&mut rec.attrs, &mut rec.repeated, id, value);
                     }
                 }
                 (11, Val::Len(inner)) => {
                     rec.event_count += 1;
                     validate(Msg::Event, inner, child_depth(depth)?)?;
+                    if !self.watched.is_empty() {
+                        self.event_keys(inner, depth, &mut rec.event_keys)?;
+                    }
                 }
                 (13, Val::Len(inner)) => {
                     let link = self.link(inner, child_depth(depth)?)?;
@@ -290,6 +302,29 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
             }
         }
         self.out.spans.push(rec);
+        Ok(())
+    }
+
+    /// The watched keys of one (already validated) Event's attributes, added once each.
+    fn event_keys(&self, body: &'a [u8], depth: i32, found: &mut Vec<u16>) -> Result<()> {
+        let event_depth = child_depth(depth)?;
+        let mut reader = Reader::new(body, event_depth);
+        while let Some(field) = reader.next()? {
+            if let (3, Val::Len(inner)) = (field.num, field.val) {
+                let mut kv_reader = Reader::new(inner, child_depth(event_depth)?);
+                let mut key: &[u8] = b"";
+                while let Some(kv_field) = kv_reader.next()? {
+                    if let (1, Val::Len(k)) = (kv_field.num, kv_field.val) {
+                        key = k; // the last key field wins, as protobuf merges it
+                    }
+                }
+                if let Some(id) = self.watched.find(key) {
+                    if !found.contains(&id) {
+                        found.push(id);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -308,6 +343,16 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
         }
         Ok((trace_id, span_id))
     }
+}
+
+/// Record a watched attribute; a key seen before marks the record `repeated` (the view
+/// keeps the last value, as a dict of the pairs in order would).
+#[inline]
+fn push_attr(attrs: &mut Vec<(u16, Value)>, repeated: &mut bool, id: u16, value: Value) {
+    if attrs.iter().any(|(seen, _)| *seen == id) {
+        *repeated = true;
+    }
+    attrs.push((id, value));
 }
 
 /// Validate one KeyValue and return its key and value occurrences.

@@ -52,14 +52,20 @@ def _norm(value):
 
 
 def view_rows(view):
-    rows = [("resource", r.service, r.schema_url, _norm(r.attrs)) for r in view.resources]
+    rows = [("resource", r.service, r.schema_url, _norm(r.attrs), r.repeated) for r in view.resources]
     rows += [("scope", s.resource, s.schema_url, s.name, s.version) for s in view.scopes]
     rows += [
         ("span", s.trace_id, s.span_id, s.parent_span_id, s.start, s.end, s.resource, s.scope,
-         _norm(s.attrs), s.attr_count, s.links, s.event_count, s.signature)
+         _norm(s.attrs), s.attr_count, s.links, s.event_count, s.signature, s.event_keys, s.repeated)
         for s in view.spans
     ]
     return rows
+
+
+def sizes(view):
+    """Encoded lengths: equal to protobuf's ByteSize for canonical input (for other input the
+    native codec gives the length as received, which bounds every value it carries as well)."""
+    return [r.size for r in view.resources], [s.size for s in view.spans]
 
 
 def canonical(raw: bytes) -> bytes:
@@ -110,6 +116,8 @@ def check_agrees(native, raw: bytes, watched: frozenset[str], rng: random.Random
         return False
     view = native.scan(raw, watched)
     assert view_rows(view) == view_rows(expected)
+    if canonical_input:
+        assert sizes(view) == sizes(expected)
     for removals in (False, True):
         edits = random_edits(view, rng, removals)
         got, want = native.encode(view, edits), ORACLE.encode(expected, edits)
@@ -360,3 +368,32 @@ def test_the_extension_package_hands_out_the_adapter():
     codec = NativeCodec()
     assert codec.name == "native"
     assert codec.scan(build_request([{"a": 1}], 1), frozenset({"a"})).spans[0].attrs == {"a": 1}
+
+
+def test_event_keys_repeats_and_sizes_in_both_codecs(native):
+    """The fields normalize and limits skip spans by: watched keys on events, a watched key
+    sent twice, and the encoded lengths (equal to protobuf's ByteSize)."""
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    for key in ("host.name", "b", "b"):
+        rs.resource.attributes.add(key=key).value.string_value = "x" * 40
+    spans = rs.scope_spans.add().spans
+    quiet = spans.add(name="quiet")
+    quiet.attributes.add(key="b").value.int_value = 1
+    busy = spans.add(name="busy")
+    for key in ("a", "z", "a"):
+        busy.attributes.add(key=key).value.string_value = "v"
+    busy.events.add(name="e1").attributes.add(key="b").value.bool_value = True
+    event = busy.events.add(name="e2")
+    event.attributes.add(key="a").value.int_value = 2
+    event.attributes.add(key="unwatched").value.int_value = 3
+    raw = request.SerializeToString()
+    watched = frozenset({"a", "b"})
+    for codec in (native, ORACLE):
+        view = codec.scan(raw, watched)
+        assert [(s.event_keys, s.repeated) for s in view.spans] == [(frozenset(), False), (frozenset({"a", "b"}), True)]
+        assert [s.size for s in view.spans] == [quiet.ByteSize(), busy.ByteSize()]
+        assert (view.resources[0].size, view.resources[0].repeated) == (rs.resource.ByteSize(), True)
+        # "z" repeats nothing watched; "a" twice does.
+        view = codec.scan(raw, frozenset({"z"}))
+        assert [s.repeated for s in view.spans] == [False, False] and not view.resources[0].repeated

@@ -55,6 +55,10 @@ class ResourceView:
     service: str                      # service.name, or "unknown_service" when absent/empty
     schema_url: str
     attrs: dict[str, Any]             # watched keys present on the resource, as stored (pre-alias)
+    # The Resource message's encoded length (its occurrences summed): no string it carries is
+    # longer, so a resource shorter than a value limit needs no look (limits).
+    size: int = 0
+    repeated: bool = False            # some watched key occurs more than once (attrs holds the last)
 
 
 @dataclass(slots=True)
@@ -85,6 +89,15 @@ class SpanView:
     # The span's watched keys in a canonical form a processor can use as a cache key for
     # per-signature decisions (a frozenset of attrs' keys; equal sets compare equal).
     signature: frozenset[str] = field(default_factory=frozenset)
+    # The span message's encoded length (as received; protobuf's ByteSize for canonical input):
+    # no string it carries is longer, so a span shorter than a value limit needs no look.
+    size: int = 0
+    # Watched keys present on any of its events' attributes (normalize: events needing a look).
+    event_keys: frozenset[str] = field(default_factory=frozenset)
+    # Some watched key occurs more than once among its attributes (attrs holds the last): an
+    # edit acts on the last occurrence only, so a processor that must treat every copy cannot
+    # decide on the view alone.
+    repeated: bool = False
 
 
 @dataclass(slots=True)

@@ -106,18 +106,35 @@ def encode_value(target: AnyValue, value: Any) -> None:
 _SCALARS = frozenset(("string_value", "int_value", "double_value", "bool_value", "bytes_value"))
 
 
-def _watched(attributes, watched: frozenset[str]) -> dict[str, Any]:
+def _watched(attributes, watched: frozenset[str]) -> tuple[dict[str, Any], bool]:
+    """The watched keys' values and whether one of them occurs more than once."""
     # Later duplicates win, as in pdata.attributes.index_attributes. Scalars decoded inline:
     # this runs for every attribute of every span (the call to decode_value cost ~15%).
     found: dict[str, Any] = {}
     scalars = _SCALARS
+    seen = 0
     for kv in attributes:
         key = kv.key
         if key in watched:
+            seen += 1
             value = kv.value
             kind = value.WhichOneof("value")
             found[key] = getattr(value, kind) if kind in scalars else decode_value(value)
-    return found
+    return found, seen != len(found)
+
+
+def _repeated(attributes, index: dict, watched: frozenset[str]) -> bool:
+    """Whether a watched key occurs more than once, given the last-wins index of `attributes`."""
+    if len(index) == len(attributes):
+        return False  # no key repeats at all
+    return sum(1 for kv in attributes if kv.key in watched) != len(watched.intersection(index))
+
+
+def _event_keys(events, watched: frozenset[str]) -> frozenset[str]:
+    """The watched keys present on any of a span's events."""
+    if not events:
+        return _NOTHING
+    return frozenset(kv.key for event in events for kv in event.attributes if kv.key in watched)
 
 
 def _decode_kv(kv: KeyValue) -> Any:
@@ -204,8 +221,10 @@ class PythonCodec:
             if r is None:
                 r = resource_at[id(rv)] = len(resources)
                 index = rv.attrs
+                resource = rv.resource_spans.resource
                 resources.append(ResourceView(rv.hop, rv.schema_url,
-                                              {k: _decode_kv(index[k]) for k in watched.intersection(index)}))
+                                              {k: _decode_kv(index[k]) for k in watched.intersection(index)},
+                                              resource.ByteSize(), _repeated(resource.attributes, index, watched)))
                 resource_objects.append(rv.resource_spans)
             scope_spans = rec.scope_spans
             sc = scope_at.get(id(scope_spans))
@@ -221,12 +240,14 @@ class PythonCodec:
                 kind = value.WhichOneof("value")
                 attrs[key] = getattr(value, kind) if kind in scalars else decode_value(value)
             links = span.links
+            events = span.events
             spans.append(SpanView(
                 span.trace_id, span.span_id, span.parent_span_id,
                 span.start_time_unix_nano, span.end_time_unix_nano, r, sc,
                 attrs, len(span.attributes),
                 tuple((link.trace_id, link.span_id) for link in links) if links else (),
-                len(span.events), frozenset(attrs),
+                len(events), frozenset(attrs), span.ByteSize(), _event_keys(events, watched),
+                _repeated(span.attributes, index, watched),
             ))
             objects.append(span)
         view = PythonBatchView(b"", resources, scopes, spans, message, None, watched, objects, resource_objects)
@@ -254,6 +275,7 @@ class PythonCodec:
         for r, rs in enumerate(message.resource_spans):
             service = UNKNOWN_SERVICE
             r_attrs: dict[str, Any] = {}
+            r_seen = 0
             for kv in rs.resource.attributes:
                 key = kv.key
                 if key == "service.name":
@@ -261,8 +283,10 @@ class PythonCodec:
                     service = (value.string_value or UNKNOWN_SERVICE) if value.WhichOneof("value") == "string_value" \
                         else UNKNOWN_SERVICE
                 if key in watched:
+                    r_seen += 1
                     r_attrs[key] = decode_value(kv.value)
-            resources.append(ResourceView(service, rs.schema_url, r_attrs))
+            resources.append(ResourceView(service, rs.schema_url, r_attrs, rs.resource.ByteSize(),
+                                          r_seen != len(r_attrs)))
             for s, ss in enumerate(rs.scope_spans):
                 scope_index = len(scopes)
                 scopes.append(ScopeView(r, ss.schema_url, ss.scope.name, ss.scope.version))
@@ -271,15 +295,17 @@ class PythonCodec:
                     index = indexes[len(spans)] if indexes is not None else None
                     if index is not None:
                         attrs = {key: _decode_kv(index[key]) for key in watched.intersection(index)}
+                        repeated = _repeated(attributes, index, watched)
                     else:
-                        attrs = _watched(attributes, watched)
+                        attrs, repeated = _watched(attributes, watched)
                     links = span.links
+                    events = span.events
                     spans.append(SpanView(
                         span.trace_id, span.span_id, span.parent_span_id,
                         span.start_time_unix_nano, span.end_time_unix_nano, r, scope_index,
                         attrs, len(attributes),
                         tuple((link.trace_id, link.span_id) for link in links) if links else (),
-                        len(span.events), frozenset(attrs),
+                        len(events), frozenset(attrs), span.ByteSize(), _event_keys(events, watched), repeated,
                     ))
                     places.append((r, s, i))
         return PythonBatchView(raw, resources, scopes, spans, message, places, watched)
