@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from costctx.pdata.attributes import index_attributes
 from costctx.pdata.batch import TraceBatch
-from costctx.pdata.codec.api import BatchEdits, BatchView, Codec
+from costctx.pdata.codec.api import BatchEdits, BatchView, Codec, SpanEdits
 
 Notes = dict[str, Any]
 
@@ -107,7 +107,15 @@ class ViewBatch:
     # Writes: an edit for the codec, and the view's attrs kept in step so later processors
     # read the current value (the codec writes from the message and the edits, not attrs).
     def set(self, index: int, key: str, value: Any) -> None:
-        self.edits.span(index).sets.append((key, value))
+        edits = self.edits.span(index)
+        if edits.replace is not None:
+            # A span re-encoded on the slow path: the codec ignores other edits beside a
+            # replacement, so the value goes into the replacement itself.
+            span = self.materialize(index)
+            _apply(span.attributes, SpanEdits(sets=[(key, value)]))
+            edits.replace = span.SerializeToString()
+        else:
+            edits.sets.append((key, value))
         self.view.spans[index].attrs[key] = value
 
     def append_strings(self, index: int, key: str, values: list[str]) -> None:
@@ -125,6 +133,33 @@ class ViewBatch:
         if not added and is_array:
             return
         self.set(index, key, existing + added)
+
+    def materialize(self, index: int) -> Any:
+        """The protobuf Span at `index` with this batch's edits so far applied (slow path)."""
+        edits = self.edits.spans.get(index)
+        if edits is not None and edits.replace is not None:
+            from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+            return Span.FromString(edits.replace)
+        span = self.codec.materialize(self.view, index)
+        if edits is not None:
+            _apply(span.attributes, edits)
+        return span
+
+    def replace(self, index: int, span: Any) -> None:
+        """Put a span materialised and rewritten on the slow path back as its only edit; the
+        view's record of it follows, so later processors read the rewritten span."""
+        from costctx.pdata.codec.python import _event_keys, _watched
+
+        data = span.SerializeToString()
+        self.edits.spans[index] = SpanEdits(replace=data)
+        record = self.view.spans[index]
+        record.attrs, record.repeated = _watched(span.attributes, self.watched)
+        record.attr_count = len(span.attributes)
+        record.signature = frozenset(record.attrs)
+        record.size = len(data)
+        record.event_count = len(span.events)
+        record.event_keys = _event_keys(span.events, self.watched)
 
     # -- the slow path ----------------------------------------------------------------------
     @property
@@ -188,6 +223,12 @@ class ViewBatch:
 
     def is_empty(self) -> bool:
         return self.span_count() == 0
+
+
+def _apply(attributes, edits: SpanEdits) -> None:
+    from costctx.pdata.codec.python import apply_edits  # the codec's own edit semantics
+
+    apply_edits(attributes, edits)
 
 
 def _edited(edits: BatchEdits) -> bool:

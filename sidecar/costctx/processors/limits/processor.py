@@ -11,12 +11,16 @@ Envelope attributes (the cost context, usage, `costctx.*`) are kept first when a
 must be dropped; the others keep their order and the last ones go. Request size is bounded by
 the receivers (`max_recv_msg_size_mib`, `max_request_body_size`).
 
-Cheap when nothing is over: a batch whose received bytes are shorter than the value limit
-cannot hold a long value, and a span whose encoded size is below it is skipped (C-speed
-ByteSize); the attribute count is a len().
+On the batch view, cheap when nothing is over: the attribute count is the view's
+`attr_count`, and a span (or resource) whose encoded `size` is below the value limit cannot
+hold a long value. Values earlier processors set are checked as edits. Only a span over a
+limit is materialised, bounded by bound.py and put back whole (`replace`); a resource over
+the value limit sends the batch down the protobuf path (resources that large are rare).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
@@ -24,15 +28,42 @@ from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import index_attributes
-from costctx.pdata.batch import SpanRecord
+from costctx.pdata.codec.api import KvList, SpanEdits
+from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.limits.bound import bound_resource, bound_span
 from costctx.processors.limits.config import LimitsConfig
 from costctx.processors.limits.metrics import limits_metrics
 
 
+def _longest(value: Any) -> int:
+    """The longest string or bytes in a decoded value (arrays and kvlists searched), iteratively."""
+    longest = 0
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        kind = type(current)
+        if kind is str or kind is bytes:
+            longest = max(longest, len(current))
+        elif isinstance(current, KvList):
+            stack.extend(item for _, item in current)
+        elif isinstance(current, (list, tuple)):
+            stack.extend(current)
+    return longest
+
+
+def _edits_over(edits: SpanEdits | None, max_len: int) -> bool:
+    """Whether values an earlier processor set (not yet in the scanned size) may be over the limit."""
+    if edits is None:
+        return False
+    if edits.replace is not None:
+        return len(edits.replace) > max_len
+    return any(_longest(value) > max_len for _, value in edits.sets)
+
+
 class LimitsProcessor(Processor):
     type_name = "limits"
     config_model = LimitsConfig
+    on_view = True
 
     def __init__(self, name: str, config: LimitsConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -41,7 +72,52 @@ class LimitsProcessor(Processor):
         self._truncated = metrics.truncated
         self._protected = frozenset(host.envelope.field_types)
 
-    def process(self, batch: TraceBatch) -> TraceBatch:
+    def process_view(self, batch: ViewBatch) -> ViewBatch:
+        max_attrs = self.config.max_attributes_per_span
+        max_len = self.config.max_attribute_value_length
+        view = batch.view
+        edits = batch.edits
+        if any(view.resources[r].size > max_len or _edits_over(edits.resources.get(r), max_len)
+               for r in self._resources_in(batch)):
+            self._process_trace(batch.trace)  # a resource over the limit: the protobuf path
+            batch.sync_from_trace()
+            return batch
+        spans = view.spans
+        edited = edits.spans
+        truncated = 0
+        for index in batch.indices():
+            span = spans[index]
+            pending = edited.get(index)
+            count = span.attr_count
+            if pending is not None and pending.replace is None:
+                count += len(pending.sets)  # at most this many after the edits: the exact count below
+            over_count = count > max_attrs
+            over_len = span.size > max_len or _edits_over(pending, max_len)
+            if over_count or over_len:
+                truncated += self._bound(batch, index, max_attrs, max_len)
+        if truncated:
+            self._truncated.inc(truncated)
+        return batch
+
+    @staticmethod
+    def _resources_in(batch: ViewBatch) -> set[int]:
+        """The resources the batch's spans belong to (ones that arrived empty are not visited)."""
+        spans = batch.view.spans
+        return {spans[i].resource for i in batch.indices()}
+
+    def _bound(self, batch: ViewBatch, index: int, max_attrs: int, max_len: int) -> int:
+        """The slow path for one span: materialise it, bound it, put it back if it changed."""
+        span = batch.materialize(index)
+        before = span.SerializeToString()
+        if len(span.attributes) > max_attrs:
+            self._drop_excess(span, max_attrs)
+        truncated = bound_span(span, max_len) if span.ByteSize() > max_len else 0
+        if span.SerializeToString() != before:
+            batch.replace(index, span)
+        return truncated
+
+    # -- the protobuf path (TraceBatch) ------------------------------------------------------
+    def _process_trace(self, batch: TraceBatch) -> TraceBatch:
         max_attrs = self.config.max_attributes_per_span
         max_len = self.config.max_attribute_value_length
         raw = batch.raw
@@ -50,7 +126,8 @@ class LimitsProcessor(Processor):
         for rec in batch.records:
             span = rec.span
             if len(span.attributes) > max_attrs:
-                self._drop_excess(rec, max_attrs)
+                self._drop_excess(span, max_attrs)
+                rec.attrs = index_attributes(span.attributes)
             if check_values and span.ByteSize() > max_len:
                 truncated += bound_span(span, max_len)
         if check_values:
@@ -62,8 +139,8 @@ class LimitsProcessor(Processor):
             batch.raw = None  # the bytes as received no longer match
         return batch
 
-    def _drop_excess(self, rec: SpanRecord, max_attrs: int) -> None:
-        attributes = rec.span.attributes
+    def _drop_excess(self, span, max_attrs: int) -> None:
+        attributes = span.attributes
         keys = [kv.key for kv in attributes]
         # Envelope attributes first, then the others in order, up to the limit.
         keep = [i for i, key in enumerate(keys) if key in self._protected or key.startswith("costctx.")][:max_attrs]
@@ -76,6 +153,5 @@ class LimitsProcessor(Processor):
         dropped = len(keys) - len(kept)
         del attributes[:]
         attributes.extend(kept)
-        rec.span.dropped_attributes_count += dropped
-        rec.attrs = index_attributes(attributes)
+        span.dropped_attributes_count += dropped
         self._dropped.inc(dropped)

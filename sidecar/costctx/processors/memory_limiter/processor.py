@@ -27,8 +27,8 @@ import psutil
 from costctx.component.consumer import IngestError
 from costctx.component.host import Host
 from costctx.component.processor import Processor
-from costctx.pdata import TraceBatch
 from costctx.pdata.signals import Signal
+from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.memory_limiter.config import MemoryLimiterConfig
 from costctx.processors.memory_limiter.metrics import MemoryLimiterMetrics, memory_limiter_metrics
 
@@ -103,8 +103,10 @@ class MemoryLimiterProcessor(Processor):
         self.admission_check = self.limiter.admission_check
         self._task: asyncio.Task | None = None
 
-    def process(self, batch: TraceBatch) -> TraceBatch:
-        return batch  # admission already happened
+    on_view = True
+
+    def process_view(self, batch: ViewBatch) -> ViewBatch:
+        return batch  # admission already happened: nothing to read, the batch stays as it is
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._sample_loop(), name=f"{self.name}-sampler")

@@ -12,8 +12,15 @@ its outcome stays `present`) or a conflict (different value). Rename conflicts a
 in `costctx_normalize_conflicts_total`, not in the survival matrix, whose `conflict`
 outcome means a disagreement with an ancestor span.
 
-Fast path: one set-disjointness check (C speed) per span against the precompiled set of
-every key that may need work; spans without such a key are not touched further.
+On the batch view (normalize/view_rewrite.py): one set-disjointness check (C speed) per
+span against the precompiled set of every key that may need work; spans without such a key
+cost nothing more. A span whose watched values are already settled costs a type check per
+key. One with work runs the same rewrite as the protobuf path on a small list of its watched
+keys only, turned into edits (renames, deletes, sets). The protobuf path (the span
+materialised, rewritten, put back whole) takes what the view cannot say exactly: events
+carrying watched keys, a watched key sent twice, schema renames limited to named spans,
+spans a processor before already edited; a resource in such a case sends the whole batch
+down the TraceBatch path.
 """
 
 from __future__ import annotations
@@ -24,8 +31,13 @@ from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import RENAMED_KEY
 from costctx.normalize.rewrite import Tally, rewrite_attributes
+from costctx.normalize.table import CompiledTable
+from costctx.normalize.view_rewrite import RewriteOnView, needs_work, rewrite_values, table_keys
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import set_any_value
+from costctx.pdata.batch import SpanRecord
+from costctx.pdata.codec.api import SpanEdits
+from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.normalize.config import NormalizeConfig
 from costctx.processors.normalize.metrics import normalize_metrics
 
@@ -36,6 +48,7 @@ class NormalizeProcessor(Processor):
     type_name = "normalize"
     config_model = NormalizeConfig
     config: NormalizeConfig
+    on_view = True
 
     def __init__(self, name: str, config: NormalizeConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -49,11 +62,153 @@ class NormalizeProcessor(Processor):
             if schema.skipped_conditional:
                 self.log.warning("%s: %d renames limited to named spans or events are not applied",
                                  schema.path, schema.skipped_conditional)
+        # Every key a rename table may act on or look at: the base table's, and each schema
+        # file's (a table compiled later for a schema_url only holds keys from these).
+        schema_keys = {key for schema in self._builder.schema_files for step in schema.steps
+                       for renames in (*step.renames.values(), *(m for _, m in step.named_spans))
+                       for pair in renames.items() for key in pair}
+        self._watched = table_keys(self._base) | frozenset(schema_keys) | {RENAMED_KEY}
+        # Per compiled table (by id; the table kept beside it so an id is never reused wrongly):
+        # whether every key it may act on is watched, so the view alone can decide.
+        self._covered: dict[int, tuple[CompiledTable, bool]] = {}
 
     def _table(self, schema_url: str):
         return self._builder.for_schema_url(schema_url) if self._per_schema and schema_url else self._base
 
-    def process(self, batch: TraceBatch) -> TraceBatch:
+    def watched_keys(self) -> frozenset[str]:
+        return self._watched
+
+    def _decides_on_view(self, table: CompiledTable) -> bool:
+        found = self._covered.get(id(table))
+        if found is None or found[0] is not table:
+            if len(self._covered) >= 1024:
+                self._covered.clear()
+            found = self._covered[id(table)] = (table, table_keys(table) <= self._watched)
+        return found[1]
+
+    # -- the batch view -----------------------------------------------------------------------
+    def process_view(self, batch: ViewBatch) -> ViewBatch:
+        view = batch.view
+        spans = view.spans
+        resources = view.resources
+        scopes = view.scopes
+        base = self._base
+        per_schema = self._per_schema
+        indices = batch.indices()
+        tally: Tally = Tally()
+        # Resources first (each once, as the protobuf path meets them through their spans);
+        # a case the view cannot say exactly sends the whole batch down that path.
+        work: list[tuple[int, CompiledTable]] = []
+        for r in sorted({spans[i].resource for i in indices}):
+            resource = resources[r]
+            table = self._table(resource.schema_url)
+            if table.resources.watch.isdisjoint(resource.attrs):
+                continue
+            if resource.repeated or not self._decides_on_view(table) or r in batch.edits.resources:
+                return self._whole_batch(batch)
+            work.append((r, table))
+        for r, table in work:
+            self._resource_on_view(batch, r, table, tally)
+        edited = batch.edits.spans
+        table = base
+        place = base.spans
+        events = base.events
+        stamp = self._stamp
+        for index in indices:
+            span = spans[index]
+            if per_schema:
+                table = self._table(scopes[span.scope].schema_url or resources[span.resource].schema_url)
+                place, events = table.spans, table.events
+                if table.named_spans or not self._decides_on_view(table):
+                    self._span_slow(batch, index, table, tally)  # e.g. rules that depend on its name
+                    continue
+            if span.event_keys and not events.watch.isdisjoint(span.event_keys):
+                self._span_slow(batch, index, table, tally)
+                continue
+            attrs = span.attrs
+            if place.watch.isdisjoint(attrs) or not needs_work(attrs, place, table):
+                continue
+            if span.repeated or index in edited:
+                self._span_slow(batch, index, table, tally)
+                continue
+            outcome = rewrite_values(attrs, place, table, "span", tally)
+            if outcome is None:  # a value the view cannot carry back exactly
+                self._span_slow(batch, index, table, tally)
+                continue
+            self._apply(batch, index, outcome)
+            renamed = outcome.renamed
+            if renamed:
+                batch.note(index, "renamed").update(renamed)
+                if stamp:
+                    if RENAMED_KEY in attrs:  # stamped upstream: merge
+                        batch.append_strings(index, RENAMED_KEY, renamed)
+                    else:
+                        batch.set(index, RENAMED_KEY, list(renamed))
+        if tally:
+            self._flush(tally)
+        return batch
+
+    @staticmethod
+    def _apply(batch: ViewBatch, index: int, outcome: RewriteOnView) -> None:
+        """The rewrite as edits; the view's attrs kept in step for later processors."""
+        attrs = batch.view.spans[index].attrs
+        if outcome.renames or outcome.deletes:
+            edits = batch.edits.span(index)
+            edits.renames.extend(outcome.renames)
+            edits.deletes.extend(outcome.deletes)
+            for old, new in outcome.renames:
+                attrs[new] = attrs.pop(old)
+            for old in outcome.deletes:
+                del attrs[old]
+        for key, value in outcome.sets:
+            batch.set(index, key, value)
+
+    def _resource_on_view(self, batch: ViewBatch, r: int, table: CompiledTable, tally: Tally) -> None:
+        place = table.resources
+        attrs = batch.view.resources[r].attrs
+        if not needs_work(attrs, place, table):
+            return
+        outcome = rewrite_values(attrs, place, table, "resource", tally)
+        if outcome is None:
+            raise TypeError(f"resource {r}: a value the view cannot carry back")  # decoded values always can
+        if outcome.renames or outcome.deletes or outcome.sets:
+            edits = batch.edits.resources.setdefault(r, SpanEdits())
+            edits.renames.extend(outcome.renames)
+            edits.deletes.extend(outcome.deletes)
+            edits.sets.extend(outcome.sets)
+            for old, new in outcome.renames:
+                attrs[new] = attrs.pop(old)
+            for old in outcome.deletes:
+                del attrs[old]
+            for key, value in outcome.sets:
+                attrs[key] = value
+
+    def _span_slow(self, batch: ViewBatch, index: int, table: CompiledTable, tally: Tally) -> None:
+        """The protobuf rewrite on one materialised span, put back whole if it changed."""
+        span = batch.materialize(index)
+        before = span.SerializeToString()
+        rec = SpanRecord(span, None, None)  # type: ignore[arg-type]  # resource and scope are not read here
+        place = table.spans
+        if table.named_spans:
+            place = table.named_spans.get(span.name, place)
+        if not place.watch.isdisjoint(rec.attrs):
+            renamed, rec.attrs = rewrite_attributes(span.attributes, rec.attrs, place, table, "span", tally)
+            if renamed:
+                batch.note(index, "renamed").update(renamed)
+                if self._stamp:
+                    self._stamp_renamed(rec, renamed)
+        if span.events:
+            self._events(span.events, table, tally)
+        if span.SerializeToString() != before:
+            batch.replace(index, span)
+
+    def _whole_batch(self, batch: ViewBatch) -> ViewBatch:
+        self._process_trace(batch.trace)
+        batch.sync_from_trace()
+        return batch
+
+    # -- the protobuf path (TraceBatch) ---------------------------------------------------------
+    def _process_trace(self, batch: TraceBatch) -> TraceBatch:
         tally: Tally = Tally()
         base = self._base
         per_schema = self._per_schema
