@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -9,6 +10,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from costctx.normalize.coerce import same_fact
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import any_value_to_python, is_empty, set_any_value
+from costctx.pdata.codec.native import AVAILABLE as NATIVE_AVAILABLE
+from costctx.pdata.codec.python import PythonCodec
+from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.normalize.processor import NormalizeConfig
 from tests.support.processors import standalone_processor
 
@@ -38,7 +42,30 @@ def build(attribute_lists) -> ExportTraceServiceRequest:
     return request
 
 
-@settings(max_examples=500, deadline=None)
+def _codec(name: str):
+    if name == "native":
+        if not NATIVE_AVAILABLE:
+            pytest.skip("costctx_native not built")
+        from costctx.pdata.codec.native import NativeCodec
+
+        return NativeCodec()
+    return PythonCodec()
+
+
+def run(processor, request: ExportTraceServiceRequest, path: str) -> ExportTraceServiceRequest:
+    """The request through normalize: as a TraceBatch (`process`), or as bytes scanned by a
+    codec into the batch view (`process_view`, as the pipeline runs it)."""
+    if path == "trace":
+        batch = TraceBatch(request)
+        assert processor.process(batch) is batch
+        return request
+    batch = ViewBatch(_codec(path), request.SerializeToString(), processor.watched_keys())
+    out = processor.process_view(batch)
+    return ExportTraceServiceRequest.FromString(out.payload())
+
+
+@pytest.mark.parametrize("path", ["trace", "python", "native"])
+@settings(max_examples=300, deadline=None)
 @given(st.lists(spans, min_size=1, max_size=3))
 # found by this test: an old key sent twice, and a count past int64 sent as a double
 @example([[("enduser.id", None), ("enduser.id", "0")]])
@@ -47,13 +74,12 @@ def build(attribute_lists) -> ExportTraceServiceRequest:
 @example([[("gen_ai.usage.cache_creation_input_tokens", 9.223372036854776e18)]])
 @example([[("llm.token_count.prompt", "99999999999999999999")]])
 @example([[("llm.provider", "aws"), ("llm.system", "anthropic"), ("x", 1), ("x", 2)]])
-def test_normalize_never_crashes_and_keeps_the_canonical_facts(attribute_lists):
+def test_normalize_never_crashes_and_keeps_the_canonical_facts(path, attribute_lists):
     processor = standalone_processor("normalize", CONFIG)
     before = build(attribute_lists)
     request = ExportTraceServiceRequest()
     request.CopyFrom(before)
-    batch = TraceBatch(request)
-    assert processor.process(batch) is batch
+    request = run(processor, request, path)
     assert len(request.resource_spans[0].scope_spans[0].spans) == len(attribute_lists)
 
     for old_span, new_span in zip(before.resource_spans[0].scope_spans[0].spans,

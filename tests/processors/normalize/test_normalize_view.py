@@ -1,0 +1,115 @@
+"""normalize on the batch view gives what the protobuf path gives: the same request (every
+span, event and resource attribute, in order), the same counters and the same `renamed`
+notes, on both codecs, for generated spans with old keys, repeats, events and resources."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from costctx.pdata import TraceBatch
+from costctx.pdata.attributes import set_any_value
+from costctx.pdata.codec.native import AVAILABLE as NATIVE_AVAILABLE
+from costctx.pdata.codec.python import PythonCodec
+from costctx.pdata.view_batch import ViewBatch
+from costctx.processors.normalize.processor import NormalizeConfig
+from tests.support.processors import standalone_processor
+
+CONFIG = NormalizeConfig()
+TABLE = CONFIG.builder.base()
+OLD = sorted({k for place in TABLE.places.values() for k in place.rules})
+CANONICAL = sorted({r.canonical for place in TABLE.places.values() for r in place.rules.values()})
+KEYS = OLD + CANONICAL + ["costctx.renamed", "http.route", "x"]
+
+values = st.one_of(
+    st.sampled_from(["", "120", "12.5", "openai", "Vertex_AI", "gpt-4o"]), st.text(max_size=4),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=False), st.booleans(),
+    st.lists(st.sampled_from(["a", "gen_ai.request.model"]), max_size=2), st.none(),
+)
+attributes = st.lists(st.tuples(st.sampled_from(KEYS), values), max_size=8)
+span_st = st.tuples(attributes, st.lists(attributes, max_size=2))  # attributes, events
+resource_st = st.tuples(attributes, st.lists(st.lists(span_st, max_size=3), min_size=1, max_size=2))
+
+
+def build(resources) -> bytes:
+    request = ExportTraceServiceRequest()
+    for resource_attrs, scopes in resources:
+        rs = request.resource_spans.add()
+        for key, value in resource_attrs:
+            set_any_value(rs.resource.attributes.add(key=key).value, value)
+        for spans in scopes:
+            ss = rs.scope_spans.add()
+            for span_attrs, events in spans:
+                span = ss.spans.add(name="s")
+                for key, value in span_attrs:
+                    set_any_value(span.attributes.add(key=key).value, value)
+                for event_attrs in events:
+                    event = span.events.add(name="e")
+                    for key, value in event_attrs:
+                        set_any_value(event.attributes.add(key=key).value, value)
+    return request.SerializeToString()
+
+
+def codecs():
+    found = [PythonCodec()]
+    if NATIVE_AVAILABLE:
+        from costctx.pdata.codec.native import NativeCodec
+
+        found.append(NativeCodec())
+    return found
+
+
+CODECS = codecs()
+
+
+def counters(processor) -> dict:
+    registry = processor.host.metrics.registry
+    return {(m.name, tuple(sorted(s.labels.items()))): s.value for m in registry.collect()
+            for s in m.samples if m.name.startswith("costctx_normalize") and not s.name.endswith("_created")}
+
+
+def through_protobuf(raw: bytes):
+    processor = standalone_processor("normalize", CONFIG)
+    batch = TraceBatch(ExportTraceServiceRequest.FromString(raw))
+    processor._process_trace(batch)
+    notes = [sorted((rec.notes or {}).get("renamed", ())) for rec in batch.records]
+    return batch.request.SerializeToString(), notes, counters(processor)
+
+
+def through_view(raw: bytes, codec):
+    processor = standalone_processor("normalize", CONFIG)
+    batch = ViewBatch(codec, raw, processor.watched_keys())
+    assert processor.process_view(batch) is batch
+    notes = [sorted(batch.notes.get(i, {}).get("renamed", ())) for i in range(len(batch.view.spans))] \
+        if batch._trace is None else [sorted((rec.notes or {}).get("renamed", ())) for rec in batch.trace.records]
+    out = ExportTraceServiceRequest.FromString(batch.payload()).SerializeToString()
+    return out, notes, counters(processor)
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resources=st.lists(resource_st, min_size=1, max_size=2))
+def test_the_view_path_gives_what_the_protobuf_path_gives(codec, resources):
+    raw = build(resources)
+    assert through_view(raw, codec) == through_protobuf(raw)
+
+
+def test_each_case_of_the_view_path_is_met():
+    """A renamed span on the view, a span with an aliased event key, a repeated old key, a
+    resource with an old key and one with it twice (the whole batch on the protobuf path):
+    each matches the protobuf path."""
+    cases = [
+        [([], [[([("llm.token_count.prompt", "7"), ("gen_ai.request.model", "m")], [])]])],   # edits
+        [([], [[([("x", 1)], [[("gen_ai.system", "openai")]])]])],                                # event
+        [([], [[([("llm.token_count.prompt", 7), ("llm.token_count.prompt", 8)], [])]])],        # repeat
+        [([("gen_ai.system", "openai")], [[([("x", 1)], [])]])],                                  # resource
+        [([("gen_ai.system", "a"), ("gen_ai.system", "b")], [[([("x", 1)], [])]])],               # whole batch
+    ]
+    for resources in cases:
+        raw = build(resources)
+        want = through_protobuf(raw)
+        assert want[0] != ExportTraceServiceRequest.FromString(raw).SerializeToString()  # normalize acted
+        for codec in CODECS:
+            assert through_view(raw, codec) == want, (codec.name, resources)
