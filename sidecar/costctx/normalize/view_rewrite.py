@@ -63,7 +63,7 @@ def _keys_of(place: PlaceTable) -> frozenset[str]:
 
 def needs_work(attrs: dict[str, Any], place: PlaceTable, table: CompiledTable) -> bool:
     """Whether the rewrite could change anything: an old key, or a typed or enum-valued key
-    whose value is not already settled (the skip conditions of rewrite._check_values)."""
+    whose value it would coerce or map (rewrite._check_values and _settle, on decoded values)."""
     hits = place.watch.intersection(attrs)
     if not hits:
         return False
@@ -73,16 +73,28 @@ def needs_work(attrs: dict[str, Any], place: PlaceTable, table: CompiledTable) -
         return False
     settled_kind = table.settled_kinds
     settled_strings = table.settled_strings
+    kinds = table.kinds
+    maps = table.values
     for key in hits:
         value = attrs[key]
         if value is EMPTY:
             continue
-        kind = type(value)
-        if kind is str and (not value or key in settled_strings):
+        kind_of = type(value)
+        if kind_of is str and (not value or key in settled_strings):
             continue
-        found = _KIND.get(kind)
-        if found is None or found != settled_kind.get(key):
-            return True
+        kind = _KIND.get(kind_of)
+        if kind is None:
+            return True  # not a decoded AnyValue: let the rewrite say
+        if kind == settled_kind.get(key):
+            continue
+        wanted = kinds.get(key)
+        if wanted is not None and kind != wanted:
+            return True  # to coerce (or count as uncoercible)
+        mapping = maps.get(key)
+        if mapping is not None and kind_of is str:
+            new = mapping.get(value) or mapping.get(value.lower())
+            if new is not None and new != value:
+                return True  # an old enum value to rewrite
     return False
 
 
