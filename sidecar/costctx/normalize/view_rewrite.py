@@ -61,41 +61,105 @@ def _keys_of(place: PlaceTable) -> frozenset[str]:
     return found[1]
 
 
-def needs_work(attrs: dict[str, Any], place: PlaceTable, table: CompiledTable) -> bool:
+# Per place, per key set: (has an old key, the checks of its other watched keys).
+Check = tuple[str, type | None, type | None, dict[str, str] | None]
+_PLANS: dict[int, tuple[PlaceTable, dict[frozenset[str], tuple[bool, tuple[Check, ...]] | None]]] = {}
+_TYPE_OF = {kind: python_type for python_type, kind in {str: "string_value", bool: "bool_value", int: "int_value",
+                                                         float: "double_value"}.items()}
+
+
+def _plan(keys: frozenset[str], place: PlaceTable, table: CompiledTable) -> tuple[bool, tuple[Check, ...]] | None:
+    """What needs_work checks for spans with these watched keys (None: nothing to check)."""
+    found = _PLANS.get(id(place))
+    if found is None or found[0] is not place:
+        if len(_PLANS) >= 1024:
+            _PLANS.clear()
+        found = _PLANS[id(place)] = (place, {})
+    plans = found[1]
+    if keys in plans:
+        return plans[keys]
+    hits = place.watch.intersection(keys)
+    plan: tuple[bool, tuple[Check, ...]] | None = None
+    if hits:
+        checks = tuple(
+            (key, _TYPE_OF.get(table.settled_kinds.get(key, "")), _TYPE_OF.get(table.kinds.get(key, ""), _UNKNOWN)
+             if key in table.kinds else None, table.values.get(key))
+            for key in sorted(hits) if key not in place.rules)
+        plan = (not place.rules.keys().isdisjoint(hits), checks)
+    if len(plans) >= 4096:
+        plans.clear()
+    plans[keys] = plan
+    return plan
+
+
+class _Unknown:  # a wanted AnyValue kind with no decoded Python type: never matches
+    pass
+
+
+_UNKNOWN = _Unknown
+
+
+def needs_work(attrs: dict[str, Any], place: PlaceTable, table: CompiledTable,
+               keys: frozenset[str] | None = None) -> bool:
     """Whether the rewrite could change anything: an old key, or a typed or enum-valued key
-    whose value it would coerce or map (rewrite._check_values and _settle, on decoded values)."""
-    hits = place.watch.intersection(attrs)
-    if not hits:
+    whose value it would coerce or map (rewrite._check_values and _settle, on decoded values).
+    `keys`: attrs' key set when the caller has it as a shared object (the span's signature)."""
+    plan = _plan(keys if keys is not None else frozenset(attrs), place, table)
+    if plan is None:
         return False
-    if not place.rules.keys().isdisjoint(hits):
+    has_old, checks = plan
+    if has_old:
         return True
-    if not table.kinds and not table.values:
-        return False
-    settled_kind = table.settled_kinds
-    settled_strings = table.settled_strings
-    kinds = table.kinds
-    maps = table.values
-    for key in hits:
+    for key, settled, wanted, mapping in checks:
         value = attrs[key]
-        if value is EMPTY:
+        kind = type(value)
+        if kind is settled or value is EMPTY or (kind is str and not value):
             continue
-        kind_of = type(value)
-        if kind_of is str and (not value or key in settled_strings):
-            continue
-        kind = _KIND.get(kind_of)
-        if kind is None:
-            return True  # not a decoded AnyValue: let the rewrite say
-        if kind == settled_kind.get(key):
-            continue
-        wanted = kinds.get(key)
-        if wanted is not None and kind != wanted:
+        if wanted is not None and kind is not wanted:
             return True  # to coerce (or count as uncoercible)
-        mapping = maps.get(key)
-        if mapping is not None and kind_of is str:
+        if mapping is not None and kind is str:
             new = mapping.get(value) or mapping.get(value.lower())
             if new is not None and new != value:
                 return True  # an old enum value to rewrite
     return False
+
+
+def simple_renames(attrs: dict[str, Any], place: PlaceTable, table: CompiledTable, where: str,
+                   tally: Tally) -> RewriteOnView | None:
+    """The common case without the KeyValue list: each old key alone for its canonical key,
+    the canonical key absent, the value of the canonical type with nothing to map, and the
+    other watched keys settled. None when anything else is there (the full rewrite decides)."""
+    rules = place.rules
+    kinds = table.kinds
+    maps = table.values
+    moves: list[tuple[str, str]] = []
+    targets: set[str] = set()
+    for key in rules.keys() & attrs.keys():
+        rule = rules[key]
+        canonical = rule.canonical if rule.requires is None else rule.target(attrs)
+        if canonical in attrs or canonical in targets:
+            return None  # a winner, a duplicate or a conflict
+        value = attrs[key]
+        kind = type(value)
+        if value is EMPTY or (kind is str and not value):
+            return None
+        wanted = kinds.get(canonical)
+        if wanted is not None and _KIND.get(kind) != wanted:
+            return None  # to coerce
+        mapping = maps.get(canonical)
+        if mapping is not None and kind is str:
+            new = mapping.get(value) or mapping.get(value.lower())
+            if new is not None and new != value:
+                return None
+        targets.add(canonical)
+        moves.append((key, canonical))
+    rest = {k: v for k, v in attrs.items() if k not in rules}
+    if needs_work(rest, place, table):
+        return None
+    renamed = sorted(targets)
+    for canonical in renamed:
+        tally[("renamed", canonical, where)] += 1
+    return RewriteOnView(renamed, moves)
 
 
 def rewrite_values(attrs: dict[str, Any], place: PlaceTable, table: CompiledTable, where: str,

@@ -32,7 +32,7 @@ from costctx.component.processor import Processor
 from costctx.envelope.keys import RENAMED_KEY
 from costctx.normalize.rewrite import Tally, rewrite_attributes
 from costctx.normalize.table import CompiledTable
-from costctx.normalize.view_rewrite import RewriteOnView, needs_work, rewrite_values, table_keys
+from costctx.normalize.view_rewrite import RewriteOnView, needs_work, rewrite_values, simple_renames, table_keys
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import set_any_value
 from costctx.pdata.batch import SpanRecord
@@ -126,12 +126,17 @@ class NormalizeProcessor(Processor):
                 self._span_slow(batch, index, table, tally)
                 continue
             attrs = span.attrs
-            if place.watch.isdisjoint(attrs) or not needs_work(attrs, place, table):
+            if index in edited:  # attrs no longer the scanned keys: no shared key set to plan by
+                if needs_work(attrs, place, table):
+                    self._span_slow(batch, index, table, tally)
                 continue
-            if span.repeated or index in edited:
+            if not needs_work(attrs, place, table, span.signature):
+                continue
+            if span.repeated:
                 self._span_slow(batch, index, table, tally)
                 continue
-            outcome = rewrite_values(attrs, place, table, "span", tally)
+            outcome = simple_renames(attrs, place, table, "span", tally) or \
+                rewrite_values(attrs, place, table, "span", tally)
             if outcome is None:  # a value the view cannot carry back exactly
                 self._span_slow(batch, index, table, tally)
                 continue
