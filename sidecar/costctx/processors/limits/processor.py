@@ -77,8 +77,8 @@ class LimitsProcessor(Processor):
         max_len = self.config.max_attribute_value_length
         view = batch.view
         edits = batch.edits
-        if any(view.resources[r].size > max_len or _edits_over(edits.resources.get(r), max_len)
-               for r in self._resources_in(batch)):
+        if any(resource.size > max_len or _edits_over(edits.resources.get(r), max_len)
+               for r, resource in enumerate(view.resources)):
             self._process_trace(batch.trace)  # a resource over the limit: the protobuf path
             batch.sync_from_trace()
             return batch
@@ -98,12 +98,6 @@ class LimitsProcessor(Processor):
         if truncated:
             self._truncated.inc(truncated)
         return batch
-
-    @staticmethod
-    def _resources_in(batch: ViewBatch) -> set[int]:
-        """The resources the batch's spans belong to (ones that arrived empty are not visited)."""
-        spans = batch.view.spans
-        return {spans[i].resource for i in batch.indices()}
 
     def _bound(self, batch: ViewBatch, index: int, max_attrs: int, max_len: int) -> int:
         """The slow path for one span: materialise it, bound it, put it back if it changed."""
