@@ -149,3 +149,20 @@ def test_refusals_are_protocol_correct_on_every_signal_and_transport(make_sideca
     assert refused("costctx_memory_limiter_refused_requests_total", {**limiter, "signal": "logs"}) == 4
     assert refused("costctx_receiver_requests_total", {"signal": "traces", "transport": "http",
                                                         "result": "memory_limited"}) == 2
+
+
+def test_passing_spans_leaves_the_batch_as_received():
+    """It acts at admission: on the pipeline's view path the batch is neither scanned nor
+    parsed, and leaves as the bytes received."""
+    from costctx.pdata.codec.python import PythonCodec
+    from costctx.pdata.view_batch import ViewBatch
+    from tests.support.otlp_client import trace_request
+    from tests.support.processors import standalone_processor
+
+    processor = standalone_processor("memory_limiter", limit_mib=100_000)
+    assert processor.on_view and processor.watched_keys() == frozenset()
+    raw = trace_request(["a", "b"])
+    batch = ViewBatch(PythonCodec(), raw, frozenset())
+    assert processor.process_view(batch) is batch
+    assert batch._view is None and batch._trace is None
+    assert batch.payload() is raw

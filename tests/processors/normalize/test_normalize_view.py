@@ -15,9 +15,26 @@ from costctx.pdata.codec.native import AVAILABLE as NATIVE_AVAILABLE
 from costctx.pdata.codec.python import PythonCodec
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.normalize.processor import NormalizeConfig
+from tests.processors.normalize.test_normalize import SCHEMA_FILE, SCHEMAS
 from tests.support.processors import standalone_processor
 
 CONFIG = NormalizeConfig()
+
+
+def schema_config(tmp_path_factory) -> NormalizeConfig:
+    """User aliases, a schema file with an allow list and renames limited to a named span."""
+    folder = tmp_path_factory.mktemp("normalize")
+    (folder / "schema.yaml").write_text(SCHEMA_FILE)
+    (folder / "named.yaml").write_text(
+        "file_format: 1.1.0\nschema_url: https://opentelemetry.io/schemas/1.30.0\nversions:\n"
+        "  1.30.0:\n    spans:\n      changes:\n        - rename_attributes:\n"
+        "            attribute_map: {x: gen_ai.usage.input_tokens}\n"
+        "            apply_to_spans: [chat]\n"
+        "  1.20.0:\n")
+    (folder / "aliases.yaml").write_text("aliases:\n  - {from: http.route, to: owner.team}\n")
+    return NormalizeConfig(alias_files=[str(folder / "aliases.yaml")], schema_files=[
+        {"path": str(folder / "schema.yaml"), "allow": ["gen_ai.system", "gen_ai.usage.prompt_tokens"]},
+        {"path": str(folder / "named.yaml"), "allow": ["x"]}])
 TABLE = CONFIG.builder.base()
 OLD = sorted({k for place in TABLE.places.values() for k in place.rules})
 CANONICAL = sorted({r.canonical for place in TABLE.places.values() for r in place.rules.values()})
@@ -29,20 +46,22 @@ values = st.one_of(
     st.lists(st.sampled_from(["a", "gen_ai.request.model"]), max_size=2), st.none(),
 )
 attributes = st.lists(st.tuples(st.sampled_from(KEYS), values), max_size=8)
-span_st = st.tuples(attributes, st.lists(attributes, max_size=2))  # attributes, events
-resource_st = st.tuples(attributes, st.lists(st.lists(span_st, max_size=3), min_size=1, max_size=2))
+urls = st.sampled_from(["", SCHEMAS + "1.20.0", SCHEMAS + "1.25.0", SCHEMAS + "1.36.0"])
+span_st = st.tuples(attributes, st.lists(attributes, max_size=2), st.sampled_from(["s", "chat"]))
+scope_st = st.tuples(urls, st.lists(span_st, max_size=3))
+resource_st = st.tuples(attributes, st.lists(scope_st, min_size=1, max_size=2), urls)
 
 
 def build(resources) -> bytes:
     request = ExportTraceServiceRequest()
-    for resource_attrs, scopes in resources:
-        rs = request.resource_spans.add()
+    for resource_attrs, scopes, resource_url in resources:
+        rs = request.resource_spans.add(schema_url=resource_url)
         for key, value in resource_attrs:
             set_any_value(rs.resource.attributes.add(key=key).value, value)
-        for spans in scopes:
-            ss = rs.scope_spans.add()
-            for span_attrs, events in spans:
-                span = ss.spans.add(name="s")
+        for scope_url, spans in scopes:
+            ss = rs.scope_spans.add(schema_url=scope_url)
+            for span_attrs, events, name in spans:
+                span = ss.spans.add(name=name)
                 for key, value in span_attrs:
                     set_any_value(span.attributes.add(key=key).value, value)
                 for event_attrs in events:
@@ -70,16 +89,16 @@ def counters(processor) -> dict:
             for s in m.samples if m.name.startswith("costctx_normalize") and not s.name.endswith("_created")}
 
 
-def through_protobuf(raw: bytes):
-    processor = standalone_processor("normalize", CONFIG)
+def through_protobuf(raw: bytes, config: NormalizeConfig = CONFIG):
+    processor = standalone_processor("normalize", config)
     batch = TraceBatch(ExportTraceServiceRequest.FromString(raw))
     processor._process_trace(batch)
     notes = [sorted((rec.notes or {}).get("renamed", ())) for rec in batch.records]
     return batch.request.SerializeToString(), notes, counters(processor)
 
 
-def through_view(raw: bytes, codec):
-    processor = standalone_processor("normalize", CONFIG)
+def through_view(raw: bytes, codec, config: NormalizeConfig = CONFIG):
+    processor = standalone_processor("normalize", config)
     batch = ViewBatch(codec, raw, processor.watched_keys())
     assert processor.process_view(batch) is batch
     notes = [sorted(batch.notes.get(i, {}).get("renamed", ())) for i in range(len(batch.view.spans))] \
@@ -96,16 +115,29 @@ def test_the_view_path_gives_what_the_protobuf_path_gives(codec, resources):
     assert through_view(raw, codec) == through_protobuf(raw)
 
 
+@pytest.fixture(scope="module")
+def schema_files_config(tmp_path_factory):
+    return schema_config(tmp_path_factory)
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resources=st.lists(resource_st, min_size=1, max_size=2))
+def test_with_alias_and_schema_files_the_view_path_gives_the_same(codec, schema_files_config, resources):
+    raw = build(resources)
+    assert through_view(raw, codec, schema_files_config) == through_protobuf(raw, schema_files_config)
+
+
 def test_each_case_of_the_view_path_is_met():
     """A renamed span on the view, a span with an aliased event key, a repeated old key, a
     resource with an old key and one with it twice (the whole batch on the protobuf path):
     each matches the protobuf path."""
     cases = [
-        [([], [[([("llm.token_count.prompt", "7"), ("gen_ai.request.model", "m")], [])]])],   # edits
-        [([], [[([("x", 1)], [[("gen_ai.system", "openai")]])]])],                                # event
-        [([], [[([("llm.token_count.prompt", 7), ("llm.token_count.prompt", 8)], [])]])],        # repeat
-        [([("gen_ai.system", "openai")], [[([("x", 1)], [])]])],                                  # resource
-        [([("gen_ai.system", "a"), ("gen_ai.system", "b")], [[([("x", 1)], [])]])],               # whole batch
+        [([], [("", [([("llm.token_count.prompt", "7"), ("gen_ai.request.model", "m")], [], "s")])], "")],  # edits
+        [([], [("", [([("x", 1)], [[("gen_ai.system", "openai")]], "s")])], "")],                      # event
+        [([], [("", [([("llm.token_count.prompt", 7), ("llm.token_count.prompt", 8)], [], "s")])], "")],  # repeat
+        [([("gen_ai.system", "openai")], [("", [([("x", 1)], [], "s")])], "")],                        # resource
+        [([("gen_ai.system", "a"), ("gen_ai.system", "b")], [("", [([("x", 1)], [], "s")])], "")],     # whole batch
     ]
     for resources in cases:
         raw = build(resources)
