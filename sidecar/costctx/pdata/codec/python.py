@@ -132,7 +132,7 @@ def _repeated(attributes, index: dict, watched: frozenset[str]) -> bool:
 
 def _event_keys(events, watched: frozenset[str]) -> frozenset[str]:
     """The watched keys present on any of a span's events."""
-    if not events:
+    if not events or not watched:
         return _NOTHING
     return frozenset(kv.key for event in events for kv in event.attributes if kv.key in watched)
 
