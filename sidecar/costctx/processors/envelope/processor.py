@@ -54,17 +54,6 @@ def _cost_pico_value(value) -> int | None:
     return None
 
 
-def _cost_pico(kv) -> int | None:
-    """_cost_pico_value of a KeyValue (for processors that still read protobuf: settle)."""
-    value = kv.value
-    kind = value.WhichOneof("value")
-    if kind == "double_value":
-        return _cost_pico_value(value.double_value)
-    if kind == "int_value":
-        return _cost_pico_value(value.int_value)
-    return None
-
-
 def _str_value(value) -> str | None:
     """SpanRecord.get_str on a decoded value: a non-empty string, else None."""
     return value if type(value) is str and value else None
