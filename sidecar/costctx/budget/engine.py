@@ -262,6 +262,7 @@ class BudgetEngine:
             # reservation stays for its own span.
             self.metrics.reservations.labels("refused").inc(refused)
             log.warning("%d span(s) named a reservation made for another workflow or tenant; left reserved", refused)
+        states: dict[tuple[str, str], int] = {}  # counted once per batch, not per span
         for spend, where, result in zip(spends, wheres, results, strict=True):
             if not result.duplicate:
                 observed = self.breaker.observe(spend, where, result, now)
@@ -274,8 +275,10 @@ class BudgetEngine:
                 continue
             state = self._state(policy, spend, where, result, now)
             if not result.duplicate:  # a resent span was counted the first time
-                self.metrics.span_states.labels(policy.id, state).inc()
+                states[(policy.id, state)] = states.get((policy.id, state), 0) + 1
             out.append(SpanVerdict(policy.id, state, workflow_micro))
+        for (policy_id, state), spans in states.items():
+            self.metrics.span_states.labels(policy_id, state).inc(spans)
         return out, trips
 
     def _limits_of(self, policy: PolicyConfig, tenant: WindowLimits, feature: WindowLimits

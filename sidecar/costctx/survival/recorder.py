@@ -39,6 +39,9 @@ READINESS_BUCKETS = 10
 SPEND_ROWS_PER_LABEL_VALUE = 10
 # Readiness verdicts kept per distinct (signature, usage) pair; bounds a hostile stream.
 MAX_CACHED_VERDICTS = 4096
+# Batch tallies are kept by signature and expanded into per-field counts when read (or past
+# this many distinct keys): a signature recurs batch after batch, its expansion is 11 updates.
+MAX_UNEXPANDED = 4096
 TENANT_KEY = "owner.tenant"
 POLICY_ID = "policy.id"
 NO_POLICY = ("no budget policy is configured here, so only the application can set it "
@@ -166,10 +169,13 @@ class SurvivalRecorder:
         self.thresholds: dict[str, float] = dict(envelope.readiness_thresholds)
         # Monotonic seconds; tests replace it to age readiness buckets without sleeping.
         self.clock: Callable[[], float] = time.monotonic
-        # (bucket number, workflow -> readiness) for the recent window, oldest first.
-        self._readiness_buckets: deque[tuple[int, dict[str, WorkflowReadiness]]] = deque()
+        # (bucket number, workflow -> readiness, LLM spans by (workflow, signature, usage) not
+        # yet expanded into it) for the recent window, oldest first.
+        self._readiness_buckets: deque[tuple[int, dict[str, WorkflowReadiness], Counter]] = deque()
         self.configure()
         self._counts: Counter[tuple[str, str, str]] = Counter()
+        # (hop, signature) -> spans not yet expanded into _counts (see _expand)
+        self._by_signature: Counter[tuple[str, Signature]] = Counter()
         self._hop_spans: Counter[str] = Counter()
         self._hop_depth: dict[str, int] = {}
         self._spend: dict[tuple[str, tuple[str, ...]], SpendRow] = {}
@@ -201,6 +207,7 @@ class SurvivalRecorder:
     def record_many(self, outcomes: Counter[tuple[str, str, str]]) -> None:
         """Add (hop, field, outcome) counts directly (callers without span signatures)."""
         with self._lock:
+            self._expand()
             for (hop, key, outcome), n in outcomes.items():
                 self._counts[(self._hops(hop), key, outcome)] += n
         for listener in self._listeners:
@@ -208,10 +215,10 @@ class SurvivalRecorder:
 
     def record_batch(self, spans: SpanTally, llm: LlmTally | None = None, spend: SpendTally | None = None) -> None:
         """Add one batch's tallies, as the envelope processor builds them."""
-        outcomes: Counter[tuple[str, str, str]] = Counter()
-        fields = self.fields
-        # Spans of one hop and signature at several depths: expanded into fields once.
-        per_signature: Counter[tuple[str, Signature]] = Counter()
+        listeners = self._listeners
+        # Spans of one hop and signature at several depths: expanded into fields once, when
+        # the counts are read (or now, for listeners that want this batch's outcomes).
+        per_signature = Counter() if listeners else self._by_signature
         with self._lock:
             for (raw_hop, depth, sig), n in spans.items():
                 hop = self._hops(raw_hop)
@@ -219,16 +226,32 @@ class SurvivalRecorder:
                 if depth is not None and depth < self._hop_depth.get(hop, depth + 1):
                     self._hop_depth[hop] = depth
                 per_signature[(hop, sig)] += n
-            for (hop, sig), n in per_signature.items():
-                for key, code in zip(fields, sig, strict=True):
-                    outcomes[(hop, key, OUTCOMES[code])] += n
-            self._counts.update(outcomes)
+            if listeners:
+                self._expand()
+                outcomes = self._expanded(per_signature)
+                self._counts.update(outcomes)
+            elif len(per_signature) > MAX_UNEXPANDED:
+                self._expand()
             if llm:
                 self._record_readiness(llm)
             if spend:
                 self._record_spend(spend)
-        for listener in self._listeners:
+        for listener in listeners:
             listener(outcomes)
+
+    def _expanded(self, per_signature: Counter) -> Counter[tuple[str, str, str]]:
+        outcomes: Counter[tuple[str, str, str]] = Counter()
+        fields = self.fields
+        for (hop, sig), n in per_signature.items():
+            for key, code in zip(fields, sig, strict=True):
+                outcomes[(hop, key, OUTCOMES[code])] += n
+        return outcomes
+
+    def _expand(self) -> None:
+        """Fold the signature tallies into the per-field counts (holding the lock)."""
+        if self._by_signature:
+            self._counts.update(self._expanded(self._by_signature))
+            self._by_signature.clear()
 
     def _current_bucket(self) -> int:
         """The bucket number for now; drops buckets that left the window."""
@@ -241,16 +264,24 @@ class SurvivalRecorder:
         return current
 
     def _record_readiness(self, llm: LlmTally) -> None:
-        evaluator = self._evaluator
-        keys = self._check_keys
         current = self._current_bucket()
         buckets = self._readiness_buckets
         if not buckets or buckets[-1][0] != current:
-            buckets.append((current, {}))
-        rows = buckets[-1][1]
-        verdicts = self._verdicts
+            buckets.append((current, {}, Counter()))
+        _, rows, pending = buckets[-1]
+        workflows = self._workflows
+        # Labelled now (which workflows keep their label depends on arrival order), expanded
+        # into the rows when read.
         for (raw_workflow, sig, usage), n in llm.items():
-            workflow = self._workflows(raw_workflow)
+            pending[(workflows(raw_workflow), sig, usage)] += n
+        if len(pending) > MAX_UNEXPANDED:
+            self._expand_readiness(rows, pending)
+
+    def _expand_readiness(self, rows: dict[str, WorkflowReadiness], pending: Counter) -> None:
+        evaluator = self._evaluator
+        keys = self._check_keys
+        verdicts = self._verdicts
+        for (workflow, sig, usage), n in pending.items():
             row = rows.get(workflow)
             if row is None:
                 row = rows[workflow] = WorkflowReadiness()
@@ -273,6 +304,7 @@ class SurvivalRecorder:
                 row.passed_before[check_id] += n
             for key in absent:
                 row.absent[key] += n
+        pending.clear()
 
     def _spend_row(self, raw_workflow: str | None, raw_dims: tuple[str, ...], spans: int = 0) -> SpendRow:
         labels = self._dimension_labels
@@ -296,6 +328,7 @@ class SurvivalRecorder:
         the row of its settled context, and its missing fields become `settled` (one
         outcome per span and field: the `missing` count goes down by one each)."""
         with self._lock:
+            self._expand()  # values would add up either way; this keeps the keys in first-seen order
             label = self._hops(hop)
             for key in fields:
                 self._counts[(label, key, "missing")] -= 1
@@ -321,6 +354,7 @@ class SurvivalRecorder:
     # -- reading (any thread) --------------------------------------------------------------
     def snapshot_counts(self) -> dict[tuple[str, str, str], int]:
         with self._lock:
+            self._expand()
             return dict(self._counts)
 
     # Kept for callers of the first version of this module.
@@ -341,7 +375,9 @@ class SurvivalRecorder:
     def _readiness_in_window(self) -> dict[str, WorkflowReadiness]:
         self._current_bucket()
         merged: dict[str, WorkflowReadiness] = {}
-        for _, rows in self._readiness_buckets:
+        for _, rows, pending in self._readiness_buckets:
+            if pending:
+                self._expand_readiness(rows, pending)
             for workflow, r in rows.items():
                 into = merged.get(workflow)
                 if into is None:
@@ -354,6 +390,7 @@ class SurvivalRecorder:
 
     def snapshot_all(self) -> SurvivalSnapshot:
         with self._lock:
+            self._expand()
             return SurvivalSnapshot(
                 fields=self.fields,
                 hop_spans=dict(self._hop_spans),

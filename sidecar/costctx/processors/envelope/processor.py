@@ -33,6 +33,8 @@ from costctx.survival.recorder import (
 
 WORKFLOW_NAME_KEY = "workflow.name"
 _NO_NOTES: frozenset[str] = frozenset()
+# Distinct span shapes (keys in order, notes) kept; a workload repeats a few dozen.
+SHAPE_CACHE_SIZE = 4096
 
 
 def _cost_pico_value(value) -> int | None:
@@ -51,17 +53,6 @@ def _cost_pico_value(value) -> int | None:
         return round(scaled)
     if kind is int and value >= 0:
         return value * PICO_PER_USD
-    return None
-
-
-def _cost_pico(kv) -> int | None:
-    """_cost_pico_value of a KeyValue (for processors that still read protobuf: settle)."""
-    value = kv.value
-    kind = value.WhichOneof("value")
-    if kind == "double_value":
-        return _cost_pico_value(value.double_value)
-    if kind == "int_value":
-        return _cost_pico_value(value.int_value)
     return None
 
 
@@ -96,22 +87,42 @@ class EnvelopeProcessor(Processor):
         )
         self._extra_keys = survival.extra_keys
         self._dimensions = tuple(config.spend_dimensions)
+        # span shape -> its decisions (see _shape); cleared when full
+        self._shapes: dict[tuple, tuple] = {}
 
     def watched_keys(self) -> frozenset[str]:
         return frozenset((*self._fields, *self._markers, *self._extra_keys, SCHEMA_KEY, MISSING_KEY,
                           HOP_DEPTH_KEY, COST_USD, WORKFLOW_NAME_KEY))
 
+    def _shape(self, attrs: dict, renamed, repaired, conflict) -> tuple:
+        """What a span's outcome depends on besides its values, decided once per shape (its
+        keys in order and its notes; values known to be neither EMPTY nor ""): the outcome
+        code per context field, the required fields missing, whether it is a model call, and
+        the readiness usage flags of the keys it carries."""
+        get = attrs.get
+        fields = self._fields
+        sig = tuple([
+            CONFLICT if key in conflict
+            else INHERITED if key in repaired
+            else RENAMED if key in renamed
+            else PRESENT if _present(get(key))
+            else MISSING
+            for key in fields
+        ])
+        missing = [fields[i] for i in self._required_idx if sig[i] == MISSING] if MISSING in sig else None
+        is_llm = not attrs.keys().isdisjoint(self._markers)
+        usage = tuple([_present(get(key)) for key in self._extra_keys]) if is_llm else ()
+        return sig, missing or None, is_llm, usage
+
     def process_view(self, batch: ViewBatch) -> ViewBatch:
         view = batch.view
-        fields = self._fields
-        required_idx = self._required_idx
-        markers = self._markers
-        extra_keys = self._extra_keys
         dimensions = self._dimensions
         schema = self._schema
         record = self.config.record_outcomes
         resources = view.resources
         all_notes = batch.notes
+        shapes = self._shapes
+        shape_of = self._shape
         spans: Counter = Counter()
         llm: Counter = Counter()
         spend: dict = {}
@@ -120,37 +131,30 @@ class EnvelopeProcessor(Processor):
             span = view_spans[index]
             attrs = span.attrs
             get = attrs.get
-            if get(SCHEMA_KEY) != schema:
-                batch.set(index, SCHEMA_KEY, schema)
             notes = all_notes.get(index)
-            # _present inlined (as the walrus and the condition): this runs for every context
-            # field of every span. Noted fields need no presence check.
             if notes:
                 renamed = notes.get("renamed") or _NO_NOTES
                 repaired = notes.get("repaired") or _NO_NOTES
                 conflict = notes.get("conflict") or _NO_NOTES
-                sig = tuple([
-                    CONFLICT
-                    if key in conflict
-                    else INHERITED
-                    if key in repaired
-                    else RENAMED
-                    if key in renamed
-                    else PRESENT
-                    if (v := get(key)) is not None and v is not EMPTY and v != ""
-                    else MISSING
-                    for key in fields
-                ])
+                key = (tuple(attrs), tuple(renamed), tuple(repaired), tuple(conflict))
             else:
-                repaired = _NO_NOTES
-                sig = tuple([
-                    PRESENT if v is not None and v is not EMPTY and v != "" else MISSING
-                    for v in map(get, fields)
-                ])
-            if MISSING in sig:
-                missing = [fields[i] for i in required_idx if sig[i] == MISSING]
-                if missing:
-                    batch.append_strings(index, MISSING_KEY, missing)
+                renamed = repaired = conflict = _NO_NOTES
+                key = tuple(attrs)
+            values = attrs.values()
+            if "" in values or EMPTY in values:
+                # A value that reads as absent: the shape alone does not decide (rare).
+                shape = shape_of(attrs, renamed, repaired, conflict)
+            else:
+                shape = shapes.get(key)
+                if shape is None:
+                    if len(shapes) >= SHAPE_CACHE_SIZE:
+                        shapes.clear()  # bounded without LRU bookkeeping; shapes repeat
+                    shape = shapes[key] = shape_of(attrs, renamed, repaired, conflict)
+            sig, missing, is_llm, usage = shape
+            if get(SCHEMA_KEY) != schema:
+                batch.set(index, SCHEMA_KEY, schema)
+            if missing:
+                batch.append_strings(index, MISSING_KEY, missing)
             if not record:
                 continue
             depth = get(HOP_DEPTH_KEY)
@@ -159,15 +163,12 @@ class EnvelopeProcessor(Processor):
                 depth = None
             spans[(resources[span.resource].service, depth, sig)] += 1
 
-            is_llm = not attrs.keys().isdisjoint(markers)  # one C-speed set check
             cost = get(COST_USD)
             if not is_llm and cost is None:
                 continue
             workflow = _str_value(get(WORKFLOW_NAME_KEY))
             if is_llm:
-                timestamps = 0 < span.start <= span.end
-                usage = tuple([_present(v) for v in map(get, extra_keys)] + [timestamps])
-                llm[(workflow, sig, usage)] += 1
+                llm[(workflow, sig, (*usage, 0 < span.start <= span.end))] += 1
             if cost is not None:
                 amount = _cost_pico_value(cost)
                 if amount is not None:

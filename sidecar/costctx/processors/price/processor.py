@@ -64,10 +64,11 @@ COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "u
 
 
 def _stamp_cost(batch: ViewBatch, index: int, usd: float, source: str, origin: str) -> None:
-    """cost.usd, cost.price_source and cost.origin, in that order."""
-    batch.set(index, COST_USD, usd)
-    batch.set(index, COST_SOURCE, source)
-    batch.set(index, COST_ORIGIN, origin)
+    """cost.usd, cost.price_source and cost.origin, in that order: three ViewBatch.set in one
+    (the edit list and the view's attrs kept in step the same way)."""
+    stamps = ((COST_USD, usd), (COST_SOURCE, source), (COST_ORIGIN, origin))
+    batch.edits.span(index).sets.extend(stamps)
+    batch.view.spans[index].attrs.update(stamps)
 
 
 def _string(value) -> str | None:
@@ -103,6 +104,8 @@ class PriceProcessor(Processor):
         self._watching = any(s.type != "builtin" for s in config.sources)
         self._next_check = 0.0
         self._reload_task: asyncio.Task | None = None
+        self._now_ns = 0              # this batch's clock reading (process_view)
+        self._outside_tolerance = 0   # this batch's spans priced at that clock, not their start
         events = self.sources.refresh()
         book = build_book(config, self.sources)
         shared = host.claim_price_book(name)
@@ -129,6 +132,9 @@ class PriceProcessor(Processor):
         tally = {COMPUTED: 0, REPORTED: 0, UPSTREAM: 0, UNTRACKED: 0, None: 0}
         price_span = self._price_span
         spans = batch.view.spans
+        # One clock reading per batch: a span's start within the tolerance of it is its price time.
+        self._now_ns = time.time_ns()
+        self._outside_tolerance = 0
         for index in batch.indices():
             attrs = spans[index].attrs
             if not attrs.keys().isdisjoint(TRIGGER_KEYS):
@@ -140,6 +146,8 @@ class PriceProcessor(Processor):
             m.priced.labels(REPORTED).inc(tally[REPORTED])
         if tally[UNTRACKED]:
             m.untracked.inc(tally[UNTRACKED])
+        if self._outside_tolerance:
+            m.time_outside_tolerance.inc(self._outside_tolerance)
         if ledger.duplicates != duplicates:
             m.duplicates.inc(ledger.duplicates - duplicates)
         if self._miss_tally:
@@ -205,11 +213,12 @@ class PriceProcessor(Processor):
         return count if count >= 0 else None
 
     def _price_time(self, start: int) -> int:
-        """The span's start time when it is within the tolerance of this sidecar's clock, else now."""
-        now = time.time_ns()
+        """The span's start time when it is within the tolerance of this sidecar's clock (read
+        once per batch), else that clock; counted per batch."""
+        now = self._now_ns
         if abs(start - now) <= self._tolerance_ns:
             return start
-        self.metrics.time_outside_tolerance.inc()
+        self._outside_tolerance += 1
         return now
 
     def _usage(self, attrs: dict) -> Usage | None:

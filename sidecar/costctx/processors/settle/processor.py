@@ -18,6 +18,8 @@ import asyncio
 import time
 from collections.abc import Iterable
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from costctx.attribution.pending import PendingLedger, PendingSpan
 from costctx.attribution.record import attribution_request
 from costctx.budget.counters import MICRO
@@ -26,15 +28,16 @@ from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_SOURCE, COST_USD
-from costctx.pdata import TraceBatch
-from costctx.pdata.batch import SpanRecord
-from costctx.processors.envelope.processor import _cost_pico
+from costctx.pdata.codec.api import SpanView
+from costctx.pdata.view_batch import ViewBatch
+from costctx.processors.envelope.processor import _cost_pico_value
 from costctx.processors.settle.config import SettleConfig
 from costctx.telemetry.metrics import ComponentMetrics
 
 WORKFLOW, TENANT, FEATURE, NAME = "workflow.id", "owner.tenant", "owner.feature", "workflow.name"
 # A span is settled when it lacked one of these; a span of the trace carrying both settles it.
 SETTLE_FIELDS = (WORKFLOW, TENANT)
+INPUT_TOKENS, OUTPUT_TOKENS = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
 
 
 class SettleMetrics:
@@ -53,15 +56,21 @@ class SettleMetrics:
             lambda: ledger.nbytes)
 
 
-def _str(rec: SpanRecord, key: str) -> str:
-    kv = rec.attrs.get(key)
-    return kv.value.string_value if kv is not None else ""
+def _str(value) -> str:
+    """A string attribute's value as protobuf's `string_value` reads it: "" when absent or of another type."""
+    return value if type(value) is str else ""
+
+
+def _int(value) -> int:
+    """An int attribute's value as protobuf's `int_value` reads it: 0 when absent or of another type."""
+    return value if type(value) is int else 0
 
 
 class SettleProcessor(Processor):
     type_name = "settle"
     config_model = SettleConfig
     config: SettleConfig
+    on_view = True
 
     def __init__(self, name: str, config: SettleConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -75,50 +84,70 @@ class SettleProcessor(Processor):
         self._dropped_seen = 0
 
     # -- spans ---------------------------------------------------------------------------
-    def process(self, batch: TraceBatch) -> TraceBatch:
+    def watched_keys(self) -> frozenset[str]:
+        # Read at pipeline build, after `envelope` configured the spend dimensions.
+        return frozenset((*self._fields, *self.host.survival.spend_dimensions, WORKFLOW, TENANT, NAME, COST_USD,
+                          COST_SOURCE, INPUT_TOKENS, OUTPUT_TOKENS))
+
+    def process_view(self, batch: ViewBatch) -> ViewBatch:
         ledger = self.ledger
+        spans = batch.view.spans
         # trace id -> the first span of the batch carrying the trace's context
-        with_context: dict[bytes, SpanRecord] = {}
-        for rec in batch.records:
-            attrs = rec.attrs
-            if _str(rec, WORKFLOW) and _str(rec, TENANT):
-                with_context.setdefault(rec.span.trace_id, rec)
+        with_context: dict[bytes, SpanView] = {}
+        resources: dict[int, bytes] = {}  # serialized once per resource of the batch
+        for index in batch.indices():
+            span = spans[index]
+            get = span.attrs.get
+            # Most spans carry both fields or no cost: two dict probes each, no call.
+            workflow, tenant = get(WORKFLOW), get(TENANT)
+            if type(workflow) is str and workflow and type(tenant) is str and tenant:
+                with_context.setdefault(span.trace_id, span)
                 continue
-            cost_kv = attrs.get(COST_USD)
-            if cost_kv is None:
+            cost = get(COST_USD)
+            if cost is None:
                 continue
-            pico = _cost_pico(cost_kv)
+            pico = _cost_pico_value(cost)
             if pico is not None:
-                self._remember(rec, pico)
-        for trace_id, rec in with_context.items():
+                self._remember(batch, index, span, pico, resources)
+        for trace_id, span in with_context.items():
             if ledger.has_trace(trace_id):
-                self._settle(trace_id, self._context_of(rec), "ancestor")
+                self._settle(trace_id, self._context_of(span.attrs), "ancestor")
         self._count_dropped()
         return batch
 
-    def _context_of(self, rec: SpanRecord) -> dict[str, str]:
+    def _context_of(self, attrs: dict) -> dict[str, str]:
         found = {}
         for key in self._fields:
-            value = _str(rec, key)
+            value = _str(attrs.get(key))
             if value:
                 found[key] = value
         return found
 
-    def _remember(self, rec: SpanRecord, pico: int) -> None:
-        span = rec.span
-        fields = self._context_of(rec)
+    @staticmethod
+    def _resource_bytes(batch: ViewBatch, index: int, span: SpanView, cache: dict[int, bytes]) -> bytes:
+        """The span's Resource as it leaves (resource edits applied), serialized: only for the
+        rare span remembered, so the codec extracts it rather than every batch materialising."""
+        found = cache.get(span.resource)
+        if found is None:
+            request = ExportTraceServiceRequest.FromString(batch.codec.extract(batch.view, [index], batch.edits))
+            # The one resource holding the span (resources that arrived empty come along too).
+            holder = next(rs for rs in request.resource_spans if any(ss.spans for ss in rs.scope_spans))
+            found = cache[span.resource] = holder.resource.SerializeToString()
+        return found
+
+    def _remember(self, batch: ViewBatch, index: int, span: SpanView, pico: int, resources: dict[int, bytes]) -> None:
+        attrs = span.attrs
+        get = attrs.get
+        fields = self._context_of(attrs)
         missing = tuple(k for k in self._fields if k not in fields)
-        dims = tuple(_str(rec, d) for d in self.host.survival.spend_dimensions)
-        get = rec.attrs.get
-        kv_in, kv_out = get("gen_ai.usage.input_tokens"), get("gen_ai.usage.output_tokens")
+        dims = tuple(_str(get(d)) for d in self.host.survival.spend_dimensions)
         entry = PendingSpan(
-            trace_id=span.trace_id, span_id=span.span_id, parent_id=span.parent_span_id, hop=rec.resource.hop,
-            resource=rec.resource.resource.SerializeToString(), cost_pico=pico,
-            input_tokens=kv_in.value.int_value if kv_in is not None else 0,
-            output_tokens=kv_out.value.int_value if kv_out is not None else 0,
-            price_source=_str(rec, COST_SOURCE), spend_key=(_str(rec, NAME) or None, dims), fields=fields,
-            missing=missing, start_ns=span.start_time_unix_nano, end_ns=span.end_time_unix_nano,
-            added_at=self.ledger.timer(),
+            trace_id=span.trace_id, span_id=span.span_id, parent_id=span.parent_span_id,
+            hop=batch.view.resources[span.resource].service,
+            resource=self._resource_bytes(batch, index, span, resources), cost_pico=pico,
+            input_tokens=_int(get(INPUT_TOKENS)), output_tokens=_int(get(OUTPUT_TOKENS)),
+            price_source=_str(get(COST_SOURCE)), spend_key=(_str(get(NAME)) or None, dims), fields=fields,
+            missing=missing, start_ns=span.start, end_ns=span.end, added_at=self.ledger.timer(),
         )
         self.ledger.add(entry)
         # Known already (a check registered the trace after the span's hold gave up on it).

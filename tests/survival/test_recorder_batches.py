@@ -1,0 +1,59 @@
+"""The recorder keeps batch tallies by signature and expands them into per-field counts and
+readiness rows when read: what it reports must be what expanding every batch at once gives."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from costctx.survival import recorder as recorder_module
+from costctx.survival.recorder import OUTCOMES, SurvivalRecorder
+
+
+def _batches(rng: random.Random, fields: int, extra: int, count: int):
+    for _ in range(count):
+        spans, llm = Counter(), Counter()
+        for _ in range(rng.randint(1, 30)):
+            sig = tuple(rng.choice((0, 0, 0, 1, 2, 3, 4)) for _ in range(fields))
+            spans[(rng.choice(("agent", "tools")), rng.choice((None, 0, 1)), sig)] += rng.randint(1, 5)
+            if rng.random() < 0.5:
+                usage = tuple(rng.random() < 0.8 for _ in range(extra + 1))
+                llm[(rng.choice(("research", None)), sig, usage)] += rng.randint(1, 3)
+        yield spans, llm
+
+
+def _expected_counts(batches, fields) -> Counter:
+    expected: Counter = Counter()
+    for spans, _ in batches:
+        for (hop, _, sig), n in spans.items():
+            for key, code in zip(fields, sig, strict=True):
+                expected[(hop, key, OUTCOMES[code])] += n
+    return expected
+
+
+def test_counts_and_readiness_read_between_batches_are_the_eager_expansion():
+    lazy, eager = SurvivalRecorder(), SurvivalRecorder()
+    per_batch: list[Counter] = []
+    eager.add_listener(per_batch.append)  # a listener makes the recorder expand every batch
+    batches = list(_batches(random.Random(7), len(lazy.fields), len(lazy.extra_keys), 60))
+    for i, (spans, llm) in enumerate(batches):
+        lazy.record_batch(spans, llm)
+        eager.record_batch(spans, llm)
+        if i % 7 == 6:  # reads in between: what was expanded stays, later batches add to it
+            assert lazy.snapshot_counts() == +_expected_counts(batches[: i + 1], lazy.fields)
+    assert lazy.snapshot_counts() == eager.snapshot_counts() == +_expected_counts(batches, lazy.fields)
+    assert sum(per_batch, Counter()) == _expected_counts(batches, lazy.fields)
+    readiness = lazy.snapshot_all().readiness
+    assert readiness == eager.snapshot_all().readiness
+    assert sum(r.llm_spans for r in readiness.values()) == sum(sum(llm.values()) for _, llm in batches)
+
+
+def test_unread_tallies_stay_bounded(monkeypatch):
+    monkeypatch.setattr(recorder_module, "MAX_UNEXPANDED", 50)
+    recorder = SurvivalRecorder()
+    batches = list(_batches(random.Random(11), len(recorder.fields), len(recorder.extra_keys), 80))
+    for spans, llm in batches:
+        recorder.record_batch(spans, llm)
+        assert len(recorder._by_signature) <= 50 + len(spans)
+        assert all(len(pending) <= 50 + len(llm) for _, _, pending in recorder._readiness_buckets)
+    assert recorder.snapshot_counts() == +_expected_counts(batches, recorder.fields)
