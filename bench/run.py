@@ -845,6 +845,9 @@ def print_codecs(results: dict, w) -> None:
 def markdown_codecs(results: dict) -> list[str]:
     lines: list[str] = []
     for title, header, rows in codec_tables(results):
+        if len(header) == 1:  # a line of figures, not a table
+            lines += [f"{title}: " + "; ".join(row[0] for row in rows) + ".", ""]
+            continue
         lines += [f"### {title}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
