@@ -3,7 +3,8 @@
 - floor: `ParseFromString` + `SerializeToString` of each request, nothing else: what any
   Python implementation of an OTLP-in, OTLP-out sidecar pays at least.
 - off: parse, wrap in a TraceBatch, run a traces pipeline with no processors, serialize.
-- full: the same with the configured processors (the defaults of the registry).
+- full: the same with the configured processors (the defaults of the registry), with the
+  codec `select_codec()` picks, or once per codec named in `codecs` (same rounds, alternating).
 
 The pipeline is the real one, built by `Sidecar` from a real config; only its exporters are
 swapped for a counter, so nothing is sent. Floor and pipelines run in alternating rounds, so
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.workload import ID_MARKER, marker_for
+from costctx.pdata.codec import select_codec
 from costctx.service.app import Sidecar
 from costctx.service.config.loader import build_config
 from costctx.service.gc_tuning import tune_for_throughput
@@ -63,11 +65,14 @@ class StagePipeline:
     counter: CountingExporter
 
 
-async def build_stage(processors: list[str]) -> StagePipeline:
+async def build_stage(processors: list[str], codec: str | None = None) -> StagePipeline:
+    """`codec`: as COSTCTX_CODEC (None: what the environment says, as `costctx run` does)."""
     # The collector settings `costctx run` uses once started (sidecar/costctx/service/gc_tuning.py).
     tune_for_throughput()
     sidecar = Sidecar(build_config(pipeline_config(processors), environ={}))
     assert sidecar.traces is not None
+    if codec is not None:
+        sidecar.traces.codec = select_codec(codec)
     counter = CountingExporter()
     sidecar.traces.exporters = [counter]
     await sidecar.traces.start()
@@ -133,45 +138,61 @@ def processor_breakdown(stage: StagePipeline, bodies: list[bytes], spans: int) -
 
 
 async def measure(pool: list[bytes], spans_per_batch: int, processors: list[str], rounds: int,
-                  cycle_base: int) -> dict:
-    """spans/s of floor, off and full over `rounds` alternating rounds (median round each)."""
-    full = await build_stage(processors)
+                  cycle_base: int, codecs: list[str] | None = None) -> dict:
+    """spans/s of floor, off and full over `rounds` alternating rounds (median round each).
+
+    `codecs`: the full pipeline once per codec named (COSTCTX_CODEC values), measured in the
+    same alternating rounds; each codec's figures are under `by_codec`, the first one's also at
+    the top level (`full_*`, `processor_us_*`). None: the codec the environment selects.
+    """
+    fulls = {}
+    for choice in codecs or [None]:
+        stage = await build_stage(processors, choice)
+        fulls[stage.pipeline.codec.name] = stage
     off = await build_stage([])
     spans = len(pool) * spans_per_batch
-    times: dict[str, list[float]] = {"floor": [], "off": [], "full": []}
+    times: dict[str, list[float]] = {"floor": [], "off": []} | {name: [] for name in fulls}
     # One warm-up pass: imports, caches and first-use allocations are not what we measure.
     warm = fresh_ids(pool, cycle_base)
     time_floor(warm)
     time_pipeline(off, warm)
-    time_pipeline(full, warm)
+    for stage in fulls.values():
+        time_pipeline(stage, warm)
     for r in range(rounds):
         bodies = fresh_ids(pool, cycle_base + 1 + r)
         times["floor"].append(time_floor(bodies))
         times["off"].append(time_pipeline(off, bodies))
-        times["full"].append(time_pipeline(full, bodies))
+        for name, stage in fulls.items():
+            times[name].append(time_pipeline(stage, bodies))
         await asyncio.sleep(0)  # let any task a processor scheduled run, as the sidecar's loop would
-    per_processor = processor_breakdown(full, fresh_ids(pool, cycle_base + 1 + rounds), spans)
-    full.pipeline.shutdown()
-    delivered = full.counter.spans
-    await full.pipeline.close()
+    floor = statistics.median(times["floor"])
+    by_codec = {}
+    for name, stage in fulls.items():
+        per_processor = processor_breakdown(stage, fresh_ids(pool, cycle_base + 1 + rounds), spans)
+        stage.pipeline.shutdown()
+        await stage.pipeline.close()
+        full = statistics.median(times[name])
+        by_codec[name] = {
+            "full_spans_per_s": spans / full,
+            # full throughput as a fraction of the floor's (the target is >= 0.40)
+            "full_vs_floor": statistics.median(f / p for f, p in zip(times["floor"], times[name], strict=True)),
+            # microseconds the processors add per span, over parse + serialize
+            "processor_us_per_span": (full - floor) / spans * 1e6,
+            "processor_us_per_span_each": per_processor,
+            "spans_delivered_full": stage.counter.spans,
+            "spans_expected_full": spans * (rounds + 2),
+        }
     await off.pipeline.close()
-    rate = {k: spans / statistics.median(v) for k, v in times.items()}
-    ratios = [f / p for f, p in zip(times["floor"], times["full"], strict=True)]
+    first = next(iter(by_codec))
     return {
         "spans_per_batch": spans_per_batch,
         "spans_per_round": spans,
         "rounds": rounds,
-        "floor_spans_per_s": rate["floor"],
-        "off_spans_per_s": rate["off"],
-        "full_spans_per_s": rate["full"],
-        # full throughput as a fraction of the floor's (the target is >= 0.40)
-        "full_vs_floor": statistics.median(ratios),
+        "floor_spans_per_s": spans / floor,
+        "off_spans_per_s": spans / statistics.median(times["off"]),
         "off_vs_floor": statistics.median(f / o for f, o in zip(times["floor"], times["off"], strict=True)),
-        # microseconds the processors add per span, over parse + serialize
-        "processor_us_per_span": (statistics.median(times["full"]) - statistics.median(times["floor"]))
-        / spans * 1e6,
-        "floor_us_per_span": statistics.median(times["floor"]) / spans * 1e6,
-        "processor_us_per_span_each": per_processor,
-        "spans_delivered_full": delivered,
-        "spans_expected_full": spans * (rounds + 2),
+        "floor_us_per_span": floor / spans * 1e6,
+        "codec": first,
+        **by_codec[first],
+        "by_codec": by_codec,
     }

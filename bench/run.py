@@ -17,6 +17,12 @@ measures, each against a baseline from the same run:
    sidecar when B's spans carry only `traceparent` (their parents registered by A's sidecar),
    with the context registry on vs off (`backend: memory`), in the same run.
 
+The codec is a dimension of figures 1-4: with every processor on, each is measured with the
+native codec (`full`, the default when built) and with the Python one (`full_python`:
+COSTCTX_CODEC=python in the sidecar's environment), side by side with their ratio. With no
+processors (`off`) no batch is scanned or encoded, so the codec does not matter there and it
+is measured once.
+
 Prints a table and writes JSON (`--json`). `--quick` runs tiny versions of every figure
 (CI keeps the script working with it; its numbers mean nothing).
 
@@ -60,6 +66,32 @@ COLLECTOR_CEILING = {"cpu_pct": 20.0, "rss_mb": 100.0, "rate": 10_000,
                      "source": "opentelemetry-collector-contrib testbed/tests/trace_test.go, OTLP gRPC, no gzip"}
 TARGETS = {"inprocess_full_vs_floor_min": 0.40, "cpu_pct_at_10k_max": 40.0, "peak_rss_mb_at_10k_max": 100.0,
            "added_p99_ms_at_5k_max": 5.0}
+# Issue 15 (the native codec), at the default point with the native codec: processors in
+# process, the sidecar at 10,000 spans/s offered (the Collector testbed's figure), added p99
+# at 5,000 spans/s, and saturation against the Python codec's in the same run.
+TARGETS_NATIVE = {"processor_us_per_span_max": 10.0, "cpu_pct_at_10k_max": 20.0, "peak_rss_mb_at_10k_max": 100.0,
+                  "added_p99_ms_at_5k_max": 5.0, "saturation_vs_python_min": 5.0}
+
+
+def available_codecs() -> list[str]:
+    """The codecs to measure, the default first: native (when built) and python."""
+    from costctx.pdata.codec import native
+
+    return ["native", "python"] if native.AVAILABLE else ["python"]
+
+
+def full_modes(plan: Plan) -> dict[str, tuple[list[str], str | None]]:
+    """Pipeline modes of the end-to-end figures: name -> (processors, COSTCTX_CODEC). `off` runs
+    with the default codec (it never scans); `full` every processor on with the first codec,
+    `full_<codec>` with each other one."""
+    modes: dict[str, tuple[list[str], str | None]] = {"off": ([], None)}
+    for i, codec in enumerate(plan.codecs):
+        modes["full" if i == 0 else f"full_{codec}"] = (list(DEFAULT_TRACE_PROCESSORS), codec)
+    return modes
+
+
+def other_codec_modes(plan: Plan) -> list[str]:
+    return [f"full_{codec}" for codec in plan.codecs[1:]]
 
 
 @dataclass
@@ -84,6 +116,7 @@ class Plan:
     two_traces: int = 4_000  # A's CLIENT spans; B's pool is two_traces x two_fanout spans
     two_fanout: int = 5
     two_rate: float = 1_000.0  # B's spans/s: one the full pipeline keeps up with on a loaded machine
+    codecs: list[str] = field(default_factory=lambda: available_codecs())  # the default first
 
     @classmethod
     def for_args(cls, args: argparse.Namespace) -> Plan:
@@ -150,18 +183,24 @@ class SidecarProcess:
     """`python -m costctx run --config <generated yaml>`, exporting to the sink."""
 
     def __init__(self, workdir: Path, name: str, processors: list[str], sink_port: int,
-                 settings: dict | None = None) -> None:
+                 settings: dict | None = None, codec: str | None = None) -> None:
         self.grpc_port, self.admin_port = free_port(), free_port()
+        self.codec = codec
         config = sidecar_config(processors, sink_port, self.grpc_port, self.admin_port, settings)
         path = workdir / f"sidecar-{name}.yaml"
         path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         self.log_path = workdir / f"sidecar-{name}.log"
         self.log = self.log_path.open("w")
+        # The codec as an operator picks it: COSTCTX_CODEC in the sidecar's environment.
+        env = os.environ | ({"COSTCTX_CODEC": codec} if codec else {})
         self.proc = subprocess.Popen([PY, "-m", "costctx", "run", "--config", str(path), "--grace", "5"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         self.ps = psutil.Process(self.proc.pid)
         self.target = f"127.0.0.1:{self.grpc_port}"
         self._wait_ready()
+        if codec and self.metric("costctx_codec_info", codec=codec) != 1:
+            stop_process(self.proc)
+            raise RuntimeError(f"sidecar {name} does not run the {codec} codec; see {self.log_path}")
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -213,14 +252,15 @@ class SidecarProcess:
 
 
 def start_sidecar(workdir: Path, name: str, processors: list[str], sink_port: int,
-                  settings: dict | None = None) -> SidecarProcess:
+                  settings: dict | None = None, codec: str | None = None) -> SidecarProcess:
     """Start a sidecar; once more on failure (a free port picked here may be taken meanwhile).
-    `settings`: processor name -> its config (default config for the others)."""
+    `settings`: processor name -> its config (default config for the others); `codec`: its
+    COSTCTX_CODEC (None: the default)."""
     try:
-        return SidecarProcess(workdir, name, processors, sink_port, settings)
+        return SidecarProcess(workdir, name, processors, sink_port, settings, codec)
     except RuntimeError as exc:
         log(f"sidecar {name} failed to start ({exc}); retrying once")
-        return SidecarProcess(workdir, f"{name}-retry", processors, sink_port, settings)
+        return SidecarProcess(workdir, f"{name}-retry", processors, sink_port, settings, codec)
 
 
 def sidecar_config(processors: list[str], sink_port: int, grpc_port: int, admin_port: int,
@@ -377,14 +417,13 @@ def sink_alone(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> di
 
 
 def saturation(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> dict:
-    modes = {"off": [], "full": list(DEFAULT_TRACE_PROCESSORS)}
     points = plan.points(plan.e2e_sweep)
     results: dict[tuple[int, int], dict] = {p: {} for p in points}
-    for mode, processors in modes.items():
-        sidecar = start_sidecar(workdir, f"saturate-{mode}", processors, sink.port)
+    for mode, (processors, codec) in full_modes(plan).items():
+        sidecar = start_sidecar(workdir, f"saturate-{mode}", processors, sink.port, codec=codec)
         try:
             for batch, attrs in points:
-                log(f"saturation: processors {mode}, batch {batch}, attrs +{attrs}")
+                log(f"saturation: processors {mode} ({codec or 'default'} codec), batch {batch}, attrs +{attrs}")
                 window = Window({"forwarded": sidecar.forwarded, "cpu": lambda s=sidecar: cpu_seconds(s.ps),
                                  "sink_cpu": lambda: cpu_seconds(sink.ps)}, None)
                 load = run_load("saturate", sidecar.target, pools.path(batch, attrs), plan, window,
@@ -403,21 +442,23 @@ def saturation(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> di
             sidecar.stop()
     rows = []
     for (batch, attrs), r in results.items():
-        rows.append({"spans_per_batch": batch, "extra_attrs": attrs, **r,
-                     "full_vs_off": r["full"]["spans_per_s"] / r["off"]["spans_per_s"]
-                     if r["off"]["spans_per_s"] else None})
-    return {"default": rows[0], "sweep": rows}
+        row = {"spans_per_batch": batch, "extra_attrs": attrs, **r,
+               "full_vs_off": r["full"]["spans_per_s"] / r["off"]["spans_per_s"] if r["off"]["spans_per_s"] else None}
+        for other in other_codec_modes(plan):  # how many times the other codec's throughput
+            row[f"full_vs_{other}"] = ratio(r["full"]["spans_per_s"], r[other]["spans_per_s"])
+        rows.append(row)
+    return {"default": rows[0], "sweep": rows, "codecs": plan.codecs}
 
 
 def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> dict:
     """CPU and peak RSS of a fresh sidecar process per (point, mode) at plan.cpu_rate spans/s."""
-    modes = {"off": [], "full": list(DEFAULT_TRACE_PROCESSORS)}
     rows = []
     for batch, attrs in plan.points(plan.e2e_sweep):
         row: dict = {"spans_per_batch": batch, "extra_attrs": attrs, "rate": plan.cpu_rate}
-        for mode, processors in modes.items():
-            log(f"cpu/rss at {plan.cpu_rate:.0f} spans/s: processors {mode}, batch {batch}, attrs +{attrs}")
-            sidecar = start_sidecar(workdir, f"rate-{mode}-b{batch}-a{attrs}", processors, sink.port)
+        for mode, (processors, codec) in full_modes(plan).items():
+            log(f"cpu/rss at {plan.cpu_rate:.0f} spans/s: processors {mode} ({codec or 'default'} codec), "
+                f"batch {batch}, attrs +{attrs}")
+            sidecar = start_sidecar(workdir, f"rate-{mode}-b{batch}-a{attrs}", processors, sink.port, codec=codec)
             try:
                 window = Window({"forwarded": sidecar.forwarded, "cpu": lambda s=sidecar: cpu_seconds(s.ps)},
                                 sidecar.ps)
@@ -439,6 +480,9 @@ def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) 
             finally:
                 sidecar.stop()
         row["full_vs_off_cpu"] = row["full"]["cpu_pct"] / row["off"]["cpu_pct"] if row["off"]["cpu_pct"] else None
+        for other in other_codec_modes(plan):  # the other codec's CPU per span delivered, as a multiple
+            row[f"{other}_vs_full_cpu"] = ratio(row[other]["cpu_pct_per_10k_delivered"],
+                                                row["full"]["cpu_pct_per_10k_delivered"])
         row["collector_ceiling"] = COLLECTOR_CEILING
         rows.append(row)
     return {"default": rows[0], "sweep": rows}
@@ -465,8 +509,9 @@ def latency(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path, rate: fl
     for batch, attrs in points:
         log(f"latency at {rate:.0f} spans/s: direct to the sink, batch {batch}, attrs +{attrs}")
         rows[(batch, attrs)]["direct"] = one(sink.target, batch, attrs)
-    for mode, processors in {"off": [], "full": list(DEFAULT_TRACE_PROCESSORS)}.items():
-        sidecar = start_sidecar(workdir, f"latency-{mode}-{rate:.0f}", processors, sink.port)
+    modes = full_modes(plan)
+    for mode, (processors, codec) in modes.items():
+        sidecar = start_sidecar(workdir, f"latency-{mode}-{rate:.0f}", processors, sink.port, codec=codec)
         try:
             for batch, attrs in points:
                 log(f"latency at {rate:.0f} spans/s: processors {mode}, batch {batch}, attrs +{attrs}")
@@ -475,7 +520,7 @@ def latency(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path, rate: fl
             sidecar.stop()
     out = []
     for row in rows.values():
-        for mode in ("off", "full"):
+        for mode in modes:
             for q in ("p50", "p99"):
                 mine, base = row[mode][q], row["direct"][q]
                 row[f"added_{q}_ms_{mode}"] = mine - base if mine is not None and base is not None else None
@@ -491,7 +536,8 @@ def in_process(pools: Pools, plan: Plan) -> dict:
         log(f"in-process: batch {batch}, attrs +{attrs}")
         requests = pools.requests(batch, attrs)[: max(1, plan.inprocess_spans // batch)]
         result = asyncio.run(inprocess.measure(requests, batch, list(DEFAULT_TRACE_PROCESSORS),
-                                               plan.inprocess_rounds, cycle_base=50_000 + i * 100))
+                                               plan.inprocess_rounds, cycle_base=50_000 + i * 100,
+                                               codecs=plan.codecs))
         rows.append({"extra_attrs": attrs, **result})
     # The same default point with spans that arrive with their whole context: nothing to
     # repair or hold, the cheapest case a well-instrumented service gives the sidecar.
@@ -499,7 +545,7 @@ def in_process(pools: Pools, plan: Plan) -> dict:
     log(f"in-process: complete spans, batch {batch}, attrs +{attrs}")
     requests = pools.requests(batch, attrs, complete=True)[: max(1, plan.inprocess_spans // batch)]
     complete = asyncio.run(inprocess.measure(requests, batch, list(DEFAULT_TRACE_PROCESSORS),
-                                             plan.inprocess_rounds, cycle_base=60_000))
+                                             plan.inprocess_rounds, cycle_base=60_000, codecs=plan.codecs))
     return {"default": rows[0], "sweep": rows, "complete_spans": {"extra_attrs": attrs, **complete}}
 
 
@@ -641,7 +687,43 @@ def check_targets(results: dict) -> dict:
                                "met": None if quick else cost["peak_rss_mb"] < TARGETS["peak_rss_mb_at_10k_max"]},
         "added_p99_ms_at_5k": {"value": lat, "target": f"< {TARGETS['added_p99_ms_at_5k_max']}",
                                "met": None if quick or lat is None else lat < TARGETS["added_p99_ms_at_5k_max"]},
+    } | check_native_targets(results)
+
+
+def check_native_targets(results: dict) -> dict:
+    """Issue 15's targets, each for the native codec at the default point (none without it)."""
+    if "native" not in results["codecs"]:
+        return {}
+    quick = results["quick"]
+    t = TARGETS_NATIVE
+
+    def verdict(value: float | None, ok: Callable[[float], bool]) -> bool | None:
+        return None if quick or value is None else ok(value)
+
+    proc = results["inprocess"]["default"]["by_codec"]["native"]["processor_us_per_span"]
+    cost = results["cpu_rss_at_rate"]["default"]["full"]
+    lat = results["latency"]["default"]["added_p99_ms_full"]
+    sat = results["saturation"]["default"]
+    sat_ratio = sat.get("full_vs_full_python")
+    return {
+        "native_processor_us_per_span": {"value": proc, "target": f"<= {t['processor_us_per_span_max']}",
+                                         "met": verdict(proc, lambda v: v <= t["processor_us_per_span_max"])},
+        "native_cpu_pct_at_10k": {"value": cost["cpu_pct_per_10k_delivered"],
+                                  "target": f"<= {t['cpu_pct_at_10k_max']}",
+                                  "met": verdict(cost["cpu_pct_per_10k_delivered"],
+                                                 lambda v: v <= t["cpu_pct_at_10k_max"])},
+        "native_peak_rss_mb_at_10k": {"value": cost["peak_rss_mb"], "target": f"< {t['peak_rss_mb_at_10k_max']}",
+                                      "met": verdict(cost["peak_rss_mb"], lambda v: v < t["peak_rss_mb_at_10k_max"])},
+        "native_added_p99_ms_at_5k": {"value": lat, "target": f"< {t['added_p99_ms_at_5k_max']}",
+                                      "met": verdict(lat, lambda v: v < t["added_p99_ms_at_5k_max"])},
+        # "today's" saturation: the same sidecar with the Python codec, in this run
+        "native_saturation_vs_python": {"value": sat_ratio, "target": f">= {t['saturation_vs_python_min']}",
+                                        "met": verdict(sat_ratio, lambda v: v >= t["saturation_vs_python_min"])},
     }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -655,6 +737,7 @@ def print_table(results: dict, out=sys.stdout) -> None:
     m = results["machine"]
     w(f"\ncostctx benchmark ({'QUICK: numbers mean nothing' if results['quick'] else 'full'}) on {m['nproc']} x "
       f"{m['cpu_model']}, Python {m['python']}, protobuf {m['protobuf']} ({m['protobuf_backend']})\n")
+    w(f"codecs (processors on): {', '.join(results['codecs'])}, figures 1-4 'full' with {results['codecs'][0]}\n")
     w(f"processors on: {', '.join(results['processors_full'])}; machine load avg at start/end: "
       f"{results['load']['loadavg_start']} / {results['load']['loadavg_end']}\n\n")
     s = results["saturation"]
@@ -679,6 +762,7 @@ def print_table(results: dict, out=sys.stdout) -> None:
     for key in ("latency", "latency_low_rate"):
         print_latency(results[key], w)
     print_inprocess(results, w)
+    print_codecs(results, w)
     if "two_sidecars" in results:
         print_two_sidecars(results["two_sidecars"], w)
     w("\nTargets:\n")
@@ -686,6 +770,88 @@ def print_table(results: dict, out=sys.stdout) -> None:
         met = {True: "met", False: "NOT met", None: "n/a (quick)"}[t["met"]]
         w(f"   {name}: {fmt(t['value'], 2)} (target {t['target']}): {met}\n")
     w(f"\nelapsed {results['elapsed_s']:.0f}s\n")
+
+
+def codec_tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Figures 1-4 with every processor on, the default codec beside each other one, per point:
+    (title, header, rows). Empty when only one codec was measured."""
+    codecs = results["codecs"]
+    if len(codecs) < 2:
+        return []
+    first, tables = codecs[0], []
+    for other in codecs[1:]:
+        mode = f"full_{other}"
+        rows = [[str(r["spans_per_batch"]), f"+{r['extra_attrs']}", fmt(r["full"]["spans_per_s"], 0),
+                 fmt(r[mode]["spans_per_s"], 0), fmt(r[f"full_vs_{mode}"], 2),
+                 f"{fmt(r['full']['sidecar_cpu_pct'])} / {fmt(r[mode]['sidecar_cpu_pct'])}"]
+                for r in results["saturation"]["sweep"]]
+        tables.append((f"1. Saturation, every processor on: {first} vs {other} codec (spans/s delivered)",
+                       ["spans/batch", "extra attrs", first, other, f"{first}/{other}",
+                        f"sidecar CPU % {first} / {other}"], rows))
+        rows = [[str(r["spans_per_batch"]), f"+{r['extra_attrs']}",
+                 fmt(r["full"]["cpu_pct"]), fmt(r[mode]["cpu_pct"]),
+                 fmt(r["full"]["cpu_pct_per_10k_delivered"]), fmt(r[mode]["cpu_pct_per_10k_delivered"]),
+                 fmt(r[f"{mode}_vs_full_cpu"], 2), fmt(r["full"]["peak_rss_mb"]), fmt(r[mode]["peak_rss_mb"]),
+                 f"{fmt(r['full']['achieved_spans_per_s'], 0)} / {fmt(r[mode]['achieved_spans_per_s'], 0)}"]
+                for r in results["cpu_rss_at_rate"]["sweep"]]
+        tables.append((f"2. Sidecar at {fmt(results['cpu_rss_at_rate']['default']['rate'], 0)} spans/s offered, "
+                       f"every processor on: {first} vs {other} codec",
+                       ["spans/batch", "extra attrs", f"CPU % {first}", f"CPU % {other}",
+                        f"CPU % per 10k delivered, {first}", other, f"{other}/{first}",
+                        f"peak RSS MB {first}", other, f"delivered spans/s {first} / {other}"], rows))
+        for key in ("latency", "latency_low_rate"):
+            lat = results[key]
+            rows = [[str(r["spans_per_batch"]), f"+{r['extra_attrs']}",
+                     f"{fmt(r['added_p50_ms_full'], 2)} / {fmt(r['added_p99_ms_full'], 2)}",
+                     f"{fmt(r[f'added_p50_ms_{mode}'], 2)} / {fmt(r[f'added_p99_ms_{mode}'], 2)}",
+                     f"{fmt(r['full'].get('sidecar_cpu_pct'))} / {fmt(r[mode].get('sidecar_cpu_pct'))}"]
+                    for r in lat["sweep"]]
+            tables.append((f"3. Added export-call latency at {fmt(lat['default']['rate'], 0)} spans/s, ms, every "
+                           f"processor on: {first} vs {other} codec",
+                           ["spans/batch", "extra attrs", f"added p50 / p99 {first}", f"added p50 / p99 {other}",
+                            f"sidecar CPU % {first} / {other}"], rows))
+        ip = results["inprocess"]
+        rows = []
+        for label, r in [*((None, r) for r in ip["sweep"]), ("complete", ip["complete_spans"])]:
+            a, b = r["by_codec"][first], r["by_codec"][other]
+            rows.append([f"{r['spans_per_batch']}" + (" (complete)" if label else ""), f"+{r['extra_attrs']}",
+                         fmt(r["floor_spans_per_s"], 0), fmt(a["full_spans_per_s"], 0), fmt(b["full_spans_per_s"], 0),
+                         fmt(a["full_vs_floor"], 3), fmt(b["full_vs_floor"], 3), fmt(a["processor_us_per_span"], 1),
+                         fmt(b["processor_us_per_span"], 1),
+                         fmt(ratio(b["processor_us_per_span"], a["processor_us_per_span"]), 2)])
+        tables.append((f"4. In process, every processor on: {first} vs {other} codec beside the floor "
+                       "(spans/s of CPU time)",
+                       ["spans/batch", "extra attrs", "floor", first, other, f"{first}/floor", f"{other}/floor",
+                        f"processors us/span {first}", other, f"{other}/{first}"], rows))
+        each = [f"{name} {a:.1f} / {ip['default']['by_codec'][other]['processor_us_per_span_each'][name]:.1f}"
+                for name, a in ip["default"]["by_codec"][first]["processor_us_per_span_each"].items()]
+        tables.append((f"4. CPU us/span per processor at the default point, {first} / {other}",
+                       ["per processor"], [[", ".join(each)]]))
+    return tables
+
+
+def print_codecs(results: dict, w) -> None:
+    for title, header, rows in codec_tables(results):
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+        w(f"\n{title}\n")
+        if len(header) == 1:
+            w("   " + "\n   ".join(row[0] for row in rows) + "\n")
+            continue
+        w("   " + " ".join(h.rjust(n) for h, n in zip(header, widths, strict=True)) + "\n")
+        for row in rows:
+            w("   " + " ".join(c.rjust(n) for c, n in zip(row, widths, strict=True)) + "\n")
+
+
+def markdown_codecs(results: dict) -> list[str]:
+    lines: list[str] = []
+    for title, header, rows in codec_tables(results):
+        if len(header) == 1:  # a line of figures, not a table
+            lines += [f"{title}: " + "; ".join(row[0] for row in rows) + ".", ""]
+            continue
+        lines += [f"### {title}", "", "| " + " | ".join(header) + " |",
+                  "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    return lines
 
 
 def print_latency(lat: dict, w) -> None:
@@ -725,7 +891,8 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     add(f"Measured {results['started_utc']} with `{results['command']}` ({results['elapsed_s']:.0f} s) on "
         f"{m['nproc']} x {m['cpu_model']}, {m['memory_gb']} GB, Python {m['python']}, grpcio {m['grpcio']}, "
-        f"protobuf {m['protobuf']} ({m['protobuf_backend']}). Processors on: {', '.join(results['processors_full'])}. "
+        f"protobuf {m['protobuf']} ({m['protobuf_backend']}). Processors on: {', '.join(results['processors_full'])}; "
+        f"codecs {', '.join(results['codecs'])} (the tables' \"on\" column: {results['codecs'][0]}). "
         f"Load average at start {results['load']['loadavg_start']}, at end {results['load']['loadavg_end']}; "
         f"whole machine busy (median over the windows) {results['load']['median_machine_busy_pct']:.0f}% of both "
         "cores, our processes included.")
@@ -793,6 +960,7 @@ def markdown(results: dict) -> str:
         f"{fmt(c['full_vs_floor'], 3)}, {fmt(c['processor_us_per_span'], 1)} us/span; per processor: "
         + ", ".join(f"`{k}` {v:.1f}" for k, v in c["processor_us_per_span_each"].items()) + ".")
     add("")
+    lines.extend(markdown_codecs(results))
     if "two_sidecars" in results:
         lines.extend(markdown_two_sidecars(results["two_sidecars"]))
     add("### Targets")
@@ -892,7 +1060,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "load": {"loadavg_start": [round(x, 2) for x in os.getloadavg()]},
         "processors_full": list(DEFAULT_TRACE_PROCESSORS),
+        "codecs": plan.codecs,  # figures 1-4 with every processor on, once per codec; the default first
         "targets_aimed": TARGETS,
+        "targets_aimed_native": TARGETS_NATIVE,
     }
     with workspace(args.workdir) as workdir:
         pools = Pools(workdir, plan)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+from prometheus_client import Gauge
+
 from costctx.component.processor import Processor
 from costctx.exporters.otlp.exporter import QueuedExporter
 from costctx.pdata import TraceBatch
@@ -73,6 +75,9 @@ class TracesPipeline:
 
     async def start(self) -> None:
         log.info("codec: %s", self.codec.name)
+        # Also on /metrics, where a benchmark or an operator can check which codec a sidecar runs.
+        self.metrics.family(Gauge, "costctx_codec_info", "The codec the traces pipeline scans and encodes with "
+                            "(1 on the one in use; COSTCTX_CODEC picks it).", ["codec"]).labels(self.codec.name).set(1)
         for processor in self.processors:
             await processor.start()
 
