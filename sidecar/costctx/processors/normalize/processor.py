@@ -98,17 +98,21 @@ class NormalizeProcessor(Processor):
         tally: Tally = Tally()
         # Resources first (each once, as the protobuf path meets them through their spans);
         # a case the view cannot say exactly sends the whole batch down that path.
-        work: list[tuple[int, CompiledTable]] = []
+        rewritten: list[tuple[int, RewriteOnView]] = []
         for r in sorted({spans[i].resource for i in indices}):
             resource = resources[r]
             table = self._table(resource.schema_url)
-            if table.resources.watch.isdisjoint(resource.attrs):
+            place = table.resources
+            if place.watch.isdisjoint(resource.attrs) or not needs_work(resource.attrs, place, table):
                 continue
             if resource.repeated or not self._decides_on_view(table) or r in batch.edits.resources:
                 return self._whole_batch(batch)
-            work.append((r, table))
-        for r, table in work:
-            self._resource_on_view(batch, r, table, tally)
+            outcome = rewrite_values(resource.attrs, place, table, "resource", tally)
+            if outcome is None:  # a value the view cannot carry back exactly
+                return self._whole_batch(batch)  # (the counts so far are dropped with `tally`)
+            rewritten.append((r, outcome))
+        for r, outcome in rewritten:
+            self._resource_edits(batch, r, outcome)
         edited = batch.edits.spans
         table = base
         place = base.spans
@@ -168,14 +172,9 @@ class NormalizeProcessor(Processor):
         for key, value in outcome.sets:
             batch.set(index, key, value)
 
-    def _resource_on_view(self, batch: ViewBatch, r: int, table: CompiledTable, tally: Tally) -> None:
-        place = table.resources
+    @staticmethod
+    def _resource_edits(batch: ViewBatch, r: int, outcome: RewriteOnView) -> None:
         attrs = batch.view.resources[r].attrs
-        if not needs_work(attrs, place, table):
-            return
-        outcome = rewrite_values(attrs, place, table, "resource", tally)
-        if outcome is None:
-            raise TypeError(f"resource {r}: a value the view cannot carry back")  # decoded values always can
         if outcome.renames or outcome.deletes or outcome.sets:
             edits = batch.edits.resources.setdefault(r, SpanEdits())
             edits.renames.extend(outcome.renames)
