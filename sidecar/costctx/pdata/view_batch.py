@@ -178,8 +178,12 @@ class ViewBatch:
                     None, BatchEdits(), {}, None, None, None)
             else:
                 edits = self.edits
-                raw = self.codec.encode(view, edits)
-                trace = TraceBatch(ExportTraceServiceRequest.FromString(raw), None if _edited(edits) else raw)
+                edited_message = getattr(self.codec, "edited_message", None)
+                if edited_message is not None:  # the Python codec: its message, edited in place
+                    trace = TraceBatch(edited_message(view, edits), None if _edited(edits) else (view.raw or None))
+                else:
+                    raw = self.codec.encode(view, edits)
+                    trace = TraceBatch(ExportTraceServiceRequest.FromString(raw), None if _edited(edits) else raw)
                 kept = [i for i in range(len(view.spans)) if i not in edits.removed]
                 if self.notes:
                     records = trace.records

@@ -388,6 +388,15 @@ class PythonCodec:
             return self._edited(view, edits, None, spend=True).SerializeToString()  # type: ignore[arg-type]
         return self.encode(view, edits)
 
+    def edited_message(self, view: BatchView, edits: BatchEdits) -> ExportTraceServiceRequest:
+        """The request with the edits applied, as a message: the view's own, edited in place
+        (no serialize and parse), so the view is spent (for a switch to the protobuf path)."""
+        if view.stale_raw and not (edits.spans or edits.resources or edits.removed):  # type: ignore[attr-defined]
+            self._fresh(view)  # type: ignore[arg-type]
+            view.gone = True  # type: ignore[attr-defined]
+            return view.message  # type: ignore[attr-defined]
+        return self._edited(view, edits, None, spend=True)  # type: ignore[arg-type]
+
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
         return self._edited(view, edits, set(indices)).SerializeToString()  # type: ignore[arg-type]
 
