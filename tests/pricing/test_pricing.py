@@ -265,3 +265,17 @@ def test_absurd_amounts_convert_instead_of_raising():
     assert rate_from_per_million("1e30") == 10**36
     assert to_usd_float(from_usd(1.7e308) * 2) == math.inf
     assert to_usd_float(from_usd(0.0125)) == 0.0125
+
+
+def test_a_resolution_decided_once_still_follows_the_provider_and_the_counts(builtin):
+    # Undated rows are resolved once per (response model, request model, provider) and book:
+    # the provider picks the cache-token mode, so it is part of what is remembered.
+    book = PriceBook([builtin], token_modes={"gateway": INCLUSIVE})
+    usage = Usage(input=4_200, output=400, cache_read=3_000, cache_creation=1_000)
+    gateway = book.price(usage, "claude-sonnet-4-5", provider="gateway")
+    anthropic = book.price(usage, "claude-sonnet-4-5", provider="anthropic")
+    assert gateway.cost.mode == INCLUSIVE and gateway.pico == usd("0.01125")
+    assert anthropic.cost.mode == ADDITIVE and anthropic.pico == usd("0.02325")  # 4,200 input beside the cache
+    again = book.price(Usage(input=1_000_000, output=0), "claude-sonnet-4-5", provider="anthropic")
+    assert again.pico == usd("3") and again.source == anthropic.source
+    assert book.price(usage, "no-such-model") is None and book.price(usage, "no-such-model") is None

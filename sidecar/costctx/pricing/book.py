@@ -87,6 +87,9 @@ class PriceBook:
         # Spans repeat a handful of model names: resolve each combination once per book.
         # A plain dict (C-speed lookups), emptied when full: bounded without LRU bookkeeping.
         self._matches: dict[tuple, tuple[Match, ...]] = {}
+        # Names whose every candidate row is undated price the same whatever the time: their
+        # resolution and cache-token mode (or None: no price), decided once per book.
+        self._timeless: dict[tuple, tuple[Resolution, str] | None] = {}
 
     @property
     def source_ids(self) -> list[str]:
@@ -129,10 +132,23 @@ class PriceBook:
 
     def price(self, usage: Usage, response_model: str | None, request_model: str | None = None,
               provider: str | None = None, at: int | None = None) -> Estimate | None:
-        resolution = self.resolve(response_model, request_model, provider, at)
-        if resolution is None:
-            return None
-        cost = price_usage(resolution.price, usage, self.mode_for(provider, resolution))
+        cache_key = (response_model, request_model, provider)
+        timeless = self._timeless
+        if cache_key in timeless:
+            found = timeless[cache_key]
+            if found is None:
+                return None
+            resolution, mode = found
+        else:
+            resolution = self.resolve(response_model, request_model, provider, at)
+            mode = self.mode_for(provider, resolution) if resolution is not None else ""
+            if all(table.dated.get(key) is None for _, key, _, table in self._matches[cache_key]):
+                if len(timeless) >= RESOLVED_CACHE_SIZE:
+                    timeless.clear()
+                timeless[cache_key] = None if resolution is None else (resolution, mode)
+            if resolution is None:
+                return None
+        cost = price_usage(resolution.price, usage, mode)
         return Estimate(pico=cost.pico, source=resolution.source, cost=cost, resolution=resolution)
 
     def estimate(self, model: str, input_tokens: int, output_tokens: int,

@@ -53,3 +53,35 @@ def test_spans_of_one_shape_with_other_notes_get_their_own_outcomes(codec):
     batch.note(2, "renamed").add("workflow.id")
     envelope.process_view(batch)
     assert _outcomes(envelope, "workflow.id") == {"present": 1, "inherited": 1, "renamed": 1}
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_shape_first_seen_with_an_empty_value_is_not_kept_for_the_spans_after_it(codec):
+    envelope = standalone_processor("envelope")
+    raw = _request("", "wf-1", "wf-2")
+    envelope.process_view(ViewBatch(select_codec(codec), raw, envelope.watched_keys()))
+    assert _outcomes(envelope, "workflow.id") == {"present": 2, "missing": 1}
+
+
+def _model_calls(*response_models: str) -> bytes:
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = "agent"
+    spans = rs.scope_spans.add().spans
+    for i, model in enumerate(response_models):
+        span = spans.add(name="chat", trace_id=bytes([i + 1]) * 16, span_id=bytes([i + 1]) * 8,
+                         start_time_unix_nano=1, end_time_unix_nano=2)
+        span.attributes.add(key="workflow.name").value.string_value = "research"
+        span.attributes.add(key="gen_ai.response.model").value.string_value = model
+        span.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 10
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_readiness_reads_the_usage_values_of_each_span_in_a_cached_shape(codec):
+    envelope = standalone_processor("envelope")
+    raw = _model_calls("gpt-4o", "", "gpt-4o", "")
+    envelope.process_view(ViewBatch(select_codec(codec), raw, envelope.watched_keys()))
+    readiness = envelope.context.survival.snapshot_all().readiness["research"]
+    assert readiness.llm_spans == 4
+    assert readiness.absent["gen_ai.response.model"] == 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from operator import itemgetter
 
 from costctx.component.host import Host
 from costctx.component.processor import Processor
@@ -89,6 +90,7 @@ class EnvelopeProcessor(Processor):
         self._dimensions = tuple(config.spend_dimensions)
         # span shape -> its decisions (see _shape); cleared when full
         self._shapes: dict[tuple, tuple] = {}
+        self._read_keys = frozenset((*self._fields, *self._extra_keys))  # whose values _shape reads
 
     def watched_keys(self) -> frozenset[str]:
         return frozenset((*self._fields, *self._markers, *self._extra_keys, SCHEMA_KEY, MISSING_KEY,
@@ -112,7 +114,10 @@ class EnvelopeProcessor(Processor):
         missing = [fields[i] for i in self._required_idx if sig[i] == MISSING] if MISSING in sig else None
         is_llm = not attrs.keys().isdisjoint(self._markers)
         usage = tuple([_present(get(key)) for key in self._extra_keys]) if is_llm else ()
-        return sig, missing or None, is_llm, usage
+        # The values a span of this shape must not have "" or EMPTY in for these to hold.
+        read = [key for key in attrs if key in self._read_keys]
+        values_of = itemgetter(*read, read[0]) if read else None  # two keys at least: a tuple
+        return sig, missing or None, is_llm, usage, values_of
 
     def process_view(self, batch: ViewBatch) -> ViewBatch:
         view = batch.view
@@ -140,17 +145,20 @@ class EnvelopeProcessor(Processor):
             else:
                 renamed = repaired = conflict = _NO_NOTES
                 key = tuple(attrs)
-            values = attrs.values()
-            if "" in values or EMPTY in values:
-                # A value that reads as absent: the shape alone does not decide (rare).
+            shape = shapes.get(key)
+            if shape is None:
                 shape = shape_of(attrs, renamed, repaired, conflict)
-            else:
-                shape = shapes.get(key)
-                if shape is None:
+                values = attrs.values()
+                if "" not in values and EMPTY not in values:  # else decided by its values: not kept
                     if len(shapes) >= SHAPE_CACHE_SIZE:
                         shapes.clear()  # bounded without LRU bookkeeping; shapes repeat
-                    shape = shapes[key] = shape_of(attrs, renamed, repaired, conflict)
-            sig, missing, is_llm, usage = shape
+                    shapes[key] = shape
+            elif shape[4] is not None:
+                values = shape[4](attrs)
+                if "" in values or EMPTY in values:
+                    # A value that reads as absent: the shape alone does not decide (rare).
+                    shape = shape_of(attrs, renamed, repaired, conflict)
+            sig, missing, is_llm, usage, _ = shape
             if get(SCHEMA_KEY) != schema:
                 batch.set(index, SCHEMA_KEY, schema)
             if missing:
