@@ -43,8 +43,11 @@ def test_tenants_on_different_nodes_each_admit_no_more_than_the_limit_under_64_c
             config = sidecar_config(sink.grpc_port, processors=["budget"])
             config["processors"]["budget"] = {
                 "backend": "redis", "policies": [policy],
+                # 10 s, as tests/processors/budget/test_budget_concurrency.py: a check slower than
+                # the timeout fails open (by design), and 64 callers on a loaded two-core machine
+                # would then be admitted past the limit for that, not for admission.
                 "redis": {"url": f"redis://127.0.0.1:{cluster[0]}/0", "key_prefix": prefix, "cluster": True,
-                          "timeout": "2s"},
+                          "timeout": "10s"},
             }
             runner = start_sidecar(config)
             try:
