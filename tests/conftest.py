@@ -14,6 +14,7 @@ from costctx.cli.sink import OtlpSink  # noqa: E402
 from costctx.service.runner import SidecarThread  # noqa: E402
 from tests.support.budget import redis_url_fixture  # noqa: E402
 from tests.support.sidecar import sidecar_config, start_sidecar  # noqa: E402
+from tests.support.sink import PatientSink  # noqa: E402
 from tests.support.wall_clock import parse_wall_clock, shifted_wall_clock  # noqa: E402
 
 # COSTCTX_TEST_WALL_CLOCK=2026-11-30T23:59:59.9Z: every test's body starts at that UTC instant
@@ -32,7 +33,7 @@ def pytest_runtest_call(item):
 
 @pytest.fixture
 def sink() -> Iterator[OtlpSink]:
-    with OtlpSink(http_port=0) as s:
+    with PatientSink(http_port=0) as s:
         yield s
 
 
