@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,11 +14,26 @@ from costctx.cli.sink import OtlpSink  # noqa: E402
 from costctx.service.runner import SidecarThread  # noqa: E402
 from tests.support.budget import redis_url_fixture  # noqa: E402
 from tests.support.sidecar import sidecar_config, start_sidecar  # noqa: E402
+from tests.support.sink import PatientSink  # noqa: E402
+from tests.support.wall_clock import parse_wall_clock, shifted_wall_clock  # noqa: E402
+
+# COSTCTX_TEST_WALL_CLOCK=2026-11-30T23:59:59.9Z: every test's body starts at that UTC instant
+# (tests/support/wall_clock.py; its fixtures were set up on the real clock), to prove tests
+# hold across midnight, a month's end or a whole minute.
+WALL_CLOCK = os.environ.get("COSTCTX_TEST_WALL_CLOCK")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    if not WALL_CLOCK:
+        return (yield)
+    with shifted_wall_clock(parse_wall_clock(WALL_CLOCK)):
+        return (yield)
 
 
 @pytest.fixture
 def sink() -> Iterator[OtlpSink]:
-    with OtlpSink(http_port=0) as s:
+    with PatientSink(http_port=0) as s:
         yield s
 
 

@@ -17,6 +17,7 @@ from tests.support.attribution import attribution_records
 from tests.support.otlp import TRACE_METHOD, grpc_call, traces_request
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sidecar import sidecar_config
+from tests.support.sink import PatientSink
 from tests.support.two_services import MODEL_ATTRS, ServiceA, ServiceB
 from tests.support.wait import wait_until
 
@@ -40,7 +41,7 @@ def _config(sink_port: int, redis_url: str, prefix: str, policies: list[dict] | 
 @pytest.fixture
 def sidecars(tmp_path, redis_url) -> Iterator:
     started: list[SidecarProcess] = []
-    sink = OtlpSink()
+    sink = PatientSink()
     sink.start()
 
     def make(policies: list[dict] | None = None) -> tuple[SidecarProcess, SidecarProcess, OtlpSink]:

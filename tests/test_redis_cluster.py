@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from costctx.attribution.registry import ContextRegistry, RedisBackend
-from costctx.cli.sink import OtlpSink
 from tests.processors.budget.test_budget_concurrency import LIMIT, run_callers
 from tests.support.cluster import node_of, redis_cluster_fixture
 from tests.support.sidecar import sidecar_config, start_sidecar
+from tests.support.sink import PatientSink
 
 # Real sidecars and a sink: the outer loop.
 pytestmark = pytest.mark.e2e
@@ -39,12 +39,15 @@ def test_tenants_on_different_nodes_each_admit_no_more_than_the_limit_under_64_c
     tenants = _tenants_on_distinct_nodes(cluster, prefix)
     policy = {"id": "agent", "workflow": {"cost_usd": LIMIT}, "tenant": {"day_usd": 5 * LIMIT}}
     for tenant in tenants:
-        with OtlpSink() as sink:  # its own sink: run_callers counts every span the sink has
+        with PatientSink() as sink:  # its own sink: run_callers counts every span the sink has
             config = sidecar_config(sink.grpc_port, processors=["budget"])
             config["processors"]["budget"] = {
                 "backend": "redis", "policies": [policy],
+                # 10 s, as tests/processors/budget/test_budget_concurrency.py: a check slower than
+                # the timeout fails open (by design), and 64 callers on a loaded two-core machine
+                # would then be admitted past the limit for that, not for admission.
                 "redis": {"url": f"redis://127.0.0.1:{cluster[0]}/0", "key_prefix": prefix, "cluster": True,
-                          "timeout": "2s"},
+                          "timeout": "10s"},
             }
             runner = start_sidecar(config)
             try:

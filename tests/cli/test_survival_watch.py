@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 from tests.support.ops_workload import HOPS, send_ops_workload
 from tests.support.process import free_port
@@ -28,7 +27,9 @@ def costctx(*args: str, **kwargs) -> subprocess.Popen:
 def test_watch_redraws_the_matrix(sink, make_sidecar):
     runner = make_sidecar()
     send_ops_workload(runner.sidecar.grpc_port)
-    time.sleep(1.0)
+    # The workload's four spans through the pipeline (inherit holds some up to its 1 s wait), so the
+    # counters hold them: waited for, not a fixed second a loaded machine may need more than.
+    assert sink.wait_for_spans(4)
     url = f"127.0.0.1:{runner.sidecar.admin_port}"
     proc = costctx("survival", "--url", url, "--watch", "0.2", "--count", "3", "--spend")
     out, err = proc.communicate(timeout=60)

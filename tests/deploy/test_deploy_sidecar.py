@@ -35,6 +35,7 @@ from tests.support.deploy import (
     sidecar_launch,
 )
 from tests.support.sdk import tracer_provider
+from tests.support.sink import PatientSink
 
 LISTENING = re.compile(r"costctx listening: grpc=(\d+) http=(\d+) telemetry=(\d+)")
 
@@ -104,7 +105,7 @@ def metric_total(text: str, name: str) -> float:
 @pytest.fixture
 def collector() -> Iterator[OtlpSink]:
     """The cluster's collector, played by a real OTLP gRPC server on loopback."""
-    with OtlpSink() as sink:
+    with PatientSink() as sink:
         yield sink
 
 

@@ -17,6 +17,7 @@ from costctx.service.registry import DEFAULT_TRACE_PROCESSORS
 from tests.support.ops_workload import SPEND_BY_TENANT, send_ops_workload
 from tests.support.paths import REPO
 from tests.support.prometheus_server import PrometheusServer
+from tests.support.sink import PatientSink
 
 ROOT = REPO
 
@@ -32,11 +33,10 @@ GRAFANA_VARIABLES = {"$job": ".+", "$__rate_interval": "1m", "$__range": "5m"}
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory):
     """A sidecar with every processor, fed the ops workload, scraped by Prometheus as job checkout."""
-    from costctx.cli.sink import OtlpSink
     from tests.support.sidecar import sidecar_config, start_sidecar
 
     workdir = tmp_path_factory.mktemp("prometheus")
-    with OtlpSink(http_port=0) as sink:
+    with PatientSink(http_port=0) as sink:
         config = sidecar_config(sink.grpc_port, processors=["memory_limiter", *DEFAULT_TRACE_PROCESSORS],
                                 processor_config={"memory_limiter": {"limit_mib": 4096}, "budget": {
                                     "policies": [{"id": "pol-1", "workflow": {"cost_usd": 0.8}}]}})

@@ -114,8 +114,22 @@ async def _start_and_stop(config) -> None:
     await sidecar.stop(grace=0.5)
 
 
+def listening_on_free_ports(config) -> None:
+    """The built config's listening ports set to 0. on_free_ports cannot reach what a raw config
+    leaves to the defaults (the empty config a run without a file records has no section to edit):
+    without this it bound 127.0.0.1:8888, 4317 and 4318, and failed whenever another job on the
+    machine held one ("validate accepts, run fails ... Address already in use")."""
+    protocols = config.receivers.otlp.protocols
+    for proto in (protocols.grpc, protocols.http):
+        if proto is not None:
+            proto.endpoint = re.sub(r":\d+$", ":0", proto.endpoint)
+    metrics = config.service.telemetry.metrics
+    metrics.address = re.sub(r":\d+$", ":0", metrics.address)
+
+
 def runs(config) -> str | None:
     """What `costctx run` does with a validated config: build, start, stop. None, or why it failed."""
+    listening_on_free_ports(config)
     try:
         asyncio.run(_start_and_stop(config))
     except Exception as exc:

@@ -13,12 +13,12 @@ import time
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from costctx.cli.sink import OtlpSink
 from costctx.exporters.exporterhelper.split import BatchConfig, halves, split_to_max
 from costctx.pdata.signals import LOGS, METRICS, TRACES, count_items
 from tests.support.otlp import grpc_call
 from tests.support.otlp_client import trace_request
 from tests.support.sidecar import sidecar_config, start_sidecar
+from tests.support.sink import PatientSink
 
 MiB = 1024 * 1024
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -30,7 +30,7 @@ def _names(prefix: str, count: int) -> list[str]:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_requests_larger_than_the_downstream_limit_arrive_whole(protocol):
-    with OtlpSink(http_port=0, max_request_bytes=4 * MiB) as sink:
+    with PatientSink(http_port=0, max_request_bytes=4 * MiB) as sink:
         exporter = "otlp" if protocol == "grpc" else "otlphttp"
         config = sidecar_config(
             sink.grpc_port, processors=[], exporter=exporter, sink_http_port=sink.http_port,
@@ -70,7 +70,7 @@ def test_requests_larger_than_the_downstream_limit_arrive_whole(protocol):
 
 
 def test_a_single_span_too_large_is_given_up_on_and_counted_while_its_batch_mates_arrive():
-    with OtlpSink(max_request_bytes=1 * MiB) as sink:
+    with PatientSink(max_request_bytes=1 * MiB) as sink:
         runner = start_sidecar(sidecar_config(sink.grpc_port, processors=[]))
         try:
             request = trace_service_pb2.ExportTraceServiceRequest.FromString(trace_request(_names("s", 10)))
@@ -96,7 +96,7 @@ def test_a_single_span_too_large_is_given_up_on_and_counted_while_its_batch_mate
 def test_configured_max_size_splits_before_sending():
     """`sending_queue.batch.max_size` (items) and `max_size_bytes`: the downstream never sees a
     larger request, and nothing is refused on the way."""
-    with OtlpSink() as sink:
+    with PatientSink() as sink:
         config = sidecar_config(sink.grpc_port, processors=[])
         config["exporters"]["otlp"]["sending_queue"] = {"batch": {"max_size": 30, "max_size_bytes": 64 * 1024}}
         runner = start_sidecar(config)

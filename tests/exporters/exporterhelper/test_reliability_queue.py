@@ -16,6 +16,7 @@ from costctx.service.config.loader import build_config
 from tests.support.otlp_client import SpanStreamer, trace_request
 from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sidecar import sidecar_config
+from tests.support.sink import PatientSink
 from tests.support.wait import wait_until
 
 
@@ -98,7 +99,7 @@ def test_every_span_arrives_after_a_sustained_downstream_outage(sink, make_sidec
     assert wait_until(lambda: sample(sidecar, retries, exporter="otlp", reason="unavailable") >= 3, 60)
     assert wait_until(lambda: len(acknowledged) >= before_outage + 600, 60)
     during_outage = len(acknowledged) - before_outage
-    back = OtlpSink(grpc_port=port).start()  # and comes back on the same port
+    back = PatientSink(grpc_port=port).start()  # and comes back on the same port
     try:
         assert wait_until(lambda: len(back.spans()) >= 200, 60)
         ledger = streamer.stop()

@@ -19,6 +19,7 @@ from tests.support.budget import budget_config, committed_call, model_call, stor
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import start_sidecar
 from tests.support.wait import wait_until
+from tests.support.wall_clock import clear_of_window_starts
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -175,6 +176,8 @@ def test_expired_reservations_are_released(make_rig):
 
 def test_tenant_and_feature_window_ceilings(make_rig):
     rig = make_rig([{"id": "p", "tenant": {"day_usd": 0.5}, "feature": {"month_usd": 0.8}}])
+    # The spend below must land in the windows the later checks read: not across a UTC midnight.
+    clear_of_window_starts(ahead=60)
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     feature = f"f-{uuid.uuid4().hex[:6]}"
     # Different workflows, one tenant: the tenant's day ceiling binds across them.

@@ -20,6 +20,7 @@ from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config, start_sidecar
 from tests.support.wait import wait_until
+from tests.support.wall_clock import clear_of_window_starts
 
 LIMIT = 1.00
 CALLERS = 64
@@ -163,6 +164,9 @@ def test_a_serial_caller_overruns_by_at_most_one_call(budget_sidecar, sink):
 def test_two_sidecar_processes_share_one_tenant_ceiling(redis_url, sink, tmp_path: Path):
     prefix = f"{{two{uuid.uuid4().hex[:8]}}}:"
     sidecars = []
+    # A tenant *day* ceiling: the two processes (their own clocks) must not start a new UTC day
+    # part-way through the spend; 3 minutes covers their start-up and the race on a loaded machine.
+    clear_of_window_starts(ahead=180)
     try:
         for i in range(2):
             config = with_fixed_ports(sidecar_config(sink.grpc_port, processors=["budget"]))

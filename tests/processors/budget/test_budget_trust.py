@@ -26,8 +26,12 @@ from costctx.client.budget import BudgetClient
 from costctx.processors.budget.config import RedisConfig
 from tests.support.budget import budget_section, store_param
 from tests.support.sidecar import sidecar_config, start_sidecar
+from tests.support.wall_clock import clear_of_window_starts
 
 DAY = 86400.0
+# The most a span's own end time may move its commit from the sidecar's clock (default 300 s;
+# smaller here, so the wait for a moment clear of a UTC midnight stays short).
+SKEW = 30.0
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -111,8 +115,11 @@ def test_spans_stamped_days_away_spend_inside_todays_ceiling(make_rig, sink):
     """$3/day tenant ceiling, $0.10 calls whose spans are stamped 1 to 4 days in the past or
     the future: at most 30 calls are admitted, and today's counter holds what they spent.
     (Before: every span committed to another day's counter, all 120 calls passed, today $0.)"""
-    rig = make_rig([{"id": "p", "tenant": {"day_usd": 3.0}}])
+    rig = make_rig([{"id": "p", "tenant": {"day_usd": 3.0}}], max_span_clock_skew=f"{SKEW:g}s")
     who = tenant()
+    # Every commit lands within SKEW of the sidecar's clock, and the checks read today's
+    # counter: run clear of a UTC day's start on both sides (120 s is the loop on a loaded machine).
+    clear_of_window_starts(ahead=120 + SKEW, behind=SKEW)
     admitted = 0
     for i in range(120):
         decision = rig.client.check(tenant=who, workflow_id=f"wf-{i}", policy_id="p", model="gpt-4o",
@@ -124,12 +131,7 @@ def test_spans_stamped_days_away_spend_inside_todays_ceiling(make_rig, sink):
         rig.send(sink, cost=0.10, workflow_id=f"wf-{i}", tenant=who, end=time.time() + days * DAY,
                  reservation_id=decision.reservation_id)
     assert admitted <= 30
-    # The commit moves at most max_span_clock_skew (300 s) from the sidecar's clock: near
-    # midnight part of it may land on the neighbouring day; together they hold it all.
-    spent = day_spent(rig, who)
-    if abs(((time.time() + 300) // DAY) - ((time.time() - 300) // DAY)) > 0:
-        pytest.skip("within 5 minutes of a UTC day boundary: the spend may straddle two days")
-    assert spent == pytest.approx(admitted * 0.10)
+    assert day_spent(rig, who) == pytest.approx(admitted * 0.10)
     assert rig.metric("costctx_budget_untrusted_spans_total", {"reason": "clock_skew"}) == admitted
 
 
@@ -141,6 +143,7 @@ def test_a_span_of_another_workflow_cannot_release_a_reservation(make_rig, sink)
     carrying the victim's reservation id must not give it back (before: a second $0.90 passed)."""
     rig = make_rig([{"id": "p", "tenant": {"day_usd": 1.0}}])
     victim, attacker = tenant(), tenant()
+    clear_of_window_starts(ahead=60)  # the hold and the checks after it are in one UTC day
     held = rig.client.check(tenant=victim, workflow_id="wf-victim", policy_id="p", estimated_cost_usd=0.90)
     assert held.allowed and held.reservation_id
     rig.send(sink, cost=0.01, workflow_id="wf-attacker", tenant=attacker, reservation_id=held.reservation_id)
@@ -158,6 +161,7 @@ def test_a_squatted_span_id_does_not_hide_the_real_call(make_rig, sink):
     the victim's real $0.50 span pass for its resend (before: the victim's day showed $0.000001)."""
     rig = make_rig([{"id": "p", "tenant": {"day_usd": 10.0}}])
     victim = tenant()
+    clear_of_window_starts(ahead=60)  # the spends and the reads of today's counter are in one UTC day
     ids = (uuid.uuid4().bytes, uuid.uuid4().bytes[:8])
     rig.send(sink, cost=0.000001, workflow_id="wf-v", tenant=victim, ids=ids)
     rig.send(sink, cost=0.50, workflow_id="wf-v", tenant=victim, ids=ids)
