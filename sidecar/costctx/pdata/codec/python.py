@@ -247,7 +247,7 @@ class PythonCodec:
                 attrs, len(span.attributes),
                 tuple((link.trace_id, link.span_id) for link in links) if links else (),
                 len(events), frozenset(attrs), span.ByteSize(), _event_keys(events, watched),
-                _repeated(span.attributes, index, watched),
+                _repeated(span.attributes, index, watched), span.kind,
             ))
             objects.append(span)
         view = PythonBatchView(b"", resources, scopes, spans, message, None, watched, objects, resource_objects)
@@ -306,6 +306,7 @@ class PythonCodec:
                         attrs, len(attributes),
                         tuple((link.trace_id, link.span_id) for link in links) if links else (),
                         len(events), frozenset(attrs), span.ByteSize(), _event_keys(events, watched), repeated,
+                        span.kind,
                     ))
                     places.append((r, s, i))
         return PythonBatchView(raw, resources, scopes, spans, message, places, watched)
