@@ -1,6 +1,7 @@
 """How `inherit` uses the shared context registry (costctx/attribution/registry.py).
 
-- learn: a span that arrives carrying `workflow.id` registers its context for its trace
+- learn: a span that arrives carrying `workflow.id` (its kind, ids and fields read from
+  the batch view) registers its context for its trace
   (once per trace) and, when it is a CLIENT or PRODUCER span (the parent a remote child
   names), for itself;
 - know: before a span is held, its parent is looked for in the registry's local cache
@@ -90,9 +91,9 @@ class RegistryLink:
         self._flushing = False
 
     # -- per span (hot path: kept to a dict test and a call) -------------------------------
-    def learn(self, span: Span, trace_id: bytes, own: dict[str, Any]) -> None:
-        span_id = span.span_id if span.kind in _REMOTE_PARENT_KINDS else None
-        self.registry.learn(trace_id, span_id, own, trace_locally=False)
+    def learn(self, kind: int, span_id: bytes, trace_id: bytes, own: dict[str, Any]) -> None:
+        """A span (Span.kind `kind`, id `span_id`) carrying `own` fields, workflow.id among them."""
+        self.registry.learn(trace_id, span_id if kind in _REMOTE_PARENT_KINDS else None, own, trace_locally=False)
 
     def known(self, wait_key: bytes) -> Known | None:
         fields = self._local(wait_key)
