@@ -482,13 +482,27 @@ class InheritProcessor(Processor):
 
         Returns (what is known of it, the attribute sets to write in order, conflicting fields,
         repaired fields). Writes nothing: the caller applies the sets to the batch it is in."""
+        attrs = span.attrs
+        # Siblings with nothing of their own under one parent and resource get one decision
+        # (shared within the batch, when nothing in it depends on the trace's votes).
+        shareable = not own and parent is not None and REPAIRED_KEY not in attrs and HOP_DEPTH_KEY not in attrs
+        if shareable:
+            shared_key = (id(parent), id(resource))
+            hit = tally.shared.get(shared_key)
+            if hit is not None:
+                _, _, known, sets, repaired, bumps = hit
+                counts = tally.repaired
+                for bump in bumps:
+                    counts[bump] += 1
+                self.cache.put(key, known)
+                return known, sets, None, repaired
         fields = own
         copied = False
         repaired: list[str] = []
         conflicts: list[str] | None = None
         fallback = NO_FIELDS
-        attrs = span.attrs
         sets: list[tuple[str, Any]] = []
+        bumps: list[tuple[str, tuple[str, ...]]] = []  # counts of repaired fields, by source
         if parent is not None:
             parent_fields = parent.fields
             if parent_fields:
@@ -519,11 +533,11 @@ class InheritProcessor(Processor):
                 from_trace = parent.fallback.intersection(repaired) if parent.fallback else NO_FIELDS
                 if from_trace:
                     fallback = frozenset(from_trace)
-                    tally.repaired[("trace", tuple(from_trace))] += 1
-                    tally.repaired[("ancestor", tuple(f for f in repaired if f not in from_trace))] += 1
+                    bumps.append(("trace", tuple(from_trace)))
+                    bumps.append(("ancestor", tuple(f for f in repaired if f not in from_trace)))
                 else:
                     # One count per span, by the tuple of fields; expanded per field at flush.
-                    tally.repaired[("ancestor", tuple(repaired))] += 1
+                    bumps.append(("ancestor", tuple(repaired)))
         if resource is not tally.resource:
             tally.resource = resource
             tally.resource_values = self._resource_values(resource)
@@ -535,12 +549,13 @@ class InheritProcessor(Processor):
                 fields[field] = value
                 sets.append((field, value))
                 repaired.append(field)
-                tally.repaired[("resource", (field,))] += 1
+                bumps.append(("resource", (field,)))
         for field in self._fallback_fields:
             mine = own.get(field)
             if mine is not None:
                 self.trace_values.record(trace_id, field, mine)  # every carrier votes
             elif field not in fields:
+                shareable = False  # the trace's votes may change within the batch
                 value = self.trace_values.lookup(trace_id, field)
                 if value is not None:
                     if not copied:
@@ -550,7 +565,7 @@ class InheritProcessor(Processor):
                     sets.append((field, value))
                     repaired.append(field)
                     fallback = fallback | {field}
-                    tally.repaired[("trace", (field,))] += 1
+                    bumps.append(("trace", (field,)))
         if repaired:
             stamp = attrs.get(REPAIRED_KEY)
             if stamp is None:
@@ -591,8 +606,14 @@ class InheritProcessor(Processor):
                 depth = None  # the ancestors are unknown: the depth is too
             if depth is not None:
                 sets.append((HOP_DEPTH_KEY, depth))
+        counts = tally.repaired
+        for bump in bumps:
+            counts[bump] += 1
         known = Known(fields, hop, depth, fallback)
         self.cache.put(key, known)
+        if shareable:
+            # The parent and resource are held so their ids stay theirs for the batch.
+            tally.shared[(id(parent), id(resource))] = (parent, resource, known, sets, repaired, bumps)
         return known, sets, conflicts, repaired
 
     def _resource_values(self, resource: ResourceView) -> tuple[tuple[str, str], ...]:
