@@ -151,3 +151,32 @@ def test_span_kind_is_in_the_view_of_both_codecs():
     span.kind = span.SPAN_KIND_CLIENT
     for codec in _codecs():
         assert codec.scan(request.SerializeToString(), WATCHED).spans[0].kind == span.SPAN_KIND_CLIENT, codec.name
+
+
+def test_python_extended_view_equals_a_scan_of_the_encoded_request():
+    request = ExportTraceServiceRequest()
+    for r in range(2):
+        rs = request.resource_spans.add()
+        rs.resource.attributes.add(key="service.name").value.string_value = f"svc{r}"
+        for s in range(2):
+            spans = rs.scope_spans.add().spans
+            for i in range(2):
+                span = spans.add(name=f"{r}{s}{i}", span_id=bytes([r, s, i + 1]) * 2 + b"xy", trace_id=b"t" * 16)
+                span.attributes.add(key="k").value.string_value = span.name
+    codec = PythonCodec()
+    raw = request.SerializeToString()
+    tail = _raw(["d", "e"])
+    batch = ViewBatch(codec, raw, WATCHED)
+    batch.set(1, "list", ["x"])
+    batch.edits.removed.update({2, 3})  # empties the second scope of the first resource
+    batch.extend(tail, 2)
+    reference = ViewBatch(codec, raw, WATCHED)
+    reference.set(1, "list", ["x"])
+    reference.edits.removed.update({2, 3})
+    expected = codec.scan(codec.encode(reference.view, reference.edits) + tail, WATCHED)
+    assert batch.view.spans == expected.spans
+    assert batch.view.scopes == expected.scopes and batch.view.resources == expected.resources
+    batch.set(0, "k", "changed")
+    out = ExportTraceServiceRequest.FromString(batch.payload())
+    assert [s.name for rs in out.resource_spans for ss in rs.scope_spans for s in ss.spans] == \
+        ["000", "001", "100", "101", "110", "111", "d", "e"]

@@ -178,9 +178,13 @@ class ViewBatch:
             if order is None:
                 order = range(len(view.spans))
         position = {index: p for p, index in enumerate(kept)}
-        encode = getattr(self.codec, "encode_last", self.codec.encode)  # the view is not used again
-        self._raw = encode(view, self.edits) + raw
-        self._view, self._trace, self._origin = None, None, None
+        extended = getattr(self.codec, "extended", None)
+        if extended is not None:  # PythonCodec: the kept spans' records reused, only `raw` scanned
+            self._view, self._raw = extended(view, self.edits, raw, self.watched), None
+        else:
+            encode = getattr(self.codec, "encode_last", self.codec.encode)  # the view is not used again
+            self._raw, self._view = encode(view, self.edits) + raw, None
+        self._trace, self._origin = None, None
         self.edits = BatchEdits()
         self.notes = {position[i]: notes for i, notes in self.notes.items() if i in position}
         start = len(kept)

@@ -137,6 +137,22 @@ def _event_keys(events, watched: frozenset[str]) -> frozenset[str]:
     return frozenset(kv.key for event in events for kv in event.attributes if kv.key in watched)
 
 
+def _resource_view(rs, watched: frozenset[str]) -> ResourceView:
+    service = UNKNOWN_SERVICE
+    r_attrs: dict[str, Any] = {}
+    r_seen = 0
+    for kv in rs.resource.attributes:
+        key = kv.key
+        if key == "service.name":
+            value = kv.value
+            service = (value.string_value or UNKNOWN_SERVICE) if value.WhichOneof("value") == "string_value" \
+                else UNKNOWN_SERVICE
+        if key in watched:
+            r_seen += 1
+            r_attrs[key] = decode_value(kv.value)
+    return ResourceView(service, rs.schema_url, r_attrs, rs.resource.ByteSize(), r_seen != len(r_attrs))
+
+
 def _decode_kv(kv: KeyValue) -> Any:
     value = kv.value
     kind = value.WhichOneof("value")
@@ -273,20 +289,7 @@ class PythonCodec:
         spans: list[SpanView] = []
         places: list[tuple[int, int, int]] = []
         for r, rs in enumerate(message.resource_spans):
-            service = UNKNOWN_SERVICE
-            r_attrs: dict[str, Any] = {}
-            r_seen = 0
-            for kv in rs.resource.attributes:
-                key = kv.key
-                if key == "service.name":
-                    value = kv.value
-                    service = (value.string_value or UNKNOWN_SERVICE) if value.WhichOneof("value") == "string_value" \
-                        else UNKNOWN_SERVICE
-                if key in watched:
-                    r_seen += 1
-                    r_attrs[key] = decode_value(kv.value)
-            resources.append(ResourceView(service, rs.schema_url, r_attrs, rs.resource.ByteSize(),
-                                          r_seen != len(r_attrs)))
+            resources.append(_resource_view(rs, watched))
             for s, ss in enumerate(rs.scope_spans):
                 scope_index = len(scopes)
                 scopes.append(ScopeView(r, ss.schema_url, ss.scope.name, ss.scope.version))
@@ -340,6 +343,8 @@ class PythonCodec:
         watched = view.watched
         objects = view.objects
         for index, span_edits in edits.spans.items():
+            if keep is not None and index not in keep:
+                continue  # a span left out: its edits are not worth applying
             if direct:
                 span = objects[index]
             else:
@@ -388,6 +393,53 @@ class PythonCodec:
         if view.stale_raw and (edits.spans or edits.resources or edits.removed):  # type: ignore[attr-defined]
             return self._edited(view, edits, None, spend=True).SerializeToString()  # type: ignore[arg-type]
         return self.encode(view, edits)
+
+    def extended(self, view: PythonBatchView, edits: BatchEdits, raw: bytes,
+                 watched: frozenset[str]) -> PythonBatchView:
+        """The view of the request with `edits` applied, removed spans left out and the spans
+        of `raw` after them (ViewBatch.extend), without serializing and scanning the whole
+        request again: the kept spans' records are reused (their attrs are current: ViewBatch
+        keeps them in step with its sets), only `raw` is scanned. Spends `view`."""
+        n = len(view.spans)
+        kept = [i for i in range(n) if i not in edits.removed]
+        if view.objects is not None:  # records' order: the request's order is by position
+            kept.sort(key=self._positions(view).__getitem__)
+        message = self._edited(view, edits, None, spend=True)
+        old_spans = view.spans
+        resources: list[ResourceView] = []
+        scopes: list[ScopeView] = []
+        spans: list[SpanView] = []
+        places: list[tuple[int, int, int]] = []
+        at = 0
+        for r, rs in enumerate(message.resource_spans):
+            resources.append(_resource_view(rs, watched))
+            for s, ss in enumerate(rs.scope_spans):
+                scope_index = len(scopes)
+                scopes.append(ScopeView(r, ss.schema_url, ss.scope.name, ss.scope.version))
+                for i, span in enumerate(ss.spans):
+                    record = old_spans[kept[at]]
+                    at += 1
+                    record.resource, record.scope = r, scope_index
+                    record.attr_count = len(span.attributes)
+                    record.signature = frozenset(record.attrs)  # what the message now holds
+                    record.size = span.ByteSize()
+                    spans.append(record)
+                    places.append((r, s, i))
+        tail = self._view_of(ExportTraceServiceRequest.FromString(raw), raw, watched)
+        r0, s0 = len(resources), len(scopes)
+        resources += tail.resources
+        for scope in tail.scopes:
+            scope.resource += r0
+            scopes.append(scope)
+        for record, (r, s, i) in zip(tail.spans, tail.places, strict=True):  # type: ignore[arg-type]
+            record.resource += r0
+            record.scope += s0
+            spans.append(record)
+            places.append((r + r0, s, i))
+        message.MergeFromString(raw)  # repeated fields append: the tail's resource_spans follow
+        out = PythonBatchView(b"", resources, scopes, spans, message, places, watched)
+        out.stale_raw = True
+        return out
 
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
         return self._edited(view, edits, set(indices)).SerializeToString()  # type: ignore[arg-type]
