@@ -483,19 +483,31 @@ class InheritProcessor(Processor):
         Returns (what is known of it, the attribute sets to write in order, conflicting fields,
         repaired fields). Writes nothing: the caller applies the sets to the batch it is in."""
         attrs = span.attrs
-        # Siblings with nothing of their own under one parent and resource get one decision
-        # (shared within the batch, when nothing in it depends on the trace's votes).
-        shareable = not own and parent is not None and REPAIRED_KEY not in attrs and HOP_DEPTH_KEY not in attrs
+        # Siblings under one parent and resource carrying the same fields of their own get one
+        # decision (shared within the batch, when nothing in it depends on the trace's votes).
+        shareable = parent is not None and REPAIRED_KEY not in attrs and HOP_DEPTH_KEY not in attrs
         if shareable:
-            shared_key = (id(parent), id(resource))
-            hit = tally.shared.get(shared_key)
+            try:
+                shared_key = (id(parent), id(resource), tuple(own.items()) if own else ())
+                hit = tally.shared.get(shared_key)
+            except TypeError:  # a structured (unhashable) value of its own: decided alone
+                shareable = False
+                hit = None
             if hit is not None:
-                _, _, known, sets, repaired, bumps = hit
+                known, sets, conflicts, repaired, bumps = hit[2:]
                 counts = tally.repaired
                 for bump in bumps:
                     counts[bump] += 1
+                if conflicts:
+                    for field in conflicts:
+                        tally.conflicts[field] += 1
+                if own:
+                    for field in self._fallback_fields:
+                        mine = own.get(field)
+                        if mine is not None:
+                            self.trace_values.record(trace_id, field, mine)  # every carrier votes
                 self.cache.put(key, known)
-                return known, sets, None, repaired
+                return known, sets, conflicts, repaired
         fields = own
         copied = False
         repaired: list[str] = []
@@ -613,7 +625,7 @@ class InheritProcessor(Processor):
         self.cache.put(key, known)
         if shareable:
             # The parent and resource are held so their ids stay theirs for the batch.
-            tally.shared[(id(parent), id(resource))] = (parent, resource, known, sets, repaired, bumps)
+            tally.shared[shared_key] = (parent, resource, known, sets, conflicts, repaired, bumps)
         return known, sets, conflicts, repaired
 
     def _resource_values(self, resource: ResourceView) -> tuple[tuple[str, str], ...]:
