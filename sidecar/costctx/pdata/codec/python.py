@@ -195,6 +195,60 @@ def apply_edits(attributes, edits: SpanEdits, watched: frozenset[str] = frozense
                 encode_value(kv.value, value)
 
 
+# Span.attributes: field 9, length-delimited -> tag byte 0x4a. Encoded attributes are appended
+# to a span with one MergeFromString (repeated fields append): the same message as adding them
+# one by one, for a fraction of the upb calls (the sets inherit writes on every repaired span).
+_ATTRIBUTES_TAG = bytes([(Span.DESCRIPTOR.fields_by_name["attributes"].number << 3) | 2])
+_ENCODED: dict[tuple, bytes] = {}
+_ENCODED_MAX = 8192
+
+
+def _encoded_attribute(key: str, value: Any) -> bytes | None:
+    """One Span.attributes element for a string, int or string-list value (cached); else None."""
+    kind = type(value)
+    if kind is str or kind is int:
+        memo = (key, kind, value)
+    elif kind is list and all(type(v) is str for v in value):
+        memo = (key, list, tuple(value))
+    else:
+        return None
+    piece = _ENCODED.get(memo)
+    if piece is None:
+        kv = KeyValue(key=key)
+        encode_value(kv.value, value)
+        body = kv.SerializeToString()
+        size = len(body)
+        length = bytearray()
+        while size > 0x7F:
+            length.append((size & 0x7F) | 0x80)
+            size >>= 7
+        length.append(size)
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        piece = _ENCODED[memo] = _ATTRIBUTES_TAG + bytes(length) + body
+    return piece
+
+
+def _append_encoded(span: Span, sets: list[tuple[str, Any]], watched: frozenset[str],
+                    seen: frozenset[str]) -> bool:
+    """Apply sets that only add keys the scan found absent, as encoded bytes in one call.
+    False (nothing written) when any set needs apply_edits (a key present, repeated or
+    unwatched, or a value of another kind)."""
+    pieces = []
+    keys = set()
+    for key, value in sets:
+        if key not in watched or key in seen or key in keys:
+            return False
+        keys.add(key)
+        piece = _encoded_attribute(key, value)
+        if piece is None:
+            return False
+        pieces.append(piece)
+    if pieces:
+        span.MergeFromString(b"".join(pieces))
+    return True
+
+
 class PythonCodec:
     name = "python"
 
@@ -352,7 +406,8 @@ class PythonCodec:
                 span = out.resource_spans[r].scope_spans[s].spans[i]
             if span_edits.replace is not None:
                 span.ParseFromString(span_edits.replace)
-            else:
+            elif span_edits.renames or span_edits.deletes or not _append_encoded(
+                    span, span_edits.sets, watched, view.spans[index].signature):
                 apply_edits(span.attributes, span_edits, watched, view.spans[index].signature)
         dropped = edits.removed if keep is None else set(range(len(places))) - keep
         if dropped:
