@@ -275,6 +275,25 @@ def test_a_failure_mid_batch_leaves_no_span_both_forwarded_and_held(monkeypatch)
     assert not emitted
 
 
+def test_a_failure_taking_held_spans_out_leaves_them_forwarded_not_held(monkeypatch):
+    processor, emitted, clock = make()
+    processor.process(batch([(9, 3, 2, {})]))  # held from an earlier batch
+
+    def failing_split(raw):
+        raise ValueError("bug")
+
+    monkeypatch.setattr("costctx.processors.inherit.processor.one_span_requests", failing_split)
+    b = batch([(8, 2, 1, {}), (9, 2, None, CONTEXT)])  # s2 of trace 8 would be held
+    with pytest.raises(ValueError):
+        processor.process(b)
+    # Forwarded as it stands: trace 8's child is in it and not in the hold; the span trace 9's
+    # root released is in it too.
+    assert processor.hold.span_count == 0 and not processor.hold.waiters
+    assert sorted(names(b)) == ["s2", "s2", "s3"]
+    processor.tick(clock.now + 10)
+    assert not emitted
+
+
 def test_cache_entries_age_out_without_traffic():
     processor, _, clock = make(cache={"ttl": "10s"})
     processor.process(batch([(1, 1, None, CONTEXT), (2, 1, None, CONTEXT)]))

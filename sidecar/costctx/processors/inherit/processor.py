@@ -216,7 +216,15 @@ class InheritProcessor(Processor):
         pending = [h for h in held_here if not h.done]
         self.registry.after_batch(h.wait_key for h in pending)
         if pending:
-            self._detach(batch, pending, tally)
+            try:
+                self._detach(batch, pending, tally)
+            except Exception:
+                # Still in the batch the pipeline forwards: out of the hold, as above.
+                for held in pending:
+                    if held.index is not None:  # not detached
+                        hold.remove(held)
+                self._release_into(batch)
+                raise
         if hold.is_over(self._max_spans, self._max_bytes):
             self._release_oldest(tally)
         self._release_into(batch)
@@ -235,9 +243,10 @@ class InheritProcessor(Processor):
         indices = [h.index for h in pending]
         raw = batch.codec.extract(batch.view, indices, batch.edits)  # type: ignore[arg-type]
         payloads = dict(one_span_requests(raw))
+        found = [payloads[held.key] for held in pending]  # all or none: a failure changes nothing
         notes = batch.notes
-        for held in pending:
-            held.detach(payloads[held.key], notes.get(held.index))  # type: ignore[arg-type]
+        for held, payload in zip(pending, found, strict=True):
+            held.detach(payload, notes.get(held.index))  # type: ignore[arg-type]
             self.hold.account(held)
         batch.edits.removed.update(indices)  # type: ignore[arg-type]
         if self.journal is not None:
