@@ -15,9 +15,10 @@ Per span (one pass over the batch view: ids, parent, links, the watched attribut
   until the ancestor arrives; it is released, repaired, together with its held descendants;
 - a span that needs no repair is never held: it leaves in the batch it came in.
 A held span leaves its batch as bytes (a one-span request with its resource and scope: the
-hold, its byte bounds and the journal keep those). Released spans are decided on their
-recorded view and leave as a batch of their own, scanned from those bytes: the spans an
-arriving ancestor releases right after the batch that brought it (see `followers`).
+hold, its byte bounds and the journal keep those). A released span is decided on the view
+recorded when it was held; the bytes then join the batch whose ancestor (or overflow) released
+it, after that batch's own spans (ViewBatch.extend), or, released on timeout, shutdown or a
+registry answer, form a batch of their own. Either way the repair is written as edits.
 A value a span carries itself is never overwritten; a different ancestor value is a conflict.
 """
 
