@@ -139,6 +139,7 @@ class InheritProcessor(Processor):
         if self.journal is not None:
             self.journal.flush()  # spans released before this batch have been queued by now
         self._codec = batch.codec
+        self.registry.before_batch()
         if batch.watched is not self._scan_keys:
             self._scan_keys = batch.watched if batch.watched >= self._watched else batch.watched | self._watched
         view = batch.view

@@ -89,11 +89,17 @@ class RegistryLink:
         self._local = self.registry.local  # per span: a bound method of the cache
         self._tasks: set[asyncio.Task] = set()
         self._flushing = False
+        self._learned: set[bytes] = set()  # traces learned in the batch being processed
 
     # -- per span (hot path: kept to a dict test and a call) -------------------------------
     def learn(self, kind: int, span_id: bytes, trace_id: bytes, own: dict[str, Any]) -> None:
         """A span (Span.kind `kind`, id `span_id`) carrying `own` fields, workflow.id among them."""
-        self.registry.learn(trace_id, span_id if kind in _REMOTE_PARENT_KINDS else None, own, trace_locally=False)
+        if kind in _REMOTE_PARENT_KINDS:
+            self.registry.learn(trace_id, span_id, own, trace_locally=False)
+        elif trace_id not in self._learned:
+            # Only the trace is learned (once per trace): asked once per trace per batch.
+            self._learned.add(trace_id)
+            self.registry.learn(trace_id, None, own, trace_locally=False)
 
     def known(self, wait_key: bytes) -> Known | None:
         fields = self._local(wait_key)
@@ -104,6 +110,9 @@ class RegistryLink:
         return known_of(fields) if fields is not None else None
 
     # -- per batch -------------------------------------------------------------------------
+    def before_batch(self) -> None:
+        self._learned.clear()
+
     def after_batch(self, wait_keys: Iterable[bytes]) -> None:
         wanted = [(k[:16], k[16:]) for k in wait_keys]
         if wanted and self.registry.shared:
