@@ -92,8 +92,6 @@ class InheritProcessor(Processor):
         self._fallback_fields = tuple(config.trace_fallback_fields) if config.trace_fallback else ()
         self._watched = frozenset(
             (*self._fields, *self._fallback_fields, *self._resource_fallback.values(), REPAIRED_KEY, HOP_DEPTH_KEY))
-        # A span's watched keys (SpanView.signature) -> its context fields present, in envelope order.
-        self._present: dict[frozenset[str], tuple[str, ...]] = {}
         # The same repaired list on most repaired spans: one list object per distinct list.
         self._repaired_lists: dict[tuple[str, ...], list[str]] = {}
         self.hold = Hold(config.wait_duration)
@@ -156,7 +154,7 @@ class InheritProcessor(Processor):
         resources = view.resources
 
         # Hoisted: this loop runs once per span.
-        present_of = self._present
+        fields_order = self._fields
         required = self._required_set
         resolve = self._resolve
         apply = self._apply
@@ -170,12 +168,12 @@ class InheritProcessor(Processor):
                 key = trace_id + span.span_id
                 # The span's own context fields, in envelope order.
                 attrs = span.attrs
-                present = present_of.get(span.signature)
-                if present is None:
-                    present = self._present_fields(span.signature)
+                # (From attrs, not the scan's signature: normalize renames keys after the scan.)
                 own: dict[str, Any] = {}
-                for field in present:
-                    value = attrs[field]
+                for field in fields_order:
+                    value = attrs.get(field)
+                    if value is None:
+                        continue
                     if type(value) is str:
                         if value:  # an empty string is no value
                             own[field] = value
@@ -232,13 +230,6 @@ class InheritProcessor(Processor):
         self._release_into(batch)
         self._flush(tally)
         return batch
-
-    def _present_fields(self, signature: frozenset[str]) -> tuple[str, ...]:
-        present = self._present[signature] = tuple(f for f in self._fields if f in signature)
-        if len(self._present) > 4096:  # bounded: signatures come from senders
-            self._present.clear()
-            self._present[signature] = present
-        return present
 
     def _detach(self, batch: ViewBatch, pending: list[HeldSpan], tally: _Tally) -> None:
         """Take still-held spans out of the batch, as one-span requests (bytes)."""
@@ -466,8 +457,13 @@ class InheritProcessor(Processor):
             edits = batch.edits.spans.get(index)
             if edits is None:
                 edits = batch.edits.spans[index] = SpanEdits()
-            edits.sets.extend(sets)
-            batch.view.spans[index].attrs.update(sets)
+            if edits.replace is not None:
+                # Re-encoded on the slow path (normalize, limits): set writes into the replacement.
+                for key, value in sets:
+                    batch.set(index, key, value)
+            else:
+                edits.sets.extend(sets)
+                batch.view.spans[index].attrs.update(sets)
         if conflicts or repaired:
             notes = batch.notes.get(index)
             if notes is None:
