@@ -289,6 +289,7 @@ impl Core {
                     rec.body.len.into_pyobject(py)?.into_any(),
                     event_keys.into_any(),
                     PyBool::new(py, rec.repeated).to_owned().into_any(),
+                    rec.kind.into_pyobject(py)?.into_any(),
                 ],
             )?;
             spans.append(span_cls.call1(args)?)?;

@@ -109,6 +109,8 @@ pub struct SpanRec {
     pub attr_count: u32,
     pub links: Vec<(Span32, Span32)>,
     pub event_count: u32,
+    /// Span.kind as protobuf reads the enum (an int32).
+    pub kind: i32,
     /// The span message body, for materialize.
     pub body: Span32,
     /// Watched keys on any of its events' attributes (ids, each once).
@@ -278,6 +280,7 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
                 (3 | 5, Val::Len(inner)) => check_utf8(inner)?,
                 (7, Val::I64(v)) => rec.start = v,
                 (8, Val::I64(v)) => rec.end = v,
+                (6, Val::Varint(v)) => rec.kind = v as i32,
                 (9, Val::Len(inner)) => {
                     rec.attr_count += 1;
                     let kv = key_value(inner, child_depth(depth)?)?;

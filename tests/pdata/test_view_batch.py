@@ -109,3 +109,74 @@ def test_the_request_order_view_keeps_the_records_order_too():
     back = batch.trace
     assert [r.span.name for r in back.records] == ["c", "a"]
     assert back.records[0].noted("renamed") == {"k"} and back.records[1].get_str("k") == "A"
+
+
+def _codecs():
+    from costctx.pdata.codec import native
+
+    return [PythonCodec()] + ([native.NativeCodec()] if native.AVAILABLE else [])
+
+
+def test_extend_appends_spans_after_the_kept_ones_with_edits_and_notes_moved():
+    for codec in _codecs():
+        batch = ViewBatch(codec, _raw(["a", "b", "c"]), WATCHED)
+        batch.set(2, "k", "C")
+        batch.note(2, "repaired").add("k")
+        batch.edits.removed.add(0)  # held: left out
+        start = batch.extend(_raw(["d"]), 1)
+        assert start == 2, codec.name
+        spans = batch.view.spans
+        assert [s.attrs["k"] for s in spans] == ["b", "C", "d"], codec.name
+        assert batch.notes == {1: {"repaired": {"k"}}}, codec.name
+        assert list(batch.indices()) == [0, 1, 2] and batch.span_count() == 3
+        batch.set(start, "k", "D")
+        assert _names(batch.payload()) == ["b", "c", "d"]
+
+
+def test_extend_keeps_a_slow_path_visiting_order():
+    trace = TraceBatch(ExportTraceServiceRequest.FromString(_raw(["a", "b", "c"])))
+    records = trace.records
+    records[0].note("renamed").add("k")
+    trace.set_records([records[2], records[0], records[1]])
+    batch = ViewBatch.of_trace(PythonCodec(), trace, WATCHED)
+    batch.extend(_raw(["d"]), 1)
+    spans = batch.view.spans
+    assert [spans[i].attrs["k"] for i in batch.indices()] == ["c", "a", "b", "d"]
+    assert [spans[i].attrs["k"] for i in batch.notes] == ["a"]
+
+
+def test_span_kind_is_in_the_view_of_both_codecs():
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(trace_id=b"t" * 16, span_id=b"s" * 8)
+    span.kind = span.SPAN_KIND_CLIENT
+    for codec in _codecs():
+        assert codec.scan(request.SerializeToString(), WATCHED).spans[0].kind == span.SPAN_KIND_CLIENT, codec.name
+
+
+def test_python_extended_view_equals_a_scan_of_the_encoded_request():
+    request = ExportTraceServiceRequest()
+    for r in range(2):
+        rs = request.resource_spans.add()
+        rs.resource.attributes.add(key="service.name").value.string_value = f"svc{r}"
+        for s in range(2):
+            spans = rs.scope_spans.add().spans
+            for i in range(2):
+                span = spans.add(name=f"{r}{s}{i}", span_id=bytes([r, s, i + 1]) * 2 + b"xy", trace_id=b"t" * 16)
+                span.attributes.add(key="k").value.string_value = span.name
+    codec = PythonCodec()
+    raw = request.SerializeToString()
+    tail = _raw(["d", "e"])
+    batch = ViewBatch(codec, raw, WATCHED)
+    batch.set(1, "list", ["x"])
+    batch.edits.removed.update({2, 3})  # empties the second scope of the first resource
+    batch.extend(tail, 2)
+    reference = ViewBatch(codec, raw, WATCHED)
+    reference.set(1, "list", ["x"])
+    reference.edits.removed.update({2, 3})
+    expected = codec.scan(codec.encode(reference.view, reference.edits) + tail, WATCHED)
+    assert batch.view.spans == expected.spans
+    assert batch.view.scopes == expected.scopes and batch.view.resources == expected.resources
+    batch.set(0, "k", "changed")
+    out = ExportTraceServiceRequest.FromString(batch.payload())
+    assert [s.name for rs in out.resource_spans for ss in rs.scope_spans for s in ss.spans] == \
+        ["000", "001", "100", "101", "110", "111", "d", "e"]

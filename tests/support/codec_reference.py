@@ -130,7 +130,7 @@ class ReferenceCodec:
                             span.start_time_unix_nano, span.end_time_unix_nano, r, s,
                             attrs, len(span.attributes),
                             tuple((link.trace_id, link.span_id) for link in span.links),
-                            len(span.events), frozenset(attrs),
+                            len(span.events), frozenset(attrs), kind=span.kind,
                         )
                     )
         return BatchView(raw, resources, scopes, spans)

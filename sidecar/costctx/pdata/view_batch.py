@@ -161,6 +161,38 @@ class ViewBatch:
         record.event_count = len(span.events)
         record.event_keys = _event_keys(span.events, self.watched)
 
+    def extend(self, raw: bytes, count: int) -> int:
+        """Append the `count` spans of `raw` (a serialized request) after this batch's, as
+        inherit does with spans an arriving ancestor releases: the batch is encoded once with
+        its edits and scanned again with `raw` after it (concatenated requests are one request:
+        protobuf merges repeated fields). Notes and the visiting order move with their spans.
+        Returns the index of the first appended span."""
+        view = self.view
+        removed = self.edits.removed
+        kept = [i for i in range(len(view.spans)) if i not in removed]
+        objects = getattr(view, "objects", None)
+        order = self.order
+        if objects is not None:  # a records-based view (PythonCodec.scan_records): index order
+            places = self.codec._positions(view)  # type: ignore[attr-defined]  # may not be the request's
+            kept.sort(key=places.__getitem__)
+            if order is None:
+                order = range(len(view.spans))
+        position = {index: p for p, index in enumerate(kept)}
+        extended = getattr(self.codec, "extended", None)
+        if extended is not None:  # PythonCodec: the kept spans' records reused, only `raw` scanned
+            self._view, self._raw = extended(view, self.edits, raw, self.watched), None
+        else:
+            encode = getattr(self.codec, "encode_last", self.codec.encode)  # the view is not used again
+            self._raw, self._view = encode(view, self.edits) + raw, None
+        self._trace, self._origin = None, None
+        self.edits = BatchEdits()
+        self.notes = {position[i]: notes for i, notes in self.notes.items() if i in position}
+        start = len(kept)
+        if order is not None:
+            self.order = [position[i] for i in order if i in position] + list(range(start, start + count))
+        self._received_spans = start + count
+        return start
+
     # -- the slow path ----------------------------------------------------------------------
     @property
     def trace(self) -> TraceBatch:

@@ -98,6 +98,7 @@ class SpanView:
     # edit acts on the last occurrence only, so a processor that must treat every copy cannot
     # decide on the view alone.
     repeated: bool = False
+    kind: int = 0                     # Span.kind (inherit registers CLIENT/PRODUCER spans by id)
 
 
 @dataclass(slots=True)

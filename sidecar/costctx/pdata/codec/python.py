@@ -137,6 +137,22 @@ def _event_keys(events, watched: frozenset[str]) -> frozenset[str]:
     return frozenset(kv.key for event in events for kv in event.attributes if kv.key in watched)
 
 
+def _resource_view(rs, watched: frozenset[str]) -> ResourceView:
+    service = UNKNOWN_SERVICE
+    r_attrs: dict[str, Any] = {}
+    r_seen = 0
+    for kv in rs.resource.attributes:
+        key = kv.key
+        if key == "service.name":
+            value = kv.value
+            service = (value.string_value or UNKNOWN_SERVICE) if value.WhichOneof("value") == "string_value" \
+                else UNKNOWN_SERVICE
+        if key in watched:
+            r_seen += 1
+            r_attrs[key] = decode_value(kv.value)
+    return ResourceView(service, rs.schema_url, r_attrs, rs.resource.ByteSize(), r_seen != len(r_attrs))
+
+
 def _decode_kv(kv: KeyValue) -> Any:
     value = kv.value
     kind = value.WhichOneof("value")
@@ -177,6 +193,60 @@ def apply_edits(attributes, edits: SpanEdits, watched: frozenset[str] = frozense
                 kv.ClearField("value")  # no AnyValue at all, as an empty attribute arrives
             else:
                 encode_value(kv.value, value)
+
+
+# Span.attributes: field 9, length-delimited -> tag byte 0x4a. Encoded attributes are appended
+# to a span with one MergeFromString (repeated fields append): the same message as adding them
+# one by one, for a fraction of the upb calls (the sets inherit writes on every repaired span).
+_ATTRIBUTES_TAG = bytes([(Span.DESCRIPTOR.fields_by_name["attributes"].number << 3) | 2])
+_ENCODED: dict[tuple, bytes] = {}
+_ENCODED_MAX = 8192
+
+
+def _encoded_attribute(key: str, value: Any) -> bytes | None:
+    """One Span.attributes element for a string, int or string-list value (cached); else None."""
+    kind = type(value)
+    if kind is str or kind is int:
+        memo = (key, kind, value)
+    elif kind is list and all(type(v) is str for v in value):
+        memo = (key, list, tuple(value))
+    else:
+        return None
+    piece = _ENCODED.get(memo)
+    if piece is None:
+        kv = KeyValue(key=key)
+        encode_value(kv.value, value)
+        body = kv.SerializeToString()
+        size = len(body)
+        length = bytearray()
+        while size > 0x7F:
+            length.append((size & 0x7F) | 0x80)
+            size >>= 7
+        length.append(size)
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        piece = _ENCODED[memo] = _ATTRIBUTES_TAG + bytes(length) + body
+    return piece
+
+
+def _append_encoded(span: Span, sets: list[tuple[str, Any]], watched: frozenset[str],
+                    seen: frozenset[str]) -> bool:
+    """Apply sets that only add keys the scan found absent, as encoded bytes in one call.
+    False (nothing written) when any set needs apply_edits (a key present, repeated or
+    unwatched, or a value of another kind)."""
+    pieces = []
+    keys = set()
+    for key, value in sets:
+        if key not in watched or key in seen or key in keys:
+            return False
+        keys.add(key)
+        piece = _encoded_attribute(key, value)
+        if piece is None:
+            return False
+        pieces.append(piece)
+    if pieces:
+        span.MergeFromString(b"".join(pieces))
+    return True
 
 
 class PythonCodec:
@@ -247,7 +317,7 @@ class PythonCodec:
                 attrs, len(span.attributes),
                 tuple((link.trace_id, link.span_id) for link in links) if links else (),
                 len(events), frozenset(attrs), span.ByteSize(), _event_keys(events, watched),
-                _repeated(span.attributes, index, watched),
+                _repeated(span.attributes, index, watched), span.kind,
             ))
             objects.append(span)
         view = PythonBatchView(b"", resources, scopes, spans, message, None, watched, objects, resource_objects)
@@ -273,20 +343,7 @@ class PythonCodec:
         spans: list[SpanView] = []
         places: list[tuple[int, int, int]] = []
         for r, rs in enumerate(message.resource_spans):
-            service = UNKNOWN_SERVICE
-            r_attrs: dict[str, Any] = {}
-            r_seen = 0
-            for kv in rs.resource.attributes:
-                key = kv.key
-                if key == "service.name":
-                    value = kv.value
-                    service = (value.string_value or UNKNOWN_SERVICE) if value.WhichOneof("value") == "string_value" \
-                        else UNKNOWN_SERVICE
-                if key in watched:
-                    r_seen += 1
-                    r_attrs[key] = decode_value(kv.value)
-            resources.append(ResourceView(service, rs.schema_url, r_attrs, rs.resource.ByteSize(),
-                                          r_seen != len(r_attrs)))
+            resources.append(_resource_view(rs, watched))
             for s, ss in enumerate(rs.scope_spans):
                 scope_index = len(scopes)
                 scopes.append(ScopeView(r, ss.schema_url, ss.scope.name, ss.scope.version))
@@ -306,6 +363,7 @@ class PythonCodec:
                         attrs, len(attributes),
                         tuple((link.trace_id, link.span_id) for link in links) if links else (),
                         len(events), frozenset(attrs), span.ByteSize(), _event_keys(events, watched), repeated,
+                        span.kind,
                     ))
                     places.append((r, s, i))
         return PythonBatchView(raw, resources, scopes, spans, message, places, watched)
@@ -339,6 +397,8 @@ class PythonCodec:
         watched = view.watched
         objects = view.objects
         for index, span_edits in edits.spans.items():
+            if keep is not None and index not in keep:
+                continue  # a span left out: its edits are not worth applying
             if direct:
                 span = objects[index]
             else:
@@ -346,7 +406,8 @@ class PythonCodec:
                 span = out.resource_spans[r].scope_spans[s].spans[i]
             if span_edits.replace is not None:
                 span.ParseFromString(span_edits.replace)
-            else:
+            elif span_edits.renames or span_edits.deletes or not _append_encoded(
+                    span, span_edits.sets, watched, view.spans[index].signature):
                 apply_edits(span.attributes, span_edits, watched, view.spans[index].signature)
         dropped = edits.removed if keep is None else set(range(len(places))) - keep
         if dropped:
@@ -396,6 +457,53 @@ class PythonCodec:
             view.gone = True  # type: ignore[attr-defined]
             return view.message  # type: ignore[attr-defined]
         return self._edited(view, edits, None, spend=True)  # type: ignore[arg-type]
+
+    def extended(self, view: PythonBatchView, edits: BatchEdits, raw: bytes,
+                 watched: frozenset[str]) -> PythonBatchView:
+        """The view of the request with `edits` applied, removed spans left out and the spans
+        of `raw` after them (ViewBatch.extend), without serializing and scanning the whole
+        request again: the kept spans' records are reused (their attrs are current: ViewBatch
+        keeps them in step with its sets), only `raw` is scanned. Spends `view`."""
+        n = len(view.spans)
+        kept = [i for i in range(n) if i not in edits.removed]
+        if view.objects is not None:  # records' order: the request's order is by position
+            kept.sort(key=self._positions(view).__getitem__)
+        message = self._edited(view, edits, None, spend=True)
+        old_spans = view.spans
+        resources: list[ResourceView] = []
+        scopes: list[ScopeView] = []
+        spans: list[SpanView] = []
+        places: list[tuple[int, int, int]] = []
+        at = 0
+        for r, rs in enumerate(message.resource_spans):
+            resources.append(_resource_view(rs, watched))
+            for s, ss in enumerate(rs.scope_spans):
+                scope_index = len(scopes)
+                scopes.append(ScopeView(r, ss.schema_url, ss.scope.name, ss.scope.version))
+                for i, span in enumerate(ss.spans):
+                    record = old_spans[kept[at]]
+                    at += 1
+                    record.resource, record.scope = r, scope_index
+                    record.attr_count = len(span.attributes)
+                    record.signature = frozenset(record.attrs)  # what the message now holds
+                    record.size = span.ByteSize()
+                    spans.append(record)
+                    places.append((r, s, i))
+        tail = self._view_of(ExportTraceServiceRequest.FromString(raw), raw, watched)
+        r0, s0 = len(resources), len(scopes)
+        resources += tail.resources
+        for scope in tail.scopes:
+            scope.resource += r0
+            scopes.append(scope)
+        for record, (r, s, i) in zip(tail.spans, tail.places, strict=True):  # type: ignore[arg-type]
+            record.resource += r0
+            record.scope += s0
+            spans.append(record)
+            places.append((r + r0, s, i))
+        message.MergeFromString(raw)  # repeated fields append: the tail's resource_spans follow
+        out = PythonBatchView(b"", resources, scopes, spans, message, places, watched)
+        out.stale_raw = True
+        return out
 
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
         return self._edited(view, edits, set(indices)).SerializeToString()  # type: ignore[arg-type]

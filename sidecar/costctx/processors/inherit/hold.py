@@ -13,28 +13,9 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-from costctx.pdata.batch import SpanRecord
-
-
-@dataclass(eq=False)
-class Origin:
-    """A copy of the resource and scope a held span came under, shared by its siblings.
-
-    Copied (not referenced) so a held span does not keep its whole received batch alive.
-    """
-
-    resource: Resource
-    resource_schema_url: str
-    scope: InstrumentationScope
-    scope_schema_url: str
-
+from costctx.pdata.codec.api import ResourceView, SpanView
 
 # Sources with a share of their own (as the ancestor cache): further ones share one.
 MAX_SOURCES = 256
@@ -42,37 +23,40 @@ OTHER_SOURCES = "(other)"
 
 
 class HeldSpan:
-    __slots__ = ("trace_id", "key", "wait_key", "own", "rec", "span", "origin", "notes", "nbytes", "done", "source")
+    """A span waiting for its ancestor. While the batch it came in is processed it is still in
+    that batch (`index`, and may be resolved there); then it leaves it as bytes (`payload`: a
+    one-span request with its resource and scope) plus what repair reads (`view`, `resource`:
+    the batch view's records of it, small and free of the batch's bytes)."""
 
-    def __init__(self, rec: SpanRecord, trace_id: bytes, key: bytes, wait_key: bytes, own: dict[str, Any]) -> None:
+    __slots__ = ("trace_id", "key", "wait_key", "own", "index", "view", "resource", "payload", "notes",
+                 "sets", "nbytes", "done", "source")
+
+    def __init__(self, index: int, view: SpanView, resource: ResourceView, trace_id: bytes, key: bytes,
+                 wait_key: bytes, own: dict[str, Any]) -> None:
         self.trace_id = trace_id
-        self.source = rec.resource.hop  # the service it came from: overflow is shared out per source
+        self.source = resource.service  # the service it came from: overflow is shared out per source
         self.key = key
         # The (trace id + span id) of the ancestor this span waits for: its parent, or the
         # span it links to when it is the root of a new trace started from a remote context.
         self.wait_key = wait_key
         self.own = own
-        # While the batch it arrived in is still being processed the span stays in that
-        # batch (and may be resolved before the batch leaves); then it is detached.
-        self.rec: SpanRecord | None = rec
-        self.span: Span | None = None
-        self.origin: Origin | None = None
+        self.index: int | None = index
+        self.view = view
+        self.resource = resource
+        self.payload: bytes | None = None
         self.notes: dict[str, Any] | None = None
+        # What repair writes on it once released (applied to the batch it is released in).
+        self.sets: list[tuple[str, Any]] | None = None
         self.nbytes = 0
         # Set once the span has been resolved (repaired or released).
         self.done = False
 
-    def detach(self, origin: Origin) -> None:
-        """Copy the span out of its batch; the caller then removes it from the batch."""
-        rec = self.rec
-        assert rec is not None
-        span = Span()
-        span.CopyFrom(rec.span)
-        self.span = span
-        self.origin = origin
-        self.notes = rec.notes
-        self.nbytes = span.ByteSize()
-        self.rec = None
+    def detach(self, payload: bytes, notes: dict[str, Any] | None) -> None:
+        """The span leaves its batch: kept as its one-span request."""
+        self.payload = payload
+        self.notes = notes
+        self.nbytes = len(payload)
+        self.index = None
 
 
 class TraceHold:
@@ -152,7 +136,7 @@ class Hold:
         self.span_count -= 1
         source = trace.source
         self.source_spans[source] -= 1
-        if held.span is not None:
+        if held.payload is not None:
             trace.nbytes -= held.nbytes
             self.nbytes -= held.nbytes
         if not trace.spans:

@@ -16,8 +16,6 @@ import re
 import sqlite3
 from pathlib import Path
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from costctx.processors.inherit.hold import HeldSpan
 
 log = logging.getLogger("costctx.processor.inherit")
@@ -37,21 +35,13 @@ class HoldJournal:
         self._forget: set[bytes] = set()
 
     def write(self, spans: list[HeldSpan]) -> None:
-        """Store spans just detached into the hold (each as a one-span request with its origin)."""
+        """Store spans just detached into the hold (each as its one-span request, the bytes
+        the hold keeps)."""
         rows = []
         for held in spans:
-            origin, span = held.origin, held.span
-            if origin is None or span is None:
+            if held.payload is None:
                 continue
-            request = ExportTraceServiceRequest()
-            resource_spans = request.resource_spans.add()
-            resource_spans.resource.CopyFrom(origin.resource)
-            resource_spans.schema_url = origin.resource_schema_url
-            scope_spans = resource_spans.scope_spans.add()
-            scope_spans.scope.CopyFrom(origin.scope)
-            scope_spans.schema_url = origin.scope_schema_url
-            scope_spans.spans.append(span)
-            rows.append((held.key, request.SerializeToString()))
+            rows.append((held.key, held.payload))
             self._forget.discard(held.key)  # held again (a restored or re-sent span): keep it
         if rows:
             with self._db:

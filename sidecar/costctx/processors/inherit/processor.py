@@ -5,7 +5,7 @@ Sub-agents, async tool calls and retries lose the context, and their spend lands
 arrive in: the SDK exports a span when it ends, so children usually come before the root
 that carries `workflow.id`, often in an earlier batch.
 
-Per span (one pass over the batch's shared index):
+Per span (one pass over the batch view: ids, parent, links, the watched attributes):
 - it reads the span's own context fields and looks its parent up in the ancestor cache;
 - parent known, or no parent: fill what is missing from the parent's fields (which are the
   parent's own plus what it inherited, i.e. the nearest ancestor's), then from the resource
@@ -14,6 +14,11 @@ Per span (one pass over the batch's shared index):
 - parent unknown and a required field missing: hold the span (per trace, `wait_duration`)
   until the ancestor arrives; it is released, repaired, together with its held descendants;
 - a span that needs no repair is never held: it leaves in the batch it came in.
+A held span leaves its batch as bytes (a one-span request with its resource and scope: the
+hold, its byte bounds and the journal keep those). A released span is decided on the view
+recorded when it was held; the bytes then join the batch whose ancestor (or overflow) released
+it, after that batch's own spans (ViewBatch.extend), or, released on timeout, shutdown or a
+registry answer, form a batch of their own. Either way the repair is written as edits.
 A value a span carries itself is never overwritten; a different ancestor value is a conflict.
 """
 
@@ -21,34 +26,35 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
-
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import HOP_DEPTH_KEY, REPAIRED_KEY
 from costctx.pdata import TraceBatch
-from costctx.pdata.attributes import any_value_to_python, set_any_value
-from costctx.pdata.batch import ResourceView, SpanRecord
+from costctx.pdata.batch import ResourceView as RecordResource
+from costctx.pdata.batch import SpanRecord
+from costctx.pdata.codec import Codec, select_codec
+from costctx.pdata.codec.api import EMPTY, KvList, ResourceView, SpanEdits, SpanView
+from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.inherit.config import InheritConfig
 from costctx.processors.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
-from costctx.processors.inherit.encode import AttributeBytes, attribute_bytes
-from costctx.processors.inherit.hold import HeldSpan, Hold, Origin, TraceHold
+from costctx.processors.inherit.hold import HeldSpan, Hold, TraceHold
 from costctx.processors.inherit.hold_journal import HoldJournal
 from costctx.processors.inherit.metrics import InheritMetrics
 from costctx.processors.inherit.registry_link import RegistryLink
-from costctx.processors.inherit.regroup import Regrouper
+from costctx.processors.inherit.split import one_span_requests
 
 MiB = 1024 * 1024
 _INVALID_SPAN_ID = bytes(8)
+_NO_SETS: tuple = ()
 
 
 class _Tally:
     """Per-batch counts, added to Prometheus once per batch rather than once per span."""
 
-    __slots__ = ("repaired", "conflicts", "released", "missing", "held", "resource", "resource_values", "encoded")
+    __slots__ = ("repaired", "conflicts", "released", "missing", "held", "resource", "resource_values", "shared")
 
     def __init__(self) -> None:
         # (source, fields) -> spans: one update per span, expanded per field at flush.
@@ -57,35 +63,37 @@ class _Tally:
         self.released: Counter[str] = Counter()
         self.missing: Counter[str] = Counter()
         self.held = 0
-        # The last resource seen and what it supplies to spans (spans come grouped by
-        # resource): per batch, so no protobuf outlives the batch it belongs to.
+        # The last resource seen and what it supplies to spans (spans come grouped by resource).
         self.resource: ResourceView | None = None
         self.resource_values: tuple[tuple[str, str], ...] = ()
-        # (id(parent's fields dict), fields written) -> (that dict, those fields as encoded
-        # attributes); the dict is held so the id stays its own for the batch.
-        self.encoded: dict[tuple[int, tuple[str, ...]], tuple[dict[str, Any], bytes]] = {}
+        # Decisions siblings share within the batch: (id(parent's fields dict), resource, depth,
+        # the span's own keys) -> (that dict, the sets written, the repaired fields, the
+        # fields dict it leaves with); the parent dict is held so its id stays its own.
+        self.shared: dict[tuple, tuple] = {}
 
 
 class InheritProcessor(Processor):
     type_name = "inherit"
     config_model = InheritConfig
     config: InheritConfig
+    on_view = True
 
     def __init__(self, name: str, config: InheritConfig, host: Host) -> None:
         super().__init__(name, config, host)
         envelope = host.envelope
         self._fields: tuple[str, ...] = envelope.inheritable
+        self._field_set = frozenset(self._fields)
         # Only inheritable fields are worth waiting for (retry.attempt never is).
         self._required = tuple(k for k in config.required_fields if k in self._fields)
         self._required_set = frozenset(self._required)
-        # Encoded attributes that repair appends over and over (sidecar/inherit/encode.py).
-        self._attribute_bytes = AttributeBytes()
-        self._repaired_bytes: dict[tuple[str, ...], bytes] = {}
-        self._depth_bytes: dict[int, bytes] = {}
         self._resource_fallback = {
             f.key: f.resource_fallback for f in envelope.context_fields if f.resource_fallback and f.inherit
         }
         self._fallback_fields = tuple(config.trace_fallback_fields) if config.trace_fallback else ()
+        self._watched = frozenset(
+            (*self._fields, *self._fallback_fields, *self._resource_fallback.values(), REPAIRED_KEY, HOP_DEPTH_KEY))
+        # The same repaired list on most repaired spans: one list object per distinct list.
+        self._repaired_lists: dict[tuple[str, ...], list[str]] = {}
         self.hold = Hold(config.wait_duration)
         self.registry = RegistryLink(host, config.registry, self._registry_known)
         self.use_clock(time.monotonic)
@@ -96,12 +104,24 @@ class InheritProcessor(Processor):
         storage = host.hold_storage
         self.journal = HoldJournal(storage[0], name, storage[1]) if storage else None
         self._restored: list[tuple[bytes, bytes]] = []
+        # The batch being processed and spans released while it is (they leave with it).
+        self._batch: ViewBatch | None = None
+        self._released: list[HeldSpan] = []
+        # A direct `process` call (a TraceBatch): released spans are kept here and appended to it.
+        self._direct = False
+        self._followers: list[ViewBatch] = []
+        # Released batches are scanned with the codec and the keys of the pipeline's batches.
+        self._codec: Codec | None = None
+        self._scan_keys: frozenset[str] | None = None
         m = self.metrics
         m.hold_spans.set_function(lambda: self.hold.span_count)
         m.hold_bytes.set_function(lambda: self.hold.nbytes)
         m.hold_traces.set_function(lambda: len(self.hold.traces))
         m.cache_entries.set_function(lambda: len(self.cache))
         m.trace_entries.set_function(lambda: len(self.trace_values))
+
+    def watched_keys(self) -> frozenset[str]:
+        return self._watched
 
     def use_clock(self, clock: Callable[[], float]) -> None:
         """Set the clock for hold deadlines and cache ages (tests step one by hand).
@@ -113,44 +133,52 @@ class InheritProcessor(Processor):
         self.trace_values = TraceValues(cache.max_traces, cache.ttl, clock)
 
     # -- the batch path --------------------------------------------------------------------
-    def process(self, batch: TraceBatch) -> TraceBatch:
+    def process_view(self, batch: ViewBatch) -> ViewBatch:
         if self.journal is not None:
             self.journal.flush()  # spans released before this batch have been queued by now
-        records = batch.records
-        if not records:
+        self._codec = batch.codec
+        self.registry.before_batch()
+        if batch.watched is not self._scan_keys:
+            self._scan_keys = batch.watched if batch.watched >= self._watched else batch.watched | self._watched
+        view = batch.view
+        indices = batch.indices()
+        if not len(indices):
             return batch
         now = self.clock()
         cache_get = self.cache.get
         hold = self.hold
         tally = _Tally()
         held_here: list[HeldSpan] = []
-        out: Regrouper | None = None
+        self._batch = batch
+        spans = view.spans
+        resources = view.resources
 
         # Hoisted: this loop runs once per span.
         fields_order = self._fields
         required = self._required_set
         resolve = self._resolve
+        apply = self._apply
         add_held = hold.add
         registry_known = self.registry.known
         learn = self.registry.learn
         try:
-            for rec in records:
-                span = rec.span
+            for index in indices:
+                span = spans[index]
                 trace_id = span.trace_id
                 key = trace_id + span.span_id
-                # The span's own context fields, in envelope order (inlined: per span).
-                attrs = rec.attrs
+                # The span's own context fields, in envelope order.
+                attrs = span.attrs
+                # (From attrs, not the scan's signature: normalize renames keys after the scan.)
                 own: dict[str, Any] = {}
                 for field in fields_order:
-                    kv = attrs.get(field)
-                    if kv is None:
+                    value = attrs.get(field)
+                    if value is None:
                         continue
-                    value = kv.value
-                    text = value.string_value  # "" unless a non-empty string: one access, the common case
-                    if text:
-                        own[field] = text
-                    elif value.WhichOneof("value") not in (None, "string_value"):
-                        own[field] = any_value_to_python(value)
+                    if type(value) is str:
+                        if value:  # an empty string is no value
+                            own[field] = value
+                    elif value is not EMPTY:
+                        own[field] = _python(value)
                 parent_id = span.parent_span_id
                 # An all-zero id is invalid (W3C): no parent, rather than one that never comes.
                 wait_key = trace_id + parent_id if parent_id and parent_id != _INVALID_SPAN_ID else None
@@ -158,86 +186,68 @@ class InheritProcessor(Processor):
                 if parent is None and wait_key is not None:
                     parent = registry_known(wait_key)  # registered by a check, or by another sidecar
                 if parent is None and not own.keys() >= required:
-                    if wait_key is None and len(span.links) and span.links[0].span_id:
+                    links = span.links
+                    if wait_key is None and links and links[0][1]:
                         # The root of a trace started from a remote context (a sub-agent that
                         # links to the span that spawned it): treat the link as its parent.
-                        link = span.links[0]
-                        wait_key = link.trace_id + link.span_id
+                        wait_key = links[0][0] + links[0][1]
                         parent = cache_get(wait_key)
                     if parent is None and wait_key is not None:
-                        held = HeldSpan(rec, trace_id, key, wait_key, own)
+                        held = HeldSpan(index, span, resources[span.resource], trace_id, key, wait_key, own)
                         if add_held(held, now):
                             held_here.append(held)
                             continue
                 if "workflow.id" in own:
-                    learn(span, trace_id, own)
-                resolve(rec, own, key, trace_id, parent, tally)
+                    learn(span.kind, span.span_id, trace_id, own)
+                apply(batch, index, resolve(span, resources[span.resource], own, key, trace_id, parent, tally))
                 if hold.waiters:
-                    if out is None:
-                        out = Regrouper(batch.request)
-                    self._cascade(key, "ancestor", out, tally)
+                    self._cascade(key, "ancestor", tally)
         except Exception:
             # The pipeline forwards this batch as it stands: spans held from it are still in
-            # it, so they must leave the hold; spans released into it go with it.
+            # it, so they must leave the hold; spans released while it ran follow it.
             for held in held_here:
                 if not held.done:
                     hold.remove(held)
-            if out is not None and out.records:
-                batch.set_records(records + out.records)
+            self._batch = None
+            self._release_into(batch)
             raise
 
+        self._batch = None
         pending = [h for h in held_here if not h.done]
         self.registry.after_batch(h.wait_key for h in pending)
-        kept = self._detach(batch, records, pending, tally) if pending else records
+        if pending:
+            try:
+                self._detach(batch, pending, tally)
+            except Exception:
+                # Still in the batch the pipeline forwards: out of the hold, as above.
+                for held in pending:
+                    if held.index is not None:  # not detached
+                        hold.remove(held)
+                self._release_into(batch)
+                raise
         if hold.is_over(self._max_spans, self._max_bytes):
-            if out is None:
-                out = Regrouper(batch.request)
-            self._release_oldest(out, tally)
-        if pending or (out is not None and out.records):
-            # Released spans join the batch whose spans released them: they leave together.
-            batch.set_records(kept + out.records if out is not None else kept)
+            self._release_oldest(tally)
+        self._release_into(batch)
         self._flush(tally)
         return batch
 
-    def _detach(self, batch: TraceBatch, records: list[SpanRecord], pending: list[HeldSpan], tally) -> list:
-        """Take still-held spans out of the batch; return the records that stay in it."""
-        held_ids = set()
-        origins: dict[tuple[int, int], Origin] = {}
-        by_scope: dict[int, tuple[Any, set[int]]] = {}
-        for held in pending:
-            rec = held.rec
-            assert rec is not None
-            held_ids.add(id(rec))
-            origin_key = (id(rec.resource), id(rec.scope_spans))
-            origin = origins.get(origin_key)
-            if origin is None:
-                origin = origins[origin_key] = Origin(
-                    resource=_copy(rec.resource.resource),
-                    resource_schema_url=rec.resource.schema_url,
-                    scope=_copy(rec.scope_spans.scope),
-                    scope_schema_url=rec.scope_spans.schema_url,
-                )
-            scope_entry = by_scope.get(id(rec.scope_spans))
-            if scope_entry is None:
-                scope_entry = by_scope[id(rec.scope_spans)] = (rec.scope_spans, set())
-            scope_entry[1].add(id(rec.span))
-            held.detach(origin)
+    def _detach(self, batch: ViewBatch, pending: list[HeldSpan], tally: _Tally) -> None:
+        """Take still-held spans out of the batch, as one-span requests (bytes)."""
+        indices = [h.index for h in pending]
+        raw = batch.codec.extract(batch.view, indices, batch.edits)  # type: ignore[arg-type]
+        payloads = dict(one_span_requests(raw))
+        found = [payloads[held.key] for held in pending]  # all or none: a failure changes nothing
+        notes = batch.notes
+        for held, payload in zip(pending, found, strict=True):
+            held.detach(payload, notes.get(held.index))  # type: ignore[arg-type]
             self.hold.account(held)
+        batch.edits.removed.update(indices)  # type: ignore[arg-type]
         if self.journal is not None:
             self.journal.write(pending)  # durable before the batch is acknowledged
         tally.held += len(pending)
-        for scope_spans, held_spans in by_scope.values():
-            # The held spans themselves, by identity (the records keep their wrappers alive):
-            # another span with the same ids (a client bug) may have passed, before or after.
-            spans = scope_spans.spans
-            found = [i for i, span in enumerate(spans) if id(span) in held_spans]
-            for i in reversed(found):
-                del spans[i]
-        _prune_empty(batch.request)
-        return [r for r in records if id(r) not in held_ids]
 
     # -- releasing -------------------------------------------------------------------------
-    def _cascade(self, key: bytes, reason: str, out: Regrouper, tally: _Tally) -> None:
+    def _cascade(self, key: bytes, reason: str, tally: _Tally) -> None:
         """`key` just became known: resolve the spans waiting for it, then theirs."""
         hold = self.hold
         stack = [key]
@@ -248,25 +258,34 @@ class InheritProcessor(Processor):
                 continue
             parent = self.cache.get(known_key)
             for held in waiting:
-                self._finish(held, parent, reason, out, tally)
+                self._finish(held, parent, reason, tally)
                 stack.append(held.key)
 
-    def _finish(self, held: HeldSpan, parent: Known | None, reason: str, out: Regrouper, tally: _Tally) -> None:
+    def _finish(self, held: HeldSpan, parent: Known | None, reason: str, tally: _Tally) -> None:
         held.done = True
-        if held.rec is not None:
+        decision = self._resolve(held.view, held.resource, held.own, held.key, held.trace_id, parent, tally)
+        if held.index is not None:
             # Still in the batch it came in (its ancestor came later in the same batch):
             # repaired in place, it never waited.
-            self._resolve(held.rec, held.own, held.key, held.trace_id, parent, tally)
+            self._apply(self._batch, held.index, decision)  # type: ignore[arg-type]
             return
         if self.journal is not None:
             self.journal.forget_later(held.key)
-        rec = out.add(held)
-        known = self._resolve(rec, held.own, held.key, held.trace_id, parent, tally)
+        _, sets, conflicts, repaired = decision
+        held.sets = list(sets) if sets else None
+        if conflicts or repaired:
+            notes = held.notes if held.notes is not None else {}
+            held.notes = notes
+            if conflicts:
+                notes.setdefault("conflict", set()).update(conflicts)
+            if repaired:
+                notes.setdefault("repaired", set()).update(repaired)
+        self._released.append(held)
         tally.released[reason] += 1
-        if not known.fields.keys() >= self._required_set:
+        if not decision[0].fields.keys() >= self._required_set:
             tally.missing[reason] += 1
 
-    def _release_trace(self, trace: TraceHold, reason: str, out: Regrouper, tally: _Tally) -> None:
+    def _release_trace(self, trace: TraceHold, reason: str, tally: _Tally) -> None:
         """Release a whole trace as it is, top-down so descendants inherit what is known."""
         spans = trace.spans
         pending = list(spans.values())
@@ -278,16 +297,92 @@ class InheritProcessor(Processor):
                     hold.remove(held)
                     # The ancestor never came: the workflow's context, if a sidecar registered it.
                     parent = self.cache.get(held.wait_key) or self.registry.trace_known(held.trace_id)
-                    self._finish(held, parent, reason, out, tally)
-                    self._cascade(held.key, reason, out, tally)
+                    self._finish(held, parent, reason, tally)
+                    self._cascade(held.key, reason, tally)
 
-    def _release_oldest(self, out: Regrouper, tally: _Tally) -> None:
+    def _release_oldest(self, tally: _Tally) -> None:
         hold = self.hold
         while hold.is_over(self._max_spans, self._max_bytes):
             trace = hold.overflow_victim()  # the oldest of the source holding the most
             if trace is None:
                 break
-            self._release_trace(trace, "overflow", out, tally)
+            self._release_trace(trace, "overflow", tally)
+
+    def _take_released(self) -> tuple[bytes, list[HeldSpan]] | None:
+        released, self._released = self._released, []
+        if not released:
+            return None
+        return b"".join(h.payload for h in released), released  # type: ignore[misc]
+
+    @staticmethod
+    def _apply_released(batch: ViewBatch, start: int, released: list[HeldSpan]) -> None:
+        """Write the repair decided for each released span (at `start` on) and its notes."""
+        spans = batch.view.spans
+        edits = batch.edits.spans
+        notes = batch.notes
+        for index, held in enumerate(released, start):
+            if held.sets:
+                edits[index] = SpanEdits(sets=held.sets)
+                spans[index].attrs.update(held.sets)
+            if held.notes:
+                notes[index] = held.notes
+
+    def _release_into(self, batch: ViewBatch) -> None:
+        """Spans released while `batch` ran leave with it, appended after its own spans (the
+        spans that released them), as before the batch view; a direct `process` call (a
+        TraceBatch) appends them itself."""
+        taken = self._take_released()
+        if taken is None:
+            return
+        raw, released = taken
+        if self._direct:
+            follower = ViewBatch(batch.codec, raw, batch.watched, len(released))
+            self._apply_released(follower, 0, released)
+            self._followers.append(follower)
+            return
+        self._apply_released(batch, batch.extend(raw, len(released)), released)
+
+    def _released_batch(self) -> ViewBatch | None:
+        """The spans released so far (timeout, shutdown, registry) as one batch of their own,
+        scanned from their bytes with the repair decided for each applied as edits."""
+        taken = self._take_released()
+        if taken is None:
+            return None
+        raw, released = taken
+        codec = self._codec
+        if codec is None:
+            codec = self._codec = select_codec()
+        batch = ViewBatch(codec, raw, self._scan_keys or self._watched, len(released))
+        self._apply_released(batch, 0, released)
+        return batch
+
+    def _emit_released(self) -> None:
+        released = self._released_batch()
+        if released is not None:
+            # Scanned with the pipeline's keys once a batch showed them; else the slow form,
+            # which the pipeline scans with its own keys.
+            self.emit(released if self._scan_keys is not None else released.trace)
+
+    def process(self, batch: TraceBatch) -> TraceBatch | None:
+        """The view path for callers holding a TraceBatch (tests, the journal's restore): the
+        spans the batch released are appended to it, under their own resource and scope."""
+        self._followers, self._direct = [], True
+        try:
+            out = super().process(batch)
+        except Exception:
+            # The caller forwards `batch` as it stands: what it released goes with it.
+            _append_released(batch, self._followers)
+            raise
+        finally:
+            self._direct = False
+        followers, self._followers = self._followers, []
+        if not followers:
+            return out
+        if out is None:
+            out = batch
+        _append_released(out, followers)
+        return out
+
 
     async def start(self) -> None:
         if self.journal is not None:
@@ -296,17 +391,19 @@ class InheritProcessor(Processor):
     def _hold_restored(self) -> None:
         """Hold again what a previous run left in the journal (the first tick: the pipeline runs)."""
         rows, self._restored = self._restored, []
-        request = ExportTraceServiceRequest()
-        for _, payload in rows:
-            request.MergeFromString(payload)
         self.log.warning("holding again %d span(s) left in %s by the previous run", len(rows), self.journal.path)
         self.metrics.restored_spans.inc(len(rows))
-        out = self.process(TraceBatch(request))
+        codec = self._codec if self._codec is not None else select_codec()
+        keys = self._scan_keys
+        batch = ViewBatch(codec, b"".join(payload for _, payload in rows), keys or self._watched, len(rows))
+        out = self.process_view(batch)
+        if keys is None:
+            self._scan_keys = None  # this batch was not the pipeline's: its keys are not known
         for key, _ in rows:
             if not self.hold.is_held(key):
                 self.journal.forget_later(key)  # handed on below
-        if out is not None and not out.is_empty():
-            self.emit(out)
+        if not out.is_empty():
+            self.emit(out if keys is not None else out.trace)
 
     def tick(self, now: float) -> None:
         if self.journal is not None:
@@ -322,31 +419,28 @@ class InheritProcessor(Processor):
         if trace is None or trace.deadline > now:
             return
         tally = _Tally()
-        out = Regrouper(ExportTraceServiceRequest())
         while trace is not None and trace.deadline <= now:
-            self._release_trace(trace, "timeout", out, tally)
+            self._release_trace(trace, "timeout", tally)
             trace = hold.oldest()
-        self._emit_released(out)
+        self._emit_released()
         self._flush(tally)
 
     def shutdown(self) -> None:
         tally = _Tally()
-        out = Regrouper(ExportTraceServiceRequest())
         while (trace := self.hold.oldest()) is not None:
-            self._release_trace(trace, "shutdown", out, tally)
-        self._emit_released(out)
+            self._release_trace(trace, "shutdown", tally)
+        self._emit_released()
         self._flush(tally)
 
     def _registry_known(self, keys: list[bytes]) -> None:
         """The registry answered: spans waiting for these (trace id + span id) are released."""
         tally = _Tally()
-        out = Regrouper(ExportTraceServiceRequest())
         for key in keys:
             if key in self.hold.waiters:
                 if self.cache.get(key) is None:
                     self.cache.put(key, self.registry.known(key))
-                self._cascade(key, "registry", out, tally)
-        self._emit_released(out)
+                self._cascade(key, "registry", tally)
+        self._emit_released()
         self._flush(tally)
 
     async def close(self) -> None:
@@ -354,23 +448,80 @@ class InheritProcessor(Processor):
         if self.journal is not None:
             self.journal.close()
 
-    def _emit_released(self, out: Regrouper) -> None:
-        if not out.records:
-            return
-        batch = TraceBatch(out.request)
-        batch.set_records(out.records)
-        self.emit(batch)
-
     # -- repair ----------------------------------------------------------------------------
+    @staticmethod
+    def _apply(batch: ViewBatch, index: int, decision: tuple) -> None:
+        """Write a decision on span `index` of `batch` (ViewBatch.set and .note, inlined)."""
+        _, sets, conflicts, repaired = decision
+        if sets:
+            edits = batch.edits.spans.get(index)
+            if edits is None:
+                edits = batch.edits.spans[index] = SpanEdits()
+            if edits.replace is not None:
+                # Re-encoded on the slow path (normalize, limits): set writes into the replacement.
+                for key, value in sets:
+                    batch.set(index, key, value)
+            else:
+                edits.sets.extend(sets)
+                batch.view.spans[index].attrs.update(sets)
+        if conflicts or repaired:
+            notes = batch.notes.get(index)
+            if notes is None:
+                notes = batch.notes[index] = {}
+            if conflicts:
+                found = notes.get("conflict")
+                if found is None:
+                    notes["conflict"] = set(conflicts)
+                else:
+                    found.update(conflicts)
+            if repaired:
+                found = notes.get("repaired")
+                if found is None:
+                    notes["repaired"] = set(repaired)
+                else:
+                    found.update(repaired)
+
     def _resolve(
-        self, rec: SpanRecord, own: dict[str, Any], key: bytes, trace_id: bytes, parent: Known | None, tally: _Tally
-    ) -> Known:
-        """Fill `rec` from its parent, the resource and the trace; remember it; return it."""
+        self, span: SpanView, resource: ResourceView, own: dict[str, Any], key: bytes, trace_id: bytes,
+        parent: Known | None, tally: _Tally,
+    ) -> tuple[Known, Any, list[str] | None, list[str]]:
+        """Decide how `span` is filled from its parent, the resource and the trace; remember it.
+
+        Returns (what is known of it, the attribute sets to write in order, conflicting fields,
+        repaired fields). Writes nothing: the caller applies the sets to the batch it is in."""
+        attrs = span.attrs
+        # Siblings under one parent and resource carrying the same fields of their own get one
+        # decision (shared within the batch, when nothing in it depends on the trace's votes).
+        shareable = parent is not None and REPAIRED_KEY not in attrs and HOP_DEPTH_KEY not in attrs
+        if shareable:
+            try:
+                shared_key = (id(parent), id(resource), tuple(own.items()) if own else ())
+                hit = tally.shared.get(shared_key)
+            except TypeError:  # a structured (unhashable) value of its own: decided alone
+                shareable = False
+                hit = None
+            if hit is not None:
+                known, sets, conflicts, repaired, bumps = hit[2:]
+                counts = tally.repaired
+                for bump in bumps:
+                    counts[bump] += 1
+                if conflicts:
+                    for field in conflicts:
+                        tally.conflicts[field] += 1
+                if own:
+                    for field in self._fallback_fields:
+                        mine = own.get(field)
+                        if mine is not None:
+                            self.trace_values.record(trace_id, field, mine)  # every carrier votes
+                self.cache.put(key, known)
+                return known, sets, conflicts, repaired
         fields = own
         copied = False
         repaired: list[str] = []
+        conflicts: list[str] | None = None
         fallback = NO_FIELDS
-        attrs = rec.attrs
+        sets: list[tuple[str, Any]] = []
+        bumps: list[tuple[str, tuple[str, ...]]] = []  # counts of repaired fields, by source
         if parent is not None:
             parent_fields = parent.fields
             if parent_fields:
@@ -379,45 +530,33 @@ class InheritProcessor(Processor):
                     # dict is shared, not copied.
                     fields = parent_fields
                     repaired = list(parent_fields)
+                    sets.extend(parent_fields.items())
                 else:
                     own_get = own.get
                     for field, value in parent_fields.items():
                         mine = own_get(field)
                         if mine is None:
                             repaired.append(field)
+                            sets.append((field, value))
                         elif mine != value:
-                            rec.note("conflict").add(field)
+                            if conflicts is None:
+                                conflicts = []
+                            conflicts.append(field)
                             tally.conflicts[field] += 1
                     if repaired:
                         fields = dict(own)
                         copied = True
                         for field in repaired:
                             fields[field] = parent_fields[field]
-                if repaired:
-                    # Siblings repair the same fields from the same parent dict: its encoding
-                    # is reused within the batch.
-                    signature = tuple(repaired)
-                    memo_key = (id(parent_fields), signature)
-                    memo = tally.encoded.get(memo_key)
-                    encoded = self._write(rec, repaired, parent_fields, memo[1] if memo is not None else None)
-                    if memo is None and encoded is not None:
-                        tally.encoded[memo_key] = (parent_fields, encoded)
             if repaired:
                 from_trace = parent.fallback.intersection(repaired) if parent.fallback else NO_FIELDS
                 if from_trace:
                     fallback = frozenset(from_trace)
-                    tally.repaired[("trace", tuple(from_trace))] += 1
-                    tally.repaired[("ancestor", tuple(f for f in repaired if f not in from_trace))] += 1
+                    bumps.append(("trace", tuple(from_trace)))
+                    bumps.append(("ancestor", tuple(f for f in repaired if f not in from_trace)))
                 else:
                     # One count per span, by the tuple of fields; expanded per field at flush.
-                    tally.repaired[("ancestor", signature)] += 1
-        # New attributes below (fallback fields, the repaired stamp, the depth) are collected
-        # as encoded bytes and appended in one call at the end, in the order they were
-        # decided; anything written another way flushes what is collected first.
-        pieces: list[bytes] = []
-        names: list[str] = []
-        piece = self._attribute_bytes.get
-        resource = rec.resource
+                    bumps.append(("ancestor", tuple(repaired)))
         if resource is not tally.resource:
             tally.resource = resource
             tally.resource_values = self._resource_values(resource)
@@ -427,63 +566,49 @@ class InheritProcessor(Processor):
                     fields = dict(fields)
                     copied = True
                 fields[field] = value
-                if field in attrs:
-                    _set(rec, field, value)  # an empty or non-string value: overwritten in place
-                else:
-                    pieces.append(piece(field, value))
-                    names.append(field)
+                sets.append((field, value))
                 repaired.append(field)
-                tally.repaired[("resource", (field,))] += 1
+                bumps.append(("resource", (field,)))
         for field in self._fallback_fields:
             mine = own.get(field)
             if mine is not None:
                 self.trace_values.record(trace_id, field, mine)  # every carrier votes
             elif field not in fields:
+                shareable = False  # the trace's votes may change within the batch
                 value = self.trace_values.lookup(trace_id, field)
                 if value is not None:
                     if not copied:
                         fields = dict(fields)
                         copied = True
                     fields[field] = value
-                    if type(value) is str and field not in attrs:
-                        pieces.append(piece(field, value))
-                        names.append(field)
-                    else:
-                        if pieces:
-                            _append(rec, pieces, names)
-                            pieces, names = [], []
-                        _set(rec, field, value)
+                    sets.append((field, value))
                     repaired.append(field)
                     fallback = fallback | {field}
-                    tally.repaired[("trace", (field,))] += 1
+                    bumps.append(("trace", (field,)))
         if repaired:
-            notes = rec.notes  # rec.note("repaired").update(repaired), inlined: once per span
-            if notes is None:
-                rec.notes = {"repaired": set(repaired)}
-            elif (noted := notes.get("repaired")) is None:
-                notes["repaired"] = set(repaired)
-            else:
-                noted.update(repaired)
-            if REPAIRED_KEY in attrs:  # stamped by a sidecar upstream: merge
-                if pieces:
-                    _append(rec, pieces, names)
-                    pieces, names = [], []
-                rec.append_strings(REPAIRED_KEY, repaired)
-            else:
-                # The same list on most repaired spans: encoded once per list.
+            stamp = attrs.get(REPAIRED_KEY)
+            if stamp is None:
+                # The same list on most repaired spans: one list object per distinct list.
                 signature = tuple(repaired)
-                encoded = self._repaired_bytes.get(signature)
-                if encoded is None:
-                    if len(self._repaired_bytes) >= 1024:
-                        self._repaired_bytes.clear()
-                    encoded = self._repaired_bytes[signature] = attribute_bytes(REPAIRED_KEY, repaired)
-                pieces.append(encoded)
-                names.append(REPAIRED_KEY)
+                listed = self._repaired_lists.get(signature)
+                if listed is None:
+                    if len(self._repaired_lists) >= 1024:
+                        self._repaired_lists.clear()
+                    listed = self._repaired_lists[signature] = list(signature)
+                sets.append((REPAIRED_KEY, listed))
+            else:
+                # Stamped by a sidecar upstream: merged (ViewBatch.append_strings' rule).
+                is_array = type(stamp) is list
+                existing = [v for v in stamp if type(v) is str] if is_array else []
+                added = [v for v in repaired if v not in existing]
+                if added or not is_array:
+                    sets.append((REPAIRED_KEY, existing + added))
         # Hop depth: service boundaries crossed from the workflow's first span; stamped
-        # when known (inlined: once per span).
-        kv = attrs.get(HOP_DEPTH_KEY)
-        if kv is not None and kv.value.WhichOneof("value") == "int_value":
-            depth: int | None = kv.value.int_value  # set by an upstream sidecar: never overwritten
+        # when known.
+        stored = attrs.get(HOP_DEPTH_KEY)
+        hop = resource.service
+        if type(stored) is int:
+            depth: int | None = stored  # set by an upstream sidecar: never overwritten
         else:
             if parent is not None:
                 if parent.depth is None:
@@ -493,77 +618,31 @@ class InheritProcessor(Processor):
                     if workflow is not None and workflow != parent.fields.get("workflow.id"):
                         depth = 0  # a new workflow starts here
                     else:
-                        depth = parent.depth + (resource.hop != parent.hop)
-            elif rec.span.parent_span_id in (b"", _INVALID_SPAN_ID) and not len(rec.span.links):
+                        depth = parent.depth + (hop != parent.hop)
+            elif span.parent_span_id in (b"", _INVALID_SPAN_ID) and not span.links:
                 depth = 0
             else:
                 depth = None  # the ancestors are unknown: the depth is too
             if depth is not None:
-                if kv is None:
-                    encoded = self._depth_bytes.get(depth)
-                    if encoded is None:
-                        if len(self._depth_bytes) >= 1024:
-                            self._depth_bytes.clear()
-                        encoded = self._depth_bytes[depth] = attribute_bytes(HOP_DEPTH_KEY, depth)
-                    pieces.append(encoded)
-                    names.append(HOP_DEPTH_KEY)
-                else:
-                    _set(rec, HOP_DEPTH_KEY, depth)  # present without an int: overwritten in place
-        if pieces:
-            _append(rec, pieces, names)
-        known = Known(fields, resource.hop, depth, fallback)
+                sets.append((HOP_DEPTH_KEY, depth))
+        counts = tally.repaired
+        for bump in bumps:
+            counts[bump] += 1
+        known = Known(fields, hop, depth, fallback)
         self.cache.put(key, known)
-        return known
-
-    def _write(
-        self, rec: SpanRecord, names: Iterable[str], values: dict[str, Any], encoded: bytes | None = None
-    ) -> bytes | None:
-        """Write `values[name]` for each name on the span (names in order; the index follows).
-
-        Returns the encoded attributes when it appended them that way (`encoded`, if given, is
-        that encoding from an earlier span with the same names and values)."""
-        attrs = rec.attrs
-        if attrs.keys().isdisjoint(names):
-            # The common case: all new keys, string values: appended as encoded bytes.
-            if encoded is None:
-                piece = self._attribute_bytes.get
-                parts = []
-                for field in names:
-                    value = values[field]
-                    if type(value) is not str:
-                        break
-                    parts.append(piece(field, value))
-                else:
-                    encoded = b"".join(parts)
-            if encoded is not None:
-                span = rec.span
-                attributes = span.attributes
-                start = len(attributes)
-                span.MergeFromString(encoded)
-                attrs.update(zip(names, attributes[start:], strict=True))
-                return encoded
-        add = rec.span.attributes.add
-        for field in names:
-            value = values[field]
-            kv = attrs.get(field)
-            if kv is None:
-                kv = add()
-                kv.key = field
-                attrs[field] = kv
-            if type(value) is str:
-                kv.value.string_value = value
-            else:
-                set_any_value(kv.value, value)
-        return None
+        if shareable:
+            # The parent and resource are held so their ids stay theirs for the batch.
+            tally.shared[shared_key] = (parent, resource, known, sets, conflicts, repaired, bumps)
+        return known, sets, conflicts, repaired
 
     def _resource_values(self, resource: ResourceView) -> tuple[tuple[str, str], ...]:
         """The (field, value) pairs a resource supplies (`owner.version` <- `service.version`),
         read once per resource per batch rather than once per span."""
         found = []
         for field, resource_key in self._resource_fallback.items():
-            kv = resource.attrs.get(resource_key)
-            if kv is not None and kv.value.WhichOneof("value") == "string_value" and kv.value.string_value:
-                found.append((field, kv.value.string_value))
+            value = resource.attrs.get(resource_key)
+            if type(value) is str and value:
+                found.append((field, value))
         return tuple(found)
 
     def _flush(self, tally: _Tally) -> None:
@@ -585,43 +664,33 @@ class InheritProcessor(Processor):
         m.count_evictions(self.hold.evicted, self.cache)
 
 
-def _append(rec: SpanRecord, pieces: list[bytes], names: list[str]) -> None:
-    """Append encoded new attributes (sidecar/inherit/encode.py) and index them."""
-    span = rec.span
-    attributes = span.attributes
-    start = len(attributes)
-    span.MergeFromString(b"".join(pieces))
-    rec.attrs.update(zip(names, attributes[start:], strict=True))
+def _python(value: Any) -> Any:
+    """A non-string context value as the slow path read it (pdata any_value_to_python):
+    kvlists as dicts (later keys win), arrays as lists, an element with no value as None."""
+    if isinstance(value, KvList):
+        return {k: _python(v) for k, v in value}
+    if type(value) is list:
+        return [_python(v) for v in value]
+    if value is EMPTY:
+        return None
+    return value
 
 
-def _set(rec: SpanRecord, key: str, value: Any) -> None:
-    """rec.set without the type dispatch for the common cases (strings, the depth)."""
-    kv = rec.attrs.get(key)
-    if kv is None:
-        kv = rec.span.attributes.add()
-        kv.key = key
-        rec.attrs[key] = kv
-    if type(value) is str:
-        kv.value.string_value = value
-    elif type(value) is int:
-        kv.value.int_value = value
-    else:
-        set_any_value(kv.value, value)
-
-
-def _copy(message):
-    copy = type(message)()
-    copy.CopyFrom(message)
-    return copy
-
-
-def _prune_empty(request: ExportTraceServiceRequest) -> None:
-    """Drop scope and resource groups whose spans were all held."""
-    resource_spans = request.resource_spans
-    for r in range(len(resource_spans) - 1, -1, -1):
-        scopes = resource_spans[r].scope_spans
-        for s in range(len(scopes) - 1, -1, -1):
-            if not len(scopes[s].spans):
-                del scopes[s]
-        if not len(scopes):
-            del resource_spans[r]
+def _append_released(out: TraceBatch, followers: list[ViewBatch]) -> None:
+    """Append released batches' spans to a TraceBatch, each group under its resource and scope."""
+    records = list(out.records)
+    for follower in followers:
+        trace = follower.trace
+        notes = [rec.notes for rec in trace.records]
+        start = len(out.request.resource_spans)
+        out.request.resource_spans.extend(trace.request.resource_spans)
+        position = 0
+        for resource_spans in out.request.resource_spans[start:]:
+            resource = RecordResource(resource_spans)
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    rec = SpanRecord(span, resource, scope_spans)
+                    rec.notes = notes[position]
+                    position += 1
+                    records.append(rec)
+    out.set_records(records)

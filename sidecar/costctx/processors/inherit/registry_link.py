@@ -1,6 +1,7 @@
 """How `inherit` uses the shared context registry (costctx/attribution/registry.py).
 
-- learn: a span that arrives carrying `workflow.id` registers its context for its trace
+- learn: a span that arrives carrying `workflow.id` (its kind, ids and fields read from
+  the batch view) registers its context for its trace
   (once per trace) and, when it is a CLIENT or PRODUCER span (the parent a remote child
   names), for itself;
 - know: before a span is held, its parent is looked for in the registry's local cache
@@ -88,11 +89,17 @@ class RegistryLink:
         self._local = self.registry.local  # per span: a bound method of the cache
         self._tasks: set[asyncio.Task] = set()
         self._flushing = False
+        self._learned: set[bytes] = set()  # traces learned in the batch being processed
 
     # -- per span (hot path: kept to a dict test and a call) -------------------------------
-    def learn(self, span: Span, trace_id: bytes, own: dict[str, Any]) -> None:
-        span_id = span.span_id if span.kind in _REMOTE_PARENT_KINDS else None
-        self.registry.learn(trace_id, span_id, own, trace_locally=False)
+    def learn(self, kind: int, span_id: bytes, trace_id: bytes, own: dict[str, Any]) -> None:
+        """A span (Span.kind `kind`, id `span_id`) carrying `own` fields, workflow.id among them."""
+        if kind in _REMOTE_PARENT_KINDS:
+            self.registry.learn(trace_id, span_id, own, trace_locally=False)
+        elif trace_id not in self._learned:
+            # Only the trace is learned (once per trace): asked once per trace per batch.
+            self._learned.add(trace_id)
+            self.registry.learn(trace_id, None, own, trace_locally=False)
 
     def known(self, wait_key: bytes) -> Known | None:
         fields = self._local(wait_key)
@@ -103,6 +110,9 @@ class RegistryLink:
         return known_of(fields) if fields is not None else None
 
     # -- per batch -------------------------------------------------------------------------
+    def before_batch(self) -> None:
+        self._learned.clear()
+
     def after_batch(self, wait_keys: Iterable[bytes]) -> None:
         wanted = [(k[:16], k[16:]) for k in wait_keys]
         if wanted and self.registry.shared:

@@ -67,7 +67,14 @@ def _stamp_cost(batch: ViewBatch, index: int, usd: float, source: str, origin: s
     """cost.usd, cost.price_source and cost.origin, in that order: three ViewBatch.set in one
     (the edit list and the view's attrs kept in step the same way)."""
     stamps = ((COST_USD, usd), (COST_SOURCE, source), (COST_ORIGIN, origin))
-    batch.edits.span(index).sets.extend(stamps)
+    edits = batch.edits.span(index)
+    if edits.replace is not None:
+        # Re-encoded on the slow path (normalize, limits): the codec ignores sets beside a
+        # replacement, so ViewBatch.set writes into the replacement.
+        for key, value in stamps:
+            batch.set(index, key, value)
+        return
+    edits.sets.extend(stamps)
     batch.view.spans[index].attrs.update(stamps)
 
 
