@@ -181,9 +181,14 @@ def test_a_span_seen_by_both_sidecars_is_committed_once_and_totals_come_from_the
     first = traces_request(1, service="svc-a", attributes={**envelope, **MODEL_ATTRS}, trace_id=trace_id)
     other = traces_request(1, service="svc-b", attributes={**envelope, **MODEL_ATTRS}, trace_id=trace_id)
     payload = first.SerializeToString()
-    for side in (side_a, side_b):  # the same span through both sidecars (a resend to another pod)
-        _, error = grpc_call(int(side.grpc_target.rsplit(":", 1)[1]), TRACE_METHOD, payload)
-        assert error is None
+    # The same span through both sidecars: a resend to another pod after the first one's commit
+    # reached the shared store (the Redis commit runs after the export is answered; sent at once,
+    # either sidecar may be first and the other one counts the duplicate).
+    _, error = grpc_call(int(side_a.grpc_target.rsplit(":", 1)[1]), TRACE_METHOD, payload)
+    assert error is None
+    assert wait_until(lambda: side_a.metric("costctx_budget_committed_spans_total") == 1, timeout=30)
+    _, error = grpc_call(int(side_b.grpc_target.rsplit(":", 1)[1]), TRACE_METHOD, payload)
+    assert error is None
     _, error = grpc_call(int(side_b.grpc_target.rsplit(":", 1)[1]), TRACE_METHOD, other.SerializeToString())
     assert error is None
     assert wait_until(lambda: len(sink.spans()) >= 3, timeout=10)
