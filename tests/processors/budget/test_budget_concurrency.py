@@ -24,6 +24,11 @@ from tests.support.wall_clock import clear_of_window_starts
 
 LIMIT = 1.00
 CALLERS = 64
+# The clients' deadline per check (the client's default is 2 s): 64 callers polling one sidecar
+# on a loaded two-core machine wait longer than that for an answer (DEADLINE_EXCEEDED raised in
+# a caller failed the in-flight test under load), and the store behind it may take up to its
+# own 10 s timeout below. These tests are about what is admitted, not how fast.
+CHECK_DEADLINE = 30.0
 
 
 
@@ -50,7 +55,7 @@ def budget_sidecar(request, sink):
 def run_callers(target: str, grpc_port: int, sink, workflow: str, estimate, actual, callers: int = CALLERS,
                 tenant: str = "acme", policy: str = "agent") -> dict:
     """`callers` threads, each: check -> model call (a span) -> next, until BLOCK."""
-    client = BudgetClient(target)
+    client = BudgetClient(target, timeout=CHECK_DEADLINE)
     provider = tracer_provider(grpc_port=grpc_port, schedule_delay_millis=5)
     tracer = provider.get_tracer("agents")
     lock = threading.Lock()
@@ -144,7 +149,7 @@ def test_underestimates_overrun_by_at_most_the_calls_in_flight(budget_sidecar, s
 def test_a_serial_caller_overruns_by_at_most_one_call(budget_sidecar, sink):
     port = budget_sidecar.sidecar.grpc_port
     workflow = f"wf-{uuid.uuid4().hex[:8]}"
-    client = BudgetClient(f"127.0.0.1:{port}")
+    client = BudgetClient(f"127.0.0.1:{port}", timeout=CHECK_DEADLINE)
     provider = tracer_provider(grpc_port=port, schedule_delay_millis=5)
     tracer = provider.get_tracer("agent")
     spent = 0.0
@@ -177,7 +182,7 @@ def test_two_sidecar_processes_share_one_tenant_ceiling(redis_url, sink, tmp_pat
             workdir.mkdir()
             sidecars.append(SidecarProcess(config, workdir).start())
         tenant = f"acme-{uuid.uuid4().hex[:6]}"
-        clients = [BudgetClient(s.grpc_target) for s in sidecars]
+        clients = [BudgetClient(s.grpc_target, timeout=CHECK_DEADLINE) for s in sidecars]
         providers = [tracer_provider(grpc_port=int(s.grpc_target.rsplit(":", 1)[1]), schedule_delay_millis=5)
                      for s in sidecars]
         lock = threading.Lock()
@@ -242,7 +247,7 @@ def test_underestimates_with_one_call_in_flight_overrun_by_at_most_one_call(seri
     one call's overrun."""
     port = serialized_sidecar.sidecar.grpc_port
     workflow = f"wf-{uuid.uuid4().hex[:8]}"
-    client = BudgetClient(f"127.0.0.1:{port}")
+    client = BudgetClient(f"127.0.0.1:{port}", timeout=CHECK_DEADLINE)
     provider = tracer_provider(grpc_port=port, schedule_delay_millis=5)
     tracer = provider.get_tracer("agents")
     lock = threading.Lock()
@@ -296,7 +301,7 @@ def test_a_breaker_tripped_through_one_sidecar_is_obeyed_by_another(redis_url, s
             workdir.mkdir()
             sidecars.append(SidecarProcess(config, workdir).start())
         tenant = f"hot-{uuid.uuid4().hex[:6]}"
-        clients = [BudgetClient(s.grpc_target) for s in sidecars]
+        clients = [BudgetClient(s.grpc_target, timeout=CHECK_DEADLINE) for s in sidecars]
         provider = tracer_provider(grpc_port=int(sidecars[0].grpc_target.rsplit(":", 1)[1]), schedule_delay_millis=5)
         tracer = provider.get_tracer("agents")
         for i in range(3):  # $0.60 inside the window: past $0.50
