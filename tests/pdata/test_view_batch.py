@@ -3,6 +3,7 @@ keeps per-span notes, the slow path's span order and what processors refused."""
 
 from __future__ import annotations
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from costctx.pdata import TraceBatch
@@ -124,13 +125,42 @@ def test_extend_appends_spans_after_the_kept_ones_with_edits_and_notes_moved():
         batch.note(2, "repaired").add("k")
         batch.edits.removed.add(0)  # held: left out
         start = batch.extend(_raw(["d"]), 1)
-        assert start == 2, codec.name
+        # The Python codec renumbers the kept spans; the native one keeps their indices.
+        indices = list(batch.indices())
+        assert indices[-1] == start and batch.span_count() == 3, codec.name
         spans = batch.view.spans
-        assert [s.attrs["k"] for s in spans] == ["b", "C", "d"], codec.name
-        assert batch.notes == {1: {"repaired": {"k"}}}, codec.name
-        assert list(batch.indices()) == [0, 1, 2] and batch.span_count() == 3
+        assert [spans[i].attrs["k"] for i in indices] == ["b", "C", "d"], codec.name
+        assert batch.notes == {indices[1]: {"repaired": {"k"}}}, codec.name
         batch.set(start, "k", "D")
         assert _names(batch.payload()) == ["b", "c", "d"]
+
+
+def test_native_extend_scans_only_the_appended_request_and_keeps_edits():
+    from costctx.pdata.codec import native
+
+    if not native.AVAILABLE:
+        pytest.skip("costctx_native not built")
+    codec = native.NativeCodec()
+    batch = ViewBatch(codec, _raw(["a", "b", "c"]), WATCHED)
+    first = batch.view
+    batch.set(2, "k", "C")
+    batch.edits.removed.add(0)
+    start = batch.extend(_raw(["d", "e"]), 2)
+    view = batch.view
+    assert start == 3 and view.spans[:3] == first.spans  # the kept records, not a rescan
+    assert [view.resources[s.resource] is not None for s in view.spans[3:]] == [True, True]
+    assert view.spans[3].resource == len(first.resources) and view.spans[3].scope == len(first.scopes)
+    batch.set(1, "k", "B")  # an edit on either side after the extend
+    batch.set(4, "k", "E")
+    batch.edits.removed.add(3)
+    assert codec.materialize(view, 4).name == "e" and codec.materialize(view, 1).name == "b"
+    assert _names(codec.extract(view, [2, 4], batch.edits)) == ["c", "e"]
+    out = batch.payload()
+    assert _names(out) == ["b", "c", "e"]
+    request = ExportTraceServiceRequest.FromString(out)
+    values = [kv.value.string_value for rs in request.resource_spans for ss in rs.scope_spans
+              for span in ss.spans for kv in span.attributes if kv.key == "k"]
+    assert values == ["B", "C", "E"]
 
 
 def test_extend_keeps_a_slow_path_visiting_order():

@@ -168,6 +168,15 @@ class ViewBatch:
         protobuf merges repeated fields). Notes and the visiting order move with their spans.
         Returns the index of the first appended span."""
         view = self.view
+        appended = getattr(self.codec, "appended", None)
+        if appended is not None:  # NativeCodec: only `raw` scanned; indices, edits, notes kept
+            start = len(view.spans)
+            self._view = appended(view, raw, self.watched)
+            self._raw, self._trace, self._origin = None, None, None
+            if self.order is not None:
+                self.order = self.order + list(range(start, len(self._view.spans)))
+            self._received_spans = None
+            return start
         removed = self.edits.removed
         kept = [i for i in range(len(view.spans)) if i not in removed]
         objects = getattr(view, "objects", None)

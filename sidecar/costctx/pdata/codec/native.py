@@ -32,9 +32,14 @@ AVAILABLE = _native is not None
 
 @dataclass(slots=True)
 class NativeBatchView(BatchView):
-    """A BatchView that also carries the scanned layout the encoder needs."""
+    """A BatchView that also carries the scanned layout the encoder needs.
+
+    A view `appended` to (inherit's released spans) keeps one segment per scanned request
+    instead of one layout: (first span, first resource, first scope, raw, layout). Encoding
+    writes each segment and concatenates them (concatenated requests are one request)."""
 
     layout: Any = None
+    segments: list[tuple[int, int, int, bytes, Any]] | None = None
 
 
 class NativeCodec:
@@ -53,15 +58,50 @@ class NativeCodec:
     def encode(self, view: BatchView, edits: BatchEdits) -> bytes:
         if not edits.spans and not edits.resources and not edits.removed:
             return view.raw  # nothing to write: the bytes received, not even a copy
+        segments = getattr(view, "segments", None)
+        if segments is not None:
+            return b"".join(
+                self._core.encode(layout, spans, resources, removed) if spans or resources or removed else raw
+                for raw, layout, spans, resources, removed in _split(view, segments, edits, edits.removed))
         return self._core.encode(self._layout(view), edits.spans, edits.resources, edits.removed)
 
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
+        segments = getattr(view, "segments", None)
+        if segments is not None:
+            return b"".join(
+                self._core.extract(layout, chosen, spans, resources)
+                for _, layout, spans, resources, chosen in _split(view, segments, edits, indices) if chosen)
         return self._core.extract(self._layout(view), indices, edits.spans, edits.resources)
 
     def materialize(self, view: BatchView, index: int) -> Any:
         from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+        segments = getattr(view, "segments", None)
+        if segments is not None:
+            first, _, _, _, layout = next(s for s in reversed(segments) if s[0] <= index)
+            return Span.FromString(layout.span_bytes(index - first))
         return Span.FromString(self._layout(view).span_bytes(index))
+
+    def appended(self, view: BatchView, raw: bytes, watched: frozenset[str]) -> BatchView:
+        """`view` with the spans of `raw` (a serialized request) after its own, scanning only
+        `raw`: the spans already there keep their index, records and edits (no encode and
+        rescan of the batch). Resource and scope indices of the new spans are shifted."""
+        added = self.scan(raw, watched)
+        if not added.spans:
+            return view
+        segments = getattr(view, "segments", None)
+        if segments is None:
+            segments = [(0, 0, 0, view.raw, self._layout(view))]
+        first, resources, scopes = len(view.spans), len(view.resources), len(view.scopes)
+        for scope in added.scopes:
+            scope.resource += resources
+        for span in added.spans:
+            span.resource += resources
+            span.scope += scopes
+        return NativeBatchView(
+            view.raw + raw, view.resources + added.resources, view.scopes + added.scopes,
+            view.spans + added.spans, None,
+            [*segments, (first, resources, scopes, raw, added.layout)])  # type: ignore[attr-defined]
 
     def encode_value(self, value: Any) -> bytes:
         """The AnyValue body the encoder writes for `value` (what a set stores)."""
@@ -73,3 +113,16 @@ class NativeCodec:
             # A view another codec made: scan its bytes (the watched keys do not matter here).
             layout = self._core.scan(view.raw, frozenset())[3]
         return layout
+
+
+def _split(view: BatchView, segments: list, edits: BatchEdits, chosen) -> list[tuple]:
+    """Per segment: (raw, layout, its span edits, its resource edits, its `chosen` indices),
+    every index made relative to the segment's first span or resource."""
+    out = []
+    bounds = [*segments[1:], (len(view.spans), len(view.resources), 0, b"", None)]
+    for (first, first_resource, _, raw, layout), (end, end_resource, _, _, _) in zip(segments, bounds, strict=True):
+        spans = {i - first: e for i, e in edits.spans.items() if first <= i < end}
+        resources = {r - first_resource: e for r, e in edits.resources.items() if first_resource <= r < end_resource}
+        picked = [i - first for i in chosen if first <= i < end]
+        out.append((raw, layout, spans, resources, picked))
+    return out
