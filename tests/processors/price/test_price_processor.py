@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import urllib.request
 from decimal import Decimal
@@ -135,6 +136,14 @@ def _start_with_sources(make_sidecar, tmp_path, overrides_text: str):
     return make_sidecar(processors=PIPELINE, processor_config={"price": price}), overrides_path
 
 
+def _replace(path, text: str) -> None:
+    """Swap the file's content in one step, as a ConfigMap update does (a write in place can be
+    read half-written by the watcher: a failed reload that is not the one the test makes)."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(text)
+    os.replace(staged, path)
+
+
 def test_sources_layer_and_reload_on_change_keeping_the_last_good_table(sink, make_sidecar, tmp_path, caplog):
     caplog.set_level(logging.ERROR, logger="costctx.pricing")
     runner, overrides_path = _start_with_sources(
@@ -153,16 +162,18 @@ def test_sources_layer_and_reload_on_change_keeping_the_last_good_table(sink, ma
     assert got["litellm-row"]["cost.price_source"].startswith("litellm@2026-11-15#")
 
     # The file changes on disk: picked up without a restart, with a new content hash.
-    overrides_path.write_text(
-        "version: negotiated-2\nproviders:\n  openai:\n    gpt-4o: {input: 1.00, output: 4.00}\n")
+    _replace(overrides_path,
+             "version: negotiated-2\nproviders:\n  openai:\n    gpt-4o: {input: 1.00, output: 4.00}\n")
     assert wait_until(lambda: metric(runner, "costctx_price_reloads_total", source="overrides") >= 2)
     got = send(runner, sink, [{"name": "v2", **call}])
     assert got["v2"]["cost.usd"] == 0.005                    # 1,000 x $1/M + 1,000 x $4/M
     assert got["v2"]["cost.price_source"].startswith("overrides@negotiated-2#")
 
     # A broken file: the last good table stays, and the log says why.
-    overrides_path.write_text("providers:\n  openai:\n    gpt-4o: {input: 1.00}\n")
-    assert wait_until(lambda: metric(runner, "costctx_price_reload_failures_total", source="overrides") >= 1)
+    failures = metric(runner, "costctx_price_reload_failures_total", source="overrides")
+    _replace(overrides_path, "providers:\n  openai:\n    gpt-4o: {input: 1.00}\n")
+    assert wait_until(lambda: metric(runner, "costctx_price_reload_failures_total", source="overrides")
+                      >= failures + 1)
     got = send(runner, sink, [{"name": "v3", **call}])
     assert got["v3"]["cost.usd"] == 0.005
     assert got["v3"]["cost.price_source"] == got["v2"]["cost.price_source"]
