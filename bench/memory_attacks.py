@@ -113,6 +113,20 @@ class Sidecar:
             grpc_config["auth"] = http_config["auth"] = {"authenticator": "bearertokenauth/otlp"}
         path = workdir / "sidecar.yaml"
         path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / "costctx.log"
+        # A free port is picked, released, then bound by the child: another job on the machine
+        # may take it in between. Such a start is retried on fresh ports, a few times.
+        for attempt in range(3):
+            self._start(path, workdir)
+            try:
+                self._wait_ready()
+                return
+            except RuntimeError:
+                if attempt == 2 or "already in use" not in self.log():
+                    raise
+                self._log.close()
+
+    def _start(self, path: Path, workdir: Path) -> None:
         self.grpc_port, self.http_port, self.admin_port = _free_port(), _free_port(), _free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
@@ -123,11 +137,9 @@ class Sidecar:
             "PYTHONUNBUFFERED": "1",
         }
         env.update(admin_token_env(workdir))
-        self.log_path = workdir / "costctx.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "costctx", "run", "--config", str(path)],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-        self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
