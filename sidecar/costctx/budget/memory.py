@@ -115,13 +115,17 @@ class MemoryStore:
                     released = self._release(rid)
             values = []
             append = values.append
+            last_key = last_ttl = counter = None
             for key, fld, amount, ttl_ms in op.changes:
-                # self._hash inlined: this loop runs for every change of every priced span.
-                counter = hashes.get(key)
-                if counter is None:
-                    counter = hashes[key] = {}
-                if ttl_ms:
-                    expires[key] = now + ttl_ms / 1000.0
+                # self._hash inlined: this loop runs for every change of every priced span. A
+                # span's workflow fields are consecutive changes of one key and TTL: looked up once.
+                if key != last_key or ttl_ms != last_ttl:
+                    last_key, last_ttl = key, ttl_ms
+                    counter = hashes.get(key)
+                    if counter is None:
+                        counter = hashes[key] = {}
+                    if ttl_ms:
+                        expires[key] = now + ttl_ms / 1000.0
                 if fld.startswith(SET_IF_ABSENT):
                     append(counter.setdefault(fld[1:], amount))
                 else:

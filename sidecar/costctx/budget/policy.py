@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from costctx.budget import counters as c
 from costctx.budget.config import BudgetConfig, PolicyConfig, WindowLimits
@@ -131,6 +131,16 @@ def _where(workflow: bool, tenant: bool, feature: bool, velocity: bool) -> dict[
     return {name: i for i, name in enumerate(names)}
 
 
+# The spans of one workflow, tenant or feature name the same keys: built once, not per span.
+_workflow_key = lru_cache(maxsize=4096)(c.workflow_key)
+
+
+@lru_cache(maxsize=4096)
+def _window_keys_ttls(kind: str, owner: str, hour: int) -> tuple[tuple[str, int], ...]:
+    """(key, TTL ms) of each window (hour, day, month) of `owner` at UTC `hour`."""
+    return tuple(zip(c.window_keys(kind, owner, hour), _WINDOW_TTLS_MS, strict=True))
+
+
 def commit_changes(spend: SpanSpend, workflow_ttl_s: float, velocity_window_s: float | None
                    ) -> tuple[list[tuple[str, str, int, int]], dict[str, int]]:
     """-> (changes, index of each named value in the commit result; shared, read-only)."""
@@ -138,7 +148,7 @@ def commit_changes(spend: SpanSpend, workflow_ttl_s: float, velocity_window_s: f
     cost = spend.cost_micro
     workflow_id, tenant, feature = ctx.workflow_id, ctx.tenant, ctx.feature
     if workflow_id:
-        key = c.workflow_key(workflow_id)
+        key = _workflow_key(workflow_id)
         ttl = int(workflow_ttl_s * 1000)
         changes = [(key, c.USD, cost, ttl), (key, c.TOKENS, spend.tokens, ttl), (key, c.STEPS, spend.steps, ttl),
                    (key, _SET_START, spend.start_ms, ttl)]
@@ -146,12 +156,13 @@ def commit_changes(spend: SpanSpend, workflow_ttl_s: float, velocity_window_s: f
         changes = []
     if tenant or feature:
         hour = int(spend.at // 3600)
+        usd = c.USD
         if tenant:
-            for key, ttl in zip(c.window_keys("t", tenant, hour), _WINDOW_TTLS_MS, strict=True):
-                changes.append((key, c.USD, cost, ttl))
+            (k1, t1), (k2, t2), (k3, t3) = _window_keys_ttls("t", tenant, hour)
+            changes += ((k1, usd, cost, t1), (k2, usd, cost, t2), (k3, usd, cost, t3))
         if feature:
-            for key, ttl in zip(c.window_keys("f", feature, hour), _WINDOW_TTLS_MS, strict=True):
-                changes.append((key, c.USD, cost, ttl))
+            (k1, t1), (k2, t2), (k3, t3) = _window_keys_ttls("f", feature, hour)
+            changes += ((k1, usd, cost, t1), (k2, usd, cost, t2), (k3, usd, cost, t3))
     velocity = bool(velocity_window_s and tenant)
     if velocity:
         bucket = int(spend.at // velocity_window_s)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from costctx.budget.counters import MAX_USD, MICRO, spent_micro, spent_tokens
+from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, spent_micro, spent_tokens
 from costctx.budget.engine import BudgetEngine, SpanVerdict
 from costctx.budget.policy import Context, SpanSpend
 from costctx.budget.seen import SeenSpans
@@ -94,24 +94,31 @@ class BudgetProcessor(Processor):
 
     @staticmethod
     def _spend(span: SpanView, now: float) -> SpanSpend:
+        # _string/_int inlined (`v if type(v) is str else ""`): this runs for every model-call span.
         get = span.attrs.get
         cost = _cost(get(COST_KEY))
         tokens = _int(get("gen_ai.usage.input_tokens")) + _int(get("gen_ai.usage.output_tokens"))
+        workflow_id, workflow_name = get("workflow.id"), get("workflow.name")
+        tenant, feature, policy_id = get("owner.tenant"), get("owner.feature"), get(POLICY_KEY)
+        retry = get("retry.attempt")
         ctx = Context(
-            _string(get("workflow.id")),
-            _string(get("workflow.name")),
-            _string(get("owner.tenant")),
-            _string(get("owner.feature")),
-            _string(get(POLICY_KEY)),
-            _int(get("retry.attempt")),
+            workflow_id if type(workflow_id) is str else "",
+            workflow_name if type(workflow_name) is str else "",
+            tenant if type(tenant) is str else "",
+            feature if type(feature) is str else "",
+            policy_id if type(policy_id) is str else "",
+            retry if type(retry) is int else 0,
         )
         end_ns, start_ns = span.end, span.start
         end = end_ns / 1e9 if end_ns else now
         start_ms = start_ns // 1_000_000 if start_ns else int(now * 1000)
         # A finite cost in (0, MAX_USD) is what spent_micro rounds directly; it handles the rest.
         micro = round(cost * MICRO) if 0.0 < cost < MAX_USD else spent_micro(cost)
-        return SpanSpend(ctx, micro, spent_tokens(tokens), 1, start_ms, end,
-                         _string(get(RESERVATION_KEY)) or None)
+        if not 0 <= tokens <= MAX_TOKENS:
+            tokens = spent_tokens(tokens)
+        reservation = get(RESERVATION_KEY)
+        return SpanSpend(ctx, micro, tokens, 1, start_ms, end,
+                         (reservation if type(reservation) is str else "") or None)
 
     def _tally_untrusted(self, reason: str, spans: int) -> None:
         self._untrusted[reason] = self._untrusted.get(reason, 0) + spans
