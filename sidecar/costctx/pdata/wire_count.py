@@ -17,7 +17,8 @@ class WireError(ValueError):
     """Not valid protobuf: the real parser will say why."""
 
 
-def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at data[pos:end]; WireError past `end`."""
     result = shift = 0
     while True:
         if pos >= end or shift > 63:
@@ -34,16 +35,16 @@ def _children(data: bytes, start: int, end: int, field: int):
     """(start, end) of each length-delimited `field` in the message data[start:end]."""
     pos = start
     while pos < end:
-        tag, pos = _varint(data, pos, end)
+        tag, pos = read_varint(data, pos, end)
         number, wire_type = tag >> 3, tag & 7
         if wire_type == 0:
-            _, pos = _varint(data, pos, end)
+            _, pos = read_varint(data, pos, end)
         elif wire_type == 1:
             pos += 8
         elif wire_type == 5:
             pos += 4
         elif wire_type == 2:
-            length, pos = _varint(data, pos, end)
+            length, pos = read_varint(data, pos, end)
             if pos + length > end:
                 raise WireError("truncated field")
             if number == field:

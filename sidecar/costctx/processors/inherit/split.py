@@ -11,18 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from costctx.pdata.wire_count import read_varint
+
 _LEN = 2
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
 
 
 def _encode_varint(n: int) -> bytes:
@@ -38,14 +29,14 @@ def _fields(buf: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int, int
     """(field number, start of the field's tag, start of its value, end of the field)."""
     while pos < end:
         start = pos
-        tag, pos = _varint(buf, pos)
+        tag, pos = read_varint(buf, pos, end)
         wire = tag & 7
         if wire == 0:
-            _, pos = _varint(buf, pos)
+            _, pos = read_varint(buf, pos, end)
             yield tag >> 3, start, pos, pos
             continue
         if wire == _LEN:
-            length, pos = _varint(buf, pos)
+            length, pos = read_varint(buf, pos, end)
             yield tag >> 3, start, pos, pos + length
             pos += length
             continue

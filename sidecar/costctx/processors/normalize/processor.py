@@ -160,15 +160,8 @@ class NormalizeProcessor(Processor):
     @staticmethod
     def _apply(batch: ViewBatch, index: int, outcome: RewriteOnView) -> None:
         """The rewrite as edits; the view's attrs kept in step for later processors."""
-        attrs = batch.view.spans[index].attrs
         if outcome.renames or outcome.deletes:
-            edits = batch.edits.span(index)
-            edits.renames.extend(outcome.renames)
-            edits.deletes.extend(outcome.deletes)
-            for old, new in outcome.renames:
-                attrs[new] = attrs.pop(old)
-            for old in outcome.deletes:
-                del attrs[old]
+            _rename_and_delete(batch.edits.span(index), batch.view.spans[index].attrs, outcome)
         for key, value in outcome.sets:
             batch.set(index, key, value)
 
@@ -177,13 +170,8 @@ class NormalizeProcessor(Processor):
         attrs = batch.view.resources[r].attrs
         if outcome.renames or outcome.deletes or outcome.sets:
             edits = batch.edits.resources.setdefault(r, SpanEdits())
-            edits.renames.extend(outcome.renames)
-            edits.deletes.extend(outcome.deletes)
+            _rename_and_delete(edits, attrs, outcome)
             edits.sets.extend(outcome.sets)
-            for old, new in outcome.renames:
-                attrs[new] = attrs.pop(old)
-            for old in outcome.deletes:
-                del attrs[old]
             for key, value in outcome.sets:
                 attrs[key] = value
 
@@ -288,3 +276,13 @@ class NormalizeProcessor(Processor):
         metrics = self._metrics
         for (counter_name, key, where), count in tally.items():
             getattr(metrics, counter_name).labels(key, where).inc(count)
+
+
+def _rename_and_delete(edits: SpanEdits, attrs: dict, outcome: RewriteOnView) -> None:
+    """The outcome's renames and deletes as edits, and on the view's attrs so later processors read them."""
+    edits.renames.extend(outcome.renames)
+    edits.deletes.extend(outcome.deletes)
+    for old, new in outcome.renames:
+        attrs[new] = attrs.pop(old)
+    for old in outcome.deletes:
+        del attrs[old]
