@@ -25,3 +25,15 @@ def test_the_next_op_looks_its_keys_up_again():
                                 CommitOp(None, [("wf|a", "usd", 3, 2_000), ("wf|b", "usd", 1, 2_000)])])
     assert [r.values for r in results] == [[5], [8, 1]]
     assert store.expires == {"wf|a": 1002.0, "wf|b": 1002.0}
+
+
+def test_a_key_seen_earlier_in_the_call_takes_each_later_ttl():
+    # The counter of a key is looked up once per call; its expiry still follows the last TTL
+    # named for it, across ops (A, then B, then A again).
+    store = MemoryStore(clock=lambda: 1000.0)
+    results = store.commit_now([CommitOp(None, [("wf|a", "usd", 5, 1_000), ("t|x", "usd", 1, 4_000)]),
+                                CommitOp(None, [("wf|a", "usd", 3, 2_000)]),
+                                CommitOp(None, [("t|x", "usd", 2, 4_000), ("wf|a", "usd", 1, 1_000)])])
+    assert [r.values for r in results] == [[5, 1], [8], [3, 9]]
+    assert store.hashes == {"wf|a": {"usd": 9}, "t|x": {"usd": 3}}
+    assert store.expires == {"wf|a": 1001.0, "t|x": 1004.0}

@@ -104,6 +104,7 @@ class MemoryStore:
         hashes, expires = self.hashes, self.expires
         results = []
         reservations = self.reservations
+        touched: dict[str, tuple[dict[str, int], int]] = {}  # key -> (its counter, the TTL last set)
         for op in ops:
             refused = released = False
             rid = op.reservation_id
@@ -121,12 +122,19 @@ class MemoryStore:
                 # span's workflow fields are consecutive changes of one key and TTL: looked up once.
                 if key != last_key or ttl_ms != last_ttl:
                     last_key, last_ttl = key, ttl_ms
-                    counter = hashes.get(key)
-                    if counter is None:
-                        counter = hashes[key] = {}
-                    if ttl_ms:
-                        expires[key] = now + ttl_ms / 1000.0
-                if fld.startswith(SET_IF_ABSENT):
+                    # The spans of one workflow, tenant or feature name the same keys: each
+                    # (key, TTL) is looked up and its expiry set once per call (`now` is fixed).
+                    found = touched.get(key)
+                    if found is not None and found[1] == ttl_ms:
+                        counter = found[0]
+                    else:
+                        counter = hashes.get(key)
+                        if counter is None:
+                            counter = hashes[key] = {}
+                        if ttl_ms:
+                            expires[key] = now + ttl_ms / 1000.0
+                        touched[key] = (counter, ttl_ms)
+                if fld[0] == SET_IF_ABSENT:
                     append(counter.setdefault(fld[1:], amount))
                 else:
                     value = counter[fld] = counter.get(fld, 0) + amount

@@ -141,6 +141,13 @@ def _window_keys_ttls(kind: str, owner: str, hour: int) -> tuple[tuple[str, int]
     return tuple(zip(c.window_keys(kind, owner, hour), _WINDOW_TTLS_MS, strict=True))
 
 
+@lru_cache(maxsize=4096)
+def _velocity_keys(tenant: str, bucket: int) -> tuple[str, str]:
+    """The tenant's current and previous velocity bucket keys: the same for every span of the
+    tenant within a bucket, so formatted once (each escapes the tenant)."""
+    return c.velocity_key(tenant, bucket), c.velocity_key(tenant, bucket - 1)
+
+
 def commit_changes(spend: SpanSpend, workflow_ttl_s: float, velocity_window_s: float | None
                    ) -> tuple[list[tuple[str, str, int, int]], dict[str, int]]:
     """-> (changes, index of each named value in the commit result; shared, read-only)."""
@@ -167,6 +174,7 @@ def commit_changes(spend: SpanSpend, workflow_ttl_s: float, velocity_window_s: f
     if velocity:
         bucket = int(spend.at // velocity_window_s)
         ttl = int(velocity_window_s * 3000)
-        changes.append((c.velocity_key(tenant, bucket), c.USD, cost, ttl))
-        changes.append((c.velocity_key(tenant, bucket - 1), c.USD, 0, ttl))
+        current, previous = _velocity_keys(tenant, bucket)
+        changes.append((current, c.USD, cost, ttl))
+        changes.append((previous, c.USD, 0, ttl))
     return changes, _where(bool(workflow_id), bool(tenant), bool(feature), velocity)
