@@ -492,29 +492,27 @@ class InheritProcessor(Processor):
         attrs = span.attrs
         # Siblings under one parent and resource carrying the same fields of their own get one
         # decision (shared within the batch, when nothing in it depends on the trace's votes).
-        # Spans with no known parent share one too: their decision then depends only on the
-        # resource, their own fields and whether they are a trace's root (the hop depth 0).
-        shareable = REPAIRED_KEY not in attrs and HOP_DEPTH_KEY not in attrs
+        shareable = parent is not None and REPAIRED_KEY not in attrs and HOP_DEPTH_KEY not in attrs
         if shareable:
-            root = parent is None and span.parent_span_id in (b"", _INVALID_SPAN_ID) and not span.links
             try:
-                shared_key = (id(parent), id(resource), root, tuple(own.items()) if own else ())
+                shared_key = (id(parent), id(resource), tuple(own.items()) if own else ())
                 hit = tally.shared.get(shared_key)
             except TypeError:  # a structured (unhashable) value of its own: decided alone
                 shareable = False
                 hit = None
             if hit is not None:
-                known, sets, conflicts, repaired, bumps, votes = hit[2:]
+                known, sets, conflicts, repaired, bumps = hit[2:]
                 counts = tally.repaired
                 for bump in bumps:
                     counts[bump] += 1
                 if conflicts:
                     for field in conflicts:
                         tally.conflicts[field] += 1
-                if votes:
-                    record = self.trace_values.record
-                    for field, mine in votes:
-                        record(trace_id, field, mine)  # every carrier votes
+                if own:
+                    for field in self._fallback_fields:
+                        mine = own.get(field)
+                        if mine is not None:
+                            self.trace_values.record(trace_id, field, mine)  # every carrier votes
                 self.cache.put(key, known)
                 return known, sets, conflicts, repaired
         fields = own
@@ -634,9 +632,7 @@ class InheritProcessor(Processor):
         self.cache.put(key, known)
         if shareable:
             # The parent and resource are held so their ids stay theirs for the batch.
-            # The same own fields: the same votes, in the same order.
-            votes = tuple((f, own[f]) for f in self._fallback_fields if f in own) if own else ()
-            tally.shared[shared_key] = (parent, resource, known, sets, conflicts, repaired, bumps, votes)
+            tally.shared[shared_key] = (parent, resource, known, sets, conflicts, repaired, bumps)
         return known, sets, conflicts, repaired
 
     def _resource_values(self, resource: ResourceView) -> tuple[tuple[str, str], ...]:
