@@ -179,6 +179,12 @@ class ContextRegistry:
             if trace_locally:
                 self._learned_here[trace_id] = True
 
+    def learn_span(self, trace_id: bytes, span_id: bytes, fields: Fields) -> None:
+        """`learn` for a span whose trace the caller has already learned (its trace-level
+        entry is written, or was when the caller learned it)."""
+        if fields and trace_id and span_id:
+            self._put(trace_id + span_id, fields)
+
     def source(self, trace_id: bytes) -> str:
         """How the trace's context was learned: `check` (here, first-hand) or `registry` (the store)."""
         return "check" if trace_id in self._learned_here else "registry"

@@ -371,3 +371,41 @@ def test_a_kvlist_context_value_is_inherited_not_a_batch_failure(make_sidecar, s
     errors = runner.sidecar.metrics.registry.get_sample_value(
         "costctx_processor_errors_total", {"processor": "inherit"})
     assert not errors
+
+
+def test_a_root_and_an_orphan_with_the_same_fields_in_one_batch_are_decided_apart(make_sidecar, sink):
+    """Spans with no known parent share a decision per batch: a trace's root (hop depth 0)
+    must not share one with a batch-mate whose parent is merely unknown (no depth)."""
+    runner = make_sidecar(processors=PIPELINE, processor_config={"inherit": {"wait_duration": "60s"}})
+    provider = tracer_provider(grpc_port=runner.sidecar.grpc_port, service="svc")
+    tracer = provider.get_tracer("svc")
+    with tracer.start_as_current_span("root", attributes=CONTEXT):
+        with tracer.start_as_current_span("complete", attributes=CONTEXT):
+            pass
+    provider.force_flush()  # one export batch: the child first (parent not yet known), then the root
+
+    assert sink.wait_for_spans(2)
+    spans = _by_name(sink)
+    assert "workflow.hop_depth" not in spans["complete"].attributes  # its parent came after it
+    assert spans["root"].attributes["workflow.hop_depth"] == 0
+    provider.shutdown()
+
+
+def test_every_client_span_of_a_trace_in_one_batch_is_registered(make_sidecar, sink):
+    """The trace is learned once per batch; each CLIENT span (a remote child may name it as
+    its parent) is still remembered under its own ids."""
+    runner = make_sidecar(processors=PIPELINE)
+    provider = tracer_provider(grpc_port=runner.sidecar.grpc_port, service="svc")
+    tracer = provider.get_tracer("svc")
+    with tracer.start_as_current_span("root", attributes=CONTEXT):
+        for name in ("call-1", "call-2", "call-3"):
+            with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=CONTEXT):
+                pass
+    provider.force_flush()  # one export batch
+    assert sink.wait_for_spans(4)
+    registry = _inherit(runner).registry.registry
+    for span in sink.spans():
+        if span.name.startswith("call-"):
+            key = bytes.fromhex(span.trace_id) + bytes.fromhex(span.span_id)
+            assert runner.call(lambda k=key: registry.local(k))["workflow.id"] == "wf-1", span.name
+    provider.shutdown()

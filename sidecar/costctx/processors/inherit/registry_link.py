@@ -95,7 +95,13 @@ class RegistryLink:
     def learn(self, kind: int, span_id: bytes, trace_id: bytes, own: dict[str, Any]) -> None:
         """A span (Span.kind `kind`, id `span_id`) carrying `own` fields, workflow.id among them."""
         if kind in _REMOTE_PARENT_KINDS:
-            self.registry.learn(trace_id, span_id, own, trace_locally=False)
+            if trace_id in self._learned:
+                # The trace was learned in this batch: only the span is left to remember
+                # (saves the registry's per-span test of the traces it has written).
+                self.registry.learn_span(trace_id, span_id, own)
+            else:
+                self._learned.add(trace_id)
+                self.registry.learn(trace_id, span_id, own, trace_locally=False)
         elif trace_id not in self._learned:
             # Only the trace is learned (once per trace): asked once per trace per batch.
             self._learned.add(trace_id)
