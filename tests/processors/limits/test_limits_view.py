@@ -12,24 +12,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import set_any_value
-from costctx.pdata.codec.native import AVAILABLE as NATIVE_AVAILABLE
-from costctx.pdata.codec.python import PythonCodec
 from costctx.pdata.view_batch import ViewBatch
+from tests.support.codecs import available_codecs
 from tests.support.processors import standalone_processor
 
 LIMITS = {"max_attributes_per_span": 6, "max_attribute_value_length": 20}
 
 
-def codecs():
-    found = [PythonCodec()]
-    if NATIVE_AVAILABLE:
-        from costctx.pdata.codec.native import NativeCodec
-
-        found.append(NativeCodec())
-    return found
-
-
-CODECS = codecs()
+CODECS = available_codecs()
 
 text = st.text(alphabet="aé✓", max_size=30)
 value = st.recursive(st.one_of(text, st.binary(max_size=30), st.integers(0, 9)),

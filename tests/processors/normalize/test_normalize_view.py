@@ -11,11 +11,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import set_any_value
-from costctx.pdata.codec.native import AVAILABLE as NATIVE_AVAILABLE
-from costctx.pdata.codec.python import PythonCodec
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.normalize.processor import NormalizeConfig
 from tests.processors.normalize.test_normalize import SCHEMA_FILE, SCHEMAS
+from tests.support.codecs import available_codecs
 from tests.support.processors import standalone_processor
 
 CONFIG = NormalizeConfig()
@@ -71,16 +70,7 @@ def build(resources) -> bytes:
     return request.SerializeToString()
 
 
-def codecs():
-    found = [PythonCodec()]
-    if NATIVE_AVAILABLE:
-        from costctx.pdata.codec.native import NativeCodec
-
-        found.append(NativeCodec())
-    return found
-
-
-CODECS = codecs()
+CODECS = available_codecs()
 
 
 def counters(processor) -> dict:
