@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import grpc
-import psutil
 import pytest
 import requests
 
+from bench.memory_attacks import PeakSampler
 from costctx.service.config.loader import build_config
 from tests.support.otlp_client import SpanStreamer, trace_request
 from tests.support.process import SidecarProcess, with_fixed_ports
@@ -20,31 +19,6 @@ MiB = 1024 * 1024
 LIMIT_MIB = 160
 SPIKE_MIB = 40  # headroom for four concurrent 1 MiB requests in flight (decoded and re-encoded)
 HELD_OFF = 20  # refusals each client sees before the push stops (each retry waits 50 ms)
-
-
-class PeakRss:
-    """Samples a process's RSS every few milliseconds on a thread; keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.NoSuchProcess:
-                return
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def test_config_rejects_a_spike_over_the_limit():
@@ -68,7 +42,7 @@ def test_pushing_well_past_the_memory_limit(sink, tmp_path):
     process = SidecarProcess(config, tmp_path).start()
     try:
         sink.refuse(1_000_000)  # the downstream is down: everything accepted stays in memory
-        with PeakRss(process.proc.pid) as rss:
+        with PeakSampler(process.proc.pid) as rss:
             # ~1 MiB per request, four clients: well over the limit within seconds if nothing stops it.
             streamers = [
                 SpanStreamer(process.grpc_target, f"mem{i}", batch_size=250, interval=0.0, pad=4000).start()
