@@ -29,7 +29,7 @@ class HeldSpan:
     the batch view's records of it, small and free of the batch's bytes)."""
 
     __slots__ = ("trace_id", "key", "wait_key", "own", "index", "view", "resource", "payload", "notes",
-                 "sets", "nbytes", "done", "source")
+                 "sets", "nbytes", "done", "source", "own_key")
 
     def __init__(self, index: int, view: SpanView, resource: ResourceView, trace_id: bytes, key: bytes,
                  wait_key: bytes, own: dict[str, Any]) -> None:
@@ -40,6 +40,8 @@ class HeldSpan:
         # span it links to when it is the root of a new trace started from a remote context.
         self.wait_key = wait_key
         self.own = own
+        # Its field values and their types, when spans may share decisions on them (see _resolve).
+        self.own_key: tuple | None = None
         self.index: int | None = index
         self.view = view
         self.resource = resource

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from costctx.component.host import Host
@@ -161,24 +162,29 @@ class InheritProcessor(Processor):
         add_held = hold.add
         registry_known = self.registry.known
         learn = self.registry.learn
+        own_of = partial(_own_fields, fields_order)
+        owns: dict = {}  # (the span's field values, their types) -> its own fields, per batch
         try:
             for index in indices:
                 span = spans[index]
                 trace_id = span.trace_id
                 key = trace_id + span.span_id
-                # The span's own context fields, in envelope order.
-                attrs = span.attrs
-                # (From attrs, not the scan's signature: normalize renames keys after the scan.)
-                own: dict[str, Any] = {}
-                for field in fields_order:
-                    value = attrs.get(field)
-                    if value is None:
-                        continue
-                    if type(value) is str:
-                        if value:  # an empty string is no value
-                            own[field] = value
-                    elif value is not EMPTY:
-                        own[field] = _python(value)
+                # The span's own context fields, in envelope order. (From attrs, not the scan's
+                # signature: normalize renames keys after the scan.) Spans carrying the same
+                # values share one dict (never mutated: Known.fields), made once per batch.
+                values = tuple(map(span.attrs.get, fields_order))
+                own_key: tuple | None = (values, tuple(map(type, values)))
+                try:
+                    own = owns[own_key]
+                except KeyError:
+                    own, shareable = own_of(values)
+                    if shareable:
+                        owns[own_key] = own
+                    else:
+                        own_key = None
+                except TypeError:  # an array value (unhashable): read alone, decided alone
+                    own, _ = own_of(values)
+                    own_key = None
                 parent_id = span.parent_span_id
                 # An all-zero id is invalid (W3C): no parent, rather than one that never comes.
                 wait_key = trace_id + parent_id if parent_id and parent_id != _INVALID_SPAN_ID else None
@@ -194,12 +200,14 @@ class InheritProcessor(Processor):
                         parent = cache_get(wait_key)
                     if parent is None and wait_key is not None:
                         held = HeldSpan(index, span, resources[span.resource], trace_id, key, wait_key, own)
+                        held.own_key = own_key
                         if add_held(held, now):
                             held_here.append(held)
                             continue
                 if "workflow.id" in own:
                     learn(span.kind, span.span_id, trace_id, own)
-                apply(batch, index, resolve(span, resources[span.resource], own, key, trace_id, parent, tally))
+                apply(batch, index,
+                      resolve(span, resources[span.resource], own, key, trace_id, parent, tally, own_key))
                 if hold.waiters:
                     self._cascade(key, "ancestor", tally)
         except Exception:
@@ -263,7 +271,8 @@ class InheritProcessor(Processor):
 
     def _finish(self, held: HeldSpan, parent: Known | None, reason: str, tally: _Tally) -> None:
         held.done = True
-        decision = self._resolve(held.view, held.resource, held.own, held.key, held.trace_id, parent, tally)
+        decision = self._resolve(held.view, held.resource, held.own, held.key, held.trace_id, parent, tally,
+                                 held.own_key)
         if held.index is not None:
             # Still in the batch it came in (its ancestor came later in the same batch):
             # repaired in place, it never waited.
@@ -483,36 +492,28 @@ class InheritProcessor(Processor):
 
     def _resolve(
         self, span: SpanView, resource: ResourceView, own: dict[str, Any], key: bytes, trace_id: bytes,
-        parent: Known | None, tally: _Tally,
+        parent: Known | None, tally: _Tally, own_key: tuple | None = None,
     ) -> tuple[Known, Any, list[str] | None, list[str]]:
         """Decide how `span` is filled from its parent, the resource and the trace; remember it.
 
         Returns (what is known of it, the attribute sets to write in order, conflicting fields,
-        repaired fields). Writes nothing: the caller applies the sets to the batch it is in."""
+        repaired fields). Writes nothing: the caller applies the sets to the batch it is in.
+        `own_key` (the span's field values and their types, None when they cannot be compared
+        safely) lets spans that decide alike share one decision."""
         attrs = span.attrs
-        # Siblings under one parent and resource carrying the same fields of their own get one
-        # decision (shared within the batch, when nothing in it depends on the trace's votes).
-        shareable = parent is not None and REPAIRED_KEY not in attrs and HOP_DEPTH_KEY not in attrs
+        # Spans under one parent (or none, alike as roots or not) and resource carrying the same
+        # fields of their own get one decision, shared within the batch when nothing in it
+        # depends on the trace's votes. The decision's counts are multiplied at flush.
+        shareable = own_key is not None and REPAIRED_KEY not in attrs and HOP_DEPTH_KEY not in attrs
         if shareable:
-            try:
-                shared_key = (id(parent), id(resource), tuple(own.items()) if own else ())
-                hit = tally.shared.get(shared_key)
-            except TypeError:  # a structured (unhashable) value of its own: decided alone
-                shareable = False
-                hit = None
+            root = parent is None and span.parent_span_id in (b"", _INVALID_SPAN_ID) and not span.links
+            shared_key = (parent, id(resource), own_key, root)
+            hit = tally.shared.get(shared_key)
             if hit is not None:
-                known, sets, conflicts, repaired, bumps = hit[2:]
-                counts = tally.repaired
-                for bump in bumps:
-                    counts[bump] += 1
-                if conflicts:
-                    for field in conflicts:
-                        tally.conflicts[field] += 1
-                if own:
-                    for field in self._fallback_fields:
-                        mine = own.get(field)
-                        if mine is not None:
-                            self.trace_values.record(trace_id, field, mine)  # every carrier votes
+                known, sets, conflicts, repaired, votes, hits = hit[1:7]
+                hits[0] += 1
+                for field, value in votes:
+                    self.trace_values.record(trace_id, field, value)  # every carrier votes
                 self.cache.put(key, known)
                 return known, sets, conflicts, repaired
         fields = own
@@ -631,8 +632,9 @@ class InheritProcessor(Processor):
         known = Known(fields, hop, depth, fallback)
         self.cache.put(key, known)
         if shareable:
-            # The parent and resource are held so their ids stay theirs for the batch.
-            tally.shared[shared_key] = (parent, resource, known, sets, conflicts, repaired, bumps)
+            # The resource is held so its id stays its own for the batch (the parent is in the key).
+            votes = tuple((f, own[f]) for f in self._fallback_fields if own.get(f) is not None)
+            tally.shared[shared_key] = (resource, known, sets, conflicts, repaired, votes, [0], bumps)
         return known, sets, conflicts, repaired
 
     def _resource_values(self, resource: ResourceView) -> tuple[tuple[str, str], ...]:
@@ -647,6 +649,14 @@ class InheritProcessor(Processor):
 
     def _flush(self, tally: _Tally) -> None:
         m = self.metrics
+        for entry in tally.shared.values():
+            hits = entry[6][0]
+            if hits:
+                for bump in entry[7]:
+                    tally.repaired[bump] += hits
+                for field in entry[3] or ():
+                    tally.conflicts[field] += hits
+        tally.shared.clear()
         per_field: Counter[tuple[str, str]] = Counter()
         for (source, fields), count in tally.repaired.items():
             for field in fields:
@@ -662,6 +672,28 @@ class InheritProcessor(Processor):
         if tally.held:
             m.held_spans.inc(tally.held)
         m.count_evictions(self.hold.evicted, self.cache)
+
+
+_PLAIN = (str, int, float, bool, bytes)
+
+
+def _own_fields(fields: tuple[str, ...], values: tuple) -> tuple[dict[str, Any], bool]:
+    """A span's own context fields from the values of `fields` on it (None: absent), and
+    whether equal values mean equal fields (not so for arrays and kvlists, whose elements may
+    be equal across types, 1 == True): only then may spans share the dict and decisions."""
+    own: dict[str, Any] = {}
+    plain = True
+    for field, value in zip(fields, values, strict=True):
+        if value is None:
+            continue
+        if type(value) is str:
+            if value:  # an empty string is no value
+                own[field] = value
+        elif value is not EMPTY:
+            if type(value) not in _PLAIN:
+                plain = False
+            own[field] = _python(value)
+    return own, plain
 
 
 def _python(value: Any) -> Any:
