@@ -9,10 +9,12 @@ bounded by entries and by age.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter as CounterType
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from cachetools import TTLCache
@@ -43,10 +45,26 @@ OTHER_SOURCES = "(other)"
 NO_CONTEXT = "(no context)"
 
 
+class _Part:
+    """One source's entries in insertion order, which is expiry order (one TTL for all): chunks
+    of keys put at one time, each `[expires, key, key, ...]`, the oldest first."""
+
+    __slots__ = ("source", "chunks", "head", "size")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.chunks: deque[list] = deque()
+        self.head = 1  # the next key's place in chunks[0]
+        self.size = 0  # live entries (disputed ones included)
+
+
 class ContextCache:
     """(trace id + span id) -> Known, bounded by `max_entries` and by `ttl` seconds.
 
     Keyed by the 24-byte concatenation, not a tuple of two: about half the memory per entry.
+    One plain dict holds the entries (sibling spans share one Known); their order of age is kept
+    per source as chunks of keys put at one time (a batch's puts share one `now`, see `now`), so
+    an entry costs its key and two slots, with no per-entry node, tuple or float.
 
     Partitioned by source (the span's service, `Known.hop`) so a flood from one service cannot
     evict another's ancestors: when full, the entry evicted is the oldest of, first, the spans
@@ -65,77 +83,137 @@ class ContextCache:
         self.ttl = ttl
         self._timer = timer
         self._max_sources = max_sources
-        # source -> entries in insertion order (one TTL for all: also expiry order)
-        self._parts: dict[str, OrderedDict[bytes, tuple[Known | None, float]]] = {}
-        self._where: dict[bytes, OrderedDict[bytes, tuple[Known | None, float]]] = {}
-        self._source_of: dict[int, str] = {}  # id(partition) -> source
+        self._where: dict[bytes, Known | None] = {}  # None: disputed
+        self._parts: dict[str, _Part] = {}
+        # Keys put again (moved to the end, with a new age): how many older places each still
+        # has in the chunks, skipped when reached.
+        self._moved: dict[bytes, int] = {}
+        self._next_due = math.inf  # no entry expires before this
+        # The time puts are made at, when the caller has one for a whole batch (else the timer's).
+        self.now: float | None = None
         self.evicted: CounterType[str] = CounterType()
         self.disputed = 0
 
     def get(self, key: bytes) -> Known | None:
-        part = self._where.get(key)
-        if part is None:
-            return None
-        known, expires = part[key]
-        if self._timer() >= expires:
-            return None  # aged out; expire() removes it
+        known = self._where.get(key)
+        if known is not None and self._timer() >= self._next_due:
+            self.expire()  # some entry is due: it may be this one
+            known = self._where.get(key)
         return known
 
+    def expire_due(self, now: float) -> None:
+        """Drop what is due at `now`: after it, every entry is live at `now` (a batch's reads
+        may then go to `entries` directly)."""
+        if now >= self._next_due:
+            self.expire(now)
+
+    @property
+    def entries(self) -> dict[bytes, Known | None]:
+        return self._where
+
     def put(self, key: bytes, known: Known) -> None:
-        now = self._timer()
+        now = self.now if self.now is not None else self._timer()
+        if now >= self._next_due:
+            self.expire(now)  # so that an entry found below is live
         where = self._where
-        old_part = where.get(key)
-        if old_part is not None:
-            old, expires = old_part.pop(key)
-            del where[key]
-            if now < expires and (old is None or _disagree(old.fields, known.fields)):
-                # Disputed: remembered as such (None) until it ages out, under its first source.
+        if key in where:
+            old = where[key]
+            if old is None or _disagree(old.fields, known.fields):
+                # Disputed: remembered as such (None) until it ages out, in its first place.
                 self.disputed += old is not None
-                old_part[key] = (None, expires)
-                where[key] = old_part
+                where[key] = None
                 return
+            self._moved[key] = self._moved.get(key, 0) + 1
+            home = self._parts.get(old.hop if old.fields else NO_CONTEXT) or self._parts.get(OTHER_SOURCES)
+            if home is not None and home.size:
+                home.size -= 1
         part = self._partition(known.hop if known.fields else NO_CONTEXT)
-        part[key] = (known, now + self.ttl)
-        where[key] = part
+        expires = now + self.ttl
+        chunks = part.chunks
+        if chunks and chunks[-1][0] == expires:
+            chunks[-1].append(key)
+        else:
+            chunks.append([expires, key])
+            if expires < self._next_due:
+                self._next_due = expires
+        part.size += 1
+        where[key] = known
         if len(where) > self.max_entries:
             self._evict(part)
 
-    def _partition(self, source: str) -> OrderedDict[bytes, tuple[Known | None, float]]:
+    def _partition(self, source: str) -> _Part:
         part = self._parts.get(source)
         if part is None:
             if len(self._parts) >= self._max_sources + 1 and source != NO_CONTEXT:  # +1: NO_CONTEXT
                 return self._partition(OTHER_SOURCES)
-            part = self._parts[source] = OrderedDict()
-            self._source_of[id(part)] = source
+            part = self._parts[source] = _Part(source)
         return part
 
-    def _evict(self, inserting: OrderedDict) -> None:
+    def _evict(self, inserting: _Part) -> None:
         parts = self._parts
         victim = parts.get(NO_CONTEXT)
-        if not victim:
-            sizes = [p for p in parts.values() if p]
+        if victim is None or not victim.size:
+            sizes = [p for p in parts.values() if p.size]
             fair = self.max_entries / max(len(sizes), 1)
-            victim = inserting if len(inserting) >= fair else max(sizes, key=len)
-        key, _ = victim.popitem(last=False)
-        del self._where[key]
-        self.evicted[self._source_of[id(victim)]] += 1
+            victim = inserting if inserting.size >= fair else max(sizes, key=_size)
+        key = self._pop_oldest(victim)
+        if key is not None:
+            del self._where[key]
+            victim.size -= 1
+            self.evicted[victim.source] += 1
 
-    def expire(self) -> None:
-        now = self._timer()
-        where = self._where
+    def _pop_oldest(self, part: _Part) -> bytes | None:
+        """The oldest live key of `part`, taken off its chunks (older places of moved keys skipped)."""
+        chunks, moved = part.chunks, self._moved
+        while chunks:
+            chunk = chunks[0]
+            if part.head >= len(chunk):
+                chunks.popleft()
+                part.head = 1
+                continue
+            key = chunk[part.head]
+            part.head += 1
+            if moved and key in moved:
+                self._unmove(key)
+                continue
+            return key
+        return None
+
+    def _unmove(self, key: bytes) -> None:
+        left = self._moved[key] - 1
+        if left:
+            self._moved[key] = left
+        else:
+            del self._moved[key]
+
+    def expire(self, now: float | None = None) -> None:
+        if now is None:
+            now = self._timer()
+        where, moved = self._where, self._moved
+        due = math.inf
         for source, part in list(self._parts.items()):
-            while part:
-                key = next(iter(part))
-                if now < part[key][1]:
-                    break
-                del part[key]
-                del where[key]
-            if not part and source not in (NO_CONTEXT, OTHER_SOURCES):
+            chunks = part.chunks
+            while chunks and chunks[0][0] <= now:
+                chunk = chunks.popleft()
+                for key in islice(chunk, part.head, None):
+                    if moved and key in moved:
+                        self._unmove(key)
+                        continue
+                    del where[key]
+                    part.size -= 1
+                part.head = 1
+            if chunks:
+                due = min(due, chunks[0][0])
+            elif not part.size and source not in (NO_CONTEXT, OTHER_SOURCES):
                 del self._parts[source]
-                del self._source_of[id(part)]
+        self._next_due = due
 
     def __len__(self) -> int:
         return len(self._where)
+
+
+def _size(part: _Part) -> int:
+    return part.size
 
 
 def _disagree(first: dict[str, Any], second: dict[str, Any]) -> bool:
@@ -147,7 +225,8 @@ def _disagree(first: dict[str, Any], second: dict[str, Any]) -> bool:
 
 
 def _vote_key(value: Any) -> Any:
-    """A hashable stand-in for a value: kvlist and array values (dicts, lists) vote by content."""
+    """A hashable stand-in for a value that is not a string (strings stand for themselves):
+    typed, so 1 and True vote apart; kvlist and array values (dicts, lists) vote by content."""
     try:
         hash(value)
     except TypeError:
@@ -169,27 +248,31 @@ class TraceValues:
         # trace id -> field -> vote key -> [spans carrying it, the value]
         self._traces: TTLCache[bytes, dict[str, dict[Any, list]]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
         self.max_traces = max_traces
-        self._last: tuple[bytes, str, Any] | None = None
-        self._last_vote: list | None = None
+        # The traces' vote dicts already looked up in the current batch (`new_batch` forgets
+        # them): a span's vote is then a plain dict lookup, not cachetools' timed, locked one.
+        self._batch: dict[bytes, dict[str, dict[Any, list]]] = {}
 
-    def record(self, trace_id: bytes, key: str, value: Any) -> None:
-        vote_key = _vote_key(value)
-        last = (trace_id, key, vote_key)
-        if last == self._last and self._last_vote is not None:
-            self._last_vote[0] += 1  # spans of one trace come together: skip the cache lookup
-            return
-        self._last = last
-        values = self._traces.get(trace_id)
+    def new_batch(self) -> None:
+        """Forget the batch's looked-up traces (their age and eviction are read again)."""
+        self._batch.clear()
+
+    def record(self, trace_id: bytes, key: str, value: Any, count: int = 1) -> None:
+        values = self._batch.get(trace_id)
         if values is None:
-            values = self._traces[trace_id] = {}
+            values = self._traces.get(trace_id)
+            if values is None:
+                if len(self._traces) >= self.max_traces:
+                    self._batch.clear()  # this insert evicts a trace the batch may hold
+                values = self._traces[trace_id] = {}
+            self._batch[trace_id] = values
         votes = values.get(key)
         if votes is None:
             votes = values[key] = {}
+        vote_key = value if type(value) is str else _vote_key(value)
         vote = votes.get(vote_key)
         if vote is None:
             vote = votes[vote_key] = [0, value]
-        vote[0] += 1
-        self._last_vote = vote
+        vote[0] += count
 
     def lookup(self, trace_id: bytes, key: str) -> Any | None:
         values = self._traces.get(trace_id)
@@ -202,6 +285,7 @@ class TraceValues:
         return value if 2 * count > sum(vote[0] for vote in votes.values()) else None
 
     def expire(self) -> None:
+        self._batch.clear()
         self._traces.expire()
 
     def __len__(self) -> int:

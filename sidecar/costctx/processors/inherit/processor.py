@@ -139,6 +139,7 @@ class InheritProcessor(Processor):
             self.journal.flush()  # spans released before this batch have been queued by now
         self._codec = batch.codec
         self.registry.before_batch()
+        self.trace_values.new_batch()
         if batch.watched is not self._scan_keys:
             self._scan_keys = batch.watched if batch.watched >= self._watched else batch.watched | self._watched
         view = batch.view
@@ -146,7 +147,12 @@ class InheritProcessor(Processor):
         if not len(indices):
             return batch
         now = self.clock()
-        cache_get = self.cache.get
+        cache = self.cache
+        # Every entry left is live at `now`, the time the batch's puts are made at: reads of the
+        # batch go to the entries directly.
+        cache.expire_due(now)
+        cache.now = now
+        cache_get = cache.entries.get
         hold = self.hold
         tally = _Tally()
         held_here: list[HeldSpan] = []
@@ -217,10 +223,12 @@ class InheritProcessor(Processor):
                 if not held.done:
                     hold.remove(held)
             self._batch = None
+            cache.now = None
             self._release_into(batch)
             raise
 
         self._batch = None
+        cache.now = None
         pending = [h for h in held_here if not h.done]
         self.registry.after_batch(h.wait_key for h in pending)
         if pending:
@@ -435,6 +443,7 @@ class InheritProcessor(Processor):
         self._flush(tally)
 
     def shutdown(self) -> None:
+        self.trace_values.new_batch()
         tally = _Tally()
         while (trace := self.hold.oldest()) is not None:
             self._release_trace(trace, "shutdown", tally)
@@ -443,6 +452,7 @@ class InheritProcessor(Processor):
 
     def _registry_known(self, keys: list[bytes]) -> None:
         """The registry answered: spans waiting for these (trace id + span id) are released."""
+        self.trace_values.new_batch()
         tally = _Tally()
         for key in keys:
             if key in self.hold.waiters:
