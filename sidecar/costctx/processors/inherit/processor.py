@@ -24,6 +24,7 @@ A value a span carries itself is never overwritten; a different ancestor value i
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from costctx.pdata.batch import SpanRecord
 from costctx.pdata.codec import Codec, select_codec
 from costctx.pdata.codec.api import EMPTY, KvList, ResourceView, SpanEdits, SpanView
 from costctx.pdata.view_batch import ViewBatch
+from costctx.processors.inherit.batch_hold import BatchHold
 from costctx.processors.inherit.config import InheritConfig
 from costctx.processors.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
 from costctx.processors.inherit.hold import HeldSpan, Hold, TraceHold
@@ -96,11 +98,16 @@ class InheritProcessor(Processor):
         # The same repaired list on most repaired spans: one list object per distinct list.
         self._repaired_lists: dict[tuple[str, ...], list[str]] = {}
         self.hold = Hold(config.wait_duration)
+        # Spans held while their batch runs, for traces the hold has not opened (batch_hold.py).
+        self._in_batch = BatchHold()
+        self._seq = itertools.count()
         self.registry = RegistryLink(host, config.registry, self._registry_known)
         self.use_clock(time.monotonic)
         self._max_spans = config.hold.max_spans
         self._max_bytes = config.hold.max_bytes
         self.metrics = InheritMetrics(self.component_metrics())
+        # (field, source) -> its repaired-fields counter: labels() looked up once, not per batch.
+        self._children: dict[tuple[str, str], Any] = {}
         # With a persistent sending queue, held (acknowledged) spans are kept on disk too.
         storage = host.hold_storage
         self.journal = HoldJournal(storage[0], name, storage[1]) if storage else None
@@ -166,6 +173,11 @@ class InheritProcessor(Processor):
         resolve = self._resolve
         apply = self._apply
         add_held = hold.add
+        held_traces = hold.traces
+        in_batch = self._in_batch
+        add_in_batch = in_batch.add
+        batch_waiters = in_batch.waiters
+        next_seq = self._seq.__next__
         registry_known = self.registry.known
         learn = self.registry.learn
         own_of = partial(_own_fields, fields_order)
@@ -205,20 +217,23 @@ class InheritProcessor(Processor):
                         wait_key = links[0][0] + links[0][1]
                         parent = cache_get(wait_key)
                     if parent is None and wait_key is not None:
-                        held = HeldSpan(index, span, resources[span.resource], trace_id, key, wait_key, own)
-                        held.own_key = own_key
-                        if add_held(held, now):
+                        held = HeldSpan(index, span, resources[span.resource], trace_id, key, wait_key, own,
+                                        own_key, next_seq())
+                        # A trace the hold has not opened waits in the batch's hold (most are
+                        # released by a parent later in the batch); else in the hold itself.
+                        if add_in_batch(held) if trace_id not in held_traces else add_held(held, now):
                             held_here.append(held)
                             continue
                 if "workflow.id" in own:
                     learn(span.kind, span.span_id, trace_id, own)
                 apply(batch, index,
                       resolve(span, resources[span.resource], own, key, trace_id, parent, tally, own_key))
-                if hold.waiters:
+                if hold.waiters or batch_waiters:
                     self._cascade(key, "ancestor", tally)
         except Exception:
             # The pipeline forwards this batch as it stands: spans held from it are still in
             # it, so they must leave the hold; spans released while it ran follow it.
+            in_batch.clear()
             for held in held_here:
                 if not held.done:
                     hold.remove(held)
@@ -229,6 +244,7 @@ class InheritProcessor(Processor):
 
         self._batch = None
         cache.now = None
+        in_batch.settle(hold, held_here, now)
         pending = [h for h in held_here if not h.done]
         self.registry.after_batch(h.wait_key for h in pending)
         if pending:
@@ -266,10 +282,16 @@ class InheritProcessor(Processor):
     def _cascade(self, key: bytes, reason: str, tally: _Tally) -> None:
         """`key` just became known: resolve the spans waiting for it, then theirs."""
         hold = self.hold
+        in_batch = self._in_batch
         stack = [key]
         while stack:
             known_key = stack.pop()
             waiting = hold.take_waiters(known_key)
+            if in_batch.waiters:
+                taken = in_batch.take(known_key)
+                if taken:
+                    # Both: in the order they were held (those held before this batch first).
+                    waiting = sorted(waiting + taken, key=_seq_of) if waiting else taken
             if not waiting:
                 continue
             parent = self.cache.get(known_key)
@@ -473,10 +495,12 @@ class InheritProcessor(Processor):
         """Write a decision on span `index` of `batch` (ViewBatch.set and .note, inlined)."""
         _, sets, conflicts, repaired = decision
         if sets:
-            edits = batch.edits.spans.get(index)
+            spans = batch.edits.spans
+            edits = spans.get(index)
             if edits is None:
-                edits = batch.edits.spans[index] = SpanEdits()
-            if edits.replace is not None:
+                spans[index] = SpanEdits(sets=list(sets))
+                batch.view.spans[index].attrs.update(sets)
+            elif edits.replace is not None:
                 # Re-encoded on the slow path (normalize, limits): set writes into the replacement.
                 for key, value in sets:
                     batch.set(index, key, value)
@@ -487,6 +511,11 @@ class InheritProcessor(Processor):
             notes = batch.notes.get(index)
             if notes is None:
                 notes = batch.notes[index] = {}
+                if conflicts:
+                    notes["conflict"] = set(conflicts)
+                if repaired:
+                    notes["repaired"] = set(repaired)
+                return
             if conflicts:
                 found = notes.get("conflict")
                 if found is None:
@@ -671,8 +700,12 @@ class InheritProcessor(Processor):
         for (source, fields), count in tally.repaired.items():
             for field in fields:
                 per_field[(field, source)] += count
+        children = self._children
         for (field, source), count in per_field.items():
-            m.repaired_fields.labels(field, source).inc(count)
+            child = children.get((field, source))
+            if child is None:
+                child = children[(field, source)] = m.repaired_fields.labels(field, source)
+            child.inc(count)
         for field, count in tally.conflicts.items():
             m.conflicts.labels(field).inc(count)
         for reason, count in tally.released.items():
@@ -704,6 +737,10 @@ def _own_fields(fields: tuple[str, ...], values: tuple) -> tuple[dict[str, Any],
                 plain = False
             own[field] = _python(value)
     return own, plain
+
+
+def _seq_of(held: HeldSpan) -> int:
+    return held.seq
 
 
 def _python(value: Any) -> Any:
