@@ -47,7 +47,9 @@ NO_CONTEXT = "(no context)"
 
 class _Part:
     """One source's entries in insertion order, which is expiry order (one TTL for all): chunks
-    of keys put at one time, each `[expires, key, key, ...]`, the oldest first."""
+    of keys put at one time, each `[expires, key, key, ...]`, the oldest first. Each entry has
+    exactly one place (a key sent again keeps its first), so `size` is what the chunks hold
+    from `head` on."""
 
     __slots__ = ("source", "chunks", "head", "size")
 
@@ -85,9 +87,6 @@ class ContextCache:
         self._max_sources = max_sources
         self._where: dict[bytes, Known | None] = {}  # None: disputed
         self._parts: dict[str, _Part] = {}
-        # Keys put again (moved to the end, with a new age): how many older places each still
-        # has in the chunks, skipped when reached.
-        self._moved: dict[bytes, int] = {}
         self._next_due = math.inf  # no entry expires before this
         # The time puts are made at, when the caller has one for a whole batch (else the timer's).
         self.now: float | None = None
@@ -117,16 +116,15 @@ class ContextCache:
             self.expire(now)  # so that an entry found below is live
         where = self._where
         if key in where:
+            # Sent again: the entry keeps its place and age (a resend cannot keep it alive).
             old = where[key]
             if old is None or _disagree(old.fields, known.fields):
-                # Disputed: remembered as such (None) until it ages out, in its first place.
+                # Disputed: remembered as such (None) until it ages out.
                 self.disputed += old is not None
                 where[key] = None
-                return
-            self._moved[key] = self._moved.get(key, 0) + 1
-            home = self._parts.get(old.hop if old.fields else NO_CONTEXT) or self._parts.get(OTHER_SOURCES)
-            if home is not None and home.size:
-                home.size -= 1
+            else:
+                where[key] = known
+            return
         part = self._partition(known.hop if known.fields else NO_CONTEXT)
         expires = now + self.ttl
         chunks = part.chunks
@@ -144,7 +142,9 @@ class ContextCache:
     def _partition(self, source: str) -> _Part:
         part = self._parts.get(source)
         if part is None:
-            if len(self._parts) >= self._max_sources + 1 and source != NO_CONTEXT:  # +1: NO_CONTEXT
+            # +1: NO_CONTEXT. The shared one is made whatever the count (asking for it again
+            # recursed without end once every place was taken).
+            if len(self._parts) >= self._max_sources + 1 and source not in (NO_CONTEXT, OTHER_SOURCES):
                 return self._partition(OTHER_SOURCES)
             part = self._parts[source] = _Part(source)
         return part
@@ -156,56 +156,34 @@ class ContextCache:
             sizes = [p for p in parts.values() if p.size]
             fair = self.max_entries / max(len(sizes), 1)
             victim = inserting if inserting.size >= fair else max(sizes, key=_size)
-        key = self._pop_oldest(victim)
-        if key is not None:
-            del self._where[key]
-            victim.size -= 1
-            self.evicted[victim.source] += 1
-
-    def _pop_oldest(self, part: _Part) -> bytes | None:
-        """The oldest live key of `part`, taken off its chunks (older places of moved keys skipped)."""
-        chunks, moved = part.chunks, self._moved
-        while chunks:
-            chunk = chunks[0]
-            if part.head >= len(chunk):
-                chunks.popleft()
-                part.head = 1
-                continue
-            key = chunk[part.head]
-            part.head += 1
-            if moved and key in moved:
-                self._unmove(key)
-                continue
-            return key
-        return None
-
-    def _unmove(self, key: bytes) -> None:
-        left = self._moved[key] - 1
-        if left:
-            self._moved[key] = left
-        else:
-            del self._moved[key]
+        chunks = victim.chunks
+        chunk = chunks[0]
+        key = chunk[victim.head]
+        victim.head += 1
+        if victim.head == len(chunk):
+            chunks.popleft()
+            victim.head = 1
+        del self._where[key]
+        victim.size -= 1
+        self.evicted[victim.source] += 1
 
     def expire(self, now: float | None = None) -> None:
         if now is None:
             now = self._timer()
-        where, moved = self._where, self._moved
+        where = self._where
         due = math.inf
         for source, part in list(self._parts.items()):
             chunks = part.chunks
             while chunks and chunks[0][0] <= now:
                 chunk = chunks.popleft()
                 for key in islice(chunk, part.head, None):
-                    if moved and key in moved:
-                        self._unmove(key)
-                        continue
                     del where[key]
-                    part.size -= 1
+                part.size -= len(chunk) - part.head
                 part.head = 1
-            if chunks:
-                due = min(due, chunks[0][0])
-            elif not part.size and source not in (NO_CONTEXT, OTHER_SOURCES):
+            if not part.size and source not in (NO_CONTEXT, OTHER_SOURCES):
                 del self._parts[source]
+            elif chunks:
+                due = min(due, chunks[0][0])
         self._next_due = due
 
     def __len__(self) -> int:

@@ -1,0 +1,226 @@
+"""The inherit processor's cheaper structures against the plain ones they stand for.
+
+- the ancestor cache (one dict, per-source chunks of keys) against the per-source ordered
+  dicts it replaced, kept here as the reference model: same answers, sizes, evictions and
+  disputes over random puts, gets and clock steps;
+- the batch-local hold against holding every span in the hold at once: same output and the
+  same hold (traces in order, deadlines, sources, spans, waiters) after every batch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter as CounterType
+from collections import OrderedDict
+
+import pytest
+
+from costctx.processors.inherit.context_cache import NO_CONTEXT, OTHER_SOURCES, ContextCache, Known, _disagree
+from tests.processors.inherit.test_inherit_bounds import CONTEXT, batch, make, names
+
+
+class ReferenceCache:
+    """The ancestor cache before it became one dict with chunks (2e617da), in behaviour, but
+    for one change: due entries are dropped at every read and write (`_drop_due`), as the new
+    one does, rather than at the next tick only (until then they counted against the bound and
+    could push out a live entry); and a span sent again keeps its entry's place and age (its
+    fields taken when they agree) rather than moving to the end with a new age (a disputed one
+    moved to the end with its old age, outliving it until the entries before it aged out)."""
+
+    def __init__(self, max_entries: int, ttl: float, timer, max_sources: int) -> None:
+        self.max_entries, self.ttl, self._timer, self._max_sources = max_entries, ttl, timer, max_sources
+        self._parts: dict[str, OrderedDict] = {}
+        self._where: dict[bytes, OrderedDict] = {}
+        self._source_of: dict[int, str] = {}
+        self.evicted: CounterType[str] = CounterType()
+        self.disputed = 0
+
+    def _drop_due(self) -> None:
+        now = self._timer()
+        if any(part and now >= next(iter(part.values()))[1] for part in self._parts.values()):
+            self.expire()
+
+    def get(self, key):
+        self._drop_due()
+        part = self._where.get(key)
+        if part is None:
+            return None
+        known, expires = part[key]
+        return None if self._timer() >= expires else known
+
+    def put(self, key, known) -> None:
+        self._drop_due()
+        now = self._timer()
+        where = self._where
+        old_part = where.get(key)
+        if old_part is not None:  # (changed, see above: in its place, with its age)
+            old, expires = old_part[key]
+            disputed = old is None or _disagree(old.fields, known.fields)
+            self.disputed += disputed and old is not None
+            old_part[key] = (None if disputed else known, expires)
+            return
+        part = self._partition(known.hop if known.fields else NO_CONTEXT)
+        part[key] = (known, now + self.ttl)
+        where[key] = part
+        if len(where) > self.max_entries:
+            self._evict(part)
+
+    def _partition(self, source):
+        part = self._parts.get(source)
+        if part is None:
+            if len(self._parts) >= self._max_sources + 1 and source not in (NO_CONTEXT, OTHER_SOURCES):
+                return self._partition(OTHER_SOURCES)  # (fixed: asking again for OTHER recursed)
+            part = self._parts[source] = OrderedDict()
+            self._source_of[id(part)] = source
+        return part
+
+    def _evict(self, inserting) -> None:
+        parts = self._parts
+        victim = parts.get(NO_CONTEXT)
+        if not victim:
+            sizes = [p for p in parts.values() if p]
+            fair = self.max_entries / max(len(sizes), 1)
+            victim = inserting if len(inserting) >= fair else max(sizes, key=len)
+        key, _ = victim.popitem(last=False)
+        del self._where[key]
+        self.evicted[self._source_of[id(victim)]] += 1
+
+    def expire(self) -> None:
+        now = self._timer()
+        for source, part in list(self._parts.items()):
+            while part:
+                key = next(iter(part))
+                if now < part[key][1]:
+                    break
+                del part[key]
+                del self._where[key]
+            if not part and source not in (NO_CONTEXT, OTHER_SOURCES):
+                del self._parts[source]
+                del self._source_of[id(part)]
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_ancestor_cache_answers_as_the_reference_model(seed):
+    rng = random.Random(seed)
+    clock = [100.0]
+    timer = lambda: clock[0]  # noqa: E731
+    max_entries, ttl, max_sources = rng.choice([(5, 3.0, 2), (20, 5.0, 3), (60, 2.0, 256)])
+    cache = ContextCache(max_entries, ttl, timer, max_sources=max_sources)
+    model = ReferenceCache(max_entries, ttl, timer, max_sources)
+    keys = [bytes([k]) * 24 for k in range(rng.choice([10, 40, 120]))]
+    sources = ["a", "b", "c", "d", "e"]
+    values = [{}, {"workflow.id": "w1"}, {"workflow.id": "w2"}, {"workflow.id": "w1", "owner.team": "t"}]
+    knowns = [Known(fields, source, 0, frozenset()) for fields in values for source in sources]
+    for _ in range(3000):
+        op = rng.random()
+        if op < 0.55:
+            key, known = rng.choice(keys), rng.choice(knowns)
+            if rng.random() < 0.5:
+                cache.now = clock[0]  # as a batch does: puts at the batch's time
+            cache.put(key, known)
+            cache.now = None
+            model.put(key, known)
+            assert len(cache) == len(model)
+        elif op < 0.85:
+            key = rng.choice(keys)
+            assert cache.get(key) is model.get(key), key
+        elif op < 0.95:
+            clock[0] += rng.choice([0.5, 1.0, 2.5])
+        else:
+            cache.expire()
+            model.expire()
+            assert len(cache) == len(model)
+        assert cache.evicted == model.evicted and cache.disputed == model.disputed
+        assert len(cache) <= max_entries
+    cache.expire()
+    model.expire()
+    assert len(cache) == len(model)
+    assert sorted(cache._parts) == sorted(model._parts)
+
+
+class HoldEverySpan:
+    """Stands in for the batch-local hold: every held span goes straight into the hold, as
+    before it existed (the reference the batch-local hold must match)."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+        self.waiters: dict = {}
+
+    def add(self, held) -> bool:
+        return self.processor.hold.add(held, self.processor.clock())
+
+    def take(self, key):
+        return None
+
+    def settle(self, hold, held_here, now) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+def hold_state(processor) -> list:
+    hold = processor.hold
+    return [
+        [(t.trace_id, t.deadline, t.source, list(t.spans)) for t in hold.traces.values()],
+        {k: [h.key for h in v] for k, v in hold.waiters.items()},
+        {s: list(t) for s, t in hold.by_source.items()},
+        dict(hold.source_spans), hold.span_count, hold.nbytes,
+    ]
+
+
+def random_batches(rng: random.Random, count: int) -> list[list[tuple]]:
+    """Traces of a root and children, children first, cut across batches; some roots never
+    come, some spans are sent twice, a few traces come from a second service."""
+    spans = []
+    for t in range(1, 60):
+        children = [(t, c, rng.choice([1, 1, 1, 2]), {} if rng.random() < 0.8 else dict(CONTEXT))
+                    for c in range(3, 3 + rng.randint(1, 4))]
+        middle = [(t, 2, 1, {})] if rng.random() < 0.5 else []
+        root = [] if rng.random() < 0.15 else [(t, 1, None, dict(CONTEXT))]
+        spans += children + middle + root
+        if rng.random() < 0.1:
+            spans.append(rng.choice(spans))  # a resend
+    out, i = [], 0
+    while i < len(spans) and len(out) < count:
+        n = rng.randint(1, 25)
+        out.append(spans[i:i + n])
+        i += n
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_batch_local_hold_leaves_the_hold_as_holding_every_span_would(seed):
+    rng = random.Random(seed)
+    batches = random_batches(rng, 40)
+    fast, fast_emitted, fast_clock = make(wait_duration="1s")
+    slow, slow_emitted, slow_clock = make(wait_duration="1s")
+    slow._in_batch = HoldEverySpan(slow)
+    for i, spans in enumerate(batches):
+        service = "svc" if i % 3 else "tools"
+        out_fast, out_slow = fast.process(batch(spans, service)), slow.process(batch(spans, service))
+        assert sorted(names(out_fast)) == sorted(names(out_slow))
+        assert out_fast.request == out_slow.request
+        assert hold_state(fast) == hold_state(slow)
+        for clock in (fast_clock, slow_clock):
+            clock.now += 0.3
+        fast.tick(fast_clock.now)
+        slow.tick(slow_clock.now)
+        assert [b.request for b in fast_emitted] == [b.request for b in slow_emitted]
+        assert hold_state(fast) == hold_state(slow)
+    fast.shutdown()
+    slow.shutdown()
+    assert [b.request for b in fast_emitted] == [b.request for b in slow_emitted]
+
+
+def test_sources_past_the_limit_share_one_place_in_the_cache():
+    """More services than the cache has places for: the rest share `(other)` (this recursed
+    without end once every place was taken, failing the batch)."""
+    cache = ContextCache(10, 60.0, lambda: 0.0, max_sources=2)
+    for i, source in enumerate(["a", "b", "c", "d", "e"] * 4):
+        cache.put(bytes([i]) * 24, Known({"workflow.id": "w"}, source, 0, frozenset()))
+    assert len(cache) == 10 and set(cache._parts) == {"a", "b", "c", OTHER_SOURCES}  # 2 + NO_CONTEXT
+    assert sum(cache.evicted.values()) == 10
