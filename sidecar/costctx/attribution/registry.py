@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from cachetools import TTLCache
 
+from costctx.attribution.ttl_dict import TtlDict
 from costctx.budget.redis_client import STORE_ERRORS, redis_client, untagged
 from costctx.budget.store import StoreUnavailable
 
@@ -140,10 +141,8 @@ class ContextRegistry:
         self.ttl_ms = max(int(ttl * 1000), 1)
         # trace id + span id (24 bytes) or trace id (16) -> fields. Misses are not cached:
         # the context may be registered any moment.
-        self._cache: TTLCache[bytes, Fields] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
-        # The cache's storage dict: `local` answers a miss (inherit asks once per span whose
-        # parent it has not seen) with one dict test instead of cachetools' locked, timed lookup.
-        self._stored: dict | None = getattr(self._cache, "_Cache__data", None)
+        # (A TtlDict, not a TTLCache: inherit writes one entry per CLIENT span it passes on.)
+        self._cache: TtlDict = TtlDict(max_entries, ttl, timer)
         # Traces this sidecar has already written at trace level: written once each.
         self._traces_written: TTLCache[bytes, bool] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
         # Traces whose context this sidecar learned first-hand (a budget check), not from the store.
@@ -227,9 +226,6 @@ class ContextRegistry:
     # -- reading -------------------------------------------------------------------------
     def local(self, key: bytes) -> Fields | None:
         """From the cache only, by key: trace id + span id, or the trace id alone."""
-        stored = self._stored
-        if stored is not None and key not in stored:
-            return None
         return self._cache.get(key)
 
     def local_span(self, trace_id: bytes, span_id: bytes) -> Fields | None:
