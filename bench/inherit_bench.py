@@ -2,6 +2,7 @@
 """What the inherit processor costs, as ratios against the protobuf floor of the same run.
 
     python bench/inherit_bench.py [--traces 20] [--fanout 9] [--rounds 30]
+    python bench/inherit_bench.py --memory [--spans 40000]
 
 Each batch holds `--traces` traces of one root and `--fanout` children (children first,
 as the SDK exports them). Per workload:
@@ -14,6 +15,12 @@ Workloads:
   (released into it); both batches are timed together.
 Every round uses new trace ids, so the cache and the hold work as in production. Times are
 this process's CPU time; the median round is reported, floor and inherit alternating.
+
+`--memory`: what inherit keeps per span it remembers, with the default config, on the bench
+workload (bench/workload.py, mixed and complete): the bytes tracemalloc sees retained after
+`--spans` spans (fewer than the cache bound, so nothing is evicted), per ancestor-cache entry,
+split by the file that allocated them (the ancestor cache, the trace votes, the registry's local
+cache, the decisions' Known objects and field dicts).
 """
 
 from __future__ import annotations
@@ -88,12 +95,56 @@ def run(raws: list[bytes], processor: InheritProcessor | None) -> float:
     return time.process_time() - start
 
 
+def memory(spans: int) -> None:
+    import gc
+    import tracemalloc
+
+    from bench.inprocess import fresh_ids
+    from bench.workload import WorkloadSpec, build_requests
+
+    print(f"bytes retained per span remembered, after {spans} spans (default config), by allocating file")
+    for complete in (False, True):
+        pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=20))
+        context = Host(metrics=SidecarMetrics(), survival=SurvivalRecorder())
+        processor = InheritProcessor("inherit", InheritConfig(), context)
+        processor.bind(lambda batch: None)
+        processor.process(TraceBatch(ExportTraceServiceRequest.FromString(pool[0])))  # first-use allocations
+        cycles = (spans + 100 * len(pool) - 1) // (100 * len(pool))
+        batches = [body for cycle in range(1, cycles + 1) for body in fresh_ids(pool, cycle)]
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for body in batches:
+            processor.process(TraceBatch(ExportTraceServiceRequest.FromString(body)))
+        del body
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        entries = len(processor.cache)
+        by_file: dict[str, int] = {}
+        for stat in after.compare_to(before, "filename"):
+            name = Path(stat.traceback[0].filename).name
+            by_file[name] = by_file.get(name, 0) + stat.size_diff
+        total = sum(by_file.values())
+        top = sorted(by_file.items(), key=lambda item: -item[1])[:6]
+        kind = "complete" if complete else "mixed"
+        print(f"{kind:<9} {entries} cache entries, {len(processor.trace_values)} traces, "
+              f"{len(processor.registry.registry)} registry entries, {processor.hold.span_count} held: "
+              f"{total / entries:.0f} B/entry ({total / 2**20:.1f} MiB); "
+              + ", ".join(f"{name} {size / entries:.0f}" for name, size in top))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--traces", type=int, default=20)
     parser.add_argument("--fanout", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--memory", action="store_true", help="bytes kept per span remembered, not time")
+    parser.add_argument("--spans", type=int, default=40_000)
     args = parser.parse_args()
+    if args.memory:
+        memory(args.spans)
+        return
     context = Host(metrics=SidecarMetrics(), survival=SurvivalRecorder())
     processor = InheritProcessor("inherit", InheritConfig(wait_duration="60s"), context)
     processor.bind(lambda batch: None)
