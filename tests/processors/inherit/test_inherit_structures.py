@@ -1,11 +1,6 @@
-"""The inherit processor's cheaper structures against the plain ones they stand for.
-
-- the ancestor cache (one dict, per-source chunks of keys) against the per-source ordered
-  dicts it replaced, kept here as the reference model: same answers, sizes, evictions and
-  disputes over random puts, gets and clock steps;
-- the batch-local hold against holding every span in the hold at once: same output and the
-  same hold (traces in order, deadlines, sources, spans, waiters) after every batch.
-"""
+"""The inherit processor's ancestor cache (one dict, per-source chunks of keys) against the
+per-source ordered dicts it replaced, kept here as the reference model: same answers, sizes,
+evictions and disputes over random puts, gets and clock steps."""
 
 from __future__ import annotations
 
@@ -16,7 +11,6 @@ from collections import OrderedDict
 import pytest
 
 from costctx.processors.inherit.context_cache import NO_CONTEXT, OTHER_SOURCES, ContextCache, Known, _disagree
-from tests.processors.inherit.test_inherit_bounds import CONTEXT, batch, make, names
 
 
 class ReferenceCache:
@@ -139,81 +133,6 @@ def test_the_ancestor_cache_answers_as_the_reference_model(seed):
     model.expire()
     assert len(cache) == len(model)
     assert sorted(cache._parts) == sorted(model._parts)
-
-
-class HoldEverySpan:
-    """Stands in for the batch-local hold: every held span goes straight into the hold, as
-    before it existed (the reference the batch-local hold must match)."""
-
-    def __init__(self, processor) -> None:
-        self.processor = processor
-        self.waiters: dict = {}
-
-    def add(self, held) -> bool:
-        return self.processor.hold.add(held, self.processor.clock())
-
-    def take(self, key):
-        return None
-
-    def settle(self, hold, held_here, now) -> None:
-        pass
-
-    def clear(self) -> None:
-        pass
-
-
-def hold_state(processor) -> list:
-    hold = processor.hold
-    return [
-        [(t.trace_id, t.deadline, t.source, list(t.spans)) for t in hold.traces.values()],
-        {k: [h.key for h in v] for k, v in hold.waiters.items()},
-        {s: list(t) for s, t in hold.by_source.items()},
-        dict(hold.source_spans), hold.span_count, hold.nbytes,
-    ]
-
-
-def random_batches(rng: random.Random, count: int) -> list[list[tuple]]:
-    """Traces of a root and children, children first, cut across batches; some roots never
-    come, some spans are sent twice, a few traces come from a second service."""
-    spans = []
-    for t in range(1, 60):
-        children = [(t, c, rng.choice([1, 1, 1, 2]), {} if rng.random() < 0.8 else dict(CONTEXT))
-                    for c in range(3, 3 + rng.randint(1, 4))]
-        middle = [(t, 2, 1, {})] if rng.random() < 0.5 else []
-        root = [] if rng.random() < 0.15 else [(t, 1, None, dict(CONTEXT))]
-        spans += children + middle + root
-        if rng.random() < 0.1:
-            spans.append(rng.choice(spans))  # a resend
-    out, i = [], 0
-    while i < len(spans) and len(out) < count:
-        n = rng.randint(1, 25)
-        out.append(spans[i:i + n])
-        i += n
-    return out
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_the_batch_local_hold_leaves_the_hold_as_holding_every_span_would(seed):
-    rng = random.Random(seed)
-    batches = random_batches(rng, 40)
-    fast, fast_emitted, fast_clock = make(wait_duration="1s")
-    slow, slow_emitted, slow_clock = make(wait_duration="1s")
-    slow._in_batch = HoldEverySpan(slow)
-    for i, spans in enumerate(batches):
-        service = "svc" if i % 3 else "tools"
-        out_fast, out_slow = fast.process(batch(spans, service)), slow.process(batch(spans, service))
-        assert sorted(names(out_fast)) == sorted(names(out_slow))
-        assert out_fast.request == out_slow.request
-        assert hold_state(fast) == hold_state(slow)
-        for clock in (fast_clock, slow_clock):
-            clock.now += 0.3
-        fast.tick(fast_clock.now)
-        slow.tick(slow_clock.now)
-        assert [b.request for b in fast_emitted] == [b.request for b in slow_emitted]
-        assert hold_state(fast) == hold_state(slow)
-    fast.shutdown()
-    slow.shutdown()
-    assert [b.request for b in fast_emitted] == [b.request for b in slow_emitted]
 
 
 def test_sources_past_the_limit_share_one_place_in_the_cache():

@@ -29,10 +29,10 @@ class HeldSpan:
     the batch view's records of it, small and free of the batch's bytes)."""
 
     __slots__ = ("trace_id", "key", "wait_key", "own", "index", "view", "resource", "payload", "notes",
-                 "sets", "nbytes", "done", "source", "own_key", "seq")
+                 "sets", "nbytes", "done", "source", "own_key")
 
     def __init__(self, index: int, view: SpanView, resource: ResourceView, trace_id: bytes, key: bytes,
-                 wait_key: bytes, own: dict[str, Any], own_key: tuple | None = None, seq: int = -1) -> None:
+                 wait_key: bytes, own: dict[str, Any], own_key: tuple | None = None) -> None:
         self.trace_id = trace_id
         self.source = resource.service  # the service it came from: overflow is shared out per source
         self.key = key
@@ -42,8 +42,6 @@ class HeldSpan:
         self.own = own
         # Its field values and their types, when spans may share decisions on them (see _resolve).
         self.own_key = own_key
-        # Its place among the spans held in its batch (-1: held before the batch being processed).
-        self.seq = seq
         self.index: int | None = index
         self.view = view
         self.resource = resource
@@ -95,7 +93,11 @@ class Hold:
         as when a client resends a batch: the duplicate then passes through as it is."""
         trace = self.traces.get(held.trace_id)
         if trace is None:
-            trace = self.open(held.trace_id, held.source, now)
+            source = held.source
+            if source not in self.by_source and len(self.by_source) >= MAX_SOURCES:
+                source = OTHER_SOURCES
+            trace = self.traces[held.trace_id] = TraceHold(held.trace_id, now + self.wait, source)
+            self.by_source.setdefault(source, OrderedDict())[held.trace_id] = trace
         elif held.key in trace.spans:
             return False
         trace.spans[held.key] = held
@@ -103,14 +105,6 @@ class Hold:
         self.span_count += 1
         self.source_spans[trace.source] += 1
         return True
-
-    def open(self, trace_id: bytes, source: str, now: float) -> TraceHold:
-        """A trace's hold, opened by a span from `source`: due `wait` seconds from `now`."""
-        if source not in self.by_source and len(self.by_source) >= MAX_SOURCES:
-            source = OTHER_SOURCES
-        trace = self.traces[trace_id] = TraceHold(trace_id, now + self.wait, source)
-        self.by_source.setdefault(source, OrderedDict())[trace_id] = trace
-        return trace
 
     def account(self, held: HeldSpan) -> None:
         """Count a span's bytes once it is detached from its batch."""

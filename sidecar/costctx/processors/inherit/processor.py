@@ -24,7 +24,6 @@ A value a span carries itself is never overwritten; a different ancestor value i
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -40,7 +39,6 @@ from costctx.pdata.batch import SpanRecord
 from costctx.pdata.codec import Codec, select_codec
 from costctx.pdata.codec.api import EMPTY, KvList, ResourceView, SpanEdits, SpanView
 from costctx.pdata.view_batch import ViewBatch
-from costctx.processors.inherit.batch_hold import BatchHold
 from costctx.processors.inherit.config import InheritConfig
 from costctx.processors.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
 from costctx.processors.inherit.hold import HeldSpan, Hold, TraceHold
@@ -57,7 +55,8 @@ _NO_SETS: tuple = ()
 class _Tally:
     """Per-batch counts, added to Prometheus once per batch rather than once per span."""
 
-    __slots__ = ("repaired", "conflicts", "released", "missing", "held", "resource", "resource_values", "shared")
+    __slots__ = ("repaired", "conflicts", "released", "missing", "held", "resource", "resource_values",
+                 "resource_names", "shared")
 
     def __init__(self) -> None:
         # (source, fields) -> spans: one update per span, expanded per field at flush.
@@ -69,6 +68,7 @@ class _Tally:
         # The last resource seen and what it supplies to spans (spans come grouped by resource).
         self.resource: ResourceView | None = None
         self.resource_values: tuple[tuple[str, str], ...] = ()
+        self.resource_names: tuple[str, ...] = ()
         # Decisions siblings share within the batch: (id(parent's fields dict), resource, depth,
         # the span's own keys) -> (that dict, the sets written, the repaired fields, the
         # fields dict it leaves with); the parent dict is held so its id stays its own.
@@ -97,10 +97,10 @@ class InheritProcessor(Processor):
             (*self._fields, *self._fallback_fields, *self._resource_fallback.values(), REPAIRED_KEY, HOP_DEPTH_KEY))
         # The same repaired list on most repaired spans: one list object per distinct list.
         self._repaired_lists: dict[tuple[str, ...], list[str]] = {}
+        self._str_types: dict[tuple, bool] = {}
+        # Decisions by shape (field names of a span, of its parent, of its resource): _plan.
+        self._plans: dict[tuple, tuple] = {}
         self.hold = Hold(config.wait_duration)
-        # Spans held while their batch runs, for traces the hold has not opened (batch_hold.py).
-        self._in_batch = BatchHold()
-        self._seq = itertools.count()
         self.registry = RegistryLink(host, config.registry, self._registry_known)
         self.use_clock(time.monotonic)
         self._max_spans = config.hold.max_spans
@@ -173,11 +173,6 @@ class InheritProcessor(Processor):
         resolve = self._resolve
         apply = self._apply
         add_held = hold.add
-        held_traces = hold.traces
-        in_batch = self._in_batch
-        add_in_batch = in_batch.add
-        batch_waiters = in_batch.waiters
-        next_seq = self._seq.__next__
         registry_known = self.registry.known
         learn = self.registry.learn
         own_of = partial(_own_fields, fields_order)
@@ -218,22 +213,19 @@ class InheritProcessor(Processor):
                         parent = cache_get(wait_key)
                     if parent is None and wait_key is not None:
                         held = HeldSpan(index, span, resources[span.resource], trace_id, key, wait_key, own,
-                                        own_key, next_seq())
-                        # A trace the hold has not opened waits in the batch's hold (most are
-                        # released by a parent later in the batch); else in the hold itself.
-                        if add_in_batch(held) if trace_id not in held_traces else add_held(held, now):
+                                        own_key)
+                        if add_held(held, now):
                             held_here.append(held)
                             continue
                 if "workflow.id" in own:
                     learn(span.kind, span.span_id, trace_id, own)
                 apply(batch, index,
                       resolve(span, resources[span.resource], own, key, trace_id, parent, tally, own_key))
-                if hold.waiters or batch_waiters:
+                if hold.waiters:
                     self._cascade(key, "ancestor", tally)
         except Exception:
             # The pipeline forwards this batch as it stands: spans held from it are still in
             # it, so they must leave the hold; spans released while it ran follow it.
-            in_batch.clear()
             for held in held_here:
                 if not held.done:
                     hold.remove(held)
@@ -244,7 +236,6 @@ class InheritProcessor(Processor):
 
         self._batch = None
         cache.now = None
-        in_batch.settle(hold, held_here, now)
         pending = [h for h in held_here if not h.done]
         self.registry.after_batch(h.wait_key for h in pending)
         if pending:
@@ -282,16 +273,10 @@ class InheritProcessor(Processor):
     def _cascade(self, key: bytes, reason: str, tally: _Tally) -> None:
         """`key` just became known: resolve the spans waiting for it, then theirs."""
         hold = self.hold
-        in_batch = self._in_batch
         stack = [key]
         while stack:
             known_key = stack.pop()
             waiting = hold.take_waiters(known_key)
-            if in_batch.waiters:
-                taken = in_batch.take(known_key)
-                if taken:
-                    # Both: in the order they were held (those held before this batch first).
-                    waiting = sorted(waiting + taken, key=_seq_of) if waiting else taken
             if not waiting:
                 continue
             parent = self.cache.get(known_key)
@@ -546,7 +531,12 @@ class InheritProcessor(Processor):
         shareable = own_key is not None and REPAIRED_KEY not in attrs and HOP_DEPTH_KEY not in attrs
         if shareable:
             root = parent is None and span.parent_span_id in (b"", _INVALID_SPAN_ID) and not span.links
-            shared_key = (parent, id(resource), own_key, root)
+            if parent is not None and own and own.items() <= parent.fields.items() and self._all_str(own_key[1]):
+                # Its values are its parent's: siblings carrying the same fields decide alike
+                # whatever the values (strings equal to one value are equal).
+                shared_key = (parent, id(resource), tuple(own), root)
+            else:
+                shared_key = (parent, id(resource), own_key, root)
             hit = tally.shared.get(shared_key)
             if hit is not None:
                 known, sets, conflicts, repaired, votes, hits = hit[1:7]
@@ -555,6 +545,49 @@ class InheritProcessor(Processor):
                     self.trace_values.record(trace_id, field, value)  # every carrier votes
                 self.cache.put(key, known)
                 return known, sets, conflicts, repaired
+        decided = self._decide_by_plan(own, parent, tally, trace_id, resource) if shareable else None
+        if decided is None:
+            decided = self._decide(attrs, resource, own, trace_id, parent, tally, shareable)
+        fields, sets, conflicts, repaired, fallback, bumps, shareable = decided
+        # Hop depth: service boundaries crossed from the workflow's first span; stamped
+        # when known.
+        stored = attrs.get(HOP_DEPTH_KEY)
+        hop = resource.service
+        if type(stored) is int:
+            depth: int | None = stored  # set by an upstream sidecar: never overwritten
+        else:
+            if parent is not None:
+                if parent.depth is None:
+                    depth = None
+                else:
+                    workflow = own.get("workflow.id")
+                    if workflow is not None and workflow != parent.fields.get("workflow.id"):
+                        depth = 0  # a new workflow starts here
+                    else:
+                        depth = parent.depth + (hop != parent.hop)
+            elif span.parent_span_id in (b"", _INVALID_SPAN_ID) and not span.links:
+                depth = 0
+            else:
+                depth = None  # the ancestors are unknown: the depth is too
+            if depth is not None:
+                sets.append((HOP_DEPTH_KEY, depth))
+        counts = tally.repaired
+        for bump in bumps:
+            counts[bump] += 1
+        known = Known(fields, hop, depth, fallback)
+        self.cache.put(key, known)
+        if shareable:
+            # The resource is held so its id stays its own for the batch (the parent is in the key).
+            votes = tuple((f, own[f]) for f in self._fallback_fields if own.get(f) is not None)
+            tally.shared[shared_key] = (resource, known, sets, conflicts, repaired, votes, [0], bumps)
+        return known, sets, conflicts, repaired
+
+    def _decide(
+        self, attrs: dict[str, Any], resource: ResourceView, own: dict[str, Any], trace_id: bytes,
+        parent: Known | None, tally: _Tally, shareable: bool,
+    ) -> tuple:
+        """The repair of one span, field by field: (fields it leaves with, sets, conflicts,
+        repaired, fields from the trace's fallback, counts to bump, still shareable)."""
         fields = own
         copied = False
         repaired: list[str] = []
@@ -598,8 +631,7 @@ class InheritProcessor(Processor):
                     # One count per span, by the tuple of fields; expanded per field at flush.
                     bumps.append(("ancestor", tuple(repaired)))
         if resource is not tally.resource:
-            tally.resource = resource
-            tally.resource_values = self._resource_values(resource)
+            self._use_resource(resource, tally)
         for field, value in tally.resource_values:
             if field not in fields:
                 if not copied:
@@ -643,38 +675,109 @@ class InheritProcessor(Processor):
                 added = [v for v in repaired if v not in existing]
                 if added or not is_array:
                     sets.append((REPAIRED_KEY, existing + added))
-        # Hop depth: service boundaries crossed from the workflow's first span; stamped
-        # when known.
-        stored = attrs.get(HOP_DEPTH_KEY)
-        hop = resource.service
-        if type(stored) is int:
-            depth: int | None = stored  # set by an upstream sidecar: never overwritten
-        else:
-            if parent is not None:
-                if parent.depth is None:
-                    depth = None
-                else:
-                    workflow = own.get("workflow.id")
-                    if workflow is not None and workflow != parent.fields.get("workflow.id"):
-                        depth = 0  # a new workflow starts here
-                    else:
-                        depth = parent.depth + (hop != parent.hop)
-            elif span.parent_span_id in (b"", _INVALID_SPAN_ID) and not span.links:
-                depth = 0
+        return fields, sets, conflicts, repaired, fallback, bumps, shareable
+
+    def _decide_by_plan(
+        self, own: dict[str, Any], parent: Known | None, tally: _Tally, trace_id: bytes, resource: ResourceView,
+    ) -> tuple | None:
+        """`_decide` for a span carrying no stamps of its own, from a plan made once per shape
+        (the names of its fields and its parent's, the resource's): which fields come from
+        where, the stamp, the counts. Only values are read per span. None when the trace's
+        fallback would be asked (its votes change within a batch: decided field by field)."""
+        if resource is not tally.resource:
+            self._use_resource(resource, tally)
+        supplied = tally.resource_values
+        parent_fields = parent.fields if parent is not None else None
+        shape = (tuple(parent_fields) if parent_fields else None, tuple(own),
+                 parent.fallback if parent is not None else NO_FIELDS, tally.resource_names)
+        plan = self._plans.get(shape)
+        if plan is None:
+            plan = self._plan(shape, supplied)
+        from_parent, common, from_resource, needs_trace, repaired, stamp, bumps, fallback = plan
+        if needs_trace:
+            return None
+        conflicts = None
+        if common:
+            conflicts = [f for f in common if own[f] != parent_fields[f]] or None  # type: ignore[index]
+            if conflicts:
+                for field in conflicts:
+                    tally.conflicts[field] += 1
+        if from_parent:
+            if not own:
+                fields = parent_fields  # nothing of its own: the parent's dict, shared
+                sets = list(parent_fields.items())  # type: ignore[union-attr]
             else:
-                depth = None  # the ancestors are unknown: the depth is too
-            if depth is not None:
-                sets.append((HOP_DEPTH_KEY, depth))
-        counts = tally.repaired
-        for bump in bumps:
-            counts[bump] += 1
-        known = Known(fields, hop, depth, fallback)
-        self.cache.put(key, known)
-        if shareable:
-            # The resource is held so its id stays its own for the batch (the parent is in the key).
-            votes = tuple((f, own[f]) for f in self._fallback_fields if own.get(f) is not None)
-            tally.shared[shared_key] = (resource, known, sets, conflicts, repaired, votes, [0], bumps)
-        return known, sets, conflicts, repaired
+                sets = [(f, parent_fields[f]) for f in from_parent]  # type: ignore[index]
+                fields = dict(own)
+                fields.update(sets)
+        else:
+            fields = own
+            sets = []
+        if from_resource:
+            if fields is own or fields is parent_fields:
+                fields = dict(fields)  # type: ignore[arg-type]
+            for i in from_resource:
+                field, value = supplied[i]
+                fields[field] = value
+                sets.append((field, value))
+        if stamp is not None:
+            sets.append((REPAIRED_KEY, stamp))
+        record = self.trace_values.record
+        for field in self._fallback_fields:
+            mine = own.get(field)
+            if mine is not None:
+                record(trace_id, field, mine)  # every carrier votes
+        return fields, sets, conflicts, repaired, fallback, list(bumps), True
+
+    def _plan(self, shape: tuple, supplied: tuple) -> tuple:
+        """What `_decide` does for spans of this shape, by field names (see _decide_by_plan)."""
+        parent_names, own_names, parent_fallback, _ = shape
+        own_set = set(own_names)
+        from_parent = tuple(f for f in parent_names or () if f not in own_set)
+        common = tuple(f for f in parent_names or () if f in own_set)
+        have = own_set | set(from_parent)
+        from_resource = tuple(i for i, (f, _) in enumerate(supplied) if f not in have)
+        have |= {supplied[i][0] for i in from_resource}
+        needs_trace = any(f not in have for f in self._fallback_fields)
+        repaired = list(from_parent) + [supplied[i][0] for i in from_resource]
+        bumps: list[tuple[str, tuple[str, ...]]] = []
+        fallback = NO_FIELDS
+        if from_parent:
+            from_trace = parent_fallback.intersection(from_parent) if parent_fallback else NO_FIELDS
+            if from_trace:
+                fallback = frozenset(from_trace)
+                bumps.append(("trace", tuple(from_trace)))
+                bumps.append(("ancestor", tuple(f for f in from_parent if f not in from_trace)))
+            else:
+                bumps.append(("ancestor", from_parent))
+        bumps += [("resource", (supplied[i][0],)) for i in from_resource]
+        stamp = None
+        if repaired:
+            signature = tuple(repaired)
+            stamp = self._repaired_lists.get(signature)
+            if stamp is None:
+                if len(self._repaired_lists) >= 1024:
+                    self._repaired_lists.clear()
+                stamp = self._repaired_lists[signature] = list(signature)
+        if len(self._plans) >= 4096:
+            self._plans.clear()
+        plan = self._plans[shape] = (from_parent, common, from_resource, needs_trace, repaired, stamp,
+                                     tuple(bumps), fallback)
+        return plan
+
+    def _use_resource(self, resource: ResourceView, tally: _Tally) -> None:
+        tally.resource = resource
+        tally.resource_values = values = self._resource_values(resource)
+        tally.resource_names = tuple(field for field, _ in values)
+
+    def _all_str(self, types: tuple) -> bool:
+        """Whether a span's field values are strings or absent, by their types (memoised)."""
+        found = self._str_types.get(types)
+        if found is None:
+            if len(self._str_types) >= 1024:
+                self._str_types.clear()
+            found = self._str_types[types] = all(t is str or t is _NONE_TYPE for t in types)
+        return found
 
     def _resource_values(self, resource: ResourceView) -> tuple[tuple[str, str], ...]:
         """The (field, value) pairs a resource supplies (`owner.version` <- `service.version`),
@@ -718,6 +821,7 @@ class InheritProcessor(Processor):
 
 
 _PLAIN = (str, int, float, bool, bytes)
+_NONE_TYPE = type(None)
 
 
 def _own_fields(fields: tuple[str, ...], values: tuple) -> tuple[dict[str, Any], bool]:
@@ -737,10 +841,6 @@ def _own_fields(fields: tuple[str, ...], values: tuple) -> tuple[dict[str, Any],
                 plain = False
             own[field] = _python(value)
     return own, plain
-
-
-def _seq_of(held: HeldSpan) -> int:
-    return held.seq
 
 
 def _python(value: Any) -> Any:
