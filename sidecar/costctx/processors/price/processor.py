@@ -21,12 +21,13 @@ from typing import Literal
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_ORIGIN, COST_SOURCE, COST_USD, MISSING_KEY, SPEND_TOTAL
+from costctx.pdata.codec.api import SpanEdits
 from costctx.pdata.ids import span_identity
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.book import Estimate, PriceBook, PriceBookHandle
 from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from costctx.pricing.ledger import SpendLedger
-from costctx.pricing.money import from_usd, to_usd_float
+from costctx.pricing.money import PICO_PER_USD, from_usd, to_usd_float
 from costctx.pricing.sources import PriceSources, ReloadEvent
 
 # The usage keys, shared with re-pricing outside the pipeline (`costctx price --explain-span`).
@@ -58,6 +59,11 @@ COST_CURRENCY = "gen_ai.usage.cost.currency"
 WORKFLOW_ID = "workflow.id"
 # Any of these makes a span worth a look; others are skipped by one set test (C speed).
 TRIGGER_KEYS = frozenset((RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS, COST_AMOUNT))
+# Any of these sends a span down the general path (`_price_span`): a reported or upstream
+# cost, per-modality or pending-name counts. The rest is priced inline (process_view).
+GENERAL_KEYS = frozenset((*REPORTED_KEYS, COST_AMOUNT, COST_ORIGIN, TEXT_INPUT, IMAGE_INPUT, AUDIO_INPUT,
+                          CACHE_WRITE))
+ZERO_TRACE_ID, ZERO_SPAN_ID = bytes(16), bytes(8)  # not ids (pdata/ids.span_identity)
 NS_PER_SECOND = 1_000_000_000
 
 COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
@@ -113,6 +119,9 @@ class PriceProcessor(Processor):
         self._reload_task: asyncio.Task | None = None
         self._now_ns = 0              # this batch's clock reading (process_view)
         self._outside_tolerance = 0   # this batch's spans priced at that clock, not their start
+        # This batch's running-total work, in visiting order (process_view, _add_spend).
+        self._spend: list[tuple[str, int, bytes | None]] = []
+        self._stamp_at: list[tuple[int, dict, list | None]] = []
         events = self.sources.refresh()
         book = build_book(config, self.sources)
         shared = host.claim_price_book(name)
@@ -132,6 +141,12 @@ class PriceProcessor(Processor):
                                COST_SOURCE, SPEND_TOTAL, MISSING_KEY}
 
     def process_view(self, batch: ViewBatch) -> ViewBatch:
+        """One pass over the batch's spans. The common model call (int token counts, no reported
+        or upstream cost, no per-modality counts, a known model) is priced inline: its rate looked
+        up once per distinct (response model, request model, provider) in the batch, its stamps
+        appended as one edit. Every other span worth a look takes `_price_span`, the general
+        path (the fast one must give what it gives). Running totals are added in visiting order
+        in one ledger call, then stamped."""
         book = self.book.book
         ledger = self.ledger
         duplicates = ledger.duplicates
@@ -139,13 +154,95 @@ class PriceProcessor(Processor):
         tally = {COMPUTED: 0, REPORTED: 0, UPSTREAM: 0, UNTRACKED: 0, None: 0}
         price_span = self._price_span
         spans = batch.view.spans
+        edited = batch.edits.spans
         # One clock reading per batch: a span's start within the tolerance of it is its price time.
-        self._now_ns = time.time_ns()
+        now = self._now_ns = time.time_ns()
+        tolerance = self._tolerance_ns
         self._outside_tolerance = 0
+        outside = 0
+        # (response model, request model, provider) -> (rates, inclusive, source, lo, hi), or
+        # None when the general path must decide (no price, or a name that is not a string).
+        rates: dict[tuple, tuple | None] = {}
+        # Priced spans with a workflow.id, in visiting order: their (workflow id, pico, span
+        # key) for the ledger and where to stamp the running total.
+        spend: list[tuple[str, int, bytes | None]] = []
+        stamp_at: list[tuple[int, dict, list | None]] = []
+        self._spend, self._stamp_at = spend, stamp_at
+        computed = untracked = 0
         for index in batch.indices():
-            attrs = spans[index].attrs
-            if not attrs.keys().isdisjoint(TRIGGER_KEYS):
+            span = spans[index]
+            attrs = span.attrs
+            keys = attrs.keys()
+            if keys.isdisjoint(TRIGGER_KEYS):
+                continue
+            if not keys.isdisjoint(GENERAL_KEYS):
                 tally[price_span(batch, index, attrs, book)] += 1
+                continue
+            get = attrs.get
+            input_tokens, output_tokens = get(INPUT), get(OUTPUT)
+            cache_read, cache_creation, reasoning = get(CACHE_READ, 0), get(CACHE_CREATION, 0), get(REASONING, 0)
+            # Counts as protobuf ints, none negative (an int OR is negative iff one of them is).
+            if not (type(input_tokens) is type(output_tokens) is type(cache_read) is type(cache_creation)
+                    is type(reasoning) is int) or (input_tokens | output_tokens | cache_read | cache_creation
+                                                   | reasoning) < 0:
+                tally[price_span(batch, index, attrs, book)] += 1
+                continue
+            start = span.start
+            late = not -tolerance <= start - now <= tolerance
+            at = now if late else start
+            names = (get(RESPONSE_MODEL), get(REQUEST_MODEL), get(PROVIDER))
+            try:
+                rate = rates[names]
+            except KeyError:
+                rate = rates[names] = self._rate(book, names, at)
+            except TypeError:  # a list value: not hashable, and not a model name either
+                rate = None
+            if rate is not None and not rate[3] <= at < rate[4]:  # a dated row: another period
+                rate = rates[names] = self._rate(book, names, at)
+            if rate is None:
+                tally[price_span(batch, index, attrs, book)] += 1
+                continue
+            (input_rate, cache_read_rate, cache_creation_rate, output_rate, reasoning_rate), inclusive, source = \
+                rate[0], rate[1], rate[2]
+            # calc.price_usage, for counts that agree with the mode (else the general path).
+            if inclusive:
+                uncached = input_tokens - cache_read - cache_creation
+                if uncached < 0:
+                    tally[price_span(batch, index, attrs, book)] += 1
+                    continue
+            else:
+                uncached = input_tokens
+            if reasoning > output_tokens:
+                tally[price_span(batch, index, attrs, book)] += 1
+                continue
+            outside += late  # counted here: the general path counts its own
+            pico = (uncached * input_rate + cache_read * cache_read_rate + cache_creation * cache_creation_rate
+                    + (output_tokens - reasoning) * output_rate + reasoning * reasoning_rate)
+            stamps = ((COST_USD, pico / PICO_PER_USD), (COST_SOURCE, source), (COST_ORIGIN, COMPUTED))
+            edits = edited.get(index)
+            if edits is None:
+                edits = edited[index] = SpanEdits()
+            if edits.replace is None:
+                edits.sets.extend(stamps)
+                attrs.update(stamps)
+                sets = edits.sets
+            else:
+                _stamp_cost(batch, index, stamps[0][1], source, COMPUTED)
+                sets = None
+            workflow_id = get(WORKFLOW_ID)
+            if type(workflow_id) is str and workflow_id:
+                trace_id, span_id = span.trace_id, span.span_id
+                spend.append((workflow_id, pico, trace_id + span_id if len(trace_id) == 16 and len(span_id) == 8
+                              and trace_id != ZERO_TRACE_ID and span_id != ZERO_SPAN_ID else None))
+                stamp_at.append((index, attrs, sets))
+                computed += 1
+            else:
+                untracked += 1
+        tally[COMPUTED] += computed
+        tally[UNTRACKED] += untracked
+        self._outside_tolerance += outside
+        if spend:
+            self._stamp_totals(batch, ledger.add_batch(spend), stamp_at)
         m = self.metrics
         if tally[COMPUTED]:
             m.priced.labels(COMPUTED).inc(tally[COMPUTED])
@@ -162,6 +259,31 @@ class PriceProcessor(Processor):
                 m.misses.labels(label, reason).inc(count)
             self._miss_tally.clear()
         return batch
+
+    def _rate(self, book: PriceBook, names: tuple, at: int) -> tuple | None:
+        """A batch's rate entry for (response model, request model, provider) at `at`: the rates
+        in the order the fast path multiplies them, whether cache tokens are inside input, the
+        source stamped, and the instants [lo, hi) it holds over; None for the general path."""
+        response_model, request_model, provider = (_string(name) for name in names)
+        if names != (response_model, request_model, provider) or not (response_model or request_model):
+            return None  # an empty or non-string name: the general path reads it as absent
+        resolution, mode, lo, hi = book.rate_at(response_model, request_model, provider, at)
+        if resolution is None:
+            return None
+        price = resolution.price
+        return ((price.input, price.cache_read, price.cache_creation, price.output, price.reasoning),
+                mode == INCLUSIVE, resolution.source, lo, hi)
+
+    @staticmethod
+    def _stamp_totals(batch: ViewBatch, totals: list[int], stamp_at: list[tuple[int, dict, list | None]]) -> None:
+        """workflow.spend_total_usd on each span the ledger saw, after its cost stamps."""
+        for (index, attrs, sets), total in zip(stamp_at, totals, strict=True):
+            value = to_usd_float(total)
+            if sets is None:
+                batch.set(index, SPEND_TOTAL, value)
+            else:
+                sets.append((SPEND_TOTAL, value))
+                attrs[SPEND_TOTAL] = value
 
     def _price_span(self, batch: ViewBatch, index: int, attrs: dict, book: PriceBook) -> str | None:
         """Price one span; returns its origin (or UNTRACKED when priced without a workflow.id)."""
@@ -311,8 +433,9 @@ class PriceProcessor(Processor):
         workflow_id = _string(attrs.get(WORKFLOW_ID))
         if workflow_id is None:
             return False
-        total = self.ledger.add(workflow_id, pico, span_identity(batch.view.spans[index]))
-        batch.set(index, SPEND_TOTAL, to_usd_float(total))
+        # Added to the ledger and stamped after the batch's pass, in visiting order (process_view).
+        self._spend.append((workflow_id, pico, span_identity(batch.view.spans[index])))
+        self._stamp_at.append((index, attrs, None))
         return True
 
     # -- reload ------------------------------------------------------------------------------
