@@ -63,10 +63,15 @@ TRIGGER_KEYS = frozenset((RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTE
 # cost, per-modality or pending-name counts. The rest is priced inline (process_view).
 GENERAL_KEYS = frozenset((*REPORTED_KEYS, COST_AMOUNT, COST_ORIGIN, TEXT_INPUT, IMAGE_INPUT, AUDIO_INPUT,
                           CACHE_WRITE))
+REPORTED_COST = REPORTED_KEYS[0]
+GENERAL_KEYS_BUT_REPORTED = GENERAL_KEYS - {REPORTED_COST}
 ZERO_TRACE_ID, ZERO_SPAN_ID = bytes(16), bytes(8)  # not ids (pdata/ids.span_identity)
 NS_PER_SECOND = 1_000_000_000
 
 COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
+# Stamps the same on every span they go on: one tuple each, shared by the spans' edit lists.
+STAMP_COMPUTED, STAMP_REPORTED = (COST_ORIGIN, COMPUTED), (COST_ORIGIN, REPORTED)
+STAMP_REPORTED_SOURCE = (COST_SOURCE, f"reported:{REPORTED_COST}")
 
 
 def _stamp_cost(batch: ViewBatch, index: int, usd: float, source: str, origin: str) -> None:
@@ -168,17 +173,25 @@ class PriceProcessor(Processor):
         spend: list[tuple[str, int, bytes | None]] = []
         stamp_at: list[tuple[int, dict, list | None]] = []
         self._spend, self._stamp_at = spend, stamp_at
-        computed = untracked = 0
+        drifts: list[tuple[int, int, str]] = []  # (reported pico, computed pico, span model)
         for index in batch.indices():
             span = spans[index]
             attrs = span.attrs
             keys = attrs.keys()
             if keys.isdisjoint(TRIGGER_KEYS):
                 continue
-            if not keys.isdisjoint(GENERAL_KEYS):
-                tally[price_span(batch, index, attrs, book)] += 1
-                continue
             get = attrs.get
+            reported = None
+            if not keys.isdisjoint(GENERAL_KEYS):
+                # A provider-reported cost under its current key is common: inline too, if valid.
+                if not keys.isdisjoint(GENERAL_KEYS_BUT_REPORTED):
+                    tally[price_span(batch, index, attrs, book)] += 1
+                    continue
+                reported = get(REPORTED_COST)
+                kind = type(reported)
+                if not (kind is float or kind is int) or not 0 <= reported < math.inf:
+                    tally[price_span(batch, index, attrs, book)] += 1
+                    continue
             input_tokens, output_tokens = get(INPUT), get(OUTPUT)
             cache_read, cache_creation, reasoning = get(CACHE_READ, 0), get(CACHE_CREATION, 0), get(REASONING, 0)
             # Counts as protobuf ints, none negative (an int OR is negative iff one of them is).
@@ -202,8 +215,8 @@ class PriceProcessor(Processor):
             if rate is None:
                 tally[price_span(batch, index, attrs, book)] += 1
                 continue
-            (input_rate, cache_read_rate, cache_creation_rate, output_rate, reasoning_rate), inclusive, source = \
-                rate[0], rate[1], rate[2]
+            input_rate, cache_read_rate, cache_creation_rate, output_rate, reasoning_rate = rate[0]
+            inclusive = rate[1]
             # calc.price_usage, for counts that agree with the mode (else the general path).
             if inclusive:
                 uncached = input_tokens - cache_read - cache_creation
@@ -218,7 +231,14 @@ class PriceProcessor(Processor):
             outside += late  # counted here: the general path counts its own
             pico = (uncached * input_rate + cache_read * cache_read_rate + cache_creation * cache_creation_rate
                     + (output_tokens - reasoning) * output_rate + reasoning * reasoning_rate)
-            stamps = ((COST_USD, pico / PICO_PER_USD), (COST_SOURCE, source), (COST_ORIGIN, COMPUTED))
+            if reported is None:
+                origin = COMPUTED
+                stamps = ((COST_USD, pico / PICO_PER_USD), rate[2], STAMP_COMPUTED)
+            else:  # kept, and compared with the sidecar's own figure (_compare, per batch)
+                origin = REPORTED
+                estimate, pico = pico, from_usd(reported)
+                drifts.append((pico, estimate, rate[5]))
+                stamps = ((COST_USD, float(reported)), STAMP_REPORTED_SOURCE, STAMP_REPORTED)
             edits = edited.get(index)
             if edits is None:
                 edits = edited[index] = SpanEdits()
@@ -227,7 +247,7 @@ class PriceProcessor(Processor):
                 attrs.update(stamps)
                 sets = edits.sets
             else:
-                _stamp_cost(batch, index, stamps[0][1], source, COMPUTED)
+                _stamp_cost(batch, index, stamps[0][1], stamps[1][1], origin)
                 sets = None
             workflow_id = get(WORKFLOW_ID)
             if type(workflow_id) is str and workflow_id:
@@ -235,12 +255,12 @@ class PriceProcessor(Processor):
                 spend.append((workflow_id, pico, trace_id + span_id if len(trace_id) == 16 and len(span_id) == 8
                               and trace_id != ZERO_TRACE_ID and span_id != ZERO_SPAN_ID else None))
                 stamp_at.append((index, attrs, sets))
-                computed += 1
+                tally[origin] += 1
             else:
-                untracked += 1
-        tally[COMPUTED] += computed
-        tally[UNTRACKED] += untracked
+                tally[UNTRACKED] += 1
         self._outside_tolerance += outside
+        if drifts:
+            self._compare_all(drifts)
         if spend:
             self._stamp_totals(batch, ledger.add_batch(spend), stamp_at)
         m = self.metrics
@@ -272,7 +292,7 @@ class PriceProcessor(Processor):
             return None
         price = resolution.price
         return ((price.input, price.cache_read, price.cache_creation, price.output, price.reasoning),
-                mode == INCLUSIVE, resolution.source, lo, hi)
+                mode == INCLUSIVE, (COST_SOURCE, resolution.source), lo, hi, resolution.model)
 
     @staticmethod
     def _stamp_totals(batch: ViewBatch, totals: list[int], stamp_at: list[tuple[int, dict, list | None]]) -> None:
@@ -397,6 +417,26 @@ class PriceProcessor(Processor):
                 self.metrics.reported_other_currency.labels(self._currency_label(currency)).inc()
                 return False
         return None
+
+    def _compare_all(self, drifts: list[tuple[int, int, str]]) -> None:
+        """`_compare` for a batch's (reported pico, computed pico, span model): the counters
+        incremented once, the histogram and the USD sum per span (a float sum in another order
+        would round differently)."""
+        m = self.metrics
+        m.drift_compared.inc(len(drifts))
+        tolerance = self.config.drift_tolerance
+        observe, add_usd = m.drift_ratio.observe, m.drift_usd.inc
+        over: dict[str, int] = {}
+        for reported_pico, estimate_pico, model in drifts:
+            diff = abs(estimate_pico - reported_pico)
+            add_usd(to_usd_float(diff))
+            ratio = diff / reported_pico if reported_pico else (0.0 if diff == 0 else math.inf)
+            observe(ratio)
+            if ratio > tolerance:
+                label = self._model_label(model)
+                over[label] = over.get(label, 0) + 1
+        for label, count in over.items():
+            m.drift_spans.labels(label).inc(count)
 
     def _compare(self, reported_pico: int, estimate: Estimate) -> None:
         m = self.metrics
