@@ -174,8 +174,9 @@ class PriceProcessor(Processor):
         stamp_at: list[tuple[int, dict, list | None]] = []
         self._spend, self._stamp_at = spend, stamp_at
         drifts: list[tuple[int, int, str]] = []  # (reported pico, computed pico, span model)
-        for index in batch.indices():
-            span = spans[index]
+        indices = batch.indices()
+        # In the view's order (the usual case) the spans are walked without indexing.
+        for index, span in (enumerate(spans) if type(indices) is range else ((i, spans[i]) for i in indices)):
             attrs = span.attrs
             keys = attrs.keys()
             if keys.isdisjoint(TRIGGER_KEYS):
@@ -298,7 +299,10 @@ class PriceProcessor(Processor):
     def _stamp_totals(batch: ViewBatch, totals: list[int], stamp_at: list[tuple[int, dict, list | None]]) -> None:
         """workflow.spend_total_usd on each span the ledger saw, after its cost stamps."""
         for (index, attrs, sets), total in zip(stamp_at, totals, strict=True):
-            value = to_usd_float(total)
+            try:
+                value = total / PICO_PER_USD  # money.to_usd_float, inline
+            except OverflowError:
+                value = to_usd_float(total)
             if sets is None:
                 batch.set(index, SPEND_TOTAL, value)
             else:
