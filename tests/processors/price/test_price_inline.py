@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from costctx.pdata.attributes import set_any_value
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.ledger import SpendLedger
+from costctx.processors.price.calls import READ_KEYS, native_read_calls, read_calls
 from costctx.processors.price.processor import COMPUTED, REPORTED, TRIGGER_KEYS, UNTRACKED
 from tests.support.codecs import available_codecs
 from tests.support.processors import standalone_processor
@@ -156,3 +157,24 @@ def test_ledger_add_batch_is_add_in_order():
         assert batch._totals == one._totals and batch._seen == one._seen
         assert batch.duplicates == one.duplicates
         clock[0] += 12.0 * step
+
+
+NATIVE_CODECS = [c for c in CODECS if c.name == "native"]
+
+
+@pytest.mark.skipif(not NATIVE_CODECS or native_read_calls is None, reason="costctx_native not built")
+@settings(max_examples=80, deadline=None)
+@given(picks=st.lists(st.tuples(st.integers(0, len(SHAPES) - 1), st.integers(0, 6)), max_size=30),
+       tolerance=st.sampled_from([0, 3600 * NS, 2**62]), order=st.booleans())
+def test_native_read_calls_is_the_python_one(picks, tolerance, order):
+    # Span id 0 is not an id (no span key); the others repeat within the batch.
+    raw = build([(span_no.to_bytes(8, "big"), *SHAPES[shape]) for shape, span_no in picks])
+    spans = NATIVE_CODECS[0].scan(raw, standalone_processor("price").watched_keys()).spans
+    indices = list(range(len(spans)))[::-1] if order else range(len(spans))
+    now = time.time_ns()
+    got = native_read_calls(spans, indices, now, tolerance, READ_KEYS)
+    want = read_calls(spans, indices, now, tolerance, READ_KEYS)
+    assert repr(got) == repr(want)  # repr: NaN values compare unequal
+    for native, python in zip(got, want, strict=True):  # the same objects, not copies, where they are objects
+        if type(python) is tuple:
+            assert native[1] is python[1] and native[11] is python[11]

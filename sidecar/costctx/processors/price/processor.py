@@ -47,25 +47,21 @@ from costctx.pricing.span_usage import (
     RESPONSE_MODEL,
     TEXT_INPUT,
 )
+from costctx.processors.price.calls import (
+    COST_AMOUNT,
+    COST_CURRENCY,
+    READ_KEYS,
+    REPORTED_COST,
+    REPORTED_KEYS,
+    TRIGGER_KEYS,
+    WORKFLOW_ID,
+    native_read_calls,
+    read_calls,
+)
 from costctx.processors.price.config import PriceConfig, build_archive, build_book, source_specs
 from costctx.processors.price.metrics import PriceMetrics
 from costctx.survival.bounded import BoundedLabel
 
-# Provider-reported cost: normalize renames the others to the first; read all in case it is off.
-REPORTED_KEYS = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.cost.total_cost")
-# Proposed in the GenAI conventions: an amount with its currency (and `.source`).
-COST_AMOUNT = "gen_ai.usage.cost.amount"
-COST_CURRENCY = "gen_ai.usage.cost.currency"
-WORKFLOW_ID = "workflow.id"
-# Any of these makes a span worth a look; others are skipped by one set test (C speed).
-TRIGGER_KEYS = frozenset((RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS, COST_AMOUNT))
-# Any of these sends a span down the general path (`_price_span`): a reported or upstream
-# cost, per-modality or pending-name counts. The rest is priced inline (process_view).
-GENERAL_KEYS = frozenset((*REPORTED_KEYS, COST_AMOUNT, COST_ORIGIN, TEXT_INPUT, IMAGE_INPUT, AUDIO_INPUT,
-                          CACHE_WRITE))
-REPORTED_COST = REPORTED_KEYS[0]
-GENERAL_KEYS_BUT_REPORTED = GENERAL_KEYS - {REPORTED_COST}
-ZERO_TRACE_ID, ZERO_SPAN_ID = bytes(16), bytes(8)  # not ids (pdata/ids.span_identity)
 NS_PER_SECOND = 1_000_000_000
 
 COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
@@ -174,37 +170,15 @@ class PriceProcessor(Processor):
         stamp_at: list[tuple[int, dict, list | None]] = []
         self._spend, self._stamp_at = spend, stamp_at
         drifts: list[tuple[int, int, str]] = []  # (reported pico, computed pico, span model)
-        indices = batch.indices()
-        # In the view's order (the usual case) the spans are walked without indexing.
-        for index, span in (enumerate(spans) if type(indices) is range else ((i, spans[i]) for i in indices)):
-            attrs = span.attrs
-            keys = attrs.keys()
-            if keys.isdisjoint(TRIGGER_KEYS):
+        # The per-span reading in one call (calls.py; in Rust with the native codec): each
+        # span worth a look as its index (the general path) or what the inline path needs.
+        read = native_read_calls if native_read_calls is not None and batch.codec.name == "native" else read_calls
+        for call in read(spans, batch.indices(), now, tolerance, READ_KEYS):
+            if type(call) is int:
+                tally[price_span(batch, call, spans[call].attrs, book)] += 1
                 continue
-            get = attrs.get
-            reported = None
-            if not keys.isdisjoint(GENERAL_KEYS):
-                # A provider-reported cost under its current key is common: inline too, if valid.
-                if not keys.isdisjoint(GENERAL_KEYS_BUT_REPORTED):
-                    tally[price_span(batch, index, attrs, book)] += 1
-                    continue
-                reported = get(REPORTED_COST)
-                kind = type(reported)
-                if not (kind is float or kind is int) or not 0 <= reported < math.inf:
-                    tally[price_span(batch, index, attrs, book)] += 1
-                    continue
-            input_tokens, output_tokens = get(INPUT), get(OUTPUT)
-            cache_read, cache_creation, reasoning = get(CACHE_READ, 0), get(CACHE_CREATION, 0), get(REASONING, 0)
-            # Counts as protobuf ints, none negative (an int OR is negative iff one of them is).
-            if not (type(input_tokens) is type(output_tokens) is type(cache_read) is type(cache_creation)
-                    is type(reasoning) is int) or (input_tokens | output_tokens | cache_read | cache_creation
-                                                   | reasoning) < 0:
-                tally[price_span(batch, index, attrs, book)] += 1
-                continue
-            start = span.start
-            late = not -tolerance <= start - now <= tolerance
-            at = now if late else start
-            names = (get(RESPONSE_MODEL), get(REQUEST_MODEL), get(PROVIDER))
+            (index, attrs, names, input_tokens, output_tokens, cache_read, cache_creation, reasoning, reported,
+             workflow_id, span_key, at, late) = call
             try:
                 rate = rates[names]
             except KeyError:
@@ -250,11 +224,8 @@ class PriceProcessor(Processor):
             else:
                 _stamp_cost(batch, index, stamps[0][1], stamps[1][1], origin)
                 sets = None
-            workflow_id = get(WORKFLOW_ID)
-            if type(workflow_id) is str and workflow_id:
-                trace_id, span_id = span.trace_id, span.span_id
-                spend.append((workflow_id, pico, trace_id + span_id if len(trace_id) == 16 and len(span_id) == 8
-                              and trace_id != ZERO_TRACE_ID and span_id != ZERO_SPAN_ID else None))
+            if workflow_id is not None:
+                spend.append((workflow_id, pico, span_key))
                 stamp_at.append((index, attrs, sets))
                 tally[origin] += 1
             else:
