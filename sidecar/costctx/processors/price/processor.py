@@ -63,6 +63,8 @@ from costctx.processors.price.metrics import PriceMetrics
 from costctx.survival.bounded import BoundedLabel
 
 NS_PER_SECOND = 1_000_000_000
+# Distinct (response model, request model, provider) whose rate process_view keeps.
+RATES_CACHE_SIZE = 4096
 
 COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
 # Stamps the same on every span they go on: one tuple each, shared by the spans' edit lists.
@@ -120,6 +122,8 @@ class PriceProcessor(Processor):
         self._reload_task: asyncio.Task | None = None
         self._now_ns = 0              # this batch's clock reading (process_view)
         self._outside_tolerance = 0   # this batch's spans priced at that clock, not their start
+        self._rates: dict[tuple, tuple | None] = {}  # see process_view
+        self._rates_book: PriceBook | None = None
         # This batch's running-total work, in visiting order (process_view, _add_spend).
         self._spend: list[tuple[str, int, bytes | None]] = []
         self._stamp_at: list[tuple[int, dict, list | None]] = []
@@ -161,9 +165,13 @@ class PriceProcessor(Processor):
         tolerance = self._tolerance_ns
         self._outside_tolerance = 0
         outside = 0
-        # (response model, request model, provider) -> (rates, inclusive, source, lo, hi), or
-        # None when the general path must decide (no price, or a name that is not a string).
-        rates: dict[tuple, tuple | None] = {}
+        # (response model, request model, provider) -> (rates, inclusive, source, lo, hi, model),
+        # or None when the general path must decide (no price, or a name that is not a string):
+        # kept across batches while the book is the same (a reload builds a new one), bounded.
+        rates = self._rates
+        if self._rates_book is not book or len(rates) >= RATES_CACHE_SIZE:
+            rates = self._rates = {}
+            self._rates_book = book
         # Priced spans with a workflow.id, in visiting order: their (workflow id, pico, span
         # key) for the ledger and where to stamp the running total.
         spend: list[tuple[str, int, bytes | None]] = []
