@@ -86,7 +86,7 @@ def general_path(processor, batch: ViewBatch) -> Counter:
     processor as it was before the inline path."""
     processor._now_ns = time.time_ns()
     processor._outside_tolerance = 0
-    processor._spend, processor._stamp_at = [], []
+    processor._spend, processor._stamp_at, processor._drifts = [], [], []
     book = processor.book.book
     origins: Counter = Counter()
     for index in batch.indices():
@@ -95,6 +95,8 @@ def general_path(processor, batch: ViewBatch) -> Counter:
             origins[processor._price_span(batch, index, attrs, book)] += 1
     if processor._spend:
         processor._stamp_totals(batch, processor.ledger.add_batch(processor._spend), processor._stamp_at)
+    if processor._drifts:
+        processor._count_drifts(processor._drifts)
     origins[COMPUTED] += 0
     return origins
 

@@ -24,7 +24,7 @@ from costctx.envelope.keys import COST_ORIGIN, COST_SOURCE, COST_USD, MISSING_KE
 from costctx.pdata.codec.api import SpanEdits
 from costctx.pdata.ids import span_identity
 from costctx.pdata.view_batch import ViewBatch
-from costctx.pricing.book import Estimate, PriceBook, PriceBookHandle
+from costctx.pricing.book import PriceBook, PriceBookHandle
 from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from costctx.pricing.ledger import SpendLedger
 from costctx.pricing.money import PICO_PER_USD, from_usd, to_usd_float
@@ -111,6 +111,8 @@ class PriceProcessor(Processor):
     def __init__(self, name: str, config: PriceConfig, host: Host) -> None:
         super().__init__(name, config, host)
         self.metrics = PriceMetrics(self.component_metrics())
+        # The labelled children counted every batch, looked up once (labels() costs ~3 us).
+        self._priced: dict[str, object] = {}
         self._model_label = BoundedLabel("model", config.max_model_labels)
         self._currency_label = BoundedLabel("currency", 20)
         self._warned: set[str] = set()
@@ -127,6 +129,7 @@ class PriceProcessor(Processor):
         # This batch's running-total work, in visiting order (process_view, _add_spend).
         self._spend: list[tuple[str, int, bytes | None]] = []
         self._stamp_at: list[tuple[int, dict, list | None]] = []
+        self._drifts: list[tuple[int, float, str | None]] = []
         events = self.sources.refresh()
         book = build_book(config, self.sources)
         shared = host.claim_price_book(name)
@@ -177,7 +180,8 @@ class PriceProcessor(Processor):
         spend: list[tuple[str, int, bytes | None]] = []
         stamp_at: list[tuple[int, dict, list | None]] = []
         self._spend, self._stamp_at = spend, stamp_at
-        drifts: list[tuple[int, int, str]] = []  # (reported pico, computed pico, span model)
+        drifts = self._drifts = []  # (|computed - reported| pico, ratio, drift label or None)
+        compare = self._compare
         # The per-span reading in one call (calls.py; in Rust with the native codec): each
         # span worth a look as its index (the general path) or what the inline path needs.
         read = native_read_calls if native_read_calls is not None and batch.codec.name == "native" else read_calls
@@ -220,7 +224,7 @@ class PriceProcessor(Processor):
             else:  # kept, and compared with the sidecar's own figure (_compare, per batch)
                 origin = REPORTED
                 estimate, pico = pico, from_usd(reported)
-                drifts.append((pico, estimate, rate[5]))
+                compare(pico, estimate, rate[5])
                 stamps = ((COST_USD, float(reported)), STAMP_REPORTED_SOURCE, STAMP_REPORTED)
             edits = edited.get(index)
             if edits is None:
@@ -240,14 +244,16 @@ class PriceProcessor(Processor):
                 tally[UNTRACKED] += 1
         self._outside_tolerance += outside
         if drifts:
-            self._compare_all(drifts)
+            self._count_drifts(drifts)
         if spend:
             self._stamp_totals(batch, ledger.add_batch(spend), stamp_at)
         m = self.metrics
-        if tally[COMPUTED]:
-            m.priced.labels(COMPUTED).inc(tally[COMPUTED])
-        if tally[REPORTED]:
-            m.priced.labels(REPORTED).inc(tally[REPORTED])
+        for origin in (COMPUTED, REPORTED):
+            if tally[origin]:
+                child = self._priced.get(origin)
+                if child is None:  # made on first use: a series appears once it counts something
+                    child = self._priced[origin] = m.priced.labels(origin)
+                child.inc(tally[origin])
         if tally[UNTRACKED]:
             m.untracked.inc(tally[UNTRACKED])
         if self._outside_tolerance:
@@ -316,7 +322,7 @@ class PriceProcessor(Processor):
             _stamp_cost(batch, index, float(usd), f"reported:{key}", REPORTED)
             origin = REPORTED
             if estimate is not None:
-                self._compare(pico, estimate)
+                self._compare(pico, estimate.pico, estimate.resolution.model)
         elif estimate is not None:
             pico = estimate.pico
             _stamp_cost(batch, index, to_usd_float(pico), estimate.source, COMPUTED)
@@ -401,35 +407,28 @@ class PriceProcessor(Processor):
                 return False
         return None
 
-    def _compare_all(self, drifts: list[tuple[int, int, str]]) -> None:
-        """`_compare` for a batch's (reported pico, computed pico, span model): the counters
-        incremented once, the histogram and the USD sum per span (a float sum in another order
-        would round differently)."""
+    def _compare(self, reported_pico: int, estimate_pico: int, model: str) -> None:
+        """A reported cost against the sidecar's own figure: decided now (the model's label
+        taken in visiting order, as the misses' are), counted at the batch's end (_count_drifts)."""
+        diff = abs(estimate_pico - reported_pico)
+        ratio = diff / reported_pico if reported_pico else (0.0 if diff == 0 else math.inf)
+        label = self._model_label(model) if ratio > self.config.drift_tolerance else None
+        self._drifts.append((diff, ratio, label))
+
+    def _count_drifts(self, drifts: list[tuple[int, float, str | None]]) -> None:
+        """The batch's compared spans: the counters incremented once, the histogram and the USD
+        sum per span, in visiting order (float sums in another order round differently)."""
         m = self.metrics
         m.drift_compared.inc(len(drifts))
-        tolerance = self.config.drift_tolerance
         observe, add_usd = m.drift_ratio.observe, m.drift_usd.inc
         over: dict[str, int] = {}
-        for reported_pico, estimate_pico, model in drifts:
-            diff = abs(estimate_pico - reported_pico)
+        for diff, ratio, label in drifts:
             add_usd(to_usd_float(diff))
-            ratio = diff / reported_pico if reported_pico else (0.0 if diff == 0 else math.inf)
             observe(ratio)
-            if ratio > tolerance:
-                label = self._model_label(model)
+            if label is not None:
                 over[label] = over.get(label, 0) + 1
         for label, count in over.items():
             m.drift_spans.labels(label).inc(count)
-
-    def _compare(self, reported_pico: int, estimate: Estimate) -> None:
-        m = self.metrics
-        m.drift_compared.inc()
-        diff = abs(estimate.pico - reported_pico)
-        m.drift_usd.inc(to_usd_float(diff))
-        ratio = diff / reported_pico if reported_pico else (0.0 if diff == 0 else math.inf)
-        m.drift_ratio.observe(ratio)
-        if ratio > self.config.drift_tolerance:
-            m.drift_spans.labels(self._model_label(estimate.resolution.model)).inc()
 
     def _miss(self, batch: ViewBatch, index: int, model: str | None, missing_tokens: bool,
               reason: str | None = None) -> None:
