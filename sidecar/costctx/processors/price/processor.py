@@ -149,12 +149,14 @@ class PriceProcessor(Processor):
                                COST_SOURCE, SPEND_TOTAL, MISSING_KEY}
 
     def process_view(self, batch: ViewBatch) -> ViewBatch:
-        """One pass over the batch's spans. The common model call (int token counts, no reported
-        or upstream cost, no per-modality counts, a known model) is priced inline: its rate looked
-        up once per distinct (response model, request model, provider) in the batch, its stamps
-        appended as one edit. Every other span worth a look takes `_price_span`, the general
-        path (the fast one must give what it gives). Running totals are added in visiting order
-        in one ledger call, then stamped."""
+        """One pass over the batch's spans. The common model call (int token counts, no upstream
+        cost, a reported cost only as a valid `gen_ai.usage.cost`, no per-modality counts, a known
+        model) is priced inline: the spans read in one call (calls.py, native with the native
+        codec), its rate looked up once per distinct (response model, request model, provider)
+        and kept while the book is the same, its stamps appended as one edit. Every other span
+        worth a look takes `_price_span`, the general path (the inline one must give what it
+        gives: tests/processors/price/test_price_inline.py). Running totals are added in visiting
+        order in one ledger call, then stamped; reported costs are counted at the batch's end."""
         book = self.book.book
         ledger = self.ledger
         duplicates = ledger.duplicates
@@ -267,9 +269,10 @@ class PriceProcessor(Processor):
         return batch
 
     def _rate(self, book: PriceBook, names: tuple, at: int) -> tuple | None:
-        """A batch's rate entry for (response model, request model, provider) at `at`: the rates
-        in the order the fast path multiplies them, whether cache tokens are inside input, the
-        source stamped, and the instants [lo, hi) it holds over; None for the general path."""
+        """The rate entry for (response model, request model, provider) at `at`: the rates in the
+        order the inline path multiplies them, whether cache tokens are inside input, the price
+        source stamp, the instants [lo, hi) it holds over and the span model that matched (for
+        drift labels); None for the general path."""
         response_model, request_model, provider = (_string(name) for name in names)
         if names != (response_model, request_model, provider) or not (response_model or request_model):
             return None  # an empty or non-string name: the general path reads it as absent
