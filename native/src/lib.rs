@@ -11,5 +11,8 @@ pub mod wire;
 #[cfg(feature = "python")]
 mod python;
 
+#[cfg(feature = "python")]
+mod price;
+
 #[cfg(feature = "oracle")]
 pub mod oracle;

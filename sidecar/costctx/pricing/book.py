@@ -17,6 +17,7 @@ has checked it against its own clock) picks the period in effect; None means now
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ from costctx.pricing.yaml_table import load_builtin
 # Providers whose instrumentations report cache tokens beside input, not inside it.
 DEFAULT_ADDITIVE_PROVIDERS = ("anthropic",)
 RESOLVED_CACHE_SIZE = 4096
+# The open ends of the instants a rate holds over (`PriceBook.rate_at`): past any span's time.
+EARLIEST, LATEST = -(1 << 100), 1 << 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,23 @@ class PriceBook:
                 return None
         cost = price_usage(resolution.price, usage, mode)
         return Estimate(pico=cost.pico, source=resolution.source, cost=cost, resolution=resolution)
+
+    def rate_at(self, response_model: str | None, request_model: str | None, provider: str | None,
+                at: int) -> tuple[Resolution | None, str, int, int]:
+        """What `price` would price these names with at `at` (the resolution, or None, and the
+        cache-token mode), and the instants [lo, hi) around `at` over which that answer holds:
+        a batch resolves each distinct name once, not each span (its spans' start times are close)."""
+        resolution = self.resolve(response_model, request_model, provider, at)
+        mode = self.mode_for(provider, resolution) if resolution is not None else ""
+        # Every match's periods begin and end at these instants; between two of them, which
+        # periods are in effect (so which row wins) cannot change.
+        bounds = sorted({edge for _, key, _, table in self._matches[(response_model, request_model, provider)]
+                         for period in table.dated.get(key, ())
+                         for edge in (period.valid_from, period.valid_until) if edge is not None})
+        place = bisect_right(bounds, at)
+        lo = bounds[place - 1] if place else EARLIEST
+        hi = bounds[place] if place < len(bounds) else LATEST
+        return resolution, mode, lo, hi
 
     def estimate(self, model: str, input_tokens: int, output_tokens: int,
                  provider: str | None = None) -> Estimate | None:

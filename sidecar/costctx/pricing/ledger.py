@@ -6,6 +6,9 @@ Shared through the component host as `host.spend_ledger`. Amounts are exact pico
     ledger.add("wf-1", pico, span_key=trace_id + span_id)
                                -> the same, but a span seen before (a client resending a batch
                                   after a timeout) is not counted twice
+    ledger.add_batch([("wf-1", pico, key), ...])
+                               -> each one's new running total, in order: `add` for a batch,
+                                  with one clock reading and one expiry pass
     ledger.total("wf-1")       -> the running total, 0 for a workflow not seen (or expired)
 
 A workflow is forgotten `ttl` seconds after its last priced span, or when more than
@@ -59,6 +62,40 @@ class SpendLedger:
         self._expire(now)
         return total
 
+    def add_batch(self, entries: list[tuple[str, int, bytes | None]]) -> list[int]:
+        """`add` for each (workflow id, pico, span key), in order, at one clock reading: the
+        same totals, duplicates and bounds as one `add` each (expiry needs doing only once when
+        the clock does not move), for one call per batch instead of three per span."""
+        now = self._timer()
+        self._expire(now)
+        seen = self._seen
+        if self.dedupe_size and self.dedupe_window:
+            self._forget_seen(now)
+        else:
+            seen = None
+        totals = self._totals
+        ttl, maxsize, dedupe_size = self.ttl, self.maxsize, self.dedupe_size
+        out = []
+        for workflow_id, pico, span_key in entries:
+            if span_key is not None and seen is not None:
+                at = seen.get(span_key)
+                if at is not None:  # seen within the window (older ones were forgotten above)
+                    self.duplicates += 1
+                    entry = totals.get(workflow_id)
+                    out.append(0 if entry is None or now - entry[1] >= ttl else entry[0])
+                    continue
+                seen[span_key] = now
+                if len(seen) > dedupe_size:
+                    seen.popitem(last=False)
+            entry = totals.pop(workflow_id, None)
+            total = (entry[0] if entry is not None and now - entry[1] < ttl else 0) + pico
+            totals[workflow_id] = (total, now)
+            if len(totals) > maxsize:
+                totals.popitem(last=False)
+                self.evicted += 1
+            out.append(total)
+        return out
+
     def total(self, workflow_id: str) -> int:
         entry = self._totals.get(workflow_id)
         if entry is None or self._timer() - entry[1] >= self.ttl:
@@ -78,12 +115,16 @@ class SpendLedger:
         seen.move_to_end(span_key)
         if len(seen) > self.dedupe_size:
             seen.popitem(last=False)
+        self._forget_seen(now)
+        return False
+
+    def _forget_seen(self, now: float) -> None:
+        seen = self._seen
         while seen:  # oldest first: stop at the first one still inside the window
             key = next(iter(seen))
             if now - seen[key] < self.dedupe_window:
                 break
             del seen[key]
-        return False
 
     def _expire(self, now: float) -> None:
         totals = self._totals

@@ -21,12 +21,13 @@ from typing import Literal
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_ORIGIN, COST_SOURCE, COST_USD, MISSING_KEY, SPEND_TOTAL
+from costctx.pdata.codec.api import SpanEdits
 from costctx.pdata.ids import span_identity
 from costctx.pdata.view_batch import ViewBatch
-from costctx.pricing.book import Estimate, PriceBook, PriceBookHandle
+from costctx.pricing.book import PriceBook, PriceBookHandle
 from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from costctx.pricing.ledger import SpendLedger
-from costctx.pricing.money import from_usd, to_usd_float
+from costctx.pricing.money import PICO_PER_USD, from_usd, to_usd_float
 from costctx.pricing.sources import PriceSources, ReloadEvent
 
 # The usage keys, shared with re-pricing outside the pipeline (`costctx price --explain-span`).
@@ -46,21 +47,29 @@ from costctx.pricing.span_usage import (
     RESPONSE_MODEL,
     TEXT_INPUT,
 )
+from costctx.processors.price.calls import (
+    COST_AMOUNT,
+    COST_CURRENCY,
+    READ_KEYS,
+    REPORTED_COST,
+    REPORTED_KEYS,
+    TRIGGER_KEYS,
+    WORKFLOW_ID,
+    native_read_calls,
+    read_calls,
+)
 from costctx.processors.price.config import PriceConfig, build_archive, build_book, source_specs
 from costctx.processors.price.metrics import PriceMetrics
 from costctx.survival.bounded import BoundedLabel
 
-# Provider-reported cost: normalize renames the others to the first; read all in case it is off.
-REPORTED_KEYS = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.cost.total_cost")
-# Proposed in the GenAI conventions: an amount with its currency (and `.source`).
-COST_AMOUNT = "gen_ai.usage.cost.amount"
-COST_CURRENCY = "gen_ai.usage.cost.currency"
-WORKFLOW_ID = "workflow.id"
-# Any of these makes a span worth a look; others are skipped by one set test (C speed).
-TRIGGER_KEYS = frozenset((RESPONSE_MODEL, REQUEST_MODEL, INPUT, OUTPUT, *REPORTED_KEYS, COST_AMOUNT))
 NS_PER_SECOND = 1_000_000_000
+# Distinct (response model, request model, provider) whose rate process_view keeps.
+RATES_CACHE_SIZE = 4096
 
 COMPUTED, REPORTED, UPSTREAM, UNTRACKED = "computed", "reported", "upstream", "untracked"
+# Stamps the same on every span they go on: one tuple each, shared by the spans' edit lists.
+STAMP_COMPUTED, STAMP_REPORTED = (COST_ORIGIN, COMPUTED), (COST_ORIGIN, REPORTED)
+STAMP_REPORTED_SOURCE = (COST_SOURCE, f"reported:{REPORTED_COST}")
 
 
 def _stamp_cost(batch: ViewBatch, index: int, usd: float, source: str, origin: str) -> None:
@@ -102,6 +111,8 @@ class PriceProcessor(Processor):
     def __init__(self, name: str, config: PriceConfig, host: Host) -> None:
         super().__init__(name, config, host)
         self.metrics = PriceMetrics(self.component_metrics())
+        # The labelled children counted every batch, looked up once (labels() costs ~3 us).
+        self._priced: dict[str, object] = {}
         self._model_label = BoundedLabel("model", config.max_model_labels)
         self._currency_label = BoundedLabel("currency", 20)
         self._warned: set[str] = set()
@@ -113,6 +124,12 @@ class PriceProcessor(Processor):
         self._reload_task: asyncio.Task | None = None
         self._now_ns = 0              # this batch's clock reading (process_view)
         self._outside_tolerance = 0   # this batch's spans priced at that clock, not their start
+        self._rates: dict[tuple, tuple | None] = {}  # see process_view
+        self._rates_book: PriceBook | None = None
+        # This batch's running-total work, in visiting order (process_view, _add_spend).
+        self._spend: list[tuple[str, int, bytes | None]] = []
+        self._stamp_at: list[tuple[int, dict, list | None]] = []
+        self._drifts: list[tuple[int, float, str | None]] = []
         events = self.sources.refresh()
         book = build_book(config, self.sources)
         shared = host.claim_price_book(name)
@@ -132,6 +149,14 @@ class PriceProcessor(Processor):
                                COST_SOURCE, SPEND_TOTAL, MISSING_KEY}
 
     def process_view(self, batch: ViewBatch) -> ViewBatch:
+        """One pass over the batch's spans. The common model call (int token counts, no upstream
+        cost, a reported cost only as a valid `gen_ai.usage.cost`, no per-modality counts, a known
+        model) is priced inline: the spans read in one call (calls.py, native with the native
+        codec), its rate looked up once per distinct (response model, request model, provider)
+        and kept while the book is the same, its stamps appended as one edit. Every other span
+        worth a look takes `_price_span`, the general path (the inline one must give what it
+        gives: tests/processors/price/test_price_inline.py). Running totals are added in visiting
+        order in one ledger call, then stamped; reported costs are counted at the batch's end."""
         book = self.book.book
         ledger = self.ledger
         duplicates = ledger.duplicates
@@ -139,18 +164,98 @@ class PriceProcessor(Processor):
         tally = {COMPUTED: 0, REPORTED: 0, UPSTREAM: 0, UNTRACKED: 0, None: 0}
         price_span = self._price_span
         spans = batch.view.spans
+        edited = batch.edits.spans
         # One clock reading per batch: a span's start within the tolerance of it is its price time.
-        self._now_ns = time.time_ns()
+        now = self._now_ns = time.time_ns()
+        tolerance = self._tolerance_ns
         self._outside_tolerance = 0
-        for index in batch.indices():
-            attrs = spans[index].attrs
-            if not attrs.keys().isdisjoint(TRIGGER_KEYS):
+        outside = 0
+        # (response model, request model, provider) -> (rates, inclusive, source, lo, hi, model),
+        # or None when the general path must decide (no price, or a name that is not a string):
+        # kept across batches while the book is the same (a reload builds a new one), bounded.
+        rates = self._rates
+        if self._rates_book is not book or len(rates) >= RATES_CACHE_SIZE:
+            rates = self._rates = {}
+            self._rates_book = book
+        # Priced spans with a workflow.id, in visiting order: their (workflow id, pico, span
+        # key) for the ledger and where to stamp the running total.
+        spend: list[tuple[str, int, bytes | None]] = []
+        stamp_at: list[tuple[int, dict, list | None]] = []
+        self._spend, self._stamp_at = spend, stamp_at
+        drifts = self._drifts = []  # (|computed - reported| pico, ratio, drift label or None)
+        compare = self._compare
+        # The per-span reading in one call (calls.py; in Rust with the native codec): each
+        # span worth a look as its index (the general path) or what the inline path needs.
+        read = native_read_calls if native_read_calls is not None and batch.codec.name == "native" else read_calls
+        for call in read(spans, batch.indices(), now, tolerance, READ_KEYS):
+            if type(call) is int:
+                tally[price_span(batch, call, spans[call].attrs, book)] += 1
+                continue
+            (index, attrs, names, input_tokens, output_tokens, cache_read, cache_creation, reasoning, reported,
+             workflow_id, span_key, at, late) = call
+            try:
+                rate = rates[names]
+            except KeyError:
+                rate = rates[names] = self._rate(book, names, at)
+            except TypeError:  # a list value: not hashable, and not a model name either
+                rate = None
+            if rate is not None and not rate[3] <= at < rate[4]:  # a dated row: another period
+                rate = rates[names] = self._rate(book, names, at)
+            if rate is None:
                 tally[price_span(batch, index, attrs, book)] += 1
+                continue
+            input_rate, cache_read_rate, cache_creation_rate, output_rate, reasoning_rate = rate[0]
+            inclusive = rate[1]
+            # calc.price_usage, for counts that agree with the mode (else the general path).
+            if inclusive:
+                uncached = input_tokens - cache_read - cache_creation
+                if uncached < 0:
+                    tally[price_span(batch, index, attrs, book)] += 1
+                    continue
+            else:
+                uncached = input_tokens
+            if reasoning > output_tokens:
+                tally[price_span(batch, index, attrs, book)] += 1
+                continue
+            outside += late  # counted here: the general path counts its own
+            pico = (uncached * input_rate + cache_read * cache_read_rate + cache_creation * cache_creation_rate
+                    + (output_tokens - reasoning) * output_rate + reasoning * reasoning_rate)
+            if reported is None:
+                origin = COMPUTED
+                stamps = ((COST_USD, pico / PICO_PER_USD), rate[2], STAMP_COMPUTED)
+            else:  # kept, and compared with the sidecar's own figure (_compare, per batch)
+                origin = REPORTED
+                estimate, pico = pico, from_usd(reported)
+                compare(pico, estimate, rate[5])
+                stamps = ((COST_USD, float(reported)), STAMP_REPORTED_SOURCE, STAMP_REPORTED)
+            edits = edited.get(index)
+            if edits is None:
+                edits = edited[index] = SpanEdits()
+            if edits.replace is None:
+                edits.sets.extend(stamps)
+                attrs.update(stamps)
+                sets = edits.sets
+            else:
+                _stamp_cost(batch, index, stamps[0][1], stamps[1][1], origin)
+                sets = None
+            if workflow_id is not None:
+                spend.append((workflow_id, pico, span_key))
+                stamp_at.append((index, attrs, sets))
+                tally[origin] += 1
+            else:
+                tally[UNTRACKED] += 1
+        self._outside_tolerance += outside
+        if drifts:
+            self._count_drifts(drifts)
+        if spend:
+            self._stamp_totals(batch, ledger.add_batch(spend), stamp_at)
         m = self.metrics
-        if tally[COMPUTED]:
-            m.priced.labels(COMPUTED).inc(tally[COMPUTED])
-        if tally[REPORTED]:
-            m.priced.labels(REPORTED).inc(tally[REPORTED])
+        for origin in (COMPUTED, REPORTED):
+            if tally[origin]:
+                child = self._priced.get(origin)
+                if child is None:  # made on first use: a series appears once it counts something
+                    child = self._priced[origin] = m.priced.labels(origin)
+                child.inc(tally[origin])
         if tally[UNTRACKED]:
             m.untracked.inc(tally[UNTRACKED])
         if self._outside_tolerance:
@@ -162,6 +267,35 @@ class PriceProcessor(Processor):
                 m.misses.labels(label, reason).inc(count)
             self._miss_tally.clear()
         return batch
+
+    def _rate(self, book: PriceBook, names: tuple, at: int) -> tuple | None:
+        """The rate entry for (response model, request model, provider) at `at`: the rates in the
+        order the inline path multiplies them, whether cache tokens are inside input, the price
+        source stamp, the instants [lo, hi) it holds over and the span model that matched (for
+        drift labels); None for the general path."""
+        response_model, request_model, provider = (_string(name) for name in names)
+        if names != (response_model, request_model, provider) or not (response_model or request_model):
+            return None  # an empty or non-string name: the general path reads it as absent
+        resolution, mode, lo, hi = book.rate_at(response_model, request_model, provider, at)
+        if resolution is None:
+            return None
+        price = resolution.price
+        return ((price.input, price.cache_read, price.cache_creation, price.output, price.reasoning),
+                mode == INCLUSIVE, (COST_SOURCE, resolution.source), lo, hi, resolution.model)
+
+    @staticmethod
+    def _stamp_totals(batch: ViewBatch, totals: list[int], stamp_at: list[tuple[int, dict, list | None]]) -> None:
+        """workflow.spend_total_usd on each span the ledger saw, after its cost stamps."""
+        for (index, attrs, sets), total in zip(stamp_at, totals, strict=True):
+            try:
+                value = total / PICO_PER_USD  # money.to_usd_float, inline
+            except OverflowError:
+                value = to_usd_float(total)
+            if sets is None:
+                batch.set(index, SPEND_TOTAL, value)
+            else:
+                sets.append((SPEND_TOTAL, value))
+                attrs[SPEND_TOTAL] = value
 
     def _price_span(self, batch: ViewBatch, index: int, attrs: dict, book: PriceBook) -> str | None:
         """Price one span; returns its origin (or UNTRACKED when priced without a workflow.id)."""
@@ -191,7 +325,7 @@ class PriceProcessor(Processor):
             _stamp_cost(batch, index, float(usd), f"reported:{key}", REPORTED)
             origin = REPORTED
             if estimate is not None:
-                self._compare(pico, estimate)
+                self._compare(pico, estimate.pico, estimate.resolution.model)
         elif estimate is not None:
             pico = estimate.pico
             _stamp_cost(batch, index, to_usd_float(pico), estimate.source, COMPUTED)
@@ -276,15 +410,28 @@ class PriceProcessor(Processor):
                 return False
         return None
 
-    def _compare(self, reported_pico: int, estimate: Estimate) -> None:
-        m = self.metrics
-        m.drift_compared.inc()
-        diff = abs(estimate.pico - reported_pico)
-        m.drift_usd.inc(to_usd_float(diff))
+    def _compare(self, reported_pico: int, estimate_pico: int, model: str) -> None:
+        """A reported cost against the sidecar's own figure: decided now (the model's label
+        taken in visiting order, as the misses' are), counted at the batch's end (_count_drifts)."""
+        diff = abs(estimate_pico - reported_pico)
         ratio = diff / reported_pico if reported_pico else (0.0 if diff == 0 else math.inf)
-        m.drift_ratio.observe(ratio)
-        if ratio > self.config.drift_tolerance:
-            m.drift_spans.labels(self._model_label(estimate.resolution.model)).inc()
+        label = self._model_label(model) if ratio > self.config.drift_tolerance else None
+        self._drifts.append((diff, ratio, label))
+
+    def _count_drifts(self, drifts: list[tuple[int, float, str | None]]) -> None:
+        """The batch's compared spans: the counters incremented once, the histogram and the USD
+        sum per span, in visiting order (float sums in another order round differently)."""
+        m = self.metrics
+        m.drift_compared.inc(len(drifts))
+        observe, add_usd = m.drift_ratio.observe, m.drift_usd.inc
+        over: dict[str, int] = {}
+        for diff, ratio, label in drifts:
+            add_usd(to_usd_float(diff))
+            observe(ratio)
+            if label is not None:
+                over[label] = over.get(label, 0) + 1
+        for label, count in over.items():
+            m.drift_spans.labels(label).inc(count)
 
     def _miss(self, batch: ViewBatch, index: int, model: str | None, missing_tokens: bool,
               reason: str | None = None) -> None:
@@ -311,8 +458,9 @@ class PriceProcessor(Processor):
         workflow_id = _string(attrs.get(WORKFLOW_ID))
         if workflow_id is None:
             return False
-        total = self.ledger.add(workflow_id, pico, span_identity(batch.view.spans[index]))
-        batch.set(index, SPEND_TOTAL, to_usd_float(total))
+        # Added to the ledger and stamped after the batch's pass, in visiting order (process_view).
+        self._spend.append((workflow_id, pico, span_identity(batch.view.spans[index])))
+        self._stamp_at.append((index, attrs, None))
         return True
 
     # -- reload ------------------------------------------------------------------------------
