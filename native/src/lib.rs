@@ -4,6 +4,7 @@
 //! "python") is the PyO3 module `costctx_native`.
 
 pub mod encode;
+mod fxhash;
 pub mod scan;
 pub mod schema;
 pub mod wire;

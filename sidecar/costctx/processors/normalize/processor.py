@@ -31,6 +31,7 @@ from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import RENAMED_KEY
 from costctx.normalize.rewrite import Tally, rewrite_attributes
+from costctx.normalize.sig_plan import SignaturePlans
 from costctx.normalize.table import CompiledTable
 from costctx.normalize.view_rewrite import RewriteOnView, needs_work, rewrite_values, simple_renames, table_keys
 from costctx.pdata import TraceBatch
@@ -71,6 +72,8 @@ class NormalizeProcessor(Processor):
         # Per compiled table (by id; the table kept beside it so an id is never reused wrongly):
         # whether every key it may act on is watched, so the view alone can decide.
         self._covered: dict[int, tuple[CompiledTable, bool]] = {}
+        # The base table's span decisions per signature (without schema files, every span's).
+        self._plans = SignaturePlans(self._base.spans, self._base)
 
     def _table(self, schema_url: str):
         return self._builder.for_schema_url(schema_url) if self._per_schema and schema_url else self._base
@@ -118,6 +121,7 @@ class NormalizeProcessor(Processor):
         place = base.spans
         events = base.events
         stamp = self._stamp
+        plans = None if per_schema else self._plans
         for index in indices:
             span = spans[index]
             if per_schema:
@@ -134,13 +138,21 @@ class NormalizeProcessor(Processor):
                 if needs_work(attrs, place, table):
                     self._span_slow(batch, index, table, tally)
                 continue
-            if not needs_work(attrs, place, table, span.signature):
+            if span.repeated:  # an edit acts on one copy: the protobuf path treats them all
+                if needs_work(attrs, place, table, span.signature):
+                    self._span_slow(batch, index, table, tally)
                 continue
-            if span.repeated:
-                self._span_slow(batch, index, table, tally)
-                continue
-            outcome = simple_renames(attrs, place, table, "span", tally) or \
-                rewrite_values(attrs, place, table, "span", tally)
+            if plans is not None:  # decided once per (signature, value types)
+                outcome = plans.decide(attrs, span.signature, "span", tally)
+                if outcome is None:
+                    continue
+                if outcome is False:  # neither nothing nor plain renames: the full rewrite
+                    outcome = rewrite_values(attrs, place, table, "span", tally)
+            else:
+                if not needs_work(attrs, place, table, span.signature):
+                    continue
+                outcome = simple_renames(attrs, place, table, "span", tally) or \
+                    rewrite_values(attrs, place, table, "span", tally)
             if outcome is None:  # a value the view cannot carry back exactly
                 self._span_slow(batch, index, table, tally)
                 continue
