@@ -8,6 +8,9 @@ simple_renames), and when that ends in "nothing to do" or "plain renames" the pa
 later spans with it cost one itemgetter, one tuple of types and a set lookup. Anything else
 (a conflict, a coercion, an old enum value, "" or a value the map would change) is never
 kept and goes down the exact path every time.
+
+Where the scan gave the span's value kinds (SpanView.kinds, the native codec), a kept
+decision is found by that one string: no getter, no tuple of types per span.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from costctx.normalize.view_rewrite import RewriteOnView, needs_work, simple_ren
 MAX_SIGNATURES = 4096
 MAX_TYPE_MIXES = 64
 MAX_OK_VALUES = 4096
+MAX_KINDS = 4096
 
 NOTHING = None  # a kept decision: the span needs no work
 
@@ -30,7 +34,7 @@ NOTHING = None  # a kept decision: the span needs no work
 class _Plan:
     """One signature's reads and the type mixes known to decide it."""
 
-    __slots__ = ("getter", "mapped", "decided", "moves", "renamed")
+    __slots__ = ("getter", "mapped", "mapped_keys", "decided", "moves", "renamed")
 
     def __init__(self, keys: tuple[str, ...], mapped: tuple[tuple[int, set[str]], ...]) -> None:
         # Two keys at least, so the getter always returns a tuple.
@@ -38,6 +42,7 @@ class _Plan:
         # (position in the getter's tuple, the str values its enum map leaves unchanged) per
         # enum-valued read
         self.mapped = mapped
+        self.mapped_keys = tuple((keys[position], ok) for position, ok in mapped)  # the same by key
         self.decided: dict[tuple[type, ...], bool] = {}   # type mix -> renames (True) or nothing (False)
         self.moves: list[tuple[str, str]] = []
         self.renamed: list[str] = []
@@ -50,6 +55,8 @@ class SignaturePlans:
         self._place = place
         self._table = table
         self._plans: dict[frozenset[str], _Plan] = {}
+        # SpanView.kinds -> (its signature's plan, renames or nothing), for kept decisions only
+        self._by_kinds: dict[str, tuple[_Plan, bool]] = {}
         # enum map (by id) -> (the map, the str values it leaves unchanged, found so far)
         self._ok_values: dict[int, tuple[dict[str, str], set[str]]] = {}
         self._maps: dict[int, dict[str, str]] = {}  # id of an ok set -> its enum map
@@ -80,6 +87,37 @@ class SignaturePlans:
                     tally[("renamed", canonical, where)] += 1
                 return RewriteOnView(plan.renamed, plan.moves)
         return self._exact(plan, attrs, signature, values, types, where, tally)
+
+    def decide_kinds(self, attrs: dict[str, Any], signature: frozenset[str], kinds: str, where: str,
+                     tally: Tally) -> RewriteOnView | None | bool:
+        """`decide` for a span whose scan gave its value kinds (SpanView.kinds: keys, value
+        types and "" in one string object): one dict lookup, and a set lookup per enum value."""
+        entry = self._by_kinds.get(kinds)
+        if entry is not None:
+            plan, renames = entry
+            for key, ok in plan.mapped_keys:
+                value = attrs[key]
+                if value not in ok and type(value) is str:
+                    break  # an enum value not seen to stay as it is
+            else:
+                if not renames:
+                    return NOTHING
+                for canonical in plan.renamed:
+                    tally[("renamed", canonical, where)] += 1
+                return RewriteOnView(plan.renamed, plan.moves)
+            return self.decide(attrs, signature, where, tally)
+        outcome = self.decide(attrs, signature, where, tally)
+        plan = self._plans.get(signature)
+        if plan is not None:
+            renames: bool | None = False
+            if plan.getter is not None:
+                values = plan.getter(attrs)
+                renames = None if "" in values else plan.decided.get(tuple(map(type, values)))
+            if renames is not None:  # kept for (signature, types): so for these kinds
+                if len(self._by_kinds) >= MAX_KINDS:
+                    self._by_kinds.clear()
+                self._by_kinds[kinds] = (plan, renames)
+        return outcome
 
     def _exact(self, plan: _Plan, attrs: dict[str, Any], signature: frozenset[str], values: tuple,
                types: tuple, where: str, tally: Tally) -> RewriteOnView | None | bool:

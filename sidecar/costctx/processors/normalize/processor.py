@@ -143,7 +143,9 @@ class NormalizeProcessor(Processor):
                     self._span_slow(batch, index, table, tally)
                 continue
             if plans is not None:  # decided once per (signature, value types)
-                outcome = plans.decide(attrs, span.signature, "span", tally)
+                kinds = span.kinds
+                outcome = plans.decide(attrs, span.signature, "span", tally) if kinds is None else \
+                    plans.decide_kinds(attrs, span.signature, kinds, "span", tally)
                 if outcome is None:
                     continue
                 if outcome is False:  # neither nothing nor plain renames: the full rewrite
