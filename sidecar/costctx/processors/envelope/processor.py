@@ -91,6 +91,7 @@ class EnvelopeProcessor(Processor):
         # span shape -> its decisions (see _shape); cleared when full
         self._shapes: dict[tuple, tuple] = {}
         self._read_keys = frozenset((*self._fields, *self._extra_keys))  # whose values _shape reads
+        self._clean_kinds: dict[str, bool] = {}  # SpanView.kinds -> no "" or EMPTY among them
 
     def watched_keys(self) -> frozenset[str]:
         return frozenset((*self._fields, *self._markers, *self._extra_keys, SCHEMA_KEY, MISSING_KEY,
@@ -118,6 +119,27 @@ class EnvelopeProcessor(Processor):
         read = [key for key in attrs if key in self._read_keys]
         values_of = itemgetter(*read, read[0]) if read else None  # two keys at least: a tuple
         return sig, missing or None, is_llm, usage, values_of
+
+    def _clean(self, kinds: str | None, edits: SpanEdits | None) -> bool:
+        """No watched value of the span is "" or EMPTY, known without reading its values: the
+        scan's kinds say none was (SpanView.kinds), and no edit since wrote one (attrs are the
+        scanned values plus the edits: renames move scanned values, sets are in `edits`)."""
+        if kinds is None:
+            return False
+        clean = self._clean_kinds.get(kinds)
+        if clean is None:
+            if len(self._clean_kinds) >= SHAPE_CACHE_SIZE:
+                self._clean_kinds.clear()
+            clean = self._clean_kinds[kinds] = "\x1fz" not in kinds and "\x1fe" not in kinds
+        if not clean:
+            return False
+        if edits is not None:
+            if edits.replace is not None:
+                return False
+            for _, value in edits.sets:
+                if value is EMPTY or value == "":
+                    return False
+        return True
 
     def process_view(self, batch: ViewBatch) -> ViewBatch:
         view = batch.view
@@ -160,7 +182,7 @@ class EnvelopeProcessor(Processor):
                     if len(shapes) >= SHAPE_CACHE_SIZE:
                         shapes.clear()  # bounded without LRU bookkeeping; shapes repeat
                     shapes[key] = shape
-            elif shape[4] is not None:
+            elif shape[4] is not None and not self._clean(span.kinds, edited.get(index)):
                 values = shape[4](attrs)
                 if "" in values or EMPTY in values:
                     # A value that reads as absent: the shape alone does not decide (rare).
