@@ -102,8 +102,9 @@ class SpanView:
     # The watched keys with the kind of each value, as `value_kinds(attrs)` spells it, one
     # string object per distinct form in a batch (a cache key with its hash kept): what a
     # decision that depends on keys and value types only (normalize's) is made once for. As
-    # scanned, like `signature`; None where a codec does not give it or `repeated` is set.
-    kinds: str | None = None
+    # scanned, like `signature`; None where a codec does not give it (the Python codec) or
+    # `repeated` is set. Left out of ==: views of the two codecs still compare equal.
+    kinds: str | None = field(default=None, compare=False)
 
 
 # value_kinds' letter per decoded value type ("" and other strings apart, as EMPTY).
