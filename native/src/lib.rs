@@ -4,6 +4,8 @@
 //! "python") is the PyO3 module `costctx_native`.
 
 pub mod encode;
+mod fxhash;
+pub mod kinds;
 pub mod scan;
 pub mod schema;
 pub mod wire;

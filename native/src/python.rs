@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple};
 
 use crate::encode::{encode, AttrEdits, Plan, SetValue};
+use crate::kinds::{canonical, kind_letter};
 use crate::scan::{scan, Scan, Span32, Value, Watched};
 use crate::wire::{write_len_field, write_tag, write_varint, I64, LEN, VARINT};
 
@@ -57,6 +58,8 @@ struct Interner<'py> {
     py: Python<'py>,
     strings: HashMap<Span32Key, Bound<'py, PyString>>,
     signatures: HashMap<u64, Bound<'py, PyFrozenSet>>,
+    /// SpanView.kinds by (key id, kind letter) pairs in scan order.
+    kinds: HashMap<Vec<u32>, Bound<'py, PyString>>,
     empty_bytes: Bound<'py, PyBytes>,
     empty_tuple: Bound<'py, PyTuple>,
     empty_str: Bound<'py, PyString>,
@@ -79,6 +82,30 @@ impl<'py> Interner<'py> {
         let text = std::str::from_utf8(bytes).unwrap_or("");
         let made = PyString::new(self.py, text);
         self.strings.insert(bytes.to_vec(), made.clone());
+        made
+    }
+
+    /// SpanView.kinds of a span without repeated keys (crate::kinds), one object per form.
+    fn kinds(&mut self, keys: &[Vec<u8>], attrs: &[(u16, Value)]) -> Bound<'py, PyString> {
+        // The lookup key on the stack for the usual few watched keys: no allocation on a hit.
+        let mut small = [0u32; 32];
+        let spilled: Vec<u32>;
+        let compact: &[u32] = if attrs.len() <= small.len() {
+            for (slot, (id, v)) in small.iter_mut().zip(attrs) {
+                *slot = (*id as u32) << 8 | kind_letter(v) as u32;
+            }
+            &small[..attrs.len()]
+        } else {
+            spilled = attrs.iter().map(|(id, v)| (*id as u32) << 8 | kind_letter(v) as u32).collect();
+            &spilled
+        };
+        if let Some(found) = self.kinds.get(compact) {
+            return found.clone();
+        }
+        let mut pairs: Vec<(&[u8], u8)> = attrs.iter().map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v))).collect();
+        let text = canonical(&mut pairs);
+        let made = PyString::new(self.py, std::str::from_utf8(&text).unwrap_or(""));
+        self.kinds.insert(compact.to_vec(), made.clone());
         made
     }
 
@@ -225,6 +252,7 @@ impl Core {
             py,
             strings: HashMap::new(),
             signatures: HashMap::new(),
+            kinds: HashMap::new(),
             empty_bytes: PyBytes::new(py, b""),
             empty_tuple: PyTuple::empty(py),
             empty_str: PyString::new(py, ""),
@@ -290,6 +318,10 @@ impl Core {
                     event_keys.into_any(),
                     PyBool::new(py, rec.repeated).to_owned().into_any(),
                     rec.kind.into_pyobject(py)?.into_any(),
+                    match rec.repeated {
+                        true => py.None().into_bound(py),
+                        false => interner.kinds(&prepared.bytes, &rec.attrs).into_any(),
+                    },
                 ],
             )?;
             spans.append(span_cls.call1(args)?)?;

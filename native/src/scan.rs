@@ -2,6 +2,9 @@
 //! scope and span, only what processors read. Strings are kept as byte ranges into the
 //! request (already UTF-8 checked); values of watched keys are decoded.
 
+use std::collections::HashMap;
+
+use crate::fxhash::FxBuild;
 use crate::schema::{check_utf8, child_depth, validate, Msg, DEPTH_LIMIT};
 use crate::wire::{Reader, Result, Val, I64, LEN, VARINT};
 
@@ -41,29 +44,35 @@ pub enum Value {
     StrIndex(i64),
 }
 
-/// Which keys processors watch: the key bytes, by id (the id is the index).
+/// Which keys processors watch: the key bytes, by id (the id is the index of its first
+/// occurrence). Looked up once per attribute of every span: a hash table, not a scan of
+/// the list (with ~80 watched keys the scan was a third of the native scan's time).
 pub struct Watched<'w> {
-    keys: Vec<&'w [u8]>,
+    ids: HashMap<&'w [u8], u16, FxBuild>,
     max_len: usize,
 }
 
 impl<'w> Watched<'w> {
     pub fn new(keys: Vec<&'w [u8]>) -> Self {
         let max_len = keys.iter().map(|k| k.len()).max().unwrap_or(0);
-        Watched { keys, max_len }
+        let mut ids = HashMap::with_capacity_and_hasher(keys.len(), FxBuild::default());
+        for (i, key) in keys.into_iter().enumerate() {
+            ids.entry(key).or_insert(i as u16);
+        }
+        Watched { ids, max_len }
     }
     #[inline]
     pub fn find(&self, key: &[u8]) -> Option<u16> {
-        if key.len() > self.max_len {
+        if key.len() > self.max_len || self.ids.is_empty() {
             return None;
         }
-        self.keys.iter().position(|k| *k == key).map(|i| i as u16)
+        self.ids.get(key).copied()
     }
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.ids.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.ids.is_empty()
     }
 }
 

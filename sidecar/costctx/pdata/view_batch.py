@@ -157,6 +157,7 @@ class ViewBatch:
         record.attrs, record.repeated = _watched(span.attributes, self.watched)
         record.attr_count = len(span.attributes)
         record.signature = frozenset(record.attrs)
+        record.kinds = None  # as scanned no more
         record.size = len(data)
         record.event_count = len(span.events)
         record.event_keys = _event_keys(span.events, self.watched)

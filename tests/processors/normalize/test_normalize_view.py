@@ -135,3 +135,35 @@ def test_each_case_of_the_view_path_is_met():
         assert want[0] != ExportTraceServiceRequest.FromString(raw).SerializeToString()  # normalize acted
         for codec in CODECS:
             assert through_view(raw, codec) == want, (codec.name, resources)
+
+
+def test_a_decision_kept_for_a_signature_never_stands_for_a_value_it_depends_on():
+    """normalize keeps 'nothing to do' / 'plain renames' per (key set, value types): spans
+    with the same keys and types whose values need more (an old enum value, "", a value to
+    coerce, a conflict) still get the full rewrite, batch after batch, on one processor."""
+    def span(*attrs):
+        return (list(attrs), [], "s")
+
+    kept = [span(("gen_ai.system", "openai"), ("gen_ai.usage.input_tokens", 5)),
+            span(("gen_ai.provider.name", "openai"), ("gen_ai.usage.input_tokens", 5)),
+            span(("gen_ai.operation.name", "chat"), ("workflow.id", "w")),
+            span(("llm.model_name", "m"), ("workflow.id", "w"))]
+    tricky = [span(("llm.model_name", ""), ("workflow.id", "w")),                         # "" on an old key
+              span(("gen_ai.system", "Vertex_AI"), ("gen_ai.usage.input_tokens", 5)),   # enum value to map
+              span(("gen_ai.system", ""), ("gen_ai.usage.input_tokens", 5)),            # ""
+              span(("gen_ai.system", "openai"), ("gen_ai.usage.input_tokens", "120")),  # to coerce
+              span(("gen_ai.provider.name", "Azure"), ("gen_ai.usage.input_tokens", 5)),
+              span(("gen_ai.provider.name", ""), ("gen_ai.usage.input_tokens", 5)),
+              span(("gen_ai.operation.name", "completion"), ("workflow.id", "w")),
+              span(("gen_ai.operation.name", "chat"), ("workflow.id", 7)),
+              span(("gen_ai.system", "openai"), ("gen_ai.usage.input_tokens", 5))]
+    for codec in CODECS:
+        processor = standalone_processor("normalize", CONFIG)
+        for spans in (kept, tricky, kept + tricky):
+            raw = build([([], [("", spans)], "")])
+            batch = ViewBatch(codec, raw, processor.watched_keys())
+            processor.process_view(batch)
+            out = ExportTraceServiceRequest.FromString(batch.payload()).SerializeToString()
+            assert out == through_protobuf(raw)[0], (codec.name, spans)
+            notes = [sorted(batch.notes.get(i, {}).get("renamed", ())) for i in range(len(spans))]
+            assert notes == through_protobuf(raw)[1]

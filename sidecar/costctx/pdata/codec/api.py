@@ -99,6 +99,24 @@ class SpanView:
     # decide on the view alone.
     repeated: bool = False
     kind: int = 0                     # Span.kind (inherit registers CLIENT/PRODUCER spans by id)
+    # The watched keys with the kind of each value, as `value_kinds(attrs)` spells it, one
+    # string object per distinct form in a batch (a cache key with its hash kept): what a
+    # decision that depends on keys and value types only (normalize's) is made once for. As
+    # scanned, like `signature`; None where a codec does not give it (the Python codec) or
+    # `repeated` is set. Left out of ==: views of the two codecs still compare equal.
+    kinds: str | None = field(default=None, compare=False)
+
+
+# value_kinds' letter per decoded value type ("" and other strings apart, as EMPTY).
+_KIND_LETTERS = {bool: "b", int: "i", float: "f", bytes: "y", list: "a", KvList: "k", _Empty: "e"}
+
+
+def value_kinds(attrs: dict[str, Any]) -> str:
+    """`key` + "\x1f" + a letter for its value's kind (s: a non-empty str, z: "", b, i, f,
+    y: bytes, a: array, k: kvlist, e: EMPTY), keys sorted, joined by "\x1e": SpanView.kinds."""
+    return "\x1e".join(
+        key + "\x1f" + (("s" if value else "z") if type(value) is str else _KIND_LETTERS[type(value)])
+        for key, value in sorted(attrs.items()))
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from operator import itemgetter
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_USD, HOP_DEPTH_KEY, MISSING_KEY, SCHEMA_KEY
-from costctx.pdata.codec.api import EMPTY
+from costctx.pdata.codec.api import EMPTY, SpanEdits
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.money import PICO_PER_USD
 from costctx.processors.envelope.config import EnvelopeConfig
@@ -91,6 +91,7 @@ class EnvelopeProcessor(Processor):
         # span shape -> its decisions (see _shape); cleared when full
         self._shapes: dict[tuple, tuple] = {}
         self._read_keys = frozenset((*self._fields, *self._extra_keys))  # whose values _shape reads
+        self._clean_kinds: dict[str, bool] = {}  # SpanView.kinds -> no "" or EMPTY among them
 
     def watched_keys(self) -> frozenset[str]:
         return frozenset((*self._fields, *self._markers, *self._extra_keys, SCHEMA_KEY, MISSING_KEY,
@@ -119,6 +120,27 @@ class EnvelopeProcessor(Processor):
         values_of = itemgetter(*read, read[0]) if read else None  # two keys at least: a tuple
         return sig, missing or None, is_llm, usage, values_of
 
+    def _clean(self, kinds: str | None, edits: SpanEdits | None) -> bool:
+        """No watched value of the span is "" or EMPTY, known without reading its values: the
+        scan's kinds say none was (SpanView.kinds), and no edit since wrote one (attrs are the
+        scanned values plus the edits: renames move scanned values, sets are in `edits`)."""
+        if kinds is None:
+            return False
+        clean = self._clean_kinds.get(kinds)
+        if clean is None:
+            if len(self._clean_kinds) >= SHAPE_CACHE_SIZE:
+                self._clean_kinds.clear()
+            clean = self._clean_kinds[kinds] = "\x1fz" not in kinds and "\x1fe" not in kinds
+        if not clean:
+            return False
+        if edits is not None:
+            if edits.replace is not None:
+                return False
+            for _, value in edits.sets:
+                if value is EMPTY or value == "":
+                    return False
+        return True
+
     def process_view(self, batch: ViewBatch) -> ViewBatch:
         view = batch.view
         dimensions = self._dimensions
@@ -126,22 +148,29 @@ class EnvelopeProcessor(Processor):
         record = self.config.record_outcomes
         resources = view.resources
         all_notes = batch.notes
+        notes_of = all_notes.get
         shapes = self._shapes
         shape_of = self._shape
-        spans: Counter = Counter()
+        # (resource index, depth, signature) -> spans; turned into (hop, depth, signature) once
+        # per batch (no service lookup per span, no Counter.__missing__ call per new key).
+        by_shape: dict[tuple, int] = {}
         llm: Counter = Counter()
         spend: dict = {}
         view_spans = view.spans
+        edited = batch.edits.spans
+        stamp = (SCHEMA_KEY, schema)
         for index in batch.indices():
             span = view_spans[index]
             attrs = span.attrs
             get = attrs.get
-            notes = all_notes.get(index)
+            notes = notes_of(index) if all_notes else None
             if notes:
                 renamed = notes.get("renamed") or _NO_NOTES
                 repaired = notes.get("repaired") or _NO_NOTES
                 conflict = notes.get("conflict") or _NO_NOTES
-                key = (tuple(attrs), tuple(renamed), tuple(repaired), tuple(conflict))
+                # Empty notes decide nothing: such a span shares the plain shape.
+                key = (tuple(attrs), tuple(renamed), tuple(repaired), tuple(conflict)) \
+                    if renamed or repaired or conflict else tuple(attrs)
             else:
                 renamed = repaired = conflict = _NO_NOTES
                 key = tuple(attrs)
@@ -153,40 +182,53 @@ class EnvelopeProcessor(Processor):
                     if len(shapes) >= SHAPE_CACHE_SIZE:
                         shapes.clear()  # bounded without LRU bookkeeping; shapes repeat
                     shapes[key] = shape
-            elif shape[4] is not None:
+            elif shape[4] is not None and not self._clean(span.kinds, edited.get(index)):
                 values = shape[4](attrs)
                 if "" in values or EMPTY in values:
                     # A value that reads as absent: the shape alone does not decide (rare).
                     shape = shape_of(attrs, renamed, repaired, conflict)
             sig, missing, is_llm, usage, _ = shape
             if get(SCHEMA_KEY) != schema:
-                batch.set(index, SCHEMA_KEY, schema)
+                # batch.set inlined (every span): an edit, and attrs kept in step.
+                edits = edited.get(index)
+                if edits is None:
+                    edited[index] = SpanEdits(sets=[stamp])
+                    attrs[SCHEMA_KEY] = schema
+                elif edits.replace is None:
+                    edits.sets.append(stamp)
+                    attrs[SCHEMA_KEY] = schema
+                else:
+                    batch.set(index, SCHEMA_KEY, schema)
             if missing:
                 batch.append_strings(index, MISSING_KEY, missing)
             if not record:
                 continue
             depth = get(HOP_DEPTH_KEY)
             # An int stamped by inherit (or an upstream sidecar); anything else is no depth.
-            if type(depth) is not int:
-                depth = None
-            spans[(resources[span.resource].service, depth, sig)] += 1
+            count_key = (span.resource, depth if type(depth) is int else None, sig)
+            by_shape[count_key] = by_shape.get(count_key, 0) + 1
 
             cost = get(COST_USD)
             if not is_llm and cost is None:
                 continue
-            workflow = _str_value(get(WORKFLOW_NAME_KEY))
+            workflow = get(WORKFLOW_NAME_KEY)
+            if type(workflow) is not str or not workflow:
+                workflow = None
             if is_llm:
                 llm[(workflow, sig, (*usage, 0 < span.start <= span.end))] += 1
             if cost is not None:
                 amount = _cost_pico_value(cost)
                 if amount is not None:
-                    key = (workflow, tuple(_str_value(get(d)) for d in dimensions), TENANT_KEY in repaired)
+                    key = (workflow, tuple([_str_value(get(d)) for d in dimensions]), TENANT_KEY in repaired)
                     row = spend.get(key)
                     if row is None:
                         spend[key] = [amount, 1]
                     else:
                         row[0] += amount
                         row[1] += 1
-        if spans:
+        if by_shape:
+            spans: Counter = Counter()
+            for (r, depth, sig), n in by_shape.items():
+                spans[(resources[r].service, depth, sig)] += n
             self.context.survival.record_batch(spans, llm, spend)
         return batch

@@ -25,12 +25,15 @@ down the TraceBatch path.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import RENAMED_KEY
 from costctx.normalize.rewrite import Tally, rewrite_attributes
+from costctx.normalize.sig_plan import SignaturePlans
 from costctx.normalize.table import CompiledTable
 from costctx.normalize.view_rewrite import RewriteOnView, needs_work, rewrite_values, simple_renames, table_keys
 from costctx.pdata import TraceBatch
@@ -42,6 +45,7 @@ from costctx.processors.normalize.config import NormalizeConfig
 from costctx.processors.normalize.metrics import normalize_metrics
 
 MAX_STAMP_TEMPLATES = 1024
+_RESOURCE = attrgetter("resource")
 
 
 class NormalizeProcessor(Processor):
@@ -71,6 +75,8 @@ class NormalizeProcessor(Processor):
         # Per compiled table (by id; the table kept beside it so an id is never reused wrongly):
         # whether every key it may act on is watched, so the view alone can decide.
         self._covered: dict[int, tuple[CompiledTable, bool]] = {}
+        # The base table's span decisions per signature (without schema files, every span's).
+        self._plans = SignaturePlans(self._base.spans, self._base)
 
     def _table(self, schema_url: str):
         return self._builder.for_schema_url(schema_url) if self._per_schema and schema_url else self._base
@@ -99,7 +105,9 @@ class NormalizeProcessor(Processor):
         # Resources first (each once, as the protobuf path meets them through their spans);
         # a case the view cannot say exactly sends the whole batch down that path.
         rewritten: list[tuple[int, RewriteOnView]] = []
-        for r in sorted({spans[i].resource for i in indices}):
+        # (every span in view order, the usual case: the resources read in C, not per span)
+        present = set(map(_RESOURCE, spans)) if indices == range(len(spans)) else {spans[i].resource for i in indices}
+        for r in sorted(present):
             resource = resources[r]
             table = self._table(resource.schema_url)
             place = table.resources
@@ -118,6 +126,7 @@ class NormalizeProcessor(Processor):
         place = base.spans
         events = base.events
         stamp = self._stamp
+        plans = None if per_schema else self._plans
         for index in indices:
             span = spans[index]
             if per_schema:
@@ -134,13 +143,23 @@ class NormalizeProcessor(Processor):
                 if needs_work(attrs, place, table):
                     self._span_slow(batch, index, table, tally)
                 continue
-            if not needs_work(attrs, place, table, span.signature):
+            if span.repeated:  # an edit acts on one copy: the protobuf path treats them all
+                if needs_work(attrs, place, table, span.signature):
+                    self._span_slow(batch, index, table, tally)
                 continue
-            if span.repeated:
-                self._span_slow(batch, index, table, tally)
-                continue
-            outcome = simple_renames(attrs, place, table, "span", tally) or \
-                rewrite_values(attrs, place, table, "span", tally)
+            if plans is not None:  # decided once per (signature, value types)
+                kinds = span.kinds
+                outcome = plans.decide(attrs, span.signature, "span", tally) if kinds is None else \
+                    plans.decide_kinds(attrs, span.signature, kinds, "span", tally)
+                if outcome is None:
+                    continue
+                if outcome is False:  # neither nothing nor plain renames: the full rewrite
+                    outcome = rewrite_values(attrs, place, table, "span", tally)
+            else:
+                if not needs_work(attrs, place, table, span.signature):
+                    continue
+                outcome = simple_renames(attrs, place, table, "span", tally) or \
+                    rewrite_values(attrs, place, table, "span", tally)
             if outcome is None:  # a value the view cannot carry back exactly
                 self._span_slow(batch, index, table, tally)
                 continue
