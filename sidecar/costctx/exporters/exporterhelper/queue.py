@@ -51,10 +51,20 @@ class PendingItems:
                 waiter.set_result(None)
                 return
 
-    async def take(self) -> QueueItem:
+    async def take(self, timeout: float | None = None) -> QueueItem | None:
+        """The next item; None once `timeout` seconds passed without one (never with None).
+        The timer resolves the wait instead of cancelling it: an item is never taken and lost."""
+        timer = None
         while not self._items:
-            waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
             self._waiters.append(waiter)
+            if timeout is not None:
+                if timeout <= 0:
+                    self._waiters.remove(waiter)
+                    return None
+                timer = loop.call_later(timeout, _expire, waiter)
+                timeout = 0  # after this wait, once more only if an item is there
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -64,6 +74,9 @@ class PendingItems:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
         item = self._items.popleft()
         if self._items:
             self._wake_one()  # more waiting than one wake-up announced (appended before any waited)
@@ -73,6 +86,11 @@ class PendingItems:
         items = list(self._items)
         self._items.clear()
         return items
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class MemoryQueue:
@@ -91,8 +109,9 @@ class MemoryQueue:
     def put(self, item: QueueItem) -> None:
         self._items.append(item)
 
-    async def get(self) -> QueueItem:
-        return await self._items.take()
+    async def get(self, timeout: float | None = None) -> QueueItem | None:
+        """The next item; None after `timeout` seconds without one."""
+        return await self._items.take(timeout)
 
     def ack(self, item: QueueItem) -> None:
         """The item left the sidecar (sent or given up on); nothing to free in memory."""
