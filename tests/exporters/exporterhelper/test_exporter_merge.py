@@ -85,3 +85,14 @@ def test_without_a_flush_timeout_each_request_leaves_as_received():
 def test_a_negative_flush_timeout_is_refused(value):
     with pytest.raises(ValueError):
         BatchConfig(flush_timeout=value)
+
+
+def test_a_merge_being_gathered_is_sent_at_shutdown_not_lost():
+    batches = [_names(f"s{b}", 10) for b in range(3)]
+    with PatientSink() as sink:
+        # Neither the timeout nor min_size would end this merge before the test does.
+        runner = start_sidecar(_config(sink, {"flush_timeout": "120s", "min_size": 10_000}))
+        _send_all(runner.sidecar.grpc_port, batches)
+        runner.stop(grace=5)
+        assert sink.wait_for_spans(30, timeout=10)
+        assert sorted(s.name for s in sink.spans()) == sorted(n for names in batches for n in names)

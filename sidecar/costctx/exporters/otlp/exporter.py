@@ -91,6 +91,8 @@ class QueuedExporter:
         self._max_items, self._max_bytes = batch.limits() if batch is not None else (None, None)
         self._merge = batch if batch is not None and batch.flush_timeout > 0 else None
         self._gathering = asyncio.Lock()  # one consumer gathers a merged request at a time
+        self._gathered = 0  # items taken off the queue into a merge not yet sent: still pending
+        self._flush_now = False  # draining: a merge being gathered leaves without waiting
         self._consumers: list[asyncio.Task] = []
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -139,11 +141,12 @@ class QueuedExporter:
             self._consumers.append(asyncio.create_task(self._consume(), name=f"{self.name}-consumer-{i}"))
 
     def pending(self) -> int:
-        return len(self.queue) + self._in_flight
+        return len(self.queue) + self._in_flight + self._gathered
 
     async def drain(self, timeout: float) -> bool:
         """Wait until everything queued was sent or given up on; False on timeout."""
         deadline = time.monotonic() + timeout
+        self._flush_now = True
         while self.pending():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -209,14 +212,26 @@ class QueuedExporter:
         async with self._gathering:
             first = await self.queue.get()
             items = [first]
-            size = self._size(first)
-            deadline = time.monotonic() + self._merge.flush_timeout
-            while size < self._merge.min_size:
-                item = await self.queue.get(timeout=deadline - time.monotonic())
-                if item is None:
-                    break
-                items.append(item)
-                size += self._size(item)
+            self._gathered = 1
+            try:
+                size = self._size(first)
+                deadline = time.monotonic() + self._merge.flush_timeout
+                while size < self._merge.min_size and not self._flush_now:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    # In steps, so that a drain (shutdown) need not wait out a long flush_timeout.
+                    item = await self.queue.get(timeout=min(remaining, 0.05))
+                    if item is not None:
+                        items.append(item)
+                        self._gathered += 1
+                        size += self._size(item)
+            except asyncio.CancelledError:
+                for item in items:  # back on the queue, so stop() accounts for them
+                    self.queue.put(item)
+                raise
+            finally:
+                self._gathered = 0
             return items
 
     def _size(self, item: QueueItem) -> int:
