@@ -34,6 +34,10 @@ class TracesConsumer(Protocol):
         """A received request's bytes (and its span count) as the pipeline carries them."""
         ...
 
+    def received(self, raw: bytes) -> ViewBatch:
+        """A received request's bytes validated (the codec's CodecError if invalid) and counted."""
+        ...
+
     def consume(self, batch: ViewBatch | TraceBatch) -> None: ...
 
 

@@ -39,6 +39,16 @@ class TracesPipeline:
         as the pipeline carries it."""
         return ViewBatch(self.codec, raw, self.watched, spans)
 
+    def received(self, raw: bytes) -> ViewBatch:
+        """A received request's bytes, validated as protobuf would (CodecError if not) and
+        counted, without a protobuf parse: scanned here when the first processor reads the view
+        (the scan it makes anyway), else only checked (nothing reads the spans: forwarded as is)."""
+        if self.processors and self.processors[0].on_view:
+            batch = ViewBatch(self.codec, raw, self.watched)
+            _ = batch.view
+            return batch
+        return ViewBatch(self.codec, raw, self.watched, self.codec.check(raw))
+
     def consume(self, batch: ViewBatch | TraceBatch) -> None:
         """Run an accepted batch through every processor and queue what comes out."""
         self._run(0, batch, acknowledged=False)

@@ -63,3 +63,16 @@ def test_a_request_over_the_item_limit_is_refused_and_counted(side, sink):
     for signal, transport in (("traces", "grpc"), ("logs", "http"), ("traces", "http")):
         assert registry.get_sample_value("costctx_receiver_requests_total",
                                          {"signal": signal, "transport": transport, "result": "too_large"}) == 1
+
+
+def test_over_limit_agrees_with_protobuf_counts_on_the_bench_workload():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tests.pdata.codec.test_codec_native import bench_requests
+
+    for raw in bench_requests():
+        request = ExportTraceServiceRequest.FromString(raw)
+        spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        blocks = sum(1 + len(rs.scope_spans) for rs in request.resource_spans)
+        threshold = max(spans, blocks)
+        assert not over_limit(raw, threshold) and over_limit(raw, threshold - 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
 from costctx.config.types import Duration, StrictModel
 
@@ -33,11 +33,26 @@ class QueueStorageConfig(StrictModel):
 class BatchConfig(StrictModel):
     """`sending_queue.batch` (the Collector's exporter batcher): requests above `max_size` (items,
     or serialized bytes with `sizer: bytes`) are split before they are sent. `max_size_bytes`
-    bounds bytes as well when the sizer counts items."""
+    bounds bytes as well when the sizer counts items.
+
+    With `flush_timeout` above 0, queued requests of a signal are also merged into one until
+    `min_size` (same sizer) or `flush_timeout` after the first: the OTLP requests concatenated,
+    which is one request holding all their resources. Fewer, larger sends: each costs the
+    sidecar ~0.3 ms of CPU however small it is. Off (0) unless set, so a configuration that
+    only splits keeps its behaviour (the Collector's batcher defaults to 200ms and 8192)."""
 
     sizer: Literal["items", "bytes"] = "items"
     max_size: PositiveInt | None = None
     max_size_bytes: PositiveInt | None = None
+    flush_timeout: Duration = 0.0
+    min_size: PositiveInt = 8192
+
+    @field_validator("flush_timeout")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("flush_timeout must be 0 (off) or more")
+        return value
 
     def limits(self) -> tuple[int | None, int | None]:
         """(max items, max bytes) per request."""

@@ -104,8 +104,11 @@ class PersistentQueue:
             item.payload = b""  # put back by a cancelled consumer: it never left the disk
         self._pending.append(item)
 
-    async def get(self) -> QueueItem:
-        item = await self._pending.take()
+    async def get(self, timeout: float | None = None) -> QueueItem | None:
+        """The next item, its payload read back; None after `timeout` seconds without one."""
+        item = await self._pending.take(timeout)
+        if item is None:
+            return None
         row = self._db.execute("SELECT payload FROM batches WHERE id = ?", (item.key,)).fetchone()
         item.payload = row[0] if row else b""
         return item

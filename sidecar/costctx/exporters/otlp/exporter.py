@@ -37,6 +37,19 @@ class Sender(Protocol):
     async def close(self) -> None: ...
 
 
+def _by_signal(items: list[QueueItem]) -> list[list[QueueItem]]:
+    """Items grouped by signal, each group in queue order, groups in order of first arrival."""
+    groups: dict[str, list[QueueItem]] = {}
+    for item in items:
+        groups.setdefault(item.signal.name, []).append(item)
+    return list(groups.values())
+
+
+def _by_signal_flat(items: list[QueueItem]) -> list[QueueItem]:
+    """The items in the order `_consume` sends them."""
+    return [item for group in _by_signal(items) for item in group]
+
+
 def build_sender(config: OtlpGrpcExporterConfig | OtlpHttpExporterConfig | DebugExporterConfig) -> Sender:
     if isinstance(config, DebugExporterConfig):
         from costctx.exporters.debug.sender import DebugSender
@@ -76,6 +89,10 @@ class QueuedExporter:
         self._retry: RetryConfig = config.retry_on_failure
         batch = config.sending_queue.batch
         self._max_items, self._max_bytes = batch.limits() if batch is not None else (None, None)
+        self._merge = batch if batch is not None and batch.flush_timeout > 0 else None
+        self._gathering = asyncio.Lock()  # one consumer gathers a merged request at a time
+        self._gathered = 0  # items taken off the queue into a merge not yet sent: still pending
+        self._flush_now = False  # draining: a merge being gathered leaves without waiting
         self._consumers: list[asyncio.Task] = []
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -124,11 +141,12 @@ class QueuedExporter:
             self._consumers.append(asyncio.create_task(self._consume(), name=f"{self.name}-consumer-{i}"))
 
     def pending(self) -> int:
-        return len(self.queue) + self._in_flight
+        return len(self.queue) + self._in_flight + self._gathered
 
     async def drain(self, timeout: float) -> bool:
         """Wait until everything queued was sent or given up on; False on timeout."""
         deadline = time.monotonic() + timeout
+        self._flush_now = True
         while self.pending():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -165,21 +183,74 @@ class QueuedExporter:
     # -- sending ---------------------------------------------------------------------------
     async def _consume(self) -> None:
         while True:
-            item = await self.queue.get()
-            self._in_flight += 1
+            items = await self._next()
+            self._in_flight += len(items)
             self._update_gauges()
+            sent = 0
             try:
-                await self._send_with_retry(item)
+                for group in _by_signal(items):
+                    if len(group) == 1:
+                        await self._send_with_retry(group[0])
+                    else:
+                        await self._send_merged(group)
+                    sent += len(group)
             except asyncio.CancelledError:
-                # Put it back so stop() accounts for it instead of losing it silently.
-                self.queue.put(item)
+                # Put back what was not sent so stop() accounts for it instead of losing it silently.
+                for item in _by_signal_flat(items)[sent:]:
+                    self.queue.put(item)
                 raise
             finally:
-                self._in_flight -= 1
+                self._in_flight -= len(items)
                 if not self.pending():
                     self._idle.set()
 
-    async def _send_with_retry(self, item: QueueItem) -> None:
+    async def _next(self) -> list[QueueItem]:
+        """The next item, or with `batch.flush_timeout` the items queued within it after the
+        first (up to `min_size`): gathered by one consumer at a time while the others send."""
+        if self._merge is None:
+            return [await self.queue.get()]
+        async with self._gathering:
+            first = await self.queue.get()
+            items = [first]
+            self._gathered = 1
+            try:
+                size = self._size(first)
+                deadline = time.monotonic() + self._merge.flush_timeout
+                while size < self._merge.min_size and not self._flush_now:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    # In steps, so that a drain (shutdown) need not wait out a long flush_timeout.
+                    item = await self.queue.get(timeout=min(remaining, 0.05))
+                    if item is not None:
+                        items.append(item)
+                        self._gathered += 1
+                        size += self._size(item)
+            except asyncio.CancelledError:
+                for item in items:  # back on the queue, so stop() accounts for them
+                    self.queue.put(item)
+                raise
+            finally:
+                self._gathered = 0
+            return items
+
+    def _size(self, item: QueueItem) -> int:
+        return len(item.payload) if self._merge is not None and self._merge.sizer == "bytes" else item.items
+
+    async def _send_merged(self, group: list[QueueItem]) -> None:
+        """Queued requests of one signal sent as one (concatenated OTLP requests are one
+        request), then each taken off the queue: given up on or delivered together."""
+        merged = QueueItem(group[0].signal, b"".join(item.payload for item in group), sum(i.items for i in group))
+        self.metrics.merged_batches.labels(merged.signal.name, self.name).inc(len(group))
+        await self._send_with_retry(merged, ack=False)
+        for item in group:
+            if item.recovered:
+                self.metrics.resent_batches.labels(item.signal.name, self.name).inc()
+                self.metrics.resent_items.labels(item.signal.name, self.name).inc(item.items)
+            self.queue.ack(item)
+        self._update_gauges()
+
+    async def _send_with_retry(self, item: QueueItem, ack: bool = True) -> None:
         """Send the item (split to `sending_queue.batch` limits), then take it off the queue:
         a persistent queue keeps it until every piece was delivered or given up on."""
         pieces = [(item.payload, item.items)]
@@ -191,6 +262,8 @@ class QueuedExporter:
                               item.signal.name)
         for payload, items in pieces:
             await self._send_piece(item, payload, items)
+        if not ack:
+            return
         if item.recovered:
             self.metrics.resent_batches.labels(item.signal.name, self.name).inc()
             self.metrics.resent_items.labels(item.signal.name, self.name).inc(item.items)

@@ -47,6 +47,12 @@ class ExporterMetrics:
             "Retried send attempts, by exporter and reason.",
             ["exporter", "reason"],
         )
+        self.merged_batches = metrics.family(
+            Counter,
+            "costctx_exporter_merged_batches",
+            "Queued batches sent merged with others in one request (sending_queue.batch.flush_timeout).",
+            ["signal", "exporter"],
+        )
         self.queue_size = metrics.family(
             Gauge,
             "costctx_exporter_queue_size",

@@ -163,6 +163,10 @@ class Codec(Protocol):
     def scan(self, raw: bytes, watched: frozenset[str]) -> BatchView:
         """Validate the whole request as protobuf would and decode the view; CodecError if invalid."""
 
+    def check(self, raw: bytes) -> int:
+        """Validate the request as `scan` does, building no view: its span count (what a
+        receiver needs when no processor reads the view); CodecError if invalid."""
+
     def encode(self, view: BatchView, edits: BatchEdits) -> bytes:
         """The request with every edit applied and removed spans left out (scopes and
         resources emptied by the removal dropped; ones that arrived empty kept), in one pass."""

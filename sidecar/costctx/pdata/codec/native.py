@@ -55,6 +55,9 @@ class NativeCodec:
         resources, scopes, spans, layout = self._core.scan(bytes(raw), watched)
         return NativeBatchView(raw, resources, scopes, spans, layout)
 
+    def check(self, raw: bytes) -> int:
+        return self._core.check(bytes(raw))  # the scan's validation, no view objects, GIL released
+
     def encode(self, view: BatchView, edits: BatchEdits) -> bytes:
         if not edits.spans and not edits.resources and not edits.removed:
             return view.raw  # nothing to write: the bytes received, not even a copy

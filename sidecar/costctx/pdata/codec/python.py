@@ -260,6 +260,14 @@ class PythonCodec:
             raise CodecError(f"cannot decode traces protobuf request: {exc}") from None
         return self._view_of(message, raw, watched)
 
+    def check(self, raw: bytes) -> int:
+        message = ExportTraceServiceRequest()
+        try:
+            message.ParseFromString(raw)
+        except (DecodeError, ValueError) as exc:
+            raise CodecError(str(exc)) from None  # the receiver says what it could not decode
+        return sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans)
+
     def scan_message(self, message: ExportTraceServiceRequest, watched: frozenset[str],
                      indexes: list[dict[str, KeyValue] | None] | None = None) -> PythonBatchView:
         """The view of a request already parsed (a slow-path processor's TraceBatch): no

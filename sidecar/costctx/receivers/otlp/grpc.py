@@ -15,7 +15,7 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from costctx.pdata.signals import SIGNALS, Signal
-from costctx.receivers.otlp.ingest import Ingest, IngestError, Route, decode_protobuf
+from costctx.receivers.otlp.ingest import Ingest, IngestError, Route
 from costctx.transport.grpc_refusal import refusing
 
 _CODES = {
@@ -65,18 +65,25 @@ def _export_handler(ingest: Ingest, signal: Signal):
             ingest.admit(signal, len(request), "grpc")  # counted by ingest when refused
         except IngestError as error:
             await abort_with(context, error)
-        try:
-            message = decode_protobuf(signal, request, ingest.max_items)
-        except IngestError as error:  # undecodable, or too many items to decode
-            ingest.record_error(signal, "grpc", error.kind)
-            await abort_with(context, error)
-        try:
-            response = ingest.export(signal, message, request, "grpc")
-        except IngestError as error:  # counted by ingest
-            await abort_with(context, error)  # raises: the RPC ends here
-        return response.SerializeToString()
+        return await _export(ingest, signal, request, context)
 
     return export
+
+
+def _unary_export_handler(ingest: Ingest, signal: Signal):
+    async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await _export(ingest, signal, request, context)
+
+    return export
+
+
+async def _export(ingest: Ingest, signal: Signal, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    try:
+        # The raw bytes: traces are read by the pipeline's codec, the rest decoded by ingest.
+        response = ingest.export_protobuf(signal, request, "grpc")
+    except IngestError as error:  # counted by ingest
+        await abort_with(context, error)  # raises: the RPC ends here
+    return response.SerializeToString()
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
@@ -104,12 +111,19 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
 
 def otlp_grpc_handlers(ingest: Ingest) -> list[grpc.GenericRpcHandler]:
+    """Export for each signal. With admission checks (memory limiter), served as client-
+    streaming (one message on the wire, as unary) so that the handler runs before the message
+    is received and can refuse without reading it. Without any, as unary: grpc hands over the
+    message with the call, sparing the stream's read (~0.1 ms of the event loop per request)."""
     handlers = []
     for signal in SIGNALS.values():
-        # Served as client-streaming (one message on the wire, as unary) so that the handler
-        # runs before the message is received and can refuse without reading it.
-        method = grpc.stream_unary_rpc_method_handler(
-            _export_handler(ingest, signal), request_deserializer=None, response_serializer=None
-        )
+        if ingest.admission_checks:
+            method = grpc.stream_unary_rpc_method_handler(
+                _export_handler(ingest, signal), request_deserializer=None, response_serializer=None
+            )
+        else:
+            method = grpc.unary_unary_rpc_method_handler(
+                _unary_export_handler(ingest, signal), request_deserializer=None, response_serializer=None
+            )
         handlers.append(grpc.method_handlers_generic_handler(signal.service, {"Export": method}))
     return handlers

@@ -17,7 +17,7 @@ from google.rpc import code_pb2
 
 from costctx.config.server import HttpProtocolConfig
 from costctx.pdata.signals import SIGNALS, Signal
-from costctx.receivers.otlp.ingest import Ingest, IngestError, decode_protobuf
+from costctx.receivers.otlp.ingest import Ingest, IngestError
 from costctx.receivers.otlp.json_codec import decode_json, encode_json
 from costctx.transport.http_body import BodyError, read_body
 from costctx.transport.http_errors import JSON, PROTOBUF, status_response
@@ -83,14 +83,15 @@ def _export_handler(ingest: Ingest, signal: Signal):
             return error_response(error, content_type)
         try:
             if content_type == JSON:
-                message, raw = decode_json(signal, body), None
-            else:
-                message, raw = decode_protobuf(signal, body, ingest.max_items), body
+                message = decode_json(signal, body)
         except IngestError as error:  # undecodable, or too many objects to decode
             ingest.record_error(signal, "http", error.kind)
             return error_response(error, content_type)
         try:
-            response = ingest.export(signal, message, raw, "http")
+            if content_type == JSON:
+                response = ingest.export(signal, message, None, "http")
+            else:  # the raw bytes: traces are read by the pipeline's codec, the rest decoded by ingest
+                response = ingest.export_protobuf(signal, body, "http")
         except IngestError as error:  # counted by ingest
             return error_response(error, content_type)
         return web.Response(status=200, body=_encode(response, content_type), content_type=content_type)

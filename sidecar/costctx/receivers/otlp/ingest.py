@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError, Message
 
 from costctx.component.consumer import AdmissionCheck, IngestError, PassThroughConsumer, TracesConsumer
+from costctx.pdata.codec.api import CodecError
 from costctx.pdata.signals import TRACES, Signal, count_items
+from costctx.pdata.view_batch import ViewBatch
 from costctx.pdata.wire_count import over_limit
 from costctx.receivers.otlp.metrics import ReceiverMetrics
 from costctx.transport.http_body import Refused
@@ -74,13 +76,43 @@ class Ingest:
         except IngestError as refusal:
             raise Refused(refusal.message, refusal.retry_after or self.retry_after) from None
 
+    def export_protobuf(self, signal: Signal, raw: bytes, transport: str) -> Message:
+        """Accept a protobuf request's bytes or raise IngestError (counted here, whatever the
+        reason); returns the Export*ServiceResponse. Traces are validated and counted by the
+        traces pipeline's codec, which reads the bytes itself: no protobuf parse of the request
+        (~45 us per 100-span request) only to count its spans and let the message go."""
+        try:
+            if self.max_items is not None and over_limit(raw, self.max_items):
+                # Counted on the wire: parsing millions of tiny items would cost hundreds of MB.
+                raise IngestError("too_large", f"over {self.max_items} items in one request; send smaller batches")
+            if signal is not TRACES or self.traces is None:
+                request = decode_protobuf(signal, raw)
+            else:
+                try:
+                    batch = self.traces.received(raw)
+                except CodecError as exc:
+                    raise IngestError("invalid", f"cannot decode {signal.name} protobuf request: {exc}") from None
+        except IngestError as error:
+            self.record_error(signal, transport, error.kind)
+            raise
+        if signal is not TRACES or self.traces is None:
+            return self.export(signal, request, raw, transport)
+        return self._accept(signal, self.traces, batch.span_count(), transport, batch)
+
     def export(self, signal: Signal, request: Message, raw: bytes | None, transport: str) -> Message:
         """Accept a decoded request or raise IngestError; returns the Export*ServiceResponse."""
         pipeline = self.traces if signal is TRACES else self.passthrough.get(signal.name)
         if pipeline is None:
             self._count(signal, transport, "unimplemented")
             raise IngestError("unimplemented", f"this sidecar has no {signal.name} pipeline")
+        if raw is None:
+            raw = request.SerializeToString()
         items = count_items(signal, request)
+        batch = pipeline.batch(raw, items) if signal is TRACES else None
+        return self._accept(signal, pipeline, items, transport, batch, raw)
+
+    def _accept(self, signal: Signal, pipeline: TracesConsumer | PassThroughConsumer, items: int, transport: str,
+                batch: ViewBatch | None, raw: bytes | None = None) -> Message:
         if self.max_items is not None and items > self.max_items:
             # Before the pipeline: per item it costs far more than the item's wire bytes.
             self._count(signal, transport, "too_large")
@@ -91,14 +123,13 @@ class Ingest:
             raise IngestError("unavailable", "sending queue is full; retry later", self.retry_after)
         response = signal.response_type()
         started = time.perf_counter()
-        if signal is TRACES:
-            batch = pipeline.batch(raw if raw is not None else request.SerializeToString(), items)
+        if batch is not None:
             pipeline.consume(batch)
             if batch.rejected:
                 response.partial_success.rejected_spans = batch.rejected
                 response.partial_success.error_message = batch.rejected_reason
         else:
-            pipeline.consume(raw if raw is not None else request.SerializeToString(), items)
+            pipeline.consume(raw, items)
         self.metrics.pipeline_duration.labels(signal.name).observe(time.perf_counter() - started)
         self.metrics.items_received.labels(signal.name, transport).inc(items)
         self._count(signal, transport, "accepted")
