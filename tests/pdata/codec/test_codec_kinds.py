@@ -26,13 +26,13 @@ def native():
 
 
 def check(view) -> None:
-    by_form: dict[str, str] = {}
     for span in view.spans:
         if span.repeated:
             assert span.kinds is None
             continue
+        # Equal to the oracle is what normalize's lookup needs. (The scan shares one string per
+        # form as read; the same keys in another order may give an equal second string.)
         assert span.kinds == value_kinds(span.attrs)
-        assert by_form.setdefault(span.kinds, span.kinds) is span.kinds  # one object per form
 
 
 def test_value_kinds_spells_keys_sorted_with_one_letter_per_kind():
