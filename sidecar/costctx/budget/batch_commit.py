@@ -61,7 +61,7 @@ class SpendGroup:
     """A batch's model-call spans with the same envelope fields: one Context, one policy
     match, one median of the breaker, and their segments."""
 
-    __slots__ = ("ctx", "policy", "stamp_policy", "typical", "velocity", "spent", "_segments", "_last")
+    __slots__ = ("ctx", "policy", "stamp_policy", "typical", "velocity", "_segments", "_last")
 
     def __init__(self, ctx: Context, policy, stamp_policy: bool, typical: int | float | None,
                  velocity: bool = False) -> None:
@@ -70,7 +70,6 @@ class SpendGroup:
         self.stamp_policy = stamp_policy    # its spans carry no policy.id: stamp the policy's
         self.typical = typical              # Breaker.typical(ctx) as the batch began
         self.velocity = velocity            # the tenant's velocity counters are kept
-        self.spent: int | None = None       # the workflow's spend after its last span
         self._segments: dict[tuple[int, int], Segment] = {}
         self._last: tuple[int, int, Segment] | None = None
 

@@ -240,10 +240,14 @@ class BudgetProcessor(Processor):
         observe = breaker.observe_values
         trips = []
         states: dict[tuple[str, str], int] = {}  # counted once per batch, not per span
+        noted: dict[str, tuple[Context, int]] = {}  # workflow -> (context, spend), last span last
+        # Every counter's running value when some span reads more than its workflow's spend (a
+        # policy's limits, the tenant's velocity): a tenant or feature counter is shared by groups.
+        every = any(group.policy is not None or group.velocity for _, group, *_ in records)
         for (index, group, micro, tokens, _, at, _), segment in zip(records, placed, strict=True):
             ctx, policy = group.ctx, group.policy
             velocity = None
-            if policy is not None or group.velocity:
+            if every:
                 values = running.after_span(segment, micro, tokens)
                 where = segment.where
                 spent = values[where["workflow.cost_usd"]] if segment.workflow_key else None
@@ -253,8 +257,9 @@ class BudgetProcessor(Processor):
                 spent = running.workflow_cost(segment, micro)
             else:
                 spent = None
-            if spent is not None:
-                group.spent = spent
+            if spent is not None:  # the breaker's running total: as of the workflow's last span
+                noted.pop(ctx.workflow_id, None)
+                noted[ctx.workflow_id] = (ctx, spent)
             if velocity is not None or (group.typical is not None and spent is not None):
                 trips += [(key, ctx.tenant) for _, key, _ in observe(ctx, at, spent, velocity, group.typical, now)]
             if policy is not None:
@@ -264,9 +269,8 @@ class BudgetProcessor(Processor):
                     batch.set(index, POLICY_KEY, policy.id)
                 batch.set(index, STATE_KEY, state)
         engine.count_states(states)
-        for group in {id(r[1]): r[1] for r in records}.values():
-            if group.spent is not None:
-                breaker.note_running(group.ctx, group.spent, now)
+        for ctx, spent in noted.values():
+            breaker.note_running(ctx, spent, now)
         for key, tenant in trips:
             engine.store.trip_now(key, self.config.breaker.cooldown, tenant)
 
