@@ -17,7 +17,7 @@ from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, spent_micro, spe
 from costctx.budget.engine import BudgetEngine, SpanVerdict
 from costctx.budget.policy import Context, SpanSpend
 from costctx.budget.seen import SeenSpans
-from costctx.budget.span_trust import SpanTrust, resend_digest
+from costctx.budget.span_trust import CLOCK_SKEW, SpanTrust, resend_digest
 from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
@@ -134,7 +134,7 @@ class BudgetProcessor(Processor):
         # per model-call span, in batch order: (index, group, cost micro, tokens, start ms, end s, reservation id)
         records: list[tuple[int, SpendGroup, int, int, int, float, str | None]] = []
         keys: list[bytes | None] = []  # each record's resend key (the shared store commits it once)
-        duplicates = 0
+        duplicates = skewed = 0
         for index in batch.indices():
             span = spans[index]
             attrs = span.attrs
@@ -165,8 +165,14 @@ class BudgetProcessor(Processor):
             start_ms = start_ns // 1_000_000 if start_ns else int(now * 1000)
             rid = get(RESERVATION_KEY)
             rid = (rid if type(rid) is str else "") or None
-            if lo <= at <= hi and rid is None and micro <= cap:
-                at_ms = int(at * 1000)  # what SpanTrust.vet does to a span it has nothing against
+            # SpanTrust.vet, its clock rule inline (spans stamped by a skewed clock are common)
+            if not lo <= at <= hi:
+                at = lo if at < lo else hi
+                if not skewed:  # its place among the reasons, as vet would tally it (metric order)
+                    self._tally_untrusted(CLOCK_SKEW, 0)
+                skewed += 1
+            if rid is None and micro <= cap:
+                at_ms = int(at * 1000)
                 start_ms = min(max(start_ms, at_ms - 3_600_000), at_ms)
             else:
                 spend = trust.vet(span, SpanSpend(group.ctx, micro, tokens, 1, start_ms, at, rid), now)
@@ -186,6 +192,8 @@ class BudgetProcessor(Processor):
             records.append((index, group, micro, tokens, start_ms, at, rid))
         if duplicates:
             self.metrics.duplicate_spans.inc(duplicates)
+        if skewed:
+            self._tally_untrusted(CLOCK_SKEW, skewed)
         self._count_untrusted()
         if not records:
             self._finish(finished)
