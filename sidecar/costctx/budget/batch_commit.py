@@ -23,31 +23,40 @@ class Segment:
     """The spans of one group whose windows fall in one UTC hour and velocity bucket: one
     change layout, and their amounts summed."""
 
-    __slots__ = ("changes", "where", "workflow_key", "cost", "tokens", "steps", "start")
+    __slots__ = ("workflow_key", "workflow_ttl", "windows", "velocity", "where", "_changes",
+                 "cost", "tokens", "steps", "start")
 
     def __init__(self, ctx: Context, at: float, workflow_ttl_s: float, velocity_window_s: float | None) -> None:
-        # (key, field, what it adds, key ttl ms), in policy.commit_changes's order
-        changes: list[tuple[str, str, int, int]] = []
         workflow_id, tenant, feature = ctx.workflow_id, ctx.tenant, ctx.feature
-        self.workflow_key = ""
-        if workflow_id:
-            key = self.workflow_key = _workflow_key(workflow_id)
-            ttl = int(workflow_ttl_s * 1000)
-            changes += [(key, c.USD, COST, ttl), (key, c.TOKENS, TOKENS, ttl), (key, c.STEPS, STEPS, ttl),
-                        (key, c.START, START, ttl)]
+        self.workflow_key = _workflow_key(workflow_id) if workflow_id else ""
+        self.workflow_ttl = int(workflow_ttl_s * 1000)
         hour = int(at // 3600)
-        for kind, owner in (("t", tenant), ("f", feature)):
-            if owner:
-                changes += [(key, c.USD, COST, ttl) for key, ttl in _window_keys_ttls(kind, owner, hour)]
-        velocity = bool(velocity_window_s and tenant)
-        if velocity:
-            current, previous = _velocity_keys(tenant, int(at // velocity_window_s))  # type: ignore[operator]
-            ttl = int(velocity_window_s * 3000)  # type: ignore[operator]
-            changes += [(current, c.USD, COST, ttl), (previous, c.USD, ZERO, ttl)]
-        self.changes = tuple(changes)
-        self.where = _where(bool(workflow_id), bool(tenant), bool(feature), velocity)
+        # (key, ttl ms) of the tenant's then the feature's windows (cached per owner and hour)
+        self.windows = ((_window_keys_ttls("t", tenant, hour) if tenant else ())
+                        + (_window_keys_ttls("f", feature, hour) if feature else ()))
+        # the tenant's (current, previous) velocity bucket keys and their ttl, when kept
+        self.velocity: tuple[str, str, int] | None = None
+        if velocity_window_s and tenant:
+            current, previous = _velocity_keys(tenant, int(at // velocity_window_s))
+            self.velocity = (current, previous, int(velocity_window_s * 3000))
+        self.where = _where(bool(workflow_id), bool(tenant), bool(feature), self.velocity is not None)
+        self._changes: tuple[tuple[str, str, int], ...] | None = None
         self.cost = self.tokens = self.steps = 0
         self.start: int | None = None  # the first span's start (the workflow's, when absent)
+
+    @property
+    def changes(self) -> tuple[tuple[str, str, int], ...]:
+        """(key, field, what it adds) in policy.commit_changes's order (the order of `where`)."""
+        if self._changes is None:
+            changes: list[tuple[str, str, int]] = []
+            key = self.workflow_key
+            if key:
+                changes += [(key, c.USD, COST), (key, c.TOKENS, TOKENS), (key, c.STEPS, STEPS), (key, c.START, START)]
+            changes += [(key, c.USD, COST) for key, _ in self.windows]
+            if self.velocity is not None:
+                changes += [(self.velocity[0], c.USD, COST), (self.velocity[1], c.USD, ZERO)]
+            self._changes = tuple(changes)
+        return self._changes
 
     def add(self, cost: int, tokens: int, start_ms: int) -> None:
         self.cost += cost
@@ -93,16 +102,34 @@ def key_adds(segments: list[Segment]) -> dict[str, KeyAdds]:
     """Every segment's sums, per counter key (segments sharing a key add up; the first
     segment's start is the one set when absent, as the first span's would be)."""
     adds: dict[str, KeyAdds] = {}
+    usd = c.USD
     for segment in segments:
-        amounts = (segment.cost, segment.tokens, segment.steps, segment.start, 0)
-        for key, field, what, ttl in segment.changes:
+        cost = segment.cost
+        key = segment.workflow_key
+        if key:
             add = adds.get(key)
             if add is None:
-                add = adds[key] = KeyAdds(ttl)
-            if what == START:
-                add.if_absent.setdefault(field, amounts[START])  # type: ignore[arg-type]
+                adds[key] = KeyAdds(segment.workflow_ttl, {usd: cost, c.TOKENS: segment.tokens, c.STEPS: segment.steps},
+                                    {c.START: segment.start})  # type: ignore[dict-item]
             else:
-                add.sums[field] = add.sums.get(field, 0) + amounts[what]  # type: ignore[operator]
+                sums = add.sums
+                sums[usd] += cost
+                sums[c.TOKENS] += segment.tokens
+                sums[c.STEPS] += segment.steps
+        for key, ttl in segment.windows:
+            add = adds.get(key)
+            if add is None:
+                adds[key] = KeyAdds(ttl, {usd: cost})
+            else:
+                add.sums[usd] += cost
+        if segment.velocity is not None:
+            current, previous, ttl = segment.velocity
+            for key, amount in ((current, cost), (previous, 0)):  # the previous bucket: kept, added nothing
+                add = adds.get(key)
+                if add is None:
+                    adds[key] = KeyAdds(ttl, {usd: amount})
+                else:
+                    add.sums[usd] += amount
     return adds
 
 
@@ -125,7 +152,7 @@ class RunningValues:
         running = self._running
         amounts = (cost, tokens, 1, 0, 0)
         values = []
-        for key, field, what, _ in segment.changes:
+        for key, field, what in segment.changes:
             if what == START:
                 values.append(self._after[key][field])  # set once, before any span read it
                 continue

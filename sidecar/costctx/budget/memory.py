@@ -204,15 +204,29 @@ class MemoryStore:
                 outcomes.append((False, True))  # made for another workflow or tenant: left for its own span
             else:
                 outcomes.append((self._release(rid), False))
+        # The counters themselves, not copies: the caller reads them before anything else runs.
         after: dict[str, dict[str, int]] = {}
+        hashes, expires, by_ttl = self.hashes, self.expires, self._by_ttl
         for key, add in adds.items():
-            counter = self._hash(key, add.ttl_ms, now)
-            values = {}
+            # _hash and _expire_at inlined: this runs for every counter a batch touches.
+            counter = hashes.get(key)
+            if counter is None:
+                counter = hashes[key] = {}
+                if len(hashes) > self.max_keys:
+                    self._evict()
+            ttl_ms = add.ttl_ms
+            if ttl_ms:
+                expires[key] = expiry = now + ttl_ms / 1000.0
+                order = by_ttl.get(ttl_ms)
+                if order is None:
+                    order = by_ttl[ttl_ms] = {}
+                order.pop(key, None)
+                order[key] = expiry
             for fld, amount in add.sums.items():
-                values[fld] = counter[fld] = counter.get(fld, 0) + amount
+                counter[fld] = counter.get(fld, 0) + amount
             for fld, amount in add.if_absent.items():
-                values[fld] = counter.setdefault(fld, amount)
-            after[key] = values
+                counter.setdefault(fld, amount)
+            after[key] = counter
         return outcomes, after
 
     def release_now(self, reservation_id: str) -> bool:

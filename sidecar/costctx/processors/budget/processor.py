@@ -23,11 +23,14 @@ from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
 from costctx.pdata.codec.api import EMPTY
-from costctx.pdata.ids import span_identity
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
 
+# What a model-call span's commit reads: the group's five envelope fields, then its amounts.
+_READ = ("workflow.id", "workflow.name", "owner.tenant", "owner.feature", "policy.id", "cost.usd",
+         "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "budget.reservation_id")
+_ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
 # Stands for a non-string envelope value in a group's key (read as "", never a policy.id).
 _OTHER = object()
 
@@ -134,16 +137,17 @@ class BudgetProcessor(Processor):
         # per model-call span, in batch order: (index, group, cost micro, tokens, start ms, end s, reservation id)
         records: list[tuple[int, SpendGroup, int, int, int, float, str | None]] = []
         keys: list[bytes | None] = []  # each record's resend key (the shared store commits it once)
+        seen, expiry = committed.open_batch()
+        maxsize = committed.maxsize
         duplicates = skewed = 0
         for index in batch.indices():
             span = spans[index]
             attrs = span.attrs
             if attrs.keys().isdisjoint(markers):
                 continue  # not a model call: the common case, one set test
-            get = attrs.get
+            values = tuple(map(attrs.get, _READ))  # one C loop for the nine reads
             # The envelope fields the counters are keyed by: one Context and policy per group.
-            fields = (get("workflow.id"), get("workflow.name"), get("owner.tenant"), get("owner.feature"),
-                      get(POLICY_KEY))
+            fields = values[:5]
             try:
                 group = groups.get(fields)
             except TypeError:  # an array or kvlist value: a field the counters read as ""
@@ -151,8 +155,7 @@ class BudgetProcessor(Processor):
                 group = groups.get(fields)
             if group is None:
                 group = groups[fields] = self._group(fields)
-            cost, tokens_in, tokens_out = get(COST_KEY), get("gen_ai.usage.input_tokens"), \
-                get("gen_ai.usage.output_tokens")
+            cost, tokens_in, tokens_out, rid = values[5:]
             kind = type(cost)
             cost = cost if kind is float else float(cost) if kind is int else 0.0
             tokens = (tokens_in if type(tokens_in) is int else 0) + (tokens_out if type(tokens_out) is int else 0)
@@ -163,7 +166,6 @@ class BudgetProcessor(Processor):
             end_ns, start_ns = span.end, span.start
             at = end_ns / 1e9 if end_ns else now
             start_ms = start_ns // 1_000_000 if start_ns else int(now * 1000)
-            rid = get(RESERVATION_KEY)
             rid = (rid if type(rid) is str else "") or None
             # SpanTrust.vet, its clock rule inline (spans stamped by a skewed clock are common)
             if not lo <= at <= hi:
@@ -177,18 +179,20 @@ class BudgetProcessor(Processor):
             else:
                 spend = trust.vet(span, SpanSpend(group.ctx, micro, tokens, 1, start_ms, at, rid), now)
                 micro, start_ms, at, rid = spend.cost_micro, spend.start_ms, spend.at, spend.reservation_id
-            identity = span_identity(span)
-            if identity is not None:
+            trace_id, span_id = span.trace_id, span.span_id  # span_identity inline
+            if len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
                 # In this process a tuple tells a resend as well as the digest the shared store keys on.
-                span_key = (resend_digest(identity, micro, tokens, rid) if not sync
-                            else (identity, micro, tokens, rid))
-                if span_key in committed:
+                span_key = ((trace_id, span_id, micro, tokens, rid) if sync
+                            else resend_digest(trace_id + span_id, micro, tokens, rid))
+                if span_key in seen:
                     duplicates += 1
                     continue
-                committed.add(span_key)
-                keys.append(span_key if not sync else None)
+                if len(seen) >= maxsize:
+                    committed.make_room()
+                seen[span_key] = expiry
+                keys.append(None if sync else span_key)  # type: ignore[arg-type]
             else:
-                keys.append(None)
+                keys.append(None)  # not valid ids: such spans cannot be told apart
             records.append((index, group, micro, tokens, start_ms, at, rid))
         if duplicates:
             self.metrics.duplicate_spans.inc(duplicates)
