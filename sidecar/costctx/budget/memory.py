@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from costctx.budget.counters import RESERVED_FIELD, START
@@ -31,7 +32,8 @@ class MemoryStore:
         # given then): with one TTL, touch order is expiry order, so expiry and the size bound
         # look only at the front; never a pass over every key. A key given another TTL since
         # leaves a stale entry (its expiry no longer matches), dropped when reached.
-        self._by_ttl: dict[int, dict[str, float]] = {}
+        # OrderedDicts: taking from the front of a plain dict skips the holes deletions leave.
+        self._by_ttl: dict[int, OrderedDict[str, float]] = {}
         self.evicted_total = 0                       # keys forgotten by the size bound
         self.sweep_visits = 0                        # entries sweeps looked at (tests: work stays bounded)
         # reservation id -> (expiry, [(key, reserved field, amount)], (workflow, tenant) bound to)
@@ -56,9 +58,9 @@ class MemoryStore:
         self.expires[key] = expiry
         order = self._by_ttl.get(ttl_ms)
         if order is None:
-            order = self._by_ttl[ttl_ms] = {}
-        order.pop(key, None)  # to the end: touched last
+            order = self._by_ttl[ttl_ms] = OrderedDict()
         order[key] = expiry
+        order.move_to_end(key)  # touched last
 
     def _evict(self) -> None:
         """Forget the least recently touched key (the size bound): the oldest front entry."""
@@ -71,9 +73,7 @@ class MemoryStore:
                         oldest_ttl, oldest_touch = ttl_ms, touched
             if oldest_ttl is None:
                 return  # only keys without a TTL: nothing to order them by
-            order = self._by_ttl[oldest_ttl]
-            key = next(iter(order))
-            expiry = order.pop(key)
+            key, expiry = self._by_ttl[oldest_ttl].popitem(last=False)
             if self.expires.get(key) == expiry:
                 del self.expires[key]
                 if self.hashes.pop(key, None) is not None:
@@ -105,18 +105,16 @@ class MemoryStore:
     def sweep(self, now: float) -> None:
         expires, hashes = self.expires, self.hashes
         for order in self._by_ttl.values():
-            gone = []
-            for key, expiry in order.items():
+            while order:
                 self.sweep_visits += 1
-                current = expires.get(key)
-                if current == expiry:
+                key = next(iter(order))
+                expiry = order[key]
+                if expires.get(key) == expiry:
                     if expiry > now:
                         break  # the rest of this TTL's keys expire later
                     del expires[key]
                     hashes.pop(key, None)
-                gone.append(key)  # expired, or a stale entry (the key has another TTL now)
-            for key in gone:
-                del order[key]
+                del order[key]  # expired, or a stale entry (the key has another TTL now)
         for key in [k for k, e in self.flags.items() if e <= now]:
             del self.flags[key]
 
@@ -219,9 +217,9 @@ class MemoryStore:
                 expires[key] = expiry = now + ttl_ms / 1000.0
                 order = by_ttl.get(ttl_ms)
                 if order is None:
-                    order = by_ttl[ttl_ms] = {}
-                order.pop(key, None)
+                    order = by_ttl[ttl_ms] = OrderedDict()
                 order[key] = expiry
+                order.move_to_end(key)
             for fld, amount in add.sums.items():
                 counter[fld] = counter.get(fld, 0) + amount
             for fld, amount in add.if_absent.items():
