@@ -2,7 +2,7 @@
 op's changes repeat a key (its lookup is reused for consecutive changes of one key and TTL)."""
 
 from costctx.budget.memory import MemoryStore
-from costctx.budget.store import SET_IF_ABSENT, CommitOp
+from costctx.budget.store import SET_IF_ABSENT, CommitOp, KeyAdds
 
 
 def test_consecutive_changes_of_one_key_keep_each_ttl_and_value():
@@ -37,3 +37,43 @@ def test_a_key_seen_earlier_in_the_call_takes_each_later_ttl():
     assert [r.values for r in results] == [[5, 1], [8], [3, 9]]
     assert store.hashes == {"wf|a": {"usd": 9}, "t|x": {"usd": 3}}
     assert store.expires == {"wf|a": 1001.0, "t|x": 1004.0}
+
+
+def _one_workflow_batch(store: MemoryStore, serial: int) -> None:
+    store.apply_now([], {f"wf|{serial}": KeyAdds(60_000, {"usd": 1}), "t|acme|h": KeyAdds(7_200_000, {"usd": 1})})
+
+
+def test_a_sweep_looks_only_at_what_expired_however_many_workflows_live():
+    """A sidecar running for hours keeps a day of workflows: its periodic sweep must not pass
+    over all of them (it did: a list of every key every 5 s)."""
+    clock = [1000.0]
+    store = MemoryStore(clock=lambda: clock[0])
+    for serial in range(20_000):  # live workflows, none expired
+        clock[0] += 0.001
+        _one_workflow_batch(store, serial)
+    before = store.sweep_visits
+    store.sweep(clock[0])
+    assert store.sweep_visits - before <= 2  # one look at each TTL's oldest key
+    clock[0] += 30.0
+    for serial in range(20_000, 20_010):
+        _one_workflow_batch(store, serial)
+    clock[0] = 1000.0 + 60.0 + 10.0  # the first ~10,000 workflows have expired
+    before = store.sweep_visits
+    store.sweep(clock[0])
+    gone = 20_010 - sum(1 for key in store.hashes if key.startswith("wf|"))
+    assert 9_000 < gone < 11_000
+    assert store.sweep_visits - before <= gone + 2  # the expired, plus one live key per TTL
+    assert "t|acme|h" in store.hashes and len(store.expires) == len(store.hashes)
+
+
+def test_the_store_forgets_the_least_recently_touched_keys_past_its_bound():
+    clock = [1000.0]
+    store = MemoryStore(clock=lambda: clock[0], max_keys=100)
+    for serial in range(1_000):
+        clock[0] += 1.0
+        _one_workflow_batch(store, serial)
+        store.apply_now([], {"t|acme|h": KeyAdds(7_200_000, {"usd": 1})})  # touched by every batch
+    assert len(store.hashes) == 100 and store.evicted_total == 901
+    assert store.hashes["t|acme|h"] == {"usd": 2_000}  # kept: touched last, not first
+    assert {f"wf|{serial}" for serial in range(901, 1_000)} <= store.hashes.keys()
+    assert len(store.expires) == 100

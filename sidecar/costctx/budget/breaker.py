@@ -132,32 +132,51 @@ class Breaker:
     def observe(self, spend: SpanSpend, where: dict[str, int], result: CommitResult, now: float
                 ) -> list[tuple[str, str, str]]:
         """After a span's commit: the trips it causes, (kind, breaker key, why), each once per cool-down."""
-        breaker = self.config
+        values = result.values
         ctx = spend.ctx
+        velocity = None
+        if "velocity.current" in where:
+            velocity = (values[where["velocity.current"]], values[where["velocity.previous"]])
+        spent = values[where["workflow.cost_usd"]] if "workflow.cost_usd" in where else None
+        trips = self.observe_values(ctx, spend.at, spent, velocity, self.typical(ctx), now)
+        if spent is not None:
+            self.note_running(ctx, spent, now)
+        return trips
+
+    def typical(self, ctx: Context) -> int | float | None:
+        """The median spend of the other finished workflows of ctx's workflow.name (None: not
+        enough of them, or the median rule is off); fixed while one batch is observed."""
+        if not (self.config.workflow_median_multiple and ctx.workflow_id and ctx.workflow_name):
+            return None
+        # Kept sorted as workflows finish: O(log n), not a sort of up to median_window values.
+        return self._recent_of(ctx.workflow_name).median_without(ctx.workflow_id, self.config.min_samples)
+
+    def note_running(self, ctx: Context, spent: int, now: float) -> None:
+        """The workflow's spend so far, after a batch's spans of it were observed."""
+        if self.config.workflow_median_multiple and ctx.workflow_id and ctx.workflow_name:
+            self._note_running(ctx.workflow_id, ctx.workflow_name, spent, now)
+
+    def observe_values(self, ctx: Context, at: float, spent: int | None, velocity: tuple[int, int] | None,
+                       typical: int | float | None, now: float) -> list[tuple[str, str, str]]:
+        """The trips after one span: `spent` the workflow's spend after it, `velocity` the tenant's
+        (current, previous) bucket, `typical` from `typical(ctx)`."""
+        breaker = self.config
         trips = []
-        if breaker.tenant_usd_per_window and "velocity.current" in where:
+        if breaker.tenant_usd_per_window and velocity is not None:
             window = breaker.velocity_window
-            current = result.values[where["velocity.current"]]
-            previous = result.values[where["velocity.previous"]]
+            current, previous = velocity
             # Sliding-window estimate from two fixed buckets: the previous one weighted
             # by how much of it still lies inside the window.
-            overlap = 1.0 - (spend.at % window) / window
-            velocity = current + previous * overlap
-            if velocity > c.usd_to_micro(breaker.tenant_usd_per_window):
+            overlap = 1.0 - (at % window) / window
+            estimate = current + previous * overlap
+            if estimate > c.usd_to_micro(breaker.tenant_usd_per_window):
                 trips.append(("tenant_velocity", c.tenant_breaker_key(ctx.tenant),
-                              f"tenant {ctx.tenant} spent ${velocity / c.MICRO:.4f} in {window:g}s"))
-        if breaker.workflow_median_multiple and ctx.workflow_id and ctx.workflow_name \
-                and "workflow.cost_usd" in where:
-            spent = result.values[where["workflow.cost_usd"]]
-            recent = self._recent_of(ctx.workflow_name)
-            # The median of the other finished workflows, kept sorted as they finish: O(log n)
-            # per span instead of a list and a sort of up to median_window values.
-            typical = recent.median_without(ctx.workflow_id, breaker.min_samples)
-            if typical is not None and typical > 0 and spent > breaker.workflow_median_multiple * typical:
-                trips.append(("workflow_median", c.workflow_breaker_key(ctx.workflow_id),
-                              f"workflow {ctx.workflow_id} ({ctx.workflow_name}) cost ${spent / c.MICRO:.4f}, "
-                              f"over {breaker.workflow_median_multiple:g}x the median ${typical / c.MICRO:.4f}"))
-            self._note_running(ctx.workflow_id, ctx.workflow_name, spent, now)
+                              f"tenant {ctx.tenant} spent ${estimate / c.MICRO:.4f} in {window:g}s"))
+        if typical is not None and typical > 0 and spent is not None \
+                and spent > breaker.workflow_median_multiple * typical:  # type: ignore[operator]
+            trips.append(("workflow_median", c.workflow_breaker_key(ctx.workflow_id),
+                          f"workflow {ctx.workflow_id} ({ctx.workflow_name}) cost ${spent / c.MICRO:.4f}, "
+                          f"over {breaker.workflow_median_multiple:g}x the median ${typical / c.MICRO:.4f}"))
         if not trips:
             return trips  # the common case: nothing to trip, nothing to forget
         fresh = []

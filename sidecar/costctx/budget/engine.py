@@ -273,13 +273,28 @@ class BudgetEngine:
             if policy is None:
                 out.append(SpanVerdict(None, None, workflow_micro))
                 continue
-            state = self._state(policy, spend, where, result, now)
+            state = self.state_of(policy, spend.ctx, where, result.values, now)
             if not result.duplicate:  # a resent span was counted the first time
                 states[(policy.id, state)] = states.get((policy.id, state), 0) + 1
             out.append(SpanVerdict(policy.id, state, workflow_micro))
         for (policy_id, state), spans in states.items():
             self.metrics.span_states.labels(policy_id, state).inc(spans)
         return out, trips
+
+    def count_commit(self, outcomes: list[tuple[bool, bool]], spans: int) -> None:
+        """The metrics of a batch's commit: `outcomes` (released, refused) per reservation named."""
+        released = sum(1 for r, _ in outcomes if r)
+        if released:
+            self.metrics.reservations.labels("committed").inc(released)
+        self.metrics.committed_spans.inc(spans)
+        refused = sum(1 for _, r in outcomes if r)
+        if refused:
+            self.metrics.reservations.labels("refused").inc(refused)
+            log.warning("%d span(s) named a reservation made for another workflow or tenant; left reserved", refused)
+
+    def count_states(self, states: dict[tuple[str, str], int]) -> None:
+        for (policy_id, state), spans in states.items():
+            self.metrics.span_states.labels(policy_id, state).inc(spans)
 
     def _limits_of(self, policy: PolicyConfig, tenant: WindowLimits, feature: WindowLimits
                    ) -> tuple[tuple[str, float], ...]:
@@ -301,12 +316,12 @@ class BudgetEngine:
             self._limits_cache[cache_key] = found
         return found
 
-    def _state(self, policy: PolicyConfig, spend: SpanSpend, where, result: CommitResult, now: float) -> str:
-        ctx = spend.ctx
+    def state_of(self, policy: PolicyConfig, ctx: Context, where: dict[str, int], values: list[int],
+                 now: float) -> str:
+        """The budget.state after a span: `values` the counters after it, in its changes' order."""
         if self.breaker.open_here(ctx, now):
             return "tripped"
         worst = 0.0
-        values = result.values
         limits = policy.workflow
         for name, scaled_limit in self._limits_of(policy, policy.tenant_limits(ctx.tenant),
                                                   policy.feature_limits(ctx.feature)):

@@ -8,20 +8,34 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from costctx.budget.counters import RESERVED_FIELD, START
 from costctx.budget.decision import CheckOutcome, CheckPlan, decide
-from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult, binding_admits
+from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult, KeyAdds, binding_admits
+
+# Counters kept at most (workflow, window and velocity keys): past this the least recently
+# touched are forgotten first, so a sidecar that sees new workflows for days stays bounded.
+MAX_KEYS = 1_000_000
 
 
 class MemoryStore:
     sync = True
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, max_keys: int = MAX_KEYS) -> None:
         self.clock = clock
+        self.max_keys = max_keys
         self.hashes: dict[str, dict[str, int]] = {}
         self.expires: dict[str, float] = {}          # key -> epoch seconds
+        # Per TTL, the keys in the order they were last given it (key -> the expiry it was
+        # given then): with one TTL, touch order is expiry order, so expiry and the size bound
+        # look only at the front; never a pass over every key. A key given another TTL since
+        # leaves a stale entry (its expiry no longer matches), dropped when reached.
+        # OrderedDicts: taking from the front of a plain dict skips the holes deletions leave.
+        self._by_ttl: dict[int, OrderedDict[str, float]] = {}
+        self.evicted_total = 0                       # keys forgotten by the size bound
+        self.sweep_visits = 0                        # entries sweeps looked at (tests: work stays bounded)
         # reservation id -> (expiry, [(key, reserved field, amount)], (workflow, tenant) bound to)
         self.reservations: dict[str, tuple[float, list[tuple[str, str, int]], tuple[str, str]]] = {}
         self._expiry_heap: list[tuple[float, str]] = []
@@ -34,9 +48,37 @@ class MemoryStore:
         found = self.hashes.get(key)
         if found is None:
             found = self.hashes[key] = {}
+            if len(self.hashes) > self.max_keys:
+                self._evict()
         if ttl_ms:
-            self.expires[key] = now + ttl_ms / 1000.0
+            self._expire_at(key, ttl_ms, now + ttl_ms / 1000.0)
         return found
+
+    def _expire_at(self, key: str, ttl_ms: int, expiry: float) -> None:
+        self.expires[key] = expiry
+        order = self._by_ttl.get(ttl_ms)
+        if order is None:
+            order = self._by_ttl[ttl_ms] = OrderedDict()
+        order[key] = expiry
+        order.move_to_end(key)  # touched last
+
+    def _evict(self) -> None:
+        """Forget the least recently touched key (the size bound): the oldest front entry."""
+        while True:
+            oldest_ttl, oldest_touch = None, 0.0
+            for ttl_ms, order in self._by_ttl.items():
+                if order:
+                    touched = order[next(iter(order))] - ttl_ms / 1000.0
+                    if oldest_ttl is None or touched < oldest_touch:
+                        oldest_ttl, oldest_touch = ttl_ms, touched
+            if oldest_ttl is None:
+                return  # only keys without a TTL: nothing to order them by
+            key, expiry = self._by_ttl[oldest_ttl].popitem(last=False)
+            if self.expires.get(key) == expiry:
+                del self.expires[key]
+                if self.hashes.pop(key, None) is not None:
+                    self.evicted_total += 1
+                return
 
     def _release(self, reservation_id: str) -> bool:
         entry = self.reservations.pop(reservation_id, None)
@@ -61,9 +103,18 @@ class MemoryStore:
         return released
 
     def sweep(self, now: float) -> None:
-        for key in [k for k, e in self.expires.items() if e <= now]:
-            self.expires.pop(key, None)
-            self.hashes.pop(key, None)
+        expires, hashes = self.expires, self.hashes
+        for order in self._by_ttl.values():
+            while order:
+                self.sweep_visits += 1
+                key = next(iter(order))
+                expiry = order[key]
+                if expires.get(key) == expiry:
+                    if expiry > now:
+                        break  # the rest of this TTL's keys expire later
+                    del expires[key]
+                    hashes.pop(key, None)
+                del order[key]  # expired, or a stale entry (the key has another TTL now)
         for key in [k for k, e in self.flags.items() if e <= now]:
             del self.flags[key]
 
@@ -101,7 +152,6 @@ class MemoryStore:
 
     def commit_now(self, ops: list[CommitOp]) -> list[CommitResult]:
         now = self.clock()
-        hashes, expires = self.hashes, self.expires
         results = []
         reservations = self.reservations
         touched: dict[str, tuple[dict[str, int], int]] = {}  # key -> (its counter, the TTL last set)
@@ -128,11 +178,7 @@ class MemoryStore:
                     if found is not None and found[1] == ttl_ms:
                         counter = found[0]
                     else:
-                        counter = hashes.get(key)
-                        if counter is None:
-                            counter = hashes[key] = {}
-                        if ttl_ms:
-                            expires[key] = now + ttl_ms / 1000.0
+                        counter = self._hash(key, ttl_ms, now)
                         touched[key] = (counter, ttl_ms)
                 if fld[0] == SET_IF_ABSENT:
                     append(counter.setdefault(fld[1:], amount))
@@ -141,6 +187,45 @@ class MemoryStore:
                     append(value)
             results.append(CommitResult(released, values, refused=refused))
         return results
+
+    def apply_now(self, releases: list[tuple[str, tuple[str, str] | None]], adds: dict[str, KeyAdds]
+                  ) -> tuple[list[tuple[bool, bool]], dict[str, dict[str, int]]]:
+        """A batch's commit with its amounts summed per counter (see budget/batch_commit.py):
+        first each span's reservation (id, its span's workflow and tenant), then each key's
+        sums. -> ((released, refused) per release, each key's touched fields' values after)."""
+        now = self.clock()
+        reservations = self.reservations
+        outcomes = []
+        for rid, binding in releases:
+            entry = reservations.get(rid)
+            if entry is not None and binding is not None and not binding_admits(entry[2], binding):
+                outcomes.append((False, True))  # made for another workflow or tenant: left for its own span
+            else:
+                outcomes.append((self._release(rid), False))
+        # The counters themselves, not copies: the caller reads them before anything else runs.
+        after: dict[str, dict[str, int]] = {}
+        hashes, expires, by_ttl = self.hashes, self.expires, self._by_ttl
+        for key, add in adds.items():
+            # _hash and _expire_at inlined: this runs for every counter a batch touches.
+            counter = hashes.get(key)
+            if counter is None:
+                counter = hashes[key] = {}
+                if len(hashes) > self.max_keys:
+                    self._evict()
+            ttl_ms = add.ttl_ms
+            if ttl_ms:
+                expires[key] = expiry = now + ttl_ms / 1000.0
+                order = by_ttl.get(ttl_ms)
+                if order is None:
+                    order = by_ttl[ttl_ms] = OrderedDict()
+                order[key] = expiry
+                order.move_to_end(key)
+            for fld, amount in add.sums.items():
+                counter[fld] = counter.get(fld, 0) + amount
+            for fld, amount in add.if_absent.items():
+                counter.setdefault(fld, amount)
+            after[key] = counter
+        return outcomes, after
 
     def release_now(self, reservation_id: str) -> bool:
         return self._release(reservation_id)

@@ -44,3 +44,21 @@ class SeenSpans:
 
     def __len__(self) -> int:
         return len(self._expires)
+
+    def open_batch(self) -> tuple[OrderedDict, float]:
+        """For a batch of tests and adds inline: expire once, then -> (the entries, the expiry of
+        an entry added now). A key is seen when `key in entries` (every expired entry is gone);
+        to add one, `make_room()` when `len(entries) >= maxsize`, then `entries[key] = expiry`."""
+        now = self._timer()
+        entries = self._expires
+        while entries:  # drop the expired, oldest first
+            oldest = next(iter(entries))
+            if now < entries[oldest]:
+                break
+            del entries[oldest]
+        return entries, now + self.ttl
+
+    def make_room(self) -> None:
+        entries = self._expires
+        while len(entries) >= self.maxsize:
+            entries.popitem(last=False)  # the size bound: the oldest goes first

@@ -86,10 +86,15 @@ def resend_key(span: SpanView, spend: SpanSpend) -> bytes | None:
     identity = span_identity(span)
     if identity is None:
         return None
+    return resend_digest(identity, spend.cost_micro, spend.tokens, spend.reservation_id)
+
+
+def resend_digest(identity: bytes, cost_micro: int, tokens: int, reservation_id: str | None) -> bytes:
+    """resend_key from the span's identity and amounts."""
     # The amounts the span carries, not the context repair gave it: a resent copy repaired
     # differently (its ancestor arrived between the two sends) is still the same call, and
     # must not be committed twice under two owners.
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(struct.pack("<qq", spend.cost_micro, spend.tokens))
-    digest.update((spend.reservation_id or "").encode("utf-8", "surrogatepass"))
+    digest.update(struct.pack("<qq", cost_micro, tokens))
+    digest.update((reservation_id or "").encode("utf-8", "surrogatepass"))
     return identity + digest.digest()

@@ -43,6 +43,15 @@ class CommitResult:
     refused: bool = False  # the reservation was made for another workflow or tenant: left alone
 
 
+@dataclass(slots=True)
+class KeyAdds:
+    """What one batch adds to one counter key: its spans' amounts summed per field."""
+
+    ttl_ms: int
+    sums: dict[str, int] = field(default_factory=dict)       # field -> amount added
+    if_absent: dict[str, int] = field(default_factory=dict)  # field -> set when absent (the first span's)
+
+
 def binding_admits(bound: tuple[str, str], span: tuple[str, str]) -> bool:
     """May a span of (workflow, tenant) `span` replace a reservation bound to `bound`? Each
     field the check named must match; one it left empty binds nothing (as release.lua)."""

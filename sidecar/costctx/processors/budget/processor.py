@@ -12,19 +12,27 @@ from __future__ import annotations
 import asyncio
 import time
 
+from costctx.budget.batch_commit import RunningValues, Segment, SpendGroup, key_adds
 from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, spent_micro, spent_tokens
 from costctx.budget.engine import BudgetEngine, SpanVerdict
 from costctx.budget.policy import Context, SpanSpend
 from costctx.budget.seen import SeenSpans
-from costctx.budget.span_trust import SpanTrust, resend_key
+from costctx.budget.span_trust import CLOCK_SKEW, SpanTrust, resend_digest
 from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
-from costctx.pdata.codec.api import EMPTY, SpanView
+from costctx.pdata.codec.api import EMPTY
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
+
+# What a model-call span's commit reads: the group's five envelope fields, then its amounts.
+_READ = ("workflow.id", "workflow.name", "owner.tenant", "owner.feature", "policy.id", "cost.usd",
+         "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "budget.reservation_id")
+_ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
+# Stands for a non-string envelope value in a group's key (read as "", never a policy.id).
+_OTHER = object()
 
 COST_KEY = "cost.usd"
 RESERVATION_KEY = "budget.reservation_id"
@@ -92,34 +100,6 @@ class BudgetProcessor(Processor):
                                 "workflow.id", "workflow.name", "owner.tenant", "owner.feature", POLICY_KEY,
                                 RESERVATION_KEY, STATE_KEY, SPEND_TOTAL}
 
-    @staticmethod
-    def _spend(span: SpanView, now: float) -> SpanSpend:
-        # _string/_int inlined (`v if type(v) is str else ""`): this runs for every model-call span.
-        get = span.attrs.get
-        cost = _cost(get(COST_KEY))
-        tokens = _int(get("gen_ai.usage.input_tokens")) + _int(get("gen_ai.usage.output_tokens"))
-        workflow_id, workflow_name = get("workflow.id"), get("workflow.name")
-        tenant, feature, policy_id = get("owner.tenant"), get("owner.feature"), get(POLICY_KEY)
-        retry = get("retry.attempt")
-        ctx = Context(
-            workflow_id if type(workflow_id) is str else "",
-            workflow_name if type(workflow_name) is str else "",
-            tenant if type(tenant) is str else "",
-            feature if type(feature) is str else "",
-            policy_id if type(policy_id) is str else "",
-            retry if type(retry) is int else 0,
-        )
-        end_ns, start_ns = span.end, span.start
-        end = end_ns / 1e9 if end_ns else now
-        start_ms = start_ns // 1_000_000 if start_ns else int(now * 1000)
-        # A finite cost in (0, MAX_USD) is what spent_micro rounds directly; it handles the rest.
-        micro = round(cost * MICRO) if 0.0 < cost < MAX_USD else spent_micro(cost)
-        if not 0 <= tokens <= MAX_TOKENS:
-            tokens = spent_tokens(tokens)
-        reservation = get(RESERVATION_KEY)
-        return SpanSpend(ctx, micro, tokens, 1, start_ms, end,
-                         (reservation if type(reservation) is str else "") or None)
-
     def _tally_untrusted(self, reason: str, spans: int) -> None:
         self._untrusted[reason] = self._untrusted.get(reason, 0) + spans
 
@@ -145,49 +125,166 @@ class BudgetProcessor(Processor):
         view = batch.view
         finished = self._finished(batch)
         now = time.time()
-        indices, spends = [], []
+        store = self.engine.store
+        sync = store.sync
+        trust = self.trust
         committed = self._committed
         markers = self._markers
-        spend_of = self._spend
         spans = view.spans
-        vet = self.trust.vet
-        duplicates = 0
+        skew = trust.max_clock_skew
+        lo, hi, cap = now - skew, now + skew, trust.cap_micro
+        groups: dict[tuple, SpendGroup] = {}
+        # per model-call span, in batch order: (index, group, cost micro, tokens, start ms, end s, reservation id)
+        records: list[tuple[int, SpendGroup, int, int, int, float, str | None]] = []
+        keys: list[bytes | None] = []  # each record's resend key (the shared store commits it once)
+        seen, expiry = committed.open_batch()
+        maxsize = committed.maxsize
+        duplicates = skewed = 0
         for index in batch.indices():
             span = spans[index]
-            if span.attrs.keys().isdisjoint(markers):
+            attrs = span.attrs
+            if attrs.keys().isdisjoint(markers):
                 continue  # not a model call: the common case, one set test
-            spend = vet(span, spend_of(span, now), now)
-            span_key = resend_key(span, spend)
-            if span_key is not None:
-                if span_key in committed:
+            values = tuple(map(attrs.get, _READ))  # one C loop for the nine reads
+            # The envelope fields the counters are keyed by: one Context and policy per group.
+            fields = values[:5]
+            try:
+                group = groups.get(fields)
+            except TypeError:  # an array or kvlist value: a field the counters read as ""
+                fields = tuple(v if type(v) is str or v is None or v is EMPTY else _OTHER for v in fields)
+                group = groups.get(fields)
+            if group is None:
+                group = groups[fields] = self._group(fields)
+            cost, tokens_in, tokens_out, rid = values[5:]
+            kind = type(cost)
+            cost = cost if kind is float else float(cost) if kind is int else 0.0
+            tokens = (tokens_in if type(tokens_in) is int else 0) + (tokens_out if type(tokens_out) is int else 0)
+            # A finite cost in (0, MAX_USD) is what spent_micro rounds directly; it handles the rest.
+            micro = round(cost * MICRO) if 0.0 < cost < MAX_USD else spent_micro(cost)
+            if not 0 <= tokens <= MAX_TOKENS:
+                tokens = spent_tokens(tokens)
+            end_ns, start_ns = span.end, span.start
+            at = end_ns / 1e9 if end_ns else now
+            start_ms = start_ns // 1_000_000 if start_ns else int(now * 1000)
+            rid = (rid if type(rid) is str else "") or None
+            # SpanTrust.vet, its clock rule inline (spans stamped by a skewed clock are common)
+            if not lo <= at <= hi:
+                at = lo if at < lo else hi
+                if not skewed:  # its place among the reasons, as vet would tally it (metric order)
+                    self._tally_untrusted(CLOCK_SKEW, 0)
+                skewed += 1
+            if rid is None and micro <= cap:
+                at_ms = int(at * 1000)
+                start_ms = min(max(start_ms, at_ms - 3_600_000), at_ms)
+            else:
+                spend = trust.vet(span, SpanSpend(group.ctx, micro, tokens, 1, start_ms, at, rid), now)
+                micro, start_ms, at, rid = spend.cost_micro, spend.start_ms, spend.at, spend.reservation_id
+            trace_id, span_id = span.trace_id, span.span_id  # span_identity inline
+            if len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
+                # In this process a tuple tells a resend as well as the digest the shared store keys on.
+                span_key = ((trace_id, span_id, micro, tokens, rid) if sync
+                            else resend_digest(trace_id + span_id, micro, tokens, rid))
+                if span_key in seen:
                     duplicates += 1
                     continue
-                committed.add(span_key)
-            indices.append(index)
-            spend.span_key = span_key  # committed once across sidecars (shared store), content included
-            spends.append(spend)
+                if len(seen) >= maxsize:
+                    committed.make_room()
+                seen[span_key] = expiry
+                keys.append(None if sync else span_key)  # type: ignore[arg-type]
+            else:
+                keys.append(None)  # not valid ids: such spans cannot be told apart
+            records.append((index, group, micro, tokens, start_ms, at, rid))
         if duplicates:
             self.metrics.duplicate_spans.inc(duplicates)
+        if skewed:
+            self._tally_untrusted(CLOCK_SKEW, skewed)
         self._count_untrusted()
-        if not spends:
+        if not records:
             self._finish(finished)
             return batch
-        ops, wheres = self.engine.plan_commits(spends)
-        store = self.engine.store
-        if store.sync:
-            results = store.commit_now(ops)
-            verdicts, trips = self.engine.verdicts(spends, wheres, results)
-            for _, key, tenant in trips:
-                store.trip_now(key, self.config.breaker.cooldown, tenant)
-            self._stamp(batch, indices, verdicts)
+        if sync:
+            self._commit_here(batch, records, now)
             self._finish(finished)  # after their spans were compared as running
             return batch
+        spends = []
+        for (_, group, micro, tokens, start_ms, at, rid), span_key in zip(records, keys, strict=True):
+            spend = SpanSpend(group.ctx, micro, tokens, 1, start_ms, at, rid)
+            spend.span_key = span_key  # committed once across sidecars (shared store), content included
+            spends.append(spend)
+        indices = [record[0] for record in records]
+        ops, wheres = self.engine.plan_commits(spends)
         task = asyncio.get_running_loop().create_task(
             self._commit_remote(batch, indices, spends, ops, wheres, finished))
         self._held[id(batch)] = batch
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
         return None
+
+    def _group(self, fields: tuple) -> SpendGroup:
+        workflow_id, workflow_name, tenant, feature, policy_id = (v if type(v) is str else "" for v in fields)
+        # retry_attempt is left 0: nothing a commit does reads it (only a check does).
+        ctx = Context(workflow_id, workflow_name, tenant, feature, policy_id, 0)
+        policy = self.engine.policies.match(policy_id, workflow_name)
+        stamp_policy = fields[4] is None or fields[4] is EMPTY or fields[4] == ""
+        velocity = bool(self.engine.breaker.velocity_window and tenant)
+        return SpendGroup(ctx, policy, stamp_policy, self.engine.breaker.typical(ctx), velocity)
+
+    def _commit_here(self, batch: ViewBatch, records: list, now: float) -> None:
+        """The memory store: the batch's amounts summed per counter and added at once; each
+        span's breaker check and state from the counters as they stood right after it."""
+        engine = self.engine
+        config = engine.config
+        velocity_window = engine.breaker.velocity_window
+        releases = []
+        segments: list[Segment] = []
+        placed = []
+        for _, group, micro, tokens, start_ms, at, rid in records:
+            segment = group.segment(at, config.workflow_ttl, velocity_window, segments)
+            segment.add(micro, tokens, start_ms)
+            placed.append(segment)
+            if rid is not None:
+                releases.append((rid, (group.ctx.workflow_id, group.ctx.tenant)))
+        adds = key_adds(segments)
+        outcomes, after = engine.store.apply_now(releases, adds)
+        engine.count_commit(outcomes, len(records))
+        running = RunningValues(adds, after)
+        breaker = engine.breaker
+        observe = breaker.observe_values
+        trips = []
+        states: dict[tuple[str, str], int] = {}  # counted once per batch, not per span
+        noted: dict[str, tuple[Context, int]] = {}  # workflow -> (context, spend), last span last
+        # Every counter's running value when some span reads more than its workflow's spend (a
+        # policy's limits, the tenant's velocity): a tenant or feature counter is shared by groups.
+        every = any(group.policy is not None or group.velocity for _, group, *_ in records)
+        for (index, group, micro, tokens, _, at, _), segment in zip(records, placed, strict=True):
+            ctx, policy = group.ctx, group.policy
+            velocity = None
+            if every:
+                values = running.after_span(segment, micro, tokens)
+                where = segment.where
+                spent = values[where["workflow.cost_usd"]] if segment.workflow_key else None
+                if "velocity.current" in where:
+                    velocity = (values[where["velocity.current"]], values[where["velocity.previous"]])
+            elif segment.workflow_key:
+                spent = running.workflow_cost(segment, micro)
+            else:
+                spent = None
+            if spent is not None:  # the breaker's running total: as of the workflow's last span
+                noted.pop(ctx.workflow_id, None)
+                noted[ctx.workflow_id] = (ctx, spent)
+            if velocity is not None or (group.typical is not None and spent is not None):
+                trips += [(key, ctx.tenant) for _, key, _ in observe(ctx, at, spent, velocity, group.typical, now)]
+            if policy is not None:
+                state = engine.state_of(policy, ctx, where, values, now)
+                states[(policy.id, state)] = states.get((policy.id, state), 0) + 1
+                if group.stamp_policy:
+                    batch.set(index, POLICY_KEY, policy.id)
+                batch.set(index, STATE_KEY, state)
+        engine.count_states(states)
+        for ctx, spent in noted.values():
+            breaker.note_running(ctx, spent, now)
+        for key, tenant in trips:
+            engine.store.trip_now(key, self.config.breaker.cooldown, tenant)
 
     async def _commit_remote(self, batch, indices, spends, ops, wheres, finished=()) -> None:
         store = self.engine.store
