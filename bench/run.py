@@ -182,6 +182,8 @@ class SinkProcess:
 class SidecarProcess:
     """`python -m costctx run --config <generated yaml>`, exporting to the sink."""
 
+    command = [PY, "-m", "costctx"]  # bench/memory_profile.py runs it under its probe instead
+
     def __init__(self, workdir: Path, name: str, processors: list[str], sink_port: int,
                  settings: dict | None = None, codec: str | None = None) -> None:
         self.grpc_port, self.admin_port = free_port(), free_port()
@@ -193,7 +195,7 @@ class SidecarProcess:
         self.log = self.log_path.open("w")
         # The codec as an operator picks it: COSTCTX_CODEC in the sidecar's environment.
         env = os.environ | ({"COSTCTX_CODEC": codec} if codec else {})
-        self.proc = subprocess.Popen([PY, "-m", "costctx", "run", "--config", str(path), "--grace", "5"],
+        self.proc = subprocess.Popen([*self.command, "run", "--config", str(path), "--grace", "5"],
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         self.ps = psutil.Process(self.proc.pid)
         self.target = f"127.0.0.1:{self.grpc_port}"
