@@ -56,7 +56,11 @@ def probe(sidecar: SidecarProcess, directory: Path, n: int, timeout: float = 120
 def summary(p: dict) -> dict:
     s = p["smaps_rollup"]
     return {"rss_mb": s["Rss"] / 1024, "anon_mb": s["Anonymous"] / 1024,
-            "file_mb": (s["Rss"] - s["Anonymous"]) / 1024, "peak_mb": p["vm_hwm_mb"]}
+            "file_mb": (s["Rss"] - s["Anonymous"]) / 1024, "peak_mb": p["vm_hwm_mb"],
+            "anon_by_kind_mb": {k: v / 1024 for k, v in sorted(p.get("anonymous_by_kind", {}).items())},
+            "malloc_mb": {k: v / 1024 for k, v in p.get("malloc", {}).items()},
+            "gc_unreachable": p.get("gc_unreachable"),
+            "rss_after_gc_mb": p["smaps_rollup_after_gc"]["Rss"] / 1024 if "smaps_rollup_after_gc" in p else None}
 
 
 def growth(before: dict, after: dict, top: int) -> dict:
@@ -119,7 +123,10 @@ def main() -> int:
     for name in ("after_start", "after_load", "after_load_twice"):
         r = result[name]
         print(f"{name:>16}: RSS {r['rss_mb']:.1f} MB (anon {r['anon_mb']:.1f}, file {r['file_mb']:.1f}), "
-              f"peak {r['peak_mb']:.1f} MB")
+              f"peak {r['peak_mb']:.1f} MB; a full collection then found {r['gc_unreachable']} unreachable "
+              f"objects (RSS {r['rss_after_gc_mb']:.1f} MB after it)")
+        print(" " * 18 + "anonymous: " + ", ".join(f"{k} {v:.1f}" for k, v in r["anon_by_kind_mb"].items()))
+        print(" " * 18 + "malloc: " + ", ".join(f"{k} {v:.1f}" for k, v in r["malloc_mb"].items()))
     for name in ("growth_first", "growth_second"):
         g = result[name]
         print(f"\n{name}: " + (f"traced {g['traced_mb']:.1f} MB" if "traced_mb" in g else ""))
