@@ -34,9 +34,10 @@ def smaps_rollup() -> dict[str, int]:
 
 
 def anonymous_by_kind() -> dict[str, int]:
-    """Resident kB of anonymous memory by what it most likely is: the main heap (brk), glibc's
-    per-thread malloc arenas (64 MiB reservations), thread stacks (8 MiB), 1 MiB mappings
-    (CPython's object allocator arenas, 3.10+), and other mmaps (large allocations)."""
+    """Resident kB of anonymous memory by what it most likely is: the main malloc heap (brk),
+    glibc's per-thread malloc arenas (64 MiB reservations), thread stacks (8 MiB), and other
+    mmaps: CPython's 1 MiB object arenas (the kernel merges adjacent ones into larger
+    mappings, so most of them land in `other_mmap`) and large allocations."""
     out: dict[str, int] = {}
     kind = None
     with open("/proc/self/smaps") as f:
@@ -54,8 +55,6 @@ def anonymous_by_kind() -> dict[str, int]:
                     kind = "malloc_arena"  # an arena's heap, or its first half
                 elif size_kb in (8192, 8196):
                     kind = "thread_stack"
-                elif size_kb == 1024:
-                    kind = "obmalloc_arena"
                 else:
                     kind = "other_mmap"
             elif parts[0] == "Rss:" and kind is not None:
