@@ -60,6 +60,7 @@ def summary(p: dict) -> dict:
             "anon_by_kind_mb": {k: v / 1024 for k, v in sorted(p.get("anonymous_by_kind", {}).items())},
             "malloc_mb": {k: v / 1024 for k, v in p.get("malloc", {}).items()},
             "gc_unreachable": p.get("gc_unreachable"),
+            "delivered_spans_per_s": p.get("delivered_spans_per_s"), "cpu_pct": p.get("cpu_pct"),
             "rss_after_gc_mb": p["smaps_rollup_after_gc"]["Rss"] / 1024 if "smaps_rollup_after_gc" in p else None}
 
 
@@ -106,10 +107,13 @@ def main() -> int:
             time.sleep(1.0)
             probes = [probe(sidecar, workdir, 1)]
             for i in (2, 3):
-                window = Window({"cpu": lambda: cpu_seconds(sidecar.ps)}, sidecar.ps)
+                window = Window({"cpu": lambda: cpu_seconds(sidecar.ps), "forwarded": sidecar.forwarded}, sidecar.ps)
                 run_load("rate", sidecar.target, pool, plan, window, duration=args.duration, rate=args.rate,
                          workdir=workdir)
                 probes.append(probe(sidecar, workdir, i))
+                # Memory grows with what was processed: below the offered rate, the figures are lower.
+                probes[-1]["delivered_spans_per_s"] = window.rate("forwarded")
+                probes[-1]["cpu_pct"] = 100 * window.rate("cpu")
         finally:
             sidecar.stop()
     finally:
@@ -122,6 +126,8 @@ def main() -> int:
               "growth_second": growth(probes[1], probes[2], args.top)}
     for name in ("after_start", "after_load", "after_load_twice"):
         r = result[name]
+        if r["delivered_spans_per_s"] is not None:
+            print(f"{name:>16}: delivered {r['delivered_spans_per_s']:,.0f} spans/s at {r['cpu_pct']:.0f}% of a core")
         print(f"{name:>16}: RSS {r['rss_mb']:.1f} MB (anon {r['anon_mb']:.1f}, file {r['file_mb']:.1f}), "
               f"peak {r['peak_mb']:.1f} MB; a full collection then found {r['gc_unreachable']} unreachable "
               f"objects (RSS {r['rss_after_gc_mb']:.1f} MB after it)")

@@ -10,8 +10,8 @@ Two levels are kept, both with a TTL:
   "any span of the same trace" rule of ENVELOPE.md, across services).
 
 A local cache sits in front (entries and age bounded: attribution/aged_map.py); a lookup for
-what the cache lacks is one round trip (MGET) per batch. With Redis down every call raises StoreUnavailable, which
-the caller counts and treats as "not known" (today's local repair). `MemoryBackend` is the
+what the cache lacks is one round trip (MGET) per batch. With Redis down every call raises
+StoreUnavailable, which the caller counts and treats as "not known" (today's local repair). `MemoryBackend` is the
 single-pod registry: the cache alone.
 """
 
