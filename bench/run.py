@@ -462,6 +462,8 @@ def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) 
                 f"batch {batch}, attrs +{attrs}")
             sidecar = start_sidecar(workdir, f"rate-{mode}-b{batch}-a{attrs}", processors, sink.port, codec=codec)
             try:
+                # Before any load: what start-up costs, apart from what traffic adds.
+                start_rss_mb = sidecar.ps.memory_info().rss / 2**20
                 window = Window({"forwarded": sidecar.forwarded, "cpu": lambda s=sidecar: cpu_seconds(s.ps)},
                                 sidecar.ps)
                 load = run_load("rate", sidecar.target, pools.path(batch, attrs), plan, window,
@@ -473,6 +475,7 @@ def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) 
                     # sidecar could not keep up with the offered rate or was starved of CPU.
                     "cpu_pct_per_10k_delivered": 100 * window.rate("cpu") * 10_000 / delivered if delivered else None,
                     "peak_rss_mb": sidecar.peak_rss_mb(),
+                    "start_rss_mb": start_rss_mb,
                     "window_max_rss_mb": window.rss_max,
                     "achieved_spans_per_s": delivered,
                     "late_sends": load["late_sends"],
@@ -926,6 +929,11 @@ def markdown(results: dict) -> str:
             f"{fmt(r['full']['peak_rss_mb'])} | "
             f"{fmt(r['off']['achieved_spans_per_s'], 0)} | {fmt(r['full']['achieved_spans_per_s'], 0)} | "
             f"{fmt(r['off']['cpu_pct_per_10k_delivered'])} | {fmt(r['full']['cpu_pct_per_10k_delivered'])} |")
+    add("")
+    d = c["default"]
+    add(f"RSS right after start-up, before any load (default point): off {fmt(d['off'].get('start_rss_mb'))} MB, "
+        f"on {fmt(d['full'].get('start_rss_mb'))} MB; the rest of the peak is what {fmt(c['default']['rate'], 0)} "
+        "spans/s added during the run (bench/memory_profile.py and bench/memory_structures.py say what).")
     add("")
     for key in ("latency", "latency_low_rate"):
         lat = results[key]
