@@ -182,6 +182,8 @@ class SinkProcess:
 class SidecarProcess:
     """`python -m costctx run --config <generated yaml>`, exporting to the sink."""
 
+    command = [PY, "-m", "costctx"]  # bench/memory_profile.py runs it under its probe instead
+
     def __init__(self, workdir: Path, name: str, processors: list[str], sink_port: int,
                  settings: dict | None = None, codec: str | None = None) -> None:
         self.grpc_port, self.admin_port = free_port(), free_port()
@@ -193,7 +195,7 @@ class SidecarProcess:
         self.log = self.log_path.open("w")
         # The codec as an operator picks it: COSTCTX_CODEC in the sidecar's environment.
         env = os.environ | ({"COSTCTX_CODEC": codec} if codec else {})
-        self.proc = subprocess.Popen([PY, "-m", "costctx", "run", "--config", str(path), "--grace", "5"],
+        self.proc = subprocess.Popen([*self.command, "run", "--config", str(path), "--grace", "5"],
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         self.ps = psutil.Process(self.proc.pid)
         self.target = f"127.0.0.1:{self.grpc_port}"
@@ -463,6 +465,8 @@ def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) 
                 f"batch {batch}, attrs +{attrs}")
             sidecar = start_sidecar(workdir, f"rate-{mode}-b{batch}-a{attrs}", processors, sink.port, codec=codec)
             try:
+                # Before any load: what start-up costs, apart from what traffic adds.
+                start_rss_mb = sidecar.ps.memory_info().rss / 2**20
                 window = Window({"forwarded": sidecar.forwarded, "cpu": lambda s=sidecar: cpu_seconds(s.ps)},
                                 sidecar.ps)
                 load = run_load("rate", sidecar.target, pools.path(batch, attrs), plan, window,
@@ -474,6 +478,7 @@ def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) 
                     # sidecar could not keep up with the offered rate or was starved of CPU.
                     "cpu_pct_per_10k_delivered": 100 * window.rate("cpu") * 10_000 / delivered if delivered else None,
                     "peak_rss_mb": sidecar.peak_rss_mb(),
+                    "start_rss_mb": start_rss_mb,
                     "window_max_rss_mb": window.rss_max,
                     "achieved_spans_per_s": delivered,
                     "late_sends": load["late_sends"],
@@ -927,6 +932,11 @@ def markdown(results: dict) -> str:
             f"{fmt(r['full']['peak_rss_mb'])} | "
             f"{fmt(r['off']['achieved_spans_per_s'], 0)} | {fmt(r['full']['achieved_spans_per_s'], 0)} | "
             f"{fmt(r['off']['cpu_pct_per_10k_delivered'])} | {fmt(r['full']['cpu_pct_per_10k_delivered'])} |")
+    add("")
+    d = c["default"]
+    add(f"RSS right after start-up, before any load (default point): off {fmt(d['off'].get('start_rss_mb'))} MB, "
+        f"on {fmt(d['full'].get('start_rss_mb'))} MB; the rest of the peak is what {fmt(c['default']['rate'], 0)} "
+        "spans/s added during the run (bench/memory_profile.py and bench/memory_structures.py say what).")
     add("")
     for key in ("latency", "latency_low_rate"):
         lat = results[key]

@@ -9,9 +9,9 @@ Two levels are kept, both with a TTL:
 - trace: `ctx|<trace>` -> the workflow's envelope as first learned for the trace (the
   "any span of the same trace" rule of ENVELOPE.md, across services).
 
-A local cache sits in front (entries and age bounded); a lookup for what the cache lacks is
-one round trip (MGET) per batch. With Redis down every call raises StoreUnavailable, which
-the caller counts and treats as "not known" (today's local repair). `MemoryBackend` is the
+A local cache sits in front (entries and age bounded: attribution/aged_map.py); a lookup for
+what the cache lacks is one round trip (MGET) per batch. With Redis down every call raises
+StoreUnavailable, which the caller counts and treats as "not known" (today's local repair). `MemoryBackend` is the
 single-pod registry: the cache alone.
 """
 
@@ -23,10 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from cachetools import TTLCache
-
-from costctx.attribution.ttl_dict import TtlDict
-from costctx.budget.redis_client import STORE_ERRORS, redis_client, untagged
+from costctx.attribution.aged_map import AgedMap
 from costctx.budget.store import StoreUnavailable
 
 log = logging.getLogger("costctx.attribution")
@@ -66,6 +63,9 @@ class RedisBackend:
     shared = True
 
     def __init__(self, url: str, prefix: str, timeout: float, cluster: bool = False) -> None:
+        # Imported here: the redis client is ~7 MB of RSS a sidecar on the memory backend never uses.
+        from costctx.budget.redis_client import redis_client, untagged
+
         self.cluster = cluster
         # On a cluster, hash-tagged per trace: a trace's entries share a slot, traces spread over the nodes.
         self.prefix = untagged(prefix) if cluster else prefix
@@ -78,6 +78,8 @@ class RedisBackend:
         return f"{self.prefix}{kind}|{{{trace}}}" + (f"|{span[0]}" if span else "")
 
     async def write(self, entries: list[tuple[str, bytes]], ttl_ms: int) -> None:
+        from costctx.budget.redis_client import STORE_ERRORS
+
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for name, value in entries:
@@ -87,6 +89,8 @@ class RedisBackend:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def read(self, names: list[str]) -> list[bytes | None]:
+        from costctx.budget.redis_client import STORE_ERRORS
+
         try:
             keys = [self.key(n) for n in names]
             if self.cluster:
@@ -140,13 +144,15 @@ class ContextRegistry:
         self.ttl = ttl
         self.ttl_ms = max(int(ttl * 1000), 1)
         # trace id + span id (24 bytes) or trace id (16) -> fields. Misses are not cached:
-        # the context may be registered any moment.
-        # (A TtlDict, not a TTLCache: inherit writes one entry per CLIENT span it passes on.)
-        self._cache: TtlDict = TtlDict(max_entries, ttl, timer)
-        # Traces this sidecar has already written at trace level: written once each.
-        self._traces_written: TTLCache[bytes, bool] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
-        # Traces whose context this sidecar learned first-hand (a budget check), not from the store.
-        self._learned_here: TTLCache[bytes, bool] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
+        # the context may be registered any moment. Holds the last max_entries / 2 to
+        # max_entries contexts learned, each for ttl / 2 to ttl (aged_map.py).
+        self._cache: AgedMap[bytes, Fields] = AgedMap(max_entries, ttl, timer)
+        # Traces this sidecar has already learned at trace level (learned once each) -> whether
+        # it learned the context first-hand (a budget check: True), not for the store only.
+        self._traces: AgedMap[bytes, bool] = AgedMap(max_entries, ttl, timer)
+        # The fields last stored: spans of one trace come together and mostly carry equal
+        # fields, so equal dicts are stored as one object (~300 bytes each saved).
+        self._last_fields: Fields = {}
         self._pending: dict[bytes, bytes] = {}
         self.max_pending_writes = max_pending_writes
         self.dropped_writes = 0
@@ -175,11 +181,9 @@ class ContextRegistry:
             return
         if span_id:
             self._put(trace_id + span_id, fields)
-        if "workflow.id" in fields and trace_id not in self._traces_written:
-            self._traces_written[trace_id] = True
+        if "workflow.id" in fields and self._traces.get(trace_id) is None:
+            self._traces[trace_id] = trace_locally
             self._put(trace_id, fields, locally=trace_locally)
-            if trace_locally:
-                self._learned_here[trace_id] = True
 
     def learn_span(self, trace_id: bytes, span_id: bytes, fields: Fields) -> None:
         """`learn` for a span whose trace the caller has already learned (its trace-level
@@ -189,10 +193,14 @@ class ContextRegistry:
 
     def source(self, trace_id: bytes) -> str:
         """How the trace's context was learned: `check` (here, first-hand) or `registry` (the store)."""
-        return "check" if trace_id in self._learned_here else "registry"
+        return "check" if self._traces.get(trace_id) else "registry"
 
     def _put(self, key: bytes, fields: Fields, locally: bool = True) -> None:
         if locally:
+            if fields == self._last_fields:
+                fields = self._last_fields  # equal and never mutated: share the one object
+            else:
+                self._last_fields = fields
             self._cache[key] = fields
         if not self.shared:
             return
@@ -308,8 +316,7 @@ class ContextRegistry:
 
     def expire(self) -> None:
         self._cache.expire()
-        self._traces_written.expire()
-        self._learned_here.expire()
+        self._traces.expire()
 
     async def close(self) -> None:
         await self.backend.close()

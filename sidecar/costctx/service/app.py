@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -31,7 +32,6 @@ from costctx.service.config.model import SidecarConfig
 from costctx.service.pipeline import PassThroughPipeline, TracesPipeline
 from costctx.service.registry import processor_class, processor_type
 from costctx.service.status import status_page
-from costctx.service.telemetry_push import OtlpMetricsPush, build_metrics_push
 from costctx.survival.collector import SurvivalCollector
 from costctx.survival.recorder import SurvivalRecorder
 from costctx.survival.report import survival_report
@@ -41,6 +41,9 @@ from costctx.transport.http_body import ROUTE_ADMISSION
 from costctx.transport.http_errors import unreadable_body_is_a_bad_request
 from costctx.transport.http_host import HttpServerHost
 from costctx.transport.tls import grpc_server_credentials, http_ssl_context
+
+if TYPE_CHECKING:
+    from costctx.service.telemetry_push import OtlpMetricsPush
 
 log = logging.getLogger("costctx")
 
@@ -205,7 +208,11 @@ class Sidecar:
             await self.http.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="costctx-ticker")
         # Built last: every component has registered its metrics by now.
-        self.metrics_push = build_metrics_push(self.config, self.metrics.registry)
+        if self.config.service.telemetry.metrics.otlp.enabled:
+            # Imported only when pushing: the OpenTelemetry SDK and its exporters are ~3 MB of RSS.
+            from costctx.service.telemetry_push import build_metrics_push
+
+            self.metrics_push = build_metrics_push(self.config, self.metrics.registry)
         self._ready = True
         log.info(
             "costctx listening: grpc=%s http=%s telemetry=%s; exporting to %s",
