@@ -77,3 +77,23 @@ def test_the_store_forgets_the_least_recently_touched_keys_past_its_bound():
     assert store.hashes["t|acme|h"] == {"usd": 2_000}  # kept: touched last, not first
     assert {f"wf|{serial}" for serial in range(901, 1_000)} <= store.hashes.keys()
     assert len(store.expires) == 100
+
+
+def test_the_default_counter_bound_fits_a_sidecar_container():
+    # The memory backend's bound, at the bytes a workflow counter really takes, must leave
+    # room in the sidecar's 256Mi limit (k8s/base) for the other processors' caches.
+    import tracemalloc
+
+    store = MemoryStore(clock=lambda: 1_790_000_000.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for i in range(10_000):
+            counter = store._hash(f"wf|acme|{{t}}|wf-{i:08d}", 86_400_000, 1_790_000_000.0)
+            counter.update(spend=1_000_000 + i, calls=3, tokens=4_000 + i)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    per_key = sum(d.size_diff for d in after.compare_to(before, "filename")) / 10_000
+    assert 200 < per_key < 2_000  # measured ~520
+    assert MemoryStore().max_keys * per_key < 64 * 2**20

@@ -17,7 +17,11 @@ from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult, KeyAdds,
 
 # Counters kept at most (workflow, window and velocity keys): past this the least recently
 # touched are forgotten first, so a sidecar that sees new workflows for days stays bounded.
-MAX_KEYS = 1_000_000
+# ~520 bytes per key (tracemalloc, three fields): 100,000 keys ~52 MB, inside the sidecar's
+# 256Mi limit beside the other caches; 1,000,000 (~520 MB) was not. At 10 new workflows/s a
+# workflow idle for ~2.5 h is the first forgotten (its spend restarts at 0 on this pod); a
+# deployment that must keep more shares a Redis store instead.
+MAX_KEYS = 100_000
 
 
 class MemoryStore:
