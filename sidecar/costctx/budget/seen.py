@@ -29,17 +29,11 @@ class SeenSpans:
 
     def add(self, key: bytes) -> None:
         now = self._timer()
-        entries = self._expires
-        while entries:  # drop the expired, oldest first
-            oldest = next(iter(entries))
-            if now < entries[oldest]:
-                break
-            del entries[oldest]
+        entries = self._drop_expired(now)
         if key in entries:
             entries.move_to_end(key)
         else:
-            while len(entries) >= self.maxsize:
-                entries.popitem(last=False)  # the size bound: the oldest goes first
+            self.make_room()
         entries[key] = now + self.ttl
 
     def __len__(self) -> int:
@@ -50,13 +44,16 @@ class SeenSpans:
         an entry added now). A key is seen when `key in entries` (every expired entry is gone);
         to add one, `make_room()` when `len(entries) >= maxsize`, then `entries[key] = expiry`."""
         now = self._timer()
+        return self._drop_expired(now), now + self.ttl
+
+    def _drop_expired(self, now: float) -> OrderedDict:
         entries = self._expires
         while entries:  # drop the expired, oldest first
             oldest = next(iter(entries))
             if now < entries[oldest]:
                 break
             del entries[oldest]
-        return entries, now + self.ttl
+        return entries
 
     def make_room(self) -> None:
         entries = self._expires

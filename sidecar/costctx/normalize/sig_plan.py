@@ -29,6 +29,7 @@ MAX_OK_VALUES = 4096
 MAX_KINDS = 4096
 
 NOTHING = None  # a kept decision: the span needs no work
+_UNSEEN = object()  # `_kept`: a value the kept decision was not made for
 
 
 class _Plan:
@@ -76,16 +77,9 @@ class SignaturePlans:
         types = tuple(map(type, values))
         renames = plan.decided.get(types)
         if renames is not None and "" not in values:
-            for position, ok in plan.mapped:
-                value = values[position]
-                if value not in ok and type(value) is str:
-                    break  # an enum value not seen to stay as it is
-            else:
-                if not renames:
-                    return NOTHING
-                for canonical in plan.renamed:
-                    tally[("renamed", canonical, where)] += 1
-                return RewriteOnView(plan.renamed, plan.moves)
+            kept = _kept(plan, renames, (values[position] for position, _ in plan.mapped), where, tally)
+            if kept is not _UNSEEN:
+                return kept
         return self._exact(plan, attrs, signature, values, types, where, tally)
 
     def decide_kinds(self, attrs: dict[str, Any], signature: frozenset[str], kinds: str, where: str,
@@ -95,16 +89,9 @@ class SignaturePlans:
         entry = self._by_kinds.get(kinds)
         if entry is not None:
             plan, renames = entry
-            for key, ok in plan.mapped_keys:
-                value = attrs[key]
-                if value not in ok and type(value) is str:
-                    break  # an enum value not seen to stay as it is
-            else:
-                if not renames:
-                    return NOTHING
-                for canonical in plan.renamed:
-                    tally[("renamed", canonical, where)] += 1
-                return RewriteOnView(plan.renamed, plan.moves)
+            kept = _kept(plan, renames, (attrs[key] for key, _ in plan.mapped_keys), where, tally)
+            if kept is not _UNSEEN:
+                return kept
             return self.decide(attrs, signature, where, tally)
         outcome = self.decide(attrs, signature, where, tally)
         plan = self._plans.get(signature)
@@ -172,3 +159,17 @@ class SignaturePlans:
             self._plans.clear()
         self._plans[signature] = plan
         return plan
+
+
+def _kept(plan, renames, mapped_values, where: str, tally: Tally) -> object:
+    """A kept decision for a span whose mapped values (`plan.mapped`'s order) are all values
+    the decision was made for: NOTHING, or the plan's renames (counted); _UNSEEN when one is an
+    enum value not seen yet (the exact path decides)."""
+    for value, (_, ok) in zip(mapped_values, plan.mapped, strict=True):
+        if value not in ok and type(value) is str:
+            return _UNSEEN  # an enum value not seen to stay as it is
+    if not renames:
+        return NOTHING
+    for canonical in plan.renamed:
+        tally[("renamed", canonical, where)] += 1
+    return RewriteOnView(plan.renamed, plan.moves)
