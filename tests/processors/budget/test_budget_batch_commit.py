@@ -10,12 +10,12 @@ import time
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from costctx.budget.counters import MICRO
 from costctx.budget.policy import Context, SpanSpend
 from costctx.pdata.view_batch import ViewBatch
 from tests.support.codecs import available_codecs
+from tests.support.otlp import kv
 from tests.support.processors import standalone_processor
 
 POLICIES = [
@@ -25,14 +25,6 @@ POLICIES = [
      "features": {"search": {"month_usd": 0.03}}},
 ]
 BREAKER = {"workflow_median_multiple": 2.0, "min_samples": 2, "tenant_usd_per_window": 0.15}
-
-
-def _kv(key: str, value) -> KeyValue:
-    if isinstance(value, str):
-        return KeyValue(key=key, value=AnyValue(string_value=value))
-    if isinstance(value, float):
-        return KeyValue(key=key, value=AnyValue(double_value=value))
-    return KeyValue(key=key, value=AnyValue(int_value=value))
 
 
 def _spans(rng: random.Random, count: int, now: float, serial: int) -> list[dict]:
@@ -61,7 +53,7 @@ def _request(spans: list[dict]) -> bytes:
     for spec in spans:
         span = scope.spans.add(trace_id=spec["ids"][0], span_id=spec["ids"][1], parent_span_id=b"p" * 8, name="chat",
                                start_time_unix_nano=int(spec["start"] * 1e9), end_time_unix_nano=int(spec["end"] * 1e9))
-        span.attributes.extend(_kv(k, v) for k, v in spec["fields"].items())
+        span.attributes.extend(kv(k, v) for k, v in spec["fields"].items())
     return request.SerializeToString()
 
 

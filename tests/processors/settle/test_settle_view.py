@@ -4,36 +4,28 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from costctx.pdata.codec import select_codec
 from costctx.pdata.codec.native import AVAILABLE as NATIVE
 from costctx.pdata.view_batch import ViewBatch
+from tests.support.otlp import kv
 from tests.support.processors import standalone_processor
 
 CODECS = ["python", pytest.param("native", marks=pytest.mark.skipif(not NATIVE, reason="no native codec"))]
 
 
-def _kv(key: str, value) -> KeyValue:
-    if isinstance(value, str):
-        return KeyValue(key=key, value=AnyValue(string_value=value))
-    if isinstance(value, float):
-        return KeyValue(key=key, value=AnyValue(double_value=value))
-    return KeyValue(key=key, value=AnyValue(int_value=value))
-
-
 def _request() -> tuple[bytes, Resource]:
     """A resource that arrived with no spans, then `agent` with one priced span lacking workflow.id."""
     request = ExportTraceServiceRequest()
-    request.resource_spans.add().resource.attributes.append(_kv("service.name", "empty-one"))
+    request.resource_spans.add().resource.attributes.append(kv("service.name", "empty-one"))
     rs = request.resource_spans.add()
-    rs.resource.attributes.extend([_kv("service.name", "agent"), _kv("deployment.environment", "prod")])
+    rs.resource.attributes.extend([kv("service.name", "agent"), kv("deployment.environment", "prod")])
     span = rs.scope_spans.add().spans.add(trace_id=b"t" * 16, span_id=b"s" * 8, name="chat",
                                           start_time_unix_nano=1_000, end_time_unix_nano=2_000)
-    span.attributes.extend([_kv("cost.usd", 0.25), _kv("cost.price_source", "builtin@1#abc"),
-                            _kv("owner.tenant", "acme"), _kv("gen_ai.usage.input_tokens", 7),
-                            _kv("gen_ai.usage.output_tokens", 3.0)])  # a double count reads as 0, as int_value
+    span.attributes.extend([kv("cost.usd", 0.25), kv("cost.price_source", "builtin@1#abc"),
+                            kv("owner.tenant", "acme"), kv("gen_ai.usage.input_tokens", 7),
+                            kv("gen_ai.usage.output_tokens", 3.0)])  # a double count reads as 0, as int_value
     return request.SerializeToString(), rs.resource
 
 
