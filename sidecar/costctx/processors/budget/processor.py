@@ -45,21 +45,6 @@ def _string(value) -> str:
     return value if type(value) is str else ""
 
 
-def _int(value) -> int:
-    """An int attribute's value; 0 when absent or of another type (a oneof reads as 0)."""
-    return value if type(value) is int else 0
-
-
-def _cost(value) -> float:
-    """cost.usd as a double or an int; 0.0 otherwise (as `double_value or float(int_value)`)."""
-    kind = type(value)
-    if kind is float:
-        return value
-    if kind is int:
-        return float(value)
-    return 0.0
-
-
 class BudgetProcessor(Processor):
     type_name = "budget"
     config_model = BudgetConfig

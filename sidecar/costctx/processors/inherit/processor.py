@@ -131,6 +131,17 @@ class InheritProcessor(Processor):
     def watched_keys(self) -> frozenset[str]:
         return self._watched
 
+    def _repaired_list(self, repaired: list[str] | tuple[str, ...]) -> list[str]:
+        """The `costctx.repaired` stamp for these fields: the same list on most repaired spans,
+        so one list object per distinct list (bounded)."""
+        signature = tuple(repaired)
+        listed = self._repaired_lists.get(signature)
+        if listed is None:
+            if len(self._repaired_lists) >= 1024:
+                self._repaired_lists.clear()
+            listed = self._repaired_lists[signature] = list(signature)
+        return listed
+
     def use_clock(self, clock: Callable[[], float]) -> None:
         """Set the clock for hold deadlines and cache ages (tests step one by hand).
 
@@ -660,14 +671,7 @@ class InheritProcessor(Processor):
         if repaired:
             stamp = attrs.get(REPAIRED_KEY)
             if stamp is None:
-                # The same list on most repaired spans: one list object per distinct list.
-                signature = tuple(repaired)
-                listed = self._repaired_lists.get(signature)
-                if listed is None:
-                    if len(self._repaired_lists) >= 1024:
-                        self._repaired_lists.clear()
-                    listed = self._repaired_lists[signature] = list(signature)
-                sets.append((REPAIRED_KEY, listed))
+                sets.append((REPAIRED_KEY, self._repaired_list(repaired)))
             else:
                 # Stamped by a sidecar upstream: merged (ViewBatch.append_strings' rule).
                 is_array = type(stamp) is list
@@ -751,14 +755,7 @@ class InheritProcessor(Processor):
             else:
                 bumps.append(("ancestor", from_parent))
         bumps += [("resource", (supplied[i][0],)) for i in from_resource]
-        stamp = None
-        if repaired:
-            signature = tuple(repaired)
-            stamp = self._repaired_lists.get(signature)
-            if stamp is None:
-                if len(self._repaired_lists) >= 1024:
-                    self._repaired_lists.clear()
-                stamp = self._repaired_lists[signature] = list(signature)
+        stamp = self._repaired_list(repaired) if repaired else None
         if len(self._plans) >= 4096:
             self._plans.clear()
         plan = self._plans[shape] = (from_parent, common, from_resource, needs_trace, repaired, stamp,
