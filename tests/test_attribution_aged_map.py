@@ -10,16 +10,9 @@ import pytest
 
 from costctx.attribution.aged_map import AgedMap
 from costctx.attribution.registry import ContextRegistry, MemoryBackend
+from tests.support.clock import Clock
 
 FIELDS = {"workflow.id": "wf-1", "request.id": "req-1", "owner.tenant": "acme", "owner.feature": "chat"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_never_more_than_max_entries_and_the_newest_half_always_kept():

@@ -9,17 +9,10 @@ from costctx.attribution.build import build_registry
 from costctx.attribution.config import RegistryConfig
 from costctx.attribution.inprocess import InProcessRegistryBackend
 from costctx.attribution.registry import ContextRegistry
+from tests.support.clock import Clock
 
 FIELDS = {"workflow.id": "wf-ip", "owner.tenant": "acme"}
 T1, T2, S1 = bytes(range(1, 17)), bytes(range(2, 18)), bytes(range(1, 9))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_two_registries_over_one_in_process_store_share_what_either_learns():
@@ -44,7 +37,7 @@ def test_a_redis_config_is_not_replaced_by_the_in_process_store():
 
 def test_in_process_entries_expire_with_the_registry_ttl_and_are_bounded():
     async def run():
-        clock = Clock()
+        clock = Clock(0.0)
         store = InProcessRegistryBackend(max_entries=2, timer=clock)
         await store.write([("ctx|a", b"1")], ttl_ms=1000)
         clock.now = 0.5
@@ -59,7 +52,7 @@ def test_in_process_entries_expire_with_the_registry_ttl_and_are_bounded():
 
 def test_a_registry_expires_locally_but_reads_back_from_the_in_process_store():
     async def run():
-        clock = Clock()
+        clock = Clock(0.0)
         store = InProcessRegistryBackend(timer=clock)
         a = ContextRegistry(store, ttl=10, timer=clock)
         b = ContextRegistry(store, ttl=10, timer=clock)

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from costctx.budget.seen import SeenSpans
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_a_span_is_seen_until_its_ttl_has_passed():

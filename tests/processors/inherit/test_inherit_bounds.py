@@ -20,18 +20,11 @@ from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import any_value_to_python
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.inherit.processor import InheritConfig, InheritProcessor
+from tests.support.clock import Clock
 from tests.support.processors import standalone_processor
 from tests.support.sidecar import sidecar_config, start_sidecar
 
 CONTEXT = {"workflow.id": "wf", "request.id": "req", "owner.tenant": "acme", "owner.feature": "chat"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(**config) -> tuple[InheritProcessor, list[TraceBatch], Clock]:
