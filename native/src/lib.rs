@@ -5,6 +5,7 @@
 
 pub mod encode;
 mod fxhash;
+pub mod groups;
 pub mod kinds;
 pub mod scan;
 pub mod schema;

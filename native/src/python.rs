@@ -19,6 +19,8 @@ use crate::wire::{write_len_field, write_tag, write_varint, I64, LEN, VARINT};
 pub struct Layout {
     raw: Py<PyBytes>,
     scan: Scan,
+    /// The watched keys the scan used (their ids are the attrs' key ids): for `groups`.
+    prepared: Arc<Prepared>,
 }
 
 #[pymethods]
@@ -30,6 +32,26 @@ impl Layout {
     }
     fn __len__(&self) -> usize {
         self.scan.spans.len()
+    }
+    /// crate::groups::group_spans: (groups of span indices, loose span indices); `by_value`:
+    /// the watched keys whose string values split groups.
+    fn groups<'py>(&self, py: Python<'py>, by_value: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let mut chosen = vec![false; self.prepared.bytes.len()];
+        for key in by_value.try_iter()? {
+            let key = key?;
+            let key = key.cast::<PyString>().map_err(|_| PyTypeError::new_err("keys must be str"))?;
+            let key = key.to_str()?.as_bytes();
+            for (slot, watched) in chosen.iter_mut().zip(&self.prepared.bytes) {
+                *slot |= watched.as_slice() == key;
+            }
+        }
+        let raw = self.raw.as_bytes(py);
+        let (groups, loose) = crate::groups::group_spans(raw, &self.scan, &chosen);
+        let out = PyList::empty(py);
+        for group in groups {
+            out.append(PyList::new(py, group)?)?;
+        }
+        Ok((out, PyList::new(py, loose)?))
     }
 }
 
@@ -326,10 +348,12 @@ impl Core {
             )?;
             spans.append(span_cls.call1(args)?)?;
         }
-        Ok((resources, scopes, spans, Layout { raw: raw.unbind(), scan: scanned }))
+        Ok((resources, scopes, spans, Layout { raw: raw.unbind(), scan: scanned, prepared }))
     }
 
-    /// The request with edits applied and `removed` spans left out.
+    /// The request with edits applied and `removed` spans left out. `groups`: api.py
+    /// GroupEdits (edits, spans, after), merged into each member's edits here (groups.rs).
+    #[pyo3(signature = (layout, span_edits, resource_edits, removed, groups=None))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
@@ -337,6 +361,7 @@ impl Core {
         span_edits: &Bound<'py, PyDict>,
         resource_edits: &Bound<'py, PyDict>,
         removed: &Bound<'py, PyAny>,
+        groups: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let mut keep = vec![true; layout.scan.spans.len()];
         for index in removed.try_iter()? {
@@ -345,10 +370,11 @@ impl Core {
                 *slot = false;
             }
         }
-        self.write(py, layout, false, keep, span_edits, resource_edits)
+        self.write(py, layout, false, keep, span_edits, resource_edits, groups)
     }
 
     /// Only the spans at `indices`, with their resource and scope, edits applied.
+    #[pyo3(signature = (layout, indices, span_edits, resource_edits, groups=None))]
     fn extract<'py>(
         &self,
         py: Python<'py>,
@@ -356,6 +382,7 @@ impl Core {
         indices: &Bound<'py, PyAny>,
         span_edits: &Bound<'py, PyDict>,
         resource_edits: &Bound<'py, PyDict>,
+        groups: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let mut keep = vec![false; layout.scan.spans.len()];
         for index in indices.try_iter()? {
@@ -364,7 +391,7 @@ impl Core {
                 *slot = true;
             }
         }
-        self.write(py, layout, true, keep, span_edits, resource_edits)
+        self.write(py, layout, true, keep, span_edits, resource_edits, groups)
     }
 
     /// One AnyValue body as the encoder writes it (exposed for tests and stamps).
@@ -384,8 +411,12 @@ impl Core {
         keep: Vec<bool>,
         span_edits: &Bound<'py, PyDict>,
         resource_edits: &Bound<'py, PyDict>,
+        groups: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let spans = self.collect_edits(span_edits)?;
+        let mut spans = self.collect_edits(span_edits)?;
+        if let Some(groups) = groups {
+            spans = self.merge_groups(spans, groups, layout.scan.spans.len())?;
+        }
         let resources = self.collect_edits(resource_edits)?;
         let mut plan = Plan::new(&layout.scan, extract);
         plan.keep = keep;
@@ -402,6 +433,61 @@ impl Core {
         let raw = layout.raw.as_bytes(py);
         let out = py.detach(|| encode(raw, &layout.scan, &plan)).map_err(|err| self.codec_error(py, err.0))?;
         Ok(PyBytes::new(py, &out))
+    }
+
+    /// Each span's own edits with its groups' merged in (groups.rs `merge`); spans whose own
+    /// edits are a `replace` take none. Indices past `count` are ignored, as own edits' are.
+    fn merge_groups(&self, own: Vec<(usize, AttrEdits)>, groups: &Bound<'_, PyAny>, count: usize) -> PyResult<Vec<(usize, AttrEdits)>> {
+        let py = groups.py();
+        let mut converted: Vec<AttrEdits> = Vec::new();
+        // per span: (group number, its cut) in group order
+        let mut of: Vec<Vec<(usize, Option<crate::groups::Cut>)>> = vec![Vec::new(); count];
+        for group in groups.try_iter()? {
+            let group = group?;
+            let g = converted.len();
+            converted.push(self.attr_edits(&group.getattr(pyo3::intern!(py, "edits"))?)?);
+            let after = group.getattr(pyo3::intern!(py, "after"))?;
+            let after = after.cast::<PyDict>().map_err(|_| PyTypeError::new_err("GroupEdits.after must be a dict"))?;
+            for index in group.getattr(pyo3::intern!(py, "spans"))?.try_iter()? {
+                let index: usize = index?.extract()?;
+                if index >= count {
+                    continue;
+                }
+                let cut = match after.get_item(index)? {
+                    Some(cut) => Some(cut.extract::<crate::groups::Cut>()?),
+                    None => None,
+                };
+                of[index].push((g, cut));
+            }
+        }
+        if converted.is_empty() {
+            return Ok(own);
+        }
+        let mut by_index: Vec<Option<AttrEdits>> = vec![None; count];
+        let mut replaced = vec![false; count];
+        let mut out = Vec::with_capacity(own.len());
+        for (index, edits) in own {
+            if index < count && edits.replace.is_none() && !of[index].is_empty() {
+                by_index[index] = Some(edits);
+            } else {
+                if index < count && edits.replace.is_some() {
+                    replaced[index] = true;
+                }
+                out.push((index, edits));
+            }
+        }
+        for (index, mine) in of.iter().enumerate() {
+            if mine.is_empty() {
+                continue;
+            }
+            if replaced[index] {
+                continue; // the replacement carries everything
+            }
+            let own = by_index[index].take();
+            let refs: Vec<(&AttrEdits, Option<crate::groups::Cut>)> = mine.iter().map(|(g, cut)| (&converted[*g], *cut)).collect();
+            out.push((index, crate::groups::merge(own.as_ref(), &refs)));
+        }
+        Ok(out)
     }
 
     fn collect_edits(&self, edits: &Bound<'_, PyDict>) -> PyResult<Vec<(usize, AttrEdits)>> {

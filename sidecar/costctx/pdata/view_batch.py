@@ -136,7 +136,7 @@ class ViewBatch:
 
     def materialize(self, index: int) -> Any:
         """The protobuf Span at `index` with this batch's edits so far applied (slow path)."""
-        edits = self.edits.spans.get(index)
+        edits = self.edits.effective(index)  # its own edits and its groups'
         if edits is not None and edits.replace is not None:
             from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -278,7 +278,7 @@ def _apply(attributes, edits: SpanEdits) -> None:
 
 
 def _edited(edits: BatchEdits) -> bool:
-    return bool(edits.spans or edits.resources or edits.removed)
+    return edits.any()
 
 
 def _notes_and_order(trace: TraceBatch) -> tuple[dict[int, Notes], list[int] | None, list | None]:
@@ -320,7 +320,7 @@ def write_back(trace: TraceBatch, batch: ViewBatch) -> None:
     edits = batch.edits
     view = batch._view
     watched = view.watched if view is not None else frozenset()  # type: ignore[attr-defined]
-    for index, span_edits in edits.spans.items():
+    for index, span_edits in edits.expanded().items():  # group edits merged in
         record = in_order[index]
         if record is None:
             continue

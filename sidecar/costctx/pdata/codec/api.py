@@ -119,6 +119,35 @@ def value_kinds(attrs: dict[str, Any]) -> str:
         for key, value in sorted(attrs.items()))
 
 
+def span_groups(spans: list[SpanView], by_value: frozenset[str]) -> tuple[list[list[int]], list[int]]:
+    """Spans sorted into groups of alike ones, as scanned (the native codec's groups.rs does
+    the same in one pass): per watched attribute in the span's order its key, its value's kind
+    (as value_kinds spells it) and, for a key in `by_value` whose value is a str, the value.
+    Groups hold span indices ascending, in the order of their first span. Spans with a watched
+    key sent twice or watched keys on events are left loose (second list). A span edited since
+    the scan is grouped by its current attrs here but by its scanned ones natively: callers
+    group before editing (or leave edited spans out)."""
+    groups: list[list[int]] = []
+    loose: list[int] = []
+    index: dict[tuple, list[int]] = {}
+    letters = _KIND_LETTERS
+    for i, span in enumerate(spans):
+        if span.repeated or span.event_keys:
+            loose.append(i)
+            continue
+        key = tuple(
+            (k, ("s" if v else "z") if type(v) is str else letters[type(v)],
+             v if type(v) is str and k in by_value else None)
+            for k, v in span.attrs.items())
+        found = index.get(key)
+        if found is None:
+            found = index[key] = [i]
+            groups.append(found)
+        else:
+            found.append(i)
+    return groups, loose
+
+
 @dataclass(slots=True)
 class BatchView:
     raw: bytes
@@ -145,16 +174,121 @@ class SpanEdits:
 
 
 @dataclass(slots=True)
+class GroupEdits:
+    """One SpanEdits (renames, deletes, sets; never `replace`) applied to many spans: how a
+    decision made once per group of alike spans is written, without an edit object per span.
+
+    Order against a member's own edits (BatchEdits.spans) is the order they were made in:
+    `after` holds, for members that already had their own edits when the group was added, the
+    lengths of their renames, deletes and sets then (the group's go right after those); a
+    member not in `after` had none, so the group's go first. A span whose own edits are a
+    `replace` takes no group edit (its replacement carries everything)."""
+
+    edits: SpanEdits
+    spans: list[int] | range                                       # span indices, each once
+    after: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    _members: set[int] | range | None = field(default=None, compare=False, repr=False)
+
+    def members(self) -> set[int] | range:
+        """`spans` as something `in` answers fast (built on first use; spans do not change)."""
+        if self._members is None:
+            spans = self.spans
+            self._members = spans if isinstance(spans, range) else set(spans)
+        return self._members
+
+
+@dataclass(slots=True)
 class BatchEdits:
     spans: dict[int, SpanEdits] = field(default_factory=dict)          # by index into view.spans
     resources: dict[int, SpanEdits] = field(default_factory=dict)      # same edits on a resource's attributes
     removed: set[int] = field(default_factory=set)                     # spans left out (held or refused)
+    groups: list[GroupEdits] = field(default_factory=list)             # edits shared by many spans, in order
 
     def span(self, index: int) -> SpanEdits:
         found = self.spans.get(index)
         if found is None:
             found = self.spans[index] = SpanEdits()
         return found
+
+    def add_group(self, edits: SpanEdits, spans: list[int] | range) -> GroupEdits:
+        """Apply `edits` to every span of `spans` after whatever each already has. The caller
+        leaves out spans whose own edits are a `replace` (they would ignore it)."""
+        own = self.spans
+        after = {}
+        if own:
+            for index in own.keys() & (spans if isinstance(spans, range) else set(spans)):
+                mine = own[index]
+                after[index] = (len(mine.renames), len(mine.deletes), len(mine.sets))
+        group = GroupEdits(edits, spans, after)
+        self.groups.append(group)
+        return group
+
+    def any(self) -> bool:
+        """Whether anything is to be written (span, group or resource edits, or removals)."""
+        return bool(self.spans or self.groups or self.resources or self.removed)
+
+    def touched(self) -> set[int] | dict[int, SpanEdits]:
+        """Indices of the spans with edits of their own or of a group."""
+        if not self.groups:
+            return self.spans
+        found = set(self.spans)
+        for group in self.groups:
+            found.update(group.spans)
+        return found
+
+    def effective(self, index: int) -> SpanEdits | None:
+        """Span `index`'s edits with its groups' merged in, in the order they were made (the
+        semantics both codecs write); None when it has none."""
+        own = self.spans.get(index)
+        if not self.groups or (own is not None and own.replace is not None):
+            return own
+        mine = [g for g in self.groups if index in g.members()]
+        return _merge(own, mine, index) if mine else own
+
+    def expanded(self) -> dict[int, SpanEdits]:
+        """Every span's effective edits (`effective` for each touched span, in one pass)."""
+        if not self.groups:
+            return self.spans
+        own = self.spans
+        of: dict[int, list[GroupEdits]] = {}
+        for group in self.groups:
+            for index in group.spans:
+                found = of.get(index)
+                if found is None:
+                    of[index] = [group]
+                else:
+                    found.append(group)
+        out = dict(own)
+        for index, mine in of.items():
+            edits = own.get(index)
+            if edits is None or edits.replace is None:
+                out[index] = _merge(edits, mine, index)
+        return out
+
+
+def _merge(own: SpanEdits | None, groups: list[GroupEdits], index: int) -> SpanEdits:
+    """A span's own edits with its groups' inserted where each was added (GroupEdits.after)."""
+    if own is None:
+        own = _NO_EDITS
+    merged = SpanEdits()
+    at = (0, 0, 0)
+    for group in groups:  # in the order added: their cuts never decrease
+        cut = group.after.get(index, at)
+        merged.renames += own.renames[at[0]:cut[0]]
+        merged.deletes += own.deletes[at[1]:cut[1]]
+        merged.sets += own.sets[at[2]:cut[2]]
+        edits = group.edits
+        merged.renames += edits.renames
+        merged.deletes += edits.deletes
+        merged.sets += edits.sets
+        at = (max(at[0], cut[0]), max(at[1], cut[1]), max(at[2], cut[2]))
+    merged.renames += own.renames[at[0]:]
+    merged.deletes += own.deletes[at[1]:]
+    merged.sets += own.sets[at[2]:]
+    return merged
+
+
+_NO_EDITS = SpanEdits()
 
 
 class Codec(Protocol):
@@ -177,3 +311,6 @@ class Codec(Protocol):
 
     def materialize(self, view: BatchView, index: int) -> Any:
         """The protobuf Span at `index` (slow path only)."""
+
+    def groups(self, view: BatchView, by_value: frozenset[str]) -> tuple[list[list[int]], list[int]]:
+        """`span_groups(view.spans, by_value)`: the spans as scanned, in groups of alike ones."""

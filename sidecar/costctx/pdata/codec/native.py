@@ -16,10 +16,12 @@ from costctx.pdata.codec.api import (
     BatchEdits,
     BatchView,
     CodecError,
+    GroupEdits,
     KvList,
     ResourceView,
     ScopeView,
     SpanView,
+    span_groups,
 )
 
 try:
@@ -59,22 +61,30 @@ class NativeCodec:
         return self._core.check(bytes(raw))  # the scan's validation, no view objects, GIL released
 
     def encode(self, view: BatchView, edits: BatchEdits) -> bytes:
-        if not edits.spans and not edits.resources and not edits.removed:
+        if not edits.any():
             return view.raw  # nothing to write: the bytes received, not even a copy
         segments = getattr(view, "segments", None)
         if segments is not None:
             return b"".join(
-                self._core.encode(layout, spans, resources, removed) if spans or resources or removed else raw
-                for raw, layout, spans, resources, removed in _split(view, segments, edits, edits.removed))
-        return self._core.encode(self._layout(view), edits.spans, edits.resources, edits.removed)
+                self._core.encode(layout, spans, resources, removed, groups)
+                if spans or resources or removed or groups else raw
+                for raw, layout, spans, resources, removed, groups in _split(view, segments, edits, edits.removed))
+        return self._core.encode(self._layout(view), edits.spans, edits.resources, edits.removed,
+                                 edits.groups or None)
 
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
         segments = getattr(view, "segments", None)
         if segments is not None:
             return b"".join(
-                self._core.extract(layout, chosen, spans, resources)
-                for _, layout, spans, resources, chosen in _split(view, segments, edits, indices) if chosen)
-        return self._core.extract(self._layout(view), indices, edits.spans, edits.resources)
+                self._core.extract(layout, chosen, spans, resources, groups)
+                for _, layout, spans, resources, chosen, groups in _split(view, segments, edits, indices) if chosen)
+        return self._core.extract(self._layout(view), indices, edits.spans, edits.resources, edits.groups or None)
+
+    def groups(self, view: BatchView, by_value: frozenset[str]) -> tuple[list[list[int]], list[int]]:
+        layout = getattr(view, "layout", None)
+        if layout is None:  # an appended view (segments) or another codec's: from the records
+            return span_groups(view.spans, by_value)
+        return layout.groups(by_value)
 
     def materialize(self, view: BatchView, index: int) -> Any:
         from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -119,13 +129,19 @@ class NativeCodec:
 
 
 def _split(view: BatchView, segments: list, edits: BatchEdits, chosen) -> list[tuple]:
-    """Per segment: (raw, layout, its span edits, its resource edits, its `chosen` indices),
-    every index made relative to the segment's first span or resource."""
+    """Per segment: (raw, layout, its span edits, its resource edits, its `chosen` indices,
+    its group edits), every index made relative to the segment's first span or resource."""
     out = []
     bounds = [*segments[1:], (len(view.spans), len(view.resources), 0, b"", None)]
     for (first, first_resource, _, raw, layout), (end, end_resource, _, _, _) in zip(segments, bounds, strict=True):
         spans = {i - first: e for i, e in edits.spans.items() if first <= i < end}
         resources = {r - first_resource: e for r, e in edits.resources.items() if first_resource <= r < end_resource}
         picked = [i - first for i in chosen if first <= i < end]
-        out.append((raw, layout, spans, resources, picked))
+        groups = []
+        for group in edits.groups:
+            members = [i - first for i in group.spans if first <= i < end]
+            if members:
+                after = {i - first: cut for i, cut in group.after.items() if first <= i < end}
+                groups.append(GroupEdits(group.edits, members, after))
+        out.append((raw, layout, spans, resources, picked, groups or None))
     return out

@@ -27,6 +27,7 @@ from costctx.pdata.codec.api import (
     ScopeView,
     SpanEdits,
     SpanView,
+    span_groups,
 )
 
 UNKNOWN_SERVICE = "unknown_service"
@@ -404,7 +405,7 @@ class PythonCodec:
             apply_edits(out.resource_spans[r].resource.attributes, resource_edits)
         watched = view.watched
         objects = view.objects
-        for index, span_edits in edits.spans.items():
+        for index, span_edits in edits.expanded().items():  # group edits merged in
             if keep is not None and index not in keep:
                 continue  # a span left out: its edits are not worth applying
             if direct:
@@ -443,7 +444,7 @@ class PythonCodec:
             view.spent = False
 
     def encode(self, view: BatchView, edits: BatchEdits) -> bytes:
-        if not edits.spans and not edits.resources and not edits.removed:
+        if not edits.any():
             if view.stale_raw:  # type: ignore[attr-defined]
                 return view.message.SerializeToString()  # type: ignore[attr-defined]
             return view.raw
@@ -453,14 +454,14 @@ class PythonCodec:
     def encode_last(self, view: BatchView, edits: BatchEdits) -> bytes:
         """encode, for a batch leaving the pipeline: the view is not used again, so its message
         takes the edits in place even when no bytes could give it back."""
-        if view.stale_raw and (edits.spans or edits.resources or edits.removed):  # type: ignore[attr-defined]
+        if view.stale_raw and edits.any():  # type: ignore[attr-defined]
             return self._edited(view, edits, None, spend=True).SerializeToString()  # type: ignore[arg-type]
         return self.encode(view, edits)
 
     def edited_message(self, view: BatchView, edits: BatchEdits) -> ExportTraceServiceRequest:
         """The request with the edits applied, as a message: the view's own, edited in place
         (no serialize and parse), so the view is spent (for a switch to the protobuf path)."""
-        if view.stale_raw and not (edits.spans or edits.resources or edits.removed):  # type: ignore[attr-defined]
+        if view.stale_raw and not edits.any():  # type: ignore[attr-defined]
             self._fresh(view)  # type: ignore[arg-type]
             view.gone = True  # type: ignore[attr-defined]
             return view.message  # type: ignore[attr-defined]
@@ -515,6 +516,9 @@ class PythonCodec:
 
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
         return self._edited(view, edits, set(indices)).SerializeToString()  # type: ignore[arg-type]
+
+    def groups(self, view: BatchView, by_value: frozenset[str]) -> tuple[list[list[int]], list[int]]:
+        return span_groups(view.spans, by_value)
 
     def materialize(self, view: BatchView, index: int) -> Span:
         self._fresh(view)  # type: ignore[arg-type]
