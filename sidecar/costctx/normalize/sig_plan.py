@@ -161,6 +161,18 @@ class SignaturePlans:
         return plan
 
 
+def mapped_keys(place: PlaceTable, table: CompiledTable) -> frozenset[str]:
+    """The keys of a place whose string value a decision may read: enum-valued keys, and old
+    keys whose value moves to an enum-valued key. Spans equal in keys, value kinds and these
+    values get the same decision (span groups split by them: codec.groups)."""
+    values = table.values
+    keys = {key for key in place.watch if key in values}
+    for old, rule in place.rules.items():
+        if rule.canonical in values or (rule.otherwise is not None and rule.otherwise in values):
+            keys.add(old)
+    return frozenset(keys)
+
+
 def _kept(plan, renames, mapped_values, where: str, tally: Tally) -> object:
     """A kept decision for a span whose mapped values (`plan.mapped`'s order) are all values
     the decision was made for: NOTHING, or the plan's renames (counted); _UNSEEN when one is an

@@ -25,7 +25,7 @@ down the TraceBatch path.
 
 from __future__ import annotations
 
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -33,7 +33,7 @@ from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import RENAMED_KEY
 from costctx.normalize.rewrite import Tally, rewrite_attributes
-from costctx.normalize.sig_plan import SignaturePlans
+from costctx.normalize.sig_plan import SignaturePlans, mapped_keys
 from costctx.normalize.table import CompiledTable
 from costctx.normalize.view_rewrite import RewriteOnView, needs_work, rewrite_values, simple_renames, table_keys
 from costctx.pdata import TraceBatch
@@ -45,6 +45,12 @@ from costctx.processors.normalize.config import NormalizeConfig
 from costctx.processors.normalize.metrics import normalize_metrics
 
 MAX_STAMP_TEMPLATES = 1024
+MAX_GROUP_DECISIONS = 4096
+_UNDECIDED = object()
+
+
+def _NO_VALUES(attrs) -> tuple:  # noqa: N802  # an itemgetter of no keys
+    return ()
 _RESOURCE = attrgetter("resource")
 
 
@@ -77,6 +83,13 @@ class NormalizeProcessor(Processor):
         self._covered: dict[int, tuple[CompiledTable, bool]] = {}
         # The base table's span decisions per signature (without schema files, every span's).
         self._plans = SignaturePlans(self._base.spans, self._base)
+        # Keys whose string value a span decision reads (enum maps): spans are grouped by these
+        # values besides their keys and value kinds, so one decision holds for a whole group.
+        self._by_value = mapped_keys(self._base.spans, self._base)
+        # Group decisions kept (see _decided_group): kinds -> getter of the values it depends
+        # on, and (kinds, values) -> outcome. Bounded: cleared when full.
+        self._value_getters: dict[str, object] = {}
+        self._group_decisions: dict[tuple, object] = {}
 
     def _table(self, schema_url: str):
         return self._builder.for_schema_url(schema_url) if self._per_schema and schema_url else self._base
@@ -97,8 +110,6 @@ class NormalizeProcessor(Processor):
         view = batch.view
         spans = view.spans
         resources = view.resources
-        scopes = view.scopes
-        base = self._base
         per_schema = self._per_schema
         indices = batch.indices()
         tally: Tally = Tally()
@@ -121,7 +132,135 @@ class NormalizeProcessor(Processor):
             rewritten.append((r, outcome))
         for r, outcome in rewritten:
             self._resource_edits(batch, r, outcome)
+        if not per_schema:
+            # Decided once per group of spans alike in what the decision reads.
+            self._by_groups(batch, indices, tally)
+            if tally:
+                self._flush(tally)
+            return batch
+        self._per_span(batch, indices, tally)
+        if tally:
+            self._flush(tally)
+        return batch
+
+    def _by_groups(self, batch: ViewBatch, indices, tally: Tally) -> None:
+        """The base table's span decisions, one per group of spans as scanned (codec.groups):
+        nothing to do (most groups: no Python per span), plain renames (one group edit, and per
+        span only the view's attrs and notes kept in step), else the per-span path."""
+        view = batch.view
+        spans = view.spans
+        edits = batch.edits
+        # Spans edited or left out since the scan are not as grouped: the per-span path.
+        skip = edits.spans.keys() | edits.removed if edits.spans or edits.removed else None
+        groups, loose = batch.codec.groups(view, self._by_value)  # type: ignore[attr-defined]
+        if not isinstance(indices, range) or len(indices) != len(spans):
+            wanted = set(indices)  # a visiting order that leaves spans out
+            skip = (skip or set()) | (set(range(len(spans))) - wanted)
+        rest: list[int] = [i for i in loose if skip is None or i not in skip]
+        plans = self._plans
+        getters = self._value_getters
+        decisions = self._group_decisions
+        # Groups with the same decision share one group edit: (outcome, upstream) -> spans.
+        alike: dict[tuple, tuple[RewriteOnView, bool, list[int]]] = {}
+        for group in groups:
+            if skip:
+                rest.extend(i for i in group if i in skip)
+                group = [i for i in group if i not in skip]
+                if not group:
+                    continue
+            span = spans[group[0]]
+            kinds = span.kinds
+            if kinds is None:  # not given by this codec: the plans decide per group
+                outcome = plans.decide(span.attrs, span.signature, "span", Tally())  # counted below
+            else:
+                getter = getters.get(kinds)
+                try:
+                    outcome = _UNDECIDED if getter is None else decisions.get((kinds, getter(span.attrs)), _UNDECIDED)
+                except TypeError:  # an array or kvlist value under an enum key: not kept
+                    outcome = _UNDECIDED
+                if outcome is _UNDECIDED:
+                    outcome = self._decide_group(span, kinds, plans)
+            if outcome is None:
+                continue
+            if outcome is False:  # value-dependent (a coercion, a conflict...): span by span
+                rest.extend(group)
+                continue
+            upstream = RENAMED_KEY in span.attrs  # the same for the group: a watched key
+            same = (tuple(outcome.renames), tuple(outcome.deletes), upstream) if not outcome.sets \
+                else (id(outcome), upstream)
+            found = alike.get(same)
+            if found is None:
+                alike[same] = (outcome, upstream, list(group))
+            else:
+                found[2].extend(group)
+        for outcome, upstream, members in alike.values():
+            self._write_group(batch, outcome, upstream, members, tally)
+        if rest:
+            rest.sort()
+            self._per_span(batch, rest, tally)
+
+    def _write_group(self, batch: ViewBatch, outcome: RewriteOnView, upstream: bool, members: list[int],
+                     tally: Tally) -> None:
+        """One decision for many spans: counted for each, one group edit, and per span only
+        the view's attrs and notes kept in step (and a stamp merged when one came upstream)."""
+        renamed = outcome.renamed
+        stamp = self._stamp
+        for canonical in renamed:
+            tally[("renamed", canonical, "span")] += len(members)
+        sets = list(outcome.sets)
+        if renamed and stamp and not upstream:
+            sets.append((RENAMED_KEY, list(renamed)))
+        if outcome.renames or outcome.deletes or sets:
+            batch.edits.add_group(SpanEdits(list(outcome.renames), list(outcome.deletes), sets), members)
+        spans = batch.view.spans
+        moves, deletes = outcome.renames, outcome.deletes
+        notes = batch.notes
+        for index in members:
+            attrs = spans[index].attrs
+            for old, new in moves:
+                attrs[new] = attrs.pop(old)
+            for old in deletes:
+                del attrs[old]
+            for key, value in sets:
+                attrs[key] = list(value) if type(value) is list else value
+            if renamed:
+                if index in notes:
+                    batch.note(index, "renamed").update(renamed)
+                else:  # batch.note inlined: the usual first note of a span
+                    notes[index] = {"renamed": set(renamed)}
+                if stamp and upstream:  # stamped upstream: merged span by span
+                    batch.append_strings(index, RENAMED_KEY, renamed)
+
+    def _decide_group(self, span, kinds: str, plans: SignaturePlans):
+        """The decision for a group whose first span is `span` (decide's outcome: None, plain
+        renames, or False), kept by (kinds, the values of the keys in `_by_value`): what a
+        group is made of, so what decides it. Counts nothing: the caller counts per group."""
+        getter = self._value_getters.get(kinds)
+        if getter is None:
+            present = sorted(self._by_value.intersection(span.signature))
+            getter = itemgetter(*present, present[0]) if present else _NO_VALUES  # a tuple always
+            if len(self._value_getters) >= MAX_GROUP_DECISIONS:
+                self._value_getters.clear()
+            self._value_getters[kinds] = getter
+        found = plans.decide_kinds(span.attrs, span.signature, kinds, "span", Tally())
+        key = (kinds, getter(span.attrs))
+        try:
+            hash(key)
+        except TypeError:
+            return found  # an unhashable value (array, kvlist) under an enum key: decided each time
+        if len(self._group_decisions) >= MAX_GROUP_DECISIONS:
+            self._group_decisions.clear()
+        self._group_decisions[key] = found
+        return found
+
+    def _per_span(self, batch: ViewBatch, indices, tally: Tally) -> None:
+        view = batch.view
+        spans = view.spans
+        resources = view.resources
+        scopes = view.scopes
+        per_schema = self._per_schema
         edited = batch.edits.spans
+        base = self._base
         table = base
         place = base.spans
         events = base.events
@@ -172,9 +311,6 @@ class NormalizeProcessor(Processor):
                         batch.append_strings(index, RENAMED_KEY, renamed)
                     else:
                         batch.set(index, RENAMED_KEY, list(renamed))
-        if tally:
-            self._flush(tally)
-        return batch
 
     @staticmethod
     def _apply(batch: ViewBatch, index: int, outcome: RewriteOnView) -> None:
