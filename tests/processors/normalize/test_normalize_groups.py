@@ -1,0 +1,72 @@
+"""normalize decides once per group of alike spans (codec.groups) and writes one group edit
+per decision: the output, notes and counters stay those of the protobuf path, including when
+spans alike in keys and value kinds differ in an enum value, when a span was edited or removed
+before normalize, and across batches on one processor (decisions kept per group)."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from costctx.pdata.view_batch import ViewBatch
+from tests.processors.normalize.test_normalize_view import CODECS, CONFIG, build, counters, through_protobuf
+from tests.support.processors import standalone_processor
+
+
+def span(*attrs):
+    return (list(attrs), [], "s")
+
+
+ALIKE = [span(("gen_ai.system", "openai"), ("llm.token_count.prompt", 5), ("workflow.id", "w"))] * 6
+# Same keys and value kinds as ALIKE, but an enum value normalize maps: a different decision.
+MAPPED = [span(("gen_ai.system", "Vertex_AI"), ("llm.token_count.prompt", 5), ("workflow.id", "w"))] * 3
+PLAIN = [span(("gen_ai.request.model", "m"), ("workflow.id", "w"))] * 4
+COERCE = [span(("gen_ai.system", "openai"), ("llm.token_count.prompt", "12"), ("workflow.id", "w"))] * 2
+
+
+def run(codec, processor, spans, before=None):
+    raw = build([([], [("", spans)], "")])
+    batch = ViewBatch(codec, raw, processor.watched_keys())
+    if before is not None:
+        before(batch)
+    processor.process_view(batch)
+    notes = [sorted(batch.notes.get(i, {}).get("renamed", ())) for i in range(len(spans))]
+    return batch, ExportTraceServiceRequest.FromString(batch.payload()).SerializeToString(), notes
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_alike_spans_share_one_group_edit_and_match_the_protobuf_path(codec):
+    processor = standalone_processor("normalize", CONFIG)
+    spans = [s for trio in zip(ALIKE, MAPPED + PLAIN, COERCE + ALIKE, strict=False) for s in trio] + ALIKE
+    for _ in range(2):  # the second batch decides from the kept group decisions
+        batch, out, notes = run(codec, processor, spans)
+        want_out, want_notes, _ = through_protobuf(build([([], [("", spans)], "")]))
+        assert (out, notes) == (want_out, want_notes)
+        assert batch.edits.groups, "alike spans renamed by a group edit"
+        grouped = {i for g in batch.edits.groups for i in g.spans}
+        assert len(grouped) >= len([s for s in spans if s is ALIKE[0]])
+        # the spans to coerce took the exact path, one by one
+        assert {i for i, s in enumerate(spans) if s is COERCE[0]} <= set(batch.edits.spans)
+    fresh = standalone_processor("normalize", CONFIG)
+    run(codec, fresh, spans)
+    run(codec, fresh, spans)
+    assert counters(fresh) == counters(processor)
+    assert counters(processor) == {k: 2 * v for k, v in through_protobuf(build([([], [("", spans)], "")]))[2].items()}
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_spans_edited_or_removed_before_normalize_are_not_decided_as_grouped(codec):
+    processor = standalone_processor("normalize", CONFIG)
+    spans = ALIKE + MAPPED
+
+    def before(batch):
+        batch.set(1, "gen_ai.system", "Vertex_AI")  # now alike MAPPED, not ALIKE
+        batch.edits.removed.add(2)
+
+    batch, out, _ = run(codec, processor, spans, before)
+
+    spans_then = list(spans)
+    spans_then[1] = MAPPED[0]
+    del spans_then[2]
+    want = through_protobuf(build([([], [("", spans_then)], "")]))[0]
+    assert out == want
