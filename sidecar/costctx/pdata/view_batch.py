@@ -118,6 +118,24 @@ class ViewBatch:
             edits.sets.append((key, value))
         self.view.spans[index].attrs[key] = value
 
+    def set_many(self, indices: list[int], key: str, value: Any) -> None:
+        """`set(index, key, value)` for every index, as one group edit (BatchEdits.add_group)
+        instead of one edit per span; spans re-encoded on the slow path take it one by one.
+        `value` is shared by the spans' attrs: a str, int, float, bool or bytes."""
+        own = self.edits.spans
+        if own:
+            replaced = {i for i in own.keys() & set(indices) if own[i].replace is not None}
+            if replaced:
+                for index in replaced:
+                    self.set(index, key, value)
+                indices = [i for i in indices if i not in replaced]
+        if not indices:
+            return
+        self.edits.add_group(SpanEdits(sets=[(key, value)]), indices)
+        spans = self.view.spans
+        for index in indices:
+            spans[index].attrs[key] = value
+
     def append_strings(self, index: int, key: str, values: list[str]) -> None:
         """Add values to a string-array attribute, keeping its strings and their order (as
         SpanRecord.append_strings: other elements of an array it must rewrite are dropped)."""

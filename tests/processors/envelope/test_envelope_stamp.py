@@ -42,3 +42,20 @@ def test_every_span_is_stamped_whatever_edits_it_carries(codec):
     assert {kv.key for kv in spans[2].attributes} >= {"owner.user", SCHEMA_KEY}
     assert {kv.key for kv in spans[1].attributes} >= {"owner.team", SCHEMA_KEY}
     assert all(batch.view.spans[i].attrs[SCHEMA_KEY] == stamped[0] for i in range(3))
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_spans_without_edits_share_one_stamp_edit_written_before_their_missing_fields(codec):
+    """Spans with no edit of their own take the stamp as one group edit; the missing fields
+    appended after it come after it on the wire, as when each span had its own edit."""
+    envelope = standalone_processor("envelope")
+    batch = ViewBatch(select_codec(codec), _request(4), envelope.watched_keys())
+    batch.set(3, "owner.team", "core")
+    envelope.process_view(batch)
+    assert [g.spans for g in batch.edits.groups] == [[0, 1, 2]]
+    assert batch.edits.groups[0].edits.sets == [(SCHEMA_KEY, ENVELOPE.schema_version)]
+    out = ExportTraceServiceRequest.FromString(batch.payload())
+    for span in out.resource_spans[0].scope_spans[0].spans:
+        keys = [kv.key for kv in span.attributes]
+        assert keys.index(SCHEMA_KEY) < keys.index("costctx.missing"), keys
+    assert batch.edits.effective(0).sets[0] == (SCHEMA_KEY, ENVELOPE.schema_version)

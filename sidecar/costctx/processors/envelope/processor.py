@@ -159,6 +159,8 @@ class EnvelopeProcessor(Processor):
         view_spans = view.spans
         edited = batch.edits.spans
         stamp = (SCHEMA_KEY, schema)
+        to_stamp: list[int] = []  # spans with no edit of their own: one group edit for them all
+        to_mark: list[tuple[int, list[str]]] = []  # missing fields: appended after the stamp
         for index in batch.indices():
             span = view_spans[index]
             attrs = span.attrs
@@ -192,7 +194,7 @@ class EnvelopeProcessor(Processor):
                 # batch.set inlined (every span): an edit, and attrs kept in step.
                 edits = edited.get(index)
                 if edits is None:
-                    edited[index] = SpanEdits(sets=[stamp])
+                    to_stamp.append(index)
                     attrs[SCHEMA_KEY] = schema
                 elif edits.replace is None:
                     edits.sets.append(stamp)
@@ -200,7 +202,7 @@ class EnvelopeProcessor(Processor):
                 else:
                     batch.set(index, SCHEMA_KEY, schema)
             if missing:
-                batch.append_strings(index, MISSING_KEY, missing)
+                to_mark.append((index, missing))
             if not record:
                 continue
             depth = get(HOP_DEPTH_KEY)
@@ -219,13 +221,21 @@ class EnvelopeProcessor(Processor):
             if cost is not None:
                 amount = _cost_pico_value(cost)
                 if amount is not None:
-                    key = (workflow, tuple([_str_value(get(d)) for d in dimensions]), TENANT_KEY in repaired)
+                    # _str_value inlined per dimension
+                    key = (workflow, tuple([v if type(v) is str and v else None for v in map(get, dimensions)]),
+                           TENANT_KEY in repaired)
                     row = spend.get(key)
                     if row is None:
                         spend[key] = [amount, 1]
                     else:
                         row[0] += amount
                         row[1] += 1
+        if to_stamp:
+            # Before the missing fields are appended: the stamp stays first among those spans'
+            # edits, as when written span by span (and none has an edit of its own yet).
+            batch.edits.add_group(SpanEdits(sets=[stamp]), to_stamp)
+        for index, missing in to_mark:
+            batch.append_strings(index, MISSING_KEY, missing)
         if by_shape:
             spans: Counter = Counter()
             for (r, depth, sig), n in by_shape.items():
