@@ -210,3 +210,34 @@ def test_python_extended_view_equals_a_scan_of_the_encoded_request():
     out = ExportTraceServiceRequest.FromString(batch.payload())
     assert [s.name for rs in out.resource_spans for ss in rs.scope_spans for s in ss.spans] == \
         ["000", "001", "100", "101", "110", "111", "d", "e"]
+
+
+@pytest.mark.parametrize("codec", ["python", "native"])
+def test_group_edits_reach_the_slow_path_write_back_and_replaced_spans(codec):
+    """A group edit (set_many) is in what materialize, the TraceBatch switch and write_back
+    see; a span re-encoded on the slow path takes the value inside its replacement."""
+    from costctx.pdata.codec import select_codec
+    from costctx.pdata.codec.native import AVAILABLE
+
+    if codec == "native" and not AVAILABLE:
+        pytest.skip("costctx_native not built")
+    batch = ViewBatch(select_codec(codec), _raw(["a", "b", "c"]), WATCHED)
+    span = batch.materialize(2)
+    span.name = "c2"
+    batch.replace(2, span)
+    batch.set_many([0, 1, 2], "g", "v")
+    batch.set(1, "k", "B")
+    assert [s.attrs["g"] for s in batch.view.spans] == ["v"] * 3
+    assert len(batch.edits.groups) == 1 and batch.edits.groups[0].spans == [0, 1]
+    assert {kv.key: kv.value.string_value for kv in batch.materialize(0).attributes} == {"k": "a", "g": "v"}
+    assert {kv.key: kv.value.string_value for kv in batch.materialize(2).attributes} == {"k": "c", "g": "v"}
+    trace = batch.trace  # the switch to protobuf records
+    got = [{kv.key: kv.value.string_value for kv in rec.span.attributes} for rec in trace.records]
+    assert got == [{"k": "a", "g": "v"}, {"k": "B", "g": "v"}, {"k": "c", "g": "v"}]
+    assert [rec.get_str("g") for rec in trace.records] == ["v"] * 3
+
+    trace = TraceBatch(ExportTraceServiceRequest.FromString(_raw(["a", "b"])))
+    batch = ViewBatch.of_trace(PythonCodec(), trace, WATCHED)
+    batch.set_many([0, 1], "g", "v")
+    write_back(trace, batch)
+    assert [rec.get_str("g") for rec in trace.records] == ["v", "v"]
