@@ -124,3 +124,21 @@ def test_what_normalize_added_counts_against_the_limits(codec, monkeypatch):
         want = through_protobuf(raw, with_normalize=True)
         assert sum(want[1].values()) >= 1  # attributes dropped or values cut
         assert through_view(raw, codec, with_normalize=True) == want
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_group_edits_count_toward_the_limits(codec):
+    """normalize stamps renamed spans with one group edit: limits counts that attribute, as
+    it does a span's own edits (six attributes + the stamp > 6; spans short enough that only
+    the count sends them to the exact path)."""
+    span_attrs = [("llm.token_count.prompt", 1), ("a", "x"), ("b", "y"), ("z", "w"), ("owner.tenant", "t"),
+                  ("workflow.id", "wf")]
+    raw = build([([], [("s", span_attrs, [], []), ("s", span_attrs, [], [])])])
+    limits = standalone_processor("limits", max_attributes_per_span=6, max_attribute_value_length=1000)
+    normalize = standalone_processor("normalize")
+    batch = ViewBatch(codec, raw, normalize.watched_keys() | limits.watched_keys())
+    normalize.process_view(batch)
+    assert batch.edits.groups and not batch.edits.spans  # the stamp is a group edit
+    limits.process_view(batch)
+    out = ExportTraceServiceRequest.FromString(batch.payload())
+    assert [len(s.attributes) for s in out.resource_spans[0].scope_spans[0].spans] == [6, 6]

@@ -70,3 +70,20 @@ def test_spans_edited_or_removed_before_normalize_are_not_decided_as_grouped(cod
     del spans_then[2]
     want = through_protobuf(build([([], [("", spans_then)], "")]))[0]
     assert out == want
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_a_second_normalize_sees_spans_a_group_edit_renamed_as_they_now_are(codec):
+    """Two normalize processors in a row: the second must not decide on the scan's groups of
+    spans the first renamed by a group edit (their attrs are no longer as scanned)."""
+    spans = ALIKE + PLAIN
+    raw = build([([], [("", spans)], "")])
+    first, second = standalone_processor("normalize", CONFIG), standalone_processor("normalize", CONFIG)
+    batch = ViewBatch(codec, raw, first.watched_keys())
+    first.process_view(batch)
+    assert batch.edits.groups
+    second.process_view(batch)
+    out = ExportTraceServiceRequest.FromString(batch.payload()).SerializeToString()
+    once, _, _ = through_protobuf(raw)
+    assert out == through_protobuf(once)[0]
+    assert not [k for k in counters(second) if k[0] == "costctx_normalize_renamed_total"]

@@ -84,6 +84,16 @@ class LimitsProcessor(Processor):
             return batch
         spans = view.spans
         edited = edits.spans
+        # Group edits (BatchEdits.groups): their sets counted per member, their values checked once.
+        grouped: dict[int, int] = {}
+        long: set[int] = set()
+        for group in edits.groups:
+            added = len(group.edits.sets)
+            if added:
+                for index in group.spans:
+                    grouped[index] = grouped.get(index, 0) + added
+            if _edits_over(group.edits, max_len):
+                long.update(group.spans)
         truncated = 0
         for index in batch.indices():
             span = spans[index]
@@ -91,8 +101,10 @@ class LimitsProcessor(Processor):
             count = span.attr_count
             if pending is not None and pending.replace is None:
                 count += len(pending.sets)  # at most this many after the edits: the exact count below
+            if grouped:
+                count += grouped.get(index, 0)
             over_count = count > max_attrs
-            over_len = span.size > max_len or _edits_over(pending, max_len)
+            over_len = span.size > max_len or _edits_over(pending, max_len) or (long and index in long)
             if over_count or over_len:
                 truncated += self._bound(batch, index, max_attrs, max_len)
         if truncated:

@@ -150,8 +150,9 @@ class NormalizeProcessor(Processor):
         view = batch.view
         spans = view.spans
         edits = batch.edits
-        # Spans edited or left out since the scan are not as grouped: the per-span path.
-        skip = edits.spans.keys() | edits.removed if edits.spans or edits.removed else None
+        # Spans edited (by their own or a group's edits) or left out since the scan are not
+        # as grouped: the per-span path.
+        skip = set(edits.touched()) | edits.removed if edits.spans or edits.groups or edits.removed else None
         groups, loose = batch.codec.groups(view, self._by_value)  # type: ignore[attr-defined]
         if not isinstance(indices, range) or len(indices) != len(spans):
             wanted = set(indices)  # a visiting order that leaves spans out
@@ -259,7 +260,7 @@ class NormalizeProcessor(Processor):
         resources = view.resources
         scopes = view.scopes
         per_schema = self._per_schema
-        edited = batch.edits.spans
+        edited = batch.edits.touched()  # own or group edits: attrs no longer as scanned
         base = self._base
         table = base
         place = base.spans
