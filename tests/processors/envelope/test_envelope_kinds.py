@@ -43,3 +43,13 @@ def test_a_value_blanked_by_an_edit_reads_as_missing_in_a_cached_shape(codec):
     envelope.process_view(batch)
     assert _outcomes(envelope, "workflow.id") == {"present": 4, "missing": 2}
     assert _outcomes(envelope, "owner.tenant") == {"present": 6}
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_value_blanked_by_a_group_edit_reads_as_missing_in_a_cached_shape(codec):
+    envelope = standalone_processor("envelope")
+    envelope.process_view(ViewBatch(select_codec(codec), _request(3), envelope.watched_keys()))  # shape cached
+    batch = ViewBatch(select_codec(codec), _request(4), envelope.watched_keys())
+    batch.set_many([1, 2], "workflow.id", "")
+    envelope.process_view(batch)
+    assert _outcomes(envelope, "workflow.id") == {"present": 5, "missing": 2}

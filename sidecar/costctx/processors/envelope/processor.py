@@ -67,6 +67,16 @@ def _present(value) -> bool:
     return value is not None and value is not EMPTY and value != ""
 
 
+def _blanked_by_groups(batch: ViewBatch) -> set[int] | None:
+    """Spans a group edit set "" or EMPTY on: their scanned kinds no longer say their values
+    are clean (`_clean` looks at a span's own edits only)."""
+    dirty = None
+    for group in batch.edits.groups:
+        if any(value is EMPTY or value == "" for _, value in group.edits.sets):
+            dirty = (dirty or set()) | set(group.spans)
+    return dirty
+
+
 class EnvelopeProcessor(Processor):
     type_name = "envelope"
     config_model = EnvelopeConfig
@@ -159,6 +169,7 @@ class EnvelopeProcessor(Processor):
         view_spans = view.spans
         edited = batch.edits.spans
         stamp = (SCHEMA_KEY, schema)
+        dirty = _blanked_by_groups(batch)
         to_stamp: list[int] = []  # spans with no edit of their own: one group edit for them all
         to_mark: list[tuple[int, list[str]]] = []  # missing fields: appended after the stamp
         for index in batch.indices():
@@ -184,7 +195,8 @@ class EnvelopeProcessor(Processor):
                     if len(shapes) >= SHAPE_CACHE_SIZE:
                         shapes.clear()  # bounded without LRU bookkeeping; shapes repeat
                     shapes[key] = shape
-            elif shape[4] is not None and not self._clean(span.kinds, edited.get(index)):
+            elif shape[4] is not None and (not self._clean(span.kinds, edited.get(index))
+                                           or (dirty and index in dirty)):
                 values = shape[4](attrs)
                 if "" in values or EMPTY in values:
                     # A value that reads as absent: the shape alone does not decide (rare).
