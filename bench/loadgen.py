@@ -47,6 +47,7 @@ class Run:
         self.refused = 0
         self.errors: dict[str, int] = {}
         self.latencies: list[float] = []
+        self.calls: list[tuple[float, float]] = []  # (started, done) of each timed call, for --trace
         self.t0 = time.perf_counter()
         self.window_start = self.t0 + warmup
         self.window_end = float("inf")
@@ -78,6 +79,7 @@ class Run:
         if self.window_start <= started and done <= self.window_end:
             self.ok += 1
             self.latencies.append(done - started)
+            self.calls.append((started, done))
         return True
 
     def report(self, mode: str, window: float) -> dict:
@@ -161,6 +163,8 @@ async def main_async(args: argparse.Namespace) -> dict:
         out = run.report(args.mode, args.duration - args.warmup)
         out.update({"spans_per_batch": spans_per_batch, "requests_sent": run.sent, "late_sends": late,
                     "target_rate": args.rate if args.mode == "rate" else None})
+        if args.trace:
+            Path(args.trace).write_text(json.dumps(run.calls))
         return out
 
 
@@ -175,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10_000.0, help="spans per second (rate mode)")
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--trace", help="write each timed call's (started, done) perf_counter times here (JSON)")
     parser.add_argument("--cycle-offset", type=int, default=0, help="start the id cycles here (fresh ids per run)")
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(main_async(args))), flush=True)
