@@ -9,8 +9,9 @@ generator's own timestamps in another process):
 - every event-loop callback that held the loop longer than `--slow-ms` (what a request that
   arrived meanwhile waited behind), named by its callback;
 - every processor tick.
-Written as JSON to `--out` when the process exits. The probe adds no code path to the sidecar
-itself: it wraps functions before the sidecar is built.
+Written as JSON to `--out` when the process exits. SIGUSR2 runs a full collection over
+everything frozen and records what it found (cycles that formed among frozen objects). The
+probe adds no code path to the sidecar itself: it wraps functions before the sidecar is built.
 
 Usage: python bench/latency_probe.py --out FILE [--slow-ms 0.5] -- run --config costctx.yaml
 """
@@ -23,6 +24,7 @@ import atexit
 import functools
 import gc
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -30,7 +32,16 @@ from pathlib import Path
 now = time.perf_counter
 
 
-def install(out: Path, slow_s: float) -> None:
+def callback_name(callback) -> str:
+    """A task's coroutine for a task wake-up or step, else the callback's repr."""
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        coro = owner.get_coro()
+        return f"task {getattr(coro, '__qualname__', coro)!s}"
+    return repr(callback)[:160]
+
+
+def install(out: Path, slow_s: float, no_full: bool = False) -> None:
     from costctx.receivers.otlp import grpc as grpc_receiver
     from costctx.receivers.otlp.ingest import Ingest
     from costctx.service.pipeline import TracesPipeline
@@ -82,24 +93,54 @@ def install(out: Path, slow_s: float) -> None:
         finally:
             ended = now()
             if ended - started >= slow_s:
-                record["slow"].append((started, ended, repr(self._callback)[:160]))
+                record["slow"].append((started, ended, callback_name(self._callback)))
 
     asyncio.events.Handle._run = run
 
     def dump() -> None:
+        record["frozen_at_exit"] = gc.get_freeze_count()
+        record["counts_at_exit"] = gc.get_count()
+        gc.unfreeze()
+        # What a full collection finds at the end: cycles that formed among frozen objects.
+        record["unreachable_at_exit"] = gc.collect()
         out.write_text(json.dumps(record))
 
     atexit.register(dump)
+
+    def leak_check(*_args) -> None:
+        # While the sidecar still runs: what a full collection finds among everything frozen.
+        started = now()
+        gc.unfreeze()
+        found = gc.collect()
+        gc.freeze()
+        record.setdefault("leak_checks", []).append({"unreachable": found, "ms": (now() - started) * 1e3})
+
+    signal.signal(signal.SIGUSR2, leak_check)
+    if no_full:
+        from costctx.service import gc_tuning
+
+        original_full = gc_tuning.GcScheduler.full
+
+        def first_full_only(self) -> None:
+            if self.full_collections == 0:
+                original_full(self)
+            else:
+                self.full_collections += 1
+                gc.collect(1)
+                gc.freeze()
+
+        gc_tuning.GcScheduler.full = first_full_only
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--slow-ms", type=float, default=0.5)
+    parser.add_argument("--no-full", action="store_true", help="GcScheduler: no full collection after start-up")
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    install(Path(args.out), args.slow_ms / 1000)
+    install(Path(args.out), args.slow_ms / 1000, args.no_full)
     from costctx.cli.main import main as costctx_main
 
     return costctx_main(rest)

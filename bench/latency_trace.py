@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -65,7 +67,8 @@ def analyse(calls: list[tuple[float, float]], rec: dict, top: int) -> dict:
             "handler_other": (h1 - h0 - pipe - scan) * 1e3, "after": (done - h1) * 1e3,
             "gc0": gcs[0] * 1e3, "gc1": gcs[1] * 1e3, "gc2": gcs[2] * 1e3,
             "behind_other_callbacks": waited_behind * 1e3,
-            "behind": sorted({name.split(" at 0x")[0][:90] for _, _, name in others if overlap(_, _, sent, h0) > 0}),
+            "behind": sorted({f"{name.split(' at 0x')[0][:90]} {(s1 - s0) * 1e3:.1f}ms" for s0, s1, name in others
+                              if overlap(s0, s1, sent, h0) > 0}),
         })
     parts = ["total", "queued", "scan", "pipeline", "handler_other", "after", "gc0", "gc1", "gc2",
              "behind_other_callbacks"]
@@ -76,6 +79,8 @@ def analyse(calls: list[tuple[float, float]], rec: dict, top: int) -> dict:
         gc_by_gen[gen].append((g1 - g0) * 1e3)
     slowest = sorted(rows, key=lambda r: -r["total"])[:top]
     return {"calls": len(rows), "summary_ms": summary,
+            "at_exit": {k: rec.get(k) for k in ("frozen_at_exit", "counts_at_exit", "unreachable_at_exit")},
+            "leak_checks": rec.get("leak_checks", []),
             "gc_pauses_ms": {g: {"count": len(v), "max": round(max(v), 2) if v else 0,
                                  "p50": round(pct(v, .5), 3)} for g, v in gc_by_gen.items()},
             "ticks": {"count": len(rec["tick"]), "max_ms": round(max(((b - a) * 1e3 for a, b in rec["tick"]),
@@ -90,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--codec", default=None)
     parser.add_argument("--top", type=int, default=8)
+    parser.add_argument("--no-full", action="store_true", help="the sidecar's GcScheduler makes no full collection")
+    parser.add_argument("--leak-checks", type=int, default=0,
+                        help="this many full collections over the frozen heap during the load (SIGUSR2)")
     args = parser.parse_args(argv)
     processors = {"all": list(DEFAULT_TRACE_PROCESSORS), "off": []}.get(args.processors,
                                                                        args.processors.split(","))
@@ -100,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         trace_out = workdir / "calls.json"
 
         class Probed(SidecarProcess):
-            command = [PY, str(REPO / "bench" / "latency_probe.py"), "--out", str(probe_out), "--"]
+            command = [PY, str(REPO / "bench" / "latency_probe.py"), "--out", str(probe_out),
+                       *(["--no-full"] if args.no_full else []), "--"]
 
         pools = Pools(workdir, plan)
         pool = pools.path(plan.default_batch, plan.default_attrs, complete=True)
@@ -108,10 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sidecar = Probed(workdir, "probed", processors, sink.port, codec=args.codec)
             try:
-                subprocess.run([PY, str(REPO / "bench" / "loadgen.py"), "rate", "--target", sidecar.target,
-                                "--pool", str(pool), "--duration", str(args.duration), "--warmup",
-                                str(plan.warmup_s), "--rate", str(args.rate), "--trace", str(trace_out),
-                                "--cycle-offset", "7000"], check=True, stdout=subprocess.DEVNULL, cwd=REPO)
+                load = subprocess.Popen([PY, str(REPO / "bench" / "loadgen.py"), "rate", "--target", sidecar.target,
+                                         "--pool", str(pool), "--duration", str(args.duration), "--warmup",
+                                         str(plan.warmup_s), "--rate", str(args.rate), "--trace", str(trace_out),
+                                         "--cycle-offset", "7000"], stdout=subprocess.DEVNULL, cwd=REPO)
+                for _ in range(args.leak_checks):
+                    time.sleep(args.duration / (args.leak_checks + 1))
+                    sidecar.proc.send_signal(signal.SIGUSR2)
+                if load.wait() != 0:
+                    raise RuntimeError("load generator failed")
             finally:
                 sidecar.stop()
         finally:

@@ -10,7 +10,7 @@ import threading
 from costctx.attribution.inprocess import InProcessShare
 from costctx.service.app import Sidecar
 from costctx.service.config.model import SidecarConfig
-from costctx.service.gc_tuning import tune_for_throughput
+from costctx.service.gc_tuning import GcScheduler
 
 log = logging.getLogger("costctx")
 
@@ -26,12 +26,16 @@ async def serve(config: SidecarConfig, grace: float | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await sidecar.start()
-    tune_for_throughput()
+    # What exists by now lives as long as the process; from here on, collections run between
+    # requests on this loop, never a full one inside a request (issue 15's p99).
+    collector = GcScheduler()
+    collector.start()
     try:
         await stop.wait()
         log.info("costctx: stopping (grace %.1fs)", grace)
     finally:
         await sidecar.stop(grace)
+        await collector.stop()
 
 
 class SidecarThread:

@@ -140,3 +140,34 @@ def test_passing_spans_leaves_the_batch_as_received():
     assert processor.process_view(batch) is batch
     assert batch._view is None and batch._trace is None
     assert batch.payload() is raw
+
+
+def test_over_the_soft_limit_the_collection_reaches_frozen_objects():
+    """The running sidecar freezes what survives between requests (service/gc_tuning.py): a
+    cycle that formed among frozen objects must still be freed when memory is short."""
+    import gc
+    import weakref
+
+    from costctx.processors.memory_limiter.config import MemoryLimiterConfig
+    from costctx.processors.memory_limiter.metrics import memory_limiter_metrics
+    from costctx.processors.memory_limiter.processor import MemoryLimiter
+    from costctx.telemetry.metrics import ComponentMetrics, SidecarMetrics
+
+    class Node:
+        other: object = None
+
+    metrics = memory_limiter_metrics(ComponentMetrics(SidecarMetrics(), "processor", "memory_limiter"))
+    limiter = MemoryLimiter(MemoryLimiterConfig(limit_mib=2, check_interval=0.001), metrics)  # always over
+    a, b = Node(), Node()
+    gc.collect()
+    gc.freeze()
+    try:
+        a.other, b.other = b, a
+        watched = weakref.ref(a)
+        del a, b
+        time.sleep(0.002)  # past check_interval since the limiter's first sample
+        limiter.sample()
+        assert limiter.refusing
+        assert watched() is None
+    finally:
+        gc.unfreeze()

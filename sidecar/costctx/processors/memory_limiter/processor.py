@@ -68,6 +68,7 @@ class MemoryLimiter:
         if rss >= self.soft_limit and now - self._last_collect >= self.config.check_interval:
             # Free what can be freed before deciding; at most once per interval (gc is not free).
             self._last_collect = now
+            gc.unfreeze()  # frozen objects are never scanned (the sidecar freezes between requests)
             gc.collect()
             if self._trim is not None:
                 self._trim(0)
