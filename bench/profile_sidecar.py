@@ -115,9 +115,13 @@ def main() -> int:
                 stdout=subprocess.PIPE, cwd=REPO, text=True)
             time.sleep(2)
             cpu_before, wall_before = cpu_seconds(sidecar.ps), time.monotonic()
-            subprocess.run([pyspy, "record", "--pid", str(sidecar.proc.pid), "--duration", str(int(args.seconds)),
-                            "--format", "raw", "--nonblocking", "--rate", str(args.sample_rate), "-o", str(raw),
-                            *(["--native"] if args.native else [])], check=True, capture_output=True)
+            # py-spy refuses --native with --nonblocking: native stacks are read with the process paused.
+            spy = subprocess.run([pyspy, "record", "--pid", str(sidecar.proc.pid), "--duration",
+                                  str(int(args.seconds)), "--format", "raw", "--rate", str(args.sample_rate),
+                                  "-o", str(raw), *(["--native"] if args.native else ["--nonblocking"])],
+                                 capture_output=True, text=True)
+            if spy.returncode != 0:
+                raise RuntimeError(f"py-spy failed: {spy.stderr.strip()[-500:]}")
             cpu = (cpu_seconds(sidecar.ps) - cpu_before) / (time.monotonic() - wall_before)
             out, _ = load.communicate(timeout=60)
         finally:
