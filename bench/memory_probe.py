@@ -92,12 +92,17 @@ def install(directory: Path) -> None:
 
     def dump(signum: int, frame: object) -> None:
         count[0] += 1
+        frozen = gc.get_freeze_count()
+        # The running sidecar freezes what survives every 250 ms (service/gc_tuning.py), and
+        # gc.get_objects() and gc.collect() skip frozen objects: count and collect them all
+        # (its next step freezes them again).
+        gc.unfreeze()
         probe = {
             "smaps_rollup": smaps_rollup(),
             "anonymous_by_kind": anonymous_by_kind(),
             "malloc": malloc_info(),
             "gc_counts": gc.get_count(),
-            "gc_frozen": gc.get_freeze_count(),
+            "gc_frozen": frozen,
             "objects_by_type": live_objects_by_type(),
             "tracemalloc": tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None,
         }
