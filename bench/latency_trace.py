@@ -78,6 +78,10 @@ def analyse(calls: list[tuple[float, float]], rec: dict, top: int) -> dict:
     for gen, g0, g1, _ in rec["gc"]:
         gc_by_gen[gen].append((g1 - g0) * 1e3)
     slowest = sorted(rows, key=lambda r: -r["total"])[:top]
+    in_calls = [r["gc0"] + r["gc1"] + r["gc2"] for r in rows]
+    summary["gc_in_a_call"] = {"max": round(max(in_calls, default=0.0), 2),
+                               "calls_over_1ms": sum(v > 1 for v in in_calls),
+                               "calls_over_5ms": sum(v > 5 for v in in_calls)}
     return {"calls": len(rows), "summary_ms": summary,
             "at_exit": {k: rec.get(k) for k in ("frozen_at_exit", "counts_at_exit", "unreachable_at_exit")},
             "leak_checks": rec.get("leak_checks", []),

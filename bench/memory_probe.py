@@ -93,7 +93,7 @@ def install(directory: Path) -> None:
     def dump(signum: int, frame: object) -> None:
         count[0] += 1
         frozen = gc.get_freeze_count()
-        # The running sidecar freezes what survives every 250 ms (service/gc_tuning.py), and
+        # The running sidecar freezes what survives every 100 ms (service/gc_tuning.py), and
         # gc.get_objects() and gc.collect() skip frozen objects: count and collect them all
         # (its next step freezes them again).
         gc.unfreeze()
