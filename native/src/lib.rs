@@ -17,5 +17,8 @@ mod python;
 #[cfg(feature = "python")]
 mod price;
 
+#[cfg(feature = "python")]
+mod envelope;
+
 #[cfg(feature = "oracle")]
 pub mod oracle;

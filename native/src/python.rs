@@ -614,5 +614,6 @@ fn costctx_native_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<Layout>()?;
     m.add_function(wrap_pyfunction!(crate::price::read_calls, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::envelope::read_shapes, m)?)?;
     Ok(())
 }

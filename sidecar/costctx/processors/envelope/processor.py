@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from operator import itemgetter
 
 from costctx.component.host import Host
 from costctx.component.processor import Processor
@@ -23,6 +22,7 @@ from costctx.pdata.codec.api import EMPTY, SpanEdits
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.money import PICO_PER_USD
 from costctx.processors.envelope.config import EnvelopeConfig
+from costctx.processors.envelope.shapes import native_read_shapes, read_shapes
 from costctx.survival.recorder import (
     CONFLICT,
     INHERITED,
@@ -62,21 +62,6 @@ def _str_value(value) -> str | None:
     return value if type(value) is str and value else None
 
 
-def _present(value) -> bool:
-    """A decoded value that carries information: not absent, not EMPTY, not ""."""
-    return value is not None and value is not EMPTY and value != ""
-
-
-def _blanked_by_groups(batch: ViewBatch) -> set[int] | None:
-    """Spans a group edit set "" or EMPTY on: their scanned kinds no longer say their values
-    are clean (`_clean` looks at a span's own edits only)."""
-    dirty = None
-    for group in batch.edits.groups:
-        if any(value is EMPTY or value == "" for _, value in group.edits.sets):
-            dirty = (dirty or set()) | set(group.spans)
-    return dirty
-
-
 class EnvelopeProcessor(Processor):
     type_name = "envelope"
     config_model = EnvelopeConfig
@@ -98,133 +83,80 @@ class EnvelopeProcessor(Processor):
         )
         self._extra_keys = survival.extra_keys
         self._dimensions = tuple(config.spend_dimensions)
-        # span shape -> its decisions (see _shape); cleared when full
-        self._shapes: dict[tuple, tuple] = {}
-        self._read_keys = frozenset((*self._fields, *self._extra_keys))  # whose values _shape reads
-        self._clean_kinds: dict[str, bool] = {}  # SpanView.kinds -> no "" or EMPTY among them
+        # shape (shapes.py's bytes) -> its decisions (see _decide); cleared when full
+        self._shapes: dict[bytes, tuple] = {}
+        self._read = (self._fields, tuple(self._extra_keys), tuple(self._markers), HOP_DEPTH_KEY, COST_USD)
 
     def watched_keys(self) -> frozenset[str]:
         return frozenset((*self._fields, *self._markers, *self._extra_keys, SCHEMA_KEY, MISSING_KEY,
                           HOP_DEPTH_KEY, COST_USD, WORKFLOW_NAME_KEY))
 
-    def _shape(self, attrs: dict, renamed, repaired, conflict) -> tuple:
-        """What a span's outcome depends on besides its values, decided once per shape (its
-        keys in order and its notes; values known to be neither EMPTY nor ""): the outcome
+    def _decide(self, shape: bytes) -> tuple:
+        """What a span of this shape (shapes.py) gets, decided once per shape: the outcome
         code per context field, the required fields missing, whether it is a model call, and
-        the readiness usage flags of the keys it carries."""
-        get = attrs.get
+        the readiness usage flags of its extra keys."""
         fields = self._fields
+        n = len(fields)
         sig = tuple([
-            CONFLICT if key in conflict
-            else INHERITED if key in repaired
-            else RENAMED if key in renamed
-            else PRESENT if _present(get(key))
-            else MISSING
-            for key in fields
+            CONFLICT if code & 8 else INHERITED if code & 4 else RENAMED if code & 2
+            else PRESENT if code & 1 else MISSING
+            for code in shape[:n]
         ])
         missing = [fields[i] for i in self._required_idx if sig[i] == MISSING] if MISSING in sig else None
-        is_llm = not attrs.keys().isdisjoint(self._markers)
-        usage = tuple([_present(get(key)) for key in self._extra_keys]) if is_llm else ()
-        # The values a span of this shape must not have "" or EMPTY in for these to hold.
-        read = [key for key in attrs if key in self._read_keys]
-        values_of = itemgetter(*read, read[0]) if read else None  # two keys at least: a tuple
-        return sig, missing or None, is_llm, usage, values_of
-
-    def _clean(self, kinds: str | None, edits: SpanEdits | None) -> bool:
-        """No watched value of the span is "" or EMPTY, known without reading its values: the
-        scan's kinds say none was (SpanView.kinds), and no edit since wrote one (attrs are the
-        scanned values plus the edits: renames move scanned values, sets are in `edits`)."""
-        if kinds is None:
-            return False
-        clean = self._clean_kinds.get(kinds)
-        if clean is None:
-            if len(self._clean_kinds) >= SHAPE_CACHE_SIZE:
-                self._clean_kinds.clear()
-            clean = self._clean_kinds[kinds] = "\x1fz" not in kinds and "\x1fe" not in kinds
-        if not clean:
-            return False
-        if edits is not None:
-            if edits.replace is not None:
-                return False
-            for _, value in edits.sets:
-                if value is EMPTY or value == "":
-                    return False
-        return True
+        is_llm = bool(shape[n])
+        usage = tuple([bool(code) for code in shape[n + 1:]])
+        return sig, missing or None, is_llm, usage
 
     def process_view(self, batch: ViewBatch) -> ViewBatch:
         view = batch.view
-        dimensions = self._dimensions
         schema = self._schema
-        record = self.config.record_outcomes
+        stamp = (SCHEMA_KEY, schema)
+        edits = batch.edits
+        # The per-span reading, counting and schema stamp in one call (shapes.py; in Rust with
+        # the native codec): decisions below are per shape, per count key or per visited span.
+        read = native_read_shapes if native_read_shapes is not None and batch.codec.name == "native" else read_shapes
+        indices = batch.indices()
+        ids, shape_keys, counts, visit, to_stamp, slow = read(
+            view.spans, indices, batch.notes, edits.spans, self._read, EMPTY, stamp)
+        known = self._shapes
+        shapes = []
+        for key in shape_keys:
+            shape = known.get(key)
+            if shape is None:
+                if len(known) >= SHAPE_CACHE_SIZE:
+                    known.clear()  # bounded without LRU bookkeeping; shapes repeat
+                shape = known[key] = self._decide(key)
+            shapes.append(shape)
+        for index in slow:
+            batch.set(index, SCHEMA_KEY, schema)
+        if to_stamp:
+            # Before the missing fields are appended: the stamp stays first among those spans'
+            # edits, as when written span by span (and none has an edit of its own yet).
+            edits.add_group(SpanEdits(sets=[stamp]), to_stamp)
+        if any(shape[1] for shape in shapes):
+            for index, id_ in zip(indices, ids, strict=True):
+                missing = shapes[id_][1]
+                if missing:
+                    batch.append_strings(index, MISSING_KEY, missing)
+        if not self.config.record_outcomes or not counts:
+            return batch
+        self._record(batch, shapes, counts, visit)
+        return batch
+
+    def _record(self, batch: ViewBatch, shapes: list[tuple], counts: list[tuple], visit: list[tuple]) -> None:
+        """The batch's survival outcomes, readiness and spend tallies, to the recorder."""
+        view = batch.view
         resources = view.resources
-        all_notes = batch.notes
-        notes_of = all_notes.get
-        shapes = self._shapes
-        shape_of = self._shape
-        # (resource index, depth, signature) -> spans; turned into (hop, depth, signature) once
-        # per batch (no service lookup per span, no Counter.__missing__ call per new key).
-        by_shape: dict[tuple, int] = {}
+        view_spans = view.spans
+        notes_of = batch.notes.get
+        dimensions = self._dimensions
         llm: Counter = Counter()
         spend: dict = {}
-        view_spans = view.spans
-        edited = batch.edits.spans
-        stamp = (SCHEMA_KEY, schema)
-        dirty = _blanked_by_groups(batch)
-        to_stamp: list[int] = []  # spans with no edit of their own: one group edit for them all
-        to_mark: list[tuple[int, list[str]]] = []  # missing fields: appended after the stamp
-        for index in batch.indices():
+        for index, id_ in visit:
             span = view_spans[index]
-            attrs = span.attrs
-            get = attrs.get
-            notes = notes_of(index) if all_notes else None
-            if notes:
-                renamed = notes.get("renamed") or _NO_NOTES
-                repaired = notes.get("repaired") or _NO_NOTES
-                conflict = notes.get("conflict") or _NO_NOTES
-                # Empty notes decide nothing: such a span shares the plain shape.
-                key = (tuple(attrs), tuple(renamed), tuple(repaired), tuple(conflict)) \
-                    if renamed or repaired or conflict else tuple(attrs)
-            else:
-                renamed = repaired = conflict = _NO_NOTES
-                key = tuple(attrs)
-            shape = shapes.get(key)
-            if shape is None:
-                shape = shape_of(attrs, renamed, repaired, conflict)
-                values = attrs.values()
-                if "" not in values and EMPTY not in values:  # else decided by its values: not kept
-                    if len(shapes) >= SHAPE_CACHE_SIZE:
-                        shapes.clear()  # bounded without LRU bookkeeping; shapes repeat
-                    shapes[key] = shape
-            elif shape[4] is not None and (not self._clean(span.kinds, edited.get(index))
-                                           or (dirty and index in dirty)):
-                values = shape[4](attrs)
-                if "" in values or EMPTY in values:
-                    # A value that reads as absent: the shape alone does not decide (rare).
-                    shape = shape_of(attrs, renamed, repaired, conflict)
-            sig, missing, is_llm, usage, _ = shape
-            if get(SCHEMA_KEY) != schema:
-                # batch.set inlined (every span): an edit, and attrs kept in step.
-                edits = edited.get(index)
-                if edits is None:
-                    to_stamp.append(index)
-                    attrs[SCHEMA_KEY] = schema
-                elif edits.replace is None:
-                    edits.sets.append(stamp)
-                    attrs[SCHEMA_KEY] = schema
-                else:
-                    batch.set(index, SCHEMA_KEY, schema)
-            if missing:
-                to_mark.append((index, missing))
-            if not record:
-                continue
-            depth = get(HOP_DEPTH_KEY)
-            # An int stamped by inherit (or an upstream sidecar); anything else is no depth.
-            count_key = (span.resource, depth if type(depth) is int else None, sig)
-            by_shape[count_key] = by_shape.get(count_key, 0) + 1
-
+            get = span.attrs.get
+            sig, _, is_llm, usage = shapes[id_]
             cost = get(COST_USD)
-            if not is_llm and cost is None:
-                continue
             workflow = get(WORKFLOW_NAME_KEY)
             if type(workflow) is not str or not workflow:
                 workflow = None
@@ -233,6 +165,8 @@ class EnvelopeProcessor(Processor):
             if cost is not None:
                 amount = _cost_pico_value(cost)
                 if amount is not None:
+                    notes = notes_of(index)
+                    repaired = (notes.get("repaired") or _NO_NOTES) if notes else _NO_NOTES
                     # _str_value inlined per dimension
                     key = (workflow, tuple([v if type(v) is str and v else None for v in map(get, dimensions)]),
                            TENANT_KEY in repaired)
@@ -242,15 +176,7 @@ class EnvelopeProcessor(Processor):
                     else:
                         row[0] += amount
                         row[1] += 1
-        if to_stamp:
-            # Before the missing fields are appended: the stamp stays first among those spans'
-            # edits, as when written span by span (and none has an edit of its own yet).
-            batch.edits.add_group(SpanEdits(sets=[stamp]), to_stamp)
-        for index, missing in to_mark:
-            batch.append_strings(index, MISSING_KEY, missing)
-        if by_shape:
-            spans: Counter = Counter()
-            for (r, depth, sig), n in by_shape.items():
-                spans[(resources[r].service, depth, sig)] += n
-            self.context.survival.record_batch(spans, llm, spend)
-        return batch
+        spans: Counter = Counter()
+        for r, depth, id_, n in counts:
+            spans[(resources[r].service, depth, shapes[id_][0])] += n
+        self.context.survival.record_batch(spans, llm, spend)

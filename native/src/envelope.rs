@@ -1,0 +1,180 @@
+//! The envelope processor's per-span reading and schema stamp, in one call per batch. The
+//! Python equivalent (the fallback and the oracle) is
+//! `costctx.processors.envelope.shapes.read_shapes`; every rule here is written there first.
+//! What each shape means (outcome codes, missing fields, readiness) stays in Python: this
+//! only reads keys, notes and values into a small per-batch shape id, counts spans per
+//! (resource, depth, shape) and stamps the schema into the span's edits.
+
+use std::collections::HashMap;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple};
+
+fn strings<'py>(item: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
+    item.try_iter()?.map(|key| Ok(key?.cast_into::<PyString>()?)).collect()
+}
+
+/// `_present` in shapes.py: a value there, not None, not EMPTY, not "".
+fn present(value: Option<Bound<'_, PyAny>>, empty: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let Some(value) = value else { return Ok(false) };
+    if value.is_none() || value.is(empty) {
+        return Ok(false);
+    }
+    if let Ok(text) = value.cast_exact::<PyString>() {
+        return Ok(text.len()? > 0);
+    }
+    Ok(!value.eq("")?)
+}
+
+/// `key in notes` for one note set (a set, or any container a caller put there).
+fn noted(set: &Option<Bound<'_, PyAny>>, key: &Bound<'_, PyString>) -> PyResult<bool> {
+    match set {
+        None => Ok(false),
+        Some(set) => match set.cast::<PySet>() {
+            Ok(set) => set.contains(key),
+            Err(_) => set.contains(key),
+        },
+    }
+}
+
+/// The hop depth as a count key: an exact int (bool is not one), else none.
+#[derive(Hash, PartialEq, Eq)]
+enum Depth {
+    None,
+    Small(i64),
+    Big(String),
+}
+
+/// See `costctx.processors.envelope.shapes.read_shapes` (same arguments, same result).
+#[pyfunction]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub fn read_shapes<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyList>,
+    indices: &Bound<'py, PyAny>,
+    notes: &Bound<'py, PyDict>,
+    edits: &Bound<'py, PyDict>,
+    keys: &Bound<'py, PyTuple>,
+    empty: &Bound<'py, PyAny>,
+    stamp: &Bound<'py, PyTuple>,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
+    let fields = strings(&keys.get_item(0)?)?;
+    let extras = strings(&keys.get_item(1)?)?;
+    let markers = strings(&keys.get_item(2)?)?;
+    let depth_key = keys.get_item(3)?.cast_into::<PyString>()?;
+    let cost_key = keys.get_item(4)?.cast_into::<PyString>()?;
+    let schema_key = stamp.get_item(0)?.cast_into::<PyString>()?;
+    let schema = stamp.get_item(1)?;
+    let (renamed_name, repaired_name, conflict_name) =
+        (pyo3::intern!(py, "renamed"), pyo3::intern!(py, "repaired"), pyo3::intern!(py, "conflict"));
+    let (attrs_name, resource_name) = (pyo3::intern!(py, "attrs"), pyo3::intern!(py, "resource"));
+    let (replace_name, sets_name) = (pyo3::intern!(py, "replace"), pyo3::intern!(py, "sets"));
+
+    let ids = PyList::empty(py);
+    let shapes = PyList::empty(py);
+    let visit = PyList::empty(py);
+    let to_stamp = PyList::empty(py);
+    let slow = PyList::empty(py);
+    let mut shape_ids: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut llm_shape: Vec<bool> = Vec::new();
+    let mut count_at: HashMap<(i64, Depth, usize), usize> = HashMap::new();
+    let mut counts: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>, usize, usize)> = Vec::new();
+    let mut key: Vec<u8> = Vec::with_capacity(fields.len() + 1 + extras.len());
+    let none = py.None().into_bound(py);
+    let check_notes = !notes.is_empty();
+
+    for index in indices.try_iter()? {
+        let index = index?;
+        let span = spans.get_item(index.extract::<usize>()?)?;
+        let attrs = span.getattr(attrs_name)?.cast_into::<PyDict>()?;
+        let (mut renamed, mut repaired, mut conflict) = (None, None, None);
+        if check_notes {
+            if let Some(found) = notes.get_item(&index)? {
+                if found.is_truthy()? {
+                    let found = found.cast_into::<PyDict>()?;
+                    let set = |name| -> PyResult<Option<Bound<'py, PyAny>>> {
+                        Ok(found.get_item(name)?.filter(|s| s.is_truthy().unwrap_or(true)))
+                    };
+                    (renamed, repaired, conflict) = (set(renamed_name)?, set(repaired_name)?, set(conflict_name)?);
+                }
+            }
+        }
+        key.clear();
+        for field in &fields {
+            let mut code = present(attrs.get_item(field)?, empty)? as u8;
+            code |= (noted(&renamed, field)? as u8) << 1;
+            code |= (noted(&repaired, field)? as u8) << 2;
+            code |= (noted(&conflict, field)? as u8) << 3;
+            key.push(code);
+        }
+        let mut is_llm = false;
+        for marker in &markers {
+            if attrs.contains(marker)? {
+                is_llm = true;
+                break;
+            }
+        }
+        key.push(is_llm as u8);
+        if is_llm {
+            for extra in &extras {
+                key.push(present(attrs.get_item(extra)?, empty)? as u8);
+            }
+        }
+        let id = match shape_ids.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = shape_ids.len();
+                shape_ids.insert(key.clone(), id);
+                shapes.append(PyBytes::new(py, &key))?;
+                llm_shape.push(is_llm);
+                id
+            }
+        };
+        ids.append(id)?;
+
+        let resource = span.getattr(resource_name)?;
+        let depth_value = attrs.get_item(&depth_key)?;
+        let (depth, depth_object) = match depth_value {
+            Some(value) if value.is_exact_instance_of::<PyInt>() => match value.extract::<i64>() {
+                Ok(small) => (Depth::Small(small), value),
+                Err(_) => (Depth::Big(value.str()?.to_string()), value),
+            },
+            _ => (Depth::None, none.clone()),
+        };
+        let count_key = (resource.extract::<i64>()?, depth, id);
+        match count_at.get(&count_key) {
+            Some(at) => counts[*at].3 += 1,
+            None => {
+                count_at.insert(count_key, counts.len());
+                counts.push((resource, depth_object, id, 1));
+            }
+        }
+        if is_llm || attrs.get_item(&cost_key)?.is_some_and(|cost| !cost.is_none()) {
+            visit.append((index.clone(), id))?;
+        }
+
+        // The schema stamp, as ViewBatch.set would write it (attrs kept in step).
+        let stamped = match attrs.get_item(&schema_key)? {
+            Some(value) => value.is(&schema) || value.eq(&schema)?,
+            None => false,
+        };
+        if !stamped {
+            match edits.get_item(&index)? {
+                None => {
+                    to_stamp.append(&index)?;
+                    attrs.set_item(&schema_key, &schema)?;
+                }
+                Some(own) if own.getattr(replace_name)?.is_none() => {
+                    own.getattr(sets_name)?.cast_into::<PyList>()?.append(stamp)?;
+                    attrs.set_item(&schema_key, &schema)?;
+                }
+                Some(_) => slow.append(&index)?,
+            }
+        }
+    }
+    let counted = PyList::empty(py);
+    for (resource, depth, id, n) in counts {
+        counted.append((resource, depth, id, n))?;
+    }
+    Ok((ids, shapes, counted, visit, to_stamp, slow))
+}

@@ -1,0 +1,101 @@
+"""The envelope processor's per-span reading and schema stamp: one call per batch
+(`read_shapes`), in Python here and in Rust (`costctx_native._core.read_shapes`,
+native/src/envelope.rs) with the same result. This is the fallback and the oracle: every
+rule is written here first. What a shape means stays in the processor.
+
+A span's shape is one byte per context field (bit 0: its value is present, i.e. not absent,
+None, EMPTY or ""; bit 1: renamed; bit 2: repaired; bit 3: conflict, from the span's notes),
+one byte saying whether it carries an LLM marker key and, for such spans only, one byte per
+extra (readiness usage) key saying whether its value is present. Shapes are numbered per
+batch in order of first appearance.
+
+`read_shapes` returns, for the spans of `indices` in order:
+- ids: the shape id of each span;
+- shapes: the shape of each id, as bytes (a key the processor caches decisions by);
+- counts: (resource, depth, shape id, spans) per distinct (resource, depth, shape id), in
+  order of first appearance; depth is the span's hop depth when an int (not a bool), else None;
+- visit: (index, shape id) of the spans with an LLM marker or a cost (not None) in attrs;
+- to_stamp: spans whose schema value was not the stamp's and that have no edit of their own
+  (the caller writes their stamp as one group edit); attrs updated;
+- slow: such spans whose own edit is a replace (the caller stamps them with `batch.set`).
+Spans with an edit of their own (not a replace) get `stamp` appended to their edit's sets
+and their attrs updated, as `ViewBatch.set` would.
+"""
+
+from __future__ import annotations
+
+from costctx.pdata.codec.api import EMPTY
+
+try:
+    from costctx_native._core import read_shapes as native_read_shapes
+except ImportError:  # built without the extension (or an older build): the Python one below
+    native_read_shapes = None
+
+_NONE: frozenset[str] = frozenset()
+
+
+def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, empty=EMPTY,
+                stamp: tuple = ("", "")) -> tuple:
+    """See the module docstring. `keys`: (context fields, extra keys, marker keys, depth key,
+    cost key); `stamp`: (schema key, schema value); `empty`: the codec's EMPTY."""
+    fields, extras, markers, depth_key, cost_key = keys
+    schema_key, schema = stamp
+    ids: list[int] = []
+    shapes: list[bytes] = []
+    shape_ids: dict[bytes, int] = {}
+    count_at: dict[tuple, int] = {}
+    counts: list[list] = []
+    visit: list[tuple[int, int]] = []
+    to_stamp: list[int] = []
+    slow: list[int] = []
+
+    def present(value) -> bool:
+        return value is not None and value is not empty and value != ""
+
+    for index in indices:
+        span = spans[index]
+        attrs = span.attrs
+        get = attrs.get
+        found = notes.get(index) if notes else None
+        if found:
+            renamed = found.get("renamed") or _NONE
+            repaired = found.get("repaired") or _NONE
+            conflict = found.get("conflict") or _NONE
+        else:
+            renamed = repaired = conflict = _NONE
+        code = [present(get(key)) | (key in renamed) << 1 | (key in repaired) << 2 | (key in conflict) << 3
+                for key in fields]
+        is_llm = any(marker in attrs for marker in markers)
+        code.append(is_llm)
+        if is_llm:
+            code.extend(present(get(key)) for key in extras)
+        shape = bytes(code)
+        id_ = shape_ids.get(shape)
+        if id_ is None:
+            id_ = shape_ids[shape] = len(shapes)
+            shapes.append(shape)
+        ids.append(id_)
+
+        depth = get(depth_key)
+        depth = depth if type(depth) is int else None
+        count_key = (span.resource, depth, id_)
+        at = count_at.get(count_key)
+        if at is None:
+            count_at[count_key] = len(counts)
+            counts.append([span.resource, depth, id_, 1])
+        else:
+            counts[at][3] += 1
+        if is_llm or get(cost_key) is not None:
+            visit.append((index, id_))
+
+        if get(schema_key) != schema:
+            own = edits.get(index)
+            if own is None:
+                to_stamp.append(index)
+                attrs[schema_key] = schema
+            elif own.replace is None:
+                own.sets.append(stamp)
+                attrs[schema_key] = schema
+            else:
+                slow.append(index)
+    return ids, shapes, [tuple(row) for row in counts], visit, to_stamp, slow
