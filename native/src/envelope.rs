@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 
 fn strings<'py>(item: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
     item.try_iter()?.map(|key| Ok(key?.cast_into::<PyString>()?)).collect()
@@ -37,6 +37,43 @@ fn noted(set: &Option<Bound<'_, PyAny>>, key: &Bound<'_, PyString>) -> PyResult<
     }
 }
 
+/// `_cost_pico_value` in processor.py for the common values (a finite double >= 0 whose
+/// pico-USD fits an i64, an int >= 0 below 2^63 / 10^12); anything else asks `pico` itself.
+fn cost_pico<'py>(value: &Bound<'py, PyAny>, pico: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = value.py();
+    if let Ok(double) = value.cast_exact::<PyFloat>() {
+        let v = double.value();
+        if !v.is_finite() || v < 0.0 {
+            return Ok(py.None().into_bound(py));
+        }
+        let scaled = v * 1e12;
+        if scaled < 9.0e18 {
+            // Python's round() of a double: to the nearest integer, ties to even, exact.
+            return Ok((scaled.round_ties_even() as i64).into_pyobject(py)?.into_any());
+        }
+    } else if value.is_exact_instance_of::<PyInt>() {
+        if let Ok(n) = value.extract::<i64>() {
+            if (0..9_000_000).contains(&n) {
+                return Ok((n * 1_000_000_000_000).into_pyobject(py)?.into_any());
+            }
+            if n < 0 {
+                return Ok(py.None().into_bound(py));
+            }
+        }
+    } else {
+        return Ok(py.None().into_bound(py));
+    }
+    pico.call1((value,))
+}
+
+/// `v if type(v) is str and v else None`.
+fn text_or_none<'py>(value: Option<Bound<'py, PyAny>>, none: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    match value {
+        Some(value) if value.is_exact_instance_of::<PyString>() && value.len()? > 0 => Ok(value),
+        _ => Ok(none.clone()),
+    }
+}
+
 /// The hop depth as a count key: an exact int (bool is not one), else none.
 #[derive(Hash, PartialEq, Eq)]
 enum Depth {
@@ -57,22 +94,28 @@ pub fn read_shapes<'py>(
     keys: &Bound<'py, PyTuple>,
     empty: &Bound<'py, PyAny>,
     stamp: &Bound<'py, PyTuple>,
-) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
+    pico: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyDict>, Bound<'py, PyDict>, Bound<'py, PyList>, Bound<'py, PyList>)> {
     let fields = strings(&keys.get_item(0)?)?;
     let extras = strings(&keys.get_item(1)?)?;
     let markers = strings(&keys.get_item(2)?)?;
     let depth_key = keys.get_item(3)?.cast_into::<PyString>()?;
     let cost_key = keys.get_item(4)?.cast_into::<PyString>()?;
+    let dimensions = strings(&keys.get_item(5)?)?;
+    let workflow_key = keys.get_item(6)?.cast_into::<PyString>()?;
+    let tenant_key = keys.get_item(7)?.cast_into::<PyString>()?;
     let schema_key = stamp.get_item(0)?.cast_into::<PyString>()?;
     let schema = stamp.get_item(1)?;
     let (renamed_name, repaired_name, conflict_name) =
         (pyo3::intern!(py, "renamed"), pyo3::intern!(py, "repaired"), pyo3::intern!(py, "conflict"));
     let (attrs_name, resource_name) = (pyo3::intern!(py, "attrs"), pyo3::intern!(py, "resource"));
+    let (start_name, end_name) = (pyo3::intern!(py, "start"), pyo3::intern!(py, "end"));
     let (replace_name, sets_name) = (pyo3::intern!(py, "replace"), pyo3::intern!(py, "sets"));
 
     let ids = PyList::empty(py);
     let shapes = PyList::empty(py);
-    let visit = PyList::empty(py);
+    let llm = PyDict::new(py);
+    let spend = PyDict::new(py);
     let to_stamp = PyList::empty(py);
     let slow = PyList::empty(py);
     let mut shape_ids: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -149,8 +192,38 @@ pub fn read_shapes<'py>(
                 counts.push((resource, depth_object, id, 1));
             }
         }
-        if is_llm || attrs.get_item(&cost_key)?.is_some_and(|cost| !cost.is_none()) {
-            visit.append((index.clone(), id))?;
+        let cost = attrs.get_item(&cost_key)?.filter(|cost| !cost.is_none());
+        if is_llm || cost.is_some() {
+            let workflow = text_or_none(attrs.get_item(&workflow_key)?, &none)?;
+            if is_llm {
+                let start: i128 = span.getattr(start_name)?.extract()?;
+                let end: i128 = span.getattr(end_name)?.extract()?;
+                let tally = (&workflow, id, 0 < start && start <= end).into_pyobject(py)?;
+                let n = match llm.get_item(&tally)? {
+                    Some(n) => n.extract::<usize>()? + 1,
+                    None => 1,
+                };
+                llm.set_item(tally, n)?;
+            }
+            if let Some(cost) = cost {
+                let amount = cost_pico(&cost, pico)?;
+                if !amount.is_none() {
+                    let mut dims = Vec::with_capacity(dimensions.len());
+                    for dimension in &dimensions {
+                        dims.push(text_or_none(attrs.get_item(dimension)?, &none)?);
+                    }
+                    let tenant = noted(&repaired, &tenant_key)?;
+                    let tally = (&workflow, PyTuple::new(py, dims)?, tenant).into_pyobject(py)?;
+                    match spend.get_item(&tally)? {
+                        Some(row) => {
+                            let row = row.cast_into::<PyList>()?;
+                            row.set_item(0, row.get_item(0)?.add(&amount)?)?;
+                            row.set_item(1, row.get_item(1)?.add(1)?)?;
+                        }
+                        None => spend.set_item(tally, PyList::new(py, [amount, 1i64.into_pyobject(py)?.into_any()])?)?,
+                    }
+                }
+            }
         }
 
         // The schema stamp, as ViewBatch.set would write it (attrs kept in step).
@@ -176,5 +249,5 @@ pub fn read_shapes<'py>(
     for (resource, depth, id, n) in counts {
         counted.append((resource, depth, id, n))?;
     }
-    Ok((ids, shapes, counted, visit, to_stamp, slow))
+    Ok((ids, shapes, counted, llm, spend, to_stamp, slow))
 }

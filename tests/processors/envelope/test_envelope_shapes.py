@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from costctx.envelope.keys import COST_USD, HOP_DEPTH_KEY, SCHEMA_KEY
 from costctx.pdata.attributes import set_any_value
 from costctx.pdata.codec.api import EMPTY, SpanEdits
+from costctx.processors.envelope.processor import _cost_pico_value
 from costctx.processors.envelope.shapes import native_read_shapes, read_shapes
 from tests.support.codecs import available_codecs
 from tests.support.processors import standalone_processor
@@ -23,9 +24,12 @@ NATIVE = [c for c in available_codecs() if c.name == "native"]
 FIELDS = ("workflow.id", "workflow.name", "request.id", "owner.tenant", "owner.feature")
 EXTRAS = ("gen_ai.provider.name", "gen_ai.usage.input_tokens")
 MARKERS = ("gen_ai.request.model", "gen_ai.usage.input_tokens")
-KEYS = (FIELDS, EXTRAS, MARKERS, HOP_DEPTH_KEY, COST_USD)
+KEYS = (FIELDS, EXTRAS, MARKERS, HOP_DEPTH_KEY, COST_USD, ("owner.tenant", "owner.feature"), "workflow.name",
+        "owner.tenant")
 STAMP = (SCHEMA_KEY, "1")
-VALUES = st.one_of(st.sampled_from(["", "x", "wf-1", 0, 1, 2**62, True, 1.5, -2]), st.text(max_size=3))
+VALUES = st.one_of(st.sampled_from(["", "x", "wf-1", 0, 1, 2**62, 9_000_000, True, 1.5, -2, -0.0, 0.1, 1e7, 1e300,
+                                    float("inf"), b"x", [1]]),
+                   st.floats(min_value=0, allow_nan=False), st.text(max_size=3))
 ATTR_KEYS = (*FIELDS, *EXTRAS, *MARKERS, HOP_DEPTH_KEY, COST_USD, SCHEMA_KEY, "other")
 SPAN = st.fixed_dictionaries({
     "attrs": st.dictionaries(st.sampled_from(ATTR_KEYS), VALUES, max_size=8),
@@ -47,7 +51,10 @@ def build(spans: list[dict]) -> bytes:
         span = scopes[spec["resource"]].spans.add(trace_id=b"\x01" * 16, span_id=(n + 1).to_bytes(8, "big"),
                                                   name="s", start_time_unix_nano=1, end_time_unix_nano=2)
         for key, value in spec["attrs"].items():
-            set_any_value(span.attributes.add(key=key).value, value)
+            if type(value) is list:
+                span.attributes.add(key=key).value.array_value.values.add(int_value=value[0])
+            else:
+                set_any_value(span.attributes.add(key=key).value, value)
     return request.SerializeToString()
 
 
@@ -86,8 +93,8 @@ def test_native_read_shapes_is_the_python_one(specs):
     raw = build(specs)
     got_spans, indices, notes, got_edits = prepared(NATIVE[0], raw, specs)
     want_spans, _, _, want_edits = prepared(NATIVE[0], raw, specs)
-    got = native_read_shapes(got_spans, indices, notes, got_edits, KEYS, EMPTY, STAMP)
-    want = read_shapes(want_spans, indices, notes, want_edits, KEYS, EMPTY, STAMP)
+    got = native_read_shapes(got_spans, indices, notes, got_edits, KEYS, EMPTY, STAMP, _cost_pico_value)
+    want = read_shapes(want_spans, indices, notes, want_edits, KEYS, EMPTY, STAMP, _cost_pico_value)
     assert got == want
     assert state(got_spans, got_edits) == state(want_spans, want_edits)
 
@@ -105,9 +112,11 @@ def test_shapes_tell_notes_blank_values_and_markers_apart():
     ]), [{"notes": n, "edit": e, "blank": b, "removed": False} for n, e, b in [
         (None, "none", None), (None, "none", None), ({"renamed": {"workflow.id"}}, "own", None),
         (None, "replace", ("workflow.id", EMPTY)), (None, "none", None)]])
-    ids, shapes, counts, visit, to_stamp, slow = read_shapes(spans, indices, notes, edits, KEYS, EMPTY, STAMP)
+    ids, shapes, counts, llm, spend, to_stamp, slow = read_shapes(spans, indices, notes, edits, KEYS, EMPTY, STAMP,
+                                                                   _cost_pico_value)
     assert ids == [0, 0, 1, 2, 3]
     assert shapes[0][0] == 1 and shapes[1][0] == 3 and shapes[2][0] == 0 and shapes[3][len(FIELDS)] == 1
     assert [(r, n) for r, _, _, n in counts] == [(0, 2), (0, 1), (1, 1), (1, 1)]
-    assert visit == [(4, 3)] and to_stamp == [0, 1] and slow == [3]
+    assert llm == {(None, 3, True): 1} and spend == {(None, (None, None), False): [500_000_000_000, 1]}
+    assert to_stamp == [0, 1] and slow == [3]
     assert edits[2].sets[-1] == STAMP and spans[4].attrs[SCHEMA_KEY] == "1" and spans[0].attrs[SCHEMA_KEY] == "1"

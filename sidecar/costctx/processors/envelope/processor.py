@@ -57,11 +57,6 @@ def _cost_pico_value(value) -> int | None:
     return None
 
 
-def _str_value(value) -> str | None:
-    """SpanRecord.get_str on a decoded value: a non-empty string, else None."""
-    return value if type(value) is str and value else None
-
-
 class EnvelopeProcessor(Processor):
     type_name = "envelope"
     config_model = EnvelopeConfig
@@ -85,7 +80,8 @@ class EnvelopeProcessor(Processor):
         self._dimensions = tuple(config.spend_dimensions)
         # shape (shapes.py's bytes) -> its decisions (see _decide); cleared when full
         self._shapes: dict[bytes, tuple] = {}
-        self._read = (self._fields, tuple(self._extra_keys), tuple(self._markers), HOP_DEPTH_KEY, COST_USD)
+        self._read = (self._fields, tuple(self._extra_keys), tuple(self._markers), HOP_DEPTH_KEY, COST_USD,
+                      self._dimensions, WORKFLOW_NAME_KEY, TENANT_KEY)
 
     def watched_keys(self) -> frozenset[str]:
         return frozenset((*self._fields, *self._markers, *self._extra_keys, SCHEMA_KEY, MISSING_KEY,
@@ -116,8 +112,8 @@ class EnvelopeProcessor(Processor):
         # the native codec): decisions below are per shape, per count key or per visited span.
         read = native_read_shapes if native_read_shapes is not None and batch.codec.name == "native" else read_shapes
         indices = batch.indices()
-        ids, shape_keys, counts, visit, to_stamp, slow = read(
-            view.spans, indices, batch.notes, edits.spans, self._read, EMPTY, stamp)
+        ids, shape_keys, counts, llm, spend, to_stamp, slow = read(
+            view.spans, indices, batch.notes, edits.spans, self._read, EMPTY, stamp, _cost_pico_value)
         known = self._shapes
         shapes = []
         for key in shape_keys:
@@ -140,42 +136,18 @@ class EnvelopeProcessor(Processor):
                     batch.append_strings(index, MISSING_KEY, missing)
         if not self.config.record_outcomes or not counts:
             return batch
-        self._record(batch, shapes, counts, visit)
+        self._record(batch, shapes, counts, llm, spend)
         return batch
 
-    def _record(self, batch: ViewBatch, shapes: list[tuple], counts: list[tuple], visit: list[tuple]) -> None:
-        """The batch's survival outcomes, readiness and spend tallies, to the recorder."""
-        view = batch.view
-        resources = view.resources
-        view_spans = view.spans
-        notes_of = batch.notes.get
-        dimensions = self._dimensions
+    def _record(self, batch: ViewBatch, shapes: list[tuple], counts: list[tuple], llm_by_shape: dict,
+                spend: dict) -> None:
+        """The batch's survival outcomes, readiness and spend tallies, to the recorder: shape
+        ids become signatures and usage flags, resource indices services."""
+        resources = batch.view.resources
         llm: Counter = Counter()
-        spend: dict = {}
-        for index, id_ in visit:
-            span = view_spans[index]
-            get = span.attrs.get
-            sig, _, is_llm, usage = shapes[id_]
-            cost = get(COST_USD)
-            workflow = get(WORKFLOW_NAME_KEY)
-            if type(workflow) is not str or not workflow:
-                workflow = None
-            if is_llm:
-                llm[(workflow, sig, (*usage, 0 < span.start <= span.end))] += 1
-            if cost is not None:
-                amount = _cost_pico_value(cost)
-                if amount is not None:
-                    notes = notes_of(index)
-                    repaired = (notes.get("repaired") or _NO_NOTES) if notes else _NO_NOTES
-                    # _str_value inlined per dimension
-                    key = (workflow, tuple([v if type(v) is str and v else None for v in map(get, dimensions)]),
-                           TENANT_KEY in repaired)
-                    row = spend.get(key)
-                    if row is None:
-                        spend[key] = [amount, 1]
-                    else:
-                        row[0] += amount
-                        row[1] += 1
+        for (workflow, id_, timed), n in llm_by_shape.items():
+            sig, _, _, usage = shapes[id_]
+            llm[(workflow, sig, (*usage, timed))] += n
         spans: Counter = Counter()
         for r, depth, id_, n in counts:
             spans[(resources[r].service, depth, shapes[id_][0])] += n

@@ -14,7 +14,11 @@ batch in order of first appearance.
 - shapes: the shape of each id, as bytes (a key the processor caches decisions by);
 - counts: (resource, depth, shape id, spans) per distinct (resource, depth, shape id), in
   order of first appearance; depth is the span's hop depth when an int (not a bool), else None;
-- visit: (index, shape id) of the spans with an LLM marker or a cost (not None) in attrs;
+- llm: {(workflow, shape id, 0 < start <= end): spans} over spans with an LLM marker key,
+  workflow being workflow.name when a non-empty str, else None;
+- spend: {(workflow, dimensions, owner.tenant repaired): [pico-USD, spans]} over spans whose
+  cost (not None) `pico` converts (not None), each dimension's value when a non-empty str,
+  else None (`pico`: the processor's conversion, which the Rust one calls for rare values);
 - to_stamp: spans whose schema value was not the stamp's and that have no edit of their own
   (the caller writes their stamp as one group edit); attrs updated;
 - slow: such spans whose own edit is a replace (the caller stamps them with `batch.set`).
@@ -24,7 +28,8 @@ and their attrs updated, as `ViewBatch.set` would.
 
 from __future__ import annotations
 
-from costctx.pdata.codec.api import EMPTY
+from collections.abc import Callable
+from typing import Any
 
 try:
     from costctx_native._core import read_shapes as native_read_shapes
@@ -34,18 +39,20 @@ except ImportError:  # built without the extension (or an older build): the Pyth
 _NONE: frozenset[str] = frozenset()
 
 
-def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, empty=EMPTY,
-                stamp: tuple = ("", "")) -> tuple:
+def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, empty, stamp: tuple,
+                pico: Callable[[Any], int | None]) -> tuple:
     """See the module docstring. `keys`: (context fields, extra keys, marker keys, depth key,
-    cost key); `stamp`: (schema key, schema value); `empty`: the codec's EMPTY."""
-    fields, extras, markers, depth_key, cost_key = keys
+    cost key, spend dimensions, workflow name key, tenant key); `stamp`: (schema key, schema
+    value); `empty`: the codec's EMPTY."""
+    fields, extras, markers, depth_key, cost_key, dimensions, workflow_key, tenant_key = keys
     schema_key, schema = stamp
     ids: list[int] = []
     shapes: list[bytes] = []
     shape_ids: dict[bytes, int] = {}
     count_at: dict[tuple, int] = {}
     counts: list[list] = []
-    visit: list[tuple[int, int]] = []
+    llm: dict[tuple, int] = {}
+    spend: dict[tuple, list[int]] = {}
     to_stamp: list[int] = []
     slow: list[int] = []
 
@@ -85,8 +92,25 @@ def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, emp
             counts.append([span.resource, depth, id_, 1])
         else:
             counts[at][3] += 1
-        if is_llm or get(cost_key) is not None:
-            visit.append((index, id_))
+        cost = get(cost_key)
+        if is_llm or cost is not None:
+            workflow = get(workflow_key)
+            if type(workflow) is not str or not workflow:
+                workflow = None
+            if is_llm:
+                tally = (workflow, id_, 0 < span.start <= span.end)
+                llm[tally] = llm.get(tally, 0) + 1
+            if cost is not None:
+                amount = pico(cost)
+                if amount is not None:
+                    tally = (workflow, tuple([v if type(v) is str and v else None for v in map(get, dimensions)]),
+                             tenant_key in repaired)
+                    row = spend.get(tally)
+                    if row is None:
+                        spend[tally] = [amount, 1]
+                    else:
+                        row[0] += amount
+                        row[1] += 1
 
         if get(schema_key) != schema:
             own = edits.get(index)
@@ -98,4 +122,4 @@ def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, emp
                 attrs[schema_key] = schema
             else:
                 slow.append(index)
-    return ids, shapes, [tuple(row) for row in counts], visit, to_stamp, slow
+    return ids, shapes, [tuple(row) for row in counts], llm, spend, to_stamp, slow
