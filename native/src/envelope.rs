@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
+
+use crate::fxhash::FxBuild;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 
 fn strings<'py>(item: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
@@ -74,6 +76,15 @@ fn text_or_none<'py>(value: Option<Bound<'py, PyAny>>, none: &Bound<'py, PyAny>)
     }
 }
 
+/// What a watched key is to this pass: the value slots it fills, the context field it is
+/// (for notes), whether it marks a model call.
+#[derive(Default)]
+struct Role {
+    slots: Vec<usize>,
+    field: Option<usize>,
+    marker: bool,
+}
+
 /// The hop depth as a count key: an exact int (bool is not one), else none.
 #[derive(Hash, PartialEq, Eq)]
 enum Depth {
@@ -118,11 +129,36 @@ pub fn read_shapes<'py>(
     let spend = PyDict::new(py);
     let to_stamp = PyList::empty(py);
     let slow = PyList::empty(py);
-    let mut shape_ids: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut shape_ids: HashMap<Vec<u8>, usize, FxBuild> = HashMap::default();
     let mut llm_shape: Vec<bool> = Vec::new();
-    let mut count_at: HashMap<(i64, Depth, usize), usize> = HashMap::new();
+    let mut count_at: HashMap<(i64, Depth, usize), usize, FxBuild> = HashMap::default();
     let mut counts: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>, usize, usize)> = Vec::new();
     let mut key: Vec<u8> = Vec::with_capacity(fields.len() + 1 + extras.len());
+    if fields.len() > 64 {
+        return Err(pyo3::exceptions::PyValueError::new_err("at most 64 context fields"));
+    }
+    // Slots: fields, extras, dimensions, then depth, cost, schema, workflow.
+    let extra_at = fields.len();
+    let dim_at = extra_at + extras.len();
+    let (depth_at, cost_at, schema_at, workflow_at) =
+        (dim_at + dimensions.len(), dim_at + dimensions.len() + 1, dim_at + dimensions.len() + 2, dim_at + dimensions.len() + 3);
+    let mut roles: HashMap<&str, Role, FxBuild> = HashMap::default();
+    let groups: [(&[Bound<'py, PyString>], usize); 3] = [(&fields, 0), (&extras, extra_at), (&dimensions, dim_at)];
+    for (names, base) in groups {
+        for (at, name) in names.iter().enumerate() {
+            roles.entry(name.to_str()?).or_default().slots.push(base + at);
+        }
+    }
+    for (at, name) in fields.iter().enumerate() {
+        roles.get_mut(name.to_str()?).expect("added above").field.get_or_insert(at);
+    }
+    for (at, name) in [(depth_at, &depth_key), (cost_at, &cost_key), (schema_at, &schema_key), (workflow_at, &workflow_key)] {
+        roles.entry(name.to_str()?).or_default().slots.push(at);
+    }
+    for name in &markers {
+        roles.entry(name.to_str()?).or_default().marker = true;
+    }
+    let mut slots: Vec<Option<Bound<'py, PyAny>>> = vec![None; workflow_at + 1];
     let none = py.None().into_bound(py);
     let check_notes = !notes.is_empty();
 
@@ -142,25 +178,42 @@ pub fn read_shapes<'py>(
                 }
             }
         }
-        key.clear();
-        for field in &fields {
-            let mut code = present(attrs.get_item(field)?, empty)? as u8;
-            code |= (noted(&renamed, field)? as u8) << 1;
-            code |= (noted(&repaired, field)? as u8) << 2;
-            code |= (noted(&conflict, field)? as u8) << 3;
-            key.push(code);
-        }
+        // One walk over the span's watched attrs (not a lookup per key read): each value to
+        // the slot of every role its key has.
+        slots.iter_mut().for_each(|slot| *slot = None);
         let mut is_llm = false;
-        for marker in &markers {
-            if attrs.contains(marker)? {
-                is_llm = true;
-                break;
+        for (name, value) in attrs.iter() {
+            let Ok(name) = name.cast::<PyString>() else { continue };
+            let Ok(text) = name.to_str() else { continue };
+            if let Some(role) = roles.get(text) {
+                is_llm |= role.marker;
+                for at in &role.slots {
+                    slots[*at] = Some(value.clone());
+                }
             }
+        }
+        // Notes: each note set's (few) members mapped to fields, not a lookup per field.
+        let mut bits = [0u8; 64];
+        for (set, bit) in [(&renamed, 2u8), (&repaired, 4u8), (&conflict, 8u8)] {
+            if let Some(set) = set {
+                for member in set.try_iter()? {
+                    let member = member?;
+                    let Ok(member) = member.cast::<PyString>() else { continue };
+                    let Ok(text) = member.to_str() else { continue };
+                    if let Some(at) = roles.get(text).and_then(|role| role.field) {
+                        bits[at] |= bit;
+                    }
+                }
+            }
+        }
+        key.clear();
+        for at in 0..fields.len() {
+            key.push(present(slots[at].clone(), empty)? as u8 | bits[at]);
         }
         key.push(is_llm as u8);
         if is_llm {
-            for extra in &extras {
-                key.push(present(attrs.get_item(extra)?, empty)? as u8);
+            for at in 0..extras.len() {
+                key.push(present(slots[extra_at + at].clone(), empty)? as u8);
             }
         }
         let id = match shape_ids.get(&key) {
@@ -176,7 +229,7 @@ pub fn read_shapes<'py>(
         ids.append(id)?;
 
         let resource = span.getattr(resource_name)?;
-        let depth_value = attrs.get_item(&depth_key)?;
+        let depth_value = slots[depth_at].clone();
         let (depth, depth_object) = match depth_value {
             Some(value) if value.is_exact_instance_of::<PyInt>() => match value.extract::<i64>() {
                 Ok(small) => (Depth::Small(small), value),
@@ -192,9 +245,9 @@ pub fn read_shapes<'py>(
                 counts.push((resource, depth_object, id, 1));
             }
         }
-        let cost = attrs.get_item(&cost_key)?.filter(|cost| !cost.is_none());
+        let cost = slots[cost_at].clone().filter(|cost| !cost.is_none());
         if is_llm || cost.is_some() {
-            let workflow = text_or_none(attrs.get_item(&workflow_key)?, &none)?;
+            let workflow = text_or_none(slots[workflow_at].clone(), &none)?;
             if is_llm {
                 let start: i128 = span.getattr(start_name)?.extract()?;
                 let end: i128 = span.getattr(end_name)?.extract()?;
@@ -209,8 +262,8 @@ pub fn read_shapes<'py>(
                 let amount = cost_pico(&cost, pico)?;
                 if !amount.is_none() {
                     let mut dims = Vec::with_capacity(dimensions.len());
-                    for dimension in &dimensions {
-                        dims.push(text_or_none(attrs.get_item(dimension)?, &none)?);
+                    for at in 0..dimensions.len() {
+                        dims.push(text_or_none(slots[dim_at + at].clone(), &none)?);
                     }
                     let tenant = noted(&repaired, &tenant_key)?;
                     let tally = (&workflow, PyTuple::new(py, dims)?, tenant).into_pyobject(py)?;
@@ -227,7 +280,7 @@ pub fn read_shapes<'py>(
         }
 
         // The schema stamp, as ViewBatch.set would write it (attrs kept in step).
-        let stamped = match attrs.get_item(&schema_key)? {
+        let stamped = match slots[schema_at].clone() {
             Some(value) => value.is(&schema) || value.eq(&schema)?,
             None => false,
         };
