@@ -85,6 +85,18 @@ struct Role {
     marker: bool,
 }
 
+/// The role of a key (or note member), by its address first, by its text when new.
+fn role_of<'r>(
+    seen: &mut HashMap<usize, Option<&'r Role>, FxBuild>,
+    roles: &'r HashMap<&str, Role, FxBuild>,
+    name: &Bound<'_, PyAny>,
+) -> Option<&'r Role> {
+    *seen.entry(name.as_ptr() as usize).or_insert_with(|| {
+        let text = name.cast::<PyString>().ok()?.to_str().ok()?;
+        roles.get(text)
+    })
+}
+
 /// The hop depth as a count key: an exact int (bool is not one), else none.
 #[derive(Hash, PartialEq, Eq)]
 enum Depth {
@@ -158,6 +170,10 @@ pub fn read_shapes<'py>(
     for name in &markers {
         roles.entry(name.to_str()?).or_default().marker = true;
     }
+    // Keys and note members by object (the codec interns a batch's keys): a string looked up
+    // by its text once per call. Every object seen stays alive for the call (attrs and notes
+    // only gain entries here), so its address names it.
+    let mut seen: HashMap<usize, Option<&Role>, FxBuild> = HashMap::default();
     let mut slots: Vec<Option<Bound<'py, PyAny>>> = vec![None; workflow_at + 1];
     let none = py.None().into_bound(py);
     let check_notes = !notes.is_empty();
@@ -183,9 +199,7 @@ pub fn read_shapes<'py>(
         slots.iter_mut().for_each(|slot| *slot = None);
         let mut is_llm = false;
         for (name, value) in attrs.iter() {
-            let Ok(name) = name.cast::<PyString>() else { continue };
-            let Ok(text) = name.to_str() else { continue };
-            if let Some(role) = roles.get(text) {
+            if let Some(role) = role_of(&mut seen, &roles, &name) {
                 is_llm |= role.marker;
                 for at in &role.slots {
                     slots[*at] = Some(value.clone());
@@ -196,12 +210,17 @@ pub fn read_shapes<'py>(
         let mut bits = [0u8; 64];
         for (set, bit) in [(&renamed, 2u8), (&repaired, 4u8), (&conflict, 8u8)] {
             if let Some(set) = set {
-                for member in set.try_iter()? {
-                    let member = member?;
-                    let Ok(member) = member.cast::<PyString>() else { continue };
-                    let Ok(text) = member.to_str() else { continue };
-                    if let Some(at) = roles.get(text).and_then(|role| role.field) {
+                let mut mark = |member: Bound<'py, PyAny>| {
+                    if let Some(at) = role_of(&mut seen, &roles, &member).and_then(|role| role.field) {
                         bits[at] |= bit;
+                    }
+                };
+                match set.cast::<PySet>() {
+                    Ok(set) => set.iter().for_each(&mut mark),
+                    Err(_) => {
+                        for member in set.try_iter()? {
+                            mark(member?);
+                        }
                     }
                 }
             }
