@@ -57,3 +57,27 @@ def test_unread_tallies_stay_bounded(monkeypatch):
         assert len(recorder._by_signature) <= 50 + len(spans)
         assert all(len(pending) <= 50 + len(llm) for _, _, pending in recorder._readiness_buckets)
     assert recorder.snapshot_counts() == +_expected_counts(batches, recorder.fields)
+
+
+def test_spend_rows_and_folded_counts_are_the_uncached_lookups_batch_after_batch():
+    # A raw (workflow, dimensions) is looked up once and its row reused, but only when the
+    # lookup folded nothing: values past a label's bound, and rows past the joint bound, are
+    # counted every time they arrive, as the first lookup counted them.
+    rng = random.Random(3)
+    cached, plain = SurvivalRecorder(max_label_values=3), SurvivalRecorder(max_label_values=3)
+    dims = len(cached.spend_dimensions)
+    for _ in range(40):
+        spend = {}
+        for _ in range(rng.randint(1, 12)):
+            key = (rng.choice(("a", "b", "c", "d", "e", None, "")),
+                   tuple(rng.choice(("x", "y", "z", "w", None)) for _ in range(dims)), rng.random() < 0.3)
+            row = spend.setdefault(key, [0, 0])
+            row[0] += rng.randint(1, 10**12)
+            row[1] += 1
+        cached.record_batch(Counter(), None, spend)
+        plain._spend_by_raw.clear()  # every lookup uncached
+        plain.record_batch(Counter(), None, spend)
+    assert cached.label_overflows() == plain.label_overflows()
+    assert cached.label_overflows()["workflow"] > 0 and cached.label_overflows()["spend_row"] > 0
+    assert cached.snapshot_counts() == plain.snapshot_counts()
+    assert {k: vars(r) for k, r in cached._spend.items()} == {k: vars(r) for k, r in plain._spend.items()}

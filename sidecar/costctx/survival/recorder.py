@@ -196,6 +196,7 @@ class SurvivalRecorder:
         self._bucket_seconds = readiness_window / READINESS_BUCKETS if readiness_window > 0 else 0.0
         self.spend_dimensions = tuple(spend_dimensions)
         self._dimension_labels = tuple(BoundedLabel(d, self.max_label_values) for d in self.spend_dimensions)
+        self._spend_by_raw: dict[tuple, SpendRow] = {}  # new labels: see _record_spend
         if thresholds:
             self.thresholds = dict(thresholds)
 
@@ -343,9 +344,26 @@ class SurvivalRecorder:
                     target.spans += 1
                     target.settled += amount
 
+    def _folded(self) -> int:
+        """Values and rows folded into `other` so far (a label lookup that folds counts one)."""
+        return (self._workflows.overflowed + sum(label.overflowed for label in self._dimension_labels)
+                + self.spend_rows_overflowed)
+
     def _record_spend(self, spend: SpendTally) -> None:
+        # Raw (workflow, dimensions) -> row, for lookups that folded nothing: a kept label
+        # value stays kept, so such a lookup gives the same row again with no other effect
+        # (one that folded counts each time, so it is not cached).
+        rows = self._spend_by_raw
         for (raw_workflow, raw_dims, tenant_repaired), (amount, spans) in spend.items():
-            row = self._spend_row(raw_workflow, raw_dims, spans)
+            raw = (raw_workflow, raw_dims)
+            row = rows.get(raw)
+            if row is None:
+                folded = self._folded()
+                row = self._spend_row(raw_workflow, raw_dims, spans)
+                if self._folded() == folded:
+                    if len(rows) >= self.max_spend_rows:
+                        rows.clear()  # bounded: many raw values can share a row (cut to 128)
+                    rows[raw] = row
             row.total += amount
             row.spans += spans
             if tenant_repaired:
