@@ -29,6 +29,7 @@ and their attrs updated, as `ViewBatch.set` would.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 try:
@@ -37,6 +38,24 @@ except ImportError:  # built without the extension (or an older build): the Pyth
     native_read_shapes = None
 
 _NONE: frozenset[str] = frozenset()
+# (fields, extras, markers) -> span keys and notes -> their shape template (see _template).
+_TEMPLATES: dict[tuple, dict] = {}
+TEMPLATE_CACHE_SIZE = 4096
+
+
+def _template(attrs: dict, renamed, repaired, conflict, fields, extras, markers) -> tuple:
+    """The shape of a span with these keys and notes whose values are all present, whether it
+    is a model call, and a getter of the values that shape read (None if it read none)."""
+    code = [(key in attrs) | (key in renamed) << 1 | (key in repaired) << 2 | (key in conflict) << 3
+            for key in fields]
+    is_llm = any(marker in attrs for marker in markers)
+    code.append(is_llm)
+    read = [key for key in fields if key in attrs]
+    if is_llm:
+        code.extend(key in attrs for key in extras)
+        read.extend(key for key in extras if key in attrs)
+    read_values = itemgetter(*read, read[0]) if read else None  # two keys at least: a tuple
+    return bytes(code), is_llm, read_values
 
 
 def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, empty, stamp: tuple,
@@ -56,6 +75,8 @@ def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, emp
     to_stamp: list[int] = []
     slow: list[int] = []
 
+    templates = _TEMPLATES.setdefault((fields, extras, markers), {})
+
     def present(value) -> bool:
         return value is not None and value is not empty and value != ""
 
@@ -64,19 +85,31 @@ def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, emp
         attrs = span.attrs
         get = attrs.get
         found = notes.get(index) if notes else None
-        if found:
+        if found and (found.get("renamed") or found.get("repaired") or found.get("conflict")):
             renamed = found.get("renamed") or _NONE
             repaired = found.get("repaired") or _NONE
             conflict = found.get("conflict") or _NONE
+            template_key = (tuple(attrs), tuple(renamed), tuple(repaired), tuple(conflict))
         else:
             renamed = repaired = conflict = _NONE
-        code = [present(get(key)) | (key in renamed) << 1 | (key in repaired) << 2 | (key in conflict) << 3
-                for key in fields]
-        is_llm = any(marker in attrs for marker in markers)
-        code.append(is_llm)
-        if is_llm:
-            code.extend(present(get(key)) for key in extras)
-        shape = bytes(code)
+            template_key = tuple(attrs)
+        # The shape from the keys and notes alone, then the values it read checked for
+        # blanks (rare: then the shape is computed from the values).
+        template = templates.get(template_key)
+        if template is None:
+            if len(templates) >= TEMPLATE_CACHE_SIZE:
+                templates.clear()
+            template = templates[template_key] = _template(attrs, renamed, repaired, conflict, fields, extras, markers)
+        shape, is_llm, read_values = template
+        if read_values is not None:
+            values = read_values(attrs)
+            if "" in values or empty in values or None in values:
+                code = [present(get(key)) | (key in renamed) << 1 | (key in repaired) << 2 | (key in conflict) << 3
+                        for key in fields]
+                code.append(is_llm)
+                if is_llm:
+                    code.extend(present(get(key)) for key in extras)
+                shape = bytes(code)
         id_ = shape_ids.get(shape)
         if id_ is None:
             id_ = shape_ids[shape] = len(shapes)
