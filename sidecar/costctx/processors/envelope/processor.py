@@ -4,10 +4,12 @@ Stamps `costctx.schema` and appends required fields still missing to `costctx.mi
 and records one survival outcome per (hop, context field, span). Placed last in the
 traces pipeline, it sees each span as it leaves, after renaming and repair.
 
-The counting is one pass over the context fields per span: each span becomes a signature
-(one outcome code per field), and the batch's signatures are counted in a Counter that the
-survival recorder expands once per batch. LLM spans add a readiness tally, priced spans a
-spend tally, both per batch as well.
+The per-span work is one call per batch (`read_shapes`, shapes.py; in Rust with the native
+codec): it gives each span a small shape id (which context fields hold a value, the span's
+notes, whether it is a model call and which usage keys it has), counts spans per (resource,
+depth, shape), tallies readiness and spend, and writes the schema stamp. Here each shape is
+decided once (its signature: one outcome code per field; its missing fields), and the batch's
+tallies go to the survival recorder, which expands them once per batch.
 """
 
 from __future__ import annotations
