@@ -1,0 +1,122 @@
+"""envelope's per-batch reading (`read_shapes`): the Rust one (native/src/envelope.rs) gives
+what the Python one (the oracle) gives, on the same views: shape ids and shapes, counts per
+(resource, depth, shape), spans to visit, and the schema stamp written alike (attrs, a span's
+own edit sets, the group and replace lists), over notes, "" and EMPTY values, odd depths,
+replaced and removed spans, spans already stamped; and the processor on the bench workload
+gives the same survival counts with either reading."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from costctx.envelope.keys import COST_USD, HOP_DEPTH_KEY, SCHEMA_KEY
+from costctx.pdata.attributes import set_any_value
+from costctx.pdata.codec.api import EMPTY, SpanEdits
+from costctx.processors.envelope.processor import _cost_pico_value
+from costctx.processors.envelope.shapes import native_read_shapes, read_shapes
+from tests.support.codecs import available_codecs
+from tests.support.processors import standalone_processor
+
+NATIVE = [c for c in available_codecs() if c.name == "native"]
+FIELDS = ("workflow.id", "workflow.name", "request.id", "owner.tenant", "owner.feature")
+EXTRAS = ("gen_ai.provider.name", "gen_ai.usage.input_tokens")
+MARKERS = ("gen_ai.request.model", "gen_ai.usage.input_tokens")
+KEYS = (FIELDS, EXTRAS, MARKERS, HOP_DEPTH_KEY, COST_USD, ("owner.tenant", "owner.feature"), "workflow.name",
+        "owner.tenant")
+STAMP = (SCHEMA_KEY, "1")
+VALUES = st.one_of(st.sampled_from(["", "x", "wf-1", 0, 1, 2**62, 9_000_000, True, 1.5, -2, -0.0, 0.1, 1e7, 1e300,
+                                    float("inf"), b"x", [1]]),
+                   st.floats(min_value=0, allow_nan=False), st.text(max_size=3))
+ATTR_KEYS = (*FIELDS, *EXTRAS, *MARKERS, HOP_DEPTH_KEY, COST_USD, SCHEMA_KEY, "other")
+SPAN = st.fixed_dictionaries({
+    "attrs": st.dictionaries(st.sampled_from(ATTR_KEYS), VALUES, max_size=8),
+    "resource": st.integers(0, 2),
+    "notes": st.one_of(st.none(), st.fixed_dictionaries({}, optional={
+        name: st.sets(st.sampled_from((*FIELDS, "other")), max_size=3)
+        for name in ("renamed", "repaired", "conflict")})),
+    "edit": st.sampled_from(["none", "own", "replace"]),
+    "blank": st.one_of(st.none(), st.tuples(st.sampled_from((*FIELDS, HOP_DEPTH_KEY)),
+                                            st.sampled_from([EMPTY, "", 2**70, -2**70, True, None]))),
+    "removed": st.booleans(),
+})
+
+
+def build(spans: list[dict]) -> bytes:
+    request = ExportTraceServiceRequest()
+    scopes = [request.resource_spans.add().scope_spans.add() for _ in range(3)]
+    for n, spec in enumerate(spans):
+        span = scopes[spec["resource"]].spans.add(trace_id=b"\x01" * 16, span_id=(n + 1).to_bytes(8, "big"),
+                                                  name="s", start_time_unix_nano=1, end_time_unix_nano=2)
+        for key, value in spec["attrs"].items():
+            if type(value) is list:
+                span.attributes.add(key=key).value.array_value.values.add(int_value=value[0])
+            else:
+                set_any_value(span.attributes.add(key=key).value, value)
+    return request.SerializeToString()
+
+
+def prepared(codec, raw: bytes, specs: list[dict]):
+    """A fresh view with the specs' notes, edits and blanked values: what envelope meets."""
+    view = codec.scan(raw, standalone_processor("envelope").watched_keys())
+    notes, edits, indices = {}, {}, []
+    by_id = {span.span_id: span for span in view.spans}
+    order = [by_id[(n + 1).to_bytes(8, "big")] for n in range(len(specs))]
+    position = {id(span): i for i, span in enumerate(view.spans)}
+    for spec, span in zip(specs, order, strict=True):
+        index = position[id(span)]
+        if spec["removed"]:
+            continue
+        indices.append(index)
+        if spec["notes"] is not None:
+            notes[index] = {name: set(keys) for name, keys in spec["notes"].items()}
+        if spec["blank"] is not None:
+            span.attrs[spec["blank"][0]] = spec["blank"][1]
+        if spec["edit"] == "own":
+            edits[index] = SpanEdits(sets=[("x.y", 1)])
+        elif spec["edit"] == "replace":
+            edits[index] = SpanEdits(replace={"x.y": 1})
+    return view.spans, sorted(indices), notes, edits
+
+
+def state(spans, edits) -> tuple:
+    return ([dict(span.attrs) for span in spans],
+            {i: (list(e.sets), e.replace) for i, e in edits.items()})
+
+
+@pytest.mark.skipif(not NATIVE or native_read_shapes is None, reason="costctx_native not built")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs=st.lists(SPAN, max_size=25))
+def test_native_read_shapes_is_the_python_one(specs):
+    raw = build(specs)
+    got_spans, indices, notes, got_edits = prepared(NATIVE[0], raw, specs)
+    want_spans, _, _, want_edits = prepared(NATIVE[0], raw, specs)
+    got = native_read_shapes(got_spans, indices, notes, got_edits, KEYS, EMPTY, STAMP, _cost_pico_value)
+    want = read_shapes(want_spans, indices, notes, want_edits, KEYS, EMPTY, STAMP, _cost_pico_value)
+    assert got == want
+    assert state(got_spans, got_edits) == state(want_spans, want_edits)
+
+
+def test_shapes_tell_notes_blank_values_and_markers_apart():
+    spans, indices, notes, edits = prepared(NATIVE[0] if NATIVE else available_codecs()[0], build([
+        {"attrs": {"workflow.id": "a"}, "resource": 0, "notes": None, "edit": "none", "blank": None, "removed": False},
+        {"attrs": {"workflow.id": "b"}, "resource": 0, "notes": None, "edit": "none", "blank": None, "removed": False},
+        {"attrs": {"workflow.id": "b"}, "resource": 0, "notes": {"renamed": {"workflow.id"}}, "edit": "own",
+         "blank": None, "removed": False},
+        {"attrs": {"workflow.id": "b"}, "resource": 1, "notes": None, "edit": "replace",
+         "blank": ("workflow.id", EMPTY), "removed": False},
+        {"attrs": {"gen_ai.request.model": "m", COST_USD: 0.5, SCHEMA_KEY: "1"}, "resource": 1, "notes": None,
+         "edit": "none", "blank": None, "removed": False},
+    ]), [{"notes": n, "edit": e, "blank": b, "removed": False} for n, e, b in [
+        (None, "none", None), (None, "none", None), ({"renamed": {"workflow.id"}}, "own", None),
+        (None, "replace", ("workflow.id", EMPTY)), (None, "none", None)]])
+    ids, shapes, counts, llm, spend, to_stamp, slow = read_shapes(spans, indices, notes, edits, KEYS, EMPTY, STAMP,
+                                                                   _cost_pico_value)
+    assert ids == [0, 0, 1, 2, 3]
+    assert shapes[0][0] == 1 and shapes[1][0] == 3 and shapes[2][0] == 0 and shapes[3][len(FIELDS)] == 1
+    assert [(r, n) for r, _, _, n in counts] == [(0, 2), (0, 1), (1, 1), (1, 1)]
+    assert llm == {(None, 3, True): 1} and spend == {(None, (None, None), False): [500_000_000_000, 1]}
+    assert to_stamp == [0, 1] and slow == [3]
+    assert edits[2].sets[-1] == STAMP and spans[4].attrs[SCHEMA_KEY] == "1" and spans[0].attrs[SCHEMA_KEY] == "1"
