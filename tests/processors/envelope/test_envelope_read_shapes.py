@@ -120,3 +120,16 @@ def test_shapes_tell_notes_blank_values_and_markers_apart():
     assert llm == {(None, 3, True): 1} and spend == {(None, (None, None), False): [500_000_000_000, 1]}
     assert to_stamp == [0, 1] and slow == [3]
     assert edits[2].sets[-1] == STAMP and spans[4].attrs[SCHEMA_KEY] == "1" and spans[0].attrs[SCHEMA_KEY] == "1"
+
+
+@pytest.mark.skipif(not NATIVE or native_read_shapes is None, reason="costctx_native not built")
+def test_the_python_reading_on_native_views_gives_the_golden_output(monkeypatch):
+    # The bench workload through the whole pipeline on the native codec, envelope reading
+    # with the Python twin: the same spans, metrics and survival counts as recorded.
+    from costctx.processors.envelope import processor as envelope_processor
+    from tests.golden import harness, inputs
+    from tests.service.test_golden import assert_same
+
+    monkeypatch.setenv("COSTCTX_CODEC", "native")
+    monkeypatch.setattr(envelope_processor, "native_read_shapes", read_shapes)
+    assert_same(harness.load(harness.DATA / "workload.json.gz"), harness.run(inputs.workload_requests()))
