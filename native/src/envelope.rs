@@ -142,7 +142,6 @@ pub fn read_shapes<'py>(
     let to_stamp = PyList::empty(py);
     let slow = PyList::empty(py);
     let mut shape_ids: HashMap<Vec<u8>, usize, FxBuild> = HashMap::default();
-    let mut llm_shape: Vec<bool> = Vec::new();
     let mut count_at: HashMap<(i64, Depth, usize), usize, FxBuild> = HashMap::default();
     let mut counts: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>, usize, usize)> = Vec::new();
     let mut key: Vec<u8> = Vec::with_capacity(fields.len() + 1 + extras.len());
@@ -241,7 +240,6 @@ pub fn read_shapes<'py>(
                 let id = shape_ids.len();
                 shape_ids.insert(key.clone(), id);
                 shapes.append(PyBytes::new(py, &key))?;
-                llm_shape.push(is_llm);
                 id
             }
         };
