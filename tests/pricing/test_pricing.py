@@ -230,7 +230,11 @@ def test_ledger_is_bounded_and_age_limited():
     now[0] = 8.0
     ledger.add("b", 2)                                   # an update restarts b's age
     now[0] = 15.0
-    assert ledger.total("b") == 4 and ledger.total("c") == 0
+    assert ledger.total("b") == 4
+    now[0] = 18.0                                        # c: last updated 18 s ago, b 10 s ago
+    assert ledger.total("b") == 4 and ledger.total("c") == 0 and ledger.expired == 1
+    now[0] = 28.0                                        # kept at least ttl, forgotten by 2 x ttl
+    assert ledger.total("b") == 0
 
 
 def test_price_usage_without_cache_rates_falls_back_to_input_rate(builtin):

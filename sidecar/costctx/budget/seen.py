@@ -1,61 +1,136 @@
-"""Spans already committed, by trace id + span id: an exporter that resends a batch after
-a lost acknowledgement must not count its spend twice.
+"""Spans already committed, by a key of their identity and amounts: an exporter that resends a
+batch after a lost acknowledgement must not count its spend twice.
 
-What cachetools.TTLCache(maxsize, ttl) did here, for this one use (a membership test, then
-an insert of what was absent), on an OrderedDict kept in insertion order: with one TTL for
-all, insertion order is expiry order, so expiry looks only at the oldest entries and the size
-bound pops the oldest. ~0.3 us per span instead of ~3 us (TTLCache keeps a linked list and a
-second dict in Python), and every model-call span pays it.
+Memory, not speed, decides the layout: the set is bounded by `maxsize` keys and the bound is
+reached within a minute at 10,000 spans/s. One plain dict `key -> expiry` holds every key;
+`expiry` is one float per batch (`open_batch`), shared by every key that batch adds, so an
+entry costs its dict slot and its key. Callers pass compact keys: `hash()` of the identity
+tuple is a 64-bit int (SipHash of the ids under the process's random seed: not forgeable from
+outside, and ~2e-9 odds of any collision among 200,000 live keys), ~90 bytes per entry with
+the slot, where the tuple of ids and amounts was ~340 with an OrderedDict's node. Neither the
+dict nor its int keys and float values are tracked by the cyclic GC.
+
+Keys are dropped a generation at a time, never one by one from the front of the dict (which
+skips the holes earlier deletions left: O(n)). The keys added since the last seal form the
+young generation; it is sealed (its keys listed, newest last, read from the dict's end) once
+it holds `maxsize / GENERATIONS` keys or is `ttl / GENERATIONS` old. So:
+
+- never more than `maxsize` keys (plus at most one batch's, added between two checks), and
+  the newest `maxsize * (GENERATIONS - 1) / GENERATIONS` are always kept;
+- `key in seen` is exact: seen until the TTL has passed, as cachetools.TTLCache was;
+- a batch's own test (`key in entries` after `open_batch`) also counts keys whose TTL passed
+  less than `ttl / GENERATIONS` ago (their generation is dropped once all of it has expired):
+  remembering a commit longer never counts spend twice;
+- a generation dropped by the size bound before its TTL is counted (`evicted`) and logged:
+  a resend of one of its spans would be counted again, so the bound must hold the exporter's
+  retry horizon at the traffic the pod sees (see the budget processor's sizing).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
+from itertools import islice
+
+log = logging.getLogger(__name__)
+
+GENERATIONS = 8
 
 
 class SeenSpans:
     def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
+        if maxsize < 1 or ttl <= 0:
+            raise ValueError("maxsize and ttl must be positive")
         self.maxsize = maxsize
         self.ttl = ttl
         self._timer = timer
-        self._expires: OrderedDict[bytes, float] = OrderedDict()  # span key -> expiry, oldest first
+        self._entries: dict[Hashable, float] = {}  # key -> expiry (one float per batch), oldest first
+        # Sealed generations, oldest first: (their keys, the newest expiry among them).
+        self._sealed: deque[tuple[list[Hashable], float]] = deque()
+        self._sealed_count = 0  # keys in sealed generations; the rest of _entries are young
+        self._young_since = timer()
+        self._young_expiry = 0.0  # the newest expiry handed out to the young generation
+        self._gen_cap = max(1, maxsize // GENERATIONS)
+        self._gen_age = ttl / GENERATIONS
+        self.evicted = 0  # keys forgotten by the size bound before their TTL
+        self.expired = 0  # keys forgotten after their TTL
 
-    def __contains__(self, key: bytes) -> bool:
+    def __contains__(self, key: Hashable) -> bool:
         """Seen and not yet expired (as TTLCache: expired the moment the TTL has passed)."""
-        expires = self._expires.get(key)
+        expires = self._entries.get(key)
         return expires is not None and self._timer() < expires
 
-    def add(self, key: bytes) -> None:
-        now = self._timer()
-        entries = self._drop_expired(now)
+    def add(self, key: Hashable) -> None:
+        entries, expiry = self.open_batch()
         if key in entries:
-            entries.move_to_end(key)
-        else:
+            if entries[key] > self._timer():
+                return  # seen and live: remembered until its first expiry
+            # Its TTL passed but its generation is not dropped yet: forget it there, add it anew.
+            del entries[key]
+            self._forget_listed(key)
+        if len(entries) >= self.maxsize:
             self.make_room()
-        entries[key] = now + self.ttl
+        entries[key] = expiry
 
     def __len__(self) -> int:
-        return len(self._expires)
+        return len(self._entries)
 
-    def open_batch(self) -> tuple[OrderedDict, float]:
-        """For a batch of tests and adds inline: expire once, then -> (the entries, the expiry of
-        an entry added now). A key is seen when `key in entries` (every expired entry is gone);
-        to add one, `make_room()` when `len(entries) >= maxsize`, then `entries[key] = expiry`."""
+    def open_batch(self) -> tuple[dict, float]:
+        """For a batch of tests and adds inline: age out once, then -> (the entries, the expiry of
+        a key added now). A key is seen when `key in entries`; to add one, `make_room()` when
+        `len(entries) >= maxsize`, then `entries[key] = expiry` (the same float for the batch)."""
         now = self._timer()
-        return self._drop_expired(now), now + self.ttl
-
-    def _drop_expired(self, now: float) -> OrderedDict:
-        entries = self._expires
-        while entries:  # drop the expired, oldest first
-            oldest = next(iter(entries))
-            if now < entries[oldest]:
-                break
-            del entries[oldest]
-        return entries
+        young = len(self._entries) - self._sealed_count
+        if young >= self._gen_cap or (young and now - self._young_since >= self._gen_age):
+            self._seal(now)
+        sealed = self._sealed
+        while sealed and sealed[0][1] <= now:  # every key of the oldest generation has expired
+            self.expired += self._drop_oldest()
+        expiry = now + self.ttl
+        self._young_expiry = expiry
+        return self._entries, expiry
 
     def make_room(self) -> None:
-        entries = self._expires
-        while len(entries) >= self.maxsize:
-            entries.popitem(last=False)  # the size bound: the oldest goes first
+        """The size bound: the oldest generation goes, whole (counted and logged)."""
+        if not self._sealed:
+            self._seal(self._timer())
+        kept_for = self._timer() - (self._sealed[0][1] - self.ttl)
+        dropped = self._drop_oldest()
+        self.evicted += dropped
+        log.warning("budget commit-once set full (%d keys): %d commits forgotten after %.0f s, "
+                    "before their %.0f s TTL; a resend of one of them would count again",
+                    self.maxsize, dropped, kept_for, self.ttl)
+
+    def _seal(self, now: float) -> None:
+        entries = self._entries
+        young = len(entries) - self._sealed_count
+        if young:
+            keys = list(islice(reversed(entries), young))  # the newest `young` keys, newest first
+            keys.reverse()
+            self._sealed.append((keys, self._young_expiry))
+            self._sealed_count += young
+        self._young_since = now
+
+    def _drop_oldest(self) -> int:
+        keys, newest = self._sealed.popleft()
+        self._sealed_count -= len(keys)
+        entries = self._entries
+        dropped = 0
+        for key in keys:
+            expires = entries.get(key)
+            if expires is not None and expires <= newest:  # not added again since (add() re-lists it)
+                del entries[key]
+                dropped += 1
+        return dropped
+
+    def _forget_listed(self, key: Hashable) -> None:
+        """A key add() re-adds leaves its sealed generation's list (it is young again)."""
+        for keys, _ in self._sealed:
+            try:
+                keys.remove(key)
+            except ValueError:
+                continue
+            self._sealed_count -= 1
+            return

@@ -166,8 +166,9 @@ class BudgetProcessor(Processor):
                 micro, start_ms, at, rid = spend.cost_micro, spend.start_ms, spend.at, spend.reservation_id
             trace_id, span_id = span.trace_id, span.span_id  # span_identity inline
             if len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
-                # In this process a tuple tells a resend as well as the digest the shared store keys on.
-                span_key = ((trace_id, span_id, micro, tokens, rid) if sync
+                # In this process the hash of a tuple tells a resend as well as the digest the shared
+                # store keys on, in ~90 bytes per remembered span instead of ~340 (budget/seen.py).
+                span_key = (hash((trace_id, span_id, micro, tokens, rid)) if sync
                             else resend_digest(trace_id + span_id, micro, tokens, rid))
                 if span_key in seen:
                     duplicates += 1
