@@ -40,11 +40,13 @@ GENERATIONS = 8
 
 
 class SeenSpans:
-    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic,
+                 name: str = "budget commit-once set") -> None:
         if maxsize < 1 or ttl <= 0:
             raise ValueError("maxsize and ttl must be positive")
         self.maxsize = maxsize
         self.ttl = ttl
+        self.name = name  # for the eviction log line
         self._timer = timer
         self._entries: dict[Hashable, float] = {}  # key -> expiry (one float per batch), oldest first
         # Sealed generations, oldest first: (their keys, the newest expiry among them).
@@ -99,9 +101,8 @@ class SeenSpans:
         kept_for = self._timer() - (self._sealed[0][1] - self.ttl)
         dropped = self._drop_oldest()
         self.evicted += dropped
-        log.warning("budget commit-once set full (%d keys): %d commits forgotten after %.0f s, "
-                    "before their %.0f s TTL; a resend of one of them would count again",
-                    self.maxsize, dropped, kept_for, self.ttl)
+        log.warning("%s full (%d keys): %d spans forgotten after %.0f s, before their %.0f s TTL; "
+                    "a resend of one of them would count again", self.name, self.maxsize, dropped, kept_for, self.ttl)
 
     def _seal(self, now: float) -> None:
         entries = self._entries
