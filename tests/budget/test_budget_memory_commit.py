@@ -95,5 +95,36 @@ def test_the_default_counter_bound_fits_a_sidecar_container():
     finally:
         tracemalloc.stop()
     per_key = sum(d.size_diff for d in after.compare_to(before, "filename")) / 10_000
-    assert 200 < per_key < 2_000  # measured ~520
+    assert 200 < per_key < 2_000  # measured ~400
     assert MemoryStore().max_keys * per_key < 64 * 2**20
+
+
+def test_past_a_large_bound_a_chunk_of_the_least_recently_touched_goes_at_once():
+    # max_keys 6,400: 100 keys leave together (one pass over the touch orders, not one per key).
+    clock = [1000.0]
+    store = MemoryStore(clock=lambda: clock[0], max_keys=6_400)
+    for serial in range(10_000):
+        clock[0] += 0.01
+        _one_workflow_batch(store, serial)
+    assert 6_300 <= len(store.hashes) <= 6_400 and store.evicted_total == 10_001 - len(store.hashes)
+    assert store.hashes["t|acme|h"] == {"usd": 10_000}  # touched by every batch: never the oldest
+    assert {f"wf|{serial}" for serial in range(10_000 - 6_299, 10_000)} <= store.hashes.keys()
+    assert len(store.expires) == len(store.hashes) == sum(len(order) for order in store._by_ttl.values())
+
+
+def test_a_workflow_counter_costs_under_420_bytes_on_the_commit_path():
+    # The batch commit's path (apply_now), three fields: ~385 bytes per key with plain-dict touch
+    # orders and one expiry float per call and TTL; ~450 with OrderedDicts and a float per key.
+    import tracemalloc
+
+    store = MemoryStore(clock=lambda: 1_790_000_000.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for b in range(100):
+            store.apply_now([], {f"wf|acme|{{t}}|wf-{b * 100 + i:08d}": KeyAdds(86_400_000, {
+                "usd": 1_000_000 + i, "tok": 4_000 + i, "steps": 3}) for i in range(100)})
+        per_key = (tracemalloc.get_traced_memory()[0] - before) / 10_000
+    finally:
+        tracemalloc.stop()
+    assert 200 < per_key < 420

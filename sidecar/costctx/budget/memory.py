@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+from itertools import islice
 
 from costctx.budget.counters import RESERVED_FIELD, START
 from costctx.budget.decision import CheckOutcome, CheckPlan, decide
@@ -17,11 +17,15 @@ from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult, KeyAdds,
 
 # Counters kept at most (workflow, window and velocity keys): past this the least recently
 # touched are forgotten first, so a sidecar that sees new workflows for days stays bounded.
-# ~520 bytes per key (tracemalloc, three fields): 100,000 keys ~52 MB, inside the sidecar's
-# 256Mi limit beside the other caches; 1,000,000 (~520 MB) was not. At 10 new workflows/s a
-# workflow idle for ~2.5 h is the first forgotten (its spend restarts at 0 on this pod); a
-# deployment that must keep more shares a Redis store instead.
+# ~400 bytes per key (tracemalloc, three fields: the key string, its counter dict, one slot in
+# `expires` and one in its TTL's touch order; the expiry float is shared by a call's keys of one
+# TTL): 100,000 keys ~40 MB, inside the sidecar's 256Mi limit beside the other caches. At 10
+# new workflows/s a workflow idle for ~2.5 h is the first forgotten (its spend restarts at 0 on
+# this pod; counted in evicted_total); a deployment that must keep more shares a Redis store.
 MAX_KEYS = 100_000
+# Keys forgotten at once when the bound is passed: one pass from the front of the touch orders
+# (plain dicts skip the holes earlier deletions left, so one pass per key would be O(n)).
+EVICT_FRACTION = 64
 
 
 class MemoryStore:
@@ -36,8 +40,10 @@ class MemoryStore:
         # given then): with one TTL, touch order is expiry order, so expiry and the size bound
         # look only at the front; never a pass over every key. A key given another TTL since
         # leaves a stale entry (its expiry no longer matches), dropped when reached.
-        # OrderedDicts: taking from the front of a plain dict skips the holes deletions leave.
-        self._by_ttl: dict[int, OrderedDict[str, float]] = {}
+        # Plain dicts (a touch moves a key to the end by pop and insert): ~40 bytes per key
+        # where an OrderedDict's node took ~100 more; the front is read in one pass per sweep
+        # or eviction, never one `next(iter())` per key (that skips the holes deletions leave).
+        self._by_ttl: dict[int, dict[str, float]] = {}
         self.evicted_total = 0                       # keys forgotten by the size bound
         self.sweep_visits = 0                        # entries sweeps looked at (tests: work stays bounded)
         # reservation id -> (expiry, [(key, reserved field, amount)], (workflow, tenant) bound to)
@@ -62,27 +68,37 @@ class MemoryStore:
         self.expires[key] = expiry
         order = self._by_ttl.get(ttl_ms)
         if order is None:
-            order = self._by_ttl[ttl_ms] = OrderedDict()
-        order[key] = expiry
-        order.move_to_end(key)  # touched last
+            order = self._by_ttl[ttl_ms] = {}
+        order.pop(key, None)
+        order[key] = expiry  # touched last: at the end
 
     def _evict(self) -> None:
-        """Forget the least recently touched key (the size bound): the oldest front entry."""
-        while True:
-            oldest_ttl, oldest_touch = None, 0.0
-            for ttl_ms, order in self._by_ttl.items():
-                if order:
-                    touched = order[next(iter(order))] - ttl_ms / 1000.0
-                    if oldest_ttl is None or touched < oldest_touch:
-                        oldest_ttl, oldest_touch = ttl_ms, touched
-            if oldest_ttl is None:
-                return  # only keys without a TTL: nothing to order them by
-            key, expiry = self._by_ttl[oldest_ttl].popitem(last=False)
-            if self.expires.get(key) == expiry:
-                del self.expires[key]
-                if self.hashes.pop(key, None) is not None:
+        """The size bound: forget the least recently touched keys, oldest touch first across the
+        TTLs, down to `max_keys` less 1/EVICT_FRACTION of it, in one pass per TTL's order."""
+        excess = len(self.hashes) - self.max_keys + max(1, self.max_keys // EVICT_FRACTION) - 1
+        if excess <= 0:
+            return
+        expires, hashes, by_ttl = self.expires, self.hashes, self._by_ttl
+        # Each TTL's `excess` oldest entries, and as many again for its stale ones (a key given
+        # another TTL since): enough to find `excess` live keys in most cases; else another pass.
+        candidates = []
+        for ttl_ms, order in by_ttl.items():
+            ttl_s = ttl_ms / 1000.0
+            candidates.extend((expiry - ttl_s, ttl_ms, key, expiry)
+                              for key, expiry in islice(order.items(), 2 * excess))
+        if not candidates:
+            return  # only keys without a TTL: nothing to order them by
+        candidates.sort(key=lambda c: c[0])
+        for _, ttl_ms, key, expiry in candidates:
+            del by_ttl[ttl_ms][key]
+            if expires.get(key) == expiry:
+                del expires[key]
+                if hashes.pop(key, None) is not None:
                     self.evicted_total += 1
-                return
+                    excess -= 1
+                    if excess <= 0:
+                        return
+        self._evict()  # the candidates were mostly stale: look further
 
     def _release(self, reservation_id: str) -> bool:
         entry = self.reservations.pop(reservation_id, None)
@@ -109,16 +125,17 @@ class MemoryStore:
     def sweep(self, now: float) -> None:
         expires, hashes = self.expires, self.hashes
         for order in self._by_ttl.values():
-            while order:
+            done = []
+            for key, expiry in order.items():  # one pass from the front
                 self.sweep_visits += 1
-                key = next(iter(order))
-                expiry = order[key]
                 if expires.get(key) == expiry:
                     if expiry > now:
                         break  # the rest of this TTL's keys expire later
                     del expires[key]
                     hashes.pop(key, None)
-                del order[key]  # expired, or a stale entry (the key has another TTL now)
+                done.append(key)  # expired, or a stale entry (the key has another TTL now)
+            for key in done:
+                del order[key]
         for key in [k for k, e in self.flags.items() if e <= now]:
             del self.flags[key]
 
@@ -209,6 +226,7 @@ class MemoryStore:
         # The counters themselves, not copies: the caller reads them before anything else runs.
         after: dict[str, dict[str, int]] = {}
         hashes, expires, by_ttl = self.hashes, self.expires, self._by_ttl
+        expiry_of: dict[int, float] = {}  # one expiry float per TTL, shared by the call's keys
         for key, add in adds.items():
             # _hash and _expire_at inlined: this runs for every counter a batch touches.
             counter = hashes.get(key)
@@ -218,12 +236,15 @@ class MemoryStore:
                     self._evict()
             ttl_ms = add.ttl_ms
             if ttl_ms:
-                expires[key] = expiry = now + ttl_ms / 1000.0
+                expiry = expiry_of.get(ttl_ms)
+                if expiry is None:
+                    expiry = expiry_of[ttl_ms] = now + ttl_ms / 1000.0
+                expires[key] = expiry
                 order = by_ttl.get(ttl_ms)
                 if order is None:
-                    order = by_ttl[ttl_ms] = OrderedDict()
-                order[key] = expiry
-                order.move_to_end(key)
+                    order = by_ttl[ttl_ms] = {}
+                order.pop(key, None)
+                order[key] = expiry  # touched last: at the end
             for fld, amount in add.sums.items():
                 counter[fld] = counter.get(fld, 0) + amount
             for fld, amount in add.if_absent.items():
