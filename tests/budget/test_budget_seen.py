@@ -117,3 +117,25 @@ def test_the_size_bound_drops_the_oldest_generation_and_counts_it():
     clock.now += 1000
     seen.open_batch()                                    # every generation past its TTL: gone
     assert len(seen) == 0 and seen.expired + seen.evicted == 120
+
+
+def test_at_the_default_bound_the_table_keeps_its_size_while_keys_come_and_go():
+    # A dict with deletions is resized to the power of two above 3 x its live keys: the default
+    # bound is chosen to stay in a 2**19-slot table (~10.5 MB); 200,000 keys churned into 2**20.
+    import sys
+
+    from costctx.budget.seen import COMMITTED_SPANS
+
+    clock = Clock()
+    seen = SeenSpans(maxsize=COMMITTED_SPANS, ttl=900, timer=clock)
+    _fill(seen, clock, ([hash((b, i)) for i in range(100)] for b in range(6_000)), 0.01)
+    assert seen.evicted > 300_000
+    assert sys.getsizeof(seen.open_batch()[0]) < 11 * 2**20
+
+
+def test_the_size_bound_is_logged_at_most_once_a_minute(caplog):
+    clock = Clock()
+    seen = SeenSpans(maxsize=16, ttl=900, timer=clock)
+    _fill(seen, clock, [[b * 4 + i for i in range(4)] for b in range(40)], 1.0)  # 40 s at the bound
+    warnings = [r for r in caplog.records if "commit-once set full" in r.getMessage()]
+    assert len(warnings) == 1 and seen.evicted > 100

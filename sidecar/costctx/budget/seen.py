@@ -37,6 +37,15 @@ from itertools import islice
 log = logging.getLogger(__name__)
 
 GENERATIONS = 8
+LOG_EVERY = 60.0  # seconds between two log lines about the size bound
+
+# The budget processor's commit-once bound. A dict whose keys come and go is resized to the
+# power of two above 3 x its live keys, so its table costs 60-120 bytes per live key (plus the
+# key's int, ~40) depending on where the count falls: 2**19 // 3 keys, less a few batches of
+# overshoot, fill a 2**19-slot table (~10.5 MB) where 200,000 took a 2**20 one (~21 MB).
+# ~100 bytes per span in all: ~17 MB at the bound, ~39 s of history at the bench's 4,480
+# priced spans/s (an exporter's resend comes after its timeout, 10 s by default).
+COMMITTED_SPANS = (1 << 19) // 3 - 2_048  # 172,714
 
 
 class SeenSpans:
@@ -57,6 +66,7 @@ class SeenSpans:
         self._gen_cap = max(1, maxsize // GENERATIONS)
         self._gen_age = ttl / GENERATIONS
         self.evicted = 0  # keys forgotten by the size bound before their TTL
+        self._logged_at = -LOG_EVERY
         self.expired = 0  # keys forgotten after their TTL
 
     def __contains__(self, key: Hashable) -> bool:
@@ -98,11 +108,16 @@ class SeenSpans:
         """The size bound: the oldest generation goes, whole (counted and logged)."""
         if not self._sealed:
             self._seal(self._timer())
-        kept_for = self._timer() - (self._sealed[0][1] - self.ttl)
+        now = self._timer()
+        kept_for = now - (self._sealed[0][1] - self.ttl)
         dropped = self._drop_oldest()
         self.evicted += dropped
+        if now - self._logged_at < LOG_EVERY:
+            return  # counted; logged at most once a minute (at the bound it happens every few s)
+        self._logged_at = now
         log.warning("%s full (%d keys): %d spans forgotten after %.0f s, before their %.0f s TTL; "
-                    "a resend of one of them would count again", self.name, self.maxsize, dropped, kept_for, self.ttl)
+                    "a resend of one of them would count again (%d so far)",
+                    self.name, self.maxsize, dropped, kept_for, self.ttl, self.evicted)
 
     def _seal(self, now: float) -> None:
         entries = self._entries

@@ -16,7 +16,7 @@ from costctx.budget.batch_commit import RunningValues, Segment, SpendGroup, key_
 from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, spent_micro, spent_tokens
 from costctx.budget.engine import BudgetEngine, SpanVerdict
 from costctx.budget.policy import Context, SpanSpend
-from costctx.budget.seen import SeenSpans
+from costctx.budget.seen import COMMITTED_SPANS, SeenSpans
 from costctx.budget.span_trust import CLOCK_SKEW, SpanTrust, resend_digest
 from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
@@ -72,8 +72,8 @@ class BudgetProcessor(Processor):
         # until close() cancels them, before the store they use is closed.
         self._commits: set[asyncio.Task] = set()
         # Spans already committed (trace id + span id): an exporter that resends a batch
-        # after a lost acknowledgement must not count its spend twice.
-        self._committed = SeenSpans(maxsize=200_000, ttl=900)
+        # after a lost acknowledgement must not count its spend twice. Bound: budget/seen.py.
+        self._committed = SeenSpans(maxsize=COMMITTED_SPANS, ttl=900)
         # Untrusted spans are tallied per batch and counted once (a labelled increment costs ~3 us).
         self._untrusted: dict[str, int] = {}
         self.trust = SpanTrust(config.max_call_usd, config.max_span_clock_skew, self.engine.book_micro,
