@@ -139,3 +139,15 @@ def test_the_size_bound_is_logged_at_most_once_a_minute(caplog):
     _fill(seen, clock, [[b * 4 + i for i in range(4)] for b in range(40)], 1.0)  # 40 s at the bound
     warnings = [r for r in caplog.records if "commit-once set full" in r.getMessage()]
     assert len(warnings) == 1 and seen.evicted > 100
+
+
+def test_a_fixed_hash_seed_is_warned_about():
+    # Keys are hash() of ids clients choose: unforgeable only under the process's random seed.
+    import os
+    import subprocess
+    import sys
+
+    code = "import logging; logging.basicConfig(); from costctx.budget.seen import SeenSpans; SeenSpans(10, 1)"
+    outputs = {seed: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                                    env={**os.environ, "PYTHONHASHSEED": seed}).stderr for seed in ("0", "random")}
+    assert "PYTHONHASHSEED is fixed" in outputs["0"] and "PYTHONHASHSEED" not in outputs["random"]

@@ -29,6 +29,7 @@ it holds `maxsize / GENERATIONS` keys or is `ttl / GENERATIONS` old. So:
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -65,6 +66,10 @@ class SeenSpans:
         self._young_expiry = 0.0  # the newest expiry handed out to the young generation
         self._gen_cap = max(1, maxsize // GENERATIONS)
         self._gen_age = ttl / GENERATIONS
+        if not sys.flags.hash_randomization:
+            # hash() keys are only unforgeable under a seed nobody outside the process knows
+            log.warning("%s: PYTHONHASHSEED is fixed, so span keys' hashes are predictable; "
+                        "unset it (or set it to 'random') where spans come from untrusted clients", name)
         self.evicted = 0  # keys forgotten by the size bound before their TTL
         self._logged_at = -LOG_EVERY
         self.expired = 0  # keys forgotten after their TTL
