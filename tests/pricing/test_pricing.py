@@ -283,3 +283,12 @@ def test_a_resolution_decided_once_still_follows_the_provider_and_the_counts(bui
     again = book.price(Usage(input=1_000_000, output=0), "claude-sonnet-4-5", provider="anthropic")
     assert again.pico == usd("3") and again.source == anthropic.source
     assert book.price(usage, "no-such-model") is None and book.price(usage, "no-such-model") is None
+
+
+def test_a_span_key_seen_under_one_workflow_never_hides_another_workflows_span():
+    # Span ids travel in headers anyone can copy: a span sent under tenant B's workflow with the
+    # ids of tenant A's span is B's spend, not a resend of A's (it was deduped away before).
+    ledger = SpendLedger(timer=lambda: 0.0)
+    assert ledger.add_batch([("wf-a", 5, b"trace+span"), ("wf-b", 7, b"trace+span"), ("wf-a", 5, b"trace+span")]) \
+        == [5, 7, 5]
+    assert ledger.duplicates == 1 and ledger.total("wf-b") == 7
