@@ -83,6 +83,15 @@ def malloc_info() -> dict[str, int]:
             "mmapped": info.hblkhd // 1024}
 
 
+def malloc_trim() -> bool:
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def live_objects_by_type() -> dict[str, int]:
     return dict(collections.Counter(type(o).__name__ for o in gc.get_objects()))
 
@@ -110,6 +119,10 @@ def install(directory: Path) -> None:
         # now (which frees it, so the next window starts without it), with RSS after it.
         probe["gc_unreachable"] = gc.collect()
         probe["smaps_rollup_after_gc"] = smaps_rollup()
+        # What glibc holds free inside its heaps and would give back if asked (malloc_trim
+        # also returns free pages in the middle of the heap, not only at its top).
+        probe["malloc_trimmed"] = malloc_trim()
+        probe["smaps_rollup_after_trim"] = smaps_rollup()
         path = directory / f"probe-{count[0]}.pickle"
         with open(path.with_suffix(".tmp"), "wb") as f:
             pickle.dump(probe, f)

@@ -61,7 +61,8 @@ def summary(p: dict) -> dict:
             "malloc_mb": {k: v / 1024 for k, v in p.get("malloc", {}).items()},
             "gc_unreachable": p.get("gc_unreachable"),
             "delivered_spans_per_s": p.get("delivered_spans_per_s"), "cpu_pct": p.get("cpu_pct"),
-            "rss_after_gc_mb": p["smaps_rollup_after_gc"]["Rss"] / 1024 if "smaps_rollup_after_gc" in p else None}
+            "rss_after_gc_mb": p["smaps_rollup_after_gc"]["Rss"] / 1024 if "smaps_rollup_after_gc" in p else None,
+            "rss_after_trim_mb": p["smaps_rollup_after_trim"]["Rss"] / 1024 if "smaps_rollup_after_trim" in p else None}
 
 
 def growth(before: dict, after: dict, top: int) -> dict:
@@ -130,7 +131,8 @@ def main() -> int:
             print(f"{name:>16}: delivered {r['delivered_spans_per_s']:,.0f} spans/s at {r['cpu_pct']:.0f}% of a core")
         print(f"{name:>16}: RSS {r['rss_mb']:.1f} MB (anon {r['anon_mb']:.1f}, file {r['file_mb']:.1f}), "
               f"peak {r['peak_mb']:.1f} MB; a full collection then found {r['gc_unreachable']} unreachable "
-              f"objects (RSS {r['rss_after_gc_mb']:.1f} MB after it)")
+              f"objects (RSS {r['rss_after_gc_mb']:.1f} MB after it; {r['rss_after_trim_mb'] or 0:.1f} MB "
+              f"after malloc_trim)")
         print(" " * 18 + "anonymous: " + ", ".join(f"{k} {v:.1f}" for k, v in r["anon_by_kind_mb"].items()))
         print(" " * 18 + "malloc: " + ", ".join(f"{k} {v:.1f}" for k, v in r["malloc_mb"].items()))
     for name in ("growth_first", "growth_second"):
