@@ -27,5 +27,8 @@ class RegistryConfig(StrictModel):
     # Local cache in front of the store: the last max_entries / 2 to max_entries contexts learned
     # (a CLIENT/PRODUCER span or a budget check, or read from the store), each kept ttl / 2 to ttl;
     # ~250 bytes each with its fields, and as many traces at ~100 bytes. At 10,000 spans/s of the
-    # bench workload (1 span in 5 learned, 1,000 traces/s) 100,000 is 50-100 s of history, ~35 MB.
-    max_entries: PositiveInt = 100_000
+    # bench workload (1 span in 5 learned, 1,000 traces/s) 50,000 is 25-50 s of history, ~17 MB
+    # (100,000, ~35 MB, took the sidecar over its pod's 256Mi limit with every other table full:
+    # README, "Memory at the bounds"); at 100 spans/s it is over an hour. A context no longer
+    # held is a counted miss (the span keeps its own fields), never another trace's context.
+    max_entries: PositiveInt = 50_000

@@ -138,7 +138,7 @@ class ContextRegistry:
     """Local cache + backend. `learn` is synchronous (queued, written by `flush`); `lookup`
     answers from the cache and asks the backend once for the rest."""
 
-    def __init__(self, backend: RegistryBackend, ttl: float, max_entries: int = 100_000,
+    def __init__(self, backend: RegistryBackend, ttl: float, max_entries: int = 50_000,
                  timer: Callable[[], float] = time.monotonic, max_pending_writes: int = 10_000) -> None:
         self.backend = backend
         self.ttl = ttl
