@@ -11,6 +11,7 @@ from costctx.attribution.inprocess import InProcessShare
 from costctx.service.app import Sidecar
 from costctx.service.config.model import SidecarConfig
 from costctx.service.gc_tuning import GcScheduler
+from costctx.service.malloc_tuning import fix_mmap_threshold
 
 log = logging.getLogger("costctx")
 
@@ -20,6 +21,7 @@ async def serve(config: SidecarConfig, grace: float | None = None) -> None:
     (default: the config's `service.shutdown_grace`)."""
     if grace is None:
         grace = config.service.shutdown_grace
+    fix_mmap_threshold()  # this process's heap only: the `run` command (malloc_tuning.py)
     sidecar = Sidecar(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
