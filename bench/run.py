@@ -488,7 +488,8 @@ def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) 
                 }
             finally:
                 sidecar.stop()
-        row["full_vs_off_cpu"] = row["full"]["cpu_pct"] / row["off"]["cpu_pct"] if row["off"]["cpu_pct"] else None
+        off = row.get("off")  # absent when bench/e2e_part.py runs without --off
+        row["full_vs_off_cpu"] = row["full"]["cpu_pct"] / off["cpu_pct"] if off and off["cpu_pct"] else None
         for other in other_codec_modes(plan):  # the other codec's CPU per span delivered, as a multiple
             row[f"{other}_vs_full_cpu"] = ratio(row[other]["cpu_pct_per_10k_delivered"],
                                                 row["full"]["cpu_pct_per_10k_delivered"])
