@@ -20,5 +20,8 @@ mod price;
 #[cfg(feature = "python")]
 mod envelope;
 
+#[cfg(feature = "python")]
+mod inherit;
+
 #[cfg(feature = "oracle")]
 pub mod oracle;

@@ -39,6 +39,7 @@ from costctx.pdata.batch import SpanRecord
 from costctx.pdata.codec import Codec, select_codec
 from costctx.pdata.codec.api import EMPTY, KvList, ResourceView, SpanEdits, SpanView
 from costctx.pdata.view_batch import ViewBatch
+from costctx.processors.inherit.batch_read import native_read_spans, read_spans
 from costctx.processors.inherit.config import InheritConfig
 from costctx.processors.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
 from costctx.processors.inherit.hold import HeldSpan, Hold, TraceHold
@@ -188,34 +189,45 @@ class InheritProcessor(Processor):
         learn = self.registry.learn
         own_of = partial(_own_fields, fields_order)
         owns: dict = {}  # (the span's field values, their types) -> its own fields, per batch
+        # One call per batch: each span's key, its ancestor's key and its group (spans carrying
+        # the same string values share one: their own fields are read once, below).
+        read = native_read_spans if native_read_spans is not None and batch.codec.name == "native" else read_spans
+        keys, wait_keys, groups, firsts = read(spans, indices, fields_order)
+        by_group = []
+        for first in firsts:
+            values = tuple(map(spans[first].attrs.get, fields_order))
+            own_key = (values, tuple(map(type, values)))
+            own = owns.get(own_key)
+            if own is None:
+                own = owns[own_key] = own_of(values)[0]
+            by_group.append((own, own_key, own.keys() >= required))
         try:
-            for index in indices:
+            for index, key, wait_key, group in zip(indices, keys, wait_keys, groups, strict=True):
                 span = spans[index]
                 trace_id = span.trace_id
-                key = trace_id + span.span_id
-                # The span's own context fields, in envelope order. (From attrs, not the scan's
-                # signature: normalize renames keys after the scan.) Spans carrying the same
-                # values share one dict (never mutated: Known.fields), made once per batch.
-                values = tuple(map(span.attrs.get, fields_order))
-                own_key: tuple | None = (values, tuple(map(type, values)))
-                try:
-                    own = owns[own_key]
-                except KeyError:
-                    own, shareable = own_of(values)
-                    if shareable:
-                        owns[own_key] = own
-                    else:
+                if group >= 0:
+                    own, own_key, complete = by_group[group]
+                else:
+                    # Some value is not a string: read alone. Spans carrying the same values
+                    # share one dict (never mutated: Known.fields), made once per batch.
+                    values = tuple(map(span.attrs.get, fields_order))
+                    own_key = (values, tuple(map(type, values)))
+                    try:
+                        own = owns[own_key]
+                    except KeyError:
+                        own, shareable = own_of(values)
+                        if shareable:
+                            owns[own_key] = own
+                        else:
+                            own_key = None
+                    except TypeError:  # an array value (unhashable): read alone, decided alone
+                        own, _ = own_of(values)
                         own_key = None
-                except TypeError:  # an array value (unhashable): read alone, decided alone
-                    own, _ = own_of(values)
-                    own_key = None
-                parent_id = span.parent_span_id
-                # An all-zero id is invalid (W3C): no parent, rather than one that never comes.
-                wait_key = trace_id + parent_id if parent_id and parent_id != _INVALID_SPAN_ID else None
+                    complete = own.keys() >= required
                 parent = cache_get(wait_key) if wait_key is not None else None
                 if parent is None and wait_key is not None:
                     parent = registry_known(wait_key)  # registered by a check, or by another sidecar
-                if parent is None and not own.keys() >= required:
+                if parent is None and not complete:
                     links = span.links
                     if wait_key is None and links and links[0][1]:
                         # The root of a trace started from a remote context (a sub-agent that

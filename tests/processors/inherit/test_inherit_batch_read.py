@@ -1,0 +1,86 @@
+"""inherit's per-batch reading (batch_read.read_spans) in Rust and in Python give the same
+result: on hand-made views (forged, duplicate and all-zero ids, any value type), on views both
+codecs scan from generated requests, and on the bench workload."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.workload import WorkloadSpec, build_requests
+from costctx.envelope import ENVELOPE
+from costctx.pdata.codec.api import EMPTY, KvList, SpanView
+from costctx.processors.inherit.batch_read import native_read_spans, read_spans
+from tests.support.codecs import available_codecs
+
+FIELDS = ENVELOPE.inheritable
+needs_native = pytest.mark.skipif(native_read_spans is None, reason="costctx_native not built")
+
+ids = st.sampled_from([b"", bytes(8), bytes(16), b"\x01" * 8, b"\x02" * 8, b"\x01" * 16, b"\xff" * 3])
+values = st.one_of(
+    st.sampled_from(["", "wf-1", "wf-2", "é\u2603", "acme"]), st.text(max_size=4), st.integers(-2, 2),
+    st.booleans(), st.just(EMPTY), st.just([1, "a"]), st.just(KvList((("a", 1),))), st.floats(allow_nan=False),
+    st.just(b"wf-1"))
+attrs = st.dictionaries(st.sampled_from([*FIELDS[:5], "other.key"]), values, max_size=6)
+spans = st.lists(st.builds(lambda t, s, p, a: SpanView(t, s, p, 0, 0, 0, 0, a, len(a)), ids, ids, ids, attrs),
+                 max_size=40)
+
+
+def both(view_spans: list, indices) -> tuple:
+    want = read_spans(view_spans, indices, FIELDS)
+    got = native_read_spans(view_spans, indices, FIELDS)
+    assert got == want
+    return want
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(view_spans=spans, order=st.sampled_from(["forward", "backward", "some"]))
+def test_native_read_spans_is_the_python_one(view_spans, order):
+    indices = list(range(len(view_spans)))
+    if order == "backward":
+        indices.reverse()
+    elif order == "some":
+        indices = indices[::2]
+    keys, wait_keys, groups, firsts = both(view_spans, indices)
+    assert len(keys) == len(wait_keys) == len(groups) == len(indices)
+    # Spans in one group carry equal string (or no) values; a -1 span carries something else.
+    for index, group in zip(indices, groups, strict=True):
+        values = [view_spans[index].attrs.get(f) for f in FIELDS]
+        if group < 0:
+            assert any(v is not None and type(v) is not str for v in values)
+        else:
+            assert values == [view_spans[firsts[group]].attrs.get(f) for f in FIELDS]
+
+
+def test_the_rules_by_hand():
+    same = {"workflow.id": "wf-1"}
+    view_spans = [
+        SpanView(b"t" * 16, b"a" * 8, b"", 0, 0, 0, 0, dict(same), 1),
+        SpanView(b"t" * 16, b"b" * 8, bytes(8), 0, 0, 0, 0, dict(same), 1),  # all-zero parent: a root
+        SpanView(b"t" * 16, b"a" * 8, b"a" * 8, 0, 0, 0, 0, {"workflow.id": 1}, 1),  # forged: its own parent
+        SpanView(b"t" * 16, b"c" * 8, b"b" * 8, 0, 0, 0, 0, {"workflow.id": ""}, 1),
+    ]
+    keys, wait_keys, groups, firsts = read_spans(view_spans, range(4), FIELDS)
+    assert keys == [b"t" * 16 + b"a" * 8, b"t" * 16 + b"b" * 8, b"t" * 16 + b"a" * 8, b"t" * 16 + b"c" * 8]
+    assert wait_keys == [None, None, b"t" * 16 + b"a" * 8, b"t" * 16 + b"b" * 8]
+    assert groups == [0, 0, -1, 1] and firsts == [0, 3]
+    if native_read_spans is not None:
+        both(view_spans, range(4))
+
+
+@needs_native
+@pytest.mark.parametrize("complete", [False, True])
+def test_the_bench_workload_on_both_codecs(complete):
+    from costctx.processors.inherit.processor import InheritProcessor
+    from tests.support.processors import standalone_processor
+
+    processor = standalone_processor("inherit")
+    assert isinstance(processor, InheritProcessor)
+    for raw in build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=5)):
+        results = []
+        for codec in available_codecs():
+            view = codec.scan(raw, processor.watched_keys())
+            results.append(both(view.spans, range(len(view.spans))))
+        assert all(r == results[0] for r in results)
