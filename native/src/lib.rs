@@ -23,5 +23,8 @@ mod envelope;
 #[cfg(feature = "python")]
 mod inherit;
 
+#[cfg(feature = "python")]
+mod ancestors;
+
 #[cfg(feature = "oracle")]
 pub mod oracle;

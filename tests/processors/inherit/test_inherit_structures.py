@@ -9,8 +9,18 @@ from collections import Counter as CounterType
 from collections import OrderedDict
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from costctx.processors.inherit.context_cache import NO_CONTEXT, OTHER_SOURCES, ContextCache, Known, _disagree
+from costctx.processors.inherit.context_cache import (
+    NO_CONTEXT,
+    OTHER_SOURCES,
+    ContextCache,
+    Known,
+    NativeContextCache,
+    _AncestorTable,
+    _disagree,
+)
 
 
 class ReferenceCache:
@@ -96,13 +106,17 @@ class ReferenceCache:
         return len(self._where)
 
 
+CACHES = [ContextCache] + ([NativeContextCache] if _AncestorTable is not None else [])
+
+
+@pytest.mark.parametrize("cache_class", CACHES)
 @pytest.mark.parametrize("seed", range(12))
-def test_the_ancestor_cache_answers_as_the_reference_model(seed):
+def test_the_ancestor_cache_answers_as_the_reference_model(seed, cache_class):
     rng = random.Random(seed)
     clock = [100.0]
     timer = lambda: clock[0]  # noqa: E731
     max_entries, ttl, max_sources = rng.choice([(5, 3.0, 2), (20, 5.0, 3), (60, 2.0, 256)])
-    cache = ContextCache(max_entries, ttl, timer, max_sources=max_sources)
+    cache = cache_class(max_entries, ttl, timer, max_sources=max_sources)
     model = ReferenceCache(max_entries, ttl, timer, max_sources)
     keys = [bytes([k]) * 24 for k in range(rng.choice([10, 40, 120]))]
     sources = ["a", "b", "c", "d", "e"]
@@ -132,14 +146,64 @@ def test_the_ancestor_cache_answers_as_the_reference_model(seed):
     cache.expire()
     model.expire()
     assert len(cache) == len(model)
-    assert sorted(cache._parts) == sorted(model._parts)
+    assert sorted(cache.sources) == sorted(model._parts)
 
 
-def test_sources_past_the_limit_share_one_place_in_the_cache():
+@pytest.mark.parametrize("cache_class", CACHES)
+def test_sources_past_the_limit_share_one_place_in_the_cache(cache_class):
     """More services than the cache has places for: the rest share `(other)` (this recursed
     without end once every place was taken, failing the batch)."""
-    cache = ContextCache(10, 60.0, lambda: 0.0, max_sources=2)
+    cache = cache_class(10, 60.0, lambda: 0.0, max_sources=2)
     for i, source in enumerate(["a", "b", "c", "d", "e"] * 4):
         cache.put(bytes([i]) * 24, Known({"workflow.id": "w"}, source, 0, frozenset()))
-    assert len(cache) == 10 and set(cache._parts) == {"a", "b", "c", OTHER_SOURCES}  # 2 + NO_CONTEXT
+    assert len(cache) == 10 and set(cache.sources) == {"a", "b", "c", OTHER_SOURCES}  # 2 + NO_CONTEXT
     assert sum(cache.evicted.values()) == 10
+
+
+# Keys as the network may send them: 24 bytes (16 + 8), shorter, longer (forged ids), empty.
+_KEYS = [bytes([k]) * 24 for k in range(12)] + [b"", b"\x01" * 8, b"\x02" * 25, b"\x03" * 40, b"\x00" * 24]
+_FIELDS = [{}, {"workflow.id": "w1"}, {"workflow.id": "w2"}, {"workflow.id": "w1", "owner.team": "t"},
+           {"workflow.id": 1}, {"workflow.id": True}, {"owner.team": None}]
+_cache_ops = st.lists(st.one_of(
+    st.tuples(st.just("put"), st.integers(0, len(_KEYS) - 1), st.integers(0, len(_FIELDS) - 1),
+              st.integers(0, 299), st.booleans()),
+    st.tuples(st.just("get"), st.integers(0, len(_KEYS) - 1)),
+    st.tuples(st.just("tick"), st.sampled_from([0.5, 1.0, 2.5, 7.0])),
+    st.tuples(st.just("expire")),
+), max_size=300)
+
+
+@pytest.mark.skipif(_AncestorTable is None, reason="costctx_native not built")
+@settings(max_examples=150, deadline=None)
+@given(ops=_cache_ops, bounds=st.sampled_from([(4, 3.0, 2), (12, 5.0, 3), (40, 2.0, 256), (6, 1.0, 300)]))
+def test_the_native_table_is_the_python_cache(ops, bounds):
+    """The native ancestor table against its oracle, op for op: same answers (the very Known
+    objects), sizes, evictions per source, disputes and sources, up to 300 sources (past the
+    256 with a place of their own), forged key lengths, disputed resends."""
+    max_entries, ttl, max_sources = bounds
+    clock = [50.0]
+    timer = lambda: clock[0]  # noqa: E731
+    oracle = ContextCache(max_entries, ttl, timer, max_sources=max_sources)
+    native = NativeContextCache(max_entries, ttl, timer, max_sources=max_sources)
+    knowns: dict = {}
+    for op in ops:
+        if op[0] == "put":
+            _, key, fields, source, batch_time = op
+            known = knowns.setdefault((fields, source), Known(_FIELDS[fields], f"svc-{source}", 0, frozenset()))
+            for cache in (oracle, native):
+                cache.now = clock[0] if batch_time else None
+                cache.put(_KEYS[key], known)
+                cache.now = None
+        elif op[0] == "get":
+            assert native.get(_KEYS[op[1]]) is oracle.get(_KEYS[op[1]])
+        elif op[0] == "tick":
+            clock[0] += op[1]
+        else:
+            oracle.expire()
+            native.expire()
+        assert len(native) == len(oracle) <= max_entries
+        assert native.evicted == oracle.evicted and native.disputed == oracle.disputed
+        assert native.sources == oracle.sources
+    oracle.expire_due(clock[0])
+    native.expire_due(clock[0])
+    assert [native.reader()(k) for k in _KEYS] == [oracle.reader()(k) for k in _KEYS]

@@ -10,6 +10,7 @@ bounded by entries and by age.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import Counter as CounterType
 from collections import deque
@@ -109,6 +110,14 @@ class ContextCache:
     @property
     def entries(self) -> dict[bytes, Known | None]:
         return self._where
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self._parts)
+
+    def reader(self) -> Callable[[bytes], Known | None]:
+        """A batch's read of an entry, after `expire_due(now)` (no age check)."""
+        return self._where.get
 
     def put(self, key: bytes, known: Known) -> None:
         now = self.now if self.now is not None else self._timer()
@@ -268,3 +277,85 @@ class TraceValues:
 
     def __len__(self) -> int:
         return len(self._traces)
+
+
+class NativeContextCache:
+    """ContextCache on the native table (`costctx_native._core.AncestorTable`, native/src/
+    ancestors.rs): the same rules, answers and counts (ContextCache is its oracle), with keys
+    held natively (no bytes object per entry, about half the memory)."""
+
+    def __init__(self, max_entries: int, ttl: float, timer: Callable[[], float] = time.monotonic,
+                 max_sources: int = MAX_SOURCES) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._table = _AncestorTable(max_entries, float(ttl), timer, max_sources)
+        self.get = self._table.get
+        self.expire_due = self._table.expire_due
+        self.expire = self._table.expire
+        self._put = self._table.put
+        self._evicted: CounterType[str] = CounterType()
+        self._disputed = 0
+
+    @property
+    def now(self) -> float | None:
+        return self._table.now
+
+    @now.setter
+    def now(self, value: float | None) -> None:
+        self._table.now = value
+
+    def reader(self) -> Callable[[bytes], Known | None]:
+        """A batch's read of an entry, after `expire_due(now)` (no age check)."""
+        return self._table.peek
+
+    def put(self, key: bytes, known: Known) -> None:
+        self._put(key, known, known.hop if known.fields else NO_CONTEXT)
+
+    def _take(self) -> None:
+        evicted, disputed = self._table.take_counts()
+        for source, count in evicted:
+            self._evicted[source] += count
+        self._disputed += disputed
+
+    @property
+    def evicted(self) -> CounterType[str]:
+        self._take()
+        return self._evicted
+
+    @property
+    def disputed(self) -> int:
+        self._take()
+        return self._disputed
+
+    @disputed.setter
+    def disputed(self, value: int) -> None:
+        self._take()
+        self._disputed = value
+
+    @property
+    def sources(self) -> list[str]:
+        return self._table.sources()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held natively (keys, slots, age chunks): not seen by tracemalloc."""
+        return self._table.nbytes()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+try:
+    from costctx_native._core import AncestorTable as _AncestorTable
+except ImportError:  # built without the extension
+    _AncestorTable = None
+
+
+def new_context_cache(max_entries: int, ttl: float, timer: Callable[[], float] = time.monotonic
+                      ) -> ContextCache | NativeContextCache:
+    """The native table when the extension is built and the Python codec is not forced
+    (COSTCTX_CODEC=python keeps every structure in Python, as the fallback runs)."""
+    forced = os.environ.get("COSTCTX_CODEC", "auto").strip().lower() == "python"
+    if _AncestorTable is not None and not forced:
+        return NativeContextCache(max_entries, ttl, timer)
+    return ContextCache(max_entries, ttl, timer)

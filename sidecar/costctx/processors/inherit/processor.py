@@ -41,7 +41,7 @@ from costctx.pdata.codec.api import EMPTY, KvList, ResourceView, SpanEdits, Span
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.inherit.batch_read import native_read_spans, read_spans
 from costctx.processors.inherit.config import InheritConfig
-from costctx.processors.inherit.context_cache import NO_FIELDS, ContextCache, Known, TraceValues
+from costctx.processors.inherit.context_cache import NO_FIELDS, Known, TraceValues, new_context_cache
 from costctx.processors.inherit.hold import HeldSpan, Hold, TraceHold
 from costctx.processors.inherit.hold_journal import HoldJournal
 from costctx.processors.inherit.metrics import InheritMetrics
@@ -149,7 +149,7 @@ class InheritProcessor(Processor):
         Empties the caches: their entries' ages were measured on the previous clock."""
         self.clock = clock
         cache = self.config.cache
-        self.cache = ContextCache(cache.max_entries, cache.ttl, clock)
+        self.cache = new_context_cache(cache.max_entries, cache.ttl, clock)
         self.trace_values = TraceValues(cache.max_traces, cache.ttl, clock)
 
     # -- the batch path --------------------------------------------------------------------
@@ -171,7 +171,7 @@ class InheritProcessor(Processor):
         # batch go to the entries directly.
         cache.expire_due(now)
         cache.now = now
-        cache_get = cache.entries.get
+        cache_get = cache.reader()
         hold = self.hold
         tally = _Tally()
         held_here: list[HeldSpan] = []
@@ -185,6 +185,7 @@ class InheritProcessor(Processor):
         resolve = self._resolve
         apply = self._apply
         add_held = hold.add
+        waiters = hold.waiters
         registry_known = self.registry.known
         learn = self.registry.learn
         own_of = partial(_own_fields, fields_order)
@@ -244,7 +245,7 @@ class InheritProcessor(Processor):
                     learn(span.kind, span.span_id, trace_id, own)
                 apply(batch, index,
                       resolve(span, resources[span.resource], own, key, trace_id, parent, tally, own_key))
-                if hold.waiters:
+                if key in waiters:  # most resolved spans have no held descendant: no call
                     self._cascade(key, "ancestor", tally)
         except Exception:
             # The pipeline forwards this batch as it stands: spans held from it are still in
@@ -296,9 +297,12 @@ class InheritProcessor(Processor):
     def _cascade(self, key: bytes, reason: str, tally: _Tally) -> None:
         """`key` just became known: resolve the spans waiting for it, then theirs."""
         hold = self.hold
+        waiters = hold.waiters
         stack = [key]
         while stack:
             known_key = stack.pop()
+            if known_key not in waiters:  # a leaf, as most are: no call
+                continue
             waiting = hold.take_waiters(known_key)
             if not waiting:
                 continue
