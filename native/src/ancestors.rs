@@ -7,7 +7,6 @@
 //! Kept here rather than in a Python dict: a key is 32 bytes inline (no bytes object), and
 //! its age is one more copy of the key in a chunk, so an entry costs about half the memory.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use pyo3::prelude::*;
@@ -15,31 +14,29 @@ use pyo3::types::{PyBytes, PyDict};
 
 const NO_CONTEXT: &str = "(no context)";
 const OTHER_SOURCES: &str = "(other)";
-const INLINE: usize = 24;
+const KEY_LEN: usize = 24;
 
-/// A key: inline up to 24 bytes (trace id + span id), boxed when longer (forged ids).
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Inline(u8, [u8; INLINE]),
-    Heap(Box<[u8]>),
+/// The keys the table is made for: trace id (16 bytes) + span id (8), held inline.
+type Key24 = [u8; KEY_LEN];
+
+/// Keys of another length (forged or invalid ids) live in a table of their own; a chunk
+/// keeps a placeholder in their place and the key itself beside it.
+fn even(bytes: &[u8]) -> Option<Key24> {
+    bytes.try_into().ok()
 }
 
-impl Key {
-    fn new(bytes: &[u8]) -> Key {
-        if bytes.len() <= INLINE {
-            let mut inline = [0u8; INLINE];
-            inline[..bytes.len()].copy_from_slice(bytes);
-            Key::Inline(bytes.len() as u8, inline)
-        } else {
-            Key::Heap(bytes.into())
-        }
-    }
+/// Keys put at one expiry time, in order; `odd` holds (place, key) of the keys that are not
+/// 24 bytes long, by place.
+struct Chunk {
+    expires: f64,
+    keys: Vec<Key24>,
+    odd: VecDeque<(u32, Box<[u8]>)>,
 }
 
 /// One source's keys in insertion (= expiry) order: chunks of keys put at one expiry time.
 struct Part {
     source: String,
-    chunks: VecDeque<(f64, Vec<Key>)>,
+    chunks: VecDeque<Chunk>,
     head: usize, // the next key's place in chunks[0]
     size: usize, // live entries (disputed ones included)
 }
@@ -50,7 +47,8 @@ pub struct AncestorTable {
     ttl: f64,
     max_sources: usize,
     timer: Py<PyAny>,
-    table: HashMap<Key, Option<Py<PyAny>>>, // None: disputed
+    table: HashMap<Key24, Option<Py<PyAny>>>, // None: disputed
+    odd: HashMap<Box<[u8]>, Option<Py<PyAny>>>,
     parts: Vec<Part>,                       // in creation order, as the Python dict's
     next_due: f64,
     /// The time puts are made at, when the caller has one for a whole batch.
@@ -80,7 +78,33 @@ fn disagree(py: Python<'_>, first: &Bound<'_, PyAny>, second: &Bound<'_, PyAny>)
     Ok(false)
 }
 
+/// Remove the key at place `at` of `chunk` from its table (places are taken in order).
+fn remove_at(
+    table: &mut HashMap<Key24, Option<Py<PyAny>>>,
+    odd: &mut HashMap<Box<[u8]>, Option<Py<PyAny>>>,
+    chunk: &mut Chunk,
+    at: usize,
+) {
+    if chunk.odd.front().is_some_and(|(place, _)| *place as usize == at) {
+        let (_, key) = chunk.odd.pop_front().unwrap();
+        odd.remove(&key);
+    } else {
+        table.remove(&chunk.keys[at]);
+    }
+}
+
 impl AncestorTable {
+    fn slot(&self, key: &[u8]) -> Option<&Option<Py<PyAny>>> {
+        match even(key) {
+            Some(key) => self.table.get(&key),
+            None => self.odd.get(key),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len() + self.odd.len()
+    }
+
     fn clock(&self, py: Python<'_>) -> PyResult<f64> {
         match self.now {
             Some(now) => Ok(now),
@@ -122,19 +146,15 @@ impl AncestorTable {
             }
         };
         let part = &mut self.parts[victim];
-        let key = {
-            let chunk = &mut part.chunks[0].1;
-            let key = std::mem::replace(&mut chunk[part.head], Key::Inline(0, [0; INLINE]));
-            part.head += 1;
-            if part.head == chunk.len() {
-                part.chunks.pop_front();
-                part.head = 0;
-            }
-            key
-        };
+        let chunk = &mut part.chunks[0];
+        remove_at(&mut self.table, &mut self.odd, chunk, part.head);
+        part.head += 1;
+        if part.head == chunk.keys.len() {
+            part.chunks.pop_front();
+            part.head = 0;
+        }
         part.size -= 1;
         let source = part.source.clone();
-        self.table.remove(&key);
         match self.evicted.iter_mut().find(|(s, _)| *s == source) {
             Some((_, count)) => *count += 1,
             None => self.evicted.push((source, 1)),
@@ -143,24 +163,24 @@ impl AncestorTable {
 
     fn expire_at(&mut self, now: f64) {
         let mut due = f64::INFINITY;
-        let table = &mut self.table;
+        let (table, odd) = (&mut self.table, &mut self.odd);
         self.parts.retain_mut(|part| {
-            while let Some((expires, _)) = part.chunks.front() {
-                if *expires > now {
+            while let Some(chunk) = part.chunks.front() {
+                if chunk.expires > now {
                     break;
                 }
-                let (_, keys) = part.chunks.pop_front().unwrap();
-                for key in &keys[part.head..] {
-                    table.remove(key);
+                let mut chunk = part.chunks.pop_front().unwrap();
+                for at in part.head..chunk.keys.len() {
+                    remove_at(table, odd, &mut chunk, at);
                 }
-                part.size -= keys.len() - part.head;
+                part.size -= chunk.keys.len() - part.head;
                 part.head = 0;
             }
             if part.size == 0 && part.source != NO_CONTEXT && part.source != OTHER_SOURCES {
                 return false;
             }
-            if let Some((expires, _)) = part.chunks.front() {
-                due = due.min(*expires);
+            if let Some(chunk) = part.chunks.front() {
+                due = due.min(chunk.expires);
             }
             true
         });
@@ -178,6 +198,7 @@ impl AncestorTable {
             max_sources,
             timer,
             table: HashMap::new(),
+            odd: HashMap::new(),
             parts: Vec::new(),
             next_due: f64::INFINITY,
             now: None,
@@ -188,13 +209,13 @@ impl AncestorTable {
 
     /// The entry, expiring first if some entry is due (ContextCache.get).
     fn get(&mut self, py: Python<'_>, key: &Bound<'_, PyBytes>) -> PyResult<Option<Py<PyAny>>> {
-        let key = Key::new(key.as_bytes());
-        let found = self.table.get(&key).and_then(|v| v.as_ref().map(|k| k.clone_ref(py)));
+        let key = key.as_bytes();
+        let found = self.slot(key).and_then(|v| v.as_ref().map(|k| k.clone_ref(py)));
         if found.is_some() {
             let now: f64 = self.timer.bind(py).call0()?.extract()?;
             if now >= self.next_due {
                 self.expire_at(now);
-                return Ok(self.table.get(&key).and_then(|v| v.as_ref().map(|k| k.clone_ref(py))));
+                return Ok(self.slot(key).and_then(|v| v.as_ref().map(|k| k.clone_ref(py))));
             }
         }
         Ok(found)
@@ -202,7 +223,7 @@ impl AncestorTable {
 
     /// The entry as it stands, no age check: for a batch's reads after `expire_due(now)`.
     fn peek(&self, py: Python<'_>, key: &Bound<'_, PyBytes>) -> Option<Py<PyAny>> {
-        self.table.get(&Key::new(key.as_bytes())).and_then(|v| v.as_ref().map(|k| k.clone_ref(py)))
+        self.slot(key.as_bytes()).and_then(|v| v.as_ref().map(|k| k.clone_ref(py)))
     }
 
     fn expire_due(&mut self, now: f64) {
@@ -227,43 +248,55 @@ impl AncestorTable {
         if now >= self.next_due {
             self.expire_at(now);
         }
-        let key = Key::new(key.as_bytes());
-        match self.table.entry(key.clone()) {
-            Entry::Occupied(mut entry) => {
-                // Sent again: keeps its place and age; a different value makes it disputed.
-                let old = entry.get().as_ref().map(|k| k.clone_ref(py));
-                let value = match old {
-                    None => None,
-                    Some(old) => {
-                        if disagree(py, old.bind(py), known)? {
-                            self.disputed += 1;
-                            None
-                        } else {
-                            Some(known.clone().unbind())
-                        }
+        let bytes = key.as_bytes();
+        let even_key = even(bytes);
+        let existing = match even_key {
+            Some(key) => self.table.get_mut(&key),
+            None => self.odd.get_mut(bytes),
+        };
+        if let Some(slot) = existing {
+            // Sent again: keeps its place and age; a different value makes it disputed.
+            let value = match slot.as_ref() {
+                None => None,
+                Some(old) => {
+                    if disagree(py, old.bind(py), known)? {
+                        self.disputed += 1;
+                        None
+                    } else {
+                        Some(known.clone().unbind())
                     }
-                };
-                entry.insert(value);
-                return Ok(());
-            }
-            Entry::Vacant(entry) => {
-                entry.insert(Some(known.clone().unbind()));
-            }
+                }
+            };
+            *slot = value;
+            return Ok(());
         }
+        match even_key {
+            Some(key) => self.table.insert(key, Some(known.clone().unbind())),
+            None => self.odd.insert(bytes.into(), Some(known.clone().unbind())),
+        };
         let at = self.partition(source);
         let expires = now + self.ttl;
         let part = &mut self.parts[at];
-        match part.chunks.back_mut() {
-            Some((last, keys)) if *last == expires => keys.push(key),
-            _ => {
-                part.chunks.push_back((expires, vec![key]));
-                if expires < self.next_due {
-                    self.next_due = expires;
-                }
+        if part.chunks.back().is_none_or(|last| last.expires != expires) {
+            // The last chunk is closed (no key joins it again): give back its spare room.
+            if let Some(last) = part.chunks.back_mut() {
+                last.keys.shrink_to_fit();
+            }
+            part.chunks.push_back(Chunk { expires, keys: Vec::new(), odd: VecDeque::new() });
+            if expires < self.next_due {
+                self.next_due = expires;
+            }
+        }
+        let chunk = part.chunks.back_mut().unwrap();
+        match even_key {
+            Some(key) => chunk.keys.push(key),
+            None => {
+                chunk.odd.push_back((chunk.keys.len() as u32, bytes.into()));
+                chunk.keys.push([0; KEY_LEN]); // a placeholder: the key is in `odd`
             }
         }
         part.size += 1;
-        if self.table.len() > self.max_entries {
+        if self.len() > self.max_entries {
             self.evict(at);
         }
         Ok(())
@@ -279,14 +312,18 @@ impl AncestorTable {
         self.parts.iter().map(|p| p.source.clone()).collect()
     }
 
-    /// Bytes the table holds natively (keys, slots, chunks), for the memory figures.
+    /// Bytes the table holds natively (the hash table's buckets and control bytes, the age
+    /// chunks), for the memory figures; keys of another length than 24 are left out (rare).
     fn nbytes(&self) -> usize {
-        let slot = std::mem::size_of::<(Key, Option<Py<PyAny>>)>() + 1;
-        let chunks: usize = self.parts.iter().flat_map(|p| p.chunks.iter()).map(|(_, keys)| keys.capacity()).sum();
-        self.table.capacity() * slot + chunks * std::mem::size_of::<Key>()
+        let capacity = self.table.capacity();
+        // hashbrown keeps 1/8 of its buckets free (a power of two; tiny tables: one more).
+        let buckets = if capacity < 8 { (capacity + 1).next_power_of_two() } else { capacity * 8 / 7 };
+        let slot = std::mem::size_of::<(Key24, Option<Py<PyAny>>)>() + 1;
+        let chunks: usize = self.parts.iter().flat_map(|p| p.chunks.iter()).map(|c| c.keys.capacity()).sum();
+        buckets * slot + chunks * KEY_LEN
     }
 
     fn __len__(&self) -> usize {
-        self.table.len()
+        self.len()
     }
 }
