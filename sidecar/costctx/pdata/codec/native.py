@@ -73,6 +73,10 @@ class NativeCodec:
                                  edits.groups or None)
 
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
+        # Only the chosen spans' edits are converted (the extension reads every edit it is given:
+        # a few held spans of a batch of 100 paid for all 100).
+        spans = edits.spans
+        edits = BatchEdits({i: found for i in indices if (found := spans.get(i)) is not None}, edits.resources)
         segments = getattr(view, "segments", None)
         if segments is not None:
             return b"".join(
