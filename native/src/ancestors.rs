@@ -10,6 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 use pyo3::types::{PyBytes, PyDict};
 
 const NO_CONTEXT: &str = "(no context)";
@@ -321,6 +322,27 @@ impl AncestorTable {
         let slot = std::mem::size_of::<(Key24, Option<Py<PyAny>>)>() + 1;
         let chunks: usize = self.parts.iter().flat_map(|p| p.chunks.iter()).map(|c| c.keys.capacity()).sum();
         buckets * slot + chunks * KEY_LEN
+    }
+
+    /// The table itself and what it holds natively, for sys.getsizeof (memory figures).
+    fn __sizeof__(&self) -> usize {
+        std::mem::size_of::<Self>() + self.nbytes()
+    }
+
+    /// The Known objects (and the timer) are reachable for the garbage collector, as they
+    /// were from the dict this table replaces (and for gc.get_referents: memory walks).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for known in self.table.values().chain(self.odd.values()).flatten() {
+            visit.call(known)?;
+        }
+        visit.call(&self.timer)
+    }
+
+    fn __clear__(&mut self) {
+        self.table.clear();
+        self.odd.clear();
+        self.parts.clear();
+        self.next_due = f64::INFINITY;
     }
 
     fn __len__(&self) -> usize {
