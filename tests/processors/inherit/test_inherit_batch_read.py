@@ -70,6 +70,18 @@ def test_the_rules_by_hand():
         both(view_spans, range(4))
 
 
+class Text(str):
+    """A str subclass: spans carrying one are read alone (own fields keyed by exact type)."""
+
+
+def test_a_str_subclass_is_not_a_str():
+    view_spans = [SpanView(b"t" * 16, bytes([i]) * 8, b"", 0, 0, 0, 0, {"workflow.id": value}, 1)
+                  for i, value in enumerate(["wf", Text("wf"), "wf"])]
+    assert read_spans(view_spans, range(3), FIELDS)[2] == [0, -1, 0]
+    if native_read_spans is not None:
+        both(view_spans, range(3))
+
+
 @needs_native
 @pytest.mark.parametrize("complete", [False, True])
 def test_the_bench_workload_on_both_codecs(complete):

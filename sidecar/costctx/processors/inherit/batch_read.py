@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 _INVALID_SPAN_ID = bytes(8)
+_NONE = type(None)
 
 try:
     from costctx_native._core import read_spans as native_read_spans
@@ -30,6 +31,7 @@ def read_spans(spans: list, indices: Iterable[int], fields: tuple[str, ...]
     groups: list[int] = []
     firsts: list[int] = []
     seen: dict[tuple, int] = {}
+    plain: dict[tuple, bool] = {}  # the values' types -> all str or absent (exact types, as Rust)
     for index in indices:
         span = spans[index]
         trace_id = span.trace_id
@@ -37,7 +39,11 @@ def read_spans(spans: list, indices: Iterable[int], fields: tuple[str, ...]
         parent_id = span.parent_span_id
         wait_keys.append(trace_id + parent_id if parent_id and parent_id != _INVALID_SPAN_ID else None)
         values = tuple(map(span.attrs.get, fields))
-        if all(value is None or type(value) is str for value in values):
+        types = tuple(map(type, values))
+        strings = plain.get(types)
+        if strings is None:
+            strings = plain[types] = all(t is str or t is _NONE for t in types)
+        if strings:
             group = seen.get(values)
             if group is None:
                 group = seen[values] = len(firsts)
