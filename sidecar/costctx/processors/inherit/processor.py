@@ -307,9 +307,19 @@ class InheritProcessor(Processor):
             if not waiting:
                 continue
             parent = self.cache.get(known_key)
+            batch = self._batch
             for held in waiting:
-                self._finish(held, parent, reason, tally)
-                stack.append(held.key)
+                if held.index is not None and batch is not None:
+                    # Still in the batch it came in (its ancestor came later in the same
+                    # batch): repaired in place, it never waited (_finish, inlined: most
+                    # held spans of the mixed workload end here).
+                    held.done = True
+                    self._apply(batch, held.index, self._resolve(
+                        held.view, held.resource, held.own, held.key, held.trace_id, parent, tally, held.own_key))
+                else:
+                    self._finish(held, parent, reason, tally)
+                if held.key in waiters:  # no waiter is added while a cascade runs
+                    stack.append(held.key)
 
     def _finish(self, held: HeldSpan, parent: Known | None, reason: str, tally: _Tally) -> None:
         held.done = True
