@@ -76,7 +76,8 @@ class NativeCodec:
         # Only the chosen spans' edits are converted (the extension reads every edit it is given:
         # a few held spans of a batch of 100 paid for all 100).
         spans = edits.spans
-        edits = BatchEdits({i: found for i in indices if (found := spans.get(i)) is not None}, edits.resources)
+        edits = BatchEdits({i: found for i in indices if (found := spans.get(i)) is not None}, edits.resources,
+                           groups=edits.groups)
         segments = getattr(view, "segments", None)
         if segments is not None:
             return b"".join(
