@@ -106,8 +106,12 @@ def test_held_spans_survive_two_kill_9_restarts(sink, tmp_path):
         assert restored > 0, "the last restart held again what the kill left"
         assert "holding again" in last.log()
         # At least once: a duplicate is a span released (or queued) just before a kill and
-        # restored or resent after it; never more than one per restored or resent span.
-        assert duplicates <= 2 * (len(acked) // 10)
+        # restored or resent after it, so a span arrives at most once more per restart. How many
+        # are in flight at a kill depends on the machine's load (2-26% of those acknowledged were
+        # seen twice), so the bound is per span, not a share of the stream.
+        kills = len(processes) - 1
+        assert max(received.values()) <= 1 + kills, received.most_common(3)
+        assert duplicates < len(acked)
     finally:
         for process in processes:
             process.close()
