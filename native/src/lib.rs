@@ -26,5 +26,8 @@ mod inherit;
 #[cfg(feature = "python")]
 mod ancestors;
 
+#[cfg(feature = "python")]
+mod budget;
+
 #[cfg(feature = "oracle")]
 pub mod oracle;

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 
 from costctx.budget.batch_commit import RunningValues, Segment, SpendGroup, key_adds
-from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, spent_micro, spent_tokens
+from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, USD, spent_micro, spent_tokens
 from costctx.budget.engine import BudgetEngine, SpanVerdict
 from costctx.budget.policy import Context, SpanSpend
 from costctx.budget.seen import COMMITTED_SPANS, SeenSpans
@@ -26,6 +27,7 @@ from costctx.pdata.codec.api import EMPTY
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
+from costctx.processors.budget.spend_read import READ_KEYS, native_read_spend, read_spend
 
 # What a model-call span's commit reads: the group's five envelope fields, then its amounts.
 _READ = ("workflow.id", "workflow.name", "owner.tenant", "owner.feature", "policy.id", "cost.usd",
@@ -78,6 +80,11 @@ class BudgetProcessor(Processor):
         self._untrusted: dict[str, int] = {}
         self.trust = SpanTrust(config.max_call_usd, config.max_span_clock_skew, self.engine.book_micro,
                                self._tally_untrusted)
+        # With the in-process store, no policy (so no budget.state) and no velocity counters,
+        # a batch commits per segment: its spans read and summed in one call (spend_read.py,
+        # native with the native codec), the breaker decided per group (_commit_segments).
+        self._by_segment = (self.engine.store.sync and not config.policies
+                            and self.engine.breaker.velocity_window is None)
 
     # -- spans ----------------------------------------------------------------------------
     def watched_keys(self) -> frozenset[str]:
@@ -107,6 +114,8 @@ class BudgetProcessor(Processor):
             self.engine.breaker.finish(workflow_id)
 
     def process_view(self, batch: ViewBatch) -> ViewBatch | None:
+        if self._by_segment and self._process_by_segment(batch):
+            return batch
         view = batch.view
         finished = self._finished(batch)
         now = time.time()
@@ -205,6 +214,106 @@ class BudgetProcessor(Processor):
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
         return None
+
+    def _process_by_segment(self, batch: ViewBatch) -> bool:
+        """The batch read and summed in one call, then committed per segment; False (nothing
+        changed) when some span needs the per-span path."""
+        now = time.time()
+        trust = self.trust
+        committed = self._committed
+        seen, expiry = committed.open_batch()
+        read = native_read_spend if native_read_spend is not None and batch.codec.name == "native" else read_spend
+        out = read(batch.view.spans, batch.indices(), self._markers, READ_KEYS, now, trust.max_clock_skew,
+                   trust.cap_micro, seen, expiry, committed.maxsize, committed.make_room,
+                   bool(self.config.breaker.workflow_median_multiple))
+        if out is None:
+            return False
+        segments, releases, finished, duplicates, skewed = out
+        if duplicates:
+            self.metrics.duplicate_spans.inc(duplicates)
+        if skewed:
+            self._tally_untrusted(CLOCK_SKEW, skewed)
+        self._count_untrusted()
+        if segments:
+            self._commit_segments(segments, releases, now)
+        self._finish(finished)  # after their spans were compared as running
+        return True
+
+    def _commit_segments(self, read: list[tuple], releases: list[tuple[str, int]], now: float) -> None:
+        """_commit_here for a batch read per segment (no policy, no velocity): the counters'
+        sums added at once; the breaker's running totals from the workflow counter as it stood
+        after each group's last span, per span only for a workflow some group may trip."""
+        engine = self.engine
+        workflow_ttl = engine.config.workflow_ttl
+        groups: dict[tuple, SpendGroup] = {}
+        segments: list[Segment] = []
+        placed: list[tuple[SpendGroup, Segment, int, int, bytes]] = []
+        spans = 0
+        for fields, at, cost, tokens, steps, start, last, through, packed in read:
+            group = groups.get(fields)
+            if group is None:
+                group = groups[fields] = self._group(fields)
+            segment = Segment(group.ctx, at, workflow_ttl, None)
+            segment.cost, segment.tokens, segment.steps, segment.start = cost, tokens, steps, start
+            segments.append(segment)
+            placed.append((group, segment, last, through, packed))
+            spans += steps
+        bindings = [(rid, (placed[n][0].ctx.workflow_id, placed[n][0].ctx.tenant)) for rid, n in releases]
+        adds = key_adds(segments)
+        outcomes, after = engine.store.apply_now(bindings, adds)
+        engine.count_commit(outcomes, spans)
+        breaker = engine.breaker
+        multiple = breaker.config.workflow_median_multiple
+        # workflow.id -> (its last span's position, that span's Context); the workflows some
+        # group may trip (its spend after its last span, the most any of its spans saw, over
+        # the median rule's bound)
+        last_of: dict[str, tuple[int, Context, str]] = {}
+        hot: set[str] = set()
+        for group, segment, last, through, _ in placed:
+            key = segment.workflow_key
+            if not key:
+                continue
+            ctx = group.ctx
+            found = last_of.get(ctx.workflow_id)
+            if found is None or last > found[0]:
+                last_of[ctx.workflow_id] = (last, ctx, key)
+            typical = group.typical
+            if typical is not None and typical > 0:
+                before = after[key][USD] - adds[key].sums[USD]
+                if before + through > multiple * typical:
+                    hot.add(ctx.workflow_id)
+        trips = []
+        if hot:
+            trips = self._trips_per_span(placed, hot, after, adds, now)
+        for _, ctx, key in sorted(last_of.values(), key=lambda item: item[0]):
+            breaker.note_running(ctx, after[key][USD], now)  # as of the workflow's last span
+        for key, tenant in trips:
+            engine.store.trip_now(key, self.config.breaker.cooldown, tenant)
+
+    def _trips_per_span(self, placed: list, hot: set[str], after: dict, adds: dict, now: float) -> list:
+        """The median rule per span, in batch order, for the workflows some group may trip:
+        each span's running spend from the counter's value before the batch."""
+        events = []  # (position, micro, group, segment)
+        for group, segment, _, _, packed in placed:
+            if segment.workflow_key and group.ctx.workflow_id in hot:
+                pairs = array("q", packed)
+                events += [(pairs[i], pairs[i + 1], group, segment) for i in range(0, len(pairs), 2)]
+        events.sort(key=lambda event: event[0])
+        running: dict[str, int] = {}
+        observe = self.engine.breaker.observe_values
+        trips = []
+        for _, micro, group, segment in events:
+            key = segment.workflow_key
+            spent = running.get(key)
+            if spent is None:
+                spent = after[key][USD] - adds[key].sums[USD]
+            spent = running[key] = spent + micro
+            if group.typical is not None:
+                ctx = group.ctx
+                # `at` is read only with velocity counters (none here)
+                observed = observe(ctx, now, spent, None, group.typical, now)
+                trips += [(breaker_key, ctx.tenant) for _, breaker_key, _ in observed]
+        return trips
 
     def _group(self, fields: tuple) -> SpendGroup:
         workflow_id, workflow_name, tenant, feature, policy_id = (v if type(v) is str else "" for v in fields)

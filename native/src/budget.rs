@@ -1,0 +1,331 @@
+//! The budget processor's per-span reading for a commit into the in-process store, in one call
+//! per batch: model-call spans read, their resend keys tested and added, their amounts summed
+//! per segment (envelope fields + UTC hour). The Python equivalent (the fallback and the
+//! oracle) is `costctx.processors.budget.spend_read.read_spend`; every rule is written there
+//! first, and the decisions (policies, the breaker, states) stay in Python.
+
+use std::collections::HashMap;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+const MICRO: f64 = 1_000_000.0;
+const MAX_USD: f64 = 1e9;
+const MAX_TOKENS: i128 = 1_000_000_000_000;
+const MAX_RESERVATION_ID: usize = 64;
+const MAX_ENVELOPE_ID: usize = 256;
+
+/// Python's float floor division `a // b` (Objects/floatobject.c float_floor_div), for b > 0.
+fn float_floordiv(a: f64, b: f64) -> f64 {
+    let m = a % b;
+    let mut div = (a - m) / b;
+    if m != 0.0 && ((b < 0.0) != (m < 0.0)) {
+        div -= 1.0;
+    }
+    if div != 0.0 {
+        let mut floordiv = div.floor();
+        if div - floordiv > 0.5 {
+            floordiv += 1.0;
+        }
+        floordiv
+    } else {
+        0.0f64.copysign(a / b)
+    }
+}
+
+/// spend_read._valid_rid: `[A-Za-z0-9_.-]{1,64}`, then optionally `~` and a tenant of at most
+/// 256 characters with no control character.
+fn valid_rid(value: &str) -> bool {
+    let (rid, tenant) = match value.find('~') {
+        Some(at) => (&value[..at], Some(&value[at + 1..])),
+        None => (value, None),
+    };
+    if rid.is_empty() || rid.len() > MAX_RESERVATION_ID
+        || !rid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    {
+        return false;
+    }
+    match tenant {
+        None => true,
+        Some(t) => !t.is_empty() && t.chars().count() <= MAX_ENVELOPE_ID
+            && !t.chars().any(|ch| (ch as u32) < 0x20 || ch as u32 == 0x7f),
+    }
+}
+
+/// An exact int (not a bool) as i128 when it fits 64 bits; Err(()) past that; None for another kind.
+fn int64(value: &Bound<'_, PyAny>) -> Result<Option<i128>, ()> {
+    if !value.is_exact_instance_of::<PyInt>() {
+        return Ok(None);
+    }
+    value.extract::<i64>().map(|n| Some(n as i128)).map_err(|_| ())
+}
+
+/// counters.spent_micro after the inline rule: round half to even, NaN or <= 0 is 0, at most MAX_USD.
+fn micro_of(cost: f64) -> i64 {
+    if 0.0 < cost && cost < MAX_USD {
+        return (cost * MICRO).round_ties_even() as i64;
+    }
+    if cost.is_nan() || cost <= 0.0 {
+        return 0;
+    }
+    (cost.min(MAX_USD) * MICRO).round_ties_even() as i64
+}
+
+struct Read<'py> {
+    span: Bound<'py, PyAny>,
+    fields: Vec<Bound<'py, PyAny>>,
+    text: [Option<String>; 5],
+    micro: i64,
+    tokens: i64,
+    at: f64,
+    start_ms: i64,
+    rid: Option<Bound<'py, PyAny>>,
+    skewed: bool,
+}
+
+struct Segment<'py> {
+    fields: Vec<Bound<'py, PyAny>>,
+    at: f64,
+    cost: i64,
+    tokens: i64,
+    steps: i64,
+    start: i64,
+    last: i64,
+    through: i64,
+    spans: Vec<u8>,
+}
+
+fn is_str(value: &Bound<'_, PyAny>) -> bool {
+    value.is_exact_instance_of::<PyString>()
+}
+
+/// One model-call span as spend_read._read reads it; None when the per-span path must take it.
+#[allow(clippy::too_many_arguments)]
+fn read_one<'py>(
+    span: Bound<'py, PyAny>,
+    attrs: &Bound<'py, PyDict>,
+    keys: &[Bound<'py, PyString>],
+    now: f64,
+    lo: f64,
+    hi: f64,
+    cap: i64,
+) -> PyResult<Option<Read<'py>>> {
+    let py = span.py();
+    let mut fields = Vec::with_capacity(5);
+    let mut text: [Option<String>; 5] = Default::default();
+    for (at, key) in keys[..5].iter().enumerate() {
+        match attrs.get_item(key)? {
+            None => fields.push(py.None().into_bound(py)),
+            Some(value) if is_str(&value) => {
+                text[at] = Some(value.cast::<PyString>()?.to_str()?.to_owned());
+                fields.push(value);
+            }
+            Some(_) => return Ok(None),
+        }
+    }
+    let cost = match attrs.get_item(&keys[5])? {
+        Some(value) => {
+            if let Ok(double) = value.cast_exact::<PyFloat>() {
+                double.value()
+            } else {
+                match int64(&value) {
+                    Ok(Some(n)) => n as i64 as f64,
+                    Ok(None) => 0.0,
+                    Err(()) => return Ok(None),
+                }
+            }
+        }
+        None => 0.0,
+    };
+    let mut tokens: i128 = 0;
+    for key in &keys[6..8] {
+        if let Some(value) = attrs.get_item(key)? {
+            match int64(&value) {
+                Ok(Some(n)) => tokens += n,
+                Ok(None) => {}
+                Err(()) => return Ok(None),
+            }
+        }
+    }
+    let micro = micro_of(cost);
+    let tokens = tokens.clamp(0, MAX_TOKENS) as i64;
+    let end_ns: u64 = span.getattr(pyo3::intern!(py, "end"))?.extract()?;
+    let start_ns: u64 = span.getattr(pyo3::intern!(py, "start"))?.extract()?;
+    let mut at = if end_ns != 0 { end_ns as f64 / 1e9 } else { now };
+    let start_ms = if start_ns != 0 { (start_ns / 1_000_000) as i64 } else { (now * 1000.0) as i64 };
+    let skewed = !(lo <= at && at <= hi);
+    if skewed {
+        at = if at < lo { lo } else { hi };
+    }
+    let rid = match attrs.get_item(&keys[8])? {
+        Some(value) if is_str(&value) && value.len()? > 0 => Some(value),
+        _ => None,
+    };
+    if micro > cap {
+        return Ok(None);
+    }
+    if let Some(rid) = &rid {
+        if !valid_rid(rid.cast::<PyString>()?.to_str()?) {
+            return Ok(None);
+        }
+    }
+    let at_ms = (at * 1000.0) as i64;
+    let start_ms = start_ms.max(at_ms - 3_600_000).min(at_ms);
+    Ok(Some(Read { span, fields, text, micro, tokens, at, start_ms, rid, skewed }))
+}
+
+/// trace id and span id when both are ids (16 and 8 bytes, not all zero).
+fn ids<'py>(span: &Bound<'py, PyAny>) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let py = span.py();
+    let trace = span.getattr(pyo3::intern!(py, "trace_id"))?;
+    let span_id = span.getattr(pyo3::intern!(py, "span_id"))?;
+    {
+        let (Ok(t), Ok(s)) = (trace.cast::<PyBytes>(), span_id.cast::<PyBytes>()) else {
+            return Ok(None);
+        };
+        let (t, s) = (t.as_bytes(), s.as_bytes());
+        if t.len() != 16 || s.len() != 8 || t.iter().all(|b| *b == 0) || s.iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+    }
+    Ok(Some((trace, span_id)))
+}
+
+/// See `costctx.processors.budget.spend_read.read_spend` (same arguments, same result).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn read_spend<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyList>,
+    indices: &Bound<'py, PyAny>,
+    markers: &Bound<'py, PyAny>,
+    keys: &Bound<'py, PyTuple>,
+    now: f64,
+    skew: f64,
+    cap: i64,
+    seen: &Bound<'py, PyAny>,
+    expiry: &Bound<'py, PyAny>,
+    maxsize: usize,
+    make_room: &Bound<'py, PyAny>,
+    want_finished: bool,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let keys: Vec<Bound<'py, PyString>> =
+        keys.iter().map(|key| key.cast_into::<PyString>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
+    let markers: Vec<Bound<'py, PyString>> =
+        markers.try_iter()?.map(|key| Ok(key?.cast_into::<PyString>()?)).collect::<PyResult<_>>()?;
+    let (lo, hi) = (now - skew, now + skew);
+    let finished = PyList::empty(py);
+    let mut read: Vec<Read<'py>> = Vec::new();
+    for index in indices.try_iter()? {
+        let span = spans.get_item(index?.extract::<usize>()?)?;
+        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
+        if want_finished && !span.getattr(pyo3::intern!(py, "parent_span_id"))?.is_truthy()? {
+            if let Some(workflow_id) = attrs.get_item(&keys[0])? {
+                if is_str(&workflow_id) && workflow_id.len()? > 0 {
+                    finished.append(workflow_id)?;
+                }
+            }
+        }
+        let mut model_call = false;
+        for marker in &markers {
+            if attrs.contains(marker)? {
+                model_call = true;
+                break;
+            }
+        }
+        if !model_call {
+            continue;
+        }
+        match read_one(span, &attrs, &keys, now, lo, hi, cap)? {
+            Some(record) => read.push(record),
+            None => return Ok(None),
+        }
+    }
+    let mut segments: Vec<Segment<'py>> = Vec::new();
+    let mut numbers: HashMap<([Option<String>; 5], i64), usize> = HashMap::new();
+    let mut through: HashMap<Option<String>, i64> = HashMap::new();
+    let releases = PyList::empty(py);
+    let (mut duplicates, mut skewed, mut position) = (0i64, 0i64, 0i64);
+    for record in read {
+        skewed += record.skewed as i64;
+        if let Some((trace, span_id)) = ids(&record.span)? {
+            let rid = match &record.rid {
+                Some(rid) => rid.clone(),
+                None => py.None().into_bound(py),
+            };
+            let key = PyTuple::new(
+                py,
+                [trace, span_id, record.micro.into_pyobject(py)?.into_any(), record.tokens.into_pyobject(py)?.into_any(), rid],
+            )?;
+            if seen.contains(&key)? {
+                duplicates += 1;
+                continue;
+            }
+            if seen.len()? >= maxsize {
+                make_room.call0()?;
+            }
+            seen.set_item(&key, expiry)?;
+        }
+        let hour = float_floordiv(record.at, 3600.0) as i64;
+        let slot = (record.text.clone(), hour);
+        let number = match numbers.get(&slot) {
+            Some(number) => *number,
+            None => {
+                let number = segments.len();
+                numbers.insert(slot, number);
+                segments.push(Segment {
+                    fields: record.fields.clone(),
+                    at: record.at,
+                    cost: 0,
+                    tokens: 0,
+                    steps: 0,
+                    start: record.start_ms,
+                    last: 0,
+                    through: 0,
+                    spans: Vec::new(),
+                });
+                number
+            }
+        };
+        let spent = through.entry(record.text[0].clone()).or_insert(0);
+        *spent += record.micro;
+        let segment = &mut segments[number];
+        segment.cost += record.micro;
+        segment.tokens += record.tokens;
+        segment.steps += 1;
+        segment.last = position;
+        segment.through = *spent;
+        segment.spans.extend_from_slice(&position.to_ne_bytes());
+        segment.spans.extend_from_slice(&record.micro.to_ne_bytes());
+        if let Some(rid) = record.rid {
+            releases.append(PyTuple::new(py, [rid, number.into_pyobject(py)?.into_any()])?)?;
+        }
+        position += 1;
+    }
+    let out = PyList::empty(py);
+    for s in segments {
+        let items: Vec<Bound<'py, PyAny>> = vec![
+            PyTuple::new(py, s.fields)?.into_any(),
+            s.at.into_pyobject(py)?.into_any(),
+            s.cost.into_pyobject(py)?.into_any(),
+            s.tokens.into_pyobject(py)?.into_any(),
+            s.steps.into_pyobject(py)?.into_any(),
+            s.start.into_pyobject(py)?.into_any(),
+            s.last.into_pyobject(py)?.into_any(),
+            s.through.into_pyobject(py)?.into_any(),
+            PyBytes::new(py, &s.spans).into_any(),
+        ];
+        out.append(PyTuple::new(py, items)?)?;
+    }
+    let result = PyTuple::new(
+        py,
+        [
+            out.into_any(),
+            releases.into_any(),
+            finished.into_any(),
+            duplicates.into_pyobject(py)?.into_any(),
+            skewed.into_pyobject(py)?.into_any(),
+        ],
+    )?;
+    Ok(Some(result))
+}
