@@ -74,7 +74,6 @@ fn micro_of(cost: f64) -> i64 {
 struct Read<'py> {
     span: Bound<'py, PyAny>,
     fields: Vec<Bound<'py, PyAny>>,
-    text: [Option<String>; 5],
     micro: i64,
     tokens: i64,
     at: f64,
@@ -93,6 +92,18 @@ struct Segment<'py> {
     last: i64,
     through: i64,
     spans: Vec<u8>,
+    workflow: usize, // its workflow.id's slot in the batch's running sums
+}
+
+/// The five envelope fields' values (None when absent; each is a str or None).
+fn texts(fields: &[Bound<'_, PyAny>]) -> PyResult<[Option<String>; 5]> {
+    let mut text: [Option<String>; 5] = Default::default();
+    for (at, value) in fields.iter().enumerate() {
+        if let Ok(string) = value.cast::<PyString>() {
+            text[at] = Some(string.to_str()?.to_owned());
+        }
+    }
+    Ok(text)
 }
 
 fn is_str(value: &Bound<'_, PyAny>) -> bool {
@@ -112,14 +123,10 @@ fn read_one<'py>(
 ) -> PyResult<Option<Read<'py>>> {
     let py = span.py();
     let mut fields = Vec::with_capacity(5);
-    let mut text: [Option<String>; 5] = Default::default();
-    for (at, key) in keys[..5].iter().enumerate() {
+    for key in &keys[..5] {
         match attrs.get_item(key)? {
             None => fields.push(py.None().into_bound(py)),
-            Some(value) if is_str(&value) => {
-                text[at] = Some(value.cast::<PyString>()?.to_str()?.to_owned());
-                fields.push(value);
-            }
+            Some(value) if is_str(&value) => fields.push(value),
             Some(_) => return Ok(None),
         }
     }
@@ -171,7 +178,7 @@ fn read_one<'py>(
     }
     let at_ms = (at * 1000.0) as i64;
     let start_ms = start_ms.max(at_ms - 3_600_000).min(at_ms);
-    Ok(Some(Read { span, fields, text, micro, tokens, at, start_ms, rid, skewed }))
+    Ok(Some(Read { span, fields, micro, tokens, at, start_ms, rid, skewed }))
 }
 
 /// trace id and span id when both are ids (16 and 8 bytes, not all zero).
@@ -242,11 +249,16 @@ pub fn read_spend<'py>(
         }
     }
     let mut segments: Vec<Segment<'py>> = Vec::new();
-    let mut numbers: HashMap<([Option<String>; 5], i64), usize> = HashMap::new();
-    let mut through: HashMap<Option<String>, i64> = HashMap::new();
+    // Segments by the fields' objects (the codec interns a batch's strings: the common hit),
+    // then by their values (equal strings in distinct objects); workflow ids by value.
+    let mut by_object: HashMap<([usize; 5], i64), usize> = HashMap::new();
+    let mut by_value: HashMap<([Option<String>; 5], i64), usize> = HashMap::new();
+    let mut workflows: HashMap<Option<String>, usize> = HashMap::new();
+    let mut through: Vec<i64> = Vec::new();
     let releases = PyList::empty(py);
     let (mut duplicates, mut skewed, mut position) = (0i64, 0i64, 0i64);
-    for record in read {
+    // By reference: every field object stays alive while its address keys `by_object`.
+    for record in &read {
         skewed += record.skewed as i64;
         if let Some((trace, span_id)) = ids(&record.span)? {
             let rid = match &record.rid {
@@ -267,29 +279,44 @@ pub fn read_spend<'py>(
             seen.set_item(&key, expiry)?;
         }
         let hour = float_floordiv(record.at, 3600.0) as i64;
-        let slot = (record.text.clone(), hour);
-        let number = match numbers.get(&slot) {
+        let objects = (std::array::from_fn(|i| record.fields[i].as_ptr() as usize), hour);
+        let number = match by_object.get(&objects) {
             Some(number) => *number,
             None => {
-                let number = segments.len();
-                numbers.insert(slot, number);
-                segments.push(Segment {
-                    fields: record.fields.clone(),
-                    at: record.at,
-                    cost: 0,
-                    tokens: 0,
-                    steps: 0,
-                    start: record.start_ms,
-                    last: 0,
-                    through: 0,
-                    spans: Vec::new(),
-                });
+                let text = texts(&record.fields)?;
+                let workflow_id = text[0].clone();
+                let number = match by_value.get(&(text.clone(), hour)) {
+                    Some(number) => *number,
+                    None => {
+                        let number = segments.len();
+                        by_value.insert((text, hour), number);
+                        let slots = workflows.len();
+                        let workflow = *workflows.entry(workflow_id).or_insert(slots);
+                        if workflow == through.len() {
+                            through.push(0);
+                        }
+                        segments.push(Segment {
+                            fields: record.fields.clone(),
+                            at: record.at,
+                            cost: 0,
+                            tokens: 0,
+                            steps: 0,
+                            start: record.start_ms,
+                            last: 0,
+                            through: 0,
+                            spans: Vec::new(),
+                            workflow,
+                        });
+                        number
+                    }
+                };
+                by_object.insert(objects, number);
                 number
             }
         };
-        let spent = through.entry(record.text[0].clone()).or_insert(0);
-        *spent += record.micro;
         let segment = &mut segments[number];
+        let spent = &mut through[segment.workflow];
+        *spent += record.micro;
         segment.cost += record.micro;
         segment.tokens += record.tokens;
         segment.steps += 1;
@@ -297,8 +324,8 @@ pub fn read_spend<'py>(
         segment.through = *spent;
         segment.spans.extend_from_slice(&position.to_ne_bytes());
         segment.spans.extend_from_slice(&record.micro.to_ne_bytes());
-        if let Some(rid) = record.rid {
-            releases.append(PyTuple::new(py, [rid, number.into_pyobject(py)?.into_any()])?)?;
+        if let Some(rid) = &record.rid {
+            releases.append(PyTuple::new(py, [rid.clone(), number.into_pyobject(py)?.into_any()])?)?;
         }
         position += 1;
     }

@@ -78,6 +78,7 @@ class BudgetProcessor(Processor):
         self._committed = SeenSpans(maxsize=COMMITTED_SPANS, ttl=900)
         # Untrusted spans are tallied per batch and counted once (a labelled increment costs ~3 us).
         self._untrusted: dict[str, int] = {}
+        self._untrusted_children: dict[str, object] = {}
         self.trust = SpanTrust(config.max_call_usd, config.max_span_clock_skew, self.engine.book_micro,
                                self._tally_untrusted)
         # With the in-process store, no policy (so no budget.state) and no velocity counters,
@@ -97,8 +98,12 @@ class BudgetProcessor(Processor):
 
     def _count_untrusted(self) -> None:
         if self._untrusted:
+            children = self._untrusted_children
             for reason, spans in self._untrusted.items():
-                self.metrics.untrusted_spans.labels(reason).inc(spans)
+                child = children.get(reason)
+                if child is None:  # made on first use, looked up once (labels() costs ~3 us)
+                    child = children[reason] = self.metrics.untrusted_spans.labels(reason)
+                child.inc(spans)
             self._untrusted.clear()
 
     def _finished(self, batch: ViewBatch) -> list[str]:
@@ -252,7 +257,7 @@ class BudgetProcessor(Processor):
         for fields, at, cost, tokens, steps, start, last, through, packed in read:
             group = groups.get(fields)
             if group is None:
-                group = groups[fields] = self._group(fields)
+                group = groups[fields] = self._plain_group(fields)
             segment = Segment(group.ctx, at, workflow_ttl, None)
             segment.cost, segment.tokens, segment.steps, segment.start = cost, tokens, steps, start
             segments.append(segment)
@@ -314,6 +319,12 @@ class BudgetProcessor(Processor):
                 observed = observe(ctx, now, spent, None, group.typical, now)
                 trips += [(breaker_key, ctx.tenant) for _, breaker_key, _ in observed]
         return trips
+
+    def _plain_group(self, fields: tuple) -> SpendGroup:
+        """_group with no policy configured and no velocity counters (fields: str or None)."""
+        workflow_id, workflow_name, tenant, feature, policy_id = (v or "" for v in fields)
+        ctx = Context(workflow_id, workflow_name, tenant, feature, policy_id, 0)
+        return SpendGroup(ctx, None, False, self.engine.breaker.typical(ctx), False)
 
     def _group(self, fields: tuple) -> SpendGroup:
         workflow_id, workflow_name, tenant, feature, policy_id = (v if type(v) is str else "" for v in fields)
