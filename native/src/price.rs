@@ -145,3 +145,194 @@ pub fn read_calls<'py>(
     }
     Ok(out)
 }
+
+/// A rate entry's five rates (pico-USD per token) as `processor._rate` orders them.
+fn rates_of(rate: &Bound<'_, PyAny>) -> PyResult<Option<[i128; 5]>> {
+    let items = rate.get_item(0)?;
+    let mut out = [0i128; 5];
+    for (at, slot) in out.iter_mut().enumerate() {
+        match items.get_item(at)?.extract::<i128>() {
+            Ok(value) => *slot = value,
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// pico / 10^12 as Python's int true division (correctly rounded): exact operands below 2^53.
+fn usd_of<'py>(py: Python<'py>, pico: i128) -> PyResult<Bound<'py, PyAny>> {
+    if pico.unsigned_abs() < (1u128 << 53) {
+        return Ok(PyFloat::new(py, pico as f64 / 1e12).into_any());
+    }
+    let value = pico.into_pyobject(py)?;
+    match value.call_method1(pyo3::intern!(py, "__truediv__"), (1_000_000_000_000i64,)) {
+        Ok(usd) => Ok(usd),
+        Err(err) if err.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => {
+            Ok(PyFloat::new(py, f64::INFINITY).into_any())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The inline price: calc.price_usage for counts that agree with the mode; None for the general
+/// path (counts against the mode, or a sum past 128 bits).
+fn inline_pico(rates: [i128; 5], inclusive: bool, counts: [i128; 5]) -> Option<i128> {
+    let [input, output, cache_read, cache_creation, reasoning] = counts;
+    let uncached = if inclusive { input - cache_read - cache_creation } else { input };
+    if uncached < 0 || reasoning > output {
+        return None;
+    }
+    let parts = [uncached, cache_read, cache_creation, output - reasoning, reasoning];
+    let mut pico: i128 = 0;
+    for (count, rate) in parts.iter().zip(rates.iter()) {
+        pico = pico.checked_add(count.checked_mul(*rate)?)?;
+    }
+    Some(pico)
+}
+
+/// See `costctx.processors.price.calls.price_calls` (same arguments, same result).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn price_calls<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyList>,
+    indices: &Bound<'py, PyAny>,
+    now: &Bound<'py, PyAny>,
+    tolerance: i128,
+    keys: &Bound<'py, PyTuple>,
+    rates: &Bound<'py, PyDict>,
+    rate_of: &Bound<'py, PyAny>,
+    general: &Bound<'py, PyAny>,
+    reported_of: &Bound<'py, PyAny>,
+    edits: &Bound<'py, PyDict>,
+    span_edits: &Bound<'py, PyAny>,
+    stamp_computed: &Bound<'py, PyAny>,
+    stamp_reported: &Bound<'py, PyTuple>,
+    cost_key: &Bound<'py, PyString>,
+    stamp_slow: &Bound<'py, PyAny>,
+    spend: &Bound<'py, PyList>,
+    stamp_at: &Bound<'py, PyList>,
+) -> PyResult<(i64, i64, i64, i64)> {
+    let (mut computed, mut reported_count, mut untracked, mut outside) = (0i64, 0i64, 0i64, 0i64);
+    let calls = read_calls(py, spans, indices, now, tolerance, keys)?;
+    for call in calls.iter() {
+        if call.is_exact_instance_of::<PyInt>() {
+            general.call1((call,))?;
+            continue;
+        }
+        let call = call.cast_into::<PyTuple>()?;
+        let index = call.get_item(0)?;
+        let attrs = call.get_item(1)?.cast_into::<PyDict>()?;
+        let names = call.get_item(2)?;
+        let at = call.get_item(11)?;
+        let mut rate = match rates.get_item(&names) {
+            Ok(Some(rate)) => Some(rate),
+            Ok(None) => Some(rate_of.call1((&names, &at))?),
+            Err(err) if err.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => None,
+            Err(err) => return Err(err),
+        };
+        if let Some(found) = &rate {
+            if found.is_none() {
+                rate = None;
+            } else if !(found.get_item(3)?.le(&at)? && at.lt(found.get_item(4)?)?) {
+                let fresh = rate_of.call1((&names, &at))?;
+                rate = if fresh.is_none() { None } else { Some(fresh) };
+            }
+        }
+        let Some(rate) = rate else {
+            general.call1((&index,))?;
+            continue;
+        };
+        let mut counts = [0i128; 5];
+        for (at, slot) in counts.iter_mut().enumerate() {
+            *slot = call.get_item(3 + at)?.extract::<i128>()?;
+        }
+        let pico = match rates_of(&rate)? {
+            Some(each) => inline_pico(each, rate.get_item(1)?.is_truthy()?, counts),
+            None => None,
+        };
+        let Some(pico) = pico else {
+            general.call1((&index,))?;
+            continue;
+        };
+        if call.get_item(12)?.is_truthy()? {
+            outside += 1;
+        }
+        let reported = call.get_item(8)?;
+        let (pico, stamps) = if reported.is_none() {
+            let cost = PyTuple::new(py, [cost_key.clone().into_any(), usd_of(py, pico)?])?;
+            (pico.into_pyobject(py)?.into_any(), [cost.into_any(), rate.get_item(2)?, stamp_computed.clone()])
+        } else {
+            let answer = reported_of.call1((pico, &reported, &rate))?.cast_into::<PyTuple>()?;
+            let cost = PyTuple::new(py, [cost_key.clone().into_any(), answer.get_item(1)?])?;
+            (answer.get_item(0)?, [cost.into_any(), stamp_reported.get_item(0)?, stamp_reported.get_item(1)?])
+        };
+        let span_edit = match edits.get_item(&index)? {
+            Some(found) => found,
+            None => {
+                let made = span_edits.call0()?;
+                edits.set_item(&index, &made)?;
+                made
+            }
+        };
+        let sets = if span_edit.getattr(pyo3::intern!(py, "replace"))?.is_none() {
+            let sets = span_edit.getattr(pyo3::intern!(py, "sets"))?.cast_into::<PyList>()?;
+            for stamp in &stamps {
+                sets.append(stamp)?;
+                attrs.set_item(stamp.get_item(0)?, stamp.get_item(1)?)?;
+            }
+            sets.into_any()
+        } else {
+            stamp_slow.call1((&index, stamps[0].get_item(1)?, stamps[1].get_item(1)?, stamps[2].get_item(1)?))?;
+            py.None().into_bound(py)
+        };
+        let workflow = call.get_item(9)?;
+        if workflow.is_none() {
+            untracked += 1;
+            continue;
+        }
+        spend.append(PyTuple::new(py, [workflow, pico, call.get_item(10)?])?)?;
+        stamp_at.append(PyTuple::new(py, [index, attrs.into_any(), sets])?)?;
+        if reported.is_none() {
+            computed += 1;
+        } else {
+            reported_count += 1;
+        }
+    }
+    Ok((computed, reported_count, untracked, outside))
+}
+
+/// See `costctx.processors.price.calls.stamp_totals` (same arguments, same result).
+#[pyfunction]
+pub fn stamp_totals<'py>(
+    py: Python<'py>,
+    totals: &Bound<'py, PyList>,
+    stamp_at: &Bound<'py, PyList>,
+    key: &Bound<'py, PyString>,
+    stamp_slow: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    if totals.len() != stamp_at.len() {
+        return Err(pyo3::exceptions::PyValueError::new_err("totals and stamp_at differ in length"));
+    }
+    for (total, entry) in totals.iter().zip(stamp_at.iter()) {
+        let value = match total.extract::<i128>() {
+            Ok(pico) => usd_of(py, pico)?,
+            Err(_) => match total.call_method1(pyo3::intern!(py, "__truediv__"), (1_000_000_000_000i64,)) {
+                Ok(usd) => usd,
+                Err(err) if err.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => {
+                    PyFloat::new(py, f64::INFINITY).into_any()
+                }
+                Err(err) => return Err(err),
+            },
+        };
+        let entry = entry.cast_into::<PyTuple>()?;
+        let sets = entry.get_item(2)?;
+        if sets.is_none() {
+            stamp_slow.call1((entry.get_item(0)?, value))?;
+        } else {
+            sets.cast::<PyList>()?.append(PyTuple::new(py, [key.clone().into_any(), value.clone()])?)?;
+            entry.get_item(1)?.cast_into::<PyDict>()?.set_item(key, value)?;
+        }
+    }
+    Ok(())
+}

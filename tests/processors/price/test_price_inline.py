@@ -15,10 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from costctx.envelope.keys import SPEND_TOTAL
 from costctx.pdata.attributes import set_any_value
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.ledger import SpendLedger
-from costctx.processors.price.calls import READ_KEYS, native_read_calls, read_calls
+from costctx.processors.price.calls import READ_KEYS, native_price_calls, native_read_calls, read_calls, stamp_totals
 from costctx.processors.price.processor import COMPUTED, REPORTED, TRIGGER_KEYS, UNTRACKED
 from tests.support.codecs import available_codecs
 from tests.support.processors import standalone_processor
@@ -94,7 +95,8 @@ def general_path(processor, batch: ViewBatch) -> Counter:
         if not attrs.keys().isdisjoint(TRIGGER_KEYS):
             origins[processor._price_span(batch, index, attrs, book)] += 1
     if processor._spend:
-        processor._stamp_totals(batch, processor.ledger.add_batch(processor._spend), processor._stamp_at)
+        stamp_totals(processor.ledger.add_batch(processor._spend), processor._stamp_at, SPEND_TOTAL,
+                     lambda index, value: batch.set(index, SPEND_TOTAL, value))
     if processor._drifts:
         processor._count_drifts(processor._drifts)
     origins[COMPUTED] += 0
@@ -182,3 +184,38 @@ def test_native_read_calls_is_the_python_one(picks, tolerance, order):
     for native, python in zip(got, want, strict=True):  # the same objects, not copies, where they are objects
         if type(python) is tuple:
             assert native[1] is python[1] and native[11] is python[11]
+
+
+def _priced_by(implementation: str, raw: bytes, tolerance: str):
+    """The native codec's batch priced with the native price_calls/stamp_totals or their Python twins."""
+    from costctx.processors.price import processor as module
+
+    processor = standalone_processor("price", start_time_tolerance=tolerance)
+    batch = ViewBatch(NATIVE_CODECS[0], raw, processor.watched_keys())
+    with pytest.MonkeyPatch.context() as patch:
+        if implementation == "python":
+            patch.setattr(module, "native_price_calls", None)
+        processor.process_view(batch)
+    counts = [processor.metrics.priced.labels(o)._value.get() for o in (COMPUTED, REPORTED)]
+    return (NATIVE_CODECS[0].encode(batch.view, batch.edits), repr([s.attrs for s in batch.view.spans]), counts,
+            processor.metrics.untracked._value.get(), {k: v[0] for k, v in processor.ledger._totals.items()},
+            processor.ledger.duplicates, processor._outside_tolerance, processor.metrics.drift_usd._value.get(),
+            processor.metrics.drift_ratio._sum.get())
+
+
+@pytest.mark.skipif(not NATIVE_CODECS or native_price_calls is None, reason="costctx_native not built")
+@settings(max_examples=80, deadline=None)
+@given(picks=st.lists(st.tuples(st.integers(0, len(SHAPES) - 1), st.integers(0, 6)), max_size=30),
+       tolerance=st.sampled_from(["1h", "2000000h"]))
+def test_native_price_calls_prices_and_stamps_as_the_python_one(picks, tolerance):
+    raw = build([(span_no.to_bytes(8, "big"), *SHAPES[shape]) for shape, span_no in picks])
+    assert _priced_by("native", raw, tolerance) == _priced_by("python", raw, tolerance)
+
+
+@pytest.mark.skipif(not NATIVE_CODECS or native_price_calls is None, reason="costctx_native not built")
+def test_native_price_calls_on_the_bench_workload():
+    from bench.workload import WorkloadSpec, build_requests
+
+    for raw in build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, batches=5)):
+        native, python = _priced_by("native", raw, "2000000h"), _priced_by("python", raw, "2000000h")
+        assert native == python and native[2][0] > 0 and native[2][1] > 0  # computed and reported costs

@@ -107,3 +107,108 @@ def read_calls(spans: list, indices, now: int, tolerance: int, keys: tuple = REA
                 output_tokens, cache_read, cache_creation, reasoning, reported, workflow_id, key,
                 now if late else start, late))
     return out
+
+
+# -- pricing the inline calls ------------------------------------------------------------------
+try:
+    from costctx_native._core import price_calls as native_price_calls
+    from costctx_native._core import stamp_totals as native_stamp_totals
+except ImportError:  # an older build, or no native extension: the Python ones below
+    native_price_calls = native_stamp_totals = None
+
+PICO_PER_USD = 10**12
+
+
+def price_calls(spans: list, indices, now: int, tolerance: int, keys: tuple, rates: dict, rate_of, general,
+                reported_of, edits: dict, span_edits, stamp_computed: tuple, stamp_reported: tuple, cost_key: str,
+                stamp_slow, spend: list, stamp_at: list) -> tuple[int, int, int, int]:
+    """The price processor's pass over a batch, after `read_calls`: each inline call priced at
+    its rate and stamped; -> (computed, reported, untracked, late) counts. In Rust with the native
+    codec (`costctx_native._core.price_calls`, native/src/price.rs), the same result.
+
+    - rates: (response model, request model, provider) -> the rate entry (processor._rate), or
+      None for the general path; `rate_of(names, at)` makes and keeps one when absent or when
+      `at` is outside its [lo, hi);
+    - general(index): the general path prices the span (and counts it);
+    - reported_of(estimate pico, reported, rate) -> (pico, USD double): a reported cost kept,
+      compared with the estimate;
+    - edits: batch.edits.spans; span_edits: the SpanEdits class; a span re-encoded on the slow
+      path is stamped by stamp_slow(index, usd, source, origin);
+    - stamp_computed / stamp_reported: the (origin) and (source, origin) stamps shared by spans;
+    - spend, stamp_at: appended in visiting order, (workflow id, pico, span key) and (index,
+      attrs, the span's sets or None), for the running totals (`stamp_totals`).
+    """
+    computed = reported_count = untracked = outside = 0
+    for call in read_calls(spans, indices, now, tolerance, keys):
+        if type(call) is int:
+            general(call)
+            continue
+        (index, attrs, names, input_tokens, output_tokens, cache_read, cache_creation, reasoning, reported,
+         workflow_id, span_key, at, late) = call
+        try:
+            rate = rates[names]
+        except KeyError:
+            rate = rate_of(names, at)
+        except TypeError:  # a list value: not hashable, and not a model name either
+            rate = None
+        if rate is not None and not rate[3] <= at < rate[4]:  # a dated row: another period
+            rate = rate_of(names, at)
+        if rate is None:
+            general(index)
+            continue
+        input_rate, cache_read_rate, cache_creation_rate, output_rate, reasoning_rate = rate[0]
+        # calc.price_usage, for counts that agree with the mode (else the general path).
+        if rate[1]:
+            uncached = input_tokens - cache_read - cache_creation
+            if uncached < 0:
+                general(index)
+                continue
+        else:
+            uncached = input_tokens
+        if reasoning > output_tokens:
+            general(index)
+            continue
+        outside += late
+        pico = (uncached * input_rate + cache_read * cache_read_rate + cache_creation * cache_creation_rate
+                + (output_tokens - reasoning) * output_rate + reasoning * reasoning_rate)
+        if reported is None:
+            stamps = ((cost_key, pico / PICO_PER_USD), rate[2], stamp_computed)
+        else:
+            pico, usd = reported_of(pico, reported, rate)
+            stamps = ((cost_key, usd), *stamp_reported)
+        span_edit = edits.get(index)
+        if span_edit is None:
+            span_edit = edits[index] = span_edits()
+        if span_edit.replace is None:
+            span_edit.sets.extend(stamps)
+            attrs.update(stamps)
+            sets = span_edit.sets
+        else:
+            stamp_slow(index, stamps[0][1], stamps[1][1], stamps[2][1])
+            sets = None
+        if workflow_id is not None:
+            spend.append((workflow_id, pico, span_key))
+            stamp_at.append((index, attrs, sets))
+            if reported is None:
+                computed += 1
+            else:
+                reported_count += 1
+        else:
+            untracked += 1
+    return computed, reported_count, untracked, outside
+
+
+def stamp_totals(totals: list[int], stamp_at: list[tuple[int, dict, list | None]], key: str, stamp_slow) -> None:
+    """`key` (workflow.spend_total_usd) on each span the ledger saw, after its cost stamps: the
+    total in USD appended to the span's sets, or by stamp_slow(index, value) for a span re-encoded
+    on the slow path (sets None). In Rust: `costctx_native._core.stamp_totals`."""
+    for (index, attrs, sets), total in zip(stamp_at, totals, strict=True):
+        try:
+            value = total / PICO_PER_USD  # money.to_usd_float, inline
+        except OverflowError:
+            value = math.inf
+        if sets is None:
+            stamp_slow(index, value)
+        else:
+            sets.append((key, value))
+            attrs[key] = value

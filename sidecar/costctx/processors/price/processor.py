@@ -27,7 +27,7 @@ from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.book import PriceBook, PriceBookHandle
 from costctx.pricing.calc import ADDITIVE, INCLUSIVE, Usage
 from costctx.pricing.ledger import SpendLedger
-from costctx.pricing.money import PICO_PER_USD, from_usd, to_usd_float
+from costctx.pricing.money import from_usd, to_usd_float
 from costctx.pricing.sources import PriceSources, ReloadEvent
 
 # The usage keys, shared with re-pricing outside the pipeline (`costctx price --explain-span`).
@@ -55,8 +55,10 @@ from costctx.processors.price.calls import (
     REPORTED_KEYS,
     TRIGGER_KEYS,
     WORKFLOW_ID,
-    native_read_calls,
-    read_calls,
+    native_price_calls,
+    native_stamp_totals,
+    price_calls,
+    stamp_totals,
 )
 from costctx.processors.price.config import PriceConfig, build_archive, build_book, source_specs
 from costctx.processors.price.metrics import PriceMetrics
@@ -184,71 +186,41 @@ class PriceProcessor(Processor):
         self._spend, self._stamp_at = spend, stamp_at
         drifts = self._drifts = []  # (|computed - reported| pico, ratio, drift label or None)
         compare = self._compare
-        # The per-span reading in one call (calls.py; in Rust with the native codec): each
-        # span worth a look as its index (the general path) or what the inline path needs.
-        read = native_read_calls if native_read_calls is not None and batch.codec.name == "native" else read_calls
-        for call in read(spans, batch.indices(), now, tolerance, READ_KEYS):
-            if type(call) is int:
-                tally[price_span(batch, call, spans[call].attrs, book)] += 1
-                continue
-            (index, attrs, names, input_tokens, output_tokens, cache_read, cache_creation, reasoning, reported,
-             workflow_id, span_key, at, late) = call
-            try:
-                rate = rates[names]
-            except KeyError:
-                rate = rates[names] = self._rate(book, names, at)
-            except TypeError:  # a list value: not hashable, and not a model name either
-                rate = None
-            if rate is not None and not rate[3] <= at < rate[4]:  # a dated row: another period
-                rate = rates[names] = self._rate(book, names, at)
-            if rate is None:
-                tally[price_span(batch, index, attrs, book)] += 1
-                continue
-            input_rate, cache_read_rate, cache_creation_rate, output_rate, reasoning_rate = rate[0]
-            inclusive = rate[1]
-            # calc.price_usage, for counts that agree with the mode (else the general path).
-            if inclusive:
-                uncached = input_tokens - cache_read - cache_creation
-                if uncached < 0:
-                    tally[price_span(batch, index, attrs, book)] += 1
-                    continue
-            else:
-                uncached = input_tokens
-            if reasoning > output_tokens:
-                tally[price_span(batch, index, attrs, book)] += 1
-                continue
-            outside += late  # counted here: the general path counts its own
-            pico = (uncached * input_rate + cache_read * cache_read_rate + cache_creation * cache_creation_rate
-                    + (output_tokens - reasoning) * output_rate + reasoning * reasoning_rate)
-            if reported is None:
-                origin = COMPUTED
-                stamps = ((COST_USD, pico / PICO_PER_USD), rate[2], STAMP_COMPUTED)
-            else:  # kept, and compared with the sidecar's own figure (_compare, per batch)
-                origin = REPORTED
-                estimate, pico = pico, from_usd(reported)
-                compare(pico, estimate, rate[5])
-                stamps = ((COST_USD, float(reported)), STAMP_REPORTED_SOURCE, STAMP_REPORTED)
-            edits = edited.get(index)
-            if edits is None:
-                edits = edited[index] = SpanEdits()
-            if edits.replace is None:
-                edits.sets.extend(stamps)
-                attrs.update(stamps)
-                sets = edits.sets
-            else:
-                _stamp_cost(batch, index, stamps[0][1], stamps[1][1], origin)
-                sets = None
-            if workflow_id is not None:
-                spend.append((workflow_id, pico, span_key))
-                stamp_at.append((index, attrs, sets))
-                tally[origin] += 1
-            else:
-                tally[UNTRACKED] += 1
+        # The per-span reading and the inline calls' pricing and stamps in one call (calls.py;
+        # in Rust with the native codec): the general path, the rates, reported costs and the
+        # slow path's stamps are called back.
+        native = batch.codec.name == "native" and native_price_calls is not None
+        price = native_price_calls if native else price_calls
+
+        def general(index: int) -> None:
+            tally[price_span(batch, index, spans[index].attrs, book)] += 1
+
+        def rate_of(names: tuple, at: int) -> tuple | None:
+            rate = rates[names] = self._rate(book, names, at)
+            return rate
+
+        def reported_of(estimate: int, reported: float | int, rate: tuple) -> tuple[int, float]:
+            pico = from_usd(reported)
+            compare(pico, estimate, rate[5])  # kept, and compared with the sidecar's own figure
+            return pico, float(reported)
+
+        def stamp_slow(index: int, usd: float, source: str, origin: str) -> None:
+            _stamp_cost(batch, index, usd, source, origin)
+
+        counted = price(spans, batch.indices(), now, tolerance, READ_KEYS, rates, rate_of, general, reported_of,
+                        edited, SpanEdits, STAMP_COMPUTED, (STAMP_REPORTED_SOURCE, STAMP_REPORTED), COST_USD,
+                        stamp_slow, spend, stamp_at)
+        tally[COMPUTED] += counted[0]
+        tally[REPORTED] += counted[1]
+        tally[UNTRACKED] += counted[2]
+        outside = counted[3]
         self._outside_tolerance += outside
         if drifts:
             self._count_drifts(drifts)
         if spend:
-            self._stamp_totals(batch, ledger.add_batch(spend), stamp_at)
+            stamp = native_stamp_totals if native and native_stamp_totals is not None else stamp_totals
+            totals = ledger.add_batch(spend)
+            stamp(totals, stamp_at, SPEND_TOTAL, lambda index, value: batch.set(index, SPEND_TOTAL, value))
         m = self.metrics
         for origin in (COMPUTED, REPORTED):
             if tally[origin]:
@@ -282,20 +254,6 @@ class PriceProcessor(Processor):
         price = resolution.price
         return ((price.input, price.cache_read, price.cache_creation, price.output, price.reasoning),
                 mode == INCLUSIVE, (COST_SOURCE, resolution.source), lo, hi, resolution.model)
-
-    @staticmethod
-    def _stamp_totals(batch: ViewBatch, totals: list[int], stamp_at: list[tuple[int, dict, list | None]]) -> None:
-        """workflow.spend_total_usd on each span the ledger saw, after its cost stamps."""
-        for (index, attrs, sets), total in zip(stamp_at, totals, strict=True):
-            try:
-                value = total / PICO_PER_USD  # money.to_usd_float, inline
-            except OverflowError:
-                value = to_usd_float(total)
-            if sets is None:
-                batch.set(index, SPEND_TOTAL, value)
-            else:
-                sets.append((SPEND_TOTAL, value))
-                attrs[SPEND_TOTAL] = value
 
     def _price_span(self, batch: ViewBatch, index: int, attrs: dict, book: PriceBook) -> str | None:
         """Price one span; returns its origin (or UNTRACKED when priced without a workflow.id)."""
