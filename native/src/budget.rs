@@ -9,6 +9,52 @@ use std::collections::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+/// Which of some key lists each attribute key is in, by one walk of a span's attrs: each key
+/// object's roles found once per call (a batch's keys are a few shared string objects) instead
+/// of one dict probe per listed key per span. Addresses key the cache: valid while every attrs
+/// dict walked stays unchanged and alive, as it does during one reading pass.
+pub(crate) struct KeyRoles {
+    lists: Vec<Vec<String>>,
+    cache: HashMap<usize, u32>,
+}
+
+impl KeyRoles {
+    /// Bit i of a role: the key is in lists[i].
+    pub(crate) fn new(lists: Vec<Vec<String>>) -> Self {
+        KeyRoles { lists, cache: HashMap::new() }
+    }
+
+    pub(crate) fn of(keys: &[Bound<'_, PyString>]) -> PyResult<Vec<String>> {
+        keys.iter().map(|key| Ok(key.to_str()?.to_owned())).collect()
+    }
+
+    /// The union of the roles of `attrs`' keys.
+    pub(crate) fn mask(&mut self, attrs: &Bound<'_, PyDict>) -> PyResult<u32> {
+        let mut mask = 0;
+        for (key, _) in attrs.iter() {
+            let address = key.as_ptr() as usize;
+            let role = match self.cache.get(&address) {
+                Some(role) => *role,
+                None => {
+                    let mut role = 0;
+                    if let Ok(text) = key.cast::<PyString>() {
+                        let text = text.to_str()?;
+                        for (bit, list) in self.lists.iter().enumerate() {
+                            if list.iter().any(|listed| listed == text) {
+                                role |= 1 << bit;
+                            }
+                        }
+                    }
+                    self.cache.insert(address, role);
+                    role
+                }
+            };
+            mask |= role;
+        }
+        Ok(mask)
+    }
+}
+
 const MICRO: f64 = 1_000_000.0;
 const MAX_USD: f64 = 1e9;
 const MAX_TOKENS: i128 = 1_000_000_000_000;
@@ -220,6 +266,7 @@ pub fn read_spend<'py>(
         keys.iter().map(|key| key.cast_into::<PyString>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
     let markers: Vec<Bound<'py, PyString>> =
         markers.try_iter()?.map(|key| Ok(key?.cast_into::<PyString>()?)).collect::<PyResult<_>>()?;
+    let mut roles = KeyRoles::new(vec![KeyRoles::of(&markers)?]);
     let (lo, hi) = (now - skew, now + skew);
     let finished = PyList::empty(py);
     let mut read: Vec<Read<'py>> = Vec::new();
@@ -233,15 +280,8 @@ pub fn read_spend<'py>(
                 }
             }
         }
-        let mut model_call = false;
-        for marker in &markers {
-            if attrs.contains(marker)? {
-                model_call = true;
-                break;
-            }
-        }
-        if !model_call {
-            continue;
+        if roles.mask(&attrs)? == 0 {
+            continue; // not a model call
         }
         match read_one(span, &attrs, &keys, now, lo, hi, cap)? {
             Some(record) => read.push(record),

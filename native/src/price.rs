@@ -21,15 +21,6 @@ fn strings<'py>(item: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>>
     item.try_iter()?.map(|key| Ok(key?.cast_into::<PyString>()?)).collect()
 }
 
-fn any_in(dict: &Bound<'_, PyDict>, keys: &[Bound<'_, PyString>]) -> PyResult<bool> {
-    for key in keys {
-        if dict.contains(key)? {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// A token count the inline path takes: an int (not a bool) in 0..2^63.
 fn count(value: &Bound<'_, PyAny>) -> bool {
     value.is_exact_instance_of::<PyInt>() && value.extract::<i64>().is_ok_and(|n| n >= 0)
@@ -83,16 +74,23 @@ pub fn read_calls<'py>(
         workflow: keys.get_item(5)?.cast_into::<PyString>()?,
     };
     let now_ns: i128 = now.extract()?;
+    const TRIGGER: u32 = 1;
+    const GENERAL: u32 = 2;
+    let mut roles = crate::budget::KeyRoles::new(vec![
+        crate::budget::KeyRoles::of(&keys.trigger)?,
+        crate::budget::KeyRoles::of(&keys.general)?,
+    ]);
     let out = PyList::empty(py);
     let none = py.None().into_bound(py);
     for index in indices.try_iter()? {
         let index = index?;
         let span = spans.get_item(index.extract::<usize>()?)?;
         let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
-        if !any_in(&attrs, &keys.trigger)? {
+        let mask = roles.mask(&attrs)?;
+        if mask & TRIGGER == 0 {
             continue;
         }
-        if any_in(&attrs, &keys.general)? {
+        if mask & GENERAL != 0 {
             out.append(index)?;
             continue;
         }

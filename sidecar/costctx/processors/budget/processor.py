@@ -14,12 +14,12 @@ import time
 from array import array
 
 from costctx.budget.batch_commit import RunningValues, Segment, SpendGroup, key_adds
-from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, USD, spent_micro, spent_tokens
+from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, START, STEPS, TOKENS, USD, spent_micro, spent_tokens
 from costctx.budget.engine import BudgetEngine, SpanVerdict
-from costctx.budget.policy import Context, SpanSpend
+from costctx.budget.policy import Context, SpanSpend, _window_keys_ttls, _workflow_key
 from costctx.budget.seen import COMMITTED_SPANS, SeenSpans
 from costctx.budget.span_trust import CLOCK_SKEW, SpanTrust, resend_digest
-from costctx.budget.store import StoreUnavailable
+from costctx.budget.store import KeyAdds, StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
@@ -245,37 +245,54 @@ class BudgetProcessor(Processor):
         return True
 
     def _commit_segments(self, read: list[tuple], releases: list[tuple[str, int]], now: float) -> None:
-        """_commit_here for a batch read per segment (no policy, no velocity): the counters'
-        sums added at once; the breaker's running totals from the workflow counter as it stood
-        after each group's last span, per span only for a workflow some group may trip."""
+        """_commit_here for a batch read per segment (no policy, no velocity): each counter's sum
+        added at once (the layout of batch_commit.key_adds, without its Segment objects); the
+        breaker's running totals from the workflow counter as it stood after each group's last
+        span, per span only for a workflow some group may trip."""
         engine = self.engine
-        workflow_ttl = engine.config.workflow_ttl
+        workflow_ttl = int(engine.config.workflow_ttl * 1000)
         groups: dict[tuple, SpendGroup] = {}
-        segments: list[Segment] = []
-        placed: list[tuple[SpendGroup, Segment, int, int, bytes]] = []
+        placed: list[tuple[SpendGroup, str, int, int, bytes]] = []
+        adds: dict[str, KeyAdds] = {}
         spans = 0
         for fields, at, cost, tokens, steps, start, last, through, packed in read:
             group = groups.get(fields)
             if group is None:
                 group = groups[fields] = self._plain_group(fields)
-            segment = Segment(group.ctx, at, workflow_ttl, None)
-            segment.cost, segment.tokens, segment.steps, segment.start = cost, tokens, steps, start
-            segments.append(segment)
-            placed.append((group, segment, last, through, packed))
+            ctx = group.ctx
+            key = _workflow_key(ctx.workflow_id) if ctx.workflow_id else ""
+            if key:
+                add = adds.get(key)
+                if add is None:
+                    adds[key] = KeyAdds(workflow_ttl, {USD: cost, TOKENS: tokens, STEPS: steps}, {START: start})
+                else:
+                    sums = add.sums
+                    sums[USD] += cost
+                    sums[TOKENS] += tokens
+                    sums[STEPS] += steps
+            tenant, feature = ctx.tenant, ctx.feature
+            if tenant or feature:
+                hour = int(at // 3600)
+                for window, ttl in ((_window_keys_ttls("t", tenant, hour) if tenant else ())
+                                    + (_window_keys_ttls("f", feature, hour) if feature else ())):
+                    add = adds.get(window)
+                    if add is None:
+                        adds[window] = KeyAdds(ttl, {USD: cost})
+                    else:
+                        add.sums[USD] += cost
+            placed.append((group, key, last, through, packed))
             spans += steps
         bindings = [(rid, (placed[n][0].ctx.workflow_id, placed[n][0].ctx.tenant)) for rid, n in releases]
-        adds = key_adds(segments)
         outcomes, after = engine.store.apply_now(bindings, adds)
         engine.count_commit(outcomes, spans)
         breaker = engine.breaker
         multiple = breaker.config.workflow_median_multiple
-        # workflow.id -> (its last span's position, that span's Context); the workflows some
-        # group may trip (its spend after its last span, the most any of its spans saw, over
-        # the median rule's bound)
+        # workflow.id -> (its last span's position, that span's Context, its counter key); the
+        # workflows some group may trip (its spend after its last span, the most any of its
+        # spans saw, over the median rule's bound)
         last_of: dict[str, tuple[int, Context, str]] = {}
         hot: set[str] = set()
-        for group, segment, last, through, _ in placed:
-            key = segment.workflow_key
+        for group, key, last, through, _ in placed:
             if not key:
                 continue
             ctx = group.ctx
@@ -287,9 +304,7 @@ class BudgetProcessor(Processor):
                 before = after[key][USD] - adds[key].sums[USD]
                 if before + through > multiple * typical:
                     hot.add(ctx.workflow_id)
-        trips = []
-        if hot:
-            trips = self._trips_per_span(placed, hot, after, adds, now)
+        trips = self._trips_per_span(placed, hot, after, adds, now) if hot else []
         for _, ctx, key in sorted(last_of.values(), key=lambda item: item[0]):
             breaker.note_running(ctx, after[key][USD], now)  # as of the workflow's last span
         for key, tenant in trips:
@@ -298,17 +313,16 @@ class BudgetProcessor(Processor):
     def _trips_per_span(self, placed: list, hot: set[str], after: dict, adds: dict, now: float) -> list:
         """The median rule per span, in batch order, for the workflows some group may trip:
         each span's running spend from the counter's value before the batch."""
-        events = []  # (position, micro, group, segment)
-        for group, segment, _, _, packed in placed:
-            if segment.workflow_key and group.ctx.workflow_id in hot:
+        events = []  # (position, micro, group, counter key)
+        for group, key, _, _, packed in placed:
+            if key and group.ctx.workflow_id in hot:
                 pairs = array("q", packed)
-                events += [(pairs[i], pairs[i + 1], group, segment) for i in range(0, len(pairs), 2)]
+                events += [(pairs[i], pairs[i + 1], group, key) for i in range(0, len(pairs), 2)]
         events.sort(key=lambda event: event[0])
         running: dict[str, int] = {}
         observe = self.engine.breaker.observe_values
         trips = []
-        for _, micro, group, segment in events:
-            key = segment.workflow_key
+        for _, micro, group, key in events:
             spent = running.get(key)
             if spent is None:
                 spent = after[key][USD] - adds[key].sums[USD]
