@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::fxhash::FxBuild;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
@@ -15,13 +17,13 @@ use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 /// dict walked stays unchanged and alive, as it does during one reading pass.
 pub(crate) struct KeyRoles {
     lists: Vec<Vec<String>>,
-    cache: HashMap<usize, u32>,
+    cache: HashMap<usize, u32, FxBuild>, // addresses, not request content: Fx is safe here
 }
 
 impl KeyRoles {
     /// Bit i of a role: the key is in lists[i].
     pub(crate) fn new(lists: Vec<Vec<String>>) -> Self {
-        KeyRoles { lists, cache: HashMap::new() }
+        KeyRoles { lists, cache: HashMap::default() }
     }
 
     pub(crate) fn of(keys: &[Bound<'_, PyString>]) -> PyResult<Vec<String>> {
@@ -291,7 +293,7 @@ pub fn read_spend<'py>(
     let mut segments: Vec<Segment<'py>> = Vec::new();
     // Segments by the fields' objects (the codec interns a batch's strings: the common hit),
     // then by their values (equal strings in distinct objects); workflow ids by value.
-    let mut by_object: HashMap<([usize; 5], i64), usize> = HashMap::new();
+    let mut by_object: HashMap<([usize; 5], i64), usize, FxBuild> = HashMap::default();
     let mut by_value: HashMap<([Option<String>; 5], i64), usize> = HashMap::new();
     let mut workflows: HashMap<Option<String>, usize> = HashMap::new();
     let mut through: Vec<i64> = Vec::new();
