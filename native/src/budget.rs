@@ -13,17 +13,18 @@ use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 /// Which of some key lists each attribute key is in, by one walk of a span's attrs: each key
 /// object's roles found once per call (a batch's keys are a few shared string objects) instead
-/// of one dict probe per listed key per span. Addresses key the cache: valid while every attrs
-/// dict walked stays unchanged and alive, as it does during one reading pass.
+/// of one dict probe per listed key per span. Addresses key the cache, and the cache holds a
+/// reference to each key object it saw, so no address is reused by another object meanwhile.
 pub(crate) struct KeyRoles {
     lists: Vec<Vec<String>>,
     cache: HashMap<usize, u32, FxBuild>, // addresses, not request content: Fx is safe here
+    held: Vec<Py<PyAny>>,
 }
 
 impl KeyRoles {
     /// Bit i of a role: the key is in lists[i].
     pub(crate) fn new(lists: Vec<Vec<String>>) -> Self {
-        KeyRoles { lists, cache: HashMap::default() }
+        KeyRoles { lists, cache: HashMap::default(), held: Vec::new() }
     }
 
     pub(crate) fn of(keys: &[Bound<'_, PyString>]) -> PyResult<Vec<String>> {
@@ -48,6 +49,7 @@ impl KeyRoles {
                         }
                     }
                     self.cache.insert(address, role);
+                    self.held.push(key.clone().unbind());
                     role
                 }
             };

@@ -55,73 +55,85 @@ fn span_key<'py>(py: Python<'py>, span: &Bound<'py, PyAny>) -> PyResult<Option<B
     Ok(Some(PyBytes::new(py, &joined)))
 }
 
-/// See `costctx.processors.price.calls.read_calls` (same arguments, same result).
-#[pyfunction]
-pub fn read_calls<'py>(
-    py: Python<'py>,
-    spans: &Bound<'py, PyList>,
-    indices: &Bound<'py, PyAny>,
-    now: &Bound<'py, PyAny>,
+/// One span as `read_calls` reads it: worth no look, the general path's, or an inline call.
+enum Read<'py> {
+    Skip,
+    General(Bound<'py, PyAny>),
+    Call(Call<'py>),
+}
+
+/// What the inline path prices a call from (read_calls' tuple, as Rust values where it computes).
+struct Call<'py> {
+    index: Bound<'py, PyAny>,
+    attrs: Bound<'py, PyDict>,
+    names: Vec<Bound<'py, PyAny>>,
+    counts: Vec<Bound<'py, PyAny>>,
+    reported: Bound<'py, PyAny>,
+    workflow: Bound<'py, PyAny>,
+    key: Bound<'py, PyAny>,
+    at: Bound<'py, PyAny>,
+    late: bool,
+}
+
+const TRIGGER: u32 = 1;
+const GENERAL: u32 = 2;
+
+/// read_calls' state for one batch: the keys, their roles, the clock.
+struct Reader<'py> {
+    keys: Keys<'py>,
+    roles: crate::budget::KeyRoles,
+    now: Bound<'py, PyAny>,
+    now_ns: i128,
     tolerance: i128,
-    keys: &Bound<'py, PyTuple>,
-) -> PyResult<Bound<'py, PyList>> {
-    let keys = Keys {
-        trigger: strings(&keys.get_item(0)?)?,
-        general: strings(&keys.get_item(1)?)?,
-        reported: keys.get_item(2)?.cast_into::<PyString>()?,
-        counts: strings(&keys.get_item(3)?)?,
-        names: strings(&keys.get_item(4)?)?,
-        workflow: keys.get_item(5)?.cast_into::<PyString>()?,
-    };
-    let now_ns: i128 = now.extract()?;
-    const TRIGGER: u32 = 1;
-    const GENERAL: u32 = 2;
-    let mut roles = crate::budget::KeyRoles::new(vec![
-        crate::budget::KeyRoles::of(&keys.trigger)?,
-        crate::budget::KeyRoles::of(&keys.general)?,
-    ]);
-    let out = PyList::empty(py);
-    let none = py.None().into_bound(py);
-    for index in indices.try_iter()? {
-        let index = index?;
+    none: Bound<'py, PyAny>,
+}
+
+impl<'py> Reader<'py> {
+    fn new(py: Python<'py>, keys: &Bound<'py, PyTuple>, now: &Bound<'py, PyAny>, tolerance: i128) -> PyResult<Self> {
+        let keys = Keys {
+            trigger: strings(&keys.get_item(0)?)?,
+            general: strings(&keys.get_item(1)?)?,
+            reported: keys.get_item(2)?.cast_into::<PyString>()?,
+            counts: strings(&keys.get_item(3)?)?,
+            names: strings(&keys.get_item(4)?)?,
+            workflow: keys.get_item(5)?.cast_into::<PyString>()?,
+        };
+        let roles = crate::budget::KeyRoles::new(vec![
+            crate::budget::KeyRoles::of(&keys.trigger)?,
+            crate::budget::KeyRoles::of(&keys.general)?,
+        ]);
+        Ok(Reader { keys, roles, now: now.clone(), now_ns: now.extract()?, tolerance, none: py.None().into_bound(py) })
+    }
+
+    fn read(&mut self, py: Python<'py>, spans: &Bound<'py, PyList>, index: Bound<'py, PyAny>) -> PyResult<Read<'py>> {
+        let keys = &self.keys;
+        let none = &self.none;
         let span = spans.get_item(index.extract::<usize>()?)?;
         let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
-        let mask = roles.mask(&attrs)?;
+        let mask = self.roles.mask(&attrs)?;
         if mask & TRIGGER == 0 {
-            continue;
+            return Ok(Read::Skip);
         }
         if mask & GENERAL != 0 {
-            out.append(index)?;
-            continue;
+            return Ok(Read::General(index));
         }
         let reported = match attrs.get_item(&keys.reported)? {
             Some(value) if reported_ok(&value)? => value,
-            Some(_) => {
-                out.append(index)?;
-                continue;
-            }
+            Some(_) => return Ok(Read::General(index)),
             None => none.clone(),
         };
         // input and output must be there; cache read, cache creation and reasoning are 0 when absent.
         let mut counts: Vec<Bound<'py, PyAny>> = Vec::with_capacity(5);
-        let mut usable = true;
         for (at, key) in keys.counts.iter().enumerate() {
             match attrs.get_item(key)? {
                 Some(value) if count(&value) => counts.push(value),
                 None if at >= 2 => counts.push(0i64.into_pyobject(py)?.into_any()),
-                _ => {
-                    usable = false;
-                    break;
-                }
+                _ => return Ok(Read::General(index)),
             }
-        }
-        if !usable {
-            out.append(index)?;
-            continue;
         }
         let start = span.getattr(pyo3::intern!(py, "start"))?;
         let start_ns: i128 = start.extract()?;
-        let late = (start_ns - now_ns).abs() > tolerance;
+        let late = (start_ns - self.now_ns).abs() > self.tolerance;
         let mut names = Vec::with_capacity(3);
         for key in &keys.names {
             names.push(attrs.get_item(key)?.unwrap_or_else(|| none.clone()));
@@ -135,11 +147,36 @@ pub fn read_calls<'py>(
             Some(joined) => joined.into_any(),
             None => none.clone(),
         };
-        let at = if late { now.clone() } else { start };
-        let mut items: Vec<Bound<'py, PyAny>> = vec![index, attrs.into_any(), PyTuple::new(py, names)?.into_any()];
-        items.extend(counts);
-        items.extend([reported, workflow, key, at, pyo3::types::PyBool::new(py, late).to_owned().into_any()]);
-        out.append(PyTuple::new(py, items)?)?;
+        let at = if late { self.now.clone() } else { start };
+        Ok(Read::Call(Call { index, attrs, names, counts, reported, workflow, key, at, late }))
+    }
+}
+
+/// See `costctx.processors.price.calls.read_calls` (same arguments, same result).
+#[pyfunction]
+pub fn read_calls<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyList>,
+    indices: &Bound<'py, PyAny>,
+    now: &Bound<'py, PyAny>,
+    tolerance: i128,
+    keys: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut reader = Reader::new(py, keys, now, tolerance)?;
+    let out = PyList::empty(py);
+    for index in indices.try_iter()? {
+        match reader.read(py, spans, index?)? {
+            Read::Skip => {}
+            Read::General(index) => out.append(index)?,
+            Read::Call(call) => {
+                let mut items: Vec<Bound<'py, PyAny>> =
+                    vec![call.index, call.attrs.into_any(), PyTuple::new(py, call.names)?.into_any()];
+                items.extend(call.counts);
+                items.extend([call.reported, call.workflow, call.key, call.at,
+                              pyo3::types::PyBool::new(py, call.late).to_owned().into_any()]);
+                out.append(PyTuple::new(py, items)?)?;
+            }
+        }
     }
     Ok(out)
 }
@@ -212,17 +249,20 @@ pub fn price_calls<'py>(
     stamp_at: &Bound<'py, PyList>,
 ) -> PyResult<(i64, i64, i64, i64)> {
     let (mut computed, mut reported_count, mut untracked, mut outside) = (0i64, 0i64, 0i64, 0i64);
-    let calls = read_calls(py, spans, indices, now, tolerance, keys)?;
-    for call in calls.iter() {
-        if call.is_exact_instance_of::<PyInt>() {
-            general.call1((call,))?;
-            continue;
-        }
-        let call = call.cast_into::<PyTuple>()?;
-        let index = call.get_item(0)?;
-        let attrs = call.get_item(1)?.cast_into::<PyDict>()?;
-        let names = call.get_item(2)?;
-        let at = call.get_item(11)?;
+    let mut reader = Reader::new(py, keys, now, tolerance)?;
+    // Read and priced span by span, in visiting order: the general path's callback for one
+    // span runs before the next is read, as in the Python pass.
+    for index in indices.try_iter()? {
+        let call = match reader.read(py, spans, index?)? {
+            Read::Skip => continue,
+            Read::General(index) => {
+                general.call1((index,))?;
+                continue;
+            }
+            Read::Call(call) => call,
+        };
+        let Call { index, attrs, names, counts: count_objects, reported, workflow, key: span_key, at, late } = call;
+        let names = PyTuple::new(py, names)?.into_any();
         let mut rate = match rates.get_item(&names) {
             Ok(Some(rate)) => Some(rate),
             Ok(None) => Some(rate_of.call1((&names, &at))?),
@@ -242,8 +282,8 @@ pub fn price_calls<'py>(
             continue;
         };
         let mut counts = [0i128; 5];
-        for (at, slot) in counts.iter_mut().enumerate() {
-            *slot = call.get_item(3 + at)?.extract::<i128>()?;
+        for (slot, value) in counts.iter_mut().zip(count_objects.iter()) {
+            *slot = value.extract::<i128>()?;
         }
         let pico = match rates_of(&rate)? {
             Some(each) => inline_pico(each, rate.get_item(1)?.is_truthy()?, counts),
@@ -253,10 +293,9 @@ pub fn price_calls<'py>(
             general.call1((&index,))?;
             continue;
         };
-        if call.get_item(12)?.is_truthy()? {
+        if late {
             outside += 1;
         }
-        let reported = call.get_item(8)?;
         let (pico, stamps) = if reported.is_none() {
             let cost = PyTuple::new(py, [cost_key.clone().into_any(), usd_of(py, pico)?])?;
             (pico.into_pyobject(py)?.into_any(), [cost.into_any(), rate.get_item(2)?, stamp_computed.clone()])
@@ -284,12 +323,11 @@ pub fn price_calls<'py>(
             stamp_slow.call1((&index, stamps[0].get_item(1)?, stamps[1].get_item(1)?, stamps[2].get_item(1)?))?;
             py.None().into_bound(py)
         };
-        let workflow = call.get_item(9)?;
         if workflow.is_none() {
             untracked += 1;
             continue;
         }
-        spend.append(PyTuple::new(py, [workflow, pico, call.get_item(10)?])?)?;
+        spend.append(PyTuple::new(py, [workflow, pico, span_key])?)?;
         stamp_at.append(PyTuple::new(py, [index, attrs.into_any(), sets])?)?;
         if reported.is_none() {
             computed += 1;
