@@ -4,6 +4,8 @@
 //! every rule here is written there first, and the decisions (rates, arithmetic, stamps,
 //! the general path) stay in Python.
 
+use std::collections::HashMap;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
@@ -132,7 +134,10 @@ impl<'py> Reader<'py> {
             }
         }
         let start = span.getattr(pyo3::intern!(py, "start"))?;
-        let start_ns: i128 = start.extract()?;
+        let start_ns: i128 = match start.extract::<u64>() {
+            Ok(ns) => ns as i128, // a fixed64 on the wire: the common case, without a 128-bit conversion
+            Err(_) => start.extract()?,
+        };
         let late = (start_ns - self.now_ns).abs() > self.tolerance;
         let mut names = Vec::with_capacity(3);
         for key in &keys.names {
@@ -181,14 +186,69 @@ pub fn read_calls<'py>(
     Ok(out)
 }
 
+/// A rate entry (or None) with what pricing reads from it, read once.
+struct Rate<'py> {
+    rate: Option<Bound<'py, PyAny>>,
+    rates: Option<[i128; 5]>,
+    inclusive: bool,
+    source: Option<Bound<'py, PyAny>>,
+    lo: Bound<'py, PyAny>,
+    hi: Bound<'py, PyAny>,
+    bounds: Option<(i128, i128)>, // lo and hi when both are ints
+    _names: Vec<Bound<'py, PyAny>>,
+}
+
+impl<'py> Rate<'py> {
+    fn of(rate: Bound<'py, PyAny>, names: Vec<Bound<'py, PyAny>>) -> PyResult<Self> {
+        let py = rate.py();
+        if rate.is_none() {
+            let none = py.None().into_bound(py);
+            return Ok(Rate { rate: None, rates: None, inclusive: false, source: None, lo: none.clone(), hi: none,
+                             bounds: None, _names: names });
+        }
+        let (lo, hi) = (rate.get_item(3)?, rate.get_item(4)?);
+        let bounds = match (lo.extract::<i128>(), hi.extract::<i128>()) {
+            (Ok(lo), Ok(hi)) => Some((lo, hi)),
+            _ => None,
+        };
+        Ok(Rate { rates: rates_of(&rate)?, inclusive: rate.get_item(1)?.is_truthy()?, source: Some(rate.get_item(2)?),
+                  lo, hi, bounds, rate: Some(rate), _names: names })
+    }
+
+    fn is_none(&self) -> bool {
+        self.rate.is_none()
+    }
+
+    /// lo <= at < hi, as Python compares them.
+    fn holds(&self, at: &Bound<'py, PyAny>, at_ns: i128) -> PyResult<bool> {
+        match self.bounds {
+            Some((lo, hi)) => Ok(lo <= at_ns && at_ns < hi),
+            None => Ok(self.lo.le(at)? && at.lt(&self.hi)?),
+        }
+    }
+}
+
+/// A price time (an int, ns) as i128.
+fn start_of(at: &Bound<'_, PyAny>) -> PyResult<i128> {
+    match at.extract::<u64>() {
+        Ok(ns) => Ok(ns as i128),
+        Err(_) => at.extract(),
+    }
+}
+
 /// A rate entry's five rates (pico-USD per token) as `processor._rate` orders them.
 fn rates_of(rate: &Bound<'_, PyAny>) -> PyResult<Option<[i128; 5]>> {
     let items = rate.get_item(0)?;
     let mut out = [0i128; 5];
     for (at, slot) in out.iter_mut().enumerate() {
-        match items.get_item(at)?.extract::<i128>() {
-            Ok(value) => *slot = value,
-            Err(_) => return Ok(None),
+        let item = items.get_item(at)?;
+        // i64 first: PyO3 converts 128-bit ints through a byte array, ~10x the cost.
+        match item.extract::<i64>() {
+            Ok(value) => *slot = value as i128,
+            Err(_) => match item.extract::<i128>() {
+                Ok(value) => *slot = value,
+                Err(_) => return Ok(None),
+            },
         }
     }
     Ok(Some(out))
@@ -250,6 +310,11 @@ pub fn price_calls<'py>(
 ) -> PyResult<(i64, i64, i64, i64)> {
     let (mut computed, mut reported_count, mut untracked, mut outside) = (0i64, 0i64, 0i64, 0i64);
     let mut reader = Reader::new(py, keys, now, tolerance)?;
+    // Rate entries by the addresses of the three name objects (each entry holds them, so no
+    // address is reused meanwhile): a batch's calls share a few interned names, and one dict
+    // lookup per distinct set of objects serves them all. `rates` stays the source: a miss or
+    // a period change asks it (rate_of), as the Python pass does per call.
+    let mut known: HashMap<[usize; 3], Rate<'py>, crate::fxhash::FxBuild> = HashMap::default();
     // Read and priced span by span, in visiting order: the general path's callback for one
     // span runs before the next is read, as in the Python pass.
     for index in indices.try_iter()? {
@@ -262,31 +327,34 @@ pub fn price_calls<'py>(
             Read::Call(call) => call,
         };
         let Call { index, attrs, names, counts: count_objects, reported, workflow, key: span_key, at, late } = call;
-        let names = PyTuple::new(py, names)?.into_any();
-        let mut rate = match rates.get_item(&names) {
-            Ok(Some(rate)) => Some(rate),
-            Ok(None) => Some(rate_of.call1((&names, &at))?),
-            Err(err) if err.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => None,
-            Err(err) => return Err(err),
-        };
-        if let Some(found) = &rate {
-            if found.is_none() {
-                rate = None;
-            } else if !(found.get_item(3)?.le(&at)? && at.lt(found.get_item(4)?)?) {
-                let fresh = rate_of.call1((&names, &at))?;
-                rate = if fresh.is_none() { None } else { Some(fresh) };
-            }
+        let at_ns = if late { reader.now_ns } else { start_of(&at)? };
+        let address: [usize; 3] = std::array::from_fn(|i| names[i].as_ptr() as usize);
+        if !known.contains_key(&address) {
+            let tuple = PyTuple::new(py, &names)?.into_any();
+            let found = match rates.get_item(&tuple) {
+                Ok(Some(rate)) => rate,
+                Ok(None) => rate_of.call1((&tuple, &at))?,
+                Err(err) if err.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => py.None().into_bound(py),
+                Err(err) => return Err(err),
+            };
+            known.insert(address, Rate::of(found, names.clone())?);
         }
-        let Some(rate) = rate else {
+        let mut entry = known.get(&address).expect("inserted above");
+        if !entry.is_none() && !entry.holds(&at, at_ns)? {
+            let tuple = PyTuple::new(py, &names)?.into_any();
+            known.insert(address, Rate::of(rate_of.call1((&tuple, &at))?, names.clone())?);
+            entry = known.get(&address).expect("inserted above");
+        }
+        let Some(rate) = entry.rate.clone() else {
             general.call1((&index,))?;
             continue;
         };
         let mut counts = [0i128; 5];
         for (slot, value) in counts.iter_mut().zip(count_objects.iter()) {
-            *slot = value.extract::<i128>()?;
+            *slot = value.extract::<i64>()? as i128; // read_calls took ints in 0..2^63 only
         }
-        let pico = match rates_of(&rate)? {
-            Some(each) => inline_pico(each, rate.get_item(1)?.is_truthy()?, counts),
+        let pico = match entry.rates {
+            Some(each) => inline_pico(each, entry.inclusive, counts),
             None => None,
         };
         let Some(pico) = pico else {
@@ -298,9 +366,17 @@ pub fn price_calls<'py>(
         }
         let (pico, stamps) = if reported.is_none() {
             let cost = PyTuple::new(py, [cost_key.clone().into_any(), usd_of(py, pico)?])?;
-            (pico.into_pyobject(py)?.into_any(), [cost.into_any(), rate.get_item(2)?, stamp_computed.clone()])
+            let pico = match i64::try_from(pico) {
+                Ok(small) => small.into_pyobject(py)?.into_any(),
+                Err(_) => pico.into_pyobject(py)?.into_any(),
+            };
+            (pico, [cost.into_any(), entry.source.clone().expect("a rate has a source"), stamp_computed.clone()])
         } else {
-            let answer = reported_of.call1((pico, &reported, &rate))?.cast_into::<PyTuple>()?;
+            let estimate = match i64::try_from(pico) {
+                Ok(small) => small.into_pyobject(py)?.into_any(),
+                Err(_) => pico.into_pyobject(py)?.into_any(),
+            };
+            let answer = reported_of.call1((estimate, &reported, &rate))?.cast_into::<PyTuple>()?;
             let cost = PyTuple::new(py, [cost_key.clone().into_any(), answer.get_item(1)?])?;
             (answer.get_item(0)?, [cost.into_any(), stamp_reported.get_item(0)?, stamp_reported.get_item(1)?])
         };
@@ -351,8 +427,8 @@ pub fn stamp_totals<'py>(
         return Err(pyo3::exceptions::PyValueError::new_err("totals and stamp_at differ in length"));
     }
     for (total, entry) in totals.iter().zip(stamp_at.iter()) {
-        let value = match total.extract::<i128>() {
-            Ok(pico) => usd_of(py, pico)?,
+        let value = match total.extract::<i64>() {
+            Ok(pico) => usd_of(py, pico as i128)?,
             Err(_) => match total.call_method1(pyo3::intern!(py, "__truediv__"), (1_000_000_000_000i64,)) {
                 Ok(usd) => usd,
                 Err(err) if err.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => {
