@@ -122,6 +122,7 @@ fn micro_of(cost: f64) -> i64 {
 }
 
 struct Read<'py> {
+    index: i64,
     span: Bound<'py, PyAny>,
     fields: Vec<Bound<'py, PyAny>>,
     micro: i64,
@@ -228,7 +229,7 @@ fn read_one<'py>(
     }
     let at_ms = (at * 1000.0) as i64;
     let start_ms = start_ms.max(at_ms - 3_600_000).min(at_ms);
-    Ok(Some(Read { span, fields, micro, tokens, at, start_ms, rid, skewed }))
+    Ok(Some(Read { index: 0, span, fields, micro, tokens, at, start_ms, rid, skewed }))
 }
 
 /// trace id and span id when both are ids (16 and 8 bytes, not all zero).
@@ -275,7 +276,8 @@ pub fn read_spend<'py>(
     let finished = PyList::empty(py);
     let mut read: Vec<Read<'py>> = Vec::new();
     for index in indices.try_iter()? {
-        let span = spans.get_item(index?.extract::<usize>()?)?;
+        let index = index?.extract::<usize>()?;
+        let span = spans.get_item(index)?;
         let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
         if want_finished && !span.getattr(pyo3::intern!(py, "parent_span_id"))?.is_truthy()? {
             if let Some(workflow_id) = attrs.get_item(&keys[0])? {
@@ -288,7 +290,7 @@ pub fn read_spend<'py>(
             continue; // not a model call
         }
         match read_one(span, &attrs, &keys, now, lo, hi, cap)? {
-            Some(record) => read.push(record),
+            Some(record) => read.push(Read { index: index as i64, ..record }),
             None => return Ok(None),
         }
     }
@@ -368,6 +370,8 @@ pub fn read_spend<'py>(
         segment.through = *spent;
         segment.spans.extend_from_slice(&position.to_ne_bytes());
         segment.spans.extend_from_slice(&record.micro.to_ne_bytes());
+        segment.spans.extend_from_slice(&record.tokens.to_ne_bytes());
+        segment.spans.extend_from_slice(&record.index.to_ne_bytes());
         if let Some(rid) = &record.rid {
             releases.append(PyTuple::new(py, [rid.clone(), number.into_pyobject(py)?.into_any()])?)?;
         }

@@ -11,6 +11,10 @@ later spans added. Spans are grouped by the envelope fields the counters are key
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_right
+from itertools import accumulate
+
 from costctx.budget import counters as c
 from costctx.budget.policy import Context, _velocity_keys, _where, _window_keys_ttls, _workflow_key
 from costctx.budget.store import KeyAdds
@@ -173,3 +177,52 @@ class RunningValues:
         value = self._running[slot] = value + cost
         return value
 
+
+
+class RunningAt:
+    """RunningValues for a batch committed per segment (processors/budget/spend_read.py): a
+    counter's value right after the span at a position in the batch, from the value after the
+    batch minus what the batch added, plus what the spans up to that position added. Each
+    counter's series (positions, running cost and tokens) is built on first use from the
+    segments that add to it: `placed` entries (group, workflow key, _, _, spans, windows), spans
+    as (position, micro-USD, tokens, index) int64 quadruples."""
+
+    __slots__ = ("_after", "_adds", "_members", "_series")
+
+    def __init__(self, placed: list[tuple], adds: dict[str, KeyAdds], after: dict[str, dict[str, int]]) -> None:
+        self._after, self._adds = after, adds
+        self._members: dict[str, list[bytes]] = {}
+        for _, key, _, _, packed, windows in placed:
+            for name in ((key,) if key else ()) + tuple(window for window, _ in windows):
+                self._members.setdefault(name, []).append(packed)
+        self._series: dict[str, tuple[list[int], list[int], list[int]]] = {}
+
+    def _of(self, key: str) -> tuple[list[int], list[int], list[int]]:
+        found = self._series.get(key)
+        if found is None:
+            rows = []
+            for packed in self._members[key]:
+                spans = array("q", packed)
+                rows += [(spans[i], spans[i + 1], spans[i + 2]) for i in range(0, len(spans), 4)]
+            rows.sort()
+            found = self._series[key] = ([row[0] for row in rows], list(accumulate(row[1] for row in rows)),
+                                         list(accumulate(row[2] for row in rows)))
+        return found
+
+    def value(self, key: str, field: str, position: int) -> int:
+        """`field` (usd, tok or steps) of counter `key` right after the span at `position`."""
+        positions, cost, tokens = self._of(key)
+        spans = bisect_right(positions, position)  # the batch's spans on this counter up to it
+        before = self._after[key][field] - self._adds[key].sums[field]
+        if not spans:
+            return before
+        return before + (cost[spans - 1] if field == c.USD else tokens[spans - 1] if field == c.TOKENS else spans)
+
+    def values(self, workflow_key: str, windows: tuple, position: int) -> list[int]:
+        """The values policy.commit_changes' layout names (its `where`), right after the span."""
+        values = []
+        if workflow_key:
+            values += [self.value(workflow_key, c.USD, position), self.value(workflow_key, c.TOKENS, position),
+                       self.value(workflow_key, c.STEPS, position), self._after[workflow_key][c.START]]
+        values += [self.value(window, c.USD, position) for window, _ in windows]
+        return values

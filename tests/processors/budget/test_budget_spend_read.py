@@ -135,6 +135,16 @@ def test_native_reading_equals_python_on_the_bench_workload():
 
 # -- the processor: per segment against its per-span path -----------------------------------
 BREAKER = {"workflow_median_multiple": 2.0, "min_samples": 2}
+# Limits the random batches pass (soft at half, hard at the limit), on workflows, tenants and features.
+POLICIES = [
+    {"id": "p1", "workflow": {"cost_usd": 0.03, "tokens": 6000, "wall_clock": 3600},
+     "tenant": {"day_usd": 0.3, "hour_usd": 0.15}, "soft_threshold": 0.5},
+    {"id": "p2", "workflow_names": ["report"], "workflow": {"steps": 8}, "feature": {"hour_usd": 0.08},
+     "features": {"search": {"month_usd": 0.05}}},
+]
+CONFIGS = {"breaker": {"breaker": BREAKER},
+           "policies": {"breaker": BREAKER, "policies": POLICIES, "default_policy": "p1"},
+           "policies-no-median": {"breaker": {"workflow_median_multiple": None}, "policies": POLICIES}}
 
 
 def _request(spans: list[dict]) -> bytes:
@@ -190,10 +200,11 @@ def _samples(processor) -> dict:
 
 
 @pytest.mark.parametrize("codec", available_codecs(), ids=lambda c: c.name)
-@pytest.mark.parametrize("seed", range(5))
-def test_the_segment_commit_leaves_what_the_per_span_path_leaves(codec, seed, monkeypatch):
-    by_segment = standalone_processor("budget", breaker=BREAKER)
-    per_span = standalone_processor("budget", breaker=BREAKER)
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("seed", range(4))
+def test_the_segment_commit_leaves_what_the_per_span_path_leaves(codec, config, seed, monkeypatch):
+    by_segment = standalone_processor("budget", **CONFIGS[config])
+    per_span = standalone_processor("budget", **CONFIGS[config])
     assert by_segment._by_segment
     per_span._by_segment = False
     for processor in (by_segment, per_span):
@@ -202,6 +213,7 @@ def test_the_segment_commit_leaves_what_the_per_span_path_leaves(codec, seed, mo
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now)
     taken = 0
+    states: set = set()
     sent: list[list[dict]] = []
     for serial in range(1, 12):
         if sent and rng.random() < 0.3:
@@ -214,6 +226,7 @@ def test_the_segment_commit_leaves_what_the_per_span_path_leaves(codec, seed, mo
             batch = ViewBatch(codec, _request(spans), processor.watched_keys())
             assert processor.process_view(batch) is batch
             outputs.append(batch.payload())
+            processor.view_states = {s.attrs.get("budget.state") for s in batch.view.spans}
         assert outputs[0] == outputs[1]
         assert _state(by_segment) == _state(per_span)
         assert _samples(by_segment) == _samples(per_span)
@@ -222,7 +235,11 @@ def test_the_segment_commit_leaves_what_the_per_span_path_leaves(codec, seed, mo
                 by_segment.engine.breaker.finish(workflow)
                 per_span.engine.breaker.finish(workflow)
         taken += bool(by_segment.engine.breaker._tripped_until)
-    assert taken  # the comparison covered the breaker tripping
+        states.update(by_segment.view_states)
+    if config == "breaker":
+        assert taken  # the comparison covered the breaker tripping
+    else:
+        assert states >= {"ok", "soft", "hard"}  # and every state
 
 
 def test_a_workflow_crossing_the_bound_midway_through_a_group_trips_as_per_span(monkeypatch, caplog):
@@ -250,3 +267,25 @@ def test_a_workflow_crossing_the_bound_midway_through_a_group_trips_as_per_span(
     assert messages[0] == messages[1] and len(messages[0]) == 1
     assert "cost $0.0210" in messages[0][0]  # the seventh span's running total, not the group's last
     assert _state(by_segment) == _state(per_span) and by_segment.engine.breaker._tripped_until
+
+
+def test_a_workflow_passing_its_limits_midway_through_a_group_is_stamped_as_per_span(monkeypatch):
+    options = {"policies": [{"id": "p", "workflow": {"cost_usd": 0.02}, "soft_threshold": 0.75}],
+               "default_policy": "p"}
+    by_segment, per_span = (standalone_processor("budget", **options) for _ in range(2))
+    per_span._by_segment = False
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)
+    codec = available_codecs()[0]
+    # one group, ten spans of 0.003: soft (0.015) passed at the fifth, hard (0.02) at the seventh
+    spans = [{"ids": (b"\x09" * 16, bytes([0, i + 1]) * 4), "end": int(now * 1e9), "start": int(now * 1e9),
+              "parent": b"p" * 8, "fields": {"workflow.id": "w", "owner.tenant": "t", "cost.usd": 0.003}}
+             for i in range(10)]
+    got = []
+    for processor in (by_segment, per_span):
+        batch = ViewBatch(codec, _request(spans), processor.watched_keys())
+        processor.process_view(batch)
+        got.append(([s.attrs.get("budget.state") for s in batch.view.spans], batch.payload()))
+    assert got[0] == got[1]
+    assert got[0][0] == ["ok"] * 4 + ["soft"] * 2 + ["hard"] * 4
+    assert _samples(by_segment) == _samples(per_span)

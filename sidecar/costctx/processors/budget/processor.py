@@ -13,10 +13,10 @@ import asyncio
 import time
 from array import array
 
-from costctx.budget.batch_commit import RunningValues, Segment, SpendGroup, key_adds
+from costctx.budget.batch_commit import RunningAt, RunningValues, Segment, SpendGroup, key_adds
 from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, START, STEPS, TOKENS, USD, spent_micro, spent_tokens
 from costctx.budget.engine import BudgetEngine, SpanVerdict
-from costctx.budget.policy import Context, SpanSpend, _window_keys_ttls, _workflow_key
+from costctx.budget.policy import Context, SpanSpend, _where, _window_keys_ttls, _workflow_key
 from costctx.budget.seen import COMMITTED_SPANS, SeenSpans
 from costctx.budget.span_trust import CLOCK_SKEW, SpanTrust, resend_digest
 from costctx.budget.store import KeyAdds, StoreUnavailable
@@ -81,11 +81,10 @@ class BudgetProcessor(Processor):
         self._untrusted_children: dict[str, object] = {}
         self.trust = SpanTrust(config.max_call_usd, config.max_span_clock_skew, self.engine.book_micro,
                                self._tally_untrusted)
-        # With the in-process store, no policy (so no budget.state) and no velocity counters,
-        # a batch commits per segment: its spans read and summed in one call (spend_read.py,
-        # native with the native codec), the breaker decided per group (_commit_segments).
-        self._by_segment = (self.engine.store.sync and not config.policies
-                            and self.engine.breaker.velocity_window is None)
+        # With the in-process store and no velocity counters, a batch commits per segment: its
+        # spans read and summed in one call (spend_read.py, native with the native codec), the
+        # breaker and budget.state decided per segment (_commit_segments).
+        self._by_segment = self.engine.store.sync and self.engine.breaker.velocity_window is None
 
     # -- spans ----------------------------------------------------------------------------
     def watched_keys(self) -> frozenset[str]:
@@ -240,11 +239,12 @@ class BudgetProcessor(Processor):
             self._tally_untrusted(CLOCK_SKEW, skewed)
         self._count_untrusted()
         if segments:
-            self._commit_segments(segments, releases, now)
+            self._commit_segments(batch, segments, releases, now)
         self._finish(finished)  # after their spans were compared as running
         return True
 
-    def _commit_segments(self, read: list[tuple], releases: list[tuple[str, int]], now: float) -> None:
+    def _commit_segments(self, batch: ViewBatch, read: list[tuple], releases: list[tuple[str, int]],
+                         now: float) -> None:
         """_commit_here for a batch read per segment (no policy, no velocity): each counter's sum
         added at once (the layout of batch_commit.key_adds, without its Segment objects); the
         breaker's running totals from the workflow counter as it stood after each group's last
@@ -252,13 +252,14 @@ class BudgetProcessor(Processor):
         engine = self.engine
         workflow_ttl = int(engine.config.workflow_ttl * 1000)
         groups: dict[tuple, SpendGroup] = {}
-        placed: list[tuple[SpendGroup, str, int, int, bytes]] = []
+        placed: list[tuple[SpendGroup, str, int, int, bytes, tuple]] = []
         adds: dict[str, KeyAdds] = {}
         spans = 0
+        make_group = self._group if engine.config.policies else self._plain_group
         for fields, at, cost, tokens, steps, start, last, through, packed in read:
             group = groups.get(fields)
             if group is None:
-                group = groups[fields] = self._plain_group(fields)
+                group = groups[fields] = make_group(fields)
             ctx = group.ctx
             key = _workflow_key(ctx.workflow_id) if ctx.workflow_id else ""
             if key:
@@ -271,16 +272,18 @@ class BudgetProcessor(Processor):
                     sums[TOKENS] += tokens
                     sums[STEPS] += steps
             tenant, feature = ctx.tenant, ctx.feature
+            windows: tuple = ()
             if tenant or feature:
                 hour = int(at // 3600)
-                for window, ttl in ((_window_keys_ttls("t", tenant, hour) if tenant else ())
-                                    + (_window_keys_ttls("f", feature, hour) if feature else ())):
+                windows = ((_window_keys_ttls("t", tenant, hour) if tenant else ())
+                           + (_window_keys_ttls("f", feature, hour) if feature else ()))
+                for window, ttl in windows:
                     add = adds.get(window)
                     if add is None:
                         adds[window] = KeyAdds(ttl, {USD: cost})
                     else:
                         add.sums[USD] += cost
-            placed.append((group, key, last, through, packed))
+            placed.append((group, key, last, through, packed, windows))
             spans += steps
         bindings = [(rid, (placed[n][0].ctx.workflow_id, placed[n][0].ctx.tenant)) for rid, n in releases]
         outcomes, after = engine.store.apply_now(bindings, adds)
@@ -292,7 +295,7 @@ class BudgetProcessor(Processor):
         # spans saw, over the median rule's bound)
         last_of: dict[str, tuple[int, Context, str]] = {}
         hot: set[str] = set()
-        for group, key, last, through, _ in placed:
+        for group, key, last, through, _, _ in placed:
             if not key:
                 continue
             ctx = group.ctx
@@ -304,34 +307,80 @@ class BudgetProcessor(Processor):
                 before = after[key][USD] - adds[key].sums[USD]
                 if before + through > multiple * typical:
                     hot.add(ctx.workflow_id)
-        trips = self._trips_per_span(placed, hot, after, adds, now) if hot else []
+        # (policy, state) -> [spans, the first one's position]: counted once per batch, in the
+        # order the per-span path meets them (the order their series appear in)
+        states: dict[tuple[str, str], list[int]] = {}
+        running = RunningAt(placed, adds, after)
+        # budget.state of the segments no trip in this batch can reach (only a hot workflow's
+        # breaker key trips here): decided per segment; the hot ones' per span, with their trips
+        for entry in placed:
+            if entry[0].policy is not None and not (entry[1] and entry[0].ctx.workflow_id in hot):
+                self._segment_states(batch, entry, running, states, now)
+        trips = self._trips_per_span(batch, placed, hot, running, states, now) if hot else []
+        engine.count_states({pair: tally[0] for pair, tally in sorted(states.items(), key=lambda item: item[1][1])})
         for _, ctx, key in sorted(last_of.values(), key=lambda item: item[0]):
             breaker.note_running(ctx, after[key][USD], now)  # as of the workflow's last span
         for key, tenant in trips:
             engine.store.trip_now(key, self.config.breaker.cooldown, tenant)
 
-    def _trips_per_span(self, placed: list, hot: set[str], after: dict, adds: dict, now: float) -> list:
-        """The median rule per span, in batch order, for the workflows some group may trip:
-        each span's running spend from the counter's value before the batch."""
-        events = []  # (position, micro, group, counter key)
-        for group, key, _, _, packed in placed:
-            if key and group.ctx.workflow_id in hot:
-                pairs = array("q", packed)
-                events += [(pairs[i], pairs[i + 1], group, key) for i in range(0, len(pairs), 2)]
+    def _segment_states(self, batch: ViewBatch, entry: tuple, running: RunningAt, states: dict,
+                        now: float) -> None:
+        """budget.state of a segment's spans: each counter only grows within the segment, so its
+        state after the first span equals the one after the last only when every span has it."""
+        group, key, _, _, packed, windows = entry
+        policy, ctx = group.policy, group.ctx
+        where = _where(bool(key), bool(ctx.tenant), bool(ctx.feature), False)
+        spans = array("q", packed)
+        state_of = self.engine.state_of
+        first = state_of(policy, ctx, where, running.values(key, windows, spans[0]), now)
+        last = state_of(policy, ctx, where, running.values(key, windows, spans[-4]), now)
+        for i in range(0, len(spans), 4):
+            if first == last:
+                state = first
+            else:  # it changes within the segment (a limit passed midway): per span
+                state = state_of(policy, ctx, where, running.values(key, windows, spans[i]), now)
+            self._stamp_state(batch, spans[i + 3], spans[i], group, state, states)
+
+    @staticmethod
+    def _stamp_state(batch: ViewBatch, index: int, position: int, group: SpendGroup, state: str,
+                     states: dict) -> None:
+        policy_id = group.policy.id
+        tally = states.get((policy_id, state))
+        if tally is None:
+            states[(policy_id, state)] = [1, position]
+        else:
+            tally[0] += 1
+            tally[1] = min(tally[1], position)
+        if group.stamp_policy:
+            batch.set(index, POLICY_KEY, policy_id)
+        batch.set(index, STATE_KEY, state)
+
+    def _trips_per_span(self, batch: ViewBatch, placed: list, hot: set[str], running: RunningAt, states: dict,
+                        now: float) -> list:
+        """The median rule per span, in batch order, for the workflows some group may trip (each
+        span's running spend from the counter's value before the batch), and their spans'
+        budget.state right after (a trip here is open for the spans after it)."""
+        events = []  # (position, index in the view, entry)
+        for entry in placed:
+            if entry[1] and entry[0].ctx.workflow_id in hot:
+                spans = array("q", entry[4])
+                events += [(spans[i], spans[i + 3], entry) for i in range(0, len(spans), 4)]
         events.sort(key=lambda event: event[0])
-        running: dict[str, int] = {}
-        observe = self.engine.breaker.observe_values
+        engine = self.engine
+        observe = engine.breaker.observe_values
         trips = []
-        for _, micro, group, key in events:
-            spent = running.get(key)
-            if spent is None:
-                spent = after[key][USD] - adds[key].sums[USD]
-            spent = running[key] = spent + micro
+        for position, index, entry in events:
+            group, key, windows = entry[0], entry[1], entry[5]
+            ctx = group.ctx
             if group.typical is not None:
-                ctx = group.ctx
+                spent = running.value(key, USD, position)
                 # `at` is read only with velocity counters (none here)
                 observed = observe(ctx, now, spent, None, group.typical, now)
                 trips += [(breaker_key, ctx.tenant) for _, breaker_key, _ in observed]
+            if group.policy is not None:
+                where = _where(True, bool(ctx.tenant), bool(ctx.feature), False)
+                state = engine.state_of(group.policy, ctx, where, running.values(key, windows, position), now)
+                self._stamp_state(batch, index, position, group, state, states)
         return trips
 
     def _plain_group(self, fields: tuple) -> SpendGroup:
@@ -371,7 +420,9 @@ class BudgetProcessor(Processor):
         breaker = engine.breaker
         observe = breaker.observe_values
         trips = []
-        states: dict[tuple[str, str], int] = {}  # counted once per batch, not per span
+        # (policy, state) -> [spans, the first one's position]: counted once per batch, in the
+        # order the per-span path meets them (the order their series appear in)
+        states: dict[tuple[str, str], list[int]] = {}
         noted: dict[str, tuple[Context, int]] = {}  # workflow -> (context, spend), last span last
         # Every counter's running value when some span reads more than its workflow's spend (a
         # policy's limits, the tenant's velocity): a tenant or feature counter is shared by groups.

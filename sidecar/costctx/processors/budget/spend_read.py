@@ -125,13 +125,13 @@ def read_spend(spans: list, indices, markers: frozenset[str], keys: tuple[str, .
         record = _read(span, attrs, keys, now, lo, hi, cap)
         if record is None:
             return None
-        read.append((span, record))
+        read.append((index, span, record))
     segments: dict[tuple, _Segment] = {}
     numbers: dict[tuple, int] = {}
     releases = []
     through: dict[str | None, int] = {}  # workflow.id -> its micro-USD so far in this batch
     duplicates = skewed = position = 0
-    for span, (fields, micro, tokens, at, start_ms, rid, moved) in read:
+    for index, span, (fields, micro, tokens, at, start_ms, rid, moved) in read:
         skewed += moved
         trace_id, span_id = span.trace_id, span.span_id
         if len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
@@ -154,7 +154,7 @@ def read_spend(spans: list, indices, markers: frozenset[str], keys: tuple[str, .
         workflow_id = fields[0]
         spent = through[workflow_id] = through.get(workflow_id, 0) + micro
         segment.through = spent
-        segment.spans.extend((position, micro))
+        segment.spans.extend((position, micro, tokens, index))
         if rid is not None:
             releases.append((rid, numbers[slot]))
         position += 1
