@@ -334,11 +334,21 @@ class BudgetProcessor(Processor):
         state_of = self.engine.state_of
         first = state_of(policy, ctx, where, running.values(key, windows, spans[0]), now)
         last = state_of(policy, ctx, where, running.values(key, windows, spans[-4]), now)
-        for i in range(0, len(spans), 4):
-            if first == last:
-                state = first
-            else:  # it changes within the segment (a limit passed midway): per span
-                state = state_of(policy, ctx, where, running.values(key, windows, spans[i]), now)
+        if first == last:  # one value for every span: one group edit each, not one edit per span
+            indices = spans[3::4].tolist()
+            pair = (policy.id, first)
+            tally = states.get(pair)
+            if tally is None:
+                states[pair] = [len(indices), spans[0]]
+            else:
+                tally[0] += len(indices)
+                tally[1] = min(tally[1], spans[0])
+            if group.stamp_policy:
+                batch.set_many(indices, POLICY_KEY, policy.id)
+            batch.set_many(indices, STATE_KEY, first)
+            return
+        for i in range(0, len(spans), 4):  # it changes within the segment (a limit passed midway)
+            state = state_of(policy, ctx, where, running.values(key, windows, spans[i]), now)
             self._stamp_state(batch, spans[i + 3], spans[i], group, state, states)
 
     @staticmethod
