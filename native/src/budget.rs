@@ -311,10 +311,12 @@ pub fn read_spend<'py>(
                 Some(rid) => rid.clone(),
                 None => py.None().into_bound(py),
             };
-            let key = PyTuple::new(
+            let identity = PyTuple::new(
                 py,
                 [trace, span_id, record.micro.into_pyobject(py)?.into_any(), record.tokens.into_pyobject(py)?.into_any(), rid],
             )?;
+            // hash() of the identity tuple, as the per-span path keys `seen` (budget/seen.py)
+            let key = identity.hash()?.into_pyobject(py)?;
             if seen.contains(&key)? {
                 duplicates += 1;
                 continue;

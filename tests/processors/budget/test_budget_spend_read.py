@@ -187,7 +187,7 @@ def _state(processor) -> dict:
     engine = processor.engine
     breaker = engine.breaker
     return {"hashes": engine.store.hashes, "flags": sorted(engine.store.flags),
-            "reservations": engine.store.reservations, "seen": list(processor._committed._expires),
+            "reservations": engine.store.reservations, "seen": list(processor._committed._entries),
             "running": {k: v[:2] for k, v in breaker._running.items()}, "running_order": list(breaker._running),
             "recent": {name: dict(r.by_workflow) for name, r in breaker._recent.items()},
             "tripped": sorted(breaker._tripped_until), "untrusted": dict(processor._untrusted)}

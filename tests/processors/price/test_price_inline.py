@@ -198,7 +198,7 @@ def _priced_by(implementation: str, raw: bytes, tolerance: str):
         processor.process_view(batch)
     counts = [processor.metrics.priced.labels(o)._value.get() for o in (COMPUTED, REPORTED)]
     return (NATIVE_CODECS[0].encode(batch.view, batch.edits), repr([s.attrs for s in batch.view.spans]), counts,
-            processor.metrics.untracked._value.get(), {k: v[0] for k, v in processor.ledger._totals.items()},
+            processor.metrics.untracked._value.get(), processor.ledger.totals(),
             processor.ledger.duplicates, processor._outside_tolerance, processor.metrics.drift_usd._value.get(),
             processor.metrics.drift_ratio._sum.get())
 

@@ -28,8 +28,8 @@ test_budget_spend_read.py compares the three): commit time is the span's end (th
 clock when 0) moved into [now - skew, now + skew]; start is the span's start in ms (now when
 0) moved into the hour before the commit; cost micro-USD round half to even (counters.
 spent_micro); tokens input + output, ints only, within [0, MAX_TOKENS]. A span with a valid
-trace and span id has the resend key (trace id, span id, micro, tokens, reservation id or
-None): present in `seen`, a duplicate; else added with `expiry` (`make_room()` first when
+trace and span id has the resend key hash((trace id, span id, micro, tokens, reservation id or
+None)): present in `seen`, a duplicate; else added with `expiry` (`make_room()` first when
 `seen` holds `maxsize`).
 """
 
@@ -135,7 +135,7 @@ def read_spend(spans: list, indices, markers: frozenset[str], keys: tuple[str, .
         skewed += moved
         trace_id, span_id = span.trace_id, span.span_id
         if len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
-            key = (trace_id, span_id, micro, tokens, rid)
+            key = hash((trace_id, span_id, micro, tokens, rid))  # as the per-span path keys seen (seen.py)
             if key in seen:
                 duplicates += 1
                 continue
