@@ -83,7 +83,7 @@ fn float_floordiv(a: f64, b: f64) -> f64 {
     }
 }
 
-/// spend_read._valid_rid: `[A-Za-z0-9_.-]{1,64}`, then optionally `~` and a tenant of at most
+/// costctx.budget.ids.valid_reservation_id: `[A-Za-z0-9_.-]{1,64}`, then optionally `~` and a tenant of at most
 /// 256 characters with no control character.
 fn valid_rid(value: &str) -> bool {
     let (rid, tenant) = match value.find('~') {

@@ -35,12 +35,10 @@ None)): present in `seen`, a duplicate; else added with `expiry` (`make_room()` 
 
 from __future__ import annotations
 
-import re
 from array import array
 
 from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, spent_micro
-from costctx.budget.ids import MAX_ENVELOPE_ID, MAX_RESERVATION_ID
-from costctx.budget.store import RESERVATION_TAG_SEPARATOR
+from costctx.budget.ids import valid_reservation_id
 
 try:
     from costctx_native._core import read_spend as native_read_spend  # type: ignore[import-not-found]
@@ -53,16 +51,6 @@ READ_KEYS = ("workflow.id", "workflow.name", "owner.tenant", "owner.feature", "p
              "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "budget.reservation_id")
 _ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
 _INT64 = 1 << 63
-_RID = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_RESERVATION_ID}}}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _valid_rid(value: str) -> bool:
-    """ids.valid_reservation_id, written out so the Rust twin has one rule to follow."""
-    rid, separator, tenant = value.partition(RESERVATION_TAG_SEPARATOR)
-    if _RID.fullmatch(rid) is None:
-        return False
-    return not separator or (bool(tenant) and len(tenant) <= MAX_ENVELOPE_ID and _CONTROL.search(tenant) is None)
 
 
 class _Segment:
@@ -101,7 +89,7 @@ def _read(span, attrs: dict, keys: tuple[str, ...], now: float, lo: float, hi: f
     if skewed:
         at = lo if at < lo else hi
     rid = (rid if type(rid) is str else "") or None
-    if micro > cap or (rid is not None and not _valid_rid(rid)):
+    if micro > cap or (rid is not None and not valid_reservation_id(rid)):
         return None
     at_ms = int(at * 1000)
     start_ms = min(max(start_ms, at_ms - 3_600_000), at_ms)
