@@ -93,6 +93,11 @@ class SpendLedger:
             out.append(total)
         return out
 
+    @property
+    def dedupe_table(self) -> SeenSpans:
+        """The dedupe window's table (its `evicted` / `expired` counts are exported as metrics)."""
+        return self._seen
+
     def total(self, workflow_id: str) -> int:
         self._age(self._timer())
         total = self._young.get(workflow_id)

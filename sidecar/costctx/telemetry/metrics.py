@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 MetricFamily = Counter | Gauge | Histogram
+
+
+# Bounded tables' forgotten entries (processors' state, read at scrape time).
+FORGOTTEN = "costctx_table_forgotten"
+FORGOTTEN_HELP = (
+    "Entries a bounded table forgot, by table and reason: evicted (its size bound, before their age) or "
+    "expired (their age). budget_commit_once / spend_dedupe evicted: a resend of such a span would be "
+    "counted again; budget_store / spend_totals: that workflow's running figures restart at 0 in this pod."
+)
 
 
 class SidecarMetrics:
@@ -19,6 +29,7 @@ class SidecarMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         # Families registered through `family` (once per registry, however many instances).
         self._families: dict[str, tuple[MetricFamily, tuple[str, ...]]] = {}
+        self._read_counters: dict[str, ReadCounter] = {}
         # The pipeline's own: a processor failing on a batch, by processor id.
         self.processor_errors = self.family(
             Counter,
@@ -43,6 +54,43 @@ class SidecarMetrics:
         family = kind(name, documentation, labels, registry=self.registry, **options)
         self._families[name] = (family, labels)
         return family
+
+    def read_counter(self, name: str, documentation: str, labels: Sequence[str]) -> ReadCounter:
+        """The one `name` counter family whose values are read at scrape time (see ReadCounter)."""
+        labels = tuple(labels)
+        found = self._read_counters.get(name)
+        if found is None:
+            found = self._read_counters[name] = ReadCounter(name, documentation, labels)
+            self.registry.register(found)
+        elif found.labels != labels:
+            raise ValueError(f"metric {name} registered with labels {found.labels}, asked for with {labels}")
+        return found
+
+
+class ReadCounter:
+    """A counter family whose samples are read at scrape time from the objects that count (a
+    bounded table's evictions): nothing to update on the hot path, and the object stays the one
+    place the count lives."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        # label values -> reader; a component rebuilt under the same id replaces its readers
+        # (one sample per label set, as the exposition requires).
+        self._readers: dict[tuple[str, ...], Callable[[], float]] = {}
+
+    def add(self, values: Sequence[str], read: Callable[[], float]) -> None:
+        if len(values) != len(self.labels):
+            raise ValueError(f"metric {self.name} takes labels {self.labels}, given {tuple(values)}")
+        self._readers[tuple(values)] = read
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, read in self._readers.items():
+            family.add_metric(values, read())
+        yield family
 
 
 class BoundFamily:
@@ -79,6 +127,13 @@ class ComponentMetrics:
 
     def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Any:
         return self._bind(Gauge, name, documentation, labels)
+
+    def read_counter(self, name: str, documentation: str, labels: Sequence[str],
+                     values: Sequence[str], read: Callable[[], float]) -> None:
+        """A counter sample read at scrape time by `read()`, labelled by this component's id and
+        `values` (one per name in `labels`)."""
+        family = self.sidecar.read_counter(name, documentation, (self.kind_label, *labels))
+        family.add((self.component_id, *values), read)
 
     def histogram(self, name: str, documentation: str, labels: Sequence[str] = (),
                   buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS) -> Any:

@@ -328,3 +328,18 @@ def test_an_absurd_reported_cost_is_kept_and_the_batch_still_priced():
     assert first.get_double("cost.usd") == 1.7e308 and first.get_str("cost.origin") == "reported"
     assert second.get_double("workflow.spend_total_usd") == float("inf")   # past the largest double
     assert good.get_double("cost.usd") == 0.0125
+
+
+def test_bounded_tables_forgetting_is_exported(make_sidecar, sink):
+    """The spend ledger's totals and dedupe tables forget past their size bounds; how many is on
+    /metrics (read from the tables at scrape time), not only in a log line."""
+    runner = make_sidecar(processors=PIPELINE, processor_config={"price": {"spend_table_size": 2, "dedupe_size": 4}})
+    labels = {"processor": "price"}
+    assert metric(runner, "costctx_table_forgotten_total", table="spend_totals", reason="evicted", **labels) == 0
+    call = {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 10}
+    send(runner, sink, [{"name": f"c{i}", "workflow.id": f"wf-{i}", **call} for i in range(12)], batch_size=3)
+    ledger = next(p for p in runner.sidecar.traces.processors if p.name == "price").ledger
+    totals = metric(runner, "costctx_table_forgotten_total", table="spend_totals", reason="evicted", **labels)
+    dedupe = metric(runner, "costctx_table_forgotten_total", table="spend_dedupe", reason="evicted", **labels)
+    assert totals == ledger.evicted > 0
+    assert dedupe == ledger.dedupe_table.evicted > 0

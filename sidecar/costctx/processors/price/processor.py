@@ -63,6 +63,7 @@ from costctx.processors.price.calls import (
 from costctx.processors.price.config import PriceConfig, build_archive, build_book, source_specs
 from costctx.processors.price.metrics import PriceMetrics
 from costctx.survival.bounded import BoundedLabel
+from costctx.telemetry.metrics import FORGOTTEN, FORGOTTEN_HELP
 
 NS_PER_SECOND = 1_000_000_000
 # Distinct (response model, request model, provider) whose rate process_view keeps.
@@ -143,6 +144,17 @@ class PriceProcessor(Processor):
                                   dedupe_size=config.dedupe_size, dedupe_window=config.dedupe_window)
         if host.spend_ledger is None:
             host.spend_ledger = self.ledger
+        self._count_forgotten()
+
+    def _count_forgotten(self) -> None:
+        """What the spend ledger's bounded tables forget, read at scrape time."""
+        cm = self.component_metrics()
+        ledger, dedupe = self.ledger, self.ledger.dedupe_table
+        for table, reason, read in (("spend_totals", "evicted", lambda: ledger.evicted),
+                                    ("spend_totals", "expired", lambda: ledger.expired),
+                                    ("spend_dedupe", "evicted", lambda: dedupe.evicted),
+                                    ("spend_dedupe", "expired", lambda: dedupe.expired)):
+            cm.read_counter(FORGOTTEN, FORGOTTEN_HELP, ["table", "reason"], (table, reason), read)
 
     # -- pricing -----------------------------------------------------------------------------
     def watched_keys(self) -> frozenset[str]:
