@@ -135,6 +135,11 @@ class ComponentMetrics:
         family = self.sidecar.read_counter(name, documentation, (self.kind_label, *labels))
         family.add((self.component_id, *values), read)
 
+    def forgotten(self, table: str, reason: str, read: Callable[[], float]) -> None:
+        """What a bounded table of this component forgets (`reason`: evicted or expired), read at
+        scrape time: costctx_table_forgotten_total{table, reason}."""
+        self.read_counter(FORGOTTEN, FORGOTTEN_HELP, ["table", "reason"], (table, reason), read)
+
     def histogram(self, name: str, documentation: str, labels: Sequence[str] = (),
                   buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS) -> Any:
         return self._bind(Histogram, name, documentation, labels, buckets=tuple(buckets))

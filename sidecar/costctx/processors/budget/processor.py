@@ -28,7 +28,6 @@ from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
 from costctx.processors.budget.spend_read import READ_KEYS, native_read_spend, read_spend
-from costctx.telemetry.metrics import FORGOTTEN, FORGOTTEN_HELP
 
 # What a model-call span's commit reads: the group's five envelope fields, then its amounts.
 _READ = ("workflow.id", "workflow.name", "owner.tenant", "owner.feature", "policy.id", "cost.usd",
@@ -123,14 +122,11 @@ class BudgetProcessor(Processor):
         """What the bounded tables forget, read at scrape time (costctx_table_forgotten_total)."""
         cm = self.component_metrics()
         committed = self._committed
-        cm.read_counter(FORGOTTEN, FORGOTTEN_HELP, ["table", "reason"], ("budget_commit_once", "evicted"),
-                        lambda: committed.evicted)
-        cm.read_counter(FORGOTTEN, FORGOTTEN_HELP, ["table", "reason"], ("budget_commit_once", "expired"),
-                        lambda: committed.expired)
+        cm.forgotten("budget_commit_once", "evicted", lambda: committed.evicted)
+        cm.forgotten("budget_commit_once", "expired", lambda: committed.expired)
         store = self.engine.store
         if hasattr(store, "evicted_total"):  # the memory store (Redis expires keys itself)
-            cm.read_counter(FORGOTTEN, FORGOTTEN_HELP, ["table", "reason"], ("budget_store", "evicted"),
-                            lambda: store.evicted_total)
+            cm.forgotten("budget_store", "evicted", lambda: store.evicted_total)
 
     def process_view(self, batch: ViewBatch) -> ViewBatch | None:
         if self._by_segment and self._process_by_segment(batch):

@@ -63,7 +63,6 @@ from costctx.processors.price.calls import (
 from costctx.processors.price.config import PriceConfig, build_archive, build_book, source_specs
 from costctx.processors.price.metrics import PriceMetrics
 from costctx.survival.bounded import BoundedLabel
-from costctx.telemetry.metrics import FORGOTTEN, FORGOTTEN_HELP
 
 NS_PER_SECOND = 1_000_000_000
 # Distinct (response model, request model, provider) whose rate process_view keeps.
@@ -150,11 +149,10 @@ class PriceProcessor(Processor):
         """What the spend ledger's bounded tables forget, read at scrape time."""
         cm = self.component_metrics()
         ledger, dedupe = self.ledger, self.ledger.dedupe_table
-        for table, reason, read in (("spend_totals", "evicted", lambda: ledger.evicted),
-                                    ("spend_totals", "expired", lambda: ledger.expired),
-                                    ("spend_dedupe", "evicted", lambda: dedupe.evicted),
-                                    ("spend_dedupe", "expired", lambda: dedupe.expired)):
-            cm.read_counter(FORGOTTEN, FORGOTTEN_HELP, ["table", "reason"], (table, reason), read)
+        cm.forgotten("spend_totals", "evicted", lambda: ledger.evicted)
+        cm.forgotten("spend_totals", "expired", lambda: ledger.expired)
+        cm.forgotten("spend_dedupe", "evicted", lambda: dedupe.evicted)
+        cm.forgotten("spend_dedupe", "expired", lambda: dedupe.expired)
 
     # -- pricing -----------------------------------------------------------------------------
     def watched_keys(self) -> frozenset[str]:
