@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What a gRPC server costs per OTLP export call, by kind of server, with nothing behind it.
 
-    python bench/grpc_server_bench.py [--rate 10000] [--seconds 6] [--kinds aio-unary,aio-stream,sync-unary]
+    python bench/grpc_server_bench.py [--rate 10000] [--seconds 6] [--kinds aio-unary,aio-stream,...]
 
 Each kind runs in its own process as an OTLP TraceService/Export that takes the raw request
 bytes and answers an empty ExportTraceServiceResponse (what the sidecar's receiver does around
@@ -10,6 +10,8 @@ spans/s. Prints the server's CPU % of a core and per call, and the calls' p50 / 
 under the sidecar's processors-off CPU (issue 15: at most 5% of a core at 10,000 spans/s).
 
 - aio-unary: grpc.aio server, unary-unary handler (the receiver without admission checks);
+- aio-unary-interceptor: the same with a pass-through server interceptor (as the receiver's
+  AdmissionInterceptor, which it installs with or without admission checks);
 - aio-stream: grpc.aio server, stream-unary handler (the receiver with a memory limiter);
 - sync-unary: grpc's thread-pool server, unary-unary handler (4 worker threads).
 """
@@ -59,9 +61,14 @@ def serve(kind: str, port: int) -> None:
                 break
             return EMPTY
 
-        method = (grpc.unary_unary_rpc_method_handler(unary) if kind == "aio-unary"
+        class PassThrough(grpc.aio.ServerInterceptor):
+            async def intercept_service(self, continuation, handler_call_details):
+                return await continuation(handler_call_details)
+
+        method = (grpc.unary_unary_rpc_method_handler(unary) if kind.startswith("aio-unary")
                   else grpc.stream_unary_rpc_method_handler(stream))
         server = grpc.aio.server(handlers=[grpc.method_handlers_generic_handler(SERVICE, {"Export": method})],
+                                 interceptors=[PassThrough()] if kind.endswith("-interceptor") else None,
                                  options=options)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()

@@ -29,5 +29,8 @@ mod ancestors;
 #[cfg(feature = "python")]
 mod budget;
 
+#[cfg(feature = "python")]
+mod wire_count;
+
 #[cfg(feature = "oracle")]
 pub mod oracle;
