@@ -26,7 +26,7 @@ from bench.workload import ID_MARKER, marker_for
 from costctx.pdata.codec import select_codec
 from costctx.service.app import Sidecar
 from costctx.service.config.loader import build_config
-from costctx.service.gc_tuning import tune_for_throughput
+from costctx.service.gc_tuning import GcScheduler
 from costctx.service.pipeline import TracesPipeline
 
 
@@ -65,10 +65,16 @@ class StagePipeline:
     counter: CountingExporter
 
 
+# The collector schedule `costctx run` starts once the sidecar listens (service/gc_tuning.py):
+# automatic collections of the young generations only, and a step (collect them, freeze what
+# survived) every 100 ms of wall time, here between two requests as the sidecar's event loop
+# runs it; its CPU is in the figures, as it is in the sidecar's. One for the process: the
+# collector's state is the process's.
+COLLECTOR = GcScheduler()
+
+
 async def build_stage(processors: list[str], codec: str | None = None) -> StagePipeline:
     """`codec`: as COSTCTX_CODEC (None: what the environment says, as `costctx run` does)."""
-    # The collector settings `costctx run` uses once started (sidecar/costctx/service/gc_tuning.py).
-    tune_for_throughput()
     sidecar = Sidecar(build_config(pipeline_config(processors), environ={}))
     assert sidecar.traces is not None
     if codec is not None:
@@ -76,6 +82,7 @@ async def build_stage(processors: list[str], codec: str | None = None) -> StageP
     counter = CountingExporter()
     sidecar.traces.exporters = [counter]
     await sidecar.traces.start()
+    COLLECTOR.take_over()  # after start-up, as `costctx run`: what exists by now is frozen
     return StagePipeline(sidecar, sidecar.traces, counter)
 
 
@@ -98,9 +105,11 @@ def time_pipeline(stage: StagePipeline, bodies: list[bytes]) -> float:
     batch = stage.pipeline.batch
     consume = stage.pipeline.consume
     tick = stage.pipeline.tick
+    collect = COLLECTOR.step_if_due
     start = time.process_time()
     for i, body in enumerate(bodies):
         consume(batch(body))
+        collect(time.monotonic())  # between requests, as the sidecar's event loop runs it
         if i % 16 == 15:
             tick(time.monotonic())  # what the sidecar's ticker does between requests
     return time.process_time() - start

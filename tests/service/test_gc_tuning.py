@@ -119,3 +119,21 @@ def test_the_schedule_runs_on_the_event_loop_until_stopped(restored_gc: None) ->
     assert dead() is None
     assert gc.get_threshold()[2] > 1_000_000  # generation 2 is the scheduler's alone
     assert scheduler._task is None
+
+
+def test_a_loop_without_the_task_steps_once_per_interval(restored_gc: None) -> None:
+    """bench/inprocess.py runs the sidecar's schedule between requests itself (take_over, then
+    step_if_due): a step once `interval` passed since the last, none before."""
+    scheduler = GcScheduler(interval=0.1)
+    scheduler.take_over()
+    assert gc.get_threshold()[2] > 10**9  # no automatic generation-2 collection
+    steps = []
+    scheduler.step = lambda: (steps.append(1), GcScheduler.step(scheduler))  # type: ignore[method-assign]
+    now = scheduler._last_step
+    scheduler.step_if_due(now + 0.05)
+    assert steps == []
+    cycle = garbage_cycle()
+    scheduler.step_if_due(now + 0.1)
+    assert steps == [1] and cycle() is None  # the step collected the young cycle
+    scheduler.step_if_due(scheduler._last_step + 0.01)
+    assert steps == [1]

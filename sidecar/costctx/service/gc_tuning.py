@@ -62,6 +62,7 @@ class GcScheduler:
         self.interval = interval
         self.full_interval = full_interval
         self._last_full = 0.0  # time.monotonic() of the last full collection
+        self._last_step = 0.0
         self.full_collections = 0
         self.full_found = 0  # unreachable objects the full collections found (cycles among frozen ones)
         self.longest_pause = 0.0  # seconds, of any step
@@ -69,9 +70,20 @@ class GcScheduler:
 
     def start(self) -> None:
         """Take over from CPython's automatic schedule; call on the running event loop."""
+        self.take_over()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="costctx-gc")
+
+    def take_over(self) -> None:
+        """CPython's automatic schedule off (young generations only), everything there is
+        frozen: what `start` does before its steps (bench/inprocess.py steps by itself)."""
         self.full()
         gc.set_threshold(*SCHEDULED_THRESHOLDS)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="costctx-gc")
+
+    def step_if_due(self, now: float) -> None:
+        """A step if `interval` passed since the last one: for a loop that calls it between
+        requests instead of running `start`'s task (bench/inprocess.py)."""
+        if now - self._last_step >= self.interval:
+            self.step()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -89,6 +101,7 @@ class GcScheduler:
 
     def step(self) -> None:
         started = time.perf_counter()
+        self._last_step = time.monotonic()
         if time.monotonic() - self._last_full >= self.full_interval:
             self.full()
         else:
