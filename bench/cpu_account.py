@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""Where the real sidecar's CPU goes at a fixed rate: every us per span delivered, by phase.
+
+    python bench/cpu_account.py [--mode on|off|both] [--rate 10000 | --saturate] [--duration 10] [--codec native]
+
+Starts the benchmark's sink and a `costctx run` sidecar under bench/cpu_probe.py (which times
+each phase of a request in thread CPU time, in the sidecar process), offers `--rate` spans/s of
+the default point (100 spans/batch, +4 attributes) as bench/run.py's figure 2 does, and prints,
+per span delivered over the window: the process's CPU, the event loop thread's and each other
+thread's (grpc's poller and the rest), and the loop thread's CPU by phase (receive, scan,
+each processor, encode, exporter submit, ticks, GC), the rest of the loop thread being the
+event loop, grpc.aio's callbacks and the exporter's coroutines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import PY, REPO, Plan, Pools, SidecarProcess, SinkProcess, Window, cpu_seconds, run_load  # noqa: E402
+from costctx.service.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
+
+
+def snapshot(sidecar: SidecarProcess, workdir: Path, n: int) -> dict:
+    path = workdir / f"cpu-{n}.json"
+    sidecar.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {path} from the probe; see {sidecar.log_path}")
+        time.sleep(0.01)
+    return json.loads(path.read_text())
+
+
+def measure(mode: str, args: argparse.Namespace, workdir: Path, sink: SinkProcess, pools: Pools, plan: Plan) -> dict:
+    processors = list(DEFAULT_TRACE_PROCESSORS) if mode == "on" else []
+    probe_dir = workdir / f"probe-{mode}"
+    probe_dir.mkdir(exist_ok=True)
+
+    class ProbedSidecar(SidecarProcess):
+        command = [PY, str(REPO / "bench" / "cpu_probe.py"), "--dir", str(probe_dir), "--"]
+
+    sidecar = ProbedSidecar(workdir, f"cpu-{mode}", processors, sink.port, codec=args.codec if mode == "on" else None)
+    snaps: list[dict] = []
+    try:
+        window = Window({"forwarded": sidecar.forwarded, "cpu": lambda: cpu_seconds(sidecar.ps),
+                         "snap": lambda: snaps.append(snapshot(sidecar, probe_dir, len(snaps) + 1)) or 0.0}, None)
+        load = run_load("saturate" if args.saturate else "rate", sidecar.target,
+                        pools.path(plan.default_batch, plan.default_attrs), plan, window, duration=args.duration,
+                        rate=None if args.saturate else args.rate, workdir=workdir)
+    finally:
+        sidecar.stop()
+    before, after = snaps
+    spans = window.delta("forwarded")
+    per_span = 1e6 / spans if spans else float("nan")
+
+    def diff(key: str) -> dict[str, float]:
+        return {k: (v - before[key].get(k, 0.0)) * per_span for k, v in after[key].items()}
+
+    threads = diff("threads")
+    phases = diff("phases")
+    main = threads.get("main", 0.0)
+    return {"mode": mode, "delivered_spans_per_s": window.rate("forwarded"),
+            "cpu_pct": 100 * window.rate("cpu"),
+            "process_us_per_span": (after["process"] - before["process"]) * per_span,
+            "threads_us_per_span": threads, "phases_us_per_span": phases,
+            "loop_rest_us_per_span": main - sum(phases.values()),
+            "loadgen_cpu_pct": 100 * window.rate("loadgen_cpu"), "refused_requests": load["requests_refused"],
+            "calls": {k: v - before["calls"].get(k, 0) for k, v in after["calls"].items()},
+            "machine_busy_pct": window.machine_busy_pct()}
+
+
+def show(result: dict) -> None:
+    print(f"\nprocessors {result['mode']}: delivered {result['delivered_spans_per_s']:,.0f} spans/s, "
+          f"{result['cpu_pct']:.1f}% of a core, {result['process_us_per_span']:.2f} us of CPU per span "
+          f"(machine {result['machine_busy_pct']:.0f}% busy, load generator {result['loadgen_cpu_pct']:.0f}%, "
+          f"{result['refused_requests']} requests refused)")
+    print("  threads, us/span: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                             sorted(result["threads_us_per_span"].items(), key=lambda kv: -kv[1])))
+    print("  event loop thread by phase, us/span:")
+    for phase, us in sorted(result["phases_us_per_span"].items(), key=lambda kv: -kv[1]):
+        print(f"    {us:6.2f}  {phase}  ({result['calls'].get(phase, 0)} calls)")
+    print(f"    {result['loop_rest_us_per_span']:6.2f}  the rest: event loop, grpc.aio callbacks, exporter coroutines")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--rate", type=float, default=10_000.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--codec", default="native")
+    parser.add_argument("--saturate", action="store_true", help="offer as much as the sidecar takes instead")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    plan = Plan(quick=False, codecs=[args.codec])
+    results = []
+    with tempfile.TemporaryDirectory(prefix="costctx-cpu-") as tmp:
+        workdir = Path(tmp)
+        pools = Pools(workdir, plan)
+        sink = SinkProcess(workdir)
+        try:
+            for mode in (["on", "off"] if args.mode == "both" else [args.mode]):
+                results.append(measure(mode, args, workdir, sink, pools, plan))
+                show(results[-1])
+        finally:
+            sink.stop()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

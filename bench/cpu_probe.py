@@ -1,0 +1,142 @@
+"""`costctx` under a CPU probe: bench/cpu_account.py starts the sidecar with this instead of
+`python -m costctx` to see where the real sidecar's CPU goes, by phase, in thread CPU time.
+
+Wraps (in this process only, no code path added to the sidecar) the calls a request makes on
+the event loop thread: the receive (Ingest.export_protobuf), the scan or check
+(TracesPipeline.received), each processor, the encode (ViewBatch.payload), the exporter's
+submit, the pipeline's ticks, the GcScheduler's steps, and CPython's automatic collections
+(gc.callbacks). Each phase's time is exclusive: a phase inside another is taken out of it.
+SIGUSR1 writes, to `<dir>/cpu-<n>.json`, the accumulated CPU seconds per phase, per thread
+(/proc/self/task: the event loop thread, grpc's poller and the rest) and the calls counted.
+
+Usage: python bench/cpu_probe.py --dir DIR -- run --config costctx.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+SPENT: dict[str, float] = defaultdict(float)
+CALLS: dict[str, int] = defaultdict(int)
+_stack: list[list] = []  # [phase, started, time taken by phases inside it]
+_main_thread = threading.get_ident()
+_clock = time.thread_time
+
+
+def _enter(phase: str) -> None:
+    _stack.append([phase, _clock(), 0.0])
+
+
+def _leave() -> None:
+    phase, started, inner = _stack.pop()
+    took = _clock() - started
+    SPENT[phase] += took - inner
+    CALLS[phase] += 1
+    if _stack:
+        _stack[-1][2] += took
+
+
+def timed(phase: str, fn):
+    def wrapper(*args, **kwargs):
+        if threading.get_ident() != _main_thread:
+            return fn(*args, **kwargs)
+        _enter(phase)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _leave()
+
+    wrapper.__wrapped__ = fn
+    return wrapper
+
+
+def _gc_callback(event: str, info: dict) -> None:
+    if threading.get_ident() != _main_thread:
+        return
+    if event == "start":
+        _enter(f"gc: automatic generation {info['generation']}")
+    elif _stack and _stack[-1][0].startswith("gc: automatic"):
+        _leave()
+
+
+def threads_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) per thread of this process, by name (the main thread as `main`)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = defaultdict(float)
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        name = "main" if int(tid) == os.getpid() else name
+        out[name] += (int(fields[11]) + int(fields[12])) / ticks
+    return dict(out)
+
+
+def install(directory: Path) -> None:
+    from costctx.exporters.otlp.exporter import QueuedExporter
+    from costctx.pdata.view_batch import ViewBatch
+    from costctx.receivers.otlp.ingest import Ingest
+    from costctx.service import pipeline as pipeline_module
+    from costctx.service.gc_tuning import GcScheduler
+
+    Ingest.export_protobuf = timed("receive: ingest, metrics", Ingest.export_protobuf)
+    pipeline_module.TracesPipeline.received = timed("scan (or check, processors off)",
+                                                    pipeline_module.TracesPipeline.received)
+    pipeline_module.TracesPipeline._run = timed("pipeline: run loop", pipeline_module.TracesPipeline._run)
+    pipeline_module.TracesPipeline.tick = timed("ticks (processors' timers)", pipeline_module.TracesPipeline.tick)
+    ViewBatch.payload = timed("encode (ViewBatch.payload)", ViewBatch.payload)
+    QueuedExporter.submit = timed("exporter submit", QueuedExporter.submit)
+    GcScheduler.step = timed("gc: scheduled steps", GcScheduler.step)
+    original_init = pipeline_module.TracesPipeline.__init__
+
+    def init(self, processors, *args, **kwargs):
+        for processor in processors:
+            for method in ("process_view", "process"):
+                bound = getattr(processor, method, None)
+                if bound is not None:
+                    setattr(processor, method, timed(f"processor: {processor.name}", bound))
+        original_init(self, processors, *args, **kwargs)
+
+    pipeline_module.TracesPipeline.__init__ = init
+    gc.callbacks.append(_gc_callback)
+    count = [0]
+
+    def dump(signum: int, frame: object) -> None:
+        count[0] += 1
+        out = {"phases": dict(SPENT), "calls": dict(CALLS), "threads": threads_cpu(),
+               "process": sum(os.times()[:2]), "monotonic": time.monotonic()}
+        path = directory / f"cpu-{count[0]}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(out))
+        path.with_suffix(".tmp").rename(path)  # the reader waits for the final name
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dir", required=True, type=Path)
+    args, rest = parser.parse_known_args()
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    install(args.dir)
+    from costctx.cli.main import main as costctx_main
+
+    return costctx_main(rest)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    raise SystemExit(main())
