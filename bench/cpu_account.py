@@ -74,6 +74,7 @@ def measure(mode: str, args: argparse.Namespace, workdir: Path, sink: SinkProces
             "loop_rest_us_per_span": main - sum(phases.values()),
             "loadgen_cpu_pct": 100 * window.rate("loadgen_cpu"), "refused_requests": load["requests_refused"],
             "calls": {k: v - before["calls"].get(k, 0) for k, v in after["calls"].items()},
+            "collected": {k: v - before["collected"].get(k, 0) for k, v in after["collected"].items()},
             "machine_busy_pct": window.machine_busy_pct()}
 
 
@@ -86,7 +87,8 @@ def show(result: dict) -> None:
                                              sorted(result["threads_us_per_span"].items(), key=lambda kv: -kv[1])))
     print("  event loop thread by phase, us/span:")
     for phase, us in sorted(result["phases_us_per_span"].items(), key=lambda kv: -kv[1]):
-        print(f"    {us:6.2f}  {phase}  ({result['calls'].get(phase, 0)} calls)")
+        freed = f", {result['collected'][phase]} objects freed" if phase in result["collected"] else ""
+        print(f"    {us:6.2f}  {phase}  ({result['calls'].get(phase, 0)} calls{freed})")
     print(f"    {result['loop_rest_us_per_span']:6.2f}  the rest: event loop, grpc.aio callbacks, exporter coroutines")
 
 

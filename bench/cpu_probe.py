@@ -4,8 +4,9 @@
 Wraps (in this process only, no code path added to the sidecar) the calls a request makes on
 the event loop thread: the receive (Ingest.export_protobuf), the scan or check
 (TracesPipeline.received), each processor, the encode (ViewBatch.payload), the exporter's
-submit, the pipeline's ticks, the GcScheduler's steps, and CPython's automatic collections
-(gc.callbacks). Each phase's time is exclusive: a phase inside another is taken out of it.
+submit, the pipeline's ticks, the GcScheduler's steps, and every cyclic collection, the
+steps' own and automatic ones (gc.callbacks, with the unreachable objects each freed). Each
+phase's time is exclusive: a phase inside another is taken out of it.
 SIGUSR1 writes, to `<dir>/cpu-<n>.json`, the accumulated CPU seconds per phase, per thread
 (/proc/self/task: the event loop thread, grpc's poller and the rest) and the calls counted.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 SPENT: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
+COLLECTED: dict[str, int] = defaultdict(int)  # unreachable objects the collections freed
 _stack: list[list] = []  # [phase, started, time taken by phases inside it]
 _main_thread = threading.get_ident()
 _clock = time.thread_time
@@ -82,8 +84,9 @@ def _gc_callback(event: str, info: dict) -> None:
     if threading.get_ident() != _main_thread:
         return
     if event == "start":
-        _enter(f"gc: automatic generation {info['generation']}")
-    elif _stack and _stack[-1][0].startswith("gc: automatic"):
+        _enter(f"gc: generation {info['generation']} collections")
+    elif _stack and _stack[-1][0].startswith("gc: generation"):
+        COLLECTED[f"gc: generation {info['generation']} collections"] += info["collected"]
         _leave()
 
 
@@ -136,7 +139,7 @@ def install(directory: Path) -> None:
 
     def dump(signum: int, frame: object) -> None:
         count[0] += 1
-        out = {"phases": dict(SPENT), "calls": dict(CALLS), "threads": threads_cpu(),
+        out = {"phases": dict(SPENT), "calls": dict(CALLS), "collected": dict(COLLECTED), "threads": threads_cpu(),
                "process": sum(os.times()[:2]), "monotonic": time.monotonic()}
         path = directory / f"cpu-{count[0]}.json"
         path.with_suffix(".tmp").write_text(json.dumps(out))
