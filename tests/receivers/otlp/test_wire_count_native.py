@@ -77,3 +77,16 @@ def test_same_answer_on_nested_blocks(parts):
         return out
 
     _agree(block(0))
+
+
+def test_the_receiver_counts_in_python_where_the_traces_run_on_the_python_codec():
+    from costctx.pdata.codec import PythonCodec, select_codec
+    from costctx.receivers.otlp.ingest import Ingest
+    from costctx.receivers.otlp.metrics import ReceiverMetrics
+    from costctx.service.pipeline import TracesPipeline
+    from costctx.telemetry.metrics import SidecarMetrics
+
+    metrics = SidecarMetrics()
+    for codec, expected in ((PythonCodec(), python_over_limit), (select_codec("native"), wire_count.over_limit)):
+        ingest = Ingest(TracesPipeline([], [], metrics, codec=codec), {}, ReceiverMetrics(metrics), max_items=5)
+        assert ingest._over_limit is expected

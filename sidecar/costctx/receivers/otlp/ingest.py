@@ -8,6 +8,7 @@ unavailable -> UNAVAILABLE + RetryInfo / 503 + Retry-After, unimplemented -> UNI
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from costctx.component.consumer import AdmissionCheck, IngestError, PassThroughC
 from costctx.pdata.codec.api import CodecError
 from costctx.pdata.signals import TRACES, Signal, count_items
 from costctx.pdata.view_batch import ViewBatch
-from costctx.pdata.wire_count import over_limit
+from costctx.pdata.wire_count import over_limit, python_over_limit
 from costctx.receivers.otlp.metrics import ReceiverMetrics
 from costctx.transport.http_body import Refused
 
@@ -59,6 +60,12 @@ class Ingest:
         self.retry_after = retry_after
         self.max_items = max_items
         self.admission_checks: list[AdmissionCheck] = []
+        # The wire count in Rust where the traces run on the native codec (COSTCTX_CODEC=python
+        # keeps the receive path in Python too).
+        codec = getattr(traces, "codec", None)
+        chosen = codec.name if codec is not None else os.environ.get("COSTCTX_CODEC", "").strip().lower()
+        native = chosen != "python"
+        self._over_limit = over_limit if native else python_over_limit
 
     def admit(self, signal: Signal | Route, size_bytes: int, transport: str) -> None:
         """Run the admission checks (memory limiter) BEFORE the body is decoded: under memory
@@ -82,7 +89,7 @@ class Ingest:
         traces pipeline's codec, which reads the bytes itself: no protobuf parse of the request
         (~45 us per 100-span request) only to count its spans and let the message go."""
         try:
-            if self.max_items is not None and over_limit(raw, self.max_items):
+            if self.max_items is not None and self._over_limit(raw, self.max_items):
                 # Counted on the wire: parsing millions of tiny items would cost hundreds of MB.
                 raise IngestError("too_large", f"over {self.max_items} items in one request; send smaller batches")
             if signal is not TRACES or self.traces is None:
