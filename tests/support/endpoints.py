@@ -14,6 +14,8 @@ def grpc_methods(sidecar) -> list[str]:
 
 
 def http_routes(app) -> list[tuple[str, str]]:
+    if hasattr(app, "routes") and callable(app.routes):  # the admin port's server (transport/admin_http.py)
+        return [(method, path) for method, path in app.routes() if method != "HEAD"]
     routes = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}

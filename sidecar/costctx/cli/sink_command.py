@@ -9,15 +9,17 @@ import json
 import signal
 import sys
 import threading
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from google.protobuf import json_format
-from google.protobuf.message import Message
-
-from costctx.cli.sink import OtlpSink
-from costctx.config.types import split_host_port
 from costctx.pdata.describe import VERBOSITIES, describe
-from costctx.pdata.signals import Signal
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+    from costctx.pdata.signals import Signal
+
+# The sink itself (its gRPC and HTTP servers) is imported when it runs: `costctx run` builds
+# this parser too and should not carry it.
 
 DEFAULT_GRPC = "127.0.0.1:14317"  # beside a sidecar on 4317/4318: the starter config forwards here
 DEFAULT_HTTP = "127.0.0.1:14318"
@@ -45,6 +47,8 @@ class Printer:
         self._lock = threading.Lock()
 
     def __call__(self, signal_: Signal, message: Message) -> None:
+        from google.protobuf import json_format
+
         lines = describe(signal_, message, self.verbosity)
         with self._lock:
             self.out.write("".join(line + "\n" for line in lines))
@@ -56,6 +60,9 @@ class Printer:
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
+    from costctx.cli.sink import OtlpSink
+    from costctx.config.types import split_host_port
+
     try:
         grpc_host, grpc_port = split_host_port(args.grpc)
         http = None if args.http == "off" else split_host_port(args.http)

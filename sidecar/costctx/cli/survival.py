@@ -7,8 +7,7 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
+import urllib.error  # light; urllib.request (http.client, email, ssl) is imported when fetching
 from typing import Any, TextIO
 
 from costctx.survival.render import render_report
@@ -25,6 +24,8 @@ def survival_url(url: str) -> str:
 
 
 def fetch_report(url: str, token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    import urllib.request
+
     request = urllib.request.Request(survival_url(url))
     if token:
         # When the sidecar has bearertokenauth, /survival needs the token (/healthz does not).

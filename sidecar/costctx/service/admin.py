@@ -2,48 +2,55 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from costctx.telemetry.metrics import SidecarMetrics
+from costctx.transport.admin_http import AdminRequest, AdminResponse, AdminServer
+
+JSON = "application/json; charset=utf-8"
 
 
-def build_admin_app(
+def _json(data: Any, status: int = 200) -> AdminResponse:
+    return AdminResponse(status, json.dumps(data).encode(), JSON)
+
+
+def build_admin_server(
+    endpoint: str,
     metrics: SidecarMetrics,
     is_ready: Callable[[], tuple[bool, str]],
     survival_report: Callable[[], dict[str, Any]] | None = None,
     status_page: Callable[[], str] | None = None,
-) -> web.Application:
-    app = web.Application()
+) -> AdminServer:
+    server = AdminServer(endpoint, "telemetry")
 
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    def healthz(_: AdminRequest) -> AdminResponse:
+        return _json({"status": "ok"})
 
-    async def readyz(_: web.Request) -> web.Response:
+    def readyz(_: AdminRequest) -> AdminResponse:
         ready, reason = is_ready()
-        return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
+        return _json({"ready": ready, "reason": reason}, 200 if ready else 503)
 
-    async def prometheus(_: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def prometheus(_: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
 
-    async def survival(_: web.Request) -> web.Response:
+    def survival(_: AdminRequest) -> AdminResponse:
         # The field-survival matrix, readiness verdicts and spend (sidecar/costctx/survival/report.py).
-        return web.json_response(survival_report() if survival_report else {})
+        return _json(survival_report() if survival_report else {})
 
-    async def status(_: web.Request) -> web.Response:
+    def status(_: AdminRequest) -> AdminResponse:
         # The human view (service/status.py); behind the same auth as /metrics.
-        return web.Response(text=status_page() if status_page else "", content_type="text/html")
+        return AdminResponse(200, (status_page() if status_page else "").encode(), "text/html; charset=utf-8")
 
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", prometheus)
+    server.add_get("/healthz", healthz)
+    server.add_get("/readyz", readyz)
+    server.add_get("/metrics", prometheus)
     if survival_report is not None:
-        app.router.add_get("/survival", survival)
+        server.add_get("/survival", survival)
     if status_page is not None:
-        app.router.add_get("/", status)
-        app.router.add_get("/status", status)
-    return app
+        server.add_get("/", status)
+        server.add_get("/status", status)
+    return server

@@ -7,25 +7,21 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from costctx.attribution.inprocess import InProcessShare
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.exporters.otlp.exporter import QueuedExporter
 from costctx.exporters.otlp.metrics import ExporterMetrics
+from costctx.extensions.bearertokenauth.admin_auth import bearer_auth_guard
 from costctx.extensions.bearertokenauth.grpc_auth import BearerAuthInterceptor
-from costctx.extensions.bearertokenauth.http_auth import bearer_auth_middleware
 from costctx.extensions.bearertokenauth.metrics import auth_refused_requests
 from costctx.extensions.bearertokenauth.tokens import BearerTokens
 from costctx.extensions.budgetservice.service import grpc_handlers as budget_grpc_handlers
-from costctx.extensions.budgetservice.service import http_routes as budget_http_routes
 from costctx.pdata.signals import SIGNALS
 from costctx.receivers.otlp.grpc import AdmissionInterceptor, otlp_grpc_handlers
-from costctx.receivers.otlp.http import build_otlp_http_app
 from costctx.receivers.otlp.ingest import Ingest
 from costctx.receivers.otlp.metrics import ReceiverMetrics
-from costctx.service.admin import build_admin_app
+from costctx.service.admin import build_admin_server
 from costctx.service.config import auth as auth_servers
 from costctx.service.config.auth import server_authenticators
 from costctx.service.config.model import SidecarConfig
@@ -37,13 +33,11 @@ from costctx.survival.recorder import SurvivalRecorder
 from costctx.survival.report import survival_report
 from costctx.telemetry.metrics import SidecarMetrics
 from costctx.transport.grpc_host import GrpcServerHost
-from costctx.transport.http_body import ROUTE_ADMISSION
-from costctx.transport.http_errors import unreadable_body_is_a_bad_request
-from costctx.transport.http_host import HttpServerHost
 from costctx.transport.tls import grpc_server_credentials, http_ssl_context
 
 if TYPE_CHECKING:
     from costctx.service.telemetry_push import OtlpMetricsPush
+    from costctx.transport.http_host import HttpServerHost
 
 log = logging.getLogger("costctx")
 
@@ -102,6 +96,12 @@ class Sidecar:
             self.grpc.add_handlers(otlp_grpc_handlers(self.ingest))
         self.http: HttpServerHost | None = None
         if protocols.http is not None:
+            # The HTTP stack (aiohttp, ~9 MB of RSS) only with an HTTP receiver.
+            from costctx.extensions.budgetservice.http import http_routes as budget_http_routes
+            from costctx.receivers.otlp.http import build_otlp_http_app
+            from costctx.transport.http_body import ROUTE_ADMISSION
+            from costctx.transport.http_host import HttpServerHost
+
             self.http = HttpServerHost(
                 protocols.http.endpoint, build_otlp_http_app(self.ingest, protocols.http), "OTLP/HTTP"
             )
@@ -122,18 +122,21 @@ class Sidecar:
                 self.http.app.router.add_routes(budget_http_routes(engine))
         # After the processors: the envelope processor configures the recorder's dimensions.
         self.metrics.registry.register(SurvivalCollector(self.survival))
-        self.admin_app: web.Application = build_admin_app(
+        self.admin = build_admin_server(
+            config.service.telemetry.metrics.address,
             self.metrics,
             self.readiness,
             lambda: survival_report(self.survival.snapshot_all()),
             status_page=lambda: status_page(self.survival, self.metrics.registry),
         )
-        self.admin = HttpServerHost(config.service.telemetry.metrics.address, self.admin_app, "telemetry")
+        self.admin_app = self.admin  # its routes and guards (the name tests and tools use)
         self._secure_servers()
         if self.grpc is not None:
             # After auth: an unauthenticated call is refused as such, either way unread.
             self.grpc.interceptors.append(AdmissionInterceptor(self.ingest))
         if self.http is not None:
+            from costctx.transport.http_errors import unreadable_body_is_a_bad_request
+
             self.http.app.middlewares.append(unreadable_body_is_a_bad_request)
 
     def _secure_servers(self) -> None:
@@ -158,14 +161,16 @@ class Sidecar:
                 BearerAuthInterceptor(tokens[grpc_auth], lambda _: refused.labels("grpc").inc())
             )
         if self.http is not None and http_auth:
+            from costctx.extensions.bearertokenauth.http_auth import bearer_auth_middleware
+
             # First in the chain: refused before the body is read.
             self.http.app.middlewares.insert(
                 0, bearer_auth_middleware(tokens[http_auth], on_refused=lambda _: refused.labels("http").inc())
             )
         if admin_auth:
             # Kubelet probes carry no token: /healthz and /readyz stay open; /metrics and the rest do not.
-            self.admin_app.middlewares.append(
-                bearer_auth_middleware(
+            self.admin.guards.append(
+                bearer_auth_guard(
                     tokens[admin_auth], frozenset({"/healthz", "/readyz"}),
                     on_refused=lambda _: refused.labels("admin").inc(),
                 )

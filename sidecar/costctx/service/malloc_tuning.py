@@ -10,6 +10,14 @@ and 300 s 256.1 / 264.0 MB (peaks 261.8 / 269.4, over the pod's 256Mi), the heap
 39 / 48 MB free; with the threshold fixed 228.9 / 226.1 MB (peaks 238.8 / 241.6), 10 MB free.
 Setting the threshold explicitly is what turns glibc's adjustment off (mallopt(3)).
 
+Two more settings for the same process, both from issue 15's 10,000 spans/s point:
+- at most `ARENAS` malloc arenas (M_ARENA_MAX). glibc gives each thread that contends for the
+  main heap an arena of its own (up to 8 per core), each keeping its own free memory; gRPC's
+  completion-queue and poller threads and the exporter's threads allocate there. The sidecar's
+  own work runs on one event-loop thread, so more arenas hold more free memory, not more speed.
+- the heap trimmed once start-up is done (`trim`): configuration parsing, schema building and
+  imports leave free chunks inside the heap that glibc keeps until a trim.
+
 A no-op where the C library is not glibc.
 """
 
@@ -18,15 +26,43 @@ from __future__ import annotations
 import ctypes
 
 M_MMAP_THRESHOLD = -3  # <malloc.h>
+M_ARENA_MAX = -8
 MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value
+ARENAS = 2  # the main heap and one for every other thread
+
+
+def _libc_function(name: str):
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
+def _mallopt(param: int, value: int) -> bool:
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt(param, value) == 1
 
 
 def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     """Fix the threshold for this process's later allocations; False where it cannot be set."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+    return _mallopt(M_MMAP_THRESHOLD, threshold)
+
+
+def limit_arenas(arenas: int = ARENAS) -> bool:
+    """At most `arenas` malloc arenas from now on (before the server's threads start); False
+    where it cannot be set. `MALLOC_ARENA_MAX` in the environment does the same."""
+    return _mallopt(M_ARENA_MAX, arenas)
+
+
+def trim() -> bool:
+    """Hand the free pages inside the heaps back to the kernel (malloc_trim(0)); True if any were."""
+    malloc_trim = _libc_function("malloc_trim")
+    if malloc_trim is None:
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, threshold) == 1
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    malloc_trim.restype = ctypes.c_int
+    return malloc_trim(0) == 1

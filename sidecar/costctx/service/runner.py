@@ -11,7 +11,7 @@ from costctx.attribution.inprocess import InProcessShare
 from costctx.service.app import Sidecar
 from costctx.service.config.model import SidecarConfig
 from costctx.service.gc_tuning import GcScheduler
-from costctx.service.malloc_tuning import fix_mmap_threshold
+from costctx.service.malloc_tuning import fix_mmap_threshold, limit_arenas, trim
 
 log = logging.getLogger("costctx")
 
@@ -22,6 +22,7 @@ async def serve(config: SidecarConfig, grace: float | None = None) -> None:
     if grace is None:
         grace = config.service.shutdown_grace
     fix_mmap_threshold()  # this process's heap only: the `run` command (malloc_tuning.py)
+    limit_arenas()
     sidecar = Sidecar(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -32,6 +33,7 @@ async def serve(config: SidecarConfig, grace: float | None = None) -> None:
     # requests on this loop, never a full one inside a request (issue 15's p99).
     collector = GcScheduler()
     collector.start()
+    trim()  # what start-up freed (after the collection above) goes back to the kernel
     try:
         await stop.wait()
         log.info("costctx: stopping (grace %.1fs)", grace)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from costctx.transport.refusal import Refused  # noqa: F401 - raised by ROUTE_ADMISSION, caught by routes
+
 # Read and inflate in steps of this size: the most one step can add beyond a limit.
 STEP = 64 * 1024
 
@@ -29,15 +31,6 @@ SUPPORTED_ENCODINGS = ("identity", *_WBITS)
 # Admit `size` more bytes of this request or raise the refusal (an IngestError).
 Admit = Callable[[int], None]
 
-
-
-class Refused(Exception):
-    """A retryable refusal from ROUTE_ADMISSION (memory pressure): 503 with Retry-After."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
 
 
 # Set on a server's app by its owner: admission for routes other components add (the budget

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import sqlite3
 from pathlib import Path
 
 from costctx.exporters.exporterhelper.queue import PendingItems, QueueItem
@@ -52,6 +51,8 @@ class PersistentQueue:
         except BlockingIOError:
             self._lock.close()
             raise OSError(f"persistent queue {self.path} is in use by another process") from None
+        import sqlite3  # here, not at import: ~1.3 MB of RSS a sidecar without one never needs
+
         # Autocommit mode: each statement is its own transaction, committed before it returns.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")

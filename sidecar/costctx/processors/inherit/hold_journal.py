@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 from pathlib import Path
 
 from costctx.processors.inherit.hold import HeldSpan
@@ -28,6 +27,8 @@ class HoldJournal:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", processor_name)
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.path = Path(directory) / f"{safe}-hold.sqlite3"
+        import sqlite3  # here, not at import: ~1.3 MB of RSS a sidecar without one never needs
+
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS.get(fsync, 'FULL')}")

@@ -20,7 +20,7 @@ from costctx.pdata.signals import TRACES, Signal, count_items
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pdata.wire_count import over_limit, python_over_limit
 from costctx.receivers.otlp.metrics import ReceiverMetrics
-from costctx.transport.http_body import Refused
+from costctx.transport.refusal import Refused
 
 log = logging.getLogger("costctx.receiver")
 

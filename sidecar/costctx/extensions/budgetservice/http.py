@@ -1,0 +1,95 @@
+"""BudgetService over HTTP (JSON or protobuf) on the OTLP/HTTP receiver's port: /v1/budget/check
+and /v1/budget/release, validated as the gRPC service validates (service.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2
+
+from costctx.budget.engine import BudgetEngine
+from costctx.extensions.budgetservice.service import BadRequest, validate, validate_release
+from costctx.pdata.json_shape import ShapeError, check_json_shape
+from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+from costctx.transport.http_body import ROUTE_ADMISSION, BodyError, Refused, read_body
+from costctx.transport.http_errors import PROTOBUF, status_response
+
+# A CheckRequest is a few hundred bytes; this leaves room for long ids and many owner fields
+# while four concurrent requests cannot grow the process by more than a few MiB.
+MAX_HTTP_BODY = 64 * 1024
+_HTTP_STATUS = {"too_large": 413, "invalid": 400, "unsupported": 415}
+
+
+def _parse(body: bytes, content_type: str, message):
+    try:
+        if content_type == PROTOBUF:
+            message.ParseFromString(body)
+        else:
+            data = json.loads(body or b"{}")
+            # json_format reads `"envelope": "x"` as an empty envelope: check the shape first.
+            check_json_shape(data, message.DESCRIPTOR)
+            json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except (DecodeError, json_format.ParseError, ShapeError, ValueError, RecursionError) as exc:
+        raise BadRequest(str(exc)) from None
+    return message
+
+
+def _reply(message, content_type: str) -> web.Response:
+    if content_type == PROTOBUF:
+        return web.Response(body=message.SerializeToString(), content_type=PROTOBUF)
+    text = json_format.MessageToJson(message, always_print_fields_with_no_presence=True, indent=None)
+    return web.Response(text=text, content_type="application/json")
+
+
+def _bad(reason: str, content_type: str) -> web.Response:
+    # google.rpc.Status in the request's encoding, as the OTLP/HTTP receiver answers bad input.
+    return status_response(400, code_pb2.INVALID_ARGUMENT, reason, content_type)
+
+
+async def _read(request: web.Request) -> bytes | web.Response:
+    """The body, bounded and admitted (memory limiter) as it streams; or the error response."""
+    route_admission = request.app.get(ROUTE_ADMISSION)
+
+    def admit(size: int) -> None:
+        if route_admission is not None:
+            route_admission("budget", size)
+
+    try:
+        admit(request.content_length or 0)  # before reading: a refusal costs nothing
+        return await read_body(request, MAX_HTTP_BODY, admit)
+    except BodyError as error:
+        code = code_pb2.RESOURCE_EXHAUSTED if error.kind == "too_large" else code_pb2.INVALID_ARGUMENT
+        return status_response(_HTTP_STATUS[error.kind], code, error.message, request.content_type)
+    except Refused as error:  # the memory limiter's retryable refusal
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+        return status_response(503, code_pb2.UNAVAILABLE, error.message, request.content_type, headers)
+
+
+def http_routes(engine: BudgetEngine) -> list[web.RouteDef]:
+    async def check(request: web.Request) -> web.Response:
+        body = await _read(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            message = _parse(body, request.content_type, pb.CheckRequest())
+            validate(message)
+        except BadRequest as exc:
+            return _bad(f"bad CheckRequest: {exc}", request.content_type)
+        return _reply(await engine.check(message), request.content_type)
+
+    async def release(request: web.Request) -> web.Response:
+        body = await _read(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            message = _parse(body, request.content_type, pb.ReleaseRequest())
+            validate_release(message)
+        except BadRequest as exc:
+            return _bad(f"bad ReleaseRequest: {exc}", request.content_type)
+        return _reply(pb.ReleaseResponse(released=await engine.release(message.reservation_id)), request.content_type)
+
+    return [web.post("/v1/budget/check", check), web.post("/v1/budget/release", release)]
