@@ -32,5 +32,8 @@ mod budget;
 #[cfg(feature = "python")]
 mod wire_count;
 
+#[cfg(feature = "python")]
+mod table;
+
 #[cfg(feature = "oracle")]
 pub mod oracle;

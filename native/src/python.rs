@@ -619,6 +619,7 @@ fn costctx_native_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate::ancestors::AncestorTable>()?;
     m.add_function(wrap_pyfunction!(crate::budget::read_spend, m)?)?;
     m.add_function(wrap_pyfunction!(crate::wire_count::over_limit, m)?)?;
+    m.add_class::<crate::table::SpanKeyTable>()?;
     m.add_function(wrap_pyfunction!(crate::price::price_calls, m)?)?;
     m.add_function(wrap_pyfunction!(crate::price::stamp_totals, m)?)?;
     Ok(())

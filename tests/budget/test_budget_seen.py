@@ -1,4 +1,5 @@
-"""SeenSpans: the budget's record of committed spans, bounded in age and in size."""
+"""SeenSpans: the budget's record of committed spans, bounded in age and in size; each test on
+the Python table and on the native one (NativeSeenSpans), which must agree with it step by step."""
 
 from __future__ import annotations
 
@@ -6,41 +7,49 @@ import gc
 import tracemalloc
 from collections.abc import Iterable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costctx.budget.seen import SeenSpans
+from costctx.budget import seen as seen_module
+from costctx.budget.seen import NativeSeenSpans, SeenSpans, new_seen_spans
 from tests.support.clock import Clock
 
+native = pytest.mark.skipif(seen_module._SpanKeyTable is None, reason="costctx_native not built")
+KINDS = [SeenSpans, pytest.param(NativeSeenSpans, marks=native)]
+A, B, C, D = (hash(k) for k in (b"a", b"b", b"c", b"d"))  # keys as the callers make them: hash() ints
 
-def test_a_span_is_seen_until_its_ttl_has_passed():
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_span_is_seen_until_its_ttl_has_passed(kind):
     clock = Clock()
-    seen = SeenSpans(maxsize=10, ttl=900, timer=clock)
-    assert b"a" not in seen
-    seen.add(b"a")
+    seen = kind(maxsize=10, ttl=900, timer=clock)
+    assert A not in seen
+    seen.add(A)
     clock.now += 899.9
-    assert b"a" in seen
+    assert A in seen
     clock.now += 0.1  # exactly the TTL later: expired, as cachetools.TTLCache
-    assert b"a" not in seen
-    seen.add(b"b")  # an insert drops the expired
-    assert len(seen) == 1 and b"b" in seen
+    assert A not in seen
+    seen.add(B)  # an insert drops the expired
+    assert len(seen) == 1 and B in seen
 
 
-def test_the_oldest_span_goes_first_when_full():
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_oldest_span_goes_first_when_full(kind):
     clock = Clock()
-    seen = SeenSpans(maxsize=3, ttl=900, timer=clock)
-    for key in (b"a", b"b", b"c", b"d"):
+    seen = kind(maxsize=3, ttl=900, timer=clock)
+    for key in (A, B, C, D):
         seen.add(key)
         clock.now += 1
     assert len(seen) == 3
-    assert b"a" not in seen
-    assert all(k in seen for k in (b"b", b"c", b"d"))
+    assert A not in seen
+    assert all(k in seen for k in (B, C, D))
     # An expired span seen again counts as new: it is remembered for a fresh TTL, at the newest end.
     clock.now += 897
-    assert b"b" not in seen and b"c" in seen
-    seen.add(b"b")
+    assert B not in seen and C in seen
+    seen.add(B)
     clock.now += 1
-    assert b"b" in seen and b"c" not in seen
+    assert B in seen and C not in seen
 
 
 def _fill(seen: SeenSpans, clock: Clock, batches: Iterable[list[int]], step: float) -> None:
@@ -56,14 +65,15 @@ def _fill(seen: SeenSpans, clock: Clock, batches: Iterable[list[int]], step: flo
         clock.now += step
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @settings(max_examples=80, deadline=None)
 @given(sizes=st.lists(st.integers(0, 40), min_size=1, max_size=120), step=st.sampled_from([0.0, 0.7, 5.0, 40.0]),
        maxsize=st.integers(8, 200), repeat=st.integers(0, 3))
-def test_against_a_set_that_forgets_nothing_early(sizes, step, maxsize, repeat):
+def test_against_a_set_that_forgets_nothing_early(kind, sizes, step, maxsize, repeat):
     # Reference: when each key was added. The set must know every key added less than the TTL
     # ago among the newest 7/8 of its bound, and never a key added more than TTL + TTL/8 ago.
     clock, ttl = Clock(), 100.0
-    seen = SeenSpans(maxsize=maxsize, ttl=ttl, timer=clock)
+    seen = kind(maxsize=maxsize, ttl=ttl, timer=clock)
     added: dict[int, float] = {}
     order: list[int] = []
     next_key = 0
@@ -107,9 +117,28 @@ def test_an_entry_costs_under_110_bytes_and_no_gc_tracked_container():
     assert not gc.is_tracked(seen.open_batch()[0])
 
 
-def test_the_size_bound_drops_the_oldest_generation_and_counts_it():
+@native
+def test_a_native_entry_costs_under_45_bytes_and_nothing_for_the_gc_to_walk():
     clock = Clock()
-    seen = SeenSpans(maxsize=80, ttl=900, timer=clock)
+    seen = NativeSeenSpans(maxsize=200_000, ttl=900, timer=clock)
+    batches = ([hash((b.to_bytes(16, "big"), i.to_bytes(8, "big"), 1000 + i, 50, None)) for i in range(100)]
+               for b in range(1000))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        _fill(seen, clock, batches, 0.01)
+        grown = tracemalloc.get_traced_memory()[0] - before  # Python objects left behind: ~none
+    finally:
+        tracemalloc.stop()
+    assert len(seen) == 100_000
+    assert (grown + seen.nbytes()) / len(seen) < 45
+    assert [r for r in gc.get_referents(seen.open_batch()[0]) if not isinstance(r, type)] == []  # one object
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_size_bound_drops_the_oldest_generation_and_counts_it(kind):
+    clock = Clock()
+    seen = kind(maxsize=80, ttl=900, timer=clock)
     _fill(seen, clock, [list(range(b * 10, b * 10 + 10)) for b in range(12)], 1.0)
     assert len(seen) <= 80 and seen.evicted >= 10
     assert all(k in seen for k in range(50, 120))       # the newest 7/8 of the bound kept
@@ -133,9 +162,10 @@ def test_at_the_default_bound_the_table_keeps_its_size_while_keys_come_and_go():
     assert sys.getsizeof(seen.open_batch()[0]) < 11 * 2**20
 
 
-def test_the_size_bound_is_logged_at_most_once_a_minute(caplog):
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_size_bound_is_logged_at_most_once_a_minute(kind, caplog):
     clock = Clock()
-    seen = SeenSpans(maxsize=16, ttl=900, timer=clock)
+    seen = kind(maxsize=16, ttl=900, timer=clock)
     _fill(seen, clock, [[b * 4 + i for i in range(4)] for b in range(40)], 1.0)  # 40 s at the bound
     warnings = [r for r in caplog.records if "commit-once set full" in r.getMessage()]
     assert len(warnings) == 1 and seen.evicted > 100
@@ -151,3 +181,53 @@ def test_a_fixed_hash_seed_is_warned_about():
     outputs = {seed: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                                     env={**os.environ, "PYTHONHASHSEED": seed}).stderr for seed in ("0", "random")}
     assert "PYTHONHASHSEED is fixed" in outputs["0"] and "PYTHONHASHSEED" not in outputs["random"]
+
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("batch"), st.lists(st.integers(0, 300), max_size=30)),  # open_batch, test-and-add
+    st.tuples(st.just("add"), st.integers(0, 300)),
+    st.tuples(st.just("live"), st.integers(0, 300)),                           # `key in seen`
+    st.tuples(st.just("wait"), st.sampled_from([0.0, 0.5, 3.0, 12.5, 40.0, 101.0])),
+), max_size=80)
+
+
+@native
+@settings(max_examples=150, deadline=None)
+@given(ops=OPS, maxsize=st.integers(1, 120), ttl=st.sampled_from([1.0, 50.0, 100.0]))
+def test_the_native_table_answers_as_the_python_one_step_by_step(ops, maxsize, ttl):
+    clocks = Clock(), Clock()
+    tables = SeenSpans(maxsize, ttl, clocks[0]), NativeSeenSpans(maxsize, ttl, clocks[1])
+    keys = [hash((b"k", k)) for k in range(301)]
+    for op, arg in ops:
+        answers = []
+        for table, clock in zip(tables, clocks, strict=True):
+            got: list = []
+            if op == "batch":
+                entries, expiry = table.open_batch()
+                for key in (keys[k] for k in arg):
+                    if key in entries:
+                        got.append(True)
+                        continue
+                    if len(entries) >= table.maxsize:
+                        table.make_room()
+                    entries[key] = expiry
+                    got.append(False)
+            elif op == "add":
+                table.add(keys[arg])
+            elif op == "live":
+                got.append(keys[arg] in table)
+            else:
+                clock.now += arg
+            got.append((len(table), table.evicted, table.expired, table._young_count(), table._oldest_expiry()))
+            answers.append(got)
+        assert answers[0] == answers[1], (op, arg)
+    python, native_ = tables
+    assert list(python._entries) == list(native_._entries)  # the same keys, oldest first
+
+
+def test_the_python_codec_keeps_the_python_table(monkeypatch):
+    monkeypatch.setenv("COSTCTX_CODEC", "python")
+    assert type(new_seen_spans(10, 1.0)) is SeenSpans
+    monkeypatch.setenv("COSTCTX_CODEC", "auto")
+    expected = SeenSpans if seen_module._SpanKeyTable is None else NativeSeenSpans
+    assert type(new_seen_spans(10, 1.0)) is expected

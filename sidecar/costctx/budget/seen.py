@@ -29,6 +29,7 @@ it holds `maxsize / GENERATIONS` keys or is `ttl / GENERATIONS` old. So:
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections import deque
@@ -99,22 +100,21 @@ class SeenSpans:
         a key added now). A key is seen when `key in entries`; to add one, `make_room()` when
         `len(entries) >= maxsize`, then `entries[key] = expiry` (the same float for the batch)."""
         now = self._timer()
-        young = len(self._entries) - self._sealed_count
+        young = self._young_count()
         if young >= self._gen_cap or (young and now - self._young_since >= self._gen_age):
             self._seal(now)
-        sealed = self._sealed
-        while sealed and sealed[0][1] <= now:  # every key of the oldest generation has expired
-            self.expired += self._drop_oldest()
+        while (oldest := self._oldest_expiry()) is not None and oldest <= now:
+            self.expired += self._drop_oldest()  # every key of the oldest generation has expired
         expiry = now + self.ttl
         self._young_expiry = expiry
         return self._entries, expiry
 
     def make_room(self) -> None:
         """The size bound: the oldest generation goes, whole (counted and logged)."""
-        if not self._sealed:
+        if self._oldest_expiry() is None:
             self._seal(self._timer())
         now = self._timer()
-        kept_for = now - (self._sealed[0][1] - self.ttl)
+        kept_for = now - (self._oldest_expiry() - self.ttl)
         dropped = self._drop_oldest()
         self.evicted += dropped
         if now - self._logged_at < LOG_EVERY:
@@ -123,6 +123,14 @@ class SeenSpans:
         log.warning("%s full (%d keys): %d spans forgotten after %.0f s, before their %.0f s TTL; "
                     "a resend of one of them would count again (%d so far)",
                     self.name, self.maxsize, dropped, kept_for, self.ttl, self.evicted)
+
+    # -- the generations: a dict's tail and sealed lists here, the native table's in NativeSeenSpans
+    def _young_count(self) -> int:
+        return len(self._entries) - self._sealed_count
+
+    def _oldest_expiry(self) -> float | None:
+        """The newest expiry among the oldest sealed generation's keys (None: nothing sealed)."""
+        return self._sealed[0][1] if self._sealed else None
 
     def _seal(self, now: float) -> None:
         entries = self._entries
@@ -155,3 +163,50 @@ class SeenSpans:
                 continue
             self._sealed_count -= 1
             return
+
+
+class NativeSeenSpans(SeenSpans):
+    """SeenSpans on the native table (`costctx_native._core.SpanKeyTable`, native/src/table.rs):
+    the same rules, answers and counts (SeenSpans is its oracle), ~35 bytes per key where the
+    dict took ~95. Keys must be ints (the callers' `hash()` keys)."""
+
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic,
+                 name: str = "budget commit-once set") -> None:
+        super().__init__(maxsize, ttl, timer, name)
+        self._entries = _SpanKeyTable()  # type: ignore[assignment]
+
+    def _young_count(self) -> int:
+        return self._entries.young_count()
+
+    def _oldest_expiry(self) -> float | None:
+        return self._entries.oldest_expiry()
+
+    def _seal(self, now: float) -> None:
+        self._entries.seal(self._young_expiry)
+        self._young_since = now
+
+    def _drop_oldest(self) -> int:
+        return self._entries.drop_oldest()
+
+    def _forget_listed(self, key: Hashable) -> None:
+        self._entries.forget_listed(key)
+
+    def nbytes(self) -> int:
+        """Bytes held natively: tracemalloc does not see them."""
+        return self._entries.nbytes()
+
+
+try:
+    from costctx_native._core import SpanKeyTable as _SpanKeyTable
+except ImportError:  # built without the extension
+    _SpanKeyTable = None
+
+
+def new_seen_spans(maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic,
+                   name: str = "budget commit-once set") -> SeenSpans:
+    """The native table when the extension is built and the Python codec is not forced
+    (COSTCTX_CODEC=python keeps every structure in Python, as the fallback runs)."""
+    forced = os.environ.get("COSTCTX_CODEC", "auto").strip().lower() == "python"
+    if _SpanKeyTable is not None and not forced:
+        return NativeSeenSpans(maxsize, ttl, timer, name)
+    return SeenSpans(maxsize, ttl, timer, name)

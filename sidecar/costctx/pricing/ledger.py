@@ -34,7 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from costctx.budget.seen import SeenSpans
+from costctx.budget.seen import SeenSpans, new_seen_spans
 
 
 class SpendLedger:
@@ -52,8 +52,8 @@ class SpendLedger:
         # Spans counted recently, by hash((workflow id, trace id + span id)): OTLP clients retry whole batches.
         self.dedupe_size = dedupe_size
         self.dedupe_window = dedupe_window
-        self._seen = SeenSpans(max(1, dedupe_size), dedupe_window if dedupe_window > 0 else 1.0, timer,
-                               name="spend ledger dedupe set")
+        self._seen = new_seen_spans(max(1, dedupe_size), dedupe_window if dedupe_window > 0 else 1.0, timer,
+                                   name="spend ledger dedupe set")
         self.evicted = 0     # workflows dropped by the size bound
         self.expired = 0     # workflows dropped by age
         self.duplicates = 0  # spans not counted twice

@@ -17,7 +17,7 @@ from costctx.budget.batch_commit import RunningAt, RunningValues, Segment, Spend
 from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, START, STEPS, TOKENS, USD, spent_micro, spent_tokens
 from costctx.budget.engine import BudgetEngine, SpanVerdict
 from costctx.budget.policy import Context, SpanSpend, _where, _window_keys_ttls, _workflow_key
-from costctx.budget.seen import COMMITTED_SPANS, SeenSpans
+from costctx.budget.seen import COMMITTED_SPANS, SeenSpans, new_seen_spans
 from costctx.budget.span_trust import CLOCK_SKEW, SpanTrust, resend_digest
 from costctx.budget.store import KeyAdds, StoreUnavailable
 from costctx.component.host import Host
@@ -75,7 +75,9 @@ class BudgetProcessor(Processor):
         self._commits: set[asyncio.Task] = set()
         # Spans already committed (trace id + span id): an exporter that resends a batch
         # after a lost acknowledgement must not count its spend twice. Bound: budget/seen.py.
-        self._committed = SeenSpans(maxsize=COMMITTED_SPANS, ttl=900)
+        # Keys are hash() ints with a store in this process (the native table holds those), the
+        # shared store's resend digests (bytes) otherwise.
+        self._committed = (new_seen_spans if self.engine.store.sync else SeenSpans)(maxsize=COMMITTED_SPANS, ttl=900)
         self._count_forgotten()
         # Untrusted spans are tallied per batch and counted once (a labelled increment costs ~3 us).
         self._untrusted: dict[str, int] = {}
