@@ -7,7 +7,9 @@ point (100 spans/batch, +4 attributes, mixed), each pass with fresh trace/workfl
 bench/run.py's load does. At each checkpoint (spans fed: 100,000 = 10 s at 10,000 spans/s,
 then more, towards the bounds) it walks every processor's attributes and reports each
 structure: its entries (len) and its deep size (objects reachable from it and not from a
-structure reported before it), largest first.
+structure reported before it), largest first. A native table (one with `nbytes()`: the span-key
+tables, inherit's ancestor table) is reported with the bytes it holds outside Python, marked
+[native]; what it holds in Python objects is reported beside it as before.
 
     python bench/memory_structures.py [--checkpoints 100000,300000,1000000] [--top 25] [--json out]
 
@@ -75,6 +77,10 @@ def structures(root: object, path: str, seen: set[int], out: list[dict], depth: 
             continue
         where = f"{path}.{name}"
         if ours(value):
+            nbytes = getattr(value, "nbytes", None)
+            if callable(nbytes):  # a native table (native/src/table.rs, ancestors.rs): its own count
+                out.append({"structure": f"{where} [native]", "type": type(value).__name__,
+                            "entries": len(value), "bytes": nbytes()})
             structures(value, where, seen, out, depth + 1)
             continue
         try:

@@ -6,19 +6,156 @@
 //!
 //! Why native: in a dict an entry costs its slot (~40-70 bytes at the dict's load) plus an int
 //! object for the key (32) plus its place in a sealed generation's list (8): ~95 bytes. Here it
-//! is 16 bytes in the map (hashbrown: ~18-36 per entry with its control bytes and load) plus 8
-//! in a generation's key list, and nothing the cyclic GC tracks. The map hashes keys with std's
-//! SipHash under a random key (RandomState): the keys come from spans a client sent.
+//! is a 16-byte slot in an open-addressing map kept 2/5 to 4/5 full (20-40 bytes per key) plus 8
+//! in a generation's key list, and nothing the cyclic GC tracks.
+//!
+//! Why not std's HashMap: a removal there leaves a tombstone, and a table whose keys come and go
+//! at a steady count doubles once tombstones fill it (hashbrown resizes whenever more than half
+//! its capacity is live): at the commit-once bound it settled at ~65 bytes per key. `KeyMap`
+//! uses linear probing with backward-shift deletion: no tombstones, so its size follows the
+//! live count. Slots are chosen by std's SipHash under a random key (RandomState): the keys come
+//! from spans a client sent.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::hash_map::RandomState;
+use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasher;
 
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 
+const EMPTY: i64 = i64::MIN;
+const MIN_SLOTS: usize = 1024;
+
+/// i64 -> f64, open addressing with linear probing. The key EMPTY marks a free slot, so that one
+/// key lives beside the slots (`empty_key`).
+struct KeyMap {
+    keys: Vec<i64>,
+    values: Vec<f64>,
+    len: usize,
+    empty_key: Option<f64>,
+    hasher: RandomState,
+}
+
+impl KeyMap {
+    fn new() -> Self {
+        KeyMap { keys: vec![EMPTY; MIN_SLOTS], values: vec![0.0; MIN_SLOTS], len: 0, empty_key: None,
+                 hasher: RandomState::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.len + self.empty_key.is_some() as usize
+    }
+
+    fn mask(&self) -> usize {
+        self.keys.len() - 1
+    }
+
+    fn home(&self, key: i64) -> usize {
+        (self.hasher.hash_one(key) as usize) & self.mask()
+    }
+
+    /// The key's slot, or the free slot where it would go.
+    fn find(&self, key: i64) -> (usize, bool) {
+        let mask = self.mask();
+        let mut at = self.home(key);
+        loop {
+            let here = self.keys[at];
+            if here == key {
+                return (at, true);
+            }
+            if here == EMPTY {
+                return (at, false);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    fn get(&self, key: i64) -> Option<f64> {
+        if key == EMPTY {
+            return self.empty_key;
+        }
+        let (at, found) = self.find(key);
+        found.then(|| self.values[at])
+    }
+
+    fn contains(&self, key: i64) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// -> whether the key is new.
+    fn insert(&mut self, key: i64, value: f64) -> bool {
+        if key == EMPTY {
+            return self.empty_key.replace(value).is_none();
+        }
+        let (at, found) = self.find(key);
+        self.values[at] = value;
+        if found {
+            return false;
+        }
+        self.keys[at] = key;
+        self.len += 1;
+        if self.len * 5 > self.keys.len() * 4 {
+            self.resize(self.keys.len() * 2);
+        }
+        true
+    }
+
+    fn remove(&mut self, key: i64) -> Option<f64> {
+        if key == EMPTY {
+            return self.empty_key.take();
+        }
+        let (mut hole, found) = self.find(key);
+        if !found {
+            return None;
+        }
+        let value = self.values[hole];
+        // Backward-shift deletion: move later keys of the run into the hole when their home
+        // slot allows, so every key stays reachable from its home without tombstones.
+        let mask = self.mask();
+        let mut at = hole;
+        loop {
+            at = (at + 1) & mask;
+            let here = self.keys[at];
+            if here == EMPTY {
+                break;
+            }
+            let home = self.home(here);
+            // `here` may move to `hole` unless its home lies cyclically in (hole, at].
+            let stays = if hole <= at { hole < home && home <= at } else { hole < home || home <= at };
+            if !stays {
+                self.keys[hole] = here;
+                self.values[hole] = self.values[at];
+                hole = at;
+            }
+        }
+        self.keys[hole] = EMPTY;
+        self.len -= 1;
+        if self.keys.len() > MIN_SLOTS && self.len * 8 < self.keys.len() {
+            self.resize(self.keys.len() / 2); // an eighth full: half the slots (a quarter full)
+        }
+        Some(value)
+    }
+
+    fn resize(&mut self, slots: usize) {
+        let keys = std::mem::replace(&mut self.keys, vec![EMPTY; slots]);
+        let values = std::mem::replace(&mut self.values, vec![0.0; slots]);
+        for (key, value) in keys.into_iter().zip(values) {
+            if key != EMPTY {
+                let (at, _) = self.find(key);
+                self.keys[at] = key;
+                self.values[at] = value;
+            }
+        }
+    }
+
+    fn nbytes(&self) -> usize {
+        self.keys.capacity() * std::mem::size_of::<i64>() + self.values.capacity() * std::mem::size_of::<f64>()
+    }
+}
+
 #[pyclass(module = "costctx_native._core")]
 pub struct SpanKeyTable {
-    map: HashMap<i64, f64>,
+    map: KeyMap,
     /// Keys added since the last seal, oldest first (`SeenSpans`: the dict's tail).
     young: Vec<i64>,
     /// Sealed generations, oldest first: (their keys, the newest expiry among them).
@@ -30,7 +167,7 @@ pub struct SpanKeyTable {
 impl SpanKeyTable {
     #[new]
     fn new() -> Self {
-        SpanKeyTable { map: HashMap::new(), young: Vec::new(), sealed: VecDeque::new(), sealed_count: 0 }
+        SpanKeyTable { map: KeyMap::new(), young: Vec::new(), sealed: VecDeque::new(), sealed_count: 0 }
     }
 
     fn __len__(&self) -> usize {
@@ -39,17 +176,17 @@ impl SpanKeyTable {
 
     /// Present (whatever its expiry), as `key in dict`.
     fn __contains__(&self, key: i64) -> bool {
-        self.map.contains_key(&key)
+        self.map.contains(key)
     }
 
     fn __getitem__(&self, key: i64) -> PyResult<f64> {
-        self.map.get(&key).copied().ok_or_else(|| PyKeyError::new_err(key))
+        self.map.get(key).ok_or_else(|| PyKeyError::new_err(key))
     }
 
     /// The key's expiry, else `default` (as dict.get).
     #[pyo3(signature = (key, default=None))]
     fn get<'py>(&self, py: Python<'py>, key: i64, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
-        match self.map.get(&key) {
+        match self.map.get(key) {
             Some(expiry) => Ok(expiry.into_pyobject(py)?.into_any()),
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
         }
@@ -58,20 +195,14 @@ impl SpanKeyTable {
     /// A new key joins the young generation; an existing one keeps its place, with this expiry
     /// (as a dict keeps a key's position when its value is set again).
     fn __setitem__(&mut self, key: i64, expiry: f64) {
-        match self.map.entry(key) {
-            Entry::Occupied(mut entry) => {
-                entry.insert(expiry);
-            }
-            Entry::Vacant(entry) => {
-                entry.insert(expiry);
-                self.young.push(key);
-            }
+        if self.map.insert(key, expiry) {
+            self.young.push(key);
         }
     }
 
     /// Removed from the map only: its generation's list still names it (`forget_listed`).
     fn __delitem__(&mut self, key: i64) -> PyResult<()> {
-        match self.map.remove(&key) {
+        match self.map.remove(key) {
             Some(_) => Ok(()),
             None => Err(PyKeyError::new_err(key)),
         }
@@ -82,7 +213,7 @@ impl SpanKeyTable {
         let mut out = Vec::with_capacity(self.map.len());
         let mut listed: HashSet<i64> = HashSet::with_capacity(self.map.len());
         for key in self.sealed.iter().flat_map(|(keys, _)| keys.iter()).chain(self.young.iter()) {
-            if self.map.contains_key(key) && listed.insert(*key) {
+            if self.map.contains(*key) && listed.insert(*key) {
                 out.push(*key);
             }
         }
@@ -112,7 +243,8 @@ impl SpanKeyTable {
         if self.young.is_empty() {
             return;
         }
-        let keys = std::mem::take(&mut self.young);
+        let mut keys = std::mem::take(&mut self.young);
+        keys.shrink_to_fit(); // kept until the generation goes: 8 bytes a key, not up to 16
         self.sealed_count += keys.len();
         self.sealed.push_back((keys, newest_expiry));
     }
@@ -131,17 +263,10 @@ impl SpanKeyTable {
         self.sealed_count -= keys.len();
         let mut dropped = 0;
         for key in keys {
-            if let Entry::Occupied(entry) = self.map.entry(key) {
-                if *entry.get() <= newest {
-                    entry.remove();
-                    dropped += 1;
-                }
+            if self.map.get(key).is_some_and(|expiry| expiry <= newest) {
+                self.map.remove(key);
+                dropped += 1;
             }
-        }
-        // A map that emptied (traffic fell) hands its table back rather than keep its peak.
-        let len = self.map.len();
-        if self.map.capacity() > 4 * len.max(4096) {
-            self.map.shrink_to(2 * len);
         }
         dropped
     }
@@ -165,8 +290,7 @@ impl SpanKeyTable {
     /// Bytes held natively (the map's buckets and the generations' lists): tracemalloc does
     /// not see them.
     fn nbytes(&self) -> usize {
-        let bucket = std::mem::size_of::<(i64, f64)>() + 1;
         let listed: usize = self.sealed.iter().map(|(keys, _)| keys.capacity()).sum::<usize>() + self.young.capacity();
-        self.map.capacity() * 8 / 7 * bucket + listed * std::mem::size_of::<i64>()
+        self.map.nbytes() + listed * std::mem::size_of::<i64>()
     }
 }

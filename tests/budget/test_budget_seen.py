@@ -231,3 +231,34 @@ def test_the_python_codec_keeps_the_python_table(monkeypatch):
     monkeypatch.setenv("COSTCTX_CODEC", "auto")
     expected = SeenSpans if seen_module._SpanKeyTable is None else NativeSeenSpans
     assert type(new_seen_spans(10, 1.0)) is expected
+
+
+@native
+def test_the_native_table_agrees_through_growth_churn_and_shrinking():
+    # Enough keys to grow the native map many times, churn it at its bound (removals in the
+    # middle of probe runs), then let age empty it (shrinking); i64's least value is a key too.
+    clocks = Clock(), Clock()
+    tables = SeenSpans(20_000, 60.0, clocks[0]), NativeSeenSpans(20_000, 60.0, clocks[1])
+    batches = [[hash((b, i)) for i in range(100)] for b in range(700)]
+    batches[3].append(-2**63)
+    batches[400] += batches[399][:50] + [-2**63]  # resends: duplicates, whatever was dropped
+    for n, keys in enumerate(batches):
+        outcomes = []
+        for table, clock in zip(tables, clocks, strict=True):
+            entries, expiry = table.open_batch()
+            got = []
+            for key in keys:
+                got.append(key in entries)
+                if not got[-1]:
+                    if len(entries) >= table.maxsize:
+                        table.make_room()
+                    entries[key] = expiry
+            outcomes.append((got, len(table), table.evicted, table.expired))
+            clock.now += 0.2 if n < 600 else 2.0
+        assert outcomes[0] == outcomes[1], n
+    assert list(tables[0]._entries) == list(tables[1]._entries)
+    for table, clock in zip(tables, clocks, strict=True):
+        clock.now += 120
+        table.open_batch()
+        assert len(table) == 0
+    assert tables[1].nbytes() < 64 * 1024  # the map gave its slots back
