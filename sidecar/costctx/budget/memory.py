@@ -19,11 +19,12 @@ from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult, KeyAdds,
 # touched are forgotten first, so a sidecar that sees new workflows for days stays bounded.
 # ~385 bytes per key (tracemalloc, three fields: the key string, its counter dict, one slot in
 # `expires` and one in its TTL's touch order; the expiry float is shared by a call's keys of one
-# TTL): 50,000 keys ~19 MB. Sized with the sidecar's other bounded tables to hold inside the
-# pod's 256Mi limit at 10,000 spans/s once every table is full (README, "Memory at the
-# bounds"); 100,000 (~37 MB) took the sidecar over it. At 10 new workflows/s a workflow idle for
-# ~1.4 h is the first forgotten (its spend restarts at 0 on this pod; counted in evicted_total);
-# a deployment that must keep more shares a Redis store.
+# TTL), ~485 deep at the bound with the dicts' slack (bench/memory_structures.py): 50,000 keys
+# ~19-24 MB. Sized with the sidecar's other bounded tables to hold inside the pod's 256Mi limit
+# at 10,000 spans/s once every table is full (README, "Memory at the bounds"); 100,000 (~37 MB)
+# took the sidecar over it. At 10 new workflows/s a workflow idle for ~1.4 h is the first
+# forgotten (its spend restarts at 0 on this pod; counted in evicted_total); a deployment that
+# must keep more shares a Redis store.
 MAX_KEYS = 50_000
 # Keys forgotten at once when the bound is passed: one pass from the front of the touch orders
 # (plain dicts skip the holes earlier deletions left, so one pass per key would be O(n)).
