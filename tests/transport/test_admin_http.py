@@ -60,21 +60,24 @@ def test_keep_alive_serves_several_requests_on_one_connection(server):
             assert session.get(f"http://127.0.0.1:{server.port}/hello", timeout=5).status_code == 200
     # HTTP/1.0 without keep-alive: answered, then closed (raw() returns only once it is).
     assert raw(server, b"GET /hello HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 OK\r\n")
-    two = raw(server, b"GET /hello HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+    two = raw(server, b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n"
+                      b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert two.count(b"HTTP/1.1 200 OK") == 2 and two.endswith(b"hi /hello")
 
 
 @pytest.mark.parametrize(("request_bytes", "status"), [
     (b"GARBAGE\r\n\r\n", b"400"),
-    (b"GET /hello HTTP/2.0\r\n\r\n", b"400"),
-    (b"get /hello HTTP/1.1\r\n\r\n", b"400"),
-    (b"GET /hello HTTP/1.1\r\nno colon\r\n\r\n", b"400"),
-    (b"GET /hello HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
-    (b"GET /hello HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413"),
-    (b"GET /hello HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"501"),
-    (b"GET /hello HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", b"431"),
-    (b"GET /hello HTTP/1.1\r\nX: " + b"y" * (admin_http.MAX_HEAD + 10) + b"\r\n\r\n", b"431"),
-    (b"GET /hello HTTP/1.1\r\nHost: x", b"400"),  # the client closed mid-head
+    (b"GET /hello HTTP/2.0\r\n\r\n", b"505"),
+    (b"GET /hello HTTP/1.1\r\n\r\n", b"400"),  # HTTP/1.1 without Host
+    (b"GET /hello HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", b"400"),
+    (b"GET /hello HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n", b"400"),
+    (b"GET /hello HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", b"400"),
+    (b"GET /hello HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n", b"413"),
+    (b"GET /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + (b"8000\r\n" + b"x" * 0x8000 + b"\r\n") * 3 + b"0\r\n\r\n", b"413"),  # chunked, past MAX_BODY
+    (b"GET /hello HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 101 + b"\r\n", b"431"),
+    (b"GET /hello HTTP/1.1\r\nHost: a\r\nX: " + b"y" * (4 * admin_http.MAX_HEAD) + b"\r\n\r\n", b"431"),
+    (b"GET /hello HTTP/1.1\r\nHost: a\r\nX: y", b"400"),  # the client closed mid-head
 ])
 def test_bad_requests_get_their_status_and_the_connection_closed(server, request_bytes, status):
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
@@ -90,9 +93,17 @@ def test_bad_requests_get_their_status_and_the_connection_closed(server, request
 
 
 def test_a_body_is_read_past_and_the_connection_kept(server):
-    answer = raw(server, b"GET /hello HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcdeGET /hello HTTP/1.1\r\n"
-                         b"Connection: close\r\n\r\n")
+    answer = raw(server, b"GET /hello HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nabcdeGET /hello HTTP/1.1\r\n"
+                         b"Host: a\r\nConnection: close\r\n\r\n")
     assert answer.count(b"HTTP/1.1 200 OK") == 2
+    chunked = raw(server, b"GET /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+                          b"0\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert chunked.count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_a_method_other_than_get_or_head_is_refused_with_allow(server):
+    answer = raw(server, b"get /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")  # methods are case-sensitive
+    assert answer.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n") and b"Allow: GET, HEAD" in answer
 
 
 def test_guards_run_before_handlers_and_after_routing(server):
@@ -114,10 +125,10 @@ def test_connections_over_the_limit_are_closed(server, monkeypatch):
     monkeypatch.setattr(admin_http, "MAX_CONNECTIONS", 2)
     held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
     for sock in held:  # each served once, so the server has counted it
-        sock.sendall(b"GET /hello HTTP/1.1\r\n\r\n")
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     try:
-        answer = raw(server, b"GET /hello HTTP/1.1\r\n\r\n")
+        answer = raw(server, b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
     except ConnectionResetError:  # closed with the request unread
         answer = b""
     assert answer == b""

@@ -1,14 +1,16 @@
-"""The telemetry (admin) port's HTTP/1.1 server, on asyncio streams: GET and HEAD of fixed paths.
+"""The telemetry (admin) port's HTTP/1.1 server: GET and HEAD of fixed paths, on asyncio streams.
 
 Why not aiohttp: importing it costs ~9 MB of RSS, an eighth of the sidecar at start-up, and the
 admin port only answers a few read-only routes (/metrics, /healthz, /readyz, /survival, the
 status page). aiohttp is imported only where an OTLP/HTTP receiver or exporter is configured.
+HTTP/1.1 itself (parsing, framing, keep-alive, chunked bodies) is h11's: this module routes and
+bounds.
 
-What it accepts, bounded: a request line and headers of at most MAX_HEAD bytes and MAX_HEADERS
-lines, a body (ignored: no route reads one) of at most MAX_BODY bytes by Content-Length, at most
-MAX_CONNECTIONS connections, each closed after IDLE_TIMEOUT without a request. Anything else gets
-its status (400, 404, 405, 413, 431, 501, 503) and, where the stream cannot be trusted further,
-the connection closed. Keep-alive as HTTP/1.1 defines it.
+Bounds: a request head of at most MAX_HEADERS lines, refused once more than MAX_HEAD bytes of it
+are buffered incomplete (h11's bound, checked per read of READ_SIZE), a body (read past: no
+route reads one) of at most MAX_BODY bytes, at most MAX_CONNECTIONS connections, each closed
+after IDLE_TIMEOUT without a request. A request h11 cannot parse, or past a bound, gets its
+status (400, 413, 431, 505) and the connection closed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import logging
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import urlsplit
+
+import h11
 
 from costctx.config.types import split_host_port
 
@@ -29,9 +34,7 @@ MAX_HEADERS = 100
 MAX_BODY = 64 * 1024
 MAX_CONNECTIONS = 64
 IDLE_TIMEOUT = 30.0
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-           501: "Not Implemented", 503: "Service Unavailable"}
+READ_SIZE = 16 * 1024
 METHODS = ("GET", "HEAD")
 
 
@@ -59,7 +62,9 @@ Handler = Callable[[AdminRequest], AdminResponse]
 Guard = Callable[[AdminRequest], "AdminResponse | None"]
 
 
-class BadHead(Exception):
+class Refuse(Exception):
+    """The request cannot be served and the connection is not trusted further."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -95,7 +100,7 @@ class AdminServer:
         sock.listen(128)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        self._server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_HEAD)
+        self._server = await asyncio.start_server(self._serve, sock=sock)
 
     async def stop(self) -> None:
         if self._server is None:
@@ -128,78 +133,107 @@ class AdminServer:
             writer.close()
             return
         self._connections.add(writer)
+        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         try:
             while True:
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
-                except asyncio.IncompleteReadError as exc:
-                    if exc.partial.strip():
-                        await _write(writer, text_response(400, "400: incomplete request"), False, True)
+                    request = await _next_request(connection, reader)
+                    if request is None:
+                        return
+                    await _read_past_body(connection, reader, request.headers)
+                except Refuse as exc:
+                    await _refuse(connection, writer, exc)
                     return
-                except asyncio.LimitOverrunError:
-                    await _write(writer, text_response(431, "431: request head too large"), False, True)
-                    return
-                except (TimeoutError, ConnectionError):
-                    return
-                try:
-                    request, keep_alive, length = parse_head(head)
-                except BadHead as exc:
-                    await _write(writer, text_response(exc.status, f"{exc.status}: {exc}"), False, True)
-                    return
-                if length:
-                    await asyncio.wait_for(reader.readexactly(length), IDLE_TIMEOUT)  # read past, unused
-                await _write(writer, self.answer(request), request.method == "HEAD", not keep_alive)
-                if not keep_alive:
-                    return
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                await _send(connection, writer, self.answer(request), request.method == "HEAD")
+                if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+                    return  # h11 decided the connection closes (HTTP/1.0, Connection: close)
+                connection.start_next_cycle()
+        except (TimeoutError, ConnectionError, h11.LocalProtocolError):
             return
         finally:
             self._connections.discard(writer)
             writer.close()
 
 
-def parse_head(head: bytes) -> tuple[AdminRequest, bool, int]:
-    """-> (the request, whether the connection stays open after it, the body's length to skip)."""
-    lines = head.decode("latin-1")[:-4].split("\r\n")  # latin-1: any byte decodes
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise BadHead(400, "malformed request line")
-    method, target, version = parts
-    if not method.isalpha() or not method.isupper():
-        raise BadHead(400, "malformed method")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise BadHead(431, "too many header lines")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
-            raise BadHead(400, "malformed header line")
-        headers[name.lower()] = value.strip()
-    if "transfer-encoding" in headers:
-        raise BadHead(501, "no route here takes a body: chunked bodies are not read")
-    length_text = headers.get("content-length", "0")
-    if not length_text.isdigit() or not length_text.isascii():
-        raise BadHead(400, "malformed Content-Length")
-    length = int(length_text)
-    if length > MAX_BODY:
-        raise BadHead(413, "request body too large")
-    path = urlsplit(target).path if target.startswith("/") else ""
-    connection = headers.get("connection", "").lower()
-    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-    return AdminRequest(method, path, headers), keep_alive, length
+async def _next_event(connection: h11.Connection, reader: asyncio.StreamReader):
+    while True:
+        try:
+            event = connection.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = 431 if "incomplete event" in str(exc) else exc.error_status_hint
+            raise Refuse(status, str(exc)) from None
+        if event is not h11.NEED_DATA:
+            return event
+        connection.receive_data(await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT))
+
+
+async def _next_request(connection: h11.Connection, reader: asyncio.StreamReader) -> AdminRequest | None:
+    """The next request's head, or None once the client closed between requests."""
+    try:
+        event = await _next_event(connection, reader)
+    except TimeoutError:
+        return None
+    if isinstance(event, h11.ConnectionClosed):
+        return None
+    assert isinstance(event, h11.Request)
+    if not event.http_version.startswith(b"1."):
+        raise Refuse(505, "HTTP/1.x only")
+    if len(event.headers) > MAX_HEADERS:
+        raise Refuse(431, "too many header lines")
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
+    target = event.target.decode("latin-1")
+    return AdminRequest(event.method.decode("latin-1"), urlsplit(target).path if target.startswith("/") else "",
+                        headers)
+
+
+async def _read_past_body(connection: h11.Connection, reader: asyncio.StreamReader,
+                          headers: Mapping[str, str]) -> None:
+    """No route reads a body; one within MAX_BODY is read past so the connection stays usable."""
+    seen = 0
+    if int(headers.get("content-length", "0")) > MAX_BODY:  # h11 has checked it is a number
+        raise Refuse(413, "request body too large")
+    while True:
+        event = await _next_event(connection, reader)
+        if isinstance(event, h11.EndOfMessage):
+            return
+        if isinstance(event, h11.Data):
+            seen += len(event.data)
+            if seen > MAX_BODY:
+                raise Refuse(413, "request body too large")
+
+
+async def _send(connection: h11.Connection, writer: asyncio.StreamWriter, response: AdminResponse,
+                head_only: bool) -> None:
+    headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body)))]
+    headers += list(response.headers.items())
+    writer.write(connection.send(h11.Response(status_code=response.status, headers=headers,
+                                              reason=_reason(response.status))))
+    if not head_only and response.body:
+        writer.write(connection.send(h11.Data(data=response.body)))
+    writer.write(connection.send(h11.EndOfMessage()))
+    await writer.drain()
+
+
+async def _refuse(connection: h11.Connection, writer: asyncio.StreamWriter, refusal: Refuse) -> None:
+    body = f"{refusal.status}: {refusal}".encode()
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+               ("Connection", "close")]
+    try:
+        head = connection.send(h11.Response(status_code=refusal.status, headers=headers,
+                                            reason=_reason(refusal.status)))
+    except h11.LocalProtocolError:  # h11 will not answer a request line it could not parse
+        head = f"HTTP/1.1 {refusal.status} {_reason(refusal.status)}\r\n".encode() + b"".join(
+            f"{name}: {value}\r\n".encode() for name, value in headers) + b"\r\n"
+    writer.write(head + body)
+    await writer.drain()
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> AdminResponse:
     return AdminResponse(status, text.encode(), headers=headers or {})
-
-
-async def _write(writer: asyncio.StreamWriter, response: AdminResponse, head_only: bool, close: bool) -> None:
-    lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}",
-             f"Content-Type: {response.content_type}", f"Content-Length: {len(response.body)}"]
-    lines += [f"{name}: {value}" for name, value in response.headers.items()]
-    if close:
-        lines.append("Connection: close")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    if not head_only:
-        writer.write(response.body)
-    await writer.drain()
