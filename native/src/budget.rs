@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use crate::fxhash::FxBuild;
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
@@ -33,29 +34,59 @@ impl KeyRoles {
 
     /// The union of the roles of `attrs`' keys.
     pub(crate) fn mask(&mut self, attrs: &Bound<'_, PyDict>) -> PyResult<u32> {
+        let py = attrs.py();
         let mut mask = 0;
-        for (key, _) in attrs.iter() {
-            let address = key.as_ptr() as usize;
-            let role = match self.cache.get(&address) {
+        let mut missed: Option<PyResult<()>> = None;
+        dict_items(attrs, |key, _| {
+            let address = key as usize;
+            mask |= match self.cache.get(&address) {
                 Some(role) => *role,
                 None => {
-                    let mut role = 0;
-                    if let Ok(text) = key.cast::<PyString>() {
-                        let text = text.to_str()?;
-                        for (bit, list) in self.lists.iter().enumerate() {
-                            if list.iter().any(|listed| listed == text) {
-                                role |= 1 << bit;
-                            }
+                    // SAFETY: `key` is a live key of `attrs` (borrowed), the GIL is held.
+                    let key = unsafe { Bound::from_borrowed_ptr(py, key) };
+                    match self.learn(&key) {
+                        Ok(role) => role,
+                        Err(err) => {
+                            missed.get_or_insert(Err(err));
+                            0
                         }
                     }
-                    self.cache.insert(address, role);
-                    self.held.push(key.clone().unbind());
-                    role
                 }
             };
-            mask |= role;
-        }
+        });
+        missed.unwrap_or(Ok(()))?;
         Ok(mask)
+    }
+
+    /// A key object's roles, found by its text and kept by its address.
+    fn learn(&mut self, key: &Bound<'_, PyAny>) -> PyResult<u32> {
+        let mut role = 0;
+        if let Ok(text) = key.cast::<PyString>() {
+            let text = text.to_str()?;
+            for (bit, list) in self.lists.iter().enumerate() {
+                if list.iter().any(|listed| listed == text) {
+                    role |= 1 << bit;
+                }
+            }
+        }
+        self.cache.insert(key.as_ptr() as usize, role);
+        self.held.push(key.clone().unbind());
+        Ok(role)
+    }
+}
+
+/// Each (key, value) of a dict as borrowed pointers: PyDict_Next directly, without the size
+/// check and the two reference counts pyo3's iterator spends per item (a span's attrs hold
+/// ~18 watched keys, walked by several processors). `each` must not run Python code that
+/// could change the dict (it reads addresses and, rarely, a key's text).
+pub(crate) fn dict_items(dict: &Bound<'_, PyDict>, mut each: impl FnMut(*mut ffi::PyObject, *mut ffi::PyObject)) {
+    let mut position: ffi::Py_ssize_t = 0;
+    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: the GIL is held (a Bound), `dict` is a dict and stays alive; PyDict_Next gives
+    // borrowed references, valid while the dict is not changed, which `each` does not do.
+    while unsafe { ffi::PyDict_Next(dict.as_ptr(), &mut position, &mut key, &mut value) } != 0 {
+        each(key, value);
     }
 }
 

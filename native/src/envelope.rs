@@ -197,14 +197,20 @@ pub fn read_shapes<'py>(
         // the slot of every role its key has.
         slots.iter_mut().for_each(|slot| *slot = None);
         let mut is_llm = false;
-        for (name, value) in attrs.iter() {
-            if let Some(role) = role_of(&mut seen, &roles, &name) {
+        crate::budget::dict_items(&attrs, |name, value| {
+            let role = match seen.get(&(name as usize)) {
+                Some(role) => *role,
+                // SAFETY: a live key of `attrs` (borrowed), the GIL held.
+                None => role_of(&mut seen, &roles, unsafe { &Bound::from_borrowed_ptr(py, name) }),
+            };
+            if let Some(role) = role {
                 is_llm |= role.marker;
                 for at in &role.slots {
-                    slots[*at] = Some(value.clone());
+                    // SAFETY: a live value of `attrs` (borrowed): a new reference to it.
+                    slots[*at] = Some(unsafe { Bound::from_borrowed_ptr(py, value) });
                 }
             }
-        }
+        });
         // Notes: each note set's (few) members mapped to fields, not a lookup per field.
         let mut bits = [0u8; 64];
         for (set, bit) in [(&renamed, 2u8), (&repaired, 4u8), (&conflict, 8u8)] {

@@ -35,5 +35,8 @@ mod wire_count;
 #[cfg(feature = "python")]
 mod table;
 
+#[cfg(feature = "python")]
+mod settle;
+
 #[cfg(feature = "oracle")]
 pub mod oracle;

@@ -622,5 +622,6 @@ fn costctx_native_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate::table::SpanKeyTable>()?;
     m.add_function(wrap_pyfunction!(crate::price::price_calls, m)?)?;
     m.add_function(wrap_pyfunction!(crate::price::stamp_totals, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::settle::read_settle, m)?)?;
     Ok(())
 }

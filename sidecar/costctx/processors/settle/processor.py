@@ -32,6 +32,7 @@ from costctx.pdata.codec.api import SpanView
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.envelope.processor import _cost_pico_value
 from costctx.processors.settle.config import SettleConfig
+from costctx.processors.settle.reading import native_read_settle, read_settle
 from costctx.telemetry.metrics import ComponentMetrics
 
 WORKFLOW, TENANT, FEATURE, NAME = "workflow.id", "owner.tenant", "owner.feature", "workflow.name"
@@ -92,26 +93,21 @@ class SettleProcessor(Processor):
     def process_view(self, batch: ViewBatch) -> ViewBatch:
         ledger = self.ledger
         spans = batch.view.spans
-        # trace id -> the first span of the batch carrying the trace's context
-        with_context: dict[bytes, SpanView] = {}
+        # The per-span reading in one call (reading.py; in Rust with the native codec): each
+        # trace's first span carrying its context, and the spans without it that carry a cost.
+        native = native_read_settle is not None and batch.codec.name == "native"
+        with_context, pending = (native_read_settle if native else read_settle)(
+            spans, batch.indices(), WORKFLOW, TENANT, COST_USD)
         resources: dict[int, bytes] = {}  # serialized once per resource of the batch
-        for index in batch.indices():
+        for index in pending:
             span = spans[index]
-            get = span.attrs.get
-            # Most spans carry both fields or no cost: two dict probes each, no call.
-            workflow, tenant = get(WORKFLOW), get(TENANT)
-            if type(workflow) is str and workflow and type(tenant) is str and tenant:
-                with_context.setdefault(span.trace_id, span)
-                continue
-            cost = get(COST_USD)
-            if cost is None:
-                continue
-            pico = _cost_pico_value(cost)
+            pico = _cost_pico_value(span.attrs[COST_USD])
             if pico is not None:
                 self._remember(batch, index, span, pico, resources)
-        for trace_id, span in with_context.items():
-            if ledger.has_trace(trace_id):
-                self._settle(trace_id, self._context_of(span.attrs), "ancestor")
+        if len(ledger):  # nothing pending (the common case): no trace to look up
+            for trace_id, index in with_context.items():
+                if ledger.has_trace(trace_id):
+                    self._settle(trace_id, self._context_of(spans[index].attrs), "ancestor")
         self._count_dropped()
         return batch
 

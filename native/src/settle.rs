@@ -1,0 +1,45 @@
+//! The settle processor's per-span reading, in one call per batch. The Python equivalent (the
+//! fallback and the oracle) is `costctx.processors.settle.reading.read_settle`; every rule is
+//! written there first, and what is remembered or settled stays in Python.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+/// `type(v) is str and v`.
+fn filled(value: Option<Bound<'_, PyAny>>) -> bool {
+    match value {
+        // SAFETY: an exact str, the GIL held.
+        Some(value) if value.is_exact_instance_of::<PyString>() => unsafe { ffi::PyUnicode_GetLength(value.as_ptr()) > 0 },
+        _ => false,
+    }
+}
+
+/// See `costctx.processors.settle.reading.read_settle` (same arguments, same result).
+#[pyfunction]
+pub fn read_settle<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyList>,
+    indices: &Bound<'py, PyAny>,
+    workflow_key: &Bound<'py, PyString>,
+    tenant_key: &Bound<'py, PyString>,
+    cost_key: &Bound<'py, PyString>,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
+    let context = PyDict::new(py);
+    let pending = PyList::empty(py);
+    let (attrs_name, trace_name) = (pyo3::intern!(py, "attrs"), pyo3::intern!(py, "trace_id"));
+    for index in indices.try_iter()? {
+        let index = index?;
+        let span = spans.get_item(index.extract::<usize>()?)?;
+        let attrs = span.getattr(attrs_name)?.cast_into::<PyDict>()?;
+        if filled(attrs.get_item(workflow_key)?) && filled(attrs.get_item(tenant_key)?) {
+            let trace = span.getattr(trace_name)?;
+            if !context.contains(&trace)? {
+                context.set_item(trace, index)?;
+            }
+        } else if attrs.get_item(cost_key)?.is_some_and(|cost| !cost.is_none()) {
+            pending.append(index)?;
+        }
+    }
+    Ok((context, pending))
+}
