@@ -323,14 +323,22 @@ class BudgetProcessor(Processor):
         # (policy, state) -> [spans, the first one's position]: counted once per batch, in the
         # order the per-span path meets them (the order their series appear in)
         states: dict[tuple[str, str], list[int]] = {}
-        running = RunningAt(placed, adds, after)
+        # Each counter's running values, built only when some span's state or trip reads them
+        # (no policy and no hot workflow, the common case: nothing reads them).
+        running: RunningAt | None = None
         # budget.state of the segments no trip in this batch can reach (only a hot workflow's
         # breaker key trips here): decided per segment; the hot ones' per span, with their trips
         for entry in placed:
             if entry[0].policy is not None and not (entry[1] and entry[0].ctx.workflow_id in hot):
+                if running is None:
+                    running = RunningAt(placed, adds, after)
                 self._segment_states(batch, entry, running, states, now)
-        trips = self._trips_per_span(batch, placed, hot, running, states, now) if hot else []
-        engine.count_states({pair: tally[0] for pair, tally in sorted(states.items(), key=lambda item: item[1][1])})
+        trips = []
+        if hot:
+            running = running if running is not None else RunningAt(placed, adds, after)
+            trips = self._trips_per_span(batch, placed, hot, running, states, now)
+        if states:
+            engine.count_states({pair: tally[0] for pair, tally in sorted(states.items(), key=lambda item: item[1][1])})
         for _, ctx, key in sorted(last_of.values(), key=lambda item: item[0]):
             breaker.note_running(ctx, after[key][USD], now)  # as of the workflow's last span
         for key, tenant in trips:
