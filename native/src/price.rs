@@ -448,3 +448,82 @@ pub fn stamp_totals<'py>(
     }
     Ok(())
 }
+
+/// `total + pico` as Python adds them: i64 when both fit and the sum does, else Python's int.
+fn add_pico<'py>(total: &Bound<'py, PyAny>, pico: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let (Ok(a), Ok(b)) = (total.extract::<i64>(), pico.extract::<i64>()) {
+        if total.is_exact_instance_of::<PyInt>() && pico.is_exact_instance_of::<PyInt>() {
+            if let Some(sum) = a.checked_add(b) {
+                return Ok(sum.into_pyobject(total.py())?.into_any());
+            }
+        }
+    }
+    total.add(pico)
+}
+
+/// See `costctx.pricing.ledger.add_spend` (same arguments, same result).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn add_spend<'py>(
+    py: Python<'py>,
+    entries: &Bound<'py, PyList>,
+    seen: Option<Bound<'py, PyDict>>,
+    expiry: &Bound<'py, PyAny>,
+    dedupe_size: usize,
+    make_room: &Bound<'py, PyAny>,
+    young: Bound<'py, PyDict>,
+    old: Bound<'py, PyDict>,
+    cap: usize,
+    rotate: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyList>, usize)> {
+    let (mut young, mut old) = (young, old);
+    let out = PyList::empty(py);
+    let zero = 0i64.into_pyobject(py)?.into_any();
+    let mut duplicates = 0usize;
+    for entry in entries.iter() {
+        let entry = entry.cast_into::<PyTuple>()?;
+        let (workflow, pico, span_key) = (entry.get_item(0)?, entry.get_item(1)?, entry.get_item(2)?);
+        if let Some(seen) = &seen {
+            if !span_key.is_none() {
+                // hash((workflow id, span key)), as the Python loop keys `seen`
+                let key = PyTuple::new(py, [&workflow, &span_key])?.hash()?.into_pyobject(py)?;
+                if seen.contains(&key)? {
+                    duplicates += 1;
+                    let total = match young.get_item(&workflow)? {
+                        Some(total) => total,
+                        None => old.get_item(&workflow)?.unwrap_or_else(|| zero.clone()),
+                    };
+                    out.append(total)?;
+                    continue;
+                }
+                if seen.len() >= dedupe_size {
+                    make_room.call0()?;
+                }
+                seen.set_item(key, expiry)?;
+            }
+        }
+        let total = match young.get_item(&workflow)? {
+            Some(total) => total,
+            None => {
+                // taken before a rotation drops the old generation
+                let total = match old.get_item(&workflow)? {
+                    Some(total) => {
+                        old.del_item(&workflow)?;
+                        total
+                    }
+                    None => zero.clone(),
+                };
+                if young.len() >= cap {
+                    let pair = rotate.call0()?.cast_into::<PyTuple>()?;
+                    young = pair.get_item(0)?.cast_into::<PyDict>()?;
+                    old = pair.get_item(1)?.cast_into::<PyDict>()?;
+                }
+                total
+            }
+        };
+        let total = add_pico(&total, &pico)?;
+        young.set_item(&workflow, &total)?;
+        out.append(total)?;
+    }
+    Ok((out, duplicates))
+}

@@ -623,5 +623,6 @@ fn costctx_native_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::price::price_calls, m)?)?;
     m.add_function(wrap_pyfunction!(crate::price::stamp_totals, m)?)?;
     m.add_function(wrap_pyfunction!(crate::settle::read_settle, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::price::add_spend, m)?)?;
     Ok(())
 }

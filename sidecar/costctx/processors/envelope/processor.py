@@ -103,7 +103,8 @@ class EnvelopeProcessor(Processor):
         missing = [fields[i] for i in self._required_idx if sig[i] == MISSING] if MISSING in sig else None
         is_llm = bool(shape[n])
         usage = tuple([bool(code) for code in shape[n + 1:]])
-        return sig, missing or None, is_llm, usage
+        # The readiness key's usage tuple, untimed and timed: built once per shape, not per tally.
+        return sig, missing or None, is_llm, usage, ((*usage, False), (*usage, True))
 
     def process_view(self, batch: ViewBatch) -> ViewBatch:
         view = batch.view
@@ -148,8 +149,8 @@ class EnvelopeProcessor(Processor):
         resources = batch.view.resources
         llm: Counter = Counter()
         for (workflow, id_, timed), n in llm_by_shape.items():
-            sig, _, _, usage = shapes[id_]
-            llm[(workflow, sig, (*usage, timed))] += n
+            shape = shapes[id_]
+            llm[(workflow, shape[0], shape[4][timed])] += n
         spans: Counter = Counter()
         for r, depth, id_, n in counts:
             spans[(resources[r].service, depth, shapes[id_][0])] += n

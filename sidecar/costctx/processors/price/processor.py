@@ -229,7 +229,7 @@ class PriceProcessor(Processor):
             self._count_drifts(drifts)
         if spend:
             stamp = native_stamp_totals if native and native_stamp_totals is not None else stamp_totals
-            totals = ledger.add_batch(spend)
+            totals = ledger.add_batch(spend, native)
             stamp(totals, stamp_at, SPEND_TOTAL, lambda index, value: batch.set(index, SPEND_TOTAL, value))
         m = self.metrics
         for origin in (COMPUTED, REPORTED):
