@@ -50,6 +50,13 @@ def rate_from_per_token(value: object) -> int:
 
 def from_usd(value: object) -> int:
     """A USD amount (e.g. a provider-reported cost double) -> pico-USD."""
+    if type(value) is float and 0.0 <= value < 1e15:
+        # The common reported cost: its repr is `whole.fraction` (no exponent in this range but
+        # below 1e-4), and with at most 12 fraction digits the Decimal product is the integer
+        # those digits spell, so no Decimal is needed (~4x cheaper, once per reported span).
+        whole, dot, fraction = repr(value).partition(".")
+        if dot and len(fraction) <= 12 and fraction.isdigit():
+            return int(whole) * PICO_PER_USD + int(fraction) * 10 ** (12 - len(fraction))
     return _to_int(_decimal(value) * _PER_TOKEN_TO_PICO)
 
 
