@@ -49,10 +49,10 @@ NO_POLICY = ("no budget policy is configured here, so only the application can s
 
 # A span's signature: one outcome code per context field, in ENVELOPE.context_keys order.
 Signature = tuple[int, ...]
-# (hop, hop depth or None, signature) -> spans
-SpanTally = Counter
-# (workflow.name or None, signature, usage presence tuple) -> LLM spans
-LlmTally = Counter
+# (hop, hop depth or None, signature) -> spans (a dict or a Counter)
+SpanTally = dict
+# (workflow.name or None, signature, usage presence tuple) -> LLM spans (a dict or a Counter)
+LlmTally = dict
 # (workflow.name or None, spend dimension values, owner.tenant repaired) -> [pico-USD, spans]
 SpendTally = dict
 

@@ -15,7 +15,6 @@ tallies go to the survival recorder, which expands them once per batch.
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 from costctx.component.host import Host
 from costctx.component.processor import Processor
@@ -132,11 +131,10 @@ class EnvelopeProcessor(Processor):
             # Before the missing fields are appended: the stamp stays first among those spans'
             # edits, as when written span by span (and none has an edit of its own yet).
             edits.add_group(SpanEdits(sets=[stamp]), to_stamp)
-        if any(shape[1] for shape in shapes):
-            for index, id_ in zip(indices, ids, strict=True):
-                missing = shapes[id_][1]
-                if missing:
-                    batch.append_strings(index, MISSING_KEY, missing)
+        lacking = {id_ for id_, shape in enumerate(shapes) if shape[1]}
+        if lacking:  # the spans of shapes missing a required field, found in one C-speed pass
+            for index, id_ in [pair for pair in zip(indices, ids, strict=True) if pair[1] in lacking]:
+                batch.append_strings(index, MISSING_KEY, shapes[id_][1])
         if not self.config.record_outcomes or not counts:
             return batch
         self._record(batch, shapes, counts, llm, spend)
@@ -147,11 +145,17 @@ class EnvelopeProcessor(Processor):
         """The batch's survival outcomes, readiness and spend tallies, to the recorder: shape
         ids become signatures and usage flags, resource indices services."""
         resources = batch.view.resources
-        llm: Counter = Counter()
+        # Plain dicts, not Counters: every key is new in a batch's tally, and a Counter's
+        # `+=` on a new key calls its __missing__ in Python (~0.3 us each, ~30 keys a batch).
+        llm: dict = {}
+        found = llm.get
         for (workflow, id_, timed), n in llm_by_shape.items():
             shape = shapes[id_]
-            llm[(workflow, shape[0], shape[4][timed])] += n
-        spans: Counter = Counter()
+            key = (workflow, shape[0], shape[4][timed])
+            llm[key] = found(key, 0) + n
+        spans: dict = {}
+        found = spans.get
         for r, depth, id_, n in counts:
-            spans[(resources[r].service, depth, shapes[id_][0])] += n
+            key = (resources[r].service, depth, shapes[id_][0])
+            spans[key] = found(key, 0) + n
         self.context.survival.record_batch(spans, llm, spend)
