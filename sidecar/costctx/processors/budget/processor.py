@@ -14,9 +14,20 @@ import time
 from array import array
 
 from costctx.budget.batch_commit import RunningAt, RunningValues, Segment, SpendGroup, key_adds
-from costctx.budget.counters import MAX_TOKENS, MAX_USD, MICRO, START, STEPS, TOKENS, USD, spent_micro, spent_tokens
+from costctx.budget.counters import (
+    MAX_TOKENS,
+    MAX_USD,
+    MICRO,
+    START,
+    STEPS,
+    TOKENS,
+    USD,
+    spent_micro,
+    spent_tokens,
+    workflow_key,
+)
 from costctx.budget.engine import BudgetEngine, SpanVerdict
-from costctx.budget.policy import Context, SpanSpend, _where, _window_keys_ttls, _workflow_key
+from costctx.budget.policy import Context, SpanSpend, _where, _window_keys_ttls
 from costctx.budget.seen import COMMITTED_SPANS, SeenSpans, new_seen_spans
 from costctx.budget.span_trust import CLOCK_SKEW, SpanTrust, resend_digest
 from costctx.budget.store import KeyAdds, StoreUnavailable
@@ -274,7 +285,9 @@ class BudgetProcessor(Processor):
             if group is None:
                 group = groups[fields] = make_group(fields)
             ctx = group.ctx
-            key = _workflow_key(ctx.workflow_id) if ctx.workflow_id else ""
+            # Not the cached _workflow_key: a workflow's spans make one segment per batch, so the
+            # cache would miss (and evict) once per segment, at 3x the cost of formatting it.
+            key = workflow_key(ctx.workflow_id) if ctx.workflow_id else ""
             if key:
                 add = adds.get(key)
                 if add is None:
@@ -416,8 +429,8 @@ class BudgetProcessor(Processor):
 
     def _plain_group(self, fields: tuple) -> SpendGroup:
         """_group with no policy configured and no velocity counters (fields: str or None)."""
-        workflow_id, workflow_name, tenant, feature, policy_id = (v or "" for v in fields)
-        ctx = Context(workflow_id, workflow_name, tenant, feature, policy_id, 0)
+        workflow_id, workflow_name, tenant, feature, policy_id = fields
+        ctx = Context(workflow_id or "", workflow_name or "", tenant or "", feature or "", policy_id or "", 0)
         return SpendGroup(ctx, None, False, self.engine.breaker.typical(ctx), False)
 
     def _group(self, fields: tuple) -> SpendGroup:
