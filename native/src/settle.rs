@@ -24,18 +24,28 @@ pub fn read_settle<'py>(
     workflow_key: &Bound<'py, PyString>,
     tenant_key: &Bound<'py, PyString>,
     cost_key: &Bound<'py, PyString>,
+    want_context: bool,
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
     let context = PyDict::new(py);
     let pending = PyList::empty(py);
     let (attrs_name, trace_name) = (pyo3::intern!(py, "attrs"), pyo3::intern!(py, "trace_id"));
+    // The last trace id object put in `context`: a trace's spans mostly come together, and one
+    // object per trace (the codec interns a batch's ids) is then one address test, not a probe.
+    let mut last: Option<Bound<'py, PyAny>> = None;
     for index in indices.try_iter()? {
         let index = index?;
         let span = spans.get_item(index.extract::<usize>()?)?;
         let attrs = span.getattr(attrs_name)?.cast_into::<PyDict>()?;
         if filled(attrs.get_item(workflow_key)?) && filled(attrs.get_item(tenant_key)?) {
-            let trace = span.getattr(trace_name)?;
-            if !context.contains(&trace)? {
-                context.set_item(trace, index)?;
+            if want_context {
+                let trace = span.getattr(trace_name)?;
+                if last.as_ref().is_some_and(|last| last.is(&trace)) {
+                    continue;
+                }
+                if !context.contains(&trace)? {
+                    context.set_item(&trace, index)?;
+                }
+                last = Some(trace);
             }
         } else if attrs.get_item(cost_key)?.is_some_and(|cost| !cost.is_none()) {
             pending.append(index)?;

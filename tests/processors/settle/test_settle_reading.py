@@ -56,12 +56,12 @@ def views(raw: bytes, removed: set[int]):
 
 @pytest.mark.skipif(not NATIVE or native_read_settle is None, reason="costctx_native not built")
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(SPAN, max_size=10), st.sets(st.integers(0, 9), max_size=3))
-def test_native_read_settle_is_the_python_one(specs, removed):
+@given(st.lists(SPAN, max_size=10), st.sets(st.integers(0, 9), max_size=3), st.booleans())
+def test_native_read_settle_is_the_python_one(specs, removed, want_context):
     raw = build(specs)
     removed = {i for i in removed if i < len(specs)}
     for _, batch in views(raw, removed):
-        args = (batch.view.spans, batch.indices(), WORKFLOW, TENANT, COST_USD)
+        args = (batch.view.spans, batch.indices(), WORKFLOW, TENANT, COST_USD, want_context)
         assert native_read_settle(*args) == read_settle(*args)
 
 
@@ -78,8 +78,9 @@ def test_the_first_span_with_both_fields_stands_for_its_trace_and_the_rest_with_
     for name, batch in views(raw, {5}):
         args = (batch.view.spans, batch.indices(), WORKFLOW, TENANT, COST_USD)
         for read in (read_settle, native_read_settle) if name == "native" and native_read_settle else (read_settle,):
-            context, pending = read(*args)
+            context, pending = read(*args, True)
             assert context == {b"\x01" * 16: 1} and pending == [0, 3, 4, 6]
+            assert read(*args, False) == ({}, [0, 3, 4, 6])  # nothing pending before: no trace wanted
 
 
 @pytest.mark.skipif(not NATIVE or native_read_settle is None, reason="costctx_native not built")
@@ -92,3 +93,19 @@ def test_the_python_reading_on_native_views_gives_the_golden_output(monkeypatch)
     monkeypatch.setenv("COSTCTX_CODEC", "native")
     monkeypatch.setattr(settle_processor, "native_read_settle", read_settle)
     assert_same(harness.load(harness.DATA / "workload.json.gz"), harness.run(inputs.workload_requests()))
+
+
+@pytest.mark.parametrize("codec", [c.name for c in available_codecs()])
+def test_a_span_pending_and_its_trace_context_in_one_batch_settle_there_with_nothing_pending_before(codec):
+    # Nothing is pending when the batch arrives, so traces are not read at first; the batch's
+    # own priced span without workflow.id becomes pending, and its trace's context in the same
+    # batch (a later span) must still settle it.
+    from costctx.pdata.codec import select_codec
+
+    settle = standalone_processor("settle")
+    raw = build([{"attrs": {TENANT: "acme", COST_USD: 0.5}, "trace": 1, "blank": None},
+                 {"attrs": {WORKFLOW: "wf-1", TENANT: "acme"}, "trace": 1, "blank": None}])
+    assert not len(settle.ledger)
+    settle.process_view(ViewBatch(select_codec(codec), raw, settle.watched_keys()))
+    assert not len(settle.ledger)  # settled, not left pending
+    assert settle.metrics.settled.labels("ancestor")._value.get() == 1

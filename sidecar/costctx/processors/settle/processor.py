@@ -95,16 +95,21 @@ class SettleProcessor(Processor):
         spans = batch.view.spans
         # The per-span reading in one call (reading.py; in Rust with the native codec): each
         # trace's first span carrying its context, and the spans without it that carry a cost.
-        native = native_read_settle is not None and batch.codec.name == "native"
-        with_context, pending = (native_read_settle if native else read_settle)(
-            spans, batch.indices(), WORKFLOW, TENANT, COST_USD)
+        read = native_read_settle if native_read_settle is not None and batch.codec.name == "native" else read_settle
+        indices = batch.indices()
+        # Traces carrying context matter only when something is pending (rare): read again if
+        # this batch's own spans made something pending.
+        want_context = bool(len(ledger))
+        with_context, pending = read(spans, indices, WORKFLOW, TENANT, COST_USD, want_context)
         resources: dict[int, bytes] = {}  # serialized once per resource of the batch
         for index in pending:
             span = spans[index]
             pico = _cost_pico_value(span.attrs[COST_USD])
             if pico is not None:
                 self._remember(batch, index, span, pico, resources)
-        if len(ledger):  # nothing pending (the common case): no trace to look up
+        if len(ledger):
+            if not want_context:
+                with_context, _ = read(spans, indices, WORKFLOW, TENANT, COST_USD, True)
             for trace_id, index in with_context.items():
                 if ledger.has_trace(trace_id):
                     self._settle(trace_id, self._context_of(spans[index].attrs), "ancestor")

@@ -3,10 +3,10 @@ trace's context and which may need remembering. In Python here (the fallback and
 and in Rust (`costctx_native._core.read_settle`, native/src/settle.rs) with the same result;
 what a span's cost is and whether it is remembered stay in the processor.
 
-`read_settle(spans, indices, workflow_key, tenant_key, cost_key)` gives, over the spans of
-`indices` in order:
+`read_settle(spans, indices, workflow_key, tenant_key, cost_key, want_context)` gives, over
+the spans of `indices` in order:
 - context: {trace id: index of the trace's first span whose `workflow_key` and `tenant_key`
-  are both non-empty strings};
+  are both non-empty strings} when `want_context`, else {};
 - pending: indices of the other spans whose `cost_key` is there and not None, in order.
 """
 
@@ -18,8 +18,8 @@ except ImportError:  # built without the extension (or an older build): the Pyth
     native_read_settle = None
 
 
-def read_settle(spans: list, indices, workflow_key: str, tenant_key: str,
-                cost_key: str) -> tuple[dict[bytes, int], list[int]]:
+def read_settle(spans: list, indices, workflow_key: str, tenant_key: str, cost_key: str,
+                want_context: bool) -> tuple[dict[bytes, int], list[int]]:
     context: dict[bytes, int] = {}
     pending: list[int] = []
     for index in indices:
@@ -28,7 +28,8 @@ def read_settle(spans: list, indices, workflow_key: str, tenant_key: str,
         # Most spans carry both fields or no cost: two dict probes each, no call.
         workflow, tenant = get(workflow_key), get(tenant_key)
         if type(workflow) is str and workflow and type(tenant) is str and tenant:
-            context.setdefault(span.trace_id, index)
+            if want_context:
+                context.setdefault(span.trace_id, index)
         elif get(cost_key) is not None:
             pending.append(index)
     return context, pending
