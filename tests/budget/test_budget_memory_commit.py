@@ -128,3 +128,16 @@ def test_a_workflow_counter_costs_under_420_bytes_on_the_commit_path():
     finally:
         tracemalloc.stop()
     assert 200 < per_key < 420
+
+
+def test_a_batch_adds_to_a_new_counter_and_to_one_it_finds_alike():
+    # A new counter starts as the batch's sums (a copy: the caller's KeyAdds stays its own);
+    # one found adds them; a field set when absent is set once, never added.
+    store = MemoryStore(clock=lambda: 1000.0)
+    first = KeyAdds(60_000, {"usd": 5, "tok": 3, "steps": 1}, {"start": 100})
+    _, after = store.apply_now([], {"wf|a": first})
+    assert after["wf|a"] == {"usd": 5, "tok": 3, "steps": 1, "start": 100}
+    assert after["wf|a"] is not first.sums and first.sums == {"usd": 5, "tok": 3, "steps": 1}
+    _, after = store.apply_now([], {"wf|a": KeyAdds(60_000, {"usd": 2, "tok": 1, "steps": 1}, {"start": 200})})
+    assert after["wf|a"] == {"usd": 7, "tok": 4, "steps": 2, "start": 100}
+    assert store.expires["wf|a"] == 1060.0

@@ -233,8 +233,11 @@ class MemoryStore:
         for key, add in adds.items():
             # _hash and _expire_at inlined: this runs for every counter a batch touches.
             counter = hashes.get(key)
-            if counter is None:
-                counter = hashes[key] = {}
+            fresh = counter is None
+            if fresh:
+                # A new counter is the batch's sums as they stand (most of a batch's workflow
+                # keys are new): one copy, not a get and a set per field.
+                counter = hashes[key] = dict(add.sums)
                 if len(hashes) > self.max_keys:
                     self._evict()
             ttl_ms = add.ttl_ms
@@ -248,8 +251,9 @@ class MemoryStore:
                     order = by_ttl[ttl_ms] = {}
                 order.pop(key, None)
                 order[key] = expiry  # touched last: at the end
-            for fld, amount in add.sums.items():
-                counter[fld] = counter.get(fld, 0) + amount
+            if not fresh:
+                for fld, amount in add.sums.items():
+                    counter[fld] = counter.get(fld, 0) + amount
             for fld, amount in add.if_absent.items():
                 counter.setdefault(fld, amount)
             after[key] = counter

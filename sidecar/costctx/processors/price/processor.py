@@ -115,6 +115,7 @@ class PriceProcessor(Processor):
         self.metrics = PriceMetrics(self.component_metrics())
         # The labelled children counted every batch, looked up once (labels() costs ~3 us).
         self._priced: dict[str, object] = {}
+        self._drift_children: dict[str, object] = {}
         self._model_label = BoundedLabel("model", config.max_model_labels)
         self._currency_label = BoundedLabel("currency", 20)
         self._warned: set[str] = set()
@@ -398,8 +399,12 @@ class PriceProcessor(Processor):
             observe(ratio)
             if label is not None:
                 over[label] = over.get(label, 0) + 1
+        children = self._drift_children
         for label, count in over.items():
-            m.drift_spans.labels(label).inc(count)
+            child = children.get(label)
+            if child is None:  # looked up once per model label (bounded), not once per batch
+                child = children[label] = m.drift_spans.labels(label)
+            child.inc(count)
 
     def _miss(self, batch: ViewBatch, index: int, model: str | None, missing_tokens: bool,
               reason: str | None = None) -> None:
