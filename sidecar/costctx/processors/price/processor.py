@@ -116,6 +116,7 @@ class PriceProcessor(Processor):
         # The labelled children counted every batch, looked up once (labels() costs ~3 us).
         self._priced: dict[str, object] = {}
         self._drift_children: dict[str, object] = {}
+        self._miss_children: dict[tuple[str, str], object] = {}
         self._model_label = BoundedLabel("model", config.max_model_labels)
         self._currency_label = BoundedLabel("currency", 20)
         self._warned: set[str] = set()
@@ -246,8 +247,12 @@ class PriceProcessor(Processor):
         if ledger.duplicates != duplicates:
             m.duplicates.inc(ledger.duplicates - duplicates)
         if self._miss_tally:
-            for (label, reason), count in self._miss_tally.items():
-                m.misses.labels(label, reason).inc(count)
+            children = self._miss_children
+            for pair, count in self._miss_tally.items():
+                child = children.get(pair)
+                if child is None:  # looked up once per (model label, reason): both bounded
+                    child = children[pair] = m.misses.labels(*pair)
+                child.inc(count)
             self._miss_tally.clear()
         return batch
 
