@@ -467,7 +467,7 @@ fn add_pico<'py>(total: &Bound<'py, PyAny>, pico: &Bound<'py, PyAny>) -> PyResul
 pub fn add_spend<'py>(
     py: Python<'py>,
     entries: &Bound<'py, PyList>,
-    seen: Option<Bound<'py, PyDict>>,
+    seen: Option<Bound<'py, PyAny>>, // a dict or the native SpanKeyTable (budget/seen.py): mapping ops only
     expiry: &Bound<'py, PyAny>,
     dedupe_size: usize,
     make_room: &Bound<'py, PyAny>,
@@ -496,7 +496,7 @@ pub fn add_spend<'py>(
                     out.append(total)?;
                     continue;
                 }
-                if seen.len() >= dedupe_size {
+                if seen.len()? >= dedupe_size {
                     make_room.call0()?;
                 }
                 seen.set_item(key, expiry)?;

@@ -32,7 +32,7 @@ Neither table holds containers the cyclic GC tracks.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
 from costctx.budget.seen import SeenSpans, new_seen_spans
 
@@ -42,7 +42,7 @@ except ImportError:  # built without the extension (or an older build): add_spen
     native_add_spend = None
 
 
-def add_spend(entries: list[tuple[str, int, bytes | None]], seen: dict | None, expiry: float | None,
+def add_spend(entries: list[tuple[str, int, bytes | None]], seen: MutableMapping | None, expiry: float | None,
               dedupe_size: int, make_room: Callable[[], None], young: dict[str, int], old: dict[str, int],
               cap: int, rotate: Callable[[], tuple[dict[str, int], dict[str, int]]]) -> tuple[list[int], int]:
     """SpendLedger.add_batch's loop over its entries (the fallback and the oracle of the Rust
