@@ -93,3 +93,71 @@ pub fn read_spans<'py>(
     }
     PyTuple::new(py, [keys.into_any(), wait_keys.into_any(), groups.into_any(), firsts.into_any()])
 }
+
+/// See `costctx.processors.inherit.batch_read.parent_first` (same arguments, same result):
+/// the positions in parent-first order, or None when the batch order already is one.
+#[pyfunction]
+pub fn parent_first<'py>(
+    py: Python<'py>,
+    keys: &Bound<'py, PyList>,
+    wait_keys: &Bound<'py, PyList>,
+) -> PyResult<Option<Bound<'py, PyList>>> {
+    let count = keys.len();
+    if wait_keys.len() != count {
+        return Err(pyo3::exceptions::PyValueError::new_err("keys and wait_keys differ in length"));
+    }
+    let keys: Vec<Bound<'py, PyBytes>> =
+        keys.iter().map(|k| k.cast_into::<PyBytes>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
+    let mut waits: Vec<Option<Bound<'py, PyBytes>>> = Vec::with_capacity(count);
+    for wait in wait_keys.iter() {
+        waits.push(if wait.is_none() { None } else { Some(wait.cast_into::<PyBytes>()?) });
+    }
+    // Ids come off the network: SipHash (std's RandomState), never a fixed hash.
+    let mut first: HashMap<&[u8], usize> = HashMap::with_capacity(count);
+    for (position, key) in keys.iter().enumerate() {
+        first.entry(key.as_bytes()).or_insert(position);
+    }
+    let parent: Vec<Option<usize>> =
+        waits.iter().map(|w| w.as_ref().and_then(|w| first.get(w.as_bytes()).copied())).collect();
+    if !parent.iter().enumerate().any(|(position, p)| matches!(p, Some(p) if *p > position)) {
+        return Ok(None);
+    }
+    const UNKNOWN: i64 = -1;
+    const ON_PATH: i64 = -2;
+    let mut depth = vec![UNKNOWN; count];
+    let mut path: Vec<usize> = Vec::new();
+    for start in 0..count {
+        if depth[start] >= 0 {
+            continue;
+        }
+        path.clear();
+        let mut at = start;
+        let mut base: i64;
+        loop {
+            depth[at] = ON_PATH;
+            path.push(at);
+            match parent[at] {
+                None => {
+                    base = 0;
+                    break;
+                }
+                Some(p) if depth[p] == ON_PATH => {
+                    base = 0; // a cycle closes here
+                    break;
+                }
+                Some(p) if depth[p] >= 0 => {
+                    base = depth[p] + 1;
+                    break;
+                }
+                Some(p) => at = p,
+            }
+        }
+        for &at in path.iter().rev() {
+            depth[at] = base;
+            base += 1;
+        }
+    }
+    let mut order: Vec<usize> = (0..count).collect();
+    order.sort_by_key(|&position| depth[position]); // stable: batch order within a depth
+    Ok(Some(PyList::new(py, order)?))
+}

@@ -380,14 +380,42 @@ def test_a_root_and_an_orphan_with_the_same_fields_in_one_batch_are_decided_apar
     provider = tracer_provider(grpc_port=runner.sidecar.grpc_port, service="svc")
     tracer = provider.get_tracer("svc")
     with tracer.start_as_current_span("root", attributes=CONTEXT):
-        with tracer.start_as_current_span("complete", attributes=CONTEXT):
+        middle = tracer.start_span("middle")  # never ended, so never exported: its child's parent is unknown
+        with trace.use_span(middle), tracer.start_as_current_span("complete", attributes=CONTEXT):
             pass
-    provider.force_flush()  # one export batch: the child first (parent not yet known), then the root
+    provider.force_flush()  # one export batch: the orphan first, then the root
 
     assert sink.wait_for_spans(2)
     spans = _by_name(sink)
-    assert "workflow.hop_depth" not in spans["complete"].attributes  # its parent came after it
+    assert "middle" not in spans
+    assert "workflow.hop_depth" not in spans["complete"].attributes  # its parent never came
     assert spans["root"].attributes["workflow.hop_depth"] == 0
+    provider.shutdown()
+
+
+def test_a_child_before_its_parent_in_one_batch_is_resolved_in_place(make_sidecar, sink):
+    """Children end, and are exported, before their parents: a child whose parent is later in
+    the same batch is resolved after it (parent first) and leaves in its place. A child that
+    needs nothing from it (it carries every field) still gets its hop depth from it; it was
+    decided before its parent, with no depth, when spans were resolved in batch order."""
+    runner = make_sidecar(processors=PIPELINE, processor_config={"inherit": {"wait_duration": "60s"}})
+    provider = tracer_provider(grpc_port=runner.sidecar.grpc_port, service="svc")
+    tracer = provider.get_tracer("svc")
+    with tracer.start_as_current_span("root", attributes=CONTEXT):
+        with tracer.start_as_current_span("agent"):
+            with tracer.start_as_current_span("tool", attributes=CONTEXT):
+                pass
+            with tracer.start_as_current_span("model", attributes={"workflow.id": CONTEXT["workflow.id"]}):
+                pass
+    provider.force_flush()  # one export batch: tool, model, agent, root
+
+    assert sink.wait_for_spans(4)
+    assert [s.name for s in sink.spans()] == ["tool", "model", "agent", "root"]  # in place, not appended
+    spans = _by_name(sink)
+    for name in ("root", "agent", "tool", "model"):
+        attributes = spans[name].attributes
+        assert attributes["workflow.hop_depth"] == 0, name
+        assert attributes["owner.tenant"] == CONTEXT["owner.tenant"], name
     provider.shutdown()
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from bench.workload import WorkloadSpec, build_requests
 from costctx.envelope import ENVELOPE
 from costctx.pdata.codec.api import EMPTY, KvList, SpanView
-from costctx.processors.inherit.batch_read import native_read_spans, read_spans
+from costctx.processors.inherit.batch_read import native_parent_first, native_read_spans, parent_first, read_spans
 from tests.support.codecs import available_codecs
 
 FIELDS = ENVELOPE.inheritable
@@ -96,3 +96,71 @@ def test_the_bench_workload_on_both_codecs(complete):
             view = codec.scan(raw, processor.watched_keys())
             results.append(both(view.spans, range(len(view.spans))))
         assert all(r == results[0] for r in results)
+
+
+# -- parent_first: the order a batch is resolved in ----------------------------------------
+needs_native_order = pytest.mark.skipif(native_parent_first is None, reason="costctx_native not built")
+span_ids = st.sampled_from([bytes([i]) * 8 for i in range(6)] + [bytes(8)])
+
+
+def _check_order(keys: list[bytes], wait_keys: list, order: list[int] | None) -> None:
+    """A span after the first span of the batch with its wait key, unless they share a cycle;
+    batch order kept within a depth."""
+    positions = order if order is not None else list(range(len(keys)))
+    assert sorted(positions) == list(range(len(keys)))
+    first: dict[bytes, int] = {}
+    for p, key in enumerate(keys):
+        first.setdefault(key, p)
+    place = {p: at for at, p in enumerate(positions)}
+
+    def on_cycle(p: int) -> bool:
+        seen, at = set(), p
+        while at is not None and at not in seen:
+            seen.add(at)
+            at = first.get(wait_keys[at]) if wait_keys[at] is not None else None
+        return at is not None
+
+    for p, wait_key in enumerate(wait_keys):
+        parent = first.get(wait_key) if wait_key is not None else None
+        if parent is not None and not on_cycle(p):
+            assert place[parent] < place[p]
+
+
+@settings(max_examples=300, deadline=None)
+@given(edges=st.lists(st.tuples(span_ids, st.one_of(st.none(), span_ids)), max_size=30))
+def test_parent_first_orders_ancestors_first_and_native_agrees(edges):
+    trace = b"t" * 16
+    keys = [trace + s for s, _ in edges]
+    wait_keys = [trace + p if p is not None else None for _, p in edges]
+    order = parent_first(keys, wait_keys)
+    _check_order(keys, wait_keys, order)
+    if native_parent_first is not None:
+        assert native_parent_first(keys, wait_keys) == order
+
+
+def test_parent_first_by_hand():
+    t = b"t" * 16
+    a, b, c, d = (t + bytes([i]) * 8 for i in range(1, 5))
+    # SDK order: grandchild, child, root; then a span whose parent is not in the batch.
+    assert parent_first([c, b, a, d], [b, a, None, t + b"\x09" * 8]) == [2, 3, 1, 0]
+    assert parent_first([a, b, c], [None, a, b]) is None  # already parent first
+    # A cycle (a <-> b) and a child of it: every span kept, the child after its parent.
+    order = parent_first([c, a, b], [a, b, a])
+    assert sorted(order) == [0, 1, 2] and order.index(1) < order.index(0)
+    # A duplicate id: the first span with it is the one waited for.
+    assert parent_first([c, a, a], [a, None, None]) == [1, 2, 0]
+    if native_parent_first is not None:
+        for keys, waits in (([c, b, a, d], [b, a, None, t]), ([c, a, b], [a, b, a]), ([c, a, a], [a, None, None])):
+            assert native_parent_first(keys, waits) == parent_first(keys, waits)
+
+
+@needs_native_order
+def test_parent_first_on_the_bench_workload_is_native_and_python_alike():
+    for codec in available_codecs():
+        for raw in build_requests(WorkloadSpec(spans_per_batch=100, batches=5)):
+            view = codec.scan(raw, frozenset(FIELDS))
+            keys, wait_keys, _, _ = read_spans(view.spans, range(len(view.spans)), FIELDS)
+            order = parent_first(keys, wait_keys)
+            assert order is not None  # children come before their parents
+            _check_order(keys, wait_keys, order)
+            assert native_parent_first(keys, wait_keys) == order

@@ -18,9 +18,10 @@ _INVALID_SPAN_ID = bytes(8)
 _NONE = type(None)
 
 try:
+    from costctx_native._core import parent_first as native_parent_first
     from costctx_native._core import read_spans as native_read_spans
 except ImportError:  # built without the extension
-    native_read_spans = None
+    native_read_spans = native_parent_first = None
 
 
 def read_spans(spans: list, indices: Iterable[int], fields: tuple[str, ...]
@@ -52,3 +53,51 @@ def read_spans(spans: list, indices: Iterable[int], fields: tuple[str, ...]
         else:
             groups.append(-1)
     return keys, wait_keys, groups, firsts
+
+
+def parent_first(keys: list[bytes], wait_keys: list[bytes | None]) -> list[int] | None:
+    """The positions of a batch's spans in an order where a span whose ancestor (its wait key)
+    is in the batch comes after it, so it is resolved in place rather than held; None when
+    the batch order already is such an order (every ancestor in the batch comes first).
+
+    The ancestor is the first span of the batch with that key (a duplicate id is never the
+    one waited for). Each span's depth: 0 without an ancestor in the batch, else its
+    ancestor's + 1; spans on a cycle of parent ids count the span that closes the cycle as
+    depth 0 (any order serves them: none can be resolved from the others). The order is the
+    positions sorted by depth, stable (batch order within a depth)."""
+    first: dict[bytes, int] = {}
+    for position, key in enumerate(keys):
+        first.setdefault(key, position)
+    later = False
+    for position, wait_key in enumerate(wait_keys):
+        if wait_key is not None:
+            found = first.get(wait_key)
+            if found is not None and found > position:
+                later = True
+                break
+    if not later:
+        return None
+    count = len(keys)
+    depth = [-1] * count
+    for start in range(count):
+        if depth[start] >= 0:
+            continue
+        path: list[int] = []
+        at = start
+        base = 0
+        while True:
+            depth[at] = -2  # on the path being followed
+            path.append(at)
+            wait_key = wait_keys[at]
+            parent = first.get(wait_key) if wait_key is not None else None
+            if parent is None or depth[parent] == -2:  # no ancestor here, or a cycle closes
+                base = 0
+                break
+            if depth[parent] >= 0:
+                base = depth[parent] + 1
+                break
+            at = parent
+        for at in reversed(path):
+            depth[at] = base
+            base += 1
+    return sorted(range(count), key=depth.__getitem__)

@@ -39,7 +39,7 @@ from costctx.pdata.batch import SpanRecord
 from costctx.pdata.codec import Codec, select_codec
 from costctx.pdata.codec.api import EMPTY, KvList, ResourceView, SpanEdits, SpanView
 from costctx.pdata.view_batch import ViewBatch
-from costctx.processors.inherit.batch_read import native_read_spans, read_spans
+from costctx.processors.inherit.batch_read import native_parent_first, native_read_spans, parent_first, read_spans
 from costctx.processors.inherit.config import InheritConfig
 from costctx.processors.inherit.context_cache import NO_FIELDS, Known, TraceValues, new_context_cache
 from costctx.processors.inherit.hold import HeldSpan, Hold, TraceHold
@@ -190,10 +190,20 @@ class InheritProcessor(Processor):
         learn = self.registry.learn
         own_of = partial(_own_fields, fields_order)
         owns: dict = {}  # (the span's field values, their types) -> its own fields, per batch
+        here: dict[bytes, Known] = {}  # key -> what a span resolved in this batch left with
+        here_get = here.get
         # One call per batch: each span's key, its ancestor's key and its group (spans carrying
         # the same string values share one: their own fields are read once, below).
-        read = native_read_spans if native_read_spans is not None and batch.codec.name == "native" else read_spans
-        keys, wait_keys, groups, firsts = read(spans, indices, fields_order)
+        native = native_read_spans is not None and batch.codec.name == "native"
+        keys, wait_keys, groups, firsts = (native_read_spans if native else read_spans)(spans, indices, fields_order)
+        # Parent first: a span whose ancestor is in this batch is resolved after it, in place,
+        # never held (children mostly come before their parents: the SDK exports on end).
+        order = (native_parent_first if native else parent_first)(keys, wait_keys)
+        if order is not None:
+            indices = [indices[p] for p in order]
+            keys = [keys[p] for p in order]
+            wait_keys = [wait_keys[p] for p in order]
+            groups = [groups[p] for p in order]
         by_group = []
         for first in firsts:
             values = tuple(map(spans[first].attrs.get, fields_order))
@@ -225,9 +235,15 @@ class InheritProcessor(Processor):
                         own, _ = own_of(values)
                         own_key = None
                     complete = own.keys() >= required
-                parent = cache_get(wait_key) if wait_key is not None else None
-                if parent is None and wait_key is not None:
-                    parent = registry_known(wait_key)  # registered by a check, or by another sidecar
+                if wait_key is None:
+                    parent = None
+                else:
+                    # An ancestor decided earlier in this batch (parent first) as it was
+                    # decided here, whatever the cache holds under its ids (a resend with
+                    # other values disputes the cache's entry; the batch's own span stands).
+                    parent = here_get(wait_key) or cache_get(wait_key)
+                    if parent is None:
+                        parent = registry_known(wait_key)  # registered by a check, or by another sidecar
                 if parent is None and not complete:
                     links = span.links
                     if wait_key is None and links and links[0][1]:
@@ -243,8 +259,10 @@ class InheritProcessor(Processor):
                             continue
                 if "workflow.id" in own:
                     learn(span.kind, span.span_id, trace_id, own)
-                apply(batch, index,
-                      resolve(span, resources[span.resource], own, key, trace_id, parent, tally, own_key))
+                decision = resolve(span, resources[span.resource], own, key, trace_id, parent, tally, own_key)
+                apply(batch, index, decision)
+                if key not in here:  # a duplicate id: its first span is the ancestor
+                    here[key] = decision[0]
                 if key in waiters:  # most resolved spans have no held descendant: no call
                     self._cascade(key, "ancestor", tally)
         except Exception:
