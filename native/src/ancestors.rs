@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 const NO_CONTEXT: &str = "(no context)";
 const OTHER_SOURCES: &str = "(other)";
@@ -304,6 +304,16 @@ impl AncestorTable {
     }
 
     /// (evictions per source since the last call, in first-eviction order; disputes since).
+    /// `put(key, known, source)` for each key, in order (a unit of spans alike that left
+    /// with one Known): ContextCache.put_many, its oracle, is that loop.
+    fn put_many(&mut self, py: Python<'_>, keys: &Bound<'_, PyList>, known: &Bound<'_, PyAny>, source: &str) -> PyResult<()> {
+        for key in keys.iter() {
+            let key = key.cast_into::<PyBytes>()?;
+            self.put(py, &key, known, source)?;
+        }
+        Ok(())
+    }
+
     fn take_counts(&mut self) -> (Vec<(String, u64)>, u64) {
         (std::mem::take(&mut self.evicted), std::mem::take(&mut self.disputed))
     }

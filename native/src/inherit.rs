@@ -95,13 +95,13 @@ pub fn read_spans<'py>(
 }
 
 /// See `costctx.processors.inherit.batch_read.parent_first` (same arguments, same result):
-/// the positions in parent-first order, or None when the batch order already is one.
+/// (the positions level by level, where each level ends).
 #[pyfunction]
 pub fn parent_first<'py>(
     py: Python<'py>,
     keys: &Bound<'py, PyList>,
     wait_keys: &Bound<'py, PyList>,
-) -> PyResult<Option<Bound<'py, PyList>>> {
+) -> PyResult<Bound<'py, PyTuple>> {
     let count = keys.len();
     if wait_keys.len() != count {
         return Err(pyo3::exceptions::PyValueError::new_err("keys and wait_keys differ in length"));
@@ -119,9 +119,6 @@ pub fn parent_first<'py>(
     }
     let parent: Vec<Option<usize>> =
         waits.iter().map(|w| w.as_ref().and_then(|w| first.get(w.as_bytes()).copied())).collect();
-    if !parent.iter().enumerate().any(|(position, p)| matches!(p, Some(p) if *p > position)) {
-        return Ok(None);
-    }
     const UNKNOWN: i64 = -1;
     const ON_PATH: i64 = -2;
     let mut depth = vec![UNKNOWN; count];
@@ -158,6 +155,15 @@ pub fn parent_first<'py>(
         }
     }
     let mut order: Vec<usize> = (0..count).collect();
-    order.sort_by_key(|&position| depth[position]); // stable: batch order within a depth
-    Ok(Some(PyList::new(py, order)?))
+    order.sort_by_key(|&position| depth[position]); // stable: batch order within a level
+    let mut ends: Vec<usize> = Vec::new();
+    for at in 1..count {
+        if depth[order[at]] != depth[order[at - 1]] {
+            ends.push(at);
+        }
+    }
+    if count > 0 {
+        ends.push(count);
+    }
+    PyTuple::new(py, [PyList::new(py, order)?.into_any(), PyList::new(py, ends)?.into_any()])
 }

@@ -191,13 +191,38 @@ class ContextRegistry:
         if fields and trace_id and span_id:
             self._put(trace_id + span_id, fields)
 
+    def learn_spans(self, keys: list[bytes], fields: Fields) -> None:
+        """`learn_span` for many spans (trace id + span id keys, both non-empty) carrying the
+        same fields: `_put` for each, the fields compared and encoded once."""
+        if not fields or not keys:
+            return
+        if fields is not self._last_fields:
+            if fields == self._last_fields:
+                fields = self._last_fields
+            else:
+                self._last_fields = fields
+        cache = self._cache
+        for key in keys:
+            cache[key] = fields
+        if not self.shared:
+            return
+        encoded = _encode(fields)
+        pending = self._pending
+        for key in keys:
+            if len(pending) >= self.max_pending_writes:
+                self.dropped_writes += 1
+                continue
+            pending[key] = encoded
+
     def source(self, trace_id: bytes) -> str:
         """How the trace's context was learned: `check` (here, first-hand) or `registry` (the store)."""
         return "check" if self._traces.get(trace_id) else "registry"
 
     def _put(self, key: bytes, fields: Fields, locally: bool = True) -> None:
         if locally:
-            if fields == self._last_fields:
+            if fields is self._last_fields:
+                pass  # the one object already (a batch's spans alike share their fields dict)
+            elif fields == self._last_fields:
                 fields = self._last_fields  # equal and never mutated: share the one object
             else:
                 self._last_fields = fields

@@ -103,15 +103,21 @@ needs_native_order = pytest.mark.skipif(native_parent_first is None, reason="cos
 span_ids = st.sampled_from([bytes([i]) * 8 for i in range(6)] + [bytes(8)])
 
 
-def _check_order(keys: list[bytes], wait_keys: list, order: list[int] | None) -> None:
-    """A span after the first span of the batch with its wait key, unless they share a cycle;
-    batch order kept within a depth."""
-    positions = order if order is not None else list(range(len(keys)))
-    assert sorted(positions) == list(range(len(keys)))
+def _check_order(keys: list[bytes], wait_keys: list, found: tuple[list[int], list[int]]) -> None:
+    """A span in a later level than the first span of the batch with its wait key, unless
+    they share a cycle; batch order within a level."""
+    order, ends = found
+    assert sorted(order) == list(range(len(keys)))
+    assert ends == sorted(set(ends)) and (ends[-1] == len(keys) if keys else ends == [])
+    level = {}
+    start = 0
+    for number, end in enumerate(ends):
+        assert order[start:end] == sorted(order[start:end])
+        level.update((p, number) for p in order[start:end])
+        start = end
     first: dict[bytes, int] = {}
     for p, key in enumerate(keys):
         first.setdefault(key, p)
-    place = {p: at for at, p in enumerate(positions)}
 
     def on_cycle(p: int) -> bool:
         seen, at = set(), p
@@ -123,7 +129,9 @@ def _check_order(keys: list[bytes], wait_keys: list, order: list[int] | None) ->
     for p, wait_key in enumerate(wait_keys):
         parent = first.get(wait_key) if wait_key is not None else None
         if parent is not None and not on_cycle(p):
-            assert place[parent] < place[p]
+            assert level[parent] < level[p]
+        elif parent is None:
+            assert level[p] == 0
 
 
 @settings(max_examples=300, deadline=None)
@@ -142,15 +150,17 @@ def test_parent_first_by_hand():
     t = b"t" * 16
     a, b, c, d = (t + bytes([i]) * 8 for i in range(1, 5))
     # SDK order: grandchild, child, root; then a span whose parent is not in the batch.
-    assert parent_first([c, b, a, d], [b, a, None, t + b"\x09" * 8]) == [2, 3, 1, 0]
-    assert parent_first([a, b, c], [None, a, b]) is None  # already parent first
+    assert parent_first([c, b, a, d], [b, a, None, t + b"\x09" * 8]) == ([2, 3, 1, 0], [2, 3, 4])
+    assert parent_first([a, b, c], [None, a, b]) == ([0, 1, 2], [1, 2, 3])
+    assert parent_first([], []) == ([], [])
     # A cycle (a <-> b) and a child of it: every span kept, the child after its parent.
-    order = parent_first([c, a, b], [a, b, a])
+    order, _ = parent_first([c, a, b], [a, b, a])
     assert sorted(order) == [0, 1, 2] and order.index(1) < order.index(0)
     # A duplicate id: the first span with it is the one waited for.
-    assert parent_first([c, a, a], [a, None, None]) == [1, 2, 0]
+    assert parent_first([c, a, a], [a, None, None]) == ([1, 2, 0], [2, 3])
     if native_parent_first is not None:
-        for keys, waits in (([c, b, a, d], [b, a, None, t]), ([c, a, b], [a, b, a]), ([c, a, a], [a, None, None])):
+        for keys, waits in (([c, b, a, d], [b, a, None, t]), ([c, a, b], [a, b, a]), ([c, a, a], [a, None, None]),
+                            ([], [])):
             assert native_parent_first(keys, waits) == parent_first(keys, waits)
 
 
@@ -161,6 +171,6 @@ def test_parent_first_on_the_bench_workload_is_native_and_python_alike():
             view = codec.scan(raw, frozenset(FIELDS))
             keys, wait_keys, _, _ = read_spans(view.spans, range(len(view.spans)), FIELDS)
             order = parent_first(keys, wait_keys)
-            assert order is not None  # children come before their parents
+            assert order[0] != sorted(order[0])  # children come before their parents
             _check_order(keys, wait_keys, order)
             assert native_parent_first(keys, wait_keys) == order

@@ -55,28 +55,19 @@ def read_spans(spans: list, indices: Iterable[int], fields: tuple[str, ...]
     return keys, wait_keys, groups, firsts
 
 
-def parent_first(keys: list[bytes], wait_keys: list[bytes | None]) -> list[int] | None:
-    """The positions of a batch's spans in an order where a span whose ancestor (its wait key)
-    is in the batch comes after it, so it is resolved in place rather than held; None when
-    the batch order already is such an order (every ancestor in the batch comes first).
+def parent_first(keys: list[bytes], wait_keys: list[bytes | None]) -> tuple[list[int], list[int]]:
+    """The positions of a batch's spans level by level, so a span whose ancestor (its wait
+    key) is in the batch comes in a later level than it and is resolved in place rather than
+    held: (positions in that order, where each level ends in it).
 
     The ancestor is the first span of the batch with that key (a duplicate id is never the
-    one waited for). Each span's depth: 0 without an ancestor in the batch, else its
-    ancestor's + 1; spans on a cycle of parent ids count the span that closes the cycle as
-    depth 0 (any order serves them: none can be resolved from the others). The order is the
-    positions sorted by depth, stable (batch order within a depth)."""
+    one waited for). A span's level (depth): 0 without an ancestor in the batch, else its
+    ancestor's + 1; on a cycle of parent ids the span that closes the cycle counts as depth
+    0 (any order serves them: none can be resolved from the others). Within a level, batch
+    order."""
     first: dict[bytes, int] = {}
     for position, key in enumerate(keys):
         first.setdefault(key, position)
-    later = False
-    for position, wait_key in enumerate(wait_keys):
-        if wait_key is not None:
-            found = first.get(wait_key)
-            if found is not None and found > position:
-                later = True
-                break
-    if not later:
-        return None
     count = len(keys)
     depth = [-1] * count
     for start in range(count):
@@ -100,4 +91,11 @@ def parent_first(keys: list[bytes], wait_keys: list[bytes | None]) -> list[int] 
         for at in reversed(path):
             depth[at] = base
             base += 1
-    return sorted(range(count), key=depth.__getitem__)
+    order = sorted(range(count), key=depth.__getitem__)
+    ends = []
+    for at, position in enumerate(order):
+        if at and depth[position] != depth[order[at - 1]]:
+            ends.append(at)
+    if count:
+        ends.append(count)
+    return order, ends

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
-from cachetools import TTLCache
-
 NO_FIELDS: frozenset[str] = frozenset()
 
 
@@ -148,6 +146,11 @@ class ContextCache:
         if len(where) > self.max_entries:
             self._evict(part)
 
+    def put_many(self, keys: list[bytes], known: Known) -> None:
+        """`put(key, known)` for each key, in order (spans alike that left with one Known)."""
+        for key in keys:
+            self.put(key, known)
+
     def _partition(self, source: str) -> _Part:
         part = self._parts.get(source)
         if part is None:
@@ -229,28 +232,41 @@ class TraceValues:
     every other value together. One span carrying a foreign `workflow.id` can neither take a
     trace over nor, against two or more spans that agree, deny it its fallback; an even split
     (two workflows in one trace) gives none, as guessing would book spend to the wrong one.
+
+    Bounded by `max_traces` and by `ttl` seconds from a trace's first vote. A plain dict and,
+    in insertion (= expiry) order, a deque of its keys and chunks of how many were added at
+    one time (a batch's votes share one `now`, see `new_batch`): no per-entry node or float,
+    as cachetools' TTLCache had. When full, the trace first voted for is forgotten (the one
+    nearest to expiry; TTLCache forgot the least recently used).
     """
 
     def __init__(self, max_traces: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
         # trace id -> field -> vote key -> [spans carrying it, the value]
-        self._traces: TTLCache[bytes, dict[str, dict[Any, list]]] = TTLCache(maxsize=max_traces, ttl=ttl, timer=timer)
+        self._traces: dict[bytes, dict[str, dict[Any, list]]] = {}
+        self._order: deque[bytes] = deque()  # the keys of _traces, oldest first
+        self._chunks: deque[list] = deque()  # [expires, keys added then], oldest first
         self.max_traces = max_traces
+        self.ttl = ttl
+        self._timer = timer
+        self._now: float | None = None  # the batch's time (new_batch), else the timer's
         # The traces' vote dicts already looked up in the current batch (`new_batch` forgets
-        # them): a span's vote is then a plain dict lookup, not cachetools' timed, locked one.
+        # them): a span's vote is then a plain dict lookup.
         self._batch: dict[bytes, dict[str, dict[Any, list]]] = {}
 
     def new_batch(self) -> None:
-        """Forget the batch's looked-up traces (their age and eviction are read again)."""
+        """A batch starts: what is due is forgotten, and its new traces share one time."""
         self._batch.clear()
+        self._now = now = self._timer()
+        chunks = self._chunks
+        if chunks and chunks[0][0] <= now:
+            self._expire(now)
 
     def record(self, trace_id: bytes, key: str, value: Any, count: int = 1) -> None:
         values = self._batch.get(trace_id)
         if values is None:
-            values = self._traces.get(trace_id)
+            values = self._get(trace_id)
             if values is None:
-                if len(self._traces) >= self.max_traces:
-                    self._batch.clear()  # this insert evicts a trace the batch may hold
-                values = self._traces[trace_id] = {}
+                values = self._add(trace_id)
             self._batch[trace_id] = values
         votes = values.get(key)
         if votes is None:
@@ -261,8 +277,44 @@ class TraceValues:
             vote = votes[vote_key] = [0, value]
         vote[0] += count
 
+    def _get(self, trace_id: bytes) -> dict | None:
+        if self._now is None:  # outside a batch: forget what is due first
+            now = self._timer()
+            if self._chunks and self._chunks[0][0] <= now:
+                self._expire(now)
+        return self._traces.get(trace_id)
+
+    def _add(self, trace_id: bytes) -> dict:
+        if len(self._traces) >= self.max_traces:
+            self._batch.clear()  # this insert forgets a trace the batch may hold
+            self._forget_oldest()
+        now = self._now if self._now is not None else self._timer()
+        expires = now + self.ttl
+        chunks = self._chunks
+        if chunks and chunks[-1][0] == expires:
+            chunks[-1][1] += 1
+        else:
+            chunks.append([expires, 1])
+        self._order.append(trace_id)
+        values: dict[str, dict[Any, list]] = {}
+        self._traces[trace_id] = values
+        return values
+
+    def _forget_oldest(self) -> None:
+        del self._traces[self._order.popleft()]
+        chunk = self._chunks[0]
+        chunk[1] -= 1
+        if not chunk[1]:
+            self._chunks.popleft()
+
+    def _expire(self, now: float) -> None:
+        chunks, order, traces = self._chunks, self._order, self._traces
+        while chunks and chunks[0][0] <= now:
+            for _ in range(chunks.popleft()[1]):
+                del traces[order.popleft()]
+
     def lookup(self, trace_id: bytes, key: str) -> Any | None:
-        values = self._traces.get(trace_id)
+        values = self._get(trace_id)
         if values is None:
             return None
         votes = values.get(key)
@@ -273,7 +325,10 @@ class TraceValues:
 
     def expire(self) -> None:
         self._batch.clear()
-        self._traces.expire()
+        self._now = None
+        now = self._timer()
+        if self._chunks and self._chunks[0][0] <= now:
+            self._expire(now)
 
     def __len__(self) -> int:
         return len(self._traces)
@@ -310,6 +365,10 @@ class NativeContextCache:
 
     def put(self, key: bytes, known: Known) -> None:
         self._put(key, known, known.hop if known.fields else NO_CONTEXT)
+
+    def put_many(self, keys: list[bytes], known: Known) -> None:
+        """`put(key, known)` for each key, in order, in one call to the table."""
+        self._table.put_many(keys, known, known.hop if known.fields else NO_CONTEXT)
 
     def _take(self) -> None:
         evicted, disputed = self._table.take_counts()

@@ -37,7 +37,7 @@ from costctx.pdata import TraceBatch
 from costctx.pdata.batch import ResourceView as RecordResource
 from costctx.pdata.batch import SpanRecord
 from costctx.pdata.codec import Codec, select_codec
-from costctx.pdata.codec.api import EMPTY, KvList, ResourceView, SpanEdits, SpanView
+from costctx.pdata.codec.api import EMPTY, BatchEdits, KvList, ResourceView, SpanEdits, SpanView
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.inherit.batch_read import native_parent_first, native_read_spans, parent_first, read_spans
 from costctx.processors.inherit.config import InheritConfig
@@ -50,6 +50,7 @@ from costctx.processors.inherit.split import one_span_requests
 
 MiB = 1024 * 1024
 _INVALID_SPAN_ID = bytes(8)
+_ROOT_IDS = (b"", _INVALID_SPAN_ID)  # parent span ids of a root (all zero: invalid, W3C)
 _NO_SETS: tuple = ()
 
 
@@ -81,6 +82,9 @@ class InheritProcessor(Processor):
     config_model = InheritConfig
     config: InheritConfig
     on_view = True
+    # The spans of a unit after its first take its shared decision at once (False: each is
+    # decided alone, in the same order: the oracle of the group path, in tests).
+    bulk = True
 
     def __init__(self, name: str, config: InheritConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -101,6 +105,10 @@ class InheritProcessor(Processor):
         self._str_types: dict[tuple, bool] = {}
         # Decisions by shape (field names of a span, of its parent, of its resource): _plan.
         self._plans: dict[tuple, tuple] = {}
+        # Spans alike in a level of a batch form units (decided together, `bulk`); False:
+        # every span alone, in level order.
+        self.group_decisions = True
+        self._last_shared: tuple | None = None  # the shared decision _resolve last made or reused
         self.hold = Hold(config.wait_duration)
         self.registry = RegistryLink(host, config.registry, self._registry_known)
         self.use_clock(time.monotonic)
@@ -196,14 +204,10 @@ class InheritProcessor(Processor):
         # the same string values share one: their own fields are read once, below).
         native = native_read_spans is not None and batch.codec.name == "native"
         keys, wait_keys, groups, firsts = (native_read_spans if native else read_spans)(spans, indices, fields_order)
-        # Parent first: a span whose ancestor is in this batch is resolved after it, in place,
-        # never held (children mostly come before their parents: the SDK exports on end).
-        order = (native_parent_first if native else parent_first)(keys, wait_keys)
-        if order is not None:
-            indices = [indices[p] for p in order]
-            keys = [keys[p] for p in order]
-            wait_keys = [wait_keys[p] for p in order]
-            groups = [groups[p] for p in order]
+        # Parent first, level by level: a span whose ancestor is in this batch is resolved after
+        # it, in place, never held (children mostly come before their parents: the SDK exports
+        # on end).
+        order, ends = (native_parent_first if native else parent_first)(keys, wait_keys)
         by_group = []
         for first in firsts:
             values = tuple(map(spans[first].attrs.get, fields_order))
@@ -212,59 +216,104 @@ class InheritProcessor(Processor):
             if own is None:
                 own = owns[own_key] = own_of(values)[0]
             by_group.append((own, own_key, own.keys() >= required))
+
+        def one(index: int, span: SpanView, key: bytes, wait_key: bytes | None, own: dict, own_key: tuple | None,
+                complete: bool, parent: Known | None, defer: bool = False) -> tuple | None:
+            """Hold or resolve one span (a span alone, or the first of a unit). `defer`: when
+            its decision is shared with spans alike in this batch (_Tally.shared's entry) and
+            no held span waits for it, it is not written: the entry is returned and the
+            caller writes it with the rest of the unit's."""
+            trace_id = span.trace_id
+            if parent is None and not complete:
+                links = span.links
+                if wait_key is None and links and links[0][1]:
+                    # The root of a trace started from a remote context (a sub-agent that
+                    # links to the span that spawned it): treat the link as its parent.
+                    wait_key = links[0][0] + links[0][1]
+                    parent = cache_get(wait_key)
+                if parent is None and wait_key is not None:
+                    held = HeldSpan(index, span, resources[span.resource], trace_id, key, wait_key, own, own_key)
+                    if add_held(held, now):
+                        held_here.append(held)
+                        return None
+            if "workflow.id" in own:
+                learn(span.kind, span.span_id, trace_id, own)
+            decision = resolve(span, resources[span.resource], own, key, trace_id, parent, tally, own_key)
+            if key not in here:  # a duplicate id: its first span is the ancestor
+                here[key] = decision[0]
+            if defer and self._last_shared is not None and key not in waiters:
+                return self._last_shared
+            apply(batch, index, decision)
+            if key in waiters:  # most resolved spans have no held descendant: no call
+                self._cascade(key, "ancestor", tally)
+            return None
+
+        grouped = self.group_decisions
         try:
-            for index, key, wait_key, group in zip(indices, keys, wait_keys, groups, strict=True):
-                span = spans[index]
-                trace_id = span.trace_id
-                if group >= 0:
-                    own, own_key, complete = by_group[group]
-                else:
-                    # Some value is not a string: read alone. Spans carrying the same values
-                    # share one dict (never mutated: Known.fields), made once per batch.
-                    values = tuple(map(span.attrs.get, fields_order))
-                    own_key = (values, tuple(map(type, values)))
-                    try:
-                        own = owns[own_key]
-                    except KeyError:
-                        own, shareable = own_of(values)
-                        if shareable:
-                            owns[own_key] = own
-                        else:
+            start = 0
+            for end in ends:
+                # One level: every ancestor in the batch of its spans is decided. Spans alike
+                # (one ancestor's decision, own fields, resource, root or not) form a unit,
+                # decided once; spans that may wait or carry stamps go alone. Units in the
+                # order of their first span.
+                units: dict[tuple, list] = {}
+                listed: list = []
+                for p in order[start:end]:
+                    index = indices[p]
+                    span = spans[index]
+                    group = groups[p]
+                    if group >= 0:
+                        own, own_key, complete = by_group[group]
+                    else:
+                        # Some value is not a string: read alone. Spans carrying the same values
+                        # share one dict (never mutated: Known.fields), made once per batch.
+                        values = tuple(map(span.attrs.get, fields_order))
+                        own_key = (values, tuple(map(type, values)))
+                        try:
+                            own = owns[own_key]
+                        except KeyError:
+                            own, shareable = own_of(values)
+                            if shareable:
+                                owns[own_key] = own
+                            else:
+                                own_key = None
+                        except TypeError:  # an array value (unhashable): read alone, decided alone
+                            own, _ = own_of(values)
                             own_key = None
-                    except TypeError:  # an array value (unhashable): read alone, decided alone
-                        own, _ = own_of(values)
-                        own_key = None
-                    complete = own.keys() >= required
-                if wait_key is None:
-                    parent = None
-                else:
-                    # An ancestor decided earlier in this batch (parent first) as it was
-                    # decided here, whatever the cache holds under its ids (a resend with
-                    # other values disputes the cache's entry; the batch's own span stands).
-                    parent = here_get(wait_key) or cache_get(wait_key)
-                    if parent is None:
-                        parent = registry_known(wait_key)  # registered by a check, or by another sidecar
-                if parent is None and not complete:
-                    links = span.links
-                    if wait_key is None and links and links[0][1]:
-                        # The root of a trace started from a remote context (a sub-agent that
-                        # links to the span that spawned it): treat the link as its parent.
-                        wait_key = links[0][0] + links[0][1]
-                        parent = cache_get(wait_key)
-                    if parent is None and wait_key is not None:
-                        held = HeldSpan(index, span, resources[span.resource], trace_id, key, wait_key, own,
-                                        own_key)
-                        if add_held(held, now):
-                            held_here.append(held)
-                            continue
-                if "workflow.id" in own:
-                    learn(span.kind, span.span_id, trace_id, own)
-                decision = resolve(span, resources[span.resource], own, key, trace_id, parent, tally, own_key)
-                apply(batch, index, decision)
-                if key not in here:  # a duplicate id: its first span is the ancestor
-                    here[key] = decision[0]
-                if key in waiters:  # most resolved spans have no held descendant: no call
-                    self._cascade(key, "ancestor", tally)
+                        complete = own.keys() >= required
+                    wait_key = wait_keys[p]
+                    if wait_key is None:
+                        parent = None
+                    else:
+                        # An ancestor decided earlier in this batch (parent first) as it was
+                        # decided here, whatever the cache holds under its ids (a resend with
+                        # other values disputes the cache's entry; the batch's own span stands).
+                        parent = here_get(wait_key) or cache_get(wait_key)
+                        if parent is None:
+                            parent = registry_known(wait_key)  # registered by a check, or by another sidecar
+                    attrs = span.attrs
+                    if (group < 0 or (parent is None and not complete) or not grouped
+                            or REPAIRED_KEY in attrs or HOP_DEPTH_KEY in attrs):
+                        listed.append((index, span, keys[p], wait_key, own, own_key, complete, parent))
+                        continue
+                    root = parent is None and span.parent_span_id in _ROOT_IDS and not span.links
+                    unit_key = (parent, group, span.resource, root)
+                    unit = units.get(unit_key)
+                    if unit is None:
+                        unit = units[unit_key] = [own, own_key, parent, index, span, keys[p]]
+                        listed.append(unit)
+                    else:
+                        unit += (index, span, keys[p])
+                start = end
+                for unit in listed:
+                    if type(unit) is tuple:
+                        one(*unit)
+                        continue
+                    if len(unit) == 6:  # a unit of one
+                        one(unit[3], unit[4], unit[5], None, unit[0], unit[1], True, unit[2])
+                        continue
+                    shared = one(unit[3], unit[4], unit[5], None, unit[0], unit[1], True, unit[2], self.bulk)
+                    self._decide_rest(batch, unit, shared, here, one)
         except Exception:
             # The pipeline forwards this batch as it stands: spans held from it are still in
             # it, so they must leave the hold; spans released while it ran follow it.
@@ -299,7 +348,13 @@ class InheritProcessor(Processor):
     def _detach(self, batch: ViewBatch, pending: list[HeldSpan], tally: _Tally) -> None:
         """Take still-held spans out of the batch, as one-span requests (bytes)."""
         indices = [h.index for h in pending]
-        raw = batch.codec.extract(batch.view, indices, batch.edits)  # type: ignore[arg-type]
+        edits = batch.edits
+        if edits.groups:
+            # Only the groups the held spans are in: the codec converts every group it is given.
+            chosen = set(indices)
+            edits = BatchEdits(edits.spans, edits.resources, edits.removed,
+                               [g for g in edits.groups if not chosen.isdisjoint(g.spans)])
+        raw = batch.codec.extract(batch.view, indices, edits)  # type: ignore[arg-type]
         payloads = dict(one_span_requests(raw))
         found = [payloads[held.key] for held in pending]  # all or none: a failure changes nothing
         notes = batch.notes
@@ -310,6 +365,84 @@ class InheritProcessor(Processor):
         if self.journal is not None:
             self.journal.write(pending)  # durable before the batch is acknowledged
         tally.held += len(pending)
+
+    def _decide_rest(self, batch: ViewBatch, unit: list, shared: tuple | None, here: dict[bytes, Known],
+                     one: Callable[..., tuple | None]) -> None:
+        """The spans of a unit after its first (`unit`: own, own_key, parent, then index, span,
+        key per span). `shared`: the decision the first shares (_Tally.shared's entry), not
+        yet written on it (None: written). What `_resolve` does for each on a hit, once for
+        all, and one group edit for the unit."""
+        own, own_key, parent = unit[0], unit[1], unit[2]
+        rest = unit[6:]
+        keys = rest[2::3]
+        waiters = self.hold.waiters
+        if shared is None or not waiters.keys().isdisjoint(keys):
+            # Decided span by span: the trace's votes may change between them, or a span of
+            # the unit has held descendants to release before the next is decided.
+            if shared is not None:
+                self._apply(batch, unit[3], shared[1:5])
+            for at in range(0, len(rest), 3):
+                one(rest[at], rest[at + 1], rest[at + 2], None, own, own_key, True, parent)
+            return
+        indices = rest[0::3]
+        members = rest[1::3]
+        _, known, sets, conflicts, repaired, votes, hits, _ = shared
+        hits[0] += len(indices)
+        if "workflow.id" in own:
+            self.registry.learn_many(members, own)
+        if votes:
+            carriers: dict[bytes, int] = {}  # trace id -> spans, in order of first
+            for span in members:
+                trace_id = span.trace_id
+                carriers[trace_id] = carriers.get(trace_id, 0) + 1
+            record = self.trace_values.record
+            for trace_id, count in carriers.items():
+                for field, value in votes:
+                    record(trace_id, field, value, count)  # every carrier votes
+        self.cache.put_many(keys, known)
+        for key in keys:
+            if key not in here:
+                here[key] = known
+        indices.insert(0, unit[3])  # the first, decided by `one` and not written
+        self._apply_group(batch, indices, (known, sets, conflicts, repaired))
+
+    @classmethod
+    def _apply_group(cls, batch: ViewBatch, indices: list[int], decision: tuple) -> None:
+        """`_apply` of one decision on many spans: one group edit, per span only the view's
+        attrs and notes kept in step."""
+        _, sets, conflicts, repaired = decision
+        if sets:
+            own = batch.edits.spans
+            if own:
+                # Re-encoded on the slow path: set writes into the replacement, span by span.
+                alone = [i for i in indices if (edits := own.get(i)) is not None and edits.replace is not None]
+                if alone:
+                    for index in alone:
+                        cls._apply(batch, index, decision)
+                    alone_set = set(alone)
+                    indices = [i for i in indices if i not in alone_set]
+                    if not indices:
+                        return
+            batch.edits.add_group(SpanEdits(sets=list(sets)), indices)
+            spans = batch.view.spans
+            for index in indices:
+                spans[index].attrs.update(sets)
+        if conflicts or repaired:
+            notes = batch.notes
+            for index in indices:
+                found = notes.get(index)
+                if found is None:
+                    if not conflicts:
+                        notes[index] = {"repaired": set(repaired)}
+                    elif repaired:
+                        notes[index] = {"conflict": set(conflicts), "repaired": set(repaired)}
+                    else:
+                        notes[index] = {"conflict": set(conflicts)}
+                    continue
+                if conflicts:
+                    found.setdefault("conflict", set()).update(conflicts)
+                if repaired:
+                    found.setdefault("repaired", set()).update(repaired)
 
     # -- releasing -------------------------------------------------------------------------
     def _cascade(self, key: bytes, reason: str, tally: _Tally) -> None:
@@ -580,6 +713,7 @@ class InheritProcessor(Processor):
         `own_key` (the span's field values and their types, None when they cannot be compared
         safely) lets spans that decide alike share one decision."""
         attrs = span.attrs
+        self._last_shared = None
         # Spans under one parent (or none, alike as roots or not) and resource carrying the same
         # fields of their own get one decision, shared within the batch when nothing in it
         # depends on the trace's votes. The decision's counts are multiplied at flush.
@@ -596,6 +730,7 @@ class InheritProcessor(Processor):
             if hit is not None:
                 known, sets, conflicts, repaired, votes, hits = hit[1:7]
                 hits[0] += 1
+                self._last_shared = hit
                 for field, value in votes:
                     self.trace_values.record(trace_id, field, value)  # every carrier votes
                 self.cache.put(key, known)
@@ -634,7 +769,8 @@ class InheritProcessor(Processor):
         if shareable:
             # The resource is held so its id stays its own for the batch (the parent is in the key).
             votes = tuple((f, own[f]) for f in self._fallback_fields if own.get(f) is not None)
-            tally.shared[shared_key] = (resource, known, sets, conflicts, repaired, votes, [0], bumps)
+            self._last_shared = tally.shared[shared_key] = (
+                resource, known, sets, conflicts, repaired, votes, [0], bumps)
         return known, sets, conflicts, repaired
 
     def _decide(

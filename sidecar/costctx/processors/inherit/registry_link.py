@@ -107,6 +107,26 @@ class RegistryLink:
             self._learned.add(trace_id)
             self.registry.learn(trace_id, None, own, trace_locally=False)
 
+    def learn_many(self, spans: list, own: dict[str, Any]) -> None:
+        """`learn` for spans (batch view records) that carry the same `own` fields, in order."""
+        learned = self._learned
+        registry = self.registry
+        keys: list[bytes] = []  # spans of learned traces: registered together, in order
+        for span in spans:
+            trace_id = span.trace_id
+            remote = span.kind in _REMOTE_PARENT_KINDS
+            if trace_id in learned:
+                if remote and trace_id and span.span_id:
+                    keys.append(trace_id + span.span_id)
+                continue
+            if keys:
+                registry.learn_spans(keys, own)
+                keys = []
+            learned.add(trace_id)
+            registry.learn(trace_id, span.span_id if remote else None, own, trace_locally=False)
+        if keys:
+            registry.learn_spans(keys, own)
+
     def known(self, wait_key: bytes) -> Known | None:
         fields = self._local(wait_key)
         return known_of(fields) if fields is not None else None
