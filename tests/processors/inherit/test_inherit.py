@@ -12,10 +12,16 @@ import threading
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import DefaultGetter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace import Link
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from costctx.envelope import ENVELOPE as SCHEMA
+from costctx.pdata.view_batch import ViewBatch
+from tests.support.codecs import available_codecs
+from tests.support.otlp import kv
+from tests.support.processors import standalone_processor
 from tests.support.sdk import tracer_provider
 from tests.support.sidecar import sidecar_config, start_sidecar
 
@@ -417,6 +423,27 @@ def test_a_child_before_its_parent_in_one_batch_is_resolved_in_place(make_sideca
         assert attributes["workflow.hop_depth"] == 0, name
         assert attributes["owner.tenant"] == CONTEXT["owner.tenant"], name
     provider.shutdown()
+
+
+def test_a_client_span_before_its_parent_in_one_batch_is_registered():
+    """A CLIENT span carrying workflow.id but lacking other required fields, before its parent
+    in one batch, is resolved after it (not held) and registered under its own ids (a remote
+    child may name it as its parent); held, it was never registered."""
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.append(kv("service.name", "svc"))
+    scope = resource_spans.scope_spans.add()
+    call = scope.spans.add(name="call", trace_id=b"\x01" * 16, span_id=b"\x02" * 8, parent_span_id=b"\x03" * 8,
+                           kind=Span.SPAN_KIND_CLIENT)
+    call.attributes.append(kv("workflow.id", "wf-1"))
+    root = scope.spans.add(name="root", trace_id=b"\x01" * 16, span_id=b"\x03" * 8)
+    root.attributes.extend(kv(k, v) for k, v in CONTEXT.items())
+    for codec in available_codecs():
+        processor = standalone_processor("inherit")
+        batch = ViewBatch(codec, request.SerializeToString(), processor.watched_keys())
+        processor.process_view(batch)
+        assert not batch.edits.removed  # not held
+        assert processor.registry.registry.local(b"\x01" * 16 + b"\x02" * 8) == {"workflow.id": "wf-1"}
 
 
 def test_every_client_span_of_a_trace_in_one_batch_is_registered(make_sidecar, sink):
