@@ -216,9 +216,12 @@ class BatchEdits:
         own = self.spans
         after = {}
         if own:
-            for index in own.keys() & (spans if isinstance(spans, range) else set(spans)):
-                mine = own[index]
-                after[index] = (len(mine.renames), len(mine.deletes), len(mine.sets))
+            # By the group's spans (often a few), not by every span with edits of its own.
+            get = own.get
+            for index in spans:
+                mine = get(index)
+                if mine is not None:
+                    after[index] = (len(mine.renames), len(mine.deletes), len(mine.sets))
         group = GroupEdits(edits, spans, after)
         self.groups.append(group)
         return group

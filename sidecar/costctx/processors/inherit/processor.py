@@ -256,7 +256,7 @@ class InheritProcessor(Processor):
                 # (one ancestor's decision, own fields, resource, root or not) form a unit,
                 # decided once; spans that may wait or carry stamps go alone. Units in the
                 # order of their first span.
-                units: dict[tuple, list] = {}
+                units: dict[tuple, int] = {}  # unit key -> its place in `listed`
                 listed: list = []
                 for p in order[start:end]:
                     index = indices[p]
@@ -298,19 +298,25 @@ class InheritProcessor(Processor):
                         continue
                     root = parent is None and span.parent_span_id in _ROOT_IDS and not span.links
                     unit_key = (parent, group, span.resource, root)
-                    unit = units.get(unit_key)
-                    if unit is None:
-                        unit = units[unit_key] = [own, own_key, parent, index, span, keys[p]]
-                        listed.append(unit)
-                    else:
-                        unit += (index, span, keys[p])
+                    at = units.get(unit_key)
+                    if at is None:  # alone so far: listed as a span alone
+                        units[unit_key] = len(listed)
+                        listed.append((index, span, keys[p], None, own, own_key, True, parent))
+                        continue
+                    unit = listed[at]
+                    if type(unit) is tuple:  # its second span: a unit (own, own_key, parent, then
+                        # index, span, key per span)
+                        unit = listed[at] = [own, own_key, parent, unit[0], unit[1], unit[2]]
+                    unit += (index, span, keys[p])
                 start = end
                 for unit in listed:
                     if type(unit) is tuple:
                         one(*unit)
                         continue
-                    if len(unit) == 6:  # a unit of one
-                        one(unit[3], unit[4], unit[5], None, unit[0], unit[1], True, unit[2])
+                    if len(unit) < 12:  # two spans: decided alone costs less than a group edit
+                        own, own_key, parent = unit[0], unit[1], unit[2]
+                        one(unit[3], unit[4], unit[5], None, own, own_key, True, parent)
+                        one(unit[6], unit[7], unit[8], None, own, own_key, True, parent)
                         continue
                     shared = one(unit[3], unit[4], unit[5], None, unit[0], unit[1], True, unit[2], self.bulk)
                     self._decide_rest(batch, unit, shared, here, one)
