@@ -115,8 +115,9 @@ class InheritProcessor(Processor):
         self._max_spans = config.hold.max_spans
         self._max_bytes = config.hold.max_bytes
         self.metrics = InheritMetrics(self.component_metrics())
-        # (field, source) -> its repaired-fields counter: labels() looked up once, not per batch.
-        self._children: dict[tuple[str, str], Any] = {}
+        # (field, source), or (family, label) -> its counter child: labels() looked up once,
+        # not per batch (bounded: fields, sources, release reasons).
+        self._children: dict[tuple[Any, str], Any] = {}
         # With a persistent sending queue, held (acknowledged) spans are kept on disk too.
         storage = host.hold_storage
         self.journal = HoldJournal(storage[0], name, storage[1]) if storage else None
@@ -992,12 +993,13 @@ class InheritProcessor(Processor):
             if child is None:
                 child = children[(field, source)] = m.repaired_fields.labels(field, source)
             child.inc(count)
-        for field, count in tally.conflicts.items():
-            m.conflicts.labels(field).inc(count)
-        for reason, count in tally.released.items():
-            m.released_spans.labels(reason).inc(count)
-        for reason, count in tally.missing.items():
-            m.missing_spans.labels(reason).inc(count)
+        for family, counts in ((m.conflicts, tally.conflicts), (m.released_spans, tally.released),
+                               (m.missing_spans, tally.missing)):
+            for label, count in counts.items():
+                child = children.get((family, label))  # labels() looked up once, not per batch
+                if child is None:
+                    child = children[(family, label)] = family.labels(label)
+                child.inc(count)
         if tally.held:
             m.held_spans.inc(tally.held)
         m.count_evictions(self.hold.evicted, self.cache)
