@@ -34,7 +34,7 @@ fn main() {
     assert!(!requests.is_empty(), "give request files");
     let keys: Vec<&[u8]> = vec![b"gen_ai.request.model", b"gen_ai.system", b"costctx.workflow.id", b"service.name"];
     let watched = Watched::new(keys);
-    let edits = AttrEdits { sets: vec![(b"costctx.cost_usd".to_vec(), SetValue::scalar(vec![0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]))], ..Default::default() };
+    let edits = AttrEdits { sets: vec![(b"costctx.cost_usd"[..].into(), SetValue::scalar(vec![0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]))], ..Default::default() };
     if let Ok(mode) = std::env::var("MODE") {
         for r in &requests {
             match mode.as_str() {

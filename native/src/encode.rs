@@ -7,14 +7,21 @@
 //! KeyValue, a replaced value right after the key, appended attributes right after the
 //! last existing one (or where field 9/1 belongs when there is none).
 
+use std::sync::Arc;
+
 use crate::scan::Scan;
 use crate::schema::DEPTH_LIMIT;
 use crate::wire::{close_len, open_len, write_len_field, DecodeError, Reader, Result, Val, I64, LEN, VARINT};
 
+/// Bytes shared between the edits of many spans (a key, an encoded value): the Python side
+/// converts each distinct key and value object once per call, and a group's edits are merged
+/// into every member's without copying them.
+pub type Shared = Arc<[u8]>;
+
 /// A value to set: an AnyValue body already encoded.
 #[derive(Clone, Debug, Default)]
 pub struct SetValue {
-    pub body: Vec<u8>,
+    pub body: Shared,
     /// false: the KeyValue gets no value field at all (EMPTY: `ClearField("value")`).
     pub present: bool,
     /// A scalar written into an existing AnyValue keeps that value's unknown fields (protobuf
@@ -23,8 +30,8 @@ pub struct SetValue {
 }
 
 impl SetValue {
-    pub fn scalar(body: Vec<u8>) -> Self {
-        SetValue { body, present: true, keeps_unknown: true }
+    pub fn scalar(body: impl Into<Shared>) -> Self {
+        SetValue { body: body.into(), present: true, keeps_unknown: true }
     }
 }
 
@@ -33,9 +40,9 @@ impl SetValue {
 /// key (the one the view reports); a set key not present is appended.
 #[derive(Clone, Debug, Default)]
 pub struct AttrEdits {
-    pub renames: Vec<(Vec<u8>, Vec<u8>)>,
-    pub deletes: Vec<Vec<u8>>,
-    pub sets: Vec<(Vec<u8>, SetValue)>,
+    pub renames: Vec<(Shared, Shared)>,
+    pub deletes: Vec<Shared>,
+    pub sets: Vec<(Shared, SetValue)>,
     /// The whole span re-encoded (spans only): the other fields are ignored.
     pub replace: Option<Vec<u8>>,
 }
@@ -80,18 +87,18 @@ fn plan_attrs<'k>(keys: &[&'k [u8]], edits: &'k AttrEdits) -> AttrPlan<'k> {
             }
         }
         for (old, new) in &edits.renames {
-            if let Some(pos) = last.iter().position(|(k, _)| *k == old.as_slice()) {
+            if let Some(pos) = last.iter().position(|(k, _)| *k == &old[..]) {
                 let (_, at) = last.swap_remove(pos);
-                current[at] = new.as_slice();
+                current[at] = &new[..];
                 renamed[at] = true;
-                match last.iter_mut().find(|(k, _)| *k == new.as_slice()) {
+                match last.iter_mut().find(|(k, _)| *k == &new[..]) {
                     Some(entry) => entry.1 = at,
-                    None => last.push((new.as_slice(), at)),
+                    None => last.push((&new[..], at)),
                 }
             }
         }
         for key in &edits.deletes {
-            if let Some((_, at)) = last.iter().find(|(k, _)| *k == key.as_slice()) {
+            if let Some((_, at)) = last.iter().find(|(k, _)| *k == &key[..]) {
                 deleted[*at] = true;
             }
         }
@@ -99,7 +106,7 @@ fn plan_attrs<'k>(keys: &[&'k [u8]], edits: &'k AttrEdits) -> AttrPlan<'k> {
     let mut set_of: Vec<Option<usize>> = vec![None; n];
     let mut appended: Vec<(&'k [u8], usize)> = Vec::new();
     for (j, (key, _)) in edits.sets.iter().enumerate() {
-        let key = key.as_slice();
+        let key = &key[..];
         match (0..n).rev().find(|&i| !deleted[i] && current[i] == key) {
             Some(at) => set_of[at] = Some(j),
             None => match appended.iter_mut().find(|(k, _)| *k == key) {
@@ -142,6 +149,14 @@ impl<'e> Plan<'e> {
             keep: vec![!extract; scan.spans.len()],
             extract,
         }
+    }
+
+    /// Nothing to write differently: every span kept, no span or resource edits.
+    pub fn untouched(&self) -> bool {
+        !self.extract
+            && self.keep.iter().all(|k| *k)
+            && self.span_edits.iter().all(|e| e.is_none())
+            && self.resource_edits.iter().all(|e| e.is_none())
     }
 
     fn span_touched(&self, i: usize) -> bool {

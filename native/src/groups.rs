@@ -87,15 +87,15 @@ mod tests {
 
     fn edits(renames: &[(&str, &str)], sets: &[&str]) -> AttrEdits {
         AttrEdits {
-            renames: renames.iter().map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec())).collect(),
+            renames: renames.iter().map(|(a, b)| (a.as_bytes().into(), b.as_bytes().into())).collect(),
             deletes: Vec::new(),
-            sets: sets.iter().map(|k| (k.as_bytes().to_vec(), SetValue::scalar(vec![]))).collect(),
+            sets: sets.iter().map(|k| (k.as_bytes().into(), SetValue::scalar(vec![]))).collect(),
             replace: None,
         }
     }
 
     fn set_keys(e: &AttrEdits) -> Vec<&[u8]> {
-        e.sets.iter().map(|(k, _)| k.as_slice()).collect()
+        e.sets.iter().map(|(k, _)| &k[..]).collect()
     }
 
     #[test]
@@ -106,8 +106,8 @@ mod tests {
         // first added before the span had edits, second after its first two sets
         let merged = merge(Some(&own), &[(&first, None), (&second, Some((1, 0, 2)))]);
         assert_eq!(set_keys(&merged), vec![&b"stamp"[..], b"a", b"b", b"schema", b"c"]);
-        assert_eq!(merged.renames[0].0, b"old");
-        assert_eq!(merged.renames[1].0, b"x");
+        assert_eq!(&merged.renames[0].0[..], b"old");
+        assert_eq!(&merged.renames[1].0[..], b"x");
         let alone = merge(None, &[(&first, None), (&second, None)]);
         assert_eq!(set_keys(&alone), vec![&b"stamp"[..], b"schema"]);
     }

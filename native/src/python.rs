@@ -9,9 +9,11 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple};
 
-use crate::encode::{encode, AttrEdits, Plan, SetValue};
+use crate::encode::{encode, AttrEdits, Plan, SetValue, Shared};
+use crate::fxhash::FxBuild;
 use crate::kinds::{canonical, kind_letter};
 use crate::scan::{scan, Scan, Span32, Value, Watched};
+use crate::wire::DecodeError;
 use crate::wire::{write_len_field, write_tag, write_varint, I64, LEN, VARINT};
 
 /// A scanned request: the bytes and where everything is, for encode/extract/materialize.
@@ -357,13 +359,13 @@ impl Core {
     fn encode<'py>(
         &self,
         py: Python<'py>,
-        layout: &Layout,
+        layout: &Bound<'py, Layout>,
         span_edits: &Bound<'py, PyDict>,
         resource_edits: &Bound<'py, PyDict>,
         removed: &Bound<'py, PyAny>,
         groups: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut keep = vec![true; layout.scan.spans.len()];
+        let mut keep = vec![true; layout.get().scan.spans.len()];
         for index in removed.try_iter()? {
             let index: usize = index?.extract()?;
             if let Some(slot) = keep.get_mut(index) {
@@ -378,13 +380,13 @@ impl Core {
     fn extract<'py>(
         &self,
         py: Python<'py>,
-        layout: &Layout,
+        layout: &Bound<'py, Layout>,
         indices: &Bound<'py, PyAny>,
         span_edits: &Bound<'py, PyDict>,
         resource_edits: &Bound<'py, PyDict>,
         groups: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut keep = vec![false; layout.scan.spans.len()];
+        let mut keep = vec![false; layout.get().scan.spans.len()];
         for index in indices.try_iter()? {
             let index: usize = index?.extract()?;
             if let Some(slot) = keep.get_mut(index) {
@@ -392,6 +394,54 @@ impl Core {
             }
         }
         self.write(py, layout, true, keep, span_edits, resource_edits, groups)
+    }
+
+    /// `encode` over a view of several scanned requests (NativeCodec.appended): `segments`
+    /// are (first span, first resource, layout) in order, indices in the edits and `removed`
+    /// are the view's. One call and one conversion of the edits per batch; each segment is
+    /// written as `encode` writes it and the outputs concatenated (concatenated requests are
+    /// one request). A segment nothing touches is copied as it arrived.
+    #[pyo3(signature = (segments, span_edits, resource_edits, removed, groups=None))]
+    fn encode_segments<'py>(
+        &self,
+        py: Python<'py>,
+        segments: &Bound<'py, PyAny>,
+        span_edits: &Bound<'py, PyDict>,
+        resource_edits: &Bound<'py, PyDict>,
+        removed: &Bound<'py, PyAny>,
+        groups: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let segments = Segments::of(segments)?;
+        let mut keep = vec![true; segments.spans];
+        for index in removed.try_iter()? {
+            let index: usize = index?.extract()?;
+            if let Some(slot) = keep.get_mut(index) {
+                *slot = false;
+            }
+        }
+        self.write_segments(py, &segments, false, keep, span_edits, resource_edits, groups)
+    }
+
+    /// `extract` over a view of several scanned requests (see `encode_segments`).
+    #[pyo3(signature = (segments, indices, span_edits, resource_edits, groups=None))]
+    fn extract_segments<'py>(
+        &self,
+        py: Python<'py>,
+        segments: &Bound<'py, PyAny>,
+        indices: &Bound<'py, PyAny>,
+        span_edits: &Bound<'py, PyDict>,
+        resource_edits: &Bound<'py, PyDict>,
+        groups: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let segments = Segments::of(segments)?;
+        let mut keep = vec![false; segments.spans];
+        for index in indices.try_iter()? {
+            let index: usize = index?.extract()?;
+            if let Some(slot) = keep.get_mut(index) {
+                *slot = true;
+            }
+        }
+        self.write_segments(py, &segments, true, keep, span_edits, resource_edits, groups)
     }
 
     /// One AnyValue body as the encoder writes it (exposed for tests and stamps).
@@ -406,38 +456,92 @@ impl Core {
     fn write<'py>(
         &self,
         py: Python<'py>,
-        layout: &Layout,
+        layout: &Bound<'py, Layout>,
         extract: bool,
         keep: Vec<bool>,
         span_edits: &Bound<'py, PyDict>,
         resource_edits: &Bound<'py, PyDict>,
         groups: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut spans = self.collect_edits(span_edits)?;
+        let segments = Segments::one(layout);
+        self.write_segments(py, &segments, extract, keep, span_edits, resource_edits, groups)
+    }
+
+    /// Convert the edits once (indices the view's), then write each segment with its share.
+    #[allow(clippy::too_many_arguments)]
+    fn write_segments<'py>(
+        &self,
+        py: Python<'py>,
+        segments: &Segments<'py>,
+        extract: bool,
+        keep: Vec<bool>,
+        span_edits: &Bound<'py, PyDict>,
+        resource_edits: &Bound<'py, PyDict>,
+        groups: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut conv = Converter::new();
+        let mut spans = self.collect_edits(&mut conv, span_edits)?;
         if let Some(groups) = groups {
-            spans = self.merge_groups(spans, groups, layout.scan.spans.len())?;
+            spans = self.merge_groups(&mut conv, spans, groups, segments.spans)?;
         }
-        let resources = self.collect_edits(resource_edits)?;
-        let mut plan = Plan::new(&layout.scan, extract);
-        plan.keep = keep;
+        let resources = self.collect_edits(&mut conv, resource_edits)?;
+        let mut span_at: Vec<Option<&AttrEdits>> = vec![None; segments.spans];
         for (index, edits) in &spans {
-            if let Some(slot) = plan.span_edits.get_mut(*index) {
+            if let Some(slot) = span_at.get_mut(*index) {
                 *slot = Some(edits);
             }
         }
+        let mut resource_at: Vec<Option<&AttrEdits>> = vec![None; segments.resources];
         for (index, edits) in &resources {
-            if let Some(slot) = plan.resource_edits.get_mut(*index) {
+            if let Some(slot) = resource_at.get_mut(*index) {
                 *slot = Some(edits);
             }
         }
-        let raw = layout.raw.as_bytes(py);
-        let out = py.detach(|| encode(raw, &layout.scan, &plan)).map_err(|err| self.codec_error(py, err.0))?;
+        let parts: Vec<(&[u8], &Scan, Plan)> = segments
+            .parts
+            .iter()
+            .map(|(first, first_resource, layout)| {
+                let layout = layout.get();
+                let scan = &layout.scan;
+                let (end, end_resource) = (first + scan.spans.len(), first_resource + scan.resources.len());
+                let mut plan = Plan::new(scan, extract);
+                plan.keep.copy_from_slice(&keep[*first..end]);
+                plan.span_edits.copy_from_slice(&span_at[*first..end]);
+                plan.resource_edits.copy_from_slice(&resource_at[*first_resource..end_resource]);
+                (layout.raw.as_bytes(py), scan, plan)
+            })
+            .collect();
+        let out = py
+            .detach(|| -> Result<Vec<u8>, DecodeError> {
+                if let [(raw, scan, plan)] = parts.as_slice() {
+                    return encode(raw, scan, plan);
+                }
+                let mut out = Vec::with_capacity(parts.iter().map(|(raw, _, _)| raw.len() + raw.len() / 8).sum());
+                for (raw, scan, plan) in &parts {
+                    if plan.extract && !plan.keep.contains(&true) {
+                        continue; // none of its spans chosen: nothing of it (not its resources)
+                    }
+                    if !plan.extract && plan.untouched() {
+                        out.extend_from_slice(raw);
+                    } else {
+                        out.extend_from_slice(&encode(raw, scan, plan)?);
+                    }
+                }
+                Ok(out)
+            })
+            .map_err(|err| self.codec_error(py, err.0))?;
         Ok(PyBytes::new(py, &out))
     }
 
     /// Each span's own edits with its groups' merged in (groups.rs `merge`); spans whose own
     /// edits are a `replace` take none. Indices past `count` are ignored, as own edits' are.
-    fn merge_groups(&self, own: Vec<(usize, AttrEdits)>, groups: &Bound<'_, PyAny>, count: usize) -> PyResult<Vec<(usize, AttrEdits)>> {
+    fn merge_groups<'py>(
+        &self,
+        conv: &mut Converter<'py>,
+        own: Vec<(usize, AttrEdits)>,
+        groups: &Bound<'py, PyAny>,
+        count: usize,
+    ) -> PyResult<Vec<(usize, AttrEdits)>> {
         let py = groups.py();
         let mut converted: Vec<AttrEdits> = Vec::new();
         // per span: (group number, its cut) in group order
@@ -445,17 +549,21 @@ impl Core {
         for group in groups.try_iter()? {
             let group = group?;
             let g = converted.len();
-            converted.push(self.attr_edits(&group.getattr(pyo3::intern!(py, "edits"))?)?);
+            converted.push(self.attr_edits(conv, &group.getattr(pyo3::intern!(py, "edits"))?)?);
             let after = group.getattr(pyo3::intern!(py, "after"))?;
             let after = after.cast::<PyDict>().map_err(|_| PyTypeError::new_err("GroupEdits.after must be a dict"))?;
+            let has_after = !after.is_empty();
             for index in group.getattr(pyo3::intern!(py, "spans"))?.try_iter()? {
                 let index: usize = index?.extract()?;
                 if index >= count {
                     continue;
                 }
-                let cut = match after.get_item(index)? {
-                    Some(cut) => Some(cut.extract::<crate::groups::Cut>()?),
-                    None => None,
+                let cut = match has_after {
+                    true => match after.get_item(index)? {
+                        Some(cut) => Some(cut.extract::<crate::groups::Cut>()?),
+                        None => None,
+                    },
+                    false => None,
                 };
                 of[index].push((g, cut));
             }
@@ -490,16 +598,16 @@ impl Core {
         Ok(out)
     }
 
-    fn collect_edits(&self, edits: &Bound<'_, PyDict>) -> PyResult<Vec<(usize, AttrEdits)>> {
+    fn collect_edits<'py>(&self, conv: &mut Converter<'py>, edits: &Bound<'py, PyDict>) -> PyResult<Vec<(usize, AttrEdits)>> {
         let mut collected = Vec::with_capacity(edits.len());
         for (index, item) in edits.iter() {
             let index: usize = index.extract()?;
-            collected.push((index, self.attr_edits(&item)?));
+            collected.push((index, self.attr_edits(conv, &item)?));
         }
         Ok(collected)
     }
 
-    fn attr_edits(&self, item: &Bound<'_, PyAny>) -> PyResult<AttrEdits> {
+    fn attr_edits<'py>(&self, conv: &mut Converter<'py>, item: &Bound<'py, PyAny>) -> PyResult<AttrEdits> {
         let py = item.py();
         let mut edits = AttrEdits::default();
         let replace = item.getattr(pyo3::intern!(py, "replace"))?;
@@ -507,20 +615,27 @@ impl Core {
             edits.replace = Some(replace.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("replace must be bytes"))?.as_bytes().to_vec());
             return Ok(edits);
         }
-        for pair in item.getattr(pyo3::intern!(py, "renames"))?.try_iter()? {
-            let (old, new): (String, String) = pair?.extract()?;
-            edits.renames.push((old.into_bytes(), new.into_bytes()));
-        }
-        for key in item.getattr(pyo3::intern!(py, "deletes"))?.try_iter()? {
-            let key: String = key?.extract()?;
-            edits.deletes.push(key.into_bytes());
-        }
-        for pair in item.getattr(pyo3::intern!(py, "sets"))?.try_iter()? {
-            let pair = pair?;
-            let key: String = pair.get_item(0)?.extract()?;
-            let value = pair.get_item(1)?;
-            edits.sets.push((key.into_bytes(), self.set_value(&value)?));
-        }
+        // Lists as SpanEdits holds them: read by index (no iterator object); any other
+        // iterable through the iterator protocol.
+        let renames = item.getattr(pyo3::intern!(py, "renames"))?;
+        for_each(&renames, |pair| {
+            let (old, new) = pair_of(&pair)?;
+            edits.renames.push((conv.key(&old)?, conv.key(&new)?));
+            Ok(())
+        })?;
+        let deletes = item.getattr(pyo3::intern!(py, "deletes"))?;
+        for_each(&deletes, |key| {
+            edits.deletes.push(conv.key(&key)?);
+            Ok(())
+        })?;
+        let sets = item.getattr(pyo3::intern!(py, "sets"))?;
+        for_each(&sets, |pair| {
+            let (key, value) = pair_of(&pair)?;
+            let key = conv.key(&key)?;
+            let value = conv.value(self, &value)?;
+            edits.sets.push((key, value));
+            Ok(())
+        })?;
         Ok(edits)
     }
 
@@ -530,7 +645,7 @@ impl Core {
     fn set_value(&self, value: &Bound<'_, PyAny>) -> PyResult<SetValue> {
         let py = value.py();
         if value.is(self.empty.bind(py)) {
-            return Ok(SetValue { body: Vec::new(), present: false, keeps_unknown: false });
+            return Ok(SetValue { body: Shared::default(), present: false, keeps_unknown: false });
         }
         let mut body = Vec::new();
         self.any_value(value, &mut body, 0)?;
@@ -538,7 +653,7 @@ impl Core {
             || value.is_instance_of::<PyInt>()
             || value.is_instance_of::<PyFloat>()
             || value.is_instance_of::<PyBytes>();
-        Ok(SetValue { body, present: true, keeps_unknown: scalar })
+        Ok(SetValue { body: body.into(), present: true, keeps_unknown: scalar })
     }
 
     /// Encode a Python value as an AnyValue body, as `set_any_value` stores it.
@@ -606,6 +721,114 @@ impl Core {
         out.extend_from_slice(&kv);
         Ok(())
     }
+}
+
+/// The scanned requests a view is made of: (first span, first resource, layout) each, and
+/// the view's span and resource counts.
+struct Segments<'py> {
+    parts: Vec<(usize, usize, Bound<'py, Layout>)>,
+    spans: usize,
+    resources: usize,
+}
+
+impl<'py> Segments<'py> {
+    fn one(layout: &Bound<'py, Layout>) -> Self {
+        let scan = &layout.get().scan;
+        let (spans, resources) = (scan.spans.len(), scan.resources.len());
+        Segments { parts: vec![(0, 0, layout.clone())], spans, resources }
+    }
+
+    /// From (first span, first resource, layout) triples; each must start where the one
+    /// before it ends (a view's segments), or the edits would land on the wrong spans.
+    fn of(items: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let mut parts = Vec::new();
+        let (mut spans, mut resources) = (0usize, 0usize);
+        for item in items.try_iter()? {
+            let (first, first_resource, layout): (usize, usize, Bound<'py, Layout>) = item?.extract()?;
+            if first != spans || first_resource != resources {
+                return Err(PyValueError::new_err("segments must follow each other (first span and resource)"));
+            }
+            let scan = &layout.get().scan;
+            spans += scan.spans.len();
+            resources += scan.resources.len();
+            parts.push((first, first_resource, layout));
+        }
+        Ok(Segments { parts, spans, resources })
+    }
+}
+
+/// The edits of one encode call converted to the crate's form, each distinct key object and
+/// immutable value object once (many spans' edits share them: a group's, the scan's
+/// interned strings, one stamp value). Keyed by object address, each object held here for
+/// the call, so no address is reused while it is a key.
+struct Converter<'py> {
+    keys: HashMap<usize, (Bound<'py, PyAny>, Shared), FxBuild>,
+    values: HashMap<usize, (Bound<'py, PyAny>, SetValue), FxBuild>,
+}
+
+impl<'py> Converter<'py> {
+    fn new() -> Self {
+        Converter { keys: HashMap::default(), values: HashMap::default() }
+    }
+
+    fn key(&mut self, key: &Bound<'py, PyAny>) -> PyResult<Shared> {
+        let at = key.as_ptr() as usize;
+        if let Some((_, found)) = self.keys.get(&at) {
+            return Ok(found.clone());
+        }
+        let text = key.cast::<PyString>().map_err(|_| PyTypeError::new_err("attribute keys must be str"))?;
+        let made: Shared = text.to_str()?.as_bytes().into();
+        self.keys.insert(at, (key.clone(), made.clone()));
+        Ok(made)
+    }
+
+    fn value(&mut self, core: &Core, value: &Bound<'py, PyAny>) -> PyResult<SetValue> {
+        // Only objects that cannot change: exact str, int, float, bytes, bool (and EMPTY).
+        let immutable = value.is_exact_instance_of::<PyString>()
+            || value.is_exact_instance_of::<PyInt>()
+            || value.is_exact_instance_of::<PyFloat>()
+            || value.is_exact_instance_of::<PyBytes>()
+            || value.is_exact_instance_of::<PyBool>()
+            || value.is(core.empty.bind(value.py()));
+        if !immutable {
+            return core.set_value(value);
+        }
+        let at = value.as_ptr() as usize;
+        if let Some((_, found)) = self.values.get(&at) {
+            return Ok(found.clone());
+        }
+        let made = core.set_value(value)?;
+        self.values.insert(at, (value.clone(), made.clone()));
+        Ok(made)
+    }
+}
+
+/// `f` on every item of `items`: a list read by index, anything else iterated.
+fn for_each<'py>(items: &Bound<'py, PyAny>, mut f: impl FnMut(Bound<'py, PyAny>) -> PyResult<()>) -> PyResult<()> {
+    if let Ok(list) = items.cast::<PyList>() {
+        let mut i = 0;
+        // The length re-read each time: nothing here runs Python code, but stay in bounds.
+        while i < list.len() {
+            f(list.get_item(i)?)?;
+            i += 1;
+        }
+        return Ok(());
+    }
+    for item in items.try_iter()? {
+        f(item?)?;
+    }
+    Ok(())
+}
+
+/// The two items of a pair (a tuple, or any sequence of two).
+fn pair_of<'py>(pair: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    if let Ok(tuple) = pair.cast::<PyTuple>() {
+        if tuple.len() == 2 {
+            return Ok((tuple.get_item(0)?, tuple.get_item(1)?));
+        }
+        return Err(PyValueError::new_err("an edit pair must have two items"));
+    }
+    Ok((pair.get_item(0)?, pair.get_item(1)?))
 }
 
 #[pymodule]

@@ -51,9 +51,9 @@ fuzz_target!(|data: &[u8]| {
     // Edits: rename k -> renamed, delete gen_ai.request.model, set k2 = 7 (append or replace),
     // remove every third span.
     let edits = AttrEdits {
-        renames: vec![(b"k".to_vec(), b"renamed".to_vec())],
-        deletes: vec![b"gen_ai.request.model".to_vec()],
-        sets: vec![(b"k2".to_vec(), SetValue::scalar(vec![0x18, 0x07])), (b"".to_vec(), SetValue::default())],
+        renames: vec![(b"k"[..].into(), b"renamed"[..].into())],
+        deletes: vec![b"gen_ai.request.model"[..].into()],
+        sets: vec![(b"k2"[..].into(), SetValue::scalar(vec![0x18, 0x07])), (b""[..].into(), SetValue::default())],
         replace: None,
     };
     let mut plan = Plan::new(&scanned, false);

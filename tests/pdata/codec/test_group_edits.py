@@ -181,3 +181,37 @@ def test_span_groups_by_keys_kinds_and_chosen_values():
     assert sorted(map(len, by_kinds)) != sorted(map(len, by_value))
     assert all(len({spans[i].attrs.get("gen_ai.system") for i in g}) == 1 for g in by_value)
     assert all(len({tuple(map(type, spans[i].attrs.values())) for i in g}) == 1 for g in by_kinds)
+
+
+@needs_native
+def test_many_segments_in_one_call_write_what_the_oracle_writes():
+    """A view of several appended requests is written in one call (Core.encode_segments):
+    a segment nothing touches is copied, one whose spans are all removed loses them, and an
+    extract takes nothing (not even the resources) from a segment none of whose spans it chose."""
+    from costctx.pdata.codec.native import NativeCodec
+
+    native = NativeCodec()
+    parts = bench_requests()[:4]
+    watched = frozenset({"gen_ai.request.model", "workflow.id"})
+    view = native.scan(parts[0], watched)
+    for raw in parts[1:]:
+        view = native.appended(view, raw, watched)
+    expected = ORACLE.scan(b"".join(parts), watched)
+    assert len(view.segments) == 4
+    firsts = [segment[0] for segment in view.segments] + [len(view.spans)]
+    second = range(firsts[1], firsts[2])
+    third = range(firsts[2], firsts[3])
+    stamp = "one object shared by every span's edits"
+    edits = BatchEdits()
+    for i in range(firsts[1]):  # the first segment: a set on every span, the same value object
+        edits.span(i).sets.append(("costctx.schema", stamp))
+    edits.removed.update(third)  # the third: every span removed; the second: untouched
+    last = list(range(firsts[3], len(view.spans)))
+    edits.add_group(SpanEdits(renames=[("workflow.id", "wf")], sets=[("n", 7)]), last)
+    assert native.encode(view, edits) == ORACLE.encode(expected, edits)
+    for chosen in ([third[0], third[-1]], [firsts[3]], [0, firsts[3] + 1]):
+        assert native.extract(view, chosen, edits) == ORACLE.extract(expected, chosen, edits)
+    untouched = BatchEdits(removed={firsts[3]})  # only the last segment is written anew
+    assert native.encode(view, untouched) == ORACLE.encode(expected, untouched)
+    assert native.encode(view, untouched).startswith(b"".join(parts[:3]))
+    assert list(second)  # (the bench requests hold spans)

@@ -16,7 +16,6 @@ from costctx.pdata.codec.api import (
     BatchEdits,
     BatchView,
     CodecError,
-    GroupEdits,
     KvList,
     ResourceView,
     ScopeView,
@@ -63,27 +62,18 @@ class NativeCodec:
     def encode(self, view: BatchView, edits: BatchEdits) -> bytes:
         if not edits.any():
             return view.raw  # nothing to write: the bytes received, not even a copy
-        segments = getattr(view, "segments", None)
-        if segments is not None:
-            return b"".join(
-                self._core.encode(layout, spans, resources, removed, groups)
-                if spans or resources or removed or groups else raw
-                for raw, layout, spans, resources, removed, groups in _split(view, segments, edits, edits.removed))
-        return self._core.encode(self._layout(view), edits.spans, edits.resources, edits.removed,
-                                 edits.groups or None)
+        # One call per batch, appended segments included: the edits are converted once and no
+        # Python runs per span or per edit on the way out.
+        return self._core.encode_segments(self._segments(view), edits.spans, edits.resources, edits.removed,
+                                          edits.groups or None)
 
     def extract(self, view: BatchView, indices: list[int], edits: BatchEdits) -> bytes:
         # Only the chosen spans' edits are converted (the extension reads every edit it is given:
         # a few held spans of a batch of 100 paid for all 100).
         spans = edits.spans
-        edits = BatchEdits({i: found for i in indices if (found := spans.get(i)) is not None}, edits.resources,
-                           groups=edits.groups)
-        segments = getattr(view, "segments", None)
-        if segments is not None:
-            return b"".join(
-                self._core.extract(layout, chosen, spans, resources, groups)
-                for _, layout, spans, resources, chosen, groups in _split(view, segments, edits, indices) if chosen)
-        return self._core.extract(self._layout(view), indices, edits.spans, edits.resources, edits.groups or None)
+        chosen = {i: found for i in indices if (found := spans.get(i)) is not None}
+        return self._core.extract_segments(self._segments(view), indices, chosen, edits.resources,
+                                           edits.groups or None)
 
     def groups(self, view: BatchView, by_value: frozenset[str]) -> tuple[list[list[int]], list[int]]:
         layout = getattr(view, "layout", None)
@@ -125,6 +115,13 @@ class NativeCodec:
         """The AnyValue body the encoder writes for `value` (what a set stores)."""
         return self._core.encode_value(value)
 
+    def _segments(self, view: BatchView) -> list[tuple[int, int, Any]]:
+        """(first span, first resource, layout) of each scanned request the view is made of."""
+        segments = getattr(view, "segments", None)
+        if segments is None:
+            return [(0, 0, self._layout(view))]
+        return [(first, first_resource, layout) for first, first_resource, _, _, layout in segments]
+
     def _layout(self, view: BatchView) -> Any:
         layout = getattr(view, "layout", None)
         if layout is None:
@@ -132,21 +129,3 @@ class NativeCodec:
             layout = self._core.scan(view.raw, frozenset())[3]
         return layout
 
-
-def _split(view: BatchView, segments: list, edits: BatchEdits, chosen) -> list[tuple]:
-    """Per segment: (raw, layout, its span edits, its resource edits, its `chosen` indices,
-    its group edits), every index made relative to the segment's first span or resource."""
-    out = []
-    bounds = [*segments[1:], (len(view.spans), len(view.resources), 0, b"", None)]
-    for (first, first_resource, _, raw, layout), (end, end_resource, _, _, _) in zip(segments, bounds, strict=True):
-        spans = {i - first: e for i, e in edits.spans.items() if first <= i < end}
-        resources = {r - first_resource: e for r, e in edits.resources.items() if first_resource <= r < end_resource}
-        picked = [i - first for i in chosen if first <= i < end]
-        groups = []
-        for group in edits.groups:
-            members = [i - first for i in group.spans if first <= i < end]
-            if members:
-                after = {i - first: cut for i, cut in group.after.items() if first <= i < end}
-                groups.append(GroupEdits(group.edits, members, after))
-        out.append((raw, layout, spans, resources, picked, groups or None))
-    return out
