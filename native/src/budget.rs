@@ -296,7 +296,7 @@ fn is_call(attrs: &Bound<'_, PyDict>, markers: &[Bound<'_, PyString>]) -> PyResu
 #[allow(clippy::too_many_arguments)]
 pub fn read_spend<'py>(
     py: Python<'py>,
-    spans: &Bound<'py, PyList>,
+    spans: &Bound<'py, PyAny>,
     indices: &Bound<'py, PyAny>,
     markers: &Bound<'py, PyAny>,
     keys: &Bound<'py, PyTuple>,

@@ -110,7 +110,7 @@ enum Depth {
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub fn read_shapes<'py>(
     py: Python<'py>,
-    spans: &Bound<'py, PyList>,
+    spans: &Bound<'py, PyAny>,
     indices: &Bound<'py, PyAny>,
     notes: &Bound<'py, PyDict>,
     edits: &Bound<'py, PyDict>,

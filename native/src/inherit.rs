@@ -43,7 +43,7 @@ fn joined<'py>(py: Python<'py>, first: &[u8], second: &[u8]) -> Bound<'py, PyByt
 #[pyfunction]
 pub fn read_spans<'py>(
     py: Python<'py>,
-    spans: &Bound<'py, PyList>,
+    spans: &Bound<'py, PyAny>,
     indices: &Bound<'py, PyAny>,
     fields: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyTuple>> {

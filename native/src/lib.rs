@@ -15,6 +15,9 @@ pub mod wire;
 mod python;
 
 #[cfg(feature = "python")]
+mod view;
+
+#[cfg(feature = "python")]
 mod price;
 
 #[cfg(feature = "python")]

@@ -107,7 +107,7 @@ impl<'py> Reader<'py> {
         Ok(Reader { keys, roles, now: now.clone(), now_ns: now.extract()?, tolerance, none: py.None().into_bound(py) })
     }
 
-    fn read(&mut self, py: Python<'py>, spans: &Bound<'py, PyList>, index: Bound<'py, PyAny>) -> PyResult<Read<'py>> {
+    fn read(&mut self, py: Python<'py>, spans: &Bound<'py, PyAny>, index: Bound<'py, PyAny>) -> PyResult<Read<'py>> {
         let keys = &self.keys;
         let none = &self.none;
         let span = spans.get_item(index.extract::<usize>()?)?;
@@ -161,7 +161,7 @@ impl<'py> Reader<'py> {
 #[pyfunction]
 pub fn read_calls<'py>(
     py: Python<'py>,
-    spans: &Bound<'py, PyList>,
+    spans: &Bound<'py, PyAny>,
     indices: &Bound<'py, PyAny>,
     now: &Bound<'py, PyAny>,
     tolerance: i128,
@@ -290,7 +290,7 @@ fn inline_pico(rates: [i128; 5], inclusive: bool, counts: [i128; 5]) -> Option<i
 #[allow(clippy::too_many_arguments)]
 pub fn price_calls<'py>(
     py: Python<'py>,
-    spans: &Bound<'py, PyList>,
+    spans: &Bound<'py, PyAny>,
     indices: &Bound<'py, PyAny>,
     now: &Bound<'py, PyAny>,
     tolerance: i128,

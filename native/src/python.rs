@@ -19,10 +19,10 @@ use crate::wire::{write_len_field, write_tag, write_varint, I64, LEN, VARINT};
 /// A scanned request: the bytes and where everything is, for encode/extract/materialize.
 #[pyclass(frozen)]
 pub struct Layout {
-    raw: Py<PyBytes>,
-    scan: Scan,
+    pub(crate) raw: Py<PyBytes>,
+    pub(crate) scan: Scan,
     /// The watched keys the scan used (their ids are the attrs' key ids): for `groups`.
-    prepared: Arc<Prepared>,
+    pub(crate) prepared: Arc<Prepared>,
 }
 
 #[pymethods]
@@ -58,10 +58,10 @@ impl Layout {
 }
 
 /// The watched keys of the last scan, prepared once per distinct `watched` object.
-struct Prepared {
+pub(crate) struct Prepared {
     source: Py<PyAny>,
-    keys: Vec<Py<PyString>>,
-    bytes: Vec<Vec<u8>>,
+    pub(crate) keys: Vec<Py<PyString>>,
+    pub(crate) bytes: Vec<Vec<u8>>,
 }
 
 /// Frozen (methods take &self): the pipeline may scan from several threads, and a scan
@@ -169,6 +169,49 @@ impl Core {
         let prepared = Arc::new(Prepared { source: watched.clone().unbind(), keys, bytes });
         *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(prepared.clone());
         Ok(prepared)
+    }
+
+    /// The view's resources and scopes (what `scan` and `scan_lazy` both make).
+    fn resources_and_scopes<'py>(
+        &self,
+        py: Python<'py>,
+        bytes: &[u8],
+        scanned: &Scan,
+        prepared: &Prepared,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let keys: Vec<Bound<'py, PyString>> = prepared.keys.iter().map(|k| k.bind(py).clone()).collect();
+        let mut interner = Interner {
+            py,
+            strings: HashMap::new(),
+            signatures: HashMap::new(),
+            kinds: HashMap::new(),
+            empty_bytes: PyBytes::new(py, b""),
+            empty_tuple: PyTuple::empty(py),
+            empty_str: PyString::new(py, ""),
+            empty_frozenset: PyFrozenSet::empty(py)?,
+        };
+        let unknown_service = PyString::new(py, "unknown_service");
+        let resources = PyList::empty(py);
+        for rec in &scanned.resources {
+            let service = match rec.service {
+                Some(range) => interner.string(bytes, range),
+                None => unknown_service.clone(),
+            };
+            let schema_url = interner.string(bytes, rec.schema_url);
+            let (attrs, _) = self.attrs(py, bytes, &mut interner, &keys, &rec.attrs)?;
+            resources.append(self.resource_cls.bind(py).call1((service, schema_url, attrs, rec.size, rec.repeated))?)?;
+        }
+        let scopes = PyList::empty(py);
+        for rec in &scanned.scopes {
+            let args = (
+                rec.resource,
+                interner.string(bytes, rec.schema_url),
+                interner.string(bytes, rec.name),
+                interner.string(bytes, rec.version),
+            );
+            scopes.append(self.scope_cls.bind(py).call1(args)?)?;
+        }
+        Ok((resources, scopes))
     }
 
     fn value<'py>(&self, py: Python<'py>, raw: &[u8], interner: &mut Interner<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
@@ -351,6 +394,32 @@ impl Core {
             spans.append(span_cls.call1(args)?)?;
         }
         Ok((resources, scopes, spans, Layout { raw: raw.unbind(), scan: scanned, prepared }))
+    }
+
+    /// `scan` with the spans as a lazy `SpanList` (view.rs): no SpanView is made until asked
+    /// for. Resources and scopes are made now (a few per request).
+    fn scan_lazy<'py>(
+        &self,
+        py: Python<'py>,
+        raw: Bound<'py, PyBytes>,
+        watched: Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, crate::view::SpanList, Bound<'py, Layout>)> {
+        let prepared = self.prepare(py, &watched)?;
+        let bytes = raw.as_bytes();
+        let watched_bytes = Watched::new(prepared.bytes.iter().map(|k| k.as_slice()).collect());
+        let scanned = match py.detach(|| scan(bytes, &watched_bytes)) {
+            Ok(scanned) => scanned,
+            Err(err) => return Err(self.codec_error(py, err.0)),
+        };
+        let (resources, scopes) = self.resources_and_scopes(py, bytes, &scanned, &prepared)?;
+        let layout = Bound::new(py, Layout { raw: raw.unbind(), scan: scanned, prepared })?;
+        let classes = crate::view::Classes {
+            span_cls: self.span_cls.clone_ref(py),
+            kvlist_cls: self.kvlist_cls.clone_ref(py),
+            empty: self.empty.clone_ref(py),
+        };
+        let spans = crate::view::SpanList::new(py, &classes, layout.clone().unbind());
+        Ok((resources, scopes, spans, layout))
     }
 
     /// The request with edits applied and `removed` spans left out. `groups`: api.py
@@ -836,6 +905,7 @@ fn pair_of<'py>(pair: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<
 fn costctx_native_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<Layout>()?;
+    m.add_class::<crate::view::SpanList>()?;
     m.add_function(wrap_pyfunction!(crate::price::read_calls, m)?)?;
     m.add_function(wrap_pyfunction!(crate::envelope::read_shapes, m)?)?;
     m.add_function(wrap_pyfunction!(crate::inherit::read_spans, m)?)?;

@@ -58,6 +58,12 @@ class Processor:
     # Processors on the batch view set `on_view` and implement `process_view` and
     # `watched_keys`; the others implement `process` on a TraceBatch (the slow path).
     on_view: ClassVar[bool] = False
+    # A processor on the view that reads spans only through columns and groups (span_column,
+    # codec.groups, a few views per group), never view.spans[i] for every span, sets `columnar`:
+    # the native codec makes no span view for it. For any other, its first read of the view
+    # makes every span's view in one call (ViewBatch.lazy_spans), so its per-span reads index
+    # a plain list (and the cost is counted in its own time).
+    columnar: ClassVar[bool] = False
 
     def process(self, batch: TraceBatch) -> TraceBatch | None:
         """Return the batch to pass on; None or an empty batch stops it here (e.g. all held).

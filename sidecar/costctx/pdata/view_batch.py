@@ -26,7 +26,7 @@ Notes = dict[str, Any]
 
 class ViewBatch:
     __slots__ = ("codec", "watched", "_raw", "_view", "edits", "notes", "order", "_trace", "rejected",
-                 "rejected_reason", "_received_spans", "_origin")
+                 "rejected_reason", "_received_spans", "_origin", "lazy_spans", "_lazy")
 
     def __init__(self, codec: Codec, raw: bytes, watched: frozenset[str], spans: int | None = None) -> None:
         self.codec = codec
@@ -48,6 +48,11 @@ class ViewBatch:
         # Spans a processor refused (e.g. over a limit); reported as OTLP partial success.
         self.rejected = 0
         self.rejected_reason = ""
+        # Whoever reads the view now reads spans through columns and groups (a `columnar`
+        # processor; the pipeline sets it per processor): the codec's lazy span list is kept.
+        # False (the default): reading the view makes every span's view, once (make_spans).
+        self.lazy_spans = False
+        self._lazy = False  # the view's spans are a lazy list not made yet
 
     @classmethod
     def of_trace(cls, codec: Codec, trace: TraceBatch, watched: frozenset[str]) -> ViewBatch:
@@ -59,11 +64,21 @@ class ViewBatch:
         batch.rejected, batch.rejected_reason = trace.rejected, trace.rejected_reason
         batch._received_spans = None
         batch._origin = None
+        batch.lazy_spans = batch._lazy = False
         return batch
 
     # -- the fast path ----------------------------------------------------------------------
     @property
     def view(self) -> BatchView:
+        view = self._view
+        if view is None:
+            view = self._make_view()
+            self._lazy = type(view.spans) is not list
+        if self._lazy and not self.lazy_spans:
+            self.make_spans()
+        return view
+
+    def _make_view(self) -> BatchView:
         if self._view is None:
             trace = self._trace
             if trace is not None:
@@ -85,6 +100,17 @@ class ViewBatch:
                 self._raw = trace.request.SerializeToString()
             self._view = self.codec.scan(self._raw, self.watched)  # type: ignore[arg-type]
         return self._view
+
+    def make_spans(self) -> None:
+        """Every span's view made now, in one call, and `view.spans` a plain list from here on:
+        for a processor that reads every span (the native codec's spans are made on first
+        access, which costs a call per access; a processor reading columns skips this)."""
+        view = self._view
+        if view is not None:
+            to_list = getattr(view.spans, "to_list", None)
+            if to_list is not None:
+                view.spans = to_list()
+        self._lazy = False
 
     def indices(self) -> list[int] | range:
         """Span indices in visiting order, removed spans left out. A slow-path processor may
@@ -191,6 +217,7 @@ class ViewBatch:
         if appended is not None:  # NativeCodec: only `raw` scanned; indices, edits, notes kept
             start = len(view.spans)
             self._view = appended(view, raw, self.watched)
+            self._lazy = type(self._view.spans) is not list
             self._raw, self._trace, self._origin = None, None, None
             if self.order is not None:
                 self.order = self.order + list(range(start, len(self._view.spans)))

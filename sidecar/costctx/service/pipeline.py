@@ -45,6 +45,7 @@ class TracesPipeline:
         (the scan it makes anyway), else only checked (nothing reads the spans: forwarded as is)."""
         if self.processors and self.processors[0].on_view:
             batch = ViewBatch(self.codec, raw, self.watched)
+            batch.lazy_spans = True  # scanned only: the span views are the processors' to make
             _ = batch.view
             return batch
         return ViewBatch(self.codec, raw, self.watched, self.codec.check(raw))
@@ -60,6 +61,7 @@ class TracesPipeline:
             result: ViewBatch | TraceBatch | None
             try:
                 if processor.on_view:
+                    batch.lazy_spans = processor.columnar  # its first read of the view makes them or not
                     result = processor.process_view(batch)
                 else:
                     trace = batch.trace

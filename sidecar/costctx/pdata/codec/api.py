@@ -119,6 +119,17 @@ def value_kinds(attrs: dict[str, Any]) -> str:
         for key, value in sorted(attrs.items()))
 
 
+def span_column(spans, name: str) -> list:
+    """One field of every span, in order (resource, scope, size, attr_count, event_count,
+    start, end): what a processor deciding per batch or per group reads instead of the views.
+    The native codec's lazy span list reads it from the scanned records without making a
+    view (a view already made gives its current value); a list of views is read as is."""
+    column = getattr(spans, "column", None)
+    if column is not None:
+        return column(name)
+    return [getattr(span, name) for span in spans]
+
+
 def span_groups(spans: list[SpanView], by_value: frozenset[str]) -> tuple[list[list[int]], list[int]]:
     """Spans sorted into groups of alike ones, as scanned (the native codec's groups.rs does
     the same in one pass): per watched attribute in the span's order its key, its value's kind

@@ -53,7 +53,9 @@ class NativeCodec:
         self._core = _native.Core(ResourceView, ScopeView, SpanView, KvList, EMPTY, CodecError)
 
     def scan(self, raw: bytes, watched: frozenset[str]) -> BatchView:
-        resources, scopes, spans, layout = self._core.scan(bytes(raw), watched)
+        # The spans as a lazy sequence (costctx_native.SpanList): a SpanView is made only for a
+        # span some processor asks for; per-group and per-batch readers use its columns.
+        resources, scopes, spans, layout = self._core.scan_lazy(bytes(raw), watched)
         return NativeBatchView(raw, resources, scopes, spans, layout)
 
     def check(self, raw: bytes) -> int:
@@ -103,12 +105,18 @@ class NativeCodec:
         first, resources, scopes = len(view.spans), len(view.resources), len(view.scopes)
         for scope in added.scopes:
             scope.resource += resources
-        for span in added.spans:
-            span.resource += resources
-            span.scope += scopes
+        spans = view.spans
+        if hasattr(spans, "joined"):  # lazy: the new spans' indices shifted as their views are made
+            spans = spans.joined(added.spans, resources, scopes)
+        else:
+            spans = list(spans)
+            for span in added.spans:
+                span.resource += resources
+                span.scope += scopes
+                spans.append(span)
         return NativeBatchView(
             view.raw + raw, view.resources + added.resources, view.scopes + added.scopes,
-            view.spans + added.spans, None,
+            spans, None,
             [*segments, (first, resources, scopes, raw, added.layout)])  # type: ignore[attr-defined]
 
     def encode_value(self, value: Any) -> bytes:

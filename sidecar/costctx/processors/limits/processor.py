@@ -13,9 +13,11 @@ the receivers (`max_recv_msg_size_mib`, `max_request_body_size`).
 
 On the batch view, cheap when nothing is over: the attribute count is the view's
 `attr_count`, and a span (or resource) whose encoded `size` is below the value limit cannot
-hold a long value. Values earlier processors set are checked as edits. Only a span over a
-limit is materialised, bounded by bound.py and put back whole (`replace`); a resource over
-the value limit sends the batch down the protobuf path (resources that large are rare).
+hold a long value; both are read as columns (`span_column`) and checked against the batch's
+largest first, so a batch under every limit costs no Python per span. Values earlier
+processors set are checked as edits. Only a span over a limit is materialised, bounded by
+bound.py and put back whole (`replace`); a resource over the value limit sends the batch
+down the protobuf path (resources that large are rare).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import index_attributes
-from costctx.pdata.codec.api import KvList, SpanEdits
+from costctx.pdata.codec.api import KvList, SpanEdits, span_column
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.limits.bound import bound_resource, bound_span
 from costctx.processors.limits.config import LimitsConfig
@@ -64,6 +66,7 @@ class LimitsProcessor(Processor):
     type_name = "limits"
     config_model = LimitsConfig
     on_view = True
+    columnar = True  # the batch's columns first: span views made only for a span over a limit
 
     def __init__(self, name: str, config: LimitsConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -94,17 +97,26 @@ class LimitsProcessor(Processor):
                     grouped[index] = grouped.get(index, 0) + added
             if _edits_over(group.edits, max_len):
                 long.update(group.spans)
+        # Decided per batch first, from the spans' columns (no view object per span): the most
+        # attributes any span may have after the edits so far, the largest span, and whether
+        # any value set is long. Below every limit (the usual batch), nothing else to do.
+        counts = span_column(spans, "attr_count")
+        sizes = span_column(spans, "size")
+        most_added = max((len(e.sets) for e in edited.values() if e.replace is None), default=0)
+        most_added += max(grouped.values(), default=0)
+        if (not long and (not counts or max(counts) + most_added <= max_attrs and max(sizes) <= max_len)
+                and not any(_edits_over(pending, max_len) for pending in edited.values())):
+            return batch
         truncated = 0
         for index in batch.indices():
-            span = spans[index]
             pending = edited.get(index)
-            count = span.attr_count
+            count = counts[index]
             if pending is not None and pending.replace is None:
                 count += len(pending.sets)  # at most this many after the edits: the exact count below
             if grouped:
                 count += grouped.get(index, 0)
             over_count = count > max_attrs
-            over_len = span.size > max_len or _edits_over(pending, max_len) or (long and index in long)
+            over_len = sizes[index] > max_len or _edits_over(pending, max_len) or (long and index in long)
             if over_count or over_len:
                 truncated += self._bound(batch, index, max_attrs, max_len)
         if truncated:

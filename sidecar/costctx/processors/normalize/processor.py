@@ -25,7 +25,7 @@ down the TraceBatch path.
 
 from __future__ import annotations
 
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -39,7 +39,7 @@ from costctx.normalize.view_rewrite import RewriteOnView, needs_work, rewrite_va
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import set_any_value
 from costctx.pdata.batch import SpanRecord
-from costctx.pdata.codec.api import SpanEdits
+from costctx.pdata.codec.api import SpanEdits, span_column
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.normalize.config import NormalizeConfig
 from costctx.processors.normalize.metrics import normalize_metrics
@@ -51,7 +51,6 @@ _UNDECIDED = object()
 
 def _NO_VALUES(attrs) -> tuple:  # noqa: N802  # an itemgetter of no keys
     return ()
-_RESOURCE = attrgetter("resource")
 
 
 class NormalizeProcessor(Processor):
@@ -59,6 +58,7 @@ class NormalizeProcessor(Processor):
     config_model = NormalizeConfig
     config: NormalizeConfig
     on_view = True
+    columnar = True  # groups and columns: span views made only for groups it rewrites
 
     def __init__(self, name: str, config: NormalizeConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -116,8 +116,10 @@ class NormalizeProcessor(Processor):
         # Resources first (each once, as the protobuf path meets them through their spans);
         # a case the view cannot say exactly sends the whole batch down that path.
         rewritten: list[tuple[int, RewriteOnView]] = []
-        # (every span in view order, the usual case: the resources read in C, not per span)
-        present = set(map(_RESOURCE, spans)) if indices == range(len(spans)) else {spans[i].resource for i in indices}
+        # (every span in view order, the usual case: the resources read as a column, no view
+        # object per span)
+        column = span_column(spans, "resource")
+        present = set(column) if indices == range(len(spans)) else {column[i] for i in indices}
         for r in sorted(present):
             resource = resources[r]
             table = self._table(resource.schema_url)

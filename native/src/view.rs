@@ -1,0 +1,394 @@
+//! The native view's spans, built lazily: `SpanList` holds the scanned records (Layout) and
+//! makes the api.py `SpanView` of a span only when something asks for that span, once (the
+//! same object afterwards, so edits to its `attrs` stay). A processor that decides per group
+//! or per batch (normalize, limits) reads the records' columns instead and no view object is
+//! made for its spans; a span nobody looks at never gets one.
+//!
+//! Python sees a read-only sequence: len, [i] (negative too), slices (a list), iteration,
+//! ==, + (a list). `joined` appends another scan's spans (NativeCodec.appended) sharing the
+//! views already made; `column(name)` reads one field of every span (a made view's own value
+//! when it exists: a processor may have changed it, e.g. ViewBatch.replace).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyList, PySlice, PyString, PyTuple};
+
+use crate::kinds::{canonical, kind_letter};
+use crate::python::Layout;
+use crate::scan::{Span32, SpanRec, Value};
+
+/// The api.py classes and constants a view is made of.
+pub(crate) struct Classes {
+    pub span_cls: Py<PyAny>,
+    pub kvlist_cls: Py<PyAny>,
+    pub empty: Py<PyAny>,
+}
+
+impl Classes {
+    fn clone_ref(&self, py: Python<'_>) -> Classes {
+        Classes { span_cls: self.span_cls.clone_ref(py), kvlist_cls: self.kvlist_cls.clone_ref(py), empty: self.empty.clone_ref(py) }
+    }
+}
+
+/// One scanned request's spans in the list: its layout, where its spans start in the list,
+/// and how far its resource and scope indices are shifted (a view appended to another).
+struct Segment {
+    layout: Py<Layout>,
+    first: usize,
+    resource_shift: usize,
+    scope_shift: usize,
+    /// Per segment (the watched key ids are its layout's): SpanView.signature by key mask,
+    /// SpanView.kinds by (key id, kind letter) pairs.
+    signatures: HashMap<u64, Py<PyFrozenSet>>,
+    kinds: HashMap<Vec<u32>, Py<PyString>>,
+}
+
+struct State {
+    segments: Vec<Segment>,
+    made: Vec<Option<Py<PyAny>>>,
+    /// One str object per distinct string, across segments (content-keyed: SipHash, as the
+    /// bytes come off the network).
+    strings: HashMap<Vec<u8>, Py<PyString>>,
+}
+
+#[pyclass(frozen, sequence)]
+pub struct SpanList {
+    classes: Classes,
+    state: Mutex<State>,
+}
+
+impl SpanList {
+    pub(crate) fn new(py: Python<'_>, classes: &Classes, layout: Py<Layout>) -> SpanList {
+        let count = layout.get().scan.spans.len();
+        let segment = Segment { layout, first: 0, resource_shift: 0, scope_shift: 0, signatures: HashMap::new(), kinds: HashMap::new() };
+        SpanList {
+            classes: classes.clone_ref(py),
+            state: Mutex::new(State { segments: vec![segment], made: (0..count).map(|_| None).collect(), strings: HashMap::new() }),
+        }
+    }
+
+    /// The state, waiting (if ever: one batch is one thread's) with the interpreter released,
+    /// so a thread holding the lock while making a view can always finish.
+    fn lock(&self, py: Python<'_>) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock_py_attached(py).unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn index(&self, index: isize, len: usize) -> PyResult<usize> {
+        let at = if index < 0 { index + len as isize } else { index };
+        if at < 0 || at as usize >= len {
+            return Err(PyIndexError::new_err("span index out of range"));
+        }
+        Ok(at as usize)
+    }
+
+    /// The view of span `i`, made now if nobody asked for it before.
+    fn get<'py>(&self, py: Python<'py>, state: &mut State, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(found) = &state.made[i] {
+            return Ok(found.bind(py).clone());
+        }
+        let made = self.make(py, state, i)?;
+        state.made[i] = Some(made.clone().unbind());
+        Ok(made)
+    }
+
+    fn segment_of(state: &State, i: usize) -> usize {
+        state.segments.partition_point(|s| s.first <= i) - 1
+    }
+
+    fn make<'py>(&self, py: Python<'py>, state: &mut State, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        let s = Self::segment_of(state, i);
+        let State { segments, strings, .. } = state;
+        let segment = &mut segments[s];
+        let layout = segment.layout.bind(py).get();
+        let raw = layout.raw.bind(py).as_bytes();
+        let rec: &SpanRec = &layout.scan.spans[i - segment.first];
+        let prepared = &layout.prepared;
+        let mut made = Maker { py, classes: &self.classes, raw, strings };
+        let dict = PyDict::new(py);
+        let mut mask: u64 = 0;
+        let mut wide = false;
+        for (id, value) in &rec.attrs {
+            dict.set_item(prepared.keys[*id as usize].bind(py), made.value(value)?)?;
+            if *id < 64 {
+                mask |= 1 << id;
+            } else {
+                wide = true;
+            }
+        }
+        let signature = if wide {
+            PyFrozenSet::new(py, dict.keys().iter())?
+        } else if let Some(found) = segment.signatures.get(&mask) {
+            found.bind(py).clone()
+        } else {
+            let set = PyFrozenSet::new(py, dict.keys().iter())?;
+            segment.signatures.insert(mask, set.clone().unbind());
+            set
+        };
+        let links = if rec.links.is_empty() {
+            PyTuple::empty(py)
+        } else {
+            let mut pairs = Vec::with_capacity(rec.links.len());
+            for (trace_id, span_id) in &rec.links {
+                pairs.push(PyTuple::new(py, [made.bytes(*trace_id), made.bytes(*span_id)])?);
+            }
+            PyTuple::new(py, pairs)?
+        };
+        let event_keys = PyFrozenSet::new(py, rec.event_keys.iter().map(|id| prepared.keys[*id as usize].bind(py)))?;
+        let kinds = match rec.repeated {
+            true => py.None().into_bound(py),
+            false => kinds_of(py, &mut segment.kinds, &prepared.bytes, &rec.attrs).into_any(),
+        };
+        let args = PyTuple::new(
+            py,
+            [
+                made.bytes(rec.trace_id).into_any(),
+                made.bytes(rec.span_id).into_any(),
+                made.bytes(rec.parent_span_id).into_any(),
+                rec.start.into_pyobject(py)?.into_any(),
+                rec.end.into_pyobject(py)?.into_any(),
+                (rec.resource as usize + segment.resource_shift).into_pyobject(py)?.into_any(),
+                (rec.scope as usize + segment.scope_shift).into_pyobject(py)?.into_any(),
+                dict.into_any(),
+                rec.attr_count.into_pyobject(py)?.into_any(),
+                links.into_any(),
+                rec.event_count.into_pyobject(py)?.into_any(),
+                signature.into_any(),
+                rec.body.len.into_pyobject(py)?.into_any(),
+                event_keys.into_any(),
+                PyBool::new(py, rec.repeated).to_owned().into_any(),
+                rec.kind.into_pyobject(py)?.into_any(),
+                kinds,
+            ],
+        )?;
+        self.classes.span_cls.bind(py).call1(args)
+    }
+
+    fn all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut state = self.lock(py);
+        let out = PyList::empty(py);
+        for i in 0..state.made.len() {
+            out.append(self.get(py, &mut state, i)?)?;
+        }
+        Ok(out)
+    }
+}
+
+/// SpanView.kinds (crate::kinds), one object per form within a segment.
+fn kinds_of<'py>(py: Python<'py>, cache: &mut HashMap<Vec<u32>, Py<PyString>>, keys: &[Vec<u8>], attrs: &[(u16, Value)]) -> Bound<'py, PyString> {
+    let compact: Vec<u32> = attrs.iter().map(|(id, v)| (*id as u32) << 8 | kind_letter(v) as u32).collect();
+    if let Some(found) = cache.get(&compact) {
+        return found.bind(py).clone();
+    }
+    let mut pairs: Vec<(&[u8], u8)> = attrs.iter().map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v))).collect();
+    let text = canonical(&mut pairs);
+    let made = PyString::new(py, std::str::from_utf8(&text).unwrap_or(""));
+    cache.insert(compact, made.clone().unbind());
+    made
+}
+
+/// Python objects of one segment's values (strings interned across the list).
+struct Maker<'a, 'py> {
+    py: Python<'py>,
+    classes: &'a Classes,
+    raw: &'a [u8],
+    strings: &'a mut HashMap<Vec<u8>, Py<PyString>>,
+}
+
+impl<'py> Maker<'_, 'py> {
+    fn string(&mut self, range: Span32) -> Bound<'py, PyString> {
+        let bytes = range.get(self.raw);
+        if let Some(found) = self.strings.get(bytes) {
+            return found.bind(self.py).clone();
+        }
+        let made = PyString::new(self.py, std::str::from_utf8(bytes).unwrap_or("")); // UTF-8 checked by the scan
+        self.strings.insert(bytes.to_vec(), made.clone().unbind());
+        made
+    }
+
+    fn bytes(&self, range: Span32) -> Bound<'py, PyBytes> {
+        PyBytes::new(self.py, range.get(self.raw))
+    }
+
+    fn value(&mut self, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        Ok(match value {
+            Value::Empty => self.classes.empty.bind(py).clone(),
+            Value::Str(range) => self.string(*range).into_any(),
+            Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+            Value::Int(i) | Value::StrIndex(i) => i.into_pyobject(py)?.into_any(),
+            Value::Double(f) => PyFloat::new(py, *f).into_any(),
+            Value::Bytes(range) => self.bytes(*range).into_any(),
+            Value::Array(items) => {
+                let list = PyList::empty(py);
+                for item in items {
+                    list.append(self.value(item)?)?;
+                }
+                list.into_any()
+            }
+            Value::KvList(pairs) => {
+                let mut converted = Vec::with_capacity(pairs.len());
+                for (key, item) in pairs {
+                    let key = self.string(*key).into_any();
+                    let item = self.value(item)?;
+                    converted.push(PyTuple::new(py, [key, item])?);
+                }
+                self.classes.kvlist_cls.bind(py).call1((PyTuple::new(py, converted)?,))?
+            }
+        })
+    }
+}
+
+/// A field `column` reads: from a made view by attribute, else from the record.
+fn record_field(rec: &SpanRec, segment: &Segment, name: &str) -> Option<u64> {
+    Some(match name {
+        "resource" => rec.resource as u64 + segment.resource_shift as u64,
+        "scope" => rec.scope as u64 + segment.scope_shift as u64,
+        "size" => rec.body.len as u64,
+        "attr_count" => rec.attr_count as u64,
+        "event_count" => rec.event_count as u64,
+        "start" => rec.start,
+        "end" => rec.end,
+        _ => return None,
+    })
+}
+
+#[pymethods]
+impl SpanList {
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.lock(py).made.len()
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        if let Ok(slice) = key.cast::<PySlice>() {
+            return self.all(py)?.into_any().get_item(slice);
+        }
+        let index: isize = key.extract().map_err(|_| PyTypeError::new_err("span indices must be integers or slices"))?;
+        let mut state = self.lock(py);
+        let len = state.made.len();
+        let at = self.index(index, len)?;
+        self.get(py, &mut state, at)
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.all(py)?.try_iter()?.into_any())
+    }
+
+    fn __eq__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let mine = self.all(py)?;
+        if let Ok(other) = other.cast::<SpanList>() {
+            return Ok(mine.eq(other.get().all(py)?)?.into_pyobject(py)?.to_owned().into_any());
+        }
+        if other.is_instance_of::<PyList>() || other.is_instance_of::<PyTuple>() {
+            let other = PyList::new(py, other.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+            return Ok(mine.eq(other)?.into_pyobject(py)?.to_owned().into_any());
+        }
+        Ok(py.NotImplemented().into_bound(py))
+    }
+
+    fn __add__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let mine = self.all(py)?;
+        let other: Bound<'py, PyAny> = match other.cast::<SpanList>() {
+            Ok(list) => list.get().all(py)?.into_any(),
+            Err(_) => other.clone(),
+        };
+        Ok(mine.into_any().add(other)?)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = self.lock(py);
+        let made = state.made.iter().filter(|m| m.is_some()).count();
+        format!("<SpanList of {} spans, {} made>", state.made.len(), made)
+    }
+
+    /// This list's spans then `other`'s (a list from another scan), `other`'s resource and
+    /// scope indices shifted by `resources` and `scopes`. Views already made are shared
+    /// (`other`'s get their indices shifted now); `other` itself is left as it was made.
+    fn joined(&self, py: Python<'_>, other: &Bound<'_, SpanList>, resources: usize, scopes: usize) -> PyResult<SpanList> {
+        if std::ptr::eq(self, other.get()) {
+            return Err(PyValueError::new_err("a span list cannot be joined to itself"));
+        }
+        let mine = self.lock(py);
+        let theirs = other.get().lock(py);
+        let start = mine.made.len();
+        let mut segments: Vec<Segment> = mine
+            .segments
+            .iter()
+            .map(|s| Segment {
+                layout: s.layout.clone_ref(py),
+                first: s.first,
+                resource_shift: s.resource_shift,
+                scope_shift: s.scope_shift,
+                signatures: s.signatures.iter().map(|(k, v)| (*k, v.clone_ref(py))).collect(),
+                kinds: s.kinds.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect(),
+            })
+            .collect();
+        for s in &theirs.segments {
+            segments.push(Segment {
+                layout: s.layout.clone_ref(py),
+                first: start + s.first,
+                resource_shift: s.resource_shift + resources,
+                scope_shift: s.scope_shift + scopes,
+                signatures: s.signatures.iter().map(|(k, v)| (*k, v.clone_ref(py))).collect(),
+                kinds: s.kinds.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect(),
+            });
+        }
+        let mut made: Vec<Option<Py<PyAny>>> = mine.made.iter().map(|m| m.as_ref().map(|o| o.clone_ref(py))).collect();
+        let (resource_name, scope_name) = (pyo3::intern!(py, "resource"), pyo3::intern!(py, "scope"));
+        for view in &theirs.made {
+            made.push(match view {
+                None => None,
+                Some(view) => {
+                    let view = view.bind(py);
+                    let resource: usize = view.getattr(resource_name)?.extract()?;
+                    let scope: usize = view.getattr(scope_name)?.extract()?;
+                    view.setattr(resource_name, resource + resources)?;
+                    view.setattr(scope_name, scope + scopes)?;
+                    Some(view.clone().unbind())
+                }
+            });
+        }
+        let mut strings: HashMap<Vec<u8>, Py<PyString>> = mine.strings.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect();
+        for (k, v) in &theirs.strings {
+            strings.entry(k.clone()).or_insert_with(|| v.clone_ref(py));
+        }
+        Ok(SpanList { classes: self.classes.clone_ref(py), state: Mutex::new(State { segments, made, strings }) })
+    }
+
+    /// One int field of every span, in order: resource, scope, size, attr_count,
+    /// event_count, start or end. A span whose view was made reads the view's (current) value.
+    fn column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyList>> {
+        let state = self.lock(py);
+        let attr = PyString::new(py, name);
+        let out = PyList::empty(py);
+        let mut s = 0;
+        for (i, view) in state.made.iter().enumerate() {
+            if let Some(view) = view {
+                out.append(view.bind(py).getattr(&attr)?)?;
+                continue;
+            }
+            while s + 1 < state.segments.len() && state.segments[s + 1].first <= i {
+                s += 1;
+            }
+            let segment = &state.segments[s];
+            let layout = segment.layout.bind(py).get();
+            let rec = &layout.scan.spans[i - segment.first];
+            let value = record_field(rec, segment, name).ok_or_else(|| PyValueError::new_err(format!("no column {name:?}")))?;
+            out.append(value)?;
+        }
+        Ok(out)
+    }
+
+    /// Every span's view (made now where not yet) as a plain list, in order.
+    fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.all(py)
+    }
+
+    /// How many spans have a view made (for tests and the benchmarks: spans nobody read).
+    fn made_count(&self, py: Python<'_>) -> usize {
+        self.lock(py).made.iter().filter(|m| m.is_some()).count()
+    }
+}
