@@ -80,6 +80,25 @@ pub fn group_spans(raw: &[u8], scan: &Scan, by_value: &[bool]) -> (Vec<Vec<u32>>
     (groups, loose)
 }
 
+/// What a group's decision is keyed by (api.py `group_key`, the oracle): its first span's
+/// SpanView.kinds and, sorted by key, the string values of its `by_value` keys. Spans of a
+/// group share both (they are what `group_spans` groups by), so one decision kept under this
+/// key holds for every group that has it, in any batch.
+pub fn group_key<'k, 'r>(raw: &'r [u8], keys: &'k [Vec<u8>], attrs: &[(u16, Value)], by_value: &[bool]) -> (Vec<u8>, Vec<(&'k [u8], &'r [u8])>) {
+    let mut pairs: Vec<(&[u8], u8)> = attrs.iter().map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v))).collect();
+    let kinds = crate::kinds::canonical(&mut pairs);
+    let mut values: Vec<(&'k [u8], &'r [u8])> = Vec::new();
+    for (id, value) in attrs {
+        if let Value::Str(range) = value {
+            if by_value.get(*id as usize).copied().unwrap_or(false) {
+                values.push((keys[*id as usize].as_slice(), range.get(raw)));
+            }
+        }
+    }
+    values.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    (kinds, values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

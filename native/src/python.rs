@@ -38,6 +38,46 @@ impl Layout {
     /// crate::groups::group_spans: (groups of span indices, loose span indices); `by_value`:
     /// the watched keys whose string values split groups.
     fn groups<'py>(&self, py: Python<'py>, by_value: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let chosen = self.chosen(by_value)?;
+        let raw = self.raw.as_bytes(py);
+        let (groups, loose) = crate::groups::group_spans(raw, &self.scan, &chosen);
+        let out = PyList::empty(py);
+        for group in groups {
+            out.append(PyList::new(py, group)?)?;
+        }
+        Ok((out, PyList::new(py, loose)?))
+    }
+    /// `groups` and, per group, the key its decision is kept under (groups.rs `group_key`):
+    /// a tuple of its kinds string and the sorted string values of its `by_value` keys.
+    fn keyed_groups<'py>(
+        &self,
+        py: Python<'py>,
+        by_value: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let chosen = self.chosen(by_value)?;
+        let raw = self.raw.as_bytes(py);
+        let (groups, loose) = crate::groups::group_spans(raw, &self.scan, &chosen);
+        let out = PyList::empty(py);
+        let keys = PyList::empty(py);
+        for group in groups {
+            let first = &self.scan.spans[group[0] as usize];
+            let (kinds, values) = crate::groups::group_key(raw, &self.prepared.bytes, &first.attrs, &chosen);
+            let mut items: Vec<Bound<'py, PyAny>> = Vec::with_capacity(values.len() + 1);
+            items.push(PyString::new(py, std::str::from_utf8(&kinds).unwrap_or("")).into_any());
+            for (_, value) in values {
+                items.push(PyString::new(py, std::str::from_utf8(value).unwrap_or("")).into_any()); // UTF-8 checked by the scan
+            }
+            keys.append(PyTuple::new(py, items)?)?;
+            out.append(PyList::new(py, group)?)?;
+        }
+        Ok((out, PyList::new(py, loose)?, keys))
+    }
+}
+
+
+impl Layout {
+    /// Per watched key id: whether it is one of `by_value`.
+    fn chosen(&self, by_value: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
         let mut chosen = vec![false; self.prepared.bytes.len()];
         for key in by_value.try_iter()? {
             let key = key?;
@@ -47,13 +87,7 @@ impl Layout {
                 *slot |= watched.as_slice() == key;
             }
         }
-        let raw = self.raw.as_bytes(py);
-        let (groups, loose) = crate::groups::group_spans(raw, &self.scan, &chosen);
-        let out = PyList::empty(py);
-        for group in groups {
-            out.append(PyList::new(py, group)?)?;
-        }
-        Ok((out, PyList::new(py, loose)?))
+        Ok(chosen)
     }
 }
 

@@ -47,9 +47,43 @@ struct Segment {
     kinds: HashMap<Vec<u32>, Py<PyString>>,
 }
 
+/// Changes to the attrs of spans whose view is not made yet (`edit_attrs`), applied in order
+/// when it is: renames (the value moved to the new key), deletes, sets (a list copied).
+struct AttrOp {
+    renames: Vec<(Py<PyAny>, Py<PyAny>)>,
+    deletes: Vec<Py<PyAny>>,
+    sets: Vec<(Py<PyAny>, Py<PyAny>)>,
+}
+
+impl AttrOp {
+    fn apply(&self, py: Python<'_>, attrs: &Bound<'_, PyDict>) -> PyResult<()> {
+        for (old, new) in &self.renames {
+            if let Some(value) = attrs.get_item(old.bind(py))? {
+                attrs.del_item(old.bind(py))?;
+                attrs.set_item(new.bind(py), value)?;
+            }
+        }
+        for key in &self.deletes {
+            if attrs.contains(key.bind(py))? {
+                attrs.del_item(key.bind(py))?;
+            }
+        }
+        for (key, value) in &self.sets {
+            let value = value.bind(py);
+            match value.cast::<PyList>() {
+                Ok(list) => attrs.set_item(key.bind(py), PyList::new(py, list.iter())?)?,
+                Err(_) => attrs.set_item(key.bind(py), value)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 struct State {
     segments: Vec<Segment>,
     made: Vec<Option<Py<PyAny>>>,
+    /// Per span not made yet: the attrs changes to apply when it is.
+    pending: HashMap<usize, Vec<std::sync::Arc<AttrOp>>>,
     /// One str object per distinct string, across segments (content-keyed: SipHash, as the
     /// bytes come off the network).
     strings: HashMap<Vec<u8>, Py<PyString>>,
@@ -67,7 +101,7 @@ impl SpanList {
         let segment = Segment { layout, first: 0, resource_shift: 0, scope_shift: 0, signatures: HashMap::new(), kinds: HashMap::new() };
         SpanList {
             classes: classes.clone_ref(py),
-            state: Mutex::new(State { segments: vec![segment], made: (0..count).map(|_| None).collect(), strings: HashMap::new() }),
+            state: Mutex::new(State { segments: vec![segment], made: (0..count).map(|_| None).collect(), pending: HashMap::new(), strings: HashMap::new() }),
         }
     }
 
@@ -91,6 +125,13 @@ impl SpanList {
             return Ok(found.bind(py).clone());
         }
         let made = self.make(py, state, i)?;
+        if let Some(ops) = state.pending.remove(&i) {
+            let attrs = made.getattr(pyo3::intern!(py, "attrs"))?;
+            let attrs = attrs.cast::<PyDict>()?;
+            for op in ops {
+                op.apply(py, attrs)?;
+            }
+        }
         state.made[i] = Some(made.clone().unbind());
         Ok(made)
     }
@@ -351,11 +392,15 @@ impl SpanList {
                 }
             });
         }
+        let mut pending: HashMap<usize, Vec<std::sync::Arc<AttrOp>>> = mine.pending.clone();
+        for (i, ops) in &theirs.pending {
+            pending.insert(start + i, ops.clone());
+        }
         let mut strings: HashMap<Vec<u8>, Py<PyString>> = mine.strings.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect();
         for (k, v) in &theirs.strings {
             strings.entry(k.clone()).or_insert_with(|| v.clone_ref(py));
         }
-        Ok(SpanList { classes: self.classes.clone_ref(py), state: Mutex::new(State { segments, made, strings }) })
+        Ok(SpanList { classes: self.classes.clone_ref(py), state: Mutex::new(State { segments, made, pending, strings }) })
     }
 
     /// One int field of every span, in order: resource, scope, size, attr_count,
@@ -380,6 +425,39 @@ impl SpanList {
             out.append(value)?;
         }
         Ok(out)
+    }
+
+    /// The same change to the attrs of every span at `indices` (api.py `edit_attrs`): now on
+    /// the views already made, and on the others when they are made. A rename moves the value
+    /// of a key present to its new key, a delete drops a key present, a set stores the value
+    /// (a list copied per span); keys absent are left alone.
+    fn edit_attrs(&self, py: Python<'_>, indices: &Bound<'_, PyAny>, renames: &Bound<'_, PyAny>, deletes: &Bound<'_, PyAny>, sets: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut op = AttrOp { renames: Vec::new(), deletes: Vec::new(), sets: Vec::new() };
+        for pair in renames.try_iter()? {
+            let (old, new): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
+            op.renames.push((old.unbind(), new.unbind()));
+        }
+        for key in deletes.try_iter()? {
+            op.deletes.push(key?.unbind());
+        }
+        for pair in sets.try_iter()? {
+            let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
+            op.sets.push((key.unbind(), value.unbind()));
+        }
+        let op = std::sync::Arc::new(op);
+        let mut state = self.lock(py);
+        let len = state.made.len();
+        for index in indices.try_iter()? {
+            let at = self.index(index?.extract::<isize>()?, len)?;
+            match &state.made[at] {
+                Some(view) => {
+                    let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
+                    op.apply(py, attrs.cast::<PyDict>()?)?;
+                }
+                None => state.pending.entry(at).or_default().push(op.clone()),
+            }
+        }
+        Ok(())
     }
 
     /// Every span's view (made now where not yet) as a plain list, in order.

@@ -130,6 +130,36 @@ def span_column(spans, name: str) -> list:
     return [getattr(span, name) for span in spans]
 
 
+def edit_attrs(spans, indices, renames, deletes, sets) -> None:
+    """The same change to the attrs of every span at `indices` (how a processor keeps the
+    views in step with a group edit): renames move a present key's value to its new key,
+    deletes drop a present key, sets store the value (a list copied per span); absent keys
+    are left alone. The native lazy span list applies it to views not made yet when they are
+    made, so the spans need no view now."""
+    edit = getattr(spans, "edit_attrs", None)
+    if edit is not None:
+        edit(indices, renames, deletes, sets)
+        return
+    for index in indices:
+        attrs = spans[index].attrs
+        for old, new in renames:
+            if old in attrs:
+                attrs[new] = attrs.pop(old)
+        for old in deletes:
+            attrs.pop(old, None)
+        for key, value in sets:
+            attrs[key] = list(value) if type(value) is list else value
+
+
+def group_key(span: SpanView, by_value: frozenset[str]) -> tuple:
+    """What a decision about a group of alike spans (span_groups) is kept under: the group's
+    `value_kinds` and, sorted by key, the string values of its keys in `by_value` (what the
+    groups are split by besides keys and kinds). The native codec gives it per group."""
+    attrs = span.attrs
+    kinds = span.kinds if span.kinds is not None else value_kinds(attrs)
+    return (kinds, *(attrs[key] for key in sorted(by_value.intersection(attrs)) if type(attrs[key]) is str))
+
+
 def span_groups(spans: list[SpanView], by_value: frozenset[str]) -> tuple[list[list[int]], list[int]]:
     """Spans sorted into groups of alike ones, as scanned (the native codec's groups.rs does
     the same in one pass): per watched attribute in the span's order its key, its value's kind
@@ -328,3 +358,6 @@ class Codec(Protocol):
 
     def groups(self, view: BatchView, by_value: frozenset[str]) -> tuple[list[list[int]], list[int]]:
         """`span_groups(view.spans, by_value)`: the spans as scanned, in groups of alike ones."""
+
+    def keyed_groups(self, view: BatchView, by_value: frozenset[str]) -> tuple[list[list[int]], list[int], list[tuple]]:
+        """`groups`, and each group's `group_key` (of its first span, as scanned)."""

@@ -20,6 +20,7 @@ from costctx.pdata.codec.api import (
     ResourceView,
     ScopeView,
     SpanView,
+    group_key,
     span_groups,
 )
 
@@ -82,6 +83,14 @@ class NativeCodec:
         if layout is None:  # an appended view (segments) or another codec's: from the records
             return span_groups(view.spans, by_value)
         return layout.groups(by_value)
+
+    def keyed_groups(self, view: BatchView, by_value: frozenset[str]) -> tuple[list[list[int]], list[int], list[tuple]]:
+        layout = getattr(view, "layout", None)
+        if layout is None:  # an appended view (segments) or another codec's: from the records
+            groups, loose = span_groups(view.spans, by_value)
+            spans = view.spans
+            return groups, loose, [group_key(spans[group[0]], by_value) for group in groups]
+        return layout.keyed_groups(by_value)  # no view made for any span
 
     def materialize(self, view: BatchView, index: int) -> Any:
         from opentelemetry.proto.trace.v1.trace_pb2 import Span

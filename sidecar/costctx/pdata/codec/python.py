@@ -27,6 +27,7 @@ from costctx.pdata.codec.api import (
     ScopeView,
     SpanEdits,
     SpanView,
+    group_key,
     span_groups,
 )
 
@@ -519,6 +520,11 @@ class PythonCodec:
 
     def groups(self, view: BatchView, by_value: frozenset[str]) -> tuple[list[list[int]], list[int]]:
         return span_groups(view.spans, by_value)
+
+    def keyed_groups(self, view: BatchView, by_value: frozenset[str]) -> tuple[list[list[int]], list[int], list[tuple]]:
+        groups, loose = span_groups(view.spans, by_value)
+        spans = view.spans
+        return groups, loose, [group_key(spans[group[0]], by_value) for group in groups]
 
     def materialize(self, view: BatchView, index: int) -> Span:
         self._fresh(view)  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ from costctx.normalize.view_rewrite import RewriteOnView, needs_work, rewrite_va
 from costctx.pdata import TraceBatch
 from costctx.pdata.attributes import set_any_value
 from costctx.pdata.batch import SpanRecord
-from costctx.pdata.codec.api import SpanEdits, span_column
+from costctx.pdata.codec.api import SpanEdits, edit_attrs, span_column
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.normalize.config import NormalizeConfig
 from costctx.processors.normalize.metrics import normalize_metrics
@@ -90,6 +90,12 @@ class NormalizeProcessor(Processor):
         # on, and (kinds, values) -> outcome. Bounded: cleared when full.
         self._value_getters: dict[str, object] = {}
         self._group_decisions: dict[tuple, object] = {}
+        # (outcome, upstream) by the codec's group key (api.py group_key): a group seen before
+        # is decided without a span view. Bounded: cleared when full.
+        self._keyed_decisions: dict[tuple, tuple] = {}
+        # The metric children a batch's counts go to, by (counter, key, where): labels() is
+        # not free and a batch counts the same few each time (keys from the rename tables).
+        self._children: dict[tuple[str, str, str], object] = {}
 
     def _table(self, schema_url: str):
         return self._builder.for_schema_url(schema_url) if self._per_schema and schema_url else self._base
@@ -155,40 +161,40 @@ class NormalizeProcessor(Processor):
         # Spans edited (by their own or a group's edits) or left out since the scan are not
         # as grouped: the per-span path.
         skip = set(edits.touched()) | edits.removed if edits.spans or edits.groups or edits.removed else None
-        groups, loose = batch.codec.groups(view, self._by_value)  # type: ignore[attr-defined]
+        keyed_groups = getattr(batch.codec, "keyed_groups", None)
+        if keyed_groups is not None:
+            groups, loose, keys = keyed_groups(view, self._by_value)
+        else:  # a codec without group keys: decided from each group's first span
+            groups, loose = batch.codec.groups(view, self._by_value)  # type: ignore[attr-defined]
+            keys = [None] * len(groups)
         if not isinstance(indices, range) or len(indices) != len(spans):
             wanted = set(indices)  # a visiting order that leaves spans out
             skip = (skip or set()) | (set(range(len(spans))) - wanted)
         rest: list[int] = [i for i in loose if skip is None or i not in skip]
-        plans = self._plans
-        getters = self._value_getters
-        decisions = self._group_decisions
+        by_key = self._keyed_decisions
         # Groups with the same decision share one group edit: (outcome, upstream) -> spans.
         alike: dict[tuple, tuple[RewriteOnView, bool, list[int]]] = {}
-        for group in groups:
+        for group, key in zip(groups, keys, strict=True):
             if skip:
                 rest.extend(i for i in group if i in skip)
                 group = [i for i in group if i not in skip]
                 if not group:
                     continue
-            span = spans[group[0]]
-            kinds = span.kinds
-            if kinds is None:  # not given by this codec: the plans decide per group
-                outcome = plans.decide(span.attrs, span.signature, "span", Tally())  # counted below
-            else:
-                getter = getters.get(kinds)
-                try:
-                    outcome = _UNDECIDED if getter is None else decisions.get((kinds, getter(span.attrs)), _UNDECIDED)
-                except TypeError:  # an array or kvlist value under an enum key: not kept
-                    outcome = _UNDECIDED
-                if outcome is _UNDECIDED:
-                    outcome = self._decide_group(span, kinds, plans)
+            # The decision kept under the group's key (its kinds and enum values): no span view
+            # is made for a group seen before, in this batch or an earlier one.
+            found = by_key.get(key) if key is not None else None
+            if found is None:
+                found = self._decide_first(spans[group[0]])
+                if key is not None:
+                    if len(by_key) >= MAX_GROUP_DECISIONS:
+                        by_key.clear()
+                    by_key[key] = found
+            outcome, upstream = found
             if outcome is None:
                 continue
             if outcome is False:  # value-dependent (a coercion, a conflict...): span by span
                 rest.extend(group)
                 continue
-            upstream = RENAMED_KEY in span.attrs  # the same for the group: a watched key
             same = (tuple(outcome.renames), tuple(outcome.deletes), upstream) if not outcome.sets \
                 else (id(outcome), upstream)
             found = alike.get(same)
@@ -202,10 +208,30 @@ class NormalizeProcessor(Processor):
             rest.sort()
             self._per_span(batch, rest, tally)
 
+    def _decide_first(self, span) -> tuple:
+        """(decision, upstream) for a group whose first span is `span`: the base table's span
+        decision (None, plain renames, or False: span by span) and whether the group carries
+        a stamp from upstream (RENAMED_KEY, a watched key: the same for the group)."""
+        plans = self._plans
+        kinds = span.kinds
+        if kinds is None:  # not given by this codec: the plans decide per group
+            outcome = plans.decide(span.attrs, span.signature, "span", Tally())  # counted by the caller
+        else:
+            getter = self._value_getters.get(kinds)
+            try:
+                outcome = _UNDECIDED if getter is None else \
+                    self._group_decisions.get((kinds, getter(span.attrs)), _UNDECIDED)
+            except TypeError:  # an array or kvlist value under an enum key: not kept
+                outcome = _UNDECIDED
+            if outcome is _UNDECIDED:
+                outcome = self._decide_group(span, kinds, plans)
+        return outcome, RENAMED_KEY in span.attrs
+
     def _write_group(self, batch: ViewBatch, outcome: RewriteOnView, upstream: bool, members: list[int],
                      tally: Tally) -> None:
-        """One decision for many spans: counted for each, one group edit, and per span only
-        the view's attrs and notes kept in step (and a stamp merged when one came upstream)."""
+        """One decision for many spans: counted for each, one group edit, the views' attrs
+        kept in step without making a view for each (edit_attrs), and per span only its notes
+        (and a stamp merged when one came upstream)."""
         renamed = outcome.renamed
         stamp = self._stamp
         for canonical in renamed:
@@ -215,18 +241,10 @@ class NormalizeProcessor(Processor):
             sets.append((RENAMED_KEY, list(renamed)))
         if outcome.renames or outcome.deletes or sets:
             batch.edits.add_group(SpanEdits(list(outcome.renames), list(outcome.deletes), sets), members)
-        spans = batch.view.spans
-        moves, deletes = outcome.renames, outcome.deletes
-        notes = batch.notes
-        for index in members:
-            attrs = spans[index].attrs
-            for old, new in moves:
-                attrs[new] = attrs.pop(old)
-            for old in deletes:
-                del attrs[old]
-            for key, value in sets:
-                attrs[key] = list(value) if type(value) is list else value
-            if renamed:
+        edit_attrs(batch.view.spans, members, outcome.renames, outcome.deletes, sets)
+        if renamed:
+            notes = batch.notes
+            for index in members:
                 if index in notes:
                     batch.note(index, "renamed").update(renamed)
                 else:  # batch.note inlined: the usual first note of a span
@@ -431,9 +449,15 @@ class NormalizeProcessor(Processor):
                 rewrite_attributes(attributes, index, place, table, "event", tally)
 
     def _flush(self, tally: Tally) -> None:
-        metrics = self._metrics
-        for (counter_name, key, where), count in tally.items():
-            getattr(metrics, counter_name).labels(key, where).inc(count)
+        children = self._children
+        for name, count in tally.items():
+            child = children.get(name)
+            if child is None:
+                counter_name, key, where = name
+                if len(children) >= MAX_GROUP_DECISIONS:
+                    children.clear()
+                child = children[name] = getattr(self._metrics, counter_name).labels(key, where)
+            child.inc(count)
 
 
 def _rename_and_delete(edits: SpanEdits, attrs: dict, outcome: RewriteOnView) -> None:
