@@ -122,3 +122,53 @@ def test_view_classes_are_the_api_ones(native):
     assert all(type(s) is SpanView for s in view.spans)
     assert any(isinstance(v, list) for s in view.spans for v in s.attrs.values())
     assert not any(isinstance(v, KvList) for s in view.spans for v in s.attrs.values())
+
+
+BY_VALUE = frozenset({"gen_ai.system", "llm.vendor", "gen_ai.request.model", "k"})
+
+
+def test_bench_workload_group_keys_agree_with_the_oracle(native):
+    oracle = PythonCodec()
+    for raw in bench_requests():
+        watched = frozenset(keys_of(raw)) | {"service.name"}
+        view = native.scan(raw, watched)
+        assert native.keyed_groups(view, BY_VALUE) == oracle.keyed_groups(oracle.scan(raw, watched), BY_VALUE)
+        assert view.spans.made_count() == 0  # keyed from the records
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=requests_st())
+def test_generated_requests_group_keys_agree_with_the_oracle(raw):
+    from costctx.pdata.codec.native import NativeCodec
+
+    native, oracle = NativeCodec(), PythonCodec()
+    watched = frozenset(keys_of(raw)) | {"service.name"}
+    by_value = frozenset(sorted(watched)[::2])
+    groups, loose, keys = native.keyed_groups(native.scan(raw, watched), by_value)
+    assert (groups, loose, keys) == oracle.keyed_groups(oracle.scan(raw, watched), by_value)
+    assert len(set(keys)) == len(keys) or len(groups) > len(set(keys))  # (orders of keys may repeat a key)
+
+
+def test_edit_attrs_on_views_made_and_not_made_yet(native):
+    raw = bench_requests()[0]
+    watched = frozenset(keys_of(raw))
+    reference = eager_spans(native, raw, watched)
+    spans = native.scan(raw, watched).spans
+    _ = spans[0], spans[3]  # made before the edits; the others after
+    first = list(range(0, len(reference), 2))
+    key = next(k for k in reference[0].attrs if any(k in reference[i].attrs for i in first[1:]))
+    later = next(i for i in first[1:] if key in reference[i].attrs)  # not made before the edits
+    edit_attrs_both = [
+        (first, [(key, "renamed.key"), ("absent", "x")], ["absent.too"], [("stamp", ["a", "b"]), ("n", 1)]),
+        (list(range(len(reference))), [], ["n"], [("last", "v")]),
+    ]
+    from costctx.pdata.codec.api import edit_attrs
+
+    for indices, renames, deletes, sets in edit_attrs_both:
+        edit_attrs(spans, indices, renames, deletes, sets)
+        edit_attrs(reference, indices, renames, deletes, sets)
+    made = list(spans)
+    assert [s.attrs for s in made] == [s.attrs for s in reference]
+    assert made[0].attrs["stamp"] is not made[2].attrs["stamp"]  # a list set is each span's own
+    for i in (0, later):
+        assert "renamed.key" in made[i].attrs and key not in made[i].attrs and "n" not in made[i].attrs

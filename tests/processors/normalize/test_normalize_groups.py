@@ -87,3 +87,32 @@ def test_a_second_normalize_sees_spans_a_group_edit_renamed_as_they_now_are(code
     once, _, _ = through_protobuf(raw)
     assert out == through_protobuf(once)[0]
     assert not [k for k in counters(second) if k[0] == "costctx_normalize_renamed_total"]
+
+
+def test_a_columnar_normalize_makes_no_span_view_for_groups_it_decided_before():
+    """On the native codec's lazy spans (the pipeline marks normalize `columnar`), a group
+    seen before is decided by its key and written by a group edit: no SpanView is made for
+    its spans, even renamed ones, and the output, notes and views are the protobuf path's."""
+    native = next((c for c in CODECS if c.name == "native"), None)
+    if native is None:
+        pytest.skip("costctx_native not built")
+    processor = standalone_processor("normalize", CONFIG)
+    assert processor.columnar
+    spans = ALIKE + MAPPED + PLAIN + ALIKE
+    made = []
+    for _ in range(2):
+        raw = build([([], [("", spans)], "")])
+        batch = ViewBatch(native, raw, processor.watched_keys())
+        batch.lazy_spans = True
+        processor.process_view(batch)
+        made.append(batch.view.spans.made_count())
+        notes = [sorted(batch.notes.get(i, {}).get("renamed", ())) for i in range(len(spans))]
+        out = ExportTraceServiceRequest.FromString(batch.payload()).SerializeToString()
+        want_out, want_notes, _ = through_protobuf(raw)
+        assert (out, notes) == (want_out, want_notes)
+        batch.lazy_spans = False  # the next processor reads every span: the views carry the renames
+        expected = ViewBatch(native, want_out, processor.watched_keys()).view.spans
+        assert [sorted(s.attrs) for s in batch.view.spans] == [sorted(s.attrs) for s in expected]
+    # A view per group the first time; after, only for the spans an enum value maps, which
+    # are decided one by one.
+    assert made[0] < len(spans) / 2 and made[1] == len(MAPPED), made
