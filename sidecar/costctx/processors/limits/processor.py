@@ -39,6 +39,11 @@ from costctx.processors.limits.metrics import limits_metrics
 
 def _longest(value: Any) -> int:
     """The longest string or bytes in a decoded value (arrays and kvlists searched), iteratively."""
+    kind = type(value)
+    if kind is str or kind is bytes:  # the usual values, and a list of strings (a stamp)
+        return len(value)
+    if kind is list and all(type(item) is str for item in value):
+        return max(map(len, value), default=0)
     longest = 0
     stack = [value]
     while stack:
@@ -87,26 +92,29 @@ class LimitsProcessor(Processor):
             return batch
         spans = view.spans
         edited = edits.spans
+        # Decided per batch first, from the spans' columns (no view object per span) and each
+        # group edit once: the most attributes any span may have after the edits so far (its
+        # own sets and every group's, a bound), the largest span, and whether any value set is
+        # long. Below every limit (the usual batch), nothing else to do.
+        groups = edits.groups
+        long_group = any(_edits_over(group.edits, max_len) for group in groups)
+        counts = span_column(spans, "attr_count")
+        sizes = span_column(spans, "size")
+        most_added = max((len(e.sets) for e in edited.values() if e.replace is None), default=0)
+        most_added += sum(len(group.edits.sets) for group in groups)
+        if (not long_group and (not counts or max(counts) + most_added <= max_attrs and max(sizes) <= max_len)
+                and not any(_edits_over(pending, max_len) for pending in edited.values())):
+            return batch
         # Group edits (BatchEdits.groups): their sets counted per member, their values checked once.
         grouped: dict[int, int] = {}
         long: set[int] = set()
-        for group in edits.groups:
+        for group in groups:
             added = len(group.edits.sets)
             if added:
                 for index in group.spans:
                     grouped[index] = grouped.get(index, 0) + added
             if _edits_over(group.edits, max_len):
                 long.update(group.spans)
-        # Decided per batch first, from the spans' columns (no view object per span): the most
-        # attributes any span may have after the edits so far, the largest span, and whether
-        # any value set is long. Below every limit (the usual batch), nothing else to do.
-        counts = span_column(spans, "attr_count")
-        sizes = span_column(spans, "size")
-        most_added = max((len(e.sets) for e in edited.values() if e.replace is None), default=0)
-        most_added += max(grouped.values(), default=0)
-        if (not long and (not counts or max(counts) + most_added <= max_attrs and max(sizes) <= max_len)
-                and not any(_edits_over(pending, max_len) for pending in edited.values())):
-            return batch
         truncated = 0
         for index in batch.indices():
             pending = edited.get(index)

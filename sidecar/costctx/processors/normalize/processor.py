@@ -189,14 +189,12 @@ class NormalizeProcessor(Processor):
                     if len(by_key) >= MAX_GROUP_DECISIONS:
                         by_key.clear()
                     by_key[key] = found
-            outcome, upstream = found
+            outcome, upstream, same = found
             if outcome is None:
                 continue
             if outcome is False:  # value-dependent (a coercion, a conflict...): span by span
                 rest.extend(group)
                 continue
-            same = (tuple(outcome.renames), tuple(outcome.deletes), upstream) if not outcome.sets \
-                else (id(outcome), upstream)
             found = alike.get(same)
             if found is None:
                 alike[same] = (outcome, upstream, list(group))
@@ -209,9 +207,10 @@ class NormalizeProcessor(Processor):
             self._per_span(batch, rest, tally)
 
     def _decide_first(self, span) -> tuple:
-        """(decision, upstream) for a group whose first span is `span`: the base table's span
-        decision (None, plain renames, or False: span by span) and whether the group carries
-        a stamp from upstream (RENAMED_KEY, a watched key: the same for the group)."""
+        """(decision, upstream, same) for a group whose first span is `span`: the base table's
+        span decision (None, plain renames, or False: span by span), whether the group carries
+        a stamp from upstream (RENAMED_KEY, a watched key: the same for the group), and what
+        groups that may share one group edit have in common."""
         plans = self._plans
         kinds = span.kinds
         if kinds is None:  # not given by this codec: the plans decide per group
@@ -225,7 +224,14 @@ class NormalizeProcessor(Processor):
                 outcome = _UNDECIDED
             if outcome is _UNDECIDED:
                 outcome = self._decide_group(span, kinds, plans)
-        return outcome, RENAMED_KEY in span.attrs
+        upstream = RENAMED_KEY in span.attrs
+        if outcome is None or outcome is False:
+            return outcome, upstream, None
+        # Groups deciding alike share one group edit: plain renames and deletes by their lists,
+        # an outcome with sets by the object itself.
+        same = (tuple(outcome.renames), tuple(outcome.deletes), upstream) if not outcome.sets \
+            else (id(outcome), upstream)
+        return outcome, upstream, same
 
     def _write_group(self, batch: ViewBatch, outcome: RewriteOnView, upstream: bool, members: list[int],
                      tally: Tally) -> None:
@@ -244,12 +250,15 @@ class NormalizeProcessor(Processor):
         edit_attrs(batch.view.spans, members, outcome.renames, outcome.deletes, sets)
         if renamed:
             notes = batch.notes
-            for index in members:
-                if index in notes:
-                    batch.note(index, "renamed").update(renamed)
-                else:  # batch.note inlined: the usual first note of a span
-                    notes[index] = {"renamed": set(renamed)}
-                if stamp and upstream:  # stamped upstream: merged span by span
+            noted = [index for index in members if index in notes] if notes else ()
+            for index in noted:
+                batch.note(index, "renamed").update(renamed)
+            # The usual case, a span's first note: its own dict and set (later processors add to
+            # them), in one comprehension.
+            fresh = [index for index in members if index not in notes] if noted else members
+            notes.update({index: {"renamed": set(renamed)} for index in fresh})
+            if stamp and upstream:  # stamped upstream: merged span by span
+                for index in members:
                     batch.append_strings(index, RENAMED_KEY, renamed)
 
     def _decide_group(self, span, kinds: str, plans: SignaturePlans):
