@@ -18,10 +18,56 @@ use crate::wire::{close_len, open_len, write_len_field, DecodeError, Reader, Res
 /// into every member's without copying them.
 pub type Shared = Arc<[u8]>;
 
+/// An encoded AnyValue body: short ones (every scalar but long strings and bytes) held
+/// inline, so converting a span's values allocates nothing; longer ones shared.
+#[derive(Clone, Debug)]
+pub enum Body {
+    Inline { len: u8, bytes: [u8; 22] },
+    Shared(Shared),
+}
+
+impl Body {
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Body::Inline { len, bytes } => &bytes[..*len as usize],
+            Body::Shared(shared) => shared,
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::Inline { len: 0, bytes: [0; 22] }
+    }
+}
+
+impl From<&[u8]> for Body {
+    fn from(data: &[u8]) -> Self {
+        if data.len() <= 22 {
+            let mut bytes = [0u8; 22];
+            bytes[..data.len()].copy_from_slice(data);
+            Body::Inline { len: data.len() as u8, bytes }
+        } else {
+            Body::Shared(data.into())
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(data: Vec<u8>) -> Self {
+        if data.len() <= 22 {
+            Body::from(data.as_slice())
+        } else {
+            Body::Shared(data.into())
+        }
+    }
+}
+
 /// A value to set: an AnyValue body already encoded.
 #[derive(Clone, Debug, Default)]
 pub struct SetValue {
-    pub body: Shared,
+    pub body: Body,
     /// false: the KeyValue gets no value field at all (EMPTY: `ClearField("value")`).
     pub present: bool,
     /// A scalar written into an existing AnyValue keeps that value's unknown fields (protobuf
@@ -30,7 +76,7 @@ pub struct SetValue {
 }
 
 impl SetValue {
-    pub fn scalar(body: impl Into<Shared>) -> Self {
+    pub fn scalar(body: impl Into<Body>) -> Self {
         SetValue { body: body.into(), present: true, keeps_unknown: true }
     }
 }
@@ -410,8 +456,9 @@ fn key_value(kv: &[u8], attr_field: u32, key: &[u8], set: Option<&SetValue>, out
     }
     if let Some(value) = set {
         if value.present {
-            let slot = open_len(out, 2, value.body.len());
-            out.extend_from_slice(&value.body);
+            let body = value.body.as_slice();
+            let slot = open_len(out, 2, body.len());
+            out.extend_from_slice(body);
             if value.keeps_unknown {
                 old_value_unknowns(kv, out)?;
             }
@@ -451,12 +498,12 @@ fn old_value_unknowns(kv: &[u8], out: &mut Vec<u8>) -> Result<()> {
 fn append_attrs(edits: &AttrEdits, plan: &AttrPlan, attr_field: u32, out: &mut Vec<u8>) {
     for (key, j) in &plan.appended {
         let value = &edits.sets[*j].1;
-        let slot = open_len(out, attr_field, key.len() + value.body.len() + 4);
+        let slot = open_len(out, attr_field, key.len() + value.body.as_slice().len() + 4);
         if !key.is_empty() {
             write_len_field(out, 1, key);
         }
         if value.present {
-            write_len_field(out, 2, &value.body);
+            write_len_field(out, 2, value.body.as_slice());
         }
         close_len(out, slot);
     }

@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple};
 
-use crate::encode::{encode, AttrEdits, Plan, SetValue, Shared};
+use crate::encode::{encode, AttrEdits, Body, Plan, SetValue, Shared};
 use crate::fxhash::FxBuild;
 use crate::kinds::{canonical, kind_letter};
 use crate::scan::{scan, Scan, Span32, Value, Watched};
@@ -748,7 +748,27 @@ impl Core {
     fn set_value(&self, value: &Bound<'_, PyAny>) -> PyResult<SetValue> {
         let py = value.py();
         if value.is(self.empty.bind(py)) {
-            return Ok(SetValue { body: Shared::default(), present: false, keeps_unknown: false });
+            return Ok(SetValue { body: Body::default(), present: false, keeps_unknown: false });
+        }
+        // The usual values first, by exact type, written straight into an inline body.
+        if value.is_exact_instance_of::<PyFloat>() {
+            let mut bytes = [0u8; 22];
+            bytes[0] = (4 << 3) | I64 as u8;
+            bytes[1..9].copy_from_slice(&value.cast::<PyFloat>()?.value().to_le_bytes());
+            return Ok(SetValue { body: Body::Inline { len: 9, bytes }, present: true, keeps_unknown: true });
+        }
+        if value.is_exact_instance_of::<PyInt>() {
+            let number: i64 = value.extract().map_err(|_| PyValueError::new_err("int out of int64 range"))?;
+            let mut bytes = [0u8; 22];
+            bytes[0] = (3 << 3) | VARINT as u8;
+            let (mut rest, mut len) = (number as u64, 1usize);
+            while rest >= 0x80 {
+                bytes[len] = (rest as u8) | 0x80;
+                rest >>= 7;
+                len += 1;
+            }
+            bytes[len] = rest as u8;
+            return Ok(SetValue { body: Body::Inline { len: len as u8 + 1, bytes }, present: true, keeps_unknown: true });
         }
         let mut body = Vec::new();
         self.any_value(value, &mut body, 0)?;
