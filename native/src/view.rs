@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyList, PySlice, PyString, PyTuple};
 
+use crate::fxhash::FxBuild;
 use crate::kinds::{canonical, kind_letter};
 use crate::python::Layout;
 use crate::scan::{Span32, SpanRec, Value};
@@ -83,7 +84,7 @@ struct State {
     segments: Vec<Segment>,
     made: Vec<Option<Py<PyAny>>>,
     /// Per span not made yet: the attrs changes to apply when it is.
-    pending: HashMap<usize, Vec<std::sync::Arc<AttrOp>>>,
+    pending: HashMap<usize, Vec<std::sync::Arc<AttrOp>>, FxBuild>,
     /// One str object per distinct string, across segments (content-keyed: SipHash, as the
     /// bytes come off the network).
     strings: HashMap<Vec<u8>, Py<PyString>>,
@@ -93,6 +94,8 @@ struct State {
 pub struct SpanList {
     classes: Classes,
     state: Mutex<State>,
+    /// Shared by every span without watched keys on its events (most).
+    no_event_keys: Py<PyFrozenSet>,
 }
 
 impl SpanList {
@@ -101,7 +104,8 @@ impl SpanList {
         let segment = Segment { layout, first: 0, resource_shift: 0, scope_shift: 0, signatures: HashMap::new(), kinds: HashMap::new() };
         SpanList {
             classes: classes.clone_ref(py),
-            state: Mutex::new(State { segments: vec![segment], made: (0..count).map(|_| None).collect(), pending: HashMap::new(), strings: HashMap::new() }),
+            state: Mutex::new(State { segments: vec![segment], made: (0..count).map(|_| None).collect(), pending: HashMap::default(), strings: HashMap::new() }),
+            no_event_keys: PyFrozenSet::empty(py).map(|s| s.unbind()).unwrap_or_else(|_| unreachable!()),
         }
     }
 
@@ -125,7 +129,7 @@ impl SpanList {
             return Ok(found.bind(py).clone());
         }
         let made = self.make(py, state, i)?;
-        if let Some(ops) = state.pending.remove(&i) {
+        if let Some(ops) = if state.pending.is_empty() { None } else { state.pending.remove(&i) } {
             let attrs = made.getattr(pyo3::intern!(py, "attrs"))?;
             let attrs = attrs.cast::<PyDict>()?;
             for op in ops {
@@ -178,7 +182,10 @@ impl SpanList {
             }
             PyTuple::new(py, pairs)?
         };
-        let event_keys = PyFrozenSet::new(py, rec.event_keys.iter().map(|id| prepared.keys[*id as usize].bind(py)))?;
+        let event_keys = match rec.event_keys.is_empty() {
+            true => self.no_event_keys.bind(py).clone(),
+            false => PyFrozenSet::new(py, rec.event_keys.iter().map(|id| prepared.keys[*id as usize].bind(py)))?,
+        };
         let kinds = match rec.repeated {
             true => py.None().into_bound(py),
             false => kinds_of(py, &mut segment.kinds, &prepared.bytes, &rec.attrs).into_any(),
@@ -220,14 +227,25 @@ impl SpanList {
 
 /// SpanView.kinds (crate::kinds), one object per form within a segment.
 fn kinds_of<'py>(py: Python<'py>, cache: &mut HashMap<Vec<u32>, Py<PyString>>, keys: &[Vec<u8>], attrs: &[(u16, Value)]) -> Bound<'py, PyString> {
-    let compact: Vec<u32> = attrs.iter().map(|(id, v)| (*id as u32) << 8 | kind_letter(v) as u32).collect();
-    if let Some(found) = cache.get(&compact) {
+    // The lookup key on the stack for the usual few watched keys: no allocation on a hit.
+    let mut small = [0u32; 32];
+    let spilled: Vec<u32>;
+    let compact: &[u32] = if attrs.len() <= small.len() {
+        for (slot, (id, v)) in small.iter_mut().zip(attrs) {
+            *slot = (*id as u32) << 8 | kind_letter(v) as u32;
+        }
+        &small[..attrs.len()]
+    } else {
+        spilled = attrs.iter().map(|(id, v)| (*id as u32) << 8 | kind_letter(v) as u32).collect();
+        &spilled
+    };
+    if let Some(found) = cache.get(compact) {
         return found.bind(py).clone();
     }
     let mut pairs: Vec<(&[u8], u8)> = attrs.iter().map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v))).collect();
     let text = canonical(&mut pairs);
     let made = PyString::new(py, std::str::from_utf8(&text).unwrap_or(""));
-    cache.insert(compact, made.clone().unbind());
+    cache.insert(compact.to_vec(), made.clone().unbind());
     made
 }
 
@@ -392,7 +410,7 @@ impl SpanList {
                 }
             });
         }
-        let mut pending: HashMap<usize, Vec<std::sync::Arc<AttrOp>>> = mine.pending.clone();
+        let mut pending: HashMap<usize, Vec<std::sync::Arc<AttrOp>>, FxBuild> = mine.pending.clone();
         for (i, ops) in &theirs.pending {
             pending.insert(start + i, ops.clone());
         }
@@ -400,7 +418,11 @@ impl SpanList {
         for (k, v) in &theirs.strings {
             strings.entry(k.clone()).or_insert_with(|| v.clone_ref(py));
         }
-        Ok(SpanList { classes: self.classes.clone_ref(py), state: Mutex::new(State { segments, made, pending, strings }) })
+        Ok(SpanList {
+            classes: self.classes.clone_ref(py),
+            state: Mutex::new(State { segments, made, pending, strings }),
+            no_event_keys: self.no_event_keys.clone_ref(py),
+        })
     }
 
     /// One int field of every span, in order: resource, scope, size, attr_count,
