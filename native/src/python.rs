@@ -732,6 +732,9 @@ impl Core {
             Ok(())
         })?;
         let sets = item.getattr(pyo3::intern!(py, "sets"))?;
+        if let Ok(list) = sets.cast::<PyList>() {
+            edits.sets.reserve_exact(list.len()); // one allocation, not one per doubling
+        }
         for_each(&sets, |pair| {
             let (key, value) = pair_of(&pair)?;
             let key = conv.key(&key)?;
@@ -756,6 +759,21 @@ impl Core {
             bytes[0] = (4 << 3) | I64 as u8;
             bytes[1..9].copy_from_slice(&value.cast::<PyFloat>()?.value().to_le_bytes());
             return Ok(SetValue { body: Body::Inline { len: 9, bytes }, present: true, keeps_unknown: true });
+        }
+        if let Ok(text) = value.cast_exact::<PyString>() {
+            let text = text.to_str()?.as_bytes();
+            let body = if text.len() <= 20 {
+                let mut bytes = [0u8; 22];
+                bytes[0] = (1 << 3) | LEN;
+                bytes[1] = text.len() as u8;
+                bytes[2..2 + text.len()].copy_from_slice(text);
+                Body::Inline { len: text.len() as u8 + 2, bytes }
+            } else {
+                let mut body = Vec::with_capacity(text.len() + 6);
+                write_len_field(&mut body, 1, text);
+                Body::Shared(body.into())
+            };
+            return Ok(SetValue { body, present: true, keeps_unknown: true });
         }
         if value.is_exact_instance_of::<PyInt>() {
             let number: i64 = value.extract().map_err(|_| PyValueError::new_err("int out of int64 range"))?;
