@@ -30,16 +30,34 @@ fn per_span(label: &str, spans: usize, rounds: usize, mut f: impl FnMut()) {
 }
 
 fn main() {
-    let requests: Vec<Vec<u8>> = std::env::args().skip(1).map(|p| std::fs::read(p).expect("read request")).collect();
+    let requests: Vec<Vec<u8>> = std::env::args()
+        .skip(1)
+        .map(|p| std::fs::read(p).expect("read request"))
+        .collect();
     assert!(!requests.is_empty(), "give request files");
-    let keys: Vec<&[u8]> = vec![b"gen_ai.request.model", b"gen_ai.system", b"costctx.workflow.id", b"service.name"];
+    let keys: Vec<&[u8]> = vec![
+        b"gen_ai.request.model",
+        b"gen_ai.system",
+        b"costctx.workflow.id",
+        b"service.name",
+    ];
     let watched = Watched::new(keys);
-    let edits = AttrEdits { sets: vec![(b"costctx.cost_usd"[..].into(), SetValue::scalar(vec![0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]))], ..Default::default() };
+    let edits = AttrEdits {
+        sets: vec![(
+            b"costctx.cost_usd"[..].into(),
+            SetValue::scalar(vec![0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]),
+        )],
+        ..Default::default()
+    };
     if let Ok(mode) = std::env::var("MODE") {
         for r in &requests {
             match mode.as_str() {
-                "prost" => drop(std::hint::black_box(ExportTraceServiceRequest::decode(r.as_slice()).unwrap())),
-                "prost_encode" => drop(std::hint::black_box(ExportTraceServiceRequest::decode(r.as_slice()).unwrap().encode_to_vec())),
+                "prost" => drop(std::hint::black_box(
+                    ExportTraceServiceRequest::decode(r.as_slice()).unwrap(),
+                )),
+                "prost_encode" => drop(std::hint::black_box(
+                    ExportTraceServiceRequest::decode(r.as_slice()).unwrap().encode_to_vec(),
+                )),
                 "scan" => drop(std::hint::black_box(scan(r, &watched).unwrap())),
                 "scan_encode" => {
                     let s = scan(r, &watched).unwrap();

@@ -10,8 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use pyo3::prelude::*;
-use pyo3::{PyTraverseError, PyVisit};
 use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::{PyTraverseError, PyVisit};
 
 const NO_CONTEXT: &str = "(no context)";
 const OTHER_SOURCES: &str = "(other)";
@@ -50,7 +50,7 @@ pub struct AncestorTable {
     timer: Py<PyAny>,
     table: HashMap<Key24, Option<Py<PyAny>>>, // None: disputed
     odd: HashMap<Box<[u8]>, Option<Py<PyAny>>>,
-    parts: Vec<Part>,                       // in creation order, as the Python dict's
+    parts: Vec<Part>, // in creation order, as the Python dict's
     next_due: f64,
     /// The time puts are made at, when the caller has one for a whole batch.
     #[pyo3(get, set)]
@@ -118,10 +118,15 @@ impl AncestorTable {
             return at;
         }
         // +1: NO_CONTEXT. The shared one is made whatever the count.
-        if self.parts.len() >= self.max_sources + 1 && source != NO_CONTEXT && source != OTHER_SOURCES {
+        if self.parts.len() > self.max_sources && source != NO_CONTEXT && source != OTHER_SOURCES {
             return self.partition(OTHER_SOURCES);
         }
-        self.parts.push(Part { source: source.to_owned(), chunks: VecDeque::new(), head: 0, size: 0 });
+        self.parts.push(Part {
+            source: source.to_owned(),
+            chunks: VecDeque::new(),
+            head: 0,
+            size: 0,
+        });
         self.parts.len() - 1
     }
 
@@ -224,7 +229,8 @@ impl AncestorTable {
 
     /// The entry as it stands, no age check: for a batch's reads after `expire_due(now)`.
     fn peek(&self, py: Python<'_>, key: &Bound<'_, PyBytes>) -> Option<Py<PyAny>> {
-        self.slot(key.as_bytes()).and_then(|v| v.as_ref().map(|k| k.clone_ref(py)))
+        self.slot(key.as_bytes())
+            .and_then(|v| v.as_ref().map(|k| k.clone_ref(py)))
     }
 
     fn expire_due(&mut self, now: f64) {
@@ -244,7 +250,13 @@ impl AncestorTable {
     }
 
     /// ContextCache.put: `source` is the Known's hop, or NO_CONTEXT when it has no fields.
-    fn put(&mut self, py: Python<'_>, key: &Bound<'_, PyBytes>, known: &Bound<'_, PyAny>, source: &str) -> PyResult<()> {
+    fn put(
+        &mut self,
+        py: Python<'_>,
+        key: &Bound<'_, PyBytes>,
+        known: &Bound<'_, PyAny>,
+        source: &str,
+    ) -> PyResult<()> {
         let now = self.clock(py)?;
         if now >= self.next_due {
             self.expire_at(now);
@@ -283,7 +295,11 @@ impl AncestorTable {
             if let Some(last) = part.chunks.back_mut() {
                 last.keys.shrink_to_fit();
             }
-            part.chunks.push_back(Chunk { expires, keys: Vec::new(), odd: VecDeque::new() });
+            part.chunks.push_back(Chunk {
+                expires,
+                keys: Vec::new(),
+                odd: VecDeque::new(),
+            });
             if expires < self.next_due {
                 self.next_due = expires;
             }
@@ -306,7 +322,13 @@ impl AncestorTable {
     /// (evictions per source since the last call, in first-eviction order; disputes since).
     /// `put(key, known, source)` for each key, in order (a unit of spans alike that left
     /// with one Known): ContextCache.put_many, its oracle, is that loop.
-    fn put_many(&mut self, py: Python<'_>, keys: &Bound<'_, PyList>, known: &Bound<'_, PyAny>, source: &str) -> PyResult<()> {
+    fn put_many(
+        &mut self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyList>,
+        known: &Bound<'_, PyAny>,
+        source: &str,
+    ) -> PyResult<()> {
         for key in keys.iter() {
             let key = key.cast_into::<PyBytes>()?;
             self.put(py, &key, known, source)?;
@@ -328,9 +350,18 @@ impl AncestorTable {
     fn nbytes(&self) -> usize {
         let capacity = self.table.capacity();
         // hashbrown keeps 1/8 of its buckets free (a power of two; tiny tables: one more).
-        let buckets = if capacity < 8 { (capacity + 1).next_power_of_two() } else { capacity * 8 / 7 };
+        let buckets = if capacity < 8 {
+            (capacity + 1).next_power_of_two()
+        } else {
+            capacity * 8 / 7
+        };
         let slot = std::mem::size_of::<(Key24, Option<Py<PyAny>>)>() + 1;
-        let chunks: usize = self.parts.iter().flat_map(|p| p.chunks.iter()).map(|c| c.keys.capacity()).sum();
+        let chunks: usize = self
+            .parts
+            .iter()
+            .flat_map(|p| p.chunks.iter())
+            .map(|c| c.keys.capacity())
+            .sum();
         buckets * slot + chunks * KEY_LEN
     }
 

@@ -25,7 +25,11 @@ pub(crate) struct KeyRoles {
 impl KeyRoles {
     /// Bit i of a role: the key is in lists[i].
     pub(crate) fn new(lists: Vec<Vec<String>>) -> Self {
-        KeyRoles { lists, cache: HashMap::default(), held: Vec::new() }
+        KeyRoles {
+            lists,
+            cache: HashMap::default(),
+            held: Vec::new(),
+        }
     }
 
     pub(crate) fn of(keys: &[Bound<'_, PyString>]) -> PyResult<Vec<String>> {
@@ -121,15 +125,21 @@ fn valid_rid(value: &str) -> bool {
         Some(at) => (&value[..at], Some(&value[at + 1..])),
         None => (value, None),
     };
-    if rid.is_empty() || rid.len() > MAX_RESERVATION_ID
-        || !rid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    if rid.is_empty()
+        || rid.len() > MAX_RESERVATION_ID
+        || !rid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
     {
         return false;
     }
     match tenant {
         None => true,
-        Some(t) => !t.is_empty() && t.chars().count() <= MAX_ENVELOPE_ID
-            && !t.chars().any(|ch| (ch as u32) < 0x20 || ch as u32 == 0x7f),
+        Some(t) => {
+            !t.is_empty()
+                && t.chars().count() <= MAX_ENVELOPE_ID
+                && !t.chars().any(|ch| (ch as u32) < 0x20 || ch as u32 == 0x7f)
+        }
     }
 }
 
@@ -241,7 +251,11 @@ fn read_one<'py>(
     let end_ns: u64 = span.getattr(pyo3::intern!(py, "end"))?.extract()?;
     let start_ns: u64 = span.getattr(pyo3::intern!(py, "start"))?.extract()?;
     let mut at = if end_ns != 0 { end_ns as f64 / 1e9 } else { now };
-    let start_ms = if start_ns != 0 { (start_ns / 1_000_000) as i64 } else { (now * 1000.0) as i64 };
+    let start_ms = if start_ns != 0 {
+        (start_ns / 1_000_000) as i64
+    } else {
+        (now * 1000.0) as i64
+    };
     let skewed = !(lo <= at && at <= hi);
     if skewed {
         at = if at < lo { lo } else { hi };
@@ -260,7 +274,17 @@ fn read_one<'py>(
     }
     let at_ms = (at * 1000.0) as i64;
     let start_ms = start_ms.max(at_ms - 3_600_000).min(at_ms);
-    Ok(Some(Read { index: 0, span, fields, micro, tokens, at, start_ms, rid, skewed }))
+    Ok(Some(Read {
+        index: 0,
+        span,
+        fields,
+        micro,
+        tokens,
+        at,
+        start_ms,
+        rid,
+        skewed,
+    }))
 }
 
 /// trace id and span id when both are ids (16 and 8 bytes, not all zero).
@@ -309,10 +333,14 @@ pub fn read_spend<'py>(
     make_room: &Bound<'py, PyAny>,
     want_finished: bool,
 ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-    let keys: Vec<Bound<'py, PyString>> =
-        keys.iter().map(|key| key.cast_into::<PyString>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
-    let markers: Vec<Bound<'py, PyString>> =
-        markers.try_iter()?.map(|key| Ok(key?.cast_into::<PyString>()?)).collect::<PyResult<_>>()?;
+    let keys: Vec<Bound<'py, PyString>> = keys
+        .iter()
+        .map(|key| key.cast_into::<PyString>().map_err(PyErr::from))
+        .collect::<PyResult<_>>()?;
+    let markers: Vec<Bound<'py, PyString>> = markers
+        .try_iter()?
+        .map(|key| Ok(key?.cast_into::<PyString>()?))
+        .collect::<PyResult<_>>()?;
     let (lo, hi) = (now - skew, now + skew);
     let finished = PyList::empty(py);
     let mut read: Vec<Read<'py>> = Vec::new();
@@ -331,7 +359,10 @@ pub fn read_spend<'py>(
             continue; // not a model call
         }
         match read_one(span, &attrs, &keys, now, lo, hi, cap)? {
-            Some(record) => read.push(Read { index: index as i64, ..record }),
+            Some(record) => read.push(Read {
+                index: index as i64,
+                ..record
+            }),
             None => return Ok(None),
         }
     }
@@ -354,7 +385,13 @@ pub fn read_spend<'py>(
             };
             let identity = PyTuple::new(
                 py,
-                [trace, span_id, record.micro.into_pyobject(py)?.into_any(), record.tokens.into_pyobject(py)?.into_any(), rid],
+                [
+                    trace,
+                    span_id,
+                    record.micro.into_pyobject(py)?.into_any(),
+                    record.tokens.into_pyobject(py)?.into_any(),
+                    rid,
+                ],
             )?;
             // hash() of the identity tuple, as the per-span path keys `seen` (budget/seen.py)
             let key = identity.hash()?.into_pyobject(py)?;

@@ -47,7 +47,10 @@ impl From<&[u8]> for Body {
         if data.len() <= 22 {
             let mut bytes = [0u8; 22];
             bytes[..data.len()].copy_from_slice(data);
-            Body::Inline { len: data.len() as u8, bytes }
+            Body::Inline {
+                len: data.len() as u8,
+                bytes,
+            }
         } else {
             Body::Shared(data.into())
         }
@@ -77,7 +80,11 @@ pub struct SetValue {
 
 impl SetValue {
     pub fn scalar(body: impl Into<Body>) -> Self {
-        SetValue { body: body.into(), present: true, keeps_unknown: true }
+        SetValue {
+            body: body.into(),
+            present: true,
+            keeps_unknown: true,
+        }
     }
 }
 
@@ -277,7 +284,11 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
         match (field.num, field.val) {
             (1, Val::Len(inner)) if edits.is_some() => {
                 resource_seen += 1;
-                let insert = if resource_seen == rec.resource_fields { insert_last } else { Insert::Nowhere };
+                let insert = if resource_seen == rec.resource_fields {
+                    insert_last
+                } else {
+                    Insert::Nowhere
+                };
                 let slot = open_len(out, 1, inner.len());
                 attributes(inner, 1, edits.unwrap(), &attr_plan, &mut next_attr, insert, out)?;
                 close_len(out, slot);
@@ -482,10 +493,15 @@ fn key_value(kv: &[u8], attr_field: u32, key: &[u8], set: Option<&SetValue>, out
 fn old_value_unknowns(kv: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let mut reader = Reader::new(kv, DEPTH_LIMIT);
     while let Some(field) = reader.next()? {
-        let (2, Val::Len(value)) = (field.num, field.val) else { continue };
+        let (2, Val::Len(value)) = (field.num, field.val) else {
+            continue;
+        };
         let mut inner = Reader::new(value, DEPTH_LIMIT);
         while let Some(f) = inner.next()? {
-            let known = matches!((f.num, f.wire_type), (1 | 5 | 6 | 7, LEN) | (2 | 3 | 8, VARINT) | (4, I64));
+            let known = matches!(
+                (f.num, f.wire_type),
+                (1 | 5 | 6 | 7, LEN) | (2 | 3 | 8, VARINT) | (4, I64)
+            );
             if !known {
                 out.extend_from_slice(f.raw);
             }

@@ -118,7 +118,15 @@ pub fn read_shapes<'py>(
     empty: &Bound<'py, PyAny>,
     stamp: &Bound<'py, PyTuple>,
     pico: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyDict>, Bound<'py, PyDict>, Bound<'py, PyList>, Bound<'py, PyList>)> {
+) -> PyResult<(
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyDict>,
+    Bound<'py, PyDict>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+)> {
     let fields = strings(&keys.get_item(0)?)?;
     let extras = strings(&keys.get_item(1)?)?;
     let markers = strings(&keys.get_item(2)?)?;
@@ -129,8 +137,11 @@ pub fn read_shapes<'py>(
     let tenant_key = keys.get_item(7)?.cast_into::<PyString>()?;
     let schema_key = stamp.get_item(0)?.cast_into::<PyString>()?;
     let schema = stamp.get_item(1)?;
-    let (renamed_name, repaired_name, conflict_name) =
-        (pyo3::intern!(py, "renamed"), pyo3::intern!(py, "repaired"), pyo3::intern!(py, "conflict"));
+    let (renamed_name, repaired_name, conflict_name) = (
+        pyo3::intern!(py, "renamed"),
+        pyo3::intern!(py, "repaired"),
+        pyo3::intern!(py, "conflict"),
+    );
     let (attrs_name, resource_name) = (pyo3::intern!(py, "attrs"), pyo3::intern!(py, "resource"));
     let (start_name, end_name) = (pyo3::intern!(py, "start"), pyo3::intern!(py, "end"));
     let (replace_name, sets_name) = (pyo3::intern!(py, "replace"), pyo3::intern!(py, "sets"));
@@ -151,8 +162,12 @@ pub fn read_shapes<'py>(
     // Slots: fields, extras, dimensions, then depth, cost, schema, workflow.
     let extra_at = fields.len();
     let dim_at = extra_at + extras.len();
-    let (depth_at, cost_at, schema_at, workflow_at) =
-        (dim_at + dimensions.len(), dim_at + dimensions.len() + 1, dim_at + dimensions.len() + 2, dim_at + dimensions.len() + 3);
+    let (depth_at, cost_at, schema_at, workflow_at) = (
+        dim_at + dimensions.len(),
+        dim_at + dimensions.len() + 1,
+        dim_at + dimensions.len() + 2,
+        dim_at + dimensions.len() + 3,
+    );
     let mut roles: HashMap<&str, Role, FxBuild> = HashMap::default();
     let groups: [(&[Bound<'py, PyString>], usize); 3] = [(&fields, 0), (&extras, extra_at), (&dimensions, dim_at)];
     for (names, base) in groups {
@@ -161,9 +176,18 @@ pub fn read_shapes<'py>(
         }
     }
     for (at, name) in fields.iter().enumerate() {
-        roles.get_mut(name.to_str()?).expect("added above").field.get_or_insert(at);
+        roles
+            .get_mut(name.to_str()?)
+            .expect("added above")
+            .field
+            .get_or_insert(at);
     }
-    for (at, name) in [(depth_at, &depth_key), (cost_at, &cost_key), (schema_at, &schema_key), (workflow_at, &workflow_key)] {
+    for (at, name) in [
+        (depth_at, &depth_key),
+        (cost_at, &cost_key),
+        (schema_at, &schema_key),
+        (workflow_at, &workflow_key),
+    ] {
         roles.entry(name.to_str()?).or_default().slots.push(at);
     }
     for name in &markers {
@@ -296,7 +320,9 @@ pub fn read_shapes<'py>(
                             row.set_item(0, row.get_item(0)?.add(&amount)?)?;
                             row.set_item(1, row.get_item(1)?.add(1)?)?;
                         }
-                        None => spend.set_item(tally, PyList::new(py, [amount, 1i64.into_pyobject(py)?.into_any()])?)?,
+                        None => {
+                            spend.set_item(tally, PyList::new(py, [amount, 1i64.into_pyobject(py)?.into_any()])?)?
+                        }
                     }
                 }
             }

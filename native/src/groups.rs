@@ -26,7 +26,11 @@ pub fn merge(own: Option<&AttrEdits>, groups: &[(&AttrEdits, Option<Cut>)]) -> A
     let mut at: Cut = (0, 0, 0);
     for (group, cut) in groups {
         let cut = cut.unwrap_or(at);
-        let cut = (cut.0.min(own.renames.len()), cut.1.min(own.deletes.len()), cut.2.min(own.sets.len()));
+        let cut = (
+            cut.0.min(own.renames.len()),
+            cut.1.min(own.deletes.len()),
+            cut.2.min(own.sets.len()),
+        );
         let cut = (cut.0.max(at.0), cut.1.max(at.1), cut.2.max(at.2));
         out.renames.extend_from_slice(&own.renames[at.0..cut.0]);
         out.deletes.extend_from_slice(&own.deletes[at.1..cut.1]);
@@ -84,8 +88,16 @@ pub fn group_spans(raw: &[u8], scan: &Scan, by_value: &[bool]) -> (Vec<Vec<u32>>
 /// SpanView.kinds and, sorted by key, the string values of its `by_value` keys. Spans of a
 /// group share both (they are what `group_spans` groups by), so one decision kept under this
 /// key holds for every group that has it, in any batch.
-pub fn group_key<'k, 'r>(raw: &'r [u8], keys: &'k [Vec<u8>], attrs: &[(u16, Value)], by_value: &[bool]) -> (Vec<u8>, Vec<(&'k [u8], &'r [u8])>) {
-    let mut pairs: Vec<(&[u8], u8)> = attrs.iter().map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v))).collect();
+pub fn group_key<'k, 'r>(
+    raw: &'r [u8],
+    keys: &'k [Vec<u8>],
+    attrs: &[(u16, Value)],
+    by_value: &[bool],
+) -> (Vec<u8>, Vec<(&'k [u8], &'r [u8])>) {
+    let mut pairs: Vec<(&[u8], u8)> = attrs
+        .iter()
+        .map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v)))
+        .collect();
     let kinds = crate::kinds::canonical(&mut pairs);
     let mut values: Vec<(&'k [u8], &'r [u8])> = Vec::new();
     for (id, value) in attrs {
@@ -106,9 +118,15 @@ mod tests {
 
     fn edits(renames: &[(&str, &str)], sets: &[&str]) -> AttrEdits {
         AttrEdits {
-            renames: renames.iter().map(|(a, b)| (a.as_bytes().into(), b.as_bytes().into())).collect(),
+            renames: renames
+                .iter()
+                .map(|(a, b)| (a.as_bytes().into(), b.as_bytes().into()))
+                .collect(),
             deletes: Vec::new(),
-            sets: sets.iter().map(|k| (k.as_bytes().into(), SetValue::scalar(vec![]))).collect(),
+            sets: sets
+                .iter()
+                .map(|k| (k.as_bytes().into(), SetValue::scalar(vec![])))
+                .collect(),
             replace: None,
         }
     }

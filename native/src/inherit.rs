@@ -47,8 +47,10 @@ pub fn read_spans<'py>(
     indices: &Bound<'py, PyAny>,
     fields: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let fields: Vec<Bound<'py, PyString>> =
-        fields.iter().map(|f| f.cast_into::<PyString>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
+    let fields: Vec<Bound<'py, PyString>> = fields
+        .iter()
+        .map(|f| f.cast_into::<PyString>().map_err(PyErr::from))
+        .collect::<PyResult<_>>()?;
     let keys = PyList::empty(py);
     let wait_keys = PyList::empty(py);
     let groups = PyList::empty(py);
@@ -62,7 +64,9 @@ pub fn read_spans<'py>(
         let span = spans.get_item(index.extract::<usize>()?)?;
         let trace = span.getattr(pyo3::intern!(py, "trace_id"))?.cast_into::<PyBytes>()?;
         let span_id = span.getattr(pyo3::intern!(py, "span_id"))?.cast_into::<PyBytes>()?;
-        let parent = span.getattr(pyo3::intern!(py, "parent_span_id"))?.cast_into::<PyBytes>()?;
+        let parent = span
+            .getattr(pyo3::intern!(py, "parent_span_id"))?
+            .cast_into::<PyBytes>()?;
         let trace_bytes = trace.as_bytes();
         keys.append(joined(py, trace_bytes, span_id.as_bytes()))?;
         let parent_bytes = parent.as_bytes();
@@ -91,7 +95,15 @@ pub fn read_spans<'py>(
         };
         groups.append(group)?;
     }
-    PyTuple::new(py, [keys.into_any(), wait_keys.into_any(), groups.into_any(), firsts.into_any()])
+    PyTuple::new(
+        py,
+        [
+            keys.into_any(),
+            wait_keys.into_any(),
+            groups.into_any(),
+            firsts.into_any(),
+        ],
+    )
 }
 
 /// See `costctx.processors.inherit.batch_read.parent_first` (same arguments, same result):
@@ -104,21 +116,31 @@ pub fn parent_first<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let count = keys.len();
     if wait_keys.len() != count {
-        return Err(pyo3::exceptions::PyValueError::new_err("keys and wait_keys differ in length"));
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "keys and wait_keys differ in length",
+        ));
     }
-    let keys: Vec<Bound<'py, PyBytes>> =
-        keys.iter().map(|k| k.cast_into::<PyBytes>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
+    let keys: Vec<Bound<'py, PyBytes>> = keys
+        .iter()
+        .map(|k| k.cast_into::<PyBytes>().map_err(PyErr::from))
+        .collect::<PyResult<_>>()?;
     let mut waits: Vec<Option<Bound<'py, PyBytes>>> = Vec::with_capacity(count);
     for wait in wait_keys.iter() {
-        waits.push(if wait.is_none() { None } else { Some(wait.cast_into::<PyBytes>()?) });
+        waits.push(if wait.is_none() {
+            None
+        } else {
+            Some(wait.cast_into::<PyBytes>()?)
+        });
     }
     // Ids come off the network: SipHash (std's RandomState), never a fixed hash.
     let mut first: HashMap<&[u8], usize> = HashMap::with_capacity(count);
     for (position, key) in keys.iter().enumerate() {
         first.entry(key.as_bytes()).or_insert(position);
     }
-    let parent: Vec<Option<usize>> =
-        waits.iter().map(|w| w.as_ref().and_then(|w| first.get(w.as_bytes()).copied())).collect();
+    let parent: Vec<Option<usize>> = waits
+        .iter()
+        .map(|w| w.as_ref().and_then(|w| first.get(w.as_bytes()).copied()))
+        .collect();
     const UNKNOWN: i64 = -1;
     const ON_PATH: i64 = -2;
     let mut depth = vec![UNKNOWN; count];
@@ -165,5 +187,8 @@ pub fn parent_first<'py>(
     if count > 0 {
         ends.push(count);
     }
-    PyTuple::new(py, [PyList::new(py, order)?.into_any(), PyList::new(py, ends)?.into_any()])
+    PyTuple::new(
+        py,
+        [PyList::new(py, order)?.into_any(), PyList::new(py, ends)?.into_any()],
+    )
 }

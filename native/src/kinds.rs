@@ -43,7 +43,10 @@ mod tests {
     #[test]
     fn keys_sorted_by_bytes_each_with_its_letter() {
         let mut pairs: Vec<(&[u8], u8)> = vec![(b"b.key", b's'), (b"a", b'i'), ("é".as_bytes(), b'z'), (b"z", b'e')];
-        assert_eq!(canonical(&mut pairs), "a\x1fi\x1eb.key\x1fs\x1ez\x1fe\x1eé\x1fz".as_bytes());
+        assert_eq!(
+            canonical(&mut pairs),
+            "a\x1fi\x1eb.key\x1fs\x1ez\x1fe\x1eé\x1fz".as_bytes()
+        );
         assert_eq!(canonical(&mut []), b"");
     }
 }

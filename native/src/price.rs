@@ -104,7 +104,14 @@ impl<'py> Reader<'py> {
             crate::budget::KeyRoles::of(&keys.trigger)?,
             crate::budget::KeyRoles::of(&keys.general)?,
         ]);
-        Ok(Reader { keys, roles, now: now.clone(), now_ns: now.extract()?, tolerance, none: py.None().into_bound(py) })
+        Ok(Reader {
+            keys,
+            roles,
+            now: now.clone(),
+            now_ns: now.extract()?,
+            tolerance,
+            none: py.None().into_bound(py),
+        })
     }
 
     fn read(&mut self, py: Python<'py>, spans: &Bound<'py, PyAny>, index: Bound<'py, PyAny>) -> PyResult<Read<'py>> {
@@ -144,8 +151,14 @@ impl<'py> Reader<'py> {
             names.push(attrs.get_item(key)?.unwrap_or_else(|| none.clone()));
         }
         let workflow = match attrs.get_item(&keys.workflow)? {
-            Some(value) if value.cast::<PyString>().is_ok_and(|s| s.is_exact_instance_of::<PyString>())
-                && value.len()? > 0 => value,
+            Some(value)
+                if value
+                    .cast::<PyString>()
+                    .is_ok_and(|s| s.is_exact_instance_of::<PyString>())
+                    && value.len()? > 0 =>
+            {
+                value
+            }
             _ => none.clone(),
         };
         let key = match span_key(py, &span)? {
@@ -153,7 +166,17 @@ impl<'py> Reader<'py> {
             None => none.clone(),
         };
         let at = if late { self.now.clone() } else { start };
-        Ok(Read::Call(Call { index, attrs, names, counts, reported, workflow, key, at, late }))
+        Ok(Read::Call(Call {
+            index,
+            attrs,
+            names,
+            counts,
+            reported,
+            workflow,
+            key,
+            at,
+            late,
+        }))
     }
 }
 
@@ -174,11 +197,19 @@ pub fn read_calls<'py>(
             Read::Skip => {}
             Read::General(index) => out.append(index)?,
             Read::Call(call) => {
-                let mut items: Vec<Bound<'py, PyAny>> =
-                    vec![call.index, call.attrs.into_any(), PyTuple::new(py, call.names)?.into_any()];
+                let mut items: Vec<Bound<'py, PyAny>> = vec![
+                    call.index,
+                    call.attrs.into_any(),
+                    PyTuple::new(py, call.names)?.into_any(),
+                ];
                 items.extend(call.counts);
-                items.extend([call.reported, call.workflow, call.key, call.at,
-                              pyo3::types::PyBool::new(py, call.late).to_owned().into_any()]);
+                items.extend([
+                    call.reported,
+                    call.workflow,
+                    call.key,
+                    call.at,
+                    pyo3::types::PyBool::new(py, call.late).to_owned().into_any(),
+                ]);
                 out.append(PyTuple::new(py, items)?)?;
             }
         }
@@ -203,16 +234,32 @@ impl<'py> Rate<'py> {
         let py = rate.py();
         if rate.is_none() {
             let none = py.None().into_bound(py);
-            return Ok(Rate { rate: None, rates: None, inclusive: false, source: None, lo: none.clone(), hi: none,
-                             bounds: None, _names: names });
+            return Ok(Rate {
+                rate: None,
+                rates: None,
+                inclusive: false,
+                source: None,
+                lo: none.clone(),
+                hi: none,
+                bounds: None,
+                _names: names,
+            });
         }
         let (lo, hi) = (rate.get_item(3)?, rate.get_item(4)?);
         let bounds = match (lo.extract::<i128>(), hi.extract::<i128>()) {
             (Ok(lo), Ok(hi)) => Some((lo, hi)),
             _ => None,
         };
-        Ok(Rate { rates: rates_of(&rate)?, inclusive: rate.get_item(1)?.is_truthy()?, source: Some(rate.get_item(2)?),
-                  lo, hi, bounds, rate: Some(rate), _names: names })
+        Ok(Rate {
+            rates: rates_of(&rate)?,
+            inclusive: rate.get_item(1)?.is_truthy()?,
+            source: Some(rate.get_item(2)?),
+            lo,
+            hi,
+            bounds,
+            rate: Some(rate),
+            _names: names,
+        })
     }
 
     fn is_none(&self) -> bool {
@@ -273,7 +320,11 @@ fn usd_of<'py>(py: Python<'py>, pico: i128) -> PyResult<Bound<'py, PyAny>> {
 /// path (counts against the mode, or a sum past 128 bits).
 fn inline_pico(rates: [i128; 5], inclusive: bool, counts: [i128; 5]) -> Option<i128> {
     let [input, output, cache_read, cache_creation, reasoning] = counts;
-    let uncached = if inclusive { input - cache_read - cache_creation } else { input };
+    let uncached = if inclusive {
+        input - cache_read - cache_creation
+    } else {
+        input
+    };
     if uncached < 0 || reasoning > output {
         return None;
     }
@@ -326,10 +377,20 @@ pub fn price_calls<'py>(
             }
             Read::Call(call) => call,
         };
-        let Call { index, attrs, names, counts: count_objects, reported, workflow, key: span_key, at, late } = call;
+        let Call {
+            index,
+            attrs,
+            names,
+            counts: count_objects,
+            reported,
+            workflow,
+            key: span_key,
+            at,
+            late,
+        } = call;
         let at_ns = if late { reader.now_ns } else { start_of(&at)? };
         let address: [usize; 3] = std::array::from_fn(|i| names[i].as_ptr() as usize);
-        if !known.contains_key(&address) {
+        if let std::collections::hash_map::Entry::Vacant(e) = known.entry(address) {
             let tuple = PyTuple::new(py, &names)?.into_any();
             let found = match rates.get_item(&tuple) {
                 Ok(Some(rate)) => rate,
@@ -337,7 +398,7 @@ pub fn price_calls<'py>(
                 Err(err) if err.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => py.None().into_bound(py),
                 Err(err) => return Err(err),
             };
-            known.insert(address, Rate::of(found, names.clone())?);
+            e.insert(Rate::of(found, names.clone())?);
         }
         let mut entry = known.get(&address).expect("inserted above");
         if !entry.is_none() && !entry.holds(&at, at_ns)? {
@@ -370,15 +431,31 @@ pub fn price_calls<'py>(
                 Ok(small) => small.into_pyobject(py)?.into_any(),
                 Err(_) => pico.into_pyobject(py)?.into_any(),
             };
-            (pico, [cost.into_any(), entry.source.clone().expect("a rate has a source"), stamp_computed.clone()])
+            (
+                pico,
+                [
+                    cost.into_any(),
+                    entry.source.clone().expect("a rate has a source"),
+                    stamp_computed.clone(),
+                ],
+            )
         } else {
             let estimate = match i64::try_from(pico) {
                 Ok(small) => small.into_pyobject(py)?.into_any(),
                 Err(_) => pico.into_pyobject(py)?.into_any(),
             };
-            let answer = reported_of.call1((estimate, &reported, &rate))?.cast_into::<PyTuple>()?;
+            let answer = reported_of
+                .call1((estimate, &reported, &rate))?
+                .cast_into::<PyTuple>()?;
             let cost = PyTuple::new(py, [cost_key.clone().into_any(), answer.get_item(1)?])?;
-            (answer.get_item(0)?, [cost.into_any(), stamp_reported.get_item(0)?, stamp_reported.get_item(1)?])
+            (
+                answer.get_item(0)?,
+                [
+                    cost.into_any(),
+                    stamp_reported.get_item(0)?,
+                    stamp_reported.get_item(1)?,
+                ],
+            )
         };
         let span_edit = match edits.get_item(&index)? {
             Some(found) => found,
@@ -396,7 +473,12 @@ pub fn price_calls<'py>(
             }
             sets.into_any()
         } else {
-            stamp_slow.call1((&index, stamps[0].get_item(1)?, stamps[1].get_item(1)?, stamps[2].get_item(1)?))?;
+            stamp_slow.call1((
+                &index,
+                stamps[0].get_item(1)?,
+                stamps[1].get_item(1)?,
+                stamps[2].get_item(1)?,
+            ))?;
             py.None().into_bound(py)
         };
         if workflow.is_none() {
@@ -424,7 +506,9 @@ pub fn stamp_totals<'py>(
     stamp_slow: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
     if totals.len() != stamp_at.len() {
-        return Err(pyo3::exceptions::PyValueError::new_err("totals and stamp_at differ in length"));
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "totals and stamp_at differ in length",
+        ));
     }
     for (total, entry) in totals.iter().zip(stamp_at.iter()) {
         let value = match total.extract::<i64>() {
@@ -442,7 +526,8 @@ pub fn stamp_totals<'py>(
         if sets.is_none() {
             stamp_slow.call1((entry.get_item(0)?, value))?;
         } else {
-            sets.cast::<PyList>()?.append(PyTuple::new(py, [key.clone().into_any(), value.clone()])?)?;
+            sets.cast::<PyList>()?
+                .append(PyTuple::new(py, [key.clone().into_any(), value.clone()])?)?;
             entry.get_item(1)?.cast_into::<PyDict>()?.set_item(key, value)?;
         }
     }

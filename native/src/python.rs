@@ -29,7 +29,11 @@ pub struct Layout {
 impl Layout {
     /// The protobuf Span body of span `index` (for the slow path's materialize).
     fn span_bytes<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyBytes>> {
-        let span = self.scan.spans.get(index).ok_or_else(|| PyValueError::new_err("span index out of range"))?;
+        let span = self
+            .scan
+            .spans
+            .get(index)
+            .ok_or_else(|| PyValueError::new_err("span index out of range"))?;
         Ok(PyBytes::new(py, span.body.get(self.raw.as_bytes(py))))
     }
     fn __len__(&self) -> usize {
@@ -37,7 +41,11 @@ impl Layout {
     }
     /// crate::groups::group_spans: (groups of span indices, loose span indices); `by_value`:
     /// the watched keys whose string values split groups.
-    fn groups<'py>(&self, py: Python<'py>, by_value: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+    fn groups<'py>(
+        &self,
+        py: Python<'py>,
+        by_value: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
         let chosen = self.chosen(by_value)?;
         let raw = self.raw.as_bytes(py);
         let (groups, loose) = crate::groups::group_spans(raw, &self.scan, &chosen);
@@ -65,7 +73,8 @@ impl Layout {
             let mut items: Vec<Bound<'py, PyAny>> = Vec::with_capacity(values.len() + 1);
             items.push(PyString::new(py, std::str::from_utf8(&kinds).unwrap_or("")).into_any());
             for (_, value) in values {
-                items.push(PyString::new(py, std::str::from_utf8(value).unwrap_or("")).into_any()); // UTF-8 checked by the scan
+                items.push(PyString::new(py, std::str::from_utf8(value).unwrap_or("")).into_any());
+                // UTF-8 checked by the scan
             }
             keys.append(PyTuple::new(py, items)?)?;
             out.append(PyList::new(py, group)?)?;
@@ -74,14 +83,15 @@ impl Layout {
     }
 }
 
-
 impl Layout {
     /// Per watched key id: whether it is one of `by_value`.
     fn chosen(&self, by_value: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
         let mut chosen = vec![false; self.prepared.bytes.len()];
         for key in by_value.try_iter()? {
             let key = key?;
-            let key = key.cast::<PyString>().map_err(|_| PyTypeError::new_err("keys must be str"))?;
+            let key = key
+                .cast::<PyString>()
+                .map_err(|_| PyTypeError::new_err("keys must be str"))?;
             let key = key.to_str()?.as_bytes();
             for (slot, watched) in chosen.iter_mut().zip(&self.prepared.bytes) {
                 *slot |= watched.as_slice() == key;
@@ -154,13 +164,19 @@ impl<'py> Interner<'py> {
             }
             &small[..attrs.len()]
         } else {
-            spilled = attrs.iter().map(|(id, v)| (*id as u32) << 8 | kind_letter(v) as u32).collect();
+            spilled = attrs
+                .iter()
+                .map(|(id, v)| (*id as u32) << 8 | kind_letter(v) as u32)
+                .collect();
             &spilled
         };
         if let Some(found) = self.kinds.get(compact) {
             return found.clone();
         }
-        let mut pairs: Vec<(&[u8], u8)> = attrs.iter().map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v))).collect();
+        let mut pairs: Vec<(&[u8], u8)> = attrs
+            .iter()
+            .map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v)))
+            .collect();
         let text = canonical(&mut pairs);
         let made = PyString::new(self.py, std::str::from_utf8(&text).unwrap_or(""));
         self.kinds.insert(compact.to_vec(), made.clone());
@@ -193,14 +209,20 @@ impl Core {
         let mut bytes = Vec::new();
         for key in watched.try_iter()? {
             let key = key?;
-            let key = key.cast::<PyString>().map_err(|_| PyTypeError::new_err("watched keys must be str"))?;
+            let key = key
+                .cast::<PyString>()
+                .map_err(|_| PyTypeError::new_err("watched keys must be str"))?;
             bytes.push(key.to_str()?.as_bytes().to_vec());
             keys.push(key.clone().unbind());
         }
         if keys.len() > u16::MAX as usize {
             return Err(PyValueError::new_err("too many watched keys"));
         }
-        let prepared = Arc::new(Prepared { source: watched.clone().unbind(), keys, bytes });
+        let prepared = Arc::new(Prepared {
+            source: watched.clone().unbind(),
+            keys,
+            bytes,
+        });
         *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(prepared.clone());
         Ok(prepared)
     }
@@ -233,7 +255,13 @@ impl Core {
             };
             let schema_url = interner.string(bytes, rec.schema_url);
             let (attrs, _) = self.attrs(py, bytes, &mut interner, &keys, &rec.attrs)?;
-            resources.append(self.resource_cls.bind(py).call1((service, schema_url, attrs, rec.size, rec.repeated))?)?;
+            resources.append(self.resource_cls.bind(py).call1((
+                service,
+                schema_url,
+                attrs,
+                rec.size,
+                rec.repeated,
+            ))?)?;
         }
         let scopes = PyList::empty(py);
         for rec in &scanned.scopes {
@@ -248,7 +276,13 @@ impl Core {
         Ok((resources, scopes))
     }
 
-    fn value<'py>(&self, py: Python<'py>, raw: &[u8], interner: &mut Interner<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    fn value<'py>(
+        &self,
+        py: Python<'py>,
+        raw: &[u8],
+        interner: &mut Interner<'py>,
+        value: &Value,
+    ) -> PyResult<Bound<'py, PyAny>> {
         Ok(match value {
             Value::Empty => self.empty.bind(py).clone(),
             Value::Str(range) => interner.string(raw, *range).into_any(),
@@ -320,7 +354,15 @@ impl Core {
         empty: Py<PyAny>,
         error_cls: Py<PyAny>,
     ) -> Self {
-        Core { resource_cls, scope_cls, span_cls, kvlist_cls, empty, error_cls, prepared: Mutex::new(None) }
+        Core {
+            resource_cls,
+            scope_cls,
+            span_cls,
+            kvlist_cls,
+            empty,
+            error_cls,
+            prepared: Mutex::new(None),
+        }
     }
 
     /// Validate `raw` as protobuf would, building no view: the number of spans (for a
@@ -369,7 +411,13 @@ impl Core {
             };
             let schema_url = interner.string(bytes, rec.schema_url);
             let (attrs, _) = self.attrs(py, bytes, &mut interner, &keys, &rec.attrs)?;
-            resources.append(self.resource_cls.bind(py).call1((service, schema_url, attrs, rec.size, rec.repeated))?)?;
+            resources.append(self.resource_cls.bind(py).call1((
+                service,
+                schema_url,
+                attrs,
+                rec.size,
+                rec.repeated,
+            ))?)?;
         }
         let scopes = PyList::empty(py);
         for rec in &scanned.scopes {
@@ -390,7 +438,10 @@ impl Core {
             } else {
                 let mut pairs = Vec::with_capacity(rec.links.len());
                 for (trace_id, span_id) in &rec.links {
-                    pairs.push(PyTuple::new(py, [interner.bytes(bytes, *trace_id), interner.bytes(bytes, *span_id)])?);
+                    pairs.push(PyTuple::new(
+                        py,
+                        [interner.bytes(bytes, *trace_id), interner.bytes(bytes, *span_id)],
+                    )?);
                 }
                 PyTuple::new(py, pairs)?
             };
@@ -427,7 +478,16 @@ impl Core {
             )?;
             spans.append(span_cls.call1(args)?)?;
         }
-        Ok((resources, scopes, spans, Layout { raw: raw.unbind(), scan: scanned, prepared }))
+        Ok((
+            resources,
+            scopes,
+            spans,
+            Layout {
+                raw: raw.unbind(),
+                scan: scanned,
+                prepared,
+            },
+        ))
     }
 
     /// `scan` with the spans as a lazy `SpanList` (view.rs): no SpanView is made until asked
@@ -437,7 +497,12 @@ impl Core {
         py: Python<'py>,
         raw: Bound<'py, PyBytes>,
         watched: Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, crate::view::SpanList, Bound<'py, Layout>)> {
+    ) -> PyResult<(
+        Bound<'py, PyList>,
+        Bound<'py, PyList>,
+        crate::view::SpanList,
+        Bound<'py, Layout>,
+    )> {
         let prepared = self.prepare(py, &watched)?;
         let bytes = raw.as_bytes();
         let watched_bytes = Watched::new(prepared.bytes.iter().map(|k| k.as_slice()).collect());
@@ -446,7 +511,14 @@ impl Core {
             Err(err) => return Err(self.codec_error(py, err.0)),
         };
         let (resources, scopes) = self.resources_and_scopes(py, bytes, &scanned, &prepared)?;
-        let layout = Bound::new(py, Layout { raw: raw.unbind(), scan: scanned, prepared })?;
+        let layout = Bound::new(
+            py,
+            Layout {
+                raw: raw.unbind(),
+                scan: scanned,
+                prepared,
+            },
+        )?;
         let classes = crate::view::Classes {
             span_cls: self.span_cls.clone_ref(py),
             kvlist_cls: self.kvlist_cls.clone_ref(py),
@@ -610,7 +682,8 @@ impl Core {
                 let mut plan = Plan::new(scan, extract);
                 plan.keep.copy_from_slice(&keep[*first..end]);
                 plan.span_edits.copy_from_slice(&span_at[*first..end]);
-                plan.resource_edits.copy_from_slice(&resource_at[*first_resource..end_resource]);
+                plan.resource_edits
+                    .copy_from_slice(&resource_at[*first_resource..end_resource]);
                 (layout.raw.as_bytes(py), scan, plan)
             })
             .collect();
@@ -654,7 +727,9 @@ impl Core {
             let g = converted.len();
             converted.push(self.attr_edits(conv, &group.getattr(pyo3::intern!(py, "edits"))?)?);
             let after = group.getattr(pyo3::intern!(py, "after"))?;
-            let after = after.cast::<PyDict>().map_err(|_| PyTypeError::new_err("GroupEdits.after must be a dict"))?;
+            let after = after
+                .cast::<PyDict>()
+                .map_err(|_| PyTypeError::new_err("GroupEdits.after must be a dict"))?;
             let has_after = !after.is_empty();
             for index in group.getattr(pyo3::intern!(py, "spans"))?.try_iter()? {
                 let index: usize = index?.extract()?;
@@ -695,13 +770,18 @@ impl Core {
                 continue; // the replacement carries everything
             }
             let own = by_index[index].take();
-            let refs: Vec<(&AttrEdits, Option<crate::groups::Cut>)> = mine.iter().map(|(g, cut)| (&converted[*g], *cut)).collect();
+            let refs: Vec<(&AttrEdits, Option<crate::groups::Cut>)> =
+                mine.iter().map(|(g, cut)| (&converted[*g], *cut)).collect();
             out.push((index, crate::groups::merge(own.as_ref(), &refs)));
         }
         Ok(out)
     }
 
-    fn collect_edits<'py>(&self, conv: &mut Converter<'py>, edits: &Bound<'py, PyDict>) -> PyResult<Vec<(usize, AttrEdits)>> {
+    fn collect_edits<'py>(
+        &self,
+        conv: &mut Converter<'py>,
+        edits: &Bound<'py, PyDict>,
+    ) -> PyResult<Vec<(usize, AttrEdits)>> {
         let mut collected = Vec::with_capacity(edits.len());
         for (index, item) in edits.iter() {
             let index: usize = index.extract()?;
@@ -715,7 +795,13 @@ impl Core {
         let mut edits = AttrEdits::default();
         let replace = item.getattr(pyo3::intern!(py, "replace"))?;
         if !replace.is_none() {
-            edits.replace = Some(replace.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("replace must be bytes"))?.as_bytes().to_vec());
+            edits.replace = Some(
+                replace
+                    .cast::<PyBytes>()
+                    .map_err(|_| PyTypeError::new_err("replace must be bytes"))?
+                    .as_bytes()
+                    .to_vec(),
+            );
             return Ok(edits);
         }
         // Lists as SpanEdits holds them: read by index (no iterator object); any other
@@ -751,14 +837,22 @@ impl Core {
     fn set_value(&self, value: &Bound<'_, PyAny>) -> PyResult<SetValue> {
         let py = value.py();
         if value.is(self.empty.bind(py)) {
-            return Ok(SetValue { body: Body::default(), present: false, keeps_unknown: false });
+            return Ok(SetValue {
+                body: Body::default(),
+                present: false,
+                keeps_unknown: false,
+            });
         }
         // The usual values first, by exact type, written straight into an inline body.
         if value.is_exact_instance_of::<PyFloat>() {
             let mut bytes = [0u8; 22];
-            bytes[0] = (4 << 3) | I64 as u8;
+            bytes[0] = (4 << 3) | I64;
             bytes[1..9].copy_from_slice(&value.cast::<PyFloat>()?.value().to_le_bytes());
-            return Ok(SetValue { body: Body::Inline { len: 9, bytes }, present: true, keeps_unknown: true });
+            return Ok(SetValue {
+                body: Body::Inline { len: 9, bytes },
+                present: true,
+                keeps_unknown: true,
+            });
         }
         if let Ok(text) = value.cast_exact::<PyString>() {
             let text = text.to_str()?.as_bytes();
@@ -767,18 +861,27 @@ impl Core {
                 bytes[0] = (1 << 3) | LEN;
                 bytes[1] = text.len() as u8;
                 bytes[2..2 + text.len()].copy_from_slice(text);
-                Body::Inline { len: text.len() as u8 + 2, bytes }
+                Body::Inline {
+                    len: text.len() as u8 + 2,
+                    bytes,
+                }
             } else {
                 let mut body = Vec::with_capacity(text.len() + 6);
                 write_len_field(&mut body, 1, text);
                 Body::Shared(body.into())
             };
-            return Ok(SetValue { body, present: true, keeps_unknown: true });
+            return Ok(SetValue {
+                body,
+                present: true,
+                keeps_unknown: true,
+            });
         }
         if value.is_exact_instance_of::<PyInt>() {
-            let number: i64 = value.extract().map_err(|_| PyValueError::new_err("int out of int64 range"))?;
+            let number: i64 = value
+                .extract()
+                .map_err(|_| PyValueError::new_err("int out of int64 range"))?;
             let mut bytes = [0u8; 22];
-            bytes[0] = (3 << 3) | VARINT as u8;
+            bytes[0] = (3 << 3) | VARINT;
             let (mut rest, mut len) = (number as u64, 1usize);
             while rest >= 0x80 {
                 bytes[len] = (rest as u8) | 0x80;
@@ -786,7 +889,14 @@ impl Core {
                 len += 1;
             }
             bytes[len] = rest as u8;
-            return Ok(SetValue { body: Body::Inline { len: len as u8 + 1, bytes }, present: true, keeps_unknown: true });
+            return Ok(SetValue {
+                body: Body::Inline {
+                    len: len as u8 + 1,
+                    bytes,
+                },
+                present: true,
+                keeps_unknown: true,
+            });
         }
         let mut body = Vec::new();
         self.any_value(value, &mut body, 0)?;
@@ -794,7 +904,11 @@ impl Core {
             || value.is_instance_of::<PyInt>()
             || value.is_instance_of::<PyFloat>()
             || value.is_instance_of::<PyBytes>();
-        Ok(SetValue { body: body.into(), present: true, keeps_unknown: scalar })
+        Ok(SetValue {
+            body: body.into(),
+            present: true,
+            keeps_unknown: scalar,
+        })
     }
 
     /// Encode a Python value as an AnyValue body, as `set_any_value` stores it.
@@ -809,7 +923,9 @@ impl Core {
             write_tag(out, 2, VARINT);
             out.push(flag.is_true() as u8);
         } else if value.is_instance_of::<PyInt>() {
-            let number: i64 = value.extract().map_err(|_| PyValueError::new_err("int out of int64 range"))?;
+            let number: i64 = value
+                .extract()
+                .map_err(|_| PyValueError::new_err("int out of int64 range"))?;
             write_tag(out, 3, VARINT);
             write_varint(out, number as u64);
         } else if let Ok(number) = value.cast::<PyFloat>() {
@@ -876,7 +992,11 @@ impl<'py> Segments<'py> {
     fn one(layout: &Bound<'py, Layout>) -> Self {
         let scan = &layout.get().scan;
         let (spans, resources) = (scan.spans.len(), scan.resources.len());
-        Segments { parts: vec![(0, 0, layout.clone())], spans, resources }
+        Segments {
+            parts: vec![(0, 0, layout.clone())],
+            spans,
+            resources,
+        }
     }
 
     /// From (first span, first resource, layout) triples; each must start where the one
@@ -887,14 +1007,20 @@ impl<'py> Segments<'py> {
         for item in items.try_iter()? {
             let (first, first_resource, layout): (usize, usize, Bound<'py, Layout>) = item?.extract()?;
             if first != spans || first_resource != resources {
-                return Err(PyValueError::new_err("segments must follow each other (first span and resource)"));
+                return Err(PyValueError::new_err(
+                    "segments must follow each other (first span and resource)",
+                ));
             }
             let scan = &layout.get().scan;
             spans += scan.spans.len();
             resources += scan.resources.len();
             parts.push((first, first_resource, layout));
         }
-        Ok(Segments { parts, spans, resources })
+        Ok(Segments {
+            parts,
+            spans,
+            resources,
+        })
     }
 }
 
@@ -909,7 +1035,10 @@ struct Converter<'py> {
 
 impl<'py> Converter<'py> {
     fn new() -> Self {
-        Converter { keys: HashMap::default(), values: HashMap::default() }
+        Converter {
+            keys: HashMap::default(),
+            values: HashMap::default(),
+        }
     }
 
     fn key(&mut self, key: &Bound<'py, PyAny>) -> PyResult<Shared> {
@@ -917,7 +1046,9 @@ impl<'py> Converter<'py> {
         if let Some((_, found)) = self.keys.get(&at) {
             return Ok(found.clone());
         }
-        let text = key.cast::<PyString>().map_err(|_| PyTypeError::new_err("attribute keys must be str"))?;
+        let text = key
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("attribute keys must be str"))?;
         let made: Shared = text.to_str()?.as_bytes().into();
         self.keys.insert(at, (key.clone(), made.clone()));
         Ok(made)

@@ -21,7 +21,10 @@ impl Span32 {
         if part.is_empty() {
             return Span32::default();
         }
-        Span32 { at: (part.as_ptr() as usize - raw.as_ptr() as usize) as u32, len: part.len() as u32 }
+        Span32 {
+            at: (part.as_ptr() as usize - raw.as_ptr() as usize) as u32,
+            len: part.len() as u32,
+        }
     }
     #[inline]
     pub fn get<'a>(&self, raw: &'a [u8]) -> &'a [u8] {
@@ -143,7 +146,11 @@ pub fn scan(raw: &[u8], watched: &Watched) -> Result<Scan> {
         return Err(crate::wire::DecodeError("request larger than 2 GiB"));
     }
     let mut out = Scan::default();
-    let mut s = Scanner { raw, watched, out: &mut out };
+    let mut s = Scanner {
+        raw,
+        watched,
+        out: &mut out,
+    };
     let mut reader = Reader::new(raw, DEPTH_LIMIT);
     while let Some(field) = reader.next()? {
         if field.num == 1 && field.wire_type == LEN {
@@ -238,7 +245,11 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
 
     fn scope_spans(&mut self, body: &'a [u8], depth: i32, r: u32) -> Result<()> {
         let s = self.out.scopes.len() as u32;
-        let mut rec = ScopeRec { resource: r, first_span: self.out.spans.len() as u32, ..Default::default() };
+        let mut rec = ScopeRec {
+            resource: r,
+            first_span: self.out.spans.len() as u32,
+            ..Default::default()
+        };
         self.out.scopes.push(ScopeRec::default());
         let mut reader = Reader::new(body, depth);
         while let Some(field) = reader.next()? {
@@ -279,7 +290,12 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
     }
 
     fn span(&mut self, body: &'a [u8], depth: i32, r: u32, s: u32) -> Result<()> {
-        let mut rec = SpanRec { resource: r, scope: s, body: self.range(body), ..Default::default() };
+        let mut rec = SpanRec {
+            resource: r,
+            scope: s,
+            body: self.range(body),
+            ..Default::default()
+        };
         let mut reader = Reader::new(body, depth);
         while let Some(field) = reader.next()? {
             match (field.num, field.val) {
@@ -369,7 +385,11 @@ fn push_attr(attrs: &mut Vec<(u16, Value)>, repeated: &mut bool, id: u16, value:
 
 /// Validate one KeyValue and return its key and value occurrences.
 fn key_value(body: &[u8], depth: i32) -> Result<Kv<'_>> {
-    let mut kv = Kv { key: b"", value: None, more_values: Vec::new() };
+    let mut kv = Kv {
+        key: b"",
+        value: None,
+        more_values: Vec::new(),
+    };
     let mut reader = Reader::new(body, depth);
     while let Some(field) = reader.next()? {
         let Val::Len(inner) = field.val else { continue };

@@ -10,7 +10,9 @@ use pyo3::types::{PyDict, PyList, PyString};
 fn filled(value: Option<Bound<'_, PyAny>>) -> bool {
     match value {
         // SAFETY: an exact str, the GIL held.
-        Some(value) if value.is_exact_instance_of::<PyString>() => unsafe { ffi::PyUnicode_GetLength(value.as_ptr()) > 0 },
+        Some(value) if value.is_exact_instance_of::<PyString>() => unsafe {
+            ffi::PyUnicode_GetLength(value.as_ptr()) > 0
+        },
         _ => false,
     }
 }

@@ -38,8 +38,13 @@ struct KeyMap {
 
 impl KeyMap {
     fn new() -> Self {
-        KeyMap { keys: vec![EMPTY; MIN_SLOTS], values: vec![0.0; MIN_SLOTS], len: 0, empty_key: None,
-                 hasher: RandomState::new() }
+        KeyMap {
+            keys: vec![EMPTY; MIN_SLOTS],
+            values: vec![0.0; MIN_SLOTS],
+            len: 0,
+            empty_key: None,
+            hasher: RandomState::new(),
+        }
     }
 
     fn len(&self) -> usize {
@@ -121,7 +126,11 @@ impl KeyMap {
             }
             let home = self.home(here);
             // `here` may move to `hole` unless its home lies cyclically in (hole, at].
-            let stays = if hole <= at { hole < home && home <= at } else { hole < home || home <= at };
+            let stays = if hole <= at {
+                hole < home && home <= at
+            } else {
+                hole < home || home <= at
+            };
             if !stays {
                 self.keys[hole] = here;
                 self.values[hole] = self.values[at];
@@ -167,7 +176,12 @@ pub struct SpanKeyTable {
 impl SpanKeyTable {
     #[new]
     fn new() -> Self {
-        SpanKeyTable { map: KeyMap::new(), young: Vec::new(), sealed: VecDeque::new(), sealed_count: 0 }
+        SpanKeyTable {
+            map: KeyMap::new(),
+            young: Vec::new(),
+            sealed: VecDeque::new(),
+            sealed_count: 0,
+        }
     }
 
     fn __len__(&self) -> usize {
@@ -212,7 +226,12 @@ impl SpanKeyTable {
     fn keys(&self) -> Vec<i64> {
         let mut out = Vec::with_capacity(self.map.len());
         let mut listed: HashSet<i64> = HashSet::with_capacity(self.map.len());
-        for key in self.sealed.iter().flat_map(|(keys, _)| keys.iter()).chain(self.young.iter()) {
+        for key in self
+            .sealed
+            .iter()
+            .flat_map(|(keys, _)| keys.iter())
+            .chain(self.young.iter())
+        {
             if self.map.contains(*key) && listed.insert(*key) {
                 out.push(*key);
             }

@@ -31,7 +31,11 @@ pub(crate) struct Classes {
 
 impl Classes {
     fn clone_ref(&self, py: Python<'_>) -> Classes {
-        Classes { span_cls: self.span_cls.clone_ref(py), kvlist_cls: self.kvlist_cls.clone_ref(py), empty: self.empty.clone_ref(py) }
+        Classes {
+            span_cls: self.span_cls.clone_ref(py),
+            kvlist_cls: self.kvlist_cls.clone_ref(py),
+            empty: self.empty.clone_ref(py),
+        }
     }
 }
 
@@ -101,11 +105,25 @@ pub struct SpanList {
 impl SpanList {
     pub(crate) fn new(py: Python<'_>, classes: &Classes, layout: Py<Layout>) -> SpanList {
         let count = layout.get().scan.spans.len();
-        let segment = Segment { layout, first: 0, resource_shift: 0, scope_shift: 0, signatures: HashMap::new(), kinds: HashMap::new() };
+        let segment = Segment {
+            layout,
+            first: 0,
+            resource_shift: 0,
+            scope_shift: 0,
+            signatures: HashMap::new(),
+            kinds: HashMap::new(),
+        };
         SpanList {
             classes: classes.clone_ref(py),
-            state: Mutex::new(State { segments: vec![segment], made: (0..count).map(|_| None).collect(), pending: HashMap::default(), strings: HashMap::new() }),
-            no_event_keys: PyFrozenSet::empty(py).map(|s| s.unbind()).unwrap_or_else(|_| unreachable!()),
+            state: Mutex::new(State {
+                segments: vec![segment],
+                made: (0..count).map(|_| None).collect(),
+                pending: HashMap::default(),
+                strings: HashMap::new(),
+            }),
+            no_event_keys: PyFrozenSet::empty(py)
+                .map(|s| s.unbind())
+                .unwrap_or_else(|_| unreachable!()),
         }
     }
 
@@ -129,7 +147,11 @@ impl SpanList {
             return Ok(found.bind(py).clone());
         }
         let made = self.make(py, state, i)?;
-        if let Some(ops) = if state.pending.is_empty() { None } else { state.pending.remove(&i) } {
+        if let Some(ops) = if state.pending.is_empty() {
+            None
+        } else {
+            state.pending.remove(&i)
+        } {
             let attrs = made.getattr(pyo3::intern!(py, "attrs"))?;
             let attrs = attrs.cast::<PyDict>()?;
             for op in ops {
@@ -152,7 +174,12 @@ impl SpanList {
         let raw = layout.raw.bind(py).as_bytes();
         let rec: &SpanRec = &layout.scan.spans[i - segment.first];
         let prepared = &layout.prepared;
-        let mut made = Maker { py, classes: &self.classes, raw, strings };
+        let mut made = Maker {
+            py,
+            classes: &self.classes,
+            raw,
+            strings,
+        };
         let dict = PyDict::new(py);
         let mut mask: u64 = 0;
         let mut wide = false;
@@ -198,7 +225,9 @@ impl SpanList {
                 made.bytes(rec.parent_span_id).into_any(),
                 rec.start.into_pyobject(py)?.into_any(),
                 rec.end.into_pyobject(py)?.into_any(),
-                (rec.resource as usize + segment.resource_shift).into_pyobject(py)?.into_any(),
+                (rec.resource as usize + segment.resource_shift)
+                    .into_pyobject(py)?
+                    .into_any(),
                 (rec.scope as usize + segment.scope_shift).into_pyobject(py)?.into_any(),
                 dict.into_any(),
                 rec.attr_count.into_pyobject(py)?.into_any(),
@@ -226,7 +255,12 @@ impl SpanList {
 }
 
 /// SpanView.kinds (crate::kinds), one object per form within a segment.
-fn kinds_of<'py>(py: Python<'py>, cache: &mut HashMap<Vec<u32>, Py<PyString>>, keys: &[Vec<u8>], attrs: &[(u16, Value)]) -> Bound<'py, PyString> {
+fn kinds_of<'py>(
+    py: Python<'py>,
+    cache: &mut HashMap<Vec<u32>, Py<PyString>>,
+    keys: &[Vec<u8>],
+    attrs: &[(u16, Value)],
+) -> Bound<'py, PyString> {
     // The lookup key on the stack for the usual few watched keys: no allocation on a hit.
     let mut small = [0u32; 32];
     let spilled: Vec<u32>;
@@ -236,13 +270,19 @@ fn kinds_of<'py>(py: Python<'py>, cache: &mut HashMap<Vec<u32>, Py<PyString>>, k
         }
         &small[..attrs.len()]
     } else {
-        spilled = attrs.iter().map(|(id, v)| (*id as u32) << 8 | kind_letter(v) as u32).collect();
+        spilled = attrs
+            .iter()
+            .map(|(id, v)| (*id as u32) << 8 | kind_letter(v) as u32)
+            .collect();
         &spilled
     };
     if let Some(found) = cache.get(compact) {
         return found.bind(py).clone();
     }
-    let mut pairs: Vec<(&[u8], u8)> = attrs.iter().map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v))).collect();
+    let mut pairs: Vec<(&[u8], u8)> = attrs
+        .iter()
+        .map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v)))
+        .collect();
     let text = canonical(&mut pairs);
     let made = PyString::new(py, std::str::from_utf8(&text).unwrap_or(""));
     cache.insert(compact.to_vec(), made.clone().unbind());
@@ -295,7 +335,10 @@ impl<'py> Maker<'_, 'py> {
                     let item = self.value(item)?;
                     converted.push(PyTuple::new(py, [key, item])?);
                 }
-                self.classes.kvlist_cls.bind(py).call1((PyTuple::new(py, converted)?,))?
+                self.classes
+                    .kvlist_cls
+                    .bind(py)
+                    .call1((PyTuple::new(py, converted)?,))?
             }
         })
     }
@@ -325,7 +368,9 @@ impl SpanList {
         if let Ok(slice) = key.cast::<PySlice>() {
             return self.all(py)?.into_any().get_item(slice);
         }
-        let index: isize = key.extract().map_err(|_| PyTypeError::new_err("span indices must be integers or slices"))?;
+        let index: isize = key
+            .extract()
+            .map_err(|_| PyTypeError::new_err("span indices must be integers or slices"))?;
         let mut state = self.lock(py);
         let len = state.made.len();
         let at = self.index(index, len)?;
@@ -354,7 +399,7 @@ impl SpanList {
             Ok(list) => list.get().all(py)?.into_any(),
             Err(_) => other.clone(),
         };
-        Ok(mine.into_any().add(other)?)
+        mine.into_any().add(other)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -366,7 +411,13 @@ impl SpanList {
     /// This list's spans then `other`'s (a list from another scan), `other`'s resource and
     /// scope indices shifted by `resources` and `scopes`. Views already made are shared
     /// (`other`'s get their indices shifted now); `other` itself is left as it was made.
-    fn joined(&self, py: Python<'_>, other: &Bound<'_, SpanList>, resources: usize, scopes: usize) -> PyResult<SpanList> {
+    fn joined(
+        &self,
+        py: Python<'_>,
+        other: &Bound<'_, SpanList>,
+        resources: usize,
+        scopes: usize,
+    ) -> PyResult<SpanList> {
         if std::ptr::eq(self, other.get()) {
             return Err(PyValueError::new_err("a span list cannot be joined to itself"));
         }
@@ -414,13 +465,19 @@ impl SpanList {
         for (i, ops) in &theirs.pending {
             pending.insert(start + i, ops.clone());
         }
-        let mut strings: HashMap<Vec<u8>, Py<PyString>> = mine.strings.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect();
+        let mut strings: HashMap<Vec<u8>, Py<PyString>> =
+            mine.strings.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect();
         for (k, v) in &theirs.strings {
             strings.entry(k.clone()).or_insert_with(|| v.clone_ref(py));
         }
         Ok(SpanList {
             classes: self.classes.clone_ref(py),
-            state: Mutex::new(State { segments, made, pending, strings }),
+            state: Mutex::new(State {
+                segments,
+                made,
+                pending,
+                strings,
+            }),
             no_event_keys: self.no_event_keys.clone_ref(py),
         })
     }
@@ -443,7 +500,8 @@ impl SpanList {
             let segment = &state.segments[s];
             let layout = segment.layout.bind(py).get();
             let rec = &layout.scan.spans[i - segment.first];
-            let value = record_field(rec, segment, name).ok_or_else(|| PyValueError::new_err(format!("no column {name:?}")))?;
+            let value =
+                record_field(rec, segment, name).ok_or_else(|| PyValueError::new_err(format!("no column {name:?}")))?;
             out.append(value)?;
         }
         Ok(out)
@@ -453,8 +511,19 @@ impl SpanList {
     /// the views already made, and on the others when they are made. A rename moves the value
     /// of a key present to its new key, a delete drops a key present, a set stores the value
     /// (a list copied per span); keys absent are left alone.
-    fn edit_attrs(&self, py: Python<'_>, indices: &Bound<'_, PyAny>, renames: &Bound<'_, PyAny>, deletes: &Bound<'_, PyAny>, sets: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut op = AttrOp { renames: Vec::new(), deletes: Vec::new(), sets: Vec::new() };
+    fn edit_attrs(
+        &self,
+        py: Python<'_>,
+        indices: &Bound<'_, PyAny>,
+        renames: &Bound<'_, PyAny>,
+        deletes: &Bound<'_, PyAny>,
+        sets: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let mut op = AttrOp {
+            renames: Vec::new(),
+            deletes: Vec::new(),
+            sets: Vec::new(),
+        };
         for pair in renames.try_iter()? {
             let (old, new): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
             op.renames.push((old.unbind(), new.unbind()));

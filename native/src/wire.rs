@@ -157,7 +157,7 @@ impl<'a> Reader<'a> {
         };
         // Fast path: a one-byte tag and, for length-delimited fields, a one-byte length
         // (nearly every field of a span).
-        if first < 0x80 && first >= 8 {
+        if (8..0x80).contains(&first) {
             let (num, wire_type) = ((first >> 3) as u32, first & 7);
             if wire_type == LEN {
                 if let Some(&len) = self.buf.get(start + 1) {
@@ -167,7 +167,12 @@ impl<'a> Reader<'a> {
                         if end <= self.buf.len() {
                             self.pos = end;
                             let val = Val::Len(&self.buf[body_start..end]);
-                            return Ok(Some(Field { num, wire_type, val, raw: &self.buf[start..end] }));
+                            return Ok(Some(Field {
+                                num,
+                                wire_type,
+                                val,
+                                raw: &self.buf[start..end],
+                            }));
                         }
                         return Err(DecodeError("length past the end of the message"));
                     }
@@ -203,7 +208,12 @@ impl<'a> Reader<'a> {
             }
             _ => return Err(DecodeError("end-group outside a group")),
         };
-        Ok(Some(Field { num, wire_type, val, raw: &self.buf[start..self.pos] }))
+        Ok(Some(Field {
+            num,
+            wire_type,
+            val,
+            raw: &self.buf[start..self.pos],
+        }))
     }
 
     #[inline]
@@ -276,7 +286,11 @@ fn skip_group(buf: &[u8], pos: &mut usize, num: u32, depth: i32) -> Result<()> {
             I32 => advance(buf, pos, 4)?,
             SGROUP => skip_group(buf, pos, inner, depth)?,
             _ => {
-                return if inner == num { Ok(()) } else { Err(DecodeError("mismatched end-group")) };
+                return if inner == num {
+                    Ok(())
+                } else {
+                    Err(DecodeError("mismatched end-group"))
+                };
             }
         }
     }
