@@ -11,7 +11,6 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, 
 
 use crate::encode::{encode, AttrEdits, Body, Plan, SetValue, Shared};
 use crate::fxhash::FxBuild;
-use crate::kinds::{canonical, kind_letter};
 use crate::scan::{scan, Scan, Span32, Value, Watched};
 use crate::wire::DecodeError;
 use crate::wire::{write_len_field, write_tag, write_varint, I64, LEN, VARINT};
@@ -127,7 +126,7 @@ struct Interner<'py> {
     strings: HashMap<Span32Key, Bound<'py, PyString>>,
     signatures: HashMap<u64, Bound<'py, PyFrozenSet>>,
     /// SpanView.kinds by (key id, kind letter) pairs in scan order.
-    kinds: HashMap<Vec<u32>, Bound<'py, PyString>>,
+    kinds: HashMap<Vec<u32>, Py<PyString>>,
     empty_bytes: Bound<'py, PyBytes>,
     empty_tuple: Bound<'py, PyTuple>,
     empty_str: Bound<'py, PyString>,
@@ -138,6 +137,19 @@ struct Interner<'py> {
 type Span32Key = Vec<u8>;
 
 impl<'py> Interner<'py> {
+    fn new(py: Python<'py>) -> PyResult<Self> {
+        Ok(Self {
+            py,
+            strings: HashMap::new(),
+            signatures: HashMap::new(),
+            kinds: HashMap::new(),
+            empty_bytes: PyBytes::new(py, b""),
+            empty_tuple: PyTuple::empty(py),
+            empty_str: PyString::new(py, ""),
+            empty_frozenset: PyFrozenSet::empty(py)?,
+        })
+    }
+
     fn string(&mut self, raw: &[u8], range: Span32) -> Bound<'py, PyString> {
         if range.len == 0 {
             return self.empty_str.clone();
@@ -155,32 +167,7 @@ impl<'py> Interner<'py> {
 
     /// SpanView.kinds of a span without repeated keys (crate::kinds), one object per form.
     fn kinds(&mut self, keys: &[Vec<u8>], attrs: &[(u16, Value)]) -> Bound<'py, PyString> {
-        // The lookup key on the stack for the usual few watched keys: no allocation on a hit.
-        let mut small = [0u32; 32];
-        let spilled: Vec<u32>;
-        let compact: &[u32] = if attrs.len() <= small.len() {
-            for (slot, (id, v)) in small.iter_mut().zip(attrs) {
-                *slot = (*id as u32) << 8 | kind_letter(v) as u32;
-            }
-            &small[..attrs.len()]
-        } else {
-            spilled = attrs
-                .iter()
-                .map(|(id, v)| (*id as u32) << 8 | kind_letter(v) as u32)
-                .collect();
-            &spilled
-        };
-        if let Some(found) = self.kinds.get(compact) {
-            return found.clone();
-        }
-        let mut pairs: Vec<(&[u8], u8)> = attrs
-            .iter()
-            .map(|(id, v)| (keys[*id as usize].as_slice(), kind_letter(v)))
-            .collect();
-        let text = canonical(&mut pairs);
-        let made = PyString::new(self.py, std::str::from_utf8(&text).unwrap_or(""));
-        self.kinds.insert(compact.to_vec(), made.clone());
-        made
+        crate::view::kinds_of(self.py, &mut self.kinds, keys, attrs)
     }
 
     fn bytes(&self, raw: &[u8], range: Span32) -> Bound<'py, PyBytes> {
@@ -227,25 +214,16 @@ impl Core {
         Ok(prepared)
     }
 
-    /// The view's resources and scopes (what `scan` and `scan_lazy` both make).
+    /// The view's resources and scopes (what `scan` and `scan_lazy` both make), strings
+    /// interned with the caller's `interner`.
     fn resources_and_scopes<'py>(
         &self,
         py: Python<'py>,
         bytes: &[u8],
         scanned: &Scan,
-        prepared: &Prepared,
+        keys: &[Bound<'py, PyString>],
+        interner: &mut Interner<'py>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-        let keys: Vec<Bound<'py, PyString>> = prepared.keys.iter().map(|k| k.bind(py).clone()).collect();
-        let mut interner = Interner {
-            py,
-            strings: HashMap::new(),
-            signatures: HashMap::new(),
-            kinds: HashMap::new(),
-            empty_bytes: PyBytes::new(py, b""),
-            empty_tuple: PyTuple::empty(py),
-            empty_str: PyString::new(py, ""),
-            empty_frozenset: PyFrozenSet::empty(py)?,
-        };
         let unknown_service = PyString::new(py, "unknown_service");
         let resources = PyList::empty(py);
         for rec in &scanned.resources {
@@ -254,7 +232,7 @@ impl Core {
                 None => unknown_service.clone(),
             };
             let schema_url = interner.string(bytes, rec.schema_url);
-            let (attrs, _) = self.attrs(py, bytes, &mut interner, &keys, &rec.attrs)?;
+            let (attrs, _) = self.attrs(py, bytes, interner, keys, &rec.attrs)?;
             resources.append(self.resource_cls.bind(py).call1((
                 service,
                 schema_url,
@@ -391,44 +369,8 @@ impl Core {
             Err(err) => return Err(self.codec_error(py, err.0)),
         };
         let keys: Vec<Bound<'py, PyString>> = prepared.keys.iter().map(|k| k.bind(py).clone()).collect();
-        let mut interner = Interner {
-            py,
-            strings: HashMap::new(),
-            signatures: HashMap::new(),
-            kinds: HashMap::new(),
-            empty_bytes: PyBytes::new(py, b""),
-            empty_tuple: PyTuple::empty(py),
-            empty_str: PyString::new(py, ""),
-            empty_frozenset: PyFrozenSet::empty(py)?,
-        };
-        let unknown_service = PyString::new(py, "unknown_service");
-
-        let resources = PyList::empty(py);
-        for rec in &scanned.resources {
-            let service = match rec.service {
-                Some(range) => interner.string(bytes, range),
-                None => unknown_service.clone(),
-            };
-            let schema_url = interner.string(bytes, rec.schema_url);
-            let (attrs, _) = self.attrs(py, bytes, &mut interner, &keys, &rec.attrs)?;
-            resources.append(self.resource_cls.bind(py).call1((
-                service,
-                schema_url,
-                attrs,
-                rec.size,
-                rec.repeated,
-            ))?)?;
-        }
-        let scopes = PyList::empty(py);
-        for rec in &scanned.scopes {
-            let args = (
-                rec.resource,
-                interner.string(bytes, rec.schema_url),
-                interner.string(bytes, rec.name),
-                interner.string(bytes, rec.version),
-            );
-            scopes.append(self.scope_cls.bind(py).call1(args)?)?;
-        }
+        let mut interner = Interner::new(py)?;
+        let (resources, scopes) = self.resources_and_scopes(py, bytes, &scanned, &keys, &mut interner)?;
         let spans = PyList::empty(py);
         let span_cls = self.span_cls.bind(py);
         for rec in &scanned.spans {
@@ -510,7 +452,9 @@ impl Core {
             Ok(scanned) => scanned,
             Err(err) => return Err(self.codec_error(py, err.0)),
         };
-        let (resources, scopes) = self.resources_and_scopes(py, bytes, &scanned, &prepared)?;
+        let keys: Vec<Bound<'py, PyString>> = prepared.keys.iter().map(|k| k.bind(py).clone()).collect();
+        let mut interner = Interner::new(py)?;
+        let (resources, scopes) = self.resources_and_scopes(py, bytes, &scanned, &keys, &mut interner)?;
         let layout = Bound::new(
             py,
             Layout {

@@ -254,8 +254,8 @@ impl SpanList {
     }
 }
 
-/// SpanView.kinds (crate::kinds), one object per form within a segment.
-fn kinds_of<'py>(
+/// SpanView.kinds (crate::kinds), one object per form within `cache` (a segment, or a scan).
+pub(crate) fn kinds_of<'py>(
     py: Python<'py>,
     cache: &mut HashMap<Vec<u32>, Py<PyString>>,
     keys: &[Vec<u8>],
