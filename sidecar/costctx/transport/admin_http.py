@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from costctx.config.types import split_host_port
+from costctx.transport.listen import listening_socket
 
 log = logging.getLogger("costctx.admin")
 
@@ -88,17 +87,7 @@ class AdminServer:
         return sorted((method, path) for path in self._handlers for method in METHODS)
 
     async def start(self) -> None:
-        host, port = split_host_port(self.endpoint)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(f"cannot listen for {self.name} on {self.endpoint}: {exc.strerror}") from None
-        sock.listen(128)
-        sock.setblocking(False)
+        sock = listening_socket(self.endpoint, self.name, backlog=128)
         self.port = sock.getsockname()[1]
         self._server = await asyncio.start_server(self._serve, sock=sock)
 

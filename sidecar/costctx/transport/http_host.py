@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 
 from aiohttp import web
 
-from costctx.config.types import split_host_port
+from costctx.transport.listen import listening_socket
 
 
 class HttpServerHost:
@@ -23,17 +22,7 @@ class HttpServerHost:
         self.ssl_context: ssl.SSLContext | None = None
 
     async def start(self) -> None:
-        host, port = split_host_port(self.endpoint)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(f"cannot listen for {self.name} on {self.endpoint}: {exc.strerror}") from None
-        sock.listen(1024)
-        sock.setblocking(False)
+        sock = listening_socket(self.endpoint, self.name, backlog=1024)
         self.port = sock.getsockname()[1]
         self._runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, auto_decompress=self.auto_decompress

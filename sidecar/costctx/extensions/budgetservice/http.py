@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2
 
 from costctx.budget.engine import BudgetEngine
@@ -69,27 +70,27 @@ async def _read(request: web.Request) -> bytes | web.Response:
         return status_response(503, code_pb2.UNAVAILABLE, error.message, request.content_type, headers)
 
 
+def _route(kind: str, make: Callable[[], Message], check_fields: Callable[[Message], None],
+           act: Callable[[Message], Awaitable[Message]]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A POST handler: bounded body, parsed as `kind` (protobuf or JSON), checked, acted on."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await _read(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            message = _parse(body, request.content_type, make())
+            check_fields(message)
+        except BadRequest as exc:
+            return _bad(f"bad {kind}: {exc}", request.content_type)
+        return _reply(await act(message), request.content_type)
+
+    return handle
+
+
 def http_routes(engine: BudgetEngine) -> list[web.RouteDef]:
-    async def check(request: web.Request) -> web.Response:
-        body = await _read(request)
-        if isinstance(body, web.Response):
-            return body
-        try:
-            message = _parse(body, request.content_type, pb.CheckRequest())
-            validate(message)
-        except BadRequest as exc:
-            return _bad(f"bad CheckRequest: {exc}", request.content_type)
-        return _reply(await engine.check(message), request.content_type)
+    async def release(message: pb.ReleaseRequest) -> pb.ReleaseResponse:
+        return pb.ReleaseResponse(released=await engine.release(message.reservation_id))
 
-    async def release(request: web.Request) -> web.Response:
-        body = await _read(request)
-        if isinstance(body, web.Response):
-            return body
-        try:
-            message = _parse(body, request.content_type, pb.ReleaseRequest())
-            validate_release(message)
-        except BadRequest as exc:
-            return _bad(f"bad ReleaseRequest: {exc}", request.content_type)
-        return _reply(pb.ReleaseResponse(released=await engine.release(message.reservation_id)), request.content_type)
-
-    return [web.post("/v1/budget/check", check), web.post("/v1/budget/release", release)]
+    return [web.post("/v1/budget/check", _route("CheckRequest", pb.CheckRequest, validate, engine.check)),
+            web.post("/v1/budget/release", _route("ReleaseRequest", pb.ReleaseRequest, validate_release, release))]
