@@ -472,49 +472,6 @@ impl Core {
         Ok((resources, scopes, spans, layout))
     }
 
-    /// The request with edits applied and `removed` spans left out. `groups`: api.py
-    /// GroupEdits (edits, spans, after), merged into each member's edits here (groups.rs).
-    #[pyo3(signature = (layout, span_edits, resource_edits, removed, groups=None))]
-    fn encode<'py>(
-        &self,
-        py: Python<'py>,
-        layout: &Bound<'py, Layout>,
-        span_edits: &Bound<'py, PyDict>,
-        resource_edits: &Bound<'py, PyDict>,
-        removed: &Bound<'py, PyAny>,
-        groups: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut keep = vec![true; layout.get().scan.spans.len()];
-        for index in removed.try_iter()? {
-            let index: usize = index?.extract()?;
-            if let Some(slot) = keep.get_mut(index) {
-                *slot = false;
-            }
-        }
-        self.write(py, layout, false, keep, span_edits, resource_edits, groups)
-    }
-
-    /// Only the spans at `indices`, with their resource and scope, edits applied.
-    #[pyo3(signature = (layout, indices, span_edits, resource_edits, groups=None))]
-    fn extract<'py>(
-        &self,
-        py: Python<'py>,
-        layout: &Bound<'py, Layout>,
-        indices: &Bound<'py, PyAny>,
-        span_edits: &Bound<'py, PyDict>,
-        resource_edits: &Bound<'py, PyDict>,
-        groups: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut keep = vec![false; layout.get().scan.spans.len()];
-        for index in indices.try_iter()? {
-            let index: usize = index?.extract()?;
-            if let Some(slot) = keep.get_mut(index) {
-                *slot = true;
-            }
-        }
-        self.write(py, layout, true, keep, span_edits, resource_edits, groups)
-    }
-
     /// `encode` over a view of several scanned requests (NativeCodec.appended): `segments`
     /// are (first span, first resource, layout) in order, indices in the edits and `removed`
     /// are the view's. One call and one conversion of the edits per batch; each segment is
@@ -531,13 +488,7 @@ impl Core {
         groups: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let segments = Segments::of(segments)?;
-        let mut keep = vec![true; segments.spans];
-        for index in removed.try_iter()? {
-            let index: usize = index?.extract()?;
-            if let Some(slot) = keep.get_mut(index) {
-                *slot = false;
-            }
-        }
+        let keep = keep_mask(segments.spans, removed, false)?;
         self.write_segments(py, &segments, false, keep, span_edits, resource_edits, groups)
     }
 
@@ -553,13 +504,7 @@ impl Core {
         groups: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let segments = Segments::of(segments)?;
-        let mut keep = vec![false; segments.spans];
-        for index in indices.try_iter()? {
-            let index: usize = index?.extract()?;
-            if let Some(slot) = keep.get_mut(index) {
-                *slot = true;
-            }
-        }
+        let keep = keep_mask(segments.spans, indices, true)?;
         self.write_segments(py, &segments, true, keep, span_edits, resource_edits, groups)
     }
 
@@ -572,20 +517,6 @@ impl Core {
 }
 
 impl Core {
-    fn write<'py>(
-        &self,
-        py: Python<'py>,
-        layout: &Bound<'py, Layout>,
-        extract: bool,
-        keep: Vec<bool>,
-        span_edits: &Bound<'py, PyDict>,
-        resource_edits: &Bound<'py, PyDict>,
-        groups: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let segments = Segments::one(layout);
-        self.write_segments(py, &segments, extract, keep, span_edits, resource_edits, groups)
-    }
-
     /// Convert the edits once (indices the view's), then write each segment with its share.
     #[allow(clippy::too_many_arguments)]
     fn write_segments<'py>(
@@ -924,6 +855,19 @@ impl Core {
     }
 }
 
+/// Which of `spans` spans to write: every one but those `listed` (`listed_kept` false: the
+/// removed ones), or only those `listed` (true: an extract). Indices past the end are ignored.
+fn keep_mask(spans: usize, listed: &Bound<'_, PyAny>, listed_kept: bool) -> PyResult<Vec<bool>> {
+    let mut keep = vec![!listed_kept; spans];
+    for index in listed.try_iter()? {
+        let index: usize = index?.extract()?;
+        if let Some(slot) = keep.get_mut(index) {
+            *slot = listed_kept;
+        }
+    }
+    Ok(keep)
+}
+
 /// The scanned requests a view is made of: (first span, first resource, layout) each, and
 /// the view's span and resource counts.
 struct Segments<'py> {
@@ -933,16 +877,6 @@ struct Segments<'py> {
 }
 
 impl<'py> Segments<'py> {
-    fn one(layout: &Bound<'py, Layout>) -> Self {
-        let scan = &layout.get().scan;
-        let (spans, resources) = (scan.spans.len(), scan.resources.len());
-        Segments {
-            parts: vec![(0, 0, layout.clone())],
-            spans,
-            resources,
-        }
-    }
-
     /// From (first span, first resource, layout) triples; each must start where the one
     /// before it ends (a view's segments), or the edits would land on the wrong spans.
     fn of(items: &Bound<'py, PyAny>) -> PyResult<Self> {

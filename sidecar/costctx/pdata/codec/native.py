@@ -143,6 +143,6 @@ class NativeCodec:
         layout = getattr(view, "layout", None)
         if layout is None:
             # A view another codec made: scan its bytes (the watched keys do not matter here).
-            layout = self._core.scan(view.raw, frozenset())[3]
+            layout = self._core.scan_lazy(view.raw, frozenset())[3]  # the layout only: no span views made
         return layout
 
