@@ -60,20 +60,24 @@ class Side:
                 sorted(p.cache.sources), len(p.trace_values))
 
 
-def compare(batches: list[bytes], max_entries: int = 1000, tick_every: int = 0) -> None:
-    python, native = Side(False, max_entries), Side(True, max_entries)
+def run_side_by_side(first, second, batches: list[bytes], tick_every: int) -> None:
+    """Both sides fed the same batches (and clock ticks): the same output and state after each."""
     for number, raw in enumerate(batches, 1):
-        assert native.run(raw) == python.run(raw), f"batch {number}"
-        assert native.state() == python.state(), f"batch {number}"
+        assert first.run(raw) == second.run(raw), f"batch {number}"
+        assert first.state() == second.state(), f"batch {number}"
         if tick_every and number % tick_every == 0:
-            for side in (python, native):
+            for side in (first, second):
                 side.now[0] += 6.0
                 side.processor.tick(side.now[0])
-            assert native.emitted == python.emitted
-    for side in (python, native):
+            assert first.emitted == second.emitted
+    for side in (first, second):
         side.processor.shutdown()
-    assert native.emitted == python.emitted
-    assert native.state() == python.state()
+    assert first.emitted == second.emitted
+    assert first.state() == second.state()
+
+
+def compare(batches: list[bytes], max_entries: int = 1000, tick_every: int = 0) -> None:
+    run_side_by_side(Side(True, max_entries), Side(False, max_entries), batches, tick_every)
 
 
 @pytest.mark.parametrize("complete", [False, True])

@@ -16,7 +16,7 @@ from costctx.pdata.codec.python import PythonCodec
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.inherit.processor import InheritProcessor
 from tests.golden import harness, inputs
-from tests.processors.inherit.test_inherit_native_pass import CONTEXT, _request
+from tests.processors.inherit.test_inherit_native_pass import CONTEXT, _request, run_side_by_side
 from tests.support.codecs import available_codecs
 from tests.support.processors import standalone_processor
 
@@ -47,19 +47,7 @@ class Side:
 
 
 def compare(batches: list[bytes], codec, max_entries: int = 1000, tick_every: int = 2) -> None:
-    bulk, alone = Side(codec, True, max_entries), Side(codec, False, max_entries)
-    for number, raw in enumerate(batches, 1):
-        assert bulk.run(raw) == alone.run(raw), f"batch {number}"
-        assert bulk.state() == alone.state(), f"batch {number}"
-        if tick_every and number % tick_every == 0:
-            for side in (bulk, alone):
-                side.now[0] += 6.0
-                side.processor.tick(side.now[0])
-            assert bulk.emitted == alone.emitted
-    for side in (bulk, alone):
-        side.processor.shutdown()
-    assert bulk.emitted == alone.emitted
-    assert bulk.state() == alone.state()
+    run_side_by_side(Side(codec, True, max_entries), Side(codec, False, max_entries), batches, tick_every)
 
 
 @pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
