@@ -15,19 +15,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aiohttp import web
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2
 
-PROTOBUF = "application/x-protobuf"
+from costctx.transport.rpc_status import PROTOBUF, status_body
+
+__all__ = ["JSON", "PROTOBUF", "status_response", "unreadable_body_is_a_bad_request"]
+
 JSON = "application/json"
 
 
 def status_response(http_status: int, code: int, message: str, content_type: str,
                     headers: Mapping[str, str] | None = None) -> web.Response:
     """google.rpc.Status `code`/`message` as protobuf for a protobuf request, else as JSON."""
-    if content_type == PROTOBUF:
-        body = status_pb2.Status(code=code, message=message).SerializeToString()
-        return web.Response(status=http_status, body=body, content_type=PROTOBUF, headers=headers)
-    return web.json_response({"code": code, "message": message}, status=http_status, headers=headers)
+    body, body_type = status_body(code, message, content_type)
+    return web.Response(status=http_status, body=body, headers={**(headers or {}), "Content-Type": body_type})
 
 
 @web.middleware

@@ -4,15 +4,14 @@ port: 401, WWW-Authenticate, a google.rpc.Status body in the request's encoding.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2
 
 from costctx.extensions.bearertokenauth.tokens import BearerTokens
 from costctx.transport.admin_http import AdminRequest, AdminResponse, Guard
+from costctx.transport.rpc_status import status_body
 
-PROTOBUF = "application/x-protobuf"
 MESSAGE = "missing or invalid bearer token"
 
 
@@ -24,10 +23,7 @@ def bearer_auth_guard(tokens: BearerTokens, open_paths: frozenset[str] = frozens
         if on_refused is not None:
             on_refused(request.path)
         headers = {"WWW-Authenticate": f'{tokens.scheme.capitalize()} realm="costctx"'}
-        if request.content_type == PROTOBUF:
-            body = status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message=MESSAGE).SerializeToString()
-            return AdminResponse(401, body, PROTOBUF, headers)
-        body = json.dumps({"code": code_pb2.UNAUTHENTICATED, "message": MESSAGE}).encode()
-        return AdminResponse(401, body, "application/json; charset=utf-8", headers)
+        body, content_type = status_body(code_pb2.UNAUTHENTICATED, MESSAGE, request.content_type)
+        return AdminResponse(401, body, content_type, headers)
 
     return guard
