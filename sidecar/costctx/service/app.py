@@ -238,10 +238,12 @@ class Sidecar:
         """Stop accepting, release held spans, drain queues within `grace`, then close."""
         self._ready = False
         deadline = time.monotonic() + grace
-        if self.grpc is not None:
-            await self.grpc.stop(grace=min(1.0, grace))
+        # Both receivers stop listening at once: closing one after the other's grace kept the
+        # second accepting for up to a second after readiness went false.
+        closing = [self.grpc.stop(grace=min(1.0, grace))] if self.grpc is not None else []
         if self.http is not None:
-            await self.http.stop()
+            closing.append(self.http.stop())
+        await asyncio.gather(*closing)
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
