@@ -358,6 +358,16 @@ fn record_field(rec: &SpanRec, segment: &Segment, name: &str) -> Option<u64> {
     })
 }
 
+/// An id field `bytes_column` reads from the record (a made view's attribute otherwise).
+fn record_id(rec: &SpanRec, name: &str) -> Option<Span32> {
+    Some(match name {
+        "trace_id" => rec.trace_id,
+        "span_id" => rec.span_id,
+        "parent_span_id" => rec.parent_span_id,
+        _ => return None,
+    })
+}
+
 #[pymethods]
 impl SpanList {
     fn __len__(&self, py: Python<'_>) -> usize {
@@ -500,9 +510,122 @@ impl SpanList {
             let segment = &state.segments[s];
             let layout = segment.layout.bind(py).get();
             let rec = &layout.scan.spans[i - segment.first];
+            if name == "kind" {
+                out.append(rec.kind)?; // an int32 enum: may be negative, unlike the other fields
+                continue;
+            }
             let value =
                 record_field(rec, segment, name).ok_or_else(|| PyValueError::new_err(format!("no column {name:?}")))?;
             out.append(value)?;
+        }
+        Ok(out)
+    }
+
+    /// One id field of every span, in order: trace_id, span_id or parent_span_id, as bytes.
+    /// A span whose view was made reads the view's value.
+    fn bytes_column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyList>> {
+        let state = self.lock(py);
+        let attr = PyString::new(py, name);
+        let out = PyList::empty(py);
+        let mut s = 0;
+        for (i, view) in state.made.iter().enumerate() {
+            if let Some(view) = view {
+                out.append(view.bind(py).getattr(&attr)?)?;
+                continue;
+            }
+            while s + 1 < state.segments.len() && state.segments[s + 1].first <= i {
+                s += 1;
+            }
+            let segment = &state.segments[s];
+            let layout = segment.layout.bind(py).get();
+            let rec = &layout.scan.spans[i - segment.first];
+            let range = record_id(rec, name).ok_or_else(|| PyValueError::new_err(format!("no id column {name:?}")))?;
+            out.append(PyBytes::new(py, range.get(layout.raw.bind(py).as_bytes())))?;
+        }
+        Ok(out)
+    }
+
+    /// Per span, in order, a tuple of the current values of `keys` (watched keys; None where
+    /// absent), as `tuple(map(view.attrs.get, keys))` would give, without making views: a made
+    /// view is read as is; a span with pending `edit_attrs` changes has them applied to a
+    /// scratch dict first, so earlier processors' edits are seen exactly as a view would.
+    fn attr_values<'py>(&self, py: Python<'py>, keys: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyList>> {
+        let mut state = self.lock(py);
+        let wanted: Vec<Bound<'py, PyString>> = keys
+            .iter()
+            .map(|k| k.cast_into::<PyString>().map_err(PyErr::from))
+            .collect::<PyResult<_>>()?;
+        let wanted_bytes: Vec<Vec<u8>> = wanted
+            .iter()
+            .map(|k| k.to_str().map(|t| t.as_bytes().to_vec()))
+            .collect::<PyResult<_>>()?;
+        let none = py.None().into_bound(py);
+        let out = PyList::empty(py);
+        let State {
+            segments,
+            made,
+            pending,
+            strings,
+        } = &mut *state;
+        // Per segment: key id -> its place in `keys` (ids are the segment's layout's).
+        let mut places: Vec<Option<usize>> = Vec::new();
+        let mut s = usize::MAX;
+        let mut values: Vec<Option<Bound<'py, PyAny>>> = Vec::with_capacity(wanted.len());
+        for (i, view) in made.iter().enumerate() {
+            if let Some(view) = view {
+                let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
+                let attrs = attrs.cast::<PyDict>()?;
+                let mut row = Vec::with_capacity(wanted.len());
+                for key in &wanted {
+                    row.push(attrs.get_item(key)?.unwrap_or_else(|| none.clone()));
+                }
+                out.append(PyTuple::new(py, row)?)?;
+                continue;
+            }
+            let at = segments.partition_point(|seg| seg.first <= i) - 1;
+            if at != s {
+                s = at;
+                let prepared = &segments[s].layout.bind(py).get().prepared;
+                places = prepared
+                    .bytes
+                    .iter()
+                    .map(|b| wanted_bytes.iter().position(|w| w == b))
+                    .collect();
+            }
+            let segment = &segments[s];
+            let layout = segment.layout.bind(py).get();
+            let rec = &layout.scan.spans[i - segment.first];
+            let mut maker = Maker {
+                py,
+                classes: &self.classes,
+                raw: layout.raw.bind(py).as_bytes(),
+                strings,
+            };
+            if let Some(ops) = pending.get(&i) {
+                // Renames may move any key onto a wanted one: the whole scanned dict, edited.
+                let dict = PyDict::new(py);
+                for (id, value) in &rec.attrs {
+                    dict.set_item(layout.prepared.keys[*id as usize].bind(py), maker.value(value)?)?;
+                }
+                for op in ops {
+                    op.apply(py, &dict)?;
+                }
+                let mut row = Vec::with_capacity(wanted.len());
+                for key in &wanted {
+                    row.push(dict.get_item(key)?.unwrap_or_else(|| none.clone()));
+                }
+                out.append(PyTuple::new(py, row)?)?;
+                continue;
+            }
+            values.clear();
+            values.resize(wanted.len(), None);
+            for (id, value) in &rec.attrs {
+                if let Some(Some(place)) = places.get(*id as usize) {
+                    values[*place] = Some(maker.value(value)?); // a repeated key: the last stands
+                }
+            }
+            let row = values.drain(..).map(|v| v.unwrap_or_else(|| none.clone()));
+            out.append(PyTuple::new(py, row)?)?;
         }
         Ok(out)
     }

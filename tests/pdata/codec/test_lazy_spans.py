@@ -10,7 +10,16 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from costctx.pdata.codec.api import KvList, ResourceView, ScopeView, SpanView, span_column
+from costctx.pdata.codec.api import (
+    KvList,
+    ResourceView,
+    ScopeView,
+    SpanView,
+    attr_values,
+    bytes_column,
+    edit_attrs,
+    span_column,
+)
 from costctx.pdata.codec.native import AVAILABLE
 from costctx.pdata.codec.python import PythonCodec
 from costctx.pdata.view_batch import ViewBatch
@@ -18,7 +27,12 @@ from tests.pdata.codec.test_codec_native import bench_requests, keys_of, request
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="costctx_native not built")
 
-COLUMNS = ("resource", "scope", "size", "attr_count", "event_count", "start", "end")
+COLUMNS = ("resource", "scope", "size", "attr_count", "event_count", "start", "end", "kind")
+ID_COLUMNS = ("trace_id", "span_id", "parent_span_id")
+
+
+def values_of(spans, keys: tuple[str, ...]) -> list[tuple]:
+    return [tuple(map(s.attrs.get, keys)) for s in spans]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +53,11 @@ def check_lazy(native, raw: bytes, watched: frozenset[str], rng: random.Random) 
     assert spans.made_count() == 0 and len(spans) == len(eager)
     for name in COLUMNS:  # read from the records: no view made
         assert span_column(spans, name) == [getattr(s, name) for s in eager], name
+    for name in ID_COLUMNS:
+        assert bytes_column(spans, name) == [getattr(s, name) for s in eager], name
+    keys = (*sorted(watched), "never.watched")
+    assert attr_values(spans, keys) == values_of(eager, keys)
+    assert attr_values(spans, ()) == [()] * len(eager)
     assert spans.made_count() == 0
     order = list(range(len(eager)))
     rng.shuffle(order)
@@ -47,6 +66,12 @@ def check_lazy(native, raw: bytes, watched: frozenset[str], rng: random.Random) 
         assert made == eager[i] and made.kinds == eager[i].kinds
         assert spans[i] is made and spans[i - len(eager)] is made
     assert spans.made_count() == len(order) // 2
+    # Made views are read as they are now (a processor may have changed one).
+    if order:
+        spans[order[0]].attrs[keys[0]] = eager[order[0]].attrs[keys[0]] = "changed"
+        spans[order[0]].span_id = eager[order[0]].span_id = b"\x01" * 8
+    assert attr_values(spans, keys) == values_of(eager, keys)
+    assert bytes_column(spans, "span_id") == [s.span_id for s in eager]
     assert list(spans) == eager and [s.kinds for s in spans] == [s.kinds for s in eager]
     assert spans == eager and spans[1:3] == eager[1:3]
 
@@ -75,6 +100,10 @@ def test_a_column_reads_a_made_views_current_value(native):
     assert span_column(spans, "size")[3] == eager_spans(native, raw, frozenset({"workflow.id"}))[3].size
     with pytest.raises(ValueError):
         spans.column("attrs")
+    with pytest.raises(ValueError):
+        spans.bytes_column("size")
+    with pytest.raises(TypeError):
+        spans.attr_values((b"not a str",))
     with pytest.raises(IndexError):
         spans[len(spans)]
 
@@ -96,6 +125,9 @@ def test_joined_lists_shift_the_appended_indices_and_keep_made_views(native):
     together = view.spans.joined(tail.spans, len(view.resources), len(view.scopes))
     assert together[count] is made_before and made_before.resource == reference.spans[count].resource
     assert made_before.scope == reference.spans[count].scope and together[count + 1] == reference.spans[count + 1]
+    keys = tuple(sorted(watched))
+    assert attr_values(joined.spans, keys) == values_of(reference.spans, keys)
+    assert bytes_column(joined.spans, "trace_id") == [s.trace_id for s in reference.spans]
     with pytest.raises(ValueError):
         view.spans.joined(view.spans, 0, 0)
 
@@ -162,11 +194,15 @@ def test_edit_attrs_on_views_made_and_not_made_yet(native):
         (first, [(key, "renamed.key"), ("absent", "x")], ["absent.too"], [("stamp", ["a", "b"]), ("n", 1)]),
         (list(range(len(reference))), [], ["n"], [("last", "v")]),
     ]
-    from costctx.pdata.codec.api import edit_attrs
-
     for indices, renames, deletes, sets in edit_attrs_both:
         edit_attrs(spans, indices, renames, deletes, sets)
         edit_attrs(reference, indices, renames, deletes, sets)
+    # Read without views, pending edits applied: renamed onto, deleted, set (a list each span's own).
+    keys = (key, "renamed.key", "stamp", "n", "last", "absent")
+    before = spans.made_count()
+    read = attr_values(spans, keys)
+    assert read == values_of(reference, keys) and spans.made_count() == before
+    assert read[later][2] is not read[first[-1]][2] or later == first[-1]
     made = list(spans)
     assert [s.attrs for s in made] == [s.attrs for s in reference]
     assert made[0].attrs["stamp"] is not made[2].attrs["stamp"]  # a list set is each span's own

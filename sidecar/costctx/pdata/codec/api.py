@@ -121,13 +121,32 @@ def value_kinds(attrs: dict[str, Any]) -> str:
 
 def span_column(spans, name: str) -> list:
     """One field of every span, in order (resource, scope, size, attr_count, event_count,
-    start, end): what a processor deciding per batch or per group reads instead of the views.
+    start, end, kind): what a processor deciding per batch or per group reads instead of the views.
     The native codec's lazy span list reads it from the scanned records without making a
     view (a view already made gives its current value); a list of views is read as is."""
     column = getattr(spans, "column", None)
     if column is not None:
         return column(name)
     return [getattr(span, name) for span in spans]
+
+
+def bytes_column(spans, name: str) -> list[bytes]:
+    """One id of every span, in order (trace_id, span_id, parent_span_id), as `span_column`
+    reads int fields: from the scanned records where no view is made."""
+    column = getattr(spans, "bytes_column", None)
+    if column is not None:
+        return column(name)
+    return [getattr(span, name) for span in spans]
+
+
+def attr_values(spans, keys: tuple[str, ...]) -> list[tuple]:
+    """Per span, in order, the current values of the watched `keys` (None where absent):
+    `tuple(map(span.attrs.get, keys))` for every span, which the native lazy span list
+    answers without making views (edits made by `edit_attrs` or on made views included)."""
+    values = getattr(spans, "attr_values", None)
+    if values is not None:
+        return values(keys)
+    return [tuple(map(span.attrs.get, keys)) for span in spans]
 
 
 def edit_attrs(spans, indices, renames, deletes, sets) -> None:
