@@ -135,6 +135,25 @@ def test_extend_appends_spans_after_the_kept_ones_with_edits_and_notes_moved():
         assert _names(batch.payload()) == ["b", "c", "d"]
 
 
+def test_indices_follow_every_removal_extend_and_order_change():
+    """`indices` is asked by every processor; what it gives must follow each change since."""
+    for codec in _codecs():
+        batch = ViewBatch(codec, _raw(["a", "b", "c", "d"]), WATCHED)
+        assert list(batch.indices()) == [0, 1, 2, 3]
+        batch.edits.removed.add(1)
+        assert list(batch.indices()) == [0, 2, 3] and list(batch.indices()) == [0, 2, 3]
+        batch.edits.removed.add(3)
+        assert list(batch.indices()) == [0, 2], codec.name
+        start = batch.extend(_raw(["e"]), 1)
+        kept = list(batch.indices())
+        spans = batch.view.spans
+        assert [spans[i].attrs["k"] for i in kept] == ["a", "c", "e"] and kept[-1] == start, codec.name
+        batch.order = list(reversed(range(len(spans))))
+        assert [spans[i].attrs["k"] for i in batch.indices()] == ["e", "c", "a"], codec.name
+        batch.edits.removed.add(start)
+        assert [spans[i].attrs["k"] for i in batch.indices()] == ["c", "a"], codec.name
+
+
 def test_native_extend_scans_only_the_appended_request_and_keeps_edits():
     from costctx.pdata.codec import native
 

@@ -26,7 +26,7 @@ Notes = dict[str, Any]
 
 class ViewBatch:
     __slots__ = ("codec", "watched", "_raw", "_view", "edits", "notes", "order", "_trace", "rejected",
-                 "rejected_reason", "_received_spans", "_origin", "lazy_spans", "_lazy")
+                 "rejected_reason", "_received_spans", "_origin", "lazy_spans", "_lazy", "_kept")
 
     def __init__(self, codec: Codec, raw: bytes, watched: frozenset[str], spans: int | None = None) -> None:
         self.codec = codec
@@ -44,6 +44,9 @@ class ViewBatch:
         self.notes: dict[int, Notes] = {}
         # The order processors visit spans in, when not the view's (see `indices`).
         self.order: list[int] | None = None
+        # `indices` with spans removed, and what it was made from (spans are only ever added to
+        # the removed set: its size tells whether it changed).
+        self._kept: tuple | None = None
         self._trace: TraceBatch | None = None
         # Spans a processor refused (e.g. over a limit); reported as OTLP partial success.
         self.rejected = 0
@@ -63,7 +66,7 @@ class ViewBatch:
         batch._trace = trace
         batch.rejected, batch.rejected_reason = trace.rejected, trace.rejected_reason
         batch._received_spans = None
-        batch._origin = None
+        batch._origin = batch._kept = None
         batch.lazy_spans = batch._lazy = False
         return batch
 
@@ -118,8 +121,16 @@ class ViewBatch:
         spans); order-dependent decisions (running totals) follow that order."""
         count = len(self.view.spans)  # first: switching to the view sets `order`
         removed = self.edits.removed
-        order = self.order if self.order is not None else range(count)
-        return [i for i in order if i not in removed] if removed else order
+        order = self.order
+        if not removed:
+            return order if order is not None else range(count)
+        kept = self._kept
+        if kept is not None and kept[0] is removed and kept[1] == len(removed) and kept[2] is order \
+                and kept[3] == count:
+            return kept[4]  # every processor after the one that removed spans asks again
+        listed = [i for i in (order if order is not None else range(count)) if i not in removed]
+        self._kept = (removed, len(removed), order, count, listed)
+        return listed
 
     def note(self, index: int, name: str) -> set[str]:
         notes = self.notes.get(index)
