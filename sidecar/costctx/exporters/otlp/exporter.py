@@ -85,7 +85,8 @@ class QueuedExporter:
         self.config = config
         self.metrics = metrics
         self.sender = sender or build_sender(config)
-        self.queue = queue or build_queue(name, config)
+        # `is None`, not `or`: a queue given empty has len() 0, and `or` replaced it.
+        self.queue = queue if queue is not None else build_queue(name, config)
         self._retry: RetryConfig = config.retry_on_failure
         batch = config.sending_queue.batch
         self._max_items, self._max_bytes = batch.limits() if batch is not None else (None, None)
@@ -183,26 +184,32 @@ class QueuedExporter:
     # -- sending ---------------------------------------------------------------------------
     async def _consume(self) -> None:
         while True:
-            items = await self._next()
-            self._in_flight += len(items)
-            self._update_gauges()
-            sent = 0
-            try:
-                for group in _by_signal(items):
-                    if len(group) == 1:
-                        await self._send_with_retry(group[0])
-                    else:
-                        await self._send_merged(group)
-                    sent += len(group)
-            except asyncio.CancelledError:
-                # Put back what was not sent so stop() accounts for it instead of losing it silently.
-                for item in _by_signal_flat(items)[sent:]:
-                    self.queue.put(item)
-                raise
-            finally:
-                self._in_flight -= len(items)
-                if not self.pending():
-                    self._idle.set()
+            # The batch lives in `_send_items`' frame only: a local of this loop would keep the
+            # last batch sent (a merge of ~20 requests, ~2 MB at the bench's settings) alive while
+            # the consumer waits for the next one, ~20 MB across 10 idle consumers.
+            await self._send_items(await self._next())
+
+    async def _send_items(self, items: list[QueueItem]) -> None:
+        """Send one batch taken off the queue (several items when merging)."""
+        self._in_flight += len(items)
+        self._update_gauges()
+        sent = 0
+        try:
+            for group in _by_signal(items):
+                if len(group) == 1:
+                    await self._send_with_retry(group[0])
+                else:
+                    await self._send_merged(group)
+                sent += len(group)
+        except asyncio.CancelledError:
+            # Put back what was not sent so stop() accounts for it instead of losing it silently.
+            for item in _by_signal_flat(items)[sent:]:
+                self.queue.put(item)
+            raise
+        finally:
+            self._in_flight -= len(items)
+            if not self.pending():
+                self._idle.set()
 
     async def _next(self) -> list[QueueItem]:
         """The next item, or with `batch.flush_timeout` the items queued within it after the
