@@ -96,6 +96,15 @@ def live_objects_by_type() -> dict[str, int]:
     return dict(collections.Counter(type(o).__name__ for o in gc.get_objects()))
 
 
+def queued_requests() -> dict[str, int]:
+    """Requests the exporters' QueueItems keep alive (whether queued, being sent, or only still
+    referenced): their count and payload bytes. An idle consumer once kept its last batch here."""
+    from costctx.exporters.exporterhelper.queue import QueueItem
+
+    items = [o for o in gc.get_objects() if isinstance(o, QueueItem)]
+    return {"items": len(items), "payload_bytes": sum(len(item.payload) for item in items)}
+
+
 def install(directory: Path) -> None:
     count = [0]
 
@@ -113,6 +122,7 @@ def install(directory: Path) -> None:
             "gc_counts": gc.get_count(),
             "gc_frozen": frozen,
             "objects_by_type": live_objects_by_type(),
+            "queued_requests": queued_requests(),
             "tracemalloc": tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None,
         }
         # Cyclic garbage the collector's thresholds let accumulate: found by a full collection

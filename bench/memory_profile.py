@@ -60,6 +60,7 @@ def summary(p: dict) -> dict:
             "anon_by_kind_mb": {k: v / 1024 for k, v in sorted(p.get("anonymous_by_kind", {}).items())},
             "malloc_mb": {k: v / 1024 for k, v in p.get("malloc", {}).items()},
             "gc_unreachable": p.get("gc_unreachable"),
+            "queued_requests": p.get("queued_requests"),
             "delivered_spans_per_s": p.get("delivered_spans_per_s"), "cpu_pct": p.get("cpu_pct"),
             "rss_after_gc_mb": p["smaps_rollup_after_gc"]["Rss"] / 1024 if "smaps_rollup_after_gc" in p else None,
             "rss_after_trim_mb": p["smaps_rollup_after_trim"]["Rss"] / 1024 if "smaps_rollup_after_trim" in p else None}
@@ -135,6 +136,10 @@ def main() -> int:
               f"after malloc_trim)")
         print(" " * 18 + "anonymous: " + ", ".join(f"{k} {v:.1f}" for k, v in r["anon_by_kind_mb"].items()))
         print(" " * 18 + "malloc: " + ", ".join(f"{k} {v:.1f}" for k, v in r["malloc_mb"].items()))
+        queued = r["queued_requests"]
+        if queued is not None:
+            print(" " * 18 + f"exporter requests alive: {queued['items']} "
+                  f"({queued['payload_bytes'] / 2**20:.1f} MB; queued, being sent or still referenced)")
     for name in ("growth_first", "growth_second"):
         g = result[name]
         print(f"\n{name}: " + (f"traced {g['traced_mb']:.1f} MB" if "traced_mb" in g else ""))

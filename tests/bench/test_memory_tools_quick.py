@@ -31,4 +31,6 @@ def test_memory_profile_reads_a_running_sidecar(tmp_path):
     for moment in ("after_start", "after_load", "after_load_twice"):
         assert result[moment]["rss_mb"] > 0 and result[moment]["peak_mb"] >= result[moment]["rss_mb"] * 0.9
     assert result["after_load"]["delivered_spans_per_s"] > 0
+    queued = result["after_load"]["queued_requests"]  # the exporters' requests still alive, read in the sidecar
+    assert queued["items"] >= 0 and queued["payload_bytes"] >= 0
     assert result["growth_first"]["lines"]  # tracemalloc's growth by file:line
