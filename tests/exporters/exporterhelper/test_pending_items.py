@@ -100,3 +100,86 @@ def test_a_timed_take_returns_none_and_an_item_after_it_is_still_taken():
         return nothing, (await asyncio.wait_for(pending.take(), 2)).payload
 
     assert run(scenario) == (None, b"batch 3")
+
+
+def test_wait_for_wakes_once_when_enough_is_queued_and_takes_nothing():
+    async def scenario(loop: CountingLoop) -> tuple[list[bool], int, int]:
+        pending = PendingItems()
+        waiting = asyncio.create_task(pending.wait_for(5, lambda queued: queued.items, timeout=10))
+        await asyncio.sleep(0.01)
+        done_after: list[bool] = []
+        before = loop.scheduled
+        for n in range(5):
+            pending.append(item(n))
+            await asyncio.sleep(0)
+            done_after.append(waiting.done())
+        await asyncio.wait_for(waiting, 2)
+        # Five sleep(0)s schedule five steps; the four appends before the fifth wake nothing.
+        return done_after, loop.scheduled - before, len(pending)
+
+    done_after, scheduled, queued = run(scenario)
+    assert done_after[:4] == [False] * 4
+    assert scheduled <= 5 + 3
+    assert queued == 5
+
+
+def test_wait_for_returns_at_its_timeout_and_leaves_no_watch():
+    async def scenario(loop: CountingLoop) -> tuple[float, int]:
+        pending = PendingItems()
+        started = loop.time()
+        await pending.wait_for(3, lambda queued: queued.items, timeout=0.05)
+        waited = loop.time() - started
+        pending.append(item(1))  # no watch left to feed
+        return waited, pending.take_nowait().items
+
+    waited, items = run(scenario)
+    assert waited >= 0.04
+    assert items == 1
+
+
+def test_a_merging_consumer_is_not_woken_by_every_request():
+    """The exporter's merge (flush_timeout, min_size) gathers many queued requests with a
+    wake-up or two, not one per request (each armed and cancelled a timer as well)."""
+    from costctx.exporters.otlp.config import OtlpGrpcExporterConfig
+    from costctx.exporters.otlp.exporter import QueuedExporter
+    from costctx.exporters.otlp.metrics import ExporterMetrics
+    from costctx.telemetry.metrics import SidecarMetrics
+
+    class Answering:
+        description = "nowhere"
+        sent: list[int] = []
+
+        async def start(self) -> None: ...
+
+        async def send(self, signal, payload):
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+            self.sent.append(len(payload))
+            return ExportTraceServiceResponse()
+
+        async def close(self) -> None: ...
+
+    config = OtlpGrpcExporterConfig.model_validate({
+        "endpoint": "127.0.0.1:1", "insecure": True,
+        "sending_queue": {"num_consumers": 2, "batch": {"flush_timeout": "10s", "min_size": 40}}})
+
+    async def scenario(loop: CountingLoop) -> tuple[int, list[int]]:
+        sender = Answering()
+        exporter = QueuedExporter("otlp", config, ExporterMetrics(SidecarMetrics()), sender=sender)
+        await exporter.start()
+        exporter.submit(TRACES, b"x" * 10, 1)  # the first: a merge starts gathering
+        await asyncio.sleep(0.01)
+        before = loop.scheduled
+        for _ in range(39):  # one per loop iteration, as requests arrive over gRPC
+            exporter.submit(TRACES, b"y" * 10, 1)
+            await asyncio.sleep(0)
+        await asyncio.wait_for(exporter.drain(5), 5)
+        scheduled = loop.scheduled - before
+        await exporter.stop()
+        return scheduled, sender.sent
+
+    scheduled, sent = run(scenario)
+    assert sent == [400]  # all 40 in one request, at min_size, long before the flush timeout
+    # 39 steps of this task's own; the gatherer woke once (not 39 times), then the send and
+    # the drain's waits.
+    assert scheduled < 39 + 15

@@ -22,7 +22,7 @@ import fcntl
 import logging
 from pathlib import Path
 
-from costctx.exporters.exporterhelper.queue import PendingItems, QueueItem
+from costctx.exporters.exporterhelper.queue import PendingItems, QueueItem, item_count
 from costctx.pdata.signals import SIGNALS
 
 log = logging.getLogger("costctx.exporter.queue")
@@ -110,9 +110,25 @@ class PersistentQueue:
         item = await self._pending.take(timeout)
         if item is None:
             return None
+        self._read_back(item)
+        return item
+
+    def get_nowait(self) -> QueueItem | None:
+        item = self._pending.take_nowait()
+        if item is not None:
+            self._read_back(item)
+        return item
+
+    def _read_back(self, item: QueueItem) -> None:
         row = self._db.execute("SELECT payload FROM batches WHERE id = ?", (item.key,)).fetchone()
         item.payload = row[0] if row else b""
-        return item
+
+    async def wait_for(self, size: int, by_bytes: bool, timeout: float) -> None:
+        """Until the queued items hold `size` bytes (as stored; else items), or `timeout` seconds."""
+        await self._pending.wait_for(size, self._stored_size if by_bytes else item_count, timeout)
+
+    def _stored_size(self, item: QueueItem) -> int:
+        return self._sizes.get(item.key, 0) if item.key is not None else len(item.payload)
 
     def ack(self, item: QueueItem) -> None:
         """Delivered or given up on: delete it from disk."""

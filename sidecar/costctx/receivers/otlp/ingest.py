@@ -137,9 +137,7 @@ class Ingest:
                 response.partial_success.error_message = batch.rejected_reason
         else:
             pipeline.consume(raw, items)
-        self.metrics.pipeline_duration.labels(signal.name).observe(time.perf_counter() - started)
-        self.metrics.items_received.labels(signal.name, transport).inc(items)
-        self._count(signal, transport, "accepted")
+        self.metrics.accepted(signal.name, transport).record(items, time.perf_counter() - started)
         return response
 
     def _refuse(self, signal: Signal, transport: str, items: int, reason: str) -> None:
@@ -147,7 +145,7 @@ class Ingest:
         self._count(signal, transport, reason)
 
     def _count(self, signal: Signal | Route, transport: str, result: str) -> None:
-        self.metrics.requests_received.labels(signal.name, transport, result).inc()
+        self.metrics.request_counter(signal.name, transport, result).inc()
 
     def record_error(self, signal: Signal, transport: str, kind: str) -> None:
         """Requests that failed before ingest (undecodable, oversize) are counted too."""
