@@ -91,7 +91,8 @@ def _gc_callback(event: str, info: dict) -> None:
 
 
 def threads_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) per thread of this process, by name (the main thread as `main`)."""
+    """CPU seconds (user + system) per thread of this process, by name (the main thread as `main`),
+    and of it in the kernel as `<name> (system)` (gRPC writes to its sockets on the calling thread)."""
     ticks = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = defaultdict(float)
     for tid in os.listdir("/proc/self/task"):
@@ -104,6 +105,7 @@ def threads_cpu() -> dict[str, float]:
             continue
         name = "main" if int(tid) == os.getpid() else name
         out[name] += (int(fields[11]) + int(fields[12])) / ticks
+        out[f"{name} (system)"] += int(fields[12]) / ticks
     return dict(out)
 
 
