@@ -9,6 +9,7 @@ import time
 from typing import Protocol
 
 from google.protobuf.message import Message
+from prometheus_client import Gauge
 
 from costctx.exporters.debug.config import DebugExporterConfig
 from costctx.exporters.exporterhelper.backoff import Backoff
@@ -103,9 +104,10 @@ class QueuedExporter:
         self._idle = asyncio.Event()
         self._idle.set()
         metrics.queue_capacity.labels(name).set(self.queue.capacity)
-        # Set on every submit and send: the bound series, not `.labels()` each time (~2 us).
-        self._queue_size = metrics.queue_size.labels(name)
-        self._stored_bytes = metrics.queue_stored_bytes.labels(name) if self.queue.durable else None
+        # Set on every submit and send: the series bound on first use (a series appears once it
+        # is set), not `.labels()` each time (~2 us).
+        self._queue_size: Gauge | None = None
+        self._stored_bytes: Gauge | None = None
 
     # -- admission -------------------------------------------------------------------------
     def has_capacity(self) -> bool:
@@ -126,6 +128,10 @@ class QueuedExporter:
         return True
 
     def _update_gauges(self) -> None:
+        if self._queue_size is None:
+            self._queue_size = self.metrics.queue_size.labels(self.name)
+            if self.queue.durable:
+                self._stored_bytes = self.metrics.queue_stored_bytes.labels(self.name)
         self._queue_size.set(len(self.queue))
         if self._stored_bytes is not None:
             self._stored_bytes.set(self.queue.stored_bytes)
