@@ -183,3 +183,28 @@ def test_a_merging_consumer_is_not_woken_by_every_request():
     # 39 steps of this task's own; the gatherer woke once (not 39 times), then the send and
     # the drain's waits.
     assert scheduled < 39 + 15
+
+
+def test_a_persistent_queue_counts_stored_bytes_while_the_payloads_are_on_disk(tmp_path):
+    """Its queued items' payloads are on disk (b"" in memory): a merge by bytes counts what was stored."""
+    from costctx.exporters.exporterhelper.persistent_queue import PersistentQueue
+
+    async def scenario(loop: CountingLoop) -> tuple[bool, bool, bytes]:
+        queue = PersistentQueue(tmp_path, "otlp", capacity=10, max_bytes=1 << 20, fsync="never")
+        try:
+            waiting = asyncio.create_task(queue.wait_for(25, by_bytes=True, timeout=10))
+            await asyncio.sleep(0.01)
+            queue.put(QueueItem(TRACES, b"x" * 10, 1))
+            queue.put(QueueItem(TRACES, b"y" * 10, 1))
+            await asyncio.sleep(0.01)
+            after_twenty = waiting.done()
+            queue.put(QueueItem(TRACES, b"z" * 10, 1))
+            await asyncio.wait_for(waiting, 2)
+            taken = queue.get_nowait()
+            return after_twenty, waiting.done(), taken.payload
+        finally:
+            queue.close()
+
+    after_twenty, done, payload = run(scenario)
+    assert not after_twenty and done
+    assert payload == b"x" * 10  # read back from disk
