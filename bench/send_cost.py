@@ -6,8 +6,9 @@
 Sends a `--mib` MiB request, joined from 100 kB parts as the exporter merges queued requests,
 to the benchmark's sink (bench/sink_server.py, which does not parse it), `--sends` times:
 - aio on loop: joined and sent with grpc.aio on the event loop (the exporter before);
-- threads: joined on a worker thread and sent with grpc's blocking client on another (now).
-Prints the loop thread's CPU and minor page faults per send, the process's faults per send.
+- threads: joined on a worker thread (from 1 MiB) and sent with grpc's blocking client on another
+  (what the exporter does with a request of 128 KiB or more; smaller ones it sends as "aio on loop").
+Prints the loop thread's CPU and minor page faults per send, the process's CPU and faults per send.
 `--mmap-threshold` as `costctx run` fixes it (service/malloc_tuning.py, 128 KiB; 0: glibc's
 dynamic default): at a fixed threshold every block above it is a fresh mapping, faulted in page
 by page on first write, so each copy of a merged request costs a fault per 4 KiB page.
@@ -28,6 +29,10 @@ from pathlib import Path
 
 import grpc
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from costctx.exporters.otlp.exporter import JOIN_OFF_LOOP  # noqa: E402
+
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SINK = Path(__file__).resolve().parent / "sink_server.py"
 
@@ -36,7 +41,7 @@ def faults(who: int) -> int:
     return resource.getrusage(who).ru_minflt
 
 
-async def measure(target: str, parts: list[bytes], sends: int, threaded: bool) -> tuple[float, float, float]:
+async def measure(target: str, parts: list[bytes], sends: int, threaded: bool) -> tuple[float, float, float, float]:
     options = [("grpc.max_send_message_length", 256 * 2**20)]
     loop = asyncio.get_running_loop()
     if threaded:
@@ -45,7 +50,11 @@ async def measure(target: str, parts: list[bytes], sends: int, threaded: bool) -
         senders = ThreadPoolExecutor(1)
 
         async def send() -> None:
-            payload = await loop.run_in_executor(None, b"".join, parts)
+            # As the exporter does: joined on a thread from 1 MiB on (CPython then drops the GIL).
+            if sum(map(len, parts)) >= JOIN_OFF_LOOP:
+                payload = await loop.run_in_executor(None, b"".join, parts)
+            else:
+                payload = b"".join(parts)
             await loop.run_in_executor(senders, lambda: call(payload, timeout=10))
     else:
         channel = grpc.aio.insecure_channel(target, options)
@@ -56,10 +65,11 @@ async def measure(target: str, parts: list[bytes], sends: int, threaded: bool) -
 
     await send()  # connected, threads started
     cpu, loop_faults, all_faults = time.thread_time(), faults(resource.RUSAGE_THREAD), faults(resource.RUSAGE_SELF)
+    process = time.process_time()
     for _ in range(sends):
         await send()
     out = ((time.thread_time() - cpu) / sends, (faults(resource.RUSAGE_THREAD) - loop_faults) / sends,
-           (faults(resource.RUSAGE_SELF) - all_faults) / sends)
+           (faults(resource.RUSAGE_SELF) - all_faults) / sends, (time.process_time() - process) / sends)
     if threaded:
         channel.close()
         senders.shutdown()
@@ -78,7 +88,7 @@ def main() -> int:
     if args.mmap_threshold:
         ctypes.CDLL("libc.so.6").mallopt(-3, args.mmap_threshold)  # M_MMAP_THRESHOLD
     size = int(args.mib * 2**20)
-    parts = [bytes(100_000) for _ in range(size // 100_000)]
+    parts = [bytes(min(100_000, size)) for _ in range(max(1, size // 100_000))]
     # One length-delimited field 1 around zeros: a request the sink takes without parsing.
     length = sum(map(len, parts))
     varint = bytearray()
@@ -93,9 +103,9 @@ def main() -> int:
         target = f"127.0.0.1:{json.loads(sink.stdout.readline())['port']}"
         for _ in range(args.rounds):
             for name, threaded in (("aio on loop", False), ("threads", True)):
-                cpu, loop_faults, all_faults = asyncio.run(measure(target, parts, args.sends, threaded))
+                cpu, loop_faults, all_faults, process = asyncio.run(measure(target, parts, args.sends, threaded))
                 print(f"{name:12s} loop thread {1e6 * cpu:7.0f} us of CPU and {loop_faults:6.0f} page faults per "
-                      f"send; process {all_faults:6.0f} faults per send")
+                      f"send; process {1e6 * process:7.0f} us and {all_faults:6.0f} faults per send")
     finally:
         sink.terminate()
         sink.wait()

@@ -1,5 +1,5 @@
-"""The exporter's large copies leave the event loop's thread: the gRPC send runs on a worker
-thread (grpc's blocking client releases the GIL while it copies and writes the request), and a
+"""The exporter's large copies leave the event loop's thread: a large request is sent from a
+worker thread (grpc's blocking client releases the GIL while it copies and writes it), and a
 merged request of 1 MiB or more is joined on one (CPython joins that much without the GIL).
 What arrives, and the OTLP retry rules, are unchanged (the exporter tests around this one)."""
 
@@ -10,7 +10,7 @@ import threading
 
 from costctx.exporters.otlp.config import OtlpGrpcExporterConfig
 from costctx.exporters.otlp.exporter import JOIN_OFF_LOOP, QueuedExporter
-from costctx.exporters.otlp.grpc_sender import GrpcSender
+from costctx.exporters.otlp.grpc_sender import OFF_LOOP_BYTES, GrpcSender
 from costctx.exporters.otlp.metrics import ExporterMetrics
 from costctx.pdata.signals import TRACES, count_items
 from costctx.telemetry.metrics import SidecarMetrics
@@ -24,35 +24,69 @@ def _config(port: int, batch: dict | None = None) -> OtlpGrpcExporterConfig:
                                                    "compression": "none", "sending_queue": queue})
 
 
-def test_the_grpc_send_runs_off_the_event_loop_thread():
+def _recording(sender: GrpcSender, name: str, threads: list[tuple[str, int]]) -> None:
+    """Record, per call made through `sender.<name>`, the thread the call was made on."""
+    real = getattr(sender, name)
+
+    def recording_call(signal):
+        call = real(signal)
+
+        def called(*args, **kwargs):
+            threads.append((name, threading.get_ident()))
+            return call(*args, **kwargs)
+
+        return called
+
+    setattr(sender, name, recording_call)
+
+
+def test_a_large_request_is_sent_off_the_event_loop_thread_and_a_small_one_on_it():
+    large = trace_request(["big"], pad=OFF_LOOP_BYTES)
+    small = trace_request(["a", "b", "c"])
+    assert len(large) >= OFF_LOOP_BYTES > len(small)
     with PatientSink() as sink:
         sender = GrpcSender(_config(sink.grpc_port))
-        threads: list[int] = []
-        real_call = sender._call
+        threads: list[tuple[str, int]] = []
+        _recording(sender, "_call", threads)
+        _recording(sender, "_blocking_call", threads)
 
-        def recording_call(signal):
-            call = real_call(signal)
-
-            def called(*args, **kwargs):
-                threads.append(threading.get_ident())
-                return call(*args, **kwargs)
-
-            return called
-
-        sender._call = recording_call
-
-        async def send() -> tuple[int, object]:
+        async def send() -> tuple[int, list]:
             await sender.start()
             try:
-                response = await sender.send(TRACES, trace_request(["a", "b", "c"]))
+                responses = [await sender.send(TRACES, large), await sender.send(TRACES, small)]
             finally:
                 await sender.close()
-            return threading.get_ident(), response
+            return threading.get_ident(), responses
 
-        loop_thread, response = asyncio.run(send())
-        assert sink.wait_for_spans(3, timeout=10)
-        assert not response.HasField("partial_success")
-        assert threads and loop_thread not in threads
+        loop_thread, responses = asyncio.run(send())
+        assert sink.wait_for_spans(4, timeout=10)
+        assert sorted(s.name for s in sink.spans()) == ["a", "b", "big", "c"]
+        assert not any(r.HasField("partial_success") for r in responses)
+        (large_via, large_thread), (small_via, small_thread) = threads
+        assert large_via == "_blocking_call" and large_thread != loop_thread
+        assert small_via == "_call" and small_thread == loop_thread
+
+
+def test_a_large_request_refused_is_classified_by_the_otlp_retry_rules():
+    """From the blocking client as from grpc.aio's: nothing listening is UNAVAILABLE, retryable."""
+    from costctx.exporters.exporterhelper.errors import RetryableSendError
+    from tests.support.process import free_port
+
+    sender = GrpcSender(_config(free_port()))
+
+    async def send() -> None:
+        await sender.start()
+        try:
+            await sender.send(TRACES, trace_request(["big"], pad=OFF_LOOP_BYTES))
+        finally:
+            await sender.close()
+
+    try:
+        asyncio.run(send())
+    except RetryableSendError as refused:
+        assert refused.reason == "unavailable"
+    else:
+        raise AssertionError("a send to a closed port succeeded")
 
 
 class RecordingLoop(asyncio.SelectorEventLoop):

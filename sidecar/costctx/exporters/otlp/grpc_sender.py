@@ -1,10 +1,12 @@
 """Send serialized OTLP requests over gRPC, classifying failures by the OTLP retry rules.
 
-Sent from worker threads (grpc's blocking client, which releases the GIL while it copies,
-writes and waits), not from the event loop: a merged request of the bench's settings is ~2 MB,
-and grpc.aio's client copied it into a fresh mapping on the loop thread (~1,000 page faults
-at the sidecar's fixed mmap threshold), ~2 ms of the loop's CPU per send; from a thread the
-loop pays ~0.1 ms for the hand-over (bench/send_cost.py)."""
+Large requests are sent from worker threads (grpc's blocking client, which releases the GIL
+while it copies, writes and waits), small ones with grpc.aio on the event loop. A merged request
+of the bench's settings is ~2 MB: grpc.aio's client copied it into a fresh mapping on the loop
+thread (the sidecar fixes glibc's mmap threshold at 128 KiB: ~1,000 page faults), ~2 ms of the
+loop's CPU per send; from a thread the loop pays ~0.1 ms. A small request costs the process
+~35 us more on a thread (the hand-over) than on the loop: it stays there (bench/send_cost.py).
+"""
 
 from __future__ import annotations
 
@@ -61,13 +63,21 @@ def is_size_refusal(details: str | None) -> bool:
     return any(word in text for word in _SIZE_WORDS)
 
 
+# Requests of at least this many bytes are sent from a worker thread: above glibc's mmap
+# threshold as the sidecar fixes it (service/malloc_tuning.py) grpc's copy is a fresh mapping.
+OFF_LOOP_BYTES = 128 * 1024
+
+
 class GrpcSender:
     def __init__(self, config: OtlpGrpcExporterConfig) -> None:
         self._config = config
-        self._channel: grpc.Channel | None = None
-        self._calls: dict[str, grpc.UnaryUnaryMultiCallable] = {}
-        self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
+        self._channel: grpc.aio.Channel | None = None
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+        # Large requests: grpc's blocking client on worker threads (its own connection).
+        self._blocking_channel: grpc.Channel | None = None
+        self._blocking_calls: dict[str, grpc.UnaryUnaryMultiCallable] = {}
         self._threads: ThreadPoolExecutor | None = None
+        self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
         self.description = f"grpc://{config.target}"
 
     async def start(self) -> None:
@@ -77,32 +87,40 @@ class GrpcSender:
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ]
         compression = grpc.Compression.Gzip if cfg.gzip else grpc.Compression.NoCompression
+        # Channels connect on their first call: a sidecar sending only small (or only large)
+        # requests opens one connection.
         if cfg.use_tls:
             credentials = grpc_channel_credentials(cfg.tls.ca_file, cfg.tls.cert_file, cfg.tls.key_file)
-            self._channel = grpc.secure_channel(cfg.target, credentials, options, compression)
+            self._channel = grpc.aio.secure_channel(cfg.target, credentials, options, compression)
+            self._blocking_channel = grpc.secure_channel(cfg.target, credentials, options, compression)
         else:
-            self._channel = grpc.insecure_channel(cfg.target, options, compression)
-        # One thread per consumer: as many sends in flight as with grpc.aio.
+            self._channel = grpc.aio.insecure_channel(cfg.target, options, compression)
+            self._blocking_channel = grpc.insecure_channel(cfg.target, options, compression)
+        # A thread per consumer at most (started as needed): as many large sends in flight as before.
         self._threads = ThreadPoolExecutor(cfg.sending_queue.num_consumers, thread_name_prefix="costctx-send")
 
-    def _call(self, signal: Signal) -> grpc.UnaryUnaryMultiCallable:
+    def _call(self, signal: Signal) -> grpc.aio.UnaryUnaryMultiCallable:
         call = self._calls.get(signal.name)
         if call is None:
             assert self._channel is not None, "sender not started"
-            # No request serializer: the payload is already serialized OTLP bytes.
-            call = self._channel.unary_unary(
-                signal.grpc_method,
-                request_serializer=None,
-                response_deserializer=signal.response_type.FromString,
-            )
-            self._calls[signal.name] = call
+            call = self._calls[signal.name] = _unary(self._channel, signal)
+        return call
+
+    def _blocking_call(self, signal: Signal) -> grpc.UnaryUnaryMultiCallable:
+        call = self._blocking_calls.get(signal.name)
+        if call is None:
+            assert self._blocking_channel is not None, "sender not started"
+            call = self._blocking_calls[signal.name] = _unary(self._blocking_channel, signal)
         return call
 
     async def send(self, signal: Signal, payload: bytes) -> Message:
-        call = partial(self._call(signal), payload, timeout=self._config.timeout, metadata=self._metadata)
         try:
+            if len(payload) < OFF_LOOP_BYTES:
+                return await self._call(signal)(payload, timeout=self._config.timeout, metadata=self._metadata)
+            call = partial(self._blocking_call(signal), payload, timeout=self._config.timeout,
+                           metadata=self._metadata)
             return await asyncio.get_running_loop().run_in_executor(self._threads, call)
-        except grpc.RpcError as exc:
+        except grpc.RpcError as exc:  # grpc.aio's AioRpcError is one too: the same code, details, trailers
             code = exc.code()
             message = f"{code.name}: {exc.details()}"
             delay = retry_delay_from_metadata(exc.trailing_metadata())
@@ -114,8 +132,17 @@ class GrpcSender:
 
     async def close(self) -> None:
         if self._channel is not None:
-            self._channel.close()  # ends the sends still in flight (CANCELLED) without waiting
+            await self._channel.close()
             self._channel = None
+        if self._blocking_channel is not None:
+            self._blocking_channel.close()  # ends the sends still in flight (CANCELLED) without waiting
+            self._blocking_channel = None
         if self._threads is not None:
             self._threads.shutdown(wait=False)
             self._threads = None
+
+
+def _unary(channel: grpc.Channel | grpc.aio.Channel, signal: Signal):
+    # No request serializer: the payload is already serialized OTLP bytes.
+    return channel.unary_unary(signal.grpc_method, request_serializer=None,
+                               response_deserializer=signal.response_type.FromString)
