@@ -4,13 +4,20 @@
 //! the oracle; its docstring says why each rule is there). Keys come off the network: the
 //! table hashes them with std's SipHash (RandomState), never a fixed hash.
 //!
-//! Kept here rather than in a Python dict: a key is 32 bytes inline (no bytes object), and
-//! its age is one more copy of the key in a chunk, so an entry costs about half the memory.
+//! Kept here rather than in a Python dict: a key is 24 bytes inline (no bytes object), and
+//! its age is one more copy of the key in a chunk. An entry's value is a 4-byte index into a
+//! table of distinct native records (inherit_records.rs): spans that left with equal fields,
+//! hop, depth and fallback (many spans of a workflow) share one record, and no Known or
+//! fields dict is kept per entry. `get` answers a Known equal in every attribute (and in its
+//! fields' order) to the one put, one object per record per batch; the processor reads only
+//! those attributes.
 
 use std::collections::{HashMap, VecDeque};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::inherit_records::{Records, Slot, DISPUTED};
 use pyo3::{PyTraverseError, PyVisit};
 
 const NO_CONTEXT: &str = "(no context)";
@@ -48,12 +55,13 @@ pub struct AncestorTable {
     ttl: f64,
     max_sources: usize,
     timer: Py<PyAny>,
-    table: HashMap<Key24, Option<Py<PyAny>>>, // None: disputed
-    odd: HashMap<Box<[u8]>, Option<Py<PyAny>>>,
+    table: HashMap<Key24, Slot>,
+    odd: HashMap<Box<[u8]>, Slot>,
+    pool: Records,
     parts: Vec<Part>, // in creation order, as the Python dict's
     next_due: f64,
-    /// The time puts are made at, when the caller has one for a whole batch.
-    #[pyo3(get, set)]
+    /// The time puts are made at, when the caller has one for a whole batch (set at its
+    /// start and cleared at its end: either forgets the Known objects made for reads).
     now: Option<f64>,
     evicted: Vec<(String, u64)>, // since the last take_counts, in first-eviction order
     disputed: u64,
@@ -81,24 +89,36 @@ fn disagree(py: Python<'_>, first: &Bound<'_, PyAny>, second: &Bound<'_, PyAny>)
 
 /// Remove the key at place `at` of `chunk` from its table (places are taken in order).
 fn remove_at(
-    table: &mut HashMap<Key24, Option<Py<PyAny>>>,
-    odd: &mut HashMap<Box<[u8]>, Option<Py<PyAny>>>,
+    table: &mut HashMap<Key24, Slot>,
+    odd: &mut HashMap<Box<[u8]>, Slot>,
+    pool: &mut Records,
+    py: Python<'_>,
     chunk: &mut Chunk,
     at: usize,
 ) {
-    if chunk.odd.front().is_some_and(|(place, _)| *place as usize == at) {
+    let slot = if chunk.odd.front().is_some_and(|(place, _)| *place as usize == at) {
         let (_, key) = chunk.odd.pop_front().unwrap();
-        odd.remove(&key);
+        odd.remove(&key)
     } else {
-        table.remove(&chunk.keys[at]);
+        table.remove(&chunk.keys[at])
+    };
+    if let Some(slot) = slot {
+        pool.release(py, slot);
     }
 }
 
 impl AncestorTable {
-    fn slot(&self, key: &[u8]) -> Option<&Option<Py<PyAny>>> {
+    fn slot(&self, key: &[u8]) -> Option<Slot> {
         match even(key) {
-            Some(key) => self.table.get(&key),
-            None => self.odd.get(key),
+            Some(key) => self.table.get(&key).copied(),
+            None => self.odd.get(key).copied(),
+        }
+    }
+
+    fn entry(&mut self, py: Python<'_>, key: &[u8]) -> PyResult<Option<Py<PyAny>>> {
+        match self.slot(key) {
+            Some(slot) => self.pool.known(py, slot),
+            None => Ok(None),
         }
     }
 
@@ -130,7 +150,7 @@ impl AncestorTable {
         self.parts.len() - 1
     }
 
-    fn evict(&mut self, inserting: usize) {
+    fn evict(&mut self, py: Python<'_>, inserting: usize) {
         let no_context = self.parts.iter().position(|p| p.source == NO_CONTEXT && p.size > 0);
         let victim = match no_context {
             Some(at) => at,
@@ -153,7 +173,7 @@ impl AncestorTable {
         };
         let part = &mut self.parts[victim];
         let chunk = &mut part.chunks[0];
-        remove_at(&mut self.table, &mut self.odd, chunk, part.head);
+        remove_at(&mut self.table, &mut self.odd, &mut self.pool, py, chunk, part.head);
         part.head += 1;
         if part.head == chunk.keys.len() {
             part.chunks.pop_front();
@@ -167,9 +187,9 @@ impl AncestorTable {
         }
     }
 
-    fn expire_at(&mut self, now: f64) {
+    fn expire_at(&mut self, py: Python<'_>, now: f64) {
         let mut due = f64::INFINITY;
-        let (table, odd) = (&mut self.table, &mut self.odd);
+        let (table, odd, pool) = (&mut self.table, &mut self.odd, &mut self.pool);
         self.parts.retain_mut(|part| {
             while let Some(chunk) = part.chunks.front() {
                 if chunk.expires > now {
@@ -177,7 +197,7 @@ impl AncestorTable {
                 }
                 let mut chunk = part.chunks.pop_front().unwrap();
                 for at in part.head..chunk.keys.len() {
-                    remove_at(table, odd, &mut chunk, at);
+                    remove_at(table, odd, pool, py, &mut chunk, at);
                 }
                 part.size -= chunk.keys.len() - part.head;
                 part.head = 0;
@@ -197,7 +217,8 @@ impl AncestorTable {
 #[pymethods]
 impl AncestorTable {
     #[new]
-    fn new(max_entries: usize, ttl: f64, timer: Py<PyAny>, max_sources: usize) -> Self {
+    #[pyo3(signature = (max_entries, ttl, timer, max_sources, known_class=None))]
+    fn new(max_entries: usize, ttl: f64, timer: Py<PyAny>, max_sources: usize, known_class: Option<Py<PyAny>>) -> Self {
         AncestorTable {
             max_entries,
             ttl,
@@ -205,6 +226,7 @@ impl AncestorTable {
             timer,
             table: HashMap::new(),
             odd: HashMap::new(),
+            pool: Records::new(known_class),
             parts: Vec::new(),
             next_due: f64::INFINITY,
             now: None,
@@ -216,26 +238,39 @@ impl AncestorTable {
     /// The entry, expiring first if some entry is due (ContextCache.get).
     fn get(&mut self, py: Python<'_>, key: &Bound<'_, PyBytes>) -> PyResult<Option<Py<PyAny>>> {
         let key = key.as_bytes();
-        let found = self.slot(key).and_then(|v| v.as_ref().map(|k| k.clone_ref(py)));
-        if found.is_some() {
+        if self.slot(key).is_some_and(|slot| slot != DISPUTED) {
             let now: f64 = self.timer.bind(py).call0()?.extract()?;
             if now >= self.next_due {
-                self.expire_at(now);
-                return Ok(self.slot(key).and_then(|v| v.as_ref().map(|k| k.clone_ref(py))));
+                self.expire_at(py, now); // some entry is due: it may be this one
             }
         }
-        Ok(found)
+        self.entry(py, key)
+    }
+
+    #[getter]
+    fn get_now(&self) -> Option<f64> {
+        self.now
+    }
+
+    #[setter]
+    fn set_now(&mut self, now: Option<f64>) {
+        self.now = now;
+        self.pool.forget_made();
+    }
+
+    /// Distinct records the entries name (inherit_records.rs).
+    fn records(&self) -> usize {
+        self.pool.count()
     }
 
     /// The entry as it stands, no age check: for a batch's reads after `expire_due(now)`.
-    fn peek(&self, py: Python<'_>, key: &Bound<'_, PyBytes>) -> Option<Py<PyAny>> {
-        self.slot(key.as_bytes())
-            .and_then(|v| v.as_ref().map(|k| k.clone_ref(py)))
+    fn peek(&mut self, py: Python<'_>, key: &Bound<'_, PyBytes>) -> PyResult<Option<Py<PyAny>>> {
+        self.entry(py, key.as_bytes())
     }
 
-    fn expire_due(&mut self, now: f64) {
+    fn expire_due(&mut self, py: Python<'_>, now: f64) {
         if now >= self.next_due {
-            self.expire_at(now);
+            self.expire_at(py, now);
         }
     }
 
@@ -245,7 +280,7 @@ impl AncestorTable {
             Some(now) => now,
             None => self.timer.bind(py).call0()?.extract()?,
         };
-        self.expire_at(now);
+        self.expire_at(py, now);
         Ok(())
     }
 
@@ -259,33 +294,34 @@ impl AncestorTable {
     ) -> PyResult<()> {
         let now = self.clock(py)?;
         if now >= self.next_due {
-            self.expire_at(now);
+            self.expire_at(py, now);
         }
         let bytes = key.as_bytes();
         let even_key = even(bytes);
-        let existing = match even_key {
-            Some(key) => self.table.get_mut(&key),
-            None => self.odd.get_mut(bytes),
-        };
-        if let Some(slot) = existing {
+        if let Some(old) = self.slot(bytes) {
             // Sent again: keeps its place and age; a different value makes it disputed.
-            let value = match slot.as_ref() {
-                None => None,
-                Some(old) => {
-                    if disagree(py, old.bind(py), known)? {
+            let value = match self.pool.known(py, old)? {
+                None => DISPUTED,
+                Some(old_known) => {
+                    if disagree(py, old_known.bind(py), known)? {
                         self.disputed += 1;
-                        None
+                        DISPUTED
                     } else {
-                        Some(known.clone().unbind())
+                        self.pool.intern(py, known)?
                     }
                 }
             };
-            *slot = value;
+            self.pool.release(py, old);
+            match even_key {
+                Some(key) => self.table.insert(key, value),
+                None => self.odd.insert(bytes.into(), value),
+            };
             return Ok(());
         }
+        let slot = self.pool.intern(py, known)?;
         match even_key {
-            Some(key) => self.table.insert(key, Some(known.clone().unbind())),
-            None => self.odd.insert(bytes.into(), Some(known.clone().unbind())),
+            Some(key) => self.table.insert(key, slot),
+            None => self.odd.insert(bytes.into(), slot),
         };
         let at = self.partition(source);
         let expires = now + self.ttl;
@@ -314,7 +350,7 @@ impl AncestorTable {
         }
         part.size += 1;
         if self.len() > self.max_entries {
-            self.evict(at);
+            self.evict(py, at);
         }
         Ok(())
     }
@@ -355,14 +391,14 @@ impl AncestorTable {
         } else {
             capacity * 8 / 7
         };
-        let slot = std::mem::size_of::<(Key24, Option<Py<PyAny>>)>() + 1;
+        let slot = std::mem::size_of::<(Key24, Slot)>() + 1;
         let chunks: usize = self
             .parts
             .iter()
             .flat_map(|p| p.chunks.iter())
             .map(|c| c.keys.capacity())
             .sum();
-        buckets * slot + chunks * KEY_LEN
+        buckets * slot + chunks * KEY_LEN + self.pool.nbytes()
     }
 
     /// The table itself and what it holds natively, for sys.getsizeof (memory figures).
@@ -373,8 +409,11 @@ impl AncestorTable {
     /// The Known objects (and the timer) are reachable for the garbage collector, as they
     /// were from the dict this table replaces (and for gc.get_referents: memory walks).
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for known in self.table.values().chain(self.odd.values()).flatten() {
+        for known in self.pool.objects() {
             visit.call(known)?;
+        }
+        for text in self.pool.strings() {
+            visit.call(text)?;
         }
         visit.call(&self.timer)
     }
@@ -382,6 +421,7 @@ impl AncestorTable {
     fn __clear__(&mut self) {
         self.table.clear();
         self.odd.clear();
+        self.pool.clear();
         self.parts.clear();
         self.next_due = f64::INFINITY;
     }

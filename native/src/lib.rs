@@ -32,6 +32,8 @@ mod inherit;
 
 #[cfg(feature = "python")]
 mod ancestors;
+#[cfg(feature = "python")]
+mod inherit_records;
 
 #[cfg(feature = "python")]
 mod budget;

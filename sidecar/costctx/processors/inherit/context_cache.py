@@ -337,13 +337,17 @@ class TraceValues:
 class NativeContextCache:
     """ContextCache on the native table (`costctx_native._core.AncestorTable`, native/src/
     ancestors.rs): the same rules, answers and counts (ContextCache is its oracle), with keys
-    held natively (no bytes object per entry, about half the memory)."""
+    held natively (no bytes object per entry) and values as native records, one per distinct
+    Known content (native/src/inherit_records.rs): no Known or fields dict per entry. An
+    answer is a Known equal to the one put (fields in the same order), the same object for
+    one record within a batch (between two settings of `now`), not always the object put."""
 
     def __init__(self, max_entries: int, ttl: float, timer: Callable[[], float] = time.monotonic,
                  max_sources: int = MAX_SOURCES) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
-        self._table = _AncestorTable(max_entries, float(ttl), timer, max_sources)
+        # Known: the class the table makes its answers with from its native records.
+        self._table = _AncestorTable(max_entries, float(ttl), timer, max_sources, Known)
         self.get = self._table.get
         self.expire_due = self._table.expire_due
         self.expire = self._table.expire
