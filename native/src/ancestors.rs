@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::inherit_records::{Records, Slot, DISPUTED};
 use pyo3::{PyTraverseError, PyVisit};
@@ -85,6 +85,14 @@ fn disagree(py: Python<'_>, first: &Bound<'_, PyAny>, second: &Bound<'_, PyAny>)
         }
     }
     Ok(false)
+}
+
+/// The partition a Known goes to: its hop, or NO_CONTEXT when it has no fields.
+fn source_of<'py>(py: Python<'py>, known: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
+    if !known.getattr(pyo3::intern!(py, "fields"))?.is_truthy()? {
+        return Ok(None);
+    }
+    Ok(Some(known.getattr(pyo3::intern!(py, "hop"))?.cast_into::<PyString>()?))
 }
 
 /// Remove the key at place `at` of `chunk` from its table (places are taken in order).
@@ -353,6 +361,23 @@ impl AncestorTable {
             self.evict(py, at);
         }
         Ok(())
+    }
+
+    /// `put(key, known, source)` with the source read from the Known as ContextCache.put
+    /// reads it (its hop, or NO_CONTEXT when it has no fields): one call from Python.
+    fn put_known(&mut self, py: Python<'_>, key: &Bound<'_, PyBytes>, known: &Bound<'_, PyAny>) -> PyResult<()> {
+        match source_of(py, known)? {
+            None => self.put(py, key, known, NO_CONTEXT),
+            Some(hop) => self.put(py, key, known, hop.to_str()?),
+        }
+    }
+
+    /// `put_known(key, known)` for each key, in order (ContextCache.put_many).
+    fn put_many_known(&mut self, py: Python<'_>, keys: &Bound<'_, PyList>, known: &Bound<'_, PyAny>) -> PyResult<()> {
+        match source_of(py, known)? {
+            None => self.put_many(py, keys, known, NO_CONTEXT),
+            Some(hop) => self.put_many(py, keys, known, hop.to_str()?),
+        }
     }
 
     /// (evictions per source since the last call, in first-eviction order; disputes since).

@@ -14,47 +14,122 @@
 //! Strings and records come off the network: SipHash (std's RandomState), never a fixed hash.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFrozenSet, PyInt, PyString};
 
+use crate::fxhash::FxBuild;
+
 pub type Slot = u32;
 /// An entry that repairs nothing (two spans under its ids disagreed).
 pub const DISPUTED: Slot = u32::MAX;
 const ABSENT: u32 = u32::MAX;
+/// Aliases kept at most (a caller that never marks batches: forgotten then).
+const MAX_ALIASES: usize = 4096;
+
+/// A hasher for keys that are already hashes (Python's str hash: SipHash with the process's
+/// random key, cached in the string object): passed through, not hashed again.
+#[derive(Default, Clone, Copy)]
+struct Hashed(u64);
+
+impl Hasher for Hashed {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8) | byte as u64; // not used: keys are written as one u64
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Distinct strings, each with how many records name it.
 #[derive(Default)]
 struct Strs {
     objects: Vec<Option<(Py<PyString>, u32)>>,
+    hashes: Vec<u64>, // by place: Python's hash of the text
     free: Vec<u32>,
-    index: HashMap<Box<str>, u32>,
+    /// Python's hash of the text -> its place; texts whose hash another text took first are
+    /// in `collided`, by text (SipHash: randomized, so collisions are chance, not chosen).
+    index: HashMap<u64, u32, BuildHasherDefault<Hashed>>,
+    collided: HashMap<Box<str>, u32>,
+    /// The address of each string object held in `objects` -> its place: a Known made from
+    /// a record, and the dicts of the spans that inherit from it, hold these very objects
+    /// (and field names are the config's), so most strings are found without reading their
+    /// text. Only addresses of objects held here (alive, so never reused): Fx is enough.
+    by_address: HashMap<usize, u32, FxBuild>,
+    /// Other objects of a held text met in this batch (the scan makes one object per
+    /// distinct text per batch), held until the batch ends so their addresses stay theirs.
+    aliases: Vec<(Py<PyString>, u32)>,
 }
 
 impl Strs {
-    fn find(&self, text: &str) -> u32 {
-        self.index.get(text).copied().unwrap_or(ABSENT)
-    }
-
-    fn intern(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32> {
-        let content = text.to_str()?;
-        if let Some(&at) = self.index.get(content) {
-            self.objects[at as usize].as_mut().unwrap().1 += 1;
+    fn find(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32> {
+        if let Some(&at) = self.by_address.get(&(text.as_ptr() as usize)) {
             return Ok(at);
         }
+        let hash = text.hash()? as u64;
+        let Some(&first) = self.index.get(&hash) else {
+            return Ok(ABSENT);
+        };
+        let held = self.objects[first as usize].as_ref().unwrap().0.bind(text.py());
+        let at = if held.to_str()? == text.to_str()? {
+            first
+        } else {
+            match self.collided.get(text.to_str()?) {
+                Some(&at) => at,
+                None => return Ok(ABSENT),
+            }
+        };
+        if self.aliases.len() >= MAX_ALIASES {
+            self.forget_aliases();
+        }
+        self.aliases.push((text.clone().unbind(), at));
+        self.by_address.insert(text.as_ptr() as usize, at);
+        Ok(at)
+    }
+
+    fn forget_aliases(&mut self) {
+        for (text, at) in self.aliases.drain(..) {
+            let address = text.as_ptr() as usize;
+            if self.by_address.get(&address) == Some(&at) {
+                self.by_address.remove(&address);
+            }
+        }
+    }
+
+    /// One more record names the string at `at`.
+    fn hold(&mut self, at: u32) {
+        self.objects[at as usize].as_mut().unwrap().1 += 1;
+    }
+
+    /// A place for a string `find` did not find, named by one record.
+    fn add(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32> {
         let entry = Some((text.clone().unbind(), 1));
+        let hash = text.hash()? as u64;
         let at = match self.free.pop() {
             Some(at) => {
                 self.objects[at as usize] = entry;
+                self.hashes[at as usize] = hash;
                 at
             }
             None => {
                 self.objects.push(entry);
+                self.hashes.push(hash);
                 (self.objects.len() - 1) as u32
             }
         };
-        self.index.insert(content.into(), at);
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.index.entry(hash) {
+            slot.insert(at);
+        } else {
+            self.collided.insert(text.to_str()?.into(), at);
+        }
+        self.by_address.insert(text.as_ptr() as usize, at);
         Ok(at)
     }
 
@@ -65,10 +140,28 @@ impl Strs {
             return;
         }
         let (text, _) = self.objects[at as usize].take().unwrap();
-        if let Ok(content) = text.bind(py).to_str() {
-            self.index.remove(content);
+        let text = text.bind(py);
+        self.by_address.remove(&(text.as_ptr() as usize));
+        if !self.aliases.is_empty() {
+            let by_address = &mut self.by_address;
+            self.aliases.retain(|(alias, of)| {
+                if *of == at {
+                    by_address.remove(&(alias.as_ptr() as usize));
+                }
+                *of != at
+            });
+        }
+        let hash = self.hashes[at as usize];
+        if self.index.get(&hash) == Some(&at) {
+            self.index.remove(&hash);
+        } else if let Ok(content) = text.to_str() {
+            self.collided.remove(content);
         }
         self.free.push(at);
+    }
+
+    fn hash(&self, at: u32) -> u64 {
+        self.hashes[at as usize]
     }
 
     fn get<'py>(&self, py: Python<'py>, at: u32) -> &Bound<'py, PyString> {
@@ -88,65 +181,88 @@ struct Record {
     refs: u32,
     /// The Known made (or put) for it in the current batch.
     made: Option<Py<PyAny>>,
+    hash: u64,
 }
 
-/// A Known's parts read for its content (the strings not yet interned).
-struct Parts<'py> {
-    content: Vec<u32>,
-    strings: Vec<(usize, Bound<'py, PyString>)>, // (place in content, the string)
+/// What `walk` does with each string of a Known: its place (ABSENT: not held yet).
+trait Places {
+    fn place(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32>;
 }
 
-fn push_str<'py>(parts: &mut Parts<'py>, strs: &Strs, text: Bound<'py, PyAny>) -> PyResult<bool> {
+/// First pass: find each string (the record may exist: nothing is held yet).
+struct Find<'a>(&'a mut Strs);
+
+impl Places for Find<'_> {
+    fn place(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32> {
+        self.0.find(text)
+    }
+}
+
+/// Second pass, for a new record: every string held once more (added when new).
+struct Hold<'a>(&'a mut Strs);
+
+impl Places for Hold<'_> {
+    fn place(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32> {
+        let strs = &mut *self.0;
+        Ok(match strs.find(text)? {
+            ABSENT => strs.add(text)?,
+            found => {
+                strs.hold(found);
+                found
+            }
+        })
+    }
+}
+
+fn push_str(out: &mut Vec<u32>, places: &mut impl Places, text: Bound<'_, PyAny>) -> PyResult<bool> {
     let Ok(text) = text.cast_into_exact::<PyString>() else {
         return Ok(false);
     };
-    let at = strs.find(text.to_str()?);
-    parts.strings.push((parts.content.len(), text));
-    parts.content.push(at);
+    out.push(places.place(&text)?);
     Ok(true)
 }
 
-fn read_parts<'py>(py: Python<'py>, strs: &Strs, known: &Bound<'py, PyAny>) -> PyResult<Option<Parts<'py>>> {
-    let mut parts = Parts {
-        content: Vec::with_capacity(32),
-        strings: Vec::with_capacity(24),
-    };
-    if !push_str(&mut parts, strs, known.getattr(pyo3::intern!(py, "hop"))?)? {
-        return Ok(None);
+/// A Known's content into `out` (the layout of Body::Content); false when some part is
+/// not of the plain types (kept as the object then). The second pass, on the same Known,
+/// gives the same layout: nothing runs Python code between them.
+fn walk(py: Python<'_>, known: &Bound<'_, PyAny>, places: &mut impl Places, out: &mut Vec<u32>) -> PyResult<bool> {
+    out.clear();
+    if !push_str(out, places, known.getattr(pyo3::intern!(py, "hop"))?)? {
+        return Ok(false);
     }
     let depth = known.getattr(pyo3::intern!(py, "depth"))?;
     if depth.is_none() {
-        parts.content.extend_from_slice(&[0, 0, 0]);
+        out.extend_from_slice(&[0, 0, 0]);
     } else {
         let Ok(depth) = depth.cast_exact::<PyInt>() else {
-            return Ok(None); // a bool or an int subclass: kept as the object
+            return Ok(false); // a bool or an int subclass: kept as the object
         };
         let Ok(depth) = depth.extract::<i64>() else {
-            return Ok(None);
+            return Ok(false);
         };
         let bits = depth as u64;
-        parts.content.extend_from_slice(&[1, bits as u32, (bits >> 32) as u32]);
+        out.extend_from_slice(&[1, bits as u32, (bits >> 32) as u32]);
     }
     let fallback = known.getattr(pyo3::intern!(py, "fallback"))?;
     let Ok(fallback) = fallback.cast_into_exact::<PyFrozenSet>() else {
-        return Ok(None);
+        return Ok(false);
     };
-    parts.content.push(fallback.len() as u32);
+    out.push(fallback.len() as u32);
     for field in fallback.iter() {
-        if !push_str(&mut parts, strs, field)? {
-            return Ok(None);
+        if !push_str(out, places, field)? {
+            return Ok(false);
         }
     }
     let fields = known.getattr(pyo3::intern!(py, "fields"))?;
     let Ok(fields) = fields.cast_into_exact::<PyDict>() else {
-        return Ok(None);
+        return Ok(false);
     };
     for (field, value) in fields.iter() {
-        if !push_str(&mut parts, strs, field)? || !push_str(&mut parts, strs, value)? {
-            return Ok(None);
+        if !push_str(out, places, field)? || !push_str(out, places, value)? {
+            return Ok(false);
         }
     }
-    Ok(Some(parts))
+    Ok(true)
 }
 
 /// The distinct records the table's entries name, with how many entries name each.
@@ -154,8 +270,12 @@ fn read_parts<'py>(py: Python<'py>, strs: &Strs, known: &Bound<'py, PyAny>) -> P
 pub struct Records {
     records: Vec<Option<Record>>,
     free: Vec<Slot>,
-    by_content: HashMap<Arc<[u32]>, Slot>,
+    /// A record's hash (`hash_of`) -> its place; records whose hash another took first are
+    /// in `collided`, by content (SipHash).
+    by_hash: HashMap<u64, Slot, BuildHasherDefault<Hashed>>,
+    collided: HashMap<Arc<[u32]>, Slot>,
     strs: Strs,
+    scratch: Vec<u32>, // a Known's content, read at each put
     /// The last Known put and its place: siblings are put one after another with one
     /// object, so most puts skip reading it. Cleared when the place is freed.
     last: Option<(Py<PyAny>, Slot)>,
@@ -194,54 +314,80 @@ impl Records {
                 return Ok(slot);
             }
         }
-        let parts = match self.known_class {
-            Some(_) => read_parts(py, &self.strs, known)?,
-            None => None,
-        };
-        let slot = match parts {
-            None => self.place(Record {
+        let mut content = std::mem::take(&mut self.scratch);
+        let plain = self.known_class.is_some() && walk(py, known, &mut Find(&mut self.strs), &mut content)?;
+        let slot = if !plain {
+            self.place(Record {
                 body: Body::Object(known.clone().unbind()),
                 refs: 1,
                 made: None,
-            }),
-            Some(parts) => {
-                let found = if parts.content.contains(&ABSENT) {
-                    None // a string never seen: no record has it
-                } else {
-                    self.by_content.get(parts.content.as_slice()).copied()
-                };
-                match found {
-                    Some(slot) => {
-                        let record = self.records[slot as usize].as_mut().unwrap();
-                        record.refs += 1;
-                        if record.made.is_none() {
-                            // The object put stands for the record in this batch.
-                            record.made = Some(known.clone().unbind());
-                            self.made.push(slot);
-                        }
-                        slot
-                    }
-                    None => {
-                        let mut content = parts.content;
-                        for (at, text) in &parts.strings {
-                            content[*at] = self.strs.intern(text)?;
-                        }
-                        let content: Arc<[u32]> = content.into();
+                hash: 0,
+            })
+        } else {
+            // A string never seen: no record has it.
+            let hash = if content.contains(&ABSENT) {
+                None
+            } else {
+                Some(self.hash_of(&content))
+            };
+            match hash.and_then(|hash| self.find(hash, &content)) {
+                Some(slot) => {
+                    let record = self.records[slot as usize].as_mut().unwrap();
+                    record.refs += 1;
+                    if record.made.is_none() {
                         // The object put stands for the record in this batch.
-                        let slot = self.place(Record {
-                            body: Body::Content(content.clone()),
-                            refs: 1,
-                            made: Some(known.clone().unbind()),
-                        });
+                        record.made = Some(known.clone().unbind());
                         self.made.push(slot);
-                        self.by_content.insert(content, slot);
-                        slot
                     }
+                    slot
+                }
+                None => {
+                    walk(py, known, &mut Hold(&mut self.strs), &mut content)?;
+                    let hash = self.hash_of(&content);
+                    let body: Arc<[u32]> = content.as_slice().into();
+                    // The object put stands for the record in this batch.
+                    let slot = self.place(Record {
+                        body: Body::Content(body.clone()),
+                        refs: 1,
+                        made: Some(known.clone().unbind()),
+                        hash,
+                    });
+                    self.made.push(slot);
+                    if let std::collections::hash_map::Entry::Vacant(entry) = self.by_hash.entry(hash) {
+                        entry.insert(slot);
+                    } else {
+                        self.collided.insert(body, slot);
+                    }
+                    slot
                 }
             }
         };
+        self.scratch = content;
         self.last = Some((known.clone().unbind(), slot));
         Ok(slot)
+    }
+
+    /// A record's hash from its strings' Python hashes (SipHash with the process's random
+    /// key, kept per string) and its other words, combined as Fx does.
+    fn hash_of(&self, content: &[u32]) -> u64 {
+        let mut hash: u64 = content.len() as u64;
+        let mut mix = |word: u64| hash = (hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        mix(self.strs.hash(content[0]));
+        for &word in &content[1..5] {
+            mix(word as u64);
+        }
+        for &at in &content[5..] {
+            mix(self.strs.hash(at));
+        }
+        hash
+    }
+
+    fn find(&self, hash: u64, content: &[u32]) -> Option<Slot> {
+        let slot = *self.by_hash.get(&hash)?;
+        match &self.records[slot as usize].as_ref().unwrap().body {
+            Body::Content(held) if **held == *content => Some(slot),
+            _ => self.collided.get(content).copied(),
+        }
     }
 
     /// One entry fewer names the record at `slot` (DISPUTED: none).
@@ -256,7 +402,11 @@ impl Records {
         }
         let record = self.records[slot as usize].take().unwrap();
         if let Body::Content(content) = record.body {
-            self.by_content.remove(&content);
+            if self.by_hash.get(&record.hash) == Some(&slot) {
+                self.by_hash.remove(&record.hash);
+            } else {
+                self.collided.remove(&content);
+            }
             for at in string_places(&content) {
                 self.strs.release(py, content[at]);
             }
@@ -304,6 +454,7 @@ impl Records {
     /// A batch starts: the Known objects made for the last one are dropped (the records
     /// stay); a read makes them again.
     pub fn forget_made(&mut self) {
+        self.strs.forget_aliases();
         for slot in self.made.drain(..) {
             if let Some(record) = self.records[slot as usize].as_mut() {
                 record.made = None;
@@ -314,7 +465,8 @@ impl Records {
     pub fn clear(&mut self) {
         self.records.clear();
         self.free.clear();
-        self.by_content.clear();
+        self.by_hash.clear();
+        self.collided.clear();
         self.strs = Strs::default();
         self.last = None;
         self.made.clear();
@@ -337,17 +489,22 @@ impl Records {
                 Body::Object(_) => 0,
             })
             .sum();
-        let texts: usize = self.strs.index.keys().map(|k| k.len()).sum();
+        let texts: usize = self.strs.collided.keys().map(|k| k.len()).sum();
         fn map_bytes(capacity: usize, slot: usize) -> usize {
             capacity * 8 / 7 * (slot + 1)
         }
         self.records.capacity() * std::mem::size_of::<Option<Record>>()
             + self.free.capacity() * 4
-            + map_bytes(self.by_content.capacity(), std::mem::size_of::<(Arc<[u32]>, Slot)>())
+            + self.scratch.capacity() * 4
+            + self.strs.hashes.capacity() * 8
+            + map_bytes(self.by_hash.capacity(), std::mem::size_of::<(u64, Slot)>())
+            + map_bytes(self.collided.capacity(), std::mem::size_of::<(Arc<[u32]>, Slot)>())
             + content
             + self.strs.objects.capacity() * std::mem::size_of::<Option<(Py<PyString>, u32)>>()
             + self.strs.free.capacity() * 4
-            + map_bytes(self.strs.index.capacity(), std::mem::size_of::<(Box<str>, u32)>())
+            + map_bytes(self.strs.index.capacity(), std::mem::size_of::<(u64, u32)>())
+            + map_bytes(self.strs.collided.capacity(), std::mem::size_of::<(Box<str>, u32)>())
+            + map_bytes(self.strs.by_address.capacity(), std::mem::size_of::<(usize, u32)>())
             + texts
     }
 
@@ -366,7 +523,8 @@ impl Records {
     }
 
     pub fn strings(&self) -> impl Iterator<Item = &Py<PyString>> {
-        self.strs.objects.iter().flatten().map(|(text, _)| text)
+        let held = self.strs.objects.iter().flatten().map(|(text, _)| text);
+        held.chain(self.strs.aliases.iter().map(|(text, _)| text))
     }
 }
 

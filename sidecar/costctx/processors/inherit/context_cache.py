@@ -352,6 +352,9 @@ class NativeContextCache:
         self.expire_due = self._table.expire_due
         self.expire = self._table.expire
         self._put = self._table.put
+        # One call from Python per put: the table reads the source from the Known itself.
+        self.put = self._table.put_known
+        self.put_many = self._table.put_many_known
         self._evicted: CounterType[str] = CounterType()
         self._disputed = 0
 
@@ -367,12 +370,7 @@ class NativeContextCache:
         """A batch's read of an entry, after `expire_due(now)` (no age check)."""
         return self._table.peek
 
-    def put(self, key: bytes, known: Known) -> None:
-        self._put(key, known, known.hop if known.fields else NO_CONTEXT)
-
-    def put_many(self, keys: list[bytes], known: Known) -> None:
-        """`put(key, known)` for each key, in order, in one call to the table."""
-        self._table.put_many(keys, known, known.hop if known.fields else NO_CONTEXT)
+    # put(key, known) and put_many(keys, known): the table's own methods, set in __init__.
 
     def _take(self) -> None:
         evicted, disputed = self._table.take_counts()
