@@ -34,6 +34,8 @@ mod inherit;
 mod ancestors;
 #[cfg(feature = "python")]
 mod inherit_records;
+#[cfg(feature = "python")]
+mod inherit_split;
 
 #[cfg(feature = "python")]
 mod budget;

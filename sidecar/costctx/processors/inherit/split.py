@@ -1,4 +1,5 @@
-"""Split an ExportTraceServiceRequest into one-span requests, on the wire bytes.
+"""Split an ExportTraceServiceRequest into one-span requests, on the wire bytes (natively in
+one call per batch, native/src/inherit_split.rs, with this walk as its fallback and oracle).
 
 Held spans are kept as bytes: the codec extracts them (with their resource and scope) in one
 request per batch; the hold, its byte accounting and the journal want one request per span.
@@ -9,9 +10,15 @@ No protobuf objects: the input is a codec's own output (valid protobuf), walked 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from costctx.pdata.wire_count import read_varint
+
+try:
+    from costctx_native._core import one_span_requests as native_one_span_requests
+except ImportError:  # built without the extension
+    native_one_span_requests = None
 
 _LEN = 2
 
@@ -80,7 +87,16 @@ def _ids(raw: bytes, at: int, end: int) -> bytes:
 
 
 def one_span_requests(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """(trace id + span id, one-span request) per span of `raw`, in request order."""
+    """(trace id + span id, one-span request) per span of `raw`, in request order: in one
+    native call (native/src/inherit_split.rs) when the extension is built and the Python
+    codec is not forced (COSTCTX_CODEC=python keeps it all in Python, as the fallback runs)."""
+    if native_one_span_requests is not None and os.environ.get("COSTCTX_CODEC", "").strip().lower() != "python":
+        return native_one_span_requests(raw)
+    return python_one_span_requests(raw)
+
+
+def python_one_span_requests(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """`one_span_requests` in Python: the fallback, and the oracle of the native one."""
     out: list[tuple[bytes, bytes]] = []
     for number, _, rs_at, rs_end in _fields(raw, 0, len(raw)):
         if number != 1:  # resource_spans
