@@ -21,7 +21,8 @@ workload (bench/workload.py, mixed and complete): the bytes tracemalloc sees ret
 `--spans` spans (fewer than the cache bound, so nothing is evicted), per ancestor-cache entry,
 split by the file that allocated them (the ancestor cache, the trace votes, the registry's local
 cache, the decisions' Known objects and field dicts); the native ancestor table's own bytes
-(which tracemalloc does not see) are added as `ancestors.rs (native)`.
+and trace votes (which tracemalloc does not see) are added as `ancestors.rs (native)` and
+`inherit_votes.rs (native)`.
 """
 
 from __future__ import annotations
@@ -130,6 +131,9 @@ def memory(spans: int) -> None:
         native = getattr(processor.cache, "nbytes", 0)
         if native:
             by_file["ancestors.rs (native)"] = native
+        votes = getattr(processor.trace_values, "nbytes", None)  # the native trace votes (a method)
+        if callable(votes):
+            by_file["inherit_votes.rs (native)"] = votes()
         total = sum(by_file.values())
         top = sorted(by_file.items(), key=lambda item: -item[1])[:7]
         kind = "complete" if complete else "mixed"

@@ -36,6 +36,8 @@ mod ancestors;
 mod inherit_records;
 #[cfg(feature = "python")]
 mod inherit_split;
+#[cfg(feature = "python")]
+mod inherit_votes;
 
 #[cfg(feature = "python")]
 mod budget;

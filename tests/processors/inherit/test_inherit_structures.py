@@ -18,8 +18,11 @@ from costctx.processors.inherit.context_cache import (
     ContextCache,
     Known,
     NativeContextCache,
+    TraceValues,
     _AncestorTable,
     _disagree,
+    _TraceVotes,
+    _vote_key,
 )
 
 
@@ -262,3 +265,55 @@ def test_within_a_batch_one_record_answers_one_object():
     assert state(first) == ((("workflow.id", "w1"),), int, "svc", 0, ("workflow.id",))
     cache.now = None
     assert state(read(b"\x02" * 24)) == state(first)
+
+
+_TRACE_IDS = [bytes([t]) * 16 for t in range(6)] + [b"", b"\x01" * 8, b"\x02" * 17]
+_VOTE_FIELDS = ["workflow.id", "owner.tenant"]
+_VOTE_VALUES = ["w1", "w2", "w\u00e9", 1, True, 1.0, [1, 2], {"a": 1}, None]
+# Mostly a few traces and two string values (ties, majorities), sometimes any.
+_trace = st.one_of(st.integers(0, 2), st.integers(0, len(_TRACE_IDS) - 1))
+_value = st.one_of(st.integers(0, 1), st.integers(0, len(_VOTE_VALUES) - 1))
+_vote_ops = st.lists(st.one_of(
+    st.tuples(st.just("record"), _trace, st.integers(0, 1), _value, st.integers(1, 3), st.booleans()),
+    st.tuples(st.just("lookup"), _trace, st.integers(0, 1)),
+    st.tuples(st.just("record"), _trace, st.integers(0, 1), _value, st.integers(1, 3), st.booleans()),
+    st.tuples(st.just("lookup"), _trace, st.integers(0, 1)),
+    st.tuples(st.just("batch"), st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.5, 7.0])),
+    st.tuples(st.just("expire"), st.sampled_from([0.0, 0.5, 2.5])),
+), min_size=10, max_size=200)
+
+
+@pytest.mark.skipif(_TraceVotes is None, reason="costctx_native not built")
+@settings(max_examples=300, deadline=None)
+@given(ops=_vote_ops, bounds=st.sampled_from([(3, 2.0), (5, 1.0), (50, 5.0)]))
+def test_the_native_votes_are_the_python_trace_values(ops, bounds):
+    """The native trace votes against TraceValues, op for op: the same answer to every lookup
+    (the very value first carried), the same size, through batches (the clock steps between
+    them, as the processor's do), ticks outside a batch, the bound (the oldest trace forgotten),
+    ages, forged trace id lengths, values that are not strings (1, True and 1.0 vote apart)."""
+    max_traces, ttl = bounds
+    clock = [10.0]
+    timer = lambda: clock[0]  # noqa: E731
+    oracle = TraceValues(max_traces, ttl, timer)
+    native = _TraceVotes(max_traces, ttl, timer, _vote_key)
+    for op in ops:
+        if op[0] == "record":
+            _, trace, field, value, count, one = op
+            for votes in (oracle, native):
+                if one:
+                    votes.record(_TRACE_IDS[trace], _VOTE_FIELDS[field], _VOTE_VALUES[value])
+                else:
+                    votes.record(_TRACE_IDS[trace], _VOTE_FIELDS[field], _VOTE_VALUES[value], count)
+        elif op[0] == "lookup":
+            expected = oracle.lookup(_TRACE_IDS[op[1]], _VOTE_FIELDS[op[2]])
+            got = native.lookup(_TRACE_IDS[op[1]], _VOTE_FIELDS[op[2]])
+            assert got is expected
+        elif op[0] == "batch":
+            clock[0] += op[1]
+            oracle.new_batch()
+            native.new_batch()
+        else:
+            clock[0] += op[1]
+            oracle.expire()
+            native.expire()
+        assert len(native) == len(oracle) <= max_traces

@@ -408,15 +408,29 @@ class NativeContextCache:
 
 try:
     from costctx_native._core import AncestorTable as _AncestorTable
+    from costctx_native._core import TraceVotes as _TraceVotes
 except ImportError:  # built without the extension
-    _AncestorTable = None
+    _AncestorTable = _TraceVotes = None
+
+
+def _python_forced() -> bool:
+    return os.environ.get("COSTCTX_CODEC", "auto").strip().lower() == "python"
 
 
 def new_context_cache(max_entries: int, ttl: float, timer: Callable[[], float] = time.monotonic
                       ) -> ContextCache | NativeContextCache:
     """The native table when the extension is built and the Python codec is not forced
     (COSTCTX_CODEC=python keeps every structure in Python, as the fallback runs)."""
-    forced = os.environ.get("COSTCTX_CODEC", "auto").strip().lower() == "python"
-    if _AncestorTable is not None and not forced:
+    if _AncestorTable is not None and not _python_forced():
         return NativeContextCache(max_entries, ttl, timer)
     return ContextCache(max_entries, ttl, timer)
+
+
+def new_trace_values(max_traces: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> Any:
+    """TraceValues on the native table (`costctx_native._core.TraceVotes`, native/src/
+    inherit_votes.rs: the same rules and answers, TraceValues its oracle; a trace's votes in
+    one short native list instead of three dicts and a list per vote) when the extension is
+    built and the Python codec is not forced."""
+    if _TraceVotes is not None and not _python_forced():
+        return _TraceVotes(max_traces, float(ttl), timer, _vote_key)
+    return TraceValues(max_traces, ttl, timer)

@@ -41,7 +41,7 @@ from costctx.pdata.codec.api import EMPTY, BatchEdits, KvList, ResourceView, Spa
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.inherit.batch_read import native_parent_first, native_read_spans, parent_first, read_spans
 from costctx.processors.inherit.config import InheritConfig
-from costctx.processors.inherit.context_cache import NO_FIELDS, Known, TraceValues, new_context_cache
+from costctx.processors.inherit.context_cache import NO_FIELDS, Known, new_context_cache, new_trace_values
 from costctx.processors.inherit.hold import HeldSpan, Hold, TraceHold
 from costctx.processors.inherit.hold_journal import HoldJournal
 from costctx.processors.inherit.metrics import InheritMetrics
@@ -159,7 +159,7 @@ class InheritProcessor(Processor):
         self.clock = clock
         cache = self.config.cache
         self.cache = new_context_cache(cache.max_entries, cache.ttl, clock)
-        self.trace_values = TraceValues(cache.max_traces, cache.ttl, clock)
+        self.trace_values = new_trace_values(cache.max_traces, cache.ttl, clock)
 
     # -- the batch path --------------------------------------------------------------------
     def process_view(self, batch: ViewBatch) -> ViewBatch:
