@@ -13,15 +13,21 @@ from tests.support.process import free_port
 CLEAR = "\x1b[H\x1b[2J"
 
 
-def _default_sigint() -> None:
-    # A suite started in the background (`cmd &` from a script) runs with SIGINT ignored, and a
-    # child inherits that: Python then installs no KeyboardInterrupt handler and Ctrl-C is lost.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A suite started in the background (`cmd &` from a script) runs with SIGINT ignored, and a child
+# inherits that: Python then installs no KeyboardInterrupt handler and Ctrl-C is lost. The child
+# restores it itself before running `costctx`: a preexec_fn would make subprocess fork() instead of
+# vfork(), and gRPC's (1.81+) fork handler then restarts its poller in the child, where close_fds
+# closes the poller's epoll fd: "epoll_wait error: Bad file descriptor" and SIGABRT before exec,
+# in about 1 in 20 children once this process has used gRPC (grpc/grpc#43055).
+COSTCTX_WITH_CTRL_C = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('costctx', run_name='__main__', alter_sys=True)"
+)
 
 
 def costctx(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "costctx", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kwargs)
+    return subprocess.Popen([sys.executable, "-c", COSTCTX_WITH_CTRL_C, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 def test_watch_redraws_the_matrix(sink, make_sidecar):
