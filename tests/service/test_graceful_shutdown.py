@@ -48,7 +48,9 @@ def test_sigterm_keeps_what_could_not_be_sent_on_disk(sink, tmp_path):
     config = with_fixed_ports(sidecar_config(
         sink.grpc_port,
         processors=[],
-        exporters={"otlp": {"sending_queue": {"storage": {"directory": str(tmp_path / "queue")}}}},
+        # Retries that would outlast any test: only the grace period can end the drain.
+        exporters={"otlp": {"sending_queue": {"storage": {"directory": str(tmp_path / "queue")}},
+                            "retry_on_failure": {"max_elapsed_time": "1h"}}},
         service={"shutdown_grace": "1s"},
     ))
     process = SidecarProcess(config, tmp_path).start()
@@ -57,12 +59,11 @@ def test_sigterm_keeps_what_could_not_be_sent_on_disk(sink, tmp_path):
         sink.refuse(1_000_000)  # the downstream stays down through the shutdown
         streamer = SpanStreamer(process.grpc_target, "keep", batch_size=20, interval=0.005).start()
         assert acknowledged_at_least(streamer, 200)
-        started = time.monotonic()
-        assert process.terminate(timeout=30) == 0
-        stopping_took = time.monotonic() - started
+        # The grace period bounds the shutdown: it ends although every send is still being retried
+        # (the deadline is for a loaded machine; a stopwatch under 10 s failed on one in CI).
+        assert process.terminate(timeout=60) == 0
         acked = streamer.stop().acknowledged
         assert len(acked) > 100 and not names_at(sink)
-        assert stopping_took < 10, "the grace period bounds the shutdown"
         assert "stay in" in process.log()
 
         sink.refuse(0)
