@@ -88,7 +88,7 @@ def test_a_check_with_trace_and_span_registers_so_the_model_span_is_repaired_wit
             with tracer.start_as_current_span("chat gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"}):
                 pass
         provider.force_flush()
-        assert sink.wait_for_spans(1, timeout=5)
+        assert sink.wait_for_spans(1)
     span = sink.spans()[0]
     assert {k: span.attributes.get(k) for k in FIELDS} == FIELDS
     assert metric(runner, "costctx_inherit_held_spans_total") == 0
@@ -108,7 +108,7 @@ def test_a_span_that_differs_from_the_registered_context_is_a_counted_conflict(m
             with tracer.start_as_current_span("chat", attributes={**FIELDS, "owner.tenant": "globex"}):
                 pass
         provider.force_flush()
-        assert sink.wait_for_spans(1, timeout=5)
+        assert sink.wait_for_spans(1)
     assert sink.spans()[0].attributes["owner.tenant"] == "globex"
     assert metric(runner, "costctx_inherit_conflicts_total", field="owner.tenant") == 1
     provider.shutdown()
@@ -132,7 +132,7 @@ def test_registry_store_down_spans_flow_with_local_repair_and_errors_counted(mak
     with trace.use_span(orphan, end_on_exit=False), tracer.start_as_current_span("orphan-child"):
         pass
     provider.force_flush()
-    assert sink.wait_for_spans(3, timeout=10)
+    assert sink.wait_for_spans(3)
     spans = {s.name: s for s in sink.spans()}
     assert spans["child"].attributes["owner.tenant"] == "acme"
     assert "orphan-child" in spans  # released when its wait ran out, not lost

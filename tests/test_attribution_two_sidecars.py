@@ -77,7 +77,7 @@ def test_envelope_in_baggage_reaches_b_spans_with_the_right_values_and_no_hold(s
     finally:
         a.close()
         b.close()
-    assert wait_until(lambda: len(_b_model_spans(sink)) >= WORKFLOWS * CALLS, timeout=20)
+    assert wait_until(lambda: len(_b_model_spans(sink)) >= WORKFLOWS * CALLS, timeout=60)
     spans = _b_model_spans(sink)
     correct = sum(1 for s in spans
                   if s.attributes.get("workflow.id") == a.traces[s.trace_id]["workflow.id"]
@@ -96,7 +96,7 @@ def test_traceparent_only_b_learns_the_workflow_from_the_registry_a_check_wrote(
     finally:
         a.close()
         b.close()
-    assert wait_until(lambda: len(_b_model_spans(sink)) >= 5 * CALLS, timeout=20)
+    assert wait_until(lambda: len(_b_model_spans(sink)) >= 5 * CALLS, timeout=60)
     for span in _b_model_spans(sink):
         expected = a.traces[span.trace_id]
         assert span.attributes.get("workflow.id") == expected["workflow.id"]
@@ -126,12 +126,12 @@ def test_traceparent_only_b_spend_is_settled_after_a_root_that_ends_last(sidecar
     finally:
         a.close()
         b.close()
-    assert wait_until(lambda: len(_b_model_spans(sink)) >= runs * CALLS, timeout=20)
+    assert wait_until(lambda: len(_b_model_spans(sink)) >= runs * CALLS, timeout=60)
     b_spans = _b_model_spans(sink)
     assert all("workflow.id" not in s.attributes for s in b_spans)  # left without it: no hold gained it
-    # Settled within a bound after A's root arrived (poll interval 1 s by default).
+    # Settled once A's root arrived (poll interval 1 s by default; the deadline is for a loaded machine).
     assert wait_until(lambda: len([r for r in attribution_records(sink) if r["resource"]["service.name"] == "svc-b"])
-                      >= runs * CALLS, timeout=10)
+                      >= runs * CALLS, timeout=60)
     records = {(r["trace_id"], r["span_id"]): r for r in attribution_records(sink)}
     for span in b_spans:
         attrs = records[(span.trace_id, span.span_id)]["attributes"]
@@ -163,7 +163,7 @@ def test_a_check_at_b_sees_both_services_spend_and_blocks_past_the_limit(sidecar
         a.close()
         b.close()
     assert b.decisions == ["ALLOW"] * 3
-    assert wait_until(lambda: len([s for s in sink.spans() if s.name == "chat gpt-4o"]) >= 6, timeout=20)
+    assert wait_until(lambda: len([s for s in sink.spans() if s.name == "chat gpt-4o"]) >= 6, timeout=60)
     spent = sum(s.attributes["cost.usd"] for s in sink.spans() if s.name == "chat gpt-4o")
     with BudgetClient(side_b.grpc_target) as budget:
         decision = budget.check(model="gpt-4o", estimated_cost_usd=0.0045, workflow_id=envelope["workflow.id"],
@@ -191,7 +191,7 @@ def test_a_span_seen_by_both_sidecars_is_committed_once_and_totals_come_from_the
     assert error is None
     _, error = grpc_call(int(side_b.grpc_target.rsplit(":", 1)[1]), TRACE_METHOD, other.SerializeToString())
     assert error is None
-    assert wait_until(lambda: len(sink.spans()) >= 3, timeout=10)
+    assert wait_until(lambda: len(sink.spans()) >= 3, timeout=60)
     cost = sink.spans()[0].attributes["cost.usd"]
     with BudgetClient(side_a.grpc_target) as budget:
         decision = budget.check(model="gpt-4o", dry_run=True, workflow_id=envelope["workflow.id"],

@@ -177,7 +177,7 @@ def test_sidecar_container_forwards_spans_and_drains_on_sigterm(container, colle
         with http_app.get_tracer("app").start_as_current_span(f"http-{i}"):
             pass
     assert grpc_app.force_flush(10_000) and http_app.force_flush(10_000)
-    assert collector.wait_for_spans(5, timeout=15), process.log()
+    assert collector.wait_for_spans(5), process.log()
     spans = collector.spans()
     assert sorted(s.name for s in spans) == ["grpc-0", "grpc-1", "grpc-2", "http-0", "http-1"]
     # The ConfigMap's traces pipeline ran: the envelope processor stamped every span.

@@ -44,6 +44,6 @@ def test_costctx_codec_in_the_environment_picks_the_codec_and_spans_flow(choice,
             export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                                          request_serializer=None, response_deserializer=None)
             export(trace_request(["codec-a", "codec-b"]), timeout=10)
-        assert wait_until(lambda: {"codec-a", "codec-b"} <= {s.name for s in sink.spans()}, timeout=20)
+        assert wait_until(lambda: {"codec-a", "codec-b"} <= {s.name for s in sink.spans()}, timeout=60)
     finally:
         process.close()

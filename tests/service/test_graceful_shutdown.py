@@ -167,9 +167,9 @@ def test_sigterm_turns_readiness_false_and_closes_the_receivers_while_it_drains(
         with grpc.insecure_channel(process.grpc_target) as channel:
             channel.unary_unary(TRACES.grpc_method)(trace_request(["queued"]), timeout=5)  # acknowledged
         process.proc.send_signal(signal.SIGTERM)
-        assert wait_until(lambda: _readyz(process) == 503, timeout=20), process.log()
+        assert wait_until(lambda: _readyz(process) == 503, timeout=60), process.log()
         late = LateProbes(process, http_port)
-        assert wait_until(late.both_refused, timeout=20)
+        assert wait_until(late.both_refused, timeout=60)
         assert process.proc.poll() is None and _readyz(process) == 503  # draining, still observable
         sink.refuse(0)
         assert process.proc.wait(60) == 0

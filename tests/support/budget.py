@@ -116,5 +116,5 @@ def committed_call(client: BudgetClient, tracer, provider, sink, *, estimate: fl
         before = sink.span_count()
         model_call(tracer, decision, cost_usd=actual, model=decision.model, **span_fields)
         provider.force_flush()
-        assert sink.wait_for_spans(before + 1, timeout=10)
+        assert sink.wait_for_spans(before + 1)
     return decision

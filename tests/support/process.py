@@ -49,7 +49,7 @@ class SidecarProcess:
     def admin_url(self) -> str:
         return "http://" + self.config["service"]["telemetry"]["metrics"]["address"]
 
-    def start(self, timeout: float = 20.0, extra_args: tuple[str, ...] = ()) -> SidecarProcess:
+    def start(self, timeout: float = 60.0, extra_args: tuple[str, ...] = ()) -> SidecarProcess:
         log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(

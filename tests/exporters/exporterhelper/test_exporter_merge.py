@@ -94,5 +94,5 @@ def test_a_merge_being_gathered_is_sent_at_shutdown_not_lost():
         runner = start_sidecar(_config(sink, {"flush_timeout": "120s", "min_size": 10_000}))
         _send_all(runner.sidecar.grpc_port, batches)
         runner.stop(grace=5)
-        assert sink.wait_for_spans(30, timeout=10)
+        assert sink.wait_for_spans(30)
         assert sorted(s.name for s in sink.spans()) == sorted(n for names in batches for n in names)

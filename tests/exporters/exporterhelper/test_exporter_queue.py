@@ -18,7 +18,7 @@ def test_down_then_up_delivers_queued_batches(make_sidecar, sink, exporter):
     sink.refuse(6)  # the downstream answers UNAVAILABLE / 503 six times, then recovers
     for _ in range(4):
         assert grpc_call(side.grpc_port, TRACE_METHOD, traces_request(5).SerializeToString())[1] is None
-    assert sink.wait_for_spans(20, timeout=20)
+    assert sink.wait_for_spans(20)
     assert sink.span_count() == 20  # each batch exactly once
 
 
@@ -58,7 +58,7 @@ def test_full_queue_refuses_with_retryable_status_then_recovers(make_sidecar, si
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
 
     sink.refuse(0)  # the downstream comes back: every accepted batch is delivered
-    assert sink.wait_for_spans(accepted * 2, timeout=20)
+    assert sink.wait_for_spans(accepted * 2)
     metrics = requests.get(f"http://127.0.0.1:{side.admin_port}/metrics", timeout=5).text
     assert 'costctx_receiver_refused_items_total{reason="queue_full",signal="traces"} 12.0' in metrics
 

@@ -87,7 +87,7 @@ def test_a_consumer_cancelled_after_its_wake_up_passes_the_item_on():
         await asyncio.sleep(0.01)
         pending.append(item(7))  # wakes `first`...
         first.cancel()  # ...which is cancelled before it runs
-        return (await asyncio.wait_for(second, 2)).payload
+        return (await asyncio.wait_for(second, 30)).payload
 
     assert run(scenario) == b"batch 7"
 
@@ -97,7 +97,7 @@ def test_a_timed_take_returns_none_and_an_item_after_it_is_still_taken():
         pending = PendingItems()
         nothing = await pending.take(timeout=0.01)
         pending.append(item(3))  # no waiter left behind by the timed take
-        return nothing, (await asyncio.wait_for(pending.take(), 2)).payload
+        return nothing, (await asyncio.wait_for(pending.take(), 30)).payload
 
     assert run(scenario) == (None, b"batch 3")
 

@@ -116,7 +116,7 @@ def test_every_span_arrives_after_a_sustained_downstream_outage(sink, make_sidec
         assert 0 <= duplicates <= 10 * 20
         assert sample(sidecar, "costctx_receiver_accepted_items_total", signal="traces", transport="grpc") == len(acked)
         sent = "costctx_exporter_sent_items_total"
-        assert wait_until(lambda: sample(sidecar, sent, signal="traces", exporter="otlp") == len(acked), 10)
+        assert wait_until(lambda: sample(sidecar, sent, signal="traces", exporter="otlp") == len(acked), 60)
         assert sample(sidecar, "costctx_exporter_retries_total", exporter="otlp", reason="unavailable") > 0
         assert sample(sidecar, "costctx_exporter_send_failed_items_total", signal="traces", exporter="otlp") == 0
         assert not ledger.errors

@@ -248,7 +248,7 @@ def test_exporter_mutual_tls_to_a_tls_downstream(make_sidecar, sink, pki, export
         labels = {"signal": "traces", "exporter": exporter}
         for refused in (rogue, distrusting):
             registry = refused.sidecar.metrics.registry
-            wait_until(lambda registry=registry: registry.get_sample_value(failed, labels), timeout=15)
+            wait_until(lambda registry=registry: registry.get_sample_value(failed, labels))
             # The downstream refused the untrusted client certificate, or the upstream refused
             # the server's: nothing got through, and the batch it could not deliver is counted.
             assert registry.get_sample_value(failed, labels) == 1

@@ -70,7 +70,7 @@ class Rig:
             kv.key, kv.value.int_value = key, count
         before = sink.span_count()
         self.export(request, timeout=5)
-        assert sink.wait_for_spans(before + 1, timeout=10)
+        assert sink.wait_for_spans(before + 1)
         return trace_id, span_id
 
     def metric(self, name: str, labels: dict) -> float:

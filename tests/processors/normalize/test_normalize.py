@@ -31,7 +31,7 @@ def send(side, spans, *, service="app", schema_url=None, resource_attributes=Non
 
 
 def received(sink, count):
-    assert sink.wait_for_spans(count, timeout=10)
+    assert sink.wait_for_spans(count)
     return {span.name: span for span in sink.spans()}
 
 

@@ -59,7 +59,7 @@ def run_instrumented_call(library: str, grpc_port: int) -> None:
 
 
 def llm_span(sink, library: str):
-    assert sink.wait_for_spans(1, timeout=15)
+    assert sink.wait_for_spans(1)
     spans = [s for s in sink.spans() if s.service == f"app-{library}"]
     assert len(spans) == 1, [s.name for s in sink.spans()]
     return spans[0]
