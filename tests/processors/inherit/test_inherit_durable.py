@@ -38,11 +38,15 @@ def child_batch(names: list[str]) -> bytes:
 
 class ChildStreamer:
     """Sends batches of held-to-be children until stopped, retrying each until acknowledged,
-    and keeps the names the sidecar acknowledged. Follows the sidecar across restarts (same port)."""
+    and keeps the names the sidecar acknowledged and how often each was sent. Follows the
+    sidecar across restarts (same port)."""
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.acknowledged: set[str] = set()
+        # A resend after an error the sidecar answered too late or not at all (its deadline, a
+        # kill) is another copy it may have taken: the client's own at-least-once.
+        self.sends: Counter[str] = Counter()
         self._stop = threading.Event()
         self._counter = itertools.count()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -64,8 +68,9 @@ class ChildStreamer:
                 names = [f"child-{next(self._counter)}" for _ in range(10)]
                 payload = child_batch(names)
                 while not self._stop.is_set():
+                    self.sends.update(names)
                     try:
-                        export(payload, timeout=2)
+                        export(payload, timeout=10)
                     except grpc.RpcError as exc:
                         if exc.code() not in RETRYABLE:
                             raise
@@ -106,11 +111,15 @@ def test_held_spans_survive_two_kill_9_restarts(sink, tmp_path):
         assert restored > 0, "the last restart held again what the kill left"
         assert "holding again" in last.log()
         # At least once: a duplicate is a span released (or queued) just before a kill and
-        # restored or resent after it, so a span arrives at most once more per restart. How many
-        # are in flight at a kill depends on the machine's load (2-26% of those acknowledged were
-        # seen twice), so the bound is per span, not a share of the stream.
+        # restored or resent after it, so a span arrives at most once more per restart than the
+        # client sent it (a resend after a missed deadline or a kill is a copy the sidecar may
+        # already have taken: a full-suite run under load saw one batch arrive 4 times with 2
+        # kills). How many are in flight at a kill depends on the machine's load (2-26% of those
+        # acknowledged were seen twice), so the bound is per span, not a share of the stream.
         kills = len(processes) - 1
-        assert max(received.values()) <= 1 + kills, received.most_common(3)
+        over = {name: (count, streamer.sends[name]) for name, count in received.items()
+                if count > streamer.sends[name] + kills}
+        assert not over, f"(arrived, sent) beyond one copy per restart: {sorted(over.items())[:5]}"
         assert duplicates < len(acked)
     finally:
         for process in processes:
