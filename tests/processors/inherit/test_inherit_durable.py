@@ -19,6 +19,8 @@ from tests.support.process import SidecarProcess, with_fixed_ports
 from tests.support.sidecar import sidecar_config
 from tests.support.wait import wait_until
 
+RECONNECT_FAST = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                  ("grpc.max_reconnect_backoff_ms", 1000)]
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
@@ -55,13 +57,21 @@ class ChildStreamer:
         self._thread.start()
         return self
 
+    def acknowledged_more(self, count: int) -> bool:
+        """Wait until `count` more spans are acknowledged than now (by a sidecar that may be
+        starting): a fixed time gets a loaded machine too few."""
+        target = len(self.acknowledged) + count
+        return wait_until(lambda: len(self.acknowledged) >= target, timeout=60)
+
     def stop(self) -> set[str]:
         self._stop.set()
         self._thread.join(30)
         return self.acknowledged
 
     def _run(self) -> None:
-        with grpc.insecure_channel(self.target) as channel:
+        # Back on a restarted sidecar within a second (gRPC's default reconnect backoff grows
+        # 1 s, 1.6 s, 2.6 s... while the sidecar is down: a loaded restart left it idle for seconds).
+        with grpc.insecure_channel(self.target, options=RECONNECT_FAST) as channel:
             export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                                          request_serializer=None, response_deserializer=None)
             while not self._stop.is_set():
@@ -92,11 +102,12 @@ def test_held_spans_survive_two_kill_9_restarts(sink, tmp_path):
     try:
         streamer = ChildStreamer(processes[0].grpc_target).start()
         for _ in range(2):
-            time.sleep(2.0)  # children pile up in the hold (3 s wait): many are held at the kill
+            time.sleep(2.0)  # children pile up in the hold (3 s wait): many are held at the kill...
+            assert streamer.acknowledged_more(100)  # ...by this process, however slow it is
             processes[-1].kill()
             assert (queue_dir / "inherit-hold.sqlite3").exists()
             processes.append(SidecarProcess(config, tmp_path).start())
-        time.sleep(1.0)
+        assert streamer.acknowledged_more(50)
         acked = streamer.stop()
         assert len(acked) > 200
 
