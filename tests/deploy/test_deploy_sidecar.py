@@ -191,7 +191,7 @@ def test_sidecar_container_forwards_spans_and_drains_on_sigterm(container, colle
     with grpc_app.get_tracer("app").start_as_current_span("queued-at-sigterm"):
         pass
     assert grpc_app.force_flush(10_000)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while metric_total(http_get(base + "/metrics", ADMIN_TOKEN)[1], "costctx_exporter_retries") < 1:
         assert time.monotonic() < deadline, "the refused batch was never retried:\n" + process.log()
         time.sleep(0.05)

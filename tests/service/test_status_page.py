@@ -63,7 +63,7 @@ def fetch(port: int, path: str, token: str | None = None) -> tuple[int, str, str
 
 
 def wait_for_matrix(port: int, token: str | None = None) -> str:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while True:
         _, _, html = fetch(port, "/status", token)
         cells = parse(html).cells

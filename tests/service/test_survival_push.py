@@ -31,7 +31,7 @@ def pushed_points(sink, metric_name: str) -> dict[tuple[tuple[str, str], ...], f
     return {}
 
 
-def wait_for_point(sink, metric_name: str, labels: dict[str, str], value: float, timeout: float = 10) -> dict:
+def wait_for_point(sink, metric_name: str, labels: dict[str, str], value: float, timeout: float = 60) -> dict:
     key = tuple(sorted(labels.items()))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

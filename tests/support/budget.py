@@ -49,7 +49,7 @@ def redis_url_fixture() -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not _ping(url):
             if time.monotonic() > deadline or proc.poll() is not None:
                 pytest.fail("redis-server did not start")

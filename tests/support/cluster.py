@@ -67,7 +67,7 @@ def redis_cluster_fixture(workdir: Path) -> Iterator[list[int]]:
                  "--cluster-config-file", str(node / "nodes.conf"), "--save", "", "--appendonly", "no",
                  "--dir", str(node)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not all(subprocess.run([cli, "-p", str(p), "ping"], capture_output=True, text=True).stdout.strip()
                       == "PONG" for p in ports):
             if time.monotonic() > deadline:
@@ -75,7 +75,7 @@ def redis_cluster_fixture(workdir: Path) -> Iterator[list[int]]:
             time.sleep(0.05)
         subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0",
                         "--cluster-yes"], check=True, capture_output=True, timeout=30)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not (all(_cluster_ok(p) for p in ports) and len({_slots(p) for p in ports}) == 1):
             if time.monotonic() > deadline:
                 pytest.fail("redis cluster did not reach cluster_state:ok with one slot map")

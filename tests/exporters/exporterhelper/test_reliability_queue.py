@@ -168,7 +168,7 @@ def test_a_full_persistent_queue_refuses_retryably_and_loses_nothing(sink, make_
     runner = make_sidecar(processors=[], exporters=persistent(tmp_path / "queue", max_bytes=60_000))
     sink.refuse(1_000_000)
     streamer = SpanStreamer(f"127.0.0.1:{runner.sidecar.grpc_port}", "full", batch_size=20, pad=200).start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not streamer.ledger.refusals.get("UNAVAILABLE"):
         time.sleep(0.05)
     ledger = streamer.stop()
