@@ -53,7 +53,14 @@ def scraped(tmp_path_factory):
                         break
                     assert time.monotonic() < deadline, total
                     time.sleep(0.5)
-                time.sleep(2.5)  # a few more scrapes, so rate() and increase() have points
+                # A few more scrapes, so rate() and increase() have points: counted, not a fixed
+                # 2.5 s (1 s scrapes fall behind on a loaded machine).
+                while True:
+                    samples = prometheus.query('min(count_over_time(costctx_spend_usd_total{job="checkout"}[1m]))')
+                    if samples and float(samples[0]["value"][1]) >= 4:
+                        break
+                    assert time.monotonic() < deadline + 60, samples
+                    time.sleep(0.5)
                 yield prometheus, admin
         finally:
             runner.stop()
