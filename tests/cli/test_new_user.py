@@ -145,7 +145,7 @@ def test_costctx_sink_prints_and_records_what_arrives(tmp_path):
             provider.shutdown()
         assert wait_until(lambda: record.exists() and len(record.read_text().splitlines()) == 2)
         sink.send_signal(signal.SIGTERM)
-        out, _ = sink.communicate(timeout=15)
+        out, _ = sink.communicate(timeout=60)
         assert sink.returncode == 0
     finally:
         if sink.poll() is None:
