@@ -50,7 +50,7 @@ fn fields(buf: &[u8], mut pos: usize, end: usize) -> PyResult<Vec<Field>> {
 }
 
 /// The fields of a message before and after its `inner` fields, and the `inner` ones.
-fn around<'a>(raw: &'a [u8], at: usize, end: usize, inner: u64) -> PyResult<(Vec<u8>, Vec<u8>, Vec<Field>)> {
+fn around(raw: &[u8], at: usize, end: usize, inner: u64) -> PyResult<(Vec<u8>, Vec<u8>, Vec<Field>)> {
     let mut before = Vec::new();
     let mut after = Vec::new();
     let mut found = Vec::new();
