@@ -244,6 +244,32 @@ impl SpanList {
         self.classes.span_cls.bind(py).call1(args)
     }
 
+    /// Per span, in order: a made view's attribute `name`, else `read` of its scanned record.
+    fn read_column<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        read: impl Fn(&Layout, &Segment, &SpanRec) -> PyResult<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let state = self.lock(py);
+        let attr = PyString::new(py, name);
+        let out = PyList::empty(py);
+        let mut s = 0;
+        for (i, view) in state.made.iter().enumerate() {
+            if let Some(view) = view {
+                out.append(view.bind(py).getattr(&attr)?)?;
+                continue;
+            }
+            while s + 1 < state.segments.len() && state.segments[s + 1].first <= i {
+                s += 1;
+            }
+            let segment = &state.segments[s];
+            let layout = segment.layout.bind(py).get();
+            out.append(read(layout, segment, &layout.scan.spans[i - segment.first])?)?;
+        }
+        Ok(out)
+    }
+
     fn all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut state = self.lock(py);
         let out = PyList::empty(py);
@@ -493,56 +519,25 @@ impl SpanList {
     }
 
     /// One int field of every span, in order: resource, scope, size, attr_count,
-    /// event_count, start or end. A span whose view was made reads the view's (current) value.
+    /// event_count, start, end or kind. A span whose view was made reads the view's (current) value.
     fn column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyList>> {
-        let state = self.lock(py);
-        let attr = PyString::new(py, name);
-        let out = PyList::empty(py);
-        let mut s = 0;
-        for (i, view) in state.made.iter().enumerate() {
-            if let Some(view) = view {
-                out.append(view.bind(py).getattr(&attr)?)?;
-                continue;
-            }
-            while s + 1 < state.segments.len() && state.segments[s + 1].first <= i {
-                s += 1;
-            }
-            let segment = &state.segments[s];
-            let layout = segment.layout.bind(py).get();
-            let rec = &layout.scan.spans[i - segment.first];
+        self.read_column(py, name, |_, segment, rec| {
             if name == "kind" {
-                out.append(rec.kind)?; // an int32 enum: may be negative, unlike the other fields
-                continue;
+                return Ok(rec.kind.into_pyobject(py)?.into_any()); // an int32 enum: may be negative
             }
             let value =
                 record_field(rec, segment, name).ok_or_else(|| PyValueError::new_err(format!("no column {name:?}")))?;
-            out.append(value)?;
-        }
-        Ok(out)
+            Ok(value.into_pyobject(py)?.into_any())
+        })
     }
 
     /// One id field of every span, in order: trace_id, span_id or parent_span_id, as bytes.
     /// A span whose view was made reads the view's value.
     fn bytes_column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyList>> {
-        let state = self.lock(py);
-        let attr = PyString::new(py, name);
-        let out = PyList::empty(py);
-        let mut s = 0;
-        for (i, view) in state.made.iter().enumerate() {
-            if let Some(view) = view {
-                out.append(view.bind(py).getattr(&attr)?)?;
-                continue;
-            }
-            while s + 1 < state.segments.len() && state.segments[s + 1].first <= i {
-                s += 1;
-            }
-            let segment = &state.segments[s];
-            let layout = segment.layout.bind(py).get();
-            let rec = &layout.scan.spans[i - segment.first];
+        self.read_column(py, name, |layout, _, rec| {
             let range = record_id(rec, name).ok_or_else(|| PyValueError::new_err(format!("no id column {name:?}")))?;
-            out.append(PyBytes::new(py, range.get(layout.raw.bind(py).as_bytes())))?;
-        }
-        Ok(out)
+            Ok(PyBytes::new(py, range.get(layout.raw.bind(py).as_bytes())).into_any())
+        })
     }
 
     /// Per span, in order, a tuple of the current values of `keys` (watched keys; None where
