@@ -84,6 +84,45 @@ impl AttrOp {
     }
 }
 
+impl AttrOp {
+    /// The keys present after this change, given those present before (`apply` on key names).
+    fn keys_after<'py>(&self, py: Python<'py>, present: &mut Vec<Bound<'py, PyAny>>) -> PyResult<()> {
+        for (old, new) in &self.renames {
+            if let Some(at) = position(present, old.bind(py))? {
+                present.remove(at);
+                if !contains(present, new.bind(py))? {
+                    present.push(new.bind(py).clone());
+                }
+            }
+        }
+        for key in &self.deletes {
+            if let Some(at) = position(present, key.bind(py))? {
+                present.remove(at);
+            }
+        }
+        for (key, _) in &self.sets {
+            if !contains(present, key.bind(py))? {
+                present.push(key.bind(py).clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where `key` is among `keys` (by ==, as a dict compares keys).
+fn position(keys: &[Bound<'_, PyAny>], key: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+    for (at, found) in keys.iter().enumerate() {
+        if found.is(key) || found.eq(key)? {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
+}
+
+fn contains(keys: &[Bound<'_, PyAny>], key: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(position(keys, key)?.is_some())
+}
+
 struct State {
     segments: Vec<Segment>,
     made: Vec<Option<Py<PyAny>>>,
@@ -667,6 +706,90 @@ impl SpanList {
             }
         }
         Ok(())
+    }
+
+    /// Of `indices` (in their order), the spans whose attrs hold any of `keys` (api.py
+    /// `spans_having`), as a view would have them now: a made view's own attrs, else the
+    /// record's watched keys with pending `edit_attrs` applied. No view is made.
+    fn having<'py>(
+        &self,
+        py: Python<'py>,
+        indices: &Bound<'py, PyAny>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let keys: Vec<Bound<'py, PyString>> = keys
+            .try_iter()?
+            .map(|key| Ok(key?.cast_into::<PyString>()?))
+            .collect::<PyResult<_>>()?;
+        let state = self.lock(py);
+        let len = state.made.len();
+        // Per segment: which of its key ids are among `keys` (ids index its layout's keys).
+        let mut wanted: Vec<Vec<bool>> = Vec::with_capacity(state.segments.len());
+        for segment in &state.segments {
+            let prepared = &segment.layout.bind(py).get().prepared;
+            let mut marks = vec![false; prepared.bytes.len()];
+            for (id, text) in prepared.bytes.iter().enumerate() {
+                for key in &keys {
+                    if key.to_str()?.as_bytes() == text.as_slice() {
+                        marks[id] = true;
+                    }
+                }
+            }
+            wanted.push(marks);
+        }
+        let out = PyList::empty(py);
+        for index in indices.try_iter()? {
+            let index = index?;
+            let at = self.index(index.extract::<isize>()?, len)?;
+            let found = match &state.made[at] {
+                Some(view) => {
+                    let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
+                    let attrs = attrs.cast::<PyDict>()?;
+                    let mut any = false;
+                    for key in &keys {
+                        if attrs.contains(key)? {
+                            any = true;
+                            break;
+                        }
+                    }
+                    any
+                }
+                None => {
+                    let s = Self::segment_of(&state, at);
+                    let segment = &state.segments[s];
+                    let layout = segment.layout.bind(py).get();
+                    let rec = &layout.scan.spans[at - segment.first];
+                    match state.pending.get(&at) {
+                        None => rec.attrs.iter().any(|(id, _)| wanted[s][*id as usize]),
+                        Some(ops) => {
+                            // The keys present after the pending changes, as AttrOp.apply leaves them.
+                            let mut present: Vec<Bound<'py, PyAny>> = Vec::with_capacity(rec.attrs.len());
+                            for (id, _) in &rec.attrs {
+                                let key = layout.prepared.keys[*id as usize].bind(py).clone().into_any();
+                                if !contains(&present, &key)? {
+                                    present.push(key);
+                                }
+                            }
+                            for op in ops {
+                                op.keys_after(py, &mut present)?;
+                            }
+                            let mut any = false;
+                            for key in &keys {
+                                if contains(&present, key.as_any())? {
+                                    any = true;
+                                    break;
+                                }
+                            }
+                            any
+                        }
+                    }
+                }
+            };
+            if found {
+                out.append(index)?;
+            }
+        }
+        Ok(out)
     }
 
     /// Every span's view (made now where not yet) as a plain list, in order.

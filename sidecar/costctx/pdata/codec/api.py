@@ -149,6 +149,17 @@ def attr_values(spans, keys: tuple[str, ...]) -> list[tuple]:
     return [tuple(map(span.attrs.get, keys)) for span in spans]
 
 
+def spans_having(spans, indices, keys) -> list[int]:
+    """Of `indices`, in their order, those whose span's attrs hold any of `keys`: how a
+    processor that only looks at some spans (model calls) finds them. The native codec's lazy
+    span list answers from the scanned records (edit_attrs' changes applied) without making a
+    view; a list of views is read as is."""
+    having = getattr(spans, "having", None)
+    if having is not None:
+        return having(indices, keys)
+    return [i for i in indices if not spans[i].attrs.keys().isdisjoint(keys)]
+
+
 def edit_attrs(spans, indices, renames, deletes, sets) -> None:
     """The same change to the attrs of every span at `indices` (how a processor keeps the
     views in step with a group edit): renames move a present key's value to its new key,

@@ -21,7 +21,7 @@ from typing import Literal
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_ORIGIN, COST_SOURCE, COST_USD, MISSING_KEY, SPEND_TOTAL
-from costctx.pdata.codec.api import SpanEdits
+from costctx.pdata.codec.api import SpanEdits, spans_having
 from costctx.pdata.ids import span_identity
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.book import PriceBook, PriceBookHandle
@@ -109,6 +109,9 @@ class PriceProcessor(Processor):
     config_model = PriceConfig
     config: PriceConfig
     on_view = True
+    # Only spans with a trigger key are read (spans_having: from the records with the native
+    # codec): views are made for those alone, not for every span of the batch.
+    columnar = True
 
     def __init__(self, name: str, config: PriceConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -219,7 +222,10 @@ class PriceProcessor(Processor):
         def stamp_slow(index: int, usd: float, source: str, origin: str) -> None:
             _stamp_cost(batch, index, usd, source, origin)
 
-        counted = price(spans, batch.indices(), now, tolerance, READ_KEYS, rates, rate_of, general, reported_of,
+        # The spans worth a look (a trigger key), found without making views: the reader skips
+        # the others anyway (calls.py), so it gives the same result on these alone.
+        looked = spans_having(spans, batch.indices(), TRIGGER_KEYS)
+        counted = price(spans, looked, now, tolerance, READ_KEYS, rates, rate_of, general, reported_of,
                         edited, SpanEdits, STAMP_COMPUTED, (STAMP_REPORTED_SOURCE, STAMP_REPORTED), COST_USD,
                         stamp_slow, spend, stamp_at)
         tally[COMPUTED] += counted[0]
