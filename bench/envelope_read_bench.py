@@ -56,7 +56,7 @@ async def one_point(complete: bool, rounds: int) -> dict:
         await stage.pipeline.close()
     finally:
         envelope_processor.native_read_shapes = native_read_shapes
-    spans = sum(len(args[1]) for args in calls)
+    spans = sum(len(args[3]) for args in calls)  # (rows, row keys, columns, indices, ...)
     return {name: round(least(function, calls, rounds) / spans * 1e6, 3)
             for name, function in (("native", native_read_shapes), ("python", read_shapes))}
 

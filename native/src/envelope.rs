@@ -105,12 +105,17 @@ enum Depth {
     Big(String),
 }
 
-/// See `costctx.processors.envelope.shapes.read_shapes` (same arguments, same result).
+/// See `costctx.processors.envelope.shapes.read_shapes` (same arguments, same result): each
+/// span's watched values come as a row (`rows[index]`, a tuple of values or None, in the order
+/// of `row_keys`: api.py `attr_values`), its resource, start and end from `columns`; or, with
+/// `columns` None, `rows` is a list of views already made, read as they are.
 #[pyfunction]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub fn read_shapes<'py>(
     py: Python<'py>,
-    spans: &Bound<'py, PyAny>,
+    rows: &Bound<'py, PyAny>,
+    row_keys: &Bound<'py, PyTuple>,
+    columns: &Bound<'py, PyAny>,
     indices: &Bound<'py, PyAny>,
     notes: &Bound<'py, PyDict>,
     edits: &Bound<'py, PyDict>,
@@ -126,7 +131,19 @@ pub fn read_shapes<'py>(
     Bound<'py, PyDict>,
     Bound<'py, PyList>,
     Bound<'py, PyList>,
+    Bound<'py, PyList>,
 )> {
+    let columns: Option<[Bound<'py, PyAny>; 3]> = match columns.is_none() {
+        true => None,
+        false => Some([columns.get_item(0)?, columns.get_item(1)?, columns.get_item(2)?]),
+    };
+    let (attrs_name, resource_name) = (pyo3::intern!(py, "attrs"), pyo3::intern!(py, "resource"));
+    let (start_name, end_name) = (pyo3::intern!(py, "start"), pyo3::intern!(py, "end"));
+    // A span's int field: from its column, or from its view.
+    let field = |item: &Bound<'py, PyAny>, at: usize, which: usize, name: &Bound<'py, PyString>| match &columns {
+        Some(columns) => columns[which].get_item(at),
+        None => item.getattr(name),
+    };
     let fields = strings(&keys.get_item(0)?)?;
     let extras = strings(&keys.get_item(1)?)?;
     let markers = strings(&keys.get_item(2)?)?;
@@ -142,8 +159,6 @@ pub fn read_shapes<'py>(
         pyo3::intern!(py, "repaired"),
         pyo3::intern!(py, "conflict"),
     );
-    let (attrs_name, resource_name) = (pyo3::intern!(py, "attrs"), pyo3::intern!(py, "resource"));
-    let (start_name, end_name) = (pyo3::intern!(py, "start"), pyo3::intern!(py, "end"));
     let (replace_name, sets_name) = (pyo3::intern!(py, "replace"), pyo3::intern!(py, "sets"));
 
     let ids = PyList::empty(py);
@@ -151,6 +166,7 @@ pub fn read_shapes<'py>(
     let llm = PyDict::new(py);
     let spend = PyDict::new(py);
     let to_stamp = PyList::empty(py);
+    let appended = PyList::empty(py);
     let slow = PyList::empty(py);
     let mut shape_ids: HashMap<Vec<u8>, usize, FxBuild> = HashMap::default();
     let mut count_at: HashMap<(i64, Depth, usize), usize, FxBuild> = HashMap::default();
@@ -197,14 +213,17 @@ pub fn read_shapes<'py>(
     // by its text once per call. Every object seen stays alive for the call (attrs and notes
     // only gain entries here), so its address names it.
     let mut seen: HashMap<usize, Option<&Role>, FxBuild> = HashMap::default();
+    // The role of each row position, by the row key's text.
+    let row_keys: Vec<Bound<'py, PyAny>> = row_keys.iter().collect();
+    let row_roles: Vec<Option<&Role>> = row_keys.iter().map(|name| role_of(&mut seen, &roles, name)).collect();
     let mut slots: Vec<Option<Bound<'py, PyAny>>> = vec![None; workflow_at + 1];
     let none = py.None().into_bound(py);
     let check_notes = !notes.is_empty();
 
     for index in indices.try_iter()? {
         let index = index?;
-        let span = spans.get_item(index.extract::<usize>()?)?;
-        let attrs = span.getattr(attrs_name)?.cast_into::<PyDict>()?;
+        let at_index = index.extract::<usize>()?;
+        let item = rows.get_item(at_index)?;
         let (mut renamed, mut repaired, mut conflict) = (None, None, None);
         if check_notes {
             if let Some(found) = notes.get_item(&index)? {
@@ -217,24 +236,44 @@ pub fn read_shapes<'py>(
                 }
             }
         }
-        // One walk over the span's watched attrs (not a lookup per key read): each value to
-        // the slot of every role its key has.
+        // One walk over the span's row (values present only): each value to the slot of
+        // every role its key has.
         slots.iter_mut().for_each(|slot| *slot = None);
         let mut is_llm = false;
-        crate::budget::dict_items(&attrs, |name, value| {
-            let role = match seen.get(&(name as usize)) {
-                Some(role) => *role,
-                // SAFETY: a live key of `attrs` (borrowed), the GIL held.
-                None => role_of(&mut seen, &roles, unsafe { &Bound::from_borrowed_ptr(py, name) }),
-            };
-            if let Some(role) = role {
-                is_llm |= role.marker;
-                for at in &role.slots {
-                    // SAFETY: a live value of `attrs` (borrowed): a new reference to it.
-                    slots[*at] = Some(unsafe { Bound::from_borrowed_ptr(py, value) });
+        if columns.is_some() {
+            let row = item.cast::<PyTuple>()?;
+            if row.len() != row_roles.len() {
+                return Err(pyo3::exceptions::PyValueError::new_err("a row's length is not row_keys'"));
+            }
+            for (value, role) in row.iter().zip(&row_roles) {
+                if value.is_none() {
+                    continue;
+                }
+                if let Some(role) = role {
+                    is_llm |= role.marker;
+                    for at in &role.slots {
+                        slots[*at] = Some(value.clone());
+                    }
                 }
             }
-        });
+        } else {
+            // A view: one walk over its watched attrs (not a lookup per key read).
+            let attrs = item.getattr(attrs_name)?.cast_into::<PyDict>()?;
+            crate::budget::dict_items(&attrs, |name, value| {
+                let role = match seen.get(&(name as usize)) {
+                    Some(role) => *role,
+                    // SAFETY: a live key of `attrs` (borrowed), the GIL held.
+                    None => role_of(&mut seen, &roles, unsafe { &Bound::from_borrowed_ptr(py, name) }),
+                };
+                if let Some(role) = role {
+                    is_llm |= role.marker;
+                    for at in &role.slots {
+                        // SAFETY: a live value of `attrs` (borrowed): a new reference to it.
+                        slots[*at] = Some(unsafe { Bound::from_borrowed_ptr(py, value) });
+                    }
+                }
+            });
+        }
         // Notes: each note set's (few) members mapped to fields, not a lookup per field.
         let mut bits = [0u8; 64];
         for (set, bit) in [(&renamed, 2u8), (&repaired, 4u8), (&conflict, 8u8)] {
@@ -275,7 +314,7 @@ pub fn read_shapes<'py>(
         };
         ids.append(id)?;
 
-        let resource = span.getattr(resource_name)?;
+        let resource = field(&item, at_index, 0, resource_name)?;
         let depth_value = slots[depth_at].clone();
         let (depth, depth_object) = match depth_value {
             Some(value) if value.is_exact_instance_of::<PyInt>() => match value.extract::<i64>() {
@@ -296,8 +335,8 @@ pub fn read_shapes<'py>(
         if is_llm || cost.is_some() {
             let workflow = text_or_none(slots[workflow_at].clone(), &none)?;
             if is_llm {
-                let start: i128 = span.getattr(start_name)?.extract()?;
-                let end: i128 = span.getattr(end_name)?.extract()?;
+                let start: i128 = field(&item, at_index, 1, start_name)?.extract()?;
+                let end: i128 = field(&item, at_index, 2, end_name)?.extract()?;
                 let tally = (&workflow, id, 0 < start && start <= end).into_pyobject(py)?;
                 let n = match llm.get_item(&tally)? {
                     Some(n) => n.extract::<usize>()? + 1,
@@ -328,20 +367,17 @@ pub fn read_shapes<'py>(
             }
         }
 
-        // The schema stamp, as ViewBatch.set would write it (attrs kept in step).
+        // The schema stamp, as ViewBatch.set would write it (the caller keeps attrs in step).
         let stamped = match slots[schema_at].clone() {
             Some(value) => value.is(&schema) || value.eq(&schema)?,
             None => false,
         };
         if !stamped {
             match edits.get_item(&index)? {
-                None => {
-                    to_stamp.append(&index)?;
-                    attrs.set_item(&schema_key, &schema)?;
-                }
+                None => to_stamp.append(&index)?,
                 Some(own) if own.getattr(replace_name)?.is_none() => {
                     own.getattr(sets_name)?.cast_into::<PyList>()?.append(stamp)?;
-                    attrs.set_item(&schema_key, &schema)?;
+                    appended.append(&index)?;
                 }
                 Some(_) => slow.append(&index)?,
             }
@@ -351,5 +387,5 @@ pub fn read_shapes<'py>(
     for (resource, depth, id, n) in counts {
         counted.append((resource, depth, id, n))?;
     }
-    Ok((ids, shapes, counted, llm, spend, to_stamp, slow))
+    Ok((ids, shapes, counted, llm, spend, to_stamp, appended, slow))
 }

@@ -47,13 +47,17 @@ def test_every_span_is_stamped_whatever_edits_it_carries(codec):
 @pytest.mark.parametrize("codec", CODECS)
 def test_spans_without_edits_share_one_stamp_edit_written_before_their_missing_fields(codec):
     """Spans with no edit of their own take the stamp as one group edit; the missing fields
-    appended after it come after it on the wire, as when each span had its own edit."""
+    appended after it (one group edit for spans missing the same ones) come after it on the
+    wire, as when each span had its own edit."""
     envelope = standalone_processor("envelope")
     batch = ViewBatch(select_codec(codec), _request(4), envelope.watched_keys())
     batch.set(3, "owner.team", "core")
     envelope.process_view(batch)
-    assert [g.spans for g in batch.edits.groups] == [[0, 1, 2]]
+    assert [g.spans for g in batch.edits.groups] == [[0, 1, 2], [0, 1, 2, 3]]
     assert batch.edits.groups[0].edits.sets == [(SCHEMA_KEY, ENVELOPE.schema_version)]
+    assert [key for key, _ in batch.edits.groups[1].edits.sets] == ["costctx.missing"]
+    assert all(batch.view.spans[i].attrs["costctx.missing"] == batch.edits.groups[1].edits.sets[0][1]
+               for i in range(4))  # the attrs kept in step (edit_attrs)
     out = ExportTraceServiceRequest.FromString(batch.payload())
     for span in out.resource_spans[0].scope_spans[0].spans:
         keys = [kv.key for kv in span.attributes]

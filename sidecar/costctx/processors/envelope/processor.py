@@ -19,11 +19,17 @@ import math
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_USD, HOP_DEPTH_KEY, MISSING_KEY, SCHEMA_KEY
-from costctx.pdata.codec.api import EMPTY, SpanEdits
+from costctx.pdata.codec.api import EMPTY, SpanEdits, edit_attrs, span_column
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.money import PICO_PER_USD
 from costctx.processors.envelope.config import EnvelopeConfig
-from costctx.processors.envelope.shapes import native_read_shapes, read_shapes
+from costctx.processors.envelope.shapes import native_read_shapes, read_shapes, row_keys
+
+try:
+    from costctx.pdata.codec.api import attr_values
+except ImportError:  # the column the lead adds; until then read from the views
+    def attr_values(spans, keys):  # type: ignore[misc]
+        return [tuple(map(span.attrs.get, keys)) for span in spans]
 from costctx.survival.recorder import (
     CONFLICT,
     INHERITED,
@@ -63,6 +69,9 @@ class EnvelopeProcessor(Processor):
     config_model = EnvelopeConfig
     config: EnvelopeConfig
     on_view = True
+    # Reads rows of values and columns (attr_values, span_column), writes group edits and
+    # edit_attrs: no span view is made (the native codec reads the records).
+    columnar = True
 
     def __init__(self, name: str, config: EnvelopeConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -83,6 +92,8 @@ class EnvelopeProcessor(Processor):
         self._shapes: dict[bytes, tuple] = {}
         self._read = (self._fields, tuple(self._extra_keys), tuple(self._markers), HOP_DEPTH_KEY, COST_USD,
                       self._dimensions, WORKFLOW_NAME_KEY, TENANT_KEY)
+        # What a span's row holds: what read_shapes reads, then costctx.missing (appended to).
+        self._row_keys = (*row_keys(self._read, (SCHEMA_KEY, self._schema)), MISSING_KEY)
 
     def watched_keys(self) -> frozenset[str]:
         return frozenset((*self._fields, *self._markers, *self._extra_keys, SCHEMA_KEY, MISSING_KEY,
@@ -114,8 +125,16 @@ class EnvelopeProcessor(Processor):
         # the native codec): decisions below are per shape, per count key or per visited span.
         read = native_read_shapes if native_read_shapes is not None and batch.codec.name == "native" else read_shapes
         indices = batch.indices()
-        ids, shape_keys, counts, llm, spend, to_stamp, slow = read(
-            view.spans, indices, batch.notes, edits.spans, self._read, EMPTY, stamp, _cost_pico_value)
+        spans = view.spans
+        rows: list
+        if type(spans) is list:  # views made already (a reader before was not columnar): read as they are
+            rows, columns = spans, None
+        else:  # the lazy list: rows and columns read from the records, no view made
+            rows = attr_values(spans, self._row_keys)
+            columns = (span_column(spans, "resource"), span_column(spans, "start"), span_column(spans, "end"))
+        ids, shape_keys, counts, llm, spend, to_stamp, appended, slow = read(
+            rows, self._row_keys, columns, indices, batch.notes, edits.spans, self._read, EMPTY, stamp,
+            _cost_pico_value)
         known = self._shapes
         shapes = []
         for key in shape_keys:
@@ -131,14 +150,53 @@ class EnvelopeProcessor(Processor):
             # Before the missing fields are appended: the stamp stays first among those spans'
             # edits, as when written span by span (and none has an edit of its own yet).
             edits.add_group(SpanEdits(sets=[stamp]), to_stamp)
+            appended = to_stamp + appended if appended else to_stamp
+        if appended:  # the attrs of every span stamped above, in one call
+            edit_attrs(spans, appended, (), (), (stamp,))
         lacking = {id_ for id_, shape in enumerate(shapes) if shape[1]}
         if lacking:  # the spans of shapes missing a required field, found in one C-speed pass
-            for index, id_ in [pair for pair in zip(indices, ids, strict=True) if pair[1] in lacking]:
-                batch.append_strings(index, MISSING_KEY, shapes[id_][1])
+            self._append_missing(batch, rows, [pair for pair in zip(indices, ids, strict=True) if pair[1] in lacking],
+                                 shapes)
         if not self.config.record_outcomes or not counts:
             return batch
         self._record(batch, shapes, counts, llm, spend)
         return batch
+
+    def _append_missing(self, batch: ViewBatch, rows: list, lacking: list[tuple[int, int]],
+                        shapes: list[tuple]) -> None:
+        """costctx.missing gains each span's missing required fields (ViewBatch.append_strings
+        for every span, from the value its row read): spans whose new value is the same (most:
+        none before) take it as one group edit and one edit_attrs call."""
+        at = len(self._row_keys) - 1  # MISSING_KEY's place in a row
+        own = batch.edits.spans
+        by_value: dict[tuple, list[int]] = {}
+        views = bool(rows) and type(rows[0]) is not tuple
+        for index, id_ in lacking:
+            values = shapes[id_][1]
+            current = rows[index].attrs.get(MISSING_KEY) if views else rows[index][at]
+            if current is None:
+                value = tuple(values)
+            else:
+                is_array = type(current) is list
+                existing = [v for v in current if type(v) is str] if is_array else []
+                added = [v for v in values if v not in existing]
+                if not added and is_array:
+                    continue
+                value = (*existing, *added)
+            edit = own.get(index)
+            if edit is not None and edit.replace is not None:
+                batch.set(index, MISSING_KEY, list(value))  # re-encoded on the slow path
+                continue
+            found = by_value.get(value)
+            if found is None:
+                by_value[value] = [index]
+            else:
+                found.append(index)
+        spans = batch.view.spans
+        for value, indices in by_value.items():
+            sets = [(MISSING_KEY, list(value))]
+            batch.edits.add_group(SpanEdits(sets=sets), indices)
+            edit_attrs(spans, indices, (), (), sets)
 
     def _record(self, batch: ViewBatch, shapes: list[tuple], counts: list[tuple], llm_by_shape: dict,
                 spend: dict) -> None:

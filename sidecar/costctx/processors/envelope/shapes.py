@@ -9,6 +9,13 @@ one byte saying whether it carries an LLM marker key and, for such spans only, o
 extra (readiness usage) key saying whether its value is present. Shapes are numbered per
 batch in order of first appearance.
 
+Each span's watched values come as a row: `rows[index]`, a tuple of its values (None where
+absent) in the order of `row_keys` (api.py `attr_values`: read from the records with the
+native codec, no span view made); its resource, start and end from `columns` (three lists by
+span index, api.py `span_column`). `row_keys(keys)` gives the keys a row must hold. With
+`columns` None, `rows` is a list of views already made (a reader before was not columnar),
+read as they are.
+
 `read_shapes` returns, for the spans of `indices` in order:
 - ids: the shape id of each span;
 - shapes: the shape of each id, as bytes (a key the processor caches decisions by);
@@ -20,10 +27,12 @@ batch in order of first appearance.
   cost (not None) `pico` converts (not None), each dimension's value when a non-empty str,
   else None (`pico`: the processor's conversion, which the Rust one calls for rare values);
 - to_stamp: spans whose schema value was not the stamp's and that have no edit of their own
-  (the caller writes their stamp as one group edit); attrs updated;
+  (the caller writes their stamp as one group edit);
+- appended: such spans with an edit of their own (not a replace): `stamp` was appended to
+  their edit's sets, as `ViewBatch.set` would;
 - slow: such spans whose own edit is a replace (the caller stamps them with `batch.set`).
-Spans with an edit of their own (not a replace) get `stamp` appended to their edit's sets
-and their attrs updated, as `ViewBatch.set` would.
+Nothing here changes a span's attrs: the caller keeps them in step for to_stamp and appended
+(api.py `edit_attrs`, one call).
 """
 
 from __future__ import annotations
@@ -58,13 +67,22 @@ def _template(attrs: dict, renamed, repaired, conflict, fields, extras, markers)
     return bytes(code), is_llm, read_values
 
 
-def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, empty, stamp: tuple,
-                pico: Callable[[Any], int | None]) -> tuple:
+def row_keys(keys: tuple, stamp: tuple) -> tuple[str, ...]:
+    """The keys `read_shapes` reads from a row, each once, in a fixed order."""
+    fields, extras, markers, depth_key, cost_key, dimensions, workflow_key, tenant_key = keys
+    return tuple(dict.fromkeys((*fields, *extras, *markers, depth_key, cost_key, *dimensions, workflow_key,
+                                stamp[0])))
+
+
+def read_shapes(rows, keys_of_rows: tuple[str, ...], columns: tuple, indices, notes: dict, edits: dict,
+                keys: tuple, empty, stamp: tuple, pico: Callable[[Any], int | None]) -> tuple:
     """See the module docstring. `keys`: (context fields, extra keys, marker keys, depth key,
     cost key, spend dimensions, workflow name key, tenant key); `stamp`: (schema key, schema
-    value); `empty`: the codec's EMPTY."""
+    value); `empty`: the codec's EMPTY; `keys_of_rows`: the rows' keys (`row_keys` or more)."""
     fields, extras, markers, depth_key, cost_key, dimensions, workflow_key, tenant_key = keys
     schema_key, schema = stamp
+    views = columns is None
+    resources, starts, ends = (None, None, None) if views else columns
     ids: list[int] = []
     shapes: list[bytes] = []
     shape_ids: dict[bytes, int] = {}
@@ -73,6 +91,7 @@ def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, emp
     llm: dict[tuple, int] = {}
     spend: dict[tuple, list[int]] = {}
     to_stamp: list[int] = []
+    appended: list[int] = []
     slow: list[int] = []
 
     templates = _TEMPLATES.setdefault((fields, extras, markers), {})
@@ -81,8 +100,11 @@ def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, emp
         return value is not None and value is not empty and value != ""
 
     for index in indices:
-        span = spans[index]
-        attrs = span.attrs
+        if views:
+            span = rows[index]
+            attrs = span.attrs
+        else:
+            attrs = {key: value for key, value in zip(keys_of_rows, rows[index], strict=True) if value is not None}
         get = attrs.get
         found = notes.get(index) if notes else None
         if found and (found.get("renamed") or found.get("repaired") or found.get("conflict")):
@@ -118,11 +140,12 @@ def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, emp
 
         depth = get(depth_key)
         depth = depth if type(depth) is int else None
-        count_key = (span.resource, depth, id_)
+        resource = span.resource if views else resources[index]
+        count_key = (resource, depth, id_)
         at = count_at.get(count_key)
         if at is None:
             count_at[count_key] = len(counts)
-            counts.append([span.resource, depth, id_, 1])
+            counts.append([resource, depth, id_, 1])
         else:
             counts[at][3] += 1
         cost = get(cost_key)
@@ -131,7 +154,8 @@ def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, emp
             if type(workflow) is not str or not workflow:
                 workflow = None
             if is_llm:
-                tally = (workflow, id_, 0 < span.start <= span.end)
+                start, end = (span.start, span.end) if views else (starts[index], ends[index])
+                tally = (workflow, id_, 0 < start <= end)
                 llm[tally] = llm.get(tally, 0) + 1
             if cost is not None:
                 amount = pico(cost)
@@ -149,10 +173,9 @@ def read_shapes(spans: list, indices, notes: dict, edits: dict, keys: tuple, emp
             own = edits.get(index)
             if own is None:
                 to_stamp.append(index)
-                attrs[schema_key] = schema
             elif own.replace is None:
                 own.sets.append(stamp)
-                attrs[schema_key] = schema
+                appended.append(index)
             else:
                 slow.append(index)
-    return ids, shapes, [tuple(row) for row in counts], llm, spend, to_stamp, slow
+    return ids, shapes, [tuple(row) for row in counts], llm, spend, to_stamp, appended, slow

@@ -223,8 +223,9 @@ class PriceProcessor(Processor):
             _stamp_cost(batch, index, usd, source, origin)
 
         # The spans worth a look (a trigger key), found without making views: the reader skips
-        # the others anyway (calls.py), so it gives the same result on these alone.
-        looked = spans_having(spans, batch.indices(), TRIGGER_KEYS)
+        # the others anyway (calls.py), so it gives the same result on these alone (views made
+        # already, a plain list: the reader's own skip is that test).
+        looked = batch.indices() if type(spans) is list else spans_having(spans, batch.indices(), TRIGGER_KEYS)
         counted = price(spans, looked, now, tolerance, READ_KEYS, rates, rate_of, general, reported_of,
                         edited, SpanEdits, STAMP_COMPUTED, (STAMP_REPORTED_SOURCE, STAMP_REPORTED), COST_USD,
                         stamp_slow, spend, stamp_at)
