@@ -34,11 +34,20 @@ from costctx.budget.store import KeyAdds, StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
-from costctx.pdata.codec.api import EMPTY
+from costctx.pdata.codec.api import EMPTY, spans_having
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
 from costctx.processors.budget.spend_read import READ_KEYS, native_read_spend, read_spend
+
+try:
+    from costctx.pdata.codec.api import attr_values, bytes_column
+except ImportError:  # the columns the lead adds; until then read from the views
+    def attr_values(spans, keys):  # type: ignore[misc]
+        return [tuple(map(span.attrs.get, keys)) for span in spans]
+
+    def bytes_column(spans, name):  # type: ignore[misc]
+        return [getattr(span, name) for span in spans]
 
 # What a model-call span's commit reads: the group's five envelope fields, then its amounts.
 _READ = ("workflow.id", "workflow.name", "owner.tenant", "owner.feature", "policy.id", "cost.usd",
@@ -63,6 +72,9 @@ class BudgetProcessor(Processor):
     config_model = BudgetConfig
     config: BudgetConfig
     on_view = True
+    # Model calls are found by spans_having and read alone (views made for those only); the
+    # finished workflows from the parent id and workflow.id columns.
+    columnar = True
 
     def __init__(self, name: str, config: BudgetConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -124,8 +136,22 @@ class BudgetProcessor(Processor):
         if not self.config.breaker.workflow_median_multiple:
             return []
         spans = batch.view.spans
+        if type(spans) is not list:  # the lazy list: its columns, no view made
+            parents = bytes_column(spans, "parent_span_id")
+            roots = [i for i in batch.indices() if not parents[i]]
+            if not roots:
+                return []
+            workflow_ids = attr_values(spans, ("workflow.id",))
+            return [wf for i in roots if (wf := _string(workflow_ids[i][0]))]
         return [wf for i in batch.indices() if not spans[i].parent_span_id
                 and (wf := _string(spans[i].attrs.get("workflow.id")))]
+
+    def _calls(self, batch: ViewBatch) -> list[int] | range:
+        """The batch's spans in visiting order, narrowed to model calls (a marker key) on the
+        lazy list (spans_having: no view made for the others); every span of a list of views
+        (the readers' own skip is that test)."""
+        spans = batch.view.spans
+        return batch.indices() if type(spans) is list else spans_having(spans, batch.indices(), self._markers)
 
     def _finish(self, workflows: list[str]) -> None:
         for workflow_id in workflows:
@@ -162,7 +188,7 @@ class BudgetProcessor(Processor):
         seen, expiry = committed.open_batch()
         maxsize = committed.maxsize
         duplicates = skewed = 0
-        for index in batch.indices():
+        for index in self._calls(batch):
             span = spans[index]
             attrs = span.attrs
             if attrs.keys().isdisjoint(markers):
@@ -251,12 +277,17 @@ class BudgetProcessor(Processor):
         committed = self._committed
         seen, expiry = committed.open_batch()
         read = native_read_spend if native_read_spend is not None and batch.codec.name == "native" else read_spend
-        out = read(batch.view.spans, batch.indices(), self._markers, READ_KEYS, now, trust.max_clock_skew,
+        spans = batch.view.spans
+        # On the lazy list the model calls alone are read, the finished workflows from columns.
+        lazy = type(spans) is not list
+        out = read(spans, self._calls(batch), self._markers, READ_KEYS, now, trust.max_clock_skew,
                    trust.cap_micro, seen, expiry, committed.maxsize, committed.make_room,
-                   bool(self.config.breaker.workflow_median_multiple))
+                   bool(self.config.breaker.workflow_median_multiple) and not lazy)
         if out is None:
             return False
         segments, releases, finished, duplicates, skewed = out
+        if lazy:
+            finished = self._finished(batch)
         if duplicates:
             self.metrics.duplicate_spans.inc(duplicates)
         if skewed:
