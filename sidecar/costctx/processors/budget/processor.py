@@ -34,20 +34,11 @@ from costctx.budget.store import KeyAdds, StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
-from costctx.pdata.codec.api import EMPTY, spans_having
+from costctx.pdata.codec.api import EMPTY, attr_values, bytes_column, spans_having
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
 from costctx.processors.budget.spend_read import READ_KEYS, native_read_spend, read_spend
-
-try:
-    from costctx.pdata.codec.api import attr_values, bytes_column
-except ImportError:  # the columns the lead adds; until then read from the views
-    def attr_values(spans, keys):  # type: ignore[misc]
-        return [tuple(map(span.attrs.get, keys)) for span in spans]
-
-    def bytes_column(spans, name):  # type: ignore[misc]
-        return [getattr(span, name) for span in spans]
 
 # What a model-call span's commit reads: the group's five envelope fields, then its amounts.
 _READ = ("workflow.id", "workflow.name", "owner.tenant", "owner.feature", "policy.id", "cost.usd",

@@ -19,17 +19,11 @@ import math
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_USD, HOP_DEPTH_KEY, MISSING_KEY, SCHEMA_KEY
-from costctx.pdata.codec.api import EMPTY, SpanEdits, edit_attrs, span_column
+from costctx.pdata.codec.api import EMPTY, SpanEdits, attr_values, edit_attrs, span_column
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.money import PICO_PER_USD
 from costctx.processors.envelope.config import EnvelopeConfig
 from costctx.processors.envelope.shapes import native_read_shapes, read_shapes, row_keys
-
-try:
-    from costctx.pdata.codec.api import attr_values
-except ImportError:  # the column the lead adds; until then read from the views
-    def attr_values(spans, keys):  # type: ignore[misc]
-        return [tuple(map(span.attrs.get, keys)) for span in spans]
 from costctx.survival.recorder import (
     CONFLICT,
     INHERITED,
