@@ -19,14 +19,17 @@ fn filled(value: Option<Bound<'_, PyAny>>) -> bool {
 
 /// See `costctx.processors.settle.reading.read_settle` (same arguments, same result).
 #[pyfunction]
+#[pyo3(signature = (spans, indices, workflow_key, tenant_key, cost_key, want_context, traces=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn read_settle<'py>(
     py: Python<'py>,
-    spans: &Bound<'py, PyList>,
+    spans: &Bound<'py, PyAny>,
     indices: &Bound<'py, PyAny>,
     workflow_key: &Bound<'py, PyString>,
     tenant_key: &Bound<'py, PyString>,
     cost_key: &Bound<'py, PyString>,
     want_context: bool,
+    traces: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
     let context = PyDict::new(py);
     let pending = PyList::empty(py);
@@ -36,11 +39,22 @@ pub fn read_settle<'py>(
     let mut last: Option<Bound<'py, PyAny>> = None;
     for index in indices.try_iter()? {
         let index = index?;
-        let span = spans.get_item(index.extract::<usize>()?)?;
-        let attrs = span.getattr(attrs_name)?.cast_into::<PyDict>()?;
-        if filled(attrs.get_item(workflow_key)?) && filled(attrs.get_item(tenant_key)?) {
+        let at = index.extract::<usize>()?;
+        let span = spans.get_item(at)?;
+        // A row (workflow, tenant, cost) with `traces`, else a view.
+        let (workflow, tenant, cost) = match traces {
+            Some(_) => (Some(span.get_item(0)?), Some(span.get_item(1)?), Some(span.get_item(2)?)),
+            None => {
+                let attrs = span.getattr(attrs_name)?.cast_into::<PyDict>()?;
+                (attrs.get_item(workflow_key)?, attrs.get_item(tenant_key)?, attrs.get_item(cost_key)?)
+            }
+        };
+        if filled(workflow) && filled(tenant) {
             if want_context {
-                let trace = span.getattr(trace_name)?;
+                let trace = match traces {
+                    Some(traces) => traces.get_item(at)?,
+                    None => span.getattr(trace_name)?,
+                };
                 if last.as_ref().is_some_and(|last| last.is(&trace)) {
                     continue;
                 }
@@ -49,7 +63,7 @@ pub fn read_settle<'py>(
                 }
                 last = Some(trace);
             }
-        } else if attrs.get_item(cost_key)?.is_some_and(|cost| !cost.is_none()) {
+        } else if cost.is_some_and(|cost| !cost.is_none()) {
             pending.append(index)?;
         }
     }

@@ -792,6 +792,94 @@ impl SpanList {
         Ok(out)
     }
 
+    /// `attr_values` for the spans at `indices` only, in their order (api.py `attr_values_at`):
+    /// the rows of the few spans a processor looks at (model calls), no view made.
+    fn values_at<'py>(
+        &self,
+        py: Python<'py>,
+        indices: &Bound<'py, PyAny>,
+        keys: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut state = self.lock(py);
+        let len = state.made.len();
+        let wanted: Vec<Bound<'py, PyString>> = keys
+            .iter()
+            .map(|k| k.cast_into::<PyString>().map_err(PyErr::from))
+            .collect::<PyResult<_>>()?;
+        let wanted_bytes: Vec<Vec<u8>> = wanted
+            .iter()
+            .map(|k| k.to_str().map(|t| t.as_bytes().to_vec()))
+            .collect::<PyResult<_>>()?;
+        let none = py.None().into_bound(py);
+        let out = PyList::empty(py);
+        let State {
+            segments,
+            made,
+            pending,
+            strings,
+        } = &mut *state;
+        // Per segment met: key id -> its place in `keys`.
+        let mut places: HashMap<usize, Vec<Option<usize>>, FxBuild> = HashMap::default();
+        let mut values: Vec<Option<Bound<'py, PyAny>>> = Vec::with_capacity(wanted.len());
+        for index in indices.try_iter()? {
+            let i = self.index(index?.extract::<isize>()?, len)?;
+            if let Some(view) = &made[i] {
+                let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
+                let attrs = attrs.cast::<PyDict>()?;
+                let mut row = Vec::with_capacity(wanted.len());
+                for key in &wanted {
+                    row.push(attrs.get_item(key)?.unwrap_or_else(|| none.clone()));
+                }
+                out.append(PyTuple::new(py, row)?)?;
+                continue;
+            }
+            let s = segments.partition_point(|seg| seg.first <= i) - 1;
+            let segment = &segments[s];
+            let layout = segment.layout.bind(py).get();
+            let place = places.entry(s).or_insert_with(|| {
+                layout
+                    .prepared
+                    .bytes
+                    .iter()
+                    .map(|b| wanted_bytes.iter().position(|w| w == b))
+                    .collect()
+            });
+            let rec = &layout.scan.spans[i - segment.first];
+            let mut maker = Maker {
+                py,
+                classes: &self.classes,
+                raw: layout.raw.bind(py).as_bytes(),
+                strings,
+            };
+            if let Some(ops) = pending.get(&i) {
+                // Renames may move any key onto a wanted one: the whole scanned dict, edited.
+                let dict = PyDict::new(py);
+                for (id, value) in &rec.attrs {
+                    dict.set_item(layout.prepared.keys[*id as usize].bind(py), maker.value(value)?)?;
+                }
+                for op in ops {
+                    op.apply(py, &dict)?;
+                }
+                let mut row = Vec::with_capacity(wanted.len());
+                for key in &wanted {
+                    row.push(dict.get_item(key)?.unwrap_or_else(|| none.clone()));
+                }
+                out.append(PyTuple::new(py, row)?)?;
+                continue;
+            }
+            values.clear();
+            values.resize(wanted.len(), None);
+            for (id, value) in &rec.attrs {
+                if let Some(Some(at)) = place.get(*id as usize) {
+                    values[*at] = Some(maker.value(value)?); // a repeated key: the last stands
+                }
+            }
+            let row = values.drain(..).map(|v| v.unwrap_or_else(|| none.clone()));
+            out.append(PyTuple::new(py, row)?)?;
+        }
+        Ok(out)
+    }
+
     /// Every span's view (made now where not yet) as a plain list, in order.
     fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         self.all(py)

@@ -1,5 +1,6 @@
-"""spans_having: the native lazy list answers from the records (edit_attrs' pending changes
-applied, made views read as they are now) exactly as the views would, making no view."""
+"""spans_having and attr_values_at: the native lazy list answers from the records (edit_attrs'
+pending changes applied, made views read as they are now) exactly as the views would, making
+no view."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from costctx.pdata.codec.api import edit_attrs, spans_having
+from costctx.pdata.codec.api import attr_values_at, edit_attrs, spans_having
 from costctx.pdata.codec.native import AVAILABLE
 from tests.pdata.codec.test_codec_native import bench_requests, keys_of, requests_st
 
@@ -44,6 +45,9 @@ def check(raw: bytes, watched: frozenset[str], rng: random.Random) -> None:
         order = list(range(len(views)))
         rng.shuffle(order)
         assert spans_having(lazy, order, wanted) == spans_having(views, order, wanted)
+        some = order[: len(order) // 2]
+        asked = (*sorted(wanted), "not.watched")
+        assert attr_values_at(lazy, some, asked) == attr_values_at(views, some, asked)
     assert lazy.made_count() == made  # answered without making a view
     assert lazy == views  # and the views made afterwards agree
 

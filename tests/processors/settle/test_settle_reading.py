@@ -10,11 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from costctx.attribution.pending import PendingSpan
 from costctx.envelope.keys import COST_USD
 from costctx.pdata.attributes import set_any_value
+from costctx.pdata.codec.api import attr_values_at, bytes_column, edit_attrs
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.settle import processor as settle_processor
-from costctx.processors.settle.processor import TENANT, WORKFLOW
+from costctx.processors.settle.processor import _ROW, TENANT, WORKFLOW
 from costctx.processors.settle.reading import native_read_settle, read_settle
 from tests.support.codecs import available_codecs
 from tests.support.processors import standalone_processor
@@ -62,7 +64,54 @@ def test_native_read_settle_is_the_python_one(specs, removed, want_context):
     removed = {i for i in removed if i < len(specs)}
     for _, batch in views(raw, removed):
         args = (batch.view.spans, batch.indices(), WORKFLOW, TENANT, COST_USD, want_context)
-        assert native_read_settle(*args) == read_settle(*args)
+        want = read_settle(*args)
+        assert native_read_settle(*args) == want
+        # Rows (workflow, tenant, cost) by index and the trace id column, as the processor reads
+        # the lazy list: the same answer.
+        spans = batch.view.spans
+        rows = dict(zip(batch.indices(), attr_values_at(spans, batch.indices(), _ROW), strict=True))
+        traces = bytes_column(spans, "trace_id")
+        row_args = (rows, batch.indices(), WORKFLOW, TENANT, COST_USD, want_context, traces)
+        assert read_settle(*row_args) == want
+        assert native_read_settle(*row_args) == want
+
+
+@pytest.mark.skipif(not NATIVE, reason="costctx_native not built")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(SPAN, max_size=10), st.lists(st.integers(0, 9), max_size=4), st.integers(0, 3))
+def test_the_processor_on_the_lazy_list_settles_as_on_views(specs, edited, pending_before):
+    """A columnar settle (the lazy list, earlier edits through edit_attrs on spans not made and
+    on views made) remembers and settles what it does on a list of views."""
+    raw = build(specs)
+    edited = [i for i in edited if i < len(specs)]
+    outcomes = []
+    for lazy in (True, False):
+        settle = standalone_processor("settle")
+        for n in range(pending_before):  # something pending: the traces' context is read
+            settle.ledger.add(_pending(settle, bytes([n + 1]) * 16))
+        batch = ViewBatch(NATIVE[0], raw, settle.watched_keys())
+        batch.lazy_spans = True
+        spans = batch.view.spans
+        for n, index in enumerate(edited):
+            if n % 2:
+                spans[index].attrs[TENANT] = "t"  # a view made and edited
+            else:
+                edit_attrs(spans, [index], [], [], [(WORKFLOW, "w"), (COST_USD, 0.5)])
+        batch.lazy_spans = lazy
+        settle.process_view(batch)
+        if lazy:  # views made: at most the edited ones and those of spans with a cost
+            costed = sum(COST_USD in s["attrs"] or s["blank"] == COST_USD for s in specs)
+            assert batch.view.spans.made_count() <= len(set(edited)) + costed
+        outcomes.append((sorted(settle.ledger._entries), settle.ledger.traces(),
+                         settle.metrics.settled.labels("ancestor")._value.get()))
+    assert outcomes[0] == outcomes[1]
+
+
+def _pending(settle, trace_id: bytes) -> PendingSpan:
+    dims = tuple("" for _ in settle.host.survival.spend_dimensions)
+    return PendingSpan(trace_id=trace_id, span_id=b"\x09" * 8, parent_id=b"", hop="h", resource=b"", cost_pico=1,
+                       input_tokens=0, output_tokens=0, price_source="", spend_key=(None, dims), fields={},
+                       missing=(WORKFLOW, TENANT), start_ns=0, end_ns=0, added_at=settle.ledger.timer())
 
 
 def test_the_first_span_with_both_fields_stands_for_its_trace_and_the_rest_with_a_cost_are_pending():

@@ -28,7 +28,7 @@ from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_SOURCE, COST_USD
-from costctx.pdata.codec.api import SpanView
+from costctx.pdata.codec.api import SpanView, attr_values_at, bytes_column, spans_having
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.envelope.processor import _cost_pico_value
 from costctx.processors.settle.config import SettleConfig
@@ -39,6 +39,8 @@ WORKFLOW, TENANT, FEATURE, NAME = "workflow.id", "owner.tenant", "owner.feature"
 # A span is settled when it lacked one of these; a span of the trace carrying both settles it.
 SETTLE_FIELDS = (WORKFLOW, TENANT)
 INPUT_TOKENS, OUTPUT_TOKENS = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
+# What read_settle reads from a row (the lazy list's columns), in its order.
+_ROW = (WORKFLOW, TENANT, COST_USD)
 
 
 class SettleMetrics:
@@ -72,6 +74,9 @@ class SettleProcessor(Processor):
     config_model = SettleConfig
     config: SettleConfig
     on_view = True
+    # On the lazy list: the spans with a cost found by spans_having, the traces pending by the
+    # trace id column, and only those spans' values read (attr_values_at): no view made.
+    columnar = True
 
     def __init__(self, name: str, config: SettleConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -100,7 +105,13 @@ class SettleProcessor(Processor):
         # Traces carrying context matter only when something is pending (rare): read again if
         # this batch's own spans made something pending.
         want_context = bool(len(ledger))
-        with_context, pending = read(spans, indices, WORKFLOW, TENANT, COST_USD, want_context)
+        lazy = type(spans) is not list
+        if lazy:  # only spans with a cost can be pending: their rows alone
+            costed = spans_having(spans, indices, (COST_USD,))
+            rows = dict(zip(costed, attr_values_at(spans, costed, _ROW), strict=True))
+            _, pending = read(rows, costed, WORKFLOW, TENANT, COST_USD, False, ())
+        else:
+            with_context, pending = read(spans, indices, WORKFLOW, TENANT, COST_USD, want_context)
         resources: dict[int, bytes] = {}  # serialized once per resource of the batch
         for index in pending:
             span = spans[index]
@@ -108,7 +119,13 @@ class SettleProcessor(Processor):
             if pico is not None:
                 self._remember(batch, index, span, pico, resources)
         if len(ledger):
-            if not want_context:
+            if lazy:  # the spans of pending traces alone (few): their rows, with the trace ids
+                traces = bytes_column(spans, "trace_id")
+                has = ledger.has_trace
+                candidates = [i for i in indices if has(traces[i])]
+                rows = dict(zip(candidates, attr_values_at(spans, candidates, _ROW), strict=True))
+                with_context, _ = read(rows, candidates, WORKFLOW, TENANT, COST_USD, True, traces)
+            elif not want_context:
                 with_context, _ = read(spans, indices, WORKFLOW, TENANT, COST_USD, True)
             for trace_id, index in with_context.items():
                 if ledger.has_trace(trace_id):

@@ -3,8 +3,10 @@ trace's context and which may need remembering. In Python here (the fallback and
 and in Rust (`costctx_native._core.read_settle`, native/src/settle.rs) with the same result;
 what a span's cost is and whether it is remembered stay in the processor.
 
-`read_settle(spans, indices, workflow_key, tenant_key, cost_key, want_context)` gives, over
-the spans of `indices` in order:
+`read_settle(spans, indices, workflow_key, tenant_key, cost_key, want_context, traces=None)`
+gives, over the spans of `indices` in order (`spans`: views; or, with `traces` a trace id
+per span index, rows (workflow, tenant, cost) of each span's values by index, None where
+absent: the native codec's columns, no view made):
 - context: {trace id: index of the trace's first span whose `workflow_key` and `tenant_key`
   are both non-empty strings} when `want_context`, else {};
 - pending: indices of the other spans whose `cost_key` is there and not None, in order.
@@ -19,9 +21,18 @@ except ImportError:  # built without the extension (or an older build): the Pyth
 
 
 def read_settle(spans: list, indices, workflow_key: str, tenant_key: str, cost_key: str,
-                want_context: bool) -> tuple[dict[bytes, int], list[int]]:
+                want_context: bool, traces: list[bytes] | None = None) -> tuple[dict[bytes, int], list[int]]:
     context: dict[bytes, int] = {}
     pending: list[int] = []
+    if traces is not None:  # rows (workflow, tenant, cost) and the trace id column
+        for index in indices:
+            workflow, tenant, cost = spans[index]
+            if type(workflow) is str and workflow and type(tenant) is str and tenant:
+                if want_context:
+                    context.setdefault(traces[index], index)
+            elif cost is not None:
+                pending.append(index)
+        return context, pending
     for index in indices:
         span = spans[index]
         get = span.attrs.get
