@@ -71,6 +71,10 @@ class PendingLedger:
     def traces(self) -> list[bytes]:
         return list(self._by_trace)
 
+    def pending_traces(self):
+        """The traces with spans pending, as a set-like view (no copy)."""
+        return self._by_trace.keys()
+
     def has_trace(self, trace_id: bytes) -> bool:
         return trace_id in self._by_trace
 

@@ -115,6 +115,17 @@ class ViewBatch:
                 view.spans = to_list()
         self._lazy = False
 
+    def spans_as_read(self) -> Any:
+        """`view.spans` for a columnar reader: the lazy list, unless every view in it is made
+        already (a reader before was not columnar): then a plain list, which readers index
+        faster than they read columns."""
+        spans = self.view.spans
+        made = getattr(spans, "made_count", None)
+        if made is not None and made() == len(spans):
+            self.make_spans()
+            spans = self.view.spans
+        return spans
+
     def indices(self) -> list[int] | range:
         """Span indices in visiting order, removed spans left out. A slow-path processor may
         have ordered its records differently from the request (inherit appends released

@@ -34,7 +34,7 @@ from costctx.budget.store import KeyAdds, StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
-from costctx.pdata.codec.api import EMPTY, attr_values, bytes_column, spans_having
+from costctx.pdata.codec.api import EMPTY, attr_values_at, bytes_column, spans_having
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
@@ -126,14 +126,13 @@ class BudgetProcessor(Processor):
         """Workflows whose root span (no parent) is in this batch: finished, for the breaker's median."""
         if not self.config.breaker.workflow_median_multiple:
             return []
-        spans = batch.view.spans
+        spans = batch.spans_as_read()
         if type(spans) is not list:  # the lazy list: its columns, no view made
             parents = bytes_column(spans, "parent_span_id")
             roots = [i for i in batch.indices() if not parents[i]]
             if not roots:
                 return []
-            workflow_ids = attr_values(spans, ("workflow.id",))
-            return [wf for i in roots if (wf := _string(workflow_ids[i][0]))]
+            return [wf for (wf,) in attr_values_at(spans, roots, ("workflow.id",)) if type(wf) is str and wf]
         return [wf for i in batch.indices() if not spans[i].parent_span_id
                 and (wf := _string(spans[i].attrs.get("workflow.id")))]
 
@@ -268,7 +267,7 @@ class BudgetProcessor(Processor):
         committed = self._committed
         seen, expiry = committed.open_batch()
         read = native_read_spend if native_read_spend is not None and batch.codec.name == "native" else read_spend
-        spans = batch.view.spans
+        spans = batch.spans_as_read()
         # On the lazy list the model calls alone are read, the finished workflows from columns.
         lazy = type(spans) is not list
         out = read(spans, self._calls(batch), self._markers, READ_KEYS, now, trust.max_clock_skew,

@@ -111,7 +111,6 @@ class EnvelopeProcessor(Processor):
         return sig, missing or None, is_llm, usage, ((*usage, False), (*usage, True))
 
     def process_view(self, batch: ViewBatch) -> ViewBatch:
-        view = batch.view
         schema = self._schema
         stamp = (SCHEMA_KEY, schema)
         edits = batch.edits
@@ -119,7 +118,7 @@ class EnvelopeProcessor(Processor):
         # the native codec): decisions below are per shape, per count key or per visited span.
         read = native_read_shapes if native_read_shapes is not None and batch.codec.name == "native" else read_shapes
         indices = batch.indices()
-        spans = view.spans
+        spans = batch.spans_as_read()
         rows: list
         if type(spans) is list:  # views made already (a reader before was not columnar): read as they are
             rows, columns = spans, None

@@ -180,7 +180,7 @@ class PriceProcessor(Processor):
         # Counted per batch, not per span: a labelled counter increment costs ~3 us.
         tally = {COMPUTED: 0, REPORTED: 0, UPSTREAM: 0, UNTRACKED: 0, None: 0}
         price_span = self._price_span
-        spans = batch.view.spans
+        spans = batch.spans_as_read()
         edited = batch.edits.spans
         # One clock reading per batch: a span's start within the tolerance of it is its price time.
         now = self._now_ns = time.time_ns()

@@ -97,7 +97,7 @@ class SettleProcessor(Processor):
 
     def process_view(self, batch: ViewBatch) -> ViewBatch:
         ledger = self.ledger
-        spans = batch.view.spans
+        spans = batch.spans_as_read()
         # The per-span reading in one call (reading.py; in Rust with the native codec): each
         # trace's first span carrying its context, and the spans without it that carry a cost.
         read = native_read_settle if native_read_settle is not None and batch.codec.name == "native" else read_settle
@@ -121,10 +121,12 @@ class SettleProcessor(Processor):
         if len(ledger):
             if lazy:  # the spans of pending traces alone (few): their rows, with the trace ids
                 traces = bytes_column(spans, "trace_id")
-                has = ledger.has_trace
-                candidates = [i for i in indices if has(traces[i])]
-                rows = dict(zip(candidates, attr_values_at(spans, candidates, _ROW), strict=True))
-                with_context, _ = read(rows, candidates, WORKFLOW, TENANT, COST_USD, True, traces)
+                with_context = {}
+                if not ledger.pending_traces().isdisjoint(traces):  # most batches: none pending
+                    has = ledger.has_trace
+                    candidates = [i for i in indices if has(traces[i])]
+                    rows = dict(zip(candidates, attr_values_at(spans, candidates, _ROW), strict=True))
+                    with_context, _ = read(rows, candidates, WORKFLOW, TENANT, COST_USD, True, traces)
             elif not want_context:
                 with_context, _ = read(spans, indices, WORKFLOW, TENANT, COST_USD, True)
             for trace_id, index in with_context.items():
