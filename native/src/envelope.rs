@@ -68,6 +68,15 @@ fn cost_pico<'py>(value: &Bound<'py, PyAny>, pico: &Bound<'py, PyAny>) -> PyResu
     pico.call1((value,))
 }
 
+/// `_present` of a scanned value: not EMPTY and not "" (any other value is present).
+fn value_present(value: &crate::scan::Value) -> bool {
+    match value {
+        crate::scan::Value::Empty => false,
+        crate::scan::Value::Str(range) => range.len > 0,
+        _ => true,
+    }
+}
+
 /// `v if type(v) is str and v else None`.
 fn text_or_none<'py>(value: Option<Bound<'py, PyAny>>, none: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     match value {
@@ -219,11 +228,17 @@ pub fn read_shapes<'py>(
     let mut slots: Vec<Option<Bound<'py, PyAny>>> = vec![None; workflow_at + 1];
     let none = py.None().into_bound(py);
     let check_notes = !notes.is_empty();
+    // The native codec's lazy list itself: records read where no view is made, a value made
+    // into an object only where one is read (a field's or extra's presence needs none).
+    let list = rows.cast::<crate::view::SpanList>().ok();
+    let mut reading = list.as_ref().map(|list| crate::view::Reading::new(py, list.get()));
+    let present_mark = pyo3::types::PyBool::new(py, true).to_owned().into_any();
 
     for index in indices.try_iter()? {
         let index = index?;
         let at_index = index.extract::<usize>()?;
-        let item = rows.get_item(at_index)?;
+        let mut item: Option<Bound<'py, PyAny>> = None;
+        let mut read_fields: Option<(Bound<'py, PyAny>, i128, i128)> = None;
         let (mut renamed, mut repaired, mut conflict) = (None, None, None);
         if check_notes {
             if let Some(found) = notes.get_item(&index)? {
@@ -240,10 +255,66 @@ pub fn read_shapes<'py>(
         // every role its key has.
         slots.iter_mut().for_each(|slot| *slot = None);
         let mut is_llm = false;
-        if columns.is_some() {
-            let row = item.cast::<PyTuple>()?;
+        if let Some(reading) = reading.as_mut() {
+            let source = reading.span(at_index)?;
+            read_fields = Some(source.fields(py)?);
+            match source {
+                crate::view::Source::Dict { attrs, .. } => {
+                    crate::budget::dict_items(&attrs, |name, value| {
+                        let role = match seen.get(&(name as usize)) {
+                            Some(role) => *role,
+                            // SAFETY: a live key of `attrs` (borrowed), the GIL held.
+                            None => role_of(&mut seen, &roles, unsafe { &Bound::from_borrowed_ptr(py, name) }),
+                        };
+                        if let Some(role) = role {
+                            is_llm |= role.marker;
+                            for at in &role.slots {
+                                // SAFETY: a live value of `attrs` (borrowed): a new reference to it.
+                                slots[*at] = Some(unsafe { Bound::from_borrowed_ptr(py, value) });
+                            }
+                        }
+                    });
+                }
+                crate::view::Source::Record {
+                    rec, keys, mut maker, ..
+                } => {
+                    for (id, value) in &rec.attrs {
+                        let key = keys[*id as usize].bind(py).as_any();
+                        let role = match seen.get(&(key.as_ptr() as usize)) {
+                            Some(role) => *role,
+                            None => role_of(&mut seen, &roles, key),
+                        };
+                        let Some(role) = role else { continue };
+                        is_llm |= role.marker;
+                        let mut made: Option<Bound<'py, PyAny>> = None;
+                        for at in &role.slots {
+                            slots[*at] = Some(if *at < dim_at {
+                                // a field or extra: only whether its value is present is read
+                                match value_present(value) {
+                                    true => present_mark.clone(),
+                                    false => empty.clone(),
+                                }
+                            } else {
+                                match &made {
+                                    Some(object) => object.clone(),
+                                    None => {
+                                        let object = maker.value(value)?;
+                                        made = Some(object.clone());
+                                        object
+                                    }
+                                }
+                            });
+                        }
+                    }
+                }
+            }
+        } else if columns.is_some() {
+            let found = rows.get_item(at_index)?;
+            let row = found.cast::<PyTuple>()?;
             if row.len() != row_roles.len() {
-                return Err(pyo3::exceptions::PyValueError::new_err("a row's length is not row_keys'"));
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "a row's length is not row_keys'",
+                ));
             }
             for (value, role) in row.iter().zip(&row_roles) {
                 if value.is_none() {
@@ -258,7 +329,9 @@ pub fn read_shapes<'py>(
             }
         } else {
             // A view: one walk over its watched attrs (not a lookup per key read).
-            let attrs = item.getattr(attrs_name)?.cast_into::<PyDict>()?;
+            let found = rows.get_item(at_index)?;
+            let attrs = found.getattr(attrs_name)?.cast_into::<PyDict>()?;
+            item = Some(found);
             crate::budget::dict_items(&attrs, |name, value| {
                 let role = match seen.get(&(name as usize)) {
                     Some(role) => *role,
@@ -314,7 +387,10 @@ pub fn read_shapes<'py>(
         };
         ids.append(id)?;
 
-        let resource = field(&item, at_index, 0, resource_name)?;
+        let resource = match &read_fields {
+            Some((resource, _, _)) => resource.clone(),
+            None => field(item.as_ref().unwrap_or(&none), at_index, 0, resource_name)?,
+        };
         let depth_value = slots[depth_at].clone();
         let (depth, depth_object) = match depth_value {
             Some(value) if value.is_exact_instance_of::<PyInt>() => match value.extract::<i64>() {
@@ -335,8 +411,13 @@ pub fn read_shapes<'py>(
         if is_llm || cost.is_some() {
             let workflow = text_or_none(slots[workflow_at].clone(), &none)?;
             if is_llm {
-                let start: i128 = field(&item, at_index, 1, start_name)?.extract()?;
-                let end: i128 = field(&item, at_index, 2, end_name)?.extract()?;
+                let (start, end): (i128, i128) = match &read_fields {
+                    Some((_, start, end)) => (*start, *end),
+                    None => (
+                        field(item.as_ref().unwrap_or(&none), at_index, 1, start_name)?.extract()?,
+                        field(item.as_ref().unwrap_or(&none), at_index, 2, end_name)?.extract()?,
+                    ),
+                };
                 let tally = (&workflow, id, 0 < start && start <= end).into_pyobject(py)?;
                 let n = match llm.get_item(&tally)? {
                     Some(n) => n.extract::<usize>()? + 1,

@@ -43,10 +43,18 @@ pub fn read_settle<'py>(
         let span = spans.get_item(at)?;
         // A row (workflow, tenant, cost) with `traces`, else a view.
         let (workflow, tenant, cost) = match traces {
-            Some(_) => (Some(span.get_item(0)?), Some(span.get_item(1)?), Some(span.get_item(2)?)),
+            Some(_) => (
+                Some(span.get_item(0)?),
+                Some(span.get_item(1)?),
+                Some(span.get_item(2)?),
+            ),
             None => {
                 let attrs = span.getattr(attrs_name)?.cast_into::<PyDict>()?;
-                (attrs.get_item(workflow_key)?, attrs.get_item(tenant_key)?, attrs.get_item(cost_key)?)
+                (
+                    attrs.get_item(workflow_key)?,
+                    attrs.get_item(tenant_key)?,
+                    attrs.get_item(cost_key)?,
+                )
             }
         };
         if filled(workflow) && filled(tenant) {

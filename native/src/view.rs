@@ -355,7 +355,7 @@ pub(crate) fn kinds_of<'py>(
 }
 
 /// Python objects of one segment's values (strings interned across the list).
-struct Maker<'a, 'py> {
+pub(crate) struct Maker<'a, 'py> {
     py: Python<'py>,
     classes: &'a Classes,
     raw: &'a [u8],
@@ -377,7 +377,7 @@ impl<'py> Maker<'_, 'py> {
         PyBytes::new(self.py, range.get(self.raw))
     }
 
-    fn value(&mut self, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn value(&mut self, value: &Value) -> PyResult<Bound<'py, PyAny>> {
         let py = self.py;
         Ok(match value {
             Value::Empty => self.classes.empty.bind(py).clone(),
@@ -431,6 +431,118 @@ fn record_id(rec: &SpanRec, name: &str) -> Option<Span32> {
         "parent_span_id" => rec.parent_span_id,
         _ => return None,
     })
+}
+
+/// What a native reader reads of one span, no view made: the attrs of its view (made) or a
+/// scratch dict (pending `edit_attrs` changes applied, as the view would have them), else
+/// its scanned record, whose values the reader converts only where it needs objects.
+pub(crate) enum Source<'a, 'py> {
+    Dict {
+        attrs: Bound<'py, PyDict>,
+        view: Option<Bound<'py, PyAny>>,
+        rec: &'a SpanRec,
+        resource: usize,
+    },
+    Record {
+        rec: &'a SpanRec,
+        keys: &'a [Py<PyString>],
+        maker: Maker<'a, 'py>,
+        resource: usize,
+    },
+}
+
+impl<'py> Source<'_, 'py> {
+    /// The span's resource index, start and end (a made view's own values).
+    pub(crate) fn fields(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, i128, i128)> {
+        let (rec, resource) = match self {
+            Source::Dict { view: Some(view), .. } => {
+                return Ok((
+                    view.getattr(pyo3::intern!(py, "resource"))?,
+                    view.getattr(pyo3::intern!(py, "start"))?.extract()?,
+                    view.getattr(pyo3::intern!(py, "end"))?.extract()?,
+                ))
+            }
+            Source::Dict { rec, resource, .. } | Source::Record { rec, resource, .. } => (rec, resource),
+        };
+        Ok((
+            resource.into_pyobject(py)?.into_any(),
+            rec.start as i128,
+            rec.end as i128,
+        ))
+    }
+}
+
+/// A native reader's hold on the list for one call: spans read one by one, no view made.
+pub(crate) struct Reading<'a, 'py> {
+    py: Python<'py>,
+    list: &'a SpanList,
+    state: std::sync::MutexGuard<'a, State>,
+}
+
+impl<'a, 'py> Reading<'a, 'py> {
+    pub(crate) fn new(py: Python<'py>, list: &'a SpanList) -> Self {
+        Reading {
+            py,
+            list,
+            state: list.lock(py),
+        }
+    }
+
+    /// Span `i` to read (see Source).
+    pub(crate) fn span(&mut self, i: usize) -> PyResult<Source<'_, 'py>> {
+        let py = self.py;
+        if i >= self.state.made.len() {
+            return Err(PyIndexError::new_err("span index out of range"));
+        }
+        let State {
+            segments,
+            made,
+            pending,
+            strings,
+        } = &mut *self.state;
+        let s = segments.partition_point(|seg| seg.first <= i) - 1;
+        let segment = &segments[s];
+        let layout: &Layout = segment.layout.get();
+        let rec = &layout.scan.spans[i - segment.first];
+        let resource = rec.resource as usize + segment.resource_shift;
+        if let Some(view) = &made[i] {
+            let view = view.bind(py).clone();
+            let attrs = view.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
+            return Ok(Source::Dict {
+                attrs,
+                view: Some(view),
+                rec,
+                resource,
+            });
+        }
+        let mut maker = Maker {
+            py,
+            classes: &self.list.classes,
+            raw: layout.raw.bind(py).as_bytes(),
+            strings,
+        };
+        if let Some(ops) = pending.get(&i) {
+            let attrs = PyDict::new(py);
+            for (id, value) in &rec.attrs {
+                attrs.set_item(layout.prepared.keys[*id as usize].bind(py), maker.value(value)?)?;
+            }
+            for op in ops {
+                op.apply(py, &attrs)?;
+            }
+            return Ok(Source::Dict {
+                attrs,
+                view: None,
+                rec,
+                resource,
+            });
+        }
+        Ok(Source::Record {
+            rec,
+            keys: &layout.prepared.keys,
+            maker,
+            resource,
+        })
+    }
 }
 
 #[pymethods]

@@ -2,10 +2,11 @@
 what the Python one (the oracle) gives: shape ids and shapes, counts per (resource, depth,
 shape), spans to visit, and the schema stamp written alike (a span's own edit sets, the
 group, appended and replace lists), over notes, "" and EMPTY values, odd depths, replaced and
-removed spans, spans already stamped. The Rust one reads rows from the lazy span list
-(attr_values: views made and edited by an earlier processor, or not made and edited through
-edit_attrs), the Python one rows from the views made afterwards: the same. The processor on
-the bench workload gives the same output with either reading."""
+removed spans, spans already stamped. The Rust one reads the lazy span list's records, or rows
+from it (attr_values), or its views: views made and edited by an earlier processor, or not
+made and edited through edit_attrs; the Python one rows from the views made afterwards: the
+same, and no view made by the reading. The processor on the bench workload gives the same
+output with either reading."""
 
 from __future__ import annotations
 
@@ -120,6 +121,14 @@ def test_native_read_shapes_is_the_python_one(specs):
                        EMPTY, STAMP, _cost_pico_value)
     assert got == want
     assert state(got_edits) == state(want_edits)
+    # The lazy list itself: the native reading reads its records (views made, or pending
+    # edit_attrs changes, read as a view has them), making no view.
+    list_spans, _, _, list_edits = prepared(NATIVE[0], raw, specs)
+    made = list_spans.made_count()
+    assert native_read_shapes(list_spans, ROW_KEYS, None, indices, notes, list_edits, KEYS, EMPTY, STAMP,
+                              _cost_pico_value) == want
+    assert list_spans.made_count() == made
+    assert state(list_edits) == state(want_edits)
     # A list of views made already (a reader before was not columnar): read as they are.
     views_spans, _, _, views_edits = prepared(NATIVE[0], raw, specs)
     views = list(views_spans)

@@ -19,7 +19,7 @@ import math
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_USD, HOP_DEPTH_KEY, MISSING_KEY, SCHEMA_KEY
-from costctx.pdata.codec.api import EMPTY, SpanEdits, attr_values, edit_attrs, span_column
+from costctx.pdata.codec.api import EMPTY, SpanEdits, attr_values, attr_values_at, edit_attrs, span_column
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.money import PICO_PER_USD
 from costctx.processors.envelope.config import EnvelopeConfig
@@ -86,8 +86,8 @@ class EnvelopeProcessor(Processor):
         self._shapes: dict[bytes, tuple] = {}
         self._read = (self._fields, tuple(self._extra_keys), tuple(self._markers), HOP_DEPTH_KEY, COST_USD,
                       self._dimensions, WORKFLOW_NAME_KEY, TENANT_KEY)
-        # What a span's row holds: what read_shapes reads, then costctx.missing (appended to).
-        self._row_keys = (*row_keys(self._read, (SCHEMA_KEY, self._schema)), MISSING_KEY)
+        # What a span's row holds (the Python reading of a lazy list): what read_shapes reads.
+        self._row_keys = row_keys(self._read, (SCHEMA_KEY, self._schema))
 
     def watched_keys(self) -> frozenset[str]:
         return frozenset((*self._fields, *self._markers, *self._extra_keys, SCHEMA_KEY, MISSING_KEY,
@@ -120,9 +120,11 @@ class EnvelopeProcessor(Processor):
         indices = batch.indices()
         spans = batch.spans_as_read()
         rows: list
-        if type(spans) is list:  # views made already (a reader before was not columnar): read as they are
+        if type(spans) is list or read is native_read_shapes:
+            # Views made already (a reader before was not columnar), read as they are; or the
+            # native codec's lazy list, whose records the native reading reads (no view made).
             rows, columns = spans, None
-        else:  # the lazy list: rows and columns read from the records, no view made
+        else:  # a lazy list and the Python reading: rows and columns (attr_values, span_column)
             rows = attr_values(spans, self._row_keys)
             columns = (span_column(spans, "resource"), span_column(spans, "start"), span_column(spans, "end"))
         ids, shape_keys, counts, llm, spend, to_stamp, appended, slow = read(
@@ -148,25 +150,22 @@ class EnvelopeProcessor(Processor):
             edit_attrs(spans, appended, (), (), (stamp,))
         lacking = {id_ for id_, shape in enumerate(shapes) if shape[1]}
         if lacking:  # the spans of shapes missing a required field, found in one C-speed pass
-            self._append_missing(batch, rows, [pair for pair in zip(indices, ids, strict=True) if pair[1] in lacking],
+            self._append_missing(batch, spans, [pair for pair in zip(indices, ids, strict=True) if pair[1] in lacking],
                                  shapes)
         if not self.config.record_outcomes or not counts:
             return batch
         self._record(batch, shapes, counts, llm, spend)
         return batch
 
-    def _append_missing(self, batch: ViewBatch, rows: list, lacking: list[tuple[int, int]],
-                        shapes: list[tuple]) -> None:
+    def _append_missing(self, batch: ViewBatch, spans, lacking: list[tuple[int, int]], shapes: list[tuple]) -> None:
         """costctx.missing gains each span's missing required fields (ViewBatch.append_strings
-        for every span, from the value its row read): spans whose new value is the same (most:
-        none before) take it as one group edit and one edit_attrs call."""
-        at = len(self._row_keys) - 1  # MISSING_KEY's place in a row
+        for every span, from its current value, read as a column): spans whose new value is the
+        same (most: none before) take it as one group edit and one edit_attrs call."""
         own = batch.edits.spans
         by_value: dict[tuple, list[int]] = {}
-        views = bool(rows) and type(rows[0]) is not tuple
-        for index, id_ in lacking:
+        currents = attr_values_at(spans, [index for index, _ in lacking], (MISSING_KEY,))
+        for (index, id_), (current,) in zip(lacking, currents, strict=True):
             values = shapes[id_][1]
-            current = rows[index].attrs.get(MISSING_KEY) if views else rows[index][at]
             if current is None:
                 value = tuple(values)
             else:

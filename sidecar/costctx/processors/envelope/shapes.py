@@ -14,7 +14,8 @@ absent) in the order of `row_keys` (api.py `attr_values`: read from the records 
 native codec, no span view made); its resource, start and end from `columns` (three lists by
 span index, api.py `span_column`). `row_keys(keys)` gives the keys a row must hold. With
 `columns` None, `rows` is a list of views already made (a reader before was not columnar),
-read as they are.
+read as they are, or the native codec's lazy span list, whose records the Rust reading reads
+without making views (this one reads its views).
 
 `read_shapes` returns, for the spans of `indices` in order:
 - ids: the shape id of each span;
