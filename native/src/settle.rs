@@ -33,6 +33,20 @@ pub fn read_settle<'py>(
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
     let context = PyDict::new(py);
     let pending = PyList::empty(py);
+    if traces.is_none() {
+        if let Ok(list) = spans.cast::<crate::view::SpanList>() {
+            read_list(
+                py,
+                list.get(),
+                indices,
+                [workflow_key, tenant_key, cost_key],
+                want_context,
+                &context,
+                &pending,
+            )?;
+            return Ok((context, pending));
+        }
+    }
     let (attrs_name, trace_name) = (pyo3::intern!(py, "attrs"), pyo3::intern!(py, "trace_id"));
     // The last trace id object put in `context`: a trace's spans mostly come together, and one
     // object per trace (the codec interns a batch's ids) is then one address test, not a probe.
@@ -76,4 +90,61 @@ pub fn read_settle<'py>(
         }
     }
     Ok((context, pending))
+}
+
+/// read_settle over the native codec's lazy list: the records read where no view is made
+/// (a made view's attrs, or pending edit_attrs changes applied, read as the view has them).
+fn read_list<'py>(
+    py: Python<'py>,
+    list: &crate::view::SpanList,
+    indices: &Bound<'py, PyAny>,
+    keys: [&Bound<'py, PyString>; 3],
+    want_context: bool,
+    context: &Bound<'py, PyDict>,
+    pending: &Bound<'py, PyList>,
+) -> PyResult<()> {
+    let texts: Vec<&str> = keys.iter().map(|k| k.to_str()).collect::<PyResult<_>>()?;
+    // Which of the three keys a key object is (by address: a layout's keys live for the call).
+    let mut which: std::collections::HashMap<usize, Option<usize>, crate::fxhash::FxBuild> = Default::default();
+    let mut reading = crate::view::Reading::new(py, list);
+    for index in indices.try_iter()? {
+        let index = index?;
+        let source = reading.span(index.extract::<usize>()?)?;
+        let (workflow, tenant, cost) = match &source {
+            crate::view::Source::Dict { attrs, .. } => (
+                filled(attrs.get_item(keys[0])?),
+                filled(attrs.get_item(keys[1])?),
+                attrs.get_item(keys[2])?.is_some_and(|cost| !cost.is_none()),
+            ),
+            crate::view::Source::Record { rec, keys: names, .. } => {
+                let (mut workflow, mut tenant, mut cost) = (false, false, false);
+                for (id, value) in &rec.attrs {
+                    let name = names[*id as usize].bind(py);
+                    let role = *which
+                        .entry(name.as_ptr() as usize)
+                        .or_insert_with(|| name.to_str().ok().and_then(|t| texts.iter().position(|k| *k == t)));
+                    // `type(v) is str and v`: a non-empty string (a repeated key: the last stands)
+                    let text = matches!(value, crate::scan::Value::Str(range) if range.len > 0);
+                    match role {
+                        Some(0) => workflow = text,
+                        Some(1) => tenant = text,
+                        Some(2) => cost = true,
+                        _ => {}
+                    }
+                }
+                (workflow, tenant, cost)
+            }
+        };
+        if workflow && tenant {
+            if want_context {
+                let trace = source.trace_id(py)?;
+                if !context.contains(&trace)? {
+                    context.set_item(&trace, &index)?;
+                }
+            }
+        } else if cost {
+            pending.append(&index)?;
+        }
+    }
+    Ok(())
 }

@@ -441,17 +441,29 @@ pub(crate) enum Source<'a, 'py> {
         attrs: Bound<'py, PyDict>,
         view: Option<Bound<'py, PyAny>>,
         rec: &'a SpanRec,
+        raw: &'a [u8],
         resource: usize,
     },
     Record {
         rec: &'a SpanRec,
         keys: &'a [Py<PyString>],
         maker: Maker<'a, 'py>,
+        raw: &'a [u8],
         resource: usize,
     },
 }
 
 impl<'py> Source<'_, 'py> {
+    /// The span's trace id (a made view's own value).
+    pub(crate) fn trace_id(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Source::Dict { view: Some(view), .. } => view.getattr(pyo3::intern!(py, "trace_id")),
+            Source::Dict { rec, raw, .. } | Source::Record { rec, raw, .. } => {
+                Ok(PyBytes::new(py, rec.trace_id.get(raw)).into_any())
+            }
+        }
+    }
+
     /// The span's resource index, start and end (a made view's own values).
     pub(crate) fn fields(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, i128, i128)> {
         let (rec, resource) = match self {
@@ -505,6 +517,7 @@ impl<'a, 'py> Reading<'a, 'py> {
         let layout: &Layout = segment.layout.get();
         let rec = &layout.scan.spans[i - segment.first];
         let resource = rec.resource as usize + segment.resource_shift;
+        let raw: &[u8] = layout.raw.as_bytes(py);
         if let Some(view) = &made[i] {
             let view = view.bind(py).clone();
             let attrs = view.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
@@ -512,13 +525,14 @@ impl<'a, 'py> Reading<'a, 'py> {
                 attrs,
                 view: Some(view),
                 rec,
+                raw,
                 resource,
             });
         }
         let mut maker = Maker {
             py,
             classes: &self.list.classes,
-            raw: layout.raw.bind(py).as_bytes(),
+            raw,
             strings,
         };
         if let Some(ops) = pending.get(&i) {
@@ -533,6 +547,7 @@ impl<'a, 'py> Reading<'a, 'py> {
                 attrs,
                 view: None,
                 rec,
+                raw,
                 resource,
             });
         }
@@ -540,6 +555,7 @@ impl<'a, 'py> Reading<'a, 'py> {
             rec,
             keys: &layout.prepared.keys,
             maker,
+            raw,
             resource,
         })
     }

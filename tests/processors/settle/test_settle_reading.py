@@ -74,6 +74,13 @@ def test_native_read_settle_is_the_python_one(specs, removed, want_context):
         row_args = (rows, batch.indices(), WORKFLOW, TENANT, COST_USD, want_context, traces)
         assert read_settle(*row_args) == want
         assert native_read_settle(*row_args) == want
+    # The lazy list itself (native): its records read, no view made.
+    lazy = NATIVE[0].scan(raw, standalone_processor("settle").watched_keys()).spans
+    indices = [i for i in range(len(lazy)) if i not in removed]
+    assert native_read_settle(lazy, indices, WORKFLOW, TENANT, COST_USD, want_context) == read_settle(
+        list(NATIVE[0].scan(raw, standalone_processor("settle").watched_keys()).spans), indices, WORKFLOW, TENANT,
+        COST_USD, want_context)
+    assert lazy.made_count() == 0
 
 
 @pytest.mark.skipif(not NATIVE, reason="costctx_native not built")

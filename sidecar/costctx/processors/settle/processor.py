@@ -105,7 +105,9 @@ class SettleProcessor(Processor):
         # Traces carrying context matter only when something is pending (rare): read again if
         # this batch's own spans made something pending.
         want_context = bool(len(ledger))
-        lazy = type(spans) is not list
+        # The lazy list: the native reading reads its records (no view made); the Python one
+        # reads the spans with a cost alone, and the pending traces' spans (rows).
+        lazy = type(spans) is not list and read is not native_read_settle
         if lazy:  # only spans with a cost can be pending: their rows alone
             costed = spans_having(spans, indices, (COST_USD,))
             rows = dict(zip(costed, attr_values_at(spans, costed, _ROW), strict=True))

@@ -6,7 +6,8 @@ what a span's cost is and whether it is remembered stay in the processor.
 `read_settle(spans, indices, workflow_key, tenant_key, cost_key, want_context, traces=None)`
 gives, over the spans of `indices` in order (`spans`: views; or, with `traces` a trace id
 per span index, rows (workflow, tenant, cost) of each span's values by index, None where
-absent: the native codec's columns, no view made):
+absent: the native codec's columns, no view made; the Rust one also reads the native codec's
+lazy span list itself, its records where no view is made):
 - context: {trace id: index of the trace's first span whose `workflow_key` and `tenant_key`
   are both non-empty strings} when `want_context`, else {};
 - pending: indices of the other spans whose `cost_key` is there and not None, in order.
