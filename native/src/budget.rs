@@ -484,3 +484,63 @@ pub fn read_spend<'py>(
     )?;
     Ok(Some(result))
 }
+
+/// See `costctx.processors.budget.spend_read.read_roots` (same arguments, same result): the
+/// native codec's lazy span list read from its records where no view is made.
+#[pyfunction]
+pub fn read_roots<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyAny>,
+    indices: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    let Ok(list) = spans.cast::<crate::view::SpanList>() else {
+        for index in indices.try_iter()? {
+            let span = spans.get_item(index?)?;
+            if span.getattr(pyo3::intern!(py, "parent_span_id"))?.is_truthy()? {
+                continue;
+            }
+            let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
+            if let Some(workflow_id) = attrs.get_item(key)? {
+                if is_str(&workflow_id) && workflow_id.len()? > 0 {
+                    out.append(workflow_id)?;
+                }
+            }
+        }
+        return Ok(out);
+    };
+    let text = key.to_str()?;
+    let mut reading = crate::view::Reading::new(py, list.get());
+    for index in indices.try_iter()? {
+        let source = reading.span(index?.extract::<usize>()?)?;
+        if !source.is_root(py)? {
+            continue;
+        }
+        match source {
+            crate::view::Source::Dict { attrs, .. } => {
+                if let Some(workflow_id) = attrs.get_item(key)? {
+                    if is_str(&workflow_id) && workflow_id.len()? > 0 {
+                        out.append(workflow_id)?;
+                    }
+                }
+            }
+            crate::view::Source::Record {
+                rec, keys, mut maker, ..
+            } => {
+                // the last occurrence stands, as in the view's attrs
+                let found = rec
+                    .attrs
+                    .iter()
+                    .rev()
+                    .find(|(id, _)| keys[*id as usize].bind(py).to_str().is_ok_and(|k| k == text));
+                if let Some((_, value @ crate::scan::Value::Str(range))) = found {
+                    if range.len > 0 {
+                        out.append(maker.value(value)?)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -454,6 +454,16 @@ pub(crate) enum Source<'a, 'py> {
 }
 
 impl<'py> Source<'_, 'py> {
+    /// Whether the span has no parent (a made view's own parent_span_id).
+    pub(crate) fn is_root(&self, py: Python<'py>) -> PyResult<bool> {
+        match self {
+            Source::Dict { view: Some(view), .. } => {
+                Ok(!view.getattr(pyo3::intern!(py, "parent_span_id"))?.is_truthy()?)
+            }
+            Source::Dict { rec, .. } | Source::Record { rec, .. } => Ok(rec.parent_span_id.len == 0),
+        }
+    }
+
     /// The span's trace id (a made view's own value).
     pub(crate) fn trace_id(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self {

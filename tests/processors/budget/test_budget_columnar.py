@@ -68,3 +68,29 @@ def test_the_lazy_list_gives_what_the_views_give(config, seed, monkeypatch):
         assert _state(lazy) == _state(views)
         assert _samples(lazy) == _samples(views)
     assert any(count < total for count, total in made)  # views were left unmade
+
+
+def test_native_read_roots_reads_the_lazy_list_as_the_views():
+    from costctx.pdata.codec.api import edit_attrs
+    from costctx.processors.budget.spend_read import native_read_roots, read_roots
+
+    codec = next(c for c in available_codecs() if c.name == "native")
+    rng = random.Random(7)
+    now = time.time()
+    for serial in range(6):
+        raw = _request(_spans(rng, 40, now, serial))
+        lazy = codec.scan(raw, frozenset({"workflow.id", "cost.usd"})).spans
+        views = codec.scan(raw, frozenset({"workflow.id", "cost.usd"})).spans.to_list()
+        for index in rng.sample(range(40), 5):  # an earlier processor's edits, views made or not
+            if index % 2:
+                lazy[index].attrs["workflow.id"] = views[index].attrs["workflow.id"] = "set"
+            else:
+                edit_attrs(lazy, [index], [], ["workflow.id"], [])
+                edit_attrs(views, [index], [], ["workflow.id"], [])
+        made = lazy.made_count()
+        order = list(range(40))
+        rng.shuffle(order)
+        want = read_roots(views, order, "workflow.id")
+        assert native_read_roots(lazy, order, "workflow.id") == want
+        assert native_read_roots(views, order, "workflow.id") == want
+        assert lazy.made_count() == made

@@ -34,11 +34,17 @@ from costctx.budget.store import KeyAdds, StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
-from costctx.pdata.codec.api import EMPTY, attr_values_at, bytes_column, spans_having
+from costctx.pdata.codec.api import EMPTY, spans_having
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.config import BudgetConfig
 from costctx.processors.budget.metrics import budget_metrics
-from costctx.processors.budget.spend_read import READ_KEYS, native_read_spend, read_spend
+from costctx.processors.budget.spend_read import (
+    READ_KEYS,
+    native_read_roots,
+    native_read_spend,
+    read_roots,
+    read_spend,
+)
 
 # What a model-call span's commit reads: the group's five envelope fields, then its amounts.
 _READ = ("workflow.id", "workflow.name", "owner.tenant", "owner.feature", "policy.id", "cost.usd",
@@ -53,18 +59,13 @@ STATE_KEY = "budget.state"
 POLICY_KEY = "policy.id"
 
 
-def _string(value) -> str:
-    """A string attribute's value; "" when absent or of another type (a oneof reads as "")."""
-    return value if type(value) is str else ""
-
-
 class BudgetProcessor(Processor):
     type_name = "budget"
     config_model = BudgetConfig
     config: BudgetConfig
     on_view = True
     # Model calls are found by spans_having and read alone (views made for those only); the
-    # finished workflows from the parent id and workflow.id columns.
+    # finished workflows read from the records (read_roots).
     columnar = True
 
     def __init__(self, name: str, config: BudgetConfig, host: Host) -> None:
@@ -127,14 +128,9 @@ class BudgetProcessor(Processor):
         if not self.config.breaker.workflow_median_multiple:
             return []
         spans = batch.spans_as_read()
-        if type(spans) is not list:  # the lazy list: its columns, no view made
-            parents = bytes_column(spans, "parent_span_id")
-            roots = [i for i in batch.indices() if not parents[i]]
-            if not roots:
-                return []
-            return [wf for (wf,) in attr_values_at(spans, roots, ("workflow.id",)) if type(wf) is str and wf]
-        return [wf for i in batch.indices() if not spans[i].parent_span_id
-                and (wf := _string(spans[i].attrs.get("workflow.id")))]
+        if type(spans) is not list and native_read_roots is not None:  # the records, no view made
+            return native_read_roots(spans, batch.indices(), "workflow.id")
+        return read_roots(spans, batch.indices(), "workflow.id")
 
     def _calls(self, batch: ViewBatch) -> list[int] | range:
         """The batch's spans in visiting order, narrowed to model calls (a marker key) on the

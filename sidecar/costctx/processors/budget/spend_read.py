@@ -44,6 +44,10 @@ try:
     from costctx_native._core import read_spend as native_read_spend  # type: ignore[import-not-found]
 except ImportError:  # an older build, or no native extension: the Python reading serves
     native_read_spend = None
+try:
+    from costctx_native._core import read_roots as native_read_roots  # type: ignore[import-not-found]
+except ImportError:
+    native_read_roots = None
 
 # The nine values read, in this order: the five envelope fields, cost, input and output tokens,
 # the reservation id.
@@ -149,3 +153,17 @@ def read_spend(spans: list, indices, markers: frozenset[str], keys: tuple[str, .
     out = [(s.fields, s.at, s.cost, s.tokens, s.steps, s.start, s.last, s.through, s.spans.tobytes())
            for s in segments.values()]
     return out, releases, finished, duplicates, skewed
+
+
+def read_roots(spans, indices, key: str) -> list[str]:
+    """The `key` (workflow.id) of each span of `indices` without a parent, when a non-empty str,
+    in order: the workflows a batch finishes. The Rust one reads the native codec's lazy span
+    list from its records where no view is made (the same answer)."""
+    out = []
+    for index in indices:
+        span = spans[index]
+        if not span.parent_span_id:
+            value = span.attrs.get(key)
+            if type(value) is str and value:
+                out.append(value)
+    return out
