@@ -147,7 +147,11 @@ class EnvelopeProcessor(Processor):
             edits.add_group(SpanEdits(sets=[stamp]), to_stamp)
             appended = to_stamp + appended if appended else to_stamp
         if appended:  # the attrs of every span stamped above, in one call
-            edit_attrs(spans, appended, (), (), (stamp,))
+            if type(spans) is list:  # views: the value set directly (edit_attrs' list path, inline)
+                for index in appended:
+                    spans[index].attrs[SCHEMA_KEY] = schema
+            else:
+                edit_attrs(spans, appended, (), (), (stamp,))
         lacking = {id_ for id_, shape in enumerate(shapes) if shape[1]}
         if lacking:  # the spans of shapes missing a required field, found in one C-speed pass
             self._append_missing(batch, spans, [pair for pair in zip(indices, ids, strict=True) if pair[1] in lacking],
