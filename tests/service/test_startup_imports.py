@@ -1,10 +1,12 @@
 """`costctx run` loads only what its config uses: without an OTLP/HTTP receiver or exporter no
 aiohttp (the admin port has its own small server), without a persistent queue or hold journal no
-SQLite. Read from the running process's memory maps (/proc/PID/maps), after it has served spans
-and /metrics, so a module imported late on the request path counts too."""
+SQLite; on the native codec no protobuf (~2.6 MB) until a request needs it. Read from the
+running process's memory maps (/proc/PID/maps), after it has served spans and /metrics, so a
+module imported late on the request path counts too."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import urllib.request
 from pathlib import Path
@@ -48,3 +50,43 @@ def test_grpc_only_sidecar_loads_neither_aiohttp_nor_sqlite(tmp_path):
 def test_an_http_receiver_brings_aiohttp(tmp_path):
     maps = loaded_libraries(sidecar_config(9), tmp_path)
     assert "/aiohttp/" in maps
+
+
+# protobuf's upb backend is a shared object: mapped once anything imports google.protobuf.
+PROTOBUF_SO = "/google/_upb/"
+
+
+def _protobuf_is_upb() -> bool:
+    from google.protobuf.internal import api_implementation
+
+    return api_implementation.Type() == "upb"
+
+
+needs_native_and_upb = pytest.mark.skipif(
+    importlib.util.find_spec("costctx_native") is None or not _protobuf_is_upb(),
+    reason="needs the native codec, and protobuf's upb backend (a shared object to see in the maps)",
+)
+
+
+@needs_native_and_upb
+@pytest.mark.parametrize("http", [False, True], ids=["grpc-only", "grpc+http"])
+def test_native_codec_sidecar_does_not_load_protobuf(tmp_path, monkeypatch, http):
+    """Every default processor, the budget service on the ports, a traces export served, an
+    export attempted (to a port that refuses) and /metrics scraped: none of it imports protobuf."""
+    monkeypatch.setenv("COSTCTX_CODEC", "native")
+    config = sidecar_config(9)
+    if not http:
+        config["receivers"]["otlp"]["protocols"].pop("http")
+    maps = loaded_libraries(config, tmp_path)
+    assert "costctx_native" in maps
+    assert PROTOBUF_SO not in maps
+
+
+@needs_native_and_upb
+def test_python_codec_sidecar_loads_protobuf(tmp_path, monkeypatch):
+    """The counterpart: the Python codec parses with protobuf, so the maps show it (the check above
+    can fail)."""
+    monkeypatch.setenv("COSTCTX_CODEC", "python")
+    config = sidecar_config(9)
+    config["receivers"]["otlp"]["protocols"].pop("http")
+    assert PROTOBUF_SO in loaded_libraries(config, tmp_path)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from typing import TYPE_CHECKING
 
 from costctx.attribution.pending import PendingSpan
 from costctx.envelope.keys import COST_SOURCE, COST_USD
 from costctx.pdata.attributes import set_any_value
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 EVENT_NAME = "costctx.attribution"
 SCOPE_NAME = "costctx.attribution"
@@ -17,6 +19,10 @@ SETTLE_DELAY = "costctx.settle_delay_ms"
 
 def attribution_request(settled: list[tuple[PendingSpan, dict, str, int]], now_ns: int) -> ExportLogsServiceRequest:
     """(span, settled context fields, settled_by, delay ms) -> one request, grouped by resource."""
+    # Imported by the first settled span, not at start-up (the native codec needs no protobuf).
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
     request = ExportLogsServiceRequest()
     scopes: dict[bytes, object] = {}
     for entry, fields, by, delay_ms in settled:

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costctx.attribution.envelope_fields import register_check
 from costctx.budget import counters as c
@@ -19,12 +19,15 @@ from costctx.budget.metrics import BudgetMetrics
 from costctx.budget.policy import Context, Policies, SpanSpend, check_dims, commit_changes
 from costctx.budget.store import RESERVATION_TAG_SEPARATOR, CommitOp, CommitResult, StoreUnavailable
 from costctx.pricing.book import PriceBookHandle
-from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+
+if TYPE_CHECKING:
+    from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
 
 log = logging.getLogger("costctx.budget")
 
 OK, SOFT, HARD = "ok", "soft", "hard"
-_DECISIONS = {ALLOW: pb.ALLOW, DEGRADE: pb.DEGRADE, BLOCK: pb.BLOCK, TRIPPED: pb.BLOCK}
+# budget_pb2.Decision names; the module is imported by the check (the budget service), not at start-up
+_DECISIONS = {ALLOW: "ALLOW", DEGRADE: "DEGRADE", BLOCK: "BLOCK", TRIPPED: "BLOCK"}
 
 
 def build_store(config: BudgetConfig):
@@ -82,6 +85,7 @@ class BudgetEngine:
 
     # -- the check ------------------------------------------------------------------------
     async def check(self, request: pb.CheckRequest) -> pb.CheckResponse:
+        from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
         ctx = context_of(request.envelope)
         registry = self.context_registry()
         if register_check(registry, request) and registry.shared:
@@ -141,6 +145,8 @@ class BudgetEngine:
         return rid
 
     def _store_down(self, policy: PolicyConfig, response: pb.CheckResponse, exc: Exception) -> pb.CheckResponse:
+        from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+
         fail_open = policy.on_store_error == "open"
         self.metrics.store_errors.labels("check", "fail_open" if fail_open else "fail_closed").inc()
         log.warning("budget store unreachable (%s); policy %s fails %s", exc, policy.id, policy.on_store_error)
@@ -152,8 +158,10 @@ class BudgetEngine:
 
     def _fill(self, response: pb.CheckResponse, policy: PolicyConfig, plan: CheckPlan,
               outcome: CheckOutcome, cheaper: str) -> None:
+        from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+
         verdict = outcome.verdict
-        response.decision = _DECISIONS[verdict]
+        response.decision = pb.Decision.Value(_DECISIONS[verdict])
         if verdict == DEGRADE:
             response.model = cheaper
         dims, values = plan.dims, outcome.values

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import Any
-
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from typing import TYPE_CHECKING, Any
 
 from costctx.pdata.attributes import set_any_value
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 # The AnyValue field that holds each canonical type.
 TYPE_FIELD = {"string": "string_value", "int": "int_value", "double": "double_value", "bool": "bool_value"}

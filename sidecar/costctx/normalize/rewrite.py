@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-
-from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from typing import TYPE_CHECKING
 
 from costctx.normalize.coerce import Coercion, coerce_in_place, same_fact
 from costctx.normalize.table import CompiledTable, PlaceTable
 from costctx.pdata.attributes import index_attributes, is_empty
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 log = logging.getLogger("costctx.processor.normalize")
 

@@ -9,14 +9,14 @@ delete or a set. Keys must not repeat (the caller checks: an edit acts on one co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from typing import TYPE_CHECKING, Any
 
 from costctx.normalize.rewrite import Tally, rewrite_attributes
 from costctx.normalize.table import CompiledTable, PlaceTable
 from costctx.pdata.codec.api import EMPTY, KvList
-from costctx.pdata.codec.python import decode_value, encode_value
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 # The AnyValue field a decoded value came from (api.py's decoding).
 _KIND = {str: "string_value", bool: "bool_value", int: "int_value", float: "double_value",
@@ -166,6 +166,10 @@ def rewrite_values(attrs: dict[str, Any], place: PlaceTable, table: CompiledTabl
                    tally: Tally) -> RewriteOnView | None:
     """Run rewrite_attributes on the place's keys of `attrs`; None if a value cannot be
     carried as a message (not a decoded AnyValue: the caller takes the protobuf path)."""
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue  # the rare case: protobuf only then
+
+    from costctx.pdata.codec.python import decode_value, encode_value
+
     relevant = _keys_of(place)
     items: list[tuple[str, KeyValue, bytes]] = []
     try:

@@ -6,13 +6,13 @@ The three verbosities are the Collector debug exporter's: basic, normal, detaile
 
 from __future__ import annotations
 
-from typing import Any
-
-from google.protobuf import json_format
-from google.protobuf.message import Message
+from typing import TYPE_CHECKING, Any
 
 from costctx.pdata.attributes import any_value_to_python
 from costctx.pdata.signals import Signal
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 VERBOSITIES = ("basic", "normal", "detailed")
 
@@ -67,5 +67,7 @@ def describe(signal: Signal, message: Message, verbosity: str = "basic") -> list
     if verbosity in ("normal", "detailed"):
         lines.extend(_item_lines(signal, message))
     if verbosity == "detailed":
+        from google.protobuf import json_format  # only the detailed verbosity needs it
+
         lines.extend(json_format.MessageToJson(message, indent=2).splitlines())
     return lines

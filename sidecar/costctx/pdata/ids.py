@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)

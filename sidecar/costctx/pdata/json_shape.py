@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+if TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
 
 # protobuf's default recursion limit for binary messages: the JSON form gets the same bound.
 MAX_MESSAGE_DEPTH = 100
@@ -21,7 +23,7 @@ MAX_MESSAGE_DEPTH = 100
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 
 # (message descriptor, bytes field, JSON value) -> the value json_format should see (base64).
-BytesConverter = Callable[[Descriptor, FieldDescriptor, str], str]
+BytesConverter = Callable[["Descriptor", "FieldDescriptor", str], str]
 
 
 class ShapeError(ValueError):
@@ -100,7 +102,7 @@ def _singular(message: Descriptor, field: FieldDescriptor, container: Any, index
         if not isinstance(value, dict):
             raise ShapeError(f"{where} must be a JSON object, not {type(value).__name__}")
         stack.append((value, field.message_type, depth + 1))
-    elif field.type == FieldDescriptor.TYPE_BYTES:
+    elif field.type == field.TYPE_BYTES:
         if not isinstance(value, str):
             raise ShapeError(f"{where} must be a string")
         container[index] = convert(message, field, value)

@@ -2,49 +2,90 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 
 @dataclass(frozen=True)
 class Signal:
     name: str  # traces | metrics | logs
     service: str  # the fully qualified gRPC service
-    request_type: type[Message]
-    response_type: type[Message]
+    # The OTLP *_service_pb2 module holding Export<Kind>ServiceRequest/Response, imported when
+    # first asked for: a sidecar on the native codec never parses a request, so it never loads
+    # protobuf unless a request needs it (JSON, the Python codec, an error detail).
+    pb2_module: str
+    message_prefix: str  # "ExportTraceService": the module's ...Request and ...Response
     http_path: str
     rejected_field: str  # field of partial_success that counts rejected items
+
+    @property
+    def request_type(self) -> type[Message]:
+        return getattr(importlib.import_module(self.pb2_module), self.message_prefix + "Request")
+
+    @property
+    def response_type(self) -> type[Message]:
+        return getattr(importlib.import_module(self.pb2_module), self.message_prefix + "Response")
 
     @property
     def grpc_method(self) -> str:
         return f"/{self.service}/Export"
 
+    def parse_response(self, data: bytes) -> Message | EmptyResponse:
+        """An Export*ServiceResponse from its bytes; none (what nearly every answer is) needs no parse."""
+        return self.response_type.FromString(data) if data else EmptyResponse(self)
+
+
+class EmptyResponse:
+    """An Export*ServiceResponse with no field set: the answer to a request accepted whole.
+
+    Serialized it is no bytes at all (proto3), so standing in for the message spares a sidecar on
+    the native codec importing protobuf (~2.6 MB of RSS) to build, parse or serialize an empty one.
+    Anything else asked of it (a field, the JSON mapping) is asked of a real empty message.
+    """
+
+    __slots__ = ("signal",)
+
+    def __init__(self, signal: Signal) -> None:
+        self.signal = signal
+
+    def SerializeToString(self) -> bytes:  # noqa: N802 (protobuf's name)
+        return b""
+
+    def HasField(self, name: str) -> bool:  # noqa: N802 (protobuf's name)
+        return False
+
+    def as_message(self) -> Message:
+        return self.signal.response_type()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.as_message(), name)
+
 
 TRACES = Signal(
     "traces",
     "opentelemetry.proto.collector.trace.v1.TraceService",
-    trace_service_pb2.ExportTraceServiceRequest,
-    trace_service_pb2.ExportTraceServiceResponse,
+    "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+    "ExportTraceService",
     "/v1/traces",
     "rejected_spans",
 )
 METRICS = Signal(
     "metrics",
     "opentelemetry.proto.collector.metrics.v1.MetricsService",
-    metrics_service_pb2.ExportMetricsServiceRequest,
-    metrics_service_pb2.ExportMetricsServiceResponse,
+    "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2",
+    "ExportMetricsService",
     "/v1/metrics",
     "rejected_data_points",
 )
 LOGS = Signal(
     "logs",
     "opentelemetry.proto.collector.logs.v1.LogsService",
-    logs_service_pb2.ExportLogsServiceRequest,
-    logs_service_pb2.ExportLogsServiceResponse,
+    "opentelemetry.proto.collector.logs.v1.logs_service_pb2",
+    "ExportLogsService",
     "/v1/logs",
     "rejected_log_records",
 )

@@ -15,13 +15,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from costctx.pdata.attributes import index_attributes
 from costctx.pdata.batch import TraceBatch
 from costctx.pdata.codec.api import BatchEdits, BatchView, Codec, SpanEdits
 
 Notes = dict[str, Any]
+
+
+def _parse_request(raw: bytes) -> Any:
+    """The protobuf message of a serialized request: the slow path only, so protobuf is imported
+    when a batch first takes it (a sidecar on the native codec may never)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    return ExportTraceServiceRequest.FromString(raw)
 
 
 class ViewBatch:
@@ -277,7 +283,7 @@ class ViewBatch:
             view = self._view
             if view is None:
                 raw = self._raw
-                self._trace = TraceBatch(ExportTraceServiceRequest.FromString(raw), raw)
+                self._trace = TraceBatch(_parse_request(raw), raw)
             elif self._origin is not None:
                 # Back to the TraceBatch the view came from: edits written onto its records.
                 trace = self._origin
@@ -292,7 +298,7 @@ class ViewBatch:
                     trace = TraceBatch(edited_message(view, edits), None if _edited(edits) else (view.raw or None))
                 else:
                     raw = self.codec.encode(view, edits)
-                    trace = TraceBatch(ExportTraceServiceRequest.FromString(raw), None if _edited(edits) else raw)
+                    trace = TraceBatch(_parse_request(raw), None if _edited(edits) else raw)
                 kept = [i for i in range(len(view.spans)) if i not in edits.removed]
                 if self.notes:
                     records = trace.records
@@ -329,7 +335,7 @@ class ViewBatch:
             return self._trace.span_count()
         if self._view is None:
             if self._received_spans is None:  # not counted by a receiver: count without a scan
-                request = ExportTraceServiceRequest.FromString(self._raw)  # type: ignore[arg-type]
+                request = _parse_request(self._raw)  # type: ignore[arg-type]
                 self._received_spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
             return self._received_spans
         return len(self.view.spans) - len(self.edits.removed)

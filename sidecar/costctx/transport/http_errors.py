@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aiohttp import web
-from google.rpc import code_pb2
 
-from costctx.transport.rpc_status import PROTOBUF, status_body
+from costctx.transport.rpc_status import INVALID_ARGUMENT, PROTOBUF, status_body
 
 __all__ = ["JSON", "PROTOBUF", "status_response", "unreadable_body_is_a_bad_request"]
 
@@ -36,5 +35,5 @@ async def unreadable_body_is_a_bad_request(request: web.Request, handler):
     try:
         return await handler(request)
     except web.RequestPayloadError as exc:
-        return status_response(400, code_pb2.INVALID_ARGUMENT, f"cannot read request body: {exc}",
+        return status_response(400, INVALID_ARGUMENT, f"cannot read request body: {exc}",
                                request.content_type)

@@ -11,7 +11,7 @@ import pytest
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from costctx.pdata.signals import TRACES
+from costctx.pdata.signals import TRACES, Signal
 from tests.support.otlp import TRACE_METHOD, grpc_call, traces_request
 
 
@@ -26,9 +26,10 @@ def parses(monkeypatch):
             made.append(1)
         return ExportTraceServiceRequest()
 
-    object.__setattr__(TRACES, "request_type", counting)
+    # request_type is a property of the class (the pb2 module is imported on first use).
+    real = Signal.request_type
+    monkeypatch.setattr(Signal, "request_type", property(lambda s: counting if s is TRACES else real.fget(s)))
     yield made
-    object.__setattr__(TRACES, "request_type", ExportTraceServiceRequest)
 
 
 @pytest.mark.parametrize("processors", [[], ["envelope"]])

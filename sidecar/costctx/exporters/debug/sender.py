@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import logging
-
-from google.protobuf.message import Message
+from typing import TYPE_CHECKING
 
 from costctx.exporters.debug.config import DebugExporterConfig
 from costctx.exporters.exporterhelper.errors import PermanentSendError
 from costctx.pdata.describe import describe
 from costctx.pdata.signals import Signal
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 log = logging.getLogger("costctx.exporter.debug")
 

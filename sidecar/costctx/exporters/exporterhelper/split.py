@@ -10,12 +10,13 @@ the resource, scope and metric its leaves came under, so each is a complete requ
 from __future__ import annotations
 
 from collections.abc import Iterator
-
-from google.protobuf.internal.containers import RepeatedCompositeFieldContainer, RepeatedScalarFieldContainer
-from google.protobuf.message import Message
+from typing import TYPE_CHECKING
 
 from costctx.exporters.exporterhelper.config import BatchConfig
 from costctx.pdata.signals import LOGS, METRICS, TRACES, Signal
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 __all__ = ["BatchConfig", "halves", "split_to_max"]
 
@@ -30,6 +31,8 @@ _LEVELS = {
 
 def _shell(message: Message, without: str) -> Message:
     """A copy of `message` with every field but `without` (its list of children)."""
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer, RepeatedScalarFieldContainer
+
     copy = type(message)()
     for field, value in message.ListFields():
         if field.name == without:

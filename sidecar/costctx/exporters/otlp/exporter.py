@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from google.protobuf.message import Message
 from prometheus_client import Gauge
 
 from costctx.exporters.debug.config import DebugExporterConfig
@@ -26,6 +25,9 @@ from costctx.exporters.exporterhelper.split import halves, split_to_max
 from costctx.exporters.otlp.config import OtlpGrpcExporterConfig, OtlpHttpExporterConfig
 from costctx.exporters.otlp.metrics import ExporterMetrics
 from costctx.pdata.signals import Signal
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 log = logging.getLogger("costctx.exporter")
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import TYPE_CHECKING
 
 import grpc
-from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
 
 from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError, TooLargeSendError
 from costctx.exporters.otlp.config import OtlpGrpcExporterConfig
-from costctx.pdata.signals import Signal
+from costctx.pdata.signals import EmptyResponse, Signal
 from costctx.transport.tls import grpc_channel_credentials
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 # OTLP spec: retryable gRPC codes. RESOURCE_EXHAUSTED only when the server sent RetryInfo.
 RETRYABLE_CODES = frozenset(
@@ -41,6 +43,8 @@ def retry_delay_from_metadata(metadata) -> float | None:
     for key, value in metadata or ():
         if key != "grpc-status-details-bin":
             continue
+        from google.rpc import error_details_pb2, status_pb2  # only with details: not at start-up
+
         status = status_pb2.Status()
         try:
             status.ParseFromString(value)
@@ -113,7 +117,7 @@ class GrpcSender:
             call = self._blocking_calls[signal.name] = _unary(self._blocking_channel, signal)
         return call
 
-    async def send(self, signal: Signal, payload: bytes) -> Message:
+    async def send(self, signal: Signal, payload: bytes) -> Message | EmptyResponse:
         try:
             if len(payload) < OFF_LOOP_BYTES:
                 return await self._call(signal)(payload, timeout=self._config.timeout, metadata=self._metadata)
@@ -144,5 +148,6 @@ class GrpcSender:
 
 def _unary(channel: grpc.Channel | grpc.aio.Channel, signal: Signal):
     # No request serializer: the payload is already serialized OTLP bytes.
+    # An empty answer (nearly all) is not parsed: no protobuf on the native codec's path.
     return channel.unary_unary(signal.grpc_method, request_serializer=None,
-                               response_deserializer=signal.response_type.FromString)
+                               response_deserializer=signal.parse_response)

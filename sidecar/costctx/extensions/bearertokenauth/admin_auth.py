@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from google.rpc import code_pb2
-
 from costctx.extensions.bearertokenauth.tokens import BearerTokens
 from costctx.transport.admin_http import AdminRequest, AdminResponse, Guard
-from costctx.transport.rpc_status import status_body
+from costctx.transport.rpc_status import UNAUTHENTICATED, status_body
 
 MESSAGE = "missing or invalid bearer token"
 
@@ -23,7 +21,7 @@ def bearer_auth_guard(tokens: BearerTokens, open_paths: frozenset[str] = frozens
         if on_refused is not None:
             on_refused(request.path)
         headers = {"WWW-Authenticate": f'{tokens.scheme.capitalize()} realm="costctx"'}
-        body, content_type = status_body(code_pb2.UNAUTHENTICATED, MESSAGE, request.content_type)
+        body, content_type = status_body(UNAUTHENTICATED, MESSAGE, request.content_type)
         return AdminResponse(401, body, content_type, headers)
 
     return guard

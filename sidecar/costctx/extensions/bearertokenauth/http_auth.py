@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
-from google.rpc import code_pb2
 
 from costctx.extensions.bearertokenauth.tokens import BearerTokens
 from costctx.transport.http_errors import status_response
+from costctx.transport.rpc_status import UNAUTHENTICATED
 
 
 def bearer_auth_middleware(
@@ -22,7 +22,7 @@ def bearer_auth_middleware(
             on_refused(request.path)
         headers = {"WWW-Authenticate": f'{tokens.scheme.capitalize()} realm="costctx"'}
         # An OTLP client gets the google.rpc.Status body OTLP/HTTP specifies, in its encoding.
-        return status_response(401, code_pb2.UNAUTHENTICATED, "missing or invalid bearer token", request.content_type,
+        return status_response(401, UNAUTHENTICATED, "missing or invalid bearer token", request.content_type,
                                headers)
 
     return auth

@@ -8,14 +8,16 @@ with a reason, as the OTLP receivers do.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from costctx.budget.counters import MAX_TOKENS, MAX_USD
 from costctx.budget.engine import BudgetEngine
 from costctx.budget.ids import envelope_id_problem, valid_reservation_id
-from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+
+if TYPE_CHECKING:
+    from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
 
 SERVICE = "costctx.v1.BudgetService"
 
@@ -51,7 +53,12 @@ def validate_release(request: pb.ReleaseRequest) -> None:
 
 
 def grpc_handlers(engine: BudgetEngine) -> list[grpc.GenericRpcHandler]:
+    # protobuf is imported by the first call, not at start-up (the native codec needs none).
     async def check(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        from google.protobuf.message import DecodeError
+
+        from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+
         try:
             request = pb.CheckRequest.FromString(body)
             validate(request)
@@ -60,6 +67,10 @@ def grpc_handlers(engine: BudgetEngine) -> list[grpc.GenericRpcHandler]:
         return (await engine.check(request)).SerializeToString()
 
     async def release(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        from google.protobuf.message import DecodeError
+
+        from costctx.proto_gen.costctx.v1 import budget_pb2 as pb
+
         try:
             request = pb.ReleaseRequest.FromString(body)
             validate_release(request)

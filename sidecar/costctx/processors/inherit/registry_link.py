@@ -20,7 +20,6 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import Counter, Gauge
 
 from costctx.attribution.build import build_registry
@@ -31,7 +30,8 @@ from costctx.processors.inherit.context_cache import NO_FIELDS, Known
 from costctx.telemetry.metrics import SidecarMetrics
 
 log = logging.getLogger("costctx.attribution")
-_REMOTE_PARENT_KINDS = (Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER)
+# Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER (trace.proto's numbers: protobuf not imported for two ints)
+_REMOTE_PARENT_KINDS = (3, 4)
 REGISTRY_HOP = ""  # a context from the registry: its service is not known here
 
 

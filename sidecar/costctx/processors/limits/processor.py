@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.pdata import TraceBatch
@@ -175,6 +173,8 @@ class LimitsProcessor(Processor):
             if len(chosen) >= max_attrs:
                 break
             chosen.add(i)
+        from opentelemetry.proto.common.v1.common_pb2 import KeyValue  # the protobuf path only
+
         kept = [KeyValue(key=attributes[i].key, value=attributes[i].value) for i in sorted(chosen)]
         dropped = len(keys) - len(kept)
         del attributes[:]

@@ -26,8 +26,7 @@ down the TraceBatch path.
 from __future__ import annotations
 
 from operator import itemgetter
-
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from typing import TYPE_CHECKING
 
 from costctx.component.host import Host
 from costctx.component.processor import Processor
@@ -43,6 +42,9 @@ from costctx.pdata.codec.api import SpanEdits, edit_attrs, span_column
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.normalize.config import NormalizeConfig
 from costctx.processors.normalize.metrics import normalize_metrics
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 MAX_STAMP_TEMPLATES = 1024
 MAX_GROUP_DECISIONS = 4096
@@ -434,6 +436,8 @@ class NormalizeProcessor(Processor):
         if template is None:
             if len(self._stamps) >= MAX_STAMP_TEMPLATES:
                 self._stamps.clear()
+            from opentelemetry.proto.common.v1.common_pb2 import AnyValue  # the protobuf path only
+
             template = self._stamps[key] = AnyValue()
             set_any_value(template, renamed)
         kv = rec.attrs[RENAMED_KEY] = rec.span.attributes.add()

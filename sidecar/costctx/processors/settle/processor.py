@@ -18,8 +18,6 @@ import asyncio
 import time
 from collections.abc import Iterable
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from costctx.attribution.pending import PendingLedger, PendingSpan
 from costctx.attribution.record import attribution_request
 from costctx.budget.counters import MICRO
@@ -151,6 +149,8 @@ class SettleProcessor(Processor):
         rare span remembered, so the codec extracts it rather than every batch materialising."""
         found = cache.get(span.resource)
         if found is None:
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
             request = ExportTraceServiceRequest.FromString(batch.codec.extract(batch.view, [index], batch.edits))
             # The one resource holding the span (resources that arrived empty come along too).
             holder = next(rs for rs in request.resource_spans if any(ss.spans for ss in rs.scope_spans))

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from costctx.pdata.signals import SIGNALS, Signal
 from costctx.receivers.otlp.ingest import Ingest, IngestError, Route
@@ -29,6 +27,9 @@ _CODES = {
 
 def retry_info_trailer(code: grpc.StatusCode, message: str, delay: float) -> tuple[tuple[str, bytes], ...]:
     """A `grpc-status-details-bin` trailer carrying google.rpc.RetryInfo, as OTLP asks."""
+    from google.protobuf import duration_pb2  # a refusal only: not loaded at start-up
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+
     info = error_details_pb2.RetryInfo(
         retry_delay=duration_pb2.Duration(seconds=int(delay), nanos=int((delay % 1) * 1e9))
     )

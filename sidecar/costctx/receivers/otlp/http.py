@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from google.protobuf.message import Message
-from google.rpc import code_pb2
 
 from costctx.config.server import HttpProtocolConfig
-from costctx.pdata.signals import SIGNALS, Signal
+from costctx.pdata.signals import SIGNALS, EmptyResponse, Signal
 from costctx.receivers.otlp.ingest import Ingest, IngestError
-from costctx.receivers.otlp.json_codec import decode_json, encode_json
 from costctx.transport.http_body import BodyError, read_body
 from costctx.transport.http_errors import JSON, PROTOBUF, status_response
+from costctx.transport.rpc_status import (
+    INVALID_ARGUMENT,
+    RESOURCE_EXHAUSTED,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    UNIMPLEMENTED,
+)
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 log = logging.getLogger("costctx.receiver")
 
@@ -28,16 +36,20 @@ MAX_BODY = web.AppKey("max_body", int)
 
 _HTTP_STATUS = {"invalid": 400, "too_large": 413, "unavailable": 503, "unimplemented": 404, "unauthenticated": 401}
 _RPC_CODE = {
-    "invalid": code_pb2.INVALID_ARGUMENT,
-    "too_large": code_pb2.RESOURCE_EXHAUSTED,
-    "unavailable": code_pb2.UNAVAILABLE,
-    "unimplemented": code_pb2.UNIMPLEMENTED,
-    "unauthenticated": code_pb2.UNAUTHENTICATED,
+    "invalid": INVALID_ARGUMENT,
+    "too_large": RESOURCE_EXHAUSTED,
+    "unavailable": UNAVAILABLE,
+    "unimplemented": UNIMPLEMENTED,
+    "unauthenticated": UNAUTHENTICATED,
 }
 
 
-def _encode(message: Message, content_type: str) -> bytes:
-    return encode_json(message) if content_type == JSON else message.SerializeToString()
+def _encode(message: Message | EmptyResponse, content_type: str) -> bytes:
+    if content_type == JSON:
+        from costctx.receivers.otlp.json_codec import encode_json  # JSON only: it imports protobuf
+
+        return encode_json(message)
+    return message.SerializeToString()
 
 
 def error_response(error: IngestError, content_type: str) -> web.Response:
@@ -77,12 +89,14 @@ def _export_handler(ingest: Ingest, signal: Signal):
             log.debug("OTLP/HTTP %s: unreadable body (%s): %s", signal.name, error.kind, error.message)
             ingest.record_error(signal, "http", "too_large" if error.kind == "too_large" else "invalid")
             if error.kind == "unsupported":
-                return status_response(415, code_pb2.INVALID_ARGUMENT, error.message, content_type)
+                return status_response(415, INVALID_ARGUMENT, error.message, content_type)
             return error_response(IngestError(error.kind, error.message), content_type)
         except IngestError as error:
             return error_response(error, content_type)
         try:
             if content_type == JSON:
+                from costctx.receivers.otlp.json_codec import decode_json  # JSON only: it imports protobuf
+
                 message = decode_json(signal, body)
         except IngestError as error:  # undecodable, or too many objects to decode
             ingest.record_error(signal, "http", error.kind)

@@ -11,16 +11,18 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-
-from google.protobuf.message import DecodeError, Message
+from typing import TYPE_CHECKING
 
 from costctx.component.consumer import AdmissionCheck, IngestError, PassThroughConsumer, TracesConsumer
 from costctx.pdata.codec.api import CodecError
-from costctx.pdata.signals import TRACES, Signal, count_items
+from costctx.pdata.signals import TRACES, EmptyResponse, Signal, count_items
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pdata.wire_count import over_limit, python_over_limit
 from costctx.receivers.otlp.metrics import ReceiverMetrics
 from costctx.transport.refusal import Refused
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 log = logging.getLogger("costctx.receiver")
 
@@ -29,6 +31,8 @@ def decode_protobuf(signal: Signal, body: bytes, max_items: int | None = None) -
     if max_items is not None and over_limit(body, max_items):
         # Counted on the wire: parsing millions of tiny items would cost hundreds of MB.
         raise IngestError("too_large", f"over {max_items} items in one request; send smaller batches")
+    from google.protobuf.message import DecodeError  # metrics and logs are parsed: protobuf then
+
     message = signal.request_type()
     try:
         message.ParseFromString(body)
@@ -83,7 +87,7 @@ class Ingest:
         except IngestError as refusal:
             raise Refused(refusal.message, refusal.retry_after or self.retry_after) from None
 
-    def export_protobuf(self, signal: Signal, raw: bytes, transport: str) -> Message:
+    def export_protobuf(self, signal: Signal, raw: bytes, transport: str) -> Message | EmptyResponse:
         """Accept a protobuf request's bytes or raise IngestError (counted here, whatever the
         reason); returns the Export*ServiceResponse. Traces are validated and counted by the
         traces pipeline's codec, which reads the bytes itself: no protobuf parse of the request
@@ -106,7 +110,7 @@ class Ingest:
             return self.export(signal, request, raw, transport)
         return self._accept(signal, self.traces, batch.span_count(), transport, batch)
 
-    def export(self, signal: Signal, request: Message, raw: bytes | None, transport: str) -> Message:
+    def export(self, signal: Signal, request: Message, raw: bytes | None, transport: str) -> Message | EmptyResponse:
         """Accept a decoded request or raise IngestError; returns the Export*ServiceResponse."""
         pipeline = self.traces if signal is TRACES else self.passthrough.get(signal.name)
         if pipeline is None:
@@ -119,7 +123,7 @@ class Ingest:
         return self._accept(signal, pipeline, items, transport, batch, raw)
 
     def _accept(self, signal: Signal, pipeline: TracesConsumer | PassThroughConsumer, items: int, transport: str,
-                batch: ViewBatch | None, raw: bytes | None = None) -> Message:
+                batch: ViewBatch | None, raw: bytes | None = None) -> Message | EmptyResponse:
         if self.max_items is not None and items > self.max_items:
             # Before the pipeline: per item it costs far more than the item's wire bytes.
             self._count(signal, transport, "too_large")
@@ -128,11 +132,12 @@ class Ingest:
         if not pipeline.has_capacity():
             self._refuse(signal, transport, items, "queue_full")
             raise IngestError("unavailable", "sending queue is full; retry later", self.retry_after)
-        response = signal.response_type()
+        response: Message | EmptyResponse = EmptyResponse(signal)
         started = time.perf_counter()
         if batch is not None:
             pipeline.consume(batch)
             if batch.rejected:
+                response = signal.response_type()
                 response.partial_success.rejected_spans = batch.rejected
                 response.partial_success.error_message = batch.rejected_reason
         else:

@@ -17,7 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from costctx.pdata.json_shape import ShapeError, check_base64, check_json_shape
-from costctx.pdata.signals import Signal
+from costctx.pdata.signals import EmptyResponse, Signal
 from costctx.receivers.otlp.ingest import IngestError
 
 # Objects and arrays in one JSON request. json.loads makes a Python object of each (~140 bytes
@@ -83,4 +83,6 @@ def decode_json(signal: Signal, body: bytes) -> Message:
 
 def encode_json(message: Message) -> bytes:
     """Responses carry no ids, so the plain protobuf JSON mapping is OTLP/JSON here."""
+    if isinstance(message, EmptyResponse):
+        message = message.as_message()
     return json_format.MessageToJson(message, indent=None).encode("utf-8")
