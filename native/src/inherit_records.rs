@@ -189,28 +189,18 @@ trait Places {
     fn place(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32>;
 }
 
-/// First pass: find each string (the record may exist: nothing is held yet).
-struct Find<'a>(&'a mut Strs);
+/// The one pass over a Known: find each string (the record may exist: nothing is held
+/// yet), and keep the string objects in order, so a new record holds its strings without
+/// reading the Known a second time.
+struct Find<'a> {
+    strs: &'a mut Strs,
+    texts: &'a mut Vec<Py<PyString>>,
+}
 
 impl Places for Find<'_> {
     fn place(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32> {
-        self.0.find(text)
-    }
-}
-
-/// Second pass, for a new record: every string held once more (added when new).
-struct Hold<'a>(&'a mut Strs);
-
-impl Places for Hold<'_> {
-    fn place(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32> {
-        let strs = &mut *self.0;
-        Ok(match strs.find(text)? {
-            ABSENT => strs.add(text)?,
-            found => {
-                strs.hold(found);
-                found
-            }
-        })
+        self.texts.push(text.clone().unbind());
+        self.strs.find(text)
     }
 }
 
@@ -223,8 +213,8 @@ fn push_str(out: &mut Vec<u32>, places: &mut impl Places, text: Bound<'_, PyAny>
 }
 
 /// A Known's content into `out` (the layout of Body::Content); false when some part is
-/// not of the plain types (kept as the object then). The second pass, on the same Known,
-/// gives the same layout: nothing runs Python code between them.
+/// not of the plain types (kept as the object then). Read once per put: a new record's
+/// strings are held from the objects `Find` kept (nothing runs Python code in between).
 fn walk(py: Python<'_>, known: &Bound<'_, PyAny>, places: &mut impl Places, out: &mut Vec<u32>) -> PyResult<bool> {
     out.clear();
     if !push_str(out, places, known.getattr(pyo3::intern!(py, "hop"))?)? {
@@ -275,7 +265,8 @@ pub struct Records {
     by_hash: HashMap<u64, Slot, BuildHasherDefault<Hashed>>,
     collided: HashMap<Arc<[u32]>, Slot>,
     strs: Strs,
-    scratch: Vec<u32>, // a Known's content, read at each put
+    scratch: Vec<u32>,        // a Known's content, read at each put
+    texts: Vec<Py<PyString>>, // its strings, in the order of their places in `scratch`
     /// The last Known put and its place: siblings are put one after another with one
     /// object, so most puts skip reading it. Cleared when the place is freed.
     last: Option<(Py<PyAny>, Slot)>,
@@ -315,7 +306,15 @@ impl Records {
             }
         }
         let mut content = std::mem::take(&mut self.scratch);
-        let plain = self.known_class.is_some() && walk(py, known, &mut Find(&mut self.strs), &mut content)?;
+        let mut texts = std::mem::take(&mut self.texts);
+        texts.clear();
+        let plain = self.known_class.is_some() && {
+            let mut find = Find {
+                strs: &mut self.strs,
+                texts: &mut texts,
+            };
+            walk(py, known, &mut find, &mut content)?
+        };
         let slot = if !plain {
             self.place(Record {
                 body: Body::Object(known.clone().unbind()),
@@ -342,7 +341,23 @@ impl Records {
                     slot
                 }
                 None => {
-                    walk(py, known, &mut Hold(&mut self.strs), &mut content)?;
+                    // Every string held once more: those found above by their place, the
+                    // others added from the texts kept in order (a new text met twice in
+                    // one Known is added once: found by its address the second time).
+                    for (at, text) in string_places_of(content.len()).zip(texts.iter()) {
+                        if content[at] != ABSENT {
+                            self.strs.hold(content[at]);
+                            continue;
+                        }
+                        let text = text.bind(py);
+                        content[at] = match self.strs.find(text)? {
+                            ABSENT => self.strs.add(text)?,
+                            found => {
+                                self.strs.hold(found);
+                                found
+                            }
+                        };
+                    }
                     let hash = self.hash_of(&content);
                     let body: Arc<[u32]> = content.as_slice().into();
                     // The object put stands for the record in this batch.
@@ -362,6 +377,8 @@ impl Records {
                 }
             }
         };
+        texts.clear();
+        self.texts = texts;
         self.scratch = content;
         self.last = Some((known.clone().unbind(), slot));
         Ok(slot)
@@ -496,6 +513,7 @@ impl Records {
         self.records.capacity() * std::mem::size_of::<Option<Record>>()
             + self.free.capacity() * 4
             + self.scratch.capacity() * 4
+            + self.texts.capacity() * 8
             + self.strs.hashes.capacity() * 8
             + map_bytes(self.by_hash.capacity(), std::mem::size_of::<(u64, Slot)>())
             + map_bytes(self.collided.capacity(), std::mem::size_of::<(Arc<[u32]>, Slot)>())
@@ -528,7 +546,12 @@ impl Records {
     }
 }
 
-/// The places in a record's content that name strings (all but the depth's three words).
+/// The places in a record's content that name strings (all but the depth's three words
+/// and the fallback's count).
 fn string_places(content: &[u32]) -> impl Iterator<Item = usize> + '_ {
-    std::iter::once(0).chain(5..content.len())
+    string_places_of(content.len())
+}
+
+fn string_places_of(len: usize) -> impl Iterator<Item = usize> {
+    std::iter::once(0).chain(5..len)
 }

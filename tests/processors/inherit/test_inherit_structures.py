@@ -175,7 +175,10 @@ def test_sources_past_the_limit_share_one_place_in_the_cache(cache_class):
 _KEYS = [bytes([k]) * 24 for k in range(12)] + [b"", b"\x01" * 8, b"\x02" * 25, b"\x03" * 40, b"\x00" * 24]
 _FIELDS = [{}, {"workflow.id": "w1"}, {"workflow.id": "w2"}, {"workflow.id": "w1", "owner.team": "t"},
            {"workflow.id": 1}, {"workflow.id": True}, {"owner.team": None}, {"owner.team": "t", "workflow.id": "w1"},
-           {"workflow.id": "w\u00e9\U0001f600"}]
+           {"workflow.id": "w\u00e9\U0001f600"},
+           # One new text twice in a Known (other objects; a value equal to a hop): held once
+           # per place, from the one read of the Known.
+           {"workflow.id": "tt", "owner.team": "".join(["t", "t"]), "owner.user": "svc-3"}]
 # (depth, fallback) of a Known: ints, None and a bool (kept as the object), trace-filled fields.
 _SHAPES = [(0, frozenset()), (2, frozenset()), (None, frozenset()), (True, frozenset()),
            (1, frozenset({"workflow.id"})), (-(2**40), frozenset({"owner.team", "workflow.id"}))]
@@ -317,3 +320,24 @@ def test_the_native_votes_are_the_python_trace_values(ops, bounds):
             oracle.expire()
             native.expire()
         assert len(native) == len(oracle) <= max_traces
+
+
+@pytest.mark.skipif(_AncestorTable is None, reason="costctx_native not built")
+def test_a_record_keeps_the_strings_it_shares_after_another_goes():
+    """A new record holds every string it names, those already held by another record too:
+    when that other record goes, this one still answers its content (read in a later batch,
+    made again from the strings)."""
+    clock = [0.0]
+    cache = NativeContextCache(100, 10.0, lambda: clock[0])
+    team = "".join(["te", "am"])  # another object than the literal below: found by its text
+    cache.put(b"\x01" * 24, Known({"workflow.id": "w1", "owner.team": "team"}, "svc", 1, frozenset()))
+    clock[0] = 5.0
+    cache.put(b"\x02" * 24, Known({"workflow.id": "w2", "owner.team": team}, "svc", 2, frozenset()))
+    clock[0] = 11.0
+    cache.expire()  # the first record goes; its strings the second names stay
+    assert len(cache) == 1 and cache._table.records() == 1
+    cache.now = clock[0]  # a batch: the Known is made again from the record
+    cache.put(b"\x03" * 24, Known({"workflow.id": "w3", "owner.team": "other"}, "svc2", 0, frozenset()))
+    assert state(cache.get(b"\x02" * 24)) == state(Known({"workflow.id": "w2", "owner.team": "team"}, "svc", 2,
+                                                        frozenset()))
+    cache.now = None
