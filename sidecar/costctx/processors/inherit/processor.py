@@ -124,6 +124,10 @@ class InheritProcessor(Processor):
         self._restored: list[tuple[bytes, bytes]] = []
         # The batch being processed and spans released while it is (they leave with it).
         self._batch: ViewBatch | None = None
+        # Spans carrying workflow.id decided in the batch being processed, with their own fields,
+        # in order: (span, own) or (spans alike, own); learned by the registry in one call at the
+        # batch's end (RegistryLink.learn_batch), not per span.
+        self._learning: list[tuple] = []
         self._released: list[HeldSpan] = []
         # A direct `process` call (a TraceBatch): released spans are kept here and appended to it.
         self._direct = False
@@ -196,7 +200,9 @@ class InheritProcessor(Processor):
         add_held = hold.add
         waiters = hold.waiters
         registry_known = self.registry.known
-        learn = self.registry.learn
+        learning = self._learning
+        learning.clear()
+        to_learn = learning.append
         own_of = partial(_own_fields, fields_order)
         owns: dict = {}  # (the span's field values, their types) -> its own fields, per batch
         here: dict[bytes, Known] = {}  # key -> what a span resolved in this batch left with
@@ -238,7 +244,7 @@ class InheritProcessor(Processor):
                         held_here.append(held)
                         return None
             if "workflow.id" in own:
-                learn(span.kind, span.span_id, trace_id, own)
+                to_learn((span, own))
             decision = resolve(span, resources[span.resource], own, key, trace_id, parent, tally, own_key)
             if key not in here:  # a duplicate id: its first span is the ancestor
                 here[key] = decision[0]
@@ -329,11 +335,15 @@ class InheritProcessor(Processor):
                     hold.remove(held)
             self._batch = None
             cache.now = None
+            self.registry.learn_batch(learning)  # the spans decided so far, as learned before
+            learning.clear()  # holds the batch's views: not kept past it
             self._release_into(batch)
             raise
 
         self._batch = None
         cache.now = None
+        self.registry.learn_batch(learning)
+        learning.clear()
         pending = [h for h in held_here if not h.done]
         self.registry.after_batch(h.wait_key for h in pending)
         if pending:
@@ -396,7 +406,7 @@ class InheritProcessor(Processor):
         _, known, sets, conflicts, repaired, votes, hits, _ = shared
         hits[0] += len(indices)
         if "workflow.id" in own:
-            self.registry.learn_many(members, own)
+            self._learning.append((members, own))  # learned with the batch's others, in order
         if votes:
             carriers: dict[bytes, int] = {}  # trace id -> spans, in order of first
             for span in members:

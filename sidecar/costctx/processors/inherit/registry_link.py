@@ -91,41 +91,39 @@ class RegistryLink:
         self._flushing = False
         self._learned: set[bytes] = set()  # traces learned in the batch being processed
 
-    # -- per span (hot path: kept to a dict test and a call) -------------------------------
-    def learn(self, kind: int, span_id: bytes, trace_id: bytes, own: dict[str, Any]) -> None:
-        """A span (Span.kind `kind`, id `span_id`) carrying `own` fields, workflow.id among them."""
-        if kind in _REMOTE_PARENT_KINDS:
-            if trace_id in self._learned:
-                # The trace was learned in this batch: only the span is left to remember
-                # (saves the registry's per-span test of the traces it has written).
-                self.registry.learn_span(trace_id, span_id, own)
-            else:
-                self._learned.add(trace_id)
-                self.registry.learn(trace_id, span_id, own, trace_locally=False)
-        elif trace_id not in self._learned:
-            # Only the trace is learned (once per trace): asked once per trace per batch.
-            self._learned.add(trace_id)
-            self.registry.learn(trace_id, None, own, trace_locally=False)
-
-    def learn_many(self, spans: list, own: dict[str, Any]) -> None:
-        """`learn` for spans (batch view records) that carry the same `own` fields, in order."""
+    # -- per batch: what the batch's spans teach the registry --------------------------------
+    def learn_batch(self, learning: list[tuple]) -> None:
+        """A batch's spans carrying workflow.id, in the order they were decided: (span, own) for
+        a span, (spans, own) for spans alike (a list), `own` its fields. One call per batch:
+        each trace is learned once (its first span's fields; with that span when it is a
+        CLIENT or PRODUCER span, the parent a remote child names), and the CLIENT and PRODUCER
+        spans of traces learned already are registered in runs of one fields dict
+        (`learn_spans`: compared and encoded once). Most spans are neither: a set test each."""
         learned = self._learned
         registry = self.registry
-        keys: list[bytes] = []  # spans of learned traces: registered together, in order
-        for span in spans:
-            trace_id = span.trace_id
-            remote = span.kind in _REMOTE_PARENT_KINDS
-            if trace_id in learned:
-                if remote and trace_id and span.span_id:
-                    keys.append(trace_id + span.span_id)
-                continue
-            if keys:
-                registry.learn_spans(keys, own)
-                keys = []
-            learned.add(trace_id)
-            registry.learn(trace_id, span.span_id if remote else None, own, trace_locally=False)
+        remote_kinds = _REMOTE_PARENT_KINDS
+        keys: list[bytes] = []  # spans of learned traces carrying `keys_own`, in order
+        keys_own: dict[str, Any] = {}
+        for spans, own in learning:
+            for span in spans if type(spans) is list else (spans,):
+                trace_id = span.trace_id
+                remote = span.kind in remote_kinds
+                if trace_id in learned:
+                    if remote and trace_id and span.span_id:
+                        if own is not keys_own:
+                            if keys:
+                                registry.learn_spans(keys, keys_own)
+                                keys = []
+                            keys_own = own
+                        keys.append(trace_id + span.span_id)
+                    continue
+                if keys:  # registered before this trace is, as they were decided
+                    registry.learn_spans(keys, keys_own)
+                    keys = []
+                learned.add(trace_id)
+                registry.learn(trace_id, span.span_id if remote else None, own, trace_locally=False)
         if keys:
-            registry.learn_spans(keys, own)
+            registry.learn_spans(keys, keys_own)
 
     def known(self, wait_key: bytes) -> Known | None:
         fields = self._local(wait_key)

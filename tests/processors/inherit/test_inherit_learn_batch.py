@@ -1,0 +1,112 @@
+"""inherit teaches the context registry a batch's spans in one call at the batch's end
+(RegistryLink.learn_batch): the registry ends the batch as it did when each span was learned
+as it was decided (`learn` per span, `learn_many` per unit of spans alike: the oracle, kept
+here): the same local entries in the same order (their order is their age), the same traces,
+the same writes pending in the same order, the same fields object last stored."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from costctx.attribution.registry import ContextRegistry
+from costctx.processors.inherit.registry_link import RegistryLink
+
+_REMOTE = (Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER)
+
+
+class _SharedBackend:
+    """A store that takes writes and answers nothing: the registry queues what it learns."""
+
+    shared = True
+
+    async def write(self, entries, ttl_ms):
+        return None
+
+    async def read(self, names):
+        return [None] * len(names)
+
+    async def close(self):
+        return None
+
+
+def _oracle_learn(link: Any, kind: int, span_id: bytes, trace_id: bytes, own: dict) -> None:
+    """RegistryLink.learn as it was, per span."""
+    if kind in _REMOTE:
+        if trace_id in link._learned:
+            link.registry.learn_span(trace_id, span_id, own)
+        else:
+            link._learned.add(trace_id)
+            link.registry.learn(trace_id, span_id, own, trace_locally=False)
+    elif trace_id not in link._learned:
+        link._learned.add(trace_id)
+        link.registry.learn(trace_id, None, own, trace_locally=False)
+
+
+def _oracle_learn_many(link: Any, spans: list, own: dict) -> None:
+    """RegistryLink.learn_many as it was, per unit."""
+    keys: list[bytes] = []
+    for span in spans:
+        trace_id = span.trace_id
+        remote = span.kind in _REMOTE
+        if trace_id in link._learned:
+            if remote and trace_id and span.span_id:
+                keys.append(trace_id + span.span_id)
+            continue
+        if keys:
+            link.registry.learn_spans(keys, own)
+            keys = []
+        link._learned.add(trace_id)
+        link.registry.learn(trace_id, span.span_id if remote else None, own, trace_locally=False)
+    if keys:
+        link.registry.learn_spans(keys, own)
+
+
+def _state(registry: ContextRegistry) -> tuple:
+    cache, traces = registry._cache, registry._traces
+    return (list(cache._old.items()), list(cache._young.items()), list(traces._old.items()),
+            list(traces._young.items()), list(registry._pending.items()), registry._last_fields)
+
+
+def _which(fields: dict) -> int:
+    """Which of _OWNS the object is (-1: the registry's own first one)."""
+    return next((at for at, own in enumerate(_OWNS) if own is fields), -1)
+
+
+_TRACES = [bytes([t]) * 16 for t in range(1, 5)] + [b""]
+_SPANS = [bytes([s]) * 8 for s in range(1, 7)] + [b""]
+_KINDS = [Span.SPAN_KIND_INTERNAL, Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER]
+# Fields dicts: two equal objects apart, another workflow; a batch shares dicts by identity.
+_OWNS = [{"workflow.id": "w1", "owner.team": "t"}, {"workflow.id": "w1", "owner.team": "t"},
+         {"workflow.id": "w2"}]
+_span = st.builds(SimpleNamespace, trace_id=st.sampled_from(_TRACES), span_id=st.sampled_from(_SPANS),
+                  kind=st.sampled_from(_KINDS))
+_entry = st.tuples(st.one_of(_span, st.lists(_span, min_size=1, max_size=5)), st.integers(0, len(_OWNS) - 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches=st.lists(st.lists(_entry, max_size=12), min_size=1, max_size=3), bound=st.sampled_from([4, 50]))
+def test_a_batch_learned_in_one_call_leaves_the_registry_as_span_by_span(batches, bound):
+    clock = [0.0]
+    timer = lambda: clock[0]  # noqa: E731
+    oracle = SimpleNamespace(registry=ContextRegistry(_SharedBackend(), 60, bound, timer), _learned=set())
+    batched = SimpleNamespace(registry=ContextRegistry(_SharedBackend(), 60, bound, timer), _learned=set())
+    for batch in batches:
+        oracle._learned.clear()
+        batched._learned.clear()
+        learning = []
+        for spans, own_at in batch:
+            own = _OWNS[own_at]
+            if type(spans) is list:
+                _oracle_learn_many(oracle, spans, own)
+            else:
+                _oracle_learn(oracle, spans.kind, spans.span_id, spans.trace_id, own)
+            learning.append((spans, own))
+        RegistryLink.learn_batch(batched, learning)  # type: ignore[arg-type]
+        assert _state(batched.registry) == _state(oracle.registry)
+        assert _which(batched.registry._last_fields) == _which(oracle.registry._last_fields)
+        clock[0] += 1.0
