@@ -17,6 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use crate::inherit_keys::{Key24, Key24Map};
 use crate::inherit_records::{Records, Slot, DISPUTED};
 use pyo3::{PyTraverseError, PyVisit};
 
@@ -24,8 +25,7 @@ const NO_CONTEXT: &str = "(no context)";
 const OTHER_SOURCES: &str = "(other)";
 const KEY_LEN: usize = 24;
 
-/// The keys the table is made for: trace id (16 bytes) + span id (8), held inline.
-type Key24 = [u8; KEY_LEN];
+// Key24: the keys the table is made for, trace id (16 bytes) + span id (8), held inline.
 
 /// Keys of another length (forged or invalid ids) live in a table of their own; a chunk
 /// keeps a placeholder in their place and the key itself beside it.
@@ -55,7 +55,7 @@ pub struct AncestorTable {
     ttl: f64,
     max_sources: usize,
     timer: Py<PyAny>,
-    table: HashMap<Key24, Slot>,
+    table: Key24Map, // no tombstones at the bound (inherit_keys.rs)
     odd: HashMap<Box<[u8]>, Slot>,
     pool: Records,
     parts: Vec<Part>, // in creation order, as the Python dict's
@@ -97,7 +97,7 @@ fn source_of<'py>(py: Python<'py>, known: &Bound<'py, PyAny>) -> PyResult<Option
 
 /// Remove the key at place `at` of `chunk` from its table (places are taken in order).
 fn remove_at(
-    table: &mut HashMap<Key24, Slot>,
+    table: &mut Key24Map,
     odd: &mut HashMap<Box<[u8]>, Slot>,
     pool: &mut Records,
     py: Python<'_>,
@@ -118,7 +118,7 @@ fn remove_at(
 impl AncestorTable {
     fn slot(&self, key: &[u8]) -> Option<Slot> {
         match even(key) {
-            Some(key) => self.table.get(&key).copied(),
+            Some(key) => self.table.get(&key),
             None => self.odd.get(key).copied(),
         }
     }
@@ -232,7 +232,7 @@ impl AncestorTable {
             ttl,
             max_sources,
             timer,
-            table: HashMap::new(),
+            table: Key24Map::new(),
             odd: HashMap::new(),
             pool: Records::new(known_class),
             parts: Vec::new(),
@@ -406,24 +406,16 @@ impl AncestorTable {
         self.parts.iter().map(|p| p.source.clone()).collect()
     }
 
-    /// Bytes the table holds natively (the hash table's buckets and control bytes, the age
+    /// Bytes the table holds natively (the key map's slots, the age
     /// chunks), for the memory figures; keys of another length than 24 are left out (rare).
     fn nbytes(&self) -> usize {
-        let capacity = self.table.capacity();
-        // hashbrown keeps 1/8 of its buckets free (a power of two; tiny tables: one more).
-        let buckets = if capacity < 8 {
-            (capacity + 1).next_power_of_two()
-        } else {
-            capacity * 8 / 7
-        };
-        let slot = std::mem::size_of::<(Key24, Slot)>() + 1;
         let chunks: usize = self
             .parts
             .iter()
             .flat_map(|p| p.chunks.iter())
             .map(|c| c.keys.capacity())
             .sum();
-        buckets * slot + chunks * KEY_LEN + self.pool.nbytes()
+        self.table.nbytes() + chunks * KEY_LEN + self.pool.nbytes()
     }
 
     /// The table itself and what it holds natively, for sys.getsizeof (memory figures).

@@ -32,6 +32,8 @@ mod inherit;
 
 #[cfg(feature = "python")]
 mod ancestors;
+#[cfg_attr(not(feature = "python"), allow(dead_code))] // the ancestor table's key map
+mod inherit_keys;
 #[cfg(feature = "python")]
 mod inherit_records;
 #[cfg(feature = "python")]
