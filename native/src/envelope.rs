@@ -94,6 +94,33 @@ struct Role {
     marker: bool,
 }
 
+/// One walk over a span's attrs dict (not a lookup per key read): each value into the slots of
+/// its key's role. Returns whether a key marks the span as a model call.
+fn fill_from_dict<'py, 'r>(
+    py: Python<'py>,
+    attrs: &Bound<'py, PyDict>,
+    seen: &mut HashMap<usize, Option<&'r Role>, FxBuild>,
+    roles: &'r HashMap<&str, Role, FxBuild>,
+    slots: &mut [Option<Bound<'py, PyAny>>],
+) -> bool {
+    let mut is_llm = false;
+    crate::budget::dict_items(attrs, |name, value| {
+        let role = match seen.get(&(name as usize)) {
+            Some(role) => *role,
+            // SAFETY: a live key of `attrs` (borrowed), the GIL held.
+            None => role_of(seen, roles, unsafe { &Bound::from_borrowed_ptr(py, name) }),
+        };
+        if let Some(role) = role {
+            is_llm |= role.marker;
+            for at in &role.slots {
+                // SAFETY: a live value of `attrs` (borrowed): a new reference to it.
+                slots[*at] = Some(unsafe { Bound::from_borrowed_ptr(py, value) });
+            }
+        }
+    });
+    is_llm
+}
+
 /// The role of a key (or note member), by its address first, by its text when new.
 fn role_of<'r>(
     seen: &mut HashMap<usize, Option<&'r Role>, FxBuild>,
@@ -260,20 +287,7 @@ pub fn read_shapes<'py>(
             read_fields = Some(source.fields(py)?);
             match source {
                 crate::view::Source::Dict { attrs, .. } => {
-                    crate::budget::dict_items(&attrs, |name, value| {
-                        let role = match seen.get(&(name as usize)) {
-                            Some(role) => *role,
-                            // SAFETY: a live key of `attrs` (borrowed), the GIL held.
-                            None => role_of(&mut seen, &roles, unsafe { &Bound::from_borrowed_ptr(py, name) }),
-                        };
-                        if let Some(role) = role {
-                            is_llm |= role.marker;
-                            for at in &role.slots {
-                                // SAFETY: a live value of `attrs` (borrowed): a new reference to it.
-                                slots[*at] = Some(unsafe { Bound::from_borrowed_ptr(py, value) });
-                            }
-                        }
-                    });
+                    is_llm |= fill_from_dict(py, &attrs, &mut seen, &roles, &mut slots);
                 }
                 crate::view::Source::Record {
                     rec, keys, mut maker, ..
@@ -332,20 +346,7 @@ pub fn read_shapes<'py>(
             let found = rows.get_item(at_index)?;
             let attrs = found.getattr(attrs_name)?.cast_into::<PyDict>()?;
             item = Some(found);
-            crate::budget::dict_items(&attrs, |name, value| {
-                let role = match seen.get(&(name as usize)) {
-                    Some(role) => *role,
-                    // SAFETY: a live key of `attrs` (borrowed), the GIL held.
-                    None => role_of(&mut seen, &roles, unsafe { &Bound::from_borrowed_ptr(py, name) }),
-                };
-                if let Some(role) = role {
-                    is_llm |= role.marker;
-                    for at in &role.slots {
-                        // SAFETY: a live value of `attrs` (borrowed): a new reference to it.
-                        slots[*at] = Some(unsafe { Bound::from_borrowed_ptr(py, value) });
-                    }
-                }
-            });
+            is_llm |= fill_from_dict(py, &attrs, &mut seen, &roles, &mut slots);
         }
         // Notes: each note set's (few) members mapped to fields, not a lookup per field.
         let mut bits = [0u8; 64];

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyList, PySlice, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyList, PyRange, PySlice, PyString, PyTuple};
 
 use crate::fxhash::FxBuild;
 use crate::kinds::{canonical, kind_letter};
@@ -722,84 +722,8 @@ impl SpanList {
     /// view is read as is; a span with pending `edit_attrs` changes has them applied to a
     /// scratch dict first, so earlier processors' edits are seen exactly as a view would.
     fn attr_values<'py>(&self, py: Python<'py>, keys: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyList>> {
-        let mut state = self.lock(py);
-        let wanted: Vec<Bound<'py, PyString>> = keys
-            .iter()
-            .map(|k| k.cast_into::<PyString>().map_err(PyErr::from))
-            .collect::<PyResult<_>>()?;
-        let wanted_bytes: Vec<Vec<u8>> = wanted
-            .iter()
-            .map(|k| k.to_str().map(|t| t.as_bytes().to_vec()))
-            .collect::<PyResult<_>>()?;
-        let none = py.None().into_bound(py);
-        let out = PyList::empty(py);
-        let State {
-            segments,
-            made,
-            pending,
-            strings,
-        } = &mut *state;
-        // Per segment: key id -> its place in `keys` (ids are the segment's layout's).
-        let mut places: Vec<Option<usize>> = Vec::new();
-        let mut s = usize::MAX;
-        let mut values: Vec<Option<Bound<'py, PyAny>>> = Vec::with_capacity(wanted.len());
-        for (i, view) in made.iter().enumerate() {
-            if let Some(view) = view {
-                let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
-                let attrs = attrs.cast::<PyDict>()?;
-                let mut row = Vec::with_capacity(wanted.len());
-                for key in &wanted {
-                    row.push(attrs.get_item(key)?.unwrap_or_else(|| none.clone()));
-                }
-                out.append(PyTuple::new(py, row)?)?;
-                continue;
-            }
-            let at = segments.partition_point(|seg| seg.first <= i) - 1;
-            if at != s {
-                s = at;
-                let prepared = &segments[s].layout.bind(py).get().prepared;
-                places = prepared
-                    .bytes
-                    .iter()
-                    .map(|b| wanted_bytes.iter().position(|w| w == b))
-                    .collect();
-            }
-            let segment = &segments[s];
-            let layout = segment.layout.bind(py).get();
-            let rec = &layout.scan.spans[i - segment.first];
-            let mut maker = Maker {
-                py,
-                classes: &self.classes,
-                raw: layout.raw.bind(py).as_bytes(),
-                strings,
-            };
-            if let Some(ops) = pending.get(&i) {
-                // Renames may move any key onto a wanted one: the whole scanned dict, edited.
-                let dict = PyDict::new(py);
-                for (id, value) in &rec.attrs {
-                    dict.set_item(layout.prepared.keys[*id as usize].bind(py), maker.value(value)?)?;
-                }
-                for op in ops {
-                    op.apply(py, &dict)?;
-                }
-                let mut row = Vec::with_capacity(wanted.len());
-                for key in &wanted {
-                    row.push(dict.get_item(key)?.unwrap_or_else(|| none.clone()));
-                }
-                out.append(PyTuple::new(py, row)?)?;
-                continue;
-            }
-            values.clear();
-            values.resize(wanted.len(), None);
-            for (id, value) in &rec.attrs {
-                if let Some(Some(place)) = places.get(*id as usize) {
-                    values[*place] = Some(maker.value(value)?); // a repeated key: the last stands
-                }
-            }
-            let row = values.drain(..).map(|v| v.unwrap_or_else(|| none.clone()));
-            out.append(PyTuple::new(py, row)?)?;
-        }
-        Ok(out)
+        let len = self.lock(py).made.len();
+        self.values_at(py, PyRange::new(py, 0, len as isize)?.as_any(), keys)
     }
 
     /// The same change to the attrs of every span at `indices` (api.py `edit_attrs`): now on
