@@ -2,6 +2,7 @@
 """Where the real sidecar's CPU goes at a fixed rate: every us per span delivered, by phase.
 
     python bench/cpu_account.py [--mode on|off|both] [--rate 10000 | --saturate] [--duration 10] [--codec native]
+    python bench/cpu_account.py --in-process [--gaps-ms 0,9] [--rounds 3] [--codec native]
 
 Starts the benchmark's sink and a `costctx run` sidecar under bench/cpu_probe.py (which times
 each phase of a request in thread CPU time, in the sidecar process), offers `--rate` spans/s of
@@ -10,6 +11,13 @@ per span delivered over the window: the process's CPU, the event loop thread's a
 thread's (grpc's poller and the rest), and the loop thread's CPU by phase (receive, scan,
 each processor, encode, exporter submit, ticks, GC), the rest of the loop thread being the
 event loop, grpc.aio's callbacks and the exporter's coroutines.
+
+`--in-process`: the same probe and phases on the same pool in this process, every processor on,
+requests through the receiver's entry (Ingest.export_protobuf) with no gRPC and no other thread,
+back to back (gap 0) and with each gap in `--gaps-ms` slept after every request, the gaps
+alternating within each round (median of the rounds). At 10,000 spans/s of 100-span requests a
+sidecar sees a request every 10 ms: the gap shows what the same work costs when it starts cold
+(other processes ran in between), apart from what the sidecar adds around it.
 """
 
 from __future__ import annotations
@@ -64,6 +72,9 @@ def measure(mode: str, args: argparse.Namespace, workdir: Path, sink: SinkProces
     def diff(key: str) -> dict[str, float]:
         return {k: (v - before[key].get(k, 0.0)) * per_span for k, v in after[key].items()}
 
+    def faults(key: str) -> dict[str, float]:  # per 100 spans delivered: per request at the default point
+        return {k: (v - before.get(key, {}).get(k, 0)) * 100 / spans for k, v in after.get(key, {}).items()}
+
     threads = diff("threads")
     phases = diff("phases")
     main = threads.get("main", 0.0)
@@ -75,6 +86,7 @@ def measure(mode: str, args: argparse.Namespace, workdir: Path, sink: SinkProces
             "loadgen_cpu_pct": 100 * window.rate("loadgen_cpu"), "refused_requests": load["requests_refused"],
             "calls": {k: v - before["calls"].get(k, 0) for k, v in after["calls"].items()},
             "collected": {k: v - before["collected"].get(k, 0) for k, v in after["collected"].items()},
+            "faults_per_100_spans": faults("faults"), "thread_faults_per_100_spans": faults("thread_faults"),
             "machine_busy_pct": window.machine_busy_pct()}
 
 
@@ -90,6 +102,74 @@ def show(result: dict) -> None:
         freed = f", {result['collected'][phase]} objects freed" if phase in result["collected"] else ""
         print(f"    {us:6.2f}  {phase}  ({result['calls'].get(phase, 0)} calls{freed})")
     print(f"    {result['loop_rest_us_per_span']:6.2f}  the rest: event loop, grpc.aio callbacks, exporter coroutines")
+    thread_faults = result.get("thread_faults_per_100_spans", {})
+    if thread_faults:
+        print("  minor page faults per 100 spans delivered, by thread: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(thread_faults.items(), key=lambda kv: -kv[1]) if v >= 0.05))
+        phase_faults = result["faults_per_100_spans"]
+        loop = thread_faults.get("main", 0.0)
+        print("    event loop thread by phase: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(phase_faults.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+            + f", the rest {loop - sum(phase_faults.values()):.1f}")
+
+
+def in_process(args: argparse.Namespace, pool: list[bytes], spans_per_request: int) -> dict[float, dict]:
+    import asyncio
+    import statistics
+
+    from bench import cpu_probe
+
+    with tempfile.TemporaryDirectory(prefix="costctx-cpu-") as tmp:
+        cpu_probe.install(Path(tmp))  # before the pipeline is built: it wraps the processors then
+    from bench.inprocess import COLLECTOR, build_stage, fresh_ids
+    from costctx.pdata.signals import TRACES
+
+    stage = asyncio.run(build_stage(list(DEFAULT_TRACE_PROCESSORS), args.codec))
+    export, tick = stage.sidecar.ingest.export_protobuf, stage.pipeline.tick
+    gaps = [float(g) / 1000 for g in args.gaps_ms.split(",")]
+    runs: dict[float, list[dict]] = {gap: [] for gap in gaps}
+
+    def one_pass(cycle: int, gap: float) -> dict:
+        bodies = fresh_ids(pool, cycle)
+        for table in (cpu_probe.SPENT, cpu_probe.CALLS, cpu_probe.FAULTS):
+            table.clear()
+        started = time.thread_time()
+        for i, body in enumerate(bodies):
+            export(TRACES, body, "grpc")
+            COLLECTOR.step_if_due(time.monotonic())  # between requests, as the sidecar's loop runs it
+            if i % 16 == 15:
+                tick(time.monotonic())
+            if gap:
+                time.sleep(gap)
+        per_span = 1e6 / (len(bodies) * spans_per_request)
+        total = (time.thread_time() - started) * per_span
+        phases = {k: v * per_span for k, v in cpu_probe.SPENT.items()}
+        return {"total": total, "phases": phases, "rest": total - sum(phases.values())}
+
+    one_pass(1, 0.0)  # warm-up: imports, caches, first-use allocations
+    for r in range(args.rounds):
+        for g, gap in enumerate(gaps):
+            runs[gap].append(one_pass(2 + r * len(gaps) + g, gap))
+    stage.pipeline.shutdown()
+    out = {}
+    for gap, passes in runs.items():
+        names = {k for p in passes for k in p["phases"]}
+        out[gap] = {"total": statistics.median(p["total"] for p in passes),
+                    "rest": statistics.median(p["rest"] for p in passes),
+                    "phases": {k: statistics.median(p["phases"].get(k, 0.0) for p in passes) for k in names}}
+    return out
+
+
+def show_in_process(results: dict[float, dict]) -> None:
+    gaps = list(results)
+    print("\nin process, every processor on, us of CPU per span (median of the rounds), by gap slept after "
+          "each request:")
+    print(f"    {'':44}" + "".join(f"{f'{1000 * gap:g} ms':>10}" for gap in gaps))
+    first = results[gaps[0]]
+    for phase in sorted(first["phases"], key=lambda k: -first["phases"][k]):
+        print(f"    {phase[:44]:44}" + "".join(f"{results[gap]['phases'].get(phase, 0.0):10.2f}" for gap in gaps))
+    print(f"    {'the rest (this loop, the sleep call)':44}" + "".join(f"{results[g]['rest']:10.2f}" for g in gaps))
+    print(f"    {'total':44}" + "".join(f"{results[gap]['total']:10.2f}" for gap in gaps))
 
 
 def main() -> int:
@@ -99,6 +179,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--codec", default="native")
     parser.add_argument("--saturate", action="store_true", help="offer as much as the sidecar takes instead")
+    parser.add_argument("--in-process", action="store_true", help="the phases in this process, no sidecar")
+    parser.add_argument("--gaps-ms", default="0,9", help="--in-process: sleeps after each request, ms")
+    parser.add_argument("--rounds", type=int, default=3, help="--in-process: passes over the pool per gap")
     parser.add_argument("--json")
     args = parser.parse_args()
     plan = Plan(quick=False, codecs=[args.codec])
@@ -106,6 +189,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="costctx-cpu-") as tmp:
         workdir = Path(tmp)
         pools = Pools(workdir, plan)
+        if args.in_process:
+            inproc = in_process(args, pools.requests(plan.default_batch, plan.default_attrs), plan.default_batch)
+            show_in_process(inproc)
+            if args.json:
+                Path(args.json).write_text(json.dumps({str(k): v for k, v in inproc.items()}, indent=1))
+            return 0
         sink = SinkProcess(workdir)
         try:
             for mode in (["on", "off"] if args.mode == "both" else [args.mode]):

@@ -19,6 +19,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import signal
 import sys
 import threading
@@ -28,24 +29,34 @@ from pathlib import Path
 
 SPENT: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
+FAULTS: dict[str, int] = defaultdict(int)  # minor page faults of the loop thread, by phase (exclusive)
 COLLECTED: dict[str, int] = defaultdict(int)  # unreachable objects the collections freed
-_stack: list[list] = []  # [phase, started, time taken by phases inside it]
+# [phase, started, time taken by phases inside it, faults at the start, faults inside it]
+_stack: list[list] = []
 _main_thread = threading.get_ident()
 _clock = time.thread_time
 
 
+def _faults() -> int:
+    """Minor page faults of the calling thread so far (a first touch of a fresh page)."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+
 def _enter(phase: str) -> None:
-    _stack.append([phase, _clock(), 0.0])
+    _stack.append([phase, _clock(), 0.0, _faults(), 0])
 
 
 def _leave() -> None:
-    phase, started, inner = _stack.pop()
+    phase, started, inner, faults_started, inner_faults = _stack.pop()
+    faults = _faults() - faults_started
     took = _clock() - started
     SPENT[phase] += took - inner
     CALLS[phase] += 1
+    FAULTS[phase] += faults - inner_faults
     if _stack:
         # The wrapper's own cost around this call (outside `took`) is the probe's, not the parent's.
         _stack[-1][2] += took + _overhead[0]
+        _stack[-1][4] += faults
         SPENT[PROBE] += _overhead[0]
 
 
@@ -63,6 +74,7 @@ def calibrate(calls: int = 20_000) -> float:
     took = _clock() - started
     recorded = SPENT.pop("calibration")
     CALLS.pop("calibration")
+    FAULTS.pop("calibration", None)
     return max(0.0, (took - recorded) / calls)
 
 
@@ -109,6 +121,21 @@ def threads_cpu() -> dict[str, float]:
     return dict(out)
 
 
+def threads_faults() -> dict[str, int]:
+    """Minor page faults per thread of this process, by name (the main thread as `main`)."""
+    out: dict[str, int] = defaultdict(int)
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        out["main" if int(tid) == os.getpid() else name] += int(fields[7])
+    return dict(out)
+
+
 def install(directory: Path) -> None:
     from costctx.exporters.otlp.exporter import QueuedExporter
     from costctx.pdata.view_batch import ViewBatch
@@ -142,6 +169,7 @@ def install(directory: Path) -> None:
     def dump(signum: int, frame: object) -> None:
         count[0] += 1
         out = {"phases": dict(SPENT), "calls": dict(CALLS), "collected": dict(COLLECTED), "threads": threads_cpu(),
+               "faults": dict(FAULTS), "thread_faults": threads_faults(),
                "process": sum(os.times()[:2]), "monotonic": time.monotonic()}
         path = directory / f"cpu-{count[0]}.json"
         path.with_suffix(".tmp").write_text(json.dumps(out))
