@@ -13,7 +13,9 @@ under the sidecar's processors-off CPU (issue 15: at most 5% of a core at 10,000
 - aio-unary-interceptor: the same with a pass-through server interceptor (as the receiver's
   AdmissionInterceptor, which it installs with or without admission checks);
 - aio-stream: grpc.aio server, stream-unary handler (the receiver with a memory limiter);
-- sync-unary: grpc's thread-pool server, unary-unary handler (4 worker threads).
+- sync-unary: grpc's thread-pool server, unary-unary handler (4 worker threads);
+- aio-unary+<tuning>[+<tuning>...]: aio-unary with HTTP/2 settings of TUNINGS (no BDP probe,
+  4 MiB frames, a 4 MiB window): none moved the CPU per call beyond the runs' spread (e2e9).
 """
 
 from __future__ import annotations
@@ -37,8 +39,19 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 EMPTY = b""  # an ExportTraceServiceResponse with no partial success serializes to nothing
 
 
+# HTTP/2 settings tried on the aio-unary server (kind `aio-unary+<name>`).
+TUNINGS = {
+    "nobdp": [("grpc.http2.bdp_probe", 0)],
+    "frame": [("grpc.http2.max_frame_size", 4 * 2**20)],
+    "window": [("grpc.http2.lookahead_bytes", 4 * 2**20)],
+}
+
+
 def serve(kind: str, port: int) -> None:
     options = [("grpc.max_receive_message_length", 4 * 2**20), ("grpc.so_reuseport", 0)]
+    kind, _, tunings = kind.partition("+")
+    for name in filter(None, tunings.split("+")):
+        options += TUNINGS[name]
     if kind == "sync-unary":
         def export(request: bytes, context) -> bytes:
             return EMPTY
