@@ -122,17 +122,43 @@ enum Action<'k> {
     Rewrite(&'k [u8], Option<usize>),
 }
 
-/// Run the edits over the list's keys, exactly as the Python codec does on messages
-/// (its `last` map: key -> index of the last occurrence, updated by renames). Lists are
-/// short, so small vectors searched linearly beat hashing.
-fn plan_attrs<'k>(keys: &[&'k [u8]], edits: &'k AttrEdits) -> AttrPlan<'k> {
+/// The vectors a list's plan is worked out in, kept for the next list: a scope's spans each
+/// allocated (and freed) seven of them.
+#[derive(Default)]
+struct PlanScratch<'k> {
+    /// The list's keys (`attr_keys`), then what `plan_attrs` leaves in `plan`.
+    keys: Vec<&'k [u8]>,
+    current: Vec<&'k [u8]>,
+    renamed: Vec<bool>,
+    deleted: Vec<bool>,
+    last: Vec<(&'k [u8], usize)>,
+    set_of: Vec<Option<usize>>,
+    plan: AttrPlan<'k>,
+}
+
+/// Run the edits over the list's keys (`scratch.keys`) into `scratch.plan`, exactly as the
+/// Python codec does on messages (its `last` map: key -> index of the last occurrence,
+/// updated by renames). Lists are short, so small vectors searched linearly beat hashing.
+fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: &'k AttrEdits) {
+    let PlanScratch {
+        keys,
+        current,
+        renamed,
+        deleted,
+        last,
+        set_of,
+        plan,
+    } = scratch;
     let n = keys.len();
-    let mut current: Vec<&'k [u8]> = keys.to_vec();
-    let mut renamed = vec![false; n];
-    let mut deleted = vec![false; n];
+    current.clear();
+    current.extend_from_slice(keys);
+    renamed.clear();
+    renamed.resize(n, false);
+    deleted.clear();
+    deleted.resize(n, false);
     if !edits.renames.is_empty() || !edits.deletes.is_empty() {
         // `last`: (key, index) with one entry per key, as the Python dict.
-        let mut last: Vec<(&'k [u8], usize)> = Vec::with_capacity(n);
+        last.clear();
         for (i, key) in current.iter().enumerate() {
             match last.iter_mut().find(|(k, _)| k == key) {
                 Some(entry) => entry.1 = i,
@@ -156,8 +182,10 @@ fn plan_attrs<'k>(keys: &[&'k [u8]], edits: &'k AttrEdits) -> AttrPlan<'k> {
             }
         }
     }
-    let mut set_of: Vec<Option<usize>> = vec![None; n];
-    let mut appended: Vec<(&'k [u8], usize)> = Vec::new();
+    set_of.clear();
+    set_of.resize(n, None);
+    let appended = &mut plan.appended;
+    appended.clear();
     for (j, (key, _)) in edits.sets.iter().enumerate() {
         let key = &key[..];
         match (0..n).rev().find(|&i| !deleted[i] && current[i] == key) {
@@ -168,18 +196,16 @@ fn plan_attrs<'k>(keys: &[&'k [u8]], edits: &'k AttrEdits) -> AttrPlan<'k> {
             },
         }
     }
-    let actions = (0..n)
-        .map(|i| {
-            if deleted[i] {
-                Some(Action::Delete)
-            } else if renamed[i] || set_of[i].is_some() {
-                Some(Action::Rewrite(current[i], set_of[i]))
-            } else {
-                None
-            }
-        })
-        .collect();
-    AttrPlan { actions, appended }
+    plan.actions.clear();
+    plan.actions.extend((0..n).map(|i| {
+        if deleted[i] {
+            Some(Action::Delete)
+        } else if renamed[i] || set_of[i].is_some() {
+            Some(Action::Rewrite(current[i], set_of[i]))
+        } else {
+            None
+        }
+    }));
 }
 
 /// Everything to apply to one scanned request.
@@ -221,8 +247,40 @@ impl<'e> Plan<'e> {
     }
 }
 
+impl AttrEdits {
+    /// About the most these edits add to a list: each set may append a KeyValue (key and
+    /// value, each with a tag and up to 5 length bytes), a rename may lengthen a key.
+    fn added_bytes(&self) -> usize {
+        if let Some(replace) = &self.replace {
+            return replace.len();
+        }
+        let sets: usize = self
+            .sets
+            .iter()
+            .map(|(key, value)| key.len() + value.body.as_slice().len() + 18)
+            .sum();
+        sets + self.renames.iter().map(|(_, new)| new.len() + 6).sum::<usize>()
+    }
+}
+
+impl Plan<'_> {
+    /// Room for `raw` with this plan's edits, so that what `encode` writes fits without growing
+    /// (a growth of a ~100 kB buffer is a copy; past glibc's 128 KiB mmap threshold a fresh mapping).
+    pub fn size_hint(&self, raw: &[u8]) -> usize {
+        let edits = self.span_edits.iter().chain(&self.resource_edits).flatten();
+        // Each edited span, scope and resource may also take up to 10 more length bytes.
+        raw.len() + edits.map(|e| e.added_bytes() + 30).sum::<usize>() + 64
+    }
+}
+
 pub fn encode(raw: &[u8], scan: &Scan, plan: &Plan) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 8 + 64);
+    let mut out = Vec::with_capacity(plan.size_hint(raw));
+    encode_into(raw, scan, plan, &mut out)?;
+    Ok(out)
+}
+
+/// `encode`, appended to `out` (several scanned requests written into one buffer).
+pub fn encode_into(raw: &[u8], scan: &Scan, plan: &Plan, out: &mut Vec<u8>) -> Result<()> {
     let mut reader = Reader::new(raw, DEPTH_LIMIT);
     let mut r = 0usize;
     while let Some(field) = reader.next()? {
@@ -236,16 +294,16 @@ pub fn encode(raw: &[u8], scan: &Scan, plan: &Plan) -> Result<Vec<u8>> {
             out.extend_from_slice(field.raw);
         } else {
             let mark = out.len();
-            let slot = open_len(&mut out, 1, body.len());
-            if resource_spans(raw, scan, plan, r, body, &mut out)? {
-                close_len(&mut out, slot);
+            let slot = open_len(out, 1, body.len());
+            if resource_spans(raw, scan, plan, r, body, out)? {
+                close_len(out, slot);
             } else {
                 out.truncate(mark);
             }
         }
         r += 1;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Write one ResourceSpans body; false when it is left with no scope and must be dropped.
@@ -254,8 +312,7 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
     let edits = plan.resource_edits[r].filter(|e| !e.is_noop());
     // The Resource's attributes are every occurrence's (protobuf merges them): one plan
     // over all of them, appended attributes in the last occurrence.
-    let mut keys_store = Vec::new();
-    let mut attr_plan = AttrPlan::default();
+    let mut scratch = PlanScratch::default();
     let mut insert_last = Insert::Nowhere;
     if let Some(edits) = edits {
         let mut resources = Vec::new();
@@ -265,16 +322,16 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
                 resources.push(inner);
             }
         }
-        (keys_store, insert_last) = attr_keys(&resources, 1)?;
-        attr_plan = plan_attrs(&keys_store, edits);
-        if rec.resource_fields == 0 && !attr_plan.appended.is_empty() {
+        insert_last = attr_keys(&resources, 1, &mut scratch.keys)?;
+        plan_attrs(&mut scratch, edits);
+        if rec.resource_fields == 0 && !scratch.plan.appended.is_empty() {
             // No Resource at all: a new one, first (field 1), holding the appended keys.
             let slot = open_len(out, 1, 0);
-            append_attrs(edits, &attr_plan, 1, out);
+            append_attrs(edits, &scratch.plan, 1, out);
             close_len(out, slot);
         }
     }
-    let _ = &keys_store;
+    let attr_plan = &scratch.plan;
     let mut next_attr = 0usize;
     let mut s = rec.first_scope as usize;
     let (mut kept, mut dropped) = (0u32, 0u32);
@@ -290,7 +347,7 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
                     Insert::Nowhere
                 };
                 let slot = open_len(out, 1, inner.len());
-                attributes(inner, 1, edits.unwrap(), &attr_plan, &mut next_attr, insert, out)?;
+                attributes(inner, 1, edits.unwrap(), attr_plan, &mut next_attr, insert, out)?;
                 close_len(out, slot);
             }
             (2, Val::Len(inner)) => {
@@ -322,6 +379,7 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
 /// Write one ScopeSpans body; returns how many spans it kept.
 fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[u8], out: &mut Vec<u8>) -> Result<u32> {
     let _ = (raw, scan);
+    let mut scratch = PlanScratch::default();
     let mut i = first_span;
     let mut kept = 0;
     let mut reader = Reader::new(body, DEPTH_LIMIT);
@@ -340,10 +398,10 @@ fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[
                 Some(edits) => match &edits.replace {
                     Some(span) => write_len_field(out, 2, span),
                     None => {
-                        let (keys, insert) = attr_keys(&[inner], 9)?;
-                        let attr_plan = plan_attrs(&keys, edits);
+                        let insert = attr_keys(&[inner], 9, &mut scratch.keys)?;
+                        plan_attrs(&mut scratch, edits);
                         let slot = open_len(out, 2, inner.len());
-                        attributes(inner, 9, edits, &attr_plan, &mut 0, insert, out)?;
+                        attributes(inner, 9, edits, &scratch.plan, &mut 0, insert, out)?;
                         close_len(out, slot);
                     }
                 },
@@ -354,10 +412,10 @@ fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[
     Ok(kept)
 }
 
-/// The keys of the attributes (field `attr_field`) of every message body given, in order,
-/// and where in the last body appended attributes go (see `Insert`).
-fn attr_keys<'a>(bodies: &[&'a [u8]], attr_field: u32) -> Result<(Vec<&'a [u8]>, Insert)> {
-    let mut keys = Vec::new();
+/// The keys of the attributes (field `attr_field`) of every message body given, in order, into
+/// `keys` (cleared first); returns where in the last body appended attributes go (see `Insert`).
+fn attr_keys<'a>(bodies: &[&'a [u8]], attr_field: u32, keys: &mut Vec<&'a [u8]>) -> Result<Insert> {
+    keys.clear();
     let (mut last_attr, mut last_lower) = (None, None);
     for body in bodies {
         (last_attr, last_lower) = (None, None);
@@ -376,7 +434,7 @@ fn attr_keys<'a>(bodies: &[&'a [u8]], attr_field: u32) -> Result<(Vec<&'a [u8]>,
             idx += 1;
         }
     }
-    Ok((keys, Insert::After(last_attr.or(last_lower))))
+    Ok(Insert::After(last_attr.or(last_lower)))
 }
 
 /// Where appended attributes go in a body: nowhere (not the last occurrence), or after the

@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple};
 
-use crate::encode::{encode, AttrEdits, Body, Plan, SetValue, Shared};
+use crate::encode::{encode, encode_into, AttrEdits, Body, Plan, SetValue, Shared};
 use crate::fxhash::FxBuild;
 use crate::scan::{scan, Scan, Span32, Value, Watched};
 use crate::wire::DecodeError;
@@ -567,7 +567,8 @@ impl Core {
                 if let [(raw, scan, plan)] = parts.as_slice() {
                     return encode(raw, scan, plan);
                 }
-                let mut out = Vec::with_capacity(parts.iter().map(|(raw, _, _)| raw.len() + raw.len() / 8).sum());
+                // Every part written into one buffer sized for all (a buffer per part was copied again).
+                let mut out = Vec::with_capacity(parts.iter().map(|(raw, _, plan)| plan.size_hint(raw)).sum());
                 for (raw, scan, plan) in &parts {
                     if plan.extract && !plan.keep.contains(&true) {
                         continue; // none of its spans chosen: nothing of it (not its resources)
@@ -575,7 +576,7 @@ impl Core {
                     if !plan.extract && plan.untouched() {
                         out.extend_from_slice(raw);
                     } else {
-                        out.extend_from_slice(&encode(raw, scan, plan)?);
+                        encode_into(raw, scan, plan, &mut out)?;
                     }
                 }
                 Ok(out)
