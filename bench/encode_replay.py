@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""What the codec's encode costs on the batches the pipeline really leaves with.
+
+    COSTCTX_CODEC=native|python python bench/encode_replay.py [--passes 8] [--repeat 20] [--complete]
+
+Runs the bench workload (100 spans/batch, +4 attributes) through every processor in process,
+keeps the last 20 batches' views and edits as they reach `ViewBatch.payload` (edits of every
+processor, groups, appended held spans), then encodes them again and again: per pass, `--repeat`
+times each batch, in CPU time of this process; prints each pass's us per span and the least.
+The loop to run while changing the encoder (the sidecar's encode phase, bench/cpu_account.py,
+varies with everything else on the machine; this does not run the processors while it times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.inprocess import build_stage, fresh_ids, time_pipeline  # noqa: E402
+from bench.workload import WorkloadSpec, build_requests  # noqa: E402
+from costctx.service.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
+
+
+async def captured_batches(complete: bool, keep: int = 20) -> tuple[object, list[tuple[object, object, int]]]:
+    """The codec and the last `keep` batches' (view, edits, spans) as the pipeline encoded them."""
+    pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=keep))
+    stage = await build_stage(list(DEFAULT_TRACE_PROCESSORS))
+    codec = stage.pipeline.codec
+    seen: list[tuple[object, object, int]] = []
+    encode = codec.encode
+
+    def capture(view, edits):
+        seen.append((view, edits, len(view.spans) - len(edits.removed)))
+        return encode(view, edits)
+
+    codec.encode = capture  # the pipeline's payload() calls encode_last where a codec has it
+    codec.encode_last = capture
+    try:
+        for cycle in range(3):  # later passes: the stateful processors' steady state
+            time_pipeline(stage, fresh_ids(pool, 10 + cycle))
+    finally:
+        del codec.encode
+        if "encode_last" in vars(codec):
+            del codec.encode_last
+    stage.pipeline.shutdown()
+    return codec, seen[-keep:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--passes", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=20, help="encodes of each batch per pass")
+    parser.add_argument("--complete", action="store_true", help="complete spans (no hold) instead of the mix")
+    args = parser.parse_args(argv)
+    codec, batches = asyncio.run(captured_batches(args.complete))
+    spans = sum(n for _, _, n in batches) * args.repeat
+    figures = []
+    for _ in range(args.passes):
+        started = time.process_time()
+        for _ in range(args.repeat):
+            for view, edits, _ in batches:
+                codec.encode(view, edits)
+        figures.append((time.process_time() - started) / spans * 1e6)
+    print(f"{codec.name} encode, us/span: " + ", ".join(f"{f:.3f}" for f in figures) + f" (least {min(figures):.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
