@@ -14,10 +14,11 @@ event loop, grpc.aio's callbacks and the exporter's coroutines.
 
 `--in-process`: the same probe and phases on the same pool in this process, every processor on,
 requests through the receiver's entry (Ingest.export_protobuf) with no gRPC and no other thread,
-back to back (gap 0) and with each gap in `--gaps-ms` slept after every request, the gaps
-alternating within each round (median of the rounds). At 10,000 spans/s of 100-span requests a
-sidecar sees a request every 10 ms: the gap shows what the same work costs when it starts cold
-(other processes ran in between), apart from what the sidecar adds around it.
+back to back (gap 0) and with each gap in `--gaps-ms` slept after every request (`spin9`: 9 ms
+spent in a busy loop instead), the gaps alternating within each round (median of the rounds).
+At 10,000 spans/s of 100-span requests a sidecar sees a request every 10 ms: the gap shows what
+the same work costs when it starts cold (other work ran in between), apart from what the sidecar
+adds around it.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def show(result: dict) -> None:
             + f", the rest {loop - sum(phase_faults.values()):.1f}")
 
 
-def in_process(args: argparse.Namespace, pool: list[bytes], spans_per_request: int) -> dict[float, dict]:
+def in_process(args: argparse.Namespace, pool: list[bytes], spans_per_request: int) -> dict[str, dict]:
     import asyncio
     import statistics
 
@@ -126,10 +127,10 @@ def in_process(args: argparse.Namespace, pool: list[bytes], spans_per_request: i
 
     stage = asyncio.run(build_stage(list(DEFAULT_TRACE_PROCESSORS), args.codec))
     export, tick = stage.sidecar.ingest.export_protobuf, stage.pipeline.tick
-    gaps = [float(g) / 1000 for g in args.gaps_ms.split(",")]
-    runs: dict[float, list[dict]] = {gap: [] for gap in gaps}
+    gaps = [gap_of(token) for token in args.gaps_ms.split(",")]
+    runs: dict[str, list[dict]] = {label: [] for label, _, _ in gaps}
 
-    def one_pass(cycle: int, gap: float) -> dict:
+    def one_pass(cycle: int, gap: float, spin: bool) -> dict:
         bodies = fresh_ids(pool, cycle)
         for table in (cpu_probe.SPENT, cpu_probe.CALLS, cpu_probe.FAULTS):
             table.clear()
@@ -139,37 +140,51 @@ def in_process(args: argparse.Namespace, pool: list[bytes], spans_per_request: i
             COLLECTOR.step_if_due(time.monotonic())  # between requests, as the sidecar's loop runs it
             if i % 16 == 15:
                 tick(time.monotonic())
-            if gap:
+            if spin:
+                until = time.perf_counter() + gap
+                while time.perf_counter() < until:
+                    spun[0] += 1
+            elif gap:
                 time.sleep(gap)
         per_span = 1e6 / (len(bodies) * spans_per_request)
-        total = (time.thread_time() - started) * per_span
         phases = {k: v * per_span for k, v in cpu_probe.SPENT.items()}
+        # A spun gap is CPU of this thread: the total is the phases' then.
+        total = sum(phases.values()) if spin else (time.thread_time() - started) * per_span
         return {"total": total, "phases": phases, "rest": total - sum(phases.values())}
 
-    one_pass(1, 0.0)  # warm-up: imports, caches, first-use allocations
+    spun = [0]
+    one_pass(1, 0.0, False)  # warm-up: imports, caches, first-use allocations
     for r in range(args.rounds):
-        for g, gap in enumerate(gaps):
-            runs[gap].append(one_pass(2 + r * len(gaps) + g, gap))
+        for g, (label, gap, spin) in enumerate(gaps):
+            runs[label].append(one_pass(2 + r * len(gaps) + g, gap, spin))
     stage.pipeline.shutdown()
     out = {}
-    for gap, passes in runs.items():
+    for label, passes in runs.items():
         names = {k for p in passes for k in p["phases"]}
-        out[gap] = {"total": statistics.median(p["total"] for p in passes),
+        out[label] = {"total": statistics.median(p["total"] for p in passes),
                     "rest": statistics.median(p["rest"] for p in passes),
                     "phases": {k: statistics.median(p["phases"].get(k, 0.0) for p in passes) for k in names}}
     return out
 
 
-def show_in_process(results: dict[float, dict]) -> None:
+def gap_of(token: str) -> tuple[str, float, bool]:
+    """`9` (ms slept after each request) or `spin9` (ms spent in a busy loop): (label, seconds, spun)."""
+    spin = token.startswith("spin")
+    ms = float(token.removeprefix("spin"))
+    if ms < 0:
+        raise SystemExit(f"a gap is not negative: {token}")
+    return f"{ms:g} ms{' spun' if spin else ''}", ms / 1000, spin
+
+
+def show_in_process(results: dict[str, dict]) -> None:
     gaps = list(results)
-    print("\nin process, every processor on, us of CPU per span (median of the rounds), by gap slept after "
-          "each request:")
-    print(f"    {'':44}" + "".join(f"{f'{1000 * gap:g} ms':>10}" for gap in gaps))
+    print("\nin process, every processor on, us of CPU per span (median of the rounds), by gap after each request:")
+    print(f"    {'':44}" + "".join(f"{gap:>12}" for gap in gaps))
     first = results[gaps[0]]
     for phase in sorted(first["phases"], key=lambda k: -first["phases"][k]):
-        print(f"    {phase[:44]:44}" + "".join(f"{results[gap]['phases'].get(phase, 0.0):10.2f}" for gap in gaps))
-    print(f"    {'the rest (this loop, the sleep call)':44}" + "".join(f"{results[g]['rest']:10.2f}" for g in gaps))
-    print(f"    {'total':44}" + "".join(f"{results[gap]['total']:10.2f}" for gap in gaps))
+        print(f"    {phase[:44]:44}" + "".join(f"{results[gap]['phases'].get(phase, 0.0):12.2f}" for gap in gaps))
+    print(f"    {'the rest (this loop, the sleep call)':44}" + "".join(f"{results[g]['rest']:12.2f}" for g in gaps))
+    print(f"    {'total':44}" + "".join(f"{results[gap]['total']:12.2f}" for gap in gaps))
 
 
 def main() -> int:
@@ -180,7 +195,7 @@ def main() -> int:
     parser.add_argument("--codec", default="native")
     parser.add_argument("--saturate", action="store_true", help="offer as much as the sidecar takes instead")
     parser.add_argument("--in-process", action="store_true", help="the phases in this process, no sidecar")
-    parser.add_argument("--gaps-ms", default="0,9", help="--in-process: sleeps after each request, ms")
+    parser.add_argument("--gaps-ms", default="0,9", help="--in-process: ms slept after each request (spinN: spun)")
     parser.add_argument("--rounds", type=int, default=3, help="--in-process: passes over the pool per gap")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -193,7 +208,7 @@ def main() -> int:
             inproc = in_process(args, pools.requests(plan.default_batch, plan.default_attrs), plan.default_batch)
             show_in_process(inproc)
             if args.json:
-                Path(args.json).write_text(json.dumps({str(k): v for k, v in inproc.items()}, indent=1))
+                Path(args.json).write_text(json.dumps(inproc, indent=1))
             return 0
         sink = SinkProcess(workdir)
         try:

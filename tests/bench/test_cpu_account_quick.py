@@ -28,10 +28,10 @@ def test_cpu_account_splits_a_running_sidecars_cpu_by_phase(tmp_path):
 
 def test_cpu_account_in_process_times_the_same_phases_with_and_without_a_gap(tmp_path):
     out = tmp_path / "inproc.json"
-    subprocess.run([sys.executable, str(REPO / "bench" / "cpu_account.py"), "--in-process", "--gaps-ms", "0,1",
+    subprocess.run([sys.executable, str(REPO / "bench" / "cpu_account.py"), "--in-process", "--gaps-ms", "0,1,spin1",
                     "--rounds", "1", "--json", str(out)], check=True, capture_output=True, timeout=300, cwd=REPO)
     results = json.loads(out.read_text())
-    assert set(results) == {"0.0", "0.001"}
+    assert set(results) == {"0 ms", "1 ms", "1 ms spun"}
     for gap in results.values():
         assert {"processor: inherit", "encode (ViewBatch.payload)", "receive: ingest, metrics"} <= gap["phases"].keys()
         assert gap["total"] >= sum(gap["phases"].values()) > 0
