@@ -37,6 +37,8 @@ mod inherit_keys;
 #[cfg(feature = "python")]
 mod inherit_records;
 #[cfg(feature = "python")]
+mod inherit_kernel;
+#[cfg(feature = "python")]
 mod inherit_split;
 #[cfg(feature = "python")]
 mod inherit_votes;

@@ -996,6 +996,7 @@ fn costctx_native_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::inherit_split::one_span_requests, m)?)?;
     m.add_class::<crate::ancestors::AncestorTable>()?;
     m.add_class::<crate::inherit_votes::TraceVotes>()?;
+    m.add_class::<crate::inherit_kernel::DecideKernel>()?;
     m.add_function(wrap_pyfunction!(crate::budget::read_spend, m)?)?;
     m.add_function(wrap_pyfunction!(crate::wire_count::over_limit, m)?)?;
     m.add_class::<crate::table::SpanKeyTable>()?;

@@ -48,6 +48,11 @@ from costctx.processors.inherit.metrics import InheritMetrics
 from costctx.processors.inherit.registry_link import RegistryLink
 from costctx.processors.inherit.split import one_span_requests
 
+try:
+    from costctx_native._core import DecideKernel as _DecideKernel
+except ImportError:  # built without the extension
+    _DecideKernel = None
+
 MiB = 1024 * 1024
 _INVALID_SPAN_ID = bytes(8)
 _ROOT_IDS = (b"", _INVALID_SPAN_ID)  # parent span ids of a root (all zero: invalid, W3C)
@@ -85,6 +90,10 @@ class InheritProcessor(Processor):
     # The spans of a unit after its first take its shared decision at once (False: each is
     # decided alone, in the same order: the oracle of the group path, in tests).
     bulk = True
+    # The common spans of a level decided by the native kernel (native/src/inherit_kernel.rs)
+    # with the native codec, stopping for Python's path at the first it cannot decide exactly
+    # (False: every span the Python way, the kernel's oracle in tests).
+    kernel = True
 
     def __init__(self, name: str, config: InheritConfig, host: Host) -> None:
         super().__init__(name, config, host)
@@ -109,6 +118,8 @@ class InheritProcessor(Processor):
         # every span alone, in level order.
         self.group_decisions = True
         self._last_shared: tuple | None = None  # the shared decision _resolve last made or reused
+        self._kernel = (_DecideKernel(self, self._plans, list(self._fallback_fields), Known, SpanEdits,
+                                      REPAIRED_KEY, HOP_DEPTH_KEY) if _DecideKernel is not None else None)
         self.hold = Hold(config.wait_duration)
         self.registry = RegistryLink(host, config.registry, self._registry_known)
         self.use_clock(time.monotonic)
@@ -256,6 +267,9 @@ class InheritProcessor(Processor):
             return None
 
         grouped = self.group_decisions
+        kernel = self._kernel if native and self.kernel else None
+        if kernel is not None:
+            kernel.begin(tally, here, cache.put, self.trace_values.record, waiters, learning, batch, resources)
         try:
             start = 0
             for end in ends:
@@ -316,7 +330,22 @@ class InheritProcessor(Processor):
                         unit = listed[at] = [own, own_key, parent, unit[0], unit[1], unit[2]]
                     unit += (index, span, keys[p])
                 start = end
-                for unit in listed:
+                at, count = 0, len(listed)
+                while at < count:
+                    if kernel is not None:
+                        # The common spans decided natively up to the first it cannot decide
+                        # exactly; that entry (or its second span) goes the Python way below.
+                        stopped = kernel.run(listed, at)
+                        at = stopped >> 1
+                        if at >= count:
+                            break
+                        if stopped & 1:  # a two-span unit whose first span was decided
+                            unit = listed[at]
+                            at += 1
+                            one(unit[6], unit[7], unit[8], None, unit[0], unit[1], True, unit[2])
+                            continue
+                    unit = listed[at]
+                    at += 1
                     if type(unit) is tuple:
                         one(*unit)
                         continue
@@ -328,6 +357,8 @@ class InheritProcessor(Processor):
                     shared = one(unit[3], unit[4], unit[5], None, unit[0], unit[1], True, unit[2], self.bulk)
                     self._decide_rest(batch, unit, shared, here, one)
         except Exception:
+            if kernel is not None:
+                kernel.end()
             # The pipeline forwards this batch as it stands: spans held from it are still in
             # it, so they must leave the hold; spans released while it ran follow it.
             for held in held_here:
@@ -340,6 +371,8 @@ class InheritProcessor(Processor):
             self._release_into(batch)
             raise
 
+        if kernel is not None:
+            kernel.end()
         self._batch = None
         cache.now = None
         self.registry.learn_batch(learning)

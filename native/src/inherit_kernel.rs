@@ -1,0 +1,637 @@
+//! inherit's per-span decision for the common path, run natively over a level's listed
+//! entries (`InheritProcessor.process_view`: spans alone, and units of two decided alone),
+//! stopping at the first span it cannot decide exactly. Python then handles that entry with
+//! its own path (`one`, unchanged: the oracle) and calls `run` again from the next one, so
+//! every side effect (trace votes, puts into the ancestor table, `here`, the hold's
+//! cascade, the tally, the registry's learning list) happens in exactly the order it does
+//! in Python.
+//!
+//! A span is decided here when: its parent is known (found by the listing: in the batch or
+//! the table), its own fields are strings (or absent) and comparable (`own_key`), it carries
+//! no `costctx.repaired` / `workflow.hop_depth` stamp, no held span waits for it, and either
+//! its decision is shared already (`_Tally.shared`) or its plan (`_plans`) needs no trace
+//! fallback. It then does, operation for operation on the same Python objects, what
+//! `one` -> `_resolve` -> `_decide_by_plan` and `_apply` do; each step below names the
+//! Python lines it mirrors. Policy stays in Python: plans and resources are made there
+//! (`_plan`, `_use_resource`, called back when an unseen shape or resource comes).
+
+use pyo3::basic::CompareOp;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyList, PySet, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+
+/// What one batch's decisions write into (set by `begin`, dropped by `end`).
+struct Batch {
+    tally: Py<PyAny>,
+    shared: Py<PyDict>,
+    conflicts: Py<PyDict>, // a Counter: a dict subclass
+    repaired: Py<PyDict>,  // a Counter
+    here: Py<PyDict>,
+    put: Py<PyAny>,
+    record: Py<PyAny>,
+    waiters: Py<PyDict>,
+    learning: Py<PyList>,
+    edits: Py<PyDict>,
+    notes: Py<PyDict>,
+    batch: Py<PyAny>,
+    resources: Py<PyAny>,
+}
+
+impl Batch {
+    fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.tally)?;
+        visit.call(&self.shared)?;
+        visit.call(&self.conflicts)?;
+        visit.call(&self.repaired)?;
+        visit.call(&self.here)?;
+        visit.call(&self.put)?;
+        visit.call(&self.record)?;
+        visit.call(&self.waiters)?;
+        visit.call(&self.learning)?;
+        visit.call(&self.edits)?;
+        visit.call(&self.notes)?;
+        visit.call(&self.batch)?;
+        visit.call(&self.resources)
+    }
+}
+
+/// The processor's constants (set once).
+struct Fixed {
+    processor: Py<PyAny>,
+    plans: Py<PyDict>,
+    fallback_fields: Vec<Py<PyString>>,
+    known_class: Py<PyAny>,
+    span_edits: Py<PyAny>,
+    repaired_key: Py<PyString>,
+    hop_key: Py<PyString>,
+}
+
+#[pyclass(module = "costctx_native._core")]
+pub struct DecideKernel {
+    fixed: Option<Fixed>,
+    batch: Option<Batch>,
+}
+
+/// What a decision writes (`_resolve`'s answer without the Known, which goes to `here`).
+struct Decision<'py> {
+    known: Bound<'py, PyAny>,
+    sets: Bound<'py, PyAny>,
+    conflicts: Bound<'py, PyAny>,
+    repaired: Bound<'py, PyAny>,
+}
+
+fn bump(counter: &Bound<'_, PyDict>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+    // Counter's `c[key] += 1` (a missing key counts 0).
+    let count = match counter.get_item(key)? {
+        Some(found) => found.add(1)?,
+        None => 1i64.into_pyobject(counter.py())?.into_any(),
+    };
+    counter.set_item(key, count)
+}
+
+impl DecideKernel {
+    fn parts(&self) -> PyResult<(&Fixed, &Batch)> {
+        match (&self.fixed, &self.batch) {
+            (Some(fixed), Some(batch)) => Ok((fixed, batch)),
+            _ => Err(PyRuntimeError::new_err("DecideKernel.run outside begin/end")),
+        }
+    }
+
+    /// `one(index, span, key, None, own, own_key, True, parent)` when the span can be decided
+    /// here: then decided and written, true; else nothing done, false.
+    fn one<'py>(
+        &self,
+        py: Python<'py>,
+        fixed: &Fixed,
+        b: &Batch,
+        index: &Bound<'py, PyAny>,
+        span: &Bound<'py, PyAny>,
+        key: &Bound<'py, PyAny>,
+        own: &Bound<'py, PyAny>,
+        own_key: &Bound<'py, PyAny>,
+        parent: &Bound<'py, PyAny>,
+    ) -> PyResult<bool> {
+        // -- what the kernel decides: checked before any side effect
+        if parent.is_none() || own_key.is_none() {
+            return Ok(false);
+        }
+        let own = own.cast::<PyDict>()?;
+        // `_all_str(own_key[1])`: the values' types, str or absent only.
+        let types = own_key.cast::<PyTuple>()?.get_item(1)?;
+        let str_type = py.get_type::<PyString>();
+        let none_type = py.None().into_bound(py).get_type();
+        for t in types.cast::<PyTuple>()?.iter() {
+            if !t.is(&str_type) && !t.is(&none_type) {
+                return Ok(false);
+            }
+        }
+        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
+        let attrs = attrs.cast::<PyDict>()?;
+        if attrs.contains(fixed.repaired_key.bind(py))? || attrs.contains(fixed.hop_key.bind(py))? {
+            return Ok(false);
+        }
+        let waiters = b.waiters.bind(py);
+        if waiters.contains(key)? {
+            return Ok(false); // `one` cascades to the held spans after it
+        }
+        let tally = b.tally.bind(py);
+        let resource_at = span.getattr(pyo3::intern!(py, "resource"))?;
+        let resource = b.resources.bind(py).get_item(resource_at)?;
+        let parent_fields = parent.getattr(pyo3::intern!(py, "fields"))?;
+        let parent_fields = parent_fields.cast::<PyDict>()?;
+        // _resolve: the shared decision's key (parent known: never a root).
+        let mut within = own.len() > 0;
+        if within {
+            for (field, value) in own.iter() {
+                match parent_fields.get_item(&field)? {
+                    Some(theirs) if theirs.rich_compare(&value, CompareOp::Eq)?.is_truthy()? => {}
+                    _ => {
+                        within = false;
+                        break;
+                    }
+                }
+            }
+        }
+        let resource_id = (resource.as_ptr() as usize).into_pyobject(py)?;
+        let false_ = PyBool::new(py, false);
+        let shared_key = if within {
+            let names = PyTuple::new(py, own.keys())?;
+            PyTuple::new(py, [parent.clone(), resource_id.into_any(), names.into_any(), false_.to_owned().into_any()])?
+        } else {
+            PyTuple::new(py, [parent.clone(), resource_id.into_any(), own_key.clone(), false_.to_owned().into_any()])?
+        };
+        let shared = b.shared.bind(py);
+        let hit = shared.get_item(&shared_key)?;
+        let mut plan: Option<Bound<'py, PyTuple>> = None;
+        if hit.is_none() {
+            // _decide_by_plan: the resource's values, the plan of this shape.
+            if !tally.getattr(pyo3::intern!(py, "resource"))?.is(&resource) {
+                fixed
+                    .processor
+                    .bind(py)
+                    .call_method1(pyo3::intern!(py, "_use_resource"), (&resource, tally))?;
+            }
+            let names = if parent_fields.len() > 0 {
+                PyTuple::new(py, parent_fields.keys())?.into_any()
+            } else {
+                py.None().into_bound(py)
+            };
+            let shape = PyTuple::new(
+                py,
+                [
+                    names,
+                    PyTuple::new(py, own.keys())?.into_any(),
+                    parent.getattr(pyo3::intern!(py, "fallback"))?,
+                    tally.getattr(pyo3::intern!(py, "resource_names"))?,
+                ],
+            )?;
+            let found = match fixed.plans.bind(py).get_item(&shape)? {
+                Some(found) => found,
+                None => fixed.processor.bind(py).call_method1(
+                    pyo3::intern!(py, "_plan"),
+                    (&shape, tally.getattr(pyo3::intern!(py, "resource_values"))?),
+                )?,
+            };
+            let found = found.cast_into::<PyTuple>()?;
+            if found.get_item(3)?.is_truthy()? {
+                return Ok(false); // needs_trace: the trace's votes decide, field by field
+            }
+            plan = Some(found);
+        }
+
+        // -- decided here: `one`'s steps from here on
+        let trace_id = span.getattr(pyo3::intern!(py, "trace_id"))?;
+        if own.contains(pyo3::intern!(py, "workflow.id"))? {
+            b.learning.bind(py).append((span, own))?;
+        }
+        let record = b.record.bind(py);
+        let decision = match hit {
+            Some(hit) => {
+                // _resolve's hit: the entry's decision, its votes, the put.
+                let hit = hit.cast_into::<PyTuple>()?;
+                let hits = hit.get_item(6)?;
+                let hits = hits.cast::<PyList>()?;
+                hits.set_item(0, hits.get_item(0)?.add(1)?)?;
+                for vote in hit.get_item(5)?.try_iter()? {
+                    let vote = vote?;
+                    let vote = vote.cast::<PyTuple>()?;
+                    record.call1((&trace_id, vote.get_item(0)?, vote.get_item(1)?))?;
+                }
+                let known = hit.get_item(1)?;
+                b.put.bind(py).call1((key, &known))?;
+                Decision {
+                    known,
+                    sets: hit.get_item(2)?,
+                    conflicts: hit.get_item(3)?,
+                    repaired: hit.get_item(4)?,
+                }
+            }
+            None => self.decide(py, fixed, b, plan.unwrap(), own, parent, parent_fields, &resource, &trace_id, key, shared_key)?,
+        };
+        // `one`: the first span under a key is the ancestor its children find here.
+        let here = b.here.bind(py);
+        if !here.contains(key)? {
+            here.set_item(key, &decision.known)?;
+        }
+        self.apply(py, fixed, b, index, span, attrs, &decision)?;
+        Ok(true)
+    }
+
+    /// `_decide_by_plan` then the rest of `_resolve` for a span whose shared decision is not
+    /// made yet: fills, stamp, conflicts, votes, hop depth, counts, the Known and its put,
+    /// the shared entry.
+    fn decide<'py>(
+        &self,
+        py: Python<'py>,
+        fixed: &Fixed,
+        b: &Batch,
+        plan: Bound<'py, PyTuple>,
+        own: &Bound<'py, PyDict>,
+        parent: &Bound<'py, PyAny>,
+        parent_fields: &Bound<'py, PyDict>,
+        resource: &Bound<'py, PyAny>,
+        trace_id: &Bound<'py, PyAny>,
+        key: &Bound<'py, PyAny>,
+        shared_key: Bound<'py, PyTuple>,
+    ) -> PyResult<Decision<'py>> {
+        let tally = b.tally.bind(py);
+        let supplied = tally.getattr(pyo3::intern!(py, "resource_values"))?;
+        // from_parent, common, from_resource, needs_trace, repaired, stamp, bumps, fallback
+        let from_parent = plan.get_item(0)?.cast_into::<PyTuple>()?;
+        let common = plan.get_item(1)?.cast_into::<PyTuple>()?;
+        let from_resource = plan.get_item(2)?.cast_into::<PyTuple>()?;
+        let repaired = plan.get_item(4)?;
+        let stamp = plan.get_item(5)?;
+        let bumps = plan.get_item(6)?;
+        let fallback = plan.get_item(7)?;
+        // conflicts = [f for f in common if own[f] != parent_fields[f]] or None
+        let mut conflicts = py.None().into_bound(py);
+        if !common.is_empty() {
+            let found = PyList::empty(py);
+            for field in common.iter() {
+                let mine = own.as_any().get_item(&field)?;
+                let theirs = parent_fields.as_any().get_item(&field)?;
+                if mine.rich_compare(&theirs, CompareOp::Ne)?.is_truthy()? {
+                    found.append(&field)?;
+                }
+            }
+            if !found.is_empty() {
+                let counts = b.conflicts.bind(py);
+                for field in found.iter() {
+                    bump(counts, &field)?;
+                }
+                conflicts = found.into_any();
+            }
+        }
+        let own_any = own.as_any();
+        let mut fields: Bound<'py, PyAny>;
+        let sets = PyList::empty(py);
+        if !from_parent.is_empty() {
+            if own.is_empty() {
+                fields = parent_fields.clone().into_any(); // the parent's dict, shared
+                for (field, value) in parent_fields.iter() {
+                    sets.append((field, value))?;
+                }
+            } else {
+                for field in from_parent.iter() {
+                    let value = parent_fields.as_any().get_item(&field)?;
+                    sets.append((field, value))?;
+                }
+                let copy = own.copy()?;
+                for pair in sets.iter() {
+                    let pair = pair.cast::<PyTuple>()?;
+                    copy.set_item(pair.get_item(0)?, pair.get_item(1)?)?;
+                }
+                fields = copy.into_any();
+            }
+        } else {
+            fields = own_any.clone();
+        }
+        if !from_resource.is_empty() {
+            if fields.is(own_any) || fields.is(parent_fields) {
+                fields = fields.cast::<PyDict>()?.copy()?.into_any();
+            }
+            let target = fields.cast::<PyDict>()?;
+            for i in from_resource.iter() {
+                let pair = supplied.get_item(&i)?;
+                let pair = pair.cast::<PyTuple>()?;
+                let (field, value) = (pair.get_item(0)?, pair.get_item(1)?);
+                target.set_item(&field, &value)?;
+                sets.append((field, value))?;
+            }
+        }
+        if !stamp.is_none() {
+            sets.append((fixed.repaired_key.bind(py), &stamp))?;
+        }
+        let record = b.record.bind(py);
+        for field in &fixed.fallback_fields {
+            let field = field.bind(py);
+            if let Some(mine) = own.get_item(field)? {
+                if !mine.is_none() {
+                    record.call1((trace_id, field, mine))?; // every carrier votes
+                }
+            }
+        }
+        let bumps = PyList::new(py, bumps.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+        // _resolve: the hop depth (no stamp of its own, parent known).
+        let hop = resource.getattr(pyo3::intern!(py, "service"))?;
+        let parent_depth = parent.getattr(pyo3::intern!(py, "depth"))?;
+        let depth = if parent_depth.is_none() {
+            parent_depth
+        } else {
+            let workflow = own.get_item(pyo3::intern!(py, "workflow.id"))?;
+            let new_workflow = match workflow {
+                Some(workflow) if !workflow.is_none() => {
+                    let theirs = parent_fields
+                        .get_item(pyo3::intern!(py, "workflow.id"))?
+                        .unwrap_or_else(|| py.None().into_bound(py));
+                    workflow.rich_compare(&theirs, CompareOp::Ne)?.is_truthy()?
+                }
+                _ => false,
+            };
+            if new_workflow {
+                0i64.into_pyobject(py)?.into_any() // a new workflow starts here
+            } else {
+                let crossed = hop.rich_compare(parent.getattr(pyo3::intern!(py, "hop"))?, CompareOp::Ne)?;
+                parent_depth.add(crossed)?
+            }
+        };
+        if !depth.is_none() {
+            sets.append((fixed.hop_key.bind(py), &depth))?;
+        }
+        let counts = b.repaired.bind(py);
+        for entry in bumps.iter() {
+            bump(counts, &entry)?;
+        }
+        let known = fixed.known_class.bind(py).call1((&fields, &hop, &depth, &fallback))?;
+        b.put.bind(py).call1((key, &known))?;
+        // The shared entry: (resource, known, sets, conflicts, repaired, votes, [0], bumps).
+        let votes = PyList::empty(py);
+        for field in &fixed.fallback_fields {
+            let field = field.bind(py);
+            if let Some(mine) = own.get_item(field)? {
+                if !mine.is_none() {
+                    votes.append((field, mine))?;
+                }
+            }
+        }
+        let zero = PyList::new(py, [0i64])?;
+        let entry = PyTuple::new(
+            py,
+            [
+                resource.clone(),
+                known.clone(),
+                sets.clone().into_any(),
+                conflicts.clone(),
+                repaired.clone(),
+                votes.to_tuple().into_any(),
+                zero.into_any(),
+                bumps.into_any(),
+            ],
+        )?;
+        b.shared.bind(py).set_item(shared_key, entry)?;
+        Ok(Decision {
+            known,
+            sets: sets.into_any(),
+            conflicts,
+            repaired,
+        })
+    }
+
+    /// `_apply`: the sets as the span's edits (and its view's attrs), the notes.
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        fixed: &Fixed,
+        b: &Batch,
+        index: &Bound<'py, PyAny>,
+        span: &Bound<'py, PyAny>,
+        attrs: &Bound<'py, PyDict>,
+        decision: &Decision<'py>,
+    ) -> PyResult<()> {
+        let sets = &decision.sets;
+        if sets.is_truthy()? {
+            let edits = b.edits.bind(py);
+            match edits.get_item(index)? {
+                None => {
+                    let copy = PyList::new(py, sets.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item(pyo3::intern!(py, "sets"), copy)?;
+                    edits.set_item(index, fixed.span_edits.bind(py).call((), Some(&kwargs))?)?;
+                    update(attrs, sets)?;
+                }
+                Some(found) => {
+                    if !found.getattr(pyo3::intern!(py, "replace"))?.is_none() {
+                        // Re-encoded on the slow path: set writes into the replacement.
+                        let batch = b.batch.bind(py);
+                        for pair in sets.try_iter()? {
+                            let pair = pair?;
+                            let pair = pair.cast::<PyTuple>()?;
+                            batch.call_method1(pyo3::intern!(py, "set"), (index, pair.get_item(0)?, pair.get_item(1)?))?;
+                        }
+                    } else {
+                        found
+                            .getattr(pyo3::intern!(py, "sets"))?
+                            .call_method1(pyo3::intern!(py, "extend"), (sets,))?;
+                        update(attrs, sets)?;
+                    }
+                }
+            }
+        }
+        let _ = span;
+        let (conflicts, repaired) = (&decision.conflicts, &decision.repaired);
+        let has_conflicts = conflicts.is_truthy()?;
+        let has_repaired = repaired.is_truthy()?;
+        if !(has_conflicts || has_repaired) {
+            return Ok(());
+        }
+        let conflict_name = pyo3::intern!(py, "conflict");
+        let repaired_name = pyo3::intern!(py, "repaired");
+        let notes = b.notes.bind(py);
+        match notes.get_item(index)? {
+            None => {
+                let mine = PyDict::new(py);
+                notes.set_item(index, &mine)?;
+                if has_conflicts {
+                    mine.set_item(conflict_name, PySet::new(py, conflicts.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?;
+                }
+                if has_repaired {
+                    mine.set_item(repaired_name, PySet::new(py, repaired.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?;
+                }
+            }
+            Some(found) => {
+                let found = found.cast::<PyDict>()?;
+                for (has, name, values) in [(has_conflicts, conflict_name, conflicts), (has_repaired, repaired_name, repaired)] {
+                    if !has {
+                        continue;
+                    }
+                    match found.get_item(name)? {
+                        None => found.set_item(name, PySet::new(py, values.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?,
+                        Some(set) => {
+                            set.call_method1(pyo3::intern!(py, "update"), (values,))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `attrs.update(sets)` for a list of (key, value) pairs.
+fn update(attrs: &Bound<'_, PyDict>, sets: &Bound<'_, PyAny>) -> PyResult<()> {
+    for pair in sets.try_iter()? {
+        let pair = pair?;
+        let pair = pair.cast::<PyTuple>()?;
+        attrs.set_item(pair.get_item(0)?, pair.get_item(1)?)?;
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl DecideKernel {
+    #[new]
+    fn new(
+        processor: Py<PyAny>,
+        plans: Py<PyDict>,
+        fallback_fields: Vec<Py<PyString>>,
+        known_class: Py<PyType>,
+        span_edits: Py<PyType>,
+        repaired_key: Py<PyString>,
+        hop_key: Py<PyString>,
+    ) -> Self {
+        DecideKernel {
+            fixed: Some(Fixed {
+                processor,
+                plans,
+                fallback_fields,
+                known_class: known_class.into_any(),
+                span_edits: span_edits.into_any(),
+                repaired_key,
+                hop_key,
+            }),
+            batch: None,
+        }
+    }
+
+    /// The batch's state the decisions write into (see process_view).
+    fn begin(
+        &mut self,
+        tally: Py<PyAny>,
+        here: Py<PyDict>,
+        put: Py<PyAny>,
+        record: Py<PyAny>,
+        waiters: Py<PyDict>,
+        learning: Py<PyList>,
+        batch: Py<PyAny>,
+        resources: Py<PyAny>,
+        py: Python<'_>,
+    ) -> PyResult<()> {
+        let t = tally.bind(py);
+        let shared = t.getattr("shared")?.cast_into::<PyDict>()?.unbind();
+        let conflicts = t.getattr("conflicts")?.cast_into::<PyDict>()?.unbind();
+        let repaired = t.getattr("repaired")?.cast_into::<PyDict>()?.unbind();
+        let bound = batch.bind(py);
+        let edits = bound.getattr("edits")?.getattr("spans")?.cast_into::<PyDict>()?.unbind();
+        let notes = bound.getattr("notes")?.cast_into::<PyDict>()?.unbind();
+        self.batch = Some(Batch {
+            tally,
+            shared,
+            conflicts,
+            repaired,
+            here,
+            put,
+            record,
+            waiters,
+            learning,
+            edits,
+            notes,
+            batch,
+            resources,
+        });
+        Ok(())
+    }
+
+    /// The batch is done: its objects are let go.
+    fn end(&mut self) {
+        self.batch = None;
+    }
+
+    /// Decide the entries of `listed` from `start` on, in order, until one cannot be decided
+    /// here. Returns 2 * the place of that entry (+1 when the first span of a two-span unit
+    /// was decided and the second was not); 2 * len(listed) when all were.
+    fn run(&self, py: Python<'_>, listed: &Bound<'_, PyList>, start: usize) -> PyResult<usize> {
+        let (fixed, b) = self.parts()?;
+        let count = listed.len();
+        let mut at = start;
+        while at < count {
+            let entry = listed.get_item(at)?;
+            if let Ok(alone) = entry.cast::<PyTuple>() {
+                // (index, span, key, wait_key, own, own_key, complete, parent)
+                let decided = self.one(
+                    py,
+                    fixed,
+                    b,
+                    &alone.get_item(0)?,
+                    &alone.get_item(1)?,
+                    &alone.get_item(2)?,
+                    &alone.get_item(4)?,
+                    &alone.get_item(5)?,
+                    &alone.get_item(7)?,
+                )?;
+                if !decided {
+                    return Ok(2 * at);
+                }
+            } else {
+                let unit = entry.cast::<PyList>()?;
+                if unit.len() >= 12 {
+                    return Ok(2 * at); // a unit: its shared decision is Python's
+                }
+                // own, own_key, parent, then index, span, key per span (two spans)
+                let (own, own_key, parent) = (unit.get_item(0)?, unit.get_item(1)?, unit.get_item(2)?);
+                for (half, first) in [(0usize, 3usize), (1, 6)] {
+                    let decided = self.one(
+                        py,
+                        fixed,
+                        b,
+                        &unit.get_item(first)?,
+                        &unit.get_item(first + 1)?,
+                        &unit.get_item(first + 2)?,
+                        &own,
+                        &own_key,
+                        &parent,
+                    )?;
+                    if !decided {
+                        return Ok(2 * at + half);
+                    }
+                }
+            }
+            at += 1;
+        }
+        Ok(2 * count)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(fixed) = &self.fixed {
+            visit.call(&fixed.processor)?;
+            visit.call(&fixed.plans)?;
+            for field in &fixed.fallback_fields {
+                visit.call(field)?;
+            }
+            visit.call(&fixed.known_class)?;
+            visit.call(&fixed.span_edits)?;
+            visit.call(&fixed.repaired_key)?;
+            visit.call(&fixed.hop_key)?;
+        }
+        if let Some(batch) = &self.batch {
+            batch.visit(&visit)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.fixed = None;
+        self.batch = None;
+    }
+}

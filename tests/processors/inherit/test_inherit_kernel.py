@@ -1,0 +1,182 @@
+"""inherit's native decision kernel (native/src/inherit_kernel.rs) against Python's path, its
+oracle: the same processor on the native codec with `kernel` on and off gives the same bytes
+out per batch, the same notes, the same attrs on every span's view, the same spans held and
+released, the same table, votes and hold contents and the same metrics. On the bench workload,
+the golden inputs and generated batches (spans in any order within and across batches, parents
+batches later, duplicate and forged ids, parent-id cycles, links-as-parent roots, 258+
+services, upstream stamps, the trace fallback, values that are not strings)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from bench.inprocess import fresh_ids
+from bench.workload import WorkloadSpec, build_requests
+from costctx.envelope.keys import HOP_DEPTH_KEY, REPAIRED_KEY
+from costctx.pdata.codec.native import AVAILABLE
+from costctx.pdata.view_batch import ViewBatch
+from costctx.processors.inherit.processor import InheritProcessor, _DecideKernel
+from tests.golden import harness, inputs
+from tests.support.otlp import kv
+from tests.support.processors import standalone_processor
+
+pytestmark = pytest.mark.skipif(not AVAILABLE or _DecideKernel is None, reason="costctx_native not built")
+
+CONTEXT = {"workflow.id": "wf-1", "workflow.name": "chat", "request.id": "r-1", "owner.tenant": "acme",
+           "owner.feature": "bot", "owner.team": "growth", "owner.user": "u-1", "policy.id": "p-1"}
+
+
+class _Counting:
+    """The kernel, counting the entries it decided (so a test knows it ran)."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+        self.decided = 0
+
+    def begin(self, *args) -> None:
+        self.kernel.begin(*args)
+
+    def end(self) -> None:
+        self.kernel.end()
+
+    def run(self, listed, start: int) -> int:
+        stopped = self.kernel.run(listed, start)
+        self.decided += (stopped >> 1) - start
+        return stopped
+
+
+class Side:
+    def __init__(self, kernel: bool, max_entries: int) -> None:
+        from costctx.pdata.codec.native import NativeCodec
+
+        self.codec = NativeCodec()
+        self.processor = standalone_processor("inherit", wait_duration="10s",
+                                              cache={"max_entries": max_entries, "max_traces": 50})
+        self.processor.kernel = kernel
+        self.counting = _Counting(self.processor._kernel)
+        self.processor._kernel = self.counting
+        self.now = [1000.0]
+        self.processor.use_clock(lambda: self.now[0])
+        self.emitted: list[bytes] = []
+        self.processor.bind(lambda batch: self.emitted.append(batch.payload()))
+
+    def run(self, raw: bytes) -> tuple:
+        batch = ViewBatch(self.codec, raw, self.processor.watched_keys())
+        out = self.processor.process_view(batch)
+        notes = sorted((i, sorted((k, sorted(v)) for k, v in n.items())) for i, n in out.notes.items())
+        return out.payload(), notes, [dict(s.attrs) for s in out.view.spans]
+
+    def state(self) -> tuple:
+        p = self.processor
+        hold = sorted((h.key, h.wait_key, h.payload, sorted(h.own.items(), key=repr))
+                      for trace in p.hold.traces.values() for h in trace.spans.values())
+        metrics = sorted((s.name, sorted(s.labels.items()), s.value)
+                         for family in vars(p.metrics).values() if hasattr(family, "collect")
+                         for metric in family.collect() for s in metric.samples
+                         if not s.name.endswith("_created"))
+        return (len(p.cache), p.cache._table.records(), dict(p.cache.evicted), p.cache.disputed,
+                sorted(p.cache.sources), len(p.trace_values), p.hold.span_count, p.hold.nbytes,
+                sorted(p.hold.waiters), hold, metrics)
+
+    def known(self, keys: list[bytes]) -> list:
+        """What the table answers for these keys (every attribute of each Known)."""
+        found = []
+        for key in keys:
+            known = self.processor.cache.get(key)
+            found.append(None if known is None else
+                         (known.fields, list(known.fields), known.hop, known.depth, known.fallback))
+        return found
+
+
+def compare(batches: list[bytes], max_entries: int = 1000, tick_every: int = 2, keys: list[bytes] = ()) -> Side:
+    on, off = Side(True, max_entries), Side(False, max_entries)
+    for number, raw in enumerate(batches, 1):
+        assert on.run(raw) == off.run(raw), f"batch {number}"
+        assert on.state() == off.state(), f"batch {number}"
+        assert on.known(keys) == off.known(keys), f"batch {number}"
+        if tick_every and number % tick_every == 0:
+            for side in (on, off):
+                side.now[0] += 6.0
+                side.processor.tick(side.now[0])
+            assert on.emitted == off.emitted
+    for side in (on, off):
+        side.processor.shutdown()
+    assert on.emitted == off.emitted
+    assert on.state() == off.state()
+    assert off.counting.decided == 0
+    return on
+
+
+@pytest.mark.parametrize("complete", [False, True])
+def test_the_bench_workload(complete):
+    pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=10))
+    on = compare(pool + fresh_ids(pool, 1), tick_every=7)
+    assert on.counting.decided > 150  # the kernel decides many of the bench workload's entries
+
+
+@pytest.mark.parametrize("name", ["workload", "generated"])
+def test_the_golden_inputs(name, monkeypatch):
+    requests = inputs.workload_requests() if name == "workload" else inputs.generated_requests()
+    on = harness.run(requests)
+    monkeypatch.setattr(InheritProcessor, "kernel", False)
+    assert harness.run(requests) == on
+
+
+def _request(spans: list[tuple]) -> bytes:
+    """(service, trace, span id, parent id or None, attributes, link id or None) per span, a
+    resource per service; a link names a span of the trace before it (a links-as-parent root)."""
+    request = ExportTraceServiceRequest()
+    by_service: dict = {}
+    for service, trace, span_no, parent, attrs, link in spans:
+        rs = by_service.get(service)
+        if rs is None:
+            rs = by_service[service] = request.resource_spans.add()
+            rs.resource.attributes.append(kv("service.name", f"svc-{service}"))
+            if service % 2:  # the others supply no owner.version
+                rs.resource.attributes.append(kv("service.version", "1.2"))
+            rs.scope_spans.add()
+        span = rs.scope_spans[0].spans.add(name="op", trace_id=bytes([trace + 1]) * 16,
+                                            span_id=span_no.to_bytes(8, "big"))
+        if parent is not None:
+            span.parent_span_id = parent.to_bytes(8, "big")
+        if link is not None:
+            span.links.add(trace_id=bytes([trace]) * 16, span_id=link.to_bytes(8, "big"))
+        span.attributes.extend(kv(k, v) for k, v in attrs.items())
+    return request.SerializeToString()
+
+
+_values = st.sampled_from(["", "other", 7, True])
+_stamps = st.sampled_from([{}, {}, {}, {REPAIRED_KEY: "owner.team"}, {HOP_DEPTH_KEY: 2}, {HOP_DEPTH_KEY: "x"}])
+_span = st.tuples(
+    st.integers(0, 3), st.integers(0, 3), st.integers(1, 12), st.one_of(st.none(), st.integers(0, 12)),
+    st.tuples(
+        st.dictionaries(st.sampled_from(list(CONTEXT)), st.one_of(st.none(), st.none(), _values), max_size=8),
+        _stamps).map(lambda p: {**{k: CONTEXT[k] if v is None else v for k, v in p[0].items()}, **p[1]}),
+    st.one_of(st.none(), st.none(), st.none(), st.integers(1, 12)))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(st.lists(_span, min_size=1, max_size=30), min_size=1, max_size=5),
+       max_entries=st.sampled_from([4, 30, 1000]), many_services=st.booleans())
+def test_generated_batches(batches, max_entries, many_services):
+    raws = []
+    keys = []
+    for number, spans in enumerate(batches):
+        if many_services:  # 258+ services: past the 256 sources with a place of their own
+            spans = [(number * 100 + i * 3 + s, *rest) for i, (s, *rest) in enumerate(spans)]
+        raws.append(_request(spans))
+        keys += [bytes([trace + 1]) * 16 + span_no.to_bytes(8, "big") for _, trace, span_no, *_ in spans]
+    compare(raws, max_entries=max_entries, keys=keys)
+
+
+def test_the_kernel_decides_children_of_a_known_parent():
+    """A root, then its children alone and in pairs: the children are the kernel's, and the
+    output is Python's (the differential above); here, what the children carry."""
+    root = (1, 0, 1, None, dict(CONTEXT), None)
+    children = [(1, 0, n, 1, {"owner.team": f"t-{n % 3}"}, None) for n in range(2, 9)]
+    on = compare([_request([root]), _request(children)], keys=[bytes([1]) * 16 + n.to_bytes(8, "big")
+                                                                for n in range(1, 9)])
+    assert on.counting.decided >= 2  # the two pairs (the three alike are a unit: Python's)
