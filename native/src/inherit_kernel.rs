@@ -558,6 +558,117 @@ impl DecideKernel {
         self.batch = None;
     }
 
+    /// One level's entries, as `list_level` in process_view makes them (the same tuples and
+    /// lists, in the same order, the same lookups in the same order): spans alone as
+    /// (index, span, key, wait_key, own, own_key, complete, parent), spans alike (parent,
+    /// group, resource, root) as one list [own, own_key, parent, then index, span, key each].
+    fn list_level<'py>(
+        &self,
+        py: Python<'py>,
+        order: &Bound<'py, PyList>,
+        start: usize,
+        end: usize,
+        indices: &Bound<'py, PyAny>,
+        spans: &Bound<'py, PyAny>,
+        keys: &Bound<'py, PyList>,
+        wait_keys: &Bound<'py, PyList>,
+        groups: &Bound<'py, PyList>,
+        by_group: &Bound<'py, PyList>,
+        cache_get: &Bound<'py, PyAny>,
+        registry_known: &Bound<'py, PyAny>,
+        read_alone: &Bound<'py, PyAny>,
+        grouped: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let (fixed, b) = self.parts()?;
+        let here = b.here.bind(py);
+        let repaired_key = fixed.repaired_key.bind(py);
+        let hop_key = fixed.hop_key.bind(py);
+        // unit key -> its place in `listed`; the parent by identity (alive: held by `listed`).
+        let mut units: std::collections::HashMap<(usize, i64, i64, bool), usize> = std::collections::HashMap::new();
+        let listed = PyList::empty(py);
+        let none = py.None().into_bound(py);
+        let true_ = PyBool::new(py, true).to_owned().into_any();
+        for p in start..end {
+            let p: usize = order.get_item(p)?.extract()?;
+            let index = indices.get_item(p)?;
+            let span = spans.get_item(&index)?;
+            let group: i64 = groups.get_item(p)?.extract()?;
+            let (own, own_key, complete) = if group >= 0 {
+                let found = by_group.get_item(group as usize)?;
+                let found = found.cast_into::<PyTuple>()?;
+                (found.get_item(0)?, found.get_item(1)?, found.get_item(2)?)
+            } else {
+                let found = read_alone.call1((&span,))?;
+                let found = found.cast_into::<PyTuple>()?;
+                (found.get_item(0)?, found.get_item(1)?, found.get_item(2)?)
+            };
+            let wait_key = wait_keys.get_item(p)?;
+            let parent = if wait_key.is_none() {
+                none.clone()
+            } else {
+                match here.get_item(&wait_key)? {
+                    Some(found) => found,
+                    None => {
+                        let found = cache_get.call1((&wait_key,))?;
+                        if found.is_none() {
+                            registry_known.call1((&wait_key,))?
+                        } else {
+                            found
+                        }
+                    }
+                }
+            };
+            let key = keys.get_item(p)?;
+            let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
+            let attrs = attrs.cast::<PyDict>()?;
+            if group < 0
+                || (parent.is_none() && !complete.is_truthy()?)
+                || !grouped
+                || attrs.contains(repaired_key)?
+                || attrs.contains(hop_key)?
+            {
+                listed.append(PyTuple::new(py, [index, span, key, wait_key, own, own_key, complete, parent])?)?;
+                continue;
+            }
+            let root = parent.is_none() && {
+                let parent_id = span.getattr(pyo3::intern!(py, "parent_span_id"))?;
+                let parent_id = parent_id.cast::<pyo3::types::PyBytes>()?.as_bytes();
+                (parent_id.is_empty() || parent_id == [0u8; 8])
+                    && !span.getattr(pyo3::intern!(py, "links"))?.is_truthy()?
+            };
+            let resource: i64 = span.getattr(pyo3::intern!(py, "resource"))?.extract()?;
+            let unit_key = (if parent.is_none() { 0 } else { parent.as_ptr() as usize }, group, resource, root);
+            match units.get(&unit_key) {
+                None => {
+                    units.insert(unit_key, listed.len());
+                    listed.append(PyTuple::new(
+                        py,
+                        [index, span, key, none.clone(), own, own_key, true_.clone(), parent],
+                    )?)?;
+                }
+                Some(&at) => {
+                    let unit = listed.get_item(at)?;
+                    let unit = match unit.cast::<PyTuple>() {
+                        Ok(first) => {
+                            // its second span: a unit
+                            let made = PyList::new(
+                                py,
+                                [own, own_key, parent, first.get_item(0)?, first.get_item(1)?, first.get_item(2)?],
+                            )?;
+                            listed.set_item(at, &made)?;
+                            made
+                        }
+                        Err(_) => unit.cast_into::<PyList>()?,
+                    };
+                    unit.append(index)?;
+                    unit.append(span)?;
+                    unit.append(key)?;
+                }
+            }
+        }
+        Ok(listed)
+    }
+
     /// Decide the entries of `listed` from `start` on, in order, until one cannot be decided
     /// here. Returns 2 * the place of that entry (+1 when the first span of a two-span unit
     /// was decided and the second was not); 2 * len(listed) when all were.

@@ -42,6 +42,9 @@ class _Counting:
     def end(self) -> None:
         self.kernel.end()
 
+    def list_level(self, *args) -> list:
+        return self.kernel.list_level(*args)
+
     def run(self, listed, start: int) -> int:
         stopped = self.kernel.run(listed, start)
         self.decided += (stopped >> 1) - start

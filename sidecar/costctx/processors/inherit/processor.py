@@ -266,6 +266,69 @@ class InheritProcessor(Processor):
                 self._cascade(key, "ancestor", tally)
             return None
 
+        def read_alone(span: SpanView) -> tuple:
+            """Own fields of a span carrying some value that is not a string: read alone. Spans
+            carrying the same values share one dict (never mutated: Known.fields), made once
+            per batch. (own, own_key or None, complete)"""
+            values = tuple(map(span.attrs.get, fields_order))
+            own_key = (values, tuple(map(type, values)))
+            try:
+                own = owns[own_key]
+            except KeyError:
+                own, shareable = own_of(values)
+                if shareable:
+                    owns[own_key] = own
+                else:
+                    own_key = None
+            except TypeError:  # an array value (unhashable): read alone, decided alone
+                own, _ = own_of(values)
+                own_key = None
+            return own, own_key, own.keys() >= required
+
+        def list_level(start: int, end: int) -> list:
+            """One level's entries, in order (the kernel's `list_level` does the same natively):
+            every ancestor in the batch of its spans is decided. Spans alike (one ancestor's
+            decision, own fields, resource, root or not) form a unit, decided once; spans that
+            may wait or carry stamps go alone. Units in the order of their first span."""
+            units: dict[tuple, int] = {}  # unit key -> its place in `listed`
+            listed: list = []
+            for p in order[start:end]:
+                index = indices[p]
+                span = spans[index]
+                group = groups[p]
+                if group >= 0:
+                    own, own_key, complete = by_group[group]
+                else:
+                    own, own_key, complete = read_alone(span)
+                wait_key = wait_keys[p]
+                if wait_key is None:
+                    parent = None
+                else:
+                    # An ancestor decided earlier in this batch (parent first) as it was
+                    # decided here, whatever the cache holds under its ids (a resend with
+                    # other values disputes the cache's entry; the batch's own span stands).
+                    parent = here_get(wait_key) or cache_get(wait_key)
+                    if parent is None:
+                        parent = registry_known(wait_key)  # registered by a check, or by another sidecar
+                attrs = span.attrs
+                if (group < 0 or (parent is None and not complete) or not grouped
+                        or REPAIRED_KEY in attrs or HOP_DEPTH_KEY in attrs):
+                    listed.append((index, span, keys[p], wait_key, own, own_key, complete, parent))
+                    continue
+                root = parent is None and span.parent_span_id in _ROOT_IDS and not span.links
+                unit_key = (parent, group, span.resource, root)
+                at = units.get(unit_key)
+                if at is None:  # alone so far: listed as a span alone
+                    units[unit_key] = len(listed)
+                    listed.append((index, span, keys[p], None, own, own_key, True, parent))
+                    continue
+                unit = listed[at]
+                if type(unit) is tuple:  # its second span: a unit (own, own_key, parent, then
+                    # index, span, key per span)
+                    unit = listed[at] = [own, own_key, parent, unit[0], unit[1], unit[2]]
+                unit += (index, span, keys[p])
+            return listed
+
         grouped = self.group_decisions
         kernel = self._kernel if native and self.kernel else None
         if kernel is not None:
@@ -277,58 +340,11 @@ class InheritProcessor(Processor):
                 # (one ancestor's decision, own fields, resource, root or not) form a unit,
                 # decided once; spans that may wait or carry stamps go alone. Units in the
                 # order of their first span.
-                units: dict[tuple, int] = {}  # unit key -> its place in `listed`
-                listed: list = []
-                for p in order[start:end]:
-                    index = indices[p]
-                    span = spans[index]
-                    group = groups[p]
-                    if group >= 0:
-                        own, own_key, complete = by_group[group]
-                    else:
-                        # Some value is not a string: read alone. Spans carrying the same values
-                        # share one dict (never mutated: Known.fields), made once per batch.
-                        values = tuple(map(span.attrs.get, fields_order))
-                        own_key = (values, tuple(map(type, values)))
-                        try:
-                            own = owns[own_key]
-                        except KeyError:
-                            own, shareable = own_of(values)
-                            if shareable:
-                                owns[own_key] = own
-                            else:
-                                own_key = None
-                        except TypeError:  # an array value (unhashable): read alone, decided alone
-                            own, _ = own_of(values)
-                            own_key = None
-                        complete = own.keys() >= required
-                    wait_key = wait_keys[p]
-                    if wait_key is None:
-                        parent = None
-                    else:
-                        # An ancestor decided earlier in this batch (parent first) as it was
-                        # decided here, whatever the cache holds under its ids (a resend with
-                        # other values disputes the cache's entry; the batch's own span stands).
-                        parent = here_get(wait_key) or cache_get(wait_key)
-                        if parent is None:
-                            parent = registry_known(wait_key)  # registered by a check, or by another sidecar
-                    attrs = span.attrs
-                    if (group < 0 or (parent is None and not complete) or not grouped
-                            or REPAIRED_KEY in attrs or HOP_DEPTH_KEY in attrs):
-                        listed.append((index, span, keys[p], wait_key, own, own_key, complete, parent))
-                        continue
-                    root = parent is None and span.parent_span_id in _ROOT_IDS and not span.links
-                    unit_key = (parent, group, span.resource, root)
-                    at = units.get(unit_key)
-                    if at is None:  # alone so far: listed as a span alone
-                        units[unit_key] = len(listed)
-                        listed.append((index, span, keys[p], None, own, own_key, True, parent))
-                        continue
-                    unit = listed[at]
-                    if type(unit) is tuple:  # its second span: a unit (own, own_key, parent, then
-                        # index, span, key per span)
-                        unit = listed[at] = [own, own_key, parent, unit[0], unit[1], unit[2]]
-                    unit += (index, span, keys[p])
+                if kernel is not None:
+                    listed = kernel.list_level(order, start, end, indices, spans, keys, wait_keys, groups,
+                                               by_group, cache_get, registry_known, read_alone, grouped)
+                else:
+                    listed = list_level(start, end)
                 start = end
                 at, count = 0, len(listed)
                 while at < count:
