@@ -7,7 +7,7 @@
 //! in Python.
 //!
 //! A span is decided here when: its parent is known (found by the listing: in the batch or
-//! the table), its own fields are strings (or absent) and comparable (`own_key`), it carries
+//! the table) or it has none and lacks no required field, its own fields are strings (or absent) and comparable (`own_key`), it carries
 //! no `costctx.repaired` / `workflow.hop_depth` stamp, no held span waits for it, and either
 //! its decision is shared already (`_Tally.shared`) or its plan (`_plans`) needs no trace
 //! fallback. It then does, operation for operation on the same Python objects, what
@@ -65,6 +65,7 @@ struct Fixed {
     span_edits: Py<PyAny>,
     repaired_key: Py<PyString>,
     hop_key: Py<PyString>,
+    no_fields: Py<PyAny>, // context_cache.NO_FIELDS: a root's parent fallback in a plan's shape
 }
 
 #[pyclass(module = "costctx_native._core")]
@@ -110,11 +111,12 @@ impl DecideKernel {
         key: &Bound<'py, PyAny>,
         own: &Bound<'py, PyAny>,
         own_key: &Bound<'py, PyAny>,
+        complete: bool,
         parent: &Bound<'py, PyAny>,
     ) -> PyResult<bool> {
         // -- what the kernel decides: checked before any side effect
-        if parent.is_none() || own_key.is_none() {
-            return Ok(false);
+        if (parent.is_none() && !complete) || own_key.is_none() {
+            return Ok(false); // no parent known and something missing: `one` may hold it
         }
         let own = own.cast::<PyDict>()?;
         // `_all_str(own_key[1])`: the values' types, str or absent only.
@@ -138,11 +140,20 @@ impl DecideKernel {
         let tally = b.tally.bind(py);
         let resource_at = span.getattr(pyo3::intern!(py, "resource"))?;
         let resource = b.resources.bind(py).get_item(resource_at)?;
-        let parent_fields = parent.getattr(pyo3::intern!(py, "fields"))?;
-        let parent_fields = parent_fields.cast::<PyDict>()?;
-        // _resolve: the shared decision's key (parent known: never a root).
-        let mut within = own.len() > 0;
-        if within {
+        let parent_fields = if parent.is_none() {
+            None
+        } else {
+            Some(parent.getattr(pyo3::intern!(py, "fields"))?.cast_into::<PyDict>()?)
+        };
+        // _resolve: a root (no parent id, or an invalid one, and no link), the shared
+        // decision's key.
+        let root = parent.is_none() && {
+            let parent_id = span.getattr(pyo3::intern!(py, "parent_span_id"))?;
+            let parent_id = parent_id.cast::<pyo3::types::PyBytes>()?.as_bytes();
+            (parent_id.is_empty() || parent_id == [0u8; 8]) && !span.getattr(pyo3::intern!(py, "links"))?.is_truthy()?
+        };
+        let mut within = parent_fields.is_some() && own.len() > 0;
+        if let (true, Some(parent_fields)) = (within, &parent_fields) {
             for (field, value) in own.iter() {
                 match parent_fields.get_item(&field)? {
                     Some(theirs) if theirs.rich_compare(&value, CompareOp::Eq)?.is_truthy()? => {}
@@ -154,12 +165,12 @@ impl DecideKernel {
             }
         }
         let resource_id = (resource.as_ptr() as usize).into_pyobject(py)?;
-        let false_ = PyBool::new(py, false);
+        let root_ = PyBool::new(py, root).to_owned().into_any();
         let shared_key = if within {
             let names = PyTuple::new(py, own.keys())?;
-            PyTuple::new(py, [parent.clone(), resource_id.into_any(), names.into_any(), false_.to_owned().into_any()])?
+            PyTuple::new(py, [parent.clone(), resource_id.into_any(), names.into_any(), root_])?
         } else {
-            PyTuple::new(py, [parent.clone(), resource_id.into_any(), own_key.clone(), false_.to_owned().into_any()])?
+            PyTuple::new(py, [parent.clone(), resource_id.into_any(), own_key.clone(), root_])?
         };
         let shared = b.shared.bind(py);
         let hit = shared.get_item(&shared_key)?;
@@ -172,17 +183,21 @@ impl DecideKernel {
                     .bind(py)
                     .call_method1(pyo3::intern!(py, "_use_resource"), (&resource, tally))?;
             }
-            let names = if parent_fields.len() > 0 {
-                PyTuple::new(py, parent_fields.keys())?.into_any()
+            let names = match &parent_fields {
+                Some(found) if found.len() > 0 => PyTuple::new(py, found.keys())?.into_any(),
+                _ => py.None().into_bound(py),
+            };
+            let parent_fallback = if parent.is_none() {
+                fixed.no_fields.bind(py).clone()
             } else {
-                py.None().into_bound(py)
+                parent.getattr(pyo3::intern!(py, "fallback"))?
             };
             let shape = PyTuple::new(
                 py,
                 [
                     names,
                     PyTuple::new(py, own.keys())?.into_any(),
-                    parent.getattr(pyo3::intern!(py, "fallback"))?,
+                    parent_fallback,
                     tally.getattr(pyo3::intern!(py, "resource_names"))?,
                 ],
             )?;
@@ -227,7 +242,20 @@ impl DecideKernel {
                     repaired: hit.get_item(4)?,
                 }
             }
-            None => self.decide(py, fixed, b, plan.unwrap(), own, parent, parent_fields, &resource, &trace_id, key, shared_key)?,
+            None => self.decide(
+                py,
+                fixed,
+                b,
+                plan.unwrap(),
+                own,
+                parent,
+                parent_fields.as_ref(),
+                root,
+                &resource,
+                &trace_id,
+                key,
+                shared_key,
+            )?,
         };
         // `one`: the first span under a key is the ancestor its children find here.
         let here = b.here.bind(py);
@@ -249,7 +277,8 @@ impl DecideKernel {
         plan: Bound<'py, PyTuple>,
         own: &Bound<'py, PyDict>,
         parent: &Bound<'py, PyAny>,
-        parent_fields: &Bound<'py, PyDict>,
+        parent_fields: Option<&Bound<'py, PyDict>>,
+        root: bool,
         resource: &Bound<'py, PyAny>,
         trace_id: &Bound<'py, PyAny>,
         key: &Bound<'py, PyAny>,
@@ -267,6 +296,8 @@ impl DecideKernel {
         let fallback = plan.get_item(7)?;
         // conflicts = [f for f in common if own[f] != parent_fields[f]] or None
         let mut conflicts = py.None().into_bound(py);
+        let empty = PyDict::new(py);
+        let parent_fields = parent_fields.unwrap_or(&empty); // no parent: the plan takes nothing from it
         if !common.is_empty() {
             let found = PyList::empty(py);
             for field in common.iter() {
@@ -309,7 +340,7 @@ impl DecideKernel {
             fields = own_any.clone();
         }
         if !from_resource.is_empty() {
-            if fields.is(own_any) || fields.is(parent_fields) {
+            if fields.is(own_any) || (!parent.is_none() && fields.is(parent_fields)) {
                 fields = fields.cast::<PyDict>()?.copy()?.into_any();
             }
             let target = fields.cast::<PyDict>()?;
@@ -334,10 +365,20 @@ impl DecideKernel {
             }
         }
         let bumps = PyList::new(py, bumps.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
-        // _resolve: the hop depth (no stamp of its own, parent known).
+        // _resolve: the hop depth (no stamp of its own).
         let hop = resource.getattr(pyo3::intern!(py, "service"))?;
-        let parent_depth = parent.getattr(pyo3::intern!(py, "depth"))?;
-        let depth = if parent_depth.is_none() {
+        let parent_depth = if parent.is_none() {
+            py.None().into_bound(py)
+        } else {
+            parent.getattr(pyo3::intern!(py, "depth"))?
+        };
+        let depth = if parent.is_none() {
+            if root {
+                0i64.into_pyobject(py)?.into_any()
+            } else {
+                parent_depth // the ancestors are unknown: the depth is too (None)
+            }
+        } else if parent_depth.is_none() {
             parent_depth
         } else {
             let workflow = own.get_item(pyo3::intern!(py, "workflow.id"))?;
@@ -500,6 +541,7 @@ impl DecideKernel {
         span_edits: Py<PyType>,
         repaired_key: Py<PyString>,
         hop_key: Py<PyString>,
+        no_fields: Py<PyAny>,
     ) -> Self {
         DecideKernel {
             fixed: Some(Fixed {
@@ -510,6 +552,7 @@ impl DecideKernel {
                 span_edits: span_edits.into_any(),
                 repaired_key,
                 hop_key,
+                no_fields,
             }),
             batch: None,
         }
@@ -689,6 +732,7 @@ impl DecideKernel {
                     &alone.get_item(2)?,
                     &alone.get_item(4)?,
                     &alone.get_item(5)?,
+                    alone.get_item(6)?.is_truthy()?,
                     &alone.get_item(7)?,
                 )?;
                 if !decided {
@@ -711,6 +755,7 @@ impl DecideKernel {
                         &unit.get_item(first + 2)?,
                         &own,
                         &own_key,
+                        true,
                         &parent,
                     )?;
                     if !decided {
@@ -734,6 +779,7 @@ impl DecideKernel {
             visit.call(&fixed.span_edits)?;
             visit.call(&fixed.repaired_key)?;
             visit.call(&fixed.hop_key)?;
+            visit.call(&fixed.no_fields)?;
         }
         if let Some(batch) = &self.batch {
             batch.visit(&visit)?;

@@ -119,7 +119,7 @@ class InheritProcessor(Processor):
         self.group_decisions = True
         self._last_shared: tuple | None = None  # the shared decision _resolve last made or reused
         self._kernel = (_DecideKernel(self, self._plans, list(self._fallback_fields), Known, SpanEdits,
-                                      REPAIRED_KEY, HOP_DEPTH_KEY) if _DecideKernel is not None else None)
+                                      REPAIRED_KEY, HOP_DEPTH_KEY, NO_FIELDS) if _DecideKernel is not None else None)
         self.hold = Hold(config.wait_duration)
         self.registry = RegistryLink(host, config.registry, self._registry_known)
         self.use_clock(time.monotonic)
