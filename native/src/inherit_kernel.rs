@@ -66,6 +66,38 @@ struct Fixed {
     repaired_key: Py<PyString>,
     hop_key: Py<PyString>,
     no_fields: Py<PyAny>, // context_cache.NO_FIELDS: a root's parent fallback in a plan's shape
+    /// `object.__new__`: a Known and a SpanEdits made with their slots set here, as their
+    /// __init__ (Python) would set them, without running it (half a microsecond a span).
+    object_new: Py<PyAny>,
+}
+
+impl Fixed {
+    /// `Known(fields, hop, depth, fallback)`.
+    fn known<'py>(
+        &self,
+        py: Python<'py>,
+        fields: &Bound<'py, PyAny>,
+        hop: &Bound<'py, PyAny>,
+        depth: &Bound<'py, PyAny>,
+        fallback: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let known = self.object_new.bind(py).call1((self.known_class.bind(py),))?;
+        known.setattr(pyo3::intern!(py, "fields"), fields)?;
+        known.setattr(pyo3::intern!(py, "hop"), hop)?;
+        known.setattr(pyo3::intern!(py, "depth"), depth)?;
+        known.setattr(pyo3::intern!(py, "fallback"), fallback)?;
+        Ok(known)
+    }
+
+    /// `SpanEdits(sets=sets)`: no renames, no deletes, no replacement.
+    fn span_edits<'py>(&self, py: Python<'py>, sets: Bound<'py, PyList>) -> PyResult<Bound<'py, PyAny>> {
+        let edits = self.object_new.bind(py).call1((self.span_edits.bind(py),))?;
+        edits.setattr(pyo3::intern!(py, "renames"), PyList::empty(py))?;
+        edits.setattr(pyo3::intern!(py, "deletes"), PyList::empty(py))?;
+        edits.setattr(pyo3::intern!(py, "sets"), sets)?;
+        edits.setattr(pyo3::intern!(py, "replace"), py.None())?;
+        Ok(edits)
+    }
 }
 
 #[pyclass(module = "costctx_native._core")]
@@ -405,7 +437,7 @@ impl DecideKernel {
         for entry in bumps.iter() {
             bump(counts, &entry)?;
         }
-        let known = fixed.known_class.bind(py).call1((&fields, &hop, &depth, &fallback))?;
+        let known = fixed.known(py, &fields, &hop, &depth, &fallback)?;
         b.put.bind(py).call1((key, &known))?;
         // The shared entry: (resource, known, sets, conflicts, repaired, votes, [0], bumps).
         let votes = PyList::empty(py);
@@ -457,9 +489,7 @@ impl DecideKernel {
             match edits.get_item(index)? {
                 None => {
                     let copy = PyList::new(py, sets.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
-                    let kwargs = PyDict::new(py);
-                    kwargs.set_item(pyo3::intern!(py, "sets"), copy)?;
-                    edits.set_item(index, fixed.span_edits.bind(py).call((), Some(&kwargs))?)?;
+                    edits.set_item(index, fixed.span_edits(py, copy)?)?;
                     update(attrs, sets)?;
                 }
                 Some(found) => {
@@ -542,8 +572,10 @@ impl DecideKernel {
         repaired_key: Py<PyString>,
         hop_key: Py<PyString>,
         no_fields: Py<PyAny>,
-    ) -> Self {
-        DecideKernel {
+        py: Python<'_>,
+    ) -> PyResult<Self> {
+        let object_new = py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind();
+        Ok(DecideKernel {
             fixed: Some(Fixed {
                 processor,
                 plans,
@@ -553,9 +585,10 @@ impl DecideKernel {
                 repaired_key,
                 hop_key,
                 no_fields,
+                object_new,
             }),
             batch: None,
-        }
+        })
     }
 
     /// The batch's state the decisions write into (see process_view).
@@ -780,6 +813,7 @@ impl DecideKernel {
             visit.call(&fixed.repaired_key)?;
             visit.call(&fixed.hop_key)?;
             visit.call(&fixed.no_fields)?;
+            visit.call(&fixed.object_new)?;
         }
         if let Some(batch) = &self.batch {
             batch.visit(&visit)?;

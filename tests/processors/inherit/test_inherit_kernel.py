@@ -183,3 +183,15 @@ def test_the_kernel_decides_children_of_a_known_parent():
     on = compare([_request([root]), _request(children)], keys=[bytes([1]) * 16 + n.to_bytes(8, "big")
                                                                 for n in range(1, 9)])
     assert on.counting.decided >= 2  # the two pairs (the three alike are a unit: Python's)
+
+
+def test_the_objects_the_kernel_makes_without_their_init_have_these_slots_only():
+    """The kernel makes Known and SpanEdits with object.__new__ and sets these slots (their
+    __init__ sets nothing else): a slot added to either must be set there too."""
+    import dataclasses
+
+    from costctx.pdata.codec.api import SpanEdits
+    from costctx.processors.inherit.context_cache import Known
+
+    assert [f.name for f in dataclasses.fields(SpanEdits)] == ["renames", "deletes", "sets", "replace"]
+    assert Known.__slots__ == ("fields", "hop", "depth", "fallback")
