@@ -29,13 +29,16 @@ struct Batch {
     repaired: Py<PyDict>,  // a Counter
     here: Py<PyDict>,
     put: Py<PyAny>,
+    put_many: Py<PyAny>,
     record: Py<PyAny>,
     waiters: Py<PyDict>,
     learning: Py<PyList>,
     edits: Py<PyDict>,
+    batch_edits: Py<PyAny>,
     notes: Py<PyDict>,
     batch: Py<PyAny>,
     resources: Py<PyAny>,
+    bulk: bool,
 }
 
 impl Batch {
@@ -46,10 +49,12 @@ impl Batch {
         visit.call(&self.repaired)?;
         visit.call(&self.here)?;
         visit.call(&self.put)?;
+        visit.call(&self.put_many)?;
         visit.call(&self.record)?;
         visit.call(&self.waiters)?;
         visit.call(&self.learning)?;
         visit.call(&self.edits)?;
+        visit.call(&self.batch_edits)?;
         visit.call(&self.notes)?;
         visit.call(&self.batch)?;
         visit.call(&self.resources)
@@ -114,6 +119,16 @@ struct Decision<'py> {
     repaired: Bound<'py, PyAny>,
 }
 
+/// What `one` did with a span.
+enum Outcome<'py> {
+    /// Nothing: Python's path decides it.
+    Stop,
+    /// Decided and written.
+    Done,
+    /// Decided, not written (`defer`): the shared entry and the decision.
+    Deferred(Bound<'py, PyTuple>, Decision<'py>),
+}
+
 fn bump(counter: &Bound<'_, PyDict>, key: &Bound<'_, PyAny>) -> PyResult<()> {
     // Counter's `c[key] += 1` (a missing key counts 0).
     let count = match counter.get_item(key)? {
@@ -145,10 +160,11 @@ impl DecideKernel {
         own_key: &Bound<'py, PyAny>,
         complete: bool,
         parent: &Bound<'py, PyAny>,
-    ) -> PyResult<bool> {
+        defer: bool,
+    ) -> PyResult<Outcome<'py>> {
         // -- what the kernel decides: checked before any side effect
         if (parent.is_none() && !complete) || own_key.is_none() {
-            return Ok(false); // no parent known and something missing: `one` may hold it
+            return Ok(Outcome::Stop); // no parent known and something missing: `one` may hold it
         }
         let own = own.cast::<PyDict>()?;
         // `_all_str(own_key[1])`: the values' types, str or absent only.
@@ -157,17 +173,17 @@ impl DecideKernel {
         let none_type = py.None().into_bound(py).get_type();
         for t in types.cast::<PyTuple>()?.iter() {
             if !t.is(&str_type) && !t.is(&none_type) {
-                return Ok(false);
+                return Ok(Outcome::Stop);
             }
         }
         let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
         let attrs = attrs.cast::<PyDict>()?;
         if attrs.contains(fixed.repaired_key.bind(py))? || attrs.contains(fixed.hop_key.bind(py))? {
-            return Ok(false);
+            return Ok(Outcome::Stop);
         }
         let waiters = b.waiters.bind(py);
         if waiters.contains(key)? {
-            return Ok(false); // `one` cascades to the held spans after it
+            return Ok(Outcome::Stop); // `one` cascades to the held spans after it
         }
         let tally = b.tally.bind(py);
         let resource_at = span.getattr(pyo3::intern!(py, "resource"))?;
@@ -242,7 +258,7 @@ impl DecideKernel {
             };
             let found = found.cast_into::<PyTuple>()?;
             if found.get_item(3)?.is_truthy()? {
-                return Ok(false); // needs_trace: the trace's votes decide, field by field
+                return Ok(Outcome::Stop); // needs_trace: the trace's votes decide, field by field
             }
             plan = Some(found);
         }
@@ -253,7 +269,7 @@ impl DecideKernel {
             b.learning.bind(py).append((span, own))?;
         }
         let record = b.record.bind(py);
-        let decision = match hit {
+        let (decision, entry) = match hit {
             Some(hit) => {
                 // _resolve's hit: the entry's decision, its votes, the put.
                 let hit = hit.cast_into::<PyTuple>()?;
@@ -267,12 +283,13 @@ impl DecideKernel {
                 }
                 let known = hit.get_item(1)?;
                 b.put.bind(py).call1((key, &known))?;
-                Decision {
+                let decision = Decision {
                     known,
                     sets: hit.get_item(2)?,
                     conflicts: hit.get_item(3)?,
                     repaired: hit.get_item(4)?,
-                }
+                };
+                (decision, hit)
             }
             None => self.decide(
                 py,
@@ -294,8 +311,13 @@ impl DecideKernel {
         if !here.contains(key)? {
             here.set_item(key, &decision.known)?;
         }
-        self.apply(py, fixed, b, index, span, attrs, &decision)?;
-        Ok(true)
+        if defer {
+            // `one(..., defer=True)`: the decision is shared (the kernel's always are) and no
+            // held span waits for it: the caller writes it with the rest of the unit's.
+            return Ok(Outcome::Deferred(entry, decision));
+        }
+        self.apply(py, fixed, b, index, attrs, &decision)?;
+        Ok(Outcome::Done)
     }
 
     /// `_decide_by_plan` then the rest of `_resolve` for a span whose shared decision is not
@@ -315,7 +337,7 @@ impl DecideKernel {
         trace_id: &Bound<'py, PyAny>,
         key: &Bound<'py, PyAny>,
         shared_key: Bound<'py, PyTuple>,
-    ) -> PyResult<Decision<'py>> {
+    ) -> PyResult<(Decision<'py>, Bound<'py, PyTuple>)> {
         let tally = b.tally.bind(py);
         let supplied = tally.getattr(pyo3::intern!(py, "resource_values"))?;
         // from_parent, common, from_resource, needs_trace, repaired, stamp, bumps, fallback
@@ -463,13 +485,132 @@ impl DecideKernel {
                 bumps.into_any(),
             ],
         )?;
-        b.shared.bind(py).set_item(shared_key, entry)?;
-        Ok(Decision {
+        b.shared.bind(py).set_item(shared_key, &entry)?;
+        let decision = Decision {
             known,
             sets: sets.into_any(),
             conflicts,
             repaired,
-        })
+        };
+        Ok((decision, entry))
+    }
+
+    /// A unit of three spans or more (`unit`: own, own_key, parent, then index, span, key per
+    /// span): `one(first, defer=True)` then `_decide_rest` and `_apply_group`, when no span of
+    /// the unit has held spans waiting for it and the first can be decided here. Else nothing
+    /// is done (false): Python's path takes the whole unit.
+    fn unit<'py>(&self, py: Python<'py>, fixed: &Fixed, b: &Batch, unit: &Bound<'py, PyList>) -> PyResult<bool> {
+        if !b.bulk {
+            return Ok(false);
+        }
+        let count = (unit.len() - 3) / 3;
+        let waiters = b.waiters.bind(py);
+        if !waiters.is_empty() {
+            for at in 0..count {
+                if waiters.contains(unit.get_item(5 + 3 * at)?)? {
+                    return Ok(false);
+                }
+            }
+        }
+        let (own, own_key, parent) = (unit.get_item(0)?, unit.get_item(1)?, unit.get_item(2)?);
+        let (first_index, first_span, first_key) = (unit.get_item(3)?, unit.get_item(4)?, unit.get_item(5)?);
+        let outcome = self.one(py, fixed, b, &first_index, &first_span, &first_key, &own, &own_key, true, &parent, true)?;
+        let (entry, decision) = match outcome {
+            Outcome::Stop => return Ok(false),
+            Outcome::Done => return Err(PyRuntimeError::new_err("a deferred decision was written")),
+            Outcome::Deferred(entry, decision) => (entry, decision),
+        };
+        // _decide_rest: the rest of the unit takes the shared decision.
+        let rest = count - 1;
+        let hits = entry.get_item(6)?;
+        let hits = hits.cast::<PyList>()?;
+        hits.set_item(0, hits.get_item(0)?.add(rest)?)?;
+        let mut indices: Vec<Bound<'py, PyAny>> = Vec::with_capacity(count);
+        let mut spans: Vec<Bound<'py, PyAny>> = Vec::with_capacity(count);
+        let keys = PyList::empty(py);
+        indices.push(first_index);
+        spans.push(first_span);
+        for at in 1..count {
+            indices.push(unit.get_item(3 + 3 * at)?);
+            spans.push(unit.get_item(4 + 3 * at)?);
+            keys.append(unit.get_item(5 + 3 * at)?)?;
+        }
+        let own = own.cast::<PyDict>()?;
+        if own.contains(pyo3::intern!(py, "workflow.id"))? {
+            let members = PyList::new(py, &spans[1..])?;
+            b.learning.bind(py).append((members, own))?; // learned with the batch's others, in order
+        }
+        let votes = entry.get_item(5)?;
+        if votes.is_truthy()? {
+            let carriers = PyDict::new(py); // trace id -> spans, in order of first
+            for span in &spans[1..] {
+                let trace_id = span.getattr(pyo3::intern!(py, "trace_id"))?;
+                let count = match carriers.get_item(&trace_id)? {
+                    Some(found) => found.add(1)?,
+                    None => 1i64.into_pyobject(py)?.into_any(),
+                };
+                carriers.set_item(trace_id, count)?;
+            }
+            let record = b.record.bind(py);
+            for (trace_id, count) in carriers.iter() {
+                for vote in votes.try_iter()? {
+                    let vote = vote?;
+                    let vote = vote.cast::<PyTuple>()?;
+                    record.call1((&trace_id, vote.get_item(0)?, vote.get_item(1)?, &count))?;
+                }
+            }
+        }
+        b.put_many.bind(py).call1((&keys, &decision.known))?;
+        let here = b.here.bind(py);
+        for key in keys.iter() {
+            if !here.contains(&key)? {
+                here.set_item(key, &decision.known)?;
+            }
+        }
+        // _apply_group: one group edit; spans re-encoded on the slow path written alone.
+        let sets = &decision.sets;
+        if sets.is_truthy()? {
+            let edits = b.edits.bind(py);
+            if !edits.is_empty() {
+                let mut kept_indices = Vec::with_capacity(count);
+                let mut kept_spans = Vec::with_capacity(count);
+                let mut alone = Vec::new();
+                for (index, span) in indices.into_iter().zip(spans) {
+                    let replaced = match edits.get_item(&index)? {
+                        Some(found) => !found.getattr(pyo3::intern!(py, "replace"))?.is_none(),
+                        None => false,
+                    };
+                    if replaced {
+                        alone.push((index, span));
+                    } else {
+                        kept_indices.push(index);
+                        kept_spans.push(span);
+                    }
+                }
+                for (index, span) in &alone {
+                    let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
+                    self.apply(py, fixed, b, index, attrs.cast::<PyDict>()?, &decision)?;
+                }
+                if kept_indices.is_empty() {
+                    return Ok(true);
+                }
+                indices = kept_indices;
+                spans = kept_spans;
+            }
+            let copy = PyList::new(py, sets.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+            b.batch_edits.bind(py).call_method1(
+                pyo3::intern!(py, "add_group"),
+                (fixed.span_edits(py, copy)?, PyList::new(py, &indices)?),
+            )?;
+            for span in &spans {
+                let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
+                update(attrs.cast::<PyDict>()?, sets)?;
+            }
+        }
+        for index in &indices {
+            self.note(py, b, index, &decision)?;
+        }
+        Ok(true)
     }
 
     /// `_apply`: the sets as the span's edits (and its view's attrs), the notes.
@@ -479,7 +620,6 @@ impl DecideKernel {
         fixed: &Fixed,
         b: &Batch,
         index: &Bound<'py, PyAny>,
-        span: &Bound<'py, PyAny>,
         attrs: &Bound<'py, PyDict>,
         decision: &Decision<'py>,
     ) -> PyResult<()> {
@@ -510,7 +650,11 @@ impl DecideKernel {
                 }
             }
         }
-        let _ = span;
+        self.note(py, b, index, decision)
+    }
+
+    /// `_apply`'s (and `_apply_group`'s) notes: the conflicting and repaired fields.
+    fn note<'py>(&self, py: Python<'py>, b: &Batch, index: &Bound<'py, PyAny>, decision: &Decision<'py>) -> PyResult<()> {
         let (conflicts, repaired) = (&decision.conflicts, &decision.repaired);
         let has_conflicts = conflicts.is_truthy()?;
         let has_repaired = repaired.is_truthy()?;
@@ -597,11 +741,13 @@ impl DecideKernel {
         tally: Py<PyAny>,
         here: Py<PyDict>,
         put: Py<PyAny>,
+        put_many: Py<PyAny>,
         record: Py<PyAny>,
         waiters: Py<PyDict>,
         learning: Py<PyList>,
         batch: Py<PyAny>,
         resources: Py<PyAny>,
+        bulk: bool,
         py: Python<'_>,
     ) -> PyResult<()> {
         let t = tally.bind(py);
@@ -609,7 +755,9 @@ impl DecideKernel {
         let conflicts = t.getattr("conflicts")?.cast_into::<PyDict>()?.unbind();
         let repaired = t.getattr("repaired")?.cast_into::<PyDict>()?.unbind();
         let bound = batch.bind(py);
-        let edits = bound.getattr("edits")?.getattr("spans")?.cast_into::<PyDict>()?.unbind();
+        let batch_edits = bound.getattr("edits")?;
+        let edits = batch_edits.getattr("spans")?.cast_into::<PyDict>()?.unbind();
+        let batch_edits = batch_edits.unbind();
         let notes = bound.getattr("notes")?.cast_into::<PyDict>()?.unbind();
         self.batch = Some(Batch {
             tally,
@@ -618,13 +766,16 @@ impl DecideKernel {
             repaired,
             here,
             put,
+            put_many,
             record,
             waiters,
             learning,
             edits,
+            batch_edits,
             notes,
             batch,
             resources,
+            bulk,
         });
         Ok(())
     }
@@ -767,14 +918,19 @@ impl DecideKernel {
                     &alone.get_item(5)?,
                     alone.get_item(6)?.is_truthy()?,
                     &alone.get_item(7)?,
+                    false,
                 )?;
-                if !decided {
+                if matches!(decided, Outcome::Stop) {
                     return Ok(2 * at);
                 }
             } else {
                 let unit = entry.cast::<PyList>()?;
                 if unit.len() >= 12 {
-                    return Ok(2 * at); // a unit: its shared decision is Python's
+                    if !self.unit(py, fixed, b, unit)? {
+                        return Ok(2 * at);
+                    }
+                    at += 1;
+                    continue;
                 }
                 // own, own_key, parent, then index, span, key per span (two spans)
                 let (own, own_key, parent) = (unit.get_item(0)?, unit.get_item(1)?, unit.get_item(2)?);
@@ -790,8 +946,9 @@ impl DecideKernel {
                         &own_key,
                         true,
                         &parent,
+                        false,
                     )?;
-                    if !decided {
+                    if matches!(decided, Outcome::Stop) {
                         return Ok(2 * at + half);
                     }
                 }

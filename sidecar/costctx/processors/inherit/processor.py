@@ -332,7 +332,8 @@ class InheritProcessor(Processor):
         grouped = self.group_decisions
         kernel = self._kernel if native and self.kernel else None
         if kernel is not None:
-            kernel.begin(tally, here, cache.put, self.trace_values.record, waiters, learning, batch, resources)
+            kernel.begin(tally, here, cache.put, cache.put_many, self.trace_values.record, waiters, learning, batch,
+                         resources, self.bulk)
         try:
             start = 0
             for end in ends:
