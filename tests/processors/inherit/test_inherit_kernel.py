@@ -195,3 +195,16 @@ def test_the_objects_the_kernel_makes_without_their_init_have_these_slots_only()
 
     assert [f.name for f in dataclasses.fields(SpanEdits)] == ["renames", "deletes", "sets", "replace"]
     assert Known.__slots__ == ("fields", "hop", "depth", "fallback")
+
+
+def test_a_units_votes_count_every_span_it_holds():
+    """Four spans carry wf-a (a root and a unit of three alike children, the kernel's), three
+    carry wf-b (each alone): a later root of the trace lacking the field takes wf-a from the
+    trace's votes on both sides (counting the unit's votes once would tie: none)."""
+    context_a = {**CONTEXT, "workflow.id": "wf-a"}
+    spans = [(0, 0, 1, None, context_a, None)] + [(0, 0, n, 1, {"workflow.id": "wf-a"}, None) for n in (2, 3, 4)] + [
+        (0, 0, n, 1, {"workflow.id": "wf-b", "owner.team": f"team-{n}"}, None) for n in (5, 6, 7)]
+    later = [(0, 0, 9, None, {"owner.team": "z"}, None)]
+    on = compare([_request(spans), _request(later)], tick_every=0)
+    assert on.counting.decided >= 1
+    assert on.run(_request([(0, 0, 10, None, {"owner.team": "y"}, None)]))[2][0]["workflow.id"] == "wf-a"
