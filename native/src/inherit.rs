@@ -192,3 +192,44 @@ pub fn parent_first<'py>(
         [PyList::new(py, order)?.into_any(), PyList::new(py, ends)?.into_any()],
     )
 }
+
+/// See `costctx.processors.inherit.batch_read.own_groups` (same arguments, same result): per
+/// group, from its first span's values of the context fields, (own fields, (values, their
+/// types), whether it lacks no required field).
+#[pyfunction]
+pub fn own_groups<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyAny>,
+    firsts: &Bound<'py, PyList>,
+    fields: &Bound<'py, PyTuple>,
+    required: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let required: Vec<Bound<'py, PyAny>> = required.try_iter()?.collect::<PyResult<_>>()?;
+    let out = PyList::empty(py);
+    let none = py.None().into_bound(py);
+    for first in firsts.iter() {
+        let span = spans.get_item(first)?;
+        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
+        let own = PyDict::new(py);
+        let mut values = Vec::with_capacity(fields.len());
+        let mut types = Vec::with_capacity(fields.len());
+        for field in fields.iter() {
+            let value = attrs.get_item(&field)?.unwrap_or_else(|| none.clone());
+            if !value.is_none() && value.is_truthy()? {
+                own.set_item(&field, &value)?; // an empty string is no value
+            }
+            types.push(value.get_type().into_any());
+            values.push(value);
+        }
+        let mut complete = true;
+        for field in &required {
+            if !own.contains(field)? {
+                complete = false;
+                break;
+            }
+        }
+        let own_key = PyTuple::new(py, [PyTuple::new(py, values)?, PyTuple::new(py, types)?])?;
+        out.append((own, own_key, complete))?;
+    }
+    Ok(out)
+}

@@ -174,3 +174,18 @@ def test_parent_first_on_the_bench_workload_is_native_and_python_alike():
             assert order[0] != sorted(order[0])  # children come before their parents
             _check_order(keys, wait_keys, order)
             assert native_parent_first(keys, wait_keys) == order
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(view_spans=spans, required=st.sets(st.sampled_from(FIELDS[:6])))
+def test_native_own_groups_is_the_python_one(view_spans, required):
+    from costctx.processors.inherit.batch_read import native_own_groups, own_groups
+
+    _, _, _, firsts = read_spans(view_spans, range(len(view_spans)), FIELDS)
+    required = frozenset(required)
+    for chosen in (firsts, list(range(len(view_spans)))):  # the groups' first spans, and any span
+        want = own_groups(view_spans, chosen, FIELDS, required)
+        got = native_own_groups(view_spans, chosen, FIELDS, required)
+        assert got == want
+        assert [list(g[0]) for g in got] == [list(w[0]) for w in want]  # fields in the same order

@@ -18,10 +18,11 @@ _INVALID_SPAN_ID = bytes(8)
 _NONE = type(None)
 
 try:
+    from costctx_native._core import own_groups as native_own_groups
     from costctx_native._core import parent_first as native_parent_first
     from costctx_native._core import read_spans as native_read_spans
 except ImportError:  # built without the extension
-    native_read_spans = native_parent_first = None
+    native_read_spans = native_parent_first = native_own_groups = None
 
 
 def read_spans(spans: list, indices: Iterable[int], fields: tuple[str, ...]
@@ -99,3 +100,15 @@ def parent_first(keys: list[bytes], wait_keys: list[bytes | None]) -> tuple[list
     if count:
         ends.append(count)
     return order, ends
+
+
+def own_groups(spans: list, firsts: list[int], fields: tuple[str, ...], required: frozenset[str]) -> list[tuple]:
+    """Per group of read_spans (its first span), the span's own context fields (a group's
+    values are strings or absent; an empty string is no value), its own key (the values and
+    their types) and whether it lacks no required field: (own, own_key, complete)."""
+    out = []
+    for first in firsts:
+        values = tuple(map(spans[first].attrs.get, fields))
+        own = {field: value for field, value in zip(fields, values, strict=True) if value is not None and value}
+        out.append((own, (values, tuple(map(type, values))), own.keys() >= required))
+    return out

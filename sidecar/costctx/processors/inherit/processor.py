@@ -39,7 +39,14 @@ from costctx.pdata.batch import SpanRecord
 from costctx.pdata.codec import Codec, select_codec
 from costctx.pdata.codec.api import EMPTY, BatchEdits, KvList, ResourceView, SpanEdits, SpanView
 from costctx.pdata.view_batch import ViewBatch
-from costctx.processors.inherit.batch_read import native_parent_first, native_read_spans, parent_first, read_spans
+from costctx.processors.inherit.batch_read import (
+    native_own_groups,
+    native_parent_first,
+    native_read_spans,
+    own_groups,
+    parent_first,
+    read_spans,
+)
 from costctx.processors.inherit.config import InheritConfig
 from costctx.processors.inherit.context_cache import NO_FIELDS, Known, new_context_cache, new_trace_values
 from costctx.processors.inherit.hold import HeldSpan, Hold, TraceHold
@@ -226,14 +233,10 @@ class InheritProcessor(Processor):
         # it, in place, never held (children mostly come before their parents: the SDK exports
         # on end).
         order, ends = (native_parent_first if native else parent_first)(keys, wait_keys)
-        by_group = []
-        for first in firsts:
-            values = tuple(map(spans[first].attrs.get, fields_order))
-            own_key = (values, tuple(map(type, values)))
-            own = owns.get(own_key)
-            if own is None:
-                own = owns[own_key] = own_of(values)[0]
-            by_group.append((own, own_key, own.keys() >= required))
+        # Per group: its own fields (one dict, never mutated: Known.fields), own key, complete.
+        # (`owns` below is for spans read alone: some value of theirs is not a string, so their
+        # own keys never equal a group's.)
+        by_group = (native_own_groups if native else own_groups)(spans, firsts, fields_order, required)
 
         def one(index: int, span: SpanView, key: bytes, wait_key: bytes | None, own: dict, own_key: tuple | None,
                 complete: bool, parent: Known | None, defer: bool = False) -> tuple | None:
