@@ -1,19 +1,23 @@
-//! inherit's per-span decision for the common path, run natively over a level's listed
-//! entries (`InheritProcessor.process_view`: spans alone, and units of two decided alone),
-//! stopping at the first span it cannot decide exactly. Python then handles that entry with
-//! its own path (`one`, unchanged: the oracle) and calls `run` again from the next one, so
-//! every side effect (trace votes, puts into the ancestor table, `here`, the hold's
-//! cascade, the tally, the registry's learning list) happens in exactly the order it does
-//! in Python.
+//! inherit's per-span decision for the common path, run natively over a level of a batch
+//! (`InheritProcessor.process_view`): `list_level` makes the level's entries (spans alone,
+//! pairs and units of spans alike) as Python's `list_level` does, and `run` decides them in
+//! order, stopping at the first span it cannot decide exactly. Python then handles that entry
+//! with its own path (`one` / `_decide_rest`, unchanged: the oracle) and calls `run` again from
+//! the next one, so every side effect (trace votes, puts into the ancestor table, `here`, the
+//! hold's cascade, the tally, the registry's learning list, edits and notes) happens in
+//! exactly the order it does in Python.
 //!
-//! A span is decided here when: its parent is known (found by the listing: in the batch or
-//! the table) or it has none and lacks no required field, its own fields are strings (or absent) and comparable (`own_key`), it carries
-//! no `costctx.repaired` / `workflow.hop_depth` stamp, no held span waits for it, and either
-//! its decision is shared already (`_Tally.shared`) or its plan (`_plans`) needs no trace
-//! fallback. It then does, operation for operation on the same Python objects, what
-//! `one` -> `_resolve` -> `_decide_by_plan` and `_apply` do; each step below names the
-//! Python lines it mirrors. Policy stays in Python: plans and resources are made there
-//! (`_plan`, `_use_resource`, called back when an unseen shape or resource comes).
+//! A span is decided here when: its parent is known (found by the listing: in the batch, the
+//! table or the registry) or it has none and lacks no required field, its own fields are
+//! strings (or absent) and comparable (`own_key`), it carries no `costctx.repaired` /
+//! `workflow.hop_depth` stamp, no held span waits for it (nor for any span of its unit), and
+//! either its decision is shared already (`_Tally.shared`) or its plan (`_plans`) needs no
+//! trace fallback. It then does, operation for operation on the same Python objects, what
+//! `one` -> `_resolve` -> `_decide_by_plan` and `_apply` (a unit: `_decide_rest` and
+//! `_apply_group`) do; each step below names the Python lines it mirrors. Policy stays in
+//! Python: plans and resources' values are made there (`_plan`, `_use_resource`, called back
+//! when an unseen shape or resource comes). What it saves is the interpreter (frames, bytecode,
+//! attribute lookups), not the objects: the decisions are the same Python objects as before.
 
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::PyRuntimeError;
@@ -514,7 +518,19 @@ impl DecideKernel {
         }
         let (own, own_key, parent) = (unit.get_item(0)?, unit.get_item(1)?, unit.get_item(2)?);
         let (first_index, first_span, first_key) = (unit.get_item(3)?, unit.get_item(4)?, unit.get_item(5)?);
-        let outcome = self.one(py, fixed, b, &first_index, &first_span, &first_key, &own, &own_key, true, &parent, true)?;
+        let outcome = self.one(
+            py,
+            fixed,
+            b,
+            &first_index,
+            &first_span,
+            &first_key,
+            &own,
+            &own_key,
+            true,
+            &parent,
+            true,
+        )?;
         let (entry, decision) = match outcome {
             Outcome::Stop => return Ok(false),
             Outcome::Done => return Err(PyRuntimeError::new_err("a deferred decision was written")),
@@ -639,7 +655,10 @@ impl DecideKernel {
                         for pair in sets.try_iter()? {
                             let pair = pair?;
                             let pair = pair.cast::<PyTuple>()?;
-                            batch.call_method1(pyo3::intern!(py, "set"), (index, pair.get_item(0)?, pair.get_item(1)?))?;
+                            batch.call_method1(
+                                pyo3::intern!(py, "set"),
+                                (index, pair.get_item(0)?, pair.get_item(1)?),
+                            )?;
                         }
                     } else {
                         found
@@ -654,7 +673,13 @@ impl DecideKernel {
     }
 
     /// `_apply`'s (and `_apply_group`'s) notes: the conflicting and repaired fields.
-    fn note<'py>(&self, py: Python<'py>, b: &Batch, index: &Bound<'py, PyAny>, decision: &Decision<'py>) -> PyResult<()> {
+    fn note<'py>(
+        &self,
+        py: Python<'py>,
+        b: &Batch,
+        index: &Bound<'py, PyAny>,
+        decision: &Decision<'py>,
+    ) -> PyResult<()> {
         let (conflicts, repaired) = (&decision.conflicts, &decision.repaired);
         let has_conflicts = conflicts.is_truthy()?;
         let has_repaired = repaired.is_truthy()?;
@@ -669,20 +694,31 @@ impl DecideKernel {
                 let mine = PyDict::new(py);
                 notes.set_item(index, &mine)?;
                 if has_conflicts {
-                    mine.set_item(conflict_name, PySet::new(py, conflicts.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?;
+                    mine.set_item(
+                        conflict_name,
+                        PySet::new(py, conflicts.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
+                    )?;
                 }
                 if has_repaired {
-                    mine.set_item(repaired_name, PySet::new(py, repaired.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?;
+                    mine.set_item(
+                        repaired_name,
+                        PySet::new(py, repaired.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
+                    )?;
                 }
             }
             Some(found) => {
                 let found = found.cast::<PyDict>()?;
-                for (has, name, values) in [(has_conflicts, conflict_name, conflicts), (has_repaired, repaired_name, repaired)] {
+                for (has, name, values) in [
+                    (has_conflicts, conflict_name, conflicts),
+                    (has_repaired, repaired_name, repaired),
+                ] {
                     if !has {
                         continue;
                     }
                     match found.get_item(name)? {
-                        None => found.set_item(name, PySet::new(py, values.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?,
+                        None => {
+                            found.set_item(name, PySet::new(py, values.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?
+                        }
                         Some(set) => {
                             set.call_method1(pyo3::intern!(py, "update"), (values,))?;
                         }
@@ -854,7 +890,10 @@ impl DecideKernel {
                 || attrs.contains(repaired_key)?
                 || attrs.contains(hop_key)?
             {
-                listed.append(PyTuple::new(py, [index, span, key, wait_key, own, own_key, complete, parent])?)?;
+                listed.append(PyTuple::new(
+                    py,
+                    [index, span, key, wait_key, own, own_key, complete, parent],
+                )?)?;
                 continue;
             }
             let root = parent.is_none() && {
@@ -864,7 +903,12 @@ impl DecideKernel {
                     && !span.getattr(pyo3::intern!(py, "links"))?.is_truthy()?
             };
             let resource: i64 = span.getattr(pyo3::intern!(py, "resource"))?.extract()?;
-            let unit_key = (if parent.is_none() { 0 } else { parent.as_ptr() as usize }, group, resource, root);
+            let unit_key = (
+                if parent.is_none() { 0 } else { parent.as_ptr() as usize },
+                group,
+                resource,
+                root,
+            );
             match units.get(&unit_key) {
                 None => {
                     units.insert(unit_key, listed.len());
@@ -880,7 +924,14 @@ impl DecideKernel {
                             // its second span: a unit
                             let made = PyList::new(
                                 py,
-                                [own, own_key, parent, first.get_item(0)?, first.get_item(1)?, first.get_item(2)?],
+                                [
+                                    own,
+                                    own_key,
+                                    parent,
+                                    first.get_item(0)?,
+                                    first.get_item(1)?,
+                                    first.get_item(2)?,
+                                ],
                             )?;
                             listed.set_item(at, &made)?;
                             made

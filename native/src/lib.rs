@@ -32,12 +32,12 @@ mod inherit;
 
 #[cfg(feature = "python")]
 mod ancestors;
+#[cfg(feature = "python")]
+mod inherit_kernel;
 #[cfg_attr(not(feature = "python"), allow(dead_code))] // the ancestor table's key map
 mod inherit_keys;
 #[cfg(feature = "python")]
 mod inherit_records;
-#[cfg(feature = "python")]
-mod inherit_kernel;
 #[cfg(feature = "python")]
 mod inherit_split;
 #[cfg(feature = "python")]
