@@ -80,7 +80,8 @@ class Side:
                          for family in vars(p.metrics).values() if hasattr(family, "collect")
                          for metric in family.collect() for s in metric.samples
                          if not s.name.endswith("_created"))
-        return (len(p.cache), p.cache._table.records(), dict(p.cache.evicted), p.cache.disputed,
+        table = getattr(p.cache, "_table", None)  # the native table (COSTCTX_CODEC=python: the Python one)
+        return (len(p.cache), table.records() if table is not None else None, dict(p.cache.evicted), p.cache.disputed,
                 sorted(p.cache.sources), len(p.trace_values), p.hold.span_count, p.hold.nbytes,
                 sorted(p.hold.waiters), hold, metrics)
 
