@@ -55,5 +55,8 @@ mod table;
 #[cfg(feature = "python")]
 mod settle;
 
+#[cfg(feature = "python")]
+mod span_read;
+
 #[cfg(feature = "oracle")]
 pub mod oracle;

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+use crate::span_read::{KeyFilter, SpanRead};
+
 /// The keys `read_calls` reads, as `calls.READ_KEYS` orders them.
 struct Keys<'py> {
     trigger: Vec<Bound<'py, PyString>>,
@@ -41,9 +43,9 @@ fn reported_ok(value: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 /// trace id + span id when both are ids (16 and 8 bytes, not all zero), as pdata/ids.py.
-fn span_key<'py>(py: Python<'py>, span: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-    let trace = span.getattr(pyo3::intern!(py, "trace_id"))?;
-    let span_id = span.getattr(pyo3::intern!(py, "span_id"))?;
+fn span_key<'py>(py: Python<'py>, span: &SpanRead<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let trace = span.trace_id(py)?;
+    let span_id = span.span_id(py)?;
     let (Ok(trace), Ok(span_id)) = (trace.cast::<PyBytes>(), span_id.cast::<PyBytes>()) else {
         return Ok(None);
     };
@@ -67,7 +69,7 @@ enum Read<'py> {
 /// What the inline path prices a call from (read_calls' tuple, as Rust values where it computes).
 struct Call<'py> {
     index: Bound<'py, PyAny>,
-    attrs: Bound<'py, PyDict>,
+    span: SpanRead<'py>,
     names: Vec<Bound<'py, PyAny>>,
     counts: Vec<Bound<'py, PyAny>>,
     reported: Bound<'py, PyAny>,
@@ -84,6 +86,9 @@ const GENERAL: u32 = 2;
 struct Reader<'py> {
     keys: Keys<'py>,
     roles: crate::budget::KeyRoles,
+    /// Some: a lazy list's spans not made are read from their records (the keys read here),
+    /// no view made; None: every span read through its view.
+    filter: Option<KeyFilter>,
     now: Bound<'py, PyAny>,
     now_ns: i128,
     tolerance: i128,
@@ -91,7 +96,13 @@ struct Reader<'py> {
 }
 
 impl<'py> Reader<'py> {
-    fn new(py: Python<'py>, keys: &Bound<'py, PyTuple>, now: &Bound<'py, PyAny>, tolerance: i128) -> PyResult<Self> {
+    fn new(
+        py: Python<'py>,
+        keys: &Bound<'py, PyTuple>,
+        now: &Bound<'py, PyAny>,
+        tolerance: i128,
+        lazy: bool,
+    ) -> PyResult<Self> {
         let keys = Keys {
             trigger: strings(&keys.get_item(0)?)?,
             general: strings(&keys.get_item(1)?)?,
@@ -104,9 +115,21 @@ impl<'py> Reader<'py> {
             crate::budget::KeyRoles::of(&keys.trigger)?,
             crate::budget::KeyRoles::of(&keys.general)?,
         ]);
+        let filter = if lazy {
+            let mut read: Vec<Bound<'py, PyString>> = Vec::new();
+            read.extend(keys.trigger.iter().cloned());
+            read.extend(keys.general.iter().cloned());
+            read.extend(keys.counts.iter().cloned());
+            read.extend(keys.names.iter().cloned());
+            read.extend([keys.reported.clone(), keys.workflow.clone()]);
+            Some(KeyFilter::new(&read)?)
+        } else {
+            None
+        };
         Ok(Reader {
             keys,
             roles,
+            filter,
             now: now.clone(),
             now_ns: now.extract()?,
             tolerance,
@@ -117,9 +140,13 @@ impl<'py> Reader<'py> {
     fn read(&mut self, py: Python<'py>, spans: &Bound<'py, PyAny>, index: Bound<'py, PyAny>) -> PyResult<Read<'py>> {
         let keys = &self.keys;
         let none = &self.none;
-        let span = spans.get_item(index.extract::<usize>()?)?;
-        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
-        let mask = self.roles.mask(&attrs)?;
+        let at = index.extract::<usize>()?;
+        let span = match &mut self.filter {
+            Some(filter) => SpanRead::of(py, spans, at, filter)?,
+            None => SpanRead::of_view(py, spans.get_item(at)?)?,
+        };
+        let attrs = &span.attrs;
+        let mask = self.roles.mask(attrs)?;
         if mask & TRIGGER == 0 {
             return Ok(Read::Skip);
         }
@@ -140,7 +167,7 @@ impl<'py> Reader<'py> {
                 _ => return Ok(Read::General(index)),
             }
         }
-        let start = span.getattr(pyo3::intern!(py, "start"))?;
+        let start = span.start(py)?;
         let start_ns: i128 = match start.extract::<u64>() {
             Ok(ns) => ns as i128, // a fixed64 on the wire: the common case, without a 128-bit conversion
             Err(_) => start.extract()?,
@@ -168,7 +195,7 @@ impl<'py> Reader<'py> {
         let at = if late { self.now.clone() } else { start };
         Ok(Read::Call(Call {
             index,
-            attrs,
+            span,
             names,
             counts,
             reported,
@@ -190,7 +217,7 @@ pub fn read_calls<'py>(
     tolerance: i128,
     keys: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let mut reader = Reader::new(py, keys, now, tolerance)?;
+    let mut reader = Reader::new(py, keys, now, tolerance, false)?;
     let out = PyList::empty(py);
     for index in indices.try_iter()? {
         match reader.read(py, spans, index?)? {
@@ -199,7 +226,7 @@ pub fn read_calls<'py>(
             Read::Call(call) => {
                 let mut items: Vec<Bound<'py, PyAny>> = vec![
                     call.index,
-                    call.attrs.into_any(),
+                    call.span.attrs.into_any(),
                     PyTuple::new(py, call.names)?.into_any(),
                 ];
                 items.extend(call.counts);
@@ -360,7 +387,8 @@ pub fn price_calls<'py>(
     stamp_at: &Bound<'py, PyList>,
 ) -> PyResult<(i64, i64, i64, i64)> {
     let (mut computed, mut reported_count, mut untracked, mut outside) = (0i64, 0i64, 0i64, 0i64);
-    let mut reader = Reader::new(py, keys, now, tolerance)?;
+    // A lazy list's spans are read from their records, no view made (stamps kept for them).
+    let mut reader = Reader::new(py, keys, now, tolerance, true)?;
     // Rate entries by the addresses of the three name objects (each entry holds them, so no
     // address is reused meanwhile): a batch's calls share a few interned names, and one dict
     // lookup per distinct set of objects serves them all. `rates` stays the source: a miss or
@@ -379,7 +407,7 @@ pub fn price_calls<'py>(
         };
         let Call {
             index,
-            attrs,
+            span,
             names,
             counts: count_objects,
             reported,
@@ -467,10 +495,12 @@ pub fn price_calls<'py>(
         };
         let sets = if span_edit.getattr(pyo3::intern!(py, "replace"))?.is_none() {
             let sets = span_edit.getattr(pyo3::intern!(py, "sets"))?.cast_into::<PyList>()?;
+            let mut pairs = Vec::with_capacity(3);
             for stamp in &stamps {
                 sets.append(stamp)?;
-                attrs.set_item(stamp.get_item(0)?, stamp.get_item(1)?)?;
+                pairs.push((stamp.get_item(0)?, stamp.get_item(1)?));
             }
+            crate::span_read::write(spans, index.extract::<usize>()?, &span, &pairs)?;
             sets.into_any()
         } else {
             stamp_slow.call1((
@@ -486,7 +516,13 @@ pub fn price_calls<'py>(
             continue;
         }
         spend.append(PyTuple::new(py, [workflow, pico, span_key])?)?;
-        stamp_at.append(PyTuple::new(py, [index, attrs.into_any(), sets])?)?;
+        // the attrs written later (stamp_totals): a made view's own, else None (the record's)
+        let attrs = if span.made() {
+            span.attrs.into_any()
+        } else {
+            py.None().into_bound(py)
+        };
+        stamp_at.append(PyTuple::new(py, [index, attrs, sets])?)?;
         if reported.is_none() {
             computed += 1;
         } else {
@@ -498,12 +534,14 @@ pub fn price_calls<'py>(
 
 /// See `costctx.processors.price.calls.stamp_totals` (same arguments, same result).
 #[pyfunction]
+#[pyo3(signature = (totals, stamp_at, key, stamp_slow, spans=None))]
 pub fn stamp_totals<'py>(
     py: Python<'py>,
     totals: &Bound<'py, PyList>,
     stamp_at: &Bound<'py, PyList>,
     key: &Bound<'py, PyString>,
     stamp_slow: &Bound<'py, PyAny>,
+    spans: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
     if totals.len() != stamp_at.len() {
         return Err(pyo3::exceptions::PyValueError::new_err(
@@ -528,7 +566,17 @@ pub fn stamp_totals<'py>(
         } else {
             sets.cast::<PyList>()?
                 .append(PyTuple::new(py, [key.clone().into_any(), value.clone()])?)?;
-            entry.get_item(1)?.cast_into::<PyDict>()?.set_item(key, value)?;
+            let attrs = entry.get_item(1)?;
+            if attrs.is_none() {
+                // a span read from its record (price_calls): kept for its view, none made
+                let spans = spans
+                    .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("a span without attrs needs `spans`"))?;
+                let list = spans.cast::<crate::view::SpanList>()?;
+                list.get()
+                    .set_attrs(py, entry.get_item(0)?.extract()?, &[(key.clone().into_any(), value)])?;
+            } else {
+                attrs.cast_into::<PyDict>()?.set_item(key, value)?;
+            }
         }
     }
     Ok(())

@@ -309,6 +309,37 @@ impl SpanList {
         Ok(out)
     }
 
+    /// `attrs[key] = value` for each pair on span `i` (one `edit_attrs` of sets): now on its
+    /// view when made, else when it is (crate::span_read::write, for native passes).
+    pub(crate) fn set_attrs(
+        &self,
+        py: Python<'_>,
+        i: usize,
+        pairs: &[(Bound<'_, PyAny>, Bound<'_, PyAny>)],
+    ) -> PyResult<()> {
+        let op = AttrOp {
+            renames: Vec::new(),
+            deletes: Vec::new(),
+            sets: pairs
+                .iter()
+                .map(|(k, v)| (k.clone().unbind(), v.clone().unbind()))
+                .collect(),
+        };
+        let mut state = self.lock(py);
+        let len = state.made.len();
+        let at = self.index(i as isize, len)?;
+        match &state.made[at] {
+            Some(view) => {
+                let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
+                op.apply(py, attrs.cast::<PyDict>()?)
+            }
+            None => {
+                state.pending.entry(at).or_default().push(std::sync::Arc::new(op));
+                Ok(())
+            }
+        }
+    }
+
     fn all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut state = self.lock(py);
         let out = PyList::empty(py);

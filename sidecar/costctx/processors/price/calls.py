@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 from costctx.envelope.keys import COST_ORIGIN
+from costctx.pdata.codec.api import edit_attrs
 from costctx.pricing.span_usage import (
     AUDIO_INPUT,
     CACHE_CREATION,
@@ -198,10 +199,13 @@ def price_calls(spans: list, indices, now: int, tolerance: int, keys: tuple, rat
     return computed, reported_count, untracked, outside
 
 
-def stamp_totals(totals: list[int], stamp_at: list[tuple[int, dict, list | None]], key: str, stamp_slow) -> None:
+def stamp_totals(totals: list[int], stamp_at: list[tuple[int, dict | None, list | None]], key: str, stamp_slow,
+                 spans=None) -> None:
     """`key` (workflow.spend_total_usd) on each span the ledger saw, after its cost stamps: the
     total in USD appended to the span's sets, or by stamp_slow(index, value) for a span re-encoded
-    on the slow path (sets None). In Rust: `costctx_native._core.stamp_totals`."""
+    on the slow path (sets None). A span whose attrs are None (the native price_calls read it from
+    the lazy list's record, no view made) takes the value through `edit_attrs` on `spans`. In
+    Rust: `costctx_native._core.stamp_totals`."""
     for (index, attrs, sets), total in zip(stamp_at, totals, strict=True):
         try:
             value = total / PICO_PER_USD  # money.to_usd_float, inline
@@ -211,4 +215,7 @@ def stamp_totals(totals: list[int], stamp_at: list[tuple[int, dict, list | None]
             stamp_slow(index, value)
         else:
             sets.append((key, value))
-            attrs[key] = value
+            if attrs is None:
+                edit_attrs(spans, (index,), (), (), ((key, value),))
+            else:
+                attrs[key] = value

@@ -239,7 +239,7 @@ class PriceProcessor(Processor):
         if spend:
             stamp = native_stamp_totals if native and native_stamp_totals is not None else stamp_totals
             totals = ledger.add_batch(spend, native)
-            stamp(totals, stamp_at, SPEND_TOTAL, lambda index, value: batch.set(index, SPEND_TOTAL, value))
+            stamp(totals, stamp_at, SPEND_TOTAL, lambda index, value: batch.set(index, SPEND_TOTAL, value), spans)
         m = self.metrics
         for origin in (COMPUTED, REPORTED):
             if tally[origin]:
