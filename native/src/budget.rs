@@ -164,7 +164,7 @@ fn micro_of(cost: f64) -> i64 {
 
 struct Read<'py> {
     index: i64,
-    span: Bound<'py, PyAny>,
+    span: crate::span_read::SpanRead<'py>,
     fields: Vec<Bound<'py, PyAny>>,
     micro: i64,
     tokens: i64,
@@ -205,15 +205,15 @@ fn is_str(value: &Bound<'_, PyAny>) -> bool {
 /// One model-call span as spend_read._read reads it; None when the per-span path must take it.
 #[allow(clippy::too_many_arguments)]
 fn read_one<'py>(
-    span: Bound<'py, PyAny>,
-    attrs: &Bound<'py, PyDict>,
+    py: Python<'py>,
+    span: crate::span_read::SpanRead<'py>,
     keys: &[Bound<'py, PyString>],
     now: f64,
     lo: f64,
     hi: f64,
     cap: i64,
 ) -> PyResult<Option<Read<'py>>> {
-    let py = span.py();
+    let attrs = &span.attrs;
     let mut fields = Vec::with_capacity(5);
     for key in &keys[..5] {
         match attrs.get_item(key)? {
@@ -248,8 +248,8 @@ fn read_one<'py>(
     }
     let micro = micro_of(cost);
     let tokens = tokens.clamp(0, MAX_TOKENS) as i64;
-    let end_ns: u64 = span.getattr(pyo3::intern!(py, "end"))?.extract()?;
-    let start_ns: u64 = span.getattr(pyo3::intern!(py, "start"))?.extract()?;
+    let end_ns: u64 = span.end(py)?.extract()?;
+    let start_ns: u64 = span.start(py)?.extract()?;
     let mut at = if end_ns != 0 { end_ns as f64 / 1e9 } else { now };
     let start_ms = if start_ns != 0 {
         (start_ns / 1_000_000) as i64
@@ -288,10 +288,12 @@ fn read_one<'py>(
 }
 
 /// trace id and span id when both are ids (16 and 8 bytes, not all zero).
-fn ids<'py>(span: &Bound<'py, PyAny>) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
-    let py = span.py();
-    let trace = span.getattr(pyo3::intern!(py, "trace_id"))?;
-    let span_id = span.getattr(pyo3::intern!(py, "span_id"))?;
+fn ids<'py>(
+    py: Python<'py>,
+    span: &crate::span_read::SpanRead<'py>,
+) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let trace = span.trace_id(py)?;
+    let span_id = span.span_id(py)?;
     {
         let (Ok(t), Ok(s)) = (trace.cast::<PyBytes>(), span_id.cast::<PyBytes>()) else {
             return Ok(None);
@@ -344,11 +346,13 @@ pub fn read_spend<'py>(
     let (lo, hi) = (now - skew, now + skew);
     let finished = PyList::empty(py);
     let mut read: Vec<Read<'py>> = Vec::new();
+    // A lazy list's spans not made are read from their records (these keys), no view made.
+    let mut filter = crate::span_read::KeyFilter::new(&[keys.as_slice(), markers.as_slice()].concat())?;
     for index in indices.try_iter()? {
         let index = index?.extract::<usize>()?;
-        let span = spans.get_item(index)?;
-        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
-        if want_finished && !span.getattr(pyo3::intern!(py, "parent_span_id"))?.is_truthy()? {
+        let span = crate::span_read::SpanRead::of(py, spans, index, &mut filter)?;
+        let attrs = span.attrs.clone();
+        if want_finished && span.is_root(py)? {
             if let Some(workflow_id) = attrs.get_item(&keys[0])? {
                 if is_str(&workflow_id) && workflow_id.len()? > 0 {
                     finished.append(workflow_id)?;
@@ -358,7 +362,7 @@ pub fn read_spend<'py>(
         if !is_call(&attrs, &markers)? {
             continue; // not a model call
         }
-        match read_one(span, &attrs, &keys, now, lo, hi, cap)? {
+        match read_one(py, span, &keys, now, lo, hi, cap)? {
             Some(record) => read.push(Read {
                 index: index as i64,
                 ..record
@@ -378,7 +382,7 @@ pub fn read_spend<'py>(
     // By reference: every field object stays alive while its address keys `by_object`.
     for record in &read {
         skewed += record.skewed as i64;
-        if let Some((trace, span_id)) = ids(&record.span)? {
+        if let Some((trace, span_id)) = ids(py, &record.span)? {
             let rid = match &record.rid {
                 Some(rid) => rid.clone(),
                 None => py.None().into_bound(py),

@@ -17,7 +17,7 @@ from typing import Any
 
 from costctx.pdata.attributes import index_attributes
 from costctx.pdata.batch import TraceBatch
-from costctx.pdata.codec.api import BatchEdits, BatchView, Codec, SpanEdits
+from costctx.pdata.codec.api import BatchEdits, BatchView, Codec, SpanEdits, edit_attrs
 
 Notes = dict[str, Any]
 
@@ -170,7 +170,11 @@ class ViewBatch:
             edits.replace = span.SerializeToString()
         else:
             edits.sets.append((key, value))
-        self.view.spans[index].attrs[key] = value
+        spans = self.view.spans
+        if type(spans) is list or type(value) is list:
+            spans[index].attrs[key] = value
+        else:  # the lazy list: kept for the view, none made (a list value stays this very object)
+            edit_attrs(spans, (index,), (), (), ((key, value),))
 
     def set_many(self, indices: list[int], key: str, value: Any) -> None:
         """`set(index, key, value)` for every index, as one group edit (BatchEdits.add_group)
@@ -187,8 +191,11 @@ class ViewBatch:
             return
         self.edits.add_group(SpanEdits(sets=[(key, value)]), indices)
         spans = self.view.spans
-        for index in indices:
-            spans[index].attrs[key] = value
+        if type(spans) is list:
+            for index in indices:
+                spans[index].attrs[key] = value
+        else:  # the lazy list: kept for the views, none made
+            edit_attrs(spans, indices, (), (), ((key, value),))
 
     def append_strings(self, index: int, key: str, values: list[str]) -> None:
         """Add values to a string-array attribute, keeping its strings and their order (as

@@ -46,6 +46,15 @@ def test_the_lazy_list_gives_what_the_views_give(config, seed, monkeypatch):
     monkeypatch.setattr(time, "time", lambda: now)
     sent: list[list[dict]] = []
     made = []
+    made_here = []  # views the budget processor made on the lazy list (read_spend reads records)
+    by_segment: list[bool] = []
+    read_by_segment = lazy._process_by_segment
+
+    def spy(batch):
+        by_segment.append(read_by_segment(batch))
+        return by_segment[-1]
+
+    monkeypatch.setattr(lazy, "_process_by_segment", spy)
     for serial in range(1, 10):
         if sent and rng.random() < 0.3:
             spans = rng.choice(sent)  # a resend
@@ -59,15 +68,20 @@ def test_the_lazy_list_gives_what_the_views_give(config, seed, monkeypatch):
             batch.lazy_spans = True  # the earlier processor: columnar
             _edited(batch, random.Random(edit_seed))
             batch.lazy_spans = columnar
-            assert processor.process_view(batch) is batch
             made_count = getattr(batch.view.spans, "made_count", None)  # a plain list: every view made
-            if columnar and made_count is not None:
+            before = made_count() if columnar and made_count is not None else None
+            by_segment.clear()
+            assert processor.process_view(batch) is batch
+            if before is not None:
                 made.append((made_count(), len(batch.view.spans)))
+                if by_segment == [True]:  # no span needed the per-span path (which reads views)
+                    made_here.append(made_count() - before)
             outputs.append(batch.payload())
         assert outputs[0] == outputs[1]
         assert _state(lazy) == _state(views)
         assert _samples(lazy) == _samples(views)
     assert any(count < total for count, total in made)  # views were left unmade
+    assert made_here and not any(made_here), made_here  # none on the path by segment
 
 
 def test_native_read_roots_reads_the_lazy_list_as_the_views():
