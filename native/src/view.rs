@@ -84,43 +84,52 @@ impl AttrOp {
     }
 }
 
-impl AttrOp {
-    /// The keys present after this change, given those present before (`apply` on key names).
-    fn keys_after<'py>(&self, py: Python<'py>, present: &mut Vec<Bound<'py, PyAny>>) -> PyResult<()> {
-        for (old, new) in &self.renames {
-            if let Some(at) = position(present, old.bind(py))? {
-                present.remove(at);
-                if !contains(present, new.bind(py))? {
-                    present.push(new.bind(py).clone());
-                }
+/// Span `i`'s attrs as its view would have them now, no view made, when it has pending
+/// `edit_attrs` changes (None when it has none): its record's watched keys in a dict with the
+/// changes applied, kept in `edited` with how many it holds, so a later reader of the same
+/// span applies only the changes made since (readers only read it).
+fn edited_attrs<'py>(
+    py: Python<'py>,
+    classes: &Classes,
+    segments: &[Segment],
+    pending: &HashMap<usize, Vec<std::sync::Arc<AttrOp>>, FxBuild>,
+    edited: &mut HashMap<usize, (Py<PyDict>, usize), FxBuild>,
+    strings: &mut HashMap<Vec<u8>, Py<PyString>>,
+    i: usize,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Some(ops) = pending.get(&i) else {
+        return Ok(None);
+    };
+    let (dict, applied) = match edited.get(&i) {
+        Some((dict, applied)) => (dict.bind(py).clone(), *applied),
+        None => {
+            let s = segments.partition_point(|seg| seg.first <= i) - 1;
+            let segment = &segments[s];
+            let layout = segment.layout.bind(py).get();
+            let rec = &layout.scan.spans[i - segment.first];
+            let mut maker = Maker {
+                py,
+                classes,
+                raw: layout.raw.bind(py).as_bytes(),
+                strings,
+            };
+            let dict = PyDict::new(py);
+            for (id, value) in &rec.attrs {
+                dict.set_item(layout.prepared.keys[*id as usize].bind(py), maker.value(value)?)?;
             }
+            edited.insert(i, (dict.clone().unbind(), 0));
+            (dict, 0)
         }
-        for key in &self.deletes {
-            if let Some(at) = position(present, key.bind(py))? {
-                present.remove(at);
-            }
+    };
+    if applied < ops.len() {
+        for op in &ops[applied..] {
+            op.apply(py, &dict)?;
         }
-        for (key, _) in &self.sets {
-            if !contains(present, key.bind(py))? {
-                present.push(key.bind(py).clone());
-            }
+        if let Some(entry) = edited.get_mut(&i) {
+            entry.1 = ops.len();
         }
-        Ok(())
     }
-}
-
-/// Where `key` is among `keys` (by ==, as a dict compares keys).
-fn position(keys: &[Bound<'_, PyAny>], key: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
-    for (at, found) in keys.iter().enumerate() {
-        if found.is(key) || found.eq(key)? {
-            return Ok(Some(at));
-        }
-    }
-    Ok(None)
-}
-
-fn contains(keys: &[Bound<'_, PyAny>], key: &Bound<'_, PyAny>) -> PyResult<bool> {
-    Ok(position(keys, key)?.is_some())
+    Ok(Some(dict))
 }
 
 struct State {
@@ -128,6 +137,10 @@ struct State {
     made: Vec<Option<Py<PyAny>>>,
     /// Per span not made yet: the attrs changes to apply when it is.
     pending: HashMap<usize, Vec<std::sync::Arc<AttrOp>>, FxBuild>,
+    /// Per span with pending changes that a reader read (`edited_attrs`): its attrs as the
+    /// view would have them, and how many of its pending changes they hold. Kept, so the
+    /// next reader applies only the changes since, not all of them to a new dict.
+    edited: HashMap<usize, (Py<PyDict>, usize), FxBuild>,
     /// One str object per distinct string, across segments (content-keyed: SipHash, as the
     /// bytes come off the network).
     strings: HashMap<Vec<u8>, Py<PyString>>,
@@ -158,6 +171,7 @@ impl SpanList {
                 segments: vec![segment],
                 made: (0..count).map(|_| None).collect(),
                 pending: HashMap::default(),
+                edited: HashMap::default(),
                 strings: HashMap::new(),
             }),
             no_event_keys: PyFrozenSet::empty(py)
@@ -191,10 +205,22 @@ impl SpanList {
         } else {
             state.pending.remove(&i)
         } {
-            let attrs = made.getattr(pyo3::intern!(py, "attrs"))?;
-            let attrs = attrs.cast::<PyDict>()?;
-            for op in ops {
-                op.apply(py, attrs)?;
+            match state.edited.remove(&i) {
+                // A reader made its attrs already: they become the view's, the rest applied.
+                Some((attrs, applied)) => {
+                    let attrs = attrs.bind(py);
+                    for op in &ops[applied..] {
+                        op.apply(py, attrs)?;
+                    }
+                    made.setattr(pyo3::intern!(py, "attrs"), attrs)?;
+                }
+                None => {
+                    let attrs = made.getattr(pyo3::intern!(py, "attrs"))?;
+                    let attrs = attrs.cast::<PyDict>()?;
+                    for op in ops {
+                        op.apply(py, attrs)?;
+                    }
+                }
             }
         }
         state.made[i] = Some(made.clone().unbind());
@@ -551,6 +577,7 @@ impl<'a, 'py> Reading<'a, 'py> {
             segments,
             made,
             pending,
+            edited,
             strings,
         } = &mut *self.state;
         let s = segments.partition_point(|seg| seg.first <= i) - 1;
@@ -570,20 +597,7 @@ impl<'a, 'py> Reading<'a, 'py> {
                 resource,
             });
         }
-        let mut maker = Maker {
-            py,
-            classes: &self.list.classes,
-            raw,
-            strings,
-        };
-        if let Some(ops) = pending.get(&i) {
-            let attrs = PyDict::new(py);
-            for (id, value) in &rec.attrs {
-                attrs.set_item(layout.prepared.keys[*id as usize].bind(py), maker.value(value)?)?;
-            }
-            for op in ops {
-                op.apply(py, &attrs)?;
-            }
+        if let Some(attrs) = edited_attrs(py, &self.list.classes, segments, pending, edited, strings, i)? {
             return Ok(Source::Dict {
                 attrs,
                 view: None,
@@ -592,6 +606,12 @@ impl<'a, 'py> Reading<'a, 'py> {
                 resource,
             });
         }
+        let maker = Maker {
+            py,
+            classes: &self.list.classes,
+            raw,
+            strings,
+        };
         Ok(Source::Record {
             rec,
             keys: &layout.prepared.keys,
@@ -709,6 +729,14 @@ impl SpanList {
         for (i, ops) in &theirs.pending {
             pending.insert(start + i, ops.clone());
         }
+        // Read attrs are copied: each list's spans change on their own from here.
+        let mut edited: HashMap<usize, (Py<PyDict>, usize), FxBuild> = HashMap::default();
+        for (i, (attrs, applied)) in &mine.edited {
+            edited.insert(*i, (attrs.bind(py).copy()?.unbind(), *applied));
+        }
+        for (i, (attrs, applied)) in &theirs.edited {
+            edited.insert(start + i, (attrs.bind(py).copy()?.unbind(), *applied));
+        }
         let mut strings: HashMap<Vec<u8>, Py<PyString>> =
             mine.strings.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect();
         for (k, v) in &theirs.strings {
@@ -720,6 +748,7 @@ impl SpanList {
                 segments,
                 made,
                 pending,
+                edited,
                 strings,
             }),
             no_event_keys: self.no_event_keys.clone_ref(py),
@@ -814,7 +843,7 @@ impl SpanList {
             .try_iter()?
             .map(|key| Ok(key?.cast_into::<PyString>()?))
             .collect::<PyResult<_>>()?;
-        let state = self.lock(py);
+        let mut state = self.lock(py);
         let len = state.made.len();
         // Per segment: which of its key ids are among `keys` (ids index its layout's keys).
         let mut wanted: Vec<Vec<bool>> = Vec::with_capacity(state.segments.len());
@@ -848,32 +877,31 @@ impl SpanList {
                     any
                 }
                 None => {
-                    let s = Self::segment_of(&state, at);
-                    let segment = &state.segments[s];
-                    let layout = segment.layout.bind(py).get();
-                    let rec = &layout.scan.spans[at - segment.first];
-                    match state.pending.get(&at) {
-                        None => rec.attrs.iter().any(|(id, _)| wanted[s][*id as usize]),
-                        Some(ops) => {
-                            // The keys present after the pending changes, as AttrOp.apply leaves them.
-                            let mut present: Vec<Bound<'py, PyAny>> = Vec::with_capacity(rec.attrs.len());
-                            for (id, _) in &rec.attrs {
-                                let key = layout.prepared.keys[*id as usize].bind(py).clone().into_any();
-                                if !contains(&present, &key)? {
-                                    present.push(key);
-                                }
-                            }
-                            for op in ops {
-                                op.keys_after(py, &mut present)?;
-                            }
+                    let State {
+                        segments,
+                        pending,
+                        edited,
+                        strings,
+                        ..
+                    } = &mut *state;
+                    // With pending changes: the keys of its attrs as the view would have them.
+                    match edited_attrs(py, &self.classes, segments, pending, edited, strings, at)? {
+                        Some(attrs) => {
                             let mut any = false;
                             for key in &keys {
-                                if contains(&present, key.as_any())? {
+                                if attrs.contains(key)? {
                                     any = true;
                                     break;
                                 }
                             }
                             any
+                        }
+                        None => {
+                            let s = segments.partition_point(|seg| seg.first <= at) - 1;
+                            let segment = &segments[s];
+                            let layout = segment.layout.bind(py).get();
+                            let rec = &layout.scan.spans[at - segment.first];
+                            rec.attrs.iter().any(|(id, _)| wanted[s][*id as usize])
                         }
                     }
                 }
@@ -909,6 +937,7 @@ impl SpanList {
             segments,
             made,
             pending,
+            edited,
             strings,
         } = &mut *state;
         // Per segment met: key id -> its place in `keys`.
@@ -922,6 +951,15 @@ impl SpanList {
                 let mut row = Vec::with_capacity(wanted.len());
                 for key in &wanted {
                     row.push(attrs.get_item(key)?.unwrap_or_else(|| none.clone()));
+                }
+                out.append(PyTuple::new(py, row)?)?;
+                continue;
+            }
+            // Renames may move any key onto a wanted one: its attrs as the view would have them.
+            if let Some(dict) = edited_attrs(py, &self.classes, segments, pending, edited, strings, i)? {
+                let mut row = Vec::with_capacity(wanted.len());
+                for key in &wanted {
+                    row.push(dict.get_item(key)?.unwrap_or_else(|| none.clone()));
                 }
                 out.append(PyTuple::new(py, row)?)?;
                 continue;
@@ -944,22 +982,6 @@ impl SpanList {
                 raw: layout.raw.bind(py).as_bytes(),
                 strings,
             };
-            if let Some(ops) = pending.get(&i) {
-                // Renames may move any key onto a wanted one: the whole scanned dict, edited.
-                let dict = PyDict::new(py);
-                for (id, value) in &rec.attrs {
-                    dict.set_item(layout.prepared.keys[*id as usize].bind(py), maker.value(value)?)?;
-                }
-                for op in ops {
-                    op.apply(py, &dict)?;
-                }
-                let mut row = Vec::with_capacity(wanted.len());
-                for key in &wanted {
-                    row.push(dict.get_item(key)?.unwrap_or_else(|| none.clone()));
-                }
-                out.append(PyTuple::new(py, row)?)?;
-                continue;
-            }
             values.clear();
             values.resize(wanted.len(), None);
             for (id, value) in &rec.attrs {
