@@ -471,3 +471,125 @@ pub fn read_shapes<'py>(
     }
     Ok((ids, shapes, counted, llm, spend, to_stamp, appended, slow))
 }
+
+/// A span's current value of `key`, as api.py `attr_values_at` reads it (None when absent):
+/// a made view's or read attrs' own, else the record's (the last occurrence stands).
+fn current_value<'py>(
+    py: Python<'py>,
+    source: crate::view::Source<'_, 'py>,
+    key: &Bound<'py, PyString>,
+    text: &str,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match source {
+        crate::view::Source::Dict { attrs, .. } => attrs.get_item(key),
+        crate::view::Source::Record {
+            rec, keys, mut maker, ..
+        } => {
+            let found = rec
+                .attrs
+                .iter()
+                .rev()
+                .find(|(id, _)| keys[*id as usize].bind(py).to_str().is_ok_and(|k| k == text));
+            match found {
+                Some((_, value)) => Ok(Some(maker.value(value)?)),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+/// See `costctx.processors.envelope.missing.missing_groups` (same arguments, same result).
+#[pyfunction]
+pub fn missing_groups<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyAny>,
+    indices: &Bound<'py, PyAny>,
+    ids: &Bound<'py, PyAny>,
+    missing: &Bound<'py, PyList>,
+    key: &Bound<'py, PyString>,
+    own: &Bound<'py, PyDict>,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
+    let groups = PyDict::new(py);
+    let slow = PyList::empty(py);
+    // per shape id: its missing names (a tuple), or None
+    let wanted: Vec<Option<Bound<'py, PyTuple>>> = missing
+        .iter()
+        .map(|item| {
+            if item.is_none() {
+                Ok(None)
+            } else {
+                Ok(Some(item.cast_into::<PyTuple>()?))
+            }
+        })
+        .collect::<PyResult<_>>()?;
+    let text = key.to_str()?;
+    let list = spans.cast::<crate::view::SpanList>().ok();
+    let mut reading = list.as_ref().map(|list| crate::view::Reading::new(py, list.get()));
+    let mut ids = ids.try_iter()?;
+    for index in indices.try_iter()? {
+        let index = index?;
+        let id: usize = ids
+            .next()
+            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("fewer ids than indices"))??
+            .extract()?;
+        let Some(Some(names)) = wanted.get(id) else {
+            if id >= wanted.len() {
+                return Err(pyo3::exceptions::PyIndexError::new_err("a shape id past `missing`"));
+            }
+            continue;
+        };
+        let at = index.extract::<usize>()?;
+        let current = match reading.as_mut() {
+            Some(reading) => current_value(py, reading.span(at)?, key, text)?,
+            None => {
+                let attrs = spans.get_item(at)?.getattr(pyo3::intern!(py, "attrs"))?;
+                attrs.cast_into::<PyDict>()?.get_item(key)?
+            }
+        };
+        let value: Bound<'py, PyTuple> = match current {
+            None => names.clone(),
+            Some(current) => {
+                let array = current.cast_exact::<PyList>().ok();
+                let mut items: Vec<Bound<'py, PyAny>> = Vec::new();
+                if let Some(array) = &array {
+                    for item in array.iter() {
+                        if item.is_exact_instance_of::<PyString>() {
+                            items.push(item);
+                        }
+                    }
+                }
+                let existing = items.len();
+                for name in names.iter() {
+                    let mut among = false;
+                    for item in &items[..existing] {
+                        if item.eq(&name)? {
+                            among = true;
+                            break;
+                        }
+                    }
+                    if !among {
+                        items.push(name);
+                    }
+                }
+                if items.len() == existing && array.is_some() {
+                    continue; // its array holds every name already
+                }
+                PyTuple::new(py, items)?
+            }
+        };
+        if let Some(edit) = own.get_item(&index)? {
+            if !edit.getattr(pyo3::intern!(py, "replace"))?.is_none() {
+                slow.append(PyTuple::new(py, [index.clone(), value.into_any()])?)?;
+                continue;
+            }
+        }
+        match groups.get_item(&value)? {
+            Some(found) => found.cast_into::<PyList>()?.append(&index)?,
+            None => groups.set_item(&value, PyList::new(py, [&index])?)?,
+        }
+    }
+    if ids.next().is_some() {
+        return Err(pyo3::exceptions::PyValueError::new_err("more ids than indices"));
+    }
+    Ok((groups, slow))
+}

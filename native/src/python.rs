@@ -990,6 +990,7 @@ fn costctx_native_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate::view::SpanList>()?;
     m.add_function(wrap_pyfunction!(crate::price::read_calls, m)?)?;
     m.add_function(wrap_pyfunction!(crate::envelope::read_shapes, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::envelope::missing_groups, m)?)?;
     m.add_function(wrap_pyfunction!(crate::budget::read_roots, m)?)?;
     m.add_function(wrap_pyfunction!(crate::inherit::read_spans, m)?)?;
     m.add_function(wrap_pyfunction!(crate::inherit::parent_first, m)?)?;

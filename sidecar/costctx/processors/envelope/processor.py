@@ -19,10 +19,11 @@ import math
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_USD, HOP_DEPTH_KEY, MISSING_KEY, SCHEMA_KEY
-from costctx.pdata.codec.api import EMPTY, SpanEdits, attr_values, attr_values_at, edit_attrs, span_column
+from costctx.pdata.codec.api import EMPTY, SpanEdits, attr_values, edit_attrs, span_column
 from costctx.pdata.view_batch import ViewBatch
 from costctx.pricing.money import PICO_PER_USD
 from costctx.processors.envelope.config import EnvelopeConfig
+from costctx.processors.envelope.missing import missing_groups, native_missing_groups
 from costctx.processors.envelope.shapes import native_read_shapes, read_shapes, row_keys
 from costctx.survival.recorder import (
     CONFLICT,
@@ -152,47 +153,30 @@ class EnvelopeProcessor(Processor):
                     spans[index].attrs[SCHEMA_KEY] = schema
             else:
                 edit_attrs(spans, appended, (), (), (stamp,))
-        lacking = {id_ for id_, shape in enumerate(shapes) if shape[1]}
-        if lacking:  # the spans of shapes missing a required field, found in one C-speed pass
-            self._append_missing(batch, spans, [pair for pair in zip(indices, ids, strict=True) if pair[1] in lacking],
-                                 shapes)
+        if any(shape[1] for shape in shapes):  # shapes missing a required field
+            self._append_missing(batch, spans, indices, ids, shapes)
         if not self.config.record_outcomes or not counts:
             return batch
         self._record(batch, shapes, counts, llm, spend)
         return batch
 
-    def _append_missing(self, batch: ViewBatch, spans, lacking: list[tuple[int, int]], shapes: list[tuple]) -> None:
+    def _append_missing(self, batch: ViewBatch, spans, indices, ids: list[int], shapes: list[tuple]) -> None:
         """costctx.missing gains each span's missing required fields (ViewBatch.append_strings
-        for every span, from its current value, read as a column): spans whose new value is the
-        same (most: none before) take it as one group edit and one edit_attrs call."""
-        own = batch.edits.spans
-        by_value: dict[tuple, list[int]] = {}
-        currents = attr_values_at(spans, [index for index, _ in lacking], (MISSING_KEY,))
-        for (index, id_), (current,) in zip(lacking, currents, strict=True):
-            values = shapes[id_][1]
-            if current is None:
-                value = tuple(values)
-            else:
-                is_array = type(current) is list
-                existing = [v for v in current if type(v) is str] if is_array else []
-                added = [v for v in values if v not in existing]
-                if not added and is_array:
-                    continue
-                value = (*existing, *added)
-            edit = own.get(index)
-            if edit is not None and edit.replace is not None:
-                batch.set(index, MISSING_KEY, list(value))  # re-encoded on the slow path
-                continue
-            found = by_value.get(value)
-            if found is None:
-                by_value[value] = [index]
-            else:
-                found.append(index)
+        for every span, from its current value): the values found and grouped in one call
+        (missing.py; in Rust with the native codec, reading the lazy list's records), spans
+        whose new value is the same (most: none before) take it as one group edit and one
+        edit_attrs call."""
+        missing = [tuple(shape[1]) if shape[1] else None for shape in shapes]
+        group = native_missing_groups if native_missing_groups is not None and batch.codec.name == "native" \
+            else missing_groups
+        groups, slow = group(spans, indices, ids, missing, MISSING_KEY, batch.edits.spans)
+        for index, value in slow:
+            batch.set(index, MISSING_KEY, list(value))  # re-encoded on the slow path
         spans = batch.view.spans
-        for value, indices in by_value.items():
+        for value, members in groups.items():
             sets = [(MISSING_KEY, list(value))]
-            batch.edits.add_group(SpanEdits(sets=sets), indices)
-            edit_attrs(spans, indices, (), (), sets)
+            batch.edits.add_group(SpanEdits(sets=sets), members)
+            edit_attrs(spans, members, (), (), sets)
 
     def _record(self, batch: ViewBatch, shapes: list[tuple], counts: list[tuple], llm_by_shape: dict,
                 spend: dict) -> None:
