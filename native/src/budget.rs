@@ -346,11 +346,10 @@ pub fn read_spend<'py>(
     let (lo, hi) = (now - skew, now + skew);
     let finished = PyList::empty(py);
     let mut read: Vec<Read<'py>> = Vec::new();
-    // A lazy list's spans not made are read from their records (these keys), no view made.
-    let mut filter = crate::span_read::KeyFilter::new(&[keys.as_slice(), markers.as_slice()].concat())?;
+    // A lazy list's spans not made are read without their views (span_read.rs).
     for index in indices.try_iter()? {
         let index = index?.extract::<usize>()?;
-        let span = crate::span_read::SpanRead::of(py, spans, index, &mut filter)?;
+        let span = crate::span_read::SpanRead::of(py, spans, index)?;
         let attrs = span.attrs.clone();
         if want_finished && span.is_root(py)? {
             if let Some(workflow_id) = attrs.get_item(&keys[0])? {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::span_read::{KeyFilter, SpanRead};
+use crate::span_read::SpanRead;
 
 /// The keys `read_calls` reads, as `calls.READ_KEYS` orders them.
 struct Keys<'py> {
@@ -86,9 +86,9 @@ const GENERAL: u32 = 2;
 struct Reader<'py> {
     keys: Keys<'py>,
     roles: crate::budget::KeyRoles,
-    /// Some: a lazy list's spans not made are read from their records (the keys read here),
-    /// no view made; None: every span read through its view.
-    filter: Option<KeyFilter>,
+    /// A lazy list's spans not made are read without their views (span_read.rs); else every
+    /// span is read through its view.
+    lazy: bool,
     now: Bound<'py, PyAny>,
     now_ns: i128,
     tolerance: i128,
@@ -115,21 +115,10 @@ impl<'py> Reader<'py> {
             crate::budget::KeyRoles::of(&keys.trigger)?,
             crate::budget::KeyRoles::of(&keys.general)?,
         ]);
-        let filter = if lazy {
-            let mut read: Vec<Bound<'py, PyString>> = Vec::new();
-            read.extend(keys.trigger.iter().cloned());
-            read.extend(keys.general.iter().cloned());
-            read.extend(keys.counts.iter().cloned());
-            read.extend(keys.names.iter().cloned());
-            read.extend([keys.reported.clone(), keys.workflow.clone()]);
-            Some(KeyFilter::new(&read)?)
-        } else {
-            None
-        };
         Ok(Reader {
             keys,
             roles,
-            filter,
+            lazy,
             now: now.clone(),
             now_ns: now.extract()?,
             tolerance,
@@ -141,9 +130,9 @@ impl<'py> Reader<'py> {
         let keys = &self.keys;
         let none = &self.none;
         let at = index.extract::<usize>()?;
-        let span = match &mut self.filter {
-            Some(filter) => SpanRead::of(py, spans, at, filter)?,
-            None => SpanRead::of_view(py, spans.get_item(at)?)?,
+        let span = match self.lazy {
+            true => SpanRead::of(py, spans, at)?,
+            false => SpanRead::of_view(py, spans.get_item(at)?)?,
         };
         let attrs = &span.attrs;
         let mask = self.roles.mask(attrs)?;

@@ -1,49 +1,15 @@
 //! One span of the native codec's lazy list read by a processor's native pass without making
 //! its view (price's `price_calls`, budget's `read_spend`): a made view is read as it is; a
-//! span not made yet gives a scratch dict of the keys the pass reads (pending `edit_attrs`
-//! changes applied, as the view would have them) and its record's ids and times. Writes to a
+//! span not made yet gives its attrs as the view would have them (Reading::span_kept: made
+//! from its record with pending `edit_attrs` changes applied, and kept for later readers) and
+//! its record's ids and times. Writes to a
 //! span not made go through `SpanList::set_attrs`, so the view shows them when it is made and
 //! later column readers see them. Any other sequence (a list of views) is read by its items.
 
-use std::collections::HashMap;
-
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict};
 
-use crate::fxhash::FxBuild;
 use crate::view::{Source, SpanList};
-
-/// Which attribute keys a pass reads: decided once per key object (a batch's keys are a few
-/// shared strings), by address; the objects are held, so no address is reused meanwhile.
-pub(crate) struct KeyFilter {
-    texts: Vec<String>,
-    cache: HashMap<usize, bool, FxBuild>,
-    held: Vec<Py<PyString>>,
-}
-
-impl KeyFilter {
-    pub(crate) fn new(keys: &[Bound<'_, PyString>]) -> PyResult<Self> {
-        Ok(KeyFilter {
-            texts: keys
-                .iter()
-                .map(|k| Ok(k.to_str()?.to_owned()))
-                .collect::<PyResult<_>>()?,
-            cache: HashMap::default(),
-            held: Vec::new(),
-        })
-    }
-
-    fn wants(&mut self, key: &Bound<'_, PyString>) -> bool {
-        let address = key.as_ptr() as usize;
-        if let Some(found) = self.cache.get(&address) {
-            return *found;
-        }
-        let found = key.to_str().is_ok_and(|text| self.texts.iter().any(|t| t == text));
-        self.cache.insert(address, found);
-        self.held.push(key.clone().unbind());
-        found
-    }
-}
 
 /// Where a read span's ids and times come from.
 enum Origin<'py> {
@@ -59,21 +25,17 @@ enum Origin<'py> {
 
 /// One span as a native pass reads it (see the module's doc).
 pub(crate) struct SpanRead<'py> {
-    /// The made view's own attrs (writes go there), or a scratch dict of the filtered keys.
+    /// The made view's own attrs (writes go there), or the span's kept attrs (read only: writes
+    /// go through `write`, so the view and later readers see them).
     pub(crate) attrs: Bound<'py, PyDict>,
     origin: Origin<'py>,
 }
 
 impl<'py> SpanRead<'py> {
     /// Span `index` of `spans`: from the lazy list's records where its view is not made.
-    pub(crate) fn of(
-        py: Python<'py>,
-        spans: &Bound<'py, PyAny>,
-        index: usize,
-        filter: &mut KeyFilter,
-    ) -> PyResult<SpanRead<'py>> {
+    pub(crate) fn of(py: Python<'py>, spans: &Bound<'py, PyAny>, index: usize) -> PyResult<SpanRead<'py>> {
         match spans.cast::<SpanList>() {
-            Ok(list) => Self::of_list(py, list.get(), index, filter),
+            Ok(list) => Self::of_list(py, list.get(), index),
             Err(_) => Self::of_view(py, spans.get_item(index)?),
         }
     }
@@ -86,49 +48,30 @@ impl<'py> SpanRead<'py> {
         })
     }
 
-    fn of_list(py: Python<'py>, list: &SpanList, index: usize, filter: &mut KeyFilter) -> PyResult<SpanRead<'py>> {
+    fn of_list(py: Python<'py>, list: &SpanList, index: usize) -> PyResult<SpanRead<'py>> {
         let mut reading = crate::view::Reading::new(py, list);
-        let source = reading.span(index)?;
-        let (attrs, rec, raw) = match source {
+        match reading.span_kept(index)? {
             Source::Dict {
                 attrs,
                 view: Some(view),
                 ..
-            } => {
-                return Ok(SpanRead {
-                    attrs,
-                    origin: Origin::View(view),
-                })
-            }
-            // pending changes applied to a scratch dict of every watched key: read as it is
-            Source::Dict { attrs, rec, raw, .. } => (attrs, rec, raw),
-            Source::Record {
-                rec,
-                keys,
-                mut maker,
-                raw,
-                ..
-            } => {
-                let attrs = PyDict::new(py);
-                for (id, value) in &rec.attrs {
-                    let key = keys[*id as usize].bind(py);
-                    if filter.wants(key) {
-                        attrs.set_item(key, maker.value(value)?)?; // a repeated key: the last stands
-                    }
-                }
-                (attrs, rec, raw)
-            }
-        };
-        Ok(SpanRead {
-            attrs,
-            origin: Origin::Record {
-                trace_id: PyBytes::new(py, rec.trace_id.get(raw)),
-                span_id: PyBytes::new(py, rec.span_id.get(raw)),
-                root: rec.parent_span_id.len == 0,
-                start: rec.start,
-                end: rec.end,
-            },
-        })
+            } => Ok(SpanRead {
+                attrs,
+                origin: Origin::View(view),
+            }),
+            // its attrs as the view would have them, kept for the writes and readers after
+            Source::Dict { attrs, rec, raw, .. } => Ok(SpanRead {
+                attrs,
+                origin: Origin::Record {
+                    trace_id: PyBytes::new(py, rec.trace_id.get(raw)),
+                    span_id: PyBytes::new(py, rec.span_id.get(raw)),
+                    root: rec.parent_span_id.len == 0,
+                    start: rec.start,
+                    end: rec.end,
+                },
+            }),
+            Source::Record { .. } => unreachable!("span_kept gives a dict"),
+        }
     }
 
     /// Whether `attrs` is the made view's own dict (else writes go through `write`).

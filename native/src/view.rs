@@ -137,9 +137,10 @@ struct State {
     made: Vec<Option<Py<PyAny>>>,
     /// Per span not made yet: the attrs changes to apply when it is.
     pending: HashMap<usize, Vec<std::sync::Arc<AttrOp>>, FxBuild>,
-    /// Per span with pending changes that a reader read (`edited_attrs`): its attrs as the
-    /// view would have them, and how many of its pending changes they hold. Kept, so the
-    /// next reader applies only the changes since, not all of them to a new dict.
+    /// Per span with pending changes that a reader read (`edited_attrs`), or that a native
+    /// pass read to write to (`Reading::span_kept`): its attrs as the view would have them, and
+    /// how many of its pending changes they hold. Kept, so the next reader applies only the
+    /// changes since, not all of them to a new dict.
     edited: HashMap<usize, (Py<PyDict>, usize), FxBuild>,
     /// One str object per distinct string, across segments (content-keyed: SipHash, as the
     /// bytes come off the network).
@@ -569,6 +570,18 @@ impl<'a, 'py> Reading<'a, 'py> {
 
     /// Span `i` to read (see Source).
     pub(crate) fn span(&mut self, i: usize) -> PyResult<Source<'_, 'py>> {
+        self.read(i, false)
+    }
+
+    /// Span `i` to read as a dict (a made view's attrs, else its attrs as the view would have
+    /// them, made now from its record where it has no pending changes and kept in
+    /// State.edited): for a native pass that writes to the span next (`set_attrs`), so a later
+    /// reader applies those changes to this dict instead of making another.
+    pub(crate) fn span_kept(&mut self, i: usize) -> PyResult<Source<'_, 'py>> {
+        self.read(i, true)
+    }
+
+    fn read(&mut self, i: usize, keep: bool) -> PyResult<Source<'_, 'py>> {
         let py = self.py;
         if i >= self.state.made.len() {
             return Err(PyIndexError::new_err("span index out of range"));
@@ -598,6 +611,32 @@ impl<'a, 'py> Reading<'a, 'py> {
             });
         }
         if let Some(attrs) = edited_attrs(py, &self.list.classes, segments, pending, edited, strings, i)? {
+            return Ok(Source::Dict {
+                attrs,
+                view: None,
+                rec,
+                raw,
+                resource,
+            });
+        }
+        if keep {
+            let attrs = match edited.get(&i) {
+                Some((attrs, _)) => attrs.bind(py).clone(), // made from the record, no change since
+                None => {
+                    let mut maker = Maker {
+                        py,
+                        classes: &self.list.classes,
+                        raw,
+                        strings,
+                    };
+                    let attrs = PyDict::new(py);
+                    for (id, value) in &rec.attrs {
+                        attrs.set_item(layout.prepared.keys[*id as usize].bind(py), maker.value(value)?)?;
+                    }
+                    edited.insert(i, (attrs.clone().unbind(), 0));
+                    attrs
+                }
+            };
             return Ok(Source::Dict {
                 attrs,
                 view: None,

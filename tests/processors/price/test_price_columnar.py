@@ -8,6 +8,7 @@ processor edited (a view made and set, or a group edit kept in step with edit_at
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -87,3 +88,30 @@ def test_inline_calls_make_no_view():
     raw = build([(i.to_bytes(8, "big"), *SHAPES[i % 3]) for i in range(1, 30)])
     (_, _, counts, *_), made = _priced(raw, True, None)
     assert counts[0] == 29 and made == 0
+
+
+def test_price_then_budget_on_the_lazy_list_as_on_views(monkeypatch):
+    """price keeps the attrs it read (Reading::span_kept) and writes its stamps after them;
+    budget reads those attrs with the stamps applied, not the record: the same commits and
+    output as on views, and no view made by either on the bench workload's inline calls."""
+    from bench.workload import WorkloadSpec, build_requests
+
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)  # commit times the same in both runs
+    for raw in build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, batches=3)):
+        out = []
+        for lazy in (True, False):
+            price = standalone_processor("price", start_time_tolerance="2000000h")
+            budget = standalone_processor("budget")
+            batch = ViewBatch(NATIVE_CODECS[0], raw, price.watched_keys() | budget.watched_keys())
+            batch.lazy_spans = lazy
+            made = []
+            for processor in (price, budget):
+                before = batch.view.spans.made_count() if lazy else 0
+                assert processor.process_view(batch) is batch
+                made.append(batch.view.spans.made_count() - before if lazy else 0)
+            if lazy:
+                assert made[1] == 0  # budget read price's spans without their views
+            out.append((batch.payload(), repr([s.attrs for s in batch.view.spans]),
+                        budget.engine.store.hashes))
+        assert out[0] == out[1]
