@@ -43,3 +43,31 @@ def test_a_pending_span_keeps_its_own_resource_and_hop(codec):
     assert entry.fields == {"owner.tenant": "acme"} and "workflow.id" in entry.missing
     assert (entry.start_ns, entry.end_ns) == (1_000, 2_000)
     assert batch.payload() == raw  # settle never changes a span
+
+
+@pytest.mark.skipif(not NATIVE, reason="no native codec")
+def test_pending_spans_on_the_lazy_list_are_remembered_as_from_views():
+    """With the processors before it columnar, settle reads what a pending span keeps from the
+    lazy list's columns: no view made, the same entries (fields, amounts, ids, resource, hop)
+    as from views made beforehand, on the bench workload priced (no inherit: many spans pending)."""
+    from bench.workload import WorkloadSpec, build_requests
+
+    codec = select_codec("native")
+    for raw in build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, batches=3)):
+        entries = []
+        for lazy in (True, False):
+            price, settle = standalone_processor("price"), standalone_processor("settle")
+            added: list = []
+            add = settle.ledger.add
+            settle.ledger.add = lambda entry, _add=add, _added=added: (_added.append(entry), _add(entry))[1]
+            batch = ViewBatch(codec, raw, price.watched_keys() | settle.watched_keys())
+            batch.lazy_spans = lazy
+            assert price.process_view(batch) is batch  # costs stamped (no view for inline calls)
+            made = batch.view.spans.made_count() if lazy else 0
+            assert settle.process_view(batch) is batch
+            if lazy:
+                assert batch.view.spans.made_count() == made
+            settled = {by: settle.metrics.settled.labels(by)._value.get() for by in ("ancestor", "registry")}
+            entries.append(([{k: getattr(e, k) for k in e.__dataclass_fields__ if k != "added_at"} for e in added],
+                            settled, len(settle.ledger)))
+        assert entries[0] == entries[1] and entries[0][0]

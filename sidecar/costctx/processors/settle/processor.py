@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from costctx.attribution.pending import PendingLedger, PendingSpan
 from costctx.attribution.record import attribution_request
@@ -26,7 +27,7 @@ from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import COST_SOURCE, COST_USD
-from costctx.pdata.codec.api import SpanView, attr_values_at, bytes_column, spans_having
+from costctx.pdata.codec.api import SpanView, attr_values_at, bytes_column, span_column, spans_having
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.envelope.processor import _cost_pico_value
 from costctx.processors.settle.config import SettleConfig
@@ -39,6 +40,29 @@ SETTLE_FIELDS = (WORKFLOW, TENANT)
 INPUT_TOKENS, OUTPUT_TOKENS = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
 # What read_settle reads from a row (the lazy list's columns), in its order.
 _ROW = (WORKFLOW, TENANT, COST_USD)
+
+
+class _PendingRecord(NamedTuple):
+    """What `_remember` reads of a span, from the lazy list's columns (a SpanView's fields)."""
+
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes
+    resource: int
+    start: int
+    end: int
+    attrs: dict
+
+
+def _pending_records(spans, indices: list[int], keys: tuple[str, ...]) -> list[_PendingRecord]:
+    """The spans at `indices` as `_remember` reads them, no view made: their attrs of `keys`
+    (as the views have them now: attr_values_at) and their ids, resource and times (columns)."""
+    rows = attr_values_at(spans, indices, keys)
+    trace, span_id, parent = (bytes_column(spans, name) for name in ("trace_id", "span_id", "parent_span_id"))
+    resource, start, end = (span_column(spans, name) for name in ("resource", "start", "end"))
+    return [_PendingRecord(trace[i], span_id[i], parent[i], resource[i], start[i], end[i],
+                           {key: value for key, value in zip(keys, row, strict=True) if value is not None})
+            for i, row in zip(indices, rows, strict=True)]
 
 
 class SettleMetrics:
@@ -81,6 +105,7 @@ class SettleProcessor(Processor):
         self.ledger = PendingLedger(config.max_entries, config.max_bytes, config.attribution_window)
         self.metrics = SettleMetrics(self.component_metrics(), self.ledger)
         self._fields = tuple(k for k in host.envelope.context_keys if k != "retry.attempt")
+        self._keys_read: tuple[str, ...] | None = None  # see _pending_keys
         host.survival.pending_spend = lambda: self.ledger.pending_pico
         self._next_poll = 0.0
         self._polling = False
@@ -113,8 +138,10 @@ class SettleProcessor(Processor):
         else:
             with_context, pending = read(spans, indices, WORKFLOW, TENANT, COST_USD, want_context)
         resources: dict[int, bytes] = {}  # serialized once per resource of the batch
-        for index in pending:
-            span = spans[index]
+        # On the lazy list what a pending span keeps is read from columns (no view made).
+        pending_spans = [spans[index] for index in pending] if type(spans) is list or not pending \
+            else _pending_records(spans, pending, self._pending_keys)
+        for index, span in zip(pending, pending_spans, strict=True):
             pico = _cost_pico_value(span.attrs[COST_USD])
             if pico is not None:
                 self._remember(batch, index, span, pico, resources)
@@ -129,11 +156,23 @@ class SettleProcessor(Processor):
                     with_context, _ = read(rows, candidates, WORKFLOW, TENANT, COST_USD, True, traces)
             elif not want_context:
                 with_context, _ = read(spans, indices, WORKFLOW, TENANT, COST_USD, True)
+            fields = self._fields
             for trace_id, index in with_context.items():
                 if ledger.has_trace(trace_id):
-                    self._settle(trace_id, self._context_of(spans[index].attrs), "ancestor")
+                    # the lazy list: the context fields read from the record, no view made
+                    attrs = spans[index].attrs if type(spans) is list else \
+                        dict(zip(fields, attr_values_at(spans, (index,), fields)[0], strict=True))
+                    self._settle(trace_id, self._context_of(attrs), "ancestor")
         self._count_dropped()
         return batch
+
+    @property
+    def _pending_keys(self) -> tuple[str, ...]:
+        """The attributes a pending span's entry reads (_remember), as a column's keys."""
+        keys = self._keys_read
+        if keys is None:
+            keys = self._keys_read = tuple(sorted(self.watched_keys()))
+        return keys
 
     def _context_of(self, attrs: dict) -> dict[str, str]:
         found = {}
@@ -144,7 +183,8 @@ class SettleProcessor(Processor):
         return found
 
     @staticmethod
-    def _resource_bytes(batch: ViewBatch, index: int, span: SpanView, cache: dict[int, bytes]) -> bytes:
+    def _resource_bytes(batch: ViewBatch, index: int, span: SpanView | _PendingRecord,
+                        cache: dict[int, bytes]) -> bytes:
         """The span's Resource as it leaves (resource edits applied), serialized: only for the
         rare span remembered, so the codec extracts it rather than every batch materialising."""
         found = cache.get(span.resource)
@@ -157,7 +197,8 @@ class SettleProcessor(Processor):
             found = cache[span.resource] = holder.resource.SerializeToString()
         return found
 
-    def _remember(self, batch: ViewBatch, index: int, span: SpanView, pico: int, resources: dict[int, bytes]) -> None:
+    def _remember(self, batch: ViewBatch, index: int, span: SpanView | _PendingRecord, pico: int,
+                  resources: dict[int, bytes]) -> None:
         attrs = span.attrs
         get = attrs.get
         fields = self._context_of(attrs)
