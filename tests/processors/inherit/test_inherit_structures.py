@@ -114,7 +114,9 @@ def state(known: Known | None) -> tuple | None:
     the native table answers an equal Known, not always the object put."""
     if known is None:
         return None
-    return tuple(known.fields.items()), type(known.depth), known.hop, known.depth, tuple(known.fallback)
+    # The fallback is a set: its iteration order follows the string hashes (the process's hash
+    # seed) and the order it was built in, so it is compared as a set.
+    return tuple(known.fields.items()), type(known.depth), known.hop, known.depth, frozenset(known.fallback)
 
 
 CACHES = [ContextCache] + ([NativeContextCache] if _AncestorTable is not None else [])
