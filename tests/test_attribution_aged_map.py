@@ -7,6 +7,8 @@ import sys
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from costctx.attribution.aged_map import AgedMap
 from costctx.attribution.registry import ContextRegistry, MemoryBackend
@@ -104,3 +106,23 @@ def test_start_up_does_not_import_what_the_default_config_does_not_use(module, u
     code = f"import sys, {module}; print({unused!r} in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(st.tuples(st.lists(st.integers(0, 30), max_size=12), st.sampled_from([0.0, 10.0, 31.0])),
+                      max_size=12),
+       bound=st.sampled_from([1, 4, 9, 50]))
+def test_set_many_is_one_set_per_key(steps, bound):
+    """set_many leaves the map as setting each key in order does: the same generations, each
+    in the same order (their order is their age), the same ages."""
+    one_clock, many_clock = Clock(), Clock()
+    one: AgedMap[int, int] = AgedMap(max_entries=bound, ttl=60, timer=one_clock)
+    many: AgedMap[int, int] = AgedMap(max_entries=bound, ttl=60, timer=many_clock)
+    for value, (keys, step) in enumerate(steps):
+        for key in keys:
+            one[key] = value
+        many.set_many(keys, value)
+        assert (list(many._young.items()), list(many._old.items()), many._young_since, many._old_since) == (
+            list(one._young.items()), list(one._old.items()), one._young_since, one._old_since)
+        one_clock.now += step
+        many_clock.now += step

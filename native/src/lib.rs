@@ -37,6 +37,8 @@ mod inherit_kernel;
 #[cfg_attr(not(feature = "python"), allow(dead_code))] // the ancestor table's key map
 mod inherit_keys;
 #[cfg(feature = "python")]
+mod inherit_learn;
+#[cfg(feature = "python")]
 mod inherit_records;
 #[cfg(feature = "python")]
 mod inherit_split;

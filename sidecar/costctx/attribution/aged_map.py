@@ -69,6 +69,30 @@ class AgedMap(Generic[K, V]):
             self._old.pop(key, None)  # one copy of a key: len() stays exact
         young[key] = value
 
+    def set_many(self, keys: list[K], value: V) -> None:
+        """`self[key] = value` for each key in order, the clock read once: when the young
+        generation has room for them all (no rotation can fall between two), one dict update."""
+        if not keys:
+            return  # no set: nothing expires either
+        now = self._timer()
+        if now >= self._check_at:
+            self.expire()
+        young = self._young
+        if len(young) + len(keys) > self._young_cap:
+            for key in keys:  # a rotation may fall between two keys: one at a time, as __setitem__
+                if key not in young:
+                    if len(young) >= self._young_cap:
+                        self._rotate(now)
+                        young = self._young
+                    self._old.pop(key, None)
+                young[key] = value
+            return
+        old = self._old
+        if old and not old.keys().isdisjoint(keys):
+            for key in keys:
+                old.pop(key, None)  # one copy of a key: len() stays exact
+        young.update(dict.fromkeys(keys, value))
+
     def expire(self) -> None:
         """Drop what has aged out (also done by get and set when due)."""
         now = self._timer()

@@ -201,9 +201,7 @@ class ContextRegistry:
                 fields = self._last_fields
             else:
                 self._last_fields = fields
-        cache = self._cache
-        for key in keys:
-            cache[key] = fields
+        self._cache.set_many(keys, fields)
         if not self.shared:
             return
         encoded = _encode(fields)

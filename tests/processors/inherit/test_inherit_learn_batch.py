@@ -9,11 +9,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from costctx.attribution.registry import ContextRegistry
+from costctx.processors.inherit.learn_plan import learn_plan, native_learn_plan
 from costctx.processors.inherit.registry_link import RegistryLink
 
 _REMOTE = (Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER)
@@ -88,9 +90,13 @@ _span = st.builds(SimpleNamespace, trace_id=st.sampled_from(_TRACES), span_id=st
 _entry = st.tuples(st.one_of(_span, st.lists(_span, min_size=1, max_size=5)), st.integers(0, len(_OWNS) - 1))
 
 
+_NATIVE = [False, pytest.param(True, marks=pytest.mark.skipif(native_learn_plan is None, reason="no extension"))]
+
+
+@pytest.mark.parametrize("native", _NATIVE)
 @settings(max_examples=200, deadline=None)
 @given(batches=st.lists(st.lists(_entry, max_size=12), min_size=1, max_size=3), bound=st.sampled_from([4, 50]))
-def test_a_batch_learned_in_one_call_leaves_the_registry_as_span_by_span(batches, bound):
+def test_a_batch_learned_in_one_call_leaves_the_registry_as_span_by_span(native, batches, bound):
     clock = [0.0]
     timer = lambda: clock[0]  # noqa: E731
     oracle = SimpleNamespace(registry=ContextRegistry(_SharedBackend(), 60, bound, timer), _learned=set())
@@ -106,7 +112,22 @@ def test_a_batch_learned_in_one_call_leaves_the_registry_as_span_by_span(batches
             else:
                 _oracle_learn(oracle, spans.kind, spans.span_id, spans.trace_id, own)
             learning.append((spans, own))
-        RegistryLink.learn_batch(batched, learning)  # type: ignore[arg-type]
+        RegistryLink.learn_batch(batched, learning, native)  # type: ignore[arg-type]
         assert _state(batched.registry) == _state(oracle.registry)
         assert _which(batched.registry._last_fields) == _which(oracle.registry._last_fields)
         clock[0] += 1.0
+
+
+@pytest.mark.skipif(native_learn_plan is None, reason="built without the extension")
+@settings(max_examples=300, deadline=None)
+@given(batch=st.lists(_entry, max_size=16), already=st.sets(st.sampled_from(_TRACES)))
+def test_the_native_plan_is_the_python_plan(batch, already):
+    """learn_plan natively and in Python: the same steps (the same fields objects, by
+    identity), and the same traces added to `learned`."""
+    learning = [(spans, _OWNS[at]) for spans, at in batch]
+    learned, native_learned = set(already), set(already)
+    expected = learn_plan(learning, learned)
+    found = native_learn_plan(learning, native_learned)
+    assert found == expected
+    assert [step[-1] is want[-1] for step, want in zip(found, expected, strict=True)] == [True] * len(expected)
+    assert native_learned == learned

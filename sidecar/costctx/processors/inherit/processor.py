@@ -386,7 +386,7 @@ class InheritProcessor(Processor):
                     hold.remove(held)
             self._batch = None
             cache.now = None
-            self.registry.learn_batch(learning)  # the spans decided so far, as learned before
+            self.registry.learn_batch(learning, native)  # the spans decided so far, as learned before
             learning.clear()  # holds the batch's views: not kept past it
             self._release_into(batch)
             raise
@@ -395,7 +395,7 @@ class InheritProcessor(Processor):
             kernel.end()
         self._batch = None
         cache.now = None
-        self.registry.learn_batch(learning)
+        self.registry.learn_batch(learning, native)
         learning.clear()
         pending = [h for h in held_here if not h.done]
         self.registry.after_batch(h.wait_key for h in pending)

@@ -27,11 +27,10 @@ from costctx.attribution.registry import ContextRegistry, Counts
 from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.processors.inherit.context_cache import NO_FIELDS, Known
+from costctx.processors.inherit.learn_plan import learn_plan, native_learn_plan
 from costctx.telemetry.metrics import SidecarMetrics
 
 log = logging.getLogger("costctx.attribution")
-# Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER (trace.proto's numbers: protobuf not imported for two ints)
-_REMOTE_PARENT_KINDS = (3, 4)
 REGISTRY_HOP = ""  # a context from the registry: its service is not known here
 
 
@@ -92,38 +91,20 @@ class RegistryLink:
         self._learned: set[bytes] = set()  # traces learned in the batch being processed
 
     # -- per batch: what the batch's spans teach the registry --------------------------------
-    def learn_batch(self, learning: list[tuple]) -> None:
+    def learn_batch(self, learning: list[tuple], native: bool = False) -> None:
         """A batch's spans carrying workflow.id, in the order they were decided: (span, own) for
         a span, (spans, own) for spans alike (a list), `own` its fields. One call per batch:
-        each trace is learned once (its first span's fields; with that span when it is a
-        CLIENT or PRODUCER span, the parent a remote child names), and the CLIENT and PRODUCER
-        spans of traces learned already are registered in runs of one fields dict
-        (`learn_spans`: compared and encoded once). Most spans are neither: a set test each."""
-        learned = self._learned
+        its steps planned in one pass (learn_plan.py; natively with `native`), each trace
+        learned once, the CLIENT and PRODUCER spans of traces learned already registered in
+        runs of one fields dict (`learn_spans`: compared and encoded once)."""
+        plan = (native_learn_plan if native and native_learn_plan is not None else learn_plan)(
+            learning, self._learned)
         registry = self.registry
-        remote_kinds = _REMOTE_PARENT_KINDS
-        keys: list[bytes] = []  # spans of learned traces carrying `keys_own`, in order
-        keys_own: dict[str, Any] = {}
-        for spans, own in learning:
-            for span in spans if type(spans) is list else (spans,):
-                trace_id = span.trace_id
-                remote = span.kind in remote_kinds
-                if trace_id in learned:
-                    if remote and trace_id and span.span_id:
-                        if own is not keys_own:
-                            if keys:
-                                registry.learn_spans(keys, keys_own)
-                                keys = []
-                            keys_own = own
-                        keys.append(trace_id + span.span_id)
-                    continue
-                if keys:  # registered before this trace is, as they were decided
-                    registry.learn_spans(keys, keys_own)
-                    keys = []
-                learned.add(trace_id)
-                registry.learn(trace_id, span.span_id if remote else None, own, trace_locally=False)
-        if keys:
-            registry.learn_spans(keys, keys_own)
+        for step in plan:
+            if len(step) == 2:
+                registry.learn_spans(step[0], step[1])
+            else:
+                registry.learn(step[0], step[1], step[2], trace_locally=False)
 
     def known(self, wait_key: bytes) -> Known | None:
         fields = self._local(wait_key)
