@@ -113,7 +113,7 @@ def test_start_up_does_not_import_what_the_default_config_does_not_use(module, u
                       max_size=12),
        bound=st.sampled_from([1, 4, 9, 50]))
 def test_set_many_is_one_set_per_key(steps, bound):
-    """set_many leaves the map as setting each key in order does: the same generations, each
+    """set_many (and set_pairs) leaves the map as setting each key in order does: the same generations, each
     in the same order (their order is their age), the same ages."""
     one_clock, many_clock = Clock(), Clock()
     one: AgedMap[int, int] = AgedMap(max_entries=bound, ttl=60, timer=one_clock)
@@ -121,7 +121,30 @@ def test_set_many_is_one_set_per_key(steps, bound):
     for value, (keys, step) in enumerate(steps):
         for key in keys:
             one[key] = value
-        many.set_many(keys, value)
+        if value % 2:
+            many.set_many(keys, value)
+        else:  # set_pairs: the same sets as pairs, values varying
+            many.set_pairs([(key, value) for key in keys])
+        assert (list(many._young.items()), list(many._old.items()), many._young_since, many._old_since) == (
+            list(one._young.items()), list(one._old.items()), one._young_since, one._old_since)
+        one_clock.now += step
+        many_clock.now += step
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 12), st.sampled_from([None, False, True]),
+                                st.sampled_from([0.0, 10.0, 31.0])), max_size=30),
+       bound=st.sampled_from([1, 4, 9]))
+def test_put_absent_is_get_then_set(steps, bound):
+    """put_absent(key, value) is `if get(key) is None: map[key] = value`, a stored None absent."""
+    one_clock, many_clock = Clock(), Clock()
+    one: AgedMap[int, bool | None] = AgedMap(max_entries=bound, ttl=60, timer=one_clock)
+    many: AgedMap[int, bool | None] = AgedMap(max_entries=bound, ttl=60, timer=many_clock)
+    for key, value, step in steps:
+        expected = one.get(key) is None
+        if expected:
+            one[key] = value
+        assert many.put_absent(key, value) == expected
         assert (list(many._young.items()), list(many._old.items()), many._young_since, many._old_since) == (
             list(one._young.items()), list(one._old.items()), one._young_since, one._old_since)
         one_clock.now += step

@@ -69,6 +69,25 @@ class AgedMap(Generic[K, V]):
             self._old.pop(key, None)  # one copy of a key: len() stays exact
         young[key] = value
 
+    def put_absent(self, key: K, value: V) -> bool:
+        """`if self.get(key) is None: self[key] = value`, the clock read once: whether it was set."""
+        now = self._timer()
+        if now >= self._check_at:
+            self.expire()
+        young = self._young
+        found = young.get(key, _MISSING)
+        if found is _MISSING:
+            found = self._old.get(key)
+        if found is not None:
+            return False
+        if key not in young:
+            if len(young) >= self._young_cap:
+                self._rotate(now)
+                young = self._young
+            self._old.pop(key, None)
+        young[key] = value
+        return True
+
     def set_many(self, keys: list[K], value: V) -> None:
         """`self[key] = value` for each key in order, the clock read once: when the young
         generation has room for them all (no rotation can fall between two), one dict update."""
@@ -92,6 +111,29 @@ class AgedMap(Generic[K, V]):
             for key in keys:
                 old.pop(key, None)  # one copy of a key: len() stays exact
         young.update(dict.fromkeys(keys, value))
+
+    def set_pairs(self, pairs: list[tuple[K, V]]) -> None:
+        """`self[key] = value` for each (key, value) in order, the clock read once (as set_many)."""
+        if not pairs:
+            return  # no set: nothing expires either
+        now = self._timer()
+        if now >= self._check_at:
+            self.expire()
+        young = self._young
+        if len(young) + len(pairs) > self._young_cap:
+            for key, value in pairs:  # a rotation may fall between two: one at a time, as __setitem__
+                if key not in young:
+                    if len(young) >= self._young_cap:
+                        self._rotate(now)
+                        young = self._young
+                    self._old.pop(key, None)
+                young[key] = value
+            return
+        old = self._old
+        if old and not old.keys().isdisjoint([key for key, _ in pairs]):
+            for key, _ in pairs:
+                old.pop(key, None)  # one copy of a key: len() stays exact
+        young.update(pairs)
 
     def expire(self) -> None:
         """Drop what has aged out (also done by get and set when due)."""

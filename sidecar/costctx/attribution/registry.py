@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import Any, Protocol
 
 from costctx.attribution.aged_map import AgedMap
@@ -202,9 +203,55 @@ class ContextRegistry:
             else:
                 self._last_fields = fields
         self._cache.set_many(keys, fields)
-        if not self.shared:
-            return
-        encoded = _encode(fields)
+        if self.shared:
+            self._queue(keys, _encode(fields))
+
+    def learn_steps(self, plan: list[tuple]) -> None:
+        """A batch's learning in one call, leaving the registry as these calls in order would:
+        `learn_spans(keys, fields)` for a step (keys, fields), `learn(trace_id, span_id or None,
+        fields, trace_locally=False)` for a step (trace_id, span_id, fields)
+        (inherit/learn_plan.py makes the steps). The local cache is set once for the batch
+        (AgedMap.set_pairs), the clock read once; only the per-step work is a Python pass."""
+        last = self._last_fields
+        pairs: list[tuple[bytes, Fields]] = []  # the local cache's sets, in order
+        shared = self.shared
+        traces = self._traces
+        for step in plan:
+            if len(step) == 2:
+                keys, fields = step
+                if not fields or not keys:
+                    continue
+                if fields is not last:
+                    if fields == last:
+                        fields = last  # equal and never mutated: share the one object
+                    else:
+                        last = fields
+                pairs += zip(keys, repeat(fields))
+                if shared:
+                    self._queue(keys, _encode(fields))
+                continue
+            trace_id, span_id, fields = step
+            if not fields or not trace_id:
+                continue
+            if span_id:
+                local = fields
+                if local is not last:
+                    if local == last:
+                        local = last
+                    else:
+                        last = local
+                pairs.append((trace_id + span_id, local))
+                if shared:
+                    self._queue((trace_id + span_id,), _encode(fields))
+            # The trace (put_absent first, whether shared or not): written to the store only,
+            # not kept locally.
+            if "workflow.id" in fields and traces.put_absent(trace_id, False) and shared:
+                self._queue((trace_id,), _encode(fields))
+        self._last_fields = last
+        self._cache.set_pairs(pairs)
+
+    def _queue(self, keys: Iterable[bytes], encoded: bytes) -> None:
+        """Writes for the next flush, as many as `max_pending_writes` allows (the rest counted)."""
         pending = self._pending
         for key in keys:
             if len(pending) >= self.max_pending_writes:

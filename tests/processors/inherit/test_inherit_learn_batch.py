@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from costctx.attribution.registry import ContextRegistry
+from costctx.attribution.registry import ContextRegistry, MemoryBackend
 from costctx.processors.inherit.learn_plan import learn_plan, native_learn_plan
 from costctx.processors.inherit.registry_link import RegistryLink
 
@@ -74,6 +74,12 @@ def _state(registry: ContextRegistry) -> tuple:
             list(traces._young.items()), list(registry._pending.items()), registry._last_fields)
 
 
+def _stored(registry: ContextRegistry) -> list[int]:
+    """Which of _OWNS each local entry holds, by identity."""
+    cache = registry._cache
+    return [_which(v) for v in (*cache._old.values(), *cache._young.values())]
+
+
 def _which(fields: dict) -> int:
     """Which of _OWNS the object is (-1: the registry's own first one)."""
     return next((at for at, own in enumerate(_OWNS) if own is fields), -1)
@@ -95,12 +101,19 @@ _NATIVE = [False, pytest.param(True, marks=pytest.mark.skipif(native_learn_plan 
 
 @pytest.mark.parametrize("native", _NATIVE)
 @settings(max_examples=200, deadline=None)
-@given(batches=st.lists(st.lists(_entry, max_size=12), min_size=1, max_size=3), bound=st.sampled_from([4, 50]))
-def test_a_batch_learned_in_one_call_leaves_the_registry_as_span_by_span(native, batches, bound):
+@given(batches=st.lists(st.lists(_entry, max_size=12), min_size=1, max_size=3), bound=st.sampled_from([4, 50]),
+       shared=st.booleans(), max_pending=st.sampled_from([3, 10_000]))
+def test_a_batch_learned_in_one_call_leaves_the_registry_as_span_by_span(native, batches, bound, shared,
+                                                                         max_pending):
     clock = [0.0]
     timer = lambda: clock[0]  # noqa: E731
-    oracle = SimpleNamespace(registry=ContextRegistry(_SharedBackend(), 60, bound, timer), _learned=set())
-    batched = SimpleNamespace(registry=ContextRegistry(_SharedBackend(), 60, bound, timer), _learned=set())
+
+    def registry() -> ContextRegistry:
+        backend = _SharedBackend() if shared else MemoryBackend()
+        return ContextRegistry(backend, 60, bound, timer, max_pending_writes=max_pending)
+
+    oracle = SimpleNamespace(registry=registry(), _learned=set())
+    batched = SimpleNamespace(registry=registry(), _learned=set())
     for batch in batches:
         oracle._learned.clear()
         batched._learned.clear()
@@ -115,6 +128,8 @@ def test_a_batch_learned_in_one_call_leaves_the_registry_as_span_by_span(native,
         RegistryLink.learn_batch(batched, learning, native)  # type: ignore[arg-type]
         assert _state(batched.registry) == _state(oracle.registry)
         assert _which(batched.registry._last_fields) == _which(oracle.registry._last_fields)
+        assert batched.registry.dropped_writes == oracle.registry.dropped_writes
+        assert _stored(batched.registry) == _stored(oracle.registry)  # equal dicts stored as one object
         clock[0] += 1.0
 
 

@@ -96,15 +96,11 @@ class RegistryLink:
         a span, (spans, own) for spans alike (a list), `own` its fields. One call per batch:
         its steps planned in one pass (learn_plan.py; natively with `native`), each trace
         learned once, the CLIENT and PRODUCER spans of traces learned already registered in
-        runs of one fields dict (`learn_spans`: compared and encoded once)."""
+        runs of one fields dict, then taught to the registry in one call (`learn_steps`)."""
         plan = (native_learn_plan if native and native_learn_plan is not None else learn_plan)(
             learning, self._learned)
-        registry = self.registry
-        for step in plan:
-            if len(step) == 2:
-                registry.learn_spans(step[0], step[1])
-            else:
-                registry.learn(step[0], step[1], step[2], trace_locally=False)
+        if plan:
+            self.registry.learn_steps(plan)
 
     def known(self, wait_key: bytes) -> Known | None:
         fields = self._local(wait_key)
