@@ -76,8 +76,10 @@ class Side:
         p = self.processor
         hold = sorted((h.key, h.wait_key, h.payload, sorted(h.own.items(), key=repr))
                       for trace in p.hold.traces.values() for h in trace.spans.values())
+        # Every metric, labelled families too (a BoundFamily: its family, on this side's own registry).
+        families = [getattr(family, "_family", family) for family in vars(p.metrics).values()]
         metrics = sorted((s.name, sorted(s.labels.items()), s.value)
-                         for family in vars(p.metrics).values() if hasattr(family, "collect")
+                         for family in families if hasattr(family, "collect")
                          for metric in family.collect() for s in metric.samples
                          if not s.name.endswith("_created"))
         table = getattr(p.cache, "_table", None)  # the native table (COSTCTX_CODEC=python: the Python one)

@@ -136,6 +136,7 @@ class InheritProcessor(Processor):
         # (field, source), or (family, label) -> its counter child: labels() looked up once,
         # not per batch (bounded: fields, sources, release reasons).
         self._children: dict[tuple[Any, str], Any] = {}
+        self._series: dict[tuple[str, tuple[str, ...]], tuple] = {}  # see _series_of
         # With a persistent sending queue, held (acknowledged) spans are kept on disk too.
         storage = host.hold_storage
         self.journal = HoldJournal(storage[0], name, storage[1]) if storage else None
@@ -1037,26 +1038,36 @@ class InheritProcessor(Processor):
         return tuple(found)
 
     def _flush(self, tally: _Tally) -> None:
+        """The batch's counts into Prometheus: one `inc` per series counted, its child cached."""
         m = self.metrics
-        for entry in tally.shared.values():
-            hits = entry[6][0]
-            if hits:
+        repaired, conflicts, shared = tally.repaired, tally.conflicts, tally.shared
+        if shared:
+            # Shared decisions count once per span that took them: only entries taken (a
+            # comprehension skips the rest), their counts added by plain dict reads.
+            get = repaired.get
+            for entry in [entry for entry in shared.values() if entry[6][0]]:
+                hits = entry[6][0]
                 for bump in entry[7]:
-                    tally.repaired[bump] += hits
-                for field in entry[3] or ():
-                    tally.conflicts[field] += hits
-        tally.shared.clear()
-        per_field: Counter[tuple[str, str]] = Counter()
-        for (source, fields), count in tally.repaired.items():
-            for field in fields:
-                per_field[(field, source)] += count
+                    repaired[bump] = get(bump, 0) + hits
+                if entry[3]:
+                    for field in entry[3]:
+                        conflicts[field] += hits
+            shared.clear()
+        if repaired:
+            # (source, fields) -> the per-field series, summed per series: one inc each.
+            series = self._series
+            by_series: dict[Any, int] = {}
+            add = by_series.get
+            for key, count in repaired.items():
+                children = series.get(key)
+                if children is None:
+                    children = self._series_of(key)
+                for child in children:
+                    by_series[child] = add(child, 0) + count
+            for child, count in by_series.items():
+                child.inc(count)
         children = self._children
-        for (field, source), count in per_field.items():
-            child = children.get((field, source))
-            if child is None:
-                child = children[(field, source)] = m.repaired_fields.labels(field, source)
-            child.inc(count)
-        for family, counts in ((m.conflicts, tally.conflicts), (m.released_spans, tally.released),
+        for family, counts in ((m.conflicts, conflicts), (m.released_spans, tally.released),
                                (m.missing_spans, tally.missing)):
             for label, count in counts.items():
                 child = children.get((family, label))  # labels() looked up once, not per batch
@@ -1066,6 +1077,22 @@ class InheritProcessor(Processor):
         if tally.held:
             m.held_spans.inc(tally.held)
         m.count_evictions(self.hold.evicted, self.cache)
+
+    def _series_of(self, key: tuple[str, tuple[str, ...]]) -> tuple:
+        """The repaired-fields counter children a count under (source, fields) goes to, one per
+        field (bounded: sources x the field tuples plans make; cleared past 4096)."""
+        source, fields = key
+        children = self._children
+        found = []
+        for field in fields:
+            child = children.get((field, source))
+            if child is None:
+                child = children[(field, source)] = self.metrics.repaired_fields.labels(field, source)
+            found.append(child)
+        if len(self._series) >= 4096:
+            self._series.clear()
+        found_tuple = self._series[key] = tuple(found)
+        return found_tuple
 
 
 _PLAIN = (str, int, float, bool, bytes)
