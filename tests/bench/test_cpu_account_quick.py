@@ -34,7 +34,9 @@ def test_cpu_account_in_process_times_the_same_phases_with_and_without_a_gap(tmp
     assert set(results) == {"0 ms", "1 ms", "1 ms spun"}
     for gap in results.values():
         assert {"processor: inherit", "encode (ViewBatch.payload)", "receive: ingest, metrics"} <= gap["phases"].keys()
-        assert gap["total"] >= sum(gap["phases"].values()) > 0
+        phases = sum(gap["phases"].values())
+        # The phases are part of the total: equal up to float rounding when nothing ran between them.
+        assert gap["total"] >= phases * (1 - 1e-9) and phases > 0
 
 
 def test_encode_replay_times_the_pipelines_own_batches():
