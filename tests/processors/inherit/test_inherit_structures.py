@@ -267,7 +267,7 @@ def test_within_a_batch_one_record_answers_one_object():
     read = cache.reader()
     first = read(b"\x01" * 24)
     assert first is read(b"\x02" * 24) is cache.get(b"\x01" * 24)
-    assert state(first) == ((("workflow.id", "w1"),), int, "svc", 0, ("workflow.id",))
+    assert state(first) == ((("workflow.id", "w1"),), int, "svc", 0, frozenset({"workflow.id"}))
     cache.now = None
     assert state(read(b"\x02" * 24)) == state(first)
 
