@@ -61,6 +61,10 @@ class AgedMap(Generic[K, V]):
         now = self._timer()
         if now >= self._check_at:
             self.expire()
+        self._store(key, value, now)
+
+    def _store(self, key: K, value: V, now: float) -> None:
+        """Set `key` in the young generation, rotating first when it is full."""
         young = self._young
         if key not in young:
             if len(young) >= self._young_cap:
@@ -80,40 +84,16 @@ class AgedMap(Generic[K, V]):
             found = self._old.get(key)
         if found is not None:
             return False
-        if key not in young:
-            if len(young) >= self._young_cap:
-                self._rotate(now)
-                young = self._young
-            self._old.pop(key, None)
-        young[key] = value
+        self._store(key, value, now)
         return True
 
     def set_many(self, keys: list[K], value: V) -> None:
-        """`self[key] = value` for each key in order, the clock read once: when the young
-        generation has room for them all (no rotation can fall between two), one dict update."""
-        if not keys:
-            return  # no set: nothing expires either
-        now = self._timer()
-        if now >= self._check_at:
-            self.expire()
-        young = self._young
-        if len(young) + len(keys) > self._young_cap:
-            for key in keys:  # a rotation may fall between two keys: one at a time, as __setitem__
-                if key not in young:
-                    if len(young) >= self._young_cap:
-                        self._rotate(now)
-                        young = self._young
-                    self._old.pop(key, None)
-                young[key] = value
-            return
-        old = self._old
-        if old and not old.keys().isdisjoint(keys):
-            for key in keys:
-                old.pop(key, None)  # one copy of a key: len() stays exact
-        young.update(dict.fromkeys(keys, value))
+        """`self[key] = value` for each key in order, the clock read once (set_pairs)."""
+        self.set_pairs([(key, value) for key in keys])
 
     def set_pairs(self, pairs: list[tuple[K, V]]) -> None:
-        """`self[key] = value` for each (key, value) in order, the clock read once (as set_many)."""
+        """`self[key] = value` for each (key, value) in order, the clock read once: when the young
+        generation has room for them all (no rotation can fall between two), one dict update."""
         if not pairs:
             return  # no set: nothing expires either
         now = self._timer()
@@ -122,12 +102,7 @@ class AgedMap(Generic[K, V]):
         young = self._young
         if len(young) + len(pairs) > self._young_cap:
             for key, value in pairs:  # a rotation may fall between two: one at a time, as __setitem__
-                if key not in young:
-                    if len(young) >= self._young_cap:
-                        self._rotate(now)
-                        young = self._young
-                    self._old.pop(key, None)
-                young[key] = value
+                self._store(key, value, now)
             return
         old = self._old
         if old and not old.keys().isdisjoint([key for key, _ in pairs]):
