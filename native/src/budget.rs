@@ -531,13 +531,8 @@ pub fn read_roots<'py>(
             crate::view::Source::Record {
                 rec, keys, mut maker, ..
             } => {
-                // the last occurrence stands, as in the view's attrs
-                let found = rec
-                    .attrs
-                    .iter()
-                    .rev()
-                    .find(|(id, _)| keys[*id as usize].bind(py).to_str().is_ok_and(|k| k == text));
-                if let Some((_, value @ crate::scan::Value::Str(range))) = found {
+                let found = crate::view::last_attr(py, rec, keys, text);
+                if let Some(value @ crate::scan::Value::Str(range)) = found {
                     if range.len > 0 {
                         out.append(maker.value(value)?)?;
                     }

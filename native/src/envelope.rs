@@ -484,17 +484,10 @@ fn current_value<'py>(
         crate::view::Source::Dict { attrs, .. } => attrs.get_item(key),
         crate::view::Source::Record {
             rec, keys, mut maker, ..
-        } => {
-            let found = rec
-                .attrs
-                .iter()
-                .rev()
-                .find(|(id, _)| keys[*id as usize].bind(py).to_str().is_ok_and(|k| k == text));
-            match found {
-                Some((_, value)) => Ok(Some(maker.value(value)?)),
-                None => Ok(None),
-            }
-        }
+        } => match crate::view::last_attr(py, rec, keys, text) {
+            Some(value) => Ok(Some(maker.value(value)?)),
+            None => Ok(None),
+        },
     }
 }
 

@@ -491,6 +491,21 @@ fn record_id(rec: &SpanRec, name: &str) -> Option<Span32> {
     })
 }
 
+/// A scanned record's value of the attribute named `text` (the last occurrence stands, as in
+/// the view's attrs); `keys` the batch's interned attribute keys.
+pub(crate) fn last_attr<'a>(
+    py: Python<'_>,
+    rec: &'a SpanRec,
+    keys: &[Py<PyString>],
+    text: &str,
+) -> Option<&'a crate::scan::Value> {
+    rec.attrs
+        .iter()
+        .rev()
+        .find(|(id, _)| keys[*id as usize].bind(py).to_str().is_ok_and(|k| k == text))
+        .map(|(_, value)| value)
+}
+
 /// What a native reader reads of one span, no view made: the attrs of its view (made) or a
 /// scratch dict (pending `edit_attrs` changes applied, as the view would have them), else
 /// its scanned record, whose values the reader converts only where it needs objects.
