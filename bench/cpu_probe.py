@@ -102,11 +102,8 @@ def _gc_callback(event: str, info: dict) -> None:
         _leave()
 
 
-def threads_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) per thread of this process, by name (the main thread as `main`),
-    and of it in the kernel as `<name> (system)` (gRPC writes to its sockets on the calling thread)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = defaultdict(float)
+def _threads_stat():
+    """(name, the stat fields after the command) per thread of this process, the main thread as `main`."""
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/stat") as f:
@@ -115,7 +112,15 @@ def threads_cpu() -> dict[str, float]:
                 name = f.read().strip()
         except OSError:
             continue
-        name = "main" if int(tid) == os.getpid() else name
+        yield ("main" if int(tid) == os.getpid() else name), fields
+
+
+def threads_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) per thread of this process, by name (the main thread as `main`),
+    and of it in the kernel as `<name> (system)` (gRPC writes to its sockets on the calling thread)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = defaultdict(float)
+    for name, fields in _threads_stat():
         out[name] += (int(fields[11]) + int(fields[12])) / ticks
         out[f"{name} (system)"] += int(fields[12]) / ticks
     return dict(out)
@@ -124,15 +129,8 @@ def threads_cpu() -> dict[str, float]:
 def threads_faults() -> dict[str, int]:
     """Minor page faults per thread of this process, by name (the main thread as `main`)."""
     out: dict[str, int] = defaultdict(int)
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                name = f.read().strip()
-        except OSError:
-            continue
-        out["main" if int(tid) == os.getpid() else name] += int(fields[7])
+    for name, fields in _threads_stat():
+        out[name] += int(fields[7])
     return dict(out)
 
 
