@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.inprocess import build_stage, fresh_ids, processor_breakdown, time_pipeline  # noqa: E402
+from bench.inprocess import build_stage, fresh_ids, least_breakdown, time_pipeline  # noqa: E402
 from bench.workload import WorkloadSpec, build_requests  # noqa: E402
 
 PROCESSORS = ["normalize", "limits", "price", "budget", "envelope", "settle"]
@@ -32,10 +32,7 @@ async def one_point(complete: bool, rounds: int, cycle_base: int) -> dict:
     spans = len(pool) * 100
     stage = await build_stage(PROCESSORS)
     time_pipeline(stage, fresh_ids(pool, cycle_base))  # warm-up
-    least: dict[str, float] = {}
-    for r in range(rounds):
-        for name, us in processor_breakdown(stage, fresh_ids(pool, cycle_base + 1 + r), spans).items():
-            least[name] = min(us, least.get(name, us))
+    least = least_breakdown(stage, pool, spans, rounds, cycle_base)
     stage.pipeline.shutdown()
     await stage.pipeline.close()
     out = {k: round(v, 2) for k, v in least.items()}

@@ -146,6 +146,17 @@ def processor_breakdown(stage: StagePipeline, bodies: list[bytes], spans: int) -
     return {name: seconds / spans * 1e6 for name, seconds in spent.items()}
 
 
+def least_breakdown(stage: StagePipeline, pool: list[bytes], spans: int, rounds: int,
+                    cycle_base: int) -> dict[str, float]:
+    """`processor_breakdown` over `rounds` passes of `pool` with fresh ids each: per processor
+    its least us/span (the pass least disturbed by the rest of the machine)."""
+    least: dict[str, float] = {}
+    for r in range(rounds):
+        for name, us in processor_breakdown(stage, fresh_ids(pool, cycle_base + 1 + r), spans).items():
+            least[name] = min(us, least.get(name, us))
+    return least
+
+
 async def measure(pool: list[bytes], spans_per_batch: int, processors: list[str], rounds: int,
                   cycle_base: int, codecs: list[str] | None = None) -> dict:
     """spans/s of floor, off and full over `rounds` alternating rounds (median round each).
