@@ -491,6 +491,16 @@ fn record_id(rec: &SpanRec, name: &str) -> Option<Span32> {
     })
 }
 
+/// Whether an attrs dict holds any of `keys`.
+fn holds_any(attrs: &Bound<'_, PyDict>, keys: &[Bound<'_, PyString>]) -> PyResult<bool> {
+    for key in keys {
+        if attrs.contains(key)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// A scanned record's value of the attribute named `text` (the last occurrence stands, as in
 /// the view's attrs); `keys` the batch's interned attribute keys.
 pub(crate) fn last_attr<'a>(
@@ -920,15 +930,7 @@ impl SpanList {
             let found = match &state.made[at] {
                 Some(view) => {
                     let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
-                    let attrs = attrs.cast::<PyDict>()?;
-                    let mut any = false;
-                    for key in &keys {
-                        if attrs.contains(key)? {
-                            any = true;
-                            break;
-                        }
-                    }
-                    any
+                    holds_any(attrs.cast::<PyDict>()?, &keys)?
                 }
                 None => {
                     let State {
@@ -940,16 +942,7 @@ impl SpanList {
                     } = &mut *state;
                     // With pending changes: the keys of its attrs as the view would have them.
                     match edited_attrs(py, &self.classes, segments, pending, edited, strings, at)? {
-                        Some(attrs) => {
-                            let mut any = false;
-                            for key in &keys {
-                                if attrs.contains(key)? {
-                                    any = true;
-                                    break;
-                                }
-                            }
-                            any
-                        }
+                        Some(attrs) => holds_any(&attrs, &keys)?,
                         None => {
                             let s = segments.partition_point(|seg| seg.first <= at) - 1;
                             let segment = &segments[s];
