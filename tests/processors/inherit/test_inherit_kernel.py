@@ -20,6 +20,7 @@ from costctx.pdata.codec.native import AVAILABLE
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.inherit.processor import InheritProcessor, _DecideKernel
 from tests.golden import harness, inputs
+from tests.processors.inherit.test_inherit_native_pass import run_side_by_side
 from tests.support.otlp import kv
 from tests.support.processors import standalone_processor
 
@@ -65,6 +66,7 @@ class Side:
         self.processor.use_clock(lambda: self.now[0])
         self.emitted: list[bytes] = []
         self.processor.bind(lambda batch: self.emitted.append(batch.payload()))
+        self.keys: list[bytes] = []  # keys whose table answers state() compares too
 
     def run(self, raw: bytes) -> tuple:
         batch = ViewBatch(self.codec, raw, self.processor.watched_keys())
@@ -85,7 +87,7 @@ class Side:
         table = getattr(p.cache, "_table", None)  # the native table (COSTCTX_CODEC=python: the Python one)
         return (len(p.cache), table.records() if table is not None else None, dict(p.cache.evicted), p.cache.disputed,
                 sorted(p.cache.sources), len(p.trace_values), p.hold.span_count, p.hold.nbytes,
-                sorted(p.hold.waiters), hold, metrics)
+                sorted(p.hold.waiters), hold, metrics, self.known(self.keys))
 
     def known(self, keys: list[bytes]) -> list:
         """What the table answers for these keys (every attribute of each Known)."""
@@ -99,19 +101,8 @@ class Side:
 
 def compare(batches: list[bytes], max_entries: int = 1000, tick_every: int = 2, keys: list[bytes] = ()) -> Side:
     on, off = Side(True, max_entries), Side(False, max_entries)
-    for number, raw in enumerate(batches, 1):
-        assert on.run(raw) == off.run(raw), f"batch {number}"
-        assert on.state() == off.state(), f"batch {number}"
-        assert on.known(keys) == off.known(keys), f"batch {number}"
-        if tick_every and number % tick_every == 0:
-            for side in (on, off):
-                side.now[0] += 6.0
-                side.processor.tick(side.now[0])
-            assert on.emitted == off.emitted
-    for side in (on, off):
-        side.processor.shutdown()
-    assert on.emitted == off.emitted
-    assert on.state() == off.state()
+    on.keys = off.keys = list(keys)
+    run_side_by_side(on, off, batches, tick_every)
     assert off.counting.decided == 0
     return on
 
