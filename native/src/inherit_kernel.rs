@@ -689,40 +689,26 @@ impl DecideKernel {
         let conflict_name = pyo3::intern!(py, "conflict");
         let repaired_name = pyo3::intern!(py, "repaired");
         let notes = b.notes.bind(py);
-        match notes.get_item(index)? {
+        // The span's notes dict (a new one when it had none), each set added or updated.
+        let found = match notes.get_item(index)? {
             None => {
                 let mine = PyDict::new(py);
                 notes.set_item(index, &mine)?;
-                if has_conflicts {
-                    mine.set_item(
-                        conflict_name,
-                        PySet::new(py, conflicts.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
-                    )?;
-                }
-                if has_repaired {
-                    mine.set_item(
-                        repaired_name,
-                        PySet::new(py, repaired.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
-                    )?;
-                }
+                mine
             }
-            Some(found) => {
-                let found = found.cast::<PyDict>()?;
-                for (has, name, values) in [
-                    (has_conflicts, conflict_name, conflicts),
-                    (has_repaired, repaired_name, repaired),
-                ] {
-                    if !has {
-                        continue;
-                    }
-                    match found.get_item(name)? {
-                        None => {
-                            found.set_item(name, PySet::new(py, values.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?
-                        }
-                        Some(set) => {
-                            set.call_method1(pyo3::intern!(py, "update"), (values,))?;
-                        }
-                    }
+            Some(found) => found.cast_into::<PyDict>()?,
+        };
+        for (has, name, values) in [
+            (has_conflicts, conflict_name, conflicts),
+            (has_repaired, repaired_name, repaired),
+        ] {
+            if !has {
+                continue;
+            }
+            match found.get_item(name)? {
+                None => found.set_item(name, PySet::new(py, values.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?,
+                Some(set) => {
+                    set.call_method1(pyo3::intern!(py, "update"), (values,))?;
                 }
             }
         }
