@@ -355,16 +355,7 @@ impl SpanList {
         let mut state = self.lock(py);
         let len = state.made.len();
         let at = self.index(i as isize, len)?;
-        match &state.made[at] {
-            Some(view) => {
-                let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
-                op.apply(py, attrs.cast::<PyDict>()?)
-            }
-            None => {
-                state.pending.entry(at).or_default().push(std::sync::Arc::new(op));
-                Ok(())
-            }
-        }
+        edit_span(py, &mut state, at, &std::sync::Arc::new(op))
     }
 
     fn all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -489,6 +480,21 @@ fn record_id(rec: &SpanRec, name: &str) -> Option<Span32> {
         "parent_span_id" => rec.parent_span_id,
         _ => return None,
     })
+}
+
+/// `op` on span `at`: into its made view's attrs at once, else kept pending for its view and
+/// for column readers.
+fn edit_span(py: Python<'_>, state: &mut State, at: usize, op: &std::sync::Arc<AttrOp>) -> PyResult<()> {
+    match &state.made[at] {
+        Some(view) => {
+            let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
+            op.apply(py, attrs.cast::<PyDict>()?)
+        }
+        None => {
+            state.pending.entry(at).or_default().push(op.clone());
+            Ok(())
+        }
+    }
 }
 
 /// Whether an attrs dict holds any of `keys`.
@@ -883,13 +889,7 @@ impl SpanList {
         let len = state.made.len();
         for index in indices.try_iter()? {
             let at = self.index(index?.extract::<isize>()?, len)?;
-            match &state.made[at] {
-                Some(view) => {
-                    let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
-                    op.apply(py, attrs.cast::<PyDict>()?)?;
-                }
-                None => state.pending.entry(at).or_default().push(op.clone()),
-            }
+            edit_span(py, &mut state, at, &op)?;
         }
         Ok(())
     }
