@@ -39,33 +39,125 @@ fn noted(set: &Option<Bound<'_, PyAny>>, key: &Bound<'_, PyString>) -> PyResult<
     }
 }
 
+/// A span's cost in pico-USD: none (unusable), an exact small amount, or `pico`'s own answer.
+enum Pico<'py> {
+    None,
+    Small(i128),
+    Big(Bound<'py, PyAny>),
+}
+
 /// `_cost_pico_value` in processor.py for the common values (a finite double >= 0 whose
 /// pico-USD fits an i64, an int >= 0 below 2^63 / 10^12); anything else asks `pico` itself.
-fn cost_pico<'py>(value: &Bound<'py, PyAny>, pico: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = value.py();
+fn cost_pico<'py>(value: &Bound<'py, PyAny>, pico: &Bound<'py, PyAny>) -> PyResult<Pico<'py>> {
     if let Ok(double) = value.cast_exact::<PyFloat>() {
         let v = double.value();
         if !v.is_finite() || v < 0.0 {
-            return Ok(py.None().into_bound(py));
+            return Ok(Pico::None);
         }
         let scaled = v * 1e12;
         if scaled < 9.0e18 {
             // Python's round() of a double: to the nearest integer, ties to even, exact.
-            return Ok((scaled.round_ties_even() as i64).into_pyobject(py)?.into_any());
+            return Ok(Pico::Small(scaled.round_ties_even() as i64 as i128));
         }
     } else if value.is_exact_instance_of::<PyInt>() {
         if let Ok(n) = value.extract::<i64>() {
             if (0..9_000_000).contains(&n) {
-                return Ok((n * 1_000_000_000_000).into_pyobject(py)?.into_any());
+                return Ok(Pico::Small(n as i128 * 1_000_000_000_000));
             }
             if n < 0 {
-                return Ok(py.None().into_bound(py));
+                return Ok(Pico::None);
             }
         }
     } else {
-        return Ok(py.None().into_bound(py));
+        return Ok(Pico::None);
     }
-    pico.call1((value,))
+    let amount = pico.call1((value,))?;
+    Ok(if amount.is_none() {
+        Pico::None
+    } else {
+        Pico::Big(amount)
+    })
+}
+
+/// A spend tally's pico-USD sum: in Rust while every amount is a small one, else a Python int.
+enum Total<'py> {
+    Small(i128),
+    Big(Bound<'py, PyAny>),
+}
+
+impl<'py> Total<'py> {
+    fn add(&mut self, py: Python<'py>, amount: Pico<'py>) -> PyResult<()> {
+        *self = match (&*self, amount) {
+            (_, Pico::None) => return Ok(()),
+            (Total::Small(sum), Pico::Small(n)) => Total::Small(sum + n),
+            (Total::Small(sum), Pico::Big(n)) => Total::Big(sum.into_pyobject(py)?.into_any().add(n)?),
+            (Total::Big(sum), Pico::Small(n)) => Total::Big(sum.add(n)?),
+            (Total::Big(sum), Pico::Big(n)) => Total::Big(sum.add(n)?),
+        };
+        Ok(())
+    }
+
+    fn object(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self {
+            Total::Small(sum) => sum.into_pyobject(py)?.into_any(),
+            Total::Big(sum) => sum,
+        })
+    }
+}
+
+/// The batch's tally keys' strings (workflow names, dimension values) numbered by value, as
+/// a dict's keys compare (equal text, one number): by object first, by value when new.
+/// Every object numbered is held for the call, so its address names it.
+struct Texts<'py> {
+    by_object: HashMap<usize, usize, FxBuild>,
+    by_value: Bound<'py, PyDict>,
+    first: Vec<Bound<'py, PyAny>>,
+    held: Vec<Bound<'py, PyAny>>,
+}
+
+/// Stands for None among the numbers.
+const NO_TEXT: usize = usize::MAX;
+
+impl<'py> Texts<'py> {
+    fn new(py: Python<'py>) -> Self {
+        Texts {
+            by_object: HashMap::default(),
+            by_value: PyDict::new(py),
+            first: Vec::new(),
+            held: Vec::new(),
+        }
+    }
+
+    /// The number of a non-empty str value, NO_TEXT for any other (`text_or_none`'s None).
+    fn number(&mut self, value: Option<&Bound<'py, PyAny>>) -> PyResult<usize> {
+        let Some(value) = value else { return Ok(NO_TEXT) };
+        if let Some(n) = self.by_object.get(&(value.as_ptr() as usize)) {
+            return Ok(*n);
+        }
+        let n = if !value.is_exact_instance_of::<PyString>() || value.len()? == 0 {
+            NO_TEXT
+        } else {
+            match self.by_value.get_item(value)? {
+                Some(n) => n.extract()?,
+                None => {
+                    self.by_value.set_item(value, self.first.len())?;
+                    self.first.push(value.clone());
+                    self.first.len() - 1
+                }
+            }
+        };
+        self.by_object.insert(value.as_ptr() as usize, n);
+        self.held.push(value.clone());
+        Ok(n)
+    }
+
+    fn object(&self, n: usize, none: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+        if n == NO_TEXT {
+            none.clone()
+        } else {
+            self.first[n].clone()
+        }
+    }
 }
 
 /// `_present` of a scanned value: not EMPTY and not "" (any other value is present).
@@ -74,14 +166,6 @@ fn value_present(value: &crate::scan::Value) -> bool {
         crate::scan::Value::Empty => false,
         crate::scan::Value::Str(range) => range.len > 0,
         _ => true,
-    }
-}
-
-/// `v if type(v) is str and v else None`.
-fn text_or_none<'py>(value: Option<Bound<'py, PyAny>>, none: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    match value {
-        Some(value) if value.is_exact_instance_of::<PyString>() && value.len()? > 0 => Ok(value),
-        _ => Ok(none.clone()),
     }
 }
 
@@ -199,8 +283,13 @@ pub fn read_shapes<'py>(
 
     let ids = PyList::empty(py);
     let shapes = PyList::empty(py);
-    let llm = PyDict::new(py);
-    let spend = PyDict::new(py);
+    // The llm and spend tallies, by numbers (Texts), in order of first appearance: made into
+    // dicts once at the end, not a tuple key and a dict update per span.
+    let mut texts = Texts::new(py);
+    let mut llm_at: HashMap<(usize, usize, bool), usize, FxBuild> = HashMap::default();
+    let mut llm_rows: Vec<((usize, usize, bool), usize)> = Vec::new();
+    let mut spend_at: HashMap<(usize, Vec<usize>, bool), usize, FxBuild> = HashMap::default();
+    let mut spend_rows: Vec<((usize, Vec<usize>, bool), Total<'py>, usize)> = Vec::new();
     let to_stamp = PyList::empty(py);
     let appended = PyList::empty(py);
     let slow = PyList::empty(py);
@@ -265,7 +354,7 @@ pub fn read_shapes<'py>(
         let index = index?;
         let at_index = index.extract::<usize>()?;
         let mut item: Option<Bound<'py, PyAny>> = None;
-        let mut read_fields: Option<(Bound<'py, PyAny>, i128, i128)> = None;
+        let mut read_fields: Option<(usize, i128, i128)> = None;
         let (mut renamed, mut repaired, mut conflict) = (None, None, None);
         if check_notes {
             if let Some(found) = notes.get_item(&index)? {
@@ -284,7 +373,7 @@ pub fn read_shapes<'py>(
         let mut is_llm = false;
         if let Some(reading) = reading.as_mut() {
             let source = reading.span(at_index)?;
-            read_fields = Some(source.fields(py)?);
+            read_fields = Some(source.fields());
             match source {
                 crate::view::Source::Dict { attrs, .. } => {
                     is_llm |= fill_from_dict(py, &attrs, &mut seen, &roles, &mut slots);
@@ -388,9 +477,12 @@ pub fn read_shapes<'py>(
         };
         ids.append(id)?;
 
-        let resource = match &read_fields {
-            Some((resource, _, _)) => resource.clone(),
-            None => field(item.as_ref().unwrap_or(&none), at_index, 0, resource_name)?,
+        let (resource, resource_object) = match &read_fields {
+            Some((resource, _, _)) => (*resource as i64, None),
+            None => {
+                let object = field(item.as_ref().unwrap_or(&none), at_index, 0, resource_name)?;
+                (object.extract::<i64>()?, Some(object))
+            }
         };
         let depth_value = slots[depth_at].clone();
         let (depth, depth_object) = match depth_value {
@@ -400,17 +492,21 @@ pub fn read_shapes<'py>(
             },
             _ => (Depth::None, none.clone()),
         };
-        let count_key = (resource.extract::<i64>()?, depth, id);
+        let count_key = (resource, depth, id);
         match count_at.get(&count_key) {
             Some(at) => counts[*at].3 += 1,
             None => {
                 count_at.insert(count_key, counts.len());
+                let resource = match resource_object {
+                    Some(object) => object,
+                    None => resource.into_pyobject(py)?.into_any(),
+                };
                 counts.push((resource, depth_object, id, 1));
             }
         }
         let cost = slots[cost_at].clone().filter(|cost| !cost.is_none());
         if is_llm || cost.is_some() {
-            let workflow = text_or_none(slots[workflow_at].clone(), &none)?;
+            let workflow = texts.number(slots[workflow_at].as_ref())?;
             if is_llm {
                 let (start, end): (i128, i128) = match &read_fields {
                     Some((_, start, end)) => (*start, *end),
@@ -419,32 +515,34 @@ pub fn read_shapes<'py>(
                         field(item.as_ref().unwrap_or(&none), at_index, 2, end_name)?.extract()?,
                     ),
                 };
-                let tally = (&workflow, id, 0 < start && start <= end).into_pyobject(py)?;
-                let n = match llm.get_item(&tally)? {
-                    Some(n) => n.extract::<usize>()? + 1,
-                    None => 1,
-                };
-                llm.set_item(tally, n)?;
+                let tally = (workflow, id, 0 < start && start <= end);
+                match llm_at.get(&tally) {
+                    Some(at) => llm_rows[*at].1 += 1,
+                    None => {
+                        llm_at.insert(tally, llm_rows.len());
+                        llm_rows.push((tally, 1));
+                    }
+                }
             }
             if let Some(cost) = cost {
                 let amount = cost_pico(&cost, pico)?;
-                if !amount.is_none() {
+                if !matches!(amount, Pico::None) {
                     let mut dims = Vec::with_capacity(dimensions.len());
                     for at in 0..dimensions.len() {
-                        dims.push(text_or_none(slots[dim_at + at].clone(), &none)?);
+                        dims.push(texts.number(slots[dim_at + at].as_ref())?);
                     }
-                    let tenant = noted(&repaired, &tenant_key)?;
-                    let tally = (&workflow, PyTuple::new(py, dims)?, tenant).into_pyobject(py)?;
-                    match spend.get_item(&tally)? {
-                        Some(row) => {
-                            let row = row.cast_into::<PyList>()?;
-                            row.set_item(0, row.get_item(0)?.add(&amount)?)?;
-                            row.set_item(1, row.get_item(1)?.add(1)?)?;
-                        }
+                    let tally = (workflow, dims, noted(&repaired, &tenant_key)?);
+                    let at = match spend_at.get(&tally) {
+                        Some(at) => *at,
                         None => {
-                            spend.set_item(tally, PyList::new(py, [amount, 1i64.into_pyobject(py)?.into_any()])?)?
+                            spend_at.insert(tally.clone(), spend_rows.len());
+                            spend_rows.push((tally, Total::Small(0), 0));
+                            spend_rows.len() - 1
                         }
-                    }
+                    };
+                    let row = &mut spend_rows[at];
+                    row.1.add(py, amount)?;
+                    row.2 += 1;
                 }
             }
         }
@@ -468,6 +566,16 @@ pub fn read_shapes<'py>(
     let counted = PyList::empty(py);
     for (resource, depth, id, n) in counts {
         counted.append((resource, depth, id, n))?;
+    }
+    let llm = PyDict::new(py);
+    for ((workflow, id, timed), n) in llm_rows {
+        llm.set_item((texts.object(workflow, &none), id, timed), n)?;
+    }
+    let spend = PyDict::new(py);
+    for ((workflow, dims, tenant), total, n) in spend_rows {
+        let dims = PyTuple::new(py, dims.into_iter().map(|at| texts.object(at, &none)))?;
+        let row = PyList::new(py, [total.object(py)?, n.into_pyobject(py)?.into_any()])?;
+        spend.set_item((texts.object(workflow, &none), dims, tenant), row)?;
     }
     Ok((ids, shapes, counted, llm, spend, to_stamp, appended, slow))
 }

@@ -563,23 +563,14 @@ impl<'py> Source<'_, 'py> {
         }
     }
 
-    /// The span's resource index, start and end (a made view's own values).
-    pub(crate) fn fields(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, i128, i128)> {
-        let (rec, resource) = match self {
-            Source::Dict { view: Some(view), .. } => {
-                return Ok((
-                    view.getattr(pyo3::intern!(py, "resource"))?,
-                    view.getattr(pyo3::intern!(py, "start"))?.extract()?,
-                    view.getattr(pyo3::intern!(py, "end"))?.extract()?,
-                ))
+    /// The span's resource, start and end from its record: a made view's are its record's
+    /// (views are made from it and nothing writes these three), read without attribute lookups.
+    pub(crate) fn fields(&self) -> (usize, i128, i128) {
+        match self {
+            Source::Dict { rec, resource, .. } | Source::Record { rec, resource, .. } => {
+                (*resource, rec.start as i128, rec.end as i128)
             }
-            Source::Dict { rec, resource, .. } | Source::Record { rec, resource, .. } => (rec, resource),
-        };
-        Ok((
-            resource.into_pyobject(py)?.into_any(),
-            rec.start as i128,
-            rec.end as i128,
-        ))
+        }
     }
 }
 
