@@ -343,6 +343,7 @@ pub fn read_spend<'py>(
         .try_iter()?
         .map(|key| Ok(key?.cast_into::<PyString>()?))
         .collect::<PyResult<_>>()?;
+    let seen = crate::resend_key::Seen::of(seen, expiry)?;
     let (lo, hi) = (now - skew, now + skew);
     let finished = PyList::empty(py);
     let mut read: Vec<Read<'py>> = Vec::new();
@@ -386,26 +387,24 @@ pub fn read_spend<'py>(
                 Some(rid) => rid.clone(),
                 None => py.None().into_bound(py),
             };
-            let identity = PyTuple::new(
-                py,
-                [
-                    trace,
-                    span_id,
-                    record.micro.into_pyobject(py)?.into_any(),
-                    record.tokens.into_pyobject(py)?.into_any(),
-                    rid,
-                ],
-            )?;
-            // hash() of the identity tuple, as the per-span path keys `seen` (budget/seen.py)
-            let key = identity.hash()?.into_pyobject(py)?;
-            if seen.contains(&key)? {
+            // hash((trace id, span id, micro, tokens, rid)), as the per-span path keys `seen`
+            // (budget/seen.py), without making the tuple (resend_key.rs)
+            let lanes = [
+                trace.hash()?,
+                span_id.hash()?,
+                crate::resend_key::int_hash(record.micro),
+                crate::resend_key::int_hash(record.tokens),
+                rid.hash()?,
+            ];
+            let key = crate::resend_key::tuple_hash(&lanes);
+            if seen.contains(key)? {
                 duplicates += 1;
                 continue;
             }
             if seen.len()? >= maxsize {
                 make_room.call0()?;
             }
-            seen.set_item(&key, expiry)?;
+            seen.add(key)?;
         }
         let hour = float_floordiv(record.at, 3600.0) as i64;
         let objects = (std::array::from_fn(|i| record.fields[i].as_ptr() as usize), hour);

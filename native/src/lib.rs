@@ -55,6 +55,9 @@ mod wire_count;
 mod table;
 
 #[cfg(feature = "python")]
+mod resend_key;
+
+#[cfg(feature = "python")]
 mod settle;
 
 #[cfg(feature = "python")]

@@ -598,6 +598,10 @@ pub fn add_spend<'py>(
     cap: usize,
     rotate: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyList>, usize)> {
+    let seen = match &seen {
+        Some(seen) => Some(crate::resend_key::Seen::of(seen, expiry)?),
+        None => None,
+    };
     let (mut young, mut old) = (young, old);
     let out = PyList::empty(py);
     let zero = 0i64.into_pyobject(py)?.into_any();
@@ -607,9 +611,10 @@ pub fn add_spend<'py>(
         let (workflow, pico, span_key) = (entry.get_item(0)?, entry.get_item(1)?, entry.get_item(2)?);
         if let Some(seen) = &seen {
             if !span_key.is_none() {
-                // hash((workflow id, span key)), as the Python loop keys `seen`
-                let key = PyTuple::new(py, [&workflow, &span_key])?.hash()?.into_pyobject(py)?;
-                if seen.contains(&key)? {
+                // hash((workflow id, span key)), as the Python loop keys `seen`, without making
+                // the tuple (resend_key.rs)
+                let key = crate::resend_key::tuple_hash(&[workflow.hash()?, span_key.hash()?]);
+                if seen.contains(key)? {
                     duplicates += 1;
                     let total = match young.get_item(&workflow)? {
                         Some(total) => total,
@@ -621,7 +626,7 @@ pub fn add_spend<'py>(
                 if seen.len()? >= dedupe_size {
                     make_room.call0()?;
                 }
-                seen.set_item(key, expiry)?;
+                seen.add(key)?;
             }
         }
         let total = match young.get_item(&workflow)? {

@@ -184,12 +184,12 @@ impl SpanKeyTable {
         }
     }
 
-    fn __len__(&self) -> usize {
+    pub(crate) fn __len__(&self) -> usize {
         self.map.len()
     }
 
     /// Present (whatever its expiry), as `key in dict`.
-    fn __contains__(&self, key: i64) -> bool {
+    pub(crate) fn __contains__(&self, key: i64) -> bool {
         self.map.contains(key)
     }
 
@@ -208,7 +208,7 @@ impl SpanKeyTable {
 
     /// A new key joins the young generation; an existing one keeps its place, with this expiry
     /// (as a dict keeps a key's position when its value is set again).
-    fn __setitem__(&mut self, key: i64, expiry: f64) {
+    pub(crate) fn __setitem__(&mut self, key: i64, expiry: f64) {
         if self.map.insert(key, expiry) {
             self.young.push(key);
         }
