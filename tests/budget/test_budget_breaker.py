@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from costctx.budget.breaker import MAX_WORKFLOW_NAMES, Breaker
 from costctx.budget.policy import Context, SpanSpend
 from costctx.budget.store import CommitResult
@@ -68,3 +71,34 @@ def test_a_workflow_without_a_root_counts_as_finished_once_idle():
     assert observe(breaker, "research", "runaway-2", 60_000) == []
     breaker.finish_idle(1_000.0 + 61)  # now idle for longer than workflow_idle
     assert [kind for kind, _, _ in observe(breaker, "research", "runaway-3", 60_000)] == ["workflow_median"]
+
+
+def _state(breaker: Breaker) -> tuple:
+    return ([(name, list(costs.by_workflow.items()), list(costs.ordered)) for name, costs in breaker._recent.items()],
+            list(breaker._running.items()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["note", "finish"]), st.integers(0, 7), st.integers(0, 3),
+                          st.integers(0, 5_000_000)), max_size=60),
+       st.integers(1, 4))
+def test_finish_many_leaves_what_finish_one_by_one_leaves(ops, window):
+    """The budget processor's batch of finished workflows (finish_many) against `finish` per
+    workflow: the same medians' samples in the same order, the same names' recency, the same
+    workflows still running, over repeats, unknown ids and a window that drops samples."""
+    config = BreakerConfig(workflow_median_multiple=5.0, min_samples=1, median_window=window)
+    metrics = budget_metrics(ComponentMetrics(SidecarMetrics(), "processor", "budget"))
+    one, many = Breaker(config, metrics), Breaker(config, metrics)
+    finished: list[str] = []
+    for op, workflow, name, spent in ops:
+        workflow_id = f"wf-{workflow}"
+        if op == "finish":
+            one.finish(workflow_id)
+            finished.append(workflow_id)
+            continue
+        many.finish_many(finished)
+        finished = []
+        for breaker in (one, many):
+            breaker.note_running(Context(workflow_id, f"name-{name}"), spent, 1_000.0)
+    many.finish_many(finished)
+    assert _state(many) == _state(one)

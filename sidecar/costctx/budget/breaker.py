@@ -114,6 +114,24 @@ class Breaker:
         name, spent, _ = entry
         self._recent_of(name).record(workflow_id, spent, self.config.median_window)
 
+    def finish_many(self, workflow_ids: list[str]) -> None:
+        """`finish` for each of a batch's finished workflows, in order, in one call: the lookups
+        bound once (a batch finishes ~10), with the same effect as one `finish` each."""
+        pop = self._running.pop
+        recent = self._recent
+        window = self.config.median_window
+        for workflow_id in workflow_ids:
+            entry = pop(workflow_id, None)
+            if entry is None:
+                continue
+            name = entry[0]
+            costs = recent.get(name)
+            if costs is None:
+                costs = self._recent_of(name)
+            else:
+                recent.move_to_end(name)  # _recent_of's use, inline
+            costs.record(workflow_id, entry[1], window)
+
     def finish_idle(self, now: float) -> None:
         """Workflows with no spend for `workflow_idle` are taken as finished (a root that never came)."""
         idle = self.config.workflow_idle

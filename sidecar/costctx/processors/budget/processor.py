@@ -140,8 +140,8 @@ class BudgetProcessor(Processor):
         return batch.indices() if type(spans) is list else spans_having(spans, batch.indices(), self._markers)
 
     def _finish(self, workflows: list[str]) -> None:
-        for workflow_id in workflows:
-            self.engine.breaker.finish(workflow_id)
+        if workflows:
+            self.engine.breaker.finish_many(workflows)
 
     def _count_forgotten(self) -> None:
         """What the bounded tables forget, read at scrape time (costctx_table_forgotten_total)."""
