@@ -25,9 +25,12 @@ fn strings<'py>(item: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>>
     item.try_iter()?.map(|key| Ok(key?.cast_into::<PyString>()?)).collect()
 }
 
-/// A token count the inline path takes: an int (not a bool) in 0..2^63.
-fn count(value: &Bound<'_, PyAny>) -> bool {
-    value.is_exact_instance_of::<PyInt>() && value.extract::<i64>().is_ok_and(|n| n >= 0)
+/// A token count the inline path takes: an int (not a bool) in 0..2^63, as its value.
+fn count(value: &Bound<'_, PyAny>) -> Option<i64> {
+    if !value.is_exact_instance_of::<PyInt>() {
+        return None;
+    }
+    value.extract::<i64>().ok().filter(|n| *n >= 0)
 }
 
 /// A reported cost the inline path takes: a finite double >= 0, or an int >= 0.
@@ -60,6 +63,7 @@ fn span_key<'py>(py: Python<'py>, span: &SpanRead<'py>) -> PyResult<Option<Bound
 }
 
 /// One span as `read_calls` reads it: worth no look, the general path's, or an inline call.
+#[allow(clippy::large_enum_variant)] // made once per span and matched at once: no box to allocate
 enum Read<'py> {
     Skip,
     General(Bound<'py, PyAny>),
@@ -72,6 +76,8 @@ struct Call<'py> {
     span: SpanRead<'py>,
     names: Vec<Bound<'py, PyAny>>,
     counts: Vec<Bound<'py, PyAny>>,
+    /// the counts' values, read once (read_calls took ints in 0..2^63 only)
+    values: [i128; 5],
     reported: Bound<'py, PyAny>,
     workflow: Bound<'py, PyAny>,
     key: Bound<'py, PyAny>,
@@ -149,11 +155,18 @@ impl<'py> Reader<'py> {
         };
         // input and output must be there; cache read, cache creation and reasoning are 0 when absent.
         let mut counts: Vec<Bound<'py, PyAny>> = Vec::with_capacity(5);
+        let mut values = [0i128; 5];
         for (at, key) in keys.counts.iter().enumerate() {
             match attrs.get_item(key)? {
-                Some(value) if count(&value) => counts.push(value),
+                Some(value) => match count(&value) {
+                    Some(n) => {
+                        values[at] = n as i128;
+                        counts.push(value);
+                    }
+                    None => return Ok(Read::General(index)),
+                },
                 None if at >= 2 => counts.push(0i64.into_pyobject(py)?.into_any()),
-                _ => return Ok(Read::General(index)),
+                None => return Ok(Read::General(index)),
             }
         }
         let start = span.start(py)?;
@@ -187,6 +200,7 @@ impl<'py> Reader<'py> {
             span,
             names,
             counts,
+            values,
             reported,
             workflow,
             key,
@@ -398,7 +412,8 @@ pub fn price_calls<'py>(
             index,
             span,
             names,
-            counts: count_objects,
+            counts: _,
+            values: counts,
             reported,
             workflow,
             key: span_key,
@@ -427,10 +442,6 @@ pub fn price_calls<'py>(
             general.call1((&index,))?;
             continue;
         };
-        let mut counts = [0i128; 5];
-        for (slot, value) in counts.iter_mut().zip(count_objects.iter()) {
-            *slot = value.extract::<i64>()? as i128; // read_calls took ints in 0..2^63 only
-        }
         let pico = match entry.rates {
             Some(each) => inline_pico(each, entry.inclusive, counts),
             None => None,
@@ -487,7 +498,10 @@ pub fn price_calls<'py>(
             let mut pairs = Vec::with_capacity(3);
             for stamp in &stamps {
                 sets.append(stamp)?;
-                pairs.push((stamp.get_item(0)?, stamp.get_item(1)?));
+                pairs.push(match stamp.cast::<PyTuple>() {
+                    Ok(pair) => (pair.get_item(0)?, pair.get_item(1)?), // the usual: no generic indexing
+                    Err(_) => (stamp.get_item(0)?, stamp.get_item(1)?),
+                });
             }
             crate::span_read::write(spans, index.extract::<usize>()?, &span, &pairs)?;
             sets.into_any()
