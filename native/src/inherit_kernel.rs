@@ -21,8 +21,9 @@
 
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PySet, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 /// What one batch's decisions write into (set by `begin`, dropped by `end`).
@@ -219,8 +220,8 @@ impl DecideKernel {
         let resource_id = (resource.as_ptr() as usize).into_pyobject(py)?;
         let root_ = PyBool::new(py, root).to_owned().into_any();
         let shared_key = if within {
-            let names = PyTuple::new(py, own.keys())?;
-            PyTuple::new(py, [parent.clone(), resource_id.into_any(), names.into_any(), root_])?
+            let names = keys_tuple(own)?;
+            PyTuple::new(py, [parent.clone(), resource_id.into_any(), names, root_])?
         } else {
             PyTuple::new(py, [parent.clone(), resource_id.into_any(), own_key.clone(), root_])?
         };
@@ -236,7 +237,7 @@ impl DecideKernel {
                     .call_method1(pyo3::intern!(py, "_use_resource"), (&resource, tally))?;
             }
             let names = match &parent_fields {
-                Some(found) if found.len() > 0 => PyTuple::new(py, found.keys())?.into_any(),
+                Some(found) if found.len() > 0 => keys_tuple(found)?,
                 _ => py.None().into_bound(py),
             };
             let parent_fallback = if parent.is_none() {
@@ -248,7 +249,7 @@ impl DecideKernel {
                 py,
                 [
                     names,
-                    PyTuple::new(py, own.keys())?.into_any(),
+                    keys_tuple(own)?,
                     parent_fallback,
                     tally.getattr(pyo3::intern!(py, "resource_names"))?,
                 ],
@@ -375,26 +376,23 @@ impl DecideKernel {
         }
         let own_any = own.as_any();
         let mut fields: Bound<'py, PyAny>;
-        let sets = PyList::empty(py);
+        let sets;
         if !from_parent.is_empty() {
             if own.is_empty() {
                 fields = parent_fields.clone().into_any(); // the parent's dict, shared
-                for (field, value) in parent_fields.iter() {
-                    sets.append((field, value))?;
-                }
+                sets = parent_fields.items(); // list(parent_fields.items())
             } else {
+                sets = PyList::empty(py);
                 for field in from_parent.iter() {
                     let value = parent_fields.as_any().get_item(&field)?;
                     sets.append((field, value))?;
                 }
                 let copy = own.copy()?;
-                for pair in sets.iter() {
-                    let pair = pair.cast::<PyTuple>()?;
-                    copy.set_item(pair.get_item(0)?, pair.get_item(1)?)?;
-                }
+                update(&copy, sets.as_any())?;
                 fields = copy.into_any();
             }
         } else {
+            sets = PyList::empty(py);
             fields = own_any.clone();
         }
         if !from_resource.is_empty() {
@@ -422,7 +420,7 @@ impl DecideKernel {
                 }
             }
         }
-        let bumps = PyList::new(py, bumps.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+        let bumps = list_of(&bumps)?;
         // _resolve: the hop depth (no stamp of its own).
         let hop = resource.getattr(pyo3::intern!(py, "service"))?;
         let parent_depth = if parent.is_none() {
@@ -613,7 +611,7 @@ impl DecideKernel {
                 indices = kept_indices;
                 spans = kept_spans;
             }
-            let copy = PyList::new(py, sets.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+            let copy = list_of(sets)?;
             b.batch_edits.bind(py).call_method1(
                 pyo3::intern!(py, "add_group"),
                 (fixed.span_edits(py, copy)?, PyList::new(py, &indices)?),
@@ -644,7 +642,7 @@ impl DecideKernel {
             let edits = b.edits.bind(py);
             match edits.get_item(index)? {
                 None => {
-                    let copy = PyList::new(py, sets.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+                    let copy = list_of(sets)?;
                     edits.set_item(index, fixed.span_edits(py, copy)?)?;
                     update(attrs, sets)?;
                 }
@@ -706,7 +704,7 @@ impl DecideKernel {
                 continue;
             }
             match found.get_item(name)? {
-                None => found.set_item(name, PySet::new(py, values.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?,
+                None => found.set_item(name, set_of(values)?)?,
                 Some(set) => {
                     set.call_method1(pyo3::intern!(py, "update"), (values,))?;
                 }
@@ -716,14 +714,34 @@ impl DecideKernel {
     }
 }
 
-/// `attrs.update(sets)` for a list of (key, value) pairs.
+/// `attrs.update(sets)` for a list of (key, value) pairs: dict.update's own loop
+/// (PyDict_MergeFromSeq2, later pairs win), one call rather than one per pair.
 fn update(attrs: &Bound<'_, PyDict>, sets: &Bound<'_, PyAny>) -> PyResult<()> {
-    for pair in sets.try_iter()? {
-        let pair = pair?;
-        let pair = pair.cast::<PyTuple>()?;
-        attrs.set_item(pair.get_item(0)?, pair.get_item(1)?)?;
+    // SAFETY: both are live objects held by the caller; the call borrows them.
+    if unsafe { ffi::PyDict_MergeFromSeq2(attrs.as_ptr(), sets.as_ptr(), 1) } < 0 {
+        return Err(PyErr::fetch(attrs.py()));
     }
     Ok(())
+}
+
+/// `list(items)`: a new list of the same items (PySequence_List), in one call.
+fn list_of<'py>(items: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    // SAFETY: a new reference or NULL with the error set.
+    let made = unsafe { Bound::from_owned_ptr_or_err(items.py(), ffi::PySequence_List(items.as_ptr()))? };
+    Ok(made.cast_into::<PyList>()?)
+}
+
+/// `set(items)` (PySet_New: the items added in their order, as `PySet::new` adds them).
+fn set_of<'py>(items: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: a new reference or NULL with the error set.
+    unsafe { Bound::from_owned_ptr_or_err(items.py(), ffi::PySet_New(items.as_ptr())) }
+}
+
+/// `tuple(d)`: a dict's keys in order, as one tuple (PyDict_Keys then PyList_AsTuple).
+fn keys_tuple<'py>(dict: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+    let keys = dict.keys();
+    // SAFETY: a new reference or NULL with the error set.
+    unsafe { Bound::from_owned_ptr_or_err(dict.py(), ffi::PyList_AsTuple(keys.as_ptr())) }
 }
 
 #[pymethods]
