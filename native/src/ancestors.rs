@@ -365,7 +365,12 @@ impl AncestorTable {
 
     /// `put(key, known, source)` with the source read from the Known as ContextCache.put
     /// reads it (its hop, or NO_CONTEXT when it has no fields): one call from Python.
-    fn put_known(&mut self, py: Python<'_>, key: &Bound<'_, PyBytes>, known: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn put_known(
+        &mut self,
+        py: Python<'_>,
+        key: &Bound<'_, PyBytes>,
+        known: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         match source_of(py, known)? {
             None => self.put(py, key, known, NO_CONTEXT),
             Some(hop) => self.put(py, key, known, hop.to_str()?),
@@ -373,7 +378,12 @@ impl AncestorTable {
     }
 
     /// `put_known(key, known)` for each key, in order (ContextCache.put_many).
-    fn put_many_known(&mut self, py: Python<'_>, keys: &Bound<'_, PyList>, known: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn put_many_known(
+        &mut self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyList>,
+        known: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         match source_of(py, known)? {
             None => self.put_many(py, keys, known, NO_CONTEXT),
             Some(hop) => self.put_many(py, keys, known, hop.to_str()?),

@@ -23,8 +23,11 @@ use pyo3::basic::CompareOp;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
+
+use crate::ancestors::AncestorTable;
+use crate::inherit_votes::TraceVotes;
 
 /// What one batch's decisions write into (set by `begin`, dropped by `end`).
 struct Batch {
@@ -44,6 +47,11 @@ struct Batch {
     batch: Py<PyAny>,
     resources: Py<PyAny>,
     bulk: bool,
+    /// The native ancestor table and trace votes behind `put` / `put_many` / `record` (their
+    /// bound methods), called as Rust: no Python call per span. None: another implementation
+    /// (the Python classes), called through the callables.
+    table: Option<Py<AncestorTable>>,
+    votes: Option<Py<TraceVotes>>,
 }
 
 impl Batch {
@@ -62,8 +70,69 @@ impl Batch {
         visit.call(&self.batch_edits)?;
         visit.call(&self.notes)?;
         visit.call(&self.batch)?;
-        visit.call(&self.resources)
+        visit.call(&self.resources)?;
+        if let Some(table) = &self.table {
+            visit.call(table)?;
+        }
+        if let Some(votes) = &self.votes {
+            visit.call(votes)?;
+        }
+        Ok(())
     }
+
+    /// `put(key, known)`: the table's put_known, natively when it is the native table.
+    fn put(&self, py: Python<'_>, key: &Bound<'_, PyAny>, known: &Bound<'_, PyAny>) -> PyResult<()> {
+        match &self.table {
+            Some(table) => table
+                .bind(py)
+                .try_borrow_mut()?
+                .put_known(py, key.cast::<PyBytes>()?, known),
+            None => self.put.bind(py).call1((key, known)).map(drop),
+        }
+    }
+
+    /// `put_many(keys, known)`, natively when the table is the native one.
+    fn put_many(&self, py: Python<'_>, keys: &Bound<'_, PyList>, known: &Bound<'_, PyAny>) -> PyResult<()> {
+        match &self.table {
+            Some(table) => table.bind(py).try_borrow_mut()?.put_many_known(py, keys, known),
+            None => self.put_many.bind(py).call1((keys, known)).map(drop),
+        }
+    }
+
+    /// `record(trace_id, field, value, count)`: a trace's vote, natively when the votes are
+    /// the native table.
+    fn record(
+        &self,
+        py: Python<'_>,
+        trace_id: &Bound<'_, PyAny>,
+        field: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        count: u64,
+    ) -> PyResult<()> {
+        match &self.votes {
+            Some(votes) => votes.bind(py).try_borrow_mut()?.record(
+                py,
+                trace_id.cast::<PyBytes>()?,
+                field.cast::<PyString>()?,
+                value,
+                count,
+            ),
+            None if count == 1 => self.record.bind(py).call1((trace_id, field, value)).map(drop),
+            None => self.record.bind(py).call1((trace_id, field, value, count)).map(drop),
+        }
+    }
+}
+
+/// The object behind `method` when it is the bound method `name` of a `T` (the native
+/// tables' methods the processor hands over), else None.
+fn native_self<T: pyo3::PyClass>(method: &Bound<'_, PyAny>, name: &str) -> Option<Py<T>> {
+    let py = method.py();
+    let named = method.getattr(pyo3::intern!(py, "__name__")).ok()?;
+    if named.extract::<&str>().ok()? != name {
+        return None;
+    }
+    let owner = method.getattr(pyo3::intern!(py, "__self__")).ok()?;
+    Some(owner.cast_into::<T>().ok()?.unbind())
 }
 
 /// The processor's constants (set once).
@@ -122,6 +191,10 @@ struct Decision<'py> {
     sets: Bound<'py, PyAny>,
     conflicts: Bound<'py, PyAny>,
     repaired: Bound<'py, PyAny>,
+    /// Made by this decision (not a shared entry's, taken again): its sets list is the new
+    /// shared entry's, which nothing appends to (entries are read, then dropped with the
+    /// tally at the batch's end), so the span's first edits may take it without a copy.
+    fresh: bool,
 }
 
 /// What `one` did with a span.
@@ -273,7 +346,6 @@ impl DecideKernel {
         if own.contains(pyo3::intern!(py, "workflow.id"))? {
             b.learning.bind(py).append((span, own))?;
         }
-        let record = b.record.bind(py);
         let (decision, entry) = match hit {
             Some(hit) => {
                 // _resolve's hit: the entry's decision, its votes, the put.
@@ -284,15 +356,16 @@ impl DecideKernel {
                 for vote in hit.get_item(5)?.try_iter()? {
                     let vote = vote?;
                     let vote = vote.cast::<PyTuple>()?;
-                    record.call1((&trace_id, vote.get_item(0)?, vote.get_item(1)?))?;
+                    b.record(py, &trace_id, &vote.get_item(0)?, &vote.get_item(1)?, 1)?;
                 }
                 let known = hit.get_item(1)?;
-                b.put.bind(py).call1((key, &known))?;
+                b.put(py, key, &known)?;
                 let decision = Decision {
                     known,
                     sets: hit.get_item(2)?,
                     conflicts: hit.get_item(3)?,
                     repaired: hit.get_item(4)?,
+                    fresh: false,
                 };
                 (decision, hit)
             }
@@ -411,12 +484,11 @@ impl DecideKernel {
         if !stamp.is_none() {
             sets.append((fixed.repaired_key.bind(py), &stamp))?;
         }
-        let record = b.record.bind(py);
         for field in &fixed.fallback_fields {
             let field = field.bind(py);
             if let Some(mine) = own.get_item(field)? {
                 if !mine.is_none() {
-                    record.call1((trace_id, field, mine))?; // every carrier votes
+                    b.record(py, trace_id, field, &mine, 1)?; // every carrier votes
                 }
             }
         }
@@ -462,7 +534,7 @@ impl DecideKernel {
             bump(counts, &entry)?;
         }
         let known = fixed.known(py, &fields, &hop, &depth, &fallback)?;
-        b.put.bind(py).call1((key, &known))?;
+        b.put(py, key, &known)?;
         // The shared entry: (resource, known, sets, conflicts, repaired, votes, [0], bumps).
         let votes = PyList::empty(py);
         for field in &fixed.fallback_fields {
@@ -493,6 +565,7 @@ impl DecideKernel {
             sets: sets.into_any(),
             conflicts,
             repaired,
+            fresh: true,
         };
         Ok((decision, entry))
     }
@@ -565,16 +638,15 @@ impl DecideKernel {
                 };
                 carriers.set_item(trace_id, count)?;
             }
-            let record = b.record.bind(py);
             for (trace_id, count) in carriers.iter() {
                 for vote in votes.try_iter()? {
                     let vote = vote?;
                     let vote = vote.cast::<PyTuple>()?;
-                    record.call1((&trace_id, vote.get_item(0)?, vote.get_item(1)?, &count))?;
+                    b.record(py, &trace_id, &vote.get_item(0)?, &vote.get_item(1)?, count.extract()?)?;
                 }
             }
         }
-        b.put_many.bind(py).call1((&keys, &decision.known))?;
+        b.put_many(py, &keys, &decision.known)?;
         let here = b.here.bind(py);
         for key in keys.iter() {
             if !here.contains(&key)? {
@@ -642,7 +714,13 @@ impl DecideKernel {
             let edits = b.edits.bind(py);
             match edits.get_item(index)? {
                 None => {
-                    let copy = list_of(sets)?;
+                    // `SpanEdits(sets=list(sets))`: a fresh decision's own list serves (see
+                    // Decision::fresh); equal content either way.
+                    let copy = if decision.fresh {
+                        sets.cast::<PyList>()?.clone()
+                    } else {
+                        list_of(sets)?
+                    };
                     edits.set_item(index, fixed.span_edits(py, copy)?)?;
                     update(attrs, sets)?;
                 }
@@ -799,6 +877,9 @@ impl DecideKernel {
         let edits = batch_edits.getattr("spans")?.cast_into::<PyDict>()?.unbind();
         let batch_edits = batch_edits.unbind();
         let notes = bound.getattr("notes")?.cast_into::<PyDict>()?.unbind();
+        let table = native_self::<AncestorTable>(put.bind(py), "put_known")
+            .filter(|t| native_self::<AncestorTable>(put_many.bind(py), "put_many_known").is_some_and(|m| m.is(t)));
+        let votes = native_self::<TraceVotes>(record.bind(py), "record");
         self.batch = Some(Batch {
             tally,
             shared,
@@ -816,6 +897,8 @@ impl DecideKernel {
             batch,
             resources,
             bulk,
+            table,
+            votes,
         });
         Ok(())
     }

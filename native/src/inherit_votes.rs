@@ -139,7 +139,7 @@ impl TraceVotes {
     }
 
     #[pyo3(signature = (trace_id, key, value, count=1))]
-    fn record(
+    pub(crate) fn record(
         &mut self,
         py: Python<'_>,
         trace_id: &Bound<'_, PyBytes>,
