@@ -57,6 +57,13 @@ pub fn read_spans<'py>(
     let firsts = PyList::empty(py);
     // Ids and values come off the network: SipHash (std's RandomState), never a fixed hash.
     let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    // The same values by the same string objects (a batch's scan makes one object per
+    // distinct text, and spans of a trace carry the same) -> their group, found without
+    // reading the texts. The objects are held by the spans' attrs for the whole call, so an
+    // address is never another object's here. Equal objects, equal texts: the group `seen`
+    // would give.
+    let mut by_objects: HashMap<Vec<usize>, i64> = HashMap::new();
+    let mut objects: Vec<usize> = Vec::with_capacity(fields.len());
     let none = py.None().into_bound(py);
     let mut values: Vec<Option<Bound<'py, PyAny>>> = Vec::with_capacity(fields.len());
     for index in indices.try_iter()? {
@@ -78,8 +85,22 @@ pub fn read_spans<'py>(
         }
         let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
         values.clear();
+        objects.clear();
+        let mut strings = true;
         for field in &fields {
-            values.push(attrs.get_item(field)?);
+            let value = attrs.get_item(field)?;
+            match &value {
+                None => objects.push(0),
+                Some(found) if found.is_exact_instance_of::<PyString>() => objects.push(found.as_ptr() as usize),
+                Some(_) => strings = false,
+            }
+            values.push(value);
+        }
+        if strings {
+            if let Some(&group) = by_objects.get(&objects) {
+                groups.append(group)?;
+                continue;
+            }
         }
         let group = match group_key(&values)? {
             None => -1i64,
@@ -93,6 +114,9 @@ pub fn read_spans<'py>(
                 }
             },
         };
+        if strings && group >= 0 {
+            by_objects.insert(objects.clone(), group);
+        }
         groups.append(group)?;
     }
     PyTuple::new(
