@@ -202,3 +202,38 @@ def test_a_units_votes_count_every_span_it_holds():
     on = compare([_request(spans), _request(later)], tick_every=0)
     assert on.counting.decided >= 1
     assert on.run(_request([(0, 0, 10, None, {"owner.team": "y"}, None)]))[2][0]["workflow.id"] == "wf-a"
+
+
+class _ThroughCallables(_Counting):
+    """The kernel handed Python functions for the table's puts and the trace votes (as another
+    implementation of them would be): it calls them rather than the native tables directly."""
+
+    def __init__(self, kernel) -> None:
+        super().__init__(kernel)
+        self.calls = {"put": 0, "put_many": 0, "record": 0}
+
+    def _counted(self, name: str, method):
+        def call(*args):
+            self.calls[name] += 1
+            return method(*args)
+        return call
+
+    def begin(self, tally, here, put, put_many, record, *rest) -> None:
+        self.kernel.begin(tally, here, self._counted("put", put), self._counted("put_many", put_many),
+                          self._counted("record", record), *rest)
+
+
+@pytest.mark.parametrize("complete", [False, True])
+def test_the_kernel_calls_the_native_tables_as_it_calls_other_implementations(complete):
+    # The kernel finds the native ancestor table and trace votes behind the bound methods it
+    # is given and calls them as Rust; handed other callables it calls those: same results.
+    pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=6))
+    direct, through = Side(True, 1000), Side(True, 1000)
+    through.counting = _ThroughCallables(through.counting.kernel)
+    through.processor._kernel = through.counting
+    run_side_by_side(direct, through, pool + fresh_ids(pool, 1), 3)
+    assert through.counting.decided == direct.counting.decided > 150
+    assert through.counting.calls["put"] > 100 and through.counting.calls["put_many"] > 0
+    if not complete:
+        assert through.counting.calls["record"] > 0  # the mixed workload's spans vote
+
