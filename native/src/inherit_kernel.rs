@@ -378,6 +378,7 @@ impl DecideKernel {
                 parent,
                 parent_fields.as_ref(),
                 root,
+                within,
                 &resource,
                 &trace_id,
                 key,
@@ -411,6 +412,7 @@ impl DecideKernel {
         parent: &Bound<'py, PyAny>,
         parent_fields: Option<&Bound<'py, PyDict>>,
         root: bool,
+        within: bool,
         resource: &Bound<'py, PyAny>,
         trace_id: &Bound<'py, PyAny>,
         key: &Bound<'py, PyAny>,
@@ -428,9 +430,17 @@ impl DecideKernel {
         let fallback = plan.get_item(7)?;
         // conflicts = [f for f in common if own[f] != parent_fields[f]] or None
         let mut conflicts = py.None().into_bound(py);
-        let empty = PyDict::new(py);
-        let parent_fields = parent_fields.unwrap_or(&empty); // no parent: the plan takes nothing from it
-        if !common.is_empty() {
+        let empty;
+        let parent_fields = match parent_fields {
+            Some(found) => found,
+            None => {
+                empty = PyDict::new(py); // no parent: the plan takes nothing from it
+                &empty
+            }
+        };
+        // `within` (one's test: every own field is the parent's, equal): no conflict, as the
+        // comparisons below would find again (== and != agree on the values fields hold).
+        if !common.is_empty() && !within {
             let found = PyList::empty(py);
             for field in common.iter() {
                 let mine = own.as_any().get_item(&field)?;

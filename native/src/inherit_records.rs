@@ -182,6 +182,8 @@ struct Record {
     /// The Known made (or put) for it in the current batch.
     made: Option<Py<PyAny>>,
     hash: u64,
+    /// Which record this is among those that held its place (`Records::births` when placed).
+    born: u64,
 }
 
 /// What `walk` does with each string of a Known: its place (ABSENT: not held yet).
@@ -212,10 +214,11 @@ fn push_str(out: &mut Vec<u32>, places: &mut impl Places, text: Bound<'_, PyAny>
     Ok(true)
 }
 
-/// A Known's content into `out` (the layout of Body::Content); false when some part is
-/// not of the plain types (kept as the object then). Read once per put: a new record's
-/// strings are held from the objects `Find` kept (nothing runs Python code in between).
-fn walk(py: Python<'_>, known: &Bound<'_, PyAny>, places: &mut impl Places, out: &mut Vec<u32>) -> PyResult<bool> {
+/// A Known's content into `out` (the layout of Body::Content) up to its fields (hop, depth,
+/// fallback; `walk_fields` or another record's pairs follow); false when some part is not of
+/// the plain types (kept as the object then). Read once per put: a new record's strings are
+/// held from the objects `Find` kept (nothing runs Python code in between).
+fn walk_head(py: Python<'_>, known: &Bound<'_, PyAny>, places: &mut impl Places, out: &mut Vec<u32>) -> PyResult<bool> {
     out.clear();
     if !push_str(out, places, known.getattr(pyo3::intern!(py, "hop"))?)? {
         return Ok(false);
@@ -243,10 +246,12 @@ fn walk(py: Python<'_>, known: &Bound<'_, PyAny>, places: &mut impl Places, out:
             return Ok(false);
         }
     }
-    let fields = known.getattr(pyo3::intern!(py, "fields"))?;
-    let Ok(fields) = fields.cast_into_exact::<PyDict>() else {
-        return Ok(false);
-    };
+    Ok(true)
+}
+
+/// A Known's fields into `out` after its head (`walk_head`): per pair, field then value;
+/// false when some key or value is not a str.
+fn walk_fields(fields: &Bound<'_, PyDict>, places: &mut impl Places, out: &mut Vec<u32>) -> PyResult<bool> {
     for (field, value) in fields.iter() {
         if !push_str(out, places, field)? || !push_str(out, places, value)? {
             return Ok(false);
@@ -273,7 +278,18 @@ pub struct Records {
     made: Vec<Slot>, // records with a Known made in this batch
     /// The class Known objects are made with; None: every Known is kept as the object.
     known_class: Option<Py<PyAny>>,
+    /// In this batch, a fields dict put or made -> a record whose content holds its pairs
+    /// (and that record's `born`: its place may be another record's since). Many Knowns of a
+    /// batch share a fields dict (a child that inherits everything takes its parent's; spans
+    /// alike share their own): a put takes the pairs' places from that record rather than
+    /// reading the dict and finding each string again. The dict is held, so its address stays
+    /// its own; fields dicts are never mutated (Known.fields).
+    fields_of: HashMap<usize, (Py<PyDict>, Slot, u64), FxBuild>,
+    births: u64,
 }
+
+/// Fields dicts remembered at most per batch (`fields_of`; past it, forgotten).
+const MAX_FIELDS_OF: usize = 4096;
 
 impl Records {
     pub fn new(known_class: Option<Py<PyAny>>) -> Self {
@@ -283,7 +299,9 @@ impl Records {
         }
     }
 
-    fn place(&mut self, record: Record) -> Slot {
+    fn place(&mut self, mut record: Record) -> Slot {
+        self.births += 1;
+        record.born = self.births;
         match self.free.pop() {
             Some(slot) => {
                 self.records[slot as usize] = Some(record);
@@ -308,12 +326,41 @@ impl Records {
         let mut content = std::mem::take(&mut self.scratch);
         let mut texts = std::mem::take(&mut self.texts);
         texts.clear();
+        let mut fields_dict: Option<Bound<'_, PyDict>> = None;
         let plain = self.known_class.is_some() && {
             let mut find = Find {
                 strs: &mut self.strs,
                 texts: &mut texts,
             };
-            walk(py, known, &mut find, &mut content)?
+            walk_head(py, known, &mut find, &mut content)? && {
+                let fields = known.getattr(pyo3::intern!(py, "fields"))?;
+                match fields.cast_into_exact::<PyDict>() {
+                    Err(_) => false,
+                    Ok(fields) => {
+                        let held = self
+                            .fields_of
+                            .get(&(fields.as_ptr() as usize))
+                            .and_then(|(_, slot, born)| match &self.records[*slot as usize] {
+                                Some(Record {
+                                    body: Body::Content(body),
+                                    born: now,
+                                    ..
+                                }) if now == born => Some(body.clone()),
+                                _ => None,
+                            });
+                        let plain = match held {
+                            // its pairs' places, held by that record: no text read again
+                            Some(body) => {
+                                content.extend_from_slice(&body[5 + body[4] as usize..]);
+                                true
+                            }
+                            None => walk_fields(&fields, &mut find, &mut content)?,
+                        };
+                        fields_dict = Some(fields);
+                        plain
+                    }
+                }
+            }
         };
         let slot = if !plain {
             self.place(Record {
@@ -321,6 +368,7 @@ impl Records {
                 refs: 1,
                 made: None,
                 hash: 0,
+                born: 0,
             })
         } else {
             // A string never seen: no record has it.
@@ -344,12 +392,14 @@ impl Records {
                     // Every string held once more: those found above by their place, the
                     // others added from the texts kept in order (a new text met twice in
                     // one Known is added once: found by its address the second time).
-                    for (at, text) in string_places_of(content.len()).zip(texts.iter()) {
+                    // Texts were kept for every string read; pairs taken from another record
+                    // (fields_of) were not read, and are all held already (never ABSENT).
+                    for (n, at) in string_places_of(content.len()).enumerate() {
                         if content[at] != ABSENT {
                             self.strs.hold(content[at]);
                             continue;
                         }
-                        let text = text.bind(py);
+                        let text = texts[n].bind(py);
                         content[at] = match self.strs.find(text)? {
                             ABSENT => self.strs.add(text)?,
                             found => {
@@ -366,6 +416,7 @@ impl Records {
                         refs: 1,
                         made: Some(known.clone().unbind()),
                         hash,
+                        born: 0,
                     });
                     self.made.push(slot);
                     if let std::collections::hash_map::Entry::Vacant(entry) = self.by_hash.entry(hash) {
@@ -380,8 +431,25 @@ impl Records {
         texts.clear();
         self.texts = texts;
         self.scratch = content;
+        if let (true, Some(fields)) = (plain, fields_dict) {
+            self.remember_fields(fields, slot);
+        }
         self.last = Some((known.clone().unbind(), slot));
         Ok(slot)
+    }
+
+    /// `fields` is the fields dict of a Known whose record is at `slot` (see `fields_of`).
+    fn remember_fields(&mut self, fields: Bound<'_, PyDict>, slot: Slot) {
+        let Some(record) = &self.records[slot as usize] else {
+            return;
+        };
+        let born = record.born;
+        if self.fields_of.len() >= MAX_FIELDS_OF {
+            self.fields_of.clear();
+        }
+        self.fields_of
+            .entry(fields.as_ptr() as usize)
+            .or_insert_with(|| (fields.unbind(), slot, born));
     }
 
     /// A record's hash from its strings' Python hashes (SipHash with the process's random
@@ -462,7 +530,8 @@ impl Records {
             fields.set_item(strs.get(py, pair[0]), strs.get(py, pair[1]))?;
         }
         let class = self.known_class.as_ref().expect("content records need the class");
-        let known = class.bind(py).call1((fields, hop, depth, fallback))?.unbind();
+        let known = class.bind(py).call1((&fields, hop, depth, fallback))?.unbind();
+        self.remember_fields(fields, slot);
         self.records[slot as usize].as_mut().unwrap().made = Some(known.clone_ref(py));
         self.made.push(slot);
         Ok(Some(known))
@@ -472,6 +541,7 @@ impl Records {
     /// stay); a read makes them again.
     pub fn forget_made(&mut self) {
         self.strs.forget_aliases();
+        self.fields_of.clear();
         for slot in self.made.drain(..) {
             if let Some(record) = self.records[slot as usize].as_mut() {
                 record.made = None;
@@ -487,6 +557,7 @@ impl Records {
         self.strs = Strs::default();
         self.last = None;
         self.made.clear();
+        self.fields_of.clear();
     }
 
     /// Distinct records held (for tests and the memory figures).
@@ -538,6 +609,7 @@ impl Records {
         records
             .chain(self.last.iter().map(|(known, _)| known))
             .chain(self.known_class.iter())
+            .chain(self.fields_of.values().map(|(fields, _, _)| fields.as_any()))
     }
 
     pub fn strings(&self) -> impl Iterator<Item = &Py<PyString>> {

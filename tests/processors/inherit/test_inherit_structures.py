@@ -233,6 +233,51 @@ def test_the_native_table_is_the_python_cache(ops, bounds):
     assert [state(native.reader()(k)) for k in _KEYS] == [state(oracle.reader()(k)) for k in _KEYS]
 
 
+
+# A batch of puts and reads at one time: (key, fields, source, shape, the batch's dict of those
+# fields or a new one) per put; a read is (key,).
+_batch_ops = st.lists(st.lists(st.one_of(
+    st.tuples(st.integers(0, len(_KEYS) - 1), st.integers(0, len(_FIELDS) - 1), st.integers(0, 4),
+              st.integers(0, len(_SHAPES) - 1), st.booleans()),
+    st.tuples(st.integers(0, len(_KEYS) - 1)),
+), min_size=1, max_size=30), min_size=1, max_size=8)
+
+
+@pytest.mark.skipif(_AncestorTable is None, reason="costctx_native not built")
+@settings(max_examples=150, deadline=None)
+@given(batches=_batch_ops, bounds=st.sampled_from([(3, 3.0, 2), (5, 5.0, 3), (40, 2.0, 256)]))
+def test_knowns_sharing_a_fields_dict_in_a_batch_are_put_as_the_python_cache_puts_them(batches, bounds):
+    """Within a batch (one `now`), Knowns that share one fields dict with other hops, depths
+    and fallbacks (a child that inherits everything takes its parent's dict) take their pairs
+    from the record the dict was put with: the same answers as the oracle, also when that
+    record went (evicted at a small bound) and its place holds another record since."""
+    max_entries, ttl, max_sources = bounds
+    clock = [50.0]
+    timer = lambda: clock[0]  # noqa: E731
+    oracle = ContextCache(max_entries, ttl, timer, max_sources=max_sources)
+    native = NativeContextCache(max_entries, ttl, timer, max_sources=max_sources)
+    for batch in batches:
+        clock[0] += 1.0
+        dicts: dict = {}
+        for cache in (oracle, native):
+            cache.expire_due(clock[0])
+            cache.now = clock[0]
+        for op in batch:
+            if len(op) == 1:
+                assert state(native.reader()(_KEYS[op[0]])) == state(oracle.reader()(_KEYS[op[0]]))
+                continue
+            key, fields, source, shape, shared = op
+            depth, fallback = _SHAPES[shape]
+            held = dicts.setdefault(fields, dict(_FIELDS[fields])) if shared else dict(_FIELDS[fields])
+            known = Known(held, f"svc-{source}", depth, fallback)
+            for cache in (oracle, native):
+                cache.put(_KEYS[key], known)
+            assert len(native) == len(oracle) <= max_entries
+        for cache in (oracle, native):
+            cache.now = None
+        assert native.evicted == oracle.evicted and native.disputed == oracle.disputed
+        assert [state(native.get(k)) for k in _KEYS] == [state(oracle.get(k)) for k in _KEYS]
+
 @pytest.mark.skipif(_AncestorTable is None, reason="costctx_native not built")
 def test_the_native_table_keeps_one_record_per_distinct_known():
     """Spans that left with equal fields (other dicts, other Known objects) share one native
