@@ -182,8 +182,10 @@ struct Record {
     /// The Known made (or put) for it in the current batch.
     made: Option<Py<PyAny>>,
     hash: u64,
-    /// Which record this is among those that held its place (`Records::births` when placed).
-    born: u64,
+    /// Which record this is among those that held its place (`Records::births` when placed;
+    /// 32 bits fill the record's padding: `fields_of` lives one batch, far fewer placements
+    /// than would wrap it).
+    born: u32,
 }
 
 /// What `walk` does with each string of a Known: its place (ABSENT: not held yet).
@@ -284,8 +286,8 @@ pub struct Records {
     /// alike share their own): a put takes the pairs' places from that record rather than
     /// reading the dict and finding each string again. The dict is held, so its address stays
     /// its own; fields dicts are never mutated (Known.fields).
-    fields_of: HashMap<usize, (Py<PyDict>, Slot, u64), FxBuild>,
-    births: u64,
+    fields_of: HashMap<usize, (Py<PyDict>, Slot, u32), FxBuild>,
+    births: u32,
 }
 
 /// Fields dicts remembered at most per batch (`fields_of`; past it, forgotten).
@@ -300,7 +302,7 @@ impl Records {
     }
 
     fn place(&mut self, mut record: Record) -> Slot {
-        self.births += 1;
+        self.births = self.births.wrapping_add(1);
         record.born = self.births;
         match self.free.pop() {
             Some(slot) => {
@@ -594,6 +596,10 @@ impl Records {
             + map_bytes(self.strs.index.capacity(), std::mem::size_of::<(u64, u32)>())
             + map_bytes(self.strs.collided.capacity(), std::mem::size_of::<(Box<str>, u32)>())
             + map_bytes(self.strs.by_address.capacity(), std::mem::size_of::<(usize, u32)>())
+            + map_bytes(
+                self.fields_of.capacity(),
+                std::mem::size_of::<(usize, (Py<PyDict>, Slot, u32))>(),
+            )
             + texts
     }
 
