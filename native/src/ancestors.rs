@@ -272,7 +272,7 @@ impl AncestorTable {
     }
 
     /// The entry as it stands, no age check: for a batch's reads after `expire_due(now)`.
-    fn peek(&mut self, py: Python<'_>, key: &Bound<'_, PyBytes>) -> PyResult<Option<Py<PyAny>>> {
+    pub(crate) fn peek(&mut self, py: Python<'_>, key: &Bound<'_, PyBytes>) -> PyResult<Option<Py<PyAny>>> {
         self.entry(py, key.as_bytes())
     }
 

@@ -698,9 +698,19 @@ impl DecideKernel {
                 pyo3::intern!(py, "add_group"),
                 (fixed.span_edits(py, copy)?, PyList::new(py, &indices)?),
             )?;
+            // The unit's pairs read once, then set on each span's attrs (`update` per span).
+            let mut pairs = Vec::new();
+            for pair in sets.try_iter()? {
+                let pair = pair?;
+                let pair = pair.cast::<PyTuple>()?;
+                pairs.push((pair.get_item(0)?, pair.get_item(1)?));
+            }
             for span in &spans {
                 let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
-                update(attrs.cast::<PyDict>()?, sets)?;
+                let attrs = attrs.cast::<PyDict>()?;
+                for (key, value) in &pairs {
+                    attrs.set_item(key, value)?;
+                }
             }
         }
         for index in &indices {
@@ -941,6 +951,7 @@ impl DecideKernel {
     ) -> PyResult<Bound<'py, PyList>> {
         let (fixed, b) = self.parts()?;
         let here = b.here.bind(py);
+        let table = native_self::<AncestorTable>(cache_get, "peek");
         let repaired_key = fixed.repaired_key.bind(py);
         let hop_key = fixed.hop_key.bind(py);
         // unit key -> its place in `listed`; the parent by identity (alive: held by `listed`).
@@ -969,7 +980,16 @@ impl DecideKernel {
                 match here.get_item(&wait_key)? {
                     Some(found) => found,
                     None => {
-                        let found = cache_get.call1((&wait_key,))?;
+                        let found = match &table {
+                            // the native table's peek, as Rust: no Python call per span
+                            Some(table) => {
+                                match table.bind(py).try_borrow_mut()?.peek(py, wait_key.cast::<PyBytes>()?)? {
+                                    Some(found) => found.into_bound(py),
+                                    None => none.clone(),
+                                }
+                            }
+                            None => cache_get.call1((&wait_key,))?,
+                        };
                         if found.is_none() {
                             registry_known.call1((&wait_key,))?
                         } else {

@@ -205,12 +205,12 @@ def test_a_units_votes_count_every_span_it_holds():
 
 
 class _ThroughCallables(_Counting):
-    """The kernel handed Python functions for the table's puts and the trace votes (as another
-    implementation of them would be): it calls them rather than the native tables directly."""
+    """The kernel handed Python functions for the table's puts and reads and the trace votes (as
+    another implementation of them would be): it calls them rather than the native tables."""
 
     def __init__(self, kernel) -> None:
         super().__init__(kernel)
-        self.calls = {"put": 0, "put_many": 0, "record": 0}
+        self.calls = {"put": 0, "put_many": 0, "record": 0, "peek": 0}
 
     def _counted(self, name: str, method):
         def call(*args):
@@ -221,6 +221,12 @@ class _ThroughCallables(_Counting):
     def begin(self, tally, here, put, put_many, record, *rest) -> None:
         self.kernel.begin(tally, here, self._counted("put", put), self._counted("put_many", put_many),
                           self._counted("record", record), *rest)
+
+    def list_level(self, *args) -> list:
+        # (order, start, end, indices, spans, keys, wait_keys, groups, by_group, cache_get, ...)
+        args = list(args)
+        args[9] = self._counted("peek", args[9])
+        return self.kernel.list_level(*args)
 
 
 @pytest.mark.parametrize("complete", [False, True])
@@ -234,6 +240,7 @@ def test_the_kernel_calls_the_native_tables_as_it_calls_other_implementations(co
     run_side_by_side(direct, through, pool + fresh_ids(pool, 1), 3)
     assert through.counting.decided == direct.counting.decided > 150
     assert through.counting.calls["put"] > 100 and through.counting.calls["put_many"] > 0
+    assert through.counting.calls["peek"] > 10
     if not complete:
         assert through.counting.calls["record"] > 0  # the mixed workload's spans vote
 
