@@ -57,12 +57,13 @@ pub fn read_spans<'py>(
     let firsts = PyList::empty(py);
     // Ids and values come off the network: SipHash (std's RandomState), never a fixed hash.
     let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
-    // The same values by the same string objects (a batch's scan makes one object per
-    // distinct text, and spans of a trace carry the same) -> their group, found without
-    // reading the texts. The objects are held by the spans' attrs for the whole call, so an
-    // address is never another object's here. Equal objects, equal texts: the group `seen`
-    // would give.
-    let mut by_objects: HashMap<Vec<usize>, i64> = HashMap::new();
+    // The last span's values as string objects and its group: a span carrying the same
+    // objects (a batch's scan makes one object per distinct text, and the spans of a trace,
+    // one after another, carry the same) takes that group without its texts being read. The
+    // objects are held by the spans' attrs for the whole call, so an address is never another
+    // object's here. Equal objects, equal texts: the group `seen` would give.
+    let mut last: Vec<usize> = Vec::with_capacity(fields.len());
+    let mut last_group: i64 = -1;
     let mut objects: Vec<usize> = Vec::with_capacity(fields.len());
     let none = py.None().into_bound(py);
     let mut values: Vec<Option<Bound<'py, PyAny>>> = Vec::with_capacity(fields.len());
@@ -96,11 +97,9 @@ pub fn read_spans<'py>(
             }
             values.push(value);
         }
-        if strings {
-            if let Some(&group) = by_objects.get(&objects) {
-                groups.append(group)?;
-                continue;
-            }
+        if strings && last_group >= 0 && objects == last {
+            groups.append(last_group)?;
+            continue;
         }
         let group = match group_key(&values)? {
             None => -1i64,
@@ -115,7 +114,8 @@ pub fn read_spans<'py>(
             },
         };
         if strings && group >= 0 {
-            by_objects.insert(objects.clone(), group);
+            std::mem::swap(&mut last, &mut objects);
+            last_group = group;
         }
         groups.append(group)?;
     }
