@@ -914,9 +914,11 @@ struct Converter<'py> {
 
 impl<'py> Converter<'py> {
     fn new() -> Self {
+        // Sized for a batch of the usual shape (tens of keys, a few hundred values): growing
+        // (rehashing) showed in the encode profile.
         Converter {
-            keys: HashMap::default(),
-            values: HashMap::default(),
+            keys: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
+            values: HashMap::with_capacity_and_hasher(256, FxBuild::default()),
         }
     }
 
@@ -934,6 +936,12 @@ impl<'py> Converter<'py> {
     }
 
     fn value(&mut self, core: &Core, value: &Bound<'py, PyAny>) -> PyResult<SetValue> {
+        // Found by address first: only immutable objects are kept, each held for the call (so
+        // no other object has its address); the type checks only for one not seen yet.
+        let at = value.as_ptr() as usize;
+        if let Some((_, found)) = self.values.get(&at) {
+            return Ok(found.clone());
+        }
         // Only objects that cannot change: exact str, int, float, bytes, bool (and EMPTY).
         let immutable = value.is_exact_instance_of::<PyString>()
             || value.is_exact_instance_of::<PyInt>()
@@ -943,10 +951,6 @@ impl<'py> Converter<'py> {
             || value.is(core.empty.bind(value.py()));
         if !immutable {
             return core.set_value(value);
-        }
-        let at = value.as_ptr() as usize;
-        if let Some((_, found)) = self.values.get(&at) {
-            return Ok(found.clone());
         }
         let made = core.set_value(value)?;
         self.values.insert(at, (value.clone(), made.clone()));
