@@ -176,6 +176,11 @@ enum Body {
     Object(Py<PyAny>),
 }
 
+/// A content's field, value pairs: what follows the hop, the depth's words and the fallback.
+fn pairs_of(content: &[u32]) -> &[u32] {
+    &content[5 + content[4] as usize..]
+}
+
 struct Record {
     body: Body,
     refs: u32,
@@ -353,7 +358,7 @@ impl Records {
                         let plain = match held {
                             // its pairs' places, held by that record: no text read again
                             Some(body) => {
-                                content.extend_from_slice(&body[5 + body[4] as usize..]);
+                                content.extend_from_slice(pairs_of(&body));
                                 true
                             }
                             None => walk_fields(&fields, &mut find, &mut content)?,
@@ -528,7 +533,7 @@ impl Records {
         let count = content[4] as usize;
         let fallback = PyFrozenSet::new(py, content[5..5 + count].iter().map(|&at| strs.get(py, at)))?;
         let fields = PyDict::new(py);
-        for pair in content[5 + count..].chunks_exact(2) {
+        for pair in pairs_of(&content).chunks_exact(2) {
             fields.set_item(strs.get(py, pair[0]), strs.get(py, pair[1]))?;
         }
         let class = self.known_class.as_ref().expect("content records need the class");
