@@ -698,19 +698,9 @@ impl DecideKernel {
                 pyo3::intern!(py, "add_group"),
                 (fixed.span_edits(py, copy)?, PyList::new(py, &indices)?),
             )?;
-            // The unit's pairs read once, then set on each span's attrs (`update` per span).
-            let mut pairs = Vec::new();
-            for pair in sets.try_iter()? {
-                let pair = pair?;
-                let pair = pair.cast::<PyTuple>()?;
-                pairs.push((pair.get_item(0)?, pair.get_item(1)?));
-            }
             for span in &spans {
                 let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
-                let attrs = attrs.cast::<PyDict>()?;
-                for (key, value) in &pairs {
-                    attrs.set_item(key, value)?;
-                }
+                update(attrs.cast::<PyDict>()?, sets)?;
             }
         }
         for index in &indices {
