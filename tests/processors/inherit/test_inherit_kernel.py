@@ -11,23 +11,17 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.inprocess import fresh_ids
 from bench.workload import WorkloadSpec, build_requests
 from costctx.envelope.keys import HOP_DEPTH_KEY, REPAIRED_KEY
 from costctx.pdata.codec.native import AVAILABLE
-from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.inherit.processor import InheritProcessor, _DecideKernel
 from tests.golden import harness, inputs
-from tests.processors.inherit.test_inherit_native_pass import run_side_by_side
-from tests.support.otlp import kv
-from tests.support.processors import standalone_processor
+from tests.processors.inherit.test_inherit_native_pass import CONTEXT, _request, run_side_by_side
+from tests.processors.inherit.test_inherit_units import Side as UnitsSide
 
 pytestmark = pytest.mark.skipif(not AVAILABLE or _DecideKernel is None, reason="costctx_native not built")
-
-CONTEXT = {"workflow.id": "wf-1", "workflow.name": "chat", "request.id": "r-1", "owner.tenant": "acme",
-           "owner.feature": "bot", "owner.team": "growth", "owner.user": "u-1", "policy.id": "p-1"}
 
 
 class _Counting:
@@ -52,27 +46,17 @@ class _Counting:
         return stopped
 
 
-class Side:
+class Side(UnitsSide):
+    """test_inherit_units' side on the native codec, its kernel on or off and counted."""
+
     def __init__(self, kernel: bool, max_entries: int) -> None:
         from costctx.pdata.codec.native import NativeCodec
 
-        self.codec = NativeCodec()
-        self.processor = standalone_processor("inherit", wait_duration="10s",
-                                              cache={"max_entries": max_entries, "max_traces": 50})
+        super().__init__(NativeCodec(), True, max_entries)
         self.processor.kernel = kernel
         self.counting = _Counting(self.processor._kernel)
         self.processor._kernel = self.counting
-        self.now = [1000.0]
-        self.processor.use_clock(lambda: self.now[0])
-        self.emitted: list[bytes] = []
-        self.processor.bind(lambda batch: self.emitted.append(batch.payload()))
         self.keys: list[bytes] = []  # keys whose table answers state() compares too
-
-    def run(self, raw: bytes) -> tuple:
-        batch = ViewBatch(self.codec, raw, self.processor.watched_keys())
-        out = self.processor.process_view(batch)
-        notes = sorted((i, sorted((k, sorted(v)) for k, v in n.items())) for i, n in out.notes.items())
-        return out.payload(), notes, [dict(s.attrs) for s in out.view.spans]
 
     def state(self) -> tuple:
         p = self.processor
@@ -120,29 +104,6 @@ def test_the_golden_inputs(name, monkeypatch):
     on = harness.run(requests)
     monkeypatch.setattr(InheritProcessor, "kernel", False)
     assert harness.run(requests) == on
-
-
-def _request(spans: list[tuple]) -> bytes:
-    """(service, trace, span id, parent id or None, attributes, link id or None) per span, a
-    resource per service; a link names a span of the trace before it (a links-as-parent root)."""
-    request = ExportTraceServiceRequest()
-    by_service: dict = {}
-    for service, trace, span_no, parent, attrs, link in spans:
-        rs = by_service.get(service)
-        if rs is None:
-            rs = by_service[service] = request.resource_spans.add()
-            rs.resource.attributes.append(kv("service.name", f"svc-{service}"))
-            if service % 2:  # the others supply no owner.version
-                rs.resource.attributes.append(kv("service.version", "1.2"))
-            rs.scope_spans.add()
-        span = rs.scope_spans[0].spans.add(name="op", trace_id=bytes([trace + 1]) * 16,
-                                            span_id=span_no.to_bytes(8, "big"))
-        if parent is not None:
-            span.parent_span_id = parent.to_bytes(8, "big")
-        if link is not None:
-            span.links.add(trace_id=bytes([trace]) * 16, span_id=link.to_bytes(8, "big"))
-        span.attributes.extend(kv(k, v) for k, v in attrs.items())
-    return request.SerializeToString()
 
 
 _values = st.sampled_from(["", "other", 7, True])

@@ -86,11 +86,12 @@ def test_the_bench_workload(complete):
     compare(pool + fresh_ids(pool, 1), tick_every=7)
 
 
-def _request(spans: list[tuple[int, int, int, int | None, dict]]) -> bytes:
-    """(service, trace, span id, parent id or None, attributes) per span, a resource per service."""
+def _request(spans: list[tuple]) -> bytes:
+    """(service, trace, span id, parent id or None, attributes[, link id or None]) per span, a
+    resource per service; a link names a span of the trace before it (a links-as-parent root)."""
     request = ExportTraceServiceRequest()
     by_service: dict = {}
-    for service, trace, span_no, parent, attrs in spans:
+    for service, trace, span_no, parent, attrs, *link in spans:
         rs = by_service.get(service)
         if rs is None:
             rs = by_service[service] = request.resource_spans.add()
@@ -102,6 +103,8 @@ def _request(spans: list[tuple[int, int, int, int | None, dict]]) -> bytes:
                                             span_id=span_no.to_bytes(8, "big"))
         if parent is not None:
             span.parent_span_id = parent.to_bytes(8, "big")
+        if link and link[0] is not None:
+            span.links.add(trace_id=bytes([trace]) * 16, span_id=link[0].to_bytes(8, "big"))
         span.attributes.extend(kv(k, v) for k, v in attrs.items())
     return request.SerializeToString()
 
