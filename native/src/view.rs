@@ -113,10 +113,7 @@ fn edited_attrs<'py>(
                 raw: layout.raw.bind(py).as_bytes(),
                 strings,
             };
-            let dict = PyDict::new(py);
-            for (id, value) in &rec.attrs {
-                dict.set_item(layout.prepared.keys[*id as usize].bind(py), maker.value(value)?)?;
-            }
+            let dict = maker.attrs_of(&rec.attrs, &layout.prepared.keys)?;
             edited.insert(i, (dict.clone().unbind(), 0));
             (dict, 0)
         }
@@ -246,11 +243,10 @@ impl SpanList {
             raw,
             strings,
         };
-        let dict = PyDict::new(py);
+        let dict = made.attrs_of(&rec.attrs, &prepared.keys)?;
         let mut mask: u64 = 0;
         let mut wide = false;
-        for (id, value) in &rec.attrs {
-            dict.set_item(prepared.keys[*id as usize].bind(py), made.value(value)?)?;
+        for (id, _) in &rec.attrs {
             if *id < 64 {
                 mask |= 1 << id;
             } else {
@@ -424,6 +420,16 @@ impl<'py> Maker<'_, 'py> {
 
     fn bytes(&self, range: Span32) -> Bound<'py, PyBytes> {
         PyBytes::new(self.py, range.get(self.raw))
+    }
+
+    /// A record's attrs as its view's dict: each key (the batch's interned `keys`) to its
+    /// value, in record order (a repeated key's last occurrence stands).
+    fn attrs_of(&mut self, attrs: &[(u16, Value)], keys: &[Py<PyString>]) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(self.py);
+        for (id, value) in attrs {
+            dict.set_item(keys[*id as usize].bind(self.py), self.value(value)?)?;
+        }
+        Ok(dict)
     }
 
     pub(crate) fn value(&mut self, value: &Value) -> PyResult<Bound<'py, PyAny>> {
@@ -651,10 +657,7 @@ impl<'a, 'py> Reading<'a, 'py> {
                         raw,
                         strings,
                     };
-                    let attrs = PyDict::new(py);
-                    for (id, value) in &rec.attrs {
-                        attrs.set_item(layout.prepared.keys[*id as usize].bind(py), maker.value(value)?)?;
-                    }
+                    let attrs = maker.attrs_of(&rec.attrs, &layout.prepared.keys)?;
                     edited.insert(i, (attrs.clone().unbind(), 0));
                     attrs
                 }
