@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from itertools import islice
 
-from costctx.budget.counters import RESERVED_FIELD, START
+from costctx.budget.counters import RESERVED_FIELD, START, STEPS, TOKENS, USD
 from costctx.budget.decision import CheckOutcome, CheckPlan, decide
 from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult, KeyAdds, binding_admits
 
@@ -218,14 +218,7 @@ class MemoryStore:
         first each span's reservation (id, its span's workflow and tenant), then each key's
         sums. -> ((released, refused) per release, each key's touched fields' values after)."""
         now = self.clock()
-        reservations = self.reservations
-        outcomes = []
-        for rid, binding in releases:
-            entry = reservations.get(rid)
-            if entry is not None and binding is not None and not binding_admits(entry[2], binding):
-                outcomes.append((False, True))  # made for another workflow or tenant: left for its own span
-            else:
-                outcomes.append((self._release(rid), False))
+        outcomes = self._release_bound(releases)
         # The counters themselves, not copies: the caller reads them before anything else runs.
         after: dict[str, dict[str, int]] = {}
         hashes, expires, by_ttl = self.hashes, self.expires, self._by_ttl
@@ -256,6 +249,60 @@ class MemoryStore:
                     counter[fld] = counter.get(fld, 0) + amount
             for fld, amount in add.if_absent.items():
                 counter.setdefault(fld, amount)
+            after[key] = counter
+        return outcomes, after
+
+    def _release_bound(self, releases: list[tuple[str, tuple[str, str] | None]]) -> list[tuple[bool, bool]]:
+        """Each (reservation id, its span's workflow and tenant): (released, refused)."""
+        reservations = self.reservations
+        outcomes = []
+        for rid, binding in releases:
+            entry = reservations.get(rid)
+            if entry is not None and binding is not None and not binding_admits(entry[2], binding):
+                outcomes.append((False, True))  # made for another workflow or tenant: left for its own span
+            else:
+                outcomes.append((self._release(rid), False))
+        return outcomes
+
+    def apply_sums(self, releases: list[tuple[str, tuple[str, str] | None]], sums: dict[str, list[int]]
+                   ) -> tuple[list[tuple[bool, bool]], dict[str, dict[str, int]]]:
+        """apply_now for the plain batch commit (no policy, no velocity), its adds as bare lists:
+        key -> [ttl ms, usd] (a window) or [ttl ms, usd, tokens, steps, start] (a workflow, its
+        start set when absent). The same counters, expiries, touch order and eviction as
+        apply_now given the same keys in the same order with KeyAdds of those sums: one list
+        per key instead of a KeyAdds and its two dicts."""
+        now = self.clock()
+        outcomes = self._release_bound(releases) if releases else []
+        after: dict[str, dict[str, int]] = {}
+        hashes, expires, by_ttl = self.hashes, self.expires, self._by_ttl
+        expiry_of: dict[int, float] = {}
+        max_keys = self.max_keys
+        for key, add in sums.items():
+            counter = hashes.get(key)
+            ttl_ms = add[0]
+            if counter is None:
+                # as apply_now: the batch's sums as they stand, the start set after them
+                counter = hashes[key] = ({USD: add[1]} if len(add) == 2 else
+                                         {USD: add[1], TOKENS: add[2], STEPS: add[3], START: add[4]})
+                if len(hashes) > max_keys:
+                    self._evict()
+            elif len(add) == 2:
+                counter[USD] = counter.get(USD, 0) + add[1]
+            else:
+                counter[USD] = counter.get(USD, 0) + add[1]
+                counter[TOKENS] = counter.get(TOKENS, 0) + add[2]
+                counter[STEPS] = counter.get(STEPS, 0) + add[3]
+                counter.setdefault(START, add[4])
+            if ttl_ms:
+                expiry = expiry_of.get(ttl_ms)
+                if expiry is None:
+                    expiry = expiry_of[ttl_ms] = now + ttl_ms / 1000.0
+                expires[key] = expiry
+                order = by_ttl.get(ttl_ms)
+                if order is None:
+                    order = by_ttl[ttl_ms] = {}
+                order.pop(key, None)
+                order[key] = expiry  # touched last: at the end
             after[key] = counter
         return outcomes, after
 

@@ -280,9 +280,99 @@ class BudgetProcessor(Processor):
             self._tally_untrusted(CLOCK_SKEW, skewed)
         self._count_untrusted()
         if segments:
-            self._commit_segments(batch, segments, releases, now)
+            if self.engine.config.policies:
+                self._commit_segments(batch, segments, releases, now)
+            else:
+                self._commit_plain(batch, segments, releases, now)
         self._finish(finished)  # after their spans were compared as running
         return True
+
+    def _commit_plain(self, batch: ViewBatch, read: list[tuple], releases: list[tuple[str, int]],
+                      now: float) -> None:
+        """_commit_segments with no policy configured (no budget.state to decide), per distinct
+        envelope fields and per counter, not per segment object: one Context, breaker median
+        and workflow key per fields; each counter's sums as one list (MemoryStore.apply_sums,
+        not a KeyAdds with two dicts); the breaker's running totals per workflow. A workflow
+        some group may trip takes _commit_segments' per-span way (its entries built then)."""
+        engine = self.engine
+        breaker = engine.breaker
+        workflow_ttl = int(engine.config.workflow_ttl * 1000)
+        typical_of = breaker.typical
+        # fields -> (Context, typical, workflow key, tenant, feature)
+        groups: dict[tuple, tuple] = {}
+        # per segment: (its group, windows), as `read` orders them
+        placed: list[tuple[tuple, tuple]] = []
+        # key -> [ttl ms, usd] (a window) or [ttl ms, usd, tokens, steps, start] (a workflow),
+        # in the order the segments first name them (apply_now's order)
+        sums: dict[str, list[int]] = {}
+        # workflow.id -> (its last span's position, that span's Context, its counter key)
+        last_of: dict[str, tuple[int, Context, str]] = {}
+        spans = 0
+        for fields, at, cost, tokens, steps, start, last, _, _ in read:
+            group = groups.get(fields)
+            if group is None:
+                workflow_id, workflow_name, tenant, feature, policy_id = fields
+                ctx = Context(workflow_id or "", workflow_name or "", tenant or "", feature or "", policy_id or "", 0)
+                # Not the cached _workflow_key: a workflow is new to most batches (see _commit_segments).
+                group = groups[fields] = (ctx, typical_of(ctx), workflow_key(workflow_id) if workflow_id else "",
+                                          tenant, feature)
+            ctx, _, key, tenant, feature = group
+            if key:
+                add = sums.get(key)
+                if add is None:
+                    sums[key] = [workflow_ttl, cost, tokens, steps, start]
+                else:
+                    add[1] += cost
+                    add[2] += tokens
+                    add[3] += steps
+                found = last_of.get(ctx.workflow_id)
+                if found is None or last > found[0]:
+                    last_of[ctx.workflow_id] = (last, ctx, key)
+            windows: tuple = ()
+            if tenant or feature:
+                hour = int(at // 3600)
+                windows = ((_window_keys_ttls("t", tenant, hour) if tenant else ())
+                           + (_window_keys_ttls("f", feature, hour) if feature else ()))
+                for window, ttl in windows:
+                    add = sums.get(window)
+                    if add is None:
+                        sums[window] = [ttl, cost]
+                    else:
+                        add[1] += cost
+            placed.append((group, windows))
+            spans += steps
+        bindings = [(rid, (placed[n][0][0].workflow_id, placed[n][0][0].tenant)) for rid, n in releases]
+        outcomes, after = engine.store.apply_sums(bindings, sums)
+        engine.count_commit(outcomes, spans)
+        multiple = breaker.config.workflow_median_multiple
+        hot: set[str] = set()
+        for (group, _), segment in zip(placed, read, strict=True):
+            typical = group[1]
+            if typical is not None and typical > 0 and group[2]:
+                key = group[2]
+                if after[key][USD] - sums[key][1] + segment[7] > multiple * typical:
+                    hot.add(group[0].workflow_id)
+        trips = self._trips_plain(batch, read, placed, sums, after, hot, now) if hot else ()
+        for _, ctx, key in sorted(last_of.values(), key=lambda item: item[0]):
+            breaker.note_running(ctx, after[key][USD], now)  # as of the workflow's last span
+        for key, tenant in trips:
+            engine.store.trip_now(key, self.config.breaker.cooldown, tenant)
+
+    def _trips_plain(self, batch: ViewBatch, read: list[tuple], placed: list[tuple[tuple, tuple]],
+                     sums: dict[str, list[int]], after: dict[str, dict[str, int]], hot: set[str],
+                     now: float) -> list:
+        """_trips_per_span on _commit_plain's segments: its entries and adds as _commit_segments
+        builds them (one SpendGroup per fields), for the rare batch with a hot workflow."""
+        spend_groups: dict[int, SpendGroup] = {}
+        entries = []
+        for (group, windows), segment in zip(placed, read, strict=True):
+            spend_group = spend_groups.get(id(group))
+            if spend_group is None:
+                spend_group = spend_groups[id(group)] = SpendGroup(group[0], None, False, group[1], False)
+            entries.append((spend_group, group[2], segment[6], segment[7], segment[8], windows))
+        adds = {key: KeyAdds(add[0], {USD: add[1]} if len(add) == 2 else
+                             {USD: add[1], TOKENS: add[2], STEPS: add[3]}) for key, add in sums.items()}
+        return self._trips_per_span(batch, entries, hot, RunningAt(entries, adds, after), {}, now)
 
     def _commit_segments(self, batch: ViewBatch, read: list[tuple], releases: list[tuple[str, int]],
                          now: float) -> None:
