@@ -141,3 +141,47 @@ def test_a_batch_adds_to_a_new_counter_and_to_one_it_finds_alike():
     _, after = store.apply_now([], {"wf|a": KeyAdds(60_000, {"usd": 2, "tok": 1, "steps": 1}, {"start": 200})})
     assert after["wf|a"] == {"usd": 7, "tok": 4, "steps": 2, "start": 100}
     assert store.expires["wf|a"] == 1060.0
+
+
+def _store_state(store: MemoryStore) -> tuple:
+    return (store.hashes, store.expires, {ttl: list(order.items()) for ttl, order in store._by_ttl.items()},
+            store.evicted_total, store.reservations)
+
+
+def test_apply_sums_leaves_what_apply_now_leaves_batch_after_batch():
+    # The plain batch commit's lists against KeyAdds: the same counters (their field order
+    # too), expiries, touch order per TTL (what eviction reads), evictions past the bound and
+    # reservations released or refused.
+    import random
+
+    rng = random.Random(7)
+    clock = [1000.0]
+    stores = [MemoryStore(clock=lambda: clock[0], max_keys=40) for _ in range(2)]
+    for store in stores:
+        for n in range(3):
+            store.reservations[f"r{n}"] = (2000.0, [], ("w1" if n else "w2", "acme"))
+    for _ in range(30):
+        clock[0] += rng.uniform(0, 5)
+        sums: dict[str, list[int]] = {}
+        for _ in range(rng.randrange(1, 12)):
+            if rng.random() < 0.6:
+                key, ttl = f"wf|w{rng.randrange(60)}", 86_400_000
+                add = sums.setdefault(key, [ttl, 0, 0, 0, rng.randrange(1, 10**12)])
+                add[1] += rng.randrange(0, 10**6)
+                add[2] += rng.randrange(0, 999)
+                add[3] += 1
+            else:
+                key, ttl = f"t|acme|h|{rng.randrange(4)}", rng.choice([7_200_000, 0])
+                add = sums.setdefault(key, [ttl, 0])
+                add[1] += rng.randrange(0, 10**6)
+        adds = {key: KeyAdds(add[0], {"usd": add[1]}) if len(add) == 2 else
+                KeyAdds(add[0], {"usd": add[1], "tok": add[2], "steps": add[3]}, {"start": add[4]})
+                for key, add in sums.items()}
+        releases = [(f"r{rng.randrange(4)}", rng.choice([("w1", "acme"), ("w2", ""), None]))
+                    for _ in range(rng.randrange(3))]
+        got = stores[0].apply_sums(list(releases), {key: list(add) for key, add in sums.items()})
+        want = stores[1].apply_now(list(releases), adds)
+        assert got == want
+        assert [list(counter) for counter in got[1].values()] == [list(counter) for counter in want[1].values()]
+        assert _store_state(stores[0]) == _store_state(stores[1])
+    assert stores[0].evicted_total  # the bound was passed: eviction order compared too
