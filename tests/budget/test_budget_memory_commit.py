@@ -160,6 +160,8 @@ def test_apply_sums_leaves_what_apply_now_leaves_batch_after_batch():
     for store in stores:
         for n in range(3):
             store.reservations[f"r{n}"] = (2000.0, [], ("w1" if n else "w2", "acme"))
+        for n in range(0, 60, 3):
+            store.hashes[f"wf|w{n}"] = {"usd_r": 5}  # made by a check: no amount, no start yet
     for _ in range(30):
         clock[0] += rng.uniform(0, 5)
         sums: dict[str, list[int]] = {}
