@@ -61,7 +61,7 @@ from costctx.processors.price.calls import (
     stamp_totals,
 )
 from costctx.processors.price.config import PriceConfig, build_archive, build_book, source_specs
-from costctx.processors.price.metrics import PriceMetrics
+from costctx.processors.price.metrics import PriceMetrics, inc_each, observe_each
 from costctx.survival.bounded import BoundedLabel
 
 NS_PER_SECOND = 1_000_000_000
@@ -261,6 +261,9 @@ class PriceProcessor(Processor):
                     child = children[pair] = m.misses.labels(*pair)
                 child.inc(count)
             self._miss_tally.clear()
+        # The batch's rows let go now, with the batch: kept until the next batch, they held its
+        # spans' attrs dicts and edit lists alive, freed (cold) inside the next process_view.
+        self._spend, self._stamp_at, self._drifts = [], [], []
         return batch
 
     def _rate(self, book: PriceBook, names: tuple, at: int) -> tuple | None:
@@ -404,11 +407,10 @@ class PriceProcessor(Processor):
         sum per span, in visiting order (float sums in another order round differently)."""
         m = self.metrics
         m.drift_compared.inc(len(drifts))
-        observe, add_usd = m.drift_ratio.observe, m.drift_usd.inc
+        inc_each(m.drift_usd, [to_usd_float(diff) for diff, _, _ in drifts])
+        observe_each(m.drift_ratio, [ratio for _, ratio, _ in drifts])
         over: dict[str, int] = {}
-        for diff, ratio, label in drifts:
-            add_usd(to_usd_float(diff))
-            observe(ratio)
+        for _, _, label in drifts:
             if label is not None:
                 over[label] = over.get(label, 0) + 1
         children = self._drift_children
