@@ -78,6 +78,13 @@ def _state(breaker: Breaker) -> tuple:
             list(breaker._running.items()))
 
 
+def _finish_one(breaker: Breaker, workflow_id: str) -> None:
+    """`finish` as the breaker's own parts do it (finish_many inlines them)."""
+    entry = breaker._running.pop(workflow_id, None)
+    if entry is not None:
+        breaker._recent_of(entry[0]).record(workflow_id, entry[1], breaker.config.median_window)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["note", "finish"]), st.integers(0, 7), st.integers(0, 3),
                           st.integers(0, 5_000_000)), max_size=60),
@@ -93,7 +100,7 @@ def test_finish_many_leaves_what_finish_one_by_one_leaves(ops, window):
     for op, workflow, name, spent in ops:
         workflow_id = f"wf-{workflow}"
         if op == "finish":
-            one.finish(workflow_id)
+            _finish_one(one, workflow_id)
             finished.append(workflow_id)
             continue
         many.finish_many(finished)
@@ -102,3 +109,29 @@ def test_finish_many_leaves_what_finish_one_by_one_leaves(ops, window):
             breaker.note_running(Context(workflow_id, f"name-{name}"), spent, 1_000.0)
     many.finish_many(finished)
     assert _state(many) == _state(one)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 9), st.sampled_from(["", "a", "b"]), st.integers(0, 5_000)),
+                         max_size=8), max_size=12),
+       st.booleans())
+def test_note_running_many_leaves_what_note_running_one_by_one_leaves(batches, median):
+    """The plain batch commit's running totals (note_running_many) against note_running per
+    workflow, with the bound on running workflows passed (its oldest finished into the medians)
+    and with the median rule off (nothing noted)."""
+    import costctx.budget.breaker as breaker_module
+
+    config = BreakerConfig(workflow_median_multiple=5.0 if median else None, min_samples=1, median_window=3)
+    metrics = budget_metrics(ComponentMetrics(SidecarMetrics(), "processor", "budget"))
+    one, many = Breaker(config, metrics), Breaker(config, metrics)
+    bound = breaker_module.MAX_RUNNING
+    breaker_module.MAX_RUNNING = 4
+    try:
+        for n, batch in enumerate(batches):
+            spends = [(Context(f"wf-{w}" if w else "", name), spent) for w, name, spent in batch]
+            for ctx, spent in spends:
+                one.note_running(ctx, spent, float(n))
+            many.note_running_many(spends, float(n))
+            assert _state(many) == _state(one)
+    finally:
+        breaker_module.MAX_RUNNING = bound

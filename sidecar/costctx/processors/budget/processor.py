@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
+from operator import itemgetter
 
 from costctx.budget.batch_commit import RunningAt, RunningValues, Segment, SpendGroup, key_adds
 from costctx.budget.counters import (
@@ -353,8 +354,9 @@ class BudgetProcessor(Processor):
                 if after[key][USD] - sums[key][1] + segment[7] > multiple * typical:
                     hot.add(group[0].workflow_id)
         trips = self._trips_plain(batch, read, placed, sums, after, hot, now) if hot else ()
-        for _, ctx, key in sorted(last_of.values(), key=lambda item: item[0]):
-            breaker.note_running(ctx, after[key][USD], now)  # as of the workflow's last span
+        # as of each workflow's last span, in the order of those spans
+        breaker.note_running_many([(ctx, after[key][USD]) for _, ctx, key in sorted(last_of.values(),
+                                                                                    key=itemgetter(0))], now)
         for key, tenant in trips:
             engine.store.trip_now(key, self.config.breaker.cooldown, tenant)
 
