@@ -293,3 +293,40 @@ def test_a_workflow_passing_its_limits_midway_through_a_group_is_stamped_as_per_
     assert got[0] == got[1]
     assert got[0][0] == ["ok"] * 4 + ["soft"] * 2 + ["hard"] * 4
     assert _samples(by_segment) == _samples(per_span)
+
+
+def _store_order(processor) -> tuple:
+    """The memory store as eviction and expiry read it: counters with their fields in order,
+    keys in creation order, each TTL's touch order."""
+    store = processor.engine.store
+    return ([(key, list(counter.items())) for key, counter in store.hashes.items()], list(store.expires.items()),
+            {ttl: list(order.items()) for ttl, order in store._by_ttl.items()}, store.evicted_total)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_plain_commit_leaves_what_the_segment_commit_leaves_in_order(seed, monkeypatch):
+    """No policy configured: _commit_plain (per distinct fields and counter) against
+    _commit_segments (per segment, KeyAdds and apply_now), down to the order of counters,
+    fields and touches (what the store's eviction and expiry follow), with the bound passed."""
+    plain = standalone_processor("budget", breaker=BREAKER)
+    segments = standalone_processor("budget", breaker=BREAKER)
+    monkeypatch.setattr(segments, "_commit_plain", segments._commit_segments)
+    now = time.time()
+    for processor in (plain, segments):
+        processor.engine.store.max_keys = 12
+        processor.engine.store.clock = lambda: now  # its expiries compared
+        processor.engine.store.reservations.clear()
+    rng = random.Random(seed)
+    monkeypatch.setattr(time, "time", lambda: now)
+    codec = available_codecs()[-1]
+    for serial in range(1, 12):
+        spans = _spans(rng, rng.choice([7, 40]), now, serial + 100 * seed)
+        outputs = []
+        for processor in (plain, segments):
+            batch = ViewBatch(codec, _request(spans), processor.watched_keys())
+            assert processor.process_view(batch) is batch
+            outputs.append(batch.payload())
+        assert outputs[0] == outputs[1]
+        assert _store_order(plain) == _store_order(segments)
+        assert _state(plain) == _state(segments) and _samples(plain) == _samples(segments)
+    assert plain.engine.store.evicted_total
