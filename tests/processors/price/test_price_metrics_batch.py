@@ -46,3 +46,29 @@ def test_batched_updates_equal_one_update_per_amount():
                 each_histogram.observe(ratio)
             assert _samples(mine) == _samples(theirs)
         assert _samples(mine)[("drift_ratio_count", (("processor", "price"),) if labelled else ())] > 100
+
+
+class _PublicOnly:
+    """A metric as a prometheus_client release without the internals inc_each / observe_each
+    read would give it: only the public calls."""
+
+    def __init__(self, metric) -> None:
+        self._metric = metric
+
+    def inc(self, amount: float) -> None:
+        self._metric.inc(amount)
+
+    def observe(self, amount: float) -> None:
+        self._metric.observe(amount)
+
+
+def test_a_release_without_the_internals_gets_one_public_call_per_amount():
+    (mine, counter, histogram), (theirs, each_counter, each_histogram) = _pair(labelled=True)
+    amounts = [0.1, 0.3, 1e16, 1.0, 0.05]
+    inc_each(_PublicOnly(counter), amounts)
+    observe_each(_PublicOnly(histogram), amounts + [math.inf])
+    for amount in amounts:
+        each_counter.inc(amount)
+    for ratio in amounts + [math.inf]:
+        each_histogram.observe(ratio)
+    assert _samples(mine) == _samples(theirs)

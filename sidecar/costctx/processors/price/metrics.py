@@ -47,8 +47,13 @@ class PriceMetrics:
 def inc_each(counter, amounts) -> None:
     """`counter.inc(a)` for each amount (each >= 0), in order, as one update: the same float
     sum, added to the value in the same order (float sums in another order round differently),
-    without a call and a lock per amount."""
-    value = counter._value  # prometheus_client's ValueClass (get/set; a mmap one in multiprocess mode)
+    without a call and a lock per amount. Reads prometheus_client's internals: a release without
+    them gets the public call per amount."""
+    value = getattr(counter, "_value", None)  # a ValueClass (get/set; a mmap one in multiprocess mode)
+    if value is None:
+        for amount in amounts:
+            counter.inc(amount)
+        return
     total = value.get()
     for amount in amounts:
         total += amount
@@ -57,8 +62,13 @@ def inc_each(counter, amounts) -> None:
 
 def observe_each(histogram, amounts) -> None:
     """`histogram.observe(a)` for each amount, in order, as one update: the sum added to in the
-    same order, each bucket's count added once (a count of 1.0s is exact)."""
-    bounds = histogram._upper_bounds
+    same order, each bucket's count added once (a count of 1.0s is exact). Reads prometheus_client's
+    internals: a release without them gets the public call per amount."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if bounds is None or not hasattr(histogram, "_sum") or not hasattr(histogram, "_buckets"):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
     counts = [0] * len(bounds)
     total = histogram._sum.get()
     for amount in amounts:
