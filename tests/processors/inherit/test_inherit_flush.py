@@ -1,5 +1,6 @@
-"""inherit's per-batch metrics (`_flush`): counts summed per series, each series' counter child
-cached, only shared decisions taken counted. The metric values are the ones the flush before
+"""inherit's per-batch metrics (`_flush`): the repaired fields' counts kept as ints per
+(source, fields) and expanded per field when collected, the others' counter children cached,
+only shared decisions taken counted. The metric values are the ones the flush before
 (kept here as the oracle: a Counter per (field, source), shared entries walked one by one)
 gives, for any tally, batch after batch."""
 
@@ -7,10 +8,12 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from costctx.processors.inherit import metrics as inherit_metrics
 from costctx.processors.inherit.processor import _Tally
 from tests.support.processors import standalone_processor
 
@@ -35,7 +38,7 @@ def _oracle_flush(p, tally: _Tally) -> None:
         for field in fields:
             per_field[(field, source)] += count
     for (field, source), count in per_field.items():
-        m.repaired_fields.labels(field, source).inc(count)
+        p.oracle_repaired[(field, source)] += count
     for family, counts in ((m.conflicts, tally.conflicts), (m.released_spans, tally.released),
                            (m.missing_spans, tally.missing)):
         for label, count in counts.items():
@@ -71,20 +74,36 @@ def _made(spec: dict) -> _Tally:
 
 
 def _metrics(p) -> list:
-    families = [getattr(family, "_family", family) for family in vars(p.metrics).values()]
+    """Every inherit sample of the processor's registry, as a scrape collects them."""
     return sorted((s.name, sorted(s.labels.items()), s.value)
-                  for family in families if hasattr(family, "collect")
-                  for metric in family.collect() for s in metric.samples if not s.name.endswith("_created"))
+                  for metric in p.host.metrics.registry.collect() if metric.name.startswith("costctx_inherit_")
+                  for s in metric.samples if not s.name.endswith("_created"))
+
+
+def _oracle_metrics(p) -> list:
+    """The oracle's samples, its repaired fields counted by `_oracle_flush` in a plain Counter."""
+    repaired = [("costctx_inherit_repaired_fields_total",
+                 sorted({"processor": "inherit", "field": field, "source": source}.items()), float(count))
+                for (field, source), count in p.oracle_repaired.items()]
+    return sorted([s for s in _metrics(p) if s[0] != "costctx_inherit_repaired_fields_total"] + repaired)
 
 
 @settings(max_examples=150, deadline=None)
-@given(batches=st.lists(_tally, min_size=1, max_size=4))
-def test_the_flush_counts_what_the_flush_before_counted(batches):
+@given(batches=st.lists(_tally, min_size=1, max_size=4), fold_past=st.sampled_from([0, 2, 4096]))
+def test_the_flush_counts_what_the_flush_before_counted(batches, fold_past):
+    """Batch after batch, read after each (`fold_past`: how many (source, fields) keys the
+    repaired counts keep as ints before folding them into the children)."""
+    with patch.object(inherit_metrics, "MAX_REPAIRED_KEYS", fold_past):
+        _flush_and_compare(batches)
+
+
+def _flush_and_compare(batches: list[dict]) -> None:
     flushed, oracle = standalone_processor("inherit"), standalone_processor("inherit")
+    oracle.oracle_repaired = Counter()
     for spec in batches:
         tally = _made(spec)
         twin = copy.deepcopy(tally)
         flushed._flush(tally)
         _oracle_flush(oracle, twin)
-        assert _metrics(flushed) == _metrics(oracle)
+        assert _metrics(flushed) == _oracle_metrics(oracle)
         assert not tally.shared

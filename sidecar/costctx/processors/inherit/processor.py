@@ -133,10 +133,9 @@ class InheritProcessor(Processor):
         self._max_spans = config.hold.max_spans
         self._max_bytes = config.hold.max_bytes
         self.metrics = InheritMetrics(self.component_metrics())
-        # (field, source), or (family, label) -> its counter child: labels() looked up once,
-        # not per batch (bounded: fields, sources, release reasons).
+        # (family, label) -> its counter child: labels() looked up once, not per batch
+        # (bounded: fields, release reasons).
         self._children: dict[tuple[Any, str], Any] = {}
-        self._series: dict[tuple[str, tuple[str, ...]], tuple] = {}  # see _series_of
         # With a persistent sending queue, held (acknowledged) spans are kept on disk too.
         storage = host.hold_storage
         self.journal = HoldJournal(storage[0], name, storage[1]) if storage else None
@@ -1038,7 +1037,8 @@ class InheritProcessor(Processor):
         return tuple(found)
 
     def _flush(self, tally: _Tally) -> None:
-        """The batch's counts into Prometheus: one `inc` per series counted, its child cached."""
+        """The batch's counts into Prometheus: the repaired fields' as plain ints (RepairedCounts,
+        expanded per field at scrape), the others one `inc` per series counted, its child cached."""
         m = self.metrics
         repaired, conflicts, shared = tally.repaired, tally.conflicts, tally.shared
         if shared:
@@ -1054,18 +1054,8 @@ class InheritProcessor(Processor):
                         conflicts[field] += hits
             shared.clear()
         if repaired:
-            # (source, fields) -> the per-field series, summed per series: one inc each.
-            series = self._series
-            by_series: dict[Any, int] = {}
-            add = by_series.get
-            for key, count in repaired.items():
-                children = series.get(key)
-                if children is None:
-                    children = self._series_of(key)
-                for child in children:
-                    by_series[child] = add(child, 0) + count
-            for child, count in by_series.items():
-                child.inc(count)
+            # Plain ints per (source, fields): expanded per field when the metric is collected.
+            m.repaired_fields.add(repaired)
         children = self._children
         for family, counts in ((m.conflicts, conflicts), (m.released_spans, tally.released),
                                (m.missing_spans, tally.missing)):
@@ -1077,22 +1067,6 @@ class InheritProcessor(Processor):
         if tally.held:
             m.held_spans.inc(tally.held)
         m.count_evictions(self.hold.evicted, self.cache)
-
-    def _series_of(self, key: tuple[str, tuple[str, ...]]) -> tuple:
-        """The repaired-fields counter children a count under (source, fields) goes to, one per
-        field (bounded: sources x the field tuples plans make; cleared past 4096)."""
-        source, fields = key
-        children = self._children
-        found = []
-        for field in fields:
-            child = children.get((field, source))
-            if child is None:
-                child = children[(field, source)] = self.metrics.repaired_fields.labels(field, source)
-            found.append(child)
-        if len(self._series) >= 4096:
-            self._series.clear()
-        found_tuple = self._series[key] = tuple(found)
-        return found_tuple
 
 
 _PLAIN = (str, int, float, bool, bytes)
