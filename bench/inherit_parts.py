@@ -5,9 +5,10 @@
 
 The default pipeline runs on the bench workload (100 spans/batch, +4 attrs, mixed then
 complete, fresh ids per pass, as bench/ne_quick.py); inherit's process_view and the calls it
-makes are wrapped with perf_counter timers: the native readers (read_spans, parent_first,
-own_groups), the kernel's begin / list_level / run / end, the Python path (_resolve, _apply,
-_decide_rest), the hold (_detach, _release_into), _flush and the registry's learn_batch.
+makes are wrapped with perf_counter timers: the native readers (read_batch: read_spans and
+own_groups in one pass; parent_first), the kernel's begin / list_level / run / end, the Python
+path (_resolve, _apply, _decide_rest), the hold (_detach, _release_into), _flush and the
+registry's learn_batch.
 `view` is the SpanViews made for inherit (ViewBatch.view before process_view runs). Figures
 are us per span, summed over the passes (the wrappers add ~0.1 us per call).
 
@@ -86,7 +87,7 @@ async def one_point(complete: bool, rounds: int, kinds: bool) -> dict[str, float
     stage = await build_stage(list(DEFAULT_TRACE_PROCESSORS))
     inherit = next(p for p in stage.pipeline.processors if p.type_name == "inherit")
     originals = {name: getattr(inherit_module, name)
-                 for name in ("native_read_spans", "native_parent_first", "native_own_groups")}
+                 for name in ("native_read_batch", "native_parent_first")}
     for name, function in originals.items():
         setattr(inherit_module, name, timed(name.removeprefix("native_"), function))
     try:

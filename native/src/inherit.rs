@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 
+use crate::fxhash::FxBuild;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 
 /// A span's values of the context fields as one byte string: per field, 0 when absent, else
 /// 1, the length and the UTF-8 bytes. None when some value is not a str (arrays, ints, ...):
@@ -256,4 +257,135 @@ pub fn own_groups<'py>(
         out.append((own, own_key, complete))?;
     }
     Ok(out)
+}
+
+/// A group's own fields from its first span's values of the context fields (`own_groups`'
+/// entry): (own fields, (values, their types), whether it lacks no required field).
+fn own_entry<'py>(
+    py: Python<'py>,
+    fields: &[Bound<'py, PyString>],
+    values: &[Option<Bound<'py, PyAny>>],
+    required: &[Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyTuple>> {
+    let none = py.None().into_bound(py);
+    let own = PyDict::new(py);
+    let mut held = Vec::with_capacity(fields.len());
+    let mut types = Vec::with_capacity(fields.len());
+    for (field, value) in fields.iter().zip(values) {
+        let value = value.clone().unwrap_or_else(|| none.clone());
+        if !value.is_none() && value.is_truthy()? {
+            own.set_item(field, &value)?; // an empty string is no value
+        }
+        types.push(value.get_type().into_any());
+        held.push(value);
+    }
+    let mut complete = true;
+    for field in required {
+        if !own.contains(field)? {
+            complete = false;
+            break;
+        }
+    }
+    let own_key = PyTuple::new(py, [PyTuple::new(py, held)?, PyTuple::new(py, types)?])?;
+    PyTuple::new(py, [own.into_any(), own_key.into_any(), PyBool::new(py, complete).to_owned().into_any()])
+}
+
+/// See `costctx.processors.inherit.batch_read.read_batch` (same arguments, same result):
+/// `read_spans` and `own_groups` in one pass, each group's own fields made from the values
+/// its first span was read with, not read again. (keys, wait keys, groups, by group)
+#[pyfunction]
+pub fn read_batch<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyAny>,
+    indices: &Bound<'py, PyAny>,
+    fields: &Bound<'py, PyTuple>,
+    required: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let fields: Vec<Bound<'py, PyString>> = fields
+        .iter()
+        .map(|f| f.cast_into::<PyString>().map_err(PyErr::from))
+        .collect::<PyResult<_>>()?;
+    let required: Vec<Bound<'py, PyAny>> = required.try_iter()?.collect::<PyResult<_>>()?;
+    let spans_list = spans.cast::<PyList>().ok();
+    let keys = PyList::empty(py);
+    let wait_keys = PyList::empty(py);
+    let groups = PyList::empty(py);
+    let by_group = PyList::empty(py);
+    // Ids and values come off the network: SipHash (std's RandomState), never a fixed hash.
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    // The values as string objects (addresses; 0: absent) -> their group. The objects are held
+    // by the spans' attrs for the whole call, so an address is never another object's here;
+    // equal objects, equal texts: the group `seen` gives. Addresses are not request content: Fx.
+    // A batch's scan makes one object per distinct text, so most spans are found here without
+    // their texts being read or hashed.
+    let mut by_objects: HashMap<Vec<usize>, i64, FxBuild> = HashMap::default();
+    let mut objects: Vec<usize> = Vec::with_capacity(fields.len());
+    let none = py.None().into_bound(py);
+    let mut values: Vec<Option<Bound<'py, PyAny>>> = Vec::with_capacity(fields.len());
+    for index in indices.try_iter()? {
+        let index = index?;
+        let at = index.extract::<usize>()?;
+        let span = match &spans_list {
+            Some(list) => list.get_item(at)?,
+            None => spans.get_item(at)?,
+        };
+        let trace = span.getattr(pyo3::intern!(py, "trace_id"))?.cast_into::<PyBytes>()?;
+        let span_id = span.getattr(pyo3::intern!(py, "span_id"))?.cast_into::<PyBytes>()?;
+        let parent = span
+            .getattr(pyo3::intern!(py, "parent_span_id"))?
+            .cast_into::<PyBytes>()?;
+        let trace_bytes = trace.as_bytes();
+        keys.append(joined(py, trace_bytes, span_id.as_bytes()))?;
+        let parent_bytes = parent.as_bytes();
+        // An all-zero id is invalid (W3C): no parent, rather than one that never comes.
+        if parent_bytes.is_empty() || parent_bytes == &[0u8; 8][..] {
+            wait_keys.append(&none)?;
+        } else {
+            wait_keys.append(joined(py, trace_bytes, parent_bytes))?;
+        }
+        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
+        values.clear();
+        objects.clear();
+        let mut strings = true;
+        for field in &fields {
+            let value = attrs.get_item(field)?;
+            match &value {
+                None => objects.push(0),
+                Some(found) if found.is_exact_instance_of::<PyString>() => objects.push(found.as_ptr() as usize),
+                Some(_) => strings = false,
+            }
+            values.push(value);
+        }
+        if strings {
+            if let Some(&group) = by_objects.get(&objects) {
+                groups.append(group)?;
+                continue;
+            }
+        }
+        let group = match group_key(&values)? {
+            None => -1i64,
+            Some(key) => match seen.get(&key) {
+                Some(found) => *found as i64,
+                None => {
+                    let at = by_group.len();
+                    seen.insert(key, at);
+                    by_group.append(own_entry(py, &fields, &values, &required)?)?;
+                    at as i64
+                }
+            },
+        };
+        if strings && group >= 0 {
+            by_objects.insert(objects.clone(), group);
+        }
+        groups.append(group)?;
+    }
+    PyTuple::new(
+        py,
+        [
+            keys.into_any(),
+            wait_keys.into_any(),
+            groups.into_any(),
+            by_group.into_any(),
+        ],
+    )
 }

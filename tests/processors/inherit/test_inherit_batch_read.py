@@ -189,3 +189,61 @@ def test_native_own_groups_is_the_python_one(view_spans, required):
         got = native_own_groups(view_spans, chosen, FIELDS, required)
         assert got == want
         assert [list(g[0]) for g in got] == [list(w[0]) for w in want]  # fields in the same order
+
+
+# -- read_batch: read_spans and own_groups in one pass --------------------------------------
+def _read_batch_both(view_spans: list, indices, required: frozenset[str]) -> tuple:
+    from costctx.processors.inherit.batch_read import native_read_batch, read_batch
+
+    want = read_batch(view_spans, indices, FIELDS, required)
+    got = native_read_batch(view_spans, indices, FIELDS, required)
+    assert got == want
+    assert [list(g[0]) for g in got[3]] == [list(w[0]) for w in want[3]]  # fields in the same order
+    return want
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(view_spans=spans, required=st.sets(st.sampled_from(FIELDS[:6])),
+       order=st.sampled_from(["forward", "backward", "some"]))
+def test_native_read_batch_is_read_spans_then_own_groups(view_spans, required, order):
+    indices = list(range(len(view_spans)))
+    if order == "backward":
+        indices.reverse()
+    elif order == "some":
+        indices = indices[::2]
+    _read_batch_both(view_spans, indices, frozenset(required))
+
+
+@needs_native
+def test_read_batch_groups_equal_texts_in_other_objects_and_tells_objects_apart():
+    """Spans carrying the same string objects take one group without their texts read; equal
+    texts in other objects still share it, and other texts (or a str subclass) never do, in
+    whatever order the spans come."""
+    wf = "wf-1"
+    other = "".join(["wf-", "1"])  # equal text, another object
+    assert other == wf and other is not wf
+    view_spans = [SpanView(b"t" * 16, bytes([i]) * 8, b"", 0, 0, 0, 0, attrs, 1) for i, attrs in enumerate([
+        {"workflow.id": wf}, {"workflow.id": "wf-2"}, {"workflow.id": wf}, {"workflow.id": other},
+        {"workflow.id": Text(wf)}, {"workflow.id": wf, "owner.team": "a"}, {"workflow.id": "wf-2"}])]
+    keys, _, groups, by_group = _read_batch_both(view_spans, range(len(view_spans)), frozenset({"workflow.id"}))
+    assert groups == [0, 1, 0, 0, -1, 2, 1]
+    assert [g[0] for g in by_group] == [{"workflow.id": "wf-1"}, {"workflow.id": "wf-2"},
+                                        {"workflow.id": "wf-1", "owner.team": "a"}]
+    assert all(g[2] for g in by_group)
+
+
+@needs_native
+@pytest.mark.parametrize("complete", [False, True])
+def test_read_batch_on_the_bench_workload_on_both_codecs(complete):
+    from costctx.processors.inherit.processor import InheritProcessor
+    from tests.support.processors import standalone_processor
+
+    processor = standalone_processor("inherit")
+    assert isinstance(processor, InheritProcessor)
+    for raw in build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=5)):
+        results = []
+        for codec in available_codecs():
+            view = codec.scan(raw, processor.watched_keys())
+            results.append(_read_batch_both(view.spans, range(len(view.spans)), processor._required_set))
+        assert all(r == results[0] for r in results)

@@ -20,9 +20,10 @@ _NONE = type(None)
 try:
     from costctx_native._core import own_groups as native_own_groups
     from costctx_native._core import parent_first as native_parent_first
+    from costctx_native._core import read_batch as native_read_batch
     from costctx_native._core import read_spans as native_read_spans
 except ImportError:  # built without the extension
-    native_read_spans = native_parent_first = native_own_groups = None
+    native_read_spans = native_parent_first = native_own_groups = native_read_batch = None
 
 
 def read_spans(spans: list, indices: Iterable[int], fields: tuple[str, ...]
@@ -112,3 +113,12 @@ def own_groups(spans: list, firsts: list[int], fields: tuple[str, ...], required
         own = {field: value for field, value in zip(fields, values, strict=True) if value is not None and value}
         out.append((own, (values, tuple(map(type, values))), own.keys() >= required))
     return out
+
+
+def read_batch(spans: list, indices: Iterable[int], fields: tuple[str, ...], required: frozenset[str]
+               ) -> tuple[list[bytes], list[bytes | None], list[int], list[tuple]]:
+    """(keys, wait keys, groups, by group): `read_spans` then `own_groups` of its firsts, what
+    the processor reads per batch (natively in one pass, `native_read_batch`: a group's own
+    fields made from the values its first span was read with)."""
+    keys, wait_keys, groups, firsts = read_spans(spans, indices, fields)
+    return keys, wait_keys, groups, own_groups(spans, firsts, fields, required)

@@ -40,12 +40,10 @@ from costctx.pdata.codec import Codec, select_codec
 from costctx.pdata.codec.api import EMPTY, BatchEdits, KvList, ResourceView, SpanEdits, SpanView
 from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.inherit.batch_read import (
-    native_own_groups,
     native_parent_first,
-    native_read_spans,
-    own_groups,
+    native_read_batch,
     parent_first,
-    read_spans,
+    read_batch,
 )
 from costctx.processors.inherit.config import InheritConfig
 from costctx.processors.inherit.context_cache import NO_FIELDS, Known, new_context_cache, new_trace_values
@@ -226,17 +224,17 @@ class InheritProcessor(Processor):
         here: dict[bytes, Known] = {}  # key -> what a span resolved in this batch left with
         here_get = here.get
         # One call per batch: each span's key, its ancestor's key and its group (spans carrying
-        # the same string values share one: their own fields are read once, below).
-        native = native_read_spans is not None and batch.codec.name == "native"
-        keys, wait_keys, groups, firsts = (native_read_spans if native else read_spans)(spans, indices, fields_order)
+        # the same string values share one), and per group its own fields (one dict, never
+        # mutated: Known.fields), own key, complete: made once, from its first span's values.
+        # (`owns` below is for spans read alone: some value of theirs is not a string, so their
+        # own keys never equal a group's.)
+        native = native_read_batch is not None and batch.codec.name == "native"
+        keys, wait_keys, groups, by_group = (native_read_batch if native else read_batch)(
+            spans, indices, fields_order, required)
         # Parent first, level by level: a span whose ancestor is in this batch is resolved after
         # it, in place, never held (children mostly come before their parents: the SDK exports
         # on end).
         order, ends = (native_parent_first if native else parent_first)(keys, wait_keys)
-        # Per group: its own fields (one dict, never mutated: Known.fields), own key, complete.
-        # (`owns` below is for spans read alone: some value of theirs is not a string, so their
-        # own keys never equal a group's.)
-        by_group = (native_own_groups if native else own_groups)(spans, firsts, fields_order, required)
 
         def one(index: int, span: SpanView, key: bytes, wait_key: bytes | None, own: dict, own_key: tuple | None,
                 complete: bool, parent: Known | None, defer: bool = False) -> tuple | None:
