@@ -287,7 +287,14 @@ fn own_entry<'py>(
         }
     }
     let own_key = PyTuple::new(py, [PyTuple::new(py, held)?, PyTuple::new(py, types)?])?;
-    PyTuple::new(py, [own.into_any(), own_key.into_any(), PyBool::new(py, complete).to_owned().into_any()])
+    PyTuple::new(
+        py,
+        [
+            own.into_any(),
+            own_key.into_any(),
+            PyBool::new(py, complete).to_owned().into_any(),
+        ],
+    )
 }
 
 /// See `costctx.processors.inherit.batch_read.read_batch` (same arguments, same result):
