@@ -13,7 +13,7 @@ use crate::encode::{encode, encode_into, AttrEdits, Body, Plan, SetValue, Shared
 use crate::fxhash::FxBuild;
 use crate::scan::{scan, Scan, Span32, Value, Watched};
 use crate::wire::DecodeError;
-use crate::wire::{write_len_field, write_tag, write_varint, I64, LEN, VARINT};
+use crate::wire::{close_len, open_len, write_len_field, write_tag, write_varint, I64, LEN, VARINT};
 
 /// A scanned request: the bytes and where everything is, for encode/extract/materialize.
 #[pyclass(frozen)]
@@ -812,28 +812,29 @@ impl Core {
         } else if value.is_none() || value.is(self.empty.bind(py)) {
             // An AnyValue with no value set: an empty body.
         } else if value.is_instance(self.kvlist_cls.bind(py))? {
-            let mut list = Vec::new();
+            // Written in place: each length fixed when its body is done (no buffer per level).
+            let slot = open_len(out, 6, 0);
             for pair in value.try_iter()? {
                 let pair = pair?;
                 let key = pair.get_item(0)?.str()?;
-                self.key_value(key.to_str()?, &pair.get_item(1)?, &mut list, depth)?;
+                self.key_value(key.to_str()?, &pair.get_item(1)?, out, depth)?;
             }
-            write_len_field(out, 6, &list);
+            close_len(out, slot);
         } else if let Ok(dict) = value.cast::<PyDict>() {
-            let mut list = Vec::new();
+            let slot = open_len(out, 6, 0);
             for (key, item) in dict.iter() {
                 let key = key.str()?;
-                self.key_value(key.to_str()?, &item, &mut list, depth)?;
+                self.key_value(key.to_str()?, &item, out, depth)?;
             }
-            write_len_field(out, 6, &list);
+            close_len(out, slot);
         } else if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
-            let mut array = Vec::new();
+            let array = open_len(out, 5, 0);
             for item in value.try_iter()? {
-                let mut element = Vec::new();
-                self.any_value(&item?, &mut element, depth + 1)?;
-                write_len_field(&mut array, 1, &element);
+                let element = open_len(out, 1, 0);
+                self.any_value(&item?, out, depth + 1)?;
+                close_len(out, element);
             }
-            write_len_field(out, 5, &array);
+            close_len(out, array);
         } else {
             let kind = value.get_type().name()?;
             return Err(PyTypeError::new_err(format!("cannot store {kind} in an OTLP AnyValue")));
@@ -842,16 +843,14 @@ impl Core {
     }
 
     fn key_value(&self, key: &str, value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: u32) -> PyResult<()> {
-        let mut kv = Vec::new();
+        let kv = open_len(out, 1, key.len() + 4);
         if !key.is_empty() {
-            write_len_field(&mut kv, 1, key.as_bytes());
+            write_len_field(out, 1, key.as_bytes());
         }
-        let mut body = Vec::new();
-        self.any_value(value, &mut body, depth + 1)?;
-        write_len_field(&mut kv, 2, &body);
-        write_tag(out, 1, LEN);
-        write_varint(out, kv.len() as u64);
-        out.extend_from_slice(&kv);
+        let body = open_len(out, 2, 0);
+        self.any_value(value, out, depth + 1)?;
+        close_len(out, body);
+        close_len(out, kv);
         Ok(())
     }
 }
@@ -910,6 +909,12 @@ impl<'py> Segments<'py> {
 struct Converter<'py> {
     keys: HashMap<usize, (Bound<'py, PyAny>, Shared), FxBuild>,
     values: HashMap<usize, (Bound<'py, PyAny>, SetValue), FxBuild>,
+    /// Lists of immutable scalars by the addresses of their elements (each element held here,
+    /// so no address is reused): a processor writes one list per span (`list(fields)`), but
+    /// its elements are the same few str objects, so a batch has a few distinct lists.
+    lists: HashMap<Vec<usize>, (Vec<Bound<'py, PyAny>>, SetValue), FxBuild>,
+    /// The element addresses of the list looked up (kept: no allocation per lookup).
+    addresses: Vec<usize>,
 }
 
 impl<'py> Converter<'py> {
@@ -919,6 +924,8 @@ impl<'py> Converter<'py> {
         Converter {
             keys: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
             values: HashMap::with_capacity_and_hasher(256, FxBuild::default()),
+            lists: HashMap::default(),
+            addresses: Vec::new(),
         }
     }
 
@@ -950,10 +957,39 @@ impl<'py> Converter<'py> {
             || value.is_exact_instance_of::<PyBool>()
             || value.is(core.empty.bind(value.py()));
         if !immutable {
+            if let Ok(list) = value.cast_exact::<PyList>() {
+                return self.list(core, list);
+            }
             return core.set_value(value);
         }
         let made = core.set_value(value)?;
         self.values.insert(at, (value.clone(), made.clone()));
+        Ok(made)
+    }
+}
+
+impl<'py> Converter<'py> {
+    /// A list value: found by its elements when every one is an immutable scalar (what it
+    /// encodes to depends on them only), else encoded afresh.
+    fn list(&mut self, core: &Core, list: &Bound<'py, PyList>) -> PyResult<SetValue> {
+        self.addresses.clear();
+        for item in list.iter() {
+            let scalar = item.is_exact_instance_of::<PyString>()
+                || item.is_exact_instance_of::<PyInt>()
+                || item.is_exact_instance_of::<PyFloat>()
+                || item.is_exact_instance_of::<PyBytes>()
+                || item.is_exact_instance_of::<PyBool>();
+            if !scalar {
+                return core.set_value(list.as_any());
+            }
+            self.addresses.push(item.as_ptr() as usize);
+        }
+        if let Some((_, found)) = self.lists.get(self.addresses.as_slice()) {
+            return Ok(found.clone());
+        }
+        let made = core.set_value(list.as_any())?;
+        let held: Vec<Bound<'py, PyAny>> = list.iter().collect();
+        self.lists.insert(self.addresses.clone(), (held, made.clone()));
         Ok(made)
     }
 }
