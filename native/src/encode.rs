@@ -308,7 +308,26 @@ struct PlanScratch<'k> {
     deleted: Vec<bool>,
     last: Vec<(&'k [u8], usize)>,
     set_of: Vec<Option<usize>>,
+    /// `fingerprint` of each key in `current` (deleted ones never match: u64::MAX is no key's).
+    prints: Vec<u64>,
     plan: AttrPlan<'k>,
+}
+
+/// A key's length and its first and last bytes in one word: unequal words, unequal keys, so
+/// most keys a set is looked for among are passed over without comparing their bytes (many
+/// share a prefix such as "owner." and a length).
+#[inline]
+fn fingerprint(key: &[u8]) -> u64 {
+    let n = key.len();
+    if n >= 8 {
+        let head = u64::from_le_bytes(key[..8].try_into().unwrap_or([0; 8]));
+        let tail = u64::from_le_bytes(key[n - 8..].try_into().unwrap_or([0; 8]));
+        (head ^ tail.rotate_left(29) ^ (n as u64).rotate_left(56)) & (u64::MAX >> 1)
+    } else {
+        let mut word = [0u8; 8];
+        word[..n].copy_from_slice(key);
+        (u64::from_le_bytes(word) ^ (n as u64).rotate_left(56)) & (u64::MAX >> 1)
+    }
 }
 
 /// Run the edits over the list's keys (`scratch.keys`) into `scratch.plan`, exactly as the
@@ -322,6 +341,7 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: EditsRef<'k>) {
         deleted,
         last,
         set_of,
+        prints,
         plan,
     } = scratch;
     let n = keys.len();
@@ -363,9 +383,14 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: EditsRef<'k>) {
     set_of.resize(n, None);
     let appended = &mut plan.appended;
     appended.clear();
+    if edits.sets_len() != 0 {
+        prints.clear();
+        prints.extend((0..n).map(|i| if deleted[i] { u64::MAX } else { fingerprint(current[i]) }));
+    }
     for j in 0..edits.sets_len() {
         let key = edits.set_key(j);
-        match (0..n).rev().find(|&i| !deleted[i] && current[i] == key) {
+        let print = fingerprint(key);
+        match (0..n).rev().find(|&i| prints[i] == print && current[i] == key) {
             Some(at) => set_of[at] = Some(j),
             None => match appended.iter_mut().find(|(k, _)| *k == key) {
                 Some(entry) => entry.1 = j,
