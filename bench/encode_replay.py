@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What the codec's encode costs on the batches the pipeline really leaves with.
 
-    COSTCTX_CODEC=native|python python bench/encode_replay.py [--passes 8] [--repeat 20] [--complete]
+    COSTCTX_CODEC=native|python python bench/encode_replay.py [--passes 8] [--repeat 20] [--complete] [--free]
 
 Runs the bench workload (100 spans/batch, +4 attributes) through every processor in process,
 keeps the last 20 batches' views and edits as they reach `ViewBatch.payload` (edits of every
@@ -9,6 +9,11 @@ processor, groups, appended held spans), then encodes them again and again: per 
 times each batch, in CPU time of this process; prints each pass's us per span and the least.
 The loop to run while changing the encoder (the sidecar's encode phase, bench/cpu_account.py,
 varies with everything else on the machine; this does not run the processors while it times).
+
+--free: instead, what releasing each batch costs right after it left (its objects still in the
+caches, as in the pipeline), in parts: the own edits' sets lists, the rest of the edits (SpanEdits
+objects, groups), the span list (views made), the notes, the rest of the view (resources,
+scopes, layout); per part the least us/span over `--passes` passes of 20 requests.
 """
 
 from __future__ import annotations
@@ -51,12 +56,65 @@ async def captured_batches(complete: bool, keep: int = 20) -> tuple[object, list
     return codec, seen[-keep:]
 
 
+async def freeing(complete: bool, passes: int) -> dict[str, float]:
+    """Per part, the least CPU us/span to release a batch's objects as it leaves the pipeline."""
+    pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=20))
+    stage = await build_stage(list(DEFAULT_TRACE_PROCESSORS))
+    parts = ("sets", "edits", "spans", "notes", "view")
+    spent = dict.fromkeys(parts, 0.0)
+    counted = [0]
+    pipeline = stage.pipeline
+    consume = pipeline.consume
+    clock = time.process_time
+
+    def released(batch) -> None:
+        consume(batch)
+        view = batch._view
+        if view is None:
+            return
+        counted[0] += len(view.spans)
+        t0 = clock()
+        for edits in batch.edits.spans.values():
+            edits.sets = None
+        t1 = clock()
+        batch.edits = None
+        t2 = clock()
+        view.spans = None
+        t3 = clock()
+        batch.notes = None
+        t4 = clock()
+        batch._view = view = None
+        t5 = clock()
+        for name, start, end in zip(parts, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5), strict=True):
+            spent[name] += end - start
+
+    pipeline.consume = released
+    time_pipeline(stage, fresh_ids(pool, 9))  # warm: the stateful processors' steady state
+    least = dict.fromkeys(parts, float("inf"))
+    for cycle in range(passes):
+        for name in parts:
+            spent[name] = 0.0
+        counted[0] = 0
+        time_pipeline(stage, fresh_ids(pool, 10 + cycle))
+        for name in parts:
+            least[name] = min(least[name], spent[name] / counted[0] * 1e6)
+    del pipeline.consume
+    stage.pipeline.shutdown()
+    return least
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--passes", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=20, help="encodes of each batch per pass")
     parser.add_argument("--complete", action="store_true", help="complete spans (no hold) instead of the mix")
+    parser.add_argument("--free", action="store_true", help="instead: the cost of releasing batches that left")
     args = parser.parse_args(argv)
+    if args.free:
+        least = asyncio.run(freeing(args.complete, args.passes))
+        print("freeing a batch that left, least us/span: " + ", ".join(f"{k} {v:.3f}" for k, v in least.items())
+              + f" (sum {sum(least.values()):.3f})")
+        return 0
     codec, batches = asyncio.run(captured_batches(args.complete))
     spans = sum(n for _, _, n in batches) * args.repeat
     figures = []

@@ -63,7 +63,7 @@ fn main() {
                     let s = scan(r, &watched).unwrap();
                     let mut plan = Plan::new(&s, false);
                     for slot in plan.span_edits.iter_mut() {
-                        *slot = Some(&edits);
+                        *slot = Some((&edits).into());
                     }
                     drop(std::hint::black_box(encode(r, &s, &plan).unwrap()));
                 }
@@ -96,7 +96,7 @@ fn main() {
             let s = scan(r, &watched).unwrap();
             let mut plan = Plan::new(&s, false);
             for slot in plan.span_edits.iter_mut() {
-                *slot = Some(&edits);
+                *slot = Some((&edits).into());
             }
             std::hint::black_box(encode(r, &s, &plan).unwrap());
         }

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use crate::groups::Cut;
 use crate::scan::Scan;
 use crate::schema::DEPTH_LIMIT;
 use crate::wire::{close_len, open_len, write_len_field, DecodeError, Reader, Result, Val, I64, LEN, VARINT};
@@ -100,9 +101,183 @@ pub struct AttrEdits {
     pub replace: Option<Vec<u8>>,
 }
 
-impl AttrEdits {
+/// The edits of one call's attribute lists in one place (python.rs converts a batch's into
+/// it): keys and values once each, every list's renames, deletes and sets as ids into them,
+/// so a span's edits are three ranges, not vectors of its own (no allocation, no reference
+/// count per set).
+#[derive(Default)]
+pub struct EditArena {
+    pub keys: Vec<Box<[u8]>>,
+    pub values: Vec<SetValue>,
+    pub renames: Vec<(u32, u32)>,
+    pub deletes: Vec<u32>,
+    pub sets: Vec<(u32, u32)>,
+    pub replaces: Vec<Vec<u8>>,
+}
+
+impl EditArena {
+    /// A span's effective edits: its own (if any) with each group's inserted at its cut,
+    /// groups in the order they were added (groups.rs `merge`, the same rules, on ranges: the
+    /// merged lists are copied to the arena's end).
+    pub fn merge(&mut self, own: Option<&ArenaEdits>, groups: &[(ArenaEdits, Option<Cut>)]) -> ArenaEdits {
+        let own = own.copied().unwrap_or_default();
+        let len = |(start, end): (u32, u32)| (end - start) as usize;
+        let from = |(start, _): (u32, u32), a: usize, b: usize| start as usize + a..start as usize + b;
+        let whole = |(start, end): (u32, u32)| start as usize..end as usize;
+        let start = (self.renames.len(), self.deletes.len(), self.sets.len());
+        let mut at: Cut = (0, 0, 0);
+        for (group, cut) in groups {
+            let cut = cut.unwrap_or(at);
+            let cut = (
+                cut.0.min(len(own.renames)),
+                cut.1.min(len(own.deletes)),
+                cut.2.min(len(own.sets)),
+            );
+            let cut = (cut.0.max(at.0), cut.1.max(at.1), cut.2.max(at.2));
+            self.renames.extend_from_within(from(own.renames, at.0, cut.0));
+            self.deletes.extend_from_within(from(own.deletes, at.1, cut.1));
+            self.sets.extend_from_within(from(own.sets, at.2, cut.2));
+            self.renames.extend_from_within(whole(group.renames));
+            self.deletes.extend_from_within(whole(group.deletes));
+            self.sets.extend_from_within(whole(group.sets));
+            at = cut;
+        }
+        self.renames
+            .extend_from_within(from(own.renames, at.0, len(own.renames)));
+        self.deletes
+            .extend_from_within(from(own.deletes, at.1, len(own.deletes)));
+        self.sets.extend_from_within(from(own.sets, at.2, len(own.sets)));
+        ArenaEdits {
+            renames: (start.0 as u32, self.renames.len() as u32),
+            deletes: (start.1 as u32, self.deletes.len() as u32),
+            sets: (start.2 as u32, self.sets.len() as u32),
+            replace: None,
+        }
+    }
+}
+
+/// One list's edits in an `EditArena`: ranges of its renames, deletes and sets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ArenaEdits {
+    pub renames: (u32, u32),
+    pub deletes: (u32, u32),
+    pub sets: (u32, u32),
+    /// The whole span re-encoded: index into `replaces`.
+    pub replace: Option<u32>,
+}
+
+impl EditArena {
+    /// `edits` as the encoder reads them (the arena no longer changes).
+    pub fn get(&self, edits: &ArenaEdits) -> EditsRef<'_> {
+        let range = |(start, end): (u32, u32)| start as usize..end as usize;
+        EditsRef::Arena {
+            keys: &self.keys,
+            values: &self.values,
+            renames: &self.renames[range(edits.renames)],
+            deletes: &self.deletes[range(edits.deletes)],
+            sets: &self.sets[range(edits.sets)],
+            replace: edits.replace.map(|at| self.replaces[at as usize].as_slice()),
+        }
+    }
+}
+
+/// One attribute list's edits as the encoder reads them: an `AttrEdits`, or ids into an arena.
+#[derive(Clone, Copy)]
+pub enum EditsRef<'a> {
+    Owned(&'a AttrEdits),
+    Arena {
+        keys: &'a [Box<[u8]>],
+        values: &'a [SetValue],
+        renames: &'a [(u32, u32)],
+        deletes: &'a [u32],
+        sets: &'a [(u32, u32)],
+        replace: Option<&'a [u8]>,
+    },
+}
+
+impl<'a> From<&'a AttrEdits> for EditsRef<'a> {
+    fn from(edits: &'a AttrEdits) -> Self {
+        EditsRef::Owned(edits)
+    }
+}
+
+impl<'a> EditsRef<'a> {
+    #[inline]
+    pub fn replace(&self) -> Option<&'a [u8]> {
+        match *self {
+            EditsRef::Owned(e) => e.replace.as_deref(),
+            EditsRef::Arena { replace, .. } => replace,
+        }
+    }
+    #[inline]
+    fn renames_len(&self) -> usize {
+        match *self {
+            EditsRef::Owned(e) => e.renames.len(),
+            EditsRef::Arena { renames, .. } => renames.len(),
+        }
+    }
+    #[inline]
+    fn rename(&self, i: usize) -> (&'a [u8], &'a [u8]) {
+        match *self {
+            EditsRef::Owned(e) => (&e.renames[i].0, &e.renames[i].1),
+            EditsRef::Arena { keys, renames, .. } => {
+                let (old, new) = renames[i];
+                (&keys[old as usize], &keys[new as usize])
+            }
+        }
+    }
+    #[inline]
+    fn deletes_len(&self) -> usize {
+        match *self {
+            EditsRef::Owned(e) => e.deletes.len(),
+            EditsRef::Arena { deletes, .. } => deletes.len(),
+        }
+    }
+    #[inline]
+    fn delete(&self, i: usize) -> &'a [u8] {
+        match *self {
+            EditsRef::Owned(e) => &e.deletes[i],
+            EditsRef::Arena { keys, deletes, .. } => &keys[deletes[i] as usize],
+        }
+    }
+    #[inline]
+    fn sets_len(&self) -> usize {
+        match *self {
+            EditsRef::Owned(e) => e.sets.len(),
+            EditsRef::Arena { sets, .. } => sets.len(),
+        }
+    }
+    #[inline]
+    fn set_key(&self, i: usize) -> &'a [u8] {
+        match *self {
+            EditsRef::Owned(e) => &e.sets[i].0,
+            EditsRef::Arena { keys, sets, .. } => &keys[sets[i].0 as usize],
+        }
+    }
+    #[inline]
+    fn set_value(&self, i: usize) -> &'a SetValue {
+        match *self {
+            EditsRef::Owned(e) => &e.sets[i].1,
+            EditsRef::Arena { values, sets, .. } => &values[sets[i].1 as usize],
+        }
+    }
+
     fn is_noop(&self) -> bool {
-        self.renames.is_empty() && self.deletes.is_empty() && self.sets.is_empty() && self.replace.is_none()
+        self.renames_len() == 0 && self.deletes_len() == 0 && self.sets_len() == 0 && self.replace().is_none()
+    }
+
+    /// About the most these edits add to a list: each set may append a KeyValue (key and
+    /// value, each with a tag and up to 5 length bytes), a rename may lengthen a key.
+    fn added_bytes(&self) -> usize {
+        if let Some(replace) = self.replace() {
+            return replace.len();
+        }
+        let sets: usize = (0..self.sets_len())
+            .map(|j| self.set_key(j).len() + self.set_value(j).body.as_slice().len() + 18)
+            .sum();
+        sets + (0..self.renames_len())
+            .map(|i| self.rename(i).1.len() + 6)
+            .sum::<usize>()
     }
 }
 
@@ -133,13 +308,32 @@ struct PlanScratch<'k> {
     deleted: Vec<bool>,
     last: Vec<(&'k [u8], usize)>,
     set_of: Vec<Option<usize>>,
+    /// `fingerprint` of each key in `current` (deleted ones never match: u64::MAX is no key's).
+    prints: Vec<u64>,
     plan: AttrPlan<'k>,
+}
+
+/// A key's length and its first and last bytes in one word: unequal words, unequal keys, so
+/// most keys a set is looked for among are passed over without comparing their bytes (many
+/// share a prefix such as "owner." and a length).
+#[inline]
+fn fingerprint(key: &[u8]) -> u64 {
+    let n = key.len();
+    if n >= 8 {
+        let head = u64::from_le_bytes(key[..8].try_into().unwrap_or([0; 8]));
+        let tail = u64::from_le_bytes(key[n - 8..].try_into().unwrap_or([0; 8]));
+        (head ^ tail.rotate_left(29) ^ (n as u64).rotate_left(56)) & (u64::MAX >> 1)
+    } else {
+        let mut word = [0u8; 8];
+        word[..n].copy_from_slice(key);
+        (u64::from_le_bytes(word) ^ (n as u64).rotate_left(56)) & (u64::MAX >> 1)
+    }
 }
 
 /// Run the edits over the list's keys (`scratch.keys`) into `scratch.plan`, exactly as the
 /// Python codec does on messages (its `last` map: key -> index of the last occurrence,
 /// updated by renames). Lists are short, so small vectors searched linearly beat hashing.
-fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: &'k AttrEdits) {
+fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: EditsRef<'k>) {
     let PlanScratch {
         keys,
         current,
@@ -147,6 +341,7 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: &'k AttrEdits) {
         deleted,
         last,
         set_of,
+        prints,
         plan,
     } = scratch;
     let n = keys.len();
@@ -156,7 +351,7 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: &'k AttrEdits) {
     renamed.resize(n, false);
     deleted.clear();
     deleted.resize(n, false);
-    if !edits.renames.is_empty() || !edits.deletes.is_empty() {
+    if edits.renames_len() != 0 || edits.deletes_len() != 0 {
         // `last`: (key, index) with one entry per key, as the Python dict.
         last.clear();
         for (i, key) in current.iter().enumerate() {
@@ -165,19 +360,21 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: &'k AttrEdits) {
                 None => last.push((key, i)),
             }
         }
-        for (old, new) in &edits.renames {
-            if let Some(pos) = last.iter().position(|(k, _)| *k == &old[..]) {
+        for r in 0..edits.renames_len() {
+            let (old, new) = edits.rename(r);
+            if let Some(pos) = last.iter().position(|(k, _)| *k == old) {
                 let (_, at) = last.swap_remove(pos);
-                current[at] = &new[..];
+                current[at] = new;
                 renamed[at] = true;
-                match last.iter_mut().find(|(k, _)| *k == &new[..]) {
+                match last.iter_mut().find(|(k, _)| *k == new) {
                     Some(entry) => entry.1 = at,
-                    None => last.push((&new[..], at)),
+                    None => last.push((new, at)),
                 }
             }
         }
-        for key in &edits.deletes {
-            if let Some((_, at)) = last.iter().find(|(k, _)| *k == &key[..]) {
+        for d in 0..edits.deletes_len() {
+            let key = edits.delete(d);
+            if let Some((_, at)) = last.iter().find(|(k, _)| *k == key) {
                 deleted[*at] = true;
             }
         }
@@ -186,9 +383,14 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: &'k AttrEdits) {
     set_of.resize(n, None);
     let appended = &mut plan.appended;
     appended.clear();
-    for (j, (key, _)) in edits.sets.iter().enumerate() {
-        let key = &key[..];
-        match (0..n).rev().find(|&i| !deleted[i] && current[i] == key) {
+    if edits.sets_len() != 0 {
+        prints.clear();
+        prints.extend((0..n).map(|i| if deleted[i] { u64::MAX } else { fingerprint(current[i]) }));
+    }
+    for j in 0..edits.sets_len() {
+        let key = edits.set_key(j);
+        let print = fingerprint(key);
+        match (0..n).rev().find(|&i| prints[i] == print && current[i] == key) {
             Some(at) => set_of[at] = Some(j),
             None => match appended.iter_mut().find(|(k, _)| *k == key) {
                 Some(entry) => entry.1 = j,
@@ -211,8 +413,8 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: &'k AttrEdits) {
 /// Everything to apply to one scanned request.
 pub struct Plan<'e> {
     /// Per span: an index into `edits`, or None.
-    pub span_edits: Vec<Option<&'e AttrEdits>>,
-    pub resource_edits: Vec<Option<&'e AttrEdits>>,
+    pub span_edits: Vec<Option<EditsRef<'e>>>,
+    pub resource_edits: Vec<Option<EditsRef<'e>>>,
     /// Per span: written out or not.
     pub keep: Vec<bool>,
     /// extract: start with no span kept (encode: every span kept). Either way only scopes
@@ -244,22 +446,6 @@ impl<'e> Plan<'e> {
 
     fn range_touched(&self, first: u32, end: u32) -> bool {
         (first as usize..end as usize).any(|i| self.span_touched(i))
-    }
-}
-
-impl AttrEdits {
-    /// About the most these edits add to a list: each set may append a KeyValue (key and
-    /// value, each with a tag and up to 5 length bytes), a rename may lengthen a key.
-    fn added_bytes(&self) -> usize {
-        if let Some(replace) = &self.replace {
-            return replace.len();
-        }
-        let sets: usize = self
-            .sets
-            .iter()
-            .map(|(key, value)| key.len() + value.body.as_slice().len() + 18)
-            .sum();
-        sets + self.renames.iter().map(|(_, new)| new.len() + 6).sum::<usize>()
     }
 }
 
@@ -395,7 +581,7 @@ fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[
             kept += 1;
             match plan.span_edits[i] {
                 None => out.extend_from_slice(field.raw),
-                Some(edits) => match &edits.replace {
+                Some(edits) => match edits.replace() {
                     Some(span) => write_len_field(out, 2, span),
                     None => {
                         let insert = attr_keys(&[inner], 9, &mut scratch.keys)?;
@@ -476,7 +662,7 @@ fn kv_key(kv: &[u8]) -> Result<&[u8]> {
 fn attributes(
     body: &[u8],
     attr_field: u32,
-    edits: &AttrEdits,
+    edits: EditsRef<'_>,
     plan: &AttrPlan,
     next: &mut usize,
     insert: Insert,
@@ -502,7 +688,7 @@ fn attributes(
                     None => out.extend_from_slice(field.raw),
                     Some(Action::Delete) => {}
                     Some(Action::Rewrite(key, set)) => {
-                        key_value(kv, attr_field, key, set.map(|j| &edits.sets[j].1), out)?
+                        key_value(kv, attr_field, key, set.map(|j| edits.set_value(j)), out)?
                     }
                 }
             }
@@ -569,9 +755,9 @@ fn old_value_unknowns(kv: &[u8], out: &mut Vec<u8>) -> Result<()> {
 }
 
 /// The appended attributes, in the order their keys were first set.
-fn append_attrs(edits: &AttrEdits, plan: &AttrPlan, attr_field: u32, out: &mut Vec<u8>) {
+fn append_attrs(edits: EditsRef<'_>, plan: &AttrPlan, attr_field: u32, out: &mut Vec<u8>) {
     for (key, j) in &plan.appended {
-        let value = &edits.sets[*j].1;
+        let value = edits.set_value(*j);
         let slot = open_len(out, attr_field, key.len() + value.body.as_slice().len() + 4);
         if !key.is_empty() {
             write_len_field(out, 1, key);

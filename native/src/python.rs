@@ -9,11 +9,11 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple};
 
-use crate::encode::{encode, encode_into, AttrEdits, Body, Plan, SetValue, Shared};
+use crate::encode::{encode, encode_into, ArenaEdits, Body, EditArena, EditsRef, Plan, SetValue};
 use crate::fxhash::FxBuild;
 use crate::scan::{scan, Scan, Span32, Value, Watched};
 use crate::wire::DecodeError;
-use crate::wire::{write_len_field, write_tag, write_varint, I64, LEN, VARINT};
+use crate::wire::{close_len, open_len, write_len_field, write_tag, write_varint, I64, LEN, VARINT};
 
 /// A scanned request: the bytes and where everything is, for encode/extract/materialize.
 #[pyclass(frozen)]
@@ -535,16 +535,17 @@ impl Core {
             spans = self.merge_groups(&mut conv, spans, groups, segments.spans)?;
         }
         let resources = self.collect_edits(&mut conv, resource_edits)?;
-        let mut span_at: Vec<Option<&AttrEdits>> = vec![None; segments.spans];
+        let arena = &conv.arena;
+        let mut span_at: Vec<Option<EditsRef>> = vec![None; segments.spans];
         for (index, edits) in &spans {
             if let Some(slot) = span_at.get_mut(*index) {
-                *slot = Some(edits);
+                *slot = Some(arena.get(edits));
             }
         }
-        let mut resource_at: Vec<Option<&AttrEdits>> = vec![None; segments.resources];
+        let mut resource_at: Vec<Option<EditsRef>> = vec![None; segments.resources];
         for (index, edits) in &resources {
             if let Some(slot) = resource_at.get_mut(*index) {
-                *slot = Some(edits);
+                *slot = Some(arena.get(edits));
             }
         }
         let parts: Vec<(&[u8], &Scan, Plan)> = segments
@@ -585,23 +586,25 @@ impl Core {
         Ok(PyBytes::new(py, &out))
     }
 
-    /// Each span's own edits with its groups' merged in (groups.rs `merge`); spans whose own
-    /// edits are a `replace` take none. Indices past `count` are ignored, as own edits' are.
+    /// Each span's own edits with its groups' merged in (groups.rs `merge`, on the arena's
+    /// ranges); spans whose own edits are a `replace` take none. Indices past `count` are
+    /// ignored, as own edits' are.
     fn merge_groups<'py>(
         &self,
         conv: &mut Converter<'py>,
-        own: Vec<(usize, AttrEdits)>,
+        own: Vec<(usize, ArenaEdits)>,
         groups: &Bound<'py, PyAny>,
         count: usize,
-    ) -> PyResult<Vec<(usize, AttrEdits)>> {
+    ) -> PyResult<Vec<(usize, ArenaEdits)>> {
         let py = groups.py();
-        let mut converted: Vec<AttrEdits> = Vec::new();
-        // per span: (group number, its cut) in group order
-        let mut of: Vec<Vec<(usize, Option<crate::groups::Cut>)>> = vec![Vec::new(); count];
+        let mut converted: Vec<ArenaEdits> = Vec::new();
+        // (span, group number, its cut), in group order: sorted by span (stably) below.
+        let mut members: Vec<(u32, u32, Option<crate::groups::Cut>)> = Vec::new();
         for group in groups.try_iter()? {
             let group = group?;
-            let g = converted.len();
-            converted.push(self.attr_edits(conv, &group.getattr(pyo3::intern!(py, "edits"))?)?);
+            let g = converted.len() as u32;
+            let edits = self.attr_edits(conv, &group.getattr(pyo3::intern!(py, "edits"))?)?;
+            converted.push(edits);
             let after = group.getattr(pyo3::intern!(py, "after"))?;
             let after = after
                 .cast::<PyDict>()
@@ -619,36 +622,48 @@ impl Core {
                     },
                     false => None,
                 };
-                of[index].push((g, cut));
+                members.push((index as u32, g, cut));
             }
         }
         if converted.is_empty() {
             return Ok(own);
         }
-        let mut by_index: Vec<Option<AttrEdits>> = vec![None; count];
+        members.sort_by_key(|(span, _, _)| *span); // stable: each span's groups stay in order
+        let mut by_index: Vec<Option<ArenaEdits>> = vec![None; count];
         let mut replaced = vec![false; count];
-        let mut out = Vec::with_capacity(own.len());
+        let mut out = Vec::with_capacity(own.len() + members.len());
         for (index, edits) in own {
-            if index < count && edits.replace.is_none() && !of[index].is_empty() {
+            if index < count && edits.replace.is_some() {
+                replaced[index] = true;
+                out.push((index, edits));
+            } else if index < count {
                 by_index[index] = Some(edits);
             } else {
-                if index < count && edits.replace.is_some() {
-                    replaced[index] = true;
-                }
                 out.push((index, edits));
             }
         }
-        for (index, mine) in of.iter().enumerate() {
-            if mine.is_empty() {
-                continue;
+        let mut at = 0;
+        let mut mine: Vec<(ArenaEdits, Option<crate::groups::Cut>)> = Vec::new();
+        while at < members.len() {
+            let span = members[at].0 as usize;
+            let end = at + members[at..].iter().take_while(|(s, _, _)| *s as usize == span).count();
+            if !replaced[span] {
+                mine.clear();
+                mine.extend(
+                    members[at..end]
+                        .iter()
+                        .map(|(_, g, cut)| (converted[*g as usize], *cut)),
+                );
+                let own = by_index[span].take();
+                out.push((span, conv.arena.merge(own.as_ref(), &mine)));
             }
-            if replaced[index] {
-                continue; // the replacement carries everything
+            at = end;
+        }
+        // Own edits of spans no group touches.
+        for (index, edits) in by_index.into_iter().enumerate() {
+            if let Some(edits) = edits {
+                out.push((index, edits));
             }
-            let own = by_index[index].take();
-            let refs: Vec<(&AttrEdits, Option<crate::groups::Cut>)> =
-                mine.iter().map(|(g, cut)| (&converted[*g], *cut)).collect();
-            out.push((index, crate::groups::merge(own.as_ref(), &refs)));
         }
         Ok(out)
     }
@@ -657,7 +672,7 @@ impl Core {
         &self,
         conv: &mut Converter<'py>,
         edits: &Bound<'py, PyDict>,
-    ) -> PyResult<Vec<(usize, AttrEdits)>> {
+    ) -> PyResult<Vec<(usize, ArenaEdits)>> {
         let mut collected = Vec::with_capacity(edits.len());
         for (index, item) in edits.iter() {
             let index: usize = index.extract()?;
@@ -666,45 +681,57 @@ impl Core {
         Ok(collected)
     }
 
-    fn attr_edits<'py>(&self, conv: &mut Converter<'py>, item: &Bound<'py, PyAny>) -> PyResult<AttrEdits> {
+    /// One SpanEdits into the arena: its renames, deletes and sets as key and value ids.
+    fn attr_edits<'py>(&self, conv: &mut Converter<'py>, item: &Bound<'py, PyAny>) -> PyResult<ArenaEdits> {
         let py = item.py();
-        let mut edits = AttrEdits::default();
         let replace = item.getattr(pyo3::intern!(py, "replace"))?;
         if !replace.is_none() {
-            edits.replace = Some(
-                replace
-                    .cast::<PyBytes>()
-                    .map_err(|_| PyTypeError::new_err("replace must be bytes"))?
-                    .as_bytes()
-                    .to_vec(),
-            );
-            return Ok(edits);
+            let data = replace
+                .cast::<PyBytes>()
+                .map_err(|_| PyTypeError::new_err("replace must be bytes"))?
+                .as_bytes()
+                .to_vec();
+            let at = conv.arena.replaces.len() as u32;
+            conv.arena.replaces.push(data);
+            return Ok(ArenaEdits {
+                replace: Some(at),
+                ..ArenaEdits::default()
+            });
         }
         // Lists as SpanEdits holds them: read by index (no iterator object); any other
         // iterable through the iterator protocol.
+        let start = conv.arena.renames.len() as u32;
         let renames = item.getattr(pyo3::intern!(py, "renames"))?;
         for_each(&renames, |pair| {
             let (old, new) = pair_of(&pair)?;
-            edits.renames.push((conv.key(&old)?, conv.key(&new)?));
+            let ids = (conv.key(&old)?, conv.key(&new)?);
+            conv.arena.renames.push(ids);
             Ok(())
         })?;
+        let renames = (start, conv.arena.renames.len() as u32);
+        let start = conv.arena.deletes.len() as u32;
         let deletes = item.getattr(pyo3::intern!(py, "deletes"))?;
         for_each(&deletes, |key| {
-            edits.deletes.push(conv.key(&key)?);
+            let id = conv.key(&key)?;
+            conv.arena.deletes.push(id);
             Ok(())
         })?;
+        let deletes = (start, conv.arena.deletes.len() as u32);
+        let start = conv.arena.sets.len() as u32;
         let sets = item.getattr(pyo3::intern!(py, "sets"))?;
-        if let Ok(list) = sets.cast::<PyList>() {
-            edits.sets.reserve_exact(list.len()); // one allocation, not one per doubling
-        }
         for_each(&sets, |pair| {
             let (key, value) = pair_of(&pair)?;
-            let key = conv.key(&key)?;
-            let value = conv.value(self, &value)?;
-            edits.sets.push((key, value));
+            let ids = (conv.key(&key)?, conv.value(self, &value)?);
+            conv.arena.sets.push(ids);
             Ok(())
         })?;
-        Ok(edits)
+        let sets = (start, conv.arena.sets.len() as u32);
+        Ok(ArenaEdits {
+            renames,
+            deletes,
+            sets,
+            replace: None,
+        })
     }
 
     /// A value to set on an attribute, as the Python codec stores it: EMPTY removes the
@@ -812,28 +839,29 @@ impl Core {
         } else if value.is_none() || value.is(self.empty.bind(py)) {
             // An AnyValue with no value set: an empty body.
         } else if value.is_instance(self.kvlist_cls.bind(py))? {
-            let mut list = Vec::new();
+            // Written in place: each length fixed when its body is done (no buffer per level).
+            let slot = open_len(out, 6, 0);
             for pair in value.try_iter()? {
                 let pair = pair?;
                 let key = pair.get_item(0)?.str()?;
-                self.key_value(key.to_str()?, &pair.get_item(1)?, &mut list, depth)?;
+                self.key_value(key.to_str()?, &pair.get_item(1)?, out, depth)?;
             }
-            write_len_field(out, 6, &list);
+            close_len(out, slot);
         } else if let Ok(dict) = value.cast::<PyDict>() {
-            let mut list = Vec::new();
+            let slot = open_len(out, 6, 0);
             for (key, item) in dict.iter() {
                 let key = key.str()?;
-                self.key_value(key.to_str()?, &item, &mut list, depth)?;
+                self.key_value(key.to_str()?, &item, out, depth)?;
             }
-            write_len_field(out, 6, &list);
+            close_len(out, slot);
         } else if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
-            let mut array = Vec::new();
+            let array = open_len(out, 5, 0);
             for item in value.try_iter()? {
-                let mut element = Vec::new();
-                self.any_value(&item?, &mut element, depth + 1)?;
-                write_len_field(&mut array, 1, &element);
+                let element = open_len(out, 1, 0);
+                self.any_value(&item?, out, depth + 1)?;
+                close_len(out, element);
             }
-            write_len_field(out, 5, &array);
+            close_len(out, array);
         } else {
             let kind = value.get_type().name()?;
             return Err(PyTypeError::new_err(format!("cannot store {kind} in an OTLP AnyValue")));
@@ -842,16 +870,14 @@ impl Core {
     }
 
     fn key_value(&self, key: &str, value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: u32) -> PyResult<()> {
-        let mut kv = Vec::new();
+        let kv = open_len(out, 1, key.len() + 4);
         if !key.is_empty() {
-            write_len_field(&mut kv, 1, key.as_bytes());
+            write_len_field(out, 1, key.as_bytes());
         }
-        let mut body = Vec::new();
-        self.any_value(value, &mut body, depth + 1)?;
-        write_len_field(&mut kv, 2, &body);
-        write_tag(out, 1, LEN);
-        write_varint(out, kv.len() as u64);
-        out.extend_from_slice(&kv);
+        let body = open_len(out, 2, 0);
+        self.any_value(value, out, depth + 1)?;
+        close_len(out, body);
+        close_len(out, kv);
         Ok(())
     }
 }
@@ -903,44 +929,60 @@ impl<'py> Segments<'py> {
     }
 }
 
-/// The edits of one encode call converted to the crate's form, each distinct key object and
-/// immutable value object once (many spans' edits share them: a group's, the scan's
-/// interned strings, one stamp value). Keyed by object address, each object held here for
-/// the call, so no address is reused while it is a key.
+/// The edits of one encode call converted to the crate's form (an `EditArena`), each distinct
+/// key object and immutable value object once (many spans' edits share them: a group's, the
+/// scan's interned strings, one stamp value). Keyed by object address, each object held here
+/// for the call, so no address is reused while it is a key.
 struct Converter<'py> {
-    keys: HashMap<usize, (Bound<'py, PyAny>, Shared), FxBuild>,
-    values: HashMap<usize, (Bound<'py, PyAny>, SetValue), FxBuild>,
+    arena: EditArena,
+    keys: HashMap<usize, (Bound<'py, PyAny>, u32), FxBuild>,
+    values: HashMap<usize, (Bound<'py, PyAny>, u32), FxBuild>,
+    /// Lists of immutable scalars by the addresses of their elements (each element held here,
+    /// so no address is reused): a processor writes one list per span (`list(fields)`), but
+    /// its elements are the same few str objects, so a batch has a few distinct lists.
+    lists: HashMap<Vec<usize>, (Vec<Bound<'py, PyAny>>, u32), FxBuild>,
+    /// The element addresses of the list looked up (kept: no allocation per lookup).
+    addresses: Vec<usize>,
 }
 
 impl<'py> Converter<'py> {
     fn new() -> Self {
-        // Sized for a batch of the usual shape (tens of keys, a few hundred values): growing
-        // (rehashing) showed in the encode profile.
+        // Sized for a batch of the usual shape (tens of keys, several hundred values, about a
+        // thousand sets): growing (rehashing, copying) showed in the encode profile.
         Converter {
+            arena: EditArena {
+                keys: Vec::with_capacity(64),
+                values: Vec::with_capacity(512),
+                sets: Vec::with_capacity(1024),
+                ..EditArena::default()
+            },
             keys: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
-            values: HashMap::with_capacity_and_hasher(256, FxBuild::default()),
+            values: HashMap::with_capacity_and_hasher(512, FxBuild::default()),
+            lists: HashMap::default(),
+            addresses: Vec::new(),
         }
     }
 
-    fn key(&mut self, key: &Bound<'py, PyAny>) -> PyResult<Shared> {
+    fn key(&mut self, key: &Bound<'py, PyAny>) -> PyResult<u32> {
         let at = key.as_ptr() as usize;
         if let Some((_, found)) = self.keys.get(&at) {
-            return Ok(found.clone());
+            return Ok(*found);
         }
         let text = key
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err("attribute keys must be str"))?;
-        let made: Shared = text.to_str()?.as_bytes().into();
-        self.keys.insert(at, (key.clone(), made.clone()));
-        Ok(made)
+        let id = self.arena.keys.len() as u32;
+        self.arena.keys.push(text.to_str()?.as_bytes().into());
+        self.keys.insert(at, (key.clone(), id));
+        Ok(id)
     }
 
-    fn value(&mut self, core: &Core, value: &Bound<'py, PyAny>) -> PyResult<SetValue> {
+    fn value(&mut self, core: &Core, value: &Bound<'py, PyAny>) -> PyResult<u32> {
         // Found by address first: only immutable objects are kept, each held for the call (so
         // no other object has its address); the type checks only for one not seen yet.
         let at = value.as_ptr() as usize;
         if let Some((_, found)) = self.values.get(&at) {
-            return Ok(found.clone());
+            return Ok(*found);
         }
         // Only objects that cannot change: exact str, int, float, bytes, bool (and EMPTY).
         let immutable = value.is_exact_instance_of::<PyString>()
@@ -950,11 +992,43 @@ impl<'py> Converter<'py> {
             || value.is_exact_instance_of::<PyBool>()
             || value.is(core.empty.bind(value.py()));
         if !immutable {
-            return core.set_value(value);
+            if let Ok(list) = value.cast_exact::<PyList>() {
+                return self.list(core, list);
+            }
+            return Ok(self.push_value(core.set_value(value)?));
         }
-        let made = core.set_value(value)?;
-        self.values.insert(at, (value.clone(), made.clone()));
-        Ok(made)
+        let id = self.push_value(core.set_value(value)?);
+        self.values.insert(at, (value.clone(), id));
+        Ok(id)
+    }
+
+    fn push_value(&mut self, value: SetValue) -> u32 {
+        self.arena.values.push(value);
+        self.arena.values.len() as u32 - 1
+    }
+
+    /// A list value: found by its elements when every one is an immutable scalar (what it
+    /// encodes to depends on them only), else encoded afresh.
+    fn list(&mut self, core: &Core, list: &Bound<'py, PyList>) -> PyResult<u32> {
+        self.addresses.clear();
+        for item in list.iter() {
+            let scalar = item.is_exact_instance_of::<PyString>()
+                || item.is_exact_instance_of::<PyInt>()
+                || item.is_exact_instance_of::<PyFloat>()
+                || item.is_exact_instance_of::<PyBytes>()
+                || item.is_exact_instance_of::<PyBool>();
+            if !scalar {
+                return Ok(self.push_value(core.set_value(list.as_any())?));
+            }
+            self.addresses.push(item.as_ptr() as usize);
+        }
+        if let Some((_, found)) = self.lists.get(self.addresses.as_slice()) {
+            return Ok(*found);
+        }
+        let id = self.push_value(core.set_value(list.as_any())?);
+        let held: Vec<Bound<'py, PyAny>> = list.iter().collect();
+        self.lists.insert(self.addresses.clone(), (held, id));
+        Ok(id)
     }
 }
 

@@ -58,11 +58,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut plan = Plan::new(&scanned, false);
     for i in 0..scanned.spans.len() {
-        plan.span_edits[i] = Some(&edits);
+        plan.span_edits[i] = Some((&edits).into());
         plan.keep[i] = i % 3 != 2;
     }
     for r in 0..scanned.resources.len() {
-        plan.resource_edits[r] = Some(&edits);
+        plan.resource_edits[r] = Some((&edits).into());
     }
     let out = encode(data, &scanned, &plan).expect("encode after scan");
     let rescanned = scan(&out, &watched).expect("the encoder's output must scan");

@@ -397,3 +397,28 @@ def test_event_keys_repeats_and_sizes_in_both_codecs(native):
         # "z" repeats nothing watched; "a" twice does.
         view = codec.scan(raw, frozenset({"z"}))
         assert [s.repeated for s in view.spans] == [False, False] and not view.resources[0].repeated
+
+
+# --- list and kvlist values the encoder writes in place ------------------------------------
+
+def test_list_values_shared_long_and_changed_between_encodes(native):
+    """Lists set on many spans are written from their elements (one encoding per distinct
+    element sequence in a call), long enough that lengths pass 127 bytes at every level, and a
+    list changed between two encodes is written as it is then: bytes equal to the oracle's."""
+    raw = build_request([{"a": "x"}, {"a": "y"}, {"b": 1}, {}], 4)
+    watched = frozenset({"a", "b"})
+    view, expected = native.scan(raw, watched), ORACLE.scan(raw, watched)
+    names = ["workflow.name", "owner.team", "o" * 150]
+    long_kv = KvList([("long", "z" * 300), ("n", [["deep" * 40], KvList([("k", "v" * 130)])])])
+    shared = list(names)
+    edits = BatchEdits()
+    edits.span(0).sets += [("costctx.repaired", list(names)), ("kv", long_kv)]
+    edits.span(1).sets += [("costctx.repaired", list(names)), ("other", list(reversed(names)))]
+    edits.span(2).sets += [("costctx.repaired", shared), ("mixed", [names[0], 1, 2.5, True, b"\x01"])]
+    edits.span(3).sets += [("costctx.repaired", [names[0], [names[1]]]), ("empty", [])]
+    assert native.encode(view, edits) == ORACLE.encode(expected, edits)
+    shared.append("added")  # the same list object, changed: the next encode writes it anew
+    edits.span(2).sets[0] = ("costctx.repaired", shared)
+    got = native.encode(view, edits)
+    assert got == ORACLE.encode(expected, edits)
+    assert b"added" in got
