@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::encode::AttrEdits;
 use crate::kinds::kind_letter;
-use crate::scan::{Scan, Value};
+use crate::scan::{Scan, SpanRec, Value};
 
 /// Where a group's edits go among a span's own: after this many of its renames, deletes, sets.
 pub type Cut = (usize, usize, usize);
@@ -57,22 +57,12 @@ pub fn group_spans(raw: &[u8], scan: &Scan, by_value: &[bool]) -> (Vec<Vec<u32>>
     let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut key = Vec::with_capacity(64);
     for (i, span) in scan.spans.iter().enumerate() {
-        if span.repeated || !span.event_keys.is_empty() {
+        if is_loose(span) {
             loose.push(i as u32);
             continue;
         }
         key.clear();
-        for (id, value) in &span.attrs {
-            key.extend_from_slice(&id.to_le_bytes());
-            key.push(kind_letter(value));
-            if let Value::Str(range) = value {
-                if by_value.get(*id as usize).copied().unwrap_or(false) {
-                    let text = range.get(raw);
-                    key.extend_from_slice(&(text.len() as u32).to_le_bytes());
-                    key.extend_from_slice(text);
-                }
-            }
-        }
+        span_key(raw, span, by_value, &mut key);
         match index.get(key.as_slice()) {
             Some(&g) => groups[g].push(i as u32),
             None => {
@@ -82,6 +72,31 @@ pub fn group_spans(raw: &[u8], scan: &Scan, by_value: &[bool]) -> (Vec<Vec<u32>>
         }
     }
     (groups, loose)
+}
+
+/// Whether `group_spans` leaves a span loose: a watched key sent twice, or watched keys on events.
+#[inline]
+pub fn is_loose(span: &SpanRec) -> bool {
+    span.repeated || !span.event_keys.is_empty()
+}
+
+/// A span's group key as `group_spans` groups by it, appended to `out`: per watched attribute
+/// in the span's order, its key id, its value's kind letter and, when `by_value[id]` and the
+/// value is a string, the string (its length first). Key ids name keys of one scan's watched
+/// list only: compare keys of scans with the same list.
+#[inline]
+pub fn span_key(raw: &[u8], span: &SpanRec, by_value: &[bool], out: &mut Vec<u8>) {
+    for (id, value) in &span.attrs {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.push(kind_letter(value));
+        if let Value::Str(range) = value {
+            if by_value.get(*id as usize).copied().unwrap_or(false) {
+                let text = range.get(raw);
+                out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                out.extend_from_slice(text);
+            }
+        }
+    }
 }
 
 /// What a group's decision is keyed by (api.py `group_key`, the oracle): its first span's

@@ -63,5 +63,8 @@ mod settle;
 #[cfg(feature = "python")]
 mod span_read;
 
+#[cfg(feature = "python")]
+mod group_table;
+
 #[cfg(feature = "oracle")]
 pub mod oracle;

@@ -84,7 +84,7 @@ impl Layout {
 
 impl Layout {
     /// Per watched key id: whether it is one of `by_value`.
-    fn chosen(&self, by_value: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
+    pub(crate) fn chosen(&self, by_value: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
         let mut chosen = vec![false; self.prepared.bytes.len()];
         for key in by_value.try_iter()? {
             let key = key?;
@@ -1085,6 +1085,8 @@ fn costctx_native_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::price::price_calls, m)?)?;
     m.add_function(wrap_pyfunction!(crate::price::stamp_totals, m)?)?;
     m.add_function(wrap_pyfunction!(crate::settle::read_settle, m)?)?;
+    m.add_class::<crate::group_table::GroupTable>()?;
+    m.add_function(wrap_pyfunction!(crate::group_table::decided_groups, m)?)?;
     m.add_function(wrap_pyfunction!(crate::price::add_spend, m)?)?;
     Ok(())
 }

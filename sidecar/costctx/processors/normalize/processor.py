@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import RENAMED_KEY
+from costctx.normalize.group_table import decided_groups, new_table
 from costctx.normalize.rewrite import Tally, rewrite_attributes
 from costctx.normalize.sig_plan import SignaturePlans, mapped_keys
 from costctx.normalize.table import CompiledTable
@@ -95,6 +96,12 @@ class NormalizeProcessor(Processor):
         # (outcome, upstream) by the codec's group key (api.py group_key): a group seen before
         # is decided without a span view. Bounded: cleared when full.
         self._keyed_decisions: dict[tuple, tuple] = {}
+        # Group key -> decision number (group_table.py), and per number (outcome, upstream):
+        # 0 nothing to do, 1 span by span, then one per shared group edit (by `same`, see
+        # _decide_first). Cleared together when the table is full.
+        self._table_of_groups = new_table()
+        self._decisions: list[tuple] = [(None, False), (False, False)]
+        self._numbers: dict[tuple, int] = {}
         # The metric children a batch's counts go to, by (counter, key, where): labels() is
         # not free and a batch counts the same few each time (keys from the rename tables).
         self._children: dict[tuple[str, str, str], object] = {}
@@ -164,6 +171,9 @@ class NormalizeProcessor(Processor):
         # as grouped: the per-span path.
         skip = set(edits.touched()) | edits.removed if edits.spans or edits.groups or edits.removed else None
         keyed_groups = getattr(batch.codec, "keyed_groups", None)
+        if skip is None and keyed_groups is not None and isinstance(indices, range) and len(indices) == len(spans):
+            self._by_decisions(batch, tally)  # every span as scanned: the kept decisions' table
+            return
         if keyed_groups is not None:
             groups, loose, keys = keyed_groups(view, self._by_value)
         else:  # a codec without group keys: decided from each group's first span
@@ -207,6 +217,53 @@ class NormalizeProcessor(Processor):
         if rest:
             rest.sort()
             self._per_span(batch, rest, tally)
+
+    def _by_decisions(self, batch: ViewBatch, tally: Tally) -> None:
+        """`_by_groups` for a batch whose spans are all as scanned: the groups sorted by their
+        kept decision number in one call (group_table.py; in Rust with the native codec), so
+        only groups never seen before and decisions with work cost Python."""
+        table = self._table_of_groups
+        if len(table) >= MAX_GROUP_DECISIONS:  # bounded: cleared when full (numbers restart)
+            table.clear()
+            self._numbers.clear()
+            del self._decisions[2:]
+        spans = batch.view.spans
+        decided, undecided, loose = decided_groups(batch.codec, batch.view, self._by_value, table)
+        alike: dict[int, list[int]] = dict(decided)
+        for key, group in undecided:
+            number = self._number(self._decide_first(spans[group[0]]))
+            table.put(key, number)
+            if number:
+                found = alike.get(number)
+                if found is None:
+                    alike[number] = group
+                else:
+                    found.extend(group)
+        rest: list[int] = list(loose)
+        decisions = self._decisions
+        for number, members in alike.items():
+            outcome, upstream = decisions[number]
+            if outcome is False:  # value-dependent (a coercion, a conflict...): span by span
+                rest.extend(members)
+            else:
+                self._write_group(batch, outcome, upstream, members, tally)
+        if rest:
+            rest.sort()
+            self._per_span(batch, rest, tally)
+
+    def _number(self, found: tuple) -> int:
+        """The decision number of `_decide_first`'s answer: 0 nothing to do, 1 span by span,
+        else one per group edit (groups deciding alike share it)."""
+        outcome, upstream, same = found
+        if outcome is None:
+            return 0
+        if outcome is False:
+            return 1
+        number = self._numbers.get(same)
+        if number is None:
+            number = self._numbers[same] = len(self._decisions)
+            self._decisions.append((outcome, upstream))
+        return number
 
     def _decide_first(self, span) -> tuple:
         """(decision, upstream, same) for a group whose first span is `span`: the base table's
