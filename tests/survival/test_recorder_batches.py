@@ -81,3 +81,23 @@ def test_spend_rows_and_folded_counts_are_the_uncached_lookups_batch_after_batch
     assert cached.label_overflows()["workflow"] > 0 and cached.label_overflows()["spend_row"] > 0
     assert cached.snapshot_counts() == plain.snapshot_counts()
     assert {k: vars(r) for k, r in cached._spend.items()} == {k: vars(r) for k, r in plain._spend.items()}
+
+
+def test_hops_and_workflows_labelled_once_per_batch_count_each_fold_as_asked_each_time():
+    # record_batch labels each kept hop and workflow once per batch; a value folded into
+    # `other` is still asked (and counted) once per tally key, as a lookup per key did.
+    recorder = SurvivalRecorder(max_label_values=2)
+    sig = (0,) * len(recorder.fields)
+    other = tuple(1 for _ in recorder.fields)
+    usage = (True,) * (len(recorder.extra_keys) + 1)
+    spans = Counter({("a", 0, sig): 1, ("a", 1, sig): 2, ("b", 0, sig): 1, ("c", 0, sig): 3, ("c", 1, other): 1,
+                     ("d", None, sig): 1})
+    llm = Counter({("w1", sig, usage): 1, ("w1", other, usage): 1, ("w2", sig, usage): 1, ("w3", sig, usage): 2,
+                   ("w3", other, usage): 1})
+    for _ in range(2):
+        recorder.record_batch(spans, llm)
+    folded = recorder.label_overflows()
+    assert folded["hop"] == 2 * 3 and folded["workflow"] == 2 * 2  # c twice, d once; w3 twice
+    snapshot = recorder.snapshot_all()
+    assert snapshot.hop_spans == {"a": 6, "b": 2, "other": 10}
+    assert snapshot.readiness["other"].llm_spans == 6 and snapshot.readiness["w1"].llm_spans == 4

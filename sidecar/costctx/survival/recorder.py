@@ -220,9 +220,17 @@ class SurvivalRecorder:
         # Spans of one hop and signature at several depths: expanded into fields once, when
         # the counts are read (or now, for listeners that want this batch's outcomes).
         per_signature = Counter() if listeners else self._by_signature
+        # A batch names a few hops many times: each labelled once (a kept value stays kept, so
+        # asking again would give the same label with no other effect; a folded one is asked
+        # each time, as it counts an overflow each time).
+        labels: dict = {}
         with self._lock:
             for (raw_hop, depth, sig), n in spans.items():
-                hop = self._hops(raw_hop)
+                hop = labels.get(raw_hop)
+                if hop is None:
+                    hop = self._hops(raw_hop)
+                    if hop != OTHER:
+                        labels[raw_hop] = hop
                 self._hop_spans[hop] += n
                 if depth is not None and depth < self._hop_depth.get(hop, depth + 1):
                     self._hop_depth[hop] = depth
@@ -271,10 +279,16 @@ class SurvivalRecorder:
             buckets.append((current, {}, Counter()))
         _, rows, pending = buckets[-1]
         workflows = self._workflows
+        labels: dict = {}  # as in record_batch: each kept workflow labelled once per batch
         # Labelled now (which workflows keep their label depends on arrival order), expanded
         # into the rows when read.
         for (raw_workflow, sig, usage), n in llm.items():
-            pending[(workflows(raw_workflow), sig, usage)] += n
+            workflow = labels.get(raw_workflow)
+            if workflow is None:
+                workflow = workflows(raw_workflow)
+                if workflow != OTHER:
+                    labels[raw_workflow] = workflow
+            pending[(workflow, sig, usage)] += n
         if len(pending) > MAX_UNEXPANDED:
             self._expand_readiness(rows, pending)
 
