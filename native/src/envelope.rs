@@ -25,7 +25,22 @@ fn present(value: Option<Bound<'_, PyAny>>, empty: &Bound<'_, PyAny>) -> PyResul
     if let Ok(text) = value.cast_exact::<PyString>() {
         return Ok(text.len()? > 0);
     }
+    // The decoded scalars never equal "": no rich comparison for them (the usual extras).
+    if value.is_exact_instance_of::<PyInt>()
+        || value.is_exact_instance_of::<PyFloat>()
+        || value.is_exact_instance_of::<pyo3::types::PyBool>()
+    {
+        return Ok(true);
+    }
     Ok(!value.eq("")?)
+}
+
+/// A span's start or end (an int): as i64 when it fits (no 128-bit conversion), else i128.
+fn time_of(value: &Bound<'_, PyAny>) -> PyResult<i128> {
+    match value.extract::<i64>() {
+        Ok(small) => Ok(small as i128),
+        Err(_) => value.extract::<i128>(),
+    }
 }
 
 /// `key in notes` for one note set (a set, or any container a caller put there).
@@ -211,7 +226,11 @@ fn role_of<'r>(
     roles: &'r HashMap<&str, Role, FxBuild>,
     name: &Bound<'_, PyAny>,
 ) -> Option<&'r Role> {
-    *seen.entry(name.as_ptr() as usize).or_insert_with(|| {
+    let at = name.as_ptr() as usize;
+    if let Some(role) = seen.get(&at) {
+        return *role; // the usual case: a key (or note member) met before in this call
+    }
+    *seen.entry(at).or_insert_with(|| {
         let text = name.cast::<PyString>().ok()?.to_str().ok()?;
         roles.get(text)
     })
@@ -511,8 +530,8 @@ pub fn read_shapes<'py>(
                 let (start, end): (i128, i128) = match &read_fields {
                     Some((_, start, end)) => (*start, *end),
                     None => (
-                        field(item.as_ref().unwrap_or(&none), at_index, 1, start_name)?.extract()?,
-                        field(item.as_ref().unwrap_or(&none), at_index, 2, end_name)?.extract()?,
+                        time_of(&field(item.as_ref().unwrap_or(&none), at_index, 1, start_name)?)?,
+                        time_of(&field(item.as_ref().unwrap_or(&none), at_index, 2, end_name)?)?,
                     ),
                 };
                 let tally = (workflow, id, 0 < start && start <= end);
