@@ -100,7 +100,7 @@ class NormalizeProcessor(Processor):
         # 0 nothing to do, 1 span by span, then one per shared group edit (by `same`, see
         # _decide_first). Cleared together when the table is full.
         self._table_of_groups = new_table()
-        self._decisions: list[tuple] = [(None, False), (False, False)]
+        self._decisions: list[tuple] = [(None, False, None), (False, False, None)]
         self._numbers: dict[tuple, int] = {}
         # The metric children a batch's counts go to, by (counter, key, where): labels() is
         # not free and a batch counts the same few each time (keys from the rename tables).
@@ -242,11 +242,11 @@ class NormalizeProcessor(Processor):
         rest: list[int] = list(loose)
         decisions = self._decisions
         for number, members in alike.items():
-            outcome, upstream = decisions[number]
+            outcome, upstream, plan = decisions[number]
             if outcome is False:  # value-dependent (a coercion, a conflict...): span by span
                 rest.extend(members)
             else:
-                self._write_group(batch, outcome, upstream, members, tally)
+                self._write_group(batch, outcome, upstream, members, tally, plan)
         if rest:
             rest.sort()
             self._per_span(batch, rest, tally)
@@ -262,7 +262,7 @@ class NormalizeProcessor(Processor):
         number = self._numbers.get(same)
         if number is None:
             number = self._numbers[same] = len(self._decisions)
-            self._decisions.append((outcome, upstream))
+            self._decisions.append((outcome, upstream, self._group_plan(outcome, upstream)))
         return number
 
     def _decide_first(self, span) -> tuple:
@@ -293,20 +293,20 @@ class NormalizeProcessor(Processor):
         return outcome, upstream, same
 
     def _write_group(self, batch: ViewBatch, outcome: RewriteOnView, upstream: bool, members: list[int],
-                     tally: Tally) -> None:
+                     tally: Tally, plan: tuple | None = None) -> None:
         """One decision for many spans: counted for each, one group edit, the views' attrs
         kept in step without making a view for each (edit_attrs), and per span only its notes
-        (and a stamp merged when one came upstream)."""
-        renamed = outcome.renamed
-        stamp = self._stamp
-        for canonical in renamed:
-            tally[("renamed", canonical, "span")] += len(members)
-        sets = list(outcome.sets)
-        if renamed and stamp and not upstream:
-            sets.append((RENAMED_KEY, list(renamed)))
-        if outcome.renames or outcome.deletes or sets:
-            batch.edits.add_group(SpanEdits(list(outcome.renames), list(outcome.deletes), sets), members)
-        edit_attrs(batch.view.spans, members, outcome.renames, outcome.deletes, sets)
+        (and a stamp merged when one came upstream). `plan`: `_group_plan`'s, when kept."""
+        counted, renames, deletes, sets, renamed = plan if plan is not None else self._group_plan(outcome, upstream)
+        n = len(members)
+        found = tally.get
+        for key in counted:  # (a Counter's += on a new key runs its __missing__ in Python)
+            tally[key] = found(key, 0) + n
+        if renames or deletes or sets:
+            # (a list value copied: the plan is kept across batches, an edit is the batch's own)
+            batch.edits.add_group(SpanEdits(list(renames), list(deletes),
+                                            [(k, list(v) if type(v) is list else v) for k, v in sets]), members)
+        edit_attrs(batch.view.spans, members, renames, deletes, sets)
         if renamed:
             notes = batch.notes
             noted = [index for index in members if index in notes] if notes else ()
@@ -316,9 +316,20 @@ class NormalizeProcessor(Processor):
             # them), in one comprehension.
             fresh = [index for index in members if index not in notes] if noted else members
             notes.update({index: {"renamed": set(renamed)} for index in fresh})
-            if stamp and upstream:  # stamped upstream: merged span by span
+            if self._stamp and upstream:  # stamped upstream: merged span by span
                 for index in members:
                     batch.append_strings(index, RENAMED_KEY, renamed)
+
+    def _group_plan(self, outcome: RewriteOnView, upstream: bool) -> tuple:
+        """What `_write_group` writes for a decision, whatever its spans: the tally keys, the
+        renames, deletes and sets (the stamp among them when none came upstream), the renamed
+        keys."""
+        renamed = outcome.renamed
+        sets = list(outcome.sets)
+        if renamed and self._stamp and not upstream:
+            sets.append((RENAMED_KEY, list(renamed)))
+        counted = tuple(("renamed", canonical, "span") for canonical in renamed)
+        return counted, tuple(outcome.renames), tuple(outcome.deletes), tuple(sets), tuple(renamed)
 
     def _decide_group(self, span, kinds: str, plans: SignaturePlans):
         """The decision for a group whose first span is `span` (decide's outcome: None, plain
