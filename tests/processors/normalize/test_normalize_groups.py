@@ -116,3 +116,28 @@ def test_a_columnar_normalize_makes_no_span_view_for_groups_it_decided_before():
     # A view per group the first time; after, only for the spans an enum value maps, which
     # are decided one by one.
     assert made[0] < len(spans) / 2 and made[1] == len(MAPPED), made
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_kept_group_decisions_stay_bounded_and_exact_when_the_table_is_cleared(codec, monkeypatch):
+    """Group decisions are kept by group key in a table cleared when full (with the numbers
+    it hands out): batch after batch of new enum values, the table stays bounded and every
+    batch's output, notes and counts stay the protobuf path's."""
+    from costctx.processors.normalize import processor as normalize_module
+
+    monkeypatch.setattr(normalize_module, "MAX_GROUP_DECISIONS", 4)
+    processor = standalone_processor("normalize", CONFIG)
+    wanted: dict = {}
+    for n in range(6):
+        # A new model name each batch: new group keys (gen_ai.request.model splits groups)
+        fresh = [span(("gen_ai.system", "openai"), ("llm.token_count.prompt", 5), ("gen_ai.request.model", f"m{n}"),
+                      ("workflow.id", "w"))] * 3
+        spans = ALIKE[:2] + fresh + PLAIN[:2] + MAPPED[:1] + COERCE[:1]
+        batch, out, notes = run(codec, processor, spans)
+        want_out, want_notes, want_counts = through_protobuf(build([([], [("", spans)], "")]))
+        assert (out, notes) == (want_out, want_notes)
+        assert len(processor._table_of_groups) <= 4 + len(spans)
+        assert len(processor._decisions) <= 2 + 4 + len(spans)
+        for key, value in want_counts.items():
+            wanted[key] = wanted.get(key, 0) + value
+    assert counters(processor) == wanted
