@@ -541,3 +541,102 @@ pub fn read_roots<'py>(
     }
     Ok(out)
 }
+
+/// The loop of `costctx.budget.memory.MemoryStore.apply_sums` over its sums (the Python loop
+/// there, `_add_sums`, is its oracle: same counters and field order, expiries, touch order per
+/// TTL and evictions): each key's list added to its counter dict in `hashes` (made when absent,
+/// `evict()` called when that passes `max_keys`), its expiry and place at the end of its TTL's
+/// touch order set. `fields` is (USD, TOKENS, STEPS, START). -> key -> counter, in sums' order.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn add_sums<'py>(
+    py: Python<'py>,
+    hashes: &Bound<'py, PyDict>,
+    expires: &Bound<'py, PyDict>,
+    by_ttl: &Bound<'py, PyDict>,
+    sums: &Bound<'py, PyDict>,
+    now: f64,
+    max_keys: usize,
+    evict: &Bound<'py, PyAny>,
+    fields: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (usd, tokens, steps, start) = (
+        fields.get_item(0)?,
+        fields.get_item(1)?,
+        fields.get_item(2)?,
+        fields.get_item(3)?,
+    );
+    let zero = 0i64.into_pyobject(py)?.into_any();
+    let after = PyDict::new(py);
+    // one expiry float per TTL, shared by the batch's keys of that TTL (as the Python loop)
+    let mut expiry_of: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::new();
+    for (key, add) in sums.iter() {
+        let add = add.cast_into::<PyList>()?;
+        let plain = add.len() == 2;
+        let counter = match hashes.get_item(&key)? {
+            None => {
+                let counter = PyDict::new(py);
+                counter.set_item(&usd, add.get_item(1)?)?;
+                if !plain {
+                    counter.set_item(&tokens, add.get_item(2)?)?;
+                    counter.set_item(&steps, add.get_item(3)?)?;
+                    counter.set_item(&start, add.get_item(4)?)?;
+                }
+                hashes.set_item(&key, &counter)?;
+                if hashes.len() > max_keys {
+                    evict.call0()?;
+                }
+                counter
+            }
+            Some(counter) => {
+                let counter = counter.cast_into::<PyDict>()?;
+                let mut bump = |field: &Bound<'py, PyAny>, at: usize| -> PyResult<()> {
+                    let was = counter.get_item(field)?.unwrap_or_else(|| zero.clone());
+                    counter.set_item(field, was.add(add.get_item(at)?)?)
+                };
+                bump(&usd, 1)?;
+                if !plain {
+                    bump(&tokens, 2)?;
+                    bump(&steps, 3)?;
+                    if !counter.contains(&start)? {
+                        counter.set_item(&start, add.get_item(4)?)?;
+                    }
+                }
+                counter
+            }
+        };
+        let ttl = add.get_item(0)?;
+        if ttl.is_truthy()? {
+            let mut expiry = None;
+            for (known, value) in &expiry_of {
+                if known.eq(&ttl)? {
+                    expiry = Some(value.clone());
+                    break;
+                }
+            }
+            let expiry = match expiry {
+                Some(expiry) => expiry,
+                None => {
+                    let value = now.into_pyobject(py)?.into_any().add(ttl.div(1000.0f64)?)?;
+                    expiry_of.push((ttl.clone(), value.clone()));
+                    value
+                }
+            };
+            expires.set_item(&key, &expiry)?;
+            let order = match by_ttl.get_item(&ttl)? {
+                Some(order) => order.cast_into::<PyDict>()?,
+                None => {
+                    let order = PyDict::new(py);
+                    by_ttl.set_item(&ttl, &order)?;
+                    order
+                }
+            };
+            if order.contains(&key)? {
+                order.del_item(&key)?;
+            }
+            order.set_item(&key, &expiry)?; // touched last: at the end
+        }
+        after.set_item(&key, counter)?;
+    }
+    Ok(after)
+}

@@ -15,6 +15,14 @@ from costctx.budget.counters import RESERVED_FIELD, START, STEPS, TOKENS, USD
 from costctx.budget.decision import CheckOutcome, CheckPlan, decide
 from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult, KeyAdds, binding_admits
 
+try:
+    # apply_sums' per-key adds in one call (native/src/budget.rs); MemoryStore._add_sums is its oracle
+    from costctx_native._core import add_sums as native_add_sums  # type: ignore[import-not-found]
+except ImportError:  # an older build, or no native extension: the Python loop serves
+    native_add_sums = None
+# The counter fields add_sums writes, in the order it takes them.
+_FIELDS = (USD, TOKENS, STEPS, START)
+
 # Counters kept at most (workflow, window and velocity keys): past this the least recently
 # touched are forgotten first, so a sidecar that sees new workflows for days stays bounded.
 # ~385 bytes per key (tracemalloc, three fields: the key string, its counter dict, one slot in
@@ -273,6 +281,16 @@ class MemoryStore:
         per key instead of a KeyAdds and its two dicts."""
         now = self.clock()
         outcomes = self._release_bound(releases) if releases else []
+        if native_add_sums is not None:
+            after = native_add_sums(self.hashes, self.expires, self._by_ttl, sums, now, self.max_keys, self._evict,
+                                    _FIELDS)
+        else:
+            after = self._add_sums(sums, now)
+        return outcomes, after
+
+    def _add_sums(self, sums: dict[str, list[int]], now: float) -> dict[str, dict[str, int]]:
+        """apply_sums' adds, in Python: the oracle of the native one (`costctx_native._core.
+        add_sums`, native/src/budget.rs), which serves when built."""
         after: dict[str, dict[str, int]] = {}
         hashes, expires, by_ttl = self.hashes, self.expires, self._by_ttl
         expiry_of: dict[int, float] = {}
@@ -304,7 +322,7 @@ class MemoryStore:
                 order.pop(key, None)
                 order[key] = expiry  # touched last: at the end
             after[key] = counter
-        return outcomes, after
+        return after
 
     def release_now(self, reservation_id: str) -> bool:
         return self._release(reservation_id)
