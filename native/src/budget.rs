@@ -590,7 +590,7 @@ pub fn add_sums<'py>(
             }
             Some(counter) => {
                 let counter = counter.cast_into::<PyDict>()?;
-                let mut bump = |field: &Bound<'py, PyAny>, at: usize| -> PyResult<()> {
+                let bump = |field: &Bound<'py, PyAny>, at: usize| -> PyResult<()> {
                     let was = counter.get_item(field)?.unwrap_or_else(|| zero.clone());
                     counter.set_item(field, was.add(add.get_item(at)?)?)
                 };
