@@ -11,12 +11,42 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::view::{Source, SpanList};
 
+/// A span's ids one after another: inline when they fit (16 + 8 + 8 bytes, every valid
+/// span's), no allocation per span read; on the heap otherwise.
+enum Ids {
+    Inline([u8; 32], usize),
+    Heap(Vec<u8>),
+}
+
+impl Ids {
+    fn of(parts: &[&[u8]]) -> Ids {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > 32 {
+            return Ids::Heap(parts.concat());
+        }
+        let mut inline = [0u8; 32];
+        let mut at = 0;
+        for part in parts {
+            inline[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        Ids::Inline(inline, len)
+    }
+
+    fn get(&self) -> &[u8] {
+        match self {
+            Ids::Inline(bytes, len) => &bytes[..*len],
+            Ids::Heap(bytes) => bytes,
+        }
+    }
+}
+
 /// Where a read span's ids and times come from.
 enum Origin<'py> {
     View(Bound<'py, PyAny>),
     Record {
         // trace id, span id, parent span id, one after another: bytes objects made only when read
-        ids: Vec<u8>,
+        ids: Ids,
         trace_len: usize,
         span_len: usize,
         root: bool,
@@ -75,7 +105,7 @@ impl<'py> SpanRead<'py> {
             } => Ok(SpanRead {
                 attrs,
                 origin: Origin::Record {
-                    ids: [rec.trace_id.get(raw), rec.span_id.get(raw), rec.parent_span_id.get(raw)].concat(),
+                    ids: Ids::of(&[rec.trace_id.get(raw), rec.span_id.get(raw), rec.parent_span_id.get(raw)]),
                     trace_len: rec.trace_id.len as usize,
                     span_len: rec.span_id.len as usize,
                     root: rec.parent_span_id.len == 0,
@@ -112,7 +142,7 @@ impl<'py> SpanRead<'py> {
     pub(crate) fn trace_id(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match &self.origin {
             Origin::View(view) => view.getattr(pyo3::intern!(py, "trace_id")),
-            Origin::Record { ids, trace_len, .. } => Ok(PyBytes::new(py, &ids[..*trace_len]).into_any()),
+            Origin::Record { ids, trace_len, .. } => Ok(PyBytes::new(py, &ids.get()[..*trace_len]).into_any()),
         }
     }
 
@@ -124,7 +154,7 @@ impl<'py> SpanRead<'py> {
                 trace_len,
                 span_len,
                 ..
-            } => Ok(PyBytes::new(py, &ids[*trace_len..trace_len + span_len]).into_any()),
+            } => Ok(PyBytes::new(py, &ids.get()[*trace_len..trace_len + span_len]).into_any()),
         }
     }
 
@@ -136,7 +166,7 @@ impl<'py> SpanRead<'py> {
                 trace_len,
                 span_len,
                 ..
-            } => Ok(PyBytes::new(py, &ids[trace_len + span_len..]).into_any()),
+            } => Ok(PyBytes::new(py, &ids.get()[trace_len + span_len..]).into_any()),
         }
     }
 
@@ -153,7 +183,7 @@ impl<'py> SpanRead<'py> {
                 trace_len,
                 span_len,
                 ..
-            } => Ok(empty(&ids[trace_len + span_len..])),
+            } => Ok(empty(&ids.get()[trace_len + span_len..])),
         }
     }
 
