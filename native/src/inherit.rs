@@ -331,15 +331,14 @@ pub fn read_batch<'py>(
     for index in indices.try_iter()? {
         let index = index?;
         let at = index.extract::<usize>()?;
+        // a lazy list's span read without making its view (its attrs kept for the readers after)
         let span = match &spans_list {
-            Some(list) => list.get_item(at)?,
-            None => spans.get_item(at)?,
+            Some(list) => crate::span_read::SpanRead::of_view(py, list.get_item(at)?)?,
+            None => crate::span_read::SpanRead::of(py, spans, at)?,
         };
-        let trace = span.getattr(pyo3::intern!(py, "trace_id"))?.cast_into::<PyBytes>()?;
-        let span_id = span.getattr(pyo3::intern!(py, "span_id"))?.cast_into::<PyBytes>()?;
-        let parent = span
-            .getattr(pyo3::intern!(py, "parent_span_id"))?
-            .cast_into::<PyBytes>()?;
+        let trace = span.trace_id(py)?.cast_into::<PyBytes>()?;
+        let span_id = span.span_id(py)?.cast_into::<PyBytes>()?;
+        let parent = span.parent_span_id(py)?.cast_into::<PyBytes>()?;
         let trace_bytes = trace.as_bytes();
         keys.append(joined(py, trace_bytes, span_id.as_bytes()))?;
         let parent_bytes = parent.as_bytes();
@@ -349,7 +348,7 @@ pub fn read_batch<'py>(
         } else {
             wait_keys.append(joined(py, trace_bytes, parent_bytes))?;
         }
-        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
+        let attrs = &span.attrs;
         values.clear();
         objects.clear();
         let mut strings = true;
