@@ -70,12 +70,11 @@ pub fn read_spans<'py>(
     let mut values: Vec<Option<Bound<'py, PyAny>>> = Vec::with_capacity(fields.len());
     for index in indices.try_iter()? {
         let index = index?;
-        let span = spans.get_item(index.extract::<usize>()?)?;
-        let trace = span.getattr(pyo3::intern!(py, "trace_id"))?.cast_into::<PyBytes>()?;
-        let span_id = span.getattr(pyo3::intern!(py, "span_id"))?.cast_into::<PyBytes>()?;
-        let parent = span
-            .getattr(pyo3::intern!(py, "parent_span_id"))?
-            .cast_into::<PyBytes>()?;
+        // the lazy list's span read without making its view (its attrs kept for the readers after)
+        let span = crate::span_read::SpanRead::of(py, spans, index.extract::<usize>()?)?;
+        let trace = span.trace_id(py)?.cast_into::<PyBytes>()?;
+        let span_id = span.span_id(py)?.cast_into::<PyBytes>()?;
+        let parent = span.parent_span_id(py)?.cast_into::<PyBytes>()?;
         let trace_bytes = trace.as_bytes();
         keys.append(joined(py, trace_bytes, span_id.as_bytes()))?;
         let parent_bytes = parent.as_bytes();
@@ -85,7 +84,7 @@ pub fn read_spans<'py>(
         } else {
             wait_keys.append(joined(py, trace_bytes, parent_bytes))?;
         }
-        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
+        let attrs = &span.attrs;
         values.clear();
         objects.clear();
         let mut strings = true;
@@ -233,8 +232,8 @@ pub fn own_groups<'py>(
     let out = PyList::empty(py);
     let none = py.None().into_bound(py);
     for first in firsts.iter() {
-        let span = spans.get_item(first)?;
-        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
+        let span = crate::span_read::SpanRead::of(py, spans, first.extract::<usize>()?)?;
+        let attrs = &span.attrs;
         let own = PyDict::new(py);
         let mut values = Vec::with_capacity(fields.len());
         let mut types = Vec::with_capacity(fields.len());
@@ -332,15 +331,14 @@ pub fn read_batch<'py>(
     for index in indices.try_iter()? {
         let index = index?;
         let at = index.extract::<usize>()?;
+        // a lazy list's span read without making its view (its attrs kept for the readers after)
         let span = match &spans_list {
-            Some(list) => list.get_item(at)?,
-            None => spans.get_item(at)?,
+            Some(list) => crate::span_read::SpanRead::of_view(py, list.get_item(at)?)?,
+            None => crate::span_read::SpanRead::of(py, spans, at)?,
         };
-        let trace = span.getattr(pyo3::intern!(py, "trace_id"))?.cast_into::<PyBytes>()?;
-        let span_id = span.getattr(pyo3::intern!(py, "span_id"))?.cast_into::<PyBytes>()?;
-        let parent = span
-            .getattr(pyo3::intern!(py, "parent_span_id"))?
-            .cast_into::<PyBytes>()?;
+        let trace = span.trace_id(py)?.cast_into::<PyBytes>()?;
+        let span_id = span.span_id(py)?.cast_into::<PyBytes>()?;
+        let parent = span.parent_span_id(py)?.cast_into::<PyBytes>()?;
         let trace_bytes = trace.as_bytes();
         keys.append(joined(py, trace_bytes, span_id.as_bytes()))?;
         let parent_bytes = parent.as_bytes();
@@ -350,7 +348,7 @@ pub fn read_batch<'py>(
         } else {
             wait_keys.append(joined(py, trace_bytes, parent_bytes))?;
         }
-        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?;
+        let attrs = &span.attrs;
         values.clear();
         objects.clear();
         let mut strings = true;

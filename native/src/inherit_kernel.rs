@@ -26,7 +26,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
+use std::collections::HashMap;
+
 use crate::ancestors::AncestorTable;
+use crate::fxhash::FxBuild;
 use crate::inherit_votes::TraceVotes;
 
 /// What one batch's decisions write into (set by `begin`, dropped by `end`).
@@ -52,6 +55,13 @@ struct Batch {
     /// (the Python classes), called through the callables.
     table: Option<Py<AncestorTable>>,
     votes: Option<Py<TraceVotes>>,
+    // batch.view.spans: a lazy list (its spans read by index, no view made; entries carry None
+    // for the span) or a list of views
+    spans: Py<PyAny>,
+    lazy: bool,
+    /// A lazy list's spans read in this batch (list_level reads each, `one` and `unit` read it
+    /// again): what the kernel reads of one, read once, by index.
+    reads: std::sync::Mutex<HashMap<usize, Cached, FxBuild>>,
 }
 
 impl Batch {
@@ -76,6 +86,12 @@ impl Batch {
         }
         if let Some(votes) = &self.votes {
             visit.call(votes)?;
+        }
+        visit.call(&self.spans)?;
+        for read in self.reads.lock().unwrap().values() {
+            visit.call(&read.attrs)?;
+            visit.call(&read.trace_id)?;
+            visit.call(&read.span_id)?;
         }
         Ok(())
     }
@@ -254,8 +270,8 @@ impl DecideKernel {
                 return Ok(Outcome::Stop);
             }
         }
-        let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
-        let attrs = attrs.cast::<PyDict>()?;
+        let read = b.read(py, index, span)?;
+        let attrs = &read.attrs;
         if attrs.contains(fixed.repaired_key.bind(py))? || attrs.contains(fixed.hop_key.bind(py))? {
             return Ok(Outcome::Stop);
         }
@@ -264,7 +280,7 @@ impl DecideKernel {
             return Ok(Outcome::Stop); // `one` cascades to the held spans after it
         }
         let tally = b.tally.bind(py);
-        let resource_at = span.getattr(pyo3::intern!(py, "resource"))?;
+        let resource_at = read.resource;
         let resource = b.resources.bind(py).get_item(resource_at)?;
         let parent_fields = if parent.is_none() {
             None
@@ -273,11 +289,7 @@ impl DecideKernel {
         };
         // _resolve: a root (no parent id, or an invalid one, and no link), the shared
         // decision's key.
-        let root = parent.is_none() && {
-            let parent_id = span.getattr(pyo3::intern!(py, "parent_span_id"))?;
-            let parent_id = parent_id.cast::<pyo3::types::PyBytes>()?.as_bytes();
-            (parent_id.is_empty() || parent_id == [0u8; 8]) && !span.getattr(pyo3::intern!(py, "links"))?.is_truthy()?
-        };
+        let root = parent.is_none() && read.is_root(py)?;
         let mut within = parent_fields.is_some() && own.len() > 0;
         if let (true, Some(parent_fields)) = (within, &parent_fields) {
             for (field, value) in own.iter() {
@@ -342,9 +354,9 @@ impl DecideKernel {
         }
 
         // -- decided here: `one`'s steps from here on
-        let trace_id = span.getattr(pyo3::intern!(py, "trace_id"))?;
+        let trace_id = read.trace_id.clone();
         if own.contains(pyo3::intern!(py, "workflow.id"))? {
-            b.learning.bind(py).append((span, own))?;
+            b.learning.bind(py).append((learned(py, span, &read)?, own))?;
         }
         let (decision, entry) = match hit {
             Some(hit) => {
@@ -395,7 +407,7 @@ impl DecideKernel {
             // held span waits for it: the caller writes it with the rest of the unit's.
             return Ok(Outcome::Deferred(entry, decision));
         }
-        self.apply(py, fixed, b, index, attrs, &decision)?;
+        self.apply(py, fixed, b, index, &read, &decision)?;
         Ok(Outcome::Done)
     }
 
@@ -634,14 +646,21 @@ impl DecideKernel {
         }
         let own = own.cast::<PyDict>()?;
         if own.contains(pyo3::intern!(py, "workflow.id"))? {
-            let members = PyList::new(py, &spans[1..])?;
+            let members = PyList::empty(py);
+            for (index, span) in indices[1..].iter().zip(&spans[1..]) {
+                members.append(if b.lazy {
+                    learned(py, span, &b.read(py, index, span)?)?
+                } else {
+                    span.clone()
+                })?;
+            }
             b.learning.bind(py).append((members, own))?; // learned with the batch's others, in order
         }
         let votes = entry.get_item(5)?;
         if votes.is_truthy()? {
             let carriers = PyDict::new(py); // trace id -> spans, in order of first
-            for span in &spans[1..] {
-                let trace_id = span.getattr(pyo3::intern!(py, "trace_id"))?;
+            for (index, span) in indices[1..].iter().zip(&spans[1..]) {
+                let trace_id = b.read(py, index, span)?.trace_id;
                 let count = match carriers.get_item(&trace_id)? {
                     Some(found) => found.add(1)?,
                     None => 1i64.into_pyobject(py)?.into_any(),
@@ -684,8 +703,7 @@ impl DecideKernel {
                     }
                 }
                 for (index, span) in &alone {
-                    let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
-                    self.apply(py, fixed, b, index, attrs.cast::<PyDict>()?, &decision)?;
+                    self.apply(py, fixed, b, index, &b.read(py, index, span)?, &decision)?;
                 }
                 if kept_indices.is_empty() {
                     return Ok(true);
@@ -694,13 +712,20 @@ impl DecideKernel {
                 spans = kept_spans;
             }
             let copy = list_of(sets)?;
+            let indices_list = PyList::new(py, &indices)?;
             b.batch_edits.bind(py).call_method1(
                 pyo3::intern!(py, "add_group"),
-                (fixed.span_edits(py, copy)?, PyList::new(py, &indices)?),
+                (fixed.span_edits(py, copy)?, &indices_list),
             )?;
-            for span in &spans {
-                let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
-                update(attrs.cast::<PyDict>()?, sets)?;
+            for (index, span) in indices.iter().zip(&spans) {
+                if span.is_none() {
+                    // a lazy list's span: into the attrs dict kept for its readers and view
+                    let list = b.spans.bind(py).cast::<crate::view::SpanList>()?;
+                    list.get().update_attrs(py, index.extract()?, sets)?;
+                } else {
+                    let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
+                    update(attrs.cast::<PyDict>()?, sets)?;
+                }
             }
         }
         for index in &indices {
@@ -716,7 +741,7 @@ impl DecideKernel {
         fixed: &Fixed,
         b: &Batch,
         index: &Bound<'py, PyAny>,
-        attrs: &Bound<'py, PyDict>,
+        read: &Read<'py>,
         decision: &Decision<'py>,
     ) -> PyResult<()> {
         let sets = &decision.sets;
@@ -732,7 +757,7 @@ impl DecideKernel {
                         list_of(sets)?
                     };
                     edits.set_item(index, fixed.span_edits(py, copy)?)?;
-                    update(attrs, sets)?;
+                    b.write(py, index, read, sets)?;
                 }
                 Some(found) => {
                     if !found.getattr(pyo3::intern!(py, "replace"))?.is_none() {
@@ -750,7 +775,7 @@ impl DecideKernel {
                         found
                             .getattr(pyo3::intern!(py, "sets"))?
                             .call_method1(pyo3::intern!(py, "extend"), (sets,))?;
-                        update(attrs, sets)?;
+                        b.write(py, index, read, sets)?;
                     }
                 }
             }
@@ -800,6 +825,142 @@ impl DecideKernel {
         }
         Ok(())
     }
+}
+
+/// What the kernel reads of a lazy list's span (no view made), kept for the batch.
+struct Cached {
+    attrs: Py<PyDict>, // the dict kept for its readers and view (State.edited)
+    trace_id: Py<PyAny>,
+    span_id: Py<PyAny>,
+    kind: i32,
+    resource: usize,
+    no_parent: bool,
+    links: bool,
+}
+
+/// A span as the kernel reads it: its view, or a lazy list's span read from its record.
+struct Read<'py> {
+    attrs: Bound<'py, PyDict>,
+    view: Option<Bound<'py, PyAny>>,
+    trace_id: Bound<'py, PyAny>,
+    span_id: Option<Bound<'py, PyAny>>,
+    kind: i32,
+    resource: usize,
+    no_parent: bool,
+    links: bool,
+}
+
+impl<'py> Read<'py> {
+    fn of_view(py: Python<'py>, view: &Bound<'py, PyAny>) -> PyResult<Read<'py>> {
+        Ok(Read {
+            attrs: view.getattr(pyo3::intern!(py, "attrs"))?.cast_into::<PyDict>()?,
+            view: Some(view.clone()),
+            trace_id: view.getattr(pyo3::intern!(py, "trace_id"))?,
+            span_id: None,
+            kind: 0,
+            resource: view.getattr(pyo3::intern!(py, "resource"))?.extract()?,
+            no_parent: false, // read from the view when asked (is_root)
+            links: false,
+        })
+    }
+
+    fn of_cached(py: Python<'py>, cached: &Cached) -> Read<'py> {
+        Read {
+            attrs: cached.attrs.bind(py).clone(),
+            view: None,
+            trace_id: cached.trace_id.bind(py).clone(),
+            span_id: Some(cached.span_id.bind(py).clone()),
+            kind: cached.kind,
+            resource: cached.resource,
+            no_parent: cached.no_parent,
+            links: cached.links,
+        }
+    }
+
+    /// No parent (no id, or an invalid all-zero one) and no link.
+    fn is_root(&self, py: Python<'py>) -> PyResult<bool> {
+        match &self.view {
+            Some(view) => {
+                let parent_id = view.getattr(pyo3::intern!(py, "parent_span_id"))?;
+                let parent_id = parent_id.cast::<PyBytes>()?.as_bytes();
+                Ok((parent_id.is_empty() || parent_id == [0u8; 8])
+                    && !view.getattr(pyo3::intern!(py, "links"))?.is_truthy()?)
+            }
+            None => Ok(self.no_parent && !self.links),
+        }
+    }
+}
+
+impl Batch {
+    /// The span at `index`: `span` its view, or None (a lazy list's span: read without a view,
+    /// once per batch).
+    fn read<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>, span: &Bound<'py, PyAny>) -> PyResult<Read<'py>> {
+        if !span.is_none() {
+            return Read::of_view(py, span);
+        }
+        let at: usize = index.extract()?;
+        if let Some(found) = self.reads.lock().unwrap().get(&at) {
+            return Ok(Read::of_cached(py, found));
+        }
+        let read = crate::span_read::SpanRead::of(py, self.spans.bind(py), at)?;
+        if read.made() {
+            // made since (by Python's path): read as a view
+            return Read::of_view(py, &self.spans.bind(py).get_item(at)?);
+        }
+        let cached = Cached {
+            attrs: read.attrs.clone().unbind(),
+            trace_id: read.trace_id(py)?.unbind(),
+            span_id: read.span_id(py)?.unbind(),
+            kind: read.kind(py)?.extract()?,
+            resource: read.resource(py)?.extract()?,
+            no_parent: read.no_parent(py)?,
+            links: read.has_links(py)?,
+        };
+        let made = Read::of_cached(py, &cached);
+        self.reads.lock().unwrap().insert(at, cached);
+        Ok(made)
+    }
+
+    /// `attrs.update(sets)` on the span read as `read`: its view's attrs, or the dict kept for
+    /// its view and the later readers (SpanList::update_attrs).
+    fn write<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+        read: &Read<'py>,
+        sets: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        if read.view.is_some() {
+            return update(&read.attrs, sets);
+        }
+        let list = self.spans.bind(py).cast::<crate::view::SpanList>()?;
+        list.get().update_attrs(py, index.extract()?, sets)
+    }
+}
+
+/// What learning keeps of a span the kernel read without its view: the three attributes
+/// learn_plan (Python and native) reads of a span, as a view has them.
+#[pyclass(frozen, module = "costctx_native._core")]
+pub struct LearnedSpan {
+    #[pyo3(get)]
+    trace_id: Py<PyAny>,
+    #[pyo3(get)]
+    kind: Py<PyAny>,
+    #[pyo3(get)]
+    span_id: Py<PyAny>,
+}
+
+/// What learning keeps of a span (learn_plan.py): its view, or a LearnedSpan when it has none.
+fn learned<'py>(py: Python<'py>, span: &Bound<'py, PyAny>, read: &Read<'py>) -> PyResult<Bound<'py, PyAny>> {
+    let (Some(span_id), true) = (&read.span_id, span.is_none()) else {
+        return Ok(read.view.clone().unwrap_or_else(|| span.clone()));
+    };
+    let made = LearnedSpan {
+        trace_id: read.trace_id.clone().unbind(),
+        kind: read.kind.into_pyobject(py)?.into_any().unbind(),
+        span_id: span_id.clone().unbind(),
+    };
+    Ok(Bound::new(py, made)?.into_any())
 }
 
 /// `attrs.update(sets)` for a list of (key, value) pairs: dict.update's own loop
@@ -890,6 +1051,9 @@ impl DecideKernel {
         let table = native_self::<AncestorTable>(put.bind(py), "put_known")
             .filter(|t| native_self::<AncestorTable>(put_many.bind(py), "put_many_known").is_some_and(|m| m.is(t)));
         let votes = native_self::<TraceVotes>(record.bind(py), "record");
+        let spans = bound.getattr("view")?.getattr("spans")?;
+        let lazy = spans.cast::<crate::view::SpanList>().is_ok();
+        let spans = spans.unbind();
         self.batch = Some(Batch {
             tally,
             shared,
@@ -909,6 +1073,9 @@ impl DecideKernel {
             bulk,
             table,
             votes,
+            spans,
+            lazy,
+            reads: Default::default(),
         });
         Ok(())
     }
@@ -952,14 +1119,17 @@ impl DecideKernel {
         for p in start..end {
             let p: usize = order.get_item(p)?.extract()?;
             let index = indices.get_item(p)?;
-            let span = spans.get_item(&index)?;
+            // a lazy list's span is read without its view (None in the entry), else the view
+            let span = if b.lazy { none.clone() } else { spans.get_item(&index)? };
+            let read = b.read(py, &index, &span)?;
             let group: i64 = groups.get_item(p)?.extract()?;
             let (own, own_key, complete) = if group >= 0 {
                 let found = by_group.get_item(group as usize)?;
                 let found = found.cast_into::<PyTuple>()?;
                 (found.get_item(0)?, found.get_item(1)?, found.get_item(2)?)
             } else {
-                let found = read_alone.call1((&span,))?;
+                let view = if b.lazy { spans.get_item(&index)? } else { span.clone() }; // (rare: made)
+                let found = read_alone.call1((&view,))?;
                 let found = found.cast_into::<PyTuple>()?;
                 (found.get_item(0)?, found.get_item(1)?, found.get_item(2)?)
             };
@@ -989,8 +1159,7 @@ impl DecideKernel {
                 }
             };
             let key = keys.get_item(p)?;
-            let attrs = span.getattr(pyo3::intern!(py, "attrs"))?;
-            let attrs = attrs.cast::<PyDict>()?;
+            let attrs = &read.attrs;
             if group < 0
                 || (parent.is_none() && !complete.is_truthy()?)
                 || !grouped
@@ -1003,13 +1172,8 @@ impl DecideKernel {
                 )?)?;
                 continue;
             }
-            let root = parent.is_none() && {
-                let parent_id = span.getattr(pyo3::intern!(py, "parent_span_id"))?;
-                let parent_id = parent_id.cast::<pyo3::types::PyBytes>()?.as_bytes();
-                (parent_id.is_empty() || parent_id == [0u8; 8])
-                    && !span.getattr(pyo3::intern!(py, "links"))?.is_truthy()?
-            };
-            let resource: i64 = span.getattr(pyo3::intern!(py, "resource"))?.extract()?;
+            let root = parent.is_none() && read.is_root(py)?;
+            let resource = read.resource as i64;
             let unit_key = (
                 if parent.is_none() { 0 } else { parent.as_ptr() as usize },
                 group,

@@ -283,6 +283,10 @@ pub struct Records {
     /// object, so most puts skip reading it. Cleared when the place is freed.
     last: Option<(Py<PyAny>, Slot)>,
     made: Vec<Slot>, // records with a Known made in this batch
+    /// The Known objects standing for records in this batch (`made`), by address -> place:
+    /// a decision shared by spans not put one after another (`last` misses) is found
+    /// without reading it again. Valid while that record's `made` is the object (held).
+    by_made: HashMap<usize, Slot, FxBuild>,
     /// The class Known objects are made with; None: every Known is kept as the object.
     known_class: Option<Py<PyAny>>,
     /// In this batch, a fields dict put or made -> a record whose content holds its pairs
@@ -328,6 +332,15 @@ impl Records {
                 let slot = *slot;
                 self.records[slot as usize].as_mut().unwrap().refs += 1;
                 return Ok(slot);
+            }
+        }
+        if let Some(&slot) = self.by_made.get(&(known.as_ptr() as usize)) {
+            if let Some(record) = self.records[slot as usize].as_mut() {
+                if record.made.as_ref().is_some_and(|made| made.as_ptr() == known.as_ptr()) {
+                    record.refs += 1;
+                    self.last = Some((known.clone().unbind(), slot));
+                    return Ok(slot);
+                }
             }
         }
         let mut content = std::mem::take(&mut self.scratch);
@@ -392,6 +405,7 @@ impl Records {
                         // The object put stands for the record in this batch.
                         record.made = Some(known.clone().unbind());
                         self.made.push(slot);
+                        self.by_made.insert(known.as_ptr() as usize, slot);
                     }
                     slot
                 }
@@ -426,6 +440,7 @@ impl Records {
                         born: 0,
                     });
                     self.made.push(slot);
+                    self.by_made.insert(known.as_ptr() as usize, slot);
                     if let std::collections::hash_map::Entry::Vacant(entry) = self.by_hash.entry(hash) {
                         entry.insert(slot);
                     } else {
@@ -541,12 +556,14 @@ impl Records {
         self.remember_fields(fields, slot);
         self.records[slot as usize].as_mut().unwrap().made = Some(known.clone_ref(py));
         self.made.push(slot);
+        self.by_made.insert(known.as_ptr() as usize, slot);
         Ok(Some(known))
     }
 
     /// A batch starts: the Known objects made for the last one are dropped (the records
     /// stay); a read makes them again.
     pub fn forget_made(&mut self) {
+        self.by_made.clear();
         self.strs.forget_aliases();
         self.fields_of.clear();
         for slot in self.made.drain(..) {
@@ -557,6 +574,7 @@ impl Records {
     }
 
     pub fn clear(&mut self) {
+        self.by_made.clear();
         self.records.clear();
         self.free.clear();
         self.by_hash.clear();
@@ -601,6 +619,7 @@ impl Records {
             + map_bytes(self.strs.index.capacity(), std::mem::size_of::<(u64, u32)>())
             + map_bytes(self.strs.collided.capacity(), std::mem::size_of::<(Box<str>, u32)>())
             + map_bytes(self.strs.by_address.capacity(), std::mem::size_of::<(usize, u32)>())
+            + map_bytes(self.by_made.capacity(), std::mem::size_of::<(usize, Slot)>())
             + map_bytes(
                 self.fields_of.capacity(),
                 std::mem::size_of::<(usize, (Py<PyDict>, Slot, u32))>(),

@@ -11,15 +11,51 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::view::{Source, SpanList};
 
+/// A span's ids one after another: inline when they fit (16 + 8 + 8 bytes, every valid
+/// span's), no allocation per span read; on the heap otherwise.
+enum Ids {
+    Inline([u8; 32], usize),
+    Heap(Vec<u8>),
+}
+
+impl Ids {
+    fn of(parts: &[&[u8]]) -> Ids {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > 32 {
+            return Ids::Heap(parts.concat());
+        }
+        let mut inline = [0u8; 32];
+        let mut at = 0;
+        for part in parts {
+            inline[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        Ids::Inline(inline, len)
+    }
+
+    fn get(&self) -> &[u8] {
+        match self {
+            Ids::Inline(bytes, len) => &bytes[..*len],
+            Ids::Heap(bytes) => bytes,
+        }
+    }
+}
+
 /// Where a read span's ids and times come from.
 enum Origin<'py> {
     View(Bound<'py, PyAny>),
     Record {
-        trace_id: Bound<'py, PyBytes>,
-        span_id: Bound<'py, PyBytes>,
+        // trace id, span id, parent span id, one after another: bytes objects made only when read
+        ids: Ids,
+        trace_len: usize,
+        span_len: usize,
         root: bool,
         start: u64,
         end: u64,
+        // inherit's kernel: links, kind and resource index of its record
+        links: bool,
+        kind: i32,
+        resource: usize,
     },
 }
 
@@ -60,14 +96,24 @@ impl<'py> SpanRead<'py> {
                 origin: Origin::View(view),
             }),
             // its attrs as the view would have them, kept for the writes and readers after
-            Source::Dict { attrs, rec, raw, .. } => Ok(SpanRead {
+            Source::Dict {
+                attrs,
+                rec,
+                raw,
+                resource,
+                ..
+            } => Ok(SpanRead {
                 attrs,
                 origin: Origin::Record {
-                    trace_id: PyBytes::new(py, rec.trace_id.get(raw)),
-                    span_id: PyBytes::new(py, rec.span_id.get(raw)),
+                    ids: Ids::of(&[rec.trace_id.get(raw), rec.span_id.get(raw), rec.parent_span_id.get(raw)]),
+                    trace_len: rec.trace_id.len as usize,
+                    span_len: rec.span_id.len as usize,
                     root: rec.parent_span_id.len == 0,
                     start: rec.start,
                     end: rec.end,
+                    links: !rec.links.is_empty(),
+                    kind: rec.kind,
+                    resource,
                 },
             }),
             Source::Record { .. } => unreachable!("span_kept gives a dict"),
@@ -96,14 +142,71 @@ impl<'py> SpanRead<'py> {
     pub(crate) fn trace_id(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match &self.origin {
             Origin::View(view) => view.getattr(pyo3::intern!(py, "trace_id")),
-            Origin::Record { trace_id, .. } => Ok(trace_id.clone().into_any()),
+            Origin::Record { ids, trace_len, .. } => Ok(PyBytes::new(py, &ids.get()[..*trace_len]).into_any()),
         }
     }
 
     pub(crate) fn span_id(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match &self.origin {
             Origin::View(view) => view.getattr(pyo3::intern!(py, "span_id")),
-            Origin::Record { span_id, .. } => Ok(span_id.clone().into_any()),
+            Origin::Record {
+                ids,
+                trace_len,
+                span_len,
+                ..
+            } => Ok(PyBytes::new(py, &ids.get()[*trace_len..trace_len + span_len]).into_any()),
+        }
+    }
+
+    pub(crate) fn parent_span_id(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.origin {
+            Origin::View(view) => view.getattr(pyo3::intern!(py, "parent_span_id")),
+            Origin::Record {
+                ids,
+                trace_len,
+                span_len,
+                ..
+            } => Ok(PyBytes::new(py, &ids.get()[trace_len + span_len..]).into_any()),
+        }
+    }
+
+    /// No parent: no parent span id, or an invalid all-zero one (W3C).
+    pub(crate) fn no_parent(&self, py: Python<'py>) -> PyResult<bool> {
+        let empty = |id: &[u8]| id.is_empty() || id == [0u8; 8];
+        match &self.origin {
+            Origin::View(view) => {
+                let id = view.getattr(pyo3::intern!(py, "parent_span_id"))?;
+                Ok(empty(id.cast::<PyBytes>()?.as_bytes()))
+            }
+            Origin::Record {
+                ids,
+                trace_len,
+                span_len,
+                ..
+            } => Ok(empty(&ids.get()[trace_len + span_len..])),
+        }
+    }
+
+    /// Whether the span has links (the view's own, when made).
+    pub(crate) fn has_links(&self, py: Python<'py>) -> PyResult<bool> {
+        match &self.origin {
+            Origin::View(view) => view.getattr(pyo3::intern!(py, "links"))?.is_truthy(),
+            Origin::Record { links, .. } => Ok(*links),
+        }
+    }
+
+    pub(crate) fn kind(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.origin {
+            Origin::View(view) => view.getattr(pyo3::intern!(py, "kind")),
+            Origin::Record { kind, .. } => Ok(kind.into_pyobject(py)?.into_any()),
+        }
+    }
+
+    /// The span's resource index (the view's own, when made).
+    pub(crate) fn resource(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.origin {
+            Origin::View(view) => view.getattr(pyo3::intern!(py, "resource")),
+            Origin::Record { resource, .. } => Ok(resource.into_pyobject(py)?.into_any()),
         }
     }
 

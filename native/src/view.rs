@@ -332,6 +332,47 @@ impl SpanList {
         Ok(out)
     }
 
+    /// `set_attrs(i, sets)` for a list of (key, value) pairs (inherit's kernel), written now
+    /// into the dict later readers and the view share when span `i` has one kept up to date
+    /// (State.edited, read by `Reading::span_kept`): dict.update's own loop, the values as
+    /// they are (as a made view's attrs take them), the change counted as applied. Else as
+    /// `set_attrs`.
+    pub(crate) fn update_attrs(&self, py: Python<'_>, i: usize, sets: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut state = self.lock(py);
+        let len = state.made.len();
+        let at = self.index(i as isize, len)?;
+        let state = &mut *state;
+        if let Some(view) = &state.made[at] {
+            let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
+            return merge_pairs(attrs.cast::<PyDict>()?, sets);
+        }
+        let done = state.pending.get(&at).map_or(0, |ops| ops.len());
+        if let Some((dict, applied)) = state.edited.get_mut(&at) {
+            if *applied == done {
+                merge_pairs(dict.bind(py), sets)?;
+                // kept pending (readers find the kept dict through it), applied already
+                let op = AttrOp {
+                    renames: Vec::new(),
+                    deletes: Vec::new(),
+                    sets: Vec::new(),
+                };
+                state.pending.entry(at).or_default().push(std::sync::Arc::new(op));
+                *applied = done + 1;
+                return Ok(());
+            }
+        }
+        let mut op = AttrOp {
+            renames: Vec::new(),
+            deletes: Vec::new(),
+            sets: Vec::new(),
+        };
+        for pair in sets.try_iter()? {
+            let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
+            op.sets.push((key.unbind(), value.unbind()));
+        }
+        edit_span(py, state, at, &std::sync::Arc::new(op))
+    }
+
     /// `attrs[key] = value` for each pair on span `i` (one `edit_attrs` of sets): now on its
     /// view when made, else when it is (crate::span_read::write, for native passes).
     pub(crate) fn set_attrs(
@@ -426,10 +467,37 @@ impl<'py> Maker<'_, 'py> {
     /// value, in record order (a repeated key's last occurrence stands).
     fn attrs_of(&mut self, attrs: &[(u16, Value)], keys: &[Py<PyString>]) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(self.py);
+        self.fill(&dict, attrs, keys)
+    }
+
+    /// `attrs_of` in a dict made with room for `room` keys more (no resize while they are
+    /// added: a dict made empty resizes as it grows past 5, 10, 21 keys).
+    fn attrs_with_room(
+        &mut self,
+        attrs: &[(u16, Value)],
+        keys: &[Py<PyString>],
+        room: usize,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        // SAFETY: a new reference or NULL with the error set.
+        let dict = unsafe {
+            Bound::from_owned_ptr_or_err(
+                self.py,
+                _PyDict_NewPresized((attrs.len() + room) as pyo3::ffi::Py_ssize_t),
+            )?
+        };
+        self.fill(dict.cast::<PyDict>()?, attrs, keys)
+    }
+
+    fn fill(
+        &mut self,
+        dict: &Bound<'py, PyDict>,
+        attrs: &[(u16, Value)],
+        keys: &[Py<PyString>],
+    ) -> PyResult<Bound<'py, PyDict>> {
         for (id, value) in attrs {
             dict.set_item(keys[*id as usize].bind(self.py), self.value(value)?)?;
         }
-        Ok(dict)
+        Ok(dict.clone())
     }
 
     pub(crate) fn value(&mut self, value: &Value) -> PyResult<Bound<'py, PyAny>> {
@@ -501,6 +569,23 @@ fn edit_span(py: Python<'_>, state: &mut State, at: usize, op: &std::sync::Arc<A
             Ok(())
         }
     }
+}
+
+/// Keys a kept dict (Reading::span_kept) has room for beyond its record's.
+const KEPT_ROOM: usize = 10;
+
+extern "C" {
+    // CPython's dict made for `minused` keys (Include/cpython/dictobject.h; pyo3-ffi skips it).
+    fn _PyDict_NewPresized(minused: pyo3::ffi::Py_ssize_t) -> *mut pyo3::ffi::PyObject;
+}
+
+/// `attrs.update(pairs)` for a sequence of (key, value) pairs (PyDict_MergeFromSeq2).
+fn merge_pairs(attrs: &Bound<'_, PyDict>, pairs: &Bound<'_, PyAny>) -> PyResult<()> {
+    // SAFETY: both are live objects held by the caller; the call borrows them.
+    if unsafe { pyo3::ffi::PyDict_MergeFromSeq2(attrs.as_ptr(), pairs.as_ptr(), 1) } < 0 {
+        return Err(PyErr::fetch(attrs.py()));
+    }
+    Ok(())
 }
 
 /// Whether an attrs dict holds any of `keys`.
@@ -657,7 +742,9 @@ impl<'a, 'py> Reading<'a, 'py> {
                         raw,
                         strings,
                     };
-                    let attrs = maker.attrs_of(&rec.attrs, &layout.prepared.keys)?;
+                    // room for the keys the pass writes next (inherit's kernel adds ~8 to
+                    // a repaired span): no resize on its write
+                    let attrs = maker.attrs_with_room(&rec.attrs, &layout.prepared.keys, KEPT_ROOM)?;
                     edited.insert(i, (attrs.clone().unbind(), 0));
                     attrs
                 }

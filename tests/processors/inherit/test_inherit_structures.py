@@ -238,7 +238,7 @@ def test_the_native_table_is_the_python_cache(ops, bounds):
 # fields or a new one) per put; a read is (key,).
 _batch_ops = st.lists(st.lists(st.one_of(
     st.tuples(st.integers(0, len(_KEYS) - 1), st.integers(0, len(_FIELDS) - 1), st.integers(0, 4),
-              st.integers(0, len(_SHAPES) - 1), st.booleans()),
+              st.integers(0, len(_SHAPES) - 1), st.integers(0, 2)),
     st.tuples(st.integers(0, len(_KEYS) - 1)),
 ), min_size=1, max_size=30), min_size=1, max_size=8)
 
@@ -250,7 +250,9 @@ def test_knowns_sharing_a_fields_dict_in_a_batch_are_put_as_the_python_cache_put
     """Within a batch (one `now`), Knowns that share one fields dict with other hops, depths
     and fallbacks (a child that inherits everything takes its parent's dict) take their pairs
     from the record the dict was put with: the same answers as the oracle, also when that
-    record went (evicted at a small bound) and its place holds another record since."""
+    record went (evicted at a small bound) and its place holds another record since. A Known
+    put again later in the batch (a shared decision, other puts between) is found by the
+    object: the same answers, also when its record went meanwhile."""
     max_entries, ttl, max_sources = bounds
     clock = [50.0]
     timer = lambda: clock[0]  # noqa: E731
@@ -259,6 +261,7 @@ def test_knowns_sharing_a_fields_dict_in_a_batch_are_put_as_the_python_cache_put
     for batch in batches:
         clock[0] += 1.0
         dicts: dict = {}
+        knowns: dict = {}  # this batch's Known objects, by what they hold
         for cache in (oracle, native):
             cache.expire_due(clock[0])
             cache.now = clock[0]
@@ -270,6 +273,8 @@ def test_knowns_sharing_a_fields_dict_in_a_batch_are_put_as_the_python_cache_put
             depth, fallback = _SHAPES[shape]
             held = dicts.setdefault(fields, dict(_FIELDS[fields])) if shared else dict(_FIELDS[fields])
             known = Known(held, f"svc-{source}", depth, fallback)
+            if shared == 2:  # the object put before in this batch, if any
+                known = knowns.setdefault((fields, source, shape), known)
             for cache in (oracle, native):
                 cache.put(_KEYS[key], known)
             assert len(native) == len(oracle) <= max_entries
@@ -277,6 +282,22 @@ def test_knowns_sharing_a_fields_dict_in_a_batch_are_put_as_the_python_cache_put
             cache.now = None
         assert native.evicted == oracle.evicted and native.disputed == oracle.disputed
         assert [state(native.get(k)) for k in _KEYS] == [state(oracle.get(k)) for k in _KEYS]
+
+@pytest.mark.skipif(_AncestorTable is None, reason="costctx_native not built")
+def test_a_known_put_again_after_its_record_went_is_read_again():
+    """A Known put earlier in the batch is found by the object only while its record is the
+    one it stands for: here its record went (evicted at a bound of one) and its place holds
+    another's, so the put reads it again and the table answers it, not the other."""
+    cache = NativeContextCache(1, 10.0, lambda: 0.0)
+    cache.now = 0.0
+    first = Known({"workflow.id": "w1"}, "svc", 0, frozenset())
+    cache.put(b"\x01" * 24, first)
+    cache.put(b"\x02" * 24, Known({"workflow.id": "w2"}, "svc", 0, frozenset()))
+    cache.put(b"\x03" * 24, Known({"workflow.id": "w3"}, "svc", 0, frozenset()))  # in first's place
+    cache.put(b"\x04" * 24, first)
+    assert state(cache.reader()(b"\x04" * 24)) == state(first)
+    cache.now = None
+
 
 @pytest.mark.skipif(_AncestorTable is None, reason="costctx_native not built")
 def test_the_native_table_keeps_one_record_per_distinct_known():

@@ -100,6 +100,15 @@ class InheritProcessor(Processor):
     # (False: every span the Python way, the kernel's oracle in tests).
     kernel = True
 
+    # With the kernel, the native codec's spans are read from the lazy list's records (no view
+    # made); views are made only for the spans Python's path takes (False: every span's view,
+    # as before: the same decisions, for A/B measurements).
+    read_records = True
+
+    @property
+    def columnar(self) -> bool:  # type: ignore[override]
+        return self.read_records and self.kernel and self._kernel is not None
+
     def __init__(self, name: str, config: InheritConfig, host: Host) -> None:
         super().__init__(name, config, host)
         envelope = host.envelope
@@ -241,7 +250,10 @@ class InheritProcessor(Processor):
             """Hold or resolve one span (a span alone, or the first of a unit). `defer`: when
             its decision is shared with spans alike in this batch (_Tally.shared's entry) and
             no held span waits for it, it is not written: the entry is returned and the
-            caller writes it with the rest of the unit's."""
+            caller writes it with the rest of the unit's. `span` None: the kernel read it
+            without a view (a lazy list's): made now."""
+            if span is None:
+                span = spans[index]
             trace_id = span.trace_id
             if parent is None and not complete:
                 links = span.links
@@ -367,6 +379,10 @@ class InheritProcessor(Processor):
                     if type(unit) is tuple:
                         one(*unit)
                         continue
+                    if kernel is not None:
+                        for place in range(4, len(unit), 3):  # the kernel's entries: views made now
+                            if unit[place] is None:
+                                unit[place] = spans[unit[place - 1]]
                     if len(unit) < 12:  # two spans: decided alone costs less than a group edit
                         own, own_key, parent = unit[0], unit[1], unit[2]
                         one(unit[3], unit[4], unit[5], None, own, own_key, True, parent)
