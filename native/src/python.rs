@@ -1070,9 +1070,7 @@ fn costctx_native_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::envelope::read_shapes, m)?)?;
     m.add_function(wrap_pyfunction!(crate::envelope::missing_groups, m)?)?;
     m.add_function(wrap_pyfunction!(crate::budget::read_roots, m)?)?;
-    m.add_function(wrap_pyfunction!(crate::inherit::read_spans, m)?)?;
     m.add_function(wrap_pyfunction!(crate::inherit::parent_first, m)?)?;
-    m.add_function(wrap_pyfunction!(crate::inherit::own_groups, m)?)?;
     m.add_function(wrap_pyfunction!(crate::inherit::read_batch, m)?)?;
     m.add_function(wrap_pyfunction!(crate::inherit_learn::learn_plan, m)?)?;
     m.add_function(wrap_pyfunction!(crate::inherit_split::one_span_requests, m)?)?;

@@ -1,5 +1,5 @@
-"""inherit's per-batch reading (batch_read.read_spans) in Rust and in Python give the same
-result: on hand-made views (forged, duplicate and all-zero ids, any value type), on views both
+"""inherit's per-batch reading (batch_read.read_batch: read_spans then own_groups) in Rust and
+in Python give the same result: on hand-made views (forged, duplicate and all-zero ids, any value type), on views both
 codecs scan from generated requests, and on the bench workload."""
 
 from __future__ import annotations
@@ -11,11 +11,17 @@ from hypothesis import strategies as st
 from bench.workload import WorkloadSpec, build_requests
 from costctx.envelope import ENVELOPE
 from costctx.pdata.codec.api import EMPTY, KvList, SpanView
-from costctx.processors.inherit.batch_read import native_parent_first, native_read_spans, parent_first, read_spans
+from costctx.processors.inherit.batch_read import (
+    native_parent_first,
+    native_read_batch,
+    parent_first,
+    read_batch,
+    read_spans,
+)
 from tests.support.codecs import available_codecs
 
 FIELDS = ENVELOPE.inheritable
-needs_native = pytest.mark.skipif(native_read_spans is None, reason="costctx_native not built")
+needs_native = pytest.mark.skipif(native_read_batch is None, reason="costctx_native not built")
 
 ids = st.sampled_from([b"", bytes(8), bytes(16), b"\x01" * 8, b"\x02" * 8, b"\x01" * 16, b"\xff" * 3])
 values = st.one_of(
@@ -28,16 +34,18 @@ spans = st.lists(st.builds(lambda t, s, p, a: SpanView(t, s, p, 0, 0, 0, 0, a, l
 
 
 def both(view_spans: list, indices) -> tuple:
+    """read_spans' result, checked against what the native read_batch reads alike."""
     want = read_spans(view_spans, indices, FIELDS)
-    got = native_read_spans(view_spans, indices, FIELDS)
-    assert got == want
+    got = native_read_batch(view_spans, indices, FIELDS, frozenset())
+    assert got[:3] == want[:3]
+    assert got[3] == read_batch(view_spans, indices, FIELDS, frozenset())[3]
     return want
 
 
 @needs_native
 @settings(max_examples=200, deadline=None)
 @given(view_spans=spans, order=st.sampled_from(["forward", "backward", "some"]))
-def test_native_read_spans_is_the_python_one(view_spans, order):
+def test_native_read_batch_reads_spans_as_the_python_one(view_spans, order):
     indices = list(range(len(view_spans)))
     if order == "backward":
         indices.reverse()
@@ -66,7 +74,7 @@ def test_the_rules_by_hand():
     assert keys == [b"t" * 16 + b"a" * 8, b"t" * 16 + b"b" * 8, b"t" * 16 + b"a" * 8, b"t" * 16 + b"c" * 8]
     assert wait_keys == [None, None, b"t" * 16 + b"a" * 8, b"t" * 16 + b"b" * 8]
     assert groups == [0, 0, -1, 1] and firsts == [0, 3]
-    if native_read_spans is not None:
+    if native_read_batch is not None:
         both(view_spans, range(4))
 
 
@@ -78,27 +86,10 @@ def test_a_str_subclass_is_not_a_str():
     view_spans = [SpanView(b"t" * 16, bytes([i]) * 8, b"", 0, 0, 0, 0, {"workflow.id": value}, 1)
                   for i, value in enumerate(["wf", Text("wf"), "wf"])]
     assert read_spans(view_spans, range(3), FIELDS)[2] == [0, -1, 0]
-    if native_read_spans is not None:
+    if native_read_batch is not None:
         both(view_spans, range(3))
 
 
-@needs_native
-@pytest.mark.parametrize("complete", [False, True])
-def test_the_bench_workload_on_both_codecs(complete):
-    from costctx.processors.inherit.processor import InheritProcessor
-    from tests.support.processors import standalone_processor
-
-    processor = standalone_processor("inherit")
-    assert isinstance(processor, InheritProcessor)
-    for raw in build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=5)):
-        results = []
-        for codec in available_codecs():
-            view = codec.scan(raw, processor.watched_keys())
-            results.append(both(view.spans, range(len(view.spans))))
-        assert all(r == results[0] for r in results)
-
-
-# -- parent_first: the order a batch is resolved in ----------------------------------------
 needs_native_order = pytest.mark.skipif(native_parent_first is None, reason="costctx_native not built")
 span_ids = st.sampled_from([bytes([i]) * 8 for i in range(6)] + [bytes(8)])
 
@@ -174,21 +165,6 @@ def test_parent_first_on_the_bench_workload_is_native_and_python_alike():
             assert order[0] != sorted(order[0])  # children come before their parents
             _check_order(keys, wait_keys, order)
             assert native_parent_first(keys, wait_keys) == order
-
-
-@needs_native
-@settings(max_examples=200, deadline=None)
-@given(view_spans=spans, required=st.sets(st.sampled_from(FIELDS[:6])))
-def test_native_own_groups_is_the_python_one(view_spans, required):
-    from costctx.processors.inherit.batch_read import native_own_groups, own_groups
-
-    _, _, _, firsts = read_spans(view_spans, range(len(view_spans)), FIELDS)
-    required = frozenset(required)
-    for chosen in (firsts, list(range(len(view_spans)))):  # the groups' first spans, and any span
-        want = own_groups(view_spans, chosen, FIELDS, required)
-        got = native_own_groups(view_spans, chosen, FIELDS, required)
-        assert got == want
-        assert [list(g[0]) for g in got] == [list(w[0]) for w in want]  # fields in the same order
 
 
 # -- read_batch: read_spans and own_groups in one pass --------------------------------------

@@ -16,12 +16,12 @@ from bench.workload import WorkloadSpec, build_requests
 from costctx.pdata.codec.native import AVAILABLE
 from costctx.pdata.codec.python import PythonCodec
 from costctx.pdata.view_batch import ViewBatch
-from costctx.processors.inherit.batch_read import native_read_spans
+from costctx.processors.inherit.batch_read import native_read_batch
 from costctx.processors.inherit.context_cache import ContextCache, NativeContextCache, _AncestorTable
 from tests.support.otlp import kv
 from tests.support.processors import standalone_processor
 
-pytestmark = pytest.mark.skipif(not AVAILABLE or native_read_spans is None or _AncestorTable is None,
+pytestmark = pytest.mark.skipif(not AVAILABLE or native_read_batch is None or _AncestorTable is None,
                                 reason="costctx_native not built")
 
 CONTEXT = {"workflow.id": "wf-1", "workflow.name": "chat", "request.id": "r-1", "owner.tenant": "acme",

@@ -1,6 +1,6 @@
 """The inherit processor's per-span reading, in one call per batch, in Python here and in
-Rust (`costctx_native._core.read_spans`, native/src/inherit.rs) with the same result: this
-is the fallback and the oracle.
+Rust (`costctx_native._core.read_batch`, native/src/inherit.rs: `read_spans` then
+`own_groups` in one pass) with the same result: this is the fallback and the oracle.
 
 Per span at `indices`, in order: its key (trace id + span id), the key of the ancestor it
 would wait for (trace id + parent span id; None for a root, or an all-zero parent id, which
@@ -18,12 +18,10 @@ _INVALID_SPAN_ID = bytes(8)
 _NONE = type(None)
 
 try:
-    from costctx_native._core import own_groups as native_own_groups
     from costctx_native._core import parent_first as native_parent_first
     from costctx_native._core import read_batch as native_read_batch
-    from costctx_native._core import read_spans as native_read_spans
 except ImportError:  # built without the extension
-    native_read_spans = native_parent_first = native_own_groups = native_read_batch = None
+    native_parent_first = native_read_batch = None
 
 
 def read_spans(spans: list, indices: Iterable[int], fields: tuple[str, ...]
