@@ -229,10 +229,10 @@ class MemoryStore:
         outcomes = self._release_bound(releases)
         # The counters themselves, not copies: the caller reads them before anything else runs.
         after: dict[str, dict[str, int]] = {}
-        hashes, expires, by_ttl = self.hashes, self.expires, self._by_ttl
+        hashes = self.hashes
         expiry_of: dict[int, float] = {}  # one expiry float per TTL, shared by the call's keys
         for key, add in adds.items():
-            # _hash and _expire_at inlined: this runs for every counter a batch touches.
+            # _hash inlined: this runs for every counter a batch touches.
             counter = hashes.get(key)
             fresh = counter is None
             if fresh:
@@ -243,15 +243,7 @@ class MemoryStore:
                     self._evict()
             ttl_ms = add.ttl_ms
             if ttl_ms:
-                expiry = expiry_of.get(ttl_ms)
-                if expiry is None:
-                    expiry = expiry_of[ttl_ms] = now + ttl_ms / 1000.0
-                expires[key] = expiry
-                order = by_ttl.get(ttl_ms)
-                if order is None:
-                    order = by_ttl[ttl_ms] = {}
-                order.pop(key, None)
-                order[key] = expiry  # touched last: at the end
+                self._touch(key, ttl_ms, now, expiry_of)
             if not fresh:
                 for fld, amount in add.sums.items():
                     counter[fld] = counter.get(fld, 0) + amount
@@ -288,11 +280,24 @@ class MemoryStore:
             after = self._add_sums(sums, now)
         return outcomes, after
 
+    def _touch(self, key: str, ttl_ms: int, now: float, expiry_of: dict[int, float]) -> None:
+        """`key` expires `ttl_ms` after `now` and is touched last among its TTL's keys (the
+        order eviction by age reads); one expiry float per TTL per call, kept in `expiry_of`."""
+        expiry = expiry_of.get(ttl_ms)
+        if expiry is None:
+            expiry = expiry_of[ttl_ms] = now + ttl_ms / 1000.0
+        self.expires[key] = expiry
+        order = self._by_ttl.get(ttl_ms)
+        if order is None:
+            order = self._by_ttl[ttl_ms] = {}
+        order.pop(key, None)
+        order[key] = expiry  # touched last: at the end
+
     def _add_sums(self, sums: dict[str, list[int]], now: float) -> dict[str, dict[str, int]]:
         """apply_sums' adds, in Python: the oracle of the native one (`costctx_native._core.
         add_sums`, native/src/budget.rs), which serves when built."""
         after: dict[str, dict[str, int]] = {}
-        hashes, expires, by_ttl = self.hashes, self.expires, self._by_ttl
+        hashes = self.hashes
         expiry_of: dict[int, float] = {}
         max_keys = self.max_keys
         for key, add in sums.items():
@@ -312,15 +317,7 @@ class MemoryStore:
                 counter[STEPS] = counter.get(STEPS, 0) + add[3]
                 counter.setdefault(START, add[4])
             if ttl_ms:
-                expiry = expiry_of.get(ttl_ms)
-                if expiry is None:
-                    expiry = expiry_of[ttl_ms] = now + ttl_ms / 1000.0
-                expires[key] = expiry
-                order = by_ttl.get(ttl_ms)
-                if order is None:
-                    order = by_ttl[ttl_ms] = {}
-                order.pop(key, None)
-                order[key] = expiry  # touched last: at the end
+                self._touch(key, ttl_ms, now, expiry_of)
             after[key] = counter
         return after
 

@@ -60,6 +60,16 @@ STATE_KEY = "budget.state"
 POLICY_KEY = "policy.id"
 
 
+def _windows_of(tenant: str, feature: str, at: float) -> tuple:
+    """The tenant's and the feature's hourly window keys with their TTLs at time `at` (empty
+    when the segment has neither)."""
+    if not (tenant or feature):
+        return ()
+    hour = int(at // 3600)
+    return ((_window_keys_ttls("t", tenant, hour) if tenant else ())
+            + (_window_keys_ttls("f", feature, hour) if feature else ()))
+
+
 class BudgetProcessor(Processor):
     type_name = "budget"
     config_model = BudgetConfig
@@ -329,17 +339,13 @@ class BudgetProcessor(Processor):
                 found = last_of.get(ctx.workflow_id)
                 if found is None or last > found[0]:
                     last_of[ctx.workflow_id] = (last, ctx, key)
-            windows: tuple = ()
-            if tenant or feature:
-                hour = int(at // 3600)
-                windows = ((_window_keys_ttls("t", tenant, hour) if tenant else ())
-                           + (_window_keys_ttls("f", feature, hour) if feature else ()))
-                for window, ttl in windows:
-                    add = sums.get(window)
-                    if add is None:
-                        sums[window] = [ttl, cost]
-                    else:
-                        add[1] += cost
+            windows = _windows_of(tenant, feature, at)
+            for window, ttl in windows:
+                add = sums.get(window)
+                if add is None:
+                    sums[window] = [ttl, cost]
+                else:
+                    add[1] += cost
             placed.append((group, windows))
             spans += steps
         bindings = [(rid, (placed[n][0][0].workflow_id, placed[n][0][0].tenant)) for rid, n in releases]
@@ -407,17 +413,13 @@ class BudgetProcessor(Processor):
                     sums[TOKENS] += tokens
                     sums[STEPS] += steps
             tenant, feature = ctx.tenant, ctx.feature
-            windows: tuple = ()
-            if tenant or feature:
-                hour = int(at // 3600)
-                windows = ((_window_keys_ttls("t", tenant, hour) if tenant else ())
-                           + (_window_keys_ttls("f", feature, hour) if feature else ()))
-                for window, ttl in windows:
-                    add = adds.get(window)
-                    if add is None:
-                        adds[window] = KeyAdds(ttl, {USD: cost})
-                    else:
-                        add.sums[USD] += cost
+            windows = _windows_of(tenant, feature, at)
+            for window, ttl in windows:
+                add = adds.get(window)
+                if add is None:
+                    adds[window] = KeyAdds(ttl, {USD: cost})
+                else:
+                    add.sums[USD] += cost
             placed.append((group, key, last, through, packed, windows))
             spans += steps
         bindings = [(rid, (placed[n][0].ctx.workflow_id, placed[n][0].ctx.tenant)) for rid, n in releases]
