@@ -226,3 +226,36 @@ def test_the_kernel_calls_the_native_tables_as_it_calls_other_implementations(co
     if not complete:
         assert through.counting.calls["record"] > 0  # the mixed workload's spans vote
 
+
+
+def test_spans_released_into_a_later_batch_are_written_without_a_view_each():
+    """Held children released by their parent's later batch are appended to it with their
+    repair as edits on the lazy list (no SpanView made per released span), and what they
+    inherited shows to later column readers, to views made afterwards and in the bytes out,
+    as the Python codec gives it."""
+    from costctx.pdata.codec.python import PythonCodec
+
+    children = _request([(0, 0, 10 + n, 1, {}) for n in range(5)])  # their parent not seen yet
+    parent = _request([(0, 0, 1, None, CONTEXT)])
+    outs = {}
+    for native in (True, False):
+        side = Side(True, 1000) if native else UnitsSide(PythonCodec(), True, 1000)
+        side.run(children)
+        assert side.processor.hold.span_count == 5
+        batch = ViewBatch(side.codec, parent, side.processor.watched_keys())
+        batch.lazy_spans = side.processor.columnar  # as the pipeline sets it
+        out = side.processor.process_view(batch)
+        spans = out.view.spans
+        assert len(spans) == 6 and side.processor.hold.span_count == 0
+        keys = tuple(sorted(CONTEXT))
+        if native:
+            made = spans.made_count()
+            columns = spans.attr_values(keys)
+            assert spans.made_count() == made  # the column read made no view
+            assert made <= 1  # the parent's view at most: none for the five released spans
+        else:
+            columns = [tuple(map(s.attrs.get, keys)) for s in spans]
+        assert columns[1:] == [tuple(CONTEXT[k] for k in keys)] * 5
+        outs[native] = (out.payload(), columns, [dict(s.attrs) for s in out.view.spans],
+                        sorted((i, sorted((k, sorted(v)) for k, v in n.items())) for i, n in out.notes.items()))
+    assert outs[True] == outs[False]

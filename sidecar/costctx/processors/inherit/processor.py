@@ -612,14 +612,21 @@ class InheritProcessor(Processor):
 
     @staticmethod
     def _apply_released(batch: ViewBatch, start: int, released: list[HeldSpan]) -> None:
-        """Write the repair decided for each released span (at `start` on) and its notes."""
+        """Write the repair decided for each released span (at `start` on) and its notes. On the
+        native lazy list the sets go through `edit_attrs` (applied when a view or a column
+        reader needs them), so no view is made per released span; views get `attrs.update`."""
         spans = batch.view.spans
         edits = batch.edits.spans
         notes = batch.notes
+        edit = None if type(spans) is list else getattr(spans, "edit_attrs", None)
         for index, held in enumerate(released, start):
-            if held.sets:
-                edits[index] = SpanEdits(sets=held.sets)
-                spans[index].attrs.update(held.sets)
+            sets = held.sets
+            if sets:
+                edits[index] = SpanEdits(sets=sets)
+                if edit is not None:
+                    edit((index,), (), (), sets)
+                else:
+                    spans[index].attrs.update(sets)
             if held.notes:
                 notes[index] = held.notes
 
