@@ -286,12 +286,7 @@ class MemoryStore:
         expiry = expiry_of.get(ttl_ms)
         if expiry is None:
             expiry = expiry_of[ttl_ms] = now + ttl_ms / 1000.0
-        self.expires[key] = expiry
-        order = self._by_ttl.get(ttl_ms)
-        if order is None:
-            order = self._by_ttl[ttl_ms] = {}
-        order.pop(key, None)
-        order[key] = expiry  # touched last: at the end
+        self._expire_at(key, ttl_ms, expiry)
 
     def _add_sums(self, sums: dict[str, list[int]], now: float) -> dict[str, dict[str, int]]:
         """apply_sums' adds, in Python: the oracle of the native one (`costctx_native._core.
