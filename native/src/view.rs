@@ -54,6 +54,7 @@ struct Segment {
 
 /// Changes to the attrs of spans whose view is not made yet (`edit_attrs`), applied in order
 /// when it is: renames (the value moved to the new key), deletes, sets (a list copied).
+#[derive(Default)]
 struct AttrOp {
     renames: Vec<(Py<PyAny>, Py<PyAny>)>,
     deletes: Vec<Py<PyAny>>,
@@ -351,21 +352,13 @@ impl SpanList {
             if *applied == done {
                 merge_pairs(dict.bind(py), sets)?;
                 // kept pending (readers find the kept dict through it), applied already
-                let op = AttrOp {
-                    renames: Vec::new(),
-                    deletes: Vec::new(),
-                    sets: Vec::new(),
-                };
+                let op = AttrOp::default();
                 state.pending.entry(at).or_default().push(std::sync::Arc::new(op));
                 *applied = done + 1;
                 return Ok(());
             }
         }
-        let mut op = AttrOp {
-            renames: Vec::new(),
-            deletes: Vec::new(),
-            sets: Vec::new(),
-        };
+        let mut op = AttrOp::default();
         for pair in sets.try_iter()? {
             let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
             op.sets.push((key.unbind(), value.unbind()));
@@ -949,11 +942,7 @@ impl SpanList {
         deletes: &Bound<'_, PyAny>,
         sets: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let mut op = AttrOp {
-            renames: Vec::new(),
-            deletes: Vec::new(),
-            sets: Vec::new(),
-        };
+        let mut op = AttrOp::default();
         for pair in renames.try_iter()? {
             let (old, new): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
             op.renames.push((old.unbind(), new.unbind()));
