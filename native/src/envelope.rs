@@ -54,6 +54,49 @@ fn noted(set: &Option<Bound<'_, PyAny>>, key: &Bound<'_, PyString>) -> PyResult<
     }
 }
 
+/// A span's non-empty renamed, repaired and conflict note sets (`names`, in that order), in
+/// one pass over its notes dict (one or two entries) rather than a lookup per name: a name
+/// matched by object (the literals writers use are interned, as `names` are), else by text.
+#[allow(clippy::type_complexity)]
+fn note_sets<'py>(
+    py: Python<'py>,
+    found: &Bound<'py, PyDict>,
+    names: [&Bound<'py, PyString>; 3],
+) -> PyResult<(
+    Option<Bound<'py, PyAny>>,
+    Option<Bound<'py, PyAny>>,
+    Option<Bound<'py, PyAny>>,
+)> {
+    let mut sets: [Option<Bound<'py, PyAny>>; 3] = [None, None, None];
+    crate::budget::dict_items(found, |key, value| {
+        // SAFETY: a live key and value of `found` (borrowed), the GIL held: new references.
+        let (key, value) = unsafe { (Bound::from_borrowed_ptr(py, key), Bound::from_borrowed_ptr(py, value)) };
+        let at = names.iter().position(|name| key.is(*name)).or_else(|| {
+            let text = key.cast::<PyString>().ok()?.to_str().ok()?;
+            names.iter().position(|name| name.to_str().is_ok_and(|n| n == text))
+        });
+        if let Some(at) = at {
+            sets[at] = Some(value);
+        }
+    });
+    // `found.get(name) or _NONE` in shapes.py: an empty set (or other falsy value) is none
+    // (asked after the walk: a container's own __len__ may run Python code).
+    for set in sets.iter_mut() {
+        let truthy = match set {
+            None => continue,
+            Some(value) => match value.cast::<PySet>() {
+                Ok(set) => !set.is_empty(),
+                Err(_) => value.is_truthy().unwrap_or(true),
+            },
+        };
+        if !truthy {
+            *set = None;
+        }
+    }
+    let [renamed, repaired, conflict] = sets;
+    Ok((renamed, repaired, conflict))
+}
+
 /// A span's cost in pico-USD: none (unusable), an exact small amount, or `pico`'s own answer.
 enum Pico<'py> {
     None,
@@ -293,11 +336,11 @@ pub fn read_shapes<'py>(
     let tenant_key = keys.get_item(7)?.cast_into::<PyString>()?;
     let schema_key = stamp.get_item(0)?.cast_into::<PyString>()?;
     let schema = stamp.get_item(1)?;
-    let (renamed_name, repaired_name, conflict_name) = (
+    let note_names = [
         pyo3::intern!(py, "renamed"),
         pyo3::intern!(py, "repaired"),
         pyo3::intern!(py, "conflict"),
-    );
+    ];
     let (replace_name, sets_name) = (pyo3::intern!(py, "replace"), pyo3::intern!(py, "sets"));
 
     let ids = PyList::empty(py);
@@ -307,8 +350,13 @@ pub fn read_shapes<'py>(
     let mut texts = Texts::new(py);
     let mut llm_at: HashMap<(usize, usize, bool), usize, FxBuild> = HashMap::default();
     let mut llm_rows: Vec<((usize, usize, bool), usize)> = Vec::new();
-    let mut spend_at: HashMap<(usize, Vec<usize>, bool), usize, FxBuild> = HashMap::default();
-    let mut spend_rows: Vec<((usize, Vec<usize>, bool), Total<'py>, usize)> = Vec::new();
+    // Spend tallies by (workflow, dimension values' number, tenant repaired): each distinct
+    // list of dimension numbers numbered once, looked up by slice (no Vec made per span).
+    let mut dims_at: HashMap<Vec<usize>, usize, FxBuild> = HashMap::default();
+    let mut dim_lists: Vec<Vec<usize>> = Vec::new();
+    let mut dims: Vec<usize> = Vec::new();
+    let mut spend_at: HashMap<(usize, usize, bool), usize, FxBuild> = HashMap::default();
+    let mut spend_rows: Vec<((usize, usize, bool), Total<'py>, usize)> = Vec::new();
     let to_stamp = PyList::empty(py);
     let appended = PyList::empty(py);
     let slow = PyList::empty(py);
@@ -378,11 +426,7 @@ pub fn read_shapes<'py>(
         if check_notes {
             if let Some(found) = notes.get_item(&index)? {
                 if found.is_truthy()? {
-                    let found = found.cast_into::<PyDict>()?;
-                    let set = |name| -> PyResult<Option<Bound<'py, PyAny>>> {
-                        Ok(found.get_item(name)?.filter(|s| s.is_truthy().unwrap_or(true)))
-                    };
-                    (renamed, repaired, conflict) = (set(renamed_name)?, set(repaired_name)?, set(conflict_name)?);
+                    (renamed, repaired, conflict) = note_sets(py, &found.cast_into::<PyDict>()?, note_names)?;
                 }
             }
         }
@@ -546,15 +590,23 @@ pub fn read_shapes<'py>(
             if let Some(cost) = cost {
                 let amount = cost_pico(&cost, pico)?;
                 if !matches!(amount, Pico::None) {
-                    let mut dims = Vec::with_capacity(dimensions.len());
+                    dims.clear();
                     for at in 0..dimensions.len() {
                         dims.push(texts.number(slots[dim_at + at].as_ref())?);
                     }
-                    let tally = (workflow, dims, noted(&repaired, &tenant_key)?);
+                    let dims_id = match dims_at.get(dims.as_slice()) {
+                        Some(id) => *id,
+                        None => {
+                            dims_at.insert(dims.clone(), dim_lists.len());
+                            dim_lists.push(dims.clone());
+                            dim_lists.len() - 1
+                        }
+                    };
+                    let tally = (workflow, dims_id, noted(&repaired, &tenant_key)?);
                     let at = match spend_at.get(&tally) {
                         Some(at) => *at,
                         None => {
-                            spend_at.insert(tally.clone(), spend_rows.len());
+                            spend_at.insert(tally, spend_rows.len());
                             spend_rows.push((tally, Total::Small(0), 0));
                             spend_rows.len() - 1
                         }
@@ -591,8 +643,8 @@ pub fn read_shapes<'py>(
         llm.set_item((texts.object(workflow, &none), id, timed), n)?;
     }
     let spend = PyDict::new(py);
-    for ((workflow, dims, tenant), total, n) in spend_rows {
-        let dims = PyTuple::new(py, dims.into_iter().map(|at| texts.object(at, &none)))?;
+    for ((workflow, dims_id, tenant), total, n) in spend_rows {
+        let dims = PyTuple::new(py, dim_lists[dims_id].iter().map(|at| texts.object(*at, &none)))?;
         let row = PyList::new(py, [total.object(py)?, n.into_pyobject(py)?.into_any()])?;
         spend.set_item((texts.object(workflow, &none), dims, tenant), row)?;
     }

@@ -101,3 +101,29 @@ def test_hops_and_workflows_labelled_once_per_batch_count_each_fold_as_asked_eac
     snapshot = recorder.snapshot_all()
     assert snapshot.hop_spans == {"a": 6, "b": 2, "other": 10}
     assert snapshot.readiness["other"].llm_spans == 6 and snapshot.readiness["w1"].llm_spans == 4
+
+
+def _as_bytes(spans: Counter, llm: Counter) -> tuple[Counter, Counter]:
+    """The same tallies with each signature as bytes (what the envelope processor gives)."""
+    return (Counter({(hop, depth, bytes(sig)): n for (hop, depth, sig), n in spans.items()}),
+            Counter({(workflow, bytes(sig), usage): n for (workflow, sig, usage), n in llm.items()}))
+
+
+def test_signatures_as_bytes_count_and_read_as_tuples():
+    """Signatures as bytes (hash cached) or tuples of codes: the same matrix and readiness,
+    with or without listeners, and when a recorder is fed both kinds."""
+    rng = random.Random(13)
+    as_tuples, as_bytes, mixed = SurvivalRecorder(), SurvivalRecorder(), SurvivalRecorder()
+    heard: list[Counter] = []
+    as_bytes.add_listener(heard.append)
+    batches = list(_batches(rng, len(as_tuples.fields), len(as_tuples.extra_keys), 40))
+    for i, (spans, llm) in enumerate(batches):
+        as_tuples.record_batch(spans, llm)
+        as_bytes.record_batch(*_as_bytes(spans, llm))
+        mixed.record_batch(*(_as_bytes(spans, llm) if i % 2 else (spans, llm)))
+    expected = +_expected_counts(batches, as_tuples.fields)
+    assert as_tuples.snapshot_counts() == as_bytes.snapshot_counts() == mixed.snapshot_counts() == expected
+    assert sum(heard, Counter()) == _expected_counts(batches, as_tuples.fields)
+    readiness = as_tuples.snapshot_all().readiness
+    assert readiness == as_bytes.snapshot_all().readiness == mixed.snapshot_all().readiness
+    assert sum(r.llm_spans for r in readiness.values()) == sum(sum(llm.values()) for _, llm in batches)

@@ -47,8 +47,9 @@ POLICY_ID = "policy.id"
 NO_POLICY = ("no budget policy is configured here, so only the application can set it "
              "(add processors.budget.policies, or ignore this check if you keep no budgets)")
 
-# A span's signature: one outcome code per context field, in ENVELOPE.context_keys order.
-Signature = tuple[int, ...]
+# A span's signature: one outcome code per context field, in ENVELOPE.context_keys order
+# (the envelope processor gives bytes, whose hash is cached; a tuple of ints reads the same).
+Signature = tuple[int, ...] | bytes
 # (hop, hop depth or None, signature) -> spans (a dict or a Counter)
 SpanTally = dict
 # (workflow.name or None, signature, usage presence tuple) -> LLM spans (a dict or a Counter)

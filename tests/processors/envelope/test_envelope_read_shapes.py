@@ -38,9 +38,12 @@ ATTR_KEYS = (*FIELDS, *EXTRAS, *MARKERS, HOP_DEPTH_KEY, COST_USD, SCHEMA_KEY, "o
 SPAN = st.fixed_dictionaries({
     "attrs": st.dictionaries(st.sampled_from(ATTR_KEYS), VALUES, max_size=8),
     "resource": st.integers(0, 2),
-    "notes": st.one_of(st.none(), st.fixed_dictionaries({}, optional={
-        name: st.sets(st.sampled_from((*FIELDS, "other")), max_size=3)
-        for name in ("renamed", "repaired", "conflict")})),
+    # A note: (container, members, whether its name is a fresh str: equal, not the interned one).
+    "notes": st.one_of(st.none(), st.dictionaries(
+        st.sampled_from(("renamed", "repaired", "conflict", "other")),
+        st.tuples(st.sampled_from(("set", "set", "frozenset", "list")),
+                  st.sets(st.sampled_from((*FIELDS, "other")), max_size=3), st.booleans()),
+        max_size=4)),
     "edit": st.sampled_from(["none", "own", "replace"]),
     "blank": st.one_of(st.none(), st.tuples(st.sampled_from((*FIELDS, HOP_DEPTH_KEY)),
                                             st.sampled_from([EMPTY, "", 2**70, -2**70, True, None]))),
@@ -76,7 +79,7 @@ def prepared(codec, raw: bytes, specs: list[dict]):
             continue
         indices.append(index)
         if spec["notes"] is not None:
-            notes[index] = {name: set(keys) for name, keys in spec["notes"].items()}
+            notes[index] = {_name(name, note): _note(note) for name, note in spec["notes"].items()}
         if spec["blank"] is not None:
             if n % 2:
                 edit_attrs(spans, [index], (), (), [spec["blank"]])
@@ -87,6 +90,23 @@ def prepared(codec, raw: bytes, specs: list[dict]):
         elif spec["edit"] == "replace":
             edits[index] = SpanEdits(replace={"x.y": 1})
     return spans, sorted(indices), notes, edits
+
+
+_CONTAINERS = {"set": set, "frozenset": frozenset, "list": lambda keys: sorted(keys)}
+
+
+def _note(note) -> object:
+    """A note's members as a spec gives them: a set, or (container, members, fresh name)."""
+    return set(note) if not isinstance(note, tuple) else _CONTAINERS[note[0]](note[1])
+
+
+def _name(name: str, note) -> str:
+    """The note's name, or an equal str that is not the same (interned) object."""
+    if isinstance(note, tuple) and note[2]:
+        fresh = "".join(list(name))
+        assert fresh == name and fresh is not name
+        return fresh
+    return name
 
 
 def _span_ids(codec, raw: bytes) -> list[bytes]:

@@ -100,7 +100,9 @@ class EnvelopeProcessor(Processor):
         the readiness usage flags of its extra keys."""
         fields = self._fields
         n = len(fields)
-        sig = tuple([
+        # As bytes, not a tuple: read the same (indexing and iterating give the codes) but its
+        # hash is cached, and the tallies below and in the recorder hash it per key per batch.
+        sig = bytes([
             CONFLICT if code & 8 else INHERITED if code & 4 else RENAMED if code & 2
             else PRESENT if code & 1 else MISSING
             for code in shape[:n]
