@@ -164,11 +164,12 @@ def test_native_extend_scans_only_the_appended_request_and_keeps_edits():
     first = batch.view
     batch.set(2, "k", "C")
     batch.edits.removed.add(0)
+    before, resources, scopes = first.spans[:3], len(first.resources), len(first.scopes)
     start = batch.extend(_raw(["d", "e"]), 2)
-    view = batch.view
-    assert start == 3 and view.spans[:3] == first.spans  # the kept records, not a rescan
+    view = batch.view  # `first` is spent: its span list is extended in place
+    assert start == 3 and all(view.spans[i] is before[i] for i in range(3))  # the kept records, not a rescan
     assert [view.resources[s.resource] is not None for s in view.spans[3:]] == [True, True]
-    assert view.spans[3].resource == len(first.resources) and view.spans[3].scope == len(first.scopes)
+    assert view.spans[3].resource == resources and view.spans[3].scope == scopes
     batch.set(1, "k", "B")  # an edit on either side after the extend
     batch.set(4, "k", "E")
     batch.edits.removed.add(3)

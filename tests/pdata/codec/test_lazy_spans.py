@@ -115,13 +115,15 @@ def test_joined_lists_shift_the_appended_indices_and_keep_made_views(native):
     kept = view.spans[1]  # made before the join: the same object after it
     tail = native.scan(second, watched)
     made_before = tail.spans[0]
-    joined = native.appended(view, second, watched)
     count = len(view.spans)
+    joined = native.appended(view, second, watched)  # `view` spent: its span list extended in place
     assert joined.spans[1] is kept and len(joined.spans) == count + len(tail.spans)
+    assert joined.spans is view.spans
     reference = PythonCodec().scan(first + second, watched)  # concatenated requests are one request
     assert view_rows(joined) == view_rows(reference)
     assert span_column(joined.spans, "resource") == [s.resource for s in reference.spans]
     # A view of the appended list made before the join is shifted by it (and shared).
+    view = native.scan(first, watched)
     together = view.spans.joined(tail.spans, len(view.resources), len(view.scopes))
     assert together[count] is made_before and made_before.resource == reference.spans[count].resource
     assert made_before.scope == reference.spans[count].scope and together[count + 1] == reference.spans[count + 1]

@@ -104,7 +104,9 @@ class NativeCodec:
     def appended(self, view: BatchView, raw: bytes, watched: frozenset[str]) -> BatchView:
         """`view` with the spans of `raw` (a serialized request) after its own, scanning only
         `raw`: the spans already there keep their index, records and edits (no encode and
-        rescan of the batch). Resource and scope indices of the new spans are shifted."""
+        rescan of the batch). Resource and scope indices of the new spans are shifted.
+        `view` is spent: a native view's lazy span list is the new view's, extended in place
+        (ViewBatch.extend: the batch's view is replaced by the one returned)."""
         added = self.scan(raw, watched)
         if not added.spans:
             return view
@@ -115,11 +117,13 @@ class NativeCodec:
         for scope in added.scopes:
             scope.resource += resources
         spans = view.spans
-        if hasattr(spans, "joined"):  # lazy: the new spans' indices shifted as their views are made
-            spans = spans.joined(added.spans, resources, scopes)
+        extend_with = getattr(spans, "extend_with", None)
+        if extend_with is not None:  # lazy: the new spans' indices shifted as their views are made
+            extend_with(added.spans, resources, scopes)  # nothing of the batch's copied
         else:
-            spans = list(spans)
-            for span in added.spans:
+            if type(spans) is not list:
+                spans = list(spans)
+            for span in added.spans:  # made views (make_spans): appended to the same list
                 span.resource += resources
                 span.scope += scopes
                 spans.append(span)
