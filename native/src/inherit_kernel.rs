@@ -201,7 +201,13 @@ pub struct DecideKernel {
     batch: Option<Batch>,
     /// Plans by the identities of their shape's parts (`one`), kept across batches (bounded).
     memo: std::sync::Mutex<PlanMemo>,
+    /// The last batch's `reads`, emptied, kept for the next (its table not grown and freed
+    /// per batch); let go when it grew past SPARE_READS.
+    spare_reads: HashMap<usize, Cached, FxBuild>,
 }
+
+/// Spans whose reads' table is kept between batches at most (a batch of more lets it go).
+const SPARE_READS: usize = 4096;
 
 /// Plans (`_plans`' values) by a shape's signature: the addresses of the parent's field names
 /// (their count first; usize::MAX: no parent fields), of the span's own field names (count
@@ -217,6 +223,9 @@ pub struct DecideKernel {
 struct PlanMemo {
     plans: HashMap<Box<[usize]>, (Py<PyTuple>, Vec<Py<PyAny>>), FxBuild>,
     signature: Vec<usize>, // scratch: the signature of the span being decided
+    /// A decision's list of repaired (or conflicting) fields, by address -> the list (held:
+    /// the address stays its own), a set of its items, its length (DecideKernel::set_of_list).
+    sets: HashMap<usize, (Py<PyList>, Py<PyAny>, usize), FxBuild>,
 }
 
 /// Entries kept at most (`_plans`' own bound); past it, forgotten.
@@ -882,6 +891,39 @@ impl DecideKernel {
     }
 
     /// `_apply`'s (and `_apply_group`'s) notes: the conflicting and repaired fields.
+    /// `set(values)` for a decision's list of fields, copied from one set made per list (the
+    /// plans' lists serve most decisions of a workload): a copy takes the set's table as it
+    /// is, where `set(list)` hashes, probes and grows it item by item. The same members;
+    /// their iteration order may differ from `set(list)`'s (readers test membership only).
+    fn set_of_list<'py>(&self, py: Python<'py>, values: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let Ok(list) = values.cast::<PyList>() else {
+            return set_of(values);
+        };
+        let address = list.as_ptr() as usize;
+        let made = match self.memo.lock().unwrap().sets.get(&address) {
+            // the list is held by the entry (its address stays its own) and decisions' lists
+            // are never changed once made: the same length is a cheap check all the same
+            Some((held, set, len)) if held.as_ptr() as usize == address && *len == list.len() => {
+                Some(set.bind(py).clone())
+            }
+            _ => None,
+        };
+        let set = match made {
+            Some(set) => set,
+            None => {
+                let set = set_of(values)?;
+                let mut memo = self.memo.lock().unwrap();
+                if memo.sets.len() >= MAX_MEMO {
+                    memo.sets.clear();
+                }
+                memo.sets
+                    .insert(address, (list.clone().unbind(), set.clone().unbind(), list.len()));
+                set
+            }
+        };
+        set_of(&set)
+    }
+
     fn note<'py>(
         &self,
         py: Python<'py>,
@@ -915,7 +957,7 @@ impl DecideKernel {
                 continue;
             }
             match found.get_item(name)? {
-                None => found.set_item(name, set_of(values)?)?,
+                None => found.set_item(name, self.set_of_list(py, values)?)?,
                 Some(set) => {
                     set.call_method1(pyo3::intern!(py, "update"), (values,))?;
                 }
@@ -1120,6 +1162,7 @@ impl DecideKernel {
             }),
             batch: None,
             memo: Default::default(),
+            spare_reads: Default::default(),
         })
     }
 
@@ -1174,14 +1217,23 @@ impl DecideKernel {
             votes,
             spans,
             lazy,
-            reads: Default::default(),
+            reads: std::sync::Mutex::new(std::mem::take(&mut self.spare_reads)),
         });
         Ok(())
     }
 
     /// The batch is done: its objects are let go.
     fn end(&mut self) {
-        self.batch = None;
+        if let Some(batch) = self.batch.take() {
+            let mut reads = batch
+                .reads
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            reads.clear();
+            if reads.capacity() <= SPARE_READS {
+                self.spare_reads = reads;
+            }
+        }
     }
 
     /// One level's entries, as `list_level` in process_view makes them (the same tuples and
@@ -1211,7 +1263,9 @@ impl DecideKernel {
         let repaired_key = fixed.repaired_key.bind(py);
         let hop_key = fixed.hop_key.bind(py);
         // unit key -> its place in `listed`; the parent by identity (alive: held by `listed`).
-        let mut units: std::collections::HashMap<(usize, i64, i64, bool), usize> = std::collections::HashMap::new();
+        // (Fx: the keys are an address and the batch's own group and resource numbers, not
+        // values a sender chose.)
+        let mut units: HashMap<(usize, i64, i64, bool), usize, FxBuild> = HashMap::default();
         let listed = PyList::empty(py);
         let none = py.None().into_bound(py);
         let true_ = PyBool::new(py, true).to_owned().into_any();
@@ -1396,7 +1450,7 @@ impl DecideKernel {
         if let Some(batch) = &self.batch {
             batch.visit(&visit)?;
         }
-        // The plan memo is not visited: it holds strings, tuples and lists of strings and
+        // The memo is not visited: it holds strings, tuples, lists and sets of strings and
         // frozensets, which refer to nothing that could refer back to the kernel.
         Ok(())
     }
@@ -1404,6 +1458,8 @@ impl DecideKernel {
     fn __clear__(&mut self) {
         self.fixed = None;
         self.batch = None;
-        self.memo.lock().unwrap().plans.clear();
+        let mut memo = self.memo.lock().unwrap();
+        memo.plans.clear();
+        memo.sets.clear();
     }
 }

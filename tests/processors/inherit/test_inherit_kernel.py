@@ -283,3 +283,23 @@ def test_the_kernel_finds_a_shape_met_before_without_asking_plans_again():
     on.run(batch(2))
     assert on.counting.decided - before >= 10  # the kernel decided them (alone and in pairs)
     assert asked == []
+
+
+def test_the_kernels_notes_are_sets_of_their_own():
+    """The kernel copies a decision's repaired set from one it keeps per list of fields: each
+    span's note is its own set (a later processor may add to one), equal to Python's."""
+    root = (1, 0, 1, None, dict(CONTEXT), None)
+    children = [(1, 0, n, 1, {"owner.team": f"t-{n % 3}"}, None) for n in range(2, 9)]
+    side = Side(True, 1000)
+    side.run(_request([root]))
+    batch = ViewBatch(side.codec, _request(children), side.processor.watched_keys())
+    batch.lazy_spans = side.processor.columnar
+    before = side.counting.decided
+    out = side.processor.process_view(batch)
+    assert side.counting.decided > before
+    sets = [notes["repaired"] for notes in out.notes.values()]
+    assert len(sets) == len(children)
+    assert all(found == sets[0] for found in sets)
+    assert len({id(found) for found in sets}) == len(sets)  # one set object per span
+    sets[0].add("changed")
+    assert all("changed" not in found for found in sets[1:])
