@@ -23,7 +23,7 @@ use pyo3::basic::CompareOp;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFrozenSet, PyList, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use std::collections::HashMap;
@@ -199,6 +199,92 @@ impl Fixed {
 pub struct DecideKernel {
     fixed: Option<Fixed>,
     batch: Option<Batch>,
+    /// Plans by the identities of their shape's parts (`one`), kept across batches (bounded).
+    memo: std::sync::Mutex<PlanMemo>,
+    /// The last batch's `reads`, emptied, kept for the next (its table not grown and freed
+    /// per batch); let go when it grew past SPARE_READS.
+    spare_reads: HashMap<usize, Cached, FxBuild>,
+}
+
+/// Spans whose reads' table is kept between batches at most (a batch of more lets it go).
+const SPARE_READS: usize = 4096;
+
+/// Plans (`_plans`' values) by a shape's signature: the addresses of the parent's field names
+/// (their count first; usize::MAX: no parent fields), of the span's own field names (count
+/// first), the parent's fallback (0 when empty, as most are, whatever the object; else 1 and
+/// its address) and the addresses of the resource's names (count first). Field names are the
+/// config's string objects (own fields are read under them, Knowns are made of own fields and
+/// of the table's records, which keep the first object of a text), so a span's shape is found
+/// without making the shape tuple `_plans` is keyed by and hashing it; a name under another
+/// object only misses (then `_plans` answers). Equal signatures mean equal shapes while the
+/// objects live: each entry holds them (the names tuples, the fallback, the resource's
+/// names), so no address it holds is reused while it stands.
+#[derive(Default)]
+struct PlanMemo {
+    plans: HashMap<Box<[usize]>, (Py<PyTuple>, Vec<Py<PyAny>>), FxBuild>,
+    signature: Vec<usize>, // scratch: the signature of the span being decided
+    /// A decision's list of repaired (or conflicting) fields, by address -> the list (held:
+    /// the address stays its own), a set of its items, its length (DecideKernel::set_of_list).
+    sets: HashMap<usize, (Py<PyList>, Py<PyAny>, usize), FxBuild>,
+}
+
+/// Entries kept at most (`_plans`' own bound); past it, forgotten.
+const MAX_MEMO: usize = 4096;
+
+impl PlanMemo {
+    fn get<'py>(&self, py: Python<'py>, signature: &[usize]) -> Option<Bound<'py, PyAny>> {
+        self.plans
+            .get(signature)
+            .map(|(plan, _)| plan.bind(py).clone().into_any())
+    }
+
+    fn put(&mut self, signature: &[usize], plan: &Bound<'_, PyTuple>, held: Vec<Py<PyAny>>) {
+        if self.plans.len() >= MAX_MEMO {
+            self.plans.clear();
+        }
+        self.plans.insert(signature.into(), (plan.clone().unbind(), held));
+    }
+}
+
+/// A shape's signature (see PlanMemo). The names' addresses are those of the names tuples'
+/// items when the entry is made (`keys_tuple` takes the dicts' own key objects).
+fn shape_signature(
+    out: &mut Vec<usize>,
+    parent_fields: Option<&Bound<'_, PyDict>>,
+    own: &Bound<'_, PyDict>,
+    parent_fallback: &Bound<'_, PyAny>,
+    resource_names: &Bound<'_, PyAny>,
+) {
+    out.clear();
+    match parent_fields {
+        Some(fields) if fields.len() > 0 => key_addresses(out, fields),
+        _ => out.push(usize::MAX),
+    }
+    key_addresses(out, own);
+    match parent_fallback.cast::<PyFrozenSet>() {
+        Ok(set) if set.is_empty() => out.push(0),
+        _ => out.extend([1, parent_fallback.as_ptr() as usize]),
+    }
+    match resource_names.cast::<PyTuple>() {
+        Ok(names) => {
+            out.push(names.len());
+            out.extend(names.iter_borrowed().map(|name| name.as_ptr() as usize));
+        }
+        Err(_) => out.extend([usize::MAX, resource_names.as_ptr() as usize]),
+    }
+}
+
+/// A dict's length, then the address of each of its keys, in order.
+fn key_addresses(out: &mut Vec<usize>, dict: &Bound<'_, PyDict>) {
+    out.push(dict.len());
+    let mut at: ffi::Py_ssize_t = 0;
+    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: the dict is alive and not changed while iterated (no Python code runs here);
+    // PyDict_Next gives borrowed references, only their addresses are kept.
+    while unsafe { ffi::PyDict_Next(dict.as_ptr(), &mut at, &mut key, &mut value) } != 0 {
+        out.push(key as usize);
+    }
 }
 
 /// What a decision writes (`_resolve`'s answer without the Known, which goes to `here`).
@@ -321,31 +407,52 @@ impl DecideKernel {
                     .bind(py)
                     .call_method1(pyo3::intern!(py, "_use_resource"), (&resource, tally))?;
             }
-            let names = match &parent_fields {
-                Some(found) if found.len() > 0 => keys_tuple(found)?,
-                _ => py.None().into_bound(py),
-            };
             let parent_fallback = if parent.is_none() {
                 fixed.no_fields.bind(py).clone()
             } else {
                 parent.getattr(pyo3::intern!(py, "fallback"))?
             };
-            let shape = PyTuple::new(
-                py,
-                [
-                    names,
-                    keys_tuple(own)?,
-                    parent_fallback,
-                    tally.getattr(pyo3::intern!(py, "resource_names"))?,
-                ],
-            )?;
-            let found = match fixed.plans.bind(py).get_item(&shape)? {
+            let resource_names = tally.getattr(pyo3::intern!(py, "resource_names"))?;
+            // The plan of this shape by the identities of what the shape is made of (no
+            // tuples made, no tuple hashed); else from `_plans` (or `_plan`), remembered.
+            let mut signature = std::mem::take(&mut self.memo.lock().unwrap().signature);
+            shape_signature(
+                &mut signature,
+                parent_fields.as_ref(),
+                own,
+                &parent_fallback,
+                &resource_names,
+            );
+            let remembered = self.memo.lock().unwrap().get(py, &signature);
+            let found = match remembered {
                 Some(found) => found,
-                None => fixed.processor.bind(py).call_method1(
-                    pyo3::intern!(py, "_plan"),
-                    (&shape, tally.getattr(pyo3::intern!(py, "resource_values"))?),
-                )?,
+                None => {
+                    let names = match &parent_fields {
+                        Some(found) if found.len() > 0 => keys_tuple(found)?,
+                        _ => py.None().into_bound(py),
+                    };
+                    let own_names = keys_tuple(own)?;
+                    let shape = PyTuple::new(py, [&names, &own_names, &parent_fallback, &resource_names])?;
+                    let found = match fixed.plans.bind(py).get_item(&shape)? {
+                        Some(found) => found,
+                        None => fixed.processor.bind(py).call_method1(
+                            pyo3::intern!(py, "_plan"),
+                            (&shape, tally.getattr(pyo3::intern!(py, "resource_values"))?),
+                        )?,
+                    };
+                    let found = found.cast_into::<PyTuple>()?;
+                    // Held with the plan: the objects whose addresses the signature holds.
+                    let held = vec![
+                        names.unbind(),
+                        own_names.unbind(),
+                        parent_fallback.unbind(),
+                        resource_names.unbind(),
+                    ];
+                    self.memo.lock().unwrap().put(&signature, &found, held);
+                    found.into_any()
+                }
             };
+            self.memo.lock().unwrap().signature = signature;
             let found = found.cast_into::<PyTuple>()?;
             if found.get_item(3)?.is_truthy()? {
                 return Ok(Outcome::Stop); // needs_trace: the trace's votes decide, field by field
@@ -784,6 +891,39 @@ impl DecideKernel {
     }
 
     /// `_apply`'s (and `_apply_group`'s) notes: the conflicting and repaired fields.
+    /// `set(values)` for a decision's list of fields, copied from one set made per list (the
+    /// plans' lists serve most decisions of a workload): a copy takes the set's table as it
+    /// is, where `set(list)` hashes, probes and grows it item by item. The same members;
+    /// their iteration order may differ from `set(list)`'s (readers test membership only).
+    fn set_of_list<'py>(&self, py: Python<'py>, values: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let Ok(list) = values.cast::<PyList>() else {
+            return set_of(values);
+        };
+        let address = list.as_ptr() as usize;
+        let made = match self.memo.lock().unwrap().sets.get(&address) {
+            // the list is held by the entry (its address stays its own) and decisions' lists
+            // are never changed once made: the same length is a cheap check all the same
+            Some((held, set, len)) if held.as_ptr() as usize == address && *len == list.len() => {
+                Some(set.bind(py).clone())
+            }
+            _ => None,
+        };
+        let set = match made {
+            Some(set) => set,
+            None => {
+                let set = set_of(values)?;
+                let mut memo = self.memo.lock().unwrap();
+                if memo.sets.len() >= MAX_MEMO {
+                    memo.sets.clear();
+                }
+                memo.sets
+                    .insert(address, (list.clone().unbind(), set.clone().unbind(), list.len()));
+                set
+            }
+        };
+        set_of(&set)
+    }
+
     fn note<'py>(
         &self,
         py: Python<'py>,
@@ -817,7 +957,7 @@ impl DecideKernel {
                 continue;
             }
             match found.get_item(name)? {
-                None => found.set_item(name, set_of(values)?)?,
+                None => found.set_item(name, self.set_of_list(py, values)?)?,
                 Some(set) => {
                     set.call_method1(pyo3::intern!(py, "update"), (values,))?;
                 }
@@ -1021,6 +1161,8 @@ impl DecideKernel {
                 object_new,
             }),
             batch: None,
+            memo: Default::default(),
+            spare_reads: Default::default(),
         })
     }
 
@@ -1075,14 +1217,23 @@ impl DecideKernel {
             votes,
             spans,
             lazy,
-            reads: Default::default(),
+            reads: std::sync::Mutex::new(std::mem::take(&mut self.spare_reads)),
         });
         Ok(())
     }
 
     /// The batch is done: its objects are let go.
     fn end(&mut self) {
-        self.batch = None;
+        if let Some(batch) = self.batch.take() {
+            let mut reads = batch
+                .reads
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            reads.clear();
+            if reads.capacity() <= SPARE_READS {
+                self.spare_reads = reads;
+            }
+        }
     }
 
     /// One level's entries, as `list_level` in process_view makes them (the same tuples and
@@ -1112,7 +1263,9 @@ impl DecideKernel {
         let repaired_key = fixed.repaired_key.bind(py);
         let hop_key = fixed.hop_key.bind(py);
         // unit key -> its place in `listed`; the parent by identity (alive: held by `listed`).
-        let mut units: std::collections::HashMap<(usize, i64, i64, bool), usize> = std::collections::HashMap::new();
+        // (Fx: the keys are an address and the batch's own group and resource numbers, not
+        // values a sender chose.)
+        let mut units: HashMap<(usize, i64, i64, bool), usize, FxBuild> = HashMap::default();
         let listed = PyList::empty(py);
         let none = py.None().into_bound(py);
         let true_ = PyBool::new(py, true).to_owned().into_any();
@@ -1297,11 +1450,16 @@ impl DecideKernel {
         if let Some(batch) = &self.batch {
             batch.visit(&visit)?;
         }
+        // The memo is not visited: it holds strings, tuples, lists and sets of strings and
+        // frozensets, which refer to nothing that could refer back to the kernel.
         Ok(())
     }
 
     fn __clear__(&mut self) {
         self.fixed = None;
         self.batch = None;
+        let mut memo = self.memo.lock().unwrap();
+        memo.plans.clear();
+        memo.sets.clear();
     }
 }

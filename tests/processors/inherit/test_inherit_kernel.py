@@ -259,3 +259,47 @@ def test_spans_released_into_a_later_batch_are_written_without_a_view_each():
         outs[native] = (out.payload(), columns, [dict(s.attrs) for s in out.view.spans],
                         sorted((i, sorted((k, sorted(v)) for k, v in n.items())) for i, n in out.notes.items()))
     assert outs[True] == outs[False]
+
+
+def test_the_kernel_finds_a_shape_met_before_without_asking_plans_again():
+    """The kernel keeps the plans it used by the identities of their shape's parts (field
+    names, the parent's fallback, the resource's names): a later batch of spans shaped alike
+    (other ids, other values, other dicts) is decided from them, `_plans` emptied and `_plan`
+    never called; and the output is still Python's (compare), across services that supply
+    owner.version and services that do not (other resource names: other plans)."""
+    def batch(trace: int) -> bytes:
+        root = (1, trace, 1, None, {**CONTEXT, "workflow.id": f"wf-{trace}"}, None)
+        children = [(1 + n % 2, trace, n, 1, {"owner.team": f"t-{n % 3}"}, None) for n in range(2, 9)]
+        grandchildren = [(1 + n % 2, trace, 10 + n, n, {"owner.user": f"u-{n}"}, None) for n in range(2, 9)]
+        return _request([root, *children, *grandchildren])
+
+    on = compare([batch(0), batch(1)])
+    processor = on.processor
+    asked: list = []
+    plan = processor._plan
+    processor._plan = lambda *args: asked.append(args) or plan(*args)
+    processor._plans.clear()
+    before = on.counting.decided
+    on.run(batch(2))
+    assert on.counting.decided - before >= 10  # the kernel decided them (alone and in pairs)
+    assert asked == []
+
+
+def test_the_kernels_notes_are_sets_of_their_own():
+    """The kernel copies a decision's repaired set from one it keeps per list of fields: each
+    span's note is its own set (a later processor may add to one), equal to Python's."""
+    root = (1, 0, 1, None, dict(CONTEXT), None)
+    children = [(1, 0, n, 1, {"owner.team": f"t-{n % 3}"}, None) for n in range(2, 9)]
+    side = Side(True, 1000)
+    side.run(_request([root]))
+    batch = ViewBatch(side.codec, _request(children), side.processor.watched_keys())
+    batch.lazy_spans = side.processor.columnar
+    before = side.counting.decided
+    out = side.processor.process_view(batch)
+    assert side.counting.decided > before
+    sets = [notes["repaired"] for notes in out.notes.values()]
+    assert len(sets) == len(children)
+    assert all(found == sets[0] for found in sets)
+    assert len({id(found) for found in sets}) == len(sets)  # one set object per span
+    sets[0].add("changed")
+    assert all("changed" not in found for found in sets[1:])
