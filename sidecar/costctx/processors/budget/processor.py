@@ -300,14 +300,14 @@ class BudgetProcessor(Processor):
         engine = self.engine
         breaker = engine.breaker
         workflow_ttl = int(engine.config.workflow_ttl * 1000)
-        make_group = self._policy_group if engine.config.policies else self._plain_group
-        groups: dict[tuple, tuple] = {}  # fields -> _plain_group's layout
+        policies = bool(engine.config.policies)
+        groups: dict[tuple, list] = {}  # fields -> its group (the layout: _policy_of)
         # (tenant, feature, hour) -> [their window keys with TTLs, the batch's cost on them]: a
         # batch's segments name a few tenants and features, so each set of keys is looked up
         # once and its counters get its summed cost once, after the loop.
         owners: dict[tuple, list] = {}
         # per segment, as `read` orders them: (its group, its windows)
-        placed: list[tuple[tuple, tuple]] = []
+        placed: list[tuple[list, tuple]] = []
         # key -> [ttl ms, usd] (a window) or [ttl ms, usd, tokens, steps, start] (a workflow),
         # in the order the segments first name them (apply_sums' order: the store's touch order)
         sums: dict[str, list[int]] = {}
@@ -316,9 +316,18 @@ class BudgetProcessor(Processor):
         spans = 0
         for fields, at, cost, tokens, steps, start, last, _, _ in read:
             group = groups.get(fields)
-            if group is None:
-                group = groups[fields] = make_group(fields)
-            ctx, _, key, tenant, feature, _, _ = group
+            if group is None:  # most segments of a batch have fields of their own: made inline
+                # Not the cached _workflow_key: a workflow is new to most batches, so the cache
+                # would miss (and evict) once per segment, at 3x the cost of formatting it.
+                workflow_id, workflow_name, tenant, feature, policy_id = fields
+                ctx = Context(workflow_id or "", workflow_name or "", tenant or "", feature or "", policy_id or "", 0)
+                group = groups[fields] = [ctx, None, workflow_key(workflow_id) if workflow_id else "", ctx.tenant,
+                                          ctx.feature, None, False]
+                if policies:
+                    self._policy_of(group, fields)
+            else:
+                ctx = group[0]
+            key, tenant, feature = group[2], group[3], group[4]
             if key:
                 add = sums.get(key)
                 if add is None:
@@ -349,6 +358,10 @@ class BudgetProcessor(Processor):
         for windows, cost in owners.values():
             for window, _ in windows:
                 sums[window][1] += cost
+        # the breaker's medians, in the order the groups came (as one call per group made them)
+        for group, typical in zip(groups.values(), breaker.typical_many([group[0] for group in groups.values()]),
+                                  strict=True):
+            group[1] = typical
         bindings = [(rid, (placed[n][0][0].workflow_id, placed[n][0][0].tenant)) for rid, n in releases]
         outcomes, after = engine.store.apply_sums(bindings, sums)
         engine.count_commit(outcomes, spans)
@@ -362,15 +375,14 @@ class BudgetProcessor(Processor):
                 key = group[2]
                 if after[key][USD] - sums[key][1] + segment[7] > multiple * typical:
                     hot.add(group[0].workflow_id)
-        trips = self._states_and_trips(batch, read, placed, sums, after, hot, now) \
-            if hot or engine.config.policies else ()
+        trips = self._states_and_trips(batch, read, placed, sums, after, hot, now) if hot or policies else ()
         # as of each workflow's last span, in the order of those spans
         breaker.note_running_many([(ctx, after[key][USD]) for _, ctx, key in sorted(last_of.values(),
                                                                                     key=itemgetter(0))], now)
         for key, tenant in trips:
             engine.store.trip_now(key, self.config.breaker.cooldown, tenant)
 
-    def _states_and_trips(self, batch: ViewBatch, read: list[tuple], placed: list[tuple[tuple, tuple]],
+    def _states_and_trips(self, batch: ViewBatch, read: list[tuple], placed: list[tuple[list, tuple]],
                           sums: dict[str, list[int]], after: dict[str, dict[str, int]], hot: set[str],
                           now: float) -> list:
         """budget.state of the segments a policy applies to, decided per segment where no trip
@@ -429,7 +441,7 @@ class BudgetProcessor(Processor):
             self._stamp_state(batch, spans[i + 3], spans[i], group, state, states)
 
     @staticmethod
-    def _stamp_state(batch: ViewBatch, index: int, position: int, group: tuple, state: str,
+    def _stamp_state(batch: ViewBatch, index: int, position: int, group: list, state: str,
                      states: dict) -> None:
         policy_id = group[5].id
         tally = states.get((policy_id, state))
@@ -470,23 +482,14 @@ class BudgetProcessor(Processor):
                 self._stamp_state(batch, index, position, group, state, states)
         return trips
 
-    def _plain_group(self, fields: tuple) -> tuple:
-        """A segment group with no policy configured (fields: str or None): (Context, the
-        breaker's typical spend, workflow counter key, tenant, feature, policy None, stamp
-        policy.id False). Not the cached _workflow_key: a workflow is new to most batches, so
-        the cache would miss (and evict) once per segment, at 3x the cost of formatting it."""
-        workflow_id, workflow_name, tenant, feature, policy_id = fields
-        ctx = Context(workflow_id or "", workflow_name or "", tenant or "", feature or "", policy_id or "", 0)
-        return (ctx, self.engine.breaker.typical(ctx), workflow_key(workflow_id) if workflow_id else "",
-                ctx.tenant, ctx.feature, None, False)
-
-    def _policy_group(self, fields: tuple) -> tuple:
-        """_plain_group with policies configured: the policy the fields match and whether its
-        spans get its policy.id (they carry none)."""
-        ctx, typical, key, tenant, feature, _, _ = self._plain_group(fields)
-        policy = self.engine.policies.match(ctx.policy_id, ctx.workflow_name)
-        stamp_policy = fields[4] is None or fields[4] is EMPTY or fields[4] == ""
-        return ctx, typical, key, tenant, feature, policy, stamp_policy
+    def _policy_of(self, group: list, fields: tuple) -> None:
+        """A segment group's policy, with policies configured: the one its fields match, and
+        whether its spans get its policy.id (they carry none). A group is [Context, the
+        breaker's typical spend (set once the batch's groups are known: Breaker.typical_many),
+        workflow counter key, tenant, feature, policy or None, stamp policy.id]."""
+        ctx = group[0]
+        group[5] = self.engine.policies.match(ctx.policy_id, ctx.workflow_name)
+        group[6] = fields[4] is None or fields[4] is EMPTY or fields[4] == ""
 
     def _group(self, fields: tuple) -> SpendGroup:
         workflow_id, workflow_name, tenant, feature, policy_id = (v if type(v) is str else "" for v in fields)
