@@ -135,3 +135,33 @@ def test_note_running_many_leaves_what_note_running_one_by_one_leaves(batches, m
             assert _state(many) == _state(one)
     finally:
         breaker_module.MAX_RUNNING = bound
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 4), st.integers(0, 5_000)), max_size=30),
+       st.lists(st.lists(st.tuples(st.integers(0, 9), st.sampled_from(["", "n0", "n1", "n2", "n5"])), max_size=10),
+                max_size=6),
+       st.integers(1, 3), st.booleans())
+def test_typical_many_gives_what_typical_one_by_one_gives(finished, batches, min_samples, median):
+    """The batch commit's medians (typical_many) against typical per Context: the same values,
+    the same names made and recency order, with workflows among their name's finished ones and
+    not, empty ids and names, the bound on names passed (a name forgotten and made again within
+    one call) and the median rule off."""
+    import costctx.budget.breaker as breaker_module
+
+    config = BreakerConfig(workflow_median_multiple=5.0 if median else None, min_samples=min_samples,
+                           median_window=4)
+    metrics = budget_metrics(ComponentMetrics(SidecarMetrics(), "processor", "budget"))
+    one, many = Breaker(config, metrics), Breaker(config, metrics)
+    bound = breaker_module.MAX_WORKFLOW_NAMES
+    breaker_module.MAX_WORKFLOW_NAMES = 3
+    try:
+        for workflow, name, spent in finished:
+            for breaker in (one, many):
+                breaker._recent_of(f"n{name}").record(f"wf-{workflow}", spent, 4)
+        for batch in batches:
+            ctxs = [Context(f"wf-{w}" if w else "", name) for w, name in batch]
+            assert many.typical_many(ctxs) == [one.typical(ctx) for ctx in ctxs]
+            assert _state(many) == _state(one)
+    finally:
+        breaker_module.MAX_WORKFLOW_NAMES = bound

@@ -184,15 +184,16 @@ class RunningAt:
     counter's value right after the span at a position in the batch, from the value after the
     batch minus what the batch added, plus what the spans up to that position added. Each
     counter's series (positions, running cost and tokens) is built on first use from the
-    segments that add to it: `placed` entries (group, workflow key, _, _, spans, windows), spans
-    as (position, micro-USD, tokens, index) int64 quadruples."""
+    segments that add to it: entries (group, workflow key, _, _, spans, windows), spans as
+    (position, micro-USD, tokens, index) int64 quadruples; what the batch added per key as
+    MemoryStore.apply_sums takes it ([ttl ms, usd] or [ttl ms, usd, tokens, steps, start])."""
 
-    __slots__ = ("_after", "_adds", "_members", "_series")
+    __slots__ = ("_after", "_sums", "_members", "_series")
 
-    def __init__(self, placed: list[tuple], adds: dict[str, KeyAdds], after: dict[str, dict[str, int]]) -> None:
-        self._after, self._adds = after, adds
+    def __init__(self, entries: list[tuple], sums: dict[str, list[int]], after: dict[str, dict[str, int]]) -> None:
+        self._after, self._sums = after, sums
         self._members: dict[str, list[bytes]] = {}
-        for _, key, _, _, packed, windows in placed:
+        for _, key, _, _, packed, windows in entries:
             for name in ((key,) if key else ()) + tuple(window for window, _ in windows):
                 self._members.setdefault(name, []).append(packed)
         self._series: dict[str, tuple[list[int], list[int], list[int]]] = {}
@@ -213,7 +214,7 @@ class RunningAt:
         """`field` (usd, tok or steps) of counter `key` right after the span at `position`."""
         positions, cost, tokens = self._of(key)
         spans = bisect_right(positions, position)  # the batch's spans on this counter up to it
-        before = self._after[key][field] - self._adds[key].sums[field]
+        before = self._after[key][field] - self._sums[key][_SLOT[field]]
         if not spans:
             return before
         return before + (cost[spans - 1] if field == c.USD else tokens[spans - 1] if field == c.TOKENS else spans)
@@ -226,3 +227,7 @@ class RunningAt:
                        self.value(workflow_key, c.STEPS, position), self._after[workflow_key][c.START]]
         values += [self.value(window, c.USD, position) for window, _ in windows]
         return values
+
+
+# A field's place in a key's apply_sums list (after its TTL).
+_SLOT = {c.USD: 1, c.TOKENS: 2, c.STEPS: 3}

@@ -19,9 +19,6 @@ from costctx.budget.counters import (
     MAX_TOKENS,
     MAX_USD,
     MICRO,
-    START,
-    STEPS,
-    TOKENS,
     USD,
     spent_micro,
     spent_tokens,
@@ -31,7 +28,7 @@ from costctx.budget.engine import BudgetEngine, SpanVerdict
 from costctx.budget.policy import Context, SpanSpend, _where, _window_keys_ttls
 from costctx.budget.seen import COMMITTED_SPANS, SeenSpans, new_seen_spans
 from costctx.budget.span_trust import CLOCK_SKEW, SpanTrust, resend_digest
-from costctx.budget.store import KeyAdds, StoreUnavailable
+from costctx.budget.store import StoreUnavailable
 from costctx.component.host import Host
 from costctx.component.processor import Processor
 from costctx.envelope.keys import SPEND_TOTAL
@@ -60,12 +57,9 @@ STATE_KEY = "budget.state"
 POLICY_KEY = "policy.id"
 
 
-def _windows_of(tenant: str, feature: str, at: float) -> tuple:
-    """The tenant's and the feature's hourly window keys with their TTLs at time `at` (empty
-    when the segment has neither)."""
-    if not (tenant or feature):
-        return ()
-    hour = int(at // 3600)
+def _windows_at(tenant: str, feature: str, hour: int) -> tuple:
+    """The tenant's and the feature's window keys with their TTLs at UTC `hour` (int(epoch s //
+    3600)), the tenant's first (policy.commit_changes' order)."""
     return ((_window_keys_ttls("t", tenant, hour) if tenant else ())
             + (_window_keys_ttls("f", feature, hour) if feature else ()))
 
@@ -291,43 +285,49 @@ class BudgetProcessor(Processor):
             self._tally_untrusted(CLOCK_SKEW, skewed)
         self._count_untrusted()
         if segments:
-            if self.engine.config.policies:
-                self._commit_segments(batch, segments, releases, now)
-            else:
-                self._commit_plain(batch, segments, releases, now)
+            self._commit_segments(batch, segments, releases, now)
         self._finish(finished)  # after their spans were compared as running
         return True
 
-    def _commit_plain(self, batch: ViewBatch, read: list[tuple], releases: list[tuple[str, int]],
-                      now: float) -> None:
-        """_commit_segments with no policy configured (no budget.state to decide), per distinct
-        envelope fields and per counter, not per segment object: one Context, breaker median
-        and workflow key per fields; each counter's sums as one list (MemoryStore.apply_sums,
-        not a KeyAdds with two dicts); the breaker's running totals per workflow. A workflow
-        some group may trip takes _commit_segments' per-span way (its entries built then)."""
+    def _commit_segments(self, batch: ViewBatch, read: list[tuple], releases: list[tuple[str, int]],
+                         now: float) -> None:
+        """The batch's segments (spend_read.read_spend) committed into the in-process store (no
+        velocity counters): each counter's sum added at once (MemoryStore.apply_sums); the
+        breaker's running totals from the workflow counter as it stood after each workflow's
+        last span; budget.state per segment where a policy applies, per span only for a workflow
+        some group may trip. With no policy configured (the default) and no hot workflow nothing
+        after the sums reads a segment again: the fast path."""
         engine = self.engine
         breaker = engine.breaker
         workflow_ttl = int(engine.config.workflow_ttl * 1000)
-        typical_of = breaker.typical
-        # fields -> (Context, typical, workflow key, tenant, feature)
-        groups: dict[tuple, tuple] = {}
-        # per segment: (its group, windows), as `read` orders them
-        placed: list[tuple[tuple, tuple]] = []
+        policies = bool(engine.config.policies)
+        groups: dict[tuple, list] = {}  # fields -> its group (the layout: _policy_of)
+        # (tenant, feature, hour) -> [their window keys with TTLs, the batch's cost on them]: a
+        # batch's segments name a few tenants and features, so each set of keys is looked up
+        # once and its counters get its summed cost once, after the loop.
+        owners: dict[tuple, list] = {}
+        # per segment, as `read` orders them: (its group, its windows)
+        placed: list[tuple[list, tuple]] = []
         # key -> [ttl ms, usd] (a window) or [ttl ms, usd, tokens, steps, start] (a workflow),
-        # in the order the segments first name them (apply_now's order)
+        # in the order the segments first name them (apply_sums' order: the store's touch order)
         sums: dict[str, list[int]] = {}
         # workflow.id -> (its last span's position, that span's Context, its counter key)
         last_of: dict[str, tuple[int, Context, str]] = {}
         spans = 0
         for fields, at, cost, tokens, steps, start, last, _, _ in read:
             group = groups.get(fields)
-            if group is None:
+            if group is None:  # most segments of a batch have fields of their own: made inline
+                # Not the cached _workflow_key: a workflow is new to most batches, so the cache
+                # would miss (and evict) once per segment, at 3x the cost of formatting it.
                 workflow_id, workflow_name, tenant, feature, policy_id = fields
                 ctx = Context(workflow_id or "", workflow_name or "", tenant or "", feature or "", policy_id or "", 0)
-                # Not the cached _workflow_key: a workflow is new to most batches (see _commit_segments).
-                group = groups[fields] = (ctx, typical_of(ctx), workflow_key(workflow_id) if workflow_id else "",
-                                          tenant, feature)
-            ctx, _, key, tenant, feature = group
+                group = groups[fields] = [ctx, None, workflow_key(workflow_id) if workflow_id else "", ctx.tenant,
+                                          ctx.feature, None, False]
+                if policies:
+                    self._policy_of(group, fields)
+            else:
+                ctx = group[0]
+            key, tenant, feature = group[2], group[3], group[4]
             if key:
                 add = sums.get(key)
                 if add is None:
@@ -339,18 +339,34 @@ class BudgetProcessor(Processor):
                 found = last_of.get(ctx.workflow_id)
                 if found is None or last > found[0]:
                     last_of[ctx.workflow_id] = (last, ctx, key)
-            windows = _windows_of(tenant, feature, at)
-            for window, ttl in windows:
-                add = sums.get(window)
-                if add is None:
-                    sums[window] = [ttl, cost]
+            if tenant or feature:
+                owner = (tenant, feature, int(at // 3600))
+                owned = owners.get(owner)
+                if owned is None:
+                    windows = _windows_at(tenant, feature, owner[2])
+                    owners[owner] = [windows, cost]
+                    for window, ttl in windows:  # its place in the order: named here first
+                        if window not in sums:
+                            sums[window] = [ttl, 0]
                 else:
-                    add[1] += cost
+                    windows = owned[0]
+                    owned[1] += cost
+            else:
+                windows = ()
             placed.append((group, windows))
             spans += steps
+        for windows, cost in owners.values():
+            for window, _ in windows:
+                sums[window][1] += cost
+        # the breaker's medians, in the order the groups came (as one call per group made them)
+        for group, typical in zip(groups.values(), breaker.typical_many([group[0] for group in groups.values()]),
+                                  strict=True):
+            group[1] = typical
         bindings = [(rid, (placed[n][0][0].workflow_id, placed[n][0][0].tenant)) for rid, n in releases]
         outcomes, after = engine.store.apply_sums(bindings, sums)
         engine.count_commit(outcomes, spans)
+        # The workflows some group may trip: its spend after its last span, the most any of its
+        # spans saw, over the median rule's bound (typical is None with the rule off).
         multiple = breaker.config.workflow_median_multiple
         hot: set[str] = set()
         for (group, _), segment in zip(placed, read, strict=True):
@@ -359,121 +375,49 @@ class BudgetProcessor(Processor):
                 key = group[2]
                 if after[key][USD] - sums[key][1] + segment[7] > multiple * typical:
                     hot.add(group[0].workflow_id)
-        trips = self._trips_plain(batch, read, placed, sums, after, hot, now) if hot else ()
+        trips = self._states_and_trips(batch, read, placed, sums, after, hot, now) if hot or policies else ()
         # as of each workflow's last span, in the order of those spans
         breaker.note_running_many([(ctx, after[key][USD]) for _, ctx, key in sorted(last_of.values(),
                                                                                     key=itemgetter(0))], now)
         for key, tenant in trips:
             engine.store.trip_now(key, self.config.breaker.cooldown, tenant)
 
-    def _trips_plain(self, batch: ViewBatch, read: list[tuple], placed: list[tuple[tuple, tuple]],
-                     sums: dict[str, list[int]], after: dict[str, dict[str, int]], hot: set[str],
-                     now: float) -> list:
-        """_trips_per_span on _commit_plain's segments: its entries and adds as _commit_segments
-        builds them (one SpendGroup per fields), for the rare batch with a hot workflow."""
-        spend_groups: dict[int, SpendGroup] = {}
-        entries = []
-        for (group, windows), segment in zip(placed, read, strict=True):
-            spend_group = spend_groups.get(id(group))
-            if spend_group is None:
-                spend_group = spend_groups[id(group)] = SpendGroup(group[0], None, False, group[1], False)
-            entries.append((spend_group, group[2], segment[6], segment[7], segment[8], windows))
-        adds = {key: KeyAdds(add[0], {USD: add[1]} if len(add) == 2 else
-                             {USD: add[1], TOKENS: add[2], STEPS: add[3]}) for key, add in sums.items()}
-        return self._trips_per_span(batch, entries, hot, RunningAt(entries, adds, after), {}, now)
-
-    def _commit_segments(self, batch: ViewBatch, read: list[tuple], releases: list[tuple[str, int]],
-                         now: float) -> None:
-        """_commit_here for a batch read per segment (no policy, no velocity): each counter's sum
-        added at once (the layout of batch_commit.key_adds, without its Segment objects); the
-        breaker's running totals from the workflow counter as it stood after each group's last
-        span, per span only for a workflow some group may trip."""
-        engine = self.engine
-        workflow_ttl = int(engine.config.workflow_ttl * 1000)
-        groups: dict[tuple, SpendGroup] = {}
-        placed: list[tuple[SpendGroup, str, int, int, bytes, tuple]] = []
-        adds: dict[str, KeyAdds] = {}
-        spans = 0
-        make_group = self._group if engine.config.policies else self._plain_group
-        for fields, at, cost, tokens, steps, start, last, through, packed in read:
-            group = groups.get(fields)
-            if group is None:
-                group = groups[fields] = make_group(fields)
-            ctx = group.ctx
-            # Not the cached _workflow_key: a workflow's spans make one segment per batch, so the
-            # cache would miss (and evict) once per segment, at 3x the cost of formatting it.
-            key = workflow_key(ctx.workflow_id) if ctx.workflow_id else ""
-            if key:
-                add = adds.get(key)
-                if add is None:
-                    adds[key] = KeyAdds(workflow_ttl, {USD: cost, TOKENS: tokens, STEPS: steps}, {START: start})
-                else:
-                    sums = add.sums
-                    sums[USD] += cost
-                    sums[TOKENS] += tokens
-                    sums[STEPS] += steps
-            tenant, feature = ctx.tenant, ctx.feature
-            windows = _windows_of(tenant, feature, at)
-            for window, ttl in windows:
-                add = adds.get(window)
-                if add is None:
-                    adds[window] = KeyAdds(ttl, {USD: cost})
-                else:
-                    add.sums[USD] += cost
-            placed.append((group, key, last, through, packed, windows))
-            spans += steps
-        bindings = [(rid, (placed[n][0].ctx.workflow_id, placed[n][0].ctx.tenant)) for rid, n in releases]
-        outcomes, after = engine.store.apply_now(bindings, adds)
-        engine.count_commit(outcomes, spans)
-        breaker = engine.breaker
-        multiple = breaker.config.workflow_median_multiple
-        # workflow.id -> (its last span's position, that span's Context, its counter key); the
-        # workflows some group may trip (its spend after its last span, the most any of its
-        # spans saw, over the median rule's bound)
-        last_of: dict[str, tuple[int, Context, str]] = {}
-        hot: set[str] = set()
-        for group, key, last, through, _, _ in placed:
-            if not key:
-                continue
-            ctx = group.ctx
-            found = last_of.get(ctx.workflow_id)
-            if found is None or last > found[0]:
-                last_of[ctx.workflow_id] = (last, ctx, key)
-            typical = group.typical
-            if typical is not None and typical > 0:
-                before = after[key][USD] - adds[key].sums[USD]
-                if before + through > multiple * typical:
-                    hot.add(ctx.workflow_id)
+    def _states_and_trips(self, batch: ViewBatch, read: list[tuple], placed: list[tuple[list, tuple]],
+                          sums: dict[str, list[int]], after: dict[str, dict[str, int]], hot: set[str],
+                          now: float) -> list:
+        """budget.state of the segments a policy applies to, decided per segment where no trip
+        in this batch can reach them (only a hot workflow's breaker key trips here), per span
+        with the median rule for the hot workflows' spans; their (policy, state) counted once.
+        -> the trips, (breaker key, tenant)."""
+        # per segment: (group, workflow key, last position, through, spans, windows)
+        entries = [(group, group[2], segment[6], segment[7], segment[8], windows)
+                   for (group, windows), segment in zip(placed, read, strict=True)]
         # (policy, state) -> [spans, the first one's position]: counted once per batch, in the
         # order the per-span path meets them (the order their series appear in)
         states: dict[tuple[str, str], list[int]] = {}
-        # Each counter's running values, built only when some span's state or trip reads them
-        # (no policy and no hot workflow, the common case: nothing reads them).
+        # Each counter's running values, built only when some span's state or trip reads them.
         running: RunningAt | None = None
-        # budget.state of the segments no trip in this batch can reach (only a hot workflow's
-        # breaker key trips here): decided per segment; the hot ones' per span, with their trips
-        for entry in placed:
-            if entry[0].policy is not None and not (entry[1] and entry[0].ctx.workflow_id in hot):
+        for entry in entries:
+            group = entry[0]
+            if group[5] is not None and not (entry[1] and group[0].workflow_id in hot):
                 if running is None:
-                    running = RunningAt(placed, adds, after)
+                    running = RunningAt(entries, sums, after)
                 self._segment_states(batch, entry, running, states, now)
         trips = []
         if hot:
-            running = running if running is not None else RunningAt(placed, adds, after)
-            trips = self._trips_per_span(batch, placed, hot, running, states, now)
+            running = running if running is not None else RunningAt(entries, sums, after)
+            trips = self._trips_per_span(batch, entries, hot, running, states, now)
         if states:
-            engine.count_states({pair: tally[0] for pair, tally in sorted(states.items(), key=lambda item: item[1][1])})
-        for _, ctx, key in sorted(last_of.values(), key=lambda item: item[0]):
-            breaker.note_running(ctx, after[key][USD], now)  # as of the workflow's last span
-        for key, tenant in trips:
-            engine.store.trip_now(key, self.config.breaker.cooldown, tenant)
+            self.engine.count_states({pair: tally[0] for pair, tally in sorted(states.items(),
+                                                                                key=lambda item: item[1][1])})
+        return trips
 
     def _segment_states(self, batch: ViewBatch, entry: tuple, running: RunningAt, states: dict,
                         now: float) -> None:
         """budget.state of a segment's spans: each counter only grows within the segment, so its
         state after the first span equals the one after the last only when every span has it."""
         group, key, _, _, packed, windows = entry
-        policy, ctx = group.policy, group.ctx
+        ctx, policy, stamp_policy = group[0], group[5], group[6]
         where = _where(bool(key), bool(ctx.tenant), bool(ctx.feature), False)
         spans = array("q", packed)
         state_of = self.engine.state_of
@@ -488,7 +432,7 @@ class BudgetProcessor(Processor):
             else:
                 tally[0] += len(indices)
                 tally[1] = min(tally[1], spans[0])
-            if group.stamp_policy:
+            if stamp_policy:
                 batch.set_many(indices, POLICY_KEY, policy.id)
             batch.set_many(indices, STATE_KEY, first)
             return
@@ -497,27 +441,27 @@ class BudgetProcessor(Processor):
             self._stamp_state(batch, spans[i + 3], spans[i], group, state, states)
 
     @staticmethod
-    def _stamp_state(batch: ViewBatch, index: int, position: int, group: SpendGroup, state: str,
+    def _stamp_state(batch: ViewBatch, index: int, position: int, group: list, state: str,
                      states: dict) -> None:
-        policy_id = group.policy.id
+        policy_id = group[5].id
         tally = states.get((policy_id, state))
         if tally is None:
             states[(policy_id, state)] = [1, position]
         else:
             tally[0] += 1
             tally[1] = min(tally[1], position)
-        if group.stamp_policy:
+        if group[6]:
             batch.set(index, POLICY_KEY, policy_id)
         batch.set(index, STATE_KEY, state)
 
-    def _trips_per_span(self, batch: ViewBatch, placed: list, hot: set[str], running: RunningAt, states: dict,
+    def _trips_per_span(self, batch: ViewBatch, entries: list, hot: set[str], running: RunningAt, states: dict,
                         now: float) -> list:
         """The median rule per span, in batch order, for the workflows some group may trip (each
         span's running spend from the counter's value before the batch), and their spans'
         budget.state right after (a trip here is open for the spans after it)."""
         events = []  # (position, index in the view, entry)
-        for entry in placed:
-            if entry[1] and entry[0].ctx.workflow_id in hot:
+        for entry in entries:
+            if entry[1] and entry[0][0].workflow_id in hot:
                 spans = array("q", entry[4])
                 events += [(spans[i], spans[i + 3], entry) for i in range(0, len(spans), 4)]
         events.sort(key=lambda event: event[0])
@@ -526,23 +470,26 @@ class BudgetProcessor(Processor):
         trips = []
         for position, index, entry in events:
             group, key, windows = entry[0], entry[1], entry[5]
-            ctx = group.ctx
-            if group.typical is not None:
+            ctx, typical, policy = group[0], group[1], group[5]
+            if typical is not None:
                 spent = running.value(key, USD, position)
                 # `at` is read only with velocity counters (none here)
-                observed = observe(ctx, now, spent, None, group.typical, now)
+                observed = observe(ctx, now, spent, None, typical, now)
                 trips += [(breaker_key, ctx.tenant) for _, breaker_key, _ in observed]
-            if group.policy is not None:
+            if policy is not None:
                 where = _where(True, bool(ctx.tenant), bool(ctx.feature), False)
-                state = engine.state_of(group.policy, ctx, where, running.values(key, windows, position), now)
+                state = engine.state_of(policy, ctx, where, running.values(key, windows, position), now)
                 self._stamp_state(batch, index, position, group, state, states)
         return trips
 
-    def _plain_group(self, fields: tuple) -> SpendGroup:
-        """_group with no policy configured and no velocity counters (fields: str or None)."""
-        workflow_id, workflow_name, tenant, feature, policy_id = fields
-        ctx = Context(workflow_id or "", workflow_name or "", tenant or "", feature or "", policy_id or "", 0)
-        return SpendGroup(ctx, None, False, self.engine.breaker.typical(ctx), False)
+    def _policy_of(self, group: list, fields: tuple) -> None:
+        """A segment group's policy, with policies configured: the one its fields match, and
+        whether its spans get its policy.id (they carry none). A group is [Context, the
+        breaker's typical spend (set once the batch's groups are known: Breaker.typical_many),
+        workflow counter key, tenant, feature, policy or None, stamp policy.id]."""
+        ctx = group[0]
+        group[5] = self.engine.policies.match(ctx.policy_id, ctx.workflow_name)
+        group[6] = fields[4] is None or fields[4] is EMPTY or fields[4] == ""
 
     def _group(self, fields: tuple) -> SpendGroup:
         workflow_id, workflow_name, tenant, feature, policy_id = (v if type(v) is str else "" for v in fields)
