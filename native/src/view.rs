@@ -5,8 +5,8 @@
 //! made for its spans; a span nobody looks at never gets one.
 //!
 //! Python sees a read-only sequence: len, [i] (negative too), slices (a list), iteration,
-//! ==, + (a list). `joined` appends another scan's spans sharing the views already made
-//! (`extend_with` the same in place: NativeCodec.appended); `column(name)` reads one field of
+//! ==, + (a list). `extend_with` appends another scan's spans in place, sharing the views
+//! already made (NativeCodec.appended); `column(name)` reads one field of
 //! every span (a made view's own value when it exists: a processor may have changed it, e.g.
 //! ViewBatch.replace).
 
@@ -817,94 +817,12 @@ impl SpanList {
         format!("<SpanList of {} spans, {} made>", state.made.len(), made)
     }
 
-    /// This list's spans then `other`'s (a list from another scan), `other`'s resource and
-    /// scope indices shifted by `resources` and `scopes`. Views already made are shared
-    /// (`other`'s get their indices shifted now); `other` itself is left as it was made.
-    fn joined(
-        &self,
-        py: Python<'_>,
-        other: &Bound<'_, SpanList>,
-        resources: usize,
-        scopes: usize,
-    ) -> PyResult<SpanList> {
-        if std::ptr::eq(self, other.get()) {
-            return Err(PyValueError::new_err("a span list cannot be joined to itself"));
-        }
-        let mine = self.lock(py);
-        let theirs = other.get().lock(py);
-        let start = mine.made.len();
-        let mut segments: Vec<Segment> = mine
-            .segments
-            .iter()
-            .map(|s| Segment {
-                layout: s.layout.clone_ref(py),
-                first: s.first,
-                resource_shift: s.resource_shift,
-                scope_shift: s.scope_shift,
-                signatures: s.signatures.iter().map(|(k, v)| (*k, v.clone_ref(py))).collect(),
-                kinds: s.kinds.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect(),
-            })
-            .collect();
-        for s in &theirs.segments {
-            segments.push(Segment {
-                layout: s.layout.clone_ref(py),
-                first: start + s.first,
-                resource_shift: s.resource_shift + resources,
-                scope_shift: s.scope_shift + scopes,
-                signatures: s.signatures.iter().map(|(k, v)| (*k, v.clone_ref(py))).collect(),
-                kinds: s.kinds.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect(),
-            });
-        }
-        let mut made: Vec<Option<Py<PyAny>>> = mine.made.iter().map(|m| m.as_ref().map(|o| o.clone_ref(py))).collect();
-        let (resource_name, scope_name) = (pyo3::intern!(py, "resource"), pyo3::intern!(py, "scope"));
-        for view in &theirs.made {
-            made.push(match view {
-                None => None,
-                Some(view) => {
-                    let view = view.bind(py);
-                    let resource: usize = view.getattr(resource_name)?.extract()?;
-                    let scope: usize = view.getattr(scope_name)?.extract()?;
-                    view.setattr(resource_name, resource + resources)?;
-                    view.setattr(scope_name, scope + scopes)?;
-                    Some(view.clone().unbind())
-                }
-            });
-        }
-        let mut pending: HashMap<usize, Vec<std::sync::Arc<AttrOp>>, FxBuild> = mine.pending.clone();
-        for (i, ops) in &theirs.pending {
-            pending.insert(start + i, ops.clone());
-        }
-        // Read attrs are copied: each list's spans change on their own from here.
-        let mut edited: HashMap<usize, (Py<PyDict>, usize), FxBuild> = HashMap::default();
-        for (i, (attrs, applied)) in &mine.edited {
-            edited.insert(*i, (attrs.bind(py).copy()?.unbind(), *applied));
-        }
-        for (i, (attrs, applied)) in &theirs.edited {
-            edited.insert(start + i, (attrs.bind(py).copy()?.unbind(), *applied));
-        }
-        let mut strings: HashMap<Vec<u8>, Py<PyString>> =
-            mine.strings.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect();
-        for (k, v) in &theirs.strings {
-            strings.entry(k.clone()).or_insert_with(|| v.clone_ref(py));
-        }
-        Ok(SpanList {
-            classes: self.classes.clone_ref(py),
-            state: Mutex::new(State {
-                segments,
-                made,
-                pending,
-                edited,
-                strings,
-            }),
-            no_event_keys: self.no_event_keys.clone_ref(py),
-        })
-    }
-
-    /// `joined`, in place: `other`'s spans appended to this list's (NativeCodec.appended,
-    /// inherit's released spans; the view this list belonged to is spent). Nothing of this
-    /// list is copied (its made views, pending changes, read attrs and strings stay where they
-    /// are: `joined` copied them all, a read dict each, ~40 us per call); `other`'s, a few
-    /// spans, are taken as `joined` takes them, and `other` is left as it was made.
+    /// `other`'s spans (a list from another scan) appended to this list's, their resource and
+    /// scope indices shifted by `resources` and `scopes` (NativeCodec.appended, inherit's
+    /// released spans; the view this list belonged to is spent). Nothing of this list is
+    /// copied: its made views, pending changes, read attrs and strings stay where they are.
+    /// `other`'s made views are shared (their indices shifted now), its read attrs copied, and
+    /// `other` is otherwise left as it was made.
     fn extend_with(
         &self,
         py: Python<'_>,

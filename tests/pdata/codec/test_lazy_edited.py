@@ -69,7 +69,8 @@ def test_edits_and_reads_interleaved_as_on_views(native, seed, request):
     other = native.scan(raw, watched)  # what a join appends (its spans after ours)
 
     def join_lazy(spans):
-        return spans.joined(native.scan(raw, watched).spans, 0, 0)
+        spans.extend_with(native.scan(raw, watched).spans, 0, 0)
+        return spans
 
     def join_views(spans):
         return spans + list(native.scan(raw, watched).spans.to_list())

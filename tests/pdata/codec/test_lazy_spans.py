@@ -124,14 +124,15 @@ def test_joined_lists_shift_the_appended_indices_and_keep_made_views(native):
     assert span_column(joined.spans, "resource") == [s.resource for s in reference.spans]
     # A view of the appended list made before the join is shifted by it (and shared).
     view = native.scan(first, watched)
-    together = view.spans.joined(tail.spans, len(view.resources), len(view.scopes))
+    together = view.spans
+    together.extend_with(tail.spans, len(view.resources), len(view.scopes))
     assert together[count] is made_before and made_before.resource == reference.spans[count].resource
     assert made_before.scope == reference.spans[count].scope and together[count + 1] == reference.spans[count + 1]
     keys = tuple(sorted(watched))
     assert attr_values(joined.spans, keys) == values_of(reference.spans, keys)
     assert bytes_column(joined.spans, "trace_id") == [s.trace_id for s in reference.spans]
     with pytest.raises(ValueError):
-        view.spans.joined(view.spans, 0, 0)
+        view.spans.extend_with(view.spans, 0, 0)
 
 
 def test_a_batch_makes_every_view_at_once_unless_its_reader_is_columnar(native):
