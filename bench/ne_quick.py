@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The scan, normalize and envelope at the default point, as the least CPU time of several passes.
 
-    COSTCTX_CODEC=native|python python bench/ne_quick.py [--rounds 7] [--processors normalize,price]
+    COSTCTX_CODEC=native|python python bench/ne_quick.py [--rounds 7] [--processors normalize,price] [--batches 20]
 
 The whole default pipeline runs (so envelope sees what inherit and price left), each pass
 with fresh ids as bench/inprocess.py does, each processor's `process_view` timed; the least
@@ -11,6 +11,9 @@ watched keys: normalize's figure includes it, being the first processor on the v
 `--processors` runs those alone (in pipeline order, e.g. without inherit); `views` is the
 number of SpanViews each processor made per span (the native codec's lazy list), 0 when
 it read columns and records only.
+`--batches`: requests per pass (100 spans each). 20 keeps a pass's state in the caches; run.py's
+in-process point and the live sidecar see 200 (its pool of 20,000 spans), where inherit costs
+about twice as much per span on the same code (its tables outgrow the caches).
 """
 
 from __future__ import annotations
@@ -66,8 +69,8 @@ def views_made(stage, bodies: list[bytes], spans: int) -> dict[str, float]:
     return {name: round(count / spans, 2) for name, count in made.items()}
 
 
-async def one_point(complete: bool, rounds: int, cycle_base: int, processors: list[str]) -> dict:
-    pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=20))
+async def one_point(complete: bool, rounds: int, cycle_base: int, processors: list[str], batches: int = 20) -> dict:
+    pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=batches))
     spans = len(pool) * 100
     stage = await build_stage(processors)
     time_pipeline(stage, fresh_ids(pool, cycle_base))  # warm-up
@@ -90,10 +93,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--processors", help="comma-separated, in pipeline order; the default pipeline if omitted")
+    parser.add_argument("--batches", type=int, default=20, help="100-span requests per pass (run.py's pool: 200)")
     args = parser.parse_args()
     processors = args.processors.split(",") if args.processors else list(DEFAULT_TRACE_PROCESSORS)
-    out = {"mixed": await one_point(False, args.rounds, 0, processors),
-           "complete": await one_point(True, args.rounds, 1000, processors)}
+    out = {"mixed": await one_point(False, args.rounds, 0, processors, args.batches),
+           "complete": await one_point(True, args.rounds, 1000, processors, args.batches)}
     print(os.environ.get("COSTCTX_CODEC", "auto"), json.dumps(out))
 
 
