@@ -10,6 +10,21 @@ and 300 s 256.1 / 264.0 MB (peaks 261.8 / 269.4, over the pod's 256Mi), the heap
 39 / 48 MB free; with the threshold fixed 228.9 / 226.1 MB (peaks 238.8 / 241.6), 10 MB free.
 Setting the threshold explicitly is what turns glibc's adjustment off (mallopt(3)).
 
+Why not higher, though it costs page faults (issue 15, rounds 14-15): at 10,000 spans/s the
+exporter's merged request and gRPC's copy of it (~1.8 MB each per send, on worker threads) are
+fresh mappings faulted in page by page, ~45 of the ~55 minor faults per 100 spans. Any setting
+that serves them from the heap instead also leaves the heap the blocks between 128 KiB and the
+new threshold that churn once tables are full. Same hour, `memory_profile.py --duration 150`,
+one run each (RSS after 150 / 300 s): this setting 150.3 / 152.6 MB; mmap 2 MiB + trim 4 MiB
+157.9 / 166.0 (faults 55 -> ~10 per 100 spans); that plus malloc_trim every 5 s 166.0 / 168.8;
+128 KiB with trim threshold and top pad 4 MiB (big blocks from the heap's top when it has room)
+162.3 / 162.1 (faults down a quarter to a half). The 10,000 spans/s peak itself moved within its noise
+(94-100 MB). strace of mmap at full tables (150 s in): nearly every block over 128 KiB is the
+exporter's (gRPC's copy and the join, ~8 MB/s); the tables' (KeyMap::resize, dictresize) come
+while they fill. On the heap the exporter's blocks land in whatever holes the tables' growth
+left, a different one each send: keeping them in one place (one thread, one arena, one buffer)
+is what a higher threshold would need first.
+
 Two more settings for the same process, both from issue 15's 10,000 spans/s point:
 - at most `ARENAS` malloc arenas (M_ARENA_MAX). glibc gives each thread that contends for the
   main heap an arena of its own (up to 8 per core), each keeping its own free memory; gRPC's
