@@ -15,7 +15,8 @@ under the sidecar's processors-off CPU (issue 15: at most 5% of a core at 10,000
 - aio-stream: grpc.aio server, stream-unary handler (the receiver with a memory limiter);
 - sync-unary: grpc's thread-pool server, unary-unary handler (4 worker threads);
 - aio-unary+<tuning>[+<tuning>...]: aio-unary with HTTP/2 settings of TUNINGS (no BDP probe,
-  4 MiB frames, a 4 MiB window): none moved the CPU per call beyond the runs' spread (e2e9).
+  4 MiB frames, a 4 MiB window): none moved the CPU per call beyond the runs' spread (e2e9);
+  `+uvloop` runs the aio server on uvloop's event loop instead of asyncio's.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ TUNINGS = {
 def serve(kind: str, port: int) -> None:
     options = [("grpc.max_receive_message_length", 4 * 2**20), ("grpc.so_reuseport", 0)]
     kind, _, tunings = kind.partition("+")
-    for name in filter(None, tunings.split("+")):
-        options += TUNINGS[name]
+    names = list(filter(None, tunings.split("+")))
+    for name in names:
+        options += TUNINGS.get(name, [])
     if kind == "sync-unary":
         def export(request: bytes, context) -> bytes:
             return EMPTY
@@ -88,7 +90,12 @@ def serve(kind: str, port: int) -> None:
         print("ready", flush=True)
         await server.wait_for_termination()
 
-    asyncio.run(main())
+    if "uvloop" in names:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 def measure(kind: str, pool: Path, rate: float, seconds: float) -> dict:

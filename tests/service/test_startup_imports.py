@@ -90,3 +90,15 @@ def test_python_codec_sidecar_loads_protobuf(tmp_path, monkeypatch):
     config = sidecar_config(9)
     config["receivers"]["otlp"]["protocols"].pop("http")
     assert PROTOBUF_SO in loaded_libraries(config, tmp_path)
+
+
+@pytest.mark.parametrize("choice", ["auto", "asyncio"])
+def test_costctx_run_serves_on_uvloop_unless_told_otherwise(monkeypatch, tmp_path, choice):
+    """`costctx run` itself (service/event_loop.py through the CLI): uvloop's loop by default,
+    asyncio's when COSTCTX_EVENT_LOOP says so (uvloop then not even imported)."""
+    pytest.importorskip("uvloop")
+    monkeypatch.setenv("COSTCTX_EVENT_LOOP", choice)
+    config = sidecar_config(9)
+    config["receivers"]["otlp"]["protocols"].pop("http")
+    maps = loaded_libraries(config, tmp_path)
+    assert ("/uvloop/" in maps) is (choice == "auto")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
@@ -69,6 +68,7 @@ def _refuse_broken_price_files(config) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from costctx.service import event_loop
     from costctx.service.runner import serve
 
     config = _load(args.config)
@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.config is None:
         _say_what_the_defaults_do(config)
     try:
-        asyncio.run(serve(config, grace=args.grace))
+        event_loop.run(serve(config, grace=args.grace))
     except (OSError, TokenError) as exc:  # a port taken, a certificate or token file unreadable
         logging.getLogger("costctx").error("cannot start: %s", exc)
         return 1

@@ -10,6 +10,7 @@ import threading
 from costctx.attribution.inprocess import InProcessShare
 from costctx.service.app import Sidecar
 from costctx.service.config.model import SidecarConfig
+from costctx.service.event_loop import loop_factory
 from costctx.service.gc_tuning import GcScheduler
 from costctx.service.malloc_tuning import fix_mmap_threshold, limit_arenas, trim
 
@@ -51,7 +52,8 @@ class SidecarThread:
         on one loop: `beside` runs this sidecar on that runner's loop thread (stop this one first)."""
         self.config = config
         self.in_process = in_process
-        self.loop = asyncio.new_event_loop() if beside is None else beside.loop
+        # The loop `costctx run` would serve on (service/event_loop.py): tests run what ships.
+        self.loop = loop_factory()[1]() if beside is None else beside.loop
         self.sidecar: Sidecar | None = None
         self._thread = (threading.Thread(target=self.loop.run_forever, name="costctx-sidecar", daemon=True)
                         if beside is None else None)
