@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where inherit's time goes in the whole pipeline, by part, with plain timers (no profiler).
 
-    COSTCTX_CODEC=native python bench/inherit_parts.py [--rounds 10] [--kinds]
+    COSTCTX_CODEC=native python bench/inherit_parts.py [--rounds 10] [--batches 20] [--registry URL] [--kinds]
 
 The default pipeline runs on the bench workload (100 spans/batch, +4 attrs, mixed then
 complete, fresh ids per pass, as bench/ne_quick.py); inherit's process_view and the calls it
@@ -15,6 +15,15 @@ are us per span, summed over the passes (the wrappers add ~0.1 us per call).
 A sampling profiler (pyinstrument, bench/profile_stage.py) puts much of the kernel's time
 (a native call that calls no Python function) on process_view's own lines: these timers
 read it where it is.
+
+`--batches`: requests per pass (100 spans each), as bench/ne_quick.py: 20 keeps a pass's
+state in the caches; run.py's pool (and the live sidecar) is 200, where inherit's parts cost
+~1.7-2x per span on the same code.
+
+`--registry`: inherit's context registry on this Redis (`backend: redis`, as sidecars sharing
+it run): learn_batch then also encodes and queues every context it learns (the writes
+themselves go in a task the pass does not wait for; past `max_pending_writes` they are
+counted as dropped). Default: the memory backend, as the other benches.
 
 `--kinds`: the kernel's run timed per entry of a level, by kind (a span alone, a pair, a unit
 of three or more, and entries it stops at), us per span decided (per call for stops).
@@ -32,8 +41,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import costctx.processors.inherit.processor as inherit_module  # noqa: E402
-from bench.inprocess import build_stage, fresh_ids, time_pipeline  # noqa: E402
+from bench.inprocess import (  # noqa: E402
+    COLLECTOR,
+    CountingExporter,
+    StagePipeline,
+    build_stage,
+    fresh_ids,
+    pipeline_config,
+    time_pipeline,
+)
 from bench.workload import WorkloadSpec, build_requests  # noqa: E402
+from costctx.service.app import Sidecar  # noqa: E402
+from costctx.service.config.loader import build_config  # noqa: E402
 from costctx.service.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
 
 spent: Counter = Counter()
@@ -82,9 +101,24 @@ class TimedKernel:
         return 2 * len(listed)
 
 
-async def one_point(complete: bool, rounds: int, kinds: bool) -> dict[str, float]:
-    pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=20))
-    stage = await build_stage(list(DEFAULT_TRACE_PROCESSORS))
+async def registry_stage(url: str) -> StagePipeline:
+    """build_stage's default pipeline with inherit's registry on the Redis at `url`."""
+    config = pipeline_config(list(DEFAULT_TRACE_PROCESSORS))
+    config["processors"]["inherit"] = {"registry": {"backend": "redis", "redis": {
+        "url": url, "key_prefix": "{bench}:inherit_parts:"}}}
+    sidecar = Sidecar(build_config(config, environ={}))
+    assert sidecar.traces is not None
+    counter = CountingExporter()
+    sidecar.traces.exporters = [counter]
+    await sidecar.traces.start()
+    COLLECTOR.take_over()
+    return StagePipeline(sidecar, sidecar.traces, counter)
+
+
+async def one_point(complete: bool, rounds: int, kinds: bool, batches: int = 20,
+                    registry: str | None = None) -> dict[str, float]:
+    pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=complete, batches=batches))
+    stage = await (registry_stage(registry) if registry else build_stage(list(DEFAULT_TRACE_PROCESSORS)))
     inherit = next(p for p in stage.pipeline.processors if p.type_name == "inherit")
     originals = {name: getattr(inherit_module, name)
                  for name in ("native_read_batch", "native_parent_first")}
@@ -126,10 +160,12 @@ async def one_point(complete: bool, rounds: int, kinds: bool) -> dict[str, float
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--batches", type=int, default=20, help="requests per pass (run.py's pool: 200)")
+    parser.add_argument("--registry", help="inherit's context registry on this Redis URL (default: memory)")
     parser.add_argument("--kinds", action="store_true", help="time the kernel's run per entry kind")
     args = parser.parse_args()
     for complete in (False, True):
-        figures = await one_point(complete, args.rounds, args.kinds)
+        figures = await one_point(complete, args.rounds, args.kinds, args.batches, args.registry)
         print("complete" if complete else "mixed", figures)
 
 

@@ -47,6 +47,35 @@ def test_redis_registry_is_shared_between_two_instances_in_one_round_trip(redis_
     asyncio.run(run())
 
 
+def test_a_flush_past_one_script_call_writes_every_entry_with_the_ttl(redis_url):
+    """A write larger than WRITE_CHUNK goes in several script calls: every context is stored
+    with its value and the registry's TTL, and another sidecar reads each one back."""
+    import redis.asyncio as aioredis
+
+    from costctx.attribution.registry import WRITE_CHUNK
+
+    async def run():
+        a = _redis_registry(redis_url)
+        b = ContextRegistry(RedisBackend(redis_url, a.backend.prefix, 0.5), ttl=60)
+        spans = [(bytes([1 + i // 250]) * 16, i.to_bytes(8, "big")) for i in range(WRITE_CHUNK * 2 + 7)]
+        for trace_id, span_id in spans:
+            a.learn(trace_id, span_id, {**FIELDS, "request.id": span_id.hex()})
+        written = a.pending_writes
+        assert written > WRITE_CHUNK * 2
+        await a.flush()
+        assert a.counts.written == written
+        assert await b.lookup(spans) == set(spans)
+        assert all(b.local_span(t, s) == {**FIELDS, "request.id": s.hex()} for t, s in spans)
+        client = aioredis.Redis.from_url(redis_url)
+        name = a.backend.prefix + f"ctx|{spans[-1][0].hex()}|{spans[-1][1].hex()}"
+        assert 0 < await client.pttl(name) <= 60_000
+        await client.aclose()
+        await a.close()
+        await b.close()
+
+    asyncio.run(run())
+
+
 def test_registry_store_down_raises_store_unavailable_and_keeps_local_knowledge():
     async def run():
         dead = ContextRegistry(RedisBackend(f"redis://127.0.0.1:{free_port()}/0", "{x}:", 0.2), ttl=60,

@@ -146,3 +146,47 @@ def test_the_native_plan_is_the_python_plan(batch, already):
     assert found == expected
     assert [step[-1] is want[-1] for step, want in zip(found, expected, strict=True)] == [True] * len(expected)
     assert native_learned == learned
+
+
+def test_a_shared_registry_encodes_each_fields_object_once_per_batch(monkeypatch):
+    """With a shared store, learn_steps encodes a fields dict once per call however many steps
+    carry it (a workflow's spans and its trace), each written value still that dict's JSON."""
+    import json
+
+    import costctx.attribution.registry as registry_module
+
+    encoded: list[dict] = []
+    encode = registry_module._encode
+    monkeypatch.setattr(registry_module, "_encode", lambda fields: encoded.append(fields) or encode(fields))
+    registry = ContextRegistry(_SharedBackend(), 60, 1000, lambda: 0.0)
+    first, equal, other = _OWNS
+    t1, t2, t3 = _TRACES[:3]
+    s1, s2 = _SPANS[:2]
+    registry.learn_steps([
+        (t1, s1, first),  # the trace and its span
+        ([t1 + s2, t2 + s1], first),  # a run of the same object
+        (t2, None, equal),  # equal, another object: encoded for itself (same bytes)
+        (t3, s2, other),
+        ([t3 + s1], other),
+    ])
+    assert [id(fields) for fields in encoded] == [id(first), id(equal), id(other)]
+    want = {t1 + s1: first, t1: first, t1 + s2: first, t2 + s1: first, t2: equal, t3 + s2: other, t3: other,
+            t3 + s1: other}
+    assert registry._pending == {
+        key: json.dumps(fields, separators=(",", ":"), sort_keys=True).encode() for key, fields in want.items()}
+
+
+_VALUES = st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.none(),
+                    st.floats(allow_nan=False), st.lists(st.text(max_size=4), max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(fields=st.dictionaries(st.text(max_size=12), _VALUES, max_size=8))
+def test_the_registry_encoding_is_compact_sorted_json(fields):
+    """_encode (its encoder made once) writes what json.dumps(sort_keys, compact) writes."""
+    import json
+
+    from costctx.attribution.registry import _decode, _encode
+
+    assert _encode(fields) == json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+    assert _decode(_encode(fields)) == fields

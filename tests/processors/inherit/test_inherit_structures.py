@@ -409,3 +409,41 @@ def test_a_record_keeps_the_strings_it_shares_after_another_goes():
     assert state(cache.get(b"\x02" * 24)) == state(Known({"workflow.id": "w2", "owner.team": "team"}, "svc", 2,
                                                         frozenset()))
     cache.now = None
+
+
+@settings(max_examples=200, deadline=None)
+@given(spans=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.booleans(), st.booleans()),
+                      min_size=1, max_size=12, unique_by=lambda s: s[1]))
+def test_detaching_a_batch_s_held_spans_at_once_is_detach_then_account_each(spans):
+    """Hold.detach_all(pending, payloads, notes) leaves the spans and the hold's byte counts as
+    HeldSpan.detach then Hold.account for each did (a span no longer held counts no bytes)."""
+    from costctx.pdata.codec.api import ResourceView
+    from costctx.processors.inherit.hold import HeldSpan, Hold
+
+    def held_spans() -> tuple[Hold, list[HeldSpan], list[bytes], dict]:
+        hold = Hold(5.0)
+        resource = ResourceView(service="svc", schema_url="", attrs={})
+        pending, payloads, notes = [], [], {}
+        for index, (trace, span, noted, removed) in enumerate(spans):
+            trace_id, key = bytes([trace]) * 16, bytes([trace]) * 16 + bytes([span]) * 8
+            held = HeldSpan(index, None, resource, trace_id, key, b"w" * 24, {})  # type: ignore[arg-type]
+            assert hold.add(held, 0.0)
+            if noted:
+                notes[index] = {"repaired": {"owner.team"}}
+            if removed:
+                hold.remove(held)
+            pending.append(held)
+            payloads.append(bytes(span + 1))
+        return hold, pending, payloads, notes
+
+    oracle, expected, payloads, notes = held_spans()
+    for held, payload in zip(expected, payloads, strict=True):
+        held.detach(payload, notes.get(held.index))  # type: ignore[arg-type]
+        oracle.account(held)
+    hold, found, payloads, notes = held_spans()
+    hold.detach_all(found, payloads, notes)
+    fields = ("index", "payload", "notes", "nbytes")
+    assert [[getattr(h, f) for f in fields] for h in found] == [[getattr(h, f) for f in fields] for h in expected]
+    assert hold.nbytes == oracle.nbytes
+    assert {t: trace.nbytes for t, trace in hold.traces.items()} == {
+        t: trace.nbytes for t, trace in oracle.traces.items()}

@@ -441,10 +441,7 @@ class InheritProcessor(Processor):
         raw = batch.codec.extract(batch.view, indices, edits)  # type: ignore[arg-type]
         payloads = dict(one_span_requests(raw))
         found = [payloads[held.key] for held in pending]  # all or none: a failure changes nothing
-        notes = batch.notes
-        for held, payload in zip(pending, found, strict=True):
-            held.detach(payload, notes.get(held.index))  # type: ignore[arg-type]
-            self.hold.account(held)
+        self.hold.detach_all(pending, found, batch.notes)
         batch.edits.removed.update(indices)  # type: ignore[arg-type]
         if self.journal is not None:
             self.journal.write(pending)  # durable before the batch is acknowledged
@@ -570,12 +567,18 @@ class InheritProcessor(Processor):
         _, sets, conflicts, repaired = decision
         held.sets = list(sets) if sets else None
         if conflicts or repaired:
-            notes = held.notes if held.notes is not None else {}
-            held.notes = notes
-            if conflicts:
-                notes.setdefault("conflict", set()).update(conflicts)
-            if repaired:
-                notes.setdefault("repaired", set()).update(repaired)
+            notes = held.notes
+            if notes is None:  # most: no notes from before the hold
+                held.notes = notes = {}
+                if conflicts:
+                    notes["conflict"] = set(conflicts)
+                if repaired:
+                    notes["repaired"] = set(repaired)
+            else:
+                if conflicts:
+                    notes.setdefault("conflict", set()).update(conflicts)
+                if repaired:
+                    notes.setdefault("repaired", set()).update(repaired)
         self._released.append(held)
         tally.released[reason] += 1
         if not decision[0].fields.keys() >= self._required_set:

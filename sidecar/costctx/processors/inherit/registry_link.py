@@ -89,6 +89,7 @@ class RegistryLink:
         self._tasks: set[asyncio.Task] = set()
         self._flushing = False
         self._learned: set[bytes] = set()  # traces learned in the batch being processed
+        self._shared = self.registry.shared  # its backend's, fixed when built
 
     # -- per batch: what the batch's spans teach the registry --------------------------------
     def learn_batch(self, learning: list[tuple], native: bool = False) -> None:
@@ -115,9 +116,10 @@ class RegistryLink:
         self._learned.clear()
 
     def after_batch(self, wait_keys: Iterable[bytes]) -> None:
-        wanted = [(k[:16], k[16:]) for k in wait_keys]
-        if wanted and self.registry.shared:
-            self._spawn(self._ask(wanted))
+        if self._shared:  # the memory backend answers nothing: no ask made
+            wanted = [(k[:16], k[16:]) for k in wait_keys]
+            if wanted:
+                self._spawn(self._ask(wanted))
         if self.registry.pending_writes and not self._flushing:
             self._flushing = True
             self._spawn(self._flush())
