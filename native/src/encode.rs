@@ -310,10 +310,6 @@ struct PlanScratch<'k> {
     set_of: Vec<Option<usize>>,
     /// `fingerprint` of each key in `current` (deleted ones never match: u64::MAX is no key's).
     prints: Vec<u64>,
-    /// `fingerprint` of each key in `plan.appended`, in step with it: a set key is looked for
-    /// among those appended before it by word, its bytes compared only on a match (most sets
-    /// append, and comparing each with every earlier one byte by byte cost more than the rest).
-    appended_prints: Vec<u64>,
     plan: AttrPlan<'k>,
 }
 
@@ -346,7 +342,6 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: EditsRef<'k>) {
         last,
         set_of,
         prints,
-        appended_prints,
         plan,
     } = scratch;
     let n = keys.len();
@@ -388,7 +383,6 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: EditsRef<'k>) {
     set_of.resize(n, None);
     let appended = &mut plan.appended;
     appended.clear();
-    appended_prints.clear();
     if edits.sets_len() != 0 {
         prints.clear();
         prints.extend((0..n).map(|i| if deleted[i] { u64::MAX } else { fingerprint(current[i]) }));
@@ -398,12 +392,9 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: EditsRef<'k>) {
         let print = fingerprint(key);
         match (0..n).rev().find(|&i| prints[i] == print && current[i] == key) {
             Some(at) => set_of[at] = Some(j),
-            None => match (0..appended.len()).find(|&a| appended_prints[a] == print && appended[a].0 == key) {
-                Some(a) => appended[a].1 = j,
-                None => {
-                    appended.push((key, j));
-                    appended_prints.push(print);
-                }
+            None => match appended.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = j,
+                None => appended.push((key, j)),
             },
         }
     }
