@@ -306,6 +306,29 @@ fn ids<'py>(
     Ok(Some((trace, span_id)))
 }
 
+extern "C" {
+    // hash(bytes) of a buffer (Include/cpython/pyhash.h): what bytes.__hash__ returns.
+    fn _Py_HashBytes(src: *const std::ffi::c_void, len: pyo3::ffi::Py_ssize_t) -> pyo3::ffi::Py_hash_t;
+}
+
+/// hash(trace id), hash(span id) when both are ids (as `ids`): from a record's bytes without
+/// making a bytes object for either, else through `ids`.
+fn id_hashes(py: Python<'_>, span: &crate::span_read::SpanRead<'_>) -> PyResult<Option<(isize, isize)>> {
+    let Some((t, s)) = span.record_ids() else {
+        return match ids(py, span)? {
+            Some((trace, span_id)) => Ok(Some((trace.hash()?, span_id.hash()?))),
+            None => Ok(None),
+        };
+    };
+    if t.len() != 16 || s.len() != 8 || t.iter().all(|b| *b == 0) || s.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    // SAFETY: reads `len` bytes of a live slice; CPython's hash of bytes needs no GIL state
+    // beyond its hash secret, set at start-up (the GIL is held here anyway).
+    let hash = |bytes: &[u8]| unsafe { _Py_HashBytes(bytes.as_ptr().cast(), bytes.len() as pyo3::ffi::Py_ssize_t) };
+    Ok(Some((hash(t), hash(s))))
+}
+
 /// Whether a span's attrs hold any marker key: a few probes of hashed keys, cheaper than a
 /// walk over its ~18 watched attrs when the markers are few (a model call's ~5).
 fn is_call(attrs: &Bound<'_, PyDict>, markers: &[Bound<'_, PyString>]) -> PyResult<bool> {
@@ -382,7 +405,7 @@ pub fn read_spend<'py>(
     // By reference: every field object stays alive while its address keys `by_object`.
     for record in &read {
         skewed += record.skewed as i64;
-        if let Some((trace, span_id)) = ids(py, &record.span)? {
+        if let Some((trace, span_id)) = id_hashes(py, &record.span)? {
             let rid = match &record.rid {
                 Some(rid) => rid.clone(),
                 None => py.None().into_bound(py),
@@ -390,8 +413,8 @@ pub fn read_spend<'py>(
             // hash((trace id, span id, micro, tokens, rid)), as the per-span path keys `seen`
             // (budget/seen.py), without making the tuple (resend_key.rs)
             let lanes = [
-                trace.hash()?,
-                span_id.hash()?,
+                trace,
+                span_id,
                 crate::resend_key::int_hash(record.micro),
                 crate::resend_key::int_hash(record.tokens),
                 rid.hash()?,

@@ -47,6 +47,16 @@ fn reported_ok(value: &Bound<'_, PyAny>) -> PyResult<bool> {
 
 /// trace id + span id when both are ids (16 and 8 bytes, not all zero), as pdata/ids.py.
 fn span_key<'py>(py: Python<'py>, span: &SpanRead<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    if let Some((t, s)) = span.record_ids() {
+        // read from its record: one bytes object, not one per id and the joined one
+        if t.len() != 16 || s.len() != 8 || t.iter().all(|b| *b == 0) || s.iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+        let mut joined = [0u8; 24];
+        joined[..16].copy_from_slice(t);
+        joined[16..].copy_from_slice(s);
+        return Ok(Some(PyBytes::new(py, &joined)));
+    }
     let trace = span.trace_id(py)?;
     let span_id = span.span_id(py)?;
     let (Ok(trace), Ok(span_id)) = (trace.cast::<PyBytes>(), span_id.cast::<PyBytes>()) else {
@@ -95,6 +105,8 @@ struct Reader<'py> {
     /// A lazy list's spans not made are read without their views (span_read.rs); else every
     /// span is read through its view.
     lazy: bool,
+    /// Whether a call's counts are kept as objects (read_calls' tuple), not only as values.
+    objects: bool,
     now: Bound<'py, PyAny>,
     now_ns: i128,
     tolerance: i128,
@@ -125,6 +137,7 @@ impl<'py> Reader<'py> {
             keys,
             roles,
             lazy,
+            objects: !lazy, // read_calls reads views and gives objects; price_calls reads records
             now: now.clone(),
             now_ns: now.extract()?,
             tolerance,
@@ -154,18 +167,25 @@ impl<'py> Reader<'py> {
             None => none.clone(),
         };
         // input and output must be there; cache read, cache creation and reasoning are 0 when absent.
-        let mut counts: Vec<Bound<'py, PyAny>> = Vec::with_capacity(5);
+        // (their objects kept for read_calls' tuple only: price_calls reads `values`)
+        let mut counts: Vec<Bound<'py, PyAny>> = Vec::with_capacity(if self.objects { 5 } else { 0 });
         let mut values = [0i128; 5];
         for (at, key) in keys.counts.iter().enumerate() {
             match attrs.get_item(key)? {
                 Some(value) => match count(&value) {
                     Some(n) => {
                         values[at] = n as i128;
-                        counts.push(value);
+                        if self.objects {
+                            counts.push(value);
+                        }
                     }
                     None => return Ok(Read::General(index)),
                 },
-                None if at >= 2 => counts.push(0i64.into_pyobject(py)?.into_any()),
+                None if at >= 2 => {
+                    if self.objects {
+                        counts.push(0i64.into_pyobject(py)?.into_any());
+                    }
+                }
                 None => return Ok(Read::General(index)),
             }
         }

@@ -170,6 +170,20 @@ impl<'py> SpanRead<'py> {
         }
     }
 
+    /// The record's trace id and span id as they are (no bytes object made); None for a made
+    /// view (read its ids through `trace_id` and `span_id`).
+    pub(crate) fn record_ids(&self) -> Option<(&[u8], &[u8])> {
+        match &self.origin {
+            Origin::View(_) => None,
+            Origin::Record {
+                ids,
+                trace_len,
+                span_len,
+                ..
+            } => Some((&ids.get()[..*trace_len], &ids.get()[*trace_len..trace_len + span_len])),
+        }
+    }
+
     /// No parent: no parent span id, or an invalid all-zero one (W3C).
     pub(crate) fn no_parent(&self, py: Python<'py>) -> PyResult<bool> {
         let empty = |id: &[u8]| id.is_empty() || id == [0u8; 8];

@@ -375,6 +375,31 @@ impl SpanList {
         i: usize,
         pairs: &[(Bound<'_, PyAny>, Bound<'_, PyAny>)],
     ) -> PyResult<()> {
+        let mut state = self.lock(py);
+        let len = state.made.len();
+        let at = self.index(i as isize, len)?;
+        let state = &mut *state;
+        // A span a native pass read to write to (Reading::span_kept: price's stamps) has its
+        // kept dict up to date: written now, as update_attrs does, not an op of its own (a
+        // vector and a reference per pair) applied to that same dict by the next reader.
+        if state.made[at].is_none() {
+            let done = state.pending.get(&at).map_or(0, |ops| ops.len());
+            if let Some((dict, applied)) = state.edited.get_mut(&at) {
+                if *applied == done {
+                    let dict = dict.bind(py);
+                    for (key, value) in pairs {
+                        match value.cast::<PyList>() {
+                            Ok(list) => dict.set_item(key, PyList::new(py, list.iter())?)?, // as AttrOp::apply
+                            Err(_) => dict.set_item(key, value)?,
+                        }
+                    }
+                    // kept pending (readers find the kept dict through it), applied already
+                    state.pending.entry(at).or_default().push(applied_op());
+                    *applied = done + 1;
+                    return Ok(());
+                }
+            }
+        }
         let op = AttrOp {
             renames: Vec::new(),
             deletes: Vec::new(),
@@ -383,10 +408,7 @@ impl SpanList {
                 .map(|(k, v)| (k.clone().unbind(), v.clone().unbind()))
                 .collect(),
         };
-        let mut state = self.lock(py);
-        let len = state.made.len();
-        let at = self.index(i as isize, len)?;
-        edit_span(py, &mut state, at, &std::sync::Arc::new(op))
+        edit_span(py, state, at, &std::sync::Arc::new(op))
     }
 
     fn all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -552,6 +574,13 @@ fn record_id(rec: &SpanRec, name: &str) -> Option<Span32> {
 
 /// `op` on span `at`: into its made view's attrs at once, else kept pending for its view and
 /// for column readers.
+/// The op that marks a change written into a span's kept dict already (no allocation: one
+/// shared empty op).
+fn applied_op() -> std::sync::Arc<AttrOp> {
+    static EMPTY: std::sync::OnceLock<std::sync::Arc<AttrOp>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| std::sync::Arc::new(AttrOp::default())).clone()
+}
+
 fn edit_span(py: Python<'_>, state: &mut State, at: usize, op: &std::sync::Arc<AttrOp>) -> PyResult<()> {
     match &state.made[at] {
         Some(view) => {

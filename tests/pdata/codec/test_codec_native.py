@@ -422,3 +422,21 @@ def test_list_values_shared_long_and_changed_between_encodes(native):
     got = native.encode(view, edits)
     assert got == ORACLE.encode(expected, edits)
     assert b"added" in got
+
+
+def test_sets_of_new_keys_set_again_and_alike_in_length():
+    """Keys not in a span's attributes are appended in the order first set, each once with its
+    last value: keys set again among many appended ones (found by fingerprint, then bytes),
+    keys of one length and prefix, the empty key, equal text in distinct str objects."""
+    native_codec = pytest.importorskip("costctx.pdata.codec.native").NativeCodec()
+    raw = build_request([{"a": "x", "owner.tenant": "t"}, {}, {"b": 1}], 3)
+    watched = frozenset({"a", "b", "owner.tenant"})
+    view, expected = native_codec.scan(raw, watched), ORACLE.scan(raw, watched)
+    twin = "".join(["owner.", "team"])  # equal to "owner.team", another object
+    edits = BatchEdits()
+    for index in range(3):
+        edits.span(index).sets += [("owner.team", 1), ("owner.tier", 2), ("", 3), ("owner.tenant", "u"),
+                                   (twin, 4), ("owner.tiea", 5), ("", 6), ("owner.tier", 7), ("a", 8)]
+    got = native_codec.encode(view, edits)
+    assert got == ORACLE.encode(expected, edits)
+    assert got.count(b"owner.team") == 3 and got.count(b"owner.tier") == 3

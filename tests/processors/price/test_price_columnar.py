@@ -115,3 +115,33 @@ def test_price_then_budget_on_the_lazy_list_as_on_views(monkeypatch):
             out.append((batch.payload(), repr([s.attrs for s in batch.view.spans]),
                         budget.engine.store.hashes))
         assert out[0] == out[1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(picks=st.lists(st.tuples(st.integers(0, len(SHAPES) - 1), st.integers(0, 6)), min_size=1, max_size=20),
+       seed=st.none() | st.integers(0, 1000), after=st.integers(0, 1000))
+def test_edits_after_the_stamps_apply_in_order(picks, seed, after):
+    """price writes its stamps straight into the attrs it kept (SpanList.set_attrs on a span
+    read by Reading::span_kept), not as a change applied by the next reader: later edits of
+    the spans not made (a rename of a stamp, a set over one, a delete) still apply after them,
+    when the views are made and in the output, as on views made before price ran."""
+    raw = build([(span_no.to_bytes(8, "big"), *SHAPES[shape]) for shape, span_no in picks])
+    out = []
+    for lazy in (True, False):
+        processor = standalone_processor("price", start_time_tolerance="2000000h")
+        batch = ViewBatch(NATIVE_CODECS[0], raw, processor.watched_keys())
+        batch.lazy_spans = True
+        if seed is not None:
+            _edited(batch, seed)
+        batch.lazy_spans = lazy
+        assert processor.process_view(batch) is batch
+        rng = random.Random(after)
+        n = len(batch.view.spans)
+        group = sorted(rng.sample(range(n), rng.randint(1, n)))
+        renames = (("cost.usd", "cost.usd.renamed"),) if rng.random() < 0.5 else ()
+        deletes = ("cost.origin",) if rng.random() < 0.5 else ()
+        sets = [("cost.price_source", "later"), ("workflow.spend_total_usd", 1.5)]
+        batch.edits.add_group(SpanEdits(list(renames), list(deletes), sets), group)
+        edit_attrs(batch.view.spans, group, renames, deletes, sets)
+        out.append((batch.payload(), repr([s.attrs for s in batch.view.spans])))
+    assert out[0] == out[1]
