@@ -40,6 +40,6 @@ def loop_factory(environ: dict[str, str] | None = None) -> tuple[str, Callable[[
 def run(coro, environ: dict[str, str] | None = None):
     """`asyncio.run(coro)` on the chosen loop."""
     name, factory = loop_factory(environ)
-    log.debug("event loop: %s", name)
+    log.info("event loop: %s", name)
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
