@@ -16,7 +16,8 @@ def state(known) -> tuple:
 
 
 class RenamedHop(Known):
-    """Its `hop` is not the slot's value: a table reading the slot would file it elsewhere."""
+    """Its `hop` is not the slot's value (the slot holds the one given): a table reading the
+    slot would file it under that one."""
 
     __slots__ = ()
 
@@ -26,7 +27,7 @@ class RenamedHop(Known):
 
     @hop.setter
     def hop(self, value: str) -> None:
-        pass
+        Known.__dict__["hop"].__set__(self, value)  # the slot's descriptor
 
 
 class Plain:
@@ -39,7 +40,9 @@ class Plain:
 def test_a_subclass_is_read_through_its_attributes():
     table = _AncestorTable(10, 10.0, lambda: 0.0, 16, Known)
     table.now = 0.0
-    table.put_known(b"\x01" * 24, RenamedHop({"workflow.id": "w1"}, "svc", 1, frozenset()))
+    renamed = RenamedHop({"workflow.id": "w1"}, "svc", 1, frozenset())
+    assert Known.__dict__["hop"].__get__(renamed) == "svc"
+    table.put_known(b"\x01" * 24, renamed)
     assert table.sources() == ["renamed"]  # the source is the Known's hop as Python reads it
     table.now = None  # the made objects forgotten: the record answers a Known of its own
     found = table.get(b"\x01" * 24)
