@@ -67,10 +67,10 @@ pub struct AncestorTable {
     disputed: u64,
 }
 
-fn disagree(py: Python<'_>, first: &Bound<'_, PyAny>, second: &Bound<'_, PyAny>) -> PyResult<bool> {
+fn disagree(pool: &Records, first: &Bound<'_, PyAny>, second: &Bound<'_, PyAny>) -> PyResult<bool> {
     let (Ok(first_fields), Ok(second_fields)) = (
-        first.getattr(pyo3::intern!(py, "fields"))?.cast_into::<PyDict>(),
-        second.getattr(pyo3::intern!(py, "fields"))?.cast_into::<PyDict>(),
+        pool.fields_of(first)?.cast_into::<PyDict>(),
+        pool.fields_of(second)?.cast_into::<PyDict>(),
     ) else {
         return Ok(true);
     };
@@ -88,11 +88,11 @@ fn disagree(py: Python<'_>, first: &Bound<'_, PyAny>, second: &Bound<'_, PyAny>)
 }
 
 /// The partition a Known goes to: its hop, or NO_CONTEXT when it has no fields.
-fn source_of<'py>(py: Python<'py>, known: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
-    if !known.getattr(pyo3::intern!(py, "fields"))?.is_truthy()? {
+fn source_of<'py>(pool: &Records, known: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
+    if !pool.fields_of(known)?.is_truthy()? {
         return Ok(None);
     }
-    Ok(Some(known.getattr(pyo3::intern!(py, "hop"))?.cast_into::<PyString>()?))
+    Ok(Some(pool.hop_of(known)?.cast_into::<PyString>()?))
 }
 
 /// Remove the key at place `at` of `chunk` from its table (places are taken in order).
@@ -226,21 +226,28 @@ impl AncestorTable {
 impl AncestorTable {
     #[new]
     #[pyo3(signature = (max_entries, ttl, timer, max_sources, known_class=None))]
-    fn new(max_entries: usize, ttl: f64, timer: Py<PyAny>, max_sources: usize, known_class: Option<Py<PyAny>>) -> Self {
-        AncestorTable {
+    fn new(
+        py: Python<'_>,
+        max_entries: usize,
+        ttl: f64,
+        timer: Py<PyAny>,
+        max_sources: usize,
+        known_class: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(AncestorTable {
             max_entries,
             ttl,
             max_sources,
             timer,
             table: Key24Map::new(),
             odd: HashMap::new(),
-            pool: Records::new(known_class),
+            pool: Records::new(py, known_class)?,
             parts: Vec::new(),
             next_due: f64::INFINITY,
             now: None,
             evicted: Vec::new(),
             disputed: 0,
-        }
+        })
     }
 
     /// The entry, expiring first if some entry is due (ContextCache.get).
@@ -311,7 +318,7 @@ impl AncestorTable {
             let value = match self.pool.known(py, old)? {
                 None => DISPUTED,
                 Some(old_known) => {
-                    if disagree(py, old_known.bind(py), known)? {
+                    if disagree(&self.pool, old_known.bind(py), known)? {
                         self.disputed += 1;
                         DISPUTED
                     } else {
@@ -371,7 +378,7 @@ impl AncestorTable {
         key: &Bound<'_, PyBytes>,
         known: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        match source_of(py, known)? {
+        match source_of(&self.pool, known)? {
             None => self.put(py, key, known, NO_CONTEXT),
             Some(hop) => self.put(py, key, known, hop.to_str()?),
         }
@@ -384,7 +391,7 @@ impl AncestorTable {
         keys: &Bound<'_, PyList>,
         known: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        match source_of(py, known)? {
+        match source_of(&self.pool, known)? {
             None => self.put_many(py, keys, known, NO_CONTEXT),
             Some(hop) => self.put_many(py, keys, known, hop.to_str()?),
         }

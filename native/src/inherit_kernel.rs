@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use crate::ancestors::AncestorTable;
 use crate::fxhash::FxBuild;
 use crate::inherit_votes::TraceVotes;
+use crate::slots::SlotLayout;
 
 /// What one batch's decisions write into (set by `begin`, dropped by `end`).
 struct Batch {
@@ -60,8 +61,9 @@ struct Batch {
     spans: Py<PyAny>,
     lazy: bool,
     /// A lazy list's spans read in this batch (list_level reads each, `one` and `unit` read it
-    /// again): what the kernel reads of one, read once, by index.
-    reads: std::sync::Mutex<HashMap<usize, Cached, FxBuild>>,
+    /// again): what the kernel reads of one, read once, by index (a batch's indices are
+    /// dense: a slot per index, no hashing, the batch's reads side by side).
+    reads: std::sync::Mutex<Vec<Option<Cached>>>,
 }
 
 impl Batch {
@@ -88,7 +90,7 @@ impl Batch {
             visit.call(votes)?;
         }
         visit.call(&self.spans)?;
-        for read in self.reads.lock().unwrap().values() {
+        for read in self.reads.lock().unwrap().iter().flatten() {
             visit.call(&read.attrs)?;
             visit.call(&read.trace_id)?;
             visit.call(&read.span_id)?;
@@ -164,6 +166,26 @@ struct Fixed {
     /// `object.__new__`: a Known and a SpanEdits made with their slots set here, as their
     /// __init__ (Python) would set them, without running it (half a microsecond a span).
     object_new: Py<PyAny>,
+    /// Known's slots (fields, hop, depth, fallback) and SpanEdits' (renames, deletes, sets,
+    /// replace) at their offsets (crate::slots); None: through getattr / setattr.
+    known_slots: Option<SlotLayout>,
+    edits_slots: Option<SlotLayout>,
+}
+
+/// Known's slots in `Fixed::known_slots`, by place.
+const FIELDS: usize = 0;
+const HOP: usize = 1;
+const DEPTH: usize = 2;
+const FALLBACK: usize = 3;
+
+impl Fixed {
+    /// `known.<names[at]>` (FIELDS, HOP, DEPTH, FALLBACK).
+    fn known_attr<'py>(&self, known: &Bound<'py, PyAny>, at: usize) -> PyResult<Bound<'py, PyAny>> {
+        match &self.known_slots {
+            Some(slots) => slots.get(known, at),
+            None => known.getattr(["fields", "hop", "depth", "fallback"][at]),
+        }
+    }
 }
 
 impl Fixed {
@@ -177,6 +199,12 @@ impl Fixed {
         fallback: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let known = self.object_new.bind(py).call1((self.known_class.bind(py),))?;
+        if let Some(slots) = &self.known_slots {
+            for (at, value) in [fields, hop, depth, fallback].into_iter().enumerate() {
+                slots.set(&known, at, value)?;
+            }
+            return Ok(known);
+        }
         known.setattr(pyo3::intern!(py, "fields"), fields)?;
         known.setattr(pyo3::intern!(py, "hop"), hop)?;
         known.setattr(pyo3::intern!(py, "depth"), depth)?;
@@ -187,6 +215,13 @@ impl Fixed {
     /// `SpanEdits(sets=sets)`: no renames, no deletes, no replacement.
     fn span_edits<'py>(&self, py: Python<'py>, sets: Bound<'py, PyList>) -> PyResult<Bound<'py, PyAny>> {
         let edits = self.object_new.bind(py).call1((self.span_edits.bind(py),))?;
+        if let Some(slots) = &self.edits_slots {
+            slots.set(&edits, 0, PyList::empty(py).as_any())?;
+            slots.set(&edits, 1, PyList::empty(py).as_any())?;
+            slots.set(&edits, 2, sets.as_any())?;
+            slots.set(&edits, 3, &py.None().into_bound(py))?;
+            return Ok(edits);
+        }
         edits.setattr(pyo3::intern!(py, "renames"), PyList::empty(py))?;
         edits.setattr(pyo3::intern!(py, "deletes"), PyList::empty(py))?;
         edits.setattr(pyo3::intern!(py, "sets"), sets)?;
@@ -203,7 +238,7 @@ pub struct DecideKernel {
     memo: std::sync::Mutex<PlanMemo>,
     /// The last batch's `reads`, emptied, kept for the next (its table not grown and freed
     /// per batch); let go when it grew past SPARE_READS.
-    spare_reads: HashMap<usize, Cached, FxBuild>,
+    spare_reads: Vec<Option<Cached>>,
 }
 
 /// Spans whose reads' table is kept between batches at most (a batch of more lets it go).
@@ -371,7 +406,7 @@ impl DecideKernel {
         let parent_fields = if parent.is_none() {
             None
         } else {
-            Some(parent.getattr(pyo3::intern!(py, "fields"))?.cast_into::<PyDict>()?)
+            Some(fixed.known_attr(parent, FIELDS)?.cast_into::<PyDict>()?)
         };
         // _resolve: a root (no parent id, or an invalid one, and no link), the shared
         // decision's key.
@@ -410,7 +445,7 @@ impl DecideKernel {
             let parent_fallback = if parent.is_none() {
                 fixed.no_fields.bind(py).clone()
             } else {
-                parent.getattr(pyo3::intern!(py, "fallback"))?
+                fixed.known_attr(parent, FALLBACK)?
             };
             let resource_names = tally.getattr(pyo3::intern!(py, "resource_names"))?;
             // The plan of this shape by the identities of what the shape is made of (no
@@ -627,7 +662,7 @@ impl DecideKernel {
         let parent_depth = if parent.is_none() {
             py.None().into_bound(py)
         } else {
-            parent.getattr(pyo3::intern!(py, "depth"))?
+            fixed.known_attr(parent, DEPTH)?
         };
         let depth = if parent.is_none() {
             if root {
@@ -651,7 +686,7 @@ impl DecideKernel {
             if new_workflow {
                 0i64.into_pyobject(py)?.into_any() // a new workflow starts here
             } else {
-                let crossed = hop.rich_compare(parent.getattr(pyo3::intern!(py, "hop"))?, CompareOp::Ne)?;
+                let crossed = hop.rich_compare(fixed.known_attr(parent, HOP)?, CompareOp::Ne)?;
                 parent_depth.add(crossed)?
             }
         };
@@ -1039,7 +1074,7 @@ impl Batch {
             return Read::of_view(py, span);
         }
         let at: usize = index.extract()?;
-        if let Some(found) = self.reads.lock().unwrap().get(&at) {
+        if let Some(Some(found)) = self.reads.lock().unwrap().get(at) {
             return Ok(Read::of_cached(py, found));
         }
         let read = crate::span_read::SpanRead::of(py, self.spans.bind(py), at)?;
@@ -1057,7 +1092,11 @@ impl Batch {
             links: read.has_links(py)?,
         };
         let made = Read::of_cached(py, &cached);
-        self.reads.lock().unwrap().insert(at, cached);
+        let mut reads = self.reads.lock().unwrap();
+        if reads.len() <= at {
+            reads.resize_with(at + 1, || None);
+        }
+        reads[at] = Some(cached);
         Ok(made)
     }
 
@@ -1148,6 +1187,8 @@ impl DecideKernel {
         py: Python<'_>,
     ) -> PyResult<Self> {
         let object_new = py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind();
+        let known_slots = SlotLayout::of(py, known_class.bind(py), &["fields", "hop", "depth", "fallback"])?;
+        let edits_slots = SlotLayout::of(py, span_edits.bind(py), &["renames", "deletes", "sets", "replace"])?;
         Ok(DecideKernel {
             fixed: Some(Fixed {
                 processor,
@@ -1159,6 +1200,8 @@ impl DecideKernel {
                 hop_key,
                 no_fields,
                 object_new,
+                known_slots,
+                edits_slots,
             }),
             batch: None,
             memo: Default::default(),

@@ -18,9 +18,24 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFrozenSet, PyInt, PyString};
+use pyo3::types::{PyDict, PyFrozenSet, PyInt, PyString, PyType};
 
 use crate::fxhash::FxBuild;
+use crate::slots::SlotLayout;
+
+/// Known's slots in a SlotLayout made of ["fields", "hop", "depth", "fallback"], by place.
+const FIELDS: usize = 0;
+const HOP: usize = 1;
+const DEPTH: usize = 2;
+const FALLBACK: usize = 3;
+
+/// `known.<name at>`: at its offset when `slots` has the layout, else getattr.
+fn known_attr<'py>(slots: &Option<SlotLayout>, known: &Bound<'py, PyAny>, at: usize) -> PyResult<Bound<'py, PyAny>> {
+    match slots {
+        Some(slots) => slots.get(known, at),
+        None => known.getattr(["fields", "hop", "depth", "fallback"][at]),
+    }
+}
 
 pub type Slot = u32;
 /// An entry that repairs nothing (two spans under its ids disagreed).
@@ -225,12 +240,17 @@ fn push_str(out: &mut Vec<u32>, places: &mut impl Places, text: Bound<'_, PyAny>
 /// fallback; `walk_fields` or another record's pairs follow); false when some part is not of
 /// the plain types (kept as the object then). Read once per put: a new record's strings are
 /// held from the objects `Find` kept (nothing runs Python code in between).
-fn walk_head(py: Python<'_>, known: &Bound<'_, PyAny>, places: &mut impl Places, out: &mut Vec<u32>) -> PyResult<bool> {
+fn walk_head(
+    slots: &Option<SlotLayout>,
+    known: &Bound<'_, PyAny>,
+    places: &mut impl Places,
+    out: &mut Vec<u32>,
+) -> PyResult<bool> {
     out.clear();
-    if !push_str(out, places, known.getattr(pyo3::intern!(py, "hop"))?)? {
+    if !push_str(out, places, known_attr(slots, known, HOP)?)? {
         return Ok(false);
     }
-    let depth = known.getattr(pyo3::intern!(py, "depth"))?;
+    let depth = known_attr(slots, known, DEPTH)?;
     if depth.is_none() {
         out.extend_from_slice(&[0, 0, 0]);
     } else {
@@ -243,7 +263,7 @@ fn walk_head(py: Python<'_>, known: &Bound<'_, PyAny>, places: &mut impl Places,
         let bits = depth as u64;
         out.extend_from_slice(&[1, bits as u32, (bits >> 32) as u32]);
     }
-    let fallback = known.getattr(pyo3::intern!(py, "fallback"))?;
+    let fallback = known_attr(slots, known, FALLBACK)?;
     let Ok(fallback) = fallback.cast_into_exact::<PyFrozenSet>() else {
         return Ok(false);
     };
@@ -289,6 +309,9 @@ pub struct Records {
     by_made: HashMap<usize, Slot, FxBuild>,
     /// The class Known objects are made with; None: every Known is kept as the object.
     known_class: Option<Py<PyAny>>,
+    /// Known's slots (fields, hop, depth, fallback) at their offsets (crate::slots), when the
+    /// class's instances keep them so; None: read through getattr.
+    slots: Option<SlotLayout>,
     /// In this batch, a fields dict put or made -> a record whose content holds its pairs
     /// (and that record's `born`: its place may be another record's since). Many Knowns of a
     /// batch share a fields dict (a child that inherits everything takes its parent's; spans
@@ -303,11 +326,26 @@ pub struct Records {
 const MAX_FIELDS_OF: usize = 4096;
 
 impl Records {
-    pub fn new(known_class: Option<Py<PyAny>>) -> Self {
-        Records {
+    pub fn new(py: Python<'_>, known_class: Option<Py<PyAny>>) -> PyResult<Self> {
+        let slots = match known_class.as_ref().map(|class| class.bind(py).cast::<PyType>()) {
+            Some(Ok(class)) => SlotLayout::of(py, class, &["fields", "hop", "depth", "fallback"])?,
+            _ => None,
+        };
+        Ok(Records {
             known_class,
+            slots,
             ..Records::default()
-        }
+        })
+    }
+
+    /// `known.fields` (the Known's slot when the class keeps it at an offset).
+    pub fn fields_of<'py>(&self, known: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        known_attr(&self.slots, known, FIELDS)
+    }
+
+    /// `known.hop`.
+    pub fn hop_of<'py>(&self, known: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        known_attr(&self.slots, known, HOP)
     }
 
     fn place(&mut self, mut record: Record) -> Slot {
@@ -352,8 +390,8 @@ impl Records {
                 strs: &mut self.strs,
                 texts: &mut texts,
             };
-            walk_head(py, known, &mut find, &mut content)? && {
-                let fields = known.getattr(pyo3::intern!(py, "fields"))?;
+            walk_head(&self.slots, known, &mut find, &mut content)? && {
+                let fields = known_attr(&self.slots, known, FIELDS)?;
                 match fields.cast_into_exact::<PyDict>() {
                     Err(_) => false,
                     Ok(fields) => {

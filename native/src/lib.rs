@@ -44,6 +44,8 @@ mod inherit_records;
 mod inherit_split;
 #[cfg(feature = "python")]
 mod inherit_votes;
+#[cfg(feature = "python")]
+mod slots;
 
 #[cfg(feature = "python")]
 mod budget;
