@@ -103,10 +103,10 @@ class RedisBackend:
         try:
             script = self._write_script
             if script is not None:
-                prefix = self.prefix
+                key = self.key
                 for at in range(0, len(entries), WRITE_CHUNK):
                     chunk = entries[at:at + WRITE_CHUNK]
-                    await script(keys=[prefix + name for name, _ in chunk], args=[*(v for _, v in chunk), ttl_ms])
+                    await script(keys=[key(name) for name, _ in chunk], args=[*(v for _, v in chunk), ttl_ms])
                 return
             async with self.client.pipeline(transaction=False) as pipe:
                 for name, value in entries:
@@ -251,6 +251,13 @@ class ContextRegistry:
         shared = self.shared
         traces = self._traces
         encoded: dict[int, bytes] = {}  # id(fields) -> _encode(fields), for this call
+
+        def encode_once(fields: Fields) -> bytes:
+            raw = encoded.get(id(fields))
+            if raw is None:
+                raw = encoded[id(fields)] = _encode(fields)
+            return raw
+
         for step in plan:
             if len(step) == 2:
                 keys, fields = step
@@ -263,15 +270,11 @@ class ContextRegistry:
                         last = fields
                 pairs += zip(keys, repeat(fields))
                 if shared:
-                    raw = encoded.get(id(fields))
-                    if raw is None:
-                        raw = encoded[id(fields)] = _encode(fields)
-                    self._queue(keys, raw)
+                    self._queue(keys, encode_once(fields))
                 continue
             trace_id, span_id, fields = step
             if not fields or not trace_id:
                 continue
-            raw = None
             if span_id:
                 local = fields
                 if local is not last:
@@ -281,18 +284,11 @@ class ContextRegistry:
                         last = local
                 pairs.append((trace_id + span_id, local))
                 if shared:
-                    raw = encoded.get(id(fields))
-                    if raw is None:
-                        raw = encoded[id(fields)] = _encode(fields)
-                    self._queue((trace_id + span_id,), raw)
+                    self._queue((trace_id + span_id,), encode_once(fields))
             # The trace (put_absent first, whether shared or not): written to the store only,
             # not kept locally.
             if "workflow.id" in fields and traces.put_absent(trace_id, False) and shared:
-                if raw is None:
-                    raw = encoded.get(id(fields))
-                    if raw is None:
-                        raw = encoded[id(fields)] = _encode(fields)
-                self._queue((trace_id,), raw)
+                self._queue((trace_id,), encode_once(fields))
         self._last_fields = last
         self._cache.set_pairs(pairs)
 

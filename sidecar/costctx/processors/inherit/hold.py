@@ -114,20 +114,11 @@ class Hold:
             self.nbytes += held.nbytes
 
     def detach_all(self, pending: list[HeldSpan], payloads: list[bytes], notes: dict[int, Any]) -> None:
-        """`held.detach(payload, notes.get(held.index))` then `account(held)` for each pending
-        span and its payload, in one pass, inlined (a batch's held spans leave it together)."""
-        traces = self.traces
-        added = 0
+        """Each pending span detached with its payload and its notes, then counted (a batch's
+        held spans leave it together)."""
         for held, payload in zip(pending, payloads, strict=True):
-            held.notes = notes.get(held.index)  # type: ignore[arg-type]
-            held.payload = payload
-            held.nbytes = size = len(payload)
-            held.index = None
-            trace = traces.get(held.trace_id)
-            if trace is not None and held.key in trace.spans:
-                trace.nbytes += size
-                added += size
-        self.nbytes += added
+            held.detach(payload, notes.get(held.index))  # type: ignore[arg-type]
+            self.account(held)
 
     def take_waiters(self, key: bytes) -> list[HeldSpan]:
         """Remove and return the spans waiting for `key` (its span has just become known)."""
