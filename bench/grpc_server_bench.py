@@ -16,7 +16,14 @@ under the sidecar's processors-off CPU (issue 15: at most 5% of a core at 10,000
 - sync-unary: grpc's thread-pool server, unary-unary handler (4 worker threads);
 - aio-unary+<tuning>[+<tuning>...]: aio-unary with HTTP/2 settings of TUNINGS (no BDP probe,
   4 MiB frames, a 4 MiB window): none moved the CPU per call beyond the runs' spread (e2e9);
-  `+uvloop` runs the aio server on uvloop's event loop instead of asyncio's.
+  `+uvloop` runs the aio server on uvloop's event loop instead of asyncio's;
+- native, native-call, native-inline (+uvloop, +window): the bench-only tonic receiver of
+  bench/native_grpc_probe (build it first: its README), the request's bytes handed to the loop
+  and the call answered once Python acks it; `+window` sets 4 MiB HTTP/2 windows and frames.
+  ~220 vs ~580 us per call for aio-unary+uvloop (exp16; figures in that README).
+
+Also prints each server thread's CPU % (by thread name: the loop's `python`, grpc's
+`event_engine`, the probe's `grpc-probe`).
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ def serve(kind: str, port: int) -> None:
     names = list(filter(None, tunings.split("+")))
     for name in names:
         options += TUNINGS.get(name, [])
+    if kind.startswith("native"):
+        serve_native(kind, port, "uvloop" in names, 4 * 2**20 if "window" in names else None)
+        return
     if kind == "sync-unary":
         def export(request: bytes, context) -> bytes:
             return EMPTY
@@ -98,6 +108,58 @@ def serve(kind: str, port: int) -> None:
         asyncio.run(main())
 
 
+def serve_native(kind: str, port: int, uvloop_loop: bool, window: int | None) -> None:
+    """The bench-only native receiver (bench/native_grpc_probe): tonic on its own thread."""
+    import costctx_grpc_probe as probe
+
+    async def handle(data: bytes, ack) -> None:  # the receiver's coroutine per call, as grpc.aio runs
+        ack.send(0)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        if kind == "native-call":
+            def on_call(data: bytes, ack) -> None:
+                loop.create_task(handle(data, ack))
+
+            server = probe.Server(f"127.0.0.1:{port}", "call", loop, on_call, window=window)
+        else:
+            server = probe.Server(f"127.0.0.1:{port}", "queue", window=window)
+            inline = kind == "native-inline"
+
+            def drain() -> None:
+                for data, ack in server.take():
+                    if inline:
+                        ack.send(0)
+                    else:
+                        loop.create_task(handle(data, ack))
+
+            loop.add_reader(server.fileno(), drain)
+        print("ready", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            server.stop()
+
+    if uvloop_loop:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far by thread name (/proc comm: the probe's `grpc-probe`, grpc's pollers)."""
+    out: dict[str, float] = {}
+    for thread in psutil.Process(pid).threads():
+        try:
+            name = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text().strip()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + thread.user_time + thread.system_time
+    return out
+
+
 def measure(kind: str, pool: Path, rate: float, seconds: float) -> dict:
     from bench.run import PY, REPO, cpu_seconds, free_port
 
@@ -111,9 +173,12 @@ def measure(kind: str, pool: Path, rate: float, seconds: float) -> dict:
                                  "--pool", str(pool), "--duration", str(seconds + 2), "--warmup", "1.5",
                                  "--rate", str(rate)], stdout=subprocess.PIPE, text=True, cwd=REPO)
         time.sleep(1.5)
-        cpu0, t0 = cpu_seconds(ps), time.monotonic()
+        cpu0, threads0, t0 = cpu_seconds(ps), thread_cpu(server.pid), time.monotonic()
         time.sleep(seconds)
-        cpu = (cpu_seconds(ps) - cpu0) / (time.monotonic() - t0)
+        elapsed = time.monotonic() - t0
+        cpu = (cpu_seconds(ps) - cpu0) / elapsed
+        threads = {name: round(100 * (spent - threads0.get(name, 0.0)) / elapsed, 2)
+                   for name, spent in thread_cpu(server.pid).items()}
         out, _ = load.communicate(timeout=60)
         result = json.loads(out.strip().splitlines()[-1])
     finally:
@@ -123,7 +188,7 @@ def measure(kind: str, pool: Path, rate: float, seconds: float) -> dict:
     return {"kind": kind, "cpu_pct": round(100 * cpu, 2),
             "cpu_us_per_call": round(1e6 * cpu / calls_per_s, 1) if calls_per_s else None,
             "p50_ms": round(result["latency_ms"]["p50"], 3), "p99_ms": round(result["latency_ms"]["p99"], 3),
-            "errors": result["errors"]}
+            "errors": result["errors"], "threads_pct": {k: v for k, v in threads.items() if v > 0}}
 
 
 def main(argv: list[str] | None = None) -> int:

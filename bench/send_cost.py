@@ -7,7 +7,8 @@ Sends a `--mib` MiB request, joined from 100 kB parts as the exporter merges que
 to the benchmark's sink (bench/sink_server.py, which does not parse it), `--sends` times:
 - aio on loop: joined and sent with grpc.aio on the event loop (the exporter before);
 - threads: joined on a worker thread (from 1 MiB) and sent with grpc's blocking client on another
-  (what the exporter does with a request of 128 KiB or more; smaller ones it sends as "aio on loop").
+  (what the exporter does with a request of 128 KiB or more; smaller ones it sends as "aio on loop");
+- one thread: joined and sent by the same worker thread (one hand-over instead of two).
 Prints the loop thread's CPU and minor page faults per send, the process's CPU and faults per send.
 `--mmap-threshold` as `costctx run` fixes it (service/malloc_tuning.py, 128 KiB; 0: glibc's
 dynamic default): at a fixed threshold every block above it is a fresh mapping, faulted in page
@@ -41,10 +42,20 @@ def faults(who: int) -> int:
     return resource.getrusage(who).ru_minflt
 
 
-async def measure(target: str, parts: list[bytes], sends: int, threaded: bool) -> tuple[float, float, float, float]:
+async def measure(target: str, parts: list[bytes], sends: int,
+                  threaded: bool | str) -> tuple[float, float, float, float]:
     options = [("grpc.max_send_message_length", 256 * 2**20)]
     loop = asyncio.get_running_loop()
-    if threaded:
+    if threaded == "one":
+        channel = grpc.insecure_channel(target, options)
+        call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+        senders = ThreadPoolExecutor(1)
+
+        async def send() -> None:
+            # Joined and sent by one worker thread: one hand-over, and the join's block is
+            # allocated and freed on the thread that copies it into gRPC's.
+            await loop.run_in_executor(senders, lambda: call(b"".join(parts), timeout=10))
+    elif threaded:
         channel = grpc.insecure_channel(target, options)
         call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
         senders = ThreadPoolExecutor(1)
@@ -102,7 +113,7 @@ def main() -> int:
     try:
         target = f"127.0.0.1:{json.loads(sink.stdout.readline())['port']}"
         for _ in range(args.rounds):
-            for name, threaded in (("aio on loop", False), ("threads", True)):
+            for name, threaded in (("aio on loop", False), ("threads", True), ("one thread", "one")):
                 cpu, loop_faults, all_faults, process = asyncio.run(measure(target, parts, args.sends, threaded))
                 print(f"{name:12s} loop thread {1e6 * cpu:7.0f} us of CPU and {loop_faults:6.0f} page faults per "
                       f"send; process {1e6 * process:7.0f} us and {all_faults:6.0f} faults per send")

@@ -19,6 +19,7 @@ from costctx.exporters.exporterhelper.errors import (
     SendError,
     TooLargeSendError,
 )
+from costctx.exporters.exporterhelper.parts import Parts, joined
 from costctx.exporters.exporterhelper.persistent_queue import PersistentQueue
 from costctx.exporters.exporterhelper.queue import MemoryQueue, QueueItem
 from costctx.exporters.exporterhelper.split import halves, split_to_max
@@ -267,15 +268,20 @@ class QueuedExporter:
         """Queued requests of one signal sent as one (concatenated OTLP requests are one
         request), then each taken off the queue: given up on or delivered together."""
         payloads = [item.payload for item in group]
-        if sum(map(len, payloads)) >= JOIN_OFF_LOOP:
-            # CPython joins this much without the GIL: the copy, and the page faults of its
-            # fresh mapping (~500 for the bench's ~2 MB), leave the event loop's thread.
-            payload = await asyncio.get_running_loop().run_in_executor(None, b"".join, payloads)
+        items = sum(i.items for i in group)
+        self.metrics.merged_batches.labels(group[0].signal.name, self.name).inc(len(group))
+        if getattr(self.sender, "joins_parts", False) and self._max_items is None and self._max_bytes is None:
+            # Joined by the sender where it sends them (gRPC: on the sending thread, one hand-over
+            # instead of two); nothing to split, so the joined request is never needed here.
+            await self._send_piece(QueueItem(group[0].signal, b"", items), Parts(payloads), items)
         else:
-            payload = b"".join(payloads)
-        merged = QueueItem(group[0].signal, payload, sum(i.items for i in group))
-        self.metrics.merged_batches.labels(merged.signal.name, self.name).inc(len(group))
-        await self._send_with_retry(merged, ack=False)
+            if sum(map(len, payloads)) >= JOIN_OFF_LOOP:
+                # CPython joins this much without the GIL: the copy, and the page faults of its
+                # fresh mapping (~500 for the bench's ~2 MB), leave the event loop's thread.
+                payload = await asyncio.get_running_loop().run_in_executor(None, b"".join, payloads)
+            else:
+                payload = b"".join(payloads)
+            await self._send_with_retry(QueueItem(group[0].signal, payload, items), ack=False)
         for item in group:
             if item.recovered:
                 self.metrics.resent_batches.labels(item.signal.name, self.name).inc()
@@ -303,7 +309,9 @@ class QueuedExporter:
         self.queue.ack(item)
         self._update_gauges()
 
-    async def _send_piece(self, item: QueueItem, payload: bytes, items: int) -> None:
+    async def _send_piece(self, item: QueueItem, payload: bytes | Parts, items: int) -> None:
+        """Send `payload` (`items` of `item`'s) with retries; a Parts only to a sender that joins
+        them (rejoined on each attempt: only the parts, already queued, live between retries)."""
         backoff = Backoff(self._retry)
         deadline = time.monotonic() + self._retry.max_elapsed_time
         while True:
@@ -313,7 +321,7 @@ class QueuedExporter:
             except TooLargeSendError as exc:
                 # The downstream takes smaller requests: send each half (split again if need be).
                 try:
-                    parts = halves(item.signal, payload)
+                    parts = halves(item.signal, joined(payload))
                 except Exception:  # a bug here must not kill the consumer: count the loss instead
                     log.exception("exporter %s: could not split a %s request", self.name, item.signal.name)
                     parts = None

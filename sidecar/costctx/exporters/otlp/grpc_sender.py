@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError, TooLargeSendError
+from costctx.exporters.exporterhelper.parts import Parts
 from costctx.exporters.otlp.config import OtlpGrpcExporterConfig
 from costctx.pdata.signals import EmptyResponse, Signal
 from costctx.transport.tls import grpc_channel_credentials
@@ -73,6 +74,9 @@ OFF_LOOP_BYTES = 128 * 1024
 
 
 class GrpcSender:
+    # A merged request may come as its Parts: joined on the thread that sends it (parts.py).
+    joins_parts = True
+
     def __init__(self, config: OtlpGrpcExporterConfig) -> None:
         self._config = config
         self._channel: grpc.aio.Channel | None = None
@@ -117,11 +121,14 @@ class GrpcSender:
             call = self._blocking_calls[signal.name] = _unary(self._blocking_channel, signal)
         return call
 
-    async def send(self, signal: Signal, payload: bytes) -> Message | EmptyResponse:
+    async def send(self, signal: Signal, payload: bytes | Parts) -> Message | EmptyResponse:
         try:
-            if len(payload) < OFF_LOOP_BYTES:
+            size = payload.size() if isinstance(payload, Parts) else len(payload)
+            if size < OFF_LOOP_BYTES:
+                if isinstance(payload, Parts):
+                    payload = payload.joined()
                 return await self._call(signal)(payload, timeout=self._config.timeout, metadata=self._metadata)
-            call = partial(self._blocking_call(signal), payload, timeout=self._config.timeout,
+            call = partial(_send_joined, self._blocking_call(signal), payload, timeout=self._config.timeout,
                            metadata=self._metadata)
             return await asyncio.get_running_loop().run_in_executor(self._threads, call)
         except grpc.RpcError as exc:  # grpc.aio's AioRpcError is one too: the same code, details, trailers
@@ -144,6 +151,12 @@ class GrpcSender:
         if self._threads is not None:
             self._threads.shutdown(wait=False)
             self._threads = None
+
+
+def _send_joined(call: grpc.UnaryUnaryMultiCallable, payload: bytes | Parts, **kwargs):
+    """On a worker thread: join a merged request (without the GIL from 1 MiB) and send it; the
+    joined block is freed here too, once gRPC has its copy."""
+    return call(payload.joined() if isinstance(payload, Parts) else payload, **kwargs)
 
 
 def _unary(channel: grpc.Channel | grpc.aio.Channel, signal: Signal):
