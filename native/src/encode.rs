@@ -467,6 +467,8 @@ pub fn encode(raw: &[u8], scan: &Scan, plan: &Plan) -> Result<Vec<u8>> {
 
 /// `encode`, appended to `out` (several scanned requests written into one buffer).
 pub fn encode_into(raw: &[u8], scan: &Scan, plan: &Plan, out: &mut Vec<u8>) -> Result<()> {
+    // One scratch for every list of the request (one per scope grew its seven vectors again).
+    let mut scratch = PlanScratch::default();
     let mut reader = Reader::new(raw, DEPTH_LIMIT);
     let mut r = 0usize;
     while let Some(field) = reader.next()? {
@@ -481,7 +483,7 @@ pub fn encode_into(raw: &[u8], scan: &Scan, plan: &Plan, out: &mut Vec<u8>) -> R
         } else {
             let mark = out.len();
             let slot = open_len(out, 1, body.len());
-            if resource_spans(raw, scan, plan, r, body, out)? {
+            if resource_spans(scan, plan, r, body, &mut scratch, out)? {
                 close_len(out, slot);
             } else {
                 out.truncate(mark);
@@ -493,11 +495,19 @@ pub fn encode_into(raw: &[u8], scan: &Scan, plan: &Plan, out: &mut Vec<u8>) -> R
 }
 
 /// Write one ResourceSpans body; false when it is left with no scope and must be dropped.
-fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+fn resource_spans<'k>(
+    scan: &Scan,
+    plan: &Plan<'k>,
+    r: usize,
+    body: &'k [u8],
+    spans_scratch: &mut PlanScratch<'k>,
+    out: &mut Vec<u8>,
+) -> Result<bool> {
     let rec = &scan.resources[r];
     let edits = plan.resource_edits[r].filter(|e| !e.is_noop());
     // The Resource's attributes are every occurrence's (protobuf merges them): one plan
-    // over all of them, appended attributes in the last occurrence.
+    // over all of them, appended attributes in the last occurrence (its own scratch: the plan
+    // is read while the scopes' spans are planned).
     let mut scratch = PlanScratch::default();
     let mut insert_last = Insert::Nowhere;
     if let Some(edits) = edits {
@@ -545,7 +555,7 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
                 } else {
                     let mark = out.len();
                     let slot = open_len(out, 2, inner.len());
-                    let spans = scope_spans(raw, scan, plan, scope.first_span as usize, inner, out)?;
+                    let spans = scope_spans(plan, scope.first_span as usize, inner, spans_scratch, out)?;
                     if spans == 0 && has_spans {
                         out.truncate(mark);
                         dropped += 1;
@@ -563,9 +573,13 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
 }
 
 /// Write one ScopeSpans body; returns how many spans it kept.
-fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[u8], out: &mut Vec<u8>) -> Result<u32> {
-    let _ = (raw, scan);
-    let mut scratch = PlanScratch::default();
+fn scope_spans<'k>(
+    plan: &Plan<'k>,
+    first_span: usize,
+    body: &'k [u8],
+    scratch: &mut PlanScratch<'k>,
+    out: &mut Vec<u8>,
+) -> Result<u32> {
     let mut i = first_span;
     let mut kept = 0;
     let mut reader = Reader::new(body, DEPTH_LIMIT);
@@ -585,7 +599,7 @@ fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[
                     Some(span) => write_len_field(out, 2, span),
                     None => {
                         let insert = attr_keys(&[inner], 9, &mut scratch.keys)?;
-                        plan_attrs(&mut scratch, edits);
+                        plan_attrs(scratch, edits);
                         let slot = open_len(out, 2, inner.len());
                         attributes(inner, 9, edits, &scratch.plan, &mut 0, insert, out)?;
                         close_len(out, slot);

@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple};
 
-use crate::encode::{encode, encode_into, ArenaEdits, Body, EditArena, EditsRef, Plan, SetValue};
+use crate::encode::{encode_into, ArenaEdits, Body, EditArena, EditsRef, Plan, SetValue};
 use crate::fxhash::FxBuild;
 use crate::scan::{scan, Scan, Span32, Value, Watched};
+use crate::slots::SlotLayout;
 use crate::wire::DecodeError;
 use crate::wire::{close_len, open_len, write_len_field, write_tag, write_varint, I64, LEN, VARINT};
 
@@ -118,7 +120,19 @@ pub struct Core {
     empty: Py<PyAny>,
     error_cls: Py<PyAny>,
     prepared: Mutex<Option<Arc<Prepared>>>,
+    /// The slots of the edits' class (SpanEdits: renames, deletes, sets, replace), found from
+    /// the first edits object converted; None inside when it is no plain slots class.
+    edit_slots: PyOnceLock<Option<SlotLayout>>,
+    /// encode's output buffer, kept between calls (a fresh ~100 kB Vec per batch was a large
+    /// malloc and free, and cold memory): taken while a call writes, another call meanwhile
+    /// (another thread) writes into a Vec of its own.
+    out: Mutex<Vec<u8>>,
 }
+
+/// The slots of SpanEdits in the order `attr_edits` reads them.
+const EDIT_SLOTS: [&str; 4] = ["replace", "renames", "deletes", "sets"];
+/// A kept output buffer larger than this is dropped after the call (memory stays bounded).
+const OUT_KEPT: usize = 1 << 20;
 
 /// Per-scan caches: one Python object per distinct string, key signature and small int.
 struct Interner<'py> {
@@ -340,6 +354,8 @@ impl Core {
             empty,
             error_cls,
             prepared: Mutex::new(None),
+            edit_slots: PyOnceLock::new(),
+            out: Mutex::new(Vec::new()),
         }
     }
 
@@ -563,27 +579,40 @@ impl Core {
                 (layout.raw.as_bytes(py), scan, plan)
             })
             .collect();
-        let out = py
-            .detach(|| -> Result<Vec<u8>, DecodeError> {
-                if let [(raw, scan, plan)] = parts.as_slice() {
-                    return encode(raw, scan, plan);
+        // The kept buffer if no other call holds it (the lock only taken and put back here).
+        let mut out = self
+            .out
+            .try_lock()
+            .map(|mut kept| std::mem::take(&mut *kept))
+            .unwrap_or_default();
+        out.clear();
+        let written = py.detach(|| -> Result<(), DecodeError> {
+            // Every part written into one buffer sized for all (a buffer per part was copied again).
+            out.reserve(parts.iter().map(|(raw, _, plan)| plan.size_hint(raw)).sum());
+            if let [(raw, scan, plan)] = parts.as_slice() {
+                return encode_into(raw, scan, plan, &mut out); // one request: written as it is
+            }
+            for (raw, scan, plan) in &parts {
+                if plan.extract && !plan.keep.contains(&true) {
+                    continue; // none of its spans chosen: nothing of it (not its resources)
                 }
-                // Every part written into one buffer sized for all (a buffer per part was copied again).
-                let mut out = Vec::with_capacity(parts.iter().map(|(raw, _, plan)| plan.size_hint(raw)).sum());
-                for (raw, scan, plan) in &parts {
-                    if plan.extract && !plan.keep.contains(&true) {
-                        continue; // none of its spans chosen: nothing of it (not its resources)
-                    }
-                    if !plan.extract && plan.untouched() {
-                        out.extend_from_slice(raw);
-                    } else {
-                        encode_into(raw, scan, plan, &mut out)?;
-                    }
+                if !plan.extract && plan.untouched() {
+                    out.extend_from_slice(raw);
+                } else {
+                    encode_into(raw, scan, plan, &mut out)?;
                 }
-                Ok(out)
-            })
-            .map_err(|err| self.codec_error(py, err.0))?;
-        Ok(PyBytes::new(py, &out))
+            }
+            Ok(())
+        });
+        let result = written.map(|()| PyBytes::new(py, &out));
+        if out.capacity() <= OUT_KEPT {
+            if let Ok(mut kept) = self.out.try_lock() {
+                if kept.capacity() < out.capacity() {
+                    *kept = out;
+                }
+            }
+        }
+        result.map_err(|err| self.codec_error(py, err.0))
     }
 
     /// Each span's own edits with its groups' merged in (groups.rs `merge`, on the arena's
@@ -684,7 +713,15 @@ impl Core {
     /// One SpanEdits into the arena: its renames, deletes and sets as key and value ids.
     fn attr_edits<'py>(&self, conv: &mut Converter<'py>, item: &Bound<'py, PyAny>) -> PyResult<ArenaEdits> {
         let py = item.py();
-        let replace = item.getattr(pyo3::intern!(py, "replace"))?;
+        let slots = self
+            .edit_slots
+            .get_or_init(py, || SlotLayout::of(py, &item.get_type(), &EDIT_SLOTS).ok().flatten());
+        // By slot offset when the object is of that class (no attribute lookup), else getattr.
+        let slot = |at: usize| match slots {
+            Some(layout) => layout.get(item, at),
+            None => item.getattr(PyString::new(py, EDIT_SLOTS[at])),
+        };
+        let replace = slot(0)?;
         if !replace.is_none() {
             let data = replace
                 .cast::<PyBytes>()
@@ -701,7 +738,7 @@ impl Core {
         // Lists as SpanEdits holds them: read by index (no iterator object); any other
         // iterable through the iterator protocol.
         let start = conv.arena.renames.len() as u32;
-        let renames = item.getattr(pyo3::intern!(py, "renames"))?;
+        let renames = slot(1)?;
         for_each(&renames, |pair| {
             let (old, new) = pair_of(&pair)?;
             let ids = (conv.key(&old)?, conv.key(&new)?);
@@ -710,7 +747,7 @@ impl Core {
         })?;
         let renames = (start, conv.arena.renames.len() as u32);
         let start = conv.arena.deletes.len() as u32;
-        let deletes = item.getattr(pyo3::intern!(py, "deletes"))?;
+        let deletes = slot(2)?;
         for_each(&deletes, |key| {
             let id = conv.key(&key)?;
             conv.arena.deletes.push(id);
@@ -718,7 +755,7 @@ impl Core {
         })?;
         let deletes = (start, conv.arena.deletes.len() as u32);
         let start = conv.arena.sets.len() as u32;
-        let sets = item.getattr(pyo3::intern!(py, "sets"))?;
+        let sets = slot(3)?;
         for_each(&sets, |pair| {
             let (key, value) = pair_of(&pair)?;
             let ids = (conv.key(&key)?, conv.value(self, &value)?);

@@ -440,3 +440,78 @@ def test_sets_of_new_keys_set_again_and_alike_in_length():
     got = native_codec.encode(view, edits)
     assert got == ORACLE.encode(expected, edits)
     assert got.count(b"owner.team") == 3 and got.count(b"owner.tier") == 3
+
+
+# --- the encoder's kept output buffer and its slot reads of the edits ---------------------
+
+def test_output_buffer_kept_between_calls_holds_no_stale_bytes():
+    """encode writes into a buffer it keeps between calls: a large batch, then a small one,
+    then the large again, each equal to the oracle's bytes; a result handed out is not changed
+    by later calls; encodes from several threads at once each get their own batch's bytes."""
+    import threading
+
+    native_codec = pytest.importorskip("costctx.pdata.codec.native").NativeCodec()
+    small = build_request([{"a": "x"}], 1)
+    large = build_request([{"a": "y" * 3000, "b": i} for i in range(400)], 400)  # past the kept 1 MiB
+    mid = build_request([{"a": "z" * 200, "b": i} for i in range(50)], 50)
+    watched = frozenset({"a", "b"})
+    results = []
+    for raw in (mid, small, large, small, mid, small):
+        view, expected = native_codec.scan(raw, watched), ORACLE.scan(raw, watched)
+        edits = BatchEdits()
+        for i in range(len(view.spans)):
+            edits.span(i).sets.append(("set.here", i))
+        got = native_codec.encode(view, edits)
+        assert got == ORACLE.encode(expected, edits)
+        results.append((got, ORACLE.encode(expected, edits)))
+    assert all(got == want for got, want in results)  # earlier results unchanged by later calls
+
+    failures = []
+
+    def encode_many(raw: bytes, value: str) -> None:
+        view, expected = native_codec.scan(raw, watched), ORACLE.scan(raw, watched)
+        edits = BatchEdits()
+        for i in range(len(view.spans)):
+            edits.span(i).sets.append(("thread", value))
+        want = ORACLE.encode(expected, edits)
+        for _ in range(30):
+            if native_codec.encode(view, edits) != want:
+                failures.append(value)
+
+    threads = [threading.Thread(target=encode_many, args=(raw, str(n))) for n, raw in enumerate((mid, large, small))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_edits_of_other_classes_than_the_first_converted():
+    """The encoder reads SpanEdits' slots at their offsets, the layout found from the first
+    edits object it converts: a subclass with a slot of its own seen first, then SpanEdits, then
+    an object of no slots class; each read right (bytes equal to the oracle's)."""
+    from dataclasses import dataclass
+
+    @dataclass(slots=True)
+    class Tagged(SpanEdits):
+        tag: str = "t"
+
+    class Loose:  # any object with the four attributes
+        def __init__(self, sets):
+            self.renames, self.deletes, self.sets, self.replace = [("a", "a2")], [], sets, None
+
+    native_codec = pytest.importorskip("costctx.pdata.codec.native").NativeCodec()
+    raw = build_request([{"a": "x", "b": 1}, {"a": "y"}, {"b": 2}], 3)
+    watched = frozenset({"a", "b"})
+    view, expected = native_codec.scan(raw, watched), ORACLE.scan(raw, watched)
+    for order in ((Tagged, SpanEdits), (SpanEdits, Tagged)):
+        edits = BatchEdits()
+        edits.spans[0] = order[0](deletes=["b"], sets=[("n", 1)])
+        edits.spans[1] = order[1](renames=[("a", "c")], sets=[("n", 2.5)])
+        edits.spans[2] = Loose([("n", "three")])
+        assert native_codec.encode(view, edits) == ORACLE.encode(expected, edits)
+    unset = object.__new__(SpanEdits)  # no slot set: the getattr path raises, as Python does
+    edits = BatchEdits()
+    edits.spans[0] = unset
+    with pytest.raises(AttributeError):
+        native_codec.encode(view, edits)
