@@ -127,6 +127,8 @@ pub struct Core {
     /// malloc and free, and cold memory): taken while a call writes, another call meanwhile
     /// (another thread) writes into a Vec of its own.
     out: Mutex<Vec<u8>>,
+    /// The edits' converter storage, kept between calls as `out` is.
+    conv: Mutex<Option<ConvStore>>,
 }
 
 /// The slots of SpanEdits in the order `attr_edits` reads them.
@@ -356,6 +358,7 @@ impl Core {
             prepared: Mutex::new(None),
             edit_slots: PyOnceLock::new(),
             out: Mutex::new(Vec::new()),
+            conv: Mutex::new(None),
         }
     }
 
@@ -545,7 +548,8 @@ impl Core {
         resource_edits: &Bound<'py, PyDict>,
         groups: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut conv = Converter::new();
+        let store = self.conv.try_lock().ok().and_then(|mut kept| kept.take());
+        let mut conv = store.unwrap_or_default().into_converter();
         let mut spans = self.collect_edits(&mut conv, span_edits)?;
         if let Some(groups) = groups {
             spans = self.merge_groups(&mut conv, spans, groups, segments.spans)?;
@@ -610,6 +614,12 @@ impl Core {
                 if kept.capacity() < out.capacity() {
                     *kept = out;
                 }
+            }
+        }
+        drop(parts);
+        if conv.arena.sets.capacity() <= CONV_KEPT_SETS {
+            if let Ok(mut kept) = self.conv.try_lock() {
+                *kept = Some(conv.into_store());
             }
         }
         result.map_err(|err| self.codec_error(py, err.0))
@@ -838,7 +848,8 @@ impl Core {
                 keeps_unknown: true,
             });
         }
-        let mut body = Vec::new();
+        // Room for a usual list or kvlist value at once (grown from nothing: four reallocs).
+        let mut body = Vec::with_capacity(128);
         self.any_value(value, &mut body, 0)?;
         let scalar = value.is_instance_of::<PyString>()
             || value.is_instance_of::<PyInt>()
@@ -969,28 +980,41 @@ impl<'py> Segments<'py> {
 /// The edits of one encode call converted to the crate's form (an `EditArena`), each distinct
 /// key object and immutable value object once (many spans' edits share them: a group's, the
 /// scan's interned strings, one stamp value). Keyed by object address, each object held here
-/// for the call, so no address is reused while it is a key.
+/// (`held`) for the call, so no address is reused while it is a key.
 struct Converter<'py> {
     arena: EditArena,
-    keys: HashMap<usize, (Bound<'py, PyAny>, u32), FxBuild>,
-    values: HashMap<usize, (Bound<'py, PyAny>, u32), FxBuild>,
-    /// Lists of immutable scalars by the addresses of their elements (each element held here,
-    /// so no address is reused): a processor writes one list per span (`list(fields)`), but
-    /// its elements are the same few str objects, so a batch has a few distinct lists.
-    lists: HashMap<Vec<usize>, (Vec<Bound<'py, PyAny>>, u32), FxBuild>,
+    keys: HashMap<usize, u32, FxBuild>,
+    values: HashMap<usize, u32, FxBuild>,
+    /// Lists of immutable scalars by the addresses of their elements (each element held, so
+    /// no address is reused): a processor writes one list per span (`list(fields)`), but its
+    /// elements are the same few str objects, so a batch has a few distinct lists.
+    lists: HashMap<Vec<usize>, u32, FxBuild>,
     /// The element addresses of the list looked up (kept: no allocation per lookup).
+    addresses: Vec<usize>,
+    /// Every object an address above stands for, alive until the call ends.
+    held: Vec<Bound<'py, PyAny>>,
+}
+
+/// A Converter's storage with nothing in it, kept in `Core` between calls: a fresh one per
+/// batch was a dozen allocations of 1-16 kB (malloc's slow path on a fragmented heap, ~5% of
+/// encode) and cold memory to fill.
+struct ConvStore {
+    arena: EditArena,
+    keys: HashMap<usize, u32, FxBuild>,
+    values: HashMap<usize, u32, FxBuild>,
+    lists: HashMap<Vec<usize>, u32, FxBuild>,
     addresses: Vec<usize>,
 }
 
-impl<'py> Converter<'py> {
-    fn new() -> Self {
+impl Default for ConvStore {
+    fn default() -> Self {
         // Sized for a batch of the usual shape (tens of keys, several hundred values, about a
-        // thousand sets): growing (rehashing, copying) showed in the encode profile.
-        Converter {
+        // thousand sets, more once groups are merged): growing showed in the encode profile.
+        ConvStore {
             arena: EditArena {
                 keys: Vec::with_capacity(64),
                 values: Vec::with_capacity(512),
-                sets: Vec::with_capacity(1024),
+                sets: Vec::with_capacity(2048),
                 ..EditArena::default()
             },
             keys: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
@@ -999,10 +1023,49 @@ impl<'py> Converter<'py> {
             addresses: Vec::new(),
         }
     }
+}
+
+/// A kept ConvStore whose arena grew past this many sets is dropped (memory stays bounded).
+const CONV_KEPT_SETS: usize = 1 << 16;
+
+impl ConvStore {
+    fn into_converter<'py>(self) -> Converter<'py> {
+        Converter {
+            arena: self.arena,
+            keys: self.keys,
+            values: self.values,
+            lists: self.lists,
+            addresses: self.addresses,
+            held: Vec::with_capacity(256),
+        }
+    }
+}
+
+impl<'py> Converter<'py> {
+    /// Empty again (the objects held released), for the next call.
+    fn into_store(mut self) -> ConvStore {
+        let arena = &mut self.arena;
+        arena.keys.clear();
+        arena.values.clear();
+        arena.renames.clear();
+        arena.deletes.clear();
+        arena.sets.clear();
+        arena.replaces.clear();
+        self.keys.clear();
+        self.values.clear();
+        self.lists.clear();
+        ConvStore {
+            arena: self.arena,
+            keys: self.keys,
+            values: self.values,
+            lists: self.lists,
+            addresses: self.addresses,
+        }
+    }
 
     fn key(&mut self, key: &Bound<'py, PyAny>) -> PyResult<u32> {
         let at = key.as_ptr() as usize;
-        if let Some((_, found)) = self.keys.get(&at) {
+        if let Some(found) = self.keys.get(&at) {
             return Ok(*found);
         }
         let text = key
@@ -1010,7 +1073,8 @@ impl<'py> Converter<'py> {
             .map_err(|_| PyTypeError::new_err("attribute keys must be str"))?;
         let id = self.arena.keys.len() as u32;
         self.arena.keys.push(text.to_str()?.as_bytes().into());
-        self.keys.insert(at, (key.clone(), id));
+        self.keys.insert(at, id);
+        self.held.push(key.clone());
         Ok(id)
     }
 
@@ -1018,7 +1082,7 @@ impl<'py> Converter<'py> {
         // Found by address first: only immutable objects are kept, each held for the call (so
         // no other object has its address); the type checks only for one not seen yet.
         let at = value.as_ptr() as usize;
-        if let Some((_, found)) = self.values.get(&at) {
+        if let Some(found) = self.values.get(&at) {
             return Ok(*found);
         }
         // Only objects that cannot change: exact str, int, float, bytes, bool (and EMPTY).
@@ -1035,7 +1099,8 @@ impl<'py> Converter<'py> {
             return Ok(self.push_value(core.set_value(value)?));
         }
         let id = self.push_value(core.set_value(value)?);
-        self.values.insert(at, (value.clone(), id));
+        self.values.insert(at, id);
+        self.held.push(value.clone());
         Ok(id)
     }
 
@@ -1059,12 +1124,12 @@ impl<'py> Converter<'py> {
             }
             self.addresses.push(item.as_ptr() as usize);
         }
-        if let Some((_, found)) = self.lists.get(self.addresses.as_slice()) {
+        if let Some(found) = self.lists.get(self.addresses.as_slice()) {
             return Ok(*found);
         }
         let id = self.push_value(core.set_value(list.as_any())?);
-        let held: Vec<Bound<'py, PyAny>> = list.iter().collect();
-        self.lists.insert(self.addresses.clone(), (held, id));
+        self.held.extend(list.iter());
+        self.lists.insert(self.addresses.clone(), id);
         Ok(id)
     }
 }

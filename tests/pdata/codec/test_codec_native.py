@@ -515,3 +515,29 @@ def test_edits_of_other_classes_than_the_first_converted():
     edits.spans[0] = unset
     with pytest.raises(AttributeError):
         native_codec.encode(view, edits)
+
+
+def test_converter_kept_between_calls_forgets_each_calls_objects():
+    """The edits' converter (objects by address) is kept between calls, emptied after each: a
+    value object freed after one encode and a new one at the same address with another value
+    (fresh floats, strs, lists) is written with its own value; a call that fails (a non-str key,
+    an int past int64) leaves the next one right."""
+    native_codec = pytest.importorskip("costctx.pdata.codec.native").NativeCodec()
+    raw = build_request([{"a": "x"}, {"b": 1}], 2)
+    watched = frozenset({"a", "b"})
+    view, expected = native_codec.scan(raw, watched), ORACLE.scan(raw, watched)
+    for i in range(60):
+        edits = BatchEdits()
+        edits.span(0).sets += [("f", float(i) + 0.25), ("s", "-".join(["v", str(i)])), ("n", 1000 + i)]
+        edits.span(1).sets += [("l", ["-".join(["e", str(i)])]), ("f", float(i) + 0.25), ("b", i % 2 == 0)]
+        assert native_codec.encode(view, edits) == ORACLE.encode(expected, edits)
+        del edits  # its objects freed: the next round's may take their addresses
+        if i % 20 == 7:
+            bad = BatchEdits()
+            bad.span(0).sets += [("ok", "x" + str(i)), (1, "non-str key")]
+            with pytest.raises(TypeError):
+                native_codec.encode(view, bad)
+            bad = BatchEdits()
+            bad.span(1).sets += [("ok", "y" + str(i)), ("big", 2**70)]
+            with pytest.raises(ValueError):
+                native_codec.encode(view, bad)
