@@ -19,11 +19,15 @@ use crate::wire::{close_len, open_len, write_len_field, DecodeError, Reader, Res
 /// into every member's without copying them.
 pub type Shared = Arc<[u8]>;
 
+/// The longest body held inline: a string of up to 28 bytes with its tag and length (ids,
+/// price sources such as "builtin@2026-11-01#1e63f433"; 22 made each of those an allocation).
+pub const INLINE: usize = 30;
+
 /// An encoded AnyValue body: short ones (every scalar but long strings and bytes) held
 /// inline, so converting a span's values allocates nothing; longer ones shared.
 #[derive(Clone, Debug)]
 pub enum Body {
-    Inline { len: u8, bytes: [u8; 22] },
+    Inline { len: u8, bytes: [u8; INLINE] },
     Shared(Shared),
 }
 
@@ -39,14 +43,17 @@ impl Body {
 
 impl Default for Body {
     fn default() -> Self {
-        Body::Inline { len: 0, bytes: [0; 22] }
+        Body::Inline {
+            len: 0,
+            bytes: [0; INLINE],
+        }
     }
 }
 
 impl From<&[u8]> for Body {
     fn from(data: &[u8]) -> Self {
-        if data.len() <= 22 {
-            let mut bytes = [0u8; 22];
+        if data.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
             bytes[..data.len()].copy_from_slice(data);
             Body::Inline {
                 len: data.len() as u8,
@@ -60,7 +67,7 @@ impl From<&[u8]> for Body {
 
 impl From<Vec<u8>> for Body {
     fn from(data: Vec<u8>) -> Self {
-        if data.len() <= 22 {
+        if data.len() <= INLINE {
             Body::from(data.as_slice())
         } else {
             Body::Shared(data.into())
@@ -313,6 +320,24 @@ struct PlanScratch<'k> {
     plan: AttrPlan<'k>,
 }
 
+impl PlanScratch<'_> {
+    fn with_capacity(n: usize) -> Self {
+        PlanScratch {
+            keys: Vec::with_capacity(n),
+            current: Vec::with_capacity(n),
+            renamed: Vec::with_capacity(n),
+            deleted: Vec::with_capacity(n),
+            last: Vec::with_capacity(n),
+            set_of: Vec::with_capacity(n),
+            prints: Vec::with_capacity(n),
+            plan: AttrPlan {
+                actions: Vec::with_capacity(n),
+                appended: Vec::with_capacity(n),
+            },
+        }
+    }
+}
+
 /// A key's length and its first and last bytes in one word: unequal words, unequal keys, so
 /// most keys a set is looked for among are passed over without comparing their bytes (many
 /// share a prefix such as "owner." and a length).
@@ -467,8 +492,9 @@ pub fn encode(raw: &[u8], scan: &Scan, plan: &Plan) -> Result<Vec<u8>> {
 
 /// `encode`, appended to `out` (several scanned requests written into one buffer).
 pub fn encode_into(raw: &[u8], scan: &Scan, plan: &Plan, out: &mut Vec<u8>) -> Result<()> {
-    // One scratch for every list of the request (one per scope grew its seven vectors again).
-    let mut scratch = PlanScratch::default();
+    // One scratch for every list of the request (one per scope grew its seven vectors again),
+    // with room for a usual span's attributes and sets from the start (no growth by doubling).
+    let mut scratch = PlanScratch::with_capacity(64);
     let mut reader = Reader::new(raw, DEPTH_LIMIT);
     let mut r = 0usize;
     while let Some(field) = reader.next()? {

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple};
 
-use crate::encode::{encode_into, ArenaEdits, Body, EditArena, EditsRef, Plan, SetValue};
+use crate::encode::{encode_into, ArenaEdits, Body, EditArena, EditsRef, Plan, SetValue, INLINE};
 use crate::fxhash::FxBuild;
 use crate::scan::{scan, Scan, Span32, Value, Watched};
 use crate::slots::SlotLayout;
@@ -795,7 +795,7 @@ impl Core {
         }
         // The usual values first, by exact type, written straight into an inline body.
         if value.is_exact_instance_of::<PyFloat>() {
-            let mut bytes = [0u8; 22];
+            let mut bytes = [0u8; INLINE];
             bytes[0] = (4 << 3) | I64;
             bytes[1..9].copy_from_slice(&value.cast::<PyFloat>()?.value().to_le_bytes());
             return Ok(SetValue {
@@ -806,8 +806,8 @@ impl Core {
         }
         if let Ok(text) = value.cast_exact::<PyString>() {
             let text = text.to_str()?.as_bytes();
-            let body = if text.len() <= 20 {
-                let mut bytes = [0u8; 22];
+            let body = if text.len() <= INLINE - 2 {
+                let mut bytes = [0u8; INLINE];
                 bytes[0] = (1 << 3) | LEN;
                 bytes[1] = text.len() as u8;
                 bytes[2..2 + text.len()].copy_from_slice(text);
@@ -830,7 +830,7 @@ impl Core {
             let number: i64 = value
                 .extract()
                 .map_err(|_| PyValueError::new_err("int out of int64 range"))?;
-            let mut bytes = [0u8; 22];
+            let mut bytes = [0u8; INLINE];
             bytes[0] = (3 << 3) | VARINT;
             let (mut rest, mut len) = (number as u64, 1usize);
             while rest >= 0x80 {
