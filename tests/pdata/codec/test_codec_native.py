@@ -528,8 +528,12 @@ def test_converter_kept_between_calls_forgets_each_calls_objects():
     view, expected = native_codec.scan(raw, watched), ORACLE.scan(raw, watched)
     for i in range(60):
         edits = BatchEdits()
+        # A varying number of fresh values first: an object seen in the call before (True, 7,
+        # "same") would take another id in this one.
+        edits.span(0).sets += [(f"p{j}", float(i * 10 + j)) for j in range(i % 4)]
         edits.span(0).sets += [("f", float(i) + 0.25), ("s", "-".join(["v", str(i)])), ("n", 1000 + i)]
-        edits.span(1).sets += [("l", ["-".join(["e", str(i)])]), ("f", float(i) + 0.25), ("b", i % 2 == 0)]
+        edits.span(1).sets += [("l", ["-".join(["e", str(i)])]), ("f", float(i) + 0.25), ("b", i % 2 == 0),
+                               ("t", True), ("seven", 7), ("same", "same")]
         assert native_codec.encode(view, edits) == ORACLE.encode(expected, edits)
         del edits  # its objects freed: the next round's may take their addresses
         if i % 20 == 7:
