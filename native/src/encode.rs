@@ -19,11 +19,15 @@ use crate::wire::{close_len, open_len, write_len_field, DecodeError, Reader, Res
 /// into every member's without copying them.
 pub type Shared = Arc<[u8]>;
 
+/// The longest body held inline: a string of up to 28 bytes with its tag and length (ids,
+/// price sources such as "builtin@2026-11-01#1e63f433"; 22 made each of those an allocation).
+pub const INLINE: usize = 30;
+
 /// An encoded AnyValue body: short ones (every scalar but long strings and bytes) held
 /// inline, so converting a span's values allocates nothing; longer ones shared.
 #[derive(Clone, Debug)]
 pub enum Body {
-    Inline { len: u8, bytes: [u8; 22] },
+    Inline { len: u8, bytes: [u8; INLINE] },
     Shared(Shared),
 }
 
@@ -39,14 +43,17 @@ impl Body {
 
 impl Default for Body {
     fn default() -> Self {
-        Body::Inline { len: 0, bytes: [0; 22] }
+        Body::Inline {
+            len: 0,
+            bytes: [0; INLINE],
+        }
     }
 }
 
 impl From<&[u8]> for Body {
     fn from(data: &[u8]) -> Self {
-        if data.len() <= 22 {
-            let mut bytes = [0u8; 22];
+        if data.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
             bytes[..data.len()].copy_from_slice(data);
             Body::Inline {
                 len: data.len() as u8,
@@ -60,7 +67,7 @@ impl From<&[u8]> for Body {
 
 impl From<Vec<u8>> for Body {
     fn from(data: Vec<u8>) -> Self {
-        if data.len() <= 22 {
+        if data.len() <= INLINE {
             Body::from(data.as_slice())
         } else {
             Body::Shared(data.into())
@@ -313,6 +320,24 @@ struct PlanScratch<'k> {
     plan: AttrPlan<'k>,
 }
 
+impl PlanScratch<'_> {
+    fn with_capacity(n: usize) -> Self {
+        PlanScratch {
+            keys: Vec::with_capacity(n),
+            current: Vec::with_capacity(n),
+            renamed: Vec::with_capacity(n),
+            deleted: Vec::with_capacity(n),
+            last: Vec::with_capacity(n),
+            set_of: Vec::with_capacity(n),
+            prints: Vec::with_capacity(n),
+            plan: AttrPlan {
+                actions: Vec::with_capacity(n),
+                appended: Vec::with_capacity(n),
+            },
+        }
+    }
+}
+
 /// A key's length and its first and last bytes in one word: unequal words, unequal keys, so
 /// most keys a set is looked for among are passed over without comparing their bytes (many
 /// share a prefix such as "owner." and a length).
@@ -467,6 +492,9 @@ pub fn encode(raw: &[u8], scan: &Scan, plan: &Plan) -> Result<Vec<u8>> {
 
 /// `encode`, appended to `out` (several scanned requests written into one buffer).
 pub fn encode_into(raw: &[u8], scan: &Scan, plan: &Plan, out: &mut Vec<u8>) -> Result<()> {
+    // One scratch for every list of the request (one per scope grew its seven vectors again),
+    // with room for a usual span's attributes and sets from the start (no growth by doubling).
+    let mut scratch = PlanScratch::with_capacity(64);
     let mut reader = Reader::new(raw, DEPTH_LIMIT);
     let mut r = 0usize;
     while let Some(field) = reader.next()? {
@@ -481,7 +509,7 @@ pub fn encode_into(raw: &[u8], scan: &Scan, plan: &Plan, out: &mut Vec<u8>) -> R
         } else {
             let mark = out.len();
             let slot = open_len(out, 1, body.len());
-            if resource_spans(raw, scan, plan, r, body, out)? {
+            if resource_spans(scan, plan, r, body, &mut scratch, out)? {
                 close_len(out, slot);
             } else {
                 out.truncate(mark);
@@ -493,11 +521,19 @@ pub fn encode_into(raw: &[u8], scan: &Scan, plan: &Plan, out: &mut Vec<u8>) -> R
 }
 
 /// Write one ResourceSpans body; false when it is left with no scope and must be dropped.
-fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+fn resource_spans<'k>(
+    scan: &Scan,
+    plan: &Plan<'k>,
+    r: usize,
+    body: &'k [u8],
+    spans_scratch: &mut PlanScratch<'k>,
+    out: &mut Vec<u8>,
+) -> Result<bool> {
     let rec = &scan.resources[r];
     let edits = plan.resource_edits[r].filter(|e| !e.is_noop());
     // The Resource's attributes are every occurrence's (protobuf merges them): one plan
-    // over all of them, appended attributes in the last occurrence.
+    // over all of them, appended attributes in the last occurrence (its own scratch: the plan
+    // is read while the scopes' spans are planned).
     let mut scratch = PlanScratch::default();
     let mut insert_last = Insert::Nowhere;
     if let Some(edits) = edits {
@@ -545,7 +581,7 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
                 } else {
                     let mark = out.len();
                     let slot = open_len(out, 2, inner.len());
-                    let spans = scope_spans(raw, scan, plan, scope.first_span as usize, inner, out)?;
+                    let spans = scope_spans(plan, scope.first_span as usize, inner, spans_scratch, out)?;
                     if spans == 0 && has_spans {
                         out.truncate(mark);
                         dropped += 1;
@@ -563,9 +599,13 @@ fn resource_spans(raw: &[u8], scan: &Scan, plan: &Plan, r: usize, body: &[u8], o
 }
 
 /// Write one ScopeSpans body; returns how many spans it kept.
-fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[u8], out: &mut Vec<u8>) -> Result<u32> {
-    let _ = (raw, scan);
-    let mut scratch = PlanScratch::default();
+fn scope_spans<'k>(
+    plan: &Plan<'k>,
+    first_span: usize,
+    body: &'k [u8],
+    scratch: &mut PlanScratch<'k>,
+    out: &mut Vec<u8>,
+) -> Result<u32> {
     let mut i = first_span;
     let mut kept = 0;
     let mut reader = Reader::new(body, DEPTH_LIMIT);
@@ -585,7 +625,7 @@ fn scope_spans(raw: &[u8], scan: &Scan, plan: &Plan, first_span: usize, body: &[
                     Some(span) => write_len_field(out, 2, span),
                     None => {
                         let insert = attr_keys(&[inner], 9, &mut scratch.keys)?;
-                        plan_attrs(&mut scratch, edits);
+                        plan_attrs(scratch, edits);
                         let slot = open_len(out, 2, inner.len());
                         attributes(inner, 9, edits, &scratch.plan, &mut 0, insert, out)?;
                         close_len(out, slot);

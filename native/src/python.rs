@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple};
 
-use crate::encode::{encode, encode_into, ArenaEdits, Body, EditArena, EditsRef, Plan, SetValue};
+use crate::encode::{encode_into, ArenaEdits, Body, EditArena, EditsRef, Plan, SetValue, INLINE};
 use crate::fxhash::FxBuild;
 use crate::scan::{scan, Scan, Span32, Value, Watched};
+use crate::slots::SlotLayout;
 use crate::wire::DecodeError;
 use crate::wire::{close_len, open_len, write_len_field, write_tag, write_varint, I64, LEN, VARINT};
 
@@ -118,7 +120,21 @@ pub struct Core {
     empty: Py<PyAny>,
     error_cls: Py<PyAny>,
     prepared: Mutex<Option<Arc<Prepared>>>,
+    /// The slots of the edits' class (SpanEdits: renames, deletes, sets, replace), found from
+    /// the first edits object converted; None inside when it is no plain slots class.
+    edit_slots: PyOnceLock<Option<SlotLayout>>,
+    /// encode's output buffer, kept between calls (a fresh ~100 kB Vec per batch was a large
+    /// malloc and free, and cold memory): taken while a call writes, another call meanwhile
+    /// (another thread) writes into a Vec of its own.
+    out: Mutex<Vec<u8>>,
+    /// The edits' converter storage, kept between calls as `out` is.
+    conv: Mutex<Option<ConvStore>>,
 }
+
+/// The slots of SpanEdits in the order `attr_edits` reads them.
+const EDIT_SLOTS: [&str; 4] = ["replace", "renames", "deletes", "sets"];
+/// A kept output buffer larger than this is dropped after the call (memory stays bounded).
+const OUT_KEPT: usize = 1 << 20;
 
 /// Per-scan caches: one Python object per distinct string, key signature and small int.
 struct Interner<'py> {
@@ -340,6 +356,9 @@ impl Core {
             empty,
             error_cls,
             prepared: Mutex::new(None),
+            edit_slots: PyOnceLock::new(),
+            out: Mutex::new(Vec::new()),
+            conv: Mutex::new(None),
         }
     }
 
@@ -529,7 +548,8 @@ impl Core {
         resource_edits: &Bound<'py, PyDict>,
         groups: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut conv = Converter::new();
+        let store = self.conv.try_lock().ok().and_then(|mut kept| kept.take());
+        let mut conv = store.unwrap_or_default().into_converter();
         let mut spans = self.collect_edits(&mut conv, span_edits)?;
         if let Some(groups) = groups {
             spans = self.merge_groups(&mut conv, spans, groups, segments.spans)?;
@@ -563,27 +583,46 @@ impl Core {
                 (layout.raw.as_bytes(py), scan, plan)
             })
             .collect();
-        let out = py
-            .detach(|| -> Result<Vec<u8>, DecodeError> {
-                if let [(raw, scan, plan)] = parts.as_slice() {
-                    return encode(raw, scan, plan);
+        // The kept buffer if no other call holds it (the lock only taken and put back here).
+        let mut out = self
+            .out
+            .try_lock()
+            .map(|mut kept| std::mem::take(&mut *kept))
+            .unwrap_or_default();
+        out.clear();
+        let written = py.detach(|| -> Result<(), DecodeError> {
+            // Every part written into one buffer sized for all (a buffer per part was copied again).
+            out.reserve(parts.iter().map(|(raw, _, plan)| plan.size_hint(raw)).sum());
+            if let [(raw, scan, plan)] = parts.as_slice() {
+                return encode_into(raw, scan, plan, &mut out); // one request: written as it is
+            }
+            for (raw, scan, plan) in &parts {
+                if plan.extract && !plan.keep.contains(&true) {
+                    continue; // none of its spans chosen: nothing of it (not its resources)
                 }
-                // Every part written into one buffer sized for all (a buffer per part was copied again).
-                let mut out = Vec::with_capacity(parts.iter().map(|(raw, _, plan)| plan.size_hint(raw)).sum());
-                for (raw, scan, plan) in &parts {
-                    if plan.extract && !plan.keep.contains(&true) {
-                        continue; // none of its spans chosen: nothing of it (not its resources)
-                    }
-                    if !plan.extract && plan.untouched() {
-                        out.extend_from_slice(raw);
-                    } else {
-                        encode_into(raw, scan, plan, &mut out)?;
-                    }
+                if !plan.extract && plan.untouched() {
+                    out.extend_from_slice(raw);
+                } else {
+                    encode_into(raw, scan, plan, &mut out)?;
                 }
-                Ok(out)
-            })
-            .map_err(|err| self.codec_error(py, err.0))?;
-        Ok(PyBytes::new(py, &out))
+            }
+            Ok(())
+        });
+        let result = written.map(|()| PyBytes::new(py, &out));
+        if out.capacity() <= OUT_KEPT {
+            if let Ok(mut kept) = self.out.try_lock() {
+                if kept.capacity() < out.capacity() {
+                    *kept = out;
+                }
+            }
+        }
+        drop(parts);
+        if conv.arena.sets.capacity() <= CONV_KEPT_SETS {
+            if let Ok(mut kept) = self.conv.try_lock() {
+                *kept = Some(conv.into_store());
+            }
+        }
+        result.map_err(|err| self.codec_error(py, err.0))
     }
 
     /// Each span's own edits with its groups' merged in (groups.rs `merge`, on the arena's
@@ -684,7 +723,15 @@ impl Core {
     /// One SpanEdits into the arena: its renames, deletes and sets as key and value ids.
     fn attr_edits<'py>(&self, conv: &mut Converter<'py>, item: &Bound<'py, PyAny>) -> PyResult<ArenaEdits> {
         let py = item.py();
-        let replace = item.getattr(pyo3::intern!(py, "replace"))?;
+        let slots = self
+            .edit_slots
+            .get_or_init(py, || SlotLayout::of(py, &item.get_type(), &EDIT_SLOTS).ok().flatten());
+        // By slot offset when the object is of that class (no attribute lookup), else getattr.
+        let slot = |at: usize| match slots {
+            Some(layout) => layout.get(item, at),
+            None => item.getattr(PyString::new(py, EDIT_SLOTS[at])),
+        };
+        let replace = slot(0)?;
         if !replace.is_none() {
             let data = replace
                 .cast::<PyBytes>()
@@ -701,7 +748,7 @@ impl Core {
         // Lists as SpanEdits holds them: read by index (no iterator object); any other
         // iterable through the iterator protocol.
         let start = conv.arena.renames.len() as u32;
-        let renames = item.getattr(pyo3::intern!(py, "renames"))?;
+        let renames = slot(1)?;
         for_each(&renames, |pair| {
             let (old, new) = pair_of(&pair)?;
             let ids = (conv.key(&old)?, conv.key(&new)?);
@@ -710,7 +757,7 @@ impl Core {
         })?;
         let renames = (start, conv.arena.renames.len() as u32);
         let start = conv.arena.deletes.len() as u32;
-        let deletes = item.getattr(pyo3::intern!(py, "deletes"))?;
+        let deletes = slot(2)?;
         for_each(&deletes, |key| {
             let id = conv.key(&key)?;
             conv.arena.deletes.push(id);
@@ -718,7 +765,7 @@ impl Core {
         })?;
         let deletes = (start, conv.arena.deletes.len() as u32);
         let start = conv.arena.sets.len() as u32;
-        let sets = item.getattr(pyo3::intern!(py, "sets"))?;
+        let sets = slot(3)?;
         for_each(&sets, |pair| {
             let (key, value) = pair_of(&pair)?;
             let ids = (conv.key(&key)?, conv.value(self, &value)?);
@@ -748,7 +795,7 @@ impl Core {
         }
         // The usual values first, by exact type, written straight into an inline body.
         if value.is_exact_instance_of::<PyFloat>() {
-            let mut bytes = [0u8; 22];
+            let mut bytes = [0u8; INLINE];
             bytes[0] = (4 << 3) | I64;
             bytes[1..9].copy_from_slice(&value.cast::<PyFloat>()?.value().to_le_bytes());
             return Ok(SetValue {
@@ -759,8 +806,8 @@ impl Core {
         }
         if let Ok(text) = value.cast_exact::<PyString>() {
             let text = text.to_str()?.as_bytes();
-            let body = if text.len() <= 20 {
-                let mut bytes = [0u8; 22];
+            let body = if text.len() <= INLINE - 2 {
+                let mut bytes = [0u8; INLINE];
                 bytes[0] = (1 << 3) | LEN;
                 bytes[1] = text.len() as u8;
                 bytes[2..2 + text.len()].copy_from_slice(text);
@@ -783,7 +830,7 @@ impl Core {
             let number: i64 = value
                 .extract()
                 .map_err(|_| PyValueError::new_err("int out of int64 range"))?;
-            let mut bytes = [0u8; 22];
+            let mut bytes = [0u8; INLINE];
             bytes[0] = (3 << 3) | VARINT;
             let (mut rest, mut len) = (number as u64, 1usize);
             while rest >= 0x80 {
@@ -801,7 +848,8 @@ impl Core {
                 keeps_unknown: true,
             });
         }
-        let mut body = Vec::new();
+        // Room for a usual list or kvlist value at once (grown from nothing: four reallocs).
+        let mut body = Vec::with_capacity(128);
         self.any_value(value, &mut body, 0)?;
         let scalar = value.is_instance_of::<PyString>()
             || value.is_instance_of::<PyInt>()
@@ -932,28 +980,41 @@ impl<'py> Segments<'py> {
 /// The edits of one encode call converted to the crate's form (an `EditArena`), each distinct
 /// key object and immutable value object once (many spans' edits share them: a group's, the
 /// scan's interned strings, one stamp value). Keyed by object address, each object held here
-/// for the call, so no address is reused while it is a key.
+/// (`held`) for the call, so no address is reused while it is a key.
 struct Converter<'py> {
     arena: EditArena,
-    keys: HashMap<usize, (Bound<'py, PyAny>, u32), FxBuild>,
-    values: HashMap<usize, (Bound<'py, PyAny>, u32), FxBuild>,
-    /// Lists of immutable scalars by the addresses of their elements (each element held here,
-    /// so no address is reused): a processor writes one list per span (`list(fields)`), but
-    /// its elements are the same few str objects, so a batch has a few distinct lists.
-    lists: HashMap<Vec<usize>, (Vec<Bound<'py, PyAny>>, u32), FxBuild>,
+    keys: HashMap<usize, u32, FxBuild>,
+    values: HashMap<usize, u32, FxBuild>,
+    /// Lists of immutable scalars by the addresses of their elements (each element held, so
+    /// no address is reused): a processor writes one list per span (`list(fields)`), but its
+    /// elements are the same few str objects, so a batch has a few distinct lists.
+    lists: HashMap<Vec<usize>, u32, FxBuild>,
     /// The element addresses of the list looked up (kept: no allocation per lookup).
+    addresses: Vec<usize>,
+    /// Every object an address above stands for, alive until the call ends.
+    held: Vec<Bound<'py, PyAny>>,
+}
+
+/// A Converter's storage with nothing in it, kept in `Core` between calls: a fresh one per
+/// batch was a dozen allocations of 1-16 kB (malloc's slow path on a fragmented heap, ~5% of
+/// encode) and cold memory to fill.
+struct ConvStore {
+    arena: EditArena,
+    keys: HashMap<usize, u32, FxBuild>,
+    values: HashMap<usize, u32, FxBuild>,
+    lists: HashMap<Vec<usize>, u32, FxBuild>,
     addresses: Vec<usize>,
 }
 
-impl<'py> Converter<'py> {
-    fn new() -> Self {
+impl Default for ConvStore {
+    fn default() -> Self {
         // Sized for a batch of the usual shape (tens of keys, several hundred values, about a
-        // thousand sets): growing (rehashing, copying) showed in the encode profile.
-        Converter {
+        // thousand sets, more once groups are merged): growing showed in the encode profile.
+        ConvStore {
             arena: EditArena {
                 keys: Vec::with_capacity(64),
                 values: Vec::with_capacity(512),
-                sets: Vec::with_capacity(1024),
+                sets: Vec::with_capacity(2048),
                 ..EditArena::default()
             },
             keys: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
@@ -962,10 +1023,49 @@ impl<'py> Converter<'py> {
             addresses: Vec::new(),
         }
     }
+}
+
+/// A kept ConvStore whose arena grew past this many sets is dropped (memory stays bounded).
+const CONV_KEPT_SETS: usize = 1 << 16;
+
+impl ConvStore {
+    fn into_converter<'py>(self) -> Converter<'py> {
+        Converter {
+            arena: self.arena,
+            keys: self.keys,
+            values: self.values,
+            lists: self.lists,
+            addresses: self.addresses,
+            held: Vec::with_capacity(256),
+        }
+    }
+}
+
+impl<'py> Converter<'py> {
+    /// Empty again (the objects held released), for the next call.
+    fn into_store(mut self) -> ConvStore {
+        let arena = &mut self.arena;
+        arena.keys.clear();
+        arena.values.clear();
+        arena.renames.clear();
+        arena.deletes.clear();
+        arena.sets.clear();
+        arena.replaces.clear();
+        self.keys.clear();
+        self.values.clear();
+        self.lists.clear();
+        ConvStore {
+            arena: self.arena,
+            keys: self.keys,
+            values: self.values,
+            lists: self.lists,
+            addresses: self.addresses,
+        }
+    }
 
     fn key(&mut self, key: &Bound<'py, PyAny>) -> PyResult<u32> {
         let at = key.as_ptr() as usize;
-        if let Some((_, found)) = self.keys.get(&at) {
+        if let Some(found) = self.keys.get(&at) {
             return Ok(*found);
         }
         let text = key
@@ -973,7 +1073,8 @@ impl<'py> Converter<'py> {
             .map_err(|_| PyTypeError::new_err("attribute keys must be str"))?;
         let id = self.arena.keys.len() as u32;
         self.arena.keys.push(text.to_str()?.as_bytes().into());
-        self.keys.insert(at, (key.clone(), id));
+        self.keys.insert(at, id);
+        self.held.push(key.clone());
         Ok(id)
     }
 
@@ -981,7 +1082,7 @@ impl<'py> Converter<'py> {
         // Found by address first: only immutable objects are kept, each held for the call (so
         // no other object has its address); the type checks only for one not seen yet.
         let at = value.as_ptr() as usize;
-        if let Some((_, found)) = self.values.get(&at) {
+        if let Some(found) = self.values.get(&at) {
             return Ok(*found);
         }
         // Only objects that cannot change: exact str, int, float, bytes, bool (and EMPTY).
@@ -998,7 +1099,8 @@ impl<'py> Converter<'py> {
             return Ok(self.push_value(core.set_value(value)?));
         }
         let id = self.push_value(core.set_value(value)?);
-        self.values.insert(at, (value.clone(), id));
+        self.values.insert(at, id);
+        self.held.push(value.clone());
         Ok(id)
     }
 
@@ -1022,12 +1124,12 @@ impl<'py> Converter<'py> {
             }
             self.addresses.push(item.as_ptr() as usize);
         }
-        if let Some((_, found)) = self.lists.get(self.addresses.as_slice()) {
+        if let Some(found) = self.lists.get(self.addresses.as_slice()) {
             return Ok(*found);
         }
         let id = self.push_value(core.set_value(list.as_any())?);
-        let held: Vec<Bound<'py, PyAny>> = list.iter().collect();
-        self.lists.insert(self.addresses.clone(), (held, id));
+        self.held.extend(list.iter());
+        self.lists.insert(self.addresses.clone(), id);
         Ok(id)
     }
 }

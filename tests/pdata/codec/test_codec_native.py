@@ -440,3 +440,150 @@ def test_sets_of_new_keys_set_again_and_alike_in_length():
     got = native_codec.encode(view, edits)
     assert got == ORACLE.encode(expected, edits)
     assert got.count(b"owner.team") == 3 and got.count(b"owner.tier") == 3
+
+
+# --- the encoder's kept output buffer and its slot reads of the edits ---------------------
+
+def test_output_buffer_kept_between_calls_holds_no_stale_bytes():
+    """encode writes into a buffer it keeps between calls: a large batch, then a small one,
+    then the large again, each equal to the oracle's bytes; a result handed out is not changed
+    by later calls; encodes from several threads at once each get their own batch's bytes."""
+    import threading
+
+    native_codec = pytest.importorskip("costctx.pdata.codec.native").NativeCodec()
+    small = build_request([{"a": "x"}], 1)
+    large = build_request([{"a": "y" * 3000, "b": i} for i in range(400)], 400)  # past the kept 1 MiB
+    mid = build_request([{"a": "z" * 200, "b": i} for i in range(50)], 50)
+    watched = frozenset({"a", "b"})
+    results = []
+    for raw in (mid, small, large, small, mid, small):
+        view, expected = native_codec.scan(raw, watched), ORACLE.scan(raw, watched)
+        edits = BatchEdits()
+        for i in range(len(view.spans)):
+            edits.span(i).sets.append(("set.here", i))
+        got = native_codec.encode(view, edits)
+        assert got == ORACLE.encode(expected, edits)
+        results.append((got, ORACLE.encode(expected, edits)))
+    assert all(got == want for got, want in results)  # earlier results unchanged by later calls
+
+    failures = []
+
+    def encode_many(raw: bytes, value: str) -> None:
+        view, expected = native_codec.scan(raw, watched), ORACLE.scan(raw, watched)
+        edits = BatchEdits()
+        for i in range(len(view.spans)):
+            edits.span(i).sets.append(("thread", value))
+        want = ORACLE.encode(expected, edits)
+        for _ in range(30):
+            if native_codec.encode(view, edits) != want:
+                failures.append(value)
+
+    threads = [threading.Thread(target=encode_many, args=(raw, str(n))) for n, raw in enumerate((mid, large, small))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_edits_of_other_classes_than_the_first_converted():
+    """The encoder reads SpanEdits' slots at their offsets, the layout found from the first
+    edits object it converts: a subclass with a slot of its own seen first, then SpanEdits, then
+    an object of no slots class; each read right (bytes equal to the oracle's)."""
+    from dataclasses import dataclass
+
+    @dataclass(slots=True)
+    class Tagged(SpanEdits):
+        tag: str = "t"
+
+    class Loose:  # any object with the four attributes
+        def __init__(self, sets):
+            self.renames, self.deletes, self.sets, self.replace = [("a", "a2")], [], sets, None
+
+    native_codec = pytest.importorskip("costctx.pdata.codec.native").NativeCodec()
+    raw = build_request([{"a": "x", "b": 1}, {"a": "y"}, {"b": 2}], 3)
+    watched = frozenset({"a", "b"})
+    view, expected = native_codec.scan(raw, watched), ORACLE.scan(raw, watched)
+    for order in ((Tagged, SpanEdits), (SpanEdits, Tagged)):
+        edits = BatchEdits()
+        edits.spans[0] = order[0](deletes=["b"], sets=[("n", 1)])
+        edits.spans[1] = order[1](renames=[("a", "c")], sets=[("n", 2.5)])
+        edits.spans[2] = Loose([("n", "three")])
+        assert native_codec.encode(view, edits) == ORACLE.encode(expected, edits)
+    unset = object.__new__(SpanEdits)  # no slot set: the getattr path raises, as Python does
+    edits = BatchEdits()
+    edits.spans[0] = unset
+    with pytest.raises(AttributeError):
+        native_codec.encode(view, edits)
+
+
+def test_converter_kept_between_calls_forgets_each_calls_objects():
+    """The edits' converter (objects by address) is kept between calls, emptied after each: a
+    value object freed after one encode and a new one at the same address with another value
+    (fresh floats, strs, lists) is written with its own value; a call that fails (a non-str key,
+    an int past int64) leaves the next one right."""
+    native_codec = pytest.importorskip("costctx.pdata.codec.native").NativeCodec()
+    raw = build_request([{"a": "x"}, {"b": 1}], 2)
+    watched = frozenset({"a", "b"})
+    view, expected = native_codec.scan(raw, watched), ORACLE.scan(raw, watched)
+    for i in range(60):
+        edits = BatchEdits()
+        # A varying number of fresh values first: an object seen in the call before (True, 7,
+        # "same") would take another id in this one.
+        edits.span(0).sets += [(f"p{j}", float(i * 10 + j)) for j in range(i % 4)]
+        edits.span(0).sets += [("f", float(i) + 0.25), ("s", "-".join(["v", str(i)])), ("n", 1000 + i)]
+        edits.span(1).sets += [("l", ["-".join(["e", str(i)])]), ("f", float(i) + 0.25), ("b", i % 2 == 0),
+                               ("t", True), ("seven", 7), ("same", "same")]
+        assert native_codec.encode(view, edits) == ORACLE.encode(expected, edits)
+        del edits  # its objects freed: the next round's may take their addresses
+        if i % 20 == 7:
+            bad = BatchEdits()
+            bad.span(0).sets += [("ok", "x" + str(i)), (1, "non-str key")]
+            with pytest.raises(TypeError):
+                native_codec.encode(view, bad)
+            bad = BatchEdits()
+            bad.span(1).sets += [("ok", "y" + str(i)), ("big", 2**70)]
+            with pytest.raises(ValueError):
+                native_codec.encode(view, bad)
+
+
+_SHARED_TEXT = "shared-value-text"
+_SHARED_LIST = ["a", "b"]
+_pool_values = st.sampled_from([
+    _SHARED_TEXT, "".join(["shared-", "value-text"]),  # the same object again, an equal other one
+    True, 1, False, 0, 1.0, 0.0, -0.0, float("nan"), float("inf"), 2**63 - 1, -(2**63),
+    "x" * 28, "y" * 29, "z" * 200, b"", b"\x00" * 40, _SHARED_LIST, ["a", "b"], ["a", 1, True, 1.0],
+    [], KvList([("k", _SHARED_TEXT)]), {"d": 1}, EMPTY, None,
+])
+_pool_keys = st.sampled_from(["a", "b", "n", "owner.team", "owner.tier", "", "cost.usd", "k" * 40])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(per_span=st.lists(st.lists(st.tuples(_pool_keys, _pool_values), max_size=8), min_size=3, max_size=3),
+       group=st.lists(st.tuples(_pool_keys, _pool_values), max_size=4))
+def test_generated_sets_sharing_value_objects_agree_with_the_oracle(native, per_span, group):
+    """Sets drawn from a pool where one value object recurs under different keys and spans,
+    equal values are other objects, bools sit beside equal ints and floats, strings around the
+    inline length: the native bytes equal the oracle's, and a second call with the same edits
+    (the converter kept between calls) writes the same bytes."""
+    raw = build_request([{"a": "x", "n": 3}, {"b": 1.5}, {}], 3)
+    watched = frozenset({"a", "b", "n"})
+    view, expected = native.scan(raw, watched), ORACLE.scan(raw, watched)
+    edits = BatchEdits()
+    for index, sets in enumerate(per_span):
+        edits.span(index).sets += sets
+    if group:
+        edits.add_group(SpanEdits(sets=list(group)), [0, 2])
+    want = ORACLE.encode(expected, edits)
+    assert native.encode(view, edits) == want
+    assert native.encode(view, edits) == want
+
+
+def test_non_str_keys_rejected(native):
+    raw = build_request([{"a": "x"}], 1)
+    view = native.scan(raw, frozenset({"a"}))
+    for key in (1, b"a", None, ("a",)):
+        edits = BatchEdits()
+        edits.span(0).sets.append((key, "v"))
+        with pytest.raises(TypeError):
+            native.encode(view, edits)
