@@ -9,7 +9,15 @@ over run.py's pool (200 requests of 100 spans, +4 attrs), fresh ids per pass, no
 The target's process_view is called through `functools.reduce` (a C function nothing else in
 the pipeline calls), so `--toggle-collect=functools_reduce` collects exactly its cost, warm-up
 included only if you ask for it (it is not: the wrapper is put on after the warm-up pass).
-Divide the counts by 100 * batches * passes for per span.
+Divide the counts by 100 * batches * passes for per span. Under cache simulation a pass of
+200 requests takes tens of minutes on a loaded 2-core machine; for a quicker where-does-it-go,
+sample it instead and keep the stacks that hold the wrapper's frame:
+
+    COSTCTX_CODEC=native perf record -F 2500 -e cpu-clock --call-graph dwarf,16384 \
+        python bench/pbe_grind.py --target budget --passes 2
+    perf script -F ip,sym | (fold the stacks containing functools_reduce)
+
+(dwarf unwinding: CPython's own frames carry no frame pointers, so -g alone loses the wrapper.)
 """
 
 from __future__ import annotations
