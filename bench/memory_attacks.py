@@ -141,7 +141,9 @@ class Sidecar:
         self.proc = subprocess.Popen([sys.executable, "-m", "costctx", "run", "--config", str(path)],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
+    def _wait_ready(self, timeout: float = 180.0) -> None:
+        # Generous: the wait ends at the first answer, and a loaded two-core machine took over
+        # 30 s to start a sidecar.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

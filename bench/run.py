@@ -71,6 +71,11 @@ TARGETS = {"inprocess_full_vs_floor_min": 0.40, "cpu_pct_at_10k_max": 40.0, "pea
 # at 5,000 spans/s, and saturation against the Python codec's in the same run.
 TARGETS_NATIVE = {"processor_us_per_span_max": 10.0, "cpu_pct_at_10k_max": 20.0, "peak_rss_mb_at_10k_max": 100.0,
                   "added_p99_ms_at_5k_max": 5.0, "saturation_vs_python_min": 5.0}
+# Deadlines of waits on a condition, generous: each wait ends as soon as its condition holds,
+# so only what never comes (a sidecar that never starts, a window nothing is delivered in)
+# waits all of it; on a loaded two-core machine a sidecar's start-up took over 30 s.
+READY_S = 180.0  # a sidecar process answering /readyz
+DELIVERED_S = 120.0  # a window past its planned end, for its first span delivered (wait_delivered)
 
 
 def available_codecs() -> list[str]:
@@ -204,7 +209,7 @@ class SidecarProcess:
             stop_process(self.proc)
             raise RuntimeError(f"sidecar {name} does not run the {codec} codec; see {self.log_path}")
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
+    def _wait_ready(self, timeout: float = READY_S) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -343,6 +348,10 @@ class Window:
     def delta(self, name: str) -> float:
         return self.after[name] - self.before[name]
 
+    def moved(self, *names: str) -> bool:
+        """Whether each probe `names` has counted something since the window opened."""
+        return all(self.probes[name]() > self.before[name] for name in names)
+
     def rate(self, name: str) -> float:
         return self.delta(name) / self.seconds
 
@@ -356,8 +365,12 @@ _cycle = [0]
 
 
 def run_load(mode: str, target: str, pool: Path, plan: Plan, window: Window, *, duration: float,
-             rate: float | None = None, workdir: Path) -> dict:
-    """Run the load generator; open the window after warm-up, close it just before the end."""
+             rate: float | None = None, workdir: Path, delivered: Callable[[], bool] | None = None) -> dict:
+    """Run the load generator; open the window after warm-up, close it just before the end, or
+    later when `delivered()` (e.g. the sidecar forwarded a span in the window) is not true yet:
+    a starved sidecar on a loaded machine may deliver nothing in a quick run's ~1 s window,
+    and a figure per span delivered needs one. Held open until it is, up to DELIVERED_S more
+    (the figures are over the window's real length); on a quiet machine it closes on time."""
     _cycle[0] += 1000  # each run sends workflows no earlier run sent
     cmd = [PY, str(REPO / "bench" / "loadgen.py"), mode, "--target", target, "--pool", str(pool),
            "--duration", str(duration), "--warmup", str(plan.warmup_s), "--concurrency", str(plan.concurrency),
@@ -377,9 +390,19 @@ def run_load(mode: str, target: str, pool: Path, plan: Plan, window: Window, *, 
         time.sleep(plan.warmup_s)
         window.open()
         time.sleep(max(0.0, t0 + duration - time.monotonic() - 0.05))
+        if delivered is not None:
+            wait_delivered(delivered)
         window.close()
         out, _ = proc.communicate(timeout=duration + 60)
     return json.loads(out.strip().splitlines()[-1])
+
+
+def wait_delivered(delivered: Callable[[], bool], timeout: float = DELIVERED_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not delivered() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not delivered():
+        log(f"nothing delivered in the window after {timeout:.0f} s more")
 
 
 # -- the figures ---------------------------------------------------------------------------
@@ -415,7 +438,7 @@ def sink_alone(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> di
     batch = plan.default_batch
     window = Window({"requests": sink.requests, "sink_cpu": lambda: cpu_seconds(sink.ps)}, None)
     run_load("saturate", sink.target, pools.path(batch, plan.default_attrs), plan, window,
-             duration=plan.saturation_s, workdir=workdir)
+             duration=plan.saturation_s, workdir=workdir, delivered=lambda: window.moved("requests"))
     return {"spans_per_batch": batch, "spans_per_s": window.rate("requests") * batch,
             "sink_cpu_pct": 100 * window.rate("sink_cpu"), "loadgen_cpu_pct": 100 * window.rate("loadgen_cpu"),
             "machine_busy_pct": window.machine_busy_pct()}
@@ -432,7 +455,8 @@ def saturation(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) -> di
                 window = Window({"forwarded": sidecar.forwarded, "cpu": lambda s=sidecar: cpu_seconds(s.ps),
                                  "sink_cpu": lambda: cpu_seconds(sink.ps)}, None)
                 load = run_load("saturate", sidecar.target, pools.path(batch, attrs), plan, window,
-                                duration=plan.saturation_s, workdir=workdir)
+                                duration=plan.saturation_s, workdir=workdir,
+                                delivered=lambda w=window: w.moved("forwarded"))
                 results[(batch, attrs)][mode] = {
                     "spans_per_s": window.rate("forwarded"),
                     "accepted_spans_per_s": load["spans_per_s"],
@@ -471,7 +495,8 @@ def fixed_rate_cost(sink: SinkProcess, pools: Pools, plan: Plan, workdir: Path) 
                 window = Window({"forwarded": sidecar.forwarded, "cpu": lambda s=sidecar: cpu_seconds(s.ps)},
                                 sidecar.ps)
                 load = run_load("rate", sidecar.target, pools.path(batch, attrs), plan, window,
-                                duration=plan.rate_s, rate=plan.cpu_rate, workdir=workdir)
+                                duration=plan.rate_s, rate=plan.cpu_rate, workdir=workdir,
+                                delivered=lambda w=window: w.moved("forwarded"))
                 delivered = window.rate("forwarded")
                 row[mode] = {
                     "cpu_pct": 100 * window.rate("cpu"),
@@ -628,7 +653,7 @@ def two_sidecars(sink: SinkProcess, plan: Plan, workdir: Path) -> dict:
                 for cycle in range(first, first + passes):
                     send_all(side_a.target, two_sidecar_workload.a_requests_for_cycle(a_requests, cycle))
                 side_a.wait_drained()
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + READY_S  # every context in the store before B asks
                 while time.monotonic() < deadline and side_a.metric("costctx_registry_pending_writes") > 0:
                     time.sleep(0.1)
                 log(f"two sidecars, registry {mode}: B at {plan.two_rate:.0f} spans/s, traceparent only")
@@ -639,8 +664,10 @@ def two_sidecars(sink: SinkProcess, plan: Plan, workdir: Path) -> dict:
                                                                      result="miss"),
                                  "round_trips": lambda s=side_b: s.metric("costctx_registry_round_trips_total")},
                                 side_b.ps)
+                # B's spans delivered, and (registry on) their parents found in the store
+                found = ("forwarded", "remote_hits") if mode == "on" else ("forwarded",)
                 load = run_load("rate", side_b.target, b_pool, plan, window, duration=plan.rate_s,
-                                rate=plan.two_rate, workdir=workdir)
+                                rate=plan.two_rate, workdir=workdir, delivered=lambda w=window, f=found: w.moved(*f))
                 forwarded = window.delta("forwarded")
                 out[mode] = {
                     "b_cpu_us_per_span": 1e6 * window.delta("cpu") / forwarded if forwarded else None,

@@ -299,7 +299,7 @@ fn ids<'py>(
             return Ok(None);
         };
         let (t, s) = (t.as_bytes(), s.as_bytes());
-        if t.len() != 16 || s.len() != 8 || t.iter().all(|b| *b == 0) || s.iter().all(|b| *b == 0) {
+        if !crate::span_read::SpanRead::valid_ids(t, s) {
             return Ok(None);
         }
     }
@@ -320,7 +320,7 @@ fn id_hashes(py: Python<'_>, span: &crate::span_read::SpanRead<'_>) -> PyResult<
             None => Ok(None),
         };
     };
-    if t.len() != 16 || s.len() != 8 || t.iter().all(|b| *b == 0) || s.iter().all(|b| *b == 0) {
+    if !crate::span_read::SpanRead::valid_ids(t, s) {
         return Ok(None);
     }
     // SAFETY: reads `len` bytes of a live slice; CPython's hash of bytes needs no GIL state

@@ -49,7 +49,7 @@ fn reported_ok(value: &Bound<'_, PyAny>) -> PyResult<bool> {
 fn span_key<'py>(py: Python<'py>, span: &SpanRead<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
     if let Some((t, s)) = span.record_ids() {
         // read from its record: one bytes object, not one per id and the joined one
-        if t.len() != 16 || s.len() != 8 || t.iter().all(|b| *b == 0) || s.iter().all(|b| *b == 0) {
+        if !SpanRead::valid_ids(t, s) {
             return Ok(None);
         }
         let mut joined = [0u8; 24];
@@ -63,7 +63,7 @@ fn span_key<'py>(py: Python<'py>, span: &SpanRead<'py>) -> PyResult<Option<Bound
         return Ok(None);
     };
     let (t, s) = (trace.as_bytes(), span_id.as_bytes());
-    if t.len() != 16 || s.len() != 8 || t.iter().all(|b| *b == 0) || s.iter().all(|b| *b == 0) {
+    if !SpanRead::valid_ids(t, s) {
         return Ok(None);
     }
     let mut joined = Vec::with_capacity(24);

@@ -4,14 +4,19 @@
 //! table that misses once the batch's working set outgrows the caches) and calls the
 //! descriptor, ~150 instructions for one pointer load; the kernel does a dozen per span.
 //!
-//! The offsets are found, not assumed: one instance is made and each slot set to an object of
-//! its own, then the instance's words are searched for them (no CPython struct layout is
-//! read). An object of any other type (a subclass included) goes through getattr/setattr,
-//! as does an unset slot (getattr raises AttributeError, as Python would).
+//! The offsets are the member descriptors' own: the attribute `name` of the class (found
+//! through its MRO, as an instance's lookup finds it) must be a member descriptor
+//! (`types.MemberDescriptorType`, a PyMemberDescrObject) of an object slot (Py_T_OBJECT_EX,
+//! what `__slots__` makes), writable, at an absolute offset, made for the class or one of its
+//! bases (the check CPython's descriptor makes before it reads an instance): its PyMemberDef's
+//! offset is where every instance of the class keeps that slot. Anything else (a property, a
+//! class attribute, a dict entry) and there is no layout: getattr/setattr, as Python does. An
+//! object of any other type (a subclass included) goes through getattr/setattr, as does an
+//! unset slot (getattr raises AttributeError, as Python would).
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyType};
+use pyo3::types::{PyString, PyType};
 
 pub(crate) struct SlotLayout {
     class: Py<PyType>,
@@ -20,49 +25,15 @@ pub(crate) struct SlotLayout {
 }
 
 impl SlotLayout {
-    /// The layout of `names` in `class`'s instances; None when some name is not a plain slot
-    /// of the class (a property, a class attribute, a dict entry) or is not found.
+    /// The layout of `names` in `class`'s instances; None when some name is not a plain object
+    /// slot of the class or of a base (see the module's doc).
     pub(crate) fn of(py: Python<'_>, class: &Bound<'_, PyType>, names: &[&str]) -> PyResult<Option<SlotLayout>> {
-        let member = py.import("types")?.getattr("MemberDescriptorType")?;
-        for name in names {
-            match class.getattr(*name) {
-                Ok(found) if found.get_type().is(&member) => {}
-                _ => return Ok(None),
-            }
-        }
-        let object_new = py.import("builtins")?.getattr("object")?.getattr("__new__")?;
-        let probe = object_new.call1((class,))?;
-        // SAFETY: a type object's basic size is read-only after creation.
-        let basic = unsafe { (*class.as_type_ptr()).tp_basicsize } as usize;
-        let word = std::mem::size_of::<*mut ffi::PyObject>();
-        let words = |object: &Bound<'_, PyAny>| -> Vec<usize> {
-            // SAFETY: the object is alive and at least `basic` bytes long (its type's basic
-            // size); words are read, not kept.
-            (0..basic / word)
-                .map(|at| unsafe { *(object.as_ptr() as *const usize).add(at) })
-                .collect()
-        };
         let mut offsets = Vec::with_capacity(names.len());
-        let mut markers = Vec::with_capacity(names.len());
         for name in names {
-            let marker = PyList::empty(py); // an object of its own: its address marks the slot
-            probe.setattr(*name, &marker)?;
-            markers.push(marker);
-        }
-        let seen = words(&probe);
-        for marker in &markers {
-            let address = marker.as_ptr() as usize;
-            let mut places = seen.iter().enumerate().filter(|(_, w)| **w == address);
-            match (places.next(), places.next()) {
-                (Some((at, _)), None) => offsets.push((at * word) as isize),
-                _ => return Ok(None),
+            match slot_offset(py, class, name)? {
+                Some(offset) => offsets.push(offset),
+                None => return Ok(None),
             }
-        }
-        // A new instance's slots are empty (NULL): `set` relies on it for objects made by
-        // object.__new__.
-        let fresh = words(&object_new.call1((class,))?);
-        if offsets.iter().any(|&off| fresh[off as usize / word] != 0) {
-            return Ok(None);
         }
         Ok(Some(SlotLayout {
             class: class.clone().unbind(),
@@ -108,5 +79,43 @@ impl SlotLayout {
             }
         }
         Ok(())
+    }
+}
+
+/// Where `class`'s instances keep the object slot `name`, from its member descriptor; None
+/// when `name` is anything else (see the module's doc).
+fn slot_offset(py: Python<'_>, class: &Bound<'_, PyType>, name: &str) -> PyResult<Option<isize>> {
+    // What an instance's lookup finds first: the first class in the MRO whose dict has it.
+    let mut found = None;
+    for base in class.mro().iter() {
+        if let Ok(entry) = base.getattr(pyo3::intern!(py, "__dict__"))?.get_item(name) {
+            found = Some(entry);
+            break;
+        }
+    }
+    let member = py.import("types")?.getattr("MemberDescriptorType")?;
+    let Some(descr) = found.filter(|found| found.get_type().is(&member)) else {
+        return Ok(None);
+    };
+    // SAFETY: a member descriptor is a PyMemberDescrObject (Include/descrobject.h) whose
+    // d_member points at its type's PyMemberDef (the same layout before 3.11, where pyo3-ffi
+    // names its pointee otherwise); both live as long as the type, which `class` holds through
+    // its MRO. Type objects are read, not written.
+    unsafe {
+        let descr = descr.as_ptr() as *const ffi::PyMemberDescrObject;
+        let owner = (*descr).d_common.d_type;
+        let def = (*descr).d_member as *const ffi::PyMemberDef;
+        if owner.is_null() || def.is_null() || ffi::PyType_IsSubtype(class.as_type_ptr(), owner) == 0 {
+            return Ok(None);
+        }
+        let (kind, flags, offset) = ((*def).type_code, (*def).flags, (*def).offset);
+        let word = std::mem::size_of::<*mut ffi::PyObject>() as isize;
+        let header = std::mem::size_of::<ffi::PyObject>() as isize;
+        let basic = (*class.as_type_ptr()).tp_basicsize;
+        let plain = kind == ffi::Py_T_OBJECT_EX && flags & (ffi::Py_READONLY | ffi::Py_RELATIVE_OFFSET) == 0;
+        if !plain || offset < header || offset % word != 0 || offset + word > basic {
+            return Ok(None);
+        }
+        Ok(Some(offset))
     }
 }

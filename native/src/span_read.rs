@@ -184,6 +184,15 @@ impl<'py> SpanRead<'py> {
         }
     }
 
+    /// Whether a trace id and a span id are valid ones (W3C): 16 and 8 bytes, neither all
+    /// zero. Price's span key and budget's seen-span ids take no span without both.
+    pub(crate) fn valid_ids(trace_id: &[u8], span_id: &[u8]) -> bool {
+        match (<&[u8; 16]>::try_from(trace_id), <&[u8; 8]>::try_from(span_id)) {
+            (Ok(trace), Ok(span)) => u128::from_ne_bytes(*trace) != 0 && u64::from_ne_bytes(*span) != 0,
+            _ => false,
+        }
+    }
+
     /// No parent: no parent span id, or an invalid all-zero one (W3C).
     pub(crate) fn no_parent(&self, py: Python<'py>) -> PyResult<bool> {
         let empty = |id: &[u8]| id.is_empty() || id == [0u8; 8];

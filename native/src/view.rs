@@ -348,16 +348,8 @@ impl SpanList {
             let attrs = view.bind(py).getattr(pyo3::intern!(py, "attrs"))?;
             return merge_pairs(attrs.cast::<PyDict>()?, sets);
         }
-        let done = state.pending.get(&at).map_or(0, |ops| ops.len());
-        if let Some((dict, applied)) = state.edited.get_mut(&at) {
-            if *applied == done {
-                merge_pairs(dict.bind(py), sets)?;
-                // kept pending (readers find the kept dict through it), applied already
-                let op = AttrOp::default();
-                state.pending.entry(at).or_default().push(std::sync::Arc::new(op));
-                *applied = done + 1;
-                return Ok(());
-            }
+        if write_kept(py, state, at, |dict| merge_pairs(dict, sets))? {
+            return Ok(());
         }
         let mut op = AttrOp::default();
         for pair in sets.try_iter()? {
@@ -382,23 +374,17 @@ impl SpanList {
         // A span a native pass read to write to (Reading::span_kept: price's stamps) has its
         // kept dict up to date: written now, as update_attrs does, not an op of its own (a
         // vector and a reference per pair) applied to that same dict by the next reader.
-        if state.made[at].is_none() {
-            let done = state.pending.get(&at).map_or(0, |ops| ops.len());
-            if let Some((dict, applied)) = state.edited.get_mut(&at) {
-                if *applied == done {
-                    let dict = dict.bind(py);
-                    for (key, value) in pairs {
-                        match value.cast::<PyList>() {
-                            Ok(list) => dict.set_item(key, PyList::new(py, list.iter())?)?, // as AttrOp::apply
-                            Err(_) => dict.set_item(key, value)?,
-                        }
-                    }
-                    // kept pending (readers find the kept dict through it), applied already
-                    state.pending.entry(at).or_default().push(applied_op());
-                    *applied = done + 1;
-                    return Ok(());
+        let written = write_kept(py, state, at, |dict| {
+            for (key, value) in pairs {
+                match value.cast::<PyList>() {
+                    Ok(list) => dict.set_item(key, PyList::new(py, list.iter())?)?, // as AttrOp::apply
+                    Err(_) => dict.set_item(key, value)?,
                 }
             }
+            Ok(())
+        })?;
+        if written {
+            return Ok(());
         }
         let op = AttrOp {
             renames: Vec::new(),
@@ -572,8 +558,6 @@ fn record_id(rec: &SpanRec, name: &str) -> Option<Span32> {
     })
 }
 
-/// `op` on span `at`: into its made view's attrs at once, else kept pending for its view and
-/// for column readers.
 /// The op that marks a change written into a span's kept dict already (no allocation: one
 /// shared empty op).
 fn applied_op() -> std::sync::Arc<AttrOp> {
@@ -581,6 +565,34 @@ fn applied_op() -> std::sync::Arc<AttrOp> {
     EMPTY.get_or_init(|| std::sync::Arc::new(AttrOp::default())).clone()
 }
 
+/// `write` into span `at`'s kept dict (State.edited) when its view is not made and the dict
+/// holds every pending change (true): the change is counted as applied, an `applied_op` kept
+/// pending so readers still find the dict through it. False, nothing written, otherwise (the
+/// caller keeps the change as an op of its own). SpanList's set_attrs and update_attrs.
+fn write_kept(
+    py: Python<'_>,
+    state: &mut State,
+    at: usize,
+    write: impl FnOnce(&Bound<'_, PyDict>) -> PyResult<()>,
+) -> PyResult<bool> {
+    if state.made[at].is_some() {
+        return Ok(false);
+    }
+    let done = state.pending.get(&at).map_or(0, |ops| ops.len());
+    let Some((dict, applied)) = state.edited.get_mut(&at) else {
+        return Ok(false);
+    };
+    if *applied != done {
+        return Ok(false);
+    }
+    write(dict.bind(py))?;
+    state.pending.entry(at).or_default().push(applied_op());
+    *applied = done + 1;
+    Ok(true)
+}
+
+/// `op` on span `at`: into its made view's attrs at once, else kept pending for its view and
+/// for column readers.
 fn edit_span(py: Python<'_>, state: &mut State, at: usize, op: &std::sync::Arc<AttrOp>) -> PyResult<()> {
     match &state.made[at] {
         Some(view) => {

@@ -62,7 +62,9 @@ class ContainerProcess:
         with self._changed:
             return "\n".join(self.lines)
 
-    def wait_for_line(self, pattern: re.Pattern[str], timeout: float = 20.0) -> re.Match[str]:
+    def wait_for_line(self, pattern: re.Pattern[str], timeout: float = 60.0) -> re.Match[str]:
+        # The suite's patience where a process starts: the wait ends at the line, and a loaded
+        # two-core machine had printed nothing after 20 s.
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
