@@ -64,6 +64,52 @@ struct Batch {
     /// again): what the kernel reads of one, read once, by index (a batch's indices are
     /// dense: a slot per index, no hashing, the batch's reads side by side).
     reads: std::sync::Mutex<Vec<Option<Cached>>>,
+    /// The fresh decisions' `tally.repaired[bump] += 1` and `tally.conflicts[field] += 1`,
+    /// counted here and added into the Counters once, at `end` (read only at `_flush`, after
+    /// it): no tuple hashed, no int made per decision.
+    counts: std::sync::Mutex<Counts>,
+}
+
+/// Counts by key object (its address: the key is held, so the address stays its own), in
+/// the order first counted.
+#[derive(Default)]
+struct Counts {
+    repaired: KeyCounts,
+    conflicts: KeyCounts,
+}
+
+#[derive(Default)]
+struct KeyCounts {
+    at: HashMap<usize, usize, FxBuild>,
+    counts: Vec<(Py<PyAny>, u64)>,
+}
+
+impl KeyCounts {
+    fn bump(&mut self, key: &Bound<'_, PyAny>) {
+        let address = key.as_ptr() as usize;
+        match self.at.get(&address) {
+            Some(&at) => self.counts[at].1 += 1,
+            None => {
+                self.at.insert(address, self.counts.len());
+                self.counts.push((key.clone().unbind(), 1));
+            }
+        }
+    }
+
+    /// `counter[key] += count` for each, in the order first counted (equal keys under other
+    /// objects add into one entry, as `+=` does); emptied.
+    fn add_into(&mut self, counter: &Bound<'_, PyDict>) -> PyResult<()> {
+        self.at.clear();
+        for (key, count) in self.counts.drain(..) {
+            let key = key.bind(counter.py());
+            let total = match counter.get_item(key)? {
+                Some(found) => found.add(count)?,
+                None => count.into_pyobject(counter.py())?.into_any(),
+            };
+            counter.set_item(key, total)?;
+        }
+        Ok(())
+    }
 }
 
 impl Batch {
@@ -94,6 +140,10 @@ impl Batch {
             visit.call(&read.attrs)?;
             visit.call(&read.trace_id)?;
             visit.call(&read.span_id)?;
+        }
+        let counts = self.counts.lock().unwrap();
+        for (key, _) in counts.repaired.counts.iter().chain(&counts.conflicts.counts) {
+            visit.call(key)?;
         }
         Ok(())
     }
@@ -170,6 +220,16 @@ struct Fixed {
     /// replace) at their offsets (crate::slots); None: through getattr / setattr.
     known_slots: Option<SlotLayout>,
     edits_slots: Option<SlotLayout>,
+    /// Known's and SpanEdits' base is `object` itself: `object.__new__(class)` is object's
+    /// tp_new called directly (what the call runs once its checks pass), no call made.
+    known_direct: bool,
+    edits_direct: bool,
+}
+
+/// Whether `class`'s base is `object` itself (so `object.__new__(class)` passes its checks).
+fn on_object(class: &Bound<'_, PyType>) -> bool {
+    // SAFETY: a live type object; only its base's address is read.
+    unsafe { (*class.as_type_ptr()).tp_base == std::ptr::addr_of_mut!(ffi::PyBaseObject_Type) }
 }
 
 /// Known's slots in `Fixed::known_slots`, by place.
@@ -189,6 +249,24 @@ impl Fixed {
 }
 
 impl Fixed {
+    /// `object.__new__(class)`: an instance with its slots empty, no __init__ run.
+    fn new_instance<'py>(&self, py: Python<'py>, class: &Py<PyAny>, direct: bool) -> PyResult<Bound<'py, PyAny>> {
+        if !direct {
+            return self.object_new.bind(py).call1((class.bind(py),));
+        }
+        // SAFETY: object's tp_new with an empty args tuple and no kwds allocates an instance
+        // of `class` (a type whose base is object: `on_object`); a new reference or NULL
+        // with the error set.
+        unsafe {
+            let Some(new) = (*std::ptr::addr_of!(ffi::PyBaseObject_Type)).tp_new else {
+                return self.object_new.bind(py).call1((class.bind(py),));
+            };
+            let args = PyTuple::empty(py);
+            let made = new(class.as_ptr().cast(), args.as_ptr(), std::ptr::null_mut());
+            Bound::from_owned_ptr_or_err(py, made)
+        }
+    }
+
     /// `Known(fields, hop, depth, fallback)`.
     fn known<'py>(
         &self,
@@ -198,7 +276,7 @@ impl Fixed {
         depth: &Bound<'py, PyAny>,
         fallback: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let known = self.object_new.bind(py).call1((self.known_class.bind(py),))?;
+        let known = self.new_instance(py, &self.known_class, self.known_direct)?;
         if let Some(slots) = &self.known_slots {
             for (at, value) in [fields, hop, depth, fallback].into_iter().enumerate() {
                 slots.set(&known, at, value)?;
@@ -214,7 +292,7 @@ impl Fixed {
 
     /// `SpanEdits(sets=sets)`: no renames, no deletes, no replacement.
     fn span_edits<'py>(&self, py: Python<'py>, sets: Bound<'py, PyList>) -> PyResult<Bound<'py, PyAny>> {
-        let edits = self.object_new.bind(py).call1((self.span_edits.bind(py),))?;
+        let edits = self.new_instance(py, &self.span_edits, self.edits_direct)?;
         if let Some(slots) = &self.edits_slots {
             slots.set(&edits, 0, PyList::empty(py).as_any())?;
             slots.set(&edits, 1, PyList::empty(py).as_any())?;
@@ -342,15 +420,6 @@ enum Outcome<'py> {
     Done,
     /// Decided, not written (`defer`): the shared entry and the decision.
     Deferred(Bound<'py, PyTuple>, Decision<'py>),
-}
-
-fn bump(counter: &Bound<'_, PyDict>, key: &Bound<'_, PyAny>) -> PyResult<()> {
-    // Counter's `c[key] += 1` (a missing key counts 0).
-    let count = match counter.get_item(key)? {
-        Some(found) => found.add(1)?,
-        None => 1i64.into_pyobject(counter.py())?.into_any(),
-    };
-    counter.set_item(key, count)
 }
 
 impl DecideKernel {
@@ -604,9 +673,9 @@ impl DecideKernel {
                 }
             }
             if !found.is_empty() {
-                let counts = b.conflicts.bind(py);
+                let mut counts = b.counts.lock().unwrap();
                 for field in found.iter() {
-                    bump(counts, &field)?;
+                    counts.conflicts.bump(&field); // tally.conflicts[field] += 1, at `end`
                 }
                 conflicts = found.into_any();
             }
@@ -648,15 +717,18 @@ impl DecideKernel {
         if !stamp.is_none() {
             sets.append((fixed.repaired_key.bind(py), &stamp))?;
         }
+        // Every carrier votes; the entry keeps the votes ((field, value) pairs; none: the
+        // empty tuple, no object made).
+        let mut votes: Vec<Bound<'py, PyTuple>> = Vec::new();
         for field in &fixed.fallback_fields {
             let field = field.bind(py);
             if let Some(mine) = own.get_item(field)? {
                 if !mine.is_none() {
-                    b.record(py, trace_id, field, &mine, 1)?; // every carrier votes
+                    b.record(py, trace_id, field, &mine, 1)?;
+                    votes.push(PyTuple::new(py, [field.as_any(), &mine])?);
                 }
             }
         }
-        let bumps = list_of(&bumps)?;
         // _resolve: the hop depth (no stamp of its own).
         let hop = resource.getattr(pyo3::intern!(py, "service"))?;
         let parent_depth = if parent.is_none() {
@@ -693,22 +765,17 @@ impl DecideKernel {
         if !depth.is_none() {
             sets.append((fixed.hop_key.bind(py), &depth))?;
         }
-        let counts = b.repaired.bind(py);
-        for entry in bumps.iter() {
-            bump(counts, &entry)?;
+        {
+            let mut counts = b.counts.lock().unwrap();
+            for entry in bumps.try_iter()? {
+                counts.repaired.bump(&entry?); // tally.repaired[bump] += 1, at `end`
+            }
         }
         let known = fixed.known(py, &fields, &hop, &depth, &fallback)?;
         b.put(py, key, &known)?;
         // The shared entry: (resource, known, sets, conflicts, repaired, votes, [0], bumps).
-        let votes = PyList::empty(py);
-        for field in &fixed.fallback_fields {
-            let field = field.bind(py);
-            if let Some(mine) = own.get_item(field)? {
-                if !mine.is_none() {
-                    votes.append((field, mine))?;
-                }
-            }
-        }
+        // Its bumps are the plan's (a tuple, never changed: _flush only reads them).
+        let votes = PyTuple::new(py, votes)?;
         let zero = PyList::new(py, [0i64])?;
         let entry = PyTuple::new(
             py,
@@ -718,9 +785,9 @@ impl DecideKernel {
                 sets.clone().into_any(),
                 conflicts.clone(),
                 repaired.clone(),
-                votes.to_tuple().into_any(),
+                votes.into_any(),
                 zero.into_any(),
-                bumps.into_any(),
+                bumps,
             ],
         )?;
         b.shared.bind(py).set_item(shared_key, &entry)?;
@@ -1189,6 +1256,7 @@ impl DecideKernel {
         let object_new = py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind();
         let known_slots = SlotLayout::of(py, known_class.bind(py), &["fields", "hop", "depth", "fallback"])?;
         let edits_slots = SlotLayout::of(py, span_edits.bind(py), &["renames", "deletes", "sets", "replace"])?;
+        let (known_direct, edits_direct) = (on_object(known_class.bind(py)), on_object(span_edits.bind(py)));
         Ok(DecideKernel {
             fixed: Some(Fixed {
                 processor,
@@ -1202,6 +1270,8 @@ impl DecideKernel {
                 object_new,
                 known_slots,
                 edits_slots,
+                known_direct,
+                edits_direct,
             }),
             batch: None,
             memo: Default::default(),
@@ -1261,13 +1331,22 @@ impl DecideKernel {
             spans,
             lazy,
             reads: std::sync::Mutex::new(std::mem::take(&mut self.spare_reads)),
+            counts: Default::default(),
         });
         Ok(())
     }
 
-    /// The batch is done: its objects are let go.
-    fn end(&mut self) {
+    /// The batch is done: its counts added into the tally's Counters, its objects let go.
+    fn end(&mut self, py: Python<'_>) -> PyResult<()> {
         if let Some(batch) = self.batch.take() {
+            let mut counts = batch
+                .counts
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let added = counts
+                .repaired
+                .add_into(batch.repaired.bind(py))
+                .and_then(|()| counts.conflicts.add_into(batch.conflicts.bind(py)));
             let mut reads = batch
                 .reads
                 .into_inner()
@@ -1276,7 +1355,9 @@ impl DecideKernel {
             if reads.capacity() <= SPARE_READS {
                 self.spare_reads = reads;
             }
+            return added;
         }
+        Ok(())
     }
 
     /// One level's entries, as `list_level` in process_view makes them (the same tuples and

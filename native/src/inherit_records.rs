@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFrozenSet, PyInt, PyString, PyType};
+use pyo3::{ffi, Borrowed};
 
 use crate::fxhash::FxBuild;
 use crate::slots::SlotLayout;
@@ -210,30 +211,44 @@ struct Record {
 
 /// What `walk` does with each string of a Known: its place (ABSENT: not held yet).
 trait Places {
-    fn place(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32>;
+    /// `text`: a borrowed reference to an object the Known holds (alive while it is walked:
+    /// no Python code runs meanwhile). None: not a str.
+    fn place(&mut self, py: Python<'_>, text: *mut ffi::PyObject) -> PyResult<Option<u32>>;
 }
 
 /// The one pass over a Known: find each string (the record may exist: nothing is held
-/// yet), and keep the string objects in order, so a new record holds its strings without
-/// reading the Known a second time.
+/// yet), and keep the strings' addresses in order, so a new record holds its strings without
+/// reading the Known a second time (within `intern`: the Known holds them meanwhile).
 struct Find<'a> {
     strs: &'a mut Strs,
-    texts: &'a mut Vec<Py<PyString>>,
+    texts: &'a mut Vec<usize>,
 }
 
 impl Places for Find<'_> {
-    fn place(&mut self, text: &Bound<'_, PyString>) -> PyResult<u32> {
-        self.texts.push(text.clone().unbind());
-        self.strs.find(text)
+    fn place(&mut self, py: Python<'_>, text: *mut ffi::PyObject) -> PyResult<Option<u32>> {
+        self.texts.push(text as usize);
+        // A string held here is found by its address, without reading the object (no
+        // reference taken, no type read: the span's strings are scattered in memory).
+        if let Some(&at) = self.strs.by_address.get(&(text as usize)) {
+            return Ok(Some(at));
+        }
+        // SAFETY: a live object the Known holds (see `place`), borrowed for this call.
+        let text = unsafe { Borrowed::from_ptr(py, text) };
+        let Ok(text) = text.cast_exact::<PyString>() else {
+            return Ok(None);
+        };
+        Ok(Some(self.strs.find(&text)?))
     }
 }
 
-fn push_str(out: &mut Vec<u32>, places: &mut impl Places, text: Bound<'_, PyAny>) -> PyResult<bool> {
-    let Ok(text) = text.cast_into_exact::<PyString>() else {
-        return Ok(false);
-    };
-    out.push(places.place(&text)?);
-    Ok(true)
+fn push_str(out: &mut Vec<u32>, places: &mut impl Places, text: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match places.place(text.py(), text.as_ptr())? {
+        Some(at) => {
+            out.push(at);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 /// A Known's content into `out` (the layout of Body::Content) up to its fields (hop, depth,
@@ -247,7 +262,7 @@ fn walk_head(
     out: &mut Vec<u32>,
 ) -> PyResult<bool> {
     out.clear();
-    if !push_str(out, places, known_attr(slots, known, HOP)?)? {
+    if !push_str(out, places, &known_attr(slots, known, HOP)?)? {
         return Ok(false);
     }
     let depth = known_attr(slots, known, DEPTH)?;
@@ -269,7 +284,7 @@ fn walk_head(
     };
     out.push(fallback.len() as u32);
     for field in fallback.iter() {
-        if !push_str(out, places, field)? {
+        if !push_str(out, places, &field)? {
             return Ok(false);
         }
     }
@@ -279,9 +294,17 @@ fn walk_head(
 /// A Known's fields into `out` after its head (`walk_head`): per pair, field then value;
 /// false when some key or value is not a str.
 fn walk_fields(fields: &Bound<'_, PyDict>, places: &mut impl Places, out: &mut Vec<u32>) -> PyResult<bool> {
-    for (field, value) in fields.iter() {
-        if !push_str(out, places, field)? || !push_str(out, places, value)? {
-            return Ok(false);
+    let py = fields.py();
+    let (mut at, mut field, mut value): (ffi::Py_ssize_t, *mut ffi::PyObject, *mut ffi::PyObject) =
+        (0, std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: the dict is alive (the Known holds it) and not changed while walked (no Python
+    // code runs); PyDict_Next gives borrowed references, alive while the dict holds them.
+    while unsafe { ffi::PyDict_Next(fields.as_ptr(), &mut at, &mut field, &mut value) } != 0 {
+        for text in [field, value] {
+            match places.place(py, text)? {
+                Some(place) => out.push(place),
+                None => return Ok(false),
+            }
         }
     }
     Ok(true)
@@ -297,8 +320,8 @@ pub struct Records {
     by_hash: HashMap<u64, Slot, BuildHasherDefault<Hashed>>,
     collided: HashMap<Arc<[u32]>, Slot>,
     strs: Strs,
-    scratch: Vec<u32>,        // a Known's content, read at each put
-    texts: Vec<Py<PyString>>, // its strings, in the order of their places in `scratch`
+    scratch: Vec<u32>, // a Known's content, read at each put
+    texts: Vec<usize>, // its strings' addresses, in the order of their places in `scratch`
     /// The last Known put and its place: siblings are put one after another with one
     /// object, so most puts skip reading it. Cleared when the place is freed.
     last: Option<(Py<PyAny>, Slot)>,
@@ -458,9 +481,12 @@ impl Records {
                             self.strs.hold(content[at]);
                             continue;
                         }
-                        let text = texts[n].bind(py);
-                        content[at] = match self.strs.find(text)? {
-                            ABSENT => self.strs.add(text)?,
+                        // SAFETY: a str (`Find` read its type: it was not held) the Known
+                        // holds, borrowed while it is put.
+                        let text = unsafe { Borrowed::from_ptr(py, texts[n] as *mut ffi::PyObject) };
+                        let text = text.cast_exact::<PyString>()?;
+                        content[at] = match self.strs.find(&text)? {
+                            ABSENT => self.strs.add(&text)?,
                             found => {
                                 self.strs.hold(found);
                                 found

@@ -303,3 +303,32 @@ def test_the_kernels_notes_are_sets_of_their_own():
     assert len({id(found) for found in sets}) == len(sets)  # one set object per span
     sets[0].add("changed")
     assert all("changed" not in found for found in sets[1:])
+
+
+def test_the_kernels_counts_reach_the_tally_as_pythons_do():
+    """The kernel counts its fresh decisions' repaired fields and conflicts natively and adds
+    them into the tally's Counters at `end`: before `_flush` reads them, each batch's Counters
+    equal Python's path's (many decisions of one shape: one bump tuple counted many times;
+    children whose owner.team differs from their parent's: conflicts)."""
+    root = (1, 0, 1, None, dict(CONTEXT), None)
+    children = [(1, 0, n, 1, {"owner.team": f"t-{n}"}, None) for n in range(2, 12)]
+    grandchildren = [(1, 0, n, n - 10, {"owner.user": f"u-{n}"}, None) for n in range(12, 22)]
+    batches = [_request([root]), _request(children), _request(grandchildren)]
+    tallies: dict[bool, list] = {}
+    sides = []
+    for kernel in (True, False):
+        side = Side(kernel, 1000)
+        seen = tallies[kernel] = []
+        flush = side.processor._flush
+
+        def capture(tally, flush=flush, seen=seen):
+            seen.append((dict(tally.repaired), dict(tally.conflicts)))
+            flush(tally)
+
+        side.processor._flush = capture
+        sides.append(side)
+    run_side_by_side(sides[0], sides[1], batches, 0)
+    assert sides[0].counting.decided >= 15  # the children and grandchildren are the kernel's
+    assert tallies[True] == tallies[False]
+    assert any(conflicts for _, conflicts in tallies[True])
+    assert any(repaired for repaired, _ in tallies[True])

@@ -447,3 +447,28 @@ def test_detaching_a_batch_s_held_spans_at_once_is_detach_then_account_each(span
     assert hold.nbytes == oracle.nbytes
     assert {t: trace.nbytes for t, trace in hold.traces.items()} == {
         t: trace.nbytes for t, trace in oracle.traces.items()}
+
+
+@pytest.mark.skipif(_AncestorTable is None, reason="costctx_native not built")
+def test_a_known_naming_a_str_subclass_is_kept_as_the_object():
+    """The table finds the strings it holds by their address, without reading their type:
+    an object of a str subclass, equal to a held text but not held itself, is still read,
+    found not a str, and its Known kept as the object; a held text under a new object of
+    exact str is found by its text (one record)."""
+    class Text(str):
+        pass
+
+    cache = NativeContextCache(100, 10.0, lambda: 0.0)
+    table = cache._table
+    first = Known({"workflow.id": "w1", "owner.team": "t"}, "svc", 1, frozenset())
+    cache.put(b"\x01" * 24, first)
+    odd = Known({"workflow.id": Text("w1"), "owner.team": "t"}, "svc", 1, frozenset())
+    cache.put(b"\x02" * 24, odd)
+    odd_key = Known({Text("workflow.id"): "w1", "owner.team": "t"}, "svc", 1, frozenset())
+    cache.put(b"\x03" * 24, odd_key)
+    again = Known({"".join(["workflow", ".id"]): "".join(["w", "1"]), "owner.team": "t"}, "svc", 1, frozenset())
+    cache.put(b"\x04" * 24, again)
+    assert table.records() == 3  # first and again: one record; odd and odd_key: objects
+    assert cache.get(b"\x02" * 24) is odd and cache.get(b"\x03" * 24) is odd_key
+    assert type(next(iter(cache.get(b"\x03" * 24).fields))) is Text
+    assert state(cache.get(b"\x04" * 24)) == state(first)

@@ -1005,7 +1005,7 @@ class InheritProcessor(Processor):
             mine = own.get(field)
             if mine is not None:
                 record(trace_id, field, mine)  # every carrier votes
-        return fields, sets, conflicts, repaired, fallback, list(bumps), True
+        return fields, sets, conflicts, repaired, fallback, bumps, True  # the plan's tuple: only read
 
     def _plan(self, shape: tuple, supplied: tuple) -> tuple:
         """What `_decide` does for spans of this shape, by field names (see _decide_by_plan)."""
