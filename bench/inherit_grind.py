@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """A driver for valgrind: the default pipeline over run.py's pool (200 requests of 100 spans,
-+4 attrs), fresh ids per pass, no timers, so a tool can count what inherit's native calls do.
++4 attrs), fresh ids per pass, no timers, so a tool can count what inherit's native calls do,
+or (`--target NAME`) everything one processor's process_view does, Python and native alike.
 
     COSTCTX_CODEC=native valgrind --tool=callgrind --cache-sim=yes \\
         --toggle-collect='*DecideKernel::__pymethod_run__*' \\
@@ -12,12 +13,22 @@ One warm-up pass (imports, first-use allocations, tables filled), then `--passes
 with the collection turned on for the passes only when `--toggle-collect` is not given
 (`CALLGRIND_START_INSTRUMENTATION` is not reachable from Python: the counts then include
 the warm-up; prefer the toggles). Divide the counts by 100 * batches * passes for per span.
+
+One processor: `--target price` calls its process_view through `functools.reduce` (a C function
+nothing else in the pipeline calls), put on after the warm-up, so `--toggle-collect=functools_reduce`
+collects exactly that processor's cost. Under cache simulation a 200-request pass takes tens of
+minutes on a loaded 2-core machine; for a quicker where-does-it-go, sample it and keep the stacks
+that hold the wrapper's frame (dwarf unwinding: CPython's frames carry no frame pointers):
+
+    COSTCTX_CODEC=native perf record -F 2500 -e cpu-clock --call-graph dwarf,16384 \
+        python bench/inherit_grind.py --target budget --passes 2
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 from pathlib import Path
 
@@ -28,10 +39,26 @@ from bench.workload import WorkloadSpec, build_requests  # noqa: E402
 from costctx.service.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
 
 
+def _call(_, pair):
+    method, batch = pair
+    return method(batch)
+
+
+def wrap_for_toggle(stage, name: str) -> None:
+    """Route the named processor's process_view through functools.reduce (see the docstring)."""
+    named = {p.name: p for p in stage.pipeline.processors}
+    if name not in named:
+        raise SystemExit(f"--target {name}: not in the pipeline ({', '.join(named)})")
+    target = named[name]
+    original = target.process_view
+    target.process_view = lambda batch: functools.reduce(_call, [(original, batch)], None)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=200, help="100-span requests per pass")
     parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--target", help="count this processor's process_view (toggle functools_reduce)")
     parser.add_argument("--complete", action="store_true", help="the complete workload (default: mixed)")
     parser.add_argument("--processors", help="comma-separated, in pipeline order; the default pipeline if omitted")
     args = parser.parse_args()
@@ -40,6 +67,8 @@ async def main() -> None:
                                        batches=args.batches))
     stage = await build_stage(processors)
     time_pipeline(stage, fresh_ids(pool, 1))  # warm-up
+    if args.target:
+        wrap_for_toggle(stage, args.target)
     took = 0.0
     for round_ in range(args.passes):
         took += time_pipeline(stage, fresh_ids(pool, 2 + round_))
