@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from costctx.exporters.exporterhelper.errors import PermanentSendError, RetryableSendError, TooLargeSendError
-from costctx.exporters.exporterhelper.parts import Parts
+from costctx.exporters.exporterhelper.parts import Parts, joined
 from costctx.exporters.otlp.config import OtlpGrpcExporterConfig
 from costctx.pdata.signals import EmptyResponse, Signal
 from costctx.transport.tls import grpc_channel_credentials
@@ -125,9 +125,7 @@ class GrpcSender:
         try:
             size = payload.size() if isinstance(payload, Parts) else len(payload)
             if size < OFF_LOOP_BYTES:
-                if isinstance(payload, Parts):
-                    payload = payload.joined()
-                return await self._call(signal)(payload, timeout=self._config.timeout, metadata=self._metadata)
+                return await self._call(signal)(joined(payload), timeout=self._config.timeout, metadata=self._metadata)
             call = partial(_send_joined, self._blocking_call(signal), payload, timeout=self._config.timeout,
                            metadata=self._metadata)
             return await asyncio.get_running_loop().run_in_executor(self._threads, call)
@@ -156,7 +154,7 @@ class GrpcSender:
 def _send_joined(call: grpc.UnaryUnaryMultiCallable, payload: bytes | Parts, **kwargs):
     """On a worker thread: join a merged request (without the GIL from 1 MiB) and send it; the
     joined block is freed here too, once gRPC has its copy."""
-    return call(payload.joined() if isinstance(payload, Parts) else payload, **kwargs)
+    return call(joined(payload), **kwargs)
 
 
 def _unary(channel: grpc.Channel | grpc.aio.Channel, signal: Signal):
