@@ -17,7 +17,7 @@ fn strings<'py>(item: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>>
 }
 
 /// `_present` in shapes.py: a value there, not None, not EMPTY, not "".
-fn present(value: Option<Bound<'_, PyAny>>, empty: &Bound<'_, PyAny>) -> PyResult<bool> {
+fn present(value: Option<&Bound<'_, PyAny>>, empty: &Bound<'_, PyAny>) -> PyResult<bool> {
     let Some(value) = value else { return Ok(false) };
     if value.is_none() || value.is(empty) {
         return Ok(false);
@@ -236,16 +236,42 @@ struct Role {
     marker: bool,
 }
 
+/// `present` of a dict's value where no Python code runs (None, EMPTY, exact str, int, float,
+/// bool): Some(answer), else None (the caller keeps the value and asks `present` later).
+///
+/// # Safety
+/// `value` is a live object and the GIL is held.
+unsafe fn present_now(value: *mut pyo3::ffi::PyObject, empty: *mut pyo3::ffi::PyObject) -> Option<bool> {
+    use pyo3::ffi;
+    if value == ffi::Py_None() || value == empty {
+        return Some(false);
+    }
+    if ffi::PyUnicode_CheckExact(value) != 0 {
+        return Some(ffi::PyUnicode_GetLength(value) > 0);
+    }
+    if ffi::PyLong_CheckExact(value) != 0 || ffi::PyFloat_CheckExact(value) != 0 || ffi::PyBool_Check(value) != 0 {
+        return Some(true);
+    }
+    None
+}
+
 /// One walk over a span's attrs dict (not a lookup per key read): each value into the slots of
-/// its key's role. Returns whether a key marks the span as a model call.
+/// its key's role. A field's or extra's slot (below `marks_below`) takes `marks`' present or
+/// blank mark where the value's presence is known without Python code (no reference to the
+/// value kept: its object is read, not written), else the value. Returns whether a key marks
+/// the span as a model call.
 fn fill_from_dict<'py, 'r>(
     py: Python<'py>,
     attrs: &Bound<'py, PyDict>,
     seen: &mut HashMap<usize, Option<&'r Role>, FxBuild>,
     roles: &'r HashMap<&str, Role, FxBuild>,
     slots: &mut [Option<Bound<'py, PyAny>>],
+    marks_below: usize,
+    marks: (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
 ) -> bool {
     let mut is_llm = false;
+    let (present_mark, blank_mark) = marks;
+    let empty = blank_mark.as_ptr();
     crate::budget::dict_items(attrs, |name, value| {
         let role = match seen.get(&(name as usize)) {
             Some(role) => *role,
@@ -255,8 +281,17 @@ fn fill_from_dict<'py, 'r>(
         if let Some(role) = role {
             is_llm |= role.marker;
             for at in &role.slots {
-                // SAFETY: a live value of `attrs` (borrowed): a new reference to it.
-                slots[*at] = Some(unsafe { Bound::from_borrowed_ptr(py, value) });
+                // SAFETY: a live value of `attrs` (borrowed), the GIL held.
+                let known = match *at < marks_below {
+                    true => unsafe { present_now(value, empty) },
+                    false => None,
+                };
+                slots[*at] = Some(match known {
+                    Some(true) => present_mark.clone(),
+                    Some(false) => blank_mark.clone(),
+                    // SAFETY: as above: a new reference to it.
+                    None => unsafe { Bound::from_borrowed_ptr(py, value) },
+                });
             }
         }
     });
@@ -343,25 +378,30 @@ pub fn read_shapes<'py>(
     ];
     let (replace_name, sets_name) = (pyo3::intern!(py, "replace"), pyo3::intern!(py, "sets"));
 
-    let ids = PyList::empty(py);
+    // Per span results gathered in Rust, made into lists once at the end (no list growth
+    // per append).
+    let mut ids: Vec<usize> = Vec::with_capacity(indices.len().unwrap_or(0));
     let shapes = PyList::empty(py);
     // The llm and spend tallies, by numbers (Texts), in order of first appearance: made into
     // dicts once at the end, not a tuple key and a dict update per span.
     let mut texts = Texts::new(py);
-    let mut llm_at: HashMap<(usize, usize, bool), usize, FxBuild> = HashMap::default();
+    let mut llm_at: HashMap<(usize, usize, bool), usize, FxBuild> =
+        HashMap::with_capacity_and_hasher(32, FxBuild::default());
     let mut llm_rows: Vec<((usize, usize, bool), usize)> = Vec::new();
     // Spend tallies by (workflow, dimension values' number, tenant repaired): each distinct
     // list of dimension numbers numbered once, looked up by slice (no Vec made per span).
     let mut dims_at: HashMap<Vec<usize>, usize, FxBuild> = HashMap::default();
     let mut dim_lists: Vec<Vec<usize>> = Vec::new();
     let mut dims: Vec<usize> = Vec::new();
-    let mut spend_at: HashMap<(usize, usize, bool), usize, FxBuild> = HashMap::default();
+    let mut spend_at: HashMap<(usize, usize, bool), usize, FxBuild> =
+        HashMap::with_capacity_and_hasher(32, FxBuild::default());
     let mut spend_rows: Vec<((usize, usize, bool), Total<'py>, usize)> = Vec::new();
-    let to_stamp = PyList::empty(py);
-    let appended = PyList::empty(py);
-    let slow = PyList::empty(py);
-    let mut shape_ids: HashMap<Vec<u8>, usize, FxBuild> = HashMap::default();
-    let mut count_at: HashMap<(i64, Depth, usize), usize, FxBuild> = HashMap::default();
+    let mut to_stamp: Vec<Bound<'py, PyAny>> = Vec::new();
+    let mut appended: Vec<Bound<'py, PyAny>> = Vec::new();
+    let mut slow: Vec<Bound<'py, PyAny>> = Vec::new();
+    let mut shape_ids: HashMap<Vec<u8>, usize, FxBuild> = HashMap::with_capacity_and_hasher(32, FxBuild::default());
+    let mut count_at: HashMap<(i64, Depth, usize), usize, FxBuild> =
+        HashMap::with_capacity_and_hasher(64, FxBuild::default());
     let mut counts: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>, usize, usize)> = Vec::new();
     let mut key: Vec<u8> = Vec::with_capacity(fields.len() + 1 + extras.len());
     if fields.len() > 64 {
@@ -404,7 +444,8 @@ pub fn read_shapes<'py>(
     // Keys and note members by object (the codec interns a batch's keys): a string looked up
     // by its text once per call. Every object seen stays alive for the call (attrs and notes
     // only gain entries here), so its address names it.
-    let mut seen: HashMap<usize, Option<&Role>, FxBuild> = HashMap::default();
+    // (Sized for a batch's usual distinct keys: no regrowth mid-call.)
+    let mut seen: HashMap<usize, Option<&Role>, FxBuild> = HashMap::with_capacity_and_hasher(256, FxBuild::default());
     // The role of each row position, by the row key's text.
     let row_keys: Vec<Bound<'py, PyAny>> = row_keys.iter().collect();
     let row_roles: Vec<Option<&Role>> = row_keys.iter().map(|name| role_of(&mut seen, &roles, name)).collect();
@@ -416,6 +457,7 @@ pub fn read_shapes<'py>(
     let list = rows.cast::<crate::view::SpanList>().ok();
     let mut reading = list.as_ref().map(|list| crate::view::Reading::new(py, list.get()));
     let present_mark = pyo3::types::PyBool::new(py, true).to_owned().into_any();
+    let marks = (&present_mark, empty);
 
     for index in indices.try_iter()? {
         let index = index?;
@@ -439,7 +481,7 @@ pub fn read_shapes<'py>(
             read_fields = Some(source.fields());
             match source {
                 crate::view::Source::Dict { attrs, .. } => {
-                    is_llm |= fill_from_dict(py, &attrs, &mut seen, &roles, &mut slots);
+                    is_llm |= fill_from_dict(py, &attrs, &mut seen, &roles, &mut slots, dim_at, marks);
                 }
                 crate::view::Source::Record {
                     rec, keys, mut maker, ..
@@ -498,7 +540,7 @@ pub fn read_shapes<'py>(
             let found = rows.get_item(at_index)?;
             let attrs = found.getattr(attrs_name)?.cast_into::<PyDict>()?;
             item = Some(found);
-            is_llm |= fill_from_dict(py, &attrs, &mut seen, &roles, &mut slots);
+            is_llm |= fill_from_dict(py, &attrs, &mut seen, &roles, &mut slots, dim_at, marks);
         }
         // Notes: each note set's (few) members mapped to fields, not a lookup per field.
         let mut bits = [0u8; 64];
@@ -521,12 +563,12 @@ pub fn read_shapes<'py>(
         }
         key.clear();
         for at in 0..fields.len() {
-            key.push(present(slots[at].clone(), empty)? as u8 | bits[at]);
+            key.push(present(slots[at].as_ref(), empty)? as u8 | bits[at]);
         }
         key.push(is_llm as u8);
         if is_llm {
             for at in 0..extras.len() {
-                key.push(present(slots[extra_at + at].clone(), empty)? as u8);
+                key.push(present(slots[extra_at + at].as_ref(), empty)? as u8);
             }
         }
         let id = match shape_ids.get(&key) {
@@ -538,7 +580,7 @@ pub fn read_shapes<'py>(
                 id
             }
         };
-        ids.append(id)?;
+        ids.push(id);
 
         let (resource, resource_object) = match &read_fields {
             Some((resource, _, _)) => (*resource as i64, None),
@@ -625,12 +667,12 @@ pub fn read_shapes<'py>(
         };
         if !stamped {
             match edits.get_item(&index)? {
-                None => to_stamp.append(&index)?,
+                None => to_stamp.push(index),
                 Some(own) if own.getattr(replace_name)?.is_none() => {
                     own.getattr(sets_name)?.cast_into::<PyList>()?.append(stamp)?;
-                    appended.append(&index)?;
+                    appended.push(index);
                 }
-                Some(_) => slow.append(&index)?,
+                Some(_) => slow.push(index),
             }
         }
     }
@@ -648,6 +690,12 @@ pub fn read_shapes<'py>(
         let row = PyList::new(py, [total.object(py)?, n.into_pyobject(py)?.into_any()])?;
         spend.set_item((texts.object(workflow, &none), dims, tenant), row)?;
     }
+    let ids = PyList::new(py, ids)?;
+    let (to_stamp, appended, slow) = (
+        PyList::new(py, to_stamp)?,
+        PyList::new(py, appended)?,
+        PyList::new(py, slow)?,
+    );
     Ok((ids, shapes, counted, llm, spend, to_stamp, appended, slow))
 }
 
