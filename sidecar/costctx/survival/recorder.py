@@ -226,16 +226,20 @@ class SurvivalRecorder:
         # each time, as it counts an overflow each time).
         labels: dict = {}
         with self._lock:
+            hops, hop_spans, hop_depth = self._hops, self._hop_spans, self._hop_depth
+            # (`get` then store, not a Counter's `+=`: a new key would call its __missing__)
+            spans_of, found = hop_spans.get, per_signature.get
             for (raw_hop, depth, sig), n in spans.items():
                 hop = labels.get(raw_hop)
                 if hop is None:
-                    hop = self._hops(raw_hop)
+                    hop = hops(raw_hop)
                     if hop != OTHER:
                         labels[raw_hop] = hop
-                self._hop_spans[hop] += n
-                if depth is not None and depth < self._hop_depth.get(hop, depth + 1):
-                    self._hop_depth[hop] = depth
-                per_signature[(hop, sig)] += n
+                hop_spans[hop] = spans_of(hop, 0) + n
+                if depth is not None and depth < hop_depth.get(hop, depth + 1):
+                    hop_depth[hop] = depth
+                key = (hop, sig)
+                per_signature[key] = found(key, 0) + n
             if listeners:
                 self._expand()
                 outcomes = self._expanded(per_signature)
@@ -281,6 +285,7 @@ class SurvivalRecorder:
         _, rows, pending = buckets[-1]
         workflows = self._workflows
         labels: dict = {}  # as in record_batch: each kept workflow labelled once per batch
+        found = pending.get
         # Labelled now (which workflows keep their label depends on arrival order), expanded
         # into the rows when read.
         for (raw_workflow, sig, usage), n in llm.items():
@@ -289,7 +294,8 @@ class SurvivalRecorder:
                 workflow = workflows(raw_workflow)
                 if workflow != OTHER:
                     labels[raw_workflow] = workflow
-            pending[(workflow, sig, usage)] += n
+            key = (workflow, sig, usage)
+            pending[key] = found(key, 0) + n
         if len(pending) > MAX_UNEXPANDED:
             self._expand_readiness(rows, pending)
 
