@@ -195,3 +195,41 @@ def test_the_python_reading_on_native_views_gives_the_golden_output(monkeypatch)
     monkeypatch.setenv("COSTCTX_CODEC", "native")
     monkeypatch.setattr(envelope_processor, "native_read_shapes", read_shapes)
     assert_same(harness.load(harness.DATA / "workload.json.gz"), harness.run(inputs.workload_requests()))
+
+
+class _EqualsBlank:
+    """A value a Python processor could leave on a view: equal to "" (so not present)."""
+
+    def __eq__(self, other) -> bool:
+        return other == ""
+
+    __hash__ = object.__hash__
+
+
+class _Text(str):
+    """A str subclass (not an exact str): presence asked of the value itself."""
+
+
+@pytest.mark.skipif(not NATIVE or native_read_shapes is None, reason="costctx_native not built")
+@pytest.mark.parametrize("value", ["", "x", _Text(""), _Text("x"), _EqualsBlank(), 0, 0.0, False, None, EMPTY,
+                                   float("nan"), b"", [], 2**70])
+def test_a_field_value_on_a_view_reads_as_the_python_one(value):
+    # The Rust reading decides a dict value's presence in its walk for None, EMPTY and exact
+    # str, int, float and bool, and asks any other value (as the Python one does): each
+    # kind, on a made view and on a kept dict (edit_attrs on a span not made), under a
+    # context field and under an extra key of a model call.
+    specs = [{"attrs": {"workflow.id": "a", "gen_ai.request.model": "m", "gen_ai.provider.name": "p"}, "resource": 0,
+              "notes": None, "edit": "none", "blank": None, "removed": False} for _ in range(4)]
+    raw = build(specs)
+    for key in ("workflow.id", "gen_ai.provider.name"):
+        got_spans, indices, notes, got_edits = prepared(NATIVE[0], raw, specs)
+        want_spans, _, _, want_edits = prepared(NATIVE[0], raw, specs)
+        for spans in (got_spans, want_spans):
+            spans[0].attrs[key] = value  # a made view
+            edit_attrs(spans, [1], (), (), [(key, value)])  # not made: a pending change
+        got = native_read_shapes(got_spans, ROW_KEYS, None, indices, notes, got_edits, KEYS, EMPTY, STAMP,
+                                 _cost_pico_value)
+        want = read_shapes(list(want_spans), ROW_KEYS, None, indices, notes, want_edits, KEYS, EMPTY, STAMP,
+                           _cost_pico_value)
+        assert got == want
+        assert got[1][got[0][0]] == got[1][got[0][1]]  # the view and the pending change read alike
