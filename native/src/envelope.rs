@@ -43,6 +43,30 @@ fn time_of(value: &Bound<'_, PyAny>) -> PyResult<i128> {
     }
 }
 
+extern "C" {
+    // CPython's own walk over a set's table (Include/cpython/setobject.h; pyo3-ffi skips it):
+    // borrowed members, no iterator object made.
+    fn _PySet_NextEntry(
+        set: *mut pyo3::ffi::PyObject,
+        pos: *mut pyo3::ffi::Py_ssize_t,
+        key: *mut *mut pyo3::ffi::PyObject,
+        hash: *mut pyo3::ffi::Py_hash_t,
+    ) -> std::os::raw::c_int;
+}
+
+/// Each member of a set, borrowed (what iterating it gives, without an iterator object and a
+/// call per member: a span's note sets are walked once per span).
+fn set_members(set: &Bound<'_, PySet>, mut each: impl FnMut(*mut pyo3::ffi::PyObject)) {
+    let mut position: pyo3::ffi::Py_ssize_t = 0;
+    let mut member: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+    let mut hash: pyo3::ffi::Py_hash_t = 0;
+    // SAFETY: the GIL is held (a Bound), `set` is a set and stays alive; the members are
+    // borrowed, valid while the set is not changed, which `each` does not do (no Python code).
+    while unsafe { _PySet_NextEntry(set.as_ptr(), &mut position, &mut member, &mut hash) } != 0 {
+        each(member);
+    }
+}
+
 /// `key in notes` for one note set (a set, or any container a caller put there).
 fn noted(set: &Option<Bound<'_, PyAny>>, key: &Bound<'_, PyString>) -> PyResult<bool> {
     match set {
@@ -546,16 +570,17 @@ pub fn read_shapes<'py>(
         let mut bits = [0u8; 64];
         for (set, bit) in [(&renamed, 2u8), (&repaired, 4u8), (&conflict, 8u8)] {
             if let Some(set) = set {
-                let mut mark = |member: Bound<'py, PyAny>| {
-                    if let Some(at) = role_of(&mut seen, &roles, &member).and_then(|role| role.field) {
+                let mut mark = |member: &Bound<'py, PyAny>| {
+                    if let Some(at) = role_of(&mut seen, &roles, member).and_then(|role| role.field) {
                         bits[at] |= bit;
                     }
                 };
                 match set.cast::<PySet>() {
-                    Ok(set) => set.iter().for_each(&mut mark),
+                    // SAFETY: a live member of `set` (borrowed), the GIL held: no reference taken.
+                    Ok(set) => set_members(set, |member| mark(&*unsafe { pyo3::Borrowed::from_ptr(py, member) })),
                     Err(_) => {
                         for member in set.try_iter()? {
-                            mark(member?);
+                            mark(&member?);
                         }
                     }
                 }
