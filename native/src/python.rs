@@ -286,14 +286,14 @@ impl Core {
             Value::Bytes(range) => interner.bytes(raw, *range).into_any(),
             Value::Array(items) => {
                 let list = PyList::empty(py);
-                for item in items {
+                for item in items.iter() {
                     list.append(self.value(py, raw, interner, item)?)?;
                 }
                 list.into_any()
             }
             Value::KvList(pairs) => {
                 let mut converted = Vec::with_capacity(pairs.len());
-                for (key, item) in pairs {
+                for (key, item) in pairs.iter() {
                     let key = interner.string(raw, *key).into_any();
                     let item = self.value(py, raw, interner, item)?;
                     converted.push(PyTuple::new(py, [key, item])?);
