@@ -115,6 +115,9 @@ pub struct AttrEdits {
 #[derive(Default)]
 pub struct EditArena {
     pub keys: Vec<Box<[u8]>>,
+    /// `fingerprint` of each key in `keys` (`push_key` keeps them in step): worked out once
+    /// per distinct key of the call, not once per set.
+    pub key_prints: Vec<u64>,
     pub values: Vec<SetValue>,
     pub renames: Vec<(u32, u32)>,
     pub deletes: Vec<u32>,
@@ -123,6 +126,13 @@ pub struct EditArena {
 }
 
 impl EditArena {
+    /// Add a key; its id.
+    pub fn push_key(&mut self, key: &[u8]) -> u32 {
+        self.keys.push(key.into());
+        self.key_prints.push(fingerprint(key));
+        self.keys.len() as u32 - 1
+    }
+
     /// A span's effective edits: its own (if any) with each group's inserted at its cut,
     /// groups in the order they were added (groups.rs `merge`, the same rules, on ranges: the
     /// merged lists are copied to the arena's end).
@@ -179,6 +189,7 @@ impl EditArena {
         let range = |(start, end): (u32, u32)| start as usize..end as usize;
         EditsRef::Arena {
             keys: &self.keys,
+            key_prints: &self.key_prints,
             values: &self.values,
             renames: &self.renames[range(edits.renames)],
             deletes: &self.deletes[range(edits.deletes)],
@@ -194,6 +205,7 @@ pub enum EditsRef<'a> {
     Owned(&'a AttrEdits),
     Arena {
         keys: &'a [Box<[u8]>],
+        key_prints: &'a [u64],
         values: &'a [SetValue],
         renames: &'a [(u32, u32)],
         deletes: &'a [u32],
@@ -259,6 +271,14 @@ impl<'a> EditsRef<'a> {
         match *self {
             EditsRef::Owned(e) => &e.sets[i].0,
             EditsRef::Arena { keys, sets, .. } => &keys[sets[i].0 as usize],
+        }
+    }
+    /// `fingerprint(self.set_key(i))`.
+    #[inline]
+    fn set_print(&self, i: usize) -> u64 {
+        match *self {
+            EditsRef::Owned(e) => fingerprint(&e.sets[i].0),
+            EditsRef::Arena { key_prints, sets, .. } => key_prints[sets[i].0 as usize],
         }
     }
     #[inline]
@@ -355,6 +375,14 @@ fn fingerprint(key: &[u8]) -> u64 {
     }
 }
 
+/// A fingerprint's bit in a 64-bit mask of the fingerprints of a few keys: a clear bit, no
+/// key there has it (the usual answer for a set key looked for among a span's attributes or
+/// among the keys already appended: most sets append a key the span does not have).
+#[inline]
+fn mask_bit(print: u64) -> u64 {
+    1 << (print.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
+}
+
 /// Run the edits over the list's keys (`scratch.keys`) into `scratch.plan`, exactly as the
 /// Python codec does on messages (its `last` map: key -> index of the last occurrence,
 /// updated by renames). Lists are short, so small vectors searched linearly beat hashing.
@@ -408,18 +436,40 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: EditsRef<'k>) {
     set_of.resize(n, None);
     let appended = &mut plan.appended;
     appended.clear();
+    // Masks of the fingerprints of the list's keys (deleted ones left out) and of the keys
+    // appended so far: only a set key whose bit is set is looked for.
+    let (mut present, mut added) = (0u64, 0u64);
     if edits.sets_len() != 0 {
         prints.clear();
-        prints.extend((0..n).map(|i| if deleted[i] { u64::MAX } else { fingerprint(current[i]) }));
+        prints.extend((0..n).map(|i| {
+            if deleted[i] {
+                u64::MAX
+            } else {
+                let print = fingerprint(current[i]);
+                present |= mask_bit(print);
+                print
+            }
+        }));
     }
     for j in 0..edits.sets_len() {
         let key = edits.set_key(j);
-        let print = fingerprint(key);
-        match (0..n).rev().find(|&i| prints[i] == print && current[i] == key) {
+        let print = edits.set_print(j);
+        let bit = mask_bit(print);
+        let found = match present & bit {
+            0 => None,
+            _ => (0..n).rev().find(|&i| prints[i] == print && current[i] == key),
+        };
+        match found {
             Some(at) => set_of[at] = Some(j),
-            None => match appended.iter_mut().find(|(k, _)| *k == key) {
+            None => match (added & bit != 0)
+                .then(|| appended.iter_mut().find(|(k, _)| *k == key))
+                .flatten()
+            {
                 Some(entry) => entry.1 = j,
-                None => appended.push((key, j)),
+                None => {
+                    added |= bit;
+                    appended.push((key, j));
+                }
             },
         }
     }
@@ -806,5 +856,138 @@ fn append_attrs(edits: EditsRef<'_>, plan: &AttrPlan, attr_field: u32, out: &mut
             write_len_field(out, 2, value.body.as_slice());
         }
         close_len(out, slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `plan_attrs` as it was before the fingerprint masks (every set key looked for among
+    /// the list's keys and the appended ones): the reference of the masked one.
+    fn plan_reference<'k>(
+        keys: &[&'k [u8]],
+        edits: EditsRef<'k>,
+    ) -> (Vec<Option<(bool, &'k [u8], Option<usize>)>>, Vec<(&'k [u8], usize)>) {
+        let n = keys.len();
+        let mut current = keys.to_vec();
+        let (mut renamed, mut deleted) = (vec![false; n], vec![false; n]);
+        let mut last: Vec<(&[u8], usize)> = Vec::new();
+        for (i, key) in current.iter().enumerate() {
+            match last.iter_mut().find(|(k, _)| k == key) {
+                Some(entry) => entry.1 = i,
+                None => last.push((key, i)),
+            }
+        }
+        for r in 0..edits.renames_len() {
+            let (old, new) = edits.rename(r);
+            if let Some(pos) = last.iter().position(|(k, _)| *k == old) {
+                let (_, at) = last.swap_remove(pos);
+                current[at] = new;
+                renamed[at] = true;
+                match last.iter_mut().find(|(k, _)| *k == new) {
+                    Some(entry) => entry.1 = at,
+                    None => last.push((new, at)),
+                }
+            }
+        }
+        for d in 0..edits.deletes_len() {
+            if let Some((_, at)) = last.iter().find(|(k, _)| *k == edits.delete(d)) {
+                deleted[*at] = true;
+            }
+        }
+        let mut set_of = vec![None; n];
+        let mut appended: Vec<(&[u8], usize)> = Vec::new();
+        for j in 0..edits.sets_len() {
+            let key = edits.set_key(j);
+            match (0..n).rev().find(|&i| !deleted[i] && current[i] == key) {
+                Some(at) => set_of[at] = Some(j),
+                None => match appended.iter_mut().find(|(k, _)| *k == key) {
+                    Some(entry) => entry.1 = j,
+                    None => appended.push((key, j)),
+                },
+            }
+        }
+        let actions = (0..n)
+            .map(|i| {
+                if deleted[i] {
+                    Some((true, &b""[..], None))
+                } else if renamed[i] || set_of[i].is_some() {
+                    Some((false, current[i], set_of[i]))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        (actions, appended)
+    }
+
+    /// xorshift64*: a fixed sequence, no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+        }
+    }
+
+    #[test]
+    fn plan_attrs_agrees_with_the_unmasked_plan() {
+        // Keys alike in length and ends (the fingerprints' hard case), some repeated.
+        let pool: Vec<Vec<u8>> = (0..40)
+            .map(|i| match i % 4 {
+                0 => format!("owner.{i:02}").into_bytes(),
+                1 => format!("workflow.x{i:02}.id").into_bytes(),
+                2 => format!("k{i}").into_bytes(),
+                _ => format!("cost.{}.usd", "ab".repeat(i % 7)).into_bytes(),
+            })
+            .chain([b"".to_vec()])
+            .collect();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..4000 {
+            let mut arena = EditArena::default();
+            let ids: Vec<u32> = pool.iter().map(|k| arena.push_key(k)).collect();
+            arena.values.push(SetValue::scalar(&b"\x0a\x01v"[..]));
+            let span: usize = rng.below(12);
+            let keys: Vec<&[u8]> = (0..span).map(|_| pool[rng.below(pool.len())].as_slice()).collect();
+            let pick = |rng: &mut Rng| ids[rng.below(if round % 2 == 0 { 12 } else { pool.len() })];
+            for _ in 0..rng.below(3) {
+                let pair = (pick(&mut rng), pick(&mut rng));
+                arena.renames.push(pair);
+            }
+            for _ in 0..rng.below(3) {
+                let key = pick(&mut rng);
+                arena.deletes.push(key);
+            }
+            for _ in 0..rng.below(14) {
+                let key = pick(&mut rng);
+                arena.sets.push((key, 0));
+            }
+            let edits = ArenaEdits {
+                renames: (0, arena.renames.len() as u32),
+                deletes: (0, arena.deletes.len() as u32),
+                sets: (0, arena.sets.len() as u32),
+                replace: None,
+            };
+            let edits = arena.get(&edits);
+            let mut scratch = PlanScratch::default();
+            scratch.keys.extend_from_slice(&keys);
+            plan_attrs(&mut scratch, edits);
+            let actions: Vec<_> = scratch
+                .plan
+                .actions
+                .iter()
+                .map(|a| match a {
+                    None => None,
+                    Some(Action::Delete) => Some((true, &b""[..], None)),
+                    Some(Action::Rewrite(key, set)) => Some((false, *key, *set)),
+                })
+                .collect();
+            let (want_actions, want_appended) = plan_reference(&keys, edits);
+            assert_eq!(actions, want_actions, "round {round}");
+            assert_eq!(scratch.plan.appended, want_appended, "round {round}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple};
 
-use crate::encode::{encode_into, ArenaEdits, Body, EditArena, EditsRef, Plan, SetValue, INLINE};
+use crate::encode::{encode_into, ArenaEdits, Body, EditArena, Plan, SetValue, INLINE};
 use crate::fxhash::FxBuild;
 use crate::scan::{scan, Scan, Span32, Value, Watched};
 use crate::slots::SlotLayout;
@@ -286,14 +286,14 @@ impl Core {
             Value::Bytes(range) => interner.bytes(raw, *range).into_any(),
             Value::Array(items) => {
                 let list = PyList::empty(py);
-                for item in items {
+                for item in items.iter() {
                     list.append(self.value(py, raw, interner, item)?)?;
                 }
                 list.into_any()
             }
             Value::KvList(pairs) => {
                 let mut converted = Vec::with_capacity(pairs.len());
-                for (key, item) in pairs {
+                for (key, item) in pairs.iter() {
                     let key = interner.string(raw, *key).into_any();
                     let item = self.value(py, raw, interner, item)?;
                     converted.push(PyTuple::new(py, [key, item])?);
@@ -556,33 +556,29 @@ impl Core {
         }
         let resources = self.collect_edits(&mut conv, resource_edits)?;
         let arena = &conv.arena;
-        let mut span_at: Vec<Option<EditsRef>> = vec![None; segments.spans];
-        for (index, edits) in &spans {
-            if let Some(slot) = span_at.get_mut(*index) {
-                *slot = Some(arena.get(edits));
-            }
-        }
-        let mut resource_at: Vec<Option<EditsRef>> = vec![None; segments.resources];
-        for (index, edits) in &resources {
-            if let Some(slot) = resource_at.get_mut(*index) {
-                *slot = Some(arena.get(edits));
-            }
-        }
-        let parts: Vec<(&[u8], &Scan, Plan)> = segments
+        let mut parts: Vec<(&[u8], &Scan, Plan)> = segments
             .parts
             .iter()
-            .map(|(first, first_resource, layout)| {
+            .map(|(first, _, layout)| {
                 let layout = layout.get();
                 let scan = &layout.scan;
-                let (end, end_resource) = (first + scan.spans.len(), first_resource + scan.resources.len());
                 let mut plan = Plan::new(scan, extract);
-                plan.keep.copy_from_slice(&keep[*first..end]);
-                plan.span_edits.copy_from_slice(&span_at[*first..end]);
-                plan.resource_edits
-                    .copy_from_slice(&resource_at[*first_resource..end_resource]);
+                plan.keep.copy_from_slice(&keep[*first..first + scan.spans.len()]);
                 (layout.raw.as_bytes(py), scan, plan)
             })
             .collect();
+        // Each edit straight into its part's plan (the part found by the view's index): no
+        // view-wide vectors of ~100-byte slots filled, then copied into the plans.
+        for (index, edits) in &spans {
+            if let Some((part, at)) = segments.find(*index, false) {
+                parts[part].2.span_edits[at] = Some(arena.get(edits));
+            }
+        }
+        for (index, edits) in &resources {
+            if let Some((part, at)) = segments.find(*index, true) {
+                parts[part].2.resource_edits[at] = Some(arena.get(edits));
+            }
+        }
         // The kept buffer if no other call holds it (the lock only taken and put back here).
         let mut out = self
             .out
@@ -636,9 +632,11 @@ impl Core {
         count: usize,
     ) -> PyResult<Vec<(usize, ArenaEdits)>> {
         let py = groups.py();
-        let mut converted: Vec<ArenaEdits> = Vec::new();
+        // Room for the usual batch's groups and members from the start (growing them by
+        // doubling was a handful of reallocations per call).
+        let mut converted: Vec<ArenaEdits> = Vec::with_capacity(32);
         // (span, group number, its cut), in group order: sorted by span (stably) below.
-        let mut members: Vec<(u32, u32, Option<crate::groups::Cut>)> = Vec::new();
+        let mut members: Vec<(u32, u32, Option<crate::groups::Cut>)> = Vec::with_capacity(count);
         for group in groups.try_iter()? {
             let group = group?;
             let g = converted.len() as u32;
@@ -767,8 +765,24 @@ impl Core {
         let start = conv.arena.sets.len() as u32;
         let sets = slot(3)?;
         for_each(&sets, |pair| {
-            let (key, value) = pair_of(&pair)?;
-            let ids = (conv.key(&key)?, conv.value(self, &value)?);
+            // A 2-tuple (what processors write) read by borrowed items: no reference counts
+            // taken and dropped on the key and value, each a shared object most spans touch.
+            let ids = match pair.cast_exact::<PyTuple>() {
+                Ok(tuple) if tuple.len() == 2 => {
+                    // SAFETY: index 0 and 1 of a tuple of length 2, which `pair` holds.
+                    let (key, value) = unsafe {
+                        (
+                            tuple.get_borrowed_item_unchecked(0),
+                            tuple.get_borrowed_item_unchecked(1),
+                        )
+                    };
+                    (conv.key(&key)?, conv.value(self, &value)?)
+                }
+                _ => {
+                    let (key, value) = pair_of(&pair)?;
+                    (conv.key(&key)?, conv.value(self, &value)?)
+                }
+            };
             conv.arena.sets.push(ids);
             Ok(())
         })?;
@@ -944,11 +958,10 @@ fn keep_mask(spans: usize, listed: &Bound<'_, PyAny>, listed_kept: bool) -> PyRe
 }
 
 /// The scanned requests a view is made of: (first span, first resource, layout) each, and
-/// the view's span and resource counts.
+/// the view's span count.
 struct Segments<'py> {
     parts: Vec<(usize, usize, Bound<'py, Layout>)>,
     spans: usize,
-    resources: usize,
 }
 
 impl<'py> Segments<'py> {
@@ -969,11 +982,24 @@ impl<'py> Segments<'py> {
             resources += scan.resources.len();
             parts.push((first, first_resource, layout));
         }
-        Ok(Segments {
-            parts,
-            spans,
-            resources,
-        })
+        Ok(Segments { parts, spans })
+    }
+
+    /// The part holding the view's span (or, `resources`, resource) `index` and its index
+    /// there; None past the view's end.
+    fn find(&self, index: usize, resources: bool) -> Option<(usize, usize)> {
+        let first = |part: &(usize, usize, Bound<'py, Layout>)| if resources { part.1 } else { part.0 };
+        // The last part starting at or before `index` (parts are in order; an empty part starts
+        // where the next one does, so the one found is the next, or past the end).
+        let part = self.parts.partition_point(|p| first(p) <= index).checked_sub(1)?;
+        let scan = &self.parts[part].2.get().scan;
+        let len = if resources {
+            scan.resources.len()
+        } else {
+            scan.spans.len()
+        };
+        let at = index - first(&self.parts[part]);
+        (at < len).then_some((part, at))
     }
 }
 
@@ -1013,6 +1039,7 @@ impl Default for ConvStore {
         ConvStore {
             arena: EditArena {
                 keys: Vec::with_capacity(64),
+                key_prints: Vec::with_capacity(64),
                 values: Vec::with_capacity(512),
                 sets: Vec::with_capacity(2048),
                 ..EditArena::default()
@@ -1046,6 +1073,7 @@ impl<'py> Converter<'py> {
     fn into_store(mut self) -> ConvStore {
         let arena = &mut self.arena;
         arena.keys.clear();
+        arena.key_prints.clear();
         arena.values.clear();
         arena.renames.clear();
         arena.deletes.clear();
@@ -1071,8 +1099,7 @@ impl<'py> Converter<'py> {
         let text = key
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err("attribute keys must be str"))?;
-        let id = self.arena.keys.len() as u32;
-        self.arena.keys.push(text.to_str()?.as_bytes().into());
+        let id = self.arena.push_key(text.to_str()?.as_bytes());
         self.keys.insert(at, id);
         self.held.push(key.clone());
         Ok(id)
@@ -1140,7 +1167,8 @@ fn for_each<'py>(items: &Bound<'py, PyAny>, mut f: impl FnMut(Bound<'py, PyAny>)
         let mut i = 0;
         // The length re-read each time: nothing here runs Python code, but stay in bounds.
         while i < list.len() {
-            f(list.get_item(i)?)?;
+            // SAFETY: i < the list's length, read just now with the GIL held.
+            f(unsafe { list.get_item_unchecked(i) })?;
             i += 1;
         }
         return Ok(());

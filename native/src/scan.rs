@@ -41,8 +41,10 @@ pub enum Value {
     Int(i64),
     Double(f64),
     Bytes(Span32),
-    Array(Vec<Value>),
-    KvList(Vec<(Span32, Value)>),
+    /// Lists boxed: a Value is 16 bytes, not 32 (a span's watched attributes are a vector of
+    /// them, and lists are rare).
+    Array(Box<Vec<Value>>),
+    KvList(Box<Vec<(Span32, Value)>>),
     /// string_value_strindex (a profiles dictionary index): kept as its integer.
     StrIndex(i64),
 }
@@ -150,6 +152,7 @@ pub fn scan(raw: &[u8], watched: &Watched) -> Result<Scan> {
         raw,
         watched,
         out: &mut out,
+        attrs: Vec::with_capacity(32),
     };
     let mut reader = Reader::new(raw, DEPTH_LIMIT);
     while let Some(field) = reader.next()? {
@@ -164,6 +167,10 @@ struct Scanner<'a, 'w, 'o> {
     raw: &'a [u8],
     watched: &'w Watched<'w>,
     out: &'o mut Scan,
+    /// A span's watched attributes as they are found, moved into its record at its end: one
+    /// allocation of the exact size per span, where pushing into the record's own vector grew
+    /// it two or three times (4, 8, 16 entries) and left up to half of it unused.
+    attrs: Vec<(u16, Value)>,
 }
 
 /// One KeyValue: its key (last occurrence wins) and every occurrence of its value (protobuf
@@ -296,6 +303,7 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
             body: self.range(body),
             ..Default::default()
         };
+        self.attrs.clear(); // left over from a span whose scan failed
         let mut reader = Reader::new(body, depth);
         while let Some(field) = reader.next()? {
             match (field.num, field.val) {
@@ -311,7 +319,7 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
                     let kv = key_value(inner, child_depth(depth)?)?;
                     if let Some(id) = self.watched.find(kv.key) {
                         let value = decode_any(self.raw, kv.values())?;
-                        push_attr(&mut rec.attrs, &mut rec.repeated, id, value);
+                        push_attr(&mut self.attrs, &mut rec.repeated, id, value);
                     }
                 }
                 (11, Val::Len(inner)) => {
@@ -329,6 +337,7 @@ impl<'a, 'w, 'o> Scanner<'a, 'w, 'o> {
                 _ => {}
             }
         }
+        rec.attrs = self.attrs.drain(..).collect();
         self.out.spans.push(rec);
         Ok(())
     }
@@ -432,7 +441,7 @@ fn merge_any(raw: &[u8], body: &[u8], value: &mut Value) -> Result<()> {
             (4, I64, Val::I64(v)) => *value = Value::Double(f64::from_bits(v)),
             (5, LEN, Val::Len(inner)) => {
                 if !matches!(value, Value::Array(_)) {
-                    *value = Value::Array(Vec::new());
+                    *value = Value::Array(Box::default());
                 }
                 let Value::Array(items) = value else { unreachable!() };
                 let mut array = Reader::new(inner, DEPTH_LIMIT);
@@ -444,7 +453,7 @@ fn merge_any(raw: &[u8], body: &[u8], value: &mut Value) -> Result<()> {
             }
             (6, LEN, Val::Len(inner)) => {
                 if !matches!(value, Value::KvList(_)) {
-                    *value = Value::KvList(Vec::new());
+                    *value = Value::KvList(Box::default());
                 }
                 let Value::KvList(pairs) = value else { unreachable!() };
                 let mut list = Reader::new(inner, DEPTH_LIMIT);
@@ -461,4 +470,78 @@ fn merge_any(raw: &[u8], body: &[u8], value: &mut Value) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::write_len_field;
+
+    fn kv(key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_len_field(&mut out, 1, key);
+        write_len_field(&mut out, 2, value);
+        out
+    }
+
+    /// One resource, one scope, the given spans (each a list of KeyValue bodies).
+    fn request(spans: &[Vec<Vec<u8>>]) -> Vec<u8> {
+        let mut scope = Vec::new();
+        for attrs in spans {
+            let mut span = Vec::new();
+            write_len_field(&mut span, 1, &[1; 16]);
+            write_len_field(&mut span, 2, &[2; 8]);
+            for attr in attrs {
+                write_len_field(&mut span, 9, attr);
+            }
+            write_len_field(&mut scope, 2, &span);
+        }
+        let mut resource = Vec::new();
+        write_len_field(&mut resource, 2, &scope);
+        let mut raw = Vec::new();
+        write_len_field(&mut raw, 1, &resource);
+        raw
+    }
+
+    #[test]
+    fn a_value_is_two_words() {
+        assert_eq!(std::mem::size_of::<Value>(), 16);
+    }
+
+    #[test]
+    fn each_span_keeps_exactly_its_watched_attributes() {
+        let keys: Vec<Vec<u8>> = (0..12).map(|i| format!("key.{i}").into_bytes()).collect();
+        let watched = Watched::new(keys.iter().map(|k| k.as_slice()).collect());
+        // AnyValue bodies: string_value (field 1), int_value (0x18: field 3), array_value
+        // (field 5) of two strings.
+        let string = |s: &[u8]| [&[0x0a, s.len() as u8][..], s].concat();
+        let mut values = Vec::new();
+        write_len_field(&mut values, 1, &string(b"a"));
+        write_len_field(&mut values, 1, &string(b"b"));
+        let mut array = Vec::new();
+        write_len_field(&mut array, 5, &values);
+        let spans: Vec<Vec<Vec<u8>>> = (0..5)
+            .map(|n| {
+                let mut attrs: Vec<Vec<u8>> = (0..n * 3).map(|i| kv(&keys[i % 12], &[0x18, i as u8])).collect();
+                attrs.push(kv(b"not.watched", &string(b"x")));
+                attrs.push(kv(&keys[11], &array));
+                attrs
+            })
+            .collect();
+        let raw = request(&spans);
+        let scan = scan(&raw, &watched).unwrap();
+        assert_eq!(scan.spans.len(), 5);
+        for (n, rec) in scan.spans.iter().enumerate() {
+            let mut want: Vec<(u16, Value)> = (0..n * 3).map(|i| ((i % 12) as u16, Value::Int(i as i64))).collect();
+            let Value::Array(items) = &rec.attrs.last().unwrap().1 else {
+                panic!("not a list")
+            };
+            assert_eq!(items.len(), 2);
+            want.push((11, rec.attrs.last().unwrap().1.clone()));
+            assert_eq!(rec.attrs, want);
+            assert_eq!(rec.attrs.capacity(), rec.attrs.len(), "span {n}: sized exactly");
+            assert_eq!(rec.attr_count as usize, n * 3 + 2);
+            assert_eq!(rec.repeated, n * 3 >= 12, "span {n}");
+        }
+    }
 }

@@ -513,14 +513,14 @@ impl<'py> Maker<'_, 'py> {
             Value::Bytes(range) => self.bytes(*range).into_any(),
             Value::Array(items) => {
                 let list = PyList::empty(py);
-                for item in items {
+                for item in items.iter() {
                     list.append(self.value(item)?)?;
                 }
                 list.into_any()
             }
             Value::KvList(pairs) => {
                 let mut converted = Vec::with_capacity(pairs.len());
-                for (key, item) in pairs {
+                for (key, item) in pairs.iter() {
                     let key = self.string(*key).into_any();
                     let item = self.value(item)?;
                     converted.push(PyTuple::new(py, [key, item])?);
