@@ -68,6 +68,19 @@ struct Batch {
     /// counted here and added into the Counters once, at `end` (read only at `_flush`, after
     /// it): no tuple hashed, no int made per decision.
     counts: std::sync::Mutex<Counts>,
+    /// The (field, value) pairs fresh decisions took from a parent, by (its fields dict, the
+    /// plan's `from_parent` tuple; 0: all its fields): children of one parent decided apart
+    /// (their own fields differ) take the same pair objects (tuples: never changed), not
+    /// one tuple per field per child. For the batch (at most one entry per decision).
+    pairs: std::sync::Mutex<HashMap<(usize, usize), ParentPairs, FxBuild>>,
+}
+
+/// A parent's pairs (`Batch::pairs`), with the dict and tuple whose addresses key them (held:
+/// the addresses stay their own).
+struct ParentPairs {
+    fields: Py<PyDict>,
+    from: Option<Py<PyTuple>>,
+    pairs: Vec<Py<PyAny>>,
 }
 
 /// Counts by key object (its address: the key is held, so the address stays its own), in
@@ -145,6 +158,52 @@ impl Batch {
         for (key, _) in counts.repaired.counts.iter().chain(&counts.conflicts.counts) {
             visit.call(key)?;
         }
+        for held in self.pairs.lock().unwrap().values() {
+            visit.call(&held.fields)?;
+            if let Some(from) = &held.from {
+                visit.call(from)?;
+            }
+            for pair in &held.pairs {
+                visit.call(pair)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `[(f, fields[f]) for f in from_parent]` (None: `list(fields.items())`) onto `out`: the
+    /// pairs made for this dict and tuple earlier in the batch, else made now and kept.
+    fn parent_pairs<'py>(
+        &self,
+        py: Python<'py>,
+        fields: &Bound<'py, PyDict>,
+        from: Option<&Bound<'py, PyTuple>>,
+        out: &mut Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<()> {
+        let key = (fields.as_ptr() as usize, from.map_or(0, |from| from.as_ptr() as usize));
+        if let Some(held) = self.pairs.lock().unwrap().get(&key) {
+            out.extend(held.pairs.iter().map(|pair| pair.bind(py).clone()));
+            return Ok(());
+        }
+        let start = out.len();
+        match from {
+            Some(from) => {
+                for field in from.iter() {
+                    let value = fields.as_any().get_item(&field)?;
+                    out.push(PyTuple::new(py, [field, value])?.into_any());
+                }
+            }
+            None => {
+                for (field, value) in fields.iter() {
+                    out.push(PyTuple::new(py, [field, value])?.into_any());
+                }
+            }
+        }
+        let held = ParentPairs {
+            fields: fields.clone().unbind(),
+            from: from.map(|from| from.clone().unbind()),
+            pairs: out[start..].iter().map(|pair| pair.clone().unbind()).collect(),
+        };
+        self.pairs.lock().unwrap().insert(key, held);
         Ok(())
     }
 
@@ -682,23 +741,23 @@ impl DecideKernel {
         }
         let own_any = own.as_any();
         let mut fields: Bound<'py, PyAny>;
-        let sets;
+        // The sets gathered here, made into their list once, at its size (no list grown).
+        let mut sets: Vec<Bound<'py, PyAny>> = Vec::with_capacity(parent_fields.len() + from_resource.len() + 2);
         if !from_parent.is_empty() {
             if own.is_empty() {
                 fields = parent_fields.clone().into_any(); // the parent's dict, shared
-                sets = parent_fields.items(); // list(parent_fields.items())
+                b.parent_pairs(py, parent_fields, None, &mut sets)?; // list(parent_fields.items())
             } else {
-                sets = PyList::empty(py);
-                for field in from_parent.iter() {
-                    let value = parent_fields.as_any().get_item(&field)?;
-                    sets.append((field, value))?;
-                }
+                // [(f, parent_fields[f]) for f in from_parent]; dict(own).update(those)
+                b.parent_pairs(py, parent_fields, Some(&from_parent), &mut sets)?;
                 let copy = own.copy()?;
-                update(&copy, sets.as_any())?;
+                for pair in &sets {
+                    let pair = pair.cast::<PyTuple>()?;
+                    copy.set_item(pair.get_borrowed_item(0)?, pair.get_borrowed_item(1)?)?;
+                }
                 fields = copy.into_any();
             }
         } else {
-            sets = PyList::empty(py);
             fields = own_any.clone();
         }
         if !from_resource.is_empty() {
@@ -708,14 +767,20 @@ impl DecideKernel {
             let target = fields.cast::<PyDict>()?;
             for i in from_resource.iter() {
                 let pair = supplied.get_item(&i)?;
-                let pair = pair.cast::<PyTuple>()?;
+                let pair = pair.cast_into::<PyTuple>()?;
                 let (field, value) = (pair.get_item(0)?, pair.get_item(1)?);
                 target.set_item(&field, &value)?;
-                sets.append((field, value))?;
+                // (field, value): the resource's own pair when it is exactly that (a tuple
+                // is never changed), no tuple made per decision
+                if pair.is_exact_instance_of::<PyTuple>() && pair.len() == 2 {
+                    sets.push(pair.into_any());
+                } else {
+                    sets.push(PyTuple::new(py, [field, value])?.into_any());
+                }
             }
         }
         if !stamp.is_none() {
-            sets.append((fixed.repaired_key.bind(py), &stamp))?;
+            sets.push(PyTuple::new(py, [fixed.repaired_key.bind(py).as_any(), &stamp])?.into_any());
         }
         // Every carrier votes; the entry keeps the votes ((field, value) pairs; none: the
         // empty tuple, no object made).
@@ -763,8 +828,9 @@ impl DecideKernel {
             }
         };
         if !depth.is_none() {
-            sets.append((fixed.hop_key.bind(py), &depth))?;
+            sets.push(PyTuple::new(py, [fixed.hop_key.bind(py).as_any(), &depth])?.into_any());
         }
+        let sets = PyList::new(py, sets)?;
         {
             let mut counts = b.counts.lock().unwrap();
             for entry in bumps.try_iter()? {
@@ -1332,6 +1398,7 @@ impl DecideKernel {
             lazy,
             reads: std::sync::Mutex::new(std::mem::take(&mut self.spare_reads)),
             counts: Default::default(),
+            pairs: Default::default(),
         });
         Ok(())
     }

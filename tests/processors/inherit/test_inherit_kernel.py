@@ -332,3 +332,63 @@ def test_the_kernels_counts_reach_the_tally_as_pythons_do():
     assert tallies[True] == tallies[False]
     assert any(conflicts for _, conflicts in tallies[True])
     assert any(repaired for repaired, _ in tallies[True])
+
+
+class _Failing(_Counting):
+    """The kernel, its second `run` of a batch failing and its `end` failing after it (end adds
+    the batch's counts into the tally's Counters: it can raise)."""
+
+    def __init__(self, kernel) -> None:
+        super().__init__(kernel)
+        self.runs = 0
+
+    def run(self, listed, start: int) -> int:
+        self.runs += 1
+        if self.runs == 2:
+            raise RuntimeError("run")
+        return super().run(listed, start)
+
+    def end(self) -> None:
+        super().end()
+        if self.runs >= 2:
+            raise ValueError("end")
+
+
+def test_a_failing_end_after_a_failure_still_takes_the_batchs_held_spans_out_of_the_hold():
+    """process_view's failure path: `kernel.end()` raising too still leaves no span of the
+    batch held (the pipeline forwards the batch as it stands) and the batch's state cleared."""
+    side = Side(True, 1000)
+    side.processor._kernel = failing = _Failing(side.counting.kernel)
+    # An orphan (its parent never comes: Python's path holds it) before two roots: the first
+    # run stops at the orphan, the second fails.
+    raw = _request([(1, 0, 2, 7, {}, None), (1, 1, 3, None, dict(CONTEXT), None),
+                    (1, 2, 4, None, dict(CONTEXT), None)])
+    batch = ViewBatch(side.codec, raw, side.processor.watched_keys())
+    batch.lazy_spans = side.processor.columnar
+    with pytest.raises(ValueError, match="end"):
+        side.processor.process_view(batch)
+    assert failing.runs == 2
+    p = side.processor
+    assert p.hold.span_count == 0 and not p.hold.waiters
+    assert p._batch is None and p.cache.now is None and not p._learning
+    assert len(batch.view.spans) == 3  # forwarded whole
+
+
+def test_children_of_one_parent_decided_apart_share_the_pairs_they_take_from_it():
+    """Children of one parent with their own fields differing (a decision each) take the
+    parent's fields as the same (field, value) tuples, made once per parent in a batch (the
+    edits and the attrs the same as Python's: the differential tests above)."""
+    root = (1, 0, 1, None, dict(CONTEXT), None)
+    children = [(1, 0, n, 1, {"owner.team": f"t-{n}"}, None) for n in range(2, 6)]
+    for kernel in (True, False):
+        side = Side(kernel, 1000)
+        side.run(_request([root]))
+        batch = ViewBatch(side.codec, _request(children), side.processor.watched_keys())
+        batch.lazy_spans = side.processor.columnar
+        out = side.processor.process_view(batch)
+        sets = [out.edits.spans[i].sets for i in range(len(children))]
+        inherited = [[pair for pair in s if pair[0] in CONTEXT and pair[0] != "owner.team"] for s in sets]
+        assert all(len(pairs) == len(CONTEXT) - 1 for pairs in inherited)
+        assert all(pairs == inherited[0] for pairs in inherited)
+        shared = all(a is b for pairs in inherited[1:] for a, b in zip(pairs, inherited[0], strict=True))
+        assert shared == kernel and (side.counting.decided >= len(children)) == kernel

@@ -391,18 +391,20 @@ class InheritProcessor(Processor):
                     shared = one(unit[3], unit[4], unit[5], None, unit[0], unit[1], True, unit[2], self.bulk)
                     self._decide_rest(batch, unit, shared, here, one)
         except Exception:
-            if kernel is not None:
-                kernel.end()
-            # The pipeline forwards this batch as it stands: spans held from it are still in
-            # it, so they must leave the hold; spans released while it ran follow it.
-            for held in held_here:
-                if not held.done:
-                    hold.remove(held)
-            self._batch = None
-            cache.now = None
-            self.registry.learn_batch(learning, native)  # the spans decided so far, as learned before
-            learning.clear()  # holds the batch's views: not kept past it
-            self._release_into(batch)
+            try:
+                if kernel is not None:
+                    kernel.end()  # adds its counts into the tally's Counters: may raise too
+            finally:
+                # The pipeline forwards this batch as it stands: spans held from it are still
+                # in it, so they must leave the hold; spans released while it ran follow it.
+                for held in held_here:
+                    if not held.done:
+                        hold.remove(held)
+                self._batch = None
+                cache.now = None
+                self.registry.learn_batch(learning, native)  # the spans decided so far, as learned before
+                learning.clear()  # holds the batch's views: not kept past it
+                self._release_into(batch)
             raise
 
         if kernel is not None:
