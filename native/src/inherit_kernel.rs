@@ -125,6 +125,15 @@ impl KeyCounts {
     }
 }
 
+/// The lock's contents if it is free now (a poisoned lock's too), else None.
+fn tried<T>(lock: &std::sync::Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
+    match lock.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 impl Batch {
     fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.tally)?;
@@ -149,22 +158,30 @@ impl Batch {
             visit.call(votes)?;
         }
         visit.call(&self.spans)?;
-        for read in self.reads.lock().unwrap().iter().flatten() {
-            visit.call(&read.attrs)?;
-            visit.call(&read.trace_id)?;
-            visit.call(&read.span_id)?;
-        }
-        let counts = self.counts.lock().unwrap();
-        for (key, _) in counts.repaired.counts.iter().chain(&counts.conflicts.counts) {
-            visit.call(key)?;
-        }
-        for held in self.pairs.lock().unwrap().values() {
-            visit.call(&held.fields)?;
-            if let Some(from) = &held.from {
-                visit.call(from)?;
+        // The locks are tried, not waited on: a collection can start inside `run` while it holds
+        // one (at any allocation), and waiting here would freeze the thread for good. What is
+        // skipped is only not reported as referenced this time: the GC then keeps it alive.
+        if let Some(reads) = tried(&self.reads) {
+            for read in reads.iter().flatten() {
+                visit.call(&read.attrs)?;
+                visit.call(&read.trace_id)?;
+                visit.call(&read.span_id)?;
             }
-            for pair in &held.pairs {
-                visit.call(pair)?;
+        }
+        if let Some(counts) = tried(&self.counts) {
+            for (key, _) in counts.repaired.counts.iter().chain(&counts.conflicts.counts) {
+                visit.call(key)?;
+            }
+        }
+        if let Some(pairs) = tried(&self.pairs) {
+            for held in pairs.values() {
+                visit.call(&held.fields)?;
+                if let Some(from) = &held.from {
+                    visit.call(from)?;
+                }
+                for pair in &held.pairs {
+                    visit.call(pair)?;
+                }
             }
         }
         Ok(())
@@ -832,9 +849,12 @@ impl DecideKernel {
         }
         let sets = PyList::new(py, sets)?;
         {
+            // Read before the lock is taken: iterating can run Python (and so a collection,
+            // whose traverse skips what is locked).
+            let bumps = bumps.try_iter()?.collect::<PyResult<Vec<_>>>()?;
             let mut counts = b.counts.lock().unwrap();
-            for entry in bumps.try_iter()? {
-                counts.repaired.bump(&entry?); // tally.repaired[bump] += 1, at `end`
+            for entry in &bumps {
+                counts.repaired.bump(entry); // tally.repaired[bump] += 1, at `end`
             }
         }
         let known = fixed.known(py, &fields, &hop, &depth, &fallback)?;
