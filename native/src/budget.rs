@@ -604,6 +604,11 @@ pub fn add_list_sums<'py>(
         let counter = match counters.get_item(&key)? {
             None => {
                 let counter = add.get_slice(1, add.len());
+                // Holds ints (and None) only, ever: no cycle can pass through it, so the cyclic
+                // GC need not walk it (a dict of ints was never tracked; a list is until told).
+                // SAFETY: a live list of ours; PyObject_GC_UnTrack is idempotent, and list_dealloc
+                // calls it again safely.
+                unsafe { pyo3::ffi::PyObject_GC_UnTrack(counter.as_ptr().cast()) };
                 counters.set_item(&key, &counter)?;
                 if counters.len() > max_keys {
                     evict.call0()?;

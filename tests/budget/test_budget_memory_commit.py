@@ -205,3 +205,21 @@ def test_apply_sums_leaves_what_apply_now_leaves_batch_after_batch(native, monke
         assert [list(counter) for counter in got[1].values()] == [list(counter) for counter in want[1].values()]
         assert _store_state(stores[0]) == _store_state(stores[1])
     assert stores[0].evicted_total  # the bound was passed: eviction order compared too
+
+
+def test_a_counter_the_native_adds_make_is_nothing_for_the_gc_to_walk():
+    # A list of ints is a container the cyclic GC tracks until told otherwise (a dict of ints
+    # never was): 50,000 counters at the bound would be 50,000 more objects for every full
+    # collection to walk. The native adds make them untracked; a counter they add to stays so.
+    import gc
+
+    from costctx.budget import memory
+
+    if memory.native_add_sums is None:
+        pytest.skip("costctx_native not built")
+    store = MemoryStore(clock=lambda: 1000.0)
+    sums = {"wf|a": [60_000, 5, 3, 1, 100], "t|acme|h": [7_200_000, 5]}
+    _, after = store.apply_sums([], {key: list(add) for key, add in sums.items()})
+    _, after = store.apply_sums([], {key: list(add) for key, add in sums.items()})
+    assert after == {"wf|a": [10, 6, 2, 100], "t|acme|h": [10]}
+    assert not any(gc.is_tracked(counter) for counter in store.counters.values())

@@ -69,6 +69,8 @@ class MemoryStore:
         self.max_keys = max_keys
         # key -> its fields' values in the places of counters.FIELDS (None: absent), as long as
         # its last field present: a Redis hash's fields without a dict per key (see `hashes`).
+        # The native adds (add_list_sums) make their counters untracked by the cyclic GC (ints
+        # only: no cycle passes through one); a list made here in Python stays tracked.
         self.counters: dict[str, list[int | None]] = {}
         self.expires: dict[str, float] = {}          # key -> epoch seconds
         # Per TTL, the keys in the order they were last given it (key -> the expiry it was
