@@ -565,65 +565,69 @@ pub fn read_roots<'py>(
     Ok(out)
 }
 
+/// `a + b` of two Python ints: in i64 when both fit and the sum does, else by Python's int
+/// (unbounded, as the oracle's `+`).
+fn int_add<'py>(a: &Bound<'py, PyAny>, b: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let (Ok(x), Ok(y)) = (a.extract::<i64>(), b.extract::<i64>()) {
+        if let Some(sum) = x.checked_add(y) {
+            return Ok(sum.into_pyobject(a.py())?.into_any());
+        }
+    }
+    a.add(b)
+}
+
 /// The loop of `costctx.budget.memory.MemoryStore.apply_sums` over its sums (the Python loop
-/// there, `_add_sums`, is its oracle: same counters and field order, expiries, touch order per
-/// TTL and evictions): each key's list added to its counter dict in `hashes` (made when absent,
-/// `evict()` called when that passes `max_keys`), its expiry and place at the end of its TTL's
-/// touch order set. `fields` is (USD, TOKENS, STEPS, START). -> key -> counter, in sums' order.
+/// there, `_add_sums`, is its oracle: same counters, expiries, touch order per TTL and
+/// evictions): each key's list added to its counter in `counters` (a list of the fields'
+/// values in the places of costctx.budget.counters.FIELDS, None where absent: usd, tok, steps,
+/// start first), made when absent as the sums after the TTL (`evict()` called when that passes
+/// `max_keys`), its expiry and place at the end of its TTL's touch order set.
+/// -> key -> counter, in sums' order.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-pub fn add_sums<'py>(
+pub fn add_list_sums<'py>(
     py: Python<'py>,
-    hashes: &Bound<'py, PyDict>,
+    counters: &Bound<'py, PyDict>,
     expires: &Bound<'py, PyDict>,
     by_ttl: &Bound<'py, PyDict>,
     sums: &Bound<'py, PyDict>,
     now: f64,
     max_keys: usize,
     evict: &Bound<'py, PyAny>,
-    fields: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let (usd, tokens, steps, start) = (
-        fields.get_item(0)?,
-        fields.get_item(1)?,
-        fields.get_item(2)?,
-        fields.get_item(3)?,
-    );
-    let zero = 0i64.into_pyobject(py)?.into_any();
     let after = PyDict::new(py);
     // one expiry float per TTL, shared by the batch's keys of that TTL (as the Python loop)
     let mut expiry_of: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::new();
     for (key, add) in sums.iter() {
         let add = add.cast_into::<PyList>()?;
-        let plain = add.len() == 2;
-        let counter = match hashes.get_item(&key)? {
+        let places = add.len() - 1;
+        let counter = match counters.get_item(&key)? {
             None => {
-                let counter = PyDict::new(py);
-                counter.set_item(&usd, add.get_item(1)?)?;
-                if !plain {
-                    counter.set_item(&tokens, add.get_item(2)?)?;
-                    counter.set_item(&steps, add.get_item(3)?)?;
-                    counter.set_item(&start, add.get_item(4)?)?;
-                }
-                hashes.set_item(&key, &counter)?;
-                if hashes.len() > max_keys {
+                let counter = add.get_slice(1, add.len());
+                // Holds ints (and None) only, ever: no cycle can pass through it, so the cyclic
+                // GC need not walk it (a dict of ints was never tracked; a list is until told).
+                // SAFETY: a live list of ours; PyObject_GC_UnTrack is idempotent, and list_dealloc
+                // calls it again safely.
+                unsafe { pyo3::ffi::PyObject_GC_UnTrack(counter.as_ptr().cast()) };
+                counters.set_item(&key, &counter)?;
+                if counters.len() > max_keys {
                     evict.call0()?;
                 }
                 counter
             }
             Some(counter) => {
-                let counter = counter.cast_into::<PyDict>()?;
-                let bump = |field: &Bound<'py, PyAny>, at: usize| -> PyResult<()> {
-                    let was = counter.get_item(field)?.unwrap_or_else(|| zero.clone());
-                    counter.set_item(field, was.add(add.get_item(at)?)?)
-                };
-                bump(&usd, 1)?;
-                if !plain {
-                    bump(&tokens, 2)?;
-                    bump(&steps, 3)?;
-                    if !counter.contains(&start)? {
-                        counter.set_item(&start, add.get_item(4)?)?;
-                    }
+                let counter = counter.cast_into::<PyList>()?;
+                while counter.len() < places {
+                    counter.append(py.None())?; // made by a check with fewer fields
+                }
+                for place in 0..places.min(3) {
+                    let was = counter.get_item(place)?;
+                    let amount = add.get_item(place + 1)?;
+                    let value = if was.is_none() { amount } else { int_add(&was, &amount)? };
+                    counter.set_item(place, value)?;
+                }
+                if places > 3 && counter.get_item(3)?.is_none() {
+                    counter.set_item(3, add.get_item(4)?)?;
                 }
                 counter
             }

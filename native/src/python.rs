@@ -1216,6 +1216,6 @@ fn costctx_native_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate::group_table::GroupTable>()?;
     m.add_function(wrap_pyfunction!(crate::group_table::decided_groups, m)?)?;
     m.add_function(wrap_pyfunction!(crate::price::add_spend, m)?)?;
-    m.add_function(wrap_pyfunction!(crate::budget::add_sums, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::budget::add_list_sums, m)?)?;
     Ok(())
 }

@@ -60,11 +60,11 @@ def test_memory_and_redis_decide_alike(redis_url):
                 if dim.elapsed:
                     start = now_ms - committed
                     sync.hset(prefix + dim.key, START, start)
-                    local.hashes.setdefault(dim.key, {})[START] = start
+                    local.put_fields(dim.key, {START: start})
                 else:
                     rfield = RESERVED_FIELD[dim.field]
                     sync.hset(prefix + dim.key, mapping={dim.field: committed, rfield: reserved})
-                    local.hashes.setdefault(dim.key, {}).update({dim.field: committed, rfield: reserved})
+                    local.put_fields(dim.key, {dim.field: committed, rfield: reserved})
             if tripped:
                 sync.set(prefix + "brk", 1, px=60_000)
                 local.flags["brk"] = time.time() + 60
@@ -142,3 +142,64 @@ def test_a_reservation_holds_until_its_ttl_and_not_a_tick_longer():
     third = check("third")
     assert third.verdict == "allow" and third.values == [(0, 0)]  # the first hold lapsed
     assert store.expired_total == 1
+
+
+def test_memory_and_redis_leave_the_same_counters_through_checks_commits_and_releases(redis_url):
+    """The memory store keeps a counter as a list of its fields' places (counters.SLOT), grown
+    as fields come and None where absent; Redis keeps a hash. After the same random sequence of
+    checks that reserve, commits that add (a start set only when absent) and release, and
+    explicit releases, on a few keys shared by them, each key holds the same fields and values
+    in both (a field is absent in one exactly when it is in the other), and every call answered
+    alike."""
+    import redis
+
+    from costctx.budget.store import SET_IF_ABSENT, CommitOp
+
+    sync = redis.Redis.from_url(redis_url)
+    rng = random.Random(20261201)
+    keys = ["wf|a", "wf|b", "t|acme|h", "v|acme|7"]
+    fields = ["usd", "tok", "steps", "fl"]
+
+    async def run() -> None:
+        for case in range(25):
+            prefix = f"{{c{uuid.uuid4().hex[:8]}}}:"
+            remote = RedisStore(RedisConfig(url=redis_url, key_prefix=prefix, timeout=5.0))  # not 250 ms: loaded CI
+            local = MemoryStore()
+            held: list[str] = []
+            for step in range(rng.randint(5, 30)):
+                where = f"case {case} step {step}"
+                roll = rng.random()
+                if roll < 0.4:
+                    dims = [Dim(f"d{i}", "usd", rng.choice(keys), rng.choice(fields), 10**6, 10**6, 8 * 10**5,
+                                rng.choice([0, 1, 7, 500]), 0, 60_000) for i in range(rng.randint(1, 3))]
+                    plan = CheckPlan(dims, reserve=rng.random() < 0.8, reservation_id=uuid.uuid4().hex,
+                                     reservation_ttl_ms=60_000)
+                    got_local, got_remote = local.check_now(plan), await remote.check(plan)
+                    assert (got_local.verdict, got_local.values, got_local.reserved) == \
+                           (got_remote.verdict, got_remote.values, got_remote.reserved), where
+                    if got_local.reserved:
+                        held.append(plan.reservation_id)
+                elif roll < 0.85:
+                    changes = []
+                    for _ in range(rng.randint(1, 5)):
+                        key = rng.choice(keys)
+                        if rng.random() < 0.2:
+                            changes.append((key, SET_IF_ABSENT + START, rng.randrange(1, 10**12), 86_400_000))
+                        else:
+                            changes.append((key, rng.choice(["usd", "tok", "steps"]), rng.randrange(0, 10**6),
+                                            rng.choice([86_400_000, 7_200_000])))
+                    rid = held.pop(rng.randrange(len(held))) if held and rng.random() < 0.6 else None
+                    ops = [CommitOp(rid, changes)]
+                    got_local, got_remote = local.commit_now(ops), await remote.commit(ops)
+                    assert [(r.released, r.values) for r in got_local] == \
+                           [(r.released, r.values) for r in got_remote], where
+                elif held:
+                    rid = held.pop(rng.randrange(len(held)))
+                    assert local.release_now(rid) == await remote.release(rid), where
+            for key in keys:
+                stored = {name.decode(): int(value) for name, value in sync.hgetall(prefix + key).items()}
+                assert local.hashes.get(key, {}) == stored, f"case {case}: {key}"
+            await remote.close()
+
+    asyncio.run(run())
+    sync.close()

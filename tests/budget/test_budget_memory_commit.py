@@ -92,7 +92,7 @@ def test_the_default_counter_bound_fits_a_sidecar_container():
         before = tracemalloc.take_snapshot()
         for i in range(10_000):
             counter = store._hash(f"wf|acme|{{t}}|wf-{i:08d}", 86_400_000, 1_790_000_000.0)
-            counter.update(spend=1_000_000 + i, calls=3, tokens=4_000 + i)
+            counter.extend([1_000_000 + i, 4_000 + i, 3])  # usd, tok, steps (counters.FIELDS)
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
@@ -114,9 +114,11 @@ def test_past_a_large_bound_a_chunk_of_the_least_recently_touched_goes_at_once()
     assert len(store.expires) == len(store.hashes) == sum(len(order) for order in store._by_ttl.values())
 
 
-def test_a_workflow_counter_costs_under_420_bytes_on_the_commit_path():
-    # The batch commit's path (apply_now), three fields: ~385 bytes per key with plain-dict touch
-    # orders and one expiry float per call and TTL; ~450 with OrderedDicts and a float per key.
+@pytest.mark.parametrize("path", ["apply_now", "apply_sums"])
+def test_a_workflow_counter_costs_under_340_bytes_on_the_commit_paths(path):
+    # The batch commit's paths, three fields (and the start on apply_sums'): ~384 and ~418
+    # bytes per key with a dict per counter (184 bytes each); ~280 and ~322 with a list of the
+    # fields' places (counters.FIELDS, 80-88 bytes), made at its size.
     import tracemalloc
 
     store = MemoryStore(clock=lambda: 1_790_000_000.0)
@@ -124,12 +126,17 @@ def test_a_workflow_counter_costs_under_420_bytes_on_the_commit_path():
     try:
         before = tracemalloc.get_traced_memory()[0]
         for b in range(100):
-            store.apply_now([], {f"wf|acme|{{t}}|wf-{b * 100 + i:08d}": KeyAdds(86_400_000, {
-                "usd": 1_000_000 + i, "tok": 4_000 + i, "steps": 3}) for i in range(100)})
+            keys = [f"wf|acme|{{t}}|wf-{b * 100 + i:08d}" for i in range(100)]
+            if path == "apply_now":
+                store.apply_now([], {key: KeyAdds(86_400_000, {"usd": 1_000_000 + i, "tok": 4_000 + i, "steps": 3})
+                                     for i, key in enumerate(keys)})
+            else:
+                store.apply_sums([], {key: [86_400_000, 1_000_000 + i, 4_000 + i, 3, 1_790_000_000_000 + i]
+                                      for i, key in enumerate(keys)})
         per_key = (tracemalloc.get_traced_memory()[0] - before) / 10_000
     finally:
         tracemalloc.stop()
-    assert 200 < per_key < 420
+    assert 200 < per_key < 340
 
 
 def test_a_batch_adds_to_a_new_counter_and_to_one_it_finds_alike():
@@ -138,10 +145,10 @@ def test_a_batch_adds_to_a_new_counter_and_to_one_it_finds_alike():
     store = MemoryStore(clock=lambda: 1000.0)
     first = KeyAdds(60_000, {"usd": 5, "tok": 3, "steps": 1}, {"start": 100})
     _, after = store.apply_now([], {"wf|a": first})
-    assert after["wf|a"] == {"usd": 5, "tok": 3, "steps": 1, "start": 100}
+    assert after["wf|a"] == [5, 3, 1, 100]  # usd, tok, steps, start (counters.FIELDS)
     assert after["wf|a"] is not first.sums and first.sums == {"usd": 5, "tok": 3, "steps": 1}
     _, after = store.apply_now([], {"wf|a": KeyAdds(60_000, {"usd": 2, "tok": 1, "steps": 1}, {"start": 200})})
-    assert after["wf|a"] == {"usd": 7, "tok": 4, "steps": 2, "start": 100}
+    assert after["wf|a"] == [7, 4, 2, 100]
     assert store.expires["wf|a"] == 1060.0
 
 
@@ -170,7 +177,9 @@ def test_apply_sums_leaves_what_apply_now_leaves_batch_after_batch(native, monke
         for n in range(3):
             store.reservations[f"r{n}"] = (2000.0, [], ("w1" if n else "w2", "acme"))
         for n in range(0, 60, 3):
-            store.hashes[f"wf|w{n}"] = {"usd_r": 5}  # made by a check: no amount, no start yet
+            store.put_fields(f"wf|w{n}", {"usd_r": 5})  # made by a check: no amount, no start yet
+            store.put_fields(f"wf|w{n + 1}", {})  # made by a check that only read it: no field at all
+        store.put_fields("t|acme|h|1", {"usd_r": 2})  # a window a check holds an amount on
     for _ in range(30):
         clock[0] += rng.uniform(0, 5)
         sums: dict[str, list[int]] = {}
@@ -196,3 +205,21 @@ def test_apply_sums_leaves_what_apply_now_leaves_batch_after_batch(native, monke
         assert [list(counter) for counter in got[1].values()] == [list(counter) for counter in want[1].values()]
         assert _store_state(stores[0]) == _store_state(stores[1])
     assert stores[0].evicted_total  # the bound was passed: eviction order compared too
+
+
+def test_a_counter_the_native_adds_make_is_nothing_for_the_gc_to_walk():
+    # A list of ints is a container the cyclic GC tracks until told otherwise (a dict of ints
+    # never was): 50,000 counters at the bound would be 50,000 more objects for every full
+    # collection to walk. The native adds make them untracked; a counter they add to stays so.
+    import gc
+
+    from costctx.budget import memory
+
+    if memory.native_add_sums is None:
+        pytest.skip("costctx_native not built")
+    store = MemoryStore(clock=lambda: 1000.0)
+    sums = {"wf|a": [60_000, 5, 3, 1, 100], "t|acme|h": [7_200_000, 5]}
+    _, after = store.apply_sums([], {key: list(add) for key, add in sums.items()})
+    _, after = store.apply_sums([], {key: list(add) for key, add in sums.items()})
+    assert after == {"wf|a": [10, 6, 2, 100], "t|acme|h": [10]}
+    assert not any(gc.is_tracked(counter) for counter in store.counters.values())

@@ -143,13 +143,13 @@ class RunningValues:
 
     __slots__ = ("_running", "_after", "_adds")
 
-    def __init__(self, adds: dict[str, KeyAdds], after: dict[str, dict[str, int]]) -> None:
+    def __init__(self, adds: dict[str, KeyAdds], after: dict[str, list]) -> None:
         self._running: dict[tuple[str, str], int] = {}
         self._after = after
         self._adds = adds
 
     def _before(self, key: str, field: str) -> int:
-        return self._after[key][field] - self._adds[key].sums[field]
+        return self._after[key][c.SLOT[field]] - self._adds[key].sums[field]
 
     def after_span(self, segment: Segment, cost: int, tokens: int) -> list[int]:
         """The values of `segment.changes` right after a span adding (cost, tokens, 1 step)."""
@@ -158,7 +158,7 @@ class RunningValues:
         values = []
         for key, field, what in segment.changes:
             if what == START:
-                values.append(self._after[key][field])  # set once, before any span read it
+                values.append(self._after[key][c.SLOT[field]])  # set once, before any span read it
                 continue
             slot = (key, field)
             value = running.get(slot)
@@ -190,7 +190,7 @@ class RunningAt:
 
     __slots__ = ("_after", "_sums", "_members", "_series")
 
-    def __init__(self, entries: list[tuple], sums: dict[str, list[int]], after: dict[str, dict[str, int]]) -> None:
+    def __init__(self, entries: list[tuple], sums: dict[str, list[int]], after: dict[str, list]) -> None:
         self._after, self._sums = after, sums
         self._members: dict[str, list[bytes]] = {}
         for _, key, _, _, packed, windows in entries:
@@ -214,7 +214,9 @@ class RunningAt:
         """`field` (usd, tok or steps) of counter `key` right after the span at `position`."""
         positions, cost, tokens = self._of(key)
         spans = bisect_right(positions, position)  # the batch's spans on this counter up to it
-        before = self._after[key][field] - self._sums[key][_SLOT[field]]
+        # a field's place in the counter (counters.SLOT) is one less than in the key's sums (after the TTL)
+        slot = _SLOT[field]
+        before = self._after[key][slot - 1] - self._sums[key][slot]
         if not spans:
             return before
         return before + (cost[spans - 1] if field == c.USD else tokens[spans - 1] if field == c.TOKENS else spans)
@@ -224,7 +226,7 @@ class RunningAt:
         values = []
         if workflow_key:
             values += [self.value(workflow_key, c.USD, position), self.value(workflow_key, c.TOKENS, position),
-                       self.value(workflow_key, c.STEPS, position), self._after[workflow_key][c.START]]
+                       self.value(workflow_key, c.STEPS, position), self._after[workflow_key][c.SLOT[c.START]]]
         values += [self.value(window, c.USD, position) for window, _ in windows]
         return values
 

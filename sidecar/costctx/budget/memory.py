@@ -11,28 +11,50 @@ import time
 from collections.abc import Callable
 from itertools import islice
 
-from costctx.budget.counters import RESERVED_FIELD, START, STEPS, TOKENS, USD
+from costctx.budget.counters import FIELDS, RESERVED_FIELD, SLOT, START
 from costctx.budget.decision import CheckOutcome, CheckPlan, decide
 from costctx.budget.store import SET_IF_ABSENT, CommitOp, CommitResult, KeyAdds, binding_admits
 
 try:
     # apply_sums' per-key adds in one call (native/src/budget.rs); MemoryStore._add_sums is its oracle
-    from costctx_native._core import add_sums as native_add_sums  # type: ignore[import-not-found]
+    from costctx_native._core import add_list_sums as native_add_sums  # type: ignore[import-not-found]
 except ImportError:  # an older build, or no native extension: the Python loop serves
     native_add_sums = None
-# The counter fields add_sums writes, in the order it takes them.
-_FIELDS = (USD, TOKENS, STEPS, START)
+_START = SLOT[START]
+
+
+def field_of(counter: list, slot: int) -> int:
+    """A counter's field at `slot` (counters.SLOT), 0 when absent (as HGET of a missing field)."""
+    return (counter[slot] or 0) if slot < len(counter) else 0
+
+
+def _put(counter: list, slot: int, value: int) -> None:
+    """Set a counter's field at `slot`, the list grown to reach it (absent places None)."""
+    if slot >= len(counter):
+        counter.extend([None] * (slot + 1 - len(counter)))
+    counter[slot] = value
+
+
+def _put_if_absent(counter: list, slot: int, value: int) -> int:
+    """dict.setdefault on a counter's field: its value, `value` set first when absent."""
+    if slot < len(counter):
+        found = counter[slot]
+        if found is not None:
+            return found
+    _put(counter, slot, value)
+    return value
 
 # Counters kept at most (workflow, window and velocity keys): past this the least recently
 # touched are forgotten first, so a sidecar that sees new workflows for days stays bounded.
-# ~385 bytes per key (tracemalloc, three fields: the key string, its counter dict, one slot in
-# `expires` and one in its TTL's touch order; the expiry float is shared by a call's keys of one
-# TTL), ~485 deep at the bound with the dicts' slack (bench/memory_structures.py): 50,000 keys
-# ~19-24 MB. Sized with the sidecar's other bounded tables to hold inside the pod's 256Mi limit
-# at 10,000 spans/s once every table is full (README, "Memory at the bounds"); 100,000 (~37 MB)
-# took the sidecar over it. At 10 new workflows/s a workflow idle for ~1.4 h is the first
-# forgotten (its spend restarts at 0 on this pod; counted in evicted_total); a deployment that
-# must keep more shares a Redis store.
+# A workflow counter costs ~322 bytes (tracemalloc, apply_sums: the key string, its counter
+# list of 4 places (88 bytes; its dict took 184, ~418 a key then) and their ints, its entry
+# in `counters`, `expires` and its TTL's touch order; the expiry float is shared by a call's
+# keys of one TTL), more deep at the bound with the dicts' slack (bench/memory_structures.py):
+# 50,000 keys ~16-20 MB. Sized with the sidecar's other bounded tables to hold inside the
+# pod's 256Mi limit at 10,000 spans/s once every table is full (README, "Memory at the
+# bounds"); 100,000 took the sidecar over it with dict counters. At 10 new workflows/s a
+# workflow idle for ~1.4 h is the first forgotten (its spend restarts at 0 on this pod;
+# counted in evicted_total); a deployment that must keep more shares a Redis store.
 MAX_KEYS = 50_000
 # Keys forgotten at once when the bound is passed: one pass from the front of the touch orders
 # (plain dicts skip the holes earlier deletions left, so one pass per key would be O(n)).
@@ -45,7 +67,11 @@ class MemoryStore:
     def __init__(self, clock: Callable[[], float] = time.time, max_keys: int = MAX_KEYS) -> None:
         self.clock = clock
         self.max_keys = max_keys
-        self.hashes: dict[str, dict[str, int]] = {}
+        # key -> its fields' values in the places of counters.FIELDS (None: absent), as long as
+        # its last field present: a Redis hash's fields without a dict per key (see `hashes`).
+        # The native adds (add_list_sums) make their counters untracked by the cyclic GC (ints
+        # only: no cycle passes through one); a list made here in Python stays tracked.
+        self.counters: dict[str, list[int | None]] = {}
         self.expires: dict[str, float] = {}          # key -> epoch seconds
         # Per TTL, the keys in the order they were last given it (key -> the expiry it was
         # given then): with one TTL, touch order is expiry order, so expiry and the size bound
@@ -64,12 +90,25 @@ class MemoryStore:
         self.expired_total = 0
         self._next_sweep = 0.0
 
+    @property
+    def hashes(self) -> dict[str, dict[str, int]]:
+        """Every counter as the Redis hash it stands for, {field: value} of its fields present
+        (in counters.FIELDS order): a copy, for tests and diagnostics."""
+        return {key: {FIELDS[slot]: value for slot, value in enumerate(counter) if value is not None}
+                for key, counter in self.counters.items()}
+
+    def put_fields(self, key: str, fields: dict[str, int]) -> None:
+        """Set fields of a counter (made when absent, no TTL): tests and tools seed state here."""
+        counter = self.counters.setdefault(key, [])
+        for name, value in fields.items():
+            _put(counter, SLOT[name], value)
+
     # -- helpers ----------------------------------------------------------------------------
-    def _hash(self, key: str, ttl_ms: int, now: float) -> dict[str, int]:
-        found = self.hashes.get(key)
+    def _hash(self, key: str, ttl_ms: int, now: float) -> list[int | None]:
+        found = self.counters.get(key)
         if found is None:
-            found = self.hashes[key] = {}
-            if len(self.hashes) > self.max_keys:
+            found = self.counters[key] = []
+            if len(self.counters) > self.max_keys:
                 self._evict()
         if ttl_ms:
             self._expire_at(key, ttl_ms, now + ttl_ms / 1000.0)
@@ -86,10 +125,10 @@ class MemoryStore:
     def _evict(self) -> None:
         """The size bound: forget the least recently touched keys, oldest touch first across the
         TTLs, down to `max_keys` less 1/EVICT_FRACTION of it, in one pass per TTL's order."""
-        excess = len(self.hashes) - self.max_keys + max(1, self.max_keys // EVICT_FRACTION) - 1
+        excess = len(self.counters) - self.max_keys + max(1, self.max_keys // EVICT_FRACTION) - 1
         if excess <= 0:
             return
-        expires, hashes, by_ttl = self.expires, self.hashes, self._by_ttl
+        expires, hashes, by_ttl = self.expires, self.counters, self._by_ttl
         # Each TTL's `excess` oldest entries, and as many again for its stale ones (a key given
         # another TTL since): enough to find `excess` live keys in most cases; else another pass.
         candidates = []
@@ -116,9 +155,10 @@ class MemoryStore:
         if entry is None:
             return False
         for key, rfield, amount in entry[1]:
-            counter = self.hashes.get(key)
+            counter = self.counters.get(key)
             if counter is not None:
-                counter[rfield] = counter.get(rfield, 0) - amount
+                slot = SLOT[rfield]
+                _put(counter, slot, field_of(counter, slot) - amount)
         return True
 
     def reap(self, now: float) -> int:
@@ -134,7 +174,7 @@ class MemoryStore:
         return released
 
     def sweep(self, now: float) -> None:
-        expires, hashes = self.expires, self.hashes
+        expires, hashes = self.expires, self.counters
         for order in self._by_ttl.values():
             done = []
             for key, expiry in order.items():  # one pass from the front
@@ -160,10 +200,10 @@ class MemoryStore:
         for dim in plan.dims:
             counter = self._hash(dim.key, dim.ttl_ms, now)
             if dim.elapsed:
-                start = counter.setdefault(START, now_ms)
+                start = _put_if_absent(counter, _START, now_ms)
                 values.append((max(now_ms - start, 0), 0))
             else:
-                values.append((counter.get(dim.field, 0), counter.get(RESERVED_FIELD[dim.field], 0)))
+                values.append((field_of(counter, SLOT[dim.field]), field_of(counter, SLOT[RESERVED_FIELD[dim.field]])))
         verdict, degraded = decide(plan.dims, values, plan.has_degraded, tripped)
         reserved = False
         if plan.reserve and verdict in ("allow", "degrade"):
@@ -173,8 +213,9 @@ class MemoryStore:
                 if dim.elapsed or amount <= 0:
                     continue
                 rfield = RESERVED_FIELD[dim.field]
-                counter = self.hashes[dim.key]
-                counter[rfield] = counter.get(rfield, 0) + amount
+                counter = self.counters[dim.key]
+                slot = SLOT[rfield]
+                _put(counter, slot, field_of(counter, slot) + amount)
                 held.append((dim.key, rfield, amount))
             expiry = now + plan.reservation_ttl_ms / 1000.0
             self.reservations[plan.reservation_id] = (expiry, held, plan.binding)
@@ -186,7 +227,7 @@ class MemoryStore:
         now = self.clock()
         results = []
         reservations = self.reservations
-        touched: dict[str, tuple[dict[str, int], int]] = {}  # key -> (its counter, the TTL last set)
+        touched: dict[str, tuple[list[int | None], int]] = {}  # key -> (its counter, the TTL last set)
         for op in ops:
             refused = released = False
             rid = op.reservation_id
@@ -213,42 +254,44 @@ class MemoryStore:
                         counter = self._hash(key, ttl_ms, now)
                         touched[key] = (counter, ttl_ms)
                 if fld[0] == SET_IF_ABSENT:
-                    append(counter.setdefault(fld[1:], amount))
+                    append(_put_if_absent(counter, SLOT[fld[1:]], amount))
                 else:
-                    value = counter[fld] = counter.get(fld, 0) + amount
+                    slot = SLOT[fld]
+                    value = field_of(counter, slot) + amount
+                    _put(counter, slot, value)
                     append(value)
             results.append(CommitResult(released, values, refused=refused))
         return results
 
     def apply_now(self, releases: list[tuple[str, tuple[str, str] | None]], adds: dict[str, KeyAdds]
-                  ) -> tuple[list[tuple[bool, bool]], dict[str, dict[str, int]]]:
+                  ) -> tuple[list[tuple[bool, bool]], dict[str, list[int | None]]]:
         """A batch's commit with its amounts summed per counter (see budget/batch_commit.py):
         first each span's reservation (id, its span's workflow and tenant), then each key's
-        sums. -> ((released, refused) per release, each key's touched fields' values after)."""
+        sums. -> ((released, refused) per release, each key's counter after: its fields in the
+        places of counters.SLOT, read with `field_of`)."""
         now = self.clock()
         outcomes = self._release_bound(releases)
         # The counters themselves, not copies: the caller reads them before anything else runs.
-        after: dict[str, dict[str, int]] = {}
-        hashes = self.hashes
+        after: dict[str, list[int | None]] = {}
+        hashes = self.counters
         expiry_of: dict[int, float] = {}  # one expiry float per TTL, shared by the call's keys
         for key, add in adds.items():
             # _hash inlined: this runs for every counter a batch touches.
             counter = hashes.get(key)
-            fresh = counter is None
-            if fresh:
-                # A new counter is the batch's sums as they stand (most of a batch's workflow
-                # keys are new): one copy, not a get and a set per field.
-                counter = hashes[key] = dict(add.sums)
+            if counter is None:
+                # made at its size at once (a list grown place by place keeps spare room)
+                counter = hashes[key] = [None] * (max(map(SLOT.__getitem__, (*add.sums, *add.if_absent)),
+                                                      default=-1) + 1)
                 if len(hashes) > self.max_keys:
                     self._evict()
             ttl_ms = add.ttl_ms
             if ttl_ms:
                 self._touch(key, ttl_ms, now, expiry_of)
-            if not fresh:
-                for fld, amount in add.sums.items():
-                    counter[fld] = counter.get(fld, 0) + amount
+            for fld, amount in add.sums.items():
+                slot = SLOT[fld]
+                _put(counter, slot, field_of(counter, slot) + amount)
             for fld, amount in add.if_absent.items():
-                counter.setdefault(fld, amount)
+                _put_if_absent(counter, SLOT[fld], amount)
             after[key] = counter
         return outcomes, after
 
@@ -265,7 +308,7 @@ class MemoryStore:
         return outcomes
 
     def apply_sums(self, releases: list[tuple[str, tuple[str, str] | None]], sums: dict[str, list[int]]
-                   ) -> tuple[list[tuple[bool, bool]], dict[str, dict[str, int]]]:
+                   ) -> tuple[list[tuple[bool, bool]], dict[str, list[int | None]]]:
         """apply_now for the plain batch commit (no policy, no velocity), its adds as bare lists:
         key -> [ttl ms, usd] (a window) or [ttl ms, usd, tokens, steps, start] (a workflow, its
         start set when absent). The same counters, expiries, touch order and eviction as
@@ -274,8 +317,7 @@ class MemoryStore:
         now = self.clock()
         outcomes = self._release_bound(releases) if releases else []
         if native_add_sums is not None:
-            after = native_add_sums(self.hashes, self.expires, self._by_ttl, sums, now, self.max_keys, self._evict,
-                                    _FIELDS)
+            after = native_add_sums(self.counters, self.expires, self._by_ttl, sums, now, self.max_keys, self._evict)
         else:
             after = self._add_sums(sums, now)
         return outcomes, after
@@ -288,29 +330,31 @@ class MemoryStore:
             expiry = expiry_of[ttl_ms] = now + ttl_ms / 1000.0
         self._expire_at(key, ttl_ms, expiry)
 
-    def _add_sums(self, sums: dict[str, list[int]], now: float) -> dict[str, dict[str, int]]:
+    def _add_sums(self, sums: dict[str, list[int]], now: float) -> dict[str, list[int | None]]:
         """apply_sums' adds, in Python: the oracle of the native one (`costctx_native._core.
-        add_sums`, native/src/budget.rs), which serves when built."""
-        after: dict[str, dict[str, int]] = {}
-        hashes = self.hashes
+        add_list_sums`, native/src/budget.rs), which serves when built."""
+        after: dict[str, list[int | None]] = {}
+        hashes = self.counters
         expiry_of: dict[int, float] = {}
         max_keys = self.max_keys
         for key, add in sums.items():
             counter = hashes.get(key)
             ttl_ms = add[0]
             if counter is None:
-                # as apply_now: the batch's sums as they stand, the start set after them
-                counter = hashes[key] = ({USD: add[1]} if len(add) == 2 else
-                                         {USD: add[1], TOKENS: add[2], STEPS: add[3], START: add[4]})
+                # as apply_now: the batch's sums as they stand (usd, tok, steps, start: the
+                # counters.FIELDS places)
+                counter = hashes[key] = add[1:]
                 if len(hashes) > max_keys:
                     self._evict()
-            elif len(add) == 2:
-                counter[USD] = counter.get(USD, 0) + add[1]
             else:
-                counter[USD] = counter.get(USD, 0) + add[1]
-                counter[TOKENS] = counter.get(TOKENS, 0) + add[2]
-                counter[STEPS] = counter.get(STEPS, 0) + add[3]
-                counter.setdefault(START, add[4])
+                if len(counter) < len(add) - 1:  # made by a check with fewer fields
+                    counter.extend([None] * (len(add) - 1 - len(counter)))
+                counter[0] = (counter[0] or 0) + add[1]
+                if len(add) != 2:
+                    counter[1] = (counter[1] or 0) + add[2]
+                    counter[2] = (counter[2] or 0) + add[3]
+                    if counter[3] is None:
+                        counter[3] = add[4]
             if ttl_ms:
                 self._touch(key, ttl_ms, now, expiry_of)
             after[key] = counter

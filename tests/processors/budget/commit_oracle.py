@@ -22,6 +22,12 @@ from costctx.pdata.view_batch import ViewBatch
 from costctx.processors.budget.processor import POLICY_KEY, STATE_KEY
 
 
+def _by_field(after: dict[str, list]) -> dict[str, dict[str, int]]:
+    """The store's counters after a commit as {field: value}, as these bodies read them."""
+    return {key: {c.FIELDS[slot]: value for slot, value in enumerate(counter) if value is not None}
+            for key, counter in after.items()}
+
+
 def _windows_of(tenant: str, feature: str, at: float) -> tuple:
     """The tenant's and the feature's hourly window keys with their TTLs at time `at` (empty
     when the segment has neither)."""
@@ -136,6 +142,7 @@ class OldCommit:
             spans += steps
         bindings = [(rid, (placed[n][0][0].workflow_id, placed[n][0][0].tenant)) for rid, n in releases]
         outcomes, after = engine.store.apply_sums(bindings, sums)
+        after = _by_field(after)  # the store's counters are lists of places now (counters.SLOT)
         engine.count_commit(outcomes, spans)
         multiple = breaker.config.workflow_median_multiple
         hot: set[str] = set()
@@ -210,6 +217,7 @@ class OldCommit:
             spans += steps
         bindings = [(rid, (placed[n][0].ctx.workflow_id, placed[n][0].ctx.tenant)) for rid, n in releases]
         outcomes, after = engine.store.apply_now(bindings, adds)
+        after = _by_field(after)  # the store's counters are lists of places now (counters.SLOT)
         engine.count_commit(outcomes, spans)
         breaker = engine.breaker
         multiple = breaker.config.workflow_median_multiple

@@ -19,6 +19,7 @@ from costctx.budget.counters import (
     MAX_TOKENS,
     MAX_USD,
     MICRO,
+    SLOT,
     USD,
     spent_micro,
     spent_tokens,
@@ -50,6 +51,8 @@ _READ = ("workflow.id", "workflow.name", "owner.tenant", "owner.feature", "polic
 _ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
 # Stands for a non-string envelope value in a group's key (read as "", never a policy.id).
 _OTHER = object()
+# The committed spend's place in the memory store's counters (MemoryStore.apply_sums' `after`).
+_USD = SLOT[USD]
 
 COST_KEY = "cost.usd"
 RESERVATION_KEY = "budget.reservation_id"
@@ -373,11 +376,11 @@ class BudgetProcessor(Processor):
             typical = group[1]
             if typical is not None and typical > 0 and group[2]:
                 key = group[2]
-                if after[key][USD] - sums[key][1] + segment[7] > multiple * typical:
+                if after[key][_USD] - sums[key][1] + segment[7] > multiple * typical:
                     hot.add(group[0].workflow_id)
         trips = self._states_and_trips(batch, read, placed, sums, after, hot, now) if hot or policies else ()
         # as of each workflow's last span, in the order of those spans
-        breaker.note_running_many([(ctx, after[key][USD]) for _, ctx, key in sorted(last_of.values(),
+        breaker.note_running_many([(ctx, after[key][_USD]) for _, ctx, key in sorted(last_of.values(),
                                                                                     key=itemgetter(0))], now)
         for key, tenant in trips:
             engine.store.trip_now(key, self.config.breaker.cooldown, tenant)
