@@ -2,7 +2,7 @@
 
 `.ci/python-codec-skip` lists them: files that never let the environment's codec choice reach
 the code they test, so running them again on the Python codec proves nothing new. Whenever one
-of them runs (CI's first run, on the native codec), `Watch` records each way the choice could
+of them runs with COSTCTX_CODEC unset (CI's first run, on the native codec), `Watch` records each way the choice could
 reach it, and tests/conftest.py fails the test that does it: the file then belongs in the second
 run again (take it off the list). The ways, as the codec is chosen (costctx.pdata.codec):
 - in process: COSTCTX_CODEC read from os.environ while it still holds the session's value (a
