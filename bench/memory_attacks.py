@@ -40,6 +40,10 @@ import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.sidecar_wait import READY_S, Ready, wait_ready  # noqa: E402
+
 BASE_CONFIG = REPO / "k8s" / "base" / "sidecar.yaml"
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 MiB = 1024 * 1024
@@ -141,21 +145,12 @@ class Sidecar:
         self.proc = subprocess.Popen([sys.executable, "-m", "costctx", "run", "--config", str(path)],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
 
-    def _wait_ready(self, timeout: float = 180.0) -> None:
-        # Generous: the wait ends at the first answer, and a loaded two-core machine took over
-        # 30 s to start a sidecar.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"costctx exited {self.proc.returncode}: {self.log()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=1) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(self.log())
+    def _wait_ready(self, timeout: float = READY_S) -> None:
+        outcome = wait_ready(self.proc, self.admin_port, timeout)
+        if outcome is Ready.EXITED:
+            raise RuntimeError(f"costctx exited {self.proc.returncode}: {self.log()}")
+        if outcome is Ready.TIMEOUT:
+            raise TimeoutError(self.log())
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

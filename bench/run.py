@@ -57,6 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import inprocess  # noqa: E402
+from bench.sidecar_wait import READY_S, Ready, wait_ready  # noqa: E402
 from bench.sink_server import read_stats  # noqa: E402
 from bench.workload import WorkloadSpec, build_requests, write_pool  # noqa: E402
 from costctx.service.registry import DEFAULT_TRACE_PROCESSORS  # noqa: E402
@@ -74,7 +75,7 @@ TARGETS_NATIVE = {"processor_us_per_span_max": 10.0, "cpu_pct_at_10k_max": 20.0,
 # Deadlines of waits on a condition, generous: each wait ends as soon as its condition holds,
 # so only what never comes (a sidecar that never starts, a window nothing is delivered in)
 # waits all of it; on a loaded two-core machine a sidecar's start-up took over 30 s.
-READY_S = 180.0  # a sidecar process answering /readyz
+DRAINED_S = 30.0  # the exporter's queue emptied between figures (wait_drained)
 DELIVERED_S = 120.0  # a window past its planned end, for its first span delivered (wait_delivered)
 
 
@@ -210,17 +211,12 @@ class SidecarProcess:
             raise RuntimeError(f"sidecar {name} does not run the {codec} codec; see {self.log_path}")
 
     def _wait_ready(self, timeout: float = READY_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited with {self.proc.returncode}; see {self.log_path}")
-            url = f"http://127.0.0.1:{self.admin_port}/readyz"
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-            time.sleep(0.1)
-        stop_process(self.proc)
-        raise RuntimeError(f"sidecar not ready after {timeout}s; see {self.log_path}")
+        outcome = wait_ready(self.proc, self.admin_port, timeout)
+        if outcome is Ready.EXITED:
+            raise RuntimeError(f"sidecar exited with {self.proc.returncode}; see {self.log_path}")
+        if outcome is Ready.TIMEOUT:
+            stop_process(self.proc)
+            raise RuntimeError(f"sidecar not ready after {timeout}s; see {self.log_path}")
 
     def metric(self, name: str, **labels: str) -> float:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
@@ -240,10 +236,19 @@ class SidecarProcess:
     def forwarded(self) -> float:
         return self.metric("costctx_exporter_sent_items_total", signal="traces")
 
-    def wait_drained(self, timeout: float = 30.0) -> None:
+    def wait_drained(self, timeout: float = DRAINED_S) -> bool:
+        """Until the exporter's queue is empty (the next figure starts on an idle sidecar); says
+        so on stderr when it gives up, since the next figure then starts with a backlog."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.metric("costctx_exporter_queue_size") > 0:
+        while time.monotonic() < deadline:
+            if self.metric("costctx_exporter_queue_size") <= 0:
+                return True
             time.sleep(0.2)
+        left = self.metric("costctx_exporter_queue_size")
+        if left <= 0:
+            return True
+        log(f"wait_drained: {left:.0f} still queued after {timeout:.0f}s; the next figure starts with them")
+        return False
 
     def peak_rss_mb(self) -> float:
         """VmHWM: the most resident memory the process ever had (Linux)."""

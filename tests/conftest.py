@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support import config_record
+from tests.support import codec_guard, config_record
 
 # Before the test modules import the loader's names: every config they build is recorded.
 config_record.install()
@@ -21,6 +21,38 @@ from tests.support.wall_clock import parse_wall_clock, shifted_wall_clock  # noq
 # (tests/support/wall_clock.py; its fixtures were set up on the real clock), to prove tests
 # hold across midnight, a month's end or a whole minute.
 WALL_CLOCK = os.environ.get("COSTCTX_TEST_WALL_CLOCK")
+
+
+# The files CI's Python-codec run leaves out (.ci/python-codec-skip) must not use the codec the
+# environment picks (tests/support/codec_guard.py): a test of theirs that does fails here. Watched
+# where CI runs them, with COSTCTX_CODEC unset: a copy of os.environ (for a child's env) then
+# reads no COSTCTX_CODEC, so every read the watch sees is a real one.
+SESSION_CODEC = os.environ.get(codec_guard.VARIABLE)
+CODEC_SKIP = codec_guard.skip_list() if SESSION_CODEC is None else []
+CODEC_USES = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not codec_guard.is_listed(item.path, CODEC_SKIP):
+        return (yield)
+    with codec_guard.Watch(SESSION_CODEC) as watch:
+        item.stash[CODEC_USES] = watch.uses
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    uses = item.stash.get(CODEC_USES, None)
+    if uses and call.when in ("call", "teardown") and report.passed:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.path.relative_to(codec_guard.REPO)} is in .ci/python-codec-skip (left out of "
+                           f"CI's COSTCTX_CODEC=python run), but this test uses the environment's codec:\n  "
+                           + "\n  ".join(dict.fromkeys(uses))
+                           + "\nTake the file off the list (it must run on both codecs), or pin its codec.")
+        uses.clear()
+    return report
 
 
 @pytest.hookimpl(wrapper=True)

@@ -25,6 +25,9 @@ EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 def loaded_libraries(config: dict, tmp_path: Path) -> str:
     """The shared objects the sidecar has mapped after one export and one scrape."""
+    # The maps are read before the stop: a short drain, not the default 10 s spent retrying an
+    # exporter that never answers (port 9) on every test's SIGTERM.
+    config.setdefault("service", {})["shutdown_grace"] = "1s"
     sidecar = SidecarProcess(with_fixed_ports(config), tmp_path).start()
     try:
         port = int(sidecar.grpc_target.rsplit(":", 1)[1])
