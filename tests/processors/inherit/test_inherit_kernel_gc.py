@@ -7,6 +7,7 @@ iterated makes it certain; run in a child process so a hang fails the test inste
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -38,7 +39,8 @@ _CHILD = textwrap.dedent("""
 
         def __iter__(self):
             self.iterated += 1
-            gc.collect()
+            if self.iterated <= 5:  # a few full collections per plan: enough to meet the lock
+                gc.collect()
             return iter(self.items)
 
     made = []
@@ -51,10 +53,10 @@ _CHILD = textwrap.dedent("""
         return (*found[:6], bumps, *found[7:])
 
     InheritProcessor._plan = collecting_plan
-    pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=False, batches=4))
+    pool = build_requests(WorkloadSpec(spans_per_batch=100, extra_attrs=4, complete=False, batches=2))
     on, off = Side(True, 1000), Side(False, 1000)
     run_side_by_side(on, off, pool + fresh_ids(pool, 1), 2)
-    assert on.counting.decided > 50, on.counting.decided
+    assert on.counting.decided > 20, on.counting.decided
     assert sum(b.iterated for b in made) > 0
     print("ok", on.counting.decided)
 """)
@@ -63,7 +65,8 @@ _CHILD = textwrap.dedent("""
 def test_a_collection_while_the_kernel_decides_does_not_hang_it():
     try:
         done = subprocess.run([sys.executable, "-c", _CHILD], cwd=ROOT, capture_output=True, text=True,
-                              timeout=300, env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'sidecar'}"})
+                              timeout=300, env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'sidecar'}",
+                                   "COSTCTX_CODEC": "native"})
     except subprocess.TimeoutExpired:
         pytest.fail("the kernel hung: a GC collection during run() waited on a lock run() held")
     assert done.returncode == 0, done.stderr[-3000:]
