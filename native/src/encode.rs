@@ -383,6 +383,43 @@ fn mask_bit(print: u64) -> u64 {
     1 << (print.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
 }
 
+/// The renames, then the deletes, over `current` (the list's keys, renamed in place), marking
+/// `renamed` and `deleted` by index, through `last` (key -> index of its last occurrence, one
+/// entry per key, as the Python codec's dict; updated by renames).
+fn rename_and_delete<'k>(
+    current: &mut [&'k [u8]],
+    renamed: &mut [bool],
+    deleted: &mut [bool],
+    last: &mut Vec<(&'k [u8], usize)>,
+    edits: EditsRef<'k>,
+) {
+    last.clear();
+    for (i, key) in current.iter().enumerate() {
+        match last.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = i,
+            None => last.push((key, i)),
+        }
+    }
+    for r in 0..edits.renames_len() {
+        let (old, new) = edits.rename(r);
+        if let Some(pos) = last.iter().position(|(k, _)| *k == old) {
+            let (_, at) = last.swap_remove(pos);
+            current[at] = new;
+            renamed[at] = true;
+            match last.iter_mut().find(|(k, _)| *k == new) {
+                Some(entry) => entry.1 = at,
+                None => last.push((new, at)),
+            }
+        }
+    }
+    for d in 0..edits.deletes_len() {
+        let key = edits.delete(d);
+        if let Some((_, at)) = last.iter().find(|(k, _)| *k == key) {
+            deleted[*at] = true;
+        }
+    }
+}
+
 /// Run the edits over the list's keys (`scratch.keys`) into `scratch.plan`, exactly as the
 /// Python codec does on messages (its `last` map: key -> index of the last occurrence,
 /// updated by renames). Lists are short, so small vectors searched linearly beat hashing.
@@ -405,32 +442,7 @@ fn plan_attrs<'k>(scratch: &mut PlanScratch<'k>, edits: EditsRef<'k>) {
     deleted.clear();
     deleted.resize(n, false);
     if edits.renames_len() != 0 || edits.deletes_len() != 0 {
-        // `last`: (key, index) with one entry per key, as the Python dict.
-        last.clear();
-        for (i, key) in current.iter().enumerate() {
-            match last.iter_mut().find(|(k, _)| k == key) {
-                Some(entry) => entry.1 = i,
-                None => last.push((key, i)),
-            }
-        }
-        for r in 0..edits.renames_len() {
-            let (old, new) = edits.rename(r);
-            if let Some(pos) = last.iter().position(|(k, _)| *k == old) {
-                let (_, at) = last.swap_remove(pos);
-                current[at] = new;
-                renamed[at] = true;
-                match last.iter_mut().find(|(k, _)| *k == new) {
-                    Some(entry) => entry.1 = at,
-                    None => last.push((new, at)),
-                }
-            }
-        }
-        for d in 0..edits.deletes_len() {
-            let key = edits.delete(d);
-            if let Some((_, at)) = last.iter().find(|(k, _)| *k == key) {
-                deleted[*at] = true;
-            }
-        }
+        rename_and_delete(current, renamed, deleted, last, edits);
     }
     set_of.clear();
     set_of.resize(n, None);
@@ -864,7 +876,8 @@ mod tests {
     use super::*;
 
     /// `plan_attrs` as it was before the fingerprint masks (every set key looked for among
-    /// the list's keys and the appended ones): the reference of the masked one.
+    /// the list's keys and the appended ones): the reference of the masked one. The renames
+    /// and deletes are the same phase (`rename_and_delete`): the masks only change the sets'.
     fn plan_reference<'k>(
         keys: &[&'k [u8]],
         edits: EditsRef<'k>,
@@ -872,30 +885,7 @@ mod tests {
         let n = keys.len();
         let mut current = keys.to_vec();
         let (mut renamed, mut deleted) = (vec![false; n], vec![false; n]);
-        let mut last: Vec<(&[u8], usize)> = Vec::new();
-        for (i, key) in current.iter().enumerate() {
-            match last.iter_mut().find(|(k, _)| k == key) {
-                Some(entry) => entry.1 = i,
-                None => last.push((key, i)),
-            }
-        }
-        for r in 0..edits.renames_len() {
-            let (old, new) = edits.rename(r);
-            if let Some(pos) = last.iter().position(|(k, _)| *k == old) {
-                let (_, at) = last.swap_remove(pos);
-                current[at] = new;
-                renamed[at] = true;
-                match last.iter_mut().find(|(k, _)| *k == new) {
-                    Some(entry) => entry.1 = at,
-                    None => last.push((new, at)),
-                }
-            }
-        }
-        for d in 0..edits.deletes_len() {
-            if let Some((_, at)) = last.iter().find(|(k, _)| *k == edits.delete(d)) {
-                deleted[*at] = true;
-            }
-        }
+        rename_and_delete(&mut current, &mut renamed, &mut deleted, &mut Vec::new(), edits);
         let mut set_of = vec![None; n];
         let mut appended: Vec<(&[u8], usize)> = Vec::new();
         for j in 0..edits.sets_len() {
