@@ -214,9 +214,7 @@ class RunningAt:
         """`field` (usd, tok or steps) of counter `key` right after the span at `position`."""
         positions, cost, tokens = self._of(key)
         spans = bisect_right(positions, position)  # the batch's spans on this counter up to it
-        # a field's place in the counter (counters.SLOT) is one less than in the key's sums (after the TTL)
-        slot = _SLOT[field]
-        before = self._after[key][slot - 1] - self._sums[key][slot]
+        before = self._after[key][c.SLOT[field]] - self._sums[key][_SLOT[field]]
         if not spans:
             return before
         return before + (cost[spans - 1] if field == c.USD else tokens[spans - 1] if field == c.TOKENS else spans)
