@@ -240,11 +240,8 @@ class SidecarProcess:
         """Until the exporter's queue is empty (the next figure starts on an idle sidecar); says
         so on stderr when it gives up, since the next figure then starts with a backlog."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.metric("costctx_exporter_queue_size") <= 0:
-                return True
+        while (left := self.metric("costctx_exporter_queue_size")) > 0 and time.monotonic() < deadline:
             time.sleep(0.2)
-        left = self.metric("costctx_exporter_queue_size")
         if left <= 0:
             return True
         log(f"wait_drained: {left:.0f} still queued after {timeout:.0f}s; the next figure starts with them")
